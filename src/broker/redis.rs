@@ -1,0 +1,202 @@
+//! Redis broker: one RESP3 connection per node carrying sharded pub/sub (`SSUBSCRIBE` of the
+//! users that have a stream here) and control announcements (`SPUBLISH`). Subscription changes
+//! go through one worker task, in order, so a quick unsubscribe/subscribe pair of the same user
+//! can never leave it unsubscribed. After a reconnect the connection resubscribes by itself and
+//! every stream catches up from the store.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Message;
+use crate::config::StartupError;
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::keys::{user_of_channel, UserKeys};
+
+/// Longest wait for a subscription to become active before the stream gets 503.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Command {
+    Subscribe(String, oneshot::Sender<Result<()>>),
+    Unsubscribe(String),
+}
+
+#[derive(Clone)]
+pub struct RedisBroker {
+    conn: ConnectionManager,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl RedisBroker {
+    /// Connect and start the listener and subscription worker; both stop on shutdown.
+    pub async fn start(
+        url: &str,
+        hub: Hub,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> Result<Self, StartupError> {
+        let url = if url.contains("protocol=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(push_tx)
+            .set_automatic_resubscription();
+        let conn = crate::store::redis::connect(&url, config).await?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        tokio::spawn(listen(
+            push_rx,
+            hub.clone(),
+            conn.clone(),
+            metrics,
+            shutdown.clone(),
+        ));
+        tokio::spawn(work(command_rx, hub, conn.clone(), shutdown));
+        Ok(RedisBroker { conn, commands })
+    }
+
+    pub async fn subscribe(&self, user: &str) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let unavailable = || Error::Unavailable("broker subscription worker stopped".into());
+        self.commands
+            .send(Command::Subscribe(user.to_owned(), tx))
+            .map_err(|_| unavailable())?;
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(unavailable()),
+            Err(_) => Err(Error::Unavailable("subscribing timed out".into())),
+        }
+    }
+
+    pub fn unsubscribe(&self, user: &str) {
+        let _ = self.commands.send(Command::Unsubscribe(user.to_owned()));
+    }
+
+    pub async fn announce(&self, user: &str, message: &Message) -> Result<()> {
+        let _: i64 = redis::cmd("SPUBLISH")
+            .arg(UserKeys::new(user).channel())
+            .arg(message.encode())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Apply subscription changes one at a time; an unsubscribe is skipped if the user has a
+/// stream here again by the time it runs.
+async fn work(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    hub: Hub,
+    mut conn: ConnectionManager,
+    shutdown: Shutdown,
+) {
+    let mut subscribed: HashSet<String> = HashSet::new();
+    loop {
+        let command = tokio::select! {
+            c = rx.recv() => match c { Some(c) => c, None => return },
+            _ = shutdown.wait() => return,
+        };
+        match command {
+            Command::Subscribe(user, reply) => {
+                let result = if subscribed.contains(&user) {
+                    Ok(())
+                } else {
+                    let r: Result<()> = redis::cmd("SSUBSCRIBE")
+                        .arg(UserKeys::new(&user).channel())
+                        .exec_async(&mut conn)
+                        .await
+                        .map_err(Error::from);
+                    if r.is_ok() {
+                        subscribed.insert(user);
+                    }
+                    r
+                };
+                let _ = reply.send(result);
+            }
+            Command::Unsubscribe(user) => {
+                if hub.count(&user) == 0 && subscribed.remove(&user) {
+                    let r = redis::cmd("SUNSUBSCRIBE")
+                        .arg(UserKeys::new(&user).channel())
+                        .exec_async(&mut conn)
+                        .await;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, user, "sunsubscribe failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Route pushed messages to the hub; on a lost connection, count it and, once Redis answers
+/// again, have every stream catch up from the store.
+async fn listen(
+    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+    hub: Hub,
+    conn: ConnectionManager,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
+    loop {
+        let push = tokio::select! {
+            p = rx.recv() => match p { Some(p) => p, None => return },
+            _ = shutdown.wait() => return,
+        };
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                let (Some(channel), Some(payload)) = (push.data.first(), push.data.get(1)) else {
+                    continue;
+                };
+                let (Some(channel), Some(payload)) = (as_str(channel), as_str(payload)) else {
+                    continue;
+                };
+                let (Some(user), Some(message)) =
+                    (user_of_channel(channel), Message::parse(payload))
+                else {
+                    tracing::warn!(channel, "unreadable broker message");
+                    continue;
+                };
+                message.apply(&hub, &user);
+            }
+            PushKind::Disconnection => {
+                metrics.broker_reconnects.inc();
+                tracing::warn!("broker connection lost; reconnecting");
+                let (hub, mut conn, shutdown) = (hub.clone(), conn.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let ok: redis::RedisResult<String> =
+                            redis::cmd("PING").query_async(&mut conn).await;
+                        if ok.is_ok() {
+                            tracing::info!("broker connection back; streams catch up");
+                            hub.catch_up_all();
+                            return;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                            _ = shutdown.wait() => return,
+                        }
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}

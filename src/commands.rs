@@ -1,0 +1,139 @@
+//! The `token` and `publish` sub-commands: small clients of the same code the server runs.
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::auth::jwt::{Claims, Keys};
+use crate::cli::{KeyArgs, PublishArgs, TokenArgs};
+use crate::config::{backend, Backend, StartupError};
+use crate::model::{now_secs, NotificationInput};
+use crate::routes::{publish as publish_request, PublishRequest};
+use crate::store::{RedisStore, Store};
+
+fn keys(args: &KeyArgs) -> Result<Keys, StartupError> {
+    Keys::from_args(args)?
+        .ok_or_else(|| StartupError("--jwt-secret is required to sign tokens".into()))
+}
+
+/// `herald token`: print a signed JWT.
+pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
+    if args.sub.is_none() && args.scope.is_none() {
+        return Err(StartupError("--sub or --scope is required".into()));
+    }
+    let claims = Claims {
+        sub: args.sub.clone(),
+        exp: now_secs() + args.ttl.as_secs().max(1),
+        scope: args.scope.clone(),
+        sid: args.sid.clone(),
+        iss: None,
+        aud: None,
+    };
+    println!("{}", keys(&args.keys)?.sign(claims)?);
+    Ok(())
+}
+
+/// `herald publish`: through Redis with `--redis-url`, else `POST /publish` to `--url`.
+pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
+    let data = match &args.data {
+        Some(d) => Some(
+            serde_json::from_str(d)
+                .map_err(|e| StartupError(format!("--data must be a JSON object: {e}")))?,
+        ),
+        None => None,
+    };
+    let request = PublishRequest {
+        users: args.users.clone(),
+        groups: args.groups.clone(),
+        notification: NotificationInput {
+            title: args.title.clone(),
+            body: args.body.clone(),
+            source: args.source.clone(),
+            category: args.category.clone(),
+            link: args.link.clone(),
+            data,
+        },
+        idempotency_key: args.idempotency_key.clone(),
+    };
+    let failed =
+        |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));
+    match backend(&args.redis_url)? {
+        Backend::Redis(url) => {
+            let conn = crate::store::redis::connect(&url, Default::default()).await?;
+            let store = Store::Redis(RedisStore::new(conn, args.max_per_user));
+            let response = publish_request(&store, None, &request)
+                .await
+                .map_err(failed)?;
+            println!("{}", serde_json::to_string(&response).unwrap_or_default());
+            Ok(())
+        }
+        Backend::Cluster(_) => Err(StartupError(
+            "--redis-url: Redis Cluster is not supported yet".into(),
+        )),
+        Backend::Embedded => post(args, &request).await,
+    }
+}
+
+async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), StartupError> {
+    let service = keys(&args.keys)?.sign(Claims {
+        sub: None,
+        exp: now_secs() + 300,
+        scope: Some("publish".into()),
+        sid: None,
+        iss: None,
+        aud: None,
+    })?;
+    let body = serde_json::json!({
+        "users": request.users,
+        "groups": request.groups,
+        "notification": {
+            "title": request.notification.title,
+            "body": request.notification.body,
+            "source": request.notification.source,
+            "category": request.notification.category,
+            "link": request.notification.link,
+            "data": request.notification.data,
+        },
+        "idempotency_key": request.idempotency_key,
+    });
+    let url = args
+        .url
+        .join("publish")
+        .map_err(|e| StartupError(format!("--url: {e}")))?;
+    let req = http::Request::post(url.as_str())
+        .header("authorization", format!("Bearer {service}"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(strip_nulls(body).to_string())))
+        .map_err(|e| StartupError(format!("--url: {e}")))?;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .request(req)
+        .await
+        .map_err(|e| StartupError(format!("--url: cannot reach Herald at {}: {e}", args.url)))?;
+    let status = response.status();
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    if !status.is_success() {
+        return Err(StartupError(format!(
+            "publish failed with {status}: {text}"
+        )));
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// Drop `null` members of the notification object (absent optional fields).
+fn strip_nulls(mut body: serde_json::Value) -> serde_json::Value {
+    if let Some(n) = body.get_mut("notification").and_then(|n| n.as_object_mut()) {
+        n.retain(|_, v| !v.is_null());
+    }
+    if let Some(o) = body.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    body
+}

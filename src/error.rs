@@ -1,0 +1,96 @@
+//! The one error type of request handling, and its mapping to a status and the JSON error body
+//! `{"error":{"code","message"}}`. Only this file builds error responses; the `message` is for
+//! humans and never carries internals (sources go to the log).
+
+use http::{header, StatusCode};
+
+use crate::routes::body::{full, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{what} exceeds {limit} bytes")]
+    TooLarge { what: &'static str, limit: usize },
+    #[error("this user has too many open streams")]
+    TooManyStreams,
+    #[error("too many requests; slow down")]
+    RateLimited,
+    #[error("storage or broker unavailable; try again")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest(message.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::TooLarge { .. } => "too_large",
+            Error::TooManyStreams => "too_many_streams",
+            Error::RateLimited => "rate_limited",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The response for this error; our own faults are logged at error, client mistakes at debug.
+    pub fn into_response(self) -> Response {
+        match &self {
+            Error::Unavailable(source) => tracing::warn!(error = %source, "backend unavailable"),
+            Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+            other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
+        }
+        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = full(self.status(), body.to_string());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        if let Error::Unauthorized(_) = self {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Error::Unavailable(Box::new(e))
+    }
+}

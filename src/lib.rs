@@ -1,0 +1,30 @@
+//! Herald: a real-time notification edge server.
+//!
+//! A notification flows config → auth/session → route → store (commit) → broker → hub → stream:
+//!
+//! - `cli`, `config`: the command line and its typed, validated form.
+//! - `server`, `shutdown`: accept loop, one hyper task per connection, drain on SIGTERM.
+//! - `state`: `AppState`, the cheap-to-clone handle every handler gets.
+//! - `auth`: JWT keys, sessions and callers, the Origin rule.
+//! - `routes`: the HTTP endpoints; `error` maps failures to the JSON error body.
+//! - `store`: trays, change logs, sessions, groups, presence (memory or Redis).
+//! - `broker`: changes and stream controls between nodes (Redis sharded pub/sub).
+//! - `hub`: this node's live streams by user; fan-out without copying payloads.
+//! - `sse`: frame encoding and the per-stream state machine.
+//! - `model`, `metrics`, `commands` (`herald token` / `herald publish`).
+
+pub mod auth;
+pub mod broker;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod model;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod sse;
+pub mod state;
+pub mod store;

@@ -1,0 +1,102 @@
+//! Prometheus metrics, exposed at `GET /metrics`. One cheap-to-clone handle; every field is
+//! an atomic, so recording never takes a lock.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    /// Open SSE streams on this node.
+    pub streams_open: Gauge,
+    /// Streams closed because the client stopped reading.
+    pub streams_overflowed: Counter,
+    /// Change events written to streams.
+    pub events_delivered: Counter,
+    /// Notifications stored by publishes (one per recipient).
+    pub publishes: Counter,
+    /// Times the broker connection was lost and re-established.
+    pub broker_reconnects: Counter,
+    /// Seconds from commit to the write of the event to a stream.
+    pub delivery_latency: Histogram,
+    registry: Registry,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let streams_open = Gauge::default();
+        let streams_overflowed = Counter::default();
+        let events_delivered = Counter::default();
+        let publishes = Counter::default();
+        let broker_reconnects = Counter::default();
+        let delivery_latency = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
+        let mut registry = Registry::with_prefix("herald");
+        registry.register(
+            "streams_open",
+            "Open SSE streams on this node",
+            streams_open.clone(),
+        );
+        registry.register(
+            "streams_overflowed",
+            "Streams closed because their backlog was full",
+            streams_overflowed.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Change events written to streams",
+            events_delivered.clone(),
+        );
+        registry.register(
+            "publishes",
+            "Notifications stored by publishes",
+            publishes.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Broker connection losses recovered",
+            broker_reconnects.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Seconds from commit to the write of the event to a stream",
+            delivery_latency.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                streams_open,
+                streams_overflowed,
+                events_delivered,
+                publishes,
+                broker_reconnects,
+                delivery_latency,
+                registry,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.inner.registry);
+        out
+    }
+}

@@ -1,0 +1,247 @@
+//! The nouns that cross module boundaries: Notification (what a user sees in the tray), Change
+//! (one numbered event in a user's change log) and the validation of ids and publish input.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Largest serialized notification, in bytes (spec: 16 KiB, 413 beyond).
+pub const MAX_NOTIFICATION_BYTES: usize = 16 * 1024;
+/// Longest user id, group name, session id or tab id, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 256;
+
+/// A notification as stored and as sent to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub user: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Map<String, Value>>,
+    pub created_at: String,
+    pub read_at: Option<String>,
+}
+
+/// The `notification` object of a publish request: what the publisher controls.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotificationInput {
+    pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub link: Option<String>,
+    #[serde(default)]
+    pub data: Option<Map<String, Value>>,
+}
+
+impl NotificationInput {
+    pub fn validate(&self) -> Result<()> {
+        let chars = self.title.chars().count();
+        if chars == 0 || chars > MAX_TITLE_CHARS {
+            return Err(Error::invalid(format!(
+                "notification.title must be 1 to {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stored notification for `user`, checked against the size limit.
+    pub fn to_notification(&self, id: String, user: &str, now: SystemTime) -> Notification {
+        Notification {
+            id,
+            user: user.to_owned(),
+            title: self.title.clone(),
+            body: self.body.clone(),
+            source: self.source.clone(),
+            category: self.category.clone(),
+            link: self.link.clone(),
+            data: self.data.clone(),
+            created_at: rfc3339(now),
+            read_at: None,
+        }
+    }
+}
+
+/// Serialize a notification, enforcing [`MAX_NOTIFICATION_BYTES`].
+pub fn notification_json(n: &Notification) -> Result<String> {
+    let json = serde_json::to_string(n).map_err(|e| Error::Internal(e.to_string()))?;
+    if json.len() > MAX_NOTIFICATION_BYTES {
+        return Err(Error::TooLarge {
+            what: "notification",
+            limit: MAX_NOTIFICATION_BYTES,
+        });
+    }
+    Ok(json)
+}
+
+/// The kind of a change, which is also its SSE event name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Notification,
+    Read,
+    Unread,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Notification => "notification",
+            ChangeKind::Read => "read",
+            ChangeKind::Unread => "unread",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "notification" => ChangeKind::Notification,
+            "read" => ChangeKind::Read,
+            "unread" => ChangeKind::Unread,
+            "deleted" => ChangeKind::Deleted,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of a user's change log: `seq` is the SSE `id:`, strictly increasing per user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub seq: u64,
+    pub kind: ChangeKind,
+    /// The event's `data:` JSON (the notification, or `{"ids":[..],"unread_count":N}`).
+    pub data: String,
+    /// When the change was committed, in Unix milliseconds (for the delivery latency metric).
+    pub at_ms: u64,
+}
+
+/// The status change a tray write asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Read,
+    Unread,
+    Deleted,
+}
+
+impl Mark {
+    pub fn kind(self) -> ChangeKind {
+        match self {
+            Mark::Read => ChangeKind::Read,
+            Mark::Unread => ChangeKind::Unread,
+            Mark::Deleted => ChangeKind::Deleted,
+        }
+    }
+}
+
+/// Which notifications a tray write applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Ids(Vec<String>),
+    All,
+}
+
+/// What a tray write did: how many of the named ids exist, which ones changed state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marked {
+    pub found: usize,
+    pub changed: Vec<String>,
+}
+
+/// `data:` of a status change event.
+pub fn status_data(ids: &[String], unread_count: u64) -> String {
+    serde_json::json!({"ids": ids, "unread_count": unread_count}).to_string()
+}
+
+/// A user id, group name or client-chosen id: 1–128 characters, no control characters.
+pub fn validate_id(what: &str, s: &str) -> Result<()> {
+    let n = s.chars().count();
+    if n == 0 || n > MAX_ID_CHARS || s.chars().any(char::is_control) {
+        return Err(Error::invalid(format!(
+            "{what} must be 1 to {MAX_ID_CHARS} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub fn is_valid_id(s: &str) -> bool {
+    validate_id("id", s).is_ok()
+}
+
+/// A new notification id: a ULID, unique and sorting by creation time.
+pub fn new_id() -> String {
+    // One process-wide generator keeps ids from the same millisecond in creation order.
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let next = GENERATOR.lock().map(|mut g| g.generate());
+    match next {
+        Ok(Ok(id)) => id.to_string(),
+        _ => ulid::Ulid::new().to_string(),
+    }
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// Random opaque token of `bytes` random bytes, hex encoded (session ids, node ids, dev secrets).
+pub fn random_token(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids with control characters or over 128 characters are refused.
+    #[test]
+    fn id_rules() {
+        assert!(is_valid_id("alice"));
+        assert!(is_valid_id(&"é".repeat(128)));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a\nb"));
+        assert!(!is_valid_id(&"a".repeat(129)));
+    }
+
+    /// Ids created later sort after ids created earlier.
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = new_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = new_id();
+        assert!(a < b);
+    }
+}

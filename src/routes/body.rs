@@ -1,0 +1,63 @@
+//! Response bodies and request-body reading: one body type for every response (full bytes or
+//! a stream), and JSON request bodies read with a size limit (413) and parsed strictly (400).
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub type Response = http::Response<Body>;
+pub type Request = http::Request<Incoming>;
+
+/// Largest JSON request body, in bytes: a publish to many users stays well below it.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn full(status: StatusCode, bytes: impl Into<Bytes>) -> Response {
+    let body = Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    response
+}
+
+pub fn empty(status: StatusCode) -> Response {
+    full(status, Bytes::new())
+}
+
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = full(status, bytes);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Read the whole body (at most [`MAX_BODY_BYTES`]) and parse it as JSON into `T`.
+pub async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T> {
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                Error::TooLarge {
+                    what: "request body",
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                Error::invalid("could not read the request body")
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid("a JSON body is required"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
+}

@@ -1,0 +1,60 @@
+//! Service endpoints about users: group membership (`/groups/{group}/members`) and presence
+//! (`/presence/{user}`). All need a service token.
+
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::body::{empty, json, read_json, Request, Response};
+use crate::auth;
+use crate::error::Result;
+use crate::model::validate_id;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+struct Members {
+    users: Vec<String>,
+}
+
+pub async fn add(state: AppState, req: Request, group: &str) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    auth::session::service(&state, &parts)?;
+    validate_id("group", group)?;
+    let members: Members = read_json(body).await?;
+    for user in &members.users {
+        validate_id("each user", user)?;
+    }
+    state.store.add_members(group, &members.users).await?;
+    let users = state.store.members(group).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"group": group, "users": users}),
+    ))
+}
+
+pub async fn list(state: AppState, req: Request, group: &str) -> Result<Response> {
+    auth::session::service(&state, &req.into_parts().0)?;
+    validate_id("group", group)?;
+    let users = state.store.members(group).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"group": group, "users": users}),
+    ))
+}
+
+pub async fn remove(state: AppState, req: Request, group: &str, user: &str) -> Result<Response> {
+    auth::session::service(&state, &req.into_parts().0)?;
+    validate_id("group", group)?;
+    validate_id("user", user)?;
+    state.store.remove_member(group, user).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+pub async fn presence(state: AppState, req: Request, user: &str) -> Result<Response> {
+    auth::session::service(&state, &req.into_parts().0)?;
+    validate_id("user", user)?;
+    let sessions = state.store.presence(user).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"online": !sessions.is_empty(), "sessions": sessions}),
+    ))
+}

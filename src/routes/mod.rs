@@ -1,0 +1,115 @@
+//! The method + path table. Paths are matched after the `--base-path` prefix is removed, and
+//! path segments are percent-decoded. Every handler returns `Result<Response, Error>`; only
+//! `Error::into_response` builds error bodies.
+
+pub mod body;
+mod events;
+mod groups;
+mod notifications;
+mod ops;
+mod publish;
+mod session;
+
+use http::Method;
+
+use self::body::{Request, Response};
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+pub use self::publish::{publish, PublishRequest};
+
+/// Handle one request; never fails (errors become JSON error responses).
+pub async fn handle(state: AppState, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let result = match strip_base(&state.config.base_path, &path) {
+        Some(rest) => route(state, req, rest).await,
+        None => Err(Error::NotFound("no such endpoint")),
+    };
+    result.unwrap_or_else(Error::into_response)
+}
+
+fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
+    if base == "/" {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(base.trim_end_matches('/'))?;
+    match rest {
+        "" => Some("/"),
+        r if r.starts_with('/') => Some(r),
+        _ => None,
+    }
+}
+
+async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect::<Result<_>>()?;
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    match (segs.as_slice(), &method) {
+        (["events"], &Method::GET) => events::open(state, req).await,
+        (["session"], &Method::POST) => session::create(state, req).await,
+        (["session"], &Method::DELETE) => session::delete(state, req).await,
+        (["notifications"], &Method::GET) => notifications::list(state, req).await,
+        (["notifications"], &Method::PATCH) => notifications::patch_many(state, req).await,
+        (["notifications", id], &Method::PATCH) => notifications::patch_one(state, req, id).await,
+        (["publish"], &Method::POST) => publish::handle(state, req).await,
+        (["groups", group, "members"], &Method::PUT) => groups::add(state, req, group).await,
+        (["groups", group, "members"], &Method::GET) => groups::list(state, req, group).await,
+        (["groups", group, "members", user], &Method::DELETE) => {
+            groups::remove(state, req, group, user).await
+        }
+        (["presence", user], &Method::GET) => groups::presence(state, req, user).await,
+        (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
+        (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
+        (["metrics"], &Method::GET) => Ok(ops::metrics(&state)),
+        ([""], &Method::GET) if state.config.dev => Ok(ops::demo()),
+        (
+            ["events" | "session" | "notifications" | "publish" | "healthz" | "readyz" | "metrics"]
+            | ["notifications", _]
+            | ["groups", _, "members"]
+            | ["groups", _, "members", _]
+            | ["presence", _],
+            _,
+        ) => Err(Error::MethodNotAllowed),
+        _ => Err(Error::NotFound("no such endpoint")),
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| Error::invalid("the path is not valid UTF-8"))
+}
+
+/// Query string parameters, percent-decoded.
+pub fn query_pairs(req: &Request) -> Vec<(String, String)> {
+    let query = req.uri().query().unwrap_or("");
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests outside the base path are not ours; inside, the prefix is removed.
+    #[test]
+    fn base_path_stripping() {
+        assert_eq!(strip_base("/", "/events"), Some("/events"));
+        assert_eq!(strip_base("/herald/", "/herald/events"), Some("/events"));
+        assert_eq!(strip_base("/herald/", "/herald"), Some("/"));
+        assert_eq!(strip_base("/herald/", "/heraldx/events"), None);
+    }
+
+    /// Percent-encoded path segments decode; invalid UTF-8 is a 400.
+    #[test]
+    fn path_segments_decode() {
+        assert_eq!(percent_decode("a%20b").unwrap(), "a b");
+        assert!(percent_decode("%ff").is_err());
+    }
+}

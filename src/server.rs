@@ -1,0 +1,127 @@
+//! Bind, accept, one hyper task per connection, drain on shutdown. `run` is the one seam that
+//! `serve`, tests and benches enter through: a bound listener, the state, a shutdown value.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use crate::config::{Config, StartupError};
+use crate::routes::body::Request;
+use crate::shutdown::{self, Shutdown};
+use crate::state::AppState;
+
+/// What a handler may know about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Unique per connection on this node; the session of a Bearer token without `sid`.
+    pub id: String,
+    pub peer: SocketAddr,
+}
+
+/// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> Result<(), StartupError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartupError(format!("--listen: cannot bind {}: {e}", config.listen)))?;
+    let (trigger, shutdown) = shutdown::channel();
+    let state = AppState::build(config, shutdown.clone()).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError(format!("--listen: {e}")))?;
+    if let Some(secret) = &state.config.generated_secret {
+        println!("herald dev secret: {secret}");
+    }
+    // Tests and scripts read this line to learn the port when `--listen` used port 0.
+    println!("herald listening on http://{addr}");
+    tracing::info!(%addr, node = state.config.node, backend = ?state.config.backend, "listening");
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        tracing::info!("shutting down");
+        trigger.fire();
+    });
+    run(listener, state, shutdown).await;
+    Ok(())
+}
+
+/// Accept connections until `shutdown`, then wait for open ones (at most `--drain-timeout`).
+pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
+    let graceful = GracefulShutdown::new();
+    let cors = cors_layer(&state);
+    let counter = AtomicU64::new(0);
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let info = ConnInfo {
+            id: format!(
+                "conn-{}-{}",
+                state.config.node,
+                counter.fetch_add(1, Ordering::Relaxed)
+            ),
+            peer,
+        };
+        let app = state.clone();
+        let service =
+            ServiceBuilder::new()
+                .layer(cors.clone())
+                .service_fn(move |mut req: Request| {
+                    req.extensions_mut().insert(info.clone());
+                    let app = app.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(crate::routes::handle(app, req).await)
+                    }
+                });
+        let conn = http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(30))
+            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(state.config.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
+    }
+}
+
+/// CORS for `--allowed-origin` (or the request's own host), with credentials.
+fn cors_layer(state: &AppState) -> CorsLayer {
+    let state = Arc::new(state.clone());
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(
+            move |origin: &HeaderValue, parts: &Parts| {
+                origin
+                    .to_str()
+                    .is_ok_and(|o| crate::auth::origin::allowed(&state, o, parts))
+            },
+        ))
+        .allow_credentials(true)
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .max_age(std::time::Duration::from_secs(600))
+}

@@ -1,0 +1,243 @@
+//! One SSE stream: sends `ready`, replays after Last-Event-ID, then forwards live changes and
+//! pings until the hub, the token expiry or shutdown ends it. Never blocks the hub: waiting
+//! happens here. Rule for every edit: subscribe (hub + broker) *before* reading the store, and
+//! skip live changes at or below the last seq written; that ordering makes replay gap-free
+//! and duplicate-free.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+use super::frame;
+use crate::error::Result;
+use crate::hub::{Delivery, EndReason, Signal};
+use crate::model::{now_ms, now_secs};
+use crate::state::AppState;
+use crate::store::{PresenceEntry, Replay};
+
+/// Suggested reconnect delay sent in the `retry:` line, in milliseconds.
+pub const RETRY_MS: u64 = 2000;
+
+/// Who the stream belongs to.
+pub struct Owner {
+    pub user: String,
+    pub session: String,
+    pub tab: Option<String>,
+    /// Token or session expiry, Unix seconds.
+    pub exp: u64,
+}
+
+pub struct Stream {
+    state: AppState,
+    user: String,
+    id: u64,
+    rx: mpsc::Receiver<Signal>,
+    /// The last change seq written (or skipped as already seen by the client).
+    last: u64,
+    /// Frames ready to write, in order.
+    pending: VecDeque<Bytes>,
+    /// One timer per stream: the next ping or the expiry, whichever is first.
+    timer: Pin<Box<Sleep>>,
+    next_ping: Instant,
+    expires: Instant,
+    done: bool,
+}
+
+impl Stream {
+    /// Register with the hub and broker, then build the opening frames: `retry:`, `ready`, and
+    /// the replay (or `reset`) when `resume` carries a Last-Event-ID. `None` when the user
+    /// already has `--max-streams-per-user` streams here.
+    pub async fn open(
+        state: &AppState,
+        owner: Owner,
+        resume: Option<&str>,
+    ) -> Result<Option<Stream>> {
+        let hub = &state.hub;
+        let Some(reg) = hub.register(
+            &owner.user,
+            &owner.session,
+            owner.tab.as_deref(),
+            state.config.max_streams_per_user,
+        ) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let heartbeat = state.config.heartbeat;
+        let expires = now
+            + Duration::from_secs(
+                (owner.exp + state.config.keys.leeway.as_secs()).saturating_sub(now_secs()),
+            );
+        let next_ping = now + heartbeat;
+        let mut stream = Stream {
+            state: state.clone(),
+            user: owner.user.clone(),
+            id: reg.id,
+            rx: reg.rx,
+            last: 0,
+            pending: VecDeque::new(),
+            timer: Box::pin(tokio::time::sleep_until(next_ping.min(expires))),
+            next_ping,
+            expires,
+            done: false,
+        };
+        // From here on, dropping `stream` undoes the registration.
+        state.broker.subscribe(&owner.user).await?;
+        let key = hub.stream_key(reg.id);
+        let presence = PresenceEntry {
+            stream: key,
+            session: owner.session.clone(),
+            node: hub.node().to_owned(),
+            since: crate::model::rfc3339(std::time::SystemTime::now()),
+        };
+        if let Err(e) = state.store.add_presence(&owner.user, &presence).await {
+            tracing::debug!(error = %e, "presence not recorded");
+        }
+        let open = crate::broker::Message::Open {
+            node: hub.node().to_owned(),
+            session: owner.session.clone(),
+            tab: owner.tab.clone(),
+        };
+        state.broker.announce(&owner.user, &open).await?;
+
+        let head = state.store.head(&owner.user).await?;
+        let ready = |id: Option<u64>| {
+            let data = serde_json::json!({
+                "user": owner.user, "session": owner.session, "unread_count": head.unread_count,
+            });
+            frame::event(id, "ready", &data.to_string())
+        };
+        stream.pending.push_back(frame::retry(RETRY_MS));
+        match resume.map(|r| r.trim().parse::<u64>()) {
+            None => {
+                stream.pending.push_back(ready(Some(head.seq)));
+                stream.last = head.seq;
+            }
+            Some(Ok(after)) => match state.store.replay(&owner.user, after).await? {
+                Replay::Changes(changes) => {
+                    stream.pending.push_back(ready(Some(after)));
+                    stream.last = after;
+                    for c in &changes {
+                        stream.push_change(&Delivery::new(c));
+                    }
+                }
+                Replay::Reset => stream.reset(ready(None), head.seq),
+            },
+            Some(Err(_)) => stream.reset(ready(None), head.seq),
+        }
+        Ok(Some(stream))
+    }
+
+    fn reset(&mut self, ready: Bytes, seq: u64) {
+        self.pending.push_back(ready);
+        self.pending
+            .push_back(frame::event(Some(seq), "reset", "{}"));
+        self.last = seq;
+    }
+
+    fn push_change(&mut self, d: &Delivery) {
+        if d.seq <= self.last {
+            return;
+        }
+        self.pending.push_back(d.frame.clone());
+        self.last = d.seq;
+        let metrics = &self.state.metrics;
+        metrics.events_delivered.inc();
+        if d.at_ms > 0 {
+            metrics
+                .delivery_latency
+                .observe(now_ms().saturating_sub(d.at_ms) as f64 / 1000.0);
+        }
+    }
+
+    /// Fetch from the store what came after `last` (the broker lost or reordered something).
+    async fn catch_up(&mut self) {
+        match self.state.store.replay(&self.user, self.last).await {
+            Ok(Replay::Changes(changes)) => {
+                for c in &changes {
+                    self.push_change(&Delivery::new(c));
+                }
+            }
+            Ok(Replay::Reset) => {
+                if let Ok(head) = self.state.store.head(&self.user).await {
+                    self.pending
+                        .push_back(frame::event(Some(head.seq), "reset", "{}"));
+                    self.last = head.seq;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, user = %self.user, "catch-up failed; will retry on next change")
+            }
+        }
+    }
+
+    async fn on_change(&mut self, d: Delivery) {
+        if d.seq > self.last + 1 {
+            self.catch_up().await;
+        }
+        self.push_change(&d);
+    }
+
+    /// The next bytes to write, or `None` when the stream is over.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(bytes) = self.pending.pop_front() {
+                return Some(bytes);
+            }
+            if self.done {
+                return None;
+            }
+            let shutdown = self.state.shutdown.clone();
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => self.done = true,
+                signal = self.rx.recv() => match signal {
+                    // The hub dropped us: our backlog was full. The client resumes by id.
+                    None => self.done = true,
+                    Some(Signal::Change(d)) => self.on_change(d).await,
+                    Some(Signal::CatchUp) => self.catch_up().await,
+                    Some(Signal::End(reason)) => {
+                        self.pending.push_back(match reason {
+                            EndReason::Replaced => frame::event(None, "replaced", "{}"),
+                            EndReason::Revoked => frame::event(None, "revoked", r#"{"reason":"logout"}"#),
+                        });
+                        self.done = true;
+                    }
+                },
+                _ = self.timer.as_mut() => {
+                    let now = Instant::now();
+                    if now >= self.expires {
+                        self.pending.push_back(frame::event(None, "revoked", r#"{"reason":"expired"}"#));
+                        self.done = true;
+                    } else {
+                        self.pending.push_back(Bytes::from_static(frame::PING));
+                        self.next_ping = now + self.state.config.heartbeat;
+                        self.timer.as_mut().reset(self.next_ping.min(self.expires));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let state = &self.state;
+        if state.hub.remove(&self.user, self.id) {
+            state.broker.unsubscribe(&self.user);
+        }
+        if let crate::store::Store::Redis(_) = state.store {
+            let (store, user, key) = (
+                state.store.clone(),
+                self.user.clone(),
+                state.hub.stream_key(self.id),
+            );
+            tokio::spawn(async move {
+                let _ = store.remove_presence(&user, &key).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `AppState`: everything a request handler needs, as one cheap-to-clone handle over
+//! `Arc<Inner>`. Built once at start-up from the config: embedded or Redis backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::broker::{Broker, Message, RedisBroker};
+use crate::config::{Backend, Config, StartupError};
+use crate::error::Result;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::{MemoryStore, RedisStore, Store};
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub broker: Broker,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    pub shutdown: Shutdown,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl AppState {
+    /// Connect the backends named by the config; an unreachable Redis is a start-up error.
+    pub async fn build(config: Config, shutdown: Shutdown) -> Result<Self, StartupError> {
+        let metrics = Metrics::default();
+        let hub = Hub::new(config.node.clone(), metrics.clone());
+        let (store, broker) = match &config.backend {
+            Backend::Embedded => (Store::Memory(MemoryStore::new(hub.clone(), config.max_per_user)), Broker::Memory),
+            Backend::Redis(url) => {
+                let conn = crate::store::redis::connect(url, Default::default()).await?;
+                let store = RedisStore::new(conn, config.max_per_user);
+                let broker = RedisBroker::start(url, hub.clone(), metrics.clone(), shutdown.clone()).await?;
+                tokio::spawn(keep_alive(store.clone(), config.node.clone(), shutdown.clone()));
+                (Store::Redis(store), Broker::Redis(broker))
+            }
+            Backend::Cluster(_) => {
+                return Err(StartupError(
+                    "--redis-url: Redis Cluster (redis+cluster://) is not supported yet; use one redis:// URL".into(),
+                ))
+            }
+        };
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                broker,
+                hub,
+                metrics,
+                shutdown,
+            }),
+        })
+    }
+
+    /// End every stream of a session, here and on every other node.
+    pub async fn revoke_session(&self, user: &str, session: &str) -> Result<()> {
+        self.hub.end_session(user, session);
+        let message = Message::Revoke {
+            node: self.hub.node().to_owned(),
+            session: session.to_owned(),
+        };
+        self.broker.announce(user, &message).await
+    }
+}
+
+/// Refresh this node's alive key so other nodes keep trusting its presence entries.
+async fn keep_alive(store: RedisStore, node: String, shutdown: Shutdown) {
+    let period = Duration::from_millis(crate::store::redis::NODE_ALIVE_TTL_MS / 4);
+    loop {
+        if let Err(e) = store.heartbeat(&node).await {
+            tracing::debug!(error = %e, "node heartbeat failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait() => return,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The Redis key layout, in one place (documented in docs/redis.md). Every key and the change
+//! channel of a user share the hash tag `{u:<user>}`, so one user lives in one cluster slot:
+//! scripts touch one slot, and the sharded pub/sub channel goes to the node holding the data.
+//! User ids are escaped (`%`, `{`, `}`) so a user id can never end or forge a hash tag.
+
+use std::borrow::Cow;
+
+pub const PREFIX: &str = "herald:";
+
+fn escape(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '{', '}']) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.replace('%', "%25")
+            .replace('{', "%7B")
+            .replace('}', "%7D"),
+    )
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("%7D", "}")
+        .replace("%7B", "{")
+        .replace("%25", "%")
+}
+
+/// The keys of one user.
+pub struct UserKeys {
+    base: String,
+}
+
+impl UserKeys {
+    pub fn new(user: &str) -> Self {
+        UserKeys {
+            base: format!("{PREFIX}{{u:{}}}", escape(user)),
+        }
+    }
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.base)
+    }
+    /// HASH id → notification JSON (as published; `read_at` lives in `read_at`).
+    pub fn items(&self) -> String {
+        self.key("items")
+    }
+    /// ZSET of ids, all scores 0, ordered lexicographically = by creation time.
+    pub fn order(&self) -> String {
+        self.key("order")
+    }
+    /// ZSET of unread ids, same ordering.
+    pub fn unread(&self) -> String {
+        self.key("unread")
+    }
+    /// HASH id → RFC 3339 time it was read.
+    pub fn read_at(&self) -> String {
+        self.key("read_at")
+    }
+    /// STRING counter: the last change seq.
+    pub fn seq(&self) -> String {
+        self.key("seq")
+    }
+    /// STREAM of changes, entry id `<seq>-1`, fields k (kind), d (data), t (commit ms).
+    pub fn log(&self) -> String {
+        self.key("log")
+    }
+    /// STRING idempotency key → notification id, expiring after 24 h.
+    pub fn idempotency(&self, key: &str) -> String {
+        self.key(&format!("idem:{key}"))
+    }
+    /// HASH stream key → presence JSON {session, node, since}.
+    pub fn presence(&self) -> String {
+        self.key("presence")
+    }
+    /// Sharded pub/sub channel of the user's changes and stream controls.
+    pub fn channel(&self) -> String {
+        self.key("ch")
+    }
+    /// The keys a tray script takes, in its KEYS order.
+    pub fn tray(&self) -> [String; 6] {
+        [
+            self.items(),
+            self.order(),
+            self.unread(),
+            self.read_at(),
+            self.seq(),
+            self.log(),
+        ]
+    }
+}
+
+/// The user a change channel belongs to.
+pub fn user_of_channel(channel: &str) -> Option<String> {
+    let inner = channel
+        .strip_prefix(PREFIX)?
+        .strip_prefix("{u:")?
+        .strip_suffix("}:ch")?;
+    Some(unescape(inner))
+}
+
+/// STRING session id → `{"user","exp"}`, expiring at the session's end.
+pub fn session(id: &str) -> String {
+    format!("{PREFIX}session:{id}")
+}
+
+/// SET of a group's members.
+pub fn group(name: &str) -> String {
+    format!("{PREFIX}group:{}", escape(name))
+}
+
+/// STRING that exists while a node is alive (refreshed by it; expires when it dies).
+pub fn node_alive(node: &str) -> String {
+    format!("{PREFIX}node:{node}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user id with braces keeps every key in its own hash tag, and round-trips.
+    #[test]
+    fn braces_cannot_break_the_hash_tag() {
+        let keys = UserKeys::new("a}b{c%");
+        assert_eq!(keys.items(), "herald:{u:a%7Db%7Bc%25}:items");
+        assert_eq!(user_of_channel(&keys.channel()).as_deref(), Some("a}b{c%"));
+    }
+}

@@ -1,0 +1,297 @@
+//! Embedded store: trays, change logs, sessions and groups in process memory, for one node
+//! with zero set-up. Each user's tray sits behind its own `std::sync::Mutex`: sections are short
+//! and never await, and committing a change dispatches it to the hub under that lock, which
+//! keeps every stream's view in `seq` order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+
+use super::{
+    Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
+    IDEMPOTENCY_TTL_MS, LOG_CAPACITY,
+};
+use crate::error::Result;
+use crate::hub::{Delivery, Hub};
+use crate::model::{
+    now_ms, now_secs, rfc3339, status_data, Change, ChangeKind, Mark, Marked, Notification, Target,
+};
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    trays: DashMap<String, Arc<Mutex<Tray>>>,
+    sessions: DashMap<String, SessionRecord>,
+    groups: DashMap<String, BTreeSet<String>>,
+    hub: Hub,
+    max_per_user: usize,
+}
+
+#[derive(Default)]
+struct Tray {
+    /// Notifications by id; ids sort by creation time, so the last entry is the newest.
+    items: BTreeMap<String, Notification>,
+    unread: BTreeSet<String>,
+    seq: u64,
+    log: VecDeque<Change>,
+    /// Idempotency key → (notification id, expiry in Unix ms).
+    idempotency: HashMap<String, (String, u64)>,
+}
+
+impl Tray {
+    /// Number the change, keep it for replay and hand it to this node's streams.
+    fn commit(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: String) {
+        self.seq += 1;
+        let change = Change {
+            seq: self.seq,
+            kind,
+            data,
+            at_ms: now_ms(),
+        };
+        hub.dispatch(user, &Delivery::new(&change));
+        self.log.push_back(change);
+        while self.log.len() > LOG_CAPACITY {
+            self.log.pop_front();
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> bool {
+        self.unread.remove(id);
+        self.items.remove(id).is_some()
+    }
+}
+
+impl MemoryStore {
+    pub fn new(hub: Hub, max_per_user: usize) -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                trays: DashMap::new(),
+                sessions: DashMap::new(),
+                groups: DashMap::new(),
+                hub,
+                max_per_user,
+            }),
+        }
+    }
+
+    fn tray(&self, user: &str) -> Arc<Mutex<Tray>> {
+        if let Some(t) = self.inner.trays.get(user) {
+            return t.clone();
+        }
+        self.inner.trays.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// Run `f` on the user's tray; the lock is released before returning.
+    fn with_tray<T>(&self, user: &str, f: impl FnOnce(&mut Tray) -> T) -> T {
+        let tray = self.tray(user);
+        let mut guard = tray.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+        self.inner.sessions.retain(|_, r| r.exp > now_secs());
+        self.inner.sessions.insert(id.to_owned(), record.clone());
+        Ok(())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        Ok(self
+            .inner
+            .sessions
+            .get(id)
+            .map(|r| r.clone())
+            .filter(|r| r.exp > now_secs()))
+    }
+
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        self.inner.sessions.remove(id);
+        Ok(())
+    }
+
+    pub async fn publish(
+        &self,
+        n: &Notification,
+        json: &str,
+        key: Option<&str>,
+    ) -> Result<Published> {
+        let hub = &self.inner.hub;
+        let max = self.inner.max_per_user;
+        Ok(self.with_tray(&n.user, |tray| {
+            let now = now_ms();
+            if let Some(key) = key {
+                if let Some((id, exp)) = tray.idempotency.get(key) {
+                    if *exp > now {
+                        return Published {
+                            id: id.clone(),
+                            stored: false,
+                        };
+                    }
+                }
+                if tray.idempotency.len() >= 64 {
+                    tray.idempotency.retain(|_, (_, exp)| *exp > now);
+                }
+                tray.idempotency
+                    .insert(key.to_owned(), (n.id.clone(), now + IDEMPOTENCY_TTL_MS));
+            }
+            tray.items.insert(n.id.clone(), n.clone());
+            tray.unread.insert(n.id.clone());
+            while tray.items.len() > max {
+                let Some(oldest) = tray.items.keys().next().cloned() else {
+                    break;
+                };
+                tray.remove(&oldest);
+            }
+            tray.commit(&n.user, hub, ChangeKind::Notification, json.to_owned());
+            Published {
+                id: n.id.clone(),
+                stored: true,
+            }
+        }))
+    }
+
+    pub async fn list(&self, user: &str, q: &ListQuery) -> Result<Page> {
+        Ok(self.with_tray(user, |tray| {
+            let upper = match &q.before {
+                Some(b) => std::ops::Bound::Excluded(b.clone()),
+                None => std::ops::Bound::Unbounded,
+            };
+            let range = (std::ops::Bound::Unbounded, upper);
+            let ids: Vec<&String> = if q.unread_only {
+                tray.unread
+                    .range::<String, _>(range)
+                    .rev()
+                    .take(q.limit + 1)
+                    .collect()
+            } else {
+                tray.items
+                    .range::<String, _>(range)
+                    .rev()
+                    .map(|(k, _)| k)
+                    .take(q.limit + 1)
+                    .collect()
+            };
+            let more = ids.len() > q.limit;
+            let notifications: Vec<Notification> = ids
+                .iter()
+                .take(q.limit)
+                .filter_map(|id| tray.items.get(*id).cloned())
+                .collect();
+            Page {
+                next: if more {
+                    notifications.last().map(|n| n.id.clone())
+                } else {
+                    None
+                },
+                notifications,
+                unread_count: tray.unread.len() as u64,
+            }
+        }))
+    }
+
+    pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
+        Ok(self.with_tray(user, |tray| tray.items.get(id).cloned()))
+    }
+
+    pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
+        let hub = &self.inner.hub;
+        Ok(self.with_tray(user, |tray| {
+            let ids: Vec<String> = match target {
+                Target::Ids(ids) => ids.clone(),
+                Target::All => tray.items.keys().cloned().collect(),
+            };
+            let read_at = rfc3339(std::time::SystemTime::now());
+            let mut marked = Marked::default();
+            for id in ids {
+                let Some(item) = tray.items.get_mut(&id) else {
+                    continue;
+                };
+                marked.found += 1;
+                let changed = match mark {
+                    Mark::Read if item.read_at.is_none() => {
+                        item.read_at = Some(read_at.clone());
+                        tray.unread.remove(&id)
+                    }
+                    Mark::Unread if item.read_at.is_some() => {
+                        item.read_at = None;
+                        tray.unread.insert(id.clone())
+                    }
+                    Mark::Deleted => tray.remove(&id),
+                    _ => false,
+                };
+                if changed {
+                    marked.changed.push(id);
+                }
+            }
+            if !marked.changed.is_empty() {
+                let data = status_data(&marked.changed, tray.unread.len() as u64);
+                tray.commit(user, hub, mark.kind(), data);
+            }
+            marked
+        }))
+    }
+
+    pub async fn head(&self, user: &str) -> Result<Head> {
+        Ok(self.with_tray(user, |tray| Head {
+            seq: tray.seq,
+            unread_count: tray.unread.len() as u64,
+        }))
+    }
+
+    pub async fn replay(&self, user: &str, after: u64) -> Result<Replay> {
+        Ok(self.with_tray(user, |tray| {
+            match super::replay_window(after, tray.seq, tray.log.front().map(|c| c.seq)) {
+                ReplayWindow::Nothing => Replay::Changes(Vec::new()),
+                ReplayWindow::Reset => Replay::Reset,
+                ReplayWindow::From(from) => {
+                    Replay::Changes(tray.log.iter().filter(|c| c.seq >= from).cloned().collect())
+                }
+            }
+        }))
+    }
+
+    pub async fn add_members(&self, group: &str, users: &[String]) -> Result<()> {
+        self.inner
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .extend(users.iter().cloned());
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, group: &str, user: &str) -> Result<bool> {
+        let mut was = false;
+        self.inner.groups.remove_if_mut(group, |_, members| {
+            was = members.remove(user);
+            members.is_empty()
+        });
+        Ok(was)
+    }
+
+    pub async fn members(&self, group: &str) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .groups
+            .get(group)
+            .map_or_else(Vec::new, |m| m.iter().cloned().collect()))
+    }
+
+    pub async fn add_presence(&self, _user: &str, _entry: &PresenceEntry) -> Result<()> {
+        Ok(())
+    }
+
+    pub async fn remove_presence(&self, _user: &str, _stream: &str) -> Result<()> {
+        Ok(())
+    }
+
+    pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
+        Ok(self.inner.hub.presence(user))
+    }
+}

@@ -1,0 +1,224 @@
+//! The Store: each user's tray (notifications, read state), change log for replay, browser
+//! sessions, groups and presence. Two siblings with the same surface: `memory` (embedded mode)
+//! and `redis`. A tray write *commits* a change: it is stored, numbered in the user's change
+//! log and announced to the user's live streams in one step, so announcements arrive in `seq`
+//! order (memory: under the user's lock; Redis: inside one Lua script with SPUBLISH).
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use crate::error::Result;
+use crate::model::{Change, Mark, Marked, Notification, Target};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// Changes kept per user for replay after `Last-Event-ID` (at least this many).
+pub const LOG_CAPACITY: usize = 1000;
+/// How long an idempotency key is remembered, in milliseconds (spec: 24 h).
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// A browser session created by `POST /session`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub user: String,
+    /// Unix seconds; the session ends here at the latest (the token's `exp`).
+    pub exp: u64,
+}
+
+/// `GET /notifications` parameters, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub limit: usize,
+    pub before: Option<String>,
+    pub unread_only: bool,
+}
+
+/// One page of a tray, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub notifications: Vec<Notification>,
+    pub unread_count: u64,
+    /// The cursor for the next page (`before=`), when there is one.
+    pub next: Option<String>,
+}
+
+/// Where a user's change log stands now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub unread_count: u64,
+}
+
+/// What a resume after `Last-Event-ID` gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// Every change after the given id, in order (possibly none).
+    Changes(Vec<Change>),
+    /// The id is unknown or older than the retained log: the client must refetch.
+    Reset,
+}
+
+/// The outcome of storing one notification for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    /// False when the idempotency key had already stored this notification.
+    pub stored: bool,
+}
+
+/// One live stream, as `GET /presence/{user}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PresenceEntry {
+    /// Unique stream key (node + local id); not shown to clients.
+    #[serde(skip_serializing, default)]
+    pub stream: String,
+    pub session: String,
+    pub node: String,
+    pub since: String,
+}
+
+/// The replay decision shared by both backends: `after` against the log's oldest retained
+/// seq and its head. `oldest` is `None` when the log holds nothing.
+pub fn replay_window(after: u64, head: u64, oldest: Option<u64>) -> ReplayWindow {
+    if after > head {
+        return ReplayWindow::Reset;
+    }
+    if after == head {
+        return ReplayWindow::Nothing;
+    }
+    match oldest {
+        Some(oldest) if oldest <= after + 1 => ReplayWindow::From(after + 1),
+        _ => ReplayWindow::Reset,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayWindow {
+    Nothing,
+    From(u64),
+    Reset,
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+macro_rules! forward {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Memory(s) => s.$method($($arg),*).await,
+            Store::Redis(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Ok when the backend answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        forward!(self.ping())
+    }
+
+    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+        forward!(self.put_session(id, record))
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        forward!(self.session(id))
+    }
+
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        forward!(self.delete_session(id))
+    }
+
+    /// Store `n` (serialized as `json`) for `n.user` and commit its `notification` change,
+    /// unless `idempotency_key` already stored one for this user within 24 h.
+    pub async fn publish(
+        &self,
+        n: &Notification,
+        json: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published> {
+        forward!(self.publish(n, json, idempotency_key))
+    }
+
+    pub async fn list(&self, user: &str, query: &ListQuery) -> Result<Page> {
+        forward!(self.list(user, query))
+    }
+
+    pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
+        forward!(self.get(user, id))
+    }
+
+    /// Apply a status change and commit one change event for the ids whose state changed.
+    pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
+        forward!(self.mark(user, target, mark))
+    }
+
+    pub async fn head(&self, user: &str) -> Result<Head> {
+        forward!(self.head(user))
+    }
+
+    /// Every retained change after `after`, or `Reset`.
+    pub async fn replay(&self, user: &str, after: u64) -> Result<Replay> {
+        forward!(self.replay(user, after))
+    }
+
+    pub async fn add_members(&self, group: &str, users: &[String]) -> Result<()> {
+        forward!(self.add_members(group, users))
+    }
+
+    /// Whether the user was a member.
+    pub async fn remove_member(&self, group: &str, user: &str) -> Result<bool> {
+        forward!(self.remove_member(group, user))
+    }
+
+    /// Members, sorted.
+    pub async fn members(&self, group: &str) -> Result<Vec<String>> {
+        forward!(self.members(group))
+    }
+
+    /// Record a live stream (Redis only; the memory store reads the hub).
+    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<()> {
+        forward!(self.add_presence(user, entry))
+    }
+
+    pub async fn remove_presence(&self, user: &str, stream: &str) -> Result<()> {
+        forward!(self.remove_presence(user, stream))
+    }
+
+    /// Live streams of a user on every live node.
+    pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
+        forward!(self.presence(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resume from the head replays nothing; from inside the window replays the rest.
+    #[test]
+    fn replay_inside_window() {
+        assert_eq!(replay_window(5, 5, Some(1)), ReplayWindow::Nothing);
+        assert_eq!(replay_window(3, 5, Some(1)), ReplayWindow::From(4));
+        assert_eq!(replay_window(0, 5, Some(1)), ReplayWindow::From(1));
+    }
+
+    /// An id older than the oldest retained change, or beyond the head, resets.
+    #[test]
+    fn replay_outside_window_resets() {
+        assert_eq!(replay_window(2, 10, Some(5)), ReplayWindow::Reset);
+        assert_eq!(replay_window(11, 10, Some(5)), ReplayWindow::Reset);
+        assert_eq!(replay_window(3, 10, None), ReplayWindow::Reset);
+    }
+
+    /// The first id after a trimmed log's gap is still replayable when nothing is missing.
+    #[test]
+    fn replay_at_window_edge() {
+        assert_eq!(replay_window(4, 10, Some(5)), ReplayWindow::From(5));
+    }
+}

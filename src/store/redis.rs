@@ -1,0 +1,360 @@
+//! Redis store: the same surface as the memory store, over the layout in `keys`. Tray writes
+//! are Lua scripts on one user's slot that store, log and announce a change atomically; reads
+//! are single commands or pipelines within that slot. A command that fails maps to 503.
+
+use std::time::{Duration, SystemTime};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use super::keys::{self, UserKeys};
+use super::{
+    Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
+    IDEMPOTENCY_TTL_MS, LOG_CAPACITY,
+};
+use crate::config::StartupError;
+use crate::error::{Error, Result};
+use crate::model::{
+    now_ms, now_secs, rfc3339, Change, ChangeKind, Mark, Marked, Notification, Target,
+};
+
+/// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
+pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: &'static Scripts,
+    max_per_user: usize,
+}
+
+struct Scripts {
+    publish: Script,
+    mark: Script,
+    list: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        publish: Script::new(include_str!("scripts/publish.lua")),
+        mark: Script::new(include_str!("scripts/mark.lua")),
+        list: Script::new(include_str!("scripts/list.lua")),
+    })
+}
+
+/// A connection manager that reconnects by itself; `config` may add a push sender.
+pub async fn connect(
+    url: &str,
+    config: ConnectionManagerConfig,
+) -> Result<ConnectionManager, StartupError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| StartupError(format!("--redis-url: invalid Redis URL {url:?}: {e}")))?;
+    let config = config
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(usize::MAX)
+        .set_max_delay(Duration::from_secs(2));
+    let addr = client.get_connection_info().addr().to_string();
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(5),
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| StartupError(format!("--redis-url: Redis at {addr} did not answer")))?
+    .map_err(|e| StartupError(format!("--redis-url: cannot reach Redis at {addr}: {e}")))?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| {
+            StartupError(format!(
+                "--redis-url: Redis at {addr} does not answer PING: {e}"
+            ))
+        })?;
+    Ok(conn)
+}
+
+impl RedisStore {
+    pub fn new(conn: ConnectionManager, max_per_user: usize) -> Self {
+        RedisStore {
+            conn,
+            scripts: scripts(),
+            max_per_user,
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+        let value = serde_json::json!({"user": record.user, "exp": record.exp}).to_string();
+        let _: () = redis::cmd("SET")
+            .arg(keys::session(id))
+            .arg(value)
+            .arg("EXAT")
+            .arg(record.exp.max(now_secs() + 1))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let value: Option<String> = self.conn().get(keys::session(id)).await?;
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            user: String,
+            exp: u64,
+        }
+        Ok(value
+            .and_then(|v| serde_json::from_str::<Stored>(&v).ok())
+            .map(|s| SessionRecord {
+                user: s.user,
+                exp: s.exp,
+            })
+            .filter(|r| r.exp > now_secs()))
+    }
+
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        let _: () = self.conn().del(keys::session(id)).await?;
+        Ok(())
+    }
+
+    pub async fn publish(
+        &self,
+        n: &Notification,
+        json: &str,
+        key: Option<&str>,
+    ) -> Result<Published> {
+        let k = UserKeys::new(&n.user);
+        let mut inv = self.scripts.publish.prepare_invoke();
+        for key in k.tray() {
+            inv.key(key);
+        }
+        if let Some(idem) = key {
+            inv.key(k.idempotency(idem));
+        }
+        inv.arg(&n.id)
+            .arg(json)
+            .arg(self.max_per_user)
+            .arg(LOG_CAPACITY)
+            .arg(now_ms())
+            .arg(IDEMPOTENCY_TTL_MS)
+            .arg(k.channel());
+        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        match out.as_slice() {
+            [stored, id] => Ok(Published {
+                id: id.clone(),
+                stored: stored == "1",
+            }),
+            _ => Err(Error::Internal(
+                "publish script returned an unexpected shape".into(),
+            )),
+        }
+    }
+
+    pub async fn list(&self, user: &str, q: &ListQuery) -> Result<Page> {
+        let k = UserKeys::new(user);
+        let out: Vec<String> = self
+            .scripts
+            .list
+            .key(k.items())
+            .key(k.order())
+            .key(k.unread())
+            .key(k.read_at())
+            .arg(q.before.as_deref().unwrap_or(""))
+            .arg(q.limit)
+            .arg(if q.unread_only { "1" } else { "0" })
+            .invoke_async(&mut self.conn())
+            .await?;
+        let (unread, more, rest) = match out.as_slice() {
+            [unread, more, rest @ ..] => (unread.parse().unwrap_or(0), more == "1", rest),
+            _ => {
+                return Err(Error::Internal(
+                    "list script returned an unexpected shape".into(),
+                ))
+            }
+        };
+        let notifications: Vec<Notification> = rest
+            .chunks(2)
+            .filter_map(|pair| parse_item(&pair[0], pair.get(1).map(String::as_str)))
+            .collect();
+        Ok(Page {
+            next: if more {
+                notifications.last().map(|n| n.id.clone())
+            } else {
+                None
+            },
+            notifications,
+            unread_count: unread,
+        })
+    }
+
+    pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
+        let k = UserKeys::new(user);
+        let (json, read_at): (Option<String>, Option<String>) = redis::pipe()
+            .hget(k.items(), id)
+            .hget(k.read_at(), id)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(json.and_then(|j| parse_item(&j, read_at.as_deref())))
+    }
+
+    pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
+        let k = UserKeys::new(user);
+        let mut inv = self.scripts.mark.prepare_invoke();
+        for key in k.tray() {
+            inv.key(key);
+        }
+        let now = SystemTime::now();
+        inv.arg(mark.kind().as_str())
+            .arg(crate::model::unix_ms(now))
+            .arg(rfc3339(now))
+            .arg(LOG_CAPACITY)
+            .arg(k.channel());
+        match target {
+            Target::All => {
+                inv.arg("1");
+            }
+            Target::Ids(ids) => {
+                inv.arg("0");
+                for id in ids {
+                    inv.arg(id);
+                }
+            }
+        }
+        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        let mut out = out.into_iter();
+        let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        Ok(Marked {
+            found,
+            changed: out.collect(),
+        })
+    }
+
+    pub async fn head(&self, user: &str) -> Result<Head> {
+        let k = UserKeys::new(user);
+        let (seq, unread): (Option<u64>, u64) = redis::pipe()
+            .get(k.seq())
+            .zcard(k.unread())
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(Head {
+            seq: seq.unwrap_or(0),
+            unread_count: unread,
+        })
+    }
+
+    pub async fn replay(&self, user: &str, after: u64) -> Result<Replay> {
+        let k = UserKeys::new(user);
+        let (seq, entries): (Option<u64>, redis::streams::StreamRangeReply) = redis::pipe()
+            .get(k.seq())
+            .xrange(k.log(), format!("{}-0", after.saturating_add(1)), "+")
+            .query_async(&mut self.conn())
+            .await?;
+        let changes: Vec<Change> = entries.ids.iter().filter_map(parse_change).collect();
+        Ok(
+            match super::replay_window(after, seq.unwrap_or(0), changes.first().map(|c| c.seq)) {
+                ReplayWindow::Nothing => Replay::Changes(Vec::new()),
+                ReplayWindow::Reset => Replay::Reset,
+                ReplayWindow::From(_) => Replay::Changes(changes),
+            },
+        )
+    }
+
+    pub async fn add_members(&self, group: &str, users: &[String]) -> Result<()> {
+        if !users.is_empty() {
+            let _: () = self.conn().sadd(keys::group(group), users).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, group: &str, user: &str) -> Result<bool> {
+        let n: u64 = self.conn().srem(keys::group(group), user).await?;
+        Ok(n > 0)
+    }
+
+    pub async fn members(&self, group: &str) -> Result<Vec<String>> {
+        let mut members: Vec<String> = self.conn().smembers(keys::group(group)).await?;
+        members.sort();
+        Ok(members)
+    }
+
+    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<()> {
+        let value = serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let _: () = self
+            .conn()
+            .hset(UserKeys::new(user).presence(), &entry.stream, value)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_presence(&self, user: &str, stream: &str) -> Result<()> {
+        let _: () = self
+            .conn()
+            .hdel(UserKeys::new(user).presence(), stream)
+            .await?;
+        Ok(())
+    }
+
+    /// Entries of nodes whose alive key is gone are dropped (and deleted).
+    pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
+        let key = UserKeys::new(user).presence();
+        let mut conn = self.conn();
+        let all: Vec<(String, String)> = conn.hgetall(&key).await?;
+        let mut live = Vec::new();
+        let mut alive_nodes = std::collections::HashMap::new();
+        for (stream, json) in all {
+            let Ok(mut entry) = serde_json::from_str::<PresenceEntry>(&json) else {
+                continue;
+            };
+            entry.stream = stream;
+            let alive = match alive_nodes.get(&entry.node) {
+                Some(alive) => *alive,
+                None => {
+                    let alive: bool = conn.exists(keys::node_alive(&entry.node)).await?;
+                    alive_nodes.insert(entry.node.clone(), alive);
+                    alive
+                }
+            };
+            if alive {
+                live.push(entry);
+            } else {
+                let _: () = conn.hdel(&key, &entry.stream).await?;
+            }
+        }
+        live.sort_by(|a, b| a.since.cmp(&b.since));
+        Ok(live)
+    }
+
+    /// Mark this node alive for [`NODE_ALIVE_TTL_MS`].
+    pub async fn heartbeat(&self, node: &str) -> Result<()> {
+        let _: () = self
+            .conn()
+            .pset_ex(keys::node_alive(node), now_ms(), NODE_ALIVE_TTL_MS)
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_item(json: &str, read_at: Option<&str>) -> Option<Notification> {
+    let mut n: Notification = serde_json::from_str(json).ok()?;
+    n.read_at = read_at.filter(|r| !r.is_empty()).map(str::to_owned);
+    Some(n)
+}
+
+fn parse_change(entry: &redis::streams::StreamId) -> Option<Change> {
+    let seq = entry.id.split('-').next()?.parse().ok()?;
+    let field = |name: &str| entry.get::<String>(name);
+    Some(Change {
+        seq,
+        kind: ChangeKind::parse(&field("k")?)?,
+        data: field("d")?,
+        at_ms: field("t").and_then(|t| t.parse().ok()).unwrap_or(0),
+    })
+}
