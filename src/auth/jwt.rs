@@ -95,7 +95,10 @@ impl Keys {
         validation.algorithms = vec![algorithm];
         validation.leeway = args.jwt_leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        required.extend(args.jwt_issuer.as_ref().map(|_| "iss"));
+        required.extend(args.jwt_audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &args.jwt_issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,

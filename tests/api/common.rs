@@ -1,0 +1,413 @@
+//! Test harness: real `herald` processes and real `redis-server`s on free loopback ports, each
+//! owned by a value that stops its process on `Drop`; tokens; and an SSE reader that asserts on
+//! the wire format. Every wait has a timeout.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+
+pub const SECRET: &str = "test-secret-0123456789";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Which backend a behaviour test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Embedded,
+    Redis,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A throwaway `redis-server` on a free port.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Redis {
+        let dir = TempDir::new("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n: u64 = rand_u64();
+        let path = std::env::temp_dir().join(format!("herald-test-{tag}-{n:x}"));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    h.finish()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+/// A running `herald serve` process.
+pub struct Herald {
+    child: Child,
+    pub base: String,
+    /// Lines printed on stdout before the listening line (e.g. the dev secret).
+    pub banner: Vec<String>,
+    pub http: reqwest::Client,
+}
+
+impl Herald {
+    /// Start with the test secret, on a free port, with `extra` flags.
+    pub fn start(redis: Option<&str>, extra: &[&str]) -> Herald {
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        if !extra.iter().any(|a| *a == "--jwt-public-key" || *a == "--jwt-secret") {
+            args.extend(["--jwt-secret".into(), SECRET.into()]);
+        }
+        if let Some(url) = redis {
+            args.extend(["--redis-url".into(), url.into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args)
+    }
+
+    pub fn spawn(args: &[String]) -> Herald {
+        Self::spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Herald {
+        let mut child = Command::new(bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .env("HERALD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn herald");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut banner = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("herald listening on ") {
+                    let _ = tx.send(Ok((addr.to_owned(), banner.clone())));
+                    // keep draining so the child never blocks on a full pipe
+                    continue;
+                }
+                banner.push(line);
+            }
+            let _ = tx.send(Err(()));
+        });
+        let (base, banner) = match rx.recv_timeout(WAIT) {
+            Ok(Ok(v)) => v,
+            _ => {
+                let _ = child.kill();
+                panic!("herald did not start with {args:?}");
+            }
+        };
+        Herald { child, base, banner, http: client() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Send SIGTERM and wait for the exit status (at most `WAIT`).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        unsafe_kill(self.child.id(), "TERM");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // -- requests --
+
+    pub async fn publish(&self, body: Value) -> (u16, Value) {
+        let r = self.http.post(self.url("/publish")).bearer_auth(service_token()).json(&body).send().await.unwrap();
+        status_json(r).await
+    }
+
+    /// Publish a notification with `title` to `user`; returns its id.
+    pub async fn notify(&self, user: &str, title: &str) -> String {
+        let (status, body) = self.publish(json!({"users": [user], "notification": {"title": title}})).await;
+        assert_eq!(status, 202, "{body}");
+        body["ids"][user].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        status_json(self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        status_json(self.http.patch(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()).await
+    }
+
+    pub async fn list(&self, user_token: &str, query: &str) -> Value {
+        let (status, body) = self.get(&format!("/notifications{query}"), user_token).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Open `/events` with a Bearer token; waits for `ready`.
+    pub async fn events(&self, token: &str, query: &str) -> Sse {
+        let mut sse = self.events_with(self.http.get(self.url(&format!("/events{query}"))).bearer_auth(token)).await;
+        let ready = sse.next_event().await;
+        assert_eq!(ready.event, "ready", "{ready:?}");
+        sse.ready = Some(ready);
+        sse
+    }
+
+    pub async fn events_with(&self, req: reqwest::RequestBuilder) -> Sse {
+        let r = tokio::time::timeout(WAIT, req.send()).await.expect("events timed out").unwrap();
+        assert_eq!(r.status(), 200, "events: {}", r.text().await.unwrap_or_default());
+        Sse::new(r)
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// The spec's error body with `code`.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+/// A backend (and redis-server when needed) plus one Herald node.
+pub struct Setup {
+    /// Kept alive (and stopped on drop) with the node.
+    pub _redis: Option<Redis>,
+    pub node: Herald,
+}
+
+impl Setup {
+    pub fn new(mode: Mode, extra: &[&str]) -> Setup {
+        let redis = (mode == Mode::Redis).then(Redis::start);
+        let node = Herald::start(redis.as_ref().map(|r| r.url()).as_deref(), extra);
+        Setup { _redis: redis, node }
+    }
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Herald;
+    fn deref(&self) -> &Herald {
+        &self.node
+    }
+}
+
+// -- tokens --
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn sign(claims: Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+pub fn user_token(user: &str) -> String {
+    sign(json!({"sub": user, "exp": now() + 3600}))
+}
+
+pub fn session_token(user: &str, sid: &str) -> String {
+    sign(json!({"sub": user, "sid": sid, "exp": now() + 3600}))
+}
+
+pub fn service_token() -> String {
+    sign(json!({"scope": "publish", "exp": now() + 3600}))
+}
+
+// -- SSE --
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+    pub retry: Option<String>,
+}
+
+impl Event {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// Reads an SSE response incrementally, one event at a time, keeping the raw text seen.
+pub struct Sse {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    pub raw: String,
+    pub comments: usize,
+    pub ready: Option<Event>,
+    pub headers: reqwest::header::HeaderMap,
+    pub ended: bool,
+}
+
+impl Sse {
+    pub fn new(r: reqwest::Response) -> Sse {
+        let headers = r.headers().clone();
+        Sse { stream: Box::pin(r.bytes_stream()), buf: String::new(), raw: String::new(), comments: 0, ready: None, headers, ended: false }
+    }
+
+    /// The next event (comments and `retry:`-only blocks are recorded, not returned).
+    pub async fn next_event(&mut self) -> Event {
+        self.try_next(WAIT).await.expect("expected an SSE event")
+    }
+
+    /// The next event within `wait`, or `None` on timeout or end of stream.
+    pub async fn try_next(&mut self, wait: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                let mut ev = Event::default();
+                let mut has_field = false;
+                for line in block.lines().filter(|l| !l.is_empty()) {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                        continue;
+                    }
+                    let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+                    match field {
+                        "id" => ev.id = Some(value.to_owned()),
+                        "event" => ev.event = value.to_owned(),
+                        "data" => ev.data.push_str(value),
+                        "retry" => ev.retry = Some(value.to_owned()),
+                        _ => {}
+                    }
+                    if field != "retry" {
+                        has_field = true;
+                    }
+                }
+                if has_field {
+                    return Some(ev);
+                }
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => self.ended = true,
+                Ok(Some(Ok(bytes))) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    self.raw.push_str(&text);
+                    self.buf.push_str(&text);
+                }
+            }
+        }
+    }
+
+    /// Wait for the next event named `name`, skipping others.
+    pub async fn expect(&mut self, name: &str) -> Event {
+        loop {
+            let ev = self.next_event().await;
+            if ev.event == name {
+                return ev;
+            }
+        }
+    }
+
+    /// True when the stream ends within `wait` (after any remaining events).
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.try_next(deadline - tokio::time::Instant::now()).await.is_none() {
+                return self.ended;
+            }
+        }
+        false
+    }
+}
+
+/// Generate one test per mode for each named `async fn name(mode: Mode)`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Mode::Embedded).await } )*
+        }
+        mod redis {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Mode::Redis).await } )*
+        }
+    };
+}

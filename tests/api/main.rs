@@ -1,0 +1,12 @@
+//! Integration suite: the real `herald` binary over real HTTP, in embedded mode and against a
+//! real redis-server. Behaviour tests are written once and run in both modes (`both_modes!`).
+
+mod common;
+
+mod auth;
+mod cli;
+mod nodes;
+mod ops;
+mod publish;
+mod stream;
+mod tray;

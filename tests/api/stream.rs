@@ -1,0 +1,196 @@
+//! `GET /events`: headers, `retry:` + `ready`, live change events with ids, replay after
+//! Last-Event-ID (header and query), `reset`, heartbeats, replacement, tabs, limits, shutdown.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::both_modes;
+use crate::common::*;
+
+both_modes!(
+    opens_with_retry_and_ready,
+    delivers_every_change_kind_with_ids,
+    changes_from_any_session_reach_every_stream,
+    replays_after_last_event_id_header,
+    replays_after_last_event_id_query,
+    unknown_or_future_id_resets,
+    heartbeats_are_sent,
+    second_stream_of_a_session_replaces_first,
+    tabs_of_one_session_coexist,
+    too_many_streams_is_429,
+    stream_ends_at_token_expiry,
+    sigterm_ends_streams_promptly,
+    users_only_see_their_own_events,
+);
+
+async fn opens_with_retry_and_ready(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    h.notify("alice", "before").await;
+    let sse = h.events(&session_token("alice", "s1"), "").await;
+    assert_eq!(sse.headers["content-type"], "text/event-stream");
+    assert_eq!(sse.headers["cache-control"], "no-cache");
+    assert_eq!(sse.headers["x-accel-buffering"], "no");
+    assert!(sse.raw.starts_with("retry: "), "{}", sse.raw);
+    let ready = sse.ready.unwrap().json();
+    assert_eq!(ready, json!({"user": "alice", "session": "s1", "unread_count": 1}));
+}
+
+async fn delivers_every_change_kind_with_ids(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let id = h.notify("alice", "Build finished").await;
+    let n = sse.next_event().await;
+    assert_eq!(n.event, "notification");
+    assert_eq!(n.json()["id"], id.as_str());
+    assert_eq!(n.json()["title"], "Build finished");
+    assert_eq!(n.json()["read_at"], serde_json::Value::Null);
+    let first: u64 = n.id.unwrap().parse().unwrap();
+
+    h.patch(&format!("/notifications/{id}"), &token, json!({"read": true})).await;
+    let read = sse.next_event().await;
+    assert_eq!((read.event.as_str(), read.json()), ("read", json!({"ids": [id], "unread_count": 0})));
+    h.patch(&format!("/notifications/{id}"), &token, json!({"read": false})).await;
+    let unread = sse.next_event().await;
+    assert_eq!((unread.event.as_str(), unread.json()), ("unread", json!({"ids": [id], "unread_count": 1})));
+    h.patch(&format!("/notifications/{id}"), &token, json!({"deleted": true})).await;
+    let deleted = sse.next_event().await;
+    assert_eq!((deleted.event.as_str(), deleted.json()), ("deleted", json!({"ids": [id], "unread_count": 0})));
+    let ids: Vec<u64> = [read.id, unread.id, deleted.id].into_iter().map(|i| i.unwrap().parse().unwrap()).collect();
+    assert_eq!(ids, vec![first + 1, first + 2, first + 3]);
+}
+
+async fn changes_from_any_session_reach_every_stream(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let mut a = h.events(&session_token("alice", "laptop"), "").await;
+    let mut b = h.events(&session_token("alice", "phone"), "").await;
+    let id = h.notify("alice", "hi").await;
+    assert_eq!(a.expect("notification").await.json()["id"], id.as_str());
+    assert_eq!(b.expect("notification").await.json()["id"], id.as_str());
+    h.patch(&format!("/notifications/{id}"), &session_token("alice", "phone"), json!({"read": true})).await;
+    assert_eq!(a.expect("read").await.json()["ids"], json!([id]));
+    assert_eq!(b.expect("read").await.json()["ids"], json!([id]));
+}
+
+/// Publish three, remember the id of the first event, publish two more while away, resume.
+async fn resume_scenario(h: &Herald, resume: impl Fn(&str) -> (String, Option<String>)) {
+    let token = session_token("alice", "s1");
+    let mut sse = h.events(&token, "").await;
+    h.notify("alice", "one").await;
+    let first = sse.next_event().await;
+    drop(sse);
+    let two = h.notify("alice", "two").await;
+    let three = h.notify("alice", "three").await;
+    let (query, header) = resume(first.id.as_deref().unwrap());
+    let mut req = h.http.get(h.url(&format!("/events{query}"))).bearer_auth(&token);
+    if let Some(header) = header {
+        req = req.header("Last-Event-ID", header);
+    }
+    let mut sse = h.events_with(req).await;
+    assert_eq!(sse.next_event().await.event, "ready");
+    let a = sse.next_event().await;
+    let b = sse.next_event().await;
+    assert_eq!(a.json()["id"], two.as_str());
+    assert_eq!(b.json()["id"], three.as_str());
+    // nothing else (no duplicate), and live events continue after the replay
+    let four = h.notify("alice", "four").await;
+    let c = sse.next_event().await;
+    assert_eq!(c.json()["id"], four.as_str());
+    let ids: Vec<u64> = [first.id, a.id, b.id, c.id].into_iter().map(|i| i.unwrap().parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+}
+
+async fn replays_after_last_event_id_header(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    resume_scenario(&h, |id| (String::new(), Some(id.to_owned()))).await;
+}
+
+async fn replays_after_last_event_id_query(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    resume_scenario(&h, |id| (format!("?last_event_id={id}"), None)).await;
+}
+
+async fn unknown_or_future_id_resets(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    h.notify("alice", "one").await;
+    for bad in ["999999", "not-a-number"] {
+        let req = h.http.get(h.url("/events")).bearer_auth(&token).header("Last-Event-ID", bad);
+        let mut sse = h.events_with(req).await;
+        assert_eq!(sse.next_event().await.event, "ready");
+        let reset = sse.next_event().await;
+        assert_eq!(reset.event, "reset", "for {bad}");
+        assert!(reset.id.is_some());
+    }
+}
+
+async fn heartbeats_are_sent(mode: Mode) {
+    let h = Setup::new(mode, &["--heartbeat", "200ms"]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    sse.try_next(Duration::from_millis(900)).await;
+    assert!(sse.comments >= 2, "{}", sse.raw);
+    assert!(sse.raw.contains(": ping\n\n"));
+}
+
+async fn second_stream_of_a_session_replaces_first(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = session_token("alice", "s1");
+    let mut first = h.events(&token, "").await;
+    let mut second = h.events(&token, "").await;
+    assert_eq!(first.next_event().await.event, "replaced");
+    assert!(first.ends_within(Duration::from_secs(2)).await);
+    let id = h.notify("alice", "still here").await;
+    assert_eq!(second.next_event().await.json()["id"], id.as_str());
+}
+
+async fn tabs_of_one_session_coexist(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = session_token("alice", "s1");
+    let mut t1 = h.events(&token, "?tab=t1").await;
+    let mut t2 = h.events(&token, "?tab=t2").await;
+    h.notify("alice", "both").await;
+    assert_eq!(t1.next_event().await.event, "notification");
+    assert_eq!(t2.next_event().await.event, "notification");
+    let _t1b = h.events(&token, "?tab=t1").await;
+    assert_eq!(t1.next_event().await.event, "replaced");
+}
+
+async fn too_many_streams_is_429(mode: Mode) {
+    let h = Setup::new(mode, &["--max-streams-per-user", "2"]);
+    let _a = h.events(&session_token("alice", "a"), "").await;
+    let _b = h.events(&session_token("alice", "b"), "").await;
+    let r = h.http.get(h.url("/events")).bearer_auth(session_token("alice", "c")).send().await.unwrap();
+    let (status, body) = status_json(r).await;
+    assert_error(status, &body, 429, "too_many_streams");
+    // another user is not affected
+    let _bob = h.events(&user_token("bob"), "").await;
+}
+
+async fn stream_ends_at_token_expiry(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = sign(json!({"sub": "alice", "exp": now() + 2}));
+    let mut sse = h.events(&token, "").await;
+    let revoked = sse.try_next(Duration::from_secs(5)).await.expect("revoked before the timeout");
+    assert_eq!(revoked.event, "revoked");
+    assert!(sse.ends_within(Duration::from_secs(2)).await);
+}
+
+async fn sigterm_ends_streams_promptly(mode: Mode) {
+    let mut h = Setup::new(mode, &["--drain-timeout", "5s"]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    let started = std::time::Instant::now();
+    let status = h.node.terminate().expect("herald exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(sse.ends_within(Duration::from_secs(2)).await);
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+async fn users_only_see_their_own_events(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let mut bob = h.events(&user_token("bob"), "").await;
+    h.notify("alice", "for alice").await;
+    let id = h.notify("bob", "for bob").await;
+    let ev = bob.next_event().await;
+    assert_eq!(ev.json()["id"], id.as_str());
+}
