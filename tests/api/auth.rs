@@ -19,12 +19,21 @@ both_modes!(
 
 async fn missing_or_bad_tokens_are_401(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let forged = encode(&Header::default(), &json!({"sub": "alice", "exp": now() + 60}), &EncodingKey::from_secret(b"other")).unwrap();
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub": "alice", "exp": now() + 60}),
+        &EncodingKey::from_secret(b"other"),
+    )
+    .unwrap();
     let none = {
         use base64::Engine;
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let claims = json!({"sub": "alice", "exp": now() + 60}).to_string();
-        format!("{}.{}.", b.encode(r#"{"alg":"none","typ":"JWT"}"#), b.encode(claims))
+        format!(
+            "{}.{}.",
+            b.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b.encode(claims)
+        )
     };
     let bad = [
         forged,
@@ -47,7 +56,13 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let (status, body) = status_json(r).await;
     assert_error(status, &body, 401, "unauthorized");
-    let r = h.http.post(h.url("/session")).bearer_auth(service_token()).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/session"))
+        .bearer_auth(service_token())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = h.http.post(h.url("/session")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -56,7 +71,13 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
 /// `POST /session` → cookie; cookie works for reads and streams; the response sets attributes.
 async fn session_cookie_lifecycle(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let r = h.http.post(h.url("/session")).bearer_auth(user_token("alice")).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/session"))
+        .bearer_auth(user_token("alice"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.starts_with("herald_session="), "{set}");
@@ -65,79 +86,187 @@ async fn session_cookie_lifecycle(mode: Mode) {
     }
     let cookie = set.split(';').next().unwrap().to_owned();
     h.notify("alice", "hello").await;
-    let r = h.http.get(h.url("/notifications")).header("cookie", &cookie).send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url("/notifications"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     let (status, body) = status_json(r).await;
     assert_eq!(status, 200);
     assert_eq!(body["unread_count"], 1);
-    let mut sse = h.events_with(h.http.get(h.url("/events")).header("cookie", &cookie)).await;
+    let mut sse = h
+        .events_with(h.http.get(h.url("/events")).header("cookie", &cookie))
+        .await;
     let ready = sse.next_event().await.json();
     assert_eq!(ready["user"], "alice");
-    assert_eq!(ready["session"].as_str().unwrap(), &cookie["herald_session=".len()..]);
-    let r = h.http.get(h.url("/notifications")).header("cookie", "herald_session=made-up").send().await.unwrap();
+    assert_eq!(
+        ready["session"].as_str().unwrap(),
+        &cookie["herald_session=".len()..]
+    );
+    let r = h
+        .http
+        .get(h.url("/notifications"))
+        .header("cookie", "herald_session=made-up")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
 async fn cookie_writes_need_an_allowed_origin(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let id = h.notify("alice", "x").await;
-    let r = h.http.post(h.url("/session")).bearer_auth(user_token("alice")).send().await.unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let r = h
+        .http
+        .post(h.url("/session"))
+        .bearer_auth(user_token("alice"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let path = h.url(&format!("/notifications/{id}"));
     let own = h.base.clone();
     let patch = |origin: Option<&str>| {
-        let mut req = h.http.patch(&path).header("cookie", &cookie).json(&json!({"read": true}));
+        let mut req = h
+            .http
+            .patch(&path)
+            .header("cookie", &cookie)
+            .json(&json!({"read": true}));
         if let Some(o) = origin {
             req = req.header("origin", o);
         }
         req.send()
     };
-    for origin in [None, Some("http://evil.example"), Some("http://127.0.0.1:1")] {
+    for origin in [
+        None,
+        Some("http://evil.example"),
+        Some("http://127.0.0.1:1"),
+    ] {
         let (status, body) = status_json(patch(origin).await.unwrap()).await;
         assert_error(status, &body, 403, "forbidden");
     }
-    assert_eq!(h.list(&user_token("alice"), "").await["unread_count"], 1, "rejected write changed nothing");
+    assert_eq!(
+        h.list(&user_token("alice"), "").await["unread_count"],
+        1,
+        "rejected write changed nothing"
+    );
     assert_eq!(patch(Some(&own)).await.unwrap().status(), 200);
     // Bearer requests are exempt
-    let (status, _) = h.patch(&format!("/notifications/{id}"), &user_token("alice"), json!({"read": false})).await;
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{id}"),
+            &user_token("alice"),
+            json!({"read": false}),
+        )
+        .await;
     assert_eq!(status, 200);
     // a configured origin replaces the same-host default
     drop(h);
     let h = Setup::new(mode, &["--allowed-origin", "https://app.example"]);
     let id = h.notify("alice", "x").await;
-    let r = h.http.post(h.url("/session")).bearer_auth(user_token("alice")).send().await.unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let req = |origin: &str| h.http.patch(h.url(&format!("/notifications/{id}"))).header("cookie", &cookie).header("origin", origin).json(&json!({"read": true})).send();
+    let r = h
+        .http
+        .post(h.url("/session"))
+        .bearer_auth(user_token("alice"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let req = |origin: &str| {
+        h.http
+            .patch(h.url(&format!("/notifications/{id}")))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .json(&json!({"read": true}))
+            .send()
+    };
     assert_eq!(req("https://evil.example").await.unwrap().status(), 403);
     assert_eq!(req("https://app.example").await.unwrap().status(), 200);
     // CORS preflight answers for the allowed origin with credentials
-    let r = h.http.request(reqwest::Method::OPTIONS, h.url("/notifications"))
+    let r = h
+        .http
+        .request(reqwest::Method::OPTIONS, h.url("/notifications"))
         .header("origin", "https://app.example")
         .header("access-control-request-method", "PATCH")
-        .send().await.unwrap();
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
 }
 
 async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let login = || async {
-        let r = h.http.post(h.url("/session")).bearer_auth(user_token("alice")).send().await.unwrap();
-        r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+        let r = h
+            .http
+            .post(h.url("/session"))
+            .bearer_auth(user_token("alice"))
+            .send()
+            .await
+            .unwrap();
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
     };
     let (one, two) = (login().await, login().await);
     assert_ne!(one, two);
-    let mut s1 = h.events_with(h.http.get(h.url("/events")).header("cookie", &one)).await;
-    let mut s2 = h.events_with(h.http.get(h.url("/events")).header("cookie", &two)).await;
+    let mut s1 = h
+        .events_with(h.http.get(h.url("/events")).header("cookie", &one))
+        .await;
+    let mut s2 = h
+        .events_with(h.http.get(h.url("/events")).header("cookie", &two))
+        .await;
     assert_eq!(s1.next_event().await.event, "ready");
     assert_eq!(s2.next_event().await.event, "ready");
-    let r = h.http.delete(h.url("/session")).header("cookie", &one).header("origin", &h.base).send().await.unwrap();
+    let r = h
+        .http
+        .delete(h.url("/session"))
+        .header("cookie", &one)
+        .header("origin", &h.base)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let cleared = r.headers()["set-cookie"].to_str().unwrap();
-    assert!(cleared.starts_with("herald_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
-    let revoked = s1.try_next(Duration::from_secs(1)).await.expect("revoked within 1 s");
+    assert!(
+        cleared.starts_with("herald_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let revoked = s1
+        .try_next(Duration::from_secs(1))
+        .await
+        .expect("revoked within 1 s");
     assert_eq!(revoked.event, "revoked");
     assert!(s1.ends_within(Duration::from_secs(2)).await);
-    let r = h.http.get(h.url("/notifications")).header("cookie", &one).send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url("/notifications"))
+        .header("cookie", &one)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // the other session is untouched
     h.notify("alice", "still").await;
@@ -160,8 +289,24 @@ fn key_pair(dir: &TempDir, kind: &str) -> (Vec<u8>, String) {
     let public = dir.0.join(format!("{kind}.pub"));
     let (p, q) = (private.to_str().unwrap(), public.to_str().unwrap());
     match kind {
-        "rsa" => openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p]),
-        _ => openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", p]),
+        "rsa" => openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            p,
+        ]),
+        _ => openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            p,
+        ]),
     }
     openssl(&["pkey", "-in", p, "-pubout", "-out", q]);
     (std::fs::read(&private).unwrap(), q.to_owned())
@@ -182,32 +327,89 @@ async fn public_keys_accept_only_their_algorithm() {
         assert_eq!(h.get("/notifications", &good).await.0, 200, "{kind}");
         // algorithm confusion: HS256 signed with the public key's text
         let pem = std::fs::read(&public).unwrap();
-        let confused = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&pem)).unwrap();
+        let confused = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&pem),
+        )
+        .unwrap();
         assert_eq!(h.get("/notifications", &confused).await.0, 401, "{kind}");
-        assert_eq!(h.get("/notifications", &user_token("alice")).await.0, 401, "{kind}");
+        assert_eq!(
+            h.get("/notifications", &user_token("alice")).await.0,
+            401,
+            "{kind}"
+        );
     }
 }
 
 #[tokio::test]
 async fn issuer_audience_and_leeway() {
-    let h = Herald::start(None, &["--jwt-issuer", "https://idp.example", "--jwt-audience", "herald", "--jwt-leeway", "60s"]);
+    let h = Herald::start(
+        None,
+        &[
+            "--jwt-issuer",
+            "https://idp.example",
+            "--jwt-audience",
+            "herald",
+            "--jwt-leeway",
+            "60s",
+        ],
+    );
     let base = |extra: serde_json::Value| {
         let mut c = json!({"sub": "alice", "exp": now() + 60});
-        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         sign(c)
     };
     assert_eq!(h.get("/notifications", &base(json!({}))).await.0, 401);
-    assert_eq!(h.get("/notifications", &base(json!({"iss": "https://idp.example"}))).await.0, 401);
-    assert_eq!(h.get("/notifications", &base(json!({"iss": "https://other", "aud": "herald"}))).await.0, 401);
-    assert_eq!(h.get("/notifications", &base(json!({"iss": "https://idp.example", "aud": "herald"}))).await.0, 200);
-    let late = sign(json!({"sub": "alice", "iss": "https://idp.example", "aud": "herald", "exp": now() - 30}));
-    assert_eq!(h.get("/notifications", &late).await.0, 200, "leeway covers 30 s of skew");
+    assert_eq!(
+        h.get(
+            "/notifications",
+            &base(json!({"iss": "https://idp.example"}))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        h.get(
+            "/notifications",
+            &base(json!({"iss": "https://other", "aud": "herald"}))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        h.get(
+            "/notifications",
+            &base(json!({"iss": "https://idp.example", "aud": "herald"}))
+        )
+        .await
+        .0,
+        200
+    );
+    let late = sign(
+        json!({"sub": "alice", "iss": "https://idp.example", "aud": "herald", "exp": now() - 30}),
+    );
+    assert_eq!(
+        h.get("/notifications", &late).await.0,
+        200,
+        "leeway covers 30 s of skew"
+    );
 }
 
 #[tokio::test]
 async fn dev_cookies_are_not_secure() {
     let h = Herald::start(None, &["--dev"]);
-    let r = h.http.post(h.url("/session")).bearer_auth(user_token("alice")).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/session"))
+        .bearer_auth(user_token("alice"))
+        .send()
+        .await
+        .unwrap();
     let set = r.headers()["set-cookie"].to_str().unwrap();
     assert!(!set.contains("Secure"), "{set}");
 }

@@ -13,43 +13,78 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn assert_startup_error(out: &Output, mentions: &str) {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(mentions), "stderr should name {mentions:?}: {stderr}");
+    assert!(
+        stderr.contains(mentions),
+        "stderr should name {mentions:?}: {stderr}"
+    );
 }
 
 #[test]
 fn bad_flag_values_exit_2_naming_the_flag() {
     let secret = ["--jwt-secret", "x"];
-    for (flag, value) in [("--heartbeat", "soon"), ("--listen", "nowhere"), ("--max-per-user", "many"), ("--trusted-proxy", "10.0.0.0/99"), ("--retention", "forever")] {
+    for (flag, value) in [
+        ("--heartbeat", "soon"),
+        ("--listen", "nowhere"),
+        ("--max-per-user", "many"),
+        ("--trusted-proxy", "10.0.0.0/99"),
+        ("--retention", "forever"),
+    ] {
         let out = run(&[&secret[..], &[flag, value]].concat(), &[]);
         assert_startup_error(&out, flag);
     }
-    let out = run(&["--jwt-secret", "x", "--redis-url", "http://127.0.0.1:1"], &[]);
+    let out = run(
+        &["--jwt-secret", "x", "--redis-url", "http://127.0.0.1:1"],
+        &[],
+    );
     assert_startup_error(&out, "--redis-url");
-    let out = run(&["--jwt-secret", "x", "--allowed-origin", "not an origin"], &[]);
+    let out = run(
+        &["--jwt-secret", "x", "--allowed-origin", "not an origin"],
+        &[],
+    );
     assert_startup_error(&out, "--allowed-origin");
 }
 
 #[test]
 fn missing_key_or_unreadable_key_file_exits_2() {
     assert_startup_error(&run(&["--listen", "127.0.0.1:0"], &[]), "--jwt-secret");
-    assert_startup_error(&run(&["--jwt-public-key", "/nonexistent/key.pem"], &[]), "--jwt-public-key");
+    assert_startup_error(
+        &run(&["--jwt-public-key", "/nonexistent/key.pem"], &[]),
+        "--jwt-public-key",
+    );
     let dir = TempDir::new("badkey");
     let path = dir.0.join("key.pem");
     std::fs::write(&path, "not a key").unwrap();
-    assert_startup_error(&run(&["--jwt-public-key", path.to_str().unwrap()], &[]), "--jwt-public-key");
+    assert_startup_error(
+        &run(&["--jwt-public-key", path.to_str().unwrap()], &[]),
+        "--jwt-public-key",
+    );
 }
 
 #[test]
 fn unreachable_redis_exits_2_naming_the_address() {
     let port = free_port();
-    let out = run(&["--jwt-secret", "x", "--listen", "127.0.0.1:0", "--redis-url", &format!("redis://127.0.0.1:{port}")], &[]);
+    let out = run(
+        &[
+            "--jwt-secret",
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+        ],
+        &[],
+    );
     assert_startup_error(&out, &format!("127.0.0.1:{port}"));
 }
 
@@ -57,46 +92,117 @@ fn unreachable_redis_exits_2_naming_the_address() {
 fn address_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    assert_startup_error(&run(&["--jwt-secret", "x", "--listen", &addr], &[]), "--listen");
+    assert_startup_error(
+        &run(&["--jwt-secret", "x", "--listen", &addr], &[]),
+        "--listen",
+    );
 }
 
 #[tokio::test]
 async fn env_twins_configure_the_server() {
     let args = ["--listen".to_owned(), "127.0.0.1:0".to_owned()];
-    let h = Herald::spawn_env(&args, &[("HERALD_JWT_SECRET", SECRET), ("HERALD_HEARTBEAT", "150ms")]);
+    let h = Herald::spawn_env(
+        &args,
+        &[("HERALD_JWT_SECRET", SECRET), ("HERALD_HEARTBEAT", "150ms")],
+    );
     let mut sse = h.events(&user_token("alice"), "").await;
     sse.try_next(std::time::Duration::from_millis(700)).await;
-    assert!(sse.comments >= 2, "HERALD_HEARTBEAT was applied: {}", sse.raw);
+    assert!(
+        sse.comments >= 2,
+        "HERALD_HEARTBEAT was applied: {}",
+        sse.raw
+    );
 }
 
 #[tokio::test]
 async fn dev_mode_prints_a_secret_that_token_can_use() {
     let h = Herald::spawn(&["--dev".into(), "--listen".into(), "127.0.0.1:0".into()]);
-    let secret = h.banner.iter().find_map(|l| l.strip_prefix("herald dev secret: ")).expect("secret printed").to_owned();
-    let out = run(&["token", "--jwt-secret", &secret, "--sub", "alice", "--ttl", "10m"], &[]);
+    let secret = h
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("herald dev secret: "))
+        .expect("secret printed")
+        .to_owned();
+    let out = run(
+        &[
+            "token",
+            "--jwt-secret",
+            &secret,
+            "--sub",
+            "alice",
+            "--ttl",
+            "10m",
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(h.get("/notifications", &token).await.0, 200);
     let demo = h.http.get(h.url("/")).send().await.unwrap();
     assert_eq!(demo.status(), 200);
-    assert!(demo.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(demo.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
 }
 
 #[tokio::test]
 async fn token_and_publish_commands() {
     let h = Herald::start(None, &[]);
-    let out = run(&["token", "--jwt-secret", SECRET, "--sub", "alice", "--sid", "cli"], &[]);
+    let out = run(
+        &[
+            "token",
+            "--jwt-secret",
+            SECRET,
+            "--sub",
+            "alice",
+            "--sid",
+            "cli",
+        ],
+        &[],
+    );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let mut sse = h.events(&token, "").await;
     assert_eq!(sse.ready.as_ref().unwrap().json()["session"], "cli");
-    let out = run(&["publish", "--jwt-secret", SECRET, "--url", &h.base, "--user", "alice", "--title", "From the CLI", "--data", r#"{"k":1}"#], &[]);
+    let out = run(
+        &[
+            "publish",
+            "--jwt-secret",
+            SECRET,
+            "--url",
+            &h.base,
+            "--user",
+            "alice",
+            "--title",
+            "From the CLI",
+            "--data",
+            r#"{"k":1}"#,
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{out:?}");
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["count"], 1);
     let ev = sse.next_event().await.json();
-    assert_eq!((ev["title"].clone(), ev["data"].clone()), (json!("From the CLI"), json!({"k": 1})));
+    assert_eq!(
+        (ev["title"].clone(), ev["data"].clone()),
+        (json!("From the CLI"), json!({"k": 1}))
+    );
     // a failing publish exits non-zero with the server's message
-    let out = run(&["publish", "--jwt-secret", "wrong", "--url", &h.base, "--user", "alice", "--title", "x"], &[]);
+    let out = run(
+        &[
+            "publish",
+            "--jwt-secret",
+            "wrong",
+            "--url",
+            &h.base,
+            "--user",
+            "alice",
+            "--title",
+            "x",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
@@ -106,7 +212,18 @@ async fn publish_command_writes_through_redis() {
     let redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
     let mut sse = h.events(&user_token("alice"), "").await;
-    let out = run(&["publish", "--redis-url", &redis.url(), "--user", "alice", "--title", "Via Redis"], &[]);
+    let out = run(
+        &[
+            "publish",
+            "--redis-url",
+            &redis.url(),
+            "--user",
+            "alice",
+            "--title",
+            "Via Redis",
+        ],
+        &[],
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(sse.next_event().await.json()["title"], "Via Redis");
 }

@@ -22,7 +22,11 @@ pub enum Mode {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A throwaway `redis-server` on a free port.
@@ -40,7 +44,16 @@ impl Redis {
     pub fn start_on(port: u16) -> Redis {
         let dir = TempDir::new("redis");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir.0)
             .stdout(Stdio::null())
@@ -49,10 +62,17 @@ impl Redis {
             .expect("redis-server must be installed (scripts/test installs it)");
         let deadline = std::time::Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port, _dir: dir }
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -91,7 +111,12 @@ impl Drop for TempDir {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish()
 }
 
@@ -112,7 +137,10 @@ impl Herald {
     /// Start with the test secret, on a free port, with `extra` flags.
     pub fn start(redis: Option<&str>, extra: &[&str]) -> Herald {
         let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
-        if !extra.iter().any(|a| *a == "--jwt-public-key" || *a == "--jwt-secret") {
+        if !extra
+            .iter()
+            .any(|a| *a == "--jwt-public-key" || *a == "--jwt-secret")
+        {
             args.extend(["--jwt-secret".into(), SECRET.into()]);
         }
         if let Some(url) = redis {
@@ -157,7 +185,12 @@ impl Herald {
                 panic!("herald did not start with {args:?}");
             }
         };
-        Herald { child, base, banner, http: client() }
+        Herald {
+            child,
+            base,
+            banner,
+            http: client(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -182,34 +215,68 @@ impl Herald {
     // -- requests --
 
     pub async fn publish(&self, body: Value) -> (u16, Value) {
-        let r = self.http.post(self.url("/publish")).bearer_auth(service_token()).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.url("/publish"))
+            .bearer_auth(service_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         status_json(r).await
     }
 
     /// Publish a notification with `title` to `user`; returns its id.
     pub async fn notify(&self, user: &str, title: &str) -> String {
-        let (status, body) = self.publish(json!({"users": [user], "notification": {"title": title}})).await;
+        let (status, body) = self
+            .publish(json!({"users": [user], "notification": {"title": title}}))
+            .await;
         assert_eq!(status, 202, "{body}");
         body["ids"][user].as_str().unwrap().to_owned()
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        status_json(self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()).await
+        status_json(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        status_json(self.http.patch(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()).await
+        status_json(
+            self.http
+                .patch(self.url(path))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn list(&self, user_token: &str, query: &str) -> Value {
-        let (status, body) = self.get(&format!("/notifications{query}"), user_token).await;
+        let (status, body) = self
+            .get(&format!("/notifications{query}"), user_token)
+            .await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     /// Open `/events` with a Bearer token; waits for `ready`.
     pub async fn events(&self, token: &str, query: &str) -> Sse {
-        let mut sse = self.events_with(self.http.get(self.url(&format!("/events{query}"))).bearer_auth(token)).await;
+        let mut sse = self
+            .events_with(
+                self.http
+                    .get(self.url(&format!("/events{query}")))
+                    .bearer_auth(token),
+            )
+            .await;
         let ready = sse.next_event().await;
         assert_eq!(ready.event, "ready", "{ready:?}");
         sse.ready = Some(ready);
@@ -217,8 +284,16 @@ impl Herald {
     }
 
     pub async fn events_with(&self, req: reqwest::RequestBuilder) -> Sse {
-        let r = tokio::time::timeout(WAIT, req.send()).await.expect("events timed out").unwrap();
-        assert_eq!(r.status(), 200, "events: {}", r.text().await.unwrap_or_default());
+        let r = tokio::time::timeout(WAIT, req.send())
+            .await
+            .expect("events timed out")
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "events: {}",
+            r.text().await.unwrap_or_default()
+        );
         Sse::new(r)
     }
 }
@@ -231,24 +306,37 @@ impl Drop for Herald {
 }
 
 fn unsafe_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// The spec's error body with `code`.
 pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 /// A backend (and redis-server when needed) plus one Herald node.
@@ -262,7 +350,10 @@ impl Setup {
     pub fn new(mode: Mode, extra: &[&str]) -> Setup {
         let redis = (mode == Mode::Redis).then(Redis::start);
         let node = Herald::start(redis.as_ref().map(|r| r.url()).as_deref(), extra);
-        Setup { _redis: redis, node }
+        Setup {
+            _redis: redis,
+            node,
+        }
     }
 }
 
@@ -276,11 +367,19 @@ impl std::ops::Deref for Setup {
 // -- tokens --
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub fn sign(claims: Value) -> String {
-    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 pub fn user_token(user: &str) -> String {
@@ -313,7 +412,8 @@ impl Event {
 
 /// Reads an SSE response incrementally, one event at a time, keeping the raw text seen.
 pub struct Sse {
-    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: String,
     pub raw: String,
     pub comments: usize,
@@ -325,7 +425,15 @@ pub struct Sse {
 impl Sse {
     pub fn new(r: reqwest::Response) -> Sse {
         let headers = r.headers().clone();
-        Sse { stream: Box::pin(r.bytes_stream()), buf: String::new(), raw: String::new(), comments: 0, ready: None, headers, ended: false }
+        Sse {
+            stream: Box::pin(r.bytes_stream()),
+            buf: String::new(),
+            raw: String::new(),
+            comments: 0,
+            ready: None,
+            headers,
+            ended: false,
+        }
     }
 
     /// The next event (comments and `retry:`-only blocks are recorded, not returned).
@@ -391,7 +499,11 @@ impl Sse {
     pub async fn ends_within(&mut self, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         while tokio::time::Instant::now() < deadline {
-            if self.try_next(deadline - tokio::time::Instant::now()).await.is_none() {
+            if self
+                .try_next(deadline - tokio::time::Instant::now())
+                .await
+                .is_none()
+            {
                 return self.ended;
             }
         }

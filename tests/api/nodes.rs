@@ -21,11 +21,22 @@ async fn changes_on_one_node_reach_streams_on_the_other() {
     let mut on_a = a.events(&token, "").await;
     let id = b.notify("alice", "from b").await;
     assert_eq!(on_a.next_event().await.json()["id"], id.as_str());
-    b.patch(&format!("/notifications/{id}"), &user_token("alice"), json!({"read": true})).await;
+    b.patch(
+        &format!("/notifications/{id}"),
+        &user_token("alice"),
+        json!({"read": true}),
+    )
+    .await;
     let read = on_a.next_event().await;
-    assert_eq!((read.event.as_str(), read.json()), ("read", json!({"ids": [id], "unread_count": 0})));
+    assert_eq!(
+        (read.event.as_str(), read.json()),
+        ("read", json!({"ids": [id], "unread_count": 0}))
+    );
     // the tray is shared
-    assert_eq!(a.list(&user_token("alice"), "").await["notifications"][0]["id"], id.as_str());
+    assert_eq!(
+        a.list(&user_token("alice"), "").await["notifications"][0]["id"],
+        id.as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,15 +54,48 @@ async fn second_stream_on_another_node_replaces_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_on_one_node_revokes_streams_on_the_other() {
     let (_redis, a, b) = two_nodes();
-    let r = a.http.post(a.url("/session")).bearer_auth(user_token("alice")).send().await.unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let mut on_a = a.events_with(a.http.get(a.url("/events")).header("cookie", &cookie)).await;
+    let r = a
+        .http
+        .post(a.url("/session"))
+        .bearer_auth(user_token("alice"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut on_a = a
+        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
+        .await;
     assert_eq!(on_a.next_event().await.event, "ready");
-    let r = b.http.delete(b.url("/session")).header("cookie", &cookie).header("origin", &b.base).send().await.unwrap();
+    let r = b
+        .http
+        .delete(b.url("/session"))
+        .header("cookie", &cookie)
+        .header("origin", &b.base)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let ev = on_a.try_next(Duration::from_secs(1)).await.expect("revoked within 1 s");
+    let ev = on_a
+        .try_next(Duration::from_secs(1))
+        .await
+        .expect("revoked within 1 s");
     assert_eq!(ev.event, "revoked");
-    assert_eq!(a.http.get(a.url("/notifications")).header("cookie", &cookie).send().await.unwrap().status(), 401);
+    assert_eq!(
+        a.http
+            .get(a.url("/notifications"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,14 +105,23 @@ async fn presence_spans_nodes_and_resume_works_across_nodes() {
     let mut on_a = a.events(&token, "?tab=t1").await;
     let _on_b = b.events(&token, "?tab=t2").await;
     let (_, presence) = a.get("/presence/alice", &service_token()).await;
-    let nodes: std::collections::HashSet<_> = presence["sessions"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap().to_owned()).collect();
+    let nodes: std::collections::HashSet<_> = presence["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(nodes.len(), 2, "{presence}");
     a.notify("alice", "one").await;
     let first = on_a.next_event().await;
     drop(on_a);
     let two = b.notify("alice", "two").await;
     // resume on the other node
-    let req = b.http.get(b.url("/events?tab=t1")).bearer_auth(&token).header("Last-Event-ID", first.id.unwrap());
+    let req = b
+        .http
+        .get(b.url("/events?tab=t1"))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", first.id.unwrap());
     let mut resumed = b.events_with(req).await;
     assert_eq!(resumed.next_event().await.event, "ready");
     assert_eq!(resumed.next_event().await.json()["id"], two.as_str());

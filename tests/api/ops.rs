@@ -9,18 +9,44 @@ both_modes!(health_metrics_and_unknown_routes);
 
 async fn health_metrics_and_unknown_routes(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    assert_eq!(h.http.get(h.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(h.http.get(h.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.http.get(h.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
     let _sse = h.events(&user_token("alice"), "").await;
     h.notify("alice", "x").await;
-    let text = h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in ["herald_streams_open 1", "herald_events_delivered_total", "herald_publishes_total 1", "herald_broker_reconnects_total", "herald_delivery_latency_seconds_bucket"] {
+    let text = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "herald_streams_open 1",
+        "herald_events_delivered_total",
+        "herald_publishes_total 1",
+        "herald_broker_reconnects_total",
+        "herald_delivery_latency_seconds_bucket",
+    ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
     let r = h.http.get(h.url("/nope")).send().await.unwrap();
     let (status, body) = status_json(r).await;
     assert_error(status, &body, 404, "not_found");
-    let r = h.http.delete(h.url("/notifications")).bearer_auth(user_token("alice")).send().await.unwrap();
+    let r = h
+        .http
+        .delete(h.url("/notifications"))
+        .bearer_auth(user_token("alice"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
 }
 
@@ -28,7 +54,10 @@ async fn health_metrics_and_unknown_routes(mode: Mode) {
 async fn readyz_follows_redis() {
     let mut redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
-    assert_eq!(h.http.get(h.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
     redis.stop();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -38,8 +67,14 @@ async fn readyz_follows_redis() {
             assert_error(status, &body, 503, "unavailable");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "readyz stayed ready without Redis");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz stayed ready without Redis"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(h.http.get(h.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.http.get(h.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
 }

@@ -19,7 +19,14 @@ both_modes!(
 async fn publish_stores_for_users_and_groups(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let svc = service_token();
-    let r = h.http.put(h.url("/groups/gpu-users/members")).bearer_auth(&svc).json(&json!({"users": ["carol", "dave", "alice"]})).send().await.unwrap();
+    let r = h
+        .http
+        .put(h.url("/groups/gpu-users/members"))
+        .bearer_auth(&svc)
+        .json(&json!({"users": ["carol", "dave", "alice"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (status, body) = h.publish(json!({"users": ["alice", "bob"], "groups": ["gpu-users"], "notification": {"title": "GPU maintenance"}})).await;
     assert_eq!(status, 202, "{body}");
@@ -32,7 +39,10 @@ async fn publish_stores_for_users_and_groups(mode: Mode) {
         assert_eq!(page["notifications"].as_array().unwrap().len(), 1, "{user}");
         assert_eq!(page["notifications"][0]["title"], "GPU maintenance");
     }
-    assert_eq!(h.list(&user_token("alice"), "").await["notifications"][0]["id"], ids["alice"]);
+    assert_eq!(
+        h.list(&user_token("alice"), "").await["notifications"][0]["id"],
+        ids["alice"]
+    );
 }
 
 async fn idempotency_key_stores_once(mode: Mode) {
@@ -42,92 +52,229 @@ async fn idempotency_key_stores_once(mode: Mode) {
     let (s2, second) = h.publish(body).await;
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(first["ids"], second["ids"]);
-    assert_eq!(h.list(&user_token("alice"), "").await["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        h.list(&user_token("alice"), "").await["notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // another key stores again; the same key for another user stores for them
     h.publish(json!({"users": ["alice", "bob"], "notification": {"title": "again"}, "idempotency_key": "build-43"})).await;
-    h.publish(json!({"users": ["bob"], "notification": {"title": "once"}, "idempotency_key": "build-42"})).await;
-    assert_eq!(h.list(&user_token("alice"), "").await["notifications"].as_array().unwrap().len(), 2);
-    assert_eq!(h.list(&user_token("bob"), "").await["notifications"].as_array().unwrap().len(), 2);
+    h.publish(
+        json!({"users": ["bob"], "notification": {"title": "once"}, "idempotency_key": "build-42"}),
+    )
+    .await;
+    assert_eq!(
+        h.list(&user_token("alice"), "").await["notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        h.list(&user_token("bob"), "").await["notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn invalid_publishes_store_nothing(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let cases = [
-        (json!({"notification": {"title": "nobody"}}), 400, "invalid_request"),
-        (json!({"users": [], "groups": [], "notification": {"title": "x"}}), 400, "invalid_request"),
+        (
+            json!({"notification": {"title": "nobody"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": [], "groups": [], "notification": {"title": "x"}}),
+            400,
+            "invalid_request",
+        ),
         (json!({"users": ["alice"]}), 400, "invalid_request"),
-        (json!({"users": ["alice"], "notification": {"title": ""}}), 400, "invalid_request"),
-        (json!({"users": ["alice"], "notification": {"title": "x".repeat(257)}}), 400, "invalid_request"),
-        (json!({"users": ["alice"], "notification": {"title": 5}}), 400, "invalid_request"),
-        (json!({"users": "alice", "notification": {"title": "x"}}), 400, "invalid_request"),
-        (json!({"users": ["alice", ""], "notification": {"title": "x"}}), 400, "invalid_request"),
-        (json!({"users": ["alice", "a\u{7}b"], "notification": {"title": "x"}}), 400, "invalid_request"),
-        (json!({"users": ["alice", "x".repeat(129)], "notification": {"title": "x"}}), 400, "invalid_request"),
-        (json!({"users": ["alice"], "notification": {"title": "x", "data": [1, 2]}}), 400, "invalid_request"),
-        (json!({"users": ["alice"], "notification": {"title": "x", "body": "y".repeat(17 * 1024)}}), 413, "too_large"),
-        (json!({"users": ["alice", "bob"], "notification": {"title": "x", "data": {"blob": "z".repeat(16 * 1024)}}}), 413, "too_large"),
+        (
+            json!({"users": ["alice"], "notification": {"title": ""}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice"], "notification": {"title": "x".repeat(257)}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice"], "notification": {"title": 5}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": "alice", "notification": {"title": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice", ""], "notification": {"title": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice", "a\u{7}b"], "notification": {"title": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice", "x".repeat(129)], "notification": {"title": "x"}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice"], "notification": {"title": "x", "data": [1, 2]}}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice"], "notification": {"title": "x", "body": "y".repeat(17 * 1024)}}),
+            413,
+            "too_large",
+        ),
+        (
+            json!({"users": ["alice", "bob"], "notification": {"title": "x", "data": {"blob": "z".repeat(16 * 1024)}}}),
+            413,
+            "too_large",
+        ),
     ];
     for (body, want, code) in cases {
         let (status, err) = h.publish(body.clone()).await;
         assert_error(status, &err, want, code);
     }
-    let r = h.http.post(h.url("/publish")).bearer_auth(service_token()).body("{\"users\":[").send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/publish"))
+        .bearer_auth(service_token())
+        .body("{\"users\":[")
+        .send()
+        .await
+        .unwrap();
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 400, "invalid_request");
-    let r = h.http.post(h.url("/publish")).bearer_auth(service_token()).body(vec![b' '; 3 * 1024 * 1024]).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/publish"))
+        .bearer_auth(service_token())
+        .body(vec![b' '; 3 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 413, "too_large");
     for user in ["alice", "bob"] {
-        assert_eq!(h.list(&user_token(user), "").await["notifications"], json!([]));
+        assert_eq!(
+            h.list(&user_token(user), "").await["notifications"],
+            json!([])
+        );
     }
 }
 
 async fn publish_needs_a_service_token(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let body = json!({"users": ["alice"], "notification": {"title": "x"}});
-    let r = h.http.post(h.url("/publish")).json(&body).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/publish"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 401, "unauthorized");
-    let r = h.http.post(h.url("/publish")).bearer_auth(user_token("alice")).json(&body).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/publish"))
+        .bearer_auth(user_token("alice"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 403, "forbidden");
     let expired = sign(json!({"scope": "publish", "exp": now() - 60}));
-    let r = h.http.post(h.url("/publish")).bearer_auth(expired).json(&body).send().await.unwrap();
+    let r = h
+        .http
+        .post(h.url("/publish"))
+        .bearer_auth(expired)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 401, "unauthorized");
     for path in ["/groups/g/members", "/presence/alice"] {
         let (status, err) = h.get(path, &user_token("alice")).await;
         assert_error(status, &err, 403, "forbidden");
     }
-    assert_eq!(h.list(&user_token("alice"), "").await["notifications"], json!([]));
+    assert_eq!(
+        h.list(&user_token("alice"), "").await["notifications"],
+        json!([])
+    );
 }
 
 async fn group_membership_endpoints(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let svc = service_token();
-    let put = |users: serde_json::Value| h.http.put(h.url("/groups/ops/members")).bearer_auth(&svc).json(&json!({"users": users})).send();
+    let put = |users: serde_json::Value| {
+        h.http
+            .put(h.url("/groups/ops/members"))
+            .bearer_auth(&svc)
+            .json(&json!({"users": users}))
+            .send()
+    };
     assert_eq!(put(json!(["bob", "alice"])).await.unwrap().status(), 200);
     assert_eq!(put(json!(["carol", "alice"])).await.unwrap().status(), 200);
     let (status, body) = h.get("/groups/ops/members", &svc).await;
     assert_eq!(status, 200);
     assert_eq!(body["users"], json!(["alice", "bob", "carol"]));
-    let r = h.http.delete(h.url("/groups/ops/members/bob")).bearer_auth(&svc).send().await.unwrap();
+    let r = h
+        .http
+        .delete(h.url("/groups/ops/members/bob"))
+        .bearer_auth(&svc)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(h.get("/groups/ops/members", &svc).await.1["users"], json!(["alice", "carol"]));
+    assert_eq!(
+        h.get("/groups/ops/members", &svc).await.1["users"],
+        json!(["alice", "carol"])
+    );
     let (status, err) = status_json(put(json!("alice")).await.unwrap()).await;
     assert_error(status, &err, 400, "invalid_request");
     let (status, err) = status_json(put(json!([""])).await.unwrap()).await;
     assert_error(status, &err, 400, "invalid_request");
     // after removal, bob gets no group notification
-    h.publish(json!({"groups": ["ops"], "notification": {"title": "ops"}})).await;
-    assert_eq!(h.list(&user_token("bob"), "").await["notifications"], json!([]));
-    assert_eq!(h.list(&user_token("carol"), "").await["notifications"].as_array().unwrap().len(), 1);
+    h.publish(json!({"groups": ["ops"], "notification": {"title": "ops"}}))
+        .await;
+    assert_eq!(
+        h.list(&user_token("bob"), "").await["notifications"],
+        json!([])
+    );
+    assert_eq!(
+        h.list(&user_token("carol"), "").await["notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn presence_lists_live_streams(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let svc = service_token();
-    assert_eq!(h.get("/presence/alice", &svc).await.1, json!({"online": false, "sessions": []}));
+    assert_eq!(
+        h.get("/presence/alice", &svc).await.1,
+        json!({"online": false, "sessions": []})
+    );
     let sse = h.events(&session_token("alice", "s1"), "").await;
     let (status, body) = h.get("/presence/alice", &svc).await;
     assert_eq!(status, 200);
@@ -140,7 +287,10 @@ async fn presence_lists_live_streams(mode: Mode) {
     drop(sse);
     let deadline = std::time::Instant::now() + WAIT;
     while h.get("/presence/alice", &svc).await.1["online"] == true {
-        assert!(std::time::Instant::now() < deadline, "presence entry outlived its stream");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence entry outlived its stream"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -151,7 +301,9 @@ async fn notification_fields_round_trip(mode: Mode) {
         "title": "Build finished", "body": "All green", "source": "ci", "category": "builds",
         "link": "https://ci.example/42", "data": {"build": 42, "tags": [], "nested": {"ok": true}},
     });
-    let (status, body) = h.publish(json!({"users": ["alice"], "notification": notification})).await;
+    let (status, body) = h
+        .publish(json!({"users": ["alice"], "notification": notification}))
+        .await;
     assert_eq!(status, 202);
     let n = &h.list(&user_token("alice"), "").await["notifications"][0];
     for field in ["title", "body", "source", "category", "link", "data"] {

@@ -33,7 +33,10 @@ async fn opens_with_retry_and_ready(mode: Mode) {
     assert_eq!(sse.headers["x-accel-buffering"], "no");
     assert!(sse.raw.starts_with("retry: "), "{}", sse.raw);
     let ready = sse.ready.unwrap().json();
-    assert_eq!(ready, json!({"user": "alice", "session": "s1", "unread_count": 1}));
+    assert_eq!(
+        ready,
+        json!({"user": "alice", "session": "s1", "unread_count": 1})
+    );
 }
 
 async fn delivers_every_change_kind_with_ids(mode: Mode) {
@@ -48,16 +51,43 @@ async fn delivers_every_change_kind_with_ids(mode: Mode) {
     assert_eq!(n.json()["read_at"], serde_json::Value::Null);
     let first: u64 = n.id.unwrap().parse().unwrap();
 
-    h.patch(&format!("/notifications/{id}"), &token, json!({"read": true})).await;
+    h.patch(
+        &format!("/notifications/{id}"),
+        &token,
+        json!({"read": true}),
+    )
+    .await;
     let read = sse.next_event().await;
-    assert_eq!((read.event.as_str(), read.json()), ("read", json!({"ids": [id], "unread_count": 0})));
-    h.patch(&format!("/notifications/{id}"), &token, json!({"read": false})).await;
+    assert_eq!(
+        (read.event.as_str(), read.json()),
+        ("read", json!({"ids": [id], "unread_count": 0}))
+    );
+    h.patch(
+        &format!("/notifications/{id}"),
+        &token,
+        json!({"read": false}),
+    )
+    .await;
     let unread = sse.next_event().await;
-    assert_eq!((unread.event.as_str(), unread.json()), ("unread", json!({"ids": [id], "unread_count": 1})));
-    h.patch(&format!("/notifications/{id}"), &token, json!({"deleted": true})).await;
+    assert_eq!(
+        (unread.event.as_str(), unread.json()),
+        ("unread", json!({"ids": [id], "unread_count": 1}))
+    );
+    h.patch(
+        &format!("/notifications/{id}"),
+        &token,
+        json!({"deleted": true}),
+    )
+    .await;
     let deleted = sse.next_event().await;
-    assert_eq!((deleted.event.as_str(), deleted.json()), ("deleted", json!({"ids": [id], "unread_count": 0})));
-    let ids: Vec<u64> = [read.id, unread.id, deleted.id].into_iter().map(|i| i.unwrap().parse().unwrap()).collect();
+    assert_eq!(
+        (deleted.event.as_str(), deleted.json()),
+        ("deleted", json!({"ids": [id], "unread_count": 0}))
+    );
+    let ids: Vec<u64> = [read.id, unread.id, deleted.id]
+        .into_iter()
+        .map(|i| i.unwrap().parse().unwrap())
+        .collect();
     assert_eq!(ids, vec![first + 1, first + 2, first + 3]);
 }
 
@@ -68,7 +98,12 @@ async fn changes_from_any_session_reach_every_stream(mode: Mode) {
     let id = h.notify("alice", "hi").await;
     assert_eq!(a.expect("notification").await.json()["id"], id.as_str());
     assert_eq!(b.expect("notification").await.json()["id"], id.as_str());
-    h.patch(&format!("/notifications/{id}"), &session_token("alice", "phone"), json!({"read": true})).await;
+    h.patch(
+        &format!("/notifications/{id}"),
+        &session_token("alice", "phone"),
+        json!({"read": true}),
+    )
+    .await;
     assert_eq!(a.expect("read").await.json()["ids"], json!([id]));
     assert_eq!(b.expect("read").await.json()["ids"], json!([id]));
 }
@@ -83,7 +118,10 @@ async fn resume_scenario(h: &Herald, resume: impl Fn(&str) -> (String, Option<St
     let two = h.notify("alice", "two").await;
     let three = h.notify("alice", "three").await;
     let (query, header) = resume(first.id.as_deref().unwrap());
-    let mut req = h.http.get(h.url(&format!("/events{query}"))).bearer_auth(&token);
+    let mut req = h
+        .http
+        .get(h.url(&format!("/events{query}")))
+        .bearer_auth(&token);
     if let Some(header) = header {
         req = req.header("Last-Event-ID", header);
     }
@@ -97,7 +135,10 @@ async fn resume_scenario(h: &Herald, resume: impl Fn(&str) -> (String, Option<St
     let four = h.notify("alice", "four").await;
     let c = sse.next_event().await;
     assert_eq!(c.json()["id"], four.as_str());
-    let ids: Vec<u64> = [first.id, a.id, b.id, c.id].into_iter().map(|i| i.unwrap().parse().unwrap()).collect();
+    let ids: Vec<u64> = [first.id, a.id, b.id, c.id]
+        .into_iter()
+        .map(|i| i.unwrap().parse().unwrap())
+        .collect();
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
 }
 
@@ -116,7 +157,11 @@ async fn unknown_or_future_id_resets(mode: Mode) {
     let token = user_token("alice");
     h.notify("alice", "one").await;
     for bad in ["999999", "not-a-number"] {
-        let req = h.http.get(h.url("/events")).bearer_auth(&token).header("Last-Event-ID", bad);
+        let req = h
+            .http
+            .get(h.url("/events"))
+            .bearer_auth(&token)
+            .header("Last-Event-ID", bad);
         let mut sse = h.events_with(req).await;
         assert_eq!(sse.next_event().await.event, "ready");
         let reset = sse.next_event().await;
@@ -160,7 +205,13 @@ async fn too_many_streams_is_429(mode: Mode) {
     let h = Setup::new(mode, &["--max-streams-per-user", "2"]);
     let _a = h.events(&session_token("alice", "a"), "").await;
     let _b = h.events(&session_token("alice", "b"), "").await;
-    let r = h.http.get(h.url("/events")).bearer_auth(session_token("alice", "c")).send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url("/events"))
+        .bearer_auth(session_token("alice", "c"))
+        .send()
+        .await
+        .unwrap();
     let (status, body) = status_json(r).await;
     assert_error(status, &body, 429, "too_many_streams");
     // another user is not affected
@@ -171,7 +222,10 @@ async fn stream_ends_at_token_expiry(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let token = sign(json!({"sub": "alice", "exp": now() + 2}));
     let mut sse = h.events(&token, "").await;
-    let revoked = sse.try_next(Duration::from_secs(5)).await.expect("revoked before the timeout");
+    let revoked = sse
+        .try_next(Duration::from_secs(5))
+        .await
+        .expect("revoked before the timeout");
     assert_eq!(revoked.event, "revoked");
     assert!(sse.ends_within(Duration::from_secs(2)).await);
 }
@@ -183,7 +237,11 @@ async fn sigterm_ends_streams_promptly(mode: Mode) {
     let status = h.node.terminate().expect("herald exits after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(sse.ends_within(Duration::from_secs(2)).await);
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 async fn users_only_see_their_own_events(mode: Mode) {

@@ -24,12 +24,22 @@ async fn lists_newest_first_with_cursor(mode: Mode) {
     }
     let token = user_token("alice");
     let page = h.list(&token, "?limit=2").await;
-    let got: Vec<&str> = page["notifications"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![ids[4].as_str(), ids[3].as_str()]);
     assert_eq!(page["unread_count"], 5);
     assert_eq!(page["next"], ids[3].as_str());
     let page = h.list(&token, &format!("?limit=2&before={}", ids[3])).await;
-    let got: Vec<&str> = page["notifications"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()]);
     let page = h.list(&token, &format!("?limit=2&before={}", ids[1])).await;
     assert_eq!(page["notifications"].as_array().unwrap().len(), 1);
@@ -46,29 +56,70 @@ async fn unread_filter_and_count(mode: Mode) {
     let token = user_token("alice");
     let a = h.notify("alice", "a").await;
     let b = h.notify("alice", "b").await;
-    h.patch(&format!("/notifications/{b}"), &token, json!({"read": true})).await;
+    h.patch(
+        &format!("/notifications/{b}"),
+        &token,
+        json!({"read": true}),
+    )
+    .await;
     let page = h.list(&token, "?unread=true").await;
-    let got: Vec<&str> = page["notifications"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![a.as_str()]);
     assert_eq!(page["unread_count"], 1);
-    assert_eq!(h.list(&token, "").await["notifications"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        h.list(&token, "").await["notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn patch_one_read_unread_delete(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let token = user_token("alice");
     let id = h.notify("alice", "x").await;
-    let (status, n) = h.patch(&format!("/notifications/{id}"), &token, json!({"read": true})).await;
+    let (status, n) = h
+        .patch(
+            &format!("/notifications/{id}"),
+            &token,
+            json!({"read": true}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(n["id"], id.as_str());
     assert!(n["read_at"].as_str().is_some());
-    let (status, n) = h.patch(&format!("/notifications/{id}"), &token, json!({"read": false})).await;
+    let (status, n) = h
+        .patch(
+            &format!("/notifications/{id}"),
+            &token,
+            json!({"read": false}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(n["read_at"], serde_json::Value::Null);
-    let r = h.http.patch(h.url(&format!("/notifications/{id}"))).bearer_auth(&token).json(&json!({"deleted": true})).send().await.unwrap();
+    let r = h
+        .http
+        .patch(h.url(&format!("/notifications/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({"deleted": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(h.list(&token, "").await["notifications"], json!([]));
-    let (status, body) = h.patch(&format!("/notifications/{id}"), &token, json!({"read": true})).await;
+    let (status, body) = h
+        .patch(
+            &format!("/notifications/{id}"),
+            &token,
+            json!({"read": true}),
+        )
+        .await;
     assert_error(status, &body, 404, "not_found");
 }
 
@@ -80,7 +131,13 @@ async fn other_users_ids_are_not_found(mode: Mode) {
         let (status, err) = h.patch(&format!("/notifications/{id}"), &bob, body).await;
         assert_error(status, &err, 404, "not_found");
     }
-    let (status, body) = h.patch("/notifications", &bob, json!({"ids": [id], "deleted": true})).await;
+    let (status, body) = h
+        .patch(
+            "/notifications",
+            &bob,
+            json!({"ids": [id], "deleted": true}),
+        )
+        .await;
     assert_eq!((status, body), (200, json!({"updated": 0})));
     let page = h.list(&user_token("alice"), "").await;
     assert_eq!(page["notifications"][0]["id"], id.as_str());
@@ -94,13 +151,29 @@ async fn bulk_by_ids_and_all(mode: Mode) {
     let a = h.notify("alice", "a").await;
     let b = h.notify("alice", "b").await;
     let c = h.notify("alice", "c").await;
-    let (status, body) = h.patch("/notifications", &token, json!({"ids": [a, b, "nope"], "read": true})).await;
+    let (status, body) = h
+        .patch(
+            "/notifications",
+            &token,
+            json!({"ids": [a, b, "nope"], "read": true}),
+        )
+        .await;
     assert_eq!((status, body), (200, json!({"updated": 2})));
-    let (_, body) = h.patch("/notifications", &token, json!({"all": true, "read": true})).await;
+    let (_, body) = h
+        .patch("/notifications", &token, json!({"all": true, "read": true}))
+        .await;
     assert_eq!(body, json!({"updated": 1}));
-    let (_, body) = h.patch("/notifications", &token, json!({"ids": [a], "read": false})).await;
+    let (_, body) = h
+        .patch("/notifications", &token, json!({"ids": [a], "read": false}))
+        .await;
     assert_eq!(body, json!({"updated": 1}));
-    let (_, body) = h.patch("/notifications", &token, json!({"ids": [a, c], "deleted": true})).await;
+    let (_, body) = h
+        .patch(
+            "/notifications",
+            &token,
+            json!({"ids": [a, c], "deleted": true}),
+        )
+        .await;
     assert_eq!(body, json!({"updated": 2}));
     let kinds: Vec<(String, serde_json::Value)> = {
         let mut v = Vec::new();
@@ -110,9 +183,18 @@ async fn bulk_by_ids_and_all(mode: Mode) {
         }
         v
     };
-    assert_eq!(kinds[3], ("read".into(), json!({"ids": [a, b], "unread_count": 1})));
-    assert_eq!(kinds[4], ("read".into(), json!({"ids": [c], "unread_count": 0})));
-    assert_eq!(kinds[5], ("unread".into(), json!({"ids": [a], "unread_count": 1})));
+    assert_eq!(
+        kinds[3],
+        ("read".into(), json!({"ids": [a, b], "unread_count": 1}))
+    );
+    assert_eq!(
+        kinds[4],
+        ("read".into(), json!({"ids": [c], "unread_count": 0}))
+    );
+    assert_eq!(
+        kinds[5],
+        ("unread".into(), json!({"ids": [a], "unread_count": 1}))
+    );
     assert_eq!(kinds[6].0, "deleted");
     assert_eq!(kinds[6].1["unread_count"], 0);
     let page = h.list(&token, "").await;
@@ -128,19 +210,46 @@ async fn bad_tray_requests_are_400(mode: Mode) {
         assert_error(status, &body, 400, "invalid_request");
     }
     let path = format!("/notifications/{id}");
-    for body in [json!({}), json!({"read": "yes"}), json!({"deleted": false}), json!({"read": true, "deleted": true}), json!([1]), json!({"read": true, "extra": 1})] {
+    for body in [
+        json!({}),
+        json!({"read": "yes"}),
+        json!({"deleted": false}),
+        json!({"read": true, "deleted": true}),
+        json!([1]),
+        json!({"read": true, "extra": 1}),
+    ] {
         let (status, err) = h.patch(&path, &token, body.clone()).await;
         assert_error(status, &err, 400, "invalid_request");
     }
-    let r = h.http.patch(h.url(&path)).bearer_auth(&token).body("{not json").send().await.unwrap();
+    let r = h
+        .http
+        .patch(h.url(&path))
+        .bearer_auth(&token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 400, "invalid_request");
-    for body in [json!({"read": true}), json!({"ids": "x", "read": true}), json!({"ids": [1], "read": true}), json!({"all": true, "deleted": true}), json!({"ids": [id], "all": true, "read": true})] {
+    for body in [
+        json!({"read": true}),
+        json!({"ids": "x", "read": true}),
+        json!({"ids": [1], "read": true}),
+        json!({"all": true, "deleted": true}),
+        json!({"ids": [id], "all": true, "read": true}),
+    ] {
         let (status, err) = h.patch("/notifications", &token, body.clone()).await;
         assert_error(status, &err, 400, "invalid_request");
     }
     let big = "x".repeat(2 * 1024 * 1024);
-    let r = h.http.patch(h.url("/notifications")).bearer_auth(&token).body(big).send().await.unwrap();
+    let r = h
+        .http
+        .patch(h.url("/notifications"))
+        .bearer_auth(&token)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 413, "too_large");
     // nothing changed
@@ -154,7 +263,12 @@ async fn tray_keeps_at_most_max_per_user(mode: Mode) {
         ids.push(h.notify("alice", &format!("n{i}")).await);
     }
     let page = h.list(&user_token("alice"), "").await;
-    let got: Vec<&str> = page["notifications"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    let got: Vec<&str> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, vec![ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]);
     assert_eq!(page["unread_count"], 3);
 }

@@ -1,0 +1,51 @@
+// Starts the real herald binary on a free port and signs tokens with its own `token` command.
+import { spawn, execFileSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const BIN = process.env.HERALD_BIN ?? path.join(root, "target/debug/herald");
+export const SECRET = "js-test-secret";
+
+/** Start `herald serve`; resolves to { base, stop() } once it prints its address. */
+export function startHerald(extra = []) {
+  const child = spawn(BIN, ["--listen", "127.0.0.1:0", "--jwt-secret", SECRET, ...extra], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, HERALD_LOG: "warn" },
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("herald did not start")), 10_000);
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const m = line.match(/^herald listening on (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ base: m[1], stop: () => child.kill("SIGKILL") });
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`herald exited with ${code}`)));
+  });
+}
+
+export function token(...args) {
+  return execFileSync(BIN, ["token", "--jwt-secret", SECRET, ...args]).toString().trim();
+}
+
+export async function publish(base, user, title) {
+  const r = await fetch(`${base}/publish`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token("--scope", "publish")}`, "content-type": "application/json" },
+    body: JSON.stringify({ users: [user], notification: { title } }),
+  });
+  if (r.status !== 202) throw new Error(`publish: ${r.status} ${await r.text()}`);
+  return (await r.json()).ids[user];
+}
+
+/** Resolve when `pred()` is true, polling; reject after `ms`. */
+export async function until(pred, ms = 10_000, what = "condition") {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
