@@ -124,6 +124,14 @@ impl Broker {
         }
     }
 
+    /// Ok when the broker answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Broker::Memory => Ok(()),
+            Broker::Redis(b) => b.ping().await,
+        }
+    }
+
     /// Tell the other nodes (the caller has applied `message` locally).
     pub async fn announce(&self, user: &str, message: &Message) -> Result<()> {
         match self {

@@ -82,6 +82,11 @@ impl RedisBroker {
         let _ = self.commands.send(Command::Unsubscribe(user.to_owned()));
     }
 
+    pub async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
     pub async fn announce(&self, user: &str, message: &Message) -> Result<()> {
         let _: i64 = redis::cmd("SPUBLISH")
             .arg(UserKeys::new(user).channel())

@@ -1,4 +1,4 @@
-//! Operations endpoints: `/healthz` (the process runs), `/readyz` (the store answers),
+//! Operations endpoints: `/healthz` (the process runs), `/readyz` (store and broker answer),
 //! `/metrics` (Prometheus text), and the `--dev` page at `/`.
 
 use http::{header, HeaderValue, StatusCode};
@@ -13,6 +13,7 @@ pub fn healthz() -> Response {
 
 pub async fn readyz(state: AppState) -> Result<Response> {
     state.store.ping().await?;
+    state.broker.ping().await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"status": "ready"}),

@@ -126,3 +126,25 @@ async fn presence_spans_nodes_and_resume_works_across_nodes() {
     assert_eq!(resumed.next_event().await.event, "ready");
     assert_eq!(resumed.next_event().await.json()["id"], two.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_survive_a_redis_restart_and_catch_up() {
+    let mut redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let mut sse = a.events(&user_token("alice"), "").await;
+    a.notify("alice", "before").await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    redis.restart();
+    // publishing works again once Redis is back; the open stream receives it
+    let deadline = std::time::Instant::now() + WAIT;
+    let id = loop {
+        let (status, body) = a.publish(json!({"users": ["alice"], "notification": {"title": "after"}})).await;
+        if status == 202 {
+            break body["ids"]["alice"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "publish never recovered: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ev = sse.expect("notification").await;
+    assert_eq!(ev.json()["id"], id.as_str());
+}

@@ -1,0 +1,16 @@
+# Herald: build a release binary, then ship it on a slim Debian.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY static ./static
+RUN cargo build --release --locked --bin herald
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 herald
+COPY --from=build /src/target/release/herald /usr/local/bin/herald
+USER herald
+ENV HERALD_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/herald"]
+CMD ["serve"]
