@@ -3,7 +3,8 @@
 //! A notification flows config → auth/session → route → store (commit) → broker → hub → stream:
 //!
 //! - `cli`, `config`: the command line and its typed, validated form.
-//! - `server`, `shutdown`: accept loop, one hyper task per connection, drain on SIGTERM.
+//! - `server`, `shutdown`, `connect_limit`: accept loop, one hyper task per connection,
+//!   `--max-connect-rate`, drain on SIGTERM.
 //! - `state`: `AppState`, the cheap-to-clone handle every handler gets.
 //! - `auth`: JWT keys, sessions and callers, the Origin rule.
 //! - `routes`: the HTTP endpoints; `error` maps failures to the JSON error body.
@@ -18,6 +19,7 @@ pub mod broker;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connect_limit;
 pub mod error;
 pub mod hub;
 pub mod metrics;

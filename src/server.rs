@@ -16,6 +16,9 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::config::{Config, StartupError};
+use crate::connect_limit::ConnectLimit;
+use crate::error::Error;
+use crate::model::now_secs;
 use crate::routes::body::Request;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
@@ -58,6 +61,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
     let graceful = GracefulShutdown::new();
     let cors = cors_layer(&state);
     let counter = AtomicU64::new(0);
+    let connect_limit = ConnectLimit::new(state.config.max_connect_rate);
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -80,6 +84,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
             ),
             peer,
         };
+        let admitted = connect_limit.admit(peer.ip(), now_secs());
         let app = state.clone();
         let service =
             ServiceBuilder::new()
@@ -88,7 +93,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
                     req.extensions_mut().insert(info.clone());
                     let app = app.clone();
                     async move {
-                        Ok::<_, std::convert::Infallible>(crate::routes::handle(app, req).await)
+                        if !admitted {
+                            return Ok::<_, std::convert::Infallible>(rate_limited());
+                        }
+                        Ok(crate::routes::handle(app, req).await)
                     }
                 });
         let conn = http1::Builder::new()
@@ -107,6 +115,15 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(state.config.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
     }
+}
+
+/// 429 for a connection over `--max-connect-rate`; the connection closes after it.
+fn rate_limited() -> crate::routes::body::Response {
+    let mut response = Error::RateLimited.into_response();
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// CORS for `--allowed-origin` (or the request's own host), with credentials.

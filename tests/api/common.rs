@@ -44,19 +44,34 @@ impl Redis {
     pub fn start_on(port: u16) -> Redis {
         let dir = TempDir::new("redis");
         let child = Self::spawn(port, &dir);
-        Redis { child, port, _dir: dir }
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     /// Save to disk, stop, and start again on the same port with the same data.
     pub fn restart(&mut self) {
-        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "save"]).output();
+        let _ = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "save"])
+            .output();
         let _ = self.child.wait();
         self.child = Self::spawn(self.port, &self._dir);
     }
 
     fn spawn(port: u16, dir: &TempDir) -> Child {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir.0)
             .stdout(Stdio::null())
@@ -65,7 +80,10 @@ impl Redis {
             .expect("redis-server must be installed (scripts/test installs it)");
         let deadline = std::time::Instant::now() + WAIT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         child

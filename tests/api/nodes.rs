@@ -138,11 +138,16 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
     // publishing works again once Redis is back; the open stream receives it
     let deadline = std::time::Instant::now() + WAIT;
     let id = loop {
-        let (status, body) = a.publish(json!({"users": ["alice"], "notification": {"title": "after"}})).await;
+        let (status, body) = a
+            .publish(json!({"users": ["alice"], "notification": {"title": "after"}}))
+            .await;
         if status == 202 {
             break body["ids"]["alice"].as_str().unwrap().to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "publish never recovered: {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publish never recovered: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let ev = sse.expect("notification").await;

@@ -78,3 +78,23 @@ async fn readyz_follows_redis() {
         200
     );
 }
+
+#[tokio::test]
+async fn connect_rate_limit_is_429() {
+    let h = Herald::start(None, &["--max-connect-rate", "3"]);
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        // a fresh client per request: a new connection each time
+        let r = client().get(h.url("/healthz")).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let (status, body) = status_json(r).await;
+            assert_error(status, &body, 429, "rate_limited");
+        }
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 200).count() >= 3,
+        "{statuses:?}"
+    );
+}
