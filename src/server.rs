@@ -52,7 +52,8 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         tracing::info!("shutting down");
         trigger.fire();
     });
-    run(listener, state, shutdown).await;
+    run(listener, state.clone(), shutdown).await;
+    state.retire().await;
     Ok(())
 }
 

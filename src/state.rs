@@ -76,6 +76,17 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Leaving for good: drop this node's alive key so its presence entries vanish at once.
+    pub async fn retire(&self) {
+        if let Store::Redis(store) = &self.store {
+            if let Err(e) = store.retire(&self.config.node).await {
+                tracing::debug!(error = %e, "could not remove the node's alive key");
+            }
+        }
+    }
+}
+
 /// Refresh this node's alive key so other nodes keep trusting its presence entries.
 async fn keep_alive(store: RedisStore, node: String, shutdown: Shutdown) {
     let period = Duration::from_millis(crate::store::redis::NODE_ALIVE_TTL_MS / 4);

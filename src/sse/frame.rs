@@ -30,8 +30,8 @@ pub fn event(id: Option<u64>, name: &str, data: &str) -> Bytes {
 }
 
 /// The `retry:` line telling clients how long to wait before reconnecting, in milliseconds.
-pub fn retry(ms: u64) -> Bytes {
-    Bytes::from(format!("retry: {ms}\n\n"))
+pub fn retry(ms: u64) -> String {
+    format!("retry: {ms}\n")
 }
 
 #[cfg(test)]

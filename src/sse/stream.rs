@@ -108,9 +108,10 @@ impl Stream {
             let data = serde_json::json!({
                 "user": owner.user, "session": owner.session, "unread_count": head.unread_count,
             });
-            frame::event(id, "ready", &data.to_string())
+            // `retry:` shares the first block with `ready`, so even naive parsers see both first.
+            let event = frame::event(id, "ready", &data.to_string());
+            Bytes::from([frame::retry(RETRY_MS).as_bytes(), &event].concat())
         };
-        stream.pending.push_back(frame::retry(RETRY_MS));
         match resume.map(|r| r.trim().parse::<u64>()) {
             None => {
                 stream.pending.push_back(ready(Some(head.seq)));
@@ -229,13 +230,15 @@ impl Drop for Stream {
         if state.hub.remove(&self.user, self.id) {
             state.broker.unsubscribe(&self.user);
         }
-        if let crate::store::Store::Redis(_) = state.store {
+        // The memory store reads presence from the hub; Redis holds an entry to delete.
+        let runtime = tokio::runtime::Handle::try_current();
+        if let (crate::store::Store::Redis(_), Ok(runtime)) = (&state.store, runtime) {
             let (store, user, key) = (
                 state.store.clone(),
                 self.user.clone(),
                 state.hub.stream_key(self.id),
             );
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let _ = store.remove_presence(&user, &key).await;
             });
         }

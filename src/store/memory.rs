@@ -97,7 +97,10 @@ impl MemoryStore {
     }
 
     pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
-        self.inner.sessions.retain(|_, r| r.exp > now_secs());
+        // Sweep expired sessions now and then, not on every login.
+        if self.inner.sessions.len() % 1024 == 1023 {
+            self.inner.sessions.retain(|_, r| r.exp > now_secs());
+        }
         self.inner.sessions.insert(id.to_owned(), record.clone());
         Ok(())
     }
@@ -293,5 +296,113 @@ impl MemoryStore {
 
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
         Ok(self.inner.hub.presence(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::model::{new_id, NotificationInput};
+
+    fn store(max: usize) -> MemoryStore {
+        MemoryStore::new(Hub::new("n".into(), Metrics::default()), max)
+    }
+
+    async fn add(s: &MemoryStore, user: &str, key: Option<&str>) -> Published {
+        let input: NotificationInput =
+            serde_json::from_value(serde_json::json!({"title": "t"})).unwrap();
+        let n = input.to_notification(new_id(), user, std::time::SystemTime::now());
+        let json = serde_json::to_string(&n).unwrap();
+        s.publish(&n, &json, key).await.unwrap()
+    }
+
+    fn ids(page: &Page) -> Vec<String> {
+        page.notifications.iter().map(|n| n.id.clone()).collect()
+    }
+
+    /// Pages walk the tray newest first without overlap or gap, even within one millisecond.
+    #[tokio::test]
+    async fn cursor_pages_cover_the_tray_once() {
+        let s = store(100);
+        let mut all = Vec::new();
+        for _ in 0..7 {
+            all.push(add(&s, "a", None).await.id);
+        }
+        all.reverse();
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = s
+                .list(
+                    "a",
+                    &ListQuery {
+                        limit: 3,
+                        before: before.clone(),
+                        unread_only: false,
+                    },
+                )
+                .await
+                .unwrap();
+            seen.extend(ids(&page));
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all);
+    }
+
+    /// The same key for the same user stores once and returns the first id.
+    #[tokio::test]
+    async fn idempotency_key_stores_once_per_user() {
+        let s = store(100);
+        let first = add(&s, "a", Some("k")).await;
+        let again = add(&s, "a", Some("k")).await;
+        let other = add(&s, "b", Some("k")).await;
+        assert!(first.stored && !again.stored && other.stored);
+        assert_eq!(first.id, again.id);
+        assert_eq!(
+            s.head("a").await.unwrap(),
+            Head {
+                seq: 1,
+                unread_count: 1
+            }
+        );
+    }
+
+    /// Replay returns exactly the changes after the given seq; a trimmed window resets.
+    #[tokio::test]
+    async fn replay_after_seq() {
+        let s = store(10_000);
+        for _ in 0..5 {
+            add(&s, "a", None).await;
+        }
+        let Replay::Changes(changes) = s.replay("a", 2).await.unwrap() else {
+            panic!("reset")
+        };
+        assert_eq!(
+            changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+        for _ in 0..LOG_CAPACITY {
+            add(&s, "a", None).await;
+        }
+        assert_eq!(s.replay("a", 2).await.unwrap(), Replay::Reset);
+    }
+
+    /// Marking an already-read notification read changes nothing and commits no change.
+    #[tokio::test]
+    async fn unchanged_marks_commit_nothing() {
+        let s = store(100);
+        let id = add(&s, "a", None).await.id;
+        let target = Target::Ids(vec![id.clone()]);
+        assert_eq!(
+            s.mark("a", &target, Mark::Read).await.unwrap().changed,
+            vec![id.clone()]
+        );
+        let again = s.mark("a", &target, Mark::Read).await.unwrap();
+        assert_eq!((again.found, again.changed.len()), (1, 0));
+        assert_eq!(s.head("a").await.unwrap().seq, 2);
     }
 }

@@ -340,6 +340,12 @@ impl RedisStore {
             .await?;
         Ok(())
     }
+
+    /// Remove this node's alive key (clean shutdown).
+    pub async fn retire(&self, node: &str) -> Result<()> {
+        let _: () = self.conn().del(keys::node_alive(node)).await?;
+        Ok(())
+    }
 }
 
 fn parse_item(json: &str, read_at: Option<&str>) -> Option<Notification> {

@@ -32,7 +32,9 @@ async fn opens_with_retry_and_ready(mode: Mode) {
     assert_eq!(sse.headers["cache-control"], "no-cache");
     assert_eq!(sse.headers["x-accel-buffering"], "no");
     assert!(sse.raw.starts_with("retry: "), "{}", sse.raw);
-    let ready = sse.ready.unwrap().json();
+    let ready = sse.ready.unwrap();
+    assert!(ready.retry.is_some(), "retry comes with ready");
+    let ready = ready.json();
     assert_eq!(
         ready,
         json!({"user": "alice", "session": "s1", "unread_count": 1})
