@@ -2,7 +2,9 @@
 //! path segments are percent-decoded. Every handler returns `Result<Response, Error>`; only
 //! `Error::into_response` builds error bodies.
 
+mod assets;
 pub mod body;
+mod dev;
 mod events;
 mod groups;
 mod notifications;
@@ -65,7 +67,13 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
         (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
         (["metrics"], &Method::GET) => Ok(ops::metrics(&state)),
-        ([""], &Method::GET) if state.config.dev => Ok(ops::demo()),
+        (["herald.js"], &Method::GET) => Ok(assets::CLIENT.serve(&req)),
+        (["herald-worker.js"], &Method::GET) => Ok(assets::WORKER.serve(&req)),
+        ([""], &Method::GET) if state.config.dev => Ok(assets::DEMO.serve(&req)),
+        (["dev", "login"], &Method::POST) if state.config.dev => dev::login(state, req).await,
+        (["dev", "publish"], &Method::POST) if state.config.dev => {
+            dev::publish_as_user(state, req).await
+        }
         (
             ["events" | "session" | "notifications" | "publish" | "healthz" | "readyz" | "metrics"]
             | ["notifications", _]

@@ -1,5 +1,5 @@
 //! Operations endpoints: `/healthz` (the process runs), `/readyz` (store and broker answer),
-//! `/metrics` (Prometheus text), and the `--dev` page at `/`.
+//! and `/metrics` (Prometheus text).
 
 use http::{header, HeaderValue, StatusCode};
 
@@ -25,15 +25,6 @@ pub fn metrics(state: &AppState) -> Response {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
-}
-
-pub fn demo() -> Response {
-    let mut response = full(StatusCode::OK, include_str!("../../static/index.html"));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
 }

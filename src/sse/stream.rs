@@ -125,9 +125,9 @@ impl Stream {
                         stream.push_change(&Delivery::new(c));
                     }
                 }
-                Replay::Reset => stream.reset(ready(None), head.seq),
+                Replay::Reset => stream.reset(ready(Some(head.seq)), head.seq),
             },
-            Some(Err(_)) => stream.reset(ready(None), head.seq),
+            Some(Err(_)) => stream.reset(ready(Some(head.seq)), head.seq),
         }
         Ok(Some(stream))
     }

@@ -98,3 +98,93 @@ async fn connect_rate_limit_is_429() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn client_assets_are_served_with_etags() {
+    let h = Herald::start(None, &[]);
+    for path in ["/herald.js", "/herald-worker.js"] {
+        let r = h.http.get(h.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript"));
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("export") || body.contains("import"),
+            "{path} is a module"
+        );
+        let again = h
+            .http
+            .get(h.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+    }
+    let client = h
+        .http
+        .get(h.url("/herald.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(client.contains("export class Herald") && client.contains("export default Herald"));
+}
+
+#[tokio::test]
+async fn dev_routes_exist_only_in_dev_mode() {
+    let h = Herald::start(None, &[]);
+    for (path, status) in [("/", 404), ("/dev/login", 404)] {
+        let r = h
+            .http
+            .request(
+                if path == "/" {
+                    reqwest::Method::GET
+                } else {
+                    reqwest::Method::POST
+                },
+                h.url(path),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    let dev = Herald::start(None, &["--dev"]);
+    let login = |origin: &str| {
+        dev.http
+            .post(dev.url("/dev/login"))
+            .header("origin", origin.to_owned())
+            .json(&serde_json::json!({"user": "alice"}))
+            .send()
+    };
+    assert_eq!(login("http://evil.example").await.unwrap().status(), 403);
+    let r = login(&dev.base).await.unwrap();
+    assert_eq!(r.status(), 204);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, body) = status_json(
+        dev.http
+            .get(dev.url("/notifications"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["unread_count"].clone()),
+        (200, serde_json::json!(0))
+    );
+}

@@ -42,22 +42,22 @@ test("eventsource receives events and resumes with Last-Event-ID after a drop", 
   es.addEventListener("ready", (e) => { ready += 1; assert.equal(JSON.parse(e.data).user, "alice"); });
   es.addEventListener("notification", (e) => seen.push({ id: JSON.parse(e.data).id, lastEventId: e.lastEventId }));
   try {
-    await until(() => ready === 1, 10_000, "ready");
+    await until(() => ready === 1, "ready", 10_000);
     const first = await publish(herald.base, "alice", "one");
-    await until(() => seen.length === 1, 10_000, "first notification");
+    await until(() => seen.length === 1, "first notification", 10_000);
     assert.equal(seen[0].id, first);
 
     proxy.cut();
     const second = await publish(herald.base, "alice", "while away");
     const third = await publish(herald.base, "alice", "also while away");
-    await until(() => seen.length >= 3, 15_000, "replayed notifications");
+    await until(() => seen.length >= 3, "replayed notifications", 15_000);
     assert.equal(ready, 2, "the client reconnected once");
     assert.deepEqual(seen.map((s) => s.id), [first, second, third], "each exactly once, in order");
     const reconnect = proxy.heads.at(-1).toLowerCase();
     assert.match(reconnect, new RegExp(`last-event-id: ${seen[0].lastEventId}\\r\\n`));
 
     const fourth = await publish(herald.base, "alice", "live again");
-    await until(() => seen.length === 4, 10_000, "live notification after resume");
+    await until(() => seen.length === 4, "live notification after resume", 10_000);
     assert.equal(seen[3].id, fourth);
   } finally {
     es.close();

@@ -41,10 +41,10 @@ export async function publish(base, user, title) {
   return (await r.json()).ids[user];
 }
 
-/** Resolve when `pred()` is true, polling; reject after `ms`. */
-export async function until(pred, ms = 10_000, what = "condition") {
+/** Resolve when `pred()` (sync or async) is true, polling; reject after 10 s. */
+export async function until(pred, what = "condition", ms = 10_000) {
   const deadline = Date.now() + ms;
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -1,0 +1,52 @@
+//! `--dev` only helpers for the demo page: sign in as any user name (`POST /dev/login`) and
+//! publish from the browser (`POST /dev/publish`, for any signed-in user). Both are 404
+//! without `--dev`; they exist so the demo works with no token tooling at all.
+
+use http::{header, StatusCode};
+use serde::Deserialize;
+
+use super::body::{empty, json, read_json, Request, Response};
+use super::publish::{publish, PublishRequest};
+use crate::auth;
+use crate::error::Result;
+use crate::model::{now_secs, random_token, validate_id};
+use crate::state::AppState;
+use crate::store::SessionRecord;
+
+/// Lifetime of a dev login session, in seconds.
+const DEV_SESSION_SECS: u64 = 24 * 3600;
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+pub async fn login(state: AppState, req: Request) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    auth::origin::check(&state, &parts)?;
+    let Login { user } = read_json(body).await?;
+    validate_id("user", &user)?;
+    let id = random_token(32);
+    let exp = now_secs() + DEV_SESSION_SECS;
+    state
+        .store
+        .put_session(&id, &SessionRecord { user, exp })
+        .await?;
+    let mut response = empty(StatusCode::NO_CONTENT);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        auth::session::set_cookie(&id, exp, false),
+    );
+    Ok(response)
+}
+
+pub async fn publish_as_user(state: AppState, req: Request) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    let caller = auth::session::user(&state, &parts).await?;
+    if caller.via == auth::session::Via::Cookie {
+        auth::origin::check(&state, &parts)?;
+    }
+    let request: PublishRequest = read_json(body).await?;
+    let response = publish(&state.store, Some(&state.metrics), &request).await?;
+    Ok(json(StatusCode::ACCEPTED, &response))
+}

@@ -1,0 +1,37 @@
+// Herald SharedWorker: holds the one `/events` stream of this browser and fans every event out
+// to all connected tabs. A tab that joins is brought up to date by `Stream.join`: `ready` with
+// the current count, or, if it is behind (it reloaded while events arrived), a resume from
+// its position, which replays what it missed (the other tabs drop what they already have).
+import { Stream } from "./herald.js";
+
+const ports = new Set();
+let stream = null;
+
+function broadcast(name, data, id) {
+  for (const port of ports) port.postMessage({ type: "event", name, data, id });
+}
+
+function hello(port, { base, position }) {
+  if (!stream || stream.closed) {
+    stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, onEvent: broadcast });
+    stream.start();
+  } else {
+    stream.join(position, (name, data, id) => port.postMessage({ type: "event", name, data, id }));
+  }
+}
+
+self.onconnect = (e) => {
+  const port = e.ports[0];
+  ports.add(port);
+  port.onmessage = (m) => {
+    if (m.data?.type === "hello") hello(port, m.data);
+    if (m.data?.type === "bye") {
+      ports.delete(port);
+      if (ports.size === 0) {
+        stream?.close();
+        stream = null;
+      }
+    }
+  };
+  port.start();
+};
