@@ -86,6 +86,13 @@ impl Config {
         if !base_path.ends_with('/') {
             base_path.push('/');
         }
+        if let Some(upstream) = &args.upstream {
+            if upstream.scheme() != "http" || upstream.host().is_none() {
+                return Err(StartupError(format!(
+                    "--upstream: {upstream} must be an http:// URL (the backend beside the edge)"
+                )));
+            }
+        }
         if args.max_per_user == 0 {
             return Err(StartupError("--max-per-user must be at least 1".into()));
         }

@@ -24,6 +24,10 @@ pub enum Error {
     TooManyStreams,
     #[error("too many requests; slow down")]
     RateLimited,
+    #[error("the upstream could not be reached")]
+    BadGateway(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the upstream did not answer in time")]
+    GatewayTimeout,
     #[error("storage or broker unavailable; try again")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
@@ -47,6 +51,8 @@ impl Error {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Error::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +68,8 @@ impl Error {
             Error::TooManyStreams => "too_many_streams",
             Error::RateLimited => "rate_limited",
             Error::Unavailable(_) => "unavailable",
+            Error::BadGateway(_) => "bad_gateway",
+            Error::GatewayTimeout => "gateway_timeout",
             Error::Internal(_) => "internal",
         }
     }
@@ -70,6 +78,7 @@ impl Error {
     pub fn into_response(self) -> Response {
         match &self {
             Error::Unavailable(source) => tracing::warn!(error = %source, "backend unavailable"),
+            Error::BadGateway(source) => tracing::warn!(error = %source, "upstream unreachable"),
             Error::Internal(detail) => tracing::error!(%detail, "internal error"),
             other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
         }

@@ -6,7 +6,8 @@
 //! - `server`, `shutdown`, `connect_limit`: accept loop, one hyper task per connection,
 //!   `--max-connect-rate`, drain on SIGTERM.
 //! - `state`: `AppState`, the cheap-to-clone handle every handler gets.
-//! - `auth`: JWT keys, sessions and callers, the Origin rule.
+//! - `auth`, `forwarded`: JWT keys, sessions and callers, the Origin rule; the client's
+//!   address and scheme (trusted proxies only).
 //! - `routes`: the HTTP endpoints; `error` maps failures to the JSON error body.
 //! - `store`: trays, change logs, sessions, groups, presence (memory or Redis).
 //! - `broker`: changes and stream controls between nodes (Redis sharded pub/sub).
@@ -21,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod connect_limit;
 pub mod error;
+pub mod forwarded;
 pub mod hub;
 pub mod metrics;
 pub mod model;

@@ -18,6 +18,7 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 use crate::config::{Config, StartupError};
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
+use crate::forwarded;
 use crate::model::now_secs;
 use crate::routes::body::Request;
 use crate::shutdown::{self, Shutdown};
@@ -62,7 +63,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
     let graceful = GracefulShutdown::new();
     let cors = cors_layer(&state);
     let counter = AtomicU64::new(0);
-    let connect_limit = ConnectLimit::new(state.config.max_connect_rate);
+    let connect_limit = Arc::new(ConnectLimit::new(state.config.max_connect_rate));
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -85,14 +86,20 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
             ),
             peer,
         };
-        let admitted = connect_limit.admit(peer.ip(), now_secs());
-        let app = state.clone();
+        // Behind a trusted proxy every client shares the proxy's connections: count each
+        // request against the forwarded client address instead of the connection.
+        let via_proxy = forwarded::is_trusted(&state.config.trusted_proxies, peer.ip());
+        let admitted = via_proxy || connect_limit.admit(peer.ip(), now_secs());
+        let (app, limit) = (state.clone(), connect_limit.clone());
         let service =
             ServiceBuilder::new()
                 .layer(cors.clone())
                 .service_fn(move |mut req: Request| {
                     req.extensions_mut().insert(info.clone());
                     let app = app.clone();
+                    let client =
+                        forwarded::client(&app.config.trusted_proxies, peer, req.headers());
+                    let admitted = admitted && (!via_proxy || limit.admit(client.addr, now_secs()));
                     async move {
                         if !admitted {
                             return Ok::<_, std::convert::Infallible>(rate_limited());

@@ -9,6 +9,7 @@ use crate::config::{Backend, Config, StartupError};
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::routes::edge::Upstream;
 use crate::shutdown::Shutdown;
 use crate::store::{MemoryStore, RedisStore, Store};
 
@@ -24,6 +25,8 @@ pub struct Inner {
     pub hub: Hub,
     pub metrics: Metrics,
     pub shutdown: Shutdown,
+    /// The `/api/` proxy target, with `--upstream`.
+    pub upstream: Option<Upstream>,
 }
 
 impl std::ops::Deref for AppState {
@@ -53,6 +56,7 @@ impl AppState {
                 ))
             }
         };
+        let upstream = config.upstream.clone().map(Upstream::new);
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -61,6 +65,7 @@ impl AppState {
                 hub,
                 metrics,
                 shutdown,
+                upstream,
             }),
         })
     }

@@ -106,6 +106,17 @@ pub fn service(state: &AppState, parts: &Parts) -> Result<Claims> {
     Ok(claims)
 }
 
+/// Whether cookies get `Secure`: always, except in `--dev` over plain http (as seen through a
+/// trusted proxy's `X-Forwarded-Proto`).
+pub fn cookie_secure(state: &AppState, parts: &Parts) -> bool {
+    if !state.config.dev {
+        return true;
+    }
+    parts.extensions.get::<ConnInfo>().is_some_and(|conn| {
+        crate::forwarded::client(&state.config.trusted_proxies, conn.peer, &parts.headers).https
+    })
+}
+
 /// `Set-Cookie` for a new session ending at `exp` (Unix seconds).
 pub fn set_cookie(id: &str, exp: u64, secure: bool) -> HeaderValue {
     let max_age = exp.saturating_sub(now_secs()) as i64;

@@ -5,6 +5,7 @@
 mod assets;
 pub mod body;
 mod dev;
+pub mod edge;
 mod events;
 mod groups;
 mod notifications;
@@ -16,6 +17,7 @@ use http::Method;
 
 use self::body::{Request, Response};
 use crate::error::{Error, Result};
+use crate::server::ConnInfo;
 use crate::state::AppState;
 
 pub use self::publish::{publish, PublishRequest};
@@ -23,11 +25,17 @@ pub use self::publish::{publish, PublishRequest};
 /// Handle one request; never fails (errors become JSON error responses).
 pub async fn handle(state: AppState, req: Request) -> Response {
     let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let client = req.extensions().get::<ConnInfo>().map(|conn| {
+        crate::forwarded::client(&state.config.trusted_proxies, conn.peer, req.headers()).addr
+    });
     let result = match strip_base(&state.config.base_path, &path) {
         Some(rest) => route(state, req, rest).await,
         None => Err(Error::NotFound("no such endpoint")),
     };
-    result.unwrap_or_else(Error::into_response)
+    let response = result.unwrap_or_else(Error::into_response);
+    tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
+    response
 }
 
 fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
@@ -43,6 +51,11 @@ fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
 }
 
 async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
+    if let Some(rest) = path.strip_prefix("/api/") {
+        // Forwarded as received: the rest of the path stays percent-encoded.
+        let rest = rest.to_owned();
+        return edge::proxy(state, req, &rest).await;
+    }
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
@@ -52,6 +65,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     let method = req.method().clone();
     match (segs.as_slice(), &method) {
         (["events"], &Method::GET) => events::open(state, req).await,
+        (["auth"], &Method::GET | &Method::HEAD) => edge::auth(state, req).await,
         (["session"], &Method::POST) => session::create(state, req).await,
         (["session"], &Method::DELETE) => session::delete(state, req).await,
         (["notifications"], &Method::GET) => notifications::list(state, req).await,
@@ -75,7 +89,8 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
             dev::publish_as_user(state, req).await
         }
         (
-            ["events" | "session" | "notifications" | "publish" | "healthz" | "readyz" | "metrics"]
+            ["events" | "auth" | "session" | "notifications" | "publish" | "healthz" | "readyz"
+            | "metrics"]
             | ["notifications", _]
             | ["groups", _, "members"]
             | ["groups", _, "members", _]

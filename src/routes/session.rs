@@ -31,7 +31,11 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        auth::session::set_cookie(&id, claims.exp, !state.config.dev),
+        auth::session::set_cookie(
+            &id,
+            claims.exp,
+            auth::session::cookie_secure(&state, &parts),
+        ),
     );
     Ok(response)
 }
@@ -48,7 +52,7 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        auth::session::clear_cookie(!state.config.dev),
+        auth::session::clear_cookie(auth::session::cookie_secure(&state, &parts)),
     );
     Ok(response)
 }

@@ -211,6 +211,10 @@ impl Herald {
         format!("{}{}", self.base, path)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGTERM and wait for the exit status (at most `WAIT`).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         unsafe_kill(self.child.id(), "TERM");

@@ -5,8 +5,10 @@ mod common;
 
 mod auth;
 mod cli;
+mod edge;
 mod nodes;
 mod ops;
 mod publish;
 mod stream;
 mod tray;
+mod upstream;

@@ -1,0 +1,125 @@
+//! Who the client is and how it reached us: the TCP peer, or — only when the peer is one of
+//! `--trusted-proxy` — what `X-Forwarded-For` / `X-Forwarded-Proto` say. Headers from anyone
+//! else are ignored, so they cannot spoof an address or the scheme.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub addr: IpAddr,
+    /// The client used https (as reported by a trusted proxy).
+    pub https: bool,
+    /// The request came through a trusted proxy.
+    pub proxied: bool,
+}
+
+pub fn is_trusted(trusted: &[IpNet], addr: IpAddr) -> bool {
+    let addr = canonical(addr);
+    trusted.iter().any(|net| net.contains(&addr))
+}
+
+/// An IPv4-mapped IPv6 address compares as the IPv4 address it carries.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client behind `peer`: walk `X-Forwarded-For` from the right while hops are trusted.
+pub fn client(trusted: &[IpNet], peer: SocketAddr, headers: &HeaderMap) -> Client {
+    let peer_ip = canonical(peer.ip());
+    if !is_trusted(trusted, peer_ip) {
+        return Client {
+            addr: peer_ip,
+            https: false,
+            proxied: false,
+        };
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .map(canonical)
+        .collect();
+    let mut addr = peer_ip;
+    for hop in hops.iter().rev() {
+        addr = *hop;
+        if !is_trusted(trusted, addr) {
+            break;
+        }
+    }
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    Client {
+        addr,
+        https,
+        proxied: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &str, proto: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", xff.parse().unwrap());
+        h.insert("x-forwarded-proto", proto.parse().unwrap());
+        h
+    }
+
+    fn trusted() -> Vec<IpNet> {
+        vec!["10.0.0.0/8".parse().unwrap()]
+    }
+
+    /// From an untrusted peer, forwarded headers are ignored.
+    #[test]
+    fn untrusted_peer_is_the_client() {
+        let c = client(
+            &trusted(),
+            "203.0.113.9:5000".parse().unwrap(),
+            &headers("1.2.3.4", "https"),
+        );
+        assert_eq!(
+            c,
+            Client {
+                addr: "203.0.113.9".parse().unwrap(),
+                https: false,
+                proxied: false
+            }
+        );
+    }
+
+    /// From a trusted peer, the rightmost untrusted hop is the client.
+    #[test]
+    fn trusted_chain_yields_the_first_untrusted_hop() {
+        let c = client(
+            &trusted(),
+            "10.0.0.2:5000".parse().unwrap(),
+            &headers("6.6.6.6, 1.2.3.4, 10.0.0.7", "https"),
+        );
+        assert_eq!(
+            c,
+            Client {
+                addr: "1.2.3.4".parse().unwrap(),
+                https: true,
+                proxied: true
+            }
+        );
+    }
+
+    /// IPv4-mapped IPv6 peers match IPv4 CIDRs.
+    #[test]
+    fn mapped_addresses_match() {
+        assert!(is_trusted(&trusted(), "::ffff:10.1.2.3".parse().unwrap()));
+    }
+}

@@ -1,0 +1,181 @@
+//! Edge duties: `GET /auth` for nginx `auth_request`, and the `/api/` reverse proxy to
+//! `--upstream`. Only authenticated requests are forwarded, with `X-Herald-User` /
+//! `X-Herald-Session` set by us (incoming copies stripped) and the session cookie removed.
+//! Bodies stream both ways (never buffered); hop-by-hop headers are dropped (RFC 9110 §7.6.1).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use super::body::{empty, BoxError, Request, Response};
+use crate::auth::origin;
+use crate::auth::session::{self, Caller, Via, COOKIE_NAME};
+use crate::error::{Error, Result};
+use crate::forwarded;
+use crate::server::ConnInfo;
+use crate::state::AppState;
+
+pub const USER_HEADER: &str = "x-herald-user";
+pub const SESSION_HEADER: &str = "x-herald-session";
+
+/// The `/api/` target: base URL and a pooled HTTP/1 client (connections are reused).
+#[derive(Clone)]
+pub struct Upstream {
+    base: Url,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Upstream {
+    pub fn new(base: Url) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector);
+        Upstream { base, client }
+    }
+
+    /// `base` + `rest` (the path after `/api/`, still percent-encoded) + the query.
+    fn target(&self, rest: &str, query: Option<&str>) -> Result<Uri> {
+        let mut url = self.base.as_str().trim_end_matches('/').to_owned();
+        url.push('/');
+        url.push_str(rest);
+        if let Some(q) = query {
+            url.push('?');
+            url.push_str(q);
+        }
+        url.parse()
+            .map_err(|_| Error::invalid("the path cannot be forwarded"))
+    }
+}
+
+fn identity_headers(headers: &mut HeaderMap, caller: &Caller) -> Result<()> {
+    let value = |s: &str| {
+        HeaderValue::from_str(s)
+            .map_err(|_| Error::Unauthorized("identity is not a valid header value"))
+    };
+    headers.insert(USER_HEADER, value(&caller.user)?);
+    headers.insert(SESSION_HEADER, value(&caller.session)?);
+    Ok(())
+}
+
+/// `GET /auth`: 204 with the identity headers, or 401.
+pub async fn auth(state: AppState, req: Request) -> Result<Response> {
+    let caller = session::user(&state, &req.into_parts().0).await?;
+    let mut response = empty(StatusCode::NO_CONTENT);
+    identity_headers(response.headers_mut(), &caller)?;
+    Ok(response)
+}
+
+/// Hop-by-hop headers, plus those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The `Cookie` header without `herald_session` (other cookies pass through).
+fn strip_session_cookie(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty() && pair.split('=').next().map(str::trim) != Some(COOKIE_NAME)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
+/// Forward `/api/<rest>` to the upstream once the caller is authenticated.
+pub async fn proxy(state: AppState, req: Request, rest: &str) -> Result<Response> {
+    let upstream = state
+        .upstream
+        .as_ref()
+        .ok_or(Error::NotFound("no upstream is configured"))?;
+    let (mut parts, body) = req.into_parts();
+    let caller = session::user(&state, &parts).await?;
+    if caller.via == Via::Cookie
+        && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+    {
+        origin::check(&state, &parts)?;
+    }
+    let target = upstream.target(rest, parts.uri.query())?;
+    let conn = parts.extensions.get::<ConnInfo>().cloned();
+    let headers = &mut parts.headers;
+    let host = headers.get(header::HOST).cloned();
+    strip_hop_by_hop(headers);
+    strip_session_cookie(headers);
+    headers.remove(header::HOST);
+    headers.remove(USER_HEADER);
+    headers.remove(SESSION_HEADER);
+    if caller.via == Via::Bearer {
+        // The backend trusts our identity headers, not the caller's token.
+        headers.remove(header::AUTHORIZATION);
+    }
+    identity_headers(headers, &caller)?;
+    if let Some(conn) = conn {
+        let client = forwarded::client(&state.config.trusted_proxies, conn.peer, headers);
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) if client.proxied => format!("{prior}, {}", conn.peer.ip()),
+            _ => client.addr.to_string(),
+        };
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(&chain).expect("addresses are ASCII"),
+        );
+        let proto = if client.https { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
+    }
+    parts.uri = target;
+    parts.version = http::Version::HTTP_11;
+    let request = http::Request::from_parts(parts, body);
+    let response = tokio::time::timeout(
+        state.config.upstream_timeout,
+        upstream.client.request(request),
+    )
+    .await
+    .map_err(|_| Error::GatewayTimeout)?
+    .map_err(|e| Error::BadGateway(Box::new(e)))?;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    Ok(http::Response::from_parts(parts, body))
+}

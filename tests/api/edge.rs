@@ -1,0 +1,309 @@
+//! Edge duties: `/auth` for nginx, the `/api/` reverse proxy against a real backend (identity
+//! injection, spoofed headers stripped, cookie removed, 401 not forwarded, 502, 504, large
+//! bodies streamed with bounded memory), `--base-path` and `--trusted-proxy`.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::upstream::Backend;
+
+async fn login(h: &Herald, user: &str) -> String {
+    let r = h
+        .http
+        .post(h.url("/session"))
+        .bearer_auth(user_token(user))
+        .send()
+        .await
+        .unwrap();
+    r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn auth_answers_for_nginx() {
+    let h = Herald::start(None, &[]);
+    let r = h
+        .http
+        .get(h.url("/auth"))
+        .bearer_auth(session_token("alice", "s1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["x-herald-user"], "alice");
+    assert_eq!(r.headers()["x-herald-session"], "s1");
+    let cookie = login(&h, "bob").await;
+    let r = h
+        .http
+        .get(h.url("/auth"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["x-herald-user"], "bob");
+    assert_eq!(
+        r.headers()["x-herald-session"].to_str().unwrap(),
+        &cookie["herald_session=".len()..]
+    );
+    for req in [
+        h.http.get(h.url("/auth")),
+        h.http
+            .get(h.url("/auth"))
+            .bearer_auth(sign(json!({"sub": "a", "exp": now() - 5}))),
+    ] {
+        let (status, body) = status_json(req.send().await.unwrap()).await;
+        assert_error(status, &body, 401, "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn proxy_injects_identity_and_strips_what_it_must() {
+    let backend = Backend::start().await;
+    let h = Herald::start(None, &["--upstream", &format!("{}/", backend.url)]);
+    let cookie = login(&h, "alice").await;
+    let r = h
+        .http
+        .post(h.url("/api/echo/a%20b?x=1&y=2"))
+        .header("cookie", format!("theme=dark; {cookie}; lang=en"))
+        .header("origin", &h.base)
+        .header("x-herald-user", "mallory")
+        .header("x-herald-session", "forged")
+        .header("connection", "x-secret")
+        .header("x-secret", "hop-by-hop")
+        .header("x-custom", "kept")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-backend"], "yes");
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/echo/a%20b");
+    assert_eq!(echo["query"], "x=1&y=2");
+    assert_eq!(echo["bytes"], 5);
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-herald-user"], "alice");
+    assert_eq!(
+        headers["x-herald-session"].as_str().unwrap(),
+        &cookie["herald_session=".len()..]
+    );
+    assert_eq!(headers["cookie"], "theme=dark; lang=en");
+    assert_eq!(headers["x-custom"], "kept");
+    assert!(headers.get("x-secret").is_none(), "{headers}");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+
+    // Bearer callers: the token is replaced by the identity headers
+    let r = h
+        .http
+        .get(h.url("/api/echo"))
+        .bearer_auth(session_token("bob", "cli"))
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-herald-user"], "bob");
+    assert_eq!(echo["headers"]["x-herald-session"], "cli");
+    assert!(echo["headers"].get("authorization").is_none());
+    assert!(echo["headers"].get("cookie").is_none());
+}
+
+#[tokio::test]
+async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
+    let backend = Backend::start().await;
+    let h = Herald::start(None, &["--upstream", &backend.url]);
+    let (status, body) = status_json(h.http.get(h.url("/api/echo")).send().await.unwrap()).await;
+    assert_error(status, &body, 401, "unauthorized");
+    let (status, body) = status_json(
+        h.http
+            .get(h.url("/api/echo"))
+            .bearer_auth("forged.token.here")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(status, &body, 401, "unauthorized");
+    let cookie = login(&h, "alice").await;
+    let r = h
+        .http
+        .delete(h.url("/api/echo"))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_error(status, &body, 403, "forbidden");
+    assert_eq!(backend.hits(), 0);
+    // without --upstream there is no /api/
+    let plain = Herald::start(None, &[]);
+    let (status, body) = plain.get("/api/echo", &user_token("alice")).await;
+    assert_error(status, &body, 404, "not_found");
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let h = Herald::start(None, &["--upstream", &closed]);
+    let (status, body) = h.get("/api/echo", &user_token("alice")).await;
+    assert_error(status, &body, 502, "bad_gateway");
+    let backend = Backend::start().await;
+    let h = Herald::start(
+        None,
+        &["--upstream", &backend.url, "--upstream-timeout", "500ms"],
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = h.get("/api/slow", &user_token("alice")).await;
+    assert_error(status, &body, 504, "gateway_timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_through_with_bounded_memory() {
+    const MB: usize = 100;
+    let backend = Backend::start().await;
+    let h = Herald::start(None, &["--upstream", &backend.url]);
+    let token = user_token("alice");
+    // upload: streamed from the client, counted by the backend
+    let chunk = bytes::Bytes::from(vec![b'u'; 256 * 1024]);
+    let chunks = futures_util::stream::iter(
+        (0..MB * 4).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let r = h
+        .http
+        .put(h.url("/api/upload"))
+        .bearer_auth(&token)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bytes"], MB * 1024 * 1024);
+    // download: streamed from the backend
+    let r = h
+        .http
+        .get(h.url(&format!("/api/stream?mb={MB}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut total = 0;
+    let mut stream = r.bytes_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, MB * 1024 * 1024);
+    let peak = peak_rss_kib(h.pid());
+    assert!(
+        peak < 64 * 1024,
+        "herald peaked at {peak} KiB while moving {MB} MiB each way"
+    );
+}
+
+#[tokio::test]
+async fn base_path_mounts_every_route_under_a_prefix() {
+    let h = Herald::start(None, &["--base-path", "/herald"]);
+    assert_eq!(
+        h.get("/herald/notifications", &user_token("alice")).await.0,
+        200
+    );
+    assert_eq!(
+        h.http
+            .get(h.url("/herald/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(h.get("/notifications", &user_token("alice")).await.0, 404);
+    let mut sse = h
+        .events_with(
+            h.http
+                .get(h.url("/herald/events"))
+                .bearer_auth(user_token("alice")),
+        )
+        .await;
+    assert_eq!(sse.next_event().await.event, "ready");
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    let backend = Backend::start().await;
+    let forwarded = |h: &Herald| {
+        h.http
+            .post(h.url("/dev/login"))
+            .header("origin", h.base.clone())
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-for", "198.51.100.7")
+            .json(&json!({"user": "alice"}))
+            .send()
+    };
+    // untrusted peer: the headers are ignored (dev mode: no Secure over plain http)
+    let h = Herald::start(None, &["--dev", "--upstream", &backend.url]);
+    let r = forwarded(&h).await.unwrap();
+    assert!(!r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
+    let echo: Value = h
+        .http
+        .get(h.url("/api/echo"))
+        .bearer_auth(user_token("a"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
+    // trusted peer: the client is the forwarded address, and https is believed
+    let h = Herald::start(
+        None,
+        &[
+            "--dev",
+            "--upstream",
+            &backend.url,
+            "--trusted-proxy",
+            "127.0.0.0/8",
+        ],
+    );
+    let r = forwarded(&h).await.unwrap();
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
+    let echo: Value = h
+        .http
+        .get(h.url("/api/echo"))
+        .bearer_auth(user_token("a"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"],
+        "198.51.100.7, 127.0.0.1"
+    );
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+}

@@ -1,0 +1,102 @@
+//! A real HTTP backend for the `/api/` proxy tests, served by hyper in the test process:
+//! `/echo` (what it received, as JSON), `/slow` (answers after 3 s), `/upload` (counts the
+//! body while streaming it), `/stream?mb=N` (streams N MiB). It counts the requests it got.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub struct Backend {
+    pub url: String,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    pub async fn start() -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        handle(req)
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Backend { url, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed()
+}
+
+async fn handle(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    Ok(match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            http::Response::new(full("late"))
+        }
+        "/stream" => {
+            let mb: usize = query
+                .strip_prefix("mb=")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(1);
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let chunks = futures_util::stream::iter(
+                (0..mb * 16).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+            );
+            http::Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+        }
+        _ => {
+            let method = req.method().to_string();
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+                .collect();
+            let mut body = BodyStream::new(req.into_body());
+            let mut bytes = 0usize;
+            while let Some(Ok(frame)) = body.next().await {
+                bytes += frame.data_ref().map_or(0, |d| d.len());
+            }
+            let reply = json!({"method": method, "path": path, "query": query, "headers": headers, "bytes": bytes});
+            let mut response = http::Response::new(full(reply.to_string()));
+            response
+                .headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("x-backend", "yes".parse().unwrap());
+            response
+        }
+    })
+}
