@@ -4,7 +4,7 @@
 //! Bodies stream both ways (never buffered); hop-by-hop headers are dropped (RFC 9110 §7.6.1).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Uri};
+use http::{StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -65,12 +65,26 @@ fn identity_headers(headers: &mut HeaderMap, caller: &Caller) -> Result<()> {
     Ok(())
 }
 
-/// `GET /auth`: 204 with the identity headers, or 401.
+/// `GET /auth`: 204 with the identity headers, or 401. When the proxy names the original
+/// method (`X-Original-Method`), a cookie-authenticated write must pass the Origin rule (403).
 pub async fn auth(state: AppState, req: Request) -> Result<Response> {
-    let caller = session::user(&state, &req.into_parts().0).await?;
+    let parts = req.into_parts().0;
+    let caller = session::user(&state, &parts).await?;
+    let original = parts
+        .headers
+        .get("x-original-method")
+        .and_then(|m| m.to_str().ok());
+    if caller.via == Via::Cookie && original.is_some_and(|m| !is_safe(m)) {
+        origin::check(&state, &parts)?;
+    }
     let mut response = empty(StatusCode::NO_CONTENT);
     identity_headers(response.headers_mut(), &caller)?;
     Ok(response)
+}
+
+/// Methods that never change state (RFC 9110 §9.2.1): exempt from the Origin rule.
+fn is_safe(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
 /// Hop-by-hop headers, plus those the `Connection` header names.
@@ -129,9 +143,7 @@ pub async fn proxy(state: AppState, req: Request, rest: &str) -> Result<Response
         .ok_or(Error::NotFound("no upstream is configured"))?;
     let (mut parts, body) = req.into_parts();
     let caller = session::user(&state, &parts).await?;
-    if caller.via == Via::Cookie
-        && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-    {
+    if caller.via == Via::Cookie && !is_safe(parts.method.as_str()) {
         origin::check(&state, &parts)?;
     }
     let target = upstream.target(rest, parts.uri.query())?;

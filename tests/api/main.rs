@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod edge;
+mod nginx;
 mod nodes;
 mod ops;
 mod publish;

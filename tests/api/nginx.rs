@@ -1,0 +1,205 @@
+//! A real nginx (Debian package) in front of Herald and a backend, with the shipped
+//! `deploy/nginx.conf` (only its addresses and the read timeout adapted): `auth_request` lets a
+//! signed-in user through to the backend and stops anyone else; `/events` through nginx is
+//! unbuffered and outlives nginx's read timeout thanks to heartbeats.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::upstream::Backend;
+
+struct Nginx {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    fn start(config: &str, port: u16) -> Nginx {
+        let dir = TempDir::new("nginx");
+        for sub in ["logs", "temp"] {
+            std::fs::create_dir_all(dir.0.join(sub)).unwrap();
+        }
+        let conf = dir.0.join("nginx.conf");
+        std::fs::write(&conf, config).unwrap();
+        let bin = ["nginx", "/usr/sbin/nginx"]
+            .into_iter()
+            .find(|b| {
+                Command::new(b)
+                    .arg("-v")
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok()
+            })
+            .expect("nginx must be installed (scripts/test installs it)");
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(&dir.0)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.0.join("logs/error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx { child, _dir: dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM lets the master stop its workers; KILL only if it does not.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches('/')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_and_unbuffered_events() {
+    let backend = Backend::start().await;
+    let h = Herald::start(
+        None,
+        &["--heartbeat", "1s", "--trusted-proxy", "127.0.0.1/32"],
+    );
+    let port = free_port();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf")).unwrap();
+    let config = shipped
+        .replace("127.0.0.1:8080", host_port(&h.base))
+        .replace("127.0.0.1:9000", host_port(&backend.url))
+        .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
+        .replace("worker_processes auto;", "worker_processes 1;")
+        // nginx's default is 60 s; a short one proves heartbeats keep the stream open
+        .replace("proxy_read_timeout 60s;", "proxy_read_timeout 3s;");
+    let _nginx = Nginx::start(&config, port);
+    let edge = format!("http://127.0.0.1:{port}");
+    let http = client();
+
+    // auth_request: nobody without credentials reaches the backend
+    let r = http
+        .get(format!("{edge}/api/echo"))
+        .header("x-herald-user", "mallory")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_error(status, &body, 401, "unauthorized");
+    assert_eq!(backend.hits(), 0);
+
+    // a signed-in browser (session made through nginx) gets through, with its identity
+    let r = http
+        .post(format!("{edge}/session"))
+        .bearer_auth(user_token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = http
+        .get(format!("{edge}/api/echo?q=1"))
+        .header("cookie", &cookie)
+        .header("x-herald-user", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["path"], "/echo");
+    assert_eq!(echo["query"], "q=1");
+    assert_eq!(echo["headers"]["x-herald-user"], "alice");
+    assert_eq!(
+        echo["headers"]["x-herald-session"].as_str().unwrap(),
+        &cookie["herald_session=".len()..]
+    );
+    // a cookie write from a foreign origin is stopped at the edge
+    let r = http
+        .post(format!("{edge}/api/echo"))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!("{edge}/api/echo"))
+        .header("cookie", &cookie)
+        .header("origin", &edge)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(backend.hits(), 2);
+
+    // /events through nginx: the first event arrives at once, not when a buffer fills
+    let started = Instant::now();
+    let r = http
+        .get(format!("{edge}/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut sse = Sse::new(r);
+    let ready = sse
+        .try_next(Duration::from_secs(3))
+        .await
+        .expect("ready through nginx");
+    assert_eq!(ready.event, "ready");
+    println!("first event through nginx after {:?}", started.elapsed());
+    // idle for longer than nginx's read timeout: the pings keep it open
+    let idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(5) {
+        assert!(sse.try_next(Duration::from_millis(200)).await.is_none());
+        assert!(
+            !sse.ended,
+            "nginx closed the stream after {:?}",
+            idle.elapsed()
+        );
+    }
+    assert!(sse.comments >= 3, "{}", sse.raw);
+    let sent = Instant::now();
+    let (status, _) = h
+        .publish(json!({"users": ["alice"], "notification": {"title": "through nginx"}}))
+        .await;
+    assert_eq!(status, 202);
+    let ev = sse
+        .try_next(Duration::from_secs(3))
+        .await
+        .expect("notification through nginx");
+    assert_eq!(
+        (ev.event.as_str(), ev.json()["title"].clone()),
+        ("notification", json!("through nginx"))
+    );
+    println!("notification through nginx after {:?}", sent.elapsed());
+}
