@@ -74,8 +74,6 @@ impl Subscriber {
 pub struct Registration {
     pub id: u64,
     pub rx: mpsc::Receiver<Signal>,
-    /// True when this is the user's first stream on this node (subscribe to the broker).
-    pub first: bool,
 }
 
 #[derive(Clone)]
@@ -121,7 +119,6 @@ impl Hub {
         max: usize,
     ) -> Option<Registration> {
         let mut subs = self.inner.users.entry(user.to_owned()).or_default();
-        let first = subs.is_empty();
         if subs.iter().filter(|s| !s.same_unit(session, tab)).count() >= max {
             drop(subs);
             self.inner.users.remove_if(user, |_, subs| subs.is_empty());
@@ -143,7 +140,7 @@ impl Hub {
             tx,
         });
         self.inner.metrics.streams_open.inc();
-        Some(Registration { id, rx, first })
+        Some(Registration { id, rx })
     }
 
     /// Remove a stream (it ended). Returns true when the user has no stream left here.
@@ -284,8 +281,7 @@ mod tests {
     async fn second_stream_replaces_first() {
         let hub = hub();
         let mut a = hub.register("alice", "s1", None, 64).unwrap();
-        let b = hub.register("alice", "s1", None, 64).unwrap();
-        assert!(a.first && !b.first);
+        let _b = hub.register("alice", "s1", None, 64).unwrap();
         assert!(matches!(
             a.rx.recv().await,
             Some(Signal::End(EndReason::Replaced))
