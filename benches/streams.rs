@@ -1,0 +1,135 @@
+//! Stream benchmark: starts the real `herald` binary (embedded mode), opens idle SSE streams
+//! over raw TCP, and reports the server's memory per idle stream, then publish-to-delivery
+//! latency and server CPU per delivered event. Run: `cargo bench --bench streams [-- N]`.
+//! Numbers go to docs/benchmarks.md; nothing here asserts on them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECRET: &str = "bench-secret";
+
+fn token(claims: serde_json::Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+fn exp() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600
+}
+
+/// (resident KiB, CPU ticks user+system) of a process, from /proc.
+fn usage(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    (rss, ticks)
+}
+
+/// Open `/events` for `user` and read until the `ready` event has arrived.
+async fn open_stream(addr: &str, user: &str) -> TcpStream {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+        token(json!({"sub": user, "exp": exp()}))
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("event: ready") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "stream closed before ready");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    socket
+}
+
+/// Read from `socket` until a notification frame arrives.
+async fn read_notification(socket: &mut TcpStream) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "stream closed");
+        if String::from_utf8_lossy(&buf[..n]).contains("event: notification") {
+            return;
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let streams: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--max-streams-per-user", "1000000"])
+        .env("HERALD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(a) = line.strip_prefix("herald listening on http://") {
+            break a.to_owned();
+        }
+    };
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss_before, _) = usage(pid);
+
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(streams);
+    for i in 0..streams {
+        sockets.push(open_stream(&addr, &format!("user{i}")).await);
+    }
+    let opened = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss_after, _) = usage(pid);
+    println!("idle streams: {streams} opened in {opened:?}");
+    println!(
+        "server RSS: {rss_before} KiB before, {rss_after} KiB with the streams: {:.2} KiB per idle stream",
+        (rss_after.saturating_sub(rss_before)) as f64 / streams as f64
+    );
+
+    // Latency: publish to one user at a time, measure until its stream has the event.
+    let http = reqwest::Client::new();
+    let service = token(json!({"scope": "publish", "exp": exp()}));
+    let rounds = 500.min(streams);
+    let (_, cpu_before) = usage(pid);
+    let mut latencies = Vec::with_capacity(rounds);
+    for (i, socket) in sockets.iter_mut().enumerate().take(rounds) {
+        let t = Instant::now();
+        let body = json!({"users": [format!("user{i}")], "notification": {"title": "bench"}});
+        let (sent, _) = tokio::join!(
+            http.post(format!("http://{addr}/publish")).bearer_auth(&service).json(&body).send(),
+            read_notification(socket)
+        );
+        sent.unwrap();
+        latencies.push(t.elapsed());
+    }
+    let (_, cpu_after) = usage(pid);
+    latencies.sort();
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    println!(
+        "publish → delivery over HTTP, {rounds} rounds: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+    println!(
+        "server CPU per publish+delivery: {:.0} µs",
+        (cpu_after - cpu_before) as f64 / ticks_per_sec * 1e6 / rounds as f64
+    );
+    drop(sockets);
+    let _ = child.kill();
+    let _ = child.wait();
+}
