@@ -15,19 +15,41 @@ use tokio::net::TcpStream;
 const SECRET: &str = "bench-secret";
 
 fn token(claims: serde_json::Value) -> String {
-    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
 }
 
 fn exp() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600
 }
 
 /// (resident KiB, CPU ticks user+system) of a process, from /proc.
 fn usage(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     (rss, ticks)
 }
@@ -68,9 +90,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let streams: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5000);
+    let streams: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5000);
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET, "--max-streams-per-user", "1000000"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--max-streams-per-user",
+            "1000000",
+        ])
         .env("HERALD_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -110,7 +142,10 @@ async fn main() {
         let t = Instant::now();
         let body = json!({"users": [format!("user{i}")], "notification": {"title": "bench"}});
         let (sent, _) = tokio::join!(
-            http.post(format!("http://{addr}/publish")).bearer_auth(&service).json(&body).send(),
+            http.post(format!("http://{addr}/publish"))
+                .bearer_auth(&service)
+                .json(&body)
+                .send(),
             read_notification(socket)
         );
         sent.unwrap();
