@@ -118,20 +118,7 @@ async fn session_cookie_lifecycle(mode: Mode) {
 async fn cookie_writes_need_an_allowed_origin(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let id = h.notify("alice", "x").await;
-    let r = h
-        .http
-        .post(h.url("/session"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = h.login("alice").await;
     let path = h.url(&format!("/notifications/{id}"));
     let own = h.base.clone();
     let patch = |origin: Option<&str>| {
@@ -172,20 +159,7 @@ async fn cookie_writes_need_an_allowed_origin(mode: Mode) {
     drop(h);
     let h = Setup::new(mode, &["--allowed-origin", "https://app.example"]);
     let id = h.notify("alice", "x").await;
-    let r = h
-        .http
-        .post(h.url("/session"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = h.login("alice").await;
     let req = |origin: &str| {
         h.http
             .patch(h.url(&format!("/notifications/{id}")))
@@ -214,23 +188,7 @@ async fn cookie_writes_need_an_allowed_origin(mode: Mode) {
 
 async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let login = || async {
-        let r = h
-            .http
-            .post(h.url("/session"))
-            .bearer_auth(user_token("alice"))
-            .send()
-            .await
-            .unwrap();
-        r.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
-    let (one, two) = (login().await, login().await);
+    let (one, two) = (h.login("alice").await, h.login("alice").await);
     assert_ne!(one, two);
     let mut s1 = h
         .events_with(h.http.get(h.url("/events")).header("cookie", &one))

@@ -232,6 +232,19 @@ impl Herald {
 
     // -- requests --
 
+    /// `POST /session` with a user token; returns the `herald_session=…` cookie pair.
+    pub async fn login(&self, user: &str) -> String {
+        let r = self
+            .http
+            .post(self.url("/session"))
+            .bearer_auth(user_token(user))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        cookie_of(&r)
+    }
+
     pub async fn publish(&self, body: Value) -> (u16, Value) {
         let r = self
             .http
@@ -286,6 +299,16 @@ impl Herald {
         body
     }
 
+    /// How many notifications `user`'s tray holds (first page).
+    pub async fn tray_len(&self, user: &str) -> usize {
+        self.tray_ids(user, "").await.len()
+    }
+
+    /// The ids on one page of `user`'s tray, in the order listed.
+    pub async fn tray_ids(&self, user: &str, query: &str) -> Vec<String> {
+        ids(&self.list(&user_token(user), query).await)
+    }
+
     /// Open `/events` with a Bearer token; waits for `ready`.
     pub async fn events(&self, token: &str, query: &str) -> Sse {
         let mut sse = self
@@ -334,6 +357,22 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// The notification ids of a `GET /notifications` body.
+pub fn ids(page: &Value) -> Vec<String> {
+    page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `name=value` pair of the response's `Set-Cookie`.
+pub fn cookie_of(r: &reqwest::Response) -> String {
+    let set = r.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
 }
 
 pub async fn status_json(r: reqwest::Response) -> (u16, Value) {

@@ -7,23 +7,6 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::upstream::Backend;
 
-async fn login(h: &Herald, user: &str) -> String {
-    let r = h
-        .http
-        .post(h.url("/session"))
-        .bearer_auth(user_token(user))
-        .send()
-        .await
-        .unwrap();
-    r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn auth_answers_for_nginx() {
     let h = Herald::start(None, &[]);
@@ -37,7 +20,7 @@ async fn auth_answers_for_nginx() {
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["x-herald-user"], "alice");
     assert_eq!(r.headers()["x-herald-session"], "s1");
-    let cookie = login(&h, "bob").await;
+    let cookie = h.login("bob").await;
     let r = h
         .http
         .get(h.url("/auth"))
@@ -66,7 +49,7 @@ async fn auth_answers_for_nginx() {
 async fn proxy_injects_identity_and_strips_what_it_must() {
     let backend = Backend::start().await;
     let h = Herald::start(None, &["--upstream", &format!("{}/", backend.url)]);
-    let cookie = login(&h, "alice").await;
+    let cookie = h.login("alice").await;
     let r = h
         .http
         .post(h.url("/api/echo/a%20b?x=1&y=2"))
@@ -130,7 +113,7 @@ async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
     )
     .await;
     assert_error(status, &body, 401, "unauthorized");
-    let cookie = login(&h, "alice").await;
+    let cookie = h.login("alice").await;
     let r = h
         .http
         .delete(h.url("/api/echo"))

@@ -117,13 +117,7 @@ async fn nginx_auth_request_and_unbuffered_events() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = cookie_of(&r);
     let r = http
         .get(format!("{edge}/api/echo?q=1"))
         .header("cookie", &cookie)

@@ -54,20 +54,7 @@ async fn second_stream_on_another_node_replaces_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_on_one_node_revokes_streams_on_the_other() {
     let (_redis, a, b) = two_nodes();
-    let r = a
-        .http
-        .post(a.url("/session"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = a.login("alice").await;
     let mut on_a = a
         .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
         .await;

@@ -167,13 +167,7 @@ async fn dev_routes_exist_only_in_dev_mode() {
     assert_eq!(login("http://evil.example").await.unwrap().status(), 403);
     let r = login(&dev.base).await.unwrap();
     assert_eq!(r.status(), 204);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = cookie_of(&r);
     let (status, body) = status_json(
         dev.http
             .get(dev.url("/notifications"))

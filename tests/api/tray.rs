@@ -18,31 +18,25 @@ both_modes!(
 
 async fn lists_newest_first_with_cursor(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let mut ids = Vec::new();
+    let mut published = Vec::new();
     for i in 0..5 {
-        ids.push(h.notify("alice", &format!("n{i}")).await);
+        published.push(h.notify("alice", &format!("n{i}")).await);
     }
     let token = user_token("alice");
     let page = h.list(&token, "?limit=2").await;
-    let got: Vec<&str> = page["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, vec![ids[4].as_str(), ids[3].as_str()]);
+    let got = ids(&page);
+    assert_eq!(got, vec![published[4].clone(), published[3].clone()]);
     assert_eq!(page["unread_count"], 5);
-    assert_eq!(page["next"], ids[3].as_str());
-    let page = h.list(&token, &format!("?limit=2&before={}", ids[3])).await;
-    let got: Vec<&str> = page["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()]);
-    let page = h.list(&token, &format!("?limit=2&before={}", ids[1])).await;
-    assert_eq!(page["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next"], published[3].as_str());
+    let page = h
+        .list(&token, &format!("?limit=2&before={}", published[3]))
+        .await;
+    let got = ids(&page);
+    assert_eq!(got, vec![published[2].clone(), published[1].clone()]);
+    let page = h
+        .list(&token, &format!("?limit=2&before={}", published[1]))
+        .await;
+    assert_eq!(ids(&page).len(), 1);
     assert_eq!(page["next"], serde_json::Value::Null);
     let n = &h.list(&token, "").await["notifications"][0];
     assert_eq!(n["user"], "alice");
@@ -63,21 +57,10 @@ async fn unread_filter_and_count(mode: Mode) {
     )
     .await;
     let page = h.list(&token, "?unread=true").await;
-    let got: Vec<&str> = page["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, vec![a.as_str()]);
+    let got = ids(&page);
+    assert_eq!(got, vec![a]);
     assert_eq!(page["unread_count"], 1);
-    assert_eq!(
-        h.list(&token, "").await["notifications"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(h.tray_len("alice").await, 2);
 }
 
 async fn patch_one_read_unread_delete(mode: Mode) {
@@ -198,7 +181,7 @@ async fn bulk_by_ids_and_all(mode: Mode) {
     assert_eq!(kinds[6].0, "deleted");
     assert_eq!(kinds[6].1["unread_count"], 0);
     let page = h.list(&token, "").await;
-    assert_eq!(page["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(ids(&page).len(), 1);
 }
 
 async fn bad_tray_requests_are_400(mode: Mode) {
@@ -258,17 +241,19 @@ async fn bad_tray_requests_are_400(mode: Mode) {
 
 async fn tray_keeps_at_most_max_per_user(mode: Mode) {
     let h = Setup::new(mode, &["--max-per-user", "3"]);
-    let mut ids = Vec::new();
+    let mut published = Vec::new();
     for i in 0..5 {
-        ids.push(h.notify("alice", &format!("n{i}")).await);
+        published.push(h.notify("alice", &format!("n{i}")).await);
     }
     let page = h.list(&user_token("alice"), "").await;
-    let got: Vec<&str> = page["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, vec![ids[4].as_str(), ids[3].as_str(), ids[2].as_str()]);
+    let got = ids(&page);
+    assert_eq!(
+        got,
+        vec![
+            published[4].clone(),
+            published[3].clone(),
+            published[2].clone()
+        ]
+    );
     assert_eq!(page["unread_count"], 3);
 }
