@@ -11,7 +11,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
@@ -77,52 +77,66 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
             },
             _ = shutdown.wait() => break,
         };
-        let _ = socket.set_nodelay(true);
-        let info = ConnInfo {
-            id: format!(
-                "conn-{}-{}",
-                state.config.node,
-                counter.fetch_add(1, Ordering::Relaxed)
-            ),
-            peer,
-        };
-        // Behind a trusted proxy every client shares the proxy's connections: count each
-        // request against the forwarded client address instead of the connection.
-        let via_proxy = forwarded::is_trusted(&state.config.trusted_proxies, peer.ip());
-        let admitted = via_proxy || connect_limit.admit(peer.ip(), now_secs());
-        let (app, limit) = (state.clone(), connect_limit.clone());
-        let service =
-            ServiceBuilder::new()
-                .layer(cors.clone())
-                .service_fn(move |mut req: Request| {
-                    req.extensions_mut().insert(info.clone());
-                    let app = app.clone();
-                    let client =
-                        forwarded::client(&app.config.trusted_proxies, peer, req.headers());
-                    let admitted = admitted && (!via_proxy || limit.admit(client.addr, now_secs()));
-                    async move {
-                        if !admitted {
-                            return Ok::<_, std::convert::Infallible>(rate_limited());
-                        }
-                        Ok(crate::routes::handle(app, req).await)
-                    }
-                });
-        let conn = http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(std::time::Duration::from_secs(30))
-            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
-        });
+        let id = format!(
+            "conn-{}-{}",
+            state.config.node,
+            counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let info = ConnInfo { id, peer };
+        spawn_connection(&state, &cors, &connect_limit, &graceful, socket, info);
     }
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(state.config.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
     }
+}
+
+/// Serve one HTTP/1 connection on its own task, watched for graceful shutdown: CORS around the
+/// routes, the connection's identity in every request, and `--max-connect-rate` (per
+/// connection, or per request for a trusted proxy's connections, which many clients share:
+/// those count against the forwarded client address).
+fn spawn_connection(
+    state: &AppState,
+    cors: &CorsLayer,
+    limit: &Arc<ConnectLimit>,
+    graceful: &GracefulShutdown,
+    socket: TcpStream,
+    info: ConnInfo,
+) {
+    let _ = socket.set_nodelay(true);
+    let peer = info.peer;
+    let via_proxy = forwarded::is_trusted(&state.config.trusted_proxies, peer.ip());
+    let admitted = via_proxy || limit.admit(peer.ip(), now_secs());
+    let (app, limit) = (state.clone(), limit.clone());
+    let service = ServiceBuilder::new()
+        .layer(cors.clone())
+        .service_fn(move |mut req: Request| {
+            req.extensions_mut().insert(info.clone());
+            let admitted = admitted
+                && (!via_proxy || {
+                    let client =
+                        forwarded::client(&app.config.trusted_proxies, peer, req.headers());
+                    limit.admit(client.addr, now_secs())
+                });
+            let app = app.clone();
+            async move {
+                if !admitted {
+                    return Ok::<_, std::convert::Infallible>(rate_limited());
+                }
+                Ok(crate::routes::handle(app, req).await)
+            }
+        });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    });
 }
 
 /// 429 for a connection over `--max-connect-rate`; the connection closes after it.
@@ -136,7 +150,7 @@ fn rate_limited() -> crate::routes::body::Response {
 
 /// CORS for `--allowed-origin` (or the request's own host), with credentials.
 fn cors_layer(state: &AppState) -> CorsLayer {
-    let state = Arc::new(state.clone());
+    let state = state.clone();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(
             move |origin: &HeaderValue, parts: &Parts| {

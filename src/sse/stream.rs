@@ -42,7 +42,6 @@ pub struct Stream {
     pending: VecDeque<Bytes>,
     /// One timer per stream: the next ping or the expiry, whichever is first.
     timer: Pin<Box<Sleep>>,
-    next_ping: Instant,
     expires: Instant,
     done: bool,
 }
@@ -80,7 +79,6 @@ impl Stream {
             last: 0,
             pending: VecDeque::new(),
             timer: Box::pin(tokio::time::sleep_until(next_ping.min(expires))),
-            next_ping,
             expires,
             done: false,
         };
@@ -215,8 +213,8 @@ impl Stream {
                         self.done = true;
                     } else {
                         self.pending.push_back(Bytes::from_static(frame::PING));
-                        self.next_ping = now + self.state.config.heartbeat;
-                        self.timer.as_mut().reset(self.next_ping.min(self.expires));
+                        let next_ping = now + self.state.config.heartbeat;
+                        self.timer.as_mut().reset(next_ping.min(self.expires));
                     }
                 }
             }
