@@ -56,21 +56,27 @@ pub async fn connect(
         .set_number_of_retries(usize::MAX)
         .set_max_delay(Duration::from_secs(2));
     let addr = client.get_connection_info().addr().to_string();
-    let mut conn = tokio::time::timeout(
+    let failed = |what: &str| StartupError(format!("--redis-url: Redis at {addr} {what}"));
+    // A plain connection first: a refused or unreachable address fails at once, with its cause
+    // (the manager would keep retrying).
+    let mut probe = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| failed("did not answer within 5 s"))?
+    .map_err(|e| failed(&format!("cannot be reached: {e}")))?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut probe)
+        .await
+        .map_err(|e| failed(&format!("does not answer PING: {e}")))?;
+    let conn = tokio::time::timeout(
         Duration::from_secs(5),
         ConnectionManager::new_with_config(client, config),
     )
     .await
-    .map_err(|_| StartupError(format!("--redis-url: Redis at {addr} did not answer")))?
-    .map_err(|e| StartupError(format!("--redis-url: cannot reach Redis at {addr}: {e}")))?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| {
-            StartupError(format!(
-                "--redis-url: Redis at {addr} does not answer PING: {e}"
-            ))
-        })?;
+    .map_err(|_| failed("did not answer within 5 s"))?
+    .map_err(|e| failed(&format!("cannot be reached: {e}")))?;
     Ok(conn)
 }
 
