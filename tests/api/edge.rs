@@ -98,6 +98,22 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused() {
+    let backend = Backend::start().await;
+    let h = Herald::start(None, &["--upstream", &backend.url]);
+    for _ in 0..5 {
+        assert_eq!(h.get("/api/echo", &user_token("alice")).await.0, 200);
+    }
+    assert_eq!(backend.hits(), 5);
+    assert_eq!(
+        backend
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
 async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
     let backend = Backend::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);

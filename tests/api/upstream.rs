@@ -20,6 +20,8 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 pub struct Backend {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted (to see that the proxy reuses them).
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -27,12 +29,14 @@ impl Backend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (counter, accepted) = (hits.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -45,7 +49,11 @@ impl Backend {
                 });
             }
         });
-        Backend { url, hits }
+        Backend {
+            url,
+            hits,
+            connections,
+        }
     }
 
     pub fn hits(&self) -> usize {
