@@ -37,18 +37,20 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// A redis-server on a free port. Another test may take the same port between the probe
+    /// and the bind, so the server is asked for its directory to make sure it is ours.
     pub fn start() -> Redis {
-        Self::start_on(free_port())
-    }
-
-    pub fn start_on(port: u16) -> Redis {
-        let dir = TempDir::new("redis");
-        let child = Self::spawn(port, &dir);
-        Redis {
-            child,
-            port,
-            _dir: dir,
+        for _ in 0..5 {
+            let (port, dir) = (free_port(), TempDir::new("redis"));
+            if let Some(child) = Self::spawn(port, &dir) {
+                return Redis {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
         }
+        panic!("could not start redis-server on a free port");
     }
 
     /// Save to disk, stop, and start again on the same port with the same data.
@@ -57,11 +59,12 @@ impl Redis {
             .args(["-p", &self.port.to_string(), "shutdown", "save"])
             .output();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.port, &self._dir);
+        self.child = Self::spawn(self.port, &self._dir).expect("redis-server restarts on its port");
     }
 
-    fn spawn(port: u16, dir: &TempDir) -> Child {
-        let child = Command::new("redis-server")
+    /// Start redis-server; `None` if the port turns out to be someone else's.
+    fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -79,14 +82,35 @@ impl Redis {
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
         let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let url = format!("redis://127.0.0.1:{port}");
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // could not bind
+            }
+            let dir_of_server = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| {
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("dir")
+                        .query::<Vec<String>>(&mut c)
+                });
+            if let Ok(answer) = dir_of_server {
+                let canonical = dir.0.canonicalize().unwrap_or_else(|_| dir.0.clone());
+                let ours = answer.get(1).map(std::path::PathBuf::from) == Some(canonical);
+                if ours {
+                    return Some(child);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        child
     }
 
     pub fn url(&self) -> String {
