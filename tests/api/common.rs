@@ -62,6 +62,15 @@ impl Redis {
         self.child = Self::spawn(self.port, &self._dir).expect("redis-server restarts on its port");
     }
 
+    /// Stop without saving and start again on the same port, empty (a Redis without
+    /// persistence that restarted).
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self._dir.0.join("dump.rdb"));
+        self.child = Self::spawn(self.port, &self._dir).expect("redis-server restarts on its port");
+    }
+
     /// Start redis-server; `None` if the port turns out to be someone else's.
     fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
         let mut child = Command::new("redis-server")

@@ -140,3 +140,41 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
     let ev = sse.expect("notification").await;
     assert_eq!(ev.json()["id"], id.as_str());
 }
+
+/// Publish until Redis accepts again; returns the notification id.
+async fn publish_when_back(h: &Herald, title: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = h
+            .publish(json!({"users": ["alice"], "notification": {"title": title}}))
+            .await;
+        if status == 202 {
+            return body["ids"]["alice"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publish never recovered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_resets_open_streams() {
+    let mut redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let mut sse = a.events(&user_token("alice"), "").await;
+    for title in ["one", "two", "three"] {
+        a.notify("alice", title).await;
+        assert_eq!(sse.next_event().await.event, "notification");
+    }
+    redis.restart_empty();
+    publish_when_back(&a, "after the loss").await;
+    // the change log restarted below the stream's position: the client is told to refetch
+    let reset = sse.expect("reset").await;
+    let head: u64 = reset.id.unwrap().parse().unwrap();
+    let id = publish_when_back(&a, "and then").await;
+    let ev = sse.expect("notification").await;
+    assert_eq!(ev.json()["id"], id.as_str());
+    assert!(ev.id.unwrap().parse::<u64>().unwrap() > head);
+}
