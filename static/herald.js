@@ -108,7 +108,7 @@ export class Stream {
       this.ready = data;
     } else if (name === "notification") {
       if (!data.read_at) this.unreadCount += 1;
-    } else if (STATUS_EVENTS.has(name)) {
+    } else if (STATUS_EVENTS.has(name) || name === "reset") {
       this.unreadCount = data.unread_count ?? this.unreadCount;
     }
     if (e.lastEventId) this.lastEventId = e.lastEventId;

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Signal};
 use crate::model::{now_ms, now_secs};
 use crate::state::AppState;
-use crate::store::{PresenceEntry, Replay};
+use crate::store::{Head, PresenceEntry, Replay};
 
 /// Suggested reconnect delay sent in the `retry:` line, in milliseconds.
 pub const RETRY_MS: u64 = 2000;
@@ -123,18 +123,25 @@ impl Stream {
                         stream.push_change(&Delivery::new(c));
                     }
                 }
-                Replay::Reset => stream.reset(ready(Some(head.seq)), head.seq),
+                Replay::Reset => {
+                    stream.pending.push_back(ready(Some(head.seq)));
+                    stream.reset(head);
+                }
             },
-            Some(Err(_)) => stream.reset(ready(Some(head.seq)), head.seq),
+            Some(Err(_)) => {
+                stream.pending.push_back(ready(Some(head.seq)));
+                stream.reset(head);
+            }
         }
         Ok(Some(stream))
     }
 
-    fn reset(&mut self, ready: Bytes, seq: u64) {
-        self.pending.push_back(ready);
+    /// The client's position is unknown here: it must refetch. Carries on from `head`.
+    fn reset(&mut self, head: Head) {
+        let data = serde_json::json!({"unread_count": head.unread_count}).to_string();
         self.pending
-            .push_back(frame::event(Some(seq), "reset", "{}"));
-        self.last = seq;
+            .push_back(frame::event(Some(head.seq), "reset", &data));
+        self.last = head.seq;
     }
 
     fn push_change(&mut self, d: &Delivery) {
@@ -162,9 +169,7 @@ impl Stream {
             }
             Ok(Replay::Reset) => {
                 if let Ok(head) = self.state.store.head(&self.user).await {
-                    self.pending
-                        .push_back(frame::event(Some(head.seq), "reset", "{}"));
-                    self.last = head.seq;
+                    self.reset(head);
                 }
             }
             Err(e) => {

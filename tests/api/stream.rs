@@ -169,6 +169,7 @@ async fn unknown_or_future_id_resets(mode: Mode) {
         let reset = sse.next_event().await;
         assert_eq!(reset.event, "reset", "for {bad}");
         assert!(reset.id.is_some());
+        assert_eq!(reset.json(), json!({"unread_count": 1}));
     }
 }
 
