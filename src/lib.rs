@@ -13,10 +13,12 @@
 //! - `broker`: changes and stream controls between nodes (Redis sharded pub/sub).
 //! - `hub`: this node's live streams by user; fan-out without copying payloads.
 //! - `sse`: frame encoding and the per-stream state machine.
+//! - `cleaner`: retention, on one node at a time.
 //! - `model`, `metrics`, `commands` (`herald token` / `herald publish`).
 
 pub mod auth;
 pub mod broker;
+pub mod cleaner;
 pub mod cli;
 pub mod commands;
 pub mod config;

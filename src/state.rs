@@ -57,7 +57,7 @@ impl AppState {
             }
         };
         let upstream = config.upstream.clone().map(Upstream::new);
-        Ok(AppState {
+        let state = AppState {
             inner: Arc::new(Inner {
                 config,
                 store,
@@ -67,7 +67,9 @@ impl AppState {
                 shutdown,
                 upstream,
             }),
-        })
+        };
+        tokio::spawn(crate::cleaner::run(state.clone()));
+        Ok(state)
     }
 
     /// End every stream of a session, here and on every other node.

@@ -106,6 +106,23 @@ pub fn group(name: &str) -> String {
     format!("{PREFIX}group:{}", escape(name))
 }
 
+/// STRING naming the node whose turn it is to run the retention cleaner (expires).
+pub fn cleaner_lock() -> String {
+    format!("{PREFIX}cleaner")
+}
+
+/// The pattern matching every user's `order` key, for the cleaner's SCAN.
+pub const ORDER_PATTERN: &str = "herald:{u:*}:order";
+
+/// The user an `order` key belongs to.
+pub fn user_of_order_key(key: &str) -> Option<String> {
+    let inner = key
+        .strip_prefix(PREFIX)?
+        .strip_prefix("{u:")?
+        .strip_suffix("}:order")?;
+    Some(unescape(inner))
+}
+
 /// STRING that exists while a node is alive (refreshed by it; expires when it dies).
 pub fn node_alive(node: &str) -> String {
     format!("{PREFIX}node:{node}")
@@ -121,5 +138,6 @@ mod tests {
         let keys = UserKeys::new("a}b{c%");
         assert_eq!(keys.items(), "herald:{u:a%7Db%7Bc%25}:items");
         assert_eq!(user_of_channel(&keys.channel()).as_deref(), Some("a}b{c%"));
+        assert_eq!(user_of_order_key(&keys.order()).as_deref(), Some("a}b{c%"));
     }
 }

@@ -158,6 +158,17 @@ impl Store {
         forward!(self.mark(user, target, mark))
     }
 
+    /// Delete (and commit as `deleted`) every notification whose id sorts below `cutoff`;
+    /// returns how many.
+    pub async fn purge_before(&self, cutoff: &str) -> Result<usize> {
+        forward!(self.purge_before(cutoff))
+    }
+
+    /// Take (or keep) the cleaner's turn for `ttl`; false when another node holds it.
+    pub async fn claim_cleaner(&self, node: &str, ttl: std::time::Duration) -> Result<bool> {
+        forward!(self.claim_cleaner(node, ttl))
+    }
+
     pub async fn head(&self, user: &str) -> Result<Head> {
         forward!(self.head(user))
     }

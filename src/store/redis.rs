@@ -243,6 +243,70 @@ impl RedisStore {
         })
     }
 
+    /// SCAN every tray; each user's old ids are deleted through the mark script.
+    pub async fn purge_before(&self, cutoff: &str) -> Result<usize> {
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(keys::ORDER_PATTERN)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await?;
+            for key in keys {
+                let Some(user) = keys::user_of_order_key(&key) else {
+                    continue;
+                };
+                let old: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg(format!("({cutoff}"))
+                    .arg("BYLEX")
+                    .query_async(&mut conn)
+                    .await?;
+                if !old.is_empty() {
+                    removed += self
+                        .mark(&user, &Target::Ids(old), Mark::Deleted)
+                        .await?
+                        .changed
+                        .len();
+                }
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// `SET NX` the cleaner lock, or extend it when this node already holds it.
+    pub async fn claim_cleaner(&self, node: &str, ttl: Duration) -> Result<bool> {
+        let mut conn = self.conn();
+        let key = keys::cleaner_lock();
+        let ttl_ms = ttl.as_millis() as u64;
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(node)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await?;
+        if taken.is_some() {
+            return Ok(true);
+        }
+        let holder: Option<String> = conn.get(&key).await?;
+        if holder.as_deref() == Some(node) {
+            let _: () = conn.pexpire(&key, ttl_ms as i64).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     pub async fn head(&self, user: &str) -> Result<Head> {
         let k = UserKeys::new(user);
         let (seq, unread): (Option<u64>, u64) = redis::pipe()

@@ -10,6 +10,7 @@ mod nginx;
 mod nodes;
 mod ops;
 mod publish;
+mod retention;
 mod stream;
 mod tray;
 mod upstream;
