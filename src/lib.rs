@@ -13,7 +13,7 @@
 //! - `broker`: changes and stream controls between nodes (Redis sharded pub/sub).
 //! - `hub`: this node's live streams by user; fan-out without copying payloads.
 //! - `sse`: frame encoding and the per-stream state machine.
-//! - `cleaner`: retention, on one node at a time.
+//! - `cleaner`: retention, on one node at a time; `ingest`: the Redis ingest stream.
 //! - `model`, `metrics`, `commands` (`herald token` / `herald publish`).
 
 pub mod auth;
@@ -26,6 +26,7 @@ pub mod connect_limit;
 pub mod error;
 pub mod forwarded;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod routes;

@@ -8,6 +8,7 @@ use crate::broker::{Broker, Message, RedisBroker};
 use crate::config::{Backend, Config, StartupError};
 use crate::error::Result;
 use crate::hub::Hub;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::routes::edge::Upstream;
 use crate::shutdown::Shutdown;
@@ -48,6 +49,14 @@ impl AppState {
                 let store = RedisStore::new(conn, config.max_per_user);
                 let broker = RedisBroker::start(url, hub.clone(), metrics.clone(), shutdown.clone()).await?;
                 tokio::spawn(keep_alive(store.clone(), config.node.clone(), shutdown.clone()));
+                let ingest_conn = crate::store::redis::connect(url, Default::default()).await?;
+                let ingest = Ingest::new(
+                    ingest_conn,
+                    Store::Redis(store.clone()),
+                    metrics.clone(),
+                    config.node.clone(),
+                );
+                tokio::spawn(ingest.run(shutdown.clone()));
                 (Store::Redis(store), Broker::Redis(broker))
             }
             Backend::Cluster(_) => {

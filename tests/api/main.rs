@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod edge;
+mod ingest;
 mod nginx;
 mod nodes;
 mod ops;

@@ -1,0 +1,221 @@
+//! Redis ingest, for services that only speak Redis:
+//! `XADD herald:ingest * publish '<a POST /publish body>'`. Every node reads the stream as a
+//! member of the consumer group `herald`, so each entry is handled by one node, and
+//! acknowledges an entry only after it is stored. An entry that cannot be parsed or is
+//! invalid goes to `herald:ingest:dead` with the reason and is acknowledged, so it never
+//! blocks the entries behind it. Entries left pending by a node that died are claimed by
+//! another after [`CLAIM_IDLE`]; a redelivered entry stores nothing new, because the entry id
+//! serves as its idempotency key when the body has none.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+};
+use redis::AsyncCommands;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::routes::{publish, PublishRequest};
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+pub const STREAM: &str = "herald:ingest";
+pub const DEAD: &str = "herald:ingest:dead";
+pub const GROUP: &str = "herald";
+/// An entry pending this long on another consumer (a node that died) is taken over.
+pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// How often to look for such entries.
+const CLAIM_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait of one blocking read, in milliseconds (below the connection's response timeout).
+const BLOCK_MS: usize = 2000;
+/// Entries read at once.
+const BATCH: usize = 100;
+
+pub struct Ingest {
+    conn: ConnectionManager,
+    store: Store,
+    metrics: Metrics,
+    node: String,
+}
+
+/// What became of one entry.
+enum Outcome {
+    Stored,
+    Dead,
+    /// The store failed: the entry stays pending and is tried again.
+    Retry,
+}
+
+impl Ingest {
+    /// `conn` must be this loop's own connection: blocking reads hold it.
+    pub fn new(conn: ConnectionManager, store: Store, metrics: Metrics, node: String) -> Self {
+        Ingest {
+            conn,
+            store,
+            metrics,
+            node,
+        }
+    }
+
+    /// Consume until shutdown.
+    pub async fn run(mut self, shutdown: Shutdown) {
+        // Our own pending entries first (left over from a previous run of this node).
+        let mut backlog = true;
+        let mut next_claim = tokio::time::Instant::now();
+        while !shutdown.is_stopping() {
+            if let Err(e) = self.ensure_group().await {
+                tracing::warn!(error = %e, "ingest: cannot create the consumer group; retrying");
+                if pause(&shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            if tokio::time::Instant::now() >= next_claim {
+                next_claim = tokio::time::Instant::now() + CLAIM_EVERY;
+                backlog |= self.claim_abandoned().await;
+            }
+            let read = tokio::select! {
+                r = self.read(backlog) => r,
+                _ = shutdown.wait() => return,
+            };
+            match read {
+                Err(e) => {
+                    tracing::warn!(error = %e, "ingest: read failed; retrying");
+                    if pause(&shutdown).await {
+                        return;
+                    }
+                }
+                Ok(entries) => {
+                    if backlog && entries.is_empty() {
+                        backlog = false;
+                    }
+                    let mut retry = false;
+                    for entry in &entries {
+                        retry |= matches!(self.handle(entry).await, Outcome::Retry);
+                    }
+                    if retry {
+                        backlog = true;
+                        if pause(&shutdown).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn ensure_group(&mut self) -> redis::RedisResult<()> {
+        let created: redis::RedisResult<()> =
+            self.conn.xgroup_create_mkstream(STREAM, GROUP, "0").await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// New entries (blocking briefly), or with `backlog` this consumer's pending ones.
+    async fn read(&mut self, backlog: bool) -> redis::RedisResult<Vec<StreamId>> {
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.node)
+            .count(BATCH);
+        let (options, from) = if backlog {
+            (options, "0")
+        } else {
+            (options.block(BLOCK_MS), ">")
+        };
+        let reply: Option<StreamReadReply> = self
+            .conn
+            .xread_options(&[STREAM], &[from], &options)
+            .await?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default())
+    }
+
+    /// Take over entries another consumer left pending for [`CLAIM_IDLE`]; true if any.
+    async fn claim_abandoned(&mut self) -> bool {
+        let options = StreamAutoClaimOptions::default().count(BATCH);
+        let idle = CLAIM_IDLE.as_millis() as u64;
+        let claimed: redis::RedisResult<StreamAutoClaimReply> = self
+            .conn
+            .xautoclaim_options(STREAM, GROUP, &self.node, idle, "0-0", options)
+            .await;
+        match claimed {
+            Ok(reply) if !reply.claimed.is_empty() => {
+                tracing::info!(
+                    count = reply.claimed.len(),
+                    "ingest: took over entries of a stopped node"
+                );
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "ingest: claim failed");
+                false
+            }
+        }
+    }
+
+    async fn handle(&mut self, entry: &StreamId) -> Outcome {
+        let Some(raw) = entry.get::<String>("publish") else {
+            return self
+                .dead(entry, "the entry has no `publish` field", "")
+                .await;
+        };
+        let mut request: PublishRequest = match serde_json::from_str(&raw) {
+            Ok(r) => r,
+            Err(e) => {
+                return self
+                    .dead(entry, &format!("invalid JSON body: {e}"), &raw)
+                    .await
+            }
+        };
+        request
+            .idempotency_key
+            .get_or_insert_with(|| format!("ingest:{}", entry.id));
+        match publish(&self.store, Some(&self.metrics), &request).await {
+            Ok(_) => match self.ack(&entry.id).await {
+                Ok(()) => Outcome::Stored,
+                Err(_) => Outcome::Retry,
+            },
+            Err(e @ (Error::Unavailable(_) | Error::Internal(_))) => {
+                tracing::warn!(error = %e, id = entry.id, "ingest: not stored yet; will retry");
+                Outcome::Retry
+            }
+            Err(e) => self.dead(entry, &e.to_string(), &raw).await,
+        }
+    }
+
+    /// Park an entry in the dead-letter stream with the reason, then acknowledge it.
+    async fn dead(&mut self, entry: &StreamId, reason: &str, raw: &str) -> Outcome {
+        tracing::info!(id = entry.id, reason, "ingest: entry moved to {DEAD}");
+        let fields = [
+            ("id", entry.id.as_str()),
+            ("reason", reason),
+            ("publish", raw),
+        ];
+        let parked: redis::RedisResult<String> = self.conn.xadd(DEAD, "*", &fields).await;
+        if parked.is_err() {
+            return Outcome::Retry;
+        }
+        match self.ack(&entry.id).await {
+            Ok(()) => Outcome::Dead,
+            Err(_) => Outcome::Retry,
+        }
+    }
+
+    async fn ack(&mut self, id: &str) -> redis::RedisResult<()> {
+        let _: i64 = self.conn.xack(STREAM, GROUP, &[id]).await?;
+        Ok(())
+    }
+}
+
+/// Wait a second unless shutdown comes first; true on shutdown.
+async fn pause(shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+        _ = shutdown.wait() => true,
+    }
+}

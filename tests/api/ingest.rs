@@ -1,0 +1,186 @@
+//! The Redis ingest stream: `XADD herald:ingest * publish '<body>'` is stored once across
+//! nodes and acknowledged; bad entries go to `herald:ingest:dead` without blocking the rest;
+//! entries a dead node left pending are taken over.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn redis_conn(redis: &Redis) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn xadd(conn: &mut redis::Connection, field: &str, value: &str) -> String {
+    redis::cmd("XADD")
+        .arg("herald:ingest")
+        .arg("*")
+        .arg(field)
+        .arg(value)
+        .query(conn)
+        .unwrap()
+}
+
+fn publish_body(title: &str) -> String {
+    json!({"users": ["alice"], "notification": {"title": title}}).to_string()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn pending(conn: &mut redis::Connection) -> u64 {
+    let summary: (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
+        .arg("herald:ingest")
+        .arg("herald")
+        .query(conn)
+        .unwrap();
+    summary.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stores_acks_and_parks_bad_entries() {
+    let redis = Redis::start();
+    let mut conn = redis_conn(&redis);
+    // an entry written before any Herald runs is not lost
+    xadd(&mut conn, "publish", &publish_body("before start"));
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    let bad_json = xadd(&mut conn, "publish", "{not json");
+    let no_title = xadd(
+        &mut conn,
+        "publish",
+        r#"{"users":["alice"],"notification":{}}"#,
+    );
+    let no_field = xadd(&mut conn, "other", "x");
+    xadd(&mut conn, "publish", &publish_body("after the bad ones"));
+    let ev = sse.expect("notification").await;
+    let title = ev.json()["title"].as_str().unwrap().to_owned();
+    assert!(
+        ["before start", "after the bad ones"].contains(&title.as_str()),
+        "{title}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while h.tray_len("alice").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the good entries were not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = h.list(&user_token("alice"), "").await;
+    let titles: Vec<&str> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, vec!["after the bad ones", "before start"]);
+    // the bad ones are parked with their reason, and nothing stays pending
+    let mut dead: Vec<(String, String)> = Vec::new();
+    wait_for("dead letters", || {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg("herald:ingest:dead")
+            .arg("-")
+            .arg("+")
+            .query(&mut conn)
+            .unwrap();
+        dead = reply
+            .ids
+            .iter()
+            .map(|e| (e.get("id").unwrap(), e.get("reason").unwrap()))
+            .collect();
+        dead.len() == 3
+    })
+    .await;
+    let ids: Vec<&str> = dead.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![bad_json.as_str(), no_title.as_str(), no_field.as_str()]
+    );
+    assert!(
+        dead.iter().all(|(_, reason)| !reason.is_empty()),
+        "{dead:?}"
+    );
+    assert!(dead[1].1.contains("title"), "{dead:?}");
+    wait_for("all acknowledged", || pending(&mut conn) == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_store_each_entry_once() {
+    let redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let _b = Herald::start(Some(&redis.url()), &[]);
+    let mut conn = redis_conn(&redis);
+    for i in 0..30 {
+        xadd(&mut conn, "publish", &publish_body(&format!("n{i}")));
+    }
+    let deadline = Instant::now() + WAIT;
+    while a.tray_len("alice").await < 30 {
+        assert!(Instant::now() < deadline, "not all entries were stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.list(&user_token("alice"), "?limit=200").await["notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        30
+    );
+    wait_for("all acknowledged", || pending(&mut conn) == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
+    let redis = Redis::start();
+    let mut conn = redis_conn(&redis);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("herald:ingest")
+        .arg("herald")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut conn)
+        .unwrap();
+    let id = xadd(&mut conn, "publish", &publish_body("orphan"));
+    // a consumer that read the entry and died before acknowledging it, long ago
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("herald")
+        .arg("ghost")
+        .arg("STREAMS")
+        .arg("herald:ingest")
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg("herald:ingest")
+        .arg("herald")
+        .arg("ghost")
+        .arg(0)
+        .arg(&id)
+        .arg("IDLE")
+        .arg(600_000)
+        .query(&mut conn)
+        .unwrap();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let deadline = Instant::now() + WAIT;
+    while h.tray_len("alice").await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned entry was not taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for("acknowledged", || pending(&mut conn) == 0).await;
+    assert_eq!(h.tray_len("alice").await, 1);
+}
