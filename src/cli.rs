@@ -156,6 +156,25 @@ pub struct PublishArgs {
     pub keys: KeyArgs,
 }
 
+/// Parse the command line and run it. A usage error is one line naming the flag, exit 2
+/// (`--help` and `--version` print as usual).
+pub fn main() -> ExitCode {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("herald: {}", line.trim_start_matches("error: "));
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Run the parsed command line; the exit code is 2 for any start-up or usage failure.
 pub fn run(cli: Cli) -> ExitCode {
     init_tracing();

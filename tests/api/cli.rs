@@ -28,6 +28,7 @@ fn assert_startup_error(out: &Output, mentions: &str) {
         stderr.contains(mentions),
         "stderr should name {mentions:?}: {stderr}"
     );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
 
 #[test]
