@@ -255,3 +255,82 @@ async fn users_only_see_their_own_events(mode: Mode) {
     let ev = bob.next_event().await;
     assert_eq!(ev.json()["id"], id.as_str());
 }
+
+/// A client that stops reading is cut off once its backlog passes the bound, and loses
+/// nothing: it resumes from the last id it read and gets every notification, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Herald::start(None, &[]);
+    let token = user_token("alice");
+    let addr = h.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request =
+        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    // publish big notifications while the client reads nothing
+    let body = "x".repeat(12 * 1024);
+    let mut published = Vec::new();
+    for i in 0..900 {
+        let (status, reply) = h
+            .publish(json!({"users": ["alice"], "notification": {"title": format!("n{i}"), "body": body}}))
+            .await;
+        assert_eq!(status, 202);
+        published.push(reply["ids"]["alice"].as_str().unwrap().to_owned());
+        if i % 100 == 99 && metric(&h, "herald_streams_overflowed_total").await >= 1.0 {
+            break;
+        }
+    }
+    assert!(
+        metric(&h, "herald_streams_overflowed_total").await >= 1.0,
+        "the stalled stream was not cut off"
+    );
+    assert_eq!(metric(&h, "herald_streams_open").await, 0.0);
+    // the client wakes up: it reads what reached it, up to the end of the stream
+    // (the response ends with the last chunk; the connection itself stays open for reuse)
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !raw.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .expect("the stream ended")
+            .unwrap();
+        assert!(n > 0, "connection closed before the response ended");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let seen: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    let last = *seen.last().unwrap();
+    // and resumes from there: the rest arrives, in order, once
+    let req = h
+        .http
+        .get(h.url("/events"))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", last.to_string());
+    let mut sse = h.events_with(req).await;
+    assert_eq!(sse.next_event().await.event, "ready");
+    let already = seen.iter().filter(|&&id| id > 0).count();
+    for expected in &published[already..] {
+        let ev = sse.next_event().await;
+        assert_eq!(ev.json()["id"], expected.as_str());
+    }
+}
+
+async fn metric(h: &Herald, name: &str) -> f64 {
+    let text = h
+        .http
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
