@@ -83,19 +83,6 @@ async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), Startu
         iss: None,
         aud: None,
     })?;
-    let body = serde_json::json!({
-        "users": request.users,
-        "groups": request.groups,
-        "notification": {
-            "title": request.notification.title,
-            "body": request.notification.body,
-            "source": request.notification.source,
-            "category": request.notification.category,
-            "link": request.notification.link,
-            "data": request.notification.data,
-        },
-        "idempotency_key": request.idempotency_key,
-    });
     let url = args
         .url
         .join("publish")
@@ -103,7 +90,9 @@ async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), Startu
     let req = http::Request::post(url.as_str())
         .header("authorization", format!("Bearer {service}"))
         .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(strip_nulls(body).to_string())))
+        .body(Full::new(bytes::Bytes::from(
+            serde_json::to_vec(request).expect("a publish request serializes"),
+        )))
         .map_err(|e| StartupError(format!("--url: {e}")))?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let response = client
@@ -125,15 +114,4 @@ async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), Startu
     }
     println!("{text}");
     Ok(())
-}
-
-/// Drop `null` members of the notification object (absent optional fields).
-fn strip_nulls(mut body: serde_json::Value) -> serde_json::Value {
-    if let Some(n) = body.get_mut("notification").and_then(|n| n.as_object_mut()) {
-        n.retain(|_, v| !v.is_null());
-    }
-    if let Some(o) = body.as_object_mut() {
-        o.retain(|_, v| !v.is_null());
-    }
-    body
 }

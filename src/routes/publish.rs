@@ -21,14 +21,15 @@ const CONCURRENCY: usize = 32;
 /// Longest idempotency key, in characters.
 const MAX_KEY_CHARS: usize = 256;
 
-#[derive(Debug, Clone, Deserialize)]
+/// The `POST /publish` body (also an ingest entry's `publish` field).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PublishRequest {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     pub notification: NotificationInput,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
 
