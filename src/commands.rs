@@ -83,10 +83,8 @@ async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), Startu
         iss: None,
         aud: None,
     })?;
-    let url = args
-        .url
-        .join("publish")
-        .map_err(|e| StartupError(format!("--url: {e}")))?;
+    // `--url` may carry a base path: append, never replace its last segment.
+    let url = format!("{}/publish", args.url.as_str().trim_end_matches('/'));
     let req = http::Request::post(url.as_str())
         .header("authorization", format!("Bearer {service}"))
         .header("content-type", "application/json")
