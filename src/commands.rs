@@ -58,8 +58,9 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     let failed =
         |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));
     match backend(&args.redis_url)? {
-        Backend::Redis(url) => {
-            let conn = crate::store::redis::connect(&url, Default::default()).await?;
+        Backend::Embedded => post(args, &request).await,
+        redis => {
+            let conn = crate::redis_conn::connect_plain(&redis).await?;
             let store = Store::Redis(RedisStore::new(conn, args.max_per_user));
             let response = publish_request(&store, None, &request)
                 .await
@@ -67,10 +68,6 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
             println!("{}", serde_json::to_string(&response).unwrap_or_default());
             Ok(())
         }
-        Backend::Cluster(_) => Err(StartupError(
-            "--redis-url: Redis Cluster is not supported yet".into(),
-        )),
-        Backend::Embedded => post(args, &request).await,
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
@@ -34,7 +34,7 @@ const BLOCK_MS: usize = 2000;
 const BATCH: usize = 100;
 
 pub struct Ingest {
-    conn: ConnectionManager,
+    conn: RedisConn,
     store: Store,
     metrics: Metrics,
     node: String,
@@ -50,7 +50,7 @@ enum Outcome {
 
 impl Ingest {
     /// `conn` must be this loop's own connection: blocking reads hold it.
-    pub fn new(conn: ConnectionManager, store: Store, metrics: Metrics, node: String) -> Self {
+    pub fn new(conn: RedisConn, store: Store, metrics: Metrics, node: String) -> Self {
         Ingest {
             conn,
             store,

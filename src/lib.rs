@@ -29,6 +29,7 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod redis_conn;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::hub::Hub;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::redis_conn::connect_plain;
 use crate::routes::edge::Upstream;
 use crate::shutdown::Shutdown;
 use crate::store::{MemoryStore, RedisStore, Store};
@@ -43,26 +44,29 @@ impl AppState {
         let metrics = Metrics::default();
         let hub = Hub::new(config.node.clone(), metrics.clone());
         let (store, broker) = match &config.backend {
-            Backend::Embedded => (Store::Memory(MemoryStore::new(hub.clone(), config.max_per_user)), Broker::Memory),
-            Backend::Redis(url) => {
-                let conn = crate::store::redis::connect(url, Default::default()).await?;
-                let store = RedisStore::new(conn, config.max_per_user);
-                let broker = RedisBroker::start(url, hub.clone(), metrics.clone(), shutdown.clone()).await?;
-                tokio::spawn(keep_alive(store.clone(), config.node.clone(), shutdown.clone()));
-                let ingest_conn = crate::store::redis::connect(url, Default::default()).await?;
+            Backend::Embedded => (
+                Store::Memory(MemoryStore::new(hub.clone(), config.max_per_user)),
+                Broker::Memory,
+            ),
+            backend @ (Backend::Redis(_) | Backend::Cluster(_)) => {
+                let store = RedisStore::new(connect_plain(backend).await?, config.max_per_user);
+                let broker =
+                    RedisBroker::start(backend, hub.clone(), metrics.clone(), shutdown.clone())
+                        .await?;
+                tokio::spawn(keep_alive(
+                    store.clone(),
+                    config.node.clone(),
+                    shutdown.clone(),
+                ));
+                // Blocking reads hold a connection: the ingest consumer has its own.
                 let ingest = Ingest::new(
-                    ingest_conn,
+                    connect_plain(backend).await?,
                     Store::Redis(store.clone()),
                     metrics.clone(),
                     config.node.clone(),
                 );
                 tokio::spawn(ingest.run(shutdown.clone()));
                 (Store::Redis(store), Broker::Redis(broker))
-            }
-            Backend::Cluster(_) => {
-                return Err(StartupError(
-                    "--redis-url: Redis Cluster (redis+cluster://) is not supported yet; use one redis:// URL".into(),
-                ))
             }
         };
         let upstream = config.upstream.clone().map(Upstream::new);

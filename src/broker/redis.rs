@@ -1,21 +1,21 @@
-//! Redis broker: one RESP3 connection per node carrying sharded pub/sub (`SSUBSCRIBE` of the
-//! users that have a stream here) and control announcements (`SPUBLISH`). Subscription changes
-//! go through one worker task, in order, so a quick unsubscribe/subscribe pair of the same user
-//! can never leave it unsubscribed. After a reconnect the connection resubscribes by itself and
-//! every stream catches up from the store.
+//! Redis broker: one RESP3 connection per node (to one server or to a cluster) carrying sharded
+//! pub/sub (`SSUBSCRIBE` of the users that have a stream here) and control announcements
+//! (`SPUBLISH`). Subscription changes go through one worker task, in order, so a quick
+//! unsubscribe/subscribe pair of the same user can never leave it unsubscribed. After a lost
+//! connection the worker subscribes again and every stream catches up from the store.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Message;
-use crate::config::StartupError;
+use crate::config::{Backend, StartupError};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::redis_conn::{connect, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::keys::{user_of_channel, UserKeys};
 
@@ -25,39 +25,31 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
     Unsubscribe(String),
+    /// The connection was lost; it reconnects by itself.
+    Reconnected,
 }
 
 #[derive(Clone)]
 pub struct RedisBroker {
-    conn: ConnectionManager,
+    conn: RedisConn,
     commands: mpsc::UnboundedSender<Command>,
 }
 
 impl RedisBroker {
     /// Connect and start the listener and subscription worker; both stop on shutdown.
     pub async fn start(
-        url: &str,
+        backend: &Backend,
         hub: Hub,
         metrics: Metrics,
         shutdown: Shutdown,
     ) -> Result<Self, StartupError> {
-        let url = if url.contains("protocol=") {
-            url.to_owned()
-        } else if url.contains('?') {
-            format!("{url}&protocol=resp3")
-        } else {
-            format!("{url}?protocol=resp3")
-        };
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let config = ConnectionManagerConfig::new()
-            .set_push_sender(push_tx)
-            .set_automatic_resubscription();
-        let conn = crate::store::redis::connect(&url, config).await?;
+        let conn = connect(backend, Some(push_tx)).await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         tokio::spawn(listen(
             push_rx,
             hub.clone(),
-            conn.clone(),
+            commands.clone(),
             metrics,
             shutdown.clone(),
         ));
@@ -100,11 +92,13 @@ impl RedisBroker {
 }
 
 /// Apply subscription changes one at a time; an unsubscribe is skipped if the user has a
-/// stream here again by the time it runs.
+/// stream here again by the time it runs. After a lost connection, once Redis answers again,
+/// subscribe every tracked channel anew (a cluster failover moves shard channels to a new
+/// primary, which the connection does not carry over) and have every stream catch up.
 async fn work(
     mut rx: mpsc::UnboundedReceiver<Command>,
     hub: Hub,
-    mut conn: ConnectionManager,
+    mut conn: RedisConn,
     shutdown: Shutdown,
 ) {
     let mut subscribed: HashSet<String> = HashSet::new();
@@ -118,39 +112,54 @@ async fn work(
                 let result = if subscribed.contains(&user) {
                     Ok(())
                 } else {
-                    let r: Result<()> = redis::cmd("SSUBSCRIBE")
-                        .arg(UserKeys::new(&user).channel())
-                        .exec_async(&mut conn)
-                        .await
-                        .map_err(Error::from);
+                    let r = conn.ssubscribe(&UserKeys::new(&user).channel()).await;
                     if r.is_ok() {
                         subscribed.insert(user);
                     }
-                    r
+                    r.map_err(Error::from)
                 };
                 let _ = reply.send(result);
             }
             Command::Unsubscribe(user) => {
                 if hub.count(&user) == 0 && subscribed.remove(&user) {
-                    let r = redis::cmd("SUNSUBSCRIBE")
-                        .arg(UserKeys::new(&user).channel())
-                        .exec_async(&mut conn)
-                        .await;
-                    if let Err(e) = r {
+                    let channel = UserKeys::new(&user).channel();
+                    if let Err(e) = conn.sunsubscribe(&channel).await {
                         tracing::debug!(error = %e, user, "sunsubscribe failed");
                     }
                 }
+            }
+            Command::Reconnected => {
+                loop {
+                    let ping: redis::RedisResult<String> =
+                        redis::cmd("PING").query_async(&mut conn).await;
+                    if ping.is_ok() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+                for user in &subscribed {
+                    if let Err(e) = conn.ssubscribe(&UserKeys::new(user).channel()).await {
+                        tracing::warn!(error = %e, user, "resubscribe failed");
+                    }
+                }
+                tracing::info!(
+                    users = subscribed.len(),
+                    "broker connection back; streams catch up"
+                );
+                hub.catch_up_all();
             }
         }
     }
 }
 
-/// Route pushed messages to the hub; on a lost connection, count it and, once Redis answers
-/// again, have every stream catch up from the store.
+/// Route pushed messages to the hub; report a lost connection to the worker.
 async fn listen(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
     hub: Hub,
-    conn: ConnectionManager,
+    commands: mpsc::UnboundedSender<Command>,
     metrics: Metrics,
     shutdown: Shutdown,
 ) {
@@ -178,22 +187,7 @@ async fn listen(
             PushKind::Disconnection => {
                 metrics.broker_reconnects.inc();
                 tracing::warn!("broker connection lost; reconnecting");
-                let (hub, mut conn, shutdown) = (hub.clone(), conn.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let ok: redis::RedisResult<String> =
-                            redis::cmd("PING").query_async(&mut conn).await;
-                        if ok.is_ok() {
-                            tracing::info!("broker connection back; streams catch up");
-                            hub.catch_up_all();
-                            return;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                            _ = shutdown.wait() => return,
-                        }
-                    }
-                });
+                let _ = commands.send(Command::Reconnected);
             }
             _ => {}
         }

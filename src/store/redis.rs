@@ -4,7 +4,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::keys::{self, UserKeys};
@@ -12,18 +11,18 @@ use super::{
     Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
     IDEMPOTENCY_TTL_MS, LOG_CAPACITY,
 };
-use crate::config::StartupError;
 use crate::error::{Error, Result};
 use crate::model::{
     now_ms, now_secs, rfc3339, Change, ChangeKind, Mark, Marked, Notification, Target,
 };
+use crate::redis_conn::RedisConn;
 
 /// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
 pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     scripts: &'static Scripts,
     max_per_user: usize,
 }
@@ -43,45 +42,8 @@ fn scripts() -> &'static Scripts {
     })
 }
 
-/// A connection manager that reconnects by itself; `config` may add a push sender.
-pub async fn connect(
-    url: &str,
-    config: ConnectionManagerConfig,
-) -> Result<ConnectionManager, StartupError> {
-    let client = redis::Client::open(url)
-        .map_err(|e| StartupError(format!("--redis-url: invalid Redis URL {url:?}: {e}")))?;
-    let config = config
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(usize::MAX)
-        .set_max_delay(Duration::from_secs(2));
-    let addr = client.get_connection_info().addr().to_string();
-    let failed = |what: &str| StartupError(format!("--redis-url: Redis at {addr} {what}"));
-    // A plain connection first: a refused or unreachable address fails at once, with its cause
-    // (the manager would keep retrying).
-    let mut probe = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| failed("did not answer within 5 s"))?
-    .map_err(|e| failed(&format!("cannot be reached: {e}")))?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut probe)
-        .await
-        .map_err(|e| failed(&format!("does not answer PING: {e}")))?;
-    let conn = tokio::time::timeout(
-        Duration::from_secs(5),
-        ConnectionManager::new_with_config(client, config),
-    )
-    .await
-    .map_err(|_| failed("did not answer within 5 s"))?
-    .map_err(|e| failed(&format!("cannot be reached: {e}")))?;
-    Ok(conn)
-}
-
 impl RedisStore {
-    pub fn new(conn: ConnectionManager, max_per_user: usize) -> Self {
+    pub fn new(conn: RedisConn, max_per_user: usize) -> Self {
         RedisStore {
             conn,
             scripts: scripts(),
@@ -89,7 +51,7 @@ impl RedisStore {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -243,44 +205,31 @@ impl RedisStore {
         })
     }
 
-    /// SCAN every tray; each user's old ids are deleted through the mark script.
+    /// SCAN every tray (on every primary of a cluster); each user's old ids are deleted
+    /// through the mark script.
     pub async fn purge_before(&self, cutoff: &str) -> Result<usize> {
         let mut conn = self.conn();
-        let mut cursor: u64 = 0;
         let mut removed = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(keys::ORDER_PATTERN)
-                .arg("COUNT")
-                .arg(500)
+        for key in conn.scan_match(keys::ORDER_PATTERN).await? {
+            let Some(user) = keys::user_of_order_key(&key) else {
+                continue;
+            };
+            let old: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg(format!("({cutoff}"))
+                .arg("BYLEX")
                 .query_async(&mut conn)
                 .await?;
-            for key in keys {
-                let Some(user) = keys::user_of_order_key(&key) else {
-                    continue;
-                };
-                let old: Vec<String> = redis::cmd("ZRANGE")
-                    .arg(&key)
-                    .arg("-")
-                    .arg(format!("({cutoff}"))
-                    .arg("BYLEX")
-                    .query_async(&mut conn)
-                    .await?;
-                if !old.is_empty() {
-                    removed += self
-                        .mark(&user, &Target::Ids(old), Mark::Deleted)
-                        .await?
-                        .changed
-                        .len();
-                }
+            if !old.is_empty() {
+                removed += self
+                    .mark(&user, &Target::Ids(old), Mark::Deleted)
+                    .await?
+                    .changed
+                    .len();
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// `SET NX` the cleaner lock, or extend it when this node already holds it.
