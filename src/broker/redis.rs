@@ -129,28 +129,39 @@ async fn work(
                 }
             }
             Command::Reconnected => {
-                loop {
-                    let ping: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut conn).await;
-                    if ping.is_ok() {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        _ = shutdown.wait() => return,
-                    }
+                if resubscribe(&mut conn, &subscribed, &shutdown).await {
+                    tracing::info!(
+                        users = subscribed.len(),
+                        "broker connection back; streams catch up"
+                    );
+                    hub.catch_up_all();
                 }
-                for user in &subscribed {
-                    if let Err(e) = conn.ssubscribe(&UserKeys::new(user).channel()).await {
-                        tracing::warn!(error = %e, user, "resubscribe failed");
-                    }
-                }
-                tracing::info!(
-                    users = subscribed.len(),
-                    "broker connection back; streams catch up"
-                );
-                hub.catch_up_all();
             }
+        }
+    }
+}
+
+/// Subscribe every tracked channel again, retrying until each one succeeds (a failover
+/// takes a few seconds to promote a replica and for the slot map to follow). False on
+/// shutdown.
+async fn resubscribe(conn: &mut RedisConn, users: &HashSet<String>, shutdown: &Shutdown) -> bool {
+    let mut missing: Vec<&String> = users.iter().collect();
+    loop {
+        let mut failed = Vec::new();
+        for user in missing {
+            if let Err(e) = conn.ssubscribe(&UserKeys::new(user).channel()).await {
+                tracing::debug!(error = %e, user, "resubscribe failed; retrying");
+                failed.push(user);
+            }
+        }
+        let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
+        if failed.is_empty() && ping.is_ok() {
+            return true;
+        }
+        missing = failed;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.wait() => return false,
         }
     }
 }

@@ -90,6 +90,24 @@ fn unreachable_redis_exits_2_naming_the_address() {
 }
 
 #[test]
+fn unreachable_cluster_exits_2_naming_the_address() {
+    let port = free_port();
+    let url = format!("redis+cluster://127.0.0.1:{port}");
+    let out = run(
+        &[
+            "--jwt-secret",
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            &url,
+        ],
+        &[],
+    );
+    assert_startup_error(&out, &format!("127.0.0.1:{port}"));
+}
+
+#[test]
 fn address_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

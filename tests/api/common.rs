@@ -19,6 +19,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub enum Mode {
     Embedded,
     Redis,
+    Cluster,
 }
 
 pub fn free_port() -> u16 {
@@ -205,7 +206,11 @@ impl Herald {
         let mut child = Command::new(bin())
             .args(args)
             .envs(env.iter().copied())
-            .env("HERALD_LOG", "warn")
+            // HERALD_TEST_LOG=debug shows the nodes' logs when a test needs explaining
+            .env(
+                "HERALD_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -431,20 +436,241 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
 
 /// A backend (and redis-server when needed) plus one Herald node.
 pub struct Setup {
+    /// Declared first, so the node stops before its backend does.
+    pub node: Herald,
     /// Kept alive (and stopped on drop) with the node.
     pub _redis: Option<Redis>,
-    pub node: Herald,
+    pub _cluster: Option<Cluster>,
 }
 
 impl Setup {
     pub fn new(mode: Mode, extra: &[&str]) -> Setup {
         let redis = (mode == Mode::Redis).then(Redis::start);
-        let node = Herald::start(redis.as_ref().map(|r| r.url()).as_deref(), extra);
+        let cluster = (mode == Mode::Cluster).then(|| Cluster::start(3, 0));
+        let url = redis
+            .as_ref()
+            .map(|r| r.url())
+            .or_else(|| cluster.as_ref().map(|c| c.url()));
+        let node = Herald::start(url.as_deref(), extra);
         Setup {
             _redis: redis,
+            _cluster: cluster,
             node,
         }
     }
+}
+
+/// A throwaway Redis Cluster on loopback: `primaries` primaries with `replicas` each.
+pub struct Cluster {
+    nodes: Vec<(Child, u16)>,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    pub fn start(primaries: usize, replicas: usize) -> Cluster {
+        let dir = TempDir::new("cluster");
+        let count = primaries * (1 + replicas);
+        let ports = cluster_ports(count);
+        let nodes: Vec<(Child, u16)> = ports
+            .iter()
+            .map(|&port| {
+                let node_dir = dir.0.join(port.to_string());
+                std::fs::create_dir_all(&node_dir).unwrap();
+                let child = Command::new("redis-server")
+                    .args([
+                        "--port",
+                        &port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                    .args([
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                    ])
+                    .arg("--dir")
+                    .arg(&node_dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed (scripts/test installs it)");
+                (child, port)
+            })
+            .collect();
+        for &port in &ports {
+            wait_port(port);
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Cluster { nodes, _dir: dir };
+        cluster.wait_until(|c| c.all_ok() && c.replicas_linked() == primaries * replicas);
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(_, p)| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    pub fn cli(port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .map(|(_, p)| *p)
+            .filter(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            .collect()
+    }
+
+    fn all_ok(&self) -> bool {
+        self.live_ports()
+            .iter()
+            .all(|p| Self::cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
+    }
+
+    fn replicas_linked(&self) -> usize {
+        self.live_ports()
+            .iter()
+            .filter(|p| Self::cli(**p, &["info", "replication"]).contains("master_link_status:up"))
+            .count()
+    }
+
+    pub fn wait_until(&self, ready: impl Fn(&Cluster) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster did not settle"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until the primary serving `key` has its writes on its replica. (`WAIT` covers the
+    /// writes of its own connection, so one write to the same slot goes first, then `WAIT`.)
+    pub fn wait_for_replication(&self, key: &str) {
+        use std::io::Write;
+        let port = self.primary_of(key);
+        let mut cli = Command::new("redis-cli")
+            .arg("-p")
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let tag = key
+            .find('{')
+            .map_or(key, |i| &key[i..=key.find('}').unwrap_or(i)]);
+        writeln!(cli.stdin.take().unwrap(), "SET {tag}:probe 1\nWAIT 1 5000").unwrap();
+        let out = cli.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.lines().last().map(str::trim),
+            Some("1"),
+            "the replica did not acknowledge: {out}"
+        );
+    }
+
+    /// Kill the primary serving `key`; returns its port.
+    pub fn kill_primary_of(&mut self, key: &str) -> u16 {
+        let port = self.primary_of(key);
+        let (child, _) = self.nodes.iter_mut().find(|(_, p)| *p == port).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        port
+    }
+
+    fn primary_of(&self, key: &str) -> u16 {
+        let any = self.live_ports()[0];
+        let slot: u16 = Self::cli(any, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .unwrap();
+        let nodes = Self::cli(any, &["cluster", "nodes"]);
+        let port = nodes
+            .lines()
+            .find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let serves = f.get(8..).unwrap_or(&[]).iter().any(|range| {
+                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                    matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+                });
+                (f.get(2)?.contains("master") && serves).then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())?
+            })
+            .expect("a primary serves the slot");
+        port
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `count` ports whose cluster bus ports (+10000) are free too.
+fn cluster_ports(count: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20000 + (rand_u64() % 5000) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 30000, "no free ports for a cluster");
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10000) {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 impl std::ops::Deref for Setup {
@@ -601,7 +827,7 @@ impl Sse {
     }
 }
 
-/// Generate one test per mode for each named `async fn name(mode: Mode)`.
+/// Generate one test per mode (embedded, one Redis, a Redis Cluster) for each named `async fn name(mode: Mode)`.
 #[macro_export]
 macro_rules! both_modes {
     ($($name:ident),* $(,)?) => {
@@ -610,6 +836,9 @@ macro_rules! both_modes {
         }
         mod redis {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Mode::Redis).await } )*
+        }
+        mod cluster {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Mode::Cluster).await } )*
         }
     };
 }
