@@ -198,14 +198,7 @@ async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
         .await;
     assert_eq!(s1.next_event().await.event, "ready");
     assert_eq!(s2.next_event().await.event, "ready");
-    let r = h
-        .http
-        .delete(h.url("/session"))
-        .header("cookie", &one)
-        .header("origin", &h.base)
-        .send()
-        .await
-        .unwrap();
+    let r = h.logout(&one).await;
     assert_eq!(r.status(), 204);
     let cleared = r.headers()["set-cookie"].to_str().unwrap();
     assert!(

@@ -45,14 +45,7 @@ async fn nodes_on_a_cluster_behave_as_one() {
         .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
         .await;
     assert_eq!(by_cookie.next_event().await.event, "ready");
-    let r = b
-        .http
-        .delete(b.url("/session"))
-        .header("cookie", &cookie)
-        .header("origin", &b.base)
-        .send()
-        .await
-        .unwrap();
+    let r = b.logout(&cookie).await;
     assert_eq!(r.status(), 204);
     assert_eq!(
         by_cookie

@@ -74,21 +74,7 @@ impl Redis {
 
     /// Start redis-server; `None` if the port turns out to be someone else's.
     fn spawn(port: u16, dir: &TempDir) -> Option<Child> {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let mut child = redis_server(port, &dir.0)
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
         let deadline = std::time::Instant::now() + WAIT;
@@ -269,6 +255,27 @@ impl Herald {
     }
 
     // -- requests --
+
+    /// The body of `GET path`, as text.
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /session` with a session cookie (and this node's own Origin).
+    pub async fn logout(&self, cookie: &str) -> reqwest::Response {
+        let req = self
+            .http
+            .delete(self.url("/session"))
+            .header("cookie", cookie);
+        req.header("origin", &self.base).send().await.unwrap()
+    }
 
     /// `POST /session` with a user token; returns the `herald_session=…` cookie pair.
     pub async fn login(&self, user: &str) -> String {
@@ -476,28 +483,10 @@ impl Cluster {
             .map(|&port| {
                 let node_dir = dir.0.join(port.to_string());
                 std::fs::create_dir_all(&node_dir).unwrap();
-                let child = Command::new("redis-server")
-                    .args([
-                        "--port",
-                        &port.to_string(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ])
+                let child = redis_server(port, &node_dir)
                     .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                    .args([
-                        "--cluster-replica-validity-factor",
-                        "0",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                    ])
-                    .arg("--dir")
-                    .arg(&node_dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .args(["--cluster-replica-validity-factor", "0"])
+                    .args(["--cluster-config-file", "nodes.conf"])
                     .spawn()
                     .expect("redis-server must be installed (scripts/test installs it)");
                 (child, port)
@@ -638,6 +627,18 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
+}
+
+/// A throwaway `redis-server` on loopback `port`, keeping its files in `dir`, persisting nothing.
+fn redis_server(port: u16, dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 fn wait_port(port: u16) {

@@ -59,14 +59,7 @@ async fn logout_on_one_node_revokes_streams_on_the_other() {
         .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
         .await;
     assert_eq!(on_a.next_event().await.event, "ready");
-    let r = b
-        .http
-        .delete(b.url("/session"))
-        .header("cookie", &cookie)
-        .header("origin", &b.base)
-        .send()
-        .await
-        .unwrap();
+    let r = b.logout(&cookie).await;
     assert_eq!(r.status(), 204);
     let ev = on_a
         .try_next(Duration::from_secs(1))

@@ -19,15 +19,7 @@ async fn health_metrics_and_unknown_routes(mode: Mode) {
     );
     let _sse = h.events(&user_token("alice"), "").await;
     h.notify("alice", "x").await;
-    let text = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.text("/metrics").await;
     for name in [
         "herald_streams_open 1",
         "herald_events_delivered_total",
@@ -125,15 +117,7 @@ async fn client_assets_are_served_with_etags() {
             .unwrap();
         assert_eq!(again.status(), 304, "{path}");
     }
-    let client = h
-        .http
-        .get(h.url("/herald.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let client = h.text("/herald.js").await;
     assert!(client.contains("export class Herald") && client.contains("export default Herald"));
 }
 

@@ -321,15 +321,7 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
 }
 
 async fn metric(h: &Herald, name: &str) -> f64 {
-    let text = h
-        .http
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.text("/metrics").await;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
