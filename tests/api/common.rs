@@ -239,6 +239,12 @@ impl Herald {
         self.child.id()
     }
 
+    /// Kill the process at once (a crash: no shutdown of any kind).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Send SIGTERM and wait for the exit status (at most `WAIT`).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         unsafe_kill(self.child.id(), "TERM");

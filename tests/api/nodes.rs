@@ -171,3 +171,24 @@ async fn a_redis_that_lost_its_data_resets_open_streams() {
     assert_eq!(ev.json()["id"], id.as_str());
     assert!(ev.id.unwrap().parse::<u64>().unwrap() > head);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_nodes_presence_disappears_within_30_s() {
+    let (_redis, mut a, b) = two_nodes();
+    let _stream = a.events(&session_token("alice", "s1"), "").await;
+    let (_, presence) = b.get("/presence/alice", &service_token()).await;
+    assert_eq!(presence["online"], true);
+    a.kill();
+    let killed = std::time::Instant::now();
+    loop {
+        let (_, presence) = b.get("/presence/alice", &service_token()).await;
+        if presence["online"] == false {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "still online: {presence}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
