@@ -19,8 +19,10 @@ use crate::model::{now_ms, now_secs};
 use crate::state::AppState;
 use crate::store::{Head, PresenceEntry, Replay};
 
-/// Suggested reconnect delay sent in the `retry:` line, in milliseconds.
-pub const RETRY_MS: u64 = 2000;
+/// Range of the reconnect delay each stream suggests in its `retry:` line, in milliseconds.
+/// Each stream draws its own, so the clients of a node that shuts down (or of a network
+/// blip) come back spread over a second instead of all at once.
+pub const RETRY_MS: std::ops::Range<u64> = 1500..2500;
 
 /// Who the stream belongs to.
 pub struct Owner {
@@ -108,7 +110,8 @@ impl Stream {
             });
             // `retry:` shares the first block with `ready`, so even naive parsers see both first.
             let event = frame::event(id, "ready", &data.to_string());
-            Bytes::from([frame::retry(RETRY_MS).as_bytes(), &event].concat())
+            let retry = rand::random_range(RETRY_MS);
+            Bytes::from([frame::retry(retry).as_bytes(), &event].concat())
         };
         match resume.map(|r| r.trim().parse::<u64>()) {
             None => {
