@@ -1,6 +1,7 @@
-//! Stream benchmark: starts the real `herald` binary (embedded mode), opens idle SSE streams
-//! over raw TCP, and reports the server's memory per idle stream, then publish-to-delivery
-//! latency and server CPU per delivered event. Run: `cargo bench --bench streams [-- N]`.
+//! Stream benchmark: starts the real `herald` binary (embedded mode, or Redis with
+//! `--redis URL`), opens idle SSE streams over raw TCP (64 at a time), and reports the time to
+//! open them, the server's memory per idle stream, then publish-to-delivery latency and
+//! server CPU per delivered event. Run: `cargo bench --bench streams [-- N] [--redis URL]`.
 //! Numbers go to docs/benchmarks.md; nothing here asserts on them.
 
 use std::io::{BufRead, BufReader};
@@ -90,19 +91,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let streams: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5000);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            SECRET,
-            "--max-streams-per-user",
-            "1000000",
-        ])
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let streams: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(5000);
+    let redis = args
+        .iter()
+        .position(|a| a == "--redis")
+        .and_then(|i| args.get(i + 1));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
+    command.args(["--max-streams-per-user", "1000000"]);
+    if let Some(url) = redis {
+        command.args(["--redis-url", url]);
+    }
+    let mut child = command
         .env("HERALD_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -120,13 +121,23 @@ async fn main() {
 
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(streams);
-    for i in 0..streams {
-        sockets.push(open_stream(&addr, &format!("user{i}")).await);
+    for chunk in (0..streams).collect::<Vec<_>>().chunks(64) {
+        let opening: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let (addr, user) = (addr.clone(), format!("user{i}"));
+                tokio::spawn(async move { open_stream(&addr, &user).await })
+            })
+            .collect();
+        for task in opening {
+            sockets.push(task.await.unwrap());
+        }
     }
     let opened = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_after, _) = usage(pid);
-    println!("idle streams: {streams} opened in {opened:?}");
+    let mode = redis.map_or("embedded".to_owned(), |url| format!("Redis at {url}"));
+    println!("idle streams ({mode}): {streams} opened in {opened:?}, 64 at a time");
     println!(
         "server RSS: {rss_before} KiB before, {rss_after} KiB with the streams: {:.2} KiB per idle stream",
         (rss_after.saturating_sub(rss_before)) as f64 / streams as f64

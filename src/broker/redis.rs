@@ -1,6 +1,7 @@
 //! Redis broker: one RESP3 connection per node (to one server or to a cluster) carrying sharded
 //! pub/sub (`SSUBSCRIBE` of the users that have a stream here) and control announcements
-//! (`SPUBLISH`). Subscription changes go through one worker task, in order, so a quick
+//! (`SPUBLISH`). Subscription changes go through one worker task, in batches (subscribes
+//! pipelined, then unsubscribes of users still without a stream), so a quick
 //! unsubscribe/subscribe pair of the same user can never leave it unsubscribed. After a lost
 //! connection the worker subscribes again and every stream catches up from the store.
 
@@ -21,6 +22,8 @@ use crate::store::keys::{user_of_channel, UserKeys};
 
 /// Longest wait for a subscription to become active before the stream gets 503.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Subscription changes applied together (their subscribes in one pipelined round trip).
+const BATCH: usize = 256;
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
@@ -103,41 +106,91 @@ async fn work(
 ) {
     let mut subscribed: HashSet<String> = HashSet::new();
     loop {
-        let command = tokio::select! {
+        let first = tokio::select! {
             c = rx.recv() => match c { Some(c) => c, None => return },
             _ = shutdown.wait() => return,
         };
-        match command {
-            Command::Subscribe(user, reply) => {
-                let result = if subscribed.contains(&user) {
-                    Ok(())
-                } else {
-                    let r = conn.ssubscribe(&UserKeys::new(&user).channel()).await;
-                    if r.is_ok() {
-                        subscribed.insert(user);
-                    }
-                    r.map_err(Error::from)
-                };
-                let _ = reply.send(result);
+        // Take what else is waiting, so a burst of new streams costs one round trip.
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
             }
-            Command::Unsubscribe(user) => {
-                if hub.count(&user) == 0 && subscribed.remove(&user) {
-                    let channel = UserKeys::new(&user).channel();
-                    if let Err(e) = conn.sunsubscribe(&channel).await {
-                        tracing::debug!(error = %e, user, "sunsubscribe failed");
-                    }
-                }
+        }
+        let mut subscribes = Vec::new();
+        let mut unsubscribes = Vec::new();
+        let mut reconnected = false;
+        for command in batch {
+            match command {
+                Command::Subscribe(user, reply) => subscribes.push((user, reply)),
+                Command::Unsubscribe(user) => unsubscribes.push(user),
+                Command::Reconnected => reconnected = true,
             }
-            Command::Reconnected => {
-                if resubscribe(&mut conn, &subscribed, &shutdown).await {
-                    tracing::info!(
-                        users = subscribed.len(),
-                        "broker connection back; streams catch up"
-                    );
-                    hub.catch_up_all();
+        }
+        if reconnected {
+            if !resubscribe(&mut conn, &subscribed, &shutdown).await {
+                return;
+            }
+            tracing::info!(
+                users = subscribed.len(),
+                "broker connection back; streams catch up"
+            );
+            hub.catch_up_all();
+        }
+        subscribe_all(&conn, &mut subscribed, subscribes).await;
+        // After the subscribes: a user who left and came back within the batch is kept.
+        for user in unsubscribes {
+            if hub.count(&user) == 0 && subscribed.remove(&user) {
+                let channel = UserKeys::new(&user).channel();
+                if let Err(e) = conn.sunsubscribe(&channel).await {
+                    tracing::debug!(error = %e, user, "sunsubscribe failed");
                 }
             }
         }
+    }
+}
+
+/// Subscribe the users not subscribed yet, concurrently (pipelined on the connection), and
+/// answer every waiting stream.
+async fn subscribe_all(
+    conn: &RedisConn,
+    subscribed: &mut HashSet<String>,
+    requests: Vec<(String, oneshot::Sender<Result<()>>)>,
+) {
+    let mut new: Vec<String> = requests
+        .iter()
+        .map(|(user, _)| user)
+        .filter(|user| !subscribed.contains(*user))
+        .cloned()
+        .collect();
+    new.sort();
+    new.dedup();
+    let mut pending = Vec::with_capacity(new.len());
+    for user in new {
+        let mut conn = conn.clone();
+        pending.push(async move {
+            let result = conn.ssubscribe(&UserKeys::new(&user).channel()).await;
+            (user, result)
+        });
+    }
+    let mut failures = std::collections::HashMap::new();
+    for (user, result) in futures_util::future::join_all(pending).await {
+        match result {
+            Ok(()) => {
+                subscribed.insert(user);
+            }
+            Err(e) => {
+                failures.insert(user, e.to_string());
+            }
+        }
+    }
+    for (user, reply) in requests {
+        let result = match failures.get(&user) {
+            None => Ok(()),
+            Some(e) => Err(Error::Unavailable(format!("subscribe failed: {e}").into())),
+        };
+        let _ = reply.send(result);
     }
 }
 
