@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY static ./static
+COPY benches ./benches
 RUN cargo build --release --locked --bin herald
 
 FROM debian:bookworm-slim
