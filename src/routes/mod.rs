@@ -26,9 +26,13 @@ pub use self::publish::{publish, PublishRequest};
 pub async fn handle(state: AppState, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let client = req.extensions().get::<ConnInfo>().map(|conn| {
-        crate::forwarded::client(&state.config.trusted_proxies, conn.peer, req.headers()).addr
-    });
+    // The client's address is only worked out when the request log is on.
+    let client = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| req.extensions().get::<ConnInfo>())
+        .flatten()
+        .map(|conn| {
+            crate::forwarded::client(&state.config.trusted_proxies, conn.peer, req.headers()).addr
+        });
     let result = match strip_base(&state.config.base_path, &path) {
         Some(rest) => route(state, req, rest).await,
         None => Err(Error::NotFound("no such endpoint")),
