@@ -426,6 +426,16 @@ pub fn cookie_of(r: &reqwest::Response) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
+/// Send a request (it must get an answer).
+pub async fn send_raw(req: reqwest::RequestBuilder) -> reqwest::Response {
+    req.send().await.unwrap()
+}
+
+/// Send a request; its status and JSON body.
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    status_json(send_raw(req).await).await
+}
+
 pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();

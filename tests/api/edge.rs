@@ -34,6 +34,21 @@ async fn auth_answers_for_nginx() {
         r.headers()["x-herald-session"].to_str().unwrap(),
         &cookie["herald_session=".len()..]
     );
+    // any valid user id goes out, as its UTF-8 bytes
+    let r = send_raw(h.http.get(h.url("/auth")).bearer_auth(user_token("zoë ü"))).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["x-herald-user"].as_bytes(), "zoë ü".as_bytes());
+    // for a cookie write (the proxy names the original method) the Origin rule applies
+    let sub = |method: &str, origin: &str| {
+        let req = h.http.get(h.url("/auth")).header("cookie", &cookie);
+        send_raw(
+            req.header("x-original-method", method)
+                .header("origin", origin),
+        )
+    };
+    assert_eq!(sub("POST", "http://evil.example").await.status(), 403);
+    assert_eq!(sub("POST", &h.base).await.status(), 204);
+    assert_eq!(sub("GET", "http://evil.example").await.status(), 204);
     for req in [
         h.http.get(h.url("/auth")),
         h.http
