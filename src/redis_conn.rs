@@ -185,7 +185,9 @@ async fn connect_single(
         .set_number_of_retries(usize::MAX)
         .set_max_delay(Duration::from_secs(2));
     if let Some(push) = push {
-        config = config.set_push_sender(push).set_automatic_resubscription();
+        // No automatic resubscription: the broker subscribes again itself after a lost
+        // connection, the same way for one server and for a cluster.
+        config = config.set_push_sender(push);
     }
     let conn = tokio::time::timeout(
         Duration::from_secs(5),

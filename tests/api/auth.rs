@@ -86,14 +86,12 @@ async fn session_cookie_lifecycle(mode: Mode) {
     }
     let cookie = set.split(';').next().unwrap().to_owned();
     h.notify("alice", "hello").await;
-    let r = h
-        .http
-        .get(h.url("/notifications"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(r).await;
+    let (status, body) = send(
+        h.http
+            .get(h.url("/notifications"))
+            .header("cookie", &cookie),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body["unread_count"], 1);
     let mut sse = h
@@ -313,34 +311,19 @@ async fn issuer_audience_and_leeway() {
             .extend(extra.as_object().unwrap().clone());
         sign(c)
     };
-    assert_eq!(h.get("/notifications", &base(json!({}))).await.0, 401);
-    assert_eq!(
-        h.get(
-            "/notifications",
-            &base(json!({"iss": "https://idp.example"}))
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        h.get(
-            "/notifications",
-            &base(json!({"iss": "https://other", "aud": "herald"}))
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        h.get(
-            "/notifications",
-            &base(json!({"iss": "https://idp.example", "aud": "herald"}))
-        )
-        .await
-        .0,
-        200
-    );
+    let cases = [
+        (json!({}), 401),
+        (json!({"iss": "https://idp.example"}), 401),
+        (json!({"iss": "https://other", "aud": "herald"}), 401),
+        (json!({"iss": "https://idp.example", "aud": "herald"}), 200),
+    ];
+    for (claims, want) in cases {
+        assert_eq!(
+            h.get("/notifications", &base(claims.clone())).await.0,
+            want,
+            "{claims}"
+        );
+    }
     let late = sign(
         json!({"sub": "alice", "iss": "https://idp.example", "aud": "herald", "exp": now() - 30}),
     );

@@ -73,38 +73,23 @@ fn missing_key_or_unreadable_key_file_exits_2() {
 }
 
 #[test]
-fn unreachable_redis_exits_2_naming_the_address() {
+fn unreachable_redis_or_cluster_exits_2_naming_the_address() {
     let port = free_port();
-    let out = run(
-        &[
-            "--jwt-secret",
-            "x",
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            &format!("redis://127.0.0.1:{port}"),
-        ],
-        &[],
-    );
-    assert_startup_error(&out, &format!("127.0.0.1:{port}"));
-}
-
-#[test]
-fn unreachable_cluster_exits_2_naming_the_address() {
-    let port = free_port();
-    let url = format!("redis+cluster://127.0.0.1:{port}");
-    let out = run(
-        &[
-            "--jwt-secret",
-            "x",
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            &url,
-        ],
-        &[],
-    );
-    assert_startup_error(&out, &format!("127.0.0.1:{port}"));
+    for scheme in ["redis", "redis+cluster"] {
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let out = run(
+            &[
+                "--jwt-secret",
+                "x",
+                "--listen",
+                "127.0.0.1:0",
+                "--redis-url",
+                &url,
+            ],
+            &[],
+        );
+        assert_startup_error(&out, &format!("127.0.0.1:{port}"));
+    }
 }
 
 #[test]

@@ -55,7 +55,7 @@ async fn auth_answers_for_nginx() {
             .get(h.url("/auth"))
             .bearer_auth(sign(json!({"sub": "a", "exp": now() - 5}))),
     ] {
-        let (status, body) = status_json(req.send().await.unwrap()).await;
+        let (status, body) = send(req).await;
         assert_error(status, &body, 401, "unauthorized");
     }
 }
@@ -132,28 +132,23 @@ async fn upstream_connections_are_reused() {
 async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
     let backend = Backend::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);
-    let (status, body) = status_json(h.http.get(h.url("/api/echo")).send().await.unwrap()).await;
+    let (status, body) = send(h.http.get(h.url("/api/echo"))).await;
     assert_error(status, &body, 401, "unauthorized");
-    let (status, body) = status_json(
+    let (status, body) = send(
         h.http
             .get(h.url("/api/echo"))
-            .bearer_auth("forged.token.here")
-            .send()
-            .await
-            .unwrap(),
+            .bearer_auth("forged.token.here"),
     )
     .await;
     assert_error(status, &body, 401, "unauthorized");
     let cookie = h.login("alice").await;
-    let r = h
-        .http
-        .delete(h.url("/api/echo"))
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(r).await;
+    let (status, body) = send(
+        h.http
+            .delete(h.url("/api/echo"))
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example"),
+    )
+    .await;
     assert_error(status, &body, 403, "forbidden");
     assert_eq!(backend.hits(), 0);
     // without --upstream there is no /api/
@@ -259,65 +254,33 @@ async fn base_path_mounts_every_route_under_a_prefix() {
 #[tokio::test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     let backend = Backend::start().await;
-    let forwarded = |h: &Herald| {
-        h.http
+    // (extra flags, Secure cookie in --dev, X-Forwarded-For / -Proto the backend sees)
+    let cases = [
+        (vec![], false, "127.0.0.1", "http"),
+        (
+            vec!["--trusted-proxy", "127.0.0.0/8"],
+            true,
+            "198.51.100.7, 127.0.0.1",
+            "https",
+        ),
+    ];
+    for (extra, secure, chain, proto) in cases {
+        let flags = [vec!["--dev", "--upstream", backend.url.as_str()], extra].concat();
+        let h = Herald::start(None, &flags);
+        let spoof = |req: reqwest::RequestBuilder| {
+            req.header("x-forwarded-proto", "https")
+                .header("x-forwarded-for", "198.51.100.7")
+        };
+        let login = h
+            .http
             .post(h.url("/dev/login"))
-            .header("origin", h.base.clone())
-            .header("x-forwarded-proto", "https")
-            .header("x-forwarded-for", "198.51.100.7")
-            .json(&json!({"user": "alice"}))
-            .send()
-    };
-    // untrusted peer: the headers are ignored (dev mode: no Secure over plain http)
-    let h = Herald::start(None, &["--dev", "--upstream", &backend.url]);
-    let r = forwarded(&h).await.unwrap();
-    assert!(!r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("Secure"));
-    let echo: Value = h
-        .http
-        .get(h.url("/api/echo"))
-        .bearer_auth(user_token("a"))
-        .header("x-forwarded-for", "198.51.100.7")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
-    // trusted peer: the client is the forwarded address, and https is believed
-    let h = Herald::start(
-        None,
-        &[
-            "--dev",
-            "--upstream",
-            &backend.url,
-            "--trusted-proxy",
-            "127.0.0.0/8",
-        ],
-    );
-    let r = forwarded(&h).await.unwrap();
-    assert!(r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("Secure"));
-    let echo: Value = h
-        .http
-        .get(h.url("/api/echo"))
-        .bearer_auth(user_token("a"))
-        .header("x-forwarded-for", "198.51.100.7")
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        echo["headers"]["x-forwarded-for"],
-        "198.51.100.7, 127.0.0.1"
-    );
-    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+            .header("origin", h.base.clone());
+        let r = send_raw(spoof(login).json(&json!({"user": "alice"}))).await;
+        let set = r.headers()["set-cookie"].to_str().unwrap();
+        assert_eq!(set.contains("Secure"), secure, "{flags:?}: {set}");
+        let api = h.http.get(h.url("/api/echo")).bearer_auth(user_token("a"));
+        let echo: Value = send_raw(spoof(api)).await.json().await.unwrap();
+        assert_eq!(echo["headers"]["x-forwarded-for"], chain, "{flags:?}");
+        assert_eq!(echo["headers"]["x-forwarded-proto"], proto, "{flags:?}");
+    }
 }

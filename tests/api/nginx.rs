@@ -99,13 +99,11 @@ async fn nginx_auth_request_and_unbuffered_events() {
     let http = client();
 
     // auth_request: nobody without credentials reaches the backend
-    let r = http
-        .get(format!("{edge}/api/echo"))
-        .header("x-herald-user", "mallory")
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(r).await;
+    let (status, body) = send(
+        http.get(format!("{edge}/api/echo"))
+            .header("x-herald-user", "mallory"),
+    )
+    .await;
     assert_error(status, &body, 401, "unauthorized");
     assert_eq!(backend.hits(), 0);
 

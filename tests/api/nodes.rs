@@ -132,6 +132,14 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
     };
     let ev = sse.expect("notification").await;
     assert_eq!(ev.json()["id"], id.as_str());
+    // live delivery, not only the catch-up, works again
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = a.notify("alice", "later").await;
+    let ev = sse
+        .try_next(Duration::from_secs(5))
+        .await
+        .expect("live delivery after the restart");
+    assert_eq!(ev.json()["id"], later.as_str());
 }
 
 /// Publish until Redis accepts again; returns the notification id.

@@ -29,8 +29,7 @@ async fn health_metrics_and_unknown_routes(mode: Mode) {
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }
-    let r = h.http.get(h.url("/nope")).send().await.unwrap();
-    let (status, body) = status_json(r).await;
+    let (status, body) = send(h.http.get(h.url("/nope"))).await;
     assert_error(status, &body, 404, "not_found");
     let r = h
         .http
@@ -152,13 +151,10 @@ async fn dev_routes_exist_only_in_dev_mode() {
     let r = login(&dev.base).await.unwrap();
     assert_eq!(r.status(), 204);
     let cookie = cookie_of(&r);
-    let (status, body) = status_json(
+    let (status, body) = send(
         dev.http
             .get(dev.url("/notifications"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap(),
+            .header("cookie", &cookie),
     )
     .await;
     assert_eq!(

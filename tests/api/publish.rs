@@ -132,15 +132,13 @@ async fn invalid_publishes_store_nothing(mode: Mode) {
         let (status, err) = h.publish(body.clone()).await;
         assert_error(status, &err, want, code);
     }
-    let r = h
-        .http
-        .post(h.url("/publish"))
-        .bearer_auth(service_token())
-        .body("{\"users\":[")
-        .send()
-        .await
-        .unwrap();
-    let (status, err) = status_json(r).await;
+    let (status, err) = send(
+        h.http
+            .post(h.url("/publish"))
+            .bearer_auth(service_token())
+            .body("{\"users\":["),
+    )
+    .await;
     assert_error(status, &err, 400, "invalid_request");
     let r = h
         .http
@@ -163,35 +161,24 @@ async fn invalid_publishes_store_nothing(mode: Mode) {
 async fn publish_needs_a_service_token(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let body = json!({"users": ["alice"], "notification": {"title": "x"}});
-    let r = h
-        .http
-        .post(h.url("/publish"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let (status, err) = status_json(r).await;
+    let (status, err) = send(h.http.post(h.url("/publish")).json(&body)).await;
     assert_error(status, &err, 401, "unauthorized");
-    let r = h
-        .http
-        .post(h.url("/publish"))
-        .bearer_auth(user_token("alice"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let (status, err) = status_json(r).await;
+    let (status, err) = send(
+        h.http
+            .post(h.url("/publish"))
+            .bearer_auth(user_token("alice"))
+            .json(&body),
+    )
+    .await;
     assert_error(status, &err, 403, "forbidden");
     let expired = sign(json!({"scope": "publish", "exp": now() - 60}));
-    let r = h
-        .http
-        .post(h.url("/publish"))
-        .bearer_auth(expired)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let (status, err) = status_json(r).await;
+    let (status, err) = send(
+        h.http
+            .post(h.url("/publish"))
+            .bearer_auth(expired)
+            .json(&body),
+    )
+    .await;
     assert_error(status, &err, 401, "unauthorized");
     for path in ["/groups/g/members", "/presence/alice"] {
         let (status, err) = h.get(path, &user_token("alice")).await;

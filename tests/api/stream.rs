@@ -208,14 +208,12 @@ async fn too_many_streams_is_429(mode: Mode) {
     let h = Setup::new(mode, &["--max-streams-per-user", "2"]);
     let _a = h.events(&session_token("alice", "a"), "").await;
     let _b = h.events(&session_token("alice", "b"), "").await;
-    let r = h
-        .http
-        .get(h.url("/events"))
-        .bearer_auth(session_token("alice", "c"))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(r).await;
+    let (status, body) = send(
+        h.http
+            .get(h.url("/events"))
+            .bearer_auth(session_token("alice", "c")),
+    )
+    .await;
     assert_error(status, &body, 429, "too_many_streams");
     // another user is not affected
     let _bob = h.events(&user_token("bob"), "").await;

@@ -204,15 +204,13 @@ async fn bad_tray_requests_are_400(mode: Mode) {
         let (status, err) = h.patch(&path, &token, body.clone()).await;
         assert_error(status, &err, 400, "invalid_request");
     }
-    let r = h
-        .http
-        .patch(h.url(&path))
-        .bearer_auth(&token)
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    let (status, err) = status_json(r).await;
+    let (status, err) = send(
+        h.http
+            .patch(h.url(&path))
+            .bearer_auth(&token)
+            .body("{not json"),
+    )
+    .await;
     assert_error(status, &err, 400, "invalid_request");
     for body in [
         json!({"read": true}),
@@ -225,15 +223,13 @@ async fn bad_tray_requests_are_400(mode: Mode) {
         assert_error(status, &err, 400, "invalid_request");
     }
     let big = "x".repeat(2 * 1024 * 1024);
-    let r = h
-        .http
-        .patch(h.url("/notifications"))
-        .bearer_auth(&token)
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    let (status, err) = status_json(r).await;
+    let (status, err) = send(
+        h.http
+            .patch(h.url("/notifications"))
+            .bearer_auth(&token)
+            .body(big),
+    )
+    .await;
     assert_error(status, &err, 413, "too_large");
     // nothing changed
     assert_eq!(h.list(&token, "").await["unread_count"], 1);
