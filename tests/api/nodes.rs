@@ -200,3 +200,13 @@ async fn a_crashed_nodes_presence_disappears_within_30_s() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_by_sigterm_leaves_no_presence_behind() {
+    let (_redis, mut a, b) = two_nodes();
+    let _stream = a.events(&session_token("alice", "s1"), "").await;
+    assert!(a.terminate().is_some_and(|s| s.success()));
+    // gone at once, not after the 20 s alive-key expiry a crash needs
+    let (_, presence) = b.get("/presence/alice", &service_token()).await;
+    assert_eq!(presence, json!({"online": false, "sessions": []}));
+}
