@@ -42,7 +42,12 @@ pub async fn run(state: AppState) {
         match state.store.purge_before(&cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "retention: old notifications deleted"),
-            Err(e) => tracing::warn!(error = %e, "retention run failed; retrying next period"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                retry_in = ?period,
+                "retention run failed: Redis could not be reached; it resumes by itself once \
+                 Redis answers (check /readyz and the Redis address if this repeats)"
+            ),
         }
     }
 }

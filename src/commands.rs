@@ -4,7 +4,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::auth::jwt::{Claims, Keys};
+use crate::auth::jwt::{Claims, Keys, NumericDate};
 use crate::cli::{KeyArgs, PublishArgs, TokenArgs};
 use crate::config::{backend, Backend, StartupError};
 use crate::model::{now_secs, NotificationInput};
@@ -23,7 +23,8 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
     }
     let claims = Claims {
         sub: args.sub.clone(),
-        exp: now_secs() + args.ttl.as_secs().max(1),
+        exp: NumericDate(now_secs().saturating_add(args.ttl.as_secs().max(1))),
+        nbf: None,
         scope: args.scope.clone(),
         sid: args.sid.clone(),
         iss: None,
@@ -74,7 +75,8 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
 async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), StartupError> {
     let service = keys(&args.keys)?.sign(Claims {
         sub: None,
-        exp: now_secs() + 300,
+        exp: NumericDate(now_secs() + 300),
+        nbf: None,
         scope: Some("publish".into()),
         sid: None,
         iss: None,

@@ -169,12 +169,16 @@ pub fn status_data(ids: &[String], unread_count: u64) -> String {
     serde_json::json!({"ids": ids, "unread_count": unread_count}).to_string()
 }
 
-/// A user id, group name or client-chosen id: 1–128 characters, no control characters.
+/// A user id, group name or client-chosen id: 1–128 characters, no control characters, no
+/// leading or trailing whitespace. Such an id travels unchanged in an HTTP header (parsers trim
+/// the edges of header values, so `"alice "` would reach a backend as `alice`).
 pub fn validate_id(what: &str, s: &str) -> Result<()> {
     let n = s.chars().count();
-    if n == 0 || n > MAX_ID_CHARS || s.chars().any(char::is_control) {
+    let edge_space = s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace);
+    if n == 0 || n > MAX_ID_CHARS || s.chars().any(char::is_control) || edge_space {
         return Err(Error::invalid(format!(
-            "{what} must be 1 to {MAX_ID_CHARS} characters without control characters"
+            "{what} must be 1 to {MAX_ID_CHARS} characters without control characters or \
+             leading/trailing whitespace"
         )));
     }
     Ok(())
@@ -234,6 +238,15 @@ mod tests {
         assert!(!is_valid_id(""));
         assert!(!is_valid_id("a\nb"));
         assert!(!is_valid_id(&"a".repeat(129)));
+    }
+
+    /// Ids that would change in a header (edge whitespace, whitespace only) are refused.
+    #[test]
+    fn edge_whitespace_refused() {
+        assert!(is_valid_id("alice smith"));
+        for bad in ["alice ", " alice", "   ", "\u{a0}alice", "alice\u{3000}"] {
+            assert!(!is_valid_id(bad), "{bad:?}");
+        }
     }
 
     /// Ids created later sort after ids created earlier.

@@ -2,7 +2,6 @@
 //! `serve`, tests and benches enter through: a bound listener, the state, a shutdown value.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -27,8 +26,6 @@ use crate::state::AppState;
 /// What a handler may know about the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// Unique per connection on this node; the session of a Bearer token without `sid`.
-    pub id: String,
     pub peer: SocketAddr,
 }
 
@@ -62,7 +59,6 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
 pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
     let graceful = GracefulShutdown::new();
     let cors = cors_layer(&state);
-    let counter = AtomicU64::new(0);
     let connect_limit = Arc::new(ConnectLimit::new(state.config.max_connect_rate));
     loop {
         let (socket, peer) = tokio::select! {
@@ -77,12 +73,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
             },
             _ = shutdown.wait() => break,
         };
-        let id = format!(
-            "conn-{}-{}",
-            state.config.node,
-            counter.fetch_add(1, Ordering::Relaxed)
-        );
-        let info = ConnInfo { id, peer };
+        let info = ConnInfo { peer };
         spawn_connection(&state, &cors, &connect_limit, &graceful, socket, info);
     }
     drop(listener);

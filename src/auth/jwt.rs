@@ -1,6 +1,7 @@
 //! JWT keys and claims. One algorithm is accepted per configuration (HS256 with a secret, RS256
 //! or ES256 with a PEM public key), so `alg: none` and algorithm confusion are refused by
-//! construction. `exp` is always required; `iss`/`aud` only when configured.
+//! construction. `exp` is always required; `iss`/`aud` only when configured. Claims take their
+//! RFC 7519 forms: `aud` a string or an array, NumericDates (`exp`, `nbf`) integer or not.
 
 use std::time::Duration;
 
@@ -11,13 +12,56 @@ use crate::cli::KeyArgs;
 use crate::config::StartupError;
 use crate::error::{Error, Result};
 
+/// Latest instant Herald represents, in Unix seconds (9999-12-31T23:59:59Z): a NumericDate
+/// beyond it (`u64::MAX`, `1e300`) means "never" and is clamped here, so no later arithmetic
+/// on it can overflow.
+pub const MAX_UNIX_SECS: u64 = 253_402_300_799;
+
+/// A JWT NumericDate (RFC 7519 §2): seconds since the epoch, integer or not. Read as a number
+/// of whole seconds, clamped to `0..=MAX_UNIX_SECS`; written as an integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NumericDate(pub u64);
+
+impl Serialize for NumericDate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Number::deserialize(d)?;
+        let secs = match (value.as_u64(), value.as_f64()) {
+            (Some(int), _) => int,
+            (None, Some(f)) if f.is_finite() && f >= 0.0 => {
+                f.floor().min(MAX_UNIX_SECS as f64) as u64
+            }
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "a NumericDate is a non-negative number",
+                ))
+            }
+        };
+        Ok(NumericDate(secs.min(MAX_UNIX_SECS)))
+    }
+}
+
+/// `aud`: one audience or several (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// Claims Herald reads; other claims are ignored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
-    /// Unix seconds.
-    pub exp: u64,
+    pub exp: NumericDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<NumericDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -25,14 +69,20 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
 }
 
 impl Claims {
+    /// Whether the space-delimited `scope` (RFC 6749 §3.3: ASCII spaces only) names `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scope
             .as_deref()
-            .is_some_and(|s| s.split_whitespace().any(|x| x == scope))
+            .is_some_and(|s| s.split(' ').any(|x| x == scope))
+    }
+
+    /// When the credentials end, in Unix seconds (at most [`MAX_UNIX_SECS`]).
+    pub fn expires(&self) -> u64 {
+        self.exp.0
     }
 }
 
@@ -94,8 +144,10 @@ impl Keys {
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
         validation.leeway = args.jwt_leeway.as_secs();
-        validation.validate_nbf = true;
-        let mut required = vec!["exp"];
+        // `exp`/`nbf` are checked in `verify`: the library reads them as integers only.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let mut required = Vec::new();
         required.extend(args.jwt_issuer.as_ref().map(|_| "iss"));
         required.extend(args.jwt_audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
@@ -118,14 +170,28 @@ impl Keys {
         }))
     }
 
-    /// Verify a token's signature and claims.
+    /// Verify a token's signature and claims: the library checks the signature, `iss` and
+    /// `aud`; `exp` (required) and `nbf` are checked here, within the leeway.
     pub fn verify(&self, token: &str) -> Result<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| {
-                tracing::debug!(error = %e, "token rejected");
-                Error::Unauthorized("invalid or expired token")
-            })
+        let rejected = |reason: &dyn std::fmt::Display| {
+            tracing::debug!(%reason, "token rejected");
+            Error::Unauthorized("invalid or expired token")
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| rejected(&e))?
+            .claims;
+        let now = crate::model::now_secs();
+        let leeway = self.leeway.as_secs();
+        if claims.exp.0.saturating_add(leeway) <= now {
+            return Err(rejected(&"expired"));
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf.0 > now.saturating_add(leeway))
+        {
+            return Err(rejected(&"not valid yet (nbf)"));
+        }
+        Ok(claims)
     }
 
     /// Sign claims (HS256 only); fills `iss`/`aud` from the configuration when unset.
@@ -134,8 +200,103 @@ impl Keys {
             StartupError("signing needs --jwt-secret (a public key cannot sign)".into())
         })?;
         claims.iss = claims.iss.or_else(|| self.issuer.clone());
-        claims.aud = claims.aud.or_else(|| self.audience.clone());
+        claims.aud = claims
+            .aud
+            .or_else(|| self.audience.clone().map(Audience::One));
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key)
             .map_err(|e| StartupError(format!("cannot sign token: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(audience: Option<&str>) -> Keys {
+        Keys::from_args(&KeyArgs {
+            jwt_secret: Some("s".into()),
+            jwt_audience: audience.map(Into::into),
+            ..KeyArgs::default()
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    fn mint(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(b"s");
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    const FAR: u64 = 4_102_444_800;
+
+    /// `aud` may be an array; with a configured audience, it must contain it.
+    #[test]
+    fn audience_arrays() {
+        let any = keys(None);
+        assert!(any
+            .verify(&mint(
+                serde_json::json!({"sub":"a","exp":FAR,"aud":["x","y"]})
+            ))
+            .is_ok());
+        let app = keys(Some("app"));
+        assert!(app
+            .verify(&mint(
+                serde_json::json!({"sub":"a","exp":FAR,"aud":["app","y"]})
+            ))
+            .is_ok());
+        assert!(app
+            .verify(&mint(serde_json::json!({"sub":"a","exp":FAR,"aud":"app"})))
+            .is_ok());
+        assert!(app
+            .verify(&mint(serde_json::json!({"sub":"a","exp":FAR,"aud":["x"]})))
+            .is_err());
+        assert!(app
+            .verify(&mint(serde_json::json!({"sub":"a","exp":FAR})))
+            .is_err());
+    }
+
+    /// NumericDates may carry a fraction; absurd ones are clamped, never overflow.
+    #[test]
+    fn numeric_dates() {
+        let k = keys(None);
+        let c = k
+            .verify(&mint(serde_json::json!({"sub":"a","exp":4102444800.5})))
+            .unwrap();
+        assert_eq!(c.expires(), FAR);
+        let c = k
+            .verify(&mint(serde_json::json!({"sub":"a","exp":u64::MAX})))
+            .unwrap();
+        assert_eq!(c.expires(), MAX_UNIX_SECS);
+        let c = k
+            .verify(&mint(serde_json::json!({"sub":"a","exp":1e300})))
+            .unwrap();
+        assert_eq!(c.expires(), MAX_UNIX_SECS);
+        for bad in [
+            serde_json::json!({"sub":"a","exp":"4102444800"}),
+            serde_json::json!({"sub":"a","exp":-1}),
+            serde_json::json!({"sub":"a","exp":1000.5}),
+            serde_json::json!({"sub":"a"}),
+            serde_json::json!({"sub":"a","exp":FAR,"nbf":FAR}),
+            serde_json::json!({"sub":"a","exp":FAR,"nbf":"0"}),
+        ] {
+            assert!(k.verify(&mint(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
+    /// Scopes are separated by ASCII spaces only.
+    #[test]
+    fn scope_split_on_spaces() {
+        let with = |scope: &str| Claims {
+            sub: None,
+            exp: NumericDate(FAR),
+            nbf: None,
+            scope: Some(scope.into()),
+            sid: None,
+            iss: None,
+            aud: None,
+        };
+        assert!(with("read publish").has_scope("publish"));
+        assert!(!with("read\tpublish").has_scope("publish"));
+        assert!(!with("read\u{a0}publish").has_scope("publish"));
     }
 }

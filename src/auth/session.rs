@@ -1,18 +1,29 @@
 //! The caller of a request: a user (session cookie or Bearer user token) or a service (Bearer
-//! token with the `publish` scope), and the `herald_session` cookie itself.
+//! token with the `publish` scope), and browser sessions themselves. A session has a public id
+//! (in `ready`, presence, `X-Herald-Session`, logs, Redis keys, channel messages) and a secret;
+//! the cookie carries both as `<id>.<secret>` and is the only place the secret ever appears:
+//! the store keeps its SHA-256, so neither the public id nor a store dump yields a credential.
 
 use cookie::{Cookie, SameSite};
 use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
 use http::HeaderValue;
+use sha2::{Digest, Sha256};
 
 use super::jwt::Claims;
 use crate::error::{Error, Result};
-use crate::model::{is_valid_id, now_secs};
+use crate::model::{is_valid_id, now_secs, random_token};
 use crate::server::ConnInfo;
 use crate::state::AppState;
+use crate::store::SessionRecord;
 
 pub const COOKIE_NAME: &str = "herald_session";
+/// Longest session, in seconds (400 days, the cap browsers put on a cookie's `Max-Age`): a
+/// token whose `exp` lies further ahead gets a session that ends here.
+pub const MAX_SESSION_SECS: u64 = 400 * 24 * 3600;
+/// Random bytes of a session's public id and of its secret.
+const ID_BYTES: usize = 12;
+const SECRET_BYTES: usize = 32;
 
 /// How the caller proved who they are; cookie callers must pass the Origin check on writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +36,9 @@ pub enum Via {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub user: String,
-    /// The browser session, the token's `sid`, or the connection for a Bearer token without one.
-    pub session: String,
+    /// The public id of the browser session, or the token's `sid`; `None` for a Bearer token
+    /// without `sid` (each such request or stream stands alone).
+    pub session: Option<String>,
     /// Unix seconds at which the credentials end.
     pub exp: u64,
     pub via: Via,
@@ -52,6 +64,30 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
+/// The SHA-256 of a session secret, hex: what the store keeps instead of the secret.
+pub fn secret_hash(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `<id>.<secret>` → (id, secret), when both have the shape Herald issues (lower-case hex of
+/// the right length). Anything else, including the cookie format before public ids, is not a
+/// session: the browser signs in again.
+fn split_cookie(value: &str) -> Option<(&str, &str)> {
+    let (id, secret) = value.split_once('.')?;
+    let hex = |s: &str, bytes: usize| {
+        s.len() == bytes * 2 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    (hex(id, ID_BYTES) && hex(secret, SECRET_BYTES)).then_some((id, secret))
+}
+
+/// Equal byte strings, compared in time independent of where they differ.
+fn same_digest(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// Verify a Bearer token as a user token: `sub` must be a valid user id.
 pub fn user_claims(state: &AppState, token: &str) -> Result<(String, Claims)> {
     let claims = state.config.keys.verify(token)?;
@@ -65,35 +101,63 @@ pub fn user_claims(state: &AppState, token: &str) -> Result<(String, Claims)> {
 pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
     if let Some(token) = bearer(parts) {
         let (user, claims) = user_claims(state, token)?;
-        let session = match claims.sid {
-            Some(sid) if is_valid_id(&sid) => sid,
+        let session = match claims.sid.clone() {
+            Some(sid) if is_valid_id(&sid) => Some(sid),
             Some(_) => return Err(Error::Unauthorized("token has an invalid sid claim")),
-            None => parts
-                .extensions
-                .get::<ConnInfo>()
-                .map_or_else(|| "conn".to_owned(), |c| c.id.clone()),
+            None => None,
         };
         return Ok(Caller {
             user,
             session,
-            exp: claims.exp,
+            exp: claims.expires(),
             via: Via::Bearer,
         });
     }
-    let Some(id) = session_cookie(parts) else {
+    let Some(value) = session_cookie(parts) else {
         return Err(Error::Unauthorized(
             "missing credentials: send a session cookie or a Bearer token",
         ));
     };
-    match state.store.session(&id).await? {
-        Some(record) if record.exp > now_secs() => Ok(Caller {
-            user: record.user,
-            session: id,
-            exp: record.exp,
-            via: Via::Cookie,
-        }),
-        _ => Err(Error::Unauthorized("session expired or ended")),
+    let ended = || Error::Unauthorized("session expired or ended");
+    let (id, secret) = split_cookie(&value).ok_or_else(ended)?;
+    match state.store.session(id).await? {
+        Some(record)
+            if record.exp > now_secs()
+                && same_digest(&record.secret_hash, &secret_hash(secret)) =>
+        {
+            Ok(Caller {
+                user: record.user,
+                session: Some(id.to_owned()),
+                exp: record.exp,
+                via: Via::Cookie,
+            })
+        }
+        _ => Err(ended()),
     }
+}
+
+/// Start a browser session for `user` ending at `exp` (at most [`MAX_SESSION_SECS`] ahead).
+/// Beyond the per-user cap the oldest sessions end, with their streams on every node.
+/// Returns the cookie value and the session's end.
+pub async fn start(state: &AppState, user: &str, exp: u64) -> Result<(String, u64)> {
+    let exp = exp.min(now_secs().saturating_add(MAX_SESSION_SECS));
+    let (id, secret) = (random_token(ID_BYTES), random_token(SECRET_BYTES));
+    let record = SessionRecord {
+        user: user.to_owned(),
+        exp,
+        secret_hash: secret_hash(&secret),
+    };
+    let evicted = state.store.put_session(&id, &record).await?;
+    tracing::info!(user, session = id, "session created");
+    for old in evicted {
+        tracing::info!(
+            user,
+            session = old,
+            "oldest session ended: too many sessions"
+        );
+        state.revoke_session(user, &old).await?;
+    }
+    Ok((format!("{id}.{secret}"), exp))
 }
 
 /// A service allowed to publish (Bearer token whose scope includes `publish`), or 401/403.
@@ -117,25 +181,51 @@ pub fn cookie_secure(state: &AppState, parts: &Parts) -> bool {
     })
 }
 
-/// `Set-Cookie` for a new session ending at `exp` (Unix seconds).
-pub fn set_cookie(id: &str, exp: u64, secure: bool) -> HeaderValue {
-    let max_age = exp.saturating_sub(now_secs()) as i64;
-    let cookie = Cookie::build((COOKIE_NAME, id.to_owned()))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .secure(secure)
-        .max_age(cookie::time::Duration::seconds(max_age));
-    HeaderValue::from_str(&cookie.to_string()).expect("cookie is valid header text")
+/// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds).
+pub fn set_cookie(value: &str, exp: u64, secure: bool) -> HeaderValue {
+    let max_age = exp.saturating_sub(now_secs()).min(MAX_SESSION_SECS) as i64;
+    cookie_header(value, secure, cookie::time::Duration::seconds(max_age))
 }
 
 /// `Set-Cookie` that clears the session cookie.
 pub fn clear_cookie(secure: bool) -> HeaderValue {
-    let cookie = Cookie::build((COOKIE_NAME, ""))
+    cookie_header("", secure, cookie::time::Duration::ZERO)
+}
+
+fn cookie_header(value: &str, secure: bool, max_age: cookie::time::Duration) -> HeaderValue {
+    let cookie = Cookie::build((COOKIE_NAME, value.to_owned()))
         .http_only(true)
         .same_site(SameSite::Lax)
         .path("/")
         .secure(secure)
-        .max_age(cookie::time::Duration::ZERO);
+        .max_age(max_age);
     HeaderValue::from_str(&cookie.to_string()).expect("cookie is valid header text")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only `<24 hex>.<64 hex>` is a session cookie; the old 64-hex format is not.
+    #[test]
+    fn cookie_shape() {
+        let (id, secret) = (random_token(ID_BYTES), random_token(SECRET_BYTES));
+        let value = format!("{id}.{secret}");
+        assert_eq!(split_cookie(&value), Some((id.as_str(), secret.as_str())));
+        assert_eq!(split_cookie(&secret), None);
+        assert_eq!(split_cookie(&format!("{id}.{}", &secret[1..])), None);
+        assert_eq!(
+            split_cookie(&format!("{id}.{}", secret.to_uppercase())),
+            None
+        );
+    }
+
+    /// The stored digest matches its secret and no other.
+    #[test]
+    fn digest_compare() {
+        let h = secret_hash("a");
+        assert!(same_digest(&h, &secret_hash("a")));
+        assert!(!same_digest(&h, &secret_hash("b")));
+        assert!(!same_digest(&h, &h[1..]));
+    }
 }

@@ -58,15 +58,18 @@ pub enum Signal {
 
 struct Subscriber {
     id: u64,
-    session: Arc<str>,
+    /// The session's public id; `None` for a stream without a session (it stands alone).
+    session: Option<Arc<str>>,
     tab: Option<Arc<str>>,
     since: SystemTime,
     tx: mpsc::Sender<Signal>,
 }
 
 impl Subscriber {
-    fn same_unit(&self, session: &str, tab: Option<&str>) -> bool {
-        &*self.session == session && self.tab.as_deref() == tab
+    /// Whether this stream is the one (session, tab) unit; a stream without a session is
+    /// never the same unit as another.
+    fn same_unit(&self, session: Option<&str>, tab: Option<&str>) -> bool {
+        session.is_some() && self.session.as_deref() == session && self.tab.as_deref() == tab
     }
 }
 
@@ -114,7 +117,7 @@ impl Hub {
     pub fn register(
         &self,
         user: &str,
-        session: &str,
+        session: Option<&str>,
         tab: Option<&str>,
         max: usize,
     ) -> Option<Registration> {
@@ -134,7 +137,7 @@ impl Hub {
         );
         subs.push(Subscriber {
             id,
-            session: session.into(),
+            session: session.map(Into::into),
             tab: tab.map(Into::into),
             since: SystemTime::now(),
             tx,
@@ -170,7 +173,7 @@ impl Hub {
         subs.retain(|s| match s.tx.try_send(Signal::Change(delivery.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(user, session = %s.session, "stream backlog full; closing it");
+                tracing::info!(user, session = ?s.session, "stream backlog full; closing it");
                 metrics.streams_open.dec();
                 metrics.streams_overflowed.inc();
                 false
@@ -187,7 +190,7 @@ impl Hub {
         if let Some(mut subs) = self.inner.users.get_mut(user) {
             end_matching(
                 &mut subs,
-                |s| &*s.session == session,
+                |s| s.session.as_deref() == Some(session),
                 EndReason::Revoked,
                 &self.inner.metrics,
             );
@@ -199,7 +202,7 @@ impl Hub {
         if let Some(mut subs) = self.inner.users.get_mut(user) {
             end_matching(
                 &mut subs,
-                |s| s.same_unit(session, tab),
+                |s| s.same_unit(Some(session), tab),
                 EndReason::Replaced,
                 &self.inner.metrics,
             );
@@ -231,7 +234,7 @@ impl Hub {
             subs.iter()
                 .map(|s| PresenceEntry {
                     stream: self.stream_key(s.id),
-                    session: s.session.to_string(),
+                    session: s.session.as_deref().map(str::to_owned),
                     node: self.inner.node.clone(),
                     since: rfc3339(s.since),
                 })
@@ -280,8 +283,8 @@ mod tests {
     #[tokio::test]
     async fn second_stream_replaces_first() {
         let hub = hub();
-        let mut a = hub.register("alice", "s1", None, 64).unwrap();
-        let _b = hub.register("alice", "s1", None, 64).unwrap();
+        let mut a = hub.register("alice", Some("s1"), None, 64).unwrap();
+        let _b = hub.register("alice", Some("s1"), None, 64).unwrap();
         assert!(matches!(
             a.rx.recv().await,
             Some(Signal::End(EndReason::Replaced))
@@ -294,8 +297,8 @@ mod tests {
     #[tokio::test]
     async fn tabs_are_separate_units() {
         let hub = hub();
-        let _a = hub.register("alice", "s1", Some("t1"), 64).unwrap();
-        let _b = hub.register("alice", "s1", Some("t2"), 64).unwrap();
+        let _a = hub.register("alice", Some("s1"), Some("t1"), 64).unwrap();
+        let _b = hub.register("alice", Some("s1"), Some("t2"), 64).unwrap();
         assert_eq!(hub.count("alice"), 2);
     }
 
@@ -303,8 +306,8 @@ mod tests {
     #[tokio::test]
     async fn dispatch_reaches_only_that_user() {
         let hub = hub();
-        let mut a = hub.register("alice", "s1", None, 64).unwrap();
-        let mut b = hub.register("bob", "s2", None, 64).unwrap();
+        let mut a = hub.register("alice", Some("s1"), None, 64).unwrap();
+        let mut b = hub.register("bob", Some("s2"), None, 64).unwrap();
         hub.dispatch("alice", &change(1));
         assert!(matches!(a.rx.recv().await, Some(Signal::Change(d)) if d.seq == 1));
         assert!(b.rx.try_recv().is_err());
@@ -314,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn full_backlog_closes_stream() {
         let hub = hub();
-        let mut a = hub.register("alice", "s1", None, 64).unwrap();
+        let mut a = hub.register("alice", Some("s1"), None, 64).unwrap();
         for seq in 0..=STREAM_BACKLOG as u64 {
             hub.dispatch("alice", &change(seq));
         }
@@ -330,17 +333,26 @@ mod tests {
     #[tokio::test]
     async fn limit_counts_other_units() {
         let hub = hub();
-        let _a = hub.register("alice", "s1", None, 1).unwrap();
-        assert!(hub.register("alice", "s2", None, 1).is_none());
-        assert!(hub.register("alice", "s1", None, 1).is_some());
+        let _a = hub.register("alice", Some("s1"), None, 1).unwrap();
+        assert!(hub.register("alice", Some("s2"), None, 1).is_none());
+        assert!(hub.register("alice", Some("s1"), None, 1).is_some());
+    }
+
+    /// Streams without a session never replace each other.
+    #[tokio::test]
+    async fn sessionless_streams_stand_alone() {
+        let hub = hub();
+        let _a = hub.register("alice", None, None, 64).unwrap();
+        let _b = hub.register("alice", None, None, 64).unwrap();
+        assert_eq!(hub.count("alice"), 2);
     }
 
     /// Removing the last stream reports the user gone from this node.
     #[tokio::test]
     async fn remove_reports_last() {
         let hub = hub();
-        let a = hub.register("alice", "s1", Some("t1"), 64).unwrap();
-        let b = hub.register("alice", "s1", Some("t2"), 64).unwrap();
+        let a = hub.register("alice", Some("s1"), Some("t1"), 64).unwrap();
+        let b = hub.register("alice", Some("s1"), Some("t2"), 64).unwrap();
         assert!(!hub.remove("alice", a.id));
         assert!(hub.remove("alice", b.id));
     }

@@ -9,9 +9,8 @@ use super::body::{empty, json, read_json, Request, Response};
 use super::publish::{publish, PublishRequest};
 use crate::auth;
 use crate::error::Result;
-use crate::model::{now_secs, random_token, validate_id};
+use crate::model::{now_secs, validate_id};
 use crate::state::AppState;
-use crate::store::SessionRecord;
 
 /// Lifetime of a dev login session, in seconds.
 const DEV_SESSION_SECS: u64 = 24 * 3600;
@@ -26,16 +25,11 @@ pub async fn login(state: AppState, req: Request) -> Result<Response> {
     auth::origin::check(&state, &parts)?;
     let Login { user } = read_json(body).await?;
     validate_id("user", &user)?;
-    let id = random_token(32);
-    let exp = now_secs() + DEV_SESSION_SECS;
-    state
-        .store
-        .put_session(&id, &SessionRecord { user, exp })
-        .await?;
+    let (cookie, exp) = auth::session::start(&state, &user, now_secs() + DEV_SESSION_SECS).await?;
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        auth::session::set_cookie(&id, exp, auth::session::cookie_secure(&state, &parts)),
+        auth::session::set_cookie(&cookie, exp, auth::session::cookie_secure(&state, &parts)),
     );
     Ok(response)
 }

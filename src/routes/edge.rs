@@ -55,13 +55,18 @@ impl Upstream {
     }
 }
 
+/// `X-Herald-User` (the user id as UTF-8 bytes; ids never start or end with whitespace, so
+/// the value arrives unchanged) and, when there is a session, `X-Herald-Session` (its public
+/// id, never the cookie).
 fn identity_headers(headers: &mut HeaderMap, caller: &Caller) -> Result<()> {
     let value = |s: &str| {
-        HeaderValue::from_str(s)
+        HeaderValue::from_bytes(s.as_bytes())
             .map_err(|_| Error::Unauthorized("identity is not a valid header value"))
     };
     headers.insert(USER_HEADER, value(&caller.user)?);
-    headers.insert(SESSION_HEADER, value(&caller.session)?);
+    if let Some(session) = &caller.session {
+        headers.insert(SESSION_HEADER, value(session)?);
+    }
     Ok(())
 }
 

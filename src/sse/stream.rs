@@ -23,11 +23,15 @@ use crate::store::{Head, PresenceEntry, Replay};
 /// Each stream draws its own, so the clients of a node that shuts down (or of a network
 /// blip) come back spread over a second instead of all at once.
 pub const RETRY_MS: std::ops::Range<u64> = 1500..2500;
+/// Longest a stream runs before it ends at its expiry, in seconds (about 100 years): a token
+/// that "never expires" gets a deadline `Instant` can represent.
+const MAX_STREAM_SECS: u64 = 100 * 365 * 24 * 3600;
 
 /// Who the stream belongs to.
 pub struct Owner {
     pub user: String,
-    pub session: String,
+    /// The session's public id; `None` for a Bearer token without `sid`.
+    pub session: Option<String>,
     pub tab: Option<String>,
     /// Token or session expiry, Unix seconds.
     pub exp: u64,
@@ -57,22 +61,26 @@ impl Stream {
         owner: Owner,
         resume: Option<&str>,
     ) -> Result<Option<Stream>> {
+        // Everything that could fail happens before the hub registration; after it, dropping
+        // `stream` undoes the registration.
+        let now = Instant::now();
+        let left = owner
+            .exp
+            .saturating_add(state.config.keys.leeway.as_secs())
+            .saturating_sub(now_secs());
+        let expires = now
+            .checked_add(Duration::from_secs(left.min(MAX_STREAM_SECS)))
+            .unwrap_or(now);
+        let next_ping = now.checked_add(state.config.heartbeat).unwrap_or(expires);
         let hub = &state.hub;
         let Some(reg) = hub.register(
             &owner.user,
-            &owner.session,
+            owner.session.as_deref(),
             owner.tab.as_deref(),
             state.config.max_streams_per_user,
         ) else {
             return Ok(None);
         };
-        let now = Instant::now();
-        let heartbeat = state.config.heartbeat;
-        let expires = now
-            + Duration::from_secs(
-                (owner.exp + state.config.keys.leeway.as_secs()).saturating_sub(now_secs()),
-            );
-        let next_ping = now + heartbeat;
         let mut stream = Stream {
             state: state.clone(),
             user: owner.user.clone(),
@@ -84,7 +92,6 @@ impl Stream {
             expires,
             done: false,
         };
-        // From here on, dropping `stream` undoes the registration.
         state.broker.subscribe(&owner.user).await?;
         let key = hub.stream_key(reg.id);
         let presence = PresenceEntry {
@@ -96,12 +103,14 @@ impl Stream {
         if let Err(e) = state.store.add_presence(&owner.user, &presence).await {
             tracing::debug!(error = %e, "presence not recorded");
         }
-        let open = crate::broker::Message::Open {
-            node: hub.node().to_owned(),
-            session: owner.session.clone(),
-            tab: owner.tab.clone(),
-        };
-        state.broker.announce(&owner.user, &open).await?;
+        if let Some(session) = &owner.session {
+            let open = crate::broker::Message::Open {
+                node: hub.node().to_owned(),
+                session: session.clone(),
+                tab: owner.tab.clone(),
+            };
+            state.broker.announce(&owner.user, &open).await?;
+        }
 
         let head = state.store.head(&owner.user).await?;
         let ready = |id: Option<u64>| {
@@ -221,7 +230,9 @@ impl Stream {
                         self.done = true;
                     } else {
                         self.pending.push_back(Bytes::from_static(frame::PING));
-                        let next_ping = now + self.state.config.heartbeat;
+                        let next_ping = now
+                            .checked_add(self.state.config.heartbeat)
+                            .unwrap_or(self.expires);
                         self.timer.as_mut().reset(next_ping.min(self.expires));
                     }
                 }

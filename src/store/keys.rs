@@ -1,7 +1,9 @@
 //! The Redis key layout, in one place (documented in docs/redis.md). Every key and the change
 //! channel of a user share the hash tag `{u:<user>}`, so one user lives in one cluster slot:
 //! scripts touch one slot, and the sharded pub/sub channel goes to the node holding the data.
-//! User ids are escaped (`%`, `{`, `}`) so a user id can never end or forge a hash tag.
+//! User ids are escaped (`%`, `{`, `}`) so a user id can never end or forge a hash tag; other
+//! caller-supplied parts (idempotency keys) are hashed, so no key of one kind can take the
+//! shape of another (and scans match only what they look for).
 
 use std::borrow::Cow;
 
@@ -62,9 +64,19 @@ impl UserKeys {
     pub fn log(&self) -> String {
         self.key("log")
     }
-    /// STRING idempotency key → notification id, expiring after 24 h.
+    /// STRING idempotency key → notification id, expiring after 24 h. The caller's key is
+    /// hashed (SHA-256, hex): any text, fixed length, never another key's shape.
     pub fn idempotency(&self, key: &str) -> String {
-        self.key(&format!("idem:{key}"))
+        use sha2::{Digest, Sha256};
+        let digest: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.key(&format!("idem:{digest}"))
+    }
+    /// ZSET of the user's browser sessions: public id → creation time (ms), oldest first.
+    pub fn sessions(&self) -> String {
+        self.key("sessions")
     }
     /// HASH stream key → presence JSON {session, node, since}.
     pub fn presence(&self) -> String {
@@ -96,7 +108,8 @@ pub fn user_of_channel(channel: &str) -> Option<String> {
     Some(unescape(inner))
 }
 
-/// STRING session id → `{"user","exp"}`, expiring at the session's end.
+/// STRING session public id → `{"user","exp","hash"}` (`hash`: SHA-256 of the cookie's
+/// secret), expiring at the session's end.
 pub fn session(id: &str) -> String {
     format!("{PREFIX}session:{id}")
 }
@@ -114,13 +127,14 @@ pub fn cleaner_lock() -> String {
 /// The pattern matching every user's `order` key, for the cleaner's SCAN.
 pub const ORDER_PATTERN: &str = "herald:{u:*}:order";
 
-/// The user an `order` key belongs to.
+/// The user an `order` key belongs to; `None` for anything that only looks like one (an
+/// escaped user id never holds a brace, so a key with one is not ours to clean).
 pub fn user_of_order_key(key: &str) -> Option<String> {
     let inner = key
         .strip_prefix(PREFIX)?
         .strip_prefix("{u:")?
         .strip_suffix("}:order")?;
-    Some(unescape(inner))
+    (!inner.contains(['{', '}'])).then(|| unescape(inner))
 }
 
 /// STRING that exists while a node is alive (refreshed by it; expires when it dies).
@@ -139,5 +153,13 @@ mod tests {
         assert_eq!(keys.items(), "herald:{u:a%7Db%7Bc%25}:items");
         assert_eq!(user_of_channel(&keys.channel()).as_deref(), Some("a}b{c%"));
         assert_eq!(user_of_order_key(&keys.order()).as_deref(), Some("a}b{c%"));
+    }
+
+    /// No idempotency key can look like a tray's order key, whatever the caller sends.
+    #[test]
+    fn idempotency_keys_never_match_the_order_pattern() {
+        let key = UserKeys::new("frank").idempotency("x}:order");
+        assert!(!key.ends_with(":order"));
+        assert_eq!(user_of_order_key("herald:{u:frank}:idem:x}:order"), None);
     }
 }

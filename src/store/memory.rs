@@ -10,7 +10,7 @@ use dashmap::DashMap;
 
 use super::{
     Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY,
+    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
@@ -26,6 +26,8 @@ pub struct MemoryStore {
 struct Inner {
     trays: DashMap<String, Arc<Mutex<Tray>>>,
     sessions: DashMap<String, SessionRecord>,
+    /// Each user's session ids, oldest first (for the per-user cap).
+    user_sessions: DashMap<String, VecDeque<String>>,
     groups: DashMap<String, BTreeSet<String>>,
     hub: Hub,
     max_per_user: usize,
@@ -71,6 +73,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 trays: DashMap::new(),
                 sessions: DashMap::new(),
+                user_sessions: DashMap::new(),
                 groups: DashMap::new(),
                 hub,
                 max_per_user,
@@ -96,13 +99,27 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<Vec<String>> {
+        let inner = &self.inner;
         // Sweep expired sessions now and then, not on every login.
-        if self.inner.sessions.len() % 1024 == 1023 {
-            self.inner.sessions.retain(|_, r| r.exp > now_secs());
+        if inner.sessions.len() % 1024 == 1023 {
+            inner.sessions.retain(|_, r| r.exp > now_secs());
+            inner.user_sessions.retain(|_, ids| {
+                ids.retain(|id| inner.sessions.contains_key(id));
+                !ids.is_empty()
+            });
         }
-        self.inner.sessions.insert(id.to_owned(), record.clone());
-        Ok(())
+        inner.sessions.insert(id.to_owned(), record.clone());
+        let mut ids = inner.user_sessions.entry(record.user.clone()).or_default();
+        ids.retain(|id| inner.sessions.get(id).is_some_and(|r| r.exp > now_secs()));
+        ids.push_back(id.to_owned());
+        let excess = ids.len().saturating_sub(MAX_SESSIONS_PER_USER);
+        let evicted: Vec<String> = ids.drain(..excess).collect();
+        drop(ids);
+        for old in &evicted {
+            inner.sessions.remove(old);
+        }
+        Ok(evicted)
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
@@ -114,8 +131,12 @@ impl MemoryStore {
             .filter(|r| r.exp > now_secs()))
     }
 
-    pub async fn delete_session(&self, id: &str) -> Result<()> {
+    pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
         self.inner.sessions.remove(id);
+        self.inner.user_sessions.remove_if_mut(user, |_, ids| {
+            ids.retain(|s| s != id);
+            ids.is_empty()
+        });
         Ok(())
     }
 

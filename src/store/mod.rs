@@ -18,13 +18,18 @@ pub use self::redis::RedisStore;
 pub const LOG_CAPACITY: usize = 1000;
 /// How long an idempotency key is remembered, in milliseconds (spec: 24 h).
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
+/// Live browser sessions per user; a new one beyond this ends the oldest.
+pub const MAX_SESSIONS_PER_USER: usize = 100;
 
-/// A browser session created by `POST /session`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A browser session created by `POST /session`, stored under its public id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionRecord {
     pub user: String,
     /// Unix seconds; the session ends here at the latest (the token's `exp`).
     pub exp: u64,
+    /// SHA-256 of the cookie's secret, hex; the secret itself is never stored.
+    #[serde(rename = "hash")]
+    pub secret_hash: String,
 }
 
 /// `GET /notifications` parameters, already validated.
@@ -74,7 +79,8 @@ pub struct PresenceEntry {
     /// Unique stream key (node + local id); not shown to clients.
     #[serde(skip_serializing, default)]
     pub stream: String,
-    pub session: String,
+    /// The session's public id; `null` for a Bearer stream without `sid`.
+    pub session: Option<String>,
     pub node: String,
     pub since: String,
 }
@@ -122,16 +128,19 @@ impl Store {
         forward!(self.ping())
     }
 
-    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+    /// Store a session under its public id; returns the ids of the user's oldest sessions
+    /// that ended to keep [`MAX_SESSIONS_PER_USER`] (their streams are the caller's to end).
+    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<Vec<String>> {
         forward!(self.put_session(id, record))
     }
 
+    /// The live session with this public id.
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
         forward!(self.session(id))
     }
 
-    pub async fn delete_session(&self, id: &str) -> Result<()> {
-        forward!(self.delete_session(id))
+    pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
+        forward!(self.delete_session(user, id))
     }
 
     /// Store `n` (serialized as `json`) for `n.user` and commit its `notification` change,

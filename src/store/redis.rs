@@ -9,7 +9,7 @@ use redis::{AsyncCommands, Script};
 use super::keys::{self, UserKeys};
 use super::{
     Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY,
+    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::{Error, Result};
 use crate::model::{
@@ -60,36 +60,59 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
-        let value = serde_json::json!({"user": record.user, "exp": record.exp}).to_string();
+    /// The record expires with the session; the user's session index (one slot with the
+    /// user's other keys) keeps creation order and lives as long as the newest session.
+    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<Vec<String>> {
+        let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
+        let exp = record.exp.max(now_secs() + 1);
+        let mut conn = self.conn();
         let _: () = redis::cmd("SET")
             .arg(keys::session(id))
             .arg(value)
             .arg("EXAT")
-            .arg(record.exp.max(now_secs() + 1))
-            .query_async(&mut self.conn())
+            .arg(exp)
+            .query_async(&mut conn)
             .await?;
-        Ok(())
+        let index = UserKeys::new(&record.user).sessions();
+        let (count,): (usize,) = redis::pipe()
+            .zadd(&index, id, now_ms())
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&index)
+            .arg(exp)
+            .arg("NX")
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&index)
+            .arg(exp)
+            .arg("GT")
+            .ignore()
+            .zcard(&index)
+            .query_async(&mut conn)
+            .await?;
+        let excess = count.saturating_sub(MAX_SESSIONS_PER_USER);
+        if excess == 0 {
+            return Ok(Vec::new());
+        }
+        let popped: Vec<(String, f64)> = conn.zpopmin(&index, excess as isize).await?;
+        let evicted: Vec<String> = popped.into_iter().map(|(id, _)| id).collect();
+        for old in &evicted {
+            let _: () = conn.del(keys::session(old)).await?;
+        }
+        Ok(evicted)
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
         let value: Option<String> = self.conn().get(keys::session(id)).await?;
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            user: String,
-            exp: u64,
-        }
         Ok(value
-            .and_then(|v| serde_json::from_str::<Stored>(&v).ok())
-            .map(|s| SessionRecord {
-                user: s.user,
-                exp: s.exp,
-            })
+            .and_then(|v| serde_json::from_str::<SessionRecord>(&v).ok())
             .filter(|r| r.exp > now_secs()))
     }
 
-    pub async fn delete_session(&self, id: &str) -> Result<()> {
-        let _: () = self.conn().del(keys::session(id)).await?;
+    pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let _: () = conn.del(keys::session(id)).await?;
+        let _: () = conn.zrem(UserKeys::new(user).sessions(), id).await?;
         Ok(())
     }
 
@@ -206,30 +229,52 @@ impl RedisStore {
     }
 
     /// SCAN every tray (on every primary of a cluster); each user's old ids are deleted
-    /// through the mark script.
+    /// through the mark script. A key that is not a tray, or a tray that fails, is logged and
+    /// skipped: one bad key never stops the round for everyone else. The round fails only
+    /// when Redis itself is unreachable.
     pub async fn purge_before(&self, cutoff: &str) -> Result<usize> {
         let mut conn = self.conn();
         let mut removed = 0;
         for key in conn.scan_match(keys::ORDER_PATTERN).await? {
             let Some(user) = keys::user_of_order_key(&key) else {
+                tracing::warn!(key, "retention: skipped a key that only looks like a tray");
                 continue;
             };
-            let old: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&key)
-                .arg("-")
-                .arg(format!("({cutoff}"))
-                .arg("BYLEX")
-                .query_async(&mut conn)
-                .await?;
-            if !old.is_empty() {
-                removed += self
-                    .mark(&user, &Target::Ids(old), Mark::Deleted)
-                    .await?
-                    .changed
-                    .len();
+            match self.purge_tray(&mut conn, &key, &user, cutoff).await {
+                Ok(n) => removed += n,
+                Err(Error::Unavailable(e)) if is_connection_error(&*e) => {
+                    return Err(Error::Unavailable(e))
+                }
+                Err(e) => tracing::warn!(
+                    key,
+                    error = %e,
+                    "retention: skipped a tray that could not be cleaned; inspect the key \
+                     (TYPE, ZRANGE) and delete it if it is not Herald's"
+                ),
             }
         }
         Ok(removed)
+    }
+
+    async fn purge_tray(
+        &self,
+        conn: &mut RedisConn,
+        key: &str,
+        user: &str,
+        cutoff: &str,
+    ) -> Result<usize> {
+        let old: Vec<String> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg("-")
+            .arg(format!("({cutoff}"))
+            .arg("BYLEX")
+            .query_async(conn)
+            .await?;
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let marked = self.mark(user, &Target::Ids(old), Mark::Deleted).await?;
+        Ok(marked.changed.len())
     }
 
     /// `SET NX` the cleaner lock, or extend it when this node already holds it.
@@ -365,6 +410,13 @@ impl RedisStore {
         let _: () = self.conn().del(keys::node_alive(node)).await?;
         Ok(())
     }
+}
+
+/// Whether a Redis failure is about reaching Redis (retry later) rather than about one key.
+fn is_connection_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<redis::RedisError>().is_none_or(|e| {
+        e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+    })
 }
 
 fn parse_item(json: &str, read_at: Option<&str>) -> Option<Notification> {

@@ -426,6 +426,16 @@ pub fn cookie_of(r: &reqwest::Response) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
+/// The public session id in a `herald_session=<id>.<secret>` cookie pair.
+pub fn session_id(cookie: &str) -> String {
+    let value = cookie
+        .strip_prefix("herald_session=")
+        .expect("a session cookie");
+    let (id, secret) = value.split_once('.').expect("<id>.<secret>");
+    assert!(!id.is_empty() && secret.len() >= 32, "{cookie}");
+    id.to_owned()
+}
+
 /// Send a request (it must get an answer).
 pub async fn send_raw(req: reqwest::RequestBuilder) -> reqwest::Response {
     req.send().await.unwrap()

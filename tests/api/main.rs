@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod edge;
+mod identity;
 mod ingest;
 mod nginx;
 mod nodes;

@@ -8,7 +8,10 @@ use serde_json::json;
 use crate::both_modes;
 use crate::common::*;
 
-both_modes!(old_notifications_are_purged);
+both_modes!(
+    old_notifications_are_purged,
+    no_idempotency_key_can_stop_retention,
+);
 
 async fn old_notifications_are_purged(mode: Mode) {
     let h = Setup::new(mode, &["--retention", "1s"]);
@@ -23,4 +26,27 @@ async fn old_notifications_are_purged(mode: Mode) {
     assert_eq!(deleted.json(), json!({"ids": [old], "unread_count": 0}));
     let fresh = h.notify("alice", "fresh").await;
     assert_eq!(h.tray_ids("alice", "").await, vec![fresh]);
+}
+
+/// An idempotency key shaped like a tray key (`x}:order`) is stored under a hash, so the
+/// cleaner never mistakes it for a tray: retention keeps working for everyone.
+async fn no_idempotency_key_can_stop_retention(mode: Mode) {
+    let h = Setup::new(mode, &["--retention", "1s"]);
+    for key in ["x}:order", "}:order", "*", "{u:ret-b}:order"] {
+        let (status, body) = h
+            .publish(
+                json!({"users": ["frank"], "notification": {"title": "p"}, "idempotency_key": key}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let mut sse = h.events(&user_token("ret-b"), "").await;
+    let old = h.notify("ret-b", "old").await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    let deleted = sse
+        .try_next(Duration::from_secs(10))
+        .await
+        .expect("the cleaner still runs");
+    assert_eq!(deleted.event, "deleted");
+    assert_eq!(deleted.json()["ids"], json!([old]));
 }
