@@ -32,6 +32,14 @@ pub enum Error {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(String),
+    /// A publish stopped by a store failure after storing some recipients: 503 `unavailable`,
+    /// and the error object also carries `stored` (named user → id), so a retry can skip them.
+    #[error("storage unavailable part-way; `stored` lists the users already stored")]
+    PartlyStored {
+        stored: std::collections::BTreeMap<String, String>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -50,7 +58,7 @@ impl Error {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::PartlyStored { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,7 +75,7 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::TooManyStreams => "too_many_streams",
             Error::RateLimited => "rate_limited",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::PartlyStored { .. } => "unavailable",
             Error::BadGateway(_) => "bad_gateway",
             Error::GatewayTimeout => "gateway_timeout",
             Error::Internal(_) => "internal",
@@ -80,9 +88,16 @@ impl Error {
             Error::Unavailable(source) => tracing::warn!(error = %source, "backend unavailable"),
             Error::BadGateway(source) => tracing::warn!(error = %source, "upstream unreachable"),
             Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+            Error::PartlyStored { stored, source } => {
+                tracing::warn!(error = %source, stored = stored.len(), "publish interrupted")
+            }
             other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
         }
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let Error::PartlyStored { stored, .. } = &self {
+            body["error"]["stored"] = serde_json::json!(stored);
+        }
         let mut response = full(self.status(), body.to_string());
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod edge;
 mod ingest;
+mod limits;
 mod nginx;
 mod nodes;
 mod ops;
