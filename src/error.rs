@@ -20,6 +20,8 @@ pub enum Error {
     MethodNotAllowed,
     #[error("{what} exceeds {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("this user has too many open streams")]
     TooManyStreams,
     #[error("too many requests; slow down")]
@@ -57,6 +59,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) | Error::PartlyStored { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -73,6 +76,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed => "method_not_allowed",
             Error::TooLarge { .. } => "too_large",
+            Error::RequestTimeout => "request_timeout",
             Error::TooManyStreams => "too_many_streams",
             Error::RateLimited => "rate_limited",
             Error::Unavailable(_) | Error::PartlyStored { .. } => "unavailable",
@@ -103,7 +107,7 @@ impl Error {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
-        if let Error::TooLarge { .. } = self {
+        if let Error::TooLarge { .. } | Error::RequestTimeout = self {
             // The rest of the body is left unread, so this connection cannot be reused.
             response.headers_mut().insert(
                 header::CONNECTION,

@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::config::{Config, StartupError};
 use crate::connect_limit::ConnectLimit;
@@ -21,8 +21,13 @@ use crate::error::Error;
 use crate::forwarded;
 use crate::model::now_secs;
 use crate::routes::body::Request;
+use crate::send_timeout::SendTimeout;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
+
+/// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
+/// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// What a handler may know about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -92,8 +97,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
     }
 }
 
-/// Serve one HTTP/1 connection on its own task, watched for graceful shutdown: CORS around the
-/// routes, the connection's identity in every request, and `--max-connect-rate` (per
+/// Serve one HTTP/1 connection on its own task, watched for graceful shutdown: the connection's
+/// identity in every request (before CORS, whose Origin check needs the peer), CORS around the
+/// routes, a 32 KiB cap on request heads, `--send-timeout` on writes, and `--max-connect-rate` (per
 /// connection, or per request for a trusted proxy's connections, which many clients share:
 /// those count against the forwarded client address).
 fn spawn_connection(
@@ -110,9 +116,12 @@ fn spawn_connection(
     let admitted = via_proxy || limit.admit(peer.ip(), now_secs());
     let (app, limit) = (state.clone(), limit.clone());
     let service = ServiceBuilder::new()
-        .layer(cors.clone())
-        .service_fn(move |mut req: Request| {
+        .map_request(move |mut req: Request| {
             req.extensions_mut().insert(info.clone());
+            req
+        })
+        .layer(cors.clone())
+        .service_fn(move |req: Request| {
             let admitted = admitted
                 && (!via_proxy || {
                     let client =
@@ -130,7 +139,12 @@ fn spawn_connection(
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
-        .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .serve_connection(
+            TokioIo::new(SendTimeout::new(socket, state.config.send_timeout)),
+            TowerToHyperService::new(service),
+        );
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -148,18 +162,18 @@ fn rate_limited() -> crate::routes::body::Response {
     response
 }
 
-/// CORS for `--allowed-origin` (or the request's own host), with credentials.
+/// CORS for `--allowed-origin` (or the request's own host). Credentials are allowed only in
+/// answers to an allowed origin (never on answers without `Origin`).
 fn cors_layer(state: &AppState) -> CorsLayer {
     let state = state.clone();
+    let allowed = move |origin: &HeaderValue, parts: &Parts| {
+        origin
+            .to_str()
+            .is_ok_and(|o| crate::auth::origin::allowed(&state, o, parts))
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(
-            move |origin: &HeaderValue, parts: &Parts| {
-                origin
-                    .to_str()
-                    .is_ok_and(|o| crate::auth::origin::allowed(&state, o, parts))
-            },
-        ))
-        .allow_credentials(true)
+        .allow_origin(AllowOrigin::predicate(allowed.clone()))
+        .allow_credentials(AllowCredentials::predicate(allowed))
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(600))

@@ -47,7 +47,7 @@ pub struct PublishResponse {
 pub async fn handle(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     auth::session::service(&state, &parts)?;
-    let request: PublishRequest = read_json(body).await?;
+    let request: PublishRequest = read_json(body, state.config.body_timeout).await?;
     let response = publish(&state.store, Some(&state.metrics), &request).await?;
     Ok(json(StatusCode::ACCEPTED, &response))
 }

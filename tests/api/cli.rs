@@ -231,3 +231,28 @@ async fn publish_command_writes_through_redis() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(sse.next_event().await.json()["title"], "Via Redis");
 }
+
+/// I9: duration flags outside sensible bounds are refused at start-up (one line naming the
+/// flag, exit 2) instead of being accepted and failing later.
+#[test]
+fn absurd_durations_exit_2_naming_the_flag() {
+    for (flag, value) in [
+        ("--heartbeat", "400000000000y"),
+        ("--heartbeat", "1ms"),
+        ("--heartbeat", "2h"),
+        ("--upstream-timeout", "2h"),
+        ("--send-timeout", "0s"),
+        ("--send-timeout", "400000000000y"),
+        ("--body-timeout", "90d"),
+        ("--drain-timeout", "2h"),
+        ("--retention", "101y"),
+        ("--retention", "0s"),
+        ("--jwt-leeway", "2d"),
+    ] {
+        let out = run(&["--jwt-secret", "x", flag, value], &[]);
+        assert_startup_error(&out, flag);
+    }
+    // the env twins of the new flags are read too
+    let out = run(&["--jwt-secret", "x"], &[("HERALD_BODY_TIMEOUT", "5000h")]);
+    assert_startup_error(&out, "--body-timeout");
+}
