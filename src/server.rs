@@ -50,6 +50,9 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     if let Some(secret) = &state.config.generated_secret {
         println!("herald dev secret: {secret}");
     }
+    if state.config.dev {
+        dev_warnings(addr);
+    }
     // Tests and scripts read this line to learn the port when `--listen` used port 0.
     println!("herald listening on http://{addr}");
     tracing::info!(%addr, node = state.config.node, backend = ?state.config.backend, "listening");
@@ -61,6 +64,21 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     run(listener, state.clone(), shutdown).await;
     state.retire().await;
     Ok(())
+}
+
+/// `--dev` is for a developer's machine: say so loudly on stderr (whatever the log level),
+/// and louder when the address is reachable from elsewhere.
+fn dev_warnings(addr: SocketAddr) {
+    eprintln!(
+        "herald: WARNING: --dev is on: POST /dev/login lets anyone sign in as any user, cookies \
+         lack Secure and a demo page is served at /. Never use --dev in production."
+    );
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "herald: WARNING: --dev on the non-loopback address {addr}: anyone who can reach it \
+             can sign in as any user. Use --listen 127.0.0.1:PORT for development."
+        );
+    }
 }
 
 /// Accept connections until `shutdown`, then wait for open ones (at most `--drain-timeout`).

@@ -256,3 +256,53 @@ fn absurd_durations_exit_2_naming_the_flag() {
     let out = run(&["--jwt-secret", "x"], &[("HERALD_BODY_TIMEOUT", "5000h")]);
     assert_startup_error(&out, "--body-timeout");
 }
+
+/// Start `herald` with `args` until it listens, stop it, and return what it wrote to stderr.
+fn startup_stderr(args: &[&str]) -> String {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("HERALD_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("herald listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let listened = rx.recv_timeout(WAIT).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listened, "herald did not start with {args:?}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
+/// `--dev` always warns that `/dev/login` signs anyone in; on a non-loopback address it adds
+/// a louder warning. Without `--dev`, nothing.
+#[test]
+fn dev_mode_warns_at_start_up() {
+    let local = startup_stderr(&["--dev", "--listen", "127.0.0.1:0"]);
+    assert!(
+        local.contains("WARNING") && local.contains("/dev/login"),
+        "{local}"
+    );
+    assert!(!local.contains("non-loopback"), "{local}");
+    let open = startup_stderr(&["--dev", "--listen", "0.0.0.0:0"]);
+    assert!(open.contains("non-loopback"), "{open}");
+    let normal = startup_stderr(&["--jwt-secret", "x", "--listen", "127.0.0.1:0"]);
+    assert!(!normal.contains("WARNING"), "{normal}");
+}
