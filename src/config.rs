@@ -199,7 +199,11 @@ pub fn backend(urls: &[String]) -> Result<Backend, StartupError> {
 }
 
 /// `scheme://host[:port]` with the scheme and host lower-cased and a default port dropped.
+/// An origin never carries userinfo (`http://user@host`): such a value is not an origin.
 pub fn normalize_origin(origin: &str) -> Option<String> {
+    if origin.contains('@') {
+        return None;
+    }
     let url = Url::parse(origin).ok()?;
     let host = url.host_str()?;
     if url.path() != "/" || url.query().is_some() {
@@ -248,6 +252,8 @@ mod tests {
             Some("http://a:8080")
         );
         assert_eq!(normalize_origin("null"), None);
+        assert_eq!(normalize_origin("http://user@a:8080"), None);
+        assert_eq!(normalize_origin("http://user:pw@a:8080"), None);
     }
 
     /// A cluster URL and repeated flags give cluster seeds; one URL gives single Redis.

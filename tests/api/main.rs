@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod cluster;
+mod conformance;
 mod edge;
 mod ingest;
 mod limits;
