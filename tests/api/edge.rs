@@ -271,10 +271,12 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
             req.header("x-forwarded-proto", "https")
                 .header("x-forwarded-for", "198.51.100.7")
         };
-        let login = h
-            .http
-            .post(h.url("/dev/login"))
-            .header("origin", h.base.clone());
+        // the page's origin carries the scheme the client used (https behind the proxy)
+        let origin = match secure {
+            true => h.base.replace("http://", "https://"),
+            false => h.base.clone(),
+        };
+        let login = h.http.post(h.url("/dev/login")).header("origin", origin);
         let r = send_raw(spoof(login).json(&json!({"user": "alice"}))).await;
         let set = r.headers()["set-cookie"].to_str().unwrap();
         assert_eq!(set.contains("Secure"), secure, "{flags:?}: {set}");
