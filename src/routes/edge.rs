@@ -60,7 +60,8 @@ impl Upstream {
 /// The rest of an `/api/` path is forwarded as received (still percent-encoded), so it must
 /// not be able to leave the `--upstream` base once the upstream normalizes it: a dot-segment
 /// (`.`, `..`, also percent-encoded in any case such as `%2e%2E` or `.%2e`), an encoded slash
-/// (`%2f`) or a backslash (raw or `%5c`, which some servers treat as `/`) anywhere in it is
+/// (`%2f`) or a backslash (raw or `%5c`, which some servers treat as `/`) anywhere in it, or a
+/// dot-segment followed by `;parameters` (`..;/`, which some servers read as `..`), is
 /// refused with 400 rather than normalized (RFC 3986 §5.2.4), so what the upstream sees is
 /// always exactly what the client sent.
 fn check_confined(rest: &str) -> Result<()> {
@@ -75,7 +76,9 @@ fn check_confined(rest: &str) -> Result<()> {
     }
     for segment in rest.split('/') {
         let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
-        if decoded == b"." || decoded == b".." {
+        // Some servers (Tomcat) drop `;parameters` before normalizing: `..;x` climbs too.
+        let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
+        if name == b"." || name == b".." {
             return Err(refused());
         }
     }
@@ -242,6 +245,10 @@ mod tests {
             "x\\..\\admin",
             "x%5c..",
             "x%5C",
+            "..;/admin",
+            "..;x/admin",
+            ".%2e;/x",
+            ".;",
         ] {
             assert!(check_confined(bad).is_err(), "{bad}");
         }
@@ -251,6 +258,7 @@ mod tests {
             "echo/a%20b",
             "a/b/",
             "..a/b",
+            "a;b/..c;d",
             "a../b",
             "...",
             "%2e%2e%2e",
