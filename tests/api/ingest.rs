@@ -241,3 +241,40 @@ async fn ingest_streams_stay_bounded() {
         .unwrap();
     assert!(memory < 64 * 1024, "dead stream holds {memory} bytes");
 }
+
+/// M6 on a Redis Cluster: the acknowledge-and-delete transaction works there too (one key,
+/// one slot), so handled entries leave the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ingest_deletes_handled_entries() {
+    let cluster = Cluster::start(3, 0);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let seeds: Vec<String> = cluster
+        .url()
+        .trim_start_matches("redis+cluster://")
+        .split(',')
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    let client = redis::cluster::ClusterClient::new(seeds).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for i in 0..5 {
+        let _: String = redis::cmd("XADD")
+            .arg("herald:ingest")
+            .arg("*")
+            .arg("publish")
+            .arg(publish_body(&format!("c{i}")))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("herald:ingest")
+            .query(&mut conn)
+            .unwrap();
+        if len == 0 && h.tray_len("alice").await == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{len} entries left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
