@@ -89,6 +89,16 @@ pub struct ServeArgs {
     /// Prefix Herald is mounted under behind a proxy.
     #[arg(long, env = "HERALD_BASE_PATH", default_value = "/")]
     pub base_path: String,
+    /// Longest time one write to a client may stay blocked (it does not read) before the
+    /// connection is closed, like nginx's `send_timeout`.
+    #[arg(long, env = "HERALD_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+    /// Longest time to receive a whole JSON request body before 408 `request_timeout`.
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Only these client CIDRs may read `/metrics` (repeatable; default: any address).
+    #[arg(long, env = "HERALD_METRICS_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
+    pub metrics_allow: Vec<IpNet>,
     /// Longest SIGTERM drain before exit.
     #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

@@ -53,6 +53,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
             category: args.category.clone(),
             link: args.link.clone(),
             data,
+            ..Default::default()
         },
         idempotency_key: args.idempotency_key.clone(),
     };

@@ -42,6 +42,12 @@ pub struct Config {
     pub max_per_user: usize,
     pub heartbeat: Duration,
     pub upstream_timeout: Duration,
+    /// A write blocked this long (the client does not read) closes the connection.
+    pub send_timeout: Duration,
+    /// A JSON request body must arrive whole within this (else 408).
+    pub body_timeout: Duration,
+    /// Client networks allowed to read `/metrics`; empty means any.
+    pub metrics_allow: Vec<IpNet>,
     pub trusted_proxies: Vec<IpNet>,
     /// Always starts and ends with `/`.
     pub base_path: String,
@@ -93,6 +99,7 @@ impl Config {
                 )));
             }
         }
+        check_durations(args)?;
         if args.max_per_user == 0 {
             return Err(StartupError("--max-per-user must be at least 1".into()));
         }
@@ -106,8 +113,11 @@ impl Config {
             upstream: args.upstream.clone(),
             retention: args.retention,
             max_per_user: args.max_per_user,
-            heartbeat: args.heartbeat.max(Duration::from_millis(10)),
+            heartbeat: args.heartbeat,
             upstream_timeout: args.upstream_timeout,
+            send_timeout: args.send_timeout,
+            body_timeout: args.body_timeout,
+            metrics_allow: args.metrics_allow.clone(),
             trusted_proxies: args.trusted_proxy.clone(),
             base_path,
             drain_timeout: args.drain_timeout,
@@ -119,6 +129,41 @@ impl Config {
                 .unwrap_or_else(|| format!("node-{}", crate::model::random_token(4))),
         })
     }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// 100 years of 365.25 days.
+const CENTURY: Duration = Duration::from_secs(3_155_760_000);
+
+/// Each duration flag within sensible bounds, so no later deadline arithmetic can overflow
+/// (`--heartbeat 400000000000y` used to be accepted, then panic every stream).
+fn check_durations(args: &ServeArgs) -> Result<(), StartupError> {
+    let bounds = [
+        ("--heartbeat", args.heartbeat, 10 * MS, HOUR),
+        ("--upstream-timeout", args.upstream_timeout, MS, HOUR),
+        ("--send-timeout", args.send_timeout, MS, HOUR),
+        ("--body-timeout", args.body_timeout, MS, HOUR),
+        ("--drain-timeout", args.drain_timeout, Duration::ZERO, HOUR),
+        (
+            "--retention",
+            args.retention,
+            Duration::from_secs(1),
+            CENTURY,
+        ),
+        ("--jwt-leeway", args.keys.jwt_leeway, Duration::ZERO, DAY),
+    ];
+    for (flag, value, min, max) in bounds {
+        if value < min || value > max {
+            return Err(StartupError(format!(
+                "{flag} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--redis-url` values → backend. `redis+cluster://h1:p,h2:p` and repeated flags name cluster nodes.
@@ -154,7 +199,11 @@ pub fn backend(urls: &[String]) -> Result<Backend, StartupError> {
 }
 
 /// `scheme://host[:port]` with the scheme and host lower-cased and a default port dropped.
+/// An origin never carries userinfo (`http://user@host`): such a value is not an origin.
 pub fn normalize_origin(origin: &str) -> Option<String> {
+    if origin.contains('@') {
+        return None;
+    }
     let url = Url::parse(origin).ok()?;
     let host = url.host_str()?;
     if url.path() != "/" || url.query().is_some() {
@@ -203,6 +252,8 @@ mod tests {
             Some("http://a:8080")
         );
         assert_eq!(normalize_origin("null"), None);
+        assert_eq!(normalize_origin("http://user@a:8080"), None);
+        assert_eq!(normalize_origin("http://user:pw@a:8080"), None);
     }
 
     /// A cluster URL and repeated flags give cluster seeds; one URL gives single Redis.

@@ -16,10 +16,13 @@ pub enum Error {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// With the methods the path does answer, for the `Allow` header.
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     #[error("{what} exceeds {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("this user has too many open streams")]
     TooManyStreams,
     #[error("too many requests; slow down")]
@@ -32,6 +35,14 @@ pub enum Error {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(String),
+    /// A publish stopped by a store failure after storing some recipients: 503 `unavailable`,
+    /// and the error object also carries `stored` (named user → id), so a retry can skip them.
+    #[error("storage unavailable part-way; `stored` lists the users already stored")]
+    PartlyStored {
+        stored: std::collections::BTreeMap<String, String>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,10 +58,11 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::PartlyStored { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -63,11 +75,12 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
-            Error::MethodNotAllowed => "method_not_allowed",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge { .. } => "too_large",
+            Error::RequestTimeout => "request_timeout",
             Error::TooManyStreams => "too_many_streams",
             Error::RateLimited => "rate_limited",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::PartlyStored { .. } => "unavailable",
             Error::BadGateway(_) => "bad_gateway",
             Error::GatewayTimeout => "gateway_timeout",
             Error::Internal(_) => "internal",
@@ -80,20 +93,32 @@ impl Error {
             Error::Unavailable(source) => tracing::warn!(error = %source, "backend unavailable"),
             Error::BadGateway(source) => tracing::warn!(error = %source, "upstream unreachable"),
             Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+            Error::PartlyStored { stored, source } => {
+                tracing::warn!(error = %source, stored = stored.len(), "publish interrupted")
+            }
             other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
         }
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let Error::PartlyStored { stored, .. } = &self {
+            body["error"]["stored"] = serde_json::json!(stored);
+        }
         let mut response = full(self.status(), body.to_string());
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
-        if let Error::TooLarge { .. } = self {
+        if let Error::TooLarge { .. } | Error::RequestTimeout = self {
             // The rest of the body is left unread, so this connection cannot be reused.
             response.headers_mut().insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
             );
+        }
+        if let Error::MethodNotAllowed(allow) = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         }
         if let Error::Unauthorized(_) = self {
             response.headers_mut().insert(

@@ -1,9 +1,12 @@
 //! Redis ingest, for services that only speak Redis:
 //! `XADD herald:ingest * publish '<a POST /publish body>'`. Every node reads the stream as a
 //! member of the consumer group `herald`, so each entry is handled by one node, and
-//! acknowledges an entry only after it is stored. An entry that cannot be parsed or is
-//! invalid goes to `herald:ingest:dead` with the reason and is acknowledged, so it never
-//! blocks the entries behind it. Entries left pending by a node that died are claimed by
+//! acknowledges an entry only after it is stored. An entry that cannot be parsed, is invalid
+//! or is larger than an HTTP body may be ([`MAX_BODY_BYTES`]) goes to `herald:ingest:dead`
+//! with the reason and is acknowledged, so it never blocks the entries behind it. Both
+//! streams stay bounded: a handled entry is deleted in the round trip that acknowledges it,
+//! the dead stream is capped near [`DEAD_MAXLEN`] entries, and a dead letter keeps at most
+//! [`DEAD_COPY_BYTES`] of the body (with its original size). Entries left pending by a node that died are claimed by
 //! another after [`CLAIM_IDLE`]; a redelivered entry stores nothing new, because the entry id
 //! serves as its idempotency key when the body has none.
 
@@ -11,12 +14,14 @@ use std::time::Duration;
 
 use crate::redis_conn::RedisConn;
 use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamMaxlen, StreamReadOptions,
+    StreamReadReply,
 };
 use redis::AsyncCommands;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::routes::body::MAX_BODY_BYTES;
 use crate::routes::{publish, PublishRequest};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -32,6 +37,10 @@ const CLAIM_EVERY: Duration = Duration::from_secs(5);
 const BLOCK_MS: usize = 2000;
 /// Entries read at once.
 const BATCH: usize = 100;
+/// The dead stream keeps about this many entries (`XADD … MAXLEN ~`), the oldest go first.
+pub const DEAD_MAXLEN: usize = 10_000;
+/// A dead letter keeps this much of the offending body, in bytes (cut on a character boundary).
+pub const DEAD_COPY_BYTES: usize = 4096;
 
 pub struct Ingest {
     conn: RedisConn,
@@ -164,6 +173,10 @@ impl Ingest {
                 .dead(entry, "the entry has no `publish` field", "")
                 .await;
         };
+        if raw.len() > MAX_BODY_BYTES {
+            let reason = format!("the entry exceeds {MAX_BODY_BYTES} bytes");
+            return self.dead(entry, &reason, &raw).await;
+        }
         let mut request: PublishRequest = match serde_json::from_str(&raw) {
             Ok(r) => r,
             Err(e) => {
@@ -180,7 +193,7 @@ impl Ingest {
                 Ok(()) => Outcome::Stored,
                 Err(_) => Outcome::Retry,
             },
-            Err(e @ (Error::Unavailable(_) | Error::Internal(_))) => {
+            Err(e @ (Error::Unavailable(_) | Error::PartlyStored { .. } | Error::Internal(_))) => {
                 tracing::warn!(error = %e, id = entry.id, "ingest: not stored yet; will retry");
                 Outcome::Retry
             }
@@ -188,15 +201,20 @@ impl Ingest {
         }
     }
 
-    /// Park an entry in the dead-letter stream with the reason, then acknowledge it.
+    /// Park an entry in the dead-letter stream with the reason (and the start of its body),
+    /// then acknowledge it.
     async fn dead(&mut self, entry: &StreamId, reason: &str, raw: &str) -> Outcome {
         tracing::info!(id = entry.id, reason, "ingest: entry moved to {DEAD}");
+        let size = raw.len().to_string();
         let fields = [
             ("id", entry.id.as_str()),
             ("reason", reason),
-            ("publish", raw),
+            ("publish", truncate(raw, DEAD_COPY_BYTES)),
+            ("size", size.as_str()),
         ];
-        let parked: redis::RedisResult<String> = self.conn.xadd(DEAD, "*", &fields).await;
+        let cap = StreamMaxlen::Approx(DEAD_MAXLEN);
+        let parked: redis::RedisResult<String> =
+            self.conn.xadd_maxlen(DEAD, cap, "*", &fields).await;
         if parked.is_err() {
             return Outcome::Retry;
         }
@@ -206,10 +224,26 @@ impl Ingest {
         }
     }
 
+    /// Acknowledge and delete a handled entry, in one round trip (`MULTI`: both or neither).
     async fn ack(&mut self, id: &str) -> redis::RedisResult<()> {
-        let _: i64 = self.conn.xack(STREAM, GROUP, &[id]).await?;
-        Ok(())
+        redis::pipe()
+            .atomic()
+            .xack(STREAM, GROUP, &[id])
+            .ignore()
+            .xdel(STREAM, &[id])
+            .ignore()
+            .query_async::<()>(&mut self.conn)
+            .await
     }
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Wait a second unless shutdown comes first; true on shutdown.
@@ -217,5 +251,18 @@ async fn pause(shutdown: &Shutdown) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(Duration::from_secs(1)) => false,
         _ = shutdown.wait() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dead letter's copy is cut at the limit, never inside a character.
+    #[test]
+    fn truncate_keeps_characters_whole() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 4), "abcd");
+        assert_eq!(truncate("aé", 2), "a");
     }
 }

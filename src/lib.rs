@@ -3,8 +3,8 @@
 //! A notification flows config → auth/session → route → store (commit) → broker → hub → stream:
 //!
 //! - `cli`, `config`: the command line and its typed, validated form.
-//! - `server`, `shutdown`, `connect_limit`: accept loop, one hyper task per connection,
-//!   `--max-connect-rate`, drain on SIGTERM.
+//! - `server`, `shutdown`, `connect_limit`, `send_timeout`: accept loop, one hyper task per
+//!   connection (head size cap, send timeout), `--max-connect-rate`, drain on SIGTERM.
 //! - `state`: `AppState`, the cheap-to-clone handle every handler gets.
 //! - `auth`, `forwarded`: JWT keys, sessions and callers, the Origin rule; the client's
 //!   address and scheme (trusted proxies only).
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod model;
 pub mod redis_conn;
 pub mod routes;
+pub mod send_timeout;
 pub mod server;
 pub mod shutdown;
 pub mod sse;

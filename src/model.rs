@@ -35,8 +35,10 @@ pub struct Notification {
     pub read_at: Option<String>,
 }
 
-/// The `notification` object of a publish request: what the publisher controls.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The `notification` object of a publish request: what the publisher controls. Fields that
+/// Herald sets (`id`, `user`, `created_at`, `read_at`) are refused when sent (400 naming the
+/// field); other unknown fields are ignored, so publishers can send fields of later versions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NotificationInput {
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,15 +51,52 @@ pub struct NotificationInput {
     pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing)]
+    pub id: Reserved,
+    #[serde(default, skip_serializing)]
+    pub user: Reserved,
+    #[serde(default, skip_serializing)]
+    pub created_at: Reserved,
+    #[serde(default, skip_serializing)]
+    pub read_at: Reserved,
+}
+
+/// A field of the notification that only Herald sets: remembers whether a publisher sent it
+/// (with any value, `null` included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reserved(pub bool);
+
+impl<'de> Deserialize<'de> for Reserved {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Reserved(true))
+    }
 }
 
 impl NotificationInput {
     pub fn validate(&self) -> Result<()> {
+        let reserved = [
+            ("id", self.id),
+            ("user", self.user),
+            ("created_at", self.created_at),
+            ("read_at", self.read_at),
+        ];
+        if let Some((field, _)) = reserved.iter().find(|(_, sent)| sent.0) {
+            return Err(Error::invalid(format!(
+                "notification.{field} is set by Herald and may not be sent"
+            )));
+        }
         let chars = self.title.chars().count();
         if chars == 0 || chars > MAX_TITLE_CHARS {
             return Err(Error::invalid(format!(
                 "notification.title must be 1 to {MAX_TITLE_CHARS} characters"
             )));
+        }
+        if let Some(link) = &self.link {
+            if !is_safe_link(link) {
+                return Err(Error::invalid(
+                    "notification.link must be an http:// or https:// URL or a path starting with /",
+                ));
+            }
         }
         Ok(())
     }
@@ -77,6 +116,20 @@ impl NotificationInput {
             read_at: None,
         }
     }
+}
+
+/// A link a page can put in `href` without running anything: an absolute `http(s)` URL with a
+/// host, or a same-site path (`/…`, but not `//host` or `/\host`, which browsers read as
+/// another host). `javascript:`, `data:` and other schemes are refused.
+fn is_safe_link(link: &str) -> bool {
+    if link.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return false;
+    }
+    if let Some(path) = link.strip_prefix('/') {
+        return !path.starts_with(['/', '\\']);
+    }
+    url::Url::parse(link)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 /// Serialize a notification, enforcing [`MAX_NOTIFICATION_BYTES`].
@@ -247,6 +300,49 @@ mod tests {
         for bad in ["alice ", " alice", "   ", "\u{a0}alice", "alice\u{3000}"] {
             assert!(!is_valid_id(bad), "{bad:?}");
         }
+    }
+
+    /// Links: http(s) URLs and same-site paths pass; scripts, other schemes and
+    /// protocol-relative forms do not.
+    #[test]
+    fn link_rules() {
+        for good in [
+            "https://ci.example/42",
+            "http://a.b/c?d#e",
+            "/tray/1",
+            "/",
+            "HTTPS://X.Y",
+        ] {
+            assert!(is_safe_link(good), "{good}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            " javascript:alert(1)",
+            "data:text/html,x",
+            "//evil.example",
+            "/\\evil.example",
+            "ftp://x.y",
+            "relative/path",
+            "http://",
+            "",
+        ] {
+            assert!(!is_safe_link(bad), "{bad}");
+        }
+    }
+
+    /// Fields Herald sets are refused by name when a publisher sends them, even as null.
+    #[test]
+    fn reserved_fields_are_refused() {
+        for field in ["id", "user", "created_at", "read_at"] {
+            let input: NotificationInput =
+                serde_json::from_value(serde_json::json!({"title": "t", field: null})).unwrap();
+            let err = input.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("notification.{field}")), "{err}");
+        }
+        let input: NotificationInput =
+            serde_json::from_value(serde_json::json!({"title": "t", "future": 1})).unwrap();
+        assert!(input.validate().is_ok());
     }
 
     /// Ids created later sort after ids created earlier.

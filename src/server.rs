@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::config::{Config, StartupError};
 use crate::connect_limit::ConnectLimit;
@@ -20,8 +20,13 @@ use crate::error::Error;
 use crate::forwarded;
 use crate::model::now_secs;
 use crate::routes::body::Request;
+use crate::send_timeout::SendTimeout;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
+
+/// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
+/// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// What a handler may know about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -42,6 +47,9 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     if let Some(secret) = &state.config.generated_secret {
         println!("herald dev secret: {secret}");
     }
+    if state.config.dev {
+        dev_warnings(addr);
+    }
     // Tests and scripts read this line to learn the port when `--listen` used port 0.
     println!("herald listening on http://{addr}");
     tracing::info!(%addr, node = state.config.node, backend = ?state.config.backend, "listening");
@@ -53,6 +61,21 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     run(listener, state.clone(), shutdown).await;
     state.retire().await;
     Ok(())
+}
+
+/// `--dev` is for a developer's machine: say so loudly on stderr (whatever the log level),
+/// and louder when the address is reachable from elsewhere.
+fn dev_warnings(addr: SocketAddr) {
+    eprintln!(
+        "herald: WARNING: --dev is on: POST /dev/login lets anyone sign in as any user, cookies \
+         lack Secure and a demo page is served at /. Never use --dev in production."
+    );
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "herald: WARNING: --dev on the non-loopback address {addr}: anyone who can reach it \
+             can sign in as any user. Use --listen 127.0.0.1:PORT for development."
+        );
+    }
 }
 
 /// Accept connections until `shutdown`, then wait for open ones (at most `--drain-timeout`).
@@ -83,8 +106,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
     }
 }
 
-/// Serve one HTTP/1 connection on its own task, watched for graceful shutdown: CORS around the
-/// routes, the connection's identity in every request, and `--max-connect-rate` (per
+/// Serve one HTTP/1 connection on its own task, watched for graceful shutdown: the connection's
+/// identity in every request (before CORS, whose Origin check needs the peer), CORS around the
+/// routes, a 32 KiB cap on request heads, `--send-timeout` on writes, and `--max-connect-rate` (per
 /// connection, or per request for a trusted proxy's connections, which many clients share:
 /// those count against the forwarded client address).
 fn spawn_connection(
@@ -101,9 +125,12 @@ fn spawn_connection(
     let admitted = via_proxy || limit.admit(peer.ip(), now_secs());
     let (app, limit) = (state.clone(), limit.clone());
     let service = ServiceBuilder::new()
-        .layer(cors.clone())
-        .service_fn(move |mut req: Request| {
+        .map_request(move |mut req: Request| {
             req.extensions_mut().insert(info.clone());
+            req
+        })
+        .layer(cors.clone())
+        .service_fn(move |req: Request| {
             let admitted = admitted
                 && (!via_proxy || {
                     let client =
@@ -121,7 +148,12 @@ fn spawn_connection(
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
-        .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .serve_connection(
+            TokioIo::new(SendTimeout::new(socket, state.config.send_timeout)),
+            TowerToHyperService::new(service),
+        );
     let conn = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -139,18 +171,18 @@ fn rate_limited() -> crate::routes::body::Response {
     response
 }
 
-/// CORS for `--allowed-origin` (or the request's own host), with credentials.
+/// CORS for `--allowed-origin` (or the request's own host). Credentials are allowed only in
+/// answers to an allowed origin (never on answers without `Origin`).
 fn cors_layer(state: &AppState) -> CorsLayer {
     let state = state.clone();
+    let allowed = move |origin: &HeaderValue, parts: &Parts| {
+        origin
+            .to_str()
+            .is_ok_and(|o| crate::auth::origin::allowed(&state, o, parts))
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(
-            move |origin: &HeaderValue, parts: &Parts| {
-                origin
-                    .to_str()
-                    .is_ok_and(|o| crate::auth::origin::allowed(&state, o, parts))
-            },
-        ))
-        .allow_credentials(true)
+        .allow_origin(AllowOrigin::predicate(allowed.clone()))
+        .allow_credentials(AllowCredentials::predicate(allowed))
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(600))

@@ -1,5 +1,8 @@
 //! Response bodies and request-body reading: one body type for every response (full bytes or
-//! a stream), and JSON request bodies read with a size limit (413) and parsed strictly (400).
+//! a stream), and JSON request bodies read with a size limit (413), a time limit
+//! (`--body-timeout`, 408) and parsed strictly (400).
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
@@ -40,11 +43,13 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     response
 }
 
-/// Read the whole body (at most [`MAX_BODY_BYTES`]) and parse it as JSON into `T`.
-pub async fn read_json<T: DeserializeOwned>(body: Incoming) -> Result<T> {
-    let bytes = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
+/// Read the whole body (at most [`MAX_BODY_BYTES`], all of it within `timeout`: a body that
+/// trickles or never ends gets 408) and parse it as JSON into `T`.
+pub async fn read_json<T: DeserializeOwned>(body: Incoming, timeout: Duration) -> Result<T> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
         .await
+        .map_err(|_| Error::RequestTimeout)?;
+    let bytes = collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 Error::TooLarge {

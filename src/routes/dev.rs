@@ -23,7 +23,7 @@ struct Login {
 pub async fn login(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     auth::origin::check(&state, &parts)?;
-    let Login { user } = read_json(body).await?;
+    let Login { user } = read_json(body, state.config.body_timeout).await?;
     validate_id("user", &user)?;
     let (cookie, exp) = auth::session::start(&state, &user, now_secs() + DEV_SESSION_SECS).await?;
     let mut response = empty(StatusCode::NO_CONTENT);
@@ -40,7 +40,7 @@ pub async fn publish_as_user(state: AppState, req: Request) -> Result<Response> 
     if caller.via == auth::session::Via::Cookie {
         auth::origin::check(&state, &parts)?;
     }
-    let request: PublishRequest = read_json(body).await?;
+    let request: PublishRequest = read_json(body, state.config.body_timeout).await?;
     let response = publish(&state.store, Some(&state.metrics), &request).await?;
     Ok(json(StatusCode::ACCEPTED, &response))
 }

@@ -41,8 +41,10 @@ impl Upstream {
         Upstream { base, client }
     }
 
-    /// `base` + `rest` (the path after `/api/`, still percent-encoded) + the query.
+    /// `base` + `rest` (the path after `/api/`, still percent-encoded) + the query. `rest`
+    /// must stay below the base: see [`check_confined`].
     fn target(&self, rest: &str, query: Option<&str>) -> Result<Uri> {
+        check_confined(rest)?;
         let mut url = self.base.as_str().trim_end_matches('/').to_owned();
         url.push('/');
         url.push_str(rest);
@@ -53,6 +55,34 @@ impl Upstream {
         url.parse()
             .map_err(|_| Error::invalid("the path cannot be forwarded"))
     }
+}
+
+/// The rest of an `/api/` path is forwarded as received (still percent-encoded), so it must
+/// not be able to leave the `--upstream` base once the upstream normalizes it: a dot-segment
+/// (`.`, `..`, also percent-encoded in any case such as `%2e%2E` or `.%2e`), an encoded slash
+/// (`%2f`) or a backslash (raw or `%5c`, which some servers treat as `/`) anywhere in it, or a
+/// dot-segment followed by `;parameters` (`..;/`, which some servers read as `..`), is
+/// refused with 400 rather than normalized (RFC 3986 §5.2.4), so what the upstream sees is
+/// always exactly what the client sent.
+fn check_confined(rest: &str) -> Result<()> {
+    let refused = || {
+        Error::invalid(
+            "the /api/ path may not contain dot-segments, encoded slashes or backslashes",
+        )
+    };
+    let lower = rest.to_ascii_lowercase();
+    if lower.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        return Err(refused());
+    }
+    for segment in rest.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        // Some servers (Tomcat) drop `;parameters` before normalizing: `..;x` climbs too.
+        let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
+        if name == b"." || name == b".." {
+            return Err(refused());
+        }
+    }
+    Ok(())
 }
 
 /// `X-Herald-User` (the user id as UTF-8 bytes; ids never start or end with whitespace, so
@@ -195,4 +225,51 @@ pub async fn proxy(state: AppState, req: Request, rest: &str) -> Result<Response
     strip_hop_by_hop(&mut parts.headers);
     let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
     Ok(http::Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths that could climb above the upstream base are refused; ordinary ones pass.
+    #[test]
+    fn api_paths_stay_below_the_base() {
+        for bad in [
+            "..",
+            "../admin",
+            "a/../../admin",
+            ".",
+            "./x",
+            "%2e%2e/admin",
+            "%2E%2e",
+            ".%2e/x",
+            "%2e./x",
+            "x/%2E",
+            "..%2fadmin",
+            "a%2Fb",
+            "x\\..\\admin",
+            "x%5c..",
+            "x%5C",
+            "..;/admin",
+            "..;x/admin",
+            ".%2e;/x",
+            ".;",
+        ] {
+            assert!(check_confined(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "",
+            "echo",
+            "echo/a%20b",
+            "a/b/",
+            "..a/b",
+            "a;b/..c;d",
+            "a../b",
+            "...",
+            "%2e%2e%2e",
+            "v1.2/x",
+        ] {
+            assert!(check_confined(good).is_ok(), "{good}");
+        }
+    }
 }

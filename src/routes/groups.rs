@@ -19,7 +19,7 @@ pub async fn add(state: AppState, req: Request, group: &str) -> Result<Response>
     let (parts, body) = req.into_parts();
     auth::session::service(&state, &parts)?;
     validate_id("group", group)?;
-    let members: Members = read_json(body).await?;
+    let members: Members = read_json(body, state.config.body_timeout).await?;
     for user in &members.users {
         validate_id("each user", user)?;
     }

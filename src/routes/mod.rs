@@ -13,7 +13,7 @@ mod ops;
 mod publish;
 mod session;
 
-use http::Method;
+use http::{header, Method, Version};
 
 use self::body::{Request, Response};
 use crate::error::{Error, Result};
@@ -33,13 +33,26 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         .map(|conn| {
             crate::forwarded::client(&state.config.trusted_proxies, conn.peer, req.headers()).addr
         });
-    let result = match strip_base(&state.config.base_path, &path) {
-        Some(rest) => route(state, req, rest).await,
-        None => Err(Error::NotFound("no such endpoint")),
+    let result = match (check_host(&req), strip_base(&state.config.base_path, &path)) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(rest)) => route(state, req, rest).await,
+        (Ok(()), None) => Err(Error::NotFound("no such endpoint")),
     };
     let response = result.unwrap_or_else(Error::into_response);
     tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
     response
+}
+
+/// RFC 9112 §3.2: exactly one `Host` header, which HTTP/1.1 requests must carry (400
+/// otherwise); the Origin rule and the proxy read it.
+fn check_host(req: &Request) -> Result<()> {
+    match req.headers().get_all(header::HOST).iter().count() {
+        0 if req.version() >= Version::HTTP_11 => Err(Error::invalid(
+            "an HTTP/1.1 request must carry a Host header",
+        )),
+        0 | 1 => Ok(()),
+        _ => Err(Error::invalid("a request may carry only one Host header")),
+    }
 }
 
 fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
@@ -67,6 +80,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         .collect::<Result<_>>()?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    let dev = state.config.dev;
     match (segs.as_slice(), &method) {
         (["events"], &Method::GET) => events::open(state, req).await,
         (["auth"], &Method::GET | &Method::HEAD) => edge::auth(state, req).await,
@@ -84,25 +98,41 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["presence", user], &Method::GET) => groups::presence(state, req, user).await,
         (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
         (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
-        (["metrics"], &Method::GET) => Ok(ops::metrics(&state)),
-        (["herald.js"], &Method::GET) => Ok(assets::CLIENT.serve(&req)),
-        (["herald-worker.js"], &Method::GET) => Ok(assets::WORKER.serve(&req)),
-        ([""], &Method::GET) if state.config.dev => Ok(assets::DEMO.serve(&req)),
-        (["dev", "login"], &Method::POST) if state.config.dev => dev::login(state, req).await,
-        (["dev", "publish"], &Method::POST) if state.config.dev => {
-            dev::publish_as_user(state, req).await
-        }
-        (
-            ["events" | "auth" | "session" | "notifications" | "publish" | "healthz" | "readyz"
-            | "metrics"]
-            | ["notifications", _]
-            | ["groups", _, "members"]
-            | ["groups", _, "members", _]
-            | ["presence", _],
-            _,
-        ) => Err(Error::MethodNotAllowed),
-        _ => Err(Error::NotFound("no such endpoint")),
+        (["metrics"], &Method::GET | &Method::HEAD) => ops::metrics(&state, &req),
+        // HEAD: hyper sends the headers (with Content-Length) and no body.
+        (["herald.js"], &Method::GET | &Method::HEAD) => Ok(assets::CLIENT.serve(&req)),
+        (["herald-worker.js"], &Method::GET | &Method::HEAD) => Ok(assets::WORKER.serve(&req)),
+        ([""], &Method::GET | &Method::HEAD) if dev => Ok(assets::DEMO.serve(&req)),
+        (["dev", "login"], &Method::POST) if dev => dev::login(state, req).await,
+        (["dev", "publish"], &Method::POST) if dev => dev::publish_as_user(state, req).await,
+        (segs, _) => match allowed_methods(segs, dev) {
+            Some(allow) => Err(Error::MethodNotAllowed(allow)),
+            None => Err(Error::NotFound("no such endpoint")),
+        },
     }
+}
+
+/// The methods a known path answers, for 405's `Allow` header; `None` for unknown paths (404).
+/// Keep in step with the table in [`route`].
+fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
+    Some(match segs {
+        ["events"] | ["presence", _] => "GET",
+        ["auth"]
+        | ["healthz"]
+        | ["readyz"]
+        | ["metrics"]
+        | ["herald.js"]
+        | ["herald-worker.js"] => "GET, HEAD",
+        [""] if dev => "GET, HEAD",
+        ["session"] => "POST, DELETE",
+        ["notifications"] => "GET, PATCH",
+        ["notifications", _] => "PATCH",
+        ["publish"] => "POST",
+        ["groups", _, "members"] => "GET, PUT",
+        ["groups", _, "members", _] => "DELETE",
+        ["dev", "login" | "publish"] if dev => "POST",
+        _ => return None,
+    })
 }
 
 fn percent_decode(s: &str) -> Result<String> {
@@ -131,6 +161,16 @@ mod tests {
         assert_eq!(strip_base("/herald/", "/herald/events"), Some("/events"));
         assert_eq!(strip_base("/herald/", "/herald"), Some("/"));
         assert_eq!(strip_base("/herald/", "/heraldx/events"), None);
+    }
+
+    /// Every known path names its methods for 405; unknown paths have none (404).
+    #[test]
+    fn allow_lists() {
+        assert_eq!(allowed_methods(&["session"], false), Some("POST, DELETE"));
+        assert_eq!(allowed_methods(&["herald.js"], false), Some("GET, HEAD"));
+        assert_eq!(allowed_methods(&["dev", "login"], false), None);
+        assert_eq!(allowed_methods(&["dev", "login"], true), Some("POST"));
+        assert_eq!(allowed_methods(&["nothing"], true), None);
     }
 
     /// Percent-encoded path segments decode; invalid UTF-8 is a 400.

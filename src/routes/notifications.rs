@@ -107,7 +107,7 @@ async fn writer(state: &AppState, parts: &http::request::Parts) -> Result<Caller
 pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = writer(&state, &parts).await?;
-    let patch: PatchOne = read_json(body).await?;
+    let patch: PatchOne = read_json(body, state.config.body_timeout).await?;
     let mark = mark_of(patch.read, patch.deleted)?;
     let not_found = || Error::NotFound("no such notification");
     let marked = state
@@ -131,7 +131,7 @@ pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Respon
 pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = writer(&state, &parts).await?;
-    let patch: PatchMany = read_json(body).await?;
+    let patch: PatchMany = read_json(body, state.config.body_timeout).await?;
     let mark = mark_of(patch.read, patch.deleted)?;
     let target = match (patch.ids, patch.all) {
         (Some(_), Some(true)) => {

@@ -1,10 +1,12 @@
 //! Operations endpoints: `/healthz` (the process runs), `/readyz` (store and broker answer),
-//! and `/metrics` (Prometheus text).
+//! and `/metrics` (Prometheus text; `--metrics-allow` limits who may read it).
 
 use http::{header, HeaderValue, StatusCode};
 
-use super::body::{full, json, Response};
-use crate::error::Result;
+use super::body::{full, json, Request, Response};
+use crate::error::{Error, Result};
+use crate::forwarded;
+use crate::server::ConnInfo;
 use crate::state::AppState;
 
 pub fn healthz() -> Response {
@@ -20,11 +22,24 @@ pub async fn readyz(state: AppState) -> Result<Response> {
     ))
 }
 
-pub fn metrics(state: &AppState) -> Response {
+/// Prometheus text; with `--metrics-allow`, only for clients in those networks (403 otherwise;
+/// the client is the TCP peer, or the forwarded address behind a `--trusted-proxy`).
+pub fn metrics(state: &AppState, req: &Request) -> Result<Response> {
+    let allow = &state.config.metrics_allow;
+    if !allow.is_empty() {
+        let client = req
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|conn| forwarded::client(&state.config.trusted_proxies, conn.peer, req.headers()));
+        // `is_trusted` is the plain "address in one of these networks" test.
+        if !client.is_some_and(|c| forwarded::is_trusted(allow, c.addr)) {
+            return Err(Error::Forbidden("/metrics is not open to this address"));
+        }
+    }
     let mut response = full(StatusCode::OK, state.metrics.render());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
-    response
+    Ok(response)
 }

@@ -231,3 +231,78 @@ async fn publish_command_writes_through_redis() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(sse.next_event().await.json()["title"], "Via Redis");
 }
+
+/// I9: duration flags outside sensible bounds are refused at start-up (one line naming the
+/// flag, exit 2) instead of being accepted and failing later.
+#[test]
+fn absurd_durations_exit_2_naming_the_flag() {
+    for (flag, value) in [
+        ("--heartbeat", "400000000000y"),
+        ("--heartbeat", "1ms"),
+        ("--heartbeat", "2h"),
+        ("--upstream-timeout", "2h"),
+        ("--send-timeout", "0s"),
+        ("--send-timeout", "400000000000y"),
+        ("--body-timeout", "90d"),
+        ("--drain-timeout", "2h"),
+        ("--retention", "101y"),
+        ("--retention", "0s"),
+        ("--jwt-leeway", "2d"),
+    ] {
+        let out = run(&["--jwt-secret", "x", flag, value], &[]);
+        assert_startup_error(&out, flag);
+    }
+    // the env twins of the new flags are read too
+    let out = run(&["--jwt-secret", "x"], &[("HERALD_BODY_TIMEOUT", "5000h")]);
+    assert_startup_error(&out, "--body-timeout");
+}
+
+/// Start `herald` with `args` until it listens, stop it, and return what it wrote to stderr.
+fn startup_stderr(args: &[&str]) -> String {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("HERALD_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("herald listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let listened = rx.recv_timeout(WAIT).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listened, "herald did not start with {args:?}");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
+/// `--dev` always warns that `/dev/login` signs anyone in; on a non-loopback address it adds
+/// a louder warning. Without `--dev`, nothing.
+#[test]
+fn dev_mode_warns_at_start_up() {
+    let local = startup_stderr(&["--dev", "--listen", "127.0.0.1:0"]);
+    assert!(
+        local.contains("WARNING") && local.contains("/dev/login"),
+        "{local}"
+    );
+    assert!(!local.contains("non-loopback"), "{local}");
+    let open = startup_stderr(&["--dev", "--listen", "0.0.0.0:0"]);
+    assert!(open.contains("non-loopback"), "{open}");
+    let normal = startup_stderr(&["--jwt-secret", "x", "--listen", "127.0.0.1:0"]);
+    assert!(!normal.contains("WARNING"), "{normal}");
+}

@@ -184,3 +184,97 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
     wait_for("acknowledged", || pending(&mut conn) == 0).await;
     assert_eq!(h.tray_len("alice").await, 1);
 }
+
+/// M4/M6: handled entries leave the ingest stream (acknowledged and deleted), an entry over
+/// the 1 MiB body limit is dead-lettered with the reason, and a dead letter keeps only the
+/// first 4 KiB of the body, with its original size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_streams_stay_bounded() {
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let mut conn = redis_conn(&redis);
+    for i in 0..20 {
+        xadd(&mut conn, "publish", &publish_body(&format!("t{i}")));
+    }
+    let huge = json!({"users": ["alice"], "notification": {"title": "big", "body": "x".repeat(2_000_000)}})
+        .to_string();
+    let huge_id = xadd(&mut conn, "publish", &huge);
+    let bad_id = xadd(
+        &mut conn,
+        "publish",
+        &format!("{{not json {}", "y".repeat(10_000)),
+    );
+    let len = |conn: &mut redis::Connection, key: &str| -> u64 {
+        redis::cmd("XLEN").arg(key).query(conn).unwrap()
+    };
+    wait_for("the ingest stream to empty", || {
+        len(&mut conn, "herald:ingest") == 0
+    })
+    .await;
+    wait_for("two dead letters", || {
+        len(&mut conn, "herald:ingest:dead") == 2
+    })
+    .await;
+    assert_eq!(pending(&mut conn), 0);
+    assert_eq!(h.tray_len("alice").await, 20);
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("herald:ingest:dead")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let field = |i: usize, name: &str| -> String { reply.ids[i].get(name).unwrap() };
+    assert_eq!(field(0, "id"), huge_id);
+    assert!(
+        field(0, "reason").contains("1048576"),
+        "{}",
+        field(0, "reason")
+    );
+    assert_eq!(field(0, "size"), huge.len().to_string());
+    assert_eq!(field(0, "publish"), huge[..4096]);
+    assert_eq!(field(1, "id"), bad_id);
+    assert_eq!(field(1, "publish").len(), 4096);
+    let memory: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("herald:ingest:dead")
+        .query(&mut conn)
+        .unwrap();
+    assert!(memory < 64 * 1024, "dead stream holds {memory} bytes");
+}
+
+/// M6 on a Redis Cluster: the acknowledge-and-delete transaction works there too (one key,
+/// one slot), so handled entries leave the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ingest_deletes_handled_entries() {
+    let cluster = Cluster::start(3, 0);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let seeds: Vec<String> = cluster
+        .url()
+        .trim_start_matches("redis+cluster://")
+        .split(',')
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    let client = redis::cluster::ClusterClient::new(seeds).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for i in 0..5 {
+        let _: String = redis::cmd("XADD")
+            .arg("herald:ingest")
+            .arg("*")
+            .arg("publish")
+            .arg(publish_body(&format!("c{i}")))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let len: u64 = redis::cmd("XLEN")
+            .arg("herald:ingest")
+            .query(&mut conn)
+            .unwrap();
+        if len == 0 && h.tray_len("alice").await == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{len} entries left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

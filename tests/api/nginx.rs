@@ -1,7 +1,8 @@
 //! A real nginx (Debian package) in front of Herald and a backend, with the shipped
 //! `deploy/nginx.conf` (only its addresses and the read timeout adapted): `auth_request` lets a
-//! signed-in user through to the backend and stops anyone else; `/events` through nginx is
-//! unbuffered and outlives nginx's read timeout thanks to heartbeats.
+//! signed-in user through to the backend and stops anyone else; `/metrics` and `/readyz` are
+//! not public; `/events` through nginx is unbuffered and outlives nginx's read timeout thanks
+//! to heartbeats.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -106,6 +107,20 @@ async fn nginx_auth_request_and_unbuffered_events() {
     .await;
     assert_error(status, &body, 401, "unauthorized");
     assert_eq!(backend.hits(), 0);
+
+    // the operations endpoints are not served on the public side
+    for path in ["/metrics", "/readyz", "/metrics?x=1"] {
+        let r = http.get(format!("{edge}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    assert_eq!(
+        http.get(format!("{edge}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // a signed-in browser (session made through nginx) gets through, with its identity
     let r = http

@@ -274,3 +274,45 @@ async fn notification_fields_round_trip(mode: Mode) {
     }
     assert_eq!(n["id"], body["ids"]["alice"]);
 }
+
+/// Safe defaults: `link` must be an http(s) URL or a same-site path, and the fields Herald
+/// sets cannot be sent; each refusal names the field and stores nothing. Unknown fields are
+/// still ignored (forward compatibility). Validation comes before any backend, so one mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_links_and_herald_fields_are_refused() {
+    let h = Herald::start(None, &[]);
+    let publish = |notification: serde_json::Value| {
+        h.publish(json!({"users": ["alice"], "notification": notification}))
+    };
+    for link in [
+        "javascript:alert(1)",
+        "JAVASCRIPT:alert(1)",
+        "data:text/html,<script>x</script>",
+        "vbscript:x",
+        "//evil.example/x",
+        "/\\evil.example",
+        "evil.example",
+    ] {
+        let (status, err) = publish(json!({"title": "t", "link": link})).await;
+        assert_error(status, &err, 400, "invalid_request");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("notification.link"),
+            "{err}"
+        );
+    }
+    for field in ["id", "user", "created_at", "read_at"] {
+        let (status, err) = publish(json!({"title": "t", field: "forged"})).await;
+        assert_error(status, &err, 400, "invalid_request");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("notification.{field}")), "{err}");
+    }
+    assert_eq!(h.tray_len("alice").await, 0);
+    for link in ["https://ci.example/42", "http://x.example", "/tray/7"] {
+        let (status, body) = publish(json!({"title": "t", "link": link, "later": true})).await;
+        assert_eq!(status, 202, "{link}: {body}");
+    }
+    assert_eq!(h.tray_len("alice").await, 3);
+}

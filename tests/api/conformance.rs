@@ -1,0 +1,162 @@
+//! HTTP conformance and edge rules: 405 carries `Allow`; `HEAD` on the static assets; exactly
+//! one `Host`; the Origin rule compares the scheme and refuses userinfo; credentials only in
+//! CORS answers to allowed origins; `--metrics-allow`.
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// Raw request on a fresh connection (with `Connection: close`): its full answer.
+async fn raw(base: &str, request: String) -> String {
+    let base = base.to_owned();
+    tokio::task::spawn_blocking(move || raw_http(&base, request.as_bytes()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_not_allowed_names_the_allowed_methods() {
+    let h = Herald::start(None, &["--dev"]);
+    for (method, path, allow) in [
+        ("DELETE", "/publish", "POST"),
+        ("PUT", "/notifications", "GET, PATCH"),
+        ("GET", "/notifications/x", "PATCH"),
+        ("POST", "/herald.js", "GET, HEAD"),
+        ("POST", "/healthz", "GET, HEAD"),
+        ("GET", "/session", "POST, DELETE"),
+        ("GET", "/dev/login", "POST"),
+    ] {
+        let r = h
+            .http
+            .request(method.parse().unwrap(), h.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let (status, body) = status_json(r).await;
+        assert_error(status, &body, 405, "method_not_allowed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_serves_the_assets_without_a_body() {
+    let h = Herald::start(None, &["--dev"]);
+    for path in ["/herald.js", "/herald-worker.js", "/"] {
+        let get = h.http.get(h.url(path)).send().await.unwrap();
+        assert_eq!(get.status(), 200);
+        let length = get.bytes().await.unwrap().len();
+        let answer = raw(
+            &h.base,
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(raw_status(&answer), 200, "{path}: {answer}");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(body.is_empty(), "{path}: a body came with HEAD");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("content-length: {length}")),
+            "{path}: {head}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_requests_need_exactly_one_host() {
+    let h = Herald::start(None, &[]);
+    for (request, want) in [
+        ("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        ("GET /healthz HTTP/1.0\r\n\r\n", 200),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+    ] {
+        let answer = raw(&h.base, request.to_owned()).await;
+        assert_eq!(raw_status(&answer), want, "{request:?}: {answer}");
+        if want == 400 {
+            assert!(answer.contains("invalid_request"), "{answer}");
+        }
+    }
+}
+
+/// The Origin rule for cookie writes compares the scheme too (`https` only when a trusted
+/// proxy says so) and refuses origins with userinfo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_rule_compares_the_scheme_and_refuses_userinfo() {
+    let h = Herald::start(None, &["--trusted-proxy", "127.0.0.1/32"]);
+    let cookie = h.login("alice").await;
+    let host = addr_of(&h.base);
+    let write = |origin: String, proto: Option<&str>| {
+        let mut req = h
+            .http
+            .patch(h.url("/notifications"))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .json(&json!({"all": true, "read": true}));
+        if let Some(proto) = proto {
+            req = req.header("x-forwarded-proto", proto);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(write(format!("http://{host}"), None).await, 200);
+    assert_eq!(write(format!("https://{host}"), None).await, 403);
+    assert_eq!(write(format!("http://user@{host}"), None).await, 403);
+    assert_eq!(write(format!("http://user:pw@{host}"), None).await, 403);
+    // behind a trusted proxy that terminated TLS, the page's origin is https
+    assert_eq!(write(format!("https://{host}"), Some("https")).await, 200);
+    assert_eq!(write(format!("http://{host}"), Some("https")).await, 403);
+}
+
+/// `Access-Control-Allow-Credentials` only in answers to an allowed origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_credentials_only_for_allowed_origins() {
+    let h = Herald::start(None, &[]);
+    let get = |origin: Option<&str>| {
+        let mut req = h.http.get(h.url("/healthz"));
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    for origin in [None, Some("http://evil.example")] {
+        let r = get(origin).await;
+        assert!(
+            r.headers()
+                .get("access-control-allow-credentials")
+                .is_none(),
+            "{origin:?}: {:?}",
+            r.headers()
+        );
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+    }
+    let r = get(Some(&h.base)).await;
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    assert_eq!(r.headers()["access-control-allow-origin"], h.base.as_str());
+}
+
+/// `--metrics-allow` limits `/metrics` to the listed networks (403 for others); without it,
+/// anyone may read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_allow_limits_who_reads_metrics() {
+    let closed = Herald::start(None, &["--metrics-allow", "10.0.0.0/8"]);
+    let (status, body) = send(closed.http.get(closed.url("/metrics"))).await;
+    assert_error(status, &body, 403, "forbidden");
+    let open = Herald::start(None, &["--metrics-allow", "10.0.0.0/8,127.0.0.1"]);
+    let r = open.http.get(open.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("herald_streams_open"));
+    let default = Herald::start(None, &[]);
+    let r = default
+        .http
+        .get(default.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

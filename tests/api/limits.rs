@@ -1,0 +1,242 @@
+//! What bounds each request: a publish to ~90k users shares the node (O(n) work, yields
+//! between chunks), a store failure part-way names the users stored, stalled responses and
+//! trickling bodies end at their timeouts, and request heads are capped at 32 KiB.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// M4: a 90k-user publish neither takes quadratic time nor stalls the node: `/healthz`,
+/// polled meanwhile on its own connection, stays fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_fan_out_leaves_the_node_responsive() {
+    let h = Herald::start(None, &[]);
+    let users: Vec<String> = (0..90_000).map(|i| format!("u{i:06}")).collect();
+    let mut body = json!({"users": users, "notification": {"title": "everyone"}});
+    // duplicates are dropped, first-seen order kept
+    body["users"].as_array_mut().unwrap().push(json!("u000007"));
+    let started = Instant::now();
+    let publish = {
+        let (http, url) = (client(), h.url("/publish"));
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(service_token())
+                .json(&body)
+                .timeout(Duration::from_secs(120))
+                .send()
+                .await
+                .unwrap();
+            status_json(r).await
+        })
+    };
+    let probe = client();
+    let mut slowest = Duration::ZERO;
+    let mut probes = 0;
+    while !publish.is_finished() && started.elapsed() < Duration::from_secs(120) {
+        let t = Instant::now();
+        let r = probe.get(h.url("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        slowest = slowest.max(t.elapsed());
+        probes += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, answer) = publish.await.unwrap();
+    println!(
+        "90k-user publish took {:?}; slowest of {probes} /healthz: {slowest:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["count"], 90_000);
+    assert_eq!(answer["ids"].as_object().unwrap().len(), 90_000);
+    assert!(probes > 0);
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/healthz took {slowest:?}"
+    );
+    assert_eq!(h.tray_len("u089999").await, 1);
+}
+
+/// L7: a store failure part-way through a multi-user publish answers 503 `unavailable` and
+/// names, in `error.stored`, the users whose notification is stored, so a retry can skip
+/// them. The failure is made deterministic by a key of the wrong type for one user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_publish_names_the_users_stored() {
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for suffix in ["items", "order", "unread"] {
+        let _: () = redis::cmd("SET")
+            .arg(format!("herald:{{u:poison}}:{suffix}"))
+            .arg("not a tray")
+            .query(&mut conn)
+            .unwrap();
+    }
+    let mut users: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
+    users.insert(100, "poison".into());
+    let (status, body) = h
+        .publish(json!({"users": users, "notification": {"title": "partial"}}))
+        .await;
+    assert_error(status, &body, 503, "unavailable");
+    let stored = body["error"]["stored"].as_object().expect("error.stored");
+    assert!(!stored.contains_key("poison"), "{body}");
+    // chunks before the failing one are stored; nothing after its chunk is attempted
+    for user in &users[..96] {
+        assert!(stored.contains_key(user), "{user} missing from {body}");
+    }
+    assert!(stored.len() < 200, "{}", stored.len());
+    for (user, id) in stored.iter().step_by(10) {
+        assert_eq!(h.tray_ids(user, "").await, vec![id.as_str().unwrap()]);
+    }
+    let unstored = users
+        .iter()
+        .rev()
+        .find(|u| !stored.contains_key(*u))
+        .unwrap();
+    assert_eq!(h.tray_len(unstored).await, 0);
+    // the retry names only the others (with an idempotency_key it could resend all safely)
+    let rest: Vec<&String> = users
+        .iter()
+        .filter(|u| !stored.contains_key(*u) && *u != "poison")
+        .collect();
+    let (status, body) = h
+        .publish(json!({"users": rest, "notification": {"title": "partial"}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(h.tray_len(unstored).await, 1);
+    assert_eq!(h.tray_len(&users[0]).await, 1);
+}
+
+/// L5: a client that asks for a large tray page and never reads is disconnected once a write
+/// has been blocked for `--send-timeout`, instead of pinning the response in memory forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Herald::start(None, &["--send-timeout", "1s"]);
+    let body = "x".repeat(15_000);
+    for i in 0..200 {
+        let (status, answer) = h
+            .publish(json!({"users": ["bigtray"], "notification": {"title": format!("t{i}"), "body": body}}))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket
+        .connect(addr_of(&h.base).parse().unwrap())
+        .await
+        .unwrap();
+    // the page twice on one connection (~6 MB): more than the kernel's socket buffers hold
+    let get = |close: &str| {
+        format!(
+            "GET /notifications?limit=200 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n{close}\r\n",
+            user_token("bigtray")
+        )
+    };
+    let request = get("") + &get("Connection: close\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // never read for longer than the send timeout
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection is still open"),
+        }
+    }
+    let head = String::from_utf8_lossy(&received[..received.len().min(400)]).into_owned();
+    assert_eq!(raw_status(&head), 200, "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    println!(
+        "received {} bytes of two {length}-byte answers",
+        received.len()
+    );
+    assert!(length > 2_500_000, "{length}");
+    assert!(
+        received.len() < 2 * length,
+        "the whole answer arrived: the connection was not cut"
+    );
+}
+
+/// L5: a JSON body that trickles, or a chunked body that never ends, gets 408
+/// `request_timeout` (and the connection closes) once `--body-timeout` has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_endless_bodies_get_408_after_the_body_timeout() {
+    let h = Herald::start(None, &["--body-timeout", "1s"]);
+    let token = service_token();
+    let heads = [
+        format!("POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"),
+        format!("POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{{\r\n"),
+    ];
+    for (i, head) in heads.into_iter().enumerate() {
+        let base = h.base.clone();
+        let (took, answer) = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr_of(&base)).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let started = Instant::now();
+            s.write_all(head.as_bytes()).unwrap();
+            // the first body trickles a byte every 100 ms; the second just stops
+            let mut writer = s.try_clone().unwrap();
+            let trickle = std::thread::spawn(move || {
+                for _ in 0..50 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let chunk: &[u8] = if i == 0 { b" " } else { b"" };
+                    if writer.write_all(chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            let took = started.elapsed();
+            drop(s);
+            let _ = trickle.join();
+            (took, String::from_utf8_lossy(&out).into_owned())
+        })
+        .await
+        .unwrap();
+        assert_eq!(raw_status(&answer), 408, "{answer}");
+        assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+        assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    }
+}
+
+/// L6: request heads are capped at 32 KiB (431); a 16 KiB header still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_are_capped_at_32_kib() {
+    let h = Herald::start(None, &[]);
+    let request = |pad: usize| {
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(pad)
+        )
+    };
+    let base = h.base.clone();
+    let (small, large) = tokio::task::spawn_blocking(move || {
+        (
+            raw_http(&base, request(16 * 1024).as_bytes()),
+            raw_http(&base, request(40 * 1024).as_bytes()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw_status(&small), 200, "{small}");
+    assert_eq!(raw_status(&large), 431, "{large}");
+}
