@@ -49,7 +49,10 @@ impl AppState {
                 Broker::Memory,
             ),
             backend @ (Backend::Redis(_) | Backend::Cluster(_)) => {
-                let store = RedisStore::new(connect_plain(backend).await?, config.max_per_user);
+                let store = RedisStore::new(
+                    connect_plain(backend, "store", Some(shutdown.clone())).await?,
+                    config.max_per_user,
+                );
                 let broker =
                     RedisBroker::start(backend, hub.clone(), metrics.clone(), shutdown.clone())
                         .await?;
@@ -60,7 +63,7 @@ impl AppState {
                 ));
                 // Blocking reads hold a connection: the ingest consumer has its own.
                 let ingest = Ingest::new(
-                    connect_plain(backend).await?,
+                    connect_plain(backend, "ingest", Some(shutdown.clone())).await?,
                     Store::Redis(store.clone()),
                     metrics.clone(),
                     config.node.clone(),

@@ -2,8 +2,9 @@
 //! pub/sub (`SSUBSCRIBE` of the users that have a stream here) and control announcements
 //! (`SPUBLISH`). Subscription changes go through one worker task, in batches (subscribes
 //! pipelined, then unsubscribes of users still without a stream), so a quick
-//! unsubscribe/subscribe pair of the same user can never leave it unsubscribed. After a lost
-//! connection the worker subscribes again and every stream catches up from the store.
+//! unsubscribe/subscribe pair of the same user can never leave it unsubscribed. When the link
+//! gets a new connection (after Redis was stopped, or black-holed so that no disconnection was
+//! ever seen) the worker subscribes again and every stream catches up from the store.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -16,20 +17,18 @@ use crate::config::{Backend, StartupError};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::redis_conn::{connect, RedisConn};
+use crate::redis_conn::{connect, RedisConn, COMMAND_DEADLINE};
 use crate::shutdown::Shutdown;
 use crate::store::keys::{user_of_channel, UserKeys};
 
 /// Longest wait for a subscription to become active before the stream gets 503.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+const SUBSCRIBE_TIMEOUT: Duration = COMMAND_DEADLINE;
 /// Subscription changes applied together (their subscribes in one pipelined round trip).
 const BATCH: usize = 256;
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
     Unsubscribe(String),
-    /// The connection was lost; it reconnects by itself.
-    Reconnected,
 }
 
 #[derive(Clone)]
@@ -47,21 +46,18 @@ impl RedisBroker {
         shutdown: Shutdown,
     ) -> Result<Self, StartupError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let conn = connect(backend, Some(push_tx)).await?;
+        let conn = connect(backend, Some(push_tx), "broker", Some(shutdown.clone())).await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        tokio::spawn(listen(
-            push_rx,
-            hub.clone(),
-            commands.clone(),
-            metrics,
-            shutdown.clone(),
-        ));
-        tokio::spawn(work(command_rx, hub, conn.clone(), shutdown));
+        tokio::spawn(listen(push_rx, hub.clone(), shutdown.clone()));
+        tokio::spawn(work(command_rx, hub, conn.clone(), metrics, shutdown));
         Ok(RedisBroker { conn, commands })
     }
 
     pub async fn subscribe(&self, user: &str) -> Result<()> {
         let (tx, rx) = oneshot::channel();
+        if !self.conn.is_up() {
+            return Err(Error::Unavailable("the broker's Redis link is down".into()));
+        }
         let unavailable = || Error::Unavailable("broker subscription worker stopped".into());
         self.commands
             .send(Command::Subscribe(user.to_owned(), tx))
@@ -95,21 +91,39 @@ impl RedisBroker {
 }
 
 /// Apply subscription changes one at a time; an unsubscribe is skipped if the user has a
-/// stream here again by the time it runs. After a lost connection, once Redis answers again,
-/// subscribe every tracked channel anew (a cluster failover moves shard channels to a new
-/// primary, which the connection does not carry over) and have every stream catch up.
+/// stream here again by the time it runs. When the link has a new connection (the old one
+/// and its subscriptions are gone), subscribe every tracked channel anew (a cluster failover
+/// also moves shard channels to a new primary) and have every stream catch up.
 async fn work(
     mut rx: mpsc::UnboundedReceiver<Command>,
     hub: Hub,
     mut conn: RedisConn,
+    metrics: Metrics,
     shutdown: Shutdown,
 ) {
     let mut subscribed: HashSet<String> = HashSet::new();
+    let mut reconnections = conn.reconnections();
+    reconnections.mark_unchanged();
     loop {
         let first = tokio::select! {
-            c = rx.recv() => match c { Some(c) => c, None => return },
+            c = rx.recv() => match c { Some(c) => Some(c), None => return },
+            changed = reconnections.changed() => match changed { Ok(()) => None, Err(_) => return },
             _ = shutdown.wait() => return,
         };
+        if reconnections.has_changed().unwrap_or(false) || first.is_none() {
+            // Marked first: a connection replaced while we resubscribe is seen next round.
+            reconnections.mark_unchanged();
+            metrics.broker_reconnects.inc();
+            if !resubscribe(&mut conn, &subscribed, &shutdown).await {
+                return;
+            }
+            tracing::info!(
+                users = subscribed.len(),
+                "broker subscribed again; streams catch up"
+            );
+            hub.catch_up_all();
+        }
+        let Some(first) = first else { continue };
         // Take what else is waiting, so a burst of new streams costs one round trip.
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -120,23 +134,11 @@ async fn work(
         }
         let mut subscribes = Vec::new();
         let mut unsubscribes = Vec::new();
-        let mut reconnected = false;
         for command in batch {
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
                 Command::Unsubscribe(user) => unsubscribes.push(user),
-                Command::Reconnected => reconnected = true,
             }
-        }
-        if reconnected {
-            if !resubscribe(&mut conn, &subscribed, &shutdown).await {
-                return;
-            }
-            tracing::info!(
-                users = subscribed.len(),
-                "broker connection back; streams catch up"
-            );
-            hub.catch_up_all();
         }
         subscribe_all(&conn, &mut subscribed, subscribes).await;
         // After the subscribes: a user who left and came back within the batch is kept.
@@ -219,14 +221,9 @@ async fn resubscribe(conn: &mut RedisConn, users: &HashSet<String>, shutdown: &S
     }
 }
 
-/// Route pushed messages to the hub; report a lost connection to the worker.
-async fn listen(
-    mut rx: mpsc::UnboundedReceiver<PushInfo>,
-    hub: Hub,
-    commands: mpsc::UnboundedSender<Command>,
-    metrics: Metrics,
-    shutdown: Shutdown,
-) {
+/// Route pushed messages to the hub. A lost connection is the link's business: its probe
+/// connects again and the worker resubscribes.
+async fn listen(mut rx: mpsc::UnboundedReceiver<PushInfo>, hub: Hub, shutdown: Shutdown) {
     loop {
         let push = tokio::select! {
             p = rx.recv() => match p { Some(p) => p, None => return },
@@ -248,11 +245,7 @@ async fn listen(
                 };
                 message.apply(&hub, &user);
             }
-            PushKind::Disconnection => {
-                metrics.broker_reconnects.inc();
-                tracing::warn!("broker connection lost; reconnecting");
-                let _ = commands.send(Command::Reconnected);
-            }
+            PushKind::Disconnection => tracing::debug!("broker connection closed"),
             _ => {}
         }
     }

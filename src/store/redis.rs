@@ -1,6 +1,8 @@
 //! Redis store: the same surface as the memory store, over the layout in `keys`. Tray writes
 //! are Lua scripts on one user's slot that store, log and announce a change atomically; reads
 //! are single commands or pipelines within that slot. A command that fails maps to 503.
+//! Tray scripts carry a deadline on Redis's clock and refuse to run past it, so a write that
+//! was answered 503 (bytes stuck in a network black hole) cannot commit when they arrive.
 
 use std::time::{Duration, SystemTime};
 
@@ -113,8 +115,9 @@ impl RedisStore {
             .arg(LOG_CAPACITY)
             .arg(now_ms())
             .arg(IDEMPOTENCY_TTL_MS)
-            .arg(k.channel());
-        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+            .arg(k.channel())
+            .arg(self.conn.write_deadline_ms());
+        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await.map_err(late)?;
         match out.as_slice() {
             [stored, id] => Ok(Published {
                 id: id.clone(),
@@ -185,18 +188,18 @@ impl RedisStore {
             .arg(rfc3339(now))
             .arg(LOG_CAPACITY)
             .arg(k.channel());
-        match target {
-            Target::All => {
-                inv.arg("1");
-            }
-            Target::Ids(ids) => {
-                inv.arg("0");
-                for id in ids {
-                    inv.arg(id);
-                }
+        inv.arg(if matches!(target, Target::All) {
+            "1"
+        } else {
+            "0"
+        });
+        inv.arg(self.conn.write_deadline_ms());
+        if let Target::Ids(ids) = target {
+            for id in ids {
+                inv.arg(id);
             }
         }
-        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await.map_err(late)?;
         let mut out = out.into_iter();
         let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
         Ok(Marked {
@@ -364,6 +367,16 @@ impl RedisStore {
     pub async fn retire(&self, node: &str) -> Result<()> {
         let _: () = self.conn().del(keys::node_alive(node)).await?;
         Ok(())
+    }
+}
+
+/// A tray script that refused to run past its deadline (see `publish.lua`): 503 like any
+/// outage, named in the log.
+fn late(e: redis::RedisError) -> Error {
+    if e.code() == Some("LATE") {
+        Error::Unavailable("Redis ran a tray write after its deadline; refused".into())
+    } else {
+        e.into()
     }
 }
 
