@@ -11,6 +11,7 @@ mod ingest;
 mod nginx;
 mod nodes;
 mod ops;
+mod outage;
 mod publish;
 mod retention;
 mod stream;
