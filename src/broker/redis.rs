@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Message;
 use crate::config::{Backend, StartupError};
@@ -29,6 +29,9 @@ const BATCH: usize = 256;
 enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
     Unsubscribe(String),
+    /// A connection to a node was lost (a cluster connection carries on without that node's
+    /// subscriptions; one server's link gets a new connection, which is seen anyway).
+    Lost,
 }
 
 #[derive(Clone)]
@@ -48,7 +51,12 @@ impl RedisBroker {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let conn = connect(backend, Some(push_tx), "broker", Some(shutdown.clone())).await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        tokio::spawn(listen(push_rx, hub.clone(), shutdown.clone()));
+        tokio::spawn(listen(
+            push_rx,
+            hub.clone(),
+            commands.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(work(command_rx, hub, conn.clone(), metrics, shutdown));
         Ok(RedisBroker { conn, commands })
     }
@@ -110,23 +118,9 @@ async fn work(
             changed = reconnections.changed() => match changed { Ok(()) => None, Err(_) => return },
             _ = shutdown.wait() => return,
         };
-        if reconnections.has_changed().unwrap_or(false) || first.is_none() {
-            // Marked first: a connection replaced while we resubscribe is seen next round.
-            reconnections.mark_unchanged();
-            metrics.broker_reconnects.inc();
-            if !resubscribe(&mut conn, &subscribed, &shutdown).await {
-                return;
-            }
-            tracing::info!(
-                users = subscribed.len(),
-                "broker subscribed again; streams catch up"
-            );
-            hub.catch_up_all();
-        }
-        let Some(first) = first else { continue };
         // Take what else is waiting, so a burst of new streams costs one round trip.
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+        let mut batch: Vec<Command> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
@@ -134,11 +128,25 @@ async fn work(
         }
         let mut subscribes = Vec::new();
         let mut unsubscribes = Vec::new();
+        // A new connection (no command at all), or a node's connection lost.
+        let mut lost = batch.is_empty() || reconnections.has_changed().unwrap_or(false);
         for command in batch {
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
                 Command::Unsubscribe(user) => unsubscribes.push(user),
+                Command::Lost => lost = true,
             }
+        }
+        if lost {
+            metrics.broker_reconnects.inc();
+            if !resubscribe(&mut conn, &subscribed, &mut reconnections, &shutdown).await {
+                return;
+            }
+            tracing::info!(
+                users = subscribed.len(),
+                "broker subscribed again; streams catch up"
+            );
+            hub.catch_up_all();
         }
         subscribe_all(&conn, &mut subscribed, subscribes).await;
         // After the subscribes: a user who left and came back within the batch is kept.
@@ -197,11 +205,21 @@ async fn subscribe_all(
 }
 
 /// Subscribe every tracked channel again, retrying until each one succeeds (a failover
-/// takes a few seconds to promote a replica and for the slot map to follow). False on
-/// shutdown.
-async fn resubscribe(conn: &mut RedisConn, users: &HashSet<String>, shutdown: &Shutdown) -> bool {
+/// takes a few seconds to promote a replica and for the slot map to follow). A connection
+/// that replaces the link's before a round starts is covered by that round; one that comes
+/// during a round is seen by the caller afterwards. False on shutdown.
+async fn resubscribe(
+    conn: &mut RedisConn,
+    users: &HashSet<String>,
+    reconnections: &mut watch::Receiver<u64>,
+    shutdown: &Shutdown,
+) -> bool {
     let mut missing: Vec<&String> = users.iter().collect();
     loop {
+        if reconnections.has_changed().unwrap_or(false) {
+            reconnections.mark_unchanged();
+            missing = users.iter().collect();
+        }
         let mut failed = Vec::new();
         for user in missing {
             if let Err(e) = conn.ssubscribe(&UserKeys::new(user).channel()).await {
@@ -221,9 +239,15 @@ async fn resubscribe(conn: &mut RedisConn, users: &HashSet<String>, shutdown: &S
     }
 }
 
-/// Route pushed messages to the hub. A lost connection is the link's business: its probe
-/// connects again and the worker resubscribes.
-async fn listen(mut rx: mpsc::UnboundedReceiver<PushInfo>, hub: Hub, shutdown: Shutdown) {
+/// Route pushed messages to the hub; report a lost connection to the worker. (A link whose
+/// connection is black-holed reports nothing: its probe replaces the connection, and the
+/// worker sees the new one.)
+async fn listen(
+    mut rx: mpsc::UnboundedReceiver<PushInfo>,
+    hub: Hub,
+    commands: mpsc::UnboundedSender<Command>,
+    shutdown: Shutdown,
+) {
     loop {
         let push = tokio::select! {
             p = rx.recv() => match p { Some(p) => p, None => return },
@@ -245,7 +269,10 @@ async fn listen(mut rx: mpsc::UnboundedReceiver<PushInfo>, hub: Hub, shutdown: S
                 };
                 message.apply(&hub, &user);
             }
-            PushKind::Disconnection => tracing::debug!("broker connection closed"),
+            PushKind::Disconnection => {
+                tracing::warn!("broker connection lost; subscribing again once Redis answers");
+                let _ = commands.send(Command::Lost);
+            }
             _ => {}
         }
     }
