@@ -337,3 +337,35 @@ fn cluster(
         .map_err(|e| failed(&format!("is not usable: {e}")))?;
     Ok((Target::Cluster(client), Box::new(failed)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timeout or a broken connection takes the link down; Redis answering with an error
+    /// (a refused late script, a wrong type) does not.
+    #[test]
+    fn only_connection_failures_take_the_link_down() {
+        let io = |kind| RedisError::from(std::io::Error::new(kind, "x"));
+        assert!(is_link_failure(&io(std::io::ErrorKind::TimedOut)));
+        assert!(is_link_failure(&io(std::io::ErrorKind::BrokenPipe)));
+        assert!(is_link_failure(&io(std::io::ErrorKind::ConnectionRefused)));
+        assert!(is_link_failure(&down()));
+        let answered = RedisError::from((redis::ErrorKind::Client, "refused"));
+        assert!(!is_link_failure(&answered));
+    }
+
+    /// Replicas and failed primaries are not scanned.
+    #[test]
+    fn primaries_are_the_live_masters() {
+        let nodes = "\
+a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922
+c 127.0.0.1:7002@17002 master,fail - 0 0 3 connected
+d 127.0.0.1:7003@17003 slave a 0 0 1 connected";
+        assert_eq!(
+            primaries(nodes),
+            [("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]
+        );
+    }
+}

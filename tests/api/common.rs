@@ -615,6 +615,14 @@ impl Cluster {
         );
     }
 
+    /// Kill every node (the whole cluster is away).
+    pub fn stop_all(&mut self) {
+        for (child, _) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kill the primary serving `key`; returns its port.
     pub fn kill_primary_of(&mut self, key: &str) -> u16 {
         let port = self.primary_of(key);

@@ -382,6 +382,16 @@ async fn sigterm_during_an_outage_exits_within_the_drain_timeout() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_cluster_gets_prompt_503s() {
+    let mut cluster = Cluster::start(3, 0);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let cookie = h.login("alice").await;
+    let _sse = h.events(&user_token("alice"), "").await;
+    cluster.stop_all();
+    assert_prompt_answers(&h, &cookie, "cluster stopped").await;
+}
+
 /// The tray scripts refuse to run past their deadline (Redis's clock): nothing is stored,
 /// logged or announced. Called directly, the way held bytes would reach Redis late.
 #[tokio::test]
