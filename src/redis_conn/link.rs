@@ -269,5 +269,25 @@ pub async fn clock_offset(mut conn: Conn) -> RedisResult<i64> {
     let sent = now_ms() as i64;
     let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
     let received = now_ms() as i64;
-    Ok(secs * 1000 + micros / 1000 - (sent + received) / 2)
+    Ok(offset(sent, received, secs, micros))
+}
+
+/// Redis's clock (`TIME`: seconds, microseconds) minus ours at the middle of the round trip
+/// from `sent` to `received` (our Unix ms).
+fn offset(sent: i64, received: i64, secs: i64, micros: i64) -> i64 {
+    secs * 1000 + micros / 1000 - (sent + received) / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offset is taken at the middle of the round trip, in either direction of skew.
+    #[test]
+    fn offset_is_measured_at_the_middle_of_the_round_trip() {
+        // Redis one hour ahead; TIME answered at 1_000_010.5 ms of our clock.
+        assert_eq!(offset(1_000_000, 1_000_020, 4_600, 10_500), 3_600_000);
+        // Redis five seconds behind.
+        assert_eq!(offset(1_000_000, 1_000_000, 995, 0), -5_000);
+    }
 }

@@ -77,6 +77,12 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// [`SCRIPT_BUDGET`] after `now` (our Unix ms), on a clock `offset_ms` ahead of ours.
+fn deadline_on_redis_clock(now: u64, offset_ms: i64) -> u64 {
+    let ours = now as i64 + SCRIPT_BUDGET.as_millis() as i64;
+    (ours + offset_ms).max(0) as u64
+}
+
 /// The error of a command refused because the link is down.
 fn down() -> RedisError {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "Redis is unavailable").into()
@@ -111,8 +117,7 @@ impl RedisConn {
     /// plus the offset the probe measures with `TIME`, so skew between the hosts does not
     /// matter, only the probe's half round trip).
     pub fn write_deadline_ms(&self) -> u64 {
-        let ours = now_ms() as i64 + SCRIPT_BUDGET.as_millis() as i64;
-        (ours + self.link.offset_ms()).max(0) as u64
+        deadline_on_redis_clock(now_ms(), self.link.offset_ms())
     }
 
     fn checkout(&self) -> RedisResult<(Conn, u64)> {
@@ -353,6 +358,15 @@ mod tests {
         assert!(is_link_failure(&down()));
         let answered = RedisError::from((redis::ErrorKind::Client, "refused"));
         assert!(!is_link_failure(&answered));
+    }
+
+    /// A script's deadline is in Redis's time: skew between the hosts moves it along.
+    #[test]
+    fn script_deadline_follows_redis_clock() {
+        let now = 1_700_000_000_000;
+        assert_eq!(deadline_on_redis_clock(now, 0), now + 600);
+        assert_eq!(deadline_on_redis_clock(now, 3_600_000), now + 3_600_600);
+        assert_eq!(deadline_on_redis_clock(now, -5_000), now - 4_400);
     }
 
     /// Replicas and failed primaries are not scanned.
