@@ -144,9 +144,22 @@ impl Link {
         lock(&self.current).conn.is_some()
     }
 
+    /// A command on connection `id` timed out or found it broken. One server's connection is
+    /// dropped at once. A cluster connection is left to the probe: it reconnects to single
+    /// nodes by itself, and one primary away must not take every user down.
+    pub fn failed(&self, id: u64, reason: &str) {
+        match self.target {
+            Target::Single { .. } => self.lost(id, reason),
+            Target::Cluster(_) => {
+                tracing::debug!(link = self.name, reason, "cluster command failed");
+                self.wake.notify_one();
+            }
+        }
+    }
+
     /// Connection `id` failed (timed out or broke): drop it, so that nothing more is sent on
     /// it and commands fail at once until the probe connects again.
-    pub fn lost(&self, id: u64, reason: &str) {
+    fn lost(&self, id: u64, reason: &str) {
         let dropped = {
             let mut current = lock(&self.current);
             if current.id == id {
@@ -256,18 +269,23 @@ async fn probe(link: Weak<Link>, wake: Arc<Notify>, shutdown: Option<Shutdown>) 
 }
 
 /// Redis's clock minus ours, in milliseconds, from `TIME` (taken at the middle of the round
-/// trip, so the error is at most half of it). On a cluster, every primary must also answer
-/// `PING`: a cluster with a primary away is not usable for that primary's users.
+/// trip, so the error is at most half of it). On a cluster `TIME` goes to every primary and
+/// the first answer counts: the cluster is up while any primary answers (one primary away is
+/// its own users' outage, answered by deadlines while the cluster fails it over).
 pub async fn clock_offset(mut conn: Conn) -> RedisResult<i64> {
-    if let Conn::Cluster(c) = &mut conn {
-        let all = RoutingInfo::MultiNode((
-            MultipleNodeRoutingInfo::AllMasters,
-            Some(ResponsePolicy::AllSucceeded),
-        ));
-        c.route_command(redis::cmd("PING"), all).await?;
-    }
     let sent = now_ms() as i64;
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let time = redis::cmd("TIME");
+    let reply = match &mut conn {
+        Conn::Single(c) => time.query_async(c).await?,
+        Conn::Cluster(c) => {
+            let any = RoutingInfo::MultiNode((
+                MultipleNodeRoutingInfo::AllMasters,
+                Some(ResponsePolicy::OneSucceeded),
+            ));
+            c.route_command(time, any).await?
+        }
+    };
+    let (secs, micros): (i64, i64) = redis::from_redis_value(reply)?;
     let received = now_ms() as i64;
     Ok(offset(sent, received, secs, micros))
 }

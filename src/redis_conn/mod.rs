@@ -8,7 +8,8 @@
 //! at once (503 upstream) instead of queuing for a reconnect that would run them behind the
 //! client's back. The link's probe (`link.rs`) notices a dead or black-holed connection,
 //! connects anew and marks the link up; the new connection's number tells the broker to
-//! subscribe again. Tray scripts also get a deadline on Redis's own clock
+//! subscribe again. (On a cluster only the probe takes the link down: one primary away
+//! fails its own users' commands, by error or deadline, not everyone's.) Tray scripts also get a deadline on Redis's own clock
 //! ([`RedisConn::write_deadline_ms`]) so bytes stuck in a black hole cannot commit late.
 
 mod link;
@@ -136,12 +137,13 @@ impl RedisConn {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 if is_link_failure(&e) {
-                    self.link.lost(id, &e.to_string());
+                    self.link.failed(id, &e.to_string());
                 }
                 Err(e)
             }
             Err(_) => {
-                self.link.lost(id, "no answer within the command deadline");
+                self.link
+                    .failed(id, "no answer within the command deadline");
                 Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "Redis did not answer in time",
