@@ -151,8 +151,7 @@ impl Link {
         match self.target {
             Target::Single { .. } => self.lost(id, reason),
             Target::Cluster(_) => {
-                tracing::debug!(link = self.name, reason, "cluster command failed");
-                self.wake.notify_one();
+                tracing::debug!(link = self.name, reason, "cluster command failed")
             }
         }
     }
