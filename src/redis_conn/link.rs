@@ -19,8 +19,11 @@ use crate::shutdown::Shutdown;
 
 /// How often the probe checks the link (or tries to reconnect while it is down).
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
-/// Longest wait for the probe's answer (and for a reconnect); beyond it the link is down.
+/// Longest wait for the probe's answer on a live connection; beyond it the link is down.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest attempt to connect anew (TCP, TLS, `HELLO`, then `TIME`) while the link is down.
+/// Commands fail at once meanwhile, so this can leave room for a distant Redis.
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where connections come from.
 pub enum Target {
@@ -216,7 +219,7 @@ impl Link {
                 }
             }
             None => {
-                let opened = tokio::time::timeout(PROBE_TIMEOUT, async {
+                let opened = tokio::time::timeout(RECONNECT_TIMEOUT, async {
                     let conn = self.target.open().await?;
                     let offset = clock_offset(conn.clone()).await?;
                     Ok::<_, redis::RedisError>((conn, offset))

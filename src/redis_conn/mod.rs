@@ -40,8 +40,8 @@ pub const COMMAND_DEADLINE: Duration = Duration::from_millis(800);
 pub const SCRIPT_BUDGET: Duration = Duration::from_millis(600);
 /// Longest wait for the first connection at start-up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Each connection attempt (start-up, then every reconnect).
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Each connection attempt's own limit (start-up, then every reconnect).
+const CONNECT_TIMEOUT: Duration = link::RECONNECT_TIMEOUT;
 
 #[derive(Clone)]
 pub struct RedisConn {

@@ -57,6 +57,11 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// Changes each time the store's link has a new connection after losing one.
+    pub fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.conn.reconnections()
+    }
+
     pub async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
         Ok(())
