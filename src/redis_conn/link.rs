@@ -1,7 +1,8 @@
 //! The link to Redis behind one `RedisConn`: the live connection (or none while Redis is
 //! away), its health, the probe that brings it back, and Redis's clock as seen from here.
 //! Rule for every edit: the mutex is held only to clone or swap the connection, never across
-//! an await; a connection that timed out or failed is dropped, never waited on again.
+//! an await; a connection taken down (one server's on any failed command, a cluster's when
+//! the probe fails) is dropped, never waited on again.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -100,7 +101,8 @@ pub struct Link {
     /// Blocking commands in flight. The probe's `TIME` would queue behind them and look like
     /// a dead link, so it waits; their own (longer) deadline watches the link meanwhile.
     blocking: AtomicUsize,
-    /// Wakes the probe at once when a command saw the link fail.
+    /// Wakes the probe at once (a command took the link down, or a pub/sub connection said
+    /// it was lost).
     wake: Arc<Notify>,
     /// Which link this is, for logs: `store`, `broker`, `ingest`.
     name: &'static str,
