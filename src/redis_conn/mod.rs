@@ -9,8 +9,9 @@
 //! client's back. The link's probe (`link.rs`) notices a dead or black-holed connection,
 //! connects anew and marks the link up; the new connection's number tells the broker to
 //! subscribe again. (On a cluster only the probe takes the link down: one primary away
-//! fails its own users' commands, by error or deadline, not everyone's.) Tray scripts also get a deadline on Redis's own clock
-//! ([`RedisConn::write_deadline_ms`]) so bytes stuck in a black hole cannot commit late.
+//! fails its own users' commands, by error or deadline, not everyone's.) Tray scripts also
+//! get a deadline on Redis's own clock ([`RedisConn::write_deadline_ms`]) so bytes stuck in
+//! a black hole cannot commit late.
 
 mod link;
 
