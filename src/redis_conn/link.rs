@@ -96,6 +96,9 @@ pub struct Link {
     /// The number of the connection in use; it changes when a new connection replaces a lost
     /// one, which is when subscriptions must be made again (the broker watches it).
     generation: watch::Sender<u64>,
+    /// One more than the number of the last connection dropped: commands still waiting on a
+    /// dropped connection fail at once instead of waiting out their deadline.
+    dropped: watch::Sender<u64>,
     /// Redis's clock minus ours, in milliseconds, measured by every probe.
     offset_ms: AtomicI64,
     /// Blocking commands in flight. The probe's `TIME` would queue behind them and look like
@@ -130,6 +133,7 @@ impl Link {
                 id: 0,
             }),
             generation: watch::Sender::new(0),
+            dropped: watch::Sender::new(0),
             offset_ms: AtomicI64::new(offset_ms),
             blocking: AtomicUsize::new(0),
             wake: wake.clone(),
@@ -173,6 +177,7 @@ impl Link {
             }
         };
         if dropped.is_some() {
+            self.dropped.send_replace(id + 1);
             tracing::warn!(
                 link = self.name,
                 reason,
@@ -191,6 +196,14 @@ impl Link {
         };
         self.generation.send_replace(id);
         tracing::info!(link = self.name, "Redis link back");
+    }
+
+    /// Resolves once connection `id` has been dropped (at once if it already was).
+    pub fn dropped(&self, id: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut dropped = self.dropped.subscribe();
+        async move {
+            let _ = dropped.wait_for(|&d| d > id).await;
+        }
     }
 
     pub fn generations(&self) -> watch::Receiver<u64> {

@@ -127,14 +127,19 @@ impl RedisConn {
     }
 
     /// Run one command on connection `id` under this handle's deadline; a timeout or a
-    /// broken connection takes the link down.
+    /// broken connection takes the link down. Ends early when the link drops the connection.
     async fn guarded<T>(
         &self,
         id: u64,
         command: impl std::future::Future<Output = RedisResult<T>>,
     ) -> RedisResult<T> {
         let _blocking = self.blocking.then(|| self.link.blocking());
-        match tokio::time::timeout(self.deadline, command).await {
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(self.deadline, command) => outcome,
+            // Taken down meanwhile (by the probe, or another command's timeout).
+            () = self.link.dropped(id) => return Err(down()),
+        };
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 if is_link_failure(&e) {

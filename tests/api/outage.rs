@@ -329,7 +329,17 @@ async fn a_black_holed_redis_gets_prompt_503s_and_nothing_is_stored_late() {
         .patch(a.url(&path))
         .bearer_auth(user_token("alice"))
         .json(&json!({"read": true}));
-    let (published, marked) = futures_util::future::join(timed(publish), timed(mark)).await;
+    // and a stream, which needs the broker's link and the store's one after the other
+    let open = a
+        .http
+        .get(a.url("/events"))
+        .bearer_auth(user_token("carol"));
+    let (published, marked, opened) =
+        futures_util::future::join3(timed(publish), timed(mark), timed(open)).await;
+    let (status, body, elapsed) = opened;
+    println!("black hole: first GET /events -> {status} in {elapsed:?}");
+    assert_error(status, &body, 503, "unavailable");
+    assert!(elapsed < PROMPT, "GET /events: {elapsed:?}");
     let mut into_the_hole = 0;
     for (name, (status, body, elapsed)) in [
         ("POST /publish", published),
