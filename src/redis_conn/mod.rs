@@ -51,6 +51,9 @@ pub struct RedisConn {
     deadline: Duration,
     /// Commands on this handle may block in Redis (`XREADGROUP BLOCK`).
     blocking: bool,
+    /// Commands on this handle fail as soon as the link drops their connection (all but
+    /// writes with a deadline: see [`RedisConn::for_deadline_writes`]).
+    ends_early: bool,
 }
 
 impl ConnectionLike for RedisConn {
@@ -99,9 +102,20 @@ impl RedisConn {
     /// The same link, for blocking reads that may wait `block` in Redis before answering.
     pub fn for_blocking_reads(&self, block: Duration) -> RedisConn {
         RedisConn {
-            link: self.link.clone(),
             deadline: block + COMMAND_DEADLINE,
             blocking: true,
+            ..self.clone()
+        }
+    }
+
+    /// The same link, for writes that carry a deadline for Redis ([`Self::write_deadline_ms`]).
+    /// They wait out [`COMMAND_DEADLINE`] even when the link drops their connection earlier:
+    /// answering 503 before Redis would refuse them would let a write held in a black hole
+    /// run after its client was told it failed.
+    pub fn for_deadline_writes(&self) -> RedisConn {
+        RedisConn {
+            ends_early: false,
+            ..self.clone()
         }
     }
 
@@ -134,10 +148,11 @@ impl RedisConn {
         command: impl std::future::Future<Output = RedisResult<T>>,
     ) -> RedisResult<T> {
         let _blocking = self.blocking.then(|| self.link.blocking());
+        let dropped = self.link.dropped(id);
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(self.deadline, command) => outcome,
             // Taken down meanwhile (by the probe, or another command's timeout).
-            () = self.link.dropped(id) => return Err(down()),
+            () = dropped, if self.ends_early => return Err(down()),
         };
         match outcome {
             Ok(Ok(value)) => Ok(value),
@@ -288,6 +303,7 @@ pub async fn connect(
         link,
         deadline: COMMAND_DEADLINE,
         blocking: false,
+        ends_early: true,
     })
 }
 

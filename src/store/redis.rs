@@ -122,7 +122,8 @@ impl RedisStore {
             .arg(IDEMPOTENCY_TTL_MS)
             .arg(k.channel())
             .arg(self.conn.write_deadline_ms());
-        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await.map_err(late)?;
+        let mut conn = self.conn.for_deadline_writes();
+        let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
         match out.as_slice() {
             [stored, id] => Ok(Published {
                 id: id.clone(),
@@ -204,7 +205,8 @@ impl RedisStore {
                 inv.arg(id);
             }
         }
-        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await.map_err(late)?;
+        let mut conn = self.conn.for_deadline_writes();
+        let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
         let mut out = out.into_iter();
         let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
         Ok(Marked {
