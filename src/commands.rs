@@ -62,7 +62,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     match backend(&args.redis_url)? {
         Backend::Embedded => post(args, &request).await,
         redis => {
-            let conn = crate::redis_conn::connect_plain(&redis).await?;
+            let conn = crate::redis_conn::connect_plain(&redis, "store", None).await?;
             let store = Store::Redis(RedisStore::new(conn, args.max_per_user));
             let response = publish_request(&store, None, &request)
                 .await

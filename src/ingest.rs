@@ -33,7 +33,8 @@ pub const GROUP: &str = "herald";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
 /// How often to look for such entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
-/// Longest wait of one blocking read, in milliseconds (below the connection's response timeout).
+/// Longest wait of one blocking read, in milliseconds (its command deadline is this plus the
+/// usual one).
 const BLOCK_MS: usize = 2000;
 /// Entries read at once.
 const BATCH: usize = 100;
@@ -44,6 +45,8 @@ pub const DEAD_COPY_BYTES: usize = 4096;
 
 pub struct Ingest {
     conn: RedisConn,
+    /// The same link, with a deadline that leaves room for `BLOCK_MS`.
+    blocking: RedisConn,
     store: Store,
     metrics: Metrics,
     node: String,
@@ -61,6 +64,7 @@ impl Ingest {
     /// `conn` must be this loop's own connection: blocking reads hold it.
     pub fn new(conn: RedisConn, store: Store, metrics: Metrics, node: String) -> Self {
         Ingest {
+            blocking: conn.for_blocking_reads(Duration::from_millis(BLOCK_MS as u64)),
             conn,
             store,
             metrics,
@@ -135,7 +139,7 @@ impl Ingest {
             (options.block(BLOCK_MS), ">")
         };
         let reply: Option<StreamReadReply> = self
-            .conn
+            .blocking
             .xread_options(&[STREAM], &[from], &options)
             .await?;
         Ok(reply

@@ -11,7 +11,8 @@
 //! - `routes`: the HTTP endpoints; `error` maps failures to the JSON error body.
 //! - `store`: trays, change logs, sessions, groups, presence (memory or Redis).
 //! - `broker`: changes and stream controls between nodes (Redis sharded pub/sub);
-//!   `redis_conn`: the one connection type for one Redis server or a cluster.
+//!   `redis_conn`: the one connection type for one Redis server or a cluster, with
+//!   deadlines, fail-fast while Redis is away and a probe that brings it back.
 //! - `hub`: this node's live streams by user; fan-out without copying payloads.
 //! - `sse`: frame encoding and the per-stream state machine.
 //! - `cleaner`: retention, on one node at a time; `ingest`: the Redis ingest stream.

@@ -49,7 +49,10 @@ impl AppState {
                 Broker::Memory,
             ),
             backend @ (Backend::Redis(_) | Backend::Cluster(_)) => {
-                let store = RedisStore::new(connect_plain(backend).await?, config.max_per_user);
+                let store = RedisStore::new(
+                    connect_plain(backend, "store", Some(shutdown.clone())).await?,
+                    config.max_per_user,
+                );
                 let broker =
                     RedisBroker::start(backend, hub.clone(), metrics.clone(), shutdown.clone())
                         .await?;
@@ -58,9 +61,14 @@ impl AppState {
                     config.node.clone(),
                     shutdown.clone(),
                 ));
+                tokio::spawn(catch_up_when_back(
+                    store.clone(),
+                    hub.clone(),
+                    shutdown.clone(),
+                ));
                 // Blocking reads hold a connection: the ingest consumer has its own.
                 let ingest = Ingest::new(
-                    connect_plain(backend).await?,
+                    connect_plain(backend, "ingest", Some(shutdown.clone())).await?,
                     Store::Redis(store.clone()),
                     metrics.clone(),
                     config.node.clone(),
@@ -118,5 +126,19 @@ async fn keep_alive(store: RedisStore, node: String, shutdown: Shutdown) {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+/// The store's link has a new connection after an outage: every stream catches up again. The
+/// broker has them catch up once it has subscribed again, but its link may come back before
+/// the store's, and a stream whose catch-up failed would wait for the user's next change.
+async fn catch_up_when_back(store: RedisStore, hub: Hub, shutdown: Shutdown) {
+    let mut reconnections = store.reconnections();
+    loop {
+        tokio::select! {
+            changed = reconnections.changed() => if changed.is_err() { return },
+            _ = shutdown.wait() => return,
+        }
+        hub.catch_up_all();
     }
 }

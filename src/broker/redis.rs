@@ -2,34 +2,36 @@
 //! pub/sub (`SSUBSCRIBE` of the users that have a stream here) and control announcements
 //! (`SPUBLISH`). Subscription changes go through one worker task, in batches (subscribes
 //! pipelined, then unsubscribes of users still without a stream), so a quick
-//! unsubscribe/subscribe pair of the same user can never leave it unsubscribed. After a lost
-//! connection the worker subscribes again and every stream catches up from the store.
+//! unsubscribe/subscribe pair of the same user can never leave it unsubscribed. When the link
+//! gets a new connection (after Redis was stopped, or black-holed so that no disconnection was
+//! ever seen) the worker subscribes again and every stream catches up from the store.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Message;
 use crate::config::{Backend, StartupError};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::redis_conn::{connect, RedisConn};
+use crate::redis_conn::{connect, RedisConn, COMMAND_DEADLINE};
 use crate::shutdown::Shutdown;
 use crate::store::keys::{user_of_channel, UserKeys};
 
 /// Longest wait for a subscription to become active before the stream gets 503.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+const SUBSCRIBE_TIMEOUT: Duration = COMMAND_DEADLINE;
 /// Subscription changes applied together (their subscribes in one pipelined round trip).
 const BATCH: usize = 256;
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
     Unsubscribe(String),
-    /// The connection was lost; it reconnects by itself.
-    Reconnected,
+    /// A connection to a node was lost (a cluster connection carries on without that node's
+    /// subscriptions; one server's link gets a new connection, which is seen anyway).
+    Lost,
 }
 
 #[derive(Clone)]
@@ -47,21 +49,23 @@ impl RedisBroker {
         shutdown: Shutdown,
     ) -> Result<Self, StartupError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let conn = connect(backend, Some(push_tx)).await?;
+        let conn = connect(backend, Some(push_tx), "broker", Some(shutdown.clone())).await?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         tokio::spawn(listen(
             push_rx,
             hub.clone(),
             commands.clone(),
-            metrics,
             shutdown.clone(),
         ));
-        tokio::spawn(work(command_rx, hub, conn.clone(), shutdown));
+        tokio::spawn(work(command_rx, hub, conn.clone(), metrics, shutdown));
         Ok(RedisBroker { conn, commands })
     }
 
     pub async fn subscribe(&self, user: &str) -> Result<()> {
         let (tx, rx) = oneshot::channel();
+        if !self.conn.is_up() {
+            return Err(Error::Unavailable("the broker's Redis link is down".into()));
+        }
         let unavailable = || Error::Unavailable("broker subscription worker stopped".into());
         self.commands
             .send(Command::Subscribe(user.to_owned(), tx))
@@ -95,24 +99,28 @@ impl RedisBroker {
 }
 
 /// Apply subscription changes one at a time; an unsubscribe is skipped if the user has a
-/// stream here again by the time it runs. After a lost connection, once Redis answers again,
-/// subscribe every tracked channel anew (a cluster failover moves shard channels to a new
-/// primary, which the connection does not carry over) and have every stream catch up.
+/// stream here again by the time it runs. When the link has a new connection (the old one
+/// and its subscriptions are gone), subscribe every tracked channel anew (a cluster failover
+/// also moves shard channels to a new primary) and have every stream catch up.
 async fn work(
     mut rx: mpsc::UnboundedReceiver<Command>,
     hub: Hub,
     mut conn: RedisConn,
+    metrics: Metrics,
     shutdown: Shutdown,
 ) {
     let mut subscribed: HashSet<String> = HashSet::new();
+    let mut reconnections = conn.reconnections();
+    reconnections.mark_unchanged();
     loop {
         let first = tokio::select! {
-            c = rx.recv() => match c { Some(c) => c, None => return },
+            c = rx.recv() => match c { Some(c) => Some(c), None => return },
+            changed = reconnections.changed() => match changed { Ok(()) => None, Err(_) => return },
             _ = shutdown.wait() => return,
         };
         // Take what else is waiting, so a burst of new streams costs one round trip.
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+        let mut batch: Vec<Command> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
@@ -120,21 +128,23 @@ async fn work(
         }
         let mut subscribes = Vec::new();
         let mut unsubscribes = Vec::new();
-        let mut reconnected = false;
+        // A new connection (no command at all), or a node's connection lost.
+        let mut lost = batch.is_empty() || reconnections.has_changed().unwrap_or(false);
         for command in batch {
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
                 Command::Unsubscribe(user) => unsubscribes.push(user),
-                Command::Reconnected => reconnected = true,
+                Command::Lost => lost = true,
             }
         }
-        if reconnected {
-            if !resubscribe(&mut conn, &subscribed, &shutdown).await {
+        if lost {
+            metrics.broker_reconnects.inc();
+            if !resubscribe(&mut conn, &subscribed, &mut reconnections, &shutdown).await {
                 return;
             }
             tracing::info!(
                 users = subscribed.len(),
-                "broker connection back; streams catch up"
+                "broker subscribed again; streams catch up"
             );
             hub.catch_up_all();
         }
@@ -195,11 +205,21 @@ async fn subscribe_all(
 }
 
 /// Subscribe every tracked channel again, retrying until each one succeeds (a failover
-/// takes a few seconds to promote a replica and for the slot map to follow). False on
-/// shutdown.
-async fn resubscribe(conn: &mut RedisConn, users: &HashSet<String>, shutdown: &Shutdown) -> bool {
+/// takes a few seconds to promote a replica and for the slot map to follow). A connection
+/// that replaces the link's before a round starts is covered by that round; one that comes
+/// during a round is seen by the caller afterwards. False on shutdown.
+async fn resubscribe(
+    conn: &mut RedisConn,
+    users: &HashSet<String>,
+    reconnections: &mut watch::Receiver<u64>,
+    shutdown: &Shutdown,
+) -> bool {
     let mut missing: Vec<&String> = users.iter().collect();
     loop {
+        if reconnections.has_changed().unwrap_or(false) {
+            reconnections.mark_unchanged();
+            missing = users.iter().collect();
+        }
         let mut failed = Vec::new();
         for user in missing {
             if let Err(e) = conn.ssubscribe(&UserKeys::new(user).channel()).await {
@@ -219,12 +239,13 @@ async fn resubscribe(conn: &mut RedisConn, users: &HashSet<String>, shutdown: &S
     }
 }
 
-/// Route pushed messages to the hub; report a lost connection to the worker.
+/// Route pushed messages to the hub; report a lost connection to the worker. (A link whose
+/// connection is black-holed reports nothing: its probe replaces the connection, and the
+/// worker sees the new one.)
 async fn listen(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
     hub: Hub,
     commands: mpsc::UnboundedSender<Command>,
-    metrics: Metrics,
     shutdown: Shutdown,
 ) {
     loop {
@@ -249,9 +270,8 @@ async fn listen(
                 message.apply(&hub, &user);
             }
             PushKind::Disconnection => {
-                metrics.broker_reconnects.inc();
-                tracing::warn!("broker connection lost; reconnecting");
-                let _ = commands.send(Command::Reconnected);
+                tracing::warn!("broker connection lost; subscribing again once Redis answers");
+                let _ = commands.send(Command::Lost);
             }
             _ => {}
         }

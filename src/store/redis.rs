@@ -1,6 +1,8 @@
 //! Redis store: the same surface as the memory store, over the layout in `keys`. Tray writes
 //! are Lua scripts on one user's slot that store, log and announce a change atomically; reads
 //! are single commands or pipelines within that slot. A command that fails maps to 503.
+//! Tray scripts carry a deadline on Redis's clock and refuse to run past it, so a write that
+//! was answered 503 (bytes stuck in a network black hole) cannot commit when they arrive.
 
 use std::time::{Duration, SystemTime};
 
@@ -53,6 +55,11 @@ impl RedisStore {
 
     fn conn(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// Changes each time the store's link has a new connection after losing one.
+    pub fn reconnections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.conn.reconnections()
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -136,8 +143,10 @@ impl RedisStore {
             .arg(LOG_CAPACITY)
             .arg(now_ms())
             .arg(IDEMPOTENCY_TTL_MS)
-            .arg(k.channel());
-        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+            .arg(k.channel())
+            .arg(self.conn.write_deadline_ms());
+        let mut conn = self.conn.for_deadline_writes();
+        let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
         match out.as_slice() {
             [stored, id] => Ok(Published {
                 id: id.clone(),
@@ -208,18 +217,19 @@ impl RedisStore {
             .arg(rfc3339(now))
             .arg(LOG_CAPACITY)
             .arg(k.channel());
-        match target {
-            Target::All => {
-                inv.arg("1");
-            }
-            Target::Ids(ids) => {
-                inv.arg("0");
-                for id in ids {
-                    inv.arg(id);
-                }
+        inv.arg(if matches!(target, Target::All) {
+            "1"
+        } else {
+            "0"
+        });
+        inv.arg(self.conn.write_deadline_ms());
+        if let Target::Ids(ids) = target {
+            for id in ids {
+                inv.arg(id);
             }
         }
-        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
+        let mut conn = self.conn.for_deadline_writes();
+        let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
         let mut out = out.into_iter();
         let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
         Ok(Marked {
@@ -412,11 +422,20 @@ impl RedisStore {
     }
 }
 
-/// Whether a Redis failure is about reaching Redis (retry later) rather than about one key.
+/// Whether a failure is about reaching Redis (retry later) rather than about one key.
 fn is_connection_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    e.downcast_ref::<redis::RedisError>().is_none_or(|e| {
-        e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-    })
+    e.downcast_ref::<redis::RedisError>()
+        .is_none_or(crate::redis_conn::is_link_failure)
+}
+
+/// A tray script that refused to run past its deadline (see `publish.lua`): 503 like any
+/// outage, named in the log.
+fn late(e: redis::RedisError) -> Error {
+    if e.code() == Some("LATE") {
+        Error::Unavailable("Redis ran a tray write after its deadline; refused".into())
+    } else {
+        e.into()
+    }
 }
 
 fn parse_item(json: &str, read_at: Option<&str>) -> Option<Notification> {

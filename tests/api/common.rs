@@ -56,10 +56,20 @@ impl Redis {
 
     /// Save to disk, stop, and start again on the same port with the same data.
     pub fn restart(&mut self) {
+        self.stop_saving();
+        self.start_again();
+    }
+
+    /// Save to disk and stop (`start_again` brings the same data back).
+    pub fn stop_saving(&mut self) {
         let _ = Command::new("redis-cli")
             .args(["-p", &self.port.to_string(), "shutdown", "save"])
             .output();
         let _ = self.child.wait();
+    }
+
+    /// Start again on the same port, from what `stop_saving` saved.
+    pub fn start_again(&mut self) {
         self.child = Self::spawn(self.port, &self._dir).expect("redis-server restarts on its port");
     }
 
@@ -613,6 +623,14 @@ impl Cluster {
             Some("1"),
             "the replica did not acknowledge: {out}"
         );
+    }
+
+    /// Kill every node (the whole cluster is away).
+    pub fn stop_all(&mut self) {
+        for (child, _) in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Kill the primary serving `key`; returns its port.

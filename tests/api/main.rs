@@ -14,6 +14,7 @@ mod limits;
 mod nginx;
 mod nodes;
 mod ops;
+mod outage;
 mod publish;
 mod retention;
 mod stream;

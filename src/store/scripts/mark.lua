@@ -1,8 +1,12 @@
 -- Mark notifications read, unread or deleted and commit one change for those whose state
 -- changed. KEYS: 1 items 2 order 3 unread 4 read_at 5 seq 6 log
 -- ARGV: 1 kind ('read'|'unread'|'deleted') 2 now_ms 3 read_at 4 log_capacity 5 channel
---       6 all ('1'|'0') 7.. ids
+--       6 all ('1'|'0') 7 deadline (Unix ms, Redis's clock: past it, refuse) 8.. ids
 -- Returns {found, changed ids...}.
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[7]) then
+  return redis.error_reply('LATE tray write arrived after its deadline')
+end
 local kind = ARGV[1]
 local ids
 if ARGV[6] == '1' then
@@ -13,7 +17,7 @@ if ARGV[6] == '1' then
   end
 else
   ids = {}
-  for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
+  for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
 local found = 0
 local changed = {}

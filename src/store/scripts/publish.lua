@@ -3,6 +3,11 @@
 -- SPUBLISH in this same script, so announcements leave Redis in seq order.
 -- KEYS: 1 items 2 order 3 unread 4 read_at 5 seq 6 log [7 idempotency key]
 -- ARGV: 1 id 2 json 3 max_per_user 4 log_capacity 5 now_ms 6 idempotency_ttl_ms 7 channel
+--       8 deadline (Unix ms, Redis's clock): past it the caller has answered 503, so refuse
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[8]) then
+  return redis.error_reply('LATE tray write arrived after its deadline')
+end
 if KEYS[7] then
   local previous = redis.call('GET', KEYS[7])
   if previous then

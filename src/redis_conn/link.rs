@@ -1,0 +1,328 @@
+//! The link to Redis behind one `RedisConn`: the live connection (or none while Redis is
+//! away), its health, the probe that brings it back, and Redis's clock as seen from here.
+//! Rule for every edit: the mutex is held only to clone or swap the connection, never across
+//! an await; a connection taken down (one server's on any failed command, a cluster's when
+//! the probe fails) is dropped, never waited on again.
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use tokio::sync::{watch, Notify};
+
+use crate::model::now_ms;
+use crate::shutdown::Shutdown;
+
+/// How often the probe checks the link (or tries to reconnect while it is down).
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// Longest wait for the probe's answer on a live connection; beyond it the link is down.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest attempt to connect anew (TCP, TLS, `HELLO`, then `TIME`) while the link is down.
+/// Commands fail at once meanwhile, so this can leave room for a distant Redis.
+pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where connections come from.
+pub enum Target {
+    Single {
+        client: redis::Client,
+        config: AsyncConnectionConfig,
+    },
+    Cluster(ClusterClient),
+}
+
+impl Target {
+    pub async fn open(&self) -> RedisResult<Conn> {
+        match self {
+            Target::Single { client, config } => Ok(Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?,
+            )),
+            Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+        }
+    }
+}
+
+/// One live connection; clones share it.
+#[derive(Clone)]
+pub enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The connection in use and its number (a new number per connection).
+struct Current {
+    conn: Option<Conn>,
+    id: u64,
+}
+
+pub struct Link {
+    target: Target,
+    /// `None` while Redis is away. A std mutex: held only to clone or swap, never across an await.
+    current: Mutex<Current>,
+    /// The number of the connection in use; it changes when a new connection replaces a lost
+    /// one, which is when subscriptions must be made again (the broker watches it).
+    generation: watch::Sender<u64>,
+    /// One more than the number of the last connection dropped: commands still waiting on a
+    /// dropped connection fail at once instead of waiting out their deadline.
+    dropped: watch::Sender<u64>,
+    /// Redis's clock minus ours, in milliseconds, measured by every probe.
+    offset_ms: AtomicI64,
+    /// Blocking commands in flight. The probe's `TIME` would queue behind them and look like
+    /// a dead link, so it waits; their own (longer) deadline watches the link meanwhile.
+    blocking: AtomicUsize,
+    /// Wakes the probe at once (a command took the link down, or a pub/sub connection said
+    /// it was lost).
+    wake: Arc<Notify>,
+    /// Which link this is, for logs: `store`, `broker`, `ingest`.
+    name: &'static str,
+}
+
+fn lock(m: &Mutex<Current>) -> MutexGuard<'_, Current> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Link {
+    /// A link that is up with `conn` (already checked), whose probe runs until `shutdown` or
+    /// until the link is dropped.
+    pub fn start(
+        target: Target,
+        conn: Conn,
+        offset_ms: i64,
+        wake: Arc<Notify>,
+        name: &'static str,
+        shutdown: Option<Shutdown>,
+    ) -> Arc<Link> {
+        let link = Arc::new(Link {
+            target,
+            current: Mutex::new(Current {
+                conn: Some(conn),
+                id: 0,
+            }),
+            generation: watch::Sender::new(0),
+            dropped: watch::Sender::new(0),
+            offset_ms: AtomicI64::new(offset_ms),
+            blocking: AtomicUsize::new(0),
+            wake: wake.clone(),
+            name,
+        });
+        tokio::spawn(probe(Arc::downgrade(&link), wake, shutdown));
+        link
+    }
+
+    /// The connection in use and its number, or `None` while down.
+    pub fn checkout(&self) -> Option<(Conn, u64)> {
+        let current = lock(&self.current);
+        current.conn.clone().map(|c| (c, current.id))
+    }
+
+    pub fn is_up(&self) -> bool {
+        lock(&self.current).conn.is_some()
+    }
+
+    /// A command on connection `id` timed out or found it broken. One server's connection is
+    /// dropped at once. A cluster connection is left to the probe: it reconnects to single
+    /// nodes by itself, and one primary away must not take every user down.
+    pub fn failed(&self, id: u64, reason: &str) {
+        match self.target {
+            Target::Single { .. } => self.lost(id, reason),
+            Target::Cluster(_) => {
+                tracing::debug!(link = self.name, reason, "cluster command failed")
+            }
+        }
+    }
+
+    /// Connection `id` failed (timed out or broke): drop it, so that nothing more is sent on
+    /// it and commands fail at once until the probe connects again.
+    fn lost(&self, id: u64, reason: &str) {
+        let dropped = {
+            let mut current = lock(&self.current);
+            if current.id == id {
+                current.conn.take()
+            } else {
+                None
+            }
+        };
+        if dropped.is_some() {
+            self.dropped.send_replace(id + 1);
+            tracing::warn!(
+                link = self.name,
+                reason,
+                "Redis link down; requests that need Redis answer 503 until it is back"
+            );
+            self.wake.notify_one();
+        }
+    }
+
+    fn install(&self, conn: Conn) {
+        let id = {
+            let mut current = lock(&self.current);
+            current.id += 1;
+            current.conn = Some(conn);
+            current.id
+        };
+        self.generation.send_replace(id);
+        tracing::info!(link = self.name, "Redis link back");
+    }
+
+    /// Resolves once connection `id` has been dropped (at once if it already was).
+    pub fn dropped(&self, id: u64) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut dropped = self.dropped.subscribe();
+        async move {
+            let _ = dropped.wait_for(|&d| d > id).await;
+        }
+    }
+
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Counts a blocking command for as long as the guard lives.
+    pub fn blocking(self: &Arc<Self>) -> BlockingGuard {
+        self.blocking.fetch_add(1, Ordering::Relaxed);
+        BlockingGuard(self.clone())
+    }
+
+    /// One probe round: check the connection in use, or connect anew while down.
+    async fn check(&self) {
+        match self.checkout() {
+            Some((conn, id)) => {
+                if self.blocking.load(Ordering::Relaxed) > 0 {
+                    return;
+                }
+                match tokio::time::timeout(PROBE_TIMEOUT, clock_offset(conn)).await {
+                    Ok(Ok(offset)) => self.offset_ms.store(offset, Ordering::Relaxed),
+                    Ok(Err(e)) => self.lost(id, &e.to_string()),
+                    Err(_) => self.lost(id, "no answer to the probe"),
+                }
+            }
+            None => {
+                let opened = tokio::time::timeout(RECONNECT_TIMEOUT, async {
+                    let conn = self.target.open().await?;
+                    let offset = clock_offset(conn.clone()).await?;
+                    Ok::<_, redis::RedisError>((conn, offset))
+                })
+                .await;
+                match opened {
+                    Ok(Ok((conn, offset))) => {
+                        self.offset_ms.store(offset, Ordering::Relaxed);
+                        self.install(conn);
+                    }
+                    Ok(Err(e)) => tracing::debug!(link = self.name, error = %e, "Redis still away"),
+                    Err(_) => tracing::debug!(link = self.name, "Redis still away (no answer)"),
+                }
+            }
+        }
+    }
+}
+
+pub struct BlockingGuard(Arc<Link>);
+
+impl Drop for BlockingGuard {
+    fn drop(&mut self) {
+        self.0.blocking.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Check the link every [`PROBE_EVERY`] (at once when woken) until shutdown or until the
+/// link is gone. Holds the link only while checking.
+async fn probe(link: Weak<Link>, wake: Arc<Notify>, shutdown: Option<Shutdown>) {
+    let stop = async {
+        match &shutdown {
+            Some(s) => s.wait().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = wake.notified() => {}
+            _ = &mut stop => return,
+        }
+        let Some(link) = link.upgrade() else { return };
+        tokio::select! {
+            _ = link.check() => {}
+            _ = &mut stop => return,
+        }
+    }
+}
+
+/// Redis's clock minus ours, in milliseconds, from `TIME` (taken at the middle of the round
+/// trip, so the error is at most half of it). On a cluster `TIME` goes to every primary and
+/// the first answer counts: the cluster is up while any primary answers (one primary away is
+/// its own users' outage, answered by deadlines while the cluster fails it over).
+pub async fn clock_offset(mut conn: Conn) -> RedisResult<i64> {
+    let sent = now_ms() as i64;
+    let time = redis::cmd("TIME");
+    let reply = match &mut conn {
+        Conn::Single(c) => time.query_async(c).await?,
+        Conn::Cluster(c) => {
+            let any = RoutingInfo::MultiNode((
+                MultipleNodeRoutingInfo::AllMasters,
+                Some(ResponsePolicy::OneSucceeded),
+            ));
+            c.route_command(time, any).await?
+        }
+    };
+    let (secs, micros): (i64, i64) = redis::from_redis_value(reply)?;
+    let received = now_ms() as i64;
+    Ok(offset(sent, received, secs, micros))
+}
+
+/// Redis's clock (`TIME`: seconds, microseconds) minus ours at the middle of the round trip
+/// from `sent` to `received` (our Unix ms).
+fn offset(sent: i64, received: i64, secs: i64, micros: i64) -> i64 {
+    secs * 1000 + micros / 1000 - (sent + received) / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offset is taken at the middle of the round trip, in either direction of skew.
+    #[test]
+    fn offset_is_measured_at_the_middle_of_the_round_trip() {
+        // Redis one hour ahead; TIME answered at 1_000_010.5 ms of our clock.
+        assert_eq!(offset(1_000_000, 1_000_020, 4_600, 10_500), 3_600_000);
+        // Redis five seconds behind.
+        assert_eq!(offset(1_000_000, 1_000_000, 995, 0), -5_000);
+    }
+}
