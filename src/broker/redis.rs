@@ -2,14 +2,22 @@
 //! pub/sub (`SSUBSCRIBE` of the users that have a stream here) and control announcements
 //! (`SPUBLISH`). Subscription changes go through one worker task, in batches (subscribes
 //! pipelined, then unsubscribes of users still without a stream), so a quick
-//! unsubscribe/subscribe pair of the same user can never leave it unsubscribed. After a lost
-//! connection the worker subscribes again and every stream catches up from the store.
+//! unsubscribe/subscribe pair of the same user can never leave it unsubscribed.
+//!
+//! Redis can end a subscription without being asked: a lost connection (crash, restart,
+//! network) or a `sunsubscribe` push when the channel's slot leaves the node (planned or forced
+//! failover, takeover, resharding). The worker then subscribes the channel again (one channel
+//! per `SSUBSCRIBE`, retried with backoff until the cluster's new owner accepts it) and the
+//! user's streams catch up from the store. Rule for every edit: only the worker changes
+//! subscriptions, so restoring one can never undo a user's unsubscribe or vice versa.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::Message;
 use crate::config::{Backend, StartupError};
@@ -22,14 +30,23 @@ use crate::store::keys::{user_of_channel, UserKeys};
 
 /// Longest wait for a subscription to become active before the stream gets 503.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Subscription changes applied together (their subscribes in one pipelined round trip).
+/// Subscription changes applied together (their subscribes in one pipelined round trip), and
+/// the most `SSUBSCRIBE`s in flight at once when restoring lost subscriptions.
 const BATCH: usize = 256;
+/// First wait before restoring subscriptions that failed to restore; doubles up to
+/// `RETRY_MAX` (a failover takes a few seconds to promote a replica and for the slot map to
+/// follow).
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
     Unsubscribe(String),
-    /// The connection was lost; it reconnects by itself.
+    /// The connection was lost (it reconnects by itself): every subscription is gone.
     Reconnected,
+    /// Redis ended the subscription to this user's channel (a `sunsubscribe` push: its slot
+    /// left the node), or confirmed one of our own unsubscribes.
+    Dropped(String),
 }
 
 #[derive(Clone)]
@@ -94,24 +111,40 @@ impl RedisBroker {
     }
 }
 
-/// Apply subscription changes one at a time; an unsubscribe is skipped if the user has a
-/// stream here again by the time it runs. After a lost connection, once Redis answers again,
-/// subscribe every tracked channel anew (a cluster failover moves shard channels to a new
-/// primary, which the connection does not carry over) and have every stream catch up.
+/// What the worker knows about this node's subscriptions.
+#[derive(Default)]
+struct Subscriptions {
+    /// Users whose channel this node wants: they have a stream here.
+    wanted: HashSet<String>,
+    /// Wanted users whose subscription Redis ended; restored with backoff.
+    lost: HashSet<String>,
+    /// When to try restoring `lost` again, and the wait after that.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Apply subscription changes in order; an unsubscribe is skipped if the user has a stream
+/// here again by the time it runs. Subscriptions Redis ended are restored between batches,
+/// retried with backoff, each restored user's streams catching up from the store.
 async fn work(
     mut rx: mpsc::UnboundedReceiver<Command>,
     hub: Hub,
-    mut conn: RedisConn,
+    conn: RedisConn,
     shutdown: Shutdown,
 ) {
-    let mut subscribed: HashSet<String> = HashSet::new();
+    let mut subs = Subscriptions {
+        backoff: RETRY_MIN,
+        ..Default::default()
+    };
     loop {
+        let retry_at = subs.retry_at;
         let first = tokio::select! {
-            c = rx.recv() => match c { Some(c) => c, None => return },
+            c = rx.recv() => match c { Some(c) => Some(c), None => return },
+            _ = sleep_until(retry_at) => None,
             _ = shutdown.wait() => return,
         };
         // Take what else is waiting, so a burst of new streams costs one round trip.
-        let mut batch = vec![first];
+        let mut batch: Vec<Command> = first.into_iter().collect();
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(c) => batch.push(c),
@@ -120,70 +153,98 @@ async fn work(
         }
         let mut subscribes = Vec::new();
         let mut unsubscribes = Vec::new();
-        let mut reconnected = false;
+        let lost_before = subs.lost.len();
         for command in batch {
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
                 Command::Unsubscribe(user) => unsubscribes.push(user),
-                Command::Reconnected => reconnected = true,
+                Command::Reconnected => {
+                    subs.lost.extend(subs.wanted.iter().cloned());
+                }
+                // Our own unsubscribe is confirmed the same way, but by then the user is no
+                // longer wanted (or wanted again, and subscribing once more is harmless).
+                Command::Dropped(user) => {
+                    if subs.wanted.contains(&user) {
+                        tracing::debug!(user, "Redis ended a subscription; restoring it");
+                        subs.lost.insert(user);
+                    }
+                }
             }
         }
-        if reconnected {
-            if !resubscribe(&mut conn, &subscribed, &shutdown).await {
-                return;
-            }
-            tracing::info!(
-                users = subscribed.len(),
-                "broker connection back; streams catch up"
-            );
-            hub.catch_up_all();
+        if subs.lost.len() > lost_before {
+            // News about the topology: try at once, from the shortest wait.
+            subs.retry_at = Some(Instant::now());
+            subs.backoff = RETRY_MIN;
         }
-        subscribe_all(&conn, &mut subscribed, subscribes).await;
+        subscribe_all(&conn, &hub, &mut subs, subscribes).await;
         // After the subscribes: a user who left and came back within the batch is kept.
         for user in unsubscribes {
-            if hub.count(&user) == 0 && subscribed.remove(&user) {
+            if hub.count(&user) == 0 && subs.wanted.remove(&user) {
+                subs.lost.remove(&user);
                 let channel = UserKeys::new(&user).channel();
-                if let Err(e) = conn.sunsubscribe(&channel).await {
+                if let Err(e) = conn.clone().sunsubscribe(&channel).await {
                     tracing::debug!(error = %e, user, "sunsubscribe failed");
                 }
             }
         }
+        if subs.lost.is_empty() {
+            subs.retry_at = None;
+        } else if subs.retry_at.is_some_and(|at| at <= Instant::now()) {
+            restore(&conn, &hub, &mut subs).await;
+        }
     }
 }
 
-/// Subscribe the users not subscribed yet, concurrently (pipelined on the connection), and
-/// answer every waiting stream.
+/// Sleep until `at`; forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `SSUBSCRIBE` each user's channel, one channel per command (channels of different slots
+/// cannot share one), up to `BATCH` in flight; the users whose subscribe failed, with why.
+async fn ssubscribe_each(conn: &RedisConn, users: Vec<String>) -> HashMap<String, String> {
+    futures_util::stream::iter(users)
+        .map(|user| {
+            let mut conn = conn.clone();
+            async move {
+                let result = conn.ssubscribe(&UserKeys::new(&user).channel()).await;
+                (user, result)
+            }
+        })
+        .buffer_unordered(BATCH)
+        .filter_map(|(user, result)| async move { result.err().map(|e| (user, e.to_string())) })
+        .collect()
+        .await
+}
+
+/// Subscribe the users not subscribed yet (or whose subscription Redis ended), pipelined on
+/// the connection, and answer every waiting stream.
 async fn subscribe_all(
     conn: &RedisConn,
-    subscribed: &mut HashSet<String>,
+    hub: &Hub,
+    subs: &mut Subscriptions,
     requests: Vec<(String, oneshot::Sender<Result<()>>)>,
 ) {
     let mut new: Vec<String> = requests
         .iter()
         .map(|(user, _)| user)
-        .filter(|user| !subscribed.contains(*user))
+        .filter(|user| !subs.wanted.contains(*user) || subs.lost.contains(*user))
         .cloned()
         .collect();
     new.sort();
     new.dedup();
-    let mut pending = Vec::with_capacity(new.len());
+    let failures = ssubscribe_each(conn, new.clone()).await;
     for user in new {
-        let mut conn = conn.clone();
-        pending.push(async move {
-            let result = conn.ssubscribe(&UserKeys::new(&user).channel()).await;
-            (user, result)
-        });
-    }
-    let mut failures = std::collections::HashMap::new();
-    for (user, result) in futures_util::future::join_all(pending).await {
-        match result {
-            Ok(()) => {
-                subscribed.insert(user);
-            }
-            Err(e) => {
-                failures.insert(user, e.to_string());
-            }
+        if failures.contains_key(&user) {
+            continue;
         }
+        if subs.lost.remove(&user) {
+            hub.catch_up(&user);
+        }
+        subs.wanted.insert(user);
     }
     for (user, reply) in requests {
         let result = match failures.get(&user) {
@@ -194,32 +255,113 @@ async fn subscribe_all(
     }
 }
 
-/// Subscribe every tracked channel again, retrying until each one succeeds (a failover
-/// takes a few seconds to promote a replica and for the slot map to follow). False on
-/// shutdown.
-async fn resubscribe(conn: &mut RedisConn, users: &HashSet<String>, shutdown: &Shutdown) -> bool {
-    let mut missing: Vec<&String> = users.iter().collect();
-    loop {
-        let mut failed = Vec::new();
-        for user in missing {
-            if let Err(e) = conn.ssubscribe(&UserKeys::new(user).channel()).await {
-                tracing::debug!(error = %e, user, "resubscribe failed; retrying");
-                failed.push(user);
-            }
+/// One pass over the lost subscriptions: subscribe each again where the slot map points at a
+/// primary; the restored users' streams catch up from the store; the others are tried again
+/// after a longer wait.
+async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
+    let users: Vec<String> = subs.lost.iter().cloned().collect();
+    let (ready, mut failures) = on_primaries(conn, users).await;
+    failures.extend(ssubscribe_each(conn, ready.clone()).await);
+    let mut restored = 0;
+    for user in ready {
+        if !failures.contains_key(&user) {
+            subs.lost.remove(&user);
+            hub.catch_up(&user);
+            restored += 1;
         }
-        let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
-        if failed.is_empty() && ping.is_ok() {
-            return true;
+    }
+    if let Some((user, error)) = failures.iter().next() {
+        tracing::debug!(
+            error,
+            user,
+            restored,
+            pending = failures.len(),
+            retry_ms = subs.backoff.as_millis() as u64,
+            "subscriptions not restored yet; retrying"
+        );
+        subs.retry_at = Some(Instant::now() + subs.backoff);
+        subs.backoff = (subs.backoff * 2).min(RETRY_MAX);
+    } else {
+        // A slot moving between primaries is routine (debug); a restore that had to wait for
+        // the cluster (a failover, a reconnect) is worth an operator's notice.
+        if subs.backoff > RETRY_MIN {
+            tracing::info!(
+                users = restored,
+                "broker subscriptions restored; their streams catch up"
+            );
+        } else {
+            tracing::debug!(users = restored, "broker subscriptions restored");
         }
-        missing = failed;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = shutdown.wait() => return false,
-        }
+        subs.retry_at = None;
+        subs.backoff = RETRY_MIN;
     }
 }
 
-/// Route pushed messages to the hub; report a lost connection to the worker.
+/// Split `users` into those whose channel's slot the cluster connection routes to a primary
+/// (ready to subscribe) and the others, with why. A demoted primary still accepts
+/// `SSUBSCRIBE` for its new primary's slots (Redis serves shard channels on replicas), but
+/// its subscribers only hear what the new primary relays once it knows its replica, so a
+/// subscription is not restored there: a keyed read gets `MOVED` instead, which makes the
+/// connection refresh its slot map before the next try. One `ROLE` per slot, concurrently.
+async fn on_primaries(
+    conn: &RedisConn,
+    users: Vec<String>,
+) -> (Vec<String>, HashMap<String, String>) {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+    let RedisConn::Cluster(cluster) = conn else {
+        return (users, HashMap::new());
+    };
+    let mut by_slot: HashMap<Slot, Vec<String>> = HashMap::new();
+    for user in users {
+        by_slot
+            .entry(Slot::for_key(UserKeys::new(&user).channel()))
+            .or_default()
+            .push(user);
+    }
+    let checks = futures_util::stream::iter(by_slot.into_values())
+        .map(|users| {
+            let mut cluster = cluster.clone();
+            async move {
+                let channel = UserKeys::new(&users[0]).channel();
+                let at = SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                    &channel,
+                    SlotAddr::Master,
+                ));
+                let role = cluster
+                    .route_command(redis::cmd("ROLE"), RoutingInfo::SingleNode(at))
+                    .await;
+                let verdict = match role {
+                    Ok(Value::Array(role)) if role.first().and_then(as_str) == Some("master") => {
+                        Ok(())
+                    }
+                    Ok(_) => {
+                        let _: redis::RedisResult<i64> = redis::cmd("EXISTS")
+                            .arg(&channel)
+                            .query_async(&mut cluster)
+                            .await;
+                        Err("the slot map points at a replica".to_owned())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                (users, verdict)
+            }
+        })
+        .buffer_unordered(BATCH)
+        .collect::<Vec<_>>()
+        .await;
+    let mut ready = Vec::new();
+    let mut failures = HashMap::new();
+    for (users, verdict) in checks {
+        match verdict {
+            Ok(()) => ready.extend(users),
+            Err(e) => failures.extend(users.into_iter().map(|u| (u, e.clone()))),
+        }
+    }
+    (ready, failures)
+}
+
+/// Route pushed messages to the hub; report a lost connection and every ended subscription
+/// to the worker.
 async fn listen(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
     hub: Hub,
@@ -247,6 +389,11 @@ async fn listen(
                     continue;
                 };
                 message.apply(&hub, &user);
+            }
+            PushKind::SUnsubscribe => {
+                if let Some(user) = push.data.first().and_then(as_str).and_then(user_of_channel) {
+                    let _ = commands.send(Command::Dropped(user));
+                }
             }
             PushKind::Disconnection => {
                 metrics.broker_reconnects.inc();
