@@ -118,6 +118,8 @@ struct Subscriptions {
     wanted: HashSet<String>,
     /// Wanted users whose subscription Redis ended; restored with backoff.
     lost: HashSet<String>,
+    /// When `lost` last went from empty to not empty (for the log).
+    lost_since: Option<Instant>,
     /// When to try restoring `lost` again, and the wait after that.
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -171,12 +173,13 @@ async fn work(
                 }
             }
         }
+        subscribe_all(&conn, &mut subs, subscribes).await;
         if subs.lost.len() > lost_before {
             // News about the topology: try at once, from the shortest wait.
             subs.retry_at = Some(Instant::now());
             subs.backoff = RETRY_MIN;
+            subs.lost_since.get_or_insert_with(Instant::now);
         }
-        subscribe_all(&conn, &hub, &mut subs, subscribes).await;
         // After the subscribes: a user who left and came back within the batch is kept.
         for user in unsubscribes {
             if hub.count(&user) == 0 && subs.wanted.remove(&user) {
@@ -189,6 +192,7 @@ async fn work(
         }
         if subs.lost.is_empty() {
             subs.retry_at = None;
+            subs.lost_since = None;
         } else if subs.retry_at.is_some_and(|at| at <= Instant::now()) {
             restore(&conn, &hub, &mut subs).await;
         }
@@ -220,29 +224,34 @@ async fn ssubscribe_each(conn: &RedisConn, users: Vec<String>) -> HashMap<String
         .await
 }
 
-/// Subscribe the users not subscribed yet (or whose subscription Redis ended), pipelined on
-/// the connection, and answer every waiting stream.
+/// Subscribe the users not subscribed yet, pipelined on the connection, and answer every
+/// waiting stream. A user whose subscription Redis ended is left to `restore` (which catches
+/// up all of the user's streams, this one included). Where the slot map pointed at a demoted
+/// primary (no `sunsubscribe` tells this node when it had no subscription there), the user is
+/// restored on the new primary as well.
 async fn subscribe_all(
     conn: &RedisConn,
-    hub: &Hub,
     subs: &mut Subscriptions,
     requests: Vec<(String, oneshot::Sender<Result<()>>)>,
 ) {
     let mut new: Vec<String> = requests
         .iter()
         .map(|(user, _)| user)
-        .filter(|user| !subs.wanted.contains(*user) || subs.lost.contains(*user))
+        .filter(|user| !subs.wanted.contains(*user))
         .cloned()
         .collect();
     new.sort();
     new.dedup();
-    let failures = ssubscribe_each(conn, new.clone()).await;
+    let (failures, (_, misrouted)) = tokio::join!(
+        ssubscribe_each(conn, new.clone()),
+        on_primaries(conn, new.clone())
+    );
     for user in new {
         if failures.contains_key(&user) {
             continue;
         }
-        if subs.lost.remove(&user) {
-            hub.catch_up(&user);
+        if misrouted.contains_key(&user) {
+            subs.lost.insert(user.clone());
         }
         subs.wanted.insert(user);
     }
@@ -284,13 +293,22 @@ async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
     } else {
         // A slot moving between primaries is routine (debug); a restore that had to wait for
         // the cluster (a failover, a reconnect) is worth an operator's notice.
-        if subs.backoff > RETRY_MIN {
+        let waited = subs
+            .lost_since
+            .take()
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        if waited >= 1000 {
             tracing::info!(
                 users = restored,
+                waited_ms = waited,
                 "broker subscriptions restored; their streams catch up"
             );
         } else {
-            tracing::debug!(users = restored, "broker subscriptions restored");
+            tracing::debug!(
+                users = restored,
+                waited_ms = waited,
+                "broker subscriptions restored"
+            );
         }
         subs.retry_at = None;
         subs.backoff = RETRY_MIN;
