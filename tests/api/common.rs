@@ -680,24 +680,26 @@ impl Cluster {
         });
     }
 
-    /// `CLUSTER FAILOVER [how]` on the replica of the primary serving `key`, then wait until
-    /// the replica serves the slot everywhere and the old primary replicates from it.
-    /// Returns (old primary, new primary).
-    pub fn fail_over(&self, key: &str, how: Option<&str>) -> (u16, u16) {
-        let old = self.primary_of(key);
-        let new = self.replica_of(old);
+    /// `CLUSTER FAILOVER [how]` on the replica of the primary serving `key`, then `meanwhile`,
+    /// then wait until the replica serves the slot everywhere and the old primary replicates
+    /// from it. Returns the new primary.
+    pub fn fail_over(&self, key: &str, how: Option<&str>, meanwhile: &mut dyn FnMut()) -> u16 {
+        let slot = self.slot_of(key);
+        let new = self.replica_of(self.primary_of(key));
         let mut args = vec!["cluster", "failover"];
         args.extend(how);
         let reply = Self::cli(new, &args);
         assert_eq!(reply.trim(), "OK", "CLUSTER FAILOVER: {reply}");
-        self.wait_for_owner(self.slot_of(key), new);
-        (old, new)
+        meanwhile();
+        self.wait_for_owner(slot, new);
+        new
     }
 
     /// Move the slot of `key` to the primary on `to`, as resharding does: `SETSLOT …
     /// IMPORTING/MIGRATING`, `MIGRATE` of every key in the slot, then `SETSLOT … NODE` on every
-    /// primary (the target first). Returns once every node sees the new owner.
-    pub fn migrate_slot(&self, key: &str, to: u16) {
+    /// primary, the target first; `between` runs after the target's (it serves the slot, the
+    /// old owner still holds its subscribers). Returns once every node sees the new owner.
+    pub fn migrate_slot(&self, key: &str, to: u16, between: &mut dyn FnMut()) {
         let from = self.primary_of(key);
         assert_ne!(from, to, "the slot is already there");
         let slot = self.slot_of(key).to_string();
@@ -719,13 +721,15 @@ impl Cluster {
             args.extend(keys);
             ok(from, &args);
         }
-        let mut order = vec![to, from];
-        order.extend(
+        ok(to, &["cluster", "setslot", &slot, "node", &to_id]);
+        between();
+        let mut others = vec![from];
+        others.extend(
             self.primaries()
                 .into_iter()
                 .filter(|p| *p != to && *p != from),
         );
-        for port in order {
+        for port in others {
             ok(port, &["cluster", "setslot", &slot, "node", &to_id]);
         }
         self.wait_for_owner(self.slot_of(key), to);
