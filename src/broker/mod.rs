@@ -4,6 +4,7 @@
 //! one node, so its broker has nothing to carry: the memory store dispatches to the hub itself.
 
 pub mod redis;
+mod subscriptions;
 
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};

@@ -218,6 +218,16 @@ impl Hub {
         }
     }
 
+    /// Ask every stream of `user` to fetch what the broker may have missed (its channel was
+    /// subscribed again after Redis dropped it).
+    pub fn catch_up(&self, user: &str) {
+        if let Some(subs) = self.inner.users.get(user) {
+            for s in subs.iter() {
+                let _ = s.tx.try_send(Signal::CatchUp);
+            }
+        }
+    }
+
     /// Streams of `user` open on this node.
     pub fn count(&self, user: &str) -> usize {
         self.inner.users.get(user).map_or(0, |s| s.len())

@@ -197,6 +197,29 @@ impl RedisConn {
         }
     }
 
+    /// Whether this link is to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.link.checkout(), Some((Conn::Cluster(_), _)))
+    }
+
+    /// Run `cmd` on the node the cluster connection's slot map names as the primary of `key`'s
+    /// slot (which may lag behind a failover); `None` on one server.
+    pub async fn on_slot_primary(&mut self, key: &str, cmd: Cmd) -> Option<RedisResult<Value>> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let (conn, id) = match self.checkout() {
+            Ok(checked) => checked,
+            Err(e) => return Some(Err(e)),
+        };
+        let Conn::Cluster(mut c) = conn else {
+            return None;
+        };
+        let at = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+        Some(
+            self.guarded(id, c.route_command(cmd, RoutingInfo::SingleNode(at)))
+                .await,
+        )
+    }
+
     /// Every key matching `pattern`, by `SCAN` on the server or on each cluster primary.
     pub async fn scan_match(&mut self, pattern: &str) -> RedisResult<Vec<String>> {
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};

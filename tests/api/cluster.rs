@@ -1,5 +1,6 @@
 //! Redis Cluster: nodes share a cluster as they share one Redis (users spread over the slots
-//! of every primary), and an open stream keeps receiving after its user's primary fails over.
+//! of every primary), and open streams keep receiving through every kind of topology change:
+//! a primary crash, a planned, forced or takeover failover, a slot moved to another primary.
 //! (Every behaviour test also runs against a cluster: see `both_modes!`.)
 
 use std::time::{Duration, Instant};
@@ -98,4 +99,163 @@ async fn streams_keep_receiving_after_a_primary_fails_over() {
         .await
         .expect("live delivery after the failover");
     assert_eq!(ev.json()["id"], later.as_str());
+}
+
+/// Keys of `user` (they all share the user's slot, and so does the user's channel).
+fn items(user: &str) -> String {
+    format!("herald:{{u:{user}}}:items")
+}
+
+/// Users whose slots live on the primary serving `users[0]` (several slots, so resubscribing
+/// has to cross slots), then one user elsewhere that the change must not disturb.
+fn pick_users(cluster: &Cluster) -> (Vec<String>, String) {
+    let all: Vec<String> = (0..24).map(|i| format!("user-{i}")).collect();
+    let home = cluster.primary_of(&items(&all[0]));
+    let (moved, others): (Vec<String>, Vec<String>) = all
+        .into_iter()
+        .partition(|u| cluster.primary_of(&items(u)) == home);
+    let mut moved: Vec<String> = moved.into_iter().take(4).collect();
+    moved.sort_by_key(|u| cluster.slot_of(&items(u)));
+    moved.dedup_by_key(|u| cluster.slot_of(&items(u)));
+    (moved, others[0].clone())
+}
+
+/// Wait (bounded) until `sse` delivers the notification `id`; other events may come first.
+async fn receives(sse: &mut Sse, id: &str, wait: Duration, what: &str) {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(ev) = sse.try_next(left).await else {
+            panic!(
+                "{what}: notification {id} not received; stream so far:\n{}",
+                sse.raw
+            );
+        };
+        if ev.event == "notification" && ev.json()["id"] == id {
+            return;
+        }
+    }
+}
+
+/// Publish one notification to each of `users` through `node`, retrying while the cluster
+/// settles; the ids by user.
+async fn publish_all(node: &Herald, users: &[String], title: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = node
+            .publish(json!({"users": users, "notification": {"title": title}}))
+            .await;
+        if status == 202 {
+            return users
+                .iter()
+                .map(|u| body["ids"][u].as_str().unwrap().to_owned())
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing never recovered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Streams of users on the changed shard (and of one user elsewhere), each held on two nodes,
+/// keep receiving through `change`. `change` may call its third argument once to publish
+/// while it runs: that notification must reach every stream before anything else is
+/// published (live, or by the catch-up that follows a restored subscription). What is
+/// published after the change must arrive, and then once more live within 5 s.
+async fn streams_survive(change: impl FnOnce(&Cluster, &[String], &mut dyn FnMut())) {
+    let cluster = Cluster::start(3, 1);
+    let a = Herald::start(Some(&cluster.url()), &[]);
+    let b = Herald::start(Some(&cluster.url()), &[]);
+    let (mut users, other) = pick_users(&cluster);
+    users.push(other);
+    let mut streams = Vec::new();
+    for user in &users {
+        streams.push(a.events(&session_token(user, "on-a"), "").await);
+        streams.push(b.events(&session_token(user, "on-b"), "").await);
+    }
+    let stream_users: Vec<&String> = users.iter().flat_map(|u| [u, u]).collect();
+    // ids by user → ids by stream
+    let per_stream = |ids: Vec<String>| {
+        stream_users
+            .iter()
+            .map(|u| ids[users.iter().position(|x| x == *u).unwrap()].clone())
+            .collect::<Vec<String>>()
+    };
+    let before = per_stream(publish_all(&a, &users, "before").await);
+    for (sse, id) in streams.iter_mut().zip(&before) {
+        receives(sse, id, WAIT, "before the change").await;
+    }
+    let moving = &users[..users.len() - 1];
+    let mut during = Vec::new();
+    tokio::task::block_in_place(|| {
+        let rt = tokio::runtime::Handle::current();
+        let mut publish = || during = per_stream(rt.block_on(publish_all(&b, &users, "during")));
+        change(&cluster, moving, &mut publish);
+    });
+    let wait = Duration::from_secs(20);
+    for (i, id) in during.iter().enumerate() {
+        let what = format!(
+            "stream {i} of {}, published during the change",
+            stream_users[i]
+        );
+        receives(&mut streams[i], id, wait, &what).await;
+    }
+    let after = per_stream(publish_all(&a, &users, "after").await);
+    for (i, id) in after.iter().enumerate() {
+        let what = format!("stream {i} of {} after the change", stream_users[i]);
+        receives(&mut streams[i], id, wait, &what).await;
+    }
+    // and live delivery (not only the catch-up) works on the new owner
+    let live = per_stream(publish_all(&b, &users, "live").await);
+    for (i, id) in live.iter().enumerate() {
+        let what = format!("stream {i} of {}, live", stream_users[i]);
+        receives(&mut streams[i], id, Duration::from_secs(5), &what).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_a_planned_failover() {
+    streams_survive(|cluster, users, publish| {
+        // published while the primary pauses writes for the hand-over
+        let new = cluster.fail_over(&items(&users[0]), None, publish);
+        assert_eq!(cluster.primary_of(&items(&users[0])), new);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_a_forced_failover() {
+    // (nothing published during it: a forced failover may lose unreplicated writes)
+    streams_survive(|cluster, users, _| {
+        cluster.wait_for_replication(&items(&users[0]));
+        cluster.fail_over(&items(&users[0]), Some("force"), &mut || {});
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_a_takeover() {
+    streams_survive(|cluster, users, _| {
+        cluster.wait_for_replication(&items(&users[0]));
+        cluster.fail_over(&items(&users[0]), Some("takeover"), &mut || {});
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_their_slot_moves() {
+    streams_survive(|cluster, users, publish| {
+        let from = cluster.primary_of(&items(&users[0]));
+        let to = *cluster.primaries().iter().find(|p| **p != from).unwrap();
+        // every user on the shard moves, one slot after another; while the first slot's keys
+        // are on the new owner but the old one still holds the subscriptions, a publish
+        // commits there (by ASK) and reaches the streams by catch-up once the slot is handed over
+        cluster.migrate_slot(&items(&users[0]), to, publish);
+        for user in &users[1..] {
+            cluster.migrate_slot(&items(user), to, &mut || {});
+        }
+    })
+    .await;
 }

@@ -506,6 +506,8 @@ impl Setup {
 /// A throwaway Redis Cluster on loopback: `primaries` primaries with `replicas` each.
 pub struct Cluster {
     nodes: Vec<(Child, u16)>,
+    /// Replicas in all, for waiting until each one's link is up.
+    replicas: usize,
     _dir: TempDir,
 }
 
@@ -544,8 +546,12 @@ impl Cluster {
             "cluster create: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let cluster = Cluster { nodes, _dir: dir };
-        cluster.wait_until(|c| c.all_ok() && c.replicas_linked() == primaries * replicas);
+        let cluster = Cluster {
+            nodes,
+            replicas: primaries * replicas,
+            _dir: dir,
+        };
+        cluster.wait_until(|c| c.all_ok() && c.replicas_linked() == c.replicas);
         cluster
     }
 
@@ -642,26 +648,133 @@ impl Cluster {
         port
     }
 
-    fn primary_of(&self, key: &str) -> u16 {
+    /// The port of the primary serving `key`, as the first live node sees it.
+    pub fn primary_of(&self, key: &str) -> u16 {
         let any = self.live_ports()[0];
-        let slot: u16 = Self::cli(any, &["cluster", "keyslot", key])
+        let nodes = Self::cli(any, &["cluster", "nodes"]);
+        owner_in(&nodes, self.slot_of(key)).expect("a primary serves the slot")
+    }
+
+    pub fn slot_of(&self, key: &str) -> u16 {
+        let any = self.live_ports()[0];
+        Self::cli(any, &["cluster", "keyslot", key])
             .trim()
             .parse()
-            .unwrap();
+            .unwrap()
+    }
+
+    fn id_of(port: u16) -> String {
+        Self::cli(port, &["cluster", "myid"]).trim().to_owned()
+    }
+
+    /// The primaries serving slots, by port.
+    pub fn primaries(&self) -> Vec<u16> {
+        let any = self.live_ports()[0];
         let nodes = Self::cli(any, &["cluster", "nodes"]);
-        let port = nodes
+        let mut ports: Vec<u16> = nodes
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let serving = f.len() > 8 && f[2].contains("master") && !f[2].contains("fail");
+                serving.then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())?
+            })
+            .collect();
+        ports.sort();
+        ports
+    }
+
+    /// The port of a replica of the primary on `primary`.
+    pub fn replica_of(&self, primary: u16) -> u16 {
+        let id = Self::id_of(primary);
+        Self::cli(primary, &["cluster", "nodes"])
             .lines()
             .find_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                let serves = f.get(8..).unwrap_or(&[]).iter().any(|range| {
-                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-                    matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
-                });
-                (f.get(2)?.contains("master") && serves).then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())?
+                (f.get(2)?.contains("slave") && *f.get(3)? == id)
+                    .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())?
             })
-            .expect("a primary serves the slot");
-        port
+            .expect("the primary has a replica")
     }
+
+    /// Wait until every live node sees `port` serving `slot`, the cluster is ok and every
+    /// replica's link to its primary is up.
+    pub fn wait_for_owner(&self, slot: u16, port: u16) {
+        self.wait_until(|c| {
+            c.live_ports()
+                .iter()
+                .all(|p| owner_in(&Self::cli(*p, &["cluster", "nodes"]), slot) == Some(port))
+                && c.all_ok()
+                && c.replicas_linked() == c.replicas
+        });
+    }
+
+    /// `CLUSTER FAILOVER [how]` on the replica of the primary serving `key`, then `meanwhile`,
+    /// then wait until the replica serves the slot everywhere and the old primary replicates
+    /// from it. Returns the new primary.
+    pub fn fail_over(&self, key: &str, how: Option<&str>, meanwhile: &mut dyn FnMut()) -> u16 {
+        let slot = self.slot_of(key);
+        let new = self.replica_of(self.primary_of(key));
+        let mut args = vec!["cluster", "failover"];
+        args.extend(how);
+        let reply = Self::cli(new, &args);
+        assert_eq!(reply.trim(), "OK", "CLUSTER FAILOVER: {reply}");
+        meanwhile();
+        self.wait_for_owner(slot, new);
+        new
+    }
+
+    /// Move the slot of `key` to the primary on `to`, as resharding does: `SETSLOT …
+    /// IMPORTING/MIGRATING`, `MIGRATE` of every key in the slot, then `SETSLOT … NODE` on every
+    /// primary, the target first; `between` runs after the target's (it serves the slot, the
+    /// old owner still holds its subscribers). Returns once every node sees the new owner.
+    pub fn migrate_slot(&self, key: &str, to: u16, between: &mut dyn FnMut()) {
+        let from = self.primary_of(key);
+        assert_ne!(from, to, "the slot is already there");
+        let slot = self.slot_of(key).to_string();
+        let (from_id, to_id) = (Self::id_of(from), Self::id_of(to));
+        let ok = |port: u16, args: &[&str]| {
+            let reply = Self::cli(port, args);
+            assert_eq!(reply.trim(), "OK", "{args:?} on {port}: {reply}");
+        };
+        ok(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        ok(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let keys = Self::cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000", "keys"];
+            args.extend(keys);
+            ok(from, &args);
+        }
+        ok(to, &["cluster", "setslot", &slot, "node", &to_id]);
+        between();
+        let mut others = vec![from];
+        others.extend(
+            self.primaries()
+                .into_iter()
+                .filter(|p| *p != to && *p != from),
+        );
+        for port in others {
+            ok(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        self.wait_for_owner(self.slot_of(key), to);
+    }
+}
+
+/// The port of the primary serving `slot` in `CLUSTER NODES` output.
+fn owner_in(nodes: &str, slot: u16) -> Option<u16> {
+    nodes.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let serves = f.get(8..).unwrap_or(&[]).iter().any(|range| {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+        });
+        (f.get(2)?.contains("master") && serves)
+            .then(|| f[1].split(['@', ':']).nth(1)?.parse().ok())?
+    })
 }
 
 impl Drop for Cluster {

@@ -1,0 +1,321 @@
+//! The subscription worker: the one task that changes this node's broker subscriptions, so
+//! ordering holds (a quick unsubscribe/subscribe pair of a user never leaves it unsubscribed,
+//! and restoring a subscription never undoes an unsubscribe). It applies stream subscribes in
+//! batches (pipelined, one channel per `SSUBSCRIBE`: channels of different slots cannot share
+//! one), then unsubscribes of users still without a stream here.
+//!
+//! Redis can end a subscription without being asked: a lost connection (crash, restart,
+//! network) or a `sunsubscribe` push when the channel's slot left the node (planned or forced
+//! failover, takeover, resharding). The worker subscribes such channels again between
+//! batches, on the slot's primary, retrying with backoff while the cluster settles; each
+//! restored user's streams then catch up from the store.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::redis::as_str;
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::redis_conn::RedisConn;
+use crate::shutdown::Shutdown;
+use crate::store::keys::UserKeys;
+
+/// Subscription changes applied together (their subscribes in one pipelined round trip), and
+/// the most `SSUBSCRIBE`s in flight at once when restoring lost subscriptions.
+const BATCH: usize = 256;
+/// First wait before restoring subscriptions that failed to restore; doubles up to
+/// `RETRY_MAX` (a failover takes a few seconds to promote a replica and for the slot map to
+/// follow).
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+pub(super) enum Command {
+    Subscribe(String, oneshot::Sender<Result<()>>),
+    Unsubscribe(String),
+    /// A connection to a node was lost: every subscription on it is gone. (One server's link
+    /// then gets a new connection, which the worker also sees on the link itself.)
+    Lost,
+    /// Redis ended the subscription to this user's channel (a `sunsubscribe` push: its slot
+    /// left the node), or confirmed one of our own unsubscribes.
+    Dropped(String),
+}
+
+/// What the worker knows about this node's subscriptions.
+#[derive(Default)]
+struct Subscriptions {
+    /// Users whose channel this node wants: they have a stream here.
+    wanted: HashSet<String>,
+    /// Wanted users whose subscription Redis ended; restored with backoff.
+    lost: HashSet<String>,
+    /// When `lost` last went from empty to not empty (for the log).
+    lost_since: Option<Instant>,
+    /// When to try restoring `lost` again, and the wait after that.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Apply subscription changes in order; an unsubscribe is skipped if the user has a stream
+/// here again by the time it runs. Subscriptions Redis ended are restored between batches,
+/// retried with backoff, each restored user's streams catching up from the store.
+pub(super) async fn work(
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    hub: Hub,
+    conn: RedisConn,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) {
+    let mut subs = Subscriptions {
+        backoff: RETRY_MIN,
+        ..Default::default()
+    };
+    // The link's new connections (after Redis was stopped or black-holed): the old
+    // connection's subscriptions are gone with it.
+    let mut reconnections = conn.reconnections();
+    reconnections.mark_unchanged();
+    loop {
+        let retry_at = subs.retry_at;
+        let first = tokio::select! {
+            c = rx.recv() => match c { Some(c) => Some(c), None => return },
+            changed = reconnections.changed() => match changed {
+                Ok(()) => Some(Command::Lost),
+                Err(_) => return,
+            },
+            _ = sleep_until(retry_at) => None,
+            _ = shutdown.wait() => return,
+        };
+        // Take what else is waiting, so a burst of new streams costs one round trip.
+        let mut batch: Vec<Command> = first.into_iter().collect();
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut subscribes = Vec::new();
+        let mut unsubscribes = Vec::new();
+        let lost_before = subs.lost.len();
+        for command in batch {
+            match command {
+                Command::Subscribe(user, reply) => subscribes.push((user, reply)),
+                Command::Unsubscribe(user) => unsubscribes.push(user),
+                Command::Lost => {
+                    metrics.broker_reconnects.inc();
+                    subs.lost.extend(subs.wanted.iter().cloned());
+                }
+                // Our own unsubscribe is confirmed the same way, but by then the user is no
+                // longer wanted (or wanted again, and subscribing once more is harmless).
+                Command::Dropped(user) => {
+                    if subs.wanted.contains(&user) {
+                        tracing::debug!(user, "Redis ended a subscription; restoring it");
+                        subs.lost.insert(user);
+                    }
+                }
+            }
+        }
+        subscribe_all(&conn, &mut subs, subscribes).await;
+        if subs.lost.len() > lost_before {
+            // News about the topology: try at once, from the shortest wait.
+            subs.retry_at = Some(Instant::now());
+            subs.backoff = RETRY_MIN;
+            subs.lost_since.get_or_insert_with(Instant::now);
+        }
+        // After the subscribes: a user who left and came back within the batch is kept.
+        for user in unsubscribes {
+            if hub.count(&user) == 0 && subs.wanted.remove(&user) {
+                subs.lost.remove(&user);
+                let channel = UserKeys::new(&user).channel();
+                if let Err(e) = conn.clone().sunsubscribe(&channel).await {
+                    tracing::debug!(error = %e, user, "sunsubscribe failed");
+                }
+            }
+        }
+        if subs.lost.is_empty() {
+            subs.retry_at = None;
+            subs.lost_since = None;
+        } else if subs.retry_at.is_some_and(|at| at <= Instant::now()) {
+            restore(&conn, &hub, &mut subs).await;
+        }
+    }
+}
+
+/// Sleep until `at`; forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `SSUBSCRIBE` each user's channel, one channel per command (channels of different slots
+/// cannot share one), up to `BATCH` in flight; the users whose subscribe failed, with why.
+async fn ssubscribe_each(conn: &RedisConn, users: Vec<String>) -> HashMap<String, String> {
+    futures_util::stream::iter(users)
+        .map(|user| {
+            let mut conn = conn.clone();
+            async move {
+                let result = conn.ssubscribe(&UserKeys::new(&user).channel()).await;
+                (user, result)
+            }
+        })
+        .buffer_unordered(BATCH)
+        .filter_map(|(user, result)| async move { result.err().map(|e| (user, e.to_string())) })
+        .collect()
+        .await
+}
+
+/// Subscribe the users not subscribed yet, pipelined on the connection, and answer every
+/// waiting stream. A user whose subscription Redis ended is left to `restore` (which catches
+/// up all of the user's streams, this one included). Where the slot map pointed at a demoted
+/// primary (no `sunsubscribe` tells this node when it had no subscription there), the user is
+/// restored on the new primary as well.
+async fn subscribe_all(
+    conn: &RedisConn,
+    subs: &mut Subscriptions,
+    requests: Vec<(String, oneshot::Sender<Result<()>>)>,
+) {
+    let mut new: Vec<String> = requests
+        .iter()
+        .map(|(user, _)| user)
+        .filter(|user| !subs.wanted.contains(*user))
+        .cloned()
+        .collect();
+    new.sort();
+    new.dedup();
+    let (failures, (_, misrouted)) = tokio::join!(
+        ssubscribe_each(conn, new.clone()),
+        on_primaries(conn, new.clone())
+    );
+    for user in new {
+        if failures.contains_key(&user) {
+            continue;
+        }
+        if misrouted.contains_key(&user) {
+            subs.lost.insert(user.clone());
+        }
+        subs.wanted.insert(user);
+    }
+    for (user, reply) in requests {
+        let result = match failures.get(&user) {
+            None => Ok(()),
+            Some(e) => Err(Error::Unavailable(format!("subscribe failed: {e}").into())),
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// One pass over the lost subscriptions: subscribe each again where the slot map points at a
+/// primary; the restored users' streams catch up from the store; the others are tried again
+/// after a longer wait.
+async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
+    let users: Vec<String> = subs.lost.iter().cloned().collect();
+    let (ready, mut failures) = on_primaries(conn, users).await;
+    failures.extend(ssubscribe_each(conn, ready.clone()).await);
+    let mut restored = 0;
+    for user in ready {
+        if !failures.contains_key(&user) {
+            subs.lost.remove(&user);
+            hub.catch_up(&user);
+            restored += 1;
+        }
+    }
+    if let Some((user, error)) = failures.iter().next() {
+        tracing::debug!(
+            error,
+            user,
+            restored,
+            pending = failures.len(),
+            retry_ms = subs.backoff.as_millis() as u64,
+            "subscriptions not restored yet; retrying"
+        );
+        subs.retry_at = Some(Instant::now() + subs.backoff);
+        subs.backoff = (subs.backoff * 2).min(RETRY_MAX);
+    } else {
+        // A slot moving between primaries is routine (debug); a restore that had to wait for
+        // the cluster (a failover, a reconnect) is worth an operator's notice.
+        let waited = subs
+            .lost_since
+            .take()
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        if waited >= 1000 {
+            tracing::info!(
+                users = restored,
+                waited_ms = waited,
+                "broker subscriptions restored; their streams catch up"
+            );
+        } else {
+            tracing::debug!(
+                users = restored,
+                waited_ms = waited,
+                "broker subscriptions restored"
+            );
+        }
+        subs.retry_at = None;
+        subs.backoff = RETRY_MIN;
+    }
+}
+
+/// Split `users` into those whose channel's slot the cluster connection routes to a primary
+/// (ready to subscribe) and the others, with why. A demoted primary still accepts
+/// `SSUBSCRIBE` for its new primary's slots (Redis serves shard channels on replicas), but
+/// its subscribers only hear what the new primary relays once it knows its replica, so a
+/// subscription is not restored there: a keyed read gets `MOVED` instead, which makes the
+/// connection refresh its slot map before the next try. One `ROLE` per slot, concurrently.
+async fn on_primaries(
+    conn: &RedisConn,
+    users: Vec<String>,
+) -> (Vec<String>, HashMap<String, String>) {
+    use redis::cluster_routing::Slot;
+    if !conn.is_cluster() {
+        return (users, HashMap::new());
+    }
+    let mut by_slot: HashMap<Slot, Vec<String>> = HashMap::new();
+    for user in users {
+        by_slot
+            .entry(Slot::for_key(UserKeys::new(&user).channel()))
+            .or_default()
+            .push(user);
+    }
+    let checks = futures_util::stream::iter(by_slot.into_values())
+        .map(|users| {
+            let mut cluster = conn.clone();
+            async move {
+                let channel = UserKeys::new(&users[0]).channel();
+                let role = cluster.on_slot_primary(&channel, redis::cmd("ROLE")).await;
+                let verdict = match role {
+                    None => Ok(()),
+                    Some(Ok(Value::Array(role)))
+                        if role.first().and_then(as_str) == Some("master") =>
+                    {
+                        Ok(())
+                    }
+                    Some(Ok(_)) => {
+                        let _: redis::RedisResult<i64> = redis::cmd("EXISTS")
+                            .arg(&channel)
+                            .query_async(&mut cluster)
+                            .await;
+                        Err("the slot map points at a replica".to_owned())
+                    }
+                    Some(Err(e)) => Err(e.to_string()),
+                };
+                (users, verdict)
+            }
+        })
+        .buffer_unordered(BATCH)
+        .collect::<Vec<_>>()
+        .await;
+    let mut ready = Vec::new();
+    let mut failures = HashMap::new();
+    for (users, verdict) in checks {
+        match verdict {
+            Ok(()) => ready.extend(users),
+            Err(e) => failures.extend(users.into_iter().map(|u| (u, e.clone()))),
+        }
+    }
+    (ready, failures)
+}
