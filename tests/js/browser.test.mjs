@@ -1,6 +1,7 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page):
 // tab sharing through SharedWorker, leader election without it, per-tab fallback, reload
-// without loss, and the tray of a user who was offline.
+// without loss, the tray of a user who was offline, sign-out reaching every tab, and a second
+// user on the same browser who must not resume from the first one's position.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -58,6 +59,23 @@ async function streams(user) {
 const shows = (page, id) => page.waitForSelector(`[data-id="${id}"]`, { timeout: 10_000 });
 const badge = (page) => page.textContent("#badge");
 const transport = (page) => page.evaluate(() => window.heraldDemo.herald.transport);
+
+/** The three transports and the APIs to remove from the page to get each. */
+const TRANSPORTS = [
+  ["shared-worker", []],
+  ["leader", ["SharedWorker"]],
+  ["tab", ["SharedWorker", "locks"]],
+];
+
+/** The position this browser keeps for the next stream: `{ id, unread }` or null. */
+const storedPosition = (page) => page.evaluate(() => JSON.parse(localStorage.getItem("herald:position:/") ?? "null"));
+const tagOf = (id) => id.slice(0, id.lastIndexOf("."));
+
+/** End the browser's session the way any app would (not the demo's button, which also reloads). */
+async function signOutWithoutForgetting(page) {
+  const status = await page.evaluate(async () => (await fetch("/session", { method: "DELETE", credentials: "include" })).status);
+  assert.equal(status, 204);
+}
 
 /** Two tabs hold one stream; events reach both; a read in one shows in the other. */
 async function twoTabsShareOneStream(strip, expectedTransport, user) {
@@ -155,3 +173,75 @@ test("a user who was offline finds the notification in the tray after signing in
     await close();
   }
 });
+
+for (const [name, strip] of TRANSPORTS) {
+  test(`signing out in one tab shows every tab signed out within 1 s (${name})`, async () => {
+    const user = `leaving-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      const second = await openTab(context);
+      assert.equal(await transport(second), name);
+      // A change first: `revoked` then comes after an event id that EventSource repeats on it.
+      const id = await publish(herald.base, user, "before signing out");
+      await shows(first, id);
+      await shows(second, id);
+      for (const page of [first, second]) {
+        await page.evaluate(() => window.heraldDemo.herald.on("revoked", () => (window.revokedAt = Date.now())));
+      }
+      const started = Date.now();
+      await signOutWithoutForgetting(first);
+      for (const [i, page] of [first, second].entries()) {
+        await page.waitForSelector("#login-view:not([hidden])", { timeout: 5_000 });
+        assert.ok(await page.isHidden("#app-view"), `tab ${i + 1} hides the tray`);
+        const took = (await page.evaluate(() => window.revokedAt)) - started;
+        console.log(`${name}: tab ${i + 1} signed out ${took} ms after DELETE /session`);
+        assert.ok(took < 1_000, `tab ${i + 1} signed out after ${took} ms`);
+      }
+      // and nothing reconnects
+      await until(async () => (await streams(user)).length === 0, "the streams to end");
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal((await streams(user)).length, 0, "no stream comes back after sign-out");
+    } finally {
+      await close();
+    }
+  });
+
+  test(`the next user on the same browser resumes from nothing of the previous one's (${name})`, async () => {
+    const [a, b] = [`first-${name}`, `next-${name}`];
+    const { context, close } = await browser(strip);
+    try {
+      const page = await context.newPage();
+      await signIn(page, a);
+      assert.equal(await transport(page), name);
+      for (const title of ["a1", "a2", "a3"]) await shows(page, await publish(herald.base, a, title));
+      await page.click("#mark-all");
+      await page.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
+      await until(async () => (await storedPosition(page))?.id?.endsWith(".4"), "a's position after the read");
+      const left = await storedPosition(page);
+      // b's log is longer than a's position: a seq-only resume would replay b's 5 and 6 only
+      // and count a's unread 0 plus those 2.
+      const earlier = [];
+      for (let i = 1; i <= 6; i++) earlier.push(await publish(herald.base, b, `b${i}`));
+      await signOutWithoutForgetting(page);
+      await page.waitForSelector("#login-view:not([hidden])", { timeout: 5_000 });
+      assert.deepEqual(await storedPosition(page), left, "the position was not forgotten");
+
+      await signIn(page, b);
+      assert.equal(await page.evaluate(() => window.heraldDemo.herald.user), b);
+      for (const id of earlier) await shows(page, id);
+      await until(async () => (await page.evaluate(() => window.heraldDemo.herald.unreadCount)) === 6, "b's unread count");
+      const now = await storedPosition(page);
+      assert.notEqual(tagOf(now.id), tagOf(left.id), `b's position is in b's log: ${now.id} after ${left.id}`);
+      const live = [await publish(herald.base, b, "b7"), await publish(herald.base, b, "b8")];
+      for (const id of live) await shows(page, id);
+      const events = await page.evaluate(() => window.heraldEvents);
+      for (const id of live) assert.equal(events.filter((e) => e === id).length, 1, `${id} once in ${events}`);
+      assert.equal(await page.evaluate(() => window.heraldDemo.herald.unreadCount), 8);
+      await page.waitForFunction(() => document.querySelector("#badge").dataset.count === "8");
+    } finally {
+      await close();
+    }
+  });
+}
