@@ -247,3 +247,39 @@ for (const [name, strip] of TRANSPORTS) {
     }
   });
 }
+
+for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
+  test(`a tab that joins with a position of another log is reset alone (${name})`, async () => {
+    const user = `joining-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      const id = await publish(herald.base, user, "one");
+      await shows(first, id);
+      await first.evaluate(() => {
+        window.resets = 0;
+        window.heraldDemo.herald.on("reset", () => (window.resets += 1));
+        // what another user, or a log that was lost, would have left behind
+        localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5 }));
+      });
+      const second = await openTab(context);
+      await shows(second, id);
+      assert.equal(await second.evaluate(() => window.heraldDemo.herald.unreadCount), 1);
+      const mine = await first.evaluate(() => window.heraldDemo.herald.lastId);
+      assert.equal(await second.evaluate(() => window.heraldDemo.herald.lastId), mine);
+      await until(async () => (await storedPosition(second))?.id === mine, "the joining tab to store the stream's position");
+      assert.equal((await streams(user)).length, 1, "still one stream");
+      const next = await publish(herald.base, user, "two");
+      await shows(first, next);
+      await shows(second, next);
+      assert.equal(await first.evaluate(() => window.resets), 0, "the stream was not restarted for the other tabs");
+      for (const page of [first, second]) {
+        assert.equal((await page.evaluate(() => window.heraldEvents)).filter((e) => e === next).length, 1);
+        assert.equal(await page.evaluate(() => window.heraldDemo.herald.unreadCount), 2);
+      }
+    } finally {
+      await close();
+    }
+  });
+}
