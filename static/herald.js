@@ -352,7 +352,10 @@ export class Herald {
     const released = new Promise((resolve) => (release = resolve));
     channel.onmessage = (m) => {
       const msg = m.data;
-      if (msg?.type === "event" && !stream) deliver(msg.name, msg.data, msg.id);
+      // Events from the leader. `revoked` counts even when this tab has just become the leader
+      // itself: the old leader lets go of the lock when it is revoked, and the lock can reach
+      // this tab before the relayed `revoked` does.
+      if (msg?.type === "event" && (!stream || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
       // A follower joins: the leader brings it up to date (see Stream.join).
       if (msg?.type === "hello" && stream) {
         stream.join(msg.position, (name, data, id) => channel.postMessage({ type: "event", name, data, id }));

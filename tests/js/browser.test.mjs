@@ -283,3 +283,36 @@ for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
     }
   });
 }
+
+test("a follower that gets the leader lock before the relayed revoked still signs out (leader)", async () => {
+  const user = "leaving-late";
+  const { context, close } = await browser(["SharedWorker"]);
+  try {
+    // Hold back relayed `revoked` messages, so the old leader's lock (released when it is
+    // revoked) reaches the follower first and the follower starts a stream of its own.
+    await context.addInitScript(() => {
+      const native = Object.getOwnPropertyDescriptor(BroadcastChannel.prototype, "onmessage");
+      Object.defineProperty(BroadcastChannel.prototype, "onmessage", {
+        configurable: true,
+        get() { return native.get.call(this); },
+        set(fn) {
+          native.set.call(this, (m) => (m.data?.name === "revoked" ? setTimeout(() => fn(m), 300) : fn(m)));
+        },
+      });
+    });
+    const first = await context.newPage();
+    await signIn(first, user);
+    const second = await openTab(context);
+    assert.equal(await transport(second), "leader");
+    await second.evaluate(() => window.heraldDemo.herald.on("revoked", () => (window.revokedAt = Date.now())));
+    const started = Date.now();
+    await signOutWithoutForgetting(first);
+    await second.waitForSelector("#login-view:not([hidden])", { timeout: 5_000 });
+    const took = (await second.evaluate(() => window.revokedAt)) - started;
+    assert.ok(took < 1_000, `the follower signed out after ${took} ms`);
+    assert.ok(await second.evaluate(() => window.heraldDemo.herald.closed), "the follower's client closed");
+    await until(async () => (await streams(user)).length === 0, "the streams to end");
+  } finally {
+    await close();
+  }
+});
