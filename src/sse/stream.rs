@@ -124,23 +124,22 @@ impl Stream {
                 stream.pending.push_back(ready(head.id()));
                 stream.last = head.id();
             }
-            Some(Some(after)) if after.epoch == head.epoch => {
-                match state.store.replay(&owner.user, after).await? {
-                    Replay::Changes(changes) => {
-                        stream.pending.push_back(ready(after));
-                        stream.last = after;
-                        for c in &changes {
-                            stream.push_change(&Delivery::new(c));
-                        }
-                    }
-                    Replay::Reset => {
-                        stream.pending.push_back(ready(head.id()));
-                        stream.reset(head);
+            // The store resets an id of another epoch (another user's log, or a lost one).
+            Some(Some(after)) => match state.store.replay(&owner.user, after).await? {
+                Replay::Changes(changes) => {
+                    stream.pending.push_back(ready(after));
+                    stream.last = after;
+                    for c in &changes {
+                        stream.push_change(&Delivery::new(c));
                     }
                 }
-            }
-            // Another epoch, or not an event id: never replay from it.
-            Some(_) => {
+                Replay::Reset => {
+                    stream.pending.push_back(ready(head.id()));
+                    stream.reset(head);
+                }
+            },
+            // Not an event id (a legacy plain number, garbage, non-ASCII): never replay from it.
+            Some(None) => {
                 stream.pending.push_back(ready(head.id()));
                 stream.reset(head);
             }
