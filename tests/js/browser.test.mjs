@@ -316,3 +316,22 @@ test("a follower that gets the leader lock before the relayed revoked still sign
     await close();
   }
 });
+
+test("replaced reaches the app although EventSource repeats the previous id on it (tab)", async () => {
+  const { context, close } = await browser(["SharedWorker", "locks"]);
+  try {
+    const page = await context.newPage();
+    await signIn(page, "replaced-user");
+    await shows(page, await publish(herald.base, "replaced-user", "so the stream has an id"));
+    await page.evaluate(() => {
+      window.replaced = 0;
+      window.heraldDemo.herald.on("replaced", () => (window.replaced += 1));
+      // a second stream of the same (session, tab) ends this tab's stream with `replaced`
+      window.other = new EventSource(`/events?tab=${sessionStorage.getItem("herald:tab:/")}`);
+    });
+    await page.waitForFunction(() => window.replaced === 1, null, { timeout: 5_000 });
+    await page.evaluate(() => window.other.close());
+  } finally {
+    await close();
+  }
+});
