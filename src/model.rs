@@ -1,5 +1,6 @@
 //! The nouns that cross module boundaries: Notification (what a user sees in the tray), Change
-//! (one numbered event in a user's change log) and the validation of ids and publish input.
+//! (one numbered event in a user's change log), the event id that names a position in that log
+//! (`<epoch>.<seq>`), and the validation of ids and publish input.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -174,9 +175,92 @@ impl ChangeKind {
     }
 }
 
-/// One entry of a user's change log: `seq` is the SSE `id:`, strictly increasing per user.
+/// The tag of one incarnation of a user's change log: 12 lowercase hex characters (48 random
+/// bits), drawn when the log is first created. A log that starts again from nothing (a Redis
+/// that lost its data, a restarted embedded node) gets a new one, so an event id of another
+/// user or of a lost log never matches and resets instead of replaying the wrong changes.
+/// Fixed size and `Copy`: carrying it costs no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch([u8; Epoch::LEN]);
+
+impl Epoch {
+    /// Length of the text form, in ASCII characters.
+    pub const LEN: usize = 12;
+
+    /// A new random epoch.
+    pub fn random() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes: [u8; Epoch::LEN / 2] = rand::random();
+        let mut out = [0u8; Epoch::LEN];
+        for (i, b) in bytes.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 0xf) as usize];
+        }
+        Epoch(out)
+    }
+
+    /// Exactly 12 lowercase ASCII hex characters; anything else is not an epoch.
+    pub fn parse(s: &str) -> Option<Self> {
+        let bytes: [u8; Epoch::LEN] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(Epoch(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from ASCII hex digits (`random`, `parse`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Epoch({})", self.as_str())
+    }
+}
+
+/// A position in a user's change log, and the SSE `id:` of the event that reached it:
+/// `<epoch>.<seq>`, e.g. `3f9a0c12d4e1.17`. Seqs compare only within one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventId {
+    pub epoch: Epoch,
+    pub seq: u64,
+}
+
+impl EventId {
+    /// A Last-Event-ID as a client sent it. `None` for anything but `<epoch>.<digits>` in
+    /// ASCII (a legacy plain number, garbage, fullwidth digits, a sign): the stream resets.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (epoch, seq) = s.trim_ascii().split_once('.')?;
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(EventId {
+            epoch: Epoch::parse(epoch)?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.epoch, self.seq)
+    }
+}
+
+/// One entry of a user's change log: `epoch.seq` is the SSE `id:`; `seq` is strictly
+/// increasing per user within one epoch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
+    /// The log this change belongs to.
+    pub epoch: Epoch,
     pub seq: u64,
     pub kind: ChangeKind,
     /// The event's `data:` JSON (the notification, or `{"ids":[..],"unread_count":N}`).
@@ -343,6 +427,44 @@ mod tests {
         let input: NotificationInput =
             serde_json::from_value(serde_json::json!({"title": "t", "future": 1})).unwrap();
         assert!(input.validate().is_ok());
+    }
+
+    /// An event id is written `<epoch>.<seq>` and parses back to itself.
+    #[test]
+    fn event_id_round_trips() {
+        let id = EventId {
+            epoch: Epoch::random(),
+            seq: 17,
+        };
+        let text = id.to_string();
+        assert_eq!(text.len(), Epoch::LEN + 3);
+        assert!(text.ends_with(".17"));
+        assert_eq!(EventId::parse(&text), Some(id));
+        assert_eq!(EventId::parse(&format!(" {text}\t")), Some(id));
+    }
+
+    /// Legacy plain numbers, garbage and non-ASCII look-alikes are not event ids.
+    #[test]
+    fn foreign_event_ids_do_not_parse() {
+        for bad in [
+            "17",
+            "",
+            ".17",
+            "3f9a0c12d4e1.",
+            "3f9a0c12d4e1.+17",
+            "3f9a0c12d4e1.-1",
+            "3F9A0C12D4E1.17",
+            "3f9a0c12d4e.17",
+            "3f9a0c12d4e1a.17",
+            "3f9a0c12d4e1.1.7",
+            "3f9a0c12d4e1.99999999999999999999",
+            "3f9a0c12d4e1.\u{ff11}\u{ff17}",
+            "３f9a0c12d4e1.17",
+            "\u{3000}3f9a0c12d4e1.17",
+            "not-a-number",
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
     }
 
     /// Ids created later sort after ids created earlier.

@@ -7,13 +7,38 @@
 //   3. without either, each tab holds its own stream (`?tab=<id>`).
 // The last event id is kept in localStorage, so a reload or a new leader resumes with
 // `?last_event_id=` and receives what it missed, each event exactly once.
+//
+// An event id is `<tag>.<seq>`: the tag names one user's change log (a new user, or a log that
+// restarted, has another), and seqs compare only within one tag. Only change events are
+// dropped as already delivered; control events (`ready`, `reset`, `revoked`, `replaced`) never
+// are: `revoked` and `replaced` carry no `id:`, so EventSource repeats the previous id on them.
 
 const EVENTS = ["ready", "notification", "read", "unread", "deleted", "reset", "revoked", "replaced"];
 const STATUS_EVENTS = new Set(["read", "unread", "deleted"]);
+/** Events that are changes of the user's log: numbered, replayed, de-duplicated by id. */
+const CHANGE_EVENTS = new Set(["notification", ...STATUS_EVENTS]);
+/** Events the server sends without an `id:` (the `lastEventId` EventSource shows is stale). */
+const UNNUMBERED_EVENTS = new Set(["revoked", "replaced"]);
 /** Longest wait between reconnect attempts after the server refused a stream, in ms. */
 const MAX_BACKOFF_MS = 30_000;
 
 const storageKey = (base) => `herald:position:${base || "/"}`;
+
+/**
+ * An event id `<tag>.<seq>` as `{ tag, seq }`; `null` for anything else (no id, a legacy plain
+ * number from before tags): such a position is never compared, only sent for the server to reset.
+ */
+export function parseId(id) {
+  const m = typeof id === "string" ? /^([0-9a-z]+)\.(\d+)$/.exec(id) : null;
+  return m ? { tag: m[1], seq: Number(m[2]) } : null;
+}
+
+/** True when `id` is a position at or before `than` in the same log (so already seen there). */
+function notAfter(id, than) {
+  const a = parseId(id);
+  const b = parseId(than);
+  return Boolean(a && b && a.tag === b.tag && a.seq <= b.seq);
+}
 
 /** Where this browser last was: `{ id, unread }` (the last event id and the unread count then). */
 export function loadPosition(base) {
@@ -98,11 +123,12 @@ export class Stream {
     } catch {
       return;
     }
+    const id = UNNUMBERED_EVENTS.has(name) ? null : e.lastEventId || null;
     if (name === "ready") {
       this.backoff = 1000;
       // `ready` counts everything, replay included. When it resumes from our own position,
       // our count is the one that matches, and the replayed events bring it up to date.
-      const resumed = e.lastEventId && e.lastEventId === this.lastEventId;
+      const resumed = id && id === this.lastEventId;
       if (!resumed) this.unreadCount = data.unread_count ?? 0;
       data = { ...data, unread_count: this.unreadCount };
       this.ready = data;
@@ -111,18 +137,28 @@ export class Stream {
     } else if (STATUS_EVENTS.has(name) || name === "reset") {
       this.unreadCount = data.unread_count ?? this.unreadCount;
     }
-    if (e.lastEventId) this.lastEventId = e.lastEventId;
-    this.onEvent(name, data, e.lastEventId || null);
+    if (id) this.lastEventId = id;
+    this.onEvent(name, data, id);
     // Ended by the server for good: a logout, an expired token, or another stream of ours.
     if (name === "revoked" || name === "replaced") this.close();
   }
 
-  /** Answer a tab that joins an existing stream at `position` ({id, unread} or null). */
+  /**
+   * Answer a tab that joins an existing stream at `position` ({id, unread} or null). A tab
+   * behind in the same log makes the stream resume from there (the others drop the replay);
+   * a tab whose position is of another log (another user's, a reset one, a legacy id) gets
+   * `ready` and `reset`: it drops that position and refetches.
+   */
   join(position, send) {
-    if (position?.id && position.id !== this.lastEventId) {
+    const theirs = parseId(position?.id);
+    const ours = parseId(this.lastEventId);
+    if (theirs && ours && theirs.tag === ours.tag && theirs.seq < ours.seq) {
       this.restart(position.id, position.unread);
     } else if (this.ready) {
       send("ready", { ...this.ready, unread_count: this.unreadCount }, this.lastEventId);
+      if (position?.id && theirs?.tag !== ours?.tag) {
+        send("reset", { unread_count: this.unreadCount }, this.lastEventId);
+      }
     }
   }
 
@@ -172,7 +208,8 @@ export class Herald {
     this.session = null;
     this.transport = null;
     this.handlers = new Map();
-    this.lastSeq = null;
+    /** The last event id delivered to this tab (`<tag>.<seq>`), or null before `ready`. */
+    this.lastId = null;
     this.closed = false;
     this.cleanup = [];
     this.#ready = new Promise((resolve) => (this.#resolveReady = resolve));
@@ -237,11 +274,15 @@ export class Herald {
     return json;
   }
 
-  /** Deliver one event to this tab's handlers, once, in order. */
+  /**
+   * Deliver one event to this tab's handlers, once, in order. Change events at or before this
+   * tab's position in the same log were delivered already (a hand-over, or a tab that joined
+   * from further back); control events are always delivered.
+   */
   #deliver(name, data, id) {
-    const seq = id != null && /^\d+$/.test(id) ? Number(id) : null;
-    const seen = seq != null && this.lastSeq != null && seq <= this.lastSeq;
-    if (seen && name !== "ready" && name !== "reset") return; // already delivered here
+    if (this.closed) return;
+    const seen = id != null && notAfter(id, this.lastId);
+    if (seen && CHANGE_EVENTS.has(name)) return; // already delivered here
     if (name === "ready") {
       this.user = data.user;
       this.session = data.session;
@@ -252,9 +293,12 @@ export class Herald {
     } else if (STATUS_EVENTS.has(name) || name === "reset") {
       this.unreadCount = data.unread_count ?? this.unreadCount;
     }
-    if (seq != null && !seen) this.lastSeq = seq;
-    if (name === "reset") this.lastSeq = seq ?? this.lastSeq;
-    if (this.lastSeq != null) savePosition(this.base, String(this.lastSeq), this.unreadCount);
+    // Move to `id` unless it is behind us in the same log. A `ready` or change of another log
+    // (another user signed in, or the log restarted) replaces the old position; so does `reset`.
+    if (parseId(id) && (name === "reset" || !seen)) this.lastId = id;
+    if (this.lastId != null && !UNNUMBERED_EVENTS.has(name)) {
+      savePosition(this.base, this.lastId, this.unreadCount);
+    }
     if (name === "ready") this.#resolveReady();
     for (const fn of this.handlers.get(name) ?? []) {
       try {
@@ -263,6 +307,9 @@ export class Herald {
         console.error("herald handler failed", err);
       }
     }
+    // Signed out (or the token expired) for good: stop, and let go of the shared connection
+    // (the leader lock, the worker port) so a tab that signs in again starts afresh.
+    if (name === "revoked") this.close();
   }
 
   #start(transport) {
@@ -305,7 +352,10 @@ export class Herald {
     const released = new Promise((resolve) => (release = resolve));
     channel.onmessage = (m) => {
       const msg = m.data;
-      if (msg?.type === "event" && !stream) deliver(msg.name, msg.data, msg.id);
+      // Events from the leader. `revoked` counts even when this tab has just become the leader
+      // itself: the old leader lets go of the lock when it is revoked, and the lock can reach
+      // this tab before the relayed `revoked` does.
+      if (msg?.type === "event" && (!stream || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
       // A follower joins: the leader brings it up to date (see Stream.join).
       if (msg?.type === "hello" && stream) {
         stream.join(msg.position, (name, data, id) => channel.postMessage({ type: "event", name, data, id }));
@@ -313,7 +363,7 @@ export class Herald {
     };
     navigator.locks.request(`${name}:leader`, () => {
       if (this.closed) return;
-      const position = this.lastSeq != null ? { id: String(this.lastSeq), unread: this.unreadCount } : loadPosition(this.base);
+      const position = this.lastId != null ? { id: this.lastId, unread: this.unreadCount } : loadPosition(this.base);
       stream = new Stream({
         base: this.base,
         lastEventId: position?.id,

@@ -8,6 +8,7 @@ mod subscriptions;
 
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
+use crate::model::{Epoch, EventId};
 use crate::sse::frame;
 
 pub use self::redis::RedisBroker;
@@ -15,8 +16,10 @@ pub use self::redis::RedisBroker;
 /// A message on a user's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// A committed change (`c\t<seq>\t<kind>\t<at_ms>\t<data>`, written by the store's scripts).
+    /// A committed change (`c\t<epoch>\t<seq>\t<kind>\t<at_ms>\t<data>`, written by the
+    /// store's scripts).
     Change {
+        epoch: Epoch,
         seq: u64,
         kind: String,
         at_ms: u64,
@@ -36,11 +39,12 @@ impl Message {
     pub fn encode(&self) -> String {
         match self {
             Message::Change {
+                epoch,
                 seq,
                 kind,
                 at_ms,
                 data,
-            } => format!("c\t{seq}\t{kind}\t{at_ms}\t{data}"),
+            } => format!("c\t{epoch}\t{seq}\t{kind}\t{at_ms}\t{data}"),
             Message::Revoke { node, session } => format!("r\t{node}\t{session}"),
             Message::Open { node, session, tab } => {
                 format!("o\t{node}\t{session}\t{}", tab.as_deref().unwrap_or(""))
@@ -52,8 +56,9 @@ impl Message {
         let (tag, rest) = s.split_once('\t')?;
         match tag {
             "c" => {
-                let mut parts = rest.splitn(4, '\t');
+                let mut parts = rest.splitn(5, '\t');
                 Some(Message::Change {
+                    epoch: Epoch::parse(parts.next()?)?,
                     seq: parts.next()?.parse().ok()?,
                     kind: parts.next()?.to_owned(),
                     at_ms: parts.next()?.parse().ok()?,
@@ -83,13 +88,23 @@ impl Message {
     pub fn apply(self, hub: &Hub, user: &str) {
         match self {
             Message::Change {
+                epoch,
                 seq,
                 kind,
                 at_ms,
                 data,
             } => {
-                let frame = frame::event(Some(seq), &kind, &data);
-                hub.dispatch(user, &Delivery { seq, frame, at_ms });
+                // Encoded once here; every stream of the user on this node shares the bytes.
+                let frame = frame::event(Some(EventId { epoch, seq }), &kind, &data);
+                hub.dispatch(
+                    user,
+                    &Delivery {
+                        epoch,
+                        seq,
+                        frame,
+                        at_ms,
+                    },
+                );
             }
             Message::Revoke { node, session } if node != hub.node() => {
                 hub.end_session(user, &session)
@@ -151,6 +166,7 @@ mod tests {
     fn messages_round_trip() {
         for m in [
             Message::Change {
+                epoch: Epoch::random(),
                 seq: 3,
                 kind: "read".into(),
                 at_ms: 9,
@@ -173,5 +189,13 @@ mod tests {
         ] {
             assert_eq!(Message::parse(&m.encode()), Some(m));
         }
+    }
+
+    /// A change message without a valid epoch (the layout before epochs) is not a change.
+    #[test]
+    fn change_without_epoch_is_ignored() {
+        assert_eq!(Message::parse("c\t3\tread\t9\t{}"), None);
+        let m = Message::parse("c\t3f9a0c12d4e1\t3\tread\t9\t{}").unwrap();
+        assert!(matches!(m, Message::Change { seq: 3, .. }));
     }
 }

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::model::{rfc3339, Change};
+use crate::model::{rfc3339, Change, Epoch};
 use crate::sse::frame;
 use crate::store::PresenceEntry;
 
@@ -23,6 +23,8 @@ pub const STREAM_BACKLOG: usize = 256;
 /// A committed change, encoded once, as every stream of the user receives it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The change log it belongs to; a stream on another epoch resets (the log restarted).
+    pub epoch: Epoch,
     pub seq: u64,
     pub frame: Bytes,
     /// Commit time in Unix milliseconds, for the publish-to-delivery latency.
@@ -32,6 +34,7 @@ pub struct Delivery {
 impl Delivery {
     pub fn new(change: &Change) -> Self {
         Delivery {
+            epoch: change.epoch,
             seq: change.seq,
             frame: frame::change(change),
             at_ms: change.at_ms,
@@ -282,6 +285,7 @@ mod tests {
 
     fn change(seq: u64) -> Delivery {
         Delivery::new(&Change {
+            epoch: Epoch::parse("3f9a0c12d4e1").unwrap(),
             seq,
             kind: ChangeKind::Read,
             data: "{}".into(),

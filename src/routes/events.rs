@@ -27,11 +27,11 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
     if let Some(tab) = &tab {
         validate_id("tab", tab)?;
     }
+    // A header that is not ASCII is still a resume attempt: it fails to parse and resets.
     let resume = parts
         .headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .or_else(|| param("last_event_id"))
         .filter(|v| !v.trim().is_empty());
     let owner = Owner {

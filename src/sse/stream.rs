@@ -2,7 +2,9 @@
 //! pings until the hub, the token expiry or shutdown ends it. Never blocks the hub: waiting
 //! happens here. Rule for every edit: subscribe (hub + broker) *before* reading the store, and
 //! skip live changes at or below the last seq written; that ordering makes replay gap-free
-//! and duplicate-free.
+//! and duplicate-free. Seqs compare only within one epoch: a Last-Event-ID of another epoch
+//! (another user's, a lost log's, or not an id at all) gets `reset`, and a live change of
+//! another epoch makes the stream ask the store where the log stands.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -15,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 use super::frame;
 use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Signal};
-use crate::model::{now_ms, now_secs};
+use crate::model::{now_ms, now_secs, Epoch, EventId};
 use crate::state::AppState;
 use crate::store::{Head, PresenceEntry, Replay};
 
@@ -42,8 +44,8 @@ pub struct Stream {
     user: String,
     id: u64,
     rx: mpsc::Receiver<Signal>,
-    /// The last change seq written (or skipped as already seen by the client).
-    last: u64,
+    /// The position of the last change written (or skipped as already seen by the client).
+    last: EventId,
     /// Frames ready to write, in order.
     pending: VecDeque<Bytes>,
     /// One timer per stream: the next ping or the expiry, whichever is first.
@@ -86,7 +88,11 @@ impl Stream {
             user: owner.user.clone(),
             id: reg.id,
             rx: reg.rx,
-            last: 0,
+            // Set from the head or the resumed id below, before any change is read.
+            last: EventId {
+                epoch: Epoch::random(),
+                seq: 0,
+            },
             pending: VecDeque::new(),
             timer: Box::pin(tokio::time::sleep_until(next_ping.min(expires))),
             expires,
@@ -113,35 +119,37 @@ impl Stream {
         }
 
         let head = state.store.head(&owner.user).await?;
-        let ready = |id: Option<u64>| {
+        let ready = |id: EventId| {
             let data = serde_json::json!({
                 "user": owner.user, "session": owner.session, "unread_count": head.unread_count,
             });
             // `retry:` shares the first block with `ready`, so even naive parsers see both first.
-            let event = frame::event(id, "ready", &data.to_string());
+            let event = frame::event(Some(id), "ready", &data.to_string());
             let retry = rand::random_range(RETRY_MS);
             Bytes::from([frame::retry(retry).as_bytes(), &event].concat())
         };
-        match resume.map(|r| r.trim().parse::<u64>()) {
+        match resume.map(EventId::parse) {
             None => {
-                stream.pending.push_back(ready(Some(head.seq)));
-                stream.last = head.seq;
+                stream.pending.push_back(ready(head.id()));
+                stream.last = head.id();
             }
-            Some(Ok(after)) => match state.store.replay(&owner.user, after).await? {
+            // The store resets an id of another epoch (another user's log, or a lost one).
+            Some(Some(after)) => match state.store.replay(&owner.user, after).await? {
                 Replay::Changes(changes) => {
-                    stream.pending.push_back(ready(Some(after)));
+                    stream.pending.push_back(ready(after));
                     stream.last = after;
                     for c in &changes {
                         stream.push_change(&Delivery::new(c));
                     }
                 }
                 Replay::Reset => {
-                    stream.pending.push_back(ready(Some(head.seq)));
+                    stream.pending.push_back(ready(head.id()));
                     stream.reset(head);
                 }
             },
-            Some(Err(_)) => {
-                stream.pending.push_back(ready(Some(head.seq)));
+            // Not an event id (a legacy plain number, garbage, non-ASCII): never replay from it.
+            Some(None) => {
+                stream.pending.push_back(ready(head.id()));
                 stream.reset(head);
             }
         }
@@ -152,16 +160,16 @@ impl Stream {
     fn reset(&mut self, head: Head) {
         let data = serde_json::json!({"unread_count": head.unread_count}).to_string();
         self.pending
-            .push_back(frame::event(Some(head.seq), "reset", &data));
-        self.last = head.seq;
+            .push_back(frame::event(Some(head.id()), "reset", &data));
+        self.last = head.id();
     }
 
     fn push_change(&mut self, d: &Delivery) {
-        if d.seq <= self.last {
+        if d.epoch != self.last.epoch || d.seq <= self.last.seq {
             return;
         }
         self.pending.push_back(d.frame.clone());
-        self.last = d.seq;
+        self.last.seq = d.seq;
         let metrics = &self.state.metrics;
         metrics.events_delivered.inc();
         if d.at_ms > 0 {
@@ -190,8 +198,10 @@ impl Stream {
         }
     }
 
+    /// A change of another epoch means the log restarted (the catch-up resets) or is a late
+    /// one of the log this stream already left (the catch-up finds nothing; it is skipped).
     async fn on_change(&mut self, d: Delivery) {
-        if d.seq > self.last + 1 {
+        if d.epoch != self.last.epoch || d.seq > self.last.seq + 1 {
             self.catch_up().await;
         }
         self.push_change(&d);

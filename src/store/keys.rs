@@ -60,6 +60,11 @@ impl UserKeys {
     pub fn seq(&self) -> String {
         self.key("seq")
     }
+    /// STRING: the change log's epoch, 12 hex chars, the tag of every event id. Created with
+    /// `SET NX` by the first commit or head read; a Redis that lost its data draws a new one.
+    pub fn epoch(&self) -> String {
+        self.key("epoch")
+    }
     /// STREAM of changes, entry id `<seq>-1`, fields k (kind), d (data), t (commit ms).
     pub fn log(&self) -> String {
         self.key("log")
@@ -87,7 +92,7 @@ impl UserKeys {
         self.key("ch")
     }
     /// The keys a tray script takes, in its KEYS order.
-    pub fn tray(&self) -> [String; 6] {
+    pub fn tray(&self) -> [String; 7] {
         [
             self.items(),
             self.order(),
@@ -95,6 +100,7 @@ impl UserKeys {
             self.read_at(),
             self.seq(),
             self.log(),
+            self.epoch(),
         ]
     }
 }

@@ -1,7 +1,8 @@
 //! Embedded store: trays, change logs, sessions and groups in process memory, for one node
 //! with zero set-up. Each user's tray sits behind its own `std::sync::Mutex`: sections are short
 //! and never await, and committing a change dispatches it to the hub under that lock, which
-//! keeps every stream's view in `seq` order.
+//! keeps every stream's view in `seq` order. Each tray draws a random epoch when it is created,
+//! so the ids of a previous run of the process reset instead of replaying.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,8 @@ use super::{
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
 use crate::model::{
-    now_ms, now_secs, rfc3339, status_data, Change, ChangeKind, Mark, Marked, Notification, Target,
+    now_ms, now_secs, rfc3339, status_data, Change, ChangeKind, Epoch, EventId, Mark, Marked,
+    Notification, Target,
 };
 
 #[derive(Clone)]
@@ -33,11 +35,12 @@ struct Inner {
     max_per_user: usize,
 }
 
-#[derive(Default)]
 struct Tray {
     /// Notifications by id; ids sort by creation time, so the last entry is the newest.
     items: BTreeMap<String, Notification>,
     unread: BTreeSet<String>,
+    /// This change log's epoch, drawn when the tray is created.
+    epoch: Epoch,
     seq: u64,
     log: VecDeque<Change>,
     /// Idempotency key → (notification id, expiry in Unix ms).
@@ -45,10 +48,22 @@ struct Tray {
 }
 
 impl Tray {
+    fn new() -> Self {
+        Tray {
+            items: BTreeMap::new(),
+            unread: BTreeSet::new(),
+            epoch: Epoch::random(),
+            seq: 0,
+            log: VecDeque::new(),
+            idempotency: HashMap::new(),
+        }
+    }
+
     /// Number the change, keep it for replay and hand it to this node's streams.
     fn commit(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: String) {
         self.seq += 1;
         let change = Change {
+            epoch: self.epoch,
             seq: self.seq,
             kind,
             data,
@@ -85,7 +100,11 @@ impl MemoryStore {
         if let Some(t) = self.inner.trays.get(user) {
             return t.clone();
         }
-        self.inner.trays.entry(user.to_owned()).or_default().clone()
+        self.inner
+            .trays
+            .entry(user.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(Tray::new())))
+            .clone()
     }
 
     /// Run `f` on the user's tray; the lock is released before returning.
@@ -300,13 +319,18 @@ impl MemoryStore {
 
     pub async fn head(&self, user: &str) -> Result<Head> {
         Ok(self.with_tray(user, |tray| Head {
+            epoch: tray.epoch,
             seq: tray.seq,
             unread_count: tray.unread.len() as u64,
         }))
     }
 
-    pub async fn replay(&self, user: &str, after: u64) -> Result<Replay> {
+    pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
         Ok(self.with_tray(user, |tray| {
+            if after.epoch != tray.epoch {
+                return Replay::Reset;
+            }
+            let after = after.seq;
             match super::replay_window(after, tray.seq, tray.log.front().map(|c| c.seq)) {
                 ReplayWindow::Nothing => Replay::Changes(Vec::new()),
                 ReplayWindow::Reset => Replay::Reset,
@@ -419,13 +443,8 @@ mod tests {
         let other = add(&s, "b", Some("k")).await;
         assert!(first.stored && !again.stored && other.stored);
         assert_eq!(first.id, again.id);
-        assert_eq!(
-            s.head("a").await.unwrap(),
-            Head {
-                seq: 1,
-                unread_count: 1
-            }
-        );
+        let head = s.head("a").await.unwrap();
+        assert_eq!((head.seq, head.unread_count), (1, 1));
     }
 
     /// Replay returns exactly the changes after the given seq; a trimmed window resets.
@@ -435,7 +454,9 @@ mod tests {
         for _ in 0..5 {
             add(&s, "a", None).await;
         }
-        let Replay::Changes(changes) = s.replay("a", 2).await.unwrap() else {
+        let epoch = s.head("a").await.unwrap().epoch;
+        let at = |seq| EventId { epoch, seq };
+        let Replay::Changes(changes) = s.replay("a", at(2)).await.unwrap() else {
             panic!("reset")
         };
         assert_eq!(
@@ -445,7 +466,25 @@ mod tests {
         for _ in 0..LOG_CAPACITY {
             add(&s, "a", None).await;
         }
-        assert_eq!(s.replay("a", 2).await.unwrap(), Replay::Reset);
+        assert_eq!(s.replay("a", at(2)).await.unwrap(), Replay::Reset);
+    }
+
+    /// Each user's log has its own epoch: a position in another user's log resets.
+    #[tokio::test]
+    async fn another_users_position_resets() {
+        let s = store(100);
+        for _ in 0..3 {
+            add(&s, "a", None).await;
+            add(&s, "b", None).await;
+        }
+        let (a, b) = (s.head("a").await.unwrap(), s.head("b").await.unwrap());
+        assert_ne!(a.epoch, b.epoch);
+        let b_at_1 = EventId {
+            epoch: b.epoch,
+            seq: 1,
+        };
+        assert_eq!(s.replay("a", b_at_1).await.unwrap(), Replay::Reset);
+        assert!(matches!(s.replay("b", b_at_1).await.unwrap(), Replay::Changes(c) if c.len() == 2));
     }
 
     /// Marking an already-read notification read changes nothing and commits no change.

@@ -2,14 +2,15 @@
 //! sessions, groups and presence. Two siblings with the same surface: `memory` (embedded mode)
 //! and `redis`. A tray write *commits* a change: it is stored, numbered in the user's change
 //! log and announced to the user's live streams in one step, so announcements arrive in `seq`
-//! order (memory: under the user's lock; Redis: inside one Lua script with SPUBLISH).
+//! order (memory: under the user's lock; Redis: inside one Lua script with SPUBLISH). Each
+//! change log carries an epoch drawn when it is created; positions of another epoch reset.
 
 pub mod keys;
 pub mod memory;
 pub mod redis;
 
 use crate::error::Result;
-use crate::model::{Change, Mark, Marked, Notification, Target};
+use crate::model::{Change, Epoch, EventId, Mark, Marked, Notification, Target};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -50,10 +51,22 @@ pub struct Page {
 }
 
 /// Where a user's change log stands now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
+    /// The log's epoch (created by reading the head when the user has no log yet).
+    pub epoch: Epoch,
     pub seq: u64,
     pub unread_count: u64,
+}
+
+impl Head {
+    /// The head as an event id (the `id:` of `ready` and `reset`).
+    pub fn id(&self) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
 }
 
 /// What a resume after `Last-Event-ID` gets.
@@ -61,7 +74,8 @@ pub struct Head {
 pub enum Replay {
     /// Every change after the given id, in order (possibly none).
     Changes(Vec<Change>),
-    /// The id is unknown or older than the retained log: the client must refetch.
+    /// The id is of another epoch (another user's log, or one that was lost), beyond the head
+    /// or older than the retained log: the client must refetch.
     Reset,
 }
 
@@ -85,8 +99,8 @@ pub struct PresenceEntry {
     pub since: String,
 }
 
-/// The replay decision shared by both backends: `after` against the log's oldest retained
-/// seq and its head. `oldest` is `None` when the log holds nothing.
+/// The replay decision shared by both backends, once the epochs matched: `after` against the
+/// log's oldest retained seq and its head. `oldest` is `None` when the log holds nothing.
 pub fn replay_window(after: u64, head: u64, oldest: Option<u64>) -> ReplayWindow {
     if after > head {
         return ReplayWindow::Reset;
@@ -178,12 +192,13 @@ impl Store {
         forward!(self.claim_cleaner(node, ttl))
     }
 
+    /// The log's epoch, head seq and unread count; creates the epoch when the user has none.
     pub async fn head(&self, user: &str) -> Result<Head> {
         forward!(self.head(user))
     }
 
-    /// Every retained change after `after`, or `Reset`.
-    pub async fn replay(&self, user: &str, after: u64) -> Result<Replay> {
+    /// Every retained change after `after`, or `Reset` (also when `after` is of another epoch).
+    pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
         forward!(self.replay(user, after))
     }
 

@@ -2,7 +2,8 @@
 //! are Lua scripts on one user's slot that store, log and announce a change atomically; reads
 //! are single commands or pipelines within that slot. A command that fails maps to 503.
 //! Tray scripts carry a deadline on Redis's clock and refuse to run past it, so a write that
-//! was answered 503 (bytes stuck in a network black hole) cannot commit when they arrive.
+//! was answered 503 (bytes stuck in a network black hole) cannot commit when they arrive. The
+//! change log's epoch is drawn here and handed to the scripts, which keep an existing one.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +16,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::model::{
-    now_ms, now_secs, rfc3339, Change, ChangeKind, Mark, Marked, Notification, Target,
+    now_ms, now_secs, rfc3339, Change, ChangeKind, Epoch, EventId, Mark, Marked, Notification,
+    Target,
 };
 use crate::redis_conn::RedisConn;
 
@@ -144,7 +146,8 @@ impl RedisStore {
             .arg(now_ms())
             .arg(IDEMPOTENCY_TTL_MS)
             .arg(k.channel())
-            .arg(self.conn.write_deadline_ms());
+            .arg(self.conn.write_deadline_ms())
+            .arg(Epoch::random().as_str());
         let mut conn = self.conn.for_deadline_writes();
         let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
         match out.as_slice() {
@@ -222,7 +225,8 @@ impl RedisStore {
         } else {
             "0"
         });
-        inv.arg(self.conn.write_deadline_ms());
+        inv.arg(self.conn.write_deadline_ms())
+            .arg(Epoch::random().as_str());
         if let Target::Ids(ids) = target {
             for id in ids {
                 inv.arg(id);
@@ -311,29 +315,56 @@ impl RedisStore {
         Ok(false)
     }
 
+    /// `SET NX GET` the epoch, so a user without a log gets one that the first commit keeps.
     pub async fn head(&self, user: &str) -> Result<Head> {
         let k = UserKeys::new(user);
-        let (seq, unread): (Option<u64>, u64) = redis::pipe()
+        let fresh = Epoch::random();
+        let (kept, seq, unread): (Option<String>, Option<u64>, u64) = redis::pipe()
+            .cmd("SET")
+            .arg(k.epoch())
+            .arg(fresh.as_str())
+            .arg("NX")
+            .arg("GET")
             .get(k.seq())
             .zcard(k.unread())
             .query_async(&mut self.conn())
             .await?;
         Ok(Head {
+            epoch: match kept {
+                None => fresh,
+                Some(kept) => Epoch::parse(&kept).ok_or_else(|| {
+                    Error::Internal(format!("{} is not an epoch: {kept:?}", k.epoch()))
+                })?,
+            },
             seq: seq.unwrap_or(0),
             unread_count: unread,
         })
     }
 
-    pub async fn replay(&self, user: &str, after: u64) -> Result<Replay> {
+    pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
         let k = UserKeys::new(user);
-        let (seq, entries): (Option<u64>, redis::streams::StreamRangeReply) = redis::pipe()
+        let (epoch, seq, entries): (
+            Option<String>,
+            Option<u64>,
+            redis::streams::StreamRangeReply,
+        ) = redis::pipe()
+            .get(k.epoch())
             .get(k.seq())
-            .xrange(k.log(), format!("{}-0", after.saturating_add(1)), "+")
+            .xrange(k.log(), format!("{}-0", after.seq.saturating_add(1)), "+")
             .query_async(&mut self.conn())
             .await?;
-        let changes: Vec<Change> = entries.ids.iter().filter_map(parse_change).collect();
+        // No epoch (the log is gone) or another one: the position means nothing here.
+        if epoch.as_deref() != Some(after.epoch.as_str()) {
+            return Ok(Replay::Reset);
+        }
+        let changes: Vec<Change> = entries
+            .ids
+            .iter()
+            .filter_map(|entry| parse_change(after.epoch, entry))
+            .collect();
         Ok(
-            match super::replay_window(after, seq.unwrap_or(0), changes.first().map(|c| c.seq)) {
+            match super::replay_window(after.seq, seq.unwrap_or(0), changes.first().map(|c| c.seq))
+            {
                 ReplayWindow::Nothing => Replay::Changes(Vec::new()),
                 ReplayWindow::Reset => Replay::Reset,
                 ReplayWindow::From(_) => Replay::Changes(changes),
@@ -444,10 +475,11 @@ fn parse_item(json: &str, read_at: Option<&str>) -> Option<Notification> {
     Some(n)
 }
 
-fn parse_change(entry: &redis::streams::StreamId) -> Option<Change> {
+fn parse_change(epoch: Epoch, entry: &redis::streams::StreamId) -> Option<Change> {
     let seq = entry.id.split('-').next()?.parse().ok()?;
     let field = |name: &str| entry.get::<String>(name);
     Some(Change {
+        epoch,
         seq,
         kind: ChangeKind::parse(&field("k")?)?,
         data: field("d")?,

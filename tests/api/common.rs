@@ -882,6 +882,28 @@ impl Event {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or(Value::Null)
     }
+
+    /// The event's `id:` split into (epoch, seq); panics unless it is `<12 hex>.<digits>`.
+    pub fn position(&self) -> (String, u64) {
+        let id = self.id.as_deref().expect("an id: line");
+        event_id(id)
+    }
+}
+
+/// An event id split into (epoch, seq); panics unless it is `<12 lowercase hex>.<digits>`.
+pub fn event_id(id: &str) -> (String, u64) {
+    let (epoch, seq) = id
+        .split_once('.')
+        .unwrap_or_else(|| panic!("not <epoch>.<seq>: {id}"));
+    assert!(
+        epoch.len() == 12
+            && epoch
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "not a 12-hex-char epoch: {id}"
+    );
+    assert!(seq.bytes().all(|b| b.is_ascii_digit()), "not a seq: {id}");
+    (epoch.to_owned(), seq.parse().unwrap())
 }
 
 /// Reads an SSE response incrementally, one event at a time, keeping the raw text seen.

@@ -165,24 +165,24 @@ async fn a_redis_that_lost_its_data_resets_open_streams() {
     let mut redis = Redis::start();
     let a = Herald::start(Some(&redis.url()), &[]);
     let mut sse = a.events(&user_token("alice"), "").await;
+    let before = sse.ready.as_ref().unwrap().position();
     for title in ["one", "two", "three"] {
         a.notify("alice", title).await;
         assert_eq!(sse.next_event().await.event, "notification");
     }
     redis.restart_empty();
     publish_when_back(&a, "after the loss").await;
-    // the change log restarted below the stream's position: the client is told to refetch
+    // the change log restarted with a new epoch: the client is told to refetch
     let reset = sse.expect("reset").await;
-    let head: u64 = reset.id.unwrap().parse().unwrap();
+    let (epoch, head) = reset.position();
+    assert_ne!(epoch, before.0, "a log that was lost gets a new epoch");
     let id = publish_when_back(&a, "and then").await;
     // "after the loss" comes first when the reset was sent before it was stored; every change
-    // after the reset carries the new numbering
+    // after the reset carries the new epoch and numbering
     loop {
         let ev = sse.expect("notification").await;
-        assert!(
-            ev.id.as_ref().unwrap().parse::<u64>().unwrap() > head,
-            "{ev:?}"
-        );
+        assert_eq!(ev.position().0, epoch, "{ev:?}");
+        assert!(ev.position().1 > head, "{ev:?}");
         if ev.json()["id"] == id.as_str() {
             break;
         }

@@ -453,7 +453,8 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     let past = secs * 1000 - 1;
     let future = secs * 1000 + 60_000;
-    let keys = ["items", "order", "unread", "read_at", "seq", "log"].map(|k| format!("t:{k}"));
+    let keys =
+        ["items", "order", "unread", "read_at", "seq", "log", "epoch"].map(|k| format!("t:{k}"));
     let publish = redis::Script::new(include_str!("../../src/store/scripts/publish.lua"));
     let run_publish = |deadline: u64| {
         let mut inv = publish.prepare_invoke();
@@ -467,7 +468,8 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
             .arg(secs * 1000)
             .arg(1000)
             .arg("t:channel")
-            .arg(deadline);
+            .arg(deadline)
+            .arg("0123456789ab");
         inv
     };
     let late: redis::RedisResult<Vec<String>> = run_publish(past).invoke_async(&mut conn).await;
@@ -494,6 +496,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
             .arg("t:channel")
             .arg("0")
             .arg(deadline)
+            .arg("0123456789ab")
             .arg("id1");
         inv
     };
@@ -506,5 +509,5 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
         .unwrap();
     assert_eq!(unread, 1, "still unread");
     let ok: Vec<String> = run_mark(future).invoke_async(&mut conn).await.unwrap();
-    assert_eq!(ok, ["1", "id1"], "ids start at ARGV[8]");
+    assert_eq!(ok, ["1", "id1"], "ids start at ARGV[9]");
 }

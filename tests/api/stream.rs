@@ -1,5 +1,6 @@
-//! `GET /events`: headers, `retry:` + `ready`, live change events with ids, replay after
-//! Last-Event-ID (header and query), `reset`, heartbeats, replacement, tabs, limits, shutdown.
+//! `GET /events`: headers, `retry:` + `ready`, live change events with `<epoch>.<seq>` ids,
+//! replay after Last-Event-ID (header and query), `reset` for ids of another user's log, of no
+//! log, or no id at all, heartbeats, replacement, tabs, limits, shutdown.
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ both_modes!(
     replays_after_last_event_id_header,
     replays_after_last_event_id_query,
     unknown_or_future_id_resets,
+    another_users_id_resets_and_skips_nothing,
+    a_new_users_epoch_is_kept_by_its_first_change,
     heartbeats_are_sent,
     second_stream_of_a_session_replaces_first,
     tabs_of_one_session_coexist,
@@ -34,6 +37,7 @@ async fn opens_with_retry_and_ready(mode: Mode) {
     assert!(sse.raw.starts_with("retry: "), "{}", sse.raw);
     let ready = sse.ready.unwrap();
     assert!(ready.retry.is_some(), "retry comes with ready");
+    assert_eq!(ready.position().1, 1, "ready is at the head: {ready:?}");
     let ready = ready.json();
     assert_eq!(
         ready,
@@ -51,7 +55,7 @@ async fn delivers_every_change_kind_with_ids(mode: Mode) {
     assert_eq!(n.json()["id"], id.as_str());
     assert_eq!(n.json()["title"], "Build finished");
     assert_eq!(n.json()["read_at"], serde_json::Value::Null);
-    let first: u64 = n.id.unwrap().parse().unwrap();
+    let (epoch, first) = n.position();
 
     h.patch(
         &format!("/notifications/{id}"),
@@ -86,11 +90,18 @@ async fn delivers_every_change_kind_with_ids(mode: Mode) {
         (deleted.event.as_str(), deleted.json()),
         ("deleted", json!({"ids": [id], "unread_count": 0}))
     );
-    let ids: Vec<u64> = [read.id, unread.id, deleted.id]
-        .into_iter()
-        .map(|i| i.unwrap().parse().unwrap())
+    let ids: Vec<(String, u64)> = [read, unread, deleted]
+        .iter()
+        .map(Event::position)
         .collect();
-    assert_eq!(ids, vec![first + 1, first + 2, first + 3]);
+    assert_eq!(
+        ids,
+        vec![
+            (epoch.clone(), first + 1),
+            (epoch.clone(), first + 2),
+            (epoch, first + 3)
+        ]
+    );
 }
 
 async fn changes_from_any_session_reach_every_stream(mode: Mode) {
@@ -137,11 +148,12 @@ async fn resume_scenario(h: &Herald, resume: impl Fn(&str) -> (String, Option<St
     let four = h.notify("alice", "four").await;
     let c = sse.next_event().await;
     assert_eq!(c.json()["id"], four.as_str());
-    let ids: Vec<u64> = [first.id, a.id, b.id, c.id]
-        .into_iter()
-        .map(|i| i.unwrap().parse().unwrap())
-        .collect();
-    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let ids: Vec<(String, u64)> = [first, a, b, c].iter().map(Event::position).collect();
+    assert!(
+        ids.windows(2)
+            .all(|w| w[1].0 == w[0].0 && w[1].1 == w[0].1 + 1),
+        "{ids:?}"
+    );
 }
 
 async fn replays_after_last_event_id_header(mode: Mode) {
@@ -154,23 +166,130 @@ async fn replays_after_last_event_id_query(mode: Mode) {
     resume_scenario(&h, |id| (format!("?last_event_id={id}"), None)).await;
 }
 
+/// How a test sends a Last-Event-ID: as the header (raw bytes, so non-ASCII goes as sent) or
+/// as `?last_event_id=` (percent-encoded).
+async fn resume_with(h: &Herald, token: &str, id: &str, as_header: bool) -> Sse {
+    let req = if as_header {
+        let value = reqwest::header::HeaderValue::from_bytes(id.as_bytes()).unwrap();
+        h.http
+            .get(h.url("/events"))
+            .bearer_auth(token)
+            .header("Last-Event-ID", value)
+    } else {
+        h.http
+            .get(h.url("/events"))
+            .query(&[("last_event_id", id)])
+            .bearer_auth(token)
+    };
+    h.events_with(req).await
+}
+
+/// `ready` then `reset`, both at the head; returns the head.
+async fn expect_ready_and_reset(sse: &mut Sse, unread: u64, what: &str) -> (String, u64) {
+    let ready = sse.next_event().await;
+    assert_eq!(ready.event, "ready", "for {what}");
+    let reset = sse.next_event().await;
+    assert_eq!(reset.event, "reset", "for {what}");
+    assert_eq!(reset.json(), json!({"unread_count": unread}), "for {what}");
+    assert_eq!(reset.position(), ready.position(), "for {what}");
+    reset.position()
+}
+
 async fn unknown_or_future_id_resets(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
     h.notify("alice", "one").await;
-    for bad in ["999999", "not-a-number"] {
-        let req = h
-            .http
-            .get(h.url("/events"))
-            .bearer_auth(&token)
-            .header("Last-Event-ID", bad);
-        let mut sse = h.events_with(req).await;
-        assert_eq!(sse.next_event().await.event, "ready");
-        let reset = sse.next_event().await;
-        assert_eq!(reset.event, "reset", "for {bad}");
-        assert!(reset.id.is_some());
-        assert_eq!(reset.json(), json!({"unread_count": 1}));
+    h.notify("alice", "two").await;
+    let (epoch, _) = sse.next_event().await.position();
+    drop(sse);
+    let other = if epoch.starts_with('0') { "1" } else { "0" };
+    let other_epoch = format!("{other}{}", &epoch[1..]);
+    let mut cases = vec![
+        // a legacy plain seq that is inside the retained log
+        "1".to_owned(),
+        "999999".to_owned(),
+        "not-a-number".to_owned(),
+        // the right epoch, beyond the head
+        format!("{epoch}.999999"),
+        // another epoch, a seq inside the window
+        format!("{other_epoch}.1"),
+        format!("{epoch}.+1"),
+        format!("{epoch}."),
+        // non-ASCII look-alikes (review I6): fullwidth digits and a fullwidth tag character
+        format!("{epoch}.\u{ff11}"),
+        "\u{ff11}".to_owned(),
+        format!("\u{ff13}{}.1", &epoch[1..]),
+    ];
+    if epoch.to_uppercase() != epoch {
+        cases.push(format!("{}.1", epoch.to_uppercase()));
     }
+    for bad in &cases {
+        for as_header in [true, false] {
+            let what = format!("{bad:?} (header: {as_header})");
+            let mut sse = resume_with(&h, &token, bad, as_header).await;
+            let head = expect_ready_and_reset(&mut sse, 2, &what).await;
+            assert_eq!(head, (epoch.clone(), 2), "for {what}");
+        }
+    }
+}
+
+/// A shared browser: bob's stream resumes with the id alice's stream left behind. Bob's log
+/// is longer than the id's seq, so a seq-only check would replay from it and skip bob's first
+/// events; instead bob gets `reset` at his own head, and his next change follows it.
+async fn another_users_id_resets_and_skips_nothing(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let mut alice = h.events(&user_token("alice"), "").await;
+    h.notify("alice", "for alice").await;
+    let alices = alice.next_event().await;
+    assert_eq!(alices.position().1, 1);
+    for title in ["b1", "b2", "b3"] {
+        h.notify("bob", title).await;
+    }
+    let token = user_token("bob");
+    let mut bob = resume_with(&h, &token, alices.id.as_deref().unwrap(), true).await;
+    let (epoch, seq) = expect_ready_and_reset(&mut bob, 3, "alice's id").await;
+    assert_ne!(
+        epoch,
+        alices.position().0,
+        "each user's log has its own epoch"
+    );
+    assert_eq!(seq, 3);
+    let id = h.notify("bob", "b4").await;
+    let next = bob.next_event().await;
+    assert_eq!(next.event, "notification");
+    assert_eq!(next.json()["id"], id.as_str());
+    assert_eq!(next.position(), (epoch.clone(), 4));
+    // and bob's own id resumes exactly
+    let mut again = resume_with(&h, &token, &format!("{epoch}.2"), false).await;
+    assert_eq!(again.next_event().await.position(), (epoch.clone(), 2));
+    let replayed: Vec<(String, u64)> = [again.next_event().await, again.next_event().await]
+        .iter()
+        .map(Event::position)
+        .collect();
+    assert_eq!(replayed, vec![(epoch.clone(), 3), (epoch, 4)]);
+}
+
+/// A user without a log gets an epoch at the first `ready`; the first change keeps it.
+async fn a_new_users_epoch_is_kept_by_its_first_change(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("carol");
+    let mut sse = h.events(&token, "").await;
+    let (epoch, seq) = sse.ready.as_ref().unwrap().position();
+    assert_eq!(seq, 0);
+    let id = h.notify("carol", "first").await;
+    let ev = sse.next_event().await;
+    assert_eq!(ev.json()["id"], id.as_str());
+    assert_eq!(ev.position(), (epoch.clone(), 1));
+    let mut read = h.events(&token, "").await;
+    h.patch(
+        &format!("/notifications/{id}"),
+        &token,
+        json!({"read": true}),
+    )
+    .await;
+    assert_eq!(read.next_event().await.position(), (epoch.clone(), 2));
+    assert_eq!(sse.next_event().await.position(), (epoch, 2));
 }
 
 async fn heartbeats_are_sent(mode: Mode) {
@@ -297,10 +416,9 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
         raw.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&raw);
-    let seen: Vec<u64> = text
+    let seen: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .filter_map(|id| id.parse().ok())
         .collect();
     let last = *seen.last().unwrap();
     // and resumes from there: the rest arrives, in order, once
@@ -308,10 +426,10 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
         .http
         .get(h.url("/events"))
         .bearer_auth(&token)
-        .header("Last-Event-ID", last.to_string());
+        .header("Last-Event-ID", last);
     let mut sse = h.events_with(req).await;
     assert_eq!(sse.next_event().await.event, "ready");
-    let already = seen.iter().filter(|&&id| id > 0).count();
+    let already = seen.iter().filter(|id| event_id(id).1 > 0).count();
     for expected in &published[already..] {
         let ev = sse.next_event().await;
         assert_eq!(ev.json()["id"], expected.as_str());

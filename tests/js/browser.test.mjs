@@ -1,6 +1,7 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page):
 // tab sharing through SharedWorker, leader election without it, per-tab fallback, reload
-// without loss, and the tray of a user who was offline.
+// without loss, the tray of a user who was offline, sign-out reaching every tab, and a second
+// user on the same browser who must not resume from the first one's position.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -58,6 +59,23 @@ async function streams(user) {
 const shows = (page, id) => page.waitForSelector(`[data-id="${id}"]`, { timeout: 10_000 });
 const badge = (page) => page.textContent("#badge");
 const transport = (page) => page.evaluate(() => window.heraldDemo.herald.transport);
+
+/** The three transports and the APIs to remove from the page to get each. */
+const TRANSPORTS = [
+  ["shared-worker", []],
+  ["leader", ["SharedWorker"]],
+  ["tab", ["SharedWorker", "locks"]],
+];
+
+/** The position this browser keeps for the next stream: `{ id, unread }` or null. */
+const storedPosition = (page) => page.evaluate(() => JSON.parse(localStorage.getItem("herald:position:/") ?? "null"));
+const tagOf = (id) => id.slice(0, id.lastIndexOf("."));
+
+/** End the browser's session the way any app would (not the demo's button, which also reloads). */
+async function signOutWithoutForgetting(page) {
+  const status = await page.evaluate(async () => (await fetch("/session", { method: "DELETE", credentials: "include" })).status);
+  assert.equal(status, 204);
+}
 
 /** Two tabs hold one stream; events reach both; a read in one shows in the other. */
 async function twoTabsShareOneStream(strip, expectedTransport, user) {
@@ -151,6 +169,168 @@ test("a user who was offline finds the notification in the tray after signing in
     await signIn(page, "erin");
     await shows(page, id);
     assert.equal(await badge(page), "1");
+  } finally {
+    await close();
+  }
+});
+
+for (const [name, strip] of TRANSPORTS) {
+  test(`signing out in one tab shows every tab signed out within 1 s (${name})`, async () => {
+    const user = `leaving-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      const second = await openTab(context);
+      assert.equal(await transport(second), name);
+      // A change first: `revoked` then comes after an event id that EventSource repeats on it.
+      const id = await publish(herald.base, user, "before signing out");
+      await shows(first, id);
+      await shows(second, id);
+      for (const page of [first, second]) {
+        await page.evaluate(() => window.heraldDemo.herald.on("revoked", () => (window.revokedAt = Date.now())));
+      }
+      const started = Date.now();
+      await signOutWithoutForgetting(first);
+      for (const [i, page] of [first, second].entries()) {
+        await page.waitForSelector("#login-view:not([hidden])", { timeout: 5_000 });
+        assert.ok(await page.isHidden("#app-view"), `tab ${i + 1} hides the tray`);
+        const took = (await page.evaluate(() => window.revokedAt)) - started;
+        console.log(`${name}: tab ${i + 1} signed out ${took} ms after DELETE /session`);
+        assert.ok(took < 1_000, `tab ${i + 1} signed out after ${took} ms`);
+      }
+      // and nothing reconnects
+      await until(async () => (await streams(user)).length === 0, "the streams to end");
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal((await streams(user)).length, 0, "no stream comes back after sign-out");
+    } finally {
+      await close();
+    }
+  });
+
+  test(`the next user on the same browser resumes from nothing of the previous one's (${name})`, async () => {
+    const [a, b] = [`first-${name}`, `next-${name}`];
+    const { context, close } = await browser(strip);
+    try {
+      const page = await context.newPage();
+      await signIn(page, a);
+      assert.equal(await transport(page), name);
+      for (const title of ["a1", "a2", "a3"]) await shows(page, await publish(herald.base, a, title));
+      await page.click("#mark-all");
+      await page.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
+      await until(async () => (await storedPosition(page))?.unread === 0, "a's position after the read");
+      const left = await storedPosition(page);
+      // b's log is longer than a's position: a seq-only resume would replay b's 5 and 6 only
+      // and count a's unread 0 plus those 2.
+      const earlier = [];
+      for (let i = 1; i <= 6; i++) earlier.push(await publish(herald.base, b, `b${i}`));
+      // signed out like the demo's button does it, except for `forgetPosition()`
+      await signOutWithoutForgetting(page);
+      await page.goto(`${herald.base}/`);
+      await page.waitForSelector("#login-view:not([hidden])", { timeout: 5_000 });
+      assert.deepEqual(await storedPosition(page), left, "the position was not forgotten");
+
+      await signIn(page, b);
+      assert.equal(await page.evaluate(() => window.heraldDemo.herald.user), b);
+      for (const id of earlier) await shows(page, id);
+      await until(async () => (await page.evaluate(() => window.heraldDemo.herald.unreadCount)) === 6, "b's unread count");
+      const now = await storedPosition(page);
+      assert.notEqual(tagOf(now.id), tagOf(left.id), `b's position is in b's log: ${now.id} after ${left.id}`);
+      const live = [await publish(herald.base, b, "b7"), await publish(herald.base, b, "b8")];
+      for (const id of live) await shows(page, id);
+      const events = await page.evaluate(() => window.heraldEvents);
+      for (const id of live) assert.equal(events.filter((e) => e === id).length, 1, `${id} once in ${events}`);
+      assert.equal(await page.evaluate(() => window.heraldDemo.herald.unreadCount), 8);
+      await page.waitForFunction(() => document.querySelector("#badge").dataset.count === "8");
+    } finally {
+      await close();
+    }
+  });
+}
+
+for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
+  test(`a tab that joins with a position of another log is reset alone (${name})`, async () => {
+    const user = `joining-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      const id = await publish(herald.base, user, "one");
+      await shows(first, id);
+      await first.evaluate(() => {
+        window.resets = 0;
+        window.heraldDemo.herald.on("reset", () => (window.resets += 1));
+        // what another user, or a log that was lost, would have left behind
+        localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5 }));
+      });
+      const second = await openTab(context);
+      await shows(second, id);
+      assert.equal(await second.evaluate(() => window.heraldDemo.herald.unreadCount), 1);
+      const mine = await first.evaluate(() => window.heraldDemo.herald.lastId);
+      assert.equal(await second.evaluate(() => window.heraldDemo.herald.lastId), mine);
+      await until(async () => (await storedPosition(second))?.id === mine, "the joining tab to store the stream's position");
+      assert.equal((await streams(user)).length, 1, "still one stream");
+      const next = await publish(herald.base, user, "two");
+      await shows(first, next);
+      await shows(second, next);
+      assert.equal(await first.evaluate(() => window.resets), 0, "the stream was not restarted for the other tabs");
+      for (const page of [first, second]) {
+        assert.equal((await page.evaluate(() => window.heraldEvents)).filter((e) => e === next).length, 1);
+        assert.equal(await page.evaluate(() => window.heraldDemo.herald.unreadCount), 2);
+      }
+    } finally {
+      await close();
+    }
+  });
+}
+
+test("a follower that gets the leader lock before the relayed revoked still signs out (leader)", async () => {
+  const user = "leaving-late";
+  const { context, close } = await browser(["SharedWorker"]);
+  try {
+    // Hold back relayed `revoked` messages, so the old leader's lock (released when it is
+    // revoked) reaches the follower first and the follower starts a stream of its own.
+    await context.addInitScript(() => {
+      const native = Object.getOwnPropertyDescriptor(BroadcastChannel.prototype, "onmessage");
+      Object.defineProperty(BroadcastChannel.prototype, "onmessage", {
+        configurable: true,
+        get() { return native.get.call(this); },
+        set(fn) {
+          native.set.call(this, (m) => (m.data?.name === "revoked" ? setTimeout(() => fn(m), 300) : fn(m)));
+        },
+      });
+    });
+    const first = await context.newPage();
+    await signIn(first, user);
+    const second = await openTab(context);
+    assert.equal(await transport(second), "leader");
+    await second.evaluate(() => window.heraldDemo.herald.on("revoked", () => (window.revokedAt = Date.now())));
+    const started = Date.now();
+    await signOutWithoutForgetting(first);
+    await second.waitForSelector("#login-view:not([hidden])", { timeout: 5_000 });
+    const took = (await second.evaluate(() => window.revokedAt)) - started;
+    assert.ok(took < 1_000, `the follower signed out after ${took} ms`);
+    assert.ok(await second.evaluate(() => window.heraldDemo.herald.closed), "the follower's client closed");
+    await until(async () => (await streams(user)).length === 0, "the streams to end");
+  } finally {
+    await close();
+  }
+});
+
+test("replaced reaches the app although EventSource repeats the previous id on it (tab)", async () => {
+  const { context, close } = await browser(["SharedWorker", "locks"]);
+  try {
+    const page = await context.newPage();
+    await signIn(page, "replaced-user");
+    await shows(page, await publish(herald.base, "replaced-user", "so the stream has an id"));
+    await page.evaluate(() => {
+      window.replaced = 0;
+      window.heraldDemo.herald.on("replaced", () => (window.replaced += 1));
+      // a second stream of the same (session, tab) ends this tab's stream with `replaced`
+      window.other = new EventSource(`/events?tab=${sessionStorage.getItem("herald:tab:/")}`);
+    });
+    await page.waitForFunction(() => window.replaced === 1, null, { timeout: 5_000 });
+    await page.evaluate(() => window.other.close());
   } finally {
     await close();
   }

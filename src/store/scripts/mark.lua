@@ -1,7 +1,9 @@
 -- Mark notifications read, unread or deleted and commit one change for those whose state
--- changed. KEYS: 1 items 2 order 3 unread 4 read_at 5 seq 6 log
+-- changed. KEYS: 1 items 2 order 3 unread 4 read_at 5 seq 6 log 7 epoch
 -- ARGV: 1 kind ('read'|'unread'|'deleted') 2 now_ms 3 read_at 4 log_capacity 5 channel
---       6 all ('1'|'0') 7 deadline (Unix ms, Redis's clock: past it, refuse) 8.. ids
+--       6 all ('1'|'0') 7 deadline (Unix ms, Redis's clock: past it, refuse)
+--       8 epoch (a fresh random one, used only when the log has none yet) 9.. ids
+-- The channel message is c<TAB>epoch<TAB>seq<TAB>kind<TAB>now_ms<TAB>data.
 -- Returns {found, changed ids...}.
 local now = redis.call('TIME')
 if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[7]) then
@@ -17,7 +19,7 @@ if ARGV[6] == '1' then
   end
 else
   ids = {}
-  for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
+  for i = 9, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
 local found = 0
 local changed = {}
@@ -43,9 +45,10 @@ for _, id in ipairs(ids) do
 end
 if #changed > 0 then
   local data = '{"ids":' .. cjson.encode(changed) .. ',"unread_count":' .. redis.call('ZCARD', KEYS[3]) .. '}'
+  local epoch = redis.call('SET', KEYS[7], ARGV[8], 'NX', 'GET') or ARGV[8]
   local seq = redis.call('INCR', KEYS[5])
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], seq .. '-1', 'k', kind, 'd', data, 't', ARGV[2])
-  redis.call('SPUBLISH', ARGV[5], 'c\t' .. seq .. '\t' .. kind .. '\t' .. ARGV[2] .. '\t' .. data)
+  redis.call('SPUBLISH', ARGV[5], 'c\t' .. epoch .. '\t' .. seq .. '\t' .. kind .. '\t' .. ARGV[2] .. '\t' .. data)
 end
 local out = {tostring(found)}
 for _, id in ipairs(changed) do out[#out + 1] = id end
