@@ -139,7 +139,7 @@ impl Stream {
                     stream.pending.push_back(ready(after));
                     stream.last = after;
                     for c in &changes {
-                        stream.push_change(&Delivery::new(c));
+                        stream.push_change(&Delivery::new(c), false);
                     }
                 }
                 Replay::Reset => {
@@ -164,7 +164,9 @@ impl Stream {
         self.last = head.id();
     }
 
-    fn push_change(&mut self, d: &Delivery) {
+    /// Queue a change unless already written. Only `live` deliveries (straight from a commit)
+    /// count in the publish-to-delivery latency: a replay's age is the client's absence.
+    fn push_change(&mut self, d: &Delivery, live: bool) {
         if d.epoch != self.last.epoch || d.seq <= self.last.seq {
             return;
         }
@@ -172,7 +174,7 @@ impl Stream {
         self.last.seq = d.seq;
         let metrics = &self.state.metrics;
         metrics.events_delivered.inc();
-        if d.at_ms > 0 {
+        if live && d.at_ms > 0 {
             metrics
                 .delivery_latency
                 .observe(now_ms().saturating_sub(d.at_ms) as f64 / 1000.0);
@@ -184,7 +186,7 @@ impl Stream {
         match self.state.store.replay(&self.user, self.last).await {
             Ok(Replay::Changes(changes)) => {
                 for c in &changes {
-                    self.push_change(&Delivery::new(c));
+                    self.push_change(&Delivery::new(c), false);
                 }
             }
             Ok(Replay::Reset) => {
@@ -204,7 +206,7 @@ impl Stream {
         if d.epoch != self.last.epoch || d.seq > self.last.seq + 1 {
             self.catch_up().await;
         }
-        self.push_change(&d);
+        self.push_change(&d, true);
     }
 
     /// The next bytes to write, or `None` when the stream is over.
