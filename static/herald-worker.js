@@ -2,13 +2,13 @@
 // to all connected tabs. A tab that joins is brought up to date by `Stream.join`: `ready` with
 // the current count, or, if it is behind (it reloaded while events arrived), a resume from
 // its position, which replays what it missed (the other tabs drop what they already have).
-import { Stream } from "./herald.js";
+import { MSG, Stream } from "./herald.js";
 
 const ports = new Set();
 let stream = null;
 
 function broadcast(name, data, id) {
-  for (const port of ports) port.postMessage({ type: "event", name, data, id });
+  for (const port of ports) port.postMessage({ type: MSG.EVENT, name, data, id });
 }
 
 function hello(port, { base, position }) {
@@ -16,7 +16,7 @@ function hello(port, { base, position }) {
     stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, onEvent: broadcast });
     stream.start();
   } else {
-    stream.join(position, (name, data, id) => port.postMessage({ type: "event", name, data, id }));
+    stream.join(position, (name, data, id) => port.postMessage({ type: MSG.EVENT, name, data, id }));
   }
 }
 
@@ -24,8 +24,8 @@ self.onconnect = (e) => {
   const port = e.ports[0];
   ports.add(port);
   port.onmessage = (m) => {
-    if (m.data?.type === "hello") hello(port, m.data);
-    if (m.data?.type === "bye") {
+    if (m.data?.type === MSG.HELLO) hello(port, m.data);
+    if (m.data?.type === MSG.BYE) {
       ports.delete(port);
       if (ports.size === 0) {
         stream?.close();

@@ -19,10 +19,22 @@ const STATUS_EVENTS = new Set(["read", "unread", "deleted"]);
 const CHANGE_EVENTS = new Set(["notification", ...STATUS_EVENTS]);
 /** Events the server sends without an `id:` (the `lastEventId` EventSource shows is stale). */
 const UNNUMBERED_EVENTS = new Set(["revoked", "replaced"]);
-/** Longest wait between reconnect attempts after the server refused a stream, in ms. */
+/** First and longest wait between reconnect attempts after the server refused a stream, in ms. */
+const MIN_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
+/** Messages between tabs, the leader and the SharedWorker. */
+export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye" });
 
-const storageKey = (base) => `herald:position:${base || "/"}`;
+/** The name of a per-`base` resource (storage key, worker, channel, lock): `herald:[kind:]<base>`. */
+const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
+const storageKey = (base) => scoped("position", base);
+
+/** The unread count after event `name` with `data`, from `count` (one rule for stream and tab). */
+function nextUnread(name, data, count) {
+  if (name === "notification") return data.read_at ? count : count + 1;
+  if (STATUS_EVENTS.has(name) || name === "reset") return data.unread_count ?? count;
+  return count;
+}
 
 /**
  * An event id `<tag>.<seq>` as `{ tag, seq }`; `null` for anything else (no id, a legacy plain
@@ -82,7 +94,7 @@ export class Stream {
     this.ready = null;
     this.closed = false;
     this.source = null;
-    this.backoff = 1000;
+    this.backoff = MIN_BACKOFF_MS;
     this.timer = null;
   }
 
@@ -125,17 +137,15 @@ export class Stream {
     }
     const id = UNNUMBERED_EVENTS.has(name) ? null : e.lastEventId || null;
     if (name === "ready") {
-      this.backoff = 1000;
+      this.backoff = MIN_BACKOFF_MS;
       // `ready` counts everything, replay included. When it resumes from our own position,
       // our count is the one that matches, and the replayed events bring it up to date.
       const resumed = id && id === this.lastEventId;
       if (!resumed) this.unreadCount = data.unread_count ?? 0;
       data = { ...data, unread_count: this.unreadCount };
       this.ready = data;
-    } else if (name === "notification") {
-      if (!data.read_at) this.unreadCount += 1;
-    } else if (STATUS_EVENTS.has(name) || name === "reset") {
-      this.unreadCount = data.unread_count ?? this.unreadCount;
+    } else {
+      this.unreadCount = nextUnread(name, data, this.unreadCount);
     }
     if (id) this.lastEventId = id;
     this.onEvent(name, data, id);
@@ -189,6 +199,10 @@ function pickTransport(base) {
 }
 
 export class Herald {
+  /** Resolves at the first `ready`. */
+  #ready;
+  #resolveReady;
+
   /**
    * Connect to Herald at `base` (same origin by default). Resolves once the stream is ready;
    * rejects when the browser is not signed in (no valid session cookie).
@@ -214,9 +228,6 @@ export class Herald {
     this.cleanup = [];
     this.#ready = new Promise((resolve) => (this.#resolveReady = resolve));
   }
-
-  #ready;
-  #resolveReady;
 
   /** Subscribe to an event; returns a function that unsubscribes. */
   on(name, fn) {
@@ -288,10 +299,8 @@ export class Herald {
       this.session = data.session;
       // A `ready` behind this tab (another tab joined from further back) keeps our own count.
       if (!seen) this.unreadCount = data.unread_count ?? 0;
-    } else if (name === "notification") {
-      if (!data.read_at) this.unreadCount += 1;
-    } else if (STATUS_EVENTS.has(name) || name === "reset") {
-      this.unreadCount = data.unread_count ?? this.unreadCount;
+    } else {
+      this.unreadCount = nextUnread(name, data, this.unreadCount);
     }
     // Move to `id` unless it is behind us in the same log. A `ready` or change of another log
     // (another user signed in, or the log restarted) replaces the old position; so does `reset`.
@@ -317,7 +326,7 @@ export class Herald {
     const deliver = (name, data, id) => this.#deliver(name, data, id);
     if (transport === "shared-worker") return this.#startSharedWorker(deliver);
     if (transport === "leader") return this.#startLeader(deliver);
-    const tabKey = `herald:tab:${this.base || "/"}`;
+    const tabKey = scoped("tab", this.base);
     let tab = sessionStorage.getItem(tabKey);
     if (!tab) sessionStorage.setItem(tabKey, (tab = randomId()));
     const position = loadPosition(this.base);
@@ -328,14 +337,14 @@ export class Herald {
 
   #startSharedWorker(deliver) {
     const url = new URL(`${this.base}/herald-worker.js`, location.href);
-    const worker = new SharedWorker(url, { type: "module", name: `herald:${this.base || "/"}` });
+    const worker = new SharedWorker(url, { type: "module", name: scoped("", this.base) });
     const port = worker.port;
     port.onmessage = (m) => {
-      if (m.data?.type === "event") deliver(m.data.name, m.data.data, m.data.id);
+      if (m.data?.type === MSG.EVENT) deliver(m.data.name, m.data.data, m.data.id);
     };
     port.start();
-    port.postMessage({ type: "hello", base: this.base, position: loadPosition(this.base) });
-    const bye = () => port.postMessage({ type: "bye" });
+    port.postMessage({ type: MSG.HELLO, base: this.base, position: loadPosition(this.base) });
+    const bye = () => port.postMessage({ type: MSG.BYE });
     addEventListener("pagehide", bye);
     this.cleanup.push(() => {
       removeEventListener("pagehide", bye);
@@ -345,7 +354,7 @@ export class Herald {
   }
 
   #startLeader(deliver) {
-    const name = `herald:${this.base || "/"}`;
+    const name = scoped("", this.base);
     const channel = new BroadcastChannel(name);
     let stream = null;
     let release;
@@ -355,10 +364,10 @@ export class Herald {
       // Events from the leader. `revoked` counts even when this tab has just become the leader
       // itself: the old leader lets go of the lock when it is revoked, and the lock can reach
       // this tab before the relayed `revoked` does.
-      if (msg?.type === "event" && (!stream || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
+      if (msg?.type === MSG.EVENT && (!stream || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
       // A follower joins: the leader brings it up to date (see Stream.join).
-      if (msg?.type === "hello" && stream) {
-        stream.join(msg.position, (name, data, id) => channel.postMessage({ type: "event", name, data, id }));
+      if (msg?.type === MSG.HELLO && stream) {
+        stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id }));
       }
     };
     navigator.locks.request(`${name}:leader`, () => {
@@ -369,14 +378,14 @@ export class Herald {
         lastEventId: position?.id,
         unread: position?.unread,
         onEvent: (n, data, id) => {
-          channel.postMessage({ type: "event", name: n, data, id });
+          channel.postMessage({ type: MSG.EVENT, name: n, data, id });
           deliver(n, data, id);
         },
       });
       stream.start();
       return released; // hold the lock until this tab closes
     });
-    channel.postMessage({ type: "hello", position: loadPosition(this.base) });
+    channel.postMessage({ type: MSG.HELLO, position: loadPosition(this.base) });
     const stop = () => {
       this.closed = true;
       stream?.close();
