@@ -5,7 +5,6 @@
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::upstream::Backend;
 
 #[tokio::test]
 async fn auth_answers_for_nginx() {
@@ -62,7 +61,7 @@ async fn auth_answers_for_nginx() {
 
 #[tokio::test]
 async fn proxy_injects_identity_and_strips_what_it_must() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &format!("{}/", backend.url)]);
     let cookie = h.login("alice").await;
     let r = h
@@ -114,7 +113,7 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
 
 #[tokio::test]
 async fn upstream_connections_are_reused() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);
     for _ in 0..5 {
         assert_eq!(h.get("/api/echo", &user_token("alice")).await.0, 200);
@@ -130,7 +129,7 @@ async fn upstream_connections_are_reused() {
 
 #[tokio::test]
 async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);
     let (status, body) = send(h.http.get(h.url("/api/echo"))).await;
     assert_error(status, &body, 401, "unauthorized");
@@ -163,7 +162,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let h = Herald::start(None, &["--upstream", &closed]);
     let (status, body) = h.get("/api/echo", &user_token("alice")).await;
     assert_error(status, &body, 502, "bad_gateway");
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(
         None,
         &["--upstream", &backend.url, "--upstream-timeout", "500ms"],
@@ -184,7 +183,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_through_with_bounded_memory() {
     const MB: usize = 100;
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);
     let token = user_token("alice");
     // upload: streamed from the client, counted by the backend
@@ -253,7 +252,7 @@ async fn base_path_mounts_every_route_under_a_prefix() {
 
 #[tokio::test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     // (extra flags, Secure cookie in --dev, X-Forwarded-For / -Proto the backend sees)
     let cases = [
         (vec![], false, "127.0.0.1", "http"),
@@ -292,7 +291,7 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
 /// forwarded. Sent as raw bytes, since HTTP clients normalize such paths themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_paths_cannot_leave_the_upstream_base() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &format!("{}/base", backend.url)]);
     let token = user_token("alice");
     let get = |path: &str| {

@@ -19,4 +19,3 @@ mod publish;
 mod retention;
 mod stream;
 mod tray;
-mod upstream;

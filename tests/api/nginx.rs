@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::upstream::Backend;
 
 struct Nginx {
     child: Child,
@@ -80,7 +79,7 @@ fn host_port(url: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_and_unbuffered_events() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(
         None,
         &["--heartbeat", "1s", "--trusted-proxy", "127.0.0.1/32"],
