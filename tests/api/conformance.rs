@@ -6,14 +6,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// Raw request on a fresh connection (with `Connection: close`): its full answer.
-async fn raw(base: &str, request: String) -> String {
-    let base = base.to_owned();
-    tokio::task::spawn_blocking(move || raw_http(&base, request.as_bytes()))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_not_allowed_names_the_allowed_methods() {
     let h = Herald::start(None, &["--dev"]);
@@ -46,7 +38,7 @@ async fn head_serves_the_assets_without_a_body() {
         let get = h.http.get(h.url(path)).send().await.unwrap();
         assert_eq!(get.status(), 200);
         let length = get.bytes().await.unwrap().len();
-        let answer = raw(
+        let answer = raw_http_async(
             &h.base,
             format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
         )
@@ -77,7 +69,7 @@ async fn http11_requests_need_exactly_one_host() {
             200,
         ),
     ] {
-        let answer = raw(&h.base, request.to_owned()).await;
+        let answer = raw_http_async(&h.base, request.to_owned()).await;
         assert_eq!(raw_status(&answer), want, "{request:?}: {answer}");
         if want == 400 {
             assert!(answer.contains("invalid_request"), "{answer}");

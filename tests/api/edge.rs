@@ -298,12 +298,7 @@ async fn proxy_paths_cannot_leave_the_upstream_base() {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         );
-        let base = h.base.clone();
-        async move {
-            tokio::task::spawn_blocking(move || raw_http(&base, req.as_bytes()))
-                .await
-                .unwrap()
-        }
+        raw_http_async(&h.base, req)
     };
     for path in [
         "/api/../admin",

@@ -73,10 +73,6 @@ impl Drop for Nginx {
     }
 }
 
-fn host_port(url: &str) -> &str {
-    url.trim_start_matches("http://").trim_end_matches('/')
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_and_unbuffered_events() {
     let backend = EchoUpstream::start().await;
@@ -88,8 +84,8 @@ async fn nginx_auth_request_and_unbuffered_events() {
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf")).unwrap();
     let config = shipped
-        .replace("127.0.0.1:8080", host_port(&h.base))
-        .replace("127.0.0.1:9000", host_port(&backend.url))
+        .replace("127.0.0.1:8080", &addr_of(&h.base))
+        .replace("127.0.0.1:9000", &addr_of(&backend.url))
         .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
         .replace("worker_processes auto;", "worker_processes 1;")
         // nginx's default is 60 s; a short one proves heartbeats keep the stream open

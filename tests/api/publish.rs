@@ -248,14 +248,10 @@ async fn presence_lists_live_streams(mode: Mode) {
     assert!(sessions[0]["node"].as_str().is_some());
     assert!(sessions[0]["since"].as_str().is_some());
     drop(sse);
-    let deadline = std::time::Instant::now() + WAIT;
-    while h.get("/presence/alice", &svc).await.1["online"] == true {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "presence entry outlived its stream"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for("presence entry outlived its stream", async || {
+        h.get("/presence/alice", &svc).await.1["online"] != true
+    })
+    .await;
 }
 
 async fn notification_fields_round_trip(mode: Mode) {

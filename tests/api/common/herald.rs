@@ -230,6 +230,32 @@ impl Herald {
         sse
     }
 
+    /// The value of the series `name` on `/metrics` (0 when the series is missing).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.text("/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// [`Herald::notify`], retried every 100 ms until Redis takes it (at most `WAIT`); its id.
+    pub async fn notify_when_back(&self, user: &str, title: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self
+                .publish(json!({"users": [user], "notification": {"title": title}}))
+                .await;
+            if status == 202 {
+                return body["ids"][user].as_str().unwrap().to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "publish never recovered: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn events_with(&self, req: reqwest::RequestBuilder) -> Sse {
         let r = tokio::time::timeout(WAIT, req.send())
             .await
@@ -268,11 +294,20 @@ pub fn client() -> reqwest::Client {
 
 /// The notification ids of a `GET /notifications` body.
 pub fn ids(page: &Value) -> Vec<String> {
+    strings_of(page, "id")
+}
+
+/// The notification titles of a `GET /notifications` body.
+pub fn titles(page: &Value) -> Vec<String> {
+    strings_of(page, "title")
+}
+
+fn strings_of(page: &Value, field: &str) -> Vec<String> {
     page["notifications"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .map(|n| n[field].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -290,6 +325,11 @@ pub fn session_id(cookie: &str) -> String {
     let (id, secret) = value.split_once('.').expect("<id>.<secret>");
     assert!(!id.is_empty() && secret.len() >= 32, "{cookie}");
     id.to_owned()
+}
+
+/// The value of a `herald_session=<value>` pair.
+pub fn cookie_value(cookie: &str) -> &str {
+    &cookie["herald_session=".len()..]
 }
 
 /// Send a request (it must get an answer).

@@ -28,7 +28,7 @@ pub use sse::*;
 pub use tokens::*;
 
 use std::net::TcpListener;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SECRET: &str = "test-secret-0123456789";
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -47,6 +47,15 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Wait until `done` holds, checking every 50 ms; after `WAIT`, fail with `failure`.
+pub async fn wait_for(failure: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub struct TempDir(pub std::path::PathBuf);

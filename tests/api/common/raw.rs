@@ -21,6 +21,14 @@ pub fn raw_http(base: &str, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// [`raw_http`] from async code, on a blocking thread.
+pub async fn raw_http_async(base: &str, request: String) -> String {
+    let base = base.to_owned();
+    tokio::task::spawn_blocking(move || raw_http(&base, request.as_bytes()))
+        .await
+        .unwrap()
+}
+
 /// The status code of a raw answer (0 when there is none).
 pub fn raw_status(answer: &str) -> u16 {
     answer

@@ -124,24 +124,12 @@ impl Cluster {
     pub fn start(primaries: usize, replicas: usize) -> Cluster {
         let dir = TempDir::new("cluster");
         let count = primaries * (1 + replicas);
-        let ports = cluster_ports(count);
-        let nodes: Vec<(Child, u16)> = ports
-            .iter()
-            .map(|&port| {
-                let node_dir = dir.0.join(port.to_string());
-                std::fs::create_dir_all(&node_dir).unwrap();
-                let child = redis_server(port, &node_dir)
-                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                    .args(["--cluster-replica-validity-factor", "0"])
-                    .args(["--cluster-config-file", "nodes.conf"])
-                    .spawn()
-                    .expect("redis-server must be installed (scripts/test installs it)");
-                (child, port)
+        let (nodes, ports) = (0..5)
+            .find_map(|_| {
+                let ports = cluster_ports(count);
+                Some((Self::spawn_nodes(&dir, &ports)?, ports))
             })
-            .collect();
-        for &port in &ports {
-            wait_port(port);
-        }
+            .expect("could not start a cluster's redis-servers on free ports");
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
             .arg("--cluster")
@@ -162,6 +150,33 @@ impl Cluster {
         };
         cluster.wait_until(|c| c.all_ok() && c.replicas_linked() == c.replicas);
         cluster
+    }
+
+    /// Start a cluster-enabled redis-server on each of `ports` and wait until each listens;
+    /// `None` (and none left running) if one exits first, its port taken after the probe.
+    fn spawn_nodes(dir: &TempDir, ports: &[u16]) -> Option<Vec<(Child, u16)>> {
+        let mut nodes: Vec<(Child, u16)> = ports
+            .iter()
+            .map(|&port| {
+                let node_dir = dir.0.join(port.to_string());
+                std::fs::create_dir_all(&node_dir).unwrap();
+                let child = redis_server(port, &node_dir)
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                    .args(["--cluster-replica-validity-factor", "0"])
+                    .args(["--cluster-config-file", "nodes.conf"])
+                    .spawn()
+                    .expect("redis-server must be installed (scripts/test installs it)");
+                (child, port)
+            })
+            .collect();
+        if nodes.iter_mut().all(|(child, port)| listens(child, *port)) {
+            return Some(nodes);
+        }
+        for (child, _) in &mut nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        None
     }
 
     pub fn url(&self) -> String {
@@ -407,35 +422,60 @@ fn redis_server(port: u16, dir: &std::path::Path) -> Command {
     cmd
 }
 
-fn wait_port(port: u16) {
+/// Wait until `child` accepts connections on `port`; false if it exits first (could not bind).
+fn listens(child: &mut Child, port: u16) -> bool {
     let deadline = std::time::Instant::now() + WAIT;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "redis-server did not start on {port}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
-/// `count` ports whose cluster bus ports (+10000) are free too.
-fn cluster_ports(count: usize) -> Vec<u16> {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20000 + (rand_u64() % 5000) as u16,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
+/// Where cluster ports come from: from 20000 up to 10000 below the ephemeral range
+/// (`ip_local_port_range`), so that neither a node's port nor its cluster bus port (+10000)
+/// is one the kernel hands out to outgoing connections (or to `free_port`).
+fn cluster_port_range() -> std::ops::Range<u16> {
+    const FIRST: u16 = 20000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let end = ephemeral_low.saturating_sub(10000).min(FIRST + 10000);
+    assert!(
+        end >= FIRST + 1000,
+        "the ephemeral port range starts at {ephemeral_low}: no room for cluster ports below it"
     );
+    FIRST..end
+}
+
+/// `count` ports in [`cluster_port_range`], not yet handed out by this process, whose cluster
+/// bus ports (+10000) are free too.
+fn cluster_ports(count: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let range = cluster_port_range();
+    let span = u32::from(range.end - range.start);
+    let start = *START.get_or_init(|| (rand_u64() % u64::from(span)) as u32);
+    let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
     let mut ports = Vec::new();
-    while ports.len() < count {
-        let port = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 30000, "no free ports for a cluster");
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = range.start + ((start + n) % span) as u16;
         if free(port) && free(port + 10000) {
             ports.push(port);
+            if ports.len() == count {
+                return ports;
+            }
         }
     }
-    ports
+    panic!("no free ports for a cluster in {range:?}");
 }
