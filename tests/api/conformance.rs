@@ -18,12 +18,7 @@ async fn method_not_allowed_names_the_allowed_methods() {
         ("GET", "/session", "POST, DELETE"),
         ("GET", "/dev/login", "POST"),
     ] {
-        let r = h
-            .http
-            .request(method.parse().unwrap(), h.url(path))
-            .send()
-            .await
-            .unwrap();
+        let r = send_raw(h.http.request(method.parse().unwrap(), h.url(path))).await;
         assert_eq!(r.status(), 405, "{method} {path}");
         assert_eq!(r.headers()["allow"], allow, "{method} {path}");
         let (status, body) = status_json(r).await;
@@ -35,7 +30,7 @@ async fn method_not_allowed_names_the_allowed_methods() {
 async fn head_serves_the_assets_without_a_body() {
     let h = Herald::start(None, &["--dev"]);
     for path in ["/herald.js", "/herald-worker.js", "/"] {
-        let get = h.http.get(h.url(path)).send().await.unwrap();
+        let get = send_raw(h.http.get(h.url(path))).await;
         assert_eq!(get.status(), 200);
         let length = get.bytes().await.unwrap().len();
         let answer = raw_http_async(
@@ -94,7 +89,7 @@ async fn origin_rule_compares_the_scheme_and_refuses_userinfo() {
         if let Some(proto) = proto {
             req = req.header("x-forwarded-proto", proto);
         }
-        async move { req.send().await.unwrap().status().as_u16() }
+        async move { send_raw(req).await.status().as_u16() }
     };
     assert_eq!(write(format!("http://{host}"), None).await, 200);
     assert_eq!(write(format!("https://{host}"), None).await, 403);
@@ -114,7 +109,7 @@ async fn cors_credentials_only_for_allowed_origins() {
         if let Some(origin) = origin {
             req = req.header("origin", origin);
         }
-        async move { req.send().await.unwrap() }
+        async move { send_raw(req).await }
     };
     for origin in [None, Some("http://evil.example")] {
         let r = get(origin).await;
@@ -140,15 +135,10 @@ async fn metrics_allow_limits_who_reads_metrics() {
     let (status, body) = send(closed.http.get(closed.url("/metrics"))).await;
     assert_error(status, &body, 403, "forbidden");
     let open = Herald::start(None, &["--metrics-allow", "10.0.0.0/8,127.0.0.1"]);
-    let r = open.http.get(open.url("/metrics")).send().await.unwrap();
+    let r = send_raw(open.http.get(open.url("/metrics"))).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("herald_streams_open"));
     let default = Herald::start(None, &[]);
-    let r = default
-        .http
-        .get(default.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(default.http.get(default.url("/metrics"))).await;
     assert_eq!(r.status(), 200);
 }

@@ -9,24 +9,17 @@ use crate::common::*;
 #[tokio::test]
 async fn auth_answers_for_nginx() {
     let h = Herald::start(None, &[]);
-    let r = h
-        .http
-        .get(h.url("/auth"))
-        .bearer_auth(session_token("alice", "s1"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .get(h.url("/auth"))
+            .bearer_auth(session_token("alice", "s1")),
+    )
+    .await;
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["x-herald-user"], "alice");
     assert_eq!(r.headers()["x-herald-session"], "s1");
     let cookie = h.login("bob").await;
-    let r = h
-        .http
-        .get(h.url("/auth"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(h.http.get(h.url("/auth")).header("cookie", &cookie)).await;
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["x-herald-user"], "bob");
     assert_eq!(
@@ -64,20 +57,19 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &format!("{}/", backend.url)]);
     let cookie = h.login("alice").await;
-    let r = h
-        .http
-        .post(h.url("/api/echo/a%20b?x=1&y=2"))
-        .header("cookie", format!("theme=dark; {cookie}; lang=en"))
-        .header("origin", &h.base)
-        .header("x-herald-user", "mallory")
-        .header("x-herald-session", "forged")
-        .header("connection", "x-secret")
-        .header("x-secret", "hop-by-hop")
-        .header("x-custom", "kept")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .post(h.url("/api/echo/a%20b?x=1&y=2"))
+            .header("cookie", format!("theme=dark; {cookie}; lang=en"))
+            .header("origin", &h.base)
+            .header("x-herald-user", "mallory")
+            .header("x-herald-session", "forged")
+            .header("connection", "x-secret")
+            .header("x-secret", "hop-by-hop")
+            .header("x-custom", "kept")
+            .body("hello"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-backend"], "yes");
     let echo: Value = r.json().await.unwrap();
@@ -97,13 +89,12 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
 
     // Bearer callers: the token is replaced by the identity headers
-    let r = h
-        .http
-        .get(h.url("/api/echo"))
-        .bearer_auth(session_token("bob", "cli"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .get(h.url("/api/echo"))
+            .bearer_auth(session_token("bob", "cli")),
+    )
+    .await;
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["headers"]["x-herald-user"], "bob");
     assert_eq!(echo["headers"]["x-herald-session"], "cli");
@@ -191,24 +182,22 @@ async fn large_bodies_stream_through_with_bounded_memory() {
     let chunks = futures_util::stream::iter(
         (0..MB * 4).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
     );
-    let r = h
-        .http
-        .put(h.url("/api/upload"))
-        .bearer_auth(&token)
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .put(h.url("/api/upload"))
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["bytes"], MB * 1024 * 1024);
     // download: streamed from the backend
-    let r = h
-        .http
-        .get(h.url(&format!("/api/stream?mb={MB}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .get(h.url(&format!("/api/stream?mb={MB}")))
+            .bearer_auth(&token),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let mut total = 0;
     let mut stream = r.bytes_stream();
@@ -231,11 +220,8 @@ async fn base_path_mounts_every_route_under_a_prefix() {
         200
     );
     assert_eq!(
-        h.http
-            .get(h.url("/herald/healthz"))
-            .send()
+        send_raw(h.http.get(h.url("/herald/healthz")))
             .await
-            .unwrap()
             .status(),
         200
     );

@@ -21,14 +21,13 @@ async fn huge_fan_out_leaves_the_node_responsive() {
     let publish = {
         let (http, url) = (client(), h.url("/publish"));
         tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(service_token())
-                .json(&body)
-                .timeout(Duration::from_secs(120))
-                .send()
-                .await
-                .unwrap();
+            let r = send_raw(
+                http.post(url)
+                    .bearer_auth(service_token())
+                    .json(&body)
+                    .timeout(Duration::from_secs(120)),
+            )
+            .await;
             status_json(r).await
         })
     };
@@ -37,7 +36,7 @@ async fn huge_fan_out_leaves_the_node_responsive() {
     let mut probes = 0;
     while !publish.is_finished() && started.elapsed() < Duration::from_secs(120) {
         let t = Instant::now();
-        let r = probe.get(h.url("/healthz")).send().await.unwrap();
+        let r = send_raw(probe.get(h.url("/healthz"))).await;
         assert_eq!(r.status(), 200);
         slowest = slowest.max(t.elapsed());
         probes += 1;

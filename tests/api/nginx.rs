@@ -105,34 +105,28 @@ async fn nginx_auth_request_and_unbuffered_events() {
 
     // the operations endpoints are not served on the public side
     for path in ["/metrics", "/readyz", "/metrics?x=1"] {
-        let r = http.get(format!("{edge}{path}")).send().await.unwrap();
+        let r = send_raw(http.get(format!("{edge}{path}"))).await;
         assert_eq!(r.status(), 403, "{path}");
     }
     assert_eq!(
-        http.get(format!("{edge}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_raw(http.get(format!("{edge}/healthz"))).await.status(),
         200
     );
 
     // a signed-in browser (session made through nginx) gets through, with its identity
-    let r = http
-        .post(format!("{edge}/session"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.post(format!("{edge}/session"))
+            .bearer_auth(user_token("alice")),
+    )
+    .await;
     assert_eq!(r.status(), 204);
     let cookie = cookie_of(&r);
-    let r = http
-        .get(format!("{edge}/api/echo?q=1"))
-        .header("cookie", &cookie)
-        .header("x-herald-user", "mallory")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.get(format!("{edge}/api/echo?q=1"))
+            .header("cookie", &cookie)
+            .header("x-herald-user", "mallory"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["path"], "/echo");
@@ -143,34 +137,27 @@ async fn nginx_auth_request_and_unbuffered_events() {
         session_id(&cookie)
     );
     // a cookie write from a foreign origin is stopped at the edge
-    let r = http
-        .post(format!("{edge}/api/echo"))
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.post(format!("{edge}/api/echo"))
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example")
+            .body("x"),
+    )
+    .await;
     assert_eq!(r.status(), 403);
-    let r = http
-        .post(format!("{edge}/api/echo"))
-        .header("cookie", &cookie)
-        .header("origin", &edge)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.post(format!("{edge}/api/echo"))
+            .header("cookie", &cookie)
+            .header("origin", &edge)
+            .body("x"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(backend.hits(), 2);
 
     // /events through nginx: the first event arrives at once, not when a buffer fills
     let started = Instant::now();
-    let r = http
-        .get(format!("{edge}/events"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(http.get(format!("{edge}/events")).header("cookie", &cookie)).await;
     assert_eq!(r.status(), 200);
     let mut sse = Sse::new(r);
     let ready = sse

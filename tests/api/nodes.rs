@@ -67,13 +67,13 @@ async fn logout_on_one_node_revokes_streams_on_the_other() {
         .expect("revoked within 1 s");
     assert_eq!(ev.event, "revoked");
     assert_eq!(
-        a.http
-            .get(a.url("/notifications"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_raw(
+            a.http
+                .get(a.url("/notifications"))
+                .header("cookie", &cookie)
+        )
+        .await
+        .status(),
         401
     );
 }

@@ -271,10 +271,7 @@ async fn a_stopped_redis_gets_prompt_503s_and_nothing_is_stored_late() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let tray = tray_titles(&h, "alice").await;
     assert_eq!(tray, ["after", "before"], "nothing answered 503 was stored");
-    assert_eq!(
-        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(send_raw(h.http.get(h.url("/readyz"))).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,15 +86,14 @@ async fn patch_one_read_unread_delete(mode: Mode) {
         .await;
     assert_eq!(status, 200);
     assert_eq!(n["read_at"], serde_json::Value::Null);
-    let r = h
-        .http
-        .patch(h.url(&format!("/notifications/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"deleted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{id}"),
+            &token,
+            json!({"deleted": true}),
+        )
+        .await;
+    assert_eq!(status, 204);
     assert_eq!(h.list(&token, "").await["notifications"], json!([]));
     let (status, body) = h
         .patch(
