@@ -65,10 +65,7 @@ async fn session_secret_never_leaves_the_cookie(mode: Mode) {
         assert_eq!(r.status(), 401, "{stolen}");
     }
     if let Some(server) = &h._redis {
-        let mut conn = ::redis::Client::open(server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut conn = server.conn();
         let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
         for key in keys {
             assert!(!key.contains(&secret), "{key}");

@@ -8,13 +8,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn redis_conn(redis: &Redis) -> redis::Connection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
 fn xadd(conn: &mut redis::Connection, field: &str, value: &str) -> String {
     redis::cmd("XADD")
         .arg("herald:ingest")
@@ -41,7 +34,7 @@ fn pending(conn: &mut redis::Connection) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stores_acks_and_parks_bad_entries() {
     let redis = Redis::start();
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     // an entry written before any Herald runs is not lost
     xadd(&mut conn, "publish", &publish_body("before start"));
     let h = Herald::start(Some(&redis.url()), &[]);
@@ -104,7 +97,7 @@ async fn two_nodes_store_each_entry_once() {
     let redis = Redis::start();
     let a = Herald::start(Some(&redis.url()), &[]);
     let _b = Herald::start(Some(&redis.url()), &[]);
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     for i in 0..30 {
         xadd(&mut conn, "publish", &publish_body(&format!("n{i}")));
     }
@@ -129,7 +122,7 @@ async fn two_nodes_store_each_entry_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
     let redis = Redis::start();
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg("herald:ingest")
@@ -178,7 +171,7 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
 async fn ingest_streams_stay_bounded() {
     let redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     for i in 0..20 {
         xadd(&mut conn, "publish", &publish_body(&format!("t{i}")));
     }

@@ -65,10 +65,7 @@ async fn huge_fan_out_leaves_the_node_responsive() {
 async fn interrupted_publish_names_the_users_stored() {
     let redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = redis.conn();
     for suffix in ["items", "order", "unread"] {
         let _: () = redis::cmd("SET")
             .arg(format!("herald:{{u:poison}}:{suffix}"))

@@ -58,9 +58,7 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // TERM lets the master stop its workers; KILL only if it does not.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        send_signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

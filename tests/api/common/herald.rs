@@ -279,7 +279,7 @@ impl Drop for Herald {
 }
 
 /// Send `signal` (e.g. `TERM`) to process `pid` with the `kill` command.
-fn send_signal(pid: u32, signal: &str) {
+pub fn send_signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status();

@@ -100,6 +100,14 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A new synchronous connection, for looking at what Herald stored.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
