@@ -52,32 +52,25 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
             assert_error(status, &body, 401, "unauthorized");
         }
     }
-    let r = h.http.get(h.url("/notifications")).send().await.unwrap();
+    let r = send_raw(h.http.get(h.url("/notifications"))).await;
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let (status, body) = status_json(r).await;
     assert_error(status, &body, 401, "unauthorized");
-    let r = h
-        .http
-        .post(h.url("/session"))
-        .bearer_auth(service_token())
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(h.http.post(h.url("/session")).bearer_auth(service_token())).await;
     assert_eq!(r.status(), 401);
-    let r = h.http.post(h.url("/session")).send().await.unwrap();
+    let r = send_raw(h.http.post(h.url("/session"))).await;
     assert_eq!(r.status(), 401);
 }
 
 /// `POST /session` → cookie; cookie works for reads and streams; the response sets attributes.
 async fn session_cookie_lifecycle(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let r = h
-        .http
-        .post(h.url("/session"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .post(h.url("/session"))
+            .bearer_auth(user_token("alice")),
+    )
+    .await;
     assert_eq!(r.status(), 204);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.starts_with("herald_session="), "{set}");
@@ -101,13 +94,12 @@ async fn session_cookie_lifecycle(mode: Mode) {
     assert_eq!(ready["user"], "alice");
     // the public session id, never the cookie's secret
     assert_eq!(ready["session"].as_str().unwrap(), session_id(&cookie));
-    let r = h
-        .http
-        .get(h.url("/notifications"))
-        .header("cookie", "herald_session=made-up")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .get(h.url("/notifications"))
+            .header("cookie", "herald_session=made-up"),
+    )
+    .await;
     assert_eq!(r.status(), 401);
 }
 
@@ -167,14 +159,13 @@ async fn cookie_writes_need_an_allowed_origin(mode: Mode) {
     assert_eq!(req("https://evil.example").await.unwrap().status(), 403);
     assert_eq!(req("https://app.example").await.unwrap().status(), 200);
     // CORS preflight answers for the allowed origin with credentials
-    let r = h
-        .http
-        .request(reqwest::Method::OPTIONS, h.url("/notifications"))
-        .header("origin", "https://app.example")
-        .header("access-control-request-method", "PATCH")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .request(reqwest::Method::OPTIONS, h.url("/notifications"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "PATCH"),
+    )
+    .await;
     assert_eq!(
         r.headers()["access-control-allow-origin"],
         "https://app.example"
@@ -207,13 +198,7 @@ async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
         .expect("revoked within 1 s");
     assert_eq!(revoked.event, "revoked");
     assert!(s1.ends_within(Duration::from_secs(2)).await);
-    let r = h
-        .http
-        .get(h.url("/notifications"))
-        .header("cookie", &one)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(h.http.get(h.url("/notifications")).header("cookie", &one)).await;
     assert_eq!(r.status(), 401);
     // the other session is untouched
     h.notify("alice", "still").await;
@@ -335,13 +320,12 @@ async fn issuer_audience_and_leeway() {
 #[tokio::test]
 async fn dev_cookies_are_not_secure() {
     let h = Herald::start(None, &["--dev"]);
-    let r = h
-        .http
-        .post(h.url("/session"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .post(h.url("/session"))
+            .bearer_auth(user_token("alice")),
+    )
+    .await;
     let set = r.headers()["set-cookie"].to_str().unwrap();
     assert!(!set.contains("Secure"), "{set}");
 }

@@ -142,7 +142,7 @@ async fn dev_mode_prints_a_secret_that_token_can_use() {
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(h.get("/notifications", &token).await.0, 200);
-    let demo = h.http.get(h.url("/")).send().await.unwrap();
+    let demo = send_raw(h.http.get(h.url("/"))).await;
     assert_eq!(demo.status(), 200);
     assert!(demo.headers()["content-type"]
         .to_str()

@@ -6,14 +6,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// Raw request on a fresh connection (with `Connection: close`): its full answer.
-async fn raw(base: &str, request: String) -> String {
-    let base = base.to_owned();
-    tokio::task::spawn_blocking(move || raw_http(&base, request.as_bytes()))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_not_allowed_names_the_allowed_methods() {
     let h = Herald::start(None, &["--dev"]);
@@ -26,12 +18,7 @@ async fn method_not_allowed_names_the_allowed_methods() {
         ("GET", "/session", "POST, DELETE"),
         ("GET", "/dev/login", "POST"),
     ] {
-        let r = h
-            .http
-            .request(method.parse().unwrap(), h.url(path))
-            .send()
-            .await
-            .unwrap();
+        let r = send_raw(h.http.request(method.parse().unwrap(), h.url(path))).await;
         assert_eq!(r.status(), 405, "{method} {path}");
         assert_eq!(r.headers()["allow"], allow, "{method} {path}");
         let (status, body) = status_json(r).await;
@@ -43,10 +30,10 @@ async fn method_not_allowed_names_the_allowed_methods() {
 async fn head_serves_the_assets_without_a_body() {
     let h = Herald::start(None, &["--dev"]);
     for path in ["/herald.js", "/herald-worker.js", "/"] {
-        let get = h.http.get(h.url(path)).send().await.unwrap();
+        let get = send_raw(h.http.get(h.url(path))).await;
         assert_eq!(get.status(), 200);
         let length = get.bytes().await.unwrap().len();
-        let answer = raw(
+        let answer = raw_http_async(
             &h.base,
             format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
         )
@@ -77,7 +64,7 @@ async fn http11_requests_need_exactly_one_host() {
             200,
         ),
     ] {
-        let answer = raw(&h.base, request.to_owned()).await;
+        let answer = raw_http_async(&h.base, request.to_owned()).await;
         assert_eq!(raw_status(&answer), want, "{request:?}: {answer}");
         if want == 400 {
             assert!(answer.contains("invalid_request"), "{answer}");
@@ -102,7 +89,7 @@ async fn origin_rule_compares_the_scheme_and_refuses_userinfo() {
         if let Some(proto) = proto {
             req = req.header("x-forwarded-proto", proto);
         }
-        async move { req.send().await.unwrap().status().as_u16() }
+        async move { send_raw(req).await.status().as_u16() }
     };
     assert_eq!(write(format!("http://{host}"), None).await, 200);
     assert_eq!(write(format!("https://{host}"), None).await, 403);
@@ -122,7 +109,7 @@ async fn cors_credentials_only_for_allowed_origins() {
         if let Some(origin) = origin {
             req = req.header("origin", origin);
         }
-        async move { req.send().await.unwrap() }
+        async move { send_raw(req).await }
     };
     for origin in [None, Some("http://evil.example")] {
         let r = get(origin).await;
@@ -148,15 +135,10 @@ async fn metrics_allow_limits_who_reads_metrics() {
     let (status, body) = send(closed.http.get(closed.url("/metrics"))).await;
     assert_error(status, &body, 403, "forbidden");
     let open = Herald::start(None, &["--metrics-allow", "10.0.0.0/8,127.0.0.1"]);
-    let r = open.http.get(open.url("/metrics")).send().await.unwrap();
+    let r = send_raw(open.http.get(open.url("/metrics"))).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("herald_streams_open"));
     let default = Herald::start(None, &[]);
-    let r = default
-        .http
-        .get(default.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(default.http.get(default.url("/metrics"))).await;
     assert_eq!(r.status(), 200);
 }

@@ -5,29 +5,21 @@
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::upstream::Backend;
 
 #[tokio::test]
 async fn auth_answers_for_nginx() {
     let h = Herald::start(None, &[]);
-    let r = h
-        .http
-        .get(h.url("/auth"))
-        .bearer_auth(session_token("alice", "s1"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .get(h.url("/auth"))
+            .bearer_auth(session_token("alice", "s1")),
+    )
+    .await;
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["x-herald-user"], "alice");
     assert_eq!(r.headers()["x-herald-session"], "s1");
     let cookie = h.login("bob").await;
-    let r = h
-        .http
-        .get(h.url("/auth"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(h.http.get(h.url("/auth")).header("cookie", &cookie)).await;
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["x-herald-user"], "bob");
     assert_eq!(
@@ -62,23 +54,22 @@ async fn auth_answers_for_nginx() {
 
 #[tokio::test]
 async fn proxy_injects_identity_and_strips_what_it_must() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &format!("{}/", backend.url)]);
     let cookie = h.login("alice").await;
-    let r = h
-        .http
-        .post(h.url("/api/echo/a%20b?x=1&y=2"))
-        .header("cookie", format!("theme=dark; {cookie}; lang=en"))
-        .header("origin", &h.base)
-        .header("x-herald-user", "mallory")
-        .header("x-herald-session", "forged")
-        .header("connection", "x-secret")
-        .header("x-secret", "hop-by-hop")
-        .header("x-custom", "kept")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .post(h.url("/api/echo/a%20b?x=1&y=2"))
+            .header("cookie", format!("theme=dark; {cookie}; lang=en"))
+            .header("origin", &h.base)
+            .header("x-herald-user", "mallory")
+            .header("x-herald-session", "forged")
+            .header("connection", "x-secret")
+            .header("x-secret", "hop-by-hop")
+            .header("x-custom", "kept")
+            .body("hello"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-backend"], "yes");
     let echo: Value = r.json().await.unwrap();
@@ -98,13 +89,12 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
 
     // Bearer callers: the token is replaced by the identity headers
-    let r = h
-        .http
-        .get(h.url("/api/echo"))
-        .bearer_auth(session_token("bob", "cli"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .get(h.url("/api/echo"))
+            .bearer_auth(session_token("bob", "cli")),
+    )
+    .await;
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["headers"]["x-herald-user"], "bob");
     assert_eq!(echo["headers"]["x-herald-session"], "cli");
@@ -114,7 +104,7 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
 
 #[tokio::test]
 async fn upstream_connections_are_reused() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);
     for _ in 0..5 {
         assert_eq!(h.get("/api/echo", &user_token("alice")).await.0, 200);
@@ -130,7 +120,7 @@ async fn upstream_connections_are_reused() {
 
 #[tokio::test]
 async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);
     let (status, body) = send(h.http.get(h.url("/api/echo"))).await;
     assert_error(status, &body, 401, "unauthorized");
@@ -163,7 +153,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let h = Herald::start(None, &["--upstream", &closed]);
     let (status, body) = h.get("/api/echo", &user_token("alice")).await;
     assert_error(status, &body, 502, "bad_gateway");
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(
         None,
         &["--upstream", &backend.url, "--upstream-timeout", "500ms"],
@@ -184,7 +174,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_through_with_bounded_memory() {
     const MB: usize = 100;
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &backend.url]);
     let token = user_token("alice");
     // upload: streamed from the client, counted by the backend
@@ -192,24 +182,22 @@ async fn large_bodies_stream_through_with_bounded_memory() {
     let chunks = futures_util::stream::iter(
         (0..MB * 4).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
     );
-    let r = h
-        .http
-        .put(h.url("/api/upload"))
-        .bearer_auth(&token)
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .put(h.url("/api/upload"))
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["bytes"], MB * 1024 * 1024);
     // download: streamed from the backend
-    let r = h
-        .http
-        .get(h.url(&format!("/api/stream?mb={MB}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .get(h.url(&format!("/api/stream?mb={MB}")))
+            .bearer_auth(&token),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let mut total = 0;
     let mut stream = r.bytes_stream();
@@ -232,11 +220,8 @@ async fn base_path_mounts_every_route_under_a_prefix() {
         200
     );
     assert_eq!(
-        h.http
-            .get(h.url("/herald/healthz"))
-            .send()
+        send_raw(h.http.get(h.url("/herald/healthz")))
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -253,7 +238,7 @@ async fn base_path_mounts_every_route_under_a_prefix() {
 
 #[tokio::test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     // (extra flags, Secure cookie in --dev, X-Forwarded-For / -Proto the backend sees)
     let cases = [
         (vec![], false, "127.0.0.1", "http"),
@@ -292,19 +277,14 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
 /// forwarded. Sent as raw bytes, since HTTP clients normalize such paths themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_paths_cannot_leave_the_upstream_base() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(None, &["--upstream", &format!("{}/base", backend.url)]);
     let token = user_token("alice");
     let get = |path: &str| {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         );
-        let base = h.base.clone();
-        async move {
-            tokio::task::spawn_blocking(move || raw_http(&base, req.as_bytes()))
-                .await
-                .unwrap()
-        }
+        raw_http_async(&h.base, req)
     };
     for path in [
         "/api/../admin",

@@ -17,11 +17,6 @@ both_modes!(
     absurd_expiry_is_clamped,
 );
 
-/// The value of a `herald_session=<value>` pair.
-fn cookie_value(cookie: &str) -> &str {
-    &cookie["herald_session=".len()..]
-}
-
 async fn presence(h: &Herald, user: &str) -> Value {
     let (status, body) = send(
         h.http
@@ -70,10 +65,7 @@ async fn session_secret_never_leaves_the_cookie(mode: Mode) {
         assert_eq!(r.status(), 401, "{stolen}");
     }
     if let Some(server) = &h._redis {
-        let mut conn = ::redis::Client::open(server.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        let mut conn = server.conn();
         let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
         for key in keys {
             assert!(!key.contains(&secret), "{key}");
@@ -212,11 +204,10 @@ async fn absurd_expiry_is_clamped(mode: Mode) {
         assert_eq!(r.status(), 204);
     }
     // the closed streams gave their slots back
-    let deadline = std::time::Instant::now() + WAIT;
-    while !h.text("/metrics").await.contains("herald_streams_open 0") {
-        assert!(std::time::Instant::now() < deadline, "stream slots leaked");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for("stream slots leaked", async || {
+        h.text("/metrics").await.contains("herald_streams_open 0")
+    })
+    .await;
     let streams: Vec<Sse> = {
         let mut open = Vec::new();
         for _ in 0..3 {

@@ -8,13 +8,6 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn redis_conn(redis: &Redis) -> redis::Connection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
 fn xadd(conn: &mut redis::Connection, field: &str, value: &str) -> String {
     redis::cmd("XADD")
         .arg("herald:ingest")
@@ -29,14 +22,6 @@ fn publish_body(title: &str) -> String {
     json!({"users": ["alice"], "notification": {"title": title}}).to_string()
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn pending(conn: &mut redis::Connection) -> u64 {
     let summary: (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
         .arg("herald:ingest")
@@ -49,7 +34,7 @@ fn pending(conn: &mut redis::Connection) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stores_acks_and_parks_bad_entries() {
     let redis = Redis::start();
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     // an entry written before any Herald runs is not lost
     xadd(&mut conn, "publish", &publish_body("before start"));
     let h = Herald::start(Some(&redis.url()), &[]);
@@ -68,25 +53,15 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
         ["before start", "after the bad ones"].contains(&title.as_str()),
         "{title}"
     );
-    let deadline = Instant::now() + WAIT;
-    while h.tray_len("alice").await < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the good entries were not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("the good entries were not stored", async || {
+        h.tray_len("alice").await >= 2
+    })
+    .await;
     let page = h.list(&user_token("alice"), "").await;
-    let titles: Vec<&str> = page["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["title"].as_str().unwrap())
-        .collect();
-    assert_eq!(titles, vec!["after the bad ones", "before start"]);
+    assert_eq!(titles(&page), vec!["after the bad ones", "before start"]);
     // the bad ones are parked with their reason, and nothing stays pending
     let mut dead: Vec<(String, String)> = Vec::new();
-    wait_for("dead letters", || {
+    wait_for("timed out waiting for dead letters", async || {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg("herald:ingest:dead")
             .arg("-")
@@ -111,7 +86,10 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
         "{dead:?}"
     );
     assert!(dead[1].1.contains("title"), "{dead:?}");
-    wait_for("all acknowledged", || pending(&mut conn) == 0).await;
+    wait_for("timed out waiting for all acknowledged", async || {
+        pending(&mut conn) == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,15 +97,14 @@ async fn two_nodes_store_each_entry_once() {
     let redis = Redis::start();
     let a = Herald::start(Some(&redis.url()), &[]);
     let _b = Herald::start(Some(&redis.url()), &[]);
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     for i in 0..30 {
         xadd(&mut conn, "publish", &publish_body(&format!("n{i}")));
     }
-    let deadline = Instant::now() + WAIT;
-    while a.tray_len("alice").await < 30 {
-        assert!(Instant::now() < deadline, "not all entries were stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("not all entries were stored", async || {
+        a.tray_len("alice").await >= 30
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         a.list(&user_token("alice"), "?limit=200").await["notifications"]
@@ -136,13 +113,16 @@ async fn two_nodes_store_each_entry_once() {
             .len(),
         30
     );
-    wait_for("all acknowledged", || pending(&mut conn) == 0).await;
+    wait_for("timed out waiting for all acknowledged", async || {
+        pending(&mut conn) == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
     let redis = Redis::start();
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg("herald:ingest")
@@ -173,15 +153,14 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
         .query(&mut conn)
         .unwrap();
     let h = Herald::start(Some(&redis.url()), &[]);
-    let deadline = Instant::now() + WAIT;
-    while h.tray_len("alice").await < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the orphaned entry was not taken over"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    wait_for("acknowledged", || pending(&mut conn) == 0).await;
+    wait_for("the orphaned entry was not taken over", async || {
+        h.tray_len("alice").await >= 1
+    })
+    .await;
+    wait_for("timed out waiting for acknowledged", async || {
+        pending(&mut conn) == 0
+    })
+    .await;
     assert_eq!(h.tray_len("alice").await, 1);
 }
 
@@ -192,7 +171,7 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
 async fn ingest_streams_stay_bounded() {
     let redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
-    let mut conn = redis_conn(&redis);
+    let mut conn = redis.conn();
     for i in 0..20 {
         xadd(&mut conn, "publish", &publish_body(&format!("t{i}")));
     }
@@ -207,11 +186,12 @@ async fn ingest_streams_stay_bounded() {
     let len = |conn: &mut redis::Connection, key: &str| -> u64 {
         redis::cmd("XLEN").arg(key).query(conn).unwrap()
     };
-    wait_for("the ingest stream to empty", || {
-        len(&mut conn, "herald:ingest") == 0
-    })
+    wait_for(
+        "timed out waiting for the ingest stream to empty",
+        async || len(&mut conn, "herald:ingest") == 0,
+    )
     .await;
-    wait_for("two dead letters", || {
+    wait_for("timed out waiting for two dead letters", async || {
         len(&mut conn, "herald:ingest:dead") == 2
     })
     .await;

@@ -21,14 +21,13 @@ async fn huge_fan_out_leaves_the_node_responsive() {
     let publish = {
         let (http, url) = (client(), h.url("/publish"));
         tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(service_token())
-                .json(&body)
-                .timeout(Duration::from_secs(120))
-                .send()
-                .await
-                .unwrap();
+            let r = send_raw(
+                http.post(url)
+                    .bearer_auth(service_token())
+                    .json(&body)
+                    .timeout(Duration::from_secs(120)),
+            )
+            .await;
             status_json(r).await
         })
     };
@@ -37,7 +36,7 @@ async fn huge_fan_out_leaves_the_node_responsive() {
     let mut probes = 0;
     while !publish.is_finished() && started.elapsed() < Duration::from_secs(120) {
         let t = Instant::now();
-        let r = probe.get(h.url("/healthz")).send().await.unwrap();
+        let r = send_raw(probe.get(h.url("/healthz"))).await;
         assert_eq!(r.status(), 200);
         slowest = slowest.max(t.elapsed());
         probes += 1;
@@ -66,10 +65,7 @@ async fn huge_fan_out_leaves_the_node_responsive() {
 async fn interrupted_publish_names_the_users_stored() {
     let redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut conn = redis.conn();
     for suffix in ["items", "order", "unread"] {
         let _: () = redis::cmd("SET")
             .arg(format!("herald:{{u:poison}}:{suffix}"))

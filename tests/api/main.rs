@@ -1,5 +1,9 @@
 //! Integration suite: the real `herald` binary over real HTTP, in embedded mode and against a
 //! real redis-server. Behaviour tests are written once and run in both modes (`both_modes!`).
+//!
+//! `common/` is the harness (processes, Redis and cluster fixtures, request helpers, tokens, the
+//! SSE reader, raw HTTP, the echo upstream; its `mod.rs` maps the files); every test file
+//! starts with `use crate::common::*;`. The other modules are the tests, one area each.
 
 mod common;
 
@@ -19,4 +23,3 @@ mod publish;
 mod retention;
 mod stream;
 mod tray;
-mod upstream;

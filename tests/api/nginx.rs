@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::upstream::Backend;
 
 struct Nginx {
     child: Child,
@@ -59,9 +58,7 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         // TERM lets the master stop its workers; KILL only if it does not.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        send_signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -74,13 +71,9 @@ impl Drop for Nginx {
     }
 }
 
-fn host_port(url: &str) -> &str {
-    url.trim_start_matches("http://").trim_end_matches('/')
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_and_unbuffered_events() {
-    let backend = Backend::start().await;
+    let backend = EchoUpstream::start().await;
     let h = Herald::start(
         None,
         &["--heartbeat", "1s", "--trusted-proxy", "127.0.0.1/32"],
@@ -89,8 +82,8 @@ async fn nginx_auth_request_and_unbuffered_events() {
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf")).unwrap();
     let config = shipped
-        .replace("127.0.0.1:8080", host_port(&h.base))
-        .replace("127.0.0.1:9000", host_port(&backend.url))
+        .replace("127.0.0.1:8080", &addr_of(&h.base))
+        .replace("127.0.0.1:9000", &addr_of(&backend.url))
         .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
         .replace("worker_processes auto;", "worker_processes 1;")
         // nginx's default is 60 s; a short one proves heartbeats keep the stream open
@@ -110,34 +103,28 @@ async fn nginx_auth_request_and_unbuffered_events() {
 
     // the operations endpoints are not served on the public side
     for path in ["/metrics", "/readyz", "/metrics?x=1"] {
-        let r = http.get(format!("{edge}{path}")).send().await.unwrap();
+        let r = send_raw(http.get(format!("{edge}{path}"))).await;
         assert_eq!(r.status(), 403, "{path}");
     }
     assert_eq!(
-        http.get(format!("{edge}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_raw(http.get(format!("{edge}/healthz"))).await.status(),
         200
     );
 
     // a signed-in browser (session made through nginx) gets through, with its identity
-    let r = http
-        .post(format!("{edge}/session"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.post(format!("{edge}/session"))
+            .bearer_auth(user_token("alice")),
+    )
+    .await;
     assert_eq!(r.status(), 204);
     let cookie = cookie_of(&r);
-    let r = http
-        .get(format!("{edge}/api/echo?q=1"))
-        .header("cookie", &cookie)
-        .header("x-herald-user", "mallory")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.get(format!("{edge}/api/echo?q=1"))
+            .header("cookie", &cookie)
+            .header("x-herald-user", "mallory"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["path"], "/echo");
@@ -148,34 +135,27 @@ async fn nginx_auth_request_and_unbuffered_events() {
         session_id(&cookie)
     );
     // a cookie write from a foreign origin is stopped at the edge
-    let r = http
-        .post(format!("{edge}/api/echo"))
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.post(format!("{edge}/api/echo"))
+            .header("cookie", &cookie)
+            .header("origin", "http://evil.example")
+            .body("x"),
+    )
+    .await;
     assert_eq!(r.status(), 403);
-    let r = http
-        .post(format!("{edge}/api/echo"))
-        .header("cookie", &cookie)
-        .header("origin", &edge)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        http.post(format!("{edge}/api/echo"))
+            .header("cookie", &cookie)
+            .header("origin", &edge)
+            .body("x"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(backend.hits(), 2);
 
     // /events through nginx: the first event arrives at once, not when a buffer fills
     let started = Instant::now();
-    let r = http
-        .get(format!("{edge}/events"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(http.get(format!("{edge}/events")).header("cookie", &cookie)).await;
     assert_eq!(r.status(), 200);
     let mut sse = Sse::new(r);
     let ready = sse

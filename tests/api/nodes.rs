@@ -67,13 +67,13 @@ async fn logout_on_one_node_revokes_streams_on_the_other() {
         .expect("revoked within 1 s");
     assert_eq!(ev.event, "revoked");
     assert_eq!(
-        a.http
-            .get(a.url("/notifications"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_raw(
+            a.http
+                .get(a.url("/notifications"))
+                .header("cookie", &cookie)
+        )
+        .await
+        .status(),
         401
     );
 }
@@ -116,20 +116,7 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
     assert_eq!(sse.next_event().await.event, "notification");
     redis.restart();
     // publishing works again once Redis is back; the open stream receives it
-    let deadline = std::time::Instant::now() + WAIT;
-    let id = loop {
-        let (status, body) = a
-            .publish(json!({"users": ["alice"], "notification": {"title": "after"}}))
-            .await;
-        if status == 202 {
-            break body["ids"]["alice"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "publish never recovered: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let id = a.notify_when_back("alice", "after").await;
     let ev = sse.expect("notification").await;
     assert_eq!(ev.json()["id"], id.as_str());
     // live delivery, not only the catch-up, works again
@@ -140,24 +127,6 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
         .await
         .expect("live delivery after the restart");
     assert_eq!(ev.json()["id"], later.as_str());
-}
-
-/// Publish until Redis accepts again; returns the notification id.
-async fn publish_when_back(h: &Herald, title: &str) -> String {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = h
-            .publish(json!({"users": ["alice"], "notification": {"title": title}}))
-            .await;
-        if status == 202 {
-            return body["ids"]["alice"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "publish never recovered: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,12 +140,12 @@ async fn a_redis_that_lost_its_data_resets_open_streams() {
         assert_eq!(sse.next_event().await.event, "notification");
     }
     redis.restart_empty();
-    publish_when_back(&a, "after the loss").await;
+    a.notify_when_back("alice", "after the loss").await;
     // the change log restarted with a new epoch: the client is told to refetch
     let reset = sse.expect("reset").await;
     let (epoch, head) = reset.position();
     assert_ne!(epoch, before.0, "a log that was lost gets a new epoch");
-    let id = publish_when_back(&a, "and then").await;
+    let id = a.notify_when_back("alice", "and then").await;
     // "after the loss" comes first when the reset was sent before it was stored; every change
     // after the reset carries the new epoch and numbering
     loop {

@@ -1,7 +1,5 @@
 //! Operations: health, readiness (follows Redis), metrics, unknown routes.
 
-use std::time::Duration;
-
 use crate::both_modes;
 use crate::common::*;
 
@@ -9,14 +7,8 @@ both_modes!(health_metrics_and_unknown_routes);
 
 async fn health_metrics_and_unknown_routes(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    assert_eq!(
-        h.http.get(h.url("/healthz")).send().await.unwrap().status(),
-        200
-    );
-    assert_eq!(
-        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(send_raw(h.http.get(h.url("/healthz"))).await.status(), 200);
+    assert_eq!(send_raw(h.http.get(h.url("/readyz"))).await.status(), 200);
     let _sse = h.events(&user_token("alice"), "").await;
     h.notify("alice", "x").await;
     let text = h.text("/metrics").await;
@@ -31,13 +23,12 @@ async fn health_metrics_and_unknown_routes(mode: Mode) {
     }
     let (status, body) = send(h.http.get(h.url("/nope"))).await;
     assert_error(status, &body, 404, "not_found");
-    let r = h
-        .http
-        .delete(h.url("/notifications"))
-        .bearer_auth(user_token("alice"))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .delete(h.url("/notifications"))
+            .bearer_auth(user_token("alice")),
+    )
+    .await;
     assert_eq!(r.status(), 405);
 }
 
@@ -45,29 +36,16 @@ async fn health_metrics_and_unknown_routes(mode: Mode) {
 async fn readyz_follows_redis() {
     let mut redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
-    assert_eq!(
-        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(send_raw(h.http.get(h.url("/readyz"))).await.status(), 200);
     redis.stop();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let r = h.http.get(h.url("/readyz")).send().await.unwrap();
-        if r.status() == 503 {
-            let (status, body) = status_json(r).await;
-            assert_error(status, &body, 503, "unavailable");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "readyz stayed ready without Redis"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        h.http.get(h.url("/healthz")).send().await.unwrap().status(),
-        200
-    );
+    let mut answer = (0, serde_json::Value::Null);
+    wait_for("readyz stayed ready without Redis", async || {
+        answer = send(h.http.get(h.url("/readyz"))).await;
+        answer.0 == 503
+    })
+    .await;
+    assert_error(answer.0, &answer.1, 503, "unavailable");
+    assert_eq!(send_raw(h.http.get(h.url("/healthz"))).await.status(), 200);
 }
 
 #[tokio::test]
@@ -76,7 +54,7 @@ async fn connect_rate_limit_is_429() {
     let mut statuses = Vec::new();
     for _ in 0..8 {
         // a fresh client per request: a new connection each time
-        let r = client().get(h.url("/healthz")).send().await.unwrap();
+        let r = send_raw(client().get(h.url("/healthz"))).await;
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
             let (status, body) = status_json(r).await;
@@ -94,7 +72,7 @@ async fn connect_rate_limit_is_429() {
 async fn client_assets_are_served_with_etags() {
     let h = Herald::start(None, &[]);
     for path in ["/herald.js", "/herald-worker.js"] {
-        let r = h.http.get(h.url(path)).send().await.unwrap();
+        let r = send_raw(h.http.get(h.url(path))).await;
         assert_eq!(r.status(), 200, "{path}");
         assert!(r.headers()["content-type"]
             .to_str()
@@ -107,13 +85,7 @@ async fn client_assets_are_served_with_etags() {
             body.contains("export") || body.contains("import"),
             "{path} is a module"
         );
-        let again = h
-            .http
-            .get(h.url(path))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
+        let again = send_raw(h.http.get(h.url(path)).header("if-none-match", &etag)).await;
         assert_eq!(again.status(), 304, "{path}");
     }
     let client = h.text("/herald.js").await;
@@ -124,19 +96,15 @@ async fn client_assets_are_served_with_etags() {
 async fn dev_routes_exist_only_in_dev_mode() {
     let h = Herald::start(None, &[]);
     for (path, status) in [("/", 404), ("/dev/login", 404)] {
-        let r = h
-            .http
-            .request(
-                if path == "/" {
-                    reqwest::Method::GET
-                } else {
-                    reqwest::Method::POST
-                },
-                h.url(path),
-            )
-            .send()
-            .await
-            .unwrap();
+        let r = send_raw(h.http.request(
+            if path == "/" {
+                reqwest::Method::GET
+            } else {
+                reqwest::Method::POST
+            },
+            h.url(path),
+        ))
+        .await;
         assert_eq!(r.status(), status, "{path}");
     }
     let dev = Herald::start(None, &["--dev"]);

@@ -219,30 +219,9 @@ async fn assert_prompt_answers(h: &Herald, cookie: &str, label: &str) {
     }
 }
 
-/// Publish `title` to alice until Redis takes it (bounded); returns its id.
-async fn publish_when_back(h: &Herald, title: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, body) = h
-            .publish(json!({"users": ["alice"], "notification": {"title": title}}))
-            .await;
-        if status == 202 {
-            return body["ids"]["alice"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "publish never recovered: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The titles in `user`'s tray.
-async fn titles(h: &Herald, user: &str) -> Vec<String> {
-    let page = h.list(&user_token(user), "?limit=200").await;
-    page["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["title"].as_str().unwrap().to_owned())
-        .collect()
+async fn tray_titles(h: &Herald, user: &str) -> Vec<String> {
+    titles(&h.list(&user_token(user), "?limit=200").await)
 }
 
 /// How often Redis answered with a `LATE` error (a tray script refused past its deadline).
@@ -256,11 +235,10 @@ fn late_refusals(port: u16) -> u64 {
 
 /// Wait until `/readyz` says 503 (the node has noticed the outage).
 async fn wait_unready(h: &Herald) {
-    let deadline = Instant::now() + WAIT;
-    while timed(h.http.get(h.url("/readyz"))).await.0 != 503 {
-        assert!(Instant::now() < deadline, "readyz stayed 200");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("readyz stayed 200", async || {
+        timed(h.http.get(h.url("/readyz"))).await.0 == 503
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,17 +264,14 @@ async fn a_stopped_redis_gets_prompt_503s_and_nothing_is_stored_late() {
     assert_prompt_answers(&h, &cookie, "stopped").await;
 
     redis.start_again();
-    let after = publish_when_back(&h, "after").await;
+    let after = h.notify_when_back("alice", "after").await;
     let ev = sse.expect("notification").await;
     assert_eq!(ev.json()["id"], after.as_str(), "the open stream gets it");
     // late effects, if any, would show by now
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let tray = titles(&h, "alice").await;
+    let tray = tray_titles(&h, "alice").await;
     assert_eq!(tray, ["after", "before"], "nothing answered 503 was stored");
-    assert_eq!(
-        h.http.get(h.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(send_raw(h.http.get(h.url("/readyz"))).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,12 +343,12 @@ async fn a_black_holed_redis_gets_prompt_503s_and_nothing_is_stored_late() {
     // the stream is still open and catches up with what was published meanwhile
     let ev = sse.expect("notification").await;
     assert_eq!(ev.json()["id"], during.as_str(), "caught up");
-    let after = publish_when_back(&a, "after").await;
+    let after = a.notify_when_back("alice", "after").await;
     let ev = sse.expect("notification").await;
     assert_eq!(ev.json()["id"], after.as_str(), "live again");
     // the bytes held in the hole reach Redis now; the tray write among them must not commit
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let tray = titles(&b, "alice").await;
+    let tray = tray_titles(&b, "alice").await;
     assert_eq!(
         tray,
         ["after", "during", "before"],

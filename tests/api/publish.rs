@@ -19,14 +19,13 @@ both_modes!(
 async fn publish_stores_for_users_and_groups(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let svc = service_token();
-    let r = h
-        .http
-        .put(h.url("/groups/gpu-users/members"))
-        .bearer_auth(&svc)
-        .json(&json!({"users": ["carol", "dave", "alice"]}))
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .put(h.url("/groups/gpu-users/members"))
+            .bearer_auth(&svc)
+            .json(&json!({"users": ["carol", "dave", "alice"]})),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let (status, body) = h.publish(json!({"users": ["alice", "bob"], "groups": ["gpu-users"], "notification": {"title": "GPU maintenance"}})).await;
     assert_eq!(status, 202, "{body}");
@@ -140,14 +139,13 @@ async fn invalid_publishes_store_nothing(mode: Mode) {
     )
     .await;
     assert_error(status, &err, 400, "invalid_request");
-    let r = h
-        .http
-        .post(h.url("/publish"))
-        .bearer_auth(service_token())
-        .body(vec![b' '; 3 * 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .post(h.url("/publish"))
+            .bearer_auth(service_token())
+            .body(vec![b' '; 3 * 1024 * 1024]),
+    )
+    .await;
     let (status, err) = status_json(r).await;
     assert_error(status, &err, 413, "too_large");
     for user in ["alice", "bob"] {
@@ -205,13 +203,12 @@ async fn group_membership_endpoints(mode: Mode) {
     let (status, body) = h.get("/groups/ops/members", &svc).await;
     assert_eq!(status, 200);
     assert_eq!(body["users"], json!(["alice", "bob", "carol"]));
-    let r = h
-        .http
-        .delete(h.url("/groups/ops/members/bob"))
-        .bearer_auth(&svc)
-        .send()
-        .await
-        .unwrap();
+    let r = send_raw(
+        h.http
+            .delete(h.url("/groups/ops/members/bob"))
+            .bearer_auth(&svc),
+    )
+    .await;
     assert_eq!(r.status(), 204);
     assert_eq!(
         h.get("/groups/ops/members", &svc).await.1["users"],
@@ -248,14 +245,10 @@ async fn presence_lists_live_streams(mode: Mode) {
     assert!(sessions[0]["node"].as_str().is_some());
     assert!(sessions[0]["since"].as_str().is_some());
     drop(sse);
-    let deadline = std::time::Instant::now() + WAIT;
-    while h.get("/presence/alice", &svc).await.1["online"] == true {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "presence entry outlived its stream"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for("presence entry outlived its stream", async || {
+        h.get("/presence/alice", &svc).await.1["online"] != true
+    })
+    .await;
 }
 
 async fn notification_fields_round_trip(mode: Mode) {

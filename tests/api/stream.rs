@@ -380,7 +380,7 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = Herald::start(None, &[]);
     let token = user_token("alice");
-    let addr = h.base.trim_start_matches("http://").to_owned();
+    let addr = addr_of(&h.base);
     let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let request =
         format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n");
@@ -394,15 +394,15 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
             .await;
         assert_eq!(status, 202);
         published.push(reply["ids"]["alice"].as_str().unwrap().to_owned());
-        if i % 100 == 99 && metric(&h, "herald_streams_overflowed_total").await >= 1.0 {
+        if i % 100 == 99 && h.metric("herald_streams_overflowed_total").await >= 1.0 {
             break;
         }
     }
     assert!(
-        metric(&h, "herald_streams_overflowed_total").await >= 1.0,
+        h.metric("herald_streams_overflowed_total").await >= 1.0,
         "the stalled stream was not cut off"
     );
-    assert_eq!(metric(&h, "herald_streams_open").await, 0.0);
+    assert_eq!(h.metric("herald_streams_open").await, 0.0);
     // the client wakes up: it reads what reached it, up to the end of the stream
     // (the response ends with the last chunk; the connection itself stays open for reuse)
     let mut raw = Vec::new();
@@ -434,11 +434,4 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
         let ev = sse.next_event().await;
         assert_eq!(ev.json()["id"], expected.as_str());
     }
-}
-
-async fn metric(h: &Herald, name: &str) -> f64 {
-    let text = h.text("/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
 }

@@ -67,42 +67,18 @@ async fn patch_one_read_unread_delete(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let token = user_token("alice");
     let id = h.notify("alice", "x").await;
-    let (status, n) = h
-        .patch(
-            &format!("/notifications/{id}"),
-            &token,
-            json!({"read": true}),
-        )
-        .await;
+    let path = format!("/notifications/{id}");
+    let (status, n) = h.patch(&path, &token, json!({"read": true})).await;
     assert_eq!(status, 200);
     assert_eq!(n["id"], id.as_str());
     assert!(n["read_at"].as_str().is_some());
-    let (status, n) = h
-        .patch(
-            &format!("/notifications/{id}"),
-            &token,
-            json!({"read": false}),
-        )
-        .await;
+    let (status, n) = h.patch(&path, &token, json!({"read": false})).await;
     assert_eq!(status, 200);
     assert_eq!(n["read_at"], serde_json::Value::Null);
-    let r = h
-        .http
-        .patch(h.url(&format!("/notifications/{id}")))
-        .bearer_auth(&token)
-        .json(&json!({"deleted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, _) = h.patch(&path, &token, json!({"deleted": true})).await;
+    assert_eq!(status, 204);
     assert_eq!(h.list(&token, "").await["notifications"], json!([]));
-    let (status, body) = h
-        .patch(
-            &format!("/notifications/{id}"),
-            &token,
-            json!({"read": true}),
-        )
-        .await;
+    let (status, body) = h.patch(&path, &token, json!({"read": true})).await;
     assert_error(status, &body, 404, "not_found");
 }
 

@@ -1,4 +1,5 @@
-//! A real HTTP backend for the `/api/` proxy tests, served by hyper in the test process:
+//! [`EchoUpstream`], a real HTTP upstream for the `/api/` proxy tests, served by hyper in the
+//! test process (named so it does not read as the product's storage `Backend`):
 //! `/echo` (what it received, as JSON), `/slow` (answers after 3 s), `/upload` (counts the
 //! body while streaming it), `/stream?mb=N` (streams N MiB). It counts the requests it got.
 
@@ -17,15 +18,15 @@ use serde_json::json;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-pub struct Backend {
+pub struct EchoUpstream {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
     /// TCP connections accepted (to see that the proxy reuses them).
     pub connections: Arc<AtomicUsize>,
 }
 
-impl Backend {
-    pub async fn start() -> Backend {
+impl EchoUpstream {
+    pub async fn start() -> EchoUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
@@ -49,7 +50,7 @@ impl Backend {
                 });
             }
         });
-        Backend {
+        EchoUpstream {
             url,
             hits,
             connections,
