@@ -47,6 +47,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A start-up failure: one line that names the flag or address; the process exits with 2.
+/// Also what a sub-command (`herald token`, `herald publish`) fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
 impl Error {
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())

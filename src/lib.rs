@@ -22,7 +22,6 @@ pub mod auth;
 pub mod broker;
 pub mod cleaner;
 pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod connect_limit;
 pub mod error;

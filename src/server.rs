@@ -14,9 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::config::{Config, StartupError};
+use crate::config::Config;
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
+use crate::error::StartupError;
 use crate::forwarded;
 use crate::model::now_secs;
 use crate::routes::body::Request;

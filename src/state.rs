@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::{Broker, Message, RedisBroker};
-use crate::config::{Backend, Config, StartupError};
+use crate::config::{Backend, Config};
 use crate::error::Result;
+use crate::error::StartupError;
 use crate::hub::Hub;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;

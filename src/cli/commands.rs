@@ -4,15 +4,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::{backend, KeyArgs, PublishArgs, TokenArgs};
 use crate::auth::jwt::{Claims, Keys, NumericDate};
-use crate::cli::{KeyArgs, PublishArgs, TokenArgs};
-use crate::config::{backend, Backend, StartupError};
+use crate::config::Backend;
+use crate::error::StartupError;
 use crate::model::{now_secs, NotificationInput};
 use crate::routes::{publish as publish_request, PublishRequest};
 use crate::store::{RedisStore, Store};
 
 fn keys(args: &KeyArgs) -> Result<Keys, StartupError> {
-    Keys::from_args(args)?
+    args.keys()?
         .ok_or_else(|| StartupError("--jwt-secret is required to sign tokens".into()))
 }
 
