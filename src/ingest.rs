@@ -12,7 +12,6 @@
 
 use std::time::Duration;
 
-use crate::redis_conn::RedisConn;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamMaxlen, StreamReadOptions,
     StreamReadReply,
@@ -21,8 +20,9 @@ use redis::AsyncCommands;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::routes::body::MAX_BODY_BYTES;
-use crate::routes::{publish, PublishRequest};
+use crate::model::MAX_BODY_BYTES;
+use crate::publish::{publish, PublishRequest};
+use crate::redis_conn::RedisConn;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 

@@ -12,9 +12,9 @@ use crate::hub::Hub;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::redis_conn::connect_plain;
-use crate::routes::edge::Upstream;
 use crate::shutdown::Shutdown;
 use crate::store::{MemoryStore, RedisStore, Store};
+use crate::upstream::Upstream;
 
 #[derive(Clone)]
 pub struct AppState {

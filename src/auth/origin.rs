@@ -70,6 +70,11 @@ pub fn normalize_origin(origin: &str) -> Option<String> {
     })
 }
 
+/// Methods that never change state (RFC 9110 §9.2.1): exempt from the Origin rule.
+pub fn is_safe(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
 /// 403 unless the request carries an allowed `Origin`.
 pub fn check(state: &AppState, parts: &Parts) -> Result<()> {
     let origin = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok());

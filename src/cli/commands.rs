@@ -9,7 +9,7 @@ use crate::auth::jwt::{Claims, Keys, NumericDate};
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::model::{now_secs, NotificationInput};
-use crate::routes::{publish as publish_request, PublishRequest};
+use crate::publish::{publish as publish_request, PublishRequest};
 use crate::store::{RedisStore, Store};
 
 fn keys(args: &KeyArgs) -> Result<Keys, StartupError> {

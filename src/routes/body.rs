@@ -11,14 +11,12 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::model::MAX_BODY_BYTES;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub type Response = http::Response<Body>;
 pub type Request = http::Request<Incoming>;
-
-/// Largest JSON request body, in bytes: a publish to many users stays well below it.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn full(status: StatusCode, bytes: impl Into<Bytes>) -> Response {
     let body = Full::new(bytes.into())

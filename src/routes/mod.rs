@@ -3,13 +3,14 @@
 //! `Error::into_response` builds error bodies.
 
 mod assets;
+mod auth_request;
 pub mod body;
 mod dev;
-pub mod edge;
 mod events;
 mod groups;
 mod notifications;
 mod ops;
+mod proxy;
 mod publish;
 mod session;
 
@@ -19,8 +20,6 @@ use self::body::{Request, Response};
 use crate::error::{Error, Result};
 use crate::server::ConnInfo;
 use crate::state::AppState;
-
-pub use self::publish::{publish, PublishRequest};
 
 /// Handle one request; never fails (errors become JSON error responses).
 pub async fn handle(state: AppState, req: Request) -> Response {
@@ -71,7 +70,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     if let Some(rest) = path.strip_prefix("/api/") {
         // Forwarded as received: the rest of the path stays percent-encoded.
         let rest = rest.to_owned();
-        return edge::proxy(state, req, &rest).await;
+        return proxy::forward(state, req, &rest).await;
     }
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -83,7 +82,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     let dev = state.config.dev;
     match (segs.as_slice(), &method) {
         (["events"], &Method::GET) => events::open(state, req).await,
-        (["auth"], &Method::GET | &Method::HEAD) => edge::auth(state, req).await,
+        (["auth"], &Method::GET | &Method::HEAD) => auth_request::auth(state, req).await,
         (["session"], &Method::POST) => session::create(state, req).await,
         (["session"], &Method::DELETE) => session::delete(state, req).await,
         (["notifications"], &Method::GET) => notifications::list(state, req).await,
