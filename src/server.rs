@@ -16,11 +16,10 @@ use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin
 
 use crate::config::Config;
 use crate::connect_limit::ConnectLimit;
-use crate::error::Error;
-use crate::error::StartupError;
-use crate::forwarded;
+use crate::error::{Error, StartupError};
+use crate::forwarded::{self, ConnInfo};
 use crate::model::now_secs;
-use crate::routes::body::Request;
+use crate::routes::body::{error_response, Request, Response};
 use crate::send_timeout::SendTimeout;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
@@ -28,12 +27,6 @@ use crate::state::AppState;
 /// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
 /// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
-
-/// What a handler may know about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-}
 
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
@@ -164,8 +157,8 @@ fn spawn_connection(
 }
 
 /// 429 for a connection over `--max-connect-rate`; the connection closes after it.
-fn rate_limited() -> crate::routes::body::Response {
-    let mut response = Error::RateLimited.into_response();
+fn rate_limited() -> Response {
+    let mut response = error_response(Error::RateLimited);
     response
         .headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::error::{Error, Result};
 use crate::forwarded;
-use crate::server::ConnInfo;
+use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
 /// Whether `origin` may make credentialed requests here (also used for CORS).

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use super::jwt::Claims;
 use super::origin;
 use crate::error::{Error, Result};
+use crate::forwarded::ConnInfo;
 use crate::model::{is_valid_id, now_secs, random_token};
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::store::SessionRecord;
 

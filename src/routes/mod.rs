@@ -1,6 +1,6 @@
 //! The method + path table. Paths are matched after the `--base-path` prefix is removed, and
 //! path segments are percent-decoded. Every handler returns `Result<Response, Error>`; only
-//! `Error::into_response` builds error bodies.
+//! `body::error_response` builds error bodies.
 
 mod assets;
 mod auth_request;
@@ -16,9 +16,9 @@ mod session;
 
 use http::{header, Method, Version};
 
-use self::body::{Request, Response};
+use self::body::{error_response, Request, Response};
 use crate::error::{Error, Result};
-use crate::server::ConnInfo;
+use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
 /// Handle one request; never fails (errors become JSON error responses).
@@ -37,7 +37,7 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         (Ok(()), Some(rest)) => route(state, req, rest).await,
         (Ok(()), None) => Err(Error::NotFound("no such endpoint")),
     };
-    let response = result.unwrap_or_else(Error::into_response);
+    let response = result.unwrap_or_else(error_response);
     tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
     response
 }

@@ -12,7 +12,7 @@ use crate::auth::origin;
 use crate::auth::session::{self, Via};
 use crate::error::{Error, Result};
 use crate::forwarded;
-use crate::server::ConnInfo;
+use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
 /// Hop-by-hop headers, plus those the `Connection` header names.
