@@ -304,6 +304,18 @@ pub struct Marked {
     pub changed: Vec<String>,
 }
 
+/// One live stream, as `GET /presence/{user}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// Unique stream key (node + local id); not shown to clients.
+    #[serde(skip_serializing, default)]
+    pub stream: String,
+    /// The session's public id; `null` for a Bearer stream without `sid`.
+    pub session: Option<String>,
+    pub node: String,
+    pub since: String,
+}
+
 /// `data:` of a status change event.
 pub fn status_data(ids: &[String], unread_count: u64) -> String {
     serde_json::json!({"ids": ids, "unread_count": unread_count}).to_string()

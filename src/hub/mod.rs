@@ -12,9 +12,9 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::model::PresenceEntry;
 use crate::model::{rfc3339, Change, Epoch};
 use crate::sse::frame;
-use crate::store::PresenceEntry;
 
 /// Signals queued per stream. Beyond this backlog the stream is closed; the client resumes
 /// with `Last-Event-ID` and loses nothing.

@@ -17,9 +17,10 @@ use tokio::time::{Instant, Sleep};
 use super::frame;
 use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Signal};
+use crate::model::PresenceEntry;
 use crate::model::{now_ms, now_secs, Epoch, EventId};
 use crate::state::AppState;
-use crate::store::{Head, PresenceEntry, Replay};
+use crate::store::{Head, Replay};
 
 /// Range of the reconnect delay each stream suggests in its `retry:` line, in milliseconds.
 /// Each stream draws its own, so the clients of a node that shuts down (or of a network

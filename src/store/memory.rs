@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 use super::{
-    Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Head, ListQuery, Page, Published, Replay, ReplayWindow, SessionRecord, IDEMPOTENCY_TTL_MS,
+    LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
 use crate::model::{
     now_ms, now_secs, rfc3339, status_data, Change, ChangeKind, Epoch, EventId, Mark, Marked,
-    Notification, Target,
+    Notification, PresenceEntry, Target,
 };
 
 #[derive(Clone)]

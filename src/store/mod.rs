@@ -10,7 +10,7 @@ pub mod memory;
 pub mod redis;
 
 use crate::error::Result;
-use crate::model::{Change, Epoch, EventId, Mark, Marked, Notification, Target};
+use crate::model::{Change, Epoch, EventId, Mark, Marked, Notification, PresenceEntry, Target};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -85,18 +85,6 @@ pub struct Published {
     pub id: String,
     /// False when the idempotency key had already stored this notification.
     pub stored: bool,
-}
-
-/// One live stream, as `GET /presence/{user}` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PresenceEntry {
-    /// Unique stream key (node + local id); not shown to clients.
-    #[serde(skip_serializing, default)]
-    pub stream: String,
-    /// The session's public id; `null` for a Bearer stream without `sid`.
-    pub session: Option<String>,
-    pub node: String,
-    pub since: String,
 }
 
 /// The replay decision shared by both backends, once the epochs matched: `after` against the

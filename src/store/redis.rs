@@ -11,13 +11,13 @@ use redis::{AsyncCommands, Script};
 
 use super::keys::{self, UserKeys};
 use super::{
-    Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Head, ListQuery, Page, Published, Replay, ReplayWindow, SessionRecord, IDEMPOTENCY_TTL_MS,
+    LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::{Error, Result};
 use crate::model::{
     now_ms, now_secs, rfc3339, Change, ChangeKind, Epoch, EventId, Mark, Marked, Notification,
-    Target,
+    PresenceEntry, Target,
 };
 use crate::redis_conn::RedisConn;
 
