@@ -20,7 +20,6 @@
 
 pub mod auth;
 pub mod broker;
-pub mod cleaner;
 pub mod cli;
 pub mod config;
 pub mod connect_limit;
@@ -32,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod publish;
 pub mod redis_conn;
+pub mod retention;
 pub mod routes;
 pub mod send_timeout;
 pub mod server;

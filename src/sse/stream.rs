@@ -262,7 +262,7 @@ impl Drop for Stream {
         }
         // The memory store reads presence from the hub; Redis holds an entry to delete.
         let runtime = tokio::runtime::Handle::try_current();
-        if let (crate::store::Store::Redis(_), Ok(runtime)) = (&state.store, runtime) {
+        if let (true, Ok(runtime)) = (state.store.keeps_presence(), runtime) {
             let (store, user, key) = (
                 state.store.clone(),
                 self.user.clone(),

@@ -378,6 +378,10 @@ impl MemoryStore {
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
         Ok(self.inner.hub.presence(user))
     }
+
+    pub async fn retire(&self, _node: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

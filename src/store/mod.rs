@@ -9,8 +9,16 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 
-use crate::error::Result;
+use std::future::Future;
+
+use tokio::sync::watch;
+
+use crate::config::Backend;
+use crate::error::{Result, StartupError};
+use crate::hub::Hub;
 use crate::model::{Change, Epoch, EventId, Mark, Marked, Notification, PresenceEntry, Target};
+use crate::redis_conn::connect_plain;
+use crate::shutdown::Shutdown;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -125,6 +133,23 @@ macro_rules! forward {
 }
 
 impl Store {
+    /// The store for `backend`: in memory (presence read from `hub`), or over its own Redis
+    /// connection; an unreachable Redis is a start-up error.
+    pub async fn connect(
+        backend: &Backend,
+        hub: Hub,
+        max_per_user: usize,
+        shutdown: &Shutdown,
+    ) -> Result<Self, StartupError> {
+        Ok(match backend {
+            Backend::Embedded => Store::Memory(MemoryStore::new(hub, max_per_user)),
+            Backend::Redis(_) | Backend::Cluster(_) => {
+                let conn = connect_plain(backend, "store", Some(shutdown.clone())).await?;
+                Store::Redis(RedisStore::new(conn, max_per_user))
+            }
+        })
+    }
+
     /// Ok when the backend answers (for `/readyz`).
     pub async fn ping(&self) -> Result<()> {
         forward!(self.ping())
@@ -216,6 +241,35 @@ impl Store {
     /// Live streams of a user on every live node.
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
         forward!(self.presence(user))
+    }
+
+    /// Whether presence entries live in the store (Redis), so a closing stream must delete its
+    /// own; the memory store reads presence from the hub.
+    pub fn keeps_presence(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    /// Leaving for good: drop this node's alive key so its presence entries vanish at once.
+    pub async fn retire(&self, node: &str) -> Result<()> {
+        forward!(self.retire(node))
+    }
+
+    /// The task that keeps this node alive in the store's eyes until shutdown (Redis: the
+    /// alive key other nodes check presence entries against); `None` when nothing needs it.
+    pub fn keep_alive(&self, node: String, shutdown: Shutdown) -> Option<impl Future<Output = ()>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(store) => Some(store.clone().keep_alive(node, shutdown)),
+        }
+    }
+
+    /// Changes each time the store's link has a new connection after losing one (Redis);
+    /// `None` for the memory store, which never loses one.
+    pub fn reconnections(&self) -> Option<watch::Receiver<u64>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(store) => Some(store.reconnections()),
+        }
     }
 }
 

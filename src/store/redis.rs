@@ -20,6 +20,7 @@ use crate::model::{
     PresenceEntry, Target,
 };
 use crate::redis_conn::RedisConn;
+use crate::shutdown::Shutdown;
 
 /// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
 pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
@@ -444,6 +445,21 @@ impl RedisStore {
             .pset_ex(keys::node_alive(node), now_ms(), NODE_ALIVE_TTL_MS)
             .await?;
         Ok(())
+    }
+
+    /// Refresh this node's alive key every quarter of [`NODE_ALIVE_TTL_MS`] until shutdown, so
+    /// other nodes keep trusting its presence entries.
+    pub async fn keep_alive(self, node: String, shutdown: Shutdown) {
+        let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
+        loop {
+            if let Err(e) = self.heartbeat(&node).await {
+                tracing::debug!(error = %e, "node heartbeat failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
     }
 
     /// Remove this node's alive key (clean shutdown).
