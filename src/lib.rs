@@ -18,25 +18,27 @@
 //! - `cleaner`: retention, on one node at a time; `ingest`: the Redis ingest stream.
 //! - `model`, `metrics`, `commands` (`herald token` / `herald publish`).
 
-pub mod auth;
-pub mod broker;
-pub mod cli;
-pub mod config;
-pub mod connect_limit;
-pub mod error;
-pub mod forwarded;
-pub mod hub;
-pub mod ingest;
-pub mod metrics;
-pub mod model;
-pub mod publish;
-pub mod redis_conn;
-pub mod retention;
-pub mod routes;
-pub mod send_timeout;
-pub mod server;
-pub mod shutdown;
-pub mod sse;
-pub mod state;
-pub mod store;
-pub mod upstream;
+mod auth;
+mod broker;
+mod cli;
+mod config;
+mod connect_limit;
+mod error;
+mod forwarded;
+mod hub;
+mod ingest;
+mod metrics;
+mod model;
+mod publish;
+mod redis_conn;
+mod retention;
+mod routes;
+mod send_timeout;
+mod server;
+mod shutdown;
+mod sse;
+mod state;
+mod store;
+mod upstream;
+
+pub use cli::main;

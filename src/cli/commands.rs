@@ -10,7 +10,7 @@ use crate::config::Backend;
 use crate::error::StartupError;
 use crate::model::{now_secs, NotificationInput};
 use crate::publish::{publish as publish_request, PublishRequest};
-use crate::store::{RedisStore, Store};
+use crate::store::Store;
 
 fn keys(args: &KeyArgs) -> Result<Keys, StartupError> {
     args.keys()?
@@ -63,8 +63,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     match backend(&args.redis_url)? {
         Backend::Embedded => post(args, &request).await,
         redis => {
-            let conn = crate::redis_conn::connect_plain(&redis, "store", None).await?;
-            let store = Store::Redis(RedisStore::new(conn, args.max_per_user));
+            let store = Store::redis(&redis, args.max_per_user, None).await?;
             let response = publish_request(&store, None, &request)
                 .await
                 .map_err(failed)?;

@@ -4,12 +4,13 @@
 
 mod assets;
 mod auth_request;
-pub mod body;
+pub(crate) mod body;
 mod dev;
 mod events;
 mod groups;
 mod notifications;
 mod ops;
+mod presence;
 mod proxy;
 mod publish;
 mod session;
@@ -94,7 +95,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["groups", group, "members", user], &Method::DELETE) => {
             groups::remove(state, req, group, user).await
         }
-        (["presence", user], &Method::GET) => groups::presence(state, req, user).await,
+        (["presence", user], &Method::GET) => presence::get(state, req, user).await,
         (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
         (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
         (["metrics"], &Method::GET | &Method::HEAD) => ops::metrics(&state, &req),

@@ -5,9 +5,9 @@
 //! order (memory: under the user's lock; Redis: inside one Lua script with SPUBLISH). Each
 //! change log carries an epoch drawn when it is created; positions of another epoch reset.
 
-pub mod keys;
-pub mod memory;
-pub mod redis;
+pub(crate) mod keys;
+mod memory;
+mod redis;
 
 use std::future::Future;
 
@@ -144,10 +144,19 @@ impl Store {
         Ok(match backend {
             Backend::Embedded => Store::Memory(MemoryStore::new(hub, max_per_user)),
             Backend::Redis(_) | Backend::Cluster(_) => {
-                let conn = connect_plain(backend, "store", Some(shutdown.clone())).await?;
-                Store::Redis(RedisStore::new(conn, max_per_user))
+                Store::redis(backend, max_per_user, Some(shutdown.clone())).await?
             }
         })
+    }
+
+    /// The Redis store for a Redis `backend` (`herald publish --redis-url` has no shutdown).
+    pub async fn redis(
+        backend: &Backend,
+        max_per_user: usize,
+        shutdown: Option<Shutdown>,
+    ) -> Result<Self, StartupError> {
+        let conn = connect_plain(backend, "store", shutdown).await?;
+        Ok(Store::Redis(RedisStore::new(conn, max_per_user)))
     }
 
     /// Ok when the backend answers (for `/readyz`).

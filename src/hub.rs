@@ -236,11 +236,6 @@ impl Hub {
         self.inner.users.get(user).map_or(0, |s| s.len())
     }
 
-    /// Users with at least one stream here (to resubscribe after a broker reconnect).
-    pub fn users(&self) -> Vec<String> {
-        self.inner.users.iter().map(|e| e.key().clone()).collect()
-    }
-
     /// This node's streams of `user`, as presence entries.
     pub fn presence(&self, user: &str) -> Vec<PresenceEntry> {
         self.inner.users.get(user).map_or_else(Vec::new, |subs| {
