@@ -144,8 +144,7 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
     let (id, secret) = split_cookie(&value).ok_or_else(ended)?;
     match state.store.session(id).await? {
         Some(record)
-            if record.exp > now_secs()
-                && same_digest(&record.secret_hash, &secret_hash(secret)) =>
+            if record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret)) =>
         {
             Ok(Caller {
                 user: record.user,

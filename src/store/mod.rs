@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use crate::config::Backend;
 use crate::error::{Result, StartupError};
 use crate::hub::Hub;
-use crate::model::{Change, Epoch, EventId, Mark, Marked, Notification, PresenceEntry, Target};
+use crate::model::{
+    now_secs, Change, Epoch, EventId, Mark, Marked, Notification, PresenceEntry, Target,
+};
 use crate::redis_conn::connect_plain;
 use crate::shutdown::Shutdown;
 
@@ -41,6 +43,13 @@ pub struct SessionRecord {
     pub secret_hash: String,
 }
 
+impl SessionRecord {
+    /// Whether the session has not ended yet: the one expiry rule for sessions.
+    pub fn is_live(&self) -> bool {
+        self.exp > now_secs()
+    }
+}
+
 /// `GET /notifications` parameters, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -56,6 +65,22 @@ pub struct Page {
     pub unread_count: u64,
     /// The cursor for the next page (`before=`), when there is one.
     pub next: Option<String>,
+}
+
+impl Page {
+    /// A page of at most the requested size; `more` says whether older notifications remain,
+    /// and then the cursor is the last id on this page. Both stores build pages here.
+    pub fn new(notifications: Vec<Notification>, more: bool, unread_count: u64) -> Self {
+        Page {
+            next: if more {
+                notifications.last().map(|n| n.id.clone())
+            } else {
+                None
+            },
+            notifications,
+            unread_count,
+        }
+    }
 }
 
 /// Where a user's change log stands now.

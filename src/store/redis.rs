@@ -116,7 +116,7 @@ impl RedisStore {
         let value: Option<String> = self.conn().get(keys::session(id)).await?;
         Ok(value
             .and_then(|v| serde_json::from_str::<SessionRecord>(&v).ok())
-            .filter(|r| r.exp > now_secs()))
+            .filter(SessionRecord::is_live))
     }
 
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
@@ -188,15 +188,7 @@ impl RedisStore {
             .chunks(2)
             .filter_map(|pair| parse_item(&pair[0], pair.get(1).map(String::as_str)))
             .collect();
-        Ok(Page {
-            next: if more {
-                notifications.last().map(|n| n.id.clone())
-            } else {
-                None
-            },
-            notifications,
-            unread_count: unread,
-        })
+        Ok(Page::new(notifications, more, unread))
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
