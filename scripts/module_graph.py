@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import graph of src/: one node per file, edges from `use crate::…`, `super::…`, `self::…` and
-inline `crate::a::b` paths, with `#[cfg(test)]` modules left out. Prints every cycle (strongly
-connected component of more than one file; a child's use of its own `mod.rs` aside) and exits 1 if any.
+inline `crate::a::b` paths, with `#[cfg(test)]` modules left out. Prints every import that points to a
+higher layer (the table LAYERS) and every cycle (strongly connected component of more than one file; a child's use of its own `mod.rs` aside) and exits 1 if any.
 Run: python3 scripts/module_graph.py [--edges]"""
 import os, re, sys
 
@@ -108,6 +108,15 @@ def edges_of(f):
         paths += expand_use(m.group(1))
     for m in re.finditer(r"\b((?:crate|super|self)(?:::\w+)+)", src):
         paths.append(m.group(1).split("::"))
+    # `use crate::auth;` or `use crate::shutdown::{self, …}` make `auth::…` / `shutdown::…`
+    # paths elsewhere in the file: follow them too.
+    for segs in list(paths):
+        if segs and segs[-1] == "self":
+            segs = segs[:-1]
+        if len(segs) >= 2 and segs[0] in ("crate", "super", "self"):
+            alias = segs[-1]
+            for m in re.finditer(r"(?<![:\w])" + alias + r"((?:::\w+)+)", src):
+                paths.append(segs + m.group(1).split("::")[1:])
     for segs in paths:
         if not segs:
             continue
@@ -123,6 +132,7 @@ def edges_of(f):
             abs_ = list(me) + segs[1:]
         else:
             continue
+        abs_ = [x for x in abs_ if x != "self"]
         t = resolve(abs_)
         if t and t != f:
             out.add(t)
@@ -180,11 +190,48 @@ for v in sorted(G):
 if "--edges" in sys.argv:
     for f in sorted(G):
         print(f, "->", ", ".join(sorted(G[f])))
+# The layers, bottom (0) to top, as docs/architecture.md draws them. Within a layer any
+# acyclic import is fine; an import of a higher layer is reported.
+LAYERS = [
+    ("domain", ["model.rs", "error.rs", "auth/jwt.rs", "sse/frame.rs", "metrics.rs", "shutdown.rs"]),
+    ("config", ["config.rs"]),
+    ("backends", ["store/", "broker/", "hub.rs", "redis_conn/"]),
+    ("services", ["publish.rs", "ingest.rs", "retention.rs", "upstream.rs"]),
+    ("state", ["state.rs"]),
+    ("HTTP", ["routes/", "auth/", "sse/", "forwarded.rs", "connect_limit.rs", "send_timeout.rs"]),
+    ("server", ["server.rs"]),
+    ("CLI", ["cli/", "lib.rs"]),
+]
+
+
+def layer(f):
+    for i, (_, members) in enumerate(LAYERS):
+        if f in members:
+            return i
+    for i, (_, members) in enumerate(LAYERS):
+        if any(m.endswith("/") and f.startswith(m) for m in members):
+            return i
+    return None
+
+
+upward = []
+for f in sorted(G):
+    if layer(f) is None:
+        upward.append(f"{f}: in no layer")
+        continue
+    for t in sorted(G[f]):
+        if layer(t) > layer(f):
+            upward.append(f"{f} ({LAYERS[layer(f)][0]}) -> {t} ({LAYERS[layer(t)][0]})")
+
 cycles = [sorted(x) for x in comps if len(x) > 1]
 print(f"{len(G)} files, {sum(len(v) for v in G.values())} edges")
+for u in upward:
+    print("upward:", u)
+if not upward:
+    print("no upward import")
 if not cycles:
     print("no cycle")
-    sys.exit(0)
+    sys.exit(1 if upward else 0)
 for comp in cycles:
     print(f"cycle of {len(comp)} files: {', '.join(comp)}")
     s = set(comp)

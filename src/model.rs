@@ -105,7 +105,7 @@ impl NotificationInput {
         Ok(())
     }
 
-    /// The stored notification for `user`, checked against the size limit.
+    /// The stored notification for `user` (the size limit is [`notification_json`]'s check).
     pub fn to_notification(&self, id: String, user: &str, now: SystemTime) -> Notification {
         Notification {
             id,

@@ -1,5 +1,7 @@
-//! Bind, accept, one hyper task per connection, drain on shutdown. `run` is the one seam that
-//! `serve`, tests and benches enter through: a bound listener, the state, a shutdown value.
+//! The process's lifetime: bind, build the state, start every background task (keep-alive,
+//! catch-up, ingest, retention), accept with one hyper task per connection, drain on shutdown.
+//! `serve` turns SIGINT/SIGTERM into the one `Shutdown`; `run` is the accept loop over a bound
+//! listener, the state and that shutdown value.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
