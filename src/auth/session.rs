@@ -68,7 +68,11 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
 /// The `Cookie` headers without the session cookie, read as [`session_cookie`] reads it
 /// (the cookie crate); every other pair passes through unchanged.
 pub fn strip_session_cookie(headers: &mut HeaderMap) {
-    let is_session = |pair: &str| Cookie::parse(pair).is_ok_and(|c| c.name() == COOKIE_NAME);
+    let is_session = |pair: &str| match Cookie::parse(pair) {
+        Ok(cookie) => cookie.name() == COOKIE_NAME,
+        // A bare name is no cookie to the crate, but it still names ours: never forward it.
+        Err(_) => pair == COOKIE_NAME,
+    };
     let kept: Vec<String> = headers
         .get_all(COOKIE)
         .iter()
@@ -255,6 +259,21 @@ mod tests {
             split_cookie(&format!("{id}.{}", secret.to_uppercase())),
             None
         );
+    }
+
+    /// The proxy's copy of `Cookie` loses the session cookie (also a bare name) and keeps the rest.
+    #[test]
+    fn session_cookie_stripped() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1; herald_session=x.y"));
+        headers.append(COOKIE, HeaderValue::from_static(" herald_session ; b=2"));
+        strip_session_cookie(&mut headers);
+        assert_eq!(headers.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(headers[COOKIE], "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, HeaderValue::from_static("herald_session=x.y"));
+        strip_session_cookie(&mut only);
+        assert!(only.get(COOKIE).is_none());
     }
 
     /// The stored digest matches its secret and no other.
