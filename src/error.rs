@@ -1,10 +1,9 @@
-//! The one error type of request handling, and its mapping to a status and the JSON error body
-//! `{"error":{"code","message"}}`. Only this file builds error responses; the `message` is for
-//! humans and never carries internals (sources go to the log).
+//! The one error type of request handling, with its status and stable code (the HTTP layer's
+//! `routes::body::error_response` turns it into the JSON error body); and `StartupError`, the
+//! one-line start-up failure. The `message` is for humans and never carries internals
+//! (sources go to the log).
 
-use http::{header, StatusCode};
-
-use crate::routes::body::{full, Response};
+use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,6 +46,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A start-up failure: one line that names the flag or address; the process exits with 2.
+/// Also what a sub-command (`herald token`, `herald publish`) fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
 impl Error {
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
@@ -85,48 +90,6 @@ impl Error {
             Error::GatewayTimeout => "gateway_timeout",
             Error::Internal(_) => "internal",
         }
-    }
-
-    /// The response for this error; our own faults are logged at error, client mistakes at debug.
-    pub fn into_response(self) -> Response {
-        match &self {
-            Error::Unavailable(source) => tracing::warn!(error = %source, "backend unavailable"),
-            Error::BadGateway(source) => tracing::warn!(error = %source, "upstream unreachable"),
-            Error::Internal(detail) => tracing::error!(%detail, "internal error"),
-            Error::PartlyStored { stored, source } => {
-                tracing::warn!(error = %source, stored = stored.len(), "publish interrupted")
-            }
-            other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
-        }
-        let mut body =
-            serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
-        if let Error::PartlyStored { stored, .. } = &self {
-            body["error"]["stored"] = serde_json::json!(stored);
-        }
-        let mut response = full(self.status(), body.to_string());
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        if let Error::TooLarge { .. } | Error::RequestTimeout = self {
-            // The rest of the body is left unread, so this connection cannot be reused.
-            response.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-        }
-        if let Error::MethodNotAllowed(allow) = self {
-            response
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static(allow));
-        }
-        if let Error::Unauthorized(_) = self {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
     }
 }
 

@@ -7,6 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 use http::HeaderMap;
 use ipnet::IpNet;
 
+/// What a handler may know about the connection a request came on (a request extension, set
+/// by the server for every request).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Client {
     pub addr: IpAddr,

@@ -12,17 +12,18 @@
 
 use std::time::Duration;
 
-use crate::redis_conn::RedisConn;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamMaxlen, StreamReadOptions,
     StreamReadReply,
 };
 use redis::AsyncCommands;
 
-use crate::error::Error;
+use crate::config::Backend;
+use crate::error::{Error, StartupError};
 use crate::metrics::Metrics;
-use crate::routes::body::MAX_BODY_BYTES;
-use crate::routes::{publish, PublishRequest};
+use crate::model::MAX_BODY_BYTES;
+use crate::publish::{publish, PublishRequest};
+use crate::redis_conn::{connect_plain, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -62,6 +63,22 @@ enum Outcome {
 
 impl Ingest {
     /// `conn` must be this loop's own connection: blocking reads hold it.
+    /// The consumer for a Redis backend, on its own connection (blocking reads hold one);
+    /// `None` in embedded mode, which has no ingest stream.
+    pub async fn connect(
+        backend: &Backend,
+        store: Store,
+        metrics: Metrics,
+        node: String,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Self>, StartupError> {
+        if *backend == Backend::Embedded {
+            return Ok(None);
+        }
+        let conn = connect_plain(backend, "ingest", Some(shutdown.clone())).await?;
+        Ok(Some(Ingest::new(conn, store, metrics, node)))
+    }
+
     pub fn new(conn: RedisConn, store: Store, metrics: Metrics, node: String) -> Self {
         Ingest {
             blocking: conn.for_blocking_reads(Duration::from_millis(BLOCK_MS as u64)),

@@ -2,40 +2,59 @@
 //!
 //! A notification flows config → auth/session → route → store (commit) → broker → hub → stream:
 //!
-//! - `cli`, `config`: the command line and its typed, validated form.
+//! - `cli`: the command line (`serve`, `token`, `publish`); builds `Config` and `Keys`.
 //! - `server`, `shutdown`, `connect_limit`, `send_timeout`: accept loop, one hyper task per
-//!   connection (head size cap, send timeout), `--max-connect-rate`, drain on SIGTERM.
+//!   connection (head size cap, send timeout), `--max-connect-rate`, the background tasks,
+//!   drain on SIGTERM.
+//! - `routes`: the HTTP endpoints, one family per file; `routes::body` builds every response,
+//!   error bodies included.
+//! - `auth`, `forwarded`: JWT keys and claims, sessions and callers, the Origin rule; the
+//!   connection's `ConnInfo` and the client's address and scheme (trusted proxies only).
+//! - `sse`: frame encoding and the per-stream state machine.
 //! - `state`: `AppState`, the cheap-to-clone handle every handler gets.
-//! - `auth`, `forwarded`: JWT keys, sessions and callers, the Origin rule; the client's
-//!   address and scheme (trusted proxies only).
-//! - `routes`: the HTTP endpoints; `error` maps failures to the JSON error body.
+//! - `publish`: the publish service (HTTP, ingest and `herald publish` share it); `ingest`: the
+//!   Redis ingest stream; `retention`: purging old notifications, one node at a time;
+//!   `upstream`: the `/api/` upstream client.
 //! - `store`: trays, change logs, sessions, groups, presence (memory or Redis).
 //! - `broker`: changes and stream controls between nodes (Redis sharded pub/sub);
 //!   `redis_conn`: the one connection type for one Redis server or a cluster, with
 //!   deadlines, fail-fast while Redis is away and a probe that brings it back.
 //! - `hub`: this node's live streams by user; fan-out without copying payloads.
-//! - `sse`: frame encoding and the per-stream state machine.
-//! - `cleaner`: retention, on one node at a time; `ingest`: the Redis ingest stream.
-//! - `model`, `metrics`, `commands` (`herald token` / `herald publish`).
+//! - `config`: `Config` and `Backend`, typed and validated.
+//! - `model`, `error`, `metrics`: the nouns and ids, the error type, the counters.
+//!
+//! # Layers
+//!
+//! Each module imports only from layers below it (or its own folder's `mod.rs`), bottom up:
+//! domain (`model`, `error`, `auth::jwt`, `sse::frame`, `metrics`, `shutdown`) → `config` →
+//! backends (`redis_conn`, `hub`, then `store`, then `broker`) → services (`publish`,
+//! `ingest`, `retention`, `upstream`) → `state` (builds, spawns nothing) → HTTP (`routes`,
+//! `auth::{session, origin}`, `sse::stream`, `forwarded`, `connect_limit`, `send_timeout`) →
+//! `server` (starts every task) → `cli` (the only code that sees clap). Modules are private;
+//! the one public item is [`main`]. `docs/architecture.md` draws the layers and
+//! `scripts/module_graph.py` checks them.
 
-pub mod auth;
-pub mod broker;
-pub mod cleaner;
-pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod connect_limit;
-pub mod error;
-pub mod forwarded;
-pub mod hub;
-pub mod ingest;
-pub mod metrics;
-pub mod model;
-pub mod redis_conn;
-pub mod routes;
-pub mod send_timeout;
-pub mod server;
-pub mod shutdown;
-pub mod sse;
-pub mod state;
-pub mod store;
+mod auth;
+mod broker;
+mod cli;
+mod config;
+mod connect_limit;
+mod error;
+mod forwarded;
+mod hub;
+mod ingest;
+mod metrics;
+mod model;
+mod publish;
+mod redis_conn;
+mod retention;
+mod routes;
+mod send_timeout;
+mod server;
+mod shutdown;
+mod sse;
+mod state;
+mod store;
+mod upstream;
+
+pub use cli::main;

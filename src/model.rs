@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 pub const MAX_NOTIFICATION_BYTES: usize = 16 * 1024;
 /// Longest user id, group name, session id or tab id, in characters.
 pub const MAX_ID_CHARS: usize = 128;
+/// Largest JSON request body, in bytes (an HTTP body or an ingest entry): a publish to many
+/// users stays well below it.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 256;
 
@@ -102,7 +105,7 @@ impl NotificationInput {
         Ok(())
     }
 
-    /// The stored notification for `user`, checked against the size limit.
+    /// The stored notification for `user` (the size limit is [`notification_json`]'s check).
     pub fn to_notification(&self, id: String, user: &str, now: SystemTime) -> Notification {
         Notification {
             id,
@@ -301,6 +304,18 @@ pub struct Marked {
     pub changed: Vec<String>,
 }
 
+/// One live stream, as `GET /presence/{user}` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// Unique stream key (node + local id); not shown to clients.
+    #[serde(skip_serializing, default)]
+    pub stream: String,
+    /// The session's public id; `null` for a Bearer stream without `sid`.
+    pub session: Option<String>,
+    pub node: String,
+    pub since: String,
+}
+
 /// `data:` of a status change event.
 pub fn status_data(ids: &[String], unread_count: u64) -> String {
     serde_json::json!({"ids": ids, "unread_count": unread_count}).to_string()
@@ -310,15 +325,21 @@ pub fn status_data(ids: &[String], unread_count: u64) -> String {
 /// leading or trailing whitespace. Such an id travels unchanged in an HTTP header (parsers trim
 /// the edges of header values, so `"alice "` would reach a backend as `alice`).
 pub fn validate_id(what: &str, s: &str) -> Result<()> {
-    let n = s.chars().count();
     let edge_space = s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace);
-    if n == 0 || n > MAX_ID_CHARS || s.chars().any(char::is_control) || edge_space {
+    if !is_plain(s, MAX_ID_CHARS) || edge_space {
         return Err(Error::invalid(format!(
             "{what} must be 1 to {MAX_ID_CHARS} characters without control characters or \
              leading/trailing whitespace"
         )));
     }
     Ok(())
+}
+
+/// 1 to `max_chars` characters, none of them a control character: the rule every client-chosen
+/// string shares (ids add "no leading or trailing whitespace", see [`validate_id`]).
+pub fn is_plain(s: &str, max_chars: usize) -> bool {
+    let n = s.chars().count();
+    n > 0 && n <= max_chars && !s.chars().any(char::is_control)
 }
 
 pub fn is_valid_id(s: &str) -> bool {

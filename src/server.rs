@@ -1,5 +1,7 @@
-//! Bind, accept, one hyper task per connection, drain on shutdown. `run` is the one seam that
-//! `serve`, tests and benches enter through: a bound listener, the state, a shutdown value.
+//! The process's lifetime: bind, build the state, start every background task (keep-alive,
+//! catch-up, ingest, retention), accept with one hyper task per connection, drain on shutdown.
+//! `serve` turns SIGINT/SIGTERM into the one `Shutdown`; `run` is the accept loop over a bound
+//! listener, the state and that shutdown value.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,15 +13,19 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::config::{Config, StartupError};
+use crate::config::Config;
 use crate::connect_limit::ConnectLimit;
-use crate::error::Error;
-use crate::forwarded;
+use crate::error::{Error, StartupError};
+use crate::forwarded::{self, ConnInfo};
+use crate::hub::Hub;
+use crate::ingest::Ingest;
 use crate::model::now_secs;
-use crate::routes::body::Request;
+use crate::retention;
+use crate::routes::body::{error_response, Request, Response};
 use crate::send_timeout::SendTimeout;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
@@ -28,12 +34,6 @@ use crate::state::AppState;
 /// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// What a handler may know about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-}
-
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let listener = TcpListener::bind(config.listen)
@@ -41,6 +41,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         .map_err(|e| StartupError(format!("--listen: cannot bind {}: {e}", config.listen)))?;
     let (trigger, shutdown) = shutdown::channel();
     let state = AppState::build(config, shutdown.clone()).await?;
+    start_tasks(&state, &shutdown).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| StartupError(format!("--listen: {e}")))?;
@@ -59,8 +60,62 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         trigger.fire();
     });
     run(listener, state.clone(), shutdown).await;
-    state.retire().await;
+    if let Err(e) = state.store.retire(&state.config.node).await {
+        tracing::debug!(error = %e, "could not remove the node's alive key");
+    }
     Ok(())
+}
+
+/// Every background task of a node, started here and nowhere else; each ends on `shutdown`:
+/// the node's keep-alive (Redis), stream catch-up after the store reconnects (Redis), the
+/// ingest consumer (Redis) and retention (one node at a time). The broker's worker and the
+/// Redis links' probes belong to those values and start with them.
+async fn start_tasks(state: &AppState, shutdown: &Shutdown) -> Result<(), StartupError> {
+    let config = &state.config;
+    if let Some(keep_alive) = state
+        .store
+        .keep_alive(config.node.clone(), shutdown.clone())
+    {
+        tokio::spawn(keep_alive);
+    }
+    if let Some(reconnections) = state.store.reconnections() {
+        tokio::spawn(catch_up_when_back(
+            reconnections,
+            state.hub.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let ingest = Ingest::connect(
+        &config.backend,
+        state.store.clone(),
+        state.metrics.clone(),
+        config.node.clone(),
+        shutdown,
+    )
+    .await?;
+    if let Some(ingest) = ingest {
+        tokio::spawn(ingest.run(shutdown.clone()));
+    }
+    tokio::spawn(retention::run(
+        state.store.clone(),
+        config.node.clone(),
+        config.retention,
+        shutdown.clone(),
+    ));
+    Ok(())
+}
+
+/// The store's link has a new connection after an outage: every stream catches up again. The
+/// broker has them catch up once it has subscribed again, but its link may come back before
+/// the store's, and a stream whose catch-up failed would wait for the user's next change.
+async fn catch_up_when_back(mut reconnections: watch::Receiver<u64>, hub: Hub, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            changed = reconnections.changed() => if changed.is_err() { return },
+            _ = shutdown.wait() => return,
+        }
+        hub.catch_up_all();
+    }
 }
 
 /// `--dev` is for a developer's machine: say so loudly on stderr (whatever the log level),
@@ -163,8 +218,8 @@ fn spawn_connection(
 }
 
 /// 429 for a connection over `--max-connect-rate`; the connection closes after it.
-fn rate_limited() -> crate::routes::body::Response {
-    let mut response = Error::RateLimited.into_response();
+fn rate_limited() -> Response {
+    let mut response = error_response(Error::RateLimited);
     response
         .headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));

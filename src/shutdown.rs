@@ -1,4 +1,4 @@
-//! The stop signal: `main` turns SIGINT/SIGTERM into one `Shutdown` value that every long-lived
+//! The stop signal: `server::serve` turns SIGINT/SIGTERM into one `Shutdown` value that every long-lived
 //! loop (accept loop, streams, broker tasks) selects on.
 
 use tokio::sync::watch;

@@ -8,9 +8,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::KeyArgs;
-use crate::config::StartupError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StartupError};
 
 /// Latest instant Herald represents, in Unix seconds (9999-12-31T23:59:59Z): a NumericDate
 /// beyond it (`u64::MAX`, `1e300`) means "never" and is clamped here, so no later arithmetic
@@ -99,6 +97,17 @@ pub struct Keys {
     pub leeway: Duration,
 }
 
+/// The claim checks besides the signature and `exp`/`nbf`.
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    /// Required `iss` claim.
+    pub issuer: Option<String>,
+    /// Required `aud` claim (one of the token's audiences).
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`.
+    pub leeway: Duration,
+}
+
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keys")
@@ -108,66 +117,64 @@ impl std::fmt::Debug for Keys {
 }
 
 impl Keys {
-    /// Keys from the flags; `None` when neither a secret nor a public key is given.
-    pub fn from_args(args: &KeyArgs) -> Result<Option<Self>, StartupError> {
-        let (algorithm, decoding, encoding) = if let Some(secret) = &args.jwt_secret {
-            if secret.is_empty() {
-                return Err(StartupError("--jwt-secret must not be empty".into()));
-            }
-            (
-                Algorithm::HS256,
-                DecodingKey::from_secret(secret.as_bytes()),
-                Some(EncodingKey::from_secret(secret.as_bytes())),
-            )
-        } else if let Some(path) = &args.jwt_public_key {
-            let pem = std::fs::read(path).map_err(|e| {
-                StartupError(format!(
-                    "--jwt-public-key: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?;
-            // The PEM's key type picks the one algorithm accepted: RSA → RS256, EC → ES256.
-            let (algorithm, key) = match DecodingKey::from_rsa_pem(&pem) {
-                Ok(key) => (Algorithm::RS256, Ok(key)),
-                Err(_) => (Algorithm::ES256, DecodingKey::from_ec_pem(&pem)),
-            };
-            let key = key.map_err(|e| {
-                StartupError(format!(
-                    "--jwt-public-key: {} is not an RSA or EC (P-256) public key PEM: {e}",
-                    path.display()
-                ))
-            })?;
-            (algorithm, key, None)
-        } else {
-            return Ok(None);
+    /// HS256 keys from a shared secret (which must not be empty): they verify and sign.
+    pub fn secret(secret: &[u8], checks: Checks) -> Self {
+        Keys::with(
+            Algorithm::HS256,
+            DecodingKey::from_secret(secret),
+            Some(EncodingKey::from_secret(secret)),
+            checks,
+        )
+    }
+
+    /// Keys from a PEM public key; its key type picks the one algorithm accepted (RSA → RS256,
+    /// EC → ES256). They verify only: a public key cannot sign.
+    pub fn public_pem(pem: &[u8], checks: Checks) -> Result<Self, jsonwebtoken::errors::Error> {
+        let (algorithm, key) = match DecodingKey::from_rsa_pem(pem) {
+            Ok(key) => (Algorithm::RS256, key),
+            Err(_) => (Algorithm::ES256, DecodingKey::from_ec_pem(pem)?),
         };
+        Ok(Keys::with(algorithm, key, None, checks))
+    }
+
+    fn with(
+        algorithm: Algorithm,
+        decoding: DecodingKey,
+        encoding: Option<EncodingKey>,
+        checks: Checks,
+    ) -> Self {
+        let Checks {
+            issuer,
+            audience,
+            leeway,
+        } = checks;
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
-        validation.leeway = args.jwt_leeway.as_secs();
+        validation.leeway = leeway.as_secs();
         // `exp`/`nbf` are checked in `verify`: the library reads them as integers only.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         let mut required = Vec::new();
-        required.extend(args.jwt_issuer.as_ref().map(|_| "iss"));
-        required.extend(args.jwt_audience.as_ref().map(|_| "aud"));
+        required.extend(issuer.as_ref().map(|_| "iss"));
+        required.extend(audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
-        match &args.jwt_issuer {
+        match &issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
         }
-        match &args.jwt_audience {
+        match &audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        Ok(Some(Keys {
+        Keys {
             decoding,
             encoding,
             validation,
             algorithm,
-            issuer: args.jwt_issuer.clone(),
-            audience: args.jwt_audience.clone(),
-            leeway: args.jwt_leeway,
-        }))
+            issuer,
+            audience,
+            leeway,
+        }
     }
 
     /// Verify a token's signature and claims: the library checks the signature, `iss` and
@@ -213,13 +220,13 @@ mod tests {
     use super::*;
 
     fn keys(audience: Option<&str>) -> Keys {
-        Keys::from_args(&KeyArgs {
-            jwt_secret: Some("s".into()),
-            jwt_audience: audience.map(Into::into),
-            ..KeyArgs::default()
-        })
-        .unwrap()
-        .unwrap()
+        Keys::secret(
+            b"s",
+            Checks {
+                audience: audience.map(Into::into),
+                ..Checks::default()
+            },
+        )
     }
 
     fn mint(claims: serde_json::Value) -> String {

@@ -1,6 +1,6 @@
 //! Who is calling: JWT keys and claims (`jwt`), browser sessions and the caller of a request
 //! (`session`), and the Origin rule for cookie-authenticated writes (`origin`).
 
-pub mod jwt;
-pub mod origin;
-pub mod session;
+pub(crate) mod jwt;
+pub(crate) mod origin;
+pub(crate) mod session;

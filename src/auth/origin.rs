@@ -6,11 +6,11 @@
 
 use http::header::{HOST, ORIGIN};
 use http::request::Parts;
+use url::Url;
 
-use crate::config::normalize_origin;
 use crate::error::{Error, Result};
 use crate::forwarded;
-use crate::server::ConnInfo;
+use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
 /// Whether `origin` may make credentialed requests here (also used for CORS).
@@ -53,6 +53,28 @@ fn same_host(origin: &str, request_scheme: &str, host: &str) -> bool {
     origin_host == host
 }
 
+/// `scheme://host[:port]` with the scheme and host lower-cased and a default port dropped.
+/// An origin never carries userinfo (`http://user@host`): such a value is not an origin.
+pub fn normalize_origin(origin: &str) -> Option<String> {
+    if origin.contains('@') {
+        return None;
+    }
+    let url = Url::parse(origin).ok()?;
+    let host = url.host_str()?;
+    if url.path() != "/" || url.query().is_some() {
+        return None;
+    }
+    Some(match url.port() {
+        Some(port) => format!("{}://{}:{}", url.scheme(), host, port),
+        None => format!("{}://{}", url.scheme(), host),
+    })
+}
+
+/// Methods that never change state (RFC 9110 §9.2.1): exempt from the Origin rule.
+pub fn is_safe(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
 /// 403 unless the request carries an allowed `Origin`.
 pub fn check(state: &AppState, parts: &Parts) -> Result<()> {
     let origin = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok());
@@ -70,6 +92,22 @@ pub fn check(state: &AppState, parts: &Parts) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Origins compare after normalization: case and default ports do not matter.
+    #[test]
+    fn origins_normalize() {
+        assert_eq!(
+            normalize_origin("HTTPS://Example.com:443").as_deref(),
+            Some("https://example.com")
+        );
+        assert_eq!(
+            normalize_origin("http://a:8080").as_deref(),
+            Some("http://a:8080")
+        );
+        assert_eq!(normalize_origin("null"), None);
+        assert_eq!(normalize_origin("http://user@a:8080"), None);
+        assert_eq!(normalize_origin("http://user:pw@a:8080"), None);
+    }
 
     /// Scheme, host and port must all match; default ports may be implicit on either side.
     #[test]

@@ -7,13 +7,14 @@
 use cookie::{Cookie, SameSite};
 use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use super::jwt::Claims;
+use super::origin;
 use crate::error::{Error, Result};
+use crate::forwarded::ConnInfo;
 use crate::model::{is_valid_id, now_secs, random_token};
-use crate::server::ConnInfo;
 use crate::state::AppState;
 use crate::store::SessionRecord;
 
@@ -62,6 +63,31 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
         .filter_map(|c| c.ok())
         .find(|c| c.name() == COOKIE_NAME)
         .map(|c| c.value().to_owned())
+}
+
+/// The `Cookie` headers without the session cookie, read as [`session_cookie`] reads it
+/// (the cookie crate); every other pair passes through unchanged.
+pub fn strip_session_cookie(headers: &mut HeaderMap) {
+    let is_session = |pair: &str| match Cookie::parse(pair) {
+        Ok(cookie) => cookie.name() == COOKIE_NAME,
+        // A bare name is no cookie to the crate, but it still names ours: never forward it.
+        Err(_) => pair == COOKIE_NAME,
+    };
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !is_session(pair))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(COOKIE);
+    if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            headers.insert(COOKIE, value);
+        }
+    }
 }
 
 /// The SHA-256 of a session secret, hex: what the store keeps instead of the secret.
@@ -122,8 +148,7 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
     let (id, secret) = split_cookie(&value).ok_or_else(ended)?;
     match state.store.session(id).await? {
         Some(record)
-            if record.exp > now_secs()
-                && same_digest(&record.secret_hash, &secret_hash(secret)) =>
+            if record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret)) =>
         {
             Ok(Caller {
                 user: record.user,
@@ -134,6 +159,22 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
         }
         _ => Err(ended()),
     }
+}
+
+/// The Origin rule for writes, in one place: a cookie caller must pass it (403); a Bearer
+/// caller is exempt (browsers never attach a Bearer token by themselves).
+pub fn check_write(state: &AppState, caller: &Caller, parts: &Parts) -> Result<()> {
+    if caller.via == Via::Cookie {
+        origin::check(state, parts)?;
+    }
+    Ok(())
+}
+
+/// The caller of a write request: [`user`], then [`check_write`].
+pub async fn writer(state: &AppState, parts: &Parts) -> Result<Caller> {
+    let caller = user(state, parts).await?;
+    check_write(state, &caller, parts)?;
+    Ok(caller)
 }
 
 /// Start a browser session for `user` ending at `exp` (at most [`MAX_SESSION_SECS`] ahead).
@@ -218,6 +259,21 @@ mod tests {
             split_cookie(&format!("{id}.{}", secret.to_uppercase())),
             None
         );
+    }
+
+    /// The proxy's copy of `Cookie` loses the session cookie (also a bare name) and keeps the rest.
+    #[test]
+    fn session_cookie_stripped() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1; herald_session=x.y"));
+        headers.append(COOKIE, HeaderValue::from_static(" herald_session ; b=2"));
+        strip_session_cookie(&mut headers);
+        assert_eq!(headers.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(headers[COOKIE], "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, HeaderValue::from_static("herald_session=x.y"));
+        strip_session_cookie(&mut only);
+        assert!(only.get(COOKIE).is_none());
     }
 
     /// The stored digest matches its secret and no other.

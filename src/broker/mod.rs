@@ -3,12 +3,15 @@
 //! subscribes to a user's channel only while it holds a stream of that user. Embedded mode has
 //! one node, so its broker has nothing to carry: the memory store dispatches to the hub itself.
 
-pub mod redis;
+mod redis;
 mod subscriptions;
 
-use crate::error::Result;
+use crate::config::Backend;
+use crate::error::{Result, StartupError};
 use crate::hub::{Delivery, Hub};
+use crate::metrics::Metrics;
 use crate::model::{Epoch, EventId};
+use crate::shutdown::Shutdown;
 use crate::sse::frame;
 
 pub use self::redis::RedisBroker;
@@ -125,6 +128,22 @@ pub enum Broker {
 }
 
 impl Broker {
+    /// The broker for `backend`: nothing to carry in embedded mode; for Redis, connected, with
+    /// its listener and subscription worker running until shutdown.
+    pub async fn start(
+        backend: &Backend,
+        hub: Hub,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> Result<Self, StartupError> {
+        Ok(match backend {
+            Backend::Embedded => Broker::Memory,
+            Backend::Redis(_) | Backend::Cluster(_) => {
+                Broker::Redis(RedisBroker::start(backend, hub, metrics, shutdown).await?)
+            }
+        })
+    }
+
     /// Start receiving `user`'s channel on this node; returns once the subscription is active.
     pub async fn subscribe(&self, user: &str) -> Result<()> {
         match self {

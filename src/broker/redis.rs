@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::subscriptions::{work, Command};
 use super::Message;
-use crate::config::{Backend, StartupError};
+use crate::config::Backend;
+use crate::error::StartupError;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;

@@ -28,7 +28,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{watch, Notify};
 
 use self::link::{clock_offset, Conn, Link, Target};
-use crate::config::{Backend, StartupError};
+use crate::config::Backend;
+use crate::error::StartupError;
 use crate::model::now_ms;
 use crate::shutdown::Shutdown;
 

@@ -1,5 +1,5 @@
 //! Response bodies and request-body reading: one body type for every response (full bytes or
-//! a stream), and JSON request bodies read with a size limit (413), a time limit
+//! a stream), the one place an `Error` becomes a JSON error response, and JSON request bodies read with a size limit (413), a time limit
 //! (`--body-timeout`, 408) and parsed strictly (400).
 
 use std::time::Duration;
@@ -11,14 +11,12 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::model::MAX_BODY_BYTES;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub type Response = http::Response<Body>;
 pub type Request = http::Request<Incoming>;
-
-/// Largest JSON request body, in bytes: a publish to many users stays well below it.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn full(status: StatusCode, bytes: impl Into<Bytes>) -> Response {
     let body = Full::new(bytes.into())
@@ -40,6 +38,49 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+}
+
+/// The response for an error: its status and `{"error":{"code","message"}}` (plus `stored` for
+/// a partly stored publish). Our own faults are logged at error, client mistakes at debug.
+pub fn error_response(error: Error) -> Response {
+    match &error {
+        Error::Unavailable(source) => tracing::warn!(error = %source, "backend unavailable"),
+        Error::BadGateway(source) => tracing::warn!(error = %source, "upstream unreachable"),
+        Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+        Error::PartlyStored { stored, source } => {
+            tracing::warn!(error = %source, stored = stored.len(), "publish interrupted")
+        }
+        other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
+    }
+    let mut body =
+        serde_json::json!({"error": {"code": error.code(), "message": error.to_string()}});
+    if let Error::PartlyStored { stored, .. } = &error {
+        body["error"]["stored"] = serde_json::json!(stored);
+    }
+    let mut response = full(error.status(), body.to_string());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if let Error::TooLarge { .. } | Error::RequestTimeout = error {
+        // The rest of the body is left unread, so this connection cannot be reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    if let Error::MethodNotAllowed(allow) = error {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    }
+    if let Error::Unauthorized(_) = error {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
     response
 }
 

@@ -6,10 +6,10 @@ use http::{header, StatusCode};
 use serde::Deserialize;
 
 use super::body::{empty, json, read_json, Request, Response};
-use super::publish::{publish, PublishRequest};
 use crate::auth;
 use crate::error::Result;
 use crate::model::{now_secs, validate_id};
+use crate::publish::{publish, PublishRequest};
 use crate::state::AppState;
 
 /// Lifetime of a dev login session, in seconds.
@@ -36,10 +36,7 @@ pub async fn login(state: AppState, req: Request) -> Result<Response> {
 
 pub async fn publish_as_user(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
-    let caller = auth::session::user(&state, &parts).await?;
-    if caller.via == auth::session::Via::Cookie {
-        auth::origin::check(&state, &parts)?;
-    }
+    auth::session::writer(&state, &parts).await?;
     let request: PublishRequest = read_json(body, state.config.body_timeout).await?;
     let response = publish(&state.store, Some(&state.metrics), &request).await?;
     Ok(json(StatusCode::ACCEPTED, &response))

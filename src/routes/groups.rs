@@ -1,5 +1,4 @@
-//! Service endpoints about users: group membership (`/groups/{group}/members`) and presence
-//! (`/presence/{user}`). All need a service token.
+//! Group membership (`/groups/{group}/members`): add, list, remove. Service token only.
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -47,14 +46,4 @@ pub async fn remove(state: AppState, req: Request, group: &str, user: &str) -> R
     validate_id("user", user)?;
     state.store.remove_member(group, user).await?;
     Ok(empty(StatusCode::NO_CONTENT))
-}
-
-pub async fn presence(state: AppState, req: Request, user: &str) -> Result<Response> {
-    auth::session::service(&state, &req.into_parts().0)?;
-    validate_id("user", user)?;
-    let sessions = state.store.presence(user).await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"online": !sessions.is_empty(), "sessions": sessions}),
-    ))
 }

@@ -1,26 +1,26 @@
 //! The method + path table. Paths are matched after the `--base-path` prefix is removed, and
 //! path segments are percent-decoded. Every handler returns `Result<Response, Error>`; only
-//! `Error::into_response` builds error bodies.
+//! `body::error_response` builds error bodies.
 
 mod assets;
-pub mod body;
+mod auth_request;
+pub(crate) mod body;
 mod dev;
-pub mod edge;
 mod events;
 mod groups;
 mod notifications;
 mod ops;
+mod presence;
+mod proxy;
 mod publish;
 mod session;
 
 use http::{header, Method, Version};
 
-use self::body::{Request, Response};
+use self::body::{error_response, Request, Response};
 use crate::error::{Error, Result};
-use crate::server::ConnInfo;
+use crate::forwarded::ConnInfo;
 use crate::state::AppState;
-
-pub use self::publish::{publish, PublishRequest};
 
 /// Handle one request; never fails (errors become JSON error responses).
 pub async fn handle(state: AppState, req: Request) -> Response {
@@ -38,7 +38,7 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         (Ok(()), Some(rest)) => route(state, req, rest).await,
         (Ok(()), None) => Err(Error::NotFound("no such endpoint")),
     };
-    let response = result.unwrap_or_else(Error::into_response);
+    let response = result.unwrap_or_else(error_response);
     tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
     response
 }
@@ -71,7 +71,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     if let Some(rest) = path.strip_prefix("/api/") {
         // Forwarded as received: the rest of the path stays percent-encoded.
         let rest = rest.to_owned();
-        return edge::proxy(state, req, &rest).await;
+        return proxy::forward(state, req, &rest).await;
     }
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -83,7 +83,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     let dev = state.config.dev;
     match (segs.as_slice(), &method) {
         (["events"], &Method::GET) => events::open(state, req).await,
-        (["auth"], &Method::GET | &Method::HEAD) => edge::auth(state, req).await,
+        (["auth"], &Method::GET | &Method::HEAD) => auth_request::auth(state, req).await,
         (["session"], &Method::POST) => session::create(state, req).await,
         (["session"], &Method::DELETE) => session::delete(state, req).await,
         (["notifications"], &Method::GET) => notifications::list(state, req).await,
@@ -95,7 +95,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["groups", group, "members", user], &Method::DELETE) => {
             groups::remove(state, req, group, user).await
         }
-        (["presence", user], &Method::GET) => groups::presence(state, req, user).await,
+        (["presence", user], &Method::GET) => presence::get(state, req, user).await,
         (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
         (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
         (["metrics"], &Method::GET | &Method::HEAD) => ops::metrics(&state, &req),

@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::body::{empty, json, read_json, Request, Response};
-use crate::auth::{self, session::Caller, session::Via};
+use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::{validate_id, Mark, Target};
 use crate::state::AppState;
@@ -95,18 +95,9 @@ fn mark_of(read: Option<bool>, deleted: Option<bool>) -> Result<Mark> {
     }
 }
 
-/// Authenticate a write: cookie callers must also pass the Origin check.
-async fn writer(state: &AppState, parts: &http::request::Parts) -> Result<Caller> {
-    let caller = auth::session::user(state, parts).await?;
-    if caller.via == Via::Cookie {
-        auth::origin::check(state, parts)?;
-    }
-    Ok(caller)
-}
-
 pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Response> {
     let (parts, body) = req.into_parts();
-    let caller = writer(&state, &parts).await?;
+    let caller = auth::session::writer(&state, &parts).await?;
     let patch: PatchOne = read_json(body, state.config.body_timeout).await?;
     let mark = mark_of(patch.read, patch.deleted)?;
     let not_found = || Error::NotFound("no such notification");
@@ -130,7 +121,7 @@ pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Respon
 
 pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
-    let caller = writer(&state, &parts).await?;
+    let caller = auth::session::writer(&state, &parts).await?;
     let patch: PatchMany = read_json(body, state.config.body_timeout).await?;
     let mark = mark_of(patch.read, patch.deleted)?;
     let target = match (patch.ids, patch.all) {

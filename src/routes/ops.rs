@@ -6,7 +6,7 @@ use http::{header, HeaderValue, StatusCode};
 use super::body::{full, json, Request, Response};
 use crate::error::{Error, Result};
 use crate::forwarded;
-use crate::server::ConnInfo;
+use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
 pub fn healthz() -> Response {

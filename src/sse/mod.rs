@@ -1,5 +1,5 @@
 //! The last mile: SSE framing (`frame`, each change encoded once) and the per-stream state
 //! machine that writes `ready`, replay, live changes, pings and the end reason (`stream`).
 
-pub mod frame;
-pub mod stream;
+pub(crate) mod frame;
+pub(crate) mod stream;

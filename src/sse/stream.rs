@@ -17,9 +17,10 @@ use tokio::time::{Instant, Sleep};
 use super::frame;
 use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Signal};
+use crate::model::PresenceEntry;
 use crate::model::{now_ms, now_secs, Epoch, EventId};
 use crate::state::AppState;
-use crate::store::{Head, PresenceEntry, Replay};
+use crate::store::{Head, Replay};
 
 /// Range of the reconnect delay each stream suggests in its `retry:` line, in milliseconds.
 /// Each stream draws its own, so the clients of a node that shuts down (or of a network
@@ -261,7 +262,7 @@ impl Drop for Stream {
         }
         // The memory store reads presence from the hub; Redis holds an entry to delete.
         let runtime = tokio::runtime::Handle::try_current();
-        if let (crate::store::Store::Redis(_), Ok(runtime)) = (&state.store, runtime) {
+        if let (true, Ok(runtime)) = (state.store.keeps_presence(), runtime) {
             let (store, user, key) = (
                 state.store.clone(),
                 self.user.clone(),

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 
 use super::{
-    Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Head, ListQuery, Page, Published, Replay, ReplayWindow, SessionRecord, IDEMPOTENCY_TTL_MS,
+    LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
 use crate::model::{
-    now_ms, now_secs, rfc3339, status_data, Change, ChangeKind, Epoch, EventId, Mark, Marked,
-    Notification, Target,
+    now_ms, rfc3339, status_data, Change, ChangeKind, Epoch, EventId, Mark, Marked, Notification,
+    PresenceEntry, Target,
 };
 
 #[derive(Clone)]
@@ -122,7 +122,7 @@ impl MemoryStore {
         let inner = &self.inner;
         // Sweep expired sessions now and then, not on every login.
         if inner.sessions.len() % 1024 == 1023 {
-            inner.sessions.retain(|_, r| r.exp > now_secs());
+            inner.sessions.retain(|_, r| r.is_live());
             inner.user_sessions.retain(|_, ids| {
                 ids.retain(|id| inner.sessions.contains_key(id));
                 !ids.is_empty()
@@ -130,7 +130,7 @@ impl MemoryStore {
         }
         inner.sessions.insert(id.to_owned(), record.clone());
         let mut ids = inner.user_sessions.entry(record.user.clone()).or_default();
-        ids.retain(|id| inner.sessions.get(id).is_some_and(|r| r.exp > now_secs()));
+        ids.retain(|id| inner.sessions.get(id).is_some_and(|r| r.is_live()));
         ids.push_back(id.to_owned());
         let excess = ids.len().saturating_sub(MAX_SESSIONS_PER_USER);
         let evicted: Vec<String> = ids.drain(..excess).collect();
@@ -147,7 +147,7 @@ impl MemoryStore {
             .sessions
             .get(id)
             .map(|r| r.clone())
-            .filter(|r| r.exp > now_secs()))
+            .filter(SessionRecord::is_live))
     }
 
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
@@ -227,15 +227,7 @@ impl MemoryStore {
                 .take(q.limit)
                 .filter_map(|id| tray.items.get(*id).cloned())
                 .collect();
-            Page {
-                next: if more {
-                    notifications.last().map(|n| n.id.clone())
-                } else {
-                    None
-                },
-                notifications,
-                unread_count: tray.unread.len() as u64,
-            }
+            Page::new(notifications, more, tray.unread.len() as u64)
         }))
     }
 
@@ -377,6 +369,10 @@ impl MemoryStore {
 
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
         Ok(self.inner.hub.presence(user))
+    }
+
+    pub async fn retire(&self, _node: &str) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -5,12 +5,22 @@
 //! order (memory: under the user's lock; Redis: inside one Lua script with SPUBLISH). Each
 //! change log carries an epoch drawn when it is created; positions of another epoch reset.
 
-pub mod keys;
-pub mod memory;
-pub mod redis;
+pub(crate) mod keys;
+mod memory;
+mod redis;
 
-use crate::error::Result;
-use crate::model::{Change, Epoch, EventId, Mark, Marked, Notification, Target};
+use std::future::Future;
+
+use tokio::sync::watch;
+
+use crate::config::Backend;
+use crate::error::{Result, StartupError};
+use crate::hub::Hub;
+use crate::model::{
+    now_secs, Change, Epoch, EventId, Mark, Marked, Notification, PresenceEntry, Target,
+};
+use crate::redis_conn::connect_plain;
+use crate::shutdown::Shutdown;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -33,6 +43,13 @@ pub struct SessionRecord {
     pub secret_hash: String,
 }
 
+impl SessionRecord {
+    /// Whether the session has not ended yet: the one expiry rule for sessions.
+    pub fn is_live(&self) -> bool {
+        self.exp > now_secs()
+    }
+}
+
 /// `GET /notifications` parameters, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -48,6 +65,22 @@ pub struct Page {
     pub unread_count: u64,
     /// The cursor for the next page (`before=`), when there is one.
     pub next: Option<String>,
+}
+
+impl Page {
+    /// A page of at most the requested size; `more` says whether older notifications remain,
+    /// and then the cursor is the last id on this page. Both stores build pages here.
+    pub fn new(notifications: Vec<Notification>, more: bool, unread_count: u64) -> Self {
+        Page {
+            next: if more {
+                notifications.last().map(|n| n.id.clone())
+            } else {
+                None
+            },
+            notifications,
+            unread_count,
+        }
+    }
 }
 
 /// Where a user's change log stands now.
@@ -85,18 +118,6 @@ pub struct Published {
     pub id: String,
     /// False when the idempotency key had already stored this notification.
     pub stored: bool,
-}
-
-/// One live stream, as `GET /presence/{user}` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PresenceEntry {
-    /// Unique stream key (node + local id); not shown to clients.
-    #[serde(skip_serializing, default)]
-    pub stream: String,
-    /// The session's public id; `null` for a Bearer stream without `sid`.
-    pub session: Option<String>,
-    pub node: String,
-    pub since: String,
 }
 
 /// The replay decision shared by both backends, once the epochs matched: `after` against the
@@ -137,6 +158,32 @@ macro_rules! forward {
 }
 
 impl Store {
+    /// The store for `backend`: in memory (presence read from `hub`), or over its own Redis
+    /// connection; an unreachable Redis is a start-up error.
+    pub async fn connect(
+        backend: &Backend,
+        hub: Hub,
+        max_per_user: usize,
+        shutdown: &Shutdown,
+    ) -> Result<Self, StartupError> {
+        Ok(match backend {
+            Backend::Embedded => Store::Memory(MemoryStore::new(hub, max_per_user)),
+            Backend::Redis(_) | Backend::Cluster(_) => {
+                Store::redis(backend, max_per_user, Some(shutdown.clone())).await?
+            }
+        })
+    }
+
+    /// The Redis store for a Redis `backend` (`herald publish --redis-url` has no shutdown).
+    pub async fn redis(
+        backend: &Backend,
+        max_per_user: usize,
+        shutdown: Option<Shutdown>,
+    ) -> Result<Self, StartupError> {
+        let conn = connect_plain(backend, "store", shutdown).await?;
+        Ok(Store::Redis(RedisStore::new(conn, max_per_user)))
+    }
+
     /// Ok when the backend answers (for `/readyz`).
     pub async fn ping(&self) -> Result<()> {
         forward!(self.ping())
@@ -228,6 +275,35 @@ impl Store {
     /// Live streams of a user on every live node.
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
         forward!(self.presence(user))
+    }
+
+    /// Whether presence entries live in the store (Redis), so a closing stream must delete its
+    /// own; the memory store reads presence from the hub.
+    pub fn keeps_presence(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    /// Leaving for good: drop this node's alive key so its presence entries vanish at once.
+    pub async fn retire(&self, node: &str) -> Result<()> {
+        forward!(self.retire(node))
+    }
+
+    /// The task that keeps this node alive in the store's eyes until shutdown (Redis: the
+    /// alive key other nodes check presence entries against); `None` when nothing needs it.
+    pub fn keep_alive(&self, node: String, shutdown: Shutdown) -> Option<impl Future<Output = ()>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(store) => Some(store.clone().keep_alive(node, shutdown)),
+        }
+    }
+
+    /// Changes each time the store's link has a new connection after losing one (Redis);
+    /// `None` for the memory store, which never loses one.
+    pub fn reconnections(&self) -> Option<watch::Receiver<u64>> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(store) => Some(store.reconnections()),
+        }
     }
 }
 

@@ -11,15 +11,16 @@ use redis::{AsyncCommands, Script};
 
 use super::keys::{self, UserKeys};
 use super::{
-    Head, ListQuery, Page, PresenceEntry, Published, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Head, ListQuery, Page, Published, Replay, ReplayWindow, SessionRecord, IDEMPOTENCY_TTL_MS,
+    LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::{Error, Result};
 use crate::model::{
     now_ms, now_secs, rfc3339, Change, ChangeKind, Epoch, EventId, Mark, Marked, Notification,
-    Target,
+    PresenceEntry, Target,
 };
 use crate::redis_conn::RedisConn;
+use crate::shutdown::Shutdown;
 
 /// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
 pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
@@ -115,7 +116,7 @@ impl RedisStore {
         let value: Option<String> = self.conn().get(keys::session(id)).await?;
         Ok(value
             .and_then(|v| serde_json::from_str::<SessionRecord>(&v).ok())
-            .filter(|r| r.exp > now_secs()))
+            .filter(SessionRecord::is_live))
     }
 
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
@@ -187,15 +188,7 @@ impl RedisStore {
             .chunks(2)
             .filter_map(|pair| parse_item(&pair[0], pair.get(1).map(String::as_str)))
             .collect();
-        Ok(Page {
-            next: if more {
-                notifications.last().map(|n| n.id.clone())
-            } else {
-                None
-            },
-            notifications,
-            unread_count: unread,
-        })
+        Ok(Page::new(notifications, more, unread))
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
@@ -444,6 +437,21 @@ impl RedisStore {
             .pset_ex(keys::node_alive(node), now_ms(), NODE_ALIVE_TTL_MS)
             .await?;
         Ok(())
+    }
+
+    /// Refresh this node's alive key every quarter of [`NODE_ALIVE_TTL_MS`] until shutdown, so
+    /// other nodes keep trusting its presence entries.
+    pub async fn keep_alive(self, node: String, shutdown: Shutdown) {
+        let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
+        loop {
+            if let Err(e) = self.heartbeat(&node).await {
+                tracing::debug!(error = %e, "node heartbeat failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
     }
 
     /// Remove this node's alive key (clean shutdown).

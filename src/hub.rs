@@ -12,9 +12,9 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::model::PresenceEntry;
 use crate::model::{rfc3339, Change, Epoch};
 use crate::sse::frame;
-use crate::store::PresenceEntry;
 
 /// Signals queued per stream. Beyond this backlog the stream is closed; the client resumes
 /// with `Last-Event-ID` and loses nothing.
@@ -234,11 +234,6 @@ impl Hub {
     /// Streams of `user` open on this node.
     pub fn count(&self, user: &str) -> usize {
         self.inner.users.get(user).map_or(0, |s| s.len())
-    }
-
-    /// Users with at least one stream here (to resubscribe after a broker reconnect).
-    pub fn users(&self) -> Vec<String> {
-        self.inner.users.iter().map(|e| e.key().clone()).collect()
     }
 
     /// This node's streams of `user`, as presence entries.

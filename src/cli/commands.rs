@@ -4,15 +4,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::{backend, KeyArgs, PublishArgs, TokenArgs};
 use crate::auth::jwt::{Claims, Keys, NumericDate};
-use crate::cli::{KeyArgs, PublishArgs, TokenArgs};
-use crate::config::{backend, Backend, StartupError};
+use crate::config::Backend;
+use crate::error::StartupError;
 use crate::model::{now_secs, NotificationInput};
-use crate::routes::{publish as publish_request, PublishRequest};
-use crate::store::{RedisStore, Store};
+use crate::publish::{publish as publish_request, PublishRequest};
+use crate::store::Store;
 
 fn keys(args: &KeyArgs) -> Result<Keys, StartupError> {
-    Keys::from_args(args)?
+    args.keys()?
         .ok_or_else(|| StartupError("--jwt-secret is required to sign tokens".into()))
 }
 
@@ -62,8 +63,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     match backend(&args.redis_url)? {
         Backend::Embedded => post(args, &request).await,
         redis => {
-            let conn = crate::redis_conn::connect_plain(&redis, "store", None).await?;
-            let store = Store::Redis(RedisStore::new(conn, args.max_per_user));
+            let store = Store::redis(&redis, args.max_per_user, None).await?;
             let response = publish_request(&store, None, &request)
                 .await
                 .map_err(failed)?;

@@ -6,9 +6,10 @@
 use std::time::{Duration, SystemTime};
 
 use crate::model::unix_ms;
-use crate::state::AppState;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
 
-/// How often the cleaner runs for a given retention: a quarter of it, within [250 ms, 60 s].
+/// How often retention runs for a given retention: a quarter of it, within [250 ms, 60 s].
 pub fn period(retention: Duration) -> Duration {
     (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
 }
@@ -18,19 +19,15 @@ pub fn cutoff_id(t: SystemTime) -> String {
     ulid::Ulid::from_parts(unix_ms(t), 0).to_string()
 }
 
-/// Run until shutdown.
-pub async fn run(state: AppState) {
-    let period = period(state.config.retention);
+/// Purge `store` of what is older than `retention`, as `node`, until shutdown.
+pub async fn run(store: Store, node: String, retention: Duration, shutdown: Shutdown) {
+    let period = period(retention);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = state.shutdown.wait() => return,
+            _ = shutdown.wait() => return,
         }
-        match state
-            .store
-            .claim_cleaner(&state.config.node, period * 2)
-            .await
-        {
+        match store.claim_cleaner(&node, period * 2).await {
             Ok(true) => {}
             Ok(false) => continue, // another node cleans this round
             Err(e) => {
@@ -38,8 +35,8 @@ pub async fn run(state: AppState) {
                 continue;
             }
         }
-        let cutoff = cutoff_id(SystemTime::now() - state.config.retention);
-        match state.store.purge_before(&cutoff).await {
+        let cutoff = cutoff_id(SystemTime::now() - retention);
+        match store.purge_before(&cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "retention: old notifications deleted"),
             Err(e) => tracing::warn!(

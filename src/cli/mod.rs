@@ -1,0 +1,455 @@
+//! The command line: `serve` (default), `token` and `publish`. Every flag has its `HERALD_*`
+//! env twin. The top layer: the clap types and value parsers live here, and so does turning
+//! them into the library's plain values (`ServeArgs` → `Config`, `KeyArgs` → `Keys`); nothing
+//! below ever sees a clap type. Parsing errors exit with status 2 (clap's usage status), as do
+//! start-up errors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use url::Url;
+
+use crate::auth::jwt::{Checks, Keys};
+use crate::auth::origin;
+use crate::config::{Backend, Config};
+use crate::error::StartupError;
+
+mod commands;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Real-time notification edge server")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Print a JWT signed with the configured key.
+    Token(TokenArgs),
+    /// Publish a notification, like POST /publish.
+    Publish(PublishArgs),
+}
+
+/// Key material and token checks, shared by every sub-command.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeyArgs {
+    /// HS256 secret.
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file (RS256 or ES256) instead of a secret.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`.
+    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "0s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Redis URL; `redis+cluster://h1:p,h2:p` or a repeated flag for Redis Cluster. None: embedded mode.
+    #[arg(long, env = "HERALD_REDIS_URL")]
+    pub redis_url: Vec<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Development mode: random secret if none, cookies without Secure, demo page at `/`.
+    #[arg(long, env = "HERALD_DEV")]
+    pub dev: bool,
+    /// Origin allowed for CORS and cookie-authenticated writes (repeatable).
+    #[arg(long, env = "HERALD_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origin: Vec<String>,
+    /// Backend base URL for the `/api/` reverse proxy.
+    #[arg(long, env = "HERALD_UPSTREAM")]
+    pub upstream: Option<Url>,
+    /// Notifications older than this are purged.
+    #[arg(long, env = "HERALD_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// A user's tray keeps at most this many notifications (oldest dropped).
+    #[arg(long, env = "HERALD_MAX_PER_USER", default_value_t = 1000)]
+    pub max_per_user: usize,
+    /// Interval of SSE `: ping` comment lines.
+    #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Time to the upstream's response headers before 504.
+    #[arg(long, env = "HERALD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// CIDR whose X-Forwarded-For/-Proto are believed (repeatable).
+    #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxy: Vec<IpNet>,
+    /// Prefix Herald is mounted under behind a proxy.
+    #[arg(long, env = "HERALD_BASE_PATH", default_value = "/")]
+    pub base_path: String,
+    /// Longest time one write to a client may stay blocked (it does not read) before the
+    /// connection is closed, like nginx's `send_timeout`.
+    #[arg(long, env = "HERALD_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+    /// Longest time to receive a whole JSON request body before 408 `request_timeout`.
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Only these client CIDRs may read `/metrics` (repeatable; default: any address).
+    #[arg(long, env = "HERALD_METRICS_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
+    pub metrics_allow: Vec<IpNet>,
+    /// Longest SIGTERM drain before exit.
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Further streams of a user beyond this get 429 too_many_streams.
+    #[arg(long, env = "HERALD_MAX_STREAMS_PER_USER", default_value_t = 64)]
+    pub max_streams_per_user: usize,
+    /// New connections per second per client address (0: off).
+    #[arg(long, env = "HERALD_MAX_CONNECT_RATE", default_value_t = 0)]
+    pub max_connect_rate: u32,
+    /// This node's name in presence and logs (default: random).
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The `sub` claim (user id).
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// The `scope` claim, e.g. `publish`.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Lifetime of the token.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// The `sid` claim (session id for Bearer-authenticated streams).
+    #[arg(long)]
+    pub sid: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Recipient user (repeatable).
+    #[arg(long = "user")]
+    pub users: Vec<String>,
+    /// Recipient group (repeatable).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    #[arg(long)]
+    pub title: String,
+    #[arg(long)]
+    pub body: Option<String>,
+    #[arg(long)]
+    pub source: Option<String>,
+    #[arg(long)]
+    pub category: Option<String>,
+    #[arg(long)]
+    pub link: Option<String>,
+    /// A JSON object attached as `data`.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Herald to send `POST /publish` to when no `--redis-url` is given.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: Url,
+    /// Write through Redis directly instead of calling a running Herald.
+    #[arg(long, env = "HERALD_REDIS_URL")]
+    pub redis_url: Vec<String>,
+    #[arg(long, env = "HERALD_MAX_PER_USER", default_value_t = 1000)]
+    pub max_per_user: usize,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+impl KeyArgs {
+    /// Keys from the flags; `None` when neither a secret nor a public key is given.
+    fn keys(&self) -> Result<Option<Keys>, StartupError> {
+        let checks = Checks {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway: self.jwt_leeway,
+        };
+        if let Some(secret) = &self.jwt_secret {
+            if secret.is_empty() {
+                return Err(StartupError("--jwt-secret must not be empty".into()));
+            }
+            Ok(Some(Keys::secret(secret.as_bytes(), checks)))
+        } else if let Some(path) = &self.jwt_public_key {
+            let pem = std::fs::read(path).map_err(|e| {
+                StartupError(format!(
+                    "--jwt-public-key: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let keys = Keys::public_pem(&pem, checks).map_err(|e| {
+                StartupError(format!(
+                    "--jwt-public-key: {} is not an RSA or EC (P-256) public key PEM: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(Some(keys))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The typed, validated `Config` (a `--dev` run without key flags gets a random secret).
+    fn config(&self) -> Result<Config, StartupError> {
+        let args = self;
+        let (keys, generated_secret) = match args.keys.keys()? {
+            Some(keys) => (keys, None),
+            None if args.dev => {
+                let secret = crate::model::random_token(32);
+                let keys = KeyArgs {
+                    jwt_secret: Some(secret.clone()),
+                    ..args.keys.clone()
+                }
+                .keys()?
+                .expect("a secret was given");
+                (keys, Some(secret))
+            }
+            None => {
+                return Err(StartupError(
+                    "--jwt-secret or --jwt-public-key is required (or --dev)".into(),
+                ))
+            }
+        };
+        let allowed_origins = args
+            .allowed_origin
+            .iter()
+            .map(|o| {
+                origin::normalize_origin(o)
+                    .ok_or_else(|| StartupError(format!("--allowed-origin: invalid origin {o:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut base_path = args.base_path.trim().to_owned();
+        if !base_path.starts_with('/') {
+            base_path.insert(0, '/');
+        }
+        if !base_path.ends_with('/') {
+            base_path.push('/');
+        }
+        if let Some(upstream) = &args.upstream {
+            if upstream.scheme() != "http" || upstream.host().is_none() {
+                return Err(StartupError(format!(
+                    "--upstream: {upstream} must be an http:// URL (the backend beside the edge)"
+                )));
+            }
+        }
+        check_durations(args)?;
+        if args.max_per_user == 0 {
+            return Err(StartupError("--max-per-user must be at least 1".into()));
+        }
+        Ok(Config {
+            listen: args.listen,
+            backend: backend(&args.redis_url)?,
+            keys,
+            generated_secret,
+            dev: args.dev,
+            allowed_origins,
+            upstream: args.upstream.clone(),
+            retention: args.retention,
+            max_per_user: args.max_per_user,
+            heartbeat: args.heartbeat,
+            upstream_timeout: args.upstream_timeout,
+            send_timeout: args.send_timeout,
+            body_timeout: args.body_timeout,
+            metrics_allow: args.metrics_allow.clone(),
+            trusted_proxies: args.trusted_proxy.clone(),
+            base_path,
+            drain_timeout: args.drain_timeout,
+            max_streams_per_user: args.max_streams_per_user,
+            max_connect_rate: args.max_connect_rate,
+            node: args
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{}", crate::model::random_token(4))),
+        })
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// 100 years of 365.25 days.
+const CENTURY: Duration = Duration::from_secs(3_155_760_000);
+
+/// Each duration flag within sensible bounds, so no later deadline arithmetic can overflow
+/// (`--heartbeat 400000000000y` used to be accepted, then panic every stream).
+fn check_durations(args: &ServeArgs) -> Result<(), StartupError> {
+    let bounds = [
+        ("--heartbeat", args.heartbeat, 10 * MS, HOUR),
+        ("--upstream-timeout", args.upstream_timeout, MS, HOUR),
+        ("--send-timeout", args.send_timeout, MS, HOUR),
+        ("--body-timeout", args.body_timeout, MS, HOUR),
+        ("--drain-timeout", args.drain_timeout, Duration::ZERO, HOUR),
+        (
+            "--retention",
+            args.retention,
+            Duration::from_secs(1),
+            CENTURY,
+        ),
+        ("--jwt-leeway", args.keys.jwt_leeway, Duration::ZERO, DAY),
+    ];
+    for (flag, value, min, max) in bounds {
+        if value < min || value > max {
+            return Err(StartupError(format!(
+                "{flag} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--redis-url` values → backend. `redis+cluster://h1:p,h2:p` and repeated flags name cluster nodes.
+fn backend(urls: &[String]) -> Result<Backend, StartupError> {
+    let mut cluster = Vec::new();
+    let mut single = Vec::new();
+    for url in urls {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            cluster.extend(
+                rest.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|h| format!("redis://{h}")),
+            );
+        } else {
+            let parsed = Url::parse(url)
+                .map_err(|e| StartupError(format!("--redis-url: invalid URL {url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(StartupError(format!(
+                    "--redis-url: scheme must be redis://, rediss:// or redis+cluster:// in {url:?}"
+                )));
+            }
+            single.push(url.clone());
+        }
+    }
+    match (single.len(), cluster.is_empty()) {
+        (0, true) => Ok(Backend::Embedded),
+        (1, true) => Ok(Backend::Redis(single.remove(0))),
+        (_, _) => {
+            cluster.extend(single);
+            Ok(Backend::Cluster(cluster))
+        }
+    }
+}
+
+/// clap value parser for durations such as `500ms`, `15s`, `30d`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 500ms, 15s, 30d)"))
+}
+
+/// clap value parser for `--trusted-proxy`: a CIDR, or a bare address meaning just that host.
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("not a CIDR or IP address: {s:?}"))
+}
+
+/// Parse the command line and run it. A usage error is one line naming the flag, exit 2
+/// (`--help` and `--version` print as usual).
+pub fn main() -> ExitCode {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("herald: {}", line.trim_start_matches("error: "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Run the parsed command line; the exit code is 2 for any start-up or usage failure.
+pub fn run(cli: Cli) -> ExitCode {
+    init_tracing();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Token(args)) => commands::token(&args),
+        Some(Command::Publish(args)) => {
+            runtime().and_then(|rt| rt.block_on(commands::publish(&args)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), StartupError> {
+    let config = args.config()?;
+    runtime()?.block_on(crate::server::serve(config))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, StartupError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartupError(format!("cannot start the runtime: {e}")))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERALD_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        // The redis crate logs every retry of a reconnect at warn; its errors are enough.
+        .unwrap_or_else(|_| EnvFilter::new("info,redis=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations accept the spec's unit suffixes.
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    /// A cluster URL and repeated flags give cluster seeds; one URL gives single Redis.
+    #[test]
+    fn backends() {
+        assert_eq!(backend(&[]).unwrap(), Backend::Embedded);
+        assert_eq!(
+            backend(&["redis://h:1".into()]).unwrap(),
+            Backend::Redis("redis://h:1".into())
+        );
+        assert_eq!(
+            backend(&["redis+cluster://a:1,b:2".into()]).unwrap(),
+            Backend::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+        assert!(backend(&["http://x".into()]).is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! `GET /presence/{user}`: the user's live streams on every live node. Service token only.
+
+use http::StatusCode;
+
+use super::body::{json, Request, Response};
+use crate::auth;
+use crate::error::Result;
+use crate::model::validate_id;
+use crate::state::AppState;
+
+pub async fn get(state: AppState, req: Request, user: &str) -> Result<Response> {
+    auth::session::service(&state, &req.into_parts().0)?;
+    validate_id("user", user)?;
+    let sessions = state.store.presence(user).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"online": !sessions.is_empty(), "sessions": sessions}),
+    ))
+}

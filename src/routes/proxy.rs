@@ -1,0 +1,96 @@
+//! The `/api/` reverse proxy to `--upstream`. Only authenticated requests are forwarded, with
+//! `X-Herald-User` / `X-Herald-Session` set by us (incoming copies stripped) and the session
+//! cookie removed. Bodies stream both ways (never buffered); hop-by-hop headers are dropped
+//! (RFC 9110 §7.6.1). The target and the client are `crate::upstream`'s.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+
+use super::auth_request::{identity_headers, SESSION_HEADER, USER_HEADER};
+use super::body::{BoxError, Request, Response};
+use crate::auth::origin;
+use crate::auth::session::{self, Via};
+use crate::error::{Error, Result};
+use crate::forwarded;
+use crate::forwarded::ConnInfo;
+use crate::state::AppState;
+
+/// Hop-by-hop headers, plus those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Forward `/api/<rest>` to the upstream once the caller is authenticated.
+pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Response> {
+    let upstream = state
+        .upstream
+        .as_ref()
+        .ok_or(Error::NotFound("no upstream is configured"))?;
+    let (mut parts, body) = req.into_parts();
+    let caller = session::user(&state, &parts).await?;
+    if !origin::is_safe(parts.method.as_str()) {
+        session::check_write(&state, &caller, &parts)?;
+    }
+    let target = upstream.target(rest, parts.uri.query())?;
+    let conn = parts.extensions.get::<ConnInfo>().cloned();
+    let headers = &mut parts.headers;
+    let host = headers.get(header::HOST).cloned();
+    strip_hop_by_hop(headers);
+    session::strip_session_cookie(headers);
+    headers.remove(header::HOST);
+    headers.remove(USER_HEADER);
+    headers.remove(SESSION_HEADER);
+    if caller.via == Via::Bearer {
+        // The backend trusts our identity headers, not the caller's token.
+        headers.remove(header::AUTHORIZATION);
+    }
+    identity_headers(headers, &caller)?;
+    if let Some(conn) = conn {
+        let client = forwarded::client(&state.config.trusted_proxies, conn.peer, headers);
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) if client.proxied => format!("{prior}, {}", conn.peer.ip()),
+            _ => client.addr.to_string(),
+        };
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(&chain).expect("addresses are ASCII"),
+        );
+        let proto = if client.https { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
+    }
+    parts.uri = target;
+    parts.version = http::Version::HTTP_11;
+    let request = http::Request::from_parts(parts, body);
+    let response = upstream
+        .send(request, state.config.upstream_timeout)
+        .await?;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    Ok(http::Response::from_parts(parts, body))
+}

@@ -1,0 +1,136 @@
+//! The upstream client for `--upstream`: the base URL, a pooled HTTP/1 client, and the rule
+//! that keeps a forwarded path below the base. What is forwarded (headers, identity) is the
+//! HTTP layer's business (`routes/proxy.rs`).
+
+use std::time::Duration;
+
+use http::Uri;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// The `/api/` target: base URL and a pooled HTTP/1 client (connections are reused).
+#[derive(Clone)]
+pub struct Upstream {
+    base: Url,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Upstream {
+    pub fn new(base: Url) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Upstream { base, client }
+    }
+
+    /// Send `request` (its URI from [`Upstream::target`]); 504 when the response head takes
+    /// longer than `timeout`, 502 when the upstream cannot be reached.
+    pub async fn send(
+        &self,
+        request: http::Request<Incoming>,
+        timeout: Duration,
+    ) -> Result<http::Response<Incoming>> {
+        tokio::time::timeout(timeout, self.client.request(request))
+            .await
+            .map_err(|_| Error::GatewayTimeout)?
+            .map_err(|e| Error::BadGateway(Box::new(e)))
+    }
+
+    /// `base` + `rest` (the path after `/api/`, still percent-encoded) + the query. `rest`
+    /// must stay below the base: see [`check_confined`].
+    pub fn target(&self, rest: &str, query: Option<&str>) -> Result<Uri> {
+        check_confined(rest)?;
+        let mut url = self.base.as_str().trim_end_matches('/').to_owned();
+        url.push('/');
+        url.push_str(rest);
+        if let Some(q) = query {
+            url.push('?');
+            url.push_str(q);
+        }
+        url.parse()
+            .map_err(|_| Error::invalid("the path cannot be forwarded"))
+    }
+}
+
+/// The rest of an `/api/` path is forwarded as received (still percent-encoded), so it must
+/// not be able to leave the `--upstream` base once the upstream normalizes it: a dot-segment
+/// (`.`, `..`, also percent-encoded in any case such as `%2e%2E` or `.%2e`), an encoded slash
+/// (`%2f`) or a backslash (raw or `%5c`, which some servers treat as `/`) anywhere in it, or a
+/// dot-segment followed by `;parameters` (`..;/`, which some servers read as `..`), is
+/// refused with 400 rather than normalized (RFC 3986 §5.2.4), so what the upstream sees is
+/// always exactly what the client sent.
+fn check_confined(rest: &str) -> Result<()> {
+    let refused = || {
+        Error::invalid(
+            "the /api/ path may not contain dot-segments, encoded slashes or backslashes",
+        )
+    };
+    let lower = rest.to_ascii_lowercase();
+    if lower.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        return Err(refused());
+    }
+    for segment in rest.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        // Some servers (Tomcat) drop `;parameters` before normalizing: `..;x` climbs too.
+        let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
+        if name == b"." || name == b".." {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths that could climb above the upstream base are refused; ordinary ones pass.
+    #[test]
+    fn api_paths_stay_below_the_base() {
+        for bad in [
+            "..",
+            "../admin",
+            "a/../../admin",
+            ".",
+            "./x",
+            "%2e%2e/admin",
+            "%2E%2e",
+            ".%2e/x",
+            "%2e./x",
+            "x/%2E",
+            "..%2fadmin",
+            "a%2Fb",
+            "x\\..\\admin",
+            "x%5c..",
+            "x%5C",
+            "..;/admin",
+            "..;x/admin",
+            ".%2e;/x",
+            ".;",
+        ] {
+            assert!(check_confined(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "",
+            "echo",
+            "echo/a%20b",
+            "a/b/",
+            "..a/b",
+            "a;b/..c;d",
+            "a../b",
+            "...",
+            "%2e%2e%2e",
+            "v1.2/x",
+        ] {
+            assert!(check_confined(good).is_ok(), "{good}");
+        }
+    }
+}
