@@ -5,6 +5,8 @@
 //! order (memory: under the user's lock; Redis: inside one Lua script with SPUBLISH). Each
 //! change log carries an epoch drawn when it is created; positions of another epoch reset.
 
+#[cfg(test)]
+mod contract;
 pub(crate) mod keys;
 mod memory;
 mod redis;
