@@ -79,7 +79,7 @@ impl UserKeys {
             .collect();
         self.key(&format!("idem:{digest}"))
     }
-    /// ZSET of the user's browser sessions: public id → creation time (ms), oldest first.
+    /// ZSET of the user's browser sessions: public id → creation time (µs), oldest first.
     pub fn sessions(&self) -> String {
         self.key("sessions")
     }

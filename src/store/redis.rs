@@ -71,7 +71,9 @@ impl RedisStore {
     }
 
     /// The record expires with the session; the user's session index (one slot with the
-    /// user's other keys) keeps creation order and lives as long as the newest session.
+    /// user's other keys) keeps creation order and lives as long as the newest session. Its
+    /// scores are creation times in microseconds: sessions created within one millisecond
+    /// still sort by creation, not by id, so the cap ends the oldest.
     pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<Vec<String>> {
         let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
         let exp = record.exp.max(now_secs() + 1);
@@ -85,7 +87,7 @@ impl RedisStore {
             .await?;
         let index = UserKeys::new(&record.user).sessions();
         let (count,): (usize,) = redis::pipe()
-            .zadd(&index, id, now_ms())
+            .zadd(&index, id, now_micros())
             .ignore()
             .cmd("EXPIREAT")
             .arg(&index)
@@ -459,6 +461,13 @@ impl RedisStore {
         let _: () = self.conn().del(keys::node_alive(node)).await?;
         Ok(())
     }
+}
+
+/// Unix time in microseconds (2^53 µs is year 2255: exact as a ZSET score).
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Whether a failure is about reaching Redis (retry later) rather than about one key.
