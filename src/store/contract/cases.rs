@@ -1,0 +1,346 @@
+//! The cases both stores must pass, one behaviour each (see `contract!` in `mod.rs`).
+
+use super::*;
+use crate::model::{ChangeKind, Epoch};
+use crate::store::{LOG_CAPACITY, MAX_SESSIONS_PER_USER};
+
+/// Pages of `before` cursors walk the tray newest first with no gap and no overlap, even
+/// for ids minted within one millisecond; the last page has no cursor.
+pub async fn pages_walk_the_tray_newest_first_once(s: &Subject) {
+    let all = publish_many(s, "a", 7).await;
+    assert_eq!(walk(s, "a", 3, false).await, newest_first(all.clone()));
+    let first = list(s, "a", 7, None, false).await;
+    assert_eq!((first.next, first.unread_count), (None, 7));
+    assert!(list(s, "a", 3, Some(&all[0]), false)
+        .await
+        .notifications
+        .is_empty());
+    assert!(walk(s, "nobody", 3, false).await.is_empty());
+}
+
+/// `unread_only` pages over unread notifications only (cursors included), while read ones
+/// still list, with their `read_at`, without the filter.
+pub async fn unread_filter_pages_only_unread(s: &Subject) {
+    let all = publish_many(s, "a", 6).await;
+    mark(s, "a", &[&all[1], &all[4]], Mark::Read).await;
+    let unread: Vec<String> = [5, 3, 2, 0].iter().map(|&i| all[i].clone()).collect();
+    assert_eq!(walk(s, "a", 2, true).await, unread);
+    let page = list(s, "a", 10, None, false).await;
+    assert_eq!(ids(&page), newest_first(all.clone()));
+    assert_eq!(page.unread_count, 4);
+    let read: Vec<&String> = page
+        .notifications
+        .iter()
+        .filter(|n| n.read_at.is_some())
+        .map(|n| &n.id)
+        .collect();
+    assert_eq!(read, [&all[4], &all[1]]);
+}
+
+/// One idempotency key stores once per user (the repeat returns the first id and commits
+/// nothing); another user with the same key stores their own.
+pub async fn idempotency_key_stores_once_per_user(s: &Subject) {
+    let first = publish(s, "a", Some("k")).await;
+    let again = publish(s, "a", Some("k")).await;
+    let other = publish(s, "b", Some("k")).await;
+    assert!(first.stored && !again.stored && other.stored);
+    assert_eq!(first.id, again.id);
+    assert_ne!(first.id, other.id);
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!((head.seq, head.unread_count), (1, 1));
+    assert_eq!(ids(&list(s, "a", 10, None, false).await), [first.id]);
+    assert_eq!(ids(&list(s, "b", 10, None, false).await), [other.id]);
+}
+
+/// Beyond `max_per_user` (3 here) the oldest notifications go, unread count included; the
+/// drop itself commits no change.
+pub async fn max_per_user_drops_the_oldest(s: &Subject) {
+    let all = publish_many(s, "a", 5).await;
+    assert_eq!(
+        ids(&list(s, "a", 10, None, false).await),
+        newest_first(all[2..].to_vec())
+    );
+    assert_eq!(s.store.get("a", &all[0]).await.expect("get"), None);
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!((head.seq, head.unread_count), (5, 3));
+}
+
+/// A mark counts the named ids that exist (`found`) and lists those whose state it changed;
+/// `get` shows the result (read_at set, cleared, or the notification gone).
+pub async fn mark_reports_found_and_changed(s: &Subject) {
+    let all = publish_many(s, "a", 2).await;
+    let (x, y, missing) = (&all[0], &all[1], &new_id());
+    let read = mark(s, "a", &[x, y, missing], Mark::Read).await;
+    assert_eq!((read.found, read.changed.clone()), (2, all.clone()));
+    let got = s
+        .store
+        .get("a", x)
+        .await
+        .expect("get")
+        .expect("still there");
+    assert!(got.read_at.is_some());
+    let unread = mark(s, "a", &[y], Mark::Unread).await;
+    assert_eq!((unread.found, unread.changed), (1, vec![y.clone()]));
+    let got = s
+        .store
+        .get("a", y)
+        .await
+        .expect("get")
+        .expect("still there");
+    assert_eq!(got.read_at, None);
+    let deleted = mark(s, "a", &[x, y], Mark::Deleted).await;
+    assert_eq!((deleted.found, deleted.changed), (2, all.clone()));
+    assert_eq!(s.store.get("a", x).await.expect("get"), None);
+    let again = mark(s, "a", &[x], Mark::Deleted).await;
+    assert_eq!((again.found, again.changed.len()), (0, 0));
+    assert_eq!(s.store.head("a").await.expect("head").unread_count, 0);
+}
+
+/// A mark that changes nothing (read on read, unread on unread, any mark on a missing id)
+/// commits no change: the head's seq stays where it was.
+pub async fn unchanged_marks_commit_nothing(s: &Subject) {
+    let all = publish_many(s, "a", 2).await;
+    let (x, y) = (&all[0], &all[1]);
+    mark(s, "a", &[x], Mark::Read).await;
+    let before = seq(s, "a").await;
+    assert_eq!(before, 3);
+    assert!(mark(s, "a", &[x], Mark::Read).await.changed.is_empty());
+    assert!(mark(s, "a", &[y], Mark::Unread).await.changed.is_empty());
+    for m in [Mark::Read, Mark::Unread, Mark::Deleted] {
+        assert!(mark(s, "a", &[&new_id()], m).await.changed.is_empty());
+    }
+    assert_eq!(seq(s, "a").await, before);
+}
+
+/// `Target::All` with read changes every unread notification (oldest first) in one commit;
+/// repeated, it changes and commits nothing. (`found` is not compared: for `All`, memory
+/// counts every notification and Redis only the unread ones; no caller reads it there.)
+pub async fn mark_all_read_reads_every_unread(s: &Subject) {
+    let all = publish_many(s, "a", 3).await;
+    mark(s, "a", &[&all[1]], Mark::Read).await;
+    let marked = s
+        .store
+        .mark("a", &Target::All, Mark::Read)
+        .await
+        .expect("mark");
+    assert_eq!(marked.changed, [all[0].clone(), all[2].clone()]);
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!((head.seq, head.unread_count), (5, 0));
+    let again = s
+        .store
+        .mark("a", &Target::All, Mark::Read)
+        .await
+        .expect("mark");
+    assert!(again.changed.is_empty());
+    assert_eq!(seq(s, "a").await, 5);
+}
+
+/// Replay after a seq returns exactly the later changes, in order, with their kinds and
+/// data; after the head it returns none.
+pub async fn replay_after_seq_returns_exactly_the_rest(s: &Subject) {
+    let all = publish_many(s, "a", 4).await;
+    mark(s, "a", &[&all[0]], Mark::Read).await;
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!(head.seq, 5);
+    let at = |seq| EventId {
+        epoch: head.epoch,
+        seq,
+    };
+    let rest = replay(s, "a", at(2)).await;
+    assert_eq!(seqs(&rest), [3, 4, 5]);
+    let Replay::Changes(changes) = rest else {
+        unreachable!()
+    };
+    assert!(changes.iter().all(|c| c.epoch == head.epoch));
+    let kinds: Vec<ChangeKind> = changes.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ChangeKind::Notification,
+            ChangeKind::Notification,
+            ChangeKind::Read
+        ]
+    );
+    let third: Notification = serde_json::from_str(&changes[0].data).expect("notification");
+    assert_eq!(third.id, all[2]);
+    assert!(changes[2].data.contains(&all[0]));
+    assert_eq!(seqs(&replay(s, "a", at(0)).await), [1, 2, 3, 4, 5]);
+    assert_eq!(replay(s, "a", at(5)).await, Replay::Changes(Vec::new()));
+}
+
+/// A position beyond the head (a log that went back) resets.
+pub async fn replay_beyond_head_resets(s: &Subject) {
+    publish_many(s, "a", 2).await;
+    let head = s.store.head("a").await.expect("head");
+    let beyond = EventId {
+        epoch: head.epoch,
+        seq: head.seq + 1,
+    };
+    assert_eq!(replay(s, "a", beyond).await, Replay::Reset);
+}
+
+/// Once the log has dropped changes past [`LOG_CAPACITY`], a position before the retained
+/// window resets, while one inside it still replays exactly the rest.
+pub async fn replay_of_a_trimmed_window_resets(s: &Subject) {
+    // Redis trims with `MAXLEN ~`, whole stream nodes (100 entries) at a time: go well past.
+    let total = LOG_CAPACITY as u64 + 300;
+    for _ in 0..total {
+        publish(s, "a", None).await;
+    }
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!(head.seq, total);
+    let at = |seq| EventId {
+        epoch: head.epoch,
+        seq,
+    };
+    assert_eq!(replay(s, "a", at(1)).await, Replay::Reset);
+    assert_eq!(
+        seqs(&replay(s, "a", at(total - 10)).await),
+        (total - 9..=total).collect::<Vec<_>>()
+    );
+}
+
+/// Each user's log has its own epoch: a position of another user's log, or of an epoch no
+/// log has, resets even when its seq is in range.
+pub async fn another_epoch_resets(s: &Subject) {
+    publish_many(s, "a", 3).await;
+    publish_many(s, "b", 3).await;
+    let (a, b) = (
+        s.store.head("a").await.expect("head"),
+        s.store.head("b").await.expect("head"),
+    );
+    assert_ne!(a.epoch, b.epoch);
+    let b_at_1 = EventId {
+        epoch: b.epoch,
+        seq: 1,
+    };
+    assert_eq!(replay(s, "a", b_at_1).await, Replay::Reset);
+    assert_eq!(seqs(&replay(s, "b", b_at_1).await), [2, 3]);
+    let stranger = EventId {
+        epoch: Epoch::random(),
+        seq: 1,
+    };
+    assert_eq!(replay(s, "a", stranger).await, Replay::Reset);
+    assert_eq!(replay(s, "nobody", stranger).await, Replay::Reset);
+}
+
+/// A head read before any commit draws the epoch, and the first commit keeps it: a stream
+/// that got `ready` on an empty log replays that log's first change, not a reset.
+pub async fn head_epoch_is_kept_by_the_first_commit(s: &Subject) {
+    let empty = s.store.head("a").await.expect("head");
+    assert_eq!((empty.seq, empty.unread_count), (0, 0));
+    assert_eq!(s.store.head("a").await.expect("head"), empty);
+    publish(s, "a", None).await;
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!(
+        (head.epoch, head.seq, head.unread_count),
+        (empty.epoch, 1, 1)
+    );
+    assert_eq!(seqs(&replay(s, "a", empty.id()).await), [1]);
+}
+
+/// A session reads back as stored until deleted; an ended one (past `exp`) reads as none.
+pub async fn sessions_put_get_delete(s: &Subject) {
+    let record = session("a");
+    assert!(s
+        .store
+        .put_session("s1", &record)
+        .await
+        .expect("put")
+        .is_empty());
+    assert_eq!(s.store.session("s1").await.expect("get"), Some(record));
+    s.store.delete_session("a", "s1").await.expect("delete");
+    assert_eq!(s.store.session("s1").await.expect("get"), None);
+    assert_eq!(s.store.session("never").await.expect("get"), None);
+    let ended = SessionRecord {
+        exp: now_secs() - 1,
+        ..session("a")
+    };
+    s.store.put_session("s2", &ended).await.expect("put");
+    assert_eq!(s.store.session("s2").await.expect("get"), None);
+}
+
+/// The session beyond [`MAX_SESSIONS_PER_USER`] ends the user's oldest one (by creation,
+/// whatever its id) and returns its id; other users' sessions are not counted.
+pub async fn session_cap_evicts_the_oldest(s: &Subject) {
+    // Ids sort in the reverse of creation order, so eviction by id would show.
+    let id = |i: usize| format!("s{:04}", 9999 - i);
+    s.store
+        .put_session("other", &session("b"))
+        .await
+        .expect("put");
+    for i in 0..MAX_SESSIONS_PER_USER {
+        let evicted = s
+            .store
+            .put_session(&id(i), &session("a"))
+            .await
+            .expect("put");
+        assert!(evicted.is_empty(), "session {i} evicted {evicted:?}");
+    }
+    let evicted = s
+        .store
+        .put_session(&id(MAX_SESSIONS_PER_USER), &session("a"))
+        .await
+        .expect("put");
+    assert_eq!(evicted, [id(0)]);
+    assert_eq!(s.store.session(&id(0)).await.expect("get"), None);
+    assert!(s.store.session(&id(1)).await.expect("get").is_some());
+    assert!(s.store.session("other").await.expect("get").is_some());
+}
+
+/// Members are added once, listed sorted, removed one by one (saying whether they were
+/// members); an unknown or emptied group has none.
+pub async fn groups_add_remove_and_list_sorted(s: &Subject) {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    s.store
+        .add_members("g", &names(&["carol", "alice", "bob"]))
+        .await
+        .expect("add");
+    s.store
+        .add_members("g", &names(&["alice"]))
+        .await
+        .expect("add");
+    s.store.add_members("g", &[]).await.expect("add");
+    assert_eq!(
+        s.store.members("g").await.expect("members"),
+        names(&["alice", "bob", "carol"])
+    );
+    assert!(s.store.remove_member("g", "bob").await.expect("remove"));
+    assert!(!s.store.remove_member("g", "bob").await.expect("remove"));
+    assert!(!s.store.remove_member("none", "bob").await.expect("remove"));
+    assert_eq!(
+        s.store.members("g").await.expect("members"),
+        names(&["alice", "carol"])
+    );
+    for user in ["alice", "carol"] {
+        assert!(s.store.remove_member("g", user).await.expect("remove"));
+    }
+    assert!(s.store.members("g").await.expect("members").is_empty());
+    assert!(s.store.members("none").await.expect("members").is_empty());
+}
+
+/// `purge_before` deletes, in every tray, exactly the ids that sort below the cutoff, and
+/// commits each user's deletion as a `deleted` change.
+pub async fn purge_before_deletes_only_older_ids(s: &Subject) {
+    let (a_old, b_old) = (
+        publish(s, "a", None).await.id,
+        publish(s, "b", None).await.id,
+    );
+    let cutoff = new_id();
+    let (a_new, b_new) = (
+        publish(s, "a", None).await.id,
+        publish(s, "b", None).await.id,
+    );
+    assert_eq!(s.store.purge_before(&cutoff).await.expect("purge"), 2);
+    assert_eq!(ids(&list(s, "a", 10, None, false).await), [a_new]);
+    assert_eq!(ids(&list(s, "b", 10, None, false).await), [b_new]);
+    let a = s.store.head("a").await.expect("head");
+    assert_eq!((a.seq, a.unread_count), (3, 1));
+    let Replay::Changes(changes) = replay(s, "a", EventId { seq: 2, ..a.id() }).await else {
+        panic!("reset")
+    };
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].kind, ChangeKind::Deleted);
+    assert!(changes[0].data.contains(&a_old) && !changes[0].data.contains(&b_old));
+    assert_eq!(s.store.purge_before(&cutoff).await.expect("purge"), 0);
+}
