@@ -50,8 +50,10 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     }
     if state.config.dev {
         dev_warnings(addr);
+        dev_banner(addr, &state.config);
     }
-    // Tests and scripts read this line to learn the port when `--listen` used port 0.
+    // Tests and scripts read this line to learn the port when `--listen` used port 0. It stays
+    // the last line of the banner: a reader may stop reading stdout once it has it.
     println!("herald listening on http://{addr}");
     tracing::info!(%addr, node = state.config.node, backend = ?state.config.backend, "listening");
     tokio::spawn(async move {
@@ -130,6 +132,22 @@ fn dev_warnings(addr: SocketAddr) {
             "herald: WARNING: --dev on the non-loopback address {addr}: anyone who can reach it \
              can sign in as any user. Use --listen 127.0.0.1:PORT for development."
         );
+    }
+}
+
+/// `--dev` on stdout, before the listening line: where the demo page is, and one line to paste
+/// into another terminal so that `herald token`, `herald publish` and the README's curl
+/// commands use this server and its secret.
+fn dev_banner(addr: SocketAddr, config: &Config) {
+    let url = format!("http://{addr}{}", config.base_path.trim_end_matches('/'));
+    println!("herald demo page: {url}/");
+    match &config.generated_secret {
+        Some(secret) => {
+            println!(
+                "herald in another terminal: export HERALD_JWT_SECRET={secret} HERALD_URL={url}"
+            )
+        }
+        None => println!("herald in another terminal: export HERALD_URL={url}"),
     }
 }
 
