@@ -2,10 +2,15 @@
 //! `--redis URL`), opens idle SSE streams over raw TCP (64 at a time), and reports the time to
 //! open them, the server's memory per idle stream, then publish-to-delivery latency and
 //! server CPU per delivered event. Run: `cargo bench --bench streams [-- N] [--redis URL]`.
-//! Numbers go to docs/benchmarks.md; nothing here asserts on them.
+//! Numbers go to docs/benchmarks.md; nothing here asserts on them. Without the `--bench` flag
+//! that `cargo bench` passes (that is, under `cargo test --all-targets`) it makes a short smoke
+//! run, so the test suite keeps it compiling and working. Every wait is bounded by
+//! `STEP_TIMEOUT`: a stuck server fails the run instead of hanging it.
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -14,6 +19,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SECRET: &str = "bench-secret";
+
+/// Longest wait for any one step: the server's listening line, a stream's `ready`, a publish,
+/// a delivery. Generous (a loaded 2-core machine), but a hang ends the run with a message.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Streams opened and publish rounds in a smoke run (no `--bench` flag).
+const SMOKE_STREAMS: usize = 64;
+const SMOKE_ROUNDS: usize = 20;
+
+/// Await `step`, or panic naming `what` after `STEP_TIMEOUT`.
+async fn bounded<T>(what: &str, step: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP_TIMEOUT, step).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {STEP_TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// The `herald` under test; killed when dropped, also when the run panics.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn token(claims: serde_json::Value) -> String {
     encode(
@@ -55,7 +86,7 @@ fn usage(pid: u32) -> (u64, u64) {
     (rss, ticks)
 }
 
-/// Open `/events` for `user` and read until the `ready` event has arrived.
+/// Open `/events` for `user` and read until the `ready` event has arrived (bounded by the caller).
 async fn open_stream(addr: &str, user: &str) -> TcpStream {
     let mut socket = TcpStream::connect(addr).await.unwrap();
     let request = format!(
@@ -73,15 +104,15 @@ async fn open_stream(addr: &str, user: &str) -> TcpStream {
     socket
 }
 
-/// Read from `socket` until a notification frame arrives.
+/// Read from `socket` until a notification frame arrives (bounded by the caller). Reads are
+/// kept until then, so a frame split across two reads is still seen.
 async fn read_notification(socket: &mut TcpStream) {
     let mut buf = vec![0u8; 8192];
-    loop {
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("event: notification") {
         let n = socket.read(&mut buf).await.unwrap();
         assert!(n > 0, "stream closed");
-        if String::from_utf8_lossy(&buf[..n]).contains("event: notification") {
-            return;
-        }
+        seen.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -92,30 +123,47 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let streams: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(5000);
+    let full = args.iter().any(|a| a == "--bench");
+    let default_streams = if full { 5000 } else { SMOKE_STREAMS };
+    let streams: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default_streams);
     let redis = args
         .iter()
         .position(|a| a == "--redis")
         .and_then(|i| args.get(i + 1));
+    if !full {
+        println!("smoke run (no --bench flag): a few streams, numbers not meaningful");
+    }
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command.args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
     command.args(["--max-streams-per-user", "1000000"]);
     if let Some(url) = redis {
         command.args(["--redis-url", url]);
     }
-    let mut child = command
-        .env("HERALD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(a) = line.strip_prefix("herald listening on http://") {
-            break a.to_owned();
+    let mut server = Server(
+        command
+            .env("HERALD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // A thread reads stdout (blocking) and keeps draining it; the address comes back over a
+    // channel so that the wait for it can time out.
+    let stdout = server.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(a) = line.strip_prefix("herald listening on http://") {
+                let _ = tx.send(a.to_owned());
+            }
         }
-    };
-    let pid = child.id();
+    });
+    let addr = rx
+        .recv_timeout(STEP_TIMEOUT)
+        .expect("herald did not print its listening line");
+    let pid = server.0.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss_before, _) = usage(pid);
 
@@ -126,7 +174,9 @@ async fn main() {
             .iter()
             .map(|i| {
                 let (addr, user) = (addr.clone(), format!("user{i}"));
-                tokio::spawn(async move { open_stream(&addr, &user).await })
+                tokio::spawn(async move {
+                    bounded("a stream's ready event", open_stream(&addr, &user)).await
+                })
             })
             .collect();
         for task in opening {
@@ -144,21 +194,27 @@ async fn main() {
     );
 
     // Latency: publish to one user at a time, measure until its stream has the event.
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(STEP_TIMEOUT)
+        .build()
+        .unwrap();
     let service = token(json!({"scope": "publish", "exp": exp()}));
-    let rounds = 500.min(streams);
+    let rounds = if full { 500 } else { SMOKE_ROUNDS }.min(streams);
     let (_, cpu_before) = usage(pid);
     let mut latencies = Vec::with_capacity(rounds);
     for (i, socket) in sockets.iter_mut().enumerate().take(rounds) {
         let t = Instant::now();
         let body = json!({"users": [format!("user{i}")], "notification": {"title": "bench"}});
-        let (sent, _) = tokio::join!(
-            http.post(format!("http://{addr}/publish"))
-                .bearer_auth(&service)
-                .json(&body)
-                .send(),
-            read_notification(socket)
-        );
+        let (sent, _) = bounded("a publish and its delivery", async {
+            tokio::join!(
+                http.post(format!("http://{addr}/publish"))
+                    .bearer_auth(&service)
+                    .json(&body)
+                    .send(),
+                read_notification(socket)
+            )
+        })
+        .await;
         sent.unwrap();
         latencies.push(t.elapsed());
     }
@@ -176,6 +232,5 @@ async fn main() {
         (cpu_after - cpu_before) as f64 / ticks_per_sec * 1e6 / rounds as f64
     );
     drop(sockets);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }

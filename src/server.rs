@@ -50,8 +50,13 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     }
     if state.config.dev {
         dev_warnings(addr);
+        let config = &state.config;
+        for line in dev_banner(addr, &config.base_path, config.generated_secret.as_deref()) {
+            println!("{line}");
+        }
     }
-    // Tests and scripts read this line to learn the port when `--listen` used port 0.
+    // Tests and scripts read this line to learn the port when `--listen` used port 0. It stays
+    // the last line of the banner: a reader may stop reading stdout once it has it.
     println!("herald listening on http://{addr}");
     tracing::info!(%addr, node = state.config.node, backend = ?state.config.backend, "listening");
     tokio::spawn(async move {
@@ -131,6 +136,20 @@ fn dev_warnings(addr: SocketAddr) {
              can sign in as any user. Use --listen 127.0.0.1:PORT for development."
         );
     }
+}
+
+/// `--dev` on stdout, before the listening line: where the demo page is, and one line to paste
+/// into another terminal so that `herald token`, `herald publish` and the README's curl
+/// commands use this server and (when it was generated) its secret.
+fn dev_banner(addr: SocketAddr, base_path: &str, generated_secret: Option<&str>) -> [String; 2] {
+    let url = format!("http://{addr}{}", base_path.trim_end_matches('/'));
+    let secret = generated_secret
+        .map(|s| format!("HERALD_JWT_SECRET={s} "))
+        .unwrap_or_default();
+    [
+        format!("herald demo page: {url}/"),
+        format!("herald in another terminal: export {secret}HERALD_URL={url}"),
+    ]
 }
 
 /// Accept connections until `shutdown`, then wait for open ones (at most `--drain-timeout`).
@@ -241,4 +260,33 @@ fn cors_layer(state: &AppState) -> CorsLayer {
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The paste line names the generated secret and the URL `herald publish` and curl need.
+    #[test]
+    fn dev_banner_exports_secret_and_url() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let [demo, export] = dev_banner(addr, "/", Some("abc123"));
+        assert_eq!(demo, "herald demo page: http://127.0.0.1:8080/");
+        assert_eq!(
+            export,
+            "herald in another terminal: export HERALD_JWT_SECRET=abc123 HERALD_URL=http://127.0.0.1:8080"
+        );
+    }
+
+    /// Under `--base-path` both URLs carry the prefix; a secret from a flag is not repeated.
+    #[test]
+    fn dev_banner_with_base_path_and_own_secret() {
+        let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let [demo, export] = dev_banner(addr, "/herald/", None);
+        assert_eq!(demo, "herald demo page: http://127.0.0.1:9000/herald/");
+        assert_eq!(
+            export,
+            "herald in another terminal: export HERALD_URL=http://127.0.0.1:9000/herald"
+        );
+    }
 }
