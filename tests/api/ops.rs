@@ -1,5 +1,7 @@
 //! Operations: health, readiness (follows Redis), metrics, unknown routes.
 
+use std::time::Duration;
+
 use crate::both_modes;
 use crate::common::*;
 
@@ -129,4 +131,44 @@ async fn dev_routes_exist_only_in_dev_mode() {
         (status, body["unread_count"].clone()),
         (200, serde_json::json!(0))
     );
+}
+
+/// On SIGTERM, a request in flight may finish within `--drain-timeout`, and is cut at it: a
+/// proxied request whose upstream answers after 3 s completes with a 10 s drain, and the
+/// process exits after the 1 s drain, the request unanswered, with a 1 s drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight_up_to_the_drain_timeout() {
+    let backend = EchoUpstream::start().await;
+    for (drain, finishes) in [("10s", true), ("1s", false)] {
+        let mut h = Herald::start(None, &["--upstream", &backend.url, "--drain-timeout", drain]);
+        let hits = backend.hits();
+        let request = h.http.get(h.url("/api/slow")).bearer_auth(user_token("alice"));
+        let in_flight = tokio::spawn(async move {
+            let r = request.send().await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.text().await?))
+        });
+        wait_for("the request never reached the upstream", async || {
+            backend.hits() > hits
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let (status, h) = tokio::task::spawn_blocking(move || (h.terminate(), h))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        drop(h);
+        let answer = tokio::time::timeout(WAIT, in_flight)
+            .await
+            .expect("the client heard back")
+            .unwrap();
+        assert!(status.is_some_and(|s| s.success()), "{drain}: {status:?}");
+        if finishes {
+            assert_eq!(answer.unwrap(), (200, "late".to_owned()), "{drain}");
+        } else {
+            assert!(answer.is_err(), "{drain}: answered {answer:?}");
+            // it waited for the drain before cutting (the upstream answers at 3 s)
+            assert!(took >= Duration::from_millis(900), "{drain}: exited after {took:?}");
+        }
+    }
 }
