@@ -140,9 +140,15 @@ async fn dev_routes_exist_only_in_dev_mode() {
 async fn sigterm_drains_requests_in_flight_up_to_the_drain_timeout() {
     let backend = EchoUpstream::start().await;
     for (drain, finishes) in [("10s", true), ("1s", false)] {
-        let mut h = Herald::start(None, &["--upstream", &backend.url, "--drain-timeout", drain]);
+        let mut h = Herald::start(
+            None,
+            &["--upstream", &backend.url, "--drain-timeout", drain],
+        );
         let hits = backend.hits();
-        let request = h.http.get(h.url("/api/slow")).bearer_auth(user_token("alice"));
+        let request = h
+            .http
+            .get(h.url("/api/slow"))
+            .bearer_auth(user_token("alice"));
         let in_flight = tokio::spawn(async move {
             let r = request.send().await?;
             let status = r.status().as_u16();
@@ -168,7 +174,10 @@ async fn sigterm_drains_requests_in_flight_up_to_the_drain_timeout() {
         } else {
             assert!(answer.is_err(), "{drain}: answered {answer:?}");
             // it waited for the drain before cutting (the upstream answers at 3 s)
-            assert!(took >= Duration::from_millis(900), "{drain}: exited after {took:?}");
+            assert!(
+                took >= Duration::from_millis(900),
+                "{drain}: exited after {took:?}"
+            );
         }
     }
 }
