@@ -421,6 +421,33 @@ async fn users_only_see_their_own_events(mode: Mode) {
     }
 }
 
+/// Each stream draws its own `retry:` between 1.5 and 2.5 s, so the clients of a node that
+/// goes away come back spread out: ten streams, all in range, not all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_is_drawn_per_stream_within_1500_to_2500_ms() {
+    let h = Herald::start(None, &[]);
+    let mut retries = Vec::new();
+    for i in 0..10 {
+        let sse = h
+            .events(&session_token("alice", &format!("s{i}")), "")
+            .await;
+        let retry = sse
+            .raw
+            .lines()
+            .find_map(|l| l.strip_prefix("retry: "))
+            .unwrap_or_else(|| panic!("no retry: {}", sse.raw));
+        let ms: u64 = retry.parse().unwrap_or_else(|_| panic!("{retry}"));
+        retries.push(ms);
+    }
+    assert!(
+        retries.iter().all(|ms| (1500..=2500).contains(ms)),
+        "{retries:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = retries.iter().collect();
+    // ten draws from a thousand values: all alike by chance once in 10^27
+    assert!(distinct.len() > 1, "every stream got {retries:?}");
+}
+
 /// A client that stops reading is cut off once its backlog passes the bound, and loses
 /// nothing: it resumes from the last id it read and gets every notification, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
