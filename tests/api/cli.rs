@@ -296,6 +296,42 @@ async fn token_and_publish_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
+/// `herald publish --url` with a Herald mounted under a base path: the path is kept, with or
+/// without its trailing slash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_command_keeps_the_base_path_of_its_url() {
+    let h = Herald::start(None, &["--base-path", "/herald/"]);
+    let mut sse = h
+        .events_with(
+            h.http
+                .get(h.url("/herald/events"))
+                .bearer_auth(user_token("alice")),
+        )
+        .await;
+    assert_eq!(sse.next_event().await.event, "ready");
+    for url in [format!("{}/herald/", h.base), format!("{}/herald", h.base)] {
+        let out = run(
+            &[
+                "publish",
+                "--jwt-secret",
+                SECRET,
+                "--url",
+                &url,
+                "--user",
+                "alice",
+                "--title",
+                &url,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{url}: {out:?}");
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ev = sse.next_event().await.json();
+        assert_eq!(ev["title"], url.as_str());
+        assert_eq!(ev["id"], printed["ids"]["alice"], "{printed}");
+    }
+}
+
 #[tokio::test]
 async fn publish_command_writes_through_redis() {
     let redis = Redis::start();
