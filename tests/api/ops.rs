@@ -70,6 +70,50 @@ async fn connect_rate_limit_is_429() {
     );
 }
 
+/// Behind a trusted proxy, `--max-connect-rate` counts each request against the forwarded
+/// client address: one client over the rate gets 429 while another, on the same proxy
+/// connection, is still served. Without the trust, a forwarded address changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rate_behind_a_trusted_proxy_counts_the_forwarded_client() {
+    let h = Herald::start(
+        None,
+        &["--max-connect-rate", "3", "--trusted-proxy", "127.0.0.1"],
+    );
+    // one connection, as a proxy keeps it
+    let proxy = client();
+    let from = |client: &str| {
+        proxy
+            .get(h.url("/healthz"))
+            .header("x-forwarded-for", client)
+    };
+    let mut statuses = Vec::new();
+    while statuses.len() < 20 && !statuses.contains(&429) {
+        statuses.push(send_raw(from("198.51.100.1")).await.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "never limited: {statuses:?}");
+    // right after: another client on the same proxy connection has a count of its own
+    let second_client = send_raw(from("198.51.100.2")).await.status().as_u16();
+    assert_eq!(second_client, 200, "limited with the first client");
+
+    // no trusted proxy: forwarded addresses are the caller's own claim, and do not count
+    let h = Herald::start(None, &["--max-connect-rate", "3"]);
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        // a fresh connection per request, each claiming another client
+        let r = client()
+            .get(h.url("/healthz"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            break;
+        }
+    }
+    assert!(statuses.contains(&429), "dodged the limit: {statuses:?}");
+}
+
 #[tokio::test]
 async fn client_assets_are_served_with_etags() {
     let h = Herald::start(None, &[]);
