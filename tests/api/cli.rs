@@ -118,6 +118,91 @@ async fn env_twins_configure_the_server() {
     );
 }
 
+/// More env twins, with no flag at all on the command line: the address, Redis, the base path,
+/// the upstream, a list of allowed origins, the tray cap and the node id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_twins_replace_every_flag() {
+    let redis = Redis::start();
+    let backend = EchoUpstream::start().await;
+    let h = Herald::spawn_env(
+        &[],
+        &[
+            ("HERALD_LISTEN", "127.0.0.1:0"),
+            ("HERALD_JWT_SECRET", SECRET),
+            ("HERALD_REDIS_URL", &redis.url()),
+            ("HERALD_BASE_PATH", "/h/"),
+            ("HERALD_UPSTREAM", &backend.url),
+            ("HERALD_ALLOWED_ORIGIN", "http://a.example,http://b.example"),
+            ("HERALD_MAX_PER_USER", "2"),
+            ("HERALD_NODE_ID", "env-node"),
+        ],
+    );
+    let svc = service_token();
+    // HERALD_BASE_PATH: routes live under /h/ only
+    assert_eq!(h.get("/notifications", &user_token("alice")).await.0, 404);
+    // HERALD_MAX_PER_USER and HERALD_REDIS_URL: three published, two kept, in Redis
+    for title in ["1", "2", "3"] {
+        let (status, body) = send(
+            h.http
+                .post(h.url("/h/publish"))
+                .bearer_auth(&svc)
+                .json(&json!({"users": ["alice"], "notification": {"title": title}})),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (_, page) = h.get("/h/notifications", &user_token("alice")).await;
+    assert_eq!(titles(&page), ["3", "2"]);
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("herald:*alice*")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(!keys.is_empty(), "nothing of alice's in Redis");
+    // HERALD_NODE_ID: presence names the node
+    let sse = h
+        .events_with(
+            h.http
+                .get(h.url("/h/events"))
+                .bearer_auth(session_token("alice", "s1")),
+        )
+        .await;
+    let (_, presence) = h.get("/h/presence/alice", &svc).await;
+    assert_eq!(presence["sessions"][0]["node"], "env-node", "{presence}");
+    drop(sse);
+    // HERALD_UPSTREAM: /h/api/ reaches the upstream
+    let (status, echo) = h.get("/h/api/echo", &user_token("alice")).await;
+    assert_eq!(
+        (status, echo["headers"]["x-herald-user"].clone()),
+        (200, json!("alice"))
+    );
+    // HERALD_ALLOWED_ORIGIN: both listed origins, split at the comma, may write with a cookie
+    let cookie = {
+        let r = send_raw(
+            h.http
+                .post(h.url("/h/session"))
+                .bearer_auth(user_token("alice")),
+        )
+        .await;
+        assert_eq!(r.status(), 204);
+        cookie_of(&r)
+    };
+    for (origin, want) in [
+        ("http://a.example", 200),
+        ("http://b.example", 200),
+        ("http://c.example", 403),
+    ] {
+        let (status, body) = send(
+            h.http
+                .patch(h.url("/h/notifications"))
+                .header("cookie", &cookie)
+                .header("origin", origin)
+                .json(&json!({"all": true, "read": true})),
+        )
+        .await;
+        assert_eq!(status, want, "{origin}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn dev_mode_prints_a_secret_that_token_can_use() {
     let h = Herald::spawn(&["--dev".into(), "--listen".into(), "127.0.0.1:0".into()]);
@@ -209,6 +294,42 @@ async fn token_and_publish_commands() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+/// `herald publish --url` with a Herald mounted under a base path: the path is kept, with or
+/// without its trailing slash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_command_keeps_the_base_path_of_its_url() {
+    let h = Herald::start(None, &["--base-path", "/herald/"]);
+    let mut sse = h
+        .events_with(
+            h.http
+                .get(h.url("/herald/events"))
+                .bearer_auth(user_token("alice")),
+        )
+        .await;
+    assert_eq!(sse.next_event().await.event, "ready");
+    for url in [format!("{}/herald/", h.base), format!("{}/herald", h.base)] {
+        let out = run(
+            &[
+                "publish",
+                "--jwt-secret",
+                SECRET,
+                "--url",
+                &url,
+                "--user",
+                "alice",
+                "--title",
+                &url,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{url}: {out:?}");
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ev = sse.next_event().await.json();
+        assert_eq!(ev["title"], url.as_str());
+        assert_eq!(ev["id"], printed["ids"]["alice"], "{printed}");
+    }
 }
 
 #[tokio::test]

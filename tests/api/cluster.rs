@@ -63,7 +63,7 @@ async fn streams_keep_receiving_after_a_primary_fails_over() {
     let mut cluster = Cluster::start(3, 1);
     let h = Herald::start(Some(&cluster.url()), &[]);
     let mut sse = h.events(&user_token("alice"), "").await;
-    h.notify("alice", "before").await;
+    let before = h.notify("alice", "before").await;
     assert_eq!(sse.next_event().await.event, "notification");
     // the write has reached the replica, so the failover loses nothing
     cluster.wait_for_replication("herald:{u:alice}:items");
@@ -99,6 +99,8 @@ async fn streams_keep_receiving_after_a_primary_fails_over() {
         .await
         .expect("live delivery after the failover");
     assert_eq!(ev.json()["id"], later.as_str());
+    // the notification stored before the failover survived it
+    assert_eq!(h.tray_ids("alice", "").await, vec![later, id, before]);
 }
 
 /// Keys of `user` (they all share the user's slot, and so does the user's channel).

@@ -127,6 +127,43 @@ async fn cors_credentials_only_for_allowed_origins() {
     assert_eq!(r.headers()["access-control-allow-origin"], h.base.as_str());
 }
 
+/// A CORS preflight from an origin that is not allowed gets no `Access-Control-Allow-*`
+/// answer (the browser then refuses the request); one from an allowed origin gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_is_refused_to_other_origins() {
+    let h = Herald::start(None, &["--allowed-origin", "https://app.example"]);
+    let preflight = |origin: &str| {
+        h.http
+            .request(reqwest::Method::OPTIONS, h.url("/notifications"))
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header("access-control-request-headers", "content-type")
+    };
+    for origin in ["http://evil.example", "https://app.example.evil", "null"] {
+        let r = send_raw(preflight(origin)).await;
+        for name in [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+        ] {
+            assert!(
+                r.headers().get(name).is_none(),
+                "{origin}: {name} in {:?}",
+                r.headers()
+            );
+        }
+    }
+    let r = send_raw(preflight("https://app.example")).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let headers = r.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    let methods = headers["access-control-allow-methods"].to_str().unwrap();
+    assert!(methods.contains("PATCH"), "{methods}");
+}
+
 /// `--metrics-allow` limits `/metrics` to the listed networks (403 for others); without it,
 /// anyone may read it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,7 +96,7 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
 async fn two_nodes_store_each_entry_once() {
     let redis = Redis::start();
     let a = Herald::start(Some(&redis.url()), &[]);
-    let _b = Herald::start(Some(&redis.url()), &[]);
+    let b = Herald::start(Some(&redis.url()), &[]);
     let mut conn = redis.conn();
     for i in 0..30 {
         xadd(&mut conn, "publish", &publish_body(&format!("n{i}")));
@@ -105,7 +105,10 @@ async fn two_nodes_store_each_entry_once() {
         a.tray_len("alice").await >= 30
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("timed out waiting for all acknowledged", async || {
+        pending(&mut conn) == 0
+    })
+    .await;
     assert_eq!(
         a.list(&user_token("alice"), "?limit=200").await["notifications"]
             .as_array()
@@ -113,10 +116,13 @@ async fn two_nodes_store_each_entry_once() {
             .len(),
         30
     );
-    wait_for("timed out waiting for all acknowledged", async || {
-        pending(&mut conn) == 0
-    })
-    .await;
+    // each node stored a share (its own count of stored notifications), once in all
+    let (by_a, by_b) = (
+        a.metric("herald_publishes_total").await,
+        b.metric("herald_publishes_total").await,
+    );
+    assert_eq!(by_a + by_b, 30.0, "a stored {by_a}, b stored {by_b}");
+    assert!(by_a > 0.0 && by_b > 0.0, "a stored {by_a}, b stored {by_b}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,3 +189,131 @@ async fn a_node_stopped_by_sigterm_leaves_no_presence_behind() {
     let (_, presence) = b.get("/presence/alice", &service_token()).await;
     assert_eq!(presence, json!({"online": false, "sessions": []}));
 }
+
+/// `rediss://`: a node talks to a Redis that only speaks TLS, verifying its certificate
+/// against the system's roots (here a test CA named by `SSL_CERT_FILE`), and two such nodes
+/// behave as one; a node that does not trust the certificate refuses to start (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_connect_over_tls_and_verify_the_certificate() {
+    let dir = TempDir::new("tls");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir.0)
+            .output()
+            .expect("openssl must be installed for the TLS test");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let subject = |cn| format!("/CN={cn}");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        &subject("herald test CA"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "srv.csr",
+        "-subj",
+        &subject("127.0.0.1"),
+    ]);
+    std::fs::write(dir.0.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let port = free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--tls-cert-file", "cert.pem", "--tls-key-file", "key.pem"])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args(["--save", "", "--appendonly", "no"])
+        .current_dir(&dir.0)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    wait_for(
+        "redis-server did not listen for TLS (built without TLS?)",
+        async || {
+            assert!(
+                server.try_wait().unwrap().is_none(),
+                "redis-server exited: built without TLS?"
+            );
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        },
+    )
+    .await;
+    let _server = Kill(server);
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = dir.0.join("ca.pem");
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--redis-url",
+        &url,
+    ]
+    .map(String::from)
+    .to_vec();
+    let env = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    let (a, b) = (
+        Herald::spawn_env(&args, &env),
+        Herald::spawn_env(&args, &env),
+    );
+    let mut sse = b.events(&user_token("alice"), "").await;
+    let id = a.notify("alice", "over TLS").await;
+    assert_eq!(sse.next_event().await.json()["id"], id.as_str());
+    assert_eq!(b.tray_ids("alice", "").await, vec![id]);
+    // without the CA, the certificate is refused at start-up
+    let out = std::process::Command::new(bin())
+        .args(&args)
+        .env("SSL_CERT_FILE", dir.0.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+}

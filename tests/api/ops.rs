@@ -1,5 +1,7 @@
 //! Operations: health, readiness (follows Redis), metrics, unknown routes.
 
+use std::time::Duration;
+
 use crate::both_modes;
 use crate::common::*;
 
@@ -68,6 +70,50 @@ async fn connect_rate_limit_is_429() {
     );
 }
 
+/// Behind a trusted proxy, `--max-connect-rate` counts each request against the forwarded
+/// client address: one client over the rate gets 429 while another, on the same proxy
+/// connection, is still served. Without the trust, a forwarded address changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rate_behind_a_trusted_proxy_counts_the_forwarded_client() {
+    let h = Herald::start(
+        None,
+        &["--max-connect-rate", "3", "--trusted-proxy", "127.0.0.1"],
+    );
+    // one connection, as a proxy keeps it
+    let proxy = client();
+    let from = |client: &str| {
+        proxy
+            .get(h.url("/healthz"))
+            .header("x-forwarded-for", client)
+    };
+    let mut statuses = Vec::new();
+    while statuses.len() < 20 && !statuses.contains(&429) {
+        statuses.push(send_raw(from("198.51.100.1")).await.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "never limited: {statuses:?}");
+    // right after: another client on the same proxy connection has a count of its own
+    let second_client = send_raw(from("198.51.100.2")).await.status().as_u16();
+    assert_eq!(second_client, 200, "limited with the first client");
+
+    // no trusted proxy: forwarded addresses are the caller's own claim, and do not count
+    let h = Herald::start(None, &["--max-connect-rate", "3"]);
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        // a fresh connection per request, each claiming another client
+        let r = client()
+            .get(h.url("/healthz"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            break;
+        }
+    }
+    assert!(statuses.contains(&429), "dodged the limit: {statuses:?}");
+}
+
 #[tokio::test]
 async fn client_assets_are_served_with_etags() {
     let h = Herald::start(None, &[]);
@@ -129,4 +175,53 @@ async fn dev_routes_exist_only_in_dev_mode() {
         (status, body["unread_count"].clone()),
         (200, serde_json::json!(0))
     );
+}
+
+/// On SIGTERM, a request in flight may finish within `--drain-timeout`, and is cut at it: a
+/// proxied request whose upstream answers after 3 s completes with a 10 s drain, and the
+/// process exits after the 1 s drain, the request unanswered, with a 1 s drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight_up_to_the_drain_timeout() {
+    let backend = EchoUpstream::start().await;
+    for (drain, finishes) in [("10s", true), ("1s", false)] {
+        let mut h = Herald::start(
+            None,
+            &["--upstream", &backend.url, "--drain-timeout", drain],
+        );
+        let hits = backend.hits();
+        let request = h
+            .http
+            .get(h.url("/api/slow"))
+            .bearer_auth(user_token("alice"));
+        let in_flight = tokio::spawn(async move {
+            let r = request.send().await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.text().await?))
+        });
+        wait_for("the request never reached the upstream", async || {
+            backend.hits() > hits
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let (status, h) = tokio::task::spawn_blocking(move || (h.terminate(), h))
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        drop(h);
+        let answer = tokio::time::timeout(WAIT, in_flight)
+            .await
+            .expect("the client heard back")
+            .unwrap();
+        assert!(status.is_some_and(|s| s.success()), "{drain}: {status:?}");
+        if finishes {
+            assert_eq!(answer.unwrap(), (200, "late".to_owned()), "{drain}");
+        } else {
+            assert!(answer.is_err(), "{drain}: answered {answer:?}");
+            // it waited for the drain before cutting (the upstream answers at 3 s)
+            assert!(
+                took >= Duration::from_millis(900),
+                "{drain}: exited after {took:?}"
+            );
+        }
+    }
 }

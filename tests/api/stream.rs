@@ -364,13 +364,88 @@ async fn sigterm_ends_streams_promptly(mode: Mode) {
     );
 }
 
+/// Each stream gets its own user's changes and nothing else: every event up to a final
+/// marker is read, on both users' streams.
 async fn users_only_see_their_own_events(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let mut bob = h.events(&user_token("bob"), "").await;
-    h.notify("alice", "for alice").await;
-    let id = h.notify("bob", "for bob").await;
-    let ev = bob.next_event().await;
-    assert_eq!(ev.json()["id"], id.as_str());
+    let mut alice = h.events(&user_token("alice"), "").await;
+    let mut sent = std::collections::HashMap::<&str, Vec<String>>::new();
+    for i in 0..3 {
+        for user in ["alice", "bob"] {
+            let id = h.notify(user, &format!("for {user} {i}")).await;
+            sent.entry(user).or_default().push(id);
+        }
+    }
+    // changes of other kinds too: a read and a delete of alice's
+    let a = sent["alice"].clone();
+    for (id, change) in [
+        (&a[0], json!({"read": true})),
+        (&a[1], json!({"deleted": true})),
+    ] {
+        let (status, body) = h
+            .patch(
+                &format!("/notifications/{id}"),
+                &user_token("alice"),
+                change,
+            )
+            .await;
+        assert!((200..300).contains(&status), "{status} {body}");
+    }
+    // the markers, last: everything before them has been delivered when they arrive
+    for user in ["alice", "bob"] {
+        let id = h.notify(user, "marker").await;
+        sent.entry(user).or_default().push(id);
+    }
+    for (user, sse) in [("bob", &mut bob), ("alice", &mut alice)] {
+        let marker = sent[user].last().unwrap().clone();
+        let mut seen = Vec::new();
+        loop {
+            let ev = sse.next_event().await;
+            let data = ev.json();
+            match ev.event.as_str() {
+                "notification" => seen.push(data["id"].as_str().unwrap().to_owned()),
+                _ => seen.extend(data["ids"].as_array().map_or(vec![], |ids| {
+                    ids.iter().map(|i| i.as_str().unwrap().to_owned()).collect()
+                })),
+            }
+            if data["id"] == marker.as_str() {
+                break;
+            }
+        }
+        let mut expected = sent[user].clone();
+        if user == "alice" {
+            expected.splice(3..3, [a[0].clone(), a[1].clone()]);
+        }
+        assert_eq!(seen, expected, "{user}'s stream: {}", sse.raw);
+    }
+}
+
+/// Each stream draws its own `retry:` between 1.5 and 2.5 s, so the clients of a node that
+/// goes away come back spread out: ten streams, all in range, not all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_is_drawn_per_stream_within_1500_to_2500_ms() {
+    let h = Herald::start(None, &[]);
+    let mut retries = Vec::new();
+    for i in 0..10 {
+        let sse = h
+            .events(&session_token("alice", &format!("s{i}")), "")
+            .await;
+        let retry = sse
+            .raw
+            .lines()
+            .find_map(|l| l.strip_prefix("retry: "))
+            .unwrap_or_else(|| panic!("no retry: {}", sse.raw));
+        let ms: u64 = retry.parse().unwrap_or_else(|_| panic!("{retry}"));
+        retries.push(ms);
+    }
+    assert!(
+        retries.iter().all(|ms| (1500..=2500).contains(ms)),
+        "{retries:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = retries.iter().collect();
+    // ten draws from a thousand values: all alike by chance once in 10^27
+    assert!(distinct.len() > 1, "every stream got {retries:?}");
 }
 
 /// A client that stops reading is cut off once its backlog passes the bound, and loses

@@ -1,7 +1,8 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page):
 // tab sharing through SharedWorker, leader election without it, per-tab fallback, reload
 // without loss, the tray of a user who was offline, sign-out reaching every tab, and a second
-// user on the same browser who must not resume from the first one's position.
+// user on the same browser who must not resume from the first one's position; and the client's
+// own API (markRead, markUnread, delete, markAllRead, list, reset, revoked, forgetPosition).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -331,6 +332,111 @@ test("replaced reaches the app although EventSource repeats the previous id on i
     });
     await page.waitForFunction(() => window.replaced === 1, null, { timeout: 5_000 });
     await page.evaluate(() => window.other.close());
+  } finally {
+    await close();
+  }
+});
+
+/** The tray and count a user has on the server: `{ ids, unread, read }` (ids newest first). */
+async function serverTray(user) {
+  const r = await fetch(`${herald.base}/notifications`, { headers: { authorization: `Bearer ${token("--sub", user)}` } });
+  const page = await r.json();
+  return { ids: page.notifications.map((n) => n.id), unread: page.unread_count, read: page.notifications.filter((n) => n.read_at).map((n) => n.id) };
+}
+
+for (const [name, strip] of TRANSPORTS) {
+  test(`markRead, markUnread, delete and markAllRead change the tray and reach every tab (${name})`, async () => {
+    const user = `api-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      const second = await openTab(context);
+      assert.equal(await transport(second), name);
+      const [a, b, c] = [await publish(herald.base, user, "a"), await publish(herald.base, user, "b"), await publish(herald.base, user, "c")];
+      for (const page of [first, second]) {
+        await shows(page, c);
+        await page.evaluate(() => {
+          window.changes = [];
+          for (const kind of ["read", "unread", "deleted"]) {
+            window.heraldDemo.herald.on(kind, (d) => window.changes.push([kind, [...d.ids].sort(), d.unread_count]));
+          }
+        });
+      }
+      /** Call `method(arg)` on the first tab's client; both tabs then see `change` and `unread`. */
+      const step = async (method, arg, change) => {
+        await first.evaluate(([m, x]) => window.heraldDemo.herald[m](x), [method, arg]);
+        for (const [i, page] of [first, second].entries()) {
+          await page.waitForFunction((n) => window.changes.length >= n, step.count + 1, { timeout: 10_000 })
+            .catch(async () => assert.fail(`tab ${i + 1} after ${method}: ${JSON.stringify(await page.evaluate(() => window.changes))}`));
+          const changes = await page.evaluate(() => window.changes);
+          assert.deepEqual(changes.at(-1), change, `tab ${i + 1} after ${method}: ${JSON.stringify(changes)}`);
+          assert.equal(await page.evaluate(() => window.heraldDemo.herald.unreadCount), change[2], `tab ${i + 1} count after ${method}`);
+        }
+        step.count += 1;
+      };
+      step.count = 0;
+      await step("markRead", a, ["read", [a], 2]);
+      await step("markUnread", a, ["unread", [a], 3]);
+      await step("delete", b, ["deleted", [b], 2]);
+      assert.deepEqual(await serverTray(user), { ids: [c, a], unread: 2, read: [] });
+      await step("markAllRead", undefined, ["read", [a, c].sort(), 0]);
+      assert.deepEqual(await serverTray(user), { ids: [c, a], unread: 0, read: [c, a] });
+      await first.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
+      await second.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
+      // list() answers from the server, with the client's own query
+      const listed = await second.evaluate(() => window.heraldDemo.herald.list({ limit: 1 }));
+      assert.deepEqual(listed.notifications.map((n) => n.id), [c]);
+      assert.equal(listed.unread_count, 0);
+      assert.ok(listed.next, "a next cursor after one of two");
+    } finally {
+      await close();
+    }
+  });
+}
+
+test("reset, revoked and forgetPosition on the client's own API (tab)", async () => {
+  const user = "api-control";
+  const { context, close } = await browser();
+  try {
+    const page = await context.newPage();
+    await signIn(page, user);
+    const ids = [await publish(herald.base, user, "one"), await publish(herald.base, user, "two")];
+    await shows(page, ids[1]);
+    // a bare page of the same origin, with only our own client on it
+    await page.goto(`${herald.base}/healthz`);
+    await page.evaluate(async () => {
+      localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5 }));
+      const { default: Herald } = await import("/herald.js");
+      window.resets = [];
+      window.h = await Herald.connect({ transport: "tab" });
+      window.h.on("reset", (d) => window.resets.push(d));
+    });
+    // the stored position is of another log: the server answers `reset`, with the true count
+    await page.waitForFunction(() => window.resets.length === 1, null, { timeout: 10_000 });
+    assert.deepEqual(await page.evaluate(() => window.resets), [{ unread_count: 2 }]);
+    assert.equal(await page.evaluate(() => window.h.unreadCount), 2);
+    await until(async () => (await storedPosition(page))?.unread === 2, "the position after the reset");
+    const position = await storedPosition(page);
+    assert.notEqual(tagOf(position.id), "0123456789ab", `the position moved to the user's log: ${position.id}`);
+    // live events still arrive after the reset, and move the position
+    await page.evaluate(() => { window.seen = []; window.h.on("notification", (n) => window.seen.push(n.id)); });
+    const three = await publish(herald.base, user, "three");
+    await page.waitForFunction((id) => window.seen.includes(id), three, { timeout: 10_000 });
+    assert.equal(await page.evaluate(() => window.h.unreadCount), 3);
+
+    // revoked: the app hears it once, with the reason, and the client closes for good
+    await page.evaluate(() => { window.revoked = []; window.h.on("revoked", (d) => window.revoked.push(d)); });
+    await signOutWithoutForgetting(page);
+    await page.waitForFunction(() => window.revoked.length === 1, null, { timeout: 5_000 });
+    assert.deepEqual(await page.evaluate(() => window.revoked), [{ reason: "logout" }]);
+    assert.equal(await page.evaluate(() => window.h.closed), true);
+    await until(async () => (await streams(user)).length === 0, "the stream to end");
+
+    // forgetPosition: the next user on this browser starts from nothing of this one's
+    assert.ok(await storedPosition(page), "a position is kept until it is forgotten");
+    await page.evaluate(async () => (await import("/herald.js")).forgetPosition(""));
+    assert.equal(await storedPosition(page), null);
   } finally {
     await close();
   }

@@ -1,6 +1,7 @@
 //! [`EchoUpstream`], a real HTTP upstream for the `/api/` proxy tests, served by hyper in the
 //! test process (named so it does not read as the product's storage `Backend`):
-//! `/echo` (what it received, as JSON), `/slow` (answers after 3 s), `/upload` (counts the
+//! `/echo` (what it received, as JSON; a header sent more than once shows as an array of all
+//! its values), `/slow` (answers after 3 s), `/upload` (counts the
 //! body while streaming it), `/stream?mb=N` (streams N MiB). It counts the requests it got.
 
 use std::convert::Infallible;
@@ -62,6 +63,26 @@ impl EchoUpstream {
     }
 }
 
+/// Every header as JSON: a string for a header sent once, an array of every value, in order,
+/// for a header sent more than once (so a duplicate never hides behind the last value).
+fn headers_json(headers: &http::HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    headers
+        .keys()
+        .map(|name| {
+            let values: Vec<&str> = headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or(""))
+                .collect();
+            let value = match values.as_slice() {
+                [one] => json!(one),
+                many => json!(many),
+            };
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
 fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
@@ -87,11 +108,7 @@ async fn handle(req: http::Request<Incoming>) -> Result<http::Response<Body>, In
         }
         _ => {
             let method = req.method().to_string();
-            let headers: serde_json::Map<String, serde_json::Value> = req
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
-                .collect();
+            let headers = headers_json(req.headers());
             let mut body = BodyStream::new(req.into_body());
             let mut bytes = 0usize;
             while let Some(Ok(frame)) = body.next().await {

@@ -230,12 +230,17 @@ impl Herald {
         sse
     }
 
-    /// The value of the series `name` on `/metrics` (0 when the series is missing).
+    /// The value of the series `name` (e.g. `herald_streams_open`, or a labelled
+    /// `name{le="0.5"}`) on `/metrics`; panics when the series is missing, so a renamed or
+    /// dropped metric fails the test instead of reading as 0.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.text("/metrics").await;
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+            .find_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                (series == name).then(|| value.parse().expect("a number"))
+            })
+            .unwrap_or_else(|| panic!("no series {name} on /metrics:\n{text}"))
     }
 
     /// [`Herald::notify`], retried every 100 ms until Redis takes it (at most `WAIT`); its id.
