@@ -43,9 +43,23 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
 
 /// The response for an error: its status and `{"error":{"code","message"}}` (plus `stored` for
 /// a partly stored publish). Our own faults are logged at error, client mistakes at debug.
+/// True at most once per second, process-wide: rate-limits a warning that an outage repeats.
+fn warn_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    let now = crate::model::now_secs();
+    let last = LAST.swap(now, Ordering::Relaxed);
+    last != now
+}
+
 pub fn error_response(error: Error) -> Response {
     match &error {
-        Error::Unavailable(source) => tracing::warn!(error = %source, "backend unavailable"),
+        // During an outage every request fails the same way: one warning a second is enough
+        // (the link's own `Redis link down` line names the cause); the rest go to debug.
+        Error::Unavailable(source) if warn_now() => {
+            tracing::warn!(error = %source, "backend unavailable (further ones this second at debug)")
+        }
+        Error::Unavailable(source) => tracing::debug!(error = %source, "backend unavailable"),
         Error::BadGateway(source) => tracing::warn!(error = %source, "upstream unreachable"),
         Error::Internal(detail) => tracing::error!(%detail, "internal error"),
         Error::PartlyStored { stored, source } => {
