@@ -100,8 +100,6 @@ def expand_use(tree):
 def edges_of(f):
     src = strip_comments(strip_tests(open(os.path.join(ROOT, f)).read()))
     me = module_of(f)
-    # the module a `super::` refers to
-    parent = me[:-1]
     out = set()
     paths = []
     for m in re.finditer(r"\buse\s+([^;]+);", src):
@@ -123,11 +121,11 @@ def edges_of(f):
         if segs[0] == "crate":
             abs_ = segs[1:]
         elif segs[0] == "super":
-            base = list(parent)
+            ups = 0
             while segs and segs[0] == "super":
                 segs = segs[1:]
-                base = base if base is parent else base[:-1]
-            abs_ = base + segs
+                ups += 1
+            abs_ = list(me[: len(me) - ups]) + segs
         elif segs[0] == "self":
             abs_ = list(me) + segs[1:]
         else:

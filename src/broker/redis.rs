@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::subscriptions::{work, Command};
@@ -18,7 +18,7 @@ use crate::error::StartupError;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::redis_conn::{connect, RedisConn, COMMAND_DEADLINE};
+use crate::redis_conn::{as_str, connect, RedisConn, COMMAND_DEADLINE};
 use crate::shutdown::Shutdown;
 use crate::store::keys::{user_of_channel, UserKeys};
 
@@ -129,13 +129,5 @@ async fn listen(
             }
             _ => {}
         }
-    }
-}
-
-pub(super) fn as_str(v: &Value) -> Option<&str> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
     }
 }

@@ -18,11 +18,10 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::redis::as_str;
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::keys::UserKeys;
 

@@ -94,6 +94,15 @@ fn down() -> RedisError {
     std::io::Error::new(std::io::ErrorKind::NotConnected, "Redis is unavailable").into()
 }
 
+/// A reply or push item as text (bulk or simple string), if it is one.
+pub fn as_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// True for failures of the connection itself (as opposed to Redis answering with an error).
 pub fn is_link_failure(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
