@@ -8,13 +8,12 @@ use cookie::{Cookie, SameSite};
 use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
-use sha2::{Digest, Sha256};
 
 use super::jwt::Claims;
 use super::origin;
 use crate::error::{Error, Result};
 use crate::forwarded::ConnInfo;
-use crate::model::{is_valid_id, now_secs, random_token};
+use crate::model::{is_valid_id, now_secs, random_token, sha256_hex};
 use crate::state::AppState;
 use crate::store::SessionRecord;
 
@@ -92,10 +91,7 @@ pub fn strip_session_cookie(headers: &mut HeaderMap) {
 
 /// The SHA-256 of a session secret, hex: what the store keeps instead of the secret.
 pub fn secret_hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha256_hex(secret)
 }
 
 /// `<id>.<secret>` → (id, secret), when both have the shape Herald issues (lower-case hex of

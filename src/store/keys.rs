@@ -72,12 +72,7 @@ impl UserKeys {
     /// STRING idempotency key → notification id, expiring after 24 h. The caller's key is
     /// hashed (SHA-256, hex): any text, fixed length, never another key's shape.
     pub fn idempotency(&self, key: &str) -> String {
-        use sha2::{Digest, Sha256};
-        let digest: String = Sha256::digest(key.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.key(&format!("idem:{digest}"))
+        self.key(&format!("idem:{}", crate::model::sha256_hex(key)))
     }
     /// ZSET of the user's browser sessions: public id → creation time (µs), oldest first.
     pub fn sessions(&self) -> String {
