@@ -205,10 +205,7 @@ impl Epoch {
     /// Exactly 12 lowercase ASCII hex characters; anything else is not an epoch.
     pub fn parse(s: &str) -> Option<Self> {
         let bytes: [u8; Epoch::LEN] = s.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            .then_some(Epoch(bytes))
+        is_lower_hex(s, Epoch::LEN).then_some(Epoch(bytes))
     }
 
     pub fn as_str(&self) -> &str {
@@ -388,6 +385,11 @@ pub fn random_token(bytes: usize) -> String {
 pub fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
     hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// Exactly `len` lower-case ASCII hex digits (the only form Herald writes tokens and tags in).
+pub fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -64,20 +64,18 @@ pub async fn publish(
         }
     }
     // De-duplicated in first-seen order, in O(n): a publish may name ~95k users (1 MiB body).
-    let mut seen: HashSet<String> = HashSet::with_capacity(request.users.len());
-    let mut recipients: Vec<String> = Vec::with_capacity(request.users.len());
-    for user in &request.users {
-        if seen.insert(user.clone()) {
-            recipients.push(user.clone());
-        }
-    }
+    let mut members = Vec::new();
     for group in &request.groups {
-        for user in store.members(group).await? {
-            if seen.insert(user.clone()) {
-                recipients.push(user);
-            }
-        }
+        members.extend(store.members(group).await?);
     }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(request.users.len() + members.len());
+    let recipients: Vec<String> = request
+        .users
+        .iter()
+        .chain(&members)
+        .filter(|user| seen.insert(user.as_str()))
+        .cloned()
+        .collect();
     drop(seen);
     let now = SystemTime::now();
     // The size limit depends on the user id only through its JSON-escaped length: checking the

@@ -13,7 +13,7 @@ use super::jwt::Claims;
 use super::origin;
 use crate::error::{Error, Result};
 use crate::forwarded::ConnInfo;
-use crate::model::{is_valid_id, now_secs, random_token, sha256_hex};
+use crate::model::{is_lower_hex, is_valid_id, now_secs, random_token, sha256_hex};
 use crate::state::AppState;
 use crate::store::SessionRecord;
 
@@ -99,10 +99,8 @@ pub fn secret_hash(secret: &str) -> String {
 /// session: the browser signs in again.
 fn split_cookie(value: &str) -> Option<(&str, &str)> {
     let (id, secret) = value.split_once('.')?;
-    let hex = |s: &str, bytes: usize| {
-        s.len() == bytes * 2 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    (hex(id, ID_BYTES) && hex(secret, SECRET_BYTES)).then_some((id, secret))
+    (is_lower_hex(id, ID_BYTES * 2) && is_lower_hex(secret, SECRET_BYTES * 2))
+        .then_some((id, secret))
 }
 
 /// Equal byte strings, compared in time independent of where they differ.

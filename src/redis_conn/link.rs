@@ -149,6 +149,11 @@ impl Link {
         current.conn.clone().map(|c| (c, current.id))
     }
 
+    /// Whether this link is to a Redis Cluster (known from its target, up or down).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
     pub fn is_up(&self) -> bool {
         lock(&self.current).conn.is_some()
     }

@@ -158,11 +158,15 @@ impl RedisConn {
         command: impl std::future::Future<Output = RedisResult<T>>,
     ) -> RedisResult<T> {
         let _blocking = self.blocking.then(|| self.link.blocking());
-        let dropped = self.link.dropped(id);
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(self.deadline, command) => outcome,
-            // Taken down meanwhile (by the probe, or another command's timeout).
-            () = dropped, if self.ends_early => return Err(down()),
+        let command = tokio::time::timeout(self.deadline, command);
+        let outcome = if self.ends_early {
+            tokio::select! {
+                outcome = command => outcome,
+                // Taken down meanwhile (by the probe, or another command's timeout).
+                () = self.link.dropped(id) => return Err(down()),
+            }
+        } else {
+            command.await
         };
         match outcome {
             Ok(Ok(value)) => Ok(value),
@@ -209,7 +213,7 @@ impl RedisConn {
 
     /// Whether this link is to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.link.checkout(), Some((Conn::Cluster(_), _)))
+        self.link.is_cluster()
     }
 
     /// Run `cmd` on the node the cluster connection's slot map names as the primary of `key`'s
@@ -234,8 +238,7 @@ impl RedisConn {
     pub async fn scan_match(&mut self, pattern: &str) -> RedisResult<Vec<String>> {
         use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
         let mut keys = Vec::new();
-        let cluster = matches!(self.checkout()?.0, Conn::Cluster(_));
-        let nodes = if cluster {
+        let nodes = if self.is_cluster() {
             let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(self).await?;
             primaries(&nodes).into_iter().map(Some).collect()
         } else {

@@ -107,19 +107,30 @@ impl Stream {
             node: hub.node().to_owned(),
             since: crate::model::rfc3339(std::time::SystemTime::now()),
         };
-        if let Err(e) = state.store.add_presence(&owner.user, &presence).await {
+        // After the subscription, these three need not wait for each other.
+        let announce = async {
+            match &owner.session {
+                Some(session) => {
+                    let open = crate::broker::Message::Open {
+                        node: hub.node().to_owned(),
+                        session: session.clone(),
+                        tab: owner.tab.clone(),
+                    };
+                    state.broker.announce(&owner.user, &open).await
+                }
+                None => Ok(()),
+            }
+        };
+        let (recorded, announced, head) = tokio::join!(
+            state.store.add_presence(&owner.user, &presence),
+            announce,
+            state.store.head(&owner.user),
+        );
+        if let Err(e) = recorded {
             tracing::debug!(error = %e, "presence not recorded");
         }
-        if let Some(session) = &owner.session {
-            let open = crate::broker::Message::Open {
-                node: hub.node().to_owned(),
-                session: session.clone(),
-                tab: owner.tab.clone(),
-            };
-            state.broker.announce(&owner.user, &open).await?;
-        }
-
-        let head = state.store.head(&owner.user).await?;
+        announced?;
+        let head = head?;
         let ready = |id: EventId| {
             let data = serde_json::json!({
                 "user": owner.user, "session": owner.session, "unread_count": head.unread_count,
