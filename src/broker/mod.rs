@@ -10,24 +10,17 @@ use crate::config::Backend;
 use crate::error::{Result, StartupError};
 use crate::hub::{Delivery, Hub};
 use crate::metrics::Metrics;
-use crate::model::{Epoch, EventId};
+use crate::model::{Change, ChangeKind, Epoch};
 use crate::shutdown::Shutdown;
-use crate::sse::frame;
 
 pub use self::redis::RedisBroker;
 
 /// A message on a user's channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A committed change (`c\t<epoch>\t<seq>\t<kind>\t<at_ms>\t<data>`, written by the
     /// store's scripts).
-    Change {
-        epoch: Epoch,
-        seq: u64,
-        kind: String,
-        at_ms: u64,
-        data: String,
-    },
+    Change(Change),
     /// End every stream of `session` (`r\t<node>\t<session>`).
     Revoke { node: String, session: String },
     /// A stream of (session, tab) opened on `node`; end the others (`o\t<node>\t<session>\t<tab>`).
@@ -41,13 +34,14 @@ pub enum Message {
 impl Message {
     pub fn encode(&self) -> String {
         match self {
-            Message::Change {
-                epoch,
-                seq,
-                kind,
-                at_ms,
-                data,
-            } => format!("c\t{epoch}\t{seq}\t{kind}\t{at_ms}\t{data}"),
+            Message::Change(c) => format!(
+                "c\t{}\t{}\t{}\t{}\t{}",
+                c.epoch,
+                c.seq,
+                c.kind.as_str(),
+                c.at_ms,
+                c.data
+            ),
             Message::Revoke { node, session } => format!("r\t{node}\t{session}"),
             Message::Open { node, session, tab } => {
                 format!("o\t{node}\t{session}\t{}", tab.as_deref().unwrap_or(""))
@@ -60,13 +54,13 @@ impl Message {
         match tag {
             "c" => {
                 let mut parts = rest.splitn(5, '\t');
-                Some(Message::Change {
+                Some(Message::Change(Change {
                     epoch: Epoch::parse(parts.next()?)?,
                     seq: parts.next()?.parse().ok()?,
-                    kind: parts.next()?.to_owned(),
+                    kind: ChangeKind::parse(parts.next()?)?,
                     at_ms: parts.next()?.parse().ok()?,
                     data: parts.next()?.to_owned(),
-                })
+                }))
             }
             "r" => {
                 let (node, session) = rest.split_once('\t')?;
@@ -90,25 +84,8 @@ impl Message {
     /// node sent itself were already applied locally.
     pub fn apply(self, hub: &Hub, user: &str) {
         match self {
-            Message::Change {
-                epoch,
-                seq,
-                kind,
-                at_ms,
-                data,
-            } => {
-                // Encoded once here; every stream of the user on this node shares the bytes.
-                let frame = frame::event(Some(EventId { epoch, seq }), &kind, &data);
-                hub.dispatch(
-                    user,
-                    &Delivery {
-                        epoch,
-                        seq,
-                        frame,
-                        at_ms,
-                    },
-                );
-            }
+            // Encoded once here; every stream of the user on this node shares the bytes.
+            Message::Change(change) => hub.dispatch(user, &Delivery::new(&change)),
             Message::Revoke { node, session } if node != hub.node() => {
                 hub.end_session(user, &session)
             }
@@ -184,13 +161,13 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         for m in [
-            Message::Change {
+            Message::Change(Change {
                 epoch: Epoch::random(),
                 seq: 3,
-                kind: "read".into(),
+                kind: ChangeKind::Read,
                 at_ms: 9,
                 data: "{\"a\":\"x\\ty\"}".into(),
-            },
+            }),
             Message::Revoke {
                 node: "n1".into(),
                 session: "s".into(),
@@ -215,6 +192,6 @@ mod tests {
     fn change_without_epoch_is_ignored() {
         assert_eq!(Message::parse("c\t3\tread\t9\t{}"), None);
         let m = Message::parse("c\t3f9a0c12d4e1\t3\tread\t9\t{}").unwrap();
-        assert!(matches!(m, Message::Change { seq: 3, .. }));
+        assert!(matches!(m, Message::Change(Change { seq: 3, .. })));
     }
 }
