@@ -197,7 +197,7 @@ LAYERS = [
     ("services", ["publish.rs", "ingest.rs", "retention.rs", "upstream.rs"]),
     ("state", ["state.rs"]),
     ("HTTP", ["routes/", "auth/", "sse/", "forwarded.rs", "connect_limit.rs", "send_timeout.rs"]),
-    ("server", ["server.rs"]),
+    ("server", ["server/"]),
     ("CLI", ["cli/", "lib.rs"]),
 ]
 

@@ -1,24 +1,22 @@
 //! The Hub: this node's live streams, by user. It routes a committed change to the streams of
-//! one user (one map lookup, then a non-blocking `try_send` of shared bytes per stream), ends
-//! streams that are replaced or revoked, and reports presence. It never awaits: waiting
-//! happens in each stream, so a slow client can only lose its own stream, never stall others.
+//! one user (one map lookup, then each stream's non-blocking `Sink::deliver` of shared bytes),
+//! ends streams that are replaced, revoked or shut down, ticks them for pings and expiry, and
+//! reports presence. It never awaits: a stream that can't take more ends itself, so a slow
+//! client can only lose its own stream, never stall others.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::model::PresenceEntry;
 use crate::model::{rfc3339, Change, Epoch};
+use crate::shutdown::Shutdown;
 use crate::sse::frame;
-
-/// Signals queued per stream. Beyond this backlog the stream is closed; the client resumes
-/// with `Last-Event-ID` and loses nothing.
-pub const STREAM_BACKLOG: usize = 256;
 
 /// A committed change, encoded once, as every stream of the user receives it.
 #[derive(Debug, Clone)]
@@ -49,14 +47,21 @@ pub enum EndReason {
     Replaced,
     /// The session was ended (logout).
     Revoked,
+    /// The node is shutting down: the stream ends without an event; the client resumes.
+    Shutdown,
 }
 
-#[derive(Debug, Clone)]
-pub enum Signal {
-    Change(Delivery),
-    /// The broker may have missed changes (reconnect): fetch from the store after the last seq.
-    CatchUp,
-    End(EndReason),
+/// What the hub holds of a stream. Every method returns at once: a stream that needs to
+/// wait (a full socket, a catch-up from the store) does it in its own transport.
+pub trait Sink: Send + Sync {
+    /// Take a committed change; false when the stream is over (the hub then drops it).
+    fn deliver(&self, delivery: &Delivery) -> bool;
+    /// End the stream with `reason` as its last event.
+    fn end(&self, reason: EndReason);
+    /// The broker may have missed changes: fetch from the store after the last position.
+    fn catch_up(&self);
+    /// The node's ticker: ping a stream that has been quiet for a heartbeat, end it at expiry.
+    fn tick(&self, now: Instant);
 }
 
 struct Subscriber {
@@ -65,7 +70,7 @@ struct Subscriber {
     session: Option<Arc<str>>,
     tab: Option<Arc<str>>,
     since: SystemTime,
-    tx: mpsc::Sender<Signal>,
+    sink: Arc<dyn Sink>,
 }
 
 impl Subscriber {
@@ -74,12 +79,6 @@ impl Subscriber {
     fn same_unit(&self, session: Option<&str>, tab: Option<&str>) -> bool {
         session.is_some() && self.session.as_deref() == session && self.tab.as_deref() == tab
     }
-}
-
-/// What registering a stream gives it.
-pub struct Registration {
-    pub id: u64,
-    pub rx: mpsc::Receiver<Signal>,
 }
 
 #[derive(Clone)]
@@ -115,23 +114,27 @@ impl Hub {
         format!("{}.{}", self.inner.node, id)
     }
 
-    /// Add a stream for `user`; ends this node's other streams of the same (session, tab).
-    /// `None` when the user already has `max` other streams here.
+    /// A new stream id, unique on this node.
+    pub fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Add stream `id` of `user`; ends this node's other streams of the same (session, tab).
+    /// False when the user already has `max` other streams here.
     pub fn register(
         &self,
         user: &str,
-        session: Option<&str>,
-        tab: Option<&str>,
+        (session, tab): (Option<&str>, Option<&str>),
         max: usize,
-    ) -> Option<Registration> {
+        id: u64,
+        sink: Arc<dyn Sink>,
+    ) -> bool {
         let mut subs = self.inner.users.entry(user.to_owned()).or_default();
         if subs.iter().filter(|s| !s.same_unit(session, tab)).count() >= max {
             drop(subs);
             self.inner.users.remove_if(user, |_, subs| subs.is_empty());
-            return None;
+            return false;
         }
-        let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         end_matching(
             &mut subs,
             |s| s.same_unit(session, tab),
@@ -143,10 +146,10 @@ impl Hub {
             session: session.map(Into::into),
             tab: tab.map(Into::into),
             since: SystemTime::now(),
-            tx,
+            sink,
         });
         self.inner.metrics.streams_open.inc();
-        Some(Registration { id, rx })
+        true
     }
 
     /// Remove a stream (it ended). Returns true when the user has no stream left here.
@@ -167,24 +170,19 @@ impl Hub {
         last || !self.inner.users.contains_key(user)
     }
 
-    /// Queue a committed change on every stream of `user` here. A full queue closes that stream.
+    /// Hand a committed change to every stream of `user` here; a stream that is over (its
+    /// backlog passed the bound, its socket failed) is dropped.
     pub fn dispatch(&self, user: &str, delivery: &Delivery) {
         let Some(mut subs) = self.inner.users.get_mut(user) else {
             return;
         };
         let metrics = &self.inner.metrics;
-        subs.retain(|s| match s.tx.try_send(Signal::Change(delivery.clone())) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(user, session = ?s.session, "stream backlog full; closing it");
+        subs.retain(|s| {
+            let kept = s.sink.deliver(delivery);
+            if !kept {
                 metrics.streams_open.dec();
-                metrics.streams_overflowed.inc();
-                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                metrics.streams_open.dec();
-                false
-            }
+            kept
         });
     }
 
@@ -212,22 +210,48 @@ impl Hub {
         }
     }
 
+    /// End every stream here (shutdown): each ends without an event, the clients resume.
+    pub fn end_all(&self, reason: EndReason) {
+        self.inner.users.retain(|_, subs| {
+            end_matching(subs, |_| true, reason, &self.inner.metrics);
+            false
+        });
+    }
+
     /// Ask every stream to fetch what the broker may have missed.
     pub fn catch_up_all(&self) {
-        for subs in self.inner.users.iter() {
-            for s in subs.iter() {
-                let _ = s.tx.try_send(Signal::CatchUp);
-            }
-        }
+        self.for_each(|s| s.catch_up());
     }
 
     /// Ask every stream of `user` to fetch what the broker may have missed (its channel was
     /// subscribed again after Redis dropped it).
     pub fn catch_up(&self, user: &str) {
         if let Some(subs) = self.inner.users.get(user) {
-            for s in subs.iter() {
-                let _ = s.tx.try_send(Signal::CatchUp);
+            subs.iter().for_each(|s| s.sink.catch_up());
+        }
+    }
+
+    /// The node's ticker: every stream pings when quiet and ends at its expiry.
+    pub fn tick(&self, now: Instant) {
+        self.for_each(|s| s.tick(now));
+    }
+
+    /// Tick every stream each `period` until shutdown: one task per node drives every
+    /// stream's pings and expiry, so an idle stream carries no timer of its own.
+    pub async fn run_ticker(self, period: Duration, shutdown: Shutdown) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                now = ticks.tick() => self.tick(now),
+                _ = shutdown.wait() => return,
             }
+        }
+    }
+
+    fn for_each(&self, f: impl Fn(&dyn Sink)) {
+        for subs in self.inner.users.iter() {
+            subs.iter().for_each(|s| f(s.sink.as_ref()));
         }
     }
 
@@ -251,8 +275,8 @@ impl Hub {
     }
 }
 
-/// Send `reason` to and drop every subscriber matching `pred`; dropping the sender makes
-/// the stream end after the queued signals.
+/// End with `reason` and drop every subscriber matching `pred`; each stream ends after what
+/// it has queued.
 fn end_matching(
     subs: &mut Vec<Subscriber>,
     pred: impl Fn(&Subscriber) -> bool,
@@ -263,7 +287,7 @@ fn end_matching(
         if !pred(s) {
             return true;
         }
-        let _ = s.tx.try_send(Signal::End(reason));
+        s.sink.end(reason);
         metrics.streams_open.dec();
         false
     });
@@ -273,9 +297,55 @@ fn end_matching(
 mod tests {
     use super::*;
     use crate::model::ChangeKind;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    /// A sink that records what the hub asked of it; `full` makes it refuse deliveries.
+    #[derive(Default)]
+    struct Probe {
+        got: Mutex<Vec<String>>,
+        full: AtomicBool,
+    }
+
+    impl Probe {
+        fn got(&self) -> Vec<String> {
+            self.got.lock().unwrap().clone()
+        }
+        fn push(&self, what: String) {
+            self.got.lock().unwrap().push(what);
+        }
+    }
+
+    impl Sink for Probe {
+        fn deliver(&self, d: &Delivery) -> bool {
+            self.push(format!("change {}", d.seq));
+            !self.full.load(Ordering::Relaxed)
+        }
+        fn end(&self, reason: EndReason) {
+            self.push(format!("end {reason:?}"));
+        }
+        fn catch_up(&self) {
+            self.push("catch-up".into());
+        }
+        fn tick(&self, _now: Instant) {
+            self.push("tick".into());
+        }
+    }
 
     fn hub() -> Hub {
         Hub::new("n1".into(), Metrics::default())
+    }
+
+    fn add(
+        hub: &Hub,
+        user: &str,
+        unit: (Option<&str>, Option<&str>),
+        max: usize,
+    ) -> Option<(u64, Arc<Probe>)> {
+        let probe = Arc::new(Probe::default());
+        let id = hub.next_id();
+        hub.register(user, unit, max, id, probe.clone())
+            .then_some((id, probe))
     }
 
     fn change(seq: u64) -> Delivery {
@@ -289,80 +359,87 @@ mod tests {
     }
 
     /// A second stream of the same session ends the first with `Replaced`.
-    #[tokio::test]
-    async fn second_stream_replaces_first() {
+    #[test]
+    fn second_stream_replaces_first() {
         let hub = hub();
-        let mut a = hub.register("alice", Some("s1"), None, 64).unwrap();
-        let _b = hub.register("alice", Some("s1"), None, 64).unwrap();
-        assert!(matches!(
-            a.rx.recv().await,
-            Some(Signal::End(EndReason::Replaced))
-        ));
-        assert!(a.rx.recv().await.is_none());
+        let (_, a) = add(&hub, "alice", (Some("s1"), None), 64).unwrap();
+        let _b = add(&hub, "alice", (Some("s1"), None), 64).unwrap();
+        assert_eq!(a.got(), ["end Replaced"]);
         assert_eq!(hub.count("alice"), 1);
     }
 
     /// Streams of other tabs of the same session are kept.
-    #[tokio::test]
-    async fn tabs_are_separate_units() {
+    #[test]
+    fn tabs_are_separate_units() {
         let hub = hub();
-        let _a = hub.register("alice", Some("s1"), Some("t1"), 64).unwrap();
-        let _b = hub.register("alice", Some("s1"), Some("t2"), 64).unwrap();
+        let _a = add(&hub, "alice", (Some("s1"), Some("t1")), 64).unwrap();
+        let _b = add(&hub, "alice", (Some("s1"), Some("t2")), 64).unwrap();
         assert_eq!(hub.count("alice"), 2);
     }
 
     /// A change reaches every stream of its user and no one else's.
-    #[tokio::test]
-    async fn dispatch_reaches_only_that_user() {
+    #[test]
+    fn dispatch_reaches_only_that_user() {
         let hub = hub();
-        let mut a = hub.register("alice", Some("s1"), None, 64).unwrap();
-        let mut b = hub.register("bob", Some("s2"), None, 64).unwrap();
+        let (_, a) = add(&hub, "alice", (Some("s1"), None), 64).unwrap();
+        let (_, b) = add(&hub, "bob", (Some("s2"), None), 64).unwrap();
         hub.dispatch("alice", &change(1));
-        assert!(matches!(a.rx.recv().await, Some(Signal::Change(d)) if d.seq == 1));
-        assert!(b.rx.try_recv().is_err());
+        assert_eq!(a.got(), ["change 1"]);
+        assert!(b.got().is_empty());
     }
 
-    /// A stream that stops reading is dropped once its backlog is full.
-    #[tokio::test]
-    async fn full_backlog_closes_stream() {
+    /// A stream that refuses a delivery (it is over) is dropped from the hub.
+    #[test]
+    fn a_refusing_stream_is_dropped() {
         let hub = hub();
-        let mut a = hub.register("alice", Some("s1"), None, 64).unwrap();
-        for seq in 0..=STREAM_BACKLOG as u64 {
-            hub.dispatch("alice", &change(seq));
-        }
+        let (_, a) = add(&hub, "alice", (Some("s1"), None), 64).unwrap();
+        a.full.store(true, Ordering::Relaxed);
+        hub.dispatch("alice", &change(1));
         assert_eq!(hub.count("alice"), 0);
-        let mut n = 0;
-        while a.rx.recv().await.is_some() {
-            n += 1;
-        }
-        assert_eq!(n, STREAM_BACKLOG);
+        hub.dispatch("alice", &change(2));
+        assert_eq!(a.got(), ["change 1"]);
     }
 
     /// Beyond the per-user limit, a new stream is refused, but a replacing one is not.
-    #[tokio::test]
-    async fn limit_counts_other_units() {
+    #[test]
+    fn limit_counts_other_units() {
         let hub = hub();
-        let _a = hub.register("alice", Some("s1"), None, 1).unwrap();
-        assert!(hub.register("alice", Some("s2"), None, 1).is_none());
-        assert!(hub.register("alice", Some("s1"), None, 1).is_some());
+        let _a = add(&hub, "alice", (Some("s1"), None), 1).unwrap();
+        assert!(add(&hub, "alice", (Some("s2"), None), 1).is_none());
+        assert!(add(&hub, "alice", (Some("s1"), None), 1).is_some());
     }
 
     /// Streams without a session never replace each other.
-    #[tokio::test]
-    async fn sessionless_streams_stand_alone() {
+    #[test]
+    fn sessionless_streams_stand_alone() {
         let hub = hub();
-        let _a = hub.register("alice", None, None, 64).unwrap();
-        let _b = hub.register("alice", None, None, 64).unwrap();
+        let _a = add(&hub, "alice", (None, None), 64).unwrap();
+        let _b = add(&hub, "alice", (None, None), 64).unwrap();
         assert_eq!(hub.count("alice"), 2);
     }
 
     /// Removing the last stream reports the user gone from this node.
-    #[tokio::test]
-    async fn remove_reports_last() {
+    #[test]
+    fn remove_reports_last() {
         let hub = hub();
-        let a = hub.register("alice", Some("s1"), Some("t1"), 64).unwrap();
-        let b = hub.register("alice", Some("s1"), Some("t2"), 64).unwrap();
-        assert!(!hub.remove("alice", a.id));
-        assert!(hub.remove("alice", b.id));
+        let (a, _) = add(&hub, "alice", (Some("s1"), Some("t1")), 64).unwrap();
+        let (b, _) = add(&hub, "alice", (Some("s1"), Some("t2")), 64).unwrap();
+        assert!(!hub.remove("alice", a));
+        assert!(hub.remove("alice", b));
+    }
+
+    /// Ticks and catch-ups reach every stream; ending all empties the hub.
+    #[test]
+    fn tick_catch_up_and_end_all_reach_every_stream() {
+        let hub = hub();
+        let (_, a) = add(&hub, "alice", (None, None), 64).unwrap();
+        let (_, b) = add(&hub, "bob", (None, None), 64).unwrap();
+        hub.tick(Instant::now());
+        hub.catch_up_all();
+        hub.end_all(EndReason::Shutdown);
+        for probe in [a, b] {
+            assert_eq!(probe.got(), ["tick", "catch-up", "end Shutdown"]);
+        }
+        assert_eq!(hub.count("alice") + hub.count("bob"), 0);
     }
 }

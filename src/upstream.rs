@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Uri;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -13,11 +15,15 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
+/// A request body as it arrived: hyper's, boxed (or an empty one for a request head read off
+/// the socket before hyper).
+pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
 /// The `/api/` target: base URL and a pooled HTTP/1 client (connections are reused).
 #[derive(Clone)]
 pub struct Upstream {
     base: Url,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, RequestBody>,
 }
 
 impl Upstream {
@@ -35,7 +41,7 @@ impl Upstream {
     /// longer than `timeout`, 502 when the upstream cannot be reached.
     pub async fn send(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
         timeout: Duration,
     ) -> Result<http::Response<Incoming>> {
         tokio::time::timeout(timeout, self.client.request(request))

@@ -7,16 +7,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::model::MAX_BODY_BYTES;
+use crate::upstream::RequestBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub type Response = http::Response<Body>;
-pub type Request = http::Request<Incoming>;
+pub type Request = http::Request<RequestBody>;
 
 pub fn full(status: StatusCode, bytes: impl Into<Bytes>) -> Response {
     let body = Full::new(bytes.into())
@@ -100,7 +100,7 @@ pub fn error_response(error: Error) -> Response {
 
 /// Read the whole body (at most [`MAX_BODY_BYTES`], all of it within `timeout`: a body that
 /// trickles or never ends gets 408) and parse it as JSON into `T`.
-pub async fn read_json<T: DeserializeOwned>(body: Incoming, timeout: Duration) -> Result<T> {
+pub async fn read_json<T: DeserializeOwned>(body: RequestBody, timeout: Duration) -> Result<T> {
     let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
         .await
         .map_err(|_| Error::RequestTimeout)?;

@@ -1,5 +1,8 @@
-//! `GET /events`: authenticate, open the stream (`sse::stream`) and hand its frames to hyper
-//! as the response body.
+//! `GET /events`: authenticate and open the stream (`sse::stream`). The response carries the
+//! stream as an `EventStream` until a transport takes it: the server's socket transport for a
+//! plain HTTP/1.x connection, or hyper, whose body `with_body` makes of it.
+
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::unfold;
 use http::{header, HeaderValue, StatusCode};
@@ -10,7 +13,7 @@ use super::body::{Body, BoxError, Request, Response};
 use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::validate_id;
-use crate::sse::stream::{Owner, Stream};
+use crate::sse::stream::{Handle, Owner, Stream};
 use crate::state::AppState;
 
 pub async fn open(state: AppState, req: Request) -> Result<Response> {
@@ -46,14 +49,38 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
     Ok(sse_response(stream))
 }
 
-fn sse_response(stream: Stream) -> Response {
-    let frames = unfold(stream, |mut s| async move {
-        let bytes = s.next().await?;
-        Some((Ok::<_, BoxError>(Frame::data(bytes)), s))
-    });
-    let body: Body = StreamBody::new(frames).boxed_unsync();
-    let mut response = http::Response::new(body);
+/// An open stream riding on its `/events` response until a transport takes it; dropped
+/// untaken, it ends the stream.
+#[derive(Clone)]
+pub struct EventStream(Arc<Mutex<Option<Handle>>>);
+
+impl EventStream {
+    /// Take the stream out of `response`, if it carries one.
+    pub fn take(response: &mut Response) -> Option<Handle> {
+        let slot = response.extensions_mut().remove::<EventStream>()?;
+        let mut slot = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.take()
+    }
+}
+
+/// For hyper: a response carrying a stream gets the stream's frames as its body.
+pub fn with_body(mut response: Response) -> Response {
+    if let Some(handle) = EventStream::take(&mut response) {
+        let frames = unfold(handle, |h| async move {
+            let bytes = h.next().await?;
+            Some((Ok::<_, BoxError>(Frame::data(bytes)), h))
+        });
+        *response.body_mut() = StreamBody::new(frames).boxed_unsync();
+    }
+    response
+}
+
+fn sse_response(stream: Handle) -> Response {
+    let mut response = http::Response::new(Body::default());
     *response.status_mut() = StatusCode::OK;
+    response
+        .extensions_mut()
+        .insert(EventStream(Arc::new(Mutex::new(Some(stream)))));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

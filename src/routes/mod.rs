@@ -15,6 +15,8 @@ mod proxy;
 mod publish;
 mod session;
 
+pub(crate) use self::events::{with_body, EventStream};
+
 use http::{header, Method, Version};
 
 use self::body::{error_response, Request, Response};

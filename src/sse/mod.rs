@@ -1,5 +1,8 @@
-//! The last mile: SSE framing (`frame`, each change encoded once) and the per-stream state
-//! machine that writes `ready`, replay, live changes, pings and the end reason (`stream`).
+//! The last mile: SSE framing (`frame`, each change encoded once), the per-stream state that
+//! the hub hands changes to (`stream`), where its bytes go (`output`), and the socket
+//! transport that holds a plain HTTP/1.x stream off hyper (`socket`).
 
 pub(crate) mod frame;
+mod output;
+pub(crate) mod socket;
 pub(crate) mod stream;

@@ -1,22 +1,24 @@
-//! One SSE stream: sends `ready`, replays after Last-Event-ID, then forwards live changes and
-//! pings until the hub, the token expiry or shutdown ends it. Never blocks the hub: waiting
-//! happens here. Rule for every edit: subscribe (hub + broker) *before* reading the store, and
-//! skip live changes at or below the last seq written; that ordering makes replay gap-free
-//! and duplicate-free. Seqs compare only within one epoch: a Last-Event-ID of another epoch
-//! (another user's, a lost log's, or not an id at all) gets `reset`, and a live change of
-//! another epoch makes the stream ask the store where the log stands.
+//! One SSE stream: its state, shared between the hub, which hands it changes, ends and ticks
+//! without ever waiting (`hub::Sink`), and its transport, which does all the waiting: the raw
+//! socket (`super::socket`, where live changes are written straight from the hub's shared
+//! bytes) or hyper's response body (`Handle::next`). `open` sends `retry:` + `ready` and
+//! replays after Last-Event-ID. Rule for every edit: subscribe (hub + broker) *before* reading
+//! the store, and skip live changes at or below the last seq written; that ordering makes
+//! replay gap-free and duplicate-free. Seqs compare only within one epoch: a Last-Event-ID of
+//! another epoch (another user's, a lost log's, or not an id at all) gets `reset`, and a live
+//! change of another epoch makes the stream ask the store where the log stands.
 
-use std::collections::VecDeque;
-use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::frame;
+use super::output::{Output, Written};
 use crate::error::Result;
-use crate::hub::{Delivery, EndReason, Signal};
+use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
 use crate::model::{now_ms, now_secs, Epoch, EventId};
 use crate::state::AppState;
@@ -29,6 +31,15 @@ pub const RETRY_MS: std::ops::Range<u64> = 1500..2500;
 /// Longest a stream runs before it ends at its expiry, in seconds (about 100 years): a token
 /// that "never expires" gets a deadline `Instant` can represent.
 const MAX_STREAM_SECS: u64 = 100 * 365 * 24 * 3600;
+/// Bytes a stream may have waiting for its client (beyond what the kernel's socket buffer
+/// holds). A live change beyond it ends the stream after what is queued; the client resumes
+/// with `Last-Event-ID` and loses nothing.
+pub const MAX_BACKLOG_BYTES: usize = 1024 * 1024;
+/// Live changes a stream holds while a catch-up from the store is due; beyond it the stream
+/// ends (the store is away for long) and the client resumes later.
+const MAX_HELD: usize = 1024;
+/// Wait before a failed catch-up is tried again (the store is away).
+pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 
 /// Who the stream belongs to.
 pub struct Owner {
@@ -44,28 +55,58 @@ pub struct Stream {
     state: AppState,
     user: String,
     id: u64,
-    rx: mpsc::Receiver<Signal>,
+    inner: Mutex<Inner>,
+    /// Wakes the transport: something to write, a catch-up due, or the end.
+    wake: Notify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Write what is queued (and the end of the response), then close.
+    Ending,
+    /// Close now: the socket failed or the client stopped reading.
+    Over,
+}
+
+struct Inner {
+    out: Output,
     /// The position of the last change written (or skipped as already seen by the client).
     last: EventId,
-    /// Frames ready to write, in order.
-    pending: VecDeque<Bytes>,
-    /// One timer per stream: the next ping or the expiry, whichever is first.
-    timer: Pin<Box<Sleep>>,
+    /// `Some` while a catch-up from the store is due: live changes wait here.
+    held: Option<Vec<Delivery>>,
+    phase: Phase,
+    /// When the stream last wrote anything: pings go only to streams quiet for a heartbeat.
+    quiet_since: Instant,
     expires: Instant,
-    done: bool,
+}
+
+/// What the transport should do next.
+pub enum Work {
+    /// (Body transport) write these bytes.
+    Frame(Bytes),
+    /// (Socket transport) wait until the socket takes more, then `flush`.
+    Flush,
+    /// Fetch what the stream missed from the store (`catch_up`).
+    CatchUp,
+    /// Nothing to do until woken (or the client goes).
+    Idle,
+    /// The stream is over.
+    Close,
 }
 
 impl Stream {
-    /// Register with the hub and broker, then build the opening frames: `retry:`, `ready`, and
+    /// Register with the hub and broker, then queue the opening frames: `retry:`, `ready`, and
     /// the replay (or `reset`) when `resume` carries a Last-Event-ID. `None` when the user
-    /// already has `--max-streams-per-user` streams here.
+    /// already has `--max-streams-per-user` streams here. The stream starts on the body
+    /// transport; the socket transport takes it over with `Handle::attach`.
     pub async fn open(
         state: &AppState,
         owner: Owner,
         resume: Option<&str>,
-    ) -> Result<Option<Stream>> {
+    ) -> Result<Option<Handle>> {
         // Everything that could fail happens before the hub registration; after it, dropping
-        // `stream` undoes the registration.
+        // the handle undoes the registration.
         let now = Instant::now();
         let left = owner
             .exp
@@ -74,35 +115,38 @@ impl Stream {
         let expires = now
             .checked_add(Duration::from_secs(left.min(MAX_STREAM_SECS)))
             .unwrap_or(now);
-        let next_ping = now.checked_add(state.config.heartbeat).unwrap_or(expires);
         let hub = &state.hub;
-        let Some(reg) = hub.register(
-            &owner.user,
-            owner.session.as_deref(),
-            owner.tab.as_deref(),
-            state.config.max_streams_per_user,
-        ) else {
-            return Ok(None);
-        };
-        let mut stream = Stream {
+        let stream = Arc::new(Stream {
             state: state.clone(),
             user: owner.user.clone(),
-            id: reg.id,
-            rx: reg.rx,
-            // Set from the head or the resumed id below, before any change is read.
-            last: EventId {
-                epoch: Epoch::random(),
-                seq: 0,
-            },
-            pending: VecDeque::new(),
-            timer: Box::pin(tokio::time::sleep_until(next_ping.min(expires))),
-            expires,
-            done: false,
-        };
+            id: hub.next_id(),
+            inner: Mutex::new(Inner {
+                out: Output::body(),
+                // Set from the head or the resumed id below, before any change is read.
+                last: EventId {
+                    epoch: Epoch::random(),
+                    seq: 0,
+                },
+                // Live changes wait until the opening frames are queued.
+                held: Some(Vec::new()),
+                phase: Phase::Open,
+                quiet_since: now,
+                expires,
+            }),
+            wake: Notify::new(),
+        });
+        let unit = (owner.session.as_deref(), owner.tab.as_deref());
+        let max = state.config.max_streams_per_user;
+        if !hub.register(&owner.user, unit, max, stream.id, stream.clone()) {
+            return Ok(None);
+        }
+        let handle = Handle(stream);
+        if state.shutdown.is_stopping() {
+            handle.0.end(EndReason::Shutdown);
+        }
         state.broker.subscribe(&owner.user).await?;
-        let key = hub.stream_key(reg.id);
         let presence = PresenceEntry {
-            stream: key,
+            stream: hub.stream_key(handle.0.id),
             session: owner.session.clone(),
             node: hub.node().to_owned(),
             since: crate::model::rfc3339(std::time::SystemTime::now()),
@@ -140,50 +184,54 @@ impl Stream {
             let retry = rand::random_range(RETRY_MS);
             Bytes::from([frame::retry(retry).as_bytes(), &event].concat())
         };
-        match resume.map(EventId::parse) {
-            None => {
-                stream.pending.push_back(ready(head.id()));
-                stream.last = head.id();
-            }
+        let replay = match resume.map(EventId::parse) {
             // The store resets an id of another epoch (another user's log, or a lost one).
-            Some(Some(after)) => match state.store.replay(&owner.user, after).await? {
-                Replay::Changes(changes) => {
-                    stream.pending.push_back(ready(after));
-                    stream.last = after;
-                    for c in &changes {
-                        stream.push_change(&Delivery::new(c), false);
-                    }
+            Some(Some(after)) => Some((after, state.store.replay(&owner.user, after).await?)),
+            _ => None,
+        };
+        let s = &handle.0;
+        let mut g = s.lock();
+        match replay {
+            None if resume.is_none() => {
+                g.send(ready(head.id()));
+                g.last = head.id();
+            }
+            Some((after, Replay::Changes(changes))) => {
+                g.send(ready(after));
+                g.last = after;
+                for c in &changes {
+                    s.push_change(&mut g, &Delivery::new(c), false);
                 }
-                Replay::Reset => {
-                    stream.pending.push_back(ready(head.id()));
-                    stream.reset(head);
-                }
-            },
-            // Not an event id (a legacy plain number, garbage, non-ASCII): never replay from it.
-            Some(None) => {
-                stream.pending.push_back(ready(head.id()));
-                stream.reset(head);
+            }
+            // Not an event id (a legacy plain number, garbage, non-ASCII), or one the store
+            // no longer has: never replay from it.
+            _ => {
+                g.send(ready(head.id()));
+                g.reset(&head);
             }
         }
-        Ok(Some(stream))
+        // What arrived meanwhile: written now if it follows on, else fetched by a catch-up.
+        let held = g.held.take().unwrap_or_default();
+        for d in &held {
+            s.on_change(&mut g, d);
+        }
+        drop(g);
+        s.wake.notify_one();
+        Ok(Some(handle))
     }
 
-    /// The client's position is unknown here: it must refetch. Carries on from `head`.
-    fn reset(&mut self, head: Head) {
-        let data = serde_json::json!({"unread_count": head.unread_count}).to_string();
-        self.pending
-            .push_back(frame::event(Some(head.id()), "reset", &data));
-        self.last = head.id();
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue a change unless already written. Only `live` deliveries (straight from a commit)
+    /// Write a change unless already written. Only `live` deliveries (straight from a commit)
     /// count in the publish-to-delivery latency: a replay's age is the client's absence.
-    fn push_change(&mut self, d: &Delivery, live: bool) {
-        if d.epoch != self.last.epoch || d.seq <= self.last.seq {
+    fn push_change(&self, g: &mut Inner, d: &Delivery, live: bool) {
+        if d.epoch != g.last.epoch || d.seq <= g.last.seq {
             return;
         }
-        self.pending.push_back(d.frame.clone());
-        self.last.seq = d.seq;
+        g.send(d.frame.clone());
+        g.last.seq = d.seq;
         let metrics = &self.state.metrics;
         metrics.events_delivered.inc();
         if live && d.at_ms > 0 {
@@ -193,91 +241,251 @@ impl Stream {
         }
     }
 
-    /// Fetch from the store what came after `last` (the broker lost or reordered something).
-    async fn catch_up(&mut self) {
-        match self.state.store.replay(&self.user, self.last).await {
-            Ok(Replay::Changes(changes)) => {
+    /// A live change: written when it follows the last one; a gap, or a change of another
+    /// epoch (the log restarted, or a late one of a log this stream left), makes the stream
+    /// hold it and ask the store where the log stands.
+    fn on_change(&self, g: &mut Inner, d: &Delivery) {
+        if let Some(held) = &mut g.held {
+            held.push(d.clone());
+            if held.len() > MAX_HELD {
+                tracing::info!(user = %self.user, "store away too long for a catch-up; ending the stream");
+                g.end(None);
+            }
+        } else if d.epoch != g.last.epoch || d.seq > g.last.seq + 1 {
+            g.held = Some(vec![d.clone()]);
+        } else {
+            self.push_change(g, d, true);
+        }
+    }
+
+    /// Fetch from the store what came after the last change written, then what was held
+    /// meanwhile. On failure the catch-up stays due; the transport tries again later.
+    pub async fn catch_up(&self) -> Result<()> {
+        let after = self.lock().last;
+        let head = match self.state.store.replay(&self.user, after).await? {
+            Replay::Changes(changes) => {
+                let mut g = self.lock();
                 for c in &changes {
-                    self.push_change(&Delivery::new(c), false);
+                    self.push_change(&mut g, &Delivery::new(c), false);
                 }
+                None
             }
-            Ok(Replay::Reset) => {
-                if let Ok(head) = self.state.store.head(&self.user).await {
-                    self.reset(head);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, user = %self.user, "catch-up failed; will retry on next change")
-            }
+            Replay::Reset => Some(self.state.store.head(&self.user).await?),
+        };
+        let mut g = self.lock();
+        if let Some(head) = head {
+            g.reset(&head);
+        }
+        let held = g.held.take().unwrap_or_default();
+        for d in &held {
+            self.push_change(&mut g, d, true);
+        }
+        Ok(())
+    }
+
+    /// What the transport should do next.
+    pub fn work(&self) -> Work {
+        let mut g = self.lock();
+        if g.phase == Phase::Over {
+            return Work::Close;
+        }
+        if let Some(frame) = g.out.pull() {
+            return Work::Frame(frame);
+        }
+        if g.out.is_backed_up() {
+            return Work::Flush;
+        }
+        match g.phase {
+            Phase::Open if g.held.is_some() => Work::CatchUp,
+            Phase::Open => Work::Idle,
+            _ => Work::Close,
         }
     }
 
-    /// A change of another epoch means the log restarted (the catch-up resets) or is a late
-    /// one of the log this stream already left (the catch-up finds nothing; it is skipped).
-    async fn on_change(&mut self, d: Delivery) {
-        if d.epoch != self.last.epoch || d.seq > self.last.seq + 1 {
-            self.catch_up().await;
+    /// Until something changes: a frame, a catch-up due, or the end.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+impl Inner {
+    /// Write (or queue) `bytes`; a socket that fails makes the stream over.
+    fn send(&mut self, bytes: Bytes) {
+        if self.phase != Phase::Open {
+            return;
         }
-        self.push_change(&d, true);
+        self.quiet_since = Instant::now();
+        if self.out.send(bytes) == Written::Failed {
+            self.phase = Phase::Over;
+        }
     }
 
-    /// The next bytes to write, or `None` when the stream is over.
-    pub async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(bytes) = self.pending.pop_front() {
-                return Some(bytes);
-            }
-            if self.done {
-                return None;
-            }
-            let shutdown = self.state.shutdown.clone();
-            tokio::select! {
-                biased;
-                _ = shutdown.wait() => self.done = true,
-                signal = self.rx.recv() => match signal {
-                    // The hub dropped us: our backlog was full. The client resumes by id.
-                    None => self.done = true,
-                    Some(Signal::Change(d)) => self.on_change(d).await,
-                    Some(Signal::CatchUp) => self.catch_up().await,
-                    Some(Signal::End(reason)) => {
-                        self.pending.push_back(match reason {
-                            EndReason::Replaced => frame::event(None, "replaced", "{}"),
-                            EndReason::Revoked => frame::event(None, "revoked", r#"{"reason":"logout"}"#),
-                        });
-                        self.done = true;
-                    }
-                },
-                _ = self.timer.as_mut() => {
-                    let now = Instant::now();
-                    if now >= self.expires {
-                        self.pending.push_back(frame::event(None, "revoked", r#"{"reason":"expired"}"#));
-                        self.done = true;
-                    } else {
-                        self.pending.push_back(Bytes::from_static(frame::PING));
-                        let next_ping = now
-                            .checked_add(self.state.config.heartbeat)
-                            .unwrap_or(self.expires);
-                        self.timer.as_mut().reset(next_ping.min(self.expires));
-                    }
-                }
+    /// The client's position is unknown here: it must refetch. Carries on from `head`.
+    fn reset(&mut self, head: &Head) {
+        let data = serde_json::json!({"unread_count": head.unread_count}).to_string();
+        self.send(frame::event(Some(head.id()), "reset", &data));
+        self.last = head.id();
+    }
+
+    /// End after `last` (the stream's last event) and what is queued.
+    fn end(&mut self, last: Option<Bytes>) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        if let Some(frame) = last {
+            self.send(frame);
+        }
+        if self.phase == Phase::Open {
+            self.phase = Phase::Ending;
+            if self.out.finish() == Written::Failed {
+                self.phase = Phase::Over;
             }
         }
     }
 }
 
-impl Drop for Stream {
+impl Sink for Stream {
+    fn deliver(&self, d: &Delivery) -> bool {
+        let mut g = self.lock();
+        if g.phase != Phase::Open {
+            return false;
+        }
+        self.on_change(&mut g, d);
+        if g.phase == Phase::Open && g.out.backlog() > MAX_BACKLOG_BYTES {
+            tracing::info!(user = %self.user, "stream backlog full; ending it");
+            self.state.metrics.streams_overflowed.inc();
+            g.end(None);
+        }
+        let open = g.phase == Phase::Open;
+        // The transport is woken only when it has something to do: bytes waiting (a body
+        // always, a socket only when full), a catch-up due, or the end.
+        let wake = !open || g.held.is_some() || g.out.is_backed_up();
+        drop(g);
+        if wake {
+            self.wake.notify_one();
+        }
+        open
+    }
+
+    fn end(&self, reason: EndReason) {
+        let last = match reason {
+            EndReason::Replaced => Some(frame::event(None, "replaced", "{}")),
+            EndReason::Revoked => Some(frame::event(None, "revoked", r#"{"reason":"logout"}"#)),
+            EndReason::Shutdown => None,
+        };
+        self.lock().end(last);
+        self.wake.notify_one();
+    }
+
+    fn catch_up(&self) {
+        let mut g = self.lock();
+        if g.phase == Phase::Open && g.held.is_none() {
+            g.held = Some(Vec::new());
+            drop(g);
+            self.wake.notify_one();
+        }
+    }
+
+    fn tick(&self, now: Instant) {
+        let mut g = self.lock();
+        if g.phase != Phase::Open {
+            return;
+        }
+        if now >= g.expires {
+            g.end(Some(frame::event(
+                None,
+                "revoked",
+                r#"{"reason":"expired"}"#,
+            )));
+        } else if now.saturating_duration_since(g.quiet_since) >= self.state.config.heartbeat
+            && !g.out.is_backed_up()
+        {
+            g.send(Bytes::from_static(frame::PING));
+        } else {
+            return;
+        }
+        drop(g);
+        self.wake.notify_one();
+    }
+}
+
+/// The transport's hold on a stream: dropping it (the client went, the stream ended) takes
+/// the stream out of the hub, the broker and presence.
+pub struct Handle(Arc<Stream>);
+
+impl Handle {
+    /// Hand the stream to the socket transport: from here on frames are written to `io`
+    /// directly (chunk-framed when `chunked`), starting with what is queued.
+    pub fn attach(&self, io: Arc<tokio::net::TcpStream>, chunked: bool) {
+        let mut g = self.0.lock();
+        if g.phase == Phase::Over {
+            return;
+        }
+        if g.out.attach(io, chunked) == Written::Failed {
+            g.phase = Phase::Over;
+        }
+        if g.phase == Phase::Ending && g.out.finish() == Written::Failed {
+            g.phase = Phase::Over;
+        }
+    }
+
+    /// (Socket transport) write what is queued, as far as the socket takes it.
+    pub fn flush(&self) {
+        let mut g = self.0.lock();
+        if g.out.flush() == Written::Failed {
+            g.phase = Phase::Over;
+        }
+    }
+
+    /// (Socket transport) the client is gone, or stopped reading for `--send-timeout`.
+    pub fn abort(&self) {
+        self.0.lock().phase = Phase::Over;
+    }
+
+    /// (Body transport) the next bytes to write, or `None` when the stream is over.
+    pub async fn next(&self) -> Option<Bytes> {
+        loop {
+            match self.0.work() {
+                Work::Frame(bytes) => return Some(bytes),
+                Work::Close => return None,
+                Work::CatchUp => self.catch_up_or_wait().await,
+                Work::Idle | Work::Flush => self.0.woken().await,
+            }
+        }
+    }
+
+    /// Catch up; when the store is away, wait a while (or until woken) before the next try.
+    pub async fn catch_up_or_wait(&self) {
+        if let Err(e) = Box::pin(self.0.catch_up()).await {
+            tracing::debug!(error = %e, user = %self.0.user, "catch-up failed; trying again");
+            let _ = tokio::time::timeout(CATCH_UP_RETRY, self.0.woken()).await;
+        }
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
     fn drop(&mut self) {
-        let state = &self.state;
-        if state.hub.remove(&self.user, self.id) {
-            state.broker.unsubscribe(&self.user);
+        let s = &self.0;
+        {
+            let mut g = s.lock();
+            g.phase = Phase::Over;
+            g.out.close();
+        }
+        let state = &s.state;
+        if state.hub.remove(&s.user, s.id) {
+            state.broker.unsubscribe(&s.user);
         }
         // The memory store reads presence from the hub; Redis holds an entry to delete.
         let runtime = tokio::runtime::Handle::try_current();
         if let (true, Ok(runtime)) = (state.store.keeps_presence(), runtime) {
             let (store, user, key) = (
                 state.store.clone(),
-                self.user.clone(),
-                state.hub.stream_key(self.id),
+                s.user.clone(),
+                state.hub.stream_key(s.id),
             );
             runtime.spawn(async move {
                 let _ = store.remove_presence(&user, &key).await;

@@ -2,8 +2,23 @@
 //! cleaner's turn (one node in memory; a lock shared by nodes in Redis) and presence (the
 //! hub's streams in memory; entries kept alive by the node's heartbeat in Redis).
 
+use std::sync::Arc;
+
 use super::*;
+use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
+
+/// A stream that takes everything and does nothing: presence only needs it registered.
+struct Idle;
+
+impl Sink for Idle {
+    fn deliver(&self, _: &Delivery) -> bool {
+        true
+    }
+    fn end(&self, _: EndReason) {}
+    fn catch_up(&self) {}
+    fn tick(&self, _: tokio::time::Instant) {}
+}
 
 /// Memory: one node, so the cleaner's turn is always this node's.
 #[tokio::test]
@@ -50,17 +65,17 @@ async fn memory_presence_reads_the_hub() {
     };
     s.store.add_presence("a", &entry).await.expect("add");
     assert!(s.store.presence("a").await.expect("presence").is_empty());
-    let registration = s
+    let id = s.hub.next_id();
+    assert!(s
         .hub
-        .register("a", Some("s1"), None, 10)
-        .expect("registered");
+        .register("a", (Some("s1"), None), 10, id, Arc::new(Idle)));
     let entries = s.store.presence("a").await.expect("presence");
     assert_eq!(entries.len(), 1);
     assert_eq!(
         (entries[0].session.as_deref(), entries[0].node.as_str()),
         (Some("s1"), "contract")
     );
-    s.hub.remove("a", registration.id);
+    s.hub.remove("a", id);
     assert!(s.store.presence("a").await.expect("presence").is_empty());
 }
 

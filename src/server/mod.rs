@@ -1,38 +1,32 @@
 //! The process's lifetime: bind, build the state, start every background task (keep-alive,
-//! catch-up, ingest, retention), accept with one hyper task per connection, drain on shutdown.
-//! `serve` turns SIGINT/SIGTERM into the one `Shutdown`; `run` is the accept loop over a bound
-//! listener, the state and that shutdown value.
+//! catch-up, ingest, retention, the streams' ticker), accept with one task per connection
+//! (`connection`), drain on shutdown. `serve` turns SIGINT/SIGTERM into the one `Shutdown`;
+//! `run` is the accept loop over a bound listener, the state and that shutdown value.
+
+mod connection;
+mod prefixed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use http::request::Parts;
 use http::HeaderValue;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceBuilder;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::config::Config;
 use crate::connect_limit::ConnectLimit;
-use crate::error::{Error, StartupError};
-use crate::forwarded::{self, ConnInfo};
-use crate::hub::Hub;
+use crate::error::StartupError;
+use crate::forwarded::ConnInfo;
+use crate::hub::{EndReason, Hub};
 use crate::ingest::Ingest;
-use crate::model::now_secs;
 use crate::retention;
-use crate::routes::body::{error_response, Request, Response};
-use crate::send_timeout::SendTimeout;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
-
-/// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
-/// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
@@ -101,6 +95,10 @@ async fn start_tasks(state: &AppState, shutdown: &Shutdown) -> Result<(), Startu
     if let Some(ingest) = ingest {
         tokio::spawn(ingest.run(shutdown.clone()));
     }
+    // Pings and expiry of every stream: a quarter heartbeat apart, at most 250 ms.
+    let period =
+        (config.heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    tokio::spawn(state.hub.clone().run_ticker(period, shutdown.clone()));
     tokio::spawn(retention::run(
         state.store.clone(),
         config.node.clone(),
@@ -155,8 +153,11 @@ fn dev_banner(addr: SocketAddr, base_path: &str, generated_secret: Option<&str>)
 /// Accept connections until `shutdown`, then wait for open ones (at most `--drain-timeout`).
 pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
     let graceful = GracefulShutdown::new();
-    let cors = cors_layer(&state);
-    let connect_limit = Arc::new(ConnectLimit::new(state.config.max_connect_rate));
+    let shared = connection::Shared {
+        cors: cors_layer(&state),
+        limit: Arc::new(ConnectLimit::new(state.config.max_connect_rate)),
+        state: state.clone(),
+    };
     loop {
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -170,79 +171,15 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
             },
             _ = shutdown.wait() => break,
         };
-        let info = ConnInfo { peer };
-        spawn_connection(&state, &cors, &connect_limit, &graceful, socket, info);
+        connection::spawn(&shared, &graceful, socket, ConnInfo { peer });
     }
     drop(listener);
+    // Every stream ends (hyper's and the socket ones alike); the connections then close.
+    state.hub.end_all(EndReason::Shutdown);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(state.config.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
     }
-}
-
-/// Serve one HTTP/1 connection on its own task, watched for graceful shutdown: the connection's
-/// identity in every request (before CORS, whose Origin check needs the peer), CORS around the
-/// routes, a 32 KiB cap on request heads, `--send-timeout` on writes, and `--max-connect-rate` (per
-/// connection, or per request for a trusted proxy's connections, which many clients share:
-/// those count against the forwarded client address).
-fn spawn_connection(
-    state: &AppState,
-    cors: &CorsLayer,
-    limit: &Arc<ConnectLimit>,
-    graceful: &GracefulShutdown,
-    socket: TcpStream,
-    info: ConnInfo,
-) {
-    let _ = socket.set_nodelay(true);
-    let peer = info.peer;
-    let via_proxy = forwarded::is_trusted(&state.config.trusted_proxies, peer.ip());
-    let admitted = via_proxy || limit.admit(peer.ip(), now_secs());
-    let (app, limit) = (state.clone(), limit.clone());
-    let service = ServiceBuilder::new()
-        .map_request(move |mut req: Request| {
-            req.extensions_mut().insert(info.clone());
-            req
-        })
-        .layer(cors.clone())
-        .service_fn(move |req: Request| {
-            let admitted = admitted
-                && (!via_proxy || {
-                    let client =
-                        forwarded::client(&app.config.trusted_proxies, peer, req.headers());
-                    limit.admit(client.addr, now_secs())
-                });
-            let app = app.clone();
-            async move {
-                if !admitted {
-                    return Ok::<_, std::convert::Infallible>(rate_limited());
-                }
-                Ok(crate::routes::handle(app, req).await)
-            }
-        });
-    let conn = http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30))
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_header_size(MAX_HEAD_BYTES)
-        .serve_connection(
-            TokioIo::new(SendTimeout::new(socket, state.config.send_timeout)),
-            TowerToHyperService::new(service),
-        );
-    let conn = graceful.watch(conn);
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, %peer, "connection ended with an error");
-        }
-    });
-}
-
-/// 429 for a connection over `--max-connect-rate`; the connection closes after it.
-fn rate_limited() -> Response {
-    let mut response = error_response(Error::RateLimited);
-    response
-        .headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }
 
 /// CORS for `--allowed-origin` (or the request's own host). Credentials are allowed only in

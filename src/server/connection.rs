@@ -1,0 +1,383 @@
+//! One accepted connection. Its first request head is read here: a plain HTTP/1.x
+//! `GET /events` goes through the same service as every request (identity, CORS, rate limit,
+//! routes), and its stream is then held on the socket by `sse::socket` with no per-connection
+//! buffer, no hyper and no task of this one's. Anything else (and any request after an
+//! `/events` that was refused) is served by hyper, with the bytes already read handed back.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use http::{header, HeaderValue, Method, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::cors::CorsLayer;
+
+use super::prefixed::Prefixed;
+use crate::connect_limit::ConnectLimit;
+use crate::error::Error;
+use crate::forwarded::{self, ConnInfo};
+use crate::model::now_secs;
+use crate::routes::body::{error_response, Request, Response};
+use crate::routes::{with_body, EventStream};
+use crate::send_timeout::SendTimeout;
+use crate::sse;
+use crate::state::AppState;
+
+/// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
+/// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Longest wait for a request head, as hyper's `header_read_timeout`.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Headers a request read here may carry; one with more goes to hyper (which allows 100).
+const MAX_HEADERS: usize = 64;
+
+/// What the server shares with every connection.
+#[derive(Clone)]
+pub struct Shared {
+    pub state: AppState,
+    pub cors: CorsLayer,
+    pub limit: Arc<ConnectLimit>,
+}
+
+/// Serve one connection on its own task, watched for graceful shutdown.
+pub fn spawn(shared: &Shared, graceful: &GracefulShutdown, socket: TcpStream, info: ConnInfo) {
+    let _ = socket.set_nodelay(true);
+    let shared = shared.clone();
+    // Taken before the task starts, so a shutdown that begins meanwhile still waits for it.
+    let watcher = graceful.watcher();
+    let service = service(&shared, info);
+    tokio::spawn(async move {
+        serve(shared, service, socket, watcher).await;
+    });
+}
+
+/// The first request head decides the transport.
+async fn serve(
+    shared: Shared,
+    service: impl AppService,
+    mut socket: TcpStream,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let state = &shared.state;
+    let mut buf = BytesMut::with_capacity(2048);
+    let first =
+        match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket, &mut buf, state)).await {
+            Ok(Ok(first)) => first,
+            // The client went, or sent no head in time: nothing to answer.
+            _ => return,
+        };
+    let Some((request, head_len)) = first else {
+        return hyper(
+            &shared,
+            service,
+            Prefixed::new(buf.freeze(), socket),
+            watcher,
+        )
+        .await;
+    };
+    let version = request.version();
+    let close = wants_close(&request);
+    let mut response = match service.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let send_timeout = state.config.send_timeout;
+    if let Some(handle) = EventStream::take(&mut response) {
+        let chunked = version == Version::HTTP_11;
+        let head = response_head(
+            &response,
+            chunked.then_some("transfer-encoding: chunked\r\n"),
+        );
+        let sent = tokio::time::timeout(send_timeout, socket.write_all(&head)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+        let io = Arc::new(socket);
+        handle.attach(io.clone(), chunked);
+        // A task of its own, small: this one's state (the head buffer, hyper's future) goes.
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            sse::socket::run(handle, io, send_timeout).await;
+        });
+        return;
+    }
+    // Refused (401, 429, …): answered here; the connection goes on in hyper unless closing.
+    let close = close
+        || response
+            .headers()
+            .get(header::CONNECTION)
+            .is_some_and(|v| v == "close");
+    let Ok(body) = std::mem::take(response.body_mut()).collect().await else {
+        return;
+    };
+    let body = body.to_bytes();
+    let length = format!("content-length: {}\r\n", body.len());
+    let mut bytes = response_head(&response, Some(&length));
+    bytes.extend_from_slice(&body);
+    let sent = tokio::time::timeout(send_timeout, socket.write_all(&bytes)).await;
+    if close || !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    let rest = buf.split_off(head_len).freeze();
+    hyper(&shared, service, Prefixed::new(rest, socket), watcher).await;
+}
+
+/// The request service: the connection's identity in every request (before CORS, whose
+/// Origin check needs the peer), CORS around the routes, and `--max-connect-rate` (per
+/// connection, or per request for a trusted proxy's connections, which many clients share:
+/// those count against the forwarded client address).
+trait AppService:
+    Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+}
+
+impl<S> AppService for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
+    let state = &shared.state;
+    let peer = info.peer;
+    let via_proxy = forwarded::is_trusted(&state.config.trusted_proxies, peer.ip());
+    let admitted = via_proxy || shared.limit.admit(peer.ip(), now_secs());
+    let (app, limit) = (state.clone(), shared.limit.clone());
+    ServiceBuilder::new()
+        .map_request(move |mut req: Request| {
+            req.extensions_mut().insert(info.clone());
+            req
+        })
+        .layer(shared.cors.clone())
+        .service_fn(move |req: Request| {
+            let admitted = admitted
+                && (!via_proxy || {
+                    let client =
+                        forwarded::client(&app.config.trusted_proxies, peer, req.headers());
+                    limit.admit(client.addr, now_secs())
+                });
+            let app = app.clone();
+            async move {
+                if !admitted {
+                    return Ok::<_, Infallible>(rate_limited());
+                }
+                Ok(crate::routes::handle(app, req).await)
+            }
+        })
+}
+
+/// Serve the rest of the connection with hyper: a 32 KiB cap on request heads and
+/// `--send-timeout` on writes; a stream opened here is hyper's response body.
+async fn hyper(
+    shared: &Shared,
+    service: impl AppService,
+    io: Prefixed<TcpStream>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let service = ServiceBuilder::new()
+        .map_request(|req: http::Request<hyper::body::Incoming>| req.map(BodyExt::boxed_unsync))
+        .map_response(with_body)
+        .service(service);
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .serve_connection(
+            TokioIo::new(SendTimeout::new(io, shared.state.config.send_timeout)),
+            TowerToHyperService::new(service),
+        );
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Read until the first request head is complete. `Some` (the request and the head's
+/// length) for a plain `GET /events`; `None` for anything else, to be read again by hyper.
+async fn read_head(
+    socket: &mut TcpStream,
+    buf: &mut BytesMut,
+    state: &AppState,
+) -> std::io::Result<Option<(Request, usize)>> {
+    let events = format!("{}/events", state.config.base_path.trim_end_matches('/'));
+    loop {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(4096);
+        }
+        if socket.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+        match parse(buf, &events) {
+            Parsed::Events(request, len) => return Ok(Some((*request, len))),
+            Parsed::Other => return Ok(None),
+            Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => return Ok(None),
+            Parsed::Partial => {}
+        }
+    }
+}
+
+enum Parsed {
+    Events(Box<Request>, usize),
+    Other,
+    Partial,
+}
+
+/// A complete `GET <events>` head without a body, as a request; `Other` for anything else,
+/// as soon as that is clear (hyper answers it, malformed or not).
+fn parse(buf: &[u8], events: &str) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let len = match head.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            let wrong_method = head.method.is_some_and(|m| m != "GET");
+            let wrong_path = head.path.is_some_and(|p| !is_events(p, events));
+            return if wrong_method || wrong_path {
+                Parsed::Other
+            } else {
+                Parsed::Partial
+            };
+        }
+        Err(_) => return Parsed::Other,
+    };
+    let (Some("GET"), Some(path), Some(minor)) = (head.method, head.path, head.version) else {
+        return Parsed::Other;
+    };
+    let has_body = head.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("content-length") && h.value != b"0"
+    });
+    if !is_events(path, events) || has_body {
+        return Parsed::Other;
+    }
+    let mut builder = http::Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .version(if minor == 1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        });
+    for h in head.headers.iter() {
+        builder = builder.header(h.name, h.value);
+    }
+    let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+    match builder.body(body) {
+        Ok(request) => Parsed::Events(Box::new(request), len),
+        Err(_) => Parsed::Other,
+    }
+}
+
+/// Whether a request target is the events path, with or without a query.
+fn is_events(target: &str, events: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    path == events
+}
+
+/// HTTP/1.0 without keep-alive, or `Connection: close`.
+fn wants_close(request: &Request) -> bool {
+    let connection = request
+        .headers()
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    match request.version() {
+        Version::HTTP_10 => connection.as_deref() != Some("keep-alive"),
+        _ => connection.as_deref() == Some("close"),
+    }
+}
+
+/// Status line and headers as hyper writes them (lower-case names, a `date`), plus `extra`.
+fn response_head(response: &Response, extra: Option<&str>) -> Vec<u8> {
+    let status = response.status();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in response.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(extra.unwrap_or("").as_bytes());
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    head.extend_from_slice(format!("date: {date}\r\n\r\n").as_bytes());
+    head
+}
+
+/// 429 for a connection over `--max-connect-rate`; the connection closes after it.
+fn rate_limited() -> Response {
+    let mut response = error_response(Error::RateLimited);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str) -> &'static str {
+        match parse(head.as_bytes(), "/events") {
+            Parsed::Events(..) => "events",
+            Parsed::Other => "other",
+            Parsed::Partial => "partial",
+        }
+    }
+
+    /// Only a complete, bodiless `GET /events` leaves hyper; anything else is known as soon
+    /// as its method or path is.
+    #[test]
+    fn which_heads_leave_hyper() {
+        assert_eq!(
+            parsed("GET /events?tab=a HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "events"
+        );
+        assert_eq!(parsed("GET /events HTTP/1.0\r\n\r\n"), "events");
+        assert_eq!(parsed("GET /events HTTP/1.1\r\nHost: x\r\n"), "partial");
+        assert_eq!(parsed("GET /eve"), "partial");
+        assert_eq!(parsed("POST /events HTTP/1.1\r\n"), "other");
+        assert_eq!(parsed("GET /healthz HTTP/1.1\r\n"), "other");
+        assert_eq!(parsed("GET /events/x HTTP/1.1\r\n\r\n"), "other");
+        assert_eq!(
+            parsed("GET /events HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+            "other"
+        );
+        assert_eq!(
+            parsed("GET /events HTTP/1.1\r\nBad Header\r\n\r\n"),
+            "other"
+        );
+        assert_eq!(parsed("\x16\x03\x01"), "other");
+    }
+
+    /// A refused `/events` keeps the connection unless the client asked to close it.
+    #[test]
+    fn close_rules() {
+        let req = |version, connection: Option<&str>| {
+            let mut b = http::Request::builder().version(version);
+            if let Some(c) = connection {
+                b = b.header("connection", c);
+            }
+            b.body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+                .unwrap()
+        };
+        assert!(!wants_close(&req(Version::HTTP_11, None)));
+        assert!(wants_close(&req(Version::HTTP_11, Some("close"))));
+        assert!(wants_close(&req(Version::HTTP_10, None)));
+        assert!(!wants_close(&req(Version::HTTP_10, Some("keep-alive"))));
+    }
+}

@@ -1,0 +1,58 @@
+//! The socket transport of a stream (plain HTTP/1.x `/events`, off hyper once the request
+//! head is answered): live changes are written straight from the hub, so this task only
+//! waits while there is something it must do: a full socket to drain (for at most
+//! `--send-timeout` at a time), a catch-up from the store, the stream's end, or a client that
+//! closes (or half-closes) its side. Bytes a client sends after its `/events` request are
+//! read and dropped: nothing more is answered on this connection.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::stream::{Handle, Work};
+
+/// Reads of a client's stray bytes per wake-up, so a client that floods can't hold a worker.
+const MAX_READS: usize = 16;
+
+/// Run the stream until it ends or the client goes; dropping `handle` then takes it out of
+/// the hub, and the socket closes once the stream lets go of it too.
+pub async fn run(handle: Handle, io: Arc<TcpStream>, send_timeout: Duration) {
+    loop {
+        match handle.stream().work() {
+            Work::Close | Work::Frame(_) => break,
+            Work::CatchUp => handle.catch_up_or_wait().await,
+            Work::Flush => {
+                // Boxed: the timer exists only while a client is behind.
+                match Box::pin(tokio::time::timeout(send_timeout, io.writable())).await {
+                    Ok(Ok(())) => handle.flush(),
+                    _ => {
+                        handle.abort();
+                        break;
+                    }
+                }
+            }
+            Work::Idle => tokio::select! {
+                _ = handle.stream().woken() => {}
+                ready = io.readable() => if ready.is_err() || client_gone(&io) {
+                    break;
+                },
+            },
+        }
+    }
+}
+
+/// Read what the client sent; true when it closed its side (or the socket failed).
+fn client_gone(io: &TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    for _ in 0..MAX_READS {
+        match io.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
