@@ -22,4 +22,5 @@ mod outage;
 mod publish;
 mod retention;
 mod stream;
+mod transport;
 mod tray;

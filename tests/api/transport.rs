@@ -1,0 +1,241 @@
+//! The socket transport: a plain `GET /events` leaves hyper once its head is answered, so what
+//! hyper used to handle for it is tested here on raw sockets: the response head, HTTP/1.0,
+//! requests pipelined before and after it, a refused `/events` on a connection that goes on,
+//! a client that half-closes, one that stalls, heartbeats on an idle stream, and SIGTERM.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// A raw connection and everything read from it so far.
+struct Raw {
+    socket: TcpStream,
+    text: String,
+}
+
+impl Raw {
+    async fn open(h: &Herald, request: &str) -> Raw {
+        let mut socket = TcpStream::connect(addr_of(&h.base)).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        Raw {
+            socket,
+            text: String::new(),
+        }
+    }
+
+    /// Read until `done` holds for what was read, or panic after `WAIT`.
+    async fn until(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        let mut buf = vec![0u8; 16 * 1024];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(&self.text) {
+            let n = tokio::time::timeout_at(deadline, self.socket.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}; read:\n{}", self.text))
+                .unwrap();
+            assert!(n > 0, "closed before {what}; read:\n{}", self.text);
+            self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// Read until the server closes the connection (or panic after `WAIT`).
+    async fn until_closed(&mut self) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let read = tokio::time::timeout(WAIT, self.socket.read(&mut buf)).await;
+            match read.expect("the connection is still open") {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    }
+}
+
+fn events_request(version: &str, token: &str) -> String {
+    format!("GET /events {version}\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+}
+
+/// The head is what hyper wrote: 200, the SSE headers, chunked; each event is one chunk.
+#[tokio::test]
+async fn the_stream_head_and_chunks_are_as_before() {
+    let h = Herald::start(None, &[]);
+    let mut raw = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    let head = raw
+        .text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "transfer-encoding: chunked",
+        "date: ",
+    ] {
+        assert!(head.contains(line), "{line} missing from {head}");
+    }
+    h.notify("alice", "hello").await;
+    raw.until("the notification", |t| t.contains("\"title\":\"hello\""))
+        .await;
+    // every frame is a chunk: length line, the frame, CRLF
+    let frame = raw.text.rsplit("\r\n\r\n").find(|c| c.contains("hello"));
+    let chunk = raw.text.split("\r\n").skip_while(|l| !l.contains("hello"));
+    assert!(frame.is_some() && chunk.count() > 0, "{}", raw.text);
+}
+
+/// HTTP/1.0 has no chunks: the body is the events, ended by closing the connection.
+#[tokio::test]
+async fn http_1_0_streams_without_chunks() {
+    let h = Herald::start(None, &[]);
+    let mut raw = Raw::open(&h, &events_request("HTTP/1.0", &user_token("alice"))).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    assert!(!raw.text.to_ascii_lowercase().contains("transfer-encoding"));
+    let body = raw.text.split_once("\r\n\r\n").unwrap().1;
+    assert!(body.starts_with("retry: "), "{body}");
+}
+
+/// Requests pipelined before `/events` are answered in order, then the stream runs (on
+/// hyper); bytes sent after an `/events` request are never answered and break nothing.
+#[tokio::test]
+async fn pipelined_requests_before_and_after_events() {
+    let h = Herald::start(None, &[]);
+    let token = user_token("alice");
+    let before = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n{}",
+        events_request("HTTP/1.1", &token)
+    );
+    let mut raw = Raw::open(&h, &before).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    assert_eq!(raw_status(&raw.text), 200);
+    assert_eq!(raw.text.matches("HTTP/1.1 200").count(), 2, "{}", raw.text);
+
+    let after = format!(
+        "{}GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        events_request("HTTP/1.1", &token)
+    );
+    let mut raw = Raw::open(&h, &after).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    h.notify("alice", "still here").await;
+    raw.until("the notification", |t| t.contains("still here"))
+        .await;
+    assert_eq!(raw.text.matches("HTTP/1.1").count(), 1, "{}", raw.text);
+}
+
+/// A refused `/events` (no token) is answered with the JSON error, and the connection then
+/// serves the next request.
+#[tokio::test]
+async fn a_refused_stream_keeps_the_connection() {
+    let h = Herald::start(None, &[]);
+    let request = "GET /events HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut raw = Raw::open(&h, request).await;
+    raw.until("both answers", |t| t.contains(r#"{"status":"ok"}"#))
+        .await;
+    assert_eq!(raw_status(&raw.text), 401, "{}", raw.text);
+    assert!(
+        raw.text.contains(r#""code":"unauthorized""#),
+        "{}",
+        raw.text
+    );
+    let second = raw.text.rsplit("HTTP/1.1 ").next().unwrap();
+    assert!(second.starts_with("200"), "{}", raw.text);
+}
+
+/// A client that closes its sending side (half-close) ends its stream, as hyper did: the
+/// server closes the connection and the stream is gone from the hub.
+#[tokio::test]
+async fn a_half_closed_client_ends_its_stream() {
+    let h = Herald::start(None, &[]);
+    let mut raw = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    assert_eq!(h.metric("herald_streams_open").await, 1.0);
+    raw.socket.shutdown().await.unwrap();
+    raw.until_closed().await;
+    wait_for("the stream to leave the hub", async || {
+        h.metric("herald_streams_open").await == 0.0
+    })
+    .await;
+}
+
+/// A client that disappears is noticed without any write: its stream leaves at once.
+#[tokio::test]
+async fn a_closed_client_leaves_at_once() {
+    let h = Herald::start(None, &["--heartbeat", "1h"]);
+    let mut raw = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    drop(raw);
+    wait_for("the stream to leave the hub", async || {
+        h.metric("herald_streams_open").await == 0.0
+    })
+    .await;
+}
+
+/// A stream nobody writes to still gets `: ping` every heartbeat, from the node's ticker.
+#[tokio::test]
+async fn an_idle_stream_gets_pings() {
+    let h = Herald::start(None, &["--heartbeat", "200ms"]);
+    let mut raw = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
+    raw.until("three pings", |t| t.matches(": ping\n\n").count() >= 3)
+        .await;
+}
+
+/// A stalled reader whose backlog stays under the bound is cut off once a write has waited
+/// for `--send-timeout`, without counting as an overflow.
+#[tokio::test]
+async fn a_stalled_reader_is_cut_off_after_the_send_timeout() {
+    let h = Herald::start(None, &["--send-timeout", "1s"]);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket
+        .connect(addr_of(&h.base).parse().unwrap())
+        .await
+        .unwrap();
+    let request = events_request("HTTP/1.1", &user_token("alice"));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    wait_for("the stream to open", async || {
+        h.metric("herald_streams_open").await == 1.0
+    })
+    .await;
+    // ~500 KB/s: once the kernel's buffers are full, the backlog grows slower than the bound
+    // (1 MiB) within the send timeout
+    let body = "x".repeat(10 * 1024);
+    let mut cut = false;
+    for i in 0..1000 {
+        let (status, _) = h
+            .publish(json!({"users": ["alice"], "notification": {"title": format!("n{i}"), "body": body}}))
+            .await;
+        assert_eq!(status, 202);
+        if i % 10 == 9 && h.metric("herald_streams_open").await == 0.0 {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cut, "the stalled stream was never cut off");
+    assert_eq!(h.metric("herald_streams_overflowed_total").await, 0.0);
+    drop(stream);
+}
+
+/// SIGTERM ends streams held on sockets promptly (the last chunk, then close), and the
+/// process exits within the drain timeout.
+#[tokio::test]
+async fn sigterm_ends_socket_streams() {
+    let mut h = Herald::start(None, &["--drain-timeout", "5s"]);
+    let mut raw = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    let started = std::time::Instant::now();
+    send_signal(h.pid(), "TERM");
+    raw.until_closed().await;
+    assert!(raw.text.ends_with("\r\n0\r\n\r\n"), "{}", raw.text);
+    let status = tokio::task::spawn_blocking(move || h.terminate())
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
