@@ -22,9 +22,10 @@ pub async fn run(handle: Handle, io: Arc<TcpStream>, send_timeout: Duration) {
     loop {
         match handle.stream().work() {
             Work::Close | Work::Frame(_) => break,
-            Work::CatchUp => handle.catch_up_or_wait().await,
+            // Boxed, like the timer below: rare, and kept out of every idle stream's task.
+            Work::CatchUp => Box::pin(handle.catch_up_or_wait()).await,
             Work::Flush => {
-                // Boxed: the timer exists only while a client is behind.
+                // The timer exists only while a client is behind.
                 match Box::pin(tokio::time::timeout(send_timeout, io.writable())).await {
                     Ok(Ok(())) => handle.flush(),
                     _ => {

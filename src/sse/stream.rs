@@ -456,7 +456,7 @@ impl Handle {
 
     /// Catch up; when the store is away, wait a while (or until woken) before the next try.
     pub async fn catch_up_or_wait(&self) {
-        if let Err(e) = Box::pin(self.0.catch_up()).await {
+        if let Err(e) = self.0.catch_up().await {
             tracing::debug!(error = %e, user = %self.0.user, "catch-up failed; trying again");
             let _ = tokio::time::timeout(CATCH_UP_RETRY, self.0.woken()).await;
         }
