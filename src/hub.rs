@@ -141,6 +141,8 @@ impl Hub {
             EndReason::Replaced,
             &self.inner.metrics,
         );
+        // Most users have one or two streams here: grow one at a time, not to four.
+        subs.reserve_exact(1);
         subs.push(Subscriber {
             id,
             session: session.map(Into::into),

@@ -73,8 +73,13 @@ struct Inner {
     out: Output,
     /// The position of the last change written (or skipped as already seen by the client).
     last: EventId,
-    /// `Some` while a catch-up from the store is due: live changes wait here.
+    /// `Some` while a catch-up from the store is due (or the opening frames are not queued
+    /// yet): live changes wait here.
     held: Option<Vec<Delivery>>,
+    /// True until the opening frames are queued: ticks wait, and an end waits in
+    /// `deferred_end` (with its last event, if any), so `ready` always comes first.
+    opening: bool,
+    deferred_end: Option<Option<Bytes>>,
     phase: Phase,
     /// When the stream last wrote anything: pings go only to streams quiet for a heartbeat.
     quiet_since: Instant,
@@ -127,8 +132,10 @@ impl Stream {
                     epoch: Epoch::random(),
                     seq: 0,
                 },
-                // Live changes wait until the opening frames are queued.
+                // Live changes and ends wait until the opening frames are queued.
                 held: Some(Vec::new()),
+                opening: true,
+                deferred_end: None,
                 phase: Phase::Open,
                 quiet_since: now,
                 expires,
@@ -214,6 +221,10 @@ impl Stream {
         let held = g.held.take().unwrap_or_default();
         for d in &held {
             s.on_change(&mut g, d);
+        }
+        g.opening = false;
+        if let Some(last) = g.deferred_end.take() {
+            g.end(last);
         }
         drop(g);
         s.wake.notify_one();
@@ -329,6 +340,10 @@ impl Inner {
 
     /// End after `last` (the stream's last event) and what is queued.
     fn end(&mut self, last: Option<Bytes>) {
+        if self.opening {
+            self.deferred_end.get_or_insert(last);
+            return;
+        }
         if self.phase != Phase::Open {
             return;
         }
@@ -388,7 +403,7 @@ impl Sink for Stream {
 
     fn tick(&self, now: Instant) {
         let mut g = self.lock();
-        if g.phase != Phase::Open {
+        if g.phase != Phase::Open || g.opening {
             return;
         }
         if now >= g.expires {
