@@ -104,22 +104,6 @@ impl NotificationInput {
         }
         Ok(())
     }
-
-    /// The stored notification for `user` (the size limit is [`notification_json`]'s check).
-    pub fn to_notification(&self, id: String, user: &str, now: SystemTime) -> Notification {
-        Notification {
-            id,
-            user: user.to_owned(),
-            title: self.title.clone(),
-            body: self.body.clone(),
-            source: self.source.clone(),
-            category: self.category.clone(),
-            link: self.link.clone(),
-            data: self.data.clone(),
-            created_at: rfc3339(now),
-            read_at: None,
-        }
-    }
 }
 
 /// A link a page can put in `href` without running anything: an absolute `http(s)` URL with a
@@ -136,16 +120,219 @@ fn is_safe_link(link: &str) -> bool {
         .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
-/// Serialize a notification, enforcing [`MAX_NOTIFICATION_BYTES`].
-pub fn notification_json(n: &Notification) -> Result<String> {
-    let json = serde_json::to_string(n).map_err(|e| Error::Internal(e.to_string()))?;
-    if json.len() > MAX_NOTIFICATION_BYTES {
-        return Err(Error::TooLarge {
-            what: "notification",
-            limit: MAX_NOTIFICATION_BYTES,
-        });
+/// What every recipient of one publish shares, built once per publish: the publisher's fields,
+/// the creation time, and the notification's JSON from `"title"` on (its tail). A recipient's
+/// notification JSON is `{"id":<id>,"user":<user>` followed by the tail, byte for byte what
+/// serde writes for the whole [`Notification`] (the struct lists `id` and `user` first); the
+/// memory store keeps one `Arc<Template>` per publish for every tray it went to, and the Redis
+/// store sends the tail once per script call, which splices in the same way (`publish.lua`).
+#[derive(Debug)]
+pub struct Template {
+    input: NotificationInput,
+    created_at: String,
+    tail: String,
+}
+
+/// What serde writes for a notification before its tail when `id` and `user` are empty.
+const EMPTY_HEAD: &str = r#"{"id":"","user":"""#;
+
+impl Template {
+    /// The shared part of a publish of `input` made at `now` (`input` already validated).
+    pub fn new(input: &NotificationInput, now: SystemTime) -> Result<Self> {
+        let created_at = rfc3339(now);
+        let whole = Notification {
+            id: String::new(),
+            user: String::new(),
+            title: input.title.clone(),
+            body: input.body.clone(),
+            source: input.source.clone(),
+            category: input.category.clone(),
+            link: input.link.clone(),
+            data: input.data.clone(),
+            created_at: created_at.clone(),
+            read_at: None,
+        };
+        let json = serde_json::to_string(&whole).map_err(|e| Error::Internal(e.to_string()))?;
+        let tail = json
+            .strip_prefix(EMPTY_HEAD)
+            .ok_or_else(|| Error::Internal(format!("unexpected notification JSON: {json}")))?
+            .to_owned();
+        Ok(Template {
+            input: input.clone(),
+            created_at,
+            tail,
+        })
     }
-    Ok(json)
+
+    /// The notification JSON after `"user":<user>`: `,"title":…,"read_at":null}`.
+    pub fn tail(&self) -> &str {
+        &self.tail
+    }
+
+    /// The JSON of this notification for one recipient.
+    pub fn json(&self, id: &str, user: &str) -> String {
+        let mut out = String::with_capacity(self.json_len(id, user));
+        out.push_str(r#"{"id":"#);
+        push_json_str(&mut out, id);
+        out.push_str(r#","user":"#);
+        push_json_str(&mut out, user);
+        out.push_str(&self.tail);
+        out
+    }
+
+    /// The length of [`Self::json`] in bytes, without building it.
+    pub fn json_len(&self, id: &str, user: &str) -> usize {
+        r#"{"id":,"user":"#.len() + json_str_len(id) + json_str_len(user) + self.tail.len()
+    }
+
+    /// Refuse (413) when the notification for the recipient with the longest JSON-escaped id
+    /// would exceed [`MAX_NOTIFICATION_BYTES`]: checked before anything is stored, it holds
+    /// for every recipient.
+    pub fn check_size<'a>(&self, users: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let Some(longest) = users.into_iter().max_by_key(|u| json_str_len(u)) else {
+            return Ok(());
+        };
+        let id = NotificationId::from_ulid(ulid::Ulid::nil());
+        if self.json_len(id.as_str(), longest) > MAX_NOTIFICATION_BYTES {
+            return Err(Error::TooLarge {
+                what: "notification",
+                limit: MAX_NOTIFICATION_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// The notification as stored for `user`, with its read time.
+    pub fn notification(&self, id: &str, user: &str, read_at: Option<&str>) -> Notification {
+        let input = &self.input;
+        Notification {
+            id: id.to_owned(),
+            user: user.to_owned(),
+            title: input.title.clone(),
+            body: input.body.clone(),
+            source: input.source.clone(),
+            category: input.category.clone(),
+            link: input.link.clone(),
+            data: input.data.clone(),
+            created_at: self.created_at.clone(),
+            read_at: read_at.map(str::to_owned),
+        }
+    }
+}
+
+/// Whether serde_json escapes this byte inside a string (its compact formatter escapes `"`,
+/// `\` and the control characters below 0x20, nothing else).
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Append `s` as a JSON string, exactly as serde_json writes it.
+pub fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().any(needs_escape) {
+        // Rare (ids carry no control characters): serde's own escaping.
+        out.push_str(&serde_json::Value::from(s).to_string());
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+/// The length of `s` as a JSON string (quotes included), as [`push_json_str`] writes it.
+pub fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 2,
+            b if b < 0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// A notification id: a ULID, 26 characters of Crockford base32 that sort by creation time,
+/// held inline (`Copy`, no allocation). It compares, hashes and borrows as its text, so maps
+/// keyed by it answer lookups by any `&str` (a client's cursor or id, whatever its shape).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NotificationId([u8; NotificationId::LEN]);
+
+impl NotificationId {
+    /// Length of the text form, in ASCII characters.
+    pub const LEN: usize = ulid::ULID_LEN;
+
+    fn from_ulid(ulid: ulid::Ulid) -> Self {
+        let mut text = [0u8; Self::LEN];
+        ulid.array_to_str(&mut text);
+        NotificationId(text)
+    }
+
+    /// An id read back from a store: 26 ASCII letters and digits, as Herald writes them.
+    pub fn parse(s: &str) -> Option<Self> {
+        let text: [u8; Self::LEN] = s.as_bytes().try_into().ok()?;
+        text.iter()
+            .all(u8::is_ascii_alphanumeric)
+            .then_some(NotificationId(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from ASCII (`from_ulid`, `parse`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl PartialOrd for NotificationId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NotificationId {
+    /// The order of the text (`str` compares bytes), without reading the bytes as UTF-8.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl std::hash::Hash for NotificationId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for NotificationId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for NotificationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for NotificationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NotificationId({})", self.as_str())
+    }
+}
+
+/// `count` new notification ids in creation order, drawn under one lock: a fresh ULID (this
+/// millisecond, random bits), or one past the last id handed out when that is not above it,
+/// then counting up. Ids of this process keep sorting in the order they were made, as a
+/// monotonic ULID generator's do, at one lock per publish instead of one per recipient.
+pub fn new_ids(count: usize) -> impl ExactSizeIterator<Item = NotificationId> {
+    static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+    let fresh = ulid::Ulid::from_parts(now_ms(), rand::random()).0;
+    let first = {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = fresh.max(last.saturating_add(1));
+        *last = first.saturating_add(count.saturating_sub(1) as u128);
+        first
+    };
+    (0..count).map(move |i| NotificationId::from_ulid(ulid::Ulid(first.saturating_add(i as u128))))
 }
 
 /// The kind of a change, which is also its SSE event name.
@@ -343,16 +530,13 @@ pub fn is_valid_id(s: &str) -> bool {
     validate_id("id", s).is_ok()
 }
 
-/// A new notification id: a ULID, unique and sorting by creation time.
+/// A new notification id as text (see [`new_ids`]).
+#[cfg(test)]
 pub fn new_id() -> String {
-    // One process-wide generator keeps ids from the same millisecond in creation order.
-    static GENERATOR: std::sync::Mutex<ulid::Generator> =
-        std::sync::Mutex::new(ulid::Generator::new());
-    let next = GENERATOR.lock().map(|mut g| g.generate());
-    match next {
-        Ok(Ok(id)) => id.to_string(),
-        _ => ulid::Ulid::new().to_string(),
-    }
+    new_ids(1)
+        .map(|id| id.to_string())
+        .next()
+        .unwrap_or_default()
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
@@ -504,6 +688,69 @@ mod tests {
         ] {
             assert_eq!(EventId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    fn input(v: serde_json::Value) -> NotificationInput {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A recipient's JSON from the template is byte for byte serde's JSON of the whole
+    /// notification, for optional fields present or not and for ids that need escaping; its
+    /// announced length is its length.
+    #[test]
+    fn template_json_is_what_serde_writes() {
+        let now = SystemTime::now();
+        let inputs = [
+            input(serde_json::json!({"title": "t"})),
+            input(serde_json::json!({
+                "title": "\"q\" \\ \u{1} é 🎉", "body": "a\nb", "source": "ci", "category": "c",
+                "link": "https://x.example/?a=1&b=\"", "data": {"z": [1, 2.5, null], "a": {"b": false}},
+            })),
+            input(serde_json::json!({"title": "t", "data": {}})),
+        ];
+        let users = ["alice", "a\"b", "c\\d", "ünï", "x\u{7f}y", "tab\there"];
+        for input in &inputs {
+            let template = Template::new(input, now).unwrap();
+            for user in users {
+                let id = new_ids(1).next().unwrap();
+                let json = template.json(id.as_str(), user);
+                let n = template.notification(id.as_str(), user, None);
+                assert_eq!(json, serde_json::to_string(&n).unwrap());
+                assert_eq!(template.json_len(id.as_str(), user), json.len());
+                assert_eq!(n.created_at, rfc3339(now));
+                assert_eq!(serde_json::from_str::<Notification>(&json).unwrap(), n);
+            }
+        }
+    }
+
+    /// The size limit holds for the recipient with the longest escaped id.
+    #[test]
+    fn template_size_is_checked_for_the_longest_user() {
+        let template = Template::new(
+            &input(serde_json::json!({"title": "t", "body": "b".repeat(16_100)})),
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert!(template.check_size(["alice", "bob"]).is_ok());
+        let long = "\"".repeat(128);
+        assert!(matches!(
+            template.check_size(["alice", long.as_str()]),
+            Err(Error::TooLarge { .. })
+        ));
+        assert!(template.check_size([]).is_ok());
+    }
+
+    /// One draw of ids is strictly increasing, and the next draw continues above it.
+    #[test]
+    fn drawn_ids_keep_creation_order() {
+        let first: Vec<NotificationId> = new_ids(1000).collect();
+        let second: Vec<NotificationId> = new_ids(3).collect();
+        assert!(first.windows(2).all(|w| w[0] < w[1]));
+        assert!(first.last() < second.first());
+        assert!(first
+            .iter()
+            .all(|id| NotificationId::parse(id.as_str()) == Some(*id)));
+        assert_eq!(NotificationId::parse("not an id"), None);
     }
 
     /// Ids created later sort after ids created earlier.

@@ -1,22 +1,26 @@
 //! The publish service, shared by `POST /publish`, the ingest stream and `herald publish
 //! --redis-url`: validate everything first (so a rejected request stores nothing), resolve
-//! users and group members (de-duplicated, first-seen order), then store one notification per
-//! recipient, in chunks with a yield between them. A store failure part-way answers 503 with
-//! the named users already stored (`Error::PartlyStored`).
+//! users and group members (de-duplicated, first-seen order), encode the notification once
+//! (a [`Template`]: each recipient's JSON splices its id and user into it), then store it for
+//! every recipient in batches of [`BATCH`], with a yield between them. A store failure
+//! part-way answers 503 with the named users already stored (`Error::PartlyStored`).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{is_plain, new_id, notification_json, validate_id, NotificationInput};
-use crate::store::Store;
+use crate::model::{is_plain, new_ids, validate_id, NotificationInput, Template};
+use crate::store::{Recipient, Store};
 
-/// Recipients stored concurrently within one publish; between two such chunks the task
-/// yields, so a publish to many users never holds a runtime worker for long.
-const CONCURRENCY: usize = 32;
+/// Recipients per store call. The memory store commits a batch without awaiting; the Redis
+/// store sends it as one round of script calls (64 users each). Between two batches the task
+/// yields, so a publish to many users never holds a runtime worker for long, and after a
+/// failed batch nothing more is attempted.
+pub const BATCH: usize = 512;
 /// Longest idempotency key, in characters.
 const MAX_KEY_CHARS: usize = 256;
 
@@ -63,50 +67,33 @@ pub async fn publish(
             )));
         }
     }
-    // De-duplicated in first-seen order, in O(n): a publish may name ~95k users (1 MiB body).
     let mut members = Vec::new();
     for group in &request.groups {
         members.extend(store.members(group).await?);
     }
-    let mut seen: HashSet<&str> = HashSet::with_capacity(request.users.len() + members.len());
-    let recipients: Vec<String> = request
-        .users
-        .iter()
-        .chain(&members)
-        .filter(|user| seen.insert(user.as_str()))
-        .cloned()
-        .collect();
-    drop(seen);
-    let now = SystemTime::now();
-    // The size limit depends on the user id only through its JSON-escaped length: checking the
-    // longest one up front keeps "a rejected request stores nothing".
-    if let Some(longest) = recipients
-        .iter()
-        .max_by_key(|u| serde_json::to_string(u).map_or(0, |j| j.len()))
-    {
-        notification_json(&request.notification.to_notification(new_id(), longest, now))?;
-    }
+    let (recipients, named) = recipients(&request.users, &members);
+    let template = Arc::new(Template::new(&request.notification, SystemTime::now())?);
+    // The size depends on the user only through the JSON-escaped length of its id: checking
+    // the longest up front keeps "a rejected request stores nothing".
+    template.check_size(recipients.iter().copied())?;
     let key = request.idempotency_key.as_deref();
-    let named: HashSet<&str> = request.users.iter().map(String::as_str).collect();
     let mut ids = BTreeMap::new();
     let mut stored = 0u64;
     let mut failure = None;
-    for chunk in recipients.chunks(CONCURRENCY) {
-        let prepared = chunk
+    for (n, users) in recipients.chunks(BATCH).enumerate() {
+        let batch: Vec<Recipient<'_>> = users
             .iter()
-            .map(|user| {
-                let n = request.notification.to_notification(new_id(), user, now);
-                notification_json(&n).map(|json| (n, json))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let batch = prepared.iter().map(|(n, json)| store.publish(n, json, key));
-        let results = futures_util::future::join_all(batch).await;
-        for ((n, _), result) in prepared.into_iter().zip(results) {
-            match result {
+            .zip(new_ids(users.len()))
+            .map(|(&user, id)| Recipient { user, id })
+            .collect();
+        let outcomes = store.publish(&template, &batch, key).await;
+        for (i, (to, outcome)) in batch.iter().zip(outcomes).enumerate() {
+            match outcome {
                 Ok(p) => {
                     stored += u64::from(p.stored);
-                    if named.contains(n.user.as_str()) {
-                        ids.insert(n.user, p.id);
+                    // Named users come first among the recipients.
+                    if n * BATCH + i < named {
+                        ids.insert(to.user.to_owned(), p.id.to_string());
                     }
                 }
                 Err(e) => {
@@ -117,7 +104,7 @@ pub async fn publish(
         if failure.is_some() {
             break;
         }
-        // Heavy fan-out shares the worker: other requests run between chunks.
+        // Heavy fan-out shares the worker: other requests run between batches.
         tokio::task::yield_now().await;
     }
     if let Some(metrics) = metrics {
@@ -134,4 +121,51 @@ pub async fn publish(
         count: recipients.len(),
         ids,
     })
+}
+
+/// The named users, then the group members, each once, in first-seen order, in O(n) (a
+/// publish may name ~95k users in a 1 MiB body); and how many of them are named users.
+fn recipients<'a>(users: &'a [String], members: &'a [String]) -> (Vec<&'a str>, usize) {
+    if users.is_empty() && members.windows(2).all(|w| w[0] < w[1]) {
+        // Strictly increasing (as one group's sorted members are): none repeats.
+        return (members.iter().map(String::as_str).collect(), 0);
+    }
+    let mut seen: HashSet<&str> = HashSet::with_capacity(users.len() + members.len());
+    let mut named = 0;
+    let mut out = Vec::with_capacity(users.len() + members.len());
+    for user in users {
+        if seen.insert(user) {
+            out.push(user.as_str());
+            named += 1;
+        }
+    }
+    for member in members {
+        if seen.insert(member) {
+            out.push(member.as_str());
+        }
+    }
+    (out, named)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Named users first, then members; each once, in first-seen order.
+    #[test]
+    fn recipients_are_deduplicated_in_first_seen_order() {
+        let users = strings(&["bob", "alice", "bob"]);
+        let members = strings(&["alice", "carol", "dave", "carol"]);
+        let (all, named) = recipients(&users, &members);
+        assert_eq!(all, ["bob", "alice", "carol", "dave"]);
+        assert_eq!(named, 2);
+        let repeated = strings(&["a", "b", "b"]);
+        assert_eq!(recipients(&[], &repeated), (vec!["a", "b"], 0));
+        let sorted = strings(&["a", "b", "c"]);
+        assert_eq!(recipients(&[], &sorted), (vec!["a", "b", "c"], 0));
+    }
 }

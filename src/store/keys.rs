@@ -7,6 +7,9 @@
 
 use std::borrow::Cow;
 
+use redis::cluster_routing::Slot;
+use redis::{Cmd, RedisWrite};
+
 pub const PREFIX: &str = "herald:";
 
 fn escape(s: &str) -> Cow<'_, str> {
@@ -69,11 +72,6 @@ impl UserKeys {
     pub fn log(&self) -> String {
         self.key("log")
     }
-    /// STRING idempotency key → notification id, expiring after 24 h. The caller's key is
-    /// hashed (SHA-256, hex): any text, fixed length, never another key's shape.
-    pub fn idempotency(&self, key: &str) -> String {
-        self.key(&format!("idem:{}", crate::model::sha256_hex(key)))
-    }
     /// ZSET of the user's browser sessions: public id → creation time (µs), oldest first.
     pub fn sessions(&self) -> String {
         self.key("sessions")
@@ -88,17 +86,32 @@ impl UserKeys {
     }
     /// The keys a tray script takes, in its KEYS order.
     pub fn tray(&self) -> [String; 7] {
-        [
-            self.items(),
-            self.order(),
-            self.unread(),
-            self.read_at(),
-            self.seq(),
-            self.log(),
-            self.epoch(),
-        ]
+        TRAY.map(|suffix| self.key(suffix))
+    }
+    /// [`Self::tray`] written straight into `cmd`'s arguments (no string per key), then, when
+    /// the publish has one, the idempotency key `idem:<hash>`: STRING → notification id,
+    /// expiring after 24 h. `hash` is [`crate::model::sha256_hex`] of the caller's key: any
+    /// text, fixed length, never another key's shape.
+    pub fn write_tray(&self, cmd: &mut Cmd, idempotency: Option<&str>) {
+        for suffix in TRAY {
+            cmd.write_arg_fmt(format_args!("{}:{suffix}", self.base));
+        }
+        if let Some(hash) = idempotency {
+            cmd.write_arg_fmt(format_args!("{}:idem:{hash}", self.base));
+        }
+    }
+    /// [`Self::channel`] written straight into `cmd`'s arguments.
+    pub fn write_channel(&self, cmd: &mut Cmd) {
+        cmd.write_arg_fmt(format_args!("{}:ch", self.base));
+    }
+    /// The cluster slot of every key of this user.
+    pub fn slot(&self) -> Slot {
+        Slot::for_key(&self.base)
     }
 }
+
+/// The suffixes of [`UserKeys::tray`], in the tray scripts' KEYS order.
+const TRAY: [&str; 7] = ["items", "order", "unread", "read_at", "seq", "log", "epoch"];
 
 /// The user a change channel belongs to.
 pub fn user_of_channel(channel: &str) -> Option<String> {
@@ -156,11 +169,40 @@ mod tests {
         assert_eq!(user_of_order_key(&keys.order()).as_deref(), Some("a}b{c%"));
     }
 
+    /// The keys written into a command are the keys the tray scripts are documented to take.
+    #[test]
+    fn written_keys_match_the_named_ones() {
+        let keys = UserKeys::new("a}b");
+        let hash = crate::model::sha256_hex("k");
+        let mut cmd = redis::cmd("EVALSHA");
+        keys.write_tray(&mut cmd, Some(&hash));
+        keys.write_channel(&mut cmd);
+        let written: Vec<String> = cmd
+            .args_iter()
+            .skip(1)
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+                _ => unreachable!(),
+            })
+            .collect();
+        let mut named = keys.tray().to_vec();
+        named.push(format!("herald:{{u:a%7Db}}:idem:{hash}"));
+        named.push(keys.channel());
+        assert_eq!(written, named);
+        assert_eq!(keys.slot(), Slot::for_key(keys.items()));
+    }
+
     /// No idempotency key can look like a tray's order key, whatever the caller sends.
     #[test]
     fn idempotency_keys_never_match_the_order_pattern() {
-        let key = UserKeys::new("frank").idempotency("x}:order");
-        assert!(!key.ends_with(":order"));
+        let hash = crate::model::sha256_hex("x}:order");
+        let mut cmd = redis::cmd("EVALSHA");
+        UserKeys::new("frank").write_tray(&mut cmd, Some(&hash));
+        let key = cmd.args_iter().last().map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+            _ => unreachable!(),
+        });
+        assert!(!key.unwrap().ends_with(":order"));
         assert_eq!(user_of_order_key("herald:{u:frank}:idem:x}:order"), None);
     }
 }

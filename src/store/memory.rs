@@ -2,22 +2,25 @@
 //! with zero set-up. Each user's tray sits behind its own `std::sync::Mutex`: sections are short
 //! and never await, and committing a change dispatches it to the hub under that lock, which
 //! keeps every stream's view in `seq` order. Each tray draws a random epoch when it is created,
-//! so the ids of a previous run of the process reset instead of replaying.
+//! so the ids of a previous run of the process reset instead of replaying. A tray item is the
+//! publish's shared [`Template`] (one `Arc` for every recipient) and its read time: storing a
+//! notification for one more user costs an id, a refcount and the change's JSON.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use dashmap::DashMap;
 
 use super::{
-    Head, ListQuery, Page, Published, Replay, ReplayWindow, SessionRecord, IDEMPOTENCY_TTL_MS,
-    LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Head, ListQuery, Page, Published, Recipient, Replay, ReplayWindow, SessionRecord,
+    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
 use crate::model::{
     now_ms, rfc3339, status_data, Change, ChangeKind, Epoch, EventId, Mark, Marked, Notification,
-    PresenceEntry, Target,
+    NotificationId, PresenceEntry, Target, Template,
 };
 
 #[derive(Clone)]
@@ -37,14 +40,28 @@ struct Inner {
 
 struct Tray {
     /// Notifications by id; ids sort by creation time, so the last entry is the newest.
-    items: BTreeMap<String, Notification>,
-    unread: BTreeSet<String>,
+    items: BTreeMap<NotificationId, Item>,
+    unread: BTreeSet<NotificationId>,
     /// This change log's epoch, drawn when the tray is created.
     epoch: Epoch,
     seq: u64,
     log: VecDeque<Change>,
     /// Idempotency key → (notification id, expiry in Unix ms).
-    idempotency: HashMap<String, (String, u64)>,
+    idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
+}
+
+/// One notification in a tray: what its publish shared with every recipient, and when this
+/// user read it.
+struct Item {
+    template: Arc<Template>,
+    read_at: Option<String>,
+}
+
+impl Item {
+    fn notification(&self, id: &NotificationId, user: &str) -> Notification {
+        self.template
+            .notification(id.as_str(), user, self.read_at.as_deref())
+    }
 }
 
 impl Tray {
@@ -60,14 +77,14 @@ impl Tray {
     }
 
     /// Number the change, keep it for replay and hand it to this node's streams.
-    fn commit(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: String) {
+    fn commit(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: String, at_ms: u64) {
         self.seq += 1;
         let change = Change {
             epoch: self.epoch,
             seq: self.seq,
             kind,
             data,
-            at_ms: now_ms(),
+            at_ms,
         };
         hub.dispatch(user, &Delivery::new(&change));
         self.log.push_back(change);
@@ -76,9 +93,52 @@ impl Tray {
         }
     }
 
-    fn remove(&mut self, id: &str) -> bool {
+    fn remove(&mut self, id: &NotificationId) -> bool {
         self.unread.remove(id);
         self.items.remove(id).is_some()
+    }
+
+    /// Store one recipient's notification and commit its change, unless `key` (shared by the
+    /// publish's recipients) already stored one here within [`IDEMPOTENCY_TTL_MS`].
+    fn publish(
+        &mut self,
+        template: &Arc<Template>,
+        to: Recipient<'_>,
+        key: Option<&Arc<str>>,
+        max: usize,
+        hub: &Hub,
+        now: u64,
+    ) -> Published {
+        if let Some(key) = key {
+            if let Some(&(id, exp)) = self.idempotency.get(key) {
+                if exp > now {
+                    return Published { id, stored: false };
+                }
+            }
+            if self.idempotency.len() >= 64 {
+                self.idempotency.retain(|_, (_, exp)| *exp > now);
+            }
+            self.idempotency
+                .insert(key.clone(), (to.id, now + IDEMPOTENCY_TTL_MS));
+        }
+        let item = Item {
+            template: template.clone(),
+            read_at: None,
+        };
+        self.items.insert(to.id, item);
+        self.unread.insert(to.id);
+        while self.items.len() > max {
+            let Some((oldest, _)) = self.items.pop_first() else {
+                break;
+            };
+            self.unread.remove(&oldest);
+        }
+        let json = template.json(to.id.as_str(), to.user);
+        self.commit(to.user, hub, ChangeKind::Notification, json, now);
+        Published {
+            id: to.id,
+            stored: true,
+        }
     }
 }
 
@@ -159,63 +219,43 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// Every recipient in turn, each under its own tray's lock; never awaits.
     pub async fn publish(
         &self,
-        n: &Notification,
-        json: &str,
+        template: &Arc<Template>,
+        recipients: &[Recipient<'_>],
         key: Option<&str>,
-    ) -> Result<Published> {
+    ) -> Vec<Result<Published>> {
         let hub = &self.inner.hub;
         let max = self.inner.max_per_user;
-        Ok(self.with_tray(&n.user, |tray| {
-            let now = now_ms();
-            if let Some(key) = key {
-                if let Some((id, exp)) = tray.idempotency.get(key) {
-                    if *exp > now {
-                        return Published {
-                            id: id.clone(),
-                            stored: false,
-                        };
-                    }
-                }
-                if tray.idempotency.len() >= 64 {
-                    tray.idempotency.retain(|_, (_, exp)| *exp > now);
-                }
-                tray.idempotency
-                    .insert(key.to_owned(), (n.id.clone(), now + IDEMPOTENCY_TTL_MS));
-            }
-            tray.items.insert(n.id.clone(), n.clone());
-            tray.unread.insert(n.id.clone());
-            while tray.items.len() > max {
-                let Some(oldest) = tray.items.keys().next().cloned() else {
-                    break;
-                };
-                tray.remove(&oldest);
-            }
-            tray.commit(&n.user, hub, ChangeKind::Notification, json.to_owned());
-            Published {
-                id: n.id.clone(),
-                stored: true,
-            }
-        }))
+        let key: Option<Arc<str>> = key.map(Arc::from);
+        let now = now_ms();
+        recipients
+            .iter()
+            .map(|&to| {
+                Ok(self.with_tray(to.user, |tray| {
+                    tray.publish(template, to, key.as_ref(), max, hub, now)
+                }))
+            })
+            .collect()
     }
 
     pub async fn list(&self, user: &str, q: &ListQuery) -> Result<Page> {
         Ok(self.with_tray(user, |tray| {
             let upper = match &q.before {
-                Some(b) => std::ops::Bound::Excluded(b.clone()),
+                Some(b) => std::ops::Bound::Excluded(b.as_str()),
                 None => std::ops::Bound::Unbounded,
             };
             let range = (std::ops::Bound::Unbounded, upper);
-            let ids: Vec<&String> = if q.unread_only {
+            let ids: Vec<&NotificationId> = if q.unread_only {
                 tray.unread
-                    .range::<String, _>(range)
+                    .range::<str, _>(range)
                     .rev()
                     .take(q.limit + 1)
                     .collect()
             } else {
                 tray.items
-                    .range::<String, _>(range)
+                    .range::<str, _>(range)
                     .rev()
                     .map(|(k, _)| k)
                     .take(q.limit + 1)
@@ -225,24 +265,31 @@ impl MemoryStore {
             let notifications: Vec<Notification> = ids
                 .iter()
                 .take(q.limit)
-                .filter_map(|id| tray.items.get(*id).cloned())
+                .filter_map(|&id| Some(tray.items.get(id)?.notification(id, user)))
                 .collect();
             Page::new(notifications, more, tray.unread.len() as u64)
         }))
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
-        Ok(self.with_tray(user, |tray| tray.items.get(id).cloned()))
+        Ok(self.with_tray(user, |tray| {
+            let (id, item) = tray.items.get_key_value(id)?;
+            Some(item.notification(id, user))
+        }))
     }
 
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         let hub = &self.inner.hub;
         Ok(self.with_tray(user, |tray| {
-            let ids: Vec<String> = match target {
-                Target::Ids(ids) => ids.clone(),
-                Target::All => tray.items.keys().cloned().collect(),
+            // The named ids that exist (a repeated one counts each time, as `found` says).
+            let ids: Vec<NotificationId> = match target {
+                Target::Ids(ids) => ids
+                    .iter()
+                    .filter_map(|id| tray.items.get_key_value(id.as_str()).map(|(k, _)| *k))
+                    .collect(),
+                Target::All => tray.items.keys().copied().collect(),
             };
-            let read_at = rfc3339(std::time::SystemTime::now());
+            let read_at = rfc3339(SystemTime::now());
             let mut marked = Marked::default();
             for id in ids {
                 let Some(item) = tray.items.get_mut(&id) else {
@@ -256,18 +303,18 @@ impl MemoryStore {
                     }
                     Mark::Unread if item.read_at.is_some() => {
                         item.read_at = None;
-                        tray.unread.insert(id.clone())
+                        tray.unread.insert(id)
                     }
                     Mark::Deleted => tray.remove(&id),
                     _ => false,
                 };
                 if changed {
-                    marked.changed.push(id);
+                    marked.changed.push(id.to_string());
                 }
             }
             if !marked.changed.is_empty() {
                 let data = status_data(&marked.changed, tray.unread.len() as u64);
-                tray.commit(user, hub, mark.kind(), data);
+                tray.commit(user, hub, mark.kind(), data, now_ms());
             }
             marked
         }))
@@ -287,7 +334,7 @@ impl MemoryStore {
                 let ids = tray
                     .items
                     .range::<str, _>(below)
-                    .map(|(id, _)| id.clone())
+                    .map(|(id, _)| id.to_string())
                     .collect();
                 (entry.key().clone(), ids)
             })
@@ -380,7 +427,7 @@ impl MemoryStore {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::model::{new_id, NotificationInput};
+    use crate::model::{new_ids, NotificationInput};
 
     fn store(max: usize) -> MemoryStore {
         MemoryStore::new(Hub::new("n".into(), Metrics::default()), max)
@@ -389,9 +436,13 @@ mod tests {
     async fn add(s: &MemoryStore, user: &str, key: Option<&str>) -> Published {
         let input: NotificationInput =
             serde_json::from_value(serde_json::json!({"title": "t"})).unwrap();
-        let n = input.to_notification(new_id(), user, std::time::SystemTime::now());
-        let json = serde_json::to_string(&n).unwrap();
-        s.publish(&n, &json, key).await.unwrap()
+        let template = Arc::new(Template::new(&input, SystemTime::now()).unwrap());
+        let to = Recipient {
+            user,
+            id: new_ids(1).next().unwrap(),
+        };
+        let mut out = s.publish(&template, &[to], key).await;
+        out.pop().unwrap().unwrap()
     }
 
     fn ids(page: &Page) -> Vec<String> {
@@ -404,7 +455,7 @@ mod tests {
         let s = store(100);
         let mut all = Vec::new();
         for _ in 0..7 {
-            all.push(add(&s, "a", None).await.id);
+            all.push(add(&s, "a", None).await.id.to_string());
         }
         all.reverse();
         let mut seen = Vec::new();
@@ -487,7 +538,7 @@ mod tests {
     #[tokio::test]
     async fn unchanged_marks_commit_nothing() {
         let s = store(100);
-        let id = add(&s, "a", None).await.id;
+        let id = add(&s, "a", None).await.id.to_string();
         let target = Target::Ids(vec![id.clone()]);
         assert_eq!(
             s.mark("a", &target, Mark::Read).await.unwrap().changed,

@@ -12,6 +12,7 @@ mod memory;
 mod redis;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
@@ -19,7 +20,8 @@ use crate::config::Backend;
 use crate::error::{Result, StartupError};
 use crate::hub::Hub;
 use crate::model::{
-    now_secs, Change, Epoch, EventId, Mark, Marked, Notification, PresenceEntry, Target,
+    now_secs, Change, Epoch, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry,
+    Target, Template,
 };
 use crate::redis_conn::connect_plain;
 use crate::shutdown::Shutdown;
@@ -114,10 +116,18 @@ pub enum Replay {
     Reset,
 }
 
+/// One recipient of a publish: the user and the id their notification gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipient<'a> {
+    pub user: &'a str,
+    pub id: NotificationId,
+}
+
 /// The outcome of storing one notification for one user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
-    pub id: String,
+    /// The recipient's id, or the earlier one when the idempotency key had stored it before.
+    pub id: NotificationId,
     /// False when the idempotency key had already stored this notification.
     pub stored: bool,
 }
@@ -206,15 +216,18 @@ impl Store {
         forward!(self.delete_session(user, id))
     }
 
-    /// Store `n` (serialized as `json`) for `n.user` and commit its `notification` change,
-    /// unless `idempotency_key` already stored one for this user within 24 h.
+    /// Store the notification of `template` for each recipient (under the recipient's id) and
+    /// commit its `notification` change, unless `idempotency_key` already stored one for that
+    /// user within 24 h. One outcome per recipient, in order; a recipient whose outcome is an
+    /// error has nothing stored. The memory store commits them all without awaiting; the Redis
+    /// store sends them as one round of script calls (many users per call, see `redis.rs`).
     pub async fn publish(
         &self,
-        n: &Notification,
-        json: &str,
+        template: &Arc<Template>,
+        recipients: &[Recipient<'_>],
         idempotency_key: Option<&str>,
-    ) -> Result<Published> {
-        forward!(self.publish(n, json, idempotency_key))
+    ) -> Vec<Result<Published>> {
+        forward!(self.publish(template, recipients, idempotency_key))
     }
 
     pub async fn list(&self, user: &str, query: &ListQuery) -> Result<Page> {

@@ -1,29 +1,36 @@
 //! Redis store: the same surface as the memory store, over the layout in `keys`. Tray writes
-//! are Lua scripts on one user's slot that store, log and announce a change atomically; reads
-//! are single commands or pipelines within that slot. A command that fails maps to 503.
+//! are Lua scripts that store, log and announce a change atomically per user, on one slot;
+//! reads are single commands or pipelines within that slot. A command that fails maps to 503.
+//! A publish sends many users per script call and a batch's calls together (see
+//! [`RedisStore::publish`]): a 10k-member group is a few round trips, not 10,000.
 //! Tray scripts carry a deadline on Redis's clock and refuse to run past it, so a write that
 //! was answered 503 (bytes stuck in a network black hole) cannot commit when they arrive. The
 //! change log's epoch is drawn here and handed to the scripts, which keep an existing one.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
 use super::{
-    Head, ListQuery, Page, Published, Replay, ReplayWindow, SessionRecord, IDEMPOTENCY_TTL_MS,
-    LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Head, ListQuery, Page, Published, Recipient, Replay, ReplayWindow, SessionRecord,
+    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::{Error, Result};
 use crate::model::{
-    now_ms, now_secs, rfc3339, Change, ChangeKind, Epoch, EventId, Mark, Marked, Notification,
-    PresenceEntry, Target,
+    now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind, Epoch, EventId, Mark,
+    Marked, Notification, NotificationId, PresenceEntry, Target, Template,
 };
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
 
 /// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
 pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
+/// Users per `publish.lua` call: enough to share the script's fixed cost (about a third of a
+/// one-user call), few enough that one call holds Redis for a few milliseconds at most.
+pub const USERS_PER_SCRIPT: usize = 64;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -128,39 +135,122 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The recipients in script calls of up to [`USERS_PER_SCRIPT`] users, all sent at once on
+    /// the multiplexed connection (one round trip for the lot). On one server a call takes any
+    /// users. On a cluster a call takes the users of one slot (nearly always one), and each
+    /// call is a command of its own that the cluster connection routes, pipelines per node
+    /// and redirects (`MOVED`, `ASK`) by itself: such a refusal means the script did not run,
+    /// so sending it again stores nothing twice. (A `redis::Pipeline` spanning slots is no
+    /// way around that: redis 1.x sends a pipeline to its first key's node, refuses crossed
+    /// slots, and answers a redirect of any one command by sending the whole pipeline again.)
     pub async fn publish(
         &self,
-        n: &Notification,
-        json: &str,
+        template: &Arc<Template>,
+        recipients: &[Recipient<'_>],
         key: Option<&str>,
-    ) -> Result<Published> {
-        let k = UserKeys::new(&n.user);
-        let mut inv = self.scripts.publish.prepare_invoke();
-        for key in k.tray() {
-            inv.key(key);
+    ) -> Vec<Result<Published>> {
+        let call = Call {
+            template,
+            idempotency: key.map(sha256_hex),
+            deadline: self.conn.write_deadline_ms(),
+            now: now_ms(),
+        };
+        let call = &call;
+        let calls = self.script_calls(recipients);
+        let replies = futures_util::future::join_all(calls.iter().map(|users| {
+            let users: Vec<Recipient<'_>> = users.iter().map(|&i| recipients[i]).collect();
+            async move { self.publish_call(&call, &users).await }
+        }))
+        .await;
+        let mut outcomes: Vec<Option<Result<Published>>> = std::iter::repeat_with(|| None)
+            .take(recipients.len())
+            .collect();
+        for (users, replies) in calls.iter().zip(replies) {
+            for (&i, outcome) in users.iter().zip(replies) {
+                outcomes[i] = Some(outcome);
+            }
         }
-        if let Some(idem) = key {
-            inv.key(k.idempotency(idem));
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a recipient had no outcome".into()))))
+            .collect()
+    }
+
+    /// Recipient indices per script call: in order by [`USERS_PER_SCRIPT`] on one server; on
+    /// a cluster grouped by slot (first-seen order), each group cut at [`USERS_PER_SCRIPT`].
+    fn script_calls(&self, recipients: &[Recipient<'_>]) -> Vec<Vec<usize>> {
+        if !self.conn.is_cluster() {
+            let all: Vec<usize> = (0..recipients.len()).collect();
+            return all
+                .chunks(USERS_PER_SCRIPT)
+                .map(<[usize]>::to_vec)
+                .collect();
         }
-        inv.arg(&n.id)
-            .arg(json)
+        let mut calls: Vec<Vec<usize>> = Vec::new();
+        let mut open: HashMap<redis::cluster_routing::Slot, usize> = HashMap::new();
+        for (i, to) in recipients.iter().enumerate() {
+            let slot = UserKeys::new(to.user).slot();
+            let call = match open.get(&slot) {
+                Some(&call) if calls[call].len() < USERS_PER_SCRIPT => call,
+                _ => {
+                    calls.push(Vec::with_capacity(1));
+                    open.insert(slot, calls.len() - 1);
+                    calls.len() - 1
+                }
+            };
+            calls[call].push(i);
+        }
+        calls
+    }
+
+    /// One `publish.lua` call for `users`; one outcome per user, in order.
+    async fn publish_call(
+        &self,
+        call: &Call<'_>,
+        users: &[Recipient<'_>],
+    ) -> Vec<Result<Published>> {
+        let per_user = if call.idempotency.is_some() { 8 } else { 7 };
+        let keys: Vec<UserKeys> = users.iter().map(|to| UserKeys::new(to.user)).collect();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.scripts.publish.get_hash())
+            .arg(users.len() * per_user);
+        for k in &keys {
+            k.write_tray(&mut cmd, call.idempotency.as_deref());
+        }
+        cmd.arg(call.deadline)
             .arg(self.max_per_user)
             .arg(LOG_CAPACITY)
-            .arg(now_ms())
+            .arg(call.now)
             .arg(IDEMPOTENCY_TTL_MS)
-            .arg(k.channel())
-            .arg(self.conn.write_deadline_ms())
-            .arg(Epoch::random().as_str());
+            .arg(per_user)
+            .arg(call.template.tail());
+        let mut user = String::new();
+        for (to, k) in users.iter().zip(&keys) {
+            user.clear();
+            push_json_str(&mut user, to.user);
+            cmd.arg(to.id.as_str()).arg(user.as_str());
+            k.write_channel(&mut cmd);
+            cmd.arg(Epoch::random().as_str());
+        }
         let mut conn = self.conn.for_deadline_writes();
-        let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
-        match out.as_slice() {
-            [stored, id] => Ok(Published {
-                id: id.clone(),
-                stored: stored == "1",
-            }),
-            _ => Err(Error::Internal(
-                "publish script returned an unexpected shape".into(),
-            )),
+        let mut reply = cmd.query_async::<Value>(&mut conn).await;
+        if matches!(&reply, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
+            // Redis lost its scripts (a restart, SCRIPT FLUSH): load it and send the call again.
+            reply = match self.scripts.publish.load_async(&mut conn).await {
+                Ok(_) => cmd.query_async::<Value>(&mut conn).await,
+                Err(e) => Err(e),
+            };
+        }
+        match reply {
+            Ok(reply) => outcomes(reply, users),
+            Err(e) => {
+                let e = late(e);
+                let text = e.to_string();
+                let mut out = vec![Err(e)];
+                out.extend((1..users.len()).map(|_| Err(Error::Unavailable(text.clone().into()))));
+                out
+            }
         }
     }
 
@@ -461,6 +551,51 @@ impl RedisStore {
         let _: () = self.conn().del(keys::node_alive(node)).await?;
         Ok(())
     }
+}
+
+/// What every script call of one publish shares.
+struct Call<'a> {
+    template: &'a Template,
+    /// The hashed idempotency key (one hash per publish, not per user).
+    idempotency: Option<String>,
+    /// The calls' deadline on Redis's clock (see `publish.lua`).
+    deadline: u64,
+    /// Commit time for the change log and the channel message.
+    now: u64,
+}
+
+/// One outcome per user from a `publish.lua` reply: `{failure, outcome…}` (see the script).
+fn outcomes(reply: Value, users: &[Recipient<'_>]) -> Vec<Result<Published>> {
+    let shape = || Error::Internal("publish script returned an unexpected shape".into());
+    let Value::Array(items) = reply else {
+        return users.iter().map(|_| Err(shape())).collect();
+    };
+    let mut items = items.iter();
+    let failure = items.next().and_then(as_str).unwrap_or("unknown failure");
+    let mut out = Vec::with_capacity(users.len());
+    let mut handled = true;
+    for to in users {
+        out.push(match items.next() {
+            Some(Value::Int(1)) => Ok(Published {
+                id: to.id,
+                stored: true,
+            }),
+            Some(earlier) => as_str(earlier)
+                .and_then(NotificationId::parse)
+                .map(|id| Published { id, stored: false })
+                .ok_or_else(shape),
+            None if handled => {
+                handled = false;
+                Err(Error::Unavailable(
+                    format!("Redis refused a user's publish: {failure}").into(),
+                ))
+            }
+            None => Err(Error::Unavailable(
+                "not attempted: an earlier user of its script call failed".into(),
+            )),
+        });
+    }
+    out
 }
 
 /// Unix time in microseconds (2^53 µs is year 2255: exact as a ZSET score).

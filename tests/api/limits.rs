@@ -60,9 +60,11 @@ async fn huge_fan_out_leaves_the_node_responsive() {
 
 /// L7: a store failure part-way through a multi-user publish answers 503 `unavailable` and
 /// names, in `error.stored`, the users whose notification is stored, so a retry can skip
-/// them. The failure is made deterministic by a key of the wrong type for one user.
+/// them. The failure is made deterministic by a key of the wrong type for one user, placed in
+/// the second batch of 512 recipients (the publish service's `BATCH`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_publish_names_the_users_stored() {
+    const BATCH: usize = 512;
     let redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
     let mut conn = redis.conn();
@@ -73,19 +75,24 @@ async fn interrupted_publish_names_the_users_stored() {
             .query(&mut conn)
             .unwrap();
     }
-    let mut users: Vec<String> = (0..300).map(|i| format!("p{i:03}")).collect();
-    users.insert(100, "poison".into());
+    let mut users: Vec<String> = (0..3 * BATCH).map(|i| format!("p{i:04}")).collect();
+    users.insert(BATCH + 100, "poison".into());
     let (status, body) = h
         .publish(json!({"users": users, "notification": {"title": "partial"}}))
         .await;
     assert_error(status, &body, 503, "unavailable");
     let stored = body["error"]["stored"].as_object().expect("error.stored");
     assert!(!stored.contains_key("poison"), "{body}");
-    // chunks before the failing one are stored; nothing after its chunk is attempted
-    for user in &users[..96] {
+    // batches before the failing one are stored; nothing after its batch is attempted
+    for user in &users[..BATCH] {
         assert!(stored.contains_key(user), "{user} missing from {body}");
     }
-    assert!(stored.len() < 200, "{}", stored.len());
+    for user in &users[2 * BATCH..] {
+        assert!(
+            !stored.contains_key(user),
+            "{user} stored after the failing batch"
+        );
+    }
     for (user, id) in stored.iter().step_by(10) {
         assert_eq!(h.tray_ids(user, "").await, vec![id.as_str().unwrap()]);
     }

@@ -344,3 +344,58 @@ pub async fn purge_before_deletes_only_older_ids(s: &Subject) {
     assert!(changes[0].data.contains(&a_old) && !changes[0].data.contains(&b_old));
     assert_eq!(s.store.purge_before(&cutoff).await.expect("purge"), 0);
 }
+
+/// One publish to many users (more than one Redis script call) stores exactly one
+/// notification per user, under that user's id; repeated with the same idempotency key it
+/// stores nothing and answers each user's first id.
+pub async fn one_publish_stores_once_per_recipient(s: &Subject) {
+    let users: Vec<String> = (0..150).map(|i| format!("u{i:03}")).collect();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let t = template(serde_json::json!({"title": "everyone"}));
+    let first = publish_to(s, &t, &users, Some("k")).await;
+    assert!(first.iter().all(|p| p.stored));
+    let again = publish_to(s, &t, &users, Some("k")).await;
+    for ((user, first), again) in users.iter().zip(&first).zip(&again) {
+        assert_eq!((again.id, again.stored), (first.id, false), "{user}");
+    }
+    for (user, p) in users.iter().zip(&first).step_by(7) {
+        let page = list(s, user, 10, None, false).await;
+        assert_eq!(ids(&page), [p.id.to_string()], "{user}");
+        assert_eq!(page.notifications[0].user, *user);
+        assert_eq!(seq(s, user).await, 1, "{user}");
+    }
+}
+
+/// The change a publish commits carries the notification's JSON exactly as serde writes the
+/// notification (ids spliced into the shared template), for users whose ids need escaping too.
+pub async fn notification_json_is_what_serde_writes(s: &Subject) {
+    let t = template(serde_json::json!({
+        "title": "a \"quoted\" title \\ é 🎉", "body": "line\nbreak", "link": "/x",
+        "data": {"z": 1, "a": [true, null], "nested": {"k": "v"}},
+    }));
+    let users = ["plain", "with \"quote\"", "back\\slash", "ünï cødé"];
+    let published = publish_to(s, &t, &users, None).await;
+    for (user, p) in users.iter().zip(&published) {
+        let head = s.store.head(user).await.expect("head");
+        let Replay::Changes(changes) = replay(
+            s,
+            user,
+            EventId {
+                seq: 0,
+                ..head.id()
+            },
+        )
+        .await
+        else {
+            panic!("reset")
+        };
+        let stored = s.store.get(user, p.id.as_str()).await.expect("get");
+        let stored = stored.expect("stored");
+        assert_eq!(
+            changes[0].data,
+            serde_json::to_string(&stored).expect("json")
+        );
+        assert_eq!(changes[0].data, t.json(p.id.as_str(), user));
+        assert_eq!(stored.user, *user);
+    }
+}

@@ -124,3 +124,63 @@ async fn redis_presence_lives_while_its_node_does() {
     .await
     .expect("in time");
 }
+
+/// Redis: a user whose writes fail (a key of the wrong type) fails alone within its script
+/// call: the users before it in the call are stored, the ones after it are not attempted and
+/// have nothing stored, and the other calls of the batch are unaffected. The failed user's
+/// idempotency key is not kept, so once repaired a retry with the same key stores it.
+#[tokio::test]
+async fn redis_failed_user_fails_alone_in_its_script_call() {
+    use crate::store::redis::USERS_PER_SCRIPT;
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let url = s._redis.as_ref().expect("a Redis server").url();
+    let mut raw = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("a raw connection");
+    let _: () = redis::cmd("SET")
+        .arg("herald:{u:poison}:items")
+        .arg("not a tray")
+        .query(&mut raw)
+        .expect("poisoned");
+    let mut users: Vec<String> = (0..3 * USERS_PER_SCRIPT)
+        .map(|i| format!("u{i:03}"))
+        .collect();
+    let at = USERS_PER_SCRIPT + 10;
+    users[at] = "poison".into();
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    let t = template(serde_json::json!({"title": "t"}));
+    let recipients: Vec<Recipient<'_>> = users
+        .iter()
+        .zip(new_ids(users.len()))
+        .map(|(&user, id)| Recipient { user, id })
+        .collect();
+    let outcomes = tokio::time::timeout(CASE_DEADLINE, s.store.publish(&t, &recipients, Some("k")))
+        .await
+        .expect("in time");
+    for (i, (user, outcome)) in users.iter().zip(&outcomes).enumerate() {
+        let in_failed_call = (USERS_PER_SCRIPT..2 * USERS_PER_SCRIPT).contains(&i);
+        match outcome {
+            Ok(p) => {
+                assert!(
+                    !in_failed_call || i < at,
+                    "{user} after the failure was stored"
+                );
+                assert!(p.stored);
+            }
+            Err(e) => assert!(in_failed_call && i >= at, "{user}: {e:?}"),
+        }
+        if *user != "poison" {
+            let stored = list(&s, user, 10, None, false).await.notifications.len();
+            assert_eq!(stored, usize::from(outcome.is_ok()), "{user}");
+        }
+    }
+    let _: () = redis::cmd("DEL")
+        .arg("herald:{u:poison}:items")
+        .query(&mut raw)
+        .expect("repaired");
+    let again = publish_to(&s, &t, &users[at..at + 1], Some("k")).await;
+    assert!(
+        again[0].stored,
+        "the failed user's idempotency key was kept"
+    );
+}

@@ -12,16 +12,18 @@ mod cases;
 mod differ;
 mod redis_server;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::redis_server::RedisServer;
 use super::MemoryStore;
-use super::{ListQuery, Page, Published, Replay, SessionRecord, Store};
+use super::{ListQuery, Page, Published, Recipient, Replay, SessionRecord, Store};
 use crate::config::Backend;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::{
-    new_id, now_secs, EventId, Mark, Marked, Notification, NotificationInput, Target,
+    new_id, new_ids, now_secs, EventId, Mark, Marked, Notification, NotificationInput, Target,
+    Template,
 };
 
 /// One case, start to finish (a trim case publishes ~1300 notifications), never longer.
@@ -121,18 +123,48 @@ contract! {
     session_cap_evicts_the_oldest;
     groups_add_remove_and_list_sorted;
     purge_before_deletes_only_older_ids;
+    one_publish_stores_once_per_recipient;
+    notification_json_is_what_serde_writes;
 }
 
-fn notification(user: &str) -> Notification {
-    let input: NotificationInput =
-        serde_json::from_value(serde_json::json!({"title": "t"})).expect("a valid input");
-    input.to_notification(new_id(), user, std::time::SystemTime::now())
+fn template(notification: serde_json::Value) -> Arc<Template> {
+    let input: NotificationInput = serde_json::from_value(notification).expect("a valid input");
+    Arc::new(Template::new(&input, std::time::SystemTime::now()).expect("a template"))
 }
 
-async fn publish(s: &Subject, user: &str, key: Option<&str>) -> Published {
-    let n = notification(user);
-    let json = serde_json::to_string(&n).expect("serializable");
-    s.store.publish(&n, &json, key).await.expect("publish")
+/// Publish `template` to `users` in one store call (fresh ids); one outcome per user.
+async fn publish_to(
+    s: &Subject,
+    template: &Arc<Template>,
+    users: &[&str],
+    key: Option<&str>,
+) -> Vec<Published> {
+    let recipients: Vec<Recipient<'_>> = users
+        .iter()
+        .zip(new_ids(users.len()))
+        .map(|(&user, id)| Recipient { user, id })
+        .collect();
+    let outcomes = s.store.publish(template, &recipients, key).await;
+    assert_eq!(outcomes.len(), users.len());
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("publish"))
+        .collect()
+}
+
+/// What a case sees of one user's publish: the id as text, and whether it was stored.
+struct Stored {
+    id: String,
+    stored: bool,
+}
+
+async fn publish(s: &Subject, user: &str, key: Option<&str>) -> Stored {
+    let template = template(serde_json::json!({"title": "t"}));
+    let p = publish_to(s, &template, &[user], key).await[0];
+    Stored {
+        id: p.id.to_string(),
+        stored: p.stored,
+    }
 }
 
 /// Publish `count` notifications for `user`; their ids, oldest first.
