@@ -1,0 +1,438 @@
+//! The scenarios of the race, each run the same way against Herald and nchan. Three phases,
+//! each on fresh processes ([`Stage`]): the main one (idle streams, then targeted fan-out —
+//! also through Herald's Redis ingest in Redis mode —, one group publish, broadcast), `max`
+//! (open streams until the server stops taking them) and `storm` (drop every stream at once,
+//! reconnect all with Last-Event-ID while publishing goes on). Figures go to the [`Table`];
+//! nothing is asserted about them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fleet::{Delivered, Opened};
+use crate::procs::{slab_kib, tcp_mem_pages};
+use crate::publish::{self, Via};
+use crate::report::{raw, thousands, Table};
+use crate::stage::{Config, Mode, Stage};
+use crate::stream::Kind;
+use crate::wire::{now_ns, Marker};
+
+/// Deadline for one stream's ready when opening many.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same in `max`, where the first stream the server can't take ends the phase.
+const MAX_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a broadcast waits for one group publish to reach every stream.
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the storm waits for every stream to be back.
+const STORM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Targeted publishing runs this long before the storm begins (and at most 60 s in all).
+const STORM_LEAD: Duration = Duration::from_secs(1);
+
+/// Where a scenario's figures go.
+pub struct Out<'a> {
+    pub table: &'a mut Table,
+    pub kind: Kind,
+    pub mode: Mode,
+}
+
+impl Out<'_> {
+    fn raw(&self, scenario: &str, text: &str) {
+        raw(self.mode.name(), self.kind, scenario, text);
+    }
+
+    fn num(&mut self, figure: &str, value: f64, decimals: usize) {
+        self.table.num(figure, self.kind, value, decimals);
+    }
+
+    fn count(&mut self, figure: &str, value: u64) {
+        self.table.count(figure, self.kind, value);
+    }
+
+    /// Lost, duplicates and the latency percentiles of a round, under `name`.
+    fn deliveries(&mut self, name: &str, got: &Delivered, quantiles: &[(&str, f64)]) {
+        self.count(
+            &format!("{name}: lost"),
+            got.expected.saturating_sub(got.distinct),
+        );
+        self.count(&format!("{name}: duplicates"), got.dups);
+        for (label, q) in quantiles {
+            let ms = got.hist.quantile_us(*q) as f64 / 1000.0;
+            self.num(&format!("{name}: latency {label} (ms)"), ms, 2);
+        }
+        let text = format!(
+            "expected {}, distinct {}, dups {}, stale {}, resets {}, reconnects {}, latency max {:.2} ms",
+            got.expected,
+            got.distinct,
+            got.dups,
+            got.stale,
+            got.resets,
+            got.reconnects,
+            got.hist.max_us() as f64 / 1000.0
+        );
+        self.raw(name, &text);
+    }
+
+    /// Server (and redis-server) CPU per delivery over a window.
+    fn cpu(&mut self, name: &str, before: (u64, u64), after: (u64, u64), deliveries: u64) {
+        let per = |a: u64, b: u64| (b - a) as f64 / deliveries.max(1) as f64;
+        self.num(
+            &format!("{name}: server CPU-µs per delivery"),
+            per(before.0, after.0),
+            1,
+        );
+        if self.mode == Mode::Redis {
+            self.num(
+                &format!("{name}: redis-server CPU-µs per delivery"),
+                per(before.1, after.1),
+                1,
+            );
+        }
+    }
+}
+
+fn secs_between(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e9
+}
+
+/// Every phase the configuration asks for; a failing phase is reported and the next one runs.
+pub async fn run_target(config: &Config, out: &mut Out<'_>) {
+    let main = ["idle", "targeted", "ingest", "group", "broadcast"];
+    if main.iter().any(|s| config.wants(s)) {
+        if let Err(e) = main_phase(config, out).await {
+            out.table.text("error", out.kind, e.clone());
+            out.raw("main", &format!("error: {e}"));
+        }
+    }
+    for (name, phase) in [("max", Phase::Max), ("storm", Phase::Storm)] {
+        if config.wants(name) {
+            let result = match phase {
+                Phase::Max => max(config, out).await,
+                Phase::Storm => storm(config, out).await,
+            };
+            if let Err(e) = result {
+                out.table
+                    .text(&format!("{name}: error"), out.kind, e.clone());
+                out.raw(name, &format!("error: {e}"));
+            }
+        }
+    }
+}
+
+enum Phase {
+    Max,
+    Storm,
+}
+
+async fn main_phase(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
+    let n = config.sizes.streams;
+    let mut stage = Stage::start(config, out.kind, out.mode, "main", n).await?;
+    idle(&mut stage, n, config.wants("idle"), out).await?;
+    if config.wants("targeted") {
+        targeted(&mut stage, config, Via::Http, out).await?;
+    }
+    if config.wants("ingest") && out.kind == Kind::Herald && out.mode == Mode::Redis {
+        targeted(&mut stage, config, Via::Ingest, out).await?;
+    }
+    if config.wants("group") || config.wants("broadcast") {
+        stage.publisher.set_members(n).await?;
+    }
+    if config.wants("group") {
+        group(&mut stage, n, out).await?;
+    }
+    if config.wants("broadcast") {
+        broadcast(&mut stage, config, out).await?;
+    }
+    Ok(())
+}
+
+/// Memory now, after the server has settled.
+struct Memory {
+    /// The server's Pss, KiB.
+    pss: u64,
+    /// The kernel's TCP buffer pages (all sockets).
+    tcp_pages: u64,
+    /// The kernel's slab, KiB (socket structures, of both ends).
+    slab: u64,
+}
+
+async fn memory(stage: &Stage) -> Memory {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Memory {
+        pss: stage.server.pss_kib(),
+        tcp_pages: tcp_mem_pages(),
+        slab: slab_kib(),
+    }
+}
+
+/// Open `n` streams; with `record`, report the time and memory they took.
+async fn idle(stage: &mut Stage, n: usize, record: bool, out: &mut Out<'_>) -> Result<(), String> {
+    let before = memory(stage).await;
+    let started = now_ns();
+    let opened = stage.fleet.open(n, false, OPEN_TIMEOUT).await?;
+    let after = memory(stage).await;
+    let name = format!("idle {}", thousands(n as u64));
+    report_open(out, &name, started, &opened, before, after);
+    if !record {
+        out.table.text(
+            &format!("{name}: streams open"),
+            out.kind,
+            "(not recorded)".into(),
+        );
+    }
+    Ok(())
+}
+
+fn report_open(
+    out: &mut Out<'_>,
+    name: &str,
+    started: u64,
+    opened: &Opened,
+    before: Memory,
+    after: Memory,
+) {
+    let up = opened.up.max(1) as f64;
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 / up;
+    out.count(&format!("{name}: streams open"), opened.up);
+    out.num(
+        &format!("{name}: time to open (s)"),
+        secs_between(started, opened.last_ready_ns),
+        2,
+    );
+    out.num(
+        &format!("{name}: server memory per stream (KiB Pss)"),
+        per(before.pss, after.pss),
+        2,
+    );
+    let slab = per(before.slab, after.slab);
+    out.num(
+        &format!("{name}: kernel slab per stream (KiB, both ends)"),
+        slab,
+        2,
+    );
+    let buffers = per(before.tcp_pages, after.tcp_pages) * 4.0;
+    out.num(
+        &format!("{name}: kernel TCP buffers per stream (KiB, both ends)"),
+        buffers,
+        2,
+    );
+    let text = format!(
+        "{} up, {} failed ({}); Pss {} → {} KiB; slab {} → {} KiB; TCP pages {} → {}",
+        opened.up,
+        opened.failed,
+        opened.error.as_deref().unwrap_or("no error"),
+        before.pss,
+        after.pss,
+        before.slab,
+        after.slab,
+        before.tcp_pages,
+        after.tcp_pages
+    );
+    out.raw(name, &text);
+}
+
+async fn targeted(
+    stage: &mut Stage,
+    config: &Config,
+    via: Via,
+    out: &mut Out<'_>,
+) -> Result<(), String> {
+    let name = match via {
+        Via::Http => "targeted",
+        Via::Ingest => "targeted via Redis ingest",
+    };
+    let sizes = &config.sizes;
+    let round = stage.next_round();
+    stage.fleet.round(round, false).await?;
+    let (cpu0, started) = (stage.cpu_us(), now_ns());
+    let stop = Arc::new(AtomicBool::new(false));
+    let paced = publish::targeted(
+        stage.publisher.clone(),
+        via,
+        round,
+        sizes.streams,
+        sizes.rate,
+        sizes.window,
+        stop,
+    )
+    .await;
+    let got = stage.fleet.expect_each(&paced.counts).await?;
+    let cpu1 = stage.cpu_us();
+    let rate = got.distinct as f64 / secs_between(started, got.last_complete_ns).max(1e-9);
+    out.num(&format!("{name}: deliveries/s"), rate, 0);
+    out.deliveries(name, &got, &[("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)]);
+    out.cpu(name, cpu0, cpu1, got.distinct);
+    let text = format!(
+        "{} publishes in {:.2} s ({:.0}/s offered {}/s), {} failed ({})",
+        paced.sent,
+        paced.elapsed.as_secs_f64(),
+        paced.sent as f64 / paced.elapsed.as_secs_f64(),
+        sizes.rate,
+        paced.failed,
+        paced.first_error.as_deref().unwrap_or("no error")
+    );
+    out.raw(name, &text);
+    Ok(())
+}
+
+async fn group(stage: &mut Stage, n: usize, out: &mut Out<'_>) -> Result<(), String> {
+    let name = format!("group of {}", thousands(n as u64));
+    let round = stage.next_round();
+    stage.fleet.round(round, false).await?;
+    let (cpu0, started) = (stage.cpu_us(), now_ns());
+    let marker = Marker {
+        round,
+        seq: 1,
+        sent_ns: started,
+    };
+    stage.publisher.to_group(&marker).await?;
+    let got = stage.fleet.expect_all(1).await?;
+    let cpu1 = stage.cpu_us();
+    out.num(
+        &format!("{name}: time until all have it (ms)"),
+        secs_between(started, got.last_complete_ns) * 1e3,
+        1,
+    );
+    out.deliveries(&name, &got, &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)]);
+    out.num(
+        &format!("{name}: server CPU (ms)"),
+        (cpu1.0 - cpu0.0) as f64 / 1e3,
+        1,
+    );
+    out.cpu(&name, cpu0, cpu1, got.distinct);
+    Ok(())
+}
+
+async fn broadcast(stage: &mut Stage, config: &Config, out: &mut Out<'_>) -> Result<(), String> {
+    let name = "broadcast";
+    let window = config.sizes.broadcast_window;
+    let round = stage.next_round();
+    stage.fleet.round(round, true).await?;
+    let (cpu0, started) = (stage.cpu_us(), now_ns());
+    let mut publishes = tokio::task::JoinSet::new();
+    let (mut seq, mut stalled) = (0u32, false);
+    while secs_between(started, now_ns()) < config.sizes.window.as_secs_f64() {
+        if seq >= window
+            && !stage
+                .fleet
+                .wait_progress(seq + 1 - window, PROGRESS_TIMEOUT)
+                .await
+        {
+            stalled = true;
+            break;
+        }
+        seq += 1;
+        let (publisher, marker) = (
+            stage.publisher.clone(),
+            Marker {
+                round,
+                seq,
+                sent_ns: now_ns(),
+            },
+        );
+        publishes.spawn(async move { publisher.to_group(&marker).await });
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(30), publishes.join_all()).await;
+    let failed = answered.map_or(u64::from(seq), |r| {
+        r.iter().filter(|r| r.is_err()).count() as u64
+    });
+    let got = stage.fleet.expect_all(seq).await?;
+    let cpu1 = stage.cpu_us();
+    let rate = got.distinct as f64 / secs_between(started, got.last_complete_ns).max(1e-9);
+    out.num(&format!("{name}: deliveries/s"), rate, 0);
+    out.cpu(name, cpu0, cpu1, got.distinct);
+    out.deliveries(name, &got, &[("p50", 0.5), ("p99", 0.99)]);
+    let text = format!("{seq} group publishes, at most {window} undelivered at once; {failed} failed; stalled: {stalled}");
+    out.raw(name, &text);
+    Ok(())
+}
+
+/// Open streams until the server takes no more (or the bench's cap): how many, how fast, and why it stopped.
+async fn max(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
+    let cap = config.sizes.max_cap;
+    let mut stage = Stage::start(config, out.kind, out.mode, "max", cap).await?;
+    let before = memory(&stage).await;
+    let started = now_ns();
+    let opened = stage.fleet.open(cap, true, MAX_OPEN_TIMEOUT).await?;
+    let after = memory(&stage).await;
+    report_open(out, "max", started, &opened, before, after);
+    let (fds, limit) = stage.server.fds();
+    let stopped = if opened.up as usize >= cap {
+        format!("the bench's cap ({})", thousands(cap as u64))
+    } else {
+        let emfile = stage.server.emfile_lines();
+        format!(
+            "open files: {} of {} in its fullest process; {emfile} out-of-files log lines",
+            thousands(fds as u64),
+            thousands(limit)
+        )
+    };
+    out.table.text("max: stopped by", out.kind, stopped);
+    Ok(())
+}
+
+/// Reconnect storm: every stream dropped at once and reopened at once with Last-Event-ID while
+/// targeted publishing continues; time until all are back and caught up, lost, duplicates.
+async fn storm(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
+    let n = config.sizes.storm;
+    let name = format!("storm of {}", thousands(n as u64));
+    let mut stage = Stage::start(config, out.kind, out.mode, "storm", n).await?;
+    let opened = stage.fleet.open(n, false, OPEN_TIMEOUT).await?;
+    out.count(&format!("{name}: streams"), opened.up);
+    // Every stream gets an event id first (nchan's streams have none until a message).
+    stage.publisher.set_members(n).await?;
+    let prime = stage.next_round();
+    stage.fleet.round(prime, false).await?;
+    stage
+        .publisher
+        .to_group(&Marker {
+            round: prime,
+            seq: 1,
+            sent_ns: now_ns(),
+        })
+        .await?;
+    stage.fleet.expect_all(1).await?;
+
+    let round = stage.next_round();
+    stage.fleet.round(round, false).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sizes = &config.sizes;
+    let publishing = tokio::spawn(publish::targeted(
+        stage.publisher.clone(),
+        Via::Http,
+        round,
+        n,
+        sizes.storm_rate,
+        Duration::from_secs(60),
+        stop.clone(),
+    ));
+    tokio::time::sleep(STORM_LEAD).await;
+    let dropped = now_ns();
+    let back = stage.fleet.storm(STORM_TIMEOUT).await?;
+    stop.store(true, Ordering::Relaxed);
+    let paced = publishing.await.map_err(|e| format!("publisher: {e}"))?;
+    let got = stage.fleet.expect_each(&paced.counts).await?;
+    out.num(
+        &format!("{name}: all back (s)"),
+        secs_between(dropped, back.last_ready_ns),
+        2,
+    );
+    let caught_up = got.last_complete_ns.max(back.last_ready_ns);
+    out.num(
+        &format!("{name}: all caught up (s)"),
+        secs_between(dropped, caught_up),
+        2,
+    );
+    out.count(&format!("{name}: reconnects failed"), back.failed);
+    out.deliveries(&name, &got, &[]);
+    let text = format!(
+        "{} back, {} failed ({}); {} targeted publishes at {}/s, {} failed",
+        back.up,
+        back.failed,
+        back.error.as_deref().unwrap_or("no error"),
+        paced.sent,
+        sizes.storm_rate,
+        paced.failed
+    );
+    out.raw(&name, &text);
+    Ok(())
+}
