@@ -9,6 +9,7 @@
 //! makes a smoke run: Herald embedded only, a few dozen streams, every scenario at toy size,
 //! done in seconds. The streams are held by worker processes (this binary again, with
 //! `--worker`; see `race/worker.rs`), so the load can pass one process's 20,000 open files.
+//! `RACE_HERALD=path` runs another herald binary than the one cargo built with the bench.
 //! Every wait is bounded; nothing here fails on timing.
 
 #[path = "race/fleet.rs"]
@@ -51,10 +52,14 @@ fn main() {
         .expect("runtime");
     let tables = runtime.block_on(race(&config));
     println!();
-    for table in tables {
+    for table in &tables {
         println!("{}", table.markdown());
     }
-    let _ = std::fs::remove_dir_all(&config.dir);
+    if tables.iter().any(report::Table::failed) {
+        println!("logs kept in {}", config.dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&config.dir);
+    }
 }
 
 /// The value after `--name`, if given.
@@ -97,7 +102,8 @@ fn config(args: &[String]) -> Config {
         scenarios: list("--scenario"),
         targets,
         modes,
-        herald: env!("CARGO_BIN_EXE_herald").to_owned(),
+        // RACE_HERALD: another build of herald (say, the release one under a debug bench).
+        herald: std::env::var("RACE_HERALD").unwrap_or(env!("CARGO_BIN_EXE_herald").to_owned()),
         secret: "race-secret".to_owned(),
         dir,
     }

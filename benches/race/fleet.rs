@@ -13,6 +13,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, Notify};
 
 use crate::hist::Hist;
+use crate::procs;
 use crate::stream::Kind;
 use crate::worker;
 
@@ -20,7 +21,7 @@ use crate::worker;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Worker {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     replies: mpsc::UnboundedReceiver<String>,
     /// Users of its streams, in the order of its slots.
@@ -129,7 +130,7 @@ impl Fleet {
                 }
             });
             workers.push(Worker {
-                _child: child,
+                child,
                 stdin,
                 replies,
                 users: Vec::new(),
@@ -274,6 +275,12 @@ impl Fleet {
             back.error = back.error.or_else(|| rest(&words, 4));
         }
         Ok(back)
+    }
+
+    /// CPU µs used so far by the worker processes.
+    pub fn cpu_us(&self) -> u64 {
+        let pids: Vec<u32> = self.workers.iter().filter_map(|w| w.child.id()).collect();
+        procs::cpu_us(&pids)
     }
 
     /// Wait until every worker with streams reports `seq` complete; false after `limit`.

@@ -34,6 +34,12 @@ fn log_file(path: &Path) -> Stdio {
     Stdio::from(std::fs::File::create(path).expect("create a log file"))
 }
 
+/// The last line of a log file, for an error message.
+fn last_line(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().last().unwrap_or("").to_owned()
+}
+
 /// Wait until `addr` accepts a connection and `ready` accepts that connection.
 fn wait_answering(
     child: &mut Child,
@@ -110,10 +116,12 @@ impl Server {
                 }
             }
         });
-        let server = |addr: SocketAddr| Server { child, addr, log };
         match rx.recv_timeout(START_TIMEOUT).map(|a| a.parse()) {
-            Ok(Ok(addr)) => Ok(server(addr)),
-            _ => Err("herald did not print its listening line".into()),
+            Ok(Ok(addr)) => Ok(Server { child, addr, log }),
+            _ => Err(format!(
+                "herald did not print its listening line: {}",
+                last_line(&log)
+            )),
         }
     }
 
@@ -121,10 +129,8 @@ impl Server {
     pub fn nchan(redis: Option<&Server>, dir: &Path) -> Result<Server, String> {
         let port = free_port();
         let storage = redis.map_or(String::new(), |r| {
-            format!(
-                "nchan_redis_url \"redis://{}\";\n    nchan_use_redis on;",
-                r.addr
-            )
+            let server = format!("nchan_redis_server redis://{};", r.addr);
+            format!("upstream redis_store {{ {server} }}\n    nchan_redis_pass redis_store;")
         });
         let conf = NGINX_CONF
             .replace("{{PREFIX}}", &dir.display().to_string())
@@ -143,8 +149,9 @@ impl Server {
             .spawn()
             .map_err(|e| format!("nginx: {e}"))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let stderr = dir.join("nginx.stderr");
         wait_answering(&mut child, addr, |_| true)
-            .map_err(|e| format!("nginx {e} (see {})", log.display()))?;
+            .map_err(|e| format!("nginx {e}: {}{}", last_line(&stderr), last_line(&log)))?;
         Ok(Server { child, addr, log })
     }
 
@@ -163,8 +170,7 @@ impl Server {
 
     /// utime + stime summed over its processes, µs.
     pub fn cpu_us(&self) -> u64 {
-        let ticks: u64 = self.pids().into_iter().map(cpu_ticks).sum();
-        ticks * 1_000_000 / clock_ticks()
+        cpu_us(&self.pids())
     }
 
     /// (open files, soft limit) of its fullest process.
@@ -219,6 +225,12 @@ fn stat_fields(pid: u32) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit(')').next().unwrap_or("");
     rest.split_whitespace().map(str::to_owned).collect()
+}
+
+/// utime + stime summed over `pids`, µs.
+pub fn cpu_us(pids: &[u32]) -> u64 {
+    let ticks: u64 = pids.iter().map(|pid| cpu_ticks(*pid)).sum();
+    ticks * 1_000_000 / clock_ticks()
 }
 
 fn cpu_ticks(pid: u32) -> u64 {

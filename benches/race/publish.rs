@@ -185,10 +185,11 @@ pub async fn targeted(
     let mut sent = 0u64;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while started.elapsed() < limit && !stop.load(Ordering::Relaxed) {
+    let running = |started: Instant| started.elapsed() < limit && !stop.load(Ordering::Relaxed);
+    while running(started) {
         tick.tick().await;
         let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
-        while sent < due {
+        while sent < due && running(started) {
             let permit = permits.clone().acquire_owned().await.expect("semaphore");
             let user = rand::random_range(0..users);
             counts[user] += 1;

@@ -79,6 +79,11 @@ impl Table {
         self.put(figure, kind, Cell { value: None, text });
     }
 
+    /// Whether a phase failed (its error is a row).
+    pub fn failed(&self) -> bool {
+        self.rows.iter().any(|r| r.figure.ends_with("error"))
+    }
+
     pub fn markdown(&self) -> String {
         let mut out = format!(
             "### {}\n\n| figure | nchan | Herald | Herald/nchan |\n|---|---|---|---|\n",

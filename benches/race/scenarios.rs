@@ -13,7 +13,7 @@ use crate::fleet::{Delivered, Opened};
 use crate::procs::{slab_kib, tcp_mem_pages};
 use crate::publish::{self, Via};
 use crate::report::{raw, thousands, Table};
-use crate::stage::{Config, Mode, Stage};
+use crate::stage::{Config, Cpu, Mode, Stage};
 use crate::stream::Kind;
 use crate::wire::{now_ns, Marker};
 
@@ -72,21 +72,24 @@ impl Out<'_> {
         self.raw(name, &text);
     }
 
-    /// Server (and redis-server) CPU per delivery over a window.
-    fn cpu(&mut self, name: &str, before: (u64, u64), after: (u64, u64), deliveries: u64) {
+    /// Server (and redis-server) CPU per delivery over a window; the load generator's in a raw line.
+    fn cpu(&mut self, name: &str, before: Cpu, after: Cpu, deliveries: u64) {
         let per = |a: u64, b: u64| (b - a) as f64 / deliveries.max(1) as f64;
-        self.num(
-            &format!("{name}: server CPU-µs per delivery"),
-            per(before.0, after.0),
-            1,
-        );
+        let server = per(before.server, after.server);
+        self.num(&format!("{name}: server CPU-µs per delivery"), server, 1);
         if self.mode == Mode::Redis {
+            let redis = per(before.redis, after.redis);
             self.num(
                 &format!("{name}: redis-server CPU-µs per delivery"),
-                per(before.1, after.1),
+                redis,
                 1,
             );
         }
+        let client = per(before.client, after.client);
+        self.raw(
+            name,
+            &format!("load generator CPU-µs per delivery: {client:.1}"),
+        );
     }
 }
 
@@ -170,14 +173,9 @@ async fn idle(stage: &mut Stage, n: usize, record: bool, out: &mut Out<'_>) -> R
     let started = now_ns();
     let opened = stage.fleet.open(n, false, OPEN_TIMEOUT).await?;
     let after = memory(stage).await;
-    let name = format!("idle {}", thousands(n as u64));
-    report_open(out, &name, started, &opened, before, after);
-    if !record {
-        out.table.text(
-            &format!("{name}: streams open"),
-            out.kind,
-            "(not recorded)".into(),
-        );
+    if record {
+        let name = format!("idle {}", thousands(n as u64));
+        report_open(out, &name, started, &opened, before, after);
     }
     Ok(())
 }
@@ -216,7 +214,7 @@ fn report_open(
         2,
     );
     let text = format!(
-        "{} up, {} failed ({}); Pss {} → {} KiB; slab {} → {} KiB; TCP pages {} → {}",
+        "{} up, {} not opened (first error: {}); Pss {} → {} KiB; slab {} → {} KiB; TCP pages {} → {}",
         opened.up,
         opened.failed,
         opened.error.as_deref().unwrap_or("no error"),
@@ -295,7 +293,7 @@ async fn group(stage: &mut Stage, n: usize, out: &mut Out<'_>) -> Result<(), Str
     out.deliveries(&name, &got, &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)]);
     out.num(
         &format!("{name}: server CPU (ms)"),
-        (cpu1.0 - cpu0.0) as f64 / 1e3,
+        (cpu1.server - cpu0.server) as f64 / 1e3,
         1,
     );
     out.cpu(&name, cpu0, cpu1, got.distinct);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::fleet::Fleet;
-use crate::procs::Server;
+use crate::procs::{self, Server};
 use crate::publish::Publisher;
 use crate::stream::Kind;
 
@@ -93,6 +93,15 @@ impl Config {
     }
 }
 
+/// CPU µs used so far by each side.
+#[derive(Clone, Copy)]
+pub struct Cpu {
+    pub server: u64,
+    pub redis: u64,
+    /// The load generator: the worker processes and this one.
+    pub client: u64,
+}
+
 /// One phase's processes. Field order is drop order.
 pub struct Stage {
     pub fleet: Fleet,
@@ -151,9 +160,12 @@ impl Stage {
         self.round
     }
 
-    /// CPU µs so far of (the server, redis-server).
-    pub fn cpu_us(&self) -> (u64, u64) {
-        let redis = self.redis.as_ref().map_or(0, Server::cpu_us);
-        (self.server.cpu_us(), redis)
+    /// CPU used so far.
+    pub fn cpu_us(&self) -> Cpu {
+        Cpu {
+            server: self.server.cpu_us(),
+            redis: self.redis.as_ref().map_or(0, Server::cpu_us),
+            client: self.fleet.cpu_us() + procs::cpu_us(&[std::process::id()]),
+        }
     }
 }
