@@ -128,9 +128,14 @@ impl Server {
     /// nginx + nchan from the private prefix `dir`, memory store or `redis`.
     pub fn nchan(redis: Option<&Server>, dir: &Path) -> Result<Server, String> {
         let port = free_port();
+        // At http level, inherited by the pub/sub locations (without `_inheritable`, the
+        // locations would silently use the memory store).
         let storage = redis.map_or(String::new(), |r| {
             let server = format!("nchan_redis_server redis://{};", r.addr);
-            format!("upstream redis_store {{ {server} }}\n    nchan_redis_pass redis_store;")
+            format!(
+                "upstream redis_store {{ {server} }}\n    nchan_redis_pass redis_store;\n    \
+                 nchan_redis_pass_inheritable on;"
+            )
         });
         let conf = NGINX_CONF
             .replace("{{PREFIX}}", &dir.display().to_string())
@@ -173,13 +178,10 @@ impl Server {
         cpu_us(&self.pids())
     }
 
-    /// (open files, soft limit) of its fullest process.
-    pub fn fds(&self) -> (usize, u64) {
-        self.pids()
-            .into_iter()
-            .map(|pid| (open_fds(pid), nofile_limit(pid)))
-            .max()
-            .unwrap_or((0, 0))
+    /// (open files, soft limit) of each of its processes.
+    pub fn fds(&self) -> Vec<(usize, u64)> {
+        let pids = self.pids().into_iter();
+        pids.map(|pid| (open_fds(pid), nofile_limit(pid))).collect()
     }
 
     /// Log lines naming an out-of-files error, counted.

@@ -130,6 +130,18 @@ impl Publisher {
         }
     }
 
+    /// Entries still in Herald's ingest stream (handled ones are deleted); 0 without ingest.
+    pub async fn ingest_backlog(&self) -> Result<u64, String> {
+        let Some(mut conn) = self.ingest.clone() else {
+            return Ok(0);
+        };
+        redis::cmd("XLEN")
+            .arg("herald:ingest")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| format!("XLEN: {e}"))
+    }
+
     /// One event to the group `g` (nchan: the channel `g` every stream multiplexes).
     pub async fn to_group(&self, marker: &Marker) -> Result<(), String> {
         let title = marker.text();

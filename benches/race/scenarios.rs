@@ -25,6 +25,8 @@ const MAX_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the storm waits for every stream to be back.
 const STORM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for Herald to empty its ingest stream after the ingest scenario.
+const INGEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Targeted publishing runs this long before the storm begins (and at most 60 s in all).
 const STORM_LEAD: Duration = Duration::from_secs(1);
 
@@ -135,6 +137,7 @@ async fn main_phase(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
     }
     if config.wants("ingest") && out.kind == Kind::Herald && out.mode == Mode::Redis {
         targeted(&mut stage, config, Via::Ingest, out).await?;
+        drain_ingest(&stage, out).await?;
     }
     if config.wants("group") || config.wants("broadcast") {
         stage.publisher.set_members(n).await?;
@@ -272,6 +275,23 @@ async fn targeted(
     Ok(())
 }
 
+/// Wait (bounded) until Herald has handled every ingest entry, so a backlog doesn't run into
+/// the next scenario.
+async fn drain_ingest(stage: &Stage, out: &Out<'_>) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut left = stage.publisher.ingest_backlog().await?;
+    while left > 0 && started.elapsed() < INGEST_DRAIN_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = stage.publisher.ingest_backlog().await?;
+    }
+    let text = format!(
+        "ingest backlog {left} entries after {:.1} s of draining",
+        started.elapsed().as_secs_f64()
+    );
+    out.raw("targeted via Redis ingest", &text);
+    Ok(())
+}
+
 async fn group(stage: &mut Stage, n: usize, out: &mut Out<'_>) -> Result<(), String> {
     let name = format!("group of {}", thousands(n as u64));
     let round = stage.next_round();
@@ -353,15 +373,17 @@ async fn max(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
     let opened = stage.fleet.open(cap, true, MAX_OPEN_TIMEOUT).await?;
     let after = memory(&stage).await;
     report_open(out, "max", started, &opened, before, after);
-    let (fds, limit) = stage.server.fds();
     let stopped = if opened.up as usize >= cap {
         format!("the bench's cap ({})", thousands(cap as u64))
     } else {
-        let emfile = stage.server.emfile_lines();
+        let fds = stage.server.fds();
+        let counts: Vec<String> = fds.iter().map(|(n, _)| thousands(*n as u64)).collect();
+        let limit = fds.iter().map(|(_, l)| *l).max().unwrap_or(0);
         format!(
-            "open files: {} of {} in its fullest process; {emfile} out-of-files log lines",
-            thousands(fds as u64),
-            thousands(limit)
+            "open files per server process: {} (limit {} each); {} out-of-files log lines",
+            counts.join(", "),
+            thousands(limit),
+            stage.server.emfile_lines()
         )
     };
     out.table.text("max: stopped by", out.kind, stopped);

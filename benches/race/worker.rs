@@ -164,11 +164,10 @@ async fn run(
 async fn settle(ctx: &Ctx, range: std::ops::Range<usize>, limit: Duration) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        let state = ctx.state.lock().unwrap();
-        if state.slots[range.clone()].iter().all(|s| s.up || s.failed) {
+        let settled = |state: &State| state.slots[range.clone()].iter().all(|s| s.up || s.failed);
+        if settled(&ctx.state.lock().unwrap()) {
             return;
         }
-        drop(state);
         tokio::time::sleep(POLL).await;
     }
 }
