@@ -290,13 +290,27 @@ pub fn tcp_mem_pages() -> u64 {
         .unwrap_or(0)
 }
 
-/// The kernel's slab memory (`Slab:` of /proc/meminfo), KiB: where socket structures live.
-pub fn slab_kib() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("Slab:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+/// Slab caches holding a TCP connection's kernel objects: the socket, its inode, its file and
+/// its epoll entry.
+const SOCKET_CACHES: [&str; 4] = ["TCP", "sock_inode_cache", "filp", "eventpoll_epi"];
+
+/// The kernel memory of [`SOCKET_CACHES`] (active objects × object size, from /proc/slabinfo,
+/// readable by root), KiB; 0 where it can't be read.
+pub fn socket_slab_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    let bytes: u64 = text
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if !SOCKET_CACHES.contains(words.first()?) {
+                return None;
+            }
+            let (active, size): (u64, u64) =
+                (words.get(1)?.parse().ok()?, words.get(3)?.parse().ok()?);
+            Some(active * size)
+        })
+        .sum();
+    bytes / 1024
 }
 
 /// Raise this process's soft open-files limit to its hard limit.

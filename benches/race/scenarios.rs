@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::fleet::{Delivered, Opened};
-use crate::procs::{slab_kib, tcp_mem_pages};
+use crate::procs::{socket_slab_kib, tcp_mem_pages};
 use crate::publish::{self, Via};
 use crate::report::{raw, thousands, Table};
 use crate::stage::{Config, Cpu, Mode, Stage};
@@ -157,7 +157,7 @@ struct Memory {
     pss: u64,
     /// The kernel's TCP buffer pages (all sockets).
     tcp_pages: u64,
-    /// The kernel's slab, KiB (socket structures, of both ends).
+    /// The kernel's socket objects, KiB (of both ends).
     slab: u64,
 }
 
@@ -166,7 +166,7 @@ async fn memory(stage: &Stage) -> Memory {
     Memory {
         pss: stage.server.pss_kib(),
         tcp_pages: tcp_mem_pages(),
-        slab: slab_kib(),
+        slab: socket_slab_kib(),
     }
 }
 
@@ -206,7 +206,7 @@ fn report_open(
     );
     let slab = per(before.slab, after.slab);
     out.num(
-        &format!("{name}: kernel slab per stream (KiB, both ends)"),
+        &format!("{name}: kernel socket objects per stream (KiB, both ends)"),
         slab,
         2,
     );
@@ -217,7 +217,7 @@ fn report_open(
         2,
     );
     let text = format!(
-        "{} up, {} not opened (first error: {}); Pss {} → {} KiB; slab {} → {} KiB; TCP pages {} → {}",
+        "{} up, {} not opened (first error: {}); Pss {} → {} KiB; socket slab {} → {} KiB; TCP pages {} → {}",
         opened.up,
         opened.failed,
         opened.error.as_deref().unwrap_or("no error"),
