@@ -12,6 +12,8 @@
 //! `RACE_HERALD=path` runs another herald binary than the one cargo built with the bench.
 //! Every wait is bounded; nothing here fails on timing.
 
+#[path = "race/capacity.rs"]
+mod capacity;
 #[path = "race/fleet.rs"]
 mod fleet;
 #[path = "race/hist.rs"]

@@ -1,14 +1,14 @@
 //! The scenarios of the race, each run the same way against Herald and nchan. Three phases,
-//! each on fresh processes ([`Stage`]): the main one (idle streams, then targeted fan-out —
-//! also through Herald's Redis ingest in Redis mode —, one group publish, broadcast), `max`
-//! (open streams until the server stops taking them) and `storm` (drop every stream at once,
-//! reconnect all with Last-Event-ID while publishing goes on). Figures go to the [`Table`];
-//! nothing is asserted about them.
+//! each on fresh processes ([`Stage`]): the main one here (idle streams, then targeted
+//! fan-out — also through Herald's Redis ingest in Redis mode —, one group publish,
+//! broadcast), and `max` and `storm` in [`capacity`]. Figures go to the [`Table`]; nothing is
+//! asserted about them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::capacity;
 use crate::fleet::{Delivered, Opened};
 use crate::procs::{socket_slab_kib, tcp_mem_pages};
 use crate::publish::{self, Via};
@@ -18,17 +18,11 @@ use crate::stream::Kind;
 use crate::wire::{now_ns, Marker};
 
 /// Deadline for one stream's ready when opening many.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// The same in `max`, where the first stream the server can't take ends the phase.
-const MAX_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a broadcast waits for one group publish to reach every stream.
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest the storm waits for every stream to be back.
-const STORM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for Herald to empty its ingest stream after the ingest scenario.
 const INGEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Targeted publishing runs this long before the storm begins (and at most 60 s in all).
-const STORM_LEAD: Duration = Duration::from_secs(1);
 
 /// Where a scenario's figures go.
 pub struct Out<'a> {
@@ -38,20 +32,20 @@ pub struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn raw(&self, scenario: &str, text: &str) {
+    pub fn raw(&self, scenario: &str, text: &str) {
         raw(self.mode.name(), self.kind, scenario, text);
     }
 
-    fn num(&mut self, figure: &str, value: f64, decimals: usize) {
+    pub fn num(&mut self, figure: &str, value: f64, decimals: usize) {
         self.table.num(figure, self.kind, value, decimals);
     }
 
-    fn count(&mut self, figure: &str, value: u64) {
+    pub fn count(&mut self, figure: &str, value: u64) {
         self.table.count(figure, self.kind, value);
     }
 
     /// Lost, duplicates and the latency percentiles of a round, under `name`.
-    fn deliveries(&mut self, name: &str, got: &Delivered, quantiles: &[(&str, f64)]) {
+    pub fn deliveries(&mut self, name: &str, got: &Delivered, quantiles: &[(&str, f64)]) {
         self.count(
             &format!("{name}: lost"),
             got.expected.saturating_sub(got.distinct),
@@ -95,7 +89,7 @@ impl Out<'_> {
     }
 }
 
-fn secs_between(from_ns: u64, to_ns: u64) -> f64 {
+pub fn secs_between(from_ns: u64, to_ns: u64) -> f64 {
     to_ns.saturating_sub(from_ns) as f64 / 1e9
 }
 
@@ -111,8 +105,8 @@ pub async fn run_target(config: &Config, out: &mut Out<'_>) {
     for (name, phase) in [("max", Phase::Max), ("storm", Phase::Storm)] {
         if config.wants(name) {
             let result = match phase {
-                Phase::Max => max(config, out).await,
-                Phase::Storm => storm(config, out).await,
+                Phase::Max => capacity::max(config, out).await,
+                Phase::Storm => capacity::storm(config, out).await,
             };
             if let Err(e) = result {
                 out.table
@@ -152,7 +146,7 @@ async fn main_phase(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
 }
 
 /// Memory now, after the server has settled.
-struct Memory {
+pub struct Memory {
     /// The server's Pss, KiB.
     pss: u64,
     /// The kernel's TCP buffer pages (all sockets).
@@ -161,7 +155,7 @@ struct Memory {
     slab: u64,
 }
 
-async fn memory(stage: &Stage) -> Memory {
+pub async fn memory(stage: &Stage) -> Memory {
     tokio::time::sleep(Duration::from_millis(500)).await;
     Memory {
         pss: stage.server.pss_kib(),
@@ -183,7 +177,7 @@ async fn idle(stage: &mut Stage, n: usize, record: bool, out: &mut Out<'_>) -> R
     Ok(())
 }
 
-fn report_open(
+pub fn report_open(
     out: &mut Out<'_>,
     name: &str,
     started: u64,
@@ -361,98 +355,5 @@ async fn broadcast(stage: &mut Stage, config: &Config, out: &mut Out<'_>) -> Res
     out.deliveries(name, &got, &[("p50", 0.5), ("p99", 0.99)]);
     let text = format!("{seq} group publishes, at most {window} undelivered at once; {failed} failed; stalled: {stalled}");
     out.raw(name, &text);
-    Ok(())
-}
-
-/// Open streams until the server takes no more (or the bench's cap): how many, how fast, and why it stopped.
-async fn max(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
-    let cap = config.sizes.max_cap;
-    let mut stage = Stage::start(config, out.kind, out.mode, "max", cap).await?;
-    let before = memory(&stage).await;
-    let started = now_ns();
-    let opened = stage.fleet.open(cap, true, MAX_OPEN_TIMEOUT).await?;
-    let after = memory(&stage).await;
-    report_open(out, "max", started, &opened, before, after);
-    let stopped = if opened.up as usize >= cap {
-        format!("the bench's cap ({})", thousands(cap as u64))
-    } else {
-        let fds = stage.server.fds();
-        let counts: Vec<String> = fds.iter().map(|(n, _)| thousands(*n as u64)).collect();
-        let limit = fds.iter().map(|(_, l)| *l).max().unwrap_or(0);
-        format!(
-            "open files per server process: {} (limit {} each); {} out-of-files log lines",
-            counts.join(", "),
-            thousands(limit),
-            stage.server.emfile_lines()
-        )
-    };
-    out.table.text("max: stopped by", out.kind, stopped);
-    Ok(())
-}
-
-/// Reconnect storm: every stream dropped at once and reopened at once with Last-Event-ID while
-/// targeted publishing continues; time until all are back and caught up, lost, duplicates.
-async fn storm(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
-    let n = config.sizes.storm;
-    let name = format!("storm of {}", thousands(n as u64));
-    let mut stage = Stage::start(config, out.kind, out.mode, "storm", n).await?;
-    let opened = stage.fleet.open(n, false, OPEN_TIMEOUT).await?;
-    out.count(&format!("{name}: streams"), opened.up);
-    // Every stream gets an event id first (nchan's streams have none until a message).
-    stage.publisher.set_members(n).await?;
-    let prime = stage.next_round();
-    stage.fleet.round(prime, false).await?;
-    stage
-        .publisher
-        .to_group(&Marker {
-            round: prime,
-            seq: 1,
-            sent_ns: now_ns(),
-        })
-        .await?;
-    stage.fleet.expect_all(1).await?;
-
-    let round = stage.next_round();
-    stage.fleet.round(round, false).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sizes = &config.sizes;
-    let publishing = tokio::spawn(publish::targeted(
-        stage.publisher.clone(),
-        Via::Http,
-        round,
-        n,
-        sizes.storm_rate,
-        Duration::from_secs(60),
-        stop.clone(),
-    ));
-    tokio::time::sleep(STORM_LEAD).await;
-    let dropped = now_ns();
-    let back = stage.fleet.storm(STORM_TIMEOUT).await?;
-    stop.store(true, Ordering::Relaxed);
-    let paced = publishing.await.map_err(|e| format!("publisher: {e}"))?;
-    let got = stage.fleet.expect_each(&paced.counts).await?;
-    out.num(
-        &format!("{name}: all back (s)"),
-        secs_between(dropped, back.last_ready_ns),
-        2,
-    );
-    let caught_up = got.last_complete_ns.max(back.last_ready_ns);
-    out.num(
-        &format!("{name}: all caught up (s)"),
-        secs_between(dropped, caught_up),
-        2,
-    );
-    out.count(&format!("{name}: reconnects failed"), back.failed);
-    out.deliveries(&name, &got, &[]);
-    let text = format!(
-        "{} back, {} failed ({}); {} targeted publishes at {}/s, {} failed",
-        back.up,
-        back.failed,
-        back.error.as_deref().unwrap_or("no error"),
-        paced.sent,
-        sizes.storm_rate,
-        paced.failed
-    );
-    out.raw(&name, &text);
     Ok(())
 }
