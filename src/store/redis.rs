@@ -159,7 +159,7 @@ impl RedisStore {
         let calls = self.script_calls(recipients);
         let replies = futures_util::future::join_all(calls.iter().map(|users| {
             let users: Vec<Recipient<'_>> = users.iter().map(|&i| recipients[i]).collect();
-            async move { self.publish_call(&call, &users).await }
+            async move { self.publish_call(call, &users).await }
         }))
         .await;
         let mut outcomes: Vec<Option<Result<Published>>> = std::iter::repeat_with(|| None)
@@ -245,8 +245,13 @@ impl RedisStore {
         match reply {
             Ok(reply) => outcomes(reply, users),
             Err(e) => {
+                // The call failed as a whole: every user of it has nothing stored (the error
+                // is not `Clone`, so the others carry its text).
                 let e = late(e);
-                let text = e.to_string();
+                let text = match &e {
+                    Error::Unavailable(source) => source.to_string(),
+                    other => other.to_string(),
+                };
                 let mut out = vec![Err(e)];
                 out.extend((1..users.len()).map(|_| Err(Error::Unavailable(text.clone().into()))));
                 out

@@ -436,14 +436,18 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
         for k in &keys {
             inv.key(k);
         }
-        inv.arg("id1")
-            .arg(r#"{"id":"id1","title":"t"}"#)
+        // ARGV: deadline, max_per_user, log_capacity, now_ms, idempotency_ttl_ms, keys per
+        // user, the shared tail, then per user: id, user (JSON), channel, fresh epoch
+        inv.arg(deadline)
             .arg(10)
             .arg(10)
             .arg(secs * 1000)
             .arg(1000)
+            .arg(keys.len())
+            .arg(r#","title":"t"}"#)
+            .arg("id1")
+            .arg(r#""u""#)
             .arg("t:channel")
-            .arg(deadline)
             .arg("0123456789ab");
         inv
     };
@@ -456,7 +460,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
         .unwrap();
     assert_eq!(stored, 0, "nothing written");
     let ok: Vec<String> = run_publish(future).invoke_async(&mut conn).await.unwrap();
-    assert_eq!(ok, ["1", "id1"]);
+    assert_eq!(ok, ["", "1"], "no failure; stored");
 
     let mark = redis::Script::new(include_str!("../../src/store/scripts/mark.lua"));
     let run_mark = |deadline: u64| {

@@ -1,0 +1,107 @@
+//! Hot-path micro-benchmarks (criterion), no sockets: what one publish costs per change and
+//! per recipient inside Herald. Encoding a change's SSE frame (once per change, shared by
+//! every stream of the user), building one recipient's notification JSON from the publish's
+//! template, the memory store's publish to a 1k-user group (ids, tray inserts, change log,
+//! frame, hub lookup; no stream is open, so no queue is touched), and parsing a change message
+//! as a node's broker reads it from Redis. Run:
+//! `cargo bench --features bench-internals --bench hot_path`.
+//! The feature exposes `herald::bench`, re-exports of the internals measured here; without it
+//! (`cargo test --all-targets`) this bench is skipped.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use herald::bench::{
+    encode_change, new_ids, Change, ChangeKind, Epoch, Hub, MemoryStore, Message, Metrics,
+    NotificationInput, Recipient, Template,
+};
+
+const GROUP: usize = 1000;
+
+fn template() -> Template {
+    let input: NotificationInput = serde_json::from_value(serde_json::json!({
+        "title": "Build finished", "body": "All green on main", "source": "ci",
+        "link": "https://ci.example/42", "data": {"build": 42, "tags": ["a", "b"]},
+    }))
+    .expect("a valid notification");
+    Template::new(&input, SystemTime::now()).expect("a template")
+}
+
+fn change(template: &Template) -> Change {
+    let id = new_ids(1).next().expect("an id");
+    Change {
+        epoch: Epoch::parse("3f9a0c12d4e1").expect("an epoch"),
+        seq: 1234,
+        kind: ChangeKind::Notification,
+        data: template.json(id.as_str(), "user-000123"),
+        at_ms: 1_764_000_000_000,
+    }
+}
+
+fn encode_once(c: &mut Criterion) {
+    let change = change(&template());
+    c.bench_function("sse::frame::change (a notification)", |b| {
+        b.iter(|| encode_change(black_box(&change)))
+    });
+}
+
+fn recipient_json(c: &mut Criterion) {
+    let template = template();
+    let id = new_ids(1).next().expect("an id");
+    c.bench_function("Template::json (one recipient)", |b| {
+        b.iter(|| template.json(black_box(id.as_str()), black_box("user-000123")))
+    });
+}
+
+/// Each sample publishes to a fresh store whose 1k trays exist already (so the log of a tray
+/// holds at most one sample's changes), and times only the publishes.
+fn memory_publish(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let template = Arc::new(template());
+    let users: Vec<String> = (0..GROUP).map(|i| format!("user-{i:06}")).collect();
+    let recipients = || -> Vec<Recipient<'_>> {
+        users
+            .iter()
+            .zip(new_ids(GROUP))
+            .map(|(user, id)| Recipient { user, id })
+            .collect()
+    };
+    let mut group = c.benchmark_group("MemoryStore::publish");
+    group.throughput(Throughput::Elements(GROUP as u64));
+    group.bench_function("1k-user group", |b| {
+        b.iter_custom(|iters| {
+            let store = MemoryStore::new(Hub::new("bench".into(), Metrics::default()), 100);
+            runtime.block_on(store.publish(&template, &recipients(), None));
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                let batch = recipients();
+                let outcomes = runtime.block_on(store.publish(&template, &batch, None));
+                spent += started.elapsed();
+                black_box(outcomes);
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+fn parse_message(c: &mut Criterion) {
+    let text = Message::Change(change(&template())).encode();
+    c.bench_function("broker::Message::parse (a change)", |b| {
+        b.iter(|| Message::parse(black_box(&text)))
+    });
+}
+
+criterion_group! {
+    name = hot_path;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = encode_once, recipient_json, memory_publish, parse_message
+}
+criterion_main!(hot_path);
