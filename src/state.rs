@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::broker::{Broker, Message};
 use crate::config::Config;
 use crate::error::Result;
@@ -28,7 +30,13 @@ pub struct Inner {
     pub shutdown: Shutdown,
     /// The `/api/` proxy target, with `--upstream`.
     pub upstream: Option<Upstream>,
+    /// Streams reading the store while they open, at most [`MAX_OPENING`] at once: a
+    /// reconnect storm is served at the store's pace instead of queueing past its deadlines.
+    pub opening: Semaphore,
 }
+
+/// Streams that may be opening (subscribe, presence, head, replay) at once; the others wait.
+pub const MAX_OPENING: usize = 256;
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -62,6 +70,7 @@ impl AppState {
                 metrics,
                 shutdown,
                 upstream,
+                opening: Semaphore::new(MAX_OPENING),
             }),
         })
     }

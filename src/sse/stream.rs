@@ -121,6 +121,8 @@ impl Stream {
             .checked_add(Duration::from_secs(left.min(MAX_STREAM_SECS)))
             .unwrap_or(now);
         let hub = &state.hub;
+        // Never closed, so acquiring only waits (for another stream to finish opening).
+        let _opening = state.opening.acquire().await;
         let stream = Arc::new(Stream {
             state: state.clone(),
             user: owner.user.clone(),
