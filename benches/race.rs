@@ -90,7 +90,8 @@ fn config(args: &[String]) -> Config {
         (false, _) => vec![Kind::Herald],
         (true, [one]) if one == "herald" => vec![Kind::Herald],
         (true, [one]) if one == "nchan" => vec![Kind::Nchan],
-        _ => vec![Kind::Nchan, Kind::Herald],
+        // Herald first, so its rows (some are Herald-only) set the table's order.
+        _ => vec![Kind::Herald, Kind::Nchan],
     };
     let modes = match (full, list("--mode").as_slice()) {
         (false, _) => vec![Mode::Embedded],
