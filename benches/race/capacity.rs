@@ -85,7 +85,7 @@ pub async fn storm(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
     let back = stage.fleet.storm(STORM_TIMEOUT).await?;
     stop.store(true, Ordering::Relaxed);
     let paced = publishing.await.map_err(|e| format!("publisher: {e}"))?;
-    let got = stage.fleet.expect_each(&paced.counts).await?;
+    let got = stage.fleet.expect_each(&paced.accepted()).await?;
     let all_back = back.failed == 0;
     if all_back {
         let secs = secs_between(dropped, back.last_ready_ns);
@@ -119,6 +119,7 @@ pub async fn storm(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
         back.retries,
     );
     out.count(&format!("{name}: streams not back"), back.failed);
+    out.count(&format!("{name}: publishes refused"), paced.failed);
     out.deliveries(&name, &got, &[]);
     let text = format!(
         "{} back, {} not back, {} retries (first refusal: {}); {} targeted publishes at {}/s, {} failed ({})",

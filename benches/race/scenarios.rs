@@ -250,10 +250,11 @@ async fn targeted(
         stop,
     )
     .await;
-    let got = stage.fleet.expect_each(&paced.counts).await?;
+    let got = stage.fleet.expect_each(&paced.accepted()).await?;
     let cpu1 = stage.cpu_us();
     let rate = got.distinct as f64 / secs_between(started, got.last_complete_ns).max(1e-9);
     out.num(&format!("{name}: deliveries/s"), rate, 0);
+    out.count(&format!("{name}: publishes refused"), paced.failed);
     out.deliveries(name, &got, &[("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)]);
     out.cpu(name, cpu0, cpu1, got.distinct);
     let text = format!(
