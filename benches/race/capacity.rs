@@ -114,12 +114,12 @@ pub async fn storm(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
             "never".into(),
         );
     }
-    out.count(
+    out.tally(
         &format!("{name}: reconnects retried (refused or failed first)"),
         back.retries,
     );
-    out.count(&format!("{name}: streams not back"), back.failed);
-    out.count(&format!("{name}: publishes refused"), paced.failed);
+    out.tally(&format!("{name}: streams not back"), back.failed);
+    out.tally(&format!("{name}: publishes refused"), paced.failed);
     out.deliveries(&name, &got, &[]);
     let text = format!(
         "{} back, {} not back, {} retries (first refusal: {}); {} targeted publishes at {}/s, {} failed ({})",
