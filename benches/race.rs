@@ -9,7 +9,8 @@
 //! makes a smoke run: Herald embedded only, a few dozen streams, every scenario at toy size,
 //! done in seconds. The streams are held by worker processes (this binary again, with
 //! `--worker`; see `race/worker.rs`), so the load can pass one process's 20,000 open files.
-//! `RACE_HERALD=path` runs another herald binary than the one cargo built with the bench.
+//! `RACE_HERALD=path` runs another herald binary than the one cargo built with the bench;
+//! `RACE_KEEP_LOGS=1` keeps the servers' logs (kept anyway when a phase fails).
 //! Every wait is bounded; nothing here fails on timing.
 
 #[path = "race/capacity.rs"]
@@ -57,7 +58,7 @@ fn main() {
     for table in &tables {
         println!("{}", table.markdown());
     }
-    if tables.iter().any(report::Table::failed) {
+    if tables.iter().any(report::Table::failed) || std::env::var_os("RACE_KEEP_LOGS").is_some() {
         println!("logs kept in {}", config.dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&config.dir);
@@ -90,7 +91,8 @@ fn config(args: &[String]) -> Config {
         (false, _) => vec![Kind::Herald],
         (true, [one]) if one == "herald" => vec![Kind::Herald],
         (true, [one]) if one == "nchan" => vec![Kind::Nchan],
-        _ => vec![Kind::Nchan, Kind::Herald],
+        // Herald first, so its rows (some are Herald-only) set the table's order.
+        _ => vec![Kind::Herald, Kind::Nchan],
     };
     let modes = match (full, list("--mode").as_slice()) {
         (false, _) => vec![Mode::Embedded],

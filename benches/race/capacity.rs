@@ -85,28 +85,52 @@ pub async fn storm(config: &Config, out: &mut Out<'_>) -> Result<(), String> {
     let back = stage.fleet.storm(STORM_TIMEOUT).await?;
     stop.store(true, Ordering::Relaxed);
     let paced = publishing.await.map_err(|e| format!("publisher: {e}"))?;
-    let got = stage.fleet.expect_each(&paced.counts).await?;
-    out.num(
-        &format!("{name}: all back (s)"),
-        secs_between(dropped, back.last_ready_ns),
-        2,
+    let got = stage.fleet.expect_each(&paced.accepted()).await?;
+    let all_back = back.failed == 0;
+    if all_back {
+        let secs = secs_between(dropped, back.last_ready_ns);
+        out.num(&format!("{name}: all back (s)"), secs, 2);
+    } else {
+        let text = format!(
+            "{} of {} within {STORM_TIMEOUT:?}",
+            thousands(back.up),
+            thousands(n as u64)
+        );
+        out.table
+            .text(&format!("{name}: all back (s)"), out.kind, text);
+    }
+    let lost = got.expected.saturating_sub(got.distinct);
+    if all_back && lost == 0 {
+        let caught_up = got.last_complete_ns.max(back.last_ready_ns);
+        out.num(
+            &format!("{name}: all caught up (s)"),
+            secs_between(dropped, caught_up),
+            2,
+        );
+    } else {
+        out.table.text(
+            &format!("{name}: all caught up (s)"),
+            out.kind,
+            "never".into(),
+        );
+    }
+    out.tally(
+        &format!("{name}: reconnects retried (refused or failed first)"),
+        back.retries,
     );
-    let caught_up = got.last_complete_ns.max(back.last_ready_ns);
-    out.num(
-        &format!("{name}: all caught up (s)"),
-        secs_between(dropped, caught_up),
-        2,
-    );
-    out.count(&format!("{name}: reconnects failed"), back.failed);
+    out.tally(&format!("{name}: streams not back"), back.failed);
+    out.tally(&format!("{name}: publishes refused"), paced.failed);
     out.deliveries(&name, &got, &[]);
     let text = format!(
-        "{} back, {} failed ({}); {} targeted publishes at {}/s, {} failed",
+        "{} back, {} not back, {} retries (first refusal: {}); {} targeted publishes at {}/s, {} failed ({})",
         back.up,
         back.failed,
-        back.error.as_deref().unwrap_or("no error"),
+        back.retries,
+        back.error.as_deref().unwrap_or("none"),
         paced.sent,
         sizes.storm_rate,
-        paced.failed
+        paced.failed,
+        paced.first_error.as_deref().unwrap_or("no error")
     );
     out.raw(&name, &text);
     Ok(())

@@ -68,6 +68,8 @@ pub struct Back {
     pub up: u64,
     pub failed: u64,
     pub last_ready_ns: u64,
+    /// Reopens tried again after a refusal or failure.
+    pub retries: u64,
     pub error: Option<String>,
 }
 
@@ -265,6 +267,7 @@ impl Fleet {
             up: 0,
             failed: 0,
             last_ready_ns: 0,
+            retries: 0,
             error: None,
         };
         for line in self.ask(commands).await? {
@@ -272,7 +275,8 @@ impl Fleet {
             back.up += word::<u64>(&words, 1);
             back.failed += word::<u64>(&words, 2);
             back.last_ready_ns = back.last_ready_ns.max(word(&words, 3));
-            back.error = back.error.or_else(|| rest(&words, 4));
+            back.retries += word::<u64>(&words, 4);
+            back.error = back.error.or_else(|| rest(&words, 5));
         }
         Ok(back)
     }

@@ -40,11 +40,26 @@ pub struct Publisher {
 #[derive(Default)]
 pub struct Paced {
     pub sent: u64,
+    /// Publishes refused or failed (the server did not accept them).
     pub failed: u64,
     pub first_error: Option<String>,
     pub elapsed: Duration,
     /// Events sent per user.
     pub counts: Vec<u32>,
+    /// Of those, refused or failed per user.
+    pub refused: Vec<u32>,
+}
+
+impl Paced {
+    /// Events the server accepted, per user: what each stream should get.
+    pub fn accepted(&self) -> Vec<u32> {
+        let refused = |u: usize| self.refused.get(u).copied().unwrap_or(0);
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(u, c)| c.saturating_sub(refused(u)))
+            .collect()
+    }
 }
 
 impl Publisher {
@@ -181,7 +196,8 @@ impl Publisher {
 
 /// Publish to random users of `0..users` at `rate` per second for `limit` or until `stop`,
 /// at most `IN_FLIGHT` at once (a server that can't keep up makes the rate fall behind: see
-/// `sent` and `elapsed`). Waits (bounded) for the last publishes to be answered.
+/// `sent` and `elapsed`). Waits (bounded) for the last publishes to be answered. A refused
+/// publish is counted, not retried: streams expect only the [`Paced::accepted`] ones.
 pub async fn targeted(
     publisher: Arc<Publisher>,
     via: Via,
@@ -217,6 +233,10 @@ pub async fn targeted(
                     let mut errors = errors.lock().unwrap();
                     errors.failed += 1;
                     errors.first_error.get_or_insert(e);
+                    if errors.refused.len() <= user {
+                        errors.refused.resize(user + 1, 0);
+                    }
+                    errors.refused[user] += 1;
                 }
                 drop(permit);
             });

@@ -74,6 +74,19 @@ impl Table {
         );
     }
 
+    /// A tally of events (lost, duplicates, refusals …): shown like a count, without a ratio,
+    /// which would mean nothing (4,000 lost against 3).
+    pub fn tally(&mut self, figure: &str, kind: Kind, value: u64) {
+        self.put(
+            figure,
+            kind,
+            Cell {
+                value: None,
+                text: thousands(value),
+            },
+        );
+    }
+
     /// Text only (no ratio).
     pub fn text(&mut self, figure: &str, kind: Kind, text: String) {
         self.put(figure, kind, Cell { value: None, text });

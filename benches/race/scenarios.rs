@@ -44,13 +44,17 @@ impl Out<'_> {
         self.table.count(figure, self.kind, value);
     }
 
+    pub fn tally(&mut self, figure: &str, value: u64) {
+        self.table.tally(figure, self.kind, value);
+    }
+
     /// Lost, duplicates and the latency percentiles of a round, under `name`.
     pub fn deliveries(&mut self, name: &str, got: &Delivered, quantiles: &[(&str, f64)]) {
-        self.count(
+        self.tally(
             &format!("{name}: lost"),
             got.expected.saturating_sub(got.distinct),
         );
-        self.count(&format!("{name}: duplicates"), got.dups);
+        self.tally(&format!("{name}: duplicates"), got.dups);
         for (label, q) in quantiles {
             let ms = got.hist.quantile_us(*q) as f64 / 1000.0;
             self.num(&format!("{name}: latency {label} (ms)"), ms, 2);
@@ -250,10 +254,11 @@ async fn targeted(
         stop,
     )
     .await;
-    let got = stage.fleet.expect_each(&paced.counts).await?;
+    let got = stage.fleet.expect_each(&paced.accepted()).await?;
     let cpu1 = stage.cpu_us();
     let rate = got.distinct as f64 / secs_between(started, got.last_complete_ns).max(1e-9);
     out.num(&format!("{name}: deliveries/s"), rate, 0);
+    out.tally(&format!("{name}: publishes refused"), paced.failed);
     out.deliveries(name, &got, &[("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)]);
     out.cpu(name, cpu0, cpu1, got.distinct);
     let text = format!(

@@ -8,12 +8,13 @@
 //! - `expect all N` | `expect list C1 C2 …` → `done EXPECTED DISTINCT DUPS STALE RESETS
 //!   RECONNECTS LAST_COMPLETE_NS HIST`, once every stream has its events, or after
 //!   `STALL` without progress, or after `EXPECT_TIMEOUT`
-//! - `storm TIMEOUT_MS` → `back OK FAILED LAST_READY_NS FIRST_ERROR`: close every stream at
-//!   once, then reopen them all at once with `Last-Event-ID`
+//! - `storm TIMEOUT_MS` → `back OK FAILED LAST_READY_NS RETRIES FIRST_ERROR`: close every
+//!   stream at once, then reopen them all at once with `Last-Event-ID`, retrying refused ones
+//!   with herald.js's backoff, all within TIMEOUT_MS
 //! - `quit` (or end of input) ends the process.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,10 @@ const OPEN_CONCURRENCY: usize = 256;
 const STALL: Duration = Duration::from_secs(3);
 /// …or after this long in all.
 const EXPECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A refused storm reconnect is retried after this, doubling up to `MAX_BACKOFF` (herald.js's
+/// `MIN_BACKOFF_MS` and `MAX_BACKOFF_MS`).
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How often waits look at the state.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -88,6 +93,9 @@ fn number<T: std::str::FromStr>(words: &[&str], i: usize) -> T {
 #[derive(Default)]
 struct Batch {
     stop_on_fail: bool,
+    /// Retry a failed open (the storm).
+    retry: bool,
+    retries: AtomicU64,
     failed: AtomicBool,
     first_error: Mutex<Option<String>>,
 }
@@ -142,10 +150,7 @@ async fn run(
         ctx.state.lock().unwrap().slots[idx].failed = true;
         return;
     }
-    let opened = match tokio::time::timeout(timeout, stream::open(&ctx, idx)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no ready within {timeout:?}")),
-    };
+    let opened = open_retrying(&ctx, idx, timeout, &batch).await;
     drop(permit);
     match opened {
         Ok(conn) => {
@@ -157,6 +162,34 @@ async fn run(
             batch.first_error.lock().unwrap().get_or_insert(e);
             ctx.state.lock().unwrap().slots[idx].failed = true;
         }
+    }
+}
+
+/// Open slot `idx`'s stream within `limit`. In a storm a refused or failed attempt is tried
+/// again after `FIRST_BACKOFF`, doubling up to `MAX_BACKOFF`, as herald.js does; elsewhere the
+/// first failure counts.
+async fn open_retrying(
+    ctx: &Ctx,
+    idx: usize,
+    limit: Duration,
+    batch: &Batch,
+) -> Result<stream::Conn, String> {
+    let deadline = Instant::now() + limit;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let error = match tokio::time::timeout(left, stream::open(ctx, idx)).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no ready within {limit:?}"),
+        };
+        if !batch.retry || Instant::now() + backoff >= deadline {
+            return Err(error);
+        }
+        batch.first_error.lock().unwrap().get_or_insert(error);
+        batch.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -238,7 +271,10 @@ async fn abort_all(ctx: &Ctx) {
 async fn storm(ctx: &Arc<Ctx>, words: &[&str]) -> String {
     let timeout = Duration::from_millis(number(words, 1));
     abort_all(ctx).await;
-    let batch = Arc::new(Batch::default());
+    let batch = Arc::new(Batch {
+        retry: true,
+        ..Batch::default()
+    });
     let count = ctx.state.lock().unwrap().slots.len();
     for idx in 0..count {
         let task = tokio::spawn(run(ctx.clone(), idx, None, batch.clone(), timeout));
@@ -248,8 +284,9 @@ async fn storm(ctx: &Arc<Ctx>, words: &[&str]) -> String {
     let (up, last_ready) = up_and_last_ready(ctx, 0..count);
     let error = batch.first_error.lock().unwrap().clone();
     format!(
-        "back {up} {} {last_ready} {}",
+        "back {up} {} {last_ready} {} {}",
         count - up,
+        batch.retries.load(Ordering::Relaxed),
         error.unwrap_or_else(|| "-".into())
     )
 }
