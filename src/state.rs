@@ -30,8 +30,9 @@ pub struct Inner {
     pub shutdown: Shutdown,
     /// The `/api/` proxy target, with `--upstream`.
     pub upstream: Option<Upstream>,
-    /// Streams reading the store while they open, at most [`MAX_OPENING`] at once: a
-    /// reconnect storm is served at the store's pace instead of queueing past its deadlines.
+    /// Streams opening (or deleting their presence as they close), at most [`MAX_OPENING`] at
+    /// once: a reconnect storm is served at the store's pace instead of queueing past its
+    /// deadlines.
     pub opening: Semaphore,
 }
 

@@ -1,8 +1,8 @@
 //! The link to Redis behind one `RedisConn`: the live connection (or none while Redis is
 //! away), its health, the probe that brings it back, and Redis's clock as seen from here.
 //! Rule for every edit: the mutex is held only to clone or swap the connection, never across
-//! an await; a connection taken down (one server's on any failed command, a cluster's when
-//! the probe fails) is dropped, never waited on again.
+//! an await; a connection taken down (one server's when a command finds it broken, any
+//! link's when the probe gets no answer) is dropped, never waited on again.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -168,6 +168,19 @@ impl Link {
                 tracing::debug!(link = self.name, reason, "cluster command failed")
             }
         }
+    }
+
+    /// A command on connection `id` got no answer within its deadline. A busy Redis (a
+    /// reconnect storm queues thousands of commands) is not a dead one: the probe checks
+    /// now, on the same connection, and takes the link down only if `TIME` gets no answer
+    /// either (a black hole is then down within [`PROBE_TIMEOUT`] more).
+    pub fn slow(&self, id: u64) {
+        tracing::debug!(
+            link = self.name,
+            id,
+            "a command got no answer in time; probing"
+        );
+        self.wake.notify_one();
     }
 
     /// Connection `id` failed (timed out or broke): drop it, so that nothing more is sent on

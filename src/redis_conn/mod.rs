@@ -3,8 +3,9 @@
 //! and failovers). Both run any command; keys decide the node.
 //!
 //! An outage is answered, never waited out. Every command runs under a deadline
-//! ([`COMMAND_DEADLINE`]; blocking reads get their block time on top). A timeout or a
-//! connection error marks the link down and drops its connection; while down, commands fail
+//! ([`COMMAND_DEADLINE`]; blocking reads get their block time on top). A connection error
+//! marks the link down and drops its connection; a timeout has the probe check at once (a
+//! busy Redis is not a dead one), and no answer to it marks the link down; while down, commands fail
 //! at once (503 upstream) instead of queuing for a reconnect that would run them behind the
 //! client's back. The link's probe (`link.rs`) notices a dead or black-holed connection,
 //! connects anew and marks the link up; the new connection's number tells the broker to
@@ -150,8 +151,8 @@ impl RedisConn {
         self.link.checkout().ok_or_else(down)
     }
 
-    /// Run one command on connection `id` under this handle's deadline; a timeout or a
-    /// broken connection takes the link down. Ends early when the link drops the connection.
+    /// Run one command on connection `id` under this handle's deadline; a broken connection
+    /// takes the link down, a timeout has the probe check it. Ends early when the link drops the connection.
     async fn guarded<T>(
         &self,
         id: u64,
@@ -177,8 +178,7 @@ impl RedisConn {
                 Err(e)
             }
             Err(_) => {
-                self.link
-                    .failed(id, "no answer within the command deadline");
+                self.link.slow(id);
                 Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "Redis did not answer in time",

@@ -499,13 +499,12 @@ impl Drop for Handle {
         // The memory store reads presence from the hub; Redis holds an entry to delete.
         let runtime = tokio::runtime::Handle::try_current();
         if let (true, Ok(runtime)) = (state.store.keeps_presence(), runtime) {
-            let (store, user, key) = (
-                state.store.clone(),
-                s.user.clone(),
-                state.hub.stream_key(s.id),
-            );
+            let (state, user, key) = (state.clone(), s.user.clone(), state.hub.stream_key(s.id));
             runtime.spawn(async move {
-                let _ = store.remove_presence(&user, &key).await;
+                // In turn with the opening streams: when every stream of a node drops at once,
+                // their deletions must not queue past the store's deadlines either.
+                let _turn = state.opening.acquire().await;
+                let _ = state.store.remove_presence(&user, &key).await;
             });
         }
     }
