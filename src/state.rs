@@ -37,7 +37,7 @@ pub struct Inner {
 }
 
 /// Streams that may be opening (subscribe, presence, head, replay) at once; the others wait.
-pub const MAX_OPENING: usize = 256;
+pub const MAX_OPENING: usize = 64;
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
