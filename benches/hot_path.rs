@@ -3,19 +3,22 @@
 //! every stream of the user), building one recipient's notification JSON from the publish's
 //! template, the memory store's publish to a 1k-user group (ids, tray inserts, change log,
 //! frame, hub lookup; no stream is open, so no queue is touched), and parsing a change message
-//! as a node's broker reads it from Redis. Run:
+//! as a node's broker reads it from Redis; routing a change through the hub to 1k users'
+//! streams (sinks that only count), and writing one frame to a socket as a stream on the
+//! socket transport does (one vectored write, chunk-framed; a thread drains the other end). Run:
 //! `cargo bench --features bench-internals --bench hot_path`.
 //! The feature exposes `herald::bench`, re-exports of the internals measured here; without it
 //! (`cargo test --all-targets`) this bench is skipped.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herald::bench::{
-    encode_change, new_ids, Change, ChangeKind, Epoch, Hub, MemoryStore, Message, Metrics,
-    NotificationInput, Recipient, Template,
+    encode_change, new_ids, Change, ChangeKind, Delivery, EndReason, Epoch, Hub, MemoryStore,
+    Message, Metrics, NotificationInput, Output, Recipient, Sink, Template,
 };
 
 const GROUP: usize = 1000;
@@ -97,11 +100,72 @@ fn parse_message(c: &mut Criterion) {
     });
 }
 
+/// A stream that only counts what it is handed: the hub's share of a delivery.
+#[derive(Default)]
+struct Counting(AtomicU64);
+
+impl Sink for Counting {
+    fn deliver(&self, _: &Delivery) -> bool {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+    fn end(&self, _: EndReason) {}
+    fn catch_up(&self) {}
+    fn tick(&self, _: tokio::time::Instant) {}
+}
+
+fn route(c: &mut Criterion) {
+    let hub = Hub::new("bench".into(), Metrics::default());
+    let users: Vec<String> = (0..GROUP).map(|i| format!("user-{i:06}")).collect();
+    for user in &users {
+        let id = hub.next_id();
+        hub.register(user, (None, None), 64, id, Arc::new(Counting::default()));
+    }
+    let delivery = Delivery::new(&change(&template()));
+    let mut group = c.benchmark_group("Hub::dispatch");
+    group.throughput(Throughput::Elements(GROUP as u64));
+    group.bench_function("1k users, one stream each", |b| {
+        b.iter(|| users.iter().for_each(|u| hub.dispatch(u, &delivery)))
+    });
+    group.finish();
+}
+
+/// One frame written to a socket as the socket transport writes it; the peer is drained by
+/// a thread, so the socket never backs up.
+fn write(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut out = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let peer =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        std::thread::spawn(move || std::io::copy(&mut &peer, &mut std::io::sink()));
+        let mut out = Output::body();
+        out.attach(Arc::new(server), true);
+        out
+    });
+    let frame = encode_change(&change(&template()));
+    c.bench_function("Output::send (one chunk to a socket)", |b| {
+        b.iter(|| {
+            let _guard = runtime.enter();
+            if out.is_backed_up() {
+                out.flush();
+            }
+            out.send(black_box(frame.clone()))
+        })
+    });
+}
+
 criterion_group! {
     name = hot_path;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = encode_once, recipient_json, memory_publish, parse_message
+    targets = encode_once, recipient_json, memory_publish, parse_message, route, write
 }
 criterion_main!(hot_path);

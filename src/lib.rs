@@ -61,14 +61,16 @@ pub use cli::main;
 
 /// What `benches/hot_path.rs` measures, re-exported only with the `bench-internals` feature
 /// (normal builds keep every module private): encoding a change once, a recipient's
-/// notification JSON, the memory store's publish, parsing a channel message.
+/// notification JSON, the memory store's publish, parsing a channel message, routing a change
+/// to streams and writing it to a socket.
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench {
     pub use crate::broker::Message;
-    pub use crate::hub::Hub;
+    pub use crate::hub::{Delivery, EndReason, Hub, Sink};
     pub use crate::metrics::Metrics;
     pub use crate::model::{new_ids, Change, ChangeKind, Epoch, NotificationInput, Template};
     pub use crate::sse::frame::change as encode_change;
+    pub use crate::sse::Output;
     pub use crate::store::{MemoryStore, Recipient};
 }

@@ -6,3 +6,6 @@ pub(crate) mod frame;
 mod output;
 pub(crate) mod socket;
 pub(crate) mod stream;
+
+#[cfg(feature = "bench-internals")]
+pub use self::output::Output;

@@ -128,12 +128,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
             .await;
         assert_eq!(status, 202, "{answer}");
     }
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket
-        .connect(addr_of(&h.base).parse().unwrap())
-        .await
-        .unwrap();
+    let mut stream = narrow_connection(&h.base).await;
     // the page twice on one connection (~6 MB): more than the kernel's socket buffers hold
     let get = |close: &str| {
         format!(

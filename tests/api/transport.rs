@@ -190,12 +190,7 @@ async fn an_idle_stream_gets_pings() {
 #[tokio::test]
 async fn a_stalled_reader_is_cut_off_after_the_send_timeout() {
     let h = Herald::start(None, &["--send-timeout", "1s"]);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket
-        .connect(addr_of(&h.base).parse().unwrap())
-        .await
-        .unwrap();
+    let mut stream = narrow_connection(&h.base).await;
     let request = events_request("HTTP/1.1", &user_token("alice"));
     stream.write_all(request.as_bytes()).await.unwrap();
     wait_for("the stream to open", async || {

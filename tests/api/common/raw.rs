@@ -37,3 +37,14 @@ pub fn raw_status(answer: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A connection to a node with a 4 KiB receive buffer: a client that stops reading fills it,
+/// and the server's writes block soon after.
+pub async fn narrow_connection(base: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect(addr_of(base).parse().unwrap())
+        .await
+        .unwrap()
+}
