@@ -119,8 +119,9 @@ async fn serve(
         return;
     };
     let body = body.to_bytes();
-    let length = format!("content-length: {}\r\n", body.len());
-    let mut bytes = response_head(&response, Some(&length));
+    let length = (!response.headers().contains_key(header::CONTENT_LENGTH))
+        .then(|| format!("content-length: {}\r\n", body.len()));
+    let mut bytes = response_head(&response, length.as_deref());
     bytes.extend_from_slice(&body);
     let sent = tokio::time::timeout(send_timeout, socket.write_all(&bytes)).await;
     if close || !matches!(sent, Ok(Ok(()))) {
