@@ -45,6 +45,8 @@ pub struct Shared {
     pub state: AppState,
     pub cors: CorsLayer,
     pub limit: Arc<ConnectLimit>,
+    /// `<base path>/events`, the one request head the server reads itself.
+    pub events_path: Arc<str>,
 }
 
 /// Serve one connection on its own task, watched for graceful shutdown.
@@ -68,12 +70,16 @@ async fn serve(
 ) {
     let state = &shared.state;
     let mut buf = BytesMut::with_capacity(2048);
-    let first =
-        match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket, &mut buf, state)).await {
-            Ok(Ok(first)) => first,
-            // The client went, or sent no head in time: nothing to answer.
-            _ => return,
-        };
+    let first = match tokio::time::timeout(
+        HEAD_TIMEOUT,
+        read_head(&mut socket, &mut buf, &shared.events_path),
+    )
+    .await
+    {
+        Ok(Ok(first)) => first,
+        // The client went, or sent no head in time: nothing to answer.
+        _ => return,
+    };
     let Some((request, head_len)) = first else {
         return hyper(
             &shared,
@@ -208,9 +214,8 @@ async fn hyper(
 async fn read_head(
     socket: &mut TcpStream,
     buf: &mut BytesMut,
-    state: &AppState,
+    events: &str,
 ) -> std::io::Result<Option<(Request, usize)>> {
-    let events = format!("{}/events", state.config.base_path.trim_end_matches('/'));
     loop {
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(4096);
@@ -218,7 +223,7 @@ async fn read_head(
         if socket.read_buf(buf).await? == 0 {
             return Ok(None);
         }
-        match parse(buf, &events) {
+        match parse(buf, events) {
             Parsed::Events(request, len) => return Ok(Some((*request, len))),
             Parsed::Other => return Ok(None),
             Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => return Ok(None),

@@ -156,6 +156,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
     let shared = connection::Shared {
         cors: cors_layer(&state),
         limit: Arc::new(ConnectLimit::new(state.config.max_connect_rate)),
+        events_path: format!("{}/events", state.config.base_path.trim_end_matches('/')).into(),
         state: state.clone(),
     };
     loop {

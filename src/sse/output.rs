@@ -124,14 +124,12 @@ impl Output {
             chunked,
             queue: Queue::default(),
         };
-        let written = queue
-            .parts
-            .into_iter()
-            .map(|frame| socket.send(frame))
-            .fold(
-                Written::Ok,
-                |all, one| if one == Written::Ok { all } else { one },
-            );
+        let mut written = Written::Ok;
+        for frame in queue.parts {
+            if socket.send(frame) == Written::Failed {
+                written = Written::Failed;
+            }
+        }
         *self = Output::Socket(socket);
         written
     }

@@ -26,12 +26,10 @@ pub async fn run(handle: Handle, io: Arc<TcpStream>, send_timeout: Duration) {
             Work::CatchUp => Box::pin(handle.catch_up_or_wait()).await,
             Work::Flush => {
                 // The timer exists only while a client is behind.
+                // A client behind for `--send-timeout` (or a failed socket) ends the stream.
                 match Box::pin(tokio::time::timeout(send_timeout, io.writable())).await {
                     Ok(Ok(())) => handle.flush(),
-                    _ => {
-                        handle.abort();
-                        break;
-                    }
+                    _ => break,
                 }
             }
             Work::Idle => tokio::select! {

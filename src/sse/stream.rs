@@ -454,11 +454,6 @@ impl Handle {
         }
     }
 
-    /// (Socket transport) the client is gone, or stopped reading for `--send-timeout`.
-    pub fn abort(&self) {
-        self.0.lock().phase = Phase::Over;
-    }
-
     /// (Body transport) the next bytes to write, or `None` when the stream is over.
     pub async fn next(&self) -> Option<Bytes> {
         loop {

@@ -234,3 +234,24 @@ async fn sigterm_ends_socket_streams() {
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+/// Under `--base-path` the socket transport takes `<base>/events`; the bare `/events` is not
+/// Herald's and gets 404.
+#[tokio::test]
+async fn the_socket_transport_honours_the_base_path() {
+    let h = Herald::start(None, &["--base-path", "/herald/"]);
+    let token = user_token("alice");
+    let request = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+    };
+    let mut raw = Raw::open(&h, &request("/herald/events?tab=t1")).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    assert!(
+        raw.text.contains("transfer-encoding: chunked"),
+        "{}",
+        raw.text
+    );
+    let mut raw = Raw::open(&h, &request("/events")).await;
+    raw.until("an answer", |t| t.contains("\r\n\r\n")).await;
+    assert_eq!(raw_status(&raw.text), 404, "{}", raw.text);
+}
