@@ -49,4 +49,19 @@ pub struct Config {
     pub max_connect_rate: u32,
     /// This node's name in presence entries and logs.
     pub node: String,
+    /// Kafka ingest, with `--kafka-brokers`.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// Where Kafka ingest reads from (and `herald publish --kafka-brokers` writes to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// librdkafka's `bootstrap.servers`: `host:port[,host:port…]`.
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    /// `None`: `<topic>.dead` for each topic.
+    pub dead_letter_topic: Option<String>,
+    /// `--kafka-option key=value`s, passed to librdkafka as they are (SASL, TLS, timeouts).
+    pub options: Vec<(String, String)>,
 }

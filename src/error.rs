@@ -57,6 +57,15 @@ impl Error {
         Error::InvalidRequest(message.into())
     }
 
+    /// A failure of the store or broker that a retry may get past (the work is not done yet),
+    /// as opposed to a request that will never be accepted.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::PartlyStored { .. } | Error::Internal(_)
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,

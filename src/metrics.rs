@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -27,7 +29,20 @@ pub struct Inner {
     pub broker_reconnects: Counter,
     /// Seconds from commit to the write of the event to a stream.
     pub delivery_latency: Histogram,
+    /// Kafka ingest: records received, stored and dead-lettered.
+    pub kafka_consumed: Counter,
+    pub kafka_stored: Counter,
+    pub kafka_dead_lettered: Counter,
+    /// Kafka ingest: records behind the partition's end, per assigned partition.
+    pub kafka_lag: Family<PartitionLabels, Gauge>,
     registry: Registry,
+}
+
+/// A Kafka partition, as metric labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
 }
 
 impl std::ops::Deref for Metrics {
@@ -47,6 +62,10 @@ impl Default for Metrics {
         let delivery_latency = Histogram::new([
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ]);
+        let kafka_consumed = Counter::default();
+        let kafka_stored = Counter::default();
+        let kafka_dead_lettered = Counter::default();
+        let kafka_lag = Family::<PartitionLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("herald");
         registry.register(
             "streams_open",
@@ -78,6 +97,26 @@ impl Default for Metrics {
             "Seconds from commit to the write of the event to a stream",
             delivery_latency.clone(),
         );
+        registry.register(
+            "kafka_records_consumed",
+            "Kafka records received by this node",
+            kafka_consumed.clone(),
+        );
+        registry.register(
+            "kafka_records_stored",
+            "Kafka records whose notifications are stored",
+            kafka_stored.clone(),
+        );
+        registry.register(
+            "kafka_records_dead_lettered",
+            "Kafka records moved to the dead-letter topic",
+            kafka_dead_lettered.clone(),
+        );
+        registry.register(
+            "kafka_consumer_lag",
+            "Kafka records behind the end of each assigned partition (from the last commit)",
+            kafka_lag.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 streams_open,
@@ -86,6 +125,10 @@ impl Default for Metrics {
                 publishes,
                 broker_reconnects,
                 delivery_latency,
+                kafka_consumed,
+                kafka_stored,
+                kafka_dead_lettered,
+                kafka_lag,
                 registry,
             }),
         }

@@ -1,6 +1,7 @@
 //! `AppState`: everything a request handler needs, as one cheap-to-clone handle over
-//! `Arc<Inner>`. Built once at start-up from the config: embedded or Redis backends. Building
-//! connects and spawns nothing of its own; the server starts the background tasks.
+//! `Arc<Inner>`. Built once at start-up from the config: embedded or Redis backends, and the
+//! Kafka consumer. Building connects and spawns nothing of its own; the server starts the
+//! background tasks.
 
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::error::StartupError;
 use crate::hub::Hub;
+#[cfg(feature = "kafka")]
+use crate::ingest::Kafka;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -34,6 +37,9 @@ pub struct Inner {
     /// once: a reconnect storm is served at the store's pace instead of queueing past its
     /// deadlines.
     pub opening: Semaphore,
+    /// The Kafka consumer, with `--kafka-brokers` (the server runs it).
+    #[cfg(feature = "kafka")]
+    pub kafka: Option<Kafka>,
 }
 
 /// Streams that may be opening (subscribe, presence, head, replay) at once; the others wait.
@@ -62,6 +68,11 @@ impl AppState {
         )
         .await?;
         let upstream = config.upstream.clone().map(Upstream::new);
+        #[cfg(feature = "kafka")]
+        let kafka = match config.kafka.clone() {
+            Some(kafka) => Some(Kafka::connect(kafka, metrics.clone(), &config.node).await?),
+            None => None,
+        };
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -72,6 +83,8 @@ impl AppState {
                 shutdown,
                 upstream,
                 opening: Semaphore::new(MAX_OPENING),
+                #[cfg(feature = "kafka")]
+                kafka,
             }),
         })
     }

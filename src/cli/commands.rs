@@ -6,7 +6,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{backend, KeyArgs, PublishArgs, TokenArgs};
 use crate::auth::jwt::{Claims, Keys, NumericDate};
-use crate::config::Backend;
+use crate::config::{Backend, KafkaConfig};
 use crate::error::StartupError;
 use crate::model::{now_secs, NotificationInput};
 use crate::publish::{publish as publish_request, PublishRequest};
@@ -35,7 +35,8 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// `herald publish`: through Redis with `--redis-url`, else `POST /publish` to `--url`.
+/// `herald publish`: a Kafka record with `--kafka-brokers`, through Redis with `--redis-url`,
+/// else `POST /publish` to `--url`.
 pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     let data = match &args.data {
         Some(d) => Some(
@@ -58,6 +59,9 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
         },
         idempotency_key: args.idempotency_key.clone(),
     };
+    if let Some(kafka) = args.kafka.config("herald", None)? {
+        return produce(&kafka, &request).await;
+    }
     let failed =
         |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));
     match backend(&args.redis_url)? {
@@ -71,6 +75,22 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
             Ok(())
         }
     }
+}
+
+/// Produce the request to the first `--kafka-topic`, keyed by its first user (or group), so
+/// one user's records share a partition and keep their order; prints where it went.
+#[cfg(feature = "kafka")]
+async fn produce(kafka: &KafkaConfig, request: &PublishRequest) -> Result<(), StartupError> {
+    let key = request.users.first().or(request.groups.first());
+    let value = serde_json::to_vec(request).expect("a publish request serializes");
+    let at = crate::ingest::kafka_produce(kafka, key.map_or("", String::as_str), &value).await?;
+    println!("{at}");
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn produce(_: &KafkaConfig, _: &PublishRequest) -> Result<(), StartupError> {
+    unreachable!("KafkaArgs::config refuses --kafka-brokers without the feature")
 }
 
 async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), StartupError> {

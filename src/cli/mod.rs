@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::auth::jwt::{Checks, Keys};
 use crate::auth::origin;
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, KafkaConfig};
 use crate::error::StartupError;
 
 mod commands;
@@ -119,6 +119,28 @@ pub struct ServeArgs {
     /// This node's name in presence and logs (default: random).
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Kafka consumer group the nodes share.
+    #[arg(long, env = "HERALD_KAFKA_GROUP", default_value = "herald")]
+    pub kafka_group: String,
+    /// Topic for records that are not valid publish bodies (default: `<topic>.dead`).
+    #[arg(long, env = "HERALD_KAFKA_DEAD_LETTER_TOPIC")]
+    pub kafka_dead_letter_topic: Option<String>,
+}
+
+/// Kafka client settings, shared by `serve` (ingest) and `publish` (produce a record).
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap brokers, `host:port[,host:port…]`; turns Kafka ingest on.
+    #[arg(long, env = "HERALD_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic whose records are publish bodies (repeatable).
+    #[arg(long, env = "HERALD_KAFKA_TOPIC", value_delimiter = ',')]
+    pub kafka_topic: Vec<String>,
+    /// A librdkafka setting, `key=value` (repeatable), e.g. `security.protocol=sasl_ssl`.
+    #[arg(long, env = "HERALD_KAFKA_OPTION", value_parser = parse_option)]
+    pub kafka_option: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -170,6 +192,9 @@ pub struct PublishArgs {
     pub redis_url: Vec<String>,
     #[arg(long, env = "HERALD_MAX_PER_USER", default_value_t = 1000)]
     pub max_per_user: usize,
+    /// Produce the request as a record to `--kafka-topic` instead (for Kafka ingest).
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
@@ -204,6 +229,78 @@ impl KeyArgs {
         } else {
             Ok(None)
         }
+    }
+}
+
+impl KafkaArgs {
+    /// The client settings, `None` without `--kafka-brokers`; topics are checked here.
+    fn config(
+        &self,
+        group: &str,
+        dead_letter_topic: Option<&String>,
+    ) -> Result<Option<KafkaConfig>, StartupError> {
+        let Some(brokers) = &self.kafka_brokers else {
+            if !self.kafka_topic.is_empty() {
+                return Err(StartupError("--kafka-topic needs --kafka-brokers".into()));
+            }
+            return Ok(None);
+        };
+        if !cfg!(feature = "kafka") {
+            return Err(StartupError(
+                "--kafka-brokers: this herald was built without Kafka (cargo feature `kafka`)"
+                    .into(),
+            ));
+        }
+        if brokers.trim().is_empty() {
+            return Err(StartupError(
+                "--kafka-brokers must name at least one broker".into(),
+            ));
+        }
+        if self.kafka_topic.is_empty() {
+            return Err(StartupError(
+                "--kafka-brokers needs at least one --kafka-topic".into(),
+            ));
+        }
+        for topic in self.kafka_topic.iter().chain(dead_letter_topic) {
+            check_topic(topic)?;
+        }
+        if group.trim().is_empty() {
+            return Err(StartupError("--kafka-group must not be empty".into()));
+        }
+        Ok(Some(KafkaConfig {
+            brokers: brokers.trim().to_owned(),
+            topics: self.kafka_topic.clone(),
+            group: group.to_owned(),
+            dead_letter_topic: dead_letter_topic.cloned(),
+            options: self.kafka_option.clone(),
+        }))
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn check_topic(topic: &str) -> Result<(), StartupError> {
+    let legal = (1..=249).contains(&topic.len())
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && topic != "."
+        && topic != "..";
+    if legal {
+        Ok(())
+    } else {
+        Err(StartupError(format!(
+            "--kafka-topic: {topic:?} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
+        )))
+    }
+}
+
+/// clap value parser for `--kafka-option key=value`.
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected key=value, got {s:?}")),
     }
 }
 
@@ -279,6 +376,9 @@ impl ServeArgs {
                 .node_id
                 .clone()
                 .unwrap_or_else(|| format!("node-{}", crate::model::random_token(4))),
+            kafka: args
+                .kafka
+                .config(&args.kafka_group, args.kafka_dead_letter_topic.as_ref())?,
         })
     }
 }
@@ -417,8 +517,10 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HERALD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        // The redis crate logs every retry of a reconnect at warn; its errors are enough.
-        .unwrap_or_else(|_| EnvFilter::new("info,redis=error"));
+        // The redis crate logs every retry of a reconnect at warn; its errors are enough. The
+        // rdkafka crate logs every failed reconnect at error: the Kafka consumer says what
+        // matters itself (`herald::ingest::kafka`, librdkafka's own lines at debug).
+        .unwrap_or_else(|_| EnvFilter::new("info,redis=error,rdkafka=off,librdkafka=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

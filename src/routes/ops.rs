@@ -1,4 +1,5 @@
-//! Operations endpoints: `/healthz` (the process runs), `/readyz` (store and broker answer),
+//! Operations endpoints: `/healthz` (the process runs), `/readyz` (store and broker answer, and
+//! the Kafka brokers with Kafka ingest),
 //! and `/metrics` (Prometheus text; `--metrics-allow` limits who may read it).
 
 use http::{header, HeaderValue, StatusCode};
@@ -16,6 +17,10 @@ pub fn healthz() -> Response {
 pub async fn readyz(state: AppState) -> Result<Response> {
     state.store.ping().await?;
     state.broker.ping().await?;
+    #[cfg(feature = "kafka")]
+    if let Some(kafka) = &state.kafka {
+        kafka.check()?;
+    }
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"status": "ready"}),

@@ -35,7 +35,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         .map_err(|e| StartupError(format!("--listen: cannot bind {}: {e}", config.listen)))?;
     let (trigger, shutdown) = shutdown::channel();
     let state = AppState::build(config, shutdown.clone()).await?;
-    start_tasks(&state, &shutdown).await?;
+    let finishing = start_tasks(&state, &shutdown).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| StartupError(format!("--listen: {e}")))?;
@@ -59,6 +59,9 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         trigger.fire();
     });
     run(listener, state.clone(), shutdown).await;
+    for task in finishing {
+        let _ = task.await;
+    }
     if let Err(e) = state.store.retire(&state.config.node).await {
         tracing::debug!(error = %e, "could not remove the node's alive key");
     }
@@ -67,9 +70,14 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
 
 /// Every background task of a node, started here and nowhere else; each ends on `shutdown`:
 /// the node's keep-alive (Redis), stream catch-up after the store reconnects (Redis), the
-/// ingest consumer (Redis) and retention (one node at a time). The broker's worker and the
-/// Redis links' probes belong to those values and start with them.
-async fn start_tasks(state: &AppState, shutdown: &Shutdown) -> Result<(), StartupError> {
+/// ingest consumers (Redis stream; Kafka) and retention (one node at a time). The broker's
+/// worker and the Redis links' probes belong to those values and start with them. Returns the
+/// tasks to wait for before exit (the Kafka consumer commits and leaves its group).
+async fn start_tasks(
+    state: &AppState,
+    shutdown: &Shutdown,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StartupError> {
+    let mut finishing = Vec::new();
     let config = &state.config;
     if let Some(keep_alive) = state
         .store
@@ -95,6 +103,15 @@ async fn start_tasks(state: &AppState, shutdown: &Shutdown) -> Result<(), Startu
     if let Some(ingest) = ingest {
         tokio::spawn(ingest.run(shutdown.clone()));
     }
+    #[cfg(feature = "kafka")]
+    if let Some(kafka) = state.kafka.clone() {
+        finishing.push(tokio::spawn(kafka.run(
+            state.store.clone(),
+            state.metrics.clone(),
+            shutdown.clone(),
+            config.drain_timeout,
+        )));
+    }
     // Pings and expiry of every stream: a quarter heartbeat apart, at most 250 ms.
     let period =
         (config.heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
@@ -105,7 +122,7 @@ async fn start_tasks(state: &AppState, shutdown: &Shutdown) -> Result<(), Startu
         config.retention,
         shutdown.clone(),
     ));
-    Ok(())
+    Ok(finishing)
 }
 
 /// The store's link has a new connection after an outage: every stream catches up again. The

@@ -14,6 +14,8 @@ mod conformance;
 mod edge;
 mod identity;
 mod ingest;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod limits;
 mod nginx;
 mod nodes;

@@ -12,9 +12,12 @@
 //! - `sse.rs`: [`Sse`], an incremental reader of `text/event-stream` answers.
 //! - `raw.rs`: raw HTTP over a TCP socket, for requests a client library would tidy up.
 //! - `backend.rs`: [`EchoUpstream`], the upstream the `/api/` proxy tests forward to.
+//! - `kafka.rs`: `Kafka`, a Kafka-compatible broker (feature `kafka`).
 
 mod backend;
 mod herald;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod raw;
 mod redis;
 mod sse;
@@ -22,6 +25,8 @@ mod tokens;
 
 pub use backend::EchoUpstream;
 pub use herald::*;
+#[cfg(feature = "kafka")]
+pub use kafka::{produce_with, Kafka};
 pub use raw::*;
 pub use redis::{Cluster, Redis};
 pub use sse::*;

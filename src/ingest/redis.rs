@@ -2,7 +2,7 @@
 //! `XADD herald:ingest * publish '<a POST /publish body>'`. Every node reads the stream as a
 //! member of the consumer group `herald`, so each entry is handled by one node, and
 //! acknowledges an entry only after it is stored. An entry that cannot be parsed, is invalid
-//! or is larger than an HTTP body may be ([`MAX_BODY_BYTES`]) goes to `herald:ingest:dead`
+//! or is larger than an HTTP body may be (`model::MAX_BODY_BYTES`) goes to `herald:ingest:dead`
 //! with the reason and is acknowledged, so it never blocks the entries behind it. Both
 //! streams stay bounded: a handled entry is deleted in the round trip that acknowledges it,
 //! the dead stream is capped near [`DEAD_MAXLEN`] entries, and a dead letter keeps at most
@@ -18,11 +18,11 @@ use redis::streams::{
 };
 use redis::AsyncCommands;
 
+use super::{parse, pause, truncate};
 use crate::config::Backend;
-use crate::error::{Error, StartupError};
+use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::model::MAX_BODY_BYTES;
-use crate::publish::{publish, PublishRequest};
+use crate::publish::publish;
 use crate::redis_conn::{connect_plain, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -37,6 +37,8 @@ const CLAIM_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait of one blocking read, in milliseconds (its command deadline is this plus the
 /// usual one).
 const BLOCK_MS: usize = 2000;
+/// Wait before trying again after a failure.
+const RETRY: Duration = Duration::from_secs(1);
 /// Entries read at once.
 const BATCH: usize = 100;
 /// The dead stream keeps about this many entries (`XADD … MAXLEN ~`), the oldest go first.
@@ -97,7 +99,7 @@ impl Ingest {
         while !shutdown.is_stopping() {
             if let Err(e) = self.ensure_group().await {
                 tracing::warn!(error = %e, "ingest: cannot create the consumer group; retrying");
-                if pause(&shutdown).await {
+                if pause(&shutdown, RETRY).await {
                     return;
                 }
                 continue;
@@ -113,7 +115,7 @@ impl Ingest {
             match read {
                 Err(e) => {
                     tracing::warn!(error = %e, "ingest: read failed; retrying");
-                    if pause(&shutdown).await {
+                    if pause(&shutdown, RETRY).await {
                         return;
                     }
                 }
@@ -127,7 +129,7 @@ impl Ingest {
                     }
                     if retry {
                         backlog = true;
-                        if pause(&shutdown).await {
+                        if pause(&shutdown, RETRY).await {
                             return;
                         }
                     }
@@ -194,17 +196,9 @@ impl Ingest {
                 .dead(entry, "the entry has no `publish` field", "")
                 .await;
         };
-        if raw.len() > MAX_BODY_BYTES {
-            let reason = format!("the entry exceeds {MAX_BODY_BYTES} bytes");
-            return self.dead(entry, &reason, &raw).await;
-        }
-        let mut request: PublishRequest = match serde_json::from_str(&raw) {
+        let mut request = match parse(raw.as_bytes()) {
             Ok(r) => r,
-            Err(e) => {
-                return self
-                    .dead(entry, &format!("invalid JSON body: {e}"), &raw)
-                    .await
-            }
+            Err(reason) => return self.dead(entry, &reason, &raw).await,
         };
         request
             .idempotency_key
@@ -214,7 +208,7 @@ impl Ingest {
                 Ok(()) => Outcome::Stored,
                 Err(_) => Outcome::Retry,
             },
-            Err(e @ (Error::Unavailable(_) | Error::PartlyStored { .. } | Error::Internal(_))) => {
+            Err(e) if e.is_temporary() => {
                 tracing::warn!(error = %e, id = entry.id, "ingest: not stored yet; will retry");
                 Outcome::Retry
             }
@@ -255,35 +249,5 @@ impl Ingest {
             .ignore()
             .query_async::<()>(&mut self.conn)
             .await
-    }
-}
-
-/// At most `max` bytes of `s`, cut on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// Wait a second unless shutdown comes first; true on shutdown.
-async fn pause(shutdown: &Shutdown) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-        _ = shutdown.wait() => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A dead letter's copy is cut at the limit, never inside a character.
-    #[test]
-    fn truncate_keeps_characters_whole() {
-        assert_eq!(truncate("abc", 10), "abc");
-        assert_eq!(truncate("abcdef", 4), "abcd");
-        assert_eq!(truncate("aé", 2), "a");
     }
 }

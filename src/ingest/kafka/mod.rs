@@ -1,0 +1,254 @@
+//! Kafka ingest (feature `kafka`): each record's value is a `POST /publish` body. The node
+//! joins the consumer group `--kafka-group` on the `--kafka-topic`s; a new group starts at the
+//! earliest offset. One thread polls librdkafka ([`run`]) and hands records to one task per
+//! assigned partition (`partition`), so partitions proceed in parallel and each in order. An
+//! offset is stored only after its record's notifications are stored (or the record is
+//! dead-lettered), and librdkafka commits stored offsets every second, on a rebalance and on
+//! shutdown: a crash, a rebalance or a broker outage redelivers at most the records not yet
+//! committed, and a redelivered record stores nothing new, because its position is its
+//! idempotency key when the body has none. A partition whose task falls behind (the store is
+//! down) is paused and resumed as the task catches up. `context` turns librdkafka's statistics
+//! into readiness and per-partition lag.
+
+mod context;
+mod partition;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+
+use self::context::Context;
+use self::partition::Partitions;
+use crate::config::KafkaConfig;
+use crate::error::{Error, StartupError};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// Longest wait for the brokers' metadata at start-up (and for `herald publish`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One poll's longest wait; also how often shutdown and paused partitions are looked at.
+const POLL: Duration = Duration::from_millis(100);
+
+type Client = BaseConsumer<Context>;
+
+/// The consumer: a cheap handle for `/readyz`, and [`Kafka::run`] for the server to start.
+#[derive(Clone)]
+pub struct Kafka {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    consumer: Arc<Client>,
+    producer: FutureProducer,
+    config: KafkaConfig,
+    ready: Arc<AtomicBool>,
+}
+
+/// The librdkafka settings both the consumer and the producer start from: the brokers, then
+/// every `--kafka-option` (which may override anything, SASL and TLS included).
+fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.options {
+        client.set(key, value);
+    }
+    client
+}
+
+/// A librdkafka error at start-up, as one line naming the flags.
+fn startup(what: &str, e: impl std::fmt::Display) -> StartupError {
+    StartupError(format!("{what}: {e}"))
+}
+
+/// Check that the brokers answer (bounded by [`CONNECT_TIMEOUT`]) and warn about topics that
+/// don't exist yet (their records are read once they do).
+fn check_brokers(
+    client: &impl Consumer<Context>,
+    config: &KafkaConfig,
+) -> Result<(), StartupError> {
+    let metadata = client.fetch_metadata(None, CONNECT_TIMEOUT).map_err(|e| {
+        startup(
+            &format!("--kafka-brokers: cannot reach {}", config.brokers),
+            e,
+        )
+    })?;
+    for topic in &config.topics {
+        if !metadata.topics().iter().any(|t| t.name() == topic) {
+            tracing::warn!(
+                topic,
+                "kafka: the topic does not exist (yet); its records are read once it does"
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Kafka {
+    /// Create the consumer and the dead-letter producer, check the brokers answer, and join
+    /// the group. A bad `--kafka-option` or unreachable brokers are start-up errors.
+    pub async fn connect(
+        config: KafkaConfig,
+        metrics: Metrics,
+        node: &str,
+    ) -> Result<Self, StartupError> {
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut consumer_config = client_config(&config);
+        consumer_config
+            .set("group.id", &config.group)
+            .set("client.id", format!("herald-{node}"))
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "1000")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "3000");
+        // The options again: they win over Herald's defaults above.
+        for (key, value) in &config.options {
+            consumer_config.set(key, value);
+        }
+        let context = Context::new(metrics, ready.clone());
+        let consumer: Client = consumer_config
+            .create_with_context(context)
+            .map_err(|e| startup("--kafka-option", e))?;
+        let producer: FutureProducer = client_config(&config)
+            .set("client.id", format!("herald-{node}-dead-letters"))
+            .create()
+            .map_err(|e| startup("--kafka-option", e))?;
+        let consumer = tokio::task::spawn_blocking(move || {
+            check_brokers(&consumer, &config)?;
+            let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| startup("--kafka-topic", e))?;
+            Ok::<_, StartupError>((consumer, config))
+        })
+        .await
+        .map_err(|e| StartupError(format!("kafka: {e}")))?;
+        let (consumer, config) = consumer?;
+        ready.store(true, Ordering::Relaxed);
+        Ok(Kafka {
+            inner: Arc::new(Inner {
+                consumer: Arc::new(consumer),
+                producer,
+                config,
+                ready,
+            }),
+        })
+    }
+
+    /// For `/readyz`: the consumer runs and a broker answers.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.inner.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(
+                "the Kafka brokers cannot be reached".into(),
+            ))
+        }
+    }
+
+    /// Consume until shutdown, then let the partitions' tasks finish the record in hand
+    /// (within `drain`), commit what is stored and leave the group. Returns when the consumer
+    /// is closed, or after `drain` plus a few seconds if librdkafka cannot close in time.
+    pub async fn run(self, store: Store, metrics: Metrics, shutdown: Shutdown, drain: Duration) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Handle::current();
+        let stop = shutdown.clone();
+        let poller = std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn(move || {
+                let partitions = Partitions::new(
+                    self.inner.consumer.clone(),
+                    self.inner.producer.clone(),
+                    self.inner.config.dead_letter_topic.clone(),
+                    store,
+                    metrics,
+                    runtime,
+                    stop,
+                );
+                poll(&self.inner, &partitions, &shutdown, drain);
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = poller {
+            tracing::error!(error = %e, "kafka: cannot start the consumer thread");
+            return;
+        }
+        let _ = tokio::time::timeout(drain + Duration::from_secs(5), done_rx).await;
+    }
+}
+
+/// The consumer thread: poll, hand each record to its partition's task, pause and resume
+/// partitions by their backlog; on shutdown, wind down as [`Kafka::run`] says.
+fn poll(inner: &Inner, partitions: &Partitions, shutdown: &Shutdown, drain: Duration) {
+    let consumer = &inner.consumer;
+    while !shutdown.is_stopping() {
+        match consumer.poll(POLL) {
+            None => {}
+            Some(Ok(message)) => partitions.dispatch(message.detach()),
+            // Broker and transport trouble; the context reports the outage itself.
+            Some(Err(e)) => tracing::debug!(error = %e, "kafka: consume error"),
+        }
+        partitions.flow_control(consumer);
+    }
+    inner.ready.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + drain;
+    partitions.stop_all();
+    while partitions.busy() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "kafka: final commit");
+    }
+    // Leave the group: librdkafka revokes the assignment (committing once more) and closes.
+    match consumer.close_queue() {
+        Ok(()) => {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !consumer.closed() && Instant::now() < deadline {
+                let _ = consumer.poll(POLL);
+            }
+            tracing::info!("kafka: left the consumer group");
+        }
+        Err(e) => tracing::warn!(error = %e, "kafka: cannot leave the consumer group"),
+    }
+}
+
+/// Records handed to partition tasks and not yet taken up; shared with [`partition`].
+pub(super) type Backlog = Arc<AtomicUsize>;
+
+/// `herald publish --kafka-brokers … --kafka-topic …`: produce `value` (a publish body) with
+/// `key`, and say where it went.
+pub async fn produce(
+    config: &KafkaConfig,
+    key: &str,
+    value: &[u8],
+) -> Result<String, StartupError> {
+    let producer: FutureProducer = client_config(config)
+        .set(
+            "message.timeout.ms",
+            CONNECT_TIMEOUT.as_millis().to_string(),
+        )
+        .create()
+        .map_err(|e| startup("--kafka-option", e))?;
+    let topic = config
+        .topics
+        .first()
+        .ok_or_else(|| StartupError("--kafka-topic is required".into()))?;
+    let record = FutureRecord::to(topic).key(key).payload(value);
+    let (partition, offset) = producer
+        .send(record, Timeout::After(CONNECT_TIMEOUT))
+        .await
+        .map_err(|(e, _)| startup(&format!("--kafka-brokers: cannot produce to {topic}"), e))?;
+    Ok(serde_json::json!({
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+    })
+    .to_string())
+}

@@ -1,0 +1,312 @@
+//! One task per assigned partition, fed by the consumer thread through an unbounded channel
+//! (bounded in practice: a partition whose backlog passes [`PAUSE_AT`] records is paused until
+//! it is back under [`RESUME_AT`]). A task handles its records in order: parse, publish
+//! (retried while the store is down, never dead-lettered for it), or produce the record to the
+//! dead-letter topic with a `herald-error` header; only then is its offset stored for commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Timestamp, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::{Backlog, Client};
+use crate::ingest::{parse, pause};
+use crate::metrics::Metrics;
+use crate::publish::publish;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// A partition with this many records waiting for its task is paused…
+const PAUSE_AT: usize = 500;
+/// …and resumed when its task is down to this many.
+const RESUME_AT: usize = 100;
+/// First and longest wait between two attempts while the store or the brokers fail.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The header that says why a record was dead-lettered.
+pub const ERROR_HEADER: &str = "herald-error";
+
+/// The partition tasks of this node, as the consumer thread sees them.
+#[derive(Clone)]
+pub struct Partitions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tasks: Mutex<HashMap<(String, i32), Task>>,
+}
+
+/// What every task uses.
+struct Shared {
+    consumer: Arc<Client>,
+    producer: FutureProducer,
+    dead_letter_topic: Option<String>,
+    store: Store,
+    metrics: Metrics,
+    runtime: Handle,
+    shutdown: Shutdown,
+    /// Tasks that have not finished.
+    running: AtomicUsize,
+}
+
+/// The consumer thread's side of one task.
+struct Task {
+    tx: mpsc::UnboundedSender<OwnedMessage>,
+    backlog: Backlog,
+    /// Set when the partition is revoked or the node stops: finish the record in hand only.
+    stop: Arc<AtomicBool>,
+    paused: bool,
+}
+
+impl Partitions {
+    pub fn new(
+        consumer: Arc<Client>,
+        producer: FutureProducer,
+        dead_letter_topic: Option<String>,
+        store: Store,
+        metrics: Metrics,
+        runtime: Handle,
+        shutdown: Shutdown,
+    ) -> Self {
+        Partitions {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared {
+                    consumer,
+                    producer,
+                    dead_letter_topic,
+                    store,
+                    metrics,
+                    runtime,
+                    shutdown,
+                    running: AtomicUsize::new(0),
+                }),
+                tasks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Queue a record for its partition's task, starting the task if need be.
+    pub fn dispatch(&self, message: OwnedMessage) {
+        let shared = &self.inner.shared;
+        shared.metrics.kafka_consumed.inc();
+        let mut tasks = self.inner.tasks.lock().expect("tasks lock");
+        let key = (message.topic().to_owned(), message.partition());
+        let task = tasks.entry(key).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let backlog = Backlog::default();
+            let stop = Arc::new(AtomicBool::new(false));
+            shared.running.fetch_add(1, Ordering::SeqCst);
+            let worker = Worker {
+                shared: shared.clone(),
+                backlog: backlog.clone(),
+                stop: stop.clone(),
+            };
+            shared.runtime.spawn(worker.run(rx));
+            Task {
+                tx,
+                backlog,
+                stop,
+                paused: false,
+            }
+        });
+        task.backlog.fetch_add(1, Ordering::SeqCst);
+        let _ = task.tx.send(message);
+    }
+
+    /// Stop the tasks of revoked partitions, resume assigned ones, pause partitions whose task
+    /// is behind and resume those that caught up.
+    pub fn flow_control(&self, consumer: &Client) {
+        let mut tasks = self.inner.tasks.lock().expect("tasks lock");
+        let rebalanced = consumer.context().take_rebalanced();
+        for key in rebalanced.revoked {
+            if let Some(task) = tasks.remove(&key) {
+                task.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        if !rebalanced.assigned.is_empty() {
+            // Partitions this node paused before they were taken away come back running.
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in &rebalanced.assigned {
+                list.add_partition(topic, *partition);
+            }
+            if let Err(e) = consumer.resume(&list) {
+                tracing::debug!(error = %e, "kafka: resume on assignment");
+            }
+        }
+        for ((topic, partition), task) in tasks.iter_mut() {
+            let backlog = task.backlog.load(Ordering::SeqCst);
+            let change = if !task.paused && backlog >= PAUSE_AT {
+                Some(true)
+            } else if task.paused && backlog <= RESUME_AT {
+                Some(false)
+            } else {
+                None
+            };
+            let Some(pause) = change else { continue };
+            let mut list = TopicPartitionList::new();
+            list.add_partition(topic, *partition);
+            let done = if pause {
+                consumer.pause(&list)
+            } else {
+                consumer.resume(&list)
+            };
+            match done {
+                Ok(()) => task.paused = pause,
+                Err(e) => tracing::debug!(error = %e, topic, partition, "kafka: pause/resume"),
+            }
+        }
+    }
+
+    /// Tell every task to stop after the record in hand.
+    pub fn stop_all(&self) {
+        for (_, task) in self.inner.tasks.lock().expect("tasks lock").drain() {
+            task.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Tasks still running.
+    pub fn busy(&self) -> usize {
+        self.inner.shared.running.load(Ordering::SeqCst)
+    }
+}
+
+/// One partition's task.
+struct Worker {
+    shared: Arc<Shared>,
+    backlog: Backlog,
+    stop: Arc<AtomicBool>,
+}
+
+/// What became of a record.
+enum Outcome {
+    Stored,
+    Dead,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<OwnedMessage>) {
+        while let Some(message) = rx.recv().await {
+            self.backlog.fetch_sub(1, Ordering::SeqCst);
+            if self.stopped() {
+                break;
+            }
+            let Some(outcome) = self.handle(&message).await else {
+                break;
+            };
+            let counter = match outcome {
+                Outcome::Stored => &self.shared.metrics.kafka_stored,
+                Outcome::Dead => &self.shared.metrics.kafka_dead_lettered,
+            };
+            counter.inc();
+            let (topic, partition, offset) =
+                (message.topic(), message.partition(), message.offset());
+            // librdkafka commits offset + 1: the next record to read.
+            if let Err(e) = self.shared.consumer.store_offset(topic, partition, offset) {
+                tracing::debug!(error = %e, topic, partition, offset, "kafka: offset not stored (partition revoked)");
+            }
+        }
+        self.shared.running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Store or dead-letter one record, retrying what a retry may fix; `None` if the task was
+    /// stopped first (the record stays uncommitted and is read again by the next owner).
+    async fn handle(&self, message: &OwnedMessage) -> Option<Outcome> {
+        let mut delay = RETRY_FIRST;
+        loop {
+            let attempt = match parse(message.payload().unwrap_or_default()) {
+                Err(reason) => self.dead_letter(message, &reason).await,
+                Ok(mut request) => {
+                    request
+                        .idempotency_key
+                        .get_or_insert_with(|| idempotency_key(message));
+                    match publish(&self.shared.store, Some(&self.shared.metrics), &request).await {
+                        Ok(_) => Ok(Outcome::Stored),
+                        Err(e) if e.is_temporary() => Err(format!("not stored yet: {e}")),
+                        Err(e) => self.dead_letter(message, &e.to_string()).await,
+                    }
+                }
+            };
+            match attempt {
+                Ok(outcome) => return Some(outcome),
+                Err(why) => tracing::warn!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "kafka: {why}; will retry"
+                ),
+            }
+            if self.stopped() || pause(&self.shared.shutdown, delay).await || self.stopped() {
+                return None;
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+
+    /// Produce the record, key, value and headers as they came, plus `herald-error`, to the
+    /// dead-letter topic; `Err` if the brokers did not take it.
+    async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> Result<Outcome, String> {
+        let topic = match &self.shared.dead_letter_topic {
+            Some(topic) => topic.clone(),
+            None => format!("{}.dead", message.topic()),
+        };
+        tracing::info!(
+            source = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason,
+            "kafka: record moved to {topic}"
+        );
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                headers = headers.insert(header);
+            }
+        }
+        headers = headers.insert(Header {
+            key: ERROR_HEADER,
+            value: Some(reason),
+        });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(value) = message.payload() {
+            record = record.payload(value);
+        }
+        self.shared
+            .producer
+            .send(record, Timeout::After(RETRY_MAX))
+            .await
+            .map(|_| Outcome::Dead)
+            .map_err(|(e, _)| format!("cannot dead-letter to {topic}: {e}"))
+    }
+}
+
+/// A record's position as its idempotency key: `<topic>/<partition>/<offset>`, and its
+/// timestamp when it has one, so a broker that lost its log and hands out the same offsets
+/// again does not make new records look like redelivered ones.
+fn idempotency_key(message: &OwnedMessage) -> String {
+    let position = format!(
+        "{}/{}/{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
+    match message.timestamp() {
+        Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => format!("{position}@{ms}"),
+        Timestamp::NotAvailable => position,
+    }
+}

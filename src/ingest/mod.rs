@@ -1,0 +1,68 @@
+//! Ingest paths besides `POST /publish`: the Redis stream `herald:ingest` ([`Ingest`]) and,
+//! with the `kafka` feature, Kafka topics ([`Kafka`]). Both hand each record's body to the
+//! same publish service as the HTTP endpoint, so a record is validated exactly like a request;
+//! what they share lives here: reading a body ([`parse`]) and the rule for what a retry may fix
+//! (`Error::is_temporary`).
+
+#[cfg(feature = "kafka")]
+mod kafka;
+mod redis;
+
+use std::time::Duration;
+
+#[cfg(feature = "kafka")]
+pub use kafka::{produce as kafka_produce, Kafka};
+pub use redis::Ingest;
+
+use crate::model::MAX_BODY_BYTES;
+use crate::publish::PublishRequest;
+use crate::shutdown::Shutdown;
+
+/// A record's body as a publish request, or why it can never be one (the dead-letter reason).
+/// Validation of the request itself is the publish service's.
+pub fn parse(raw: &[u8]) -> Result<PublishRequest, String> {
+    if raw.len() > MAX_BODY_BYTES {
+        return Err(format!("the body exceeds {MAX_BODY_BYTES} bytes"));
+    }
+    serde_json::from_slice(raw).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Wait `delay` unless shutdown comes first; true on shutdown.
+async fn pause(shutdown: &Shutdown, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = shutdown.wait() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dead letter's copy is cut at the limit, never inside a character.
+    #[test]
+    fn truncate_keeps_characters_whole() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 4), "abcd");
+        assert_eq!(truncate("aé", 2), "a");
+    }
+
+    /// Too large and not JSON are reasons; a JSON object is a request for the service to check.
+    #[test]
+    fn parse_reasons() {
+        assert!(parse(b"{").unwrap_err().starts_with("invalid JSON body"));
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        assert!(parse(&big).unwrap_err().contains("exceeds"));
+        let ok = parse(br#"{"users":["a"],"notification":{"title":"t"}}"#).unwrap();
+        assert_eq!(ok.users, ["a"]);
+    }
+}

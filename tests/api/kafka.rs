@@ -1,0 +1,362 @@
+//! Kafka ingest against a real Kafka-compatible broker (tansu): a record reaches the user's
+//! stream and tray; order per partition; poison records dead-lettered while the rest flow;
+//! a redelivered record stores nothing new; two nodes sharing a group, one killed; a broker
+//! restart; readiness, metrics, SIGTERM's commit and start-up errors. A group's first join is
+//! slow on this broker (tens of seconds), hence [`KAFKA_WAIT`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// Long enough for the broker's first group join and a rebalance after a member vanished.
+const KAFKA_WAIT: Duration = Duration::from_secs(120);
+
+/// Wait until `done` holds, checking every 200 ms, for at most [`KAFKA_WAIT`].
+async fn eventually(failure: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + KAFKA_WAIT;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn body(user: &str, title: &str) -> String {
+    json!({"users": [user], "notification": {"title": title}}).to_string()
+}
+
+/// A node consuming `topic` in `group`.
+fn node(redis: Option<&str>, kafka: &Kafka, topic: &str, group: &str, extra: &[&str]) -> Herald {
+    let brokers = kafka.brokers();
+    let mut args = vec![
+        "--kafka-brokers",
+        &brokers,
+        "--kafka-topic",
+        topic,
+        "--kafka-group",
+        group,
+    ];
+    args.extend_from_slice(extra);
+    Herald::start(redis, &args)
+}
+
+/// Every title in `user`'s tray (up to 200), newest first.
+async fn tray_titles(h: &Herald, user: &str) -> Vec<String> {
+    titles(&h.list(&user_token(user), "?limit=200").await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_reaches_the_stream_and_the_tray_and_poison_is_dead_lettered() {
+    let kafka = Kafka::start();
+    kafka.create_topic("alerts", 1);
+    kafka.create_topic("alerts.dead", 1);
+    // produced before any node runs: a new group starts at the earliest offset
+    kafka
+        .produce("alerts", 0, "alice", &body("alice", "early"))
+        .await;
+    let h = node(None, &kafka, "alerts", "g1", &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    eventually("the early record was not stored", async || {
+        h.tray_len("alice").await == 1
+    })
+    .await;
+    let producer = kafka.producer();
+    // not JSON; JSON but not a publish body; then a good one behind them
+    produce_with(&producer, "alerts", 0, "k1", "{oops", &[("trace", "t1")]).await;
+    produce_with(&producer, "alerts", 0, "k2", r#"{"users":["alice"]}"#, &[]).await;
+    produce_with(&producer, "alerts", 0, "alice", &body("alice", "live"), &[]).await;
+    let ev = sse.expect("notification").await;
+    let ev = if ev.json()["title"] == "early" {
+        sse.expect("notification").await
+    } else {
+        ev
+    };
+    assert_eq!(ev.json()["title"], "live");
+    assert_eq!(tray_titles(&h, "alice").await, ["live", "early"]);
+    let dead = kafka.read_all("alerts.dead", 2, Duration::from_secs(60));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].key.as_deref(), Some("k1"));
+    assert_eq!(dead[0].value, "{oops");
+    let headers: HashMap<_, _> = dead[0].headers.iter().cloned().collect();
+    assert_eq!(headers.get("trace").map(String::as_str), Some("t1"));
+    assert!(headers["herald-error"].contains("JSON"), "{headers:?}");
+    assert_eq!(dead[1].key.as_deref(), Some("k2"));
+    let reason = &dead[1]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "herald-error")
+        .unwrap()
+        .1;
+    assert!(reason.contains("notification"), "{reason}");
+    eventually("the counters did not move", async || {
+        h.metric("herald_kafka_records_dead_lettered_total").await == 2.0
+            && h.metric("herald_kafka_records_stored_total").await == 2.0
+    })
+    .await;
+    assert_eq!(h.metric("herald_kafka_records_consumed_total").await, 4.0);
+    let text = h.text("/metrics").await;
+    assert!(
+        text.contains(r#"herald_kafka_consumer_lag{topic="alerts",partition="0"}"#),
+        "{text}"
+    );
+    let (status, _) = h.get("/readyz", "").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_keep_their_order_per_partition_and_redelivery_stores_nothing_new() {
+    let redis = Redis::start();
+    let kafka = Kafka::start();
+    kafka.create_topic("feed", 3);
+    let producer = kafka.producer();
+    for i in 0..20 {
+        for p in 0..3 {
+            let user = format!("u{p}");
+            produce_with(
+                &producer,
+                "feed",
+                p,
+                &user,
+                &body(&user, &format!("{p}-{i}")),
+                &[],
+            )
+            .await;
+        }
+    }
+    let mut h = node(Some(&redis.url()), &kafka, "feed", "first", &[]);
+    for p in 0..3 {
+        let user = format!("u{p}");
+        eventually("not every record was stored", async || {
+            h.tray_len(&user).await == 20
+        })
+        .await;
+        // newest first: the reverse of the produce order
+        let want: Vec<String> = (0..20).rev().map(|i| format!("{p}-{i}")).collect();
+        assert_eq!(tray_titles(&h, &user).await, want);
+    }
+    assert_eq!(h.terminate().map(|s| s.success()), Some(true));
+    // Another group reads every record again from the start (offsets rolled back to 0):
+    // the records' positions are their idempotency keys, so nothing new is stored.
+    let h = node(Some(&redis.url()), &kafka, "feed", "second", &[]);
+    produce_with(&producer, "feed", 0, "u0", &body("u0", "marker"), &[]).await;
+    eventually("the marker was not stored", async || {
+        tray_titles(&h, "u0").await.first().map(String::as_str) == Some("marker")
+    })
+    .await;
+    for p in 0..3 {
+        assert_eq!(h.tray_len(&format!("u{p}")).await, 20 + usize::from(p == 0));
+    }
+    assert!(h.metric("herald_kafka_records_consumed_total").await >= 61.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_what_is_stored() {
+    let kafka = Kafka::start();
+    kafka.create_topic("commits", 1);
+    let redis = Redis::start();
+    let producer = kafka.producer();
+    for i in 0..5 {
+        produce_with(
+            &producer,
+            "commits",
+            0,
+            "bob",
+            &body("bob", &format!("n{i}")),
+            &[],
+        )
+        .await;
+    }
+    let mut a = node(Some(&redis.url()), &kafka, "commits", "g", &[]);
+    eventually("the records were not stored", async || {
+        a.tray_len("bob").await == 5
+    })
+    .await;
+    assert_eq!(a.terminate().map(|s| s.success()), Some(true));
+    // The next member of the group starts after the committed offsets: only the new record.
+    let b = node(Some(&redis.url()), &kafka, "commits", "g", &[]);
+    produce_with(&producer, "commits", 0, "bob", &body("bob", "n5"), &[]).await;
+    eventually("the new record was not stored", async || {
+        b.tray_len("bob").await == 6
+    })
+    .await;
+    assert_eq!(b.metric("herald_kafka_records_consumed_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_a_group_and_a_killed_one_loses_nothing() {
+    let redis = Redis::start();
+    let kafka = Kafka::start();
+    kafka.create_topic("shared", 4);
+    let mut a = node(Some(&redis.url()), &kafka, "shared", "pair", &[]);
+    let b = node(Some(&redis.url()), &kafka, "shared", "pair", &[]);
+    let producer = kafka.producer();
+    let users = ["u0", "u1", "u2", "u3"];
+    let mut sent = 0;
+    for round in 0..10 {
+        for (p, user) in users.iter().enumerate() {
+            produce_with(
+                &producer,
+                "shared",
+                p as i32,
+                user,
+                &body(user, &format!("r{round}")),
+                &[],
+            )
+            .await;
+            sent += 1;
+        }
+    }
+    // both nodes have taken records before one of them dies mid-stream
+    eventually("the nodes did not share the partitions", async || {
+        a.metric("herald_kafka_records_consumed_total").await > 0.0
+            && b.metric("herald_kafka_records_consumed_total").await > 0.0
+    })
+    .await;
+    a.kill();
+    for round in 10..20 {
+        for (p, user) in users.iter().enumerate() {
+            produce_with(
+                &producer,
+                "shared",
+                p as i32,
+                user,
+                &body(user, &format!("r{round}")),
+                &[],
+            )
+            .await;
+            sent += 1;
+        }
+    }
+    for user in users {
+        eventually("a record was lost", async || b.tray_len(user).await >= 20).await;
+        let mut got = tray_titles(&b, user).await;
+        got.sort();
+        let mut want: Vec<String> = (0..20).map(|r| format!("r{r}")).collect();
+        want.sort();
+        assert_eq!(got, want, "every record of {user} stored exactly once");
+    }
+    assert_eq!(sent, 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
+    let mut kafka = Kafka::start();
+    kafka.create_topic("news", 1);
+    let h = node(None, &kafka, "news", "g", &[]);
+    kafka
+        .produce("news", 0, "carol", &body("carol", "before"))
+        .await;
+    eventually("the first record was not stored", async || {
+        h.tray_len("carol").await == 1
+    })
+    .await;
+    kafka.stop();
+    eventually("/readyz did not see the brokers go", async || {
+        h.get("/readyz", "").await.0 == 503
+    })
+    .await;
+    assert_eq!(h.get("/healthz", "").await.0, 200);
+    kafka.restart();
+    // memory storage: the broker comes back empty, and its offsets start again at 0
+    kafka.create_topic("news", 1);
+    kafka
+        .produce("news", 0, "carol", &body("carol", "after"))
+        .await;
+    eventually("the record after the restart was not stored", async || {
+        h.tray_len("carol").await == 2
+    })
+    .await;
+    eventually("/readyz did not recover", async || {
+        h.get("/readyz", "").await.0 == 200
+    })
+    .await;
+    assert_eq!(tray_titles(&h, "carol").await, ["after", "before"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_publish_produces_a_record() {
+    let kafka = Kafka::start();
+    kafka.create_topic("cli", 1);
+    let h = node(None, &kafka, "cli", "g", &[]);
+    let out = std::process::Command::new(bin())
+        .args([
+            "publish",
+            "--kafka-brokers",
+            &kafka.brokers(),
+            "--kafka-topic",
+            "cli",
+        ])
+        .args(["--user", "dave", "--title", "from the CLI"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["topic"], "cli");
+    eventually("the produced record was not stored", async || {
+        h.tray_len("dave").await == 1
+    })
+    .await;
+}
+
+/// Start-up: unreachable brokers and bad values are one line and exit 2.
+#[test]
+fn bad_kafka_settings_fail_at_start() {
+    let port = free_port().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--kafka-brokers",
+                &format!("127.0.0.1:{port}"),
+                "--kafka-topic",
+                "t",
+            ],
+            "--kafka-brokers",
+        ),
+        (&["--kafka-brokers", "127.0.0.1:1"], "--kafka-topic"),
+        (&["--kafka-topic", "t"], "--kafka-brokers"),
+        (
+            &[
+                "--kafka-brokers",
+                "127.0.0.1:1",
+                "--kafka-topic",
+                "bad topic",
+            ],
+            "--kafka-topic",
+        ),
+        (
+            &[
+                "--kafka-brokers",
+                "127.0.0.1:1",
+                "--kafka-topic",
+                "t",
+                "--kafka-option",
+                "nokey",
+            ],
+            "--kafka-option",
+        ),
+        (
+            &[
+                "--kafka-brokers",
+                "127.0.0.1:1",
+                "--kafka-topic",
+                "t",
+                "--kafka-option",
+                "no.such.setting=1",
+            ],
+            "--kafka-option",
+        ),
+    ];
+    for (flags, named) in cases {
+        let out = std::process::Command::new(bin())
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(*flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(named), "{flags:?}: {stderr}");
+    }
+}
