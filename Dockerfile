@@ -1,4 +1,5 @@
-# Herald: build a release binary, then ship it on a slim Debian.
+# Herald: build a release binary (default features: jemalloc, Kafka ingest with librdkafka and
+# OpenSSL built from source and linked in), then ship it on a slim Debian.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -8,7 +9,10 @@ COPY benches ./benches
 RUN cargo build --release --locked --bin herald
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 herald
+# CA certificates for TLS to Redis (rediss://) and to Kafka brokers (security.protocol=ssl).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 herald
 COPY --from=build /src/target/release/herald /usr/local/bin/herald
 USER herald
 ENV HERALD_LISTEN=0.0.0.0:8080

@@ -50,6 +50,7 @@ pub struct Config {
     /// This node's name in presence entries and logs.
     pub node: String,
     /// Kafka ingest, with `--kafka-brokers`.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka: Option<KafkaConfig>,
 }
 

@@ -30,10 +30,14 @@ pub struct Inner {
     /// Seconds from commit to the write of the event to a stream.
     pub delivery_latency: Histogram,
     /// Kafka ingest: records received, stored and dead-lettered.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka_consumed: Counter,
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka_stored: Counter,
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka_dead_lettered: Counter,
     /// Kafka ingest: records behind the partition's end, per assigned partition.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka_lag: Family<PartitionLabels, Gauge>,
     registry: Registry,
 }

@@ -77,7 +77,6 @@ async fn start_tasks(
     state: &AppState,
     shutdown: &Shutdown,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartupError> {
-    let mut finishing = Vec::new();
     let config = &state.config;
     if let Some(keep_alive) = state
         .store
@@ -104,14 +103,17 @@ async fn start_tasks(
         tokio::spawn(ingest.run(shutdown.clone()));
     }
     #[cfg(feature = "kafka")]
-    if let Some(kafka) = state.kafka.clone() {
-        finishing.push(tokio::spawn(kafka.run(
-            state.store.clone(),
-            state.metrics.clone(),
-            shutdown.clone(),
-            config.drain_timeout,
-        )));
-    }
+    let finishing = state
+        .kafka
+        .clone()
+        .map(|kafka| {
+            let (store, metrics) = (state.store.clone(), state.metrics.clone());
+            tokio::spawn(kafka.run(store, metrics, shutdown.clone(), config.drain_timeout))
+        })
+        .into_iter()
+        .collect();
+    #[cfg(not(feature = "kafka"))]
+    let finishing = Vec::new();
     // Pings and expiry of every stream: a quarter heartbeat apart, at most 250 ms.
     let period =
         (config.heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));

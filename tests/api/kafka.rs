@@ -276,6 +276,51 @@ async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_pauses_consumption_and_dead_letters_nothing() {
+    let mut redis = Redis::start();
+    let kafka = Kafka::start();
+    kafka.create_topic("outage", 1);
+    let h = node(Some(&redis.url()), &kafka, "outage", "g", &[]);
+    let producer = kafka.producer();
+    produce_with(&producer, "outage", 0, "erin", &body("erin", "first"), &[]).await;
+    eventually("the first record was not stored", async || {
+        h.tray_len("erin").await == 1
+    })
+    .await;
+    redis.stop_saving();
+    for i in 0..3 {
+        produce_with(
+            &producer,
+            "outage",
+            0,
+            "erin",
+            &body("erin", &format!("during {i}")),
+            &[],
+        )
+        .await;
+    }
+    // records arrive while the store is away: they wait, in order, and none is dead
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.start_again();
+    eventually("the records did not survive the outage", async || {
+        h.get("/notifications?limit=10", &user_token("erin"))
+            .await
+            .0
+            == 200
+            && h.tray_len("erin").await == 4
+    })
+    .await;
+    assert_eq!(
+        tray_titles(&h, "erin").await,
+        ["during 2", "during 1", "during 0", "first"]
+    );
+    assert_eq!(
+        h.metric("herald_kafka_records_dead_lettered_total").await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn herald_publish_produces_a_record() {
     let kafka = Kafka::start();
     kafka.create_topic("cli", 1);
