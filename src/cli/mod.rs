@@ -540,6 +540,21 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 
+    /// `--kafka-option` wants `key=value`; topic names follow Kafka's rule.
+    #[test]
+    fn kafka_values() {
+        assert_eq!(
+            parse_option("sasl.username=a=b"),
+            Ok(("sasl.username".into(), "a=b".into()))
+        );
+        assert!(parse_option("novalue").is_err());
+        assert!(parse_option("=x").is_err());
+        assert!(check_topic("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"t".repeat(250)] {
+            assert!(check_topic(bad).is_err(), "{bad:?}");
+        }
+    }
+
     /// A cluster URL and repeated flags give cluster seeds; one URL gives single Redis.
     #[test]
     fn backends() {

@@ -310,3 +310,23 @@ fn idempotency_key(message: &OwnedMessage) -> String {
         Timestamp::NotAvailable => position,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key is the record's position, and its timestamp when it has one.
+    #[test]
+    fn idempotency_key_is_the_position() {
+        let record =
+            |timestamp| OwnedMessage::new(None, None, "orders".into(), timestamp, 2, 41, None);
+        assert_eq!(
+            idempotency_key(&record(Timestamp::NotAvailable)),
+            "orders/2/41"
+        );
+        assert_eq!(
+            idempotency_key(&record(Timestamp::CreateTime(1_700_000_000_000))),
+            "orders/2/41@1700000000000"
+        );
+    }
+}
