@@ -8,7 +8,9 @@
 //! the dead stream is capped near [`DEAD_MAXLEN`] entries, and a dead letter keeps at most
 //! [`DEAD_COPY_BYTES`] of the body (with its original size). Entries left pending by a node that died are claimed by
 //! another after [`CLAIM_IDLE`]; a redelivered entry stores nothing new, because the entry id
-//! serves as its idempotency key when the body has none.
+//! serves as its idempotency key when the body has none. A read of up to [`BATCH`] entries is
+//! handled in [`LANES`] lanes at once (one user's entries in one lane, in order) and
+//! acknowledged in one round trip.
 
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use super::{parse, pause, truncate};
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::publish::publish;
+use crate::publish::{publish, PublishRequest};
 use crate::redis_conn::{connect_plain, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -41,6 +43,8 @@ const BLOCK_MS: usize = 2000;
 const RETRY: Duration = Duration::from_secs(1);
 /// Entries read at once.
 const BATCH: usize = 100;
+/// Entries of one read handled at once (one user's entries always in order, see `lane_of`).
+const LANES: usize = 16;
 /// The dead stream keeps about this many entries (`XADD … MAXLEN ~`), the oldest go first.
 pub const DEAD_MAXLEN: usize = 10_000;
 /// A dead letter keeps this much of the offending body, in bytes (cut on a character boundary).
@@ -55,7 +59,7 @@ pub struct Ingest {
     node: String,
 }
 
-/// What became of one entry.
+/// What became of one entry (before its acknowledgement).
 enum Outcome {
     Stored,
     Dead,
@@ -123,11 +127,7 @@ impl Ingest {
                     if backlog && entries.is_empty() {
                         backlog = false;
                     }
-                    let mut retry = false;
-                    for entry in &entries {
-                        retry |= matches!(self.handle(entry).await, Outcome::Retry);
-                    }
-                    if retry {
+                    if !self.handle_all(&entries).await {
                         backlog = true;
                         if pause(&shutdown, RETRY).await {
                             return;
@@ -190,13 +190,42 @@ impl Ingest {
         }
     }
 
-    async fn handle(&mut self, entry: &StreamId) -> Outcome {
-        let Some(raw) = entry.get::<String>("publish") else {
-            return self
-                .dead(entry, "the entry has no `publish` field", "")
-                .await;
-        };
-        let mut request = match parse(raw.as_bytes()) {
+    /// Handle one read's entries and acknowledge those done (stored or dead-lettered) in one
+    /// round trip; false if any must be tried again. Entries run in [`LANES`] lanes by their
+    /// first recipient, each lane in stream order: the store sees up to `LANES` publishes at
+    /// once (its scripts pipelined on one connection), and one user's entries stay in order.
+    async fn handle_all(&mut self, entries: &[StreamId]) -> bool {
+        let mut lanes: Vec<Vec<Item<'_>>> = (0..LANES).map(|_| Vec::new()).collect();
+        for entry in entries {
+            let item = Item::read(entry);
+            lanes[item.lane()].push(item);
+        }
+        let this = &*self;
+        let outcomes = futures_util::future::join_all(lanes.into_iter().map(|lane| async move {
+            let mut done = Vec::new();
+            for item in lane {
+                let id = item.entry.id.as_str();
+                match this.handle(item).await {
+                    Outcome::Retry => break,
+                    Outcome::Stored | Outcome::Dead => done.push(id),
+                }
+            }
+            done
+        }))
+        .await;
+        let done: Vec<&str> = outcomes.into_iter().flatten().collect();
+        let acked = done.is_empty() || self.ack(&done).await.is_ok();
+        acked && done.len() == entries.len()
+    }
+
+    /// Store one entry or park it with the reason; not acknowledged yet.
+    async fn handle(&self, item: Item<'_>) -> Outcome {
+        let Item {
+            entry,
+            raw,
+            request,
+        } = item;
+        let mut request = match request {
             Ok(r) => r,
             Err(reason) => return self.dead(entry, &reason, &raw).await,
         };
@@ -204,10 +233,7 @@ impl Ingest {
             .idempotency_key
             .get_or_insert_with(|| format!("ingest:{}", entry.id));
         match publish(&self.store, Some(&self.metrics), &request).await {
-            Ok(_) => match self.ack(&entry.id).await {
-                Ok(()) => Outcome::Stored,
-                Err(_) => Outcome::Retry,
-            },
+            Ok(_) => Outcome::Stored,
             Err(e) if e.is_temporary() => {
                 tracing::warn!(error = %e, id = entry.id, "ingest: not stored yet; will retry");
                 Outcome::Retry
@@ -216,9 +242,8 @@ impl Ingest {
         }
     }
 
-    /// Park an entry in the dead-letter stream with the reason (and the start of its body),
-    /// then acknowledge it.
-    async fn dead(&mut self, entry: &StreamId, reason: &str, raw: &str) -> Outcome {
+    /// Park an entry in the dead-letter stream with the reason (and the start of its body).
+    async fn dead(&self, entry: &StreamId, reason: &str, raw: &str) -> Outcome {
         tracing::info!(id = entry.id, reason, "ingest: entry moved to {DEAD}");
         let size = raw.len().to_string();
         let fields = [
@@ -229,25 +254,63 @@ impl Ingest {
         ];
         let cap = StreamMaxlen::Approx(DEAD_MAXLEN);
         let parked: redis::RedisResult<String> =
-            self.conn.xadd_maxlen(DEAD, cap, "*", &fields).await;
-        if parked.is_err() {
-            return Outcome::Retry;
-        }
-        match self.ack(&entry.id).await {
-            Ok(()) => Outcome::Dead,
+            self.conn.clone().xadd_maxlen(DEAD, cap, "*", &fields).await;
+        match parked {
+            Ok(_) => Outcome::Dead,
             Err(_) => Outcome::Retry,
         }
     }
 
-    /// Acknowledge and delete a handled entry, in one round trip (`MULTI`: both or neither).
-    async fn ack(&mut self, id: &str) -> redis::RedisResult<()> {
+    /// Acknowledge and delete handled entries, in one round trip (`MULTI`: both or neither).
+    async fn ack(&mut self, ids: &[&str]) -> redis::RedisResult<()> {
         redis::pipe()
             .atomic()
-            .xack(STREAM, GROUP, &[id])
+            .xack(STREAM, GROUP, ids)
             .ignore()
-            .xdel(STREAM, &[id])
+            .xdel(STREAM, ids)
             .ignore()
             .query_async::<()>(&mut self.conn)
             .await
+    }
+}
+
+/// An entry read, its body parsed (or why it can't be).
+struct Item<'a> {
+    entry: &'a StreamId,
+    raw: String,
+    request: Result<PublishRequest, String>,
+}
+
+impl<'a> Item<'a> {
+    fn read(entry: &'a StreamId) -> Self {
+        match entry.get::<String>("publish") {
+            Some(raw) => Item {
+                entry,
+                request: parse(raw.as_bytes()),
+                raw,
+            },
+            None => Item {
+                entry,
+                raw: String::new(),
+                request: Err("the entry has no `publish` field".into()),
+            },
+        }
+    }
+
+    /// By the first named user (or group), so one user's entries keep their order; entries
+    /// that will be dead-lettered share lane 0.
+    fn lane(&self) -> usize {
+        use std::hash::{Hash, Hasher};
+        let Some(first) = self
+            .request
+            .as_ref()
+            .ok()
+            .and_then(|r| r.users.first().or(r.groups.first()))
+        else {
+            return 0;
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        first.hash(&mut hasher);
+        (hasher.finish() % LANES as u64) as usize
     }
 }

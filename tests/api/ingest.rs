@@ -264,3 +264,30 @@ async fn cluster_ingest_deletes_handled_entries() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Entries are handled many at once, but one user's entries are stored in stream order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_users_entries_keep_their_order() {
+    let redis = Redis::start();
+    let mut conn = redis.conn();
+    let users = ["o1", "o2", "o3"];
+    for i in 0..40 {
+        let user = users[i % 3];
+        let body = json!({"users": [user], "notification": {"title": format!("{i}")}});
+        xadd(&mut conn, "publish", &body.to_string());
+    }
+    let h = Herald::start(Some(&redis.url()), &[]);
+    for (n, user) in users.iter().enumerate() {
+        wait_for("not every entry was stored", async || {
+            h.tray_len(user).await == (40 + 2 - n) / 3
+        })
+        .await;
+        let want: Vec<String> = (0..40)
+            .rev()
+            .filter(|i| i % 3 == n)
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(titles(&h.list(&user_token(user), "?limit=100").await), want);
+    }
+    assert_eq!(pending(&mut conn), 0);
+}

@@ -244,7 +244,7 @@ async fn two_nodes_share_a_group_and_a_killed_one_loses_nothing() {
 async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
     let mut kafka = Kafka::start();
     kafka.create_topic("news", 1);
-    let h = node(None, &kafka, "news", "g", &[]);
+    let mut h = node(None, &kafka, "news", "g", &[]);
     kafka
         .produce("news", 0, "carol", &body("carol", "before"))
         .await;
@@ -273,6 +273,10 @@ async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
     })
     .await;
     assert_eq!(tray_titles(&h, "carol").await, ["after", "before"]);
+    // SIGTERM while the brokers are away still ends the process in time (`terminate` waits
+    // at most WAIT = 10 s: the drain, then at most 3 s to leave the group).
+    kafka.stop();
+    assert_eq!(h.terminate().map(|s| s.success()), Some(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,9 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Longest wait for the brokers' metadata at start-up (and for `herald publish`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait, at shutdown, for librdkafka to leave the group and close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// One poll's longest wait; also how often shutdown and paused partitions are looked at.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -156,7 +158,8 @@ impl Kafka {
 
     /// Consume until shutdown, then let the partitions' tasks finish the record in hand
     /// (within `drain`), commit what is stored and leave the group. Returns when the consumer
-    /// is closed, or after `drain` plus a few seconds if librdkafka cannot close in time.
+    /// is closed, or after `drain` plus [`CLOSE_TIMEOUT`] and a second if librdkafka cannot
+    /// close in time (brokers away).
     pub async fn run(self, store: Store, metrics: Metrics, shutdown: Shutdown, drain: Duration) {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Handle::current();
@@ -180,7 +183,8 @@ impl Kafka {
             tracing::error!(error = %e, "kafka: cannot start the consumer thread");
             return;
         }
-        let _ = tokio::time::timeout(drain + Duration::from_secs(5), done_rx).await;
+        let longest = drain + CLOSE_TIMEOUT + Duration::from_secs(1);
+        let _ = tokio::time::timeout(longest, done_rx).await;
     }
 }
 
@@ -203,13 +207,14 @@ fn poll(inner: &Inner, partitions: &Partitions, shutdown: &Shutdown, drain: Dura
     while partitions.busy() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+    // Sent now; leaving the group below commits the stored offsets once more and waits for it.
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
         tracing::debug!(error = %e, "kafka: final commit");
     }
     // Leave the group: librdkafka revokes the assignment (committing once more) and closes.
     match consumer.close_queue() {
         Ok(()) => {
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + CLOSE_TIMEOUT;
             while !consumer.closed() && Instant::now() < deadline {
                 let _ = consumer.poll(POLL);
             }
