@@ -18,6 +18,8 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 256;
+/// Longest category name in a preference, in characters.
+pub const MAX_CATEGORY_CHARS: usize = 128;
 
 /// A notification as stored and as sent to clients.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,9 @@ pub struct Notification {
     pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Map<String, Value>>,
+    /// Preferences cannot mute it.
+    #[serde(default)]
+    pub critical: bool,
     pub created_at: String,
     pub read_at: Option<String>,
 }
@@ -55,6 +60,9 @@ pub struct NotificationInput {
     pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Map<String, Value>>,
+    /// Delivered even to users who muted its category.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical: bool,
     #[serde(default, skip_serializing)]
     pub id: Reserved,
     #[serde(default, skip_serializing)]
@@ -149,6 +157,7 @@ impl Template {
             category: input.category.clone(),
             link: input.link.clone(),
             data: input.data.clone(),
+            critical: input.critical,
             created_at: created_at.clone(),
             read_at: None,
         };
@@ -214,9 +223,31 @@ impl Template {
             category: input.category.clone(),
             link: input.link.clone(),
             data: input.data.clone(),
+            critical: input.critical,
             created_at: self.created_at.clone(),
             read_at: read_at.map(str::to_owned),
         }
+    }
+
+    /// The category a recipient's muting applies to: `None` when the notification has no
+    /// category or is `critical` (which preferences cannot mute).
+    pub fn mutable_category(&self) -> Option<&str> {
+        match (&self.input.category, self.input.critical) {
+            (Some(category), false) => Some(category),
+            _ => None,
+        }
+    }
+}
+
+/// A category name in a preference: 1 to [`MAX_CATEGORY_CHARS`] characters, no control
+/// characters.
+pub fn validate_category(category: &str) -> Result<()> {
+    if is_plain(category, MAX_CATEGORY_CHARS) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "category must be 1 to {MAX_CATEGORY_CHARS} characters without control characters"
+        )))
     }
 }
 

@@ -38,10 +38,13 @@ pub struct PublishRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PublishResponse {
-    /// Users the notification is stored for (named users and group members).
+    /// Users the notification is stored for (named users and group members), those who muted
+    /// its category left out.
     pub count: usize,
-    /// The notification id per user named in `users`.
+    /// The notification id per user named in `users` (not for those who muted it).
     pub ids: BTreeMap<String, String>,
+    /// Recipients who muted the notification's category: nothing stored or sent to them.
+    pub suppressed: usize,
 }
 
 /// Validate and store `request`; nothing is stored when validation fails.
@@ -79,6 +82,7 @@ pub async fn publish(
     let key = request.idempotency_key.as_deref();
     let mut ids = BTreeMap::new();
     let mut stored = 0u64;
+    let mut suppressed = 0usize;
     let mut failure = None;
     for (n, users) in recipients.chunks(BATCH).enumerate() {
         let batch: Vec<Recipient<'_>> = users
@@ -89,6 +93,7 @@ pub async fn publish(
         let outcomes = store.publish(&template, &batch, key).await;
         for (i, (to, outcome)) in batch.iter().zip(outcomes).enumerate() {
             match outcome {
+                Ok(p) if p.suppressed => suppressed += 1,
                 Ok(p) => {
                     stored += u64::from(p.stored);
                     // Named users come first among the recipients.
@@ -118,8 +123,9 @@ pub async fn publish(
         });
     }
     Ok(PublishResponse {
-        count: recipients.len(),
+        count: recipients.len() - suppressed,
         ids,
+        suppressed,
     })
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod groups;
 mod notifications;
 mod ops;
+mod preferences;
 mod presence;
 mod proxy;
 mod publish;
@@ -98,6 +99,10 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
             groups::remove(state, req, group, user).await
         }
         (["presence", user], &Method::GET) => presence::get(state, req, user).await,
+        (["preferences"], &Method::GET) => preferences::get(state, req).await,
+        (["preferences", "categories", category], &Method::PUT) => {
+            preferences::put_category(state, req, category).await
+        }
         (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
         (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
         (["metrics"], &Method::GET | &Method::HEAD) => ops::metrics(&state, &req),
@@ -118,7 +123,8 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
 /// Keep in step with the table in [`route`].
 fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
     Some(match segs {
-        ["events"] | ["presence", _] => "GET",
+        ["events"] | ["presence", _] | ["preferences"] => "GET",
+        ["preferences", "categories", _] => "PUT",
         ["auth"]
         | ["healthz"]
         | ["readyz"]

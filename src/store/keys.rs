@@ -80,6 +80,10 @@ impl UserKeys {
     pub fn presence(&self) -> String {
         self.key("presence")
     }
+    /// HASH category → `1` (muted) or `0` (not muted): the user's preferences.
+    pub fn preferences(&self) -> String {
+        self.key("prefs")
+    }
     /// Sharded pub/sub channel of the user's changes and stream controls.
     pub fn channel(&self) -> String {
         self.key("ch")
@@ -88,14 +92,16 @@ impl UserKeys {
     pub fn tray(&self) -> [String; 7] {
         TRAY.map(|suffix| self.key(suffix))
     }
-    /// [`Self::tray`] written straight into `cmd`'s arguments (no string per key), then, when
-    /// the publish has one, the idempotency key `idem:<hash>`: STRING → notification id,
-    /// expiring after 24 h. `hash` is [`crate::model::sha256_hex`] of the caller's key: any
-    /// text, fixed length, never another key's shape.
-    pub fn write_tray(&self, cmd: &mut Cmd, idempotency: Option<&str>) {
+    /// [`Self::tray`] and [`Self::preferences`] written straight into `cmd`'s arguments (no
+    /// string per key), then, when the publish has one, the idempotency key `idem:<hash>`:
+    /// STRING → notification id, expiring after 24 h. `hash` is
+    /// [`crate::model::sha256_hex`] of the caller's key: any text, fixed length, never another
+    /// key's shape.
+    pub fn write_publish(&self, cmd: &mut Cmd, idempotency: Option<&str>) {
         for suffix in TRAY {
             cmd.write_arg_fmt(format_args!("{}:{suffix}", self.base));
         }
+        cmd.write_arg_fmt(format_args!("{}:prefs", self.base));
         if let Some(hash) = idempotency {
             cmd.write_arg_fmt(format_args!("{}:idem:{hash}", self.base));
         }
@@ -175,7 +181,7 @@ mod tests {
         let keys = UserKeys::new("a}b");
         let hash = crate::model::sha256_hex("k");
         let mut cmd = redis::cmd("EVALSHA");
-        keys.write_tray(&mut cmd, Some(&hash));
+        keys.write_publish(&mut cmd, Some(&hash));
         keys.write_channel(&mut cmd);
         let written: Vec<String> = cmd
             .args_iter()
@@ -186,6 +192,7 @@ mod tests {
             })
             .collect();
         let mut named = keys.tray().to_vec();
+        named.push(keys.preferences());
         named.push(format!("herald:{{u:a%7Db}}:idem:{hash}"));
         named.push(keys.channel());
         assert_eq!(written, named);
@@ -197,7 +204,7 @@ mod tests {
     fn idempotency_keys_never_match_the_order_pattern() {
         let hash = crate::model::sha256_hex("x}:order");
         let mut cmd = redis::cmd("EVALSHA");
-        UserKeys::new("frank").write_tray(&mut cmd, Some(&hash));
+        UserKeys::new("frank").write_publish(&mut cmd, Some(&hash));
         let key = cmd.args_iter().last().map(|arg| match arg {
             redis::Arg::Simple(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
             _ => unreachable!(),

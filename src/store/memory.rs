@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 
 use super::{
-    Head, ListQuery, Page, Published, Recipient, Replay, ReplayWindow, SessionRecord,
+    Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow, SessionRecord,
     IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::Result;
@@ -34,6 +34,8 @@ struct Inner {
     /// Each user's session ids, oldest first (for the per-user cap).
     user_sessions: DashMap<String, VecDeque<String>>,
     groups: DashMap<String, BTreeSet<String>>,
+    /// Each user's preferences (kept apart from the tray, which retention may empty).
+    preferences: DashMap<String, Preferences>,
     hub: Hub,
     max_per_user: usize,
 }
@@ -99,12 +101,15 @@ impl Tray {
     }
 
     /// Store one recipient's notification and commit its change, unless `key` (shared by the
-    /// publish's recipients) already stored one here within [`IDEMPOTENCY_TTL_MS`].
+    /// publish's recipients) already stored one here within [`IDEMPOTENCY_TTL_MS`], or the
+    /// user `muted` its category.
+    #[allow(clippy::too_many_arguments)]
     fn publish(
         &mut self,
         template: &Arc<Template>,
         to: Recipient<'_>,
         key: Option<&Arc<str>>,
+        muted: bool,
         max: usize,
         hub: &Hub,
         now: u64,
@@ -112,9 +117,14 @@ impl Tray {
         if let Some(key) = key {
             if let Some(&(id, exp)) = self.idempotency.get(key) {
                 if exp > now {
-                    return Published { id, stored: false };
+                    return Published::earlier(id);
                 }
             }
+        }
+        if muted {
+            return Published::suppressed(to.id);
+        }
+        if let Some(key) = key {
             if self.idempotency.len() >= 64 {
                 self.idempotency.retain(|_, (_, exp)| *exp > now);
             }
@@ -135,10 +145,7 @@ impl Tray {
         }
         let json = template.json(to.id.as_str(), to.user);
         self.commit(to.user, hub, ChangeKind::Notification, json, now);
-        Published {
-            id: to.id,
-            stored: true,
-        }
+        Published::stored(to.id)
     }
 }
 
@@ -150,6 +157,7 @@ impl MemoryStore {
                 sessions: DashMap::new(),
                 user_sessions: DashMap::new(),
                 groups: DashMap::new(),
+                preferences: DashMap::new(),
                 hub,
                 max_per_user,
             }),
@@ -230,14 +238,41 @@ impl MemoryStore {
         let max = self.inner.max_per_user;
         let key: Option<Arc<str>> = key.map(Arc::from);
         let now = now_ms();
+        let category = template.mutable_category();
         recipients
             .iter()
             .map(|&to| {
+                let muted = category.is_some_and(|c| self.is_muted(to.user, c));
                 Ok(self.with_tray(to.user, |tray| {
-                    tray.publish(template, to, key.as_ref(), max, hub, now)
+                    tray.publish(template, to, key.as_ref(), muted, max, hub, now)
                 }))
             })
             .collect()
+    }
+
+    fn is_muted(&self, user: &str, category: &str) -> bool {
+        self.inner
+            .preferences
+            .get(user)
+            .is_some_and(|p| p.get(category) == Some(&true))
+    }
+
+    pub async fn preferences(&self, user: &str) -> Result<Preferences> {
+        Ok(self
+            .inner
+            .preferences
+            .get(user)
+            .map(|p| p.clone())
+            .unwrap_or_default())
+    }
+
+    pub async fn set_muted(&self, user: &str, category: &str, muted: bool) -> Result<()> {
+        self.inner
+            .preferences
+            .entry(user.to_owned())
+            .or_default()
+            .insert(category.to_owned(), muted);
+        Ok(())
     }
 
     pub async fn list(&self, user: &str, q: &ListQuery) -> Result<Page> {

@@ -128,9 +128,42 @@ pub struct Recipient<'a> {
 pub struct Published {
     /// The recipient's id, or the earlier one when the idempotency key had stored it before.
     pub id: NotificationId,
-    /// False when the idempotency key had already stored this notification.
+    /// False when the idempotency key had already stored this notification, or the user
+    /// muted its category.
     pub stored: bool,
+    /// The user muted the notification's category: nothing stored or delivered.
+    pub suppressed: bool,
 }
+
+impl Published {
+    pub fn stored(id: NotificationId) -> Self {
+        Published {
+            id,
+            stored: true,
+            suppressed: false,
+        }
+    }
+
+    /// The idempotency key had stored `id` before.
+    pub fn earlier(id: NotificationId) -> Self {
+        Published {
+            id,
+            stored: false,
+            suppressed: false,
+        }
+    }
+
+    pub fn suppressed(id: NotificationId) -> Self {
+        Published {
+            id,
+            stored: false,
+            suppressed: true,
+        }
+    }
+}
+
+/// A user's preferences: category → muted.
+pub type Preferences = std::collections::BTreeMap<String, bool>;
 
 /// The replay decision shared by both backends, once the epochs matched: `after` against the
 /// log's oldest retained seq and its head. `oldest` is `None` when the log holds nothing.
@@ -262,6 +295,15 @@ impl Store {
     /// Every retained change after `after`, or `Reset` (also when `after` is of another epoch).
     pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
         forward!(self.replay(user, after))
+    }
+
+    pub async fn preferences(&self, user: &str) -> Result<Preferences> {
+        forward!(self.preferences(user))
+    }
+
+    /// Mute or unmute `category` for `user` (publishes to it are suppressed while muted).
+    pub async fn set_muted(&self, user: &str, category: &str, muted: bool) -> Result<()> {
+        forward!(self.set_muted(user, category, muted))
     }
 
     pub async fn add_members(&self, group: &str, users: &[String]) -> Result<()> {

@@ -15,7 +15,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
 use super::{
-    Head, ListQuery, Page, Published, Recipient, Replay, ReplayWindow, SessionRecord,
+    Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow, SessionRecord,
     IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::{Error, Result};
@@ -209,13 +209,13 @@ impl RedisStore {
         call: &Call<'_>,
         users: &[Recipient<'_>],
     ) -> Vec<Result<Published>> {
-        let per_user = if call.idempotency.is_some() { 8 } else { 7 };
+        let per_user = if call.idempotency.is_some() { 9 } else { 8 };
         let keys: Vec<UserKeys> = users.iter().map(|to| UserKeys::new(to.user)).collect();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.scripts.publish.get_hash())
             .arg(users.len() * per_user);
         for k in &keys {
-            k.write_tray(&mut cmd, call.idempotency.as_deref());
+            k.write_publish(&mut cmd, call.idempotency.as_deref());
         }
         cmd.arg(call.deadline)
             .arg(self.max_per_user)
@@ -223,7 +223,8 @@ impl RedisStore {
             .arg(call.now)
             .arg(IDEMPOTENCY_TTL_MS)
             .arg(per_user)
-            .arg(call.template.tail());
+            .arg(call.template.tail())
+            .arg(call.template.mutable_category().unwrap_or(""));
         let mut user = String::new();
         for (to, k) in users.iter().zip(&keys) {
             user.clear();
@@ -462,6 +463,26 @@ impl RedisStore {
         )
     }
 
+    pub async fn preferences(&self, user: &str) -> Result<Preferences> {
+        let all: std::collections::HashMap<String, String> = self
+            .conn()
+            .hgetall(UserKeys::new(user).preferences())
+            .await?;
+        Ok(all
+            .into_iter()
+            .map(|(c, muted)| (c, muted == "1"))
+            .collect())
+    }
+
+    pub async fn set_muted(&self, user: &str, category: &str, muted: bool) -> Result<()> {
+        let flag = if muted { "1" } else { "0" };
+        let _: () = self
+            .conn()
+            .hset(UserKeys::new(user).preferences(), category, flag)
+            .await?;
+        Ok(())
+    }
+
     pub async fn add_members(&self, group: &str, users: &[String]) -> Result<()> {
         if !users.is_empty() {
             let _: () = self.conn().sadd(keys::group(group), users).await?;
@@ -581,13 +602,11 @@ fn outcomes(reply: Value, users: &[Recipient<'_>]) -> Vec<Result<Published>> {
     let mut handled = true;
     for to in users {
         out.push(match items.next() {
-            Some(Value::Int(1)) => Ok(Published {
-                id: to.id,
-                stored: true,
-            }),
+            Some(Value::Int(1)) => Ok(Published::stored(to.id)),
+            Some(Value::Int(0)) => Ok(Published::suppressed(to.id)),
             Some(earlier) => as_str(earlier)
                 .and_then(NotificationId::parse)
-                .map(|id| Published { id, stored: false })
+                .map(Published::earlier)
                 .ok_or_else(shape),
             None if handled => {
                 handled = false;

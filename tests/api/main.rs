@@ -21,6 +21,7 @@ mod nginx;
 mod nodes;
 mod ops;
 mod outage;
+mod preferences;
 mod publish;
 mod retention;
 mod stream;

@@ -13,7 +13,7 @@
 mod context;
 mod partition;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,11 +52,14 @@ struct Inner {
     ready: Arc<AtomicBool>,
 }
 
-/// The librdkafka settings both the consumer and the producer start from: the brokers, then
-/// every `--kafka-option` (which may override anything, SASL and TLS included).
-fn client_config(config: &KafkaConfig) -> ClientConfig {
+/// librdkafka settings: the brokers, Herald's `defaults`, then every `--kafka-option` (which
+/// may override anything, SASL and TLS included).
+fn client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
     for (key, value) in &config.options {
         client.set(key, value);
     }
@@ -100,27 +103,24 @@ impl Kafka {
         node: &str,
     ) -> Result<Self, StartupError> {
         let ready = Arc::new(AtomicBool::new(false));
-        let mut consumer_config = client_config(&config);
-        consumer_config
-            .set("group.id", &config.group)
-            .set("client.id", format!("herald-{node}"))
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("statistics.interval.ms", "1000")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "3000");
-        // The options again: they win over Herald's defaults above.
-        for (key, value) in &config.options {
-            consumer_config.set(key, value);
-        }
-        let context = Context::new(metrics, ready.clone());
-        let consumer: Client = consumer_config
-            .create_with_context(context)
-            .map_err(|e| startup("--kafka-option", e))?;
-        let producer: FutureProducer = client_config(&config)
-            .set("client.id", format!("herald-{node}-dead-letters"))
+        let client_id = format!("herald-{node}");
+        let consumer: Client = client_config(
+            &config,
+            &[
+                ("group.id", &config.group),
+                ("client.id", &client_id),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("statistics.interval.ms", "1000"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "3000"),
+            ],
+        )
+        .create_with_context(Context::new(metrics, ready.clone()))
+        .map_err(|e| startup("--kafka-option", e))?;
+        let producer: FutureProducer = client_config(&config, &[("client.id", &client_id)])
             .create()
             .map_err(|e| startup("--kafka-option", e))?;
         let consumer = tokio::task::spawn_blocking(move || {
@@ -224,9 +224,6 @@ fn poll(inner: &Inner, partitions: &Partitions, shutdown: &Shutdown, drain: Dura
     }
 }
 
-/// Records handed to partition tasks and not yet taken up; shared with [`partition`].
-pub(super) type Backlog = Arc<AtomicUsize>;
-
 /// `herald publish --kafka-brokers … --kafka-topic …`: produce `value` (a publish body) with
 /// `key`, and say where it went.
 pub async fn produce(
@@ -234,11 +231,8 @@ pub async fn produce(
     key: &str,
     value: &[u8],
 ) -> Result<String, StartupError> {
-    let producer: FutureProducer = client_config(config)
-        .set(
-            "message.timeout.ms",
-            CONNECT_TIMEOUT.as_millis().to_string(),
-        )
+    let timeout = CONNECT_TIMEOUT.as_millis().to_string();
+    let producer: FutureProducer = client_config(config, &[("message.timeout.ms", &timeout)])
         .create()
         .map_err(|e| startup("--kafka-option", e))?;
     let topic = config

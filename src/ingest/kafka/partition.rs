@@ -17,7 +17,7 @@ use rdkafka::{Message, Timestamp, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::{Backlog, Client};
+use super::Client;
 use crate::ingest::{parse, pause};
 use crate::metrics::Metrics;
 use crate::publish::publish;
@@ -33,6 +33,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The header that says why a record was dead-lettered.
 pub const ERROR_HEADER: &str = "herald-error";
+
+/// Records handed to a partition's task and not yet taken up.
+type Backlog = Arc<AtomicUsize>;
 
 /// The partition tasks of this node, as the consumer thread sees them.
 #[derive(Clone)]

@@ -399,3 +399,32 @@ pub async fn notification_json_is_what_serde_writes(s: &Subject) {
         assert_eq!(stored.user, *user);
     }
 }
+
+/// A muted category suppresses a publish for that user alone (nothing stored, nothing
+/// committed), unless the notification is critical; an idempotency key that stored before
+/// still answers with its id; unmuting lets publishes through again.
+pub async fn muted_categories_suppress_all_but_critical(s: &Subject) {
+    assert!(s.store.preferences("a").await.expect("prefs").is_empty());
+    s.store.set_muted("a", "builds", true).await.expect("mute");
+    s.store.set_muted("a", "chat", false).await.expect("unmute");
+    let prefs = s.store.preferences("a").await.expect("prefs");
+    assert_eq!(prefs.get("builds"), Some(&true));
+    assert_eq!(prefs.get("chat"), Some(&false));
+    let builds = template(serde_json::json!({"title": "t", "category": "builds"}));
+    let out = publish_to(s, &builds, &["a", "b"], None).await;
+    assert!(out[0].suppressed && !out[0].stored);
+    assert!(out[1].stored && !out[1].suppressed);
+    assert_eq!(seq(s, "a").await, 0);
+    assert!(list(s, "a", 10, None, false).await.notifications.is_empty());
+    let critical =
+        template(serde_json::json!({"title": "t", "category": "builds", "critical": true}));
+    assert!(publish_to(s, &critical, &["a"], None).await[0].stored);
+    let chat = template(serde_json::json!({"title": "t", "category": "chat"}));
+    assert!(publish_to(s, &chat, &["a"], None).await[0].stored);
+    s.store
+        .set_muted("a", "builds", false)
+        .await
+        .expect("unmute");
+    assert!(publish_to(s, &builds, &["a"], None).await[0].stored);
+    assert_eq!(list(s, "a", 10, None, false).await.notifications.len(), 3);
+}

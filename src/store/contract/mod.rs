@@ -125,6 +125,7 @@ contract! {
     purge_before_deletes_only_older_ids;
     one_publish_stores_once_per_recipient;
     notification_json_is_what_serde_writes;
+    muted_categories_suppress_all_but_critical;
 }
 
 fn template(notification: serde_json::Value) -> Arc<Template> {
