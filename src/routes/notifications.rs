@@ -59,6 +59,7 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
             "notifications": page.notifications,
             "unread_count": page.unread_count,
             "next": page.next,
+            "position": page.position.to_string(),
         }),
     ))
 }

@@ -302,7 +302,11 @@ impl MemoryStore {
                 .take(q.limit)
                 .filter_map(|&id| Some(tray.items.get(id)?.notification(id, user)))
                 .collect();
-            Page::new(notifications, more, tray.unread.len() as u64)
+            let position = EventId {
+                epoch: tray.epoch,
+                seq: tray.seq,
+            };
+            Page::new(notifications, more, tray.unread.len() as u64, position)
         }))
     }
 

@@ -63,18 +63,26 @@ pub struct ListQuery {
 }
 
 /// One page of a tray, newest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Page {
     pub notifications: Vec<Notification>,
     pub unread_count: u64,
     /// The cursor for the next page (`before=`), when there is one.
     pub next: Option<String>,
+    /// The user's change-log head when the page was read, in the same atomic read: a stream
+    /// resumed from it gets exactly the changes the page does not reflect.
+    pub position: EventId,
 }
 
 impl Page {
     /// A page of at most the requested size; `more` says whether older notifications remain,
     /// and then the cursor is the last id on this page. Both stores build pages here.
-    pub fn new(notifications: Vec<Notification>, more: bool, unread_count: u64) -> Self {
+    pub fn new(
+        notifications: Vec<Notification>,
+        more: bool,
+        unread_count: u64,
+        position: EventId,
+    ) -> Self {
         Page {
             next: if more {
                 notifications.last().map(|n| n.id.clone())
@@ -83,6 +91,7 @@ impl Page {
             },
             notifications,
             unread_count,
+            position,
         }
     }
 }

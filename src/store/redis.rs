@@ -269,24 +269,32 @@ impl RedisStore {
             .key(k.order())
             .key(k.unread())
             .key(k.read_at())
+            .key(k.seq())
+            .key(k.epoch())
             .arg(q.before.as_deref().unwrap_or(""))
             .arg(q.limit)
             .arg(if q.unread_only { "1" } else { "0" })
+            .arg(Epoch::random().as_str())
             .invoke_async(&mut self.conn())
             .await?;
-        let (unread, more, rest) = match out.as_slice() {
-            [unread, more, rest @ ..] => (unread.parse().unwrap_or(0), more == "1", rest),
-            _ => {
-                return Err(Error::Internal(
-                    "list script returned an unexpected shape".into(),
-                ))
-            }
+        let shape = || Error::Internal("list script returned an unexpected shape".into());
+        let [unread, more, epoch, seq, rest @ ..] = out.as_slice() else {
+            return Err(shape());
+        };
+        let position = EventId {
+            epoch: Epoch::parse(epoch).ok_or_else(shape)?,
+            seq: seq.parse().map_err(|_| shape())?,
         };
         let notifications: Vec<Notification> = rest
             .chunks(2)
             .filter_map(|pair| parse_item(&pair[0], pair.get(1).map(String::as_str)))
             .collect();
-        Ok(Page::new(notifications, more, unread))
+        Ok(Page::new(
+            notifications,
+            more == "1",
+            unread.parse().unwrap_or(0),
+            position,
+        ))
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {

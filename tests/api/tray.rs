@@ -14,7 +14,64 @@ both_modes!(
     bulk_by_ids_and_all,
     bad_tray_requests_are_400,
     tray_keeps_at_most_max_per_user,
+    page_then_stream_from_its_position,
 );
+
+/// The page's `position` resumes a stream exactly after it: while publishes run, every
+/// notification is either on the page or on the stream, never both, never neither.
+async fn page_then_stream_from_its_position(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let empty = h.list(&token, "").await;
+    let position = empty["position"]
+        .as_str()
+        .expect("a position on an empty tray");
+    assert!(position.ends_with(".0"), "{position}");
+    // a stream from an empty tray's position gets the first publish
+    let mut first = h
+        .events(&token, &format!("?last_event_id={position}"))
+        .await;
+    let id = h.notify("alice", "first").await;
+    assert_eq!(first.expect("notification").await.json()["id"], id);
+    drop(first);
+    let publisher = {
+        let (http, url) = (h.http.clone(), h.url("/publish"));
+        tokio::spawn(async move {
+            for i in 0..30 {
+                let body = json!({"users": ["alice"], "notification": {"title": format!("n{i}")}});
+                let r = http
+                    .post(&url)
+                    .bearer_auth(service_token())
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let page = h.list(&token, "?limit=100").await;
+    let position = page["position"].as_str().unwrap().to_owned();
+    let on_page = ids(&page);
+    let mut sse = h
+        .events(&token, &format!("?last_event_id={position}"))
+        .await;
+    publisher.await.unwrap();
+    let mut streamed = Vec::new();
+    while on_page.len() + streamed.len() < 31 {
+        let ev = sse.expect("notification").await;
+        streamed.push(ev.json()["id"].as_str().unwrap().to_owned());
+    }
+    let mut all: Vec<String> = on_page.into_iter().chain(streamed).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 31, "a notification twice or missing");
+    assert!(sse
+        .try_next(std::time::Duration::from_millis(300))
+        .await
+        .is_none());
+}
 
 async fn lists_newest_first_with_cursor(mode: Mode) {
     let h = Setup::new(mode, &[]);

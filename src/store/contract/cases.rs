@@ -428,3 +428,18 @@ pub async fn muted_categories_suppress_all_but_critical(s: &Subject) {
     assert!(publish_to(s, &builds, &["a"], None).await[0].stored);
     assert_eq!(list(s, "a", 10, None, false).await.notifications.len(), 3);
 }
+
+/// A page carries the change-log head it reflects: on an empty tray a position all the same
+/// (the epoch the first change will keep), after changes the head, read in the same step.
+pub async fn pages_carry_the_head_they_reflect(s: &Subject) {
+    let empty = list(s, "a", 10, None, false).await.position;
+    assert_eq!(empty.seq, 0);
+    let ids = publish_many(s, "a", 3).await;
+    let page = list(s, "a", 2, None, false).await;
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!(page.position, head.id());
+    assert_eq!(page.position.epoch, empty.epoch);
+    assert_eq!(page.position.seq, 3);
+    let next = list(s, "a", 2, Some(&ids[1]), false).await;
+    assert_eq!(next.position, page.position);
+}

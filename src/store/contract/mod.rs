@@ -126,6 +126,7 @@ contract! {
     one_publish_stores_once_per_recipient;
     notification_json_is_what_serde_writes;
     muted_categories_suppress_all_but_critical;
+    pages_carry_the_head_they_reflect;
 }
 
 fn template(notification: serde_json::Value) -> Arc<Template> {
