@@ -42,6 +42,9 @@ pub struct Notification {
     pub critical: bool,
     pub created_at: String,
     pub read_at: Option<String>,
+    /// When the user first saw it (opened the tray, or read it).
+    #[serde(default)]
+    pub seen_at: Option<String>,
 }
 
 /// The `notification` object of a publish request: what the publisher controls. Fields that
@@ -71,6 +74,8 @@ pub struct NotificationInput {
     pub created_at: Reserved,
     #[serde(default, skip_serializing)]
     pub read_at: Reserved,
+    #[serde(default, skip_serializing)]
+    pub seen_at: Reserved,
 }
 
 /// A field of the notification that only Herald sets: remembers whether a publisher sent it
@@ -91,6 +96,7 @@ impl NotificationInput {
             ("user", self.user),
             ("created_at", self.created_at),
             ("read_at", self.read_at),
+            ("seen_at", self.seen_at),
         ];
         if let Some((field, _)) = reserved.iter().find(|(_, sent)| sent.0) {
             return Err(Error::invalid(format!(
@@ -160,6 +166,7 @@ impl Template {
             critical: input.critical,
             created_at: created_at.clone(),
             read_at: None,
+            seen_at: None,
         };
         let json = serde_json::to_string(&whole).map_err(|e| Error::Internal(e.to_string()))?;
         let tail = json
@@ -173,7 +180,7 @@ impl Template {
         })
     }
 
-    /// The notification JSON after `"user":<user>`: `,"title":…,"read_at":null}`.
+    /// The notification JSON after `"user":<user>`: `,"title":…,"read_at":null,"seen_at":null}`.
     pub fn tail(&self) -> &str {
         &self.tail
     }
@@ -211,8 +218,14 @@ impl Template {
         Ok(())
     }
 
-    /// The notification as stored for `user`, with its read time.
-    pub fn notification(&self, id: &str, user: &str, read_at: Option<&str>) -> Notification {
+    /// The notification as stored for `user`, with its read and seen times.
+    pub fn notification(
+        &self,
+        id: &str,
+        user: &str,
+        read_at: Option<&str>,
+        seen_at: Option<&str>,
+    ) -> Notification {
         let input = &self.input;
         Notification {
             id: id.to_owned(),
@@ -226,7 +239,12 @@ impl Template {
             critical: input.critical,
             created_at: self.created_at.clone(),
             read_at: read_at.map(str::to_owned),
+            seen_at: seen_at.map(str::to_owned),
         }
+    }
+
+    pub fn category(&self) -> Option<&str> {
+        self.input.category.as_deref()
     }
 
     /// The category a recipient's muting applies to: `None` when the notification has no
@@ -373,6 +391,7 @@ pub enum ChangeKind {
     Read,
     Unread,
     Deleted,
+    Seen,
 }
 
 impl ChangeKind {
@@ -382,6 +401,7 @@ impl ChangeKind {
             ChangeKind::Read => "read",
             ChangeKind::Unread => "unread",
             ChangeKind::Deleted => "deleted",
+            ChangeKind::Seen => "seen",
         }
     }
 
@@ -391,6 +411,7 @@ impl ChangeKind {
             "read" => ChangeKind::Read,
             "unread" => ChangeKind::Unread,
             "deleted" => ChangeKind::Deleted,
+            "seen" => ChangeKind::Seen,
             _ => return None,
         })
     }
@@ -473,6 +494,26 @@ impl std::fmt::Display for EventId {
     }
 }
 
+/// A tray's badge counts: notifications not read, and not seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub unread: u64,
+    pub unseen: u64,
+}
+
+impl Counts {
+    /// `json` (an object) with `"unread_count"` and `"unseen_count"` added at its end: the
+    /// `notification` event's data, the notification and the tray's counts beside it.
+    pub fn append_to(self, json: &str) -> String {
+        let body = json.strip_suffix('}').unwrap_or(json);
+        let sep = if body.ends_with('{') { "" } else { "," };
+        format!(
+            r#"{body}{sep}"unread_count":{},"unseen_count":{}}}"#,
+            self.unread, self.unseen
+        )
+    }
+}
+
 /// One entry of a user's change log: `epoch.seq` is the SSE `id:`; `seq` is strictly
 /// increasing per user within one epoch.
 #[derive(Debug, Clone, PartialEq)]
@@ -493,6 +534,7 @@ pub enum Mark {
     Read,
     Unread,
     Deleted,
+    Seen,
 }
 
 impl Mark {
@@ -501,6 +543,7 @@ impl Mark {
             Mark::Read => ChangeKind::Read,
             Mark::Unread => ChangeKind::Unread,
             Mark::Deleted => ChangeKind::Deleted,
+            Mark::Seen => ChangeKind::Seen,
         }
     }
 }
@@ -532,8 +575,9 @@ pub struct PresenceEntry {
 }
 
 /// `data:` of a status change event.
-pub fn status_data(ids: &[String], unread_count: u64) -> String {
-    serde_json::json!({"ids": ids, "unread_count": unread_count}).to_string()
+pub fn status_data(ids: &[String], counts: Counts) -> String {
+    serde_json::json!({"ids": ids, "unread_count": counts.unread, "unseen_count": counts.unseen})
+        .to_string()
 }
 
 /// A user id, group name or client-chosen id: 1–128 characters, no control characters, no
@@ -745,7 +789,7 @@ mod tests {
             for user in users {
                 let id = new_ids(1).next().unwrap();
                 let json = template.json(id.as_str(), user);
-                let n = template.notification(id.as_str(), user, None);
+                let n = template.notification(id.as_str(), user, None, None);
                 assert_eq!(json, serde_json::to_string(&n).unwrap());
                 assert_eq!(template.json_len(id.as_str(), user), json.len());
                 assert_eq!(n.created_at, rfc3339(now));

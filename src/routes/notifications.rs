@@ -1,5 +1,6 @@
-//! The tray: `GET /notifications` (newest first, `before` cursor, `unread` filter) and the
-//! status writes `PATCH /notifications/{id}` and bulk `PATCH /notifications`. A caller only
+//! The tray: `GET /notifications` (newest first, `before` cursor, `unread` and `unseen`
+//! filters), `GET /notifications/counts`, and the status writes `PATCH /notifications/{id}` and
+//! bulk `PATCH /notifications`. A caller only
 //! ever reaches their own tray: every store call is keyed by the authenticated user.
 
 use http::StatusCode;
@@ -10,7 +11,7 @@ use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::{validate_id, Mark, Target};
 use crate::state::AppState;
-use crate::store::ListQuery;
+use crate::store::{Filter, ListQuery};
 
 /// Largest page, and the default one.
 pub const MAX_LIMIT: usize = 200;
@@ -25,8 +26,9 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
     let mut q = ListQuery {
         limit: DEFAULT_LIMIT,
         before: None,
-        unread_only: false,
+        filter: Filter::All,
     };
+    let (mut unread, mut unseen) = (false, false);
     for (key, value) in query {
         match key.as_str() {
             "limit" => {
@@ -42,33 +44,69 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
                 validate_id("before", &value)?;
                 q.before = Some(value);
             }
-            "unread" => {
-                q.unread_only = match value.as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" | "" => false,
-                    _ => return Err(Error::invalid("unread must be true or false")),
-                }
-            }
+            "unread" => unread = flag("unread", &value)?,
+            "unseen" => unseen = flag("unseen", &value)?,
             _ => {}
         }
     }
+    // Unseen notifications are unread too: `unseen` narrows `unread`.
+    q.filter = match (unread, unseen) {
+        (_, true) => Filter::Unseen,
+        (true, false) => Filter::Unread,
+        (false, false) => Filter::All,
+    };
     let page = state.store.list(&caller.user, &q).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
             "notifications": page.notifications,
             "unread_count": page.unread_count,
+            "unseen_count": page.unseen_count,
             "next": page.next,
             "position": page.position.to_string(),
         }),
     ))
 }
 
-/// The status part of a PATCH body: exactly one of `read` (bool) or `deleted: true`.
+/// `GET /notifications/counts`.
+pub async fn counts(state: AppState, req: Request) -> Result<Response> {
+    let caller = auth::session::user(&state, &req.into_parts().0).await?;
+    let counts = state.store.counts(&caller.user).await?;
+    let by_category: serde_json::Map<String, serde_json::Value> = counts
+        .by_category
+        .iter()
+        .map(|(category, c)| {
+            let value = serde_json::json!({"unread": c.unread, "unseen": c.unseen});
+            (category.clone(), value)
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "unread": counts.counts.unread,
+            "unseen": counts.counts.unseen,
+            "by_category": by_category,
+            "position": counts.position.to_string(),
+        }),
+    ))
+}
+
+/// A boolean query parameter.
+fn flag(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err(Error::invalid(format!("{name} must be true or false"))),
+    }
+}
+
+/// The status part of a PATCH body: exactly one of `read` (bool), `seen: true` or
+/// `deleted: true`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PatchOne {
+struct Status {
     read: Option<bool>,
+    seen: Option<bool>,
     deleted: Option<bool>,
 }
 
@@ -78,29 +116,34 @@ struct PatchMany {
     ids: Option<Vec<String>>,
     all: Option<bool>,
     read: Option<bool>,
+    seen: Option<bool>,
     deleted: Option<bool>,
 }
 
-fn mark_of(read: Option<bool>, deleted: Option<bool>) -> Result<Mark> {
-    match (read, deleted) {
-        (Some(true), None) => Ok(Mark::Read),
-        (Some(false), None) => Ok(Mark::Unread),
-        (None, Some(true)) => Ok(Mark::Deleted),
-        (None, Some(false)) => Err(Error::invalid("deleted can only be true")),
-        (None, None) => Err(Error::invalid(
-            "the body needs \"read\": true|false or \"deleted\": true",
-        )),
-        (Some(_), Some(_)) => Err(Error::invalid(
-            "send either \"read\" or \"deleted\", not both",
-        )),
+impl Status {
+    fn mark(&self) -> Result<Mark> {
+        match (self.read, self.seen, self.deleted) {
+            (Some(true), None, None) => Ok(Mark::Read),
+            (Some(false), None, None) => Ok(Mark::Unread),
+            (None, Some(true), None) => Ok(Mark::Seen),
+            (None, None, Some(true)) => Ok(Mark::Deleted),
+            (None, Some(false), None) => Err(Error::invalid("seen can only be true")),
+            (None, None, Some(false)) => Err(Error::invalid("deleted can only be true")),
+            (None, None, None) => Err(Error::invalid(
+                "the body needs \"read\": true|false, \"seen\": true or \"deleted\": true",
+            )),
+            _ => Err(Error::invalid(
+                "send one of \"read\", \"seen\" or \"deleted\"",
+            )),
+        }
     }
 }
 
 pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = auth::session::writer(&state, &parts).await?;
-    let patch: PatchOne = read_json(body, state.config.body_timeout).await?;
-    let mark = mark_of(patch.read, patch.deleted)?;
+    let patch: Status = read_json(body, state.config.body_timeout).await?;
+    let mark = patch.mark()?;
     let not_found = || Error::NotFound("no such notification");
     let marked = state
         .store
@@ -124,13 +167,20 @@ pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = auth::session::writer(&state, &parts).await?;
     let patch: PatchMany = read_json(body, state.config.body_timeout).await?;
-    let mark = mark_of(patch.read, patch.deleted)?;
+    let status = Status {
+        read: patch.read,
+        seen: patch.seen,
+        deleted: patch.deleted,
+    };
+    let mark = status.mark()?;
     let target = match (patch.ids, patch.all) {
         (Some(_), Some(true)) => {
             return Err(Error::invalid("send either \"ids\" or \"all\", not both"))
         }
         (None, Some(true)) if mark == Mark::Deleted => {
-            return Err(Error::invalid("\"all\" works with \"read\" only"))
+            return Err(Error::invalid(
+                "\"all\" works with \"read\" and \"seen\" only",
+            ))
         }
         (None, Some(true)) => Target::All,
         (Some(ids), None | Some(false)) => {

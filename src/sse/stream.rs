@@ -187,6 +187,7 @@ impl Stream {
         let ready = |id: EventId| {
             let data = serde_json::json!({
                 "user": owner.user, "session": owner.session, "unread_count": head.unread_count,
+                "unseen_count": head.unseen_count,
             });
             // `retry:` shares the first block with `ready`, so even naive parsers see both first.
             let event = frame::event(Some(id), "ready", &data.to_string());
@@ -335,7 +336,10 @@ impl Inner {
 
     /// The client's position is unknown here: it must refetch. Carries on from `head`.
     fn reset(&mut self, head: &Head) {
-        let data = serde_json::json!({"unread_count": head.unread_count}).to_string();
+        let data = serde_json::json!({
+            "unread_count": head.unread_count, "unseen_count": head.unseen_count,
+        })
+        .to_string();
         self.send(frame::event(Some(head.id()), "reset", &data));
         self.last = head.id();
     }

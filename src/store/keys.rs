@@ -59,6 +59,14 @@ impl UserKeys {
     pub fn read_at(&self) -> String {
         self.key("read_at")
     }
+    /// ZSET of ids not seen yet (a subset of `unread`), same ordering.
+    pub fn unseen(&self) -> String {
+        self.key("unseen")
+    }
+    /// HASH id → RFC 3339 time it was first seen.
+    pub fn seen_at(&self) -> String {
+        self.key("seen_at")
+    }
     /// STRING counter: the last change seq.
     pub fn seq(&self) -> String {
         self.key("seq")
@@ -89,7 +97,7 @@ impl UserKeys {
         self.key("ch")
     }
     /// The keys a tray script takes, in its KEYS order.
-    pub fn tray(&self) -> [String; 7] {
+    pub fn tray(&self) -> [String; 9] {
         TRAY.map(|suffix| self.key(suffix))
     }
     /// [`Self::tray`] and [`Self::preferences`] written straight into `cmd`'s arguments (no
@@ -117,7 +125,9 @@ impl UserKeys {
 }
 
 /// The suffixes of [`UserKeys::tray`], in the tray scripts' KEYS order.
-const TRAY: [&str; 7] = ["items", "order", "unread", "read_at", "seq", "log", "epoch"];
+const TRAY: [&str; 9] = [
+    "items", "order", "unread", "read_at", "seq", "log", "epoch", "unseen", "seen_at",
+];
 
 /// The user a change channel belongs to.
 pub fn user_of_channel(channel: &str) -> Option<String> {

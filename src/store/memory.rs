@@ -13,14 +13,14 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 
 use super::{
-    Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Filter, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
+    SessionRecord, TrayCounts, IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
 use crate::model::{
-    now_ms, rfc3339, status_data, Change, ChangeKind, Epoch, EventId, Mark, Marked, Notification,
-    NotificationId, PresenceEntry, Target, Template,
+    now_ms, rfc3339, status_data, Change, ChangeKind, Counts, Epoch, EventId, Mark, Marked,
+    Notification, NotificationId, PresenceEntry, Target, Template,
 };
 
 #[derive(Clone)]
@@ -44,6 +44,8 @@ struct Tray {
     /// Notifications by id; ids sort by creation time, so the last entry is the newest.
     items: BTreeMap<NotificationId, Item>,
     unread: BTreeSet<NotificationId>,
+    /// Not seen yet (a subset of `unread`: reading sees).
+    unseen: BTreeSet<NotificationId>,
     /// This change log's epoch, drawn when the tray is created.
     epoch: Epoch,
     seq: u64,
@@ -53,16 +55,21 @@ struct Tray {
 }
 
 /// One notification in a tray: what its publish shared with every recipient, and when this
-/// user read it.
+/// user read and saw it.
 struct Item {
     template: Arc<Template>,
     read_at: Option<String>,
+    seen_at: Option<String>,
 }
 
 impl Item {
     fn notification(&self, id: &NotificationId, user: &str) -> Notification {
-        self.template
-            .notification(id.as_str(), user, self.read_at.as_deref())
+        self.template.notification(
+            id.as_str(),
+            user,
+            self.read_at.as_deref(),
+            self.seen_at.as_deref(),
+        )
     }
 }
 
@@ -71,6 +78,7 @@ impl Tray {
         Tray {
             items: BTreeMap::new(),
             unread: BTreeSet::new(),
+            unseen: BTreeSet::new(),
             epoch: Epoch::random(),
             seq: 0,
             log: VecDeque::new(),
@@ -95,8 +103,16 @@ impl Tray {
         }
     }
 
+    fn counts(&self) -> Counts {
+        Counts {
+            unread: self.unread.len() as u64,
+            unseen: self.unseen.len() as u64,
+        }
+    }
+
     fn remove(&mut self, id: &NotificationId) -> bool {
         self.unread.remove(id);
+        self.unseen.remove(id);
         self.items.remove(id).is_some()
     }
 
@@ -134,17 +150,22 @@ impl Tray {
         let item = Item {
             template: template.clone(),
             read_at: None,
+            seen_at: None,
         };
         self.items.insert(to.id, item);
         self.unread.insert(to.id);
+        self.unseen.insert(to.id);
         while self.items.len() > max {
             let Some((oldest, _)) = self.items.pop_first() else {
                 break;
             };
             self.unread.remove(&oldest);
+            self.unseen.remove(&oldest);
         }
-        let json = template.json(to.id.as_str(), to.user);
-        self.commit(to.user, hub, ChangeKind::Notification, json, now);
+        let data = self
+            .counts()
+            .append_to(&template.json(to.id.as_str(), to.user));
+        self.commit(to.user, hub, ChangeKind::Notification, data, now);
         Published::stored(to.id)
     }
 }
@@ -282,19 +303,26 @@ impl MemoryStore {
                 None => std::ops::Bound::Unbounded,
             };
             let range = (std::ops::Bound::Unbounded, upper);
-            let ids: Vec<&NotificationId> = if q.unread_only {
-                tray.unread
+            let ids: Vec<&NotificationId> = match q.filter {
+                Filter::Unread => tray
+                    .unread
                     .range::<str, _>(range)
                     .rev()
                     .take(q.limit + 1)
-                    .collect()
-            } else {
-                tray.items
+                    .collect(),
+                Filter::Unseen => tray
+                    .unseen
+                    .range::<str, _>(range)
+                    .rev()
+                    .take(q.limit + 1)
+                    .collect(),
+                Filter::All => tray
+                    .items
                     .range::<str, _>(range)
                     .rev()
                     .map(|(k, _)| k)
                     .take(q.limit + 1)
-                    .collect()
+                    .collect(),
             };
             let more = ids.len() > q.limit;
             let notifications: Vec<Notification> = ids
@@ -306,7 +334,29 @@ impl MemoryStore {
                 epoch: tray.epoch,
                 seq: tray.seq,
             };
-            Page::new(notifications, more, tray.unread.len() as u64, position)
+            Page::new(notifications, more, tray.counts(), position)
+        }))
+    }
+
+    pub async fn counts(&self, user: &str) -> Result<TrayCounts> {
+        Ok(self.with_tray(user, |tray| {
+            let mut by_category: BTreeMap<String, Counts> = BTreeMap::new();
+            for (id, item) in &tray.items {
+                let Some(category) = item.template.category() else {
+                    continue;
+                };
+                let c = by_category.entry(category.to_owned()).or_default();
+                c.unread += u64::from(tray.unread.contains(id));
+                c.unseen += u64::from(tray.unseen.contains(id));
+            }
+            TrayCounts {
+                counts: tray.counts(),
+                by_category,
+                position: EventId {
+                    epoch: tray.epoch,
+                    seq: tray.seq,
+                },
+            }
         }))
     }
 
@@ -326,9 +376,10 @@ impl MemoryStore {
                     .iter()
                     .filter_map(|id| tray.items.get_key_value(id.as_str()).map(|(k, _)| *k))
                     .collect(),
+                Target::All if mark == Mark::Seen => tray.unseen.iter().copied().collect(),
                 Target::All => tray.items.keys().copied().collect(),
             };
-            let read_at = rfc3339(SystemTime::now());
+            let now = rfc3339(SystemTime::now());
             let mut marked = Marked::default();
             for id in ids {
                 let Some(item) = tray.items.get_mut(&id) else {
@@ -337,8 +388,15 @@ impl MemoryStore {
                 marked.found += 1;
                 let changed = match mark {
                     Mark::Read if item.read_at.is_none() => {
-                        item.read_at = Some(read_at.clone());
+                        item.read_at = Some(now.clone());
+                        // Reading sees.
+                        item.seen_at.get_or_insert_with(|| now.clone());
+                        tray.unseen.remove(&id);
                         tray.unread.remove(&id)
+                    }
+                    Mark::Seen if item.seen_at.is_none() => {
+                        item.seen_at = Some(now.clone());
+                        tray.unseen.remove(&id)
                     }
                     Mark::Unread if item.read_at.is_some() => {
                         item.read_at = None;
@@ -352,7 +410,7 @@ impl MemoryStore {
                 }
             }
             if !marked.changed.is_empty() {
-                let data = status_data(&marked.changed, tray.unread.len() as u64);
+                let data = status_data(&marked.changed, tray.counts());
                 tray.commit(user, hub, mark.kind(), data, now_ms());
             }
             marked
@@ -400,6 +458,7 @@ impl MemoryStore {
             epoch: tray.epoch,
             seq: tray.seq,
             unread_count: tray.unread.len() as u64,
+            unseen_count: tray.unseen.len() as u64,
         }))
     }
 
@@ -506,7 +565,7 @@ mod tests {
                     &ListQuery {
                         limit: 3,
                         before: before.clone(),
-                        unread_only: false,
+                        filter: Filter::All,
                     },
                 )
                 .await

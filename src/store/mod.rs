@@ -20,8 +20,8 @@ use crate::config::Backend;
 use crate::error::{Result, StartupError};
 use crate::hub::Hub;
 use crate::model::{
-    now_secs, Change, Epoch, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry,
-    Target, Template,
+    now_secs, Change, Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId,
+    PresenceEntry, Target, Template,
 };
 use crate::redis_conn::connect_plain;
 use crate::shutdown::Shutdown;
@@ -59,7 +59,16 @@ impl SessionRecord {
 pub struct ListQuery {
     pub limit: usize,
     pub before: Option<String>,
-    pub unread_only: bool,
+    pub filter: Filter,
+}
+
+/// Which notifications a tray page lists. Unseen ones are unread too (reading sees).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Filter {
+    #[default]
+    All,
+    Unread,
+    Unseen,
 }
 
 /// One page of a tray, newest first.
@@ -67,6 +76,7 @@ pub struct ListQuery {
 pub struct Page {
     pub notifications: Vec<Notification>,
     pub unread_count: u64,
+    pub unseen_count: u64,
     /// The cursor for the next page (`before=`), when there is one.
     pub next: Option<String>,
     /// The user's change-log head when the page was read, in the same atomic read: a stream
@@ -80,7 +90,7 @@ impl Page {
     pub fn new(
         notifications: Vec<Notification>,
         more: bool,
-        unread_count: u64,
+        counts: Counts,
         position: EventId,
     ) -> Self {
         Page {
@@ -90,10 +100,21 @@ impl Page {
                 None
             },
             notifications,
-            unread_count,
+            unread_count: counts.unread,
+            unseen_count: counts.unseen,
             position,
         }
     }
+}
+
+/// `GET /notifications/counts`: the tray's counts, per category too, and the change-log head
+/// they reflect (read in one step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrayCounts {
+    pub counts: Counts,
+    /// Every category of the tray's notifications (uncategorised ones count in the totals).
+    pub by_category: std::collections::BTreeMap<String, Counts>,
+    pub position: EventId,
 }
 
 /// Where a user's change log stands now.
@@ -103,6 +124,7 @@ pub struct Head {
     pub epoch: Epoch,
     pub seq: u64,
     pub unread_count: u64,
+    pub unseen_count: u64,
 }
 
 impl Head {
@@ -274,6 +296,10 @@ impl Store {
 
     pub async fn list(&self, user: &str, query: &ListQuery) -> Result<Page> {
         forward!(self.list(user, query))
+    }
+
+    pub async fn counts(&self, user: &str) -> Result<TrayCounts> {
+        forward!(self.counts(user))
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {

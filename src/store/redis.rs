@@ -15,13 +15,13 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
 use super::{
-    Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow, SessionRecord,
-    IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    Filter, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
+    SessionRecord, TrayCounts, IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::{Error, Result};
 use crate::model::{
-    now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind, Epoch, EventId, Mark,
-    Marked, Notification, NotificationId, PresenceEntry, Target, Template,
+    now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind, Counts, Epoch,
+    EventId, Mark, Marked, Notification, NotificationId, PresenceEntry, Target, Template,
 };
 use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
@@ -43,6 +43,7 @@ struct Scripts {
     publish: Script,
     mark: Script,
     list: Script,
+    counts: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -51,6 +52,7 @@ fn scripts() -> &'static Scripts {
         publish: Script::new(include_str!("scripts/publish.lua")),
         mark: Script::new(include_str!("scripts/mark.lua")),
         list: Script::new(include_str!("scripts/list.lua")),
+        counts: Script::new(include_str!("scripts/counts.lua")),
     })
 }
 
@@ -209,7 +211,7 @@ impl RedisStore {
         call: &Call<'_>,
         users: &[Recipient<'_>],
     ) -> Vec<Result<Published>> {
-        let per_user = if call.idempotency.is_some() { 9 } else { 8 };
+        let per_user = if call.idempotency.is_some() { 11 } else { 10 };
         let keys: Vec<UserKeys> = users.iter().map(|to| UserKeys::new(to.user)).collect();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.scripts.publish.get_hash())
@@ -271,14 +273,20 @@ impl RedisStore {
             .key(k.read_at())
             .key(k.seq())
             .key(k.epoch())
+            .key(k.unseen())
+            .key(k.seen_at())
             .arg(q.before.as_deref().unwrap_or(""))
             .arg(q.limit)
-            .arg(if q.unread_only { "1" } else { "0" })
+            .arg(match q.filter {
+                Filter::All => "all",
+                Filter::Unread => "unread",
+                Filter::Unseen => "unseen",
+            })
             .arg(Epoch::random().as_str())
             .invoke_async(&mut self.conn())
             .await?;
         let shape = || Error::Internal("list script returned an unexpected shape".into());
-        let [unread, more, epoch, seq, rest @ ..] = out.as_slice() else {
+        let [unread, unseen, more, epoch, seq, rest @ ..] = out.as_slice() else {
             return Err(shape());
         };
         let position = EventId {
@@ -286,25 +294,72 @@ impl RedisStore {
             seq: seq.parse().map_err(|_| shape())?,
         };
         let notifications: Vec<Notification> = rest
-            .chunks(2)
-            .filter_map(|pair| parse_item(&pair[0], pair.get(1).map(String::as_str)))
+            .chunks(3)
+            .filter_map(|item| match item {
+                [json, read_at, seen_at] => parse_item(json, read_at, seen_at),
+                _ => None,
+            })
             .collect();
-        Ok(Page::new(
-            notifications,
-            more == "1",
-            unread.parse().unwrap_or(0),
-            position,
-        ))
+        let counts = Counts {
+            unread: unread.parse().unwrap_or(0),
+            unseen: unseen.parse().unwrap_or(0),
+        };
+        Ok(Page::new(notifications, more == "1", counts, position))
+    }
+
+    pub async fn counts(&self, user: &str) -> Result<TrayCounts> {
+        let k = UserKeys::new(user);
+        let out: Vec<String> = self
+            .scripts
+            .counts
+            .key(k.items())
+            .key(k.unread())
+            .key(k.unseen())
+            .key(k.seq())
+            .key(k.epoch())
+            .arg(Epoch::random().as_str())
+            .invoke_async(&mut self.conn())
+            .await?;
+        let shape = || Error::Internal("counts script returned an unexpected shape".into());
+        let number = |s: &String| s.parse::<u64>().map_err(|_| shape());
+        let [unread, unseen, epoch, seq, rest @ ..] = out.as_slice() else {
+            return Err(shape());
+        };
+        let mut by_category = std::collections::BTreeMap::new();
+        for c in rest.chunks(3) {
+            let [category, unread, unseen] = c else {
+                return Err(shape());
+            };
+            let counts = Counts {
+                unread: number(unread)?,
+                unseen: number(unseen)?,
+            };
+            by_category.insert(category.clone(), counts);
+        }
+        Ok(TrayCounts {
+            counts: Counts {
+                unread: number(unread)?,
+                unseen: number(unseen)?,
+            },
+            by_category,
+            position: EventId {
+                epoch: Epoch::parse(epoch).ok_or_else(shape)?,
+                seq: number(seq)?,
+            },
+        })
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
         let k = UserKeys::new(user);
-        let (json, read_at): (Option<String>, Option<String>) = redis::pipe()
-            .hget(k.items(), id)
-            .hget(k.read_at(), id)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(json.and_then(|j| parse_item(&j, read_at.as_deref())))
+        let (json, read_at, seen_at): (Option<String>, Option<String>, Option<String>) =
+            redis::pipe()
+                .hget(k.items(), id)
+                .hget(k.read_at(), id)
+                .hget(k.seen_at(), id)
+                .query_async(&mut self.conn())
+                .await?;
+        let or_empty = |t: &Option<String>| t.clone().unwrap_or_default();
+        Ok(json.and_then(|j| parse_item(&j, &or_empty(&read_at), &or_empty(&seen_at))))
     }
 
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
@@ -418,7 +473,7 @@ impl RedisStore {
     pub async fn head(&self, user: &str) -> Result<Head> {
         let k = UserKeys::new(user);
         let fresh = Epoch::random();
-        let (kept, seq, unread): (Option<String>, Option<u64>, u64) = redis::pipe()
+        let (kept, seq, unread, unseen): (Option<String>, Option<u64>, u64, u64) = redis::pipe()
             .cmd("SET")
             .arg(k.epoch())
             .arg(fresh.as_str())
@@ -426,6 +481,7 @@ impl RedisStore {
             .arg("GET")
             .get(k.seq())
             .zcard(k.unread())
+            .zcard(k.unseen())
             .query_async(&mut self.conn())
             .await?;
         Ok(Head {
@@ -437,6 +493,7 @@ impl RedisStore {
             },
             seq: seq.unwrap_or(0),
             unread_count: unread,
+            unseen_count: unseen,
         })
     }
 
@@ -653,9 +710,12 @@ fn late(e: redis::RedisError) -> Error {
     }
 }
 
-fn parse_item(json: &str, read_at: Option<&str>) -> Option<Notification> {
+/// A stored notification with its read and seen times (`""`: not yet).
+fn parse_item(json: &str, read_at: &str, seen_at: &str) -> Option<Notification> {
     let mut n: Notification = serde_json::from_str(json).ok()?;
-    n.read_at = read_at.filter(|r| !r.is_empty()).map(str::to_owned);
+    let time = |t: &str| (!t.is_empty()).then(|| t.to_owned());
+    n.read_at = time(read_at);
+    n.seen_at = time(seen_at);
     Some(n)
 }
 

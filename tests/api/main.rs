@@ -24,6 +24,7 @@ mod outage;
 mod preferences;
 mod publish;
 mod retention;
+mod seen;
 mod stream;
 mod transport;
 mod tray;

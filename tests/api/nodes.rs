@@ -30,7 +30,10 @@ async fn changes_on_one_node_reach_streams_on_the_other() {
     let read = on_a.next_event().await;
     assert_eq!(
         (read.event.as_str(), read.json()),
-        ("read", json!({"ids": [id], "unread_count": 0}))
+        (
+            "read",
+            json!({"ids": [id], "unread_count": 0, "unseen_count": 0})
+        )
     );
     // the tray is shared
     assert_eq!(

@@ -428,8 +428,10 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     let past = secs * 1000 - 1;
     let future = secs * 1000 + 60_000;
-    let keys =
-        ["items", "order", "unread", "read_at", "seq", "log", "epoch"].map(|k| format!("t:{k}"));
+    let keys = [
+        "items", "order", "unread", "read_at", "seq", "log", "epoch", "unseen", "seen_at", "prefs",
+    ]
+    .map(|k| format!("t:{k}"));
     let publish = redis::Script::new(include_str!("../../src/store/scripts/publish.lua"));
     let run_publish = |deadline: u64| {
         let mut inv = publish.prepare_invoke();
@@ -437,7 +439,8 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
             inv.key(k);
         }
         // ARGV: deadline, max_per_user, log_capacity, now_ms, idempotency_ttl_ms, keys per
-        // user, the shared tail, then per user: id, user (JSON), channel, fresh epoch
+        // user, the shared tail, the category (none), then per user: id, user (JSON),
+        // channel, fresh epoch
         inv.arg(deadline)
             .arg(10)
             .arg(10)
@@ -445,6 +448,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
             .arg(1000)
             .arg(keys.len())
             .arg(r#","title":"t"}"#)
+            .arg("")
             .arg("id1")
             .arg(r#""u""#)
             .arg("t:channel")

@@ -30,14 +30,16 @@ async fn old_notifications_are_purged(mode: Mode) {
         .await
         .expect("the cleaner deletes the old one");
     assert_eq!(deleted.event, "deleted");
-    assert_eq!(deleted.json(), json!({"ids": [old], "unread_count": 1}));
+    let counts = json!({"ids": [old], "unread_count": 1, "unseen_count": 1});
+    assert_eq!(deleted.json(), counts);
     assert_eq!(h.tray_ids("alice", "").await, vec![young.clone()]);
     // and the young one goes once it is old in its turn
     let deleted = sse
         .try_next(Duration::from_secs(10))
         .await
         .expect("the cleaner deletes the young one later");
-    assert_eq!(deleted.json(), json!({"ids": [young], "unread_count": 0}));
+    let counts = json!({"ids": [young], "unread_count": 0, "unseen_count": 0});
+    assert_eq!(deleted.json(), counts);
     let fresh = h.notify("alice", "fresh").await;
     assert_eq!(h.tray_ids("alice", "").await, vec![fresh]);
 }

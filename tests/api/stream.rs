@@ -41,7 +41,7 @@ async fn opens_with_retry_and_ready(mode: Mode) {
     let ready = ready.json();
     assert_eq!(
         ready,
-        json!({"user": "alice", "session": "s1", "unread_count": 1})
+        json!({"user": "alice", "session": "s1", "unread_count": 1, "unseen_count": 1})
     );
 }
 
@@ -66,7 +66,10 @@ async fn delivers_every_change_kind_with_ids(mode: Mode) {
     let read = sse.next_event().await;
     assert_eq!(
         (read.event.as_str(), read.json()),
-        ("read", json!({"ids": [id], "unread_count": 0}))
+        (
+            "read",
+            json!({"ids": [id], "unread_count": 0, "unseen_count": 0})
+        )
     );
     h.patch(
         &format!("/notifications/{id}"),
@@ -77,7 +80,11 @@ async fn delivers_every_change_kind_with_ids(mode: Mode) {
     let unread = sse.next_event().await;
     assert_eq!(
         (unread.event.as_str(), unread.json()),
-        ("unread", json!({"ids": [id], "unread_count": 1}))
+        // unread again, but still seen
+        (
+            "unread",
+            json!({"ids": [id], "unread_count": 1, "unseen_count": 0})
+        )
     );
     h.patch(
         &format!("/notifications/{id}"),
@@ -88,7 +95,10 @@ async fn delivers_every_change_kind_with_ids(mode: Mode) {
     let deleted = sse.next_event().await;
     assert_eq!(
         (deleted.event.as_str(), deleted.json()),
-        ("deleted", json!({"ids": [id], "unread_count": 0}))
+        (
+            "deleted",
+            json!({"ids": [id], "unread_count": 0, "unseen_count": 0})
+        )
     );
     let ids: Vec<(String, u64)> = [read, unread, deleted]
         .iter()
@@ -184,13 +194,15 @@ async fn resume_with(h: &Herald, token: &str, id: &str, as_header: bool) -> Sse 
     h.events_with(req).await
 }
 
-/// `ready` then `reset`, both at the head; returns the head.
+/// `ready` then `reset`, both at the head (nothing seen yet: unseen = unread); returns the
+/// head.
 async fn expect_ready_and_reset(sse: &mut Sse, unread: u64, what: &str) -> (String, u64) {
     let ready = sse.next_event().await;
     assert_eq!(ready.event, "ready", "for {what}");
     let reset = sse.next_event().await;
     assert_eq!(reset.event, "reset", "for {what}");
-    assert_eq!(reset.json(), json!({"unread_count": unread}), "for {what}");
+    let counts = json!({"unread_count": unread, "unseen_count": unread});
+    assert_eq!(reset.json(), counts, "for {what}");
     assert_eq!(reset.position(), ready.position(), "for {what}");
     reset.position()
 }

@@ -201,15 +201,24 @@ async fn bulk_by_ids_and_all(mode: Mode) {
     };
     assert_eq!(
         kinds[3],
-        ("read".into(), json!({"ids": [a, b], "unread_count": 1}))
+        (
+            "read".into(),
+            json!({"ids": [a, b], "unread_count": 1, "unseen_count": 1})
+        )
     );
     assert_eq!(
         kinds[4],
-        ("read".into(), json!({"ids": [c], "unread_count": 0}))
+        (
+            "read".into(),
+            json!({"ids": [c], "unread_count": 0, "unseen_count": 0})
+        )
     );
     assert_eq!(
         kinds[5],
-        ("unread".into(), json!({"ids": [a], "unread_count": 1}))
+        (
+            "unread".into(),
+            json!({"ids": [a], "unread_count": 1, "unseen_count": 0})
+        )
     );
     assert_eq!(kinds[6].0, "deleted");
     assert_eq!(kinds[6].1["unread_count"], 0);

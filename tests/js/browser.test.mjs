@@ -414,7 +414,7 @@ test("reset, revoked and forgetPosition on the client's own API (tab)", async ()
     });
     // the stored position is of another log: the server answers `reset`, with the true count
     await page.waitForFunction(() => window.resets.length === 1, null, { timeout: 10_000 });
-    assert.deepEqual(await page.evaluate(() => window.resets), [{ unread_count: 2 }]);
+    assert.deepEqual(await page.evaluate(() => window.resets), [{ unread_count: 2, unseen_count: 2 }]);
     assert.equal(await page.evaluate(() => window.h.unreadCount), 2);
     await until(async () => (await storedPosition(page))?.unread === 2, "the position after the reset");
     const position = await storedPosition(page);

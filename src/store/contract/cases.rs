@@ -1,7 +1,7 @@
 //! The cases both stores must pass, one behaviour each (see `contract!` in `mod.rs`).
 
 use super::*;
-use crate::model::{ChangeKind, Epoch};
+use crate::model::{ChangeKind, Counts, Epoch};
 use crate::store::{LOG_CAPACITY, MAX_SESSIONS_PER_USER};
 
 /// Pages of `before` cursors walk the tray newest first with no gap and no overlap, even
@@ -391,11 +391,14 @@ pub async fn notification_json_is_what_serde_writes(s: &Subject) {
         };
         let stored = s.store.get(user, p.id.as_str()).await.expect("get");
         let stored = stored.expect("stored");
-        assert_eq!(
-            changes[0].data,
-            serde_json::to_string(&stored).expect("json")
-        );
-        assert_eq!(changes[0].data, t.json(p.id.as_str(), user));
+        // The change carries the notification, then the tray's counts beside its fields.
+        let counts = Counts {
+            unread: 1,
+            unseen: 1,
+        };
+        let json = serde_json::to_string(&stored).expect("json");
+        assert_eq!(changes[0].data, counts.append_to(&json));
+        assert_eq!(json, t.json(p.id.as_str(), user));
         assert_eq!(stored.user, *user);
     }
 }
@@ -442,4 +445,108 @@ pub async fn pages_carry_the_head_they_reflect(s: &Subject) {
     assert_eq!(page.position.seq, 3);
     let next = list(s, "a", 2, Some(&ids[1]), false).await;
     assert_eq!(next.position, page.position);
+}
+
+/// Seen is its own state: new notifications are unseen; `seen` sees without reading; reading
+/// sees too; the counts and the `unseen` filter follow, and each change says both counts.
+pub async fn seen_is_counted_apart_from_read(s: &Subject) {
+    let all = publish_many(s, "a", 4).await;
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!((head.unread_count, head.unseen_count), (4, 4));
+    let seen = mark(s, "a", &[&all[0], &all[1]], Mark::Seen).await;
+    assert_eq!(seen.changed, [all[0].clone(), all[1].clone()]);
+    // seeing again changes nothing
+    assert!(mark(s, "a", &[&all[0]], Mark::Seen)
+        .await
+        .changed
+        .is_empty());
+    // reading an unseen one sees it too
+    mark(s, "a", &[&all[2]], Mark::Read).await;
+    let page = list(s, "a", 10, None, false).await;
+    assert_eq!((page.unread_count, page.unseen_count), (3, 1));
+    let n = |id: &String| {
+        page.notifications
+            .iter()
+            .find(|n| &n.id == id)
+            .unwrap()
+            .clone()
+    };
+    assert!(n(&all[0]).seen_at.is_some() && n(&all[0]).read_at.is_none());
+    assert!(n(&all[2]).seen_at.is_some() && n(&all[2]).read_at.is_some());
+    assert!(n(&all[3]).seen_at.is_none());
+    let query = ListQuery {
+        limit: 10,
+        before: None,
+        filter: Filter::Unseen,
+    };
+    let unseen = s.store.list("a", &query).await.expect("list");
+    assert_eq!(ids(&unseen), [all[3].clone()]);
+    let Replay::Changes(changes) = replay(
+        s,
+        "a",
+        EventId {
+            seq: 4,
+            ..head.id()
+        },
+    )
+    .await
+    else {
+        panic!("reset")
+    };
+    let kinds: Vec<ChangeKind> = changes.iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, [ChangeKind::Seen, ChangeKind::Read]);
+    let last: serde_json::Value = serde_json::from_str(&changes[1].data).unwrap();
+    assert_eq!(
+        (last["unread_count"].as_u64(), last["unseen_count"].as_u64()),
+        (Some(3), Some(1))
+    );
+    // all: every unseen one
+    let everything = s
+        .store
+        .mark("a", &Target::All, Mark::Seen)
+        .await
+        .expect("mark");
+    assert_eq!(everything.changed, [all[3].clone()]);
+    assert_eq!(s.store.head("a").await.expect("head").unseen_count, 0);
+}
+
+/// The counts endpoint's numbers, per category too, and the head they reflect.
+pub async fn counts_by_category(s: &Subject) {
+    let empty = s.store.counts("a").await.expect("counts");
+    assert_eq!(
+        (empty.counts, empty.by_category.len()),
+        (Counts::default(), 0)
+    );
+    let builds = template(serde_json::json!({"title": "t", "category": "builds"}));
+    let chat = template(serde_json::json!({"title": "t", "category": "chat"}));
+    let b1 = publish_to(s, &builds, &["a"], None).await[0].id.to_string();
+    publish_to(s, &builds, &["a"], None).await;
+    publish_to(s, &chat, &["a"], None).await;
+    publish(s, "a", None).await;
+    mark(s, "a", &[&b1], Mark::Read).await;
+    let counts = s.store.counts("a").await.expect("counts");
+    assert_eq!(
+        counts.counts,
+        Counts {
+            unread: 3,
+            unseen: 3
+        }
+    );
+    assert_eq!(
+        counts.by_category["builds"],
+        Counts {
+            unread: 1,
+            unseen: 1
+        }
+    );
+    assert_eq!(
+        counts.by_category["chat"],
+        Counts {
+            unread: 1,
+            unseen: 1
+        }
+    );
+    assert_eq!(counts.by_category.len(), 2);
+    assert_eq!(counts.position, s.store.head("a").await.expect("head").id());
+    assert_eq!(counts.position.epoch, empty.position.epoch);
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use self::redis_server::RedisServer;
 use super::MemoryStore;
-use super::{ListQuery, Page, Published, Recipient, Replay, SessionRecord, Store};
+use super::{Filter, ListQuery, Page, Published, Recipient, Replay, SessionRecord, Store};
 use crate::config::Backend;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -127,6 +127,8 @@ contract! {
     notification_json_is_what_serde_writes;
     muted_categories_suppress_all_but_critical;
     pages_carry_the_head_they_reflect;
+    seen_is_counted_apart_from_read;
+    counts_by_category;
 }
 
 fn template(notification: serde_json::Value) -> Arc<Template> {
@@ -182,7 +184,7 @@ async fn list(s: &Subject, user: &str, limit: usize, before: Option<&str>, unrea
     let query = ListQuery {
         limit,
         before: before.map(str::to_owned),
-        unread_only: unread,
+        filter: if unread { Filter::Unread } else { Filter::All },
     };
     s.store.list(user, &query).await.expect("list")
 }
