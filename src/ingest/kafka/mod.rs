@@ -162,20 +162,10 @@ impl Kafka {
     /// close in time (brokers away).
     pub async fn run(self, store: Store, metrics: Metrics, shutdown: Shutdown, drain: Duration) {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let runtime = tokio::runtime::Handle::current();
-        let stop = shutdown.clone();
+        let partitions = Partitions::new(&self.inner, store, metrics, shutdown.clone());
         let poller = std::thread::Builder::new()
             .name("kafka-consumer".into())
             .spawn(move || {
-                let partitions = Partitions::new(
-                    self.inner.consumer.clone(),
-                    self.inner.producer.clone(),
-                    self.inner.config.dead_letter_topic.clone(),
-                    store,
-                    metrics,
-                    runtime,
-                    stop,
-                );
                 poll(&self.inner, &partitions, &shutdown, drain);
                 let _ = done_tx.send(());
             });

@@ -71,24 +71,17 @@ struct Task {
 }
 
 impl Partitions {
-    pub fn new(
-        consumer: Arc<Client>,
-        producer: FutureProducer,
-        dead_letter_topic: Option<String>,
-        store: Store,
-        metrics: Metrics,
-        runtime: Handle,
-        shutdown: Shutdown,
-    ) -> Self {
+    /// The tasks of `kafka`'s partitions, to be spawned on the current runtime.
+    pub fn new(kafka: &super::Inner, store: Store, metrics: Metrics, shutdown: Shutdown) -> Self {
         Partitions {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared {
-                    consumer,
-                    producer,
-                    dead_letter_topic,
+                    consumer: kafka.consumer.clone(),
+                    producer: kafka.producer.clone(),
+                    dead_letter_topic: kafka.config.dead_letter_topic.clone(),
                     store,
                     metrics,
-                    runtime,
+                    runtime: Handle::current(),
                     shutdown,
                     running: AtomicUsize::new(0),
                 }),
