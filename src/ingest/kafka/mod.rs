@@ -162,11 +162,11 @@ impl Kafka {
     /// close in time (brokers away).
     pub async fn run(self, store: Store, metrics: Metrics, shutdown: Shutdown, drain: Duration) {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let partitions = Partitions::new(&self.inner, store, metrics, shutdown.clone());
+        let mut partitions = Partitions::new(&self.inner, store, metrics, shutdown.clone());
         let poller = std::thread::Builder::new()
             .name("kafka-consumer".into())
             .spawn(move || {
-                poll(&self.inner, &partitions, &shutdown, drain);
+                poll(&self.inner, &mut partitions, &shutdown, drain);
                 let _ = done_tx.send(());
             });
         if let Err(e) = poller {
@@ -180,7 +180,7 @@ impl Kafka {
 
 /// The consumer thread: poll, hand each record to its partition's task, pause and resume
 /// partitions by their backlog; on shutdown, wind down as [`Kafka::run`] says.
-fn poll(inner: &Inner, partitions: &Partitions, shutdown: &Shutdown, drain: Duration) {
+fn poll(inner: &Inner, partitions: &mut Partitions, shutdown: &Shutdown, drain: Duration) {
     let consumer = &inner.consumer;
     while !shutdown.is_stopping() {
         match consumer.poll(POLL) {

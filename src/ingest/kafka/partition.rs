@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
@@ -37,15 +37,10 @@ pub const ERROR_HEADER: &str = "herald-error";
 /// Records handed to a partition's task and not yet taken up.
 type Backlog = Arc<AtomicUsize>;
 
-/// The partition tasks of this node, as the consumer thread sees them.
-#[derive(Clone)]
+/// The partition tasks of this node, as the consumer thread (their one owner) sees them.
 pub struct Partitions {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     shared: Arc<Shared>,
-    tasks: Mutex<HashMap<(String, i32), Task>>,
+    tasks: HashMap<(String, i32), Task>,
 }
 
 /// What every task uses.
@@ -74,29 +69,26 @@ impl Partitions {
     /// The tasks of `kafka`'s partitions, to be spawned on the current runtime.
     pub fn new(kafka: &super::Inner, store: Store, metrics: Metrics, shutdown: Shutdown) -> Self {
         Partitions {
-            inner: Arc::new(Inner {
-                shared: Arc::new(Shared {
-                    consumer: kafka.consumer.clone(),
-                    producer: kafka.producer.clone(),
-                    dead_letter_topic: kafka.config.dead_letter_topic.clone(),
-                    store,
-                    metrics,
-                    runtime: Handle::current(),
-                    shutdown,
-                    running: AtomicUsize::new(0),
-                }),
-                tasks: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared {
+                consumer: kafka.consumer.clone(),
+                producer: kafka.producer.clone(),
+                dead_letter_topic: kafka.config.dead_letter_topic.clone(),
+                store,
+                metrics,
+                runtime: Handle::current(),
+                shutdown,
+                running: AtomicUsize::new(0),
             }),
+            tasks: HashMap::new(),
         }
     }
 
     /// Queue a record for its partition's task, starting the task if need be.
-    pub fn dispatch(&self, message: OwnedMessage) {
-        let shared = &self.inner.shared;
+    pub fn dispatch(&mut self, message: OwnedMessage) {
+        let shared = &self.shared;
         shared.metrics.kafka_consumed.inc();
-        let mut tasks = self.inner.tasks.lock().expect("tasks lock");
         let key = (message.topic().to_owned(), message.partition());
-        let task = tasks.entry(key).or_insert_with(|| {
+        let task = self.tasks.entry(key).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let backlog = Backlog::default();
             let stop = Arc::new(AtomicBool::new(false));
@@ -120,8 +112,8 @@ impl Partitions {
 
     /// Stop the tasks of revoked partitions, resume assigned ones, pause partitions whose task
     /// is behind and resume those that caught up.
-    pub fn flow_control(&self, consumer: &Client) {
-        let mut tasks = self.inner.tasks.lock().expect("tasks lock");
+    pub fn flow_control(&mut self, consumer: &Client) {
+        let tasks = &mut self.tasks;
         let rebalanced = consumer.context().take_rebalanced();
         for key in rebalanced.revoked {
             if let Some(task) = tasks.remove(&key) {
@@ -163,15 +155,15 @@ impl Partitions {
     }
 
     /// Tell every task to stop after the record in hand.
-    pub fn stop_all(&self) {
-        for (_, task) in self.inner.tasks.lock().expect("tasks lock").drain() {
+    pub fn stop_all(&mut self) {
+        for (_, task) in self.tasks.drain() {
             task.stop.store(true, Ordering::SeqCst);
         }
     }
 
     /// Tasks still running.
     pub fn busy(&self) -> usize {
-        self.inner.shared.running.load(Ordering::SeqCst)
+        self.shared.running.load(Ordering::SeqCst)
     }
 }
 
