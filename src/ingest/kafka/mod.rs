@@ -135,9 +135,14 @@ impl Kafka {
         .map_err(|e| StartupError(format!("kafka: {e}")))?;
         let (consumer, config) = consumer?;
         ready.store(true, Ordering::Relaxed);
+        let consumer = Arc::new(consumer);
+        // Never dropped: rdkafka's `Drop` polls until librdkafka has closed, without bound,
+        // and a close never completes while the brokers are away, so a node dropping it at
+        // exit would hang. The poll loop closes it itself at shutdown, within CLOSE_TIMEOUT.
+        std::mem::forget(Arc::clone(&consumer));
         Ok(Kafka {
             inner: Arc::new(Inner {
-                consumer: Arc::new(consumer),
+                consumer,
                 producer,
                 config,
                 ready,
