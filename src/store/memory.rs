@@ -303,26 +303,17 @@ impl MemoryStore {
                 None => std::ops::Bound::Unbounded,
             };
             let range = (std::ops::Bound::Unbounded, upper);
+            let take = q.limit + 1;
             let ids: Vec<&NotificationId> = match q.filter {
-                Filter::Unread => tray
-                    .unread
-                    .range::<str, _>(range)
-                    .rev()
-                    .take(q.limit + 1)
-                    .collect(),
-                Filter::Unseen => tray
-                    .unseen
-                    .range::<str, _>(range)
-                    .rev()
-                    .take(q.limit + 1)
-                    .collect(),
-                Filter::All => tray
-                    .items
-                    .range::<str, _>(range)
-                    .rev()
-                    .map(|(k, _)| k)
-                    .take(q.limit + 1)
-                    .collect(),
+                Filter::All => {
+                    let all = tray.items.range::<str, _>(range).rev().map(|(k, _)| k);
+                    all.take(take).collect()
+                }
+                Filter::Unread | Filter::Unseen => {
+                    let unseen = q.filter == Filter::Unseen;
+                    let set = if unseen { &tray.unseen } else { &tray.unread };
+                    set.range::<str, _>(range).rev().take(take).collect()
+                }
             };
             let more = ids.len() > q.limit;
             let notifications: Vec<Notification> = ids
