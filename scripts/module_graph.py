@@ -194,7 +194,7 @@ LAYERS = [
     ("domain", ["model.rs", "error.rs", "auth/jwt.rs", "sse/frame.rs", "metrics.rs", "shutdown.rs"]),
     ("config", ["config.rs"]),
     ("backends", ["store/", "broker/", "hub.rs", "redis_conn/"]),
-    ("services", ["publish.rs", "ingest/", "retention.rs", "upstream.rs"]),
+    ("services", ["publish.rs", "ingest/", "retention.rs", "due.rs", "upstream.rs"]),
     ("state", ["state.rs"]),
     ("HTTP", ["routes/", "auth/", "sse/", "forwarded.rs", "connect_limit.rs", "send_timeout.rs"]),
     ("server", ["server/"]),

@@ -15,6 +15,9 @@ pub enum Error {
     Forbidden(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
+    /// The request conflicts with the resource's state (an action already taken).
+    #[error("{0}")]
+    Conflict(&'static str),
     /// With the methods the path does answer, for the `Allow` header.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -72,6 +75,7 @@ impl Error {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -89,6 +93,7 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::TooLarge { .. } => "too_large",
             Error::RequestTimeout => "request_timeout",

@@ -13,7 +13,8 @@
 //! - `sse`: frame encoding and the per-stream state machine.
 //! - `state`: `AppState`, the cheap-to-clone handle every handler gets.
 //! - `publish`: the publish service (HTTP, ingest and `herald publish` share it); `ingest`: the
-//!   Redis ingest stream; `retention`: purging old notifications, one node at a time;
+//!   Redis ingest stream; `retention`: purging old notifications, one node at a time; `due`:
+//!   deliveries, snooze ends and expiries as they come due, on every node;
 //!   `upstream`: the `/api/` upstream client.
 //! - `store`: trays, change logs, sessions, groups, presence (memory or Redis).
 //! - `broker`: changes and stream controls between nodes (Redis sharded pub/sub);
@@ -28,7 +29,7 @@
 //! Each module imports only from layers below it (or its own folder's `mod.rs`), bottom up:
 //! domain (`model`, `error`, `auth::jwt`, `sse::frame`, `metrics`, `shutdown`) → `config` →
 //! backends (`redis_conn`, `hub`, then `store`, then `broker`) → services (`publish`,
-//! `ingest`, `retention`, `upstream`) → `state` (builds, spawns nothing) → HTTP (`routes`,
+//! `ingest`, `retention`, `due`, `upstream`) → `state` (builds, spawns nothing) → HTTP (`routes`,
 //! `auth::{session, origin}`, `sse::stream`, `forwarded`, `connect_limit`, `send_timeout`) →
 //! `server` (starts every task) → `cli` (the only code that sees clap). Modules are private;
 //! the one public item is [`main`]. `docs/architecture.md` draws the layers and
@@ -39,6 +40,7 @@ mod broker;
 mod cli;
 mod config;
 mod connect_limit;
+mod due;
 mod error;
 mod forwarded;
 mod hub;

@@ -53,7 +53,9 @@ pub async fn publish(
     metrics: Option<&Metrics>,
     request: &PublishRequest,
 ) -> Result<PublishResponse> {
-    request.notification.validate()?;
+    let now = SystemTime::now();
+    let mut input = request.notification.clone();
+    let schedule = input.validate(now)?;
     if request.users.is_empty() && request.groups.is_empty() {
         return Err(Error::invalid("name at least one user or group"));
     }
@@ -75,7 +77,7 @@ pub async fn publish(
         members.extend(store.members(group).await?);
     }
     let (recipients, named) = recipients(&request.users, &members);
-    let template = Arc::new(Template::new(&request.notification, SystemTime::now())?);
+    let template = Arc::new(Template::new(&input, schedule, now)?);
     // The size depends on the user only through the JSON-escaped length of its id: checking
     // the longest up front keeps "a rejected request stores nothing".
     template.check_size(recipients.iter().copied())?;

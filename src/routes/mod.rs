@@ -2,6 +2,7 @@
 //! path segments are percent-decoded. Every handler returns `Result<Response, Error>`; only
 //! `body::error_response` builds error bodies.
 
+mod actions;
 mod assets;
 mod auth_request;
 pub(crate) mod body;
@@ -93,6 +94,9 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["notifications"], &Method::PATCH) => notifications::patch_many(state, req).await,
         (["notifications", "counts"], &Method::GET) => notifications::counts(state, req).await,
         (["notifications", id], &Method::PATCH) => notifications::patch_one(state, req, id).await,
+        (["notifications", id, "actions", action], &Method::POST) => {
+            actions::take(state, req, id, action).await
+        }
         (["publish"], &Method::POST) => publish::handle(state, req).await,
         (["groups", group, "members"], &Method::PUT) => groups::add(state, req, group).await,
         (["groups", group, "members"], &Method::GET) => groups::list(state, req, group).await,
@@ -137,6 +141,7 @@ fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
         ["notifications"] => "GET, PATCH",
         ["notifications", "counts"] => "GET, PATCH",
         ["notifications", _] => "PATCH",
+        ["notifications", _, "actions", _] => "POST",
         ["publish"] => "POST",
         ["groups", _, "members"] => "GET, PUT",
         ["groups", _, "members", _] => "DELETE",

@@ -1,7 +1,10 @@
-//! The tray: `GET /notifications` (newest first, `before` cursor, `unread` and `unseen`
-//! filters), `GET /notifications/counts`, and the status writes `PATCH /notifications/{id}` and
-//! bulk `PATCH /notifications`. A caller only
-//! ever reaches their own tray: every store call is keyed by the authenticated user.
+//! The tray: `GET /notifications` (newest first, `before` cursor, filters `unread`, `unseen`,
+//! `archived`, `snoozed`, `category`), `GET /notifications/counts`, and the writes
+//! `PATCH /notifications/{id}` and bulk `PATCH /notifications` (read, seen, deleted, archived,
+//! snoozed). A caller only ever reaches their own tray: every store call is keyed by the
+//! authenticated user.
+
+use std::time::SystemTime;
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -9,15 +12,17 @@ use serde::Deserialize;
 use super::body::{empty, json, read_json, Request, Response};
 use crate::auth;
 use crate::error::{Error, Result};
-use crate::model::{validate_id, Mark, Target};
+use crate::model::{check_ahead, parse_time, validate_category, validate_id, Mark, Target};
 use crate::state::AppState;
-use crate::store::{Filter, ListQuery};
+use crate::store::{Archived, ListQuery};
 
 /// Largest page, and the default one.
 pub const MAX_LIMIT: usize = 200;
 pub const DEFAULT_LIMIT: usize = 50;
 /// Most ids one bulk write may name.
 pub const MAX_BULK_IDS: usize = 1000;
+/// Most categories one listing may filter by.
+pub const MAX_CATEGORIES: usize = 64;
 
 pub async fn list(state: AppState, req: Request) -> Result<Response> {
     let query = super::query_pairs(&req);
@@ -25,10 +30,8 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
     let caller = auth::session::user(&state, &parts).await?;
     let mut q = ListQuery {
         limit: DEFAULT_LIMIT,
-        before: None,
-        filter: Filter::All,
+        ..ListQuery::default()
     };
-    let (mut unread, mut unseen) = (false, false);
     for (key, value) in query {
         match key.as_str() {
             "limit" => {
@@ -44,17 +47,37 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
                 validate_id("before", &value)?;
                 q.before = Some(value);
             }
-            "unread" => unread = flag("unread", &value)?,
-            "unseen" => unseen = flag("unseen", &value)?,
+            "unread" => q.unread = flag("unread", &value)?,
+            "unseen" => q.unseen = flag("unseen", &value)?,
+            "archived" => {
+                q.archived = match value.as_str() {
+                    "exclude" | "" => Archived::Exclude,
+                    "only" => Archived::Only,
+                    "include" => Archived::Include,
+                    _ => return Err(Error::invalid("archived must be exclude, only or include")),
+                }
+            }
+            "snoozed" => {
+                q.snoozed = match value.as_str() {
+                    "exclude" | "" => false,
+                    "only" => true,
+                    _ => return Err(Error::invalid("snoozed must be exclude or only")),
+                }
+            }
+            "category" => {
+                for category in value.split(',').filter(|c| !c.is_empty()) {
+                    validate_category(category)?;
+                    q.categories.push(category.to_owned());
+                }
+                if q.categories.len() > MAX_CATEGORIES {
+                    return Err(Error::invalid(format!(
+                        "category may name at most {MAX_CATEGORIES} categories"
+                    )));
+                }
+            }
             _ => {}
         }
     }
-    // Unseen notifications are unread too: `unseen` narrows `unread`.
-    q.filter = match (unread, unseen) {
-        (_, true) => Filter::Unseen,
-        (true, false) => Filter::Unread,
-        (false, false) => Filter::All,
-    };
     let page = state.store.list(&caller.user, &q).await?;
     Ok(json(
         StatusCode::OK,
@@ -100,14 +123,18 @@ fn flag(name: &str, value: &str) -> Result<bool> {
     }
 }
 
-/// The status part of a PATCH body: exactly one of `read` (bool), `seen: true` or
-/// `deleted: true`.
+/// The change part of a PATCH body: exactly one of `read` (bool), `seen: true`,
+/// `deleted: true`, `archived` (bool) or `snoozed_until` (an RFC 3339 time, or `null`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Status {
+struct Change {
     read: Option<bool>,
     seen: Option<bool>,
     deleted: Option<bool>,
+    archived: Option<bool>,
+    /// `Some(Value::Null)` when sent as `null`, `None` when not sent.
+    #[serde(default, deserialize_with = "present")]
+    snoozed_until: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,31 +145,69 @@ struct PatchMany {
     read: Option<bool>,
     seen: Option<bool>,
     deleted: Option<bool>,
+    archived: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    snoozed_until: Option<serde_json::Value>,
 }
 
-impl Status {
+/// A member that was sent, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+impl Change {
     fn mark(&self) -> Result<Mark> {
-        match (self.read, self.seen, self.deleted) {
-            (Some(true), None, None) => Ok(Mark::Read),
-            (Some(false), None, None) => Ok(Mark::Unread),
-            (None, Some(true), None) => Ok(Mark::Seen),
-            (None, None, Some(true)) => Ok(Mark::Deleted),
-            (None, Some(false), None) => Err(Error::invalid("seen can only be true")),
-            (None, None, Some(false)) => Err(Error::invalid("deleted can only be true")),
-            (None, None, None) => Err(Error::invalid(
-                "the body needs \"read\": true|false, \"seen\": true or \"deleted\": true",
-            )),
-            _ => Err(Error::invalid(
-                "send one of \"read\", \"seen\" or \"deleted\"",
+        let sent = [
+            self.read.is_some(),
+            self.seen.is_some(),
+            self.deleted.is_some(),
+            self.archived.is_some(),
+            self.snoozed_until.is_some(),
+        ];
+        match sent.iter().filter(|s| **s).count() {
+            0 => {
+                return Err(Error::invalid(
+                    "the body needs one of \"read\", \"seen\", \"deleted\", \"archived\" or \
+                     \"snoozed_until\"",
+                ))
+            }
+            1 => {}
+            _ => return Err(Error::invalid(
+                "send one of \"read\", \"seen\", \"deleted\", \"archived\" or \"snoozed_until\"",
             )),
         }
+        Ok(match (self.read, self.seen, self.deleted, self.archived) {
+            (Some(true), ..) => Mark::Read,
+            (Some(false), ..) => Mark::Unread,
+            (_, Some(true), ..) => Mark::Seen,
+            (_, Some(false), ..) => return Err(Error::invalid("seen can only be true")),
+            (_, _, Some(true), _) => Mark::Deleted,
+            (_, _, Some(false), _) => return Err(Error::invalid("deleted can only be true")),
+            (_, _, _, Some(true)) => Mark::Archived,
+            (_, _, _, Some(false)) => Mark::Unarchived,
+            (None, None, None, None) => match &self.snoozed_until {
+                Some(serde_json::Value::String(until)) => {
+                    let at = parse_time("snoozed_until", until)?;
+                    check_ahead("snoozed_until", at, SystemTime::now())?;
+                    Mark::Snooze(at)
+                }
+                _ if self.snoozed_until == Some(serde_json::Value::Null) => Mark::Unsnooze,
+                _ => {
+                    return Err(Error::invalid(
+                        "snoozed_until must be an RFC 3339 time or null",
+                    ))
+                }
+            },
+        })
     }
 }
 
 pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = auth::session::writer(&state, &parts).await?;
-    let patch: Status = read_json(body, state.config.body_timeout).await?;
+    let patch: Change = read_json(body, state.config.body_timeout).await?;
     let mark = patch.mark()?;
     let not_found = || Error::NotFound("no such notification");
     let marked = state
@@ -167,19 +232,21 @@ pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = auth::session::writer(&state, &parts).await?;
     let patch: PatchMany = read_json(body, state.config.body_timeout).await?;
-    let status = Status {
+    let change = Change {
         read: patch.read,
         seen: patch.seen,
         deleted: patch.deleted,
+        archived: patch.archived,
+        snoozed_until: patch.snoozed_until,
     };
-    let mark = status.mark()?;
+    let mark = change.mark()?;
     let target = match (patch.ids, patch.all) {
         (Some(_), Some(true)) => {
             return Err(Error::invalid("send either \"ids\" or \"all\", not both"))
         }
-        (None, Some(true)) if mark == Mark::Deleted => {
+        (None, Some(true)) if matches!(mark, Mark::Deleted | Mark::Unread) => {
             return Err(Error::invalid(
-                "\"all\" works with \"read\" and \"seen\" only",
+                "\"all\" works with \"read\": true, \"seen\", \"archived\" and \"snoozed_until\"",
             ))
         }
         (None, Some(true)) => Target::All,

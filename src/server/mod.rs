@@ -20,6 +20,7 @@ use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin
 
 use crate::config::Config;
 use crate::connect_limit::ConnectLimit;
+use crate::due;
 use crate::error::StartupError;
 use crate::forwarded::ConnInfo;
 use crate::hub::{EndReason, Hub};
@@ -124,6 +125,7 @@ async fn start_tasks(
         config.retention,
         shutdown.clone(),
     ));
+    tokio::spawn(due::run(state.store.clone(), shutdown.clone()));
     Ok(finishing)
 }
 

@@ -43,29 +43,24 @@ impl UserKeys {
     fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.base)
     }
-    /// HASH id → notification JSON (as published; `read_at` lives in `read_at`).
-    pub fn items(&self) -> String {
-        self.key("items")
+    /// The prefix of every key of this user, itself a key name in the user's slot: the tray
+    /// scripts take it as their KEYS entry and add the suffixes below (`common.lua`).
+    pub fn base(&self) -> &str {
+        &self.base
     }
-    /// ZSET of ids, all scores 0, ordered lexicographically = by creation time.
-    pub fn order(&self) -> String {
-        self.key("order")
-    }
-    /// ZSET of unread ids, same ordering.
+    /// ZSET of the *active* ids not read (not archived, not snoozed, delivered), scores 0,
+    /// ordered lexicographically = by creation time: its size is the unread count. Its
+    /// siblings `order` (every id, same ordering; the cleaner scans for it), `unseen` (active, not seen),
+    /// HASHes `read_at`, `seen_at`, `archived`, `snoozed` (id → RFC 3339 time), `action`
+    /// (id → JSON), `meta` (id → `<count>\t<replaced id>` of a collapsed one), `cat`
+    /// (id → category), `collapse` (collapse key → id), ZSETs `wake` (id → Unix ms of
+    /// delivery or snooze end) and `expire` (id → Unix ms) are named in the scripts only.
     pub fn unread(&self) -> String {
         self.key("unread")
     }
-    /// HASH id → RFC 3339 time it was read.
-    pub fn read_at(&self) -> String {
-        self.key("read_at")
-    }
-    /// ZSET of ids not seen yet (a subset of `unread`), same ordering.
+    /// ZSET of the active ids not seen yet (a subset of `unread`), same ordering.
     pub fn unseen(&self) -> String {
         self.key("unseen")
-    }
-    /// HASH id → RFC 3339 time it was first seen.
-    pub fn seen_at(&self) -> String {
-        self.key("seen_at")
     }
     /// STRING counter: the last change seq.
     pub fn seq(&self) -> String {
@@ -96,38 +91,21 @@ impl UserKeys {
     pub fn channel(&self) -> String {
         self.key("ch")
     }
-    /// The keys a tray script takes, in its KEYS order.
-    pub fn tray(&self) -> [String; 9] {
-        TRAY.map(|suffix| self.key(suffix))
-    }
-    /// [`Self::tray`] and [`Self::preferences`] written straight into `cmd`'s arguments (no
-    /// string per key), then, when the publish has one, the idempotency key `idem:<hash>`:
-    /// STRING → notification id, expiring after 24 h. `hash` is
-    /// [`crate::model::sha256_hex`] of the caller's key: any text, fixed length, never another
-    /// key's shape.
+    /// The base key written straight into `cmd`'s arguments, then, when the publish has one,
+    /// the idempotency key `idem:<hash>`: STRING → notification id, expiring after 24 h.
+    /// `hash` is [`crate::model::sha256_hex`] of the caller's key: any text, fixed length,
+    /// never another key's shape.
     pub fn write_publish(&self, cmd: &mut Cmd, idempotency: Option<&str>) {
-        for suffix in TRAY {
-            cmd.write_arg_fmt(format_args!("{}:{suffix}", self.base));
-        }
-        cmd.write_arg_fmt(format_args!("{}:prefs", self.base));
+        cmd.arg(&self.base);
         if let Some(hash) = idempotency {
             cmd.write_arg_fmt(format_args!("{}:idem:{hash}", self.base));
         }
-    }
-    /// [`Self::channel`] written straight into `cmd`'s arguments.
-    pub fn write_channel(&self, cmd: &mut Cmd) {
-        cmd.write_arg_fmt(format_args!("{}:ch", self.base));
     }
     /// The cluster slot of every key of this user.
     pub fn slot(&self) -> Slot {
         Slot::for_key(&self.base)
     }
 }
-
-/// The suffixes of [`UserKeys::tray`], in the tray scripts' KEYS order.
-const TRAY: [&str; 9] = [
-    "items", "order", "unread", "read_at", "seq", "log", "epoch", "unseen", "seen_at",
-];
 
 /// The user a change channel belongs to.
 pub fn user_of_channel(channel: &str) -> Option<String> {
@@ -167,6 +145,13 @@ pub fn user_of_order_key(key: &str) -> Option<String> {
     (!inner.contains(['{', '}'])).then(|| unescape(inner))
 }
 
+/// ZSET user → Unix ms: the users with something due (a delivery, a snooze end, an expiry)
+/// and when, never later than the tray's own first due time (it may be earlier). One key
+/// for the whole deployment, read by every node's due task (`crate::due`).
+pub fn due_index() -> String {
+    format!("{PREFIX}due")
+}
+
 /// STRING that exists while a node is alive (refreshed by it; expires when it dies).
 pub fn node_alive(node: &str) -> String {
     format!("{PREFIX}node:{node}")
@@ -180,9 +165,10 @@ mod tests {
     #[test]
     fn braces_cannot_break_the_hash_tag() {
         let keys = UserKeys::new("a}b{c%");
-        assert_eq!(keys.items(), "herald:{u:a%7Db%7Bc%25}:items");
+        assert_eq!(keys.base(), "herald:{u:a%7Db%7Bc%25}");
         assert_eq!(user_of_channel(&keys.channel()).as_deref(), Some("a}b{c%"));
-        assert_eq!(user_of_order_key(&keys.order()).as_deref(), Some("a}b{c%"));
+        let order = format!("{}:order", keys.base());
+        assert_eq!(user_of_order_key(&order).as_deref(), Some("a}b{c%"));
     }
 
     /// The keys written into a command are the keys the tray scripts are documented to take.
@@ -192,7 +178,6 @@ mod tests {
         let hash = crate::model::sha256_hex("k");
         let mut cmd = redis::cmd("EVALSHA");
         keys.write_publish(&mut cmd, Some(&hash));
-        keys.write_channel(&mut cmd);
         let written: Vec<String> = cmd
             .args_iter()
             .skip(1)
@@ -201,12 +186,10 @@ mod tests {
                 _ => unreachable!(),
             })
             .collect();
-        let mut named = keys.tray().to_vec();
-        named.push(keys.preferences());
+        let mut named = vec![keys.base().to_owned()];
         named.push(format!("herald:{{u:a%7Db}}:idem:{hash}"));
-        named.push(keys.channel());
         assert_eq!(written, named);
-        assert_eq!(keys.slot(), Slot::for_key(keys.items()));
+        assert_eq!(keys.slot(), Slot::for_key(keys.unread()));
     }
 
     /// No idempotency key can look like a tray's order key, whatever the caller sends.

@@ -3,8 +3,10 @@
 //! and never await, and committing a change dispatches it to the hub under that lock, which
 //! keeps every stream's view in `seq` order. Each tray draws a random epoch when it is created,
 //! so the ids of a previous run of the process reset instead of replaying. A tray item is the
-//! publish's shared [`Template`] (one `Arc` for every recipient) and its read time: storing a
-//! notification for one more user costs an id, a refcount and the change's JSON.
+//! publish's shared [`Template`] (one `Arc` for every recipient) and the user's state of it:
+//! storing a notification for one more user costs an id, a refcount and the change's JSON.
+//! Due times (delivery, snooze ends, expiry) are kept per tray and in a store-wide index of
+//! the users with something due, which the due-time task walks (`crate::due`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,14 +15,15 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 
 use super::{
-    Filter, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
+    ActionOutcome, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
     SessionRecord, TrayCounts, IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
 use crate::model::{
-    now_ms, rfc3339, status_data, Change, ChangeKind, Counts, Epoch, EventId, Mark, Marked,
-    Notification, NotificationId, PresenceEntry, Target, Template,
+    ms_to_rfc3339, now_ms, rfc3339, status_data, Change, ChangeKind, Counts, Epoch, EventId,
+    ItemState, Mark, Marked, Notification, NotificationId, PresenceEntry, TakenAction, Target,
+    Template,
 };
 
 #[derive(Clone)]
@@ -36,6 +39,9 @@ struct Inner {
     groups: DashMap<String, BTreeSet<String>>,
     /// Each user's preferences (kept apart from the tray, which retention may empty).
     preferences: DashMap<String, Preferences>,
+    /// (due time in Unix ms, user): users with something due then. Written under the user's
+    /// tray lock (tray first, then this), so an entry is never older than the tray's state.
+    due: Mutex<BTreeSet<(u64, String)>>,
     hub: Hub,
     max_per_user: usize,
 }
@@ -43,9 +49,16 @@ struct Inner {
 struct Tray {
     /// Notifications by id; ids sort by creation time, so the last entry is the newest.
     items: BTreeMap<NotificationId, Item>,
+    /// Active notifications not read (see [`Item::is_active`]).
     unread: BTreeSet<NotificationId>,
-    /// Not seen yet (a subset of `unread`: reading sees).
+    /// Active notifications not seen (a subset of `unread`: reading sees).
     unseen: BTreeSet<NotificationId>,
+    /// (wake time, id): deliveries and snooze ends to come.
+    wake: BTreeSet<(u64, NotificationId)>,
+    /// (expiry time, id).
+    expire: BTreeSet<(u64, NotificationId)>,
+    /// Collapse key → the last notification published with it.
+    collapse: HashMap<String, NotificationId>,
     /// This change log's epoch, drawn when the tray is created.
     epoch: Epoch,
     seq: u64,
@@ -54,22 +67,29 @@ struct Tray {
     idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
 }
 
-/// One notification in a tray: what its publish shared with every recipient, and when this
-/// user read and saw it.
+/// One notification in a tray: what its publish shared with every recipient, and this user's
+/// state of it.
 struct Item {
     template: Arc<Template>,
-    read_at: Option<String>,
-    seen_at: Option<String>,
+    state: ItemState,
+    /// Not delivered yet (`deliver_at` ahead).
+    held: bool,
+    /// When it wakes (delivery or the end of a snooze), Unix ms.
+    wake_ms: Option<u64>,
 }
 
 impl Item {
     fn notification(&self, id: &NotificationId, user: &str) -> Notification {
-        self.template.notification(
-            id.as_str(),
-            user,
-            self.read_at.as_deref(),
-            self.seen_at.as_deref(),
-        )
+        self.template.notification(id.as_str(), user, &self.state)
+    }
+
+    /// Delivered, not archived, not snoozed: listed by default and counted.
+    fn is_active(&self) -> bool {
+        !self.held && self.state.archived_at.is_none() && self.state.snoozed_until.is_none()
+    }
+
+    fn expire_ms(&self) -> Option<u64> {
+        self.template.schedule().expire_ms
     }
 }
 
@@ -79,6 +99,9 @@ impl Tray {
             items: BTreeMap::new(),
             unread: BTreeSet::new(),
             unseen: BTreeSet::new(),
+            wake: BTreeSet::new(),
+            expire: BTreeSet::new(),
+            collapse: HashMap::new(),
             epoch: Epoch::random(),
             seq: 0,
             log: VecDeque::new(),
@@ -103,6 +126,16 @@ impl Tray {
         }
     }
 
+    /// Commit the notification `id` whole, with the tray's counts beside its fields.
+    fn commit_whole(&mut self, user: &str, hub: &Hub, kind: ChangeKind, id: NotificationId) {
+        let Some(item) = self.items.get(&id) else {
+            return;
+        };
+        let json = item.template.json(id.as_str(), user, &item.state);
+        let data = self.counts().append_to(&json);
+        self.commit(user, hub, kind, data, now_ms());
+    }
+
     fn counts(&self) -> Counts {
         Counts {
             unread: self.unread.len() as u64,
@@ -110,15 +143,68 @@ impl Tray {
         }
     }
 
+    fn position(&self) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+
+    /// Keep the count sets in step with the item's state (the one rule for what counts).
+    fn sync(&mut self, id: NotificationId) {
+        let (unread, unseen) = match self.items.get(&id) {
+            Some(item) if item.is_active() => {
+                (item.state.read_at.is_none(), item.state.seen_at.is_none())
+            }
+            _ => (false, false),
+        };
+        for (set, member) in [(&mut self.unread, unread), (&mut self.unseen, unseen)] {
+            if member {
+                set.insert(id);
+            } else {
+                set.remove(&id);
+            }
+        }
+    }
+
+    /// Remove every trace of `id`; whether it was there.
     fn remove(&mut self, id: &NotificationId) -> bool {
         self.unread.remove(id);
         self.unseen.remove(id);
-        self.items.remove(id).is_some()
+        let Some(item) = self.items.remove(id) else {
+            return false;
+        };
+        if let Some(at) = item.wake_ms {
+            self.wake.remove(&(at, *id));
+        }
+        if let Some(at) = item.expire_ms() {
+            self.expire.remove(&(at, *id));
+        }
+        if let Some(key) = item.template.collapse_key() {
+            if self.collapse.get(key) == Some(id) {
+                self.collapse.remove(key);
+            }
+        }
+        true
+    }
+
+    /// A delivered notification of this tray (held ones are not there yet for the user).
+    fn delivered(&self, id: &str) -> Option<NotificationId> {
+        let (id, item) = self.items.get_key_value(id)?;
+        (!item.held).then_some(*id)
+    }
+
+    /// When something is due next.
+    fn next_due(&self) -> Option<u64> {
+        let wake = self.wake.first().map(|(at, _)| *at);
+        let expire = self.expire.first().map(|(at, _)| *at);
+        wake.into_iter().chain(expire).min()
     }
 
     /// Store one recipient's notification and commit its change, unless `key` (shared by the
     /// publish's recipients) already stored one here within [`IDEMPOTENCY_TTL_MS`], or the
-    /// user `muted` its category.
+    /// user `muted` its category. A collapse key that names an active unread notification
+    /// replaces it; a notification to deliver later waits in `wake`.
     #[allow(clippy::too_many_arguments)]
     fn publish(
         &mut self,
@@ -147,26 +233,231 @@ impl Tray {
             self.idempotency
                 .insert(key.clone(), (to.id, now + IDEMPOTENCY_TTL_MS));
         }
+        let schedule = template.schedule();
+        let mut state = ItemState::default();
+        if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
+            if let Some(&old) = self.collapse.get(collapse) {
+                if self.unread.contains(&old) {
+                    state.count = self.items.get(&old).map_or(1, |i| i.state.count) + 1;
+                    state.replaces = Some(old.to_string());
+                    self.remove(&old);
+                }
+            }
+        }
         let item = Item {
             template: template.clone(),
-            read_at: None,
-            seen_at: None,
+            state,
+            held: schedule.deliver_ms.is_some(),
+            wake_ms: schedule.deliver_ms,
         };
         self.items.insert(to.id, item);
-        self.unread.insert(to.id);
-        self.unseen.insert(to.id);
+        if let Some(at) = schedule.deliver_ms {
+            self.wake.insert((at, to.id));
+        }
+        if let Some(at) = schedule.expire_ms {
+            self.expire.insert((at, to.id));
+        }
+        if let Some(collapse) = template.collapse_key() {
+            self.collapse.insert(collapse.to_owned(), to.id);
+        }
+        self.sync(to.id);
         while self.items.len() > max {
-            let Some((oldest, _)) = self.items.pop_first() else {
+            let Some(oldest) = self.items.keys().next().copied() else {
                 break;
             };
-            self.unread.remove(&oldest);
-            self.unseen.remove(&oldest);
+            self.remove(&oldest);
         }
-        let data = self
-            .counts()
-            .append_to(&template.json(to.id.as_str(), to.user));
-        self.commit(to.user, hub, ChangeKind::Notification, data, now);
+        if schedule.deliver_ms.is_none() && self.items.contains_key(&to.id) {
+            let json = template.json(to.id.as_str(), to.user, &self.items[&to.id].state);
+            let data = self.counts().append_to(&json);
+            self.commit(to.user, hub, ChangeKind::Notification, data, now);
+        }
         Published::stored(to.id)
+    }
+
+    /// The ids a write to all applies to: the active ones it can change (unarchive and
+    /// unsnooze: the archived and snoozed ones).
+    fn all_for(&self, mark: Mark) -> Vec<NotificationId> {
+        let delivered = || self.items.iter().filter(|(_, i)| !i.held);
+        match mark {
+            Mark::Read => self.unread.iter().copied().collect(),
+            Mark::Seen => self.unseen.iter().copied().collect(),
+            Mark::Unarchived => delivered()
+                .filter(|(_, i)| i.state.archived_at.is_some())
+                .map(|(id, _)| *id)
+                .collect(),
+            Mark::Unsnooze => delivered()
+                .filter(|(_, i)| i.state.snoozed_until.is_some())
+                .map(|(id, _)| *id)
+                .collect(),
+            _ => delivered()
+                .filter(|(_, i)| i.is_active())
+                .map(|(id, _)| *id)
+                .collect(),
+        }
+    }
+
+    /// Apply `mark` to one notification; whether its state changed.
+    fn apply(&mut self, id: NotificationId, mark: Mark, now: &str) -> bool {
+        if mark == Mark::Deleted {
+            return self.remove(&id);
+        }
+        let Some(item) = self.items.get_mut(&id) else {
+            return false;
+        };
+        let state = &mut item.state;
+        let mut wake = None;
+        let changed = match mark {
+            Mark::Read if state.read_at.is_none() => {
+                state.read_at = Some(now.to_owned());
+                // Reading sees.
+                state.seen_at.get_or_insert_with(|| now.to_owned());
+                true
+            }
+            Mark::Seen if state.seen_at.is_none() => {
+                state.seen_at = Some(now.to_owned());
+                true
+            }
+            Mark::Unread if state.read_at.is_some() => {
+                state.read_at = None;
+                true
+            }
+            Mark::Archived if state.archived_at.is_none() => {
+                state.archived_at = Some(now.to_owned());
+                true
+            }
+            Mark::Unarchived if state.archived_at.is_some() => {
+                state.archived_at = None;
+                true
+            }
+            Mark::Snooze(until) => {
+                state.snoozed_until = Some(ms_to_rfc3339(until));
+                wake = Some((item.wake_ms.replace(until), Some(until)));
+                true
+            }
+            Mark::Unsnooze if state.snoozed_until.is_some() => {
+                state.snoozed_until = None;
+                wake = Some((item.wake_ms.take(), None));
+                true
+            }
+            _ => false,
+        };
+        if let Some((old, new)) = wake {
+            if let Some(old) = old {
+                self.wake.remove(&(old, id));
+            }
+            if let Some(new) = new {
+                self.wake.insert((new, id));
+            }
+        }
+        self.sync(id);
+        changed
+    }
+
+    /// Apply `mark` to the named (delivered) ids or to all, and commit: one status event for
+    /// the changed ids, or each snoozed or unsnoozed notification whole.
+    fn mark(&mut self, user: &str, hub: &Hub, target: &Target, mark: Mark) -> Marked {
+        // The named ids that exist (a repeated one counts each time, as `found` says).
+        let ids: Vec<NotificationId> = match target {
+            Target::Ids(ids) => ids.iter().filter_map(|id| self.delivered(id)).collect(),
+            Target::All => self.all_for(mark),
+        };
+        let now = rfc3339(SystemTime::now());
+        let mut marked = Marked::default();
+        for id in ids {
+            if !self.items.contains_key(&id) {
+                continue;
+            }
+            marked.found += 1;
+            if !self.apply(id, mark, &now) {
+                continue;
+            }
+            marked.changed.push(id.to_string());
+            if mark.status_kind().is_none() {
+                let active = self.items.get(&id).is_some_and(Item::is_active);
+                let kind = match mark {
+                    Mark::Unsnooze if active => ChangeKind::Notification,
+                    _ => ChangeKind::Updated,
+                };
+                self.commit_whole(user, hub, kind, id);
+            }
+        }
+        if let (Some(kind), false) = (mark.status_kind(), marked.changed.is_empty()) {
+            let data = status_data(&marked.changed, self.counts());
+            self.commit(user, hub, kind, data, now_ms());
+        }
+        marked
+    }
+
+    /// Expire, deliver and wake what is due at `now` (Unix ms): expired notifications go in
+    /// one `deleted` change (reason `expired`); each delivered or woken one arrives whole as
+    /// a `notification` (an archived one that wakes as `updated`).
+    fn process_due(&mut self, user: &str, hub: &Hub, now: u64) {
+        let mut expired = Vec::new();
+        while let Some(&(at, id)) = self.expire.first() {
+            if at > now {
+                break;
+            }
+            self.expire.remove(&(at, id));
+            if self.remove(&id) {
+                expired.push(id.to_string());
+            }
+        }
+        if !expired.is_empty() {
+            let data = serde_json::json!({
+                "ids": expired,
+                "reason": "expired",
+                "unread_count": self.unread.len(),
+                "unseen_count": self.unseen.len(),
+            });
+            self.commit(user, hub, ChangeKind::Deleted, data.to_string(), now);
+        }
+        while let Some(&(at, id)) = self.wake.first() {
+            if at > now {
+                break;
+            }
+            self.wake.remove(&(at, id));
+            let Some(item) = self.items.get_mut(&id) else {
+                continue;
+            };
+            item.wake_ms = None;
+            item.held = false;
+            item.state.snoozed_until = None;
+            let kind = if item.is_active() {
+                ChangeKind::Notification
+            } else {
+                ChangeKind::Updated
+            };
+            self.sync(id);
+            self.commit_whole(user, hub, kind, id);
+        }
+    }
+
+    /// Record `action` once, mark the notification read and commit it whole as `updated`.
+    fn take_action(
+        &mut self,
+        user: &str,
+        hub: &Hub,
+        id: &str,
+        action: &TakenAction,
+    ) -> ActionOutcome {
+        let Some(id) = self.delivered(id) else {
+            return ActionOutcome::Missing;
+        };
+        let Some(item) = self.items.get_mut(&id) else {
+            return ActionOutcome::Missing;
+        };
+        if item.state.action.is_some() {
+            return ActionOutcome::Conflict;
+        }
+        item.state.action = Some(action.clone());
+        let now = &action.at;
+        item.state.read_at.get_or_insert_with(|| now.clone());
+        item.state.seen_at.get_or_insert_with(|| now.clone());
+        let notification = item.notification(&id, user);
+        self.sync(id);
+        self.commit_whole(user, hub, ChangeKind::Updated, id);
+        ActionOutcome::Taken(Box::new(notification))
     }
 }
 
@@ -179,6 +470,7 @@ impl MemoryStore {
                 user_sessions: DashMap::new(),
                 groups: DashMap::new(),
                 preferences: DashMap::new(),
+                due: Mutex::new(BTreeSet::new()),
                 hub,
                 max_per_user,
             }),
@@ -260,15 +552,59 @@ impl MemoryStore {
         let key: Option<Arc<str>> = key.map(Arc::from);
         let now = now_ms();
         let category = template.mutable_category();
+        let due = template.schedule().first();
         recipients
             .iter()
             .map(|&to| {
                 let muted = category.is_some_and(|c| self.is_muted(to.user, c));
                 Ok(self.with_tray(to.user, |tray| {
-                    tray.publish(template, to, key.as_ref(), muted, max, hub, now)
+                    let published = tray.publish(template, to, key.as_ref(), muted, max, hub, now);
+                    if let (Some(at), true) = (due, published.stored) {
+                        self.hint(to.user, at);
+                    }
+                    published
                 }))
             })
             .collect()
+    }
+
+    /// Note that `user` has something due at `at` (called under the user's tray lock).
+    fn hint(&self, user: &str, at: u64) {
+        let mut due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.insert((at, user.to_owned()));
+    }
+
+    pub async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, u64)>> {
+        let due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(due
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .map(|(at, user)| (user.clone(), *at))
+            .collect())
+    }
+
+    pub async fn process_due(&self, user: &str, hint: u64) -> Result<()> {
+        let hub = &self.inner.hub;
+        self.with_tray(user, |tray| {
+            tray.process_due(user, hub, now_ms());
+            let mut due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
+            due.remove(&(hint, user.to_owned()));
+            if let Some(next) = tray.next_due() {
+                due.insert((next, user.to_owned()));
+            }
+        });
+        Ok(())
+    }
+
+    pub async fn take_action(
+        &self,
+        user: &str,
+        id: &str,
+        action: &TakenAction,
+    ) -> Result<ActionOutcome> {
+        let hub = &self.inner.hub;
+        Ok(self.with_tray(user, |tray| tray.take_action(user, hub, id, action)))
     }
 
     fn is_muted(&self, user: &str, category: &str) -> bool {
@@ -304,105 +640,69 @@ impl MemoryStore {
             };
             let range = (std::ops::Bound::Unbounded, upper);
             let take = q.limit + 1;
-            let ids: Vec<&NotificationId> = match q.filter {
-                Filter::All => {
-                    let all = tray.items.range::<str, _>(range).rev().map(|(k, _)| k);
-                    all.take(take).collect()
+            let admitted = |id: &NotificationId| {
+                let item = &tray.items[id];
+                !item.held && q.admits(&item.state, item.template.category())
+            };
+            // The active unread (unseen) set is the page's set when only active ones list.
+            let set = match (q.active_only(), q.unseen, q.unread) {
+                (true, true, _) => Some(&tray.unseen),
+                (true, false, true) => Some(&tray.unread),
+                _ => None,
+            };
+            let ids: Vec<&NotificationId> = match set {
+                Some(set) => {
+                    let ids = set.range::<str, _>(range).rev();
+                    ids.filter(|id| admitted(id)).take(take).collect()
                 }
-                Filter::Unread | Filter::Unseen => {
-                    let unseen = q.filter == Filter::Unseen;
-                    let set = if unseen { &tray.unseen } else { &tray.unread };
-                    set.range::<str, _>(range).rev().take(take).collect()
+                None => {
+                    let ids = tray.items.range::<str, _>(range).rev().map(|(k, _)| k);
+                    ids.filter(|id| admitted(id)).take(take).collect()
                 }
             };
             let more = ids.len() > q.limit;
             let notifications: Vec<Notification> = ids
                 .iter()
                 .take(q.limit)
-                .filter_map(|&id| Some(tray.items.get(id)?.notification(id, user)))
+                .map(|&id| tray.items[id].notification(id, user))
                 .collect();
-            let position = EventId {
-                epoch: tray.epoch,
-                seq: tray.seq,
-            };
-            Page::new(notifications, more, tray.counts(), position)
+            Page::new(notifications, more, tray.counts(), tray.position())
         }))
     }
 
+    /// Counts per category walk the active unread set (unseen ones are unread too).
     pub async fn counts(&self, user: &str) -> Result<TrayCounts> {
         Ok(self.with_tray(user, |tray| {
             let mut by_category: BTreeMap<String, Counts> = BTreeMap::new();
-            for (id, item) in &tray.items {
-                let Some(category) = item.template.category() else {
+            for id in &tray.unread {
+                let Some(category) = tray.items.get(id).and_then(|i| i.template.category()) else {
                     continue;
                 };
                 let c = by_category.entry(category.to_owned()).or_default();
-                c.unread += u64::from(tray.unread.contains(id));
+                c.unread += 1;
                 c.unseen += u64::from(tray.unseen.contains(id));
             }
             TrayCounts {
                 counts: tray.counts(),
                 by_category,
-                position: EventId {
-                    epoch: tray.epoch,
-                    seq: tray.seq,
-                },
+                position: tray.position(),
             }
         }))
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
         Ok(self.with_tray(user, |tray| {
-            let (id, item) = tray.items.get_key_value(id)?;
-            Some(item.notification(id, user))
+            let id = tray.delivered(id)?;
+            Some(tray.items[&id].notification(&id, user))
         }))
     }
 
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         let hub = &self.inner.hub;
         Ok(self.with_tray(user, |tray| {
-            // The named ids that exist (a repeated one counts each time, as `found` says).
-            let ids: Vec<NotificationId> = match target {
-                Target::Ids(ids) => ids
-                    .iter()
-                    .filter_map(|id| tray.items.get_key_value(id.as_str()).map(|(k, _)| *k))
-                    .collect(),
-                Target::All if mark == Mark::Seen => tray.unseen.iter().copied().collect(),
-                Target::All => tray.items.keys().copied().collect(),
-            };
-            let now = rfc3339(SystemTime::now());
-            let mut marked = Marked::default();
-            for id in ids {
-                let Some(item) = tray.items.get_mut(&id) else {
-                    continue;
-                };
-                marked.found += 1;
-                let changed = match mark {
-                    Mark::Read if item.read_at.is_none() => {
-                        item.read_at = Some(now.clone());
-                        // Reading sees.
-                        item.seen_at.get_or_insert_with(|| now.clone());
-                        tray.unseen.remove(&id);
-                        tray.unread.remove(&id)
-                    }
-                    Mark::Seen if item.seen_at.is_none() => {
-                        item.seen_at = Some(now.clone());
-                        tray.unseen.remove(&id)
-                    }
-                    Mark::Unread if item.read_at.is_some() => {
-                        item.read_at = None;
-                        tray.unread.insert(id)
-                    }
-                    Mark::Deleted => tray.remove(&id),
-                    _ => false,
-                };
-                if changed {
-                    marked.changed.push(id.to_string());
-                }
-            }
-            if !marked.changed.is_empty() {
-                let data = status_data(&marked.changed, tray.counts());
-                tray.commit(user, hub, mark.kind(), data, now_ms());
+            let marked = tray.mark(user, hub, target, mark);
+            if let (Mark::Snooze(at), false) = (mark, marked.changed.is_empty()) {
+                self.hint(user, at);
             }
             marked
         }))
@@ -525,7 +825,8 @@ mod tests {
     async fn add(s: &MemoryStore, user: &str, key: Option<&str>) -> Published {
         let input: NotificationInput =
             serde_json::from_value(serde_json::json!({"title": "t"})).unwrap();
-        let template = Arc::new(Template::new(&input, SystemTime::now()).unwrap());
+        let template =
+            Arc::new(Template::new(&input, Default::default(), SystemTime::now()).unwrap());
         let to = Recipient {
             user,
             id: new_ids(1).next().unwrap(),
@@ -556,7 +857,7 @@ mod tests {
                     &ListQuery {
                         limit: 3,
                         before: before.clone(),
-                        filter: Filter::All,
+                        ..ListQuery::default()
                     },
                 )
                 .await

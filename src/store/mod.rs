@@ -20,8 +20,8 @@ use crate::config::Backend;
 use crate::error::{Result, StartupError};
 use crate::hub::Hub;
 use crate::model::{
-    now_secs, Change, Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId,
-    PresenceEntry, Target, Template,
+    now_secs, Change, Counts, Epoch, EventId, ItemState, Mark, Marked, Notification,
+    NotificationId, PresenceEntry, TakenAction, Target, Template,
 };
 use crate::redis_conn::connect_plain;
 use crate::shutdown::Shutdown;
@@ -59,16 +59,58 @@ impl SessionRecord {
 pub struct ListQuery {
     pub limit: usize,
     pub before: Option<String>,
-    pub filter: Filter,
+    /// Only notifications not read.
+    pub unread: bool,
+    /// Only notifications not seen.
+    pub unseen: bool,
+    pub archived: Archived,
+    /// Only snoozed notifications (otherwise snoozed ones are left out).
+    pub snoozed: bool,
+    /// Only notifications of these categories (all when empty).
+    pub categories: Vec<String>,
 }
 
-/// Which notifications a tray page lists. Unseen ones are unread too (reading sees).
+/// `archived=exclude|only|include`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Filter {
+pub enum Archived {
     #[default]
-    All,
-    Unread,
-    Unseen,
+    Exclude,
+    Only,
+    Include,
+}
+
+impl Archived {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Archived::Exclude => "exclude",
+            Archived::Only => "only",
+            Archived::Include => "include",
+        }
+    }
+}
+
+impl ListQuery {
+    /// Whether a delivered notification in this state belongs on the page.
+    pub fn admits(&self, state: &ItemState, category: Option<&str>) -> bool {
+        let archived = state.archived_at.is_some();
+        let archived_ok = match self.archived {
+            Archived::Exclude => !archived,
+            Archived::Only => archived,
+            Archived::Include => true,
+        };
+        archived_ok
+            && state.snoozed_until.is_some() == self.snoozed
+            && (!self.unread || state.read_at.is_none())
+            && (!self.unseen || state.seen_at.is_none())
+            && (self.categories.is_empty()
+                || category.is_some_and(|c| self.categories.iter().any(|x| x == c)))
+    }
+
+    /// Whether the page lists active notifications only, so that the active unread (or
+    /// unseen) set is exactly what it walks.
+    pub fn active_only(&self) -> bool {
+        self.archived == Archived::Exclude && !self.snoozed
+    }
 }
 
 /// One page of a tray, newest first.
@@ -193,6 +235,17 @@ impl Published {
     }
 }
 
+/// What recording an action found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionOutcome {
+    /// Recorded: the notification as it is now (read, with its action).
+    Taken(Box<Notification>),
+    /// The notification already has an action.
+    Conflict,
+    /// No such (delivered) notification.
+    Missing,
+}
+
 /// A user's preferences: category → muted.
 pub type Preferences = std::collections::BTreeMap<String, bool>;
 
@@ -309,6 +362,29 @@ impl Store {
     /// Apply a status change and commit one change event for the ids whose state changed.
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         forward!(self.mark(user, target, mark))
+    }
+
+    /// Record `action` on the notification (once), mark it read and commit `updated`.
+    pub async fn take_action(
+        &self,
+        user: &str,
+        id: &str,
+        action: &TakenAction,
+    ) -> Result<ActionOutcome> {
+        forward!(self.take_action(user, id, action))
+    }
+
+    /// Users with something due at or before `now_ms` (Unix ms), at most `limit`, each with
+    /// the due-index entry that names them (hand it back to [`Store::process_due`]).
+    pub async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, u64)>> {
+        forward!(self.due(now_ms, limit))
+    }
+
+    /// Deliver, wake and expire what is due in `user`'s tray (each exactly once, whichever
+    /// node runs it, however often), then move the user's due-index entry `hint` to what is
+    /// due next.
+    pub async fn process_due(&self, user: &str, hint: u64) -> Result<()> {
+        forward!(self.process_due(user, hint))
     }
 
     /// Delete (and commit as `deleted`) every notification whose id sorts below `cutoff`;

@@ -15,13 +15,14 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
 use super::{
-    Filter, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
+    ActionOutcome, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
     SessionRecord, TrayCounts, IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
 };
 use crate::error::{Error, Result};
 use crate::model::{
-    now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind, Counts, Epoch,
-    EventId, Mark, Marked, Notification, NotificationId, PresenceEntry, Target, Template,
+    ms_to_rfc3339, now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind,
+    Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry, TakenAction,
+    Target, Template,
 };
 use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
@@ -44,15 +45,33 @@ struct Scripts {
     mark: Script,
     list: Script,
     counts: Script,
+    get: Script,
+    due: Script,
+    action: Script,
+    rehint: Script,
+}
+
+/// A tray script: `common.lua` (the key layout and the shared steps) and the script's own.
+macro_rules! tray_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("scripts/common.lua"),
+            include_str!(concat!("scripts/", $file))
+        ))
+    };
 }
 
 fn scripts() -> &'static Scripts {
     static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        publish: Script::new(include_str!("scripts/publish.lua")),
-        mark: Script::new(include_str!("scripts/mark.lua")),
-        list: Script::new(include_str!("scripts/list.lua")),
-        counts: Script::new(include_str!("scripts/counts.lua")),
+        publish: tray_script!("publish.lua"),
+        mark: tray_script!("mark.lua"),
+        list: tray_script!("list.lua"),
+        counts: tray_script!("counts.lua"),
+        get: tray_script!("get.lua"),
+        due: tray_script!("due.lua"),
+        action: tray_script!("action.lua"),
+        rehint: Script::new(include_str!("scripts/rehint.lua")),
     })
 }
 
@@ -158,6 +177,19 @@ impl RedisStore {
             now: now_ms(),
         };
         let call = &call;
+        // The due index names the users before their notification exists (a hint that comes
+        // too early finds nothing due and is moved on), and again after (a due task that ran
+        // in between may have moved it past this notification's time).
+        let due = template.schedule().first();
+        if let Some(at) = due {
+            if let Err(e) = self.hint(recipients.iter().map(|r| r.user), at).await {
+                let text = e.to_string();
+                return recipients
+                    .iter()
+                    .map(|_| Err(Error::Unavailable(text.clone().into())))
+                    .collect();
+            }
+        }
         let calls = self.script_calls(recipients);
         let replies = futures_util::future::join_all(calls.iter().map(|users| {
             let users: Vec<Recipient<'_>> = users.iter().map(|&i| recipients[i]).collect();
@@ -172,10 +204,88 @@ impl RedisStore {
                 outcomes[i] = Some(outcome);
             }
         }
+        if let Some(at) = due {
+            if let Err(e) = self.hint(recipients.iter().map(|r| r.user), at).await {
+                tracing::warn!(error = %e, "could not note a publish's due time a second time");
+            }
+        }
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a recipient had no outcome".into()))))
             .collect()
+    }
+
+    /// Note in the due index that `users` have something due at `at` (an entry only ever
+    /// moves earlier here).
+    async fn hint<'a>(&self, users: impl Iterator<Item = &'a str>, at: u64) -> Result<()> {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(keys::due_index()).arg("LT");
+        for user in users {
+            cmd.arg(at).arg(user);
+        }
+        let _: () = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    pub async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, u64)>> {
+        let due: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(keys::due_index())
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(due)
+    }
+
+    /// Run `due.lua` on the user's slot, then move the index entry (`rehint.lua`), then read
+    /// the tray's first due time once more and lower the entry to it: a snooze or publish
+    /// that committed between the two scripts, and whose own hint the entry's old value
+    /// swallowed, is named again.
+    pub async fn process_due(&self, user: &str, hint: u64) -> Result<()> {
+        let k = UserKeys::new(user);
+        let mut conn = self.conn();
+        let next: String = self
+            .scripts
+            .due
+            .key(k.base())
+            .arg(now_ms())
+            .arg(LOG_CAPACITY)
+            .arg(Epoch::random().as_str())
+            .invoke_async(&mut conn)
+            .await?;
+        let _: i64 = self
+            .scripts
+            .rehint
+            .key(keys::due_index())
+            .arg(user)
+            .arg(hint)
+            .arg(&next)
+            .invoke_async(&mut conn)
+            .await?;
+        type Firsts = Vec<(String, u64)>;
+        let firsts: (Firsts, Firsts) = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(format!("{}:wake", k.base()))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .cmd("ZRANGE")
+            .arg(format!("{}:expire", k.base()))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let first = firsts.0.iter().chain(&firsts.1).map(|(_, at)| *at).min();
+        if let Some(at) = first {
+            self.hint(std::iter::once(user), at).await?;
+        }
+        Ok(())
     }
 
     /// Recipient indices per script call: in order by [`USERS_PER_SCRIPT`] on one server; on
@@ -211,7 +321,7 @@ impl RedisStore {
         call: &Call<'_>,
         users: &[Recipient<'_>],
     ) -> Vec<Result<Published>> {
-        let per_user = if call.idempotency.is_some() { 11 } else { 10 };
+        let per_user = if call.idempotency.is_some() { 2 } else { 1 };
         let keys: Vec<UserKeys> = users.iter().map(|to| UserKeys::new(to.user)).collect();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.scripts.publish.get_hash())
@@ -226,14 +336,23 @@ impl RedisStore {
             .arg(IDEMPOTENCY_TTL_MS)
             .arg(per_user)
             .arg(call.template.tail())
-            .arg(call.template.mutable_category().unwrap_or(""));
+            .arg(call.template.mutable_category().unwrap_or(""))
+            .arg(call.template.category().unwrap_or(""))
+            .arg(call.template.collapse_key().unwrap_or(""));
+        let schedule = call.template.schedule();
+        for at in [schedule.deliver_ms, schedule.expire_ms] {
+            match at {
+                Some(at) => cmd.arg(at),
+                None => cmd.arg(""),
+            };
+        }
         let mut user = String::new();
-        for (to, k) in users.iter().zip(&keys) {
+        for to in users {
             user.clear();
             push_json_str(&mut user, to.user);
-            cmd.arg(to.id.as_str()).arg(user.as_str());
-            k.write_channel(&mut cmd);
-            cmd.arg(Epoch::random().as_str());
+            cmd.arg(to.id.as_str())
+                .arg(user.as_str())
+                .arg(Epoch::random().as_str());
         }
         let mut conn = self.conn.for_deadline_writes();
         let mut reply = cmd.query_async::<Value>(&mut conn).await;
@@ -264,27 +383,19 @@ impl RedisStore {
 
     pub async fn list(&self, user: &str, q: &ListQuery) -> Result<Page> {
         let k = UserKeys::new(user);
-        let out: Vec<String> = self
-            .scripts
-            .list
-            .key(k.items())
-            .key(k.order())
-            .key(k.unread())
-            .key(k.read_at())
-            .key(k.seq())
-            .key(k.epoch())
-            .key(k.unseen())
-            .key(k.seen_at())
-            .arg(q.before.as_deref().unwrap_or(""))
+        let flag = |on: bool| if on { "1" } else { "0" };
+        let mut inv = self.scripts.list.key(k.base());
+        inv.arg(q.before.as_deref().unwrap_or(""))
             .arg(q.limit)
-            .arg(match q.filter {
-                Filter::All => "all",
-                Filter::Unread => "unread",
-                Filter::Unseen => "unseen",
-            })
-            .arg(Epoch::random().as_str())
-            .invoke_async(&mut self.conn())
-            .await?;
+            .arg(q.archived.as_str())
+            .arg(flag(q.snoozed))
+            .arg(flag(q.unread))
+            .arg(flag(q.unseen))
+            .arg(Epoch::random().as_str());
+        for category in &q.categories {
+            inv.arg(category);
+        }
+        let out: Vec<String> = inv.invoke_async(&mut self.conn()).await?;
         let shape = || Error::Internal("list script returned an unexpected shape".into());
         let [unread, unseen, more, epoch, seq, rest @ ..] = out.as_slice() else {
             return Err(shape());
@@ -294,11 +405,8 @@ impl RedisStore {
             seq: seq.parse().map_err(|_| shape())?,
         };
         let notifications: Vec<Notification> = rest
-            .chunks(3)
-            .filter_map(|item| match item {
-                [json, read_at, seen_at] => parse_item(json, read_at, seen_at),
-                _ => None,
-            })
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
             .collect();
         let counts = Counts {
             unread: unread.parse().unwrap_or(0),
@@ -312,11 +420,7 @@ impl RedisStore {
         let out: Vec<String> = self
             .scripts
             .counts
-            .key(k.items())
-            .key(k.unread())
-            .key(k.unseen())
-            .key(k.seq())
-            .key(k.epoch())
+            .key(k.base())
             .arg(Epoch::random().as_str())
             .invoke_async(&mut self.conn())
             .await?;
@@ -350,37 +454,74 @@ impl RedisStore {
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
-        let k = UserKeys::new(user);
-        let (json, read_at, seen_at): (Option<String>, Option<String>, Option<String>) =
-            redis::pipe()
-                .hget(k.items(), id)
-                .hget(k.read_at(), id)
-                .hget(k.seen_at(), id)
-                .query_async(&mut self.conn())
-                .await?;
-        let or_empty = |t: &Option<String>| t.clone().unwrap_or_default();
-        Ok(json.and_then(|j| parse_item(&j, &or_empty(&read_at), &or_empty(&seen_at))))
+        let json: String = self
+            .scripts
+            .get
+            .key(UserKeys::new(user).base())
+            .arg(id)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(serde_json::from_str(&json).ok())
     }
 
+    pub async fn take_action(
+        &self,
+        user: &str,
+        id: &str,
+        action: &TakenAction,
+    ) -> Result<ActionOutcome> {
+        let json = serde_json::to_string(action).map_err(|e| Error::Internal(e.to_string()))?;
+        let now = SystemTime::now();
+        let mut conn = self.conn.for_deadline_writes();
+        let out: Vec<String> = self
+            .scripts
+            .action
+            .key(UserKeys::new(user).base())
+            .arg(id)
+            .arg(json)
+            .arg(&action.at)
+            .arg(crate::model::unix_ms(now))
+            .arg(LOG_CAPACITY)
+            .arg(self.conn.write_deadline_ms())
+            .arg(Epoch::random().as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(late)?;
+        match out.as_slice() {
+            [outcome] if outcome == "missing" => Ok(ActionOutcome::Missing),
+            [outcome] if outcome == "conflict" => Ok(ActionOutcome::Conflict),
+            [outcome, json] if outcome == "taken" => serde_json::from_str(json)
+                .map(|n| ActionOutcome::Taken(Box::new(n)))
+                .map_err(|e| Error::Internal(format!("action script: {e}"))),
+            _ => Err(Error::Internal(
+                "action script returned an unexpected shape".into(),
+            )),
+        }
+    }
+
+    /// A snooze is noted in the due index before the script (see [`RedisStore::publish`]).
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         let k = UserKeys::new(user);
-        let mut inv = self.scripts.mark.prepare_invoke();
-        for key in k.tray() {
-            inv.key(key);
+        if let Mark::Snooze(at) = mark {
+            self.hint(std::iter::once(user), at).await?;
         }
+        let mut inv = self.scripts.mark.key(k.base());
         let now = SystemTime::now();
-        inv.arg(mark.kind().as_str())
+        inv.arg(mark.as_str())
             .arg(crate::model::unix_ms(now))
             .arg(rfc3339(now))
             .arg(LOG_CAPACITY)
-            .arg(k.channel());
-        inv.arg(if matches!(target, Target::All) {
-            "1"
-        } else {
-            "0"
-        });
-        inv.arg(self.conn.write_deadline_ms())
+            .arg(if matches!(target, Target::All) {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(self.conn.write_deadline_ms())
             .arg(Epoch::random().as_str());
+        match mark {
+            Mark::Snooze(at) => inv.arg(at).arg(ms_to_rfc3339(at)),
+            _ => inv.arg("").arg(""),
+        };
         if let Target::Ids(ids) = target {
             for id in ids {
                 inv.arg(id);
@@ -390,10 +531,14 @@ impl RedisStore {
         let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
         let mut out = out.into_iter();
         let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        Ok(Marked {
+        let marked = Marked {
             found,
             changed: out.collect(),
-        })
+        };
+        if let (Mark::Snooze(at), false) = (mark, marked.changed.is_empty()) {
+            self.hint(std::iter::once(user), at).await?;
+        }
+        Ok(marked)
     }
 
     /// SCAN every tray (on every primary of a cluster); each user's old ids are deleted
@@ -708,15 +853,6 @@ fn late(e: redis::RedisError) -> Error {
     } else {
         e.into()
     }
-}
-
-/// A stored notification with its read and seen times (`""`: not yet).
-fn parse_item(json: &str, read_at: &str, seen_at: &str) -> Option<Notification> {
-    let mut n: Notification = serde_json::from_str(json).ok()?;
-    let time = |t: &str| (!t.is_empty()).then(|| t.to_owned());
-    n.read_at = time(read_at);
-    n.seen_at = time(seen_at);
-    Some(n)
 }
 
 fn parse_change(epoch: Epoch, entry: &redis::streams::StreamId) -> Option<Change> {

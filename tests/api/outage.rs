@@ -428,30 +428,30 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     let past = secs * 1000 - 1;
     let future = secs * 1000 + 60_000;
-    let keys = [
-        "items", "order", "unread", "read_at", "seq", "log", "epoch", "unseen", "seen_at", "prefs",
-    ]
-    .map(|k| format!("t:{k}"));
-    let publish = redis::Script::new(include_str!("../../src/store/scripts/publish.lua"));
+    // the tray scripts take the user's base key and add suffixes (src/store/scripts/common.lua)
+    let base = "t";
+    let keys = ["items", "order", "unread", "seq", "log", "epoch", "unseen"]
+        .map(|k| format!("{base}:{k}"));
+    let common = include_str!("../../src/store/scripts/common.lua");
+    let publish = redis::Script::new(&format!(
+        "{common}{}",
+        include_str!("../../src/store/scripts/publish.lua")
+    ));
     let run_publish = |deadline: u64| {
-        let mut inv = publish.prepare_invoke();
-        for k in &keys {
-            inv.key(k);
-        }
+        let mut inv = publish.key(base);
         // ARGV: deadline, max_per_user, log_capacity, now_ms, idempotency_ttl_ms, keys per
-        // user, the shared tail, the category (none), then per user: id, user (JSON),
-        // channel, fresh epoch
+        // user, the shared tail, the muted category (none), category, collapse key, deliver
+        // at, expires at (none), then per user: id, user (JSON), fresh epoch
         inv.arg(deadline)
             .arg(10)
             .arg(10)
             .arg(secs * 1000)
             .arg(1000)
-            .arg(keys.len())
-            .arg(r#","title":"t"}"#)
-            .arg("")
+            .arg(1)
+            .arg(r#","title":"t""#)
+            .arg(&["", "", "", "", ""])
             .arg("id1")
             .arg(r#""u""#)
-            .arg("t:channel")
             .arg("0123456789ab");
         inv
     };
@@ -466,20 +466,23 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let ok: Vec<String> = run_publish(future).invoke_async(&mut conn).await.unwrap();
     assert_eq!(ok, ["", "1"], "no failure; stored");
 
-    let mark = redis::Script::new(include_str!("../../src/store/scripts/mark.lua"));
+    let mark = redis::Script::new(&format!(
+        "{common}{}",
+        include_str!("../../src/store/scripts/mark.lua")
+    ));
     let run_mark = |deadline: u64| {
-        let mut inv = mark.prepare_invoke();
-        for k in &keys {
-            inv.key(k);
-        }
+        let mut inv = mark.key(base);
+        // ARGV: kind, now_ms, now, log_capacity, all, deadline, fresh epoch, snooze end (ms,
+        // RFC 3339), ids
         inv.arg("read")
             .arg(secs * 1000)
             .arg("2026-01-01T00:00:00Z")
             .arg(10)
-            .arg("t:channel")
             .arg("0")
             .arg(deadline)
             .arg("0123456789ab")
+            .arg("")
+            .arg("")
             .arg("id1");
         inv
     };
@@ -492,5 +495,5 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
         .unwrap();
     assert_eq!(unread, 1, "still unread");
     let ok: Vec<String> = run_mark(future).invoke_async(&mut conn).await.unwrap();
-    assert_eq!(ok, ["1", "id1"], "ids start at ARGV[9]");
+    assert_eq!(ok, ["1", "id1"], "ids start at ARGV[10]");
 }

@@ -31,7 +31,7 @@ pub async fn unread_filter_pages_only_unread(s: &Subject) {
     let read: Vec<&String> = page
         .notifications
         .iter()
-        .filter(|n| n.read_at.is_some())
+        .filter(|n| n.state.read_at.is_some())
         .map(|n| &n.id)
         .collect();
     assert_eq!(read, [&all[4], &all[1]]);
@@ -78,7 +78,7 @@ pub async fn mark_reports_found_and_changed(s: &Subject) {
         .await
         .expect("get")
         .expect("still there");
-    assert!(got.read_at.is_some());
+    assert!(got.state.read_at.is_some());
     let unread = mark(s, "a", &[y], Mark::Unread).await;
     assert_eq!((unread.found, unread.changed), (1, vec![y.clone()]));
     let got = s
@@ -87,7 +87,7 @@ pub async fn mark_reports_found_and_changed(s: &Subject) {
         .await
         .expect("get")
         .expect("still there");
-    assert_eq!(got.read_at, None);
+    assert_eq!(got.state.read_at, None);
     let deleted = mark(s, "a", &[x, y], Mark::Deleted).await;
     assert_eq!((deleted.found, deleted.changed), (2, all.clone()));
     assert_eq!(s.store.get("a", x).await.expect("get"), None);
@@ -398,7 +398,10 @@ pub async fn notification_json_is_what_serde_writes(s: &Subject) {
         };
         let json = serde_json::to_string(&stored).expect("json");
         assert_eq!(changes[0].data, counts.append_to(&json));
-        assert_eq!(json, t.json(p.id.as_str(), user));
+        assert_eq!(
+            json,
+            t.json(p.id.as_str(), user, &crate::model::ItemState::default())
+        );
         assert_eq!(stored.user, *user);
     }
 }
@@ -471,13 +474,14 @@ pub async fn seen_is_counted_apart_from_read(s: &Subject) {
             .unwrap()
             .clone()
     };
-    assert!(n(&all[0]).seen_at.is_some() && n(&all[0]).read_at.is_none());
-    assert!(n(&all[2]).seen_at.is_some() && n(&all[2]).read_at.is_some());
-    assert!(n(&all[3]).seen_at.is_none());
+    assert!(n(&all[0]).state.seen_at.is_some() && n(&all[0]).state.read_at.is_none());
+    assert!(n(&all[2]).state.seen_at.is_some() && n(&all[2]).state.read_at.is_some());
+    assert!(n(&all[3]).state.seen_at.is_none());
     let query = ListQuery {
         limit: 10,
         before: None,
-        filter: Filter::Unseen,
+        unseen: true,
+        ..ListQuery::default()
     };
     let unseen = s.store.list("a", &query).await.expect("list");
     assert_eq!(ids(&unseen), [all[3].clone()]);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use self::redis_server::RedisServer;
 use super::MemoryStore;
-use super::{Filter, ListQuery, Page, Published, Recipient, Replay, SessionRecord, Store};
+use super::{ListQuery, Page, Published, Recipient, Replay, SessionRecord, Store};
 use crate::config::Backend;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -133,7 +133,10 @@ contract! {
 
 fn template(notification: serde_json::Value) -> Arc<Template> {
     let input: NotificationInput = serde_json::from_value(notification).expect("a valid input");
-    Arc::new(Template::new(&input, std::time::SystemTime::now()).expect("a template"))
+    Arc::new(
+        Template::new(&input, Default::default(), std::time::SystemTime::now())
+            .expect("a template"),
+    )
 }
 
 /// Publish `template` to `users` in one store call (fresh ids); one outcome per user.
@@ -184,7 +187,8 @@ async fn list(s: &Subject, user: &str, limit: usize, before: Option<&str>, unrea
     let query = ListQuery {
         limit,
         before: before.map(str::to_owned),
-        filter: if unread { Filter::Unread } else { Filter::All },
+        unread,
+        ..ListQuery::default()
     };
     s.store.list(user, &query).await.expect("list")
 }

@@ -9,6 +9,13 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
+mod fields;
+
+pub use self::fields::{
+    check_ahead, ms_to_rfc3339, parse_time, ActionSpec, ItemState, TakenAction,
+    MAX_COLLAPSE_KEY_CHARS,
+};
+
 /// Largest serialized notification, in bytes (spec: 16 KiB, 413 beyond).
 pub const MAX_NOTIFICATION_BYTES: usize = 16 * 1024;
 /// Longest user id, group name, session id or tab id, in characters.
@@ -21,35 +28,44 @@ pub const MAX_TITLE_CHARS: usize = 256;
 /// Longest category name in a preference, in characters.
 pub const MAX_CATEGORY_CHARS: usize = 128;
 
-/// A notification as stored and as sent to clients.
+/// A notification as stored and as sent to clients. Every member is always present (`null`
+/// when unset). The published fields come first and the per-recipient [`ItemState`] last, so
+/// a stored notification's JSON is its published part followed by its state's suffix.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: String,
     pub user: String,
     pub title: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub body: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub source: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub category: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub link: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub data: Option<Map<String, Value>>,
     /// Preferences cannot mute it.
     #[serde(default)]
     pub critical: bool,
-    pub created_at: String,
-    pub read_at: Option<String>,
-    /// When the user first saw it (opened the tray, or read it).
     #[serde(default)]
-    pub seen_at: Option<String>,
+    pub collapse_key: Option<String>,
+    #[serde(default)]
+    pub deliver_at: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub actions: Vec<ActionSpec>,
+    pub created_at: String,
+    #[serde(flatten)]
+    pub state: ItemState,
 }
 
 /// The `notification` object of a publish request: what the publisher controls. Fields that
-/// Herald sets (`id`, `user`, `created_at`, `read_at`) are refused when sent (400 naming the
-/// field); other unknown fields are ignored, so publishers can send fields of later versions.
+/// Herald sets (`id`, `user`, `created_at`, the per-recipient state) are refused when sent
+/// (400 naming the field); other unknown fields are ignored, so publishers can send fields of
+/// later versions.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NotificationInput {
     pub title: String,
@@ -66,6 +82,17 @@ pub struct NotificationInput {
     /// Delivered even to users who muted its category.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub critical: bool,
+    /// A new publish with this key supersedes the user's active unread one (collapse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapse_key: Option<String>,
+    /// Not active before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_at: Option<String>,
+    /// Removed from the tray at this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionSpec>,
     #[serde(default, skip_serializing)]
     pub id: Reserved,
     #[serde(default, skip_serializing)]
@@ -76,6 +103,16 @@ pub struct NotificationInput {
     pub read_at: Reserved,
     #[serde(default, skip_serializing)]
     pub seen_at: Reserved,
+    #[serde(default, skip_serializing)]
+    pub archived_at: Reserved,
+    #[serde(default, skip_serializing)]
+    pub snoozed_until: Reserved,
+    #[serde(default, skip_serializing)]
+    pub count: Reserved,
+    #[serde(default, skip_serializing)]
+    pub replaces: Reserved,
+    #[serde(default, skip_serializing)]
+    pub action: Reserved,
 }
 
 /// A field of the notification that only Herald sets: remembers whether a publisher sent it
@@ -89,14 +126,35 @@ impl<'de> Deserialize<'de> for Reserved {
     }
 }
 
+/// When a published notification becomes active and when it goes, in Unix milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Schedule {
+    pub deliver_ms: Option<u64>,
+    pub expire_ms: Option<u64>,
+}
+
+impl Schedule {
+    /// The earliest due time, if any.
+    pub fn first(&self) -> Option<u64> {
+        self.deliver_ms.into_iter().chain(self.expire_ms).min()
+    }
+}
+
 impl NotificationInput {
-    pub fn validate(&self) -> Result<()> {
+    /// Check the input against the rules, at `now`; normalizes the due times (to UTC, in
+    /// milliseconds) and the actions' methods, and returns the schedule.
+    pub fn validate(&mut self, now: SystemTime) -> Result<Schedule> {
         let reserved = [
             ("id", self.id),
             ("user", self.user),
             ("created_at", self.created_at),
             ("read_at", self.read_at),
             ("seen_at", self.seen_at),
+            ("archived_at", self.archived_at),
+            ("snoozed_until", self.snoozed_until),
+            ("count", self.count),
+            ("replaces", self.replaces),
+            ("action", self.action),
         ];
         if let Some((field, _)) = reserved.iter().find(|(_, sent)| sent.0) {
             return Err(Error::invalid(format!(
@@ -116,7 +174,35 @@ impl NotificationInput {
                 ));
             }
         }
-        Ok(())
+        if let Some(key) = &self.collapse_key {
+            if !is_plain(key, MAX_COLLAPSE_KEY_CHARS) {
+                return Err(Error::invalid(format!(
+                    "notification.collapse_key must be 1 to {MAX_COLLAPSE_KEY_CHARS} characters \
+                     without control characters"
+                )));
+            }
+        }
+        fields::validate_actions(&mut self.actions)?;
+        let due = |field: &str, value: &mut Option<String>| -> Result<Option<u64>> {
+            let Some(text) = value else { return Ok(None) };
+            let name = format!("notification.{field}");
+            let ms = fields::parse_time(&name, text)?;
+            fields::check_ahead(&name, ms, now)?;
+            *text = fields::ms_to_rfc3339(ms);
+            Ok(Some(ms))
+        };
+        let schedule = Schedule {
+            deliver_ms: due("deliver_at", &mut self.deliver_at)?,
+            expire_ms: due("expires_at", &mut self.expires_at)?,
+        };
+        if let (Some(deliver), Some(expire)) = (schedule.deliver_ms, schedule.expire_ms) {
+            if expire <= deliver {
+                return Err(Error::invalid(
+                    "notification.expires_at must lie after notification.deliver_at",
+                ));
+            }
+        }
+        Ok(schedule)
     }
 }
 
@@ -135,15 +221,18 @@ fn is_safe_link(link: &str) -> bool {
 }
 
 /// What every recipient of one publish shares, built once per publish: the publisher's fields,
-/// the creation time, and the notification's JSON from `"title"` on (its tail). A recipient's
-/// notification JSON is `{"id":<id>,"user":<user>` followed by the tail, byte for byte what
-/// serde writes for the whole [`Notification`] (the struct lists `id` and `user` first); the
-/// memory store keeps one `Arc<Template>` per publish for every tray it went to, and the Redis
-/// store sends the tail once per script call, which splices in the same way (`publish.lua`).
+/// the creation time, the schedule, and the notification's published part as JSON from
+/// `"title"` on (its tail, without the closing brace). A recipient's notification JSON is
+/// `{"id":<id>,"user":<user>` followed by the tail and the recipient's [`ItemState`] suffix,
+/// byte for byte what serde writes for the whole [`Notification`] (the struct lists `id` and
+/// `user` first and the state last); the memory store keeps one `Arc<Template>` per publish
+/// for every tray it went to, and the Redis store sends the tail once per script call, which
+/// splices in the same way (`publish.lua`).
 #[derive(Debug)]
 pub struct Template {
     input: NotificationInput,
     created_at: String,
+    schedule: Schedule,
     tail: String,
 }
 
@@ -151,82 +240,33 @@ pub struct Template {
 const EMPTY_HEAD: &str = r#"{"id":"","user":"""#;
 
 impl Template {
-    /// The shared part of a publish of `input` made at `now` (`input` already validated).
-    pub fn new(input: &NotificationInput, now: SystemTime) -> Result<Self> {
+    /// The shared part of a publish of `input` made at `now` (`input` already validated, with
+    /// its `schedule`).
+    pub fn new(input: &NotificationInput, schedule: Schedule, now: SystemTime) -> Result<Self> {
         let created_at = rfc3339(now);
-        let whole = Notification {
-            id: String::new(),
-            user: String::new(),
-            title: input.title.clone(),
-            body: input.body.clone(),
-            source: input.source.clone(),
-            category: input.category.clone(),
-            link: input.link.clone(),
-            data: input.data.clone(),
-            critical: input.critical,
-            created_at: created_at.clone(),
-            read_at: None,
-            seen_at: None,
-        };
+        let state = ItemState::default();
+        let whole = Template::build(input, &created_at, "", "", state.clone());
         let json = serde_json::to_string(&whole).map_err(|e| Error::Internal(e.to_string()))?;
         let tail = json
             .strip_prefix(EMPTY_HEAD)
+            .and_then(|rest| rest.strip_suffix(state.json_suffix().as_str()))
             .ok_or_else(|| Error::Internal(format!("unexpected notification JSON: {json}")))?
             .to_owned();
         Ok(Template {
             input: input.clone(),
             created_at,
+            schedule,
             tail,
         })
     }
 
-    /// The notification JSON after `"user":<user>`: `,"title":…,"read_at":null,"seen_at":null}`.
-    pub fn tail(&self) -> &str {
-        &self.tail
-    }
-
-    /// The JSON of this notification for one recipient.
-    pub fn json(&self, id: &str, user: &str) -> String {
-        let mut out = String::with_capacity(self.json_len(id, user));
-        out.push_str(r#"{"id":"#);
-        push_json_str(&mut out, id);
-        out.push_str(r#","user":"#);
-        push_json_str(&mut out, user);
-        out.push_str(&self.tail);
-        out
-    }
-
-    /// The length of [`Self::json`] in bytes, without building it.
-    pub fn json_len(&self, id: &str, user: &str) -> usize {
-        r#"{"id":,"user":"#.len() + json_str_len(id) + json_str_len(user) + self.tail.len()
-    }
-
-    /// Refuse (413) when the notification for the recipient with the longest JSON-escaped id
-    /// would exceed [`MAX_NOTIFICATION_BYTES`]: checked before anything is stored, it holds
-    /// for every recipient.
-    pub fn check_size<'a>(&self, users: impl IntoIterator<Item = &'a str>) -> Result<()> {
-        let Some(longest) = users.into_iter().max_by_key(|u| json_str_len(u)) else {
-            return Ok(());
-        };
-        let id = NotificationId::from_ulid(ulid::Ulid::nil());
-        if self.json_len(id.as_str(), longest) > MAX_NOTIFICATION_BYTES {
-            return Err(Error::TooLarge {
-                what: "notification",
-                limit: MAX_NOTIFICATION_BYTES,
-            });
-        }
-        Ok(())
-    }
-
-    /// The notification as stored for `user`, with its read and seen times.
-    pub fn notification(
-        &self,
+    fn build(
+        input: &NotificationInput,
+        created_at: &str,
         id: &str,
         user: &str,
-        read_at: Option<&str>,
-        seen_at: Option<&str>,
+        state: ItemState,
     ) -> Notification {
-        let input = &self.input;
         Notification {
             id: id.to_owned(),
             user: user.to_owned(),
@@ -237,14 +277,79 @@ impl Template {
             link: input.link.clone(),
             data: input.data.clone(),
             critical: input.critical,
-            created_at: self.created_at.clone(),
-            read_at: read_at.map(str::to_owned),
-            seen_at: seen_at.map(str::to_owned),
+            collapse_key: input.collapse_key.clone(),
+            deliver_at: input.deliver_at.clone(),
+            expires_at: input.expires_at.clone(),
+            actions: input.actions.clone(),
+            created_at: created_at.to_owned(),
+            state,
         }
+    }
+
+    /// The notification JSON after `"user":<user>` up to its state: `,"title":…,"created_at":…`.
+    pub fn tail(&self) -> &str {
+        &self.tail
+    }
+
+    /// The JSON of this notification for one recipient, with its state.
+    pub fn json(&self, id: &str, user: &str, state: &ItemState) -> String {
+        let suffix = if state.is_fresh() {
+            std::borrow::Cow::Borrowed(FRESH_SUFFIX)
+        } else {
+            std::borrow::Cow::Owned(state.json_suffix())
+        };
+        let mut out = String::with_capacity(self.json_len(id, user) + suffix.len());
+        out.push_str(r#"{"id":"#);
+        push_json_str(&mut out, id);
+        out.push_str(r#","user":"#);
+        push_json_str(&mut out, user);
+        out.push_str(&self.tail);
+        out.push_str(&suffix);
+        out
+    }
+
+    /// The length of [`Self::json`] in bytes for a fresh state ([`ItemState::default`]),
+    /// without building it.
+    pub fn json_len(&self, id: &str, user: &str) -> usize {
+        r#"{"id":,"user":"#.len()
+            + json_str_len(id)
+            + json_str_len(user)
+            + self.tail.len()
+            + FRESH_SUFFIX_LEN
+    }
+
+    /// Refuse (413) when the notification for the recipient with the longest JSON-escaped id
+    /// would exceed [`MAX_NOTIFICATION_BYTES`]: checked before anything is stored, it holds
+    /// for every recipient.
+    pub fn check_size<'a>(&self, users: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let Some(longest) = users.into_iter().max_by_key(|u| json_str_len(u)) else {
+            return Ok(());
+        };
+        let id = NotificationId::from_ulid(ulid::Ulid::nil());
+        if self.json_len(id.as_str(), longest) + STATE_ROOM > MAX_NOTIFICATION_BYTES {
+            return Err(Error::TooLarge {
+                what: "notification",
+                limit: MAX_NOTIFICATION_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    /// The notification as stored for `user`, with its state.
+    pub fn notification(&self, id: &str, user: &str, state: &ItemState) -> Notification {
+        Template::build(&self.input, &self.created_at, id, user, state.clone())
     }
 
     pub fn category(&self) -> Option<&str> {
         self.input.category.as_deref()
+    }
+
+    pub fn collapse_key(&self) -> Option<&str> {
+        self.input.collapse_key.as_deref()
+    }
+
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
     }
 
     /// The category a recipient's muting applies to: `None` when the notification has no
@@ -256,6 +361,13 @@ impl Template {
         }
     }
 }
+
+/// A fresh state's suffix ([`ItemState::default`]), written once.
+const FRESH_SUFFIX: &str = r#","read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null,"count":1,"replaces":null}"#;
+const FRESH_SUFFIX_LEN: usize = FRESH_SUFFIX.len();
+/// Room the size check leaves for state a notification gains later: a collapse count and the
+/// id it replaces, a recorded action, the times of its state changes.
+const STATE_ROOM: usize = 256;
 
 /// A category name in a preference: 1 to [`MAX_CATEGORY_CHARS`] characters, no control
 /// characters.
@@ -392,6 +504,10 @@ pub enum ChangeKind {
     Unread,
     Deleted,
     Seen,
+    Archived,
+    Unarchived,
+    /// The whole notification, changed (an action taken, a snooze).
+    Updated,
 }
 
 impl ChangeKind {
@@ -402,6 +518,9 @@ impl ChangeKind {
             ChangeKind::Unread => "unread",
             ChangeKind::Deleted => "deleted",
             ChangeKind::Seen => "seen",
+            ChangeKind::Archived => "archived",
+            ChangeKind::Unarchived => "unarchived",
+            ChangeKind::Updated => "updated",
         }
     }
 
@@ -412,6 +531,9 @@ impl ChangeKind {
             "unread" => ChangeKind::Unread,
             "deleted" => ChangeKind::Deleted,
             "seen" => ChangeKind::Seen,
+            "archived" => ChangeKind::Archived,
+            "unarchived" => ChangeKind::Unarchived,
+            "updated" => ChangeKind::Updated,
             _ => return None,
         })
     }
@@ -528,23 +650,48 @@ pub struct Change {
     pub at_ms: u64,
 }
 
-/// The status change a tray write asks for.
+/// The change a tray write asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
     Read,
     Unread,
     Deleted,
     Seen,
+    Archived,
+    Unarchived,
+    /// Snooze until this time (Unix ms; already checked to lie ahead).
+    Snooze(u64),
+    Unsnooze,
 }
 
 impl Mark {
-    pub fn kind(self) -> ChangeKind {
+    /// The script's name for this change (and the event of a status change).
+    pub fn as_str(self) -> &'static str {
         match self {
+            Mark::Read => "read",
+            Mark::Unread => "unread",
+            Mark::Deleted => "deleted",
+            Mark::Seen => "seen",
+            Mark::Archived => "archived",
+            Mark::Unarchived => "unarchived",
+            Mark::Snooze(_) => "snooze",
+            Mark::Unsnooze => "unsnooze",
+        }
+    }
+
+    /// The event of a status change: one event names every changed id. `None` for a snooze
+    /// change, which sends each changed notification whole (`updated`, or `notification`
+    /// when it is active again).
+    pub fn status_kind(self) -> Option<ChangeKind> {
+        Some(match self {
             Mark::Read => ChangeKind::Read,
             Mark::Unread => ChangeKind::Unread,
             Mark::Deleted => ChangeKind::Deleted,
             Mark::Seen => ChangeKind::Seen,
-        }
+            Mark::Archived => ChangeKind::Archived,
+            Mark::Unarchived => ChangeKind::Unarchived,
+            Mark::Snooze(_) | Mark::Unsnooze => return None,
+        })
     }
 }
 
@@ -716,15 +863,24 @@ mod tests {
     /// Fields Herald sets are refused by name when a publisher sends them, even as null.
     #[test]
     fn reserved_fields_are_refused() {
-        for field in ["id", "user", "created_at", "read_at"] {
+        for field in [
+            "id",
+            "user",
+            "created_at",
+            "read_at",
+            "count",
+            "action",
+            "snoozed_until",
+        ] {
             let input: NotificationInput =
                 serde_json::from_value(serde_json::json!({"title": "t", field: null})).unwrap();
-            let err = input.validate().unwrap_err().to_string();
+            let mut input = input;
+            let err = input.validate(SystemTime::now()).unwrap_err().to_string();
             assert!(err.contains(&format!("notification.{field}")), "{err}");
         }
-        let input: NotificationInput =
+        let mut input: NotificationInput =
             serde_json::from_value(serde_json::json!({"title": "t", "future": 1})).unwrap();
-        assert!(input.validate().is_ok());
+        assert!(input.validate(SystemTime::now()).is_ok());
     }
 
     /// An event id is written `<epoch>.<seq>` and parses back to itself.
@@ -782,18 +938,32 @@ mod tests {
                 "link": "https://x.example/?a=1&b=\"", "data": {"z": [1, 2.5, null], "a": {"b": false}},
             })),
             input(serde_json::json!({"title": "t", "data": {}})),
+            input(serde_json::json!({
+                "title": "t", "collapse_key": "k", "critical": true,
+                "actions": [{"id": "a", "label": "A", "method": "POST", "path": "/api/x"}],
+            })),
         ];
         let users = ["alice", "a\"b", "c\\d", "ünï", "x\u{7f}y", "tab\there"];
         for input in &inputs {
-            let template = Template::new(input, now).unwrap();
+            let template = Template::new(input, Schedule::default(), now).unwrap();
             for user in users {
                 let id = new_ids(1).next().unwrap();
-                let json = template.json(id.as_str(), user);
-                let n = template.notification(id.as_str(), user, None, None);
+                let fresh = ItemState::default();
+                let json = template.json(id.as_str(), user, &fresh);
+                let n = template.notification(id.as_str(), user, &fresh);
                 assert_eq!(json, serde_json::to_string(&n).unwrap());
                 assert_eq!(template.json_len(id.as_str(), user), json.len());
                 assert_eq!(n.created_at, rfc3339(now));
                 assert_eq!(serde_json::from_str::<Notification>(&json).unwrap(), n);
+                let later = ItemState {
+                    read_at: Some(rfc3339(now)),
+                    count: 3,
+                    replaces: Some(id.to_string()),
+                    ..ItemState::default()
+                };
+                let json = template.json(id.as_str(), user, &later);
+                let n = template.notification(id.as_str(), user, &later);
+                assert_eq!(json, serde_json::to_string(&n).unwrap());
             }
         }
     }
@@ -802,7 +972,8 @@ mod tests {
     #[test]
     fn template_size_is_checked_for_the_longest_user() {
         let template = Template::new(
-            &input(serde_json::json!({"title": "t", "body": "b".repeat(16_100)})),
+            &input(serde_json::json!({"title": "t", "body": "b".repeat(15_700)})),
+            Schedule::default(),
             SystemTime::now(),
         )
         .unwrap();

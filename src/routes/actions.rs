@@ -1,0 +1,88 @@
+//! `POST /notifications/{id}/actions/{action_id}`: take one of a notification's actions, once.
+//! An action with a `path` is sent to the `--upstream` as the user (the `/api/` proxy's
+//! identity headers, the path mapped as the proxy maps it) and its answer status recorded; one
+//! without only records. Nothing is recorded when the upstream cannot be reached (502) or does
+//! not answer in time (504).
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+
+use super::auth_request::identity_headers;
+use super::body::{json, Request, Response};
+use crate::auth::session::{self, Caller};
+use crate::error::{Error, Result};
+use crate::model::{rfc3339, ActionSpec, TakenAction};
+use crate::state::AppState;
+use crate::store::ActionOutcome;
+
+const TAKEN: &str = "an action was already taken on this notification";
+
+pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> Result<Response> {
+    let (parts, _) = req.into_parts();
+    let caller = session::writer(&state, &parts).await?;
+    let n = state
+        .store
+        .get(&caller.user, id)
+        .await?
+        .ok_or(Error::NotFound("no such notification"))?;
+    let spec = n
+        .actions
+        .iter()
+        .find(|a| a.id == action_id)
+        .ok_or(Error::NotFound("no such action on this notification"))?;
+    if n.state.action.is_some() {
+        return Err(Error::Conflict(TAKEN));
+    }
+    let status = match &spec.path {
+        Some(path) => Some(send(&state, &caller, spec, path, id).await?),
+        None => None,
+    };
+    let taken = TakenAction {
+        id: action_id.to_owned(),
+        at: rfc3339(std::time::SystemTime::now()),
+        status,
+    };
+    match state.store.take_action(&caller.user, id, &taken).await? {
+        ActionOutcome::Taken(n) => Ok(json(StatusCode::OK, &n)),
+        ActionOutcome::Conflict => Err(Error::Conflict(TAKEN)),
+        ActionOutcome::Missing => Err(Error::NotFound("no such notification")),
+    }
+}
+
+/// Send the action to the upstream as the user; its answer status (any status: the backend
+/// has seen the action).
+async fn send(
+    state: &AppState,
+    caller: &Caller,
+    spec: &ActionSpec,
+    path: &str,
+    id: &str,
+) -> Result<u16> {
+    let upstream = state.upstream.as_ref().ok_or_else(|| {
+        Error::invalid("this action has a path, but no --upstream is configured to send it to")
+    })?;
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let rest = path.strip_prefix("/api/").unwrap_or(path);
+    let body = serde_json::json!({"notification": id, "action": spec.id}).to_string();
+    let mut request = http::Request::builder()
+        .method(spec.method.as_deref().unwrap_or("POST"))
+        .uri(upstream.target(rest, query)?)
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .map_err(|e| Error::Internal(format!("action request: {e}")))?;
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    identity_headers(headers, caller)?;
+    let response = upstream
+        .send(request, state.config.upstream_timeout)
+        .await?;
+    Ok(response.status().as_u16())
+}

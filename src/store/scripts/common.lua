@@ -1,0 +1,120 @@
+-- Shared by every tray script (prepended to each by `redis.rs`). A user's keys all start
+-- with the user's base key `herald:{u:<user>}` (one hash tag, so one cluster slot), which the
+-- scripts receive as a KEYS entry and extend with a suffix (see `keys.rs` and docs/redis.md):
+--   items HASH id -> the published part of the notification JSON (no closing brace)
+--   order ZSET every id (scores 0, lexical = creation order)
+--   unread, unseen ZSET the *active* ids not read / not seen (what the counts count)
+--   read_at, seen_at, archived HASH id -> RFC 3339 time
+--   snoozed HASH id -> RFC 3339 time the snooze ends
+--   wake ZSET id -> Unix ms it is delivered (deliver_at) or its snooze ends
+--   expire ZSET id -> Unix ms it expires
+--   action HASH id -> the taken action's JSON
+--   meta HASH id -> '<count>\t<replaced id>' for a collapsed notification
+--   cat HASH id -> category; collapse HASH collapse key -> the last id published with it
+--   seq, epoch, log, ch, prefs: the change log, its epoch, its stream and channel, preferences
+-- A notification is *active* when it is not archived and not in `wake` (neither held for
+-- delivery nor snoozed).
+
+local function key(b, suffix) return b .. ':' .. suffix end
+
+-- Whether Redis's clock is past the caller's deadline (Unix ms): the caller has answered 503
+-- by then, so the write must not happen (the script returns LATE_REPLY instead).
+local LATE_REPLY = 'LATE tray write arrived after its deadline'
+local function late(deadline)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline)
+end
+
+local function active(b, id)
+  return redis.call('HEXISTS', key(b, 'archived'), id) == 0
+    and not redis.call('ZSCORE', key(b, 'wake'), id)
+end
+
+-- Held for delivery: waiting in `wake` without a snooze.
+local function held(b, id)
+  return redis.call('ZSCORE', key(b, 'wake'), id) ~= false
+    and redis.call('HEXISTS', key(b, 'snoozed'), id) == 0
+end
+
+-- A stored, delivered notification.
+local function delivered(b, id)
+  return redis.call('HEXISTS', key(b, 'items'), id) == 1 and not held(b, id)
+end
+
+-- Keep the count sets in step with the item's state (the one rule for what counts).
+local function sync(b, id)
+  local on = active(b, id)
+  if on and redis.call('HEXISTS', key(b, 'read_at'), id) == 0 then
+    redis.call('ZADD', key(b, 'unread'), 0, id)
+  else
+    redis.call('ZREM', key(b, 'unread'), id)
+  end
+  if on and redis.call('HEXISTS', key(b, 'seen_at'), id) == 0 then
+    redis.call('ZADD', key(b, 'unseen'), 0, id)
+  else
+    redis.call('ZREM', key(b, 'unseen'), id)
+  end
+end
+
+-- Remove every trace of a notification (its collapse entry is checked against `unread` on use).
+local function remove(b, id)
+  for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat'}) do
+    redis.call('HDEL', key(b, h), id)
+  end
+  for _, z in ipairs({'order', 'unread', 'unseen', 'wake', 'expire'}) do
+    redis.call('ZREM', key(b, z), id)
+  end
+end
+
+local function quoted(v)
+  if v then return '"' .. v .. '"' end
+  return 'null'
+end
+
+-- The whole notification JSON: the published part and the state's suffix, member for member
+-- what serde writes for `model::ItemState` (times, ids and counts need no escaping; the
+-- action is stored as JSON).
+local function whole(b, id)
+  local base = redis.call('HGET', key(b, 'items'), id)
+  if not base then return nil end
+  local count, replaces = '1', nil
+  local meta = redis.call('HGET', key(b, 'meta'), id)
+  if meta then count, replaces = string.match(meta, '^(%d+)\t(.*)$') end
+  return base
+    .. ',"read_at":' .. quoted(redis.call('HGET', key(b, 'read_at'), id))
+    .. ',"seen_at":' .. quoted(redis.call('HGET', key(b, 'seen_at'), id))
+    .. ',"archived_at":' .. quoted(redis.call('HGET', key(b, 'archived'), id))
+    .. ',"snoozed_until":' .. quoted(redis.call('HGET', key(b, 'snoozed'), id))
+    .. ',"action":' .. (redis.call('HGET', key(b, 'action'), id) or 'null')
+    .. ',"count":' .. count .. ',"replaces":' .. quoted(replaces) .. '}'
+end
+
+local function counts(b)
+  return ',"unread_count":' .. redis.call('ZCARD', key(b, 'unread'))
+    .. ',"unseen_count":' .. redis.call('ZCARD', key(b, 'unseen'))
+end
+
+-- A JSON object with the tray's counts added at its end.
+local function with_counts(b, json)
+  return string.sub(json, 1, -2) .. counts(b) .. '}'
+end
+
+-- Log and announce one change. `fresh` is an epoch the caller drew, kept only when the
+-- user's log has none yet. The channel message is c<TAB>epoch<TAB>seq<TAB>kind<TAB>ms<TAB>data.
+local function commit(b, kind, data, ms, fresh, cap)
+  local epoch = redis.call('SET', key(b, 'epoch'), fresh, 'NX', 'GET') or fresh
+  local seq = tostring(redis.call('INCR', key(b, 'seq')))
+  redis.call('XADD', key(b, 'log'), 'MAXLEN', '~', cap, seq .. '-1', 'k', kind, 'd', data, 't', ms)
+  redis.call('SPUBLISH', key(b, 'ch'), 'c\t' .. epoch .. '\t' .. seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
+end
+
+-- When something of this tray is due next ('' when nothing is).
+local function next_due(b)
+  local first = ''
+  for _, z in ipairs({'wake', 'expire'}) do
+    local top = redis.call('ZRANGE', key(b, z), 0, 0, 'WITHSCORES')
+    if top[2] and (first == '' or tonumber(top[2]) < tonumber(first)) then first = top[2] end
+  end
+  return first
+end
+
