@@ -1,6 +1,6 @@
 // Herald SharedWorker: holds the one `/events` stream of this browser and fans every event out
 // to all connected tabs. A tab that joins is brought up to date by `Stream.join`: `ready` with
-// the current count, or, if it is behind (it reloaded while events arrived), a resume from
+// the current counts, or, if it is behind (it reloaded while events arrived), a resume from
 // its position, which replays what it missed (the other tabs drop what they already have).
 import { MSG, Stream } from "./herald.js";
 
@@ -13,7 +13,7 @@ function broadcast(name, data, id) {
 
 function hello(port, { base, position }) {
   if (!stream || stream.closed) {
-    stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, onEvent: broadcast });
+    stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, onEvent: broadcast });
     stream.start();
   } else {
     stream.join(position, (name, data, id) => port.postMessage({ type: MSG.EVENT, name, data, id }));

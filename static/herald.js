@@ -5,23 +5,26 @@
 //   2. without SharedWorker, one leader tab elected with Web Locks holds it and relays over
 //      BroadcastChannel; when the leader closes, the next tab takes over and resumes by id;
 //   3. without either, each tab holds its own stream (`?tab=<id>`).
-// The last event id is kept in localStorage, so a reload or a new leader resumes with
-// `?last_event_id=` and receives what it missed, each event exactly once.
+// `connect` loads the tray's first page, then streams from the page's `position` (the change
+// it reflects), so nothing falls between the list and the stream. The last event id is kept in
+// localStorage too: a reload resumes from it when it is not newer than the page, so what was
+// published during the reload arrives as events, each exactly once.
 //
 // An event id is `<tag>.<seq>`: the tag names one user's change log (a new user, or a log that
 // restarted, has another), and seqs compare only within one tag. Only change events are
 // dropped as already delivered; control events (`ready`, `reset`, `revoked`, `replaced`) never
 // are: `revoked` and `replaced` carry no `id:`, so EventSource repeats the previous id on them.
 
-const EVENTS = ["ready", "notification", "read", "unread", "deleted", "reset", "revoked", "replaced"];
-const STATUS_EVENTS = new Set(["read", "unread", "deleted"]);
-/** Events that are changes of the user's log: numbered, replayed, de-duplicated by id. */
-const CHANGE_EVENTS = new Set(["notification", ...STATUS_EVENTS]);
+/** Changes of the user's log: numbered, replayed, de-duplicated by id. */
+const CHANGE_EVENTS = new Set(["notification", "updated", "read", "unread", "seen", "deleted", "archived", "unarchived"]);
+const EVENTS = ["ready", ...CHANGE_EVENTS, "reset", "revoked", "replaced"];
 /** Events the server sends without an `id:` (the `lastEventId` EventSource shows is stale). */
 const UNNUMBERED_EVENTS = new Set(["revoked", "replaced"]);
 /** First and longest wait between reconnect attempts after the server refused a stream, in ms. */
 const MIN_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
+/** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
+const FIRST_PAGE = 20;
 /** Messages between tabs, the leader and the SharedWorker. */
 export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye" });
 
@@ -29,12 +32,23 @@ export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye" })
 const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
 const storageKey = (base) => scoped("position", base);
 
-/** The unread count after event `name` with `data`, from `count` (one rule for stream and tab). */
-function nextUnread(name, data, count) {
-  if (name === "notification") return data.read_at ? count : count + 1;
-  if (STATUS_EVENTS.has(name) || name === "reset") return data.unread_count ?? count;
-  return count;
+/**
+ * The counts `{ unread, unseen }` after event `name` with `data` (one rule for stream and tab).
+ * Every event of the server carries both counts; the rest is for a server that sent none with
+ * a `notification` (v1), where a new unread one adds one.
+ */
+export function nextCounts(name, data, counts) {
+  if (typeof data?.unread_count === "number") {
+    return { unread: data.unread_count, unseen: typeof data.unseen_count === "number" ? data.unseen_count : counts.unseen };
+  }
+  if (name === "notification" && !data.replaces) {
+    return { unread: counts.unread + (data.read_at ? 0 : 1), unseen: counts.unseen + (data.read_at || data.seen_at ? 0 : 1) };
+  }
+  return counts;
 }
+
+/** `counts` as event data: `{ unread_count, unseen_count }`. */
+const countData = (counts) => ({ unread_count: counts.unread, unseen_count: counts.unseen });
 
 /**
  * An event id `<tag>.<seq>` as `{ tag, seq }`; `null` for anything else (no id, a legacy plain
@@ -52,7 +66,17 @@ function notAfter(id, than) {
   return Boolean(a && b && a.tag === b.tag && a.seq <= b.seq);
 }
 
-/** Where this browser last was: `{ id, unread }` (the last event id and the unread count then). */
+/**
+ * Where to stream from, given the stored position `saved` and the first page's `position`:
+ * the stored one when it is in the page's log and not after it (a reload: what happened since
+ * arrives as events), else the page's (another user's or a lost log's id is dropped).
+ */
+export function startPosition(saved, position) {
+  if (saved?.id && notAfter(saved.id, position)) return saved.id;
+  return position ?? saved?.id ?? null;
+}
+
+/** Where this browser last was: `{ id, unread, unseen }` (the last event id and the counts then). */
 export function loadPosition(base) {
   try {
     const saved = JSON.parse(localStorage.getItem(storageKey(base)) ?? "null");
@@ -62,9 +86,9 @@ export function loadPosition(base) {
   }
 }
 
-function savePosition(base, id, unread) {
+function savePosition(base, id, counts) {
   try {
-    localStorage.setItem(storageKey(base), JSON.stringify({ id, unread }));
+    localStorage.setItem(storageKey(base), JSON.stringify({ id, unread: counts.unread, unseen: counts.unseen }));
   } catch {
     // storage may be disabled; resuming then relies on the live connection only
   }
@@ -79,16 +103,19 @@ export function forgetPosition(base = "") {
   }
 }
 
+/** `{ unread, unseen }` from a stored position (older ones kept the unread count alone). */
+const positionCounts = (position) => ({ unread: position?.unread ?? 0, unseen: position?.unseen ?? position?.unread ?? 0 });
+
 /**
  * One `/events` connection with resume and reconnect. Used by the SharedWorker, the leader
  * tab and the per-tab fallback alike. `onEvent(name, data, id)` receives parsed data; for
- * `ready`, `data.unread_count` is this stream's own count (see `#receive`).
+ * `ready`, the counts are this stream's own (see `#receive`).
  */
 export class Stream {
-  constructor({ base = "", lastEventId = null, unread = null, tab = null, onEvent }) {
+  constructor({ base = "", lastEventId = null, unread = null, unseen = null, tab = null, onEvent }) {
     this.base = base;
     this.lastEventId = lastEventId;
-    this.unreadCount = unread ?? 0;
+    this.counts = { unread: unread ?? 0, unseen: unseen ?? unread ?? 0 };
     this.tab = tab;
     this.onEvent = onEvent;
     this.ready = null;
@@ -96,6 +123,11 @@ export class Stream {
     this.source = null;
     this.backoff = MIN_BACKOFF_MS;
     this.timer = null;
+  }
+
+  /** The unread count (kept for callers of the first version). */
+  get unreadCount() {
+    return this.counts.unread;
   }
 
   start() {
@@ -120,11 +152,11 @@ export class Stream {
   }
 
   /** Reconnect from an earlier position (a tab that is behind joined). */
-  restart(lastEventId, unread) {
+  restart(lastEventId, counts) {
     this.source?.close();
     clearTimeout(this.timer);
     this.lastEventId = lastEventId;
-    this.unreadCount = unread ?? this.unreadCount;
+    if (counts) this.counts = counts;
     this.start();
   }
 
@@ -139,13 +171,13 @@ export class Stream {
     if (name === "ready") {
       this.backoff = MIN_BACKOFF_MS;
       // `ready` counts everything, replay included. When it resumes from our own position,
-      // our count is the one that matches, and the replayed events bring it up to date.
+      // our counts are the ones that match, and the replayed events bring them up to date.
       const resumed = id && id === this.lastEventId;
-      if (!resumed) this.unreadCount = data.unread_count ?? 0;
-      data = { ...data, unread_count: this.unreadCount };
+      if (!resumed) this.counts = nextCounts(name, data, { unread: 0, unseen: 0 });
+      data = { ...data, ...countData(this.counts) };
       this.ready = data;
     } else {
-      this.unreadCount = nextUnread(name, data, this.unreadCount);
+      this.counts = nextCounts(name, data, this.counts);
     }
     if (id) this.lastEventId = id;
     this.onEvent(name, data, id);
@@ -154,20 +186,21 @@ export class Stream {
   }
 
   /**
-   * Answer a tab that joins an existing stream at `position` ({id, unread} or null). A tab
-   * behind in the same log makes the stream resume from there (the others drop the replay);
+   * Answer a tab that joins an existing stream at `position` ({id, unread, unseen} or null). A
+   * tab behind in the same log makes the stream resume from there (the others drop the replay);
    * a tab whose position is of another log (another user's, a reset one, a legacy id) gets
-   * `ready` and `reset`: it drops that position and refetches.
+   * `ready` and `reset`: it drops that position and refetches. A tab at or after the stream's
+   * position gets `ready` and drops what it already has (its first page reflects it).
    */
   join(position, send) {
     const theirs = parseId(position?.id);
     const ours = parseId(this.lastEventId);
     if (theirs && ours && theirs.tag === ours.tag && theirs.seq < ours.seq) {
-      this.restart(position.id, position.unread);
+      this.restart(position.id, positionCounts(position));
     } else if (this.ready) {
-      send("ready", { ...this.ready, unread_count: this.unreadCount }, this.lastEventId);
+      send("ready", { ...this.ready, ...countData(this.counts) }, this.lastEventId);
       if (position?.id && theirs?.tag !== ours?.tag) {
-        send("reset", { unread_count: this.unreadCount }, this.lastEventId);
+        send("reset", countData(this.counts), this.lastEventId);
       }
     }
   }
@@ -198,68 +231,169 @@ function pickTransport(base) {
   return "tab";
 }
 
+/**
+ * A refused request: `status` (0 when Herald could not be reached), `code` (the error body's
+ * `invalid_request`, `not_found`, `conflict`, …, or `network`) and the server's `message`.
+ */
+export class HeraldError extends Error {
+  constructor(message, { status = 0, code = null, cause } = {}) {
+    super(message, cause ? { cause } : undefined);
+    this.name = "HeraldError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** `ids` as a list, or null when it names one notification (a string). */
+const idList = (ids) => (Array.isArray(ids) ? ids : null);
+/** A time for the server: a Date, an RFC 3339 string, or milliseconds since the epoch. */
+function isoTime(t) {
+  if (t == null) return null;
+  const d = t instanceof Date ? t : new Date(t);
+  if (Number.isNaN(d.getTime())) throw new TypeError(`not a time: ${t}`);
+  return d.toISOString();
+}
+
 export class Herald {
   /** Resolves at the first `ready`. */
   #ready;
   #resolveReady;
 
   /**
-   * Connect to Herald at `base` (same origin by default). Resolves once the stream is ready;
-   * rejects when the browser is not signed in (no valid session cookie).
+   * Connect to Herald at `base` (same origin by default): loads the first page of the tray
+   * (`limit` notifications, kept as `h.page`), then streams from the page's position. Resolves
+   * once the stream is ready; rejects (a `HeraldError`, status 401) when the browser is not
+   * signed in. `badge`: what `h.badgeCount` counts, `"unseen"` (default) or `"unread"`.
    */
-  static async connect({ base = "", transport } = {}) {
-    const h = new Herald(base.replace(/\/$/, ""));
-    await h.#request("GET", "/notifications?limit=1");
+  static async connect({ base = "", transport, badge = "unseen", limit = FIRST_PAGE } = {}) {
+    const h = new Herald(base.replace(/\/$/, ""), { badge });
+    const page = await h.list({ limit });
+    h.page = page;
+    h.#setCounts(nextCounts("page", page, h.#counts()));
+    h.lastId = startPosition(loadPosition(h.base), page.position);
     h.#start(transport ?? pickTransport(h.base));
     await h.#ready;
     return h;
   }
 
-  constructor(base) {
+  constructor(base, { badge = "unseen" } = {}) {
+    if (badge !== "unseen" && badge !== "unread") throw new TypeError(`badge is "unseen" or "unread", not ${badge}`);
     this.base = base;
+    this.badge = badge;
+    /** Active unread and unseen notifications, kept current from every event. */
     this.unreadCount = 0;
+    this.unseenCount = 0;
+    /** The first page `connect` loaded: `{notifications, unread_count, unseen_count, next, position}`. */
+    this.page = null;
     this.user = null;
     this.session = null;
     this.transport = null;
     this.handlers = new Map();
-    /** The last event id delivered to this tab (`<tag>.<seq>`), or null before `ready`. */
+    /** The last event id delivered to this tab (`<tag>.<seq>`); the page's position before `ready`. */
     this.lastId = null;
     this.closed = false;
     this.cleanup = [];
     this.#ready = new Promise((resolve) => (this.#resolveReady = resolve));
   }
 
-  /** Subscribe to an event; returns a function that unsubscribes. */
+  /** The badge's number: `unseenCount`, or `unreadCount` with `{ badge: "unread" }`. */
+  get badgeCount() {
+    return this.badge === "unread" ? this.unreadCount : this.unseenCount;
+  }
+
+  /**
+   * Subscribe to an event: "ready", "notification", "updated", "read", "unread", "seen",
+   * "deleted", "archived", "unarchived", "reset", "revoked", "replaced", or "counts" (after
+   * any event that changed `unreadCount` or `unseenCount`). Returns a function that unsubscribes.
+   */
   on(name, fn) {
     if (!this.handlers.has(name)) this.handlers.set(name, new Set());
     this.handlers.get(name).add(fn);
     return () => this.handlers.get(name)?.delete(fn);
   }
 
-  /** `GET /notifications`: resolves to `{notifications, unread_count, next}`. */
-  list({ limit, before, unread } = {}) {
+  /**
+   * `GET /notifications`: resolves to `{notifications, unread_count, unseen_count, next, position}`.
+   * `archived`: "exclude" (default) | "only" | "include"; `snoozed`: "exclude" | "only";
+   * `category`: a name or a list of names.
+   */
+  list({ limit, before, unread, unseen, archived, snoozed, category } = {}) {
     const q = new URLSearchParams();
     if (limit) q.set("limit", String(limit));
     if (before) q.set("before", before);
     if (unread) q.set("unread", "true");
+    if (unseen) q.set("unseen", "true");
+    if (archived) q.set("archived", archived);
+    if (snoozed) q.set("snoozed", snoozed);
+    const categories = [category ?? []].flat().filter(Boolean);
+    if (categories.length) q.set("category", categories.join(","));
     const query = q.toString();
     return this.#request("GET", `/notifications${query ? `?${query}` : ""}`);
   }
 
-  markRead(id) {
-    return this.#request("PATCH", `/notifications/${encodeURIComponent(id)}`, { read: true });
+  /** `GET /notifications/counts`: `{unread, unseen, by_category, position}`. */
+  counts() {
+    return this.#request("GET", "/notifications/counts");
   }
 
-  markUnread(id) {
-    return this.#request("PATCH", `/notifications/${encodeURIComponent(id)}`, { read: false });
+  // Each change below takes one id (resolves to the updated notification) or a list of ids
+  // (one bulk request; resolves to `{updated: N}`).
+
+  markRead(ids) {
+    return this.#change(ids, { read: true });
+  }
+
+  markUnread(ids) {
+    return this.#change(ids, { read: false });
   }
 
   markAllRead() {
     return this.#request("PATCH", "/notifications", { all: true, read: true });
   }
 
-  delete(id) {
-    return this.#request("PATCH", `/notifications/${encodeURIComponent(id)}`, { deleted: true });
+  /** Seen: the user has looked at it (the tray was opened); the badge counts the unseen ones. */
+  markSeen(ids) {
+    return this.#change(ids, { seen: true });
+  }
+
+  markAllSeen() {
+    return this.#request("PATCH", "/notifications", { all: true, seen: true });
+  }
+
+  archive(ids) {
+    return this.#change(ids, { archived: true });
+  }
+
+  unarchive(ids) {
+    return this.#change(ids, { archived: false });
+  }
+
+  /** Out of the tray until `until` (a Date, RFC 3339 string or epoch ms); `null` wakes it now. */
+  snooze(ids, until) {
+    return this.#change(ids, { snoozed_until: isoTime(until) });
+  }
+
+  delete(ids) {
+    return this.#change(ids, { deleted: true });
+  }
+
+  /**
+   * Take one of the notification's `actions`: Herald calls the backend as the user, records the
+   * outcome in the notification's `action` (`{id, at, status}`), marks it read, and every tab
+   * gets `updated`. Resolves to the notification; a second take rejects with code `conflict`.
+   */
+  takeAction(id, actionId) {
+    return this.#request("POST", `/notifications/${encodeURIComponent(id)}/actions/${encodeURIComponent(actionId)}`);
+  }
+
+  /** `GET /preferences`: `{categories: {"<category>": {muted}}}`. */
+  preferences() {
+    return this.#request("GET", "/preferences");
+  }
+
+  /** Mute (or unmute) a category: publishes in it are not stored for this user unless critical. */
+  setMuted(category, muted) {
+    return this.#request("PUT", `/preferences/categories/${encodeURIComponent(category)}`, { muted: Boolean(muted) });
   }
 
   close() {
@@ -267,48 +401,45 @@ export class Herald {
     for (const undo of this.cleanup.splice(0)) undo();
   }
 
+  #change(ids, body) {
+    const list = idList(ids);
+    if (list) return this.#request("PATCH", "/notifications", { ids: list, ...body });
+    return this.#request("PATCH", `/notifications/${encodeURIComponent(ids)}`, body);
+  }
+
   async #request(method, path, body) {
-    const response = await fetch(`${this.base}${path}`, {
-      method,
-      credentials: "include",
-      headers: body ? { "content-type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
+    let response;
+    try {
+      response = await fetch(`${this.base}${path}`, {
+        method,
+        credentials: "include",
+        headers: body ? { "content-type": "application/json" } : {},
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    } catch (cause) {
+      throw new HeraldError("Herald could not be reached", { code: "network", cause });
+    }
     if (response.status === 204) return null;
     const json = await response.json().catch(() => null);
     if (!response.ok) {
-      const error = new Error(json?.error?.message ?? `HTTP ${response.status}`);
-      error.status = response.status;
-      error.code = json?.error?.code;
-      throw error;
+      throw new HeraldError(json?.error?.message ?? `HTTP ${response.status}`, { status: response.status, code: json?.error?.code ?? null });
     }
     return json;
   }
 
-  /**
-   * Deliver one event to this tab's handlers, once, in order. Change events at or before this
-   * tab's position in the same log were delivered already (a hand-over, or a tab that joined
-   * from further back); control events are always delivered.
-   */
-  #deliver(name, data, id) {
-    if (this.closed) return;
-    const seen = id != null && notAfter(id, this.lastId);
-    if (seen && CHANGE_EVENTS.has(name)) return; // already delivered here
-    if (name === "ready") {
-      this.user = data.user;
-      this.session = data.session;
-      // A `ready` behind this tab (another tab joined from further back) keeps our own count.
-      if (!seen) this.unreadCount = data.unread_count ?? 0;
-    } else {
-      this.unreadCount = nextUnread(name, data, this.unreadCount);
-    }
-    // Move to `id` unless it is behind us in the same log. A `ready` or change of another log
-    // (another user signed in, or the log restarted) replaces the old position; so does `reset`.
-    if (parseId(id) && (name === "reset" || !seen)) this.lastId = id;
-    if (this.lastId != null && !UNNUMBERED_EVENTS.has(name)) {
-      savePosition(this.base, this.lastId, this.unreadCount);
-    }
-    if (name === "ready") this.#resolveReady();
+  #counts() {
+    return { unread: this.unreadCount, unseen: this.unseenCount };
+  }
+
+  /** Set the counts; true when they changed. */
+  #setCounts({ unread, unseen }) {
+    const changed = unread !== this.unreadCount || unseen !== this.unseenCount;
+    this.unreadCount = unread;
+    this.unseenCount = unseen;
+    return changed;
+  }
+
+  #emit(name, data) {
     for (const fn of this.handlers.get(name) ?? []) {
       try {
         fn(data);
@@ -316,9 +447,44 @@ export class Herald {
         console.error("herald handler failed", err);
       }
     }
+  }
+
+  /**
+   * Deliver one event to this tab's handlers, once, in order. Change events at or before this
+   * tab's position in the same log were delivered already (a hand-over, a tab that joined
+   * from further back, or changes its first page reflects); control events are always delivered.
+   */
+  #deliver(name, data, id) {
+    if (this.closed) return;
+    const behind = id != null && notAfter(id, this.lastId);
+    if (behind && CHANGE_EVENTS.has(name)) return; // already delivered here
+    let changed;
+    if (name === "ready") {
+      this.user = data.user;
+      this.session = data.session;
+      // A `ready` at or behind this tab (its page's position, or another tab joined from
+      // further back) keeps our own counts.
+      changed = !behind && this.#setCounts(nextCounts(name, data, { unread: 0, unseen: 0 }));
+    } else {
+      changed = this.#setCounts(nextCounts(name, data, this.#counts()));
+    }
+    // Move to `id` unless it is behind us in the same log. A `ready` or change of another log
+    // (another user signed in, or the log restarted) replaces the old position; so does `reset`.
+    if (parseId(id) && (name === "reset" || !behind)) this.lastId = id;
+    if (this.lastId != null && !UNNUMBERED_EVENTS.has(name)) {
+      savePosition(this.base, this.lastId, this.#counts());
+    }
+    if (name === "ready") this.#resolveReady();
+    this.#emit(name, data);
+    if (changed) this.#emit("counts", countData(this.#counts()));
     // Signed out (or the token expired) for good: stop, and let go of the shared connection
     // (the leader lock, the worker port) so a tab that signs in again starts afresh.
     if (name === "revoked") this.close();
+  }
+
+  /** Where this tab starts: its `lastId` (set from the first page) with its counts. */
+  #position() {
+    return this.lastId != null ? { id: this.lastId, ...this.#counts() } : loadPosition(this.base);
   }
 
   #start(transport) {
@@ -329,8 +495,8 @@ export class Herald {
     const tabKey = scoped("tab", this.base);
     let tab = sessionStorage.getItem(tabKey);
     if (!tab) sessionStorage.setItem(tabKey, (tab = randomId()));
-    const position = loadPosition(this.base);
-    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, tab, onEvent: deliver });
+    const position = this.#position();
+    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab, onEvent: deliver });
     stream.start();
     this.cleanup.push(() => stream.close());
   }
@@ -343,7 +509,7 @@ export class Herald {
       if (m.data?.type === MSG.EVENT) deliver(m.data.name, m.data.data, m.data.id);
     };
     port.start();
-    port.postMessage({ type: MSG.HELLO, base: this.base, position: loadPosition(this.base) });
+    port.postMessage({ type: MSG.HELLO, base: this.base, position: this.#position() });
     const bye = () => port.postMessage({ type: MSG.BYE });
     addEventListener("pagehide", bye);
     this.cleanup.push(() => {
@@ -372,11 +538,12 @@ export class Herald {
     };
     navigator.locks.request(`${name}:leader`, () => {
       if (this.closed) return;
-      const position = this.lastId != null ? { id: this.lastId, unread: this.unreadCount } : loadPosition(this.base);
+      const position = this.#position();
       stream = new Stream({
         base: this.base,
         lastEventId: position?.id,
         unread: position?.unread,
+        unseen: position?.unseen,
         onEvent: (n, data, id) => {
           channel.postMessage({ type: MSG.EVENT, name: n, data, id });
           deliver(n, data, id);
@@ -385,7 +552,7 @@ export class Herald {
       stream.start();
       return released; // hold the lock until this tab closes
     });
-    channel.postMessage({ type: MSG.HELLO, position: loadPosition(this.base) });
+    channel.postMessage({ type: MSG.HELLO, position: this.#position() });
     const stop = () => {
       this.closed = true;
       stream?.close();

@@ -1,15 +1,17 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page):
 // tab sharing through SharedWorker, leader election without it, per-tab fallback, reload
 // without loss, the tray of a user who was offline, sign-out reaching every tab, and a second
-// user on the same browser who must not resume from the first one's position; and the client's
-// own API (markRead, markUnread, delete, markAllRead, list, reset, revoked, forgetPosition).
+// user on the same browser who must not resume from the first one's position; the client's
+// own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset, revoked,
+// forgetPosition); and the demo of the tray beyond read/unread (an unseen badge that clears in
+// every tab when the tray opens, action buttons, snooze, a quiet first load).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { startHerald, token, publish, until } from "./harness.mjs";
+import { startHerald, token, publish, publishNotification, until } from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -57,7 +59,13 @@ async function streams(user) {
   return (await r.json()).sessions;
 }
 
-const shows = (page, id) => page.waitForSelector(`[data-id="${id}"]`, { timeout: 10_000 });
+/** The notification is in the tray (the tray is a panel that may be closed, hence "attached"). */
+const shows = (page, id) => page.waitForSelector(`#tray [data-id="${id}"]`, { state: "attached", timeout: 10_000 });
+/** Open the tray panel with the bell (which marks everything seen). */
+async function openTray(page) {
+  if (await page.isHidden("#tray-panel")) await page.click("#bell");
+  await page.waitForSelector("#tray-panel", { state: "visible" });
+}
 const badge = (page) => page.textContent("#badge");
 const transport = (page) => page.evaluate(() => window.heraldDemo.herald.transport);
 
@@ -96,8 +104,9 @@ async function twoTabsShareOneStream(strip, expectedTransport, user) {
     assert.equal(await badge(first), "1");
     assert.equal(await badge(second), "1");
 
+    await openTray(second);
     await second.click(`[data-id="${id}"] .toggle`);
-    await first.waitForSelector(`[data-id="${id}"]:not(.unread)`, { timeout: 10_000 });
+    await first.waitForSelector(`#tray [data-id="${id}"]:not(.unread)`, { state: "attached", timeout: 10_000 });
     await first.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
 
     // Closing the tab that started the stream keeps the other one receiving.
@@ -217,6 +226,7 @@ for (const [name, strip] of TRANSPORTS) {
       await signIn(page, a);
       assert.equal(await transport(page), name);
       for (const title of ["a1", "a2", "a3"]) await shows(page, await publish(herald.base, a, title));
+      await openTray(page);
       await page.click("#mark-all");
       await page.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
       await until(async () => (await storedPosition(page))?.unread === 0, "a's position after the read");
@@ -250,7 +260,7 @@ for (const [name, strip] of TRANSPORTS) {
 }
 
 for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
-  test(`a tab that joins with a position of another log is reset alone (${name})`, async () => {
+  test(`a tab that joins with a position of another log starts from its page and leaves the others alone (${name})`, async () => {
     const user = `joining-${name}`;
     const { context, close } = await browser(strip);
     try {
@@ -337,15 +347,25 @@ test("replaced reaches the app although EventSource repeats the previous id on i
   }
 });
 
+/** A user's request with a Bearer token: the parsed body (null for 204). */
+async function asUser(user, method, path, body) {
+  const r = await fetch(`${herald.base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token("--sub", user)}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  assert.ok(r.ok, `${method} ${path}: ${r.status} ${await r.clone().text()}`);
+  return r.status === 204 ? null : r.json();
+}
+
 /** The tray and count a user has on the server: `{ ids, unread, read }` (ids newest first). */
 async function serverTray(user) {
-  const r = await fetch(`${herald.base}/notifications`, { headers: { authorization: `Bearer ${token("--sub", user)}` } });
-  const page = await r.json();
+  const page = await asUser(user, "GET", "/notifications");
   return { ids: page.notifications.map((n) => n.id), unread: page.unread_count, read: page.notifications.filter((n) => n.read_at).map((n) => n.id) };
 }
 
 for (const [name, strip] of TRANSPORTS) {
-  test(`markRead, markUnread, delete and markAllRead change the tray and reach every tab (${name})`, async () => {
+  test(`markRead, markUnread, markSeen, archive, delete and markAllRead change the tray and reach every tab (${name})`, async () => {
     const user = `api-${name}`;
     const { context, close } = await browser(strip);
     try {
@@ -358,8 +378,8 @@ for (const [name, strip] of TRANSPORTS) {
         await shows(page, c);
         await page.evaluate(() => {
           window.changes = [];
-          for (const kind of ["read", "unread", "deleted"]) {
-            window.heraldDemo.herald.on(kind, (d) => window.changes.push([kind, [...d.ids].sort(), d.unread_count]));
+          for (const kind of ["read", "unread", "seen", "archived", "unarchived", "deleted"]) {
+            window.heraldDemo.herald.on(kind, (d) => window.changes.push([kind, [...d.ids].sort(), d.unread_count, d.unseen_count]));
           }
         });
       }
@@ -371,16 +391,23 @@ for (const [name, strip] of TRANSPORTS) {
             .catch(async () => assert.fail(`tab ${i + 1} after ${method}: ${JSON.stringify(await page.evaluate(() => window.changes))}`));
           const changes = await page.evaluate(() => window.changes);
           assert.deepEqual(changes.at(-1), change, `tab ${i + 1} after ${method}: ${JSON.stringify(changes)}`);
-          assert.equal(await page.evaluate(() => window.heraldDemo.herald.unreadCount), change[2], `tab ${i + 1} count after ${method}`);
+          const { unreadCount, unseenCount } = await page.evaluate(() => {
+            const { unreadCount, unseenCount } = window.heraldDemo.herald;
+            return { unreadCount, unseenCount };
+          });
+          assert.deepEqual([unreadCount, unseenCount], change.slice(2), `tab ${i + 1} counts after ${method}`);
         }
         step.count += 1;
       };
       step.count = 0;
-      await step("markRead", a, ["read", [a], 2]);
-      await step("markUnread", a, ["unread", [a], 3]);
-      await step("delete", b, ["deleted", [b], 2]);
+      await step("markSeen", [b], ["seen", [b], 3, 2]);
+      await step("markRead", a, ["read", [a], 2, 1]);
+      await step("markUnread", a, ["unread", [a], 3, 1]);
+      await step("archive", c, ["archived", [c], 2, 0]);
+      await step("unarchive", c, ["unarchived", [c], 3, 1]);
+      await step("delete", b, ["deleted", [b], 2, 1]);
       assert.deepEqual(await serverTray(user), { ids: [c, a], unread: 2, read: [] });
-      await step("markAllRead", undefined, ["read", [a, c].sort(), 0]);
+      await step("markAllRead", undefined, ["read", [a, c].sort(), 0, 0]);
       assert.deepEqual(await serverTray(user), { ids: [c, a], unread: 0, read: [c, a] });
       await first.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
       await second.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
@@ -388,7 +415,9 @@ for (const [name, strip] of TRANSPORTS) {
       const listed = await second.evaluate(() => window.heraldDemo.herald.list({ limit: 1 }));
       assert.deepEqual(listed.notifications.map((n) => n.id), [c]);
       assert.equal(listed.unread_count, 0);
+      assert.equal(listed.unseen_count, 0);
       assert.ok(listed.next, "a next cursor after one of two");
+      assert.match(listed.position, /^[0-9a-z]+\.\d+$/);
     } finally {
       await close();
     }
@@ -407,12 +436,21 @@ test("reset, revoked and forgetPosition on the client's own API (tab)", async ()
     await page.goto(`${herald.base}/healthz`);
     await page.evaluate(async () => {
       localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5 }));
+      // A first page whose position the server does not know (a log that was lost since).
+      const native = window.fetch;
+      window.fetch = async (...args) => {
+        const r = await native(...args);
+        if (!String(args[0]).includes("/notifications?")) return r;
+        const page = await r.json();
+        return new Response(JSON.stringify({ ...page, position: "0123456789ab.1" }), { status: r.status });
+      };
       const { default: Herald } = await import("/herald.js");
       window.resets = [];
       window.h = await Herald.connect({ transport: "tab" });
       window.h.on("reset", (d) => window.resets.push(d));
+      window.fetch = native;
     });
-    // the stored position is of another log: the server answers `reset`, with the true count
+    // the position is of another log: the server answers `reset`, with the true counts
     await page.waitForFunction(() => window.resets.length === 1, null, { timeout: 10_000 });
     assert.deepEqual(await page.evaluate(() => window.resets), [{ unread_count: 2, unseen_count: 2 }]);
     assert.equal(await page.evaluate(() => window.h.unreadCount), 2);
@@ -437,6 +475,156 @@ test("reset, revoked and forgetPosition on the client's own API (tab)", async ()
     assert.ok(await storedPosition(page), "a position is kept until it is forgotten");
     await page.evaluate(async () => (await import("/herald.js")).forgetPosition(""));
     assert.equal(await storedPosition(page), null);
+  } finally {
+    await close();
+  }
+});
+
+// ---- The tray beyond read/unread, in the demo ----
+
+const badgeIs = (page, n) =>
+  page.waitForFunction((n) => document.querySelector("#badge").dataset.count === String(n), n, { timeout: 10_000 });
+
+test("the badge counts unseen and clears in every tab when the tray opens in one; a collapsed item shows its count", async () => {
+  const user = "badge-user";
+  const { context, close } = await browser();
+  try {
+    const first = await context.newPage();
+    await signIn(first, user);
+    const second = await openTab(context);
+    const one = await publish(herald.base, user, "one");
+    const two = await publish(herald.base, user, "two");
+    // three publishes with one collapse key: one item that counts them, and one unseen more
+    let build;
+    for (let i = 0; i < 3; i++) {
+      build = (await publishNotification(herald.base, user, { title: "Build finished", collapse_key: "build-main" })).ids[user];
+    }
+    for (const page of [first, second]) {
+      for (const id of [one, two, build]) await shows(page, id);
+      await badgeIs(page, 3);
+      assert.equal(await page.textContent(`#tray [data-id="${build}"] .count`), "×3");
+      assert.equal(await page.locator("#tray .item").count(), 3, "the collapsed ones are gone");
+    }
+    await openTray(first);
+    for (const page of [first, second]) {
+      await badgeIs(page, 0);
+      assert.equal(await page.evaluate(() => window.heraldDemo.herald.unreadCount), 3, "seen is not read");
+    }
+    assert.ok(await second.isHidden("#tray-panel"), "the other tab's tray stays closed");
+    await publish(herald.base, user, "three");
+    for (const page of [first, second]) await badgeIs(page, 1);
+    // archived from the item's menu: gone from the inbox of every tab, listed as archived
+    await first.click(`#tray [data-id="${one}"] .more-button`);
+    await first.click(`#tray [data-id="${one}"] .menu .archive`);
+    for (const page of [first, second]) await page.waitForSelector(`#tray [data-id="${one}"]`, { state: "detached", timeout: 10_000 });
+    const archived = await asUser(user, "GET", "/notifications?archived=only");
+    assert.deepEqual(archived.notifications.map((n) => n.id), [one]);
+  } finally {
+    await close();
+  }
+});
+
+test("an action button is taken once and every tab shows the outcome; opening an item's link reads it", async () => {
+  const user = "action-user";
+  const { context, close } = await browser();
+  try {
+    const first = await context.newPage();
+    await signIn(first, user);
+    const second = await openTab(context);
+    const actions = [{ id: "approve", label: "Approve" }, { id: "reject", label: "Reject" }];
+    const id = (await publishNotification(herald.base, user, { title: "Deploy v42?", actions })).ids[user];
+    for (const page of [first, second]) {
+      await shows(page, id);
+      assert.equal(await page.locator(`#tray [data-id="${id}"] .action`).count(), 2);
+    }
+    await openTray(first);
+    await first.click(`#tray [data-id="${id}"] .action[data-action="approve"]`);
+    for (const page of [first, second]) {
+      const outcome = await page.waitForSelector(`#tray [data-id="${id}"]:not(.unread) .outcome`, { state: "attached", timeout: 10_000 });
+      assert.match(await outcome.textContent(), /Approve/);
+      assert.equal(await page.locator(`#tray [data-id="${id}"] .action`).count(), 0, "no buttons after the action");
+    }
+    const stored = (await asUser(user, "GET", "/notifications")).notifications.find((n) => n.id === id);
+    assert.equal(stored.action?.id, "approve");
+    assert.ok(stored.read_at, "taking an action reads the notification");
+    const again = await second.evaluate(async (id) => {
+      try {
+        await window.heraldDemo.herald.takeAction(id, "reject");
+        return null;
+      } catch (e) {
+        return { status: e.status, code: e.code };
+      }
+    }, id);
+    assert.deepEqual(again, { status: 409, code: "conflict" });
+
+    const linked = (await publishNotification(herald.base, user, { title: "Report ready", link: `${herald.base}/healthz` })).ids[user];
+    await shows(first, linked);
+    const [tab] = await Promise.all([context.waitForEvent("page"), first.click(`#tray [data-id="${linked}"] a.open`)]);
+    await tab.close();
+    for (const page of [first, second]) {
+      await page.waitForSelector(`#tray [data-id="${linked}"]:not(.unread)`, { state: "attached", timeout: 10_000 });
+    }
+  } finally {
+    await close();
+  }
+});
+
+test("a snoozed item leaves the tray and comes back when its time comes", async () => {
+  const user = "snooze-user";
+  const { context, close } = await browser();
+  try {
+    const page = await context.newPage();
+    await signIn(page, user);
+    const id = await publish(herald.base, user, "remind me");
+    await shows(page, id);
+    await badgeIs(page, 1);
+    // Every change of the item's presence in the tray, whenever it happens.
+    await page.evaluate((id) => {
+      const present = () => Boolean(document.querySelector(`#tray [data-id="${id}"]`));
+      window.trayLog = [present()];
+      new MutationObserver(() => present() !== window.trayLog.at(-1) && window.trayLog.push(present()))
+        .observe(document.querySelector("#tray"), { childList: true });
+    }, id);
+    const until = new Date(Date.now() + 3_000).toISOString();
+    const snoozed = await asUser(user, "PATCH", `/notifications/${id}`, { snoozed_until: until });
+    assert.ok(snoozed.snoozed_until, "the answer carries snoozed_until");
+    await page.waitForFunction(() => window.trayLog.length >= 3, null, { timeout: 30_000 })
+      .catch(async () => assert.fail(`tray presence: ${JSON.stringify(await page.evaluate(() => window.trayLog))}`));
+    assert.deepEqual(await page.evaluate(() => window.trayLog), [true, false, true], "gone, then back");
+    await badgeIs(page, 1);
+    const woken = await page.evaluate((id) => window.heraldEvents.filter((e) => e === id).length, id);
+    assert.equal(woken, 2, "published, then woken: two notification events");
+  } finally {
+    await close();
+  }
+});
+
+test("the demo loads quietly, keeps Sign out on screen for a long name, and saves a muted category", async () => {
+  const { context, close } = await browser();
+  try {
+    const page = await context.newPage();
+    const noise = [];
+    page.on("console", (m) => noise.push(`console.${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => noise.push(`uncaught: ${e.message}`));
+    page.on("response", (r) => r.status() >= 400 && noise.push(`${r.status()} ${r.url()}`));
+    page.on("requestfailed", (r) => noise.push(`failed: ${r.url()}`));
+    await page.setViewportSize({ width: 390, height: 760 });
+    await page.goto(`${herald.base}/`);
+    await page.waitForSelector("#login-view:not([hidden])");
+    const user = `${"someone-with-a-very-long-name-".repeat(3)}at-example.org`;
+    await page.fill("#login-user", user);
+    await page.click("#login-submit");
+    await waitReady(page);
+    const box = await page.locator("#sign-out").boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= 390, `Sign out on screen: ${JSON.stringify(box)}`);
+
+    await page.fill("#mute-category", "marketing");
+    await page.click("#mute-form button");
+    await page.waitForSelector('#categories input[data-category="marketing"]:checked', { state: "attached", timeout: 10_000 });
+    assert.deepEqual((await asUser(user, "GET", "/preferences")).categories.marketing, { muted: true });
+    const muted = await publishNotification(herald.base, user, { title: "Spring sale", category: "marketing" });
+    assert.equal(muted.suppressed, 1);
+    assert.deepEqual(noise, [], "nothing in the console, no failed request");
   } finally {
     await close();
   }

@@ -32,13 +32,18 @@ export function token(...args) {
 }
 
 export async function publish(base, user, title) {
+  return (await publishNotification(base, user, { title })).ids[user];
+}
+
+/** `POST /publish` of `notification` (any fields) to `user`; resolves to the response body. */
+export async function publishNotification(base, user, notification) {
   const r = await fetch(`${base}/publish`, {
     method: "POST",
     headers: { authorization: `Bearer ${token("--scope", "publish")}`, "content-type": "application/json" },
-    body: JSON.stringify({ users: [user], notification: { title } }),
+    body: JSON.stringify({ users: [user], notification }),
   });
   if (r.status !== 202) throw new Error(`publish: ${r.status} ${await r.text()}`);
-  return (await r.json()).ids[user];
+  return r.json();
 }
 
 /** Resolve when `pred()` (sync or async) is true, polling; reject after 10 s. */

@@ -17,27 +17,38 @@ const context = await chromium.launchPersistentContext(dir, {
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 try {
-  for (const [title, body] of [
-    ["Nightly backup completed", "All 14 volumes verified."],
-    ["Deploy to staging failed", "Step 3/5: migrations timed out after 120 s."],
-    ["Alice commented on your pull request", "“Looks good, one nit on the retry logic.”"],
-    ["Build #1287 finished", "All 342 tests passed in 4 min 12 s."],
-  ]) {
-    await fetch(`${herald.base}/publish`, {
+  const publish = (notification) =>
+    fetch(`${herald.base}/publish`, {
       method: "POST",
       headers: { authorization: `Bearer ${token("--scope", "publish")}`, "content-type": "application/json" },
-      body: JSON.stringify({ users: ["alice"], notification: { title, body, source: "ci", category: "builds" } }),
-    });
+      body: JSON.stringify({ users: ["alice"], notification }),
+    }).then(async (r) => (r.ok ? (await r.json()).ids.alice : Promise.reject(new Error(`publish: ${r.status} ${await r.text()}`))));
+  await publish({ title: "Nightly backup completed", body: "All 14 volumes verified.", source: "backup", category: "ops" });
+  await publish({ title: "Alice commented on your pull request", body: "“Looks good, one nit on the retry logic.”",
+    source: "git", category: "reviews", link: "https://git.example.com/herald/pull/118" });
+  await publish({ title: "Deploy to staging failed", body: "Step 3/5: migrations timed out after 120 s.", source: "ci",
+    category: "deploys", link: "https://ci.example.com/deploys/981" });
+  for (const run of [1285, 1286, 1287]) {
+    await publish({ title: "Build finished on main", body: `#${run}: all 342 tests passed.`, source: "ci", category: "builds", collapse_key: "build-main" });
   }
+  await publish({ title: "Bob asks for the prod-db role", body: "For incident INC-42, until Friday.", source: "iam", category: "access",
+    actions: [{ id: "approve", label: "Approve" }, { id: "deny", label: "Deny" }] });
   const page = await context.newPage();
-  await page.setViewportSize({ width: 1100, height: 640 });
+  await page.setViewportSize({ width: 1100, height: 720 });
   await page.goto(`${herald.base}/`);
   await page.fill("#login-user", "alice");
   await page.click("#login-submit");
   await page.waitForFunction(() => window.heraldDemo?.ready === true);
-  await page.click("#tray li:nth-child(3) .toggle");
-  await page.waitForSelector("#tray li:nth-child(3):not(.unread)");
+  await page.waitForFunction(() => document.querySelector("#badge").dataset.count === "5");
+  // One muted category, the tray opened (which marks everything seen), one item read.
+  await page.fill("#mute-category", "marketing");
+  await page.click("#mute-form button");
+  await page.waitForSelector('#categories input[data-category="marketing"]:checked', { state: "attached" });
   await page.fill("#send-title", "Your report is ready");
+  await page.click("#bell");
+  await page.click("#tray li:nth-child(4) .toggle");
+  await page.waitForSelector("#tray li:nth-child(4):not(.unread)");
+  await page.waitForFunction(() => document.querySelector("#badge").dataset.count === "0");
   await page.screenshot({ path: path.join(docs, "demo-wide.png") });
   await page.setViewportSize({ width: 390, height: 760 });
   await page.screenshot({ path: path.join(docs, "demo-narrow.png") });

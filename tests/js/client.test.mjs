@@ -1,0 +1,285 @@
+// The browser client's own logic in Node.js, without a server or a browser: a fake EventSource,
+// fetch and storage stand in for them. What it proves: the first page, then the stream from its
+// position (or from the stored one on a reload); unseen and unread counts from every event;
+// the requests each API call makes; errors as HeraldError; and how a shared stream answers a
+// tab that joins. The same code in real Chromium against the real server: browser.test.mjs.
+import { test, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+
+/** EventSource as far as herald.js uses it; the test plays the server with `emit`. */
+class FakeEventSource {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 2;
+  static all = [];
+  constructor(url, init) {
+    this.url = new URL(url, "http://herald.test");
+    this.init = init;
+    this.readyState = FakeEventSource.OPEN;
+    this.listeners = new Map();
+    this.lastEventId = "";
+    FakeEventSource.all.push(this);
+  }
+  addEventListener(name, fn) {
+    this.listeners.set(name, [...(this.listeners.get(name) ?? []), fn]);
+  }
+  /** Send `event: name` with `data` and, when given, `id:` (EventSource repeats the last one). */
+  emit(name, data, id) {
+    if (id) this.lastEventId = id;
+    for (const fn of this.listeners.get(name) ?? []) fn({ data: JSON.stringify(data), lastEventId: this.lastEventId });
+  }
+  close() {
+    this.readyState = FakeEventSource.CLOSED;
+  }
+}
+
+/** A Storage over a Map. */
+function storage() {
+  const m = new Map();
+  return {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => m.set(k, String(v)),
+    removeItem: (k) => m.delete(k),
+  };
+}
+
+/** Requests the client made (`{method, path, body}`) and the answers queued per "METHOD path". */
+let requests;
+let answers;
+function answer(method, path, status, body) {
+  answers.set(`${method} ${path}`, { status, body });
+}
+
+beforeEach(() => {
+  FakeEventSource.all = [];
+  requests = [];
+  answers = new Map();
+  globalThis.EventSource = FakeEventSource;
+  globalThis.localStorage = storage();
+  globalThis.sessionStorage = storage();
+  globalThis.fetch = async (url, init = {}) => {
+    const u = new URL(url, "http://herald.test");
+    const path = `${u.pathname}${u.search}`;
+    const method = init.method ?? "GET";
+    requests.push({ method, path, body: init.body ? JSON.parse(init.body) : undefined, credentials: init.credentials });
+    const a = answers.get(`${method} ${path}`) ?? answers.get(`${method} *`);
+    if (!a) throw new TypeError("fetch failed");
+    return new Response(a.status === 204 ? null : JSON.stringify(a.body), { status: a.status });
+  };
+});
+
+const { Herald, HeraldError, Stream, nextCounts, startPosition, parseId } = await import("../../static/herald.js");
+
+const n = (id, extra = {}) => ({ id, user: "alice", title: id, read_at: null, seen_at: null, replaces: null, count: 1, ...extra });
+const PAGE = { notifications: [n("b"), n("a")], unread_count: 2, unseen_count: 2, next: null, position: "t1.5" };
+
+/** `Herald.connect` on the per-tab transport, with `page` as the first page; returns `{ h, es }`. */
+async function connect(page = PAGE, options = {}) {
+  answer("GET", "/notifications?limit=20", 200, page);
+  const connecting = Herald.connect({ transport: "tab", ...options });
+  // the stream opens once the page has arrived
+  while (FakeEventSource.all.length === 0) await new Promise((r) => setImmediate(r));
+  const es = FakeEventSource.all[0];
+  return { es, connecting };
+}
+
+/** Every event delivered to `h`, as `[name, data]`. */
+function record(h) {
+  const got = [];
+  for (const name of ["ready", "notification", "updated", "read", "unread", "seen", "deleted", "archived", "unarchived", "reset", "counts"]) {
+    h.on(name, (d) => got.push([name, d]));
+  }
+  return got;
+}
+
+test("connect loads the first page, then streams from its position", async () => {
+  const { es, connecting } = await connect();
+  assert.deepEqual(requests.map((r) => r.path), ["/notifications?limit=20"]);
+  assert.equal(requests[0].credentials, "include");
+  assert.equal(es.url.pathname, "/events");
+  assert.equal(es.url.searchParams.get("last_event_id"), "t1.5");
+  assert.ok(es.url.searchParams.get("tab"), "the per-tab transport names its tab");
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  assert.deepEqual(h.page, PAGE);
+  assert.equal(h.user, "alice");
+  assert.equal(h.unreadCount, 2);
+  assert.equal(h.unseenCount, 2);
+  assert.equal(h.lastId, "t1.5");
+  assert.deepEqual(JSON.parse(localStorage.getItem("herald:position:/")), { id: "t1.5", unread: 2, unseen: 2 });
+  h.close();
+  assert.equal(es.readyState, FakeEventSource.CLOSED);
+});
+
+test("a reload resumes from the stored position when it is in the page's log and not after it", () => {
+  assert.equal(startPosition({ id: "t1.3" }, "t1.5"), "t1.3");
+  assert.equal(startPosition({ id: "t1.5" }, "t1.5"), "t1.5");
+  assert.equal(startPosition({ id: "t1.9" }, "t1.5"), "t1.5", "a position after the page is not trusted");
+  assert.equal(startPosition({ id: "other.3" }, "t1.5"), "t1.5", "another user's log is dropped");
+  assert.equal(startPosition({ id: "17" }, "t1.5"), "t1.5", "a legacy plain number is dropped");
+  assert.equal(startPosition(null, "t1.5"), "t1.5");
+});
+
+test("the stream resumes from the stored position and delivers what the page already has once", async () => {
+  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 1, unseen: 1 }));
+  const { es, connecting } = await connect();
+  assert.equal(es.url.searchParams.get("last_event_id"), "t1.4");
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.4");
+  const h = await connecting;
+  const got = record(h);
+  es.emit("notification", { ...n("b"), unread_count: 2, unseen_count: 2 }, "t1.5");
+  es.emit("notification", { ...n("b"), unread_count: 2, unseen_count: 2 }, "t1.5"); // a duplicate
+  assert.deepEqual(got.map(([name]) => name), ["notification"]);
+  assert.equal(h.lastId, "t1.5");
+});
+
+test("unseen and unread counts follow every event that carries them", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  const got = record(h);
+  const step = (name, data, id, unread, unseen) => {
+    es.emit(name, data, id);
+    assert.deepEqual([h.unreadCount, h.unseenCount], [unread, unseen], `after ${name}`);
+  };
+  step("notification", { ...n("c"), unread_count: 3, unseen_count: 3 }, "t1.6", 3, 3);
+  step("seen", { ids: ["a", "b", "c"], unread_count: 3, unseen_count: 0 }, "t1.7", 3, 0);
+  assert.equal(h.badgeCount, 0, "the badge counts unseen by default");
+  step("read", { ids: ["a"], unread_count: 2, unseen_count: 0 }, "t1.8", 2, 0);
+  step("archived", { ids: ["b"], unread_count: 1, unseen_count: 0 }, "t1.9", 1, 0);
+  step("unarchived", { ids: ["b"], unread_count: 2, unseen_count: 0 }, "t1.10", 2, 0);
+  step("updated", { ...n("c", { snoozed_until: "2030-01-01T00:00:00Z" }), unread_count: 1, unseen_count: 0 }, "t1.11", 1, 0);
+  step("deleted", { ids: ["b"], reason: "expired", unread_count: 0, unseen_count: 0 }, "t1.12", 0, 0);
+  // an event at or before our position is a repeat: dropped
+  step("notification", { ...n("c"), unread_count: 3, unseen_count: 3 }, "t1.6", 0, 0);
+  assert.deepEqual(got.filter(([name]) => name !== "counts").map(([name]) => name),
+    ["notification", "seen", "read", "archived", "unarchived", "updated", "deleted"]);
+  assert.deepEqual(got.filter(([name]) => name === "counts").map(([, d]) => [d.unread_count, d.unseen_count]),
+    [[3, 3], [3, 0], [2, 0], [1, 0], [2, 0], [1, 0], [0, 0]], "counts fires when a count changed");
+  assert.deepEqual(JSON.parse(localStorage.getItem("herald:position:/")), { id: "t1.12", unread: 0, unseen: 0 });
+});
+
+test("badge: \"unread\" counts unread instead", async () => {
+  const { es, connecting } = await connect({ ...PAGE, unseen_count: 0 }, { badge: "unread" });
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 0 }, "t1.5");
+  const h = await connecting;
+  assert.equal(h.badgeCount, 2);
+  assert.throws(() => new Herald("", { badge: "everything" }), TypeError);
+});
+
+test("a reset replaces the position and the counts", async () => {
+  const { es, connecting } = await connect({ ...PAGE, position: "gone.5" });
+  es.emit("ready", { user: "alice", session: "s", unread_count: 4, unseen_count: 3 }, "t1.9");
+  const h = await connecting;
+  const got = record(h);
+  es.emit("reset", { unread_count: 4, unseen_count: 3 }, "t1.9");
+  assert.deepEqual(got[0], ["reset", { unread_count: 4, unseen_count: 3 }]);
+  assert.equal(h.lastId, "t1.9");
+  assert.deepEqual([h.unreadCount, h.unseenCount], [4, 3]);
+});
+
+test("each API call makes its request", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  answer("PATCH", "*", 200, { updated: 1 });
+  answer("POST", "*", 200, n("a"));
+  answer("PUT", "*", 200, { categories: { "ci builds": { muted: true } } });
+  answer("GET", "*", 200, {});
+  requests = [];
+  const until = new Date("2030-01-02T03:04:05Z");
+  await h.markSeen("a");
+  await h.markSeen(["a", "b"]);
+  await h.markAllSeen();
+  await h.archive("a/b");
+  await h.unarchive("a");
+  await h.snooze("a", until);
+  await h.snooze("a", null);
+  await h.markRead(["a"]);
+  await h.takeAction("a", "approve");
+  await h.counts();
+  await h.preferences();
+  await h.setMuted("ci builds", true);
+  await h.list({ limit: 5, before: "b", archived: "only", snoozed: "only", unseen: true, category: ["ci", "deploy"] });
+  assert.deepEqual(requests.map(({ method, path, body }) => [method, path, body]), [
+    ["PATCH", "/notifications/a", { seen: true }],
+    ["PATCH", "/notifications", { ids: ["a", "b"], seen: true }],
+    ["PATCH", "/notifications", { all: true, seen: true }],
+    ["PATCH", "/notifications/a%2Fb", { archived: true }],
+    ["PATCH", "/notifications/a", { archived: false }],
+    ["PATCH", "/notifications/a", { snoozed_until: "2030-01-02T03:04:05.000Z" }],
+    ["PATCH", "/notifications/a", { snoozed_until: null }],
+    ["PATCH", "/notifications", { ids: ["a"], read: true }],
+    ["POST", "/notifications/a/actions/approve", undefined],
+    ["GET", "/notifications/counts", undefined],
+    ["GET", "/preferences", undefined],
+    ["PUT", "/preferences/categories/ci%20builds", { muted: true }],
+    ["GET", "/notifications?limit=5&before=b&unseen=true&archived=only&snoozed=only&category=ci%2Cdeploy", undefined],
+  ]);
+  assert.throws(() => h.snooze("a", "not a time"), TypeError);
+});
+
+test("a refused request rejects with HeraldError: status, code and the server's message", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  answer("POST", "/notifications/a/actions/approve", 409, { error: { code: "conflict", message: "the action was already taken" } });
+  await assert.rejects(h.takeAction("a", "approve"), (e) =>
+    e instanceof HeraldError && e.status === 409 && e.code === "conflict" && e.message === "the action was already taken");
+  // nothing answers: the network failed
+  await assert.rejects(h.archive("a"), (e) => e instanceof HeraldError && e.status === 0 && e.code === "network");
+});
+
+test("connect rejects with status 401 when not signed in, and opens no stream", async () => {
+  answer("GET", "/notifications?limit=20", 401, { error: { code: "unauthorized", message: "missing or invalid credentials" } });
+  await assert.rejects(Herald.connect({ transport: "tab" }), (e) => e.status === 401 && e.code === "unauthorized");
+  assert.equal(FakeEventSource.all.length, 0);
+});
+
+/** A shared stream (as in the worker or the leader) that has delivered up to `t1.5`. */
+function sharedStream() {
+  const events = [];
+  const s = new Stream({ lastEventId: "t1.3", unread: 1, unseen: 1, onEvent: (...e) => events.push(e) });
+  s.start();
+  const es = FakeEventSource.all.at(-1);
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.3");
+  es.emit("seen", { ids: ["a"], unread_count: 2, unseen_count: 1 }, "t1.4");
+  es.emit("notification", { ...n("c"), unread_count: 3, unseen_count: 2 }, "t1.5");
+  return { s, es, events };
+}
+
+test("a shared stream resumed from its own position keeps its counts until the replay brings them", () => {
+  const { s, events } = sharedStream();
+  assert.deepEqual(events[0], ["ready", { user: "alice", session: "s", unread_count: 1, unseen_count: 1 }, "t1.3"]);
+  assert.deepEqual(s.counts, { unread: 3, unseen: 2 });
+});
+
+test("a tab that joins a shared stream: behind, it restarts the stream; ahead, it gets ready; of another log, ready and reset", () => {
+  const { s } = sharedStream();
+  const sent = [];
+  const send = (...e) => sent.push(e);
+  s.join({ id: "t1.6", unread: 3, unseen: 2 }, send);
+  assert.deepEqual(sent, [["ready", { user: "alice", session: "s", unread_count: 3, unseen_count: 2 }, "t1.5"]]);
+  sent.length = 0;
+  s.join({ id: "other.9", unread: 0, unseen: 0 }, send);
+  assert.deepEqual(sent.map(([name, data]) => [name, data]), [
+    ["ready", { user: "alice", session: "s", unread_count: 3, unseen_count: 2 }],
+    ["reset", { unread_count: 3, unseen_count: 2 }],
+  ]);
+  sent.length = 0;
+  s.join({ id: "t1.4", unread: 2, unseen: 1 }, send);
+  assert.equal(sent.length, 0, "the stream restarts instead");
+  const restarted = FakeEventSource.all.at(-1);
+  assert.equal(restarted.url.searchParams.get("last_event_id"), "t1.4");
+  assert.deepEqual(s.counts, { unread: 2, unseen: 1 });
+  s.close();
+});
+
+test("counts without numbers in the event (a v1 server) follow the notification's own state", () => {
+  const zero = { unread: 0, unseen: 0 };
+  assert.deepEqual(nextCounts("notification", n("a"), zero), { unread: 1, unseen: 1 });
+  assert.deepEqual(nextCounts("notification", n("a", { seen_at: "2026-01-01T00:00:00Z" }), zero), { unread: 1, unseen: 0 });
+  assert.deepEqual(nextCounts("read", { ids: ["a"], unread_count: 0 }, { unread: 1, unseen: 1 }), { unread: 0, unseen: 1 });
+  assert.deepEqual(parseId("t1.5"), { tag: "t1", seq: 5 });
+  assert.equal(parseId("5"), null);
+});
