@@ -52,6 +52,23 @@ pub struct Config {
     /// Kafka ingest, with `--kafka-brokers`.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka: Option<KafkaConfig>,
+    /// Web Push, with `--vapid-private-key` and `--vapid-subject`.
+    pub push: Option<PushConfig>,
+}
+
+/// Web Push escalation settings, already checked (the key parses, the subject is a URL).
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The VAPID private key, PEM (PKCS#8 or SEC1, P-256).
+    pub private_key_pem: String,
+    /// `mailto:…` or `https://…`.
+    pub subject: String,
+    /// Host suffixes (or exact IP addresses) push endpoints may be on.
+    pub endpoint_allow: Vec<String>,
+    /// Extra CA certificates trusted for push endpoints, PEM.
+    pub ca_pem: Option<Vec<u8>>,
+    /// How long after a notification became active a connected user gets a push for it.
+    pub after: Duration,
 }
 
 /// Where Kafka ingest reads from (and `herald publish --kafka-brokers` writes to).

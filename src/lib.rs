@@ -48,6 +48,7 @@ mod ingest;
 mod metrics;
 mod model;
 mod publish;
+mod push;
 mod redis_conn;
 mod retention;
 mod routes;

@@ -39,7 +39,19 @@ pub struct Inner {
     /// Kafka ingest: records behind the partition's end, per assigned partition.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka_lag: Family<PartitionLabels, Gauge>,
+    /// Web Push: messages a push service accepted; failed ones by reason; subscriptions
+    /// removed (404/410); escalations cancelled (seen, read, archived or deleted in time).
+    pub pushes_sent: Counter,
+    pub pushes_failed: Family<ReasonLabels, Counter>,
+    pub push_subscriptions_removed: Counter,
+    pub push_escalations_cancelled: Counter,
     registry: Registry,
+}
+
+/// Why something failed, as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 /// A Kafka partition, as metric labels.
@@ -70,7 +82,31 @@ impl Default for Metrics {
         let kafka_stored = Counter::default();
         let kafka_dead_lettered = Counter::default();
         let kafka_lag = Family::<PartitionLabels, Gauge>::default();
+        let pushes_sent = Counter::default();
+        let pushes_failed = Family::<ReasonLabels, Counter>::default();
+        let push_subscriptions_removed = Counter::default();
+        let push_escalations_cancelled = Counter::default();
         let mut registry = Registry::with_prefix("herald");
+        registry.register(
+            "pushes_sent",
+            "Web Push messages a push service accepted",
+            pushes_sent.clone(),
+        );
+        registry.register(
+            "pushes_failed",
+            "Web Push messages given up, by reason",
+            pushes_failed.clone(),
+        );
+        registry.register(
+            "push_subscriptions_removed",
+            "Web Push subscriptions removed because the push service said they are gone",
+            push_subscriptions_removed.clone(),
+        );
+        registry.register(
+            "push_escalations_cancelled",
+            "Web Push escalations dropped because the notification was seen, read, archived or deleted first",
+            push_escalations_cancelled.clone(),
+        );
         registry.register(
             "streams_open",
             "Open SSE streams on this node",
@@ -128,6 +164,10 @@ impl Default for Metrics {
                 events_delivered,
                 publishes,
                 broker_reconnects,
+                pushes_sent,
+                pushes_failed,
+                push_subscriptions_removed,
+                push_escalations_cancelled,
                 delivery_latency,
                 kafka_consumed,
                 kafka_stored,

@@ -15,6 +15,7 @@ use crate::hub::Hub;
 #[cfg(feature = "kafka")]
 use crate::ingest::Kafka;
 use crate::metrics::Metrics;
+use crate::push::Pusher;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -37,6 +38,8 @@ pub struct Inner {
     /// once: a reconnect storm is served at the store's pace instead of queueing past its
     /// deadlines.
     pub opening: Semaphore,
+    /// The Web Push sender, with `--vapid-private-key`.
+    pub push: Option<Pusher>,
     /// The Kafka consumer, with `--kafka-brokers` (the server runs it).
     #[cfg(feature = "kafka")]
     pub kafka: Option<Kafka>,
@@ -58,8 +61,18 @@ impl AppState {
         let metrics = Metrics::default();
         let hub = Hub::new(config.node.clone(), metrics.clone());
         // The store connects first: with Redis away, start-up fails before the broker starts.
-        let store =
-            Store::connect(&config.backend, hub.clone(), config.max_per_user, &shutdown).await?;
+        let push = match &config.push {
+            Some(push) => Some(Pusher::new(push, metrics.clone())?),
+            None => None,
+        };
+        let store = Store::connect(
+            &config.backend,
+            hub.clone(),
+            config.max_per_user,
+            push.is_some(),
+            &shutdown,
+        )
+        .await?;
         let broker = Broker::start(
             &config.backend,
             hub.clone(),
@@ -82,6 +95,7 @@ impl AppState {
                 metrics,
                 shutdown,
                 upstream,
+                push,
                 opening: Semaphore::new(MAX_OPENING),
                 #[cfg(feature = "kafka")]
                 kafka,

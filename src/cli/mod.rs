@@ -19,6 +19,7 @@ use crate::config::{Backend, Config, KafkaConfig};
 use crate::error::StartupError;
 
 mod commands;
+mod push;
 
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about = "Real-time notification edge server")]
@@ -30,6 +31,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
@@ -38,6 +41,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Publish a notification, like POST /publish.
     Publish(PublishArgs),
+    /// Print a new VAPID key pair for Web Push (PKCS#8 PEM, then `public_key: <base64url>`).
+    VapidKeys,
 }
 
 /// Key material and token checks, shared by every sub-command.
@@ -119,6 +124,8 @@ pub struct ServeArgs {
     /// This node's name in presence and logs (default: random).
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
+    #[command(flatten)]
+    pub push: push::PushArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Kafka consumer group the nodes share.
@@ -379,6 +386,7 @@ impl ServeArgs {
             kafka: args
                 .kafka
                 .config(&args.kafka_group, args.kafka_dead_letter_topic.as_ref())?,
+            push: args.push.config()?,
         })
     }
 }
@@ -488,6 +496,7 @@ pub fn run(cli: Cli) -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Token(args)) => commands::token(&args),
+        Some(Command::VapidKeys) => push::vapid_keys(),
         Some(Command::Publish(args)) => {
             runtime().and_then(|rt| rt.block_on(commands::publish(&args)))
         }

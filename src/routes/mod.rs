@@ -15,6 +15,7 @@ mod preferences;
 mod presence;
 mod proxy;
 mod publish;
+mod push;
 mod session;
 
 pub(crate) use self::events::{with_body, EventStream};
@@ -108,6 +109,9 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["preferences", "categories", category], &Method::PUT) => {
             preferences::put_category(state, req, category).await
         }
+        (["push", "key"], &Method::GET) => push::key(state).await,
+        (["push", "subscriptions"], &Method::POST) => push::subscribe(state, req).await,
+        (["push", "subscriptions"], &Method::DELETE) => push::unsubscribe(state, req).await,
         (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
         (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
         (["metrics"], &Method::GET | &Method::HEAD) => ops::metrics(&state, &req),
@@ -128,7 +132,8 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
 /// Keep in step with the table in [`route`].
 fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
     Some(match segs {
-        ["events"] | ["presence", _] | ["preferences"] => "GET",
+        ["events"] | ["presence", _] | ["preferences"] | ["push", "key"] => "GET",
+        ["push", "subscriptions"] => "POST, DELETE",
         ["preferences", "categories", _] => "PUT",
         ["auth"]
         | ["healthz"]

@@ -125,7 +125,11 @@ async fn start_tasks(
         config.retention,
         shutdown.clone(),
     ));
-    tokio::spawn(due::run(state.store.clone(), shutdown.clone()));
+    tokio::spawn(due::run(
+        state.store.clone(),
+        state.push.clone(),
+        shutdown.clone(),
+    ));
     Ok(finishing)
 }
 

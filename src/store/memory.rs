@@ -15,8 +15,9 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 
 use super::{
-    ActionOutcome, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
-    SessionRecord, TrayCounts, IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    ActionOutcome, Due, Escalation, Head, ListQuery, Page, Preferences, Published, Recipient,
+    Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
+    LOG_CAPACITY, MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS, PUSH_LEASE_MS,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
@@ -39,6 +40,10 @@ struct Inner {
     groups: DashMap<String, BTreeSet<String>>,
     /// Each user's preferences (kept apart from the tray, which retention may empty).
     preferences: DashMap<String, Preferences>,
+    /// Each user's Web Push subscriptions, oldest first.
+    subscriptions: DashMap<String, Vec<Subscription>>,
+    /// Web Push is on: notifications that become active escalate.
+    push: bool,
     /// (due time in Unix ms, user): users with something due then. Written under the user's
     /// tray lock (tray first, then this), so an entry is never older than the tray's state.
     due: Mutex<BTreeSet<(u64, String)>>,
@@ -57,6 +62,8 @@ struct Tray {
     wake: BTreeSet<(u64, NotificationId)>,
     /// (expiry time, id).
     expire: BTreeSet<(u64, NotificationId)>,
+    /// (due time, id): Web Push escalations.
+    push: BTreeSet<(u64, NotificationId)>,
     /// Collapse key → the last notification published with it.
     collapse: HashMap<String, NotificationId>,
     /// This change log's epoch, drawn when the tray is created.
@@ -76,6 +83,8 @@ struct Item {
     held: bool,
     /// When it wakes (delivery or the end of a snooze), Unix ms.
     wake_ms: Option<u64>,
+    /// Its Web Push escalation: when it is due, and whether as a push (else as the check).
+    push: Option<(u64, bool)>,
 }
 
 impl Item {
@@ -101,6 +110,7 @@ impl Tray {
             unseen: BTreeSet::new(),
             wake: BTreeSet::new(),
             expire: BTreeSet::new(),
+            push: BTreeSet::new(),
             collapse: HashMap::new(),
             epoch: Epoch::random(),
             seq: 0,
@@ -180,6 +190,9 @@ impl Tray {
         if let Some(at) = item.expire_ms() {
             self.expire.remove(&(at, *id));
         }
+        if let Some((at, _)) = item.push {
+            self.push.remove(&(at, *id));
+        }
         if let Some(key) = item.template.collapse_key() {
             if self.collapse.get(key) == Some(id) {
                 self.collapse.remove(key);
@@ -196,9 +209,43 @@ impl Tray {
 
     /// When something is due next.
     fn next_due(&self) -> Option<u64> {
-        let wake = self.wake.first().map(|(at, _)| *at);
-        let expire = self.expire.first().map(|(at, _)| *at);
-        wake.into_iter().chain(expire).min()
+        [&self.wake, &self.expire, &self.push]
+            .into_iter()
+            .filter_map(|set| set.first().map(|(at, _)| *at))
+            .min()
+    }
+
+    /// (Re)schedule the Web Push escalation of `id` at `at` (`send`: as a push); with
+    /// `only_pending`, only when one is pending. Whether it is scheduled.
+    fn schedule_push(
+        &mut self,
+        id: NotificationId,
+        at: u64,
+        send: bool,
+        only_pending: bool,
+    ) -> bool {
+        let Some(item) = self.items.get_mut(&id) else {
+            return false;
+        };
+        let old = item.push.replace((at, send));
+        match old {
+            Some((was, _)) => {
+                self.push.remove(&(was, id));
+            }
+            None if only_pending => {
+                item.push = None;
+                return false;
+            }
+            None => {}
+        }
+        self.push.insert((at, id));
+        true
+    }
+
+    fn push_done(&mut self, id: NotificationId) {
+        if let Some((at, _)) = self.items.get_mut(&id).and_then(|i| i.push.take()) {
+            self.push.remove(&(at, id));
+        }
     }
 
     /// Store one recipient's notification and commit its change, unless `key` (shared by the
@@ -249,6 +296,7 @@ impl Tray {
             state,
             held: schedule.deliver_ms.is_some(),
             wake_ms: schedule.deliver_ms,
+            push: None,
         };
         self.items.insert(to.id, item);
         if let Some(at) = schedule.deliver_ms {
@@ -392,7 +440,7 @@ impl Tray {
     /// Expire, deliver and wake what is due at `now` (Unix ms): expired notifications go in
     /// one `deleted` change (reason `expired`); each delivered or woken one arrives whole as
     /// a `notification` (an archived one that wakes as `updated`).
-    fn process_due(&mut self, user: &str, hub: &Hub, now: u64) {
+    fn process_due(&mut self, user: &str, hub: &Hub, now: u64, escalate: bool) -> Due {
         let mut expired = Vec::new();
         while let Some(&(at, id)) = self.expire.first() {
             if at > now {
@@ -429,8 +477,33 @@ impl Tray {
                 ChangeKind::Updated
             };
             self.sync(id);
+            if escalate && kind == ChangeKind::Notification {
+                self.schedule_push(id, now, false, false);
+            }
             self.commit_whole(user, hub, kind, id);
         }
+        let mut due = Due::default();
+        while let Some(&(at, id)) = self.push.first() {
+            if at > now {
+                break;
+            }
+            let pending = self.unseen.contains(&id) && self.unread.contains(&id);
+            let (Some(item), true) = (self.items.get(&id), pending) else {
+                self.push_done(id);
+                due.cancelled += 1;
+                continue;
+            };
+            let send = item.push.is_some_and(|(_, send)| send);
+            let notification = item.notification(&id, user);
+            self.schedule_push(id, now + PUSH_LEASE_MS, send, true);
+            due.escalations.push(Escalation {
+                send,
+                due_ms: at,
+                notification,
+                unread_count: self.unread.len() as u64,
+            });
+        }
+        due
     }
 
     /// Record `action` once, mark the notification read and commit it whole as `updated`.
@@ -462,7 +535,7 @@ impl Tray {
 }
 
 impl MemoryStore {
-    pub fn new(hub: Hub, max_per_user: usize) -> Self {
+    pub fn new(hub: Hub, max_per_user: usize, push: bool) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
                 trays: DashMap::new(),
@@ -471,6 +544,8 @@ impl MemoryStore {
                 groups: DashMap::new(),
                 preferences: DashMap::new(),
                 due: Mutex::new(BTreeSet::new()),
+                subscriptions: DashMap::new(),
+                push,
                 hub,
                 max_per_user,
             }),
@@ -552,15 +627,20 @@ impl MemoryStore {
         let key: Option<Arc<str>> = key.map(Arc::from);
         let now = now_ms();
         let category = template.mutable_category();
-        let due = template.schedule().first();
+        let schedule = template.schedule();
         recipients
             .iter()
             .map(|&to| {
                 let muted = category.is_some_and(|c| self.is_muted(to.user, c));
+                let escalate = schedule.deliver_ms.is_none() && self.escalates(to.user);
                 Ok(self.with_tray(to.user, |tray| {
                     let published = tray.publish(template, to, key.as_ref(), muted, max, hub, now);
-                    if let (Some(at), true) = (due, published.stored) {
+                    if let (Some(at), true) = (schedule.first(), published.stored) {
                         self.hint(to.user, at);
+                    }
+                    if escalate && published.stored && tray.schedule_push(to.id, now, false, false)
+                    {
+                        self.hint(to.user, now);
                     }
                     published
                 }))
@@ -584,17 +664,78 @@ impl MemoryStore {
             .collect())
     }
 
-    pub async fn process_due(&self, user: &str, hint: u64) -> Result<()> {
+    pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         let hub = &self.inner.hub;
-        self.with_tray(user, |tray| {
-            tray.process_due(user, hub, now_ms());
+        let escalate = self.escalates(user);
+        Ok(self.with_tray(user, |tray| {
+            let found = tray.process_due(user, hub, now_ms(), escalate);
             let mut due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
             due.remove(&(hint, user.to_owned()));
             if let Some(next) = tray.next_due() {
                 due.insert((next, user.to_owned()));
             }
+            found
+        }))
+    }
+
+    /// Whether notifications of `user` that become active escalate to Web Push.
+    fn escalates(&self, user: &str) -> bool {
+        self.inner.push
+            && self
+                .inner
+                .subscriptions
+                .get(user)
+                .is_some_and(|s| !s.is_empty())
+    }
+
+    pub async fn push_later(&self, user: &str, id: &str, at_ms: u64, send: bool) -> Result<()> {
+        self.with_tray(user, |tray| {
+            let Some((&id, _)) = tray.items.get_key_value(id) else {
+                return;
+            };
+            if tray.schedule_push(id, at_ms, send, true) {
+                self.hint(user, at_ms);
+            }
         });
         Ok(())
+    }
+
+    pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
+        self.with_tray(user, |tray| {
+            if let Some((&id, _)) = tray.items.get_key_value(id) {
+                tray.push_done(id);
+            }
+        });
+        Ok(())
+    }
+
+    pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
+        let mut subs = self.inner.subscriptions.entry(user.to_owned()).or_default();
+        subs.retain(|s| s.endpoint != sub.endpoint);
+        subs.push(sub.clone());
+        let excess = subs.len().saturating_sub(MAX_SUBSCRIPTIONS);
+        subs.drain(..excess);
+        Ok(())
+    }
+
+    pub async fn remove_subscription(&self, user: &str, endpoint: &str) -> Result<bool> {
+        let mut was = false;
+        self.inner.subscriptions.remove_if_mut(user, |_, subs| {
+            let before = subs.len();
+            subs.retain(|s| s.endpoint != endpoint);
+            was = subs.len() < before;
+            subs.is_empty()
+        });
+        Ok(was)
+    }
+
+    pub async fn subscriptions(&self, user: &str) -> Result<Vec<Subscription>> {
+        Ok(self
+            .inner
+            .subscriptions
+            .get(user)
+            .map(|s| s.clone())
+            .unwrap_or_default())
     }
 
     pub async fn take_action(
@@ -819,7 +960,7 @@ mod tests {
     use crate::model::{new_ids, NotificationInput};
 
     fn store(max: usize) -> MemoryStore {
-        MemoryStore::new(Hub::new("n".into(), Metrics::default()), max)
+        MemoryStore::new(Hub::new("n".into(), Metrics::default()), max, false)
     }
 
     async fn add(s: &MemoryStore, user: &str, key: Option<&str>) -> Published {

@@ -206,6 +206,9 @@ pub struct Published {
     pub stored: bool,
     /// The user muted the notification's category: nothing stored or delivered.
     pub suppressed: bool,
+    /// Stored, and its Web Push escalation is due now (Redis: the caller notes the user in
+    /// the due index).
+    pub escalates: bool,
 }
 
 impl Published {
@@ -214,6 +217,7 @@ impl Published {
             id,
             stored: true,
             suppressed: false,
+            escalates: false,
         }
     }
 
@@ -223,6 +227,7 @@ impl Published {
             id,
             stored: false,
             suppressed: false,
+            escalates: false,
         }
     }
 
@@ -231,6 +236,7 @@ impl Published {
             id,
             stored: false,
             suppressed: true,
+            escalates: false,
         }
     }
 }
@@ -244,6 +250,51 @@ pub enum ActionOutcome {
     Conflict,
     /// No such (delivered) notification.
     Missing,
+}
+
+/// A browser's Web Push subscription (the `PushSubscription` JSON it posted).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Subscription {
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+    /// When it was stored (Unix ms), for the per-user cap.
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionKeys {
+    /// The browser's P-256 public key, base64url.
+    pub p256dh: String,
+    /// The 16-byte auth secret, base64url.
+    pub auth: String,
+}
+
+/// Web Push subscriptions kept per user; a new one beyond this drops the oldest.
+pub const MAX_SUBSCRIPTIONS: usize = 10;
+/// How long a node owns an escalation it took (it is due again after that, should the node
+/// die before it is done).
+pub const PUSH_LEASE_MS: u64 = 60_000;
+
+/// A Web Push escalation that came due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    /// `false`: the first step, at the moment the notification became active — push at once
+    /// if the user has no live stream, else check again `--push-after` later. `true`: push.
+    pub send: bool,
+    /// When it was due (Unix ms): for the first step, when the notification became active.
+    pub due_ms: u64,
+    pub notification: Notification,
+    pub unread_count: u64,
+}
+
+/// What handling a user's due items found for Web Push.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Due {
+    pub escalations: Vec<Escalation>,
+    /// Escalations dropped because the notification was seen, read, archived, snoozed or
+    /// deleted first.
+    pub cancelled: usize,
 }
 
 /// A user's preferences: category → muted.
@@ -289,16 +340,19 @@ macro_rules! forward {
 impl Store {
     /// The store for `backend`: in memory (presence read from `hub`), or over its own Redis
     /// connection; an unreachable Redis is a start-up error.
+    /// `push`: Web Push is on, so notifications that become active escalate.
     pub async fn connect(
         backend: &Backend,
         hub: Hub,
         max_per_user: usize,
+        push: bool,
         shutdown: &Shutdown,
     ) -> Result<Self, StartupError> {
         Ok(match backend {
-            Backend::Embedded => Store::Memory(MemoryStore::new(hub, max_per_user)),
+            Backend::Embedded => Store::Memory(MemoryStore::new(hub, max_per_user, push)),
             Backend::Redis(_) | Backend::Cluster(_) => {
-                Store::redis(backend, max_per_user, Some(shutdown.clone())).await?
+                let conn = connect_plain(backend, "store", Some(shutdown.clone())).await?;
+                Store::Redis(RedisStore::new(conn, max_per_user, push))
             }
         })
     }
@@ -310,7 +364,7 @@ impl Store {
         shutdown: Option<Shutdown>,
     ) -> Result<Self, StartupError> {
         let conn = connect_plain(backend, "store", shutdown).await?;
-        Ok(Store::Redis(RedisStore::new(conn, max_per_user)))
+        Ok(Store::Redis(RedisStore::new(conn, max_per_user, false)))
     }
 
     /// Ok when the backend answers (for `/readyz`).
@@ -381,10 +435,36 @@ impl Store {
     }
 
     /// Deliver, wake and expire what is due in `user`'s tray (each exactly once, whichever
-    /// node runs it, however often), then move the user's due-index entry `hint` to what is
-    /// due next.
-    pub async fn process_due(&self, user: &str, hint: u64) -> Result<()> {
+    /// node runs it, however often), take the Web Push escalations that are due (leased for
+    /// [`PUSH_LEASE_MS`]), then move the user's due-index entry `hint` to what is due next.
+    pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         forward!(self.process_due(user, hint))
+    }
+
+    /// Make the escalation of notification `id` due again at `at_ms` (`send`: as a push; else
+    /// as the connected-or-not check), if it is still pending.
+    pub async fn push_later(&self, user: &str, id: &str, at_ms: u64, send: bool) -> Result<()> {
+        forward!(self.push_later(user, id, at_ms, send))
+    }
+
+    /// The escalation of notification `id` is done (sent, or given up).
+    pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
+        forward!(self.push_done(user, id))
+    }
+
+    /// Store (or replace, by endpoint) a Web Push subscription; the oldest beyond
+    /// [`MAX_SUBSCRIPTIONS`] are dropped.
+    pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
+        forward!(self.add_subscription(user, sub))
+    }
+
+    /// Whether it was there.
+    pub async fn remove_subscription(&self, user: &str, endpoint: &str) -> Result<bool> {
+        forward!(self.remove_subscription(user, endpoint))
+    }
+
+    pub async fn subscriptions(&self, user: &str) -> Result<Vec<Subscription>> {
+        forward!(self.subscriptions(user))
     }
 
     /// Delete (and commit as `deleted`) every notification whose id sorts below `cutoff`;

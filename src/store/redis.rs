@@ -15,8 +15,9 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
 use super::{
-    ActionOutcome, Head, ListQuery, Page, Preferences, Published, Recipient, Replay, ReplayWindow,
-    SessionRecord, TrayCounts, IDEMPOTENCY_TTL_MS, LOG_CAPACITY, MAX_SESSIONS_PER_USER,
+    ActionOutcome, Due, Escalation, Head, ListQuery, Page, Preferences, Published, Recipient,
+    Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
+    LOG_CAPACITY, MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS, PUSH_LEASE_MS,
 };
 use crate::error::{Error, Result};
 use crate::model::{
@@ -38,6 +39,8 @@ pub struct RedisStore {
     conn: RedisConn,
     scripts: &'static Scripts,
     max_per_user: usize,
+    /// Web Push is on: notifications that become active escalate.
+    push: bool,
 }
 
 struct Scripts {
@@ -76,11 +79,20 @@ fn scripts() -> &'static Scripts {
 }
 
 impl RedisStore {
-    pub fn new(conn: RedisConn, max_per_user: usize) -> Self {
+    pub fn new(conn: RedisConn, max_per_user: usize, push: bool) -> Self {
         RedisStore {
             conn,
             scripts: scripts(),
             max_per_user,
+            push,
+        }
+    }
+
+    fn push_flag(&self) -> &'static str {
+        if self.push {
+            "1"
+        } else {
+            "0"
         }
     }
 
@@ -209,6 +221,17 @@ impl RedisStore {
                 tracing::warn!(error = %e, "could not note a publish's due time a second time");
             }
         }
+        let escalating: Vec<&str> = recipients
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Some(Ok(p)) if p.escalates))
+            .map(|(to, _)| to.user)
+            .collect();
+        if !escalating.is_empty() {
+            if let Err(e) = self.hint(escalating.into_iter(), call.now).await {
+                tracing::warn!(error = %e, "could not note Web Push escalations as due");
+            }
+        }
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a recipient had no outcome".into()))))
@@ -246,25 +269,47 @@ impl RedisStore {
     /// the tray's first due time once more and lower the entry to it: a snooze or publish
     /// that committed between the two scripts, and whose own hint the entry's old value
     /// swallowed, is named again.
-    pub async fn process_due(&self, user: &str, hint: u64) -> Result<()> {
+    pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         let k = UserKeys::new(user);
         let mut conn = self.conn();
-        let next: String = self
+        let out: Vec<String> = self
             .scripts
             .due
             .key(k.base())
             .arg(now_ms())
             .arg(LOG_CAPACITY)
             .arg(Epoch::random().as_str())
+            .arg(self.push_flag())
+            .arg(PUSH_LEASE_MS)
             .invoke_async(&mut conn)
             .await?;
+        let shape = || Error::Internal("due script returned an unexpected shape".into());
+        let [next, cancelled, unread, rest @ ..] = out.as_slice() else {
+            return Err(shape());
+        };
+        let unread_count = unread.parse().map_err(|_| shape())?;
+        let mut due = Due {
+            escalations: Vec::new(),
+            cancelled: cancelled.parse().map_err(|_| shape())?,
+        };
+        for e in rest.chunks(3) {
+            let [stage, at, json] = e else {
+                return Err(shape());
+            };
+            due.escalations.push(Escalation {
+                send: stage == "send",
+                due_ms: at.parse().map_err(|_| shape())?,
+                notification: serde_json::from_str(json).map_err(|_| shape())?,
+                unread_count,
+            });
+        }
         let _: i64 = self
             .scripts
             .rehint
             .key(keys::due_index())
             .arg(user)
             .arg(hint)
-            .arg(&next)
+            .arg(next)
             .invoke_async(&mut conn)
             .await?;
         type Firsts = Vec<(String, u64)>;
@@ -285,7 +330,78 @@ impl RedisStore {
         if let Some(at) = first {
             self.hint(std::iter::once(user), at).await?;
         }
+        Ok(due)
+    }
+
+    pub async fn push_later(&self, user: &str, id: &str, at_ms: u64, send: bool) -> Result<()> {
+        let base = UserKeys::new(user);
+        let base = base.base();
+        let stage = if send { "send" } else { "check" };
+        let (moved,): (u64,) = redis::pipe()
+            .cmd("ZADD")
+            .arg(format!("{base}:pushdue"))
+            .arg("XX")
+            .arg("CH")
+            .arg(at_ms)
+            .arg(id)
+            .cmd("HSET")
+            .arg(format!("{base}:pushstage"))
+            .arg(id)
+            .arg(stage)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        if moved > 0 {
+            self.hint(std::iter::once(user), at_ms).await?;
+        }
         Ok(())
+    }
+
+    pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
+        let base = UserKeys::new(user);
+        let base = base.base();
+        let _: () = redis::pipe()
+            .zrem(format!("{base}:pushdue"), id)
+            .ignore()
+            .hdel(format!("{base}:pushstage"), id)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Subscriptions live in the user's `push` hash (endpoint → JSON); the cap drops the
+    /// oldest by their `created_ms`.
+    pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
+        let key = format!("{}:push", UserKeys::new(user).base());
+        let json = serde_json::to_string(sub).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut conn = self.conn();
+        let _: () = conn.hset(&key, &sub.endpoint, json).await?;
+        let mut all = self.subscriptions(user).await?;
+        if all.len() > MAX_SUBSCRIPTIONS {
+            all.sort_by_key(|s| s.created_ms);
+            let excess = all.len() - MAX_SUBSCRIPTIONS;
+            let old: Vec<&str> = all[..excess].iter().map(|s| s.endpoint.as_str()).collect();
+            let _: () = conn.hdel(&key, old).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_subscription(&self, user: &str, endpoint: &str) -> Result<bool> {
+        let key = format!("{}:push", UserKeys::new(user).base());
+        let n: u64 = self.conn().hdel(key, endpoint).await?;
+        Ok(n > 0)
+    }
+
+    pub async fn subscriptions(&self, user: &str) -> Result<Vec<Subscription>> {
+        let key = format!("{}:push", UserKeys::new(user).base());
+        let all: Vec<String> = self.conn().hvals(key).await?;
+        let mut subs: Vec<Subscription> = all
+            .iter()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        subs.sort_by_key(|s| s.created_ms);
+        Ok(subs)
     }
 
     /// Recipient indices per script call: in order by [`USERS_PER_SCRIPT`] on one server; on
@@ -346,6 +462,7 @@ impl RedisStore {
                 None => cmd.arg(""),
             };
         }
+        cmd.arg(self.push_flag());
         let mut user = String::new();
         for to in users {
             user.clear();
@@ -813,6 +930,10 @@ fn outcomes(reply: Value, users: &[Recipient<'_>]) -> Vec<Result<Published>> {
     for to in users {
         out.push(match items.next() {
             Some(Value::Int(1)) => Ok(Published::stored(to.id)),
+            Some(Value::Int(2)) => Ok(Published {
+                escalates: true,
+                ..Published::stored(to.id)
+            }),
             Some(Value::Int(0)) => Ok(Published::suppressed(to.id)),
             Some(earlier) => as_str(earlier)
                 .and_then(NotificationId::parse)

@@ -51,7 +51,7 @@ impl Subject {
         let hub = Hub::new("contract".into(), Metrics::default());
         match kind {
             Kind::Memory => Subject {
-                store: Store::Memory(MemoryStore::new(hub.clone(), max_per_user)),
+                store: Store::Memory(MemoryStore::new(hub.clone(), max_per_user, false)),
                 hub,
                 _redis: None,
             },

@@ -11,6 +11,9 @@
 --   action HASH id -> the taken action's JSON
 --   meta HASH id -> '<count>\t<replaced id>' for a collapsed notification
 --   cat HASH id -> category; collapse HASH collapse key -> the last id published with it
+--   push HASH endpoint -> Web Push subscription JSON
+--   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
+--   (is the user connected?) or 'send'
 --   seq, epoch, log, ch, prefs: the change log, its epoch, its stream and channel, preferences
 -- A notification is *active* when it is not archived and not in `wake` (neither held for
 -- delivery nor snoozed).
@@ -58,10 +61,11 @@ end
 
 -- Remove every trace of a notification (its collapse entry is checked against `unread` on use).
 local function remove(b, id)
-  for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat'}) do
+  for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat',
+      'pushstage'}) do
     redis.call('HDEL', key(b, h), id)
   end
-  for _, z in ipairs({'order', 'unread', 'unseen', 'wake', 'expire'}) do
+  for _, z in ipairs({'order', 'unread', 'unseen', 'wake', 'expire', 'pushdue'}) do
     redis.call('ZREM', key(b, z), id)
   end
 end
@@ -108,10 +112,21 @@ local function commit(b, kind, data, ms, fresh, cap)
   redis.call('SPUBLISH', key(b, 'ch'), 'c\t' .. epoch .. '\t' .. seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
 end
 
+-- Escalate a notification that just became active to Web Push, when push is on (`push`:
+-- '1') and the user has a subscription: first check, at once, whether the user is connected.
+local function escalate(b, id, push, ms)
+  if push == '1' and redis.call('EXISTS', key(b, 'push')) == 1 then
+    redis.call('ZADD', key(b, 'pushdue'), ms, id)
+    redis.call('HSET', key(b, 'pushstage'), id, 'check')
+    return true
+  end
+  return false
+end
+
 -- When something of this tray is due next ('' when nothing is).
 local function next_due(b)
   local first = ''
-  for _, z in ipairs({'wake', 'expire'}) do
+  for _, z in ipairs({'wake', 'expire', 'pushdue'}) do
     local top = redis.call('ZRANGE', key(b, z), 0, 0, 'WITHSCORES')
     if top[2] and (first == '' or tonumber(top[2]) < tonumber(first)) then first = top[2] end
   end

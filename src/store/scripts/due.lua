@@ -2,10 +2,15 @@
 -- several nodes at once, or again, handles each notification exactly once. Expired
 -- notifications go in one `deleted` change (reason "expired"); each delivered or woken one
 -- arrives whole as a `notification` (an archived one whose snooze ends, as `updated`).
+-- Then the Web Push escalations that are due: one still active, unread and unseen is leased
+-- (due again at now + lease, in case this node dies before it is done) and returned; any
+-- other is cancelled.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 now_ms 2 log_capacity 3 epoch (fresh; kept only when the log has none yet)
--- Returns when something is due next (Unix ms), or ''.
-local b, now, cap, fresh = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+--       4 Web Push on ('1'|'0') 5 lease (ms)
+-- Returns {next due (Unix ms, or ''), cancelled escalations, unread_count,
+--          then per escalation: stage, due ms, the notification JSON}.
+local b, now, cap, fresh, push = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expired = {}
 for _, id in ipairs(redis.call('ZRANGE', key(b, 'expire'), '-inf', now, 'BYSCORE')) do
   if redis.call('HEXISTS', key(b, 'items'), id) == 1 then expired[#expired + 1] = id end
@@ -21,8 +26,29 @@ for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')
   if redis.call('HEXISTS', key(b, 'items'), id) == 1 then
     sync(b, id)
     local event = 'updated'
-    if active(b, id) then event = 'notification' end
+    if active(b, id) then
+      event = 'notification'
+      escalate(b, id, push, now)
+    end
     commit(b, event, with_counts(b, whole(b, id)), now, fresh, cap)
   end
 end
-return next_due(b)
+local out = {'', 0, redis.call('ZCARD', key(b, 'unread'))}
+for _, entry in ipairs(redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')) do
+  if not out.id then out.id = entry else
+    local id, at = out.id, entry
+    out.id = nil
+    if redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id) then
+      redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
+      out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
+      out[#out + 1] = at
+      out[#out + 1] = whole(b, id)
+    else
+      redis.call('ZREM', key(b, 'pushdue'), id)
+      redis.call('HDEL', key(b, 'pushstage'), id)
+      out[2] = out[2] + 1
+    end
+  end
+end
+out[1] = next_due(b)
+return out

@@ -8,21 +8,22 @@
 --       7 tail: the notification JSON after its "user" member up to its state, shared
 --       8 category a user may have muted ('' when none, or the notification is critical)
 --       9 category ('' when none) 10 collapse key ('') 11 deliver at, Unix ms ('')
---       12 expires at, Unix ms ('')
+--       12 expires at, Unix ms ('') 13 Web Push on ('1'|'0')
 --       then per user 3: id, the user as a JSON string, epoch (a fresh random one, used only
 --       when the user's log has none yet)
 -- A user's notification JSON is '{"id":"' .. id .. '","user":' .. user .. tail .. state,
 -- byte for byte what Herald's `model::Template::json` writes. A collapse key that names the
 -- user's active unread notification replaces it (count + 1, "replaces" its id; no `deleted`
 -- change). A notification delivered later waits in `wake` and commits nothing now.
--- Returns {failure, outcome per user handled}: an outcome is 1 (stored), 0 (the user muted
--- the category: nothing stored) or the id an idempotency key stored before. `failure` is ''
+-- Returns {failure, outcome per user handled}: an outcome is 1 (stored), 2 (stored, and a
+-- Web Push escalation is due now), 0 (the user muted the category: nothing stored) or the id
+-- an idempotency key stored before. `failure` is ''
 -- when every user was handled; otherwise the error of the user after the last outcome,
 -- whose writes failed; the users after it were not attempted.
 if late(ARGV[1]) then return redis.error_reply(LATE_REPLY) end
 local max, cap, ms, ttl = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local per, tail, muted_by = tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local category, collapse, deliver, expire = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local category, collapse, deliver, expire, push = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local FRESH = ',"read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null'
 
 local function store(k, a)
@@ -63,18 +64,20 @@ local function store(k, a)
       remove(b, oldest)
     end
   end
+  local outcome = 1
   if deliver == '' then
+    if escalate(b, id, push, ms) then outcome = 2 end
     local json = base .. FRESH .. ',"count":' .. count .. ',"replaces":' .. quoted(replaces) .. '}'
     commit(b, 'notification', with_counts(b, json), ms, ARGV[a + 3], cap)
   end
   -- Last, so a user whose writes failed can be sent again under the same key.
   if per == 2 then redis.call('SET', KEYS[k + 2], id, 'PX', ttl) end
-  return 1
+  return outcome
 end
 
 local out = {''}
 for u = 0, #KEYS / per - 1 do
-  local ok, outcome = pcall(store, u * per, 12 + u * 3)
+  local ok, outcome = pcall(store, u * per, 13 + u * 3)
   if not ok then
     out[1] = type(outcome) == 'table' and (outcome.err or 'ERR') or tostring(outcome)
     break

@@ -1,0 +1,294 @@
+//! Web Push escalation (RFC 8030 delivery, RFC 8291 `aes128gcm` payloads, RFC 8292 VAPID):
+//! the [`Pusher`] sends a notification to each of a user's subscriptions when the due-time
+//! task hands it an escalation (`crate::due`). The payload is encrypted per subscription with
+//! the `ece` crate; the client follows no redirects, reaches only allowed endpoints at public
+//! addresses (or allowed IPs), reuses connections and bounds every request. `404`/`410`
+//! remove the subscription; `429`/`5xx` and network failures are retried with backoff until
+//! the message's TTL runs out (`Retry-After` honoured).
+
+mod endpoint;
+pub mod vapid;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use url::Url;
+
+pub use self::endpoint::DEFAULT_ALLOW;
+use self::endpoint::{Allow, PublicOnly};
+use self::vapid::Vapid;
+use crate::config::PushConfig;
+use crate::error::{Result, StartupError};
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::model::{now_ms, parse_time};
+use crate::store::{Escalation, Store, Subscription, PUSH_LEASE_MS};
+
+/// A message's TTL when the notification does not expire sooner.
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The first retry's wait (the spec: within 5 s unless `Retry-After` says otherwise), doubled
+/// up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// One push request, whole.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The Web Push sender: a cheap-to-clone handle.
+#[derive(Clone)]
+pub struct Pusher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: reqwest::Client,
+    vapid: Vapid,
+    allow: Allow,
+    after: Duration,
+    metrics: Metrics,
+}
+
+/// What one push request came to.
+enum Outcome {
+    Sent,
+    /// The subscription is gone (`404`/`410`).
+    Gone,
+    /// Try again after this long.
+    Retry(Duration),
+    /// Given up: the reason (a metric label).
+    Failed(&'static str),
+}
+
+impl Pusher {
+    pub fn new(config: &PushConfig, metrics: Metrics) -> Result<Self, StartupError> {
+        let vapid = Vapid::from_pem(&config.private_key_pem, &config.subject)?;
+        let mut client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .dns_resolver(Arc::new(PublicOnly));
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| StartupError(format!("--push-ca-file: {e}")))?;
+            if certs.is_empty() {
+                return Err(StartupError("--push-ca-file holds no certificate".into()));
+            }
+            for cert in certs {
+                client = client.add_root_certificate(cert);
+            }
+        }
+        let client = client
+            .build()
+            .map_err(|e| StartupError(format!("the Web Push client: {e}")))?;
+        Ok(Pusher {
+            inner: Arc::new(Inner {
+                client,
+                vapid,
+                allow: Allow::new(config.endpoint_allow.clone()),
+                after: config.after,
+                metrics,
+            }),
+        })
+    }
+
+    /// The VAPID public key (base64url, uncompressed P-256 point).
+    pub fn public_key(&self) -> &str {
+        self.inner.vapid.public_key()
+    }
+
+    /// How long a connected user has to see a notification before it is pushed.
+    pub fn after(&self) -> Duration {
+        self.inner.after
+    }
+
+    /// Refuse (400) a subscription whose endpoint is not allowed or whose keys are not the
+    /// sizes RFC 8291 fixes.
+    pub fn check(&self, sub: &Subscription) -> Result<()> {
+        self.inner.allow.check(&sub.endpoint)?;
+        let size = |v: &str| {
+            URL_SAFE_NO_PAD
+                .decode(v.trim_end_matches('='))
+                .map(|b| b.len())
+        };
+        if size(&sub.keys.p256dh) != Ok(65) {
+            return Err(crate::error::Error::invalid(
+                "keys.p256dh must be a base64url uncompressed P-256 public key",
+            ));
+        }
+        if size(&sub.keys.auth) != Ok(16) {
+            return Err(crate::error::Error::invalid(
+                "keys.auth must be 16 bytes, base64url",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Push `escalation` to every subscription of `user` (each in turn, retrying within the
+    /// TTL while renewing the store's lease), then mark it done.
+    pub async fn send(&self, store: &Store, user: &str, escalation: &Escalation) {
+        let n = &escalation.notification;
+        let payload = serde_json::json!({
+            "id": n.id, "title": n.title, "body": n.body, "link": n.link,
+            "category": n.category, "unread_count": escalation.unread_count,
+        })
+        .to_string();
+        let deadline = n
+            .expires_at
+            .as_deref()
+            .and_then(|t| parse_time("expires_at", t).ok())
+            .unwrap_or(now_ms() + DEFAULT_TTL.as_millis() as u64)
+            .min(now_ms() + DEFAULT_TTL.as_millis() as u64);
+        let subscriptions = match store.subscriptions(user).await {
+            Ok(subs) => subs,
+            Err(e) => {
+                tracing::warn!(error = %e, "Web Push: subscriptions unavailable; retried later");
+                return;
+            }
+        };
+        for sub in &subscriptions {
+            self.send_one(store, user, n, sub, &payload, deadline, escalation)
+                .await;
+        }
+        if let Err(e) = store.push_done(user, &n.id).await {
+            tracing::debug!(error = %e, "Web Push: could not mark an escalation done");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_one(
+        &self,
+        store: &Store,
+        user: &str,
+        n: &crate::model::Notification,
+        sub: &Subscription,
+        payload: &str,
+        deadline: u64,
+        escalation: &Escalation,
+    ) {
+        let metrics = &self.inner.metrics;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let ttl = deadline.saturating_sub(now_ms()) / 1000;
+            if ttl == 0 {
+                self.failed("expired");
+                return;
+            }
+            match self.request(sub, payload, ttl, n.critical).await {
+                Outcome::Sent => {
+                    metrics.pushes_sent.inc();
+                    return;
+                }
+                Outcome::Gone => {
+                    metrics.push_subscriptions_removed.inc();
+                    if let Err(e) = store.remove_subscription(user, &sub.endpoint).await {
+                        tracing::debug!(error = %e, "Web Push: could not remove a subscription");
+                    }
+                    return;
+                }
+                Outcome::Failed(reason) => {
+                    self.failed(reason);
+                    return;
+                }
+                Outcome::Retry(wait) => {
+                    let wait = if wait.is_zero() { backoff } else { wait };
+                    if now_ms() + wait.as_millis() as u64 >= deadline {
+                        self.failed("expired");
+                        return;
+                    }
+                    // Keep the escalation ours while waiting.
+                    let lease = now_ms() + wait.as_millis() as u64 + PUSH_LEASE_MS;
+                    let _ = store.push_later(user, &n.id, lease, escalation.send).await;
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn failed(&self, reason: &str) {
+        let labels = ReasonLabels {
+            reason: reason.to_owned(),
+        };
+        self.inner
+            .metrics
+            .pushes_failed
+            .get_or_create(&labels)
+            .inc();
+    }
+
+    /// One POST to the subscription's endpoint.
+    async fn request(
+        &self,
+        sub: &Subscription,
+        payload: &str,
+        ttl: u64,
+        critical: bool,
+    ) -> Outcome {
+        let Ok(url) = self.inner.allow.check(&sub.endpoint) else {
+            return Outcome::Failed("endpoint_refused");
+        };
+        let keys = (
+            URL_SAFE_NO_PAD.decode(sub.keys.p256dh.trim_end_matches('=')),
+            URL_SAFE_NO_PAD.decode(sub.keys.auth.trim_end_matches('=')),
+        );
+        let (Ok(p256dh), Ok(auth)) = keys else {
+            return Outcome::Failed("bad_keys");
+        };
+        let Ok(body) = ece::encrypt(&p256dh, &auth, payload.as_bytes()) else {
+            return Outcome::Failed("encryption");
+        };
+        let Ok(authorization) = self.inner.vapid.authorization(&origin(&url)) else {
+            return Outcome::Failed("vapid");
+        };
+        let response = self
+            .inner
+            .client
+            .post(url)
+            .header("TTL", ttl.to_string())
+            .header("Content-Encoding", "aes128gcm")
+            .header("Content-Type", "application/octet-stream")
+            .header("Urgency", if critical { "high" } else { "normal" })
+            .header("Authorization", authorization)
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "Web Push: request failed; retrying");
+                return Outcome::Retry(Duration::ZERO);
+            }
+        };
+        let status = response.status();
+        match status.as_u16() {
+            200..=299 => Outcome::Sent,
+            404 | 410 => Outcome::Gone,
+            429 | 500..=599 => Outcome::Retry(retry_after(response.headers()).unwrap_or_default()),
+            _ => {
+                tracing::warn!(%status, "Web Push: the push service refused a message");
+                Outcome::Failed("refused")
+            }
+        }
+    }
+}
+
+/// `https://host[:port]`: a VAPID token's audience.
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}

@@ -1,0 +1,129 @@
+//! VAPID (RFC 8292): the server's P-256 key pair, which identifies Herald to push services, and
+//! the `Authorization: vapid t=<JWT>, k=<public key>` header, signed with jsonwebtoken's ES256.
+
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use dashmap::DashMap;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use p256::SecretKey;
+
+use crate::error::StartupError;
+use crate::model::unix_ms;
+
+/// How long a VAPID token is valid (RFC 8292 allows up to 24 h), and how long one is reused.
+const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+const TOKEN_REUSE: Duration = Duration::from_secs(3600);
+
+/// The key pair and `sub` Herald signs push requests with.
+pub struct Vapid {
+    key: EncodingKey,
+    /// The uncompressed public point, base64url (`GET /push/key`, the `k=` of the header).
+    public_key: String,
+    subject: String,
+    /// Push service origin → (header, when it was made), reused for [`TOKEN_REUSE`].
+    headers: DashMap<String, (String, SystemTime)>,
+}
+
+impl std::fmt::Debug for Vapid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vapid")
+            .field("public_key", &self.public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vapid {
+    /// The key from a PEM file's text (PKCS#8 or SEC1, P-256) and the `sub` claim
+    /// (`mailto:` or `https:`).
+    pub fn from_pem(pem: &str, subject: &str) -> Result<Self, StartupError> {
+        let secret = SecretKey::from_pkcs8_pem(pem)
+            .or_else(|_| SecretKey::from_sec1_pem(pem))
+            .map_err(|_| {
+                StartupError(
+                    "--vapid-private-key: not a P-256 private key in PKCS#8 or SEC1 PEM \
+                     (`herald vapid-keys` makes one)"
+                        .into(),
+                )
+            })?;
+        if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
+            return Err(StartupError(
+                "--vapid-subject must be a mailto: or https:// URL".into(),
+            ));
+        }
+        let der = secret
+            .to_pkcs8_der()
+            .map_err(|e| StartupError(format!("--vapid-private-key: {e}")))?;
+        Ok(Vapid {
+            key: EncodingKey::from_ec_der(der.as_bytes()),
+            public_key: public_key(&secret),
+            subject: subject.to_owned(),
+            headers: DashMap::new(),
+        })
+    }
+
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// The `Authorization` header for a push service at `origin` (`https://host[:port]`).
+    pub fn authorization(&self, origin: &str) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = SystemTime::now();
+        if let Some(cached) = self.headers.get(origin) {
+            if now.duration_since(cached.1).unwrap_or_default() < TOKEN_REUSE {
+                return Ok(cached.0.clone());
+            }
+        }
+        let claims = serde_json::json!({
+            "aud": origin,
+            "exp": unix_ms(now + TOKEN_TTL) / 1000,
+            "sub": self.subject,
+        });
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.key)?;
+        let header = format!("vapid t={token}, k={}", self.public_key);
+        self.headers
+            .insert(origin.to_owned(), (header.clone(), now));
+        Ok(header)
+    }
+}
+
+fn public_key(secret: &SecretKey) -> String {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    URL_SAFE_NO_PAD.encode(secret.public_key().to_encoded_point(false).as_bytes())
+}
+
+/// `herald vapid-keys`: a new P-256 key pair, the private key as PKCS#8 PEM and the public
+/// key as the `public_key: <base64url>` line.
+pub fn generate() -> Result<(String, String), StartupError> {
+    let secret = loop {
+        let bytes: [u8; 32] = rand::random();
+        if let Ok(secret) = SecretKey::from_slice(&bytes) {
+            break secret;
+        }
+    };
+    let pem = secret
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| StartupError(format!("could not encode the key: {e}")))?;
+    Ok((pem.to_string(), public_key(&secret)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generated key loads back with the same public key, which is an uncompressed point.
+    #[test]
+    fn generated_keys_load() {
+        let (pem, public) = generate().unwrap();
+        let vapid = Vapid::from_pem(&pem, "mailto:ops@example.com").unwrap();
+        assert_eq!(vapid.public_key(), public);
+        let raw = URL_SAFE_NO_PAD.decode(&public).unwrap();
+        assert_eq!((raw.len(), raw[0]), (65, 4));
+        let header = vapid.authorization("https://push.example").unwrap();
+        assert!(header.starts_with("vapid t=") && header.ends_with(&format!(", k={public}")));
+        assert!(Vapid::from_pem(&pem, "ops@example.com").is_err());
+        assert!(Vapid::from_pem("not a key", "mailto:x@y").is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! Web Push endpoints: `GET /push/key` (the VAPID public key, no auth), and the user's
+//! subscriptions, `POST /push/subscriptions` (the browser's `PushSubscription` JSON) and
+//! `DELETE /push/subscriptions` (`{"endpoint"}`). All `404` while Web Push is off.
+
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::body::{empty, json, read_json, Request, Response};
+use crate::auth::session;
+use crate::error::{Error, Result};
+use crate::model::now_ms;
+use crate::push::Pusher;
+use crate::state::AppState;
+use crate::store::{Subscription, SubscriptionKeys};
+
+fn pusher(state: &AppState) -> Result<&Pusher> {
+    state
+        .push
+        .as_ref()
+        .ok_or(Error::NotFound("Web Push is not configured on this server"))
+}
+
+pub async fn key(state: AppState) -> Result<Response> {
+    let push = pusher(&state)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"public_key": push.public_key()}),
+    ))
+}
+
+/// A `PushSubscription` as browsers serialize it (`expirationTime` and the like ignored).
+#[derive(Debug, Deserialize)]
+struct NewSubscription {
+    endpoint: String,
+    keys: SubscriptionKeys,
+}
+
+pub async fn subscribe(state: AppState, req: Request) -> Result<Response> {
+    let push = pusher(&state)?.clone();
+    let (parts, body) = req.into_parts();
+    let caller = session::writer(&state, &parts).await?;
+    let new: NewSubscription = read_json(body, state.config.body_timeout).await?;
+    let sub = Subscription {
+        endpoint: new.endpoint,
+        keys: new.keys,
+        created_ms: now_ms(),
+    };
+    push.check(&sub)?;
+    state.store.add_subscription(&caller.user, &sub).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({"endpoint": sub.endpoint}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct Unsubscribe {
+    endpoint: String,
+}
+
+pub async fn unsubscribe(state: AppState, req: Request) -> Result<Response> {
+    pusher(&state)?;
+    let (parts, body) = req.into_parts();
+    let caller = session::writer(&state, &parts).await?;
+    let gone: Unsubscribe = read_json(body, state.config.body_timeout).await?;
+    state
+        .store
+        .remove_subscription(&caller.user, &gone.endpoint)
+        .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
