@@ -118,6 +118,9 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         // HEAD: hyper sends the headers (with Content-Length) and no body.
         (["herald.js"], &Method::GET | &Method::HEAD) => Ok(assets::CLIENT.serve(&req)),
         (["herald-worker.js"], &Method::GET | &Method::HEAD) => Ok(assets::WORKER.serve(&req)),
+        (["herald-sw.js"], &Method::GET | &Method::HEAD) => {
+            Ok(assets::SERVICE_WORKER.serve(&req))
+        }
         ([""], &Method::GET | &Method::HEAD) if dev => Ok(assets::DEMO.serve(&req)),
         (["dev", "login"], &Method::POST) if dev => dev::login(state, req).await,
         (["dev", "publish"], &Method::POST) if dev => dev::publish_as_user(state, req).await,
@@ -140,7 +143,8 @@ fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
         | ["readyz"]
         | ["metrics"]
         | ["herald.js"]
-        | ["herald-worker.js"] => "GET, HEAD",
+        | ["herald-worker.js"]
+        | ["herald-sw.js"] => "GET, HEAD",
         [""] if dev => "GET, HEAD",
         ["session"] => "POST, DELETE",
         ["notifications"] => "GET, PATCH",

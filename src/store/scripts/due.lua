@@ -34,20 +34,18 @@ for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')
   end
 end
 local out = {'', 0, redis.call('ZCARD', key(b, 'unread'))}
-for _, entry in ipairs(redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')) do
-  if not out.id then out.id = entry else
-    local id, at = out.id, entry
-    out.id = nil
-    if redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id) then
-      redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
-      out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
-      out[#out + 1] = at
-      out[#out + 1] = whole(b, id)
-    else
-      redis.call('ZREM', key(b, 'pushdue'), id)
-      redis.call('HDEL', key(b, 'pushstage'), id)
-      out[2] = out[2] + 1
-    end
+local escalations = redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')
+for i = 1, #escalations, 2 do
+  local id, at = escalations[i], escalations[i + 1]
+  if redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id) then
+    redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
+    out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
+    out[#out + 1] = at
+    out[#out + 1] = whole(b, id)
+  else
+    redis.call('ZREM', key(b, 'pushdue'), id)
+    redis.call('HDEL', key(b, 'pushstage'), id)
+    out[2] = out[2] + 1
   end
 end
 out[1] = next_due(b)

@@ -1,0 +1,230 @@
+//! Web Push escalation against a real push service (`tests/push/receiver.py`, which checks
+//! VAPID and decrypts with `http_ece`, not Herald's code): a user with no live stream gets a
+//! push at once; a connected user who sees the notification within `--push-after` gets none,
+//! one who does not gets exactly one; two nodes push once; `410` removes the subscription;
+//! `429` then success delivers once; endpoints off the allow-list are refused at subscribe
+//! time; everything is `404` while Web Push is off.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_modes;
+use crate::common::*;
+
+both_modes!(
+    an_offline_user_is_pushed_at_once,
+    a_connected_user_is_pushed_only_when_unseen,
+    gone_and_throttled_endpoints,
+    subscriptions_are_checked
+);
+
+/// A VAPID key made by `herald vapid-keys`: (the PEM file, the public key).
+fn vapid_key(dir: &TempDir) -> (String, String) {
+    let out = std::process::Command::new(bin())
+        .arg("vapid-keys")
+        .output()
+        .expect("herald vapid-keys");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (pem, public) = text.split_once("public_key: ").expect("a public_key line");
+    let path = dir.0.join("vapid.pem");
+    std::fs::write(&path, pem).unwrap();
+    (
+        path.to_string_lossy().into_owned(),
+        public.trim().to_owned(),
+    )
+}
+
+/// Flags that turn Web Push on against `push`, with `--push-after`.
+fn push_args(push: &PushService, key: &str, after: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--vapid-private-key",
+        key,
+        "--vapid-subject",
+        "mailto:ops@example.com",
+        "--push-after",
+        after,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.extend(push.herald_args());
+    args
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+async fn subscribe(h: &Herald, token: &str, sub: &Value) -> (u16, Value) {
+    send(
+        client()
+            .post(h.url("/push/subscriptions"))
+            .bearer_auth(token)
+            .json(sub),
+    )
+    .await
+}
+
+async fn an_offline_user_is_pushed_at_once(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, public) = vapid_key(&dir);
+    let push = PushService::start();
+    push.expect_key(&public).await;
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let (status, body) = send(client().get(h.url("/push/key"))).await;
+    assert_eq!((status, body), (200, json!({"public_key": public})));
+    let token = user_token("alice");
+    let (status, _) = subscribe(&h, &token, &push.subscribe("alice").await).await;
+    assert_eq!(status, 201);
+    let (_, published) = h
+        .publish(json!({"users": ["alice"], "notification": {
+            "title": "Deploy failed", "body": "prod", "link": "/d/1", "category": "ops",
+            "critical": true}}))
+        .await;
+    let id = published["ids"]["alice"].as_str().unwrap().to_owned();
+    let got = push.wait_messages("alice", 1).await;
+    let m = &got[0];
+    assert_eq!(m["error"], Value::Null, "{m}");
+    assert_eq!(m["vapid_ok"], true);
+    assert_eq!(
+        m["payload"],
+        json!({"id": id, "title": "Deploy failed", "body": "prod", "link": "/d/1",
+               "category": "ops", "unread_count": 1})
+    );
+    assert_eq!(m["urgency"], "high", "critical");
+    let ttl = m["ttl"].as_u64().unwrap();
+    assert!(ttl > 3600 && ttl <= 86_400, "{ttl}");
+    // once: nothing more comes
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(push.messages(Some("alice")).await.len(), 1);
+    assert!(h.metric("herald_pushes_sent_total").await >= 1.0);
+}
+
+async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "2s")));
+    let token = user_token("bob");
+    subscribe(&h, &token, &push.subscribe("bob").await).await;
+    let mut sse = h.events(&token, "").await;
+    let seen = h.notify("bob", "seen in time").await;
+    sse.expect("notification").await;
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{seen}"),
+            &token,
+            json!({"seen": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let unseen = h.notify("bob", "left unseen").await;
+    let got = push.wait_messages("bob", 1).await;
+    assert_eq!(got[0]["payload"]["id"], unseen.as_str(), "{got:?}");
+    assert_eq!(got[0]["urgency"], "normal");
+    // the seen one is never pushed, the unseen one once
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(push.messages(Some("bob")).await.len(), 1);
+    assert!(h.metric("herald_push_escalations_cancelled_total").await >= 1.0);
+    drop(sse);
+}
+
+async fn gone_and_throttled_endpoints(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let token = user_token("carol");
+    subscribe(&h, &token, &push.subscribe("slow").await).await;
+    subscribe(&h, &token, &push.subscribe("gone").await).await;
+    push.respond("slow", &[429, 201], Some("1")).await;
+    push.respond("gone", &[410], None).await;
+    h.notify("carol", "one").await;
+    let slow = push.wait_messages("slow", 2).await;
+    assert_eq!(slow[0]["status"], 429);
+    assert_eq!(slow[1]["status"], 201);
+    let waited =
+        slow[1]["received_at"].as_f64().unwrap() - slow[0]["received_at"].as_f64().unwrap();
+    assert!(waited >= 0.9, "Retry-After honoured: {waited}");
+    assert_eq!(push.wait_messages("gone", 1).await[0]["status"], 410);
+    // the gone subscription was removed: the next notification reaches the other one only
+    wait_for("the subscription to go", async || {
+        h.metric("herald_push_subscriptions_removed_total").await >= 1.0
+    })
+    .await;
+    h.notify("carol", "two").await;
+    push.wait_messages("slow", 3).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(push.messages(Some("gone")).await.len(), 1);
+    assert_eq!(push.messages(Some("slow")).await.len(), 3);
+}
+
+async fn subscriptions_are_checked(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let token = user_token("dave");
+    let good = push.subscribe("dave").await;
+    let with = |endpoint: &str| {
+        let mut sub = good.clone();
+        sub["endpoint"] = json!(endpoint);
+        sub
+    };
+    for bad in [
+        with("https://10.0.0.1/push/x"),
+        with("http://127.0.0.1:1/push/x"),
+        with("https://fcm.googleapis.com.evil.example/x"),
+        with("not a url"),
+        json!({"endpoint": good["endpoint"], "keys": {"p256dh": "AAAA", "auth": good["keys"]["auth"]}}),
+        json!({"endpoint": good["endpoint"]}),
+    ] {
+        let (status, body) = subscribe(&h, &token, &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = send(client().post(h.url("/push/subscriptions")).json(&good)).await;
+    assert_eq!(status, 401, "no token");
+    let (status, _) = send(
+        client()
+            .delete(h.url("/push/subscriptions"))
+            .bearer_auth(&token)
+            .json(&json!({"endpoint": "https://127.0.0.1/never"})),
+    )
+    .await;
+    assert_eq!(status, 204, "deleting one that is not there");
+    // off without a key: every push endpoint is 404
+    let off = Herald::start(None, &[]);
+    let (status, _) = send(client().get(off.url("/push/key"))).await;
+    assert_eq!(status, 404);
+    let (status, _) = subscribe(&off, &token, &good).await;
+    assert_eq!(status, 404);
+}
+
+/// Two nodes on one Redis, the user connected to neither: one push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_push_once() {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let redis = Redis::start();
+    let args = push_args(&push, &key, "60s");
+    let a = Herald::start(Some(&redis.url()), &refs(&args));
+    let b = Herald::start(Some(&redis.url()), &refs(&args));
+    let token = user_token("erin");
+    subscribe(&a, &token, &push.subscribe("erin").await).await;
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.notify("erin", &format!("n{i}")).await;
+    }
+    push.wait_messages("erin", 4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = push.messages(Some("erin")).await;
+    let mut ids: Vec<&str> = got
+        .iter()
+        .map(|m| m["payload"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((got.len(), ids.len()), (4, 4), "{got:#?}");
+}
