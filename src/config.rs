@@ -54,6 +54,8 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     /// Web Push, with `--vapid-private-key` and `--vapid-subject`.
     pub push: Option<PushConfig>,
+    /// HTTPS with HTTP/2: the certificate chain and key files (`--tls-cert`, `--tls-key`).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Web Push escalation settings, already checked (the key parses, the subject is a URL).

@@ -12,6 +12,15 @@ use ipnet::IpNet;
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The connection is HTTPS (`--tls-cert`).
+    pub tls: bool,
+}
+
+impl ConnInfo {
+    /// Whether the client used https: on this connection, or as a trusted proxy reports it.
+    pub fn https(&self, trusted: &[IpNet], headers: &HeaderMap) -> bool {
+        self.tls || client(trusted, self.peer, headers).https
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

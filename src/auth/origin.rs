@@ -9,7 +9,6 @@ use http::request::Parts;
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::forwarded;
 use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
@@ -27,11 +26,13 @@ pub fn allowed(state: &AppState, origin: &str, parts: &Parts) -> bool {
     same_host(&origin, request_scheme(state, parts), host)
 }
 
-/// The scheme the client used: `https` only when a trusted proxy reports it.
+/// The scheme the client used: `https` on a TLS connection, or when a trusted proxy
+/// reports it.
 fn request_scheme(state: &AppState, parts: &Parts) -> &'static str {
-    let https = parts.extensions.get::<ConnInfo>().is_some_and(|conn| {
-        forwarded::client(&state.config.trusted_proxies, conn.peer, &parts.headers).https
-    });
+    let https = parts
+        .extensions
+        .get::<ConnInfo>()
+        .is_some_and(|conn| conn.https(&state.config.trusted_proxies, &parts.headers));
     if https {
         "https"
     } else {

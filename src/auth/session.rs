@@ -211,9 +211,10 @@ pub fn cookie_secure(state: &AppState, parts: &Parts) -> bool {
     if !state.config.dev {
         return true;
     }
-    parts.extensions.get::<ConnInfo>().is_some_and(|conn| {
-        crate::forwarded::client(&state.config.trusted_proxies, conn.peer, &parts.headers).https
-    })
+    parts
+        .extensions
+        .get::<ConnInfo>()
+        .is_some_and(|conn| conn.https(&state.config.trusted_proxies, &parts.headers))
 }
 
 /// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds).

@@ -124,6 +124,13 @@ pub struct ServeArgs {
     /// This node's name in presence and logs (default: random).
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
+    /// Serve HTTPS (and HTTP/2) with this certificate chain (PEM); with --tls-key. SIGHUP
+    /// reloads both files.
+    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM); with --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub push: push::PushArgs,
     #[command(flatten)]
@@ -387,6 +394,7 @@ impl ServeArgs {
                 .kafka
                 .config(&args.kafka_group, args.kafka_dead_letter_topic.as_ref())?,
             push: args.push.config()?,
+            tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         })
     }
 }

@@ -118,9 +118,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         // HEAD: hyper sends the headers (with Content-Length) and no body.
         (["herald.js"], &Method::GET | &Method::HEAD) => Ok(assets::CLIENT.serve(&req)),
         (["herald-worker.js"], &Method::GET | &Method::HEAD) => Ok(assets::WORKER.serve(&req)),
-        (["herald-sw.js"], &Method::GET | &Method::HEAD) => {
-            Ok(assets::SERVICE_WORKER.serve(&req))
-        }
+        (["herald-sw.js"], &Method::GET | &Method::HEAD) => Ok(assets::SERVICE_WORKER.serve(&req)),
         ([""], &Method::GET | &Method::HEAD) if dev => Ok(assets::DEMO.serve(&req)),
         (["dev", "login"], &Method::POST) if dev => dev::login(state, req).await,
         (["dev", "publish"], &Method::POST) if dev => dev::publish_as_user(state, req).await,

@@ -77,7 +77,11 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
             "x-forwarded-for",
             HeaderValue::from_str(&chain).expect("addresses are ASCII"),
         );
-        let proto = if client.https { "https" } else { "http" };
+        let proto = if client.https || conn.tls {
+            "https"
+        } else {
+            "http"
+        };
         headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
     if let Some(host) = host {

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use http::{header, HeaderValue, Method, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +47,8 @@ pub struct Shared {
     pub limit: Arc<ConnectLimit>,
     /// `<base path>/events`, the one request head the server reads itself.
     pub events_path: Arc<str>,
+    /// HTTPS (`--tls-cert`): every connection is served by hyper, HTTP/2 or HTTP/1.1.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serve one connection on its own task, watched for graceful shutdown.
@@ -57,8 +59,47 @@ pub fn spawn(shared: &Shared, graceful: &GracefulShutdown, socket: TcpStream, in
     let watcher = graceful.watcher();
     let service = service(&shared, info);
     tokio::spawn(async move {
-        serve(shared, service, socket, watcher).await;
+        match shared.tls.clone() {
+            Some(tls) => serve_tls(shared, service, tls, socket, watcher).await,
+            None => serve(shared, service, socket, watcher).await,
+        }
     });
+}
+
+/// An HTTPS connection: the handshake (ALPN picks `h2` or `http/1.1`), then hyper for every
+/// request; a stream is hyper's response body, and HTTP/2 carries many on one connection.
+async fn serve_tls(
+    shared: Shared,
+    service: impl AppService,
+    tls: tokio_rustls::TlsAcceptor,
+    socket: TcpStream,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let Ok(Ok(stream)) = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket)).await else {
+        return;
+    };
+    let service = ServiceBuilder::new()
+        .map_request(|req: http::Request<hyper::body::Incoming>| {
+            with_host(req.map(BodyExt::boxed_unsync))
+        })
+        .map_response(with_body)
+        .service(service);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
+    let conn = builder.serve_connection(io, TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// The first request head decides the transport.
@@ -207,6 +248,21 @@ async fn hyper(
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// An HTTP/2 request names its host in `:authority` (the URI), not in `Host`: copy it there,
+/// so the Host rules (the Origin rule, the proxy's `X-Forwarded-Host`) read one place.
+fn with_host(mut req: Request) -> Request {
+    if req.version() == Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
+        let host = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        if let Some(host) = host {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    req
 }
 
 /// Read until the first request head is complete. `Some` (the request and the head's

@@ -5,6 +5,7 @@
 
 mod connection;
 mod prefixed;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,10 @@ use crate::state::AppState;
 
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls::Tls::load(cert, key)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartupError(format!("--listen: cannot bind {}: {e}", config.listen)))?;
@@ -52,14 +57,19 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     }
     // Tests and scripts read this line to learn the port when `--listen` used port 0. It stays
     // the last line of the banner: a reader may stop reading stdout once it has it.
-    println!("herald listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("herald listening on {scheme}://{addr}");
     tracing::info!(%addr, node = state.config.node, backend = ?state.config.backend, "listening");
     tokio::spawn(async move {
         shutdown::signal().await;
         tracing::info!("shutting down");
         trigger.fire();
     });
-    run(listener, state.clone(), shutdown).await;
+    let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
+    if let Some(tls) = tls {
+        tokio::spawn(tls.reload_on_sighup(shutdown.clone()));
+    }
+    run(listener, state.clone(), acceptor, shutdown).await;
     for task in finishing {
         let _ = task.await;
     }
@@ -176,12 +186,18 @@ fn dev_banner(addr: SocketAddr, base_path: &str, generated_secret: Option<&str>)
 }
 
 /// Accept connections until `shutdown`, then wait for open ones (at most `--drain-timeout`).
-pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: Shutdown,
+) {
     let graceful = GracefulShutdown::new();
     let shared = connection::Shared {
         cors: cors_layer(&state),
         limit: Arc::new(ConnectLimit::new(state.config.max_connect_rate)),
         events_path: format!("{}/events", state.config.base_path.trim_end_matches('/')).into(),
+        tls: tls.clone(),
         state: state.clone(),
     };
     loop {
@@ -197,7 +213,11 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: Shutdown) {
             },
             _ = shutdown.wait() => break,
         };
-        connection::spawn(&shared, &graceful, socket, ConnInfo { peer });
+        let info = ConnInfo {
+            peer,
+            tls: tls.is_some(),
+        };
+        connection::spawn(&shared, &graceful, socket, info);
     }
     drop(listener);
     // Every stream ends (hyper's and the socket ones alike); the connections then close.
