@@ -24,7 +24,7 @@ pub fn parse(raw: &[u8]) -> Result<PublishRequest, String> {
     if raw.len() > MAX_BODY_BYTES {
         return Err(format!("the body exceeds {MAX_BODY_BYTES} bytes"));
     }
-    serde_json::from_slice(raw).map_err(|e| format!("invalid JSON body: {e}"))
+    crate::model::from_json(raw)
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary.

@@ -369,6 +369,26 @@ const FRESH_SUFFIX_LEN: usize = FRESH_SUFFIX.len();
 /// id it replaces, a recorded action, the times of its state changes.
 const STATE_ROOM: usize = 256;
 
+/// Parse a JSON body; an error names the member at fault (`notification.deliver_at: invalid
+/// type: integer `5`, expected a string`), without the parser's line and column.
+pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    let without_position = |e: &serde_json::Error| {
+        let text = e.to_string();
+        text.split(" at line ").next().unwrap_or(&text).to_owned()
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = without_position(e.inner());
+        match e.path().to_string().as_str() {
+            "." | "" => format!("invalid JSON body: {inner}"),
+            path => format!("invalid JSON body: {path}: {inner}"),
+        }
+    })?;
+    de.end()
+        .map_err(|e| format!("invalid JSON body: {}", without_position(&e)))?;
+    Ok(value)
+}
+
 /// A category name in a preference: 1 to [`MAX_CATEGORY_CHARS`] characters, no control
 /// characters.
 pub fn validate_category(category: &str) -> Result<()> {

@@ -119,5 +119,5 @@ pub async fn read_json<T: DeserializeOwned>(body: RequestBody, timeout: Duration
     if bytes.is_empty() {
         return Err(Error::invalid("a JSON body is required"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| Error::invalid(format!("invalid JSON body: {e}")))
+    crate::model::from_json(&bytes).map_err(Error::invalid)
 }

@@ -7,11 +7,18 @@
 
 mod common;
 
+mod actions;
+mod archive;
 mod auth;
 mod cli;
 mod cluster;
+mod collapse;
 mod conformance;
+mod counts_race;
+mod due_nodes;
 mod edge;
+mod fields;
+mod filters;
 mod identity;
 mod ingest;
 #[cfg(feature = "kafka")]
@@ -23,8 +30,12 @@ mod ops;
 mod outage;
 mod preferences;
 mod publish;
+mod push;
 mod retention;
+mod schedule;
 mod seen;
 mod stream;
+mod tls;
 mod transport;
 mod tray;
+mod tray_nodes;

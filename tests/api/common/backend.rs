@@ -2,11 +2,12 @@
 //! test process (named so it does not read as the product's storage `Backend`):
 //! `/echo` (what it received, as JSON; a header sent more than once shows as an array of all
 //! its values), `/slow` (answers after 3 s), `/upload` (counts the
-//! body while streaming it), `/stream?mb=N` (streams N MiB). It counts the requests it got.
+//! body while streaming it), `/stream?mb=N` (streams N MiB), `/record/<status>` (answers
+//! `status` and keeps the request, body included, in `recorded`). It counts the requests it got.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +25,9 @@ pub struct EchoUpstream {
     pub hits: Arc<AtomicUsize>,
     /// TCP connections accepted (to see that the proxy reuses them).
     pub connections: Arc<AtomicUsize>,
+    /// The requests to `/record/<status>`, in arrival order: `{"method", "path", "headers",
+    /// "body"}` (the body as text).
+    pub recorded: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl EchoUpstream {
@@ -32,18 +36,19 @@ impl EchoUpstream {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (counter, accepted) = (hits.clone(), connections.clone());
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let (counter, accepted, recorder) = (hits.clone(), connections.clone(), recorded.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let counter = counter.clone();
+                let (counter, recorder) = (counter.clone(), recorder.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        handle(req)
+                        handle(req, recorder.clone())
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(socket), service)
@@ -55,7 +60,13 @@ impl EchoUpstream {
             url,
             hits,
             connections,
+            recorded,
         }
+    }
+
+    /// A copy of the requests recorded so far (see `recorded`).
+    pub fn recorded(&self) -> Vec<serde_json::Value> {
+        self.recorded.lock().unwrap().clone()
     }
 
     pub fn hits(&self) -> usize {
@@ -87,10 +98,33 @@ fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).boxed()
 }
 
-async fn handle(req: http::Request<Incoming>) -> Result<http::Response<Body>, Infallible> {
+type Recorded = Arc<Mutex<Vec<serde_json::Value>>>;
+
+async fn handle(
+    req: http::Request<Incoming>,
+    recorded: Recorded,
+) -> Result<http::Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     Ok(match path.as_str() {
+        p if p.starts_with("/record/") => {
+            let status: u16 = p["/record/".len()..].parse().unwrap_or(200);
+            let method = req.method().to_string();
+            let headers = headers_json(req.headers());
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            recorded.lock().unwrap().push(json!({
+                "method": method, "path": path, "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            }));
+            let mut response = http::Response::new(full("recorded"));
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            response
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             http::Response::new(full("late"))

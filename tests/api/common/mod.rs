@@ -12,24 +12,32 @@
 //! - `sse.rs`: [`Sse`], an incremental reader of `text/event-stream` answers.
 //! - `raw.rs`: raw HTTP over a TCP socket, for requests a client library would tidy up.
 //! - `backend.rs`: [`EchoUpstream`], the upstream the `/api/` proxy tests forward to.
+//! - `engine.rs`: [`Engine`], the Redis or Redis Cluster the nodes of a multi-node test share.
+//! - `times.rs`: RFC 3339 times relative to now for the v2 due-time fields, and field-naming 400s.
 //! - `kafka.rs`: `Kafka`, a Kafka-compatible broker (feature `kafka`).
 
 mod backend;
+mod engine;
 mod herald;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod push;
 mod raw;
 mod redis;
 mod sse;
+mod times;
 mod tokens;
 
 pub use backend::EchoUpstream;
+pub use engine::Engine;
 pub use herald::*;
 #[cfg(feature = "kafka")]
 pub use kafka::{produce_with, Kafka};
+pub use push::PushService;
 pub use raw::*;
 pub use redis::{Cluster, Redis};
 pub use sse::*;
+pub use times::*;
 pub use tokens::*;
 
 use std::net::TcpListener;

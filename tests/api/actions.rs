@@ -1,0 +1,273 @@
+//! Actions: `POST /notifications/{id}/actions/{action_id}` takes one action of a notification,
+//! once: through the upstream as the user when it has a `path` (any status it answers is
+//! recorded), only recorded without one; the notification is read and every stream gets
+//! `updated`. A second take is 409, an unknown action 404, an upstream that is down or slow
+//! records nothing; bad actions are refused at publish.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_modes;
+use crate::common::*;
+
+both_modes!(
+    an_action_is_taken_once_through_the_upstream,
+    an_action_without_path_only_records,
+    an_unreachable_upstream_records_nothing,
+    a_slow_upstream_records_nothing,
+    action_input_is_checked,
+);
+
+/// Publish a notification with `actions` to `user`; its id.
+async fn publish_with(h: &Herald, user: &str, actions: Value) -> String {
+    let (status, body) = h
+        .publish(json!({"users": [user], "notification": {"title": "Deploy?", "actions": actions}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["ids"][user].as_str().unwrap().to_owned()
+}
+
+/// `POST /notifications/{id}/actions/{action}` with a Bearer token.
+async fn take(h: &Herald, token: &str, id: &str, action: &str) -> (u16, Value) {
+    let path = format!("/notifications/{id}/actions/{action}");
+    send(h.http.post(h.url(&path)).bearer_auth(token)).await
+}
+
+/// The one notification `id` on alice's tray (archived ones included).
+async fn listed(h: &Herald, id: &str) -> Value {
+    let page = h.list(&user_token("alice"), "?archived=include").await;
+    page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {page}"))
+        .clone()
+}
+
+async fn an_action_is_taken_once_through_the_upstream(mode: Mode) {
+    let up = EchoUpstream::start().await;
+    let h = Setup::new(mode, &["--upstream", &up.url]);
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let id = publish_with(
+        &h,
+        "alice",
+        json!([
+            {"id": "approve", "label": "Approve", "method": "POST", "path": "/api/record/200"},
+            {"id": "later", "label": "Later"},
+        ]),
+    )
+    .await;
+    let n = sse.expect("notification").await.json();
+    assert_eq!(n["actions"][0]["path"], "/api/record/200", "{n}");
+    assert_eq!(n["actions"][1]["id"], "later", "{n}");
+    assert!(n["action"].is_null(), "{n}");
+    let (status, n) = take(&h, &token, &id, "approve").await;
+    assert_eq!(status, 200, "{n}");
+    assert_eq!(n["id"], id.as_str());
+    assert_eq!(
+        (n["action"]["id"].as_str(), n["action"]["status"].as_u64()),
+        (Some("approve"), Some(200)),
+        "{n}"
+    );
+    time_of(&n["action"]["at"]);
+    time_of(&n["read_at"]);
+    time_of(&n["seen_at"]);
+    // the upstream got it as the user, the path mapped like the proxy maps it
+    let got = up.recorded();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0]["method"].as_str(), got[0]["path"].as_str()),
+        (Some("POST"), Some("/record/200"))
+    );
+    assert_eq!(got[0]["headers"]["x-herald-user"], "alice", "{}", got[0]);
+    let sent: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent, json!({"notification": id, "action": "approve"}));
+    // every stream: updated, with the counts
+    let ev = sse.next_event().await;
+    assert_eq!(ev.event, "updated", "{ev:?}");
+    let updated = ev.json();
+    assert_eq!(updated["id"], id.as_str());
+    assert_eq!(updated["action"], n["action"]);
+    assert_eq!(counts_of(&updated), (Some(0), Some(0)));
+    assert_eq!(listed(&h, &id).await, n);
+    // once: the same action again, or the other one
+    for again in ["approve", "later"] {
+        let (status, err) = take(&h, &token, &id, again).await;
+        assert_error(status, &err, 409, "conflict");
+    }
+    assert_eq!(up.recorded().len(), 1);
+    assert_eq!(listed(&h, &id).await["action"], n["action"]);
+    // an unknown action, a notification without actions, another user's notification: 404
+    let (status, err) = take(&h, &token, &id, "nope").await;
+    assert_error(status, &err, 404, "not_found");
+    let plain = h.notify("alice", "plain").await;
+    let (status, err) = take(&h, &token, &plain, "approve").await;
+    assert_error(status, &err, 404, "not_found");
+    let bobs = publish_with(
+        &h,
+        "bob",
+        json!([{"id": "approve", "label": "Approve", "path": "/api/record/200"}]),
+    )
+    .await;
+    let (status, err) = take(&h, &token, &bobs, "approve").await;
+    assert_error(status, &err, 404, "not_found");
+    let (status, err) = take(&h, &token, "nope", "approve").await;
+    assert_error(status, &err, 404, "not_found");
+    assert_eq!(up.recorded().len(), 1);
+    // whatever status the backend answers is recorded: it has seen the action
+    let other = publish_with(
+        &h,
+        "alice",
+        json!([{"id": "drop", "label": "Drop", "method": "DELETE", "path": "/api/record/404"}]),
+    )
+    .await;
+    let (status, n) = take(&h, &token, &other, "drop").await;
+    assert_eq!(status, 200, "{n}");
+    assert_eq!(n["action"]["status"], 404, "{n}");
+    let got = up.recorded();
+    assert_eq!(
+        (got[1]["method"].as_str(), got[1]["path"].as_str()),
+        (Some("DELETE"), Some("/record/404"))
+    );
+}
+
+async fn an_action_without_path_only_records(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let start = sse
+        .ready
+        .as_ref()
+        .unwrap()
+        .id
+        .clone()
+        .expect("ready has an id");
+    let id = publish_with(&h, "alice", json!([{"id": "ack", "label": "Got it"}])).await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    let (status, n) = take(&h, &token, &id, "ack").await;
+    assert_eq!(status, 200, "{n}");
+    assert_eq!(n["action"]["id"], "ack", "{n}");
+    assert!(n["action"]["status"].is_null(), "{n}");
+    time_of(&n["action"]["at"]);
+    time_of(&n["read_at"]);
+    let ev = sse.next_event().await;
+    assert_eq!(ev.event, "updated", "{ev:?}");
+    assert_eq!(ev.json()["action"], n["action"]);
+    // replayed like every change
+    let mut replay = h.events(&token, &format!("?last_event_id={start}")).await;
+    let first = replay.next_event().await;
+    let second = replay.next_event().await;
+    assert_eq!(
+        (first.event.as_str(), second.event.as_str()),
+        ("notification", "updated")
+    );
+    assert_eq!(second.json()["action"], n["action"]);
+    let (status, err) = take(&h, &token, &id, "ack").await;
+    assert_error(status, &err, 409, "conflict");
+    // a path needs --upstream
+    let id = publish_with(
+        &h,
+        "alice",
+        json!([{"id": "go", "label": "Go", "path": "/api/echo"}]),
+    )
+    .await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    let (status, err) = take(&h, &token, &id, "go").await;
+    assert_error(status, &err, 400, "invalid_request");
+    let n = listed(&h, &id).await;
+    assert!(n["action"].is_null() && n["read_at"].is_null(), "{n}");
+    let more = sse.try_next(Duration::from_millis(300)).await;
+    assert!(more.is_none(), "{more:?}");
+}
+
+async fn an_unreachable_upstream_records_nothing(mode: Mode) {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let h = Setup::new(mode, &["--upstream", &closed]);
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let id = publish_with(
+        &h,
+        "alice",
+        json!([{"id": "approve", "label": "Approve", "path": "/api/echo"}]),
+    )
+    .await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    let (status, err) = take(&h, &token, &id, "approve").await;
+    assert_error(status, &err, 502, "bad_gateway");
+    let n = listed(&h, &id).await;
+    assert!(n["action"].is_null() && n["read_at"].is_null(), "{n}");
+    let more = sse.try_next(Duration::from_millis(300)).await;
+    assert!(more.is_none(), "{more:?}");
+    // still takeable: it fails the same way, not with a conflict
+    let (status, err) = take(&h, &token, &id, "approve").await;
+    assert_error(status, &err, 502, "bad_gateway");
+}
+
+async fn a_slow_upstream_records_nothing(mode: Mode) {
+    let up = EchoUpstream::start().await;
+    let h = Setup::new(
+        mode,
+        &["--upstream", &up.url, "--upstream-timeout", "500ms"],
+    );
+    let token = user_token("alice");
+    let id = publish_with(
+        &h,
+        "alice",
+        json!([{"id": "approve", "label": "Approve", "path": "/api/slow"}]),
+    )
+    .await;
+    let (status, err) = take(&h, &token, &id, "approve").await;
+    assert_error(status, &err, 504, "gateway_timeout");
+    let n = listed(&h, &id).await;
+    assert!(n["action"].is_null() && n["read_at"].is_null(), "{n}");
+}
+
+async fn action_input_is_checked(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let action = |id: &str| json!({"id": id, "label": id});
+    for actions in [
+        json!([action("a"), action("b"), action("c"), action("d")]),
+        json!([{"id": "a", "label": "A", "path": "/admin/x"}]),
+        json!([{"id": "a", "label": "A", "path": "api/x"}]),
+        json!([action("a"), action("a")]),
+        json!([{"id": "a", "label": "A", "method": "TELEPORT", "path": "/api/x"}]),
+        json!([{"id": "", "label": "A"}]),
+    ] {
+        let (status, err) = h
+            .publish(
+                json!({"users": ["alice"], "notification": {"title": "t", "actions": actions}}),
+            )
+            .await;
+        assert_names(status, &err, "actions");
+    }
+    assert_eq!(h.tray_len("alice").await, 0);
+    // three is fine
+    let id = publish_with(&h, "alice", json!([action("a"), action("b"), action("c")])).await;
+    // a service token can't take an action; a cookie needs an allowed Origin
+    let (status, err) = take(&h, &service_token(), &id, "a").await;
+    assert_error(status, &err, 401, "unauthorized");
+    let cookie = h.login("alice").await;
+    let path = format!("/notifications/{id}/actions/a");
+    let (status, err) = send(
+        h.http
+            .post(h.url(&path))
+            .header("cookie", &cookie)
+            .header("origin", "https://evil.example"),
+    )
+    .await;
+    assert_error(status, &err, 403, "forbidden");
+    assert!(listed(&h, &id).await["action"].is_null());
+    // with the node's own Origin it goes through
+    let (status, n) = send(
+        h.http
+            .post(h.url(&path))
+            .header("cookie", &cookie)
+            .header("origin", &h.base),
+    )
+    .await;
+    assert_eq!(status, 200, "{n}");
+    assert_eq!(n["action"]["id"], "a");
+}

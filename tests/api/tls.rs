@@ -1,0 +1,181 @@
+//! HTTPS with `--tls-cert` / `--tls-key`, with certificates the test makes (openssl): HTTP/2
+//! through ALPN (HTTP/1.1 too), streams sharing one HTTP/2 connection, the files reloaded on
+//! SIGHUP without dropping the open stream (and bad new files leaving the old ones in use),
+//! and bad files refused at start-up.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// A self-signed end-entity certificate for 127.0.0.1 (P-256), as PEM files in `dir`: (cert, key).
+fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        // an end-entity certificate (rustls refuses a CA one as the server's own)
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "-addext",
+            "keyUsage=digitalSignature",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (scripts/test installs it)");
+    assert!(status.success());
+    (cert, key)
+}
+
+/// A client that trusts only `cert` (HTTP/2 when the server offers it).
+fn trusting(cert: &Path) -> reqwest::Client {
+    let pem = std::fs::read(cert).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(WAIT * 3)
+        .build()
+        .unwrap()
+}
+
+/// Publish one notification to `user` through `client`; its id.
+async fn notify(client: &reqwest::Client, h: &Herald, user: &str, title: &str) -> String {
+    let body = json!({"users": [user], "notification": {"title": title}});
+    let req = client.post(h.url("/publish")).bearer_auth(service_token());
+    let (status, answer) = send(req.json(&body)).await;
+    assert_eq!(status, 202, "{answer}");
+    answer["ids"][user].as_str().unwrap().to_owned()
+}
+
+fn start(cert: &Path, key: &Path) -> Herald {
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    Herald::start(None, &["--tls-cert", &cert, "--tls-key", &key])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_http2_and_reload_on_sighup() {
+    let dir = TempDir::new("tls");
+    let (cert, key) = make_cert(&dir.0, "first");
+    let h = start(&cert, &key);
+    assert!(h.url("/").starts_with("https://"), "{}", h.url("/"));
+    let client = trusting(&cert);
+    let r = client.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    // two streams of one user on one client: both over HTTP/2
+    let token = user_token("alice");
+    let open = || h.events_with(client.get(h.url("/events?tab=a")).bearer_auth(&token));
+    let mut first = open().await;
+    let mut second = h
+        .events_with(client.get(h.url("/events?tab=b")).bearer_auth(&token))
+        .await;
+    let id = notify(&client, &h, "alice", "over h2").await;
+    assert_eq!(first.expect("notification").await.json()["id"], id.as_str());
+    assert_eq!(
+        second.expect("notification").await.json()["id"],
+        id.as_str()
+    );
+    // HTTP/1.1 still works for a client that only speaks it
+    let h1 = reqwest::Client::builder()
+        .http1_only()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = h1.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    // a cookie write over HTTPS: the Origin rule compares https origins
+    let (status, _) = send(
+        client
+            .patch(h.url(&format!("/notifications/{id}")))
+            .bearer_auth(&token)
+            .json(&json!({"read": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    first.expect("read").await;
+
+    // new files + SIGHUP: new handshakes get the new certificate, the open stream carries on
+    let (new_cert, new_key) = make_cert(&dir.0, "second");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    send_signal(h.pid(), "HUP");
+    let fresh = trusting(&new_cert);
+    wait_for("the new certificate", async || {
+        fresh.get(h.url("/healthz")).send().await.is_ok()
+    })
+    .await;
+    let id = notify(&fresh, &h, "alice", "after the reload").await;
+    assert_eq!(first.expect("notification").await.json()["id"], id.as_str());
+
+    // broken files + SIGHUP: the certificate in use stays
+    std::fs::write(&cert, "not a certificate").unwrap();
+    send_signal(h.pid(), "HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let r = trusting(&new_cert)
+        .get(h.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_files_are_refused_at_start() {
+    let dir = TempDir::new("tls-bad");
+    let (cert, key) = make_cert(&dir.0, "good");
+    let (other_cert, _) = make_cert(&dir.0, "other");
+    let garbage = dir.0.join("garbage.pem");
+    std::fs::write(&garbage, "nothing here").unwrap();
+    for (cert, key, says) in [
+        (&garbage, &key, "--tls-cert"),
+        (&cert, &garbage, "--tls-key"),
+        (&other_cert, &key, "do not belong together"),
+    ] {
+        let out = Command::new(bin())
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    let out = Command::new(bin())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--tls-cert",
+        ])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
+}
