@@ -811,16 +811,16 @@ impl MemoryStore {
         }))
     }
 
-    /// Counts per category walk the active unread set (unseen ones are unread too).
+    /// Counts per category: every category with an active notification (its counts may be 0).
     pub async fn counts(&self, user: &str) -> Result<TrayCounts> {
         Ok(self.with_tray(user, |tray| {
             let mut by_category: BTreeMap<String, Counts> = BTreeMap::new();
-            for id in &tray.unread {
-                let Some(category) = tray.items.get(id).and_then(|i| i.template.category()) else {
+            for (id, item) in &tray.items {
+                let Some(category) = item.template.category().filter(|_| item.is_active()) else {
                     continue;
                 };
                 let c = by_category.entry(category.to_owned()).or_default();
-                c.unread += 1;
+                c.unread += u64::from(tray.unread.contains(id));
                 c.unseen += u64::from(tray.unseen.contains(id));
             }
             TrayCounts {
