@@ -10,8 +10,41 @@ use crate::common::*;
 both_modes!(
     archive_and_unarchive_one,
     bulk_archive_and_all_leave_archived_alone,
-    archive_input_is_checked
+    archive_input_is_checked,
+    archived_ones_count_toward_the_cap
 );
+
+/// `--max-per-user` counts archived notifications too, and drops the oldest first.
+async fn archived_ones_count_toward_the_cap(mode: Mode) {
+    let h = Setup::new(mode, &["--max-per-user", "3"]);
+    let token = user_token("alice");
+    let oldest = h.notify("alice", "oldest").await;
+    let kept = h.notify("alice", "kept").await;
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{oldest}"),
+            &token,
+            json!({"archived": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{kept}"),
+            &token,
+            json!({"archived": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let newer = [h.notify("alice", "a").await, h.notify("alice", "b").await];
+    let all = h.list(&token, "?archived=include").await;
+    assert_eq!(
+        ids(&all),
+        [newer[1].clone(), newer[0].clone(), kept.clone()]
+    );
+    assert_eq!(ids(&h.list(&token, "?archived=only").await), [kept]);
+    assert_eq!(all["unread_count"], 2);
+}
 
 /// An event's `ids`, sorted (a bulk change may name them in any order).
 fn sorted_ids(data: &Value) -> Vec<String> {
