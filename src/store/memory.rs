@@ -305,7 +305,7 @@ impl Tray {
         if let Some(at) = schedule.expire_ms {
             self.expire.insert((at, to.id));
         }
-        if let Some(collapse) = template.collapse_key() {
+        if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
             self.collapse.insert(collapse.to_owned(), to.id);
         }
         self.sync(to.id);

@@ -50,7 +50,7 @@ local function store(k, a)
   redis.call('ZADD', key(b, 'order'), 0, id)
   if replaces then redis.call('HSET', key(b, 'meta'), id, count .. '\t' .. replaces) end
   if category ~= '' then redis.call('HSET', key(b, 'cat'), id, category) end
-  if collapse ~= '' then redis.call('HSET', key(b, 'collapse'), collapse, id) end
+  if collapse ~= '' and deliver == '' then redis.call('HSET', key(b, 'collapse'), collapse, id) end
   if expire ~= '' then redis.call('ZADD', key(b, 'expire'), expire, id) end
   if deliver ~= '' then
     redis.call('ZADD', key(b, 'wake'), deliver, id)
