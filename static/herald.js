@@ -14,6 +14,8 @@
 // restarted, has another), and seqs compare only within one tag. Only change events are
 // dropped as already delivered; control events (`ready`, `reset`, `revoked`, `replaced`) never
 // are: `revoked` and `replaced` carry no `id:`, so EventSource repeats the previous id on them.
+//
+// Web Push on this device (`h.push`, with the service worker herald-sw.js): the last section.
 
 /** Changes of the user's log: numbered, replayed, de-duplicated by id. */
 const CHANGE_EVENTS = new Set(["notification", "updated", "read", "unread", "seen", "deleted", "archived", "unarchived"]);
@@ -293,6 +295,8 @@ export class Herald {
     this.lastId = null;
     this.closed = false;
     this.cleanup = [];
+    /** Web Push on this device: `h.push.enable()`, `disable()`, `enabled()`, `supported` (see `Push`). */
+    this.push = new Push(base, (method, path, body) => this.#request(method, path, body));
     this.#ready = new Promise((resolve) => (this.#resolveReady = resolve));
   }
 
@@ -477,6 +481,8 @@ export class Herald {
     if (name === "ready") this.#resolveReady();
     this.#emit(name, data);
     if (changed) this.#emit("counts", countData(this.#counts()));
+    const stale = staleIds(name, data);
+    if (stale.length) this.push.settle(stale).catch(() => {});
     // Signed out (or the token expired) for good: stop, and let go of the shared connection
     // (the leader lock, the worker port) so a tab that signs in again starts afresh.
     if (name === "revoked") this.close();
@@ -564,6 +570,181 @@ export class Herald {
       removeEventListener("pagehide", stop);
       stop();
     });
+  }
+}
+
+// ---------- Web Push: `h.push` ----------
+//
+// `enable()` asks permission, registers the service worker `<base>/herald-sw.js` (scope
+// `<base>/`), subscribes with Herald's key (`GET /push/key`) and posts the subscription;
+// `disable()` unsubscribes and deletes it; `enabled()` tells whether this browser has one;
+// `available()` whether the server has Web Push on. A notification the worker shows is closed
+// when this tab's stream reports it read, seen, archived, snoozed or deleted (`settle`). The
+// worker takes the scope `<base>/`: a site with a service worker of its own there can't use both.
+
+/** The ids whose shown push notification event `name` makes stale (handled elsewhere). */
+function staleIds(name, data) {
+  if (name === "read" || name === "seen" || name === "archived" || name === "deleted") return data?.ids ?? [];
+  if (name === "updated" && (data.read_at || data.seen_at || data.archived_at || data.snoozed_until)) return [data.id];
+  if (name === "notification" && data.replaces) return [data.replaces];
+  return [];
+}
+
+const PUSH_ERRORS = {
+  unsupported: "This browser can't show notifications from this site.",
+  push_off: "Notifications on this device aren't available on this site.",
+  denied: "Notifications are blocked for this site. Allow them in the browser's site settings, then try again.",
+  dismissed: "Notifications weren't allowed. Try again and choose Allow.",
+  push_failed: "This browser couldn't set up notifications for this site. Try again later.",
+  push_refused: "This site doesn't accept notifications through this browser's push service.",
+};
+const pushError = (code, cause) =>
+  new HeraldError(PUSH_ERRORS[code], { code: code === "denied" || code === "dismissed" ? "permission_denied" : code, cause });
+
+/** base64url (padded or not) as bytes. */
+const fromBase64Url = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+/** A subscription's `applicationServerKey` is `key` (bytes); true when the browser doesn't say. */
+const madeFor = (subscription, key) => {
+  const made = subscription.options?.applicationServerKey;
+  return !made || new Uint8Array(made).join() === key.join();
+};
+
+/** Resolves once `registration` has an active worker (a push subscription needs one). */
+function activated(registration) {
+  const worker = registration.installing ?? registration.waiting;
+  if (registration.active || !worker) return Promise.resolve();
+  return new Promise((resolve, reject) => worker.addEventListener("statechange", () => {
+    if (worker.state === "activated") resolve();
+    if (worker.state === "redundant") reject(new Error("the service worker failed to install"));
+  }));
+}
+
+export class Push {
+  #base;
+  #request;
+  #key = null;
+  #off = false;
+  /** How long `enable()` waits for the browser's push service, in ms (one that has none can hang). */
+  subscribeTimeout = 20_000;
+
+  constructor(base, request) {
+    this.#base = base;
+    this.#request = request;
+  }
+
+  /** Web Push works here: a secure page with service workers, PushManager and Notification. */
+  get supported() {
+    return Boolean(globalThis.isSecureContext && globalThis.navigator?.serviceWorker && globalThis.PushManager && globalThis.Notification);
+  }
+
+  /** Whether the server has Web Push on (false when `GET /push/key` is 404). */
+  async available() {
+    if (this.#off) return false;
+    try {
+      await this.#publicKey();
+      return true;
+    } catch (e) {
+      if (e.code === "push_off") return false;
+      throw e;
+    }
+  }
+
+  /** True when this browser has a push subscription for this site (for Herald's current key). */
+  async enabled() {
+    if (!this.supported || Notification.permission !== "granted") return false;
+    const subscription = await this.#subscription();
+    const key = subscription && (await this.#publicKey().catch(() => null));
+    return Boolean(subscription) && (!key || madeFor(subscription, fromBase64Url(key)));
+  }
+
+  /**
+   * Ask permission, subscribe this browser and register it with Herald; resolves to true.
+   * Rejects with a `HeraldError` in words for people, code `unsupported`, `push_off`,
+   * `permission_denied`, `push_failed` or `push_refused` (the endpoint is not on a push service
+   * the server allows), or the server's other refusal. Call it from a click.
+   */
+  async enable() {
+    if (!this.supported) throw pushError("unsupported");
+    if (this.#off) throw pushError("push_off");
+    const key = this.#publicKey();
+    key.catch(() => {}); // awaited below
+    // Before anything else is awaited: browsers show the prompt only for the click's task.
+    const permission = await Notification.requestPermission();
+    if (permission !== "granted") throw pushError(permission === "denied" ? "denied" : "dismissed");
+    const applicationServerKey = fromBase64Url(await key);
+    let subscription;
+    try {
+      const registration = await navigator.serviceWorker.register(`${this.#base}/herald-sw.js`, { scope: `${this.#base}/` });
+      await activated(registration);
+      subscription = await registration.pushManager.getSubscription();
+      if (subscription && !madeFor(subscription, applicationServerKey)) {
+        await subscription.unsubscribe(); // Herald's key changed: the old one is useless
+        subscription = null;
+      }
+      subscription ??= await this.#subscribe(registration, applicationServerKey);
+    } catch (cause) {
+      throw pushError("push_failed", cause);
+    }
+    try {
+      await this.#request("POST", "/push/subscriptions", subscription.toJSON());
+    } catch (e) {
+      await subscription.unsubscribe().catch(() => {}); // not half on
+      throw e.status === 400 ? pushError("push_refused", e) : e;
+    }
+    return true;
+  }
+
+  /** Unsubscribe this browser and delete it from Herald; resolves to false when it had none. */
+  async disable() {
+    const subscription = await this.#subscription();
+    if (!subscription) return false;
+    const { endpoint } = subscription;
+    await subscription.unsubscribe();
+    // Off on this device whatever the server answers (signed out, say): the push service then
+    // answers 410 for the endpoint and Herald drops it.
+    await this.#request("DELETE", "/push/subscriptions", { endpoint }).catch(() => {});
+    return true;
+  }
+
+  /** Close the notifications of `ids` that the service worker shows. */
+  async settle(ids) {
+    if (!this.supported || Notification.permission !== "granted") return;
+    (await this.#registration())?.active?.postMessage({ type: "herald:read", ids });
+  }
+
+  #subscribe(registration, applicationServerKey) {
+    const subscribing = registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey });
+    let timer;
+    const timeout = new Promise((_, reject) => (timer = setTimeout(() => {
+      subscribing.then((late) => late.unsubscribe(), () => {}); // a late one must not stay behind
+      reject(new Error(`the push service did not answer in ${this.subscribeTimeout} ms`));
+    }, this.subscribeTimeout)));
+    return Promise.race([subscribing, timeout]).finally(() => clearTimeout(timer));
+  }
+
+  #publicKey() {
+    this.#key ??= this.#request("GET", "/push/key").then(
+      (body) => body.public_key,
+      (e) => {
+        this.#key = null;
+        if (e.status !== 404) throw e;
+        this.#off = true;
+        throw pushError("push_off", e);
+      },
+    );
+    return this.#key;
+  }
+
+  /** Herald's registration (exactly its scope: not a site worker that covers it). */
+  async #registration() {
+    const scope = new URL(`${this.#base}/`, location.href).href;
+    const registration = await navigator.serviceWorker.getRegistration(scope);
+    return registration?.scope === scope ? registration : null;
+  }
+
+  async #subscription() {
+    if (!this.supported) return null;
+    return (await (await this.#registration())?.pushManager.getSubscription()) ?? null;
   }
 }
 

@@ -11,14 +11,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { startHerald, token, publish, publishNotification, until } from "./harness.mjs";
+import { startHerald, token, publish, publishNotification, until, vapid } from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 let herald;
-before(async () => { herald = await startHerald(["--dev"]); });
+// Web Push on, as a deployment would have it (the demo asks for the key: no 404 at load).
+before(async () => { herald = await startHerald(["--dev", ...vapid().args]); });
 after(() => herald?.stop());
 
 /** A fresh browser profile; `strip` removes APIs before any page script runs. */

@@ -283,3 +283,139 @@ test("counts without numbers in the event (a v1 server) follow the notification'
   assert.deepEqual(parseId("t1.5"), { tag: "t1", seq: 5 });
   assert.equal(parseId("5"), null);
 });
+
+// ---- h.push, against a stand-in browser (the real one: push.test.mjs) ----
+
+/**
+ * Web Push globals for `fn`: a service worker container whose registration records the
+ * messages its worker gets, a PushManager with one subscription at most, and `Notification`
+ * whose prompt answers `permission`. Removed afterwards.
+ */
+async function withPushBrowser({ permission = "granted", subscribe } = {}, fn) {
+  const b = { permission, messages: [], calls: [], subscription: null, registration: null };
+  const pushManager = {
+    getSubscription: async () => b.subscription,
+    subscribe: subscribe ?? (async (options) => {
+      b.calls.push(["subscribe", options.userVisibleOnly, [...options.applicationServerKey]]);
+      const endpoint = "https://push.example/1";
+      b.subscription = {
+        endpoint,
+        options,
+        toJSON: () => ({ endpoint, keys: { p256dh: "p", auth: "a" } }),
+        unsubscribe: async () => {
+          b.calls.push(["unsubscribe"]);
+          b.subscription = null;
+          return true;
+        },
+      };
+      return b.subscription;
+    }),
+  };
+  const globals = {
+    isSecureContext: true,
+    PushManager: function PushManager() {},
+    location: { href: "http://herald.test/app/page" },
+    Notification: { get permission() { return b.permission; }, requestPermission: async () => (b.calls.push(["prompt"]), b.permission) },
+    navigator: {
+      serviceWorker: {
+        register: async (url, options) => {
+          b.calls.push(["register", url, options.scope]);
+          b.registration = { scope: `http://herald.test${options.scope}`, active: { postMessage: (m) => b.messages.push(m) }, pushManager };
+          return b.registration;
+        },
+        getRegistration: async () => b.registration,
+      },
+    },
+  };
+  const saved = Object.fromEntries(Object.keys(globals).map((k) => [k, Object.getOwnPropertyDescriptor(globalThis, k)]));
+  for (const [k, value] of Object.entries(globals)) Object.defineProperty(globalThis, k, { value, configurable: true, writable: true });
+  try {
+    await fn(b);
+  } finally {
+    for (const [k, d] of Object.entries(saved)) (d ? Object.defineProperty(globalThis, k, d) : delete globalThis[k]);
+  }
+}
+
+const failure = (promise) => promise.then(() => assert.fail("resolved"), (e) => ({ name: e.name, code: e.code, status: e.status }));
+
+test("h.push.enable() subscribes with the server's key and posts it; disable() undoes both; errors say why", async () => {
+  await withPushBrowser({}, async (b) => {
+    const h = new Herald("/app");
+    answer("GET", "/app/push/key", 200, { public_key: "BAEC_w" }); // base64url of [4, 1, 2, 255]
+    answer("POST", "/app/push/subscriptions", 201, { endpoint: "https://push.example/1" });
+    answer("DELETE", "/app/push/subscriptions", 204);
+    assert.equal(h.push.supported, true);
+    assert.equal(await h.push.enabled(), false);
+    assert.equal(await h.push.enable(), true);
+    assert.deepEqual(b.calls, [["prompt"], ["register", "/app/herald-sw.js", "/app/"], ["subscribe", true, [4, 1, 2, 255]]]);
+    assert.deepEqual(requests.map((r) => [r.method, r.path, r.body]), [
+      ["GET", "/app/push/key", undefined],
+      ["POST", "/app/push/subscriptions", { endpoint: "https://push.example/1", keys: { p256dh: "p", auth: "a" } }],
+    ]);
+    assert.equal(await h.push.enabled(), true);
+    // Herald got a new key pair: the old subscription is useless, enable() replaces it
+    answer("GET", "/app/push/key", 200, { public_key: "BAEC_g" }); // [4, 1, 2, 254]
+    const later = new Herald("/app");
+    assert.equal(await later.push.enabled(), false);
+    assert.equal(await later.push.enable(), true);
+    assert.deepEqual(b.calls.slice(-4), [["prompt"], ["register", "/app/herald-sw.js", "/app/"], ["unsubscribe"], ["subscribe", true, [4, 1, 2, 254]]]);
+    assert.equal(await later.push.enabled(), true);
+    assert.equal(await h.push.disable(), true);
+    assert.deepEqual(requests.at(-1), { method: "DELETE", path: "/app/push/subscriptions", body: { endpoint: "https://push.example/1" }, credentials: "include" });
+    assert.equal(await h.push.enabled(), false);
+    assert.equal(await h.push.disable(), false, "nothing left to disable");
+
+    // An endpoint the server refuses: said as such, and the browser's subscription is dropped.
+    answer("POST", "/app/push/subscriptions", 400, { error: { code: "invalid_request", message: "endpoint not allowed" } });
+    assert.deepEqual(await failure(h.push.enable()), { name: "HeraldError", code: "push_refused", status: 0 });
+    assert.equal(b.subscription, null);
+    assert.deepEqual(b.calls.at(-1), ["unsubscribe"]);
+  });
+  await withPushBrowser({ permission: "denied" }, async () => {
+    answer("GET", "/push/key", 200, { public_key: "BAEC_w" });
+    assert.deepEqual(await failure(new Herald("").push.enable()), { name: "HeraldError", code: "permission_denied", status: 0 });
+  });
+  await withPushBrowser({ subscribe: () => new Promise(() => {}) }, async () => {
+    answer("GET", "/push/key", 200, { public_key: "BAEC_w" });
+    const h = new Herald("");
+    h.push.subscribeTimeout = 50; // a browser without a push service never answers
+    assert.deepEqual(await failure(h.push.enable()), { name: "HeraldError", code: "push_failed", status: 0 });
+  });
+  await withPushBrowser({}, async (b) => {
+    answer("GET", "/push/key", 404, { error: { code: "not_found", message: "Web Push is not configured on this server" } });
+    const h = new Herald("");
+    assert.equal(await h.push.available(), false);
+    assert.deepEqual(await failure(h.push.enable()), { name: "HeraldError", code: "push_off", status: 0 });
+    assert.deepEqual(b.calls, [], "no prompt for a server without Web Push");
+  });
+  assert.equal(new Herald("").push.supported, false, "Node has no Web Push");
+  assert.deepEqual(await failure(new Herald("").push.enable()), { name: "HeraldError", code: "unsupported", status: 0 });
+});
+
+test("a shown push notification is closed through the worker when the stream reports it handled", async () => {
+  await withPushBrowser({}, async (b) => {
+    await navigator.serviceWorker.register("/herald-sw.js", { scope: "/" });
+    const { es, connecting } = await connect();
+    es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+    await connecting;
+    const events = [
+      ["read", { ids: ["a"], unread_count: 1, unseen_count: 1 }],
+      ["seen", { ids: ["b"], unread_count: 1, unseen_count: 0 }],
+      ["archived", { ids: ["c"], unread_count: 1, unseen_count: 0 }],
+      ["deleted", { ids: ["d", "e"], unread_count: 1, unseen_count: 0 }],
+      ["updated", { ...n("f", { snoozed_until: "2030-01-01T00:00:00Z" }), unread_count: 1, unseen_count: 0 }],
+      ["notification", { ...n("g", { replaces: "h", count: 2 }), unread_count: 1, unseen_count: 1 }],
+      // nothing to close for these
+      ["unread", { ids: ["a"], unread_count: 2, unseen_count: 1 }],
+      ["updated", { ...n("i"), unread_count: 2, unseen_count: 1 }],
+      ["notification", { ...n("j"), unread_count: 3, unseen_count: 2 }],
+    ];
+    for (const [i, [name, data]] of events.entries()) es.emit(name, data, `t1.${6 + i}`);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(b.messages, [["a"], ["b"], ["c"], ["d", "e"], ["f"], ["h"]].map((ids) => ({ type: "herald:read", ids })));
+    b.permission = "default"; // nothing can be shown: nothing to tell
+    es.emit("read", { ids: ["j"], unread_count: 2, unseen_count: 1 }, "t1.20");
+    await new Promise((r) => setImmediate(r));
+    assert.equal(b.messages.length, 6);
+  });
+});

@@ -1,5 +1,7 @@
 // Starts the real herald binary on a free port and signs tokens with its own `token` command.
 import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -25,6 +27,19 @@ export function startHerald(extra = []) {
     });
     child.on("exit", (code) => reject(new Error(`herald exited with ${code}`)));
   });
+}
+
+/**
+ * Arguments that turn Web Push on: a new key pair from `herald vapid-keys`, its PEM in a temp
+ * file. `{ args, publicKey }`.
+ */
+export function vapid() {
+  const out = execFileSync(BIN, ["vapid-keys"]).toString();
+  const pem = out.slice(0, out.indexOf("-----END PRIVATE KEY-----") + "-----END PRIVATE KEY-----".length);
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "herald-vapid-")), "vapid.pem");
+  writeFileSync(file, `${pem}\n`, { mode: 0o600 });
+  const publicKey = out.match(/^public_key: (\S+)$/m)[1];
+  return { args: ["--vapid-private-key", file, "--vapid-subject", "mailto:ops@example.com"], publicKey };
 }
 
 export function token(...args) {

@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { startHerald, token } from "./harness.mjs";
+import { startHerald, token, vapid } from "./harness.mjs";
 
 const docs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../docs");
-const herald = await startHerald(["--dev"]);
+const herald = await startHerald(["--dev", ...vapid().args]); // Web Push on: the demo shows its toggle
 const dir = mkdtempSync(path.join(tmpdir(), "herald-shots-"));
 const context = await chromium.launchPersistentContext(dir, {
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
