@@ -75,8 +75,13 @@ async fn serve_tls(
     socket: TcpStream,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let Ok(Ok(stream)) = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket)).await else {
-        return;
+    let handshake = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            _ => return,
+        },
+        _ = shared.state.shutdown.wait() => return,
     };
     let service = ServiceBuilder::new()
         .map_request(|req: http::Request<hyper::body::Incoming>| {
@@ -111,15 +116,18 @@ async fn serve(
 ) {
     let state = &shared.state;
     let mut buf = BytesMut::with_capacity(2048);
-    let first = match tokio::time::timeout(
+    let head = tokio::time::timeout(
         HEAD_TIMEOUT,
         read_head(&mut socket, &mut buf, &shared.events_path),
-    )
-    .await
-    {
-        Ok(Ok(first)) => first,
-        // The client went, or sent no head in time: nothing to answer.
-        _ => return,
+    );
+    let first = tokio::select! {
+        read = head => match read {
+            Ok(Ok(first)) => first,
+            // The client went, or sent no head in time: nothing to answer.
+            _ => return,
+        },
+        // An idle connection at shutdown just closes (hyper does the same with its own).
+        _ = state.shutdown.wait() => return,
     };
     let Some((request, head_len)) = first else {
         return hyper(
