@@ -17,5 +17,8 @@ COPY --from=build /src/target/release/herald /usr/local/bin/herald
 USER herald
 ENV HERALD_LISTEN=0.0.0.0:8080
 EXPOSE 8080
+# `herald health` asks this node's /healthz (HERALD_LISTEN, HERALD_BASE_PATH): no curl needed.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/herald", "health"]
 ENTRYPOINT ["/usr/local/bin/herald"]
 CMD ["serve"]

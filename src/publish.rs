@@ -176,4 +176,75 @@ mod tests {
         let sorted = strings(&["a", "b", "c"]);
         assert_eq!(recipients(&[], &sorted), (vec!["a", "b", "c"], 0));
     }
+
+    /// Property tests (issue 13): the whole publish path on bodies of any shape.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::hub::Hub;
+        use crate::model::props::{body_bytes, publish_body};
+        use crate::model::{from_json, is_valid_id};
+        use crate::store::MemoryStore;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any bytes as a publish body: parsed, or refused with a message that names the
+            /// body and carries no parser position; never a panic.
+            #[test]
+            fn any_body_parses_or_is_refused(bytes in body_bytes()) {
+                if let Err(message) = from_json::<PublishRequest>(&bytes) {
+                    prop_assert!(message.starts_with("invalid JSON body"), "{}", message);
+                    prop_assert!(!message.contains(" at line "), "{}", message);
+                }
+            }
+
+            /// A publish body of any shape, against the embedded store: stored for every named
+            /// user (an id each), or refused with a 400 or 413 and nothing stored; never a
+            /// panic.
+            #[test]
+            fn publish_stores_all_or_nothing(body in publish_body()) {
+                let bytes = serde_json::to_vec(&body).expect("a JSON value serializes");
+                let Ok(request) = from_json::<PublishRequest>(&bytes) else {
+                    return Ok(());
+                };
+                let hub = Hub::new("n".into(), Metrics::default());
+                let store = Store::Memory(MemoryStore::new(hub, 1000, false));
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                let result = runtime.block_on(publish(&store, None, &request));
+                let named: HashSet<&str> = request.users.iter().map(String::as_str).collect();
+                match &result {
+                    Ok(response) => {
+                        prop_assert_eq!(response.count, named.len());
+                        prop_assert_eq!(response.suppressed, 0);
+                        let ids: HashSet<&str> = response.ids.keys().map(String::as_str).collect();
+                        prop_assert_eq!(&ids, &named);
+                        // A scheduled one (`deliver_at`) is not in the tray before it is due.
+                        let active = request.notification.deliver_at.is_none();
+                        for (user, id) in response.ids.iter().filter(|_| active) {
+                            let stored = runtime.block_on(store.get(user, id)).expect("stored");
+                            prop_assert_eq!(
+                                stored.map(|n| n.title),
+                                Some(request.notification.title.clone())
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert!(
+                            matches!(e, Error::InvalidRequest(_) | Error::TooLarge { .. }),
+                            "{e:?}"
+                        );
+                        for user in named.iter().filter(|u| is_valid_id(u)) {
+                            let counts = runtime.block_on(store.counts(user)).expect("counts");
+                            prop_assert_eq!(counts.counts.unread, 0, "{} got one", user);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

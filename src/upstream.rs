@@ -139,4 +139,88 @@ mod tests {
             assert!(check_confined(good).is_ok(), "{good}");
         }
     }
+
+    /// Property tests (issue 13): `/api/` paths of any text stay below the upstream base.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::model::props::any_text;
+
+        /// Paths built from the pieces that climb: dots, slashes, backslashes, `;`, and their
+        /// percent-encodings in either case.
+        fn tricky_path() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("."),
+                Just(".."),
+                Just("/"),
+                Just("\\"),
+                Just(";"),
+                Just("%2e"),
+                Just("%2E"),
+                Just("%2f"),
+                Just("%2F"),
+                Just("%5c"),
+                Just("%5C"),
+                Just("%252e"),
+                Just("%"),
+                Just("%e"),
+                Just("a"),
+                Just("x;y"),
+                Just("%00"),
+                Just("%c0%ae"),
+            ];
+            prop::collection::vec(piece, 0..10).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any text: accepted or refused with a 400, never a panic; an accepted path has,
+            /// once percent-decoded, no backslash and no segment that is a dot-segment (before
+            /// any `;parameters`), and a URL parser's normalization keeps it below the base.
+            #[test]
+            fn accepted_paths_stay_below_the_base(rest in prop_oneof![any_text(), tricky_path()]) {
+                let result = check_confined(&rest);
+                if let Err(e) = &result {
+                    prop_assert!(matches!(e, Error::InvalidRequest(_)), "{e:?}");
+                    return Ok(());
+                }
+                let decoded = percent_encoding::percent_decode_str(&rest).collect::<Vec<u8>>();
+                prop_assert!(!decoded.contains(&b'\\'), "{:?}", rest);
+                for segment in decoded.split(|b| *b == b'/') {
+                    let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+                    prop_assert!(name != b"." && name != b"..", "{:?}", rest);
+                }
+                // What an upstream would make of it (WHATWG URL normalization), for a path a
+                // request target can carry: no controls (the URL parser drops tabs and
+                // newlines, `http::Uri` refuses them) and no query or fragment.
+                let path = rest.split(['?', '#']).next().unwrap_or_default();
+                if !path.chars().any(|c| c.is_ascii_control()) {
+                    let url = Url::parse(&format!("http://upstream.example/base/{path}"));
+                    if let Ok(url) = url {
+                        prop_assert!(url.path().starts_with("/base/"), "{:?} → {}", rest, url.path());
+                    }
+                }
+            }
+
+            /// `target` on any path and query: a URI below the base, or a 400; never a panic.
+            #[test]
+            fn targets_stay_below_the_base(
+                rest in prop_oneof![any_text(), tricky_path(), "[a-z0-9/._~%-]{0,20}"],
+                query in prop::option::of(prop_oneof![any_text(), "[a-z0-9=&%]{0,12}"]),
+            ) {
+                let upstream = Upstream::new(Url::parse("http://upstream.example/base/").expect("a URL"));
+                match upstream.target(&rest, query.as_deref()) {
+                    Ok(uri) => {
+                        prop_assert!(uri.path().starts_with("/base/"), "{}", uri);
+                        prop_assert!(check_confined(&rest).is_ok());
+                        let normalized = Url::parse(&uri.to_string()).expect("a URI is a URL");
+                        prop_assert!(normalized.path().starts_with("/base/"), "{} → {}", uri, normalized);
+                    }
+                    Err(e) => prop_assert!(matches!(e, Error::InvalidRequest(_)), "{e:?}"),
+                }
+            }
+        }
+    }
 }

@@ -306,4 +306,242 @@ mod tests {
         assert!(!with("read\tpublish").has_scope("publish"));
         assert!(!with("read\u{a0}publish").has_scope("publish"));
     }
+
+    /// Property tests (issue 13): tokens and claims of any shape get 401, never a panic; what
+    /// Herald signs verifies as the same claims.
+    mod props {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        use super::*;
+        use crate::model::props::{any_text, json_value, text};
+
+        fn b64(value: &Value) -> String {
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("JSON serializes"))
+        }
+
+        /// A token signed (HMAC-SHA256) with `secret` under any `header`, carrying `payload`.
+        fn signed(header: &Value, payload: &Value, secret: &[u8]) -> String {
+            let input = format!("{}.{}", b64(header), b64(payload));
+            let key = EncodingKey::from_secret(secret);
+            let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256)
+                .expect("HS256 signs");
+            format!("{input}.{signature}")
+        }
+
+        /// A NumericDate as a token may carry one: around now, huge, negative, fractional,
+        /// or not a number at all.
+        fn date() -> impl Strategy<Value = Value> {
+            let now = crate::model::now_secs() as i64;
+            prop_oneof![
+                4 => (-7200i64..7200).prop_map(move |d| json!(now + d)),
+                1 => any::<u64>().prop_map(|n| json!(n)),
+                1 => any::<i64>().prop_map(|n| json!(n)),
+                1 => any::<f64>().prop_map(|f| json!(f)),
+                1 => (-7200i64..7200).prop_map(move |d| json!(now as f64 + d as f64 + 0.5)),
+                1 => json_value(),
+            ]
+        }
+
+        /// A claims object: mostly the right members, any of them of the wrong type.
+        fn claims_value() -> impl Strategy<Value = Value> {
+            let member = |p: f64, value: BoxedStrategy<Value>| prop::option::weighted(p, value);
+            let string = || {
+                prop_oneof![3 => "[a-z]{1,6}", 1 => text()]
+                    .prop_map(Value::String)
+                    .boxed()
+            };
+            let aud = prop_oneof![
+                "(app|x)".prop_map(Value::String),
+                prop::collection::vec("(app|x|y)".prop_map(Value::String), 0..3)
+                    .prop_map(Value::Array),
+                json_value(),
+            ]
+            .boxed();
+            (
+                (
+                    member(0.9, string()),
+                    member(0.95, date().boxed()),
+                    member(0.3, date().boxed()),
+                ),
+                (
+                    member(0.3, string()),
+                    member(0.3, string()),
+                    member(0.3, string()),
+                ),
+                (member(0.3, aud), member(0.1, json_value().boxed())),
+            )
+                .prop_map(|((sub, exp, nbf), (scope, sid, iss), (aud, extra))| {
+                    let mut claims = serde_json::Map::new();
+                    for (name, value) in [
+                        ("sub", sub),
+                        ("exp", exp),
+                        ("nbf", nbf),
+                        ("scope", scope),
+                        ("sid", sid),
+                        ("iss", iss),
+                        ("aud", aud),
+                        ("other", extra),
+                    ] {
+                        if let Some(value) = value {
+                            claims.insert(name.to_owned(), value);
+                        }
+                    }
+                    Value::Object(claims)
+                })
+        }
+
+        /// A JOSE header: HS256 mostly, other algorithms and shapes sometimes.
+        fn header() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                6 => Just(json!({"alg": "HS256", "typ": "JWT"})),
+                1 => "(none|None|HS384|HS512|RS256|ES256|EdDSA|hs256)"
+                    .prop_map(|alg| json!({"alg": alg, "typ": "JWT"})),
+                1 => json_value(),
+            ]
+        }
+
+        fn key_sets() -> [Keys; 2] {
+            [
+                Keys::secret(b"s", Checks::default()),
+                Keys::secret(
+                    b"s",
+                    Checks {
+                        issuer: Some("iss".into()),
+                        audience: Some("app".into()),
+                        leeway: Duration::from_secs(60),
+                    },
+                ),
+            ]
+        }
+
+        fn unauthorized(result: &Result<Claims>) -> bool {
+            matches!(result, Err(Error::Unauthorized(_)))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Text that is not a token signed with the key: 401, never a panic.
+            #[test]
+            fn garbage_tokens_are_unauthorized(token in prop_oneof![
+                any_text(),
+                "[A-Za-z0-9_-]{0,24}(\\.[A-Za-z0-9_=+/-]{0,40}){0,3}",
+                (header(), claims_value(), "[A-Za-z0-9_-]{0,43}")
+                    .prop_map(|(h, c, sig)| format!("{}.{}.{sig}", b64(&h), b64(&c))),
+                (header(), claims_value()).prop_map(|(h, c)| signed(&h, &c, b"other")),
+            ]) {
+                for keys in key_sets() {
+                    let result = keys.verify(&token);
+                    prop_assert!(unauthorized(&result), "{:?} → {:?}", token, result);
+                }
+            }
+
+            /// A token signed with the key, with any header and any claims: verified only when
+            /// it is HS256 and its claims hold (exp ahead, nbf passed, iss/aud as configured);
+            /// 401 otherwise, never a panic.
+            #[test]
+            fn signed_tokens_verify_only_when_the_claims_hold(
+                header in header(),
+                claims in claims_value(),
+            ) {
+                let token = signed(&header, &claims, b"s");
+                let hs256 = header.get("alg") == Some(&json!("HS256"));
+                for (configured, keys) in key_sets().iter().enumerate() {
+                    let before = crate::model::now_secs();
+                    let result = keys.verify(&token);
+                    let after = crate::model::now_secs();
+                    match &result {
+                        Ok(verified) => {
+                            prop_assert!(hs256, "{} verified", header);
+                            let leeway = keys.leeway.as_secs();
+                            prop_assert!(verified.expires() <= MAX_UNIX_SECS);
+                            prop_assert!(verified.expires() + leeway > before);
+                            prop_assert!(verified.nbf.is_none_or(|nbf| nbf.0 <= after + leeway));
+                            prop_assert_eq!(
+                                verified.sub.as_deref(),
+                                claims.get("sub").and_then(Value::as_str)
+                            );
+                            if configured == 1 {
+                                prop_assert_eq!(verified.iss.as_deref(), Some("iss"));
+                                let aud = match &verified.aud {
+                                    Some(Audience::One(a)) => vec![a.clone()],
+                                    Some(Audience::Many(a)) => a.clone(),
+                                    None => vec![],
+                                };
+                                prop_assert!(aud.iter().any(|a| a == "app"));
+                            }
+                        }
+                        Err(_) => prop_assert!(unauthorized(&result), "{:?}", result),
+                    }
+                }
+            }
+
+            /// What Herald signs verifies as the same claims (print, then parse).
+            #[test]
+            fn signed_claims_round_trip(
+                (sub, scope, sid) in (
+                    prop::option::of(text()),
+                    prop::option::of(text()),
+                    prop::option::of(text()),
+                ),
+                (iss, aud) in (
+                    prop::option::of(text()),
+                    prop::option::of(prop_oneof![
+                        text().prop_map(Audience::One),
+                        prop::collection::vec(text(), 0..3).prop_map(Audience::Many),
+                    ]),
+                ),
+                ahead in 120u64..=MAX_UNIX_SECS,
+                nbf in prop::option::of(0u64..1_000_000_000),
+            ) {
+                let now = crate::model::now_secs();
+                let claims = Claims {
+                    sub,
+                    exp: NumericDate((now + ahead).min(MAX_UNIX_SECS)),
+                    nbf: nbf.map(NumericDate),
+                    scope,
+                    sid,
+                    iss,
+                    aud,
+                };
+                let keys = Keys::secret(b"s", Checks::default());
+                let token = keys.sign(claims.clone()).expect("HS256 signs");
+                let verified = keys.verify(&token).expect("what Herald signs verifies");
+                prop_assert_eq!(
+                    serde_json::to_value(&verified).expect("serializes"),
+                    serde_json::to_value(&claims).expect("serializes")
+                );
+            }
+
+            /// A NumericDate of any JSON: a non-negative number, read as whole seconds and
+            /// clamped to `MAX_UNIX_SECS`; anything else is refused, never a panic.
+            #[test]
+            fn numeric_dates_clamp(value in prop_oneof![
+                any::<u64>().prop_map(|n| json!(n)),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                json_value(),
+            ], number in "-?[0-9]{1,25}(\\.[0-9]{0,5})?([eE][+-]?[0-9]{1,3})?") {
+                let expected = match &value {
+                    Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+                        (Some(int), _) => Some(int.min(MAX_UNIX_SECS)),
+                        (None, Some(f)) if f >= 0.0 => {
+                            Some(if f >= MAX_UNIX_SECS as f64 { MAX_UNIX_SECS } else { f as u64 })
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let read = serde_json::from_value::<NumericDate>(value.clone()).ok();
+                prop_assert_eq!(read.map(|d| d.0), expected, "{}", value);
+                if let Ok(date) = serde_json::from_str::<NumericDate>(&number) {
+                    prop_assert!(date.0 <= MAX_UNIX_SECS);
+                    prop_assert!(!number.starts_with('-') || date.0 == 0, "{} → {}", number, date.0);
+                }
+            }
+        }
+    }
 }

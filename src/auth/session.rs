@@ -279,4 +279,135 @@ mod tests {
         assert!(!same_digest(&h, &secret_hash("b")));
         assert!(!same_digest(&h, &h[1..]));
     }
+
+    /// Property tests (issue 13): session cookie values, `Cookie` and `Authorization` headers
+    /// of any text.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::model::props::any_text;
+
+        fn parts(name: http::HeaderName, values: &[String]) -> Parts {
+            let mut builder = http::Request::builder();
+            for value in values {
+                builder = builder.header(name.clone(), value.as_str());
+            }
+            builder
+                .body(())
+                .expect("printable header values")
+                .into_parts()
+                .0
+        }
+
+        /// One `name=value` pair (or a bare word) as browsers and others send them.
+        fn pair() -> impl Strategy<Value = String> {
+            let name = prop_oneof![
+                3 => "(herald_session|a|b_[a-z]{0,3})",
+                1 => "( ?herald_session ?|Herald_Session|herald_sessio|herald_session2|herald%5Fsession)",
+                1 => "[ -:<-~]{0,8}",
+            ];
+            let value = prop_oneof!["[0-9a-f.]{0,12}", "[ -:<-~]{0,12}"];
+            (name, prop::option::weighted(0.9, value)).prop_map(|(name, value)| match value {
+                Some(value) => format!("{name}={value}"),
+                None => name,
+            })
+        }
+
+        /// `Cookie` header values: pairs joined with `;` (spaced or not), one or more headers.
+        fn cookie_headers() -> impl Strategy<Value = Vec<String>> {
+            let header = (prop::collection::vec(pair(), 0..5), "(; |;|;;| ; )")
+                .prop_map(|(pairs, sep)| pairs.join(&sep));
+            prop::collection::vec(header, 1..3)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// A session cookie value is exactly `<24 lower hex>.<64 lower hex>`; anything else
+            /// is no session (401 `session expired or ended`), never a panic.
+            #[test]
+            fn cookie_values_split_only_in_their_shape(value in prop_oneof![
+                any_text(),
+                "[0-9a-fA-F]{23,25}\\.[0-9a-f.]{63,65}",
+                "[0-9a-f]{24}[.\u{2024}][0-9a-f]{64}",
+            ]) {
+                let b = value.as_bytes();
+                let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+                let expected = b.len() == 89 && b[24] == b'.' && hex(&b[..24]) && hex(&b[25..]);
+                match split_cookie(&value) {
+                    Some((id, secret)) => {
+                        prop_assert!(expected, "{:?}", value);
+                        prop_assert_eq!(format!("{id}.{secret}"), value);
+                    }
+                    None => prop_assert!(!expected, "{:?}", value),
+                }
+            }
+
+            /// Every cookie value Herald issues splits back into its id and secret.
+            #[test]
+            fn issued_cookie_values_round_trip(id in "[0-9a-f]{24}", secret in "[0-9a-f]{64}") {
+                let value = format!("{id}.{secret}");
+                prop_assert_eq!(split_cookie(&value), Some((id.as_str(), secret.as_str())));
+            }
+
+            /// `Cookie` headers of any shape: the session cookie is the first
+            /// `herald_session=` pair, never a panic; once stripped (the proxy's copy) it is
+            /// gone, and every other pair is kept in order.
+            #[test]
+            fn session_cookie_found_then_stripped(values in cookie_headers()) {
+                let request = parts(COOKIE, &values);
+                let found = session_cookie(&request);
+                let first = values
+                    .iter()
+                    .flat_map(|v| v.split(';'))
+                    .map(str::trim)
+                    .filter_map(|p| p.split_once('='))
+                    .find(|(name, _)| name.trim() == COOKIE_NAME)
+                    .map(|(_, value)| value.trim().to_owned());
+                prop_assert_eq!(found, first, "{:?}", values);
+
+                let mut headers = request.headers.clone();
+                strip_session_cookie(&mut headers);
+                let mut stripped = http::Request::new(()).into_parts().0;
+                stripped.headers = headers.clone();
+                prop_assert_eq!(session_cookie(&stripped), None);
+                let kept: Vec<&str> = headers
+                    .get_all(COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split("; "))
+                    .collect();
+                let others: Vec<&str> = values
+                    .iter()
+                    .flat_map(|v| v.split(';'))
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .filter(|p| p.split('=').next().is_none_or(|n| n.trim() != COOKIE_NAME))
+                    .collect();
+                prop_assert_eq!(kept, others, "{:?}", values);
+            }
+
+            /// `Authorization` of any text: a Bearer token (trimmed) or none, never a panic.
+            #[test]
+            fn bearer_tokens(
+                value in prop_oneof![
+                    "[ -~]{0,30}",
+                    "(Bearer|bearer|BEARER|Basic|Bearer:|Bearerx)[ \t]{0,2}[ -~]{0,20}",
+                ],
+                scheme in "(Bearer|bearer|BEARER|bEaReR)",
+                token in "[A-Za-z0-9._~+/=-]{1,40}",
+                pad in "[ \t]{0,2}",
+            ) {
+                let request = parts(AUTHORIZATION, std::slice::from_ref(&value));
+                if let Some(found) = bearer(&request) {
+                    prop_assert!(value.to_ascii_lowercase().starts_with("bearer "), "{:?}", value);
+                    prop_assert_eq!(found, found.trim());
+                    prop_assert!(value.trim_end().ends_with(found), "{:?}", value);
+                }
+                let request = parts(AUTHORIZATION, &[format!("{scheme} {pad}{token}")]);
+                prop_assert_eq!(bearer(&request), Some(token.as_str()));
+            }
+        }
+    }
 }

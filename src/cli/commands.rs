@@ -1,10 +1,11 @@
-//! The `token` and `publish` sub-commands: small clients of the same code the server runs.
+//! The `token`, `publish` and `health` sub-commands: small clients of the same code the
+//! server runs.
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::{backend, KeyArgs, PublishArgs, TokenArgs};
+use super::{backend, HealthArgs, KeyArgs, PublishArgs, TokenArgs};
 use crate::auth::jwt::{Claims, Keys, NumericDate};
 use crate::config::{Backend, KafkaConfig};
 use crate::error::StartupError;
@@ -132,4 +133,35 @@ async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), Startu
     }
     println!("{text}");
     Ok(())
+}
+
+/// `herald health`: `GET /healthz` (or `/readyz`) on the local node within 3 s; an error (exit
+/// status 1, what container health checks read as unhealthy) unless it answers 2xx.
+pub async fn health(args: &HealthArgs) -> Result<(), StartupError> {
+    let mut addr = args.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let base = args.base_path.trim_matches('/');
+    let path = if args.ready { "readyz" } else { "healthz" };
+    let url = match base {
+        "" => format!("http://{addr}/{path}"),
+        base => format!("http://{addr}/{base}/{path}"),
+    };
+    let status = reqwest::Client::new()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await
+        .map(|r| r.status())
+        .map_err(|e| StartupError(format!("{url}: no answer ({e})")))?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(StartupError(format!("{url}: {status}")))
+    }
 }

@@ -19,6 +19,8 @@ use crate::config::{Backend, Config, KafkaConfig};
 use crate::error::StartupError;
 
 mod commands;
+#[cfg(test)]
+mod props;
 mod push;
 
 #[derive(Debug, Parser)]
@@ -43,10 +45,37 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print a new VAPID key pair for Web Push (PKCS#8 PEM, then `public_key: <base64url>`).
     VapidKeys,
+    /// Exit 0 when the Herald on this machine answers `/healthz` (or `/readyz`), else 1: for
+    /// container health checks.
+    Health(HealthArgs),
+}
+
+/// `herald health`: the address and base path of the node to ask (the server's own flags, so
+/// the same environment works).
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The node's `--listen` address (an unspecified IP such as `0.0.0.0` means loopback).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// The node's `--base-path`.
+    #[arg(long, env = "HERALD_BASE_PATH", default_value = "/")]
+    pub base_path: String,
+    /// Ask `/readyz` (store, broker, Kafka) instead of `/healthz` (the process).
+    #[arg(long)]
+    pub ready: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
 }
 
 /// Key material and token checks, shared by every sub-command.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Identity")]
 pub struct KeyArgs {
     /// HS256 secret.
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
@@ -67,84 +96,130 @@ pub struct KeyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to serve on (port 0 picks a free port; the bound address is printed).
-    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to serve on: `IP:PORT`, `localhost:PORT` or `:PORT` (every interface); port 0
+    /// picks a free port (the bound address is printed).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen, help_heading = "Listening")]
     pub listen: SocketAddr,
     /// Redis URL; `redis+cluster://h1:p,h2:p` or a repeated flag for Redis Cluster. None: embedded mode.
-    #[arg(long, env = "HERALD_REDIS_URL")]
+    #[arg(long, env = "HERALD_REDIS_URL", help_heading = "Redis")]
     pub redis_url: Vec<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
     /// Development mode: random secret if none, cookies without Secure, demo page at `/`.
-    #[arg(long, env = "HERALD_DEV")]
+    #[arg(long, env = "HERALD_DEV", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Development")]
     pub dev: bool,
     /// Origin allowed for CORS and cookie-authenticated writes (repeatable).
-    #[arg(long, env = "HERALD_ALLOWED_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_ORIGIN",
+        value_delimiter = ',',
+        help_heading = "Edge"
+    )]
     pub allowed_origin: Vec<String>,
     /// Backend base URL for the `/api/` reverse proxy.
-    #[arg(long, env = "HERALD_UPSTREAM")]
+    #[arg(long, env = "HERALD_UPSTREAM", help_heading = "Edge")]
     pub upstream: Option<Url>,
     /// Notifications older than this are purged.
-    #[arg(long, env = "HERALD_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_RETENTION", default_value = "30d", value_parser = parse_duration, help_heading = "Limits")]
     pub retention: Duration,
     /// A user's tray keeps at most this many notifications (oldest dropped).
-    #[arg(long, env = "HERALD_MAX_PER_USER", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_PER_USER",
+        default_value_t = 1000,
+        help_heading = "Limits"
+    )]
     pub max_per_user: usize,
     /// Interval of SSE `: ping` comment lines.
-    #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration, help_heading = "Limits")]
     pub heartbeat: Duration,
     /// Time to the upstream's response headers before 504.
-    #[arg(long, env = "HERALD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Edge")]
     pub upstream_timeout: Duration,
     /// CIDR whose X-Forwarded-For/-Proto are believed (repeatable).
-    #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr, help_heading = "Edge")]
     pub trusted_proxy: Vec<IpNet>,
     /// Prefix Herald is mounted under behind a proxy.
-    #[arg(long, env = "HERALD_BASE_PATH", default_value = "/")]
+    #[arg(
+        long,
+        env = "HERALD_BASE_PATH",
+        default_value = "/",
+        help_heading = "Listening"
+    )]
     pub base_path: String,
     /// Longest time one write to a client may stay blocked (it does not read) before the
     /// connection is closed, like nginx's `send_timeout`.
-    #[arg(long, env = "HERALD_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     pub send_timeout: Duration,
     /// Longest time to receive a whole JSON request body before 408 `request_timeout`.
-    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     pub body_timeout: Duration,
     /// Only these client CIDRs may read `/metrics` (repeatable; default: any address).
-    #[arg(long, env = "HERALD_METRICS_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
+    #[arg(long, env = "HERALD_METRICS_ALLOW", value_delimiter = ',', value_parser = parse_cidr, help_heading = "Edge")]
     pub metrics_allow: Vec<IpNet>,
     /// Longest SIGTERM drain before exit.
-    #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = "Limits")]
     pub drain_timeout: Duration,
     /// Further streams of a user beyond this get 429 too_many_streams.
-    #[arg(long, env = "HERALD_MAX_STREAMS_PER_USER", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_STREAMS_PER_USER",
+        default_value_t = 64,
+        help_heading = "Limits"
+    )]
     pub max_streams_per_user: usize,
     /// New connections per second per client address (0: off).
-    #[arg(long, env = "HERALD_MAX_CONNECT_RATE", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_CONNECT_RATE",
+        default_value_t = 0,
+        help_heading = "Limits"
+    )]
     pub max_connect_rate: u32,
     /// This node's name in presence and logs (default: random).
-    #[arg(long, env = "HERALD_NODE_ID")]
+    #[arg(long, env = "HERALD_NODE_ID", help_heading = "Listening")]
     pub node_id: Option<String>,
     /// Serve HTTPS (and HTTP/2) with this certificate chain (PEM); with --tls-key. SIGHUP
     /// reloads both files.
-    #[arg(long, env = "HERALD_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "HERALD_TLS_CERT",
+        requires = "tls_key",
+        help_heading = "Listening"
+    )]
     pub tls_cert: Option<std::path::PathBuf>,
     /// The certificate's private key (PEM); with --tls-cert.
-    #[arg(long, env = "HERALD_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "HERALD_TLS_KEY",
+        requires = "tls_cert",
+        help_heading = "Listening"
+    )]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Log lines as text for people (colour only on a terminal, never with NO_COLOR) or as
+    /// one JSON object a line for log pipelines.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, help_heading = "Listening")]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub push: push::PushArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Kafka consumer group the nodes share.
-    #[arg(long, env = "HERALD_KAFKA_GROUP", default_value = "herald")]
+    #[arg(
+        long,
+        env = "HERALD_KAFKA_GROUP",
+        default_value = "herald",
+        help_heading = "Kafka"
+    )]
     pub kafka_group: String,
     /// Topic for records that are not valid publish bodies (default: `<topic>.dead`).
-    #[arg(long, env = "HERALD_KAFKA_DEAD_LETTER_TOPIC")]
+    #[arg(long, env = "HERALD_KAFKA_DEAD_LETTER_TOPIC", help_heading = "Kafka")]
     pub kafka_dead_letter_topic: Option<String>,
 }
 
 /// Kafka client settings, shared by `serve` (ingest) and `publish` (produce a record).
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Kafka")]
 pub struct KafkaArgs {
     /// Kafka bootstrap brokers, `host:port[,host:port…]`; turns Kafka ingest on.
     #[arg(long, env = "HERALD_KAFKA_BROKERS")]
@@ -183,19 +258,25 @@ pub struct PublishArgs {
     /// Recipient group (repeatable).
     #[arg(long = "group")]
     pub groups: Vec<String>,
+    /// The notification's title (1–256 characters).
     #[arg(long)]
     pub title: String,
+    /// Optional text under the title.
     #[arg(long)]
     pub body: Option<String>,
+    /// The service it comes from, e.g. `ci`.
     #[arg(long)]
     pub source: Option<String>,
+    /// Its module or kind, e.g. `builds` (users can mute a category).
     #[arg(long)]
     pub category: Option<String>,
+    /// An `http(s)://` URL or a path starting with `/` to open.
     #[arg(long)]
     pub link: Option<String>,
     /// A JSON object attached as `data`.
     #[arg(long)]
     pub data: Option<String>,
+    /// The same key for the same user within 24 h stores nothing new (safe retries).
     #[arg(long)]
     pub idempotency_key: Option<String>,
     /// Herald to send `POST /publish` to when no `--redis-url` is given.
@@ -204,6 +285,7 @@ pub struct PublishArgs {
     /// Write through Redis directly instead of calling a running Herald.
     #[arg(long, env = "HERALD_REDIS_URL")]
     pub redis_url: Vec<String>,
+    /// With --redis-url: the tray size the servers use (oldest dropped beyond it).
     #[arg(long, env = "HERALD_MAX_PER_USER", default_value_t = 1000)]
     pub max_per_user: usize,
     /// Produce the request as a record to `--kafka-topic` instead (for Kafka ingest).
@@ -467,6 +549,21 @@ fn backend(urls: &[String]) -> Result<Backend, StartupError> {
 }
 
 /// clap value parser for durations such as `500ms`, `15s`, `30d`.
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (loopback) or `:PORT` (every interface).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| format!("invalid port in {s:?}"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| format!("invalid port in {s:?}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("expected IP:PORT, localhost:PORT or :PORT, got {s:?}"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 500ms, 15s, 30d)"))
 }
@@ -489,22 +586,50 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            let rendered = e.render().to_string();
-            let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("herald: {}", line.trim_start_matches("error: "));
+            eprintln!("herald: {}", one_line(&e.render().to_string()));
             ExitCode::from(2)
         }
     }
 }
 
+/// A clap error in one line: its first line, with its tips and possible values kept
+/// (`unexpected argument '--lisen' found (tip: a similar argument exists: '--listen')`).
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut out = first.trim_start_matches("error: ").to_owned();
+    for line in lines {
+        if line.starts_with("tip:") || line.starts_with("[possible values:") {
+            out.push_str(&format!(" ({line})"));
+        }
+    }
+    out
+}
+
 /// Run the parsed command line; the exit code is 2 for any start-up or usage failure.
 pub fn run(cli: Cli) -> ExitCode {
-    init_tracing();
+    init_tracing(match &cli.command {
+        Some(Command::Serve(args)) => args.log_format,
+        None => cli.serve.log_format,
+        Some(Command::Health(_)) => LogFormat::Human,
+        Some(_) => LogFormat::Human,
+    });
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Token(args)) => commands::token(&args),
         Some(Command::VapidKeys) => push::vapid_keys(),
+        Some(Command::Health(args)) => {
+            // Docker reads 1 as unhealthy (2 is reserved there).
+            let checked = runtime().and_then(|rt| rt.block_on(commands::health(&args)));
+            return match checked {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("herald: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Some(Command::Publish(args)) => {
             runtime().and_then(|rt| rt.block_on(commands::publish(&args)))
         }
@@ -530,7 +655,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, StartupError> {
         .map_err(|e| StartupError(format!("cannot start the runtime: {e}")))
 }
 
-fn init_tracing() {
+/// Logs on stderr: human text (colour only on a terminal, and never when `NO_COLOR` is set)
+/// or JSON, one object a line. `HERALD_LOG` (or `RUST_LOG`) picks the levels.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HERALD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
@@ -538,10 +666,22 @@ fn init_tracing() {
         // rdkafka crate logs every failed reconnect at error: the Kafka consumer says what
         // matters itself (`herald::ingest::kafka`, librdkafka's own lines at debug).
         .unwrap_or_else(|_| EnvFilter::new("info,redis=error,rdkafka=off,librdkafka=off"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Human => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .try_init()
+        }
+    };
 }
 
 #[cfg(test)]

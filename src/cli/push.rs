@@ -10,6 +10,7 @@ use crate::error::StartupError;
 use crate::push::{vapid, DEFAULT_ALLOW};
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Web Push")]
 pub struct PushArgs {
     /// VAPID private key file (P-256, PKCS#8 or SEC1 PEM; `herald vapid-keys` makes one):
     /// with --vapid-subject, turns Web Push on.

@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 
 mod fields;
+#[cfg(test)]
+pub(crate) mod props;
 
 pub use self::fields::{
     check_ahead, ms_to_rfc3339, parse_time, ActionSpec, ItemState, TakenAction,

@@ -101,12 +101,13 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let [first, second, ..] = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+                || (first & 0xffc0) == 0xfe80
+                || (first, second) == (0x2001, 0x0db8))
         }
     }
 }
@@ -177,6 +178,161 @@ mod tests {
         }
         for public in ["142.250.74.78", "2a00:1450:4001:80b::200a"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    /// Property tests (issue 13): endpoints of any text, addresses of any value.
+    mod props {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::model::props::any_text;
+
+        fn allow() -> Allow {
+            Allow::new(vec![
+                "fcm.googleapis.com".into(),
+                " Push.Apple.com. ".into(),
+                "127.0.0.1".into(),
+                "[::1]".into(),
+                "".into(),
+            ])
+        }
+
+        /// Whether `host` is an allowed name (an entry, or below one on a label boundary).
+        fn allowed_name(host: &str) -> bool {
+            let host = host.trim_end_matches('.');
+            ["fcm.googleapis.com", "push.apple.com"]
+                .iter()
+                .any(|e| host == *e || host.ends_with(&format!(".{e}")))
+        }
+
+        fn endpoint_like() -> impl Strategy<Value = String> {
+            let scheme = "(https|http|HTTPS|ftp|https:|)";
+            let userinfo = "([a-z]{1,4}@|[a-z]:[a-z]@|:@|)";
+            let host = prop_oneof![
+                "(fcm\\.googleapis\\.com|FCM\\.GoogleAPIs\\.com\\.|evilfcm\\.googleapis\\.com)",
+                "([a-z0-9-]{1,5}\\.){0,2}(fcm\\.googleapis\\.com|push\\.apple\\.com)\\.?",
+                "(fcm\\.googleapis\\.com\\.evil\\.example|fcm\\.googleapis\\.com%2eevil|push\\.apple\\.com@evil)",
+                "(127\\.0\\.0\\.1|127\\.0\\.0\\.2|0x7f\\.1|2130706433|\\[::1\\]|\\[::ffff:127\\.0\\.0\\.1\\]|localhost)",
+                "[a-z0-9.%\\[\\]:-]{0,12}",
+            ];
+            let port = "(:[0-9]{1,5}|:)?";
+            let path = "(/[a-zA-Z0-9%./?#@-]{0,12})?";
+            (scheme, userinfo, host, port, path).prop_map(|(scheme, userinfo, host, port, path)| {
+                format!("{scheme}://{userinfo}{host}{port}{path}")
+            })
+        }
+
+        fn any_ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<u32>().prop_map(|n| IpAddr::V4(Ipv4Addr::from(n))),
+                any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(n))),
+                any::<u32>().prop_map(|n| IpAddr::V6(Ipv4Addr::from(n).to_ipv6_mapped())),
+            ]
+        }
+
+        /// An address in a network Herald must never call: `(network, prefix length)` and any
+        /// host bits.
+        fn non_public_ip() -> impl Strategy<Value = IpAddr> {
+            const V4: [(u32, u32); 12] = [
+                (0x0000_0000, 8),  // "this network"
+                (0x0a00_0000, 8),  // private
+                (0x6440_0000, 10), // shared (CGNAT)
+                (0x7f00_0000, 8),  // loopback
+                (0xa9fe_0000, 16), // link-local
+                (0xac10_0000, 12), // private
+                (0xc000_0200, 24), // documentation
+                (0xc0a8_0000, 16), // private
+                (0xc633_6400, 24), // documentation
+                (0xcb00_7100, 24), // documentation
+                (0xe000_0000, 4),  // multicast
+                (0xffff_ffff, 32), // broadcast
+            ];
+            const V6: [(u128, u32); 6] = [
+                (0, 128),                // unspecified
+                (1, 128),                // loopback
+                (0x2001_0db8 << 96, 32), // documentation
+                (0xfc00 << 112, 7),      // unique-local
+                (0xfe80 << 112, 10),     // link-local
+                (0xff00 << 112, 8),      // multicast
+            ];
+            prop_oneof![
+                (prop::sample::select(V4.to_vec()), any::<u32>()).prop_map(|((net, len), bits)| {
+                    let host = bits.checked_shr(len).unwrap_or(0);
+                    IpAddr::V4(Ipv4Addr::from(net | host))
+                }),
+                (prop::sample::select(V6.to_vec()), any::<u128>()).prop_map(
+                    |((net, len), bits)| {
+                        let host = bits.checked_shr(len).unwrap_or(0);
+                        IpAddr::V6(Ipv6Addr::from(net | host))
+                    }
+                ),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any endpoint: a 400 naming `endpoint`, or an https URL without credentials on
+            /// an allowed name (label boundary) or an exactly listed address; never a panic.
+            #[test]
+            fn endpoints_are_checked(endpoint in prop_oneof![
+                any_text(),
+                endpoint_like(),
+                "https://fcm\\.googleapis\\.com/x{2030,2060}",
+            ]) {
+                match allow().check(&endpoint) {
+                    Ok(url) => {
+                        prop_assert!(endpoint.len() <= MAX_ENDPOINT_BYTES);
+                        prop_assert_eq!(url.scheme(), "https");
+                        prop_assert!(url.username().is_empty() && url.password().is_none());
+                        let ok = match url.host() {
+                            Some(url::Host::Domain(name)) => allowed_name(name),
+                            Some(url::Host::Ipv4(ip)) => ip == Ipv4Addr::LOCALHOST,
+                            Some(url::Host::Ipv6(ip)) => ip == Ipv6Addr::LOCALHOST,
+                            None => false,
+                        };
+                        prop_assert!(ok, "{:?} allowed as {}", endpoint, url);
+                    }
+                    Err(e) => prop_assert!(
+                        matches!(&e, Error::InvalidRequest(m) if m.starts_with("endpoint ")),
+                        "{e:?}"
+                    ),
+                }
+            }
+
+            /// A push service's endpoints are allowed below its name, and a name that only
+            /// ends with the same letters is not.
+            #[test]
+            fn allowed_on_label_boundaries_only(
+                sub in "([a-z0-9]{1,6}\\.){0,2}",
+                glued in "[a-z0-9]{1,6}",
+                path in "/[A-Za-z0-9_-]{1,20}",
+            ) {
+                let ok = format!("https://{sub}fcm.googleapis.com{path}");
+                prop_assert!(allow().check(&ok).is_ok(), "{}", ok);
+                let glued = format!("https://{sub}{glued}fcm.googleapis.com{path}");
+                prop_assert!(allow().check(&glued).is_err(), "{}", glued);
+            }
+
+            /// Any address: never a panic; an IPv4-mapped IPv6 address is judged as its IPv4
+            /// address; nothing in a loopback, private, shared, link-local, unique-local,
+            /// multicast, unspecified or documentation network is public.
+            #[test]
+            fn public_addresses(ip in any_ip(), hidden in non_public_ip()) {
+                let public = is_public(ip);
+                if let IpAddr::V6(v6) = ip {
+                    if let Some(v4) = v6.to_ipv4_mapped() {
+                        prop_assert_eq!(public, is_public(IpAddr::V4(v4)));
+                    }
+                }
+                prop_assert!(!is_public(hidden), "{} is public", hidden);
+                if let IpAddr::V4(v4) = hidden {
+                    prop_assert!(!is_public(IpAddr::V6(v4.to_ipv6_mapped())), "{}", hidden);
+                }
+            }
         }
     }
 }

@@ -277,3 +277,154 @@ pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
         &serde_json::json!({"updated": marked.changed.len()}),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Property tests (issue 13): PATCH bodies of any shape.
+    mod props {
+        use proptest::prelude::*;
+        use serde_json::{json, Map, Value};
+
+        use super::*;
+        use crate::model::props::{body_bytes, json_value, with_offset};
+        use crate::model::{from_json, now_ms};
+
+        const MINUTE: i64 = 60_000;
+        const DAY: i64 = 24 * 60 * MINUTE;
+
+        /// A `snoozed_until` value: a time in the past, inside the 90 days or beyond (a
+        /// minute clear of each edge, so the clock cannot move a case across one), at any
+        /// offset; or something else.
+        fn snooze_value() -> impl Strategy<Value = Value> {
+            let now = now_ms();
+            let ahead = prop_oneof![
+                -10 * DAY..-MINUTE,
+                MINUTE..90 * DAY - MINUTE,
+                90 * DAY + MINUTE..200 * DAY
+            ];
+            prop_oneof![
+                4 => (ahead, -1439i32..=1439).prop_map(move |(ahead, offset)| {
+                    json!(with_offset(now.saturating_add_signed(ahead), offset))
+                }),
+                1 => Just(Value::Null),
+                1 => json_value(),
+            ]
+        }
+
+        /// A PATCH body: some of the five members (each maybe of the wrong type), sometimes
+        /// an unknown one.
+        fn change_body() -> impl Strategy<Value = Map<String, Value>> {
+            let flag = || {
+                prop_oneof![
+                    4 => any::<bool>().prop_map(Value::Bool),
+                    1 => Just(Value::Null),
+                    1 => json_value(),
+                ]
+            };
+            (
+                prop::option::weighted(0.3, flag()),
+                prop::option::weighted(0.3, flag()),
+                prop::option::weighted(0.3, flag()),
+                prop::option::weighted(0.3, flag()),
+                prop::option::weighted(0.3, snooze_value()),
+                prop::option::weighted(0.05, ("(ids|all|unread|x)", json_value())),
+            )
+                .prop_map(|(read, seen, deleted, archived, snoozed_until, other)| {
+                    let mut body = Map::new();
+                    for (name, value) in [
+                        ("read", read),
+                        ("seen", seen),
+                        ("deleted", deleted),
+                        ("archived", archived),
+                        ("snoozed_until", snoozed_until),
+                    ] {
+                        if let Some(value) = value {
+                            body.insert(name.to_owned(), value);
+                        }
+                    }
+                    if let Some((name, value)) = other {
+                        body.insert(name, value);
+                    }
+                    body
+                })
+        }
+
+        /// What the spec says a body means: exactly one of `read` (bool), `seen: true`,
+        /// `deleted: true`, `archived` (bool) or `snoozed_until` (a time within 90 days, or
+        /// `null`); `None` for a 400.
+        fn meaning(body: &Map<String, Value>) -> Option<Mark> {
+            let sent: Vec<(&str, &Value)> = body
+                .iter()
+                .filter(|(name, value)| name.as_str() == "snoozed_until" || !value.is_null())
+                .map(|(name, value)| (name.as_str(), value))
+                .collect();
+            let [(name, value)] = sent[..] else {
+                return None;
+            };
+            match (name, value) {
+                ("read", Value::Bool(true)) => Some(Mark::Read),
+                ("read", Value::Bool(false)) => Some(Mark::Unread),
+                ("seen", Value::Bool(true)) => Some(Mark::Seen),
+                ("deleted", Value::Bool(true)) => Some(Mark::Deleted),
+                ("archived", Value::Bool(true)) => Some(Mark::Archived),
+                ("archived", Value::Bool(false)) => Some(Mark::Unarchived),
+                ("snoozed_until", Value::Null) => Some(Mark::Unsnooze),
+                ("snoozed_until", Value::String(s)) => {
+                    let at = parse_time("t", s).ok()?;
+                    let now = now_ms();
+                    (at > now && at <= now + 90 * DAY as u64).then_some(Mark::Snooze(at))
+                }
+                _ => None,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// A PATCH body of any shape means what the spec says, or is a 400; never a panic.
+            #[test]
+            fn patch_bodies_mean_one_change(body in change_body()) {
+                let bytes = serde_json::to_vec(&body).expect("a JSON object serializes");
+                let known = ["read", "seen", "deleted", "archived", "snoozed_until"];
+                let well_typed = body.iter().all(|(name, value)| {
+                    known.contains(&name.as_str())
+                        && (name == "snoozed_until" || value.is_boolean() || value.is_null())
+                });
+                let result = match from_json::<Change>(&bytes) {
+                    Ok(change) => {
+                        prop_assert!(well_typed, "{:?} parsed", body);
+                        change.mark()
+                    }
+                    Err(message) => {
+                        prop_assert!(!well_typed, "{:?}: {}", body, message);
+                        prop_assert!(message.starts_with("invalid JSON body"), "{}", message);
+                        return Ok(());
+                    }
+                };
+                match result {
+                    Ok(mark) => prop_assert_eq!(Some(mark), meaning(&body), "{:?}", body),
+                    Err(e) => {
+                        prop_assert!(matches!(e, Error::InvalidRequest(_)), "{e:?}");
+                        prop_assert_eq!(meaning(&body), None, "{:?} refused", body);
+                    }
+                }
+            }
+
+            /// Any bytes as a PATCH body (one or many): parsed, or refused with a message
+            /// that names the body; never a panic.
+            #[test]
+            fn any_patch_bytes_parse_or_are_refused(bytes in body_bytes()) {
+                let one = from_json::<Change>(&bytes);
+                let many = from_json::<PatchMany>(&bytes).map(|_| ());
+                if let Ok(change) = &one {
+                    let _ = change.mark();
+                }
+                for message in [one.err(), many.err()].into_iter().flatten() {
+                    prop_assert!(message.starts_with("invalid JSON body"), "{}", message);
+                }
+            }
+        }
+    }
+}

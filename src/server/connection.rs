@@ -450,4 +450,150 @@ mod tests {
         assert!(wants_close(&req(Version::HTTP_10, None)));
         assert!(!wants_close(&req(Version::HTTP_10, Some("keep-alive"))));
     }
+
+    /// Property tests (issue 13): request heads of any bytes on the raw `/events` path.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A complete, bodiless `GET <events>` head, as a browser's `EventSource` or curl
+        /// sends it: the request target (query or not), the version, and its headers.
+        fn events_head(
+            events: &'static str,
+        ) -> impl Strategy<Value = (String, String, u8, Vec<(String, String)>)> {
+            let target = prop::option::of("[A-Za-z0-9_.~=&%-]{0,24}").prop_map(move |q| match q {
+                Some(q) => format!("{events}?{q}"),
+                None => events.to_owned(),
+            });
+            let name = prop_oneof![
+                "(Host|Accept|Cookie|Last-Event-ID|Authorization|Origin|Connection|User-Agent)",
+                "X-[A-Za-z0-9-]{1,12}",
+                Just("Content-Length".to_owned()),
+            ];
+            let value = "[!-~]([ -~]{0,30}[!-~])?";
+            let headers = prop::collection::vec((name, value), 0..12).prop_map(|headers| {
+                headers
+                    .into_iter()
+                    .map(|(name, value)| {
+                        // A Content-Length other than 0 announces a body: not a stream's head.
+                        let value = if name == "Content-Length" {
+                            "0".to_owned()
+                        } else {
+                            value
+                        };
+                        (name, value)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (target, 0u8..=1, headers).prop_map(|(target, minor, headers)| {
+                let mut head = format!("GET {target} HTTP/1.{minor}\r\n");
+                for (name, value) in &headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str("\r\n");
+                (head, target, minor, headers)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any bytes: never a panic; a head taken off the socket is a bodiless GET of the
+            /// events path, no longer than the bytes read.
+            #[test]
+            fn any_bytes_never_panic(bytes in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..256),
+                (events_head("/events"), prop::collection::vec(any::<u8>(), 0..8), any::<prop::sample::Index>())
+                    .prop_map(|((head, ..), noise, at)| {
+                        // A valid head with bytes spliced in somewhere.
+                        let mut bytes = head.into_bytes();
+                        let at = at.index(bytes.len() + 1);
+                        let tail = bytes.split_off(at);
+                        bytes.extend(noise);
+                        bytes.extend(tail);
+                        bytes
+                    }),
+            ]) {
+                if let Parsed::Events(request, len) = parse(&bytes, "/events") {
+                    prop_assert!(len <= bytes.len());
+                    prop_assert_eq!(request.method(), Method::GET);
+                    prop_assert_eq!(request.uri().path(), "/events");
+                    prop_assert!(!request.headers().contains_key(header::TRANSFER_ENCODING));
+                    prop_assert!(request
+                        .headers()
+                        .get_all(header::CONTENT_LENGTH)
+                        .iter()
+                        .all(|v| v == "0"));
+                }
+            }
+
+            /// A valid `GET /events` head (under a base path too) is taken, whole, with its
+            /// target, version and headers, whatever follows it (a pipelined request); every
+            /// prefix of it waits for more bytes, so no stream is ever handed to hyper by
+            /// reading too early.
+            #[test]
+            fn events_heads_are_recognized(
+                (base, (head, target, minor, headers)) in prop_oneof![
+                    Just("/events"),
+                    Just("/herald/events"),
+                ]
+                .prop_flat_map(|base| (Just(base), events_head(base))),
+                rest in prop_oneof![
+                    Just(String::new()),
+                    Just("GET /healthz HTTP/1.1\r\n\r\n".to_owned()),
+                    "[ -~]{0,16}",
+                ],
+            ) {
+                let mut bytes = head.clone().into_bytes();
+                bytes.extend_from_slice(rest.as_bytes());
+                match parse(&bytes, base) {
+                    Parsed::Events(request, len) => {
+                        prop_assert_eq!(len, head.len());
+                        prop_assert_eq!(request.uri().to_string(), target);
+                        let version = if minor == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+                        prop_assert_eq!(request.version(), version);
+                        prop_assert_eq!(request.headers().len(), headers.len());
+                        for (name, value) in &headers {
+                            prop_assert!(request.headers().get_all(name.as_str()).iter().any(|v| v == value.as_str()));
+                        }
+                    }
+                    _ => prop_assert!(false, "{:?} not taken", head),
+                }
+                for cut in 0..head.len() {
+                    prop_assert!(
+                        matches!(parse(&head.as_bytes()[..cut], base), Parsed::Partial),
+                        "{:?} cut at {}",
+                        head,
+                        cut
+                    );
+                }
+            }
+
+            /// A complete head of another method or path, or with a body, is hyper's.
+            #[test]
+            fn other_heads_go_to_hyper(
+                method in "(GET|POST|HEAD|PUT|OPTIONS|get)",
+                path in "(/events|/events/|/event|/eventsx|/notifications|/herald/events|\\*)(\\?[a-z=]{0,4})?",
+                body in prop_oneof![
+                    Just(None),
+                    Just(Some("Transfer-Encoding: chunked")),
+                    Just(Some("Content-Length: 5")),
+                    Just(Some("content-length: 00")),
+                ],
+            ) {
+                let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+                if let Some(line) = body {
+                    head.push_str(line);
+                    head.push_str("\r\n");
+                }
+                head.push_str("\r\n");
+                let events = method == "GET"
+                    && path.split('?').next() == Some("/events")
+                    && body.is_none();
+                let taken = matches!(parse(head.as_bytes(), "/events"), Parsed::Events(..));
+                prop_assert_eq!(taken, events, "{:?}", head);
+            }
+        }
+    }
 }
