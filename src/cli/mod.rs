@@ -552,16 +552,17 @@ fn backend(urls: &[String]) -> Result<Backend, StartupError> {
 /// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (loopback) or `:PORT` (every interface).
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
-    if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| format!("invalid port in {s:?}"))?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    if let Some(port) = s.strip_prefix("localhost:") {
-        let port: u16 = port.parse().map_err(|_| format!("invalid port in {s:?}"))?;
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.parse()
-        .map_err(|_| format!("expected IP:PORT, localhost:PORT or :PORT, got {s:?}"))
+    let (ip, port) = match (s.strip_prefix(':'), s.strip_prefix("localhost:")) {
+        (Some(port), _) => ([0, 0, 0, 0], port),
+        (_, Some(port)) => ([127, 0, 0, 1], port),
+        _ => {
+            return s
+                .parse()
+                .map_err(|_| format!("expected IP:PORT, localhost:PORT or :PORT, got {s:?}"))
+        }
+    };
+    let port: u16 = port.parse().map_err(|_| format!("invalid port in {s:?}"))?;
+    Ok(SocketAddr::from((ip, port)))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
