@@ -4,7 +4,7 @@
 //! an await; a connection taken down (one server's when a command finds it broken, any
 //! link's when the probe gets no answer) is dropped, never waited on again.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -104,6 +104,9 @@ pub struct Link {
     /// Blocking commands in flight. The probe's `TIME` would queue behind them and look like
     /// a dead link, so it waits; their own (longer) deadline watches the link meanwhile.
     blocking: AtomicUsize,
+    /// Replies received so far. A probe that times out while other replies keep arriving
+    /// waited behind a burst of commands (a reconnect storm's subscribes): busy, not dead.
+    answered: AtomicU64,
     /// Wakes the probe at once (a command took the link down, or a pub/sub connection said
     /// it was lost).
     wake: Arc<Notify>,
@@ -136,6 +139,7 @@ impl Link {
             dropped: watch::Sender::new(0),
             offset_ms: AtomicI64::new(offset_ms),
             blocking: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
             wake: wake.clone(),
             name,
         });
@@ -232,6 +236,11 @@ impl Link {
         self.offset_ms.load(Ordering::Relaxed)
     }
 
+    /// Redis answered a command on this link (with a value or an error of its own).
+    pub fn answered(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a blocking command for as long as the guard lives.
     pub fn blocking(self: &Arc<Self>) -> BlockingGuard {
         self.blocking.fetch_add(1, Ordering::Relaxed);
@@ -245,9 +254,13 @@ impl Link {
                 if self.blocking.load(Ordering::Relaxed) > 0 {
                     return;
                 }
+                let before = self.answered.load(Ordering::Relaxed);
                 match tokio::time::timeout(PROBE_TIMEOUT, clock_offset(conn)).await {
                     Ok(Ok(offset)) => self.offset_ms.store(offset, Ordering::Relaxed),
                     Ok(Err(e)) => self.lost(id, &e.to_string()),
+                    Err(_) if self.answered.load(Ordering::Relaxed) != before => {
+                        tracing::debug!(link = self.name, "probe waited behind other replies");
+                    }
                     Err(_) => self.lost(id, "no answer to the probe"),
                 }
             }

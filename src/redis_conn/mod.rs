@@ -170,10 +170,15 @@ impl RedisConn {
             command.await
         };
         match outcome {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                self.link.answered();
+                Ok(value)
+            }
             Ok(Err(e)) => {
                 if is_link_failure(&e) {
                     self.link.failed(id, &e.to_string());
+                } else {
+                    self.link.answered();
                 }
                 Err(e)
             }

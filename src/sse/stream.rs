@@ -174,16 +174,18 @@ impl Stream {
                 None => Ok(()),
             }
         };
-        let (recorded, announced, head) = tokio::join!(
+        // A Last-Event-ID that is no event id (a legacy plain number, garbage) resumes nothing.
+        let after = resume.and_then(EventId::parse);
+        let (recorded, announced, opened) = tokio::join!(
             state.store.add_presence(&owner.user, &presence),
             announce,
-            state.store.head(&owner.user),
+            state.store.open_at(&owner.user, after),
         );
         if let Err(e) = recorded {
             tracing::debug!(error = %e, "presence not recorded");
         }
         announced?;
-        let head = head?;
+        let (head, replay) = opened?;
         let ready = |id: EventId| {
             let data = serde_json::json!({
                 "user": owner.user, "session": owner.session, "unread_count": head.unread_count,
@@ -194,11 +196,8 @@ impl Stream {
             let retry = rand::random_range(RETRY_MS);
             Bytes::from([frame::retry(retry).as_bytes(), &event].concat())
         };
-        let replay = match resume.map(EventId::parse) {
-            // The store resets an id of another epoch (another user's log, or a lost one).
-            Some(Some(after)) => Some((after, state.store.replay(&owner.user, after).await?)),
-            _ => None,
-        };
+        // The store resets an id of another epoch (another user's log, or a lost one).
+        let replay = after.zip(replay);
         let s = &handle.0;
         let mut g = s.lock();
         match replay {

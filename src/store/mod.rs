@@ -488,6 +488,26 @@ impl Store {
         forward!(self.replay(user, after))
     }
 
+    /// What a stream opening needs: the head and, when it resumes from `after`, the replay
+    /// (one round trip in Redis mode, where a reconnect storm makes every round trip count).
+    pub async fn open_at(
+        &self,
+        user: &str,
+        after: Option<EventId>,
+    ) -> Result<(Head, Option<Replay>)> {
+        match self {
+            Store::Memory(s) => {
+                let head = s.head(user).await?;
+                let replay = match after {
+                    Some(after) => Some(s.replay(user, after).await?),
+                    None => None,
+                };
+                Ok((head, replay))
+            }
+            Store::Redis(s) => s.open_at(user, after).await,
+        }
+    }
+
     pub async fn preferences(&self, user: &str) -> Result<Preferences> {
         forward!(self.preferences(user))
     }

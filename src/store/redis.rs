@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
@@ -733,39 +734,12 @@ impl RedisStore {
 
     /// `SET NX GET` the epoch, so a user without a log gets one that the first commit keeps.
     pub async fn head(&self, user: &str) -> Result<Head> {
-        let k = UserKeys::new(user);
-        let fresh = Epoch::random();
-        let (kept, seq, unread, unseen): (Option<String>, Option<u64>, u64, u64) = redis::pipe()
-            .cmd("SET")
-            .arg(k.epoch())
-            .arg(fresh.as_str())
-            .arg("NX")
-            .arg("GET")
-            .get(k.seq())
-            .zcard(k.unread())
-            .zcard(k.unseen())
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(Head {
-            epoch: match kept {
-                None => fresh,
-                Some(kept) => Epoch::parse(&kept).ok_or_else(|| {
-                    Error::Internal(format!("{} is not an epoch: {kept:?}", k.epoch()))
-                })?,
-            },
-            seq: seq.unwrap_or(0),
-            unread_count: unread,
-            unseen_count: unseen,
-        })
+        Ok(self.open_at(user, None).await?.0)
     }
 
     pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
         let k = UserKeys::new(user);
-        let (epoch, seq, entries): (
-            Option<String>,
-            Option<u64>,
-            redis::streams::StreamRangeReply,
-        ) = redis::pipe()
+        let (epoch, seq, entries): (Option<String>, Option<u64>, StreamRangeReply) = redis::pipe()
             .get(k.epoch())
             .get(k.seq())
             .xrange(k.log(), format!("{}-0", after.seq.saturating_add(1)), "+")
@@ -775,19 +749,65 @@ impl RedisStore {
         if epoch.as_deref() != Some(after.epoch.as_str()) {
             return Ok(Replay::Reset);
         }
-        let changes: Vec<Change> = entries
-            .ids
-            .iter()
-            .filter_map(|entry| parse_change(after.epoch, entry))
-            .collect();
-        Ok(
-            match super::replay_window(after.seq, seq.unwrap_or(0), changes.first().map(|c| c.seq))
-            {
-                ReplayWindow::Nothing => Replay::Changes(Vec::new()),
-                ReplayWindow::Reset => Replay::Reset,
-                ReplayWindow::From(_) => Replay::Changes(changes),
+        Ok(replay_from(after, seq.unwrap_or(0), &entries))
+    }
+
+    /// The head (creating the epoch when the user has none) and, with `after`, the replay
+    /// from it: one pipeline, so one round trip.
+    pub async fn open_at(
+        &self,
+        user: &str,
+        after: Option<EventId>,
+    ) -> Result<(Head, Option<Replay>)> {
+        let k = UserKeys::new(user);
+        let fresh = Epoch::random();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(k.epoch())
+            .arg(fresh.as_str())
+            .arg("NX")
+            .arg("GET")
+            .get(k.seq())
+            .zcard(k.unread())
+            .zcard(k.unseen());
+        if let Some(after) = after {
+            pipe.xrange(k.log(), format!("{}-0", after.seq.saturating_add(1)), "+");
+        }
+        let mut conn = self.conn();
+        let (kept, seq, unread, unseen, entries) = if after.is_some() {
+            let (kept, seq, unread, unseen, entries): (
+                Option<String>,
+                Option<u64>,
+                u64,
+                u64,
+                StreamRangeReply,
+            ) = pipe.query_async(&mut conn).await?;
+            (kept, seq, unread, unseen, Some(entries))
+        } else {
+            let (kept, seq, unread, unseen): (Option<String>, Option<u64>, u64, u64) =
+                pipe.query_async(&mut conn).await?;
+            (kept, seq, unread, unseen, None)
+        };
+        let head = Head {
+            epoch: match kept {
+                None => fresh,
+                Some(kept) => Epoch::parse(&kept).ok_or_else(|| {
+                    Error::Internal(format!("{} is not an epoch: {kept:?}", k.epoch()))
+                })?,
             },
-        )
+            seq: seq.unwrap_or(0),
+            unread_count: unread,
+            unseen_count: unseen,
+        };
+        let replay = after.zip(entries).map(|(after, entries)| {
+            // A log created just now, or of another epoch: the position means nothing here.
+            if after.epoch != head.epoch {
+                Replay::Reset
+            } else {
+                replay_from(after, head.seq, &entries)
+            }
+        });
+        Ok((head, replay))
     }
 
     pub async fn preferences(&self, user: &str) -> Result<Preferences> {
@@ -973,6 +993,20 @@ fn late(e: redis::RedisError) -> Error {
         Error::Unavailable("Redis ran a tray write after its deadline; refused".into())
     } else {
         e.into()
+    }
+}
+
+/// The replay after `after` (of the log's epoch) from the log entries read after it.
+fn replay_from(after: EventId, head: u64, entries: &StreamRangeReply) -> Replay {
+    let changes: Vec<Change> = entries
+        .ids
+        .iter()
+        .filter_map(|entry| parse_change(after.epoch, entry))
+        .collect();
+    match super::replay_window(after.seq, head, changes.first().map(|c| c.seq)) {
+        ReplayWindow::Nothing => Replay::Changes(Vec::new()),
+        ReplayWindow::Reset => Replay::Reset,
+        ReplayWindow::From(_) => Replay::Changes(changes),
     }
 }
 
