@@ -9,8 +9,9 @@ use url::Url;
 
 use crate::auth::jwt::Keys;
 
-/// Where the broker and store live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the broker and store live. Its `Debug` (what the start-up log line shows) hides
+/// the passwords in the URLs.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Backend {
     /// No Redis: in-process broker and store, one node.
     Embedded,
@@ -18,6 +19,30 @@ pub enum Backend {
     Redis(String),
     /// Redis Cluster seed nodes.
     Cluster(Vec<String>),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Embedded => f.write_str("Embedded"),
+            Backend::Redis(url) => f.debug_tuple("Redis").field(&redacted(url)).finish(),
+            Backend::Cluster(urls) => f
+                .debug_tuple("Cluster")
+                .field(&urls.iter().map(|u| redacted(u)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`.
+fn redacted(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,4 +109,25 @@ pub struct KafkaConfig {
     pub dead_letter_topic: Option<String>,
     /// `--kafka-option key=value`s, passed to librdkafka as they are (SASL, TLS, timeouts).
     pub options: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn debug_hides_redis_passwords() {
+        let one = Backend::Redis("redis://herald:s3cret@db:6379/0".into());
+        assert_eq!(
+            format!("{one:?}"),
+            r#"Redis("redis://herald:***@db:6379/0")"#
+        );
+        let plain = Backend::Redis("redis://127.0.0.1:6379".into());
+        assert_eq!(format!("{plain:?}"), r#"Redis("redis://127.0.0.1:6379")"#);
+        let cluster =
+            Backend::Cluster(vec!["redis://:pw@h1:7000".into(), "redis://h2:7001".into()]);
+        let shown = format!("{cluster:?}");
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(shown.contains("h2:7001"), "{shown}");
+    }
 }

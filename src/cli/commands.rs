@@ -148,11 +148,20 @@ pub async fn health(args: &HealthArgs) -> Result<(), StartupError> {
     }
     let base = args.base_path.trim_matches('/');
     let path = if args.ready { "readyz" } else { "healthz" };
-    let url = match base {
-        "" => format!("http://{addr}/{path}"),
-        base => format!("http://{addr}/{base}/{path}"),
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
     };
-    let status = reqwest::Client::new()
+    let url = match base {
+        "" => format!("{scheme}://{addr}/{path}"),
+        base => format!("{scheme}://{addr}/{base}/{path}"),
+    };
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(args.tls_cert.is_some())
+        .build()
+        .map_err(|e| StartupError(format!("HTTP client: {e}")))?;
+    let status = client
         .get(&url)
         .timeout(std::time::Duration::from_secs(3))
         .send()

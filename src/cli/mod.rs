@@ -63,6 +63,10 @@ pub struct HealthArgs {
     /// Ask `/readyz` (store, broker, Kafka) instead of `/healthz` (the process).
     #[arg(long)]
     pub ready: bool,
+    /// The node's `--tls-cert`: when set, the node is asked over HTTPS. Its certificate is not
+    /// checked (it names the public host, not the loopback address asked; nothing secret is sent).
+    #[arg(long, env = "HERALD_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
 }
 
 /// How log lines are written.

@@ -179,3 +179,42 @@ async fn bad_tls_files_are_refused_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
 }
+
+/// `herald health` with the node's own environment: plain HTTP without `--tls-cert`, HTTPS
+/// with it (the certificate names no loopback host a container probe would use, so it is not
+/// checked); exit status 0 when healthy, 1 otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_command_follows_tls() {
+    let dir = TempDir::new("tls-health");
+    let (cert, key) = make_cert(&dir.0, "health");
+    let h = start(&cert, &key);
+    let listen = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let health = |tls: bool| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["health", "--listen", listen])
+            .env_remove("HERALD_TLS_CERT")
+            .stderr(std::process::Stdio::null());
+        if tls {
+            cmd.arg("--tls-cert").arg(&cert);
+        }
+        cmd.status().unwrap().code()
+    };
+    assert_eq!(health(true), Some(0), "health over HTTPS");
+    assert_eq!(
+        health(false),
+        Some(1),
+        "plain HTTP to an HTTPS node is unhealthy"
+    );
+    drop(h);
+    let plain = Herald::start(None, &[]);
+    let listen = plain
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let status = Command::new(bin())
+        .args(["health", "--ready", "--listen", listen])
+        .env_remove("HERALD_TLS_CERT")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "health --ready over plain HTTP");
+}
