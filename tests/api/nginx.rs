@@ -1,5 +1,6 @@
-//! A real nginx (Debian package) in front of Herald and a backend, with the shipped
-//! `deploy/nginx.conf` (only its addresses and the read timeout adapted): `auth_request` lets a
+//! A real nginx (Debian package) in front of Herald and a backend, with the shipped drop-in
+//! `deploy/nginx.conf` inside the shipped main config `deploy/nginx/nginx.conf` (only the
+//! addresses, the worker count and the read timeout adapted): `auth_request` lets a
 //! signed-in user through to the backend and stops anyone else; `/metrics` and `/readyz` are
 //! not public; `/events` through nginx is unbuffered and outlives nginx's read timeout thanks
 //! to heartbeats.
@@ -17,13 +18,15 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(config: &str, port: u16) -> Nginx {
+    /// `main` is nginx's main config; `site` goes beside it as `herald.conf`, which it includes.
+    fn start(main: &str, site: &str, port: u16) -> Nginx {
         let dir = TempDir::new("nginx");
         for sub in ["logs", "temp"] {
             std::fs::create_dir_all(dir.0.join(sub)).unwrap();
         }
         let conf = dir.0.join("nginx.conf");
-        std::fs::write(&conf, config).unwrap();
+        std::fs::write(&conf, main).unwrap();
+        std::fs::write(dir.0.join("herald.conf"), site).unwrap();
         let bin = ["nginx", "/usr/sbin/nginx"]
             .into_iter()
             .find(|b| {
@@ -79,16 +82,17 @@ async fn nginx_auth_request_and_unbuffered_events() {
         &["--heartbeat", "1s", "--trusted-proxy", "127.0.0.1/32"],
     );
     let port = free_port();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf")).unwrap();
-    let config = shipped
+    let shipped = |file: &str| {
+        std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let main = shipped("nginx/nginx.conf").replace("worker_processes auto;", "worker_processes 1;");
+    let site = shipped("nginx.conf")
         .replace("127.0.0.1:8080", &addr_of(&h.base))
         .replace("127.0.0.1:9000", &addr_of(&backend.url))
-        .replace("listen 8000;", &format!("listen 127.0.0.1:{port};"))
-        .replace("worker_processes auto;", "worker_processes 1;")
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         // nginx's default is 60 s; a short one proves heartbeats keep the stream open
         .replace("proxy_read_timeout 60s;", "proxy_read_timeout 3s;");
-    let _nginx = Nginx::start(&config, port);
+    let _nginx = Nginx::start(&main, &site, port);
     let edge = format!("http://127.0.0.1:{port}");
     let http = client();
 
