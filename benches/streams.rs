@@ -155,8 +155,9 @@ async fn main() {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("herald listening on http://") {
-                let _ = tx.send(a.to_owned());
+            // `http://ADDR/base/`: the address, whatever the base path.
+            if let Some(url) = line.strip_prefix("herald listening on http://") {
+                let _ = tx.send(url.split('/').next().unwrap_or(url).to_owned());
             }
         }
     });

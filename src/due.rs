@@ -38,7 +38,8 @@ pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown) {
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
-                        "due notifications could not be handled; retried at the next tick"
+                        "due notifications could not be handled (check that Redis runs); \
+                         retried at the next tick, nothing is lost"
                     );
                     break;
                 }

@@ -5,7 +5,7 @@
 //! - `cli`: the command line (`serve`, `token`, `publish`); builds `Config` and `Keys`.
 //! - `server`, `shutdown`, `connect_limit`, `send_timeout`: accept loop, one hyper task per
 //!   connection (head size cap, send timeout), `--max-connect-rate`, the background tasks,
-//!   drain on SIGTERM.
+//!   drain on SIGTERM; `server::observe` gives every request its id, log span and count.
 //! - `routes`: the HTTP endpoints, one family per file; `routes::body` builds every response,
 //!   error bodies included.
 //! - `auth`, `forwarded`: JWT keys and claims, sessions and callers, the Origin rule; the
@@ -22,14 +22,16 @@
 //!   deadlines, fail-fast while Redis is away and a probe that brings it back.
 //! - `hub`: this node's live streams by user; fan-out without copying payloads.
 //! - `config`: `Config` and `Backend`, typed and validated.
-//! - `model`, `error`, `metrics`: the nouns and ids, the error type, the counters.
+//! - `model`, `error`, `metrics`: the nouns and ids, the error type, the counters;
+//!   `request_id`: the id that names each HTTP request in responses, upstream calls and logs.
 //!
 //! # Layers
 //!
 //! Each module imports only from layers below it (or its own folder's `mod.rs`), bottom up:
-//! domain (`model`, `error`, `auth::jwt`, `sse::frame`, `metrics`, `shutdown`) → `config` →
-//! backends (`redis_conn`, `hub`, then `store`, then `broker`) → services (`publish`,
-//! `ingest`, `retention`, `due`, `upstream`) → `state` (builds, spawns nothing) → HTTP (`routes`,
+//! domain (`model`, `error`, `auth::jwt`, `sse::frame`, `metrics`, `shutdown`, `request_id`) →
+//! `config` → backends (`redis_conn`, `hub`, then `store`, then `broker`) → services
+//! (`publish`, `ingest`, `retention`, `due`, `upstream`) → `state` (builds, spawns nothing) →
+//! HTTP (`routes`,
 //! `auth::{session, origin}`, `sse::stream`, `forwarded`, `connect_limit`, `send_timeout`) →
 //! `server` (starts every task) → `cli` (the only code that sees clap). Modules are private;
 //! the one public item is [`main`]. `docs/architecture.md` draws the layers and
@@ -50,6 +52,7 @@ mod model;
 mod publish;
 mod push;
 mod redis_conn;
+mod request_id;
 mod retention;
 mod routes;
 mod send_timeout;

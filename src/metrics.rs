@@ -45,7 +45,56 @@ pub struct Inner {
     pub pushes_failed: Family<ReasonLabels, Counter>,
     pub push_subscriptions_removed: Counter,
     pub push_escalations_cancelled: Counter,
+    /// HTTP requests answered, by route pattern (`routes::paths`) and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Publishes refused or failed, by source and reason (HTTP, the Redis ingest stream and
+    /// Kafka alike; ingest failures are counted here, not in a metric of their own).
+    pub publish_errors: Family<PublishErrorLabels, Counter>,
+    /// Redis ingest: entries of the stream no node of the group has read yet, and entries
+    /// read but not yet acknowledged (sampled by the ingest loop).
+    pub redis_ingest_backlog: Gauge,
+    pub redis_ingest_pending: Gauge,
+    /// Seconds each Redis command (or pipeline) took, by link (`store`, `broker`, `ingest`).
+    pub redis_command_duration: Family<LinkLabels, Histogram, fn() -> Histogram>,
+    /// Open SSE streams on this node by transport (`socket`, `http1`, `http2`).
+    pub streams_open_by_transport: Family<TransportLabels, Gauge>,
     registry: Registry,
+}
+
+/// An HTTP request's route pattern (never a raw path) and status, as metric labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+/// Where a publish came from (`http`, `redis`, `kafka`) and why it failed
+/// (`invalid`, `unauthorized`, `too_large`, `timeout`, `store`, `internal`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishErrorLabels {
+    pub source: &'static str,
+    pub reason: &'static str,
+}
+
+/// A Redis link's name, as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabels {
+    pub link: &'static str,
+}
+
+/// A stream's transport, as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
+/// Buckets of Redis command durations, in seconds: a healthy local Redis answers in well
+/// under a millisecond; the top buckets sit around the command deadline (0.8 s) and the
+/// ingest's blocking reads (2 s).
+fn command_histogram() -> Histogram {
+    Histogram::new([
+        0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
 }
 
 /// Why something failed, as a metric label.
@@ -86,6 +135,15 @@ impl Default for Metrics {
         let pushes_failed = Family::<ReasonLabels, Counter>::default();
         let push_subscriptions_removed = Counter::default();
         let push_escalations_cancelled = Counter::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let publish_errors = Family::<PublishErrorLabels, Counter>::default();
+        let redis_ingest_backlog = Gauge::default();
+        let redis_ingest_pending = Gauge::default();
+        let redis_command_duration =
+            Family::<LinkLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                command_histogram as fn() -> Histogram,
+            );
+        let streams_open_by_transport = Family::<TransportLabels, Gauge>::default();
         let mut registry = Registry::with_prefix("herald");
         registry.register(
             "pushes_sent",
@@ -157,6 +215,36 @@ impl Default for Metrics {
             "Kafka records behind the end of each assigned partition (from the last commit)",
             kafka_lag.clone(),
         );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "publish_errors",
+            "Publishes refused or failed, by source (http, redis, kafka) and reason",
+            publish_errors.clone(),
+        );
+        registry.register(
+            "redis_ingest_backlog",
+            "Redis ingest stream entries not yet read by the consumer group",
+            redis_ingest_backlog.clone(),
+        );
+        registry.register(
+            "redis_ingest_pending",
+            "Redis ingest stream entries read but not yet acknowledged",
+            redis_ingest_pending.clone(),
+        );
+        registry.register(
+            "redis_command_duration_seconds",
+            "Seconds per Redis command or pipeline, by link",
+            redis_command_duration.clone(),
+        );
+        registry.register(
+            "streams_open_by_transport",
+            "Open SSE streams on this node, by transport (socket, http1, http2)",
+            streams_open_by_transport.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 streams_open,
@@ -173,6 +261,12 @@ impl Default for Metrics {
                 kafka_stored,
                 kafka_dead_lettered,
                 kafka_lag,
+                http_requests,
+                publish_errors,
+                redis_ingest_backlog,
+                redis_ingest_pending,
+                redis_command_duration,
+                streams_open_by_transport,
                 registry,
             }),
         }
@@ -185,5 +279,20 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode(&mut out, &self.inner.registry);
         out
+    }
+
+    /// The open-streams gauge of one transport (`socket`, `http1`, `http2`).
+    pub fn streams_by_transport(&self, transport: &'static str) -> Gauge {
+        self.streams_open_by_transport
+            .get_or_create(&TransportLabels { transport })
+            .clone()
+    }
+
+    /// Count a publish that failed: `source` is `http`, `redis` or `kafka`, `reason` one of
+    /// [`PublishErrorLabels`]'s.
+    pub fn publish_failed(&self, source: &'static str, reason: &'static str) {
+        self.publish_errors
+            .get_or_create(&PublishErrorLabels { source, reason })
+            .inc();
     }
 }

@@ -70,6 +70,7 @@ impl AppState {
             hub.clone(),
             config.max_per_user,
             push.is_some(),
+            &metrics,
             &shutdown,
         )
         .await?;

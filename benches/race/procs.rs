@@ -111,8 +111,9 @@ impl Server {
         // Keeps draining stdout after the line, so Herald never blocks on it.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("herald listening on http://") {
-                    let _ = tx.send(addr.to_owned());
+                // `http://ADDR/base/`: the address, whatever the base path.
+                if let Some(url) = line.strip_prefix("herald listening on http://") {
+                    let _ = tx.send(url.split('/').next().unwrap_or(url).to_owned());
                 }
             }
         });

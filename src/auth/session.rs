@@ -183,13 +183,12 @@ pub async fn start(state: &AppState, user: &str, exp: u64) -> Result<(String, u6
         secret_hash: secret_hash(&secret),
     };
     let evicted = state.store.put_session(&id, &record).await?;
-    tracing::info!(user, session = id, "session created");
+    // User ids appear in logs at debug level only.
+    tracing::info!(session = id, "session created");
+    tracing::debug!(user, session = id, "session created for");
     for old in evicted {
-        tracing::info!(
-            user,
-            session = old,
-            "oldest session ended: too many sessions"
-        );
+        tracing::info!(session = old, "oldest session ended: too many sessions");
+        tracing::debug!(user, session = old, "oldest session ended for");
         state.revoke_session(user, &old).await?;
     }
     Ok((format!("{id}.{secret}"), exp))

@@ -40,7 +40,9 @@ impl RedisBroker {
         shutdown: Shutdown,
     ) -> Result<Self, StartupError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let conn = connect(backend, Some(push_tx), "broker", Some(shutdown.clone())).await?;
+        let conn = connect(backend, Some(push_tx), "broker", Some(shutdown.clone()))
+            .await?
+            .timed(&metrics);
         let (commands, command_rx) = mpsc::unbounded_channel();
         tokio::spawn(listen(
             push_rx,
@@ -113,7 +115,11 @@ async fn listen(
                 let (Some(user), Some(message)) =
                     (user_of_channel(channel), Message::parse(payload))
                 else {
-                    tracing::warn!(channel, "unreadable broker message");
+                    tracing::warn!(
+                        channel,
+                        "unreadable broker message, ignored: another program publishes on \
+                         Herald's channels, or nodes of different versions share this Redis"
+                    );
                     continue;
                 };
                 message.apply(&hub, &user);
@@ -124,7 +130,10 @@ async fn listen(
                 }
             }
             PushKind::Disconnection => {
-                tracing::warn!("broker connection lost; subscribing again once Redis answers");
+                tracing::warn!(
+                    "broker connection lost; subscribing again once Redis answers (streams stay \
+                     open and catch up): check that Redis runs and --redis-url"
+                );
                 let _ = commands.send(Command::Lost);
             }
             _ => {}

@@ -27,6 +27,15 @@ pub fn parse(raw: &[u8]) -> Result<PublishRequest, String> {
     crate::model::from_json(raw)
 }
 
+/// The `reason` label (`herald_publish_errors_total`) of a body [`parse`] refused.
+fn unparsable(raw: &[u8]) -> &'static str {
+    if raw.len() > MAX_BODY_BYTES {
+        "too_large"
+    } else {
+        "invalid"
+    }
+}
+
 /// At most `max` bytes of `s`, cut on a character boundary.
 fn truncate(s: &str, max: usize) -> &str {
     let mut end = s.len().min(max);

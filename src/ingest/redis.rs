@@ -20,11 +20,11 @@ use redis::streams::{
 };
 use redis::AsyncCommands;
 
-use super::{parse, pause, truncate};
+use super::{parse, pause, truncate, unparsable};
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::publish::{publish, PublishRequest};
+use crate::publish::{failure_reason, publish, PublishRequest};
 use crate::redis_conn::{connect_plain, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -81,7 +81,9 @@ impl Ingest {
         if *backend == Backend::Embedded {
             return Ok(None);
         }
-        let conn = connect_plain(backend, "ingest", Some(shutdown.clone())).await?;
+        let conn = connect_plain(backend, "ingest", Some(shutdown.clone()))
+            .await?
+            .timed(&metrics);
         Ok(Some(Ingest::new(conn, store, metrics, node)))
     }
 
@@ -102,7 +104,11 @@ impl Ingest {
         let mut next_claim = tokio::time::Instant::now();
         while !shutdown.is_stopping() {
             if let Err(e) = self.ensure_group().await {
-                tracing::warn!(error = %e, "ingest: cannot create the consumer group; retrying");
+                tracing::warn!(
+                    error = %e,
+                    "ingest: cannot create the consumer group on {STREAM}: check that Redis runs \
+                     and --redis-url; retried every second"
+                );
                 if pause(&shutdown, RETRY).await {
                     return;
                 }
@@ -111,6 +117,7 @@ impl Ingest {
             if tokio::time::Instant::now() >= next_claim {
                 next_claim = tokio::time::Instant::now() + CLAIM_EVERY;
                 backlog |= self.claim_abandoned().await;
+                self.sample_lag().await;
             }
             let read = tokio::select! {
                 r = self.read(backlog) => r,
@@ -118,7 +125,11 @@ impl Ingest {
             };
             match read {
                 Err(e) => {
-                    tracing::warn!(error = %e, "ingest: read failed; retrying");
+                    tracing::warn!(
+                        error = %e,
+                        "ingest: reading {STREAM} failed: check that Redis runs and --redis-url; \
+                         retried every second, entries wait in the stream"
+                    );
                     if pause(&shutdown, RETRY).await {
                         return;
                     }
@@ -190,6 +201,31 @@ impl Ingest {
         }
     }
 
+    /// Set the lag gauges: entries pending (read, not yet acknowledged) from `XPENDING`, and
+    /// the backlog not yet read as `XLEN` minus those, since handled entries are deleted as
+    /// they are acknowledged. Two O(1) commands in one round trip, every [`CLAIM_EVERY`];
+    /// every node reports the same stream-wide numbers.
+    async fn sample_lag(&mut self) {
+        let sampled: redis::RedisResult<(u64, (u64, redis::Value, redis::Value, redis::Value))> =
+            redis::pipe()
+                .xlen(STREAM)
+                .cmd("XPENDING")
+                .arg(STREAM)
+                .arg(GROUP)
+                .query_async(&mut self.conn)
+                .await;
+        match sampled {
+            Ok((len, (pending, ..))) => {
+                let metrics = &self.metrics;
+                metrics.redis_ingest_pending.set(pending as i64);
+                metrics
+                    .redis_ingest_backlog
+                    .set(len.saturating_sub(pending) as i64);
+            }
+            Err(e) => tracing::debug!(error = %e, "ingest: lag not sampled"),
+        }
+    }
+
     /// Handle one read's entries and acknowledge those done (stored or dead-lettered) in one
     /// round trip; false if any must be tried again. Entries run in [`LANES`] lanes by their
     /// first recipient, each lane in stream order: the store sees up to `LANES` publishes at
@@ -227,15 +263,28 @@ impl Ingest {
         } = item;
         let mut request = match request {
             Ok(r) => r,
-            Err(reason) => return self.dead(entry, &reason, &raw).await,
+            Err(reason) => {
+                self.metrics
+                    .publish_failed("redis", unparsable(raw.as_bytes()));
+                return self.dead(entry, &reason, &raw).await;
+            }
         };
         request
             .idempotency_key
             .get_or_insert_with(|| format!("ingest:{}", entry.id));
-        match publish(&self.store, Some(&self.metrics), &request).await {
+        let result = publish(&self.store, Some(&self.metrics), &request).await;
+        if let Err(e) = &result {
+            self.metrics.publish_failed("redis", failure_reason(e));
+        }
+        match result {
             Ok(_) => Outcome::Stored,
             Err(e) if e.is_temporary() => {
-                tracing::warn!(error = %e, id = entry.id, "ingest: not stored yet; will retry");
+                tracing::warn!(
+                    error = %e,
+                    id = entry.id,
+                    "ingest: entry not stored yet (the store is unavailable: check Redis); it stays \
+                     pending and is retried"
+                );
                 Outcome::Retry
             }
             Err(e) => self.dead(entry, &e.to_string(), &raw).await,

@@ -147,7 +147,11 @@ impl Pusher {
         let subscriptions = match store.subscriptions(user).await {
             Ok(subs) => subs,
             Err(e) => {
-                tracing::warn!(error = %e, "Web Push: subscriptions unavailable; retried later");
+                tracing::warn!(
+                    error = %e,
+                    "Web Push: subscriptions unavailable (check Redis); the escalation is retried \
+                     later"
+                );
                 return;
             }
         };
@@ -271,7 +275,12 @@ impl Pusher {
             404 | 410 => Outcome::Gone,
             429 | 500..=599 => Outcome::Retry(retry_after(response.headers()).unwrap_or_default()),
             _ => {
-                tracing::warn!(%status, "Web Push: the push service refused a message");
+                tracing::warn!(
+                    %status,
+                    "Web Push: the push service refused a message; check --vapid-subject and \
+                     --vapid-private-key (a 401/403 means the push service rejects our VAPID \
+                     signature)"
+                );
                 Outcome::Failed("refused")
             }
         }

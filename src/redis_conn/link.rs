@@ -154,6 +154,11 @@ impl Link {
     }
 
     /// Whether this link is to a Redis Cluster (known from its target, up or down).
+    /// The name it was started with (`store`, `broker`, `ingest`), for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     pub fn is_cluster(&self) -> bool {
         matches!(self.target, Target::Cluster(_))
     }
@@ -203,7 +208,8 @@ impl Link {
             tracing::warn!(
                 link = self.name,
                 reason,
-                "Redis link down; requests that need Redis answer 503 until it is back"
+                "Redis link down; requests that need Redis answer 503 until it is back: check \
+                 that Redis runs and --redis-url; streams stay open and catch up when it is back"
             );
             self.wake.notify_one();
         }

@@ -19,6 +19,7 @@ mod link;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::Histogram;
 use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClientBuilder;
 use redis::{
@@ -31,6 +32,7 @@ use tokio::sync::{watch, Notify};
 use self::link::{clock_offset, Conn, Link, Target};
 use crate::config::Backend;
 use crate::error::StartupError;
+use crate::metrics::{LinkLabels, Metrics};
 use crate::model::now_ms;
 use crate::shutdown::Shutdown;
 
@@ -56,6 +58,8 @@ pub struct RedisConn {
     /// Commands on this handle fail as soon as the link drops their connection (all but
     /// writes with a deadline: see [`RedisConn::for_deadline_writes`]).
     ends_early: bool,
+    /// `herald_redis_command_duration_seconds{link}`, once [`RedisConn::timed`].
+    durations: Option<Histogram>,
 }
 
 impl ConnectionLike for RedisConn {
@@ -110,6 +114,23 @@ pub fn is_link_failure(e: &RedisError) -> bool {
 }
 
 impl RedisConn {
+    /// Commands on this handle (and the handles made from it) are timed in
+    /// `herald_redis_command_duration_seconds`, labelled with the link's name. Blocking reads
+    /// are not: their time is mostly the wait for new entries.
+    pub fn timed(self, metrics: &Metrics) -> RedisConn {
+        let labels = LinkLabels {
+            link: self.link.name(),
+        };
+        let durations = metrics
+            .redis_command_duration
+            .get_or_create(&labels)
+            .clone();
+        RedisConn {
+            durations: Some(durations),
+            ..self
+        }
+    }
+
     /// The same link, for blocking reads that may wait `block` in Redis before answering.
     pub fn for_blocking_reads(&self, block: Duration) -> RedisConn {
         RedisConn {
@@ -159,6 +180,7 @@ impl RedisConn {
         command: impl std::future::Future<Output = RedisResult<T>>,
     ) -> RedisResult<T> {
         let _blocking = self.blocking.then(|| self.link.blocking());
+        let started = std::time::Instant::now();
         let command = tokio::time::timeout(self.deadline, command);
         let outcome = if self.ends_early {
             tokio::select! {
@@ -169,6 +191,9 @@ impl RedisConn {
         } else {
             command.await
         };
+        if let (Some(durations), false) = (&self.durations, self.blocking) {
+            durations.observe(started.elapsed().as_secs_f64());
+        }
         match outcome {
             Ok(Ok(value)) => {
                 self.link.answered();
@@ -345,6 +370,7 @@ pub async fn connect(
         deadline: COMMAND_DEADLINE,
         blocking: false,
         ends_early: true,
+        durations: None,
     })
 }
 

@@ -14,6 +14,7 @@ use super::body::{json, Request, Response};
 use crate::auth::session::{self, Caller};
 use crate::error::{Error, Result};
 use crate::model::{rfc3339, ActionSpec, TakenAction};
+use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 use crate::store::ActionOutcome;
 
@@ -35,8 +36,10 @@ pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> R
     if n.state.action.is_some() {
         return Err(Error::Conflict(TAKEN));
     }
+    // The request id goes upstream with the action, as the `/api/` proxy passes it on.
+    let request_id = parts.extensions.get::<RequestId>();
     let status = match &spec.path {
-        Some(path) => Some(send(&state, &caller, spec, path, id).await?),
+        Some(path) => Some(send(&state, &caller, spec, path, id, request_id).await?),
         None => None,
     };
     let taken = TakenAction {
@@ -59,6 +62,7 @@ async fn send(
     spec: &ActionSpec,
     path: &str,
     id: &str,
+    request_id: Option<&RequestId>,
 ) -> Result<u16> {
     let upstream = state.upstream.as_ref().ok_or_else(|| {
         Error::invalid("this action has a path, but no --upstream is configured to send it to")
@@ -81,6 +85,9 @@ async fn send(
     let headers = request.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     identity_headers(headers, caller)?;
+    if let Some(request_id) = request_id {
+        headers.insert(request_id::HEADER, request_id.header_value());
+    }
     let response = upstream
         .send(request, state.config.upstream_timeout)
         .await?;

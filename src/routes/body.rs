@@ -57,13 +57,29 @@ pub fn error_response(error: Error) -> Response {
         // During an outage every request fails the same way: one warning a second is enough
         // (the link's own `Redis link down` line names the cause); the rest go to debug.
         Error::Unavailable(source) if warn_now() => {
-            tracing::warn!(error = %source, "backend unavailable (further ones this second at debug)")
+            tracing::warn!(
+                error = %source,
+                "backend unavailable, answered 503: check that Redis runs and --redis-url; \
+                 streams stay open and catch up when it is back (further ones this second at \
+                 debug)"
+            )
         }
         Error::Unavailable(source) => tracing::debug!(error = %source, "backend unavailable"),
-        Error::BadGateway(source) => tracing::warn!(error = %source, "upstream unreachable"),
-        Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+        Error::BadGateway(source) => tracing::warn!(
+            error = %source,
+            "upstream unreachable, answered 502: check that the --upstream backend runs"
+        ),
+        Error::Internal(detail) => tracing::error!(
+            %detail,
+            "internal error, answered 500: a bug in Herald; please report it with this line"
+        ),
         Error::PartlyStored { stored, source } => {
-            tracing::warn!(error = %source, stored = stored.len(), "publish interrupted")
+            tracing::warn!(
+                error = %source,
+                stored = stored.len(),
+                "publish interrupted, answered 503 with the users stored so far: check Redis; \
+                 the publisher retries the rest"
+            )
         }
         other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
     }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::unfold;
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue, StatusCode, Version};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
@@ -13,7 +13,8 @@ use super::body::{Body, BoxError, Request, Response};
 use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::validate_id;
-use crate::sse::stream::{Handle, Owner, Stream};
+use crate::request_id::RequestId;
+use crate::sse::stream::{Handle, Owner, Stream, Transport};
 use crate::state::AppState;
 
 pub async fn open(state: AppState, req: Request) -> Result<Response> {
@@ -37,35 +38,47 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .or_else(|| param("last_event_id"))
         .filter(|v| !v.trim().is_empty());
+    let request_id = parts.extensions.get::<RequestId>().cloned();
     let owner = Owner {
         user: caller.user,
         session: caller.session,
         tab,
         exp: caller.exp,
+        request_id: request_id.unwrap_or_else(RequestId::generate),
     };
     let stream = Stream::open(&state, owner, resume.as_deref())
         .await?
         .ok_or(Error::TooManyStreams)?;
-    Ok(sse_response(stream))
+    Ok(sse_response(stream, parts.version))
 }
 
 /// An open stream riding on its `/events` response until a transport takes it; dropped
-/// untaken, it ends the stream.
+/// untaken, it ends the stream. With the request's HTTP version, which names hyper's
+/// transport in the metrics.
 #[derive(Clone)]
-pub struct EventStream(Arc<Mutex<Option<Handle>>>);
+pub struct EventStream(Arc<Mutex<Option<Handle>>>, Version);
 
 impl EventStream {
     /// Take the stream out of `response`, if it carries one.
     pub fn take(response: &mut Response) -> Option<Handle> {
+        Self::take_with_version(response).map(|(handle, _)| handle)
+    }
+
+    fn take_with_version(response: &mut Response) -> Option<(Handle, Version)> {
         let slot = response.extensions_mut().remove::<EventStream>()?;
-        let mut slot = slot.0.lock().unwrap_or_else(|e| e.into_inner());
-        slot.take()
+        let handle = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some((handle, slot.1))
     }
 }
 
 /// For hyper: a response carrying a stream gets the stream's frames as its body.
 pub fn with_body(mut response: Response) -> Response {
-    if let Some(handle) = EventStream::take(&mut response) {
+    if let Some((handle, version)) = EventStream::take_with_version(&mut response) {
+        handle.count_as(if version == Version::HTTP_2 {
+            Transport::Http2
+        } else {
+            Transport::Http1
+        });
         let frames = unfold(handle, |h| async move {
             let bytes = h.next().await?;
             Some((Ok::<_, BoxError>(Frame::data(bytes)), h))
@@ -75,12 +88,12 @@ pub fn with_body(mut response: Response) -> Response {
     response
 }
 
-fn sse_response(stream: Handle) -> Response {
+fn sse_response(stream: Handle, version: Version) -> Response {
     let mut response = http::Response::new(Body::default());
     *response.status_mut() = StatusCode::OK;
     response
         .extensions_mut()
-        .insert(EventStream(Arc::new(Mutex::new(Some(stream)))));
+        .insert(EventStream(Arc::new(Mutex::new(Some(stream))), version));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -11,6 +11,7 @@ mod events;
 mod groups;
 mod notifications;
 mod ops;
+pub(crate) mod paths;
 mod preferences;
 mod presence;
 mod proxy;

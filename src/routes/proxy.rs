@@ -1,7 +1,8 @@
 //! The `/api/` reverse proxy to `--upstream`. Only authenticated requests are forwarded, with
 //! `X-Herald-User` / `X-Herald-Session` set by us (incoming copies stripped) and the session
-//! cookie removed. Bodies stream both ways (never buffered); hop-by-hop headers are dropped
-//! (RFC 9110 §7.6.1). The target and the client are `crate::upstream`'s.
+//! cookie removed; `X-Request-Id` is the request's id. Bodies stream both ways (never
+//! buffered); hop-by-hop headers are dropped (RFC 9110 §7.6.1). The target and the client are
+//! `crate::upstream`'s.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -13,6 +14,7 @@ use crate::auth::session::{self, Via};
 use crate::error::{Error, Result};
 use crate::forwarded;
 use crate::forwarded::ConnInfo;
+use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 
 /// Hop-by-hop headers, plus those the `Connection` header names.
@@ -55,6 +57,10 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
     }
     let target = upstream.target(rest, parts.uri.query())?;
     let conn = parts.extensions.get::<ConnInfo>().cloned();
+    let request_id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(RequestId::header_value);
     let headers = &mut parts.headers;
     let host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(headers);
@@ -67,6 +73,10 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
         headers.remove(header::AUTHORIZATION);
     }
     identity_headers(headers, &caller)?;
+    // Set again: a `Connection` header may have named it as hop-by-hop.
+    if let Some(request_id) = request_id {
+        headers.insert(request_id::HEADER, request_id);
+    }
     if let Some(conn) = conn {
         let client = forwarded::client(&state.config.trusted_proxies, conn.peer, headers);
         let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {

@@ -6,12 +6,21 @@ use http::StatusCode;
 use super::body::{json, read_json, Request, Response};
 use crate::auth;
 use crate::error::Result;
-use crate::publish::{publish, PublishRequest};
+use crate::publish::{failure_reason, publish, PublishRequest};
 use crate::state::AppState;
 
+/// Every failure counts in `herald_publish_errors_total{source="http"}`.
 pub async fn handle(state: AppState, req: Request) -> Result<Response> {
+    let result = accept(&state, req).await;
+    if let Err(e) = &result {
+        state.metrics.publish_failed("http", failure_reason(e));
+    }
+    result
+}
+
+async fn accept(state: &AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
-    auth::session::service(&state, &parts)?;
+    auth::session::service(state, &parts)?;
     let request: PublishRequest = read_json(body, state.config.body_timeout).await?;
     let response = publish(&state.store, Some(&state.metrics), &request).await?;
     Ok(json(StatusCode::ACCEPTED, &response))

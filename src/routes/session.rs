@@ -34,7 +34,8 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
             state.store.delete_session(&caller.user, session).await?;
         }
         state.revoke_session(&caller.user, session).await?;
-        tracing::info!(user = caller.user, session, "session ended");
+        tracing::info!(session, "session ended");
+        tracing::debug!(user = caller.user, session, "session ended for");
     }
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(

@@ -186,10 +186,11 @@ async fn serve(
     hyper(&shared, service, Prefixed::new(rest, socket), watcher).await;
 }
 
-/// The request service: the connection's identity in every request (before CORS, whose
-/// Origin check needs the peer), CORS around the routes, and `--max-connect-rate` (per
-/// connection, or per request for a trusted proxy's connections, which many clients share:
-/// those count against the forwarded client address).
+/// The request service: its id, log span and count around everything (`observe`), the
+/// connection's identity in every request (before CORS, whose Origin check needs the peer),
+/// CORS around the routes, and `--max-connect-rate` (per connection, or per request for a
+/// trusted proxy's connections, which many clients share: those count against the forwarded
+/// client address).
 trait AppService:
     Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
 {
@@ -209,7 +210,7 @@ fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
     let via_proxy = forwarded::is_trusted(&state.config.trusted_proxies, peer.ip());
     let admitted = via_proxy || shared.limit.admit(peer.ip(), now_secs());
     let (app, limit) = (state.clone(), shared.limit.clone());
-    ServiceBuilder::new()
+    let inner = ServiceBuilder::new()
         .map_request(move |mut req: Request| {
             req.extensions_mut().insert(info.clone());
             req
@@ -229,7 +230,8 @@ fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
                 }
                 Ok(crate::routes::handle(app, req).await)
             }
-        })
+        });
+    super::observe::wrap(state, inner)
 }
 
 /// Serve the rest of the connection with hyper: a 32 KiB cap on request heads and

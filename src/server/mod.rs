@@ -4,6 +4,7 @@
 //! `run` is the accept loop over a bound listener, the state and that shutdown value.
 
 mod connection;
+mod observe;
 mod prefixed;
 mod tls;
 
@@ -57,9 +58,9 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     }
     // Tests and scripts read this line to learn the port when `--listen` used port 0. It stays
     // the last line of the banner: a reader may stop reading stdout once it has it.
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("herald listening on {scheme}://{addr}");
-    tracing::info!(%addr, node = state.config.node, backend = ?state.config.backend, "listening");
+    let url = listening_url(tls.is_some(), addr, &state.config.base_path);
+    println!("herald listening on {url}");
+    tracing::info!(%url, node = state.config.node, backend = ?state.config.backend, "listening");
     tokio::spawn(async move {
         shutdown::signal().await;
         tracing::info!("shutting down");
@@ -156,6 +157,13 @@ async fn catch_up_when_back(mut reconnections: watch::Receiver<u64>, hub: Hub, s
     }
 }
 
+/// The URL Herald answers at: scheme, bound address and `--base-path` (which starts and ends
+/// with `/`), e.g. `https://127.0.0.1:8443/herald/`.
+fn listening_url(tls: bool, addr: SocketAddr, base_path: &str) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}{base_path}")
+}
+
 /// `--dev` is for a developer's machine: say so loudly on stderr (whatever the log level),
 /// and louder when the address is reachable from elsewhere.
 fn dev_warnings(addr: SocketAddr) {
@@ -206,7 +214,11 @@ pub async fn run(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(
+                        error = %e,
+                        "accept failed (retrying in 50 ms): usually out of file descriptors; \
+                         raise the open-files limit or add nodes"
+                    );
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -224,7 +236,10 @@ pub async fn run(
     state.hub.end_all(EndReason::Shutdown);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(state.config.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
+        _ = tokio::time::sleep(state.config.drain_timeout) => tracing::warn!(
+            "drain timeout; closing remaining connections (their clients reconnect): raise \
+             --drain-timeout if requests need longer to finish"
+        ),
     }
 }
 
@@ -242,6 +257,8 @@ fn cors_layer(state: &AppState) -> CorsLayer {
         .allow_credentials(AllowCredentials::predicate(allowed))
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
+        // Scripts may read the request id of an answer (to quote it in a bug report).
+        .expose_headers([crate::request_id::HEADER])
         .max_age(std::time::Duration::from_secs(600))
 }
 
@@ -259,6 +276,19 @@ mod tests {
             export,
             "herald in another terminal: export HERALD_JWT_SECRET=abc123 HERALD_URL=http://127.0.0.1:8080"
         );
+    }
+
+    /// The start-up line's URL carries the scheme and the base path.
+    #[test]
+    fn listening_url_has_scheme_and_base_path() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(listening_url(false, addr, "/"), "http://127.0.0.1:8080/");
+        assert_eq!(
+            listening_url(true, addr, "/base/"),
+            "https://127.0.0.1:8080/base/"
+        );
+        let v6: SocketAddr = "[::1]:9000".parse().unwrap();
+        assert_eq!(listening_url(false, v6, "/"), "http://[::1]:9000/");
     }
 
     /// Under `--base-path` both URLs carry the prefix; a secret from a flag is not repeated.

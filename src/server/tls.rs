@@ -73,7 +73,10 @@ impl Tls {
     pub async fn reload_on_sighup(self, shutdown: Shutdown) {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("SIGHUP cannot be watched: TLS files are not reloaded");
+            tracing::warn!(
+                "SIGHUP cannot be watched: TLS files are not reloaded; restart the node to use \
+                 new certificates"
+            );
             return;
         };
         loop {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::frame;
 use super::output::{Output, Written};
@@ -21,6 +22,7 @@ use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
 use crate::model::{now_ms, now_secs, Epoch, EventId};
+use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::store::{Head, Replay};
 
@@ -49,12 +51,36 @@ pub struct Owner {
     pub tab: Option<String>,
     /// Token or session expiry, Unix seconds.
     pub exp: u64,
+    /// The `/events` request that opened it: the stream's own log lines carry it too.
+    pub request_id: RequestId,
+}
+
+/// How a stream's bytes reach its client, as `herald_streams_open_by_transport` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP/1.x held on the raw socket (`super::socket`).
+    Socket,
+    /// hyper's response body over HTTP/1.1 (HTTPS, or a connection's later request).
+    Http1,
+    /// hyper's response body over HTTP/2 (HTTPS).
+    Http2,
+}
+
+impl Transport {
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Socket => "socket",
+            Transport::Http1 => "http1",
+            Transport::Http2 => "http2",
+        }
+    }
 }
 
 pub struct Stream {
     state: AppState,
     user: String,
     id: u64,
+    request_id: RequestId,
     inner: Mutex<Inner>,
     /// Wakes the transport: something to write, a catch-up due, or the end.
     wake: Notify,
@@ -84,6 +110,8 @@ struct Inner {
     /// When the stream last wrote anything: pings go only to streams quiet for a heartbeat.
     quiet_since: Instant,
     expires: Instant,
+    /// Set when a transport takes the stream; counted in the gauge until the handle drops.
+    transport: Option<Transport>,
 }
 
 /// What the transport should do next.
@@ -127,6 +155,7 @@ impl Stream {
             state: state.clone(),
             user: owner.user.clone(),
             id: hub.next_id(),
+            request_id: owner.request_id.clone(),
             inner: Mutex::new(Inner {
                 out: Output::body(),
                 // Set from the head or the resumed id below, before any change is read.
@@ -141,6 +170,7 @@ impl Stream {
                 phase: Phase::Open,
                 quiet_since: now,
                 expires,
+                transport: None,
             }),
             wake: Notify::new(),
         });
@@ -233,6 +263,13 @@ impl Stream {
         Ok(Some(handle))
     }
 
+    /// The log span of the request that opened the stream, for the lines the stream logs
+    /// outside it (from the hub, or later on its transport). Made only to log: a stream
+    /// holds no span while idle.
+    fn span(&self) -> tracing::Span {
+        self.request_id.span()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -261,7 +298,10 @@ impl Stream {
         if let Some(held) = &mut g.held {
             held.push(d.clone());
             if held.len() > MAX_HELD {
-                tracing::info!(user = %self.user, "store away too long for a catch-up; ending the stream");
+                self.span().in_scope(|| {
+                    tracing::info!("store away too long for a catch-up; ending the stream");
+                    tracing::debug!(user = %self.user, "the stream's user");
+                });
                 g.end(None);
             }
         } else if d.epoch != g.last.epoch || d.seq > g.last.seq + 1 {
@@ -372,7 +412,10 @@ impl Sink for Stream {
         }
         self.on_change(&mut g, d);
         if g.phase == Phase::Open && g.out.backlog() > MAX_BACKLOG_BYTES {
-            tracing::info!(user = %self.user, "stream backlog full; ending it");
+            self.span().in_scope(|| {
+                tracing::info!("stream backlog full (the client reads too slowly); ending it");
+                tracing::debug!(user = %self.user, "the stream's user");
+            });
             self.state.metrics.streams_overflowed.inc();
             g.end(None);
         }
@@ -437,6 +480,7 @@ impl Handle {
     /// Hand the stream to the socket transport: from here on frames are written to `io`
     /// directly (chunk-framed when `chunked`), starting with what is queued.
     pub fn attach(&self, io: Arc<tokio::net::TcpStream>, chunked: bool) {
+        self.count_as(Transport::Socket);
         let mut g = self.0.lock();
         if g.phase == Phase::Over {
             return;
@@ -446,6 +490,19 @@ impl Handle {
         }
         if g.phase == Phase::Ending && g.out.finish() == Written::Failed {
             g.phase = Phase::Over;
+        }
+    }
+
+    /// Count the stream as carried by `transport` (once; the gauge drops with the handle).
+    pub fn count_as(&self, transport: Transport) {
+        let mut g = self.0.lock();
+        if g.transport.is_none() {
+            g.transport = Some(transport);
+            self.0
+                .state
+                .metrics
+                .streams_by_transport(transport.label())
+                .inc();
         }
     }
 
@@ -471,8 +528,11 @@ impl Handle {
 
     /// Catch up; when the store is away, wait a while (or until woken) before the next try.
     pub async fn catch_up_or_wait(&self) {
-        if let Err(e) = self.0.catch_up().await {
-            tracing::debug!(error = %e, user = %self.0.user, "catch-up failed; trying again");
+        let span = self.0.span();
+        if let Err(e) = self.0.catch_up().instrument(span.clone()).await {
+            span.in_scope(|| {
+                tracing::debug!(error = %e, user = %self.0.user, "catch-up failed; trying again")
+            });
             let _ = tokio::time::timeout(CATCH_UP_RETRY, self.0.woken()).await;
         }
     }
@@ -485,10 +545,17 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let s = &self.0;
-        {
+        let transport = {
             let mut g = s.lock();
             g.phase = Phase::Over;
             g.out.close();
+            g.transport.take()
+        };
+        if let Some(transport) = transport {
+            s.state
+                .metrics
+                .streams_by_transport(transport.label())
+                .dec();
         }
         let state = &s.state;
         if state.hub.remove(&s.user, s.id) {

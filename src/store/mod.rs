@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::config::Backend;
 use crate::error::{Result, StartupError};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::model::{
     now_secs, Change, Counts, Epoch, EventId, ItemState, Mark, Marked, Notification,
     NotificationId, PresenceEntry, TakenAction, Target, Template,
@@ -340,18 +341,22 @@ macro_rules! forward {
 impl Store {
     /// The store for `backend`: in memory (presence read from `hub`), or over its own Redis
     /// connection; an unreachable Redis is a start-up error.
-    /// `push`: Web Push is on, so notifications that become active escalate.
+    /// `push`: Web Push is on, so notifications that become active escalate. Redis commands
+    /// are timed in `metrics`.
     pub async fn connect(
         backend: &Backend,
         hub: Hub,
         max_per_user: usize,
         push: bool,
+        metrics: &Metrics,
         shutdown: &Shutdown,
     ) -> Result<Self, StartupError> {
         Ok(match backend {
             Backend::Embedded => Store::Memory(MemoryStore::new(hub, max_per_user, push)),
             Backend::Redis(_) | Backend::Cluster(_) => {
-                let conn = connect_plain(backend, "store", Some(shutdown.clone())).await?;
+                let conn = connect_plain(backend, "store", Some(shutdown.clone()))
+                    .await?
+                    .timed(metrics);
                 Store::Redis(RedisStore::new(conn, max_per_user, push))
             }
         })

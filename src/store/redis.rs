@@ -219,7 +219,11 @@ impl RedisStore {
         }
         if let Some(at) = due {
             if let Err(e) = self.hint(recipients.iter().map(|r| r.user), at).await {
-                tracing::warn!(error = %e, "could not note a publish's due time a second time");
+                tracing::warn!(
+                    error = %e,
+                    "could not note a publish's due time a second time (check Redis): a \
+                     scheduled delivery may wait for the next due scan"
+                );
             }
         }
         let escalating: Vec<&str> = recipients
@@ -230,7 +234,11 @@ impl RedisStore {
             .collect();
         if !escalating.is_empty() {
             if let Err(e) = self.hint(escalating.into_iter(), call.now).await {
-                tracing::warn!(error = %e, "could not note Web Push escalations as due");
+                tracing::warn!(
+                    error = %e,
+                    "could not note Web Push escalations as due (check Redis): those \
+                     notifications may not be pushed"
+                );
             }
         }
         outcomes
@@ -668,7 +676,11 @@ impl RedisStore {
         let mut removed = 0;
         for key in conn.scan_match(keys::ORDER_PATTERN).await? {
             let Some(user) = keys::user_of_order_key(&key) else {
-                tracing::warn!(key, "retention: skipped a key that only looks like a tray");
+                tracing::warn!(
+                    key,
+                    "retention: skipped a key that only looks like a tray; another program \
+                     writes keys under herald: (give it its own prefix or database)"
+                );
                 continue;
             };
             match self.purge_tray(&mut conn, &key, &user, cutoff).await {
@@ -676,12 +688,16 @@ impl RedisStore {
                 Err(Error::Unavailable(e)) if is_connection_error(&*e) => {
                     return Err(Error::Unavailable(e))
                 }
-                Err(e) => tracing::warn!(
-                    key,
-                    error = %e,
-                    "retention: skipped a tray that could not be cleaned; inspect the key \
-                     (TYPE, ZRANGE) and delete it if it is not Herald's"
-                ),
+                Err(e) => {
+                    // The key names its user: it goes to debug, as user ids do.
+                    tracing::warn!(
+                        error = %e,
+                        "retention: skipped a tray that could not be cleaned; run with \
+                         HERALD_LOG=herald=debug to see its key, inspect it (TYPE, ZRANGE) and \
+                         delete it if it is not Herald's"
+                    );
+                    tracing::debug!(key, "retention: the tray skipped");
+                }
             }
         }
         Ok(removed)

@@ -19,7 +19,8 @@ export function startHerald(extra = []) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("herald did not start")), 10_000);
     createInterface({ input: child.stdout }).on("line", (line) => {
-      const m = line.match(/^herald listening on (http:\/\/\S+)/);
+      // `http://host:port/base/`: the origin only; tests add the base path themselves.
+      const m = line.match(/^herald listening on (https?:\/\/[^/\s]+)/);
       if (m) {
         clearTimeout(timer);
         resolve({ base: m[1], stop: () => child.kill("SIGKILL") });

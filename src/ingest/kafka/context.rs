@@ -96,7 +96,8 @@ impl ClientContext for Context {
         {
             tracing::warn!(
                 reason,
-                "kafka: the brokers cannot be reached; consuming pauses"
+                "kafka: the brokers cannot be reached; consuming pauses and resumes by itself \
+                 when they are back: check that they run and --kafka-brokers"
             );
         } else {
             tracing::debug!(error = %error, reason, "kafka");
@@ -118,7 +119,11 @@ impl ConsumerContext for Context {
             Rebalance::Assign(list) => (list, "assigned"),
             Rebalance::Revoke(list) => (list, "revoked"),
             Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "kafka: rebalance failed");
+                tracing::warn!(
+                    error = %e,
+                    "kafka: rebalance failed; the group retries by itself: if it repeats, check \
+                     the brokers and that --kafka-group is not shared with another application"
+                );
                 return;
             }
         };

@@ -87,7 +87,8 @@ fn check_brokers(
         if !metadata.topics().iter().any(|t| t.name() == topic) {
             tracing::warn!(
                 topic,
-                "kafka: the topic does not exist (yet); its records are read once it does"
+                "kafka: the topic does not exist (yet); its records are read once it does: \
+                 create it, or check --kafka-topic"
             );
         }
     }
@@ -175,7 +176,11 @@ impl Kafka {
                 let _ = done_tx.send(());
             });
         if let Err(e) = poller {
-            tracing::error!(error = %e, "kafka: cannot start the consumer thread");
+            tracing::error!(
+                error = %e,
+                "kafka: cannot start the consumer thread, nothing is consumed from Kafka: the \
+                 process is likely out of threads or memory; restart the node"
+            );
             return;
         }
         let longest = drain + CLOSE_TIMEOUT + Duration::from_secs(1);
@@ -215,7 +220,11 @@ fn poll(inner: &Inner, partitions: &mut Partitions, shutdown: &Shutdown, drain: 
             }
             tracing::info!("kafka: left the consumer group");
         }
-        Err(e) => tracing::warn!(error = %e, "kafka: cannot leave the consumer group"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "kafka: cannot leave the consumer group; its partitions move to other nodes after the \
+             session timeout (records committed stay committed, nothing is lost)"
+        ),
     }
 }
 

@@ -18,9 +18,9 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::Client;
-use crate::ingest::{parse, pause};
+use crate::ingest::{parse, pause, unparsable};
 use crate::metrics::Metrics;
-use crate::publish::publish;
+use crate::publish::{failure_reason, publish};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -214,15 +214,26 @@ impl Worker {
     async fn handle(&self, message: &OwnedMessage) -> Option<Outcome> {
         let mut delay = RETRY_FIRST;
         loop {
-            let attempt = match parse(message.payload().unwrap_or_default()) {
-                Err(reason) => self.dead_letter(message, &reason).await,
+            let metrics = &self.shared.metrics;
+            let payload = message.payload().unwrap_or_default();
+            let attempt = match parse(payload) {
+                Err(reason) => {
+                    metrics.publish_failed("kafka", unparsable(payload));
+                    self.dead_letter(message, &reason).await
+                }
                 Ok(mut request) => {
                     request
                         .idempotency_key
                         .get_or_insert_with(|| idempotency_key(message));
-                    match publish(&self.shared.store, Some(&self.shared.metrics), &request).await {
+                    let result = publish(&self.shared.store, Some(metrics), &request).await;
+                    if let Err(e) = &result {
+                        metrics.publish_failed("kafka", failure_reason(e));
+                    }
+                    match result {
                         Ok(_) => Ok(Outcome::Stored),
-                        Err(e) if e.is_temporary() => Err(format!("not stored yet: {e}")),
+                        Err(e) if e.is_temporary() => Err(format!(
+                            "not stored yet (the store is unavailable: check Redis): {e}"
+                        )),
                         Err(e) => self.dead_letter(message, &e.to_string()).await,
                     }
                 }
@@ -233,7 +244,8 @@ impl Worker {
                     topic = message.topic(),
                     partition = message.partition(),
                     offset = message.offset(),
-                    "kafka: {why}; will retry"
+                    "kafka: {why}; the record is retried with backoff (the partition waits \
+                     behind it, nothing is lost): check Redis and the Kafka brokers"
                 ),
             }
             if self.stopped() || pause(&self.shared.shutdown, delay).await || self.stopped() {

@@ -62,8 +62,8 @@ impl Herald {
             let mut banner = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("herald listening on ") {
-                    let _ = tx.send(Ok((addr.to_owned(), banner.clone())));
+                if let Some(url) = line.strip_prefix("herald listening on ") {
+                    let _ = tx.send(Ok((origin(url).to_owned(), banner.clone())));
                     // keep draining so the child never blocks on a full pipe
                     continue;
                 }
@@ -280,6 +280,16 @@ impl Drop for Herald {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `scheme://host:port` of the start-up line's URL (`http://127.0.0.1:PORT/base/`): tests
+/// add the base path themselves.
+pub fn origin(url: &str) -> &str {
+    let host_at = url.find("://").map_or(0, |i| i + 3);
+    match url[host_at..].find('/') {
+        Some(slash) => &url[..host_at + slash],
+        None => url,
     }
 }
 
