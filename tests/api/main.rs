@@ -26,6 +26,7 @@ mod kafka;
 mod limits;
 mod nginx;
 mod nodes;
+mod observe;
 mod ops;
 mod outage;
 mod preferences;
