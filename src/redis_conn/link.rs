@@ -153,12 +153,12 @@ impl Link {
         current.conn.clone().map(|c| (c, current.id))
     }
 
-    /// Whether this link is to a Redis Cluster (known from its target, up or down).
     /// The name it was started with (`store`, `broker`, `ingest`), for logs and metrics.
     pub fn name(&self) -> &'static str {
         self.name
     }
 
+    /// Whether this link is to a Redis Cluster (known from its target, up or down).
     pub fn is_cluster(&self) -> bool {
         matches!(self.target, Target::Cluster(_))
     }
