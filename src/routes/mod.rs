@@ -79,8 +79,10 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         let rest = rest.to_owned();
         return proxy::forward(state, req, &rest).await;
     }
+    // One leading slash: `//events` is not `/events`.
     let segments: Vec<String> = path
-        .trim_start_matches('/')
+        .strip_prefix('/')
+        .unwrap_or(path)
         .split('/')
         .map(percent_decode)
         .collect::<Result<_>>()?;
