@@ -44,8 +44,10 @@ pub fn label(base_path: &str, path: &str) -> &'static str {
     if rest.starts_with("/api/") {
         return API;
     }
+    // One leading slash, as the route table strips it: `//events` is not `/events`.
     let segments: Vec<_> = rest
-        .trim_start_matches('/')
+        .strip_prefix('/')
+        .unwrap_or(rest)
         .split('/')
         .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy())
         .collect();
@@ -95,6 +97,7 @@ mod tests {
     fn unknown_paths_are_other() {
         assert_eq!(label("/", "/nothing/here"), OTHER);
         assert_eq!(label("/", "/notifications/a/b"), OTHER);
+        assert_eq!(label("/", "//events"), OTHER);
         assert_eq!(label("/herald/", "/events"), OTHER);
         assert_eq!(label("/herald/", "/herald/events"), "/events");
         assert_eq!(label("/herald/", "/herald/api/x"), API);

@@ -242,7 +242,9 @@ async fn base_path_mounts_every_route_under_a_prefix() {
     assert_eq!(h.get("/notifications", &user_token("alice")).await.0, 404);
     // one slash separates segments: an empty segment is another path
     assert_eq!(
-        h.get("/herald//notifications", &user_token("alice")).await.0,
+        h.get("/herald//notifications", &user_token("alice"))
+            .await
+            .0,
         404
     );
     let mut sse = h

@@ -83,9 +83,10 @@ async fn request_ids_are_echoed_generated_or_replaced() {
         (r.status().as_u16(), request_id(&r)),
         (405, "err-405".into())
     );
-    // `/events` on the socket transport: the stream's answer and a refusal
+    // `/events` on the socket transport (a new connection's first request): the stream's
+    // answer and a refusal
     let r = send_raw(
-        h.http
+        client()
             .get(h.url("/events"))
             .bearer_auth(user_token("alice"))
             .header("x-request-id", "stream-1"),
@@ -97,7 +98,12 @@ async fn request_ids_are_echoed_generated_or_replaced() {
     );
     let mut sse = Sse::new(r);
     assert_eq!(sse.next_event().await.event, "ready");
-    let r = get("/events", Some("stream-401")).await;
+    let r = send_raw(
+        client()
+            .get(h.url("/events"))
+            .header("x-request-id", "stream-401"),
+    )
+    .await;
     assert_eq!(
         (r.status().as_u16(), request_id(&r)),
         (401, "stream-401".into())

@@ -90,6 +90,11 @@ async fn https_with_http2_and_reload_on_sighup() {
     let mut second = h
         .events_with(client.get(h.url("/events?tab=b")).bearer_auth(&token))
         .await;
+    // both counted as HTTP/2 streams
+    let metrics = client.get(h.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    let http2 = r#"herald_streams_open_by_transport{transport="http2"} 2"#;
+    assert!(metrics.lines().any(|l| l == http2), "{metrics}");
     let id = notify(&client, &h, "alice", "over h2").await;
     assert_eq!(first.expect("notification").await.json()["id"], id.as_str());
     assert_eq!(
