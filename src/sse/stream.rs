@@ -270,6 +270,14 @@ impl Stream {
         self.request_id.span()
     }
 
+    /// Say why the stream ends early, in its request's span; its user only at debug.
+    fn log_end(&self, why: &str) {
+        self.span().in_scope(|| {
+            tracing::info!("{why}; ending the stream");
+            tracing::debug!(user = %self.user, "the stream's user");
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -298,10 +306,7 @@ impl Stream {
         if let Some(held) = &mut g.held {
             held.push(d.clone());
             if held.len() > MAX_HELD {
-                self.span().in_scope(|| {
-                    tracing::info!("store away too long for a catch-up; ending the stream");
-                    tracing::debug!(user = %self.user, "the stream's user");
-                });
+                self.log_end("store away too long for a catch-up");
                 g.end(None);
             }
         } else if d.epoch != g.last.epoch || d.seq > g.last.seq + 1 {
@@ -412,10 +417,7 @@ impl Sink for Stream {
         }
         self.on_change(&mut g, d);
         if g.phase == Phase::Open && g.out.backlog() > MAX_BACKLOG_BYTES {
-            self.span().in_scope(|| {
-                tracing::info!("stream backlog full (the client reads too slowly); ending it");
-                tracing::debug!(user = %self.user, "the stream's user");
-            });
+            self.log_end("stream backlog full (the client reads too slowly)");
             self.state.metrics.streams_overflowed.inc();
             g.end(None);
         }
