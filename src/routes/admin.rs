@@ -63,26 +63,38 @@ fn page(req: &Request) -> Response {
     response
 }
 
+/// One row of `GET /admin/nodes`.
+#[derive(serde::Serialize)]
+struct NodeRow {
+    node: String,
+    streams: Option<u64>,
+    last_seen_ms: u64,
+    #[serde(rename = "self")]
+    this: bool,
+}
+
 /// `GET /admin/nodes`: every live node, its open streams and last heartbeat; this node's own
 /// stream count is read now (the others' at their last heartbeat, at most 5 s old).
 async fn nodes(state: AppState, req: Request) -> Result<Response> {
     auth::session::service(&state, &req.into_parts().0)?;
     let me = state.hub.node();
-    let nodes: Vec<_> = state
+    let nodes: Vec<NodeRow> = state
         .store
         .nodes()
         .await?
         .into_iter()
         .map(|n| {
             let this = n.node == me;
-            let streams = if this {
-                Some(state.hub.streams())
-            } else {
-                n.streams
-            };
-            serde_json::json!({
-                "node": n.node, "streams": streams, "last_seen_ms": n.last_seen_ms, "self": this,
-            })
+            NodeRow {
+                streams: if this {
+                    Some(state.hub.streams())
+                } else {
+                    n.streams
+                },
+                node: n.node,
+                last_seen_ms: n.last_seen_ms,
+                this,
+            }
         })
         .collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "nodes": nodes })))
