@@ -83,6 +83,12 @@ impl Subscriber {
     }
 }
 
+/// What the hub holds of an operator's tail.
+struct TailSink {
+    id: u64,
+    sink: Arc<dyn Sink>,
+}
+
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -90,8 +96,8 @@ pub struct Hub {
 
 struct Inner {
     users: DashMap<String, Vec<Subscriber>>,
-    /// Operators' tails by the user they watch: (id, sink).
-    tails: DashMap<String, Vec<(u64, Arc<dyn Sink>)>>,
+    /// Operators' tails by the user they watch.
+    tails: DashMap<String, Vec<TailSink>>,
     next_id: AtomicU64,
     node: String,
     metrics: Metrics,
@@ -183,14 +189,14 @@ impl Hub {
             .tails
             .entry(user.to_owned())
             .or_default()
-            .push((id, sink));
+            .push(TailSink { id, sink });
     }
 
     /// Remove a tail (it ended). Returns true when nothing of `user` is left here (no stream,
     /// no tail): the node may leave the user's channel.
     pub fn remove_tail(&self, user: &str, id: u64) -> bool {
         self.inner.tails.remove_if_mut(user, |_, tails| {
-            tails.retain(|(t, _)| *t != id);
+            tails.retain(|t| t.id != id);
             tails.is_empty()
         });
         self.count(user) == 0
@@ -200,7 +206,7 @@ impl Hub {
     /// (its backlog passed the bound, its socket failed) is dropped.
     pub fn dispatch(&self, user: &str, delivery: &Delivery) {
         if let Some(mut tails) = self.inner.tails.get_mut(user) {
-            tails.retain(|(_, sink)| sink.deliver(delivery));
+            tails.retain(|t| t.sink.deliver(delivery));
         }
         let Some(mut subs) = self.inner.users.get_mut(user) else {
             return;
@@ -247,7 +253,7 @@ impl Hub {
             false
         });
         self.inner.tails.retain(|_, tails| {
-            tails.iter().for_each(|(_, sink)| sink.end(reason));
+            tails.iter().for_each(|t| t.sink.end(reason));
             false
         });
     }
@@ -288,7 +294,7 @@ impl Hub {
             subs.iter().for_each(|s| f(s.sink.as_ref()));
         }
         for tails in self.inner.tails.iter() {
-            tails.iter().for_each(|(_, sink)| f(sink.as_ref()));
+            tails.iter().for_each(|t| f(t.sink.as_ref()));
         }
     }
 
