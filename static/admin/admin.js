@@ -115,6 +115,7 @@ async function lookUp(user) {
     tr.append(cell(s.session ?? "(no session)"), cell(s.node), cell(s.since));
     return tr;
   }));
+  $("presence-table").hidden = sessions.length === 0;
   $("presence").hidden = false;
   startTail(user);
 }

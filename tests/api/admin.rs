@@ -2,7 +2,7 @@
 //! without auth under a strict CSP, also under `--base-path`; `/admin/nodes` and `/admin/tail`
 //! take a service token (401 / 403 otherwise); nodes of one Redis are all listed with their
 //! open streams; a tail shows that user's changes only, is no stream of the user, keeps the
-//! user's channel on its node, and ends on SIGTERM.
+//! user's channel on its node, pings, and ends on SIGTERM.
 
 use std::time::Duration;
 
@@ -223,11 +223,16 @@ async fn nodes_of_one_redis_are_all_listed_with_their_streams() {
     assert_eq!(names, [json!("node-a")]);
 }
 
-/// SIGTERM ends a tail like any stream: the node exits well within its long drain timeout.
+/// A tail pings every `--heartbeat`, and SIGTERM ends it like any stream: the node exits well
+/// within its long drain timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tail_ends_on_sigterm() {
-    let mut h = Herald::start(None, &["--admin", "--drain-timeout", "60s"]);
+async fn a_tail_pings_and_ends_on_sigterm() {
+    let args = ["--admin", "--drain-timeout", "60s", "--heartbeat", "200ms"];
+    let mut h = Herald::start(None, &args);
     let mut on = tail(&h, "alice").await;
+    assert_eq!(on.try_next(Duration::from_millis(700)).await, None);
+    assert!(on.comments >= 2, "{:?}", on.raw);
+    assert!(on.raw.contains("\n\n: ping\n\n"), "{:?}", on.raw);
     let started = std::time::Instant::now();
     let status = h.terminate();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
