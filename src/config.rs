@@ -66,6 +66,8 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Client networks allowed to read `/metrics`; empty means any.
     pub metrics_allow: Vec<IpNet>,
+    /// `--admin`: the admin view and its endpoints under `/admin` (404 when off).
+    pub admin: bool,
     pub trusted_proxies: Vec<IpNet>,
     /// Always starts and ends with `/`.
     pub base_path: String,

@@ -2,7 +2,9 @@
 //! one user (one map lookup, then each stream's non-blocking `Sink::deliver` of shared bytes),
 //! ends streams that are replaced, revoked or shut down, ticks them for pings and expiry, and
 //! reports presence. It never awaits: a stream that can't take more ends itself, so a slow
-//! client can only lose its own stream, never stall others.
+//! client can only lose its own stream, never stall others. Beside the streams it holds the
+//! operators' tails (`/admin/tail`): they get the same changes, pings and shutdown, but are
+//! no stream of the user (not in presence, `--max-streams-per-user` or `herald_streams_open`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -81,6 +83,12 @@ impl Subscriber {
     }
 }
 
+/// What the hub holds of an operator's tail.
+struct TailSink {
+    id: u64,
+    sink: Arc<dyn Sink>,
+}
+
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -88,6 +96,8 @@ pub struct Hub {
 
 struct Inner {
     users: DashMap<String, Vec<Subscriber>>,
+    /// Operators' tails by the user they watch.
+    tails: DashMap<String, Vec<TailSink>>,
     next_id: AtomicU64,
     node: String,
     metrics: Metrics,
@@ -98,6 +108,7 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 users: DashMap::new(),
+                tails: DashMap::new(),
                 next_id: AtomicU64::new(1),
                 node,
                 metrics,
@@ -172,9 +183,31 @@ impl Hub {
         last || !self.inner.users.contains_key(user)
     }
 
-    /// Hand a committed change to every stream of `user` here; a stream that is over (its
-    /// backlog passed the bound, its socket failed) is dropped.
+    /// Add tail `id` watching `user`'s changes (an operator's `/admin/tail`).
+    pub fn add_tail(&self, user: &str, id: u64, sink: Arc<dyn Sink>) {
+        self.inner
+            .tails
+            .entry(user.to_owned())
+            .or_default()
+            .push(TailSink { id, sink });
+    }
+
+    /// Remove a tail (it ended). Returns true when nothing of `user` is left here (no stream,
+    /// no tail): the node may leave the user's channel.
+    pub fn remove_tail(&self, user: &str, id: u64) -> bool {
+        self.inner.tails.remove_if_mut(user, |_, tails| {
+            tails.retain(|t| t.id != id);
+            tails.is_empty()
+        });
+        self.count(user) == 0
+    }
+
+    /// Hand a committed change to every stream and tail of `user` here; a stream that is over
+    /// (its backlog passed the bound, its socket failed) is dropped.
     pub fn dispatch(&self, user: &str, delivery: &Delivery) {
+        if let Some(mut tails) = self.inner.tails.get_mut(user) {
+            tails.retain(|t| t.sink.deliver(delivery));
+        }
         let Some(mut subs) = self.inner.users.get_mut(user) else {
             return;
         };
@@ -212,10 +245,15 @@ impl Hub {
         }
     }
 
-    /// End every stream here (shutdown): each ends without an event, the clients resume.
+    /// End every stream and tail here (shutdown): each ends without an event, the clients
+    /// resume.
     pub fn end_all(&self, reason: EndReason) {
         self.inner.users.retain(|_, subs| {
             end_matching(subs, |_| true, reason, &self.inner.metrics);
+            false
+        });
+        self.inner.tails.retain(|_, tails| {
+            tails.iter().for_each(|t| t.sink.end(reason));
             false
         });
     }
@@ -255,11 +293,21 @@ impl Hub {
         for subs in self.inner.users.iter() {
             subs.iter().for_each(|s| f(s.sink.as_ref()));
         }
+        for tails in self.inner.tails.iter() {
+            tails.iter().for_each(|t| f(t.sink.as_ref()));
+        }
     }
 
-    /// Streams of `user` open on this node.
+    /// Streams and tails of `user` open on this node: while there are any, the node keeps
+    /// the user's channel.
     pub fn count(&self, user: &str) -> usize {
-        self.inner.users.get(user).map_or(0, |s| s.len())
+        let streams = self.inner.users.get(user).map_or(0, |s| s.len());
+        streams + self.inner.tails.get(user).map_or(0, |t| t.len())
+    }
+
+    /// Streams open on this node, all users (tails not counted).
+    pub fn streams(&self) -> u64 {
+        self.inner.metrics.streams_open.get().max(0) as u64
     }
 
     /// This node's streams of `user`, as presence entries.
@@ -428,6 +476,35 @@ mod tests {
         let (b, _) = add(&hub, "alice", (Some("s1"), Some("t2")), 64).unwrap();
         assert!(!hub.remove("alice", a));
         assert!(hub.remove("alice", b));
+    }
+
+    /// A tail gets the user's changes and pings, ends at shutdown, and is no stream: not in
+    /// presence nor in the node's stream count, yet it keeps the user's channel wanted.
+    #[test]
+    fn a_tail_sees_changes_but_is_no_stream() {
+        let hub = hub();
+        let tail = Arc::new(Probe::default());
+        let id = hub.next_id();
+        hub.add_tail("alice", id, tail.clone());
+        hub.dispatch("alice", &change(1));
+        hub.dispatch("bob", &change(2));
+        hub.tick(Instant::now());
+        assert!(hub.presence("alice").is_empty());
+        assert_eq!((hub.streams(), hub.count("alice")), (0, 1));
+        hub.end_all(EndReason::Shutdown);
+        assert_eq!(tail.got(), ["change 1", "tick", "end Shutdown"]);
+        assert!(hub.remove_tail("alice", id));
+    }
+
+    /// Removing a tail while the user still has a stream here keeps the channel.
+    #[test]
+    fn removing_a_tail_reports_streams_left() {
+        let hub = hub();
+        let _a = add(&hub, "alice", (None, None), 64).unwrap();
+        let id = hub.next_id();
+        hub.add_tail("alice", id, Arc::new(Probe::default()));
+        assert!(!hub.remove_tail("alice", id));
+        assert_eq!(hub.streams(), 1);
     }
 
     /// Ticks and catch-ups reach every stream; ending all empties the hub.

@@ -161,6 +161,11 @@ pub struct ServeArgs {
     /// Only these client CIDRs may read `/metrics` (repeatable; default: any address).
     #[arg(long, env = "HERALD_METRICS_ALLOW", value_delimiter = ',', value_parser = parse_cidr, help_heading = "Edge")]
     pub metrics_allow: Vec<IpNet>,
+    /// Serve the operators' admin view at `/admin` (nodes, streams, presence, a live tail of
+    /// one user, a publish form); its data endpoints need a service token. Keep it behind the
+    /// proxy: deny `/admin` from outside.
+    #[arg(long, env = "HERALD_ADMIN", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "Edge")]
+    pub admin: bool,
     /// Longest SIGTERM drain before exit.
     #[arg(long, env = "HERALD_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = "Limits")]
     pub drain_timeout: Duration,
@@ -467,6 +472,7 @@ impl ServeArgs {
             send_timeout: args.send_timeout,
             body_timeout: args.body_timeout,
             metrics_allow: args.metrics_allow.clone(),
+            admin: args.admin,
             trusted_proxies: args.trusted_proxy.clone(),
             base_path,
             drain_timeout: args.drain_timeout,

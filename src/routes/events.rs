@@ -89,11 +89,17 @@ pub fn with_body(mut response: Response) -> Response {
 }
 
 fn sse_response(stream: Handle, version: Version) -> Response {
-    let mut response = http::Response::new(Body::default());
-    *response.status_mut() = StatusCode::OK;
+    let mut response = sse_head(Body::default());
     response
         .extensions_mut()
         .insert(EventStream(Arc::new(Mutex::new(Some(stream))), version));
+    response
+}
+
+/// 200 with `body` and the headers of an SSE answer (no caching, no proxy buffering).
+pub(super) fn sse_head(body: Body) -> Response {
+    let mut response = http::Response::new(body);
+    *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

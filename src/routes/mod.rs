@@ -3,6 +3,7 @@
 //! `body::error_response` builds error bodies.
 
 mod actions;
+mod admin;
 mod assets;
 mod auth_request;
 pub(crate) mod body;
@@ -73,6 +74,7 @@ fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
     }
 }
 
+/// A new path here needs its pattern in `paths::PATTERNS` too (its metrics label).
 async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     if let Some(rest) = path.strip_prefix("/api/") {
         // Forwarded as received: the rest of the path stays percent-encoded.
@@ -125,6 +127,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         ([""], &Method::GET | &Method::HEAD) if dev => Ok(assets::DEMO.serve(&req)),
         (["dev", "login"], &Method::POST) if dev => dev::login(state, req).await,
         (["dev", "publish"], &Method::POST) if dev => dev::publish_as_user(state, req).await,
+        (["admin", rest @ ..], _) if state.config.admin => admin::route(state, req, rest).await,
         (segs, _) => match allowed_methods(segs, dev) {
             Some(allow) => Err(Error::MethodNotAllowed(allow)),
             None => Err(Error::NotFound("no such endpoint")),

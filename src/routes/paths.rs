@@ -33,6 +33,8 @@ pub const PATTERNS: &[&str] = &[
 ];
 /// Everything under `/api/` (the proxy): one label, whatever the rest of the path.
 pub const API: &str = "/api/{path}";
+/// The admin page and its endpoints (`--admin`; `admin.rs` routes them), `/admin` included.
+pub const ADMIN: &str = "/admin/{path}";
 /// A path outside the table or outside `--base-path`.
 pub const OTHER: &str = "other";
 
@@ -43,6 +45,9 @@ pub fn label(base_path: &str, path: &str) -> &'static str {
     };
     if rest.starts_with("/api/") {
         return API;
+    }
+    if rest == "/admin" || rest.starts_with("/admin/") {
+        return ADMIN;
     }
     // One leading slash, as the route table strips it: `//events` is not `/events`.
     let segments: Vec<_> = rest
@@ -88,6 +93,8 @@ mod tests {
             "/groups/{group}/members/{user}"
         );
         assert_eq!(label("/", "/api/builds/42"), API);
+        assert_eq!(label("/", "/admin"), ADMIN);
+        assert_eq!(label("/", "/admin/nodes"), ADMIN);
         assert_eq!(label("/", "/"), "/");
         assert_eq!(label("/", "/events"), "/events");
     }

@@ -90,10 +90,7 @@ async fn start_tasks(
     shutdown: &Shutdown,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartupError> {
     let config = &state.config;
-    if let Some(keep_alive) = state
-        .store
-        .keep_alive(config.node.clone(), shutdown.clone())
-    {
+    if let Some(keep_alive) = state.store.keep_alive(state.hub.clone(), shutdown.clone()) {
         tokio::spawn(keep_alive);
     }
     if let Some(reconnections) = state.store.reconnections() {

@@ -141,13 +141,7 @@ impl Stream {
         // Everything that could fail happens before the hub registration; after it, dropping
         // the handle undoes the registration.
         let now = Instant::now();
-        let left = owner
-            .exp
-            .saturating_add(state.config.keys.leeway.as_secs())
-            .saturating_sub(now_secs());
-        let expires = now
-            .checked_add(Duration::from_secs(left.min(MAX_STREAM_SECS)))
-            .unwrap_or(now);
+        let expires = expiry(state, owner.exp, now);
         let hub = &state.hub;
         // Never closed, so acquiring only waits (for another stream to finish opening).
         let _opening = state.opening.acquire().await;
@@ -364,6 +358,16 @@ impl Stream {
     pub async fn woken(&self) {
         self.wake.notified().await
     }
+}
+
+/// When a stream (or tail) of a token or session expiring at `exp` (Unix seconds) ends:
+/// `exp` plus `--jwt-leeway`, as an `Instant` after `now`.
+pub fn expiry(state: &AppState, exp: u64, now: Instant) -> Instant {
+    let left = exp
+        .saturating_add(state.config.keys.leeway.as_secs())
+        .saturating_sub(now_secs());
+    now.checked_add(Duration::from_secs(left.min(MAX_STREAM_SECS)))
+        .unwrap_or(now)
 }
 
 impl Inner {

@@ -152,9 +152,18 @@ pub fn due_index() -> String {
     format!("{PREFIX}due")
 }
 
-/// STRING that exists while a node is alive (refreshed by it; expires when it dies).
+/// STRING that exists while a node is alive (refreshed by it; expires when it dies), holding
+/// `{"at_ms","streams"}` (`super::nodes`).
 pub fn node_alive(node: &str) -> String {
     format!("{PREFIX}node:{node}")
+}
+
+/// The pattern matching every node's alive key, for the node list's SCAN.
+pub const NODE_PATTERN: &str = "herald:node:*";
+
+/// The node an alive key belongs to.
+pub fn node_of_alive_key(key: &str) -> Option<&str> {
+    key.strip_prefix(PREFIX)?.strip_prefix("node:")
 }
 
 #[cfg(test)]

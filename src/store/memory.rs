@@ -15,8 +15,8 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 
 use super::{
-    ActionOutcome, Due, Escalation, Head, ListQuery, Page, Preferences, Published, Recipient,
-    Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
+    ActionOutcome, Due, Escalation, Head, ListQuery, NodeInfo, Page, Preferences, Published,
+    Recipient, Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
     LOG_CAPACITY, MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS, PUSH_LEASE_MS,
 };
 use crate::error::Result;
@@ -950,6 +950,16 @@ impl MemoryStore {
 
     pub async fn retire(&self, _node: &str) -> Result<()> {
         Ok(())
+    }
+
+    /// This node alone, seen now.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let hub = &self.inner.hub;
+        Ok(vec![NodeInfo {
+            node: hub.node().to_owned(),
+            streams: Some(hub.streams()),
+            last_seen_ms: now_ms(),
+        }])
     }
 }
 

@@ -9,6 +9,7 @@
 mod contract;
 pub(crate) mod keys;
 mod memory;
+mod nodes;
 mod redis;
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use crate::redis_conn::connect_plain;
 use crate::shutdown::Shutdown;
 
 pub use self::memory::MemoryStore;
+pub use self::nodes::NodeInfo;
 pub use self::redis::RedisStore;
 
 /// Changes kept per user for replay after `Last-Event-ID` (at least this many).
@@ -561,13 +563,19 @@ impl Store {
         forward!(self.retire(node))
     }
 
-    /// The task that keeps this node alive in the store's eyes until shutdown (Redis: the
-    /// alive key other nodes check presence entries against); `None` when nothing needs it.
-    pub fn keep_alive(&self, node: String, shutdown: Shutdown) -> Option<impl Future<Output = ()>> {
+    /// The task that keeps this node (the hub's) alive in the store's eyes until shutdown
+    /// (Redis: the alive key other nodes check presence entries against, with the node's open
+    /// streams for the node list); `None` when nothing needs it.
+    pub fn keep_alive(&self, hub: Hub, shutdown: Shutdown) -> Option<impl Future<Output = ()>> {
         match self {
             Store::Memory(_) => None,
-            Store::Redis(store) => Some(store.clone().keep_alive(node, shutdown)),
+            Store::Redis(store) => Some(store.clone().keep_alive(hub, shutdown)),
         }
+    }
+
+    /// Every live node with its open streams, by name (embedded: this node).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        forward!(self.nodes())
     }
 
     /// Changes each time the store's link has a new connection after losing one (Redis);

@@ -15,12 +15,14 @@ use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
+use super::nodes::{self, NodeInfo};
 use super::{
     ActionOutcome, Due, Escalation, Head, ListQuery, Page, Preferences, Published, Recipient,
     Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
     LOG_CAPACITY, MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS, PUSH_LEASE_MS,
 };
 use crate::error::{Error, Result};
+use crate::hub::Hub;
 use crate::model::{
     ms_to_rfc3339, now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind,
     Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry, TakenAction,
@@ -911,21 +913,25 @@ impl RedisStore {
         Ok(live)
     }
 
-    /// Mark this node alive for [`NODE_ALIVE_TTL_MS`].
-    pub async fn heartbeat(&self, node: &str) -> Result<()> {
+    /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open.
+    pub async fn heartbeat(&self, node: &str, streams: u64) -> Result<()> {
         let _: () = self
             .conn()
-            .pset_ex(keys::node_alive(node), now_ms(), NODE_ALIVE_TTL_MS)
+            .pset_ex(
+                keys::node_alive(node),
+                nodes::beat(now_ms(), streams),
+                NODE_ALIVE_TTL_MS,
+            )
             .await?;
         Ok(())
     }
 
-    /// Refresh this node's alive key every quarter of [`NODE_ALIVE_TTL_MS`] until shutdown, so
-    /// other nodes keep trusting its presence entries.
-    pub async fn keep_alive(self, node: String, shutdown: Shutdown) {
+    /// Refresh this node's alive key (with the hub's open streams) every quarter of
+    /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries.
+    pub async fn keep_alive(self, hub: Hub, shutdown: Shutdown) {
         let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
         loop {
-            if let Err(e) = self.heartbeat(&node).await {
+            if let Err(e) = self.heartbeat(hub.node(), hub.streams()).await {
                 tracing::debug!(error = %e, "node heartbeat failed");
             }
             tokio::select! {
@@ -933,6 +939,11 @@ impl RedisStore {
                 _ = shutdown.wait() => return,
             }
         }
+    }
+
+    /// Every live node, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        nodes::list(&self.conn).await
     }
 
     /// Remove this node's alive key (clean shutdown).

@@ -8,6 +8,7 @@
 mod common;
 
 mod actions;
+mod admin;
 mod archive;
 mod auth;
 mod cli;

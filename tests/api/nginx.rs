@@ -1,8 +1,8 @@
 //! A real nginx (Debian package) in front of Herald and a backend, with the shipped drop-in
 //! `deploy/nginx.conf` inside the shipped main config `deploy/nginx/nginx.conf` (only the
 //! addresses, the worker count and the read timeout adapted): `auth_request` lets a
-//! signed-in user through to the backend and stops anyone else; `/metrics` and `/readyz` are
-//! not public; `/events` through nginx is unbuffered and outlives nginx's read timeout thanks
+//! signed-in user through to the backend and stops anyone else; `/metrics`, `/readyz` and the
+//! admin view are not public; `/events` through nginx is unbuffered and outlives nginx's read timeout thanks
 //! to heartbeats.
 
 use std::process::{Child, Command, Stdio};
@@ -79,7 +79,13 @@ async fn nginx_auth_request_and_unbuffered_events() {
     let backend = EchoUpstream::start().await;
     let h = Herald::start(
         None,
-        &["--heartbeat", "1s", "--trusted-proxy", "127.0.0.1/32"],
+        &[
+            "--heartbeat",
+            "1s",
+            "--trusted-proxy",
+            "127.0.0.1/32",
+            "--admin",
+        ],
     );
     let port = free_port();
     let shipped = |file: &str| {
@@ -105,8 +111,16 @@ async fn nginx_auth_request_and_unbuffered_events() {
     assert_error(status, &body, 401, "unauthorized");
     assert_eq!(backend.hits(), 0);
 
-    // the operations endpoints are not served on the public side
-    for path in ["/metrics", "/readyz", "/metrics?x=1"] {
+    // the operations endpoints and the admin view are not served on the public side
+    for path in [
+        "/metrics",
+        "/readyz",
+        "/metrics?x=1",
+        "/admin",
+        "/admin/",
+        "/admin/nodes",
+        "/admin/tail?user=alice",
+    ] {
         let r = send_raw(http.get(format!("{edge}{path}"))).await;
         assert_eq!(r.status(), 403, "{path}");
     }

@@ -1,6 +1,7 @@
-// Starts the real herald binary on a free port and signs tokens with its own `token` command.
+// Starts the real herald binary on a free port (HTTP or HTTPS), signs tokens with its own `token`
+// command, and launches headless Chromium for the browser tests.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -10,7 +11,17 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 export const BIN = process.env.HERALD_BIN ?? path.join(root, "target/debug/herald");
 export const SECRET = "js-test-secret";
 
-/** Start `herald serve`; resolves to { base, stop() } once it prints its address. */
+/**
+ * The origin in herald's start-up line `herald listening on http(s)://ADDR/[base path/]`
+ * (`https://127.0.0.1:4000`; the base path is left out, tests add it); null for other lines.
+ */
+export function listeningBase(line) {
+  // `http://host:port/base/`: the origin only; tests add the base path themselves.
+  const m = line.match(/^herald listening on (https?:\/\/\S+)/);
+  return m ? new URL(m[1]).origin : null;
+}
+
+/** Start `herald serve`; resolves to { base, stop() } once it prints its address (http or https). */
 export function startHerald(extra = []) {
   const child = spawn(BIN, ["--listen", "127.0.0.1:0", "--jwt-secret", SECRET, ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
@@ -19,11 +30,10 @@ export function startHerald(extra = []) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("herald did not start")), 10_000);
     createInterface({ input: child.stdout }).on("line", (line) => {
-      // `http://host:port/base/`: the origin only; tests add the base path themselves.
-      const m = line.match(/^herald listening on (https?:\/\/[^/\s]+)/);
-      if (m) {
+      const base = listeningBase(line);
+      if (base) {
         clearTimeout(timer);
-        resolve({ base: m[1], stop: () => child.kill("SIGKILL") });
+        resolve({ base, stop: () => child.kill("SIGKILL") });
       }
     });
     child.on("exit", (code) => reject(new Error(`herald exited with ${code}`)));
@@ -69,4 +79,30 @@ export async function until(pred, what = "condition", ms = 10_000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** Chromium for the browser tests, and the flags that keep it quiet on a closed network. */
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+export const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+
+/**
+ * Headless Chromium with a fresh profile: `{ context, close() }`. `strip` names APIs removed
+ * before any page script runs (`"SharedWorker"`, `"locks"` for Web Locks); `args` are extra flags.
+ */
+export async function launchBrowser({ strip = [], args = [] } = {}) {
+  const { chromium } = await import("playwright-core");
+  const dir = mkdtempSync(path.join(tmpdir(), "herald-chromium-"));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...args],
+  });
+  if (strip.length) {
+    await context.addInitScript((names) => {
+      for (const name of names) {
+        if (name === "locks") Object.defineProperty(Navigator.prototype, "locks", { get: () => undefined, configurable: true });
+        else Object.defineProperty(window, name, { value: undefined, configurable: true, writable: true });
+      }
+    }, strip);
+  }
+  return { context, close: async () => { await context.close(); rmSync(dir, { recursive: true, force: true }); } };
 }

@@ -111,7 +111,7 @@ async fn redis_presence_lives_while_its_node_does() {
             .add_presence("a", &entry("n1.2"))
             .await
             .expect("add");
-        redis.heartbeat("n1").await.expect("heartbeat");
+        redis.heartbeat("n1", 0).await.expect("heartbeat");
         assert_eq!(s.store.presence("a").await.expect("presence").len(), 2);
         s.store.remove_presence("a", "n1.2").await.expect("remove");
         assert_eq!(

@@ -1,0 +1,90 @@
+//! The live nodes, for the operators' `/admin/nodes`: each with its open streams and when it
+//! was last seen. Redis: every node's alive key (`herald:node:<node>`, refreshed by its
+//! keep-alive, see `keys::node_alive`) holds `{"at_ms":…,"streams":…}`; presence only checks
+//! that the key exists. A bare number (what nodes wrote before the stream count was added)
+//! still reads as a live node whose streams are unknown, so a rolling upgrade lists every
+//! node. Embedded mode: this node alone (the memory store answers from its hub).
+
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use super::keys;
+use crate::error::Result;
+use crate::redis_conn::RedisConn;
+
+/// One live node as `/admin/nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeInfo {
+    pub node: String,
+    /// Open SSE streams on the node at its last heartbeat; `None` from a node that does not
+    /// report them (an older version).
+    pub streams: Option<u64>,
+    /// Unix milliseconds of the node's last heartbeat.
+    pub last_seen_ms: u64,
+}
+
+/// What a node's alive key holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Beat {
+    at_ms: u64,
+    streams: Option<u64>,
+}
+
+/// The alive key's value for a heartbeat at `at_ms` with `streams` open.
+pub fn beat(at_ms: u64, streams: u64) -> String {
+    let beat = Beat {
+        at_ms,
+        streams: Some(streams),
+    };
+    serde_json::to_string(&beat).unwrap_or_default()
+}
+
+/// Read an alive key's value: the JSON beat, or the bare Unix-ms number older nodes write.
+fn parse_beat(value: &str) -> Option<Beat> {
+    if let Ok(at_ms) = value.trim().parse() {
+        return Some(Beat {
+            at_ms,
+            streams: None,
+        });
+    }
+    serde_json::from_str(value).ok()
+}
+
+/// Every node whose alive key exists (SCAN on every primary, then one GET per node), by name.
+pub(super) async fn list(conn: &RedisConn) -> Result<Vec<NodeInfo>> {
+    let names = conn.clone().scan_match(keys::NODE_PATTERN).await?;
+    let reads = names.into_iter().filter_map(|key| {
+        let node = keys::node_of_alive_key(&key)?.to_owned();
+        let mut conn = conn.clone();
+        Some(async move {
+            let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+            Ok::<_, redis::RedisError>(value.as_deref().and_then(parse_beat).map(|beat| NodeInfo {
+                node,
+                streams: beat.streams,
+                last_seen_ms: beat.at_ms,
+            }))
+        })
+    });
+    let mut nodes = Vec::new();
+    for read in join_all(reads).await {
+        // A key that expired between the scan and the read is a node that just died.
+        nodes.extend(read?);
+    }
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A beat round-trips; the bare number older nodes write is a live node, streams unknown.
+    #[test]
+    fn beats_new_and_old() {
+        let new = parse_beat(&beat(1700, 3)).unwrap();
+        assert_eq!((new.at_ms, new.streams), (1700, Some(3)));
+        let old = parse_beat("1699").unwrap();
+        assert_eq!((old.at_ms, old.streams), (1699, None));
+        assert!(parse_beat("garbage").is_none());
+    }
+}
