@@ -151,9 +151,10 @@ fn allow_lists_match_the_document() {
     }
 }
 
-/// Each operation documents what its kind can always answer: `401` when it needs
-/// credentials, `400`, `408` and `413` when it reads a JSON body; and every error response
-/// it documents with a body uses the shared `Error` schema.
+/// Each operation documents what its kind can always answer: `429` (`--max-connect-rate`
+/// applies to every request), `401` when it needs credentials, `400`, `408` and `413` when it
+/// reads a JSON body; and every error response it documents with a body uses the shared
+/// `Error` schema.
 #[test]
 fn operations_document_their_error_statuses() {
     let doc = document();
@@ -164,6 +165,7 @@ fn operations_document_their_error_statuses() {
             .get("security")
             .and_then(Value::as_array)
             .is_none_or(|s| !s.is_empty());
+        assert!(has("429"), "{method} {shape}: 429");
         if secured {
             assert!(has("401"), "{method} {shape}: 401");
         }
