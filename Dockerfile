@@ -5,9 +5,10 @@
 #
 # The binary needs glibc and libgcc_s at run time, nothing else: OpenSSL (Web Push payloads,
 # librdkafka) and zlib are built from source and linked in; HTTPS, rediss:// and the Web Push
-# client use rustls; herald.js and the other static files are compiled into the binary. So the
-# final image is distroless/cc: glibc, libgcc, CA certificates, no shell, no package manager,
-# running as the numeric user nonroot (65532). deploy/validate lints this file with hadolint.
+# client use rustls; herald.js, the other static files and docs/openapi.yaml are compiled into
+# the binary. So the final image is distroless/cc: glibc, libgcc, CA certificates, no shell, no
+# package manager, running as the numeric user nonroot (65532). deploy/validate lints this file
+# with hadolint.
 
 # Debian 12, like the runtime image below: the binary is linked against the same glibc.
 FROM rust:1-bookworm AS build
@@ -15,6 +16,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY static ./static
+# The OpenAPI description, served at /openapi.yaml (compiled in like static/).
+COPY docs/openapi.yaml ./docs/openapi.yaml
 # Cargo.toml names the benchmarks, so their sources must be here for cargo to read it.
 COPY benches ./benches
 # Every feature a server uses, named so the image keeps them if the defaults change: jemalloc

@@ -1,5 +1,6 @@
 //! Static files compiled into the binary, so one file deploys: the browser client
-//! (`/herald.js`, `/herald-worker.js`, the Web Push service worker `/herald-sw.js`), with `--dev`, the demo page at `/`,
+//! (`/herald.js`, `/herald-worker.js`, the Web Push service worker `/herald-sw.js`), the API's
+//! OpenAPI description (`/openapi.yaml`, from `docs/`), with `--dev`, the demo page at `/`,
 //! and with `--admin`, the admin page (`/admin/`, `admin.js`, `admin.css`). Each carries an
 //! ETag (hash of its content) and `Cache-Control: no-cache`: browsers revalidate with a cheap
 //! 304 and never run a stale client after an upgrade.
@@ -25,6 +26,9 @@ pub static CLIENT: Asset = Asset::new(include_str!("../../static/herald.js"), JS
 pub static WORKER: Asset = Asset::new(include_str!("../../static/herald-worker.js"), JS);
 /// The Web Push service worker: served from the root so its scope can cover the site.
 pub static SERVICE_WORKER: Asset = Asset::new(include_str!("../../static/herald-sw.js"), JS);
+/// The OpenAPI 3.1 description of the API, as `application/yaml` (RFC 9512; it has no
+/// `charset` parameter: YAML is UTF-8).
+pub static OPENAPI: Asset = Asset::new(include_str!("../../docs/openapi.yaml"), "application/yaml");
 pub static DEMO: Asset = Asset::new(include_str!("../../static/index.html"), HTML);
 pub static ADMIN_PAGE: Asset = Asset::new(include_str!("../../static/admin/index.html"), HTML);
 pub static ADMIN_JS: Asset = Asset::new(include_str!("../../static/admin/admin.js"), JS);

@@ -11,6 +11,8 @@ mod dev;
 mod events;
 mod groups;
 mod notifications;
+#[cfg(test)]
+mod openapi_tests;
 mod ops;
 pub(crate) mod paths;
 mod preferences;
@@ -124,6 +126,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["herald.js"], &Method::GET | &Method::HEAD) => Ok(assets::CLIENT.serve(&req)),
         (["herald-worker.js"], &Method::GET | &Method::HEAD) => Ok(assets::WORKER.serve(&req)),
         (["herald-sw.js"], &Method::GET | &Method::HEAD) => Ok(assets::SERVICE_WORKER.serve(&req)),
+        (["openapi.yaml"], &Method::GET | &Method::HEAD) => Ok(assets::OPENAPI.serve(&req)),
         ([""], &Method::GET | &Method::HEAD) if dev => Ok(assets::DEMO.serve(&req)),
         (["dev", "login"], &Method::POST) if dev => dev::login(state, req).await,
         (["dev", "publish"], &Method::POST) if dev => dev::publish_as_user(state, req).await,
@@ -148,7 +151,8 @@ fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
         | ["metrics"]
         | ["herald.js"]
         | ["herald-worker.js"]
-        | ["herald-sw.js"] => "GET, HEAD",
+        | ["herald-sw.js"]
+        | ["openapi.yaml"] => "GET, HEAD",
         [""] if dev => "GET, HEAD",
         ["session"] => "POST, DELETE",
         ["notifications"] => "GET, PATCH",

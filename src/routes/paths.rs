@@ -28,6 +28,7 @@ pub const PATTERNS: &[&str] = &[
     "/herald.js",
     "/herald-worker.js",
     "/herald-sw.js",
+    "/openapi.yaml",
     "/dev/login",
     "/dev/publish",
 ];

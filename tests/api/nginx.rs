@@ -138,7 +138,10 @@ async fn nginx_auth_request_and_unbuffered_events() {
     assert_eq!(r.status(), 204);
     // Herald took nginx's request id ($request_id: 32 hex digits; its own are 16)
     let id = r.headers()["x-request-id"].to_str().unwrap();
-    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
     let cookie = cookie_of(&r);
     let r = send_raw(
         http.get(format!("{edge}/api/echo?q=1"))

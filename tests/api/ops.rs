@@ -138,6 +138,32 @@ async fn client_assets_are_served_with_etags() {
     assert!(client.contains("export class Herald") && client.contains("export default Herald"));
 }
 
+/// `/openapi.yaml` is docs/openapi.yaml byte for byte, as `application/yaml` with an ETag;
+/// HEAD gives the headers alone.
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let h = Herald::start(None, &[]);
+    let r = send_raw(h.http.get(h.url("/openapi.yaml"))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/yaml");
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
+    assert_eq!(
+        r.text().await.unwrap(),
+        std::fs::read_to_string(file).unwrap()
+    );
+    let head = send_raw(h.http.head(h.url("/openapi.yaml"))).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/yaml");
+    let again = send_raw(
+        h.http
+            .get(h.url("/openapi.yaml"))
+            .header("if-none-match", &etag),
+    )
+    .await;
+    assert_eq!(again.status(), 304);
+}
+
 #[tokio::test]
 async fn dev_routes_exist_only_in_dev_mode() {
     let h = Herald::start(None, &[]);
