@@ -370,6 +370,38 @@ pub fn expiry(state: &AppState, exp: u64, now: Instant) -> Instant {
         .unwrap_or(now)
 }
 
+/// What a tick owes an open stream or tail.
+pub(super) enum Due {
+    /// Its token or session expired: end it with `revoked`.
+    Revoked,
+    /// Quiet for a heartbeat, and its writes keep up: a `: ping`.
+    Ping,
+    Nothing,
+}
+
+impl Due {
+    pub(super) fn at(
+        now: Instant,
+        expires: Instant,
+        quiet_since: Instant,
+        heartbeat: Duration,
+        backed_up: bool,
+    ) -> Due {
+        if now >= expires {
+            Due::Revoked
+        } else if now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up {
+            Due::Ping
+        } else {
+            Due::Nothing
+        }
+    }
+
+    /// The last event of an expired stream.
+    pub(super) fn revoked() -> Bytes {
+        frame::event(None, "revoked", r#"{"reason":"expired"}"#)
+    }
+}
+
 impl Inner {
     /// Write (or queue) `bytes`; a socket that fails makes the stream over.
     fn send(&mut self, bytes: Bytes) {
@@ -460,18 +492,17 @@ impl Sink for Stream {
         if g.phase != Phase::Open || g.opening {
             return;
         }
-        if now >= g.expires {
-            g.end(Some(frame::event(
-                None,
-                "revoked",
-                r#"{"reason":"expired"}"#,
-            )));
-        } else if now.saturating_duration_since(g.quiet_since) >= self.state.config.heartbeat
-            && !g.out.is_backed_up()
-        {
-            g.send(Bytes::from_static(frame::PING));
-        } else {
-            return;
+        let heartbeat = self.state.config.heartbeat;
+        match Due::at(
+            now,
+            g.expires,
+            g.quiet_since,
+            heartbeat,
+            g.out.is_backed_up(),
+        ) {
+            Due::Revoked => g.end(Some(Due::revoked())),
+            Due::Ping => g.send(Bytes::from_static(frame::PING)),
+            Due::Nothing => return,
         }
         drop(g);
         self.wake.notify_one();

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::frame;
 use super::output::Output;
-use super::stream::{expiry, MAX_BACKLOG_BYTES};
+use super::stream::{expiry, Due, MAX_BACKLOG_BYTES};
 use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::state::AppState;
@@ -96,7 +96,7 @@ impl Sink for Tail {
         let mut g = self.lock();
         g.send(d.frame.clone());
         if g.open && g.out.backlog() > MAX_BACKLOG_BYTES {
-            tracing::info!(user = %self.user, "admin tail backlog full; ending it");
+            tracing::debug!(user = %self.user, "admin tail backlog full (the operator stopped reading); ending it");
             g.end(None);
         }
         let open = g.open;
@@ -120,18 +120,17 @@ impl Sink for Tail {
         if !g.open {
             return;
         }
-        if now >= g.expires {
-            g.end(Some(frame::event(
-                None,
-                "revoked",
-                r#"{"reason":"expired"}"#,
-            )));
-        } else if now.saturating_duration_since(g.quiet_since) >= self.state.config.heartbeat
-            && !g.out.is_backed_up()
-        {
-            g.send(Bytes::from_static(frame::PING));
-        } else {
-            return;
+        let heartbeat = self.state.config.heartbeat;
+        match Due::at(
+            now,
+            g.expires,
+            g.quiet_since,
+            heartbeat,
+            g.out.is_backed_up(),
+        ) {
+            Due::Revoked => g.end(Some(Due::revoked())),
+            Due::Ping => g.send(Bytes::from_static(frame::PING)),
+            Due::Nothing => return,
         }
         drop(g);
         self.wake.notify_one();

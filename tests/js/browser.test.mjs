@@ -7,15 +7,7 @@
 // every tab when the tray opens, action buttons, snooze, a quiet first load).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { chromium } from "playwright-core";
-import { startHerald, token, publish, publishNotification, until, vapid } from "./harness.mjs";
-
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+import { startHerald, token, publish, publishNotification, until, vapid, launchBrowser } from "./harness.mjs";
 
 let herald;
 // Web Push on, as a deployment would have it (the demo asks for the key: no 404 at load).
@@ -23,19 +15,7 @@ before(async () => { herald = await startHerald(["--dev", ...vapid().args]); });
 after(() => herald?.stop());
 
 /** A fresh browser profile; `strip` removes APIs before any page script runs. */
-async function browser(strip = []) {
-  const dir = mkdtempSync(path.join(tmpdir(), "herald-chromium-"));
-  const context = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS });
-  if (strip.length) {
-    await context.addInitScript((names) => {
-      for (const name of names) {
-        if (name === "locks") Object.defineProperty(Navigator.prototype, "locks", { get: () => undefined, configurable: true });
-        else Object.defineProperty(window, name, { value: undefined, configurable: true, writable: true });
-      }
-    }, strip);
-  }
-  return { context, close: async () => { await context.close(); rmSync(dir, { recursive: true, force: true }); } };
-}
+const browser = (strip = []) => launchBrowser({ strip });
 
 async function waitReady(page) {
   await page.waitForFunction(() => window.heraldDemo?.ready === true, null, { timeout: 15_000 });

@@ -14,17 +14,9 @@
 // rest (the subscription posted, deleted, refused).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { createECDH, randomBytes } from "node:crypto";
 import http from "node:http";
-import path from "node:path";
-import { chromium } from "playwright-core";
-import { startHerald, token, publish, publishNotification, until, vapid } from "./harness.mjs";
-
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+import { startHerald, token, publish, publishNotification, until, vapid, launchBrowser } from "./harness.mjs";
 
 let herald;
 let keys;
@@ -35,11 +27,11 @@ before(async () => {
 after(() => herald?.stop());
 
 async function browser({ grant = true, init, origin = herald.base } = {}) {
-  const dir = mkdtempSync(path.join(tmpdir(), "herald-chromium-"));
-  const context = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: ARGS });
+  const launched = await launchBrowser();
+  const { context } = launched;
   if (grant) await context.grantPermissions(["notifications"], { origin });
   if (init) await context.addInitScript(init.fn, init.arg);
-  return { context, close: async () => { await context.close(); rmSync(dir, { recursive: true, force: true }); } };
+  return launched;
 }
 
 async function signIn(page, user, base = herald.base) {
