@@ -1,7 +1,7 @@
 //! HTTPS with `--tls-cert` / `--tls-key`, with certificates the test makes (openssl): HTTP/2
 //! through ALPN (HTTP/1.1 too), streams sharing one HTTP/2 connection, the files reloaded on
 //! SIGHUP without dropping the open stream (and bad new files leaving the old ones in use),
-//! and bad files refused at start-up.
+//! bad files refused at start-up, and curl holding a stream over HTTP/2.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -145,6 +145,50 @@ async fn https_with_http2_and_reload_on_sighup() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// What an operator tries first: curl over HTTP/2 (ALPN), a stream that gets its `ready` and
+/// then a notification published while it is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_streams_over_http2() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = TempDir::new("tls-curl");
+    let (cert, key) = make_cert(&dir.0, "curl");
+    let h = start(&cert, &key);
+    let mut curl = tokio::process::Command::new("curl")
+        .args([
+            "--http2",
+            "--silent",
+            "--no-buffer",
+            "--include",
+            "--max-time",
+            "30",
+        ])
+        .arg("--cacert")
+        .arg(&cert)
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", user_token("carol")),
+        ])
+        .arg(h.url("/events"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl (scripts/test installs it)");
+    let mut lines = BufReader::new(curl.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("curl went quiet")
+            .unwrap()
+            .expect("curl ended")
+    };
+    assert_eq!(next().await.trim_end(), "HTTP/2 200");
+    while next().await != "event: ready" {}
+    let id = notify(&trusting(&cert), &h, "carol", "to curl").await;
+    while next().await != "event: notification" {}
+    let data = next().await;
+    assert!(data.starts_with("data: ") && data.contains(&id), "{data}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
