@@ -19,6 +19,7 @@ use crate::config::{Backend, Config, KafkaConfig};
 use crate::error::StartupError;
 
 mod commands;
+mod logs;
 #[cfg(test)]
 mod props;
 mod push;
@@ -683,8 +684,7 @@ fn init_tracing(format: LogFormat) {
     let _ = match format {
         LogFormat::Json => builder
             .json()
-            .flatten_event(true)
-            .with_current_span(false)
+            .event_format(logs::FlatJson::new())
             .try_init(),
         LogFormat::Human => {
             let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
