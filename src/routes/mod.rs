@@ -132,10 +132,21 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["dev", "publish"], &Method::POST) if dev => dev::publish_as_user(state, req).await,
         (["admin", rest @ ..], _) if state.config.admin => admin::route(state, req, rest).await,
         (segs, _) => match allowed_methods(segs, dev) {
+            // Only a non-preflight OPTIONS gets here (the CORS layer answers preflights).
+            Some(allow) if method == Method::OPTIONS => Ok(options(allow)),
             Some(allow) => Err(Error::MethodNotAllowed(allow)),
             None => Err(Error::NotFound("no such endpoint")),
         },
     }
+}
+
+/// `OPTIONS` on a known path (RFC 9110 §9.3.7): `204` with the methods it answers in `Allow`.
+fn options(allow: &str) -> Response {
+    let mut response = body::empty(http::StatusCode::NO_CONTENT);
+    if let Ok(value) = http::HeaderValue::from_str(&format!("{allow}, OPTIONS")) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 /// The methods a known path answers, for 405's `Allow` header; `None` for unknown paths (404).

@@ -15,9 +15,11 @@ const DOCUMENT: &str = include_str!("../../docs/openapi.yaml");
 const ROUTER: &str = include_str!("mod.rs");
 /// The `/admin/` table (`--admin`), which the router's `admin` arm hands the rest of the path.
 const ADMIN_ROUTER: &str = include_str!("admin.rs");
-/// The methods of the `/api/` proxy that OpenAPI can name: it forwards every method but
-/// `OPTIONS`, which the CORS layer answers before any route.
-const PROXY_METHODS: [&str; 7] = ["DELETE", "GET", "HEAD", "PATCH", "POST", "PUT", "TRACE"];
+/// The methods of the `/api/` proxy: every one OpenAPI can name (a CORS preflight, which the
+/// CORS layer answers, is not an operation).
+const PROXY_METHODS: [&str; 8] = [
+    "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
 const OPERATION_KEYS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];

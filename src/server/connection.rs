@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
+use futures_util::future::Either;
 use http::{header, HeaderValue, Method, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::server::conn::http1;
@@ -17,7 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::CorsLayer;
 
 use super::prefixed::Prefixed;
@@ -210,27 +211,36 @@ fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
     let via_proxy = forwarded::is_trusted(&state.config.trusted_proxies, peer.ip());
     let admitted = via_proxy || shared.limit.admit(peer.ip(), now_secs());
     let (app, limit) = (state.clone(), shared.limit.clone());
-    let inner = ServiceBuilder::new()
-        .map_request(move |mut req: Request| {
-            req.extensions_mut().insert(info.clone());
-            req
-        })
-        .layer(shared.cors.clone())
-        .service_fn(move |req: Request| {
-            let admitted = admitted
-                && (!via_proxy || {
-                    let client =
-                        forwarded::client(&app.config.trusted_proxies, peer, req.headers());
-                    limit.admit(client.addr, now_secs())
-                });
-            let app = app.clone();
-            async move {
-                if !admitted {
-                    return Ok::<_, Infallible>(rate_limited());
-                }
-                Ok(crate::routes::handle(app, req).await)
+    let routed = tower::service_fn(move |req: Request| {
+        let admitted = admitted
+            && (!via_proxy || {
+                let client = forwarded::client(&app.config.trusted_proxies, peer, req.headers());
+                limit.admit(client.addr, now_secs())
+            });
+        let app = app.clone();
+        async move {
+            if !admitted {
+                return Ok::<_, Infallible>(rate_limited());
             }
-        });
+            Ok(crate::routes::handle(app, req).await)
+        }
+    });
+    let with_cors = shared.cors.clone().layer(routed.clone());
+    let inner = tower::service_fn(move |mut req: Request| {
+        req.extensions_mut().insert(info.clone());
+        // tower-http's CORS answers every OPTIONS as a preflight; only one that names
+        // Access-Control-Request-Method is one (Fetch). Any other OPTIONS is routed: `Allow`
+        // for a known path, forwarded under `/api/`, 404 elsewhere.
+        if req.method() == Method::OPTIONS
+            && !req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            Either::Left(routed.clone().oneshot(req))
+        } else {
+            Either::Right(with_cors.clone().oneshot(req))
+        }
+    });
     super::observe::wrap(state, inner)
 }
 

@@ -333,3 +333,34 @@ async fn proxy_paths_cannot_leave_the_upstream_base() {
         "{answer}"
     );
 }
+
+/// `OPTIONS` that is not a CORS preflight (no `Access-Control-Request-Method`) is routed:
+/// `204` with `Allow` on a known path, `404` on an unknown one, forwarded under `/api/`. A
+/// preflight is still the CORS layer's.
+#[tokio::test]
+async fn plain_options_is_routed() {
+    let backend = EchoUpstream::start().await;
+    let h = Herald::start(None, &["--upstream", &format!("{}/", backend.url)]);
+    let options = |path: &str| h.http.request(reqwest::Method::OPTIONS, h.url(path));
+    let r = send_raw(options("/notifications")).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["allow"], "GET, PATCH, OPTIONS");
+    let (status, body) = send(options("/nothing")).await;
+    assert_error(status, &body, 404, "not_found");
+    let r = send_raw(options("/api/echo").bearer_auth(user_token("alice"))).await;
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "OPTIONS");
+    assert_eq!(echo["headers"]["x-herald-user"], "alice");
+    // unauthenticated: never forwarded
+    assert_eq!(send_raw(options("/api/echo")).await.status(), 401);
+    // a preflight is answered by Herald, not forwarded
+    let r = send_raw(
+        options("/api/echo")
+            .header("origin", &h.base)
+            .header("access-control-request-method", "PUT"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], h.base.as_str());
+}
