@@ -158,12 +158,11 @@ pub fn node_alive(node: &str) -> String {
     format!("{PREFIX}node:{node}")
 }
 
-/// The pattern matching every node's alive key, for the node list's SCAN.
-pub const NODE_PATTERN: &str = "herald:node:*";
-
-/// The node an alive key belongs to.
-pub fn node_of_alive_key(key: &str) -> Option<&str> {
-    key.strip_prefix(PREFIX)?.strip_prefix("node:")
+/// HASH node -> Unix ms of its first heartbeat: every node that may be alive, so the node
+/// list reads a few keys instead of scanning the keyspace. A node whose alive key is gone is
+/// dropped from it by the next reader.
+pub fn node_registry() -> String {
+    format!("{PREFIX}nodes")
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The live nodes, for the operators' `/admin/nodes`: each with its open streams and when it
 //! was last seen. Redis: every node's alive key (`herald:node:<node>`, refreshed by its
 //! keep-alive, see `keys::node_alive`) holds `{"at_ms":…,"streams":…}`; presence only checks
-//! that the key exists. A bare number (what nodes wrote before the stream count was added)
-//! still reads as a live node whose streams are unknown, so a rolling upgrade lists every
-//! node. Embedded mode: this node alone (the memory store answers from its hub).
+//! that the key exists. The nodes are found through the registry hash `herald:nodes` (each
+//! node adds itself when it beats), not by scanning the keyspace; a registered node whose
+//! alive key has expired is dead and is removed from the registry. Nodes of a version before
+//! the registry are not listed (they are still present for presence). Embedded mode: this
+//! node alone (the memory store answers from its hub).
 
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
@@ -50,25 +52,45 @@ fn parse_beat(value: &str) -> Option<Beat> {
     serde_json::from_str(value).ok()
 }
 
-/// Every node whose alive key exists (SCAN on every primary, then one GET per node), by name.
+/// Every registered node whose alive key exists (one HKEYS, then one GET per node), by name;
+/// registered nodes whose key is gone are dropped from the registry.
 pub(super) async fn list(conn: &RedisConn) -> Result<Vec<NodeInfo>> {
-    let names = conn.clone().scan_match(keys::NODE_PATTERN).await?;
-    let reads = names.into_iter().filter_map(|key| {
-        let node = keys::node_of_alive_key(&key)?.to_owned();
+    let registry = keys::node_registry();
+    let names: Vec<String> = redis::cmd("HKEYS")
+        .arg(&registry)
+        .query_async(&mut conn.clone())
+        .await?;
+    let reads = names.into_iter().map(|node| {
         let mut conn = conn.clone();
-        Some(async move {
-            let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-            Ok::<_, redis::RedisError>(value.as_deref().and_then(parse_beat).map(|beat| NodeInfo {
+        async move {
+            let value: Option<String> = redis::cmd("GET")
+                .arg(keys::node_alive(&node))
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, redis::RedisError>((node, value.as_deref().and_then(parse_beat)))
+        }
+    });
+    let (mut nodes, mut dead) = (Vec::new(), Vec::new());
+    for read in join_all(reads).await {
+        match read? {
+            (node, Some(beat)) => nodes.push(NodeInfo {
                 node,
                 streams: beat.streams,
                 last_seen_ms: beat.at_ms,
-            }))
-        })
-    });
-    let mut nodes = Vec::new();
-    for read in join_all(reads).await {
-        // A key that expired between the scan and the read is a node that just died.
-        nodes.extend(read?);
+            }),
+            (node, None) => dead.push(node),
+        }
+    }
+    if !dead.is_empty() {
+        // Best effort: the next reader tries again.
+        let removed: redis::RedisResult<()> = redis::cmd("HDEL")
+            .arg(&registry)
+            .arg(&dead)
+            .query_async(&mut conn.clone())
+            .await;
+        if let Err(e) = removed {
+            tracing::debug!(error = %e, "could not drop dead nodes from the registry");
+        }
     }
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     Ok(nodes)

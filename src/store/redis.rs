@@ -913,16 +913,19 @@ impl RedisStore {
         Ok(live)
     }
 
-    /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open.
+    /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open, and make sure
+    /// the node list finds it (the registry).
     pub async fn heartbeat(&self, node: &str, streams: u64) -> Result<()> {
-        let _: () = self
-            .conn()
+        let mut conn = self.conn();
+        let now = now_ms();
+        let _: () = conn
             .pset_ex(
                 keys::node_alive(node),
-                nodes::beat(now_ms(), streams),
+                nodes::beat(now, streams),
                 NODE_ALIVE_TTL_MS,
             )
             .await?;
+        let _: () = conn.hset_nx(keys::node_registry(), node, now).await?;
         Ok(())
     }
 
@@ -946,9 +949,11 @@ impl RedisStore {
         nodes::list(&self.conn).await
     }
 
-    /// Remove this node's alive key (clean shutdown).
+    /// Remove this node's alive key and its registry entry (clean shutdown).
     pub async fn retire(&self, node: &str) -> Result<()> {
-        let _: () = self.conn().del(keys::node_alive(node)).await?;
+        let mut conn = self.conn();
+        let _: () = conn.del(keys::node_alive(node)).await?;
+        let _: () = conn.hdel(keys::node_registry(), node).await?;
         Ok(())
     }
 }
