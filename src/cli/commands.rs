@@ -56,6 +56,20 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
             category: args.category.clone(),
             link: args.link.clone(),
             data,
+            critical: args.critical,
+            collapse_key: args.collapse_key.clone(),
+            deliver_at: args.deliver_at.clone(),
+            expires_at: args.expires_at.clone(),
+            actions: args
+                .actions
+                .iter()
+                .map(|a| serde_json::from_str(a))
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    StartupError(format!(
+                        "--action must be a JSON object with id and label: {e}"
+                    ))
+                })?,
             ..Default::default()
         },
         idempotency_key: args.idempotency_key.clone(),

@@ -286,6 +286,22 @@ pub struct PublishArgs {
     /// A JSON object attached as `data`.
     #[arg(long)]
     pub data: Option<String>,
+    /// Delivered even to users who muted its category (`Urgency: high` in Web Push).
+    #[arg(long)]
+    pub critical: bool,
+    /// A later publish with the same key replaces the user's active unread one (collapse).
+    #[arg(long)]
+    pub collapse_key: Option<String>,
+    /// Not shown before this time (RFC 3339, at most 90 days ahead).
+    #[arg(long)]
+    pub deliver_at: Option<String>,
+    /// Removed from the tray at this time (RFC 3339, after --deliver-at).
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// A button, as JSON: `{"id":"approve","label":"Approve","path":"/api/builds/42/approve"}`
+    /// (repeatable, at most 3; `method` defaults to POST when a path is given).
+    #[arg(long = "action", value_name = "JSON")]
+    pub actions: Vec<String>,
     /// The same key for the same user within 24 h stores nothing new (safe retries).
     #[arg(long)]
     pub idempotency_key: Option<String>,

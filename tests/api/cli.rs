@@ -266,6 +266,11 @@ async fn token_and_publish_commands() {
             "From the CLI",
             "--data",
             r#"{"k":1}"#,
+            "--critical",
+            "--collapse-key",
+            "build-42",
+            "--action",
+            r#"{"id":"ok","label":"OK"}"#,
         ],
         &[],
     );
@@ -277,6 +282,29 @@ async fn token_and_publish_commands() {
         (ev["title"].clone(), ev["data"].clone()),
         (json!("From the CLI"), json!({"k": 1}))
     );
+    assert_eq!(
+        (&ev["critical"], &ev["collapse_key"], &ev["actions"][0]["id"]),
+        (&json!(true), &json!("build-42"), &json!("ok"))
+    );
+    // an --action that is not an action object is refused before anything is sent
+    let out = run(
+        &[
+            "publish",
+            "--jwt-secret",
+            SECRET,
+            "--url",
+            &h.base,
+            "--user",
+            "alice",
+            "--title",
+            "x",
+            "--action",
+            "approve",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--action"));
     // a failing publish exits non-zero with the server's message
     let out = run(
         &[
