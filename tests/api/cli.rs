@@ -283,7 +283,11 @@ async fn token_and_publish_commands() {
         (json!("From the CLI"), json!({"k": 1}))
     );
     assert_eq!(
-        (&ev["critical"], &ev["collapse_key"], &ev["actions"][0]["id"]),
+        (
+            &ev["critical"],
+            &ev["collapse_key"],
+            &ev["actions"][0]["id"]
+        ),
         (&json!(true), &json!("build-42"), &json!("ok"))
     );
     // an --action that is not an action object is refused before anything is sent
