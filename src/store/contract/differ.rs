@@ -125,6 +125,53 @@ async fn redis_presence_lives_while_its_node_does() {
     .expect("in time");
 }
 
+/// Redis: the node list reads the registry, not the keyspace: beating nodes are listed with
+/// their streams; a node whose alive key is gone (crashed: it expired) is left out and dropped
+/// from the registry; a retired node is gone at once.
+#[tokio::test]
+async fn redis_node_list_follows_the_alive_keys() {
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let Store::Redis(redis) = &s.store else {
+        unreachable!()
+    };
+    let url = s._redis.as_ref().expect("a Redis server").url();
+    let mut raw = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("a raw connection");
+    tokio::time::timeout(CASE_DEADLINE, async {
+        redis.heartbeat("n1", 3).await.expect("heartbeat");
+        redis.heartbeat("n2", 5).await.expect("heartbeat");
+        let listed = |nodes: Vec<crate::store::NodeInfo>| {
+            nodes
+                .into_iter()
+                .map(|n| (n.node, n.streams))
+                .collect::<Vec<_>>()
+        };
+        let nodes = s.store.nodes().await.expect("nodes");
+        assert_eq!(
+            listed(nodes),
+            [("n1".into(), Some(3)), ("n2".into(), Some(5))]
+        );
+        // n2 crashes: its alive key expires (deleted here rather than waited for)
+        let _: () = redis::cmd("DEL")
+            .arg(crate::store::keys::node_alive("n2"))
+            .query(&mut raw)
+            .expect("DEL");
+        let nodes = s.store.nodes().await.expect("nodes");
+        assert_eq!(listed(nodes), [("n1".into(), Some(3))]);
+        let registered: bool = redis::cmd("HEXISTS")
+            .arg(crate::store::keys::node_registry())
+            .arg("n2")
+            .query(&mut raw)
+            .expect("HEXISTS");
+        assert!(!registered, "a dead node stays in the registry");
+        s.store.retire("n1").await.expect("retire");
+        assert!(s.store.nodes().await.expect("nodes").is_empty());
+    })
+    .await
+    .expect("in time");
+}
+
 /// Redis: a user whose writes fail (a key of the wrong type) fails alone within its script
 /// call: the users before it in the call are stored, the ones after it are not attempted and
 /// have nothing stored, and the other calls of the batch are unaffected. The failed user's
