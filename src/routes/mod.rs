@@ -47,7 +47,12 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         (Ok(()), Some(rest)) => route(state, req, rest).await,
         (Ok(()), None) => Err(Error::NotFound("no such endpoint")),
     };
-    let response = result.unwrap_or_else(error_response);
+    let response = match result {
+        // A path that answers 405 is known: a plain OPTIONS (the CORS layer answers
+        // preflights) gets its methods instead, under `/admin/` too.
+        Err(Error::MethodNotAllowed(allow)) if method == Method::OPTIONS => options(allow),
+        result => result.unwrap_or_else(error_response),
+    };
     tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
     response
 }
@@ -132,8 +137,6 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["dev", "publish"], &Method::POST) if dev => dev::publish_as_user(state, req).await,
         (["admin", rest @ ..], _) if state.config.admin => admin::route(state, req, rest).await,
         (segs, _) => match allowed_methods(segs, dev) {
-            // Only a non-preflight OPTIONS gets here (the CORS layer answers preflights).
-            Some(allow) if method == Method::OPTIONS => Ok(options(allow)),
             Some(allow) => Err(Error::MethodNotAllowed(allow)),
             None => Err(Error::NotFound("no such endpoint")),
         },

@@ -335,16 +335,21 @@ async fn proxy_paths_cannot_leave_the_upstream_base() {
 }
 
 /// `OPTIONS` that is not a CORS preflight (no `Access-Control-Request-Method`) is routed:
-/// `204` with `Allow` on a known path, `404` on an unknown one, forwarded under `/api/`. A
-/// preflight is still the CORS layer's.
+/// `204` with `Allow` on a known path (`/admin/` included), `404` on an unknown one, forwarded
+/// under `/api/`. A preflight is still the CORS layer's.
 #[tokio::test]
 async fn plain_options_is_routed() {
     let backend = EchoUpstream::start().await;
-    let h = Herald::start(None, &["--upstream", &format!("{}/", backend.url)]);
+    let upstream = format!("{}/", backend.url);
+    let h = Herald::start(None, &["--upstream", &upstream, "--admin"]);
     let options = |path: &str| h.http.request(reqwest::Method::OPTIONS, h.url(path));
     let r = send_raw(options("/notifications")).await;
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["allow"], "GET, PATCH, OPTIONS");
+    // the admin view's own table too
+    let r = send_raw(options("/admin/nodes")).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["allow"], "GET, OPTIONS");
     let (status, body) = send(options("/nothing")).await;
     assert_error(status, &body, 404, "not_found");
     let r = send_raw(options("/api/echo").bearer_auth(user_token("alice"))).await;
