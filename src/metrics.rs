@@ -68,8 +68,9 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
-/// Where a publish came from (`http`, `redis`, `kafka`) and why it failed
-/// (`invalid`, `unauthorized`, `too_large`, `timeout`, `store`, `internal`).
+/// Where a publish came from (`http`, `redis`, `kafka`) and why it failed: the error code
+/// its answer carries (`invalid_request`, `unauthorized`, `forbidden`, `too_large`,
+/// `request_timeout`, `unavailable`, `internal`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublishErrorLabels {
     pub source: &'static str,
@@ -288,8 +289,8 @@ impl Metrics {
             .clone()
     }
 
-    /// Count a publish that failed: `source` is `http`, `redis` or `kafka`, `reason` one of
-    /// [`PublishErrorLabels`]'s.
+    /// Count a publish that failed: `source` is `http`, `redis` or `kafka`, `reason` the
+    /// error's code.
     pub fn publish_failed(&self, source: &'static str, reason: &'static str) {
         self.publish_errors
             .get_or_create(&PublishErrorLabels { source, reason })

@@ -47,19 +47,6 @@ pub struct PublishResponse {
     pub suppressed: usize,
 }
 
-/// Why a publish failed, as the `reason` label of `herald_publish_errors_total`: a short,
-/// fixed set shared by every source (HTTP, the Redis ingest stream, Kafka).
-pub fn failure_reason(error: &Error) -> &'static str {
-    match error {
-        Error::InvalidRequest(_) => "invalid",
-        Error::Unauthorized(_) | Error::Forbidden(_) => "unauthorized",
-        Error::TooLarge { .. } => "too_large",
-        Error::RequestTimeout => "timeout",
-        Error::Unavailable(_) | Error::PartlyStored { .. } => "store",
-        _ => "internal",
-    }
-}
-
 /// Validate and store `request`; nothing is stored when validation fails.
 pub async fn publish(
     store: &Store,

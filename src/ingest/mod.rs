@@ -27,12 +27,13 @@ pub fn parse(raw: &[u8]) -> Result<PublishRequest, String> {
     crate::model::from_json(raw)
 }
 
-/// The `reason` label (`herald_publish_errors_total`) of a body [`parse`] refused.
+/// The `reason` label (`herald_publish_errors_total`) of a body [`parse`] refused: the error
+/// code `POST /publish` would answer.
 fn unparsable(raw: &[u8]) -> &'static str {
     if raw.len() > MAX_BODY_BYTES {
         "too_large"
     } else {
-        "invalid"
+        "invalid_request"
     }
 }
 

@@ -24,7 +24,7 @@ use super::{parse, pause, truncate, unparsable};
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::publish::{failure_reason, publish, PublishRequest};
+use crate::publish::{publish, PublishRequest};
 use crate::redis_conn::{connect_plain, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -274,7 +274,7 @@ impl Ingest {
             .get_or_insert_with(|| format!("ingest:{}", entry.id));
         let result = publish(&self.store, Some(&self.metrics), &request).await;
         if let Err(e) = &result {
-            self.metrics.publish_failed("redis", failure_reason(e));
+            self.metrics.publish_failed("redis", e.code());
         }
         match result {
             Ok(_) => Outcome::Stored,

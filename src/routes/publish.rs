@@ -6,14 +6,14 @@ use http::StatusCode;
 use super::body::{json, read_json, Request, Response};
 use crate::auth;
 use crate::error::Result;
-use crate::publish::{failure_reason, publish, PublishRequest};
+use crate::publish::{publish, PublishRequest};
 use crate::state::AppState;
 
 /// Every failure counts in `herald_publish_errors_total{source="http"}`.
 pub async fn handle(state: AppState, req: Request) -> Result<Response> {
     let result = accept(&state, req).await;
     if let Err(e) = &result {
-        state.metrics.publish_failed("http", failure_reason(e));
+        state.metrics.publish_failed("http", e.code());
     }
     result
 }

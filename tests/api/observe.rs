@@ -330,7 +330,7 @@ async fn metrics_for_operators(mode: Mode) {
     assert_eq!(series(&h, published).await, Some(1.0));
     let other = r#"herald_http_requests_total{route="other",status="404"}"#;
     assert_eq!(series(&h, other).await, Some(1.0));
-    let invalid = r#"herald_publish_errors_total{source="http",reason="invalid"}"#;
+    let invalid = r#"herald_publish_errors_total{source="http",reason="invalid_request"}"#;
     assert_eq!(series(&h, invalid).await, Some(1.0));
     let unauthorized = r#"herald_publish_errors_total{source="http",reason="unauthorized"}"#;
     assert_eq!(series(&h, unauthorized).await, Some(1.0));
@@ -409,7 +409,7 @@ async fn redis_ingest_backlog_and_errors() {
         .query(&mut conn)
         .unwrap();
     let h = Herald::start(Some(&redis.url()), &[]);
-    let invalid = r#"herald_publish_errors_total{source="redis",reason="invalid"}"#;
+    let invalid = r#"herald_publish_errors_total{source="redis",reason="invalid_request"}"#;
     wait_metric(&h, invalid, 1.0).await;
     wait_metric(&h, "herald_redis_ingest_backlog", 1.0).await;
     wait_metric(&h, "herald_redis_ingest_backlog", 0.0).await;

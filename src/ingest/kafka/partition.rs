@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::Client;
 use crate::ingest::{parse, pause, unparsable};
 use crate::metrics::Metrics;
-use crate::publish::{failure_reason, publish};
+use crate::publish::publish;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -227,7 +227,7 @@ impl Worker {
                         .get_or_insert_with(|| idempotency_key(message));
                     let result = publish(&self.shared.store, Some(metrics), &request).await;
                     if let Err(e) = &result {
-                        metrics.publish_failed("kafka", failure_reason(e));
+                        metrics.publish_failed("kafka", e.code());
                     }
                     match result {
                         Ok(_) => Ok(Outcome::Stored),
