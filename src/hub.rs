@@ -6,7 +6,7 @@
 //! operators' tails (`/admin/tail`): they get the same changes, pings and shutdown, but are
 //! no stream of the user (not in presence, `--max-streams-per-user` or `herald_streams_open`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -98,6 +98,8 @@ struct Inner {
     users: DashMap<String, Vec<Subscriber>>,
     /// Operators' tails by the user they watch.
     tails: DashMap<String, Vec<TailSink>>,
+    /// Set by the first tail ever added here: until then a delivery skips the tails' map.
+    tailed: AtomicBool,
     next_id: AtomicU64,
     node: String,
     metrics: Metrics,
@@ -109,6 +111,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 users: DashMap::new(),
                 tails: DashMap::new(),
+                tailed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 node,
                 metrics,
@@ -190,6 +193,7 @@ impl Hub {
             .entry(user.to_owned())
             .or_default()
             .push(TailSink { id, sink });
+        self.inner.tailed.store(true, Ordering::Relaxed);
     }
 
     /// Remove a tail (it ended). Returns true when nothing of `user` is left here (no stream,
@@ -205,8 +209,10 @@ impl Hub {
     /// Hand a committed change to every stream and tail of `user` here; a stream that is over
     /// (its backlog passed the bound, its socket failed) is dropped.
     pub fn dispatch(&self, user: &str, delivery: &Delivery) {
-        if let Some(mut tails) = self.inner.tails.get_mut(user) {
-            tails.retain(|t| t.sink.deliver(delivery));
+        if self.inner.tailed.load(Ordering::Relaxed) {
+            if let Some(mut tails) = self.inner.tails.get_mut(user) {
+                tails.retain(|t| t.sink.deliver(delivery));
+            }
         }
         let Some(mut subs) = self.inner.users.get_mut(user) else {
             return;
