@@ -370,35 +370,42 @@ pub fn expiry(state: &AppState, exp: u64, now: Instant) -> Instant {
         .unwrap_or(now)
 }
 
-/// What a tick owes an open stream or tail.
-pub(super) enum Due {
-    /// Its token or session expired: end it with `revoked`.
-    Revoked,
-    /// Quiet for a heartbeat, and its writes keep up: a `: ping`.
-    Ping,
-    Nothing,
+/// What the node's tick needs of an open stream or tail (their locked state).
+pub(super) trait Ticked {
+    /// (expiry, quiet since, whether its writes are backed up).
+    fn clock(&self) -> (Instant, Instant, bool);
+    fn send(&mut self, bytes: Bytes);
+    fn end(&mut self, last: Option<Bytes>);
 }
 
-impl Due {
-    pub(super) fn at(
-        now: Instant,
-        expires: Instant,
-        quiet_since: Instant,
-        heartbeat: Duration,
-        backed_up: bool,
-    ) -> Due {
-        if now >= expires {
-            Due::Revoked
-        } else if now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up {
-            Due::Ping
-        } else {
-            Due::Nothing
-        }
+/// The one tick rule for streams and tails: past its expiry it ends with `revoked`; quiet for
+/// a heartbeat (and keeping up with its writes) it gets a `: ping`. True when it wrote
+/// something (the caller wakes its writer).
+pub(super) fn tick(g: &mut impl Ticked, now: Instant, heartbeat: Duration) -> bool {
+    let (expires, quiet_since, backed_up) = g.clock();
+    if now >= expires {
+        g.end(Some(frame::event(
+            None,
+            "revoked",
+            r#"{"reason":"expired"}"#,
+        )));
+    } else if now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up {
+        g.send(Bytes::from_static(frame::PING));
+    } else {
+        return false;
     }
+    true
+}
 
-    /// The last event of an expired stream.
-    pub(super) fn revoked() -> Bytes {
-        frame::event(None, "revoked", r#"{"reason":"expired"}"#)
+impl Ticked for Inner {
+    fn clock(&self) -> (Instant, Instant, bool) {
+        (self.expires, self.quiet_since, self.out.is_backed_up())
+    }
+    fn send(&mut self, bytes: Bytes) {
+        Inner::send(self, bytes)
+    }
+    fn end(&mut self, last: Option<Bytes>) {
+        Inner::end(self, last)
     }
 }
 
@@ -489,23 +496,10 @@ impl Sink for Stream {
 
     fn tick(&self, now: Instant) {
         let mut g = self.lock();
-        if g.phase != Phase::Open || g.opening {
-            return;
+        if g.phase == Phase::Open && !g.opening && tick(&mut *g, now, self.state.config.heartbeat) {
+            drop(g);
+            self.wake.notify_one();
         }
-        let heartbeat = self.state.config.heartbeat;
-        match Due::at(
-            now,
-            g.expires,
-            g.quiet_since,
-            heartbeat,
-            g.out.is_backed_up(),
-        ) {
-            Due::Revoked => g.end(Some(Due::revoked())),
-            Due::Ping => g.send(Bytes::from_static(frame::PING)),
-            Due::Nothing => return,
-        }
-        drop(g);
-        self.wake.notify_one();
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::frame;
 use super::output::Output;
-use super::stream::{expiry, Due, MAX_BACKLOG_BYTES};
+use super::stream::{expiry, tick, Ticked, MAX_BACKLOG_BYTES};
 use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::state::AppState;
@@ -91,6 +91,18 @@ impl Inner {
     }
 }
 
+impl Ticked for Inner {
+    fn clock(&self) -> (Instant, Instant, bool) {
+        (self.expires, self.quiet_since, self.out.is_backed_up())
+    }
+    fn send(&mut self, bytes: Bytes) {
+        Inner::send(self, bytes)
+    }
+    fn end(&mut self, last: Option<Bytes>) {
+        Inner::end(self, last)
+    }
+}
+
 impl Sink for Tail {
     fn deliver(&self, d: &Delivery) -> bool {
         let mut g = self.lock();
@@ -117,23 +129,10 @@ impl Sink for Tail {
 
     fn tick(&self, now: Instant) {
         let mut g = self.lock();
-        if !g.open {
-            return;
+        if g.open && tick(&mut *g, now, self.state.config.heartbeat) {
+            drop(g);
+            self.wake.notify_one();
         }
-        let heartbeat = self.state.config.heartbeat;
-        match Due::at(
-            now,
-            g.expires,
-            g.quiet_since,
-            heartbeat,
-            g.out.is_backed_up(),
-        ) {
-            Due::Revoked => g.end(Some(Due::revoked())),
-            Due::Ping => g.send(Bytes::from_static(frame::PING)),
-            Due::Nothing => return,
-        }
-        drop(g);
-        self.wake.notify_one();
     }
 }
 
