@@ -82,11 +82,15 @@ impl Allow {
 }
 
 /// Whether an address may be called after resolving a name: not loopback, private,
-/// link-local, shared (CGNAT), unique-local, multicast, unspecified or documentation space.
+/// link-local, shared (CGNAT), reserved (IETF protocol assignments, benchmarking, the old class
+/// E), unique-local, multicast, unspecified or documentation space. An IPv6 address that
+/// carries an IPv4 one (mapped, compatible, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4
+/// `2002::/16`) is judged by that IPv4 address; Teredo `2001::/32` (an obfuscated one) is
+/// never public.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -95,10 +99,13 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
-                || (a == 100 && (64..128).contains(&b)))
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a, b, c) == (192, 0, 0)
+                || (a == 198 && (b & 0xfe) == 18))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
             let [first, second, ..] = v6.segments();
@@ -107,8 +114,29 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || (first, second) == (0x2001, 0x0db8))
+                || (first, second) == (0x2001, 0x0db8)
+                || (first, second) == (0x2001, 0))
         }
+    }
+}
+
+/// The IPv4 address an IPv6 one stands for, when it is built from one.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let low = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        // Mapped (::ffff:a.b.c.d) and the deprecated compatible form (::a.b.c.d, not ::1 / ::).
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] => Some(low(hi, lo)),
+        [0, 0, 0, 0, 0, 0, hi, lo] if !v6.is_loopback() && !v6.is_unspecified() => {
+            Some(low(hi, lo))
+        }
+        // NAT64: the well-known prefix and the local-use one (RFC 6052, RFC 8215).
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] | [0x64, 0xff9b, 1, _, _, _, hi, lo] => {
+            Some(low(hi, lo))
+        }
+        // 6to4 (RFC 3056): the IPv4 address follows the prefix.
+        [0x2002, hi, lo, ..] => Some(low(hi, lo)),
+        _ => None,
     }
 }
 
@@ -173,10 +201,27 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::169.254.169.254",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["142.250.74.78", "2a00:1450:4001:80b::200a"] {
+        for public in [
+            "142.250.74.78",
+            "198.20.0.1",
+            "2a00:1450:4001:80b::200a",
+            "64:ff9b::8efa:4a4e",
+            "2002:8efa:4a4e::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
@@ -236,8 +281,11 @@ mod tests {
         /// An address in a network Herald must never call: `(network, prefix length)` and any
         /// host bits.
         fn non_public_ip() -> impl Strategy<Value = IpAddr> {
-            const V4: [(u32, u32); 12] = [
+            const V4: [(u32, u32); 15] = [
                 (0x0000_0000, 8),  // "this network"
+                (0xc000_0000, 24), // IETF protocol assignments
+                (0xc612_0000, 15), // benchmarking
+                (0xf000_0000, 4),  // reserved (old class E)
                 (0x0a00_0000, 8),  // private
                 (0x6440_0000, 10), // shared (CGNAT)
                 (0x7f00_0000, 8),  // loopback
@@ -250,8 +298,9 @@ mod tests {
                 (0xe000_0000, 4),  // multicast
                 (0xffff_ffff, 32), // broadcast
             ];
-            const V6: [(u128, u32); 6] = [
+            const V6: [(u128, u32); 7] = [
                 (0, 128),                // unspecified
+                (0x2001_0000 << 96, 32), // Teredo
                 (1, 128),                // loopback
                 (0x2001_0db8 << 96, 32), // documentation
                 (0xfc00 << 112, 7),      // unique-local
@@ -318,8 +367,9 @@ mod tests {
             }
 
             /// Any address: never a panic; an IPv4-mapped IPv6 address is judged as its IPv4
-            /// address; nothing in a loopback, private, shared, link-local, unique-local,
-            /// multicast, unspecified or documentation network is public.
+            /// address; nothing in a loopback, private, shared, reserved, link-local,
+            /// unique-local, multicast, unspecified or documentation network is public, nor
+            /// such an IPv4 address carried in IPv6 (mapped, NAT64, 6to4).
             #[test]
             fn public_addresses(ip in any_ip(), hidden in non_public_ip()) {
                 let public = is_public(ip);
@@ -330,7 +380,14 @@ mod tests {
                 }
                 prop_assert!(!is_public(hidden), "{} is public", hidden);
                 if let IpAddr::V4(v4) = hidden {
-                    prop_assert!(!is_public(IpAddr::V6(v4.to_ipv6_mapped())), "{}", hidden);
+                    let bits = u128::from(u32::from(v4));
+                    for carrier in [
+                        v4.to_ipv6_mapped(),
+                        Ipv6Addr::from((0x64_ff9b_u128 << 96) | bits),
+                        Ipv6Addr::from((0x2002_u128 << 112) | (bits << 80) | 1),
+                    ] {
+                        prop_assert!(!is_public(IpAddr::V6(carrier)), "{} in {}", hidden, carrier);
+                    }
                 }
             }
         }
