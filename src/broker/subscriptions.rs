@@ -2,7 +2,10 @@
 //! ordering holds (a quick unsubscribe/subscribe pair of a user never leaves it unsubscribed,
 //! and restoring a subscription never undoes an unsubscribe). It applies stream subscribes in
 //! batches (pipelined, one channel per `SSUBSCRIBE`: channels of different slots cannot share
-//! one), then unsubscribes of users still without a stream here.
+//! one). A user whose last stream here ended stays subscribed for `LINGER`, and is then
+//! unsubscribed if still without a stream: a stream that comes back (a reload, a dropped
+//! network, every stream of a node reconnecting at once) finds its channel subscribed, and
+//! costs Redis nothing.
 //!
 //! Redis can end a subscription without being asked: a lost connection (crash, restart,
 //! network) or a `sunsubscribe` push when the channel's slot left the node (planned or forced
@@ -10,7 +13,7 @@
 //! batches, on the slot's primary, retrying with backoff while the cluster settles; each
 //! restored user's streams then catch up from the store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -33,6 +36,8 @@ const BATCH: usize = 256;
 /// follow).
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
+/// How long a user's channel stays subscribed after the user's last stream here ended.
+const LINGER: Duration = Duration::from_secs(10);
 
 pub(super) enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
@@ -57,6 +62,41 @@ struct Subscriptions {
     /// When to try restoring `lost` again, and the wait after that.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// Users whose last stream here ended, with when to unsubscribe them (the latest end
+    /// counts), and the same in that order (a user may be in it more than once; only the
+    /// entry that matches `leaving` counts).
+    leaving: HashMap<String, Instant>,
+    leave_order: VecDeque<(Instant, String)>,
+}
+
+impl Subscriptions {
+    /// The user's last stream here ended (`now`): unsubscribe after `LINGER`.
+    fn leave(&mut self, user: String, now: Instant) {
+        let at = now + LINGER;
+        self.leaving.insert(user.clone(), at);
+        self.leave_order.push_back((at, user));
+    }
+
+    /// Users due to be unsubscribed by `now` that still have no stream here; they are no
+    /// longer wanted.
+    fn due_leaves(&mut self, hub: &Hub, now: Instant) -> Vec<String> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.leave_order.front() {
+            if *at > now {
+                break;
+            }
+            let (at, user) = self.leave_order.pop_front().expect("a front entry");
+            if self.leaving.get(&user) != Some(&at) {
+                continue; // it left again later: that entry counts
+            }
+            self.leaving.remove(&user);
+            if hub.count(&user) == 0 && self.wanted.remove(&user) {
+                self.lost.remove(&user);
+                due.push(user);
+            }
+        }
+        due
+    }
 }
 
 /// Apply subscription changes in order; an unsubscribe is skipped if the user has a stream
@@ -79,6 +119,7 @@ pub(super) async fn work(
     reconnections.mark_unchanged();
     loop {
         let retry_at = subs.retry_at;
+        let leave_at = subs.leave_order.front().map(|(at, _)| *at);
         let first = tokio::select! {
             c = rx.recv() => match c { Some(c) => Some(c), None => return },
             changed = reconnections.changed() => match changed {
@@ -86,6 +127,7 @@ pub(super) async fn work(
                 Err(_) => return,
             },
             _ = sleep_until(retry_at) => None,
+            _ = sleep_until(leave_at) => None,
             _ = shutdown.wait() => return,
         };
         // Take what else is waiting, so a burst of new streams costs one round trip.
@@ -97,12 +139,11 @@ pub(super) async fn work(
             }
         }
         let mut subscribes = Vec::new();
-        let mut unsubscribes = Vec::new();
         let lost_before = subs.lost.len();
         for command in batch {
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
-                Command::Unsubscribe(user) => unsubscribes.push(user),
+                Command::Unsubscribe(user) => subs.leave(user, Instant::now()),
                 Command::Lost => {
                     metrics.broker_reconnects.inc();
                     subs.lost.extend(subs.wanted.iter().cloned());
@@ -124,16 +165,7 @@ pub(super) async fn work(
             subs.backoff = RETRY_MIN;
             subs.lost_since.get_or_insert_with(Instant::now);
         }
-        // After the subscribes: a user who left and came back within the batch is kept.
-        for user in unsubscribes {
-            if hub.count(&user) == 0 && subs.wanted.remove(&user) {
-                subs.lost.remove(&user);
-                let channel = UserKeys::new(&user).channel();
-                if let Err(e) = conn.clone().sunsubscribe(&channel).await {
-                    tracing::debug!(error = %e, user, "sunsubscribe failed");
-                }
-            }
-        }
+        sunsubscribe_each(&conn, subs.due_leaves(&hub, Instant::now())).await;
         if subs.lost.is_empty() {
             subs.retry_at = None;
             subs.lost_since = None;
@@ -165,6 +197,23 @@ async fn ssubscribe_each(conn: &RedisConn, users: Vec<String>) -> HashMap<String
         .buffer_unordered(BATCH)
         .filter_map(|(user, result)| async move { result.err().map(|e| (user, e.to_string())) })
         .collect()
+        .await
+}
+
+/// `SUNSUBSCRIBE` each user's channel, up to `BATCH` in flight (a failure only leaves a
+/// channel this node ignores).
+async fn sunsubscribe_each(conn: &RedisConn, users: Vec<String>) {
+    futures_util::stream::iter(users)
+        .map(|user| {
+            let mut conn = conn.clone();
+            async move {
+                if let Err(e) = conn.sunsubscribe(&UserKeys::new(&user).channel()).await {
+                    tracing::debug!(error = %e, user, "sunsubscribe failed");
+                }
+            }
+        })
+        .buffer_unordered(BATCH)
+        .collect::<()>()
         .await
 }
 
@@ -317,4 +366,51 @@ async fn on_primaries(
         }
     }
     (ready, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hub::{Delivery, EndReason, Sink};
+
+    struct Idle;
+
+    impl Sink for Idle {
+        fn deliver(&self, _: &Delivery) -> bool {
+            true
+        }
+        fn end(&self, _: EndReason) {}
+        fn catch_up(&self) {}
+        fn tick(&self, _: Instant) {}
+    }
+
+    fn wanting(users: &[&str]) -> Subscriptions {
+        Subscriptions {
+            wanted: users.iter().map(|u| u.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A user is unsubscribed `LINGER` after its last stream ended, counted from the latest
+    /// end, and not at all when a stream of it is open again by then.
+    #[test]
+    fn leaves_linger() {
+        let hub = Hub::new("n".into(), Metrics::default());
+        let mut subs = wanting(&["a", "b", "c"]);
+        let start = Instant::now();
+        let half = |n: u32| start + LINGER / 2 * n;
+        for user in ["a", "b", "c"] {
+            subs.leave(user.into(), start);
+        }
+        assert!(subs.due_leaves(&hub, half(1)).is_empty());
+        subs.leave("b".into(), half(1)); // b came back and left again
+        assert!(hub.register("c", (None, None), 10, hub.next_id(), Arc::new(Idle)));
+        assert_eq!(subs.due_leaves(&hub, half(2)), ["a"]);
+        assert!(subs.wanted.contains("b") && subs.wanted.contains("c"));
+        assert_eq!(subs.due_leaves(&hub, half(3)), ["b"]);
+        assert_eq!(subs.wanted, HashSet::from(["c".to_string()]));
+        assert!(subs.leaving.is_empty() && subs.leave_order.is_empty());
+    }
 }
