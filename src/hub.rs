@@ -20,6 +20,10 @@ use crate::model::{rfc3339, Change, Epoch};
 use crate::shutdown::Shutdown;
 use crate::sse::frame;
 
+/// Shards of the per-user maps (here and the memory store's trays): many, so two workers
+/// fanning a group out at once (in the same member order) seldom wait on one shard's lock.
+pub const SHARDS: usize = 256;
+
 /// A committed change, encoded once, as every stream of the user receives it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -109,8 +113,8 @@ impl Hub {
     pub fn new(node: String, metrics: Metrics) -> Self {
         Hub {
             inner: Arc::new(Inner {
-                users: DashMap::new(),
-                tails: DashMap::new(),
+                users: DashMap::with_shard_amount(SHARDS),
+                tails: DashMap::with_shard_amount(SHARDS),
                 tailed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 node,

@@ -538,7 +538,7 @@ impl MemoryStore {
     pub fn new(hub: Hub, max_per_user: usize, push: bool) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
-                trays: DashMap::new(),
+                trays: DashMap::with_shard_amount(crate::hub::SHARDS),
                 sessions: DashMap::new(),
                 user_sessions: DashMap::new(),
                 groups: DashMap::new(),
