@@ -320,3 +320,53 @@ async fn rediss_urls_connect_over_tls_and_verify_the_certificate() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("certificate"), "{stderr}");
 }
+
+/// Subscribers of alice's channel on Redis (this node's broker connection, or none).
+fn channel_subscribers(redis: &Redis) -> i64 {
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("SHARDNUMSUB")
+        .arg("herald:{u:alice}:ch")
+        .query(&mut redis.conn())
+        .unwrap();
+    n
+}
+
+/// A user's channel stays subscribed for a while after the user's last stream on a node
+/// ended, so a stream that comes back (a reload, a reconnect storm) finds it subscribed and
+/// gets what is published; some 10 s after the last stream ended it is unsubscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_lingers_after_the_last_stream_then_is_unsubscribed() {
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let token = user_token("alice");
+    let first = h.events(&token, "").await;
+    assert_eq!(channel_subscribers(&redis), 1);
+    drop(first);
+    wait_for("the stream ended", async || {
+        h.metric("herald_streams_open").await == 0.0
+    })
+    .await;
+    assert_eq!(channel_subscribers(&redis), 1, "lingering");
+
+    let mut back = h.events(&token, "").await;
+    let id = h.notify("alice", "while back").await;
+    assert_eq!(back.next_event().await.json()["id"], id.as_str());
+    drop(back);
+    wait_for("the stream ended", async || {
+        h.metric("herald_streams_open").await == 0.0
+    })
+    .await;
+    let ended = std::time::Instant::now();
+    while channel_subscribers(&redis) > 0 {
+        assert!(
+            ended.elapsed() < Duration::from_secs(20),
+            "never unsubscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        ended.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        ended.elapsed()
+    );
+}
