@@ -18,6 +18,45 @@ pub async fn pages_walk_the_tray_newest_first_once(s: &Subject) {
     assert!(walk(s, "nobody", 3, false).await.is_empty());
 }
 
+/// A replayed `notification` change is the event as it was published: a collapse's count
+/// and the id it replaced, and the counts of that moment (a later read changes none of it).
+pub async fn replayed_notifications_are_as_published(s: &Subject) {
+    let t = template(serde_json::json!({"title": "t", "collapse_key": "k"}));
+    let first = publish_to(s, &t, &["a"], None).await[0].id.to_string();
+    let second = publish_to(s, &t, &["a"], None).await[0].id.to_string();
+    let other = publish(s, "a", None).await.id;
+    mark(s, "a", &[&second, &other], Mark::Read).await;
+    let epoch = s.store.head("a").await.expect("head").epoch;
+    let Replay::Changes(changes) = replay(s, "a", EventId { epoch, seq: 0 }).await else {
+        panic!("reset")
+    };
+    let data: Vec<serde_json::Value> = changes[..3]
+        .iter()
+        .map(|c| serde_json::from_str(&c.data).expect("JSON"))
+        .collect();
+    let shape = |d: &serde_json::Value| {
+        serde_json::json!([
+            d["id"],
+            d["user"],
+            d["title"],
+            d["count"],
+            d["replaces"],
+            d["read_at"],
+            d["unread_count"],
+            d["unseen_count"]
+        ])
+    };
+    assert_eq!(
+        data.iter().map(shape).collect::<Vec<_>>(),
+        [
+            serde_json::json!([first, "a", "t", 1, null, null, 1, 1]),
+            serde_json::json!([second, "a", "t", 2, first, null, 1, 1]),
+            serde_json::json!([other, "a", "t", 1, null, null, 2, 2]),
+        ]
+    );
+    assert_eq!(changes[3].kind, ChangeKind::Read);
+}
+
 /// `unread_only` pages over unread notifications only (cursors included), while read ones
 /// still list, with their `read_at`, without the filter.
 pub async fn unread_filter_pages_only_unread(s: &Subject) {

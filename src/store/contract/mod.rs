@@ -115,6 +115,7 @@ contract! {
     unchanged_marks_commit_nothing;
     mark_all_read_reads_every_unread;
     replay_after_seq_returns_exactly_the_rest;
+    replayed_notifications_are_as_published;
     replay_beyond_head_resets;
     replay_of_a_trimmed_window_resets(10);
     another_epoch_resets;

@@ -4,9 +4,12 @@
 //! keeps every stream's view in `seq` order. Each tray draws a random epoch when it is created,
 //! so the ids of a previous run of the process reset instead of replaying. A tray item is the
 //! publish's shared [`Template`] (one `Arc` for every recipient) and the user's state of it:
-//! storing a notification for one more user costs an id, a refcount and the change's JSON.
+//! storing a notification for one more user costs an id, a refcount and its state, and its
+//! change is logged in the same compact form (`change_log.rs`).
 //! Due times (delivery, snooze ends, expiry) are kept per tray and in a store-wide index of
 //! the users with something due, which the due-time task walks (`crate::due`).
+
+mod change_log;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,7 @@ use dashmap::DashMap;
 use super::{
     ActionOutcome, Due, Escalation, Head, ListQuery, NodeInfo, Page, Preferences, Published,
     Recipient, Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
-    LOG_CAPACITY, MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS, PUSH_LEASE_MS,
+    MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS, PUSH_LEASE_MS,
 };
 use crate::error::Result;
 use crate::hub::{Delivery, Hub};
@@ -26,6 +29,7 @@ use crate::model::{
     ItemState, Mark, Marked, Notification, NotificationId, PresenceEntry, TakenAction, Target,
     Template,
 };
+use change_log::{ChangeLog, Data};
 
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -69,7 +73,7 @@ struct Tray {
     /// This change log's epoch, drawn when the tray is created.
     epoch: Epoch,
     seq: u64,
-    log: VecDeque<Change>,
+    log: ChangeLog,
     /// Idempotency key → (notification id, expiry in Unix ms).
     idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
 }
@@ -114,26 +118,32 @@ impl Tray {
             collapse: HashMap::new(),
             epoch: Epoch::random(),
             seq: 0,
-            log: VecDeque::new(),
+            log: ChangeLog::default(),
             idempotency: HashMap::new(),
         }
     }
 
     /// Number the change, keep it for replay and hand it to this node's streams.
     fn commit(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: String, at_ms: u64) {
+        self.commit_data(user, hub, kind, Data::Json(data), at_ms);
+    }
+
+    /// [`Tray::commit`] of data the log keeps as given (a compact form renders once, here).
+    fn commit_data(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: Data, at_ms: u64) {
         self.seq += 1;
+        let (json, compact) = match data {
+            Data::Json(json) => (json, None),
+            compact => (compact.render(user), Some(compact)),
+        };
         let change = Change {
             epoch: self.epoch,
             seq: self.seq,
             kind,
-            data,
+            data: json,
             at_ms,
         };
         hub.dispatch(user, &Delivery::new(&change));
-        self.log.push_back(change);
-        while self.log.len() > LOG_CAPACITY {
-            self.log.pop_front();
-        }
+        self.log.push(change, compact);
     }
 
     /// Commit the notification `id` whole, with the tray's counts beside its fields.
@@ -282,15 +292,18 @@ impl Tray {
         }
         let schedule = template.schedule();
         let mut state = ItemState::default();
+        let mut replaces = None;
         if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
             if let Some(&old) = self.collapse.get(collapse) {
                 if self.unread.contains(&old) {
                     state.count = self.items.get(&old).map_or(1, |i| i.state.count) + 1;
                     state.replaces = Some(old.to_string());
+                    replaces = Some(old);
                     self.remove(&old);
                 }
             }
         }
+        let count = state.count;
         let item = Item {
             template: template.clone(),
             state,
@@ -316,9 +329,14 @@ impl Tray {
             self.remove(&oldest);
         }
         if schedule.deliver_ms.is_none() && self.items.contains_key(&to.id) {
-            let json = template.json(to.id.as_str(), to.user, &self.items[&to.id].state);
-            let data = self.counts().append_to(&json);
-            self.commit(to.user, hub, ChangeKind::Notification, data, now);
+            let data = Data::Published {
+                template: template.clone(),
+                id: to.id,
+                count,
+                replaces,
+                counts: self.counts(),
+            };
+            self.commit_data(to.user, hub, ChangeKind::Notification, data, now);
         }
         Published::stored(to.id)
     }
@@ -900,12 +918,10 @@ impl MemoryStore {
                 return Replay::Reset;
             }
             let after = after.seq;
-            match super::replay_window(after, tray.seq, tray.log.front().map(|c| c.seq)) {
+            match super::replay_window(after, tray.seq, tray.log.first_seq()) {
                 ReplayWindow::Nothing => Replay::Changes(Vec::new()),
                 ReplayWindow::Reset => Replay::Reset,
-                ReplayWindow::From(from) => {
-                    Replay::Changes(tray.log.iter().filter(|c| c.seq >= from).cloned().collect())
-                }
+                ReplayWindow::From(from) => Replay::Changes(tray.log.since(from, tray.epoch, user)),
             }
         }))
     }
@@ -1051,7 +1067,7 @@ mod tests {
             changes.iter().map(|c| c.seq).collect::<Vec<_>>(),
             vec![3, 4, 5]
         );
-        for _ in 0..LOG_CAPACITY {
+        for _ in 0..crate::store::LOG_CAPACITY {
             add(&s, "a", None).await;
         }
         assert_eq!(s.replay("a", at(2)).await.unwrap(), Replay::Reset);
