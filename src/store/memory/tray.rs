@@ -1,0 +1,515 @@
+//! A user's tray in the memory store: the items, the ordered sets that index them (unread,
+//! unseen, due times), the collapse keys, the idempotency keys and the change log; and every
+//! write to it, each committing its change (numbered, logged, dispatched to the hub) under the
+//! tray's lock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::change_log::{ChangeLog, Data};
+use crate::hub::{Delivery, Hub};
+use crate::model::{
+    ms_to_rfc3339, now_ms, rfc3339, status_data, Change, ChangeKind, Counts, Epoch, EventId,
+    ItemState, Mark, Marked, Notification, NotificationId, TakenAction, Target, Template,
+};
+use crate::store::{
+    ActionOutcome, Due, Escalation, Published, Recipient, IDEMPOTENCY_TTL_MS, PUSH_LEASE_MS,
+};
+
+pub(super) struct Tray {
+    /// Notifications by id; ids sort by creation time, so the last entry is the newest.
+    pub(super) items: BTreeMap<NotificationId, Item>,
+    /// Active notifications not read (see [`Item::is_active`]).
+    pub(super) unread: BTreeSet<NotificationId>,
+    /// Active notifications not seen (a subset of `unread`: reading sees).
+    pub(super) unseen: BTreeSet<NotificationId>,
+    /// (wake time, id): deliveries and snooze ends to come.
+    wake: BTreeSet<(u64, NotificationId)>,
+    /// (expiry time, id).
+    expire: BTreeSet<(u64, NotificationId)>,
+    /// (due time, id): Web Push escalations.
+    push: BTreeSet<(u64, NotificationId)>,
+    /// Collapse key → the last notification published with it.
+    collapse: HashMap<String, NotificationId>,
+    /// This change log's epoch, drawn when the tray is created.
+    pub(super) epoch: Epoch,
+    pub(super) seq: u64,
+    pub(super) log: ChangeLog,
+    /// Idempotency key → (notification id, expiry in Unix ms).
+    idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
+}
+
+/// One notification in a tray: what its publish shared with every recipient, and this user's
+/// state of it.
+pub(super) struct Item {
+    pub(super) template: Arc<Template>,
+    pub(super) state: ItemState,
+    /// Not delivered yet (`deliver_at` ahead).
+    pub(super) held: bool,
+    /// When it wakes (delivery or the end of a snooze), Unix ms.
+    wake_ms: Option<u64>,
+    /// Its Web Push escalation: when it is due, and whether as a push (else as the check).
+    push: Option<(u64, bool)>,
+}
+
+impl Item {
+    pub(super) fn notification(&self, id: &NotificationId, user: &str) -> Notification {
+        self.template.notification(id.as_str(), user, &self.state)
+    }
+
+    /// Delivered, not archived, not snoozed: listed by default and counted.
+    pub(super) fn is_active(&self) -> bool {
+        !self.held && self.state.archived_at.is_none() && self.state.snoozed_until.is_none()
+    }
+
+    fn expire_ms(&self) -> Option<u64> {
+        self.template.schedule().expire_ms
+    }
+}
+
+impl Tray {
+    pub(super) fn new() -> Self {
+        Tray {
+            items: BTreeMap::new(),
+            unread: BTreeSet::new(),
+            unseen: BTreeSet::new(),
+            wake: BTreeSet::new(),
+            expire: BTreeSet::new(),
+            push: BTreeSet::new(),
+            collapse: HashMap::new(),
+            epoch: Epoch::random(),
+            seq: 0,
+            log: ChangeLog::default(),
+            idempotency: HashMap::new(),
+        }
+    }
+
+    /// Number the change, keep it for replay and hand it to this node's streams.
+    fn commit(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: String, at_ms: u64) {
+        self.commit_data(user, hub, kind, Data::Json(data), at_ms);
+    }
+
+    /// [`Tray::commit`] of data the log keeps as given (a compact form renders once, here).
+    fn commit_data(&mut self, user: &str, hub: &Hub, kind: ChangeKind, data: Data, at_ms: u64) {
+        self.seq += 1;
+        let (json, compact) = match data {
+            Data::Json(json) => (json, None),
+            compact => (compact.render(user), Some(compact)),
+        };
+        let change = Change {
+            epoch: self.epoch,
+            seq: self.seq,
+            kind,
+            data: json,
+            at_ms,
+        };
+        hub.dispatch(user, &Delivery::new(&change));
+        self.log.push(change, compact);
+    }
+
+    /// Commit the notification `id` whole, with the tray's counts beside its fields.
+    fn commit_whole(&mut self, user: &str, hub: &Hub, kind: ChangeKind, id: NotificationId) {
+        let Some(item) = self.items.get(&id) else {
+            return;
+        };
+        let json = item.template.json(id.as_str(), user, &item.state);
+        let data = self.counts().append_to(&json);
+        self.commit(user, hub, kind, data, now_ms());
+    }
+
+    pub(super) fn counts(&self) -> Counts {
+        Counts {
+            unread: self.unread.len() as u64,
+            unseen: self.unseen.len() as u64,
+        }
+    }
+
+    pub(super) fn position(&self) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+
+    /// Keep the count sets in step with the item's state (the one rule for what counts).
+    fn sync(&mut self, id: NotificationId) {
+        let (unread, unseen) = match self.items.get(&id) {
+            Some(item) if item.is_active() => {
+                (item.state.read_at.is_none(), item.state.seen_at.is_none())
+            }
+            _ => (false, false),
+        };
+        for (set, member) in [(&mut self.unread, unread), (&mut self.unseen, unseen)] {
+            if member {
+                set.insert(id);
+            } else {
+                set.remove(&id);
+            }
+        }
+    }
+
+    /// Remove every trace of `id`; whether it was there.
+    fn remove(&mut self, id: &NotificationId) -> bool {
+        self.unread.remove(id);
+        self.unseen.remove(id);
+        let Some(item) = self.items.remove(id) else {
+            return false;
+        };
+        if let Some(at) = item.wake_ms {
+            self.wake.remove(&(at, *id));
+        }
+        if let Some(at) = item.expire_ms() {
+            self.expire.remove(&(at, *id));
+        }
+        if let Some((at, _)) = item.push {
+            self.push.remove(&(at, *id));
+        }
+        if let Some(key) = item.template.collapse_key() {
+            if self.collapse.get(key) == Some(id) {
+                self.collapse.remove(key);
+            }
+        }
+        true
+    }
+
+    /// A delivered notification of this tray (held ones are not there yet for the user).
+    pub(super) fn delivered(&self, id: &str) -> Option<NotificationId> {
+        let (id, item) = self.items.get_key_value(id)?;
+        (!item.held).then_some(*id)
+    }
+
+    /// When something is due next.
+    pub(super) fn next_due(&self) -> Option<u64> {
+        [&self.wake, &self.expire, &self.push]
+            .into_iter()
+            .filter_map(|set| set.first().map(|(at, _)| *at))
+            .min()
+    }
+
+    /// (Re)schedule the Web Push escalation of `id` at `at` (`send`: as a push); with
+    /// `only_pending`, only when one is pending. Whether it is scheduled.
+    pub(super) fn schedule_push(
+        &mut self,
+        id: NotificationId,
+        at: u64,
+        send: bool,
+        only_pending: bool,
+    ) -> bool {
+        let Some(item) = self.items.get_mut(&id) else {
+            return false;
+        };
+        let old = item.push.replace((at, send));
+        match old {
+            Some((was, _)) => {
+                self.push.remove(&(was, id));
+            }
+            None if only_pending => {
+                item.push = None;
+                return false;
+            }
+            None => {}
+        }
+        self.push.insert((at, id));
+        true
+    }
+
+    pub(super) fn push_done(&mut self, id: NotificationId) {
+        if let Some((at, _)) = self.items.get_mut(&id).and_then(|i| i.push.take()) {
+            self.push.remove(&(at, id));
+        }
+    }
+
+    /// Store one recipient's notification and commit its change, unless `key` (shared by the
+    /// publish's recipients) already stored one here within [`IDEMPOTENCY_TTL_MS`], or the
+    /// user `muted` its category. A collapse key that names an active unread notification
+    /// replaces it; a notification to deliver later waits in `wake`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn publish(
+        &mut self,
+        template: &Arc<Template>,
+        to: Recipient<'_>,
+        key: Option<&Arc<str>>,
+        muted: bool,
+        max: usize,
+        hub: &Hub,
+        now: u64,
+    ) -> Published {
+        if let Some(key) = key {
+            if let Some(&(id, exp)) = self.idempotency.get(key) {
+                if exp > now {
+                    return Published::earlier(id);
+                }
+            }
+        }
+        if muted {
+            return Published::suppressed(to.id);
+        }
+        if let Some(key) = key {
+            if self.idempotency.len() >= 64 {
+                self.idempotency.retain(|_, (_, exp)| *exp > now);
+            }
+            self.idempotency
+                .insert(key.clone(), (to.id, now + IDEMPOTENCY_TTL_MS));
+        }
+        let schedule = template.schedule();
+        let mut state = ItemState::default();
+        let mut replaces = None;
+        if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
+            if let Some(&old) = self.collapse.get(collapse) {
+                if self.unread.contains(&old) {
+                    state.count = self.items.get(&old).map_or(1, |i| i.state.count) + 1;
+                    state.replaces = Some(old.to_string());
+                    replaces = Some(old);
+                    self.remove(&old);
+                }
+            }
+        }
+        let count = state.count;
+        let item = Item {
+            template: template.clone(),
+            state,
+            held: schedule.deliver_ms.is_some(),
+            wake_ms: schedule.deliver_ms,
+            push: None,
+        };
+        self.items.insert(to.id, item);
+        if let Some(at) = schedule.deliver_ms {
+            self.wake.insert((at, to.id));
+        }
+        if let Some(at) = schedule.expire_ms {
+            self.expire.insert((at, to.id));
+        }
+        if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
+            self.collapse.insert(collapse.to_owned(), to.id);
+        }
+        self.sync(to.id);
+        while self.items.len() > max {
+            let Some(oldest) = self.items.keys().next().copied() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        if schedule.deliver_ms.is_none() && self.items.contains_key(&to.id) {
+            let data = Data::Published {
+                template: template.clone(),
+                id: to.id,
+                count,
+                replaces,
+                counts: self.counts(),
+            };
+            self.commit_data(to.user, hub, ChangeKind::Notification, data, now);
+        }
+        Published::stored(to.id)
+    }
+
+    /// The ids a write to all applies to: the active ones it can change (unarchive and
+    /// unsnooze: the archived and snoozed ones).
+    fn all_for(&self, mark: Mark) -> Vec<NotificationId> {
+        let delivered = || self.items.iter().filter(|(_, i)| !i.held);
+        match mark {
+            Mark::Read => self.unread.iter().copied().collect(),
+            Mark::Seen => self.unseen.iter().copied().collect(),
+            Mark::Unarchived => delivered()
+                .filter(|(_, i)| i.state.archived_at.is_some())
+                .map(|(id, _)| *id)
+                .collect(),
+            Mark::Unsnooze => delivered()
+                .filter(|(_, i)| i.state.snoozed_until.is_some())
+                .map(|(id, _)| *id)
+                .collect(),
+            _ => delivered()
+                .filter(|(_, i)| i.is_active())
+                .map(|(id, _)| *id)
+                .collect(),
+        }
+    }
+
+    /// Apply `mark` to one notification; whether its state changed.
+    fn apply(&mut self, id: NotificationId, mark: Mark, now: &str) -> bool {
+        if mark == Mark::Deleted {
+            return self.remove(&id);
+        }
+        let Some(item) = self.items.get_mut(&id) else {
+            return false;
+        };
+        let state = &mut item.state;
+        let mut wake = None;
+        let changed = match mark {
+            Mark::Read if state.read_at.is_none() => {
+                state.read_at = Some(now.to_owned());
+                // Reading sees.
+                state.seen_at.get_or_insert_with(|| now.to_owned());
+                true
+            }
+            Mark::Seen if state.seen_at.is_none() => {
+                state.seen_at = Some(now.to_owned());
+                true
+            }
+            Mark::Unread if state.read_at.is_some() => {
+                state.read_at = None;
+                true
+            }
+            Mark::Archived if state.archived_at.is_none() => {
+                state.archived_at = Some(now.to_owned());
+                true
+            }
+            Mark::Unarchived if state.archived_at.is_some() => {
+                state.archived_at = None;
+                true
+            }
+            Mark::Snooze(until) => {
+                state.snoozed_until = Some(ms_to_rfc3339(until));
+                wake = Some((item.wake_ms.replace(until), Some(until)));
+                true
+            }
+            Mark::Unsnooze if state.snoozed_until.is_some() => {
+                state.snoozed_until = None;
+                wake = Some((item.wake_ms.take(), None));
+                true
+            }
+            _ => false,
+        };
+        if let Some((old, new)) = wake {
+            if let Some(old) = old {
+                self.wake.remove(&(old, id));
+            }
+            if let Some(new) = new {
+                self.wake.insert((new, id));
+            }
+        }
+        self.sync(id);
+        changed
+    }
+
+    /// Apply `mark` to the named (delivered) ids or to all, and commit: one status event for
+    /// the changed ids, or each snoozed or unsnoozed notification whole.
+    pub(super) fn mark(&mut self, user: &str, hub: &Hub, target: &Target, mark: Mark) -> Marked {
+        // The named ids that exist (a repeated one counts each time, as `found` says).
+        let ids: Vec<NotificationId> = match target {
+            Target::Ids(ids) => ids.iter().filter_map(|id| self.delivered(id)).collect(),
+            Target::All => self.all_for(mark),
+        };
+        let now = rfc3339(SystemTime::now());
+        let mut marked = Marked::default();
+        for id in ids {
+            if !self.items.contains_key(&id) {
+                continue;
+            }
+            marked.found += 1;
+            if !self.apply(id, mark, &now) {
+                continue;
+            }
+            marked.changed.push(id.to_string());
+            if mark.status_kind().is_none() {
+                let active = self.items.get(&id).is_some_and(Item::is_active);
+                let kind = match mark {
+                    Mark::Unsnooze if active => ChangeKind::Notification,
+                    _ => ChangeKind::Updated,
+                };
+                self.commit_whole(user, hub, kind, id);
+            }
+        }
+        if let (Some(kind), false) = (mark.status_kind(), marked.changed.is_empty()) {
+            let data = status_data(&marked.changed, self.counts());
+            self.commit(user, hub, kind, data, now_ms());
+        }
+        marked
+    }
+
+    /// Expire, deliver and wake what is due at `now` (Unix ms): expired notifications go in
+    /// one `deleted` change (reason `expired`); each delivered or woken one arrives whole as
+    /// a `notification` (an archived one that wakes as `updated`).
+    pub(super) fn process_due(&mut self, user: &str, hub: &Hub, now: u64, escalate: bool) -> Due {
+        let mut expired = Vec::new();
+        while let Some(&(at, id)) = self.expire.first() {
+            if at > now {
+                break;
+            }
+            self.expire.remove(&(at, id));
+            if self.remove(&id) {
+                expired.push(id.to_string());
+            }
+        }
+        if !expired.is_empty() {
+            let data = serde_json::json!({
+                "ids": expired,
+                "reason": "expired",
+                "unread_count": self.unread.len(),
+                "unseen_count": self.unseen.len(),
+            });
+            self.commit(user, hub, ChangeKind::Deleted, data.to_string(), now);
+        }
+        while let Some(&(at, id)) = self.wake.first() {
+            if at > now {
+                break;
+            }
+            self.wake.remove(&(at, id));
+            let Some(item) = self.items.get_mut(&id) else {
+                continue;
+            };
+            item.wake_ms = None;
+            item.held = false;
+            item.state.snoozed_until = None;
+            let kind = if item.is_active() {
+                ChangeKind::Notification
+            } else {
+                ChangeKind::Updated
+            };
+            self.sync(id);
+            if escalate && kind == ChangeKind::Notification {
+                self.schedule_push(id, now, false, false);
+            }
+            self.commit_whole(user, hub, kind, id);
+        }
+        let mut due = Due::default();
+        while let Some(&(at, id)) = self.push.first() {
+            if at > now {
+                break;
+            }
+            let pending = self.unseen.contains(&id) && self.unread.contains(&id);
+            let (Some(item), true) = (self.items.get(&id), pending) else {
+                self.push_done(id);
+                due.cancelled += 1;
+                continue;
+            };
+            let send = item.push.is_some_and(|(_, send)| send);
+            let notification = item.notification(&id, user);
+            self.schedule_push(id, now + PUSH_LEASE_MS, send, true);
+            due.escalations.push(Escalation {
+                send,
+                due_ms: at,
+                notification,
+                unread_count: self.unread.len() as u64,
+            });
+        }
+        due
+    }
+
+    /// Record `action` once, mark the notification read and commit it whole as `updated`.
+    pub(super) fn take_action(
+        &mut self,
+        user: &str,
+        hub: &Hub,
+        id: &str,
+        action: &TakenAction,
+    ) -> ActionOutcome {
+        let Some(id) = self.delivered(id) else {
+            return ActionOutcome::Missing;
+        };
+        let Some(item) = self.items.get_mut(&id) else {
+            return ActionOutcome::Missing;
+        };
+        if item.state.action.is_some() {
+            return ActionOutcome::Conflict;
+        }
+        item.state.action = Some(action.clone());
+        let now = &action.at;
+        item.state.read_at.get_or_insert_with(|| now.clone());
+        item.state.seen_at.get_or_insert_with(|| now.clone());
+        let notification = item.notification(&id, user);
+        self.sync(id);
+        self.commit_whole(user, hub, ChangeKind::Updated, id);
+        ActionOutcome::Taken(Box::new(notification))
+    }
+}
