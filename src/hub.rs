@@ -353,6 +353,20 @@ fn end_matching(
     });
 }
 
+/// A stream that takes everything and does nothing, for tests that only need one registered.
+#[cfg(test)]
+pub struct Idle;
+
+#[cfg(test)]
+impl Sink for Idle {
+    fn deliver(&self, _: &Delivery) -> bool {
+        true
+    }
+    fn end(&self, _: EndReason) {}
+    fn catch_up(&self) {}
+    fn tick(&self, _: Instant) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -373,18 +373,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::hub::{Delivery, EndReason, Sink};
-
-    struct Idle;
-
-    impl Sink for Idle {
-        fn deliver(&self, _: &Delivery) -> bool {
-            true
-        }
-        fn end(&self, _: EndReason) {}
-        fn catch_up(&self) {}
-        fn tick(&self, _: Instant) {}
-    }
+    use crate::hub::Idle;
 
     fn wanting(users: &[&str]) -> Subscriptions {
         Subscriptions {

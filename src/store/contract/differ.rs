@@ -5,20 +5,8 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::hub::{Delivery, EndReason, Sink};
+use crate::hub::Idle;
 use crate::model::PresenceEntry;
-
-/// A stream that takes everything and does nothing: presence only needs it registered.
-struct Idle;
-
-impl Sink for Idle {
-    fn deliver(&self, _: &Delivery) -> bool {
-        true
-    }
-    fn end(&self, _: EndReason) {}
-    fn catch_up(&self) {}
-    fn tick(&self, _: tokio::time::Instant) {}
-}
 
 /// Memory: one node, so the cleaner's turn is always this node's.
 #[tokio::test]
