@@ -138,16 +138,16 @@ def edges_of(f):
 
 
 def exempt(a, b):
-    """A file may use its own folder's `mod.rs` (the parent's re-exports and shared items), and
-    everything may name what `lib.rs` declares; the parent's edges to its children still count,
-    so a cycle that runs through a folder is found."""
+    """A module may use its parent module's file (`x/y.rs` and `x/y/mod.rs` alike use
+    `x/mod.rs`: the parent's re-exports and shared items), and everything may name what
+    `lib.rs` declares; the parent's edges to its children still count, so a cycle that runs
+    through a folder is found."""
     if a == "lib.rs" or b == "lib.rs":
         return True
-    return (
-        b.endswith("mod.rs")
-        and os.path.dirname(a) == os.path.dirname(b)
-        and not a.endswith("mod.rs")
-    )
+    folder = os.path.dirname(a)
+    if os.path.basename(a) == "mod.rs":
+        folder = os.path.dirname(folder)
+    return b == os.path.join(folder, "mod.rs")
 
 
 G = {f: set() for f in MODS.values()}
