@@ -4,7 +4,7 @@
 //! tray's lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use super::change_log::{ChangeLog, Data};
@@ -24,6 +24,18 @@ pub(super) struct Tray {
     pub(super) unread: BTreeSet<NotificationId>,
     /// Active notifications not seen (a subset of `unread`: reading sees).
     pub(super) unseen: BTreeSet<NotificationId>,
+    /// Due times, collapse and idempotency keys: only once the tray has one (see [`Extras`]).
+    extras: Option<Box<Extras>>,
+    /// This change log's epoch, drawn when the tray is created.
+    pub(super) epoch: Epoch,
+    pub(super) seq: u64,
+    pub(super) log: ChangeLog,
+}
+
+/// What only some trays need, boxed apart so that the tray of a user who just holds a stream
+/// (the tray gives the stream its log's epoch) stays small: ~130 bytes instead of ~300.
+#[derive(Default)]
+struct Extras {
     /// (wake time, id): deliveries and snooze ends to come.
     wake: BTreeSet<(u64, NotificationId)>,
     /// (expiry time, id).
@@ -32,13 +44,12 @@ pub(super) struct Tray {
     push: BTreeSet<(u64, NotificationId)>,
     /// Collapse key → the last notification published with it.
     collapse: HashMap<String, NotificationId>,
-    /// This change log's epoch, drawn when the tray is created.
-    pub(super) epoch: Epoch,
-    pub(super) seq: u64,
-    pub(super) log: ChangeLog,
     /// Idempotency key → (notification id, expiry in Unix ms).
     idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
 }
+
+/// The extras of a tray that has none.
+static NO_EXTRAS: LazyLock<Extras> = LazyLock::new(Extras::default);
 
 /// One notification in a tray: what its publish shared with every recipient, and this user's
 /// state of it.
@@ -74,15 +85,19 @@ impl Tray {
             items: BTreeMap::new(),
             unread: BTreeSet::new(),
             unseen: BTreeSet::new(),
-            wake: BTreeSet::new(),
-            expire: BTreeSet::new(),
-            push: BTreeSet::new(),
-            collapse: HashMap::new(),
+            extras: None,
             epoch: Epoch::random(),
             seq: 0,
             log: ChangeLog::default(),
-            idempotency: HashMap::new(),
         }
+    }
+
+    fn extras(&self) -> &Extras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
     }
 
     /// Number the change, keep it for replay and hand it to this node's streams.
@@ -156,18 +171,21 @@ impl Tray {
         let Some(item) = self.items.remove(id) else {
             return false;
         };
+        let Some(x) = self.extras.as_deref_mut() else {
+            return true;
+        };
         if let Some(at) = item.wake_ms {
-            self.wake.remove(&(at, *id));
+            x.wake.remove(&(at, *id));
         }
         if let Some(at) = item.expire_ms() {
-            self.expire.remove(&(at, *id));
+            x.expire.remove(&(at, *id));
         }
         if let Some((at, _)) = item.push {
-            self.push.remove(&(at, *id));
+            x.push.remove(&(at, *id));
         }
         if let Some(key) = item.template.collapse_key() {
-            if self.collapse.get(key) == Some(id) {
-                self.collapse.remove(key);
+            if x.collapse.get(key) == Some(id) {
+                x.collapse.remove(key);
             }
         }
         true
@@ -181,7 +199,8 @@ impl Tray {
 
     /// When something is due next.
     pub(super) fn next_due(&self) -> Option<u64> {
-        [&self.wake, &self.expire, &self.push]
+        let x = self.extras();
+        [&x.wake, &x.expire, &x.push]
             .into_iter()
             .filter_map(|set| set.first().map(|(at, _)| *at))
             .min()
@@ -199,24 +218,21 @@ impl Tray {
         let Some(item) = self.items.get_mut(&id) else {
             return false;
         };
-        let old = item.push.replace((at, send));
-        match old {
-            Some((was, _)) => {
-                self.push.remove(&(was, id));
-            }
-            None if only_pending => {
-                item.push = None;
-                return false;
-            }
-            None => {}
+        if only_pending && item.push.is_none() {
+            return false;
         }
-        self.push.insert((at, id));
+        let old = item.push.replace((at, send));
+        let x = self.extras_mut();
+        if let Some((was, _)) = old {
+            x.push.remove(&(was, id));
+        }
+        x.push.insert((at, id));
         true
     }
 
     pub(super) fn push_done(&mut self, id: NotificationId) {
         if let Some((at, _)) = self.items.get_mut(&id).and_then(|i| i.push.take()) {
-            self.push.remove(&(at, id));
+            self.extras_mut().push.remove(&(at, id));
         }
     }
 
@@ -236,7 +252,7 @@ impl Tray {
         now: u64,
     ) -> Published {
         if let Some(key) = key {
-            if let Some(&(id, exp)) = self.idempotency.get(key) {
+            if let Some(&(id, exp)) = self.extras().idempotency.get(key) {
                 if exp > now {
                     return Published::earlier(id);
                 }
@@ -246,17 +262,17 @@ impl Tray {
             return Published::suppressed(to.id);
         }
         if let Some(key) = key {
-            if self.idempotency.len() >= 64 {
-                self.idempotency.retain(|_, (_, exp)| *exp > now);
+            let keys = &mut self.extras_mut().idempotency;
+            if keys.len() >= 64 {
+                keys.retain(|_, (_, exp)| *exp > now);
             }
-            self.idempotency
-                .insert(key.clone(), (to.id, now + IDEMPOTENCY_TTL_MS));
+            keys.insert(key.clone(), (to.id, now + IDEMPOTENCY_TTL_MS));
         }
         let schedule = template.schedule();
         let mut state = ItemState::default();
         let mut replaces = None;
         if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
-            if let Some(&old) = self.collapse.get(collapse) {
+            if let Some(&old) = self.extras().collapse.get(collapse) {
                 if self.unread.contains(&old) {
                     state.count = self.items.get(&old).map_or(1, |i| i.state.count) + 1;
                     state.replaces = Some(old.to_string());
@@ -275,13 +291,15 @@ impl Tray {
         };
         self.items.insert(to.id, item);
         if let Some(at) = schedule.deliver_ms {
-            self.wake.insert((at, to.id));
+            self.extras_mut().wake.insert((at, to.id));
         }
         if let Some(at) = schedule.expire_ms {
-            self.expire.insert((at, to.id));
+            self.extras_mut().expire.insert((at, to.id));
         }
         if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
-            self.collapse.insert(collapse.to_owned(), to.id);
+            self.extras_mut()
+                .collapse
+                .insert(collapse.to_owned(), to.id);
         }
         self.sync(to.id);
         while self.items.len() > max {
@@ -371,11 +389,12 @@ impl Tray {
             _ => false,
         };
         if let Some((old, new)) = wake {
+            let x = self.extras_mut();
             if let Some(old) = old {
-                self.wake.remove(&(old, id));
+                x.wake.remove(&(old, id));
             }
             if let Some(new) = new {
-                self.wake.insert((new, id));
+                x.wake.insert((new, id));
             }
         }
         self.sync(id);
@@ -422,11 +441,11 @@ impl Tray {
     /// a `notification` (an archived one that wakes as `updated`).
     pub(super) fn process_due(&mut self, user: &str, hub: &Hub, now: u64, escalate: bool) -> Due {
         let mut expired = Vec::new();
-        while let Some(&(at, id)) = self.expire.first() {
+        while let Some(&(at, id)) = self.extras().expire.first() {
             if at > now {
                 break;
             }
-            self.expire.remove(&(at, id));
+            self.extras_mut().expire.remove(&(at, id));
             if self.remove(&id) {
                 expired.push(id.to_string());
             }
@@ -440,11 +459,11 @@ impl Tray {
             });
             self.commit(user, hub, ChangeKind::Deleted, data.to_string(), now);
         }
-        while let Some(&(at, id)) = self.wake.first() {
+        while let Some(&(at, id)) = self.extras().wake.first() {
             if at > now {
                 break;
             }
-            self.wake.remove(&(at, id));
+            self.extras_mut().wake.remove(&(at, id));
             let Some(item) = self.items.get_mut(&id) else {
                 continue;
             };
@@ -463,7 +482,7 @@ impl Tray {
             self.commit_whole(user, hub, kind, id);
         }
         let mut due = Due::default();
-        while let Some(&(at, id)) = self.push.first() {
+        while let Some(&(at, id)) = self.extras().push.first() {
             if at > now {
                 break;
             }
