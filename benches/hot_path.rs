@@ -8,7 +8,8 @@
 //! socket transport does (one vectored write, chunk-framed; a thread drains the other end). Run:
 //! `cargo bench --features bench-internals --bench hot_path`.
 //! The feature exposes `herald::bench`, re-exports of the internals measured here; without it
-//! (`cargo test --all-targets`) this bench is skipped.
+//! (`cargo test --all-targets`) this bench is skipped, so `scripts/test` runs it once with the
+//! feature (`cargo test --features bench-internals --bench hot_path`).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herald::bench::{
-    encode_change, new_ids, Change, ChangeKind, Delivery, EndReason, Epoch, Hub, MemoryStore,
-    Message, Metrics, NotificationInput, Output, Recipient, Sink, Template,
+    encode_change, new_ids, Change, ChangeKind, Delivery, EndReason, Epoch, Hub, ItemState,
+    MemoryStore, Message, Metrics, NotificationInput, Output, Recipient, Sink, Template,
 };
 
 const GROUP: usize = 1000;
@@ -29,7 +30,7 @@ fn template() -> Template {
         "link": "https://ci.example/42", "data": {"build": 42, "tags": ["a", "b"]},
     }))
     .expect("a valid notification");
-    Template::new(&input, SystemTime::now()).expect("a template")
+    Template::new(&input, Default::default(), SystemTime::now()).expect("a template")
 }
 
 fn change(template: &Template) -> Change {
@@ -38,7 +39,7 @@ fn change(template: &Template) -> Change {
         epoch: Epoch::parse("3f9a0c12d4e1").expect("an epoch"),
         seq: 1234,
         kind: ChangeKind::Notification,
-        data: template.json(id.as_str(), "user-000123"),
+        data: template.json(id.as_str(), "user-000123", &ItemState::default()),
         at_ms: 1_764_000_000_000,
     }
 }
@@ -54,7 +55,8 @@ fn recipient_json(c: &mut Criterion) {
     let template = template();
     let id = new_ids(1).next().expect("an id");
     c.bench_function("Template::json (one recipient)", |b| {
-        b.iter(|| template.json(black_box(id.as_str()), black_box("user-000123")))
+        let fresh = ItemState::default();
+        b.iter(|| template.json(black_box(id.as_str()), black_box("user-000123"), &fresh))
     });
 }
 
@@ -77,7 +79,7 @@ fn memory_publish(c: &mut Criterion) {
     group.throughput(Throughput::Elements(GROUP as u64));
     group.bench_function("1k-user group", |b| {
         b.iter_custom(|iters| {
-            let store = MemoryStore::new(Hub::new("bench".into(), Metrics::default()), 100);
+            let store = MemoryStore::new(Hub::new("bench".into(), Metrics::default()), 100, false);
             runtime.block_on(store.publish(&template, &recipients(), None));
             let mut spent = Duration::ZERO;
             for _ in 0..iters {

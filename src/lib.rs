@@ -75,7 +75,9 @@ pub mod bench {
     pub use crate::broker::Message;
     pub use crate::hub::{Delivery, EndReason, Hub, Sink};
     pub use crate::metrics::Metrics;
-    pub use crate::model::{new_ids, Change, ChangeKind, Epoch, NotificationInput, Template};
+    pub use crate::model::{
+        new_ids, Change, ChangeKind, Epoch, ItemState, NotificationInput, Template,
+    };
     pub use crate::sse::frame::change as encode_change;
     pub use crate::sse::Output;
     pub use crate::store::{MemoryStore, Recipient};
