@@ -20,7 +20,7 @@ use crate::model::{rfc3339, Change, Epoch};
 use crate::shutdown::Shutdown;
 use crate::sse::frame;
 
-/// Shards of the per-user maps (here and the memory store's trays): many, so two workers
+/// Shards of the streams' map by user (and the memory store's trays): many, so two workers
 /// fanning a group out at once (in the same member order) seldom wait on one shard's lock.
 pub const SHARDS: usize = 256;
 
@@ -114,7 +114,7 @@ impl Hub {
         Hub {
             inner: Arc::new(Inner {
                 users: DashMap::with_shard_amount(SHARDS),
-                tails: DashMap::with_shard_amount(SHARDS),
+                tails: DashMap::new(),
                 tailed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 node,
