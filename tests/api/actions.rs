@@ -184,7 +184,7 @@ async fn an_action_without_path_only_records(mode: Mode) {
 }
 
 async fn an_unreachable_upstream_records_nothing(mode: Mode) {
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (closed, _bound) = closed_url();
     let h = Setup::new(mode, &["--upstream", &closed]);
     let token = user_token("alice");
     let mut sse = h.events(&token, "").await;

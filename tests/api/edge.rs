@@ -163,7 +163,7 @@ async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (closed, _bound) = closed_url();
     let h = Herald::start(None, &["--upstream", &closed]);
     let (status, body) = h.get("/api/echo", &user_token("alice")).await;
     assert_error(status, &body, 502, "bad_gateway");

@@ -62,6 +62,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback URL nothing answers on for as long as the returned socket lives: its port is
+/// bound and never listened on, so a connection is refused, and no process of a test running
+/// alongside can take the port meanwhile (as it could a `free_port()` left unbound).
+pub fn closed_url() -> (String, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (format!("http://127.0.0.1:{port}"), socket)
+}
+
 /// Wait until `done` holds, checking every 50 ms; after `WAIT`, fail with `failure`.
 pub async fn wait_for(failure: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
