@@ -1,13 +1,14 @@
 //! The last mile: SSE framing (`frame`, each change encoded once), the per-stream state that
 //! the hub hands changes to (`stream`), where its bytes go (`output`), the socket
-//! transport that holds a plain HTTP/1.x stream off hyper (`socket`), and an operator's live
-//! tail of one user's changes (`tail`).
+//! transport that holds a plain HTTP/1.x stream off hyper (`socket`), an operator's live
+//! tail of one user's changes (`tail`), and how either wakes its transport (`wake`).
 
 pub(crate) mod frame;
 mod output;
 pub(crate) mod socket;
 pub(crate) mod stream;
 pub(crate) mod tail;
+mod wake;
 
 #[cfg(feature = "bench-internals")]
 pub use self::output::Output;

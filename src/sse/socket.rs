@@ -5,8 +5,10 @@
 //! closes (or half-closes) its side. Bytes a client sends after its `/events` request are
 //! read and dropped: nothing more is answered on this connection.
 
+use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -32,12 +34,24 @@ pub async fn run(handle: Handle, io: Arc<TcpStream>, send_timeout: Duration) {
                     _ => break,
                 }
             }
-            Work::Idle => tokio::select! {
-                _ = handle.stream().woken() => {}
-                ready = io.readable() => if ready.is_err() || client_gone(&io) {
+            // Polled by hand, not `select!` on `woken()` and `readable()`: those futures
+            // carry waiter nodes, which made every idle stream's task twice the size.
+            Work::Idle => {
+                let gone = poll_fn(|cx| {
+                    if handle.stream().poll_woken(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    match io.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => Poll::Ready(client_gone(&io)),
+                        Poll::Ready(Err(_)) => Poll::Ready(true),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                if gone {
                     break;
-                },
-            },
+                }
+            }
         }
     }
 }

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::frame;
 use super::output::{Output, Written};
+use super::wake::Wake;
 use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
@@ -83,7 +83,7 @@ pub struct Stream {
     request_id: RequestId,
     inner: Mutex<Inner>,
     /// Wakes the transport: something to write, a catch-up due, or the end.
-    wake: Notify,
+    wake: Wake,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl Stream {
                 expires,
                 transport: None,
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
         });
         let unit = (owner.session.as_deref(), owner.tab.as_deref());
         let max = state.config.max_streams_per_user;
@@ -253,7 +253,7 @@ impl Stream {
             g.end(last);
         }
         drop(g);
-        s.wake.notify_one();
+        s.wake.wake();
         Ok(Some(handle))
     }
 
@@ -356,7 +356,13 @@ impl Stream {
 
     /// Until something changes: a frame, a catch-up due, or the end.
     pub async fn woken(&self) {
-        self.wake.notified().await
+        self.wake.woken().await
+    }
+
+    /// Ready once something changed (as `woken`, for a transport that polls it beside its
+    /// socket).
+    pub fn poll_woken(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.wake.poll(cx)
     }
 }
 
@@ -470,7 +476,7 @@ impl Sink for Stream {
         let wake = !open || g.held.is_some() || g.out.is_backed_up();
         drop(g);
         if wake {
-            self.wake.notify_one();
+            self.wake.wake();
         }
         open
     }
@@ -482,7 +488,7 @@ impl Sink for Stream {
             EndReason::Shutdown => None,
         };
         self.lock().end(last);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     fn catch_up(&self) {
@@ -490,7 +496,7 @@ impl Sink for Stream {
         if g.phase == Phase::Open && g.held.is_none() {
             g.held = Some(Vec::new());
             drop(g);
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 
@@ -498,7 +504,7 @@ impl Sink for Stream {
         let mut g = self.lock();
         if g.phase == Phase::Open && !g.opening && tick(&mut *g, now, self.state.config.heartbeat) {
             drop(g);
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 }

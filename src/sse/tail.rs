@@ -8,12 +8,12 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::frame;
 use super::output::Output;
 use super::stream::{expiry, tick, Ticked, MAX_BACKLOG_BYTES};
+use super::wake::Wake;
 use crate::error::Result;
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::state::AppState;
@@ -24,7 +24,7 @@ pub struct Tail {
     id: u64,
     inner: Mutex<Inner>,
     /// Wakes the response body: bytes to write, or the end.
-    wake: Notify,
+    wake: Wake,
 }
 
 struct Inner {
@@ -54,7 +54,7 @@ impl Tail {
                 quiet_since: now,
                 expires: expiry(state, exp, now),
             }),
-            wake: Notify::new(),
+            wake: Wake::default(),
         });
         // From here on, dropping the handle undoes the registration.
         hub.add_tail(user, tail.id, tail.clone());
@@ -66,7 +66,7 @@ impl Tail {
         let data = serde_json::json!({"user": user, "node": hub.node()});
         let ready = frame::event(None, "ready", &data.to_string());
         handle.0.lock().send(ready);
-        handle.0.wake.notify_one();
+        handle.0.wake.wake();
         Ok(handle)
     }
 
@@ -113,7 +113,7 @@ impl Sink for Tail {
         }
         let open = g.open;
         drop(g);
-        self.wake.notify_one();
+        self.wake.wake();
         open
     }
 
@@ -121,7 +121,7 @@ impl Sink for Tail {
     /// last event.
     fn end(&self, _reason: EndReason) {
         self.lock().end(None);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// A tail shows live changes only: nothing to fetch.
@@ -131,7 +131,7 @@ impl Sink for Tail {
         let mut g = self.lock();
         if g.open && tick(&mut *g, now, self.state.config.heartbeat) {
             drop(g);
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 }
@@ -153,7 +153,7 @@ impl TailHandle {
                     return None;
                 }
             }
-            self.0.wake.notified().await;
+            self.0.wake.woken().await;
         }
     }
 }
