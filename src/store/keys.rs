@@ -48,32 +48,13 @@ impl UserKeys {
     pub fn base(&self) -> &str {
         &self.base
     }
-    /// ZSET of the *active* ids not read (not archived, not snoozed, delivered), scores 0,
-    /// ordered lexicographically = by creation time: its size is the unread count. Its
-    /// siblings `order` (every id, same ordering; the cleaner scans for it), `unseen` (active, not seen),
-    /// HASHes `read_at`, `seen_at`, `archived`, `snoozed` (id → RFC 3339 time), `action`
-    /// (id → JSON), `meta` (id → `<count>\t<replaced id>` of a collapsed one), `cat`
-    /// (id → category), `collapse` (collapse key → id), ZSETs `wake` (id → Unix ms of
-    /// delivery or snooze end) and `expire` (id → Unix ms) are named in the scripts only.
-    pub fn unread(&self) -> String {
-        self.key("unread")
-    }
-    /// ZSET of the active ids not seen yet (a subset of `unread`), same ordering.
-    pub fn unseen(&self) -> String {
-        self.key("unseen")
-    }
-    /// STRING counter: the last change seq.
-    pub fn seq(&self) -> String {
-        self.key("seq")
-    }
+    // The tray's keys (`unread`, `unseen`, `order`, `items`, the state HASHes, `wake`,
+    // `expire`, ...) and the change log's (`seq`, `changes`) are named in the scripts only
+    // (`common.lua`; docs/redis.md lists them all).
     /// STRING: the change log's epoch, 12 hex chars, the tag of every event id. Created with
     /// `SET NX` by the first commit or head read; a Redis that lost its data draws a new one.
     pub fn epoch(&self) -> String {
         self.key("epoch")
-    }
-    /// STREAM of changes, entry id `<seq>-1`, fields k (kind), d (data), t (commit ms).
-    pub fn log(&self) -> String {
-        self.key("log")
     }
     /// ZSET of the user's browser sessions: public id → creation time (µs), oldest first.
     pub fn sessions(&self) -> String {
@@ -197,7 +178,10 @@ mod tests {
         let mut named = vec![keys.base().to_owned()];
         named.push(format!("herald:{{u:a%7Db}}:idem:{hash}"));
         assert_eq!(written, named);
-        assert_eq!(keys.slot(), Slot::for_key(keys.unread()));
+        assert_eq!(
+            keys.slot(),
+            Slot::for_key(format!("{}:unread", keys.base()))
+        );
     }
 
     /// No idempotency key can look like a tray's order key, whatever the caller sends.

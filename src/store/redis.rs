@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script, Value};
 
 use super::keys::{self, UserKeys};
@@ -54,6 +53,7 @@ struct Scripts {
     get: Script,
     due: Script,
     action: Script,
+    head: Script,
     rehint: Script,
 }
 
@@ -77,6 +77,7 @@ fn scripts() -> &'static Scripts {
         get: tray_script!("get.lua"),
         due: tray_script!("due.lua"),
         action: tray_script!("action.lua"),
+        head: tray_script!("head.lua"),
         rehint: Script::new(include_str!("scripts/rehint.lua")),
     })
 }
@@ -756,76 +757,68 @@ impl RedisStore {
     }
 
     pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
-        let k = UserKeys::new(user);
-        let (epoch, seq, entries): (Option<String>, Option<u64>, StreamRangeReply) = redis::pipe()
-            .get(k.epoch())
-            .get(k.seq())
-            .xrange(k.log(), format!("{}-0", after.seq.saturating_add(1)), "+")
-            .query_async(&mut self.conn())
-            .await?;
+        let (head, replay) = self.read_head(user, None, Some(after)).await?;
         // No epoch (the log is gone) or another one: the position means nothing here.
-        if epoch.as_deref() != Some(after.epoch.as_str()) {
-            return Ok(Replay::Reset);
-        }
-        Ok(replay_from(after, seq.unwrap_or(0), &entries))
+        Ok(match (head, replay) {
+            (Some(head), Some(replay)) if head.epoch == after.epoch => replay,
+            _ => Replay::Reset,
+        })
     }
 
     /// The head (creating the epoch when the user has none) and, with `after`, the replay
-    /// from it: one pipeline, so one round trip.
+    /// from it: one script, so one round trip and one instant.
     pub async fn open_at(
         &self,
         user: &str,
         after: Option<EventId>,
     ) -> Result<(Head, Option<Replay>)> {
-        let k = UserKeys::new(user);
-        let fresh = Epoch::random();
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(k.epoch())
-            .arg(fresh.as_str())
-            .arg("NX")
-            .arg("GET")
-            .get(k.seq())
-            .zcard(k.unread())
-            .zcard(k.unseen());
-        if let Some(after) = after {
-            pipe.xrange(k.log(), format!("{}-0", after.seq.saturating_add(1)), "+");
-        }
-        let mut conn = self.conn();
-        let (kept, seq, unread, unseen, entries) = if after.is_some() {
-            let (kept, seq, unread, unseen, entries): (
-                Option<String>,
-                Option<u64>,
-                u64,
-                u64,
-                StreamRangeReply,
-            ) = pipe.query_async(&mut conn).await?;
-            (kept, seq, unread, unseen, Some(entries))
-        } else {
-            let (kept, seq, unread, unseen): (Option<String>, Option<u64>, u64, u64) =
-                pipe.query_async(&mut conn).await?;
-            (kept, seq, unread, unseen, None)
-        };
-        let head = Head {
-            epoch: match kept {
-                None => fresh,
-                Some(kept) => Epoch::parse(&kept).ok_or_else(|| {
-                    Error::Internal(format!("{} is not an epoch: {kept:?}", k.epoch()))
-                })?,
-            },
-            seq: seq.unwrap_or(0),
-            unread_count: unread,
-            unseen_count: unseen,
-        };
-        let replay = after.zip(entries).map(|(after, entries)| {
-            // A log created just now, or of another epoch: the position means nothing here.
-            if after.epoch != head.epoch {
+        let (head, replay) = self.read_head(user, Some(Epoch::random()), after).await?;
+        let head = head.ok_or_else(|| Error::Internal("head.lua kept no epoch".into()))?;
+        // A log created just now, or of another epoch: the position means nothing here.
+        let replay = replay.map(|r| {
+            if after.is_some_and(|a| a.epoch != head.epoch) {
                 Replay::Reset
             } else {
-                replay_from(after, head.seq, &entries)
+                r
             }
         });
         Ok((head, replay))
+    }
+
+    /// `head.lua`: the head (`None` when the user has no epoch and `fresh` is `None`) and,
+    /// with `after`, the replay after it, taken as of the head's epoch.
+    async fn read_head(
+        &self,
+        user: &str,
+        fresh: Option<Epoch>,
+        after: Option<EventId>,
+    ) -> Result<(Option<Head>, Option<Replay>)> {
+        let k = UserKeys::new(user);
+        let out: Vec<String> = self
+            .scripts
+            .head
+            .key(k.base())
+            .arg(fresh.as_ref().map_or("", Epoch::as_str))
+            .arg(after.map_or(String::new(), |a| a.seq.to_string()))
+            .invoke_async(&mut self.conn())
+            .await?;
+        let shape = || Error::Internal("head script returned an unexpected shape".into());
+        let [epoch, seq, unread, unseen, entries @ ..] = out.as_slice() else {
+            return Err(shape());
+        };
+        if epoch.is_empty() {
+            return Ok((None, None));
+        }
+        let epoch = Epoch::parse(epoch)
+            .ok_or_else(|| Error::Internal(format!("{} is not an epoch: {epoch:?}", k.epoch())))?;
+        let head = Head {
+            epoch,
+            seq: seq.parse().map_err(|_| shape())?,
+            unread_count: unread.parse().map_err(|_| shape())?,
+            unseen_count: unseen.parse().map_err(|_| shape())?,
+        };
+        let replay = after.map(|after| replay_from(after.seq, &head, entries));
+        Ok((Some(head), replay))
     }
 
     pub async fn preferences(&self, user: &str) -> Result<Preferences> {
@@ -1028,28 +1021,89 @@ fn late(e: redis::RedisError) -> Error {
     }
 }
 
-/// The replay after `after` (of the log's epoch) from the log entries read after it.
-fn replay_from(after: EventId, head: u64, entries: &StreamRangeReply) -> Replay {
+/// The replay after `after` from the log entries `head.lua` read with `head`: every change
+/// from `after + 1` to the head, each once and in order, or `Reset` when the log no longer
+/// holds them all (trimmed, or a seq missing: written by a node of another log layout).
+fn replay_from(after: u64, head: &Head, entries: &[String]) -> Replay {
     let changes: Vec<Change> = entries
-        .ids
         .iter()
-        .filter_map(|entry| parse_change(after.epoch, entry))
+        .filter_map(|entry| parse_change(head.epoch, entry))
+        .filter(|c| c.seq > after)
         .collect();
-    match super::replay_window(after.seq, head, changes.first().map(|c| c.seq)) {
+    let whole = changes.iter().zip(after + 1..).all(|(c, seq)| c.seq == seq)
+        && changes.last().map_or(after, |c| c.seq) == head.seq;
+    match super::replay_window(after, head.seq, changes.first().map(|c| c.seq)) {
         ReplayWindow::Nothing => Replay::Changes(Vec::new()),
-        ReplayWindow::Reset => Replay::Reset,
-        ReplayWindow::From(_) => Replay::Changes(changes),
+        ReplayWindow::From(_) if whole => Replay::Changes(changes),
+        ReplayWindow::From(_) | ReplayWindow::Reset => Replay::Reset,
     }
 }
 
-fn parse_change(epoch: Epoch, entry: &redis::streams::StreamId) -> Option<Change> {
-    let seq = entry.id.split('-').next()?.parse().ok()?;
-    let field = |name: &str| entry.get::<String>(name);
+/// One `changes` entry: seq<TAB>kind<TAB>commit ms<TAB>data.
+fn parse_change(epoch: Epoch, entry: &str) -> Option<Change> {
+    let mut parts = entry.splitn(4, '\t');
+    let seq = parts.next()?.parse().ok()?;
+    let kind = ChangeKind::parse(parts.next()?)?;
+    let at_ms = parts.next()?.parse().unwrap_or(0);
     Some(Change {
         epoch,
         seq,
-        kind: ChangeKind::parse(&field("k")?)?,
-        data: field("d")?,
-        at_ms: field("t").and_then(|t| t.parse().ok()).unwrap_or(0),
+        kind,
+        data: parts.next()?.to_owned(),
+        at_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(seq: u64) -> Head {
+        Head {
+            epoch: Epoch::parse("0123456789ab").unwrap(),
+            seq,
+            unread_count: 0,
+            unseen_count: 0,
+        }
+    }
+
+    fn entries(seqs: &[u64]) -> Vec<String> {
+        seqs.iter()
+            .map(|s| format!("{s}\tnotification\t1700000000000\t{{\"n\":{s}}}"))
+            .collect()
+    }
+
+    fn seqs(replay: Replay) -> Option<Vec<u64>> {
+        match replay {
+            Replay::Changes(changes) => Some(changes.iter().map(|c| c.seq).collect()),
+            Replay::Reset => None,
+        }
+    }
+
+    #[test]
+    fn a_replay_is_every_change_after_the_position() {
+        let read = entries(&[3, 4, 5, 6]);
+        assert_eq!(seqs(replay_from(4, &head(6), &read)), Some(vec![5, 6]));
+        assert_eq!(
+            seqs(replay_from(2, &head(6), &read)),
+            Some(vec![3, 4, 5, 6])
+        );
+        assert_eq!(seqs(replay_from(6, &head(6), &read)), Some(vec![]));
+    }
+
+    /// Trimmed past the position, a seq missing (logged by a node of the old layout during a
+    /// rolling upgrade), or an entry that does not parse: never a replay with a hole.
+    #[test]
+    fn a_replay_with_a_hole_resets() {
+        assert_eq!(
+            seqs(replay_from(1, &head(6), &entries(&[3, 4, 5, 6]))),
+            None
+        );
+        assert_eq!(seqs(replay_from(2, &head(6), &entries(&[3, 5, 6]))), None);
+        assert_eq!(seqs(replay_from(2, &head(6), &entries(&[3, 4, 5]))), None);
+        let mut broken = entries(&[3, 4, 5, 6]);
+        broken[1] = "4\tno-such-kind\t0\t{}".into();
+        assert_eq!(seqs(replay_from(2, &head(6), &broken)), None);
+        assert_eq!(seqs(replay_from(7, &head(6), &[])), None);
+    }
 }

@@ -221,7 +221,7 @@ pub async fn replay_beyond_head_resets(s: &Subject) {
 /// Once the log has dropped changes past [`LOG_CAPACITY`], a position before the retained
 /// window resets, while one inside it still replays exactly the rest.
 pub async fn replay_of_a_trimmed_window_resets(s: &Subject) {
-    // Redis trims with `MAXLEN ~`, whole stream nodes (100 entries) at a time: go well past.
+    // Redis keeps up to 100 entries more than the capacity before it trims: go well past.
     let total = LOG_CAPACITY as u64 + 300;
     for _ in 0..total {
         publish(s, "a", None).await;

@@ -14,7 +14,8 @@
 --   push HASH endpoint -> Web Push subscription JSON
 --   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
 --   (is the user connected?) or 'send'
---   seq, epoch, log, ch, prefs: the change log, its epoch, its stream and channel, preferences
+--   seq, epoch, changes, ch, prefs: the change log's head, its epoch, its entries (a LIST) and
+--   channel, preferences
 -- A notification is *active* when it is not archived and not in `wake` (neither held for
 -- delivery nor snoozed).
 
@@ -104,11 +105,18 @@ local function with_counts(b, json)
 end
 
 -- Log and announce one change. `fresh` is an epoch the caller drew, kept only when the
--- user's log has none yet. The channel message is c<TAB>epoch<TAB>seq<TAB>kind<TAB>ms<TAB>data.
+-- user's log has none yet. The log (`changes`) is a LIST of seq<TAB>kind<TAB>ms<TAB>data, oldest
+-- first, one entry per seq; once it holds LOG_SLACK more than `cap` entries it is cut back to
+-- the newest `cap` (a list, not a stream: creating a user's first stream cost a fifth of a
+-- group publish). The channel message is c<TAB>epoch<TAB>seq<TAB>kind<TAB>ms<TAB>data.
+local LOG_SLACK = 100
 local function commit(b, kind, data, ms, fresh, cap)
   local epoch = redis.call('SET', key(b, 'epoch'), fresh, 'NX', 'GET') or fresh
   local seq = tostring(redis.call('INCR', key(b, 'seq')))
-  redis.call('XADD', key(b, 'log'), 'MAXLEN', '~', cap, seq .. '-1', 'k', kind, 'd', data, 't', ms)
+  local logged = redis.call('RPUSH', key(b, 'changes'), seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
+  if logged > tonumber(cap) + LOG_SLACK then
+    redis.call('LTRIM', key(b, 'changes'), -tonumber(cap), -1)
+  end
   redis.call('SPUBLISH', key(b, 'ch'), 'c\t' .. epoch .. '\t' .. seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
 end
 

@@ -1,0 +1,27 @@
+-- head.lua: a user's change-log head (epoch, seq, counts) and, given a position, the changes
+-- logged after it, read at one instant.
+-- KEYS: 1 the user's base key
+-- ARGV: 1 a fresh epoch, kept when the user has none ('': only read it) 2 the seq to replay
+--       after ('': no replay)
+-- Returns {epoch ('' when none), seq, unread, unseen, entry...}: the newest `seq - after`
+-- entries of `changes` as `commit` logged them (fewer once trimmed; a log written in part by
+-- another layout may hold older ones too: the caller checks the seqs).
+local b = KEYS[1]
+local epoch
+if ARGV[1] ~= '' then
+  epoch = redis.call('SET', key(b, 'epoch'), ARGV[1], 'NX', 'GET') or ARGV[1]
+else
+  epoch = redis.call('GET', key(b, 'epoch')) or ''
+end
+local seq = tonumber(redis.call('GET', key(b, 'seq')) or '0')
+local out = {epoch, tostring(seq), tostring(redis.call('ZCARD', key(b, 'unread'))),
+  tostring(redis.call('ZCARD', key(b, 'unseen')))}
+if ARGV[2] ~= '' then
+  local missed = seq - tonumber(ARGV[2])
+  if missed > 0 then
+    for _, entry in ipairs(redis.call('LRANGE', key(b, 'changes'), -missed, -1)) do
+      out[#out + 1] = entry
+    end
+  end
+end
+return out
