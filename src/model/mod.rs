@@ -575,12 +575,15 @@ impl Epoch {
 
     /// A new random epoch.
     pub fn random() -> Self {
+        Epoch::from_bits(rand::random())
+    }
+
+    /// The epoch of the low 48 bits of `bits`.
+    pub fn from_bits(bits: u64) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let bytes: [u8; Epoch::LEN / 2] = rand::random();
         let mut out = [0u8; Epoch::LEN];
-        for (i, b) in bytes.iter().enumerate() {
-            out[2 * i] = HEX[(b >> 4) as usize];
-            out[2 * i + 1] = HEX[(b & 0xf) as usize];
+        for (i, c) in out.iter_mut().enumerate() {
+            *c = HEX[(bits >> (4 * (Epoch::LEN - 1 - i)) & 0xf) as usize];
         }
         Epoch(out)
     }
@@ -833,6 +836,13 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_epoch_from_bits_is_their_low_48_in_hex() {
+        assert_eq!(Epoch::from_bits(0x0123_4567_89ab).as_str(), "0123456789ab");
+        assert_eq!(Epoch::from_bits(u64::MAX).as_str(), "ffffffffffff");
+        assert!(Epoch::parse(Epoch::random().as_str()).is_some());
+    }
 
     /// Ids with control characters or over 128 characters are refused.
     #[test]

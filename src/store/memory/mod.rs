@@ -1,8 +1,10 @@
 //! Embedded store: trays, change logs, sessions and groups in process memory, for one node
 //! with zero set-up. Each user's tray sits behind its own `std::sync::Mutex`: sections are short
 //! and never await, and committing a change dispatches it to the hub under that lock, which
-//! keeps every stream's view in `seq` order. Each tray draws a random epoch when it is created,
-//! so the ids of a previous run of the process reset instead of replaying. A tray item is the
+//! keeps every stream's view in `seq` order. A user's epoch is a keyed hash of the user id
+//! under a key drawn at start, so the ids of a previous run of the process reset instead of
+//! replaying, and a user needs no tray to have one: reads (a stream's head, a list) of a user
+//! with nothing stored create none. A tray item is the
 //! publish's shared [`Template`] (one `Arc` for every recipient) and the user's state of it:
 //! storing a notification for one more user costs an id, a refcount and its state, and its
 //! change is logged in the same compact form (`change_log.rs`). A tray and its writes are in
@@ -14,6 +16,7 @@ mod change_log;
 mod tray;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -26,7 +29,7 @@ use super::{
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::model::{
-    now_ms, Counts, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry,
+    now_ms, Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry,
     TakenAction, Target, Template,
 };
 use tray::Tray;
@@ -38,6 +41,8 @@ pub struct MemoryStore {
 
 struct Inner {
     trays: DashMap<String, Arc<Mutex<Tray>>>,
+    /// The key of every user's epoch ([`MemoryStore::epoch`]), drawn at start.
+    epochs: RandomState,
     sessions: DashMap<String, SessionRecord>,
     /// Each user's session ids, oldest first (for the per-user cap).
     user_sessions: DashMap<String, VecDeque<String>>,
@@ -60,6 +65,7 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
                 trays: DashMap::with_shard_amount(crate::hub::SHARDS),
+                epochs: RandomState::new(),
                 sessions: DashMap::new(),
                 user_sessions: DashMap::new(),
                 groups: DashMap::new(),
@@ -73,6 +79,13 @@ impl MemoryStore {
         }
     }
 
+    /// The user's change-log epoch: a keyed hash of the user id under the key this process
+    /// drew at start, so it is the same all the process's life, whether the user has a tray
+    /// yet or not, and another in the next run.
+    fn epoch(&self, user: &str) -> Epoch {
+        Epoch::from_bits(self.inner.epochs.hash_one(user))
+    }
+
     fn tray(&self, user: &str) -> Arc<Mutex<Tray>> {
         if let Some(t) = self.inner.trays.get(user) {
             return t.clone();
@@ -80,15 +93,25 @@ impl MemoryStore {
         self.inner
             .trays
             .entry(user.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(Tray::new())))
+            .or_insert_with(|| Arc::new(Mutex::new(Tray::new(self.epoch(user)))))
             .clone()
     }
 
-    /// Run `f` on the user's tray; the lock is released before returning.
+    /// Run `f` on the user's tray, created if need be; the lock is released before returning.
     fn with_tray<T>(&self, user: &str, f: impl FnOnce(&mut Tray) -> T) -> T {
         let tray = self.tray(user);
         let mut guard = tray.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)
+    }
+
+    /// Run `f` on the user's tray, or on an empty one when the user has none: reads create
+    /// no tray (a stream of a user with nothing stored costs none).
+    fn read_tray<T>(&self, user: &str, f: impl FnOnce(&Tray) -> T) -> T {
+        let Some(tray) = self.inner.trays.get(user).map(|t| t.clone()) else {
+            return f(&Tray::new(self.epoch(user)));
+        };
+        let guard = tray.lock().unwrap_or_else(|e| e.into_inner());
+        f(&guard)
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -295,7 +318,7 @@ impl MemoryStore {
     }
 
     pub async fn list(&self, user: &str, q: &ListQuery) -> Result<Page> {
-        Ok(self.with_tray(user, |tray| {
+        Ok(self.read_tray(user, |tray| {
             let upper = match &q.before {
                 Some(b) => std::ops::Bound::Excluded(b.as_str()),
                 None => std::ops::Bound::Unbounded,
@@ -334,7 +357,7 @@ impl MemoryStore {
 
     /// Counts per category: every category with an active notification (its counts may be 0).
     pub async fn counts(&self, user: &str) -> Result<TrayCounts> {
-        Ok(self.with_tray(user, |tray| {
+        Ok(self.read_tray(user, |tray| {
             let mut by_category: BTreeMap<String, Counts> = BTreeMap::new();
             for (id, item) in &tray.items {
                 let Some(category) = item.template.category().filter(|_| item.is_active()) else {
@@ -353,7 +376,7 @@ impl MemoryStore {
     }
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
-        Ok(self.with_tray(user, |tray| {
+        Ok(self.read_tray(user, |tray| {
             let id = tray.delivered(id)?;
             Some(tray.items[&id].notification(&id, user))
         }))
@@ -407,7 +430,7 @@ impl MemoryStore {
     }
 
     pub async fn head(&self, user: &str) -> Result<Head> {
-        Ok(self.with_tray(user, |tray| Head {
+        Ok(self.read_tray(user, |tray| Head {
             epoch: tray.epoch,
             seq: tray.seq,
             unread_count: tray.unread.len() as u64,
@@ -416,7 +439,7 @@ impl MemoryStore {
     }
 
     pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
-        Ok(self.with_tray(user, |tray| {
+        Ok(self.read_tray(user, |tray| {
             if after.epoch != tray.epoch {
                 return Replay::Reset;
             }
@@ -508,6 +531,23 @@ mod tests {
 
     fn ids(page: &Page) -> Vec<String> {
         page.notifications.iter().map(|n| n.id.clone()).collect()
+    }
+
+    /// Reading a user's head, list or counts creates no tray; the tray the first change
+    /// creates has the epoch the head gave, and another user's epoch is another.
+    #[tokio::test]
+    async fn reads_create_no_tray_and_the_epoch_holds() {
+        let s = store(100);
+        let head = s.head("a").await.unwrap();
+        assert_eq!(head.seq, 0);
+        s.list("a", &ListQuery::default()).await.unwrap();
+        s.counts("a").await.unwrap();
+        assert!(s.inner.trays.is_empty());
+        add(&s, "a", None).await;
+        let after = s.head("a").await.unwrap();
+        assert_eq!((after.epoch, after.seq), (head.epoch, 1));
+        assert_ne!(s.head("b").await.unwrap().epoch, head.epoch);
+        assert_ne!(store(100).head("a").await.unwrap().epoch, head.epoch);
     }
 
     /// Pages walk the tray newest first without overlap or gap, even within one millisecond.

@@ -26,7 +26,7 @@ pub(super) struct Tray {
     pub(super) unseen: BTreeSet<NotificationId>,
     /// Due times, collapse and idempotency keys: only once the tray has one (see [`Extras`]).
     extras: Option<Box<Extras>>,
-    /// This change log's epoch, drawn when the tray is created.
+    /// This change log's epoch: the user's ([`super::MemoryStore`] derives it).
     pub(super) epoch: Epoch,
     pub(super) seq: u64,
     pub(super) log: ChangeLog,
@@ -80,13 +80,13 @@ impl Item {
 }
 
 impl Tray {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(epoch: Epoch) -> Self {
         Tray {
             items: BTreeMap::new(),
             unread: BTreeSet::new(),
             unseen: BTreeSet::new(),
             extras: None,
-            epoch: Epoch::random(),
+            epoch,
             seq: 0,
             log: ChangeLog::default(),
         }
