@@ -757,10 +757,9 @@ impl RedisStore {
     }
 
     pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
-        let (head, replay) = self.read_head(user, None, Some(after)).await?;
-        // No epoch (the log is gone) or another one: the position means nothing here.
-        Ok(match (head, replay) {
-            (Some(head), Some(replay)) if head.epoch == after.epoch => replay,
+        // No epoch (the log is gone): the position means nothing here.
+        Ok(match self.read_head(user, None, Some(after)).await? {
+            (Some(_), Some(replay)) => replay,
             _ => Replay::Reset,
         })
     }
@@ -774,19 +773,11 @@ impl RedisStore {
     ) -> Result<(Head, Option<Replay>)> {
         let (head, replay) = self.read_head(user, Some(Epoch::random()), after).await?;
         let head = head.ok_or_else(|| Error::Internal("head.lua kept no epoch".into()))?;
-        // A log created just now, or of another epoch: the position means nothing here.
-        let replay = replay.map(|r| {
-            if after.is_some_and(|a| a.epoch != head.epoch) {
-                Replay::Reset
-            } else {
-                r
-            }
-        });
         Ok((head, replay))
     }
 
     /// `head.lua`: the head (`None` when the user has no epoch and `fresh` is `None`) and,
-    /// with `after`, the replay after it, taken as of the head's epoch.
+    /// with `after`, the replay after it (`Reset` for a position of another epoch).
     async fn read_head(
         &self,
         user: &str,
@@ -817,7 +808,14 @@ impl RedisStore {
             unread_count: unread.parse().map_err(|_| shape())?,
             unseen_count: unseen.parse().map_err(|_| shape())?,
         };
-        let replay = after.map(|after| replay_from(after.seq, &head, entries));
+        // A position of another epoch (or of a log created just now) means nothing here.
+        let replay = after.map(|after| {
+            if after.epoch == head.epoch {
+                replay_from(after.seq, &head, entries)
+            } else {
+                Replay::Reset
+            }
+        });
         Ok((Some(head), replay))
     }
 
