@@ -327,7 +327,7 @@ impl MemoryStore {
             let take = q.limit + 1;
             let admitted = |id: &NotificationId| {
                 let item = &tray.items[id];
-                !item.held && q.admits(&item.state, item.template.category())
+                !item.held && q.admits(item.state(), item.template.category())
             };
             // The active unread (unseen) set is the page's set when only active ones list.
             let set = match (q.active_only(), q.unseen, q.unread) {

@@ -51,11 +51,16 @@ struct Extras {
 /// The extras of a tray that has none.
 static NO_EXTRAS: LazyLock<Extras> = LazyLock::new(Extras::default);
 
+/// A fresh notification's state: what [`Item::state`] reads while the item has none of its own.
+static FRESH_STATE: LazyLock<ItemState> = LazyLock::new(ItemState::default);
+
 /// One notification in a tray: what its publish shared with every recipient, and this user's
 /// state of it.
 pub(super) struct Item {
     pub(super) template: Arc<Template>,
-    pub(super) state: ItemState,
+    /// `None` while the state is a fresh one (nothing happened to the notification yet, as
+    /// for most stored notifications): boxed apart, it costs 8 bytes instead of ~180.
+    state: Option<Box<ItemState>>,
     /// Not delivered yet (`deliver_at` ahead).
     pub(super) held: bool,
     /// When it wakes (delivery or the end of a snooze), Unix ms.
@@ -65,13 +70,21 @@ pub(super) struct Item {
 }
 
 impl Item {
+    pub(super) fn state(&self) -> &ItemState {
+        self.state.as_deref().unwrap_or(&FRESH_STATE)
+    }
+
+    fn state_mut(&mut self) -> &mut ItemState {
+        self.state.get_or_insert_with(Box::default)
+    }
+
     pub(super) fn notification(&self, id: &NotificationId, user: &str) -> Notification {
-        self.template.notification(id.as_str(), user, &self.state)
+        self.template.notification(id.as_str(), user, self.state())
     }
 
     /// Delivered, not archived, not snoozed: listed by default and counted.
     pub(super) fn is_active(&self) -> bool {
-        !self.held && self.state.archived_at.is_none() && self.state.snoozed_until.is_none()
+        !self.held && self.state().archived_at.is_none() && self.state().snoozed_until.is_none()
     }
 
     fn expire_ms(&self) -> Option<u64> {
@@ -128,7 +141,7 @@ impl Tray {
         let Some(item) = self.items.get(&id) else {
             return;
         };
-        let json = item.template.json(id.as_str(), user, &item.state);
+        let json = item.template.json(id.as_str(), user, item.state());
         let data = self.counts().append_to(&json);
         self.commit(user, hub, kind, data, now_ms());
     }
@@ -150,9 +163,10 @@ impl Tray {
     /// Keep the count sets in step with the item's state (the one rule for what counts).
     fn sync(&mut self, id: NotificationId) {
         let (unread, unseen) = match self.items.get(&id) {
-            Some(item) if item.is_active() => {
-                (item.state.read_at.is_none(), item.state.seen_at.is_none())
-            }
+            Some(item) if item.is_active() => (
+                item.state().read_at.is_none(),
+                item.state().seen_at.is_none(),
+            ),
             _ => (false, false),
         };
         for (set, member) in [(&mut self.unread, unread), (&mut self.unseen, unseen)] {
@@ -274,7 +288,7 @@ impl Tray {
         if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
             if let Some(&old) = self.extras().collapse.get(collapse) {
                 if self.unread.contains(&old) {
-                    state.count = self.items.get(&old).map_or(1, |i| i.state.count) + 1;
+                    state.count = self.items.get(&old).map_or(1, |i| i.state().count) + 1;
                     state.replaces = Some(old.to_string());
                     replaces = Some(old);
                     self.remove(&old);
@@ -284,7 +298,7 @@ impl Tray {
         let count = state.count;
         let item = Item {
             template: template.clone(),
-            state,
+            state: (!state.is_fresh()).then(|| Box::new(state)),
             held: schedule.deliver_ms.is_some(),
             wake_ms: schedule.deliver_ms,
             push: None,
@@ -329,11 +343,11 @@ impl Tray {
             Mark::Read => self.unread.iter().copied().collect(),
             Mark::Seen => self.unseen.iter().copied().collect(),
             Mark::Unarchived => delivered()
-                .filter(|(_, i)| i.state.archived_at.is_some())
+                .filter(|(_, i)| i.state().archived_at.is_some())
                 .map(|(id, _)| *id)
                 .collect(),
             Mark::Unsnooze => delivered()
-                .filter(|(_, i)| i.state.snoozed_until.is_some())
+                .filter(|(_, i)| i.state().snoozed_until.is_some())
                 .map(|(id, _)| *id)
                 .collect(),
             _ => delivered()
@@ -351,7 +365,7 @@ impl Tray {
         let Some(item) = self.items.get_mut(&id) else {
             return false;
         };
-        let state = &mut item.state;
+        let state = item.state_mut();
         let mut wake = None;
         let changed = match mark {
             Mark::Read if state.read_at.is_none() => {
@@ -469,7 +483,9 @@ impl Tray {
             };
             item.wake_ms = None;
             item.held = false;
-            item.state.snoozed_until = None;
+            if item.state().snoozed_until.is_some() {
+                item.state_mut().snoozed_until = None;
+            }
             let kind = if item.is_active() {
                 ChangeKind::Notification
             } else {
@@ -519,13 +535,14 @@ impl Tray {
         let Some(item) = self.items.get_mut(&id) else {
             return ActionOutcome::Missing;
         };
-        if item.state.action.is_some() {
+        if item.state().action.is_some() {
             return ActionOutcome::Conflict;
         }
-        item.state.action = Some(action.clone());
+        let state = item.state_mut();
+        state.action = Some(action.clone());
         let now = &action.at;
-        item.state.read_at.get_or_insert_with(|| now.clone());
-        item.state.seen_at.get_or_insert_with(|| now.clone());
+        state.read_at.get_or_insert_with(|| now.clone());
+        state.seen_at.get_or_insert_with(|| now.clone());
         let notification = item.notification(&id, user);
         self.sync(id);
         self.commit_whole(user, hub, ChangeKind::Updated, id);
