@@ -219,3 +219,49 @@ async fn redis_failed_user_fails_alone_in_its_script_call() {
         "the failed user's idempotency key was kept"
     );
 }
+
+/// Redis: a user whose log was written by a node of the old layout (a STREAM at `log`) is
+/// published to as usual. A position inside the old entries, whose changes the new log lacks,
+/// resets; one after the upgrade's first change replays exactly the rest. The old key is left
+/// alone (operators free it, see docs/redis.md).
+#[tokio::test]
+async fn redis_an_old_layout_log_resets_instead_of_a_hole() {
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let url = s._redis.as_ref().expect("a Redis server").url();
+    let mut raw = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("a raw connection");
+    let head = s.store.head("a").await.expect("head");
+    // What an old node left: seqs 1 and 2 in the STREAM, the seq counter at 2.
+    for seq in 1..=2 {
+        let _: String = redis::cmd("XADD")
+            .arg("herald:{u:a}:log")
+            .arg(format!("{seq}-1"))
+            .arg("k")
+            .arg("notification")
+            .arg("d")
+            .arg("{}")
+            .arg("t")
+            .arg(0)
+            .query(&mut raw)
+            .expect("an old entry");
+    }
+    let _: () = redis::cmd("SET")
+        .arg("herald:{u:a}:seq")
+        .arg(2)
+        .query(&mut raw)
+        .expect("the old seq");
+    publish_many(&s, "a", 3).await;
+    let at = |seq| EventId {
+        epoch: head.epoch,
+        seq,
+    };
+    assert_eq!(replay(&s, "a", at(1)).await, Replay::Reset);
+    assert_eq!(seqs(&replay(&s, "a", at(3)).await), vec![4, 5]);
+    assert_eq!(seqs(&replay(&s, "a", at(2)).await), vec![3, 4, 5]);
+    let kind: String = redis::cmd("TYPE")
+        .arg("herald:{u:a}:log")
+        .query(&mut raw)
+        .expect("type");
+    assert_eq!(kind, "stream");
+}
