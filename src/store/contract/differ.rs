@@ -122,10 +122,7 @@ async fn redis_node_list_follows_the_alive_keys() {
     let Store::Redis(redis) = &s.store else {
         unreachable!()
     };
-    let url = s._redis.as_ref().expect("a Redis server").url();
-    let mut raw = redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("a raw connection");
+    let mut raw = s.raw();
     tokio::time::timeout(CASE_DEADLINE, async {
         redis.heartbeat("n1", 3).await.expect("heartbeat");
         redis.heartbeat("n2", 5).await.expect("heartbeat");
@@ -168,10 +165,7 @@ async fn redis_node_list_follows_the_alive_keys() {
 async fn redis_failed_user_fails_alone_in_its_script_call() {
     use crate::store::redis::USERS_PER_SCRIPT;
     let s = Subject::open(Kind::Redis, ROOMY).await;
-    let url = s._redis.as_ref().expect("a Redis server").url();
-    let mut raw = redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("a raw connection");
+    let mut raw = s.raw();
     let _: () = redis::cmd("SET")
         .arg("herald:{u:poison}:items")
         .arg("not a tray")
@@ -227,10 +221,7 @@ async fn redis_failed_user_fails_alone_in_its_script_call() {
 #[tokio::test]
 async fn redis_an_old_layout_log_resets_instead_of_a_hole() {
     let s = Subject::open(Kind::Redis, ROOMY).await;
-    let url = s._redis.as_ref().expect("a Redis server").url();
-    let mut raw = redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("a raw connection");
+    let mut raw = s.raw();
     let head = s.store.head("a").await.expect("head");
     // What an old node left: seqs 1 and 2 in the STREAM, the seq counter at 2.
     for seq in 1..=2 {

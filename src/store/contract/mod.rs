@@ -68,6 +68,14 @@ impl Subject {
             }
         }
     }
+
+    /// A plain connection to the Redis server under the store, to read or plant keys.
+    fn raw(&self) -> redis::Connection {
+        let url = self._redis.as_ref().expect("a Redis server").url();
+        redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("a raw connection")
+    }
 }
 
 /// Run `case` on a fresh store of `kind` under [`CASE_DEADLINE`].

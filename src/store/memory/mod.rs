@@ -550,6 +550,38 @@ mod tests {
         assert_ne!(store(100).head("a").await.unwrap().epoch, head.epoch);
     }
 
+    /// A fresh item keeps no state of its own; a mark that changes it gets one, and one that
+    /// leaves it fresh again (or changes nothing) drops it.
+    #[tokio::test]
+    async fn only_a_touched_item_keeps_a_state() {
+        let s = store(100);
+        let id = add(&s, "a", None).await.id;
+        let own = || {
+            let tray = s.tray("a");
+            let tray = tray.lock().unwrap();
+            tray.items[&id].has_own_state()
+        };
+        let target = Target::Ids(vec![id.to_string()]);
+        let mark = |m| s.mark("a", &target, m);
+        assert!(!own());
+        mark(Mark::Unarchived).await.unwrap();
+        assert!(!own(), "a mark that changed nothing");
+        mark(Mark::Archived).await.unwrap();
+        assert!(own());
+        mark(Mark::Unarchived).await.unwrap();
+        assert!(!own(), "fresh again");
+        mark(Mark::Read).await.unwrap();
+        assert!(own());
+        assert!(s
+            .get("a", id.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .read_at
+            .is_some());
+    }
+
     /// Pages walk the tray newest first without overlap or gap, even within one millisecond.
     #[tokio::test]
     async fn cursor_pages_cover_the_tray_once() {

@@ -74,8 +74,23 @@ impl Item {
         self.state.as_deref().unwrap_or(&FRESH_STATE)
     }
 
+    /// The state to change; call [`Item::settle`] after a change that may leave it fresh.
     fn state_mut(&mut self) -> &mut ItemState {
         self.state.get_or_insert_with(Box::default)
+    }
+
+    /// Whether the item keeps a state of its own (boxed), not the shared fresh one.
+    #[cfg(test)]
+    pub(super) fn has_own_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Drop the state's box once it is a fresh state again (a mark that changed nothing, an
+    /// unarchive or a snooze's end of an untouched notification).
+    fn settle(&mut self) {
+        if self.state.as_deref().is_some_and(ItemState::is_fresh) {
+            self.state = None;
+        }
     }
 
     pub(super) fn notification(&self, id: &NotificationId, user: &str) -> Notification {
@@ -402,6 +417,7 @@ impl Tray {
             }
             _ => false,
         };
+        item.settle();
         if let Some((old, new)) = wake {
             let x = self.extras_mut();
             if let Some(old) = old {
@@ -483,9 +499,8 @@ impl Tray {
             };
             item.wake_ms = None;
             item.held = false;
-            if item.state().snoozed_until.is_some() {
-                item.state_mut().snoozed_until = None;
-            }
+            item.state_mut().snoozed_until = None;
+            item.settle();
             let kind = if item.is_active() {
                 ChangeKind::Notification
             } else {
