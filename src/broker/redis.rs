@@ -16,10 +16,11 @@ use super::Message;
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::error::{Error, Result};
-use crate::hub::Hub;
+use crate::hub::{Delivery, Hub};
 use crate::metrics::Metrics;
 use crate::redis_conn::{as_str, connect, RedisConn, COMMAND_DEADLINE};
 use crate::shutdown::Shutdown;
+use crate::store::batch::{Batch, BATCH_CHANNEL};
 use crate::store::keys::{user_of_channel, UserKeys};
 
 /// Longest wait for a subscription to become active before the stream gets 503.
@@ -112,14 +113,14 @@ async fn listen(
                 let (Some(channel), Some(payload)) = (as_str(channel), as_str(payload)) else {
                     continue;
                 };
+                if channel == BATCH_CHANNEL {
+                    dispatch_batch(&hub, payload);
+                    continue;
+                }
                 let (Some(user), Some(message)) =
                     (user_of_channel(channel), Message::parse(payload))
                 else {
-                    tracing::warn!(
-                        channel,
-                        "unreadable broker message, ignored: another program publishes on \
-                         Herald's channels, or nodes of different versions share this Redis"
-                    );
+                    unreadable(channel);
                     continue;
                 };
                 message.apply(&hub, &user);
@@ -139,4 +140,29 @@ async fn listen(
             _ => {}
         }
     }
+}
+
+/// Hand each change of a batch announcement to this node's streams of its user (encoded only
+/// for users with a stream here).
+fn dispatch_batch(hub: &Hub, payload: &str) {
+    let Some(batch) = Batch::parse(payload) else {
+        return unreadable(BATCH_CHANNEL);
+    };
+    for user in batch.users() {
+        match user {
+            Some(user) if hub.count(&user.user) > 0 => {
+                hub.dispatch(&user.user, &Delivery::new(&batch.change(&user)))
+            }
+            Some(_) => {}
+            None => unreadable(BATCH_CHANNEL),
+        }
+    }
+}
+
+fn unreadable(channel: &str) {
+    tracing::warn!(
+        channel,
+        "unreadable broker message, ignored: another program publishes on Herald's channels, \
+         or nodes of different versions share this Redis"
+    );
 }

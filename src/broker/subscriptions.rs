@@ -7,6 +7,10 @@
 //! network, every stream of a node reconnecting at once) finds its channel subscribed, and
 //! costs Redis nothing.
 //!
+//! On one server the worker also keeps the batch channel subscribed, where a group publish
+//! announces its members' changes together: before any user's subscription is answered, and
+//! again before lost users are restored and caught up.
+//!
 //! Redis can end a subscription without being asked: a lost connection (crash, restart,
 //! network) or a `sunsubscribe` push when the channel's slot left the node (planned or forced
 //! failover, takeover, resharding). The worker subscribes such channels again between
@@ -26,6 +30,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
+use crate::store::batch::BATCH_CHANNEL;
 use crate::store::keys::UserKeys;
 
 /// Subscription changes applied together (their subscribes in one pipelined round trip), and
@@ -53,6 +58,8 @@ pub(super) enum Command {
 /// What the worker knows about this node's subscriptions.
 #[derive(Default)]
 struct Subscriptions {
+    /// Whether the batch channel (one server only) is subscribed on the current connection.
+    batch: bool,
     /// Users whose channel this node wants: they have a stream here.
     wanted: HashSet<String>,
     /// Wanted users whose subscription Redis ended; restored with backoff.
@@ -146,6 +153,7 @@ pub(super) async fn work(
                 Command::Unsubscribe(user) => subs.leave(user, Instant::now()),
                 Command::Lost => {
                     metrics.broker_reconnects.inc();
+                    subs.batch = false;
                     subs.lost.extend(subs.wanted.iter().cloned());
                 }
                 // Our own unsubscribe is confirmed the same way, but by then the user is no
@@ -181,6 +189,20 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Subscribe the batch channel (`store::batch`) unless it is (or this is a cluster, which has
+/// none): every user's subscription is only as good as it, since a group publish announces
+/// there.
+async fn subscribe_batch(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(), String> {
+    if !subs.batch && !conn.is_cluster() {
+        conn.clone()
+            .ssubscribe(BATCH_CHANNEL)
+            .await
+            .map_err(|e| e.to_string())?;
+        subs.batch = true;
+    }
+    Ok(())
 }
 
 /// `SSUBSCRIBE` each user's channel, one channel per command (channels of different slots
@@ -235,6 +257,13 @@ async fn subscribe_all(
         .collect();
     new.sort();
     new.dedup();
+    if let Err(e) = subscribe_batch(conn, subs).await {
+        for (_, reply) in requests {
+            let e = format!("subscribing the batch channel failed: {e}");
+            let _ = reply.send(Err(Error::Unavailable(e.into())));
+        }
+        return;
+    }
     let (failures, (_, misrouted)) = tokio::join!(
         ssubscribe_each(conn, new.clone()),
         on_primaries(conn, new.clone())
@@ -262,7 +291,13 @@ async fn subscribe_all(
 /// after a longer wait.
 async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
     let users: Vec<String> = subs.lost.iter().cloned().collect();
-    let (ready, mut failures) = on_primaries(conn, users).await;
+    let (ready, mut failures) = match subscribe_batch(conn, subs).await {
+        Ok(()) => on_primaries(conn, users).await,
+        Err(e) => (
+            Vec::new(),
+            users.into_iter().map(|u| (u, e.clone())).collect(),
+        ),
+    };
     failures.extend(ssubscribe_each(conn, ready.clone()).await);
     let mut restored = 0;
     for user in ready {

@@ -364,8 +364,15 @@ impl Template {
     }
 }
 
+/// A fresh state's members up to its collapse count (`count` and `replaces` follow).
+macro_rules! fresh_state {
+    () => {
+        r#","read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null"#
+    };
+}
+pub const FRESH_STATE: &str = fresh_state!();
 /// A fresh state's suffix ([`ItemState::default`]), written once.
-const FRESH_SUFFIX: &str = r#","read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null,"count":1,"replaces":null}"#;
+const FRESH_SUFFIX: &str = concat!(fresh_state!(), r#","count":1,"replaces":null}"#);
 const FRESH_SUFFIX_LEN: usize = FRESH_SUFFIX.len();
 /// Room the size check leaves for state a notification gains later: a collapse count and the
 /// id it replaces, a recorded action, the times of its state changes.

@@ -5,6 +5,7 @@
 //! order (memory: under the user's lock; Redis: inside one Lua script with SPUBLISH). Each
 //! change log carries an epoch drawn when it is created; positions of another epoch reset.
 
+pub(crate) mod batch;
 #[cfg(test)]
 mod contract;
 pub(crate) mod keys;

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use redis::{AsyncCommands, Script, Value};
 
+use super::batch::BATCH_CHANNEL;
 use super::keys::{self, UserKeys};
 use super::nodes::{self, NodeInfo};
 use super::{
@@ -475,6 +476,13 @@ impl RedisStore {
             };
         }
         cmd.arg(self.push_flag());
+        // Many users on one server: one announcement for all (a cluster call touches one
+        // slot and announces on each user's channel).
+        if users.len() > 1 && !self.conn.is_cluster() {
+            cmd.arg(BATCH_CHANNEL);
+        } else {
+            cmd.arg("");
+        }
         let mut user = String::new();
         for to in users {
             user.clear();

@@ -430,8 +430,10 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let future = secs * 1000 + 60_000;
     // the tray scripts take the user's base key and add suffixes (src/store/scripts/common.lua)
     let base = "t";
-    let keys = ["items", "order", "unread", "seq", "log", "epoch", "unseen"]
-        .map(|k| format!("{base}:{k}"));
+    let keys = [
+        "items", "order", "unread", "seq", "changes", "epoch", "unseen",
+    ]
+    .map(|k| format!("{base}:{k}"));
     let common = include_str!("../../src/store/scripts/common.lua");
     let publish = redis::Script::new(&format!(
         "{common}{}",
@@ -441,7 +443,8 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
         let mut inv = publish.key(base);
         // ARGV: deadline, max_per_user, log_capacity, now_ms, idempotency_ttl_ms, keys per
         // user, the shared tail, the muted category (none), category, collapse key, deliver
-        // at, expires at (none), Web Push off, then per user: id, user (JSON), fresh epoch
+        // at, expires at (none), Web Push off, no batch channel, then per user: id, user
+        // (JSON), fresh epoch
         inv.arg(deadline)
             .arg(10)
             .arg(10)
@@ -449,7 +452,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
             .arg(1000)
             .arg(1)
             .arg(r#","title":"t""#)
-            .arg(&["", "", "", "", "", "0"])
+            .arg(&["", "", "", "", "", "0", ""])
             .arg("id1")
             .arg(r#""u""#)
             .arg("0123456789ab");

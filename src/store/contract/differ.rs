@@ -256,3 +256,56 @@ async fn redis_an_old_layout_log_resets_instead_of_a_hole() {
         .expect("type");
     assert_eq!(kind, "stream");
 }
+
+/// Redis (one server): a publish to many users announces them all in one batch message, from
+/// which each user's change is written exactly as logged (escaped user ids, a collapse's
+/// count and replaced id, the counts); a publish to one user announces on the user's channel.
+#[tokio::test]
+async fn redis_a_group_publish_announces_one_batch_as_logged() {
+    use crate::store::batch::{Batch, BATCH_CHANNEL};
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let mut raw = s.raw();
+    raw.set_read_timeout(Some(CASE_DEADLINE)).expect("timeout");
+    let _: redis::Value = redis::cmd("SSUBSCRIBE")
+        .arg(BATCH_CHANNEL)
+        .query(&mut raw)
+        .expect("subscribe");
+    let t = template(serde_json::json!({
+        "title": "a \"quoted\" title \\ é", "body": "line\nbreak\ttab", "collapse_key": "c",
+        "data": {"z": 1, "a": [true, null]},
+    }));
+    let users = ["plain", "with \"quote\"", "ünï\tcødé"];
+    for round in 1..=3u64 {
+        publish_to(&s, &t, &users, None).await;
+        if round == 2 {
+            publish_to(&s, &t, &users[..1], None).await; // its own channel: no batch
+        }
+        let message = raw.recv_response().expect("a batch message");
+        let redis::Value::Array(mut parts) = message else {
+            panic!("a push: {message:?}")
+        };
+        let payload: String = redis::from_redis_value(parts.swap_remove(2)).expect("a payload");
+        let batch = Batch::parse(&payload).expect("a batch");
+        let announced: Vec<_> = batch.users().map(|u| u.expect("a readable line")).collect();
+        assert_eq!(announced.len(), users.len());
+        for (user, a) in users.iter().zip(&announced) {
+            assert_eq!(a.user, *user);
+            let change = batch.change(a);
+            let head = s.store.head(user).await.expect("head");
+            let before = EventId {
+                seq: change.seq - 1,
+                ..head.id()
+            };
+            let Replay::Changes(logged) = replay(&s, user, before).await else {
+                panic!("reset")
+            };
+            assert_eq!(logged[0], change, "{user}, round {round}");
+            let count = if round == 3 && *user == "plain" {
+                4
+            } else {
+                round
+            };
+            assert!(change.data.contains(&format!(r#""count":{count},"#)));
+        }
+    }
+}

@@ -104,19 +104,26 @@ local function with_counts(b, json)
   return string.sub(json, 1, -2) .. counts(b) .. '}'
 end
 
--- Log and announce one change. `fresh` is an epoch the caller drew, kept only when the
--- user's log has none yet. The log (`changes`) is a LIST of seq<TAB>kind<TAB>ms<TAB>data, oldest
--- first, one entry per seq; once it holds LOG_SLACK more than `cap` entries it is cut back to
--- the newest `cap` (a list, not a stream: creating a user's first stream cost a fifth of a
--- group publish). The channel message is c<TAB>epoch<TAB>seq<TAB>kind<TAB>ms<TAB>data.
+-- Log one change; returns its epoch and seq. `fresh` is an epoch the caller drew, kept only
+-- when the user's log has none yet. The log (`changes`) is a LIST of
+-- seq<TAB>kind<TAB>ms<TAB>data, oldest first, one entry per seq; once it holds LOG_SLACK more
+-- than `cap` entries it is cut back to the newest `cap` (a list, not a stream: creating a
+-- user's first stream cost a fifth of a group publish).
 local LOG_SLACK = 100
-local function commit(b, kind, data, ms, fresh, cap)
+local function log(b, kind, data, ms, fresh, cap)
   local epoch = redis.call('SET', key(b, 'epoch'), fresh, 'NX', 'GET') or fresh
   local seq = tostring(redis.call('INCR', key(b, 'seq')))
   local logged = redis.call('RPUSH', key(b, 'changes'), seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
   if logged > tonumber(cap) + LOG_SLACK then
     redis.call('LTRIM', key(b, 'changes'), -tonumber(cap), -1)
   end
+  return epoch, seq
+end
+
+-- Log one change and announce it on the user's channel:
+-- c<TAB>epoch<TAB>seq<TAB>kind<TAB>ms<TAB>data.
+local function commit(b, kind, data, ms, fresh, cap)
+  local epoch, seq = log(b, kind, data, ms, fresh, cap)
   redis.call('SPUBLISH', key(b, 'ch'), 'c\t' .. epoch .. '\t' .. seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
 end
 

@@ -1,7 +1,8 @@
 -- publish.lua: store one notification for each of a batch of users and commit each user's
 -- `notification` change. One Redis server: any users. Redis Cluster: the caller sends users
--- of one slot only, so a call touches one slot. Each change is logged and announced with
--- SPUBLISH in this same script, so a user's announcements leave Redis in seq order.
+-- of one slot only, so a call touches one slot. Each change is logged and announced in this
+-- same script, so a user's announcements leave Redis in seq order: on the user's channel, or,
+-- when the call names a batch channel, all of the call's in one message on it (below).
 -- KEYS: per user, ARGV[6] keys: 1 the user's base key [2 the idempotency key]
 -- ARGV: 1 deadline (Unix ms, Redis's clock) 2 max_per_user 3 log_capacity 4 now_ms
 --       5 idempotency_ttl_ms 6 keys per user
@@ -9,12 +10,17 @@
 --       8 category a user may have muted ('' when none, or the notification is critical)
 --       9 category ('' when none) 10 collapse key ('') 11 deliver at, Unix ms ('')
 --       12 expires at, Unix ms ('') 13 Web Push on ('1'|'0')
+--       14 batch channel ('': announce each user's change on the user's channel)
 --       then per user 3: id, the user as a JSON string, epoch (a fresh random one, used only
 --       when the user's log has none yet)
 -- A user's notification JSON is '{"id":"' .. id .. '","user":' .. user .. tail .. state,
 -- byte for byte what Herald's `model::Template::json` writes. A collapse key that names the
 -- user's active unread notification replaces it (count + 1, "replaces" its id; no `deleted`
 -- change). A notification delivered later waits in `wake` and commits nothing now.
+-- The batch message (one SPUBLISH at the end, for the users whose change was logged) is
+-- g<TAB>ms<TAB>tail, then per user a line
+-- <LF>epoch<TAB>seq<TAB>count<TAB>replaced id ('')<TAB>unread<TAB>unseen<TAB>id<TAB>user JSON,
+-- from which a node writes the change's data exactly as logged (`store::batch`).
 -- Returns {failure, outcome per user handled}: an outcome is 1 (stored), 2 (stored, and a
 -- Web Push escalation is due now), 0 (the user muted the category: nothing stored) or the id
 -- an idempotency key stored before. `failure` is ''
@@ -24,6 +30,7 @@ if late(ARGV[1]) then return redis.error_reply(LATE_REPLY) end
 local max, cap, ms, ttl = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local per, tail, muted_by = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local category, collapse, deliver, expire, push = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local batch, announced = ARGV[14], {}
 local FRESH = ',"read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null'
 
 local function store(k, a)
@@ -68,7 +75,15 @@ local function store(k, a)
   if deliver == '' then
     if escalate(b, id, push, ms) then outcome = 2 end
     local json = base .. FRESH .. ',"count":' .. count .. ',"replaces":' .. quoted(replaces) .. '}'
-    commit(b, 'notification', with_counts(b, json), ms, ARGV[a + 3], cap)
+    if batch == '' then
+      commit(b, 'notification', with_counts(b, json), ms, ARGV[a + 3], cap)
+    else
+      local unread, unseen = redis.call('ZCARD', key(b, 'unread')), redis.call('ZCARD', key(b, 'unseen'))
+      local data = string.sub(json, 1, -2) .. ',"unread_count":' .. unread .. ',"unseen_count":' .. unseen .. '}'
+      local epoch, seq = log(b, 'notification', data, ms, ARGV[a + 3], cap)
+      announced[#announced + 1] = epoch .. '\t' .. seq .. '\t' .. count .. '\t' .. (replaces or '')
+        .. '\t' .. unread .. '\t' .. unseen .. '\t' .. id .. '\t' .. ARGV[a + 2]
+    end
   end
   -- Last, so a user whose writes failed can be sent again under the same key.
   if per == 2 then redis.call('SET', KEYS[k + 2], id, 'PX', ttl) end
@@ -77,11 +92,14 @@ end
 
 local out = {''}
 for u = 0, #KEYS / per - 1 do
-  local ok, outcome = pcall(store, u * per, 13 + u * 3)
+  local ok, outcome = pcall(store, u * per, 14 + u * 3)
   if not ok then
     out[1] = type(outcome) == 'table' and (outcome.err or 'ERR') or tostring(outcome)
     break
   end
   out[#out + 1] = outcome
+end
+if #announced > 0 then
+  redis.call('SPUBLISH', batch, 'g\t' .. ms .. '\t' .. tail .. '\n' .. table.concat(announced, '\n'))
 end
 return out

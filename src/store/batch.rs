@@ -1,0 +1,151 @@
+//! The batch announcement: a `publish.lua` call for many users on one Redis server announces
+//! every user's `notification` change in one message on [`BATCH_CHANNEL`] instead of one on
+//! each user's channel (those were a fifth of a group publish's Redis time, and every node
+//! parsed one message per member). The message carries the notification's shared tail once
+//! and, per user, what differs; a node writes each user's change data from it, byte for byte
+//! as logged.
+
+use crate::model::{Change, ChangeKind, Epoch, FRESH_STATE};
+
+/// The channel of batch announcements, which every node of a one-server deployment
+/// subscribes to for as long as it runs (a cluster has no batch channel: a call there
+/// touches one slot, so a group's calls seldom hold more than one or two users).
+pub const BATCH_CHANNEL: &str = "herald:batch";
+
+/// A batch message: `g<TAB>ms<TAB>tail`, then per user a line
+/// `<LF>epoch<TAB>seq<TAB>count<TAB>replaced id<TAB>unread<TAB>unseen<TAB>id<TAB>user JSON`.
+pub struct Batch<'a> {
+    at_ms: u64,
+    tail: &'a str,
+    lines: &'a str,
+}
+
+/// One user's change in a [`Batch`], not yet written out.
+pub struct Announced<'a> {
+    /// The recipient's user id.
+    pub user: String,
+    epoch: Epoch,
+    seq: u64,
+    fields: [&'a str; 5],
+    user_json: &'a str,
+}
+
+impl<'a> Batch<'a> {
+    /// `None` when `payload` is not a batch message.
+    pub fn parse(payload: &'a str) -> Option<Self> {
+        let (header, lines) = payload.split_once('\n')?;
+        let mut parts = header.splitn(3, '\t');
+        if parts.next()? != "g" {
+            return None;
+        }
+        Some(Batch {
+            at_ms: parts.next()?.parse().ok()?,
+            tail: parts.next()?,
+            lines,
+        })
+    }
+
+    /// Every user's change, in commit order; `None` for an unreadable line.
+    pub fn users(&self) -> impl Iterator<Item = Option<Announced<'a>>> + 'a {
+        self.lines.split('\n').map(|line| {
+            let mut parts = line.splitn(8, '\t');
+            let epoch = Epoch::parse(parts.next()?)?;
+            let seq = parts.next()?.parse().ok()?;
+            let fields = [
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+                parts.next()?,
+            ];
+            let user_json = parts.next()?;
+            Some(Announced {
+                user: serde_json::from_str(user_json).ok()?,
+                epoch,
+                seq,
+                fields,
+                user_json,
+            })
+        })
+    }
+
+    /// The change `user` was announced, with its data as `publish.lua` logged it.
+    pub fn change(&self, user: &Announced<'_>) -> Change {
+        let [count, replaces, unread, unseen, id] = user.fields;
+        let mut data = String::with_capacity(
+            self.tail.len() + FRESH_STATE.len() + user.user_json.len() + id.len() + 110,
+        );
+        for part in [
+            r#"{"id":""#,
+            id,
+            r#"","user":"#,
+            user.user_json,
+            self.tail,
+            FRESH_STATE,
+            r#","count":"#,
+            count,
+            r#","replaces":"#,
+        ] {
+            data.push_str(part);
+        }
+        if replaces.is_empty() {
+            data.push_str("null");
+        } else {
+            for part in ["\"", replaces, "\""] {
+                data.push_str(part);
+            }
+        }
+        for part in [
+            r#","unread_count":"#,
+            unread,
+            r#","unseen_count":"#,
+            unseen,
+            "}",
+        ] {
+            data.push_str(part);
+        }
+        Change {
+            epoch: user.epoch,
+            seq: user.seq,
+            kind: ChangeKind::Notification,
+            data,
+            at_ms: self.at_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each line gives the user and the change as `publish.lua` logs it; a broken line is
+    /// `None` without spoiling the others.
+    #[test]
+    fn a_batch_writes_each_users_change() {
+        let payload = "g\t17\t,\"title\":\"t\",\"created_at\":\"c\"\n\
+                       3f9a0c12d4e1\t4\t1\t\t2\t3\tN1\t\"a\\\"b\"\n\
+                       broken\n\
+                       3f9a0c12d4e2\t9\t2\tN0\t1\t1\tN2\t\"c\"";
+        let batch = Batch::parse(payload).unwrap();
+        let users: Vec<_> = batch.users().collect();
+        assert_eq!(users.len(), 3);
+        assert!(users[1].is_none());
+        let a = users[0].as_ref().unwrap();
+        assert_eq!(a.user, "a\"b");
+        let change = batch.change(a);
+        assert_eq!((change.seq, change.at_ms), (4, 17));
+        assert_eq!(change.epoch.as_str(), "3f9a0c12d4e1");
+        assert_eq!(
+            change.data,
+            format!(
+                "{{\"id\":\"N1\",\"user\":\"a\\\"b\",\"title\":\"t\",\"created_at\":\"c\"{FRESH_STATE},\
+                 \"count\":1,\"replaces\":null,\"unread_count\":2,\"unseen_count\":3}}"
+            )
+        );
+        let c = batch.change(users[2].as_ref().unwrap());
+        assert!(c
+            .data
+            .contains(r#""count":2,"replaces":"N0","unread_count":1"#));
+        assert!(Batch::parse("c\t1\tx\n").is_none());
+    }
+}
