@@ -132,6 +132,65 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
     assert_eq!(ev.json()["id"], later.as_str());
 }
 
+/// A publish to many users (one announcement for all of them on one Redis server) reaches
+/// each user's streams on every node, in order with the user's later changes, and again
+/// live after Redis restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_publish_reaches_every_node_also_after_a_redis_restart() {
+    let (mut redis, a, b) = two_nodes();
+    let users = ["alice", "bob", "c\"arol", "dave"]; // dave has no stream
+    let mut streams = vec![
+        a.events(&user_token(users[0]), "").await,
+        b.events(&user_token(users[1]), "").await,
+        b.events(&user_token(users[2]), "").await,
+    ];
+    let group = async |title: &str| {
+        let body = json!({"users": users, "notification": {"title": title}});
+        let (status, body) = a.publish(body).await;
+        (status, body)
+    };
+    let (status, first) = group("first").await;
+    assert_eq!(status, 202, "{first}");
+    let alice_id = first["ids"]["alice"].as_str().unwrap().to_owned();
+    a.patch(
+        &format!("/notifications/{alice_id}"),
+        &user_token("alice"),
+        json!({"read": true}),
+    )
+    .await;
+    for (user, sse) in users.iter().zip(&mut streams) {
+        let ev = sse.expect("notification").await;
+        let n = ev.json();
+        assert_eq!((&n["id"], &n["user"]), (&first["ids"][user], &json!(user)));
+        assert_eq!(
+            (&n["unread_count"], &n["title"]),
+            (&json!(1), &json!("first"))
+        );
+    }
+    // alice's read (her channel) comes after the group's notification (the batch channel)
+    let read = streams[0].expect("read").await;
+    assert_eq!(read.json()["ids"], json!([alice_id]));
+
+    redis.restart();
+    a.notify_when_back("dave", "after").await;
+    let (status, after) = group("after").await;
+    assert_eq!(status, 202, "{after}");
+    for (user, sse) in users.iter().zip(&mut streams) {
+        let ev = sse.expect("notification").await; // caught up or live
+        assert_eq!(ev.json()["id"], after["ids"][user], "{user}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, again) = group("again").await;
+    assert_eq!(status, 202, "{again}");
+    for (user, sse) in users.iter().zip(&mut streams) {
+        let ev = sse
+            .try_next(Duration::from_secs(5))
+            .await
+            .expect("live delivery after the restart");
+        assert_eq!(ev.json()["id"], again["ids"][user], "{user}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_its_data_resets_open_streams() {
     let mut redis = Redis::start();
