@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::request::Parts;
 use http::HeaderValue;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
@@ -31,14 +31,32 @@ use crate::retention;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
 
+/// Connections the kernel queues for the accept loop; it caps this at `net.core.somaxconn`
+/// (4096 on current Linux). tokio's default of 1,024 overflowed when every stream of a node
+/// reconnected at once: a dropped handshake waits for the client's retransmission (a second,
+/// then more), which turned a 3 s reconnect storm into 8 s now and then.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// A listening socket on `addr` (address reuse on, as tokio's `bind` does) with
+/// [`LISTEN_BACKLOG`].
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::Tls::load(cert, key)?),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = bind(config.listen)
         .map_err(|e| StartupError(format!("--listen: cannot bind {}: {e}", config.listen)))?;
     let (trigger, shutdown) = shutdown::channel();
     let state = AppState::build(config, shutdown.clone()).await?;
