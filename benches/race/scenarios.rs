@@ -159,8 +159,11 @@ pub struct Memory {
     slab: u64,
 }
 
+/// The server's memory once it settled: 2 s after the last stream opened, so what a burst of
+/// opens used only for a moment (request buffers) and the allocator then returned (Herald's
+/// jemalloc purges pages idle for about a second) is not counted per stream.
 pub async fn memory(stage: &Stage) -> Memory {
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     Memory {
         pss: stage.server.pss_kib(),
         tcp_pages: tcp_mem_pages(),
