@@ -257,6 +257,9 @@ async fn subscribe_all(
         .collect();
     new.sort();
     new.dedup();
+    if requests.is_empty() {
+        return;
+    }
     if let Err(e) = subscribe_batch(conn, subs).await {
         for (_, reply) in requests {
             let e = format!("subscribing the batch channel failed: {e}");
