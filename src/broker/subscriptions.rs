@@ -205,14 +205,24 @@ async fn subscribe_batch(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(
     Ok(())
 }
 
-/// `SSUBSCRIBE` each user's channel, one channel per command (channels of different slots
-/// cannot share one), up to `BATCH` in flight; the users whose subscribe failed, with why.
-async fn ssubscribe_each(conn: &RedisConn, users: Vec<String>) -> HashMap<String, String> {
+/// `SSUBSCRIBE` (or, with `subscribe` false, `SUNSUBSCRIBE`) each user's channel, one channel
+/// per command (channels of different slots cannot share one), up to `BATCH` in flight; the
+/// users whose command failed, with why.
+async fn each_channel(
+    conn: &RedisConn,
+    users: Vec<String>,
+    subscribe: bool,
+) -> HashMap<String, String> {
     futures_util::stream::iter(users)
         .map(|user| {
             let mut conn = conn.clone();
             async move {
-                let result = conn.ssubscribe(&UserKeys::new(&user).channel()).await;
+                let channel = UserKeys::new(&user).channel();
+                let result = if subscribe {
+                    conn.ssubscribe(&channel).await
+                } else {
+                    conn.sunsubscribe(&channel).await
+                };
                 (user, result)
             }
         })
@@ -222,21 +232,11 @@ async fn ssubscribe_each(conn: &RedisConn, users: Vec<String>) -> HashMap<String
         .await
 }
 
-/// `SUNSUBSCRIBE` each user's channel, up to `BATCH` in flight (a failure only leaves a
-/// channel this node ignores).
+/// `SUNSUBSCRIBE` each user's channel (a failure only leaves a channel this node ignores).
 async fn sunsubscribe_each(conn: &RedisConn, users: Vec<String>) {
-    futures_util::stream::iter(users)
-        .map(|user| {
-            let mut conn = conn.clone();
-            async move {
-                if let Err(e) = conn.sunsubscribe(&UserKeys::new(&user).channel()).await {
-                    tracing::debug!(error = %e, user, "sunsubscribe failed");
-                }
-            }
-        })
-        .buffer_unordered(BATCH)
-        .collect::<()>()
-        .await
+    for (user, error) in each_channel(conn, users, false).await {
+        tracing::debug!(error, user, "sunsubscribe failed");
+    }
 }
 
 /// Subscribe the users not subscribed yet, pipelined on the connection, and answer every
@@ -268,7 +268,7 @@ async fn subscribe_all(
         return;
     }
     let (failures, (_, misrouted)) = tokio::join!(
-        ssubscribe_each(conn, new.clone()),
+        each_channel(conn, new.clone(), true),
         on_primaries(conn, new.clone())
     );
     for user in new {
@@ -301,7 +301,7 @@ async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
             users.into_iter().map(|u| (u, e.clone())).collect(),
         ),
     };
-    failures.extend(ssubscribe_each(conn, ready.clone()).await);
+    failures.extend(each_channel(conn, ready.clone(), true).await);
     let mut restored = 0;
     for user in ready {
         if !failures.contains_key(&user) {
