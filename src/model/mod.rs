@@ -660,11 +660,23 @@ impl Counts {
     /// `notification` event's data, the notification and the tray's counts beside it.
     pub fn append_to(self, json: &str) -> String {
         let body = json.strip_suffix('}').unwrap_or(json);
-        let sep = if body.ends_with('{') { "" } else { "," };
-        format!(
-            r#"{body}{sep}"unread_count":{},"unseen_count":{}}}"#,
+        let mut out = String::with_capacity(body.len() + 64);
+        out.push_str(body);
+        if !body.ends_with('{') {
+            out.push(',');
+        }
+        self.close(&mut out);
+        out
+    }
+
+    /// Write the two count members and the object's closing brace after `out`'s last member.
+    pub fn close(self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(
+            out,
+            r#""unread_count":{},"unseen_count":{}}}"#,
             self.unread, self.unseen
-        )
+        );
     }
 }
 

@@ -32,8 +32,8 @@ use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
 
 /// Connections the kernel queues for the accept loop; it caps this at `net.core.somaxconn`
-/// (4096 on current Linux). tokio's default of 1,024 overflowed when every stream of a node
-/// reconnected at once: a dropped handshake waits for the client's retransmission (a second,
+/// (4096 on current Linux). tokio's `bind` asks for 128 (mio follows std), which overflowed
+/// when every stream of a node reconnected at once: a dropped handshake waits for the client's retransmission (a second,
 /// then more), which turned a 3 s reconnect storm into 8 s now and then.
 const LISTEN_BACKLOG: u32 = 65_535;
 

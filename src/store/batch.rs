@@ -5,7 +5,10 @@
 //! and, per user, what differs; a node writes each user's change data from it, byte for byte
 //! as logged.
 
-use crate::model::{Change, ChangeKind, Epoch, FRESH_STATE};
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use crate::model::{Change, ChangeKind, Counts, Epoch, FRESH_STATE};
 
 /// The channel of batch announcements, which every node of a one-server deployment
 /// subscribes to for as long as it runs (a cluster has no batch channel: a call there
@@ -22,11 +25,15 @@ pub struct Batch<'a> {
 
 /// One user's change in a [`Batch`], not yet written out.
 pub struct Announced<'a> {
-    /// The recipient's user id.
-    pub user: String,
+    /// The recipient's user id (borrowed unless its JSON string has escapes).
+    pub user: Cow<'a, str>,
     epoch: Epoch,
     seq: u64,
-    fields: [&'a str; 5],
+    /// The collapse count and the id it replaced (empty when none).
+    count: u64,
+    replaces: &'a str,
+    counts: Counts,
+    id: &'a str,
     user_json: &'a str,
 }
 
@@ -49,21 +56,27 @@ impl<'a> Batch<'a> {
     pub fn users(&self) -> impl Iterator<Item = Option<Announced<'a>>> + 'a {
         self.lines.split('\n').map(|line| {
             let mut parts = line.splitn(8, '\t');
-            let epoch = Epoch::parse(parts.next()?)?;
-            let seq = parts.next()?.parse().ok()?;
-            let fields = [
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-                parts.next()?,
-            ];
-            let user_json = parts.next()?;
+            let number = |part: Option<&str>| part?.parse::<u64>().ok();
+            let (epoch, seq) = (Epoch::parse(parts.next()?)?, number(parts.next())?);
+            let count = number(parts.next())?;
+            let replaces = parts.next()?;
+            let counts = Counts {
+                unread: number(parts.next())?,
+                unseen: number(parts.next())?,
+            };
+            let (id, user_json) = (parts.next()?, parts.next()?);
+            let user = match serde_json::from_str::<&str>(user_json) {
+                Ok(plain) => Cow::Borrowed(plain),
+                Err(_) => Cow::Owned(serde_json::from_str(user_json).ok()?),
+            };
             Some(Announced {
-                user: serde_json::from_str(user_json).ok()?,
+                user,
                 epoch,
                 seq,
-                fields,
+                count,
+                replaces,
+                counts,
+                id,
                 user_json,
             })
         })
@@ -71,39 +84,26 @@ impl<'a> Batch<'a> {
 
     /// The change `user` was announced, with its data as `publish.lua` logged it.
     pub fn change(&self, user: &Announced<'_>) -> Change {
-        let [count, replaces, unread, unseen, id] = user.fields;
         let mut data = String::with_capacity(
-            self.tail.len() + FRESH_STATE.len() + user.user_json.len() + id.len() + 110,
+            self.tail.len() + FRESH_STATE.len() + user.user_json.len() + user.id.len() + 110,
         );
         for part in [
             r#"{"id":""#,
-            id,
+            user.id,
             r#"","user":"#,
             user.user_json,
             self.tail,
             FRESH_STATE,
-            r#","count":"#,
-            count,
-            r#","replaces":"#,
         ] {
             data.push_str(part);
         }
-        if replaces.is_empty() {
-            data.push_str("null");
+        let _ = write!(data, r#","count":{},"replaces":"#, user.count);
+        if user.replaces.is_empty() {
+            data.push_str("null,");
         } else {
-            for part in ["\"", replaces, "\""] {
-                data.push_str(part);
-            }
+            let _ = write!(data, r#""{}","#, user.replaces);
         }
-        for part in [
-            r#","unread_count":"#,
-            unread,
-            r#","unseen_count":"#,
-            unseen,
-            "}",
-        ] {
-            data.push_str(part);
-        }
+        user.counts.close(&mut data);
         Change {
             epoch: user.epoch,
             seq: user.seq,
@@ -118,18 +118,19 @@ impl<'a> Batch<'a> {
 mod tests {
     use super::*;
 
-    /// Each line gives the user and the change as `publish.lua` logs it; a broken line is
-    /// `None` without spoiling the others.
+    /// Each line gives the user and the change as `publish.lua` logs it; a broken line (or
+    /// one whose numbers are not numbers) is `None` without spoiling the others.
     #[test]
     fn a_batch_writes_each_users_change() {
         let payload = "g\t17\t,\"title\":\"t\",\"created_at\":\"c\"\n\
                        3f9a0c12d4e1\t4\t1\t\t2\t3\tN1\t\"a\\\"b\"\n\
                        broken\n\
+                       3f9a0c12d4e1\t5\t1\t\tx\t3\tN1\t\"a\"\n\
                        3f9a0c12d4e2\t9\t2\tN0\t1\t1\tN2\t\"c\"";
         let batch = Batch::parse(payload).unwrap();
         let users: Vec<_> = batch.users().collect();
-        assert_eq!(users.len(), 3);
-        assert!(users[1].is_none());
+        assert_eq!(users.len(), 4);
+        assert!(users[1].is_none() && users[2].is_none());
         let a = users[0].as_ref().unwrap();
         assert_eq!(a.user, "a\"b");
         let change = batch.change(a);
@@ -142,10 +143,10 @@ mod tests {
                  \"count\":1,\"replaces\":null,\"unread_count\":2,\"unseen_count\":3}}"
             )
         );
-        let c = batch.change(users[2].as_ref().unwrap());
-        assert!(c
-            .data
-            .contains(r#""count":2,"replaces":"N0","unread_count":1"#));
+        let c = users[3].as_ref().unwrap();
+        assert!(matches!(c.user, Cow::Borrowed("c")));
+        let data = batch.change(c).data;
+        assert!(data.contains(r#""count":2,"replaces":"N0","unread_count":1"#));
         assert!(Batch::parse("c\t1\tx\n").is_none());
     }
 }

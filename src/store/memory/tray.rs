@@ -52,7 +52,7 @@ struct Extras {
 static NO_EXTRAS: LazyLock<Extras> = LazyLock::new(Extras::default);
 
 /// A fresh notification's state: what [`Item::state`] reads while the item has none of its own.
-static FRESH_STATE: LazyLock<ItemState> = LazyLock::new(ItemState::default);
+static FRESH_ITEM_STATE: LazyLock<ItemState> = LazyLock::new(ItemState::default);
 
 /// One notification in a tray: what its publish shared with every recipient, and this user's
 /// state of it.
@@ -71,7 +71,7 @@ pub(super) struct Item {
 
 impl Item {
     pub(super) fn state(&self) -> &ItemState {
-        self.state.as_deref().unwrap_or(&FRESH_STATE)
+        self.state.as_deref().unwrap_or(&FRESH_ITEM_STATE)
     }
 
     /// The state to change; call [`Item::settle`] after a change that may leave it fresh.

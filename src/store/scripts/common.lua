@@ -94,9 +94,17 @@ local function whole(b, id)
     .. ',"count":' .. count .. ',"replaces":' .. quoted(replaces) .. '}'
 end
 
+-- The tray's counts: the numbers, and as the members every event that carries them ends with.
+local function tally(b)
+  return redis.call('ZCARD', key(b, 'unread')), redis.call('ZCARD', key(b, 'unseen'))
+end
+
+local function count_members(unread, unseen)
+  return ',"unread_count":' .. unread .. ',"unseen_count":' .. unseen
+end
+
 local function counts(b)
-  return ',"unread_count":' .. redis.call('ZCARD', key(b, 'unread'))
-    .. ',"unseen_count":' .. redis.call('ZCARD', key(b, 'unseen'))
+  return count_members(tally(b))
 end
 
 -- A JSON object with the tray's counts added at its end.

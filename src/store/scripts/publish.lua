@@ -74,12 +74,12 @@ local function store(k, a)
   local outcome = 1
   if deliver == '' then
     if escalate(b, id, push, ms) then outcome = 2 end
-    local json = base .. FRESH .. ',"count":' .. count .. ',"replaces":' .. quoted(replaces) .. '}'
+    local unread, unseen = tally(b)
+    local data = base .. FRESH .. ',"count":' .. count .. ',"replaces":' .. quoted(replaces)
+      .. count_members(unread, unseen) .. '}'
     if batch == '' then
-      commit(b, 'notification', with_counts(b, json), ms, ARGV[a + 3], cap)
+      commit(b, 'notification', data, ms, ARGV[a + 3], cap)
     else
-      local unread, unseen = redis.call('ZCARD', key(b, 'unread')), redis.call('ZCARD', key(b, 'unseen'))
-      local data = string.sub(json, 1, -2) .. ',"unread_count":' .. unread .. ',"unseen_count":' .. unseen .. '}'
       local epoch, seq = log(b, 'notification', data, ms, ARGV[a + 3], cap)
       announced[#announced + 1] = epoch .. '\t' .. seq .. '\t' .. count .. '\t' .. (replaces or '')
         .. '\t' .. unread .. '\t' .. unseen .. '\t' .. id .. '\t' .. ARGV[a + 2]
