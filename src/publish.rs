@@ -31,6 +31,7 @@ pub struct PublishRequest {
     pub users: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    #[serde(deserialize_with = "crate::model::object")]
     pub notification: NotificationInput,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,

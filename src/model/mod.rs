@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 
 mod fields;
+mod json;
 #[cfg(test)]
 pub(crate) mod props;
 
@@ -17,6 +18,7 @@ pub use self::fields::{
     check_ahead, ms_to_rfc3339, parse_time, ActionSpec, ItemState, TakenAction,
     MAX_COLLAPSE_KEY_CHARS,
 };
+pub use self::json::{from_json, object, objects};
 
 /// Largest serialized notification, in bytes (spec: 16 KiB, 413 beyond).
 pub const MAX_NOTIFICATION_BYTES: usize = 16 * 1024;
@@ -93,7 +95,11 @@ pub struct NotificationInput {
     /// Removed from the tray at this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "objects"
+    )]
     pub actions: Vec<ActionSpec>,
     #[serde(default, skip_serializing)]
     pub id: Reserved,
@@ -377,26 +383,6 @@ const FRESH_SUFFIX_LEN: usize = FRESH_SUFFIX.len();
 /// Room the size check leaves for state a notification gains later: a collapse count and the
 /// id it replaces, a recorded action, the times of its state changes.
 const STATE_ROOM: usize = 256;
-
-/// Parse a JSON body; an error names the member at fault (`notification.deliver_at: invalid
-/// type: integer `5`, expected a string`), without the parser's line and column.
-pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
-    let without_position = |e: &serde_json::Error| {
-        let text = e.to_string();
-        text.split(" at line ").next().unwrap_or(&text).to_owned()
-    };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = without_position(e.inner());
-        match e.path().to_string().as_str() {
-            "." | "" => format!("invalid JSON body: {inner}"),
-            path => format!("invalid JSON body: {path}: {inner}"),
-        }
-    })?;
-    de.end()
-        .map_err(|e| format!("invalid JSON body: {}", without_position(&e)))?;
-    Ok(value)
-}
 
 /// A category name in a preference: 1 to [`MAX_CATEGORY_CHARS`] characters, no control
 /// characters.

@@ -32,6 +32,7 @@ pub async fn key(state: AppState) -> Result<Response> {
 #[derive(Debug, Deserialize)]
 struct NewSubscription {
     endpoint: String,
+    #[serde(deserialize_with = "crate::model::object")]
     keys: SubscriptionKeys,
 }
 

@@ -116,6 +116,22 @@ async fn invalid_publishes_store_nothing(mode: Mode) {
             400,
             "invalid_request",
         ),
+        // a struct's members as an array, which serde alone would read in order
+        (
+            json!([["alice"], [], {"title": "x"}]),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice"], "notification": ["x"]}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"users": ["alice"], "notification": {"title": "x", "actions": [["a", "A"]]}}),
+            400,
+            "invalid_request",
+        ),
         (
             json!({"users": ["alice"], "notification": {"title": "x", "body": "y".repeat(17 * 1024)}}),
             413,
@@ -217,6 +233,15 @@ async fn group_membership_endpoints(mode: Mode) {
     let (status, err) = status_json(put(json!("alice")).await.unwrap()).await;
     assert_error(status, &err, 400, "invalid_request");
     let (status, err) = status_json(put(json!([""])).await.unwrap()).await;
+    assert_error(status, &err, 400, "invalid_request");
+    // the body's members as an array
+    let (status, err) = send(
+        h.http
+            .put(h.url("/groups/ops/members"))
+            .bearer_auth(&svc)
+            .json(&json!([["alice"]])),
+    )
+    .await;
     assert_error(status, &err, 400, "invalid_request");
     // after removal, bob gets no group notification
     h.publish(json!({"groups": ["ops"], "notification": {"title": "ops"}}))

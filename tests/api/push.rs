@@ -179,6 +179,8 @@ async fn subscriptions_are_checked(mode: Mode) {
         with("not a url"),
         json!({"endpoint": good["endpoint"], "keys": {"p256dh": "AAAA", "auth": good["keys"]["auth"]}}),
         json!({"endpoint": good["endpoint"]}),
+        json!({"endpoint": good["endpoint"], "keys": [good["keys"]["p256dh"], good["keys"]["auth"]]}),
+        json!([good["endpoint"], good["keys"]]),
     ] {
         let (status, body) = subscribe(&h, &token, &bad).await;
         assert_eq!(status, 400, "{bad}: {body}");

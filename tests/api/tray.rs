@@ -260,6 +260,7 @@ async fn bad_tray_requests_are_400(mode: Mode) {
         json!({"ids": [1], "read": true}),
         json!({"all": true, "deleted": true}),
         json!({"ids": [id], "all": true, "read": true}),
+        json!([[id], true]),
     ] {
         let (status, err) = h.patch("/notifications", &token, body.clone()).await;
         assert_error(status, &err, 400, "invalid_request");

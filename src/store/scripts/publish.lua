@@ -42,19 +42,19 @@ local function store(k, a)
   if muted_by ~= '' and redis.call('HGET', key(b, 'prefs'), muted_by) == '1' then
     return 0
   end
-  local count, replaces = 1, nil
+  local count, replaces = '1', nil
   if collapse ~= '' and deliver == '' then
     local old = redis.call('HGET', key(b, 'collapse'), collapse)
     if old and redis.call('ZSCORE', key(b, 'unread'), old) then
       local meta = redis.call('HGET', key(b, 'meta'), old)
-      count = (meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1
+      count = int((meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1)
       replaces = old
       remove(b, old)
     end
   end
   local base = '{"id":"' .. id .. '","user":' .. ARGV[a + 2] .. tail
   redis.call('HSET', key(b, 'items'), id, base)
-  redis.call('ZADD', key(b, 'order'), 0, id)
+  redis.call('ZADD', key(b, 'order'), '0', id)
   if replaces then redis.call('HSET', key(b, 'meta'), id, count .. '\t' .. replaces) end
   if category ~= '' then redis.call('HSET', key(b, 'cat'), id, category) end
   if collapse ~= '' and deliver == '' then redis.call('HSET', key(b, 'collapse'), collapse, id) end
@@ -62,8 +62,8 @@ local function store(k, a)
   if deliver ~= '' then
     redis.call('ZADD', key(b, 'wake'), deliver, id)
   else
-    redis.call('ZADD', key(b, 'unread'), 0, id)
-    redis.call('ZADD', key(b, 'unseen'), 0, id)
+    redis.call('ZADD', key(b, 'unread'), '0', id)
+    redis.call('ZADD', key(b, 'unseen'), '0', id)
   end
   local over = redis.call('ZCARD', key(b, 'order')) - max
   if over > 0 then
