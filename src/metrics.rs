@@ -1,6 +1,7 @@
 //! Prometheus metrics, exposed at `GET /metrics`. One cheap-to-clone handle; every field is
 //! an atomic, so recording never takes a lock.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
@@ -275,11 +276,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The exposition: OpenMetrics text, or (`openmetrics` false) the classic Prometheus text
+    /// format 0.0.4.
+    pub fn render(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.inner.registry);
-        out
+        if openmetrics {
+            out
+        } else {
+            classic(&out)
+        }
     }
 
     /// The open-streams gauge of one transport (`socket`, `http1`, `http2`).
@@ -295,5 +301,61 @@ impl Metrics {
         self.publish_errors
             .get_or_create(&PublishErrorLabels { source, reason })
             .inc();
+    }
+}
+
+/// OpenMetrics text as Prometheus text format 0.0.4: a counter's `# HELP` and `# TYPE` name
+/// its samples' `_total` name, and there is no `# EOF`. Everything else is the same.
+fn classic(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 8 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find(|p| line.starts_with(p));
+        match comment {
+            Some(prefix) => {
+                let rest = &line[prefix.len()..];
+                let name = rest.split(' ').next().unwrap_or_default();
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push_str(&rest[name.len()..]);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The classic format names counters by their `_total` samples and has no `# EOF`.
+    #[test]
+    fn classic_text_format() {
+        let metrics = Metrics::default();
+        let open = metrics.render(true);
+        assert!(open.contains("# TYPE herald_publishes counter\n"), "{open}");
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        let classic = metrics.render(false);
+        assert!(classic.contains("# HELP herald_publishes_total Notifications stored"));
+        assert!(
+            classic.contains("# TYPE herald_publishes_total counter\nherald_publishes_total 0\n")
+        );
+        assert!(classic.contains("# TYPE herald_streams_open gauge\nherald_streams_open 0\n"));
+        assert!(classic.contains("# TYPE herald_delivery_latency_seconds histogram\n"));
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert_eq!(classic.lines().count() + 1, open.lines().count());
     }
 }

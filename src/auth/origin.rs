@@ -1,15 +1,15 @@
 //! The Origin rule for cookie-authenticated writes (CSRF defence): the request must carry an
-//! `Origin` named by `--allowed-origin`, or, when none is configured, one whose scheme, host
-//! and port equal the request's: its `Host`, and `https` only when a `--trusted-proxy` says so
-//! (`X-Forwarded-Proto`), else `http`. Origins with userinfo are never allowed. Bearer-
-//! authenticated requests are exempt (browsers never attach a Bearer token by themselves).
+//! `Origin` named by `--allowed-origin`, or, when none is configured, one whose host and port
+//! equal those of the request's `Host` (a port left out on either side is the default port of
+//! the Origin's scheme, so `https://example.com` matches `Host: example.com`, as behind a
+//! TLS-terminating proxy). Origins with userinfo are never allowed. Bearer-authenticated
+//! requests are exempt (browsers never attach a Bearer token by themselves).
 
 use http::header::{HOST, ORIGIN};
 use http::request::Parts;
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
 /// Whether `origin` may make credentialed requests here (also used for CORS).
@@ -23,31 +23,16 @@ pub fn allowed(state: &AppState, origin: &str, parts: &Parts) -> bool {
     let Some(host) = parts.headers.get(HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    same_host(&origin, request_scheme(state, parts), host)
+    same_host(&origin, host)
 }
 
-/// The scheme the client used: `https` on a TLS connection, or when a trusted proxy
-/// reports it.
-fn request_scheme(state: &AppState, parts: &Parts) -> &'static str {
-    let https = parts
-        .extensions
-        .get::<ConnInfo>()
-        .is_some_and(|conn| conn.https(&state.config.trusted_proxies, &parts.headers));
-    if https {
-        "https"
-    } else {
-        "http"
-    }
-}
-
-/// `origin` (normalized) names the request's scheme and the host and port of its `Host`.
-fn same_host(origin: &str, request_scheme: &str, host: &str) -> bool {
+/// `origin` (normalized) names the host and port of `host` (a `Host` header value). The scheme
+/// is not compared: one host and port serve one scheme, and behind a TLS-terminating proxy
+/// the request Herald sees is plain HTTP for an `https` page.
+fn same_host(origin: &str, host: &str) -> bool {
     let Some((scheme, origin_host)) = origin.split_once("://") else {
         return false;
     };
-    if scheme != request_scheme {
-        return false;
-    }
     let default_port = if scheme == "https" { ":443" } else { ":80" };
     let host = host.trim().to_ascii_lowercase();
     let host = host.strip_suffix(default_port).unwrap_or(&host);
@@ -110,23 +95,21 @@ mod tests {
         assert_eq!(normalize_origin("http://user:pw@a:8080"), None);
     }
 
-    /// Scheme, host and port must all match; default ports may be implicit on either side.
+    /// Host and port must match; a default port may be implicit on either side; the scheme
+    /// only sets which port is the default.
     #[test]
     fn same_host_rules() {
-        assert!(same_host("http://127.0.0.1:8080", "http", "127.0.0.1:8080"));
-        assert!(same_host("https://example.com", "https", "example.com:443"));
-        assert!(same_host("http://example.com", "http", "EXAMPLE.com"));
-        assert!(!same_host(
-            "http://127.0.0.1:8081",
-            "http",
-            "127.0.0.1:8080"
-        ));
-        assert!(!same_host("http://evil.com", "http", "example.com"));
-        assert!(!same_host(
-            "https://127.0.0.1:8080",
-            "http",
-            "127.0.0.1:8080"
-        ));
-        assert!(!same_host("http://example.com", "https", "example.com"));
+        assert!(same_host("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_host("https://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_host("https://example.com", "example.com:443"));
+        assert!(same_host("https://example.com", "example.com"));
+        assert!(same_host("http://example.com", "EXAMPLE.com"));
+        assert!(same_host("http://[::1]:8080", "[::1]:8080"));
+        assert!(!same_host("http://127.0.0.1:8081", "127.0.0.1:8080"));
+        assert!(!same_host("http://evil.com", "example.com"));
+        assert!(!same_host("http://example.com", "example.com:443"));
+        assert!(!same_host("https://example.com", "example.com:80"));
+        assert!(!same_host("http://example.com:8080", "example.com"));
+        assert!(!same_host("http://example.com", "example.com.evil.com"));
     }
 }

@@ -4,6 +4,7 @@
 //! below ever sees a clap type. Parsing errors exit with status 2 (clap's usage status), as do
 //! start-up errors.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -607,7 +608,7 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
 /// (`--help` and `--version` print as usual).
 pub fn main() -> ExitCode {
     use clap::error::ErrorKind;
-    match Cli::try_parse() {
+    match Cli::try_parse_from(join_negative_values(std::env::args_os())) {
         Ok(cli) => run(cli),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -618,6 +619,36 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `--flag -5s` as `--flag=-5s`. A word that starts with `-` and a digit (a negative number or
+/// duration) is never a flag, yet clap would report it as an unexpected argument instead of
+/// naming the flag whose value it is (`--heartbeat -5s`: "unexpected argument '-5' found").
+/// Words after `--` are left alone.
+fn join_negative_values(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    let mut rest = false;
+    for arg in args {
+        let negative = arg.to_str().is_some_and(|a| {
+            let mut chars = a.chars();
+            chars.next() == Some('-') && chars.next().is_some_and(|c| c.is_ascii_digit())
+        });
+        let joins = |flag: &OsString| {
+            flag.to_str()
+                .is_some_and(|f| f.starts_with("--") && f.len() > 2 && !f.contains('='))
+        };
+        match out.last_mut() {
+            Some(flag) if negative && !rest && joins(flag) => {
+                flag.push("=");
+                flag.push(&arg);
+            }
+            _ => {
+                rest |= arg == "--";
+                out.push(arg);
+            }
+        }
+    }
+    out
 }
 
 /// A clap error in one line: its first line, with its tips and possible values kept
@@ -722,6 +753,28 @@ mod tests {
         assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// A negative value is joined to the flag before it, so clap's error names that flag.
+    #[test]
+    fn negative_values_join_their_flag() {
+        let joined = |args: &[&str]| -> Vec<String> {
+            join_negative_values(args.iter().map(OsString::from))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            joined(&["herald", "--heartbeat", "-5s", "--dev"]),
+            ["herald", "--heartbeat=-5s", "--dev"]
+        );
+        assert_eq!(
+            joined(&["herald", "--heartbeat=1s", "-5", "-x", "--", "--a", "-1"]),
+            ["herald", "--heartbeat=1s", "-5", "-x", "--", "--a", "-1"]
+        );
+        assert_eq!(joined(&["herald", "--a", "-v"]), ["herald", "--a", "-v"]);
+        let err = Cli::try_parse_from(joined(&["herald", "--heartbeat", "-5s"])).unwrap_err();
+        assert!(err.to_string().contains("--heartbeat"), "{err}");
     }
 
     /// `--kafka-option` wants `key=value`; topic names follow Kafka's rule.

@@ -27,7 +27,7 @@ pub async fn readyz(state: AppState) -> Result<Response> {
     ))
 }
 
-/// Prometheus text; with `--metrics-allow`, only for clients in those networks (403 otherwise;
+/// Prometheus text (OpenMetrics when the `Accept` asks for it); with `--metrics-allow`, only for clients in those networks (403 otherwise;
 /// the client is the TCP peer, or the forwarded address behind a `--trusted-proxy`).
 pub fn metrics(state: &AppState, req: &Request) -> Result<Response> {
     let allow = &state.config.metrics_allow;
@@ -41,10 +41,21 @@ pub fn metrics(state: &AppState, req: &Request) -> Result<Response> {
             return Err(Error::Forbidden("/metrics is not open to this address"));
         }
     }
-    let mut response = full(StatusCode::OK, state.metrics.render());
+    // OpenMetrics for a scraper that asks for it (Prometheus does), else the classic text format.
+    let openmetrics = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let mut response = full(StatusCode::OK, state.metrics.render(openmetrics));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(if openmetrics {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        }),
     );
     Ok(response)
 }

@@ -40,6 +40,11 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--max-per-user", "many"),
         ("--trusted-proxy", "10.0.0.0/99"),
         ("--retention", "forever"),
+        // a negative value is the flag's bad value, not an unknown flag
+        ("--heartbeat", "-5s"),
+        ("--jwt-leeway", "-1s"),
+        ("--max-streams-per-user", "-3"),
+        ("--max-per-user", "-1"),
     ] {
         let out = run(&[&secret[..], &[flag, value]].concat(), &[]);
         assert_startup_error(&out, flag);

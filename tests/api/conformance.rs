@@ -1,5 +1,5 @@
 //! HTTP conformance and edge rules: 405 carries `Allow`; `HEAD` on the static assets; exactly
-//! one `Host`; the Origin rule compares the scheme and refuses userinfo; credentials only in
+//! one `Host`; the Origin rule compares host and port and refuses userinfo; credentials only in
 //! CORS answers to allowed origins; `--metrics-allow`.
 
 use serde_json::json;
@@ -72,32 +72,49 @@ async fn http11_requests_need_exactly_one_host() {
     }
 }
 
-/// The Origin rule for cookie writes compares the scheme too (`https` only when a trusted
-/// proxy says so) and refuses origins with userinfo.
+/// The Origin rule for cookie writes: the Origin's host and port must equal the `Host`'s (the
+/// scheme is not compared, so a page served over https by a TLS-terminating proxy passes), and
+/// origins with userinfo are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn origin_rule_compares_the_scheme_and_refuses_userinfo() {
-    let h = Herald::start(None, &["--trusted-proxy", "127.0.0.1/32"]);
+async fn origin_rule_compares_host_and_port_and_refuses_userinfo() {
+    let h = Herald::start(None, &[]);
     let cookie = h.login("alice").await;
     let host = addr_of(&h.base);
-    let write = |origin: String, proto: Option<&str>| {
+    let port = host.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+    let write = |origin: String, host_header: Option<&str>| {
         let mut req = h
             .http
             .patch(h.url("/notifications"))
             .header("cookie", &cookie)
             .header("origin", origin)
             .json(&json!({"all": true, "read": true}));
-        if let Some(proto) = proto {
-            req = req.header("x-forwarded-proto", proto);
+        if let Some(value) = host_header {
+            req = req.header("host", value);
         }
         async move { send_raw(req).await.status().as_u16() }
     };
     assert_eq!(write(format!("http://{host}"), None).await, 200);
-    assert_eq!(write(format!("https://{host}"), None).await, 403);
+    assert_eq!(write(format!("https://{host}"), None).await, 200);
+    assert_eq!(
+        write(format!("http://127.0.0.1:{}", port + 1), None).await,
+        403
+    );
+    assert_eq!(write(format!("http://localhost:{port}"), None).await, 403);
     assert_eq!(write(format!("http://user@{host}"), None).await, 403);
     assert_eq!(write(format!("http://user:pw@{host}"), None).await, 403);
-    // behind a trusted proxy that terminated TLS, the page's origin is https
-    assert_eq!(write(format!("https://{host}"), Some("https")).await, 200);
-    assert_eq!(write(format!("http://{host}"), Some("https")).await, 403);
+    // behind a proxy: the Host names the site, a missing port is the Origin scheme's default
+    let site = Some("app.example");
+    assert_eq!(write("https://app.example".into(), site).await, 200);
+    assert_eq!(write("http://app.example".into(), site).await, 200);
+    assert_eq!(write("https://app.example:8443".into(), site).await, 403);
+    assert_eq!(
+        write("https://app.example".into(), Some("app.example:443")).await,
+        200
+    );
+    assert_eq!(
+        write("http://app.example".into(), Some("app.example:443")).await,
+        403
+    );
 }
 
 /// `Access-Control-Allow-Credentials` only in answers to an allowed origin.

@@ -338,6 +338,25 @@ async fn metrics_for_operators(mode: Mode) {
     assert!(!text.contains(&id), "a raw id on /metrics:\n{text}");
     assert!(!text.contains("metric-user"), "a user on /metrics:\n{text}");
     assert!(!text.contains("no/such"), "a raw path on /metrics:\n{text}");
+    // the classic text format by default, OpenMetrics when the scraper asks for it
+    let r = send_raw(h.http.get(h.url("/metrics"))).await;
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let classic = r.text().await.unwrap();
+    assert!(
+        classic.contains("# TYPE herald_publishes_total counter\n"),
+        "{classic}"
+    );
+    assert!(!classic.contains("# EOF"), "{classic}");
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let r = send_raw(h.http.get(h.url("/metrics")).header("accept", accept)).await;
+    let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let open = r.text().await.unwrap();
+    assert!(open.contains("# TYPE herald_publishes counter\n"), "{open}");
+    assert!(open.ends_with("# EOF\n"), "{open}");
     // one stream on the socket transport (a new connection's first request), gone when it
     // closes
     let socket = r#"herald_streams_open_by_transport{transport="socket"}"#;
