@@ -799,6 +799,7 @@ impl RedisStore {
             .key(k.base())
             .arg(fresh.as_ref().map_or("", Epoch::as_str))
             .arg(after.map_or(String::new(), |a| a.seq.to_string()))
+            .arg(LOG_CAPACITY)
             .invoke_async(&mut self.conn())
             .await?;
         let shape = || Error::Internal("head script returned an unexpected shape".into());

@@ -237,6 +237,13 @@ pub async fn replay_of_a_trimmed_window_resets(s: &Subject) {
         seqs(&replay(s, "a", at(total - 10)).await),
         (total - 9..=total).collect::<Vec<_>>()
     );
+    // exactly the last LOG_CAPACITY changes replay, in both stores (Redis still holds more)
+    let cap = LOG_CAPACITY as u64;
+    assert_eq!(
+        seqs(&replay(s, "a", at(total - cap)).await),
+        (total - cap + 1..=total).collect::<Vec<_>>()
+    );
+    assert_eq!(replay(s, "a", at(total - cap - 1)).await, Replay::Reset);
 }
 
 /// Each user's log has its own epoch: a position of another user's log, or of an epoch no

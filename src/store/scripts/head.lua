@@ -2,10 +2,12 @@
 -- logged after it, read at one instant.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 a fresh epoch, kept when the user has none ('': only read it) 2 the seq to replay
---       after ('': no replay)
+--       after ('': no replay) 3 the log's capacity
 -- Returns {epoch ('' when none), seq, unread, unseen, entry...}: the newest `seq - after`
 -- entries of `changes` as `commit` logged them (fewer once trimmed; a log written in part by
--- another layout may hold older ones too: the caller checks the seqs).
+-- another layout may hold older ones too: the caller checks the seqs). None when more than
+-- the capacity were logged since: the log may still hold them (it is cut back only once it
+-- is 100 over), but a replay covers the last `capacity` changes only, as in the memory store.
 local b = KEYS[1]
 local epoch
 if ARGV[1] ~= '' then
@@ -18,7 +20,7 @@ local out = {epoch, tostring(seq), tostring(redis.call('ZCARD', key(b, 'unread')
   tostring(redis.call('ZCARD', key(b, 'unseen')))}
 if ARGV[2] ~= '' then
   local missed = seq - tonumber(ARGV[2])
-  if missed > 0 then
+  if missed > 0 and missed <= tonumber(ARGV[3]) then
     for _, entry in ipairs(redis.call('LRANGE', key(b, 'changes'), -missed, -1)) do
       out[#out + 1] = entry
     end
