@@ -210,7 +210,32 @@ impl NotificationInput {
                 ));
             }
         }
+        if self.json_size() > MAX_NOTIFICATION_BYTES {
+            return Err(Error::TooLarge {
+                what: "notification",
+                limit: MAX_NOTIFICATION_BYTES,
+            });
+        }
         Ok(schedule)
+    }
+
+    /// The length of this notification's compact JSON as published (the members sent, as
+    /// normalized), counted without building it: what the 16 KiB limit applies to. The
+    /// members Herald adds (id, user, creation time, the recipient's state) are not counted.
+    pub fn json_size(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        serde_json::to_writer(&mut count, self).expect("a notification serializes");
+        count.0
     }
 }
 
@@ -326,23 +351,6 @@ impl Template {
             + FRESH_SUFFIX_LEN
     }
 
-    /// Refuse (413) when the notification for the recipient with the longest JSON-escaped id
-    /// would exceed [`MAX_NOTIFICATION_BYTES`]: checked before anything is stored, it holds
-    /// for every recipient.
-    pub fn check_size<'a>(&self, users: impl IntoIterator<Item = &'a str>) -> Result<()> {
-        let Some(longest) = users.into_iter().max_by_key(|u| json_str_len(u)) else {
-            return Ok(());
-        };
-        let id = NotificationId::from_ulid(ulid::Ulid::nil());
-        if self.json_len(id.as_str(), longest) + STATE_ROOM > MAX_NOTIFICATION_BYTES {
-            return Err(Error::TooLarge {
-                what: "notification",
-                limit: MAX_NOTIFICATION_BYTES,
-            });
-        }
-        Ok(())
-    }
-
     /// The notification as stored for `user`, with its state.
     pub fn notification(&self, id: &str, user: &str, state: &ItemState) -> Notification {
         Template::build(&self.input, &self.created_at, id, user, state.clone())
@@ -380,9 +388,6 @@ pub const FRESH_STATE: &str = fresh_state!();
 /// A fresh state's suffix ([`ItemState::default`]), written once.
 const FRESH_SUFFIX: &str = concat!(fresh_state!(), r#","count":1,"replaces":null}"#);
 const FRESH_SUFFIX_LEN: usize = FRESH_SUFFIX.len();
-/// Room the size check leaves for state a notification gains later: a collapse count and the
-/// id it replaces, a recorded action, the times of its state changes.
-const STATE_ROOM: usize = 256;
 
 /// A category name in a preference: 1 to [`MAX_CATEGORY_CHARS`] characters, no control
 /// characters.
@@ -1005,22 +1010,24 @@ mod tests {
         }
     }
 
-    /// The size limit holds for the recipient with the longest escaped id.
+    /// The size limit applies to the notification as published: 16 KiB of its own JSON
+    /// pass, whatever Herald adds per recipient; one byte more is refused.
     #[test]
-    fn template_size_is_checked_for_the_longest_user() {
-        let template = Template::new(
-            &input(serde_json::json!({"title": "t", "body": "b".repeat(15_700)})),
-            Schedule::default(),
-            SystemTime::now(),
-        )
-        .unwrap();
-        assert!(template.check_size(["alice", "bob"]).is_ok());
-        let long = "\"".repeat(128);
-        assert!(matches!(
-            template.check_size(["alice", long.as_str()]),
-            Err(Error::TooLarge { .. })
-        ));
-        assert!(template.check_size([]).is_ok());
+    fn size_limit_counts_the_published_json() {
+        let now = SystemTime::now();
+        let sized = |extra: usize| {
+            let mut n = input(serde_json::json!({"title": "t", "body": ""}));
+            let bare = n.json_size();
+            n.body = Some("b".repeat(MAX_NOTIFICATION_BYTES - bare + extra));
+            assert_eq!(
+                n.json_size(),
+                serde_json::to_vec(&n).unwrap().len(),
+                "counted as written"
+            );
+            n.validate(now)
+        };
+        assert!(sized(0).is_ok());
+        assert!(matches!(sized(1), Err(Error::TooLarge { .. })));
     }
 
     /// One draw of ids is strictly increasing, and the next draw continues above it.
