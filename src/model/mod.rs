@@ -20,7 +20,7 @@ pub use self::fields::{
 };
 pub use self::json::{from_json, object, objects};
 
-/// Largest serialized notification, in bytes (spec: 16 KiB, 413 beyond).
+/// Largest notification, in bytes of its JSON as published (16 KiB, 413 beyond).
 pub const MAX_NOTIFICATION_BYTES: usize = 16 * 1024;
 /// Longest user id, group name, session id or tab id, in characters.
 pub const MAX_ID_CHARS: usize = 128;
