@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::subscriptions::{work, Command};
+use super::subscriptions::{work, Command, Settled};
 use super::Message;
 use crate::config::Backend;
 use crate::error::StartupError;
@@ -30,6 +30,7 @@ const SUBSCRIBE_TIMEOUT: Duration = COMMAND_DEADLINE;
 pub struct RedisBroker {
     conn: RedisConn,
     commands: mpsc::UnboundedSender<Command>,
+    settled: Settled,
 }
 
 impl RedisBroker {
@@ -51,8 +52,21 @@ impl RedisBroker {
             commands.clone(),
             shutdown.clone(),
         ));
-        tokio::spawn(work(command_rx, hub, conn.clone(), metrics, shutdown));
-        Ok(RedisBroker { conn, commands })
+        let settled = Settled::default();
+        let worker = work(
+            command_rx,
+            hub,
+            conn.clone(),
+            metrics,
+            settled.clone(),
+            shutdown,
+        );
+        tokio::spawn(worker);
+        Ok(RedisBroker {
+            conn,
+            commands,
+            settled,
+        })
     }
 
     pub async fn subscribe(&self, user: &str) -> Result<()> {
@@ -75,10 +89,17 @@ impl RedisBroker {
         let _ = self.commands.send(Command::Unsubscribe(user.to_owned()));
     }
 
+    /// Redis answers, and every subscription this node wants is in place (after a lost
+    /// connection, not until they are restored).
     pub async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")
             .query_async(&mut self.conn.clone())
             .await?;
+        if !self.settled.is_settled(*self.conn.reconnections().borrow()) {
+            return Err(Error::Unavailable(
+                "the broker's subscriptions are being restored".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -18,6 +18,8 @@
 //! restored user's streams then catch up from the store.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -53,6 +55,25 @@ pub(super) enum Command {
     /// Redis ended the subscription to this user's channel (a `sunsubscribe` push: its slot
     /// left the node), or confirmed one of our own unsubscribes.
     Dropped(String),
+}
+
+/// Whether this node's subscriptions are all in place, for `/readyz`: the worker has seen
+/// the link's latest connection and has no lost subscription left to restore. Until then a
+/// change announced elsewhere (a logout, a replaced stream) may not reach this node's streams.
+#[derive(Clone, Default)]
+pub(super) struct Settled {
+    /// The link's connection generation the worker last handled.
+    generation: Arc<AtomicU64>,
+    /// Lost subscriptions are waiting to be restored.
+    restoring: Arc<AtomicBool>,
+}
+
+impl Settled {
+    /// Settled for a link whose current connection generation is `current`.
+    pub(super) fn is_settled(&self, current: u64) -> bool {
+        self.generation.load(Ordering::Acquire) == current
+            && !self.restoring.load(Ordering::Acquire)
+    }
 }
 
 /// What the worker knows about this node's subscriptions.
@@ -114,6 +135,7 @@ pub(super) async fn work(
     hub: Hub,
     conn: RedisConn,
     metrics: Metrics,
+    settled: Settled,
     shutdown: Shutdown,
 ) {
     let mut subs = Subscriptions {
@@ -123,14 +145,22 @@ pub(super) async fn work(
     // The link's new connections (after Redis was stopped or black-holed): the old
     // connection's subscriptions are gone with it.
     let mut reconnections = conn.reconnections();
-    reconnections.mark_unchanged();
+    settled
+        .generation
+        .store(*reconnections.borrow_and_update(), Ordering::Release);
     loop {
         let retry_at = subs.retry_at;
         let leave_at = subs.leave_order.front().map(|(at, _)| *at);
         let first = tokio::select! {
             c = rx.recv() => match c { Some(c) => Some(c), None => return },
             changed = reconnections.changed() => match changed {
-                Ok(()) => Some(Command::Lost),
+                Ok(()) => {
+                    // Not settled until the subscriptions lost with it are restored.
+                    settled.restoring.store(true, Ordering::Release);
+                    let generation = *reconnections.borrow_and_update();
+                    settled.generation.store(generation, Ordering::Release);
+                    Some(Command::Lost)
+                }
                 Err(_) => return,
             },
             _ = sleep_until(retry_at) => None,
@@ -180,6 +210,9 @@ pub(super) async fn work(
         } else if subs.retry_at.is_some_and(|at| at <= Instant::now()) {
             restore(&conn, &hub, &mut subs).await;
         }
+        settled
+            .restoring
+            .store(!subs.lost.is_empty(), Ordering::Release);
     }
 }
 

@@ -41,6 +41,7 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
     let request_id = parts.extensions.get::<RequestId>().cloned();
     let owner = Owner {
         user: caller.user,
+        stored: caller.via == auth::session::Via::Cookie,
         session: caller.session,
         tab,
         exp: caller.exp,

@@ -48,6 +48,8 @@ pub struct Owner {
     pub user: String,
     /// The session's public id; `None` for a Bearer token without `sid`.
     pub session: Option<String>,
+    /// The session is a browser session kept in the store (a cookie's), not a token's `sid`.
+    pub stored: bool,
     pub tab: Option<String>,
     /// Token or session expiry, Unix seconds.
     pub exp: u64,
@@ -81,6 +83,9 @@ pub struct Stream {
     user: String,
     id: u64,
     request_id: RequestId,
+    /// The stored session's public id (see [`Owner::stored`]): checked after the broker was
+    /// away, since a logout announced meanwhile did not reach this node.
+    stored_session: Option<Box<str>>,
     inner: Mutex<Inner>,
     /// Wakes the transport: something to write, a catch-up due, or the end.
     wake: Wake,
@@ -102,6 +107,8 @@ struct Inner {
     /// `Some` while a catch-up from the store is due (or the opening frames are not queued
     /// yet): live changes wait here.
     held: Option<Vec<Delivery>>,
+    /// The due catch-up follows a broker outage: check the stored session first.
+    recheck: bool,
     /// True until the opening frames are queued: ticks wait, and an end waits in
     /// `deferred_end` (with its last event, if any), so `ready` always comes first.
     opening: bool,
@@ -150,6 +157,11 @@ impl Stream {
             user: owner.user.clone(),
             id: hub.next_id(),
             request_id: owner.request_id.clone(),
+            stored_session: owner
+                .session
+                .as_deref()
+                .filter(|_| owner.stored)
+                .map(Box::from),
             inner: Mutex::new(Inner {
                 out: Output::body(),
                 // Set from the head or the resumed id below, before any change is read.
@@ -159,6 +171,7 @@ impl Stream {
                 },
                 // Live changes and ends wait until the opening frames are queued.
                 held: Some(Vec::new()),
+                recheck: false,
                 opening: true,
                 deferred_end: None,
                 phase: Phase::Open,
@@ -313,6 +326,16 @@ impl Stream {
     /// Fetch from the store what came after the last change written, then what was held
     /// meanwhile. On failure the catch-up stays due; the transport tries again later.
     pub async fn catch_up(&self) -> Result<()> {
+        if let Some(session) = self.stored_session.as_deref() {
+            // After a broker outage: the session may have ended (a logout elsewhere) while
+            // its announcement had no subscription here to reach.
+            if std::mem::take(&mut self.lock().recheck)
+                && self.state.store.session(session).await?.is_none()
+            {
+                self.end(EndReason::Revoked);
+                return Ok(());
+            }
+        }
         let after = self.lock().last;
         let head = match self.state.store.replay(&self.user, after).await? {
             Replay::Changes(changes) => {
@@ -493,6 +516,7 @@ impl Sink for Stream {
 
     fn catch_up(&self) {
         let mut g = self.lock();
+        g.recheck = true;
         if g.phase == Phase::Open && g.held.is_none() {
             g.held = Some(Vec::new());
             drop(g);

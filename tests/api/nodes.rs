@@ -54,6 +54,45 @@ async fn second_stream_on_another_node_replaces_the_first() {
     assert_eq!(on_b.next_event().await.event, "notification");
 }
 
+/// A logout made as soon as Redis is back after a restart still ends the session's streams
+/// on another node, which may not have subscribed again yet when it is announced: the node
+/// checks its streams' sessions when they catch up. And a node is not ready (`/readyz`)
+/// before its subscriptions are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_right_after_a_redis_restart_reaches_the_other_node() {
+    let (mut redis, a, b) = two_nodes();
+    let cookie = a.login("alice").await;
+    let mut on_b = b
+        .events_with(b.http.get(b.url("/events")).header("cookie", &cookie))
+        .await;
+    assert_eq!(on_b.next_event().await.event, "ready");
+    redis.stop_saving();
+    redis.start_again();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        // 401: an earlier try ended the session but failed to announce it (503)
+        let r = a.logout(&cookie).await;
+        if matches!(r.status().as_u16(), 204 | 401) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logout refused: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ev = on_b
+        .try_next(Duration::from_secs(5))
+        .await
+        .expect("revoked after the restart");
+    assert_eq!(ev.event, "revoked");
+    assert!(on_b.ends_within(Duration::from_secs(2)).await);
+    wait_for("b ready again", async || {
+        send_raw(b.http.get(b.url("/readyz"))).await.status() == 200
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_on_one_node_revokes_streams_on_the_other() {
     let (_redis, a, b) = two_nodes();
