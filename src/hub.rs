@@ -106,6 +106,8 @@ struct Inner {
     tailed: AtomicBool,
     next_id: AtomicU64,
     node: String,
+    /// This process's run id: random, so a node restarted under the same name is told apart.
+    run: String,
     metrics: Metrics,
 }
 
@@ -118,6 +120,7 @@ impl Hub {
                 tailed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 node,
+                run: format!("{:08x}", rand::random::<u32>()),
                 metrics,
             }),
         }
@@ -127,9 +130,14 @@ impl Hub {
         &self.inner.node
     }
 
-    /// The cluster-wide key of a local stream id.
+    /// This process's run id (see `store::nodes`).
+    pub fn run(&self) -> &str {
+        &self.inner.run
+    }
+
+    /// The cluster-wide key of a local stream id: `<node>.<n><TAB><run>`.
     pub fn stream_key(&self, id: u64) -> String {
-        format!("{}.{}", self.inner.node, id)
+        format!("{}.{}\t{}", self.inner.node, id, self.inner.run)
     }
 
     /// A new stream id, unique on this node.

@@ -1,7 +1,7 @@
 //! The live nodes, for the operators' `/admin/nodes`: each with its open streams and when it
 //! was last seen. Redis: every node's alive key (`herald:node:<node>`, refreshed by its
-//! keep-alive, see `keys::node_alive`) holds `{"at_ms":…,"streams":…}`; presence only checks
-//! that the key exists. The nodes are found through the registry hash `herald:nodes` (each
+//! keep-alive, see `keys::node_alive`) holds `{"at_ms":…,"streams":…,"run":…}`; presence
+//! checks that the key exists and names the run (the process) a stream's entry belongs to. The nodes are found through the registry hash `herald:nodes` (each
 //! node adds itself when it beats), not by scanning the keyspace; a registered node whose
 //! alive key has expired is dead and is removed from the registry. Nodes of a version before
 //! the registry are not listed (they are still present for presence). Embedded mode: this
@@ -30,13 +30,18 @@ pub struct NodeInfo {
 struct Beat {
     at_ms: u64,
     streams: Option<u64>,
+    /// The node process's run id (`Hub::run`): a node restarted under the same name has a new
+    /// one, so the entries its previous process left are told apart. `None` from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
 }
 
-/// The alive key's value for a heartbeat at `at_ms` with `streams` open.
-pub fn beat(at_ms: u64, streams: u64) -> String {
+/// The alive key's value for a heartbeat at `at_ms` with `streams` open, by process `run`.
+pub fn beat(at_ms: u64, streams: u64, run: &str) -> String {
     let beat = Beat {
         at_ms,
         streams: Some(streams),
+        run: Some(run.to_owned()),
     };
     serde_json::to_string(&beat).unwrap_or_default()
 }
@@ -47,9 +52,24 @@ fn parse_beat(value: &str) -> Option<Beat> {
         return Some(Beat {
             at_ms,
             streams: None,
+            run: None,
         });
     }
     serde_json::from_str(value).ok()
+}
+
+/// Whether a presence entry with stream key `stream` belongs to the node process whose alive
+/// key holds `alive` (`None`: the key is gone, the node is dead). A key
+/// `<node>.<n>\t<run>` must name the run the alive key names; keys and beats of older nodes
+/// carry no run and only need the node alive.
+pub(super) fn entry_alive(stream: &str, alive: Option<&str>) -> bool {
+    let Some(beat) = alive.and_then(parse_beat) else {
+        return alive.is_some();
+    };
+    match (stream.split_once('\t'), beat.run) {
+        (Some((_, run)), Some(current)) => run == current,
+        _ => true,
+    }
 }
 
 /// Every registered node whose alive key exists (one HKEYS, then one GET per node), by name;
@@ -103,10 +123,26 @@ mod tests {
     /// A beat round-trips; the bare number older nodes write is a live node, streams unknown.
     #[test]
     fn beats_new_and_old() {
-        let new = parse_beat(&beat(1700, 3)).unwrap();
-        assert_eq!((new.at_ms, new.streams), (1700, Some(3)));
+        let new = parse_beat(&beat(1700, 3, "r")).unwrap();
+        assert_eq!(
+            (new.at_ms, new.streams, new.run),
+            (1700, Some(3), Some("r".into()))
+        );
         let old = parse_beat("1699").unwrap();
-        assert_eq!((old.at_ms, old.streams), (1699, None));
+        assert_eq!((old.at_ms, old.streams, old.run), (1699, None, None));
         assert!(parse_beat("garbage").is_none());
+    }
+
+    /// An entry is alive while its node's key exists and, when both name a run, the runs match.
+    #[test]
+    fn entries_belong_to_their_run() {
+        let now = beat(1, 2, "r2");
+        assert!(entry_alive("n.1\tr2", Some(&now)));
+        assert!(!entry_alive("n.1\tr1", Some(&now)));
+        assert!(!entry_alive("n.1\tr2", None));
+        // older nodes: keys without a run, beats without one
+        assert!(entry_alive("n.1", Some(&now)));
+        assert!(entry_alive("n.1\tr1", Some("1700000000000")));
+        assert!(entry_alive("n.1", Some(r#"{"at_ms":1,"streams":2}"#)));
     }
 }

@@ -883,7 +883,8 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Entries of nodes whose alive key is gone are dropped (and deleted).
+    /// Entries of nodes whose alive key is gone, or that a previous process of a node left
+    /// (its run differs), are dropped (and deleted).
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
         let key = UserKeys::new(user).presence();
         let mut conn = self.conn();
@@ -895,15 +896,14 @@ impl RedisStore {
                 continue;
             };
             entry.stream = stream;
-            let alive = match alive_nodes.get(&entry.node) {
-                Some(alive) => *alive,
+            let beat = match alive_nodes.get(&entry.node) {
+                Some(beat) => beat,
                 None => {
-                    let alive: bool = conn.exists(keys::node_alive(&entry.node)).await?;
-                    alive_nodes.insert(entry.node.clone(), alive);
-                    alive
+                    let beat: Option<String> = conn.get(keys::node_alive(&entry.node)).await?;
+                    alive_nodes.entry(entry.node.clone()).or_insert(beat)
                 }
             };
-            if alive {
+            if nodes::entry_alive(&entry.stream, beat.as_deref()) {
                 live.push(entry);
             } else {
                 let _: () = conn.hdel(&key, &entry.stream).await?;
@@ -915,13 +915,13 @@ impl RedisStore {
 
     /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open, and make sure
     /// the node list finds it (the registry).
-    pub async fn heartbeat(&self, node: &str, streams: u64) -> Result<()> {
+    pub async fn heartbeat(&self, node: &str, run: &str, streams: u64) -> Result<()> {
         let mut conn = self.conn();
         let now = now_ms();
         let _: () = conn
             .pset_ex(
                 keys::node_alive(node),
-                nodes::beat(now, streams),
+                nodes::beat(now, streams, run),
                 NODE_ALIVE_TTL_MS,
             )
             .await?;
@@ -934,7 +934,7 @@ impl RedisStore {
     pub async fn keep_alive(self, hub: Hub, shutdown: Shutdown) {
         let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
         loop {
-            if let Err(e) = self.heartbeat(hub.node(), hub.streams()).await {
+            if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
                 tracing::debug!(error = %e, "node heartbeat failed");
             }
             tokio::select! {

@@ -281,6 +281,29 @@ async fn a_crashed_nodes_presence_disappears_within_30_s() {
     }
 }
 
+/// A node killed and started again at once under the same `--node-id` keeps its name alive,
+/// but the streams of its previous process are not listed: each process has its own run id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_its_name_drops_its_old_presence() {
+    let redis = Redis::start();
+    let named = ["--node-id", "n-a"];
+    let mut a = Herald::start(Some(&redis.url()), &named);
+    let b = Herald::start(Some(&redis.url()), &[]);
+    let _stream = a.events(&session_token("alice", "s1"), "").await;
+    let (_, presence) = b.get("/presence/alice", &service_token()).await;
+    assert_eq!(presence["sessions"][0]["node"], "n-a", "{presence}");
+    a.kill();
+    let again = Herald::start(Some(&redis.url()), &named);
+    let _live = again.events(&session_token("bob", "s2"), "").await;
+    wait_for("the killed process's stream to go", async || {
+        let (_, presence) = b.get("/presence/alice", &service_token()).await;
+        presence == json!({"online": false, "sessions": []})
+    })
+    .await;
+    let (_, presence) = b.get("/presence/bob", &service_token()).await;
+    assert_eq!(presence["sessions"][0]["node"], "n-a", "{presence}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_by_sigterm_leaves_no_presence_behind() {
     let (_redis, mut a, b) = two_nodes();

@@ -99,7 +99,7 @@ async fn redis_presence_lives_while_its_node_does() {
             .add_presence("a", &entry("n1.2"))
             .await
             .expect("add");
-        redis.heartbeat("n1", 0).await.expect("heartbeat");
+        redis.heartbeat("n1", "r1", 0).await.expect("heartbeat");
         assert_eq!(s.store.presence("a").await.expect("presence").len(), 2);
         s.store.remove_presence("a", "n1.2").await.expect("remove");
         assert_eq!(
@@ -124,8 +124,8 @@ async fn redis_node_list_follows_the_alive_keys() {
     };
     let mut raw = s.raw();
     tokio::time::timeout(CASE_DEADLINE, async {
-        redis.heartbeat("n1", 3).await.expect("heartbeat");
-        redis.heartbeat("n2", 5).await.expect("heartbeat");
+        redis.heartbeat("n1", "r1", 3).await.expect("heartbeat");
+        redis.heartbeat("n2", "r2", 5).await.expect("heartbeat");
         let listed = |nodes: Vec<crate::store::NodeInfo>| {
             nodes
                 .into_iter()
