@@ -328,12 +328,14 @@ impl Stream {
     pub async fn catch_up(&self) -> Result<()> {
         if let Some(session) = self.stored_session.as_deref() {
             // After a broker outage: the session may have ended (a logout elsewhere) while
-            // its announcement had no subscription here to reach.
-            if std::mem::take(&mut self.lock().recheck)
-                && self.state.store.session(session).await?.is_none()
-            {
-                self.end(EndReason::Revoked);
-                return Ok(());
+            // its announcement had no subscription here to reach. Checked until it succeeds.
+            let recheck = self.lock().recheck;
+            if recheck {
+                if self.state.store.session(session).await?.is_none() {
+                    self.end(EndReason::Revoked);
+                    return Ok(());
+                }
+                self.lock().recheck = false;
             }
         }
         let after = self.lock().last;
