@@ -1,8 +1,9 @@
 //! The live nodes, for the operators' `/admin/nodes`: each with its open streams and when it
 //! was last seen. Redis: every node's alive key (`herald:node:<node>`, refreshed by its
 //! keep-alive, see `keys::node_alive`) holds `{"at_ms":…,"streams":…,"run":…}`; presence
-//! checks that the key exists and names the run (the process) a stream's entry belongs to. The nodes are found through the registry hash `herald:nodes` (each
-//! node adds itself when it beats), not by scanning the keyspace; a registered node whose
+//! checks that the key exists and names the run (the process) a stream's entry belongs to.
+//! The nodes are found through the registry hash `herald:nodes` (each node adds itself when
+//! it beats), not by scanning the keyspace; a registered node whose
 //! alive key has expired is dead and is removed from the registry. Nodes of a version before
 //! the registry are not listed (they are still present for presence). Embedded mode: this
 //! node alone (the memory store answers from its hub).
