@@ -335,6 +335,7 @@ impl Hub {
                 .map(|s| PresenceEntry {
                     stream: self.stream_key(s.id),
                     session: s.session.as_deref().map(str::to_owned),
+                    tab: s.tab.as_deref().map(str::to_owned),
                     node: self.inner.node.clone(),
                     since: rfc3339(s.since),
                 })

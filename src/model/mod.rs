@@ -752,8 +752,23 @@ pub struct PresenceEntry {
     pub stream: String,
     /// The session's public id; `null` for a Bearer stream without `sid`.
     pub session: Option<String>,
+    /// The stream's `?tab=` (with the session, the unit a newer stream replaces); stored,
+    /// not part of `GET /presence/{user}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab: Option<String>,
     pub node: String,
     pub since: String,
+}
+
+impl PresenceEntry {
+    /// Whether this entry is a stream that replaces `other`'s: the same (session, tab) unit,
+    /// opened later (a tie goes to the greater stream key, so every node picks the same one).
+    pub fn replaces(&self, other: &PresenceEntry) -> bool {
+        self.session.is_some()
+            && self.stream != other.stream
+            && (&self.session, &self.tab) == (&other.session, &other.tab)
+            && (&self.since, &self.stream) > (&other.since, &other.stream)
+    }
 }
 
 /// `data:` of a status change event.
@@ -852,6 +867,31 @@ mod tests {
         assert_eq!(Epoch::from_bits(0x0123_4567_89ab).as_str(), "0123456789ab");
         assert_eq!(Epoch::from_bits(u64::MAX).as_str(), "ffffffffffff");
         assert!(Epoch::parse(Epoch::random().as_str()).is_some());
+    }
+
+    /// A later stream of the same (session, tab) replaces an earlier one; a tie in the
+    /// millisecond goes to the greater key; no session, another tab: never.
+    #[test]
+    fn a_presence_entry_replaces_an_earlier_one_of_its_unit() {
+        let entry =
+            |stream: &str, session: Option<&str>, tab: Option<&str>, since: &str| PresenceEntry {
+                stream: stream.into(),
+                session: session.map(Into::into),
+                tab: tab.map(Into::into),
+                node: "n".into(),
+                since: since.into(),
+            };
+        let (t1, t2) = ("2026-01-01T00:00:00.001Z", "2026-01-01T00:00:00.002Z");
+        let old = entry("a.1", Some("s"), None, t1);
+        assert!(entry("b.1", Some("s"), None, t2).replaces(&old));
+        assert!(!old.replaces(&entry("b.1", Some("s"), None, t2)));
+        assert!(entry("b.1", Some("s"), None, t1).replaces(&old));
+        assert!(!entry("a.0", Some("s"), None, t1).replaces(&old));
+        assert!(!old.replaces(&old));
+        assert!(!entry("b.1", Some("s"), Some("t"), t2).replaces(&old));
+        assert!(!entry("b.1", Some("x"), None, t2).replaces(&old));
+        let bare = entry("a.1", None, None, t1);
+        assert!(!entry("b.1", None, None, t2).replaces(&bare));
     }
 
     /// Ids with control characters or over 128 characters are refused.

@@ -11,7 +11,10 @@ use crate::state::AppState;
 pub async fn get(state: AppState, req: Request, user: &str) -> Result<Response> {
     auth::session::service(&state, &req.into_parts().0)?;
     validate_id("user", user)?;
-    let sessions = state.store.presence(user).await?;
+    let sessions: Vec<_> = (state.store.presence(user).await?)
+        .into_iter()
+        .map(|e| serde_json::json!({"session": e.session, "node": e.node, "since": e.since}))
+        .collect();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"online": !sessions.is_empty(), "sessions": sessions}),

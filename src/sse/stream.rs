@@ -83,9 +83,10 @@ pub struct Stream {
     user: String,
     id: u64,
     request_id: RequestId,
-    /// The stored session's public id (see [`Owner::stored`]): checked after the broker was
-    /// away, since a logout announced meanwhile did not reach this node.
-    stored_session: Option<Box<str>>,
+    /// The session's public id, checked after the broker was away (`ended_meanwhile`).
+    session: Option<Box<str>>,
+    /// The session is kept in the store (see [`Owner::stored`]), so a logout deletes it.
+    session_stored: bool,
     inner: Mutex<Inner>,
     /// Wakes the transport: something to write, a catch-up due, or the end.
     wake: Wake,
@@ -107,7 +108,7 @@ struct Inner {
     /// `Some` while a catch-up from the store is due (or the opening frames are not queued
     /// yet): live changes wait here.
     held: Option<Vec<Delivery>>,
-    /// The due catch-up follows a broker outage: check the stored session first.
+    /// The due catch-up follows a broker outage: check for a missed end first.
     recheck: bool,
     /// True until the opening frames are queued: ticks wait, and an end waits in
     /// `deferred_end` (with its last event, if any), so `ready` always comes first.
@@ -157,11 +158,8 @@ impl Stream {
             user: owner.user.clone(),
             id: hub.next_id(),
             request_id: owner.request_id.clone(),
-            stored_session: owner
-                .session
-                .as_deref()
-                .filter(|_| owner.stored)
-                .map(Box::from),
+            session: owner.session.as_deref().map(Box::from),
+            session_stored: owner.stored,
             inner: Mutex::new(Inner {
                 out: Output::body(),
                 // Set from the head or the resumed id below, before any change is read.
@@ -194,6 +192,7 @@ impl Stream {
         let presence = PresenceEntry {
             stream: hub.stream_key(handle.0.id),
             session: owner.session.clone(),
+            tab: owner.tab.clone(),
             node: hub.node().to_owned(),
             since: crate::model::rfc3339(std::time::SystemTime::now()),
         };
@@ -326,17 +325,13 @@ impl Stream {
     /// Fetch from the store what came after the last change written, then what was held
     /// meanwhile. On failure the catch-up stays due; the transport tries again later.
     pub async fn catch_up(&self) -> Result<()> {
-        if let Some(session) = self.stored_session.as_deref() {
-            // After a broker outage: the session may have ended (a logout elsewhere) while
-            // its announcement had no subscription here to reach. Checked until it succeeds.
-            let recheck = self.lock().recheck;
-            if recheck {
-                if self.state.store.session(session).await?.is_none() {
-                    self.end(EndReason::Revoked);
-                    return Ok(());
-                }
-                self.lock().recheck = false;
+        let recheck = self.lock().recheck;
+        if recheck {
+            if let Some(end) = self.ended_meanwhile().await? {
+                self.end(end);
+                return Ok(());
             }
+            self.lock().recheck = false;
         }
         let after = self.lock().last;
         let head = match self.state.store.replay(&self.user, after).await? {
@@ -358,6 +353,28 @@ impl Stream {
             self.push_change(&mut g, d, true);
         }
         Ok(())
+    }
+
+    /// After a broker outage, what this node may have missed, since controls are not in the
+    /// change log: a logout elsewhere (the stored session is gone), or a newer stream of this
+    /// stream's session and tab opened on another node (its presence entry replaces ours).
+    /// An error leaves the check due, for the next try.
+    async fn ended_meanwhile(&self) -> Result<Option<EndReason>> {
+        let store = &self.state.store;
+        let Some(session) = self.session.as_deref() else {
+            return Ok(None);
+        };
+        if self.session_stored && store.session(session).await?.is_none() {
+            return Ok(Some(EndReason::Revoked));
+        }
+        if !store.keeps_presence() {
+            return Ok(None);
+        }
+        let entries = store.presence(&self.user).await?;
+        let key = self.state.hub.stream_key(self.id);
+        let replaced = (entries.iter().find(|e| e.stream == key))
+            .is_some_and(|ours| entries.iter().any(|e| e.replaces(ours)));
+        Ok(replaced.then_some(EndReason::Replaced))
     }
 
     /// What the transport should do next.

@@ -121,6 +121,37 @@ async fn a_node_ready_after_a_redis_restart_hears_a_replacing_stream() {
     assert!(on_b.ends_within(Duration::from_secs(2)).await);
 }
 
+/// A stream replaced while its node was cut off from Redis (stopped, and Redis restarted
+/// meanwhile, so its subscription is gone and the `replaced` control never reaches it) ends
+/// with `replaced` once the node is back: its catch-up finds the newer stream's presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_replaced_while_its_node_was_cut_off_ends_when_it_is_back() {
+    let (mut redis, a, b) = two_nodes();
+    let token = session_token("alice", "s1");
+    let tab = "?tab=t1";
+    let mut on_b = b.events(&token, tab).await;
+    // another tab of the session is another unit: not replaced
+    let mut other_tab = b.events(&token, "?tab=t2").await;
+    send_signal(b.pid(), "STOP");
+    redis.stop_saving();
+    redis.start_again();
+    wait_for("a ready again", async || {
+        send_raw(a.http.get(a.url("/readyz"))).await.status() == 200
+    })
+    .await;
+    let mut on_a = a.events(&token, tab).await;
+    send_signal(b.pid(), "CONT");
+    let ev = on_b
+        .try_next(Duration::from_secs(10))
+        .await
+        .expect("replaced once b is back");
+    assert_eq!(ev.event, "replaced");
+    assert!(on_b.ends_within(Duration::from_secs(2)).await);
+    let id = a.notify("alice", "after").await;
+    assert_eq!(on_a.next_event().await.json()["id"], id.as_str());
+    assert_eq!(other_tab.next_event().await.json()["id"], id.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_on_one_node_revokes_streams_on_the_other() {
     let (_redis, a, b) = two_nodes();

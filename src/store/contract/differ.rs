@@ -48,6 +48,7 @@ async fn memory_presence_reads_the_hub() {
     let entry = PresenceEntry {
         stream: "elsewhere.1".into(),
         session: None,
+        tab: None,
         node: "elsewhere".into(),
         since: "2026-01-01T00:00:00.000Z".into(),
     };
@@ -79,6 +80,7 @@ async fn redis_presence_lives_while_its_node_does() {
     let entry = |stream: &str| PresenceEntry {
         stream: stream.into(),
         session: Some("s1".into()),
+        tab: None,
         node: "n1".into(),
         since: "2026-01-01T00:00:00.000Z".into(),
     };
