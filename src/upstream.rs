@@ -14,6 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::model;
 
 /// A request body as it arrived: hyper's, boxed (or an empty one for a request head read off
 /// the socket before hyper).
@@ -66,30 +67,15 @@ impl Upstream {
     }
 }
 
-/// The rest of an `/api/` path is forwarded as received (still percent-encoded), so it must
-/// not be able to leave the `--upstream` base once the upstream normalizes it: a dot-segment
-/// (`.`, `..`, also percent-encoded in any case such as `%2e%2E` or `.%2e`), an encoded slash
-/// (`%2f`) or a backslash (raw or `%5c`, which some servers treat as `/`) anywhere in it, or a
-/// dot-segment followed by `;parameters` (`..;/`, which some servers read as `..`), is
-/// refused with 400 rather than normalized (RFC 3986 §5.2.4), so what the upstream sees is
+/// The rest of an `/api/` path is forwarded as received (still percent-encoded), so one that
+/// could leave the `--upstream` base once the upstream normalizes it ([`model::climbs`]) is
+/// refused with 400 rather than normalized (RFC 3986 §5.2.4): what the upstream sees is
 /// always exactly what the client sent.
 fn check_confined(rest: &str) -> Result<()> {
-    let refused = || {
-        Error::invalid(
+    if model::climbs(rest) {
+        return Err(Error::invalid(
             "the /api/ path may not contain dot-segments, encoded slashes or backslashes",
-        )
-    };
-    let lower = rest.to_ascii_lowercase();
-    if lower.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
-        return Err(refused());
-    }
-    for segment in rest.split('/') {
-        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
-        // Some servers (Tomcat) drop `;parameters` before normalizing: `..;x` climbs too.
-        let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
-        if name == b"." || name == b".." {
-            return Err(refused());
-        }
+        ));
     }
     Ok(())
 }

@@ -52,12 +52,16 @@ impl ActionSpec {
             }
         }
         if let Some(path) = &self.path {
-            let ok = path.starts_with("/api/")
+            let rest = path
+                .strip_prefix("/api/")
+                .map(|r| r.split('?').next().unwrap_or(r));
+            let ok = rest.is_some_and(|rest| !climbs(rest))
                 && !path.chars().any(|c| c.is_control() || c.is_whitespace())
                 && path.len() <= 2048;
             if !ok {
                 return Err(Error::invalid(format!(
-                    "{} must be a path under /api/",
+                    "{} must be a path under /api/ without dot-segments, encoded slashes or \
+                     backslashes",
                     field("path")
                 )));
             }
@@ -65,6 +69,24 @@ impl ActionSpec {
         }
         Ok(())
     }
+}
+
+/// Whether the rest of an `/api/` path (after `/api/`, before any `?`) could climb above the
+/// upstream's base once the upstream normalizes it: a dot-segment (`.`, `..`, also
+/// percent-encoded in any case such as `%2e%2E` or `.%2e`), an encoded slash (`%2f`) or a
+/// backslash (raw or `%5c`, which some servers treat as `/`) anywhere in it, or a dot-segment
+/// followed by `;parameters` (`..;/`, which some servers read as `..`).
+pub fn climbs(rest: &str) -> bool {
+    let lower = rest.to_ascii_lowercase();
+    if lower.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        return true;
+    }
+    rest.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        // Some servers (Tomcat) drop `;parameters` before normalizing: `..;x` climbs too.
+        let name = decoded.split(|b| *b == b';').next().unwrap_or_default();
+        name == b"." || name == b".."
+    })
 }
 
 /// Check a notification's actions: at most [`MAX_ACTIONS`], ids unique, each valid.
@@ -217,5 +239,18 @@ mod tests {
         let mut outside = vec![action("a", Some("/admin"))];
         let err = validate_actions(&mut outside).unwrap_err().to_string();
         assert!(err.contains("notification.actions[0].path"), "{err}");
+        // a path the upstream could never be sent (it would climb above its base)
+        for climbing in [
+            "/api/../admin",
+            "/api/%2e%2e/x",
+            "/api/./x",
+            "/api/x%2Fy",
+            "/api/x\\y",
+        ] {
+            let mut bad = vec![action("a", Some(climbing))];
+            assert!(validate_actions(&mut bad).is_err(), "{climbing}");
+        }
+        let mut query = vec![action("a", Some("/api/x?next=../y"))];
+        validate_actions(&mut query).unwrap();
     }
 }

@@ -15,7 +15,7 @@ mod json;
 pub(crate) mod props;
 
 pub use self::fields::{
-    check_ahead, ms_to_rfc3339, parse_time, ActionSpec, ItemState, TakenAction,
+    check_ahead, climbs, ms_to_rfc3339, parse_time, ActionSpec, ItemState, TakenAction,
     MAX_COLLAPSE_KEY_CHARS,
 };
 pub use self::json::{from_json, object, objects};

@@ -2,7 +2,9 @@
 //! An action with a `path` is sent to the `--upstream` as the user (the `/api/` proxy's
 //! identity headers, the path mapped as the proxy maps it) and its answer status recorded; one
 //! without only records. Nothing is recorded when the upstream cannot be reached (502) or does
-//! not answer in time (504).
+//! not answer in time (504). Requests racing for one notification send it upstream once.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -13,41 +15,77 @@ use super::auth_request::identity_headers;
 use super::body::{json, Request, Response};
 use crate::auth::session::{self, Caller};
 use crate::error::{Error, Result};
-use crate::model::{rfc3339, ActionSpec, TakenAction};
+use crate::model::{rfc3339, ActionSpec, Notification, TakenAction};
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 use crate::store::ActionOutcome;
 
 const TAKEN: &str = "an action was already taken on this notification";
+const TAKING: &str = "an action of this notification is being taken";
+
+/// How long past `--upstream-timeout` a claim to send an action outlives a node that died
+/// while sending it.
+const CLAIM_SLACK: Duration = Duration::from_secs(10);
 
 pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> Result<Response> {
     let (parts, _) = req.into_parts();
     let caller = session::writer(&state, &parts).await?;
-    let n = state
-        .store
-        .get(&caller.user, id)
-        .await?
-        .ok_or(Error::NotFound("no such notification"))?;
+    let n = notification(&state, &caller.user, id).await?;
     let spec = n
         .actions
         .iter()
         .find(|a| a.id == action_id)
         .ok_or(Error::NotFound("no such action on this notification"))?;
-    if n.state.action.is_some() {
-        return Err(Error::Conflict(TAKEN));
-    }
-    // The request id goes upstream with the action, as the `/api/` proxy passes it on.
-    let request_id = parts.extensions.get::<RequestId>();
-    let status = match &spec.path {
-        Some(path) => Some(send(&state, &caller, spec, path, id, request_id).await?),
-        None => None,
+    untaken(&n)?;
+    let Some(path) = &spec.path else {
+        return record(&state, &caller.user, id, action_id, None).await;
     };
+    // One request at a time sends an action of a notification (on any node), and only while
+    // none is recorded: a request that lost the race gets 409 and the upstream never sees it.
+    let ttl = state.config.upstream_timeout + CLAIM_SLACK;
+    if !state.store.claim_action(&caller.user, id, ttl).await? {
+        return Err(Error::Conflict(TAKING));
+    }
+    let taken = async {
+        untaken(&notification(&state, &caller.user, id).await?)?;
+        // The request id goes upstream with the action, as the `/api/` proxy passes it on.
+        let request_id = parts.extensions.get::<RequestId>();
+        let status = send(&state, &caller, spec, path, id, request_id).await?;
+        record(&state, &caller.user, id, action_id, Some(status)).await
+    }
+    .await;
+    if let Err(e) = state.store.release_action(&caller.user, id).await {
+        tracing::warn!(error = %e, "action claim not released (it expires)");
+    }
+    taken
+}
+
+async fn notification(state: &AppState, user: &str, id: &str) -> Result<Notification> {
+    (state.store.get(user, id).await?).ok_or(Error::NotFound("no such notification"))
+}
+
+/// 409 once an action of `n` is recorded.
+fn untaken(n: &Notification) -> Result<()> {
+    match n.state.action {
+        Some(_) => Err(Error::Conflict(TAKEN)),
+        None => Ok(()),
+    }
+}
+
+/// Record the action taken (with the upstream's status, when it was sent).
+async fn record(
+    state: &AppState,
+    user: &str,
+    id: &str,
+    action_id: &str,
+    status: Option<u16>,
+) -> Result<Response> {
     let taken = TakenAction {
         id: action_id.to_owned(),
         at: rfc3339(std::time::SystemTime::now()),
         status,
     };
-    match state.store.take_action(&caller.user, id, &taken).await? {
+    match state.store.take_action(user, id, &taken).await? {
         ActionOutcome::Taken(n) => Ok(json(StatusCode::OK, &n)),
         ActionOutcome::Conflict => Err(Error::Conflict(TAKEN)),
         ActionOutcome::Missing => Err(Error::NotFound("no such notification")),

@@ -68,6 +68,11 @@ impl UserKeys {
     pub fn preferences(&self) -> String {
         self.key("prefs")
     }
+    /// STRING that exists while a node sends an action of notification `id` to the upstream
+    /// (`SET NX PX`): one action at a time per notification, across nodes.
+    pub fn acting(&self, id: &str) -> String {
+        self.key(&format!("acting:{id}"))
+    }
     /// Sharded pub/sub channel of the user's changes and stream controls.
     pub fn channel(&self) -> String {
         self.key("ch")
@@ -134,7 +139,7 @@ pub fn due_index() -> String {
 }
 
 /// STRING that exists while a node is alive (refreshed by it; expires when it dies), holding
-/// `{"at_ms","streams"}` (`super::nodes`).
+/// `{"at_ms","streams","run"}` (`super::nodes`).
 pub fn node_alive(node: &str) -> String {
     format!("{PREFIX}node:{node}")
 }

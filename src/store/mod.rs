@@ -15,6 +15,7 @@ mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -424,6 +425,17 @@ impl Store {
     /// Apply a status change and commit one change event for the ids whose state changed.
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         forward!(self.mark(user, target, mark))
+    }
+
+    /// Claim the sending of an action of notification `id` to the upstream, for at most `ttl`
+    /// (across nodes in Redis mode): `false` while another claim holds it.
+    pub async fn claim_action(&self, user: &str, id: &str, ttl: Duration) -> Result<bool> {
+        forward!(self.claim_action(user, id, ttl))
+    }
+
+    /// Let go of a claim of [`Store::claim_action`].
+    pub async fn release_action(&self, user: &str, id: &str) -> Result<()> {
+        forward!(self.release_action(user, id))
     }
 
     /// Record `action` on the notification (once), mark it read and commit `updated`.

@@ -601,6 +601,23 @@ impl RedisStore {
         Ok(serde_json::from_str(&json).ok())
     }
 
+    pub async fn claim_action(&self, user: &str, id: &str, ttl: Duration) -> Result<bool> {
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(UserKeys::new(user).acting(id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(claimed.is_some())
+    }
+
+    pub async fn release_action(&self, user: &str, id: &str) -> Result<()> {
+        let _: () = self.conn().del(UserKeys::new(user).acting(id)).await?;
+        Ok(())
+    }
+
     pub async fn take_action(
         &self,
         user: &str,

@@ -17,6 +17,7 @@ both_modes!(
     an_unreachable_upstream_records_nothing,
     a_slow_upstream_records_nothing,
     action_input_is_checked,
+    racing_takes_send_one_action_once,
 );
 
 /// Publish a notification with `actions` to `user`; its id.
@@ -225,6 +226,43 @@ async fn a_slow_upstream_records_nothing(mode: Mode) {
     assert!(n["action"].is_null() && n["read_at"].is_null(), "{n}");
 }
 
+/// Takes of two actions of one notification at the same time: one is taken (200), every other
+/// gets 409, and the upstream sees that one action, once.
+async fn racing_takes_send_one_action_once(mode: Mode) {
+    let up = EchoUpstream::start().await;
+    let h = Setup::new(mode, &["--upstream", &up.url]);
+    let token = user_token("alice");
+    for round in 0..3 {
+        let id = publish_with(
+            &h,
+            "alice",
+            json!([
+                {"id": "approve", "label": "Approve", "path": "/api/record/200"},
+                {"id": "reject", "label": "Reject", "path": "/api/record/201"},
+            ]),
+        )
+        .await;
+        let takes = (0..8).map(|i| take(&h, &token, &id, ["approve", "reject"][i % 2]));
+        let answers = futures_util::future::join_all(takes).await;
+        let mut taken = Vec::new();
+        for (status, body) in &answers {
+            match status {
+                200 => taken.push(body["action"]["id"].as_str().unwrap().to_owned()),
+                _ => assert_error(*status, body, 409, "conflict"),
+            }
+        }
+        assert_eq!(taken.len(), 1, "{answers:?}");
+        let got = up.recorded();
+        assert_eq!(got.len(), round + 1, "{got:?}");
+        let sent = &got[round]["path"];
+        assert_eq!(
+            sent,
+            ["/record/200", "/record/201"][usize::from(taken[0] == "reject")]
+        );
+        assert_eq!(listed(&h, &id).await["action"]["id"], taken[0].as_str());
+    }
+}
+
 async fn action_input_is_checked(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let action = |id: &str| json!({"id": id, "label": id});
@@ -232,6 +270,9 @@ async fn action_input_is_checked(mode: Mode) {
         json!([action("a"), action("b"), action("c"), action("d")]),
         json!([{"id": "a", "label": "A", "path": "/admin/x"}]),
         json!([{"id": "a", "label": "A", "path": "api/x"}]),
+        json!([{"id": "a", "label": "A", "path": "/api/../admin"}]),
+        json!([{"id": "a", "label": "A", "path": "/api/%2E%2e/admin"}]),
+        json!([{"id": "a", "label": "A", "path": "/api/x%2fy"}]),
         json!([action("a"), action("a")]),
         json!([{"id": "a", "label": "A", "method": "TELEPORT", "path": "/api/x"}]),
         json!([{"id": "", "label": "A"}]),

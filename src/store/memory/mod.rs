@@ -18,8 +18,9 @@ mod tray;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 
 use super::{
     ActionOutcome, Due, Head, ListQuery, NodeInfo, Page, Preferences, Published, Recipient, Replay,
@@ -51,6 +52,8 @@ struct Inner {
     preferences: DashMap<String, Preferences>,
     /// Each user's Web Push subscriptions, oldest first.
     subscriptions: DashMap<String, Vec<Subscription>>,
+    /// (user, notification id) of the actions being sent to the upstream.
+    acting: DashSet<(String, String)>,
     /// Web Push is on: notifications that become active escalate.
     push: bool,
     /// (due time in Unix ms, user): users with something due then. Written under the user's
@@ -72,6 +75,7 @@ impl MemoryStore {
                 preferences: DashMap::new(),
                 due: Mutex::new(BTreeSet::new()),
                 subscriptions: DashMap::new(),
+                acting: DashSet::new(),
                 push,
                 hub,
                 max_per_user,
@@ -280,6 +284,15 @@ impl MemoryStore {
             .get(user)
             .map(|s| s.clone())
             .unwrap_or_default())
+    }
+
+    pub async fn claim_action(&self, user: &str, id: &str, _ttl: Duration) -> Result<bool> {
+        Ok(self.inner.acting.insert((user.to_owned(), id.to_owned())))
+    }
+
+    pub async fn release_action(&self, user: &str, id: &str) -> Result<()> {
+        self.inner.acting.remove(&(user.to_owned(), id.to_owned()));
+        Ok(())
     }
 
     pub async fn take_action(
