@@ -12,7 +12,8 @@ use crate::common::*;
 both_modes!(
     same_key_replaces_the_active_unread_one,
     racing_publishes_collapse_into_one,
-    read_or_archived_ones_are_not_replaced
+    read_or_archived_ones_are_not_replaced,
+    a_held_one_collapses_when_it_is_delivered
 );
 
 /// Publish `title` with `key` to alice; her id in the answer.
@@ -27,6 +28,62 @@ async fn publish_keyed(h: &Herald, title: &str, key: &str) -> String {
 /// The notifications of a listing.
 fn items(page: &Value) -> Vec<Value> {
     page["notifications"].as_array().unwrap().clone()
+}
+
+/// A notification published with `deliver_at` and a collapse key collapses when it is
+/// delivered: it replaces the active unread one with its key then, and later publishes with
+/// the key replace it. The unread count does not grow.
+async fn a_held_one_collapses_when_it_is_delivered(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let start = sse.ready.as_ref().unwrap().id.clone().expect("an id");
+    let first = publish_keyed(&h, "build 1", "q").await;
+    assert_eq!(sse.next_event().await.json()["id"], first.as_str());
+    let (status, body) = h
+        .publish(json!({"users": ["alice"], "notification": {"title": "build 2", "collapse_key": "q", "deliver_at": in_secs(2)}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let held = body["ids"]["alice"].as_str().unwrap().to_owned();
+    // held: nothing replaced yet
+    assert_eq!(ids(&h.list(&token, "").await), [first.as_str()]);
+    let ev = sse
+        .try_next(Duration::from_secs(10))
+        .await
+        .expect("delivered");
+    assert_eq!(ev.event, "notification", "{ev:?}");
+    let n = ev.json();
+    assert_eq!(
+        (
+            n["id"].as_str(),
+            n["count"].as_u64(),
+            n["replaces"].as_str()
+        ),
+        (Some(held.as_str()), Some(2), Some(first.as_str())),
+        "{n}"
+    );
+    assert_eq!(counts_of(&n), (Some(1), Some(1)));
+    let more = sse.try_next(Duration::from_millis(300)).await;
+    assert!(more.is_none(), "no deleted for the replaced one: {more:?}");
+    let page = h.list(&token, "").await;
+    assert_eq!(ids(&page), [held.as_str()]);
+    assert_eq!(counts_of(&page), (Some(1), Some(1)));
+    // delivered, it is the one the key names
+    let third = publish_keyed(&h, "build 3", "q").await;
+    let n = sse.next_event().await.json();
+    assert_eq!(
+        (n["count"].as_u64(), n["replaces"].as_str()),
+        (Some(3), Some(held.as_str()))
+    );
+    // the replay says the same
+    let mut replay = h.events(&token, &format!("?last_event_id={start}")).await;
+    for (id, count) in [(&first, 1), (&held, 2), (&third, 3)] {
+        let n = replay.next_event().await.json();
+        assert_eq!(
+            (n["id"].as_str(), n["count"].as_u64()),
+            (Some(id.as_str()), Some(count))
+        );
+    }
 }
 
 async fn same_key_replaces_the_active_unread_one(mode: Mode) {

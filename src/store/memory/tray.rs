@@ -301,13 +301,10 @@ impl Tray {
         let mut state = ItemState::default();
         let mut replaces = None;
         if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
-            if let Some(&old) = self.extras().collapse.get(collapse) {
-                if self.unread.contains(&old) {
-                    state.count = self.items.get(&old).map_or(1, |i| i.state().count) + 1;
-                    state.replaces = Some(old.to_string());
-                    replaces = Some(old);
-                    self.remove(&old);
-                }
+            if let Some((count, old)) = self.supersede(collapse) {
+                state.count = count;
+                state.replaces = Some(old.to_string());
+                replaces = Some(old);
             }
         }
         let count = state.count;
@@ -348,6 +345,19 @@ impl Tray {
             self.commit_data(to.user, hub, ChangeKind::Notification, data, now);
         }
         Published::stored(to.id)
+    }
+
+    /// Collapse under `key`: the active unread notification the key names (if any) is
+    /// removed; the count the notification taking its place carries, and the removed id. The
+    /// caller then names its notification under `key`.
+    fn supersede(&mut self, key: &str) -> Option<(u64, NotificationId)> {
+        let &old = self.extras().collapse.get(key)?;
+        if !self.unread.contains(&old) {
+            return None;
+        }
+        let count = self.items.get(&old).map_or(1, |i| i.state().count) + 1;
+        self.remove(&old);
+        Some((count, old))
     }
 
     /// The ids a write to all applies to: the active ones it can change (unarchive and
@@ -494,6 +504,20 @@ impl Tray {
                 break;
             }
             self.extras_mut().wake.remove(&(at, id));
+            let Some(item) = self.items.get(&id) else {
+                continue;
+            };
+            // Delivered now (not a snooze ending), it collapses as a publish now would.
+            let collapse = item.held.then(|| item.template.collapse_key()).flatten();
+            if let Some(key) = collapse.map(str::to_owned) {
+                let replaced = self.supersede(&key);
+                self.extras_mut().collapse.insert(key, id);
+                if let (Some((count, old)), Some(item)) = (replaced, self.items.get_mut(&id)) {
+                    let state = item.state_mut();
+                    state.count = count;
+                    state.replaces = Some(old.to_string());
+                }
+            }
             let Some(item) = self.items.get_mut(&id) else {
                 continue;
             };

@@ -76,6 +76,20 @@ local function remove(b, id)
   end
 end
 
+-- Collapse under key `ck`: the active unread notification the key names (if any) is removed;
+-- returns the count the notification taking its place carries (as text) and the removed id
+-- (nil when none). The caller then names its notification under `ck`.
+local function supersede(b, ck)
+  local old = redis.call('HGET', key(b, 'collapse'), ck)
+  if old and redis.call('ZSCORE', key(b, 'unread'), old) then
+    local meta = redis.call('HGET', key(b, 'meta'), old)
+    local count = int((meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1)
+    remove(b, old)
+    return count, old
+  end
+  return '1', nil
+end
+
 local function quoted(v)
   if v then return '"' .. v .. '"' end
   return 'null'

@@ -1,7 +1,8 @@
 -- due.lua: expire, deliver and wake what is due in one user's tray. Atomic, so running it on
 -- several nodes at once, or again, handles each notification exactly once. Expired
 -- notifications go in one `deleted` change (reason "expired"); each delivered or woken one
--- arrives whole as a `notification` (an archived one whose snooze ends, as `updated`).
+-- arrives whole as a `notification` (an archived one whose snooze ends, as `updated`). One
+-- delivered with a collapse key collapses then, as a publish would (no `deleted` change).
 -- Then the Web Push escalations that are due: one still active, unread and unseen is leased
 -- (due again at now + lease, in case this node dies before it is done) and returned; any
 -- other is cancelled.
@@ -20,10 +21,25 @@ if #expired > 0 then
   commit(b, 'deleted', '{"ids":' .. cjson.encode(expired) .. ',"reason":"expired"' .. counts(b) .. '}',
     now, fresh, cap)
 end
+-- The collapse key of a stored notification (nil when it has none).
+local function collapse_key(b, id)
+  local ok, n = pcall(cjson.decode, redis.call('HGET', key(b, 'items'), id) .. '}')
+  if ok and type(n.collapse_key) == 'string' then return n.collapse_key end
+  return nil
+end
+
 for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')) do
+  local delivering = held(b, id)
   redis.call('ZREM', key(b, 'wake'), id)
   redis.call('HDEL', key(b, 'snoozed'), id)
   if redis.call('HEXISTS', key(b, 'items'), id) == 1 then
+    -- Delivered now, it collapses as a publish at this moment would.
+    local ck = delivering and collapse_key(b, id)
+    if ck then
+      local count, replaces = supersede(b, ck)
+      if replaces then redis.call('HSET', key(b, 'meta'), id, count .. '\t' .. replaces) end
+      redis.call('HSET', key(b, 'collapse'), ck, id)
+    end
     sync(b, id)
     local event = 'updated'
     if active(b, id) then

@@ -16,7 +16,8 @@
 -- A user's notification JSON is '{"id":"' .. id .. '","user":' .. user .. tail .. state,
 -- byte for byte what Herald's `model::Template::json` writes. A collapse key that names the
 -- user's active unread notification replaces it (count + 1, "replaces" its id; no `deleted`
--- change). A notification delivered later waits in `wake` and commits nothing now.
+-- change). A notification delivered later waits in `wake` and commits nothing now (it
+-- collapses when delivered: `due.lua`).
 -- The batch message (one SPUBLISH at the end, for the users whose change was logged) is
 -- g<TAB>ms<TAB>tail, then per user a line
 -- <LF>epoch<TAB>seq<TAB>count<TAB>replaced id ('')<TAB>unread<TAB>unseen<TAB>id<TAB>user JSON,
@@ -43,15 +44,7 @@ local function store(k, a)
     return 0
   end
   local count, replaces = '1', nil
-  if collapse ~= '' and deliver == '' then
-    local old = redis.call('HGET', key(b, 'collapse'), collapse)
-    if old and redis.call('ZSCORE', key(b, 'unread'), old) then
-      local meta = redis.call('HGET', key(b, 'meta'), old)
-      count = int((meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1)
-      replaces = old
-      remove(b, old)
-    end
-  end
+  if collapse ~= '' and deliver == '' then count, replaces = supersede(b, collapse) end
   local base = '{"id":"' .. id .. '","user":' .. ARGV[a + 2] .. tail
   redis.call('HSET', key(b, 'items'), id, base)
   redis.call('ZADD', key(b, 'order'), '0', id)
