@@ -182,6 +182,15 @@ impl NotificationInput {
                 ));
             }
         }
+        // The rule of a preference's category, so every category can be muted.
+        if let Some(category) = &self.category {
+            if !is_plain(category, MAX_CATEGORY_CHARS) {
+                return Err(Error::invalid(format!(
+                    "notification.category must be 1 to {MAX_CATEGORY_CHARS} characters \
+                     without control characters"
+                )));
+            }
+        }
         if let Some(key) = &self.collapse_key {
             if !is_plain(key, MAX_COLLAPSE_KEY_CHARS) {
                 return Err(Error::invalid(format!(

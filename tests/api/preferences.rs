@@ -99,6 +99,16 @@ async fn preference_input_is_checked(mode: Mode) {
         h.get("/preferences", &alice).await.1,
         json!({"categories": {}})
     );
+    // a publish's category follows the same rule, so every category can be muted
+    for category in ["", long.as_str(), "a\nb"] {
+        let (status, err) = h
+            .publish(
+                json!({"users": ["alice"], "notification": {"title": "t", "category": category}}),
+            )
+            .await;
+        assert_names(status, &err, "notification.category");
+    }
+    assert_eq!(h.tray_len("alice").await, 0);
     // no identity, or a service token: 401
     let r = send_raw(h.http.get(h.url("/preferences"))).await;
     assert_eq!(r.status(), 401);
