@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::config::PushConfig;
 use crate::error::StartupError;
-use crate::push::{vapid, DEFAULT_ALLOW};
+use crate::push::{is_allow_entry, vapid, DEFAULT_ALLOW};
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Web Push")]
@@ -34,6 +34,12 @@ pub struct PushArgs {
 impl PushArgs {
     /// The checked settings; `None` without a key (Web Push off).
     pub fn config(&self) -> Result<Option<PushConfig>, StartupError> {
+        if let Some(bad) = (self.push_endpoint_allow.iter()).find(|e| !is_allow_entry(e.trim())) {
+            return Err(StartupError(format!(
+                "--push-endpoint-allow: {bad:?} is not a host name or IP address (a name such as \
+                 example.org also allows its subdomains)"
+            )));
+        }
         let (key, subject) = match (&self.vapid_private_key, &self.vapid_subject) {
             (None, None) => return Ok(None),
             (Some(key), Some(subject)) => (key, subject),

@@ -21,6 +21,21 @@ pub const DEFAULT_ALLOW: [&str; 4] = [
 /// Longest endpoint URL accepted.
 const MAX_ENDPOINT_BYTES: usize = 2048;
 
+/// Whether `entry` can be on the allow-list: an IP address, or a host name (a suffix that
+/// also matches its subdomains), with a trailing dot or not. Anything else (`*.example.org`,
+/// `.example.org`, a URL, a port, a CIDR) would match no endpoint at all.
+pub fn is_allow_entry(entry: &str) -> bool {
+    let host = entry.strip_suffix('.').unwrap_or(entry);
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host.parse::<IpAddr>().is_ok() || (host.len() <= 253 && host.split('.').all(label))
+}
+
 /// The allow-list.
 #[derive(Debug, Clone)]
 pub struct Allow {
@@ -165,6 +180,25 @@ mod tests {
     /// Suffixes match on label boundaries; IPs only exactly; only https.
     #[test]
     fn allow_list() {
+        for entry in DEFAULT_ALLOW
+            .iter()
+            .chain(&["127.0.0.1", "::1", "example.org.", "a_b.x"])
+        {
+            assert!(is_allow_entry(entry), "{entry}");
+        }
+        for entry in [
+            "",
+            ".example.org",
+            "*.example.org",
+            "https://example.org",
+            "example.org:443",
+            "10.0.0.0/8",
+            "exa mple.org",
+            "-a.org",
+            "a..org",
+        ] {
+            assert!(!is_allow_entry(entry), "{entry}");
+        }
         let allow = Allow::new(vec!["fcm.googleapis.com".into(), "127.0.0.1".into()]);
         for ok in [
             "https://fcm.googleapis.com/fcm/send/x",

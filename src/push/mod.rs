@@ -7,6 +7,7 @@
 //! the message's TTL runs out (`Retry-After` honoured).
 
 mod endpoint;
+mod payload;
 pub mod vapid;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use url::Url;
 
-pub use self::endpoint::DEFAULT_ALLOW;
+pub use self::endpoint::{is_allow_entry, DEFAULT_ALLOW};
 use self::endpoint::{Allow, PublicOnly};
 use self::vapid::Vapid;
 use crate::config::PushConfig;
@@ -112,7 +113,10 @@ impl Pusher {
                 .decode(v.trim_end_matches('='))
                 .map(|b| b.len())
         };
-        if size(&sub.keys.p256dh) != Ok(65) {
+        let point = URL_SAFE_NO_PAD.decode(sub.keys.p256dh.trim_end_matches('='));
+        let on_curve =
+            point.is_ok_and(|p| p.len() == 65 && p256::PublicKey::from_sec1_bytes(&p).is_ok());
+        if !on_curve {
             return Err(crate::error::Error::invalid(
                 "keys.p256dh must be a base64url uncompressed P-256 public key",
             ));
@@ -133,11 +137,7 @@ impl Pusher {
     /// TTL while renewing the store's lease), then mark it done.
     pub async fn send(&self, store: &Store, user: &str, escalation: &Escalation) {
         let n = &escalation.notification;
-        let payload = serde_json::json!({
-            "id": n.id, "title": n.title, "body": n.body, "link": n.link,
-            "category": n.category, "unread_count": escalation.unread_count,
-        })
-        .to_string();
+        let payload = payload::payload(n, escalation.unread_count);
         let deadline = n
             .expires_at
             .as_deref()

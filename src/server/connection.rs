@@ -147,10 +147,15 @@ async fn serve(
     };
     let send_timeout = state.config.send_timeout;
     if let Some(handle) = EventStream::take(&mut response) {
+        // Nothing more is answered on this connection, and the client must know: one that
+        // pooled it after the stream's end would send its next request into a closed socket.
         let chunked = version == Version::HTTP_11;
         let head = response_head(
             &response,
-            chunked.then_some("transfer-encoding: chunked\r\n"),
+            Some(match chunked {
+                true => "transfer-encoding: chunked\r\nconnection: close\r\n",
+                false => "connection: close\r\n",
+            }),
         );
         let sent = tokio::time::timeout(send_timeout, socket.write_all(&head)).await;
         if !matches!(sent, Ok(Ok(()))) {

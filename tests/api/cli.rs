@@ -45,6 +45,10 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--jwt-leeway", "-1s"),
         ("--max-streams-per-user", "-3"),
         ("--max-per-user", "-1"),
+        // an allow-list entry that could match no push endpoint
+        ("--push-endpoint-allow", ".example.org"),
+        ("--push-endpoint-allow", "*.example.org"),
+        ("--push-endpoint-allow", "https://example.org"),
     ] {
         let out = run(&[&secret[..], &[flag, value]].concat(), &[]);
         assert_startup_error(&out, flag);

@@ -99,6 +99,19 @@ async fn an_offline_user_is_pushed_at_once(mode: Mode) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(push.messages(Some("alice")).await.len(), 1);
     assert!(h.metric("herald_pushes_sent_total").await >= 1.0);
+    // a body too long for a push message (push services need only take 4,096 bytes) is
+    // shortened to fit, not refused
+    let long = "é".repeat(5000);
+    h.publish(json!({"users": ["alice"], "notification": {"title": "long", "body": long}}))
+        .await;
+    let got = push.wait_messages("alice", 2).await;
+    assert_eq!(got[1]["error"], Value::Null, "{}", got[1]);
+    let body = got[1]["payload"]["body"].as_str().unwrap();
+    assert!(
+        body.ends_with('…') && long.starts_with(body.trim_end_matches('…')),
+        "{body}"
+    );
+    assert!(body.len() > 3000, "{}", body.len());
 }
 
 async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
@@ -119,6 +132,14 @@ async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
         )
         .await;
     assert_eq!(status, 200);
+    // archived before its push: never pushed, also once unarchived
+    let archived = h.notify("bob", "archived in time").await;
+    sse.expect("notification").await;
+    for archive in [true, false] {
+        let path = format!("/notifications/{archived}");
+        let (status, _) = h.patch(&path, &token, json!({"archived": archive})).await;
+        assert_eq!(status, 200);
+    }
     let unseen = h.notify("bob", "left unseen").await;
     let got = push.wait_messages("bob", 1).await;
     assert_eq!(got[0]["payload"]["id"], unseen.as_str(), "{got:?}");
@@ -178,6 +199,8 @@ async fn subscriptions_are_checked(mode: Mode) {
         with("https://fcm.googleapis.com.evil.example/x"),
         with("not a url"),
         json!({"endpoint": good["endpoint"], "keys": {"p256dh": "AAAA", "auth": good["keys"]["auth"]}}),
+        // 65 bytes in the uncompressed form, but not a point on the curve
+        json!({"endpoint": good["endpoint"], "keys": {"p256dh": format!("BA{}", "A".repeat(85)), "auth": good["keys"]["auth"]}}),
         json!({"endpoint": good["endpoint"]}),
         json!({"endpoint": good["endpoint"], "keys": [good["keys"]["p256dh"], good["keys"]["auth"]]}),
         json!([good["endpoint"], good["keys"]]),

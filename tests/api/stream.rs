@@ -491,7 +491,7 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
     );
     assert_eq!(h.metric("herald_streams_open").await, 0.0);
     // the client wakes up: it reads what reached it, up to the end of the stream
-    // (the response ends with the last chunk; the connection itself stays open for reuse)
+    // (the response ends with the last chunk; it said `connection: close`, nothing follows)
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     while !raw.ends_with(b"\r\n0\r\n\r\n") {
@@ -503,6 +503,8 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
         raw.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&raw);
+    let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
     let seen: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))

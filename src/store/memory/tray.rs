@@ -459,6 +459,10 @@ impl Tray {
             if !self.apply(id, mark, &now) {
                 continue;
             }
+            // Archived before its Web Push: never pushed (unarchiving does not bring it back).
+            if mark == Mark::Archived {
+                self.push_done(id);
+            }
             marked.changed.push(id.to_string());
             if mark.status_kind().is_none() {
                 let active = self.items.get(&id).is_some_and(Item::is_active);

@@ -46,6 +46,11 @@ for _, id in ipairs(ids) do
       did = redis.call('HDEL', key(b, 'read_at'), id)
     elseif kind == 'archived' then
       did = set_if_absent('archived', id)
+      -- Archived before its Web Push: never pushed (unarchiving does not bring it back).
+      if did == 1 then
+        redis.call('ZREM', key(b, 'pushdue'), id)
+        redis.call('HDEL', key(b, 'pushstage'), id)
+      end
     elseif kind == 'unarchived' then
       did = redis.call('HDEL', key(b, 'archived'), id)
     elseif kind == 'snooze' then
