@@ -38,16 +38,20 @@ impl std::fmt::Debug for Vapid {
 impl Vapid {
     /// The key from a PEM file's text (PKCS#8 or SEC1, P-256) and the `sub` claim
     /// (`mailto:` or `https:`).
+    /// The key is the file's `PRIVATE KEY` (PKCS#8) or `EC PRIVATE KEY` (SEC1) block; text
+    /// around it is ignored (`openssl ecparam -genkey` writes an `EC PARAMETERS` block first,
+    /// `herald vapid-keys` a `public_key:` line after).
     pub fn from_pem(pem: &str, subject: &str) -> Result<Self, StartupError> {
-        let secret = SecretKey::from_pkcs8_pem(pem)
-            .or_else(|_| SecretKey::from_sec1_pem(pem))
-            .map_err(|_| {
-                StartupError(
-                    "--vapid-private-key: not a P-256 private key in PKCS#8 or SEC1 PEM \
+        let pkcs8 = pem_block(pem, "PRIVATE KEY").and_then(|b| SecretKey::from_pkcs8_pem(b).ok());
+        let sec1 =
+            || pem_block(pem, "EC PRIVATE KEY").and_then(|b| SecretKey::from_sec1_pem(b).ok());
+        let secret = pkcs8.or_else(sec1).ok_or(()).map_err(|()| {
+            StartupError(
+                "--vapid-private-key: not a P-256 private key in PKCS#8 or SEC1 PEM \
                      (`herald vapid-keys` makes one)"
-                        .into(),
-                )
-            })?;
+                    .into(),
+            )
+        })?;
         if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
             return Err(StartupError(
                 "--vapid-subject must be a mailto: or https:// URL".into(),
@@ -89,6 +93,15 @@ impl Vapid {
     }
 }
 
+/// The PEM block labelled `label` in `text`, from its `BEGIN` line to its `END` line.
+fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)?;
+    let stop = start + text[start..].find(&end)? + end.len();
+    Some(&text[start..stop])
+}
+
 fn public_key(secret: &SecretKey) -> String {
     use p256::elliptic_curve::sec1::ToEncodedPoint;
     URL_SAFE_NO_PAD.encode(secret.public_key().to_encoded_point(false).as_bytes())
@@ -125,5 +138,25 @@ mod tests {
         assert!(header.starts_with("vapid t=") && header.ends_with(&format!(", k={public}")));
         assert!(Vapid::from_pem(&pem, "ops@example.com").is_err());
         assert!(Vapid::from_pem("not a key", "mailto:x@y").is_err());
+        // the whole output of `herald vapid-keys`, and what `openssl ecparam -genkey` writes
+        let printed = format!("{pem}public_key: {public}\n");
+        assert_eq!(
+            Vapid::from_pem(&printed, "mailto:x@y")
+                .unwrap()
+                .public_key(),
+            public
+        );
+        let secret = SecretKey::from_pkcs8_pem(&pem).unwrap();
+        let sec1 = secret.to_sec1_pem(LineEnding::LF).unwrap();
+        let openssl = format!(
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
+            sec1.as_str()
+        );
+        assert_eq!(
+            Vapid::from_pem(&openssl, "mailto:x@y")
+                .unwrap()
+                .public_key(),
+            public
+        );
     }
 }
