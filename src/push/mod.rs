@@ -32,6 +32,10 @@ const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The shortest wait before a retry, also when `Retry-After` says `0`.
+const MIN_RETRY: Duration = Duration::from_millis(250);
+/// How long before the TTL runs out the last retry goes (its `TTL` header: 1 s).
+const LAST_TRY: Duration = Duration::from_millis(1500);
 /// One push request, whole.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -54,8 +58,8 @@ enum Outcome {
     Sent,
     /// The subscription is gone (`404`/`410`).
     Gone,
-    /// Try again after this long.
-    Retry(Duration),
+    /// Try again: after this long (`Retry-After`), or after the backoff (`None`).
+    Retry(Option<Duration>),
     /// Given up: the reason (a metric label).
     Failed(&'static str),
 }
@@ -199,12 +203,17 @@ impl Pusher {
                     self.failed(reason);
                     return;
                 }
-                Outcome::Retry(wait) => {
-                    let wait = if wait.is_zero() { backoff } else { wait };
-                    if now_ms() + wait.as_millis() as u64 >= deadline {
-                        self.failed("expired");
-                        return;
-                    }
+                Outcome::Retry(after) => {
+                    // A wait that would pass the TTL becomes one last try a second before it.
+                    let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
+                    let wait = after.map_or(backoff, |after| after.max(MIN_RETRY));
+                    let wait = match left.checked_sub(LAST_TRY) {
+                        Some(last) if last > Duration::ZERO => wait.min(last),
+                        _ => {
+                            self.failed("expired");
+                            return;
+                        }
+                    };
                     // Keep the escalation ours while waiting.
                     let lease = now_ms() + wait.as_millis() as u64 + PUSH_LEASE_MS;
                     let _ = store.push_later(user, &n.id, lease, escalation.send).await;
@@ -266,14 +275,14 @@ impl Pusher {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(error = %e, "Web Push: request failed; retrying");
-                return Outcome::Retry(Duration::ZERO);
+                return Outcome::Retry(None);
             }
         };
         let status = response.status();
         match status.as_u16() {
             200..=299 => Outcome::Sent,
             404 | 410 => Outcome::Gone,
-            429 | 500..=599 => Outcome::Retry(retry_after(response.headers()).unwrap_or_default()),
+            429 | 500..=599 => Outcome::Retry(retry_after(response.headers())),
             _ => {
                 tracing::warn!(
                     %status,

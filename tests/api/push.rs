@@ -179,6 +179,15 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(push.messages(Some("gone")).await.len(), 1);
     assert_eq!(push.messages(Some("slow")).await.len(), 3);
+    // a backoff that would pass the TTL (here 6 s: tries at 0 and 2 s, then 4 s later)
+    // becomes one last try before it runs out
+    let erin = user_token("erin");
+    subscribe(&h, &erin, &push.subscribe("late").await).await;
+    push.respond("late", &[503, 503, 201], None).await;
+    h.publish(json!({"users": ["erin"], "notification": {"title": "soon gone", "expires_at": in_secs(6)}}))
+        .await;
+    let late = push.wait_messages("late", 3).await;
+    assert_eq!(late[2]["status"], 201, "{late:?}");
 }
 
 async fn subscriptions_are_checked(mode: Mode) {
