@@ -108,6 +108,12 @@ pub fn session(id: &str) -> String {
     format!("{PREFIX}session:{id}")
 }
 
+/// STRING naming the user a Web Push endpoint belongs to (the endpoint hashed): a browser's
+/// endpoint is the browser's, so the user who subscribed it last takes it from any other.
+pub fn push_owner(endpoint: &str) -> String {
+    format!("{PREFIX}pushowner:{}", crate::model::sha256_hex(endpoint))
+}
+
 /// SET of a group's members.
 pub fn group(name: &str) -> String {
     format!("{PREFIX}group:{}", escape(name))

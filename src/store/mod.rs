@@ -473,7 +473,8 @@ impl Store {
     }
 
     /// Store (or replace, by endpoint) a Web Push subscription; the oldest beyond
-    /// [`MAX_SUBSCRIPTIONS`] are dropped.
+    /// [`MAX_SUBSCRIPTIONS`] are dropped. An endpoint is one browser's: another user's
+    /// subscription of it is removed (the browser's user changed).
     pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
         forward!(self.add_subscription(user, sub))
     }

@@ -389,20 +389,37 @@ impl RedisStore {
         let key = format!("{}:push", UserKeys::new(user).base());
         let json = serde_json::to_string(sub).map_err(|e| Error::Internal(e.to_string()))?;
         let mut conn = self.conn();
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(keys::push_owner(&sub.endpoint))
+            .arg(user)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        if let Some(previous) = previous.filter(|p| p != user) {
+            let theirs = format!("{}:push", UserKeys::new(&previous).base());
+            let _: () = conn.hdel(theirs, &sub.endpoint).await?;
+        }
         let _: () = conn.hset(&key, &sub.endpoint, json).await?;
         let mut all = self.subscriptions(user).await?;
         if all.len() > MAX_SUBSCRIPTIONS {
             all.sort_by_key(|s| s.created_ms);
             let excess = all.len() - MAX_SUBSCRIPTIONS;
-            let old: Vec<&str> = all[..excess].iter().map(|s| s.endpoint.as_str()).collect();
-            let _: () = conn.hdel(&key, old).await?;
+            for old in &all[..excess] {
+                self.remove_subscription(user, &old.endpoint).await?;
+            }
         }
         Ok(())
     }
 
     pub async fn remove_subscription(&self, user: &str, endpoint: &str) -> Result<bool> {
         let key = format!("{}:push", UserKeys::new(user).base());
-        let n: u64 = self.conn().hdel(key, endpoint).await?;
+        let mut conn = self.conn();
+        let n: u64 = conn.hdel(key, endpoint).await?;
+        let owner = keys::push_owner(endpoint);
+        let owned: Option<String> = conn.get(&owner).await?;
+        if owned.as_deref() == Some(user) {
+            let _: () = conn.del(&owner).await?;
+        }
         Ok(n > 0)
     }
 

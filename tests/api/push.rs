@@ -227,6 +227,20 @@ async fn subscriptions_are_checked(mode: Mode) {
     )
     .await;
     assert_eq!(status, 204, "deleting one that is not there");
+    // an endpoint is a browser's: subscribed by another user (who signed in on that
+    // browser since), it no longer receives the first user's notifications
+    let shared = push.subscribe("shared").await;
+    for user in ["frank", "grace"] {
+        let (status, body) = subscribe(&h, &user_token(user), &shared).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    h.notify("frank", "for frank").await;
+    h.notify("grace", "for grace").await;
+    push.wait_messages("shared", 1).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let got = push.messages(Some("shared")).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"]["title"], "for grace");
     // off without a key: every push endpoint is 404
     let off = Herald::start(None, &[]);
     let (status, _) = send(client().get(off.url("/push/key"))).await;

@@ -52,6 +52,8 @@ struct Inner {
     preferences: DashMap<String, Preferences>,
     /// Each user's Web Push subscriptions, oldest first.
     subscriptions: DashMap<String, Vec<Subscription>>,
+    /// Web Push endpoint → the user who subscribed it last (an endpoint is a browser's).
+    push_owners: DashMap<String, String>,
     /// (user, notification id) of the actions being sent to the upstream.
     acting: DashSet<(String, String)>,
     /// Web Push is on: notifications that become active escalate.
@@ -75,6 +77,7 @@ impl MemoryStore {
                 preferences: DashMap::new(),
                 due: Mutex::new(BTreeSet::new()),
                 subscriptions: DashMap::new(),
+                push_owners: DashMap::new(),
                 acting: DashSet::new(),
                 push,
                 hub,
@@ -258,11 +261,22 @@ impl MemoryStore {
     }
 
     pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
-        let mut subs = self.inner.subscriptions.entry(user.to_owned()).or_default();
-        subs.retain(|s| s.endpoint != sub.endpoint);
-        subs.push(sub.clone());
-        let excess = subs.len().saturating_sub(MAX_SUBSCRIPTIONS);
-        subs.drain(..excess);
+        let owners = &self.inner.push_owners;
+        if let Some(previous) = owners.insert(sub.endpoint.clone(), user.to_owned()) {
+            if previous != user {
+                self.remove_subscription(&previous, &sub.endpoint).await?;
+            }
+        }
+        let dropped: Vec<Subscription> = {
+            let mut subs = self.inner.subscriptions.entry(user.to_owned()).or_default();
+            subs.retain(|s| s.endpoint != sub.endpoint);
+            subs.push(sub.clone());
+            let excess = subs.len().saturating_sub(MAX_SUBSCRIPTIONS);
+            subs.drain(..excess).collect()
+        };
+        for old in dropped {
+            owners.remove_if(&old.endpoint, |_, owner| owner == user);
+        }
         Ok(())
     }
 
@@ -274,6 +288,7 @@ impl MemoryStore {
             was = subs.len() < before;
             subs.is_empty()
         });
+        (self.inner.push_owners).remove_if(endpoint, |_, owner| owner == user);
         Ok(was)
     }
 
