@@ -204,7 +204,7 @@ impl Pusher {
                     return;
                 }
                 Outcome::Retry(after) => {
-                    // A wait that would pass the TTL becomes one last try a second before it.
+                    // A wait that would pass the TTL becomes one last try [`LAST_TRY`] before it.
                     let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
                     let wait = after.map_or(backoff, |after| after.max(MIN_RETRY));
                     let wait = match left.checked_sub(LAST_TRY) {
