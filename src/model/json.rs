@@ -39,7 +39,15 @@ pub fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T,
     d.deserialize_map(Object(PhantomData))
 }
 
-/// Read a list of `T`, each from a JSON object only (see [`object`]).
+/// Read `T`, with `null` read as its default, as an absent member is.
+pub fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Read a list of `T`, each from a JSON object only (see [`object`]); `null` is no items, as
+/// an absent member is.
 pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     struct List<T>(PhantomData<T>);
     impl<'de, T: Deserialize<'de>> Visitor<'de> for List<T> {
@@ -54,8 +62,11 @@ pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<V
             }
             Ok(out)
         }
+        fn visit_unit<E>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
     }
-    d.deserialize_seq(List(PhantomData))
+    d.deserialize_any(List(PhantomData))
 }
 
 /// Reads a `T` from a JSON object; also the seed of each element in [`objects`].
@@ -102,6 +113,8 @@ mod tests {
         assert_eq!(ok.many, vec![Inner { a: 2 }, Inner { a: 3 }]);
         let no_many: Outer = from_json(br#"{"one":{"a":1}}"#).unwrap();
         assert!(no_many.many.is_empty());
+        let null_many: Outer = from_json(br#"{"one":{"a":1},"many":null}"#).unwrap();
+        assert!(null_many.many.is_empty());
         for (body, message) in [
             (
                 &br#"[{"a":1}]"#[..],

@@ -84,7 +84,11 @@ pub struct NotificationInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Map<String, Value>>,
     /// Delivered even to users who muted its category.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::ops::Not::not",
+        deserialize_with = "json::or_default"
+    )]
     pub critical: bool,
     /// A new publish with this key supersedes the user's active unread one (collapse).
     #[serde(default, skip_serializing_if = "Option::is_none")]

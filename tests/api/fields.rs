@@ -105,6 +105,16 @@ async fn unset_fields_are_present(mode: Mode) {
     assert_every_field(&n, &["seen_at", "read_at", "snoozed_until"]);
     let updated = sse.expect("updated").await.json();
     assert_eq!(without_counts(updated), n);
+    // `null` for an optional field is the field left out, `critical` and `actions` too
+    let (status, body) = h
+        .publish(
+            json!({"users": ["alice"], "notification": {"title": "nulls", "body": null,
+            "critical": null, "actions": null, "deliver_at": null, "collapse_key": null}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let streamed = sse.expect("notification").await.json();
+    assert_every_field(&streamed, &[]);
 }
 
 /// A v2 field of the wrong JSON type gets a 400 naming it, like a value that breaks a rule.
