@@ -36,19 +36,18 @@ impl std::fmt::Debug for Vapid {
 }
 
 impl Vapid {
-    /// The key from a PEM file's text (PKCS#8 or SEC1, P-256) and the `sub` claim
-    /// (`mailto:` or `https:`).
-    /// The key is the file's `PRIVATE KEY` (PKCS#8) or `EC PRIVATE KEY` (SEC1) block; text
-    /// around it is ignored (`openssl ecparam -genkey` writes an `EC PARAMETERS` block first,
+    /// The key from a PEM file's text and the `sub` claim (`mailto:` or `https:`). The key is
+    /// the file's P-256 `PRIVATE KEY` (PKCS#8) or `EC PRIVATE KEY` (SEC1) block; text around
+    /// it is ignored (`openssl ecparam -genkey` writes an `EC PARAMETERS` block first,
     /// `herald vapid-keys` a `public_key:` line after).
     pub fn from_pem(pem: &str, subject: &str) -> Result<Self, StartupError> {
         let pkcs8 = pem_block(pem, "PRIVATE KEY").and_then(|b| SecretKey::from_pkcs8_pem(b).ok());
         let sec1 =
             || pem_block(pem, "EC PRIVATE KEY").and_then(|b| SecretKey::from_sec1_pem(b).ok());
-        let secret = pkcs8.or_else(sec1).ok_or(()).map_err(|()| {
+        let secret = pkcs8.or_else(sec1).ok_or_else(|| {
             StartupError(
                 "--vapid-private-key: not a P-256 private key in PKCS#8 or SEC1 PEM \
-                     (`herald vapid-keys` makes one)"
+                 (`herald vapid-keys` makes one)"
                     .into(),
             )
         })?;

@@ -14,6 +14,14 @@ fn two_nodes() -> (Redis, Herald, Herald) {
     (redis, a, b)
 }
 
+/// Wait (at most `WAIT`) until `node` answers `/readyz` with 200.
+async fn wait_ready(node: &Herald) {
+    wait_for("the node ready", async || {
+        send_raw(node.http.get(node.url("/readyz"))).await.status() == 200
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_one_node_reach_streams_on_the_other() {
     let (_redis, a, b) = two_nodes();
@@ -87,10 +95,7 @@ async fn a_logout_right_after_a_redis_restart_reaches_the_other_node() {
         .expect("revoked after the restart");
     assert_eq!(ev.event, "revoked");
     assert!(on_b.ends_within(Duration::from_secs(2)).await);
-    wait_for("b ready again", async || {
-        send_raw(b.http.get(b.url("/readyz"))).await.status() == 200
-    })
-    .await;
+    wait_ready(&b).await;
 }
 
 /// After a Redis restart a node answers `/readyz` 200 only once its subscriptions are back:
@@ -108,10 +113,8 @@ async fn a_node_ready_after_a_redis_restart_hears_a_replacing_stream() {
     }
     redis.stop_saving();
     redis.start_again();
-    let ready =
-        async |node: &Herald| send_raw(node.http.get(node.url("/readyz"))).await.status() == 200;
-    wait_for("a ready again", async || ready(&a).await).await;
-    wait_for("b ready again", async || ready(&b).await).await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
     let _on_a = a.events(&token, "").await;
     let ev = on_b
         .try_next(Duration::from_secs(5))
@@ -135,10 +138,7 @@ async fn a_stream_replaced_while_its_node_was_cut_off_ends_when_it_is_back() {
     send_signal(b.pid(), "STOP");
     redis.stop_saving();
     redis.start_again();
-    wait_for("a ready again", async || {
-        send_raw(a.http.get(a.url("/readyz"))).await.status() == 200
-    })
-    .await;
+    wait_ready(&a).await;
     let mut on_a = a.events(&token, tab).await;
     send_signal(b.pid(), "CONT");
     let ev = on_b
