@@ -188,6 +188,14 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
         .await;
     let late = push.wait_messages("late", 3).await;
     assert_eq!(late[2]["status"], 201, "{late:?}");
+    // `Retry-After: 0` is honoured (at least 250 ms), not the 2 s backoff
+    let hal = user_token("hal");
+    subscribe(&h, &hal, &push.subscribe("now").await).await;
+    push.respond("now", &[503, 201], Some("0")).await;
+    h.notify("hal", "again at once").await;
+    let now = push.wait_messages("now", 2).await;
+    let waited = now[1]["received_at"].as_f64().unwrap() - now[0]["received_at"].as_f64().unwrap();
+    assert!((0.2..1.5).contains(&waited), "{waited}");
 }
 
 async fn subscriptions_are_checked(mode: Mode) {
