@@ -328,6 +328,11 @@ impl Hub {
         self.inner.metrics.streams_open.get().max(0) as u64
     }
 
+    /// The users with a stream on this node.
+    pub fn users(&self) -> Vec<String> {
+        self.inner.users.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// This node's streams of `user`, as presence entries.
     pub fn presence(&self, user: &str) -> Vec<PresenceEntry> {
         self.inner.users.get(user).map_or_else(Vec::new, |subs| {

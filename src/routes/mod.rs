@@ -98,36 +98,41 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let dev = state.config.dev;
+    // HEAD is GET without the body (RFC 9110 §9.3.2): hyper sends the headers, with
+    // `Content-Length`, and no body. Not on `/events`, where a GET opens a stream.
     match (segs.as_slice(), &method) {
         (["events"], &Method::GET) => events::open(state, req).await,
         (["auth"], &Method::GET | &Method::HEAD) => auth_request::auth(state, req).await,
         (["session"], &Method::POST) => session::create(state, req).await,
         (["session"], &Method::DELETE) => session::delete(state, req).await,
-        (["notifications"], &Method::GET) => notifications::list(state, req).await,
+        (["notifications"], &Method::GET | &Method::HEAD) => notifications::list(state, req).await,
         (["notifications"], &Method::PATCH) => notifications::patch_many(state, req).await,
-        (["notifications", "counts"], &Method::GET) => notifications::counts(state, req).await,
+        (["notifications", "counts"], &Method::GET | &Method::HEAD) => {
+            notifications::counts(state, req).await
+        }
         (["notifications", id], &Method::PATCH) => notifications::patch_one(state, req, id).await,
         (["notifications", id, "actions", action], &Method::POST) => {
             actions::take(state, req, id, action).await
         }
         (["publish"], &Method::POST) => publish::handle(state, req).await,
         (["groups", group, "members"], &Method::PUT) => groups::add(state, req, group).await,
-        (["groups", group, "members"], &Method::GET) => groups::list(state, req, group).await,
+        (["groups", group, "members"], &Method::GET | &Method::HEAD) => {
+            groups::list(state, req, group).await
+        }
         (["groups", group, "members", user], &Method::DELETE) => {
             groups::remove(state, req, group, user).await
         }
-        (["presence", user], &Method::GET) => presence::get(state, req, user).await,
-        (["preferences"], &Method::GET) => preferences::get(state, req).await,
+        (["presence", user], &Method::GET | &Method::HEAD) => presence::get(state, req, user).await,
+        (["preferences"], &Method::GET | &Method::HEAD) => preferences::get(state, req).await,
         (["preferences", "categories", category], &Method::PUT) => {
             preferences::put_category(state, req, category).await
         }
-        (["push", "key"], &Method::GET) => push::key(state).await,
+        (["push", "key"], &Method::GET | &Method::HEAD) => push::key(state).await,
         (["push", "subscriptions"], &Method::POST) => push::subscribe(state, req).await,
         (["push", "subscriptions"], &Method::DELETE) => push::unsubscribe(state, req).await,
         (["healthz"], &Method::GET | &Method::HEAD) => Ok(ops::healthz()),
         (["readyz"], &Method::GET | &Method::HEAD) => ops::readyz(state).await,
         (["metrics"], &Method::GET | &Method::HEAD) => ops::metrics(&state, &req),
-        // HEAD: hyper sends the headers (with Content-Length) and no body.
         (["herald.js"], &Method::GET | &Method::HEAD) => Ok(assets::CLIENT.serve(&req)),
         (["herald-worker.js"], &Method::GET | &Method::HEAD) => Ok(assets::WORKER.serve(&req)),
         (["herald-sw.js"], &Method::GET | &Method::HEAD) => Ok(assets::SERVICE_WORKER.serve(&req)),
@@ -156,7 +161,7 @@ fn options(allow: &str) -> Response {
 /// Keep in step with the table in [`route`].
 fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
     Some(match segs {
-        ["events"] | ["presence", _] | ["preferences"] | ["push", "key"] => "GET",
+        ["events"] => "GET",
         ["push", "subscriptions"] => "POST, DELETE",
         ["preferences", "categories", _] => "PUT",
         ["auth"]
@@ -166,15 +171,18 @@ fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
         | ["herald.js"]
         | ["herald-worker.js"]
         | ["herald-sw.js"]
-        | ["openapi.yaml"] => "GET, HEAD",
+        | ["openapi.yaml"]
+        | ["presence", _]
+        | ["preferences"]
+        | ["push", "key"] => "GET, HEAD",
         [""] if dev => "GET, HEAD",
         ["session"] => "POST, DELETE",
-        ["notifications"] => "GET, PATCH",
-        ["notifications", "counts"] => "GET, PATCH",
+        // PATCH of `counts` is routed as an id (404).
+        ["notifications"] | ["notifications", "counts"] => "GET, HEAD, PATCH",
         ["notifications", _] => "PATCH",
         ["notifications", _, "actions", _] => "POST",
         ["publish"] => "POST",
-        ["groups", _, "members"] => "GET, PUT",
+        ["groups", _, "members"] => "GET, HEAD, PUT",
         ["groups", _, "members", _] => "DELETE",
         ["dev", "login" | "publish"] if dev => "POST",
         _ => return None,

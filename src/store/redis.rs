@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
 use redis::{AsyncCommands, Script, Value};
 
 use super::batch::BATCH_CHANNEL;
@@ -33,6 +34,8 @@ use crate::shutdown::Shutdown;
 
 /// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
 pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
+/// Presence entries written at once when they are recorded again after an outage.
+const PRESENCE_WRITES: usize = 32;
 /// Users per `publish.lua` call: enough to share the script's fixed cost (about a third of a
 /// one-user call), few enough that one call holds Redis for a few milliseconds at most.
 pub const USERS_PER_SCRIPT: usize = 64;
@@ -965,17 +968,50 @@ impl RedisStore {
 
     /// Refresh this node's alive key (with the hub's open streams) every quarter of
     /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries.
+    /// After the link lost its connection, at once, and the node's presence entries are
+    /// recorded again: a Redis that restarted without persistence lost them (and the alive
+    /// key), and an entry whose write failed in the outage was never made.
     pub async fn keep_alive(self, hub: Hub, shutdown: Shutdown) {
         let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
+        let mut reconnections = self.reconnections();
         loop {
             if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
                 tracing::debug!(error = %e, "node heartbeat failed");
             }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
+                Ok(()) = reconnections.changed() => {
+                    if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
+                        tracing::debug!(error = %e, "node heartbeat failed");
+                    }
+                    self.record_presence_again(&hub).await;
+                }
                 _ = shutdown.wait() => return,
             }
         }
+    }
+
+    /// Write every presence entry of this node's streams again, a few at a time.
+    async fn record_presence_again(&self, hub: &Hub) {
+        let entries = hub.users().into_iter().flat_map(|user| {
+            let entries = hub.presence(&user);
+            entries.into_iter().map(move |entry| (user.clone(), entry))
+        });
+        futures_util::stream::iter(entries)
+            .for_each_concurrent(PRESENCE_WRITES, |(user, entry)| async move {
+                let written = self.add_presence(&user, &entry).await;
+                // A stream that ended meanwhile deleted its entry before this write, or
+                // deletes it after: it has left the hub either way.
+                let gone = !hub.presence(&user).iter().any(|e| e.stream == entry.stream);
+                let result = match written {
+                    Ok(()) if gone => self.remove_presence(&user, &entry.stream).await,
+                    result => result,
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "presence not recorded again");
+                }
+            })
+            .await;
     }
 
     /// Every live node, by name.

@@ -1,4 +1,5 @@
-//! HTTP conformance and edge rules: 405 carries `Allow`; `HEAD` on the static assets; exactly
+//! HTTP conformance and edge rules: 405 carries `Allow`; `HEAD` wherever `GET` answers but
+//! `/events`; exactly
 //! one `Host`; the Origin rule compares host and port and refuses userinfo; credentials only in
 //! CORS answers to allowed origins; `--metrics-allow`.
 
@@ -11,7 +12,8 @@ async fn method_not_allowed_names_the_allowed_methods() {
     let h = Herald::start(None, &["--dev"]);
     for (method, path, allow) in [
         ("DELETE", "/publish", "POST"),
-        ("PUT", "/notifications", "GET, PATCH"),
+        ("PUT", "/notifications", "GET, HEAD, PATCH"),
+        ("HEAD", "/events", "GET"),
         ("GET", "/notifications/x", "PATCH"),
         ("POST", "/herald.js", "GET, HEAD"),
         ("POST", "/healthz", "GET, HEAD"),
@@ -21,8 +23,53 @@ async fn method_not_allowed_names_the_allowed_methods() {
         let r = send_raw(h.http.request(method.parse().unwrap(), h.url(path))).await;
         assert_eq!(r.status(), 405, "{method} {path}");
         assert_eq!(r.headers()["allow"], allow, "{method} {path}");
-        let (status, body) = status_json(r).await;
-        assert_error(status, &body, 405, "method_not_allowed");
+        if method != "HEAD" {
+            let (status, body) = status_json(r).await;
+            assert_error(status, &body, 405, "method_not_allowed");
+        }
+    }
+}
+
+/// `HEAD` on the JSON `GET` endpoints answers what `GET` would, headers alone: status,
+/// `Content-Type`, `Content-Length`; a refusal keeps its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_like_get_on_the_json_endpoints() {
+    let h = Herald::start(None, &[]);
+    h.notify("alice", "one").await;
+    let user = user_token("alice");
+    let service = service_token();
+    for (path, token, want) in [
+        ("/notifications?limit=5", &user, 200),
+        ("/notifications/counts", &user, 200),
+        ("/preferences", &user, 200),
+        ("/presence/alice", &service, 200),
+        ("/groups/g/members", &service, 200),
+        ("/notifications", &service, 401),
+        ("/push/key", &user, 404),
+    ] {
+        let get = send_raw(h.http.get(h.url(path)).bearer_auth(token)).await;
+        assert_eq!(get.status(), want, "GET {path}");
+        let length = get.bytes().await.unwrap().len();
+        let answer = raw_http_async(
+            &h.base,
+            format!(
+                "HEAD {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(raw_status(&answer), want, "HEAD {path}: {answer}");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(body.is_empty(), "HEAD {path}: a body came with HEAD");
+        assert!(
+            head.contains("content-type: application/json"),
+            "HEAD {path}: {head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {length}")),
+            "HEAD {path}: {head}"
+        );
     }
 }
 

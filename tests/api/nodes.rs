@@ -317,6 +317,12 @@ async fn a_redis_that_lost_its_data_resets_open_streams() {
         }
         assert_eq!(ev.json()["title"], "after the loss", "{ev:?}");
     }
+    // the stream's presence entry was lost with the data: the node records it again
+    wait_for("alice online again", async || {
+        let (_, presence) = a.get("/presence/alice", &service_token()).await;
+        presence["online"] == true
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
