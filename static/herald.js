@@ -218,6 +218,28 @@ function randomId() {
   return crypto.randomUUID ? crypto.randomUUID() : `${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
 }
 
+/** This page's `?tab=` id per `base`, once read (see `tabId`). */
+const tabIds = new Map();
+
+/**
+ * The id of this tab's own stream (`?tab=`): a newer stream of the same id replaces it. A
+ * reload keeps it, through sessionStorage; but a copy of the tab ("Duplicate tab",
+ * `window.open`) gets a copy of sessionStorage too, so the id is there only while the page is
+ * gone (put back on `pagehide`): a copy made meanwhile draws an id of its own.
+ */
+function tabId(base) {
+  const key = scoped("tab", base);
+  if (!tabIds.has(key)) {
+    tabIds.set(key, sessionStorage.getItem(key) ?? randomId());
+    const hide = () => sessionStorage.setItem(key, tabIds.get(key));
+    const show = () => sessionStorage.removeItem(key);
+    show();
+    addEventListener("pagehide", hide);
+    addEventListener("pageshow", show); // back from the back/forward cache
+  }
+  return tabIds.get(key);
+}
+
 function sameOrigin(base) {
   try {
     return new URL(base || "/", location.href).origin === location.origin;
@@ -498,11 +520,8 @@ export class Herald {
     const deliver = (name, data, id) => this.#deliver(name, data, id);
     if (transport === "shared-worker") return this.#startSharedWorker(deliver);
     if (transport === "leader") return this.#startLeader(deliver);
-    const tabKey = scoped("tab", this.base);
-    let tab = sessionStorage.getItem(tabKey);
-    if (!tab) sessionStorage.setItem(tabKey, (tab = randomId()));
     const position = this.#position();
-    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab, onEvent: deliver });
+    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab: tabId(this.base), onEvent: deliver });
     stream.start();
     this.cleanup.push(() => stream.close());
   }

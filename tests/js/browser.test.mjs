@@ -1,7 +1,8 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page):
-// tab sharing through SharedWorker, leader election without it, per-tab fallback, reload
-// without loss, the tray of a user who was offline, sign-out reaching every tab, and a second
-// user on the same browser who must not resume from the first one's position; the client's
+// tab sharing through SharedWorker, leader election without it, per-tab fallback (where a
+// duplicated tab gets its own stream), reload without loss, the tray of a user who was
+// offline, sign-out reaching every tab, and a second user on the same browser who must not
+// resume from the first one's position; the client's
 // own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset, revoked,
 // forgetPosition); and the demo of the tray beyond read/unread (an unseen badge that clears in
 // every tab when the tray opens, action buttons, snooze, a quiet first load).
@@ -123,6 +124,38 @@ test("without SharedWorker and Web Locks each tab holds its own stream", async (
     const id = await publish(herald.base, "carol", "per tab");
     await shows(first, id);
     await shows(second, id);
+  } finally {
+    await close();
+  }
+});
+
+test("a tab duplicated from another holds a stream of its own; the original keeps its stream, a reload keeps its id (tab)", async () => {
+  const user = "duplicated";
+  const { context, close } = await browser(["SharedWorker", "locks"]);
+  try {
+    const first = await context.newPage();
+    const tabs = []; // the first page's `?tab=` ids, in order
+    first.on("request", (r) => r.url().includes("/events?") && tabs.push(new URL(r.url()).searchParams.get("tab")));
+    await signIn(first, user);
+    // A copy of the page, as "Duplicate tab" makes it: the browser copies sessionStorage.
+    const [copy] = await Promise.all([context.waitForEvent("page"), first.evaluate(() => window.open(location.href))]);
+    await waitReady(copy);
+    assert.equal(await transport(copy), "tab");
+    await until(async () => (await streams(user)).length === 2, "a stream per tab");
+    const id = await publish(herald.base, user, "to the original and its copy");
+    await shows(first, id);
+    await shows(copy, id);
+    assert.equal(await first.evaluate(() => window.heraldDemo.herald.closed), false, "the original was not replaced");
+    assert.equal((await streams(user)).length, 2);
+
+    await first.reload();
+    await waitReady(first);
+    assert.equal(tabs.length, 2, `one stream before and one after the reload: ${tabs}`);
+    assert.equal(tabs[1], tabs[0], "the reload keeps the tab's id");
+    await until(async () => (await streams(user)).length === 2, "still a stream per tab");
+    const next = await publish(herald.base, user, "after the reload");
+    await shows(first, next);
+    await shows(copy, next);
   } finally {
     await close();
   }
@@ -313,14 +346,17 @@ test("replaced reaches the app although EventSource repeats the previous id on i
   const { context, close } = await browser(["SharedWorker", "locks"]);
   try {
     const page = await context.newPage();
+    // the tab's id, from its stream's URL (sessionStorage holds it only while the page is gone)
+    let tab;
+    page.on("request", (r) => r.url().includes("/events?") && (tab = new URL(r.url()).searchParams.get("tab")));
     await signIn(page, "replaced-user");
     await shows(page, await publish(herald.base, "replaced-user", "so the stream has an id"));
-    await page.evaluate(() => {
+    await page.evaluate((tab) => {
       window.replaced = 0;
       window.heraldDemo.herald.on("replaced", () => (window.replaced += 1));
       // a second stream of the same (session, tab) ends this tab's stream with `replaced`
-      window.other = new EventSource(`/events?tab=${sessionStorage.getItem("herald:tab:/")}`);
-    });
+      window.other = new EventSource(`/events?tab=${tab}`);
+    }, tab);
     await page.waitForFunction(() => window.replaced === 1, null, { timeout: 5_000 });
     await page.evaluate(() => window.other.close());
   } finally {

@@ -1,6 +1,7 @@
 // The browser client's own logic in Node.js, without a server or a browser: a fake EventSource,
 // fetch and storage stand in for them. What it proves: the first page, then the stream from its
-// position (or from the stored one on a reload); unseen and unread counts from every event;
+// position (or from the stored one on a reload); the tab's id kept out of a
+// duplicated tab; unseen and unread counts from every event;
 // the requests each API call makes; errors as HeraldError; and how a shared stream answers a
 // tab that joins. The same code in real Chromium against the real server: browser.test.mjs.
 import { test, beforeEach } from "node:test";
@@ -42,6 +43,11 @@ function storage() {
     removeItem: (k) => m.delete(k),
   };
 }
+
+/** The page's own events (`pagehide`, `pageshow`): `addEventListener` of the window. */
+const page = new EventTarget();
+globalThis.addEventListener = (...a) => page.addEventListener(...a);
+globalThis.removeEventListener = (...a) => page.removeEventListener(...a);
 
 /** Requests the client made (`{method, path, body}`) and the answers queued per "METHOD path". */
 let requests;
@@ -234,6 +240,18 @@ test("connect rejects with status 401 when not signed in, and opens no stream", 
   answer("GET", "/notifications?limit=20", 401, { error: { code: "unauthorized", message: "missing or invalid credentials" } });
   await assert.rejects(Herald.connect({ transport: "tab" }), (e) => e.status === 401 && e.code === "unauthorized");
   assert.equal(FakeEventSource.all.length, 0);
+});
+
+test("the tab's id is in sessionStorage only while the page is gone, so a copy of the tab draws its own", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  (await connecting).close();
+  const tab = es.url.searchParams.get("tab");
+  assert.equal(sessionStorage.getItem("herald:tab:/"), null, "what a copy made now would inherit");
+  page.dispatchEvent(new Event("pagehide"));
+  assert.equal(sessionStorage.getItem("herald:tab:/"), tab, "what the reload reads");
+  page.dispatchEvent(new Event("pageshow"));
+  assert.equal(sessionStorage.getItem("herald:tab:/"), null);
 });
 
 /** A shared stream (as in the worker or the leader) that has delivered up to `t1.5`. */
