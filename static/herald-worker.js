@@ -2,6 +2,8 @@
 // to all connected tabs. A tab that joins is brought up to date by `Stream.join`: `ready` with
 // the current counts, or, if it is behind (it reloaded while events arrived), a resume from
 // its position, which replays what it missed (the other tabs drop what they already have).
+// A port gets events only from its hello on: an event broadcast before the resume would put
+// the tab past what the replay brings.
 import { MSG, Stream } from "./herald.js";
 
 const ports = new Set();
@@ -12,6 +14,7 @@ function broadcast(name, data, id) {
 }
 
 function hello(port, { base, position }) {
+  ports.add(port);
   if (!stream || stream.closed) {
     stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, onEvent: broadcast });
     stream.start();
@@ -22,7 +25,6 @@ function hello(port, { base, position }) {
 
 self.onconnect = (e) => {
   const port = e.ports[0];
-  ports.add(port);
   port.onmessage = (m) => {
     if (m.data?.type === MSG.HELLO) hello(port, m.data);
     if (m.data?.type === MSG.BYE) {

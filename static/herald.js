@@ -6,9 +6,11 @@
 //      BroadcastChannel; when the leader closes, the next tab takes over and resumes by id;
 //   3. without either, each tab holds its own stream (`?tab=<id>`).
 // `connect` loads the tray's first page, then streams from the page's `position` (the change
-// it reflects), so nothing falls between the list and the stream. The last event id is kept in
-// localStorage too: a reload resumes from it when it is not newer than the page, so what was
-// published during the reload arrives as events, each exactly once.
+// it reflects), so nothing falls between the list and the stream. Each tab keeps the last event
+// id delivered to it in sessionStorage (which a reload keeps), the browser its latest in
+// localStorage (for a new tab): a reload resumes from the tab's own when it is not newer than
+// the page, so what was published during the reload arrives as events, each exactly once, even
+// while other tabs kept the shared stream (and the browser's position) moving.
 //
 // An event id is `<tag>.<seq>`: the tag names one user's change log (a new user, or a log that
 // restarted, has another), and seqs compare only within one tag. Only change events are
@@ -33,6 +35,8 @@ export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye" })
 /** The name of a per-`base` resource (storage key, worker, channel, lock): `herald:[kind:]<base>`. */
 const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
 const storageKey = (base) => scoped("position", base);
+/** Where the position is kept: this tab's own first (a reload), then this browser's latest. */
+const positionStores = () => [globalThis.sessionStorage, globalThis.localStorage];
 
 /**
  * The counts `{ unread, unseen }` after event `name` with `data` (one rule for stream and tab).
@@ -78,30 +82,42 @@ export function startPosition(saved, position) {
   return position ?? saved?.id ?? null;
 }
 
-/** Where this browser last was: `{ id, unread, unseen }` (the last event id and the counts then). */
+/**
+ * Where this tab last was, else this browser: `{ id, unread, unseen }` (the last event id and
+ * the counts then). Another tab's newer position must not serve a reload: it would skip what
+ * this tab missed meanwhile.
+ */
 export function loadPosition(base) {
-  try {
-    const saved = JSON.parse(localStorage.getItem(storageKey(base)) ?? "null");
-    return saved && typeof saved.id === "string" ? saved : null;
-  } catch {
-    return null;
+  for (const storage of positionStores()) {
+    try {
+      const saved = JSON.parse(storage.getItem(storageKey(base)) ?? "null");
+      if (saved && typeof saved.id === "string") return saved;
+    } catch {
+      // storage disabled or garbled: try the next
+    }
   }
+  return null;
 }
 
 function savePosition(base, id, counts) {
-  try {
-    localStorage.setItem(storageKey(base), JSON.stringify({ id, unread: counts.unread, unseen: counts.unseen }));
-  } catch {
-    // storage may be disabled; resuming then relies on the live connection only
+  const saved = JSON.stringify({ id, unread: counts.unread, unseen: counts.unseen });
+  for (const storage of positionStores()) {
+    try {
+      storage.setItem(storageKey(base), saved);
+    } catch {
+      // storage may be disabled; resuming then relies on the live connection only
+    }
   }
 }
 
 /** Forget the position (sign-out), so the next user does not resume from it. */
 export function forgetPosition(base = "") {
-  try {
-    localStorage.removeItem(storageKey(base));
-  } catch {
-    // nothing stored
+  for (const storage of positionStores()) {
+    try {
+      storage.removeItem(storageKey(base));
+    } catch {
+      // nothing stored
+    }
   }
 }
 
@@ -548,6 +564,9 @@ export class Herald {
     const name = scoped("", this.base);
     const channel = new BroadcastChannel(name);
     let stream = null;
+    // Until the leader answers this tab's hello with a `ready`, relayed events may be ahead of
+    // this tab (it reloaded): taking one would skip the replay the answer brings.
+    let joined = false;
     let release;
     const released = new Promise((resolve) => (release = resolve));
     channel.onmessage = (m) => {
@@ -555,7 +574,8 @@ export class Herald {
       // Events from the leader. `revoked` counts even when this tab has just become the leader
       // itself: the old leader lets go of the lock when it is revoked, and the lock can reach
       // this tab before the relayed `revoked` does.
-      if (msg?.type === MSG.EVENT && (!stream || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
+      if (msg?.type === MSG.EVENT && msg.name === "ready") joined = true;
+      if (msg?.type === MSG.EVENT && ((!stream && joined) || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
       // A follower joins: the leader brings it up to date (see Stream.join).
       if (msg?.type === MSG.HELLO && stream) {
         stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id }));

@@ -1,8 +1,8 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page):
 // tab sharing through SharedWorker, leader election without it, per-tab fallback (where a
-// duplicated tab gets its own stream), reload without loss, the tray of a user who was
-// offline, sign-out reaching every tab, and a second user on the same browser who must not
-// resume from the first one's position; the client's
+// duplicated tab gets its own stream), reload without loss (also while another tab keeps the
+// stream), the tray of a user who was offline, sign-out reaching every tab, and a second user
+// on the same browser who must not resume from the first one's position; the client's
 // own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset, revoked,
 // forgetPosition); and the demo of the tray beyond read/unread (an unseen badge that clears in
 // every tab when the tray opens, action buttons, snooze, a quiet first load).
@@ -184,6 +184,59 @@ test("a reload resumes by last event id: each missed notification arrives once",
     await close();
   }
 });
+
+/**
+ * A bare page of the origin with only the client on it: `window.h`. The ids of its
+ * `notification` events go to sessionStorage `events`, which outlives a reload of the tab.
+ */
+async function bareClient(page) {
+  if (!page.url().endsWith("/healthz")) await page.goto(`${herald.base}/healthz`);
+  await page.evaluate(async () => {
+    const { default: Herald } = await import("/herald.js");
+    window.h = await Herald.connect();
+    window.h.on("notification", (n) => {
+      sessionStorage.setItem("events", JSON.stringify([...JSON.parse(sessionStorage.getItem("events") ?? "[]"), n.id]));
+    });
+  });
+}
+const received = (page) => page.evaluate(() => JSON.parse(sessionStorage.getItem("events") ?? "[]"));
+
+for (const [name, strip] of TRANSPORTS) {
+  test(`a tab that reloads while another stays gets what was published meanwhile, each once (${name})`, async () => {
+    const user = `reloading-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      await bareClient(first);
+      const second = await context.newPage();
+      await bareClient(second);
+      assert.equal(await second.evaluate(() => window.h.transport), name);
+      // The other tab keeps the shared stream (and the stored position) moving during the reload.
+      const ids = [];
+      const publishing = (async () => {
+        for (let i = 0; i < 30; i++) {
+          ids.push(await publish(herald.base, user, `n${i}`));
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      await until(() => ids.length >= 8, "the first publishes");
+      await first.reload();
+      await bareClient(first);
+      await publishing;
+      for (const [tab, page] of [["reloaded", first], ["other", second]]) {
+        await page.waitForFunction((n) => JSON.parse(sessionStorage.getItem("events") ?? "[]").length >= n, ids.length, { timeout: 10_000 })
+          .catch(() => {});
+        const got = await received(page);
+        assert.deepEqual(ids.filter((id) => !got.includes(id)), [], `the ${tab} tab missed none`);
+        assert.equal(got.length, ids.length, `the ${tab} tab got each once: ${got}`);
+        await until(async () => (await page.evaluate(() => window.h.unreadCount)) === ids.length, `the ${tab} tab's unread count`);
+      }
+    } finally {
+      await close();
+    }
+  });
+}
 
 test("a user who was offline finds the notification in the tray after signing in", async () => {
   const id = await publish(herald.base, "erin", "while you were away");

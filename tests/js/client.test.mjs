@@ -1,7 +1,7 @@
 // The browser client's own logic in Node.js, without a server or a browser: a fake EventSource,
 // fetch and storage stand in for them. What it proves: the first page, then the stream from its
-// position (or from the stored one on a reload); the tab's id kept out of a
-// duplicated tab; unseen and unread counts from every event;
+// position (or from the stored one on a reload: the tab's own before the browser's); the tab's
+// id kept out of a duplicated tab; unseen and unread counts from every event;
 // the requests each API call makes; errors as HeraldError; and how a shared stream answers a
 // tab that joins. The same code in real Chromium against the real server: browser.test.mjs.
 import { test, beforeEach } from "node:test";
@@ -240,6 +240,19 @@ test("connect rejects with status 401 when not signed in, and opens no stream", 
   answer("GET", "/notifications?limit=20", 401, { error: { code: "unauthorized", message: "missing or invalid credentials" } });
   await assert.rejects(Herald.connect({ transport: "tab" }), (e) => e.status === 401 && e.code === "unauthorized");
   assert.equal(FakeEventSource.all.length, 0);
+});
+
+test("a reload resumes from this tab's own position, not from a newer one another tab stored", async () => {
+  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 2, unseen: 2 }));
+  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1 }));
+  const { es, connecting } = await connect();
+  assert.equal(es.url.searchParams.get("last_event_id"), "t1.2");
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.2");
+  es.emit("notification", { ...n("c"), unread_count: 3, unseen_count: 3 }, "t1.3");
+  (await connecting).close();
+  for (const storage of [sessionStorage, localStorage]) {
+    assert.deepEqual(JSON.parse(storage.getItem("herald:position:/")), { id: "t1.3", unread: 3, unseen: 3 });
+  }
 });
 
 test("the tab's id is in sessionStorage only while the page is gone, so a copy of the tab draws its own", async () => {
