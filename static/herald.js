@@ -11,6 +11,8 @@
 // localStorage (for a new tab): a reload resumes from the tab's own when it is not newer than
 // the page, so what was published during the reload arrives as events, each exactly once, even
 // while other tabs kept the shared stream (and the browser's position) moving.
+// A stream refused with 401 (the session or token is gone, say a restart lost it) ends like a
+// server-sent `revoked`, `{"reason": "unauthorized"}`; other refusals are retried with backoff.
 //
 // An event id is `<tag>.<seq>`: the tag names one user's change log (a new user, or a log that
 // restarted, has another), and seqs compare only within one tag. Only change events are
@@ -159,13 +161,23 @@ export class Stream {
     for (const name of EVENTS) {
       source.addEventListener(name, (e) => this.#receive(name, e));
     }
-    source.onerror = () => {
+    source.onerror = async () => {
       // CONNECTING: the browser retries by itself, sending Last-Event-ID.
-      // CLOSED: the server refused (e.g. 401/429): retry ourselves with backoff.
-      if (source.readyState === EventSource.CLOSED && !this.closed) {
-        this.timer = setTimeout(() => this.start(), this.backoff);
-        this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+      // CLOSED: the server refused, and EventSource does not say why: a cheap request does.
+      if (source.readyState !== EventSource.CLOSED || this.closed) return;
+      const status = await fetch(`${this.base}/notifications/counts`, { method: "HEAD", credentials: "include" })
+        .then((r) => r.status, () => 0);
+      if (this.closed || this.source !== source) return; // closed or restarted meanwhile
+      if (status === 401) {
+        // The session or token is gone (logged out, expired, or lost in a restart of the
+        // server): as a server-sent `revoked`, it ends the stream for good.
+        this.onEvent("revoked", { reason: "unauthorized" }, null);
+        this.close();
+        return;
       }
+      // Anything else (unreachable, 429, 5xx) may pass: retry with backoff.
+      this.timer = setTimeout(() => this.start(), this.backoff);
+      this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
     };
   }
 
@@ -295,9 +307,10 @@ function isoTime(t) {
 }
 
 export class Herald {
-  /** Resolves at the first `ready`. */
+  /** Resolves at the first `ready`; rejects when `revoked` comes first (a stream refused with 401). */
   #ready;
   #resolveReady;
+  #rejectReady;
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
@@ -335,7 +348,7 @@ export class Herald {
     this.cleanup = [];
     /** Web Push on this device: `h.push.enable()`, `disable()`, `enabled()`, `supported` (see `Push`). */
     this.push = new Push(base, (method, path, body) => this.#request(method, path, body));
-    this.#ready = new Promise((resolve) => (this.#resolveReady = resolve));
+    this.#ready = new Promise((resolve, reject) => ([this.#resolveReady, this.#rejectReady] = [resolve, reject]));
   }
 
   /** The badge's number: `unseenCount`, or `unreadCount` with `{ badge: "unread" }`. */
@@ -523,7 +536,10 @@ export class Herald {
     if (stale.length) this.push.settle(stale).catch(() => {});
     // Signed out (or the token expired) for good: stop, and let go of the shared connection
     // (the leader lock, the worker port) so a tab that signs in again starts afresh.
-    if (name === "revoked") this.close();
+    if (name === "revoked") {
+      this.#rejectReady(new HeraldError("missing or invalid credentials", { status: 401, code: "unauthorized" }));
+      this.close();
+    }
   }
 
   /** Where this tab starts: its `lastId` (set from the first page) with its counts. */

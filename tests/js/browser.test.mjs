@@ -1,8 +1,9 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page):
 // tab sharing through SharedWorker, leader election without it, per-tab fallback (where a
 // duplicated tab gets its own stream), reload without loss (also while another tab keeps the
-// stream), the tray of a user who was offline, sign-out reaching every tab, and a second user
-// on the same browser who must not resume from the first one's position; the client's
+// stream), the tray of a user who was offline, sign-out reaching every tab (also as a reconnect
+// refused with 401 after a restart lost the session), and a second user on the same browser
+// who must not resume from the first one's position; the client's
 // own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset, revoked,
 // forgetPosition); and the demo of the tray beyond read/unread (an unseen badge that clears in
 // every tab when the tray opens, action buttons, snooze, a quiet first load).
@@ -358,6 +359,52 @@ for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
       }
     } finally {
       await close();
+    }
+  });
+}
+
+/** `/events` requests the server answered with `status`, from its metrics. */
+async function eventsAnswered(base, status) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("herald_http_requests_total") && l.includes('route="/events"') && l.includes(`status="${status}"`));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+for (const [name, strip] of TRANSPORTS) {
+  test(`a reconnect refused with 401 (a restart lost the session) is revoked in every tab, and nothing retries (${name})`, async () => {
+    // A server of its own: it restarts, and an embedded one forgets its sessions when it does.
+    let own = await startHerald(["--dev"]);
+    const { context, close } = await browser(strip);
+    try {
+      const pages = [await context.newPage(), await context.newPage()];
+      await pages[0].goto(`${own.base}/healthz`);
+      const signedIn = await pages[0].evaluate(async (t) => (await fetch("/session", { method: "POST", headers: { authorization: `Bearer ${t}` } })).status, token("--sub", `lost-${name}`));
+      assert.equal(signedIn, 204);
+      for (const page of pages) {
+        if (page !== pages[0]) await page.goto(`${own.base}/healthz`);
+        await page.evaluate(async () => {
+          const { default: Herald } = await import("/herald.js");
+          window.h = await Herald.connect();
+          window.revoked = [];
+          window.h.on("revoked", (d) => window.revoked.push(d));
+        });
+      }
+      assert.equal(await pages[1].evaluate(() => window.h.transport), name);
+      await own.stop();
+      own = await startHerald(["--dev"], { listen: new URL(own.base).host });
+      for (const [i, page] of pages.entries()) {
+        await page.waitForFunction(() => window.revoked.length > 0, null, { timeout: 15_000 })
+          .catch(() => assert.fail(`tab ${i + 1} was not told`));
+        assert.deepEqual(await page.evaluate(() => window.revoked), [{ reason: "unauthorized" }], `tab ${i + 1}`);
+        assert.equal(await page.evaluate(() => window.h.closed), true, `tab ${i + 1} closed`);
+      }
+      const refused = await eventsAnswered(own.base, 401);
+      assert.ok(refused >= 1, "the server refused the reconnect");
+      await new Promise((r) => setTimeout(r, 2_500)); // longer than the first backoff (1 s) and the next (2 s)
+      assert.equal(await eventsAnswered(own.base, 401), refused, "no retry after the 401");
+    } finally {
+      await close();
+      await own.stop();
     }
   });
 }

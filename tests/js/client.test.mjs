@@ -1,7 +1,8 @@
 // The browser client's own logic in Node.js, without a server or a browser: a fake EventSource,
 // fetch and storage stand in for them. What it proves: the first page, then the stream from its
 // position (or from the stored one on a reload: the tab's own before the browser's); the tab's
-// id kept out of a duplicated tab; unseen and unread counts from every event;
+// id kept out of a duplicated tab; a stream refused with 401 as `revoked`, other refusals
+// retried; unseen and unread counts from every event;
 // the requests each API call makes; errors as HeraldError; and how a shared stream answers a
 // tab that joins. The same code in real Chromium against the real server: browser.test.mjs.
 import { test, beforeEach } from "node:test";
@@ -48,6 +49,15 @@ function storage() {
 const page = new EventTarget();
 globalThis.addEventListener = (...a) => page.addEventListener(...a);
 globalThis.removeEventListener = (...a) => page.removeEventListener(...a);
+
+/** Resolve when `pred()` is true, polling; reject after `ms`. */
+async function until(pred, ms = 3_000) {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 /** Requests the client made (`{method, path, body}`) and the answers queued per "METHOD path". */
 let requests;
@@ -265,6 +275,42 @@ test("the tab's id is in sessionStorage only while the page is gone, so a copy o
   assert.equal(sessionStorage.getItem("herald:tab:/"), tab, "what the reload reads");
   page.dispatchEvent(new Event("pageshow"));
   assert.equal(sessionStorage.getItem("herald:tab:/"), null);
+});
+
+test("a stream refused with 401 ends as revoked for good; other refusals are retried with backoff", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  const revoked = [];
+  h.on("revoked", (d) => revoked.push(d));
+  /** The server refuses the stream; `HEAD /notifications/counts` then answers `status`. */
+  const refuse = (source, status) => {
+    answer("HEAD", "/notifications/counts", status, {});
+    source.readyState = FakeEventSource.CLOSED;
+    source.onerror();
+  };
+  refuse(es, 503);
+  await until(() => FakeEventSource.all.length === 2); // after the first backoff, 1 s
+  assert.equal(revoked.length, 0);
+  assert.equal(FakeEventSource.all[1].url.searchParams.get("last_event_id"), "t1.5");
+  refuse(FakeEventSource.all[1], 401);
+  await until(() => revoked.length === 1);
+  assert.deepEqual(revoked, [{ reason: "unauthorized" }]);
+  assert.equal(h.closed, true);
+  assert.deepEqual(requests.filter((r) => r.method === "HEAD").map((r) => [r.path, r.credentials]), [
+    ["/notifications/counts", "include"],
+    ["/notifications/counts", "include"],
+  ]);
+  await new Promise((r) => setTimeout(r, 1_200));
+  assert.equal(FakeEventSource.all.length, 2, "no retry after the 401");
+});
+
+test("connect rejects with status 401 when its stream is refused with 401 before ready", async () => {
+  const { es, connecting } = await connect();
+  answer("HEAD", "/notifications/counts", 401, {});
+  es.readyState = FakeEventSource.CLOSED;
+  es.onerror();
+  await assert.rejects(connecting, (e) => e instanceof HeraldError && e.status === 401 && e.code === "unauthorized");
 });
 
 /** A shared stream (as in the worker or the leader) that has delivered up to `t1.5`. */

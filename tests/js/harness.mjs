@@ -21,9 +21,13 @@ export function listeningBase(line) {
   return m ? new URL(m[1]).origin : null;
 }
 
-/** Start `herald serve`; resolves to { base, stop() } once it prints its address (http or https). */
-export function startHerald(extra = []) {
-  const child = spawn(BIN, ["--listen", "127.0.0.1:0", "--jwt-secret", SECRET, ...extra], {
+/**
+ * Start `herald serve`; resolves to { base, stop() } once it prints its address (http or https).
+ * `listen`: the address to bind (a free port by default; a stopped server's, to restart it).
+ * `stop()` kills it and resolves once it has exited.
+ */
+export function startHerald(extra = [], { listen = "127.0.0.1:0" } = {}) {
+  const child = spawn(BIN, ["--listen", listen, "--jwt-secret", SECRET, ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, HERALD_LOG: "warn" },
   });
@@ -33,7 +37,8 @@ export function startHerald(extra = []) {
       const base = listeningBase(line);
       if (base) {
         clearTimeout(timer);
-        resolve({ base, stop: () => child.kill("SIGKILL") });
+        const exited = new Promise((done) => child.once("exit", done));
+        resolve({ base, stop: () => (child.kill("SIGKILL"), exited) });
       }
     });
     child.on("exit", (code) => reject(new Error(`herald exited with ${code}`)));
