@@ -55,17 +55,19 @@ pub fn client(trusted: &[IpNet], peer: SocketAddr, headers: &HeaderMap) -> Clien
             proxied: false,
         };
     }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .map(canonical)
         .collect();
     let mut addr = peer_ip;
     for hop in hops.iter().rev() {
-        addr = *hop;
+        // A hop that names no address (`unknown`, garbage) ends the walk: what lies left of
+        // it was written by someone no trusted proxy vouches for. The client is then the
+        // last trusted hop.
+        let Some(hop) = parse_hop(hop) else { break };
+        addr = hop;
         if !is_trusted(trusted, addr) {
             break;
         }
@@ -80,6 +82,17 @@ pub fn client(trusted: &[IpNet], peer: SocketAddr, headers: &HeaderMap) -> Clien
         https,
         proxied: true,
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, with a port or not (`203.0.113.5:4000`,
+/// `[2001:db8::1]:443`, as some proxies write them).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let ip = hop
+        .parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()?;
+    Some(canonical(ip))
 }
 
 #[cfg(test)]
@@ -131,6 +144,22 @@ mod tests {
                 proxied: true
             }
         );
+    }
+
+    /// Entries with a port count as their address; an entry that names no address ends the
+    /// walk at the last trusted hop, so nothing written left of it is believed.
+    #[test]
+    fn ports_are_read_and_garbage_ends_the_walk() {
+        let peer = "10.0.0.2:5000".parse().unwrap();
+        let addr = |xff: &str| {
+            client(&trusted(), peer, &headers(xff, "http"))
+                .addr
+                .to_string()
+        };
+        assert_eq!(addr("6.6.6.6, 203.0.113.5:4000"), "203.0.113.5");
+        assert_eq!(addr("6.6.6.6, [2001:db8::1]:443"), "2001:db8::1");
+        assert_eq!(addr("6.6.6.6, unknown"), "10.0.0.2");
+        assert_eq!(addr("6.6.6.6, unknown, 10.0.0.7"), "10.0.0.7");
     }
 
     /// IPv4-mapped IPv6 peers match IPv4 CIDRs.

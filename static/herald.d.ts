@@ -74,9 +74,12 @@ export interface ChangeEvent extends Counts {
   reason?: "expired";
 }
 
-/** `revoked`: signed out (`DELETE /session` in any tab) or the token expired; the stream stops for good. */
+/**
+ * `revoked`: signed out (`DELETE /session` in any tab), the token expired, or a reconnect was
+ * refused with 401 (`unauthorized`: the session or token is gone); the stream stops for good.
+ */
 export interface RevokedEvent {
-  reason: "logout" | "expired";
+  reason: "logout" | "expired" | "unauthorized";
 }
 
 /** `replaced`: a newer stream of the same session took over (no payload). */

@@ -475,6 +475,11 @@ impl ServeArgs {
         if args.max_per_user == 0 {
             return Err(StartupError("--max-per-user must be at least 1".into()));
         }
+        if args.max_streams_per_user == 0 {
+            return Err(StartupError(
+                "--max-streams-per-user must be at least 1".into(),
+            ));
+        }
         Ok(Config {
             listen: args.listen,
             backend: backend(&args.redis_url)?,

@@ -18,6 +18,11 @@ use crate::model::MAX_BODY_BYTES;
 use crate::publish::PublishRequest;
 use crate::shutdown::Shutdown;
 
+/// A dead letter that can't keep the whole body keeps this much of it, in bytes: always in
+/// the Redis dead stream (cut on a character boundary), in Kafka when the record is too large
+/// to produce again.
+const DEAD_COPY_BYTES: usize = 4096;
+
 /// A record's body as a publish request, or why it can never be one (the dead-letter reason).
 /// Validation of the request itself is the publish service's.
 pub fn parse(raw: &[u8]) -> Result<PublishRequest, String> {

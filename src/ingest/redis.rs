@@ -20,7 +20,7 @@ use redis::streams::{
 };
 use redis::AsyncCommands;
 
-use super::{parse, pause, truncate, unparsable};
+use super::{parse, pause, truncate, unparsable, DEAD_COPY_BYTES};
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
@@ -47,8 +47,6 @@ const BATCH: usize = 100;
 const LANES: usize = 16;
 /// The dead stream keeps about this many entries (`XADD … MAXLEN ~`), the oldest go first.
 pub const DEAD_MAXLEN: usize = 10_000;
-/// A dead letter keeps this much of the offending body, in bytes (cut on a character boundary).
-pub const DEAD_COPY_BYTES: usize = 4096;
 
 pub struct Ingest {
     conn: RedisConn,
@@ -332,17 +330,24 @@ struct Item<'a> {
 
 impl<'a> Item<'a> {
     fn read(entry: &'a StreamId) -> Self {
-        match entry.get::<String>("publish") {
-            Some(raw) => Item {
-                entry,
-                request: parse(raw.as_bytes()),
-                raw,
-            },
-            None => Item {
-                entry,
-                raw: String::new(),
-                request: Err("the entry has no `publish` field".into()),
-            },
+        let (raw, request) = match entry.get::<Vec<u8>>("publish").map(String::from_utf8) {
+            Some(Ok(raw)) => {
+                let request = parse(raw.as_bytes());
+                (raw, request)
+            }
+            Some(Err(e)) => (
+                String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                Err("the `publish` field is not UTF-8 (a POST /publish body is JSON)".into()),
+            ),
+            None => (
+                String::new(),
+                Err("the entry has no `publish` field".into()),
+            ),
+        };
+        Item {
+            entry,
+            raw,
+            request,
         }
     }
 

@@ -44,6 +44,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Incoming identity headers, also spelt with `_`: CGI-style backends (WSGI, PHP, Rack) read
+/// `X_Herald_User` as `X-Herald-User`.
+fn strip_identity(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str().replace('_', "-");
+            name == USER_HEADER || name == SESSION_HEADER
+        })
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
 /// Forward `/api/<rest>` to the upstream once the caller is authenticated.
 pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Response> {
     let upstream = state
@@ -66,8 +82,7 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
     strip_hop_by_hop(headers);
     session::strip_session_cookie(headers);
     headers.remove(header::HOST);
-    headers.remove(USER_HEADER);
-    headers.remove(SESSION_HEADER);
+    strip_identity(headers);
     if caller.via == Via::Bearer {
         // The backend trusts our identity headers, not the caller's token.
         headers.remove(header::AUTHORIZATION);

@@ -405,12 +405,13 @@ fn response_head(response: &Response, extra: Option<&str>) -> Vec<u8> {
     head
 }
 
-/// 429 for a connection over `--max-connect-rate`; the connection closes after it.
+/// 429 for a connection over `--max-connect-rate`; the connection closes after it. The rate
+/// is per second: `Retry-After: 1`.
 fn rate_limited() -> Response {
     let mut response = error_response(Error::RateLimited);
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

@@ -45,6 +45,7 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--jwt-leeway", "-1s"),
         ("--max-streams-per-user", "-3"),
         ("--max-per-user", "-1"),
+        ("--max-streams-per-user", "0"),
         // an allow-list entry that could match no push endpoint
         ("--push-endpoint-allow", ".example.org"),
         ("--push-endpoint-allow", "*.example.org"),

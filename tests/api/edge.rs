@@ -65,6 +65,9 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
             .header("x-herald-user", "mallory")
             .header("x-herald-user", "eve")
             .header("x-herald-session", "forged")
+            // CGI-style backends read `_` as `-`
+            .header("X_Herald_User", "mallory")
+            .header("x_herald_session", "forged")
             .header("cookie", format!("{cookie}; again=1"))
             .header("connection", "x-secret")
             .header("x-secret", "hop-by-hop")
@@ -98,6 +101,8 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     );
     assert_eq!(headers["x-custom"], "kept");
     assert!(headers.get("x-secret").is_none(), "{headers}");
+    assert!(headers.get("x_herald_user").is_none(), "{headers}");
+    assert!(headers.get("x_herald_session").is_none(), "{headers}");
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
 
     // Bearer callers: the token is replaced by the identity headers

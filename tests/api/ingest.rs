@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn xadd(conn: &mut redis::Connection, field: &str, value: &str) -> String {
+fn xadd(conn: &mut redis::Connection, field: &str, value: impl redis::ToRedisArgs) -> String {
     redis::cmd("XADD")
         .arg("herald:ingest")
         .arg("*")
@@ -46,6 +46,7 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
         r#"{"users":["alice"],"notification":{}}"#,
     );
     let no_field = xadd(&mut conn, "other", "x");
+    let not_utf8 = xadd(&mut conn, "publish", &b"\xff\xfe{}"[..]);
     xadd(&mut conn, "publish", &publish_body("after the bad ones"));
     let ev = sse.expect("notification").await;
     let title = ev.json()["title"].as_str().unwrap().to_owned();
@@ -73,19 +74,25 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
             .iter()
             .map(|e| (e.get("id").unwrap(), e.get("reason").unwrap()))
             .collect();
-        dead.len() == 3
+        dead.len() == 4
     })
     .await;
     let ids: Vec<&str> = dead.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(
         ids,
-        vec![bad_json.as_str(), no_title.as_str(), no_field.as_str()]
+        vec![
+            bad_json.as_str(),
+            no_title.as_str(),
+            no_field.as_str(),
+            not_utf8.as_str()
+        ]
     );
     assert!(
         dead.iter().all(|(_, reason)| !reason.is_empty()),
         "{dead:?}"
     );
     assert!(dead[1].1.contains("title"), "{dead:?}");
+    assert!(dead[3].1.contains("UTF-8"), "{dead:?}");
     wait_for("timed out waiting for all acknowledged", async || {
         pending(&mut conn) == 0
     })

@@ -105,6 +105,39 @@ async fn a_record_reaches_the_stream_and_the_tray_and_poison_is_dead_lettered() 
     assert_eq!(status, 200);
 }
 
+/// A refused record too large to produce again (here the producer's own limit, lowered
+/// through `--kafka-option`) is dead-lettered with the start of its value and its size, and
+/// the record behind it is stored: it never blocks its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_to_dead_letter_whole_goes_cut() {
+    let kafka = Kafka::start();
+    kafka.create_topic("big", 1);
+    kafka.create_topic("big.dead", 1);
+    let h = node(
+        None,
+        &kafka,
+        "big",
+        "g1",
+        &["--kafka-option", "message.max.bytes=100000"],
+    );
+    let huge =
+        json!({"users": ["alice"], "notification": {"title": "t", "body": "x".repeat(200_000)}})
+            .to_string();
+    let producer = kafka.producer();
+    produce_with(&producer, "big", 0, "k", &huge, &[]).await;
+    produce_with(&producer, "big", 0, "alice", &body("alice", "behind"), &[]).await;
+    eventually("the record behind was not stored", async || {
+        h.tray_len("alice").await == 1
+    })
+    .await;
+    let dead = kafka.read_all("big.dead", 1, Duration::from_secs(60));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].value, huge[..4096]);
+    let headers: HashMap<_, _> = dead[0].headers.iter().cloned().collect();
+    assert_eq!(headers["herald-original-size"], huge.len().to_string());
+    assert!(headers["herald-error"].contains("16"), "{headers:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_keep_their_order_per_partition_and_redelivery_stores_nothing_new() {
     let redis = Redis::start();
@@ -386,7 +419,7 @@ fn bad_kafka_settings_fail_at_start() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
-        let last = stderr.lines().last().unwrap_or_default();
-        assert!(last.contains(named), "{flags:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
     }
 }

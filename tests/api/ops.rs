@@ -59,6 +59,7 @@ async fn connect_rate_limit_is_429() {
         let r = send_raw(client().get(h.url("/healthz"))).await;
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
+            assert_eq!(r.headers()["retry-after"], "1");
             let (status, body) = status_json(r).await;
             assert_error(status, &body, 429, "rate_limited");
         }

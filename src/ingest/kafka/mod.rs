@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -53,9 +54,16 @@ struct Inner {
 }
 
 /// librdkafka settings: the brokers, Herald's `defaults`, then every `--kafka-option` (which
-/// may override anything, SASL and TLS included).
+/// may override anything, SASL and TLS included). librdkafka's own logger is quiet unless a
+/// `debug` option asks for it: it writes to stderr past Herald's log (rdkafka serves no log
+/// events), and the failures that matter reach Herald as error events, logged there.
 fn client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut client = ClientConfig::new();
+    if !config.options.iter().any(|(key, _)| key == "debug") {
+        // The property for the client's first moments, rdkafka's level once it runs.
+        client.set("log_level", "0");
+        client.set_log_level(RDKafkaLogLevel::Emerg);
+    }
     client.set("bootstrap.servers", &config.brokers);
     for (key, value) in defaults {
         client.set(*key, *value);
@@ -121,9 +129,14 @@ impl Kafka {
         )
         .create_with_context(Context::new(metrics, ready.clone()))
         .map_err(|e| startup("--kafka-option", e))?;
-        let producer: FutureProducer = client_config(&config, &[("client.id", &client_id)])
-            .create()
-            .map_err(|e| startup("--kafka-option", e))?;
+        // The brokers' size limit decides what a dead letter may carry, not librdkafka's
+        // smaller default (1,000,000 bytes, below a 1 MiB publish body).
+        let producer: FutureProducer = client_config(
+            &config,
+            &[("client.id", &client_id), ("message.max.bytes", "4194304")],
+        )
+        .create()
+        .map_err(|e| startup("--kafka-option", e))?;
         let consumer = tokio::task::spawn_blocking(move || {
             check_brokers(&consumer, &config)?;
             let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -18,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::Client;
-use crate::ingest::{parse, pause, unparsable};
+use crate::ingest::{parse, pause, unparsable, DEAD_COPY_BYTES};
 use crate::metrics::Metrics;
 use crate::publish::publish;
 use crate::shutdown::Shutdown;
@@ -33,6 +34,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The header that says why a record was dead-lettered.
 pub const ERROR_HEADER: &str = "herald-error";
+/// On a dead letter that keeps only the start of the value: the value's size, in bytes.
+pub const SIZE_HEADER: &str = "herald-original-size";
 
 /// Records handed to a partition's task and not yet taken up.
 type Backlog = Arc<AtomicUsize>;
@@ -256,7 +259,9 @@ impl Worker {
     }
 
     /// Produce the record, key, value and headers as they came, plus `herald-error`, to the
-    /// dead-letter topic; `Err` if the brokers did not take it.
+    /// dead-letter topic; `Err` if the brokers did not take it. A record too large to produce
+    /// (a producer or broker size limit) goes with the start of its value,
+    /// [`DEAD_COPY_BYTES`], and `herald-original-size`, so it never blocks its partition.
     async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> Result<Outcome, String> {
         let topic = match &self.shared.dead_letter_topic {
             Some(topic) => topic.clone(),
@@ -269,6 +274,27 @@ impl Worker {
             reason,
             "kafka: record moved to {topic}"
         );
+        let value = message.payload().unwrap_or_default();
+        let sent = match self.produce(&topic, message, reason, None).await {
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                let cut = &value[..value.len().min(DEAD_COPY_BYTES)];
+                self.produce(&topic, message, reason, Some(cut)).await
+            }
+            sent => sent,
+        };
+        sent.map(|()| Outcome::Dead)
+            .map_err(|e| format!("cannot dead-letter to {topic}: {e}"))
+    }
+
+    /// Produce `message` to `topic` with `herald-error`: its value whole, or `cut` (with
+    /// `herald-original-size`).
+    async fn produce(
+        &self,
+        topic: &str,
+        message: &OwnedMessage,
+        reason: &str,
+        cut: Option<&[u8]>,
+    ) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
@@ -279,19 +305,27 @@ impl Worker {
             key: ERROR_HEADER,
             value: Some(reason),
         });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+        let value = message.payload();
+        let size = value.unwrap_or_default().len().to_string();
+        if cut.is_some() {
+            headers = headers.insert(Header {
+                key: SIZE_HEADER,
+                value: Some(&size),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        if let Some(value) = message.payload() {
+        if let Some(value) = cut.or(value) {
             record = record.payload(value);
         }
         self.shared
             .producer
             .send(record, Timeout::After(RETRY_MAX))
             .await
-            .map(|_| Outcome::Dead)
-            .map_err(|(e, _)| format!("cannot dead-letter to {topic}: {e}"))
+            .map(|_| ())
+            .map_err(|(e, _)| e)
     }
 }
 

@@ -64,7 +64,7 @@ export async function tour(): Promise<void> {
   h.on("reset", (c) => void c.unseen_count);
   h.on("ready", ({ user, session: s, unread_count }) => void [user, s, unread_count]);
   h.on("revoked", ({ reason }) => {
-    const why: "logout" | "expired" = reason;
+    const why: "logout" | "expired" | "unauthorized" = reason;
     if (why === "logout") forgetPosition(h.base);
   });
   h.on("replaced", () => {});
