@@ -8,7 +8,11 @@ use serde_json::json;
 
 use crate::common::*;
 
-fn xadd(conn: &mut redis::Connection, field: &str, value: impl redis::ToRedisArgs) -> String {
+fn xadd(conn: &mut redis::Connection, field: &str, value: &str) -> String {
+    xadd_bytes(conn, field, value.as_bytes())
+}
+
+fn xadd_bytes(conn: &mut redis::Connection, field: &str, value: &[u8]) -> String {
     redis::cmd("XADD")
         .arg("herald:ingest")
         .arg("*")
@@ -46,7 +50,7 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
         r#"{"users":["alice"],"notification":{}}"#,
     );
     let no_field = xadd(&mut conn, "other", "x");
-    let not_utf8 = xadd(&mut conn, "publish", &b"\xff\xfe{}"[..]);
+    let not_utf8 = xadd_bytes(&mut conn, "publish", b"\xff\xfe{}");
     xadd(&mut conn, "publish", &publish_body("after the bad ones"));
     let ev = sse.expect("notification").await;
     let title = ev.json()["title"].as_str().unwrap().to_owned();
