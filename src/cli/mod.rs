@@ -701,7 +701,12 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("herald: {e}");
+            // One line, also when a cause spans several (a server that is not Redis).
+            let message = e.to_string();
+            eprintln!(
+                "herald: {}",
+                message.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
             ExitCode::from(2)
         }
     }

@@ -44,6 +44,7 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         });
     let result = match (check_host(&req), strip_base(&state.config.base_path, &path)) {
         (Err(e), _) => Err(e),
+        (Ok(()), Some("")) => Ok(to_base(&req)),
         (Ok(()), Some(rest)) => route(state, req, rest).await,
         (Ok(()), None) => Err(Error::NotFound("no such endpoint")),
     };
@@ -69,16 +70,28 @@ fn check_host(req: &Request) -> Result<()> {
     }
 }
 
+/// The path under `--base-path`; `""` for the base path without its final slash.
 fn strip_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
     if base == "/" {
         return Some(path);
     }
     let rest = path.strip_prefix(base.trim_end_matches('/'))?;
-    match rest {
-        "" => Some("/"),
-        r if r.starts_with('/') => Some(r),
-        _ => None,
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// `/herald` → `herald/` (308; relative, so a proxy's own prefix stays), the query kept: the
+/// demo page's relative URLs resolve under the base path.
+fn to_base(req: &Request) -> Response {
+    let last = req.uri().path().rsplit('/').next().unwrap_or_default();
+    let location = match req.uri().query() {
+        Some(query) => format!("{last}/?{query}"),
+        None => format!("{last}/"),
+    };
+    let mut response = body::empty(http::StatusCode::PERMANENT_REDIRECT);
+    if let Ok(value) = http::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
     }
+    response
 }
 
 /// A new path here needs its pattern in `paths::PATTERNS` too (its metrics label).
@@ -213,7 +226,7 @@ mod tests {
     fn base_path_stripping() {
         assert_eq!(strip_base("/", "/events"), Some("/events"));
         assert_eq!(strip_base("/herald/", "/herald/events"), Some("/events"));
-        assert_eq!(strip_base("/herald/", "/herald"), Some("/"));
+        assert_eq!(strip_base("/herald/", "/herald"), Some(""));
         assert_eq!(strip_base("/herald/", "/heraldx/events"), None);
     }
 

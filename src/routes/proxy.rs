@@ -44,6 +44,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Forwarding headers Herald does not set itself, dropped when the client is not behind a
+/// `--trusted-proxy` (`X-Forwarded-For`/`-Proto`/`-Host` are set anew).
+const UNTRUSTED_FORWARDING: [&str; 4] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
+
 /// Incoming identity headers, also spelt with `_`: CGI-style backends (WSGI, PHP, Rack) read
 /// `X_Herald_User` as `X-Herald-User`.
 fn strip_identity(headers: &mut HeaderMap) {
@@ -92,8 +101,17 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
     if let Some(request_id) = request_id {
         headers.insert(request_id::HEADER, request_id);
     }
+    let mut proxied = false;
     if let Some(conn) = conn {
         let client = forwarded::client(&state.config.trusted_proxies, conn.peer, headers);
+        proxied = client.proxied;
+        if !proxied {
+            // What the client says of itself, in any spelling, is not passed on as if a
+            // proxy had said it.
+            for name in UNTRUSTED_FORWARDING {
+                headers.remove(name);
+            }
+        }
         let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prior) if client.proxied => format!("{prior}, {}", conn.peer.ip()),
             _ => client.addr.to_string(),
@@ -109,8 +127,13 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
         };
         headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
-    if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
+    // A trusted proxy's own `X-Forwarded-Host` (the public host) stays.
+    match host {
+        Some(_) if proxied && headers.contains_key("x-forwarded-host") => {}
+        Some(host) => {
+            headers.insert("x-forwarded-host", host);
+        }
+        None => {}
     }
     parts.uri = target;
     parts.version = http::Version::HTTP_11;

@@ -100,6 +100,28 @@ fn unreachable_redis_or_cluster_exits_2_naming_the_address() {
         );
         assert_startup_error(&out, &format!("127.0.0.1:{port}"));
     }
+    // something else answers there: still one line
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut conn in listener.incoming().flatten().take(8) {
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let url = format!("redis://{addr}");
+    let out = run(
+        &[
+            "--jwt-secret",
+            "x",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            &url,
+        ],
+        &[],
+    );
+    assert_startup_error(&out, &addr.to_string());
 }
 
 #[test]

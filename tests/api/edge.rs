@@ -68,6 +68,9 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
             // CGI-style backends read `_` as `-`
             .header("X_Herald_User", "mallory")
             .header("x_herald_session", "forged")
+            // not from a trusted proxy: not passed on
+            .header("forwarded", "for=1.2.3.4;proto=https")
+            .header("x-real-ip", "1.2.3.4")
             .header("cookie", format!("{cookie}; again=1"))
             .header("connection", "x-secret")
             .header("x-secret", "hop-by-hop")
@@ -103,6 +106,8 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     assert!(headers.get("x-secret").is_none(), "{headers}");
     assert!(headers.get("x_herald_user").is_none(), "{headers}");
     assert!(headers.get("x_herald_session").is_none(), "{headers}");
+    assert!(headers.get("forwarded").is_none(), "{headers}");
+    assert!(headers.get("x-real-ip").is_none(), "{headers}");
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
 
     // Bearer callers: the token is replaced by the identity headers
@@ -245,6 +250,14 @@ async fn base_path_mounts_every_route_under_a_prefix() {
         200
     );
     assert_eq!(h.get("/notifications", &user_token("alice")).await.0, 404);
+    // the base path without its slash leads to it (relative URLs of a page resolve under it)
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = send_raw(no_follow.get(h.url("/herald?x=1"))).await;
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "herald/?x=1");
     // one slash separates segments: an empty segment is another path
     assert_eq!(
         h.get("/herald//notifications", &user_token("alice"))
@@ -265,22 +278,24 @@ async fn base_path_mounts_every_route_under_a_prefix() {
 #[tokio::test]
 async fn forwarded_headers_count_only_from_trusted_proxies() {
     let backend = EchoUpstream::start().await;
-    // (extra flags, Secure cookie in --dev, X-Forwarded-For / -Proto the backend sees)
+    // (extra flags, Secure cookie in --dev, X-Forwarded-For / -Proto / -Host the backend sees)
     let cases = [
-        (vec![], false, "127.0.0.1", "http"),
+        (vec![], false, "127.0.0.1", "http", None),
         (
             vec!["--trusted-proxy", "127.0.0.0/8"],
             true,
             "198.51.100.7, 127.0.0.1",
             "https",
+            Some("public.example"),
         ),
     ];
-    for (extra, secure, chain, proto) in cases {
+    for (extra, secure, chain, proto, public_host) in cases {
         let flags = [vec!["--dev", "--upstream", backend.url.as_str()], extra].concat();
         let h = Herald::start(None, &flags);
         let spoof = |req: reqwest::RequestBuilder| {
             req.header("x-forwarded-proto", "https")
                 .header("x-forwarded-for", "198.51.100.7")
+                .header("x-forwarded-host", "public.example")
         };
         // the page's origin carries the scheme the client used (https behind the proxy)
         let origin = match secure {
@@ -295,6 +310,16 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         let echo: Value = send_raw(spoof(api)).await.json().await.unwrap();
         assert_eq!(echo["headers"]["x-forwarded-for"], chain, "{flags:?}");
         assert_eq!(echo["headers"]["x-forwarded-proto"], proto, "{flags:?}");
+        // the trusted proxy's public host stays; anyone else's is the request's Host
+        let host = public_host.map_or_else(
+            || crate::common::origin(&h.base)[7..].to_owned(),
+            str::to_owned,
+        );
+        assert_eq!(
+            echo["headers"]["x-forwarded-host"],
+            host.as_str(),
+            "{flags:?}"
+        );
     }
 }
 
@@ -350,7 +375,7 @@ async fn plain_options_is_routed() {
     let options = |path: &str| h.http.request(reqwest::Method::OPTIONS, h.url(path));
     let r = send_raw(options("/notifications")).await;
     assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["allow"], "GET, PATCH, OPTIONS");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, PATCH, OPTIONS");
     // the admin view's own table too
     let r = send_raw(options("/admin/nodes")).await;
     assert_eq!(r.status(), 204);

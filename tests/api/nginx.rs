@@ -145,12 +145,14 @@ async fn nginx_auth_request_and_unbuffered_events() {
     let cookie = cookie_of(&r);
     let r = send_raw(
         http.get(format!("{edge}/api/echo?q=1"))
-            .header("cookie", &cookie)
+            .header("cookie", format!("theme=dark; {cookie}; lang=en"))
             .header("x-herald-user", "mallory"),
     )
     .await;
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
+    // the session cookie (the session's secret) does not reach the backend; others do
+    assert_eq!(echo["headers"]["cookie"], "theme=dark; lang=en", "{echo}");
     assert_eq!(echo["path"], "/echo");
     assert_eq!(echo["query"], "q=1");
     assert_eq!(echo["headers"]["x-herald-user"], "alice");
@@ -175,7 +177,21 @@ async fn nginx_auth_request_and_unbuffered_events() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    assert_eq!(backend.hits(), 2);
+    // a Bearer caller's token stays at the edge too (as do cookies at the front or the end)
+    for cookies in [format!("{cookie}; lang=en"), format!("lang=en; {cookie}")] {
+        let r = send_raw(
+            http.get(format!("{edge}/api/echo"))
+                .header("cookie", cookies)
+                .bearer_auth(user_token("alice")),
+        )
+        .await;
+        let echo: Value = r.json().await.unwrap();
+        assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+        let sent = echo["headers"]["cookie"].as_str().unwrap();
+        assert!(!sent.contains("herald_session"), "{echo}");
+        assert!(sent.contains("lang=en"), "{echo}");
+    }
+    assert_eq!(backend.hits(), 4);
 
     // /events through nginx: the first event arrives at once, not when a buffer fills
     let started = Instant::now();
