@@ -37,9 +37,10 @@ pub enum Error {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(String),
-    /// A publish stopped by a store failure after storing some recipients: 503 `unavailable`,
-    /// and the error object also carries `stored` (named user → id), so a retry can skip them.
-    #[error("storage unavailable part-way; `stored` lists the users already stored")]
+    /// A publish stopped by a store failure after storing some recipients: the failure's
+    /// status and code (503 `unavailable` for an outage), and the error object also carries
+    /// `stored` (named user → id), so a retry can skip them.
+    #[error("the publish stopped part-way; `stored` lists the users already stored")]
     PartlyStored {
         stored: std::collections::BTreeMap<String, String>,
         #[source]
@@ -69,6 +70,27 @@ impl Error {
         )
     }
 
+    /// An outage of the store or broker (Redis unreachable or too slow): only waiting helps,
+    /// and everything waits alike. Other temporary failures may be about one record's data
+    /// and are retried a bounded number of times by ingest.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Unavailable(_) => true,
+            Error::PartlyStored { source, .. } => source.is_outage(),
+            _ => false,
+        }
+    }
+
+    /// What went wrong, with the detail an `internal` error keeps out of its HTTP message
+    /// (for logs and dead letters).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Internal(detail) => format!("internal error: {detail}"),
+            Error::PartlyStored { source, .. } => format!("{self}: {}", source.detail()),
+            e => e.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -80,7 +102,8 @@ impl Error {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable(_) | Error::PartlyStored { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::PartlyStored { source, .. } => source.status(),
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -99,7 +122,8 @@ impl Error {
             Error::RequestTimeout => "request_timeout",
             Error::TooManyStreams => "too_many_streams",
             Error::RateLimited => "rate_limited",
-            Error::Unavailable(_) | Error::PartlyStored { .. } => "unavailable",
+            Error::Unavailable(_) => "unavailable",
+            Error::PartlyStored { source, .. } => source.code(),
             Error::BadGateway(_) => "bad_gateway",
             Error::GatewayTimeout => "gateway_timeout",
             Error::Internal(_) => "internal",
@@ -109,6 +133,71 @@ impl Error {
 
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
-        Error::Unavailable(Box::new(e))
+        if e.code()
+            .is_some_and(|code| refuses_the_data(code, e.detail().unwrap_or("")))
+        {
+            Error::Internal(format!("Redis refused: {e}"))
+        } else {
+            Error::Unavailable(Box::new(e))
+        }
+    }
+}
+
+/// Whether a Redis error reply (`code`, then its `detail`) is about the data, which every
+/// retry gets again: a key of another type, or a tray script that failed on what it read (a
+/// Lua error). Anything else is the server's state, which passes: `READONLY` in a failover,
+/// `OOM`, `LOADING`, `TRYAGAIN`, a tray script's `LATE`…
+pub fn refuses_the_data(code: &str, detail: &str) -> bool {
+    code == "WRONGTYPE" || (code == "ERR" && detail.starts_with("user_script:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only replies about the data are refusals; the server's passing states are outages.
+    #[test]
+    fn data_refusals_and_outages() {
+        assert!(refuses_the_data(
+            "WRONGTYPE",
+            "Operation against a key holding the wrong kind of value"
+        ));
+        assert!(refuses_the_data(
+            "ERR",
+            "user_script:12: attempt to index a nil value"
+        ));
+        for (code, detail) in [
+            (
+                "READONLY",
+                "You can't write against a read only replica. script: …",
+            ),
+            ("OOM", "command not allowed when used memory > 'maxmemory'"),
+            ("LOADING", "Redis is loading the dataset in memory"),
+            ("LATE", "tray write arrived after its deadline"),
+            ("ERR", "max number of clients reached"),
+        ] {
+            assert!(!refuses_the_data(code, detail), "{code}");
+        }
+    }
+
+    /// A partial publish answers with its cause's status: 503 for an outage, 500 otherwise.
+    #[test]
+    fn a_partial_publish_has_its_causes_status() {
+        let partly = |source| Error::PartlyStored {
+            stored: Default::default(),
+            source: Box::new(source),
+        };
+        let outage = partly(Error::Unavailable("down".into()));
+        assert_eq!(
+            (outage.status().as_u16(), outage.code()),
+            (503, "unavailable")
+        );
+        assert!(outage.is_outage());
+        let refused = partly(Error::Internal("WRONGTYPE".into()));
+        assert_eq!(
+            (refused.status().as_u16(), refused.code()),
+            (500, "internal")
+        );
+        assert!(!refused.is_outage());
     }
 }

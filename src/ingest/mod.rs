@@ -2,7 +2,8 @@
 //! with the `kafka` feature, Kafka topics ([`Kafka`]). Both hand each record's body to the
 //! same publish service as the HTTP endpoint, so a record is validated exactly like a request;
 //! what they share lives here: reading a body ([`parse`]) and the rule for what a retry may fix
-//! (`Error::is_temporary`).
+//! ([`give_up`]: an outage is waited out, a failure about one record's data is retried
+//! [`MAX_ATTEMPTS`] times, then dead-lettered).
 
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -14,6 +15,7 @@ use std::time::Duration;
 pub use kafka::{produce as kafka_produce, Kafka};
 pub use redis::Ingest;
 
+use crate::error::Error;
 use crate::model::MAX_BODY_BYTES;
 use crate::publish::PublishRequest;
 use crate::shutdown::Shutdown;
@@ -49,6 +51,23 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Attempts at a record whose publish fails with something other than an outage (a key of
+/// the wrong type, a script error: `Error::is_outage`) before it is dead-lettered, so it
+/// blocks the records behind it for seconds, not for good.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// After attempt `attempt` (from 1) failed with `e`: `None` to try again, or the dead-letter
+/// reason. An outage is waited out however long it lasts; nothing is dead-lettered for it.
+fn give_up(e: &Error, attempt: u32) -> Option<String> {
+    if e.is_outage() || (e.is_temporary() && attempt < MAX_ATTEMPTS) {
+        return None;
+    }
+    Some(match e.is_temporary() {
+        true => format!("{} (gave up after {attempt} attempts)", e.detail()),
+        false => e.to_string(),
+    })
 }
 
 /// Wait `delay` unless shutdown comes first; true on shutdown.

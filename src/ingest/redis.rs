@@ -12,6 +12,8 @@
 //! handled in [`LANES`] lanes at once (one user's entries in one lane, in order) and
 //! acknowledged in one round trip.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::streams::{
@@ -20,7 +22,7 @@ use redis::streams::{
 };
 use redis::AsyncCommands;
 
-use super::{parse, pause, truncate, unparsable, DEAD_COPY_BYTES};
+use super::{give_up, parse, pause, truncate, unparsable, DEAD_COPY_BYTES};
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
@@ -55,6 +57,8 @@ pub struct Ingest {
     store: Store,
     metrics: Metrics,
     node: String,
+    /// Failed publishes of entries still pending here, by entry id (see `give_up`).
+    attempts: Mutex<HashMap<String, u32>>,
 }
 
 /// What became of one entry (before its acknowledgement).
@@ -92,6 +96,7 @@ impl Ingest {
             store,
             metrics,
             node,
+            attempts: Mutex::default(),
         }
     }
 
@@ -274,19 +279,36 @@ impl Ingest {
         if let Err(e) = &result {
             self.metrics.publish_failed("redis", e.code());
         }
-        match result {
-            Ok(_) => Outcome::Stored,
-            Err(e) if e.is_temporary() => {
+        let Err(e) = result else {
+            self.forget(&entry.id);
+            return Outcome::Stored;
+        };
+        let attempt = {
+            let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            let n = attempts.entry(entry.id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        match give_up(&e, attempt) {
+            None => {
                 tracing::warn!(
-                    error = %e,
+                    error = %e.detail(),
                     id = entry.id,
-                    "ingest: entry not stored yet (the store is unavailable: check Redis); it stays \
-                     pending and is retried"
+                    "ingest: entry not stored yet; it stays pending and is retried (an outage of \
+                     Redis as long as it lasts, other failures a few times)"
                 );
                 Outcome::Retry
             }
-            Err(e) => self.dead(entry, &e.to_string(), &raw).await,
+            Some(reason) => {
+                self.forget(&entry.id);
+                self.dead(entry, &reason, &raw).await
+            }
         }
+    }
+
+    fn forget(&self, id: &str) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        attempts.remove(id);
     }
 
     /// Park an entry in the dead-letter stream with the reason (and the start of its body).

@@ -22,7 +22,7 @@ use super::{
     Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
     LOG_CAPACITY, MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS, PUSH_LEASE_MS,
 };
-use crate::error::{Error, Result};
+use crate::error::{refuses_the_data, Error, Result};
 use crate::hub::Hub;
 use crate::model::{
     ms_to_rfc3339, now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind,
@@ -1063,9 +1063,14 @@ fn outcomes(reply: Value, users: &[Recipient<'_>]) -> Vec<Result<Published>> {
                 .ok_or_else(shape),
             None if handled => {
                 handled = false;
-                Err(Error::Unavailable(
-                    format!("Redis refused a user's publish: {failure}").into(),
-                ))
+                let message = format!("Redis refused a user's publish: {failure}");
+                // `CODE detail`, or a bare Lua error (`user_script:12: …`).
+                let (code, detail) = failure.split_once(' ').unwrap_or((failure, ""));
+                if refuses_the_data(code, detail) || refuses_the_data("ERR", failure) {
+                    Err(Error::Internal(message))
+                } else {
+                    Err(Error::Unavailable(message.into()))
+                }
             }
             None => Err(Error::Unavailable(
                 "not attempted: an earlier user of its script call failed".into(),

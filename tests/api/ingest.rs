@@ -302,3 +302,56 @@ async fn one_users_entries_keep_their_order() {
     }
     assert_eq!(pending(&mut conn), 0);
 }
+
+/// An entry whose store fails for a reason of its own (here a key of the wrong type in Redis)
+/// is tried a few times, then dead-lettered with the reason: the entries behind it, also its
+/// user's next ones, are not held up for good. The same failure over HTTP is a 500, not a 503
+/// that says Redis is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_fails_for_its_own_data_is_dead_lettered_after_a_few_tries() {
+    let redis = Redis::start();
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("SET")
+        .arg("herald:{u:broken}:order")
+        .arg("not a sorted set")
+        .query(&mut conn)
+        .unwrap();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let (status, body) = h
+        .publish(json!({"users": ["broken"], "notification": {"title": "x"}}))
+        .await;
+    assert_error(status, &body, 500, "internal");
+    let stuck = xadd(
+        &mut conn,
+        "publish",
+        &json!({"users": ["broken"], "notification": {"title": "x"}}).to_string(),
+    );
+    for i in 0..5 {
+        xadd(&mut conn, "publish", &publish_body(&format!("behind {i}")));
+    }
+    wait_for("the entries behind were not stored", async || {
+        h.tray_len("alice").await == 5
+    })
+    .await;
+    let mut dead = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead.is_empty() && Instant::now() < deadline {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg("herald:ingest:dead")
+            .arg("-")
+            .arg("+")
+            .query(&mut conn)
+            .unwrap();
+        dead = reply.ids;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].get::<String>("id").unwrap(), stuck);
+    let reason: String = dead[0].get("reason").unwrap();
+    assert!(reason.contains("WRONGTYPE"), "{reason}");
+    assert!(reason.contains("attempts"), "{reason}");
+    wait_for("the dead-lettered entry stayed pending", async || {
+        pending(&mut conn) == 0
+    })
+    .await;
+}

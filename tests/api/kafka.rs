@@ -293,6 +293,34 @@ async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
     assert_eq!(h.terminate().map(|s| s.success()), Some(true));
 }
 
+/// A record the store refuses for its own data (a Redis key of the wrong type) is tried a few
+/// times, then dead-lettered with the reason; the record behind it on the partition is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_for_its_data_is_dead_lettered_after_a_few_tries() {
+    let redis = Redis::start();
+    let _: () = redis::cmd("SET")
+        .arg("herald:{u:broken}:order")
+        .arg("not a sorted set")
+        .query(&mut redis.conn())
+        .unwrap();
+    let kafka = Kafka::start();
+    kafka.create_topic("refused", 1);
+    kafka.create_topic("refused.dead", 1);
+    let h = node(Some(&redis.url()), &kafka, "refused", "g", &[]);
+    let producer = kafka.producer();
+    produce_with(&producer, "refused", 0, "b", &body("broken", "x"), &[]).await;
+    produce_with(&producer, "refused", 0, "e", &body("erin", "behind"), &[]).await;
+    eventually("the record behind was not stored", async || {
+        h.tray_len("erin").await == 1
+    })
+    .await;
+    let dead = kafka.read_all("refused.dead", 1, Duration::from_secs(60));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let headers: HashMap<_, _> = dead[0].headers.iter().cloned().collect();
+    assert!(headers["herald-error"].contains("WRONGTYPE"), "{headers:?}");
+    assert!(headers["herald-error"].contains("attempts"), "{headers:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_pauses_consumption_and_dead_letters_nothing() {
     let mut redis = Redis::start();

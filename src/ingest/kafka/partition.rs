@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::Client;
-use crate::ingest::{parse, pause, unparsable, DEAD_COPY_BYTES};
+use crate::ingest::{give_up, parse, pause, unparsable, DEAD_COPY_BYTES};
 use crate::metrics::Metrics;
 use crate::publish::publish;
 use crate::shutdown::Shutdown;
@@ -216,6 +216,7 @@ impl Worker {
     /// stopped first (the record stays uncommitted and is read again by the next owner).
     async fn handle(&self, message: &OwnedMessage) -> Option<Outcome> {
         let mut delay = RETRY_FIRST;
+        let mut publishes = 0;
         loop {
             let metrics = &self.shared.metrics;
             let payload = message.payload().unwrap_or_default();
@@ -232,12 +233,13 @@ impl Worker {
                     if let Err(e) = &result {
                         metrics.publish_failed("kafka", e.code());
                     }
+                    publishes += 1;
                     match result {
                         Ok(_) => Ok(Outcome::Stored),
-                        Err(e) if e.is_temporary() => Err(format!(
-                            "not stored yet (the store is unavailable: check Redis): {e}"
-                        )),
-                        Err(e) => self.dead_letter(message, &e.to_string()).await,
+                        Err(e) => match give_up(&e, publishes) {
+                            None => Err(format!("not stored yet: {}", e.detail())),
+                            Some(reason) => self.dead_letter(message, &reason).await,
+                        },
                     }
                 }
             };
