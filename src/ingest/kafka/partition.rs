@@ -308,8 +308,9 @@ impl Worker {
             value: Some(reason),
         });
         let value = message.payload();
-        let size = value.unwrap_or_default().len().to_string();
+        let size;
         if cut.is_some() {
+            size = value.unwrap_or_default().len().to_string();
             headers = headers.insert(Header {
                 key: SIZE_HEADER,
                 value: Some(&size),
