@@ -2,15 +2,19 @@
 //! that keeps a forwarded path below the base. What is forwarded (headers, identity) is the
 //! HTTP layer's business (`routes/proxy.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::Notify;
+use tower_http::timeout::TimeoutBody;
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -38,17 +42,38 @@ impl Upstream {
         Upstream { base, client }
     }
 
-    /// Send `request` (its URI from [`Upstream::target`]); 504 when the response head takes
-    /// longer than `timeout`, 502 when the upstream cannot be reached.
+    /// Send `request` (its URI from [`Upstream::target`]). `timeout` bounds every wait on the
+    /// upstream, not the whole exchange: 504 when it takes no piece of the request body and
+    /// sends no response head for that long (a steady upload may take longer), and the
+    /// response body is cut when no piece of it arrives for that long. 502 when the upstream
+    /// cannot be reached.
     pub async fn send(
         &self,
         request: http::Request<RequestBody>,
         timeout: Duration,
-    ) -> Result<http::Response<Incoming>> {
-        tokio::time::timeout(timeout, self.client.request(request))
-            .await
-            .map_err(|_| Error::GatewayTimeout)?
-            .map_err(|e| Error::BadGateway(Box::new(e)))
+    ) -> Result<http::Response<TimeoutBody<Incoming>>> {
+        let progress = Arc::new(Notify::new());
+        let moved = progress.clone();
+        let request = request.map(|body| {
+            body.map_frame(move |frame| {
+                moved.notify_one();
+                frame
+            })
+            .boxed_unsync()
+        });
+        let answer = self.client.request(request);
+        tokio::pin!(answer);
+        loop {
+            tokio::select! {
+                answered = &mut answer => {
+                    let response = answered.map_err(|e| Error::BadGateway(Box::new(e)))?;
+                    return Ok(response.map(|body| TimeoutBody::new(timeout, body)));
+                }
+                // A piece of the upload went: the wait starts again.
+                () = progress.notified() => {}
+                () = tokio::time::sleep(timeout) => return Err(Error::GatewayTimeout),
+            }
+        }
     }
 
     /// `base` + `rest` (the path after `/api/`, still percent-encoded) + the query. `rest`

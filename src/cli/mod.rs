@@ -139,7 +139,8 @@ pub struct ServeArgs {
     /// Interval of SSE `: ping` comment lines.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration, help_heading = "Limits")]
     pub heartbeat: Duration,
-    /// Time to the upstream's response headers before 504.
+    /// Longest wait on the upstream: no response headers (nor a piece of the request body
+    /// taken) for this long → 504; a response body pausing this long is cut.
     #[arg(long, env = "HERALD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Edge")]
     pub upstream_timeout: Duration,
     /// CIDR whose X-Forwarded-For/-Proto are believed (repeatable).

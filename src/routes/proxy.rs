@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 
 use super::auth_request::{identity_headers, SESSION_HEADER, USER_HEADER};
-use super::body::{BoxError, Request, Response};
+use super::body::{Request, Response};
 use crate::auth::origin;
 use crate::auth::session::{self, Via};
 use crate::error::{Error, Result};
@@ -143,6 +143,5 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
         .await?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-    Ok(http::Response::from_parts(parts, body))
+    Ok(http::Response::from_parts(parts, body.boxed_unsync()))
 }

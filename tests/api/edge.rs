@@ -188,6 +188,42 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
 
+/// `--upstream-timeout` bounds each wait on the upstream, not the whole exchange: a steady
+/// upload that takes longer than it goes through, and a body that stops mid-way is cut.
+#[tokio::test]
+async fn upstream_timeout_counts_stalls_not_transfers() {
+    let backend = EchoUpstream::start().await;
+    let h = Herald::start(
+        None,
+        &["--upstream", &backend.url, "--upstream-timeout", "500ms"],
+    );
+    let token = user_token("alice");
+    // 8 pieces 250 ms apart: 2 s in all, never 500 ms without progress
+    let pieces = futures_util::StreamExt::then(futures_util::stream::iter(0..8), |_| async {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"))
+    });
+    let r = send_raw(
+        h.http
+            .put(h.url("/api/upload"))
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap_stream(pieces)),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bytes"], 80);
+    // a head and a first piece, then silence: the body ends in an error, long before 30 s
+    let started = std::time::Instant::now();
+    let r = send_raw(h.http.get(h.url("/api/stall")).bearer_auth(&token)).await;
+    assert_eq!(r.status(), 200);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), r.bytes())
+        .await
+        .expect("the stalled body was not cut within 10 s");
+    assert!(body.is_err(), "a cut body must not look complete: {body:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
 /// Peak resident memory of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

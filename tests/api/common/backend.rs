@@ -1,7 +1,8 @@
 //! [`EchoUpstream`], a real HTTP upstream for the `/api/` proxy tests, served by hyper in the
 //! test process (named so it does not read as the product's storage `Backend`):
 //! `/echo` (what it received, as JSON; a header sent more than once shows as an array of all
-//! its values), `/slow` (answers after 3 s), `/upload` (counts the
+//! its values), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
+//! nothing for 30 s), `/upload` (counts the
 //! body while streaming it), `/stream?mb=N` (streams N MiB), `/record/<status>` (answers
 //! `status` and keeps the request, body included, in `recorded`). It counts the requests it got.
 
@@ -128,6 +129,16 @@ async fn handle(
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             http::Response::new(full("late"))
+        }
+        "/stall" => {
+            let first = futures_util::stream::once(async {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"hello")))
+            });
+            let rest = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"late")))
+            });
+            http::Response::new(BodyExt::boxed(StreamBody::new(first.chain(rest))))
         }
         "/stream" => {
             let mb: usize = query
