@@ -88,11 +88,9 @@ impl Claims {
 pub struct Keys {
     decoding: DecodingKey,
     /// Present for HS256 only: a public key cannot sign.
-    encoding: Option<EncodingKey>,
+    signer: Option<Signer>,
     validation: Validation,
     algorithm: Algorithm,
-    issuer: Option<String>,
-    audience: Option<String>,
     /// Clock skew allowed on `exp`/`nbf`; streams also end this late.
     pub leeway: Duration,
 }
@@ -119,10 +117,16 @@ impl std::fmt::Debug for Keys {
 impl Keys {
     /// HS256 keys from a shared secret (which must not be empty): they verify and sign.
     pub fn secret(secret: &[u8], checks: Checks) -> Self {
+        let signer = Signer {
+            key: EncodingKey::from_secret(secret),
+            algorithm: Algorithm::HS256,
+            issuer: checks.issuer.clone(),
+            audience: checks.audience.clone(),
+        };
         Keys::with(
             Algorithm::HS256,
             DecodingKey::from_secret(secret),
-            Some(EncodingKey::from_secret(secret)),
+            Some(signer),
             checks,
         )
     }
@@ -140,7 +144,7 @@ impl Keys {
     fn with(
         algorithm: Algorithm,
         decoding: DecodingKey,
-        encoding: Option<EncodingKey>,
+        signer: Option<Signer>,
         checks: Checks,
     ) -> Self {
         let Checks {
@@ -168,11 +172,9 @@ impl Keys {
         }
         Keys {
             decoding,
-            encoding,
+            signer,
             validation,
             algorithm,
-            issuer,
-            audience,
             leeway,
         }
     }
@@ -201,16 +203,45 @@ impl Keys {
         Ok(claims)
     }
 
-    /// Sign claims (HS256 only); fills `iss`/`aud` from the configuration when unset.
+    /// The signer of an HS256 configuration (`None` for a public key, which cannot sign).
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+}
+
+/// Signs tokens for the `token` and `publish` sub-commands: HS256 with the shared secret, or
+/// RS256/ES256 with a PEM private key (deployments that verify with `--jwt-public-key`).
+/// Fills `iss`/`aud` from the configuration when the claims leave them unset.
+#[derive(Clone)]
+pub struct Signer {
+    key: EncodingKey,
+    algorithm: Algorithm,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl Signer {
+    /// A signer from a PEM private key; its key type picks the algorithm (RSA → RS256, EC
+    /// P-256 in PKCS#8 → ES256), as [`Keys::public_pem`] does for the public half.
+    pub fn private_pem(pem: &[u8], checks: &Checks) -> Result<Self, jsonwebtoken::errors::Error> {
+        let (algorithm, key) = match EncodingKey::from_rsa_pem(pem) {
+            Ok(key) => (Algorithm::RS256, key),
+            Err(_) => (Algorithm::ES256, EncodingKey::from_ec_pem(pem)?),
+        };
+        Ok(Signer {
+            key,
+            algorithm,
+            issuer: checks.issuer.clone(),
+            audience: checks.audience.clone(),
+        })
+    }
+
     pub fn sign(&self, mut claims: Claims) -> Result<String, StartupError> {
-        let key = self.encoding.as_ref().ok_or_else(|| {
-            StartupError("signing needs --jwt-secret (a public key cannot sign)".into())
-        })?;
         claims.iss = claims.iss.or_else(|| self.issuer.clone());
         claims.aud = claims
             .aud
             .or_else(|| self.audience.clone().map(Audience::One));
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key)
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
             .map_err(|e| StartupError(format!("cannot sign token: {e}")))
     }
 }
@@ -508,7 +539,7 @@ mod tests {
                     aud,
                 };
                 let keys = Keys::secret(b"s", Checks::default());
-                let token = keys.sign(claims.clone()).expect("HS256 signs");
+                let token = keys.signer().unwrap().sign(claims.clone()).expect("HS256 signs");
                 let verified = keys.verify(&token).expect("what Herald signs verifies");
                 prop_assert_eq!(
                     serde_json::to_value(&verified).expect("serializes"),

@@ -5,18 +5,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::{backend, HealthArgs, KeyArgs, PublishArgs, TokenArgs};
-use crate::auth::jwt::{Claims, Keys, NumericDate};
+use super::{backend, HealthArgs, PublishArgs, TokenArgs};
+use crate::auth::jwt::{Claims, NumericDate};
 use crate::config::{Backend, KafkaConfig};
 use crate::error::StartupError;
 use crate::model::{now_secs, NotificationInput};
 use crate::publish::{publish as publish_request, PublishRequest};
 use crate::store::Store;
-
-fn keys(args: &KeyArgs) -> Result<Keys, StartupError> {
-    args.keys()?
-        .ok_or_else(|| StartupError("--jwt-secret is required to sign tokens".into()))
-}
 
 /// `herald token`: print a signed JWT.
 pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
@@ -32,7 +27,7 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
         iss: None,
         aud: None,
     };
-    println!("{}", keys(&args.keys)?.sign(claims)?);
+    println!("{}", args.keys.signer(&args.signing)?.sign(claims)?);
     Ok(())
 }
 
@@ -109,7 +104,7 @@ async fn produce(_: &KafkaConfig, _: &PublishRequest) -> Result<(), StartupError
 }
 
 async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), StartupError> {
-    let service = keys(&args.keys)?.sign(Claims {
+    let service = args.keys.signer(&args.signing)?.sign(Claims {
         sub: None,
         exp: NumericDate(now_secs() + 300),
         nbf: None,

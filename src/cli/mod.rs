@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use url::Url;
 
-use crate::auth::jwt::{Checks, Keys};
+use crate::auth::jwt::{Checks, Keys, Signer};
 use crate::auth::origin;
 use crate::config::{Backend, Config, KafkaConfig};
 use crate::error::StartupError;
@@ -260,6 +260,18 @@ pub struct TokenArgs {
     pub sid: Option<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+}
+
+/// What signs the tokens a sub-command makes, when the server verifies with a public key.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Identity")]
+pub struct SigningArgs {
+    /// PEM private key (RSA → RS256, EC P-256 PKCS#8 → ES256) to sign with, the other half of
+    /// the servers' `--jwt-public-key`; without it, the `--jwt-secret` signs.
+    #[arg(long, env = "HERALD_JWT_PRIVATE_KEY", conflicts_with = "jwt_secret")]
+    pub jwt_private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -321,16 +333,51 @@ pub struct PublishArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub signing: SigningArgs,
 }
 
 impl KeyArgs {
-    /// Keys from the flags; `None` when neither a secret nor a public key is given.
-    fn keys(&self) -> Result<Option<Keys>, StartupError> {
-        let checks = Checks {
+    fn checks(&self) -> Checks {
+        Checks {
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             leeway: self.jwt_leeway,
+        }
+    }
+
+    /// What signs a sub-command's tokens: `--jwt-private-key`, else the `--jwt-secret`.
+    fn signer(&self, signing: &SigningArgs) -> Result<Signer, StartupError> {
+        let Some(path) = &signing.jwt_private_key else {
+            return self
+                .keys()?
+                .as_ref()
+                .and_then(Keys::signer)
+                .cloned()
+                .ok_or_else(|| {
+                    StartupError(
+                        "signing needs --jwt-secret, or --jwt-private-key beside --jwt-public-key"
+                            .into(),
+                    )
+                });
         };
+        let pem = std::fs::read(path).map_err(|e| {
+            StartupError(format!(
+                "--jwt-private-key: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        Signer::private_pem(&pem, &self.checks()).map_err(|e| {
+            StartupError(format!(
+                "--jwt-private-key: {} is not an RSA or EC (P-256, PKCS#8) private key PEM: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    /// Keys from the flags; `None` when neither a secret nor a public key is given.
+    fn keys(&self) -> Result<Option<Keys>, StartupError> {
+        let checks = self.checks();
         if let Some(secret) = &self.jwt_secret {
             if secret.is_empty() {
                 return Err(StartupError("--jwt-secret must not be empty".into()));

@@ -215,7 +215,8 @@ fn openssl(args: &[&str]) {
     assert!(status.success(), "openssl {args:?}");
 }
 
-/// A key pair written by openssl: (private PEM, public PEM path).
+/// A key pair written by openssl: (private PEM, public PEM path); the private key's path is
+/// the public one's with `.key` for `.pub`.
 fn key_pair(dir: &TempDir, kind: &str) -> (Vec<u8>, String) {
     let private = dir.0.join(format!("{kind}.key"));
     let public = dir.0.join(format!("{kind}.pub"));
@@ -271,7 +272,45 @@ async fn public_keys_accept_only_their_algorithm() {
             401,
             "{kind}"
         );
+        // the sub-commands sign with the private half
+        let private_path = public.replace(".pub", ".key");
+        let signing = [
+            "--jwt-public-key",
+            &public,
+            "--jwt-private-key",
+            &private_path,
+        ];
+        let out = Command::new(bin())
+            .args([&["token", "--sub", "alice"][..], &signing].concat())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{kind}: {out:?}");
+        let token = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(h.get("/notifications", token.trim()).await.0, 200, "{kind}");
+        let out = Command::new(bin())
+            .args(
+                [
+                    &[
+                        "publish", "--url", &h.base, "--user", "alice", "--title", "signed",
+                    ][..],
+                    &signing,
+                ]
+                .concat(),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{kind}: {out:?}");
+        let (_, tray) = h.get("/notifications", &good).await;
+        assert_eq!(tray["notifications"][0]["title"], "signed", "{kind}");
     }
+    // a public key cannot sign, and the error says what can
+    let (_, public) = key_pair(&dir, "ec");
+    let out = Command::new(bin())
+        .args(["token", "--sub", "alice", "--jwt-public-key", &public])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-private-key"));
 }
 
 #[tokio::test]
