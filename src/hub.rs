@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::model::PresenceEntry;
-use crate::model::{rfc3339, Change, Epoch};
+use crate::model::{rfc3339, unix_ms, Change, Epoch};
 use crate::shutdown::Shutdown;
 use crate::sse::frame;
 
@@ -68,6 +68,15 @@ pub trait Sink: Send + Sync {
     fn catch_up(&self);
     /// The node's ticker: ping a stream that has been quiet for a heartbeat, end it at expiry.
     fn tick(&self, now: Instant);
+}
+
+/// When a stream opened, as its presence entry orders it: the Unix ms, then the stream key
+/// for a tie. Two streams of one unit opened at once on two nodes each hear of the other;
+/// both compare the same way, so exactly one stays.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Opened {
+    pub ms: u64,
+    pub stream: String,
 }
 
 struct Subscriber {
@@ -153,6 +162,7 @@ impl Hub {
         (session, tab): (Option<&str>, Option<&str>),
         max: usize,
         id: u64,
+        since: SystemTime,
         sink: Arc<dyn Sink>,
     ) -> bool {
         let mut subs = self.inner.users.entry(user.to_owned()).or_default();
@@ -173,7 +183,7 @@ impl Hub {
             id,
             session: session.map(Into::into),
             tab: tab.map(Into::into),
-            since: SystemTime::now(),
+            since,
             sink,
         });
         self.inner.metrics.streams_open.inc();
@@ -251,15 +261,31 @@ impl Hub {
         }
     }
 
-    /// End this node's streams of (session, tab): another node opened one.
-    pub fn end_replaced(&self, user: &str, session: &str, tab: Option<&str>) {
+    /// End this node's streams of (session, tab) opened before `opened`, a stream of that
+    /// unit on another node (one opened after it stays: the other node ends its own).
+    pub fn end_replaced(&self, user: &str, session: &str, tab: Option<&str>, opened: &Opened) {
         if let Some(mut subs) = self.inner.users.get_mut(user) {
             end_matching(
                 &mut subs,
-                |s| s.same_unit(Some(session), tab),
+                |s| s.same_unit(Some(session), tab) && self.opened(s.id, s.since) < *opened,
                 EndReason::Replaced,
                 &self.inner.metrics,
             );
+        }
+    }
+
+    /// End one stream of `user` here: its opening found a newer one of its unit elsewhere.
+    pub fn end_one(&self, user: &str, id: u64, reason: EndReason) {
+        if let Some(mut subs) = self.inner.users.get_mut(user) {
+            end_matching(&mut subs, |s| s.id == id, reason, &self.inner.metrics);
+        }
+    }
+
+    /// A stream's place in the order of opening (see [`Opened`]).
+    pub fn opened(&self, id: u64, since: SystemTime) -> Opened {
+        Opened {
+            ms: unix_ms(since),
+            stream: self.stream_key(id),
         }
     }
 
@@ -432,7 +458,7 @@ mod tests {
     ) -> Option<(u64, Arc<Probe>)> {
         let probe = Arc::new(Probe::default());
         let id = hub.next_id();
-        hub.register(user, unit, max, id, probe.clone())
+        hub.register(user, unit, max, id, SystemTime::now(), probe.clone())
             .then_some((id, probe))
     }
 

@@ -8,7 +8,7 @@ mod subscriptions;
 
 use crate::config::Backend;
 use crate::error::{Result, StartupError};
-use crate::hub::{Delivery, Hub};
+use crate::hub::{Delivery, Hub, Opened};
 use crate::metrics::Metrics;
 use crate::model::{Change, ChangeKind, Epoch};
 use crate::shutdown::Shutdown;
@@ -23,11 +23,13 @@ pub enum Message {
     Change(Change),
     /// End every stream of `session` (`r\t<node>\t<session>`).
     Revoke { node: String, session: String },
-    /// A stream of (session, tab) opened on `node`; end the others (`o\t<node>\t<session>\t<tab>`).
+    /// A stream of (session, tab) opened on `node`; end the others of that unit opened before
+    /// it (`o\t<node>\t<session>\t<tab>\t<opened ms>\t<stream key>`).
     Open {
         node: String,
         session: String,
         tab: Option<String>,
+        opened: Opened,
     },
 }
 
@@ -43,9 +45,17 @@ impl Message {
                 c.data
             ),
             Message::Revoke { node, session } => format!("r\t{node}\t{session}"),
-            Message::Open { node, session, tab } => {
-                format!("o\t{node}\t{session}\t{}", tab.as_deref().unwrap_or(""))
-            }
+            Message::Open {
+                node,
+                session,
+                tab,
+                opened,
+            } => format!(
+                "o\t{node}\t{session}\t{}\t{}\t{}",
+                tab.as_deref().unwrap_or(""),
+                opened.ms,
+                opened.stream
+            ),
         }
     }
 
@@ -70,11 +80,21 @@ impl Message {
                 })
             }
             "o" => {
-                let mut parts = rest.splitn(3, '\t');
+                // The stream key holds a tab itself: it is the rest.
+                let mut parts = rest.splitn(5, '\t');
                 let node = parts.next()?.to_owned();
                 let session = parts.next()?.to_owned();
                 let tab = parts.next().filter(|t| !t.is_empty()).map(str::to_owned);
-                Some(Message::Open { node, session, tab })
+                let opened = Opened {
+                    ms: parts.next()?.parse().ok()?,
+                    stream: parts.next()?.to_owned(),
+                };
+                Some(Message::Open {
+                    node,
+                    session,
+                    tab,
+                    opened,
+                })
             }
             _ => None,
         }
@@ -89,9 +109,12 @@ impl Message {
             Message::Revoke { node, session } if node != hub.node() => {
                 hub.end_session(user, &session)
             }
-            Message::Open { node, session, tab } if node != hub.node() => {
-                hub.end_replaced(user, &session, tab.as_deref())
-            }
+            Message::Open {
+                node,
+                session,
+                tab,
+                opened,
+            } if node != hub.node() => hub.end_replaced(user, &session, tab.as_deref(), &opened),
             _ => {}
         }
     }
@@ -176,11 +199,19 @@ mod tests {
                 node: "n1".into(),
                 session: "s".into(),
                 tab: None,
+                opened: Opened {
+                    ms: 1,
+                    stream: "n1.4\t9".into(),
+                },
             },
             Message::Open {
                 node: "n1".into(),
                 session: "s".into(),
                 tab: Some("t".into()),
+                opened: Opened {
+                    ms: 2,
+                    stream: "n1.5\t9".into(),
+                },
             },
         ] {
             assert_eq!(Message::parse(&m.encode()), Some(m));

@@ -466,7 +466,14 @@ mod tests {
         }
         assert!(subs.due_leaves(&hub, half(1)).is_empty());
         subs.leave("b".into(), half(1)); // b came back and left again
-        assert!(hub.register("c", (None, None), 10, hub.next_id(), Arc::new(Idle)));
+        assert!(hub.register(
+            "c",
+            (None, None),
+            10,
+            hub.next_id(),
+            std::time::SystemTime::now(),
+            Arc::new(Idle)
+        ));
         assert_eq!(subs.due_leaves(&hub, half(2)), ["a"]);
         assert!(subs.wanted.contains("b") && subs.wanted.contains("c"));
         assert_eq!(subs.due_leaves(&hub, half(3)), ["b"]);

@@ -181,7 +181,9 @@ impl Stream {
         });
         let unit = (owner.session.as_deref(), owner.tab.as_deref());
         let max = state.config.max_streams_per_user;
-        if !hub.register(&owner.user, unit, max, stream.id, stream.clone()) {
+        // One instant orders this stream among its unit's everywhere: hub, presence, message.
+        let since = std::time::SystemTime::now();
+        if !hub.register(&owner.user, unit, max, stream.id, since, stream.clone()) {
             return Ok(None);
         }
         let handle = Handle(stream);
@@ -194,32 +196,41 @@ impl Stream {
             session: owner.session.clone(),
             tab: owner.tab.clone(),
             node: hub.node().to_owned(),
-            since: crate::model::rfc3339(std::time::SystemTime::now()),
+            since: crate::model::rfc3339(since),
         };
-        // After the subscription, these three need not wait for each other.
+        // Presence, then the announcement that ends the unit's older streams elsewhere. Of two
+        // streams of a unit opened at once on two nodes, the one recorded second finds the
+        // other here; the one recorded first is subscribed before the other announces.
         let announce = async {
-            match &owner.session {
-                Some(session) => {
-                    let open = crate::broker::Message::Open {
-                        node: hub.node().to_owned(),
-                        session: session.clone(),
-                        tab: owner.tab.clone(),
-                    };
-                    state.broker.announce(&owner.user, &open).await
-                }
-                None => Ok(()),
+            let recorded = state.store.add_presence(&owner.user, &presence).await;
+            if let Err(e) = &recorded {
+                tracing::debug!(error = %e, "presence not recorded");
             }
+            let Some(session) = &owner.session else {
+                return Ok(());
+            };
+            if recorded.is_ok() && state.store.keeps_presence() {
+                match state.store.presence(&owner.user).await {
+                    Ok(entries) if entries.iter().any(|e| e.replaces(&presence)) => {
+                        hub.end_one(&owner.user, handle.0.id, EndReason::Replaced);
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "presence not read"),
+                }
+            }
+            let open = crate::broker::Message::Open {
+                node: hub.node().to_owned(),
+                session: session.clone(),
+                tab: owner.tab.clone(),
+                opened: hub.opened(handle.0.id, since),
+            };
+            state.broker.announce(&owner.user, &open).await
         };
         // A Last-Event-ID that is no event id (a legacy plain number, garbage) resumes nothing.
         let after = resume.and_then(EventId::parse);
-        let (recorded, announced, opened) = tokio::join!(
-            state.store.add_presence(&owner.user, &presence),
-            announce,
-            state.store.open_at(&owner.user, after),
-        );
-        if let Err(e) = recorded {
-            tracing::debug!(error = %e, "presence not recorded");
-        }
+        let (announced, opened) =
+            tokio::join!(announce, state.store.open_at(&owner.user, after));
         announced?;
         let (head, replay) = opened?;
         let ready = |id: EventId| {

@@ -62,6 +62,30 @@ async fn second_stream_on_another_node_replaces_the_first() {
     assert_eq!(on_b.next_event().await.event, "notification");
 }
 
+/// Two streams of one session opened at the same moment on two nodes: each node hears of the
+/// other's, and exactly one of them stays (the later opened), never both ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_one_session_opened_at_once_on_two_nodes_leave_one() {
+    let (_redis, a, b) = two_nodes();
+    for round in 0..6 {
+        let token = session_token("alice", &format!("s{round}"));
+        let (mut on_a, mut on_b) = tokio::join!(a.events(&token, ""), b.events(&token, ""));
+        let (a_ended, b_ended) = tokio::join!(
+            on_a.try_next(Duration::from_secs(2)),
+            on_b.try_next(Duration::from_secs(2))
+        );
+        let replaced = |e: &Option<Event>| e.as_ref().is_some_and(|e| e.event == "replaced");
+        assert!(
+            replaced(&a_ended) != replaced(&b_ended),
+            "round {round}: exactly one stream must be replaced: {a_ended:?} / {b_ended:?}"
+        );
+        // the one left gets what is published next
+        let id = a.notify("alice", &format!("after {round}")).await;
+        let left = if replaced(&a_ended) { &mut on_b } else { &mut on_a };
+        assert_eq!(left.next_event().await.json()["id"], id.as_str(), "round {round}");
+    }
+}
+
 /// A logout made as soon as Redis is back after a restart still ends the session's streams
 /// on another node, which may not have subscribed again yet when it is announced: the node
 /// checks its streams' sessions when they catch up. And a node is not ready (`/readyz`)

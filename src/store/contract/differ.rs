@@ -57,7 +57,14 @@ async fn memory_presence_reads_the_hub() {
     let id = s.hub.next_id();
     assert!(s
         .hub
-        .register("a", (Some("s1"), None), 10, id, Arc::new(Idle)));
+        .register(
+            "a",
+            (Some("s1"), None),
+            10,
+            id,
+            std::time::SystemTime::now(),
+            Arc::new(Idle)
+        ));
     let entries = s.store.presence("a").await.expect("presence");
     assert_eq!(entries.len(), 1);
     assert_eq!(
