@@ -364,6 +364,24 @@ pub async fn connect(
         .await
         .map_err(|_| failed("did not answer within 5 s"))?
         .map_err(|e| failed(&format!("does not answer TIME: {e}")))?;
+    // One node of a cluster, named as a lone server, would answer every key of another
+    // node's slots with MOVED: say so now rather than fail every write later.
+    if let Conn::Single(c) = &conn {
+        let info: String = tokio::time::timeout(
+            STARTUP_TIMEOUT,
+            redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut c.clone()),
+        )
+        .await
+        .map_err(|_| failed("did not answer within 5 s"))?
+        .unwrap_or_default();
+        if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+            return Err(failed(
+                "is a node of a Redis Cluster: name the cluster as redis+cluster://host:port",
+            ));
+        }
+    }
     let link = Link::start(target, conn, offset, wake, name, shutdown);
     Ok(RedisConn {
         link,

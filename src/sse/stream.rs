@@ -209,6 +209,12 @@ impl Stream {
             let Some(session) = &owner.session else {
                 return Ok(());
             };
+            // A logout that ran before this stream subscribed announced its end before we
+            // could hear it: the session record is gone by now.
+            if owner.stored && state.store.session(session).await?.is_none() {
+                hub.end_one(&owner.user, handle.0.id, EndReason::Revoked);
+                return Ok(());
+            }
             if recorded.is_ok() && state.store.keeps_presence() {
                 match state.store.presence(&owner.user).await {
                     Ok(entries) if entries.iter().any(|e| e.replaces(&presence)) => {
@@ -229,8 +235,7 @@ impl Stream {
         };
         // A Last-Event-ID that is no event id (a legacy plain number, garbage) resumes nothing.
         let after = resume.and_then(EventId::parse);
-        let (announced, opened) =
-            tokio::join!(announce, state.store.open_at(&owner.user, after));
+        let (announced, opened) = tokio::join!(announce, state.store.open_at(&owner.user, after));
         announced?;
         let (head, replay) = opened?;
         let ready = |id: EventId| {

@@ -150,12 +150,29 @@ impl RedisStore {
             .zcard(&index)
             .query_async(&mut conn)
             .await?;
-        let excess = count.saturating_sub(MAX_SESSIONS_PER_USER);
-        if excess == 0 {
+        if count <= MAX_SESSIONS_PER_USER {
             return Ok(Vec::new());
         }
-        let popped: Vec<(String, f64)> = conn.zpopmin(&index, excess as isize).await?;
-        let evicted: Vec<String> = popped.into_iter().map(|(id, _)| id).collect();
+        // Those older than the newest 100 now stay that old: ending them is right whoever
+        // else logs in meanwhile. Each is ended by the one login whose ZREM takes it, so
+        // concurrent logins end the excess once, not once each.
+        let older: Vec<String> = conn
+            .zrange(&index, 0, -(MAX_SESSIONS_PER_USER as isize) - 1)
+            .await?;
+        if older.is_empty() {
+            // Other logins trimmed meanwhile (an empty pipeline answers nothing to parse).
+            return Ok(Vec::new());
+        }
+        let mut removing = redis::pipe();
+        for old in &older {
+            removing.zrem(&index, old);
+        }
+        let removed: Vec<i64> = removing.query_async(&mut conn).await?;
+        let evicted: Vec<String> = older
+            .into_iter()
+            .zip(removed)
+            .filter_map(|(old, n)| (n == 1).then_some(old))
+            .collect();
         for old in &evicted {
             let _: () = conn.del(keys::session(old)).await?;
         }

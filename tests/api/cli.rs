@@ -124,6 +124,36 @@ fn unreachable_redis_or_cluster_exits_2_naming_the_address() {
     assert_startup_error(&out, &addr.to_string());
 }
 
+/// A node of a Redis Cluster named as one server would answer MOVED to most writes: refused
+/// at start-up, with the URL form that works.
+#[test]
+fn a_cluster_node_named_as_one_server_exits_2() {
+    let cluster = Cluster::start(3, 0);
+    let port = cluster.primaries()[0];
+    let url = format!("redis://127.0.0.1:{port}");
+    let serve = [
+        "--jwt-secret",
+        "x",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        &url,
+    ];
+    let publish = [
+        "publish",
+        "--redis-url",
+        &url,
+        "--user",
+        "u",
+        "--title",
+        "t",
+    ];
+    for args in [&serve[..], &publish[..]] {
+        let out = run(args, &[]);
+        assert_startup_error(&out, "redis+cluster://");
+    }
+}
+
 #[test]
 fn address_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -81,8 +81,16 @@ async fn streams_of_one_session_opened_at_once_on_two_nodes_leave_one() {
         );
         // the one left gets what is published next
         let id = a.notify("alice", &format!("after {round}")).await;
-        let left = if replaced(&a_ended) { &mut on_b } else { &mut on_a };
-        assert_eq!(left.next_event().await.json()["id"], id.as_str(), "round {round}");
+        let left = if replaced(&a_ended) {
+            &mut on_b
+        } else {
+            &mut on_a
+        };
+        assert_eq!(
+            left.next_event().await.json()["id"],
+            id.as_str(),
+            "round {round}"
+        );
     }
 }
 

@@ -55,16 +55,14 @@ async fn memory_presence_reads_the_hub() {
     s.store.add_presence("a", &entry).await.expect("add");
     assert!(s.store.presence("a").await.expect("presence").is_empty());
     let id = s.hub.next_id();
-    assert!(s
-        .hub
-        .register(
-            "a",
-            (Some("s1"), None),
-            10,
-            id,
-            std::time::SystemTime::now(),
-            Arc::new(Idle)
-        ));
+    assert!(s.hub.register(
+        "a",
+        (Some("s1"), None),
+        10,
+        id,
+        std::time::SystemTime::now(),
+        Arc::new(Idle)
+    ));
     let entries = s.store.presence("a").await.expect("presence");
     assert_eq!(entries.len(), 1);
     assert_eq!(

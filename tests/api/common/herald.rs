@@ -147,7 +147,7 @@ impl Herald {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 204);
+        assert_eq!(r.status(), 204, "{:?}", r.text().await);
         cookie_of(&r)
     }
 
