@@ -40,7 +40,7 @@ pub enum Error {
     /// A publish stopped by a store failure after storing some recipients: the failure's
     /// status and code (503 `unavailable` for an outage), and the error object also carries
     /// `stored` (named user → id), so a retry can skip them.
-    #[error("the publish stopped part-way; `stored` lists the users already stored")]
+    #[error("the publish did not complete; `stored` lists the named users known to be stored")]
     PartlyStored {
         stored: std::collections::BTreeMap<String, String>,
         #[source]

@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{is_plain, new_ids, validate_id, NotificationInput, Template};
+use crate::shutdown::Shutdown;
 use crate::store::{Recipient, Store};
 
 /// Recipients per store call. The memory store commits a batch without awaiting; the Redis
@@ -48,11 +49,38 @@ pub struct PublishResponse {
     pub suppressed: usize,
 }
 
+/// Where a publish in progress stops between two batches rather than be cut off unanswered:
+/// once the node's drain has run half its `--drain-timeout` (the connection closes at the
+/// end of it), it answers what it stored so far (`Error::PartlyStored`, 503).
+#[derive(Clone, Copy)]
+pub struct Cutoff<'a> {
+    pub shutdown: &'a Shutdown,
+    pub drain_timeout: Duration,
+}
+
+impl Cutoff<'_> {
+    fn passed(&self) -> bool {
+        self.shutdown
+            .elapsed()
+            .is_some_and(|draining| draining >= self.drain_timeout / 2)
+    }
+}
+
 /// Validate and store `request`; nothing is stored when validation fails.
 pub async fn publish(
     store: &Store,
     metrics: Option<&Metrics>,
     request: &PublishRequest,
+) -> Result<PublishResponse> {
+    publish_until(store, metrics, request, None).await
+}
+
+/// [`publish`], stopping between batches at `cutoff`.
+pub async fn publish_until(
+    store: &Store,
+    metrics: Option<&Metrics>,
+    request: &PublishRequest,
+    cutoff: Option<Cutoff<'_>>,
 ) -> Result<PublishResponse> {
     let now = SystemTime::now();
     let mut input = request.notification.clone();
@@ -107,6 +135,13 @@ pub async fn publish(
             }
         }
         if failure.is_some() {
+            break;
+        }
+        let more = (n + 1) * BATCH < recipients.len();
+        if more && cutoff.is_some_and(|c| c.passed()) {
+            failure = Some(Error::Unavailable(
+                "this node is shutting down: publish the rest through another node".into(),
+            ));
             break;
         }
         // Heavy fan-out shares the worker: other requests run between batches.

@@ -1,38 +1,51 @@
 //! The stop signal: `server::serve` turns SIGINT/SIGTERM into one `Shutdown` value that every long-lived
 //! loop (accept loop, streams, broker tasks) selects on.
 
+use std::time::Duration;
+
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// A cheap-to-clone handle; `wait()` resolves once shutdown has begun.
 #[derive(Clone)]
 pub struct Shutdown {
-    rx: watch::Receiver<bool>,
+    /// When shutdown began.
+    rx: watch::Receiver<Option<Instant>>,
 }
 
 /// The side that starts the shutdown.
 pub struct Trigger {
-    tx: watch::Sender<bool>,
+    tx: watch::Sender<Option<Instant>>,
 }
 
 pub fn channel() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(None);
     (Trigger { tx }, Shutdown { rx })
 }
 
 impl Trigger {
     pub fn fire(&self) {
-        let _ = self.tx.send(true);
+        self.tx.send_if_modified(|began| {
+            let first = began.is_none();
+            began.get_or_insert_with(Instant::now);
+            first
+        });
     }
 }
 
 impl Shutdown {
     pub async fn wait(&self) {
         let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|stopping| *stopping).await;
+        let _ = rx.wait_for(Option::is_some).await;
     }
 
     pub fn is_stopping(&self) -> bool {
-        *self.rx.borrow()
+        self.rx.borrow().is_some()
+    }
+
+    /// How long shutdown has been going on (`None` while running).
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.rx.borrow().map(|began| began.elapsed())
     }
 }
 

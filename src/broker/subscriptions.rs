@@ -155,6 +155,9 @@ pub(super) async fn work(
             c = rx.recv() => match c { Some(c) => Some(c), None => return },
             changed = reconnections.changed() => match changed {
                 Ok(()) => {
+                    // One recovered loss: the lost connection's own push (below) is the
+                    // same loss, not counted again.
+                    metrics.broker_reconnects.inc();
                     // Not settled until the subscriptions lost with it are restored.
                     settled.restoring.store(true, Ordering::Release);
                     let generation = *reconnections.borrow_and_update();
@@ -182,7 +185,6 @@ pub(super) async fn work(
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
                 Command::Unsubscribe(user) => subs.leave(user, Instant::now()),
                 Command::Lost => {
-                    metrics.broker_reconnects.inc();
                     subs.batch = false;
                     subs.lost.extend(subs.wanted.iter().cloned());
                 }

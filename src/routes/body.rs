@@ -73,6 +73,10 @@ pub fn error_response(error: Error) -> Response {
             %detail,
             "internal error, answered 500: a bug in Herald; please report it with this line"
         ),
+        // An outage fails every publish alike: rate-limited as above.
+        Error::PartlyStored { stored, source } if source.is_outage() && !warn_now() => {
+            tracing::debug!(error = %source, stored = stored.len(), "publish interrupted")
+        }
         Error::PartlyStored { stored, source } => {
             tracing::warn!(
                 error = %source,

@@ -57,5 +57,9 @@ pub fn metrics(state: &AppState, req: &Request) -> Result<Response> {
             "text/plain; version=0.0.4; charset=utf-8"
         }),
     );
+    // The format follows `Accept`: a cache between must keep the two apart.
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
     Ok(response)
 }

@@ -260,6 +260,8 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
         .await
         .expect("live delivery after the restart");
     assert_eq!(ev.json()["id"], later.as_str());
+    // one restart, one recovered loss
+    assert_eq!(a.metric("herald_broker_reconnects_total").await, 1.0);
 }
 
 /// A publish to many users (one announcement for all of them on one Redis server) reaches

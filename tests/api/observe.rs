@@ -354,6 +354,7 @@ async fn metrics_for_operators(mode: Mode) {
     let r = send_raw(h.http.get(h.url("/metrics")).header("accept", accept)).await;
     let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert_eq!(r.headers()["vary"], "accept", "the format follows Accept");
     let open = r.text().await.unwrap();
     assert!(open.contains("# TYPE herald_publishes counter\n"), "{open}");
     assert!(open.ends_with("# EOF\n"), "{open}");

@@ -500,3 +500,35 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let ok: Vec<String> = run_mark(future).invoke_async(&mut conn).await.unwrap();
     assert_eq!(ok, ["1", "id1"], "ids start at ARGV[10]");
 }
+
+/// A publish still running when half the drain is over stops between two batches and answers
+/// 503 naming the users it stored, instead of being cut off unanswered with part of it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_outlasting_the_drain_answers_what_it_stored() {
+    const USERS: usize = 90_000;
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &["--drain-timeout", "1s"]);
+    let users: Vec<String> = (0..USERS).map(|i| format!("p{i}")).collect();
+    let pid = h.pid();
+    let terminate = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send_signal(pid, "TERM");
+    });
+    let (status, body) = h
+        .publish(json!({"users": users, "notification": {"title": "big"}}))
+        .await;
+    terminate.await.unwrap();
+    assert_error(status, &body, 503, "unavailable");
+    let stored = body["error"]["stored"].as_object().unwrap();
+    assert!(
+        !stored.is_empty() && stored.len() < USERS,
+        "{} stored",
+        stored.len()
+    );
+    // exactly the users it names have the notification
+    let trays: Vec<String> = redis::cmd("KEYS")
+        .arg("herald:{u:p*}:items")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(trays.len(), stored.len());
+}
