@@ -121,7 +121,14 @@ fn route(c: &mut Criterion) {
     let users: Vec<String> = (0..GROUP).map(|i| format!("user-{i:06}")).collect();
     for user in &users {
         let id = hub.next_id();
-        hub.register(user, (None, None), 64, id, Arc::new(Counting::default()));
+        hub.register(
+            user,
+            (None, None),
+            64,
+            id,
+            std::time::SystemTime::now(),
+            Arc::new(Counting::default()),
+        );
     }
     let delivery = Delivery::new(&change(&template()));
     let mut group = c.benchmark_group("Hub::dispatch");
