@@ -85,9 +85,17 @@ impl Message {
                 let node = parts.next()?.to_owned();
                 let session = parts.next()?.to_owned();
                 let tab = parts.next().filter(|t| !t.is_empty()).map(str::to_owned);
-                let opened = Opened {
-                    ms: parts.next()?.parse().ok()?,
-                    stream: parts.next()?.to_owned(),
+                // From a node of the version before (no opening time, during a rolling
+                // upgrade): newer than any stream here, as that version treated it.
+                let opened = match (parts.next(), parts.next()) {
+                    (Some(ms), Some(stream)) => Opened {
+                        ms: ms.parse().ok()?,
+                        stream: stream.to_owned(),
+                    },
+                    _ => Opened {
+                        ms: u64::MAX,
+                        stream: String::new(),
+                    },
                 };
                 Some(Message::Open {
                     node,
@@ -216,6 +224,16 @@ mod tests {
         ] {
             assert_eq!(Message::parse(&m.encode()), Some(m));
         }
+    }
+
+    /// An open message of the version before replaces every stream of its unit.
+    #[test]
+    fn open_without_its_time_is_newest() {
+        let Some(Message::Open { tab, opened, .. }) = Message::parse("o\tn1\ts\tt") else {
+            panic!("an open message");
+        };
+        assert_eq!(tab.as_deref(), Some("t"));
+        assert_eq!(opened.ms, u64::MAX);
     }
 
     /// A change message without a valid epoch (the layout before epochs) is not a change.
