@@ -782,6 +782,17 @@ impl PresenceEntry {
             && (&self.session, &self.tab) == (&other.session, &other.tab)
             && (&self.since, &self.stream) > (&other.since, &other.stream)
     }
+
+    /// Whether this stream is among the user's first `max` live streams (`entries`, on every
+    /// node), in opening order; the older streams of its own unit, which it ends, don't count.
+    pub fn within_limit(&self, entries: &[PresenceEntry], max: usize) -> bool {
+        let older = entries.iter().filter(|e| {
+            e.stream != self.stream
+                && !self.replaces(e)
+                && (&e.since, &e.stream) < (&self.since, &self.stream)
+        });
+        older.count() < max
+    }
 }
 
 /// `data:` of a status change event.
@@ -905,6 +916,34 @@ mod tests {
         assert!(!entry("b.1", Some("x"), None, t2).replaces(&old));
         let bare = entry("a.1", None, None, t1);
         assert!(!entry("b.1", None, None, t2).replaces(&bare));
+    }
+
+    /// The limit counts the streams opened before this one, on any node, except the older
+    /// ones of its own unit (which it replaces); a newer one never pushes it out.
+    #[test]
+    fn the_stream_limit_counts_older_streams_of_other_units() {
+        let entry = |stream: &str, session: Option<&str>, since: &str| PresenceEntry {
+            stream: stream.into(),
+            session: session.map(Into::into),
+            tab: None,
+            node: "n".into(),
+            since: since.into(),
+        };
+        let (t1, t2, t3) = (
+            "2026-01-01T00:00:00.001Z",
+            "2026-01-01T00:00:00.002Z",
+            "2026-01-01T00:00:00.003Z",
+        );
+        let me = entry("b.2", Some("s"), t2);
+        let others = [entry("a.1", None, t1), me.clone(), entry("c.3", None, t3)];
+        assert!(me.within_limit(&others, 2));
+        assert!(!me.within_limit(&others, 1));
+        // the older stream of its own session does not count
+        let own = [entry("a.1", Some("s"), t1), me.clone()];
+        assert!(me.within_limit(&own, 1));
+        // a tie in the millisecond: the smaller key opened first
+        let tie = [entry("a.9", None, t2), me.clone()];
+        assert!(!me.within_limit(&tie, 1));
     }
 
     /// Ids with control characters or over 128 characters are refused.

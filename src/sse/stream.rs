@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::frame;
 use super::output::{Output, Written};
 use super::wake::Wake;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
 use crate::model::{now_ms, now_secs, Epoch, EventId};
@@ -139,7 +139,7 @@ pub enum Work {
 impl Stream {
     /// Register with the hub and broker, then queue the opening frames: `retry:`, `ready`, and
     /// the replay (or `reset`) when `resume` carries a Last-Event-ID. `None` when the user
-    /// already has `--max-streams-per-user` streams here. The stream starts on the body
+    /// already has `--max-streams-per-user` streams, here or (Redis) on all nodes together. The stream starts on the body
     /// transport; the socket transport takes it over with `Handle::attach`.
     pub async fn open(
         state: &AppState,
@@ -201,42 +201,58 @@ impl Stream {
         // Presence, then the announcement that ends the unit's older streams elsewhere. Of two
         // streams of a unit opened at once on two nodes, the one recorded second finds the
         // other here; the one recorded first is subscribed before the other announces.
+        // `false`: the user's streams on every node are past `--max-streams-per-user`.
         let announce = async {
             let recorded = state.store.add_presence(&owner.user, &presence).await;
-            if let Err(e) = &recorded {
-                tracing::debug!(error = %e, "presence not recorded");
-            }
-            let Some(session) = &owner.session else {
-                return Ok(());
+            let held = match &recorded {
+                Ok(held) => *held,
+                Err(e) => {
+                    tracing::debug!(error = %e, "presence not recorded");
+                    0
+                }
             };
             // A logout that ran before this stream subscribed announced its end before we
             // could hear it: the session record is gone by now.
-            if owner.stored && state.store.session(session).await?.is_none() {
-                hub.end_one(&owner.user, handle.0.id, EndReason::Revoked);
-                return Ok(());
+            if let (Some(session), true) = (&owner.session, owner.stored) {
+                if state.store.session(session).await?.is_none() {
+                    hub.end_one(&owner.user, handle.0.id, EndReason::Revoked);
+                    return Ok(true);
+                }
             }
-            if recorded.is_ok() && state.store.keeps_presence() {
+            // The user's streams on every node: read for a session's stream (a newer one of
+            // its unit ends it), and when the entries outnumber the limit (the hub counts
+            // only this node's streams).
+            let check = owner.session.is_some() || held > max;
+            if recorded.is_ok() && state.store.keeps_presence() && check {
                 match state.store.presence(&owner.user).await {
                     Ok(entries) if entries.iter().any(|e| e.replaces(&presence)) => {
                         hub.end_one(&owner.user, handle.0.id, EndReason::Replaced);
-                        return Ok(());
+                        return Ok(true);
                     }
+                    Ok(entries) if !presence.within_limit(&entries, max) => return Ok(false),
                     Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "presence not read"),
                 }
             }
+            let Some(session) = &owner.session else {
+                return Ok(true);
+            };
             let open = crate::broker::Message::Open {
                 node: hub.node().to_owned(),
                 session: session.clone(),
                 tab: owner.tab.clone(),
                 opened: hub.opened(handle.0.id, since),
             };
-            state.broker.announce(&owner.user, &open).await
+            state.broker.announce(&owner.user, &open).await?;
+            Ok::<_, Error>(true)
         };
         // A Last-Event-ID that is no event id (a legacy plain number, garbage) resumes nothing.
         let after = resume.and_then(EventId::parse);
         let (announced, opened) = tokio::join!(announce, state.store.open_at(&owner.user, after));
-        announced?;
+        if !announced? {
+            // Dropping the handle takes the stream out of the hub and its presence entry away.
+            return Ok(None);
+        }
         let (head, replay) = opened?;
         let ready = |id: EventId| {
             let data = serde_json::json!({

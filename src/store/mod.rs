@@ -552,8 +552,9 @@ impl Store {
         forward!(self.members(group))
     }
 
-    /// Record a live stream (Redis only; the memory store reads the hub).
-    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<()> {
+    /// Record a live stream (Redis only; the memory store reads the hub). Returns how many
+    /// entries the user's presence holds now, stale ones included (memory: 0).
+    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<usize> {
         forward!(self.add_presence(user, entry))
     }
 

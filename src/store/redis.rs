@@ -920,13 +920,18 @@ impl RedisStore {
         Ok(members)
     }
 
-    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<()> {
+    /// Record the entry; returns how many entries the user's presence holds now (live or
+    /// left by a dead node), in the same round trip.
+    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<usize> {
         let value = serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))?;
-        let _: () = self
-            .conn()
-            .hset(UserKeys::new(user).presence(), &entry.stream, value)
+        let key = UserKeys::new(user).presence();
+        let (held,): (usize,) = redis::pipe()
+            .hset(&key, &entry.stream, value)
+            .ignore()
+            .hlen(&key)
+            .query_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(held)
     }
 
     pub async fn remove_presence(&self, user: &str, stream: &str) -> Result<()> {
@@ -1021,8 +1026,8 @@ impl RedisStore {
                 // deletes it after: it has left the hub either way.
                 let gone = !hub.presence(&user).iter().any(|e| e.stream == entry.stream);
                 let result = match written {
-                    Ok(()) if gone => self.remove_presence(&user, &entry.stream).await,
-                    result => result,
+                    Ok(_) if gone => self.remove_presence(&user, &entry.stream).await,
+                    result => result.map(drop),
                 };
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "presence not recorded again");

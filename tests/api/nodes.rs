@@ -240,6 +240,48 @@ async fn presence_spans_nodes_and_resume_works_across_nodes() {
     assert_eq!(resumed.next_event().await.json()["id"], two.as_str());
 }
 
+/// `--max-streams-per-user` counts a user's streams on every node: past it, a stream on
+/// either node gets 429; a stream that replaces its own session's on the other node is not
+/// refused; when one ends, a new one may open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_limit_counts_every_nodes_streams() {
+    let redis = Redis::start();
+    let limit = ["--max-streams-per-user", "2"];
+    let a = Herald::start(Some(&redis.url()), &limit);
+    let b = Herald::start(Some(&redis.url()), &limit);
+    let s1 = session_token("alice", "s1");
+    let mut on_a = a.events(&s1, "").await;
+    let bearer = b.events(&user_token("alice"), "").await;
+    for (node, token) in [
+        (&a, user_token("alice")),
+        (&b, session_token("alice", "s2")),
+    ] {
+        let (status, body) = send(node.http.get(node.url("/events")).bearer_auth(token)).await;
+        assert_error(status, &body, 429, "too_many_streams");
+    }
+    // the refused streams leave no presence behind
+    wait_for("two streams present", async || {
+        let (_, presence) = a.get("/presence/alice", &service_token()).await;
+        presence["sessions"].as_array().unwrap().len() == 2
+    })
+    .await;
+    // s1 moves to node b: it replaces its stream on a, so the user still has two
+    let mut moved = b.events(&s1, "").await;
+    assert_eq!(on_a.next_event().await.event, "replaced");
+    // one ends: room for another (its presence entry goes a moment after it closes)
+    drop(bearer);
+    wait_for("room for a stream", async || {
+        let req = a
+            .http
+            .get(a.url("/events"))
+            .bearer_auth(user_token("alice"));
+        send_raw(req).await.status() == 200
+    })
+    .await;
+    a.notify("alice", "still here").await;
+    assert_eq!(moved.next_event().await.event, "notification");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_survive_a_redis_restart_and_catch_up() {
     let mut redis = Redis::start();

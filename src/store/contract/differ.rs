@@ -102,10 +102,8 @@ async fn redis_presence_lives_while_its_node_does() {
             .add_presence("a", &entry("n1.1"))
             .await
             .expect("add");
-        s.store
-            .add_presence("a", &entry("n1.2"))
-            .await
-            .expect("add");
+        let held = s.store.add_presence("a", &entry("n1.2")).await;
+        assert_eq!(held.expect("add"), 2, "entries held, live or not");
         redis.heartbeat("n1", "r1", 0).await.expect("heartbeat");
         assert_eq!(s.store.presence("a").await.expect("presence").len(), 2);
         s.store.remove_presence("a", "n1.2").await.expect("remove");

@@ -506,8 +506,8 @@ impl MemoryStore {
             .map_or_else(Vec::new, |m| m.iter().cloned().collect()))
     }
 
-    pub async fn add_presence(&self, _user: &str, _entry: &PresenceEntry) -> Result<()> {
-        Ok(())
+    pub async fn add_presence(&self, _user: &str, _entry: &PresenceEntry) -> Result<usize> {
+        Ok(0)
     }
 
     pub async fn remove_presence(&self, _user: &str, _stream: &str) -> Result<()> {
