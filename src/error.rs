@@ -23,6 +23,9 @@ pub enum Error {
     MethodNotAllowed(&'static str),
     #[error("{what} exceeds {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
+    /// The request line and headers together: 431.
+    #[error("the request head exceeds {limit} bytes")]
+    HeadTooLarge { limit: usize },
     #[error("the request body did not arrive in time")]
     RequestTimeout,
     #[error("this user has too many open streams")]
@@ -100,6 +103,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -118,7 +122,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::MethodNotAllowed(_) => "method_not_allowed",
-            Error::TooLarge { .. } => "too_large",
+            Error::TooLarge { .. } | Error::HeadTooLarge { .. } => "too_large",
             Error::RequestTimeout => "request_timeout",
             Error::TooManyStreams => "too_many_streams",
             Error::RateLimited => "rate_limited",

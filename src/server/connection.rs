@@ -1,7 +1,8 @@
 //! One accepted connection. Its first request head is read here: a plain HTTP/1.x
 //! `GET /events` goes through the same service as every request (identity, CORS, rate limit,
 //! routes), and its stream is then held on the socket by `sse::socket` with no per-connection
-//! buffer, no hyper and no task of this one's. Anything else (and any request after an
+//! buffer, no hyper and no task of this one's. A head hyper would refuse (malformed, over
+//! 32 KiB) is answered here with the JSON error body. Anything else (and any request after an
 //! `/events` that was refused) is served by hyper, with the bytes already read handed back.
 
 use std::convert::Infallible;
@@ -130,14 +131,19 @@ async fn serve(
         // An idle connection at shutdown just closes (hyper does the same with its own).
         _ = state.shutdown.wait() => return,
     };
-    let Some((request, head_len)) = first else {
-        return hyper(
-            &shared,
-            service,
-            Prefixed::new(buf.freeze(), socket),
-            watcher,
-        )
-        .await;
+    let (request, head_len) = match first {
+        Parsed::Events(request, head_len) => (*request, head_len),
+        Parsed::Bad(error) => {
+            let mut response = error_response(error);
+            let close = HeaderValue::from_static("close");
+            response.headers_mut().insert(header::CONNECTION, close);
+            write_response(&mut socket, response, state.config.send_timeout).await;
+            return;
+        }
+        Parsed::Other | Parsed::Partial => {
+            let io = Prefixed::new(buf.freeze(), socket);
+            return hyper(&shared, service, io, watcher).await;
+        }
     };
     let version = request.version();
     let close = wants_close(&request);
@@ -176,8 +182,21 @@ async fn serve(
             .headers()
             .get(header::CONNECTION)
             .is_some_and(|v| v == "close");
-    let Ok(body) = std::mem::take(response.body_mut()).collect().await else {
+    if !write_response(&mut socket, response, send_timeout).await || close {
         return;
+    }
+    let rest = buf.split_off(head_len).freeze();
+    hyper(&shared, service, Prefixed::new(rest, socket), watcher).await;
+}
+
+/// Write a whole (small) response answered here; false when the client did not take it.
+async fn write_response(
+    socket: &mut TcpStream,
+    mut response: Response,
+    send_timeout: Duration,
+) -> bool {
+    let Ok(body) = std::mem::take(response.body_mut()).collect().await else {
+        return false;
     };
     let body = body.to_bytes();
     let length = (!response.headers().contains_key(header::CONTENT_LENGTH))
@@ -185,11 +204,7 @@ async fn serve(
     let mut bytes = response_head(&response, length.as_deref());
     bytes.extend_from_slice(&body);
     let sent = tokio::time::timeout(send_timeout, socket.write_all(&bytes)).await;
-    if close || !matches!(sent, Ok(Ok(()))) {
-        return;
-    }
-    let rest = buf.split_off(head_len).freeze();
-    hyper(&shared, service, Prefixed::new(rest, socket), watcher).await;
+    matches!(sent, Ok(Ok(())))
 }
 
 /// The request service: its id, log span and count around everything (`observe`), the
@@ -290,61 +305,71 @@ fn with_host(mut req: Request) -> Request {
     req
 }
 
-/// Read until the first request head is complete. `Some` (the request and the head's
-/// length) for a plain `GET /events`; `None` for anything else, to be read again by hyper.
+/// Read until the first request head is complete (or is known to be malformed).
 async fn read_head(
     socket: &mut TcpStream,
     buf: &mut BytesMut,
     events: &str,
-) -> std::io::Result<Option<(Request, usize)>> {
+) -> std::io::Result<Parsed> {
     loop {
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(4096);
         }
         if socket.read_buf(buf).await? == 0 {
-            return Ok(None);
+            return Ok(Parsed::Other);
         }
         match parse(buf, events) {
-            Parsed::Events(request, len) => return Ok(Some((*request, len))),
-            Parsed::Other => return Ok(None),
-            Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => return Ok(None),
+            Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => {
+                return Ok(Parsed::Bad(Error::HeadTooLarge {
+                    limit: MAX_HEAD_BYTES,
+                }))
+            }
             Parsed::Partial => {}
+            parsed => return Ok(parsed),
         }
     }
 }
 
 enum Parsed {
+    /// A plain `GET <events>` (the request, the head's length): served here.
     Events(Box<Request>, usize),
+    /// Any other well-formed head (or too many headers to tell): hyper reads it again.
     Other,
+    /// Answered here with the JSON error body, and the connection closed (hyper would answer
+    /// with an empty body).
+    Bad(Error),
     Partial,
 }
 
-/// A complete `GET <events>` head without a body, as a request; `Other` for anything else,
-/// as soon as that is clear (hyper answers it, malformed or not).
+/// A complete `GET <events>` head without a body, as a request; `Other` for another complete
+/// head (hyper answers it), `Bad` for one hyper would refuse: malformed, or with a body whose
+/// length can't be known.
 fn parse(buf: &[u8], events: &str) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let len = match head.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            let wrong_method = head.method.is_some_and(|m| m != "GET");
-            let wrong_path = head.path.is_some_and(|p| !is_events(p, events));
-            return if wrong_method || wrong_path {
-                Parsed::Other
-            } else {
-                Parsed::Partial
-            };
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => {
+            return Parsed::Bad(Error::HeadTooLarge {
+                limit: MAX_HEAD_BYTES,
+            })
         }
-        Err(_) => return Parsed::Other,
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // hyper allows more headers than are read here.
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Other,
+        Err(e) => return Parsed::Bad(Error::invalid(format!("malformed request head: {e}"))),
     };
-    let (Some("GET"), Some(path), Some(minor)) = (head.method, head.path, head.version) else {
+    let (Some(method), Some(path), Some(minor)) = (head.method, head.path, head.version) else {
         return Parsed::Other;
     };
+    if let Err(e) = body_framing(head.headers, minor) {
+        return Parsed::Bad(e);
+    }
     let has_body = head.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("transfer-encoding")
             || h.name.eq_ignore_ascii_case("content-length") && h.value != b"0"
     });
-    if !is_events(path, events) || has_body {
+    if method != "GET" || !is_events(path, events) || has_body {
         return Parsed::Other;
     }
     let mut builder = http::Request::builder()
@@ -363,6 +388,40 @@ fn parse(buf: &[u8], events: &str) -> Parsed {
         Ok(request) => Parsed::Events(Box::new(request), len),
         Err(_) => Parsed::Other,
     }
+}
+
+/// The checks hyper makes of a request's body framing (RFC 9112 6.1–6.3): every
+/// `Content-Length` a number, all the same; `Transfer-Encoding` only in HTTP/1.1, ending
+/// with `chunked`.
+fn body_framing(headers: &[httparse::Header], minor: u8) -> Result<(), Error> {
+    let mut length = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(h.value).ok();
+            let parsed = value.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+            let Some(value) = parsed.and_then(|v| v.parse::<u64>().ok()) else {
+                return Err(Error::invalid("Content-Length is not a number"));
+            };
+            if length.replace(value).is_some_and(|first| first != value) {
+                return Err(Error::invalid("conflicting Content-Length headers"));
+            }
+        }
+    }
+    let codings = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|h| h.value)
+        .collect::<Vec<_>>();
+    let Some(last) = codings.last() else {
+        return Ok(());
+    };
+    let last = last.rsplit(|&b| b == b',').next().unwrap_or_default();
+    if minor == 0 || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return Err(Error::invalid(
+            "Transfer-Encoding must end with chunked (and needs HTTP/1.1)",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether a request target is the events path, with or without a query.
@@ -423,12 +482,13 @@ mod tests {
         match parse(head.as_bytes(), "/events") {
             Parsed::Events(..) => "events",
             Parsed::Other => "other",
+            Parsed::Bad(_) => "bad",
             Parsed::Partial => "partial",
         }
     }
 
-    /// Only a complete, bodiless `GET /events` leaves hyper; anything else is known as soon
-    /// as its method or path is.
+    /// Only a complete, bodiless `GET /events` leaves hyper; another complete head goes to
+    /// hyper; one hyper would refuse is refused here (with a JSON body).
     #[test]
     fn which_heads_leave_hyper() {
         assert_eq!(
@@ -438,18 +498,42 @@ mod tests {
         assert_eq!(parsed("GET /events HTTP/1.0\r\n\r\n"), "events");
         assert_eq!(parsed("GET /events HTTP/1.1\r\nHost: x\r\n"), "partial");
         assert_eq!(parsed("GET /eve"), "partial");
-        assert_eq!(parsed("POST /events HTTP/1.1\r\n"), "other");
-        assert_eq!(parsed("GET /healthz HTTP/1.1\r\n"), "other");
+        assert_eq!(parsed("POST /events HTTP/1.1\r\n"), "partial");
+        let long = format!("GET /healthz HTTP/1.1\r\nX-Pad: {}", "a".repeat(40_000));
+        assert_eq!(parsed(&long), "partial");
+        assert_eq!(parsed(&format!("{long}\r\n\r\n")), "bad");
+        assert_eq!(parsed("POST /events HTTP/1.1\r\n\r\n"), "other");
+        assert_eq!(parsed("GET /healthz HTTP/1.1\r\n\r\n"), "other");
         assert_eq!(parsed("GET /events/x HTTP/1.1\r\n\r\n"), "other");
         assert_eq!(
             parsed("GET /events HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
             "other"
         );
         assert_eq!(
-            parsed("GET /events HTTP/1.1\r\nBad Header\r\n\r\n"),
+            parsed("POST /publish HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             "other"
         );
-        assert_eq!(parsed("\x16\x03\x01"), "other");
+        assert_eq!(parsed("GET /events HTTP/1.1\r\nBad Header\r\n\r\n"), "bad");
+        assert_eq!(parsed("\x16\x03\x01"), "bad");
+        assert_eq!(parsed("GET /a b c HTTP/1.1\r\n\r\n"), "bad");
+        for framing in [
+            "Content-Length: 3\r\nContent-Length: 4",
+            "Content-Length: -1",
+            "Content-Length: 1e3",
+            "Transfer-Encoding: gzip",
+            "Transfer-Encoding: chunked, gzip",
+        ] {
+            let head = format!("POST /publish HTTP/1.1\r\n{framing}\r\n\r\n");
+            assert_eq!(parsed(&head), "bad", "{framing}");
+        }
+        assert_eq!(
+            parsed("POST /publish HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "bad"
+        );
+        assert_eq!(
+            parsed("POST /publish HTTP/1.1\r\nContent-Length: 4\r\ncontent-length: 4\r\n\r\n"),
+            "other"
+        );
     }
 
     /// A refused `/events` keeps the connection unless the client asked to close it.

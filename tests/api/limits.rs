@@ -239,4 +239,27 @@ async fn request_heads_are_capped_at_32_kib() {
     .unwrap();
     assert_eq!(raw_status(&small), 200, "{small}");
     assert_eq!(raw_status(&large), 431, "{large}");
+    assert!(large.contains(r#""code":"too_large""#), "{large}");
+}
+
+/// Request heads the HTTP parser refuses get 400 with the JSON error body too (a malformed
+/// line, a body whose length can't be known), and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_get_400_with_the_error_body() {
+    let h = Herald::start(None, &[]);
+    let heads = [
+        "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n",
+        "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        "POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "GET /events HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+    ];
+    for head in heads {
+        let answer = raw_http_async(&h.base, head.to_owned()).await;
+        assert_eq!(raw_status(&answer), 400, "{head:?}: {answer}");
+        assert!(
+            answer.contains(r#""code":"invalid_request""#),
+            "{head:?}: {answer}"
+        );
+    }
 }
