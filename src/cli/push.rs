@@ -40,6 +40,17 @@ impl PushArgs {
                  example.org also allows its subdomains)"
             )));
         }
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| StartupError(format!("{flag}: cannot read {}: {e}", path.display())))
+        };
+        // Checked even while Web Push is off: a wrong path is found now, not when it is on.
+        let ca_pem = (self.push_ca_file.as_ref())
+            .map(|path| read("--push-ca-file", path))
+            .transpose()?;
+        if self.push_after > Duration::from_secs(7 * 86_400) {
+            return Err(StartupError("--push-after may be at most 7d".into()));
+        }
         let (key, subject) = match (&self.vapid_private_key, &self.vapid_subject) {
             (None, None) => return Ok(None),
             (Some(key), Some(subject)) => (key, subject),
@@ -49,17 +60,10 @@ impl PushArgs {
                 ))
             }
         };
-        let read = |flag: &str, path: &PathBuf| {
-            std::fs::read(path)
-                .map_err(|e| StartupError(format!("{flag}: cannot read {}: {e}", path.display())))
-        };
         let pem = String::from_utf8(read("--vapid-private-key", key)?)
             .map_err(|_| StartupError("--vapid-private-key: not a PEM file".into()))?;
         // Checked now, so a bad key is a start-up error.
         vapid::Vapid::from_pem(&pem, subject)?;
-        if self.push_after > Duration::from_secs(7 * 86_400) {
-            return Err(StartupError("--push-after may be at most 7d".into()));
-        }
         let endpoint_allow = if self.push_endpoint_allow.is_empty() {
             DEFAULT_ALLOW.iter().map(|s| s.to_string()).collect()
         } else {
@@ -69,10 +73,7 @@ impl PushArgs {
             private_key_pem: pem,
             subject: subject.clone(),
             endpoint_allow,
-            ca_pem: match &self.push_ca_file {
-                Some(path) => Some(read("--push-ca-file", path)?),
-                None => None,
-            },
+            ca_pem,
             after: self.push_after,
         }))
     }

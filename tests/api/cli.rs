@@ -50,6 +50,9 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--push-endpoint-allow", ".example.org"),
         ("--push-endpoint-allow", "*.example.org"),
         ("--push-endpoint-allow", "https://example.org"),
+        // checked while Web Push is off too
+        ("--push-ca-file", "/nonexistent/ca.pem"),
+        ("--push-after", "8d"),
     ] {
         let out = run(&[&secret[..], &[flag, value]].concat(), &[]);
         assert_startup_error(&out, flag);
