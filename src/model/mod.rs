@@ -31,6 +31,15 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_TITLE_CHARS: usize = 256;
 /// Longest category name in a preference, in characters.
 pub const MAX_CATEGORY_CHARS: usize = 128;
+/// Categories a user may hold a preference for (a user sets them: bounded like a tray).
+pub const MAX_PREFERENCES: usize = 256;
+
+/// The error for a preference beyond [`MAX_PREFERENCES`].
+pub fn too_many_preferences() -> Error {
+    Error::invalid(format!(
+        "a user may hold preferences for at most {MAX_PREFERENCES} categories"
+    ))
+}
 
 /// A notification as stored and as sent to clients. Every member is always present (`null`
 /// when unset). The published fields come first and the per-recipient [`ItemState`] last, so

@@ -25,9 +25,9 @@ use super::{
 use crate::error::{refuses_the_data, Error, Result};
 use crate::hub::Hub;
 use crate::model::{
-    ms_to_rfc3339, now_ms, now_secs, push_json_str, rfc3339, sha256_hex, Change, ChangeKind,
-    Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry, TakenAction,
-    Target, Template,
+    ms_to_rfc3339, now_ms, now_secs, push_json_str, rfc3339, sha256_hex, too_many_preferences,
+    Change, ChangeKind, Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId,
+    PresenceEntry, TakenAction, Target, Template, MAX_PREFERENCES,
 };
 use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
@@ -893,12 +893,21 @@ impl RedisStore {
             .collect())
     }
 
+    /// A new category beyond [`MAX_PREFERENCES`] is refused (two set at once at the limit
+    /// may both pass).
     pub async fn set_muted(&self, user: &str, category: &str, muted: bool) -> Result<()> {
         let flag = if muted { "1" } else { "0" };
-        let _: () = self
-            .conn()
-            .hset(UserKeys::new(user).preferences(), category, flag)
+        let key = UserKeys::new(user).preferences();
+        let mut conn = self.conn();
+        let (known, held): (bool, usize) = redis::pipe()
+            .hexists(&key, category)
+            .hlen(&key)
+            .query_async(&mut conn)
             .await?;
+        if !known && held >= MAX_PREFERENCES {
+            return Err(too_many_preferences());
+        }
+        let _: () = conn.hset(&key, category, flag).await?;
         Ok(())
     }
 

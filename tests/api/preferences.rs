@@ -131,4 +131,21 @@ async fn preference_input_is_checked(mode: Mode) {
         h.get("/preferences", &user_token("bob")).await.1,
         json!({"categories": {}})
     );
+    // at most 256 categories per user: a new one beyond is refused, a known one still changes
+    let carol = user_token("carol");
+    for i in 0..256 {
+        let (status, _) = put(&h, &carol, &format!("c{i}"), json!({"muted": true})).await;
+        assert_eq!(status, 200, "category {i}");
+    }
+    let (status, err) = put(&h, &carol, "one-more", json!({"muted": true})).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("256"),
+        "{err}"
+    );
+    let (status, body) = put(&h, &carol, "c7", json!({"muted": false})).await;
+    assert_eq!(
+        (status, &body["categories"]["c7"]),
+        (200, &json!({"muted": false}))
+    );
 }

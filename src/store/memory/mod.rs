@@ -30,8 +30,8 @@ use super::{
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::model::{
-    now_ms, Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId, PresenceEntry,
-    TakenAction, Target, Template,
+    now_ms, too_many_preferences, Counts, Epoch, EventId, Mark, Marked, Notification,
+    NotificationId, PresenceEntry, TakenAction, Target, Template, MAX_PREFERENCES,
 };
 use tray::Tray;
 
@@ -337,11 +337,11 @@ impl MemoryStore {
     }
 
     pub async fn set_muted(&self, user: &str, category: &str, muted: bool) -> Result<()> {
-        self.inner
-            .preferences
-            .entry(user.to_owned())
-            .or_default()
-            .insert(category.to_owned(), muted);
+        let mut preferences = self.inner.preferences.entry(user.to_owned()).or_default();
+        if !preferences.contains_key(category) && preferences.len() >= MAX_PREFERENCES {
+            return Err(too_many_preferences());
+        }
+        preferences.insert(category.to_owned(), muted);
         Ok(())
     }
 
