@@ -52,6 +52,8 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
+    // First of all: SIGHUP's default action ends the process, and `systemctl reload` sends it.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::Tls::load(cert, key)?),
         None => None,
@@ -85,8 +87,12 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         trigger.fire();
     });
     let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
-    if let Some(tls) = tls {
-        tokio::spawn(tls.reload_on_sighup(shutdown.clone()));
+    match hup {
+        Ok(hup) => drop(tokio::spawn(on_sighup(hup, tls, shutdown.clone()))),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "SIGHUP cannot be watched: it would end the process, and TLS files are not reloaded"
+        ),
     }
     run(listener, state.clone(), acceptor, shutdown).await;
     for task in finishing {
@@ -96,6 +102,25 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         tracing::debug!(error = %e, "could not remove the node's alive key");
     }
     Ok(())
+}
+
+/// Until shutdown, each SIGHUP reloads the TLS files (`--tls-cert`); without TLS there is
+/// nothing to reload, and the node goes on.
+async fn on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    tls: Option<tls::Tls>,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            got = hup.recv() => match (got, &tls) {
+                (None, _) => return,
+                (Some(()), Some(tls)) => tls.reload(),
+                (Some(()), None) => tracing::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+            },
+            _ = shutdown.wait() => return,
+        }
+    }
 }
 
 /// Every background task of a node, started here and nowhere else; each ends on `shutdown`:

@@ -13,7 +13,6 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::StartupError;
-use crate::shutdown::Shutdown;
 
 /// The certificate in use, swapped whole on reload.
 #[derive(Debug)]
@@ -55,7 +54,7 @@ impl Tls {
     }
 
     /// Load the files again; on failure the old certificate stays.
-    fn reload(&self) {
+    pub fn reload(&self) {
         match certified(&self.cert, &self.key) {
             Ok(new) => {
                 *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
@@ -66,27 +65,6 @@ impl Tls {
                 "TLS reload failed; the previous certificate stays in use: fix the files and \
                  send SIGHUP again"
             ),
-        }
-    }
-
-    /// Reload on every SIGHUP until shutdown.
-    pub async fn reload_on_sighup(self, shutdown: Shutdown) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!(
-                "SIGHUP cannot be watched: TLS files are not reloaded; restart the node to use \
-                 new certificates"
-            );
-            return;
-        };
-        loop {
-            tokio::select! {
-                got = hup.recv() => match got {
-                    Some(()) => self.reload(),
-                    None => return,
-                },
-                _ = shutdown.wait() => return,
-            }
         }
     }
 }

@@ -147,6 +147,18 @@ async fn https_with_http2_and_reload_on_sighup() {
     assert_eq!(r.status(), 200);
 }
 
+/// `systemctl reload` sends SIGHUP to a node without TLS too (deploy/herald.service): it has
+/// nothing to reload and goes on serving, its stream open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_tls_changes_nothing() {
+    let h = Herald::start(None, &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    send_signal(h.pid(), "HUP");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let id = h.notify("alice", "after SIGHUP").await;
+    assert_eq!(sse.next_event().await.json()["id"], id.as_str());
+}
+
 /// What an operator tries first: curl over HTTP/2 (ALPN), a stream that gets its `ready` and
 /// then a notification published while it is open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
