@@ -31,6 +31,7 @@ use crate::routes::body::{error_response, Request, Response};
 use crate::routes::{with_body, EventStream};
 use crate::send_timeout::SendTimeout;
 use crate::sse;
+use crate::sse::stream::AbortConnection;
 use crate::state::AppState;
 
 /// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
@@ -85,9 +86,13 @@ async fn serve_tls(
         },
         _ = shared.state.shutdown.wait() => return,
     };
+    let abort = AbortConnection::default();
+    let connection = abort.clone();
     let service = ServiceBuilder::new()
-        .map_request(|req: http::Request<hyper::body::Incoming>| {
-            with_host(req.map(BodyExt::boxed_unsync))
+        .map_request(move |req: http::Request<hyper::body::Incoming>| {
+            let mut req = with_host(req.map(BodyExt::boxed_unsync));
+            req.extensions_mut().insert(connection.clone());
+            req
         })
         .map_response(with_body)
         .service(service);
@@ -104,8 +109,11 @@ async fn serve_tls(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
     let conn = builder.serve_connection(io, TowerToHyperService::new(service));
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    tokio::select! {
+        served = watcher.watch(conn.into_owned()) => if let Err(e) = served {
+            tracing::debug!(error = %e, "connection ended with an error");
+        },
+        () = abort.aborted() => tracing::debug!("connection closed: a stream's backlog overflowed"),
     }
 }
 

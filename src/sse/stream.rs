@@ -55,6 +55,27 @@ pub struct Owner {
     pub exp: u64,
     /// The `/events` request that opened it: the stream's own log lines carry it too.
     pub request_id: RequestId,
+    /// The HTTPS connection it came on, to close if the stream's backlog overflows.
+    pub connection: Option<AbortConnection>,
+}
+
+/// Closes the HTTPS connection a stream is carried on. A backlog that overflows ends a
+/// stream after what is queued; over HTTP/2 a client that stops granting flow-control window
+/// never takes it, and hyper, waiting for window, neither polls the body again nor can be told
+/// to reset the one stream: the connection goes (its other streams resume elsewhere, like any
+/// closed stream).
+#[derive(Clone, Default)]
+pub struct AbortConnection(Arc<tokio::sync::Notify>);
+
+impl AbortConnection {
+    pub fn abort(&self) {
+        self.0.notify_one();
+    }
+
+    /// Until `abort` was called.
+    pub async fn aborted(&self) {
+        self.0.notified().await
+    }
 }
 
 /// How a stream's bytes reach its client, as `herald_streams_open_by_transport` counts it.
@@ -87,6 +108,7 @@ pub struct Stream {
     session: Option<Box<str>>,
     /// The session is kept in the store (see [`Owner::stored`]), so a logout deletes it.
     session_stored: bool,
+    connection: Option<AbortConnection>,
     inner: Mutex<Inner>,
     /// Wakes the transport: something to write, a catch-up due, or the end.
     wake: Wake,
@@ -160,6 +182,7 @@ impl Stream {
             request_id: owner.request_id.clone(),
             session: owner.session.as_deref().map(Box::from),
             session_stored: owner.stored,
+            connection: owner.connection.clone(),
             inner: Mutex::new(Inner {
                 out: Output::body(),
                 // Set from the head or the resumed id below, before any change is read.
@@ -543,6 +566,9 @@ impl Sink for Stream {
             self.log_end("stream backlog full (the client reads too slowly)");
             self.state.metrics.streams_overflowed.inc();
             g.end(None);
+            if let Some(connection) = &self.connection {
+                connection.abort();
+            }
         }
         let open = g.phase == Phase::Open;
         // The transport is woken only when it has something to do: bytes waiting (a body
