@@ -286,6 +286,9 @@ async fn hyper(
         .service(service);
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
+        // A client may send its request and shut its sending side (`nc -N`, some health
+        // checkers): it still gets the answer.
+        .half_close(true)
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_header_size(MAX_HEAD_BYTES)

@@ -163,6 +163,32 @@ async fn a_half_closed_client_ends_its_stream() {
     .await;
 }
 
+/// Any other request whose client shuts its sending side right after it (`nc -N`, some
+/// health checkers) still gets its answer: a publish is stored and answered.
+#[tokio::test]
+async fn a_request_sent_then_half_closed_is_answered() {
+    let h = Herald::start(None, &[]);
+    let body = json!({"users": ["alice"], "notification": {"title": "half"}}).to_string();
+    let token = service_token();
+    let requests = [
+        format!(
+            "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+        "GET /healthz HTTP/1.0\r\n\r\n".to_owned(),
+    ];
+    for request in requests {
+        let mut raw = Raw::open(&h, &request).await;
+        raw.socket.shutdown().await.unwrap();
+        raw.until_closed().await;
+        let status = raw.text.split(' ').nth(1).unwrap_or_default();
+        assert!(matches!(status, "200" | "202"), "{request}: {}", raw.text);
+    }
+    assert_eq!(h.tray_len("alice").await, 1);
+}
+
 /// A client that disappears is noticed without any write: its stream leaves at once.
 #[tokio::test]
 async fn a_closed_client_leaves_at_once() {
