@@ -86,17 +86,28 @@ async fn serve_tls(
         },
         _ = shared.state.shutdown.wait() => return,
     };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let abort = AbortConnection::default();
     let connection = abort.clone();
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = asked.clone();
     let service = ServiceBuilder::new()
         .map_request(move |req: http::Request<hyper::body::Incoming>| {
+            asking.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut req = with_host(req.map(BodyExt::boxed_unsync));
             req.extensions_mut().insert(connection.clone());
             req
         })
         .map_response(with_body)
         .service(service);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The protocol ALPN agreed on, so hyper does not wait (without a timeout) for bytes to
+    // tell which one the client speaks.
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -109,11 +120,20 @@ async fn serve_tls(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
     let conn = builder.serve_connection(io, TowerToHyperService::new(service));
+    // A connection that sends no request within the head timeout goes, as over plain HTTP
+    // (HTTP/2 has no header read timeout of its own).
+    let first_request = async {
+        tokio::time::sleep(HEAD_TIMEOUT).await;
+        if asked.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         served = watcher.watch(conn.into_owned()) => if let Err(e) = served {
             tracing::debug!(error = %e, "connection ended with an error");
         },
         () = abort.aborted() => tracing::debug!("connection closed: a stream's backlog overflowed"),
+        () = first_request => tracing::debug!("connection closed: no request in time"),
     }
 }
 

@@ -191,6 +191,40 @@ async fn a_stalled_http2_stream_is_cut_off() {
     assert!(ended.await.is_ok(), "the stalled stream's body never ended");
 }
 
+/// A client that completes the TLS handshake and then sends nothing is closed after the 30 s
+/// head timeout, whichever protocol ALPN chose (HTTP/2 waited for bytes forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_https_connection_is_closed_after_the_head_timeout() {
+    let dir = TempDir::new("silent");
+    let (cert, key) = make_cert(&dir.0, "silent");
+    let h = start(&cert, &key);
+    let connect = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let silent: Vec<_> = ["h2", "http/1.1"]
+        .into_iter()
+        .map(|alpn| {
+            Command::new("openssl")
+                .args(["s_client", "-quiet", "-connect", connect, "-alpn", alpn])
+                // stdin stays open and silent
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("openssl")
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for (mut client, alpn) in silent.into_iter().zip(["h2", "http/1.1"]) {
+        while client.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(45),
+                "{alpn}: still open after 45 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    assert!(started.elapsed() > std::time::Duration::from_secs(25));
+}
+
 /// `systemctl reload` sends SIGHUP to a node without TLS too (deploy/herald.service): it has
 /// nothing to reload and goes on serving, its stream open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
