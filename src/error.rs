@@ -24,7 +24,7 @@ pub enum Error {
     #[error("{what} exceeds {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
     /// The request line and headers together: 431.
-    #[error("the request head exceeds {limit} bytes")]
+    #[error("the request head is too large: at most {limit} bytes and 100 headers")]
     HeadTooLarge { limit: usize },
     #[error("the request body did not arrive in time")]
     RequestTimeout,

@@ -121,16 +121,22 @@ pub fn error_response(error: Error) -> Response {
 /// Read the whole body (at most [`MAX_BODY_BYTES`], all of it within `timeout`: a body that
 /// trickles or never ends gets 408) and parse it as JSON into `T`.
 pub async fn read_json<T: DeserializeOwned>(body: RequestBody, timeout: Duration) -> Result<T> {
+    let too_large = || Error::TooLarge {
+        what: "request body",
+        limit: MAX_BODY_BYTES,
+    };
+    // A Content-Length over the limit is refused before reading (and before a client that
+    // sent `Expect: 100-continue` is told to send it).
+    if hyper::body::Body::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
     let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
         .await
         .map_err(|_| Error::RequestTimeout)?;
     let bytes = collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                Error::TooLarge {
-                    what: "request body",
-                    limit: MAX_BODY_BYTES,
-                }
+                too_large()
             } else {
                 Error::invalid("could not read the request body")
             }

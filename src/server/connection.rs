@@ -39,8 +39,8 @@ use crate::state::AppState;
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Longest wait for a request head, as hyper's `header_read_timeout`.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Headers a request read here may carry; one with more goes to hyper (which allows 100).
-const MAX_HEADERS: usize = 64;
+/// Headers a request may carry (hyper's limit too): one with more gets 431.
+const MAX_HEADERS: usize = 100;
 
 /// What the server shares with every connection.
 #[derive(Clone)]
@@ -364,7 +364,7 @@ async fn read_head(
 enum Parsed {
     /// A plain `GET <events>` (the request, the head's length): served here.
     Events(Box<Request>, usize),
-    /// Any other well-formed head (or too many headers to tell): hyper reads it again.
+    /// Any other well-formed head: hyper reads it again.
     Other,
     /// Answered here with the JSON error body, and the connection closed (hyper would answer
     /// with an empty body).
@@ -386,8 +386,11 @@ fn parse(buf: &[u8], events: &str) -> Parsed {
         }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
-        // hyper allows more headers than are read here.
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Other,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Bad(Error::HeadTooLarge {
+                limit: MAX_HEAD_BYTES,
+            })
+        }
         Err(e) => return Parsed::Bad(Error::invalid(format!("malformed request head: {e}"))),
     };
     let (Some(method), Some(path), Some(minor)) = (head.method, head.path, head.version) else {
@@ -533,6 +536,10 @@ mod tests {
         let long = format!("GET /healthz HTTP/1.1\r\nX-Pad: {}", "a".repeat(40_000));
         assert_eq!(parsed(&long), "partial");
         assert_eq!(parsed(&format!("{long}\r\n\r\n")), "bad");
+        let many = "X-A: 1\r\n".repeat(101);
+        assert_eq!(parsed(&format!("GET / HTTP/1.1\r\n{many}\r\n")), "bad");
+        let enough = "X-A: 1\r\n".repeat(100);
+        assert_eq!(parsed(&format!("GET / HTTP/1.1\r\n{enough}\r\n")), "other");
         assert_eq!(parsed("POST /events HTTP/1.1\r\n\r\n"), "other");
         assert_eq!(parsed("GET /healthz HTTP/1.1\r\n\r\n"), "other");
         assert_eq!(parsed("GET /events/x HTTP/1.1\r\n\r\n"), "other");

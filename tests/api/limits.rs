@@ -242,6 +242,25 @@ async fn request_heads_are_capped_at_32_kib() {
     assert!(large.contains(r#""code":"too_large""#), "{large}");
 }
 
+/// A body announced over 1 MiB is refused from its head: `413` at once, without `100
+/// Continue` to a client that waits for it (it would send 5 MB for nothing, or wait for a 408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_announced_too_large_gets_413_before_it_is_sent() {
+    let h = Herald::start(None, &[]);
+    let head = format!(
+        "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 5000000\r\n\
+         Expect: 100-continue\r\n\r\n",
+        service_token()
+    );
+    let started = Instant::now();
+    let answer = raw_http_async(&h.base, head).await;
+    assert_eq!(raw_status(&answer), 413, "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.contains(r#""code":"too_large""#), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{answer}");
+}
+
 /// Request heads the HTTP parser refuses get 400 with the JSON error body too (a malformed
 /// line, a body whose length can't be known), and the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
