@@ -273,6 +273,10 @@ pub async fn run(
     }
     drop(listener);
     // Every stream ends (hyper's and the socket ones alike); the connections then close.
+    let present = state
+        .store
+        .keeps_presence()
+        .then(|| presence_of(&state.hub));
     state.hub.end_all(EndReason::Shutdown);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -281,6 +285,31 @@ pub async fn run(
              --drain-timeout if requests need longer to finish"
         ),
     }
+    // The ended streams' presence entries, deleted before exit (readers would skip them once
+    // the node retires, but they would stay in Redis).
+    if let Some(present) = present {
+        let removed = state.store.remove_presences(present);
+        if tokio::time::timeout(PRESENCE_CLEANUP, removed)
+            .await
+            .is_err()
+        {
+            tracing::debug!("presence entries not all removed before exit");
+        }
+    }
+}
+
+/// Longest the shutdown waits to delete the node's presence entries.
+const PRESENCE_CLEANUP: Duration = Duration::from_secs(2);
+
+/// (user, stream key) of every stream of this node.
+fn presence_of(hub: &Hub) -> Vec<(String, String)> {
+    let entries = hub.users().into_iter().flat_map(|user| {
+        let streams = hub.presence(&user).into_iter().map(|entry| entry.stream);
+        streams
+            .map(move |stream| (user.clone(), stream))
+            .collect::<Vec<_>>()
+    });
+    entries.collect()
 }
 
 /// CORS for `--allowed-origin` (or the request's own host). Credentials are allowed only in

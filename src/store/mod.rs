@@ -562,6 +562,14 @@ impl Store {
         forward!(self.remove_presence(user, stream))
     }
 
+    /// Delete these (user, stream key) entries (Redis; at shutdown, for the streams that
+    /// ended then: their own deletions may not run before the process exits).
+    pub async fn remove_presences(&self, entries: Vec<(String, String)>) {
+        if let Store::Redis(redis) = self {
+            redis.remove_presences(entries).await
+        }
+    }
+
     /// Live streams of a user on every live node.
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
         forward!(self.presence(user))

@@ -1045,6 +1045,17 @@ impl RedisStore {
             .await;
     }
 
+    /// Delete these (user, stream key) presence entries, a few at a time.
+    pub async fn remove_presences(&self, entries: Vec<(String, String)>) {
+        futures_util::stream::iter(entries)
+            .for_each_concurrent(PRESENCE_WRITES, |(user, stream)| async move {
+                if let Err(e) = self.remove_presence(&user, &stream).await {
+                    tracing::debug!(error = %e, "presence not removed");
+                }
+            })
+            .await;
+    }
+
     /// Every live node, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         nodes::list(&self.conn).await

@@ -447,12 +447,26 @@ async fn a_node_restarted_under_its_name_drops_its_old_presence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_by_sigterm_leaves_no_presence_behind() {
-    let (_redis, mut a, b) = two_nodes();
+    let (redis, mut a, b) = two_nodes();
     let _stream = a.events(&session_token("alice", "s1"), "").await;
+    // a thousand streams: their entries are deleted before the process exits, not left in Redis
+    let mut others = Vec::new();
+    for i in 0..1000 {
+        others.push(a.events(&user_token(&format!("u{i}")), "").await);
+    }
     assert!(a.terminate().is_some_and(|s| s.success()));
     // gone at once, not after the 20 s alive-key expiry a crash needs
     let (_, presence) = b.get("/presence/alice", &service_token()).await;
     assert_eq!(presence, json!({"online": false, "sessions": []}));
+    let left: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*:presence")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "{} presence keys left: {left:?}",
+        left.len()
+    );
 }
 
 /// `rediss://`: a node talks to a Redis that only speaks TLS, verifying its certificate
