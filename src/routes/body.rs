@@ -125,11 +125,6 @@ pub async fn read_json<T: DeserializeOwned>(body: RequestBody, timeout: Duration
         what: "request body",
         limit: MAX_BODY_BYTES,
     };
-    // A Content-Length over the limit is refused before reading (and before a client that
-    // sent `Expect: 100-continue` is told to send it).
-    if hyper::body::Body::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
-        return Err(too_large());
-    }
     let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
         .await
         .map_err(|_| Error::RequestTimeout)?;

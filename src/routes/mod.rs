@@ -29,6 +29,7 @@ use http::{header, Method, Version};
 use self::body::{error_response, Request, Response};
 use crate::error::{Error, Result};
 use crate::forwarded::ConnInfo;
+use crate::model::MAX_BODY_BYTES;
 use crate::state::AppState;
 
 /// Handle one request; never fails (errors become JSON error responses).
@@ -45,6 +46,10 @@ pub async fn handle(state: AppState, req: Request) -> Response {
     let result = match (check_host(&req), strip_base(&state.config.base_path, &path)) {
         (Err(e), _) => Err(e),
         (Ok(()), Some("")) => Ok(to_base(&req)),
+        (Ok(()), Some(rest)) if awaits_too_large_a_body(&req, rest) => Err(Error::TooLarge {
+            what: "request body",
+            limit: MAX_BODY_BYTES,
+        }),
         (Ok(()), Some(rest)) => route(state, req, rest).await,
         (Ok(()), None) => Err(Error::NotFound("no such endpoint")),
     };
@@ -56,6 +61,21 @@ pub async fn handle(state: AppState, req: Request) -> Response {
     };
     tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
     response
+}
+
+/// A client waiting for `100 Continue` before it sends a body announced over the limit
+/// (which Herald reads, not the `/api/` proxy): answered `413` from the head. A client that
+/// sends at once is read up to the limit instead (closing on it mid-send would cut off the
+/// answer).
+fn awaits_too_large_a_body(req: &Request, rest: &str) -> bool {
+    let headers = req.headers();
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let expects = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    expects && length.is_some_and(|n| n > MAX_BODY_BYTES as u64) && !rest.starts_with("api/")
 }
 
 /// RFC 9112 §3.2: exactly one `Host` header, which HTTP/1.1 requests must carry (400

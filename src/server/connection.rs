@@ -169,8 +169,9 @@ async fn serve(
             return;
         }
         Parsed::Other | Parsed::Partial => {
+            let half_closed = sent_all(&socket, &mut buf);
             let io = Prefixed::new(buf.freeze(), socket);
-            return hyper(&shared, service, io, watcher).await;
+            return hyper(&shared, service, io, watcher, half_closed).await;
         }
     };
     let version = request.version();
@@ -214,7 +215,30 @@ async fn serve(
         return;
     }
     let rest = buf.split_off(head_len).freeze();
-    hyper(&shared, service, Prefixed::new(rest, socket), watcher).await;
+    hyper(
+        &shared,
+        service,
+        Prefixed::new(rest, socket),
+        watcher,
+        false,
+    )
+    .await;
+}
+
+/// Whether the client has already shut its sending side (`nc -N`, some health checkers send
+/// the request and then FIN): reads what is there without waiting (at most 64 KiB more) into
+/// `buf`, true at the end of the stream.
+fn sent_all(socket: &TcpStream, buf: &mut BytesMut) -> bool {
+    let limit = buf.len() + 64 * 1024;
+    while buf.len() < limit {
+        buf.reserve(4096);
+        match socket.try_read_buf(buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Write a whole (small) response answered here; false when the client did not take it.
@@ -293,12 +317,15 @@ fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
 }
 
 /// Serve the rest of the connection with hyper: a 32 KiB cap on request heads and
-/// `--send-timeout` on writes; a stream opened here is hyper's response body.
+/// `--send-timeout` on writes; a stream opened here is hyper's response body. `half_closed`:
+/// the client sent everything and shut its side; it still gets its answers (otherwise the
+/// end of the client's side means it went, which ends a stream at once).
 async fn hyper(
     shared: &Shared,
     service: impl AppService,
     io: Prefixed<TcpStream>,
     watcher: hyper_util::server::graceful::Watcher,
+    half_closed: bool,
 ) {
     let service = ServiceBuilder::new()
         .map_request(|req: http::Request<hyper::body::Incoming>| req.map(BodyExt::boxed_unsync))
@@ -306,9 +333,7 @@ async fn hyper(
         .service(service);
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        // A client may send its request and shut its sending side (`nc -N`, some health
-        // checkers): it still gets the answer.
-        .half_close(true)
+        .half_close(half_closed)
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_header_size(MAX_HEAD_BYTES)

@@ -242,3 +242,40 @@ async fn read_or_archived_ones_are_not_replaced(mode: Mode) {
     );
     assert_eq!(n["replaces"], fourth.as_str());
 }
+
+/// Redis: a deleted notification takes its collapse entry with it, so a publisher that uses
+/// a new key for each notification does not grow the user's collapse hash for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_removes_the_collapse_entry() {
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let token = user_token("alice");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(publish_keyed(&h, &format!("n{i}"), &format!("key-{i}")).await);
+    }
+    let held = || -> i64 {
+        ::redis::cmd("HLEN")
+            .arg("herald:{u:alice}:collapse")
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    assert_eq!(held(), 5);
+    let (status, _) = send(
+        h.http
+            .patch(h.url("/notifications"))
+            .bearer_auth(&token)
+            .json(&json!({"ids": ids[..4], "deleted": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(held(), 1);
+    // the one left still collapses the next publish of its key
+    let next = publish_keyed(&h, "again", "key-4").await;
+    let n = &items(&h.list(&token, "").await)[0];
+    assert_eq!(
+        (n["id"].as_str(), n["count"].as_u64()),
+        (Some(next.as_str()), Some(2))
+    );
+    assert_eq!(held(), 1);
+}

@@ -65,8 +65,24 @@ local function sync(b, id)
   end
 end
 
--- Remove every trace of a notification (its collapse entry is checked against `unread` on use).
+-- The collapse key of a stored notification (nil when it has none, or it is not stored).
+local function collapse_key(b, id)
+  local item = redis.call('HGET', key(b, 'items'), id)
+  if not item then return nil end
+  local ok, n = pcall(cjson.decode, item .. '}')
+  if ok and type(n.collapse_key) == 'string' then return n.collapse_key end
+  return nil
+end
+
+-- Remove every trace of a notification, its collapse entry too when that names it (a lookup
+-- also checks the entry against `unread`; this keeps the hash from growing with every key).
 local function remove(b, id)
+  if redis.call('EXISTS', key(b, 'collapse')) == 1 then
+    local ck = collapse_key(b, id)
+    if ck and redis.call('HGET', key(b, 'collapse'), ck) == id then
+      redis.call('HDEL', key(b, 'collapse'), ck)
+    end
+  end
   for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat',
       'pushstage'}) do
     redis.call('HDEL', key(b, h), id)

@@ -21,12 +21,6 @@ if #expired > 0 then
   commit(b, 'deleted', '{"ids":' .. cjson.encode(expired) .. ',"reason":"expired"' .. counts(b) .. '}',
     now, fresh, cap)
 end
--- The collapse key of a stored notification (nil when it has none).
-local function collapse_key(b, id)
-  local ok, n = pcall(cjson.decode, redis.call('HGET', key(b, 'items'), id) .. '}')
-  if ok and type(n.collapse_key) == 'string' then return n.collapse_key end
-  return nil
-end
 
 for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')) do
   local delivering = held(b, id)
