@@ -31,10 +31,12 @@ pub async fn route(state: AppState, req: Request, rest: &[&str]) -> Result<Respo
         [""] if get => Ok(page(&req)),
         ["admin.js"] if get => Ok(assets::ADMIN_JS.serve(&req)),
         ["admin.css"] if get => Ok(assets::ADMIN_CSS.serve(&req)),
-        ["nodes"] if req.method() == Method::GET => nodes(state, req).await,
+        ["nodes"] if get => nodes(state, req).await,
         ["tail"] if req.method() == Method::GET => tail(state, req).await,
-        [] | [""] | ["admin.js" | "admin.css"] => Err(Error::MethodNotAllowed("GET, HEAD")),
-        ["nodes" | "tail"] => Err(Error::MethodNotAllowed("GET")),
+        [] | [""] | ["admin.js" | "admin.css"] | ["nodes"] => {
+            Err(Error::MethodNotAllowed("GET, HEAD"))
+        }
+        ["tail"] => Err(Error::MethodNotAllowed("GET")),
         _ => Err(Error::NotFound("no such endpoint")),
     }
 }

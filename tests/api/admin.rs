@@ -130,6 +130,9 @@ async fn nodes_needs_a_service_token(mode: Mode) {
     assert!(me["node"].as_str().is_some_and(|n| !n.is_empty()), "{me}");
     let seen = me["last_seen_ms"].as_u64().unwrap();
     assert!((now() * 1000).abs_diff(seen) < 30_000, "{me}");
+    // HEAD, like every JSON GET
+    let head = send_raw(h.http.head(&path).bearer_auth(service_token())).await;
+    assert_eq!(head.status(), 200);
 }
 
 async fn a_tail_shows_that_users_changes_only(mode: Mode) {
