@@ -161,8 +161,9 @@ pub enum Work {
 impl Stream {
     /// Register with the hub and broker, then queue the opening frames: `retry:`, `ready`, and
     /// the replay (or `reset`) when `resume` carries a Last-Event-ID. `None` when the user
-    /// already has `--max-streams-per-user` streams, here or (Redis) on all nodes together. The stream starts on the body
-    /// transport; the socket transport takes it over with `Handle::attach`.
+    /// already has `--max-streams-per-user` streams, here or (Redis) on all nodes together.
+    /// The stream starts on the body transport; the socket transport takes it over with
+    /// `Handle::attach`.
     pub async fn open(
         state: &AppState,
         owner: Owner,
