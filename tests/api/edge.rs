@@ -415,7 +415,7 @@ async fn plain_options_is_routed() {
     // the admin view's own table too
     let r = send_raw(options("/admin/nodes")).await;
     assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["allow"], "GET, OPTIONS");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, OPTIONS");
     let (status, body) = send(options("/nothing")).await;
     assert_error(status, &body, 404, "not_found");
     let r = send_raw(options("/api/echo").bearer_auth(user_token("alice"))).await;
