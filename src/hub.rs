@@ -359,6 +359,16 @@ impl Hub {
         self.inner.users.iter().map(|e| e.key().clone()).collect()
     }
 
+    /// Every stream of this node, as (user, presence entry).
+    pub fn all_presence(&self) -> Vec<(String, PresenceEntry)> {
+        let users = self.users().into_iter();
+        let entries = users.flat_map(|user| {
+            let entries = self.presence(&user);
+            entries.into_iter().map(move |entry| (user.clone(), entry))
+        });
+        entries.collect()
+    }
+
     /// This node's streams of `user`, as presence entries.
     pub fn presence(&self, user: &str) -> Vec<PresenceEntry> {
         self.inner.users.get(user).map_or_else(Vec::new, |subs| {

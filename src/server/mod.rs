@@ -273,10 +273,10 @@ pub async fn run(
     }
     drop(listener);
     // Every stream ends (hyper's and the socket ones alike); the connections then close.
-    let present = state
-        .store
-        .keeps_presence()
-        .then(|| presence_of(&state.hub));
+    let present = state.store.keeps_presence().then(|| {
+        let entries = state.hub.all_presence().into_iter();
+        entries.map(|(user, entry)| (user, entry.stream)).collect()
+    });
     state.hub.end_all(EndReason::Shutdown);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -300,17 +300,6 @@ pub async fn run(
 
 /// Longest the shutdown waits to delete the node's presence entries.
 const PRESENCE_CLEANUP: Duration = Duration::from_secs(2);
-
-/// (user, stream key) of every stream of this node.
-fn presence_of(hub: &Hub) -> Vec<(String, String)> {
-    let entries = hub.users().into_iter().flat_map(|user| {
-        let streams = hub.presence(&user).into_iter().map(|entry| entry.stream);
-        streams
-            .map(move |stream| (user.clone(), stream))
-            .collect::<Vec<_>>()
-    });
-    entries.collect()
-}
 
 /// CORS for `--allowed-origin` (or the request's own host). Credentials are allowed only in
 /// answers to an allowed origin (never on answers without `Origin`).

@@ -1024,11 +1024,7 @@ impl RedisStore {
 
     /// Write every presence entry of this node's streams again, a few at a time.
     async fn record_presence_again(&self, hub: &Hub) {
-        let entries = hub.users().into_iter().flat_map(|user| {
-            let entries = hub.presence(&user);
-            entries.into_iter().map(move |entry| (user.clone(), entry))
-        });
-        futures_util::stream::iter(entries)
+        futures_util::stream::iter(hub.all_presence())
             .for_each_concurrent(PRESENCE_WRITES, |(user, entry)| async move {
                 let written = self.add_presence(&user, &entry).await;
                 // A stream that ended meanwhile deleted its entry before this write, or

@@ -90,18 +90,7 @@ fn unreachable_redis_or_cluster_exits_2_naming_the_address() {
     let port = free_port();
     for scheme in ["redis", "redis+cluster"] {
         let url = format!("{scheme}://127.0.0.1:{port}");
-        let out = run(
-            &[
-                "--jwt-secret",
-                "x",
-                "--listen",
-                "127.0.0.1:0",
-                "--redis-url",
-                &url,
-            ],
-            &[],
-        );
-        assert_startup_error(&out, &format!("127.0.0.1:{port}"));
+        assert_startup_error(&serve_with_redis(&url), &format!("127.0.0.1:{port}"));
     }
     // something else answers there: still one line
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -112,19 +101,21 @@ fn unreachable_redis_or_cluster_exits_2_naming_the_address() {
             let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         }
     });
-    let url = format!("redis://{addr}");
-    let out = run(
-        &[
-            "--jwt-secret",
-            "x",
-            "--listen",
-            "127.0.0.1:0",
-            "--redis-url",
-            &url,
-        ],
-        &[],
-    );
+    let out = serve_with_redis(&format!("redis://{addr}"));
     assert_startup_error(&out, &addr.to_string());
+}
+
+/// `herald serve` on a free port with `--redis-url url`.
+fn serve_with_redis(url: &str) -> Output {
+    let args = [
+        "--jwt-secret",
+        "x",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        url,
+    ];
+    run(&args, &[])
 }
 
 /// A node of a Redis Cluster named as one server would answer MOVED to most writes: refused
@@ -134,14 +125,7 @@ fn a_cluster_node_named_as_one_server_exits_2() {
     let cluster = Cluster::start(3, 0);
     let port = cluster.primaries()[0];
     let url = format!("redis://127.0.0.1:{port}");
-    let serve = [
-        "--jwt-secret",
-        "x",
-        "--listen",
-        "127.0.0.1:0",
-        "--redis-url",
-        &url,
-    ];
+    assert_startup_error(&serve_with_redis(&url), "redis+cluster://");
     let publish = [
         "publish",
         "--redis-url",
@@ -151,10 +135,7 @@ fn a_cluster_node_named_as_one_server_exits_2() {
         "--title",
         "t",
     ];
-    for args in [&serve[..], &publish[..]] {
-        let out = run(args, &[]);
-        assert_startup_error(&out, "redis+cluster://");
-    }
+    assert_startup_error(&run(&publish, &[]), "redis+cluster://");
 }
 
 #[test]

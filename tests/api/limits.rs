@@ -240,6 +240,14 @@ async fn request_heads_are_capped_at_32_kib() {
     assert_eq!(raw_status(&small), 200, "{small}");
     assert_eq!(raw_status(&large), 431, "{large}");
     assert!(large.contains(r#""code":"too_large""#), "{large}");
+    // more than 100 headers: 431 too
+    let many = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: 1\r\n".repeat(101)
+    );
+    let answer = raw_http_async(&h.base, many).await;
+    assert_eq!(raw_status(&answer), 431, "{answer}");
+    assert!(answer.contains(r#""code":"too_large""#), "{answer}");
 }
 
 /// A body announced over 1 MiB is refused from its head: `413` at once, without `100
