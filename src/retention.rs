@@ -1,7 +1,10 @@
 //! Retention: every `period`, one node at a time (a Redis lock in Redis mode) deletes the
 //! notifications older than `--retention`. Deletions are committed like any other, so open
 //! streams get `deleted` with the new unread count. Ids are ULIDs, so "older than" is a
-//! comparison with the id of the cut-off time; no notification JSON is read.
+//! comparison with the id of the cut-off time; no notification JSON is read. The change logs
+//! are cut too: a change older than the retention (and than a day, so that a replay reaches a
+//! day back whatever the retention) is dropped, so a purged notification's JSON does not live
+//! on in the log, and a user with nothing left keeps no log.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +16,9 @@ use crate::store::Store;
 pub fn period(retention: Duration) -> Duration {
     (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
 }
+
+/// A change stays replayable at least this long, whatever `--retention` says.
+const REPLAY_AT_LEAST: Duration = Duration::from_secs(24 * 3600);
 
 /// The smallest id that can be created at `t`: every id created before `t` sorts below it.
 pub fn cutoff_id(t: SystemTime) -> String {
@@ -35,8 +41,10 @@ pub async fn run(store: Store, node: String, retention: Duration, shutdown: Shut
                 continue;
             }
         }
-        let cutoff = cutoff_id(SystemTime::now() - retention);
-        match store.purge_before(&cutoff).await {
+        let now = SystemTime::now();
+        let cutoff = cutoff_id(now - retention);
+        let log_before = unix_ms(now - retention.max(REPLAY_AT_LEAST));
+        match store.purge_before(&cutoff, log_before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "retention: old notifications deleted"),
             Err(e) => tracing::warn!(

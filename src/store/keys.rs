@@ -48,13 +48,17 @@ impl UserKeys {
     pub fn base(&self) -> &str {
         &self.base
     }
-    // The tray's keys (`unread`, `unseen`, `order`, `items`, the state HASHes, `wake`,
-    // `expire`, ...) and the change log's (`seq`, `changes`) are named in the scripts only
-    // (`common.lua`; docs/redis.md lists them all).
+    // The tray's keys (`unread`, `unseen`, `items`, the state HASHes, `wake`, `expire`, ...)
+    // and the change log's (`seq`, `changes`) are named in the scripts only (`common.lua`;
+    // docs/redis.md lists them all); `order` is here too, for the retention cleaner.
     /// STRING: the change log's epoch, 12 hex chars, the tag of every event id. Created with
     /// `SET NX` by the first commit or head read; a Redis that lost its data draws a new one.
     pub fn epoch(&self) -> String {
         self.key("epoch")
+    }
+    /// ZSET: every id of the tray, in creation order (the retention cleaner reads it).
+    pub fn order(&self) -> String {
+        self.key("order")
     }
     /// ZSET of the user's browser sessions: public id → creation time (µs), oldest first.
     pub fn sessions(&self) -> String {
@@ -124,16 +128,17 @@ pub fn cleaner_lock() -> String {
     format!("{PREFIX}cleaner")
 }
 
-/// The pattern matching every user's `order` key, for the cleaner's SCAN.
-pub const ORDER_PATTERN: &str = "herald:{u:*}:order";
+/// The pattern matching every user's change-log head (`seq`), for the cleaner's SCAN: every
+/// user with a tray or a change log has one.
+pub const SEQ_PATTERN: &str = "herald:{u:*}:seq";
 
-/// The user an `order` key belongs to; `None` for anything that only looks like one (an
-/// escaped user id never holds a brace, so a key with one is not ours to clean).
-pub fn user_of_order_key(key: &str) -> Option<String> {
+/// The user a `seq` key belongs to; `None` for anything that only looks like one (an escaped
+/// user id never holds a brace, so a key with one is not ours to clean).
+pub fn user_of_seq_key(key: &str) -> Option<String> {
     let inner = key
         .strip_prefix(PREFIX)?
         .strip_prefix("{u:")?
-        .strip_suffix("}:order")?;
+        .strip_suffix("}:seq")?;
     (!inner.contains(['{', '}'])).then(|| unescape(inner))
 }
 
@@ -167,8 +172,8 @@ mod tests {
         let keys = UserKeys::new("a}b{c%");
         assert_eq!(keys.base(), "herald:{u:a%7Db%7Bc%25}");
         assert_eq!(user_of_channel(&keys.channel()).as_deref(), Some("a}b{c%"));
-        let order = format!("{}:order", keys.base());
-        assert_eq!(user_of_order_key(&order).as_deref(), Some("a}b{c%"));
+        let seq = format!("{}:seq", keys.base());
+        assert_eq!(user_of_seq_key(&seq).as_deref(), Some("a}b{c%"));
     }
 
     /// The keys written into a command are the keys the tray scripts are documented to take.
@@ -195,17 +200,17 @@ mod tests {
         );
     }
 
-    /// No idempotency key can look like a tray's order key, whatever the caller sends.
+    /// No idempotency key can look like a change log's head, whatever the caller sends.
     #[test]
-    fn idempotency_keys_never_match_the_order_pattern() {
-        let hash = crate::model::sha256_hex("x}:order");
+    fn idempotency_keys_never_match_the_seq_pattern() {
+        let hash = crate::model::sha256_hex("x}:seq");
         let mut cmd = redis::cmd("EVALSHA");
         UserKeys::new("frank").write_publish(&mut cmd, Some(&hash));
         let key = cmd.args_iter().last().map(|arg| match arg {
             redis::Arg::Simple(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
             _ => unreachable!(),
         });
-        assert!(!key.unwrap().ends_with(":order"));
-        assert_eq!(user_of_order_key("herald:{u:frank}:idem:x}:order"), None);
+        assert!(!key.unwrap().ends_with(":seq"));
+        assert_eq!(user_of_seq_key("herald:{u:frank}:idem:x}:seq"), None);
     }
 }

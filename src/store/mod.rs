@@ -488,10 +488,11 @@ impl Store {
         forward!(self.subscriptions(user))
     }
 
-    /// Delete (and commit as `deleted`) every notification whose id sorts below `cutoff`;
-    /// returns how many.
-    pub async fn purge_before(&self, cutoff: &str) -> Result<usize> {
-        forward!(self.purge_before(cutoff))
+    /// Delete (and commit as `deleted`) every notification whose id sorts below `cutoff`,
+    /// then drop from every change log the changes committed before `log_before_ms` (a
+    /// replay from before them resets); returns how many notifications were deleted.
+    pub async fn purge_before(&self, cutoff: &str, log_before_ms: u64) -> Result<usize> {
+        forward!(self.purge_before(cutoff, log_before_ms))
     }
 
     /// Take (or keep) the cleaner's turn for `ttl`; false when another node holds it.

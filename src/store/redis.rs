@@ -59,6 +59,7 @@ struct Scripts {
     action: Script,
     head: Script,
     rehint: Script,
+    trim: Script,
 }
 
 /// A tray script: `common.lua` (the key layout and the shared steps) and the script's own.
@@ -83,6 +84,7 @@ fn scripts() -> &'static Scripts {
         action: tray_script!("action.lua"),
         head: tray_script!("head.lua"),
         rehint: Script::new(include_str!("scripts/rehint.lua")),
+        trim: tray_script!("trim.lua"),
     })
 }
 
@@ -732,15 +734,16 @@ impl RedisStore {
         Ok(marked)
     }
 
-    /// SCAN every tray (on every primary of a cluster); each user's old ids are deleted
-    /// through the mark script. A key that is not a tray, or a tray that fails, is logged and
-    /// skipped: one bad key never stops the round for everyone else. The round fails only
-    /// when Redis itself is unreachable.
-    pub async fn purge_before(&self, cutoff: &str) -> Result<usize> {
+    /// SCAN every change-log head (on every primary of a cluster: every user with a tray or
+    /// a log has one); each user's old ids are deleted through the mark script, then the log is cut
+    /// (`trim.lua`). A key that is not a log, or a user that fails, is logged and skipped:
+    /// one bad key never stops the round for everyone else. The round fails only when Redis
+    /// itself is unreachable.
+    pub async fn purge_before(&self, cutoff: &str, log_before_ms: u64) -> Result<usize> {
         let mut conn = self.conn();
         let mut removed = 0;
-        for key in conn.scan_match(keys::ORDER_PATTERN).await? {
-            let Some(user) = keys::user_of_order_key(&key) else {
+        for key in conn.scan_match(keys::SEQ_PATTERN).await? {
+            let Some(user) = keys::user_of_seq_key(&key) else {
                 tracing::warn!(
                     key,
                     "retention: skipped a key that only looks like a tray; another program \
@@ -748,7 +751,10 @@ impl RedisStore {
                 );
                 continue;
             };
-            match self.purge_tray(&mut conn, &key, &user, cutoff).await {
+            match self
+                .purge_user(&mut conn, &user, cutoff, log_before_ms)
+                .await
+            {
                 Ok(n) => removed += n,
                 Err(Error::Unavailable(e)) if is_connection_error(&*e) => {
                     return Err(Error::Unavailable(e))
@@ -768,25 +774,35 @@ impl RedisStore {
         Ok(removed)
     }
 
-    async fn purge_tray(
+    async fn purge_user(
         &self,
         conn: &mut RedisConn,
-        key: &str,
         user: &str,
         cutoff: &str,
+        log_before_ms: u64,
     ) -> Result<usize> {
+        let keys = UserKeys::new(user);
         let old: Vec<String> = redis::cmd("ZRANGE")
-            .arg(key)
+            .arg(keys.order())
             .arg("-")
             .arg(format!("({cutoff}"))
             .arg("BYLEX")
             .query_async(conn)
             .await?;
-        if old.is_empty() {
-            return Ok(0);
-        }
-        let marked = self.mark(user, &Target::Ids(old), Mark::Deleted).await?;
-        Ok(marked.changed.len())
+        let removed = if old.is_empty() {
+            0
+        } else {
+            let marked = self.mark(user, &Target::Ids(old), Mark::Deleted).await?;
+            marked.changed.len()
+        };
+        let _dropped: u64 = self
+            .scripts
+            .trim
+            .key(keys.base())
+            .arg(log_before_ms)
+            .invoke_async(conn)
+            .await?;
+        Ok(removed)
     }
 
     /// `SET NX` the cleaner lock, or extend it when this node already holds it.

@@ -48,7 +48,7 @@ async fn old_notifications_are_purged(mode: Mode) {
 /// cleaner never mistakes it for a tray: retention keeps working for everyone.
 async fn no_idempotency_key_can_stop_retention(mode: Mode) {
     let h = Setup::new(mode, &["--retention", "1s"]);
-    for key in ["x}:order", "}:order", "*", "{u:ret-b}:order"] {
+    for key in ["x}:order", "}:order", "x}:seq", "*", "{u:ret-b}:seq"] {
         let (status, body) = h
             .publish(
                 json!({"users": ["frank"], "notification": {"title": "p"}, "idempotency_key": key}),

@@ -1,7 +1,7 @@
 //! The cases both stores must pass, one behaviour each (see `contract!` in `mod.rs`).
 
 use super::*;
-use crate::model::{ChangeKind, Counts, Epoch};
+use crate::model::{now_ms, ChangeKind, Counts, Epoch};
 use crate::store::{LOG_CAPACITY, MAX_SESSIONS_PER_USER};
 
 /// Pages of `before` cursors walk the tray newest first with no gap and no overlap, even
@@ -377,7 +377,7 @@ pub async fn purge_before_deletes_only_older_ids(s: &Subject) {
         publish(s, "a", None).await.id,
         publish(s, "b", None).await.id,
     );
-    assert_eq!(s.store.purge_before(&cutoff).await.expect("purge"), 2);
+    assert_eq!(s.store.purge_before(&cutoff, 0).await.expect("purge"), 2);
     assert_eq!(ids(&list(s, "a", 10, None, false).await), [a_new]);
     assert_eq!(ids(&list(s, "b", 10, None, false).await), [b_new]);
     let a = s.store.head("a").await.expect("head");
@@ -388,7 +388,43 @@ pub async fn purge_before_deletes_only_older_ids(s: &Subject) {
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].kind, ChangeKind::Deleted);
     assert!(changes[0].data.contains(&a_old) && !changes[0].data.contains(&b_old));
-    assert_eq!(s.store.purge_before(&cutoff).await.expect("purge"), 0);
+    assert_eq!(s.store.purge_before(&cutoff, 0).await.expect("purge"), 0);
+}
+
+/// With a log cut-off, `purge_before` also drops the changes committed before it (its own
+/// `deleted` among them when the cut-off is later): a replay from before them resets, a user
+/// who still has notifications keeps its head and goes on from it, and one left with nothing
+/// resets too.
+pub async fn purge_cuts_the_change_logs(s: &Subject) {
+    publish(s, "a", None).await;
+    publish(s, "b", None).await;
+    let cutoff = new_id();
+    publish(s, "b", None).await;
+    let a = s.store.head("a").await.expect("head");
+    assert_eq!(
+        s.store
+            .purge_before(&cutoff, now_ms() + 60_000)
+            .await
+            .expect("purge"),
+        2
+    );
+    assert!(matches!(replay(s, "a", a.id()).await, Replay::Reset));
+    let b = s.store.head("b").await.expect("head");
+    assert_eq!((b.seq, b.unread_count), (3, 1));
+    assert!(matches!(
+        replay(s, "b", EventId { seq: 2, ..b.id() }).await,
+        Replay::Reset
+    ));
+    let Replay::Changes(none) = replay(s, "b", b.id()).await else {
+        panic!("reset at the head")
+    };
+    assert!(none.is_empty());
+    let next = publish(s, "b", None).await.id;
+    let Replay::Changes(changes) = replay(s, "b", b.id()).await else {
+        panic!("reset after the cut")
+    };
+    assert_eq!(changes.len(), 1);
+    assert!(changes[0].data.contains(&next));
 }
 
 /// One publish to many users (more than one Redis script call) stores exactly one

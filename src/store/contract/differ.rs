@@ -314,3 +314,42 @@ async fn redis_a_group_publish_announces_one_batch_as_logged() {
         }
     }
 }
+
+/// Redis: retention's cut of a log leaves a user with no notification and no change without
+/// any log key (`seq`, `epoch`, `changes`), so the next change starts a new epoch; a user who
+/// still has notifications keeps `seq` and `epoch` (its head goes on), and the cleaner still
+/// finds that user by `seq` in the next round.
+#[tokio::test]
+async fn redis_a_cut_log_of_an_empty_tray_leaves_no_key() {
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let mut raw = s.raw();
+    publish(&s, "a", None).await;
+    let first = s.store.head("a").await.expect("head");
+    let cutoff = new_id();
+    publish(&s, "b", None).await;
+    let later = crate::model::now_ms() + 60_000;
+    assert_eq!(
+        s.store.purge_before(&cutoff, later).await.expect("purge"),
+        1
+    );
+    let exists = |raw: &mut redis::Connection, user: &str, suffix: &str| -> bool {
+        redis::cmd("EXISTS")
+            .arg(format!("herald:{{u:{user}}}:{suffix}"))
+            .query(raw)
+            .expect("exists")
+    };
+    for suffix in ["seq", "epoch", "changes", "order"] {
+        assert!(!exists(&mut raw, "a", suffix), "a's {suffix} is left");
+    }
+    assert!(exists(&mut raw, "b", "seq") && exists(&mut raw, "b", "epoch"));
+    assert!(!exists(&mut raw, "b", "changes"));
+    let again = s.store.head("a").await.expect("head");
+    assert_ne!(again.epoch, first.epoch);
+    // b's notification is old in the next round: found by its seq key, although its log is gone
+    let cutoff = new_id();
+    assert_eq!(
+        s.store.purge_before(&cutoff, later).await.expect("purge"),
+        1
+    );
+    assert!(!exists(&mut raw, "b", "seq"));
+}

@@ -132,6 +132,7 @@ contract! {
     session_cap_evicts_the_oldest;
     groups_add_remove_and_list_sorted;
     purge_before_deletes_only_older_ids;
+    purge_cuts_the_change_logs;
     one_publish_stores_once_per_recipient;
     notification_json_is_what_serde_writes;
     muted_categories_suppress_all_but_critical;

@@ -73,6 +73,17 @@ impl ChangeLog {
         }
     }
 
+    /// Forget the changes committed before `at_ms` (retention: what they name is gone, or
+    /// old enough to be); a replay from before them resets.
+    pub(super) fn drop_before(&mut self, at_ms: u64) {
+        while self.0.front().is_some_and(|e| e.at_ms < at_ms) {
+            self.0.pop_front();
+        }
+        if self.0.is_empty() {
+            self.0.shrink_to_fit();
+        }
+    }
+
     /// The oldest change kept.
     pub(super) fn first_seq(&self) -> Option<u64> {
         self.0.front().map(|e| e.seq)

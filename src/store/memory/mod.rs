@@ -421,7 +421,7 @@ impl MemoryStore {
         }))
     }
 
-    pub async fn purge_before(&self, cutoff: &str) -> Result<usize> {
+    pub async fn purge_before(&self, cutoff: &str, log_before_ms: u64) -> Result<usize> {
         let old: Vec<(String, Vec<String>)> = self
             .inner
             .trays
@@ -448,6 +448,10 @@ impl MemoryStore {
                 .await?
                 .changed
                 .len();
+        }
+        for entry in self.inner.trays.iter() {
+            let mut tray = entry.value().lock().unwrap_or_else(|e| e.into_inner());
+            tray.log.drop_before(log_before_ms);
         }
         Ok(removed)
     }
