@@ -34,14 +34,25 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// `url` with its password (if any) replaced by `***`.
-fn redacted(url: &str) -> String {
+/// `url` with its password (if any) replaced by `***`; in a URL that does not parse, all
+/// that stands before an `@` in its authority.
+pub fn redacted(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        Err(_) => {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url.to_owned();
+            };
+            let authority = rest.split('/').next().unwrap_or_default();
+            match authority.rfind('@') {
+                Some(at) => format!("{scheme}://***{}", &rest[at..]),
+                None => url.to_owned(),
+            }
+        }
     }
 }
 
@@ -131,5 +142,7 @@ mod tests {
         let shown = format!("{cluster:?}");
         assert!(!shown.contains("pw"), "{shown}");
         assert!(shown.contains("h2:7001"), "{shown}");
+        let unparsable = redacted("redis://u:pw@h1:port/x");
+        assert_eq!(unparsable, "redis://***@h1:port/x");
     }
 }

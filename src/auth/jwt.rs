@@ -131,12 +131,22 @@ impl Keys {
         )
     }
 
-    /// Keys from a PEM public key; its key type picks the one algorithm accepted (RSA → RS256,
-    /// EC → ES256). They verify only: a public key cannot sign.
-    pub fn public_pem(pem: &[u8], checks: Checks) -> Result<Self, jsonwebtoken::errors::Error> {
+    /// Keys from a PEM public key (or certificate); its key type picks the one algorithm
+    /// accepted (RSA → RS256, EC P-256 → ES256). They verify only: a public key cannot sign.
+    /// A private key, or an EC key on another curve, is refused here: the library would take
+    /// it and then refuse every token.
+    pub fn public_pem(pem: &[u8], checks: Checks) -> Result<Self, String> {
+        if String::from_utf8_lossy(pem).contains("PRIVATE KEY-----") {
+            return Err("it holds a private key; give the public key".into());
+        }
         let (algorithm, key) = match DecodingKey::from_rsa_pem(pem) {
             Ok(key) => (Algorithm::RS256, key),
-            Err(_) => (Algorithm::ES256, DecodingKey::from_ec_pem(pem)?),
+            Err(_) => {
+                let key = DecodingKey::from_ec_pem(pem).map_err(|e| e.to_string())?;
+                p256::PublicKey::from_sec1_bytes(key.as_bytes())
+                    .map_err(|_| "an EC key must be on the P-256 curve (ES256)")?;
+                (Algorithm::ES256, key)
+            }
         };
         Ok(Keys::with(algorithm, key, None, checks))
     }

@@ -1,15 +1,11 @@
 //! The `token`, `publish` and `health` sub-commands: small clients of the same code the
 //! server runs.
 
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
 use super::{backend, HealthArgs, PublishArgs, TokenArgs};
 use crate::auth::jwt::{Claims, NumericDate};
 use crate::config::{Backend, KafkaConfig};
 use crate::error::StartupError;
-use crate::model::{now_secs, NotificationInput};
+use crate::model::{now_secs, validate_id, NotificationInput};
 use crate::publish::{publish as publish_request, PublishRequest};
 use crate::store::Store;
 
@@ -17,6 +13,10 @@ use crate::store::Store;
 pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
     if args.sub.is_none() && args.scope.is_none() {
         return Err(StartupError("--sub or --scope is required".into()));
+    }
+    // A user id the server would refuse makes a token no server accepts.
+    if let Some(sub) = &args.sub {
+        validate_id("--sub", sub).map_err(|e| StartupError(e.to_string()))?;
     }
     let claims = Claims {
         sub: args.sub.clone(),
@@ -115,26 +115,34 @@ async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), Startu
     })?;
     // `--url` may carry a base path: append, never replace its last segment.
     let url = format!("{}/publish", args.url.as_str().trim_end_matches('/'));
-    let req = http::Request::post(url.as_str())
-        .header("authorization", format!("Bearer {service}"))
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(
-            serde_json::to_vec(request).expect("a publish request serializes"),
-        )))
-        .map_err(|e| StartupError(format!("--url: {e}")))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
+    let client = reqwest::Client::builder()
+        .timeout(POST_TIMEOUT)
+        .build()
+        .map_err(|e| StartupError(format!("HTTP client: {e}")))?;
     let response = client
-        .request(req)
+        .post(&url)
+        .bearer_auth(service)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(request).expect("a publish request serializes"))
+        .send()
         .await
-        .map_err(|e| StartupError(format!("--url: cannot reach Herald at {}: {e}", args.url)))?;
+        .map_err(|e| {
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                cause.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            if e.is_timeout() {
+                cause = format!("no answer within {} s", POST_TIMEOUT.as_secs());
+            }
+            StartupError(format!(
+                "--url: cannot reach Herald at {}: {cause}",
+                args.url
+            ))
+        })?;
     let status = response.status();
-    let text = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
+    let text = response.text().await.unwrap_or_default();
     if !status.is_success() {
         return Err(StartupError(format!(
             "publish failed with {status}: {text}"
@@ -143,6 +151,9 @@ async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), Startu
     println!("{text}");
     Ok(())
 }
+
+/// The longest `herald publish` waits for the server's answer.
+const POST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `herald health`: `GET /healthz` (or `/readyz`) on the local node within 3 s; an error (exit
 /// status 1, what container health checks read as unhealthy) unless it answers 2xx.

@@ -151,6 +151,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_BASE_PATH",
         default_value = "/",
+        value_parser = parse_base_path,
         help_heading = "Listening"
     )]
     pub base_path: String,
@@ -189,7 +190,7 @@ pub struct ServeArgs {
     )]
     pub max_connect_rate: u32,
     /// This node's name in presence and logs (default: random).
-    #[arg(long, env = "HERALD_NODE_ID", help_heading = "Listening")]
+    #[arg(long, env = "HERALD_NODE_ID", value_parser = parse_node_id, help_heading = "Listening")]
     pub node_id: Option<String>,
     /// Serve HTTPS (and HTTP/2) with this certificate chain (PEM); with --tls-key. SIGHUP
     /// reloads both files.
@@ -505,13 +506,7 @@ impl ServeArgs {
                     .ok_or_else(|| StartupError(format!("--allowed-origin: invalid origin {o:?}")))
             })
             .collect::<Result<_, _>>()?;
-        let mut base_path = args.base_path.trim().to_owned();
-        if !base_path.starts_with('/') {
-            base_path.insert(0, '/');
-        }
-        if !base_path.ends_with('/') {
-            base_path.push('/');
-        }
+        let base_path = args.base_path.clone();
         if let Some(upstream) = &args.upstream {
             if upstream.scheme() != "http" || upstream.host().is_none() {
                 return Err(StartupError(format!(
@@ -602,18 +597,25 @@ fn backend(urls: &[String]) -> Result<Backend, StartupError> {
     let mut cluster = Vec::new();
     let mut single = Vec::new();
     for url in urls {
+        let shown = crate::config::redacted(url);
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let before = cluster.len();
             cluster.extend(
                 rest.split(',')
-                    .filter(|s| !s.is_empty())
+                    .filter(|s| !s.trim().is_empty())
                     .map(|h| format!("redis://{h}")),
             );
+            if cluster.len() == before {
+                return Err(StartupError(format!(
+                    "--redis-url: {shown:?} names no node (redis+cluster://host:port,host:port)"
+                )));
+            }
         } else {
             let parsed = Url::parse(url)
-                .map_err(|e| StartupError(format!("--redis-url: invalid URL {url:?}: {e}")))?;
+                .map_err(|e| StartupError(format!("--redis-url: invalid URL {shown:?}: {e}")))?;
             if !matches!(parsed.scheme(), "redis" | "rediss") {
                 return Err(StartupError(format!(
-                    "--redis-url: scheme must be redis://, rediss:// or redis+cluster:// in {url:?}"
+                    "--redis-url: scheme must be redis://, rediss:// or redis+cluster:// in {shown:?}"
                 )));
             }
             single.push(url.clone());
@@ -650,6 +652,37 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 500ms, 15s, 30d)"))
 }
 
+/// clap value parser for `--base-path`: segments of URL path characters that need no
+/// escaping (no `.` or `..` segment), normalised to `/seg/…/` (`/` alone: no prefix).
+fn parse_base_path(s: &str) -> Result<String, String> {
+    let mut path = String::from("/");
+    for segment in s.trim().split('/').filter(|s| !s.is_empty()) {
+        let plain = segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@".contains(c));
+        if !plain || segment == "." || segment == ".." {
+            return Err(
+                "not a plain path: letters, digits and -._~!$&'()*+,;=:@ between \
+                 slashes, no . or .. segment"
+                    .into(),
+            );
+        }
+        path.push_str(segment);
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// clap value parser for `--node-id`: 1–64 printable ASCII characters without spaces (it
+/// names the node in presence, logs and Redis keys).
+fn parse_node_id(s: &str) -> Result<String, String> {
+    if (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1 to 64 printable ASCII characters without spaces".into())
+    }
+}
+
 /// clap value parser for `--trusted-proxy`: a CIDR, or a bare address meaning just that host.
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
@@ -668,7 +701,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("herald: {}", one_line(&e.render().to_string()));
+            eprintln!("herald: {}", usage_error(&e));
             ExitCode::from(2)
         }
     }
@@ -706,11 +739,33 @@ fn join_negative_values(args: impl IntoIterator<Item = OsString>) -> Vec<OsStrin
 
 /// A clap error in one line: its first line, with its tips and possible values kept
 /// (`unexpected argument '--lisen' found (tip: a similar argument exists: '--listen')`).
+/// A clap error as one line: a bad value is quoted as Rust would (clap prints it raw, and a
+/// value may hold a line break); anything else is [`one_line`] of clap's own text.
+fn usage_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let arg = e.get(ContextKind::InvalidArg);
+    let value = e.get(ContextKind::InvalidValue);
+    if let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (arg, value) {
+        if let Some(cause) = std::error::Error::source(e) {
+            return format!("invalid value {value:?} for '{arg}': {cause}");
+        }
+    }
+    one_line(&e.render().to_string())
+}
+
 fn one_line(rendered: &str) -> String {
     let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or("invalid arguments");
     let mut out = first.trim_start_matches("error: ").to_owned();
+    // "the following required arguments were not provided:" lists the flags on the lines
+    // below, up to the usage line.
+    let mut listing = out.ends_with(':');
     for line in lines {
+        if listing && !line.starts_with("Usage:") {
+            out.push_str(&format!(" {line}"));
+            continue;
+        }
+        listing = false;
         if line.starts_with("tip:") || line.starts_with("[possible values:") {
             out.push_str(&format!(" ({line})"));
         }
@@ -850,6 +905,27 @@ mod tests {
         }
     }
 
+    /// A base path is normalised to `/seg/…/`; one that no request could reach is refused.
+    #[test]
+    fn base_paths() {
+        for (given, kept) in [("/", "/"), ("", "/"), ("//", "/"), ("herald", "/herald/")] {
+            assert_eq!(parse_base_path(given).unwrap(), kept, "{given:?}");
+        }
+        assert_eq!(parse_base_path("/a/b-c_d~/").unwrap(), "/a/b-c_d~/");
+        for bad in ["/x?y", "/a b", "/../x", "/a/./b", "/%41", "/x#y", "/ü"] {
+            assert!(parse_base_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A node id is printable ASCII without spaces, 1–64 characters.
+    #[test]
+    fn node_ids() {
+        assert!(parse_node_id("web-1.eu").is_ok());
+        for bad in ["", "a b", "a\nb", &"n".repeat(65)] {
+            assert!(parse_node_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
     /// A cluster URL and repeated flags give cluster seeds; one URL gives single Redis.
     #[test]
     fn backends() {
@@ -863,5 +939,12 @@ mod tests {
             Backend::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
         );
         assert!(backend(&["http://x".into()]).is_err());
+        for empty in ["redis+cluster://", "redis+cluster://,,"] {
+            assert!(backend(&[empty.into()]).is_err(), "{empty}");
+        }
+        let Err(StartupError(shown)) = backend(&["redis://:secret@h:x".into()]) else {
+            panic!("a bad port is an error")
+        };
+        assert!(!shown.contains("secret"), "{shown}");
     }
 }

@@ -413,8 +413,10 @@ fn single(
     } else {
         url.to_owned()
     };
-    let client = redis::Client::open(url.as_str())
-        .map_err(|e| StartupError(format!("--redis-url: invalid Redis URL {url:?}: {e}")))?;
+    let client = redis::Client::open(url.as_str()).map_err(|e| {
+        let url = crate::config::redacted(&url);
+        StartupError(format!("--redis-url: invalid Redis URL {url:?}: {e}"))
+    })?;
     let addr = client.get_connection_info().addr().to_string();
     let failed = move |what: &str| StartupError(format!("--redis-url: Redis at {addr} {what}"));
     // Our own deadlines bound every command; the connection's own timeout would cut
@@ -434,7 +436,8 @@ fn cluster(
     nodes: &[String],
     push: Option<impl redis::aio::AsyncPushSender>,
 ) -> Result<(Target, Failed), StartupError> {
-    let named = nodes.join(",");
+    let named: Vec<String> = nodes.iter().map(|n| crate::config::redacted(n)).collect();
+    let named = named.join(",");
     let failed =
         move |what: &str| StartupError(format!("--redis-url: Redis Cluster at {named} {what}"));
     let mut builder = ClusterClientBuilder::new(nodes.to_vec())

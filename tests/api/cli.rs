@@ -53,6 +53,13 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         // checked while Web Push is off too
         ("--push-ca-file", "/nonexistent/ca.pem"),
         ("--push-after", "8d"),
+        // a prefix no request could reach; a node id that would not survive a log line
+        ("--base-path", "/x?y"),
+        ("--base-path", "/../x"),
+        ("--node-id", ""),
+        ("--node-id", "a\nb"),
+        // a cluster URL with no node would have run embedded
+        ("--redis-url", "redis+cluster://"),
     ] {
         let out = run(&[&secret[..], &[flag, value]].concat(), &[]);
         assert_startup_error(&out, flag);
@@ -67,6 +74,14 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         &[],
     );
     assert_startup_error(&out, "--allowed-origin");
+    // a flag that needs another names the missing one
+    let out = run(&["--jwt-secret", "x", "--tls-cert", "/x.pem"], &[]);
+    assert_startup_error(&out, "--tls-key");
+    // `herald token` refuses a user id every server refuses
+    for sub in ["", " bob", &"a".repeat(129)] {
+        let out = run(&["token", "--jwt-secret", "x", "--sub", sub], &[]);
+        assert_startup_error(&out, "--sub");
+    }
 }
 
 #[test]
@@ -83,6 +98,36 @@ fn missing_key_or_unreadable_key_file_exits_2() {
         &run(&["--jwt-public-key", path.to_str().unwrap()], &[]),
         "--jwt-public-key",
     );
+    // keys the server could never verify with: a private key, an EC key on another curve
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+    };
+    let rsa = dir.0.join("rsa.key");
+    let rsa = rsa.to_str().unwrap();
+    openssl(&["genpkey", "-algorithm", "RSA", "-out", rsa]);
+    let p384 = dir.0.join("p384.key");
+    let p384 = p384.to_str().unwrap();
+    let p384_public = dir.0.join("p384.pub");
+    let p384_public = p384_public.to_str().unwrap();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-out",
+        p384,
+    ]);
+    openssl(&["pkey", "-in", p384, "-pubout", "-out", p384_public]);
+    for (key, says) in [(rsa, "private key"), (p384_public, "P-256")] {
+        let out = run(&["--jwt-public-key", key], &[]);
+        assert_startup_error(&out, "--jwt-public-key");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{out:?}"
+        );
+    }
 }
 
 #[test]
@@ -103,6 +148,18 @@ fn unreachable_redis_or_cluster_exits_2_naming_the_address() {
     });
     let out = serve_with_redis(&format!("redis://{addr}"));
     assert_startup_error(&out, &addr.to_string());
+    // a password in the URL is never printed
+    for url in [
+        format!("redis+cluster://:hunter2@127.0.0.1:{port}"),
+        format!("redis://:hunter2@127.0.0.1:{port}/abc"),
+    ] {
+        let out = serve_with_redis(&url);
+        assert_startup_error(&out, "--redis-url");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("hunter2"),
+            "{out:?}"
+        );
+    }
 }
 
 /// `herald serve` on a free port with `--redis-url url`.
