@@ -126,7 +126,7 @@ pub struct KafkaConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::Backend;
+    use super::{redacted, Backend};
 
     #[test]
     fn debug_hides_redis_passwords() {

@@ -8,6 +8,9 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+
+use crate::error::Error;
 use crate::model::now_ms;
 use crate::push::Pusher;
 use crate::shutdown::Shutdown;
@@ -17,13 +20,21 @@ use crate::store::{Escalation, Store};
 pub const TICK: Duration = Duration::from_millis(200);
 /// Users handled per tick, at most (the rest wait for the next tick).
 const BATCH: usize = 256;
+/// When a user whose due handling failed (not Redis being away) is tried again.
+const RETRY_BROKEN: Duration = Duration::from_secs(60);
 
-/// Handle what comes due in `store` until shutdown.
-pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown) {
+/// Handle what comes due in `store` until shutdown; then give the Web Push escalations in
+/// flight up to `drain` to finish (a send cut short is taken again by another node once its
+/// lease runs out).
+pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown, drain: Duration) {
+    let mut sending = JoinSet::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+            Some(_) = sending.join_next(), if !sending.is_empty() => continue,
+            _ = shutdown.wait() => break,
         }
         let due = match store.due(now_ms(), BATCH).await {
             Ok(due) => due,
@@ -35,7 +46,7 @@ pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown) {
         for (user, hint) in due {
             let found = match store.process_due(&user, hint).await {
                 Ok(found) => found,
-                Err(e) => {
+                Err(e @ Error::Unavailable(_)) => {
                     tracing::warn!(
                         error = %e,
                         "due notifications could not be handled (check that Redis runs); \
@@ -43,15 +54,38 @@ pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown) {
                     );
                     break;
                 }
+                Err(e) => {
+                    // One user's tray (a key of the wrong type, say): skip it, so it never
+                    // holds up everyone else's, and try it again a minute later.
+                    tracing::warn!(
+                        error = %e,
+                        retry_in = ?RETRY_BROKEN,
+                        "due notifications of one user could not be handled; run with \
+                         HERALD_LOG=herald=debug to see which, and inspect that user's keys"
+                    );
+                    tracing::debug!(user, "due: the user skipped");
+                    let later = now_ms() + RETRY_BROKEN.as_millis() as u64;
+                    if let Err(e) = store.defer_due(&user, later).await {
+                        tracing::debug!(error = %e, "due: could not defer a user");
+                    }
+                    continue;
+                }
             };
             let Some(push) = &push else { continue };
             let cancelled = push.metrics().push_escalations_cancelled.clone();
             cancelled.inc_by(found.cancelled as u64);
             for escalation in found.escalations {
                 let (store, push, user) = (store.clone(), push.clone(), user.clone());
-                tokio::spawn(async move { escalate(&store, &push, &user, escalation).await });
+                sending.spawn(async move { escalate(&store, &push, &user, escalation).await });
             }
         }
+    }
+    let finished = async { while sending.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain, finished).await.is_err() {
+        tracing::warn!(
+            "Web Push sends still running at the drain timeout were stopped; another node \
+             takes them over within a minute"
+        );
     }
 }
 

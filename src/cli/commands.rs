@@ -77,7 +77,9 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     match backend(&args.redis_url)? {
         Backend::Embedded => post(args, &request).await,
         redis => {
-            let store = Store::redis(&redis, args.max_per_user, None).await?;
+            // Web Push on: a recipient with a subscription gets an escalation, as through
+            // `POST /publish`; the nodes push it (a node with Web Push off cancels it).
+            let store = Store::redis(&redis, args.max_per_user, true, None).await?;
             let response = publish_request(&store, None, &request)
                 .await
                 .map_err(failed)?;

@@ -137,8 +137,9 @@ impl Pusher {
         &self.inner.metrics
     }
 
-    /// Push `escalation` to every subscription of `user` (each in turn, retrying within the
-    /// TTL while renewing the store's lease), then mark it done.
+    /// Push `escalation` to every subscription of `user` (all at once, so one slow push
+    /// service delays no other and the first tries end well within the store's lease; each
+    /// retried within the TTL while renewing the lease), then mark it done.
     pub async fn send(&self, store: &Store, user: &str, escalation: &Escalation) {
         let n = &escalation.notification;
         let payload = payload::payload(n, escalation.unread_count);
@@ -159,10 +160,10 @@ impl Pusher {
                 return;
             }
         };
-        for sub in &subscriptions {
-            self.send_one(store, user, n, sub, &payload, deadline, escalation)
-                .await;
-        }
+        let sends = subscriptions
+            .iter()
+            .map(|sub| self.send_one(store, user, n, sub, &payload, deadline, escalation));
+        futures_util::future::join_all(sends).await;
         if let Err(e) = store.push_done(user, &n.id).await {
             tracing::debug!(error = %e, "Web Push: could not mark an escalation done");
         }

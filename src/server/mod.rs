@@ -155,7 +155,7 @@ async fn start_tasks(
         tokio::spawn(ingest.run(shutdown.clone()));
     }
     #[cfg(feature = "kafka")]
-    let finishing = state
+    let mut finishing: Vec<_> = state
         .kafka
         .clone()
         .map(|kafka| {
@@ -165,7 +165,7 @@ async fn start_tasks(
         .into_iter()
         .collect();
     #[cfg(not(feature = "kafka"))]
-    let finishing = Vec::new();
+    let mut finishing = Vec::new();
     // Pings and expiry of every stream: a quarter heartbeat apart, at most 250 ms.
     let period =
         (config.heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
@@ -176,11 +176,12 @@ async fn start_tasks(
         config.retention,
         shutdown.clone(),
     ));
-    tokio::spawn(due::run(
+    finishing.push(tokio::spawn(due::run(
         state.store.clone(),
         state.push.clone(),
         shutdown.clone(),
-    ));
+        config.drain_timeout,
+    )));
     Ok(finishing)
 }
 

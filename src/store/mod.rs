@@ -366,14 +366,16 @@ impl Store {
         })
     }
 
-    /// The Redis store for a Redis `backend` (`herald publish --redis-url` has no shutdown).
+    /// The Redis store for a Redis `backend` (`herald publish --redis-url` has no shutdown);
+    /// `push`: a recipient with a Web Push subscription gets an escalation.
     pub async fn redis(
         backend: &Backend,
         max_per_user: usize,
+        push: bool,
         shutdown: Option<Shutdown>,
     ) -> Result<Self, StartupError> {
         let conn = connect_plain(backend, "store", shutdown).await?;
-        Ok(Store::Redis(RedisStore::new(conn, max_per_user, false)))
+        Ok(Store::Redis(RedisStore::new(conn, max_per_user, push)))
     }
 
     /// Ok when the backend answers (for `/readyz`).
@@ -459,6 +461,12 @@ impl Store {
     /// [`PUSH_LEASE_MS`]), then move the user's due-index entry `hint` to what is due next.
     pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         forward!(self.process_due(user, hint))
+    }
+
+    /// Move `user`'s due-index entry to `at_ms` (when it still has one): a tray whose due
+    /// handling failed is retried then, not at every tick ahead of everyone else's.
+    pub async fn defer_due(&self, user: &str, at_ms: u64) -> Result<()> {
+        forward!(self.defer_due(user, at_ms))
     }
 
     /// Make the escalation of notification `id` due again at `at_ms` (`send`: as a push; else

@@ -259,18 +259,43 @@ impl RedisStore {
             .map(|(to, _)| to.user)
             .collect();
         if !escalating.is_empty() {
-            if let Err(e) = self.hint(escalating.into_iter(), call.now).await {
+            if let Err(e) = self.hint(escalating.iter().copied(), call.now).await {
+                // Stored, so answered: the note is retried apart until the index's shard
+                // answers (say, a cluster primary being replaced), or nothing would push them.
                 tracing::warn!(
                     error = %e,
-                    "could not note Web Push escalations as due (check Redis): those \
-                     notifications may not be pushed"
+                    "could not note Web Push escalations as due (check Redis); retrying"
                 );
+                let users: Vec<String> = escalating.iter().map(|u| u.to_string()).collect();
+                tokio::spawn(self.clone().hint_until_noted(users, call.now));
             }
         }
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a recipient had no outcome".into()))))
             .collect()
+    }
+
+    /// [`Self::hint`] retried with backoff (0.25 s doubling up to 4 s) for up to two minutes.
+    async fn hint_until_noted(self, users: Vec<String>, at: u64) {
+        let mut wait = Duration::from_millis(250);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.hint(users.iter().map(String::as_str), at).await {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() >= give_up => {
+                    tracing::error!(
+                        error = %e,
+                        users = users.len(),
+                        "Web Push escalations could not be noted as due for two minutes: \
+                         those notifications are not pushed"
+                    );
+                    return;
+                }
+                Err(_) => wait = (wait * 2).min(Duration::from_secs(4)),
+            }
+        }
     }
 
     /// Note in the due index that `users` have something due at `at` (an entry only ever
@@ -300,10 +325,21 @@ impl RedisStore {
         Ok(due)
     }
 
+    pub async fn defer_due(&self, user: &str, at_ms: u64) -> Result<()> {
+        let _: () = redis::cmd("ZADD")
+            .arg(keys::due_index())
+            .arg("XX")
+            .arg(at_ms)
+            .arg(user)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Run `due.lua` on the user's slot, then move the index entry (`rehint.lua`), then read
-    /// the tray's first due time once more and lower the entry to it: a snooze or publish
-    /// that committed between the two scripts, and whose own hint the entry's old value
-    /// swallowed, is named again.
+    /// the tray's first due time (deliveries, expiries, escalations) once more and lower the
+    /// entry to it: a snooze or publish that committed between the two scripts, and whose own
+    /// hint the entry's old value swallowed, is named again.
     pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         let k = UserKeys::new(user);
         let mut conn = self.conn();
@@ -348,20 +384,21 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await?;
         type Firsts = Vec<(String, u64)>;
-        let firsts: (Firsts, Firsts) = redis::pipe()
-            .cmd("ZRANGE")
-            .arg(format!("{}:wake", k.base()))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .cmd("ZRANGE")
-            .arg(format!("{}:expire", k.base()))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?;
-        let first = firsts.0.iter().chain(&firsts.1).map(|(_, at)| *at).min();
+        let mut firsts = redis::pipe();
+        for schedule in ["wake", "expire", "pushdue"] {
+            firsts
+                .cmd("ZRANGE")
+                .arg(format!("{}:{schedule}", k.base()))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let firsts: (Firsts, Firsts, Firsts) = firsts.query_async(&mut conn).await?;
+        let first = [firsts.0, firsts.1, firsts.2]
+            .iter()
+            .flatten()
+            .map(|(_, at)| *at)
+            .min();
         if let Some(at) = first {
             self.hint(std::iter::once(user), at).await?;
         }
@@ -715,6 +752,7 @@ impl RedisStore {
             Mark::Snooze(at) => inv.arg(at).arg(ms_to_rfc3339(at)),
             _ => inv.arg("").arg(""),
         };
+        inv.arg(self.push_flag());
         if let Target::Ids(ids) = target {
             for id in ids {
                 inv.arg(id);
@@ -728,8 +766,17 @@ impl RedisStore {
             found,
             changed: out.collect(),
         };
-        if let (Mark::Snooze(at), false) = (mark, marked.changed.is_empty()) {
-            self.hint(std::iter::once(user), at).await?;
+        match (mark, marked.changed.is_empty()) {
+            (Mark::Snooze(at), false) => self.hint(std::iter::once(user), at).await?,
+            // An unsnoozed notification may escalate now (stored, so answered: the note is
+            // retried apart if it fails).
+            (Mark::Unsnooze, false) if self.push => {
+                let at = crate::model::unix_ms(now);
+                if self.hint(std::iter::once(user), at).await.is_err() {
+                    tokio::spawn(self.clone().hint_until_noted(vec![user.to_owned()], at));
+                }
+            }
+            _ => {}
         }
         Ok(marked)
     }

@@ -476,7 +476,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let run_mark = |deadline: u64| {
         let mut inv = mark.key(base);
         // ARGV: kind, now_ms, now, log_capacity, all, deadline, fresh epoch, snooze end (ms,
-        // RFC 3339), ids
+        // RFC 3339), Web Push on, ids
         inv.arg("read")
             .arg(secs * 1000)
             .arg("2026-01-01T00:00:00Z")
@@ -486,6 +486,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
             .arg("0123456789ab")
             .arg("")
             .arg("")
+            .arg("0")
             .arg("id1");
         inv
     };
@@ -498,7 +499,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
         .unwrap();
     assert_eq!(unread, 1, "still unread");
     let ok: Vec<String> = run_mark(future).invoke_async(&mut conn).await.unwrap();
-    assert_eq!(ok, ["1", "id1"], "ids start at ARGV[10]");
+    assert_eq!(ok, ["1", "id1"], "ids start at ARGV[11]");
 }
 
 /// A publish still running when half the drain is over stops between two batches and answers

@@ -15,6 +15,7 @@ use crate::common::*;
 both_modes!(
     an_offline_user_is_pushed_at_once,
     a_connected_user_is_pushed_only_when_unseen,
+    an_unsnoozed_notification_escalates_again,
     gone_and_throttled_endpoints,
     subscriptions_are_checked
 );
@@ -148,6 +149,37 @@ async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(push.messages(Some("bob")).await.len(), 1);
     assert!(h.metric("herald_push_escalations_cancelled_total").await >= 1.0);
+    drop(sse);
+}
+
+/// A notification snoozed before its push is not pushed while snoozed; cleared by hand
+/// (`snoozed_until: null`), it is active again and escalates as at a snooze's end.
+async fn an_unsnoozed_notification_escalates_again(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "1s")));
+    let token = user_token("dora");
+    subscribe(&h, &token, &push.subscribe("dora").await).await;
+    let mut sse = h.events(&token, "").await;
+    let id = h.notify("dora", "snoozed at once").await;
+    sse.expect("notification").await;
+    let path = format!("/notifications/{id}");
+    let (status, _) = h
+        .patch(&path, &token, json!({"snoozed_until": in_secs(3600)}))
+        .await;
+    assert_eq!(status, 200);
+    sse.expect("updated").await;
+    // past --push-after: not pushed while snoozed
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(push.messages(Some("dora")).await.is_empty());
+    let (status, _) = h.patch(&path, &token, json!({"snoozed_until": null})).await;
+    assert_eq!(status, 200);
+    sse.expect("notification").await;
+    let got = push.wait_messages("dora", 1).await;
+    assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(push.messages(Some("dora")).await.len(), 1);
     drop(sse);
 }
 

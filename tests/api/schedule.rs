@@ -384,3 +384,36 @@ async fn hidden_ones_expire_too(mode: Mode) {
     );
     assert!(h.tray_ids("alice", "?snoozed=only").await.is_empty());
 }
+
+/// Redis: a tray whose due handling fails (a key of another type, written by someone else)
+/// is skipped and tried again later; it never holds up anyone else's deliveries, although
+/// it sorts first in the due index.
+#[tokio::test]
+async fn a_broken_tray_holds_up_no_one_else() {
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let mut conn = redis.conn();
+    let _: () = ::redis::cmd("SET")
+        .arg("herald:{u:broken}:wake")
+        .arg("not a sorted set")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = ::redis::cmd("ZADD")
+        .arg("herald:due")
+        .arg(1)
+        .arg("broken")
+        .query(&mut conn)
+        .unwrap();
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let id = publish_one(&h, json!({"title": "on time", "deliver_at": in_secs(2)})).await;
+    let ev = sse.expect("notification").await;
+    assert_eq!(ev.json()["id"], id.as_str());
+    // the broken one waits a minute before its next try
+    let score: f64 = ::redis::cmd("ZSCORE")
+        .arg("herald:due")
+        .arg("broken")
+        .query(&mut conn)
+        .unwrap();
+    assert!(score > (now() * 1000 + 30_000) as f64, "{score}");
+}

@@ -57,7 +57,7 @@ impl Subject {
             },
             Kind::Redis => {
                 let server = RedisServer::start();
-                let store = Store::redis(&Backend::Redis(server.url()), max_per_user, None)
+                let store = Store::redis(&Backend::Redis(server.url()), max_per_user, false, None)
                     .await
                     .unwrap_or_else(|e| panic!("the Redis store connects: {}", e.0));
                 Subject {

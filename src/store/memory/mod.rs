@@ -215,6 +215,11 @@ impl MemoryStore {
             .collect())
     }
 
+    /// Nothing to do: handling a memory tray's due times cannot fail.
+    pub async fn defer_due(&self, _user: &str, _at_ms: u64) -> Result<()> {
+        Ok(())
+    }
+
     pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         let hub = &self.inner.hub;
         let escalate = self.escalates(user);
@@ -412,10 +417,13 @@ impl MemoryStore {
 
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         let hub = &self.inner.hub;
+        let escalate = mark == Mark::Unsnooze && self.escalates(user);
         Ok(self.with_tray(user, |tray| {
-            let marked = tray.mark(user, hub, target, mark);
-            if let (Mark::Snooze(at), false) = (mark, marked.changed.is_empty()) {
-                self.hint(user, at);
+            let marked = tray.mark(user, hub, target, mark, escalate);
+            match (mark, marked.changed.is_empty()) {
+                (Mark::Snooze(at), false) => self.hint(user, at),
+                (Mark::Unsnooze, false) if escalate => self.hint(user, now_ms()),
+                _ => {}
             }
             marked
         }))

@@ -442,8 +442,16 @@ impl Tray {
     }
 
     /// Apply `mark` to the named (delivered) ids or to all, and commit: one status event for
-    /// the changed ids, or each snoozed or unsnoozed notification whole.
-    pub(super) fn mark(&mut self, user: &str, hub: &Hub, target: &Target, mark: Mark) -> Marked {
+    /// the changed ids, or each snoozed or unsnoozed notification whole. With `escalate`, an
+    /// unsnoozed notification that is active again escalates to Web Push, as at a snooze end.
+    pub(super) fn mark(
+        &mut self,
+        user: &str,
+        hub: &Hub,
+        target: &Target,
+        mark: Mark,
+        escalate: bool,
+    ) -> Marked {
         // The named ids that exist (a repeated one counts each time, as `found` says).
         let ids: Vec<NotificationId> = match target {
             Target::Ids(ids) => ids.iter().filter_map(|id| self.delivered(id)).collect(),
@@ -470,6 +478,9 @@ impl Tray {
                     Mark::Unsnooze if active => ChangeKind::Notification,
                     _ => ChangeKind::Updated,
                 };
+                if escalate && kind == ChangeKind::Notification {
+                    self.schedule_push(id, now_ms(), false, false);
+                }
                 self.commit_whole(user, hub, kind, id);
             }
         }

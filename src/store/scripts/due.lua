@@ -5,7 +5,7 @@
 -- delivered with a collapse key collapses then, as a publish would (no `deleted` change).
 -- Then the Web Push escalations that are due: one still active, unread and unseen is leased
 -- (due again at now + lease, in case this node dies before it is done) and returned; any
--- other is cancelled.
+-- other is cancelled, as is every one when this node has Web Push off.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 now_ms 2 log_capacity 3 epoch (fresh; kept only when the log has none yet)
 --       4 Web Push on ('1'|'0') 5 lease (ms)
@@ -47,7 +47,8 @@ local out = {'', 0, redis.call('ZCARD', key(b, 'unread'))}
 local escalations = redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')
 for i = 1, #escalations, 2 do
   local id, at = escalations[i], escalations[i + 1]
-  if redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id) then
+  if push == '1' and redis.call('ZSCORE', key(b, 'unread'), id)
+    and redis.call('ZSCORE', key(b, 'unseen'), id) then
     redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
     out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
     out[#out + 1] = at

@@ -1,11 +1,13 @@
 -- mark.lua: apply one change to named notifications (or to all it can change) and commit:
 -- read, unread, seen, deleted, archived, unarchived (one status change naming the changed
 -- ids, with the counts), snooze, unsnooze (each changed notification whole: `updated`, or
--- `notification` when an unsnooze makes it active again). Reading also sees.
+-- `notification` when an unsnooze makes it active again, which escalates it to Web Push as a
+-- snooze end does). Reading also sees.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 kind 2 now_ms 3 now (RFC 3339) 4 log_capacity 5 all ('1'|'0')
 --       6 deadline (Unix ms, Redis's clock) 7 epoch (fresh; kept only when the log has none)
---       8 snooze end, Unix ms ('' unless snooze) 9 snooze end, RFC 3339 10.. ids
+--       8 snooze end, Unix ms ('' unless snooze) 9 snooze end, RFC 3339 10 Web Push on ('1')
+--       11.. ids
 -- Returns {found, changed ids...}.
 if late(ARGV[6]) then return redis.error_reply(LATE_REPLY) end
 local b, kind, ms, now, cap, fresh = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
@@ -25,7 +27,7 @@ if ARGV[5] == '1' then
     end
   end
 else
-  for i = 10, #ARGV do ids[#ids + 1] = ARGV[i] end
+  for i = 11, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
 
 local function set_if_absent(h, id)
@@ -69,7 +71,10 @@ for _, id in ipairs(ids) do
       if kind ~= 'deleted' then sync(b, id) end
       if kind == 'snooze' or kind == 'unsnooze' then
         local event = 'updated'
-        if kind == 'unsnooze' and active(b, id) then event = 'notification' end
+        if kind == 'unsnooze' and active(b, id) then
+          event = 'notification'
+          escalate(b, id, ARGV[10], ms)
+        end
         commit(b, event, with_counts(b, whole(b, id)), ms, fresh, cap)
       end
     end
