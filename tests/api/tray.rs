@@ -278,21 +278,40 @@ async fn bad_tray_requests_are_400(mode: Mode) {
     assert_eq!(h.list(&token, "").await["unread_count"], 1);
 }
 
+/// The oldest go past `--max-per-user`, and streams are told: a `deleted` naming them comes
+/// right after the notification that pushed them out (also from a publish to several users,
+/// which one Redis server announces in one batch message).
 async fn tray_keeps_at_most_max_per_user(mode: Mode) {
     let h = Setup::new(mode, &["--max-per-user", "3"]);
+    let mut sse = h.events(&user_token("alice"), "").await;
     let mut published = Vec::new();
     for i in 0..5 {
         published.push(h.notify("alice", &format!("n{i}")).await);
     }
+    for (i, id) in published.iter().enumerate() {
+        let ev = sse.next_event().await;
+        assert_eq!(
+            (ev.event.as_str(), ev.json()["id"].clone()),
+            ("notification", json!(id))
+        );
+        if i >= 3 {
+            let ev = sse.next_event().await;
+            assert_eq!(ev.event, "deleted", "{ev:?}");
+            let want = json!({"ids": [published[i - 3]], "unread_count": 3, "unseen_count": 3});
+            assert_eq!(ev.json(), want);
+        }
+    }
+    let (status, body) = h
+        .publish(json!({"users": ["alice", "bob"], "notification": {"title": "both"}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(sse.next_event().await.json()["id"], body["ids"]["alice"]);
+    let ev = sse.next_event().await;
+    assert_eq!(ev.event, "deleted", "{ev:?}");
+    assert_eq!(ev.json()["ids"], json!([published[2]]));
+    let both = body["ids"]["alice"].as_str().unwrap().to_owned();
     let page = h.list(&user_token("alice"), "").await;
     let got = ids(&page);
-    assert_eq!(
-        got,
-        vec![
-            published[4].clone(),
-            published[3].clone(),
-            published[2].clone()
-        ]
-    );
+    assert_eq!(got, vec![both, published[4].clone(), published[3].clone()]);
     assert_eq!(page["unread_count"], 3);
 }

@@ -100,8 +100,26 @@ pub async fn max_per_user_drops_the_oldest(s: &Subject) {
         newest_first(all[2..].to_vec())
     );
     assert_eq!(s.store.get("a", &all[0]).await.expect("get"), None);
+    // each publish past the cap commits its notification, then a `deleted` for the oldest
     let head = s.store.head("a").await.expect("head");
-    assert_eq!((head.seq, head.unread_count), (5, 3));
+    assert_eq!((head.seq, head.unread_count), (7, 3));
+    let Replay::Changes(last) = replay(
+        s,
+        "a",
+        EventId {
+            seq: 5,
+            ..head.id()
+        },
+    )
+    .await
+    else {
+        panic!("reset")
+    };
+    assert_eq!(
+        last.iter().map(|c| c.kind).collect::<Vec<_>>(),
+        [ChangeKind::Notification, ChangeKind::Deleted]
+    );
+    assert!(last[1].data.contains(&all[1]) && last[0].data.contains(&all[4]));
 }
 
 /// A mark counts the named ids that exist (`found`) and lists those whose state it changed;
@@ -222,11 +240,13 @@ pub async fn replay_beyond_head_resets(s: &Subject) {
 /// window resets, while one inside it still replays exactly the rest.
 pub async fn replay_of_a_trimmed_window_resets(s: &Subject) {
     // Redis keeps up to 100 entries more than the capacity before it trims: go well past.
-    let total = LOG_CAPACITY as u64 + 300;
-    for _ in 0..total {
+    // (Past the tray's cap of 10, each publish also commits a `deleted` for the oldest.)
+    let published = LOG_CAPACITY as u64 / 2 + 300;
+    for _ in 0..published {
         publish(s, "a", None).await;
     }
     let head = s.store.head("a").await.expect("head");
+    let total = 2 * published - 10;
     assert_eq!(head.seq, total);
     let at = |seq| EventId {
         epoch: head.epoch,

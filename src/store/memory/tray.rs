@@ -328,10 +328,15 @@ impl Tray {
                 .insert(collapse.to_owned(), to.id);
         }
         self.sync(to.id);
+        // The oldest go past `max`; streams are told of those they have seen (delivered).
+        let mut dropped = Vec::new();
         while self.items.len() > max {
-            let Some(oldest) = self.items.keys().next().copied() else {
+            let Some((&oldest, item)) = self.items.iter().next() else {
                 break;
             };
+            if !item.held {
+                dropped.push(oldest.to_string());
+            }
             self.remove(&oldest);
         }
         if schedule.deliver_ms.is_none() && self.items.contains_key(&to.id) {
@@ -343,6 +348,10 @@ impl Tray {
                 counts: self.counts(),
             };
             self.commit_data(to.user, hub, ChangeKind::Notification, data, now);
+        }
+        if !dropped.is_empty() {
+            let data = status_data(&dropped, self.counts());
+            self.commit(to.user, hub, ChangeKind::Deleted, data, now);
         }
         Published::stored(to.id)
     }

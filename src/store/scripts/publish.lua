@@ -17,7 +17,8 @@
 -- byte for byte what Herald's `model::Template::json` writes. A collapse key that names the
 -- user's active unread notification replaces it (count + 1, "replaces" its id; no `deleted`
 -- change). A notification delivered later waits in `wake` and commits nothing now (it
--- collapses when delivered: `due.lua`).
+-- collapses when delivered: `due.lua`). The oldest notifications dropped to keep the tray at
+-- max_per_user go in one `deleted` change after the notification (those delivered).
 -- The batch message (one SPUBLISH at the end, for the users whose change was logged) is
 -- g<TAB>ms<TAB>tail, then per user a line
 -- <LF>epoch<TAB>seq<TAB>count<TAB>replaced id ('')<TAB>unread<TAB>unseen<TAB>id<TAB>user JSON,
@@ -31,7 +32,7 @@ if late(ARGV[1]) then return redis.error_reply(LATE_REPLY) end
 local max, cap, ms, ttl = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local per, tail, muted_by = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local category, collapse, deliver, expire, push = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local batch, announced = ARGV[14], {}
+local batch, announced, trimmed = ARGV[14], {}, {}
 local FRESH = ',"read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null'
 
 local function store(k, a)
@@ -58,9 +59,11 @@ local function store(k, a)
     redis.call('ZADD', key(b, 'unread'), '0', id)
     redis.call('ZADD', key(b, 'unseen'), '0', id)
   end
-  local over = redis.call('ZCARD', key(b, 'order')) - max
+  local over, dropped = redis.call('ZCARD', key(b, 'order')) - max, {}
   if over > 0 then
     for _, oldest in ipairs(redis.call('ZRANGE', key(b, 'order'), 0, over - 1)) do
+      -- streams have seen a delivered one: they are told it went
+      if delivered(b, oldest) then dropped[#dropped + 1] = oldest end
       remove(b, oldest)
     end
   end
@@ -76,6 +79,18 @@ local function store(k, a)
       local epoch, seq = log(b, 'notification', data, ms, ARGV[a + 3], cap)
       announced[#announced + 1] = epoch .. '\t' .. seq .. '\t' .. count .. '\t' .. (replaces or '')
         .. '\t' .. unread .. '\t' .. unseen .. '\t' .. id .. '\t' .. ARGV[a + 2]
+    end
+  end
+  -- The oldest dropped to keep the tray at --max-per-user: one `deleted` after the
+  -- notification (on one server's batch, announced after the batch message, in seq order).
+  if #dropped > 0 then
+    local data = '{"ids":' .. cjson.encode(dropped) .. counts(b) .. '}'
+    if batch == '' then
+      commit(b, 'deleted', data, ms, ARGV[a + 3], cap)
+    else
+      local epoch, seq = log(b, 'deleted', data, ms, ARGV[a + 3], cap)
+      trimmed[#trimmed + 1] = {key(b, 'ch'),
+        'c\t' .. epoch .. '\t' .. seq .. '\tdeleted\t' .. ms .. '\t' .. data}
     end
   end
   -- Last, so a user whose writes failed can be sent again under the same key.
@@ -94,5 +109,8 @@ for u = 0, #KEYS / per - 1 do
 end
 if #announced > 0 then
   redis.call('SPUBLISH', batch, 'g\t' .. ms .. '\t' .. tail .. '\n' .. table.concat(announced, '\n'))
+end
+for _, message in ipairs(trimmed) do
+  redis.call('SPUBLISH', message[1], message[2])
 end
 return out
