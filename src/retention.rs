@@ -1,7 +1,8 @@
 //! Retention: every `period`, one node at a time (a Redis lock in Redis mode) deletes the
 //! notifications older than `--retention`. Deletions are committed like any other, so open
 //! streams get `deleted` with the new unread count. Ids are ULIDs, so "older than" is a
-//! comparison with the id of the cut-off time; no notification JSON is read. The change logs
+//! comparison with the id of the cut-off time; a notification delivered later (`deliver_at`)
+//! ages from its delivery, which the stores check for the old ids only. The change logs
 //! are cut too: a change older than the retention (and than a day, so that a replay reaches a
 //! day back whatever the retention) is dropped, so a purged notification's JSON does not live
 //! on in the log, and a user with nothing left keeps no log.

@@ -835,6 +835,11 @@ pub fn is_valid_id(s: &str) -> bool {
     validate_id("id", s).is_ok()
 }
 
+/// When an id was made (Unix ms, its ULID time); `None` for text that is not a ULID.
+pub fn id_ms(id: &str) -> Option<u64> {
+    ulid::Ulid::from_string(id).ok().map(|u| u.timestamp_ms())
+}
+
 /// A new notification id as text (see [`new_ids`]).
 #[cfg(test)]
 pub fn new_id() -> String {

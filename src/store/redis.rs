@@ -25,9 +25,9 @@ use super::{
 use crate::error::{refuses_the_data, Error, Result};
 use crate::hub::Hub;
 use crate::model::{
-    ms_to_rfc3339, now_ms, now_secs, push_json_str, rfc3339, sha256_hex, too_many_preferences,
-    Change, ChangeKind, Counts, Epoch, EventId, Mark, Marked, Notification, NotificationId,
-    PresenceEntry, TakenAction, Target, Template, MAX_PREFERENCES,
+    id_ms, ms_to_rfc3339, now_ms, now_secs, push_json_str, rfc3339, sha256_hex,
+    too_many_preferences, Change, ChangeKind, Counts, Epoch, EventId, Mark, Marked, Notification,
+    NotificationId, PresenceEntry, TakenAction, Target, Template, MAX_PREFERENCES,
 };
 use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
@@ -829,13 +829,28 @@ impl RedisStore {
         log_before_ms: u64,
     ) -> Result<usize> {
         let keys = UserKeys::new(user);
-        let old: Vec<String> = redis::cmd("ZRANGE")
+        let mut old: Vec<String> = redis::cmd("ZRANGE")
             .arg(keys.order())
             .arg("-")
             .arg(format!("({cutoff}"))
             .arg("BYLEX")
             .query_async(conn)
             .await?;
+        if !old.is_empty() {
+            // A notification delivered later ages from its delivery (`deliver_at` is in the
+            // stored JSON; absent for the others).
+            let items: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(format!("{}:items", keys.base()))
+                .arg(&old)
+                .query_async(conn)
+                .await?;
+            let cutoff_ms = id_ms(cutoff).unwrap_or(0);
+            let mut items = items.into_iter();
+            old.retain(|_| {
+                let json = items.next().flatten().unwrap_or_default();
+                deliver_ms(&json).is_none_or(|at| at < cutoff_ms)
+            });
+        }
         let removed = if old.is_empty() {
             0
         } else {
@@ -1235,6 +1250,13 @@ fn parse_change(epoch: Epoch, entry: &str) -> Option<Change> {
         data: parts.next()?.to_owned(),
         at_ms,
     })
+}
+
+/// The `deliver_at` of a stored notification's JSON, in Unix ms; `None` when it has none.
+fn deliver_ms(json: &str) -> Option<u64> {
+    let (_, rest) = json.split_once(r#""deliver_at":""#)?;
+    let (at, _) = rest.split_once('"')?;
+    crate::model::parse_time("deliver_at", at).ok()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::common::*;
 both_modes!(
     old_notifications_are_purged,
     no_idempotency_key_can_stop_retention,
+    a_late_delivery_ages_from_its_delivery,
 );
 
 /// The cleaner deletes what is older than the window and keeps what is newer: with a 4 s
@@ -65,6 +66,36 @@ async fn no_idempotency_key_can_stop_retention(mode: Mode) {
         .expect("the cleaner still runs");
     assert_eq!(deleted.event, "deleted");
     assert_eq!(deleted.json()["ids"], json!([old]));
+}
+
+/// A notification delivered later (`deliver_at`) ages from its delivery: retention does not
+/// purge it the moment it arrives, although it was published longer ago than the window.
+async fn a_late_delivery_ages_from_its_delivery(mode: Mode) {
+    let h = Setup::new(mode, &["--retention", "3s"]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    let notification = json!({"title": "later", "deliver_at": in_secs(5)});
+    let (status, body) = h
+        .publish(json!({"users": ["alice"], "notification": notification}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["ids"]["alice"].as_str().unwrap().to_owned();
+    let ev = sse
+        .try_next(Duration::from_secs(10))
+        .await
+        .expect("delivered");
+    assert_eq!(ev.event, "notification", "{ev:?}");
+    assert_eq!(ev.json()["id"], id.as_str());
+    // published 5 s ago, past the 3 s window, but delivered just now: kept
+    let early = sse.try_next(Duration::from_secs(2)).await;
+    assert!(early.is_none(), "purged at its delivery: {early:?}");
+    assert_eq!(h.tray_ids("alice", "").await, vec![id.clone()]);
+    // and purged once it is older than the window counted from its delivery
+    let ev = sse
+        .try_next(Duration::from_secs(5))
+        .await
+        .expect("purged later");
+    assert_eq!(ev.event, "deleted", "{ev:?}");
+    assert_eq!(ev.json()["ids"], json!([id]));
 }
 
 /// With Redis, retention runs on one node at a time: the lock names one node and stays with it

@@ -30,7 +30,7 @@ use super::{
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::model::{
-    now_ms, too_many_preferences, Counts, Epoch, EventId, Mark, Marked, Notification,
+    id_ms, now_ms, too_many_preferences, Counts, Epoch, EventId, Mark, Marked, Notification,
     NotificationId, PresenceEntry, TakenAction, Target, Template, MAX_PREFERENCES,
 };
 use tray::Tray;
@@ -430,6 +430,7 @@ impl MemoryStore {
     }
 
     pub async fn purge_before(&self, cutoff: &str, log_before_ms: u64) -> Result<usize> {
+        let cutoff_ms = id_ms(cutoff).unwrap_or(0);
         let old: Vec<(String, Vec<String>)> = self
             .inner
             .trays
@@ -440,9 +441,14 @@ impl MemoryStore {
                     std::ops::Bound::Unbounded,
                     std::ops::Bound::Excluded(cutoff),
                 );
+                // A notification delivered later ages from its delivery.
                 let ids = tray
                     .items
                     .range::<str, _>(below)
+                    .filter(|(_, item)| {
+                        let deliver = item.template.schedule().deliver_ms;
+                        deliver.is_none_or(|at| at < cutoff_ms)
+                    })
                     .map(|(id, _)| id.to_string())
                     .collect();
                 (entry.key().clone(), ids)
