@@ -43,16 +43,13 @@ pub fn redacted(url: &str) -> String {
             parsed.to_string()
         }
         Ok(_) => url.to_owned(),
-        Err(_) => {
-            let Some((scheme, rest)) = url.split_once("://") else {
-                return url.to_owned();
-            };
-            let authority = rest.split('/').next().unwrap_or_default();
-            match authority.rfind('@') {
-                Some(at) => format!("{scheme}://***{}", &rest[at..]),
-                None => url.to_owned(),
+        Err(_) => match url.split_once("://") {
+            Some((scheme, rest)) if rest.contains('@') => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://***@{host}")
             }
-        }
+            _ => url.to_owned(),
+        },
     }
 }
 
@@ -144,5 +141,6 @@ mod tests {
         assert!(shown.contains("h2:7001"), "{shown}");
         let unparsable = redacted("redis://u:pw@h1:port/x");
         assert_eq!(unparsable, "redis://***@h1:port/x");
+        assert_eq!(redacted("redis://u:p/w@h1:x"), "redis://***@h1:x");
     }
 }

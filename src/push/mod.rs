@@ -162,14 +162,13 @@ impl Pusher {
         };
         let sends = subscriptions
             .iter()
-            .map(|sub| self.send_one(store, user, n, sub, &payload, deadline, escalation));
+            .map(|sub| self.send_one(store, user, n, sub, &payload, deadline));
         futures_util::future::join_all(sends).await;
         if let Err(e) = store.push_done(user, &n.id).await {
             tracing::debug!(error = %e, "Web Push: could not mark an escalation done");
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn send_one(
         &self,
         store: &Store,
@@ -178,7 +177,6 @@ impl Pusher {
         sub: &Subscription,
         payload: &str,
         deadline: u64,
-        escalation: &Escalation,
     ) {
         let metrics = &self.inner.metrics;
         let mut backoff = FIRST_BACKOFF;
@@ -217,7 +215,7 @@ impl Pusher {
                     };
                     // Keep the escalation ours while waiting.
                     let lease = now_ms() + wait.as_millis() as u64 + PUSH_LEASE_MS;
-                    let _ = store.push_later(user, &n.id, lease, escalation.send).await;
+                    let _ = store.extend_push_lease(user, &n.id, lease).await;
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }

@@ -128,17 +128,17 @@ pub fn cleaner_lock() -> String {
     format!("{PREFIX}cleaner")
 }
 
-/// The pattern matching every user's change-log head (`seq`), for the cleaner's SCAN: every
-/// user with a tray or a change log has one.
-pub const SEQ_PATTERN: &str = "herald:{u:*}:seq";
+/// The patterns the cleaner's SCANs match: every user's tray (`order`) and change log
+/// (`changes`). A user with neither has nothing to clean.
+pub const CLEANED_PATTERNS: [&str; 2] = ["herald:{u:*}:order", "herald:{u:*}:changes"];
 
-/// The user a `seq` key belongs to; `None` for anything that only looks like one (an escaped
-/// user id never holds a brace, so a key with one is not ours to clean).
-pub fn user_of_seq_key(key: &str) -> Option<String> {
-    let inner = key
-        .strip_prefix(PREFIX)?
-        .strip_prefix("{u:")?
-        .strip_suffix("}:seq")?;
+/// The user an `order` or `changes` key belongs to; `None` for anything that only looks like
+/// one (an escaped user id never holds a brace, so a key with one is not ours to clean).
+pub fn user_of_cleaned_key(key: &str) -> Option<String> {
+    let tagged = key.strip_prefix(PREFIX)?.strip_prefix("{u:")?;
+    let inner = tagged
+        .strip_suffix("}:order")
+        .or_else(|| tagged.strip_suffix("}:changes"))?;
     (!inner.contains(['{', '}'])).then(|| unescape(inner))
 }
 
@@ -172,8 +172,11 @@ mod tests {
         let keys = UserKeys::new("a}b{c%");
         assert_eq!(keys.base(), "herald:{u:a%7Db%7Bc%25}");
         assert_eq!(user_of_channel(&keys.channel()).as_deref(), Some("a}b{c%"));
-        let seq = format!("{}:seq", keys.base());
-        assert_eq!(user_of_seq_key(&seq).as_deref(), Some("a}b{c%"));
+        for suffix in ["order", "changes"] {
+            let key = format!("{}:{suffix}", keys.base());
+            assert_eq!(user_of_cleaned_key(&key).as_deref(), Some("a}b{c%"));
+        }
+        assert_eq!(user_of_cleaned_key(&format!("{}:seq", keys.base())), None);
     }
 
     /// The keys written into a command are the keys the tray scripts are documented to take.
@@ -200,17 +203,21 @@ mod tests {
         );
     }
 
-    /// No idempotency key can look like a change log's head, whatever the caller sends.
+    /// No idempotency key can look like a tray or a change log, whatever the caller sends.
     #[test]
-    fn idempotency_keys_never_match_the_seq_pattern() {
-        let hash = crate::model::sha256_hex("x}:seq");
+    fn idempotency_keys_never_match_the_cleaned_patterns() {
+        let hash = crate::model::sha256_hex("x}:order");
         let mut cmd = redis::cmd("EVALSHA");
         UserKeys::new("frank").write_publish(&mut cmd, Some(&hash));
         let key = cmd.args_iter().last().map(|arg| match arg {
             redis::Arg::Simple(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
             _ => unreachable!(),
         });
-        assert!(!key.unwrap().ends_with(":seq"));
-        assert_eq!(user_of_seq_key("herald:{u:frank}:idem:x}:seq"), None);
+        assert!(!key.unwrap().ends_with(":order"));
+        assert_eq!(user_of_cleaned_key("herald:{u:frank}:idem:x}:order"), None);
+        assert_eq!(
+            user_of_cleaned_key("herald:{u:frank}:idem:x}:changes"),
+            None
+        );
     }
 }

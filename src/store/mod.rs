@@ -475,6 +475,12 @@ impl Store {
         forward!(self.push_later(user, id, at_ms, send))
     }
 
+    /// Keep a pending escalation leased until `until_ms`: it only ever moves later, so the
+    /// sends to a user's subscriptions, running at once, never cut one another's lease short.
+    pub async fn extend_push_lease(&self, user: &str, id: &str, until_ms: u64) -> Result<()> {
+        forward!(self.extend_push_lease(user, id, until_ms))
+    }
+
     /// The escalation of notification `id` is done (sent, or given up).
     pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
         forward!(self.push_done(user, id))

@@ -429,6 +429,18 @@ impl RedisStore {
         Ok(())
     }
 
+    pub async fn extend_push_lease(&self, user: &str, id: &str, until_ms: u64) -> Result<()> {
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("{}:pushdue", UserKeys::new(user).base()))
+            .arg("XX")
+            .arg("GT")
+            .arg(until_ms)
+            .arg(id)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
     pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
         let base = UserKeys::new(user);
         let base = base.base();
@@ -781,16 +793,21 @@ impl RedisStore {
         Ok(marked)
     }
 
-    /// SCAN every change-log head (on every primary of a cluster: every user with a tray or
-    /// a log has one); each user's old ids are deleted through the mark script, then the log is cut
+    /// SCAN every tray and every change log (on every primary of a cluster); each user's old
+    /// ids are deleted through the mark script, then the log is cut
     /// (`trim.lua`). A key that is not a log, or a user that fails, is logged and skipped:
     /// one bad key never stops the round for everyone else. The round fails only when Redis
     /// itself is unreachable.
     pub async fn purge_before(&self, cutoff: &str, log_before_ms: u64) -> Result<usize> {
         let mut conn = self.conn();
         let mut removed = 0;
-        for key in conn.scan_match(keys::SEQ_PATTERN).await? {
-            let Some(user) = keys::user_of_seq_key(&key) else {
+        let mut found = Vec::new();
+        for pattern in keys::CLEANED_PATTERNS {
+            found.extend(conn.scan_match(pattern).await?);
+        }
+        let mut users = std::collections::HashSet::new();
+        for key in found {
+            let Some(user) = keys::user_of_cleaned_key(&key) else {
                 tracing::warn!(
                     key,
                     "retention: skipped a key that only looks like a tray; another program \
@@ -798,6 +815,9 @@ impl RedisStore {
                 );
                 continue;
             };
+            if !users.insert(user.clone()) {
+                continue; // its tray and its log: one visit
+            }
             match self
                 .purge_user(&mut conn, &user, cutoff, log_before_ms)
                 .await
@@ -1252,16 +1272,32 @@ fn parse_change(epoch: Epoch, entry: &str) -> Option<Change> {
     })
 }
 
-/// The `deliver_at` of a stored notification's JSON, in Unix ms; `None` when it has none.
-fn deliver_ms(json: &str) -> Option<u64> {
-    let (_, rest) = json.split_once(r#""deliver_at":""#)?;
-    let (at, _) = rest.split_once('"')?;
-    crate::model::parse_time("deliver_at", at).ok()
+/// The `deliver_at` of a stored notification (its `items` JSON, which has no closing brace),
+/// in Unix ms; `None` when it has none.
+fn deliver_ms(stored: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Scheduled {
+        deliver_at: Option<String>,
+    }
+    let at = serde_json::from_str::<Scheduled>(&format!("{stored}}}"))
+        .ok()?
+        .deliver_at?;
+    crate::model::parse_time("deliver_at", &at).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Retention reads a stored notification's own `deliver_at`, not one of the same name in
+    /// its `data`.
+    #[test]
+    fn deliver_at_is_read_from_the_notification_itself() {
+        let stored = r#"{"id":"x","user":"u","title":"t","data":{"deliver_at":"2999-01-01T00:00:00Z"},"deliver_at":"2030-01-01T00:00:00Z","created_at":"2026-01-01T00:00:00Z""#;
+        assert_eq!(deliver_ms(stored), Some(1_893_456_000_000));
+        let in_data_only = r#"{"id":"x","title":"t","data":{"deliver_at":"2999-01-01T00:00:00Z"}"#;
+        assert_eq!(deliver_ms(in_data_only), None);
+    }
 
     fn head(seq: u64) -> Head {
         Head {

@@ -256,6 +256,15 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub async fn extend_push_lease(&self, user: &str, id: &str, until_ms: u64) -> Result<()> {
+        self.with_tray(user, |tray| {
+            if let Some((&id, _)) = tray.items.get_key_value(id) {
+                tray.extend_push(id, until_ms);
+            }
+        });
+        Ok(())
+    }
+
     pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
         self.with_tray(user, |tray| {
             if let Some((&id, _)) = tray.items.get_key_value(id) {

@@ -235,6 +235,25 @@ impl Tray {
             .min()
     }
 
+    /// Escalate `id` to Web Push now, unless an escalation of it is pending (leased or
+    /// waiting): that one decides, and a second would push twice.
+    pub(super) fn escalate(&mut self, id: NotificationId, now: u64) -> bool {
+        if self.items.get(&id).is_some_and(|i| i.push.is_some()) {
+            return false;
+        }
+        self.schedule_push(id, now, false, false)
+    }
+
+    /// Move the pending escalation of `id` to `until`, only ever later (a lease renewed by one
+    /// of several sends must not cut short another's).
+    pub(super) fn extend_push(&mut self, id: NotificationId, until: u64) {
+        if let Some(&(at, send)) = self.items.get(&id).and_then(|i| i.push.as_ref()) {
+            if until > at {
+                self.schedule_push(id, until, send, true);
+            }
+        }
+    }
+
     /// (Re)schedule the Web Push escalation of `id` at `at` (`send`: as a push); with
     /// `only_pending`, only when one is pending. Whether it is scheduled.
     pub(super) fn schedule_push(
@@ -488,7 +507,7 @@ impl Tray {
                     _ => ChangeKind::Updated,
                 };
                 if escalate && kind == ChangeKind::Notification {
-                    self.schedule_push(id, now_ms(), false, false);
+                    self.escalate(id, now_ms());
                 }
                 self.commit_whole(user, hub, kind, id);
             }
@@ -556,7 +575,7 @@ impl Tray {
             };
             self.sync(id);
             if escalate && kind == ChangeKind::Notification {
-                self.schedule_push(id, now, false, false);
+                self.escalate(id, now);
             }
             self.commit_whole(user, hub, kind, id);
         }

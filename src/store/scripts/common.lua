@@ -172,8 +172,11 @@ end
 
 -- Escalate a notification that just became active to Web Push, when push is on (`push`:
 -- '1') and the user has a subscription: first check, at once, whether the user is connected.
+-- An escalation of it still pending (leased or waiting) decides instead: a second would push
+-- twice.
 local function escalate(b, id, push, ms)
-  if push == '1' and redis.call('EXISTS', key(b, 'push')) == 1 then
+  if push == '1' and redis.call('EXISTS', key(b, 'push')) == 1
+    and redis.call('HEXISTS', key(b, 'pushstage'), id) == 0 then
     redis.call('ZADD', key(b, 'pushdue'), ms, id)
     redis.call('HSET', key(b, 'pushstage'), id, 'check')
     return true

@@ -1,32 +1,29 @@
--- trim.lua: the retention cleaner's cut of one user's change log. The changes committed
--- before a time are dropped, oldest first (a replay from before them gets `reset`); a user
--- left with no notification and no change keeps no log at all: `seq` and `epoch` go too, so
--- the next change starts a new epoch and any position handed out before resets.
+-- trim.lua: the retention cleaner's cut of one user's change log: the changes committed
+-- before a time are dropped, oldest first (a replay from before them gets `reset`). `seq`
+-- and `epoch` stay, so positions handed out (a listing's `position`) keep their meaning.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 the time (Unix ms)
 -- Returns the number of changes dropped.
-local b = KEYS[1]
-local log = key(b, 'changes')
+local log = key(KEYS[1], 'changes')
 local before = tonumber(ARGV[1])
-local dropped = 0
-local done = false
-while not done do
-  -- entries are `<seq>\t<event>\t<commit ms>\t<data>`, oldest first
-  local entries = redis.call('LRANGE', log, dropped, dropped + 99)
-  done = #entries < 100
+-- entries are `<seq>\t<event>\t<commit ms>\t<data>`, oldest first
+local function old(entry)
+  local at = entry and tonumber(string.match(entry, '^[^\t]*\t[^\t]*\t(%d+)\t'))
+  return at ~= nil and at < before
+end
+if not old(redis.call('LINDEX', log, 0)) then return 0 end
+local dropped, chunk = 1, 16
+while true do
+  local entries = redis.call('LRANGE', log, dropped, dropped + chunk - 1)
   for _, entry in ipairs(entries) do
-    local at = tonumber(string.match(entry, '^[^\t]*\t[^\t]*\t(%d+)\t'))
-    if not at or at >= before then
-      done = true
-      break
+    if not old(entry) then
+      redis.call('LTRIM', log, dropped, -1)
+      return dropped
     end
     dropped = dropped + 1
   end
+  if #entries < chunk then break end
+  chunk = math.min(chunk * 2, 256)
 end
-if dropped > 0 then
-  redis.call('LTRIM', log, dropped, -1)
-end
-if redis.call('EXISTS', log) == 0 and redis.call('EXISTS', key(b, 'order')) == 0 then
-  redis.call('DEL', key(b, 'seq'), key(b, 'epoch'))
-end
+redis.call('DEL', log)
 return dropped
