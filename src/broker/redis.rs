@@ -172,7 +172,10 @@ fn dispatch_batch(hub: &Hub, payload: &str) {
     for user in batch.users() {
         match user {
             Some(user) if hub.count(&user.user) > 0 => {
-                hub.dispatch(&user.user, &Delivery::new(&batch.change(&user)))
+                hub.dispatch(&user.user, &Delivery::new(&batch.change(&user)));
+                if let Some(deleted) = batch.dropped(&user) {
+                    hub.dispatch(&user.user, &Delivery::new(&deleted));
+                }
             }
             Some(_) => {}
             None => unreadable(BATCH_CHANNEL),

@@ -3,12 +3,12 @@
 //! each user's channel (those were a fifth of a group publish's Redis time, and every node
 //! parsed one message per member). The message carries the notification's shared tail once
 //! and, per user, what differs; a node writes each user's change data from it, byte for byte
-//! as logged.
+//! as logged (and the `deleted` of the notifications the publish pushed out of a full tray).
 
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use crate::model::{Change, ChangeKind, Counts, Epoch, FRESH_STATE};
+use crate::model::{status_data, Change, ChangeKind, Counts, Epoch, FRESH_STATE};
 
 /// The channel of batch announcements, which every node of a one-server deployment
 /// subscribes to for as long as it runs (a cluster has no batch channel: a call there
@@ -16,7 +16,8 @@ use crate::model::{Change, ChangeKind, Counts, Epoch, FRESH_STATE};
 pub const BATCH_CHANNEL: &str = "herald:batch";
 
 /// A batch message: `g<TAB>ms<TAB>tail`, then per user a line
-/// `<LF>epoch<TAB>seq<TAB>count<TAB>replaced id<TAB>unread<TAB>unseen<TAB>id<TAB>user JSON`.
+/// `<LF>epoch<TAB>seq<TAB>count<TAB>replaced id<TAB>unread<TAB>unseen<TAB>id<TAB>dropped ids
+/// (comma-separated)<TAB>user JSON`.
 pub struct Batch<'a> {
     at_ms: u64,
     tail: &'a str,
@@ -34,6 +35,8 @@ pub struct Announced<'a> {
     replaces: &'a str,
     counts: Counts,
     id: &'a str,
+    /// The ids `--max-per-user` pushed out, comma-separated (empty when none).
+    dropped: &'a str,
     user_json: &'a str,
 }
 
@@ -55,7 +58,7 @@ impl<'a> Batch<'a> {
     /// Every user's change, in commit order; `None` for an unreadable line.
     pub fn users(&self) -> impl Iterator<Item = Option<Announced<'a>>> + 'a {
         self.lines.split('\n').map(|line| {
-            let mut parts = line.splitn(8, '\t');
+            let mut parts = line.splitn(9, '\t');
             let number = |part: Option<&str>| part?.parse::<u64>().ok();
             let (epoch, seq) = (Epoch::parse(parts.next()?)?, number(parts.next())?);
             let count = number(parts.next())?;
@@ -64,7 +67,7 @@ impl<'a> Batch<'a> {
                 unread: number(parts.next())?,
                 unseen: number(parts.next())?,
             };
-            let (id, user_json) = (parts.next()?, parts.next()?);
+            let (id, dropped, user_json) = (parts.next()?, parts.next()?, parts.next()?);
             let user = match serde_json::from_str::<&str>(user_json) {
                 Ok(plain) => Cow::Borrowed(plain),
                 Err(_) => Cow::Owned(serde_json::from_str(user_json).ok()?),
@@ -77,6 +80,7 @@ impl<'a> Batch<'a> {
                 replaces,
                 counts,
                 id,
+                dropped,
                 user_json,
             })
         })
@@ -112,6 +116,22 @@ impl<'a> Batch<'a> {
             at_ms: self.at_ms,
         }
     }
+
+    /// The `deleted` change logged right after `user`'s notification when the publish pushed
+    /// the oldest out of a full tray; `None` when it pushed none out.
+    pub fn dropped(&self, user: &Announced<'_>) -> Option<Change> {
+        if user.dropped.is_empty() {
+            return None;
+        }
+        let ids: Vec<String> = user.dropped.split(',').map(str::to_owned).collect();
+        Some(Change {
+            epoch: user.epoch,
+            seq: user.seq + 1,
+            kind: ChangeKind::Deleted,
+            data: status_data(&ids, user.counts),
+            at_ms: self.at_ms,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -123,10 +143,10 @@ mod tests {
     #[test]
     fn a_batch_writes_each_users_change() {
         let payload = "g\t17\t,\"title\":\"t\",\"created_at\":\"c\"\n\
-                       3f9a0c12d4e1\t4\t1\t\t2\t3\tN1\t\"a\\\"b\"\n\
+                       3f9a0c12d4e1\t4\t1\t\t2\t3\tN1\t\t\"a\\\"b\"\n\
                        broken\n\
-                       3f9a0c12d4e1\t5\t1\t\tx\t3\tN1\t\"a\"\n\
-                       3f9a0c12d4e2\t9\t2\tN0\t1\t1\tN2\t\"c\"";
+                       3f9a0c12d4e1\t5\t1\t\tx\t3\tN1\t\t\"a\"\n\
+                       3f9a0c12d4e2\t9\t2\tN0\t1\t1\tN2\tM1,M2\t\"c\"";
         let batch = Batch::parse(payload).unwrap();
         let users: Vec<_> = batch.users().collect();
         assert_eq!(users.len(), 4);
@@ -147,6 +167,14 @@ mod tests {
         assert!(matches!(c.user, Cow::Borrowed("c")));
         let data = batch.change(c).data;
         assert!(data.contains(r#""count":2,"replaces":"N0","unread_count":1"#));
+        // c's publish pushed two out: their `deleted` is the next seq, with the same counts
+        assert!(batch.dropped(a).is_none());
+        let deleted = batch.dropped(c).unwrap();
+        assert_eq!((deleted.seq, deleted.kind), (10, ChangeKind::Deleted));
+        assert_eq!(
+            deleted.data,
+            r#"{"ids":["M1","M2"],"unread_count":1,"unseen_count":1}"#
+        );
         assert!(Batch::parse("c\t1\tx\n").is_none());
     }
 }

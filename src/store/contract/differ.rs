@@ -315,6 +315,51 @@ async fn redis_a_group_publish_announces_one_batch_as_logged() {
     }
 }
 
+/// Redis (one server): a group publish to full trays announces, on each user's batch line,
+/// the ids it pushed out; the `deleted` written from it is the change logged after the
+/// notification, byte for byte.
+#[tokio::test]
+async fn redis_a_batch_carries_what_a_full_tray_dropped() {
+    use crate::store::batch::{Batch, BATCH_CHANNEL};
+    let s = Subject::open(Kind::Redis, 1).await;
+    let mut raw = s.raw();
+    raw.set_read_timeout(Some(CASE_DEADLINE)).expect("timeout");
+    let _: redis::Value = redis::cmd("SSUBSCRIBE")
+        .arg(BATCH_CHANNEL)
+        .query(&mut raw)
+        .expect("subscribe");
+    let t = template(serde_json::json!({"title": "t"}));
+    let users = ["a", "b"];
+    let first = publish_to(&s, &t, &users, None).await;
+    let _ = raw.recv_response().expect("the first batch");
+    publish_to(&s, &t, &users, None).await;
+    let message = raw.recv_response().expect("the second batch");
+    let redis::Value::Array(mut parts) = message else {
+        panic!("a push: {message:?}")
+    };
+    let payload: String = redis::from_redis_value(parts.swap_remove(2)).expect("a payload");
+    let batch = Batch::parse(&payload).expect("a batch");
+    for ((user, a), before) in users.iter().zip(batch.users()).zip(&first) {
+        let a = a.expect("a readable line");
+        let deleted = batch.dropped(&a).expect("one dropped");
+        assert!(
+            deleted.data.contains(before.id.as_str()),
+            "{}",
+            deleted.data
+        );
+        let head = s.store.head(user).await.expect("head");
+        assert_eq!(head.seq, deleted.seq);
+        let at = EventId {
+            seq: deleted.seq - 2,
+            ..head.id()
+        };
+        let Replay::Changes(logged) = replay(&s, user, at).await else {
+            panic!("reset")
+        };
+        assert_eq!(logged, [batch.change(&a), deleted], "{user}");
+    }
+}
+
 /// Redis: retention's cut of a log drops its old entries (the whole `changes` key when all
 /// are old) and keeps `seq` and `epoch`, so positions handed out keep their meaning; the
 /// cleaner still finds a user whose log is gone by the tray.

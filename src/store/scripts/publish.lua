@@ -18,11 +18,13 @@
 -- user's active unread notification replaces it (count + 1, "replaces" its id; no `deleted`
 -- change). A notification delivered later waits in `wake` and commits nothing now (it
 -- collapses when delivered: `due.lua`). The oldest notifications dropped to keep the tray at
--- max_per_user go in one `deleted` change after the notification (those delivered).
+-- max_per_user go in one `deleted` change after the notification (those delivered; on a batch
+-- line when the notification is announced on one).
 -- The batch message (one SPUBLISH at the end, for the users whose change was logged) is
 -- g<TAB>ms<TAB>tail, then per user a line
--- <LF>epoch<TAB>seq<TAB>count<TAB>replaced id ('')<TAB>unread<TAB>unseen<TAB>id<TAB>user JSON,
--- from which a node writes the change's data exactly as logged (`store::batch`).
+-- <LF>epoch<TAB>seq<TAB>count<TAB>replaced id ('')<TAB>unread<TAB>unseen<TAB>id<TAB>dropped
+-- ids (comma-separated, '')<TAB>user JSON, from which a node writes the change's data exactly
+-- as logged (`store::batch`), and, when ids were dropped, their `deleted` (seq + 1).
 -- Returns {failure, outcome per user handled}: an outcome is 1 (stored), 2 (stored, and a
 -- Web Push escalation is due now), 0 (the user muted the category: nothing stored) or the id
 -- an idempotency key stored before. `failure` is ''
@@ -32,7 +34,7 @@ if late(ARGV[1]) then return redis.error_reply(LATE_REPLY) end
 local max, cap, ms, ttl = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local per, tail, muted_by = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local category, collapse, deliver, expire, push = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local batch, announced, trimmed = ARGV[14], {}, {}
+local batch, announced = ARGV[14], {}
 local FRESH = ',"read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null'
 
 local function store(k, a)
@@ -77,21 +79,23 @@ local function store(k, a)
       commit(b, 'notification', data, ms, ARGV[a + 3], cap)
     else
       local epoch, seq = log(b, 'notification', data, ms, ARGV[a + 3], cap)
-      announced[#announced + 1] = epoch .. '\t' .. seq .. '\t' .. count .. '\t' .. (replaces or '')
-        .. '\t' .. unread .. '\t' .. unseen .. '\t' .. id .. '\t' .. ARGV[a + 2]
+      local line = epoch .. '\t' .. seq .. '\t' .. count .. '\t' .. (replaces or '')
+        .. '\t' .. unread .. '\t' .. unseen .. '\t' .. id .. '\t'
+      -- The oldest dropped to keep the tray at --max-per-user: their `deleted` (the next
+      -- seq, the same counts) is logged here and announced on the same line.
+      if #dropped > 0 then
+        log(b, 'deleted', '{"ids":' .. cjson.encode(dropped) .. count_members(unread, unseen)
+          .. '}', ms, ARGV[a + 3], cap)
+        line = line .. table.concat(dropped, ',')
+        dropped = {}
+      end
+      announced[#announced + 1] = line .. '\t' .. ARGV[a + 2]
     end
   end
-  -- The oldest dropped to keep the tray at --max-per-user: one `deleted` after the
-  -- notification (on one server's batch, announced after the batch message, in seq order).
+  -- Dropped ones not announced on a batch line: one `deleted` after the notification.
   if #dropped > 0 then
-    local data = '{"ids":' .. cjson.encode(dropped) .. counts(b) .. '}'
-    if batch == '' then
-      commit(b, 'deleted', data, ms, ARGV[a + 3], cap)
-    else
-      local epoch, seq = log(b, 'deleted', data, ms, ARGV[a + 3], cap)
-      trimmed[#trimmed + 1] = {key(b, 'ch'),
-        'c\t' .. epoch .. '\t' .. seq .. '\tdeleted\t' .. ms .. '\t' .. data}
-    end
+    commit(b, 'deleted', '{"ids":' .. cjson.encode(dropped) .. counts(b) .. '}', ms,
+      ARGV[a + 3], cap)
   end
   -- Last, so a user whose writes failed can be sent again under the same key.
   if per == 2 then redis.call('SET', KEYS[k + 2], id, 'PX', ttl) end
@@ -109,8 +113,5 @@ for u = 0, #KEYS / per - 1 do
 end
 if #announced > 0 then
   redis.call('SPUBLISH', batch, 'g\t' .. ms .. '\t' .. tail .. '\n' .. table.concat(announced, '\n'))
-end
-for _, message in ipairs(trimmed) do
-  redis.call('SPUBLISH', message[1], message[2])
 end
 return out
