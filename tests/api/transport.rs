@@ -163,12 +163,18 @@ async fn a_half_closed_client_ends_its_stream() {
     .await;
 }
 
-/// Any other request whose client shuts its sending side right after it (`nc -N`, some
-/// health checkers) still gets its answer: a publish is stored and answered.
+/// Any other request whose client shuts its sending side with it (`nc -N`, some health
+/// checkers) still gets its answer: a publish is stored and answered. The server sees the end
+/// of the client's side when it arrives with the request (a heuristic, see `sent_all`); the
+/// test sends both in one segment (cork) and, as a machine loaded enough to hold the FIN back
+/// still beats that now and then, gives each request three tries (the publish carries an
+/// idempotency key, so a try that was stored but not answered stores nothing twice).
 #[tokio::test]
 async fn a_request_sent_then_half_closed_is_answered() {
     let h = Herald::start(None, &[]);
-    let body = json!({"users": ["alice"], "notification": {"title": "half"}}).to_string();
+    let body =
+        json!({"users": ["alice"], "notification": {"title": "half"}, "idempotency_key": "half"})
+            .to_string();
     let token = service_token();
     let requests = [
         format!(
@@ -180,13 +186,43 @@ async fn a_request_sent_then_half_closed_is_answered() {
         "GET /healthz HTTP/1.0\r\n\r\n".to_owned(),
     ];
     for request in requests {
-        let mut raw = Raw::open(&h, &request).await;
-        raw.socket.shutdown().await.unwrap();
-        raw.until_closed().await;
-        let status = raw.text.split(' ').nth(1).unwrap_or_default();
-        assert!(matches!(status, "200" | "202"), "{request}: {}", raw.text);
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let mut socket = TcpStream::connect(addr_of(&h.base)).await.unwrap();
+            cork(&socket);
+            socket.write_all(request.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            let mut raw = Raw {
+                socket,
+                text: String::new(),
+            };
+            raw.until_closed().await;
+            let status = raw.text.split(' ').nth(1).unwrap_or_default();
+            if matches!(status, "200" | "202") {
+                break;
+            }
+            answers.push(raw.text);
+        }
+        assert!(answers.len() < 3, "{request}: {answers:?}");
     }
     assert_eq!(h.tray_len("alice").await, 1);
+}
+
+/// `TCP_CORK` on: what is written waits for a full segment or the FIN, and leaves with it.
+fn cork(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and an int option of the right size.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "TCP_CORK");
 }
 
 /// A client that disappears is noticed without any write: its stream leaves at once.
