@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::hub::Idle;
 use crate::model::PresenceEntry;
+use crate::store::batch::{Batch, BATCH_CHANNEL};
 
 /// Memory: one node, so the cleaner's turn is always this node's.
 #[tokio::test]
@@ -262,19 +263,33 @@ async fn redis_an_old_layout_log_resets_instead_of_a_hole() {
     assert_eq!(kind, "stream");
 }
 
-/// Redis (one server): a publish to many users announces them all in one batch message, from
-/// which each user's change is written exactly as logged (escaped user ids, a collapse's
-/// count and replaced id, the counts); a publish to one user announces on the user's channel.
-#[tokio::test]
-async fn redis_a_group_publish_announces_one_batch_as_logged() {
-    use crate::store::batch::{Batch, BATCH_CHANNEL};
-    let s = Subject::open(Kind::Redis, ROOMY).await;
+/// A connection of its own to `s`'s Redis, subscribed to the batch channel.
+fn batch_listener(s: &Subject) -> redis::Connection {
     let mut raw = s.raw();
     raw.set_read_timeout(Some(CASE_DEADLINE)).expect("timeout");
     let _: redis::Value = redis::cmd("SSUBSCRIBE")
         .arg(BATCH_CHANNEL)
         .query(&mut raw)
         .expect("subscribe");
+    raw
+}
+
+/// The payload of the next batch message `raw` hears.
+fn next_batch(raw: &mut redis::Connection) -> String {
+    let message = raw.recv_response().expect("a batch message");
+    let redis::Value::Array(mut parts) = message else {
+        panic!("a push: {message:?}")
+    };
+    redis::from_redis_value(parts.swap_remove(2)).expect("a payload")
+}
+
+/// Redis (one server): a publish to many users announces them all in one batch message, from
+/// which each user's change is written exactly as logged (escaped user ids, a collapse's
+/// count and replaced id, the counts); a publish to one user announces on the user's channel.
+#[tokio::test]
+async fn redis_a_group_publish_announces_one_batch_as_logged() {
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let mut raw = batch_listener(&s);
     let t = template(serde_json::json!({
         "title": "a \"quoted\" title \\ é", "body": "line\nbreak\ttab", "collapse_key": "c",
         "data": {"z": 1, "a": [true, null]},
@@ -285,11 +300,7 @@ async fn redis_a_group_publish_announces_one_batch_as_logged() {
         if round == 2 {
             publish_to(&s, &t, &users[..1], None).await; // its own channel: no batch
         }
-        let message = raw.recv_response().expect("a batch message");
-        let redis::Value::Array(mut parts) = message else {
-            panic!("a push: {message:?}")
-        };
-        let payload: String = redis::from_redis_value(parts.swap_remove(2)).expect("a payload");
+        let payload = next_batch(&mut raw);
         let batch = Batch::parse(&payload).expect("a batch");
         let announced: Vec<_> = batch.users().map(|u| u.expect("a readable line")).collect();
         assert_eq!(announced.len(), users.len());
@@ -320,24 +331,14 @@ async fn redis_a_group_publish_announces_one_batch_as_logged() {
 /// notification, byte for byte.
 #[tokio::test]
 async fn redis_a_batch_carries_what_a_full_tray_dropped() {
-    use crate::store::batch::{Batch, BATCH_CHANNEL};
     let s = Subject::open(Kind::Redis, 1).await;
-    let mut raw = s.raw();
-    raw.set_read_timeout(Some(CASE_DEADLINE)).expect("timeout");
-    let _: redis::Value = redis::cmd("SSUBSCRIBE")
-        .arg(BATCH_CHANNEL)
-        .query(&mut raw)
-        .expect("subscribe");
+    let mut raw = batch_listener(&s);
     let t = template(serde_json::json!({"title": "t"}));
     let users = ["a", "b"];
     let first = publish_to(&s, &t, &users, None).await;
-    let _ = raw.recv_response().expect("the first batch");
+    next_batch(&mut raw);
     publish_to(&s, &t, &users, None).await;
-    let message = raw.recv_response().expect("the second batch");
-    let redis::Value::Array(mut parts) = message else {
-        panic!("a push: {message:?}")
-    };
-    let payload: String = redis::from_redis_value(parts.swap_remove(2)).expect("a payload");
+    let payload = next_batch(&mut raw);
     let batch = Batch::parse(&payload).expect("a batch");
     for ((user, a), before) in users.iter().zip(batch.users()).zip(&first) {
         let a = a.expect("a readable line");

@@ -61,8 +61,10 @@ local function store(k, a)
     redis.call('ZADD', key(b, 'unread'), '0', id)
     redis.call('ZADD', key(b, 'unseen'), '0', id)
   end
-  local over, dropped = redis.call('ZCARD', key(b, 'order')) - max, {}
+  -- (a table only for a full tray: this runs for every member of a group publish)
+  local over, dropped = redis.call('ZCARD', key(b, 'order')) - max, nil
   if over > 0 then
+    dropped = {}
     for _, oldest in ipairs(redis.call('ZRANGE', key(b, 'order'), 0, over - 1)) do
       -- streams have seen a delivered one: they are told it went
       if delivered(b, oldest) then dropped[#dropped + 1] = oldest end
@@ -83,17 +85,17 @@ local function store(k, a)
         .. '\t' .. unread .. '\t' .. unseen .. '\t' .. id .. '\t'
       -- The oldest dropped to keep the tray at --max-per-user: their `deleted` (the next
       -- seq, the same counts) is logged here and announced on the same line.
-      if #dropped > 0 then
+      if dropped and #dropped > 0 then
         log(b, 'deleted', '{"ids":' .. cjson.encode(dropped) .. count_members(unread, unseen)
           .. '}', ms, ARGV[a + 3], cap)
         line = line .. table.concat(dropped, ',')
-        dropped = {}
+        dropped = nil
       end
       announced[#announced + 1] = line .. '\t' .. ARGV[a + 2]
     end
   end
   -- Dropped ones not announced on a batch line: one `deleted` after the notification.
-  if #dropped > 0 then
+  if dropped and #dropped > 0 then
     commit(b, 'deleted', '{"ids":' .. cjson.encode(dropped) .. counts(b) .. '}', ms,
       ARGV[a + 3], cap)
   end
