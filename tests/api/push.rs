@@ -2,8 +2,8 @@
 //! VAPID and decrypts with `http_ece`, not Herald's code): a user with no live stream gets a
 //! push at once; a connected user who sees the notification within `--push-after` gets none,
 //! one who does not gets exactly one; two nodes push once; `410` removes the subscription;
-//! `429` then success delivers once; endpoints off the allow-list are refused at subscribe
-//! time; everything is `404` while Web Push is off.
+//! `429` then success delivers once; SIGTERM waits for a slow push service's answer; endpoints
+//! off the allow-list are refused at subscribe time; everything is `404` while Web Push is off.
 
 use std::time::Duration;
 
@@ -315,4 +315,36 @@ async fn two_nodes_push_once() {
     ids.sort();
     ids.dedup();
     assert_eq!((got.len(), ids.len()), (4, 4), "{got:#?}");
+}
+
+/// SIGTERM while a push service is slow to answer: the node waits for the answer (within
+/// `--drain-timeout`) before it exits, and marks the escalation done, so no node sends it
+/// again when its lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_a_push_in_flight() {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let redis = Redis::start();
+    let mut args = push_args(&push, &key, "60s");
+    args.extend(["--drain-timeout", "10s"].map(str::to_owned));
+    let mut a = Herald::start(Some(&redis.url()), &refs(&args));
+    let token = user_token("fay");
+    subscribe(&a, &token, &push.subscribe("fay").await).await;
+    let delay = Duration::from_secs(2);
+    push.respond_slowly("fay", delay).await;
+    a.notify("fay", "slow").await;
+    let got = push.wait_messages("fay", 1).await;
+    assert_eq!(got[0]["status"], Value::Null, "still unanswered: {got:#?}");
+    let asked = std::time::Instant::now();
+    assert!(a.terminate().expect("exits within the drain").success());
+    assert!(asked.elapsed() >= delay / 2, "exited before the answer");
+    let got = push.messages(Some("fay")).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["status"], 201);
+    let due: usize = ::redis::cmd("ZCARD")
+        .arg("herald:{u:fay}:pushdue")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(due, 0, "the escalation is done, not left leased");
 }

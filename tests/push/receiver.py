@@ -20,13 +20,15 @@ The control server (plain HTTP, JSON) on M:
   `{"endpoint": "https://127.0.0.1:N/push/a", "keys": {"p256dh": …, "auth": …}}`; the same
   one again for a name that has one. Optional `"private_key"` (base64url P-256 scalar) and
   `"auth"` (base64url) import known keys (for test vectors).
-- `POST /respond {"name": "a", "statuses": [429, 201], "retry_after": "1"}`: the answers to
-  the next valid pushes to `a`, in order (`Retry-After` on those that are not 2xx); then 201.
+- `POST /respond {"name": "a", "statuses": [429, 201], "retry_after": "1", "delay": 2.5}`: the
+  answers to the next valid pushes to `a`, in order (`Retry-After` on those that are not 2xx);
+  then 201. With `delay` (seconds), each of those answers (and the 201s after them) comes that
+  much later, as from a slow push service.
 - `POST /expect-key {"public_key": "<base64url>"}` (`null`: any key).
 - `GET /messages`, `GET /messages?name=a` → `{"messages": [...]}`, every push received, in
   order, rejected ones included: `{"name", "payload" (JSON or null), "plaintext", "ttl",
   "urgency", "topic", "vapid_ok", "error" (null or why it was rejected), "status" (the answer),
-  "sub", "public_key" (k), "received_at" (Unix seconds)}`.
+  "sub", "public_key" (k), "received_at", "answered_at" (Unix seconds; null until answered)}`.
 - `POST /reset`: forget the messages.
 
 A push that breaks a rule gets the answer a real push service gives (400, 401, 403, 404, 413,
@@ -185,6 +187,7 @@ class State:
         self.lock = threading.Lock()
         self.subscriptions = {}  # name -> {"private_key", "auth"}
         self.queues = {}  # name -> [(status, retry_after or None)]
+        self.delays = {}  # name -> seconds each valid push to it waits before its answer
         self.expected_key = None  # uncompressed point bytes, or None
         self.messages = []
         self.origin = None  # https://127.0.0.1:<port>, once bound
@@ -355,8 +358,10 @@ class PushHandler(Handler):
             "sub": None,
             "public_key": None,
             "received_at": time.time(),
+            "answered_at": None,
         }
         headers = []
+        recorded = False
         try:
             body = self.read_body(MAX_BODY)
             if body is None:
@@ -402,6 +407,11 @@ class PushHandler(Handler):
                 status, retry_after = queue.pop(0) if queue else (201, None)
                 state.counter += 1
                 message_id = state.counter
+                delay = state.delays.get(name, 0)
+                # recorded at once, answered after the delay (a slow push service)
+                state.messages.append(record)
+                recorded = True
+            time.sleep(delay)
             if 200 <= status < 300:
                 headers = [
                     ("Location", f"{state.origin}/message/{message_id}"),
@@ -414,11 +424,14 @@ class PushHandler(Handler):
         except Exception as e:  # a malformed request: still recorded
             status, record["error"] = 400, f"bad request: {e!r}"
             self.close_connection = True
-        record["status"] = status
         with state.lock:
-            state.messages.append(record)
+            record["status"] = status
+            if not recorded:
+                state.messages.append(record)
         state.log(f"POST /push/{name} -> {status}" + (f" ({record['error']})" if record["error"] else ""))
         self.answer(status, headers, b"" if status < 300 else (record["error"] or "").encode() + b"\n")
+        with state.lock:
+            record["answered_at"] = time.time()
 
     def do_GET(self):
         self.answer(405, [("Allow", "POST")])
@@ -462,8 +475,12 @@ class ControlHandler(Handler):
                 retry_after = body.get("retry_after")
                 if retry_after is not None:
                     retry_after = str(retry_after)
+                delay = body.get("delay", 0)
+                if not isinstance(delay, (int, float)) or not 0 <= delay <= 60:
+                    raise ValueError("delay must be 0 to 60 seconds")
                 with state.lock:
                     state.queues[name] = [(s, retry_after) for s in statuses]
+                    state.delays[name] = delay
                 return self.reply(200, {"ok": True})
             if path == "/expect-key":
                 key = body.get("public_key")

@@ -107,6 +107,13 @@ impl PushService {
         self.post("/respond", body).await;
     }
 
+    /// Answer every valid push to `name` `delay` late (a slow push service). The message is
+    /// listed at once, with `status` and `answered_at` null until the answer goes.
+    pub async fn respond_slowly(&self, name: &str, delay: Duration) {
+        let body = json!({ "name": name, "statuses": [], "delay": delay.as_secs_f64() });
+        self.post("/respond", body).await;
+    }
+
     /// From now on, refuse (`403`, recorded with `vapid_ok: false`) a push whose VAPID key `k`
     /// is not `public_key` (base64url, as `GET /push/key` gives it).
     pub async fn expect_key(&self, public_key: &str) {
