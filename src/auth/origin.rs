@@ -1,8 +1,10 @@
 //! The Origin rule for cookie-authenticated writes (CSRF defence): the request must carry an
 //! `Origin` named by `--allowed-origin`, or, when none is configured, one whose host and port
-//! equal those of the request's `Host` (a port left out on either side is the default port of
-//! the Origin's scheme, so `https://example.com` matches `Host: example.com`, as behind a
-//! TLS-terminating proxy). Origins with userinfo are never allowed. Bearer-authenticated
+//! equal those of the request's `Host` and whose scheme is the request's own where that is
+//! known (HTTPS here, or a trusted proxy's `X-Forwarded-Proto`): an `http://` page of the
+//! same host can't write to an HTTPS site. A port left out on either side is the default port
+//! of the scheme, so `https://example.com` matches `Host: example.com`, as behind a
+//! TLS-terminating proxy. Origins with userinfo are never allowed. Bearer-authenticated
 //! requests are exempt (browsers never attach a Bearer token by themselves).
 
 use http::header::{HOST, ORIGIN};
@@ -10,6 +12,7 @@ use http::request::Parts;
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::forwarded::ConnInfo;
 use crate::state::AppState;
 
 /// Whether `origin` may make credentialed requests here (also used for CORS).
@@ -23,17 +26,27 @@ pub fn allowed(state: &AppState, origin: &str, parts: &Parts) -> bool {
     let Some(host) = parts.headers.get(HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    same_host(&origin, host)
+    let scheme = (parts.extensions.get::<ConnInfo>())
+        .and_then(|conn| conn.scheme(&state.config.trusted_proxies, &parts.headers));
+    same_host(&origin, host, scheme)
 }
 
-/// `origin` (normalized) names the host and port of `host` (a `Host` header value). The scheme
-/// is not compared: one host and port serve one scheme, and behind a TLS-terminating proxy
-/// the request Herald sees is plain HTTP for an `https` page.
-fn same_host(origin: &str, host: &str) -> bool {
-    let Some((scheme, origin_host)) = origin.split_once("://") else {
+/// `origin` (normalized) names the host and port of `host` (a `Host` header value), and the
+/// request's `scheme` when it is known. An unknown scheme is not compared: behind a
+/// TLS-terminating proxy that is not trusted, the request Herald sees is plain HTTP for an
+/// `https` page.
+fn same_host(origin: &str, host: &str, scheme: Option<&str>) -> bool {
+    let Some((origin_scheme, origin_host)) = origin.split_once("://") else {
         return false;
     };
-    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    if scheme.is_some_and(|scheme| scheme != origin_scheme) {
+        return false;
+    }
+    let default_port = if origin_scheme == "https" {
+        ":443"
+    } else {
+        ":80"
+    };
     let host = host.trim().to_ascii_lowercase();
     let host = host.strip_suffix(default_port).unwrap_or(&host);
     origin_host == host
@@ -95,21 +108,42 @@ mod tests {
         assert_eq!(normalize_origin("http://user:pw@a:8080"), None);
     }
 
-    /// Host and port must match; a default port may be implicit on either side; the scheme
-    /// only sets which port is the default.
+    /// Host and port must match; a default port may be implicit on either side. An unknown
+    /// request scheme only sets which port is the default.
     #[test]
     fn same_host_rules() {
-        assert!(same_host("http://127.0.0.1:8080", "127.0.0.1:8080"));
-        assert!(same_host("https://127.0.0.1:8080", "127.0.0.1:8080"));
-        assert!(same_host("https://example.com", "example.com:443"));
-        assert!(same_host("https://example.com", "example.com"));
-        assert!(same_host("http://example.com", "EXAMPLE.com"));
-        assert!(same_host("http://[::1]:8080", "[::1]:8080"));
-        assert!(!same_host("http://127.0.0.1:8081", "127.0.0.1:8080"));
-        assert!(!same_host("http://evil.com", "example.com"));
-        assert!(!same_host("http://example.com", "example.com:443"));
-        assert!(!same_host("https://example.com", "example.com:80"));
-        assert!(!same_host("http://example.com:8080", "example.com"));
-        assert!(!same_host("http://example.com", "example.com.evil.com"));
+        let unknown = |origin, host| same_host(origin, host, None);
+        assert!(unknown("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(unknown("https://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(unknown("https://example.com", "example.com:443"));
+        assert!(unknown("https://example.com", "example.com"));
+        assert!(unknown("http://example.com", "EXAMPLE.com"));
+        assert!(unknown("http://[::1]:8080", "[::1]:8080"));
+        assert!(!unknown("http://127.0.0.1:8081", "127.0.0.1:8080"));
+        assert!(!unknown("http://evil.com", "example.com"));
+        assert!(!unknown("http://example.com", "example.com:443"));
+        assert!(!unknown("https://example.com", "example.com:80"));
+        assert!(!unknown("http://example.com:8080", "example.com"));
+        assert!(!unknown("http://example.com", "example.com.evil.com"));
+    }
+
+    /// A known request scheme must be the Origin's: a plain-HTTP page of the same host (what
+    /// a network attacker can forge) may not write to an HTTPS site, nor the other way round.
+    #[test]
+    fn a_known_scheme_must_match() {
+        assert!(same_host(
+            "https://example.com",
+            "example.com",
+            Some("https")
+        ));
+        assert!(same_host("https://a:8443", "a:8443", Some("https")));
+        assert!(!same_host(
+            "http://example.com",
+            "example.com",
+            Some("https")
+        ));
+        assert!(!same_host("http://a:8443", "a:8443", Some("https")));
+        assert!(!same_host("https://a:8080", "a:8080", Some("http")));
+        assert!(same_host("http://a:8080", "a:8080", Some("http")));
     }
 }

@@ -73,6 +73,9 @@ impl Pusher {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
+            // Direct connections only: through `HTTPS_PROXY`/`ALL_PROXY` the proxy would
+            // resolve the endpoint's name, past the public-address check.
+            .no_proxy()
             .dns_resolver(Arc::new(PublicOnly));
         if let Some(pem) = &config.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)

@@ -75,7 +75,7 @@ fn awaits_too_large_a_body(req: &Request, rest: &str) -> bool {
     let expects = headers
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    expects && length.is_some_and(|n| n > MAX_BODY_BYTES as u64) && !rest.starts_with("api/")
+    expects && length.is_some_and(|n| n > MAX_BODY_BYTES as u64) && !rest.starts_with("/api/")
 }
 
 /// RFC 9112 §3.2: exactly one `Host` header, which HTTP/1.1 requests must carry (400

@@ -368,3 +368,35 @@ async fn dev_cookies_are_not_secure() {
     let set = r.headers()["set-cookie"].to_str().unwrap();
     assert!(!set.contains("Secure"), "{set}");
 }
+
+/// A trusted proxy's `X-Forwarded-Proto` makes the request's scheme known, and the Origin of
+/// a cookie write must then have it: behind a TLS proxy, an `http://` page of the same host
+/// may not write. From anyone else the header is the caller's own claim, and the scheme is
+/// not compared (the proxy in front may be one Herald does not trust).
+#[tokio::test]
+async fn a_trusted_proxys_scheme_must_be_the_origins() {
+    for (trusted, plain_allowed) in [(true, false), (false, true)] {
+        let flags: &[&str] = if trusted {
+            &["--trusted-proxy", "127.0.0.1"]
+        } else {
+            &[]
+        };
+        let h = Herald::start(None, flags);
+        let id = h.notify("alice", "x").await;
+        let cookie = h.login("alice").await;
+        let own = origin(&h.base).to_owned();
+        let secure = own.replacen("http://", "https://", 1);
+        let patch = |origin: &str| {
+            h.http
+                .patch(h.url(&format!("/notifications/{id}")))
+                .header("cookie", &cookie)
+                .header("origin", origin)
+                .header("x-forwarded-proto", "https")
+                .json(&json!({"read": true}))
+                .send()
+        };
+        let plain = patch(&own).await.unwrap().status();
+        assert_eq!(plain == 200, plain_allowed, "trusted: {trusted}, {plain}");
+        assert_eq!(patch(&secure).await.unwrap().status(), 200, "{trusted}");
+    }
+}

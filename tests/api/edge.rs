@@ -251,6 +251,19 @@ async fn large_bodies_stream_through_with_bounded_memory() {
     .await;
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["bytes"], MB * 1024 * 1024);
+    // an upload that waits for `100 Continue` (curl does, for large bodies) is no JSON body:
+    // it goes through too
+    let r = send_raw(
+        h.http
+            .post(h.url("/api/upload"))
+            .bearer_auth(&token)
+            .header("expect", "100-continue")
+            .body(vec![b'e'; 2 * 1024 * 1024]),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bytes"], 2 * 1024 * 1024);
     // download: streamed from the backend
     let r = send_raw(
         h.http

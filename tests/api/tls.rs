@@ -111,15 +111,40 @@ async fn https_with_http2_and_reload_on_sighup() {
         .unwrap();
     let r = h1.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
-    // a cookie write over HTTPS: the Origin rule compares https origins
-    let (status, _) = send(
+    // a cookie write over HTTPS: the Origin must be the https one; an http page of the same
+    // host and port (which a network attacker can forge) may neither write nor read by CORS
+    let r = client
+        .post(h.url("/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let cookie = cookie_of(&r);
+    let own = origin(&h.base).to_owned();
+    let plain = own.replacen("https://", "http://", 1);
+    let read = |origin: &str| {
         client
             .patch(h.url(&format!("/notifications/{id}")))
-            .bearer_auth(&token)
-            .json(&json!({"read": true})),
-    )
-    .await;
-    assert_eq!(status, 200);
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .json(&json!({"read": true}))
+            .send()
+    };
+    let (status, body) = status_json(read(&plain).await.unwrap()).await;
+    assert_error(status, &body, 403, "forbidden");
+    let listed = |origin: &str| {
+        client
+            .get(h.url("/notifications"))
+            .header("cookie", &cookie)
+            .header("origin", origin)
+            .send()
+    };
+    let r = listed(&plain).await.unwrap();
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    let r = listed(&own).await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], own.as_str());
+    assert_eq!(read(&own).await.unwrap().status(), 200);
     first.expect("read").await;
 
     // new files + SIGHUP: new handshakes get the new certificate, the open stream carries on
