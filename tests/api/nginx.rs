@@ -191,7 +191,32 @@ async fn nginx_auth_request_and_unbuffered_events() {
         assert!(!sent.contains("herald_session"), "{echo}");
         assert!(sent.contains("lang=en"), "{echo}");
     }
-    assert_eq!(backend.hits(), 4);
+    // two session cookies (another site of the domain set one too): neither reaches the
+    // backend; a third is refused at the edge
+    let tossed = "herald_session=tossed.value";
+    let r = send_raw(
+        http.get(format!("{edge}/api/echo"))
+            .header("cookie", format!("{tossed}; lang=en; {cookie}")),
+    )
+    .await;
+    assert_eq!(r.status(), 401, "Herald reads the first: not a session");
+    let r = send_raw(
+        http.get(format!("{edge}/api/echo"))
+            .header("cookie", format!("{cookie}; lang=en; {tossed}")),
+    )
+    .await;
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-herald-user"], "alice", "{echo}");
+    assert_eq!(echo["headers"]["cookie"], "lang=en", "{echo}");
+    let r = send_raw(
+        http.get(format!("{edge}/api/echo"))
+            .header("cookie", format!("{cookie}; {tossed}; {tossed}")),
+    )
+    .await;
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let (status, body) = status_json(r).await;
+    assert_error(status, &body, 400, "invalid_request");
+    assert_eq!(backend.hits(), 5);
 
     // /events through nginx: the first event arrives at once, not when a buffer fills
     let started = Instant::now();
