@@ -1,13 +1,13 @@
 //! The `/api/` reverse proxy to `--upstream`. Only authenticated requests are forwarded, with
-//! `X-Herald-User` / `X-Herald-Session` set by us (incoming copies stripped) and the session
-//! cookie removed; `X-Request-Id` is the request's id. Bodies stream both ways (never
-//! buffered); hop-by-hop headers are dropped (RFC 9110 §7.6.1). The target and the client are
-//! `crate::upstream`'s.
+//! `X-Herald-User` / `X-Herald-Session` set by us (every incoming `X-Herald-*` stripped) and
+//! the session cookie removed; `X-Request-Id` is the request's id. Bodies stream both ways
+//! (never buffered); hop-by-hop headers are dropped (RFC 9110 §7.6.1). The target and the
+//! client are `crate::upstream`'s.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 
-use super::auth_request::{identity_headers, SESSION_HEADER, USER_HEADER};
+use super::auth_request::identity_headers;
 use super::body::{Request, Response};
 use crate::auth::origin;
 use crate::auth::session::{self, Via};
@@ -53,15 +53,13 @@ const UNTRUSTED_FORWARDING: [&str; 4] = [
     "x-forwarded-prefix",
 ];
 
-/// Incoming identity headers, also spelt with `_`: CGI-style backends (WSGI, PHP, Rack) read
-/// `X_Herald_User` as `X-Herald-User`.
+/// Incoming `X-Herald-*` headers (Herald's namespace: the identity it sets, and whatever a
+/// backend may take from it later), also spelt with `_`: CGI-style backends (WSGI, PHP, Rack)
+/// read `X_Herald_User` as `X-Herald-User`.
 fn strip_identity(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| {
-            let name = name.as_str().replace('_', "-");
-            name == USER_HEADER || name == SESSION_HEADER
-        })
+        .filter(|name| name.as_str().replace('_', "-").starts_with("x-herald-"))
         .cloned()
         .collect();
     for name in spoofed {

@@ -68,6 +68,9 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
             // CGI-style backends read `_` as `-`
             .header("X_Herald_User", "mallory")
             .header("x_herald_session", "forged")
+            // Herald's namespace, whatever the name
+            .header("x-herald-admin", "1")
+            .header("X_Herald_Role", "root")
             // not from a trusted proxy: not passed on
             .header("forwarded", "for=1.2.3.4;proto=https")
             .header("x-real-ip", "1.2.3.4")
@@ -106,6 +109,8 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     assert!(headers.get("x-secret").is_none(), "{headers}");
     assert!(headers.get("x_herald_user").is_none(), "{headers}");
     assert!(headers.get("x_herald_session").is_none(), "{headers}");
+    assert!(headers.get("x-herald-admin").is_none(), "{headers}");
+    assert!(headers.get("x_herald_role").is_none(), "{headers}");
     assert!(headers.get("forwarded").is_none(), "{headers}");
     assert!(headers.get("x-real-ip").is_none(), "{headers}");
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
