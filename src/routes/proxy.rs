@@ -45,12 +45,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Forwarding headers Herald does not set itself, dropped when the client is not behind a
-/// `--trusted-proxy` (`X-Forwarded-For`/`-Proto`/`-Host` are set anew).
-const UNTRUSTED_FORWARDING: [&str; 4] = [
+/// `--trusted-proxy` (`X-Forwarded-For`/`-Proto`/`-Host` are set anew): the client's address
+/// as proxies and CDNs name it, and the original-path overrides some frameworks honour
+/// (which would route a request outside the path it was allowed under).
+const UNTRUSTED_FORWARDING: [&str; 8] = [
     "forwarded",
     "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
     "x-forwarded-port",
     "x-forwarded-prefix",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 /// Incoming `X-Herald-*` headers (Herald's namespace: the identity it sets, and whatever a

@@ -74,6 +74,8 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
             // not from a trusted proxy: not passed on
             .header("forwarded", "for=1.2.3.4;proto=https")
             .header("x-real-ip", "1.2.3.4")
+            .header("true-client-ip", "1.2.3.4")
+            .header("x-original-url", "/admin")
             .header("cookie", format!("{cookie}; again=1"))
             .header("connection", "x-secret")
             .header("x-secret", "hop-by-hop")
@@ -113,6 +115,8 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     assert!(headers.get("x_herald_role").is_none(), "{headers}");
     assert!(headers.get("forwarded").is_none(), "{headers}");
     assert!(headers.get("x-real-ip").is_none(), "{headers}");
+    assert!(headers.get("true-client-ip").is_none(), "{headers}");
+    assert!(headers.get("x-original-url").is_none(), "{headers}");
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
 
     // Bearer callers: the token is replaced by the identity headers
