@@ -13,6 +13,7 @@ both_modes!(
     same_key_replaces_the_active_unread_one,
     racing_publishes_collapse_into_one,
     read_or_archived_ones_are_not_replaced,
+    one_active_again_is_replaced,
     a_held_one_collapses_when_it_is_delivered
 );
 
@@ -241,6 +242,53 @@ async fn read_or_archived_ones_are_not_replaced(mode: Mode) {
         (Some(fifth.as_str()), Some(2))
     );
     assert_eq!(n["replaces"], fourth.as_str());
+}
+
+/// Any active unread notification with the key is replaced, not only the last one published
+/// with it: one archived (or read) while newer ones came and went, then made active and
+/// unread again, is replaced by the next publish with its key.
+async fn one_active_again_is_replaced(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let patch = async |id: &str, body: Value| {
+        let (status, _) = h.patch(&format!("/notifications/{id}"), &token, body).await;
+        assert_eq!(status, 200);
+    };
+    let first = publish_keyed(&h, "first", "k").await;
+    patch(&first, json!({"archived": true})).await;
+    let second = publish_keyed(&h, "second", "k").await;
+    assert_eq!(items(&h.list(&token, "").await)[0]["count"], 1);
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{second}"),
+            &token,
+            json!({"deleted": true}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    patch(&first, json!({"archived": false})).await;
+    let third = publish_keyed(&h, "third", "k").await;
+    let page = h.list(&token, "?archived=include").await;
+    assert_eq!(ids(&page), [third.clone()]);
+    assert_eq!(items(&page)[0]["count"], 2);
+    assert_eq!(items(&page)[0]["replaces"], first.as_str());
+    // read, a new one with the key, the read one unread again, the new one read: the next
+    // publish replaces the one that is unread (the newest such, were there several)
+    patch(&third, json!({"read": true})).await;
+    let fourth = publish_keyed(&h, "fourth", "k").await;
+    patch(&third, json!({"read": false})).await;
+    patch(&fourth, json!({"read": true})).await;
+    let fifth = publish_keyed(&h, "fifth", "k").await;
+    let page = h.list(&token, "").await;
+    assert_eq!(ids(&page), [fifth, fourth]);
+    assert_eq!(
+        (
+            items(&page)[0]["count"].clone(),
+            items(&page)[0]["replaces"].clone()
+        ),
+        (json!(3), json!(third))
+    );
+    assert_eq!(counts_of(&page), (Some(1), Some(1)));
 }
 
 /// Redis: a deleted notification takes its collapse entry with it, so a publisher that uses

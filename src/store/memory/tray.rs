@@ -42,8 +42,9 @@ struct Extras {
     expire: BTreeSet<(u64, NotificationId)>,
     /// (due time, id): Web Push escalations.
     push: BTreeSet<(u64, NotificationId)>,
-    /// Collapse key → the last notification published with it.
-    collapse: HashMap<String, NotificationId>,
+    /// Collapse key → the notifications in the tray that carry it, in the order they were
+    /// published (or delivered).
+    collapse: HashMap<String, Vec<NotificationId>>,
     /// Idempotency key → (notification id, expiry in Unix ms).
     idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
 }
@@ -213,8 +214,11 @@ impl Tray {
             x.push.remove(&(at, *id));
         }
         if let Some(key) = item.template.collapse_key() {
-            if x.collapse.get(key) == Some(id) {
-                x.collapse.remove(key);
+            if let Some(ids) = x.collapse.get_mut(key) {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    x.collapse.remove(key);
+                }
             }
         }
         true
@@ -342,9 +346,7 @@ impl Tray {
             self.extras_mut().expire.insert((at, to.id));
         }
         if let (Some(collapse), None) = (template.collapse_key(), schedule.deliver_ms) {
-            self.extras_mut()
-                .collapse
-                .insert(collapse.to_owned(), to.id);
+            self.name_collapse(collapse, to.id);
         }
         self.sync(to.id);
         // The oldest go past `max`; streams are told of those they have seen (delivered).
@@ -375,17 +377,26 @@ impl Tray {
         Published::stored(to.id)
     }
 
-    /// Collapse under `key`: the active unread notification the key names (if any) is
-    /// removed; the count the notification taking its place carries, and the removed id. The
-    /// caller then names its notification under `key`.
+    /// Collapse under `key`: the newest active unread notification that carries it (if any)
+    /// is removed; the count the notification taking its place carries, and the removed id.
+    /// The caller then names its notification under `key`.
     fn supersede(&mut self, key: &str) -> Option<(u64, NotificationId)> {
-        let &old = self.extras().collapse.get(key)?;
-        if !self.unread.contains(&old) {
-            return None;
-        }
+        let ids = self.extras().collapse.get(key)?;
+        let &old = ids.iter().rev().find(|&id| self.unread.contains(id))?;
         let count = self.items.get(&old).map_or(1, |i| i.state().count) + 1;
         self.remove(&old);
         Some((count, old))
+    }
+
+    /// Note that `id` carries collapse `key` (the newest that does).
+    fn name_collapse(&mut self, key: &str, id: NotificationId) {
+        let x = self.extras_mut();
+        match x.collapse.get_mut(key) {
+            Some(ids) => ids.push(id),
+            None => {
+                x.collapse.insert(key.to_owned(), vec![id]);
+            }
+        }
     }
 
     /// The ids a write to all applies to: the active ones it can change (unarchive and
@@ -554,7 +565,7 @@ impl Tray {
             let collapse = item.held.then(|| item.template.collapse_key()).flatten();
             if let Some(key) = collapse.map(str::to_owned) {
                 let replaced = self.supersede(&key);
-                self.extras_mut().collapse.insert(key, id);
+                self.name_collapse(&key, id);
                 if let (Some((count, old)), Some(item)) = (replaced, self.items.get_mut(&id)) {
                     let state = item.state_mut();
                     state.count = count;

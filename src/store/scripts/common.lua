@@ -10,7 +10,8 @@
 --   expire ZSET id -> Unix ms it expires
 --   action HASH id -> the taken action's JSON
 --   meta HASH id -> '<count>\t<replaced id>' for a collapsed notification
---   cat HASH id -> category; collapse HASH collapse key -> the last id published with it
+--   cat HASH id -> category; collapse HASH collapse key -> the ids in the tray that carry it,
+--     space-separated, in the order they were published (or delivered)
 --   push HASH endpoint -> Web Push subscription JSON
 --   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
 --   (is the user connected?) or 'send'
@@ -74,13 +75,35 @@ local function collapse_key(b, id)
   return nil
 end
 
--- Remove every trace of a notification, its collapse entry too when that names it (a lookup
--- also checks the entry against `unread`; this keeps the hash from growing with every key).
+-- The ids in the tray that carry collapse key `ck`, oldest first.
+local function carrying(b, ck)
+  local ids = {}
+  for id in string.gmatch(redis.call('HGET', key(b, 'collapse'), ck) or '', '%S+') do
+    ids[#ids + 1] = id
+  end
+  return ids
+end
+
+-- Note that `id` carries collapse key `ck` (the newest that does).
+local function name_collapse(b, ck, id)
+  local ids = redis.call('HGET', key(b, 'collapse'), ck)
+  redis.call('HSET', key(b, 'collapse'), ck, ids and (ids .. ' ' .. id) or id)
+end
+
+-- Remove every trace of a notification, from its collapse key's ids too.
 local function remove(b, id)
   if redis.call('EXISTS', key(b, 'collapse')) == 1 then
     local ck = collapse_key(b, id)
-    if ck and redis.call('HGET', key(b, 'collapse'), ck) == id then
-      redis.call('HDEL', key(b, 'collapse'), ck)
+    if ck then
+      local rest = {}
+      for _, other in ipairs(carrying(b, ck)) do
+        if other ~= id then rest[#rest + 1] = other end
+      end
+      if #rest == 0 then
+        redis.call('HDEL', key(b, 'collapse'), ck)
+      else
+        redis.call('HSET', key(b, 'collapse'), ck, table.concat(rest, ' '))
+      end
     end
   end
   for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat',
@@ -92,16 +115,19 @@ local function remove(b, id)
   end
 end
 
--- Collapse under key `ck`: the active unread notification the key names (if any) is removed;
--- returns the count the notification taking its place carries (as text) and the removed id
--- (nil when none). The caller then names its notification under `ck`.
+-- Collapse under key `ck`: the newest active unread notification that carries it (if any) is
+-- removed; returns the count the notification taking its place carries (as text) and the
+-- removed id (nil when none). The caller then names its notification under `ck`.
 local function supersede(b, ck)
-  local old = redis.call('HGET', key(b, 'collapse'), ck)
-  if old and redis.call('ZSCORE', key(b, 'unread'), old) then
-    local meta = redis.call('HGET', key(b, 'meta'), old)
-    local count = int((meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1)
-    remove(b, old)
-    return count, old
+  local ids = carrying(b, ck)
+  for i = #ids, 1, -1 do
+    local old = ids[i]
+    if redis.call('ZSCORE', key(b, 'unread'), old) then
+      local meta = redis.call('HGET', key(b, 'meta'), old)
+      local count = int((meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1)
+      remove(b, old)
+      return count, old
+    end
   end
   return '1', nil
 end

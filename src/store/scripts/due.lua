@@ -32,7 +32,7 @@ for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')
     if ck then
       local count, replaces = supersede(b, ck)
       if replaces then redis.call('HSET', key(b, 'meta'), id, count .. '\t' .. replaces) end
-      redis.call('HSET', key(b, 'collapse'), ck, id)
+      name_collapse(b, ck, id)
     end
     sync(b, id)
     local event = 'updated'

@@ -14,9 +14,9 @@
 --       then per user 3: id, the user as a JSON string, epoch (a fresh random one, used only
 --       when the user's log has none yet)
 -- A user's notification JSON is '{"id":"' .. id .. '","user":' .. user .. tail .. state,
--- byte for byte what Herald's `model::Template::json` writes. A collapse key that names the
--- user's active unread notification replaces it (count + 1, "replaces" its id; no `deleted`
--- change). A notification delivered later waits in `wake` and commits nothing now (it
+-- byte for byte what Herald's `model::Template::json` writes. A collapse key that an active
+-- unread notification of the user carries replaces the newest such (count + 1, "replaces" its
+-- id; no `deleted` change). A notification delivered later waits in `wake` and commits nothing now (it
 -- collapses when delivered: `due.lua`). The oldest notifications dropped to keep the tray at
 -- max_per_user go in one `deleted` change after the notification (those delivered; on a batch
 -- line when the notification is announced on one).
@@ -53,7 +53,7 @@ local function store(k, a)
   redis.call('ZADD', key(b, 'order'), '0', id)
   if replaces then redis.call('HSET', key(b, 'meta'), id, count .. '\t' .. replaces) end
   if category ~= '' then redis.call('HSET', key(b, 'cat'), id, category) end
-  if collapse ~= '' and deliver == '' then redis.call('HSET', key(b, 'collapse'), collapse, id) end
+  if collapse ~= '' and deliver == '' then name_collapse(b, collapse, id) end
   if expire ~= '' then redis.call('ZADD', key(b, 'expire'), expire, id) end
   if deliver ~= '' then
     redis.call('ZADD', key(b, 'wake'), deliver, id)
