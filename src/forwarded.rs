@@ -21,30 +21,6 @@ impl ConnInfo {
     pub fn https(&self, trusted: &[IpNet], headers: &HeaderMap) -> bool {
         self.tls || client(trusted, self.peer, headers).https
     }
-
-    /// The scheme the client used, when it is known: `https` on this connection, else what a
-    /// trusted proxy's `X-Forwarded-Proto` says. `None` for a plain connection from anyone
-    /// else, which may have come through a TLS-terminating proxy Herald does not trust.
-    pub fn scheme(&self, trusted: &[IpNet], headers: &HeaderMap) -> Option<&'static str> {
-        if self.tls {
-            return Some("https");
-        }
-        if !is_trusted(trusted, self.peer.ip()) {
-            return None;
-        }
-        let proto = headers.get("x-forwarded-proto")?.to_str().ok()?;
-        match proto
-            .split(',')
-            .next()?
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "https" => Some("https"),
-            "http" => Some("http"),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

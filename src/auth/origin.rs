@@ -1,11 +1,12 @@
 //! The Origin rule for cookie-authenticated writes (CSRF defence): the request must carry an
 //! `Origin` named by `--allowed-origin`, or, when none is configured, one whose host and port
-//! equal those of the request's `Host` and whose scheme is the request's own where that is
-//! known (HTTPS here, or a trusted proxy's `X-Forwarded-Proto`): an `http://` page of the
-//! same host can't write to an HTTPS site. A port left out on either side is the default port
-//! of the scheme, so `https://example.com` matches `Host: example.com`, as behind a
-//! TLS-terminating proxy. Origins with userinfo are never allowed. Bearer-authenticated
-//! requests are exempt (browsers never attach a Bearer token by themselves).
+//! equal those of the request's `Host`, and which is `https` when the request is known to be
+//! (HTTPS here, or a trusted proxy's `X-Forwarded-Proto`): an `http://` page of the same host
+//! (what a network attacker can forge) can't write to an HTTPS site. A port left out on either
+//! side is the default port of the Origin's scheme, so `https://example.com` matches
+//! `Host: example.com`, as behind a TLS-terminating proxy. Origins with userinfo are never
+//! allowed. Bearer-authenticated requests are exempt (browsers never attach a Bearer token by
+//! themselves).
 
 use http::header::{HOST, ORIGIN};
 use http::request::Parts;
@@ -26,20 +27,20 @@ pub fn allowed(state: &AppState, origin: &str, parts: &Parts) -> bool {
     let Some(host) = parts.headers.get(HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    let scheme = (parts.extensions.get::<ConnInfo>())
-        .and_then(|conn| conn.scheme(&state.config.trusted_proxies, &parts.headers));
-    same_host(&origin, host, scheme)
+    let https = (parts.extensions.get::<ConnInfo>())
+        .is_some_and(|conn| conn.https(&state.config.trusted_proxies, &parts.headers));
+    same_host(&origin, host, https)
 }
 
-/// `origin` (normalized) names the host and port of `host` (a `Host` header value), and the
-/// request's `scheme` when it is known. An unknown scheme is not compared: behind a
-/// TLS-terminating proxy that is not trusted, the request Herald sees is plain HTTP for an
-/// `https` page.
-fn same_host(origin: &str, host: &str, scheme: Option<&str>) -> bool {
+/// `origin` (normalized) names the host and port of `host` (a `Host` header value), and is
+/// `https` when the request is known to be. Only that direction is refused: a request that
+/// is not known to be HTTPS may still come from an `https` page (through a TLS-terminating
+/// proxy Herald does not trust, or a balancer in front of the one it does).
+fn same_host(origin: &str, host: &str, https: bool) -> bool {
     let Some((origin_scheme, origin_host)) = origin.split_once("://") else {
         return false;
     };
-    if scheme.is_some_and(|scheme| scheme != origin_scheme) {
+    if https && origin_scheme != "https" {
         return false;
     }
     let default_port = if origin_scheme == "https" {
@@ -108,11 +109,11 @@ mod tests {
         assert_eq!(normalize_origin("http://user:pw@a:8080"), None);
     }
 
-    /// Host and port must match; a default port may be implicit on either side. An unknown
-    /// request scheme only sets which port is the default.
+    /// Host and port must match; a default port may be implicit on either side. For a
+    /// request not known to be HTTPS, the Origin's scheme only sets which port is the default.
     #[test]
     fn same_host_rules() {
-        let unknown = |origin, host| same_host(origin, host, None);
+        let unknown = |origin, host| same_host(origin, host, false);
         assert!(unknown("http://127.0.0.1:8080", "127.0.0.1:8080"));
         assert!(unknown("https://127.0.0.1:8080", "127.0.0.1:8080"));
         assert!(unknown("https://example.com", "example.com:443"));
@@ -127,23 +128,19 @@ mod tests {
         assert!(!unknown("http://example.com", "example.com.evil.com"));
     }
 
-    /// A known request scheme must be the Origin's: a plain-HTTP page of the same host (what
-    /// a network attacker can forge) may not write to an HTTPS site, nor the other way round.
+    /// A request known to be HTTPS needs an `https` Origin: a plain-HTTP page of the same
+    /// host (what a network attacker can forge) may not write to an HTTPS site. One reported
+    /// as HTTP may come from an `https` page (TLS ended before the trusted proxy).
     #[test]
-    fn a_known_scheme_must_match() {
-        assert!(same_host(
-            "https://example.com",
-            "example.com",
-            Some("https")
-        ));
-        assert!(same_host("https://a:8443", "a:8443", Some("https")));
-        assert!(!same_host(
-            "http://example.com",
-            "example.com",
-            Some("https")
-        ));
-        assert!(!same_host("http://a:8443", "a:8443", Some("https")));
-        assert!(!same_host("https://a:8080", "a:8080", Some("http")));
-        assert!(same_host("http://a:8080", "a:8080", Some("http")));
+    fn an_https_request_needs_an_https_origin() {
+        let https = |origin, host| same_host(origin, host, true);
+        let http = |origin, host| same_host(origin, host, false);
+        assert!(https("https://example.com", "example.com"));
+        assert!(https("https://a:8443", "a:8443"));
+        assert!(!https("http://example.com", "example.com"));
+        assert!(!https("http://a:8443", "a:8443"));
+        assert!(http("https://a:8080", "a:8080"));
+        assert!(http("https://example.com", "example.com"));
+        assert!(http("http://a:8080", "a:8080"));
     }
 }
