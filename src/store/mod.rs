@@ -36,6 +36,10 @@ pub use self::redis::RedisStore;
 
 /// Changes kept per user for replay after `Last-Event-ID` (at least this many).
 pub const LOG_CAPACITY: usize = 1000;
+/// Ids kept per collapse key, the newest that carry it (`COLLAPSE_KEPT` in `common.lua` too):
+/// a publish with the key replaces the newest of them that is active and unread. An older
+/// one made active and unread again after as many newer ones is no longer found.
+pub const COLLAPSE_KEPT: usize = 16;
 /// How long an idempotency key is remembered, in milliseconds (spec: 24 h).
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Live browser sessions per user; a new one beyond this ends the oldest.

@@ -327,3 +327,67 @@ async fn deleting_removes_the_collapse_entry() {
     );
     assert_eq!(held(), 1);
 }
+
+/// Redis: each key keeps the ids that carry it in one hash field, the newest 16, and a removed
+/// id leaves it; a field of one id (as written before the list) still collapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collapse_list_stays_small() {
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let token = user_token("alice");
+    let field = || -> Option<String> {
+        ::redis::cmd("HGET")
+            .arg("herald:{u:alice}:collapse")
+            .arg("k")
+            .query(&mut redis.conn())
+            .unwrap()
+    };
+    let mut read = Vec::new();
+    for i in 0..3 {
+        let id = publish_keyed(&h, &format!("n{i}"), "k").await;
+        h.patch(
+            &format!("/notifications/{id}"),
+            &token,
+            json!({"read": true}),
+        )
+        .await;
+        read.push(id);
+    }
+    assert_eq!(field().unwrap(), read.join(" "));
+    h.patch(
+        &format!("/notifications/{}", read[1]),
+        &token,
+        json!({"deleted": true}),
+    )
+    .await;
+    assert_eq!(field().unwrap(), format!("{} {}", read[0], read[2]));
+    for i in 3..20 {
+        let id = publish_keyed(&h, &format!("n{i}"), "k").await;
+        h.patch(
+            &format!("/notifications/{id}"),
+            &token,
+            json!({"read": true}),
+        )
+        .await;
+        read.push(id);
+    }
+    assert_eq!(field().unwrap(), read[read.len() - 16..].join(" "));
+    // one id alone, unread: collapsed onto
+    h.patch(
+        &format!("/notifications/{}", read[0]),
+        &token,
+        json!({"read": false}),
+    )
+    .await;
+    let _: () = ::redis::cmd("HSET")
+        .arg("herald:{u:alice}:collapse")
+        .arg("k")
+        .arg(&read[0])
+        .query(&mut redis.conn())
+        .unwrap();
+    let next = publish_keyed(&h, "again", "k").await;
+    let n = &items(&h.list(&token, "").await)[0];
+    assert_eq!(n["id"].as_str(), Some(next.as_str()));
+    assert_eq!(n["replaces"], read[0].as_str());
+    assert_eq!(field().unwrap(), next);
+}

@@ -14,7 +14,8 @@ use crate::model::{
     ItemState, Mark, Marked, Notification, NotificationId, TakenAction, Target, Template,
 };
 use crate::store::{
-    ActionOutcome, Due, Escalation, Published, Recipient, IDEMPOTENCY_TTL_MS, PUSH_LEASE_MS,
+    ActionOutcome, Due, Escalation, Published, Recipient, COLLAPSE_KEPT, IDEMPOTENCY_TTL_MS,
+    PUSH_LEASE_MS,
 };
 
 pub(super) struct Tray {
@@ -43,7 +44,7 @@ struct Extras {
     /// (due time, id): Web Push escalations.
     push: BTreeSet<(u64, NotificationId)>,
     /// Collapse key → the notifications in the tray that carry it, in the order they were
-    /// published (or delivered).
+    /// published (or delivered): the newest [`COLLAPSE_KEPT`].
     collapse: HashMap<String, Vec<NotificationId>>,
     /// Idempotency key → (notification id, expiry in Unix ms).
     idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
@@ -392,7 +393,12 @@ impl Tray {
     fn name_collapse(&mut self, key: &str, id: NotificationId) {
         let x = self.extras_mut();
         match x.collapse.get_mut(key) {
-            Some(ids) => ids.push(id),
+            Some(ids) => {
+                ids.push(id);
+                if ids.len() > COLLAPSE_KEPT {
+                    ids.remove(0);
+                }
+            }
             None => {
                 x.collapse.insert(key.to_owned(), vec![id]);
             }

@@ -11,7 +11,7 @@
 --   action HASH id -> the taken action's JSON
 --   meta HASH id -> '<count>\t<replaced id>' for a collapsed notification
 --   cat HASH id -> category; collapse HASH collapse key -> the ids in the tray that carry it,
---     space-separated, in the order they were published (or delivered)
+--     space-separated, in the order they were published (or delivered); the newest 16
 --   push HASH endpoint -> Web Push subscription JSON
 --   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
 --   (is the user connected?) or 'send'
@@ -75,7 +75,11 @@ local function collapse_key(b, id)
   return nil
 end
 
--- The ids in the tray that carry collapse key `ck`, oldest first.
+-- At most this many ids are kept per collapse key: the newest that carry it (Rust's
+-- `store::COLLAPSE_KEPT`).
+local COLLAPSE_KEPT = 16
+
+-- The ids in the tray that carry collapse key `ck` (the newest COLLAPSE_KEPT), oldest first.
 local function carrying(b, ck)
   local ids = {}
   for id in string.gmatch(redis.call('HGET', key(b, 'collapse'), ck) or '', '%S+') do
@@ -86,23 +90,30 @@ end
 
 -- Note that `id` carries collapse key `ck` (the newest that does).
 local function name_collapse(b, ck, id)
-  local ids = redis.call('HGET', key(b, 'collapse'), ck)
-  redis.call('HSET', key(b, 'collapse'), ck, ids and (ids .. ' ' .. id) or id)
+  local ids = carrying(b, ck)
+  ids[#ids + 1] = id
+  redis.call('HSET', key(b, 'collapse'), ck,
+    table.concat(ids, ' ', math.max(1, #ids - COLLAPSE_KEPT + 1)))
 end
 
 -- Remove every trace of a notification, from its collapse key's ids too.
 local function remove(b, id)
   if redis.call('EXISTS', key(b, 'collapse')) == 1 then
     local ck = collapse_key(b, id)
-    if ck then
-      local rest = {}
-      for _, other in ipairs(carrying(b, ck)) do
-        if other ~= id then rest[#rest + 1] = other end
-      end
-      if #rest == 0 then
-        redis.call('HDEL', key(b, 'collapse'), ck)
-      else
-        redis.call('HSET', key(b, 'collapse'), ck, table.concat(rest, ' '))
+    local ids = ck and redis.call('HGET', key(b, 'collapse'), ck)
+    if ids == id then
+      redis.call('HDEL', key(b, 'collapse'), ck)
+    elseif ids then
+      local padded = ' ' .. ids .. ' '
+      local at = string.find(padded, ' ' .. id .. ' ', 1, true)
+      if at then
+        local rest = string.sub(padded, 2, at) .. string.sub(padded, at + #id + 2, -2)
+        rest = string.match(rest, '^%s*(.-)%s*$')
+        if rest == '' then
+          redis.call('HDEL', key(b, 'collapse'), ck)
+        else
+          redis.call('HSET', key(b, 'collapse'), ck, rest)
+        end
       end
     end
   end
@@ -120,9 +131,11 @@ end
 -- removed id (nil when none). The caller then names its notification under `ck`.
 local function supersede(b, ck)
   local ids = carrying(b, ck)
+  if #ids == 0 then return '1', nil end
+  local unread = redis.call('ZMSCORE', key(b, 'unread'), unpack(ids))
   for i = #ids, 1, -1 do
-    local old = ids[i]
-    if redis.call('ZSCORE', key(b, 'unread'), old) then
+    if unread[i] then
+      local old = ids[i]
       local meta = redis.call('HGET', key(b, 'meta'), old)
       local count = int((meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1)
       remove(b, old)

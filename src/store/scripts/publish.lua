@@ -16,10 +16,10 @@
 -- A user's notification JSON is '{"id":"' .. id .. '","user":' .. user .. tail .. state,
 -- byte for byte what Herald's `model::Template::json` writes. A collapse key that an active
 -- unread notification of the user carries replaces the newest such (count + 1, "replaces" its
--- id; no `deleted` change). A notification delivered later waits in `wake` and commits nothing now (it
--- collapses when delivered: `due.lua`). The oldest notifications dropped to keep the tray at
--- max_per_user go in one `deleted` change after the notification (those delivered; on a batch
--- line when the notification is announced on one).
+-- id; no `deleted` change). A notification delivered later waits in `wake` and commits nothing
+-- now (it collapses when delivered: `due.lua`). The oldest notifications dropped to keep the
+-- tray at max_per_user go in one `deleted` change after the notification (those delivered; on
+-- a batch line when the notification is announced on one).
 -- The batch message (one SPUBLISH at the end, for the users whose change was logged) is
 -- g<TAB>ms<TAB>tail, then per user a line
 -- <LF>epoch<TAB>seq<TAB>count<TAB>replaced id ('')<TAB>unread<TAB>unseen<TAB>id<TAB>dropped
