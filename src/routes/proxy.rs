@@ -45,24 +45,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Forwarding headers Herald does not set itself, dropped when the client is not behind a
-/// `--trusted-proxy` (`X-Forwarded-For`/`-Proto`/`-Host` are set anew): the client's address
-/// as proxies and CDNs name it, and the original-path overrides some frameworks honour
-/// (which would route a request outside the path it was allowed under).
-const UNTRUSTED_FORWARDING: [&str; 8] = [
+/// `--trusted-proxy` (`X-Forwarded-For`/`-Proto`/`-Host` are set anew): among them the
+/// client's address as proxies and CDNs name it.
+const UNTRUSTED_FORWARDING: [&str; 6] = [
     "forwarded",
     "x-real-ip",
     "x-client-ip",
     "true-client-ip",
     "x-forwarded-port",
     "x-forwarded-prefix",
-    "x-original-url",
-    "x-rewrite-url",
 ];
+
+/// Original-path overrides some frameworks honour, which would route a request outside the
+/// path it was allowed under: never forwarded (a proxy in front sends the path itself).
+const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 /// Incoming `X-Herald-*` headers (Herald's namespace: the identity it sets, and whatever a
 /// backend may take from it later), also spelt with `_`: CGI-style backends (WSGI, PHP, Rack)
 /// read `X_Herald_User` as `X-Herald-User`.
-fn strip_identity(headers: &mut HeaderMap) {
+fn strip_herald_headers(headers: &mut HeaderMap) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().replace('_', "-").starts_with("x-herald-"))
@@ -95,7 +96,10 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
     strip_hop_by_hop(headers);
     session::strip_session_cookie(headers);
     headers.remove(header::HOST);
-    strip_identity(headers);
+    strip_herald_headers(headers);
+    for name in PATH_OVERRIDES {
+        headers.remove(name);
+    }
     if caller.via == Via::Bearer {
         // The backend trusts our identity headers, not the caller's token.
         headers.remove(header::AUTHORIZATION);

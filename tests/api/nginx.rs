@@ -177,16 +177,21 @@ async fn nginx_auth_request_and_unbuffered_events() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    // a Bearer caller's token stays at the edge too (as do cookies at the front or the end)
+    // a Bearer caller's token stays at the edge too (as do cookies at the front or the end,
+    // and what the client says of its address or original path)
     for cookies in [format!("{cookie}; lang=en"), format!("lang=en; {cookie}")] {
         let r = send_raw(
             http.get(format!("{edge}/api/echo"))
                 .header("cookie", cookies)
+                .header("x-original-url", "/admin")
+                .header("true-client-ip", "1.2.3.4")
                 .bearer_auth(user_token("alice")),
         )
         .await;
         let echo: Value = r.json().await.unwrap();
         assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+        assert!(echo["headers"].get("x-original-url").is_none(), "{echo}");
+        assert!(echo["headers"].get("true-client-ip").is_none(), "{echo}");
         let sent = echo["headers"]["cookie"].as_str().unwrap();
         assert!(!sent.contains("herald_session"), "{echo}");
         assert!(sent.contains("lang=en"), "{echo}");

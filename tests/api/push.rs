@@ -319,33 +319,16 @@ async fn two_nodes_push_once() {
 
 /// SIGTERM while a push service is slow to answer: the node waits for the answer (within
 /// `--drain-timeout`) before it exits, and marks the escalation done, so no node sends it
-/// again when its lease runs out. (The node also has a dead proxy in its environment, which
-/// pushes do not use.)
+/// again when its lease runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_a_push_in_flight() {
     let dir = TempDir::new("vapid");
     let (key, _) = vapid_key(&dir);
     let push = PushService::start();
     let redis = Redis::start();
-    let mut args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        SECRET,
-        "--redis-url",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.push(redis.url());
-    args.extend(push_args(&push, &key, "60s"));
+    let mut args = push_args(&push, &key, "60s");
     args.extend(["--drain-timeout", "10s"].map(str::to_owned));
-    // A proxy in the environment is not used for pushes (it would resolve endpoint names
-    // past the public-address check): this one refuses every connection.
-    let dead_proxy = [
-        ("HTTPS_PROXY", "http://127.0.0.1:9"),
-        ("ALL_PROXY", "http://127.0.0.1:9"),
-    ];
-    let mut a = Herald::spawn_env(&args, &dead_proxy);
+    let mut a = Herald::start(Some(&redis.url()), &refs(&args));
     let token = user_token("fay");
     subscribe(&a, &token, &push.subscribe("fay").await).await;
     let delay = Duration::from_secs(2);
@@ -364,4 +347,32 @@ async fn sigterm_waits_for_a_push_in_flight() {
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(due, 0, "the escalation is done, not left leased");
+}
+
+/// A proxy in the environment is not used for pushes (it would resolve endpoint names past
+/// the public-address check): with one that refuses every connection, pushes still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_ignore_a_proxy_in_the_environment() {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let mut args = ["--listen", "127.0.0.1:0", "--jwt-secret", SECRET]
+        .map(str::to_owned)
+        .to_vec();
+    args.extend(push_args(&push, &key, "60s"));
+    let dead = "http://127.0.0.1:9";
+    let env = [
+        ("HTTPS_PROXY", dead),
+        ("https_proxy", dead),
+        ("ALL_PROXY", dead),
+        ("all_proxy", dead),
+        ("NO_PROXY", ""),
+        ("no_proxy", ""),
+    ];
+    let h = Herald::spawn_env(&args, &env);
+    let token = user_token("gil");
+    subscribe(&h, &token, &push.subscribe("gil").await).await;
+    h.notify("gil", "through no proxy").await;
+    let got = push.wait_messages("gil", 1).await;
+    assert_eq!(got[0]["status"], 201, "{got:#?}");
 }
