@@ -16,7 +16,9 @@ use crate::error::{Error, Result, StartupError};
 pub const MAX_UNIX_SECS: u64 = 253_402_300_799;
 
 /// A JWT NumericDate (RFC 7519 §2): seconds since the epoch, integer or not. Read as a number
-/// of whole seconds, clamped to `0..=MAX_UNIX_SECS`; written as an integer.
+/// of whole seconds, a fraction rounded up (a token with `exp` 10.5 is good at 10.4: its
+/// last moment is kept, at most a second late, never early), clamped to `0..=MAX_UNIX_SECS`;
+/// written as an integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NumericDate(pub u64);
 
@@ -32,7 +34,7 @@ impl<'de> Deserialize<'de> for NumericDate {
         let secs = match (value.as_u64(), value.as_f64()) {
             (Some(int), _) => int,
             (None, Some(f)) if f.is_finite() && f >= 0.0 => {
-                f.floor().min(MAX_UNIX_SECS as f64) as u64
+                f.ceil().min(MAX_UNIX_SECS as f64) as u64
             }
             _ => {
                 return Err(serde::de::Error::custom(
@@ -310,7 +312,7 @@ mod tests {
         let c = k
             .verify(&mint(serde_json::json!({"sub":"a","exp":4102444800.5})))
             .unwrap();
-        assert_eq!(c.expires(), FAR);
+        assert_eq!(c.expires(), FAR + 1, "rounded up: never ends early");
         let c = k
             .verify(&mint(serde_json::json!({"sub":"a","exp":u64::MAX})))
             .unwrap();
@@ -570,7 +572,7 @@ mod tests {
                     Value::Number(n) => match (n.as_u64(), n.as_f64()) {
                         (Some(int), _) => Some(int.min(MAX_UNIX_SECS)),
                         (None, Some(f)) if f >= 0.0 => {
-                            Some(if f >= MAX_UNIX_SECS as f64 { MAX_UNIX_SECS } else { f as u64 })
+                            Some(if f >= MAX_UNIX_SECS as f64 { MAX_UNIX_SECS } else { f.ceil() as u64 })
                         }
                         _ => None,
                     },

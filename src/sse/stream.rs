@@ -21,7 +21,7 @@ use super::wake::Wake;
 use crate::error::{Error, Result};
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
-use crate::model::{now_ms, now_secs, Epoch, EventId};
+use crate::model::{now_ms, Epoch, EventId};
 use crate::request_id::RequestId;
 use crate::state::AppState;
 use crate::store::{Head, Replay};
@@ -467,10 +467,12 @@ impl Stream {
 /// When a stream (or tail) of a token or session expiring at `exp` (Unix seconds) ends:
 /// `exp` plus `--jwt-leeway`, as an `Instant` after `now`.
 pub fn expiry(state: &AppState, exp: u64, now: Instant) -> Instant {
-    let left = exp
+    let end_ms = exp
         .saturating_add(state.config.keys.leeway.as_secs())
-        .saturating_sub(now_secs());
-    now.checked_add(Duration::from_secs(left.min(MAX_STREAM_SECS)))
+        .saturating_mul(1000);
+    // From the clock's milliseconds: whole seconds would end it up to a second late.
+    let left = Duration::from_millis(end_ms.saturating_sub(now_ms()));
+    now.checked_add(left.min(Duration::from_secs(MAX_STREAM_SECS)))
         .unwrap_or(now)
 }
 

@@ -350,15 +350,30 @@ async fn too_many_streams_is_429(mode: Mode) {
     let _bob = h.events(&user_token("bob"), "").await;
 }
 
+/// At `exp` (a NumericDate may carry a fraction) the stream ends with `revoked`: never before
+/// it, while the token still opens requests, and promptly after it.
 async fn stream_ends_at_token_expiry(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let token = sign(json!({"sub": "alice", "exp": now() + 2}));
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let exp = unix() + 2.5;
+    let token = sign(json!({"sub": "alice", "exp": exp}));
     let mut sse = h.events(&token, "").await;
+    tokio::time::sleep(Duration::from_secs_f64((exp - 0.4 - unix()).max(0.0))).await;
+    let (status, _) = h.get("/notifications", &token).await;
+    assert_eq!(status, 200, "the token is good until its exp");
     let revoked = sse
         .try_next(Duration::from_secs(5))
         .await
         .expect("revoked before the timeout");
+    let at = unix();
     assert_eq!(revoked.event, "revoked");
+    assert!(at >= exp, "revoked {:.3} s before exp", exp - at);
+    assert!(at < exp + 1.5, "revoked {:.3} s after exp", at - exp);
     assert!(sse.ends_within(Duration::from_secs(2)).await);
 }
 
