@@ -1,10 +1,11 @@
 //! The Origin rule for cookie-authenticated writes (CSRF defence): the request must carry an
 //! `Origin` named by `--allowed-origin`, or, when none is configured, one whose host and port
-//! equal those of the request's `Host`, and which is `https` when the request is known to be
-//! (HTTPS here, or a trusted proxy's `X-Forwarded-Proto`): an `http://` page of the same host
-//! (what a network attacker can forge) can't write to an HTTPS site. A port left out on either
-//! side is the default port of the Origin's scheme, so `https://example.com` matches
-//! `Host: example.com`, as behind a TLS-terminating proxy. Origins with userinfo are never
+//! equal those of the request's `Host`. A port left out is the scheme's default: the Origin's
+//! on its side, and on the `Host` side `443` for a request known to be HTTPS (here, or by a
+//! trusted proxy's `X-Forwarded-Proto`), so an `http://` page of the host (what a network
+//! attacker can forge) can't write to the HTTPS site; for any other request the Origin
+//! scheme's default, so `https://example.com` matches `Host: example.com`, as behind a
+//! TLS-terminating proxy. Origins with userinfo are never
 //! allowed. Bearer-authenticated requests are exempt (browsers never attach a Bearer token by
 //! themselves).
 
@@ -32,25 +33,35 @@ pub fn allowed(state: &AppState, origin: &str, parts: &Parts) -> bool {
     same_host(&origin, host, https)
 }
 
-/// `origin` (normalized) names the host and port of `host` (a `Host` header value), and is
-/// `https` when the request is known to be. Only that direction is refused: a request that
-/// is not known to be HTTPS may still come from an `https` page (through a TLS-terminating
-/// proxy Herald does not trust, or a balancer in front of the one it does).
+/// `origin` (normalized) names the host and port of `host` (a `Host` header value). A port
+/// left out is the default of the Origin's scheme on its side; on the `Host` side, `443`
+/// when the request is known to be HTTPS (so `http://example.com` does not match an HTTPS
+/// request's `Host: example.com`), else the Origin scheme's default too (behind a
+/// TLS-terminating proxy Herald does not trust, an `https` page's request arrives as plain
+/// HTTP).
 fn same_host(origin: &str, host: &str, https: bool) -> bool {
-    let Some((origin_scheme, origin_host)) = origin.split_once("://") else {
+    let Some((scheme, origin_authority)) = origin.split_once("://") else {
         return false;
     };
-    if https && origin_scheme != "https" {
-        return false;
-    }
-    let default_port = if origin_scheme == "https" {
-        ":443"
-    } else {
-        ":80"
-    };
+    let scheme_port = if scheme == "https" { 443 } else { 80 };
     let host = host.trim().to_ascii_lowercase();
-    let host = host.strip_suffix(default_port).unwrap_or(&host);
-    origin_host == host
+    let (Some((origin_name, origin_port)), Some((host_name, host_port))) =
+        (split_port(origin_authority), split_port(&host))
+    else {
+        return false;
+    };
+    let origin_port = origin_port.unwrap_or(scheme_port);
+    let host_port = host_port.unwrap_or(if https { 443 } else { scheme_port });
+    origin_name == host_name && origin_port == host_port
+}
+
+/// `name[:port]` (`[v6]:port` for IPv6) as the name and the port, if one is given; `None`
+/// when the port is not a number.
+fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    match authority.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => Some((name, Some(port.parse().ok()?))),
+        _ => Some((authority, None)),
+    }
 }
 
 /// `scheme://host[:port]` with the scheme and host lower-cased and a default port dropped.
@@ -128,19 +139,24 @@ mod tests {
         assert!(!unknown("http://example.com", "example.com.evil.com"));
     }
 
-    /// A request known to be HTTPS needs an `https` Origin: a plain-HTTP page of the same
-    /// host (what a network attacker can forge) may not write to an HTTPS site. One reported
-    /// as HTTP may come from an `https` page (TLS ended before the trusted proxy).
+    /// A request known to be HTTPS has port 443 when its `Host` names none: a plain-HTTP
+    /// page of that host (port 80, what a network attacker can forge) may not write to the
+    /// HTTPS site. Host and port are what is compared, so an explicit equal port matches
+    /// whatever the scheme. One reported as HTTP may come from an `https` page (TLS ended
+    /// before the trusted proxy).
     #[test]
-    fn an_https_request_needs_an_https_origin() {
+    fn an_https_request_without_a_port_is_port_443() {
         let https = |origin, host| same_host(origin, host, true);
         let http = |origin, host| same_host(origin, host, false);
         assert!(https("https://example.com", "example.com"));
         assert!(https("https://a:8443", "a:8443"));
         assert!(!https("http://example.com", "example.com"));
-        assert!(!https("http://a:8443", "a:8443"));
+        assert!(!https("http://example.com", "example.com:443"));
+        assert!(https("http://a:8443", "a:8443"));
+        assert!(https("https://[::1]", "[::1]"));
         assert!(http("https://a:8080", "a:8080"));
         assert!(http("https://example.com", "example.com"));
         assert!(http("http://a:8080", "a:8080"));
+        assert!(!http("http://a", "a:x"));
     }
 }

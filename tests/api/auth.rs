@@ -369,13 +369,13 @@ async fn dev_cookies_are_not_secure() {
     assert!(!set.contains("Secure"), "{set}");
 }
 
-/// A trusted proxy's `X-Forwarded-Proto: https` makes the request known to be HTTPS, and the
-/// Origin of a cookie write must then be `https`: behind a TLS proxy, an `http://` page of the
-/// same host (what a network attacker can forge) may not write. A request reported as `http`
-/// may still come from an `https` page (TLS ended by a balancer in front of the proxy). From
+/// A trusted proxy's `X-Forwarded-Proto: https` makes the request known to be HTTPS, and a
+/// `Host` without a port then means port 443: an `http://` page of that host (port 80, what a
+/// network attacker can forge) may not make cookie writes. A request reported as `http` may
+/// still come from an `https` page (TLS ended by a balancer in front of the proxy). From
 /// anyone else the header is the caller's own claim and changes nothing.
 #[tokio::test]
-async fn an_https_request_needs_an_https_origin() {
+async fn an_https_request_without_a_port_is_port_443() {
     for (trusted, plain_allowed) in [(true, false), (false, true)] {
         let flags: &[&str] = if trusted {
             &["--trusted-proxy", "127.0.0.1"]
@@ -385,21 +385,38 @@ async fn an_https_request_needs_an_https_origin() {
         let h = Herald::start(None, flags);
         let id = h.notify("alice", "x").await;
         let cookie = h.login("alice").await;
-        let own = origin(&h.base).to_owned();
-        let secure = own.replacen("http://", "https://", 1);
         let patch = |origin: &str, proto: &str| {
             h.http
                 .patch(h.url(&format!("/notifications/{id}")))
+                .header("host", "herald.test")
                 .header("cookie", &cookie)
                 .header("origin", origin)
                 .header("x-forwarded-proto", proto)
                 .json(&json!({"read": true}))
                 .send()
         };
-        let plain = patch(&own, "https").await.unwrap().status();
+        let plain = patch("http://herald.test", "https").await.unwrap().status();
         assert_eq!(plain == 200, plain_allowed, "trusted: {trusted}, {plain}");
-        assert_eq!(patch(&secure, "https").await.unwrap().status(), 200);
-        assert_eq!(patch(&secure, "http").await.unwrap().status(), 200);
-        assert_eq!(patch(&own, "http").await.unwrap().status(), 200);
+        for (origin, proto) in [
+            ("https://herald.test", "https"),
+            ("https://herald.test", "http"),
+            ("http://herald.test", "http"),
+        ] {
+            let status = patch(origin, proto).await.unwrap().status();
+            assert_eq!(status, 200, "{origin} {proto}");
+        }
+        // host and port are compared: the same explicit port matches either scheme
+        let own = origin(&h.base).to_owned();
+        let same_port = h
+            .http
+            .patch(h.url(&format!("/notifications/{id}")))
+            .header("cookie", &cookie)
+            .header("origin", &own)
+            .header("x-forwarded-proto", "https")
+            .json(&json!({"read": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(same_port.status(), 200);
     }
 }
