@@ -5,9 +5,8 @@
 //! trusted proxy's `X-Forwarded-Proto`), so an `http://` page of the host (what a network
 //! attacker can forge) can't write to the HTTPS site; for any other request the Origin
 //! scheme's default, so `https://example.com` matches `Host: example.com`, as behind a
-//! TLS-terminating proxy. Origins with userinfo are never
-//! allowed. Bearer-authenticated requests are exempt (browsers never attach a Bearer token by
-//! themselves).
+//! TLS-terminating proxy. Origins with userinfo are never allowed. Bearer-authenticated
+//! requests are exempt (browsers never attach a Bearer token by themselves).
 
 use http::header::{HOST, ORIGIN};
 use http::request::Parts;

@@ -26,6 +26,19 @@ async fn publish_keyed(h: &Herald, title: &str, key: &str) -> String {
     body["ids"]["alice"].as_str().unwrap().to_owned()
 }
 
+/// PATCH alice's notification `id` with `body`: the status (200, or 204 for a delete).
+async fn patch_alice(h: &Herald, id: &str, body: Value) -> u16 {
+    let path = format!("/notifications/{id}");
+    h.patch(&path, &user_token("alice"), body).await.0
+}
+
+/// Publish `title` with key `k` to alice and mark it read: its id.
+async fn publish_read(h: &Herald, title: &str) -> String {
+    let id = publish_keyed(h, title, "k").await;
+    assert_eq!(patch_alice(h, &id, json!({"read": true})).await, 200);
+    id
+}
+
 /// The notifications of a listing.
 fn items(page: &Value) -> Vec<Value> {
     page["notifications"].as_array().unwrap().clone()
@@ -250,22 +263,15 @@ async fn read_or_archived_ones_are_not_replaced(mode: Mode) {
 async fn one_active_again_is_replaced(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let token = user_token("alice");
-    let patch = async |id: &str, body: Value| {
-        let (status, _) = h.patch(&format!("/notifications/{id}"), &token, body).await;
-        assert_eq!(status, 200);
-    };
+    let patch = async |id: &str, body: Value| assert_eq!(patch_alice(&h, id, body).await, 200);
     let first = publish_keyed(&h, "first", "k").await;
     patch(&first, json!({"archived": true})).await;
     let second = publish_keyed(&h, "second", "k").await;
     assert_eq!(items(&h.list(&token, "").await)[0]["count"], 1);
-    let (status, _) = h
-        .patch(
-            &format!("/notifications/{second}"),
-            &token,
-            json!({"deleted": true}),
-        )
-        .await;
-    assert_eq!(status, 204);
+    assert_eq!(
+        patch_alice(&h, &second, json!({"deleted": true})).await,
+        204
+    );
     patch(&first, json!({"archived": false})).await;
     let third = publish_keyed(&h, "third", "k").await;
     let page = h.list(&token, "?archived=include").await;
@@ -344,41 +350,20 @@ async fn the_collapse_list_stays_small() {
     };
     let mut read = Vec::new();
     for i in 0..3 {
-        let id = publish_keyed(&h, &format!("n{i}"), "k").await;
-        h.patch(
-            &format!("/notifications/{id}"),
-            &token,
-            json!({"read": true}),
-        )
-        .await;
-        read.push(id);
+        read.push(publish_read(&h, &format!("n{i}")).await);
     }
     assert_eq!(field().unwrap(), read.join(" "));
-    h.patch(
-        &format!("/notifications/{}", read[1]),
-        &token,
-        json!({"deleted": true}),
-    )
-    .await;
+    assert_eq!(
+        patch_alice(&h, &read[1], json!({"deleted": true})).await,
+        204
+    );
     assert_eq!(field().unwrap(), format!("{} {}", read[0], read[2]));
     for i in 3..20 {
-        let id = publish_keyed(&h, &format!("n{i}"), "k").await;
-        h.patch(
-            &format!("/notifications/{id}"),
-            &token,
-            json!({"read": true}),
-        )
-        .await;
-        read.push(id);
+        read.push(publish_read(&h, &format!("n{i}")).await);
     }
     assert_eq!(field().unwrap(), read[read.len() - 16..].join(" "));
     // one id alone, unread: collapsed onto
-    h.patch(
-        &format!("/notifications/{}", read[0]),
-        &token,
-        json!({"read": false}),
-    )
-    .await;
+    assert_eq!(patch_alice(&h, &read[0], json!({"read": false})).await, 200);
     let _: () = ::redis::cmd("HSET")
         .arg("herald:{u:alice}:collapse")
         .arg("k")
