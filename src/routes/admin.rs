@@ -71,6 +71,7 @@ struct NodeRow {
     node: String,
     streams: Option<u64>,
     last_seen_ms: u64,
+    web_push: bool,
     #[serde(rename = "self")]
     this: bool,
 }
@@ -95,6 +96,7 @@ async fn nodes(state: AppState, req: Request) -> Result<Response> {
                 },
                 node: n.node,
                 last_seen_ms: n.last_seen_ms,
+                web_push: n.web_push,
                 this,
             }
         })

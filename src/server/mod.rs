@@ -124,7 +124,7 @@ async fn on_sighup(
 }
 
 /// Every background task of a node, started here and nowhere else; each ends on `shutdown`:
-/// the node's keep-alive (Redis), stream catch-up after the store reconnects (Redis), the
+/// the node's keep-alive (Redis; its first beat before the node serves), stream catch-up after the store reconnects (Redis), the
 /// ingest consumers (Redis stream; Kafka) and retention (one node at a time). The broker's
 /// worker and the Redis links' probes belong to those values and start with them. Returns the
 /// tasks to wait for before exit (the Kafka consumer commits and leaves its group).
@@ -133,7 +133,8 @@ async fn start_tasks(
     shutdown: &Shutdown,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartupError> {
     let config = &state.config;
-    if let Some(keep_alive) = state.store.keep_alive(state.hub.clone(), shutdown.clone()) {
+    let keep_alive = state.store.keep_alive(state.hub.clone(), shutdown.clone());
+    if let Some(keep_alive) = keep_alive.await {
         tokio::spawn(keep_alive);
     }
     if let Some(reconnections) = state.store.reconnections() {

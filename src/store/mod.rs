@@ -605,13 +605,21 @@ impl Store {
         forward!(self.retire(node))
     }
 
-    /// The task that keeps this node (the hub's) alive in the store's eyes until shutdown
-    /// (Redis: the alive key other nodes check presence entries against, with the node's open
-    /// streams for the node list); `None` when nothing needs it.
-    pub fn keep_alive(&self, hub: Hub, shutdown: Shutdown) -> Option<impl Future<Output = ()>> {
+    /// Mark this node (the hub's) alive in the store's eyes now, and return the task that
+    /// keeps it so until shutdown (Redis: the alive key other nodes check presence entries
+    /// against, with the node's open streams for the node list and whether it sends Web Push,
+    /// and this node learns whether another one does); `None` when nothing needs it.
+    pub async fn keep_alive(
+        &self,
+        hub: Hub,
+        shutdown: Shutdown,
+    ) -> Option<impl Future<Output = ()>> {
         match self {
             Store::Memory(_) => None,
-            Store::Redis(store) => Some(store.clone().keep_alive(hub, shutdown)),
+            Store::Redis(store) => {
+                store.beat(&hub).await;
+                Some(store.clone().keep_alive(hub, shutdown))
+            }
         }
     }
 

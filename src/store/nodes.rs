@@ -1,6 +1,7 @@
-//! The live nodes, for the operators' `/admin/nodes`: each with its open streams and when it
-//! was last seen. Redis: every node's alive key (`herald:node:<node>`, refreshed by its
-//! keep-alive, see `keys::node_alive`) holds `{"at_ms":…,"streams":…,"run":…}`; presence
+//! The live nodes, for the operators' `/admin/nodes`: each with its open streams, whether it
+//! sends Web Push, and when it was last seen. Redis: every node's alive key
+//! (`herald:node:<node>`, refreshed by its keep-alive, see `keys::node_alive`) holds
+//! `{"at_ms":…,"streams":…,"run":…,"push":true}`; presence
 //! checks that the key exists and names the run (the process) a stream's entry belongs to.
 //! The nodes are found through the registry hash `herald:nodes` (each node adds itself when
 //! it beats), not by scanning the keyspace; a registered node whose
@@ -24,6 +25,8 @@ pub struct NodeInfo {
     pub streams: Option<u64>,
     /// Unix milliseconds of the node's last heartbeat.
     pub last_seen_ms: u64,
+    /// The node sends Web Push (so the escalations of nodes with it off are left to it).
+    pub web_push: bool,
 }
 
 /// What a node's alive key holds.
@@ -35,14 +38,19 @@ struct Beat {
     /// one, so the entries its previous process left are told apart. `None` from older nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     run: Option<String>,
+    /// The node sends Web Push; absent when it does not (and from older nodes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    push: bool,
 }
 
-/// The alive key's value for a heartbeat at `at_ms` with `streams` open, by process `run`.
-pub fn beat(at_ms: u64, streams: u64, run: &str) -> String {
+/// The alive key's value for a heartbeat at `at_ms` with `streams` open, by process `run`,
+/// which sends Web Push or not (`push`).
+pub fn beat(at_ms: u64, streams: u64, run: &str, push: bool) -> String {
     let beat = Beat {
         at_ms,
         streams: Some(streams),
         run: Some(run.to_owned()),
+        push,
     };
     serde_json::to_string(&beat).unwrap_or_default()
 }
@@ -54,6 +62,7 @@ fn parse_beat(value: &str) -> Option<Beat> {
             at_ms,
             streams: None,
             run: None,
+            push: false,
         });
     }
     serde_json::from_str(value).ok()
@@ -98,6 +107,7 @@ pub(super) async fn list(conn: &RedisConn) -> Result<Vec<NodeInfo>> {
                 node,
                 streams: beat.streams,
                 last_seen_ms: beat.at_ms,
+                web_push: beat.push,
             }),
             (node, None) => dead.push(node),
         }
@@ -124,20 +134,25 @@ mod tests {
     /// A beat round-trips; the bare number older nodes write is a live node, streams unknown.
     #[test]
     fn beats_new_and_old() {
-        let new = parse_beat(&beat(1700, 3, "r")).unwrap();
+        let new = parse_beat(&beat(1700, 3, "r", true)).unwrap();
         assert_eq!(
-            (new.at_ms, new.streams, new.run),
-            (1700, Some(3), Some("r".into()))
+            (new.at_ms, new.streams, new.run, new.push),
+            (1700, Some(3), Some("r".into()), true)
         );
+        assert!(!parse_beat(&beat(1700, 3, "r", false)).unwrap().push);
+        assert!(!beat(1700, 3, "r", false).contains("push"));
         let old = parse_beat("1699").unwrap();
-        assert_eq!((old.at_ms, old.streams, old.run), (1699, None, None));
+        assert_eq!(
+            (old.at_ms, old.streams, old.run, old.push),
+            (1699, None, None, false)
+        );
         assert!(parse_beat("garbage").is_none());
     }
 
     /// An entry is alive while its node's key exists and, when both name a run, the runs match.
     #[test]
     fn entries_belong_to_their_run() {
-        let now = beat(1, 2, "r2");
+        let now = beat(1, 2, "r2", false);
         assert!(entry_alive("n.1\tr2", Some(&now)));
         assert!(!entry_alive("n.1\tr1", Some(&now)));
         assert!(!entry_alive("n.1\tr2", None));

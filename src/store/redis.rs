@@ -8,6 +8,7 @@
 //! change log's epoch is drawn here and handed to the scripts, which keep an existing one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -45,8 +46,14 @@ pub struct RedisStore {
     conn: RedisConn,
     scripts: &'static Scripts,
     max_per_user: usize,
-    /// Web Push is on: notifications that become active escalate.
+    /// This node sends Web Push: notifications that become active escalate, and it sends the
+    /// escalations that come due.
     push: bool,
+    /// Another live node sends Web Push (read at each heartbeat, see [`Self::keep_alive`]).
+    /// With Web Push off here, notifications still escalate then, and the due escalations are
+    /// left to that node: nodes with different Web Push flags (a rolling change of them)
+    /// lose no push.
+    others_push: Arc<AtomicBool>,
 }
 
 struct Scripts {
@@ -95,14 +102,31 @@ impl RedisStore {
             scripts: scripts(),
             max_per_user,
             push,
+            others_push: Arc::new(AtomicBool::new(false)),
         }
     }
 
+    /// Some node sends Web Push, so notifications that become active escalate.
+    fn escalates(&self) -> bool {
+        self.push || self.others_push.load(Ordering::Relaxed)
+    }
+
+    /// [`Self::escalates`] as the scripts take it.
     fn push_flag(&self) -> &'static str {
-        if self.push {
+        if self.escalates() {
             "1"
         } else {
             "0"
+        }
+    }
+
+    /// Who sends the due escalations, as `due.lua` takes it: this node, only another one (`w`:
+    /// left to it), or none (cancelled).
+    fn due_push_flag(&self) -> &'static str {
+        match (self.push, self.others_push.load(Ordering::Relaxed)) {
+            (true, _) => "1",
+            (false, true) => "w",
+            (false, false) => "0",
         }
     }
 
@@ -350,7 +374,7 @@ impl RedisStore {
             .arg(now_ms())
             .arg(LOG_CAPACITY)
             .arg(Epoch::random().as_str())
-            .arg(self.push_flag())
+            .arg(self.due_push_flag())
             .arg(PUSH_LEASE_MS)
             .invoke_async(&mut conn)
             .await?;
@@ -782,7 +806,7 @@ impl RedisStore {
             (Mark::Snooze(at), false) => self.hint(std::iter::once(user), at).await?,
             // An unsnoozed notification may escalate now (stored, so answered: the note is
             // retried apart if it fails).
-            (Mark::Unsnooze, false) if self.push => {
+            (Mark::Unsnooze, false) if self.escalates() => {
                 let at = crate::model::unix_ms(now);
                 if self.hint(std::iter::once(user), at).await.is_err() {
                     tokio::spawn(self.clone().hint_until_noted(vec![user.to_owned()], at));
@@ -1087,15 +1111,30 @@ impl RedisStore {
         let _: () = conn
             .pset_ex(
                 keys::node_alive(node),
-                nodes::beat(now, streams, run),
+                nodes::beat(now, streams, run, self.push),
                 NODE_ALIVE_TTL_MS,
             )
             .await?;
         let _: () = conn.hset_nx(keys::node_registry(), node, now).await?;
+        if !self.push {
+            let others = self.nodes().await?.iter().any(|n| n.web_push);
+            if self.others_push.swap(others, Ordering::Relaxed) != others {
+                tracing::info!(
+                    another_node_sends_web_push = others,
+                    "Web Push is off on this node; its escalations are now {}",
+                    if others {
+                        "left to the nodes that send it"
+                    } else {
+                        "cancelled (no live node sends Web Push)"
+                    }
+                );
+            }
+        }
         Ok(())
     }
 
-    /// Refresh this node's alive key (with the hub's open streams) every quarter of
+    /// After a first [`Self::beat`], refresh this node's alive key (with the hub's open
+    /// streams) every quarter of
     /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries.
     /// After the link lost its connection, at once, and the node's presence entries are
     /// recorded again: a Redis that restarted without persistence lost them (and the alive
@@ -1104,19 +1143,22 @@ impl RedisStore {
         let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
         let mut reconnections = self.reconnections();
         loop {
-            if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
-                tracing::debug!(error = %e, "node heartbeat failed");
-            }
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(period) => self.beat(&hub).await,
                 Ok(()) = reconnections.changed() => {
-                    if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
-                        tracing::debug!(error = %e, "node heartbeat failed");
-                    }
+                    self.beat(&hub).await;
                     self.record_presence_again(&hub).await;
                 }
                 _ = shutdown.wait() => return,
             }
+        }
+    }
+
+    /// One [`Self::heartbeat`] of the hub's node now; a failure is logged (the next is
+    /// [`Self::keep_alive`]'s).
+    pub async fn beat(&self, hub: &Hub) {
+        if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
+            tracing::debug!(error = %e, "node heartbeat failed");
         }
     }
 

@@ -124,8 +124,12 @@ async fn nodes_needs_a_service_token(mode: Mode) {
     assert_eq!(listed.len(), 1, "{listed:?}");
     let me = &listed[0];
     assert_eq!(
-        (me["self"].clone(), me["streams"].clone()),
-        (json!(true), json!(1))
+        (
+            me["self"].clone(),
+            me["streams"].clone(),
+            me["web_push"].clone()
+        ),
+        (json!(true), json!(1), json!(false))
     );
     assert!(me["node"].as_str().is_some_and(|n| !n.is_empty()), "{me}");
     let seen = me["last_seen_ms"].as_u64().unwrap();

@@ -1,7 +1,8 @@
 //! Web Push escalation against a real push service (`tests/push/receiver.py`, which checks
 //! VAPID and decrypts with `http_ece`, not Herald's code): a user with no live stream gets a
 //! push at once; a connected user who sees the notification within `--push-after` gets none,
-//! one who does not gets exactly one; two nodes push once; `410` removes the subscription;
+//! one who does not gets exactly one; two nodes push once; a node with Web Push off leaves
+//! the escalations to one with it on; `410` removes the subscription;
 //! `429` then success delivers once; SIGTERM waits for a slow push service's answer; endpoints
 //! off the allow-list are refused at subscribe time; everything is `404` while Web Push is off.
 
@@ -315,6 +316,89 @@ async fn two_nodes_push_once() {
     ids.sort();
     ids.dedup();
     assert_eq!((got.len(), ids.len()), (4, 4), "{got:#?}");
+}
+
+/// Two nodes on one Redis with Web Push on only one of them (a rolling change of the flags):
+/// what the node with it off publishes, wakes or unsnoozes still escalates, and its due ticks
+/// leave the escalations to the node that sends them instead of cancelling them. Once no live
+/// node sends Web Push, escalations are cancelled, so none stays due for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_web_push_off_leaves_pushes_to_one_with_it_on() {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let redis = Redis::start();
+    let mut on = Herald::start(Some(&redis.url()), &refs(&push_args(&push, &key, "60s")));
+    let off = Herald::start(Some(&redis.url()), &["--admin"]);
+    let (_, listed) = off.get("/admin/nodes", &service_token()).await;
+    let mut flags: Vec<bool> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["web_push"].as_bool().unwrap())
+        .collect();
+    flags.sort();
+    assert_eq!(flags, [false, true], "{listed}");
+    let token = user_token("gus");
+    subscribe(&on, &token, &push.subscribe("gus").await).await;
+    let a = off.notify("gus", "a").await;
+    let b = off.notify("gus", "b").await;
+    push.wait_messages("gus", 2).await;
+    let mut conn = redis.conn();
+    let pending = async |conn: &mut ::redis::Connection| -> usize {
+        ::redis::cmd("ZCARD")
+            .arg("herald:{u:gus}:pushdue")
+            .query(conn)
+            .unwrap()
+    };
+    // (an escalation still in flight would take the place of the ones below)
+    wait_for("both pushes done", async || pending(&mut conn).await == 0).await;
+    // a snooze that ends by itself, and one ended by the user, both on the node without it
+    let (status, _) = off
+        .patch(
+            &format!("/notifications/{a}"),
+            &token,
+            json!({"snoozed_until": in_secs(2)}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let path = format!("/notifications/{b}");
+    let (status, _) = off
+        .patch(&path, &token, json!({"snoozed_until": in_secs(3600)}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = off
+        .patch(&path, &token, json!({"snoozed_until": null}))
+        .await;
+    assert_eq!(status, 200);
+    push.wait_messages("gus", 4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ids: Vec<String> = push
+        .messages(Some("gus"))
+        .await
+        .iter()
+        .map(|m| m["payload"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut expected = vec![a.clone(), a, b.clone(), b];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    // the node with Web Push on leaves: the other one cancels what comes due (at most a
+    // heartbeat later), and the user's tray is no longer due
+    assert!(on.terminate().expect("exits").success());
+    off.notify("gus", "nobody pushes").await;
+    wait_for("the escalation cancelled", async || {
+        let due = pending(&mut conn).await;
+        let hinted: Option<f64> = ::redis::cmd("ZSCORE")
+            .arg("herald:due")
+            .arg("gus")
+            .query(&mut conn)
+            .unwrap();
+        due == 0 && hinted.is_none()
+    })
+    .await;
+    assert_eq!(push.messages(Some("gus")).await.len(), 4);
 }
 
 /// SIGTERM while a push service is slow to answer: the node waits for the answer (within

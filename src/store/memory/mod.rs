@@ -556,6 +556,7 @@ impl MemoryStore {
             node: hub.node().to_owned(),
             streams: Some(hub.streams()),
             last_seen_ms: now_ms(),
+            web_push: self.inner.push,
         }])
     }
 }

@@ -209,12 +209,12 @@ local function commit(b, kind, data, ms, fresh, cap)
   redis.call('SPUBLISH', key(b, 'ch'), 'c\t' .. epoch .. '\t' .. seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
 end
 
--- Escalate a notification that just became active to Web Push, when push is on (`push`:
--- '1') and the user has a subscription: first check, at once, whether the user is connected.
--- An escalation of it still pending (leased or waiting) decides instead: a second would push
--- twice.
+-- Escalate a notification that just became active to Web Push, when some node sends it
+-- (`push`: '1' this one, 'w' another one; '0' none) and the user has a subscription: first
+-- check, at once, whether the user is connected. An escalation of it still pending (leased
+-- or waiting) decides instead: a second would push twice.
 local function escalate(b, id, push, ms)
-  if push == '1' and redis.call('EXISTS', key(b, 'push')) == 1
+  if push ~= '0' and redis.call('EXISTS', key(b, 'push')) == 1
     and redis.call('HEXISTS', key(b, 'pushstage'), id) == 0 then
     redis.call('ZADD', key(b, 'pushdue'), ms, id)
     redis.call('HSET', key(b, 'pushstage'), id, 'check')

@@ -5,10 +5,13 @@
 -- delivered with a collapse key collapses then, as a publish would (no `deleted` change).
 -- Then the Web Push escalations that are due: one still active, unread and unseen is leased
 -- (due again at now + lease, in case this node dies before it is done) and returned; any
--- other is cancelled, as is every one when this node has Web Push off.
+-- other is cancelled, as is every one when no node sends Web Push. A node with Web Push off
+-- while another node sends it leaves them all to that node (which takes them at its own
+-- tick: the tray stays due meanwhile).
 -- KEYS: 1 the user's base key
 -- ARGV: 1 now_ms 2 log_capacity 3 epoch (fresh; kept only when the log has none yet)
---       4 Web Push on ('1'|'0') 5 lease (ms)
+--       4 Web Push: '1' this node sends it, 'w' only another node does, '0' no node does
+--       5 lease (ms)
 -- Returns {next due (Unix ms, or ''), cancelled escalations, unread_count,
 --          then per escalation: stage, due ms, the notification JSON}.
 local b, now, cap, fresh, push = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -44,7 +47,10 @@ for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')
   end
 end
 local out = {'', 0, redis.call('ZCARD', key(b, 'unread'))}
-local escalations = redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')
+local escalations = {}
+if push ~= 'w' then
+  escalations = redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')
+end
 for i = 1, #escalations, 2 do
   local id, at = escalations[i], escalations[i + 1]
   if push == '1' and redis.call('ZSCORE', key(b, 'unread'), id)

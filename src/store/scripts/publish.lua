@@ -9,7 +9,7 @@
 --       7 tail: the notification JSON after its "user" member up to its state, shared
 --       8 category a user may have muted ('' when none, or the notification is critical)
 --       9 category ('' when none) 10 collapse key ('') 11 deliver at, Unix ms ('')
---       12 expires at, Unix ms ('') 13 Web Push on ('1'|'0')
+--       12 expires at, Unix ms ('') 13 Web Push sent by some node ('1'|'0')
 --       14 batch channel ('': announce each user's change on the user's channel)
 --       then per user 3: id, the user as a JSON string, epoch (a fresh random one, used only
 --       when the user's log has none yet)
