@@ -51,8 +51,13 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The `herald_session` cookie value, if any.
-pub fn session_cookie(parts: &Parts) -> Option<String> {
+/// Session cookies of the session shape tried per request, at most: a site that can set
+/// cookies for a parent domain (cookie tossing) can put its own `herald_session` before the
+/// user's, and browsers send both.
+const COOKIES_TRIED: usize = 4;
+
+/// Every `herald_session` cookie value, in the order the request sends them.
+fn session_cookies(parts: &Parts) -> Vec<String> {
     parts
         .headers
         .get_all(COOKIE)
@@ -60,11 +65,12 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(|c| c.ok())
-        .find(|c| c.name() == COOKIE_NAME)
+        .filter(|c| c.name() == COOKIE_NAME)
         .map(|c| c.value().to_owned())
+        .collect()
 }
 
-/// The `Cookie` headers without the session cookie, read as [`session_cookie`] reads it
+/// The `Cookie` headers without the session cookies, read as [`session_cookies`] reads them
 /// (the cookie crate); every other pair passes through unchanged.
 pub fn strip_session_cookie(headers: &mut HeaderMap) {
     let is_session = |pair: &str| match Cookie::parse(pair) {
@@ -133,26 +139,33 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
             via: Via::Bearer,
         });
     }
-    let Some(value) = session_cookie(parts) else {
+    let values = session_cookies(parts);
+    if values.is_empty() {
         return Err(Error::Unauthorized(
             "missing credentials: send a session cookie or a Bearer token",
         ));
-    };
-    let ended = || Error::Unauthorized("session expired or ended");
-    let (id, secret) = split_cookie(&value).ok_or_else(ended)?;
-    match state.store.session(id).await? {
-        Some(record)
-            if record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret)) =>
-        {
-            Ok(Caller {
-                user: record.user,
-                session: Some(id.to_owned()),
-                exp: record.exp,
-                via: Via::Cookie,
-            })
-        }
-        _ => Err(ended()),
     }
+    // The first live one counts, so a tossed cookie sent before the user's locks no one out.
+    for (id, secret) in values
+        .iter()
+        .filter_map(|v| split_cookie(v))
+        .take(COOKIES_TRIED)
+    {
+        match state.store.session(id).await? {
+            Some(record)
+                if record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret)) =>
+            {
+                return Ok(Caller {
+                    user: record.user,
+                    session: Some(id.to_owned()),
+                    exp: record.exp,
+                    via: Via::Cookie,
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(Error::Unauthorized("session expired or ended"))
 }
 
 /// The Origin rule for writes, in one place: a cookie caller must pass it (403); a Bearer
@@ -350,27 +363,28 @@ mod tests {
                 prop_assert_eq!(split_cookie(&value), Some((id.as_str(), secret.as_str())));
             }
 
-            /// `Cookie` headers of any shape: the session cookie is the first
-            /// `herald_session=` pair, never a panic; once stripped (the proxy's copy) it is
-            /// gone, and every other pair is kept in order.
+            /// `Cookie` headers of any shape: the session cookies are the
+            /// `herald_session=` pairs in order, never a panic; once stripped (the proxy's
+            /// copy) they are gone, and every other pair is kept in order.
             #[test]
-            fn session_cookie_found_then_stripped(values in cookie_headers()) {
+            fn session_cookies_found_then_stripped(values in cookie_headers()) {
                 let request = parts(COOKIE, &values);
-                let found = session_cookie(&request);
-                let first = values
+                let found = session_cookies(&request);
+                let all: Vec<String> = values
                     .iter()
                     .flat_map(|v| v.split(';'))
                     .map(str::trim)
                     .filter_map(|p| p.split_once('='))
-                    .find(|(name, _)| name.trim() == COOKIE_NAME)
-                    .map(|(_, value)| value.trim().to_owned());
-                prop_assert_eq!(found, first, "{:?}", values);
+                    .filter(|(name, _)| name.trim() == COOKIE_NAME)
+                    .map(|(_, value)| value.trim().to_owned())
+                    .collect();
+                prop_assert_eq!(found, all, "{:?}", values);
 
                 let mut headers = request.headers.clone();
                 strip_session_cookie(&mut headers);
                 let mut stripped = http::Request::new(()).into_parts().0;
                 stripped.headers = headers.clone();
-                prop_assert_eq!(session_cookie(&stripped), None);
+                prop_assert!(session_cookies(&stripped).is_empty());
                 let kept: Vec<&str> = headers
                     .get_all(COOKIE)
                     .iter()

@@ -101,6 +101,47 @@ async fn session_cookie_lifecycle(mode: Mode) {
     )
     .await;
     assert_eq!(r.status(), 401);
+
+    // cookie tossing: a sibling site's herald_session cookies sent before the user's (made
+    // up, or the user's own id with a wrong secret) do not lock the user out; the first
+    // live one counts, among the first four of the session's shape
+    let id = session_id(&cookie);
+    let wrong_secret = format!("herald_session={id}.{}", "0".repeat(64));
+    let dead = |n: usize| format!("herald_session={n:024x}.{}", "f".repeat(64));
+    for tossed in [
+        "herald_session=made-up".to_owned(),
+        wrong_secret.clone(),
+        format!("{wrong_secret}; {}; {}", dead(1), dead(2)),
+    ] {
+        let both = format!("{tossed}; a=1; {cookie}");
+        let mut sse = h
+            .events_with(h.http.get(h.url("/events")).header("cookie", &both))
+            .await;
+        assert_eq!(sse.next_event().await.json()["session"], id.as_str());
+        let (status, body) = send(
+            h.http
+                .patch(h.url("/notifications"))
+                .header("cookie", &both)
+                .header("origin", h.url(""))
+                .json(&json!({"all": true, "read": true})),
+        )
+        .await;
+        assert_eq!(status, 200, "{tossed}: {body}");
+    }
+    let too_many = format!(
+        "{}; {}; {}; {}; {cookie}",
+        dead(1),
+        dead(2),
+        dead(3),
+        dead(4)
+    );
+    let (status, body) = send(
+        h.http
+            .get(h.url("/notifications"))
+            .header("cookie", &too_many),
+    )
+    .await;
+    assert_error(status, &body, 401, "unauthorized");
 }
 
 async fn cookie_writes_need_an_allowed_origin(mode: Mode) {
