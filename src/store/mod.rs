@@ -524,6 +524,10 @@ impl Store {
     }
 
     /// Every retained change after `after`, or `Reset` (also when `after` is of another epoch).
+    /// `after` is a position the store handed out (a stream's last change): one beyond the
+    /// head shows that the log went back (Redis restored from a snapshot older than its last
+    /// writes), and the log takes a new epoch, so that every position of the old one resets
+    /// rather than replaying the other changes that get its seqs again.
     pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
         forward!(self.replay(user, after))
     }

@@ -942,7 +942,7 @@ impl RedisStore {
 
     pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
         // No epoch (the log is gone): the position means nothing here.
-        Ok(match self.read_head(user, None, Some(after)).await? {
+        Ok(match self.read_head(user, None, Some(after), true).await? {
             (Some(_), Some(replay)) => replay,
             _ => Replay::Reset,
         })
@@ -955,18 +955,23 @@ impl RedisStore {
         user: &str,
         after: Option<EventId>,
     ) -> Result<(Head, Option<Replay>)> {
-        let (head, replay) = self.read_head(user, Some(Epoch::random()), after).await?;
+        let (head, replay) = self
+            .read_head(user, Some(Epoch::random()), after, false)
+            .await?;
         let head = head.ok_or_else(|| Error::Internal("head.lua kept no epoch".into()))?;
         Ok((head, replay))
     }
 
     /// `head.lua`: the head (`None` when the user has no epoch and `fresh` is `None`) and,
-    /// with `after`, the replay after it (`Reset` for a position of another epoch).
+    /// with `after`, the replay after it (`Reset` for a position of another epoch). With
+    /// `handed_out` (`after` is a position this store gave a stream, not one a client sent),
+    /// `after` beyond the head shows the log went back, and the log takes a new epoch.
     async fn read_head(
         &self,
         user: &str,
         fresh: Option<Epoch>,
         after: Option<EventId>,
+        handed_out: bool,
     ) -> Result<(Option<Head>, Option<Replay>)> {
         let k = UserKeys::new(user);
         let out: Vec<String> = self
@@ -976,6 +981,11 @@ impl RedisStore {
             .arg(fresh.as_ref().map_or("", Epoch::as_str))
             .arg(after.map_or(String::new(), |a| a.seq.to_string()))
             .arg(LOG_CAPACITY)
+            .arg(match &after {
+                Some(a) if handed_out => a.epoch.as_str(),
+                _ => "",
+            })
+            .arg(Epoch::random().as_str())
             .invoke_async(&mut self.conn())
             .await?;
         let shape = || Error::Internal("head script returned an unexpected shape".into());

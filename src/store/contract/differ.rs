@@ -263,6 +263,43 @@ async fn redis_an_old_layout_log_resets_instead_of_a_hole() {
     assert_eq!(kind, "stream");
 }
 
+/// Redis: a log that went back (Redis restarted from a snapshot older than its last writes)
+/// takes a new epoch when a position beyond its head shows it, so the seqs it hands out again
+/// are never taken for the lost ones: every position of the old epoch resets, also one the
+/// new changes have passed.
+#[tokio::test]
+async fn redis_a_log_that_went_back_takes_a_new_epoch() {
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let mut raw = s.raw();
+    publish_many(&s, "a", 4).await;
+    let old = s.store.head("a").await.expect("head");
+    assert_eq!(old.seq, 4);
+    // The snapshot: seq 2, its two changes.
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("herald:{u:a}:seq")
+        .arg(2)
+        .cmd("LTRIM")
+        .arg("herald:{u:a}:changes")
+        .arg(0)
+        .arg(1)
+        .query(&mut raw)
+        .expect("go back");
+    let at = |epoch, seq| EventId { epoch, seq };
+    assert_eq!(replay(&s, "a", at(old.epoch, 4)).await, Replay::Reset);
+    let new = s.store.head("a").await.expect("head");
+    assert_ne!(new.epoch, old.epoch);
+    assert_eq!(new.seq, 2);
+    publish_many(&s, "a", 3).await;
+    for seq in [1, 2, 3, 4] {
+        assert_eq!(replay(&s, "a", at(old.epoch, seq)).await, Replay::Reset);
+    }
+    assert_eq!(
+        seqs(&replay(&s, "a", at(new.epoch, 2)).await),
+        vec![3, 4, 5]
+    );
+}
+
 /// A connection of its own to `s`'s Redis, subscribed to the batch channel.
 fn batch_listener(s: &Subject) -> redis::Connection {
     let mut raw = s.raw();

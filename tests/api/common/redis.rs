@@ -50,6 +50,14 @@ impl Redis {
         self.child = Self::spawn(self.port, &self._dir).expect("redis-server restarts on its port");
     }
 
+    /// Crash (no save) and start again on the same port from the last `SAVE`: a Redis whose
+    /// snapshot is older than its last writes.
+    pub fn restart_from_last_save(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.start_again();
+    }
+
     /// Stop without saving and start again on the same port, empty (a Redis without
     /// persistence that restarted).
     pub fn restart_empty(&mut self) {
