@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::CorsLayer;
 
+use super::head_limit::{refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES};
 use super::prefixed::Prefixed;
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
@@ -39,8 +40,8 @@ use crate::state::AppState;
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Longest wait for a request head, as hyper's `header_read_timeout`.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Headers a request may carry (hyper's limit too): one with more gets 431.
-const MAX_HEADERS: usize = 100;
+/// Headers a request may carry: one with more gets 431.
+pub const MAX_HEADERS: usize = 100;
 
 /// What the server shares with every connection.
 #[derive(Clone)]
@@ -99,7 +100,7 @@ async fn serve_tls(
             req
         })
         .map_response(with_body)
-        .service(service);
+        .service(refuse_large_heads(service));
     // The protocol ALPN agreed on, so hyper does not wait (without a timeout) for bytes to
     // tell which one the client speaks.
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -112,11 +113,12 @@ async fn serve_tls(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(HYPER_HEAD_BYTES)
+        .max_headers(HYPER_HEADERS);
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_header_list_size(HYPER_HEAD_BYTES as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
     let conn = builder.serve_connection(io, TowerToHyperService::new(service));
@@ -316,7 +318,8 @@ fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
     super::observe::wrap(state, inner)
 }
 
-/// Serve the rest of the connection with hyper: a 32 KiB cap on request heads and
+/// Serve the rest of the connection with hyper: a 32 KiB cap on request heads (answered with
+/// the JSON body up to hyper's own, larger caps: `head_limit`) and
 /// `--send-timeout` on writes; a stream opened here is hyper's response body. `half_closed`:
 /// the client sent everything and shut its side; it still gets its answers (otherwise the
 /// end of the client's side means it went, which ends a stream at once).
@@ -330,13 +333,14 @@ async fn hyper(
     let service = ServiceBuilder::new()
         .map_request(|req: http::Request<hyper::body::Incoming>| req.map(BodyExt::boxed_unsync))
         .map_response(with_body)
-        .service(service);
+        .service(refuse_large_heads(service));
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .half_close(half_closed)
         .header_read_timeout(HEAD_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(HYPER_HEAD_BYTES)
+        .max_header_size(HYPER_HEAD_BYTES)
+        .max_headers(HYPER_HEADERS)
         .serve_connection(
             TokioIo::new(SendTimeout::new(io, shared.state.config.send_timeout)),
             TowerToHyperService::new(service),

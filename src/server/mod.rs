@@ -4,6 +4,7 @@
 //! `run` is the accept loop over a bound listener, the state and that shutdown value.
 
 mod connection;
+mod head_limit;
 mod observe;
 mod prefixed;
 mod tls;

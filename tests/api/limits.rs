@@ -218,7 +218,8 @@ async fn slow_or_endless_bodies_get_408_after_the_body_timeout() {
     }
 }
 
-/// L6: request heads are capped at 32 KiB (431); a 16 KiB header still works.
+/// L6: request heads are capped at 32 KiB (431); a 16 KiB header still works; a kept-alive
+/// connection's later requests get the same JSON 431.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_are_capped_at_32_kib() {
     let h = Herald::start(None, &[]);
@@ -248,6 +249,28 @@ async fn request_heads_are_capped_at_32_kib() {
     let answer = raw_http_async(&h.base, many).await;
     assert_eq!(raw_status(&answer), 431, "{answer}");
     assert!(answer.contains(r#""code":"too_large""#), "{answer}");
+    // the same on a kept-alive connection, whose later requests hyper reads: the JSON body,
+    // and the connection closed
+    let first = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for later in [
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(40 * 1024)
+        ),
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(101)
+        ),
+    ] {
+        let answer = raw_http_async(&h.base, format!("{first}{later}")).await;
+        let (ok, refused) = answer.split_once("HTTP/1.1 431").expect(&answer);
+        assert_eq!(raw_status(ok), 200, "{answer}");
+        assert!(refused.contains(r#""code":"too_large""#), "{answer}");
+        assert!(
+            refused.to_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
 }
 
 /// A body announced over 1 MiB is refused from its head: `413` at once, without `100

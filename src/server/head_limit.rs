@@ -1,0 +1,93 @@
+//! The request-head limits on requests hyper reads (every request after a connection's first
+//! over plain HTTP, every request over TLS). hyper answers a head over its own limits with
+//! an empty 431, so its limits are set above Herald's and this layer refuses a head between
+//! the two with the JSON error body, as the first request's reader does.
+
+use std::convert::Infallible;
+
+use http::{header, HeaderValue};
+use tower::{Service, ServiceExt};
+
+use super::connection::{MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::error::Error;
+use crate::routes::body::{error_response, Request, Response};
+
+/// hyper's own cap on a head's bytes: beyond it, hyper's empty 431 stands.
+pub const HYPER_HEAD_BYTES: usize = 4 * MAX_HEAD_BYTES;
+/// hyper's own cap on a head's headers (more than its default 100 moves them to the heap).
+pub const HYPER_HEADERS: usize = 4 * MAX_HEADERS;
+
+/// `service`, with heads over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] refused: 431, and the
+/// connection closed (as for the first request).
+pub fn refuse_large_heads<S>(
+    service: S,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone
+where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
+{
+    tower::service_fn(move |req: Request| {
+        let too_large = head_too_large(&req);
+        let service = service.clone();
+        async move {
+            if too_large {
+                let mut response = error_response(Error::HeadTooLarge {
+                    limit: MAX_HEAD_BYTES,
+                });
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(header::CONNECTION, close);
+                return Ok(response);
+            }
+            service.oneshot(req).await
+        }
+    })
+}
+
+/// Whether the head, as it came on the wire (request line, headers, the blank line), is over
+/// [`MAX_HEAD_BYTES`], or has more than [`MAX_HEADERS`] headers.
+fn head_too_large(req: &Request) -> bool {
+    let headers = req.headers();
+    if headers.len() > MAX_HEADERS {
+        return true;
+    }
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    // "<method> <target> HTTP/1.1\r\n", then "<name>: <value>\r\n" each, then "\r\n".
+    let line = req.method().as_str().len() + 1 + target + 11;
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    line + fields + 2 > MAX_HEAD_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty};
+
+    use super::*;
+
+    fn request(headers: &[(&str, String)]) -> Request {
+        let mut builder = http::Request::get("/notifications?limit=5");
+        for (name, value) in headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+        builder.body(body).unwrap()
+    }
+
+    /// The head's size is counted as sent: a head of exactly the limit passes, one byte more
+    /// does not; so is the header count.
+    #[test]
+    fn limits_as_on_the_wire() {
+        let line = "GET /notifications?limit=5 HTTP/1.1\r\n".len();
+        let fill = MAX_HEAD_BYTES - line - "x-big: \r\n".len() - 2;
+        assert!(!head_too_large(&request(&[("x-big", "a".repeat(fill))])));
+        assert!(head_too_large(&request(&[("x-big", "a".repeat(fill + 1))])));
+        let many: Vec<(&str, String)> = (0..MAX_HEADERS).map(|_| ("x-h", "1".into())).collect();
+        assert!(!head_too_large(&request(&many)));
+        let more: Vec<(&str, String)> = (0..=MAX_HEADERS).map(|_| ("x-h", "1".into())).collect();
+        assert!(head_too_large(&request(&more)));
+    }
+}
