@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::CorsLayer;
 
-use super::head_limit::{refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES};
+use super::head_limit::{closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES};
 use super::prefixed::Prefixed;
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
@@ -118,7 +118,7 @@ async fn serve_tls(
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(HYPER_HEAD_BYTES as u32)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
     let conn = builder.serve_connection(io, TowerToHyperService::new(service));
@@ -164,9 +164,7 @@ async fn serve(
     let (request, head_len) = match first {
         Parsed::Events(request, head_len) => (*request, head_len),
         Parsed::Bad(error) => {
-            let mut response = error_response(error);
-            let close = HeaderValue::from_static("close");
-            response.headers_mut().insert(header::CONNECTION, close);
+            let response = closing(error_response(error));
             write_response(&mut socket, response, state.config.send_timeout).await;
             return;
         }
@@ -530,9 +528,8 @@ fn response_head(response: &Response, extra: Option<&str>) -> Vec<u8> {
 /// 429 for a connection over `--max-connect-rate`; the connection closes after it. The rate
 /// is per second: `Retry-After: 1`.
 fn rate_limited() -> Response {
-    let mut response = error_response(Error::RateLimited);
+    let mut response = closing(error_response(Error::RateLimited));
     let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }

@@ -12,10 +12,12 @@ use super::connection::{MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::error::Error;
 use crate::routes::body::{error_response, Request, Response};
 
-/// hyper's own cap on a head's bytes: beyond it, hyper's empty 431 stands.
-pub const HYPER_HEAD_BYTES: usize = 4 * MAX_HEAD_BYTES;
-/// hyper's own cap on a head's headers (more than its default 100 moves them to the heap).
-pub const HYPER_HEADERS: usize = 4 * MAX_HEADERS;
+/// hyper's own cap on an HTTP/1 head's bytes: beyond it, hyper's empty 431 stands. It also
+/// caps hyper's write buffer, the output a stream served by hyper holds before backpressure.
+pub const HYPER_HEAD_BYTES: usize = 2 * MAX_HEAD_BYTES;
+/// hyper's own cap on an HTTP/1 head's headers (more than its default 100 moves them to the
+/// heap).
+pub const HYPER_HEADERS: usize = 2 * MAX_HEADERS;
 
 /// `service`, with heads over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] refused: 431, and the
 /// connection closed (as for the first request).
@@ -33,33 +35,43 @@ where
         let service = service.clone();
         async move {
             if too_large {
-                let mut response = error_response(Error::HeadTooLarge {
+                return Ok(closing(error_response(Error::HeadTooLarge {
                     limit: MAX_HEAD_BYTES,
-                });
-                let close = HeaderValue::from_static("close");
-                response.headers_mut().insert(header::CONNECTION, close);
-                return Ok(response);
+                })));
             }
             service.oneshot(req).await
         }
     })
 }
 
-/// Whether the head, as it came on the wire (request line, headers, the blank line), is over
-/// [`MAX_HEAD_BYTES`], or has more than [`MAX_HEADERS`] headers.
+/// `response`, with the connection closed after it.
+pub fn closing(mut response: Response) -> Response {
+    let close = HeaderValue::from_static("close");
+    response.headers_mut().insert(header::CONNECTION, close);
+    response
+}
+
+/// Whether the head has more than [`MAX_HEADERS`] headers, or was over [`MAX_HEAD_BYTES`] on
+/// the wire however it was written: counted at its shortest (`name:value` and bare `\n`
+/// line ends), so a head the first request's reader took is never refused here.
 fn head_too_large(req: &Request) -> bool {
     let headers = req.headers();
     if headers.len() > MAX_HEADERS {
         return true;
     }
-    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
-    // "<method> <target> HTTP/1.1\r\n", then "<name>: <value>\r\n" each, then "\r\n".
-    let line = req.method().as_str().len() + 1 + target + 11;
+    let uri = req.uri();
+    let target = match uri.scheme() {
+        // absolute form (`GET http://host/path`), rare: its whole length
+        Some(_) => uri.to_string().len(),
+        None => uri.path_and_query().map_or(1, |p| p.as_str().len()),
+    };
+    // "<method> <target> HTTP/1.1\n", then "<name>:<value>\n" each, then "\n".
+    let line = req.method().as_str().len() + 1 + target + 10;
     let fields: usize = headers
         .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .map(|(name, value)| name.as_str().len() + value.len() + 2)
         .sum();
-    line + fields + 2 > MAX_HEAD_BYTES
+    line + fields + 1 > MAX_HEAD_BYTES
 }
 
 #[cfg(test)]
@@ -77,12 +89,12 @@ mod tests {
         builder.body(body).unwrap()
     }
 
-    /// The head's size is counted as sent: a head of exactly the limit passes, one byte more
-    /// does not; so is the header count.
+    /// The head's size is counted at its shortest on the wire: a head of exactly the limit
+    /// passes, one byte more does not; so is the header count.
     #[test]
     fn limits_as_on_the_wire() {
-        let line = "GET /notifications?limit=5 HTTP/1.1\r\n".len();
-        let fill = MAX_HEAD_BYTES - line - "x-big: \r\n".len() - 2;
+        let line = "GET /notifications?limit=5 HTTP/1.1\n".len();
+        let fill = MAX_HEAD_BYTES - line - "x-big:\n".len() - 1;
         assert!(!head_too_large(&request(&[("x-big", "a".repeat(fill))])));
         assert!(head_too_large(&request(&[("x-big", "a".repeat(fill + 1))])));
         let many: Vec<(&str, String)> = (0..MAX_HEADERS).map(|_| ("x-h", "1".into())).collect();

@@ -125,10 +125,11 @@ async fn on_sighup(
 }
 
 /// Every background task of a node, started here and nowhere else; each ends on `shutdown`:
-/// the node's keep-alive (Redis; its first beat before the node serves), stream catch-up after the store reconnects (Redis), the
-/// ingest consumers (Redis stream; Kafka) and retention (one node at a time). The broker's
-/// worker and the Redis links' probes belong to those values and start with them. Returns the
-/// tasks to wait for before exit (the Kafka consumer commits and leaves its group).
+/// the node's keep-alive (Redis; its first beat before the node serves), stream catch-up
+/// after the store reconnects (Redis), the ingest consumers (Redis stream; Kafka) and
+/// retention (one node at a time). The broker's worker and the Redis links' probes belong to
+/// those values and start with them. Returns the tasks to wait for before exit (the Kafka
+/// consumer commits and leaves its group).
 async fn start_tasks(
     state: &AppState,
     shutdown: &Shutdown,

@@ -127,6 +127,9 @@ struct Inner {
     out: Output,
     /// The position of the last change written (or skipped as already seen by the client).
     last: EventId,
+    /// The commit time of that change (0: unknown, after a reset or a resume at the head):
+    /// the catch-up checks it against the log, to notice a log that went back.
+    last_ms: u64,
     /// `Some` while a catch-up from the store is due (or the opening frames are not queued
     /// yet): live changes wait here.
     held: Option<Vec<Delivery>>,
@@ -191,6 +194,7 @@ impl Stream {
                     epoch: Epoch::random(),
                     seq: 0,
                 },
+                last_ms: 0,
                 // Live changes and ends wait until the opening frames are queued.
                 held: Some(Vec::new()),
                 recheck: false,
@@ -352,6 +356,7 @@ impl Stream {
         }
         g.send(d.frame.clone());
         g.last.seq = d.seq;
+        g.last_ms = d.at_ms;
         let metrics = &self.state.metrics;
         metrics.events_delivered.inc();
         if live && d.at_ms > 0 {
@@ -389,8 +394,11 @@ impl Stream {
             }
             self.lock().recheck = false;
         }
-        let after = self.lock().last;
-        let head = match self.state.store.replay(&self.user, after).await? {
+        let (after, after_ms) = {
+            let g = self.lock();
+            (g.last, g.last_ms)
+        };
+        let head = match self.state.store.replay(&self.user, after, after_ms).await? {
             Replay::Changes(changes) => {
                 let mut g = self.lock();
                 for c in &changes {
@@ -535,6 +543,7 @@ impl Inner {
         .to_string();
         self.send(frame::event(Some(head.id()), "reset", &data));
         self.last = head.id();
+        self.last_ms = 0;
     }
 
     /// End after `last` (the stream's last event) and what is queued.

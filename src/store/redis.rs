@@ -8,7 +8,7 @@
 //! change log's epoch is drawn here and handed to the scripts, which keep an existing one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +35,13 @@ use crate::shutdown::Shutdown;
 
 /// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
 pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
+/// How long a node with Web Push off, seeing no live node that sends it, still makes
+/// escalations and leaves due ones for such a node before cancelling them: one that restarts,
+/// or starts before this node's next heartbeat sees it, takes them over (two alive-key
+/// lifetimes).
+const PUSH_HANDOVER_MS: u64 = 2 * NODE_ALIVE_TTL_MS;
+/// How long an escalation a node left for another keeps the tray out of the due index.
+const PUSH_HOLD_MS: u64 = 1_000;
 /// Presence entries written at once when they are recorded again after an outage.
 const PRESENCE_WRITES: usize = 32;
 /// Users per `publish.lua` call: enough to share the script's fixed cost (about a third of a
@@ -49,11 +56,14 @@ pub struct RedisStore {
     /// This node sends Web Push: notifications that become active escalate, and it sends the
     /// escalations that come due.
     push: bool,
-    /// Another live node sends Web Push (read at each heartbeat, see [`Self::keep_alive`]).
-    /// With Web Push off here, notifications still escalate then, and the due escalations are
-    /// left to that node: nodes with different Web Push flags (a rolling change of them)
-    /// lose no push.
-    others_push: Arc<AtomicBool>,
+    /// When another live node that sends Web Push was last seen (Unix ms, 0: never; read at
+    /// each heartbeat, see [`Self::keep_alive`]). With Web Push off here, notifications still
+    /// escalate while one was seen within [`PUSH_HANDOVER_MS`] (it may be restarting), and the
+    /// due escalations are left to it: nodes with different Web Push flags, as in a rolling
+    /// change of them, lose no push.
+    pusher_seen_ms: Arc<AtomicU64>,
+    /// What the log last said of [`Self::others_push`].
+    told_others_push: Arc<AtomicBool>,
 }
 
 struct Scripts {
@@ -102,13 +112,20 @@ impl RedisStore {
             scripts: scripts(),
             max_per_user,
             push,
-            others_push: Arc::new(AtomicBool::new(false)),
+            pusher_seen_ms: Arc::new(AtomicU64::new(0)),
+            told_others_push: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Another node sends Web Push, or did within [`PUSH_HANDOVER_MS`].
+    fn others_push(&self) -> bool {
+        let seen = self.pusher_seen_ms.load(Ordering::Relaxed);
+        seen != 0 && now_ms().saturating_sub(seen) < PUSH_HANDOVER_MS
     }
 
     /// Some node sends Web Push, so notifications that become active escalate.
     fn escalates(&self) -> bool {
-        self.push || self.others_push.load(Ordering::Relaxed)
+        self.push || self.others_push()
     }
 
     /// [`Self::escalates`] as the scripts take it.
@@ -123,7 +140,7 @@ impl RedisStore {
     /// Who sends the due escalations, as `due.lua` takes it: this node, only another one (`w`:
     /// left to it), or none (cancelled).
     fn due_push_flag(&self) -> &'static str {
-        match (self.push, self.others_push.load(Ordering::Relaxed)) {
+        match (self.push, self.others_push()) {
             (true, _) => "1",
             (false, true) => "w",
             (false, false) => "0",
@@ -376,6 +393,8 @@ impl RedisStore {
             .arg(Epoch::random().as_str())
             .arg(self.due_push_flag())
             .arg(PUSH_LEASE_MS)
+            .arg(PUSH_HANDOVER_MS)
+            .arg(PUSH_HOLD_MS)
             .invoke_async(&mut conn)
             .await?;
         let shape = || Error::Internal("due script returned an unexpected shape".into());
@@ -417,8 +436,14 @@ impl RedisStore {
                 .arg(0)
                 .arg("WITHSCORES");
         }
-        let firsts: (Firsts, Firsts, Firsts) = firsts.query_async(&mut conn).await?;
-        let first = [firsts.0, firsts.1, firsts.2]
+        let (wake, expire, mut pushdue): (Firsts, Firsts, Firsts) =
+            firsts.query_async(&mut conn).await?;
+        if !self.push {
+            // As the script holds them: this node leaves escalations to another one.
+            let hold = now_ms() + PUSH_HOLD_MS;
+            pushdue.iter_mut().for_each(|(_, at)| *at = (*at).max(hold));
+        }
+        let first = [wake, expire, pushdue]
             .iter()
             .flatten()
             .map(|(_, at)| *at)
@@ -940,12 +965,17 @@ impl RedisStore {
         Ok(self.open_at(user, None).await?.0)
     }
 
-    pub async fn replay(&self, user: &str, after: EventId) -> Result<Replay> {
+    pub async fn replay(&self, user: &str, after: EventId, after_ms: u64) -> Result<Replay> {
         // No epoch (the log is gone): the position means nothing here.
-        Ok(match self.read_head(user, None, Some(after), true).await? {
-            (Some(_), Some(replay)) => replay,
-            _ => Replay::Reset,
-        })
+        Ok(
+            match self
+                .read_head(user, None, Some(after), Some(after_ms))
+                .await?
+            {
+                (Some(_), Some(replay)) => replay,
+                _ => Replay::Reset,
+            },
+        )
     }
 
     /// The head (creating the epoch when the user has none) and, with `after`, the replay
@@ -956,7 +986,7 @@ impl RedisStore {
         after: Option<EventId>,
     ) -> Result<(Head, Option<Replay>)> {
         let (head, replay) = self
-            .read_head(user, Some(Epoch::random()), after, false)
+            .read_head(user, Some(Epoch::random()), after, None)
             .await?;
         let head = head.ok_or_else(|| Error::Internal("head.lua kept no epoch".into()))?;
         Ok((head, replay))
@@ -964,16 +994,18 @@ impl RedisStore {
 
     /// `head.lua`: the head (`None` when the user has no epoch and `fresh` is `None`) and,
     /// with `after`, the replay after it (`Reset` for a position of another epoch). With
-    /// `handed_out` (`after` is a position this store gave a stream, not one a client sent),
-    /// `after` beyond the head shows the log went back, and the log takes a new epoch.
+    /// `handed_out` (`after` is a position this store gave a stream, not one a client sent,
+    /// and the commit ms of its change, 0 if unknown), `after` beyond the head or a change
+    /// of another commit ms at its seq shows the log went back, and the log takes a new epoch.
     async fn read_head(
         &self,
         user: &str,
         fresh: Option<Epoch>,
         after: Option<EventId>,
-        handed_out: bool,
+        handed_out: Option<u64>,
     ) -> Result<(Option<Head>, Option<Replay>)> {
         let k = UserKeys::new(user);
+        let rotate_to = handed_out.map(|_| Epoch::random());
         let out: Vec<String> = self
             .scripts
             .head
@@ -981,11 +1013,12 @@ impl RedisStore {
             .arg(fresh.as_ref().map_or("", Epoch::as_str))
             .arg(after.map_or(String::new(), |a| a.seq.to_string()))
             .arg(LOG_CAPACITY)
-            .arg(match &after {
-                Some(a) if handed_out => a.epoch.as_str(),
+            .arg(match (&after, handed_out) {
+                (Some(a), Some(_)) => a.epoch.as_str(),
                 _ => "",
             })
-            .arg(Epoch::random().as_str())
+            .arg(rotate_to.as_ref().map_or("", Epoch::as_str))
+            .arg(handed_out.unwrap_or(0))
             .invoke_async(&mut self.conn())
             .await?;
         let shape = || Error::Internal("head script returned an unexpected shape".into());
@@ -1127,15 +1160,19 @@ impl RedisStore {
             .await?;
         let _: () = conn.hset_nx(keys::node_registry(), node, now).await?;
         if !self.push {
-            let others = self.nodes().await?.iter().any(|n| n.web_push);
-            if self.others_push.swap(others, Ordering::Relaxed) != others {
+            if self.nodes().await?.iter().any(|n| n.web_push) {
+                self.pusher_seen_ms.store(now, Ordering::Relaxed);
+            }
+            let others = self.others_push();
+            if self.told_others_push.swap(others, Ordering::Relaxed) != others {
                 tracing::info!(
                     another_node_sends_web_push = others,
                     "Web Push is off on this node; its escalations are now {}",
                     if others {
                         "left to the nodes that send it"
                     } else {
-                        "cancelled (no live node sends Web Push)"
+                        "not made, and cancelled when due (no node has sent Web Push for \
+                         the hand-over time)"
                     }
                 );
             }

@@ -298,6 +298,92 @@ async fn redis_a_log_that_went_back_takes_a_new_epoch() {
         seqs(&replay(&s, "a", at(new.epoch, 2)).await),
         vec![3, 4, 5]
     );
+
+    // A stream's position the new changes have passed before its catch-up: the change at its
+    // seq has another commit time.
+    let ms_of = |raw: &mut redis::Connection, seq: i64| -> u64 {
+        let entry: String = redis::cmd("LINDEX")
+            .arg("herald:{u:a}:changes")
+            .arg(seq - 6)
+            .query(raw)
+            .expect("LINDEX");
+        entry.split('\t').nth(2).unwrap().parse().unwrap()
+    };
+    let (ms4, ms5) = (ms_of(&mut raw, 4), ms_of(&mut raw, 5));
+    let handed_out = async |seq, ms| {
+        let after = at(new.epoch, seq);
+        s.store.replay("a", after, ms).await.expect("replay")
+    };
+    // the log as the stream saw it: no new epoch
+    assert_eq!(seqs(&handed_out(4, ms4).await), vec![5]);
+    assert_eq!(handed_out(5, ms5).await, Replay::Changes(Vec::new()));
+    assert_eq!(s.store.head("a").await.expect("head").epoch, new.epoch);
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("herald:{u:a}:seq")
+        .arg(3)
+        .cmd("LTRIM")
+        .arg("herald:{u:a}:changes")
+        .arg(0)
+        .arg(2)
+        .query(&mut raw)
+        .expect("go back");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    publish_many(&s, "a", 3).await;
+    assert_eq!(handed_out(5, ms5).await, Replay::Reset);
+    let newer = s.store.head("a").await.expect("head");
+    assert_ne!(newer.epoch, new.epoch);
+    assert_eq!(newer.seq, 6);
+}
+
+/// Redis, a node with Web Push off and no live node that sends it: a due escalation is left
+/// (for a node that may be restarting) while it is due within the hand-over time, and keeps
+/// the tray out of the due index meanwhile for the hold time, not every tick; one overdue by
+/// more is cancelled.
+#[tokio::test]
+async fn redis_escalations_wait_for_a_pushing_node_then_cancel() {
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let mut raw = s.raw();
+    let ids = publish_many(&s, "a", 2).await;
+    let now = crate::model::now_ms();
+    let (recent, old) = (now - 1_000, now - 3_600_000);
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg("herald:{u:a}:pushdue")
+        .arg(recent)
+        .arg(&ids[0])
+        .arg(old)
+        .arg(&ids[1])
+        .cmd("HSET")
+        .arg("herald:{u:a}:pushstage")
+        .arg(&ids[0])
+        .arg("check")
+        .arg(&ids[1])
+        .arg("check")
+        .cmd("ZADD")
+        .arg(crate::store::keys::due_index())
+        .arg(old)
+        .arg("a")
+        .query(&mut raw)
+        .expect("escalations due");
+    let due = s.store.process_due("a", old).await.expect("due");
+    assert_eq!((due.escalations.len(), due.cancelled), (0, 1));
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg("herald:{u:a}:pushdue")
+        .arg(0)
+        .arg(-1)
+        .query(&mut raw)
+        .expect("ZRANGE");
+    assert_eq!(left, [ids[0].clone()]);
+    let next: f64 = redis::cmd("ZSCORE")
+        .arg(crate::store::keys::due_index())
+        .arg("a")
+        .query(&mut raw)
+        .expect("ZSCORE");
+    assert!(
+        next as u64 >= now + 900,
+        "held for the hold time: {next} at {now}"
+    );
 }
 
 /// A connection of its own to `s`'s Redis, subscribed to the batch channel.

@@ -236,7 +236,7 @@ async fn seq(s: &Subject, user: &str) -> u64 {
 }
 
 async fn replay(s: &Subject, user: &str, after: EventId) -> Replay {
-    s.store.replay(user, after).await.expect("replay")
+    s.store.replay(user, after, 0).await.expect("replay")
 }
 
 fn seqs(replay: &Replay) -> Vec<u64> {

@@ -210,7 +210,8 @@ local function commit(b, kind, data, ms, fresh, cap)
 end
 
 -- Escalate a notification that just became active to Web Push, when some node sends it
--- (`push`: '1' this one, 'w' another one; '0' none) and the user has a subscription: first
+-- (`push`: '1'; due.lua also passes 'w', another node does; '0' none) and the user has a
+-- subscription: first
 -- check, at once, whether the user is connected. An escalation of it still pending (leased
 -- or waiting) decides instead: a second would push twice.
 local function escalate(b, id, push, ms)
@@ -223,12 +224,15 @@ local function escalate(b, id, push, ms)
   return false
 end
 
--- When something of this tray is due next ('' when nothing is).
-local function next_due(b)
+-- When something of this tray is due next ('' when nothing is); with `hold` (Unix ms), a Web
+-- Push escalation counts as due no earlier than then.
+local function next_due(b, hold)
   local first = ''
   for _, z in ipairs({'wake', 'expire', 'pushdue'}) do
     local top = redis.call('ZRANGE', key(b, z), 0, 0, 'WITHSCORES')
-    if top[2] and (first == '' or tonumber(top[2]) < tonumber(first)) then first = top[2] end
+    local at = top[2]
+    if at and hold and z == 'pushdue' and tonumber(at) < hold then at = string.format('%d', hold) end
+    if at and (first == '' or tonumber(at) < tonumber(first)) then first = at end
   end
   return first
 end

@@ -3,15 +3,17 @@
 -- notifications go in one `deleted` change (reason "expired"); each delivered or woken one
 -- arrives whole as a `notification` (an archived one whose snooze ends, as `updated`). One
 -- delivered with a collapse key collapses then, as a publish would (no `deleted` change).
--- Then the Web Push escalations that are due: one still active, unread and unseen is leased
--- (due again at now + lease, in case this node dies before it is done) and returned; any
--- other is cancelled, as is every one when no node sends Web Push. A node with Web Push off
--- while another node sends it leaves them all to that node (which takes them at its own
--- tick: the tray stays due meanwhile).
+-- Then the Web Push escalations that are due: one no longer active, unread and unseen is
+-- cancelled. The others: a node that sends Web Push leases each (due again at now + lease,
+-- in case it dies before it is done) and returns it. A node with Web Push off leaves them to
+-- a node that sends it: all of them while another node does, and those due within the
+-- hand-over time while none does (one may be starting, or restarting); older ones are
+-- cancelled. What it leaves keeps the tray out of the due index for the hold time, so that it
+-- does not come back to them every tick; the nodes that send Web Push take them then.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 now_ms 2 log_capacity 3 epoch (fresh; kept only when the log has none yet)
 --       4 Web Push: '1' this node sends it, 'w' only another node does, '0' no node does
---       5 lease (ms)
+--       5 lease (ms) 6 hand-over time (ms) 7 hold time (ms)
 -- Returns {next due (Unix ms, or ''), cancelled escalations, unread_count,
 --          then per escalation: stage, due ms, the notification JSON}.
 local b, now, cap, fresh, push = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -47,23 +49,23 @@ for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')
   end
 end
 local out = {'', 0, redis.call('ZCARD', key(b, 'unread'))}
-local escalations = {}
-if push ~= 'w' then
-  escalations = redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')
-end
+local escalations = redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')
+local held = nil
 for i = 1, #escalations, 2 do
   local id, at = escalations[i], escalations[i + 1]
-  if push == '1' and redis.call('ZSCORE', key(b, 'unread'), id)
-    and redis.call('ZSCORE', key(b, 'unseen'), id) then
+  local wanted = redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id)
+  if wanted and push == '1' then
     redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
     out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
     out[#out + 1] = at
     out[#out + 1] = whole(b, id)
+  elseif wanted and (push == 'w' or tonumber(at) > tonumber(now) - tonumber(ARGV[6])) then
+    held = tonumber(now) + tonumber(ARGV[7])
   else
     redis.call('ZREM', key(b, 'pushdue'), id)
     redis.call('HDEL', key(b, 'pushstage'), id)
     out[2] = out[2] + 1
   end
 end
-out[1] = next_due(b)
+out[1] = next_due(b, held)
 return out

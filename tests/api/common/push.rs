@@ -156,6 +156,23 @@ impl PushService {
         }
     }
 
+    /// [`Self::wait_messages`], and then until the first `n` have been answered (the status
+    /// is recorded once the answer is sent, a moment after the push arrived).
+    pub async fn wait_answered(&self, name: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let messages = self.wait_messages(name, n).await;
+            if messages[..n].iter().all(|m| !m["status"].is_null()) {
+                return messages;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pushes to {name} unanswered within {WAIT:?}: {messages:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn post(&self, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.control);
         self.call(path, self.http.post(url).json(&body)).await
