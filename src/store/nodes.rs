@@ -9,12 +9,60 @@
 //! the registry are not listed (they are still present for presence). Embedded mode: this
 //! node alone (the memory store answers from its hub).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use super::keys;
+use super::redis::NODE_ALIVE_TTL_MS;
 use crate::error::Result;
 use crate::redis_conn::RedisConn;
+
+/// How long a node with Web Push off, having seen no live node that sends it, still makes
+/// escalations and leaves due ones for such a node (one that restarts, or starts before this
+/// node's next heartbeat sees it); and how overdue a due escalation is before it is
+/// cancelled when none does (two alive-key lifetimes).
+pub const PUSH_HANDOVER_MS: u64 = 2 * NODE_ALIVE_TTL_MS;
+/// A gap between two successful reads of the node list this long means this node was out of
+/// touch with Redis (two heartbeats missed).
+const OUT_OF_TOUCH_MS: u64 = NODE_ALIVE_TTL_MS / 2;
+
+/// Whether other nodes send Web Push, as a node with it off sees at its heartbeats. The
+/// hand-over time runs only while this node reads the node list: an outage neither ends it
+/// (the nodes that send Web Push could not beat either) nor lets it run out unseen.
+#[derive(Debug, Default)]
+pub struct PushPeers {
+    /// The last successful read that saw one (Unix ms; 0: never).
+    seen_ms: AtomicU64,
+    /// The last successful read of the node list (Unix ms; 0: never).
+    read_ms: AtomicU64,
+    /// What was last reported by [`Self::observe`].
+    told: AtomicBool,
+}
+
+impl PushPeers {
+    /// Another node sends Web Push, or did within [`PUSH_HANDOVER_MS`] of reads.
+    pub fn others(&self) -> bool {
+        let seen = self.seen_ms.load(Ordering::Relaxed);
+        let read = self.read_ms.load(Ordering::Relaxed);
+        seen != 0 && read.saturating_sub(seen) < PUSH_HANDOVER_MS
+    }
+
+    /// A read of the node list at `now`: whether a node that sends Web Push is among them.
+    /// After a gap (this node was out of touch), one that did before is given the hand-over
+    /// time again to beat. Returns the new [`Self::others`] when it changed.
+    pub fn observe(&self, now: u64, pushing: bool) -> Option<bool> {
+        let read = self.read_ms.load(Ordering::Relaxed);
+        let out_of_touch = read != 0 && now.saturating_sub(read) > OUT_OF_TOUCH_MS;
+        if pushing || (out_of_touch && self.others()) {
+            self.seen_ms.store(now, Ordering::Relaxed);
+        }
+        self.read_ms.store(now, Ordering::Relaxed);
+        let others = self.others();
+        (self.told.swap(others, Ordering::Relaxed) != others).then_some(others)
+    }
+}
 
 /// One live node as `/admin/nodes` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,6 +195,34 @@ mod tests {
             (1699, None, None, false)
         );
         assert!(parse_beat("garbage").is_none());
+    }
+
+    /// Pushing peers: seen, then gone for the hand-over time of reads; an outage neither
+    /// ends the hand-over nor lets it run out.
+    #[test]
+    fn push_peers_hand_over() {
+        let beat = NODE_ALIVE_TTL_MS / 4;
+        let p = PushPeers::default();
+        // beats from `from` without a pushing node: within the hand-over, then it ends
+        let beats_until_gone = |from: u64| {
+            let mut now = from;
+            while now + beat - from < PUSH_HANDOVER_MS {
+                now += beat;
+                assert_eq!(p.observe(now, false), None, "within the hand-over at {now}");
+            }
+            assert_eq!(p.observe(now + beat, false), Some(false));
+            now + beat
+        };
+        assert!(!p.others());
+        assert_eq!(p.observe(1_000, false), None);
+        assert_eq!(p.observe(1_000 + beat, true), Some(true));
+        let now = beats_until_gone(1_000 + beat);
+        // seen again, then Redis away for far longer than the hand-over: still handing over
+        assert_eq!(p.observe(now + beat, true), Some(true));
+        let back = now + beat + 10 * PUSH_HANDOVER_MS;
+        assert_eq!(p.observe(back, false), None);
+        assert!(p.others());
+        beats_until_gone(back);
     }
 
     /// An entry is alive while its node's key exists and, when both name a run, the runs match.

@@ -8,7 +8,6 @@
 //! change log's epoch is drawn here and handed to the scripts, which keep an existing one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +16,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::batch::BATCH_CHANNEL;
 use super::keys::{self, UserKeys};
-use super::nodes::{self, NodeInfo};
+use super::nodes::{self, NodeInfo, PushPeers, PUSH_HANDOVER_MS};
 use super::{
     ActionOutcome, Due, Escalation, Head, ListQuery, Page, Preferences, Published, Recipient,
     Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
@@ -35,11 +34,6 @@ use crate::shutdown::Shutdown;
 
 /// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
 pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
-/// How long a node with Web Push off, seeing no live node that sends it, still makes
-/// escalations and leaves due ones for such a node before cancelling them: one that restarts,
-/// or starts before this node's next heartbeat sees it, takes them over (two alive-key
-/// lifetimes).
-const PUSH_HANDOVER_MS: u64 = 2 * NODE_ALIVE_TTL_MS;
 /// How long an escalation a node left for another keeps the tray out of the due index.
 const PUSH_HOLD_MS: u64 = 1_000;
 /// Presence entries written at once when they are recorded again after an outage.
@@ -56,14 +50,11 @@ pub struct RedisStore {
     /// This node sends Web Push: notifications that become active escalate, and it sends the
     /// escalations that come due.
     push: bool,
-    /// When another live node that sends Web Push was last seen (Unix ms, 0: never; read at
-    /// each heartbeat, see [`Self::keep_alive`]). With Web Push off here, notifications still
-    /// escalate while one was seen within [`PUSH_HANDOVER_MS`] (it may be restarting), and the
-    /// due escalations are left to it: nodes with different Web Push flags, as in a rolling
-    /// change of them, lose no push.
-    pusher_seen_ms: Arc<AtomicU64>,
-    /// What the log last said of [`Self::others_push`].
-    told_others_push: Arc<AtomicBool>,
+    /// Whether other nodes send Web Push (read at each heartbeat, see [`Self::keep_alive`]).
+    /// With Web Push off here, notifications still escalate while one does, or did within
+    /// [`PUSH_HANDOVER_MS`] (it may be restarting), and the due escalations are left to it:
+    /// nodes with different Web Push flags, as in a rolling change of them, lose no push.
+    push_peers: Arc<PushPeers>,
 }
 
 struct Scripts {
@@ -112,20 +103,13 @@ impl RedisStore {
             scripts: scripts(),
             max_per_user,
             push,
-            pusher_seen_ms: Arc::new(AtomicU64::new(0)),
-            told_others_push: Arc::new(AtomicBool::new(false)),
+            push_peers: Arc::default(),
         }
-    }
-
-    /// Another node sends Web Push, or did within [`PUSH_HANDOVER_MS`].
-    fn others_push(&self) -> bool {
-        let seen = self.pusher_seen_ms.load(Ordering::Relaxed);
-        seen != 0 && now_ms().saturating_sub(seen) < PUSH_HANDOVER_MS
     }
 
     /// Some node sends Web Push, so notifications that become active escalate.
     fn escalates(&self) -> bool {
-        self.push || self.others_push()
+        self.push || self.push_peers.others()
     }
 
     /// [`Self::escalates`] as the scripts take it.
@@ -140,7 +124,7 @@ impl RedisStore {
     /// Who sends the due escalations, as `due.lua` takes it: this node, only another one (`w`:
     /// left to it), or none (cancelled).
     fn due_push_flag(&self) -> &'static str {
-        match (self.push, self.others_push()) {
+        match (self.push, self.push_peers.others()) {
             (true, _) => "1",
             (false, true) => "w",
             (false, false) => "0",
@@ -1160,11 +1144,8 @@ impl RedisStore {
             .await?;
         let _: () = conn.hset_nx(keys::node_registry(), node, now).await?;
         if !self.push {
-            if self.nodes().await?.iter().any(|n| n.web_push) {
-                self.pusher_seen_ms.store(now, Ordering::Relaxed);
-            }
-            let others = self.others_push();
-            if self.told_others_push.swap(others, Ordering::Relaxed) != others {
+            let pushing = self.nodes().await?.iter().any(|n| n.web_push);
+            if let Some(others) = self.push_peers.observe(now, pushing) {
                 tracing::info!(
                     another_node_sends_web_push = others,
                     "Web Push is off on this node; its escalations are now {}",

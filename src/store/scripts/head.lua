@@ -23,7 +23,7 @@ local seq = tonumber(redis.call('GET', key(b, 'seq')) or '0')
 -- another commit time: this Redis went back (restarted from a snapshot older than its last
 -- writes), and the seqs after what it kept are, or will be, handed out again for other
 -- changes. A new epoch tells them apart: every position of the old one resets.
-if ARGV[2] ~= '' and ARGV[4] == epoch then
+if ARGV[2] ~= '' and ARGV[4] ~= '' and ARGV[4] == epoch then
   local after = tonumber(ARGV[2])
   local went_back = after > seq
   if not went_back and after > 0 and ARGV[6] ~= '0' then
