@@ -22,7 +22,9 @@ use tokio::net::TcpStream;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::CorsLayer;
 
-use super::head_limit::{closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES};
+use super::head_limit::{
+    closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
+};
 use super::prefixed::Prefixed;
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
@@ -35,13 +37,8 @@ use crate::sse;
 use crate::sse::stream::AbortConnection;
 use crate::state::AppState;
 
-/// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
-/// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Longest wait for a request head, as hyper's `header_read_timeout`.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Headers a request may carry: one with more gets 431.
-pub const MAX_HEADERS: usize = 100;
 
 /// What the server shares with every connection.
 #[derive(Clone)]

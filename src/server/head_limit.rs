@@ -1,5 +1,5 @@
-//! The request-head limits on requests hyper reads (every request after a connection's first
-//! over plain HTTP, every request over TLS). hyper answers a head over its own limits with
+//! The request-head limits, and their check on requests hyper reads (every request after a
+//! connection's first over plain HTTP, every HTTP/1 request over TLS). hyper answers a head over its own limits with
 //! an empty 431, so its limits are set above Herald's and this layer refuses a head between
 //! the two with the JSON error body, as the first request's reader does.
 
@@ -8,9 +8,14 @@ use std::convert::Infallible;
 use http::{header, HeaderValue};
 use tower::{Service, ServiceExt};
 
-use super::connection::{MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::error::Error;
 use crate::routes::body::{error_response, Request, Response};
+
+/// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
+/// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Headers a request may carry: one with more gets 431.
+pub const MAX_HEADERS: usize = 100;
 
 /// hyper's own cap on an HTTP/1 head's bytes: beyond it, hyper's empty 431 stands. It also
 /// caps hyper's write buffer, the output a stream served by hyper holds before backpressure.

@@ -15,10 +15,11 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use super::keys;
-use super::redis::NODE_ALIVE_TTL_MS;
 use crate::error::Result;
 use crate::redis_conn::RedisConn;
 
+/// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
+pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
 /// How long a node with Web Push off, having seen no live node that sends it, still makes
 /// escalations and leaves due ones for such a node (one that restarts, or starts before this
 /// node's next heartbeat sees it); and how overdue a due escalation is before it is

@@ -16,7 +16,7 @@ use redis::{AsyncCommands, Script, Value};
 
 use super::batch::BATCH_CHANNEL;
 use super::keys::{self, UserKeys};
-use super::nodes::{self, NodeInfo, PushPeers, PUSH_HANDOVER_MS};
+use super::nodes::{self, NodeInfo, PushPeers, NODE_ALIVE_TTL_MS, PUSH_HANDOVER_MS};
 use super::{
     ActionOutcome, Due, Escalation, Head, ListQuery, Page, Preferences, Published, Recipient,
     Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts, IDEMPOTENCY_TTL_MS,
@@ -32,8 +32,6 @@ use crate::model::{
 use crate::redis_conn::{as_str, RedisConn};
 use crate::shutdown::Shutdown;
 
-/// A node is dead once its alive key is this old, in milliseconds (spec: presence gone in 30 s).
-pub const NODE_ALIVE_TTL_MS: u64 = 20_000;
 /// How long an escalation a node left for another keeps the tray out of the due index.
 const PUSH_HOLD_MS: u64 = 1_000;
 /// Presence entries written at once when they are recorded again after an outage.
