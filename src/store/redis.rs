@@ -948,16 +948,12 @@ impl RedisStore {
     }
 
     pub async fn replay(&self, user: &str, after: EventId, after_ms: u64) -> Result<Replay> {
+        let read = self.read_head(user, None, Some(after), Some(after_ms));
         // No epoch (the log is gone): the position means nothing here.
-        Ok(
-            match self
-                .read_head(user, None, Some(after), Some(after_ms))
-                .await?
-            {
-                (Some(_), Some(replay)) => replay,
-                _ => Replay::Reset,
-            },
-        )
+        Ok(match read.await? {
+            (Some(_), Some(replay)) => replay,
+            _ => Replay::Reset,
+        })
     }
 
     /// The head (creating the epoch when the user has none) and, with `after`, the replay

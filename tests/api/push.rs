@@ -308,14 +308,22 @@ async fn two_nodes_push_once() {
     }
     push.wait_messages("erin", 4).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let got = push.messages(Some("erin")).await;
-    let mut ids: Vec<&str> = got
+    let mut ids = pushed_ids(&push, "erin").await;
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "pushed twice: {ids:?}");
+}
+
+/// The notification ids of every push to `name` so far, sorted.
+async fn pushed_ids(push: &PushService, name: &str) -> Vec<String> {
+    let mut ids: Vec<String> = push
+        .messages(Some(name))
+        .await
         .iter()
-        .map(|m| m["payload"]["id"].as_str().unwrap())
+        .map(|m| m["payload"]["id"].as_str().unwrap().to_owned())
         .collect();
     ids.sort();
-    ids.dedup();
-    assert_eq!((got.len(), ids.len()), (4, 4), "{got:#?}");
+    ids
 }
 
 /// Two nodes on one Redis with Web Push on only one of them (a rolling change of the flags):
@@ -373,13 +381,7 @@ async fn a_node_with_web_push_off_leaves_pushes_to_one_with_it_on() {
     assert_eq!(status, 200);
     push.wait_messages("gus", 4).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut ids: Vec<String> = push
-        .messages(Some("gus"))
-        .await
-        .iter()
-        .map(|m| m["payload"]["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
+    let ids = pushed_ids(&push, "gus").await;
     let mut expected = vec![a.clone(), a, b.clone(), b];
     expected.sort();
     assert_eq!(ids, expected);

@@ -111,6 +111,16 @@ async fn https_with_http2_and_reload_on_sighup() {
         .unwrap();
     let r = h1.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    // a head over 32 KiB gets the JSON 431, over HTTPS too (hyper reads every head there)
+    let big = h1
+        .get(h.url("/healthz"))
+        .header("x-pad", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.headers()["connection"], "close");
+    let (status, body) = status_json(big).await;
+    assert_error(status, &body, 431, "too_large");
     // a cookie write over HTTPS to a host named without a port (port 443): an http page of
     // that host (port 80, which a network attacker can forge) may neither write nor read by
     // CORS; the https one may

@@ -211,9 +211,8 @@ end
 
 -- Escalate a notification that just became active to Web Push, when some node sends it
 -- (`push`: '1'; due.lua also passes 'w', another node does; '0' none) and the user has a
--- subscription: first
--- check, at once, whether the user is connected. An escalation of it still pending (leased
--- or waiting) decides instead: a second would push twice.
+-- subscription: first check, at once, whether the user is connected. An escalation of it
+-- still pending (leased or waiting) decides instead: a second would push twice.
 local function escalate(b, id, push, ms)
   if push ~= '0' and redis.call('EXISTS', key(b, 'push')) == 1
     and redis.call('HEXISTS', key(b, 'pushstage'), id) == 0 then

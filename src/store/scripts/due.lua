@@ -8,8 +8,8 @@
 -- in case it dies before it is done) and returns it. A node with Web Push off leaves them to
 -- a node that sends it: all of them while another node does, and those due within the
 -- hand-over time while none does (one may be starting, or restarting); older ones are
--- cancelled. What it leaves keeps the tray out of the due index for the hold time, so that it
--- does not come back to them every tick; the nodes that send Web Push take them then.
+-- cancelled. Such a node counts escalations as due no earlier than the hold time from now, so
+-- that it does not come back to them every tick; the nodes that send Web Push take them then.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 now_ms 2 log_capacity 3 epoch (fresh; kept only when the log has none yet)
 --       4 Web Push: '1' this node sends it, 'w' only another node does, '0' no node does
@@ -50,7 +50,6 @@ for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')
 end
 local out = {'', 0, redis.call('ZCARD', key(b, 'unread'))}
 local escalations = redis.call('ZRANGE', key(b, 'pushdue'), '-inf', now, 'BYSCORE', 'WITHSCORES')
-local held = nil
 for i = 1, #escalations, 2 do
   local id, at = escalations[i], escalations[i + 1]
   local wanted = redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id)
@@ -59,13 +58,13 @@ for i = 1, #escalations, 2 do
     out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
     out[#out + 1] = at
     out[#out + 1] = whole(b, id)
-  elseif wanted and (push == 'w' or tonumber(at) > tonumber(now) - tonumber(ARGV[6])) then
-    held = tonumber(now) + tonumber(ARGV[7])
-  else
+  elseif not wanted or (push == '0' and tonumber(at) <= tonumber(now) - tonumber(ARGV[6])) then
     redis.call('ZREM', key(b, 'pushdue'), id)
     redis.call('HDEL', key(b, 'pushstage'), id)
     out[2] = out[2] + 1
   end
+  -- else left for a node that sends Web Push
 end
-out[1] = next_due(b, held)
+-- A node with Web Push off counts escalations as due no earlier than the hold time.
+out[1] = next_due(b, push ~= '1' and tonumber(now) + tonumber(ARGV[7]) or nil)
 return out

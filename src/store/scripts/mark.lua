@@ -6,9 +6,8 @@
 -- KEYS: 1 the user's base key
 -- ARGV: 1 kind 2 now_ms 3 now (RFC 3339) 4 log_capacity 5 all ('1'|'0')
 --       6 deadline (Unix ms, Redis's clock) 7 epoch (fresh; kept only when the log has none)
---       8 snooze end, Unix ms ('' unless snooze) 9 snooze end, RFC 3339 10 Web Push sent by some node
---       ('1'|'0')
---       11.. ids
+--       8 snooze end, Unix ms ('' unless snooze) 9 snooze end, RFC 3339
+--       10 Web Push sent by some node ('1'|'0') 11.. ids
 -- Returns {found, changed ids...}.
 if late(ARGV[6]) then return redis.error_reply(LATE_REPLY) end
 local b, kind, ms, now, cap, fresh = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
