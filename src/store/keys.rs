@@ -49,8 +49,9 @@ impl UserKeys {
         &self.base
     }
     // The tray's keys (`unread`, `unseen`, `items`, the state HASHes, `wake`, `expire`, ...)
-    // and the change log's (`seq`, `changes`) are named in the scripts only (`common.lua`;
-    // docs/redis.md lists them all); `order` is here too, for the retention cleaner.
+    // and the change log's (`seq`, `changes`) are named in the scripts (`common.lua`;
+    // docs/redis.md lists them all) and in `TRAY_SUFFIXES`; `order` is here too, for the
+    // retention cleaner.
     /// STRING: the change log's epoch, 12 hex chars, the tag of every event id. Created with
     /// `SET NX` by the first commit or head read; a Redis that lost its data draws a new one.
     pub fn epoch(&self) -> String {
@@ -91,11 +92,44 @@ impl UserKeys {
             cmd.write_arg_fmt(format_args!("{}:idem:{hash}", self.base));
         }
     }
+    /// Every key a tray script may touch (the base key's suffixes in `common.lua`), for a
+    /// cluster, where a script declares them all after the base key: while a slot migrates,
+    /// Redis then answers `TRYAGAIN` for a user whose keys are split between the two nodes
+    /// (the client retries) instead of running the script against half of them.
+    pub const TRAY_KEYS: usize = TRAY_SUFFIXES.len();
+    pub fn tray_keys(&self) -> impl Iterator<Item = String> + '_ {
+        TRAY_SUFFIXES.iter().map(|suffix| self.key(suffix))
+    }
     /// The cluster slot of every key of this user.
     pub fn slot(&self) -> Slot {
         Slot::for_key(&self.base)
     }
 }
+
+/// The suffixes of the keys the tray scripts touch (docs/redis.md), the change channel aside.
+const TRAY_SUFFIXES: [&str; 21] = [
+    "items",
+    "order",
+    "unread",
+    "unseen",
+    "read_at",
+    "seen_at",
+    "archived",
+    "snoozed",
+    "wake",
+    "expire",
+    "action",
+    "meta",
+    "cat",
+    "collapse",
+    "push",
+    "pushdue",
+    "pushstage",
+    "seq",
+    "epoch",
+    "changes",
+    "prefs",
+];
 
 /// The user a change channel belongs to.
 pub fn user_of_channel(channel: &str) -> Option<String> {
@@ -201,6 +235,51 @@ mod tests {
             keys.slot(),
             Slot::for_key(format!("{}:unread", keys.base()))
         );
+    }
+
+    /// Every key suffix the tray scripts name is declared on a cluster ([`UserKeys::tray_keys`]):
+    /// in `key(b, '…')`, in the lists a script walks, and through `set_if_absent('…')`.
+    #[test]
+    fn tray_keys_cover_every_key_the_scripts_touch() {
+        let scripts = [
+            include_str!("scripts/common.lua"),
+            include_str!("scripts/action.lua"),
+            include_str!("scripts/counts.lua"),
+            include_str!("scripts/due.lua"),
+            include_str!("scripts/get.lua"),
+            include_str!("scripts/head.lua"),
+            include_str!("scripts/list.lua"),
+            include_str!("scripts/mark.lua"),
+            include_str!("scripts/publish.lua"),
+            include_str!("scripts/trim.lua"),
+        ];
+        let code: String = scripts
+            .iter()
+            .flat_map(|s| s.lines())
+            .map(|line| line.split("--").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut named = std::collections::BTreeSet::new();
+        for opener in ["key(b, '", "key(KEYS[1], '", "set_if_absent('"] {
+            for (at, _) in code.match_indices(opener) {
+                let rest = &code[at + opener.len()..];
+                named.insert(rest[..rest.find('\'').unwrap()].to_owned());
+            }
+        }
+        for (at, _) in code.match_indices("ipairs({") {
+            let list = &code[at..at + code[at..].find("})").unwrap()];
+            named.extend(list.split('\'').skip(1).step_by(2).map(str::to_owned));
+        }
+        named.remove("ch"); // the change channel: a channel, not a key
+        let declared: std::collections::BTreeSet<String> =
+            TRAY_SUFFIXES.iter().map(|s| (*s).to_owned()).collect();
+        assert!(named.len() > 15, "{named:?}");
+        assert_eq!(
+            named.difference(&declared).collect::<Vec<_>>(),
+            Vec::<&String>::new()
+        );
+        let keys = UserKeys::new("a}b");
+        assert!(keys.tray_keys().all(|k| Slot::for_key(&k) == keys.slot()));
     }
 
     /// No idempotency key can look like a tray or a change log, whatever the caller sends.

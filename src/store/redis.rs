@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, Script, ScriptInvocation, Value};
 
 use super::batch::BATCH_CHANNEL;
 use super::keys::{self, UserKeys};
@@ -131,6 +131,18 @@ impl RedisStore {
 
     fn conn(&self) -> RedisConn {
         self.conn.clone()
+    }
+
+    /// `script` on the tray of `k`: its base key, and on a cluster every key of the tray
+    /// (`UserKeys::tray_keys`), so a slot migration never runs it against half of them.
+    fn tray<'a>(&self, script: &'a Script, k: &UserKeys) -> ScriptInvocation<'a> {
+        let mut inv = script.key(k.base());
+        if self.conn.is_cluster() {
+            for key in k.tray_keys() {
+                inv.key(key);
+            }
+        }
+        inv
     }
 
     /// Changes each time the store's link has a new connection after losing one.
@@ -367,9 +379,7 @@ impl RedisStore {
         let k = UserKeys::new(user);
         let mut conn = self.conn();
         let out: Vec<String> = self
-            .scripts
-            .due
-            .key(k.base())
+            .tray(&self.scripts.due, &k)
             .arg(now_ms())
             .arg(LOG_CAPACITY)
             .arg(Epoch::random().as_str())
@@ -571,11 +581,23 @@ impl RedisStore {
     ) -> Vec<Result<Published>> {
         let per_user = if call.idempotency.is_some() { 2 } else { 1 };
         let keys: Vec<UserKeys> = users.iter().map(|to| UserKeys::new(to.user)).collect();
+        // On a cluster the call's users share a slot; each declares its tray's keys too, after
+        // every user's base and idempotency keys (the script does not read them).
+        let declared = if self.conn.is_cluster() {
+            keys.len() * UserKeys::TRAY_KEYS
+        } else {
+            0
+        };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.scripts.publish.get_hash())
-            .arg(users.len() * per_user);
+            .arg(users.len() * per_user + declared);
         for k in &keys {
             k.write_publish(&mut cmd, call.idempotency.as_deref());
+        }
+        if declared > 0 {
+            for key in keys.iter().flat_map(UserKeys::tray_keys) {
+                cmd.arg(key);
+            }
         }
         cmd.arg(call.deadline)
             .arg(self.max_per_user)
@@ -640,7 +662,7 @@ impl RedisStore {
     pub async fn list(&self, user: &str, q: &ListQuery) -> Result<Page> {
         let k = UserKeys::new(user);
         let flag = |on: bool| if on { "1" } else { "0" };
-        let mut inv = self.scripts.list.key(k.base());
+        let mut inv = self.tray(&self.scripts.list, &k);
         inv.arg(q.before.as_deref().unwrap_or(""))
             .arg(q.limit)
             .arg(q.archived.as_str())
@@ -674,9 +696,7 @@ impl RedisStore {
     pub async fn counts(&self, user: &str) -> Result<TrayCounts> {
         let k = UserKeys::new(user);
         let out: Vec<String> = self
-            .scripts
-            .counts
-            .key(k.base())
+            .tray(&self.scripts.counts, &k)
             .arg(Epoch::random().as_str())
             .invoke_async(&mut self.conn())
             .await?;
@@ -711,9 +731,7 @@ impl RedisStore {
 
     pub async fn get(&self, user: &str, id: &str) -> Result<Option<Notification>> {
         let json: String = self
-            .scripts
-            .get
-            .key(UserKeys::new(user).base())
+            .tray(&self.scripts.get, &UserKeys::new(user))
             .arg(id)
             .invoke_async(&mut self.conn())
             .await?;
@@ -747,9 +765,7 @@ impl RedisStore {
         let now = SystemTime::now();
         let mut conn = self.conn.for_deadline_writes();
         let out: Vec<String> = self
-            .scripts
-            .action
-            .key(UserKeys::new(user).base())
+            .tray(&self.scripts.action, &UserKeys::new(user))
             .arg(id)
             .arg(json)
             .arg(&action.at)
@@ -778,7 +794,7 @@ impl RedisStore {
         if let Mark::Snooze(at) = mark {
             self.hint(std::iter::once(user), at).await?;
         }
-        let mut inv = self.scripts.mark.key(k.base());
+        let mut inv = self.tray(&self.scripts.mark, &k);
         let now = SystemTime::now();
         inv.arg(mark.as_str())
             .arg(crate::model::unix_ms(now))
@@ -909,9 +925,7 @@ impl RedisStore {
             marked.changed.len()
         };
         let _dropped: u64 = self
-            .scripts
-            .trim
-            .key(keys.base())
+            .tray(&self.scripts.trim, &keys)
             .arg(log_before_ms)
             .invoke_async(conn)
             .await?;
@@ -985,9 +999,7 @@ impl RedisStore {
         let k = UserKeys::new(user);
         let rotate_to = handed_out.map(|_| Epoch::random());
         let out: Vec<String> = self
-            .scripts
-            .head
-            .key(k.base())
+            .tray(&self.scripts.head, &k)
             .arg(fresh.as_ref().map_or("", Epoch::as_str))
             .arg(after.map_or(String::new(), |a| a.seq.to_string()))
             .arg(LOG_CAPACITY)

@@ -103,6 +103,54 @@ async fn streams_keep_receiving_after_a_primary_fails_over() {
     assert_eq!(h.tray_ids("alice", "").await, vec![later, id, before]);
 }
 
+/// While resharding has moved some of a user's keys to the new owner and not the others,
+/// Redis answers the user's tray scripts `TRYAGAIN` (each declares every key of the tray), so
+/// Herald answers 503 instead of running a script against half of the tray (which wrote keys
+/// on the new owner that the migration then could not move: `BUSYKEY`). Once the slot has
+/// moved, the tray is whole and the stream catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tray_split_by_a_slot_migration_is_left_alone_until_it_moves() {
+    let cluster = Cluster::start(3, 0);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let token = user_token("alice");
+    let mut sse = h.events(&session_token("alice", "s"), "").await;
+    let first = h.notify("alice", "one").await;
+    let second = h.notify("alice", "two").await;
+    for id in [&first, &second] {
+        receives(&mut sse, id, WAIT, "before the migration").await;
+    }
+    let from = cluster.primary_of(&items("alice"));
+    let to = *cluster.primaries().iter().find(|p| **p != from).unwrap();
+    let migration = cluster.start_migration(&items("alice"), to);
+    migration.migrate(&["herald:{u:alice}:seq".to_owned()]);
+    let (status, body) = h
+        .publish(json!({"users": ["alice"], "notification": {"title": "split"}}))
+        .await;
+    assert_error(status, &body, 503, "unavailable");
+    let (status, body) = h.get("/notifications", &token).await;
+    assert_error(status, &body, 503, "unavailable");
+    let (status, body) = h
+        .patch("/notifications", &token, json!({"all": true, "read": true}))
+        .await;
+    assert_error(status, &body, 503, "unavailable");
+    // the rest of the keys move (none was written on the new owner meanwhile)
+    migration.migrate_the_rest();
+    cluster.finish_migration(migration, &mut || {});
+    let third = publish_all(&h, &["alice".to_owned()], "three")
+        .await
+        .remove(0);
+    receives(
+        &mut sse,
+        &third,
+        Duration::from_secs(20),
+        "after the migration",
+    )
+    .await;
+    let page = h.list(&token, "").await;
+    assert_eq!(ids(&page), vec![third, second, first]);
+    assert_eq!(page["unread_count"], 3);
+}
+
 /// Keys of `user` (they all share the user's slot, and so does the user's channel).
 fn items(user: &str) -> String {
     format!("herald:{{u:{user}}}:items")

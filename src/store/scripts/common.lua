@@ -1,6 +1,8 @@
 -- Shared by every tray script (prepended to each by `redis.rs`). A user's keys all start
 -- with the user's base key `herald:{u:<user>}` (one hash tag, so one cluster slot), which the
--- scripts receive as a KEYS entry and extend with a suffix (see `keys.rs` and docs/redis.md):
+-- scripts receive as a KEYS entry and extend with a suffix (see `keys.rs` and docs/redis.md).
+-- On a cluster every key below follows in KEYS too, unread: declared, they make Redis answer
+-- TRYAGAIN while a slot migration has split them between two nodes.
 --   items HASH id -> the published part of the notification JSON (no closing brace)
 --   order ZSET every id (scores 0, lexical = creation order)
 --   unread, unseen ZSET the *active* ids not read / not seen (what the counts count)

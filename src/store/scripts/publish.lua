@@ -3,7 +3,8 @@
 -- of one slot only, so a call touches one slot. Each change is logged and announced in this
 -- same script, so a user's announcements leave Redis in seq order: on the user's channel, or,
 -- when the call names a batch channel, all of the call's in one message on it (below).
--- KEYS: per user, ARGV[6] keys: 1 the user's base key [2 the idempotency key]
+-- KEYS: per user, ARGV[6] keys: 1 the user's base key [2 the idempotency key]; then, on a
+--       cluster, the keys of the users' trays, declared for Redis and not read here
 -- ARGV: 1 deadline (Unix ms, Redis's clock) 2 max_per_user 3 log_capacity 4 now_ms
 --       5 idempotency_ttl_ms 6 keys per user
 --       7 tail: the notification JSON after its "user" member up to its state, shared
@@ -105,7 +106,7 @@ local function store(k, a)
 end
 
 local out = {''}
-for u = 0, #KEYS / per - 1 do
+for u = 0, (#ARGV - 14) / 3 - 1 do
   local ok, outcome = pcall(store, u * per, 14 + u * 3)
   if not ok then
     out[1] = type(outcome) == 'table' and (outcome.err or 'ERR') or tostring(outcome)

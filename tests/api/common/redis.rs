@@ -368,28 +368,50 @@ impl Cluster {
     /// primary, the target first; `between` runs after the target's (it serves the slot, the
     /// old owner still holds its subscribers). Returns once every node sees the new owner.
     pub fn migrate_slot(&self, key: &str, to: u16, between: &mut dyn FnMut()) {
+        let migration = self.start_migration(key, to);
+        migration.migrate_the_rest();
+        self.finish_migration(migration, between);
+    }
+
+    /// `SETSLOT … IMPORTING` on `to` and `… MIGRATING` on the slot's owner, for the slot of
+    /// `key`: its keys then move with [`Migration::migrate`].
+    pub fn start_migration(&self, key: &str, to: u16) -> Migration {
         let from = self.primary_of(key);
         assert_ne!(from, to, "the slot is already there");
-        let slot = self.slot_of(key).to_string();
-        let (from_id, to_id) = (Self::id_of(from), Self::id_of(to));
-        let ok = |port: u16, args: &[&str]| {
-            let reply = Self::cli(port, args);
-            assert_eq!(reply.trim(), "OK", "{args:?} on {port}: {reply}");
+        let migration = Migration {
+            slot: self.slot_of(key),
+            from,
+            to,
+            to_id: Self::id_of(to),
         };
-        ok(to, &["cluster", "setslot", &slot, "importing", &from_id]);
-        ok(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
-        loop {
-            let keys = Self::cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
-            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
-            if keys.is_empty() {
-                break;
-            }
-            let to_port = to.to_string();
-            let mut args = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000", "keys"];
-            args.extend(keys);
-            ok(from, &args);
-        }
-        ok(to, &["cluster", "setslot", &slot, "node", &to_id]);
+        let slot = migration.slot.to_string();
+        cli_ok(
+            to,
+            &["cluster", "setslot", &slot, "importing", &Self::id_of(from)],
+        );
+        cli_ok(
+            from,
+            &["cluster", "setslot", &slot, "migrating", &migration.to_id],
+        );
+        migration
+    }
+
+    /// `SETSLOT … NODE` on every primary, the target first, then `between`, then the others;
+    /// returns once every node sees the new owner.
+    pub fn finish_migration(&self, migration: Migration, between: &mut dyn FnMut()) {
+        let Migration {
+            slot,
+            from,
+            to,
+            to_id,
+        } = migration;
+        let node = |port| {
+            cli_ok(
+                port,
+                &["cluster", "setslot", &slot.to_string(), "node", &to_id],
+            )
+        };
+        node(to);
         between();
         let mut others = vec![from];
         others.extend(
@@ -398,10 +420,50 @@ impl Cluster {
                 .filter(|p| *p != to && *p != from),
         );
         for port in others {
-            ok(port, &["cluster", "setslot", &slot, "node", &to_id]);
+            node(port);
         }
-        self.wait_for_owner(self.slot_of(key), to);
+        self.wait_for_owner(slot, to);
     }
+}
+
+/// A slot on its way from one primary to another ([`Cluster::start_migration`]).
+pub struct Migration {
+    slot: u16,
+    from: u16,
+    to: u16,
+    to_id: String,
+}
+
+impl Migration {
+    /// `MIGRATE` every key of the slot still on the old owner, 100 at a time.
+    pub fn migrate_the_rest(&self) {
+        loop {
+            let args = ["cluster", "getkeysinslot", &self.slot.to_string(), "100"];
+            let keys: Vec<String> = Cluster::cli(self.from, &args)
+                .lines()
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if keys.is_empty() {
+                return;
+            }
+            self.migrate(&keys);
+        }
+    }
+
+    /// `MIGRATE` `keys` to the new owner.
+    pub fn migrate(&self, keys: &[String]) {
+        let to = self.to.to_string();
+        let mut args = vec!["migrate", "127.0.0.1", &to, "", "0", "5000", "keys"];
+        args.extend(keys.iter().map(String::as_str));
+        cli_ok(self.from, &args);
+    }
+}
+
+/// `redis-cli` on `port` answers `OK`.
+fn cli_ok(port: u16, args: &[&str]) {
+    let reply = Cluster::cli(port, args);
+    assert_eq!(reply.trim(), "OK", "{args:?} on {port}: {reply}");
 }
 
 /// The port of the primary serving `slot` in `CLUSTER NODES` output.
