@@ -118,7 +118,7 @@ pub struct TakenAction {
 
 /// What Herald keeps per recipient beside the published fields: the last members of the
 /// notification JSON, in this order (the Redis scripts write the same suffix; see
-/// `store/scripts/common.lua`).
+/// `store/redis/scripts/common.lua`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemState {
     pub read_at: Option<String>,

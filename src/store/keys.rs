@@ -242,16 +242,16 @@ mod tests {
     #[test]
     fn tray_keys_cover_every_key_the_scripts_touch() {
         let scripts = [
-            include_str!("scripts/common.lua"),
-            include_str!("scripts/action.lua"),
-            include_str!("scripts/counts.lua"),
-            include_str!("scripts/due.lua"),
-            include_str!("scripts/get.lua"),
-            include_str!("scripts/head.lua"),
-            include_str!("scripts/list.lua"),
-            include_str!("scripts/mark.lua"),
-            include_str!("scripts/publish.lua"),
-            include_str!("scripts/trim.lua"),
+            include_str!("redis/scripts/common.lua"),
+            include_str!("redis/scripts/action.lua"),
+            include_str!("redis/scripts/counts.lua"),
+            include_str!("redis/scripts/due.lua"),
+            include_str!("redis/scripts/get.lua"),
+            include_str!("redis/scripts/head.lua"),
+            include_str!("redis/scripts/list.lua"),
+            include_str!("redis/scripts/mark.lua"),
+            include_str!("redis/scripts/publish.lua"),
+            include_str!("redis/scripts/trim.lua"),
         ];
         let code: String = scripts
             .iter()

@@ -406,7 +406,8 @@ impl Store {
     /// commit its `notification` change, unless `idempotency_key` already stored one for that
     /// user within 24 h. One outcome per recipient, in order; a recipient whose outcome is an
     /// error has nothing stored. The memory store commits them all without awaiting; the Redis
-    /// store sends them as one round of script calls (many users per call, see `redis.rs`).
+    /// store sends them as one round of script calls (many users per call, see
+    /// `redis/publish.rs`).
     pub async fn publish(
         &self,
         template: &Arc<Template>,

@@ -428,16 +428,16 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     let past = secs * 1000 - 1;
     let future = secs * 1000 + 60_000;
-    // the tray scripts take the user's base key and add suffixes (src/store/scripts/common.lua)
+    // the tray scripts take the user's base key and add suffixes (src/store/redis/scripts/common.lua)
     let base = "t";
     let keys = [
         "items", "order", "unread", "seq", "changes", "epoch", "unseen",
     ]
     .map(|k| format!("{base}:{k}"));
-    let common = include_str!("../../src/store/scripts/common.lua");
+    let common = include_str!("../../src/store/redis/scripts/common.lua");
     let publish = redis::Script::new(&format!(
         "{common}{}",
-        include_str!("../../src/store/scripts/publish.lua")
+        include_str!("../../src/store/redis/scripts/publish.lua")
     ));
     let run_publish = |deadline: u64| {
         let mut inv = publish.key(base);
@@ -471,7 +471,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
 
     let mark = redis::Script::new(&format!(
         "{common}{}",
-        include_str!("../../src/store/scripts/mark.lua")
+        include_str!("../../src/store/redis/scripts/mark.lua")
     ));
     let run_mark = |deadline: u64| {
         let mut inv = mark.key(base);

@@ -1,0 +1,175 @@
+//! Presence and the node's heartbeat: each stream's entry (also the cross-node stream
+//! limit), the node's alive key, and recording entries again after an outage.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use crate::error::{Error, Result};
+use crate::hub::Hub;
+use crate::model::{now_ms, PresenceEntry};
+use crate::shutdown::Shutdown;
+use crate::store::keys::{self, UserKeys};
+use crate::store::nodes::{self, NodeInfo, NODE_ALIVE_TTL_MS};
+
+/// Presence entries written at once when they are recorded again after an outage.
+const PRESENCE_WRITES: usize = 32;
+
+impl RedisStore {
+    /// Record the entry; returns how many entries the user's presence holds now (live or
+    /// left by a dead node), in the same round trip.
+    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<usize> {
+        let value = serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let key = UserKeys::new(user).presence();
+        let (held,): (usize,) = redis::pipe()
+            .hset(&key, &entry.stream, value)
+            .ignore()
+            .hlen(&key)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(held)
+    }
+
+    pub async fn remove_presence(&self, user: &str, stream: &str) -> Result<()> {
+        let _: () = self
+            .conn()
+            .hdel(UserKeys::new(user).presence(), stream)
+            .await?;
+        Ok(())
+    }
+
+    /// Entries of nodes whose alive key is gone, or that a previous process of a node left
+    /// (its run differs), are dropped (and deleted).
+    pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
+        let key = UserKeys::new(user).presence();
+        let mut conn = self.conn();
+        let all: Vec<(String, String)> = conn.hgetall(&key).await?;
+        let mut live = Vec::new();
+        let mut alive_nodes = std::collections::HashMap::new();
+        for (stream, json) in all {
+            let Ok(mut entry) = serde_json::from_str::<PresenceEntry>(&json) else {
+                continue;
+            };
+            entry.stream = stream;
+            let beat = match alive_nodes.get(&entry.node) {
+                Some(beat) => beat,
+                None => {
+                    let beat: Option<String> = conn.get(keys::node_alive(&entry.node)).await?;
+                    alive_nodes.entry(entry.node.clone()).or_insert(beat)
+                }
+            };
+            if nodes::entry_alive(&entry.stream, beat.as_deref()) {
+                live.push(entry);
+            } else {
+                let _: () = conn.hdel(&key, &entry.stream).await?;
+            }
+        }
+        live.sort_by(|a, b| a.since.cmp(&b.since));
+        Ok(live)
+    }
+
+    /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open, and make sure
+    /// the node list finds it (the registry).
+    pub async fn heartbeat(&self, node: &str, run: &str, streams: u64) -> Result<()> {
+        let mut conn = self.conn();
+        let now = now_ms();
+        let _: () = conn
+            .pset_ex(
+                keys::node_alive(node),
+                nodes::beat(now, streams, run, self.push),
+                NODE_ALIVE_TTL_MS,
+            )
+            .await?;
+        let _: () = conn.hset_nx(keys::node_registry(), node, now).await?;
+        if !self.push {
+            let pushing = self.nodes().await?.iter().any(|n| n.web_push);
+            if let Some(others) = self.push_peers.observe(now, pushing) {
+                tracing::info!(
+                    another_node_sends_web_push = others,
+                    "Web Push is off on this node; its escalations are now {}",
+                    if others {
+                        "left to the nodes that send it"
+                    } else {
+                        "not made, and cancelled when due (no node has sent Web Push for \
+                         the hand-over time)"
+                    }
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// After a first [`Self::beat`], refresh this node's alive key (with the hub's open
+    /// streams) every quarter of
+    /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries.
+    /// After the link lost its connection, at once, and the node's presence entries are
+    /// recorded again: a Redis that restarted without persistence lost them (and the alive
+    /// key), and an entry whose write failed in the outage was never made.
+    pub async fn keep_alive(self, hub: Hub, shutdown: Shutdown) {
+        let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
+        let mut reconnections = self.reconnections();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => self.beat(&hub).await,
+                Ok(()) = reconnections.changed() => {
+                    self.beat(&hub).await;
+                    self.record_presence_again(&hub).await;
+                }
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// One [`Self::heartbeat`] of the hub's node now; a failure is logged (the next is
+    /// [`Self::keep_alive`]'s).
+    pub async fn beat(&self, hub: &Hub) {
+        if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
+            tracing::debug!(error = %e, "node heartbeat failed");
+        }
+    }
+
+    /// Write every presence entry of this node's streams again, a few at a time.
+    async fn record_presence_again(&self, hub: &Hub) {
+        futures_util::stream::iter(hub.all_presence())
+            .for_each_concurrent(PRESENCE_WRITES, |(user, entry)| async move {
+                let written = self.add_presence(&user, &entry).await;
+                // A stream that ended meanwhile deleted its entry before this write, or
+                // deletes it after: it has left the hub either way.
+                let gone = !hub.presence(&user).iter().any(|e| e.stream == entry.stream);
+                let result = match written {
+                    Ok(_) if gone => self.remove_presence(&user, &entry.stream).await,
+                    result => result.map(drop),
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "presence not recorded again");
+                }
+            })
+            .await;
+    }
+
+    /// Delete these (user, stream key) presence entries, a few at a time.
+    pub async fn remove_presences(&self, entries: Vec<(String, String)>) {
+        futures_util::stream::iter(entries)
+            .for_each_concurrent(PRESENCE_WRITES, |(user, stream)| async move {
+                if let Err(e) = self.remove_presence(&user, &stream).await {
+                    tracing::debug!(error = %e, "presence not removed");
+                }
+            })
+            .await;
+    }
+
+    /// Every live node, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        nodes::list(&self.conn).await
+    }
+
+    /// Remove this node's alive key and its registry entry (clean shutdown).
+    pub async fn retire(&self, node: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let _: () = conn.del(keys::node_alive(node)).await?;
+        let _: () = conn.hdel(keys::node_registry(), node).await?;
+        Ok(())
+    }
+}

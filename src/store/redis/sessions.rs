@@ -1,0 +1,96 @@
+//! Browser sessions in Redis: each session's record under its public id, and the user's
+//! sessions (oldest first) to cap them.
+
+use std::time::SystemTime;
+
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use crate::error::{Error, Result};
+use crate::model::now_secs;
+use crate::store::keys::{self, UserKeys};
+use crate::store::{SessionRecord, MAX_SESSIONS_PER_USER};
+
+impl RedisStore {
+    /// The record expires with the session; the user's session index (one slot with the
+    /// user's other keys) keeps creation order and lives as long as the newest session. Its
+    /// scores are creation times in microseconds: sessions created within one millisecond
+    /// still sort by creation, not by id, so the cap ends the oldest.
+    pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<Vec<String>> {
+        let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
+        let exp = record.exp.max(now_secs() + 1);
+        let mut conn = self.conn();
+        let _: () = redis::cmd("SET")
+            .arg(keys::session(id))
+            .arg(value)
+            .arg("EXAT")
+            .arg(exp)
+            .query_async(&mut conn)
+            .await?;
+        let index = UserKeys::new(&record.user).sessions();
+        let (count,): (usize,) = redis::pipe()
+            .zadd(&index, id, now_micros())
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&index)
+            .arg(exp)
+            .arg("NX")
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(&index)
+            .arg(exp)
+            .arg("GT")
+            .ignore()
+            .zcard(&index)
+            .query_async(&mut conn)
+            .await?;
+        if count <= MAX_SESSIONS_PER_USER {
+            return Ok(Vec::new());
+        }
+        // Those older than the newest 100 now stay that old: ending them is right whoever
+        // else logs in meanwhile. Each is ended by the one login whose ZREM takes it, so
+        // concurrent logins end the excess once, not once each.
+        let older: Vec<String> = conn
+            .zrange(&index, 0, -(MAX_SESSIONS_PER_USER as isize) - 1)
+            .await?;
+        if older.is_empty() {
+            // Other logins trimmed meanwhile (an empty pipeline answers nothing to parse).
+            return Ok(Vec::new());
+        }
+        let mut removing = redis::pipe();
+        for old in &older {
+            removing.zrem(&index, old);
+        }
+        let removed: Vec<i64> = removing.query_async(&mut conn).await?;
+        let evicted: Vec<String> = older
+            .into_iter()
+            .zip(removed)
+            .filter_map(|(old, n)| (n == 1).then_some(old))
+            .collect();
+        for old in &evicted {
+            let _: () = conn.del(keys::session(old)).await?;
+        }
+        Ok(evicted)
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        let value: Option<String> = self.conn().get(keys::session(id)).await?;
+        Ok(value
+            .and_then(|v| serde_json::from_str::<SessionRecord>(&v).ok())
+            .filter(SessionRecord::is_live))
+    }
+
+    pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let _: () = conn.del(keys::session(id)).await?;
+        let _: () = conn.zrem(UserKeys::new(user).sessions(), id).await?;
+        Ok(())
+    }
+}
+
+/// Unix time in microseconds (2^53 µs is year 2255: exact as a ZSET score).
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
