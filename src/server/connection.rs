@@ -25,6 +25,7 @@ use tower_http::cors::CorsLayer;
 use super::head_limit::{
     closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
+use super::linger::Linger;
 use super::prefixed::Prefixed;
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
@@ -162,7 +163,9 @@ async fn serve(
         Parsed::Events(request, head_len) => (*request, head_len),
         Parsed::Bad(error) => {
             let response = closing(error_response(error));
-            write_response(&mut socket, response, state.config.send_timeout).await;
+            if write_response(&mut socket, response, state.config.send_timeout).await {
+                linger(socket, state).await;
+            }
             return;
         }
         Parsed::Other | Parsed::Partial => {
@@ -208,8 +211,11 @@ async fn serve(
             .headers()
             .get(header::CONNECTION)
             .is_some_and(|v| v == "close");
-    if !write_response(&mut socket, response, send_timeout).await || close {
+    if !write_response(&mut socket, response, send_timeout).await {
         return;
+    }
+    if close {
+        return linger(socket, state).await;
     }
     let rest = buf.split_off(head_len).freeze();
     hyper(
@@ -220,6 +226,12 @@ async fn serve(
         false,
     )
     .await;
+}
+
+/// End a connection whose last answer has been written: shut it and take what the client
+/// still sends (`linger`), so the client reads the answer instead of a reset.
+async fn linger(socket: TcpStream, state: &AppState) {
+    let _ = Linger::new(socket, state.shutdown.clone()).shutdown().await;
 }
 
 /// Whether the client has already shut its sending side (`nc -N`, some health checkers send
@@ -337,7 +349,10 @@ async fn hyper(
         .max_header_size(HYPER_HEAD_BYTES)
         .max_headers(HYPER_HEADERS)
         .serve_connection(
-            TokioIo::new(SendTimeout::new(io, shared.state.config.send_timeout)),
+            TokioIo::new(SendTimeout::new(
+                Linger::new(io, shared.state.shutdown.clone()),
+                shared.state.config.send_timeout,
+            )),
             TowerToHyperService::new(service),
         );
     if let Err(e) = watcher.watch(conn).await {

@@ -5,6 +5,7 @@
 
 mod connection;
 mod head_limit;
+mod linger;
 mod observe;
 mod prefixed;
 mod tls;

@@ -1,6 +1,7 @@
 //! What bounds each request: a publish to ~90k users shares the node (O(n) work, yields
 //! between chunks), a store failure part-way names the users stored, stalled responses and
-//! trickling bodies end at their timeouts, and request heads are capped at 32 KiB.
+//! trickling bodies end at their timeouts, request heads are capped at 32 KiB, and a client
+//! refused while still sending reads its answer.
 
 use std::time::{Duration, Instant};
 
@@ -290,6 +291,55 @@ async fn a_body_announced_too_large_gets_413_before_it_is_sent() {
     assert!(!answer.contains("100 Continue"), "{answer}");
     assert!(answer.contains(r#""code":"too_large""#), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(5), "{answer}");
+}
+
+/// A client still sending when its request is refused reads the answer, not a reset: the
+/// rest of a body over 1 MiB (413, hyper's connection) or of a head over 32 KiB (431, the
+/// first request's reader) sent after the answer is taken and dropped (a lingering close), so
+/// its writes succeed and the answer waits to be read. Closed at once, the socket answered
+/// those writes with a reset and clients such as hyper's failed with "broken pipe".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_when_refused_reads_the_answer() {
+    use std::io::{Read, Write};
+    let h = Herald::start(None, &[]);
+    let body = 3 * 1024 * 1024;
+    let publish = format!(
+        "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {body}\r\n\r\n",
+        service_token()
+    );
+    let big_head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
+        "a".repeat(40 * 1024)
+    );
+    let cases = [
+        (publish, vec![b' '; body], 413),
+        (big_head, b"a".repeat(256 * 1024), 431),
+    ];
+    let addr = addr_of(&h.base);
+    tokio::task::spawn_blocking(move || {
+        for (first, rest, status) in cases {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            s.write_all(first.as_bytes()).unwrap();
+            // the answer is written and the server done with the connection before the rest
+            std::thread::sleep(Duration::from_millis(300));
+            // in pieces, as a client streams a body: a reset would arrive between them
+            for piece in rest.chunks(16 * 1024) {
+                s.write_all(piece)
+                    .unwrap_or_else(|e| panic!("{status}: the rest could not be sent: {e}"));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer)
+                .unwrap_or_else(|e| panic!("{status}: no answer: {e}"));
+            let answer = String::from_utf8_lossy(&answer);
+            assert_eq!(raw_status(&answer), status, "{answer}");
+            assert!(answer.contains(r#""code":"too_large""#), "{answer}");
+        }
+    })
+    .await
+    .unwrap();
 }
 
 /// Request heads the HTTP parser refuses get 400 with the JSON error body too (a malformed
