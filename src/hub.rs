@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::model::PresenceEntry;
-use crate::model::{rfc3339, unix_ms, Change, Epoch};
+use crate::model::{presence_since, unix_ms, Change, Epoch};
 use crate::shutdown::Shutdown;
 use crate::sse::frame;
 
@@ -378,7 +378,7 @@ impl Hub {
                     session: s.session.as_deref().map(str::to_owned),
                     tab: s.tab.as_deref().map(str::to_owned),
                     node: self.inner.node.clone(),
-                    since: rfc3339(s.since),
+                    since: presence_since(s.since),
                 })
                 .collect()
         })

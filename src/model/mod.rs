@@ -793,7 +793,8 @@ impl PresenceEntry {
     }
 
     /// Whether this stream is among the user's first `max` live streams (`entries`, on every
-    /// node), in opening order; the older streams of its own unit, which it ends, don't count.
+    /// node), in opening order (to the microsecond: [`presence_since`]); the older streams of
+    /// its own unit, which it ends, don't count.
     pub fn within_limit(&self, entries: &[PresenceEntry], max: usize) -> bool {
         let older = entries.iter().filter(|e| {
             e.stream != self.stream
@@ -851,6 +852,19 @@ pub fn new_id() -> String {
 
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A stream's opening time in its presence entry: RFC 3339 with microseconds, so streams
+/// opened one after the other within a millisecond (on two nodes) keep their order for the
+/// stream limit (`PresenceEntry::within_limit`); shown with milliseconds ([`shown_since`]).
+pub fn presence_since(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// A presence entry's `since` as `GET /presence` shows it: RFC 3339 with milliseconds, like
+/// every other time of the API (an entry written by an older node already is).
+pub fn shown_since(since: &str) -> String {
+    humantime::parse_rfc3339(since).map_or_else(|_| since.to_owned(), rfc3339)
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -955,9 +969,20 @@ mod tests {
         // the older stream of its own session does not count
         let own = [entry("a.1", Some("s"), t1), me.clone()];
         assert!(me.within_limit(&own, 1));
-        // a tie in the millisecond: the smaller key opened first
+        // a tie: the smaller key opened first
         let tie = [entry("a.9", None, t2), me.clone()];
         assert!(!me.within_limit(&tie, 1));
+        // within one millisecond the microseconds order them, whatever the keys (a stream
+        // opened right after another on a node of a smaller name was let in as the earlier)
+        let opened = |us: u64| presence_since(UNIX_EPOCH + Duration::from_micros(us));
+        let (first, next) = (
+            entry("z.1", None, &opened(1_000_100)),
+            entry("a.2", None, &opened(1_000_900)),
+        );
+        assert!(!next.within_limit(&[first.clone(), next.clone()], 1));
+        assert!(first.within_limit(&[first.clone(), next.clone()], 1));
+        assert_eq!(shown_since(&first.since), "1970-01-01T00:00:01.000Z");
+        assert_eq!(shown_since(t1), t1);
     }
 
     /// Ids with control characters or over 128 characters are refused.

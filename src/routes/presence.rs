@@ -5,7 +5,7 @@ use http::StatusCode;
 use super::body::{json, Request, Response};
 use crate::auth;
 use crate::error::Result;
-use crate::model::validate_id;
+use crate::model::{shown_since, validate_id};
 use crate::state::AppState;
 
 pub async fn get(state: AppState, req: Request, user: &str) -> Result<Response> {
@@ -13,7 +13,7 @@ pub async fn get(state: AppState, req: Request, user: &str) -> Result<Response> 
     validate_id("user", user)?;
     let sessions: Vec<_> = (state.store.presence(user).await?)
         .into_iter()
-        .map(|e| serde_json::json!({"session": e.session, "node": e.node, "since": e.since}))
+        .map(|e| serde_json::json!({"session": e.session, "node": e.node, "since": shown_since(&e.since)}))
         .collect();
     Ok(json(
         StatusCode::OK,

@@ -77,6 +77,7 @@ async fn serve_tls(
     socket: TcpStream,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let socket = Linger::new(socket, shared.state.shutdown.clone());
     let handshake = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket));
     let stream = tokio::select! {
         done = handshake => match done {

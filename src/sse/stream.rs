@@ -224,7 +224,7 @@ impl Stream {
             session: owner.session.clone(),
             tab: owner.tab.clone(),
             node: hub.node().to_owned(),
-            since: crate::model::rfc3339(since),
+            since: crate::model::presence_since(since),
         };
         // Presence, then the announcement that ends the unit's older streams elsewhere. Of two
         // streams of a unit opened at once on two nodes, the one recorded second finds the
