@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::model::PresenceEntry;
-use crate::model::{presence_since, unix_ms, Change, Epoch};
+use crate::model::{presence_since, Change, Epoch};
 use crate::shutdown::Shutdown;
 use crate::sse::frame;
 
@@ -70,12 +70,13 @@ pub trait Sink: Send + Sync {
     fn tick(&self, now: Instant);
 }
 
-/// When a stream opened, as its presence entry orders it: the Unix ms, then the stream key
+/// When a stream opened, as its presence entry orders it: the Unix µs, then the stream key
 /// for a tie. Two streams of one unit opened at once on two nodes each hear of the other;
-/// both compare the same way, so exactly one stays.
+/// both compare the same way, so exactly one stays. (Microseconds: a stream opened on another
+/// node within the same millisecond as this node's, but after it, still replaces it.)
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Opened {
-    pub ms: u64,
+    pub us: u64,
     pub stream: String,
 }
 
@@ -283,8 +284,11 @@ impl Hub {
 
     /// A stream's place in the order of opening (see [`Opened`]).
     pub fn opened(&self, id: u64, since: SystemTime) -> Opened {
+        let us = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         Opened {
-            ms: unix_ms(since),
+            us,
             stream: self.stream_key(id),
         }
     }

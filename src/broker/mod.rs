@@ -24,7 +24,8 @@ pub enum Message {
     /// End every stream of `session` (`r\t<node>\t<session>`).
     Revoke { node: String, session: String },
     /// A stream of (session, tab) opened on `node`; end the others of that unit opened before
-    /// it (`o\t<node>\t<session>\t<tab>\t<opened ms>\t<stream key>`).
+    /// it (`o\t<node>\t<session>\t<tab>\t<opened µs>\t<stream key>`; nodes of an older
+    /// version send milliseconds there, told apart by size).
     Open {
         node: String,
         session: String,
@@ -53,7 +54,7 @@ impl Message {
             } => format!(
                 "o\t{node}\t{session}\t{}\t{}\t{}",
                 tab.as_deref().unwrap_or(""),
-                opened.ms,
+                opened.us,
                 opened.stream
             ),
         }
@@ -88,12 +89,12 @@ impl Message {
                 // From a node of the version before (no opening time, during a rolling
                 // upgrade): newer than any stream here, as that version treated it.
                 let opened = match (parts.next(), parts.next()) {
-                    (Some(ms), Some(stream)) => Opened {
-                        ms: ms.parse().ok()?,
+                    (Some(at), Some(stream)) => Opened {
+                        us: micros(at.parse().ok()?),
                         stream: stream.to_owned(),
                     },
                     _ => Opened {
-                        ms: u64::MAX,
+                        us: u64::MAX,
                         stream: String::new(),
                     },
                 };
@@ -184,6 +185,16 @@ impl Broker {
     }
 }
 
+/// An opening time from the channel in µs: a node of the version before sends Unix ms, far
+/// below any Unix µs since 1973 (10^14).
+fn micros(at: u64) -> u64 {
+    if at < 100_000_000_000_000 {
+        at.saturating_mul(1000)
+    } else {
+        at
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,7 +219,7 @@ mod tests {
                 session: "s".into(),
                 tab: None,
                 opened: Opened {
-                    ms: 1,
+                    us: 1_700_000_000_000_001,
                     stream: "n1.4\t9".into(),
                 },
             },
@@ -217,13 +228,24 @@ mod tests {
                 session: "s".into(),
                 tab: Some("t".into()),
                 opened: Opened {
-                    ms: 2,
+                    us: 1_700_000_000_000_002,
                     stream: "n1.5\t9".into(),
                 },
             },
         ] {
             assert_eq!(Message::parse(&m.encode()), Some(m));
         }
+    }
+
+    /// An opening time in ms (a node of the version before) reads as µs.
+    #[test]
+    fn opening_times_in_ms_read_as_us() {
+        let Some(Message::Open { opened, .. }) =
+            Message::parse("o\tn1\ts\t\t1700000000000\tn1.4\t9")
+        else {
+            panic!("an open message");
+        };
+        assert_eq!(opened.us, 1_700_000_000_000_000);
     }
 
     /// An open message of the version before replaces every stream of its unit.
@@ -233,7 +255,7 @@ mod tests {
             panic!("an open message");
         };
         assert_eq!(tab.as_deref(), Some("t"));
-        assert_eq!(opened.ms, u64::MAX);
+        assert_eq!(opened.us, u64::MAX);
     }
 
     /// A change message without a valid epoch (the layout before epochs) is not a change.

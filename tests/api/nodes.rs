@@ -282,6 +282,29 @@ async fn the_stream_limit_counts_every_nodes_streams() {
     assert_eq!(moved.next_event().await.event, "notification");
 }
 
+/// Of two streams of one session opened one right after the other on two nodes (often within
+/// the same millisecond), the later one stays and the earlier gets `replaced`, whichever
+/// node's name sorts first (a tie in the millisecond went by the names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_later_stream_of_a_session_stays_whatever_the_node() {
+    let redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let b = Herald::start(Some(&redis.url()), &[]);
+    for round in 0..16 {
+        let token = session_token("alice", &format!("s{round}"));
+        let (first, then) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let mut earlier = first.events(&token, "").await;
+        let mut later = then.events(&token, "").await;
+        let ended = earlier.try_next(WAIT).await.map(|e| e.event);
+        assert_eq!(ended.as_deref(), Some("replaced"), "round {round}");
+        let next = later.try_next(Duration::from_millis(300)).await;
+        assert!(
+            next.is_none(),
+            "round {round}: the later stream got {next:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_survive_a_redis_restart_and_catch_up() {
     let mut redis = Redis::start();
