@@ -13,7 +13,10 @@ pub async fn get(state: AppState, req: Request, user: &str) -> Result<Response> 
     validate_id("user", user)?;
     let sessions: Vec<_> = (state.store.presence(user).await?)
         .into_iter()
-        .map(|e| serde_json::json!({"session": e.session, "node": e.node, "since": shown_since(&e.since)}))
+        .map(|e| {
+            let since = shown_since(&e.since);
+            serde_json::json!({"session": e.session, "node": e.node, "since": since})
+        })
         .collect();
     Ok(json(
         StatusCode::OK,
