@@ -50,11 +50,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Linger<T> {
             let mut buf = ReadBuf::new(&mut scratch);
             match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                    if Instant::now() >= *until {
+                    let now = Instant::now();
+                    if now >= *until {
                         return Poll::Ready(());
                     }
-                    let next = (Instant::now() + QUIET).min(*until);
-                    quiet.as_mut().reset(next);
+                    quiet.as_mut().reset((now + QUIET).min(*until));
                 }
                 Poll::Ready(_) => return Poll::Ready(()),
                 Poll::Pending => return quiet.as_mut().poll(cx),
