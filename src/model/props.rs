@@ -11,8 +11,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proptest::prelude::*;
 use serde_json::Value;
 
-use super::fields::{validate_actions, MAX_ACTIONS, MAX_ACTION_CHARS, MAX_AHEAD};
+use super::fields::{
+    validate_actions, MAX_ACTIONS, MAX_ACTION_CHARS, MAX_AHEAD, MAX_COLLAPSE_KEY_CHARS,
+};
+use super::ids::MAX_ID_CHARS;
+use super::notification::{is_safe_link, MAX_TITLE_CHARS};
+use super::template::json_str_len;
 use super::*;
+use crate::error::Error;
 
 /// A fixed "now" for validation (2027-01-15T08:00:00Z): cases do not depend on the clock.
 pub(crate) const NOW_MS: u64 = 1_800_000_000_000;
