@@ -51,10 +51,13 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Session cookies of the session shape tried per request, at most: a site that can set
-/// cookies for a parent domain (cookie tossing) can put its own `herald_session` before the
-/// user's, and browsers send both.
-const COOKIES_TRIED: usize = 4;
+/// Session cookies of the session shape tried per request, at most, in one store read: a site
+/// that can set cookies for a parent domain (cookie tossing) can put its own `herald_session`
+/// cookies before the user's, and browsers send them all. For one URL a browser holds at most
+/// one per (domain, path) that matches it: a path and each of its prefixes, with and without
+/// a trailing slash, for the host and each parent domain, so 32 cover a URL five segments
+/// deep below a two-level parent domain.
+const COOKIES_TRIED: usize = 32;
 
 /// Every `herald_session` cookie value, in the order the request sends them.
 fn session_cookies(parts: &Parts) -> Vec<String> {
@@ -146,26 +149,35 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
         ));
     }
     // The first live one counts, so a tossed cookie sent before the user's locks no one out.
-    for (id, secret) in values
-        .iter()
-        .filter_map(|v| split_cookie(v))
-        .take(COOKIES_TRIED)
-    {
-        match state.store.session(id).await? {
-            Some(record)
-                if record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret)) =>
-            {
-                return Ok(Caller {
+    let mut tried: Vec<(&str, &str)> = Vec::new();
+    for pair in values.iter().filter_map(|v| split_cookie(v)) {
+        if tried.len() == COOKIES_TRIED {
+            break;
+        }
+        if !tried.contains(&pair) {
+            tried.push(pair);
+        }
+    }
+    if tried.is_empty() {
+        return Err(Error::Unauthorized("session expired or ended"));
+    }
+    let ids: Vec<&str> = tried.iter().map(|(id, _)| *id).collect();
+    let records = state.store.sessions(&ids).await?;
+    tried
+        .into_iter()
+        .zip(records)
+        .find_map(|((id, secret), record)| {
+            let record = record?;
+            (record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret))).then(
+                || Caller {
                     user: record.user,
                     session: Some(id.to_owned()),
                     exp: record.exp,
                     via: Via::Cookie,
-                });
-            }
-            _ => {}
-        }
-    }
-    Err(Error::Unauthorized("session expired or ended"))
+                },
+            )
+        })
+        .ok_or(Error::Unauthorized("session expired or ended"))
 }
 
 /// The Origin rule for writes, in one place: a cookie caller must pass it (403); a Bearer

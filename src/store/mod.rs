@@ -398,6 +398,12 @@ impl Store {
         forward!(self.session(id))
     }
 
+    /// The live sessions of these public ids, in their order (`None` for one unknown or
+    /// ended), in one read.
+    pub async fn sessions(&self, ids: &[&str]) -> Result<Vec<Option<SessionRecord>>> {
+        forward!(self.sessions(ids))
+    }
+
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
         forward!(self.delete_session(user, id))
     }

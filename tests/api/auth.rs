@@ -104,14 +104,17 @@ async fn session_cookie_lifecycle(mode: Mode) {
 
     // cookie tossing: a sibling site's herald_session cookies sent before the user's (made
     // up, or the user's own id with a wrong secret) do not lock the user out; the first
-    // live one counts, among the first four of the session's shape
+    // live one counts, among the first 32 different ones of the session's shape
     let id = session_id(&cookie);
     let wrong_secret = format!("herald_session={id}.{}", "0".repeat(64));
     let dead = |n: usize| format!("herald_session={n:024x}.{}", "f".repeat(64));
+    let deads = |range: std::ops::Range<usize>| range.map(dead).collect::<Vec<_>>().join("; ");
     for tossed in [
         "herald_session=made-up".to_owned(),
         wrong_secret.clone(),
         format!("{wrong_secret}; {}; {}", dead(1), dead(2)),
+        // 30 different ones, then the same ones again: 31 to try before the user's
+        format!("{wrong_secret}; {}; {}", deads(1..30), deads(1..30)),
     ] {
         let both = format!("{tossed}; a=1; {cookie}");
         let mut sse = h
@@ -128,13 +131,7 @@ async fn session_cookie_lifecycle(mode: Mode) {
         .await;
         assert_eq!(status, 200, "{tossed}: {body}");
     }
-    let too_many = format!(
-        "{}; {}; {}; {}; {cookie}",
-        dead(1),
-        dead(2),
-        dead(3),
-        dead(4)
-    );
+    let too_many = format!("{}; {cookie}", deads(1..33));
     let (status, body) = send(
         h.http
             .get(h.url("/notifications"))

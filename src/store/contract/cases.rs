@@ -305,7 +305,8 @@ pub async fn head_epoch_is_kept_by_the_first_commit(s: &Subject) {
     assert_eq!(seqs(&replay(s, "a", empty.id()).await), [1]);
 }
 
-/// A session reads back as stored until deleted; an ended one (past `exp`) reads as none.
+/// A session reads back as stored until deleted, alone or among others in one read (in the
+/// order asked); an ended one (past `exp`) reads as none.
 pub async fn sessions_put_get_delete(s: &Subject) {
     let record = session("a");
     assert!(s
@@ -314,6 +315,11 @@ pub async fn sessions_put_get_delete(s: &Subject) {
         .await
         .expect("put")
         .is_empty());
+    assert_eq!(
+        s.store.sessions(&["never", "s1", "s1"]).await.expect("get"),
+        [None, Some(record.clone()), Some(record.clone())]
+    );
+    assert!(s.store.sessions(&[]).await.expect("get").is_empty());
     assert_eq!(s.store.session("s1").await.expect("get"), Some(record));
     s.store.delete_session("a", "s1").await.expect("delete");
     assert_eq!(s.store.session("s1").await.expect("get"), None);
@@ -324,6 +330,10 @@ pub async fn sessions_put_get_delete(s: &Subject) {
     };
     s.store.put_session("s2", &ended).await.expect("put");
     assert_eq!(s.store.session("s2").await.expect("get"), None);
+    assert_eq!(
+        s.store.sessions(&["s2", "s1"]).await.expect("get"),
+        [None, None]
+    );
 }
 
 /// The session beyond [`MAX_SESSIONS_PER_USER`] ends the user's oldest one (by creation,

@@ -157,6 +157,14 @@ impl MemoryStore {
             .filter(SessionRecord::is_live))
     }
 
+    pub async fn sessions(&self, ids: &[&str]) -> Result<Vec<Option<SessionRecord>>> {
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            records.push(self.session(id).await?);
+        }
+        Ok(records)
+    }
+
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
         self.inner.sessions.remove(id);
         self.inner.user_sessions.remove_if_mut(user, |_, ids| {

@@ -75,9 +75,20 @@ impl RedisStore {
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
         let value: Option<String> = self.conn().get(keys::session(id)).await?;
-        Ok(value
-            .and_then(|v| serde_json::from_str::<SessionRecord>(&v).ok())
-            .filter(SessionRecord::is_live))
+        Ok(live_record(value))
+    }
+
+    /// One `MGET` (on a cluster the client splits it by slot and keeps the order).
+    pub async fn sessions(&self, ids: &[&str]) -> Result<Vec<Option<SessionRecord>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| keys::session(id)).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(values.into_iter().map(live_record).collect())
     }
 
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
@@ -89,6 +100,13 @@ impl RedisStore {
 }
 
 /// Unix time in microseconds (2^53 µs is year 2255: exact as a ZSET score).
+/// A stored session record, if it reads and is live.
+fn live_record(value: Option<String>) -> Option<SessionRecord> {
+    value
+        .and_then(|v| serde_json::from_str::<SessionRecord>(&v).ok())
+        .filter(SessionRecord::is_live)
+}
+
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
