@@ -85,9 +85,18 @@ pub fn is_safe(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
-/// 403 unless the request carries an allowed `Origin`.
+/// 403 unless the request carries one `Origin`, and an allowed one (a browser sends one; of
+/// two, which would count is anyone's guess, so neither does).
 pub fn check(state: &AppState, parts: &Parts) -> Result<()> {
-    let origin = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok());
+    let mut origins = parts.headers.get_all(ORIGIN).iter();
+    let origin = match (origins.next(), origins.next()) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Forbidden(
+                "cookie-authenticated writes must carry one Origin header, not several",
+            ))
+        }
+        (origin, _) => origin.and_then(|o| o.to_str().ok()),
+    };
     match origin {
         Some(o) if allowed(state, o, parts) => Ok(()),
         Some(_) => Err(Error::Forbidden(

@@ -171,6 +171,21 @@ async fn cookie_writes_need_an_allowed_origin(mode: Mode) {
         1,
         "rejected write changed nothing"
     );
+    // two Origin headers, the allowed one among them: neither counts
+    for (first, second) in [
+        (own.as_str(), "http://evil.example"),
+        ("http://evil.example", &own),
+    ] {
+        let r = h
+            .http
+            .patch(&path)
+            .header("cookie", &cookie)
+            .header("origin", first)
+            .header("origin", second)
+            .json(&json!({"read": true}));
+        let (status, body) = status_json(r.send().await.unwrap()).await;
+        assert_error(status, &body, 403, "forbidden");
+    }
     assert_eq!(patch(Some(&own)).await.unwrap().status(), 200);
     // Bearer requests are exempt
     let (status, _) = h
