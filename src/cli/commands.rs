@@ -1,7 +1,8 @@
 //! The `token`, `publish` and `health` sub-commands: small clients of the same code the
 //! server runs.
 
-use super::{backend, HealthArgs, PublishArgs, TokenArgs};
+use super::args::{HealthArgs, PublishArgs, TokenArgs};
+use super::config::backend;
 use crate::auth::jwt::{Claims, NumericDate};
 use crate::config::{Backend, KafkaConfig};
 use crate::error::StartupError;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Parser;
 use proptest::prelude::*;
 
-use super::{check_durations, parse_duration, Cli, CENTURY, DAY, HOUR};
+use super::args::Cli;
+use super::config::{check_durations, CENTURY, DAY, HOUR};
+use super::values::parse_duration;
 use crate::model::props::any_text;
 
 /// Units and their length, as `--help` names them (`500ms`, `15s`, `30d`) and more.

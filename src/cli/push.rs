@@ -27,7 +27,7 @@ pub struct PushArgs {
     #[arg(long, env = "HERALD_PUSH_CA_FILE")]
     pub push_ca_file: Option<PathBuf>,
     /// A connected user gets a push for a notification not seen this long after it arrived.
-    #[arg(long, env = "HERALD_PUSH_AFTER", default_value = "30s", value_parser = super::parse_duration)]
+    #[arg(long, env = "HERALD_PUSH_AFTER", default_value = "30s", value_parser = super::values::parse_duration)]
     pub push_after: Duration,
 }
 

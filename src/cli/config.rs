@@ -1,0 +1,339 @@
+//! From flags to the library's plain values: `ServeArgs` → `Config`, `KeyArgs` → `Keys`,
+//! `KafkaArgs` → `KafkaConfig`, `--redis-url` → `Backend`, and the checks that span flags
+//! (bounds of every duration, Kafka topic names). Nothing below the CLI sees a clap type.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::args::{KafkaArgs, KeyArgs, ServeArgs, SigningArgs};
+use crate::auth::jwt::{Checks, Keys, Signer};
+use crate::auth::origin;
+use crate::config::{Backend, Config, KafkaConfig};
+use crate::error::StartupError;
+
+impl KeyArgs {
+    fn checks(&self) -> Checks {
+        Checks {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway: self.jwt_leeway,
+        }
+    }
+
+    /// What signs a sub-command's tokens: `--jwt-private-key`, else the `--jwt-secret`.
+    pub(super) fn signer(&self, signing: &SigningArgs) -> Result<Signer, StartupError> {
+        let Some(path) = &signing.jwt_private_key else {
+            return self
+                .keys()?
+                .as_ref()
+                .and_then(Keys::signer)
+                .cloned()
+                .ok_or_else(|| {
+                    StartupError(
+                        "signing needs --jwt-secret, or --jwt-private-key beside --jwt-public-key"
+                            .into(),
+                    )
+                });
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            StartupError(format!(
+                "--jwt-private-key: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        Signer::private_pem(&pem, &self.checks()).map_err(|e| {
+            StartupError(format!(
+                "--jwt-private-key: {} is not an RSA or EC (P-256, PKCS#8) private key PEM: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    /// Keys from the flags; `None` when neither a secret nor a public key is given.
+    fn keys(&self) -> Result<Option<Keys>, StartupError> {
+        let checks = self.checks();
+        if let Some(secret) = &self.jwt_secret {
+            if secret.is_empty() {
+                return Err(StartupError("--jwt-secret must not be empty".into()));
+            }
+            Ok(Some(Keys::secret(secret.as_bytes(), checks)))
+        } else if let Some(path) = &self.jwt_public_key {
+            let pem = std::fs::read(path).map_err(|e| {
+                StartupError(format!(
+                    "--jwt-public-key: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let keys = Keys::public_pem(&pem, checks).map_err(|e| {
+                StartupError(format!(
+                    "--jwt-public-key: {} is not an RSA or EC (P-256) public key PEM: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(Some(keys))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl KafkaArgs {
+    /// The client settings, `None` without `--kafka-brokers`; topics are checked here.
+    pub(super) fn config(
+        &self,
+        group: &str,
+        dead_letter_topic: Option<&String>,
+    ) -> Result<Option<KafkaConfig>, StartupError> {
+        let Some(brokers) = &self.kafka_brokers else {
+            if !self.kafka_topic.is_empty() {
+                return Err(StartupError("--kafka-topic needs --kafka-brokers".into()));
+            }
+            return Ok(None);
+        };
+        if !cfg!(feature = "kafka") {
+            return Err(StartupError(
+                "--kafka-brokers: this herald was built without Kafka (cargo feature `kafka`)"
+                    .into(),
+            ));
+        }
+        if brokers.trim().is_empty() {
+            return Err(StartupError(
+                "--kafka-brokers must name at least one broker".into(),
+            ));
+        }
+        if self.kafka_topic.is_empty() {
+            return Err(StartupError(
+                "--kafka-brokers needs at least one --kafka-topic".into(),
+            ));
+        }
+        for topic in self.kafka_topic.iter().chain(dead_letter_topic) {
+            check_topic(topic)?;
+        }
+        if group.trim().is_empty() {
+            return Err(StartupError("--kafka-group must not be empty".into()));
+        }
+        Ok(Some(KafkaConfig {
+            brokers: brokers.trim().to_owned(),
+            topics: self.kafka_topic.clone(),
+            group: group.to_owned(),
+            dead_letter_topic: dead_letter_topic.cloned(),
+            options: self.kafka_option.clone(),
+        }))
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn check_topic(topic: &str) -> Result<(), StartupError> {
+    let legal = (1..=249).contains(&topic.len())
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && topic != "."
+        && topic != "..";
+    if legal {
+        Ok(())
+    } else {
+        Err(StartupError(format!(
+            "--kafka-topic: {topic:?} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
+        )))
+    }
+}
+
+impl ServeArgs {
+    /// The typed, validated `Config` (a `--dev` run without key flags gets a random secret).
+    pub(super) fn config(&self) -> Result<Config, StartupError> {
+        let args = self;
+        let (keys, generated_secret) = match args.keys.keys()? {
+            Some(keys) => (keys, None),
+            None if args.dev => {
+                let secret = crate::model::random_token(32);
+                let keys = KeyArgs {
+                    jwt_secret: Some(secret.clone()),
+                    ..args.keys.clone()
+                }
+                .keys()?
+                .expect("a secret was given");
+                (keys, Some(secret))
+            }
+            None => {
+                return Err(StartupError(
+                    "--jwt-secret or --jwt-public-key is required (or --dev)".into(),
+                ))
+            }
+        };
+        let allowed_origins = args
+            .allowed_origin
+            .iter()
+            .map(|o| {
+                origin::normalize_origin(o)
+                    .ok_or_else(|| StartupError(format!("--allowed-origin: invalid origin {o:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let base_path = args.base_path.clone();
+        if let Some(upstream) = &args.upstream {
+            if upstream.scheme() != "http" || upstream.host().is_none() {
+                return Err(StartupError(format!(
+                    "--upstream: {upstream} must be an http:// URL (the backend beside the edge)"
+                )));
+            }
+        }
+        check_durations(args)?;
+        if args.max_per_user == 0 {
+            return Err(StartupError("--max-per-user must be at least 1".into()));
+        }
+        if args.max_streams_per_user == 0 {
+            return Err(StartupError(
+                "--max-streams-per-user must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            listen: args.listen,
+            backend: backend(&args.redis_url)?,
+            keys,
+            generated_secret,
+            dev: args.dev,
+            allowed_origins,
+            upstream: args.upstream.clone(),
+            retention: args.retention,
+            max_per_user: args.max_per_user,
+            heartbeat: args.heartbeat,
+            upstream_timeout: args.upstream_timeout,
+            send_timeout: args.send_timeout,
+            body_timeout: args.body_timeout,
+            metrics_allow: args.metrics_allow.clone(),
+            admin: args.admin,
+            trusted_proxies: args.trusted_proxy.clone(),
+            base_path,
+            drain_timeout: args.drain_timeout,
+            max_streams_per_user: args.max_streams_per_user,
+            max_connect_rate: args.max_connect_rate,
+            node: args
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{}", crate::model::random_token(4))),
+            kafka: args
+                .kafka
+                .config(&args.kafka_group, args.kafka_dead_letter_topic.as_ref())?,
+            push: args.push.config()?,
+            tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        })
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
+pub(super) const DAY: Duration = Duration::from_secs(86_400);
+/// 100 years of 365.25 days.
+pub(super) const CENTURY: Duration = Duration::from_secs(3_155_760_000);
+
+/// Each duration flag within sensible bounds, so no later deadline arithmetic can overflow
+/// (`--heartbeat 400000000000y` used to be accepted, then panic every stream).
+pub(super) fn check_durations(args: &ServeArgs) -> Result<(), StartupError> {
+    let bounds = [
+        ("--heartbeat", args.heartbeat, 10 * MS, HOUR),
+        ("--upstream-timeout", args.upstream_timeout, MS, HOUR),
+        ("--send-timeout", args.send_timeout, MS, HOUR),
+        ("--body-timeout", args.body_timeout, MS, HOUR),
+        ("--drain-timeout", args.drain_timeout, Duration::ZERO, HOUR),
+        (
+            "--retention",
+            args.retention,
+            Duration::from_secs(1),
+            CENTURY,
+        ),
+        ("--jwt-leeway", args.keys.jwt_leeway, Duration::ZERO, DAY),
+    ];
+    for (flag, value, min, max) in bounds {
+        if value < min || value > max {
+            return Err(StartupError(format!(
+                "{flag} must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--redis-url` values → backend. `redis+cluster://h1:p,h2:p` and repeated flags name cluster nodes.
+pub(super) fn backend(urls: &[String]) -> Result<Backend, StartupError> {
+    let mut cluster = Vec::new();
+    let mut single = Vec::new();
+    for url in urls {
+        let shown = crate::config::redacted(url);
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let before = cluster.len();
+            cluster.extend(
+                rest.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|h| format!("redis://{h}")),
+            );
+            if cluster.len() == before {
+                return Err(StartupError(format!(
+                    "--redis-url: {shown:?} names no node (redis+cluster://host:port,host:port)"
+                )));
+            }
+        } else {
+            let parsed = Url::parse(url)
+                .map_err(|e| StartupError(format!("--redis-url: invalid URL {shown:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                return Err(StartupError(format!(
+                    "--redis-url: scheme must be redis://, rediss:// or redis+cluster:// in {shown:?}"
+                )));
+            }
+            single.push(url.clone());
+        }
+    }
+    match (single.len(), cluster.is_empty()) {
+        (0, true) => Ok(Backend::Embedded),
+        (1, true) => Ok(Backend::Redis(single.remove(0))),
+        (_, _) => {
+            cluster.extend(single);
+            Ok(Backend::Cluster(cluster))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::values::parse_option;
+    use super::*;
+
+    /// `--kafka-option` wants `key=value`; topic names follow Kafka's rule.
+    #[test]
+    fn kafka_values() {
+        assert_eq!(
+            parse_option("sasl.username=a=b"),
+            Ok(("sasl.username".into(), "a=b".into()))
+        );
+        assert!(parse_option("novalue").is_err());
+        assert!(parse_option("=x").is_err());
+        assert!(check_topic("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"t".repeat(250)] {
+            assert!(check_topic(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A cluster URL and repeated flags give cluster seeds; one URL gives single Redis.
+    #[test]
+    fn backends() {
+        assert_eq!(backend(&[]).unwrap(), Backend::Embedded);
+        assert_eq!(
+            backend(&["redis://h:1".into()]).unwrap(),
+            Backend::Redis("redis://h:1".into())
+        );
+        assert_eq!(
+            backend(&["redis+cluster://a:1,b:2".into()]).unwrap(),
+            Backend::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+        assert!(backend(&["http://x".into()]).is_err());
+        for empty in ["redis+cluster://", "redis+cluster://,,"] {
+            assert!(backend(&[empty.into()]).is_err(), "{empty}");
+        }
+        let Err(StartupError(shown)) = backend(&["redis://:secret@h:x".into()]) else {
+            panic!("a bad port is an error")
+        };
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}
