@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 
@@ -111,6 +111,9 @@ async fn send(
     };
     let rest = path.strip_prefix("/api/").unwrap_or(path);
     let body = serde_json::json!({"notification": id, "action": spec.id}).to_string();
+    // Its length set, so the client sends the body with any method (it leaves a GET's out
+    // otherwise).
+    let length = HeaderValue::from(body.len());
     let mut request = http::Request::builder()
         .method(spec.method.as_deref().unwrap_or("POST"))
         .uri(upstream.target(rest, query)?)
@@ -122,6 +125,7 @@ async fn send(
         .map_err(|e| Error::Internal(format!("action request: {e}")))?;
     let headers = request.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, length);
     identity_headers(headers, caller)?;
     if let Some(request_id) = request_id {
         headers.insert(request_id::HEADER, request_id.header_value());

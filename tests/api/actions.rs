@@ -133,6 +133,24 @@ async fn an_action_is_taken_once_through_the_upstream(mode: Mode) {
         (got[1]["method"].as_str(), got[1]["path"].as_str()),
         (Some("DELETE"), Some("/record/404"))
     );
+    // every method carries the body, GET too (hyper's client leaves a GET's body out unless
+    // its length is set)
+    let get = publish_with(
+        &h,
+        "alice",
+        json!([{"id": "look", "label": "Look", "method": "GET", "path": "/api/record/200"}]),
+    )
+    .await;
+    let (status, n) = take(&h, &token, &get, "look").await;
+    assert_eq!(status, 200, "{n}");
+    let got = up.recorded();
+    assert_eq!(got[2]["method"], "GET", "{}", got[2]);
+    for (sent, id, action) in [(&got[1], &other, "drop"), (&got[2], &get, "look")] {
+        let body: Value = serde_json::from_str(sent["body"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {sent}"));
+        assert_eq!(body, json!({"notification": id, "action": action}));
+        assert_eq!(sent["headers"]["content-type"], "application/json", "{sent}");
+    }
 }
 
 async fn an_action_without_path_only_records(mode: Mode) {
