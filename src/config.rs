@@ -64,6 +64,8 @@ pub struct Config {
     /// Normalized origins (`scheme://host[:port]`); empty means "the request's own host".
     pub allowed_origins: Vec<String>,
     pub upstream: Option<Url>,
+    /// Extra certificates (PEM) trusted for an `https://` upstream (`--upstream-ca-file`).
+    pub upstream_ca_pem: Option<Vec<u8>>,
     pub retention: Duration,
     pub max_per_user: usize,
     pub heartbeat: Duration,

@@ -81,7 +81,9 @@ impl AppState {
             shutdown.clone(),
         )
         .await?;
-        let upstream = config.upstream.clone().map(Upstream::new);
+        let upstream = (config.upstream.clone())
+            .map(|base| Upstream::new(base, config.upstream_ca_pem.as_deref()))
+            .transpose()?;
         #[cfg(feature = "kafka")]
         let kafka = match config.kafka.clone() {
             Some(kafka) => Some(Kafka::connect(kafka, metrics.clone(), &config.node).await?),

@@ -1,5 +1,5 @@
-//! The upstream client for `--upstream`: the base URL, a pooled HTTP/1 client, and the rule
-//! that keeps a forwarded path below the base. What is forwarded (headers, identity) is the
+//! The upstream client for `--upstream`: the base URL, a pooled HTTP/1 client (plain, or TLS
+//! for an `https://` base), and the rule that keeps a forwarded path below the base. What is forwarded (headers, identity) is the
 //! HTTP layer's business (`routes/proxy.rs`).
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use http::Uri;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 use tower_http::timeout::TimeoutBody;
 use url::Url;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StartupError};
 use crate::model;
 
 /// A request body as it arrived: hyper's, boxed (or an empty one for a request head read off
@@ -28,18 +29,26 @@ pub type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
 #[derive(Clone)]
 pub struct Upstream {
     base: Url,
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
 }
 
 impl Upstream {
-    pub fn new(base: Url) -> Self {
+    /// A client for `base`. An `https://` upstream's certificate must chain to a public root
+    /// (webpki's) or to one of `ca_pem` (`--upstream-ca-file`), and name its host.
+    pub fn new(base: Url, ca_pem: Option<&[u8]>) -> std::result::Result<Self, StartupError> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(ca_pem)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Upstream { base, client }
+        Ok(Upstream { base, client })
     }
 
     /// Send `request` (its URI from [`Upstream::target`]). `timeout` bounds every wait on the
@@ -90,6 +99,34 @@ impl Upstream {
         url.parse()
             .map_err(|_| Error::invalid("the path cannot be forwarded"))
     }
+}
+
+/// TLS towards the upstream: webpki's roots and the certificates of `ca_pem`.
+fn tls_config(ca_pem: Option<&[u8]>) -> std::result::Result<rustls::ClientConfig, StartupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = ca_pem {
+        let bad = |e: &dyn std::fmt::Display| StartupError(format!("--upstream-ca-file: {e}"));
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        if certs.is_empty() {
+            return Err(StartupError(
+                "--upstream-ca-file holds no certificate".into(),
+            ));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(&e))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartupError(format!("upstream TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The rest of an `/api/` path is forwarded as received (still percent-encoded), so one that
@@ -221,7 +258,8 @@ mod tests {
                 rest in prop_oneof![any_text(), tricky_path(), "[a-z0-9/._~%-]{0,20}"],
                 query in prop::option::of(prop_oneof![any_text(), "[a-z0-9=&%]{0,12}"]),
             ) {
-                let upstream = Upstream::new(Url::parse("http://upstream.example/base/").expect("a URL"));
+                let base = Url::parse("http://upstream.example/base/").expect("a URL");
+                let upstream = Upstream::new(base, None).expect("a client");
                 match upstream.target(&rest, query.as_deref()) {
                     Ok(uri) => {
                         prop_assert!(uri.path().starts_with("/base/"), "{}", uri);

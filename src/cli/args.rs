@@ -111,9 +111,12 @@ pub struct ServeArgs {
         help_heading = "Edge"
     )]
     pub allowed_origin: Vec<String>,
-    /// Backend base URL for the `/api/` reverse proxy.
+    /// Backend base URL for the `/api/` reverse proxy (`http://` or `https://`).
     #[arg(long, env = "HERALD_UPSTREAM", help_heading = "Edge")]
     pub upstream: Option<Url>,
+    /// Extra CA certificates (PEM) trusted for an `https://` upstream, beside the public roots.
+    #[arg(long, env = "HERALD_UPSTREAM_CA_FILE", help_heading = "Edge")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Notifications older than this are purged.
     #[arg(long, env = "HERALD_RETENTION", default_value = "30d", value_parser = parse_duration, help_heading = "Limits")]
     pub retention: Duration,

@@ -172,12 +172,22 @@ impl ServeArgs {
             .collect::<Result<_, _>>()?;
         let base_path = args.base_path.clone();
         if let Some(upstream) = &args.upstream {
-            if upstream.scheme() != "http" || upstream.host().is_none() {
+            if !matches!(upstream.scheme(), "http" | "https") || upstream.host().is_none() {
                 return Err(StartupError(format!(
-                    "--upstream: {upstream} must be an http:// URL (the backend beside the edge)"
+                    "--upstream: {upstream} must be an http:// or https:// URL"
                 )));
             }
         }
+        let upstream_ca_pem = (args.upstream_ca_file.as_ref())
+            .map(|path| {
+                std::fs::read(path).map_err(|e| {
+                    StartupError(format!(
+                        "--upstream-ca-file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()?;
         check_durations(args)?;
         if args.max_per_user == 0 {
             return Err(StartupError("--max-per-user must be at least 1".into()));
@@ -195,6 +205,7 @@ impl ServeArgs {
             dev: args.dev,
             allowed_origins,
             upstream: args.upstream.clone(),
+            upstream_ca_pem,
             retention: args.retention,
             max_per_user: args.max_per_user,
             heartbeat: args.heartbeat,

@@ -149,7 +149,10 @@ async fn an_action_is_taken_once_through_the_upstream(mode: Mode) {
         let body: Value = serde_json::from_str(sent["body"].as_str().unwrap())
             .unwrap_or_else(|e| panic!("{e}: {sent}"));
         assert_eq!(body, json!({"notification": id, "action": action}));
-        assert_eq!(sent["headers"]["content-type"], "application/json", "{sent}");
+        assert_eq!(
+            sent["headers"]["content-type"], "application/json",
+            "{sent}"
+        );
     }
 }
 

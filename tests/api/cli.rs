@@ -52,6 +52,8 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--push-endpoint-allow", "https://example.org"),
         // checked while Web Push is off too
         ("--push-ca-file", "/nonexistent/ca.pem"),
+        ("--upstream-ca-file", "/nonexistent/ca.pem"),
+        ("--upstream", "ftp://127.0.0.1:1/"),
         ("--push-after", "8d"),
         // a prefix no request could reach; a node id that would not survive a log line
         ("--base-path", "/x?y"),

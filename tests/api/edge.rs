@@ -151,6 +151,50 @@ async fn upstream_connections_are_reused() {
     );
 }
 
+/// An `https://` upstream: its certificate is checked against the public roots and
+/// `--upstream-ca-file`; trusted, requests and actions go through as over plain HTTP;
+/// untrusted, nothing is sent (502).
+#[tokio::test]
+async fn an_https_upstream_is_reached_when_its_certificate_is_trusted() {
+    let dir = TempDir::new("upstream-tls");
+    let (backend, ca) = EchoUpstream::start_tls(&dir.0).await;
+    assert!(backend.url.starts_with("https://"), "{}", backend.url);
+    let ca = ca.to_string_lossy().into_owned();
+    let h = Herald::start(
+        None,
+        &["--upstream", &backend.url, "--upstream-ca-file", &ca],
+    );
+    let (status, echo) = h
+        .get("/api/echo/x?y=1", &session_token("alice", "s1"))
+        .await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(echo["path"], "/echo/x");
+    assert_eq!(echo["headers"]["x-herald-user"], "alice", "{echo}");
+    assert_eq!(echo["headers"]["x-herald-session"], "s1", "{echo}");
+    let (status, n) = h
+        .publish(
+            json!({"users": ["alice"], "notification": {"title": "t", "actions": [
+            {"id": "go", "label": "Go", "path": "/api/record/201"}]}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{n}");
+    let id = n["ids"]["alice"].as_str().unwrap().to_owned();
+    let path = format!("/notifications/{id}/actions/go");
+    let (status, n) = send(h.http.post(h.url(&path)).bearer_auth(user_token("alice"))).await;
+    assert_eq!(
+        (status, n["action"]["status"].as_u64()),
+        (200, Some(201)),
+        "{n}"
+    );
+    assert_eq!(backend.recorded().len(), 1);
+    // the certificate is not one a public root or a given CA vouches for: 502, nothing sent
+    let untrusting = Herald::start(None, &["--upstream", &backend.url]);
+    let hits = backend.hits();
+    let (status, body) = untrusting.get("/api/echo", &user_token("alice")).await;
+    assert_error(status, &body, 502, "bad_gateway");
+    assert_eq!(backend.hits(), hits);
+}
+
 #[tokio::test]
 async fn unauthenticated_or_cross_origin_requests_are_never_forwarded() {
     let backend = EchoUpstream::start().await;

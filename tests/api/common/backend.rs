@@ -7,6 +7,7 @@
 //! `status` and keeps the request, body included, in `recorded`). It counts the requests it got.
 
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
+
+use super::make_cert;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -33,8 +36,36 @@ pub struct EchoUpstream {
 
 impl EchoUpstream {
     pub async fn start() -> EchoUpstream {
+        EchoUpstream::serve(None).await
+    }
+
+    /// The same over HTTPS (HTTP/1.1), with a self-signed certificate for 127.0.0.1 made in
+    /// `dir`: the upstream and that certificate's file (for `--upstream-ca-file`).
+    pub async fn start_tls(dir: &Path) -> (EchoUpstream, PathBuf) {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = make_cert(dir, "upstream");
+        let chain = CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (EchoUpstream::serve(Some(acceptor)).await, cert)
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> EchoUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
         let recorded = Arc::new(Mutex::new(Vec::new()));
@@ -46,14 +77,22 @@ impl EchoUpstream {
                 };
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let (counter, recorder) = (counter.clone(), recorder.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
                         handle(req, recorder.clone())
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
+                    let http = http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(socket), service).await,
+                        Some(tls) => match tls.accept(socket).await {
+                            Ok(socket) => {
+                                http.serve_connection(TokioIo::new(socket), service).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });

@@ -17,6 +17,7 @@
 //! - `kafka.rs`: `Kafka`, a Kafka-compatible broker (feature `kafka`).
 
 mod backend;
+mod certs;
 mod engine;
 mod herald;
 #[cfg(feature = "kafka")]
@@ -29,6 +30,7 @@ mod times;
 mod tokens;
 
 pub use backend::EchoUpstream;
+pub use certs::make_cert;
 pub use engine::Engine;
 pub use herald::*;
 #[cfg(feature = "kafka")]
