@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::CorsLayer;
 
+use super::half_close::{Answered, Answering, HoldEof};
 use super::head_limit::{
     closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
@@ -170,9 +171,8 @@ async fn serve(
             return;
         }
         Parsed::Other | Parsed::Partial => {
-            let half_closed = sent_all(&socket, &mut buf);
             let io = Prefixed::new(buf.freeze(), socket);
-            return hyper(&shared, service, io, watcher, half_closed).await;
+            return hyper(shared.state, service, io, watcher).await;
         }
     };
     let version = request.version();
@@ -219,36 +219,13 @@ async fn serve(
         return linger(socket, state).await;
     }
     let rest = buf.split_off(head_len).freeze();
-    hyper(
-        &shared,
-        service,
-        Prefixed::new(rest, socket),
-        watcher,
-        false,
-    )
-    .await;
+    hyper(shared.state, service, Prefixed::new(rest, socket), watcher).await;
 }
 
 /// End a connection whose last answer has been written: shut it and take what the client
 /// still sends (`linger`), so the client reads the answer instead of a reset.
 async fn linger(socket: TcpStream, state: &AppState) {
     let _ = Linger::new(socket, state.shutdown.clone()).shutdown().await;
-}
-
-/// Whether the client has already shut its sending side (`nc -N`, some health checkers send
-/// the request and then FIN): reads what is there without waiting (at most 64 KiB more) into
-/// `buf`, true at the end of the stream.
-fn sent_all(socket: &TcpStream, buf: &mut BytesMut) -> bool {
-    let limit = buf.len() + 64 * 1024;
-    while buf.len() < limit {
-        buf.reserve(4096);
-        match socket.try_read_buf(buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 /// Write a whole (small) response answered here; false when the client did not take it.
@@ -328,33 +305,35 @@ fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
 
 /// Serve the rest of the connection with hyper: a 32 KiB cap on request heads (answered with
 /// the JSON body up to hyper's own, larger caps: `head_limit`) and
-/// `--send-timeout` on writes; a stream opened here is hyper's response body. `half_closed`:
-/// the client sent everything and shut its side; it still gets its answers (otherwise the
-/// end of the client's side means it went, which ends a stream at once).
+/// `--send-timeout` on writes; a stream opened here is hyper's response body. A client that
+/// shuts its side after a request still gets the answer ([`HoldEof`]).
 async fn hyper(
-    shared: &Shared,
+    state: AppState,
     service: impl AppService,
     io: Prefixed<TcpStream>,
     watcher: hyper_util::server::graceful::Watcher,
-    half_closed: bool,
 ) {
     let service = ServiceBuilder::new()
         .map_request(|req: http::Request<hyper::body::Incoming>| req.map(BodyExt::boxed_unsync))
         .map_response(with_body)
         .service(refuse_large_heads(service));
+    let answering = Answering::default();
+    let service = Answered::new(service, answering.clone());
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .half_close(half_closed)
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(HYPER_HEAD_BYTES)
         .max_header_size(HYPER_HEAD_BYTES)
         .max_headers(HYPER_HEADERS)
         .serve_connection(
-            TokioIo::new(SendTimeout::new(
-                Linger::new(io, shared.state.shutdown.clone()),
-                shared.state.config.send_timeout,
+            TokioIo::new(HoldEof::new(
+                SendTimeout::new(
+                    Linger::new(io, state.shutdown.clone()),
+                    state.config.send_timeout,
+                ),
+                answering,
             )),
-            TowerToHyperService::new(service),
+            service,
         );
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");

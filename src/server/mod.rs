@@ -4,6 +4,7 @@
 //! `run` is the accept loop over a bound listener, the state and that shutdown value.
 
 mod connection;
+mod half_close;
 mod head_limit;
 mod linger;
 mod observe;
