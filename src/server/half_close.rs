@@ -44,16 +44,16 @@ impl Answering {
     }
 
     /// The answer: the hold ends once its body has been sent whole or dropped; at once for an
-    /// event stream.
+    /// event stream or an empty body.
     fn response<B: Body>(&self, response: http::Response<B>) -> http::Response<Sent<B>> {
         let stream = response
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
-        if stream || response.body().is_end_stream() {
+        let answering = (!stream && !response.body().is_end_stream()).then(|| self.clone());
+        if answering.is_none() {
             self.hold(false);
         }
-        let answering = (!stream).then(|| self.clone());
         response.map(|body| Sent { body, answering })
     }
 }
@@ -207,5 +207,62 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HoldEof<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The end of the client's input reaches the reader only once no answer holds it; bytes
+    /// before it pass at once.
+    #[tokio::test]
+    async fn the_end_of_input_waits_for_the_answer() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let answering = Answering::default();
+        let mut io = HoldEof::new(server, answering.clone());
+        answering.hold(true);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 18);
+        let held = tokio::time::timeout(Duration::from_millis(50), io.read(&mut buf)).await;
+        assert!(held.is_err(), "the end passed while held");
+        let reading = tokio::spawn(async move { io.read(&mut buf).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answering.hold(false);
+        assert_eq!(reading.await.unwrap(), 0);
+    }
+
+    /// An event stream's answer, or an empty one, ends the hold at once; another one when its
+    /// body has been sent or dropped.
+    #[test]
+    fn answers_end_the_hold() {
+        let answering = Answering::default();
+        let response = |content_type: &str, body: &'static str| {
+            answering.hold(true);
+            let response = http::Response::builder()
+                .header(CONTENT_TYPE, content_type)
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap();
+            answering.response(response)
+        };
+        let held = |a: &Answering| a.0.held.load(Ordering::SeqCst);
+        let stream = response("text/event-stream", "retry: 1\n\n");
+        assert!(!held(&answering));
+        drop(stream);
+        let empty = response("application/json", "");
+        assert!(!held(&answering));
+        drop(empty);
+        let sent = response("application/json", "{}");
+        assert!(held(&answering));
+        drop(sent);
+        assert!(!held(&answering));
     }
 }
