@@ -53,10 +53,8 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 
 /// Session cookies of the session shape tried per request, at most, in one store read: a site
 /// that can set cookies for a parent domain (cookie tossing) can put its own `herald_session`
-/// cookies before the user's, and browsers send them all. For one URL a browser holds at most
-/// one per (domain, path) that matches it: a path and each of its prefixes, with and without
-/// a trailing slash, for the host and each parent domain, so 32 cover a URL five segments
-/// deep below a two-level parent domain.
+/// cookies before the user's, and browsers send them all, one per (domain, path) that
+/// matches the URL: a handful for Herald's paths, 32 with room to spare.
 const COOKIES_TRIED: usize = 32;
 
 /// Every `herald_session` cookie value, in the order the request sends them.

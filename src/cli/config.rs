@@ -178,6 +178,15 @@ impl ServeArgs {
                 )));
             }
         }
+        let https = args
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
+        if args.upstream_ca_file.is_some() && !https {
+            return Err(StartupError(
+                "--upstream-ca-file needs an https:// --upstream".into(),
+            ));
+        }
         let upstream_ca_pem = (args.upstream_ca_file.as_ref())
             .map(|path| {
                 std::fs::read(path).map_err(|e| {

@@ -2,18 +2,21 @@
 //! some health checkers) still gets its answer, whenever its end arrives. hyper takes the end
 //! of a client's input while an answer is pending for the client having gone, and drops the
 //! answer; [`HoldEof`] keeps that end from hyper from the moment hyper hands a request over
-//! ([`Answered`]) until its answer's body has been sent (or dropped), then hands it on, and hyper
-//! closes the connection after the answer. An event stream's answer holds nothing: there the
+//! ([`Answered`]) until its answer has been written out (its body ended or dropped, and the
+//! next flush through here completed: hyper flushes the IO only once its own buffer is
+//! empty), then hands it on, and hyper closes the connection after the answer. An event stream's answer holds nothing: there the
 //! end of the client's input means it went, which ends the stream at once. A body the client
-//! cut short and then ended its side waits for `--body-timeout` (408), as a body that stops
-//! coming does: hyper reads a request's body ahead of the service, so "the body is whole" is
-//! not known here in time.
+//! cut short and then ended its side is treated as a body that stops coming (408 after
+//! `--body-timeout`; through `/api/`, 504 after `--upstream-timeout`): hyper reads a request's
+//! body ahead of the service, so "the body is whole" is not known here in time. Likewise a
+//! client that closes during a long answer other than a stream is noticed at the next write
+//! that fails, not at once.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -23,37 +26,61 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::ServiceExt;
 
-/// One HTTP/1 connection's answer in progress: whether the end of the client's input is held
-/// back from hyper. One request at a time is answered on such a connection.
+/// One HTTP/1 connection's answers in progress: the end of the client's input is held back
+/// from hyper while one is. hyper answers requests in order, and may take a pipelined request
+/// before the answer to the one before it is out, so they are counted.
 #[derive(Clone, Default)]
 pub struct Answering(Arc<Held>);
 
 #[derive(Default)]
 struct Held {
-    held: AtomicBool,
+    /// Requests handed over whose answers are not written out yet.
+    pending: AtomicUsize,
+    /// Of those, the answers whose bodies have ended: out at the next completed flush.
+    ended: AtomicUsize,
     /// The connection's reader, parked on a held end.
     reader: AtomicWaker,
 }
 
 impl Answering {
-    fn hold(&self, held: bool) {
-        self.0.held.store(held, Ordering::SeqCst);
-        if !held {
+    fn held(&self) -> bool {
+        self.0.pending.load(Ordering::SeqCst) > 0
+    }
+
+    fn begin(&self) {
+        self.0.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `n` answers are out (or need no hold).
+    fn out(&self, n: usize) {
+        if n > 0 && self.0.pending.fetch_sub(n, Ordering::SeqCst) == n {
             self.0.reader.wake();
         }
     }
 
-    /// The answer: the hold ends once its body has been sent whole or dropped; at once for an
-    /// event stream or an empty body.
+    /// An answer's body ended: it is out once the bytes before the next flush are.
+    fn end(&self) {
+        self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The flush completed: every answer ended before it is out.
+    fn flushed(&self) {
+        self.out(self.0.ended.swap(0, Ordering::SeqCst));
+    }
+
+    /// The answer: it holds until its body has ended (or was dropped) and been written out; an
+    /// event stream not at all.
     fn response<B: Body>(&self, response: http::Response<B>) -> http::Response<Sent<B>> {
         let stream = response
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
-        let answering = (!stream && !response.body().is_end_stream()).then(|| self.clone());
-        if answering.is_none() {
-            self.hold(false);
+        if stream {
+            self.out(1);
+        } else if response.body().is_end_stream() {
+            self.end();
         }
+        let answering = (!stream && !response.body().is_end_stream()).then(|| self.clone());
         response.map(|body| Sent { body, answering })
     }
 }
@@ -86,14 +113,14 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        self.answering.hold(true);
+        self.answering.begin();
         let answering = self.answering.clone();
         let answer = self.service.clone().oneshot(request);
         Box::pin(async move { Ok(answering.response(answer.await?)) })
     }
 }
 
-/// An answer's body that ends the hold when it ends or is dropped unfinished.
+/// An answer's body that counts as ended when it ends or is dropped unfinished.
 pub struct Sent<B> {
     body: B,
     answering: Option<Answering>,
@@ -102,7 +129,7 @@ pub struct Sent<B> {
 impl<B> Sent<B> {
     fn ended(&mut self) {
         if let Some(answering) = self.answering.take() {
-            answering.hold(false);
+            answering.end();
         }
     }
 }
@@ -169,10 +196,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for HoldEof<T> {
             }
             this.ended = true;
         }
-        let held = &this.answering.0;
-        if held.held.load(Ordering::SeqCst) {
-            held.reader.register(cx.waker());
-            if held.held.load(Ordering::SeqCst) {
+        let answering = &this.answering;
+        if answering.held() {
+            answering.0.reader.register(cx.waker());
+            if answering.held() {
                 return Poll::Pending;
             }
         }
@@ -202,7 +229,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HoldEof<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.answering.flushed();
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -225,7 +254,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         let answering = Answering::default();
         let mut io = HoldEof::new(server, answering.clone());
-        answering.hold(true);
+        answering.begin();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         client.shutdown().await.unwrap();
         let mut buf = [0u8; 64];
@@ -234,17 +263,19 @@ mod tests {
         assert!(held.is_err(), "the end passed while held");
         let reading = tokio::spawn(async move { io.read(&mut buf).await.unwrap() });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        answering.hold(false);
+        answering.end();
+        answering.flushed();
         assert_eq!(reading.await.unwrap(), 0);
     }
 
-    /// An event stream's answer, or an empty one, ends the hold at once; another one when its
-    /// body has been sent or dropped.
+    /// An event stream's answer ends its hold at once; any other once its body has ended (or
+    /// was dropped) and a flush completed after that, also for pipelined requests whose
+    /// answers overlap.
     #[test]
-    fn answers_end_the_hold() {
+    fn answers_end_the_hold_once_written_out() {
         let answering = Answering::default();
         let response = |content_type: &str, body: &'static str| {
-            answering.hold(true);
+            answering.begin();
             let response = http::Response::builder()
                 .header(CONTENT_TYPE, content_type)
                 .body(http_body_util::Full::new(bytes::Bytes::from_static(
@@ -253,16 +284,25 @@ mod tests {
                 .unwrap();
             answering.response(response)
         };
-        let held = |a: &Answering| a.0.held.load(Ordering::SeqCst);
         let stream = response("text/event-stream", "retry: 1\n\n");
-        assert!(!held(&answering));
+        assert!(!answering.held());
         drop(stream);
+        answering.flushed();
         let empty = response("application/json", "");
-        assert!(!held(&answering));
+        assert!(answering.held(), "an empty answer's head is not out yet");
+        answering.flushed();
+        assert!(!answering.held());
         drop(empty);
-        let sent = response("application/json", "{}");
-        assert!(held(&answering));
-        drop(sent);
-        assert!(!held(&answering));
+        let first = response("application/json", "{}");
+        let second = response("application/json", "{}");
+        answering.flushed();
+        assert!(answering.held(), "nothing ended before that flush");
+        drop(first);
+        answering.flushed();
+        assert!(answering.held(), "the second answer is not out");
+        drop(second);
+        assert!(answering.held(), "ended, not yet flushed");
+        answering.flushed();
+        assert!(!answering.held());
     }
 }

@@ -71,6 +71,17 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         &[],
     );
     assert_startup_error(&out, "--redis-url");
+    let upstream = ["--upstream", "https://127.0.0.1:1"];
+    let out = run(
+        &[
+            &secret[..],
+            &upstream,
+            &["--upstream-ca-file", "/nonexistent/ca.pem"],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_startup_error(&out, "--upstream-ca-file");
     let out = run(
         &["--jwt-secret", "x", "--allowed-origin", "not an origin"],
         &[],

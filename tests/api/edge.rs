@@ -187,12 +187,19 @@ async fn an_https_upstream_is_reached_when_its_certificate_is_trusted() {
         "{n}"
     );
     assert_eq!(backend.recorded().len(), 1);
-    // the certificate is not one a public root or a given CA vouches for: 502, nothing sent
-    let untrusting = Herald::start(None, &["--upstream", &backend.url]);
-    let hits = backend.hits();
-    let (status, body) = untrusting.get("/api/echo", &user_token("alice")).await;
-    assert_error(status, &body, 502, "bad_gateway");
-    assert_eq!(backend.hits(), hits);
+    // the certificate is not one a public root or a given CA vouches for, or does not name
+    // the host the URL does (it names 127.0.0.1, not localhost): 502, nothing sent
+    let by_name = backend.url.replace("127.0.0.1", "localhost");
+    for args in [
+        vec!["--upstream", backend.url.as_str()],
+        vec!["--upstream", by_name.as_str(), "--upstream-ca-file", &ca],
+    ] {
+        let untrusting = Herald::start(None, &args);
+        let hits = backend.hits();
+        let (status, body) = untrusting.get("/api/echo", &user_token("alice")).await;
+        assert_error(status, &body, 502, "bad_gateway");
+        assert_eq!(backend.hits(), hits, "{args:?}");
+    }
 }
 
 #[tokio::test]

@@ -99,7 +99,6 @@ impl RedisStore {
     }
 }
 
-/// Unix time in microseconds (2^53 µs is year 2255: exact as a ZSET score).
 /// A stored session record, if it reads and is live.
 fn live_record(value: Option<String>) -> Option<SessionRecord> {
     value
@@ -107,6 +106,7 @@ fn live_record(value: Option<String>) -> Option<SessionRecord> {
         .filter(SessionRecord::is_live)
 }
 
+/// Unix time in microseconds (2^53 µs is year 2255: exact as a ZSET score).
 fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
