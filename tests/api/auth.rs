@@ -113,7 +113,7 @@ async fn session_cookie_lifecycle(mode: Mode) {
         "herald_session=made-up".to_owned(),
         wrong_secret.clone(),
         format!("{wrong_secret}; {}; {}", dead(1), dead(2)),
-        // 30 different ones, then the same ones again: 31 to try before the user's
+        // 30 different ones (then 29 of them again): the user's is the 31st to try
         format!("{wrong_secret}; {}; {}", deads(1..30), deads(1..30)),
     ] {
         let both = format!("{tossed}; a=1; {cookie}");
