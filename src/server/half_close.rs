@@ -75,12 +75,13 @@ impl Answering {
             .headers()
             .get(CONTENT_TYPE)
             .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
+        let empty = response.body().is_end_stream();
         if stream {
             self.out(1);
-        } else if response.body().is_end_stream() {
+        } else if empty {
             self.end();
         }
-        let answering = (!stream && !response.body().is_end_stream()).then(|| self.clone());
+        let answering = (!stream && !empty).then(|| self.clone());
         response.map(|body| Sent { body, answering })
     }
 }
