@@ -108,6 +108,7 @@ async fn nodes(state: AppState, req: Request) -> Result<Response> {
 async fn tail(state: AppState, req: Request) -> Result<Response> {
     let query = super::query_pairs(&req);
     let claims = auth::session::service(&state, &req.into_parts().0)?;
+    let query = query?;
     let user = query
         .iter()
         .find(|(k, _)| k == "user")

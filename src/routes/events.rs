@@ -21,6 +21,7 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
     let query = super::query_pairs(&req);
     let (parts, _) = req.into_parts();
     let caller = auth::session::user(&state, &parts).await?;
+    let query = query?;
     let param = |name: &str| {
         query
             .iter()

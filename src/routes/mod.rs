@@ -223,17 +223,29 @@ fn allowed_methods(segs: &[&str], dev: bool) -> Option<&'static str> {
 }
 
 fn percent_decode(s: &str) -> Result<String> {
+    utf8(s, "the path is not valid UTF-8")
+}
+
+/// `s` percent-decoded, or a 400 saying `what` if that is not UTF-8.
+fn utf8(s: &str, what: &'static str) -> Result<String> {
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| Error::invalid("the path is not valid UTF-8"))
+        .map_err(|_| Error::invalid(what))
 }
 
-/// Query string parameters, percent-decoded.
-pub fn query_pairs(req: &Request) -> Vec<(String, String)> {
+/// Query string parameters, decoded as a form (`+` is a space, then percent-decoding); a
+/// name or value that is not UTF-8 once decoded is a 400, not a lossy stand-in.
+pub fn query_pairs(req: &Request) -> Result<Vec<(String, String)>> {
+    let decode = |s: &str| utf8(&s.replace('+', " "), "the query string is not valid UTF-8");
     let query = req.uri().query().unwrap_or("");
-    url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
         .collect()
 }
 
@@ -265,5 +277,26 @@ mod tests {
     fn path_segments_decode() {
         assert_eq!(percent_decode("a%20b").unwrap(), "a b");
         assert!(percent_decode("%ff").is_err());
+    }
+
+    /// Query pairs decode as a form; a pair that is not UTF-8 once decoded is refused.
+    #[test]
+    fn query_decoding() {
+        let pairs = |uri: &str| {
+            use http_body_util::{BodyExt, Empty};
+            let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+            query_pairs(&http::Request::builder().uri(uri).body(body).unwrap())
+        };
+        assert_eq!(
+            pairs("/n?limit=5&category=a%2Cb+c&&flag&x=%E2%9C%93").unwrap(),
+            [
+                ("limit".into(), "5".into()),
+                ("category".into(), "a,b c".into()),
+                ("flag".into(), String::new()),
+                ("x".into(), "\u{2713}".into()),
+            ]
+        );
+        assert!(pairs("/n?category=%FF").is_err());
+        assert!(pairs("/n?%C3=1").is_err());
     }
 }

@@ -28,6 +28,7 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
     let query = super::query_pairs(&req);
     let (parts, _) = req.into_parts();
     let caller = auth::session::user(&state, &parts).await?;
+    let query = query?;
     let mut q = ListQuery {
         limit: DEFAULT_LIMIT,
         ..ListQuery::default()

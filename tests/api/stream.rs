@@ -333,6 +333,9 @@ async fn tabs_of_one_session_coexist(mode: Mode) {
     assert_eq!(t2.next_event().await.event, "notification");
     let _t1b = h.events(&token, "?tab=t1").await;
     assert_eq!(t1.next_event().await.event, "replaced");
+    // A tab id not UTF-8 once percent-decoded is refused, not read as a stand-in character.
+    let (status, body) = send(h.http.get(h.url("/events?tab=t%FF")).bearer_auth(&token)).await;
+    assert_error(status, &body, 400, "invalid_request");
 }
 
 async fn too_many_streams_is_429(mode: Mode) {

@@ -230,7 +230,15 @@ async fn bad_tray_requests_are_400(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let token = user_token("alice");
     let id = h.notify("alice", "x").await;
-    for query in ["?limit=0", "?limit=201", "?limit=ten", "?unread=maybe"] {
+    // A value not UTF-8 once percent-decoded is refused, not read as a stand-in character.
+    for query in [
+        "?limit=0",
+        "?limit=201",
+        "?limit=ten",
+        "?unread=maybe",
+        "?category=%FF",
+        "?category=a&%C3%28=1",
+    ] {
         let (status, body) = h.get(&format!("/notifications{query}"), &token).await;
         assert_error(status, &body, 400, "invalid_request");
     }
