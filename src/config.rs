@@ -74,6 +74,9 @@ pub struct Config {
     pub send_timeout: Duration,
     /// A JSON request body must arrive whole within this (else 408).
     pub body_timeout: Duration,
+    /// A connection with no request in progress this long is closed; also the longest wait
+    /// for a request head and for a TLS handshake.
+    pub idle_timeout: Duration,
     /// Client networks allowed to read `/metrics`; empty means any.
     pub metrics_allow: Vec<IpNet>,
     /// `--admin`: the admin view and its endpoints under `/admin` (404 when off).

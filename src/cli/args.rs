@@ -154,6 +154,10 @@ pub struct ServeArgs {
     /// Longest time to receive a whole JSON request body before 408 `request_timeout`.
     #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     pub body_timeout: Duration,
+    /// A connection with no request in progress this long is closed (HTTP/2 with `GOAWAY`);
+    /// also the longest wait for a request head and for a TLS handshake.
+    #[arg(long, env = "HERALD_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
+    pub idle_timeout: Duration,
     /// Only these client CIDRs may read `/metrics` (repeatable; default: any address).
     #[arg(long, env = "HERALD_METRICS_ALLOW", value_delimiter = ',', value_parser = parse_cidr, help_heading = "Edge")]
     pub metrics_allow: Vec<IpNet>,

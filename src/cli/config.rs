@@ -221,6 +221,7 @@ impl ServeArgs {
             upstream_timeout: args.upstream_timeout,
             send_timeout: args.send_timeout,
             body_timeout: args.body_timeout,
+            idle_timeout: args.idle_timeout,
             metrics_allow: args.metrics_allow.clone(),
             admin: args.admin,
             trusted_proxies: args.trusted_proxy.clone(),
@@ -255,6 +256,7 @@ pub(super) fn check_durations(args: &ServeArgs) -> Result<(), StartupError> {
         ("--upstream-timeout", args.upstream_timeout, MS, HOUR),
         ("--send-timeout", args.send_timeout, MS, HOUR),
         ("--body-timeout", args.body_timeout, MS, HOUR),
+        ("--idle-timeout", args.idle_timeout, MS, HOUR),
         ("--drain-timeout", args.drain_timeout, Duration::ZERO, HOUR),
         (
             "--retention",

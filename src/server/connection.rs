@@ -26,6 +26,7 @@ use super::half_close::{Answered, Answering, HoldEof};
 use super::head_limit::{
     closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
+use super::idle::Activity;
 use super::linger::Linger;
 use super::prefixed::Prefixed;
 use crate::connect_limit::ConnectLimit;
@@ -39,8 +40,8 @@ use crate::sse;
 use crate::sse::stream::AbortConnection;
 use crate::state::AppState;
 
-/// Longest wait for a request head, as hyper's `header_read_timeout`.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle HTTPS connection closed gracefully may take to go before it is dropped.
+const IDLE_GRACE: Duration = Duration::from_secs(5);
 
 /// What the server shares with every connection.
 #[derive(Clone)]
@@ -78,8 +79,9 @@ async fn serve_tls(
     socket: TcpStream,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let idle_timeout = shared.state.config.idle_timeout;
     let socket = Linger::new(socket, shared.state.shutdown.clone());
-    let handshake = tokio::time::timeout(HEAD_TIMEOUT, tls.accept(socket));
+    let handshake = tokio::time::timeout(idle_timeout, tls.accept(socket));
     let stream = tokio::select! {
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
@@ -90,11 +92,17 @@ async fn serve_tls(
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let abort = AbortConnection::default();
     let connection = abort.clone();
-    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let asking = asked.clone();
+    let activity = Activity::new();
+    let tracking = activity.clone();
     let service = ServiceBuilder::new()
+        .map_future(move |answer| {
+            let request = tracking.begin();
+            async move {
+                let answer: Result<Response, Infallible> = answer.await;
+                answer.map(|response| Activity::answer(response, request))
+            }
+        })
         .map_request(move |req: http::Request<hyper::body::Incoming>| {
-            asking.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut req = with_host(req.map(BodyExt::boxed_unsync));
             req.extensions_mut().insert(connection.clone());
             req
@@ -112,7 +120,7 @@ async fn serve_tls(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(idle_timeout)
         .max_buf_size(HYPER_HEAD_BYTES)
         .max_headers(HYPER_HEADERS);
     builder
@@ -122,21 +130,47 @@ async fn serve_tls(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
     let conn = builder.serve_connection(io, TowerToHyperService::new(service));
-    // A connection that sends no request within the head timeout goes, as over plain HTTP
-    // (HTTP/2 has no header read timeout of its own).
-    let first_request = async {
-        tokio::time::sleep(HEAD_TIMEOUT).await;
-        if asked.load(std::sync::atomic::Ordering::Relaxed) {
-            std::future::pending::<()>().await;
+    let mut conn = std::pin::pin!(conn.into_owned());
+    // Closed gracefully (HTTP/2: `GOAWAY`, then the requests in progress finish) at shutdown,
+    // or once no request has been in progress for the idle timeout: HTTP/2 has no header read
+    // timeout, and would keep a silent or idle connection as long as the client does. An idle
+    // one that has not gone `IDLE_GRACE` after (HTTP/2 waits for the client's answer to a
+    // ping before its last `GOAWAY`) is dropped.
+    let mut closing = false;
+    let grace = tokio::time::sleep(IDLE_GRACE);
+    let mut grace = std::pin::pin!(grace);
+    let mut idle_closing = false;
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            () = abort.aborted() => {
+                tracing::debug!("connection closed: a stream's backlog overflowed");
+                break;
+            }
+            () = shared.state.shutdown.wait(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.idle_for(idle_timeout), if !closing => {
+                tracing::debug!("closing an idle connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                idle_closing = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + IDLE_GRACE);
+            }
+            () = grace.as_mut(), if idle_closing => {
+                tracing::debug!("idle connection dropped: the client did not close it");
+                break;
+            }
         }
-    };
-    tokio::select! {
-        served = watcher.watch(conn.into_owned()) => if let Err(e) = served {
-            tracing::debug!(error = %e, "connection ended with an error");
-        },
-        () = abort.aborted() => tracing::debug!("connection closed: a stream's backlog overflowed"),
-        () = first_request => tracing::debug!("connection closed: no request in time"),
     }
+    // Held until here, so the server's drain waits for this connection.
+    drop(watcher);
 }
 
 /// The first request head decides the transport.
@@ -149,7 +183,7 @@ async fn serve(
     let state = &shared.state;
     let mut buf = BytesMut::with_capacity(2048);
     let head = tokio::time::timeout(
-        HEAD_TIMEOUT,
+        state.config.idle_timeout,
         read_head(&mut socket, &mut buf, &shared.events_path),
     );
     let first = tokio::select! {
@@ -321,7 +355,7 @@ async fn hyper(
     let service = Answered::new(service, answering.clone());
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(state.config.idle_timeout)
         .max_buf_size(HYPER_HEAD_BYTES)
         .max_header_size(HYPER_HEAD_BYTES)
         .max_headers(HYPER_HEADERS)

@@ -6,6 +6,7 @@
 mod connection;
 mod half_close;
 mod head_limit;
+mod idle;
 mod linger;
 mod observe;
 mod prefixed;

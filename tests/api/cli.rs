@@ -513,6 +513,8 @@ fn absurd_durations_exit_2_naming_the_flag() {
         ("--send-timeout", "0s"),
         ("--send-timeout", "400000000000y"),
         ("--body-timeout", "90d"),
+        ("--idle-timeout", "0s"),
+        ("--idle-timeout", "2h"),
         ("--drain-timeout", "2h"),
         ("--retention", "101y"),
         ("--retention", "0s"),
@@ -524,6 +526,8 @@ fn absurd_durations_exit_2_naming_the_flag() {
     // the env twins of the new flags are read too
     let out = run(&["--jwt-secret", "x"], &[("HERALD_BODY_TIMEOUT", "5000h")]);
     assert_startup_error(&out, "--body-timeout");
+    let out = run(&["--jwt-secret", "x"], &[("HERALD_IDLE_TIMEOUT", "0ms")]);
+    assert_startup_error(&out, "--idle-timeout");
 }
 
 /// Start `herald` with `args` until it listens, stop it, and return what it wrote to stderr.

@@ -193,7 +193,8 @@ async fn a_stalled_http2_stream_is_cut_off() {
 }
 
 /// A client that completes the TLS handshake and then sends nothing is closed after the 30 s
-/// head timeout, whichever protocol ALPN chose (HTTP/2 waited for bytes forever).
+/// idle timeout (HTTP/2: `GOAWAY`, dropped 5 s later if still open), whichever protocol ALPN
+/// chose (HTTP/2 waited for bytes forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_https_connection_is_closed_after_the_head_timeout() {
     let dir = TempDir::new("silent");
@@ -224,6 +225,142 @@ async fn a_silent_https_connection_is_closed_after_the_head_timeout() {
         }
     }
     assert!(started.elapsed() > std::time::Duration::from_secs(25));
+}
+
+/// An HTTP/2 connection over `cert`'s TLS to `h`, driven by hyper's client on its own task:
+/// the request sender and the connection's task (it ends when the server closes it).
+async fn http2_connection(
+    cert: &Path,
+    h: &Herald,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(cert).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let address = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    (
+        sender,
+        tokio::spawn(async move { connection.await.unwrap() }),
+    )
+}
+
+/// An HTTP/2 connection with no request in progress for `--idle-timeout` is closed (with
+/// `GOAWAY`, so the client's connection ends cleanly); an open stream keeps it, and its end
+/// starts the idle time. Before, hyper kept an idle HTTP/2 connection as long as the client
+/// did (its pings only prove the client is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    use http_body_util::{BodyExt, Empty};
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("idle");
+    let (cert, key) = make_cert(&dir.0, "idle");
+    let (cert_arg, key_arg) = (cert.to_string_lossy(), key.to_string_lossy());
+    let idle = Duration::from_secs(2);
+    let h = Herald::start(
+        None,
+        &[
+            "--tls-cert",
+            &cert_arg,
+            "--tls-key",
+            &key_arg,
+            "--idle-timeout",
+            "2s",
+        ],
+    );
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = http::Request::get(h.url(path));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        req.body(Empty::new()).unwrap()
+    };
+
+    // One request answered, then nothing: closed about the idle timeout later.
+    let (mut sender, connection) = http2_connection(&cert, &h).await;
+    let answer = sender.send_request(get("/healthz", None)).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.into_body().collect().await.unwrap();
+    let answered = Instant::now();
+    tokio::time::timeout(idle * 5, connection)
+        .await
+        .expect("an idle HTTP/2 connection stayed open")
+        .unwrap();
+    assert!(answered.elapsed() >= idle - Duration::from_millis(200));
+
+    // A stream keeps its connection past the idle timeout, and still receives.
+    let (mut sender, connection) = http2_connection(&cert, &h).await;
+    let token = user_token("alice");
+    let stream = sender
+        .send_request(get("/events", Some(&token)))
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.into_body();
+    tokio::time::sleep(idle * 2).await;
+    assert!(!connection.is_finished(), "closed with a stream open");
+    let id = notify(&trusting(&cert), &h, "alice", "still open").await;
+    let mut seen = String::new();
+    while !seen.contains(&id) {
+        let frame = tokio::time::timeout(WAIT, body.frame()).await;
+        let frame = frame.expect("no event").expect("the stream ended").unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    // The stream's end starts the idle time.
+    drop(body);
+    let ended = Instant::now();
+    tokio::time::timeout(idle * 5, connection)
+        .await
+        .expect("the connection stayed open after its stream ended")
+        .unwrap();
+    assert!(ended.elapsed() >= idle - Duration::from_millis(200));
+
+    // SIGTERM: a stream over HTTP/2 ends, the connection closes and the node exits, promptly.
+    let (mut sender, connection) = http2_connection(&cert, &h).await;
+    let stream = sender
+        .send_request(get("/events", Some(&token)))
+        .await
+        .unwrap();
+    let mut body = stream.into_body();
+    let mut h = h;
+    let stopping = Instant::now();
+    let status = tokio::task::spawn_blocking(move || h.terminate())
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, body.frame()).await {}
+    tokio::time::timeout(WAIT, connection).await.unwrap().ok();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
 }
 
 /// `systemctl reload` sends SIGHUP to a node without TLS too (deploy/herald.service): it has

@@ -147,6 +147,29 @@ async fn a_refused_stream_keeps_the_connection() {
     assert!(second.starts_with("200"), "{}", raw.text);
 }
 
+/// `--idle-timeout` closes a plain HTTP/1.1 connection kept alive after its answers, and one
+/// that sends nothing at all, once it has been idle that long; an open stream is not idle.
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_timeout() {
+    use std::time::Instant;
+    let h = Herald::start(None, &["--idle-timeout", "1s"]);
+    let mut kept = Raw::open(&h, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    kept.until("the answer", |t| t.contains(r#"{"status":"ok"}"#))
+        .await;
+    let answered = Instant::now();
+    let mut silent = Raw::open(&h, "").await;
+    let opened = Instant::now();
+    let mut stream = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
+    stream.until("ready", |t| t.contains("event: ready")).await;
+    kept.until_closed().await;
+    silent.until_closed().await;
+    assert!(answered.elapsed() >= Duration::from_millis(800));
+    assert!(opened.elapsed() >= Duration::from_millis(800));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let id = h.notify("alice", "still open").await;
+    stream.until("the event", |t| t.contains(&id)).await;
+}
+
 /// A client that closes its sending side (half-close) ends its stream, as hyper did: the
 /// server closes the connection and the stream is gone from the hub.
 #[tokio::test]
