@@ -15,26 +15,55 @@ use crate::error::{Error, Result, StartupError};
 /// on it can overflow.
 pub const MAX_UNIX_SECS: u64 = 253_402_300_799;
 
-/// A JWT NumericDate (RFC 7519 §2): seconds since the epoch, integer or not. Read as a number
-/// of whole seconds, a fraction rounded up (a token with `exp` 10.5 is good at 10.4: its
-/// last moment is kept, at most a second late, never early), clamped to `0..=MAX_UNIX_SECS`;
-/// written as an integer.
+/// A JWT NumericDate (RFC 7519 §2): seconds since the epoch, integer or not. Kept to the
+/// millisecond (a finer fraction rounded up: a token with `exp` 10.5 is good until 10.5, never
+/// refused early), clamped to `0..=MAX_UNIX_SECS`; written as seconds, with the fraction if
+/// it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct NumericDate(pub u64);
+pub struct NumericDate {
+    ms: u64,
+}
+
+impl NumericDate {
+    pub fn from_secs(secs: u64) -> Self {
+        NumericDate {
+            ms: secs.min(MAX_UNIX_SECS) * 1000,
+        }
+    }
+
+    /// Unix milliseconds.
+    pub fn millis(self) -> u64 {
+        self.ms
+    }
+
+    /// Whole seconds, a fraction rounded up: never before the date.
+    pub fn secs_up(self) -> u64 {
+        self.ms.div_ceil(1000)
+    }
+
+    /// Whole seconds, a fraction dropped: never after the date.
+    pub fn secs_down(self) -> u64 {
+        self.ms / 1000
+    }
+}
 
 impl Serialize for NumericDate {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
+        match self.ms % 1000 {
+            0 => s.serialize_u64(self.ms / 1000),
+            _ => s.serialize_f64(self.ms as f64 / 1000.0),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for NumericDate {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Number::deserialize(d)?;
-        let secs = match (value.as_u64(), value.as_f64()) {
-            (Some(int), _) => int,
+        let max_ms = MAX_UNIX_SECS * 1000;
+        let ms = match (value.as_u64(), value.as_f64()) {
+            (Some(int), _) => int.min(MAX_UNIX_SECS) * 1000,
             (None, Some(f)) if f.is_finite() && f >= 0.0 => {
-                f.ceil().min(MAX_UNIX_SECS as f64) as u64
+                (f * 1000.0).ceil().min(max_ms as f64) as u64
             }
             _ => {
                 return Err(serde::de::Error::custom(
@@ -42,7 +71,7 @@ impl<'de> Deserialize<'de> for NumericDate {
                 ))
             }
         };
-        Ok(NumericDate(secs.min(MAX_UNIX_SECS)))
+        Ok(NumericDate { ms: ms.min(max_ms) })
     }
 }
 
@@ -80,9 +109,10 @@ impl Claims {
             .is_some_and(|s| s.split(' ').any(|x| x == scope))
     }
 
-    /// When the credentials end, in Unix seconds (at most [`MAX_UNIX_SECS`]).
+    /// When the credentials end, in whole Unix seconds rounded up (at most
+    /// [`MAX_UNIX_SECS`]): a stream on them ends then, never before `exp`.
     pub fn expires(&self) -> u64 {
-        self.exp.0
+        self.exp.secs_up()
     }
 }
 
@@ -201,14 +231,15 @@ impl Keys {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| rejected(&e))?
             .claims;
-        let now = crate::model::now_secs();
-        let leeway = self.leeway.as_secs();
-        if claims.exp.0.saturating_add(leeway) <= now {
+        // To the millisecond: a fractional `exp` is not honoured past it.
+        let now = crate::model::now_ms();
+        let leeway = u64::try_from(self.leeway.as_millis()).unwrap_or(u64::MAX);
+        if claims.exp.millis().saturating_add(leeway) <= now {
             return Err(rejected(&"expired"));
         }
         if claims
             .nbf
-            .is_some_and(|nbf| nbf.0 > now.saturating_add(leeway))
+            .is_some_and(|nbf| nbf.millis() > now.saturating_add(leeway))
         {
             return Err(rejected(&"not valid yet (nbf)"));
         }
@@ -313,6 +344,18 @@ mod tests {
             .verify(&mint(serde_json::json!({"sub":"a","exp":4102444800.5})))
             .unwrap();
         assert_eq!(c.expires(), FAR + 1, "rounded up: never ends early");
+        assert_eq!(c.exp.millis(), FAR * 1000 + 500);
+        assert_eq!(c.exp.secs_down(), FAR);
+        assert_eq!(serde_json::to_value(c.exp).unwrap(), 4102444800.5);
+        let now = crate::model::now_ms() as f64 / 1000.0;
+        assert!(k
+            .verify(&mint(serde_json::json!({"sub":"a","exp":now - 0.2})))
+            .is_err());
+        assert!(k
+            .verify(&mint(
+                serde_json::json!({"sub":"a","exp":now + 5.0, "nbf": now + 2.5})
+            ))
+            .is_err());
         let c = k
             .verify(&mint(serde_json::json!({"sub":"a","exp":u64::MAX})))
             .unwrap();
@@ -338,7 +381,7 @@ mod tests {
     fn scope_split_on_spaces() {
         let with = |scope: &str| Claims {
             sub: None,
-            exp: NumericDate(FAR),
+            exp: NumericDate::from_secs(FAR),
             nbf: None,
             scope: Some(scope.into()),
             sid: None,
@@ -502,7 +545,7 @@ mod tests {
                             let leeway = keys.leeway.as_secs();
                             prop_assert!(verified.expires() <= MAX_UNIX_SECS);
                             prop_assert!(verified.expires() + leeway > before);
-                            prop_assert!(verified.nbf.is_none_or(|nbf| nbf.0 <= after + leeway));
+                            prop_assert!(verified.nbf.is_none_or(|nbf| nbf.secs_down() <= after + leeway));
                             prop_assert_eq!(
                                 verified.sub.as_deref(),
                                 claims.get("sub").and_then(Value::as_str)
@@ -543,8 +586,8 @@ mod tests {
                 let now = crate::model::now_secs();
                 let claims = Claims {
                     sub,
-                    exp: NumericDate((now + ahead).min(MAX_UNIX_SECS)),
-                    nbf: nbf.map(NumericDate),
+                    exp: NumericDate::from_secs(now + ahead),
+                    nbf: nbf.map(NumericDate::from_secs),
                     scope,
                     sid,
                     iss,
@@ -559,8 +602,9 @@ mod tests {
                 );
             }
 
-            /// A NumericDate of any JSON: a non-negative number, read as whole seconds and
-            /// clamped to `MAX_UNIX_SECS`; anything else is refused, never a panic.
+            /// A NumericDate of any JSON: a non-negative number, read to the millisecond (a
+            /// finer fraction rounded up) and clamped to `MAX_UNIX_SECS`; anything else is
+            /// refused, never a panic.
             #[test]
             fn numeric_dates_clamp(value in prop_oneof![
                 any::<u64>().prop_map(|n| json!(n)),
@@ -570,19 +614,21 @@ mod tests {
             ], number in "-?[0-9]{1,25}(\\.[0-9]{0,5})?([eE][+-]?[0-9]{1,3})?") {
                 let expected = match &value {
                     Value::Number(n) => match (n.as_u64(), n.as_f64()) {
-                        (Some(int), _) => Some(int.min(MAX_UNIX_SECS)),
-                        (None, Some(f)) if f >= 0.0 => {
-                            Some(if f >= MAX_UNIX_SECS as f64 { MAX_UNIX_SECS } else { f.ceil() as u64 })
-                        }
+                        (Some(int), _) => Some(int.min(MAX_UNIX_SECS) * 1000),
+                        (None, Some(f)) if f >= 0.0 => Some(if f >= MAX_UNIX_SECS as f64 {
+                            MAX_UNIX_SECS * 1000
+                        } else {
+                            ((f * 1000.0).ceil() as u64).min(MAX_UNIX_SECS * 1000)
+                        }),
                         _ => None,
                     },
                     _ => None,
                 };
                 let read = serde_json::from_value::<NumericDate>(value.clone()).ok();
-                prop_assert_eq!(read.map(|d| d.0), expected, "{}", value);
+                prop_assert_eq!(read.map(NumericDate::millis), expected, "{}", value);
                 if let Ok(date) = serde_json::from_str::<NumericDate>(&number) {
-                    prop_assert!(date.0 <= MAX_UNIX_SECS);
-                    prop_assert!(!number.starts_with('-') || date.0 == 0, "{} → {}", number, date.0);
+                    prop_assert!(date.secs_up() <= MAX_UNIX_SECS);
+                    prop_assert!(!number.starts_with('-') || date.millis() == 0, "{} → {:?}", number, date);
                 }
             }
         }

@@ -21,7 +21,7 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
     }
     let claims = Claims {
         sub: args.sub.clone(),
-        exp: NumericDate(now_secs().saturating_add(args.ttl.as_secs().max(1))),
+        exp: NumericDate::from_secs(now_secs().saturating_add(args.ttl.as_secs().max(1))),
         nbf: None,
         scope: args.scope.clone(),
         sid: args.sid.clone(),
@@ -109,7 +109,7 @@ async fn produce(_: &KafkaConfig, _: &PublishRequest) -> Result<(), StartupError
 async fn post(args: &PublishArgs, request: &PublishRequest) -> Result<(), StartupError> {
     let service = args.keys.signer(&args.signing)?.sign(Claims {
         sub: None,
-        exp: NumericDate(now_secs() + 300),
+        exp: NumericDate::from_secs(now_secs() + 300),
         nbf: None,
         scope: Some("publish".into()),
         sid: None,

@@ -14,7 +14,9 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
         "POST /session needs Authorization: Bearer <user token>",
     ))?;
     let (user, claims) = auth::session::user_claims(&state, token)?;
-    let (cookie, exp) = auth::session::start(&state, &user, claims.expires()).await?;
+    // Sessions keep whole seconds: a fractional `exp` ends the session at its whole second
+    // before, as the session ends at the token's `exp` at the latest.
+    let (cookie, exp) = auth::session::start(&state, &user, claims.exp.secs_down()).await?;
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,

@@ -15,6 +15,7 @@ both_modes!(
     session_cookie_lifecycle,
     cookie_writes_need_an_allowed_origin,
     logout_revokes_streams_of_that_session_only,
+    a_fractional_exp_counts_to_the_millisecond,
 );
 
 async fn missing_or_bad_tokens_are_401(mode: Mode) {
@@ -59,6 +60,40 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
     let r = send_raw(h.http.post(h.url("/session")).bearer_auth(service_token())).await;
     assert_eq!(r.status(), 401);
     let r = send_raw(h.http.post(h.url("/session"))).await;
+    assert_eq!(r.status(), 401);
+}
+
+/// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S.5–S.7
+/// is refused just after it (before S+1, when whole seconds rounded up would still take it),
+/// and a session made from it has ended by then too.
+async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // Start early in a second, so that 0.15 s past `exp` is still before its next whole one.
+    while unix().fract() > 0.2 {
+        tokio::time::sleep(Duration::from_secs_f64(1.02 - unix().fract())).await;
+    }
+    let exp = unix() + 0.5;
+    let token = sign(json!({"sub": "alice", "exp": exp}));
+    let (status, _) = h.get("/notifications", &token).await;
+    assert_eq!(status, 200, "the token is good until its exp");
+    let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&token)).await;
+    assert_eq!(r.status(), 204);
+    let cookie = cookie_of(&r);
+    tokio::time::sleep(Duration::from_secs_f64((exp + 0.15 - unix()).max(0.0))).await;
+    let (status, body) = h.get("/notifications", &token).await;
+    assert_error(status, &body, 401, "unauthorized");
+    let r = send_raw(
+        h.http
+            .get(h.url("/notifications"))
+            .header("cookie", &cookie),
+    )
+    .await;
     assert_eq!(r.status(), 401);
 }
 
