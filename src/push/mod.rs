@@ -4,7 +4,8 @@
 //! the `ece` crate; the client follows no redirects, reaches only allowed endpoints at public
 //! addresses (or allowed IPs), reuses connections and bounds every request. `404`/`410`
 //! remove the subscription; `429`/`5xx` and network failures are retried with backoff until
-//! the message's TTL runs out (`Retry-After` honoured).
+//! the message's TTL runs out (`Retry-After` honoured), each retry only while the
+//! subscription is still the user's and the notification still waits to be pushed.
 
 mod endpoint;
 mod payload;
@@ -62,6 +63,9 @@ enum Outcome {
     Retry(Option<Duration>),
     /// Given up: the reason (a metric label).
     Failed(&'static str),
+    /// Not sent: by a retry, the subscription is no longer the user's or the notification no
+    /// longer waits to be pushed.
+    Unwanted,
 }
 
 impl Pusher {
@@ -183,13 +187,26 @@ impl Pusher {
     ) {
         let metrics = &self.inner.metrics;
         let mut backoff = FIRST_BACKOFF;
+        let mut retrying = false;
         loop {
             let ttl = deadline.saturating_sub(now_ms()) / 1000;
             if ttl == 0 {
                 self.failed("expired");
                 return;
             }
-            match self.request(sub, payload, ttl, n.critical).await {
+            // A retry goes only where the first try would go now: not to a subscription
+            // removed or taken by another user meanwhile (the endpoint is then another
+            // user's browser), nor for a notification read, seen, archived, snoozed or deleted.
+            let outcome = match retrying {
+                false => self.request(sub, payload, ttl, n.critical).await,
+                true => match still_wanted(store, user, &n.id, sub).await {
+                    Some(true) => self.request(sub, payload, ttl, n.critical).await,
+                    Some(false) => Outcome::Unwanted,
+                    None => Outcome::Retry(None),
+                },
+            };
+            retrying = true;
+            match outcome {
                 Outcome::Sent => {
                     metrics.pushes_sent.inc();
                     return;
@@ -203,6 +220,10 @@ impl Pusher {
                 }
                 Outcome::Failed(reason) => {
                     self.failed(reason);
+                    return;
+                }
+                Outcome::Unwanted => {
+                    tracing::debug!("Web Push: a retry no longer wanted was dropped");
                     return;
                 }
                 Outcome::Retry(after) => {
@@ -301,6 +322,25 @@ impl Pusher {
 /// `https://host[:port]`: a VAPID token's audience.
 fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
+}
+
+/// Whether `sub` is still one of `user`'s subscriptions, with the same keys, and notification
+/// `id` still waits to be pushed (active, unseen, unread); `None` when the store can't say.
+async fn still_wanted(store: &Store, user: &str, id: &str, sub: &Subscription) -> Option<bool> {
+    let (notification, subscriptions) =
+        tokio::join!(store.get(user, id), store.subscriptions(user));
+    let (notification, subscriptions) = (notification.ok()?, subscriptions.ok()?);
+    let pending = notification.is_some_and(|n| {
+        let s = &n.state;
+        s.read_at.is_none()
+            && s.seen_at.is_none()
+            && s.archived_at.is_none()
+            && s.snoozed_until.is_none()
+    });
+    let ours = subscriptions
+        .iter()
+        .any(|s| s.endpoint == sub.endpoint && s.keys == sub.keys);
+    Some(pending && ours)
 }
 
 /// `Retry-After` in seconds or as an HTTP date.

@@ -18,6 +18,7 @@ both_modes!(
     a_connected_user_is_pushed_only_when_unseen,
     an_unsnoozed_notification_escalates_again,
     gone_and_throttled_endpoints,
+    a_retry_goes_only_where_a_first_try_would,
     subscriptions_are_checked
 );
 
@@ -229,6 +230,47 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
     let now = push.wait_messages("now", 2).await;
     let waited = now[1]["received_at"].as_f64().unwrap() - now[0]["received_at"].as_f64().unwrap();
     assert!((0.2..1.5).contains(&waited), "{waited}");
+}
+
+/// A push being retried (`429`) is dropped when, by its retry, its subscription was removed,
+/// or taken by another user (someone else signed in on that browser: the endpoint is theirs
+/// now), or its notification was read or deleted. Before, the retry reached the endpoint.
+async fn a_retry_goes_only_where_a_first_try_would(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    for name in ["removed", "taken", "read", "deleted"] {
+        let user = format!("user-{name}");
+        let token = user_token(&user);
+        let sub = push.subscribe(name).await;
+        assert_eq!(subscribe(&h, &token, &sub).await.0, 201);
+        push.respond(name, &[429], Some("1")).await;
+        let id = h.notify(&user, "retried").await;
+        assert_eq!(push.wait_answered(name, 1).await[0]["status"], 429);
+        let path = format!("/notifications/{id}");
+        let status = match name {
+            "removed" => {
+                let req = client().delete(h.url("/push/subscriptions"));
+                let body = json!({"endpoint": sub["endpoint"]});
+                send(req.bearer_auth(&token).json(&body)).await.0
+            }
+            "taken" => subscribe(&h, &user_token("judy"), &sub).await.0,
+            "read" => h.patch(&path, &token, json!({"read": true})).await.0,
+            _ => h.patch(&path, &token, json!({"deleted": true})).await.0,
+        };
+        assert!((200..300).contains(&status), "{name}: {status}");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            push.messages(Some(name)).await.len(),
+            1,
+            "{name}: the retry went"
+        );
+    }
+    // the taken endpoint is judy's now: her notifications reach it
+    h.notify("judy", "mine").await;
+    let got = push.wait_messages("taken", 2).await;
+    assert_eq!(got[1]["payload"]["title"], "mine");
 }
 
 async fn subscriptions_are_checked(mode: Mode) {
