@@ -33,7 +33,9 @@ const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// The shortest wait before a retry, also when `Retry-After` says `0`.
+/// The shortest wait before a first retry, also when `Retry-After` says `0`; doubled on each
+/// retry up to [`MAX_BACKOFF`], so a push service that keeps asking for no wait is not
+/// called four times a second until the TTL runs out.
 const MIN_RETRY: Duration = Duration::from_millis(250);
 /// How long before the TTL runs out the last retry goes (its `TTL` header: 1 s).
 const LAST_TRY: Duration = Duration::from_millis(1500);
@@ -187,6 +189,7 @@ impl Pusher {
     ) {
         let metrics = &self.inner.metrics;
         let mut backoff = FIRST_BACKOFF;
+        let mut least = MIN_RETRY;
         let mut retrying = false;
         loop {
             let ttl = deadline.saturating_sub(now_ms()) / 1000;
@@ -229,7 +232,7 @@ impl Pusher {
                 Outcome::Retry(after) => {
                     // A wait that would pass the TTL becomes one last try [`LAST_TRY`] before it.
                     let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
-                    let wait = after.map_or(backoff, |after| after.max(MIN_RETRY));
+                    let wait = after.map_or(backoff, |after| after.max(least));
                     let wait = match left.checked_sub(LAST_TRY) {
                         Some(last) if last > Duration::ZERO => wait.min(last),
                         _ => {
@@ -242,6 +245,7 @@ impl Pusher {
                     let _ = store.extend_push_lease(user, &n.id, lease).await;
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    least = (least * 2).min(MAX_BACKOFF);
                 }
             }
         }

@@ -222,14 +222,17 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
         .await;
     let late = push.wait_answered("late", 3).await;
     assert_eq!(late[2]["status"], 201, "{late:?}");
-    // `Retry-After: 0` is honoured (at least 250 ms), not the 2 s backoff
+    // `Retry-After: 0` is honoured (at least 250 ms), not the 2 s backoff; asked again and
+    // again, the least wait doubles (250, 500, 1000 ms): no fixed four calls a second
     let hal = user_token("hal");
     subscribe(&h, &hal, &push.subscribe("now").await).await;
-    push.respond("now", &[503, 201], Some("0")).await;
+    push.respond("now", &[503, 503, 503, 201], Some("0")).await;
     h.notify("hal", "again at once").await;
-    let now = push.wait_messages("now", 2).await;
-    let waited = now[1]["received_at"].as_f64().unwrap() - now[0]["received_at"].as_f64().unwrap();
-    assert!((0.2..1.5).contains(&waited), "{waited}");
+    let now = push.wait_messages("now", 4).await;
+    let at = |i: usize| now[i]["received_at"].as_f64().unwrap();
+    let waits = [at(1) - at(0), at(2) - at(1), at(3) - at(2)];
+    assert!((0.2..1.5).contains(&waits[0]), "{waits:?}");
+    assert!(waits[1] >= 0.45 && waits[2] >= 0.95, "{waits:?}");
 }
 
 /// A push being retried (`429`) is dropped when, by its retry, its subscription was removed,
