@@ -211,6 +211,45 @@ async fn logout_on_one_node_revokes_streams_on_the_other() {
     );
 }
 
+/// A logout whose message to the other nodes fails (here Redis refuses `SPUBLISH`) answers an
+/// error and leaves the session, so the client's retry ends it and its streams everywhere.
+/// Before, the session was deleted first: the retry got 401 and the other node's stream of
+/// that session went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_that_could_not_reach_the_other_nodes_can_be_retried() {
+    let (redis, a, b) = two_nodes();
+    let cookie = a.login("alice").await;
+    let mut on_a = a
+        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
+        .await;
+    assert_eq!(on_a.next_event().await.event, "ready");
+    let acl = |rule: &str| {
+        let mut conn = redis.conn();
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .query(&mut conn)
+            .unwrap();
+    };
+    acl("-spublish");
+    let failed = b.logout(&cookie).await.status();
+    acl("+spublish");
+    assert!(failed.is_server_error(), "{failed}");
+    let r = b.logout(&cookie).await;
+    assert_eq!(r.status(), 204, "the retry ends the session");
+    let ev = on_a
+        .try_next(Duration::from_secs(1))
+        .await
+        .expect("revoked within 1 s");
+    assert_eq!(ev.event, "revoked");
+    let again = a
+        .http
+        .get(a.url("/notifications"))
+        .header("cookie", &cookie);
+    assert_eq!(send_raw(again).await.status(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_nodes_and_resume_works_across_nodes() {
     let (_redis, a, b) = two_nodes();
