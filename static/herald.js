@@ -8,9 +8,10 @@
 // `connect` loads the tray's first page, then streams from the page's `position` (the change
 // it reflects), so nothing falls between the list and the stream. Each tab keeps the last event
 // id delivered to it in sessionStorage (which a reload keeps), the browser its latest in
-// localStorage (for a new tab): a reload resumes from the tab's own when it is not newer than
-// the page, so what was published during the reload arrives as events, each exactly once, even
-// while other tabs kept the shared stream (and the browser's position) moving.
+// localStorage (for a new tab): a reload (or a new tab) resumes from that one when it is not
+// newer than the page, so what was published meanwhile arrives as events, each exactly once,
+// even while other tabs kept the shared stream (and the browser's position) moving. Such
+// events repeat what the first page already shows: apps drop a notification they have by id.
 // A stream refused with 401 (the session or token is gone, say a restart lost it) ends like a
 // server-sent `revoked`, `{"reason": "unauthorized"}`; other refusals are retried with backoff.
 //
