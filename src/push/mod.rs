@@ -188,6 +188,7 @@ impl Pusher {
         deadline: u64,
     ) {
         let metrics = &self.inner.metrics;
+        let mut sub = sub.clone();
         let mut backoff = FIRST_BACKOFF;
         let mut least = MIN_RETRY;
         let mut retrying = false;
@@ -200,11 +201,15 @@ impl Pusher {
             // A retry goes only where the first try would go now: not to a subscription
             // removed or taken by another user meanwhile (the endpoint is then another
             // user's browser), nor for a notification read, seen, archived, snoozed or deleted.
+            // A subscription the user posted again meanwhile (new keys) is retried as it is now.
             let outcome = match retrying {
-                false => self.request(sub, payload, ttl, n.critical).await,
-                true => match still_wanted(store, user, &n.id, sub).await {
-                    Some(true) => self.request(sub, payload, ttl, n.critical).await,
-                    Some(false) => Outcome::Unwanted,
+                false => self.request(&sub, payload, ttl, n.critical).await,
+                true => match still_wanted(store, user, &n.id, &sub.endpoint).await {
+                    Some(Some(now)) => {
+                        sub = now;
+                        self.request(&sub, payload, ttl, n.critical).await
+                    }
+                    Some(None) => Outcome::Unwanted,
                     None => Outcome::Retry(None),
                 },
             };
@@ -328,9 +333,14 @@ fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-/// Whether `sub` is still one of `user`'s subscriptions, with the same keys, and notification
+/// `user`'s subscription at `endpoint` as it is now, if it still is theirs and notification
 /// `id` still waits to be pushed (active, unseen, unread); `None` when the store can't say.
-async fn still_wanted(store: &Store, user: &str, id: &str, sub: &Subscription) -> Option<bool> {
+async fn still_wanted(
+    store: &Store,
+    user: &str,
+    id: &str,
+    endpoint: &str,
+) -> Option<Option<Subscription>> {
     let (notification, subscriptions) =
         tokio::join!(store.get(user, id), store.subscriptions(user));
     let (notification, subscriptions) = (notification.ok()?, subscriptions.ok()?);
@@ -341,10 +351,8 @@ async fn still_wanted(store: &Store, user: &str, id: &str, sub: &Subscription) -
             && s.archived_at.is_none()
             && s.snoozed_until.is_none()
     });
-    let ours = subscriptions
-        .iter()
-        .any(|s| s.endpoint == sub.endpoint && s.keys == sub.keys);
-    Some(pending && ours)
+    let now = subscriptions.into_iter().find(|s| s.endpoint == endpoint);
+    Some(now.filter(|_| pending))
 }
 
 /// `Retry-After` in seconds or as an HTTP date.

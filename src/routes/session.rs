@@ -34,13 +34,13 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
     if let Some(session) = &caller.session {
         // Streams first, then the record: if telling the other nodes fails (503), the session
         // is still there for the client's retry to end. The other way round, the retry found
-        // no session (401) and the other nodes' streams of it went on. A stream's client waits
-        // at least the stream's `retry:` (1.5 s) before it reconnects, long after the record
-        // is gone; a stream opened here meanwhile is ended again below.
+        // no session (401) and the other nodes' streams of it went on. Then the end again: a
+        // stream opening meanwhile on any node subscribes before it checks the record, so if
+        // it found the record it hears this second announcement (`sse::stream`).
         state.revoke_session(&caller.user, session).await?;
         if caller.via == Via::Cookie {
             state.store.delete_session(&caller.user, session).await?;
-            state.hub.end_session(&caller.user, session);
+            state.revoke_session(&caller.user, session).await?;
         }
         tracing::info!(session, "session ended");
         tracing::debug!(user = caller.user, session, "session ended for");

@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -26,7 +25,7 @@ use super::half_close::{Answered, Answering, HoldEof};
 use super::head_limit::{
     closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
 };
-use super::idle::Activity;
+use super::idle::{self, Activity, Tracked};
 use super::linger::Linger;
 use super::prefixed::Prefixed;
 use crate::connect_limit::ConnectLimit;
@@ -39,9 +38,6 @@ use crate::send_timeout::SendTimeout;
 use crate::sse;
 use crate::sse::stream::AbortConnection;
 use crate::state::AppState;
-
-/// How long an idle HTTPS connection closed gracefully may take to go before it is dropped.
-const IDLE_GRACE: Duration = Duration::from_secs(5);
 
 /// What the server shares with every connection.
 #[derive(Clone)]
@@ -92,16 +88,7 @@ async fn serve_tls(
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let abort = AbortConnection::default();
     let connection = abort.clone();
-    let activity = Activity::new();
-    let tracking = activity.clone();
     let service = ServiceBuilder::new()
-        .map_future(move |answer| {
-            let request = tracking.begin();
-            async move {
-                let answer: Result<Response, Infallible> = answer.await;
-                answer.map(|response| Activity::answer(response, request))
-            }
-        })
         .map_request(move |req: http::Request<hyper::body::Incoming>| {
             let mut req = with_host(req.map(BodyExt::boxed_unsync));
             req.extensions_mut().insert(connection.clone());
@@ -129,46 +116,10 @@ async fn serve_tls(
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
-    let conn = builder.serve_connection(io, TowerToHyperService::new(service));
-    let mut conn = std::pin::pin!(conn.into_owned());
-    // Closed gracefully (HTTP/2: `GOAWAY`, then the requests in progress finish) at shutdown,
-    // or once no request has been in progress for the idle timeout: HTTP/2 has no header read
-    // timeout, and would keep a silent or idle connection as long as the client does. An idle
-    // one that has not gone `IDLE_GRACE` after (HTTP/2 waits for the client's answer to a
-    // ping before its last `GOAWAY`) is dropped.
-    let mut closing = false;
-    let grace = tokio::time::sleep(IDLE_GRACE);
-    let mut grace = std::pin::pin!(grace);
-    let mut idle_closing = false;
-    loop {
-        tokio::select! {
-            served = conn.as_mut() => {
-                if let Err(e) = served {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                break;
-            }
-            () = abort.aborted() => {
-                tracing::debug!("connection closed: a stream's backlog overflowed");
-                break;
-            }
-            () = shared.state.shutdown.wait(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = activity.idle_for(idle_timeout), if !closing => {
-                tracing::debug!("closing an idle connection");
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-                idle_closing = true;
-                grace.as_mut().reset(tokio::time::Instant::now() + IDLE_GRACE);
-            }
-            () = grace.as_mut(), if idle_closing => {
-                tracing::debug!("idle connection dropped: the client did not close it");
-                break;
-            }
-        }
-    }
+    let activity = Activity::new();
+    let conn = builder.serve_connection(io, Tracked::new(service, activity.clone()));
+    let shutdown = &shared.state.shutdown;
+    idle::drive(conn, &activity, idle_timeout, shutdown, abort.aborted()).await;
     // Held until here, so the server's drain waits for this connection.
     drop(watcher);
 }

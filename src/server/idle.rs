@@ -1,18 +1,32 @@
-//! When an HTTPS connection has had no request in progress for `--idle-timeout`: hyper closes
-//! an HTTP/1 connection waiting that long for a head itself, but keeps an HTTP/2 one (its
-//! pings only prove the client is there) for as long as the client does. A request is in
-//! progress from when hyper hands it over until its answer's body is dropped (sent, or cut
-//! off), so an open event stream keeps its connection. One timer per connection, not per
-//! request.
+//! An HTTPS connection is closed once it has had no request in progress for `--idle-timeout`:
+//! hyper closes an HTTP/1 connection waiting that long for a head itself, but keeps an HTTP/2
+//! one (its pings only prove the client is there) for as long as the client does. A request
+//! is in progress from when hyper hands it over ([`Tracked`]) until its answer's body is
+//! dropped (sent, or cut off), so an open event stream keeps its connection. One timer per
+//! connection, none per request. [`drive`] serves the connection and closes it gracefully
+//! (HTTP/2: `GOAWAY`) when idle or at shutdown.
 
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::time::Instant;
+use tower::ServiceExt;
 
 use crate::routes::body::Response;
+use crate::shutdown::Shutdown;
+
+/// How long an idle connection closed gracefully may take to go before it is dropped (HTTP/2
+/// waits for the client's answer to a ping before its last `GOAWAY`), once nothing is in
+/// progress on it.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// One connection's requests in progress, and when the last of them ended.
 #[derive(Clone)]
@@ -28,7 +42,7 @@ struct Inner {
 }
 
 /// A request in progress; dropping it (with its answer's body) ends it.
-pub struct InProgress(Activity);
+struct InProgress(Activity);
 
 impl Activity {
     pub fn new() -> Self {
@@ -39,30 +53,27 @@ impl Activity {
         }))
     }
 
-    /// A request was handed over.
-    pub fn begin(&self) -> InProgress {
+    fn begin(&self) -> InProgress {
         self.0.busy.fetch_add(1, Ordering::SeqCst);
         InProgress(self.clone())
     }
 
-    /// The answer, kept in progress until its body is dropped.
-    pub fn answer(response: Response, request: InProgress) -> Response {
-        response.map(|body| {
-            body.map_frame(move |frame| {
-                let _in_progress = &request;
-                frame
-            })
-            .boxed_unsync()
-        })
+    fn busy(&self) -> bool {
+        self.0.busy.load(Ordering::SeqCst) > 0
     }
 
+    /// When the connection has been idle for `timeout`; `None` while a request is in progress.
     fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
+        // `busy` first: a request that ended stamped `idle_since` before it left `busy`.
+        if self.busy() {
+            return None;
+        }
         let since = Duration::from_millis(self.0.idle_since.load(Ordering::SeqCst));
-        (self.0.busy.load(Ordering::SeqCst) == 0).then_some(self.0.start + since + timeout)
+        Some(self.0.start + since + timeout)
     }
 
     /// Resolves once no request has been in progress for `timeout`.
-    pub async fn idle_for(&self, timeout: Duration) {
+    async fn idle_for(&self, timeout: Duration) {
         loop {
             let deadline = self.idle_deadline(timeout);
             if deadline.is_some_and(|at| at <= Instant::now()) {
@@ -83,19 +94,119 @@ impl Drop for InProgress {
     }
 }
 
+/// hyper's service on an HTTPS connection: a request is in progress from when hyper hands it
+/// over (before the service is first polled) until its answer's body is dropped.
+#[derive(Clone)]
+pub struct Tracked<S> {
+    service: S,
+    activity: Activity,
+}
+
+impl<S> Tracked<S> {
+    pub fn new(service: S, activity: Activity) -> Self {
+        Tracked { service, activity }
+    }
+}
+
+impl<S> hyper::service::Service<http::Request<Incoming>> for Tracked<S>
+where
+    S: tower::Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let in_progress = self.activity.begin();
+        let answer = self.service.clone().oneshot(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            // The guard lives in the body, and goes with it.
+            Ok(response.map(|body| {
+                body.map_frame(move |frame| {
+                    let _in_progress = &in_progress;
+                    frame
+                })
+                .boxed_unsync()
+            }))
+        })
+    }
+}
+
+/// Serve `conn` to its end, or until `aborted`. It is closed gracefully at shutdown, or once
+/// nothing has been in progress on it for `idle_timeout`; an idle one still open [`GRACE`]
+/// after that, with nothing in progress, is dropped.
+pub async fn drive<C>(
+    conn: C,
+    activity: &Activity,
+    idle_timeout: Duration,
+    shutdown: &Shutdown,
+    aborted: impl Future<Output = ()>,
+) where
+    C: GracefulConnection,
+    C::Error: Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut aborted = std::pin::pin!(aborted);
+    let mut closing = false;
+    let mut dropping: Option<Instant> = None;
+    loop {
+        let drop_at = dropping.unwrap_or_else(Instant::now);
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = aborted.as_mut() => {
+                tracing::debug!("connection closed: a stream's backlog overflowed");
+                return;
+            }
+            () = shutdown.wait(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = activity.idle_for(idle_timeout), if !closing => {
+                tracing::debug!("closing an idle connection");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                dropping = Some(Instant::now() + GRACE);
+            }
+            () = tokio::time::sleep_until(drop_at), if dropping.is_some() => {
+                // A request the client sent before it saw `GOAWAY` is still answered.
+                if !activity.busy() {
+                    tracing::debug!("idle connection dropped: the client did not close it");
+                    return;
+                }
+                dropping = Some(Instant::now() + GRACE);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Idle counts from the end of the last request; a request in progress holds it off.
-    #[tokio::test]
-    async fn idle_after_the_last_request_ends() {
-        let timeout = Duration::from_millis(200);
+    /// A connection with nothing in progress is idle `timeout` after it began.
+    #[tokio::test(start_paused = true)]
+    async fn idle_from_the_start() {
         let activity = Activity::new();
         let started = Instant::now();
-        activity.idle_for(timeout).await;
-        assert!(started.elapsed() >= timeout);
+        activity.idle_for(Duration::from_secs(30)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
 
+    /// A request in progress holds idleness off; it counts from the end of the request.
+    #[tokio::test(start_paused = true)]
+    async fn idle_after_the_last_request_ends() {
+        let timeout = Duration::from_secs(30);
+        let activity = Activity::new();
         let request = activity.begin();
         let idle = activity.clone();
         let waiting = tokio::spawn(async move { idle.idle_for(timeout).await });
@@ -107,6 +218,7 @@ mod tests {
         let ended = Instant::now();
         drop(request);
         waiting.await.unwrap();
-        assert!(ended.elapsed() >= timeout, "{:?}", ended.elapsed());
+        let waited = ended.elapsed();
+        assert!(waited >= timeout && waited < timeout * 2, "{waited:?}");
     }
 }

@@ -240,7 +240,8 @@ impl Stream {
                 }
             };
             // A logout that ran before this stream subscribed announced its end before we
-            // could hear it: the session record is gone by now.
+            // could hear it: the session record is gone by now. One that deletes the record
+            // after this read announces the end again then, which this stream hears.
             if let (Some(session), true) = (&owner.session, owner.stored) {
                 if state.store.session(session).await?.is_none() {
                     hub.end_one(&owner.user, handle.0.id, EndReason::Revoked);
@@ -475,9 +476,8 @@ impl Stream {
 /// When a stream (or tail) of a token or session expiring at `exp` (Unix seconds) ends:
 /// `exp` plus `--jwt-leeway`, as an `Instant` after `now`.
 pub fn expiry(state: &AppState, exp: u64, now: Instant) -> Instant {
-    let end_ms = exp
-        .saturating_add(state.config.keys.leeway.as_secs())
-        .saturating_mul(1000);
+    let leeway_ms = u64::try_from(state.config.keys.leeway.as_millis()).unwrap_or(u64::MAX);
+    let end_ms = exp.saturating_mul(1000).saturating_add(leeway_ms);
     // From the clock's milliseconds: whole seconds would end it up to a second late.
     let left = Duration::from_millis(end_ms.saturating_sub(now_ms()));
     now.checked_add(left.min(Duration::from_secs(MAX_STREAM_SECS)))

@@ -63,9 +63,9 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
     assert_eq!(r.status(), 401);
 }
 
-/// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S.5–S.7
-/// is refused just after it (before S+1, when whole seconds rounded up would still take it),
-/// and a session made from it has ended by then too.
+/// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S+1.5 to
+/// S+1.7 is refused just after it (before S+2, when whole seconds rounded up would still take
+/// it), and a session made from it, good until then, has ended by then too.
 async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let unix = || {
@@ -78,13 +78,24 @@ async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     while unix().fract() > 0.2 {
         tokio::time::sleep(Duration::from_secs_f64(1.02 - unix().fract())).await;
     }
-    let exp = unix() + 0.5;
+    let exp = unix() + 1.5;
     let token = sign(json!({"sub": "alice", "exp": exp}));
     let (status, _) = h.get("/notifications", &token).await;
     assert_eq!(status, 200, "the token is good until its exp");
     let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&token)).await;
     assert_eq!(r.status(), 204);
     let cookie = cookie_of(&r);
+    let r = send_raw(
+        h.http
+            .get(h.url("/notifications"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the session is good until its whole second"
+    );
     tokio::time::sleep(Duration::from_secs_f64((exp + 0.15 - unix()).max(0.0))).await;
     let (status, body) = h.get("/notifications", &token).await;
     assert_error(status, &body, 401, "unauthorized");

@@ -235,7 +235,8 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
     assert!(waits[1] >= 0.45 && waits[2] >= 0.95, "{waits:?}");
 }
 
-/// A push being retried (`429`) is dropped when, by its retry, its subscription was removed,
+/// A push being retried (`429`, `Retry-After: 2`) is dropped when, by its retry, its
+/// subscription was removed,
 /// or taken by another user (someone else signed in on that browser: the endpoint is theirs
 /// now), or its notification was read or deleted. Before, the retry reached the endpoint.
 async fn a_retry_goes_only_where_a_first_try_would(mode: Mode) {
@@ -248,7 +249,7 @@ async fn a_retry_goes_only_where_a_first_try_would(mode: Mode) {
         let token = user_token(&user);
         let sub = push.subscribe(name).await;
         assert_eq!(subscribe(&h, &token, &sub).await.0, 201);
-        push.respond(name, &[429], Some("1")).await;
+        push.respond(name, &[429], Some("2")).await;
         let id = h.notify(&user, "retried").await;
         assert_eq!(push.wait_answered(name, 1).await[0]["status"], 429);
         let path = format!("/notifications/{id}");
@@ -263,7 +264,7 @@ async fn a_retry_goes_only_where_a_first_try_would(mode: Mode) {
             _ => h.patch(&path, &token, json!({"deleted": true})).await.0,
         };
         assert!((200..300).contains(&status), "{name}: {status}");
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(Duration::from_millis(3000)).await;
         assert_eq!(
             push.messages(Some(name)).await.len(),
             1,

@@ -355,7 +355,10 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
         .unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, body.frame()).await {}
-    tokio::time::timeout(WAIT, connection).await.unwrap().ok();
+    let closed = tokio::time::timeout(WAIT, connection).await;
+    closed
+        .expect("the connection stayed open")
+        .expect("it closed cleanly");
     assert!(
         stopping.elapsed() < Duration::from_secs(5),
         "{:?}",
