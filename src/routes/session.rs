@@ -15,8 +15,15 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     ))?;
     let (user, claims) = auth::session::user_claims(&state, token)?;
     // Sessions keep whole seconds: a fractional `exp` ends the session at its whole second
-    // before, as the session ends at the token's `exp` at the latest.
-    let (cookie, exp) = auth::session::start(&state, &user, claims.exp.secs_down()).await?;
+    // before, as the session ends at the token's `exp` at the latest. A token that leaves no
+    // whole second makes no session (it would be over at once, and count against the cap).
+    let exp = claims.exp.secs_down();
+    if exp <= crate::model::now_secs() {
+        return Err(Error::Unauthorized(
+            "the token expires too soon for a session",
+        ));
+    }
+    let (cookie, exp) = auth::session::start(&state, &user, exp).await?;
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
