@@ -68,12 +68,7 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
 /// it), and a session made from it, good until then, has ended by then too.
 async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let unix = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    };
+    let unix = unix_now;
     // Start early in a second, so that 0.15 s past `exp` is still before its next whole one.
     while unix().fract() > 0.2 {
         tokio::time::sleep(Duration::from_secs_f64(1.02 - unix().fract())).await;

@@ -357,12 +357,7 @@ async fn too_many_streams_is_429(mode: Mode) {
 /// it, while the token still opens requests, and promptly after it.
 async fn stream_ends_at_token_expiry(mode: Mode) {
     let h = Setup::new(mode, &[]);
-    let unix = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-    };
+    let unix = unix_now;
     let exp = unix() + 2.5;
     let token = sign(json!({"sub": "alice", "exp": exp}));
     let mut sse = h.events(&token, "").await;

@@ -11,6 +11,14 @@ use super::assert_error;
 /// One day, in seconds (for the 90-days-ahead rule).
 pub const DAY: u64 = 24 * 3600;
 
+/// Now, in Unix seconds with the fraction (a JWT NumericDate that may carry one).
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 /// `secs` seconds from now, RFC 3339 UTC with milliseconds.
 pub fn in_secs(secs: u64) -> String {
     humantime::format_rfc3339_millis(SystemTime::now() + Duration::from_secs(secs)).to_string()
