@@ -233,7 +233,7 @@ impl Keys {
             .claims;
         // To the millisecond: a fractional `exp` is not honoured past it.
         let now = crate::model::now_ms();
-        let leeway = u64::try_from(self.leeway.as_millis()).unwrap_or(u64::MAX);
+        let leeway = self.leeway_ms();
         if claims.exp.millis().saturating_add(leeway) <= now {
             return Err(rejected(&"expired"));
         }
@@ -244,6 +244,11 @@ impl Keys {
             return Err(rejected(&"not valid yet (nbf)"));
         }
         Ok(claims)
+    }
+
+    /// `--jwt-leeway` in milliseconds, as `exp`/`nbf` are compared (also a stream's end).
+    pub fn leeway_ms(&self) -> u64 {
+        u64::try_from(self.leeway.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The signer of an HS256 configuration (`None` for a public key, which cannot sign).

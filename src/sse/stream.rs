@@ -476,8 +476,9 @@ impl Stream {
 /// When a stream (or tail) of a token or session expiring at `exp` (Unix seconds) ends:
 /// `exp` plus `--jwt-leeway`, as an `Instant` after `now`.
 pub fn expiry(state: &AppState, exp: u64, now: Instant) -> Instant {
-    let leeway_ms = u64::try_from(state.config.keys.leeway.as_millis()).unwrap_or(u64::MAX);
-    let end_ms = exp.saturating_mul(1000).saturating_add(leeway_ms);
+    let end_ms = exp
+        .saturating_mul(1000)
+        .saturating_add(state.config.keys.leeway_ms());
     // From the clock's milliseconds: whole seconds would end it up to a second late.
     let left = Duration::from_millis(end_ms.saturating_sub(now_ms()));
     now.checked_add(left.min(Duration::from_secs(MAX_STREAM_SECS)))
