@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::Either;
@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::cors::CorsLayer;
 
+use super::bare_errors::JsonErrors;
+use super::encode::{encode, response_head};
 use super::half_close::{Answered, Answering, HoldEof};
 use super::head_limit::{
     closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
@@ -115,7 +117,8 @@ async fn serve_tls(
         .timer(hyper_util::rt::TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let io = TokioIo::new(SendTimeout::new(stream, shared.state.config.send_timeout));
+    let io = SendTimeout::new(stream, shared.state.config.send_timeout);
+    let io = TokioIo::new(JsonErrors::new(io));
     let activity = Activity::new();
     let conn = builder.serve_connection(io, Tracked::new(service, activity.clone()));
     let shutdown = &shared.state.shutdown;
@@ -216,17 +219,12 @@ async fn linger(socket: TcpStream, state: &AppState) {
 /// Write a whole (small) response answered here; false when the client did not take it.
 async fn write_response(
     socket: &mut TcpStream,
-    mut response: Response,
+    response: Response,
     send_timeout: Duration,
 ) -> bool {
-    let Ok(body) = std::mem::take(response.body_mut()).collect().await else {
+    let Some(bytes) = encode(response).await else {
         return false;
     };
-    let body = body.to_bytes();
-    let length = (!response.headers().contains_key(header::CONTENT_LENGTH))
-        .then(|| format!("content-length: {}\r\n", body.len()));
-    let mut bytes = response_head(&response, length.as_deref());
-    bytes.extend_from_slice(&body);
     let sent = tokio::time::timeout(send_timeout, socket.write_all(&bytes)).await;
     matches!(sent, Ok(Ok(())))
 }
@@ -311,13 +309,13 @@ async fn hyper(
         .max_header_size(HYPER_HEAD_BYTES)
         .max_headers(HYPER_HEADERS)
         .serve_connection(
-            TokioIo::new(HoldEof::new(
+            TokioIo::new(JsonErrors::new(HoldEof::new(
                 SendTimeout::new(
                     Linger::new(io, state.shutdown.clone()),
                     state.config.send_timeout,
                 ),
                 answering,
-            )),
+            ))),
             service,
         );
     if let Err(e) = watcher.watch(conn).await {
@@ -479,27 +477,6 @@ fn wants_close(request: &Request) -> bool {
         Version::HTTP_10 => connection.as_deref() != Some("keep-alive"),
         _ => connection.as_deref() == Some("close"),
     }
-}
-
-/// Status line and headers as hyper writes them (lower-case names, a `date`), plus `extra`.
-fn response_head(response: &Response, extra: Option<&str>) -> Vec<u8> {
-    let status = response.status();
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )
-    .into_bytes();
-    for (name, value) in response.headers() {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
-    head.extend_from_slice(extra.unwrap_or("").as_bytes());
-    let date = httpdate::fmt_http_date(SystemTime::now());
-    head.extend_from_slice(format!("date: {date}\r\n\r\n").as_bytes());
-    head
 }
 
 /// 429 for a connection over `--max-connect-rate`; the connection closes after it. The rate

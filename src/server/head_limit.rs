@@ -1,7 +1,8 @@
 //! The request-head limits, and their check on requests hyper reads (every request after a
-//! connection's first over plain HTTP, every HTTP/1 request over TLS). hyper answers a head over its own limits with
-//! an empty 431, so its limits are set above Herald's and this layer refuses a head between
-//! the two with the JSON error body, as the first request's reader does.
+//! connection's first over plain HTTP, every HTTP/1 request over TLS). hyper's own caps are
+//! set above Herald's (a head past them gets hyper's 431, given the JSON body by
+//! `bare_errors`), and this layer refuses a head between the two with the JSON error body, as
+//! the first request's reader does.
 
 use std::convert::Infallible;
 
@@ -17,7 +18,7 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Headers a request may carry: one with more gets 431.
 pub const MAX_HEADERS: usize = 100;
 
-/// hyper's own cap on an HTTP/1 head's bytes: beyond it, hyper's empty 431 stands. It also
+/// hyper's own cap on an HTTP/1 head's bytes: beyond it, hyper answers 431 itself. It also
 /// caps hyper's write buffer, the output a stream served by hyper holds before backpressure.
 pub const HYPER_HEAD_BYTES: usize = 2 * MAX_HEAD_BYTES;
 /// hyper's own cap on an HTTP/1 head's headers (more than its default 100 moves them to the

@@ -3,7 +3,9 @@
 //! (`connection`), drain on shutdown. `serve` turns SIGINT/SIGTERM into the one `Shutdown`;
 //! `run` is the accept loop over a bound listener, the state and that shutdown value.
 
+mod bare_errors;
 mod connection;
+mod encode;
 mod half_close;
 mod head_limit;
 mod idle;

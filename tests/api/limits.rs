@@ -251,12 +251,16 @@ async fn request_heads_are_capped_at_32_kib() {
     assert_eq!(raw_status(&answer), 431, "{answer}");
     assert!(answer.contains(r#""code":"too_large""#), "{answer}");
     // the same on a kept-alive connection, whose later requests hyper reads: the JSON body,
-    // and the connection closed
+    // and the connection closed (also past hyper's own cap, 64 KiB, where hyper answers)
     let first = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     for later in [
         format!(
             "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
             "a".repeat(40 * 1024)
+        ),
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(70 * 1024)
         ),
         format!(
             "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
@@ -343,7 +347,9 @@ async fn a_client_still_sending_when_refused_reads_the_answer() {
 }
 
 /// Request heads the HTTP parser refuses get 400 with the JSON error body too (a malformed
-/// line, a body whose length can't be known), and the connection closes.
+/// line, a body whose length can't be known), and the connection closes: a connection's first
+/// head and a later one on a kept-alive connection (hyper's parser, whose own answer has an
+/// empty body) alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_heads_get_400_with_the_error_body() {
     let h = Herald::start(None, &[]);
@@ -359,6 +365,22 @@ async fn malformed_heads_get_400_with_the_error_body() {
         assert_eq!(raw_status(&answer), 400, "{head:?}: {answer}");
         assert!(
             answer.contains(r#""code":"invalid_request""#),
+            "{head:?}: {answer}"
+        );
+        let first = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let answer = raw_http_async(&h.base, format!("{first}{head}")).await;
+        let (ok, refused) = answer.split_once("HTTP/1.1 400").expect(&answer);
+        assert_eq!(raw_status(ok), 200, "{head:?}: {answer}");
+        let refused = refused.to_lowercase();
+        assert!(
+            refused.contains("content-type: application/json"),
+            "{head:?}: {answer}"
+        );
+        assert!(refused.contains("connection: close"), "{head:?}: {answer}");
+        assert!(
+            refused.ends_with(
+                r#"{"error":{"code":"invalid_request","message":"malformed request head"}}"#
+            ),
             "{head:?}: {answer}"
         );
     }

@@ -85,6 +85,15 @@ async fn https_with_http2_and_reload_on_sighup() {
     assert_eq!(big.headers()["connection"], "close");
     let (status, body) = status_json(big).await;
     assert_error(status, &body, 431, "too_large");
+    // a malformed head over HTTPS/1.1 gets the JSON 400 (hyper's own answer has no body)
+    let answer = openssl_http1(&h, "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.ends_with(
+            r#"{"error":{"code":"invalid_request","message":"malformed request head"}}"#
+        ),
+        "{answer}"
+    );
     // a cookie write over HTTPS to a host named without a port (port 443): an http page of
     // that host (port 80, which a network attacker can forge) may neither write nor read by
     // CORS; the https one may
@@ -225,6 +234,33 @@ async fn a_silent_https_connection_is_closed_after_the_head_timeout() {
         }
     }
     assert!(started.elapsed() > std::time::Duration::from_secs(25));
+}
+
+/// What `h` answers to `request` sent over HTTPS with HTTP/1.1 (ALPN) by `openssl s_client`,
+/// read until the server closes the connection.
+async fn openssl_http1(h: &Herald, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let mut client = tokio::process::Command::new("openssl")
+        .args([
+            "s_client", "-quiet", "-connect", connect, "-alpn", "http/1.1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl");
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let mut stdout = client.stdout.take().unwrap();
+    tokio::time::timeout(WAIT, stdout.read_to_string(&mut answer))
+        .await
+        .expect("the connection was not closed")
+        .unwrap();
+    drop(stdin);
+    answer
 }
 
 /// An HTTP/2 connection over `cert`'s TLS to `h`, driven by hyper's client on its own task:

@@ -1,0 +1,193 @@
+//! hyper answers a request head it cannot parse (malformed, or over its own caps: see
+//! `head_limit`) by itself, with a bare `400`, `414` or `431`, an empty body and the
+//! connection closed. That happens to every head after a connection's first over plain
+//! HTTP/1 (the first is read in `connection.rs`) and to every HTTP/1 head over TLS.
+//! [`JsonErrors`] writes Herald's JSON error answer in its place, so every refusal has the
+//! same body. Such an answer is told apart from the service's by its head alone: the service's
+//! always carry `x-request-id` (`observe`) or a `content-type`, hyper's only `connection`,
+//! `content-length: 0` and `date`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::encode::encode;
+use super::head_limit::{closing, MAX_HEAD_BYTES};
+use crate::error::Error;
+use crate::routes::body::error_response;
+
+/// A connection's IO, with hyper's own error answers replaced (see the module doc).
+pub struct JsonErrors<T> {
+    io: T,
+    /// The replacement still to write; once there is one, hyper's own bytes go nowhere.
+    answer: Option<Bytes>,
+}
+
+impl<T> JsonErrors<T> {
+    pub fn new(io: T) -> Self {
+        JsonErrors { io, answer: None }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> JsonErrors<T> {
+    /// Write what is left of the replacement.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(answer) = self.answer.as_mut().filter(|a| a.has_remaining()) {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, answer))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            answer.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Take `buf` in place of the IO when it is (or follows) hyper's own error answer.
+    fn replaced(&mut self, buf: &[u8]) -> bool {
+        if self.answer.is_none() {
+            self.answer = bare_error(buf).map(json_answer);
+        }
+        self.answer.is_some()
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for JsonErrors<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.replaced(buf) {
+            ready!(self.poll_answer(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+        if self.replaced(first) {
+            ready!(self.poll_answer(cx))?;
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_answer(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_answer(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The error behind `bytes` when they begin with one of hyper's own error answers.
+fn bare_error(bytes: &[u8]) -> Option<Error> {
+    // Most writes are bodies, or answers that are not 4xx: the check costs a few compares.
+    if !(bytes.starts_with(b"HTTP/1.") && bytes.get(9) == Some(&b'4')) {
+        return None;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 4];
+    let mut head = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = head.parse(bytes) else {
+        return None;
+    };
+    let bare = head.headers.iter().all(|h| match h.name {
+        "connection" => h.value == b"close",
+        "content-length" => h.value == b"0",
+        name => name == "date",
+    });
+    if !bare {
+        return None;
+    }
+    match head.code? {
+        400 => Some(Error::invalid("malformed request head")),
+        414 | 431 => Some(Error::HeadTooLarge {
+            limit: MAX_HEAD_BYTES,
+        }),
+        _ => None,
+    }
+}
+
+/// The whole JSON answer for `error`, the connection closed after it.
+fn json_answer(error: Error) -> Bytes {
+    // An error's body is ready at once.
+    let bytes = encode(closing(error_response(error)))
+        .now_or_never()
+        .flatten();
+    bytes.unwrap_or_default().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &str = "date: Sat, 05 Dec 2026 10:29:23 GMT\r\n\r\n";
+
+    #[test]
+    fn hyper_s_own_answers_are_told_apart() {
+        let bare = |status: &str| {
+            format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\n{DATE}")
+        };
+        let code = |bytes: &str| bare_error(bytes.as_bytes()).map(|e| e.code());
+        assert_eq!(code(&bare("400 Bad Request")), Some("invalid_request"));
+        assert_eq!(
+            code(&bare("431 Request Header Fields Too Large")),
+            Some("too_large")
+        );
+        assert_eq!(code(&bare("414 URI Too Long")), Some("too_large"));
+        // the service's answers, a body, another status, a head cut short
+        let service =
+            format!("HTTP/1.1 400 Bad Request\r\nx-request-id: 1\r\ncontent-length: 0\r\n{DATE}");
+        let json = format!("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n{DATE}");
+        for other in [
+            service.as_str(),
+            &json,
+            &bare("404 Not Found"),
+            &bare("200 OK"),
+            "1f\r\nevent: ready\r\n",
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\n",
+        ] {
+            assert_eq!(code(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_answer_is_whole_and_closes() {
+        let answer = json_answer(Error::invalid("malformed request head"));
+        let text = std::str::from_utf8(&answer).unwrap();
+        let body = r#"{"error":{"code":"invalid_request","message":"malformed request head"}}"#;
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(
+            text.contains(&format!("content-length: {}\r\n", body.len())),
+            "{text}"
+        );
+        assert!(text.ends_with(&format!("\r\n\r\n{body}")), "{text}");
+    }
+}
