@@ -133,7 +133,9 @@ struct Inner {
     /// `Some` while a catch-up from the store is due (or the opening frames are not queued
     /// yet): live changes wait here.
     held: Option<Vec<Delivery>>,
-    /// The due catch-up follows a broker outage: check for a missed end first.
+    /// A broker outage asked for a catch-up (`Sink::catch_up`) that has not begun yet: it
+    /// checks for a missed end first, and one asked for while a catch-up or the opening reads
+    /// the store runs after it (what the broker missed may be newer than that read).
     recheck: bool,
     /// True until the opening frames are queued: ticks wait, and an end waits in
     /// `deferred_end` (with its last event, if any), so `ready` always comes first.
@@ -316,10 +318,14 @@ impl Stream {
                 g.reset(&head);
             }
         }
-        // What arrived meanwhile: written now if it follows on, else fetched by a catch-up.
+        // What arrived meanwhile: written now if it follows on, else fetched by a catch-up,
+        // as it is after a broker outage meanwhile (see `recheck`).
         let held = g.held.take().unwrap_or_default();
         for d in &held {
             s.on_change(&mut g, d);
+        }
+        if g.recheck {
+            g.held.get_or_insert_with(Vec::new);
         }
         g.opening = false;
         if let Some(last) = g.deferred_end.take() {
@@ -387,13 +393,20 @@ impl Stream {
     /// Fetch from the store what came after the last change written, then what was held
     /// meanwhile. On failure the catch-up stays due; the transport tries again later.
     pub async fn catch_up(&self) -> Result<()> {
-        let recheck = self.lock().recheck;
+        // Taken now: one asked for from here on runs after this one.
+        let recheck = std::mem::take(&mut self.lock().recheck);
         if recheck {
-            if let Some(end) = self.ended_meanwhile().await? {
-                self.end(end);
-                return Ok(());
+            match self.ended_meanwhile().await {
+                Ok(None) => {}
+                Ok(Some(end)) => {
+                    self.end(end);
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.lock().recheck = true;
+                    return Err(e);
+                }
             }
-            self.lock().recheck = false;
         }
         let (after, after_ms) = {
             let g = self.lock();
@@ -412,6 +425,11 @@ impl Stream {
         let mut g = self.lock();
         if let Some(head) = head {
             g.reset(&head);
+        }
+        // A broker outage meanwhile may have lost a change newer than the read: what was held
+        // stays held, for one more read.
+        if g.recheck {
+            return Ok(());
         }
         let held = g.held.take().unwrap_or_default();
         for d in &held {
