@@ -201,14 +201,25 @@ async fn a_stalled_http2_stream_is_cut_off() {
     assert!(ended.await.is_ok(), "the stalled stream's body never ended");
 }
 
-/// A client that completes the TLS handshake and then sends nothing is closed after the 30 s
-/// idle timeout (HTTP/2: `GOAWAY`, dropped 5 s later if still open), whichever protocol ALPN
-/// chose (HTTP/2 waited for bytes forever).
+/// A client that completes the TLS handshake and then sends nothing is closed after
+/// `--idle-timeout` (3 s here; HTTP/2: `GOAWAY`, dropped 5 s later if still open), whichever
+/// protocol ALPN chose (HTTP/2 waited for bytes forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_https_connection_is_closed_after_the_head_timeout() {
+async fn a_silent_https_connection_is_closed_after_the_idle_timeout() {
     let dir = TempDir::new("silent");
     let (cert, key) = make_cert(&dir.0, "silent");
-    let h = start(&cert, &key);
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let h = Herald::start(
+        None,
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--idle-timeout",
+            "3s",
+        ],
+    );
     let connect = h.base.trim_start_matches("https://").trim_end_matches('/');
     let silent: Vec<_> = ["h2", "http/1.1"]
         .into_iter()
@@ -227,13 +238,13 @@ async fn a_silent_https_connection_is_closed_after_the_head_timeout() {
     for (mut client, alpn) in silent.into_iter().zip(["h2", "http/1.1"]) {
         while client.try_wait().unwrap().is_none() {
             assert!(
-                started.elapsed() < std::time::Duration::from_secs(45),
-                "{alpn}: still open after 45 s"
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{alpn}: still open after 20 s"
             );
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    assert!(started.elapsed() > std::time::Duration::from_secs(25));
+    assert!(started.elapsed() > std::time::Duration::from_millis(2500));
 }
 
 /// What `h` answers to `request` sent over HTTPS with HTTP/1.1 (ALPN) by `openssl s_client`,
