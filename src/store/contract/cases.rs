@@ -1,7 +1,7 @@
 //! The cases both stores must pass, one behaviour each (see `contract!` in `mod.rs`).
 
 use super::*;
-use crate::model::{now_ms, ChangeKind, Counts, Epoch};
+use crate::model::{now_ms, ChangeKind, Counts, Epoch, Schedule};
 use crate::store::{LOG_CAPACITY, MAX_SESSIONS_PER_USER};
 
 /// Pages of `before` cursors walk the tray newest first with no gap and no overlap, even
@@ -120,6 +120,42 @@ pub async fn max_per_user_drops_the_oldest(s: &Subject) {
         [ChangeKind::Notification, ChangeKind::Deleted]
     );
     assert!(last[1].data.contains(&all[1]) && last[0].data.contains(&all[4]));
+}
+
+/// Past `max_per_user` (3 here) the oldest delivered notifications go before one held for
+/// `deliver_at` (not in the tray yet), which is delivered when due; held ones go (the oldest
+/// first, never the new one) only when too few delivered are left.
+pub async fn max_per_user_drops_delivered_ones_before_held_ones(s: &Subject) {
+    let schedule = Schedule {
+        deliver_ms: Some(now_ms() + 1_000),
+        expire_ms: None,
+    };
+    let input = serde_json::from_value(serde_json::json!({"title": "later"})).expect("input");
+    let later = Template::new(&input, schedule, std::time::SystemTime::now()).expect("template");
+    let later = Arc::new(later);
+    let held = publish_to(s, &later, &["a"], None).await[0].id.to_string();
+    let all = publish_many(s, "a", 4).await;
+    assert_eq!(
+        ids(&list(s, "a", 10, None, false).await),
+        newest_first(all[2..].to_vec())
+    );
+    // a tray of held ones only: the oldest of them goes for a new one
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(publish_to(s, &later, &["b"], None).await[0].id.to_string());
+    }
+    let new = publish(s, "b", None).await;
+    assert!(new.stored);
+    assert_eq!(ids(&list(s, "b", 10, None, false).await), [new.id.clone()]);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for user in ["a", "b"] {
+        s.store.process_due(user, 0).await.expect("due");
+    }
+    let mut listed = newest_first(all[2..].to_vec());
+    listed.push(held);
+    assert_eq!(ids(&list(s, "a", 10, None, false).await), listed);
+    let listed = [new.id, waiting[2].clone(), waiting[1].clone()];
+    assert_eq!(ids(&list(s, "b", 10, None, false).await), listed);
 }
 
 /// A mark counts the named ids that exist (`found`) and lists those whose state it changed;

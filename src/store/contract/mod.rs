@@ -119,6 +119,7 @@ contract! {
     unread_filter_pages_only_unread;
     idempotency_key_stores_once_per_user;
     max_per_user_drops_the_oldest(3);
+    max_per_user_drops_delivered_ones_before_held_ones(3);
     mark_reports_found_and_changed;
     unchanged_marks_commit_nothing;
     mark_all_read_reads_every_unread;

@@ -195,6 +195,29 @@ impl Tray {
         }
     }
 
+    /// Drop the oldest past `max`, never `new`: delivered ones first, oldest first; one held
+    /// for delivery (not in the tray yet) only when too few delivered are left. The delivered
+    /// ones dropped: streams have seen them, and are told they went.
+    fn trim(&mut self, max: usize, new: NotificationId) -> Vec<String> {
+        let over = self.items.len().saturating_sub(max);
+        let (mut gone, mut waiting) = (Vec::new(), Vec::new());
+        for (&id, item) in &self.items {
+            if gone.len() == over {
+                break;
+            }
+            match (id == new, item.held) {
+                (true, _) => {}
+                (false, true) => waiting.push(id),
+                (false, false) => gone.push(id),
+            }
+        }
+        let quiet = over - gone.len();
+        for id in gone.iter().chain(waiting.iter().take(quiet)) {
+            self.remove(id);
+        }
+        gone.iter().map(NotificationId::to_string).collect()
+    }
+
     /// Remove every trace of `id`; whether it was there.
     fn remove(&mut self, id: &NotificationId) -> bool {
         self.unread.remove(id);
@@ -350,17 +373,7 @@ impl Tray {
             self.name_collapse(collapse, to.id);
         }
         self.sync(to.id);
-        // The oldest go past `max`; streams are told of those they have seen (delivered).
-        let mut dropped = Vec::new();
-        while self.items.len() > max {
-            let Some((&oldest, item)) = self.items.iter().next() else {
-                break;
-            };
-            if !item.held {
-                dropped.push(oldest.to_string());
-            }
-            self.remove(&oldest);
-        }
+        let dropped = self.trim(max, to.id);
         if schedule.deliver_ms.is_none() && self.items.contains_key(&to.id) {
             let data = Data::Published {
                 template: template.clone(),

@@ -19,8 +19,9 @@
 -- unread notification of the user carries replaces the newest such (count + 1, "replaces" its
 -- id; no `deleted` change). A notification delivered later waits in `wake` and commits nothing
 -- now (it collapses when delivered: `due.lua`). The oldest notifications dropped to keep the
--- tray at max_per_user go in one `deleted` change after the notification (those delivered; on
--- a batch line when the notification is announced on one).
+-- tray at max_per_user (delivered ones before those held for delivery: `trim`) go in one
+-- `deleted` change after the notification (those delivered; on a batch line when the
+-- notification is announced on one).
 -- The batch message (one SPUBLISH at the end, for the users whose change was logged) is
 -- g<TAB>ms<TAB>tail, then per user a line
 -- <LF>epoch<TAB>seq<TAB>count<TAB>replaced id ('')<TAB>unread<TAB>unseen<TAB>id<TAB>dropped
@@ -37,6 +38,26 @@ local per, tail, muted_by = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local category, collapse, deliver, expire, push = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local batch, announced = ARGV[14], {}
 local FRESH = ',"read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null'
+
+-- Drop the `over` oldest past max_per_user, never the new one: delivered ones first, oldest
+-- first; one held for delivery (not in the tray yet) only when too few delivered are left.
+-- Returns the delivered ones dropped: streams have seen them, and are told they went.
+local function trim(b, over, new)
+  local gone, waiting, from, size = {}, {}, 0, over
+  while #gone < over do
+    local page = redis.call('ZRANGE', key(b, 'order'), from, from + size - 1)
+    for _, id in ipairs(page) do
+      if id ~= new and #gone < over then
+        if held(b, id) then waiting[#waiting + 1] = id else gone[#gone + 1] = id end
+      end
+    end
+    if #page < size then break end
+    from, size = from + size, size * 2
+  end
+  for _, id in ipairs(gone) do remove(b, id) end
+  for i = 1, over - #gone do remove(b, waiting[i]) end
+  return gone
+end
 
 local function store(k, a)
   local b, id = KEYS[k + 1], ARGV[a + 1]
@@ -64,14 +85,7 @@ local function store(k, a)
   end
   -- (a table only for a full tray: this runs for every member of a group publish)
   local over, dropped = redis.call('ZCARD', key(b, 'order')) - max, nil
-  if over > 0 then
-    dropped = {}
-    for _, oldest in ipairs(redis.call('ZRANGE', key(b, 'order'), 0, over - 1)) do
-      -- streams have seen a delivered one: they are told it went
-      if delivered(b, oldest) then dropped[#dropped + 1] = oldest end
-      remove(b, oldest)
-    end
-  end
+  if over > 0 then dropped = trim(b, over, id) end
   local outcome = 1
   if deliver == '' then
     if escalate(b, id, push, ms) then outcome = 2 end
