@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{is_plain, new_ids, validate_id, NotificationInput, Template};
+use crate::model::{
+    is_plain, new_ids, unix_ms, validate_id, NotificationInput, Template, MAX_AHEAD,
+};
 use crate::shutdown::Shutdown;
 use crate::store::{Recipient, Store};
 
@@ -82,9 +84,43 @@ pub async fn publish_until(
     request: &PublishRequest,
     cutoff: Option<Cutoff<'_>>,
 ) -> Result<PublishResponse> {
+    publish_as_of(store, metrics, request, cutoff, SystemTime::now()).await
+}
+
+/// [`publish`] of a request a durable queue accepted at `accepted` (an ingest entry, handled
+/// later, or again after a failure): its `deliver_at` and `expires_at` are checked as of
+/// then. One whose delivery time has passed since is delivered now; one whose expiry has
+/// passed since is over before it began, and nothing is stored (`count` 0).
+pub async fn publish_accepted(
+    store: &Store,
+    metrics: Option<&Metrics>,
+    request: &PublishRequest,
+    accepted: SystemTime,
+) -> Result<PublishResponse> {
+    publish_as_of(store, metrics, request, None, accepted).await
+}
+
+/// When a queue accepted an entry, from the time it gives the entry (Unix ms): that time when
+/// it is a plausible one (not ahead, and within [`MAX_AHEAD`], the furthest a due time may
+/// lie), else now (a producer may choose its entries' ids or timestamps).
+pub fn accepted_at(queued_ms: Option<u64>) -> SystemTime {
+    let now = SystemTime::now();
+    let queued = queued_ms.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+    queued
+        .filter(|&at| at <= now && now.duration_since(at).is_ok_and(|ago| ago < MAX_AHEAD))
+        .unwrap_or(now)
+}
+
+async fn publish_as_of(
+    store: &Store,
+    metrics: Option<&Metrics>,
+    request: &PublishRequest,
+    cutoff: Option<Cutoff<'_>>,
+    accepted: SystemTime,
+) -> Result<PublishResponse> {
     let now = SystemTime::now();
     let mut input = request.notification.clone();
-    let schedule = input.validate(now)?;
+    let mut schedule = input.validate(accepted)?;
     if request.users.is_empty() && request.groups.is_empty() {
         return Err(Error::invalid("name at least one user or group"));
     }
@@ -100,6 +136,17 @@ pub async fn publish_until(
                 "idempotency_key must be 1 to {MAX_KEY_CHARS} characters without control characters"
             )));
         }
+    }
+    // Accepted earlier: a delivery time passed since is now; an expiry passed since leaves
+    // nothing to store.
+    let now_ms = unix_ms(now);
+    schedule.deliver_ms = schedule.deliver_ms.filter(|&at| at > now_ms);
+    if schedule.expire_ms.is_some_and(|at| at <= now_ms) {
+        return Ok(PublishResponse {
+            count: 0,
+            ids: BTreeMap::new(),
+            suppressed: 0,
+        });
     }
     let mut members = Vec::new();
     for group in &request.groups {
@@ -191,6 +238,29 @@ fn recipients<'a>(users: &'a [String], members: &'a [String]) -> (Vec<&'a str>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A queue's time for an entry counts when it is a plausible one (past, and within 90
+    /// days); else the entry counts as accepted now.
+    #[test]
+    fn accepted_at_takes_plausible_queue_times() {
+        let now = SystemTime::now();
+        let ms = |t: SystemTime| Some(crate::model::unix_ms(t));
+        let hour_ago = now - Duration::from_secs(3600);
+        let close = |t: SystemTime| {
+            t.duration_since(now)
+                .is_ok_and(|d| d < Duration::from_secs(5))
+        };
+        assert_eq!(
+            accepted_at(ms(hour_ago)),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(ms(hour_ago).unwrap())
+        );
+        assert!(close(accepted_at(None)));
+        assert!(close(accepted_at(Some(1))));
+        assert!(close(accepted_at(ms(now
+            - MAX_AHEAD
+            - Duration::from_secs(1)))));
+        assert!(close(accepted_at(ms(now + Duration::from_secs(3600)))));
+    }
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

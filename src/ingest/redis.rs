@@ -26,7 +26,7 @@ use super::{give_up, parse, pause, truncate, unparsable, DEAD_COPY_BYTES};
 use crate::config::Backend;
 use crate::error::StartupError;
 use crate::metrics::Metrics;
-use crate::publish::{publish, PublishRequest};
+use crate::publish::{accepted_at, publish_accepted, PublishRequest};
 use crate::redis_conn::{connect_plain, RedisConn};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -275,7 +275,10 @@ impl Ingest {
         request
             .idempotency_key
             .get_or_insert_with(|| format!("ingest:{}", entry.id));
-        let result = publish(&self.store, Some(&self.metrics), &request).await;
+        // Accepted when it was written: the stream id's first part is Redis's clock then.
+        let written = entry.id.split('-').next().and_then(|ms| ms.parse().ok());
+        let accepted = accepted_at(written);
+        let result = publish_accepted(&self.store, Some(&self.metrics), &request, accepted).await;
         if let Err(e) = &result {
             self.metrics.publish_failed("redis", e.code());
         }

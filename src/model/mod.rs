@@ -19,7 +19,7 @@ pub use self::change::{
     status_data, Change, ChangeKind, Counts, Epoch, EventId, Mark, Marked, Target,
 };
 pub use self::fields::{
-    check_ahead, climbs, ms_to_rfc3339, parse_time, ActionSpec, ItemState, TakenAction,
+    check_ahead, climbs, ms_to_rfc3339, parse_time, ActionSpec, ItemState, TakenAction, MAX_AHEAD,
 };
 #[cfg(test)]
 pub use self::ids::new_id;

@@ -348,3 +348,27 @@ async fn an_entry_that_fails_for_its_own_data_is_dead_lettered_after_a_few_tries
     })
     .await;
 }
+
+/// An entry's times are checked as of when it was written: one that waited (no node ran) past
+/// its `deliver_at` is delivered when it is handled, not dead-lettered; one that waited past
+/// its `expires_at` stores nothing, and is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_that_waited_past_its_times_is_handled_as_of_its_writing() {
+    let redis = Redis::start();
+    let mut conn = redis.conn();
+    let entry = |title: &str, field: &str| {
+        json!({"users": ["alice"], "notification": {"title": title, field: in_secs(1)}}).to_string()
+    };
+    xadd(&mut conn, "publish", &entry("late", "deliver_at"));
+    xadd(&mut conn, "publish", &entry("gone", "expires_at"));
+    xadd(&mut conn, "publish", &publish_body("after them"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let h = Herald::start(Some(&redis.url()), &[]);
+    wait_for("the entries were not handled", async || {
+        h.tray_len("alice").await >= 2 && pending(&mut conn) == 0
+    })
+    .await;
+    let page = h.list(&user_token("alice"), "").await;
+    assert_eq!(titles(&page), ["after them", "late"]);
+    assert!(dead_letters(&mut conn).is_empty());
+}

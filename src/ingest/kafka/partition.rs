@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::Client;
 use crate::ingest::{give_up, parse, pause, unparsable, DEAD_COPY_BYTES};
 use crate::metrics::Metrics;
-use crate::publish::publish;
+use crate::publish::{accepted_at, publish_accepted};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -229,7 +229,10 @@ impl Worker {
                     request
                         .idempotency_key
                         .get_or_insert_with(|| idempotency_key(message));
-                    let result = publish(&self.shared.store, Some(metrics), &request).await;
+                    let written = message.timestamp().to_millis().map(|ms| ms.max(0) as u64);
+                    let accepted = accepted_at(written);
+                    let store = &self.shared.store;
+                    let result = publish_accepted(store, Some(metrics), &request, accepted).await;
                     if let Err(e) = &result {
                         metrics.publish_failed("kafka", e.code());
                     }
