@@ -2,7 +2,8 @@
 //! An action with a `path` is sent to the `--upstream` as the user (the `/api/` proxy's
 //! identity headers, the path mapped as the proxy maps it) and its answer status recorded; one
 //! without only records. Nothing is recorded when the upstream cannot be reached (502) or does
-//! not answer in time (504). Requests racing for one notification send it upstream once.
+//! not answer in time (504). Requests racing for one notification send it upstream once, and
+//! none is recorded while another is being sent.
 
 use std::time::Duration;
 
@@ -37,21 +38,24 @@ pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> R
         .find(|a| a.id == action_id)
         .ok_or(Error::NotFound("no such action on this notification"))?;
     untaken(&n)?;
-    let Some(path) = &spec.path else {
-        return record(&state, &caller.user, id, action_id, None).await;
-    };
-    // One request at a time sends an action of a notification (on any node), and only while
-    // none is recorded: a request that lost the race gets 409 and the upstream never sees it.
+    // One request at a time takes an action of a notification (on any node), and only while
+    // none is recorded: a request that lost the race gets 409 and the upstream never sees it
+    // (nor is an action without a path recorded while another is being sent).
     let ttl = state.config.upstream_timeout + CLAIM_SLACK;
     if !state.store.claim_action(&caller.user, id, ttl).await? {
         return Err(Error::Conflict(TAKING));
     }
     let taken = async {
         untaken(&notification(&state, &caller.user, id).await?)?;
-        // The request id goes upstream with the action, as the `/api/` proxy passes it on.
-        let request_id = parts.extensions.get::<RequestId>();
-        let status = send(&state, &caller, spec, path, id, request_id).await?;
-        record(&state, &caller.user, id, action_id, Some(status)).await
+        let status = match &spec.path {
+            // The request id goes upstream with the action, as the `/api/` proxy passes it on.
+            Some(path) => {
+                let request_id = parts.extensions.get::<RequestId>();
+                Some(send(&state, &caller, spec, path, id, request_id).await?)
+            }
+            None => None,
+        };
+        record(&state, &caller.user, id, action_id, status).await
     }
     .await;
     if let Err(e) = state.store.release_action(&caller.user, id).await {

@@ -18,6 +18,7 @@ both_modes!(
     a_slow_upstream_records_nothing,
     action_input_is_checked,
     racing_takes_send_one_action_once,
+    a_take_without_path_waits_for_one_being_sent,
 );
 
 /// Publish a notification with `actions` to `user`; its id.
@@ -282,6 +283,38 @@ async fn racing_takes_send_one_action_once(mode: Mode) {
         );
         assert_eq!(listed(&h, &id).await["action"]["id"], taken[0].as_str());
     }
+}
+
+/// While one action of a notification is being sent upstream, taking another one that has no
+/// path is 409 too (it would be recorded while the backend acts on the first); once the send
+/// ends without a record (504), it can be taken.
+async fn a_take_without_path_waits_for_one_being_sent(mode: Mode) {
+    let up = EchoUpstream::start().await;
+    let h = Setup::new(mode, &["--upstream", &up.url, "--upstream-timeout", "1s"]);
+    let token = user_token("alice");
+    let id = publish_with(
+        &h,
+        "alice",
+        json!([
+            {"id": "approve", "label": "Approve", "path": "/api/slow"},
+            {"id": "dismiss", "label": "Dismiss"},
+        ]),
+    )
+    .await;
+    let sending = take(&h, &token, &id, "approve");
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        take(&h, &token, &id, "dismiss").await
+    };
+    let ((sent, timed_out), (status, err)) = tokio::join!(sending, meanwhile);
+    assert_error(status, &err, 409, "conflict");
+    assert_error(sent, &timed_out, 504, "gateway_timeout");
+    let (status, n) = take(&h, &token, &id, "dismiss").await;
+    assert_eq!(
+        (status, &n["action"]["id"]),
+        (200, &json!("dismiss")),
+        "{n}"
+    );
 }
 
 async fn action_input_is_checked(mode: Mode) {
