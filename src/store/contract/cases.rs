@@ -146,7 +146,10 @@ pub async fn max_per_user_drops_delivered_ones_before_held_ones(s: &Subject) {
     }
     let new = publish(s, "b", None).await;
     assert!(new.stored);
-    assert_eq!(ids(&list(s, "b", 10, None, false).await), std::slice::from_ref(&new.id));
+    assert_eq!(
+        ids(&list(s, "b", 10, None, false).await),
+        std::slice::from_ref(&new.id)
+    );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     for user in ["a", "b"] {
         s.store.process_due(user, 0).await.expect("due");
