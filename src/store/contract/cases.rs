@@ -1,7 +1,7 @@
 //! The cases both stores must pass, one behaviour each (see `contract!` in `mod.rs`).
 
 use super::*;
-use crate::model::{now_ms, ChangeKind, Counts, Epoch, Schedule};
+use crate::model::{now_ms, ChangeKind, Counts, Epoch};
 use crate::store::{LOG_CAPACITY, MAX_SESSIONS_PER_USER};
 
 /// Pages of `before` cursors walk the tray newest first with no gap and no overlap, even
@@ -126,13 +126,10 @@ pub async fn max_per_user_drops_the_oldest(s: &Subject) {
 /// `deliver_at` (not in the tray yet), which is delivered when due; held ones go (the oldest
 /// first, never the new one) only when too few delivered are left.
 pub async fn max_per_user_drops_delivered_ones_before_held_ones(s: &Subject) {
-    let schedule = Schedule {
+    let later = scheduled(Schedule {
         deliver_ms: Some(now_ms() + 1_000),
         expire_ms: None,
-    };
-    let input = serde_json::from_value(serde_json::json!({"title": "later"})).expect("input");
-    let later = Template::new(&input, schedule, std::time::SystemTime::now()).expect("template");
-    let later = Arc::new(later);
+    });
     let held = publish_to(s, &later, &["a"], None).await[0].id.to_string();
     let all = publish_many(s, "a", 4).await;
     assert_eq!(
@@ -159,6 +156,21 @@ pub async fn max_per_user_drops_delivered_ones_before_held_ones(s: &Subject) {
     assert_eq!(ids(&list(s, "a", 10, None, false).await), listed);
     let listed = [new.id, waiting[2].clone(), waiting[1].clone()];
     assert_eq!(ids(&list(s, "b", 10, None, false).await), listed);
+}
+
+/// A notification whose delivery and expiry both passed before its tray's due times were
+/// handled (no node ran meanwhile) goes without a trace: no `deleted` for an id no stream saw.
+pub async fn an_expiry_before_delivery_is_not_announced(s: &Subject) {
+    let later = scheduled(Schedule {
+        deliver_ms: Some(now_ms() + 300),
+        expire_ms: Some(now_ms() + 600),
+    });
+    publish_to(s, &later, &["a"], None).await;
+    let before = s.store.head("a").await.expect("head");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.store.process_due("a", 0).await.expect("due");
+    assert_eq!(s.store.head("a").await.expect("head").seq, before.seq);
+    assert!(ids(&list(s, "a", 10, None, false).await).is_empty());
 }
 
 /// A mark counts the named ids that exist (`found`) and lists those whose state it changed;

@@ -22,8 +22,8 @@ use crate::config::Backend;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::{
-    new_id, new_ids, now_secs, EventId, Mark, Marked, Notification, NotificationInput, Target,
-    Template,
+    new_id, new_ids, now_secs, EventId, Mark, Marked, Notification, NotificationInput, Schedule,
+    Target, Template,
 };
 
 /// One case, start to finish (a trim case publishes ~1300 notifications), never longer.
@@ -120,6 +120,7 @@ contract! {
     idempotency_key_stores_once_per_user;
     max_per_user_drops_the_oldest(3);
     max_per_user_drops_delivered_ones_before_held_ones(3);
+    an_expiry_before_delivery_is_not_announced;
     mark_reports_found_and_changed;
     unchanged_marks_commit_nothing;
     mark_all_read_reads_every_unread;
@@ -148,6 +149,13 @@ fn template(notification: serde_json::Value) -> Arc<Template> {
         Template::new(&input, Default::default(), std::time::SystemTime::now())
             .expect("a template"),
     )
+}
+
+/// A notification held for delivery (and expiring) as `schedule` says.
+fn scheduled(schedule: Schedule) -> Arc<Template> {
+    let input = serde_json::from_value(serde_json::json!({"title": "later"})).expect("input");
+    let now = std::time::SystemTime::now();
+    Arc::new(Template::new(&input, schedule, now).expect("a template"))
 }
 
 /// Publish `template` to `users` in one store call (fresh ids); one outcome per user.

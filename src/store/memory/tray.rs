@@ -559,7 +559,9 @@ impl Tray {
                 break;
             }
             self.extras_mut().expire.remove(&(at, id));
-            if self.remove(&id) {
+            // One never delivered (its delivery and expiry both passed) goes unannounced.
+            let delivered = self.items.get(&id).is_some_and(|item| !item.held);
+            if self.remove(&id) && delivered {
                 expired.push(id.to_string());
             }
         }

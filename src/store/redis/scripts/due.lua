@@ -1,6 +1,7 @@
 -- due.lua: expire, deliver and wake what is due in one user's tray. Atomic, so running it on
 -- several nodes at once, or again, handles each notification exactly once. Expired
--- notifications go in one `deleted` change (reason "expired"); each delivered or woken one
+-- notifications go in one `deleted` change (reason "expired"; one never delivered, its
+-- delivery and expiry both past, goes unannounced); each delivered or woken one
 -- arrives whole as a `notification` (an archived one whose snooze ends, as `updated`). One
 -- delivered with a collapse key collapses then, as a publish would (no `deleted` change).
 -- Then the Web Push escalations that are due: one no longer active, unread and unseen is
@@ -19,7 +20,8 @@
 local b, now, cap, fresh, push = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expired = {}
 for _, id in ipairs(redis.call('ZRANGE', key(b, 'expire'), '-inf', now, 'BYSCORE')) do
-  if redis.call('HEXISTS', key(b, 'items'), id) == 1 then expired[#expired + 1] = id end
+  -- one never delivered (its delivery and expiry both passed) goes unannounced
+  if delivered(b, id) then expired[#expired + 1] = id end
   remove(b, id)
 end
 if #expired > 0 then
