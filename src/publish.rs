@@ -84,7 +84,7 @@ pub async fn publish_until(
     request: &PublishRequest,
     cutoff: Option<Cutoff<'_>>,
 ) -> Result<PublishResponse> {
-    publish_as_of(store, metrics, request, cutoff, SystemTime::now()).await
+    publish_as_of(store, metrics, request, cutoff, None).await
 }
 
 /// [`publish`] of a request a durable queue accepted at `accepted` (an ingest entry, handled
@@ -97,7 +97,7 @@ pub async fn publish_accepted(
     request: &PublishRequest,
     accepted: SystemTime,
 ) -> Result<PublishResponse> {
-    publish_as_of(store, metrics, request, None, accepted).await
+    publish_as_of(store, metrics, request, None, Some(accepted)).await
 }
 
 /// When a queue accepted an entry, from the time it gives the entry (Unix ms): that time when
@@ -116,11 +116,11 @@ async fn publish_as_of(
     metrics: Option<&Metrics>,
     request: &PublishRequest,
     cutoff: Option<Cutoff<'_>>,
-    accepted: SystemTime,
+    accepted: Option<SystemTime>,
 ) -> Result<PublishResponse> {
     let now = SystemTime::now();
     let mut input = request.notification.clone();
-    let mut schedule = input.validate(accepted)?;
+    let mut schedule = input.validate(accepted.unwrap_or(now))?;
     if request.users.is_empty() && request.groups.is_empty() {
         return Err(Error::invalid("name at least one user or group"));
     }
@@ -142,6 +142,7 @@ async fn publish_as_of(
     let now_ms = unix_ms(now);
     schedule.deliver_ms = schedule.deliver_ms.filter(|&at| at > now_ms);
     if schedule.expire_ms.is_some_and(|at| at <= now_ms) {
+        tracing::debug!("expired before it was handled: nothing stored");
         return Ok(PublishResponse {
             count: 0,
             ids: BTreeMap::new(),

@@ -3,9 +3,11 @@
 //! connection closed. That happens to every head after a connection's first over plain
 //! HTTP/1 (the first is read in `connection.rs`) and to every HTTP/1 head over TLS.
 //! [`JsonErrors`] writes Herald's JSON error answer in its place, so every refusal has the
-//! same body. Such an answer is told apart from the service's by its head alone: the service's
-//! always carry `x-request-id` (`observe`) or a `content-type`, hyper's only `connection`,
-//! `content-length: 0` and `date`.
+//! same body. Such an answer is told apart from the service's by being a whole write that is
+//! a bare head: the service's answers always carry `x-request-id` (`observe`) or a
+//! `content-type`, hyper's only `connection`, `content-length: 0` and `date`. (A body passed
+//! through `/api/` whose one chunk is exactly such a head would be taken for it; the
+//! connection then closes, as after hyper's answer: any later write of hyper's fails.)
 
 use std::io;
 use std::pin::Pin;
@@ -23,35 +25,64 @@ use crate::routes::body::error_response;
 /// A connection's IO, with hyper's own error answers replaced (see the module doc).
 pub struct JsonErrors<T> {
     io: T,
-    /// The replacement still to write; once there is one, hyper's own bytes go nowhere.
-    answer: Option<Bytes>,
+    state: State,
+}
+
+enum State {
+    /// hyper's bytes go through.
+    Passing,
+    /// Writing the replacement (what is left of it) for hyper's answer of `len` bytes.
+    Replacing { answer: Bytes, len: usize },
+    /// The replacement is out: hyper ends the connection after its answer, and any write of
+    /// it after that fails (nothing it writes may follow the replacement unseen).
+    Replaced,
 }
 
 impl<T> JsonErrors<T> {
     pub fn new(io: T) -> Self {
-        JsonErrors { io, answer: None }
+        JsonErrors {
+            io,
+            state: State::Passing,
+        }
     }
 }
 
 impl<T: AsyncWrite + Unpin> JsonErrors<T> {
-    /// Write what is left of the replacement.
-    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(answer) = self.answer.as_mut().filter(|a| a.has_remaining()) {
+    /// Write what is left of the replacement; the length of hyper's answer it replaced.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let State::Replacing { answer, len } = &mut self.state else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        while answer.has_remaining() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, answer))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             answer.advance(n);
         }
-        Poll::Ready(Ok(()))
+        let len = *len;
+        self.state = State::Replaced;
+        Poll::Ready(Ok(len))
     }
 
-    /// Take `buf` in place of the IO when it is (or follows) hyper's own error answer.
-    fn replaced(&mut self, buf: &[u8]) -> bool {
-        if self.answer.is_none() {
-            self.answer = bare_error(buf).map(json_answer);
+    /// Whether this write (`bytes` its first non-empty slice, `len` all of it) goes to the
+    /// replacement instead of the IO: hyper's own error answer, or a write after it.
+    fn replaces(&mut self, bytes: &[u8], len: usize) -> bool {
+        if let State::Passing = self.state {
+            let ours = (bytes.len() == len).then(|| bare_error(bytes)).flatten();
+            if let Some(answer) = ours.and_then(json_answer) {
+                self.state = State::Replacing { answer, len };
+            }
         }
-        self.answer.is_some()
+        !matches!(self.state, State::Passing)
+    }
+
+    /// Finish the replacement, if one is being written.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let State::Replacing { .. } = self.state {
+            ready!(self.poll_answer(cx))?;
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -71,9 +102,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.replaced(buf) {
-            ready!(self.poll_answer(cx))?;
-            return Poll::Ready(Ok(buf.len()));
+        if self.replaces(buf, buf.len()) {
+            return self.poll_answer(cx);
         }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
@@ -84,9 +114,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
-        if self.replaced(first) {
-            ready!(self.poll_answer(cx))?;
-            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.replaces(first, len) {
+            return self.poll_answer(cx);
         }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
@@ -96,17 +126,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_answer(cx))?;
+        ready!(self.poll_finish(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_answer(cx))?;
+        ready!(self.poll_finish(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
-/// The error behind `bytes` when they begin with one of hyper's own error answers.
+/// The error behind `bytes` when they are one of hyper's own error answers.
 fn bare_error(bytes: &[u8]) -> Option<Error> {
     // Most writes are bodies, or answers that are not 4xx: the check costs a few compares.
     if !(bytes.starts_with(b"HTTP/1.") && bytes.get(9) == Some(&b'4')) {
@@ -114,9 +144,13 @@ fn bare_error(bytes: &[u8]) -> Option<Error> {
     }
     let mut headers = [httparse::EMPTY_HEADER; 4];
     let mut head = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(_)) = head.parse(bytes) else {
+    // The whole write: hyper's answer has no body, and is written alone.
+    let Ok(httparse::Status::Complete(len)) = head.parse(bytes) else {
         return None;
     };
+    if len != bytes.len() {
+        return None;
+    }
     let bare = head.headers.iter().all(|h| match h.name {
         "connection" => h.value == b"close",
         "content-length" => h.value == b"0",
@@ -134,13 +168,14 @@ fn bare_error(bytes: &[u8]) -> Option<Error> {
     }
 }
 
-/// The whole JSON answer for `error`, the connection closed after it.
-fn json_answer(error: Error) -> Bytes {
+/// The whole JSON answer for `error`, the connection closed after it (`None` if it could not
+/// be made: hyper's answer then stands).
+fn json_answer(error: Error) -> Option<Bytes> {
     // An error's body is ready at once.
     let bytes = encode(closing(error_response(error)))
         .now_or_never()
         .flatten();
-    bytes.unwrap_or_default().into()
+    bytes.map(Bytes::from)
 }
 
 #[cfg(test)]
@@ -172,6 +207,8 @@ mod tests {
             &bare("200 OK"),
             "1f\r\nevent: ready\r\n",
             "HTTP/1.1 400 Bad Request\r\nconnection: close\r\n",
+            // a bare head with more after it in the same write is not hyper's answer
+            &format!("{}x", bare("400 Bad Request")),
         ] {
             assert_eq!(code(other), None, "{other:?}");
         }
@@ -179,7 +216,7 @@ mod tests {
 
     #[test]
     fn the_answer_is_whole_and_closes() {
-        let answer = json_answer(Error::invalid("malformed request head"));
+        let answer = json_answer(Error::invalid("malformed request head")).unwrap();
         let text = std::str::from_utf8(&answer).unwrap();
         let body = r#"{"error":{"code":"invalid_request","message":"malformed request head"}}"#;
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");

@@ -303,7 +303,11 @@ async fn a_take_without_path_waits_for_one_being_sent(mode: Mode) {
     .await;
     let sending = take(&h, &token, &id, "approve");
     let meanwhile = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // once the first is at the upstream
+        wait_for("the action did not reach the upstream", async || {
+            up.hits() > 0
+        })
+        .await;
         take(&h, &token, &id, "dismiss").await
     };
     let ((sent, timed_out), (status, err)) = tokio::join!(sending, meanwhile);

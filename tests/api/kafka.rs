@@ -451,3 +451,37 @@ fn bad_kafka_settings_fail_at_start() {
         assert!(stderr.contains(named), "{flags:?}: {stderr}");
     }
 }
+
+/// A record's times are checked as of its timestamp: one that waited (no node ran) past its
+/// `deliver_at` is delivered when it is read, not dead-lettered; one past its `expires_at`
+/// stores nothing, and its offset is committed like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_waited_past_its_times_is_handled_as_of_its_timestamp() {
+    let kafka = Kafka::start();
+    kafka.create_topic("later", 1);
+    kafka.create_topic("later.dead", 1);
+    let entry = |title: &str, field: &str| {
+        json!({"users": ["alice"], "notification": {"title": title, field: in_secs(1)}}).to_string()
+    };
+    kafka
+        .produce("later", 0, "alice", &entry("late", "deliver_at"))
+        .await;
+    kafka
+        .produce("later", 0, "alice", &entry("gone", "expires_at"))
+        .await;
+    kafka
+        .produce("later", 0, "alice", &body("alice", "after them"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let h = node(None, &kafka, "later", "g-later", &[]);
+    eventually("the records were not handled", async || {
+        h.metric("herald_kafka_records_consumed_total").await == 3.0
+            && h.tray_len("alice").await == 2
+    })
+    .await;
+    assert_eq!(tray_titles(&h, "alice").await, ["after them", "late"]);
+    assert_eq!(
+        h.metric("herald_kafka_records_dead_lettered_total").await,
+        0.0
+    );
+}
