@@ -234,19 +234,40 @@ fn utf8(s: &str, what: &'static str) -> Result<String> {
         .map_err(|_| Error::invalid(what))
 }
 
-/// Query string parameters, decoded as a form (`+` is a space, then percent-decoding); a
-/// name or value that is not UTF-8 once decoded is a 400, not a lossy stand-in.
-pub fn query_pairs(req: &Request) -> Result<Vec<(String, String)>> {
-    let decode = |s: &str| utf8(&s.replace('+', " "), "the query string is not valid UTF-8");
+/// A query name or value decoded as a form (`+` is a space, then percent-decoding); one that
+/// is not UTF-8 once decoded is a 400, not a lossy stand-in.
+fn form_decode(s: &str) -> Result<String> {
+    utf8(&s.replace('+', " "), "the query string is not valid UTF-8")
+}
+
+/// The query's (name, value) pairs, still encoded.
+fn raw_query_pairs(req: &Request) -> impl Iterator<Item = (&str, &str)> {
     let query = req.uri().query().unwrap_or("");
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(name)?, decode(value)?))
-        })
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Query string parameters, decoded ([`form_decode`]).
+pub fn query_pairs(req: &Request) -> Result<Vec<(String, String)>> {
+    raw_query_pairs(req)
+        .map(|(name, value)| Ok((form_decode(name)?, form_decode(value)?)))
         .collect()
+}
+
+/// The items of every `name` parameter, each a comma list (`category=a,b`): split before
+/// decoding, so an encoded comma (`%2C`) stays within its item; empty items are left out.
+pub fn query_list(req: &Request, name: &str) -> Result<Vec<String>> {
+    let mut items = Vec::new();
+    for (key, value) in raw_query_pairs(req) {
+        if form_decode(key)? == name {
+            for item in value.split(',').filter(|i| !i.is_empty()) {
+                items.push(form_decode(item)?);
+            }
+        }
+    }
+    Ok(items)
 }
 
 #[cfg(test)]
@@ -279,14 +300,16 @@ mod tests {
         assert!(percent_decode("%ff").is_err());
     }
 
+    fn get(uri: &str) -> Request {
+        use http_body_util::{BodyExt, Empty};
+        let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
+        http::Request::builder().uri(uri).body(body).unwrap()
+    }
+
     /// Query pairs decode as a form; a pair that is not UTF-8 once decoded is refused.
     #[test]
     fn query_decoding() {
-        let pairs = |uri: &str| {
-            use http_body_util::{BodyExt, Empty};
-            let body = Empty::new().map_err(|never| match never {}).boxed_unsync();
-            query_pairs(&http::Request::builder().uri(uri).body(body).unwrap())
-        };
+        let pairs = |uri: &str| query_pairs(&get(uri));
         assert_eq!(
             pairs("/n?limit=5&category=a%2Cb+c&&flag&x=%E2%9C%93").unwrap(),
             [
@@ -298,5 +321,15 @@ mod tests {
         );
         assert!(pairs("/n?category=%FF").is_err());
         assert!(pairs("/n?%C3=1").is_err());
+    }
+
+    /// A comma list splits before decoding: `%2C` is a comma within an item.
+    #[test]
+    fn query_lists() {
+        let list = |uri: &str| query_list(&get(uri), "category");
+        let uri = "/n?category=a,b%2Cc,,d+e&x=1&categor%79=f";
+        assert_eq!(list(uri).unwrap(), ["a", "b,c", "d e", "f"]);
+        assert!(list("/n?x=1").unwrap().is_empty());
+        assert!(list("/n?category=a,%FF").is_err());
     }
 }

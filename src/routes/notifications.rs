@@ -26,9 +26,10 @@ pub const MAX_CATEGORIES: usize = 64;
 
 pub async fn list(state: AppState, req: Request) -> Result<Response> {
     let query = super::query_pairs(&req);
+    let categories = super::query_list(&req, "category");
     let (parts, _) = req.into_parts();
     let caller = auth::session::user(&state, &parts).await?;
-    let query = query?;
+    let (query, categories) = (query?, categories?);
     let mut q = ListQuery {
         limit: DEFAULT_LIMIT,
         ..ListQuery::default()
@@ -65,19 +66,18 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
                     _ => return Err(Error::invalid("snoozed must be exclude or only")),
                 }
             }
-            "category" => {
-                for category in value.split(',').filter(|c| !c.is_empty()) {
-                    validate_category(category)?;
-                    q.categories.push(category.to_owned());
-                }
-                if q.categories.len() > MAX_CATEGORIES {
-                    return Err(Error::invalid(format!(
-                        "category may name at most {MAX_CATEGORIES} categories"
-                    )));
-                }
-            }
             _ => {}
         }
+    }
+    // A comma list (a category with a comma in it is named as `%2C`).
+    for category in categories {
+        validate_category(&category)?;
+        q.categories.push(category);
+    }
+    if q.categories.len() > MAX_CATEGORIES {
+        return Err(Error::invalid(format!(
+            "category may name at most {MAX_CATEGORIES} categories"
+        )));
     }
     let page = state.store.list(&caller.user, &q).await?;
     Ok(json(

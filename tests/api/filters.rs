@@ -7,7 +7,10 @@ use serde_json::json;
 use crate::both_modes;
 use crate::common::*;
 
-both_modes!(filters_combine_and_counts_ignore_them);
+both_modes!(
+    filters_combine_and_counts_ignore_them,
+    a_category_with_a_comma_is_filtered_by_its_encoded_name,
+);
 
 /// Publish `title` (in `category` when given) to alice; its id.
 async fn publish_in(h: &Herald, title: &str, category: Option<&str>) -> String {
@@ -101,4 +104,21 @@ async fn filters_combine_and_counts_ignore_them(mode: Mode) {
         json!({"unread": 0, "unseen": 0}),
         "{counts}"
     );
+}
+
+/// `category` is a comma list: a category with a comma in it is named with the comma encoded
+/// (`%2C`), and the plain comma still separates categories.
+async fn a_category_with_a_comma_is_filtered_by_its_encoded_name(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let both = publish_in(&h, "both", Some("ops,alerts")).await;
+    let ops = publish_in(&h, "ops", Some("ops")).await;
+    for (query, want) in [
+        ("?category=ops%2Calerts", vec![&both]),
+        ("?category=ops,alerts", vec![&ops]),
+        ("?category=ops%2Calerts,ops", vec![&ops, &both]),
+    ] {
+        let want: Vec<String> = want.into_iter().cloned().collect();
+        assert_eq!(ids(&h.list(&token, query).await), want, "{query}");
+    }
 }
