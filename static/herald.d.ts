@@ -333,7 +333,7 @@ export interface SavedPosition {
 }
 
 /** Messages between tabs, the leader and the SharedWorker. */
-export const MSG: Readonly<{ HELLO: "hello"; EVENT: "event"; BYE: "bye" }>;
+export const MSG: Readonly<{ HELLO: "hello"; EVENT: "event"; BYE: "bye"; LEADER: "leader" }>;
 
 /** The counts after event `name` with `data`. */
 export function nextCounts(

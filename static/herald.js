@@ -33,7 +33,7 @@ const MAX_BACKOFF_MS = 30_000;
 /** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
 const FIRST_PAGE = 20;
 /** Messages between tabs, the leader and the SharedWorker. */
-export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye" });
+export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye", LEADER: "leader" });
 
 /** The name of a per-`base` resource (storage key, worker, channel, lock): `herald:[kind:]<base>`. */
 const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
@@ -584,6 +584,7 @@ export class Herald {
     // Until the leader answers this tab's hello with a `ready`, relayed events may be ahead of
     // this tab (it reloaded): taking one would skip the replay the answer brings.
     let joined = false;
+    const hello = () => channel.postMessage({ type: MSG.HELLO, position: this.#position() });
     let release;
     const released = new Promise((resolve) => (release = resolve));
     channel.onmessage = (m) => {
@@ -597,6 +598,9 @@ export class Herald {
       if (msg?.type === MSG.HELLO && stream) {
         stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id }));
       }
+      // A new leader: a hello this tab sent while no tab held the stream (the lock between two
+      // tabs) reached no one, so say it again.
+      if (msg?.type === MSG.LEADER && !stream && !joined) hello();
     };
     navigator.locks.request(`${name}:leader`, () => {
       if (this.closed) return;
@@ -612,9 +616,10 @@ export class Herald {
         },
       });
       stream.start();
+      channel.postMessage({ type: MSG.LEADER });
       return released; // hold the lock until this tab closes
     });
-    channel.postMessage({ type: MSG.HELLO, position: this.#position() });
+    hello();
     const stop = () => {
       this.closed = true;
       stream?.close();

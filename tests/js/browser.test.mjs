@@ -1,12 +1,12 @@
-// The browser client in real headless Chromium against a running Herald (--dev demo page):
-// tab sharing through SharedWorker, leader election without it, per-tab fallback (where a
-// duplicated tab gets its own stream), reload without loss (also while another tab keeps the
-// stream), the tray of a user who was offline, sign-out reaching every tab (also as a reconnect
-// refused with 401 after a restart lost the session), and a second user on the same browser
-// who must not resume from the first one's position; the client's
-// own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset, revoked,
-// forgetPosition); and the demo of the tray beyond read/unread (an unseen badge that clears in
-// every tab when the tray opens, action buttons, snooze, a quiet first load).
+// The browser client in real headless Chromium against a running Herald (--dev demo page): tab
+// sharing through SharedWorker, leader election without it (also a tab whose hello fell between
+// two leaders), per-tab fallback (where a duplicated tab gets its own stream), reload without
+// loss (also while another tab keeps the stream), the tray of a user who was offline, sign-out
+// reaching every tab (also as a reconnect refused with 401 after a restart lost the session),
+// and a second user on the same browser who must not resume from the first one's position; the
+// client's own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset,
+// revoked, forgetPosition); and the demo of the tray beyond read/unread (an unseen badge that
+// clears in every tab when the tray opens, action buttons, snooze, a quiet first load).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startHerald, token, publish, publishNotification, until, vapid, launchBrowser } from "./harness.mjs";
@@ -437,6 +437,67 @@ test("a follower that gets the leader lock before the relayed revoked still sign
     assert.ok(took < 1_000, `the follower signed out after ${took} ms`);
     assert.ok(await second.evaluate(() => window.heraldDemo.herald.closed), "the follower's client closed");
     await until(async () => (await streams(user)).length === 0, "the streams to end");
+  } finally {
+    await close();
+  }
+});
+
+test("a tab that said hello while no tab held the stream is brought up to date by the next leader (leader)", async () => {
+  const user = "between-leaders";
+  const { context, close } = await browser(["SharedWorker"]);
+  try {
+    const first = await context.newPage();
+    await signIn(first, user);
+    await shows(first, await publish(herald.base, user, "seen by the first tab"));
+    const behind = await storedPosition(first);
+    const missed = await publish(herald.base, user, "the one a reloaded tab missed");
+    await shows(first, missed);
+    // A page without the client queues for the leader lock behind the first tab and gets it
+    // when that tab closes: until it lets go, no tab holds the stream.
+    const holder = await context.newPage();
+    await holder.goto(`${herald.base}/healthz`);
+    await holder.evaluate(() => {
+      window.held = new Promise((got) => {
+        navigator.locks.request("herald:/:leader", () => {
+          got();
+          return new Promise((release) => (window.release = release));
+        });
+      });
+    });
+    await first.close({ runBeforeUnload: true });
+    await holder.evaluate(() => window.held);
+    // Two tabs open meanwhile, so their hellos reach no leader: the first to get the lock
+    // leads from the browser's position; the other is a reloaded tab whose own position is
+    // before `missed`, which the new leader must replay to it when it joins.
+    const second = await context.newPage();
+    await second.goto(`${herald.base}/`);
+    await second.waitForFunction(() => navigator.locks.query().then((q) => q.pending.length === 1));
+    const third = await context.newPage();
+    await third.addInitScript((position) => {
+      sessionStorage.setItem("herald:position:/", JSON.stringify(position));
+      window.relayed = [];
+      const native = Object.getOwnPropertyDescriptor(BroadcastChannel.prototype, "onmessage");
+      Object.defineProperty(BroadcastChannel.prototype, "onmessage", {
+        configurable: true,
+        get() { return native.get.call(this); },
+        set(fn) {
+          native.set.call(this, (m) => {
+            if (m.data?.type === "event") window.relayed.push(m.data.data?.id);
+            fn(m);
+          });
+        },
+      });
+    }, behind);
+    await third.goto(`${herald.base}/`);
+    await third.waitForFunction(() => navigator.locks.query().then((q) => q.pending.length === 2));
+    await holder.evaluate(() => window.release());
+    await waitReady(second);
+    await waitReady(third);
+    await third.waitForFunction((id) => window.relayed.includes(id), missed, { timeout: 5_000 });
+    const id = await publish(herald.base, user, "after the hand-over");
+    await shows(second, id);
+    await shows(third, id);
+    assert.equal((await streams(user)).length, 1);
   } finally {
     await close();
   }
