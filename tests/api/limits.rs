@@ -63,7 +63,8 @@ async fn huge_fan_out_leaves_the_node_responsive() {
 /// status (503 `unavailable` for an outage, 500 `internal` for a refused key as here) and
 /// names, in `error.stored`, the users whose notification is stored, so a retry can skip
 /// them. The failure is made deterministic by a key of the wrong type for one user, placed in
-/// the second batch of 512 recipients (the publish service's `BATCH`).
+/// the second batch of 512 recipients (the publish service's `BATCH`). Two batches are sent
+/// at once: the third is on its way when the second fails, the fourth is never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_publish_names_the_users_stored() {
     const BATCH: usize = 512;
@@ -77,7 +78,7 @@ async fn interrupted_publish_names_the_users_stored() {
             .query(&mut conn)
             .unwrap();
     }
-    let mut users: Vec<String> = (0..3 * BATCH).map(|i| format!("p{i:04}")).collect();
+    let mut users: Vec<String> = (0..4 * BATCH).map(|i| format!("p{i:04}")).collect();
     users.insert(BATCH + 100, "poison".into());
     let (status, body) = h
         .publish(json!({"users": users, "notification": {"title": "partial"}}))
@@ -86,16 +87,23 @@ async fn interrupted_publish_names_the_users_stored() {
     assert_error(status, &body, 500, "internal");
     let stored = body["error"]["stored"].as_object().expect("error.stored");
     assert!(!stored.contains_key("poison"), "{body}");
-    // batches before the failing one are stored; nothing after its batch is attempted
-    for user in &users[..BATCH] {
+    // the batch before the failing one and the one sent beside it are stored; nothing after
+    // them is sent
+    for user in users[..BATCH].iter().chain(&users[2 * BATCH..3 * BATCH]) {
         assert!(stored.contains_key(user), "{user} missing from {body}");
     }
-    for user in &users[2 * BATCH..] {
+    for user in &users[3 * BATCH..] {
         assert!(
             !stored.contains_key(user),
             "{user} stored after the failing batch"
         );
     }
+    // exactly the users it names have the notification (the poisoned keys aside)
+    let trays: Vec<String> = redis::cmd("KEYS")
+        .arg("herald:{u:p[0-9]*}:items")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(trays.len(), stored.len(), "{body}");
     for (user, id) in stored.iter().step_by(10) {
         assert_eq!(h.tray_ids(user, "").await, vec![id.as_str().unwrap()]);
     }
