@@ -120,10 +120,18 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topics: Vec<String>,
     pub group: String,
-    /// `None`: `<topic>.dead` for each topic.
+    /// `None`: `<topic>.dead` ([`KafkaConfig::default_dead_letter_topic`]) for each topic.
     pub dead_letter_topic: Option<String>,
     /// `--kafka-option key=value`s, passed to librdkafka as they are (SASL, TLS, timeouts).
     pub options: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Where the records of `topic` that are not valid publish bodies go without
+    /// `--kafka-dead-letter-topic`.
+    pub fn default_dead_letter_topic(topic: &str) -> String {
+        format!("{topic}.dead")
+    }
 }
 
 #[cfg(test)]

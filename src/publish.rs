@@ -30,7 +30,7 @@ pub const BATCH: usize = 512;
 /// 10,000-member group: p99 ~9 % lower than one at a time; more in flight did no better.)
 const IN_FLIGHT: usize = 2;
 /// Longest idempotency key, in characters.
-const MAX_KEY_CHARS: usize = 256;
+pub const MAX_KEY_CHARS: usize = 256;
 
 /// The `POST /publish` body (also an ingest entry's `publish` field).
 #[derive(Debug, Clone, Serialize, Deserialize)]

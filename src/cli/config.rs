@@ -107,8 +107,8 @@ impl KafkaArgs {
                 "--kafka-brokers needs at least one --kafka-topic".into(),
             ));
         }
-        for topic in self.kafka_topic.iter().chain(dead_letter_topic) {
-            check_topic(topic)?;
+        for topic in &self.kafka_topic {
+            check_topic("--kafka-topic", topic)?;
         }
         if group.trim().is_empty() {
             return Err(StartupError("--kafka-group must not be empty".into()));
@@ -123,8 +123,35 @@ impl KafkaArgs {
     }
 }
 
-/// Kafka's rule for topic names: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
-fn check_topic(topic: &str) -> Result<(), StartupError> {
+/// Where ingest puts the records that are not publish bodies: a topic name, and not one it
+/// consumes (dead letters read again would be dead-lettered again, without end); without
+/// `--kafka-dead-letter-topic`, each topic's `<topic>.dead` must be a topic name too.
+fn check_dead_letters(kafka: &KafkaConfig) -> Result<(), StartupError> {
+    if let Some(dead) = &kafka.dead_letter_topic {
+        check_topic("--kafka-dead-letter-topic", dead)?;
+        if kafka.topics.contains(dead) {
+            return Err(StartupError(format!(
+                "--kafka-dead-letter-topic: {dead:?} is also a --kafka-topic; name a topic \
+                 Herald does not consume"
+            )));
+        }
+        return Ok(());
+    }
+    for topic in &kafka.topics {
+        let default = KafkaConfig::default_dead_letter_topic(topic);
+        if check_topic("", &default).is_err() {
+            return Err(StartupError(format!(
+                "--kafka-topic: {topic:?} is too long for its default dead-letter topic \
+                 {default} (at most 249 characters); name one with --kafka-dead-letter-topic"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`; `flag`
+/// names the topic's flag in the error.
+fn check_topic(flag: &str, topic: &str) -> Result<(), StartupError> {
     let legal = (1..=249).contains(&topic.len())
         && topic
             .bytes()
@@ -135,7 +162,7 @@ fn check_topic(topic: &str) -> Result<(), StartupError> {
         Ok(())
     } else {
         Err(StartupError(format!(
-            "--kafka-topic: {topic:?} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
+            "{flag}: {topic:?} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)"
         )))
     }
 }
@@ -206,6 +233,12 @@ impl ServeArgs {
                 "--max-streams-per-user must be at least 1".into(),
             ));
         }
+        let kafka = args
+            .kafka
+            .config(&args.kafka_group, args.kafka_dead_letter_topic.as_ref())?;
+        if let Some(kafka) = &kafka {
+            check_dead_letters(kafka)?;
+        }
         Ok(Config {
             listen: args.listen,
             backend: backend(&args.redis_url)?,
@@ -233,9 +266,7 @@ impl ServeArgs {
                 .node_id
                 .clone()
                 .unwrap_or_else(|| format!("node-{}", crate::model::random_token(4))),
-            kafka: args
-                .kafka
-                .config(&args.kafka_group, args.kafka_dead_letter_topic.as_ref())?,
+            kafka,
             push: args.push.config()?,
             tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         })
@@ -331,9 +362,9 @@ mod tests {
         );
         assert!(parse_option("novalue").is_err());
         assert!(parse_option("=x").is_err());
-        assert!(check_topic("orders.v1_x-y").is_ok());
+        assert!(check_topic("--kafka-topic", "orders.v1_x-y").is_ok());
         for bad in ["", ".", "..", "a b", "ü", &"t".repeat(250)] {
-            assert!(check_topic(bad).is_err(), "{bad:?}");
+            assert!(check_topic("--kafka-topic", bad).is_err(), "{bad:?}");
         }
     }
 

@@ -1,8 +1,10 @@
 //! Kafka ingest against a real Kafka-compatible broker (tansu): a record reaches the user's
 //! stream and tray; order per partition; poison records dead-lettered while the rest flow;
-//! a redelivered record stores nothing new; two nodes sharing a group, one killed; a broker
-//! restart; readiness, metrics, SIGTERM's commit and start-up errors. A group's first join is
-//! slow on this broker (tens of seconds), hence [`KAFKA_WAIT`].
+//! a redelivered record stores nothing new (also on a topic with the longest name Kafka
+//! allows); two nodes sharing a group, one killed; a broker restart; readiness, metrics,
+//! SIGTERM's commit and start-up errors (also a dead-letter topic that is consumed, or whose
+//! default name would be too long). A group's first join is slow on this broker (tens of
+//! seconds), hence [`KAFKA_WAIT`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -142,14 +144,20 @@ async fn a_record_too_large_to_dead_letter_whole_goes_cut() {
 async fn records_keep_their_order_per_partition_and_redelivery_stores_nothing_new() {
     let redis = Redis::start();
     let kafka = Kafka::start();
-    kafka.create_topic("feed", 3);
+    // The longest name Kafka allows: the records' positions are still their keys (the
+    // topic written as its SHA-256, or the keys would pass 256 characters and be refused);
+    // `<topic>.dead` would be too long a name, so the dead-letter topic is named.
+    let feed = format!("feed{}", "x".repeat(245));
+    let feed = feed.as_str();
+    let dead = ["--kafka-dead-letter-topic", "feed.dead"];
+    kafka.create_topic(feed, 3);
     let producer = kafka.producer();
     for i in 0..20 {
         for p in 0..3 {
             let user = format!("u{p}");
             produce_with(
                 &producer,
-                "feed",
+                feed,
                 p,
                 &user,
                 &body(&user, &format!("{p}-{i}")),
@@ -158,7 +166,7 @@ async fn records_keep_their_order_per_partition_and_redelivery_stores_nothing_ne
             .await;
         }
     }
-    let mut h = node(Some(&redis.url()), &kafka, "feed", "first", &[]);
+    let mut h = node(Some(&redis.url()), &kafka, feed, "first", &dead);
     for p in 0..3 {
         let user = format!("u{p}");
         eventually("not every record was stored", async || {
@@ -172,8 +180,8 @@ async fn records_keep_their_order_per_partition_and_redelivery_stores_nothing_ne
     assert_eq!(h.terminate().map(|s| s.success()), Some(true));
     // Another group reads every record again from the start (offsets rolled back to 0):
     // the records' positions are their idempotency keys, so nothing new is stored.
-    let h = node(Some(&redis.url()), &kafka, "feed", "second", &[]);
-    produce_with(&producer, "feed", 0, "u0", &body("u0", "marker"), &[]).await;
+    let h = node(Some(&redis.url()), &kafka, feed, "second", &dead);
+    produce_with(&producer, feed, 0, "u0", &body("u0", "marker"), &[]).await;
     eventually("the marker was not stored", async || {
         tray_titles(&h, "u0").await.first().map(String::as_str) == Some("marker")
     })
@@ -395,6 +403,7 @@ async fn herald_publish_produces_a_record() {
 #[test]
 fn bad_kafka_settings_fail_at_start() {
     let port = free_port().to_string();
+    let long_topic = "t".repeat(245);
     let cases: &[(&[&str], &str)] = &[
         (
             &[
@@ -415,6 +424,39 @@ fn bad_kafka_settings_fail_at_start() {
                 "bad topic",
             ],
             "--kafka-topic",
+        ),
+        (
+            &[
+                "--kafka-brokers",
+                "127.0.0.1:1",
+                "--kafka-topic",
+                "t",
+                "--kafka-dead-letter-topic",
+                "bad topic",
+            ],
+            "--kafka-dead-letter-topic",
+        ),
+        // dead letters read again would be dead-lettered again, without end
+        (
+            &[
+                "--kafka-brokers",
+                "127.0.0.1:1",
+                "--kafka-topic",
+                "t,u",
+                "--kafka-dead-letter-topic",
+                "u",
+            ],
+            "--kafka-dead-letter-topic",
+        ),
+        // `<topic>.dead` would not be a topic name
+        (
+            &[
+                "--kafka-brokers",
+                "127.0.0.1:1",
+                "--kafka-topic",
+                &long_topic,
+            ],
+            "--kafka-dead-letter-topic",
         ),
         (
             &[

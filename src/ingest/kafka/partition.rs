@@ -19,9 +19,11 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::Client;
+use crate::config::KafkaConfig;
 use crate::ingest::{give_up, parse, pause, unparsable, DEAD_COPY_BYTES};
 use crate::metrics::Metrics;
-use crate::publish::{accepted_at, publish_accepted};
+use crate::model::sha256_hex;
+use crate::publish::{accepted_at, publish_accepted, MAX_KEY_CHARS};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -270,7 +272,7 @@ impl Worker {
     async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> Result<Outcome, String> {
         let topic = match &self.shared.dead_letter_topic {
             Some(topic) => topic.clone(),
-            None => format!("{}.dead", message.topic()),
+            None => KafkaConfig::default_dead_letter_topic(message.topic()),
         };
         tracing::info!(
             source = message.topic(),
@@ -337,17 +339,23 @@ impl Worker {
 
 /// A record's position as its idempotency key: `<topic>/<partition>/<offset>`, and its
 /// timestamp when it has one, so a broker that lost its log and hands out the same offsets
-/// again does not make new records look like redelivered ones.
+/// again does not make new records look like redelivered ones. A topic name so long that the
+/// key would pass [`MAX_KEY_CHARS`] is written as its SHA-256 instead.
 fn idempotency_key(message: &OwnedMessage) -> String {
-    let position = format!(
-        "{}/{}/{}",
-        message.topic(),
-        message.partition(),
-        message.offset()
-    );
-    match message.timestamp() {
-        Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => format!("{position}@{ms}"),
-        Timestamp::NotAvailable => position,
+    let key = |topic: &str| {
+        let position = format!("{topic}/{}/{}", message.partition(), message.offset());
+        match message.timestamp() {
+            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => {
+                format!("{position}@{ms}")
+            }
+            Timestamp::NotAvailable => position,
+        }
+    };
+    let whole = key(message.topic());
+    if whole.len() <= MAX_KEY_CHARS {
+        whole
+    } else {
+        key(&sha256_hex(message.topic()))
     }
 }
 
@@ -367,6 +375,24 @@ mod tests {
         assert_eq!(
             idempotency_key(&record(Timestamp::CreateTime(1_700_000_000_000))),
             "orders/2/41@1700000000000"
+        );
+        // The longest topic name Kafka allows, at a large offset: the topic as its SHA-256.
+        let topic = "t".repeat(249);
+        let record = OwnedMessage::new(
+            None,
+            None,
+            topic.clone(),
+            Timestamp::CreateTime(1_700_000_000_000),
+            2_000_000_000,
+            9_000_000_000_000,
+            None,
+        );
+        assert_eq!(
+            idempotency_key(&record),
+            format!(
+                "{}/2000000000/9000000000000@1700000000000",
+                sha256_hex(&topic)
+            )
         );
     }
 }
