@@ -263,7 +263,7 @@ async fn two_nodes_share_a_group_and_a_killed_one_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
+async fn a_broker_hang_and_restart_are_survived_and_readiness_follows_the_brokers() {
     let mut kafka = Kafka::start();
     kafka.create_topic("news", 1);
     let mut h = node(None, &kafka, "news", "g", &[]);
@@ -272,6 +272,32 @@ async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
         .await;
     eventually("the first record was not stored", async || {
         h.tray_len("carol").await == 1
+    })
+    .await;
+    // A hung broker (its sockets open, nothing answered) is not ready either, once a request
+    // to it has timed out (10 s, not librdkafka's default 60 s), and ready again when it
+    // answers; what is produced then is stored.
+    kafka.pause();
+    let hung = Instant::now();
+    eventually("/readyz did not see the broker hang", async || {
+        h.get("/readyz", "").await.0 == 503
+    })
+    .await;
+    assert!(
+        hung.elapsed() < Duration::from_secs(40),
+        "/readyz saw the hang after {:?}",
+        hung.elapsed()
+    );
+    kafka.resume();
+    eventually("/readyz did not see the broker answer again", async || {
+        h.get("/readyz", "").await.0 == 200
+    })
+    .await;
+    kafka
+        .produce("news", 0, "carol", &body("carol", "resumed"))
+        .await;
+    eventually("the record after the hang was not stored", async || {
+        h.tray_len("carol").await == 2
     })
     .await;
     kafka.stop();
@@ -287,14 +313,17 @@ async fn a_broker_restart_is_survived_and_readiness_follows_the_brokers() {
         .produce("news", 0, "carol", &body("carol", "after"))
         .await;
     eventually("the record after the restart was not stored", async || {
-        h.tray_len("carol").await == 2
+        h.tray_len("carol").await == 3
     })
     .await;
     eventually("/readyz did not recover", async || {
         h.get("/readyz", "").await.0 == 200
     })
     .await;
-    assert_eq!(tray_titles(&h, "carol").await, ["after", "before"]);
+    assert_eq!(
+        tray_titles(&h, "carol").await,
+        ["after", "resumed", "before"]
+    );
     // SIGTERM while the brokers are away still ends the process in time (`terminate` waits
     // at most WAIT = 10 s: the drain, then at most 3 s to leave the group).
     kafka.stop();

@@ -125,6 +125,10 @@ impl Kafka {
                 ("statistics.interval.ms", "1000"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "3000"),
+                // A broker that hangs (its sockets open, nothing answered) counts as down
+                // once a request to it has waited this long, not librdkafka's 60 s: `/readyz`
+                // follows it that much sooner.
+                ("socket.timeout.ms", "10000"),
             ],
         )
         .create_with_context(Context::new(metrics, ready.clone()))

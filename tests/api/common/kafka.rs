@@ -101,6 +101,16 @@ impl Kafka {
         self.wait_up();
     }
 
+    /// Hang the broker (SIGSTOP): its sockets stay open, nothing is answered.
+    pub fn pause(&self) {
+        super::send_signal(self.child.id(), "STOP");
+    }
+
+    /// Let a hung broker go on (SIGCONT).
+    pub fn resume(&self) {
+        super::send_signal(self.child.id(), "CONT");
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
