@@ -120,17 +120,17 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topics: Vec<String>,
     pub group: String,
-    /// `None`: `<topic>.dead` ([`KafkaConfig::default_dead_letter_topic`]) for each topic.
+    /// `None`: `<topic>.dead` for each topic ([`KafkaConfig::dead_letters_of`]).
     pub dead_letter_topic: Option<String>,
     /// `--kafka-option key=value`s, passed to librdkafka as they are (SASL, TLS, timeouts).
     pub options: Vec<(String, String)>,
 }
 
 impl KafkaConfig {
-    /// Where the records of `topic` that are not valid publish bodies go without
-    /// `--kafka-dead-letter-topic`.
-    pub fn default_dead_letter_topic(topic: &str) -> String {
-        format!("{topic}.dead")
+    /// Where the records of `topic` that are not valid publish bodies go: `dead_letter_topic`
+    /// (`--kafka-dead-letter-topic`), else `<topic>.dead`.
+    pub fn dead_letters_of(dead_letter_topic: Option<&str>, topic: &str) -> String {
+        dead_letter_topic.map_or_else(|| format!("{topic}.dead"), str::to_owned)
     }
 }
 

@@ -123,42 +123,46 @@ impl KafkaArgs {
     }
 }
 
-/// Where ingest puts the records that are not publish bodies: a topic name, and not one it
-/// consumes (dead letters read again would be dead-lettered again, without end); without
-/// `--kafka-dead-letter-topic`, each topic's `<topic>.dead` must be a topic name too.
+/// Where ingest puts the records that are not publish bodies (`serve` only: `herald publish`
+/// produces, and dead-letters nothing): a topic name, and not one it consumes (dead letters
+/// read again would be dead-lettered again, without end, or once more to `<topic>.dead.dead`);
+/// without `--kafka-dead-letter-topic`, each topic's `<topic>.dead`.
 fn check_dead_letters(kafka: &KafkaConfig) -> Result<(), StartupError> {
     if let Some(dead) = &kafka.dead_letter_topic {
         check_topic("--kafka-dead-letter-topic", dead)?;
-        if kafka.topics.contains(dead) {
-            return Err(StartupError(format!(
-                "--kafka-dead-letter-topic: {dead:?} is also a --kafka-topic; name a topic \
-                 Herald does not consume"
-            )));
-        }
-        return Ok(());
     }
     for topic in &kafka.topics {
-        let default = KafkaConfig::default_dead_letter_topic(topic);
-        if check_topic("", &default).is_err() {
+        let dead = KafkaConfig::dead_letters_of(kafka.dead_letter_topic.as_deref(), topic);
+        if !is_topic_name(&dead) {
             return Err(StartupError(format!(
                 "--kafka-topic: {topic:?} is too long for its default dead-letter topic \
-                 {default} (at most 249 characters); name one with --kafka-dead-letter-topic"
+                 {dead} (at most 249 characters); name one with --kafka-dead-letter-topic"
+            )));
+        }
+        if kafka.topics.contains(&dead) {
+            return Err(StartupError(format!(
+                "--kafka-dead-letter-topic: {dead:?} (where the records of {topic:?} that are \
+                 not publish bodies go) is also a --kafka-topic; name a topic Herald does not \
+                 consume"
             )));
         }
     }
     Ok(())
 }
 
-/// Kafka's rule for topic names: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`; `flag`
-/// names the topic's flag in the error.
-fn check_topic(flag: &str, topic: &str) -> Result<(), StartupError> {
-    let legal = (1..=249).contains(&topic.len())
+/// Kafka's rule for topic names: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+fn is_topic_name(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
         && topic
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && topic != "."
-        && topic != "..";
-    if legal {
+        && topic != ".."
+}
+
+/// [`is_topic_name`], as an error that names the topic's `flag`.
+fn check_topic(flag: &str, topic: &str) -> Result<(), StartupError> {
+    if is_topic_name(topic) {
         Ok(())
     } else {
         Err(StartupError(format!(

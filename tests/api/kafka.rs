@@ -477,6 +477,16 @@ fn bad_kafka_settings_fail_at_start() {
             ],
             "--kafka-dead-letter-topic",
         ),
+        // the default `<topic>.dead` is consumed too
+        (
+            &[
+                "--kafka-brokers",
+                "127.0.0.1:1",
+                "--kafka-topic",
+                "a,a.dead",
+            ],
+            "--kafka-dead-letter-topic",
+        ),
         // `<topic>.dead` would not be a topic name
         (
             &[

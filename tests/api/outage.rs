@@ -502,7 +502,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     assert_eq!(ok, ["1", "id1"], "ids start at ARGV[11]");
 }
 
-/// A publish still running when half the drain is over stops between two batches and answers
+/// A publish still running when half the drain is over sends no further batch and answers
 /// 503 naming the users it stored, instead of being cut off unanswered with part of it stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_outlasting_the_drain_answers_what_it_stored() {

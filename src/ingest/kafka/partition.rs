@@ -270,10 +270,8 @@ impl Worker {
     /// (a producer or broker size limit) goes with the start of its value,
     /// [`DEAD_COPY_BYTES`], and `herald-original-size`, so it never blocks its partition.
     async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> Result<Outcome, String> {
-        let topic = match &self.shared.dead_letter_topic {
-            Some(topic) => topic.clone(),
-            None => KafkaConfig::default_dead_letter_topic(message.topic()),
-        };
+        let topic =
+            KafkaConfig::dead_letters_of(self.shared.dead_letter_topic.as_deref(), message.topic());
         tracing::info!(
             source = message.topic(),
             partition = message.partition(),
@@ -340,7 +338,8 @@ impl Worker {
 /// A record's position as its idempotency key: `<topic>/<partition>/<offset>`, and its
 /// timestamp when it has one, so a broker that lost its log and hands out the same offsets
 /// again does not make new records look like redelivered ones. A topic name so long that the
-/// key would pass [`MAX_KEY_CHARS`] is written as its SHA-256 instead.
+/// key would pass [`MAX_KEY_CHARS`] is written as `:` and its SHA-256 instead (no topic name
+/// holds a `:`).
 fn idempotency_key(message: &OwnedMessage) -> String {
     let key = |topic: &str| {
         let position = format!("{topic}/{}/{}", message.partition(), message.offset());
@@ -355,7 +354,7 @@ fn idempotency_key(message: &OwnedMessage) -> String {
     if whole.len() <= MAX_KEY_CHARS {
         whole
     } else {
-        key(&sha256_hex(message.topic()))
+        key(&format!(":{}", sha256_hex(message.topic())))
     }
 }
 
@@ -376,23 +375,25 @@ mod tests {
             idempotency_key(&record(Timestamp::CreateTime(1_700_000_000_000))),
             "orders/2/41@1700000000000"
         );
-        // The longest topic name Kafka allows, at a large offset: the topic as its SHA-256.
-        let topic = "t".repeat(249);
-        let record = OwnedMessage::new(
-            None,
-            None,
-            topic.clone(),
-            Timestamp::CreateTime(1_700_000_000_000),
-            2_000_000_000,
-            9_000_000_000_000,
-            None,
-        );
+        // A key of 256 characters keeps its topic; one longer names it by its SHA-256.
+        let long = |topic: &str| {
+            let at = Timestamp::CreateTime(1_700_000_000_000);
+            idempotency_key(&OwnedMessage::new(
+                None,
+                None,
+                topic.into(),
+                at,
+                2,
+                41,
+                None,
+            ))
+        };
+        let fits = "t".repeat(MAX_KEY_CHARS - "/2/41@1700000000000".len());
+        assert_eq!(long(&fits), format!("{fits}/2/41@1700000000000"));
+        let over = format!("{fits}t");
         assert_eq!(
-            idempotency_key(&record),
-            format!(
-                "{}/2000000000/9000000000000@1700000000000",
-                sha256_hex(&topic)
-            )
+            long(&over),
+            format!(":{}/2/41@1700000000000", sha256_hex(&over))
         );
     }
 }
