@@ -30,16 +30,24 @@ async fn notify(client: &reqwest::Client, h: &Herald, user: &str, title: &str) -
     answer["ids"][user].as_str().unwrap().to_owned()
 }
 
-fn start(cert: &Path, key: &Path) -> Herald {
+/// A node serving HTTPS with `cert` and `key`, and `extra` flags.
+fn start(cert: &Path, key: &Path, extra: &[&str]) -> Herald {
     let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
-    Herald::start(None, &["--tls-cert", &cert, "--tls-key", &key])
+    let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+    args.extend_from_slice(extra);
+    Herald::start(None, &args)
+}
+
+/// `h`'s `host:port`, as `openssl s_client -connect` takes it.
+fn authority(h: &Herald) -> &str {
+    h.base.trim_start_matches("https://").trim_end_matches('/')
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_http2_and_reload_on_sighup() {
     let dir = TempDir::new("tls");
     let (cert, key) = make_cert(&dir.0, "first");
-    let h = start(&cert, &key);
+    let h = start(&cert, &key, &[]);
     assert!(h.url("/").starts_with("https://"), "{}", h.url("/"));
     let client = trusting(&cert);
     let r = client.get(h.url("/healthz")).send().await.unwrap();
@@ -164,7 +172,7 @@ async fn https_with_http2_and_reload_on_sighup() {
 async fn a_stalled_http2_stream_is_cut_off() {
     let dir = TempDir::new("stall");
     let (cert, key) = make_cert(&dir.0, "stall");
-    let h = start(&cert, &key);
+    let h = start(&cert, &key, &[]);
     let pem = std::fs::read(&cert).unwrap();
     let stalled = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -208,19 +216,8 @@ async fn a_stalled_http2_stream_is_cut_off() {
 async fn a_silent_https_connection_is_closed_after_the_idle_timeout() {
     let dir = TempDir::new("silent");
     let (cert, key) = make_cert(&dir.0, "silent");
-    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
-    let h = Herald::start(
-        None,
-        &[
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--idle-timeout",
-            "3s",
-        ],
-    );
-    let connect = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let h = start(&cert, &key, &["--idle-timeout", "3s"]);
+    let connect = authority(&h);
     let silent: Vec<_> = ["h2", "http/1.1"]
         .into_iter()
         .map(|alpn| {
@@ -251,7 +248,7 @@ async fn a_silent_https_connection_is_closed_after_the_idle_timeout() {
 /// read until the server closes the connection.
 async fn openssl_http1(h: &Herald, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connect = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let connect = authority(h);
     let mut client = tokio::process::Command::new("openssl")
         .args([
             "s_client", "-quiet", "-connect", connect, "-alpn", "http/1.1",
@@ -298,7 +295,7 @@ async fn http2_connection(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let address = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let address = authority(h);
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -432,7 +429,7 @@ async fn curl_streams_over_http2() {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let dir = TempDir::new("tls-curl");
     let (cert, key) = make_cert(&dir.0, "curl");
-    let h = start(&cert, &key);
+    let h = start(&cert, &key, &[]);
     let mut curl = tokio::process::Command::new("curl")
         .args([
             "--http2",
@@ -514,8 +511,8 @@ async fn bad_tls_files_are_refused_at_start() {
 async fn health_command_follows_tls() {
     let dir = TempDir::new("tls-health");
     let (cert, key) = make_cert(&dir.0, "health");
-    let h = start(&cert, &key);
-    let listen = h.base.trim_start_matches("https://").trim_end_matches('/');
+    let h = start(&cert, &key, &[]);
+    let listen = authority(&h);
     let health = |tls: bool| {
         let mut cmd = Command::new(bin());
         cmd.args(["health", "--listen", listen])
