@@ -1,7 +1,7 @@
 //! The process's lifetime: bind, build the state, start every background task (keep-alive,
 //! catch-up, ingest, retention, the streams' ticker), accept with one task per connection
 //! (`connection`), drain on shutdown. `serve` turns SIGINT/SIGTERM into the one `Shutdown`;
-//! `run` is the accept loop over a bound listener, the state and that shutdown value.
+//! `run` is the accept loop over the bound listeners (`listen`), the state and that shutdown value.
 
 mod bare_errors;
 mod connection;
@@ -10,6 +10,7 @@ mod half_close;
 mod head_limit;
 mod idle;
 mod linger;
+mod listen;
 mod observe;
 mod prefixed;
 mod tls;
@@ -22,7 +23,6 @@ use std::time::Duration;
 use http::request::Parts;
 use http::HeaderValue;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
@@ -36,25 +36,7 @@ use crate::ingest::Ingest;
 use crate::retention;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
-
-/// Connections the kernel queues for the accept loop; it caps this at `net.core.somaxconn`
-/// (4096 on current Linux). tokio's `bind` asks for 128 (mio follows std), which overflowed
-/// when every stream of a node reconnected at once: a dropped handshake waits for the client's retransmission (a second,
-/// then more), which turned a 3 s reconnect storm into 8 s now and then.
-const LISTEN_BACKLOG: u32 = 65_535;
-
-/// A listening socket on `addr` (address reuse on, as tokio's `bind` does) with
-/// [`LISTEN_BACKLOG`].
-fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
+use listen::Listeners;
 
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
@@ -64,12 +46,12 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         Some((cert, key)) => Some(tls::Tls::load(cert, key)?),
         None => None,
     };
-    let listener = bind(config.listen)
+    let listeners = Listeners::bind(config.listen)
         .map_err(|e| StartupError(format!("--listen: cannot bind {}: {e}", config.listen)))?;
     let (trigger, shutdown) = shutdown::channel();
     let state = AppState::build(config, shutdown.clone()).await?;
     let finishing = start_tasks(&state, &shutdown).await?;
-    let addr = listener
+    let addr = listeners
         .local_addr()
         .map_err(|e| StartupError(format!("--listen: {e}")))?;
     if let Some(secret) = &state.config.generated_secret {
@@ -100,7 +82,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
             "SIGHUP cannot be watched: it would end the process, and TLS files are not reloaded"
         ),
     }
-    run(listener, state.clone(), acceptor, shutdown).await;
+    run(listeners, state.clone(), acceptor, shutdown).await;
     for task in finishing {
         let _ = task.await;
     }
@@ -244,7 +226,7 @@ fn dev_banner(addr: SocketAddr, base_path: &str, generated_secret: Option<&str>)
 
 /// Accept connections until `shutdown`, then wait for open ones (at most `--drain-timeout`).
 pub async fn run(
-    listener: TcpListener,
+    mut listeners: Listeners,
     state: AppState,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: Shutdown,
@@ -259,7 +241,7 @@ pub async fn run(
     };
     loop {
         let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listeners.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -280,7 +262,7 @@ pub async fn run(
         };
         connection::spawn(&shared, &graceful, socket, info);
     }
-    drop(listener);
+    drop(listeners);
     // Every stream ends (hyper's and the socket ones alike); the connections then close.
     let present = state.store.keeps_presence().then(|| {
         let entries = state.hub.all_presence().into_iter();

@@ -218,6 +218,35 @@ fn address_in_use_exits_2() {
     );
 }
 
+/// A node listens on several sockets sharing its port (`SO_REUSEPORT`); a second Herald on
+/// that port must still be refused, not join them and take part of the connections.
+#[tokio::test]
+async fn a_second_herald_on_a_nodes_port_exits_2() {
+    let first = Herald::start(None, &[]);
+    let addr = first.base.trim_start_matches("http://").to_owned();
+    let mut second = Command::new(bin())
+        .args(["--jwt-secret", "x", "--listen", &addr])
+        .env("HERALD_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: one that joined the port would serve until killed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while second.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if second.try_wait().unwrap().is_none() {
+        second.kill().unwrap();
+    }
+    assert_startup_error(&second.wait_with_output().unwrap(), "--listen");
+    // The first still answers every connection (none was handed to the refused one).
+    for _ in 0..32 {
+        let status = client().get(first.url("/healthz")).send().await.unwrap();
+        assert_eq!(status.status(), 200);
+    }
+}
+
 #[tokio::test]
 async fn env_twins_configure_the_server() {
     let args = ["--listen".to_owned(), "127.0.0.1:0".to_owned()];
