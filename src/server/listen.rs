@@ -31,14 +31,18 @@ pub struct Listeners {
 impl Listeners {
     /// Bind [`QUEUES`] sockets on `addr` (port 0: one free port for all). The address is
     /// first bound once without `SO_REUSEPORT`, which fails while any process listens there,
-    /// so a second Herald on the same port is refused at start-up rather than handed half of
-    /// its connections.
+    /// so a second Herald on the same port is refused at start-up rather than handed part of
+    /// its connections. Where the system has no `SO_REUSEPORT`, that one socket listens alone.
     pub fn bind(addr: SocketAddr) -> io::Result<Listeners> {
-        let addr = {
-            let probe = socket(addr)?;
-            probe.bind(addr)?;
-            probe.local_addr()?
-        };
+        let probe = socket(addr)?;
+        probe.bind(addr)?;
+        let addr = probe.local_addr()?;
+        if let Err(e) = socket(addr)?.set_reuseport(true) {
+            tracing::warn!(error = %e, "no SO_REUSEPORT here: one accept queue");
+            let sockets = vec![probe.listen(BACKLOG)?];
+            return Ok(Listeners { sockets, next: 0 });
+        }
+        drop(probe);
         let sockets = (0..QUEUES)
             .map(|_| {
                 let socket = socket(addr)?;
