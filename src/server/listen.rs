@@ -15,10 +15,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// then.
 const BACKLOG: u32 = 65_535;
 
-/// Sockets on the address. The kernel spreads new connections over them by their addresses
-/// and ports, so the node queues this many times `somaxconn`: 8 × 4096 holds a reconnect
-/// storm of the 20,000 streams one process can keep (its open-files limit here), where one
-/// queue dropped 4,000–8,000 handshakes of it, each then retried a second later.
+/// Sockets on the address. Linux spreads new connections over them by their addresses and
+/// ports, so the node queues this many times `somaxconn`: 8 × 4096 holds a reconnect storm
+/// of the 20,000 streams one process can keep (its open-files limit here), where one queue
+/// dropped 4,600–9,300 handshakes of 19,000, each then retried a second later.
 const QUEUES: usize = 8;
 
 /// The node's listening sockets.
@@ -32,7 +32,9 @@ impl Listeners {
     /// Bind [`QUEUES`] sockets on `addr` (port 0: one free port for all). The address is
     /// first bound once without `SO_REUSEPORT`, which fails while any process listens there,
     /// so a second Herald on the same port is refused at start-up rather than handed part of
-    /// its connections. Where the system has no `SO_REUSEPORT`, that one socket listens alone.
+    /// its connections (two started within the same microseconds are not told apart). That
+    /// socket stays bound until the others listen, so no other bind is given the port in
+    /// between. Where the system has no `SO_REUSEPORT`, it listens alone.
     pub fn bind(addr: SocketAddr) -> io::Result<Listeners> {
         let probe = socket(addr)?;
         probe.bind(addr)?;
@@ -42,7 +44,6 @@ impl Listeners {
             let sockets = vec![probe.listen(BACKLOG)?];
             return Ok(Listeners { sockets, next: 0 });
         }
-        drop(probe);
         let sockets = (0..QUEUES)
             .map(|_| {
                 let socket = socket(addr)?;
@@ -51,6 +52,7 @@ impl Listeners {
                 socket.listen(BACKLOG)
             })
             .collect::<io::Result<_>>()?;
+        drop(probe);
         Ok(Listeners { sockets, next: 0 })
     }
 

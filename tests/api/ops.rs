@@ -253,10 +253,11 @@ async fn sigterm_drains_requests_in_flight_up_to_the_drain_timeout() {
     }
 }
 
-/// Set for every stream of a node reconnecting at once: the listener asks the kernel for the
-/// longest accept queue it allows (`ss` shows a listener's queue size as its Send-Q), so
-/// handshakes are not dropped at a full queue, and jemalloc runs its background thread, which
-/// returns the burst's request buffers to the kernel.
+/// Set for every stream of a node reconnecting at once: the node listens on 8 sockets of its
+/// port, each asking the kernel for the longest accept queue it allows (`ss` shows a
+/// listener's queue size as its Send-Q), so handshakes are not dropped at a full queue, and
+/// jemalloc runs its background thread, which returns the burst's request buffers to the
+/// kernel.
 #[tokio::test]
 async fn a_node_is_set_for_reconnect_bursts() {
     let h = Herald::start(None, &[]);
@@ -265,14 +266,17 @@ async fn a_node_is_set_for_reconnect_bursts() {
         .args(["-ltnH", &format!("sport = :{port}")])
         .output()
         .expect("ss (iproute2) must be installed (scripts/test installs it)");
-    let line = String::from_utf8(out.stdout).unwrap();
-    let queue: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    let lines = String::from_utf8(out.stdout).unwrap();
     let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(queue, somaxconn.min(65_535), "{line}");
+    assert_eq!(lines.lines().count(), 8, "{lines}");
+    for line in lines.lines() {
+        let queue: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert_eq!(queue, somaxconn.min(65_535), "{line}");
+    }
     let threads = || -> Vec<String> {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", h.pid())).unwrap();
         tasks
