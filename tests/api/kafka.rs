@@ -267,59 +267,29 @@ async fn a_broker_hang_and_restart_are_survived_and_readiness_follows_the_broker
     let mut kafka = Kafka::start();
     kafka.create_topic("news", 1);
     let mut h = node(None, &kafka, "news", "g", &[]);
-    kafka
-        .produce("news", 0, "carol", &body("carol", "before"))
-        .await;
-    eventually("the first record was not stored", async || {
-        h.tray_len("carol").await == 1
-    })
-    .await;
+    stored_in_turn(&kafka, &h, "before", 1).await;
     // A hung broker (its sockets open, nothing answered) is not ready either, once a request
     // to it has timed out (10 s, not librdkafka's default 60 s), and ready again when it
     // answers; what is produced then is stored.
     kafka.pause();
     let hung = Instant::now();
-    eventually("/readyz did not see the broker hang", async || {
-        h.get("/readyz", "").await.0 == 503
-    })
-    .await;
+    readiness_becomes(&h, 503, "the broker hang").await;
     assert!(
         hung.elapsed() < Duration::from_secs(40),
         "/readyz saw the hang after {:?}",
         hung.elapsed()
     );
     kafka.resume();
-    eventually("/readyz did not see the broker answer again", async || {
-        h.get("/readyz", "").await.0 == 200
-    })
-    .await;
-    kafka
-        .produce("news", 0, "carol", &body("carol", "resumed"))
-        .await;
-    eventually("the record after the hang was not stored", async || {
-        h.tray_len("carol").await == 2
-    })
-    .await;
+    readiness_becomes(&h, 200, "the broker answer again").await;
+    stored_in_turn(&kafka, &h, "resumed", 2).await;
     kafka.stop();
-    eventually("/readyz did not see the brokers go", async || {
-        h.get("/readyz", "").await.0 == 503
-    })
-    .await;
+    readiness_becomes(&h, 503, "the brokers go").await;
     assert_eq!(h.get("/healthz", "").await.0, 200);
     kafka.restart();
     // memory storage: the broker comes back empty, and its offsets start again at 0
     kafka.create_topic("news", 1);
-    kafka
-        .produce("news", 0, "carol", &body("carol", "after"))
-        .await;
-    eventually("the record after the restart was not stored", async || {
-        h.tray_len("carol").await == 3
-    })
-    .await;
-    eventually("/readyz did not recover", async || {
-        h.get("/readyz", "").await.0 == 200
-    })
-    .await;
+    stored_in_turn(&kafka, &h, "after", 3).await;
+    readiness_becomes(&h, 200, "the brokers back").await;
     assert_eq!(
         tray_titles(&h, "carol").await,
         ["after", "resumed", "before"]
@@ -328,6 +298,26 @@ async fn a_broker_hang_and_restart_are_survived_and_readiness_follows_the_broker
     // at most WAIT = 10 s: the drain, then at most 3 s to leave the group).
     kafka.stop();
     assert_eq!(h.terminate().map(|s| s.success()), Some(true));
+}
+
+/// Produce a record `title` for carol on `news` (partition 0) and wait until her tray holds
+/// `count`.
+async fn stored_in_turn(kafka: &Kafka, h: &Herald, title: &str, count: usize) {
+    kafka
+        .produce("news", 0, "carol", &body("carol", title))
+        .await;
+    eventually(&format!("{title:?} was not stored"), async || {
+        h.tray_len("carol").await == count
+    })
+    .await;
+}
+
+/// Wait until `/readyz` answers `status`, having seen `what`.
+async fn readiness_becomes(h: &Herald, status: u16, what: &str) {
+    eventually(&format!("/readyz did not see {what}"), async || {
+        h.get("/readyz", "").await.0 == status
+    })
+    .await;
 }
 
 /// A record the store refuses for its own data (a Redis key of the wrong type) is tried a few
