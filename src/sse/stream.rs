@@ -511,10 +511,17 @@ pub(super) trait Ticked {
     fn end(&mut self, last: Option<Bytes>);
 }
 
+/// What a tick did: whether it wrote something (the caller wakes its writer), and when the
+/// stream may next need one (`None`: it ended).
+pub(super) struct Tock {
+    pub wrote: bool,
+    pub next: Option<Instant>,
+}
+
 /// The one tick rule for streams and tails: past its expiry it ends with `revoked`; quiet for
-/// a heartbeat (and keeping up with its writes) it gets a `: ping`. True when it wrote
-/// something (the caller wakes its writer).
-pub(super) fn tick(g: &mut impl Ticked, now: Instant, heartbeat: Duration) -> bool {
+/// a heartbeat (and keeping up with its writes) it gets a `: ping`. Its next tick is due at
+/// its expiry or a heartbeat after its last write, whichever comes first.
+pub(super) fn tick(g: &mut impl Ticked, now: Instant, heartbeat: Duration) -> Tock {
     let (expires, quiet_since, backed_up) = g.clock();
     if now >= expires {
         g.end(Some(frame::event(
@@ -522,12 +529,21 @@ pub(super) fn tick(g: &mut impl Ticked, now: Instant, heartbeat: Duration) -> bo
             "revoked",
             r#"{"reason":"expired"}"#,
         )));
-    } else if now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up {
-        g.send(Bytes::from_static(frame::PING));
-    } else {
-        return false;
+        return Tock {
+            wrote: true,
+            next: None,
+        };
     }
-    true
+    let wrote = now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up;
+    if wrote {
+        g.send(Bytes::from_static(frame::PING));
+    }
+    let (_, quiet_since, _) = g.clock();
+    let ping = quiet_since.checked_add(heartbeat).unwrap_or(expires);
+    Tock {
+        wrote,
+        next: Some(ping.min(expires)),
+    }
 }
 
 impl Ticked for Inner {
@@ -632,12 +648,21 @@ impl Sink for Stream {
         }
     }
 
-    fn tick(&self, now: Instant) {
+    fn tick(&self, now: Instant) -> Option<Instant> {
         let mut g = self.lock();
-        if g.phase == Phase::Open && !g.opening && tick(&mut *g, now, self.state.config.heartbeat) {
-            drop(g);
+        if g.phase != Phase::Open {
+            return None;
+        }
+        if g.opening {
+            // Ticked again at the next tick.
+            return Some(now);
+        }
+        let tock = tick(&mut *g, now, self.state.config.heartbeat);
+        drop(g);
+        if tock.wrote {
             self.wake.wake();
         }
+        tock.next
     }
 }
 

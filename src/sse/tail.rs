@@ -127,12 +127,17 @@ impl Sink for Tail {
     /// A tail shows live changes only: nothing to fetch.
     fn catch_up(&self) {}
 
-    fn tick(&self, now: Instant) {
+    fn tick(&self, now: Instant) -> Option<Instant> {
         let mut g = self.lock();
-        if g.open && tick(&mut *g, now, self.state.config.heartbeat) {
-            drop(g);
+        if !g.open {
+            return None;
+        }
+        let tock = tick(&mut *g, now, self.state.config.heartbeat);
+        drop(g);
+        if tock.wrote {
             self.wake.wake();
         }
+        tock.next
     }
 }
 

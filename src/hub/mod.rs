@@ -19,6 +19,9 @@ use crate::model::PresenceEntry;
 use crate::model::{presence_since, Change, Epoch};
 use crate::shutdown::Shutdown;
 use crate::sse::frame;
+use wheel::Wheel;
+
+mod wheel;
 
 /// Shards of the streams' map by user (and the memory store's trays): many, so two workers
 /// fanning a group out at once (in the same member order) seldom wait on one shard's lock.
@@ -67,7 +70,8 @@ pub trait Sink: Send + Sync {
     /// The broker may have missed changes: fetch from the store after the last position.
     fn catch_up(&self);
     /// The node's ticker: ping a stream that has been quiet for a heartbeat, end it at expiry.
-    fn tick(&self, now: Instant);
+    /// Returns when it may next need a tick (`None`: it is over and needs none).
+    fn tick(&self, now: Instant) -> Option<Instant>;
 }
 
 /// When a stream opened, as its presence entry orders it: the Unix µs, then the stream key
@@ -115,6 +119,8 @@ struct Inner {
     /// Set by the first tail ever added here: until then a delivery skips the tails' map.
     tailed: AtomicBool,
     next_id: AtomicU64,
+    /// Streams and tails by when they next need a tick.
+    wheel: Wheel,
     node: String,
     /// This process's run id: random, so a node restarted under the same name is told apart.
     run: String,
@@ -129,6 +135,7 @@ impl Hub {
                 tails: DashMap::new(),
                 tailed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
+                wheel: Wheel::default(),
                 node,
                 run: format!("{:08x}", rand::random::<u32>()),
                 metrics,
@@ -180,6 +187,7 @@ impl Hub {
         );
         // Most users have one or two streams here: grow one at a time, not to four.
         subs.reserve_exact(1);
+        self.inner.wheel.add(&sink);
         subs.push(Subscriber {
             id,
             session: session.map(Into::into),
@@ -211,6 +219,7 @@ impl Hub {
 
     /// Add tail `id` watching `user`'s changes (an operator's `/admin/tail`).
     pub fn add_tail(&self, user: &str, id: u64, sink: Arc<dyn Sink>) {
+        self.inner.wheel.add(&sink);
         self.inner
             .tails
             .entry(user.to_owned())
@@ -319,19 +328,29 @@ impl Hub {
         }
     }
 
-    /// The node's ticker: every stream pings when quiet and ends at its expiry.
-    pub fn tick(&self, now: Instant) {
-        self.for_each(|s| s.tick(now));
+    /// The node's ticker, for ticks `period` apart: the streams due by `now` (and the ones
+    /// added since the last tick) ping when quiet and end at their expiry, then wait in the
+    /// wheel until they next may need to.
+    pub fn tick(&self, now: Instant, period: Duration) {
+        let due = self.inner.wheel.due(now, period);
+        let later = due
+            .into_iter()
+            .filter_map(|sink| {
+                let next = sink.upgrade()?.tick(now)?;
+                Some((sink, next))
+            })
+            .collect();
+        self.inner.wheel.put_back(later, period);
     }
 
-    /// Tick every stream each `period` until shutdown: one task per node drives every
-    /// stream's pings and expiry, so an idle stream carries no timer of its own.
+    /// Tick each `period` until shutdown: one task per node drives every stream's pings and
+    /// expiry, so an idle stream carries no timer of its own.
     pub async fn run_ticker(self, period: Duration, shutdown: Shutdown) {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                now = ticks.tick() => self.tick(now),
+                now = ticks.tick() => self.tick(now, period),
                 _ = shutdown.wait() => return,
             }
         }
@@ -418,7 +437,9 @@ impl Sink for Idle {
     }
     fn end(&self, _: EndReason) {}
     fn catch_up(&self) {}
-    fn tick(&self, _: Instant) {}
+    fn tick(&self, _: Instant) -> Option<Instant> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -455,10 +476,14 @@ mod tests {
         fn catch_up(&self) {
             self.push("catch-up".into());
         }
-        fn tick(&self, _now: Instant) {
+        /// Due again a second later.
+        fn tick(&self, now: Instant) -> Option<Instant> {
             self.push("tick".into());
+            Some(now + Duration::from_secs(1))
         }
     }
+
+    const TICK: Duration = Duration::from_millis(250);
 
     fn hub() -> Hub {
         Hub::new("n1".into(), Metrics::default())
@@ -566,7 +591,7 @@ mod tests {
         hub.add_tail("alice", id, tail.clone());
         hub.dispatch("alice", &change(1));
         hub.dispatch("bob", &change(2));
-        hub.tick(Instant::now());
+        hub.tick(Instant::now(), TICK);
         assert!(hub.presence("alice").is_empty());
         assert_eq!((hub.streams(), hub.count("alice")), (0, 1));
         hub.end_all(EndReason::Shutdown);
@@ -591,7 +616,7 @@ mod tests {
         let hub = hub();
         let (_, a) = add(&hub, "alice", (None, None), 64).unwrap();
         let (_, b) = add(&hub, "bob", (None, None), 64).unwrap();
-        hub.tick(Instant::now());
+        hub.tick(Instant::now(), TICK);
         hub.catch_up_all();
         hub.end_all(EndReason::Shutdown);
         for probe in [a, b] {
