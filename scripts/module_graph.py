@@ -193,7 +193,7 @@ if "--edges" in sys.argv:
 LAYERS = [
     ("domain", ["model/", "error.rs", "auth/jwt.rs", "sse/frame.rs", "metrics.rs", "shutdown.rs", "request_id.rs"]),
     ("config", ["config.rs"]),
-    ("backends", ["store/", "broker/", "hub.rs", "redis_conn/"]),
+    ("backends", ["store/", "broker/", "hub/", "redis_conn/"]),
     ("services", ["publish.rs", "ingest/", "retention.rs", "due.rs", "push/", "upstream.rs"]),
     ("state", ["state.rs"]),
     ("HTTP", ["routes/", "auth/", "sse/", "forwarded.rs", "connect_limit.rs", "send_timeout.rs"]),
