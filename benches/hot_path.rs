@@ -113,7 +113,9 @@ impl Sink for Counting {
     }
     fn end(&self, _: EndReason) {}
     fn catch_up(&self) {}
-    fn tick(&self, _: tokio::time::Instant) {}
+    fn tick(&self, _: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        None
+    }
 }
 
 fn route(c: &mut Criterion) {
