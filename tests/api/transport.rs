@@ -317,6 +317,31 @@ async fn an_idle_stream_gets_pings() {
         .await;
 }
 
+/// A stream written to less than a heartbeat apart gets no ping (the ticker's wheel puts it
+/// back a heartbeat after its last write, not at its old time), then pings once it is quiet.
+#[tokio::test]
+async fn a_busy_stream_pings_only_once_quiet() {
+    let h = Herald::start(None, &["--heartbeat", "2s"]);
+    let mut raw = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
+    raw.until("ready", |t| t.contains("event: ready")).await;
+    // 3 s of writes 100 ms apart: past the first heartbeat after the opening.
+    for _ in 0..30 {
+        h.notify("alice", "busy").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    raw.until("30 notifications", |t| {
+        t.matches("event: notification").count() >= 30
+    })
+    .await;
+    assert!(
+        !raw.text.contains(": ping"),
+        "pinged while busy:\n{}",
+        raw.text
+    );
+    raw.until("a ping once quiet", |t| t.contains(": ping\n\n"))
+        .await;
+}
+
 /// A stalled reader whose backlog stays under the bound is cut off once a write has waited
 /// for `--send-timeout`, without counting as an overflow.
 #[tokio::test]
