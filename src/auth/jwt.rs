@@ -3,8 +3,10 @@
 //! construction. `exp` is always required; `iss`/`aud` only when configured. Claims take their
 //! RFC 7519 forms: `aud` a string or an array, NumericDates (`exp`, `nbf`) integer or not.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +127,35 @@ pub struct Keys {
     algorithm: Algorithm,
     /// Clock skew allowed on `exp`/`nbf`; streams also end this late.
     pub leeway: Duration,
+    /// Tokens that passed, shared by the clones.
+    verified: Arc<Verified>,
+}
+
+/// Tokens verified lately, by their text, with their claims: a service that publishes with
+/// one token many times a second pays for its signature and parse once (Envoy's JWT filter
+/// keeps such a cache too); `exp` and `nbf` are checked on every use. The keys never change
+/// in a process, so a token that verified once verifies again. Bounded: at most
+/// [`Verified::TOKENS`] tokens of at most [`Verified::TOKEN_BYTES`] each, emptied when full.
+#[derive(Default)]
+struct Verified(DashMap<Box<str>, Claims>);
+
+impl Verified {
+    const TOKENS: usize = 1024;
+    const TOKEN_BYTES: usize = 2048;
+
+    fn get(&self, token: &str) -> Option<Claims> {
+        self.0.get(token).map(|claims| claims.clone())
+    }
+
+    fn keep(&self, token: &str, claims: &Claims) {
+        if token.len() > Self::TOKEN_BYTES {
+            return;
+        }
+        if self.0.len() >= Self::TOKENS {
+            self.0.clear();
+        }
+        self.0.insert(token.into(), claims.clone());
+    }
 }
 
 /// The claim checks besides the signature and `exp`/`nbf`.
@@ -218,19 +249,28 @@ impl Keys {
             validation,
             algorithm,
             leeway,
+            verified: Arc::default(),
         }
     }
 
     /// Verify a token's signature and claims: the library checks the signature, `iss` and
-    /// `aud`; `exp` (required) and `nbf` are checked here, within the leeway.
+    /// `aud` (once per token, see [`Verified`]); `exp` (required) and `nbf` are checked
+    /// here, within the leeway.
     pub fn verify(&self, token: &str) -> Result<Claims> {
         let rejected = |reason: &dyn std::fmt::Display| {
             tracing::debug!(%reason, "token rejected");
             Error::Unauthorized("invalid or expired token")
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| rejected(&e))?
-            .claims;
+        let cached = self.verified.get(token);
+        let known = cached.is_some();
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                    .map_err(|e| rejected(&e))?
+                    .claims
+            }
+        };
         // To the millisecond: a fractional `exp` is not honoured past it.
         let now = crate::model::now_ms();
         let leeway = self.leeway_ms();
@@ -242,6 +282,9 @@ impl Keys {
             .is_some_and(|nbf| nbf.millis() > now.saturating_add(leeway))
         {
             return Err(rejected(&"not valid yet (nbf)"));
+        }
+        if !known {
+            self.verified.keep(token, &claims);
         }
         Ok(claims)
     }
@@ -339,6 +382,30 @@ mod tests {
         assert!(app
             .verify(&mint(serde_json::json!({"sub":"a","exp":FAR})))
             .is_err());
+    }
+
+    /// A token verified once is taken from the cache, yet its `exp` is still checked on
+    /// every use; a token with another signature is not taken for it; the cache is bounded.
+    #[test]
+    fn verified_tokens_are_kept_but_still_expire() {
+        let k = keys(None);
+        let now = crate::model::now_ms() as f64 / 1000.0;
+        let token = mint(serde_json::json!({"sub":"a","exp":now + 0.3}));
+        assert_eq!(k.verify(&token).unwrap().sub.as_deref(), Some("a"));
+        assert!(k.verified.get(&token).is_some());
+        assert!(k.clone().verify(&token).is_ok(), "clones share it");
+        let (head, _) = token.rsplit_once('.').unwrap();
+        assert!(k.verify(&format!("{head}.AAAA")).is_err());
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(k.verify(&token).is_err(), "expired, though kept");
+        for n in 0..Verified::TOKENS + 10 {
+            k.verify(&mint(serde_json::json!({"sub":format!("u{n}"),"exp":FAR})))
+                .unwrap();
+        }
+        assert!(k.verified.0.len() <= Verified::TOKENS);
+        let long = mint(serde_json::json!({"sub":"x".repeat(Verified::TOKEN_BYTES),"exp":FAR}));
+        assert!(k.verify(&long).is_ok());
+        assert!(k.verified.get(&long).is_none(), "too long to keep");
     }
 
     /// NumericDates may carry a fraction; absurd ones are clamped, never overflow.
