@@ -5,7 +5,8 @@
 //! frame, hub lookup; no stream is open, so no queue is touched), and parsing a change message
 //! as a node's broker reads it from Redis; routing a change through the hub to 1k users'
 //! streams (sinks that only count), and writing one frame to a socket as a stream on the
-//! socket transport does (one vectored write, chunk-framed; a thread drains the other end). Run:
+//! socket transport does (one vectored write, chunk-framed; a thread drains the other end); and
+//! verifying a publisher's HS256 token, the first time and once kept. Run:
 //! `cargo bench --features bench-internals --bench hot_path`.
 //! The feature exposes `herald::bench`, re-exports of the internals measured here; without it
 //! (`cargo test --all-targets`) this bench is skipped, so `scripts/test` runs it once with the
@@ -18,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herald::bench::{
-    encode_change, new_ids, Change, ChangeKind, Delivery, EndReason, Epoch, Hub, ItemState,
-    MemoryStore, Message, Metrics, NotificationInput, Output, Recipient, Sink, Template,
+    encode_change, new_ids, Change, ChangeKind, Checks, Delivery, EndReason, Epoch, Hub, ItemState,
+    Keys, MemoryStore, Message, Metrics, NotificationInput, Output, Recipient, Sink, Template,
 };
 
 const GROUP: usize = 1000;
@@ -172,11 +173,33 @@ fn write(c: &mut Criterion) {
     });
 }
 
+/// A publisher's token verified for the first time (signature and parse) and once kept.
+fn verify(c: &mut Criterion) {
+    let secret = b"bench-secret";
+    let claims = serde_json::json!({"sub": "billing", "scope": "publish", "exp": 4_102_444_800u64});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    let token =
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("a token");
+    let mut group = c.benchmark_group("Keys::verify (HS256)");
+    group.bench_function("first time", |b| {
+        b.iter_batched(
+            || Keys::secret(secret, Checks::default()),
+            |keys| keys.verify(black_box(&token)).expect("valid"),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let keys = Keys::secret(secret, Checks::default());
+    group.bench_function("kept", |b| {
+        b.iter(|| keys.verify(black_box(&token)).expect("valid"))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = hot_path;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = encode_once, recipient_json, memory_publish, parse_message, route, write
+    targets = encode_once, recipient_json, memory_publish, parse_message, route, write, verify
 }
 criterion_main!(hot_path);

@@ -68,10 +68,11 @@ pub use cli::main;
 /// What `benches/hot_path.rs` measures, re-exported only with the `bench-internals` feature
 /// (normal builds keep every module private): encoding a change once, a recipient's
 /// notification JSON, the memory store's publish, parsing a channel message, routing a change
-/// to streams and writing it to a socket.
+/// to streams, writing it to a socket and verifying a publisher's token.
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench {
+    pub use crate::auth::jwt::{Checks, Keys};
     pub use crate::broker::Message;
     pub use crate::hub::{Delivery, EndReason, Hub, Sink};
     pub use crate::metrics::Metrics;
