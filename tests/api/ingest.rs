@@ -46,6 +46,16 @@ fn pending(conn: &mut redis::Connection) -> u64 {
     summary.0
 }
 
+/// Consumers of the nodes' group (0 before the group exists).
+fn consumers(conn: &mut redis::Connection) -> usize {
+    redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("herald:ingest")
+        .arg("herald")
+        .query::<Vec<redis::Value>>(conn)
+        .map_or(0, |list| list.len())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stores_acks_and_parks_bad_entries() {
     let redis = Redis::start();
@@ -113,8 +123,15 @@ async fn two_nodes_store_each_entry_once() {
     let a = Herald::start(Some(&redis.url()), &[]);
     let b = Herald::start(Some(&redis.url()), &[]);
     let mut conn = redis.conn();
+    // Both nodes read the group before the entries come, each entry alone: a node that came
+    // later would find them all taken.
+    wait_for("both nodes to read the group", async || {
+        consumers(&mut conn) == 2
+    })
+    .await;
     for i in 0..30 {
         xadd(&mut conn, "publish", &publish_body(&format!("n{i}")));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_for("not all entries were stored", async || {
         a.tray_len("alice").await >= 30
