@@ -49,14 +49,15 @@ impl Table {
         self.rows[at].cells[column(kind)] = Some(cell);
     }
 
-    /// A number, shown with `decimals` digits after the point.
+    /// A number, shown with `decimals` digits after the point; its ratio is taken from what
+    /// is shown (nchan's 0.04 shows as 0.0 and has no ratio, not one of 500).
     pub fn num(&mut self, figure: &str, kind: Kind, value: f64, decimals: usize) {
         let text = format!("{value:.decimals$}");
         self.put(
             figure,
             kind,
             Cell {
-                value: Some(value),
+                value: Some(text.parse().unwrap_or(value)),
                 text,
             },
         );

@@ -389,14 +389,15 @@ mod tests {
     #[test]
     fn verified_tokens_are_kept_but_still_expire() {
         let k = keys(None);
-        let now = crate::model::now_ms() as f64 / 1000.0;
-        let token = mint(serde_json::json!({"sub":"a","exp":now + 0.3}));
+        let exp = crate::model::now_ms() as f64 / 1000.0 + 2.0;
+        let token = mint(serde_json::json!({"sub":"a","exp":exp}));
         assert_eq!(k.verify(&token).unwrap().sub.as_deref(), Some("a"));
         assert!(k.verified.get(&token).is_some());
         assert!(k.clone().verify(&token).is_ok(), "clones share it");
         let (head, _) = token.rsplit_once('.').unwrap();
         assert!(k.verify(&format!("{head}.AAAA")).is_err());
-        std::thread::sleep(Duration::from_millis(400));
+        let left = exp - crate::model::now_ms() as f64 / 1000.0;
+        std::thread::sleep(Duration::from_secs_f64(left.max(0.0) + 0.1));
         assert!(k.verify(&token).is_err(), "expired, though kept");
         for n in 0..Verified::TOKENS + 10 {
             k.verify(&mint(serde_json::json!({"sub":format!("u{n}"),"exp":FAR})))

@@ -187,7 +187,7 @@ impl Hub {
         );
         // Most users have one or two streams here: grow one at a time, not to four.
         subs.reserve_exact(1);
-        self.inner.wheel.add(&sink);
+        let ticked = Arc::downgrade(&sink);
         subs.push(Subscriber {
             id,
             session: session.map(Into::into),
@@ -195,6 +195,8 @@ impl Hub {
             since,
             sink,
         });
+        drop(subs);
+        self.inner.wheel.add(ticked);
         self.inner.metrics.streams_open.inc();
         true
     }
@@ -219,7 +221,7 @@ impl Hub {
 
     /// Add tail `id` watching `user`'s changes (an operator's `/admin/tail`).
     pub fn add_tail(&self, user: &str, id: u64, sink: Arc<dyn Sink>) {
-        self.inner.wheel.add(&sink);
+        self.inner.wheel.add(Arc::downgrade(&sink));
         self.inner
             .tails
             .entry(user.to_owned())

@@ -4,7 +4,7 @@
 //! time and put back at its new one, so a busy stream is visited about once a heartbeat and a
 //! quiet one once per ping.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,8 +18,9 @@ const SLOTS: u64 = 512;
 pub(super) struct Wheel(Mutex<Slots>);
 
 struct Slots {
-    /// Tick `n` is at `origin + n * period`.
-    origin: Instant,
+    /// Tick `n` is at `origin + n * period`: the first tick's time, so the wheel's ticks are
+    /// the ticker's own (not up to a tick apart from them).
+    origin: Option<Instant>,
     /// The last tick whose slot was taken.
     cursor: u64,
     slots: Vec<Vec<Weak<dyn Sink>>>,
@@ -30,7 +31,7 @@ struct Slots {
 impl Default for Wheel {
     fn default() -> Self {
         Wheel(Mutex::new(Slots {
-            origin: Instant::now(),
+            origin: None,
             cursor: 0,
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             fresh: Vec::new(),
@@ -40,14 +41,15 @@ impl Default for Wheel {
 
 impl Wheel {
     /// A new stream: the next tick visits it.
-    pub fn add(&self, sink: &Arc<dyn Sink>) {
-        self.lock().fresh.push(Arc::downgrade(sink));
+    pub fn add(&self, sink: Weak<dyn Sink>) {
+        self.lock().fresh.push(sink);
     }
 
     /// Take out the streams due by `now` (ticks `period` apart): the new ones and every slot
     /// since the last call.
     pub fn due(&self, now: Instant, period: Duration) -> Vec<Weak<dyn Sink>> {
         let mut g = self.lock();
+        g.origin.get_or_insert(now);
         let target = g.tick_of(now, period);
         let mut due = std::mem::take(&mut g.fresh);
         // After a stall longer than the wheel, each slot once.
@@ -94,7 +96,8 @@ impl Slots {
     }
 
     fn nanos(&self, at: Instant, period: Duration) -> (u128, u128) {
-        let since = at.saturating_duration_since(self.origin).as_nanos();
+        let origin = self.origin.unwrap_or(at);
+        let since = at.saturating_duration_since(origin).as_nanos();
         (since, period.as_nanos().max(1))
     }
 }
@@ -102,15 +105,18 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::hub::{Delivery, EndReason};
 
     const TICK: Duration = Duration::from_millis(250);
 
-    /// Counts its ticks; next due `every` after each.
+    /// Counts its ticks; due again `every` after its last write, which is each tick's time
+    /// unless the test writes later (`wrote`).
     struct Due {
         every: Duration,
+        wrote: Mutex<Option<Instant>>,
         ticks: AtomicUsize,
     }
 
@@ -122,15 +128,26 @@ mod tests {
         fn catch_up(&self) {}
         fn tick(&self, now: Instant) -> Option<Instant> {
             self.ticks.fetch_add(1, Ordering::Relaxed);
-            Some(now + self.every)
+            let wrote = self.wrote.lock().unwrap().unwrap_or(now);
+            Some(wrote.max(now) + self.every)
         }
     }
 
-    fn due(every: Duration) -> Arc<Due> {
-        Arc::new(Due {
+    impl Due {
+        fn ticks(&self) -> usize {
+            self.ticks.load(Ordering::Relaxed)
+        }
+    }
+
+    fn due(wheel: &Wheel, every: Duration) -> Arc<Due> {
+        let sink = Arc::new(Due {
             every,
+            wrote: Mutex::new(None),
             ticks: AtomicUsize::new(0),
-        })
+        });
+        let ticked: Arc<dyn Sink> = sink.clone();
+        wheel.add(Arc::downgrade(&ticked));
+        sink
     }
 
     /// One tick of the wheel as the hub does it.
@@ -146,32 +163,43 @@ mod tests {
     #[test]
     fn a_stream_is_visited_when_new_then_only_when_due() {
         let wheel = Wheel::default();
-        let origin = wheel.lock().origin;
-        let (quick, slow) = (due(TICK), due(TICK * 4));
-        wheel.add(&(quick.clone() as Arc<dyn Sink>));
-        wheel.add(&(slow.clone() as Arc<dyn Sink>));
-        for n in 1..=8 {
+        let origin = Instant::now();
+        let (quick, slow) = (due(&wheel, TICK), due(&wheel, TICK * 4));
+        for n in 0..8 {
             tick(&wheel, origin + TICK * n);
         }
-        assert_eq!(quick.ticks.load(Ordering::Relaxed), 8);
-        // New at tick 1, then due at 5 (and at 9).
-        assert_eq!(slow.ticks.load(Ordering::Relaxed), 2);
+        assert_eq!(quick.ticks(), 8);
+        // New at tick 0, then due at 4 (and at 8).
+        assert_eq!(slow.ticks(), 2);
+    }
+
+    /// A stream written to at every tick is put back a heartbeat after its last write when
+    /// its slot comes up: visited once a heartbeat, not at every tick.
+    #[test]
+    fn a_busy_stream_is_visited_once_a_heartbeat() {
+        let wheel = Wheel::default();
+        let origin = Instant::now();
+        let busy = due(&wheel, TICK * 4);
+        for n in 0..12 {
+            let now = origin + TICK * n;
+            *busy.wrote.lock().unwrap() = Some(now);
+            tick(&wheel, now);
+        }
+        // Ticks 0 (new), 4 and 8.
+        assert_eq!(busy.ticks(), 3);
     }
 
     #[test]
     fn a_stream_far_ahead_waits_in_the_last_slot_and_a_dropped_one_is_forgotten() {
         let wheel = Wheel::default();
-        let origin = wheel.lock().origin;
-        let far = due(Duration::from_secs(3600));
-        let gone = due(TICK);
-        wheel.add(&(far.clone() as Arc<dyn Sink>));
-        wheel.add(&(gone.clone() as Arc<dyn Sink>));
-        drop(gone);
-        for n in 1..=SLOTS as u32 + 1 {
+        let origin = Instant::now();
+        let far = due(&wheel, Duration::from_secs(3600));
+        drop(due(&wheel, TICK));
+        for n in 0..=SLOTS as u32 {
             tick(&wheel, origin + TICK * n);
         }
-        // New at tick 1, put back from the farthest slot once.
-        assert_eq!(far.ticks.load(Ordering::Relaxed), 2);
+        // New at tick 0, put back from the farthest slot once.
+        assert_eq!(far.ticks(), 2);
         let held: usize = wheel.lock().slots.iter().map(Vec::len).sum();
         assert_eq!(held, 1, "only the live stream is kept");
     }
@@ -179,15 +207,24 @@ mod tests {
     #[test]
     fn after_a_stall_every_stream_due_meanwhile_is_visited_once() {
         let wheel = Wheel::default();
-        let origin = wheel.lock().origin;
-        let streams: Vec<_> = (1..=4).map(|n| due(TICK * n)).collect();
-        for s in &streams {
-            wheel.add(&(s.clone() as Arc<dyn Sink>));
-        }
-        tick(&wheel, origin + TICK);
+        let origin = Instant::now();
+        let streams: Vec<_> = (1..=4).map(|n| due(&wheel, TICK * n)).collect();
+        tick(&wheel, origin);
         tick(&wheel, origin + TICK * 5000);
         for s in &streams {
-            assert_eq!(s.ticks.load(Ordering::Relaxed), 2);
+            assert_eq!(s.ticks(), 2);
         }
+    }
+
+    /// The wheel's ticks are the ticker's, wherever it started: a stream due at the
+    /// ticker's next tick is visited then, not a tick later.
+    #[test]
+    fn ticks_are_counted_from_the_first() {
+        let wheel = Wheel::default();
+        let start = Instant::now() + TICK / 2;
+        let s = due(&wheel, TICK);
+        tick(&wheel, start);
+        tick(&wheel, start + TICK);
+        assert_eq!(s.ticks(), 2);
     }
 }

@@ -317,8 +317,9 @@ async fn an_idle_stream_gets_pings() {
         .await;
 }
 
-/// A stream written to less than a heartbeat apart gets no ping (the ticker's wheel puts it
-/// back a heartbeat after its last write, not at its old time), then pings once it is quiet.
+/// A stream written to less than a heartbeat apart gets no ping, then pings once it is quiet
+/// (the ticker's wheel visits it a heartbeat after its last write; `hub::wheel`'s unit tests
+/// count those visits).
 #[tokio::test]
 async fn a_busy_stream_pings_only_once_quiet() {
     let h = Herald::start(None, &["--heartbeat", "2s"]);
