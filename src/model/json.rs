@@ -12,6 +12,11 @@ use serde::Deserialize;
 /// (`notification.deliver_at: invalid type: integer `5`, expected a string`), without the
 /// parser's line and column.
 pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    // A good body is read once, without tracking where the parser is; a bad one is read
+    // again with it, for the message.
+    if let Ok(value) = plain(bytes) {
+        return Ok(value);
+    }
     let without_position = |e: &serde_json::Error| {
         let text = e.to_string();
         text.split(" at line ").next().unwrap_or(&text).to_owned()
@@ -29,6 +34,14 @@ pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
     )?;
     de.end()
         .map_err(|e| format!("invalid JSON body: {}", without_position(&e)))?;
+    Ok(value)
+}
+
+/// `T` from a JSON object, or why not (without the member's path).
+fn plain<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = object(&mut de)?;
+    de.end()?;
     Ok(value)
 }
 
