@@ -511,39 +511,43 @@ pub(super) trait Ticked {
     fn end(&mut self, last: Option<Bytes>);
 }
 
-/// What a tick did: whether it wrote something (the caller wakes its writer), and when the
-/// stream may next need one (`None`: it ended).
-pub(super) struct Tock {
-    pub wrote: bool,
-    pub next: Option<Instant>,
-}
-
-/// The one tick rule for streams and tails: past its expiry it ends with `revoked`; quiet for
-/// a heartbeat (and keeping up with its writes) it gets a `: ping`. Its next tick is due at
-/// its expiry or a heartbeat after its last write, whichever comes first.
-pub(super) fn tick(g: &mut impl Ticked, now: Instant, heartbeat: Duration) -> Tock {
+/// The one tick rule for an open stream or tail (its locked state `g`): past its expiry it
+/// ends with `revoked`; quiet for a heartbeat (and keeping up with its writes) it gets a
+/// `: ping`. Either wakes its writer once the lock is let go. Returns when it next needs a
+/// tick: at its expiry or a heartbeat after its last write, whichever comes first (`None`
+/// once it ended).
+pub(super) fn tick<T: Ticked>(
+    mut g: MutexGuard<'_, T>,
+    wake: &Wake,
+    now: Instant,
+    heartbeat: Duration,
+) -> Option<Instant> {
     let (expires, quiet_since, backed_up) = g.clock();
-    if now >= expires {
+    let ended = now >= expires;
+    let ping = !ended && now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up;
+    if ended {
         g.end(Some(frame::event(
             None,
             "revoked",
             r#"{"reason":"expired"}"#,
         )));
-        return Tock {
-            wrote: true,
-            next: None,
-        };
-    }
-    let wrote = now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up;
-    if wrote {
+    } else if ping {
         g.send(Bytes::from_static(frame::PING));
     }
+    // After a ping, a heartbeat from its write.
     let (_, quiet_since, _) = g.clock();
-    let ping = quiet_since.checked_add(heartbeat).unwrap_or(expires);
-    Tock {
-        wrote,
-        next: Some(ping.min(expires)),
+    drop(g);
+    if ended || ping {
+        wake.wake();
     }
+    if ended {
+        return None;
+    }
+    Some(
+        quiet_since
+            .checked_add(heartbeat)
+            .map_or(expires, |at| at.min(expires)),
+    )
 }
 
 impl Ticked for Inner {
@@ -649,7 +653,7 @@ impl Sink for Stream {
     }
 
     fn tick(&self, now: Instant) -> Option<Instant> {
-        let mut g = self.lock();
+        let g = self.lock();
         if g.phase != Phase::Open {
             return None;
         }
@@ -657,12 +661,7 @@ impl Sink for Stream {
             // Ticked again at the next tick.
             return Some(now);
         }
-        let tock = tick(&mut *g, now, self.state.config.heartbeat);
-        drop(g);
-        if tock.wrote {
-            self.wake.wake();
-        }
-        tock.next
+        tick(g, &self.wake, now, self.state.config.heartbeat)
     }
 }
 

@@ -128,16 +128,11 @@ impl Sink for Tail {
     fn catch_up(&self) {}
 
     fn tick(&self, now: Instant) -> Option<Instant> {
-        let mut g = self.lock();
+        let g = self.lock();
         if !g.open {
             return None;
         }
-        let tock = tick(&mut *g, now, self.state.config.heartbeat);
-        drop(g);
-        if tock.wrote {
-            self.wake.wake();
-        }
-        tock.next
+        tick(g, &self.wake, now, self.state.config.heartbeat)
     }
 }
 

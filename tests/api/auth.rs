@@ -92,6 +92,7 @@ async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
         "the session is good until its whole second"
     );
     tokio::time::sleep(Duration::from_secs_f64((exp + 0.15 - unix()).max(0.0))).await;
+    // The token verified (and was kept, with its claims): its `exp` is checked again.
     let (status, body) = h.get("/notifications", &token).await;
     assert_error(status, &body, 401, "unauthorized");
     let r = send_raw(
