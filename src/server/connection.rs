@@ -264,7 +264,9 @@ fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
             if !admitted {
                 return Ok::<_, Infallible>(rate_limited());
             }
-            Ok(crate::routes::handle(app, req).await)
+            // Boxed: the router's future (~4 KiB, its largest route's) is then moved once,
+            // not by every layer that wraps it.
+            Ok(Box::pin(crate::routes::handle(app, req)).await)
         }
     });
     let with_cors = shared.cors.clone().layer(routed.clone());
