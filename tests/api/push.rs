@@ -17,6 +17,7 @@ both_modes!(
     an_offline_user_is_pushed_at_once,
     a_connected_user_is_pushed_only_when_unseen,
     an_unsnoozed_notification_escalates_again,
+    a_short_snooze_escalates_from_its_end,
     gone_and_throttled_endpoints,
     a_retry_goes_only_where_a_first_try_would,
     subscriptions_are_checked
@@ -182,6 +183,35 @@ async fn an_unsnoozed_notification_escalates_again(mode: Mode) {
     assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(push.messages(Some("dora")).await.len(), 1);
+    drop(sse);
+}
+
+/// A snooze that ends before `--push-after` has passed still cancels the escalation begun
+/// at the publish: the notification is pushed `--push-after` after it is active again, once.
+async fn a_short_snooze_escalates_from_its_end(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "4s")));
+    let token = user_token("erin");
+    subscribe(&h, &token, &push.subscribe("erin").await).await;
+    let mut sse = h.events(&token, "").await;
+    let id = h.notify("erin", "snoozed briefly").await;
+    sse.expect("notification").await;
+    let path = format!("/notifications/{id}");
+    let (status, _) = h
+        .patch(&path, &token, json!({"snoozed_until": in_secs(2)}))
+        .await;
+    assert_eq!(status, 200);
+    sse.expect("updated").await;
+    sse.expect("notification").await;
+    // The publish's escalation would have pushed 4 s after it, ~2 s after the snooze's end.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(push.messages(Some("erin")).await.is_empty());
+    let got = push.wait_messages("erin", 1).await;
+    assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(push.messages(Some("erin")).await.len(), 1);
     drop(sse);
 }
 

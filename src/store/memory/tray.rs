@@ -526,7 +526,8 @@ impl Tray {
                 continue;
             }
             // Archived before its Web Push: never pushed (unarchiving does not bring it back).
-            if mark == Mark::Archived {
+            // Snoozed: its end escalates afresh, `--push-after` after it is active again.
+            if matches!(mark, Mark::Archived | Mark::Snooze(_)) {
                 self.push_done(id);
             }
             marked.changed.push(id.to_string());

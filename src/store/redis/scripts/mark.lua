@@ -58,6 +58,9 @@ for _, id in ipairs(ids) do
     elseif kind == 'snooze' then
       redis.call('HSET', key(b, 'snoozed'), id, ARGV[9])
       redis.call('ZADD', key(b, 'wake'), ARGV[8], id)
+      -- Its end escalates afresh, `--push-after` after it is active again.
+      redis.call('ZREM', key(b, 'pushdue'), id)
+      redis.call('HDEL', key(b, 'pushstage'), id)
       did = 1
     elseif kind == 'unsnooze' then
       did = redis.call('HDEL', key(b, 'snoozed'), id)
