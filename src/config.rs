@@ -98,6 +98,21 @@ pub struct Config {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
+impl Config {
+    /// The node's ticker period (pings and expiry of every stream): a quarter heartbeat, at
+    /// most 250 ms.
+    pub fn tick_period(&self) -> Duration {
+        (self.heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
+    }
+
+    /// How long a stream is quiet before a tick pings it: a heartbeat less one tick, so the
+    /// ping goes out at the last tick before a heartbeat has passed and no two writes are
+    /// more than `--heartbeat` apart.
+    pub fn ping_after(&self) -> Duration {
+        self.heartbeat.saturating_sub(self.tick_period())
+    }
+}
+
 /// Web Push escalation settings, already checked (the key parses, the subject is a URL).
 #[derive(Debug, Clone)]
 pub struct PushConfig {

@@ -156,9 +156,8 @@ async fn start_tasks(
         .collect();
     #[cfg(not(feature = "kafka"))]
     let mut finishing = Vec::new();
-    // Pings and expiry of every stream: a quarter heartbeat apart, at most 250 ms.
-    let period =
-        (config.heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    // Pings and expiry of every stream.
+    let period = config.tick_period();
     tokio::spawn(state.hub.clone().run_ticker(period, shutdown.clone()));
     tokio::spawn(retention::run(
         state.store.clone(),

@@ -512,19 +512,19 @@ pub(super) trait Ticked {
 }
 
 /// The one tick rule for an open stream or tail (its locked state `g`): past its expiry it
-/// ends with `revoked`; quiet for a heartbeat (and keeping up with its writes) it gets a
-/// `: ping`. Either wakes its writer once the lock is let go. Returns when it next needs a
-/// tick: at its expiry or a heartbeat after its last write, whichever comes first (`None`
-/// once it ended).
+/// ends with `revoked`; quiet for `ping_after` (`Config::ping_after`: a heartbeat less a
+/// tick) and keeping up with its writes, it gets a `: ping`. Either wakes its writer once the
+/// lock is let go. Returns when it next needs a tick: at its expiry or `ping_after` after its
+/// last write, whichever comes first (`None` once it ended).
 pub(super) fn tick<T: Ticked>(
     mut g: MutexGuard<'_, T>,
     wake: &Wake,
     now: Instant,
-    heartbeat: Duration,
+    ping_after: Duration,
 ) -> Option<Instant> {
     let (expires, quiet_since, backed_up) = g.clock();
     let ended = now >= expires;
-    let ping = !ended && now.saturating_duration_since(quiet_since) >= heartbeat && !backed_up;
+    let ping = !ended && now.saturating_duration_since(quiet_since) >= ping_after && !backed_up;
     if ended {
         g.end(Some(frame::event(
             None,
@@ -534,7 +534,7 @@ pub(super) fn tick<T: Ticked>(
     } else if ping {
         g.send(Bytes::from_static(frame::PING));
     }
-    // After a ping, a heartbeat from its write.
+    // After a ping, counted from its write.
     let (_, quiet_since, _) = g.clock();
     drop(g);
     if ended || ping {
@@ -545,7 +545,7 @@ pub(super) fn tick<T: Ticked>(
     }
     Some(
         quiet_since
-            .checked_add(heartbeat)
+            .checked_add(ping_after)
             .map_or(expires, |at| at.min(expires)),
     )
 }
@@ -661,7 +661,7 @@ impl Sink for Stream {
             // Ticked again at the next tick.
             return Some(now);
         }
-        tick(g, &self.wake, now, self.state.config.heartbeat)
+        tick(g, &self.wake, now, self.state.config.ping_after())
     }
 }
 

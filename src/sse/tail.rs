@@ -132,7 +132,7 @@ impl Sink for Tail {
         if !g.open {
             return None;
         }
-        tick(g, &self.wake, now, self.state.config.heartbeat)
+        tick(g, &self.wake, now, self.state.config.ping_after())
     }
 }
 

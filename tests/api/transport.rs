@@ -3,7 +3,7 @@
 //! requests pipelined before and after it, a refused `/events` on a connection that goes on,
 //! a client that half-closes, one that stalls, heartbeats on an idle stream, and SIGTERM.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -308,13 +308,23 @@ async fn a_closed_client_leaves_at_once() {
     .await;
 }
 
-/// A stream nobody writes to still gets `: ping` every heartbeat, from the node's ticker.
+/// A stream nobody writes to still gets `: ping` every heartbeat, from the node's ticker: at
+/// its last tick before a heartbeat has passed (a tick is a quarter heartbeat here), so the
+/// pings are less than a heartbeat apart, not a heartbeat and a tick.
 #[tokio::test]
 async fn an_idle_stream_gets_pings() {
-    let h = Herald::start(None, &["--heartbeat", "200ms"]);
+    let h = Herald::start(None, &["--heartbeat", "400ms"]);
     let mut raw = Raw::open(&h, &events_request("HTTP/1.1", &user_token("alice"))).await;
-    raw.until("three pings", |t| t.matches(": ping\n\n").count() >= 3)
-        .await;
+    let mut seen = Vec::new();
+    for n in 1..=5 {
+        raw.until("a ping", |t| t.matches(": ping\n\n").count() >= n)
+            .await;
+        seen.push(Instant::now());
+    }
+    let mut gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort();
+    // 300-400 ms apart; a heartbeat and a tick would be 500 ms.
+    assert!(gaps[2] < Duration::from_millis(450), "{gaps:?}");
 }
 
 /// A stream written to less than a heartbeat apart gets no ping, then pings once it is quiet
