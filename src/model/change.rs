@@ -108,10 +108,12 @@ pub struct EventId {
 
 impl EventId {
     /// A Last-Event-ID as a client sent it. `None` for anything but `<epoch>.<digits>` in
-    /// ASCII (a legacy plain number, garbage, fullwidth digits, a sign): the stream resets.
+    /// ASCII, as Herald writes it (a legacy plain number, garbage, fullwidth digits, a sign, a
+    /// leading zero: no id Herald sent): the stream resets.
     pub fn parse(s: &str) -> Option<Self> {
         let (epoch, seq) = s.trim_ascii().split_once('.')?;
-        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        let canonical = seq == "0" || !seq.starts_with('0');
+        if seq.is_empty() || !canonical || !seq.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         Some(EventId {
@@ -263,7 +265,8 @@ mod tests {
         assert_eq!(EventId::parse(&format!(" {text}\t")), Some(id));
     }
 
-    /// Legacy plain numbers, garbage and non-ASCII look-alikes are not event ids.
+    /// Legacy plain numbers, garbage, non-ASCII look-alikes and padded seqs (no id Herald
+    /// wrote) are not event ids; `.0`, an empty log's position, is.
     #[test]
     fn foreign_event_ids_do_not_parse() {
         for bad in [
@@ -273,6 +276,9 @@ mod tests {
             "3f9a0c12d4e1.",
             "3f9a0c12d4e1.+17",
             "3f9a0c12d4e1.-1",
+            "3f9a0c12d4e1.01",
+            "3f9a0c12d4e1.00",
+            "3f9a0c12d4e1.0001",
             "3F9A0C12D4E1.17",
             "3f9a0c12d4e.17",
             "3f9a0c12d4e1a.17",
@@ -285,5 +291,6 @@ mod tests {
         ] {
             assert_eq!(EventId::parse(bad), None, "{bad:?}");
         }
+        assert_eq!(EventId::parse("3f9a0c12d4e1.0").map(|id| id.seq), Some(0));
     }
 }

@@ -228,6 +228,8 @@ async fn unknown_or_future_id_resets(mode: Mode) {
         format!("{other_epoch}.1"),
         format!("{epoch}.+1"),
         format!("{epoch}."),
+        // a padded seq: no id Herald wrote
+        format!("{epoch}.01"),
         // non-ASCII look-alikes (review I6): fullwidth digits and a fullwidth tag character
         format!("{epoch}.\u{ff11}"),
         "\u{ff11}".to_owned(),
