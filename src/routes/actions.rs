@@ -13,7 +13,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 
 use super::auth_request::identity_headers;
-use super::body::{json, Request, Response};
+use super::body::{discard, json, Request, Response};
 use crate::auth::session::{self, Caller};
 use crate::error::{Error, Result};
 use crate::model::{rfc3339, ActionSpec, Notification, TakenAction};
@@ -29,8 +29,9 @@ const TAKING: &str = "an action of this notification is being taken";
 const CLAIM_SLACK: Duration = Duration::from_secs(10);
 
 pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> Result<Response> {
-    let (parts, _) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let caller = session::writer(&state, &parts).await?;
+    discard(body, state.config.body_timeout).await?;
     let n = notification(&state, &caller.user, id).await?;
     let spec = n
         .actions

@@ -121,24 +121,32 @@ pub fn error_response(error: Error) -> Response {
 /// Read the whole body (at most [`MAX_BODY_BYTES`], all of it within `timeout`: a body that
 /// trickles or never ends gets 408) and parse it as JSON into `T`.
 pub async fn read_json<T: DeserializeOwned>(body: RequestBody, timeout: Duration) -> Result<T> {
-    let too_large = || Error::TooLarge {
-        what: "request body",
-        limit: MAX_BODY_BYTES,
-    };
-    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
-        .await
-        .map_err(|_| Error::RequestTimeout)?;
-    let bytes = collected
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                Error::invalid("could not read the request body")
-            }
-        })?
-        .to_bytes();
+    let bytes = read(body, timeout).await?;
     if bytes.is_empty() {
         return Err(Error::invalid("a JSON body is required"));
     }
     crate::model::from_json(&bytes).map_err(Error::invalid)
+}
+
+/// Read and drop the body of a request that takes none, within the same bounds as
+/// [`read_json`] (413 over [`MAX_BODY_BYTES`], 408 past `timeout`).
+pub async fn discard(body: RequestBody, timeout: Duration) -> Result<()> {
+    read(body, timeout).await.map(drop)
+}
+
+async fn read(body: RequestBody, timeout: Duration) -> Result<Bytes> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
+        .await
+        .map_err(|_| Error::RequestTimeout)?;
+    let collected = collected.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            Error::TooLarge {
+                what: "request body",
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            Error::invalid("could not read the request body")
+        }
+    })?;
+    Ok(collected.to_bytes())
 }

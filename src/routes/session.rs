@@ -3,17 +3,18 @@
 
 use http::{header, StatusCode};
 
-use super::body::{empty, Request, Response};
+use super::body::{discard, empty, Request, Response};
 use crate::auth::{self, session::Via};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub async fn create(state: AppState, req: Request) -> Result<Response> {
-    let (parts, _) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let token = auth::session::bearer(&parts).ok_or(Error::Unauthorized(
         "POST /session needs Authorization: Bearer <user token>",
     ))?;
     let (user, claims) = auth::session::user_claims(&state, token)?;
+    discard(body, state.config.body_timeout).await?;
     // Sessions keep whole seconds: a fractional `exp` ends the session at its whole second
     // before, as the session ends at the token's `exp` at the latest. A token that leaves no
     // whole second makes no session (it would be over at once, and count against the cap).

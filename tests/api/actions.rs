@@ -146,6 +146,22 @@ async fn an_action_is_taken_once_through_the_upstream(mode: Mode) {
     assert_eq!(status, 200, "{n}");
     let got = up.recorded();
     assert_eq!(got[2]["method"], "GET", "{}", got[2]);
+    // a path as published, with what a browser would encode: encoded as the proxy gets it
+    let odd = publish_with(
+        &h,
+        "alice",
+        json!([{"id": "odd", "label": "Odd", "path": "/api/record/200/caf\u{e9}/{x}?q=\"\u{fc}\""}]),
+    )
+    .await;
+    let (status, n) = take(&h, &token, &odd, "odd").await;
+    assert_eq!(status, 200, "{n}");
+    let got = up.recorded();
+    assert_eq!(
+        got[3]["path"], "/record/200/caf%C3%A9/%7Bx%7D",
+        "{}",
+        got[3]
+    );
+    assert_eq!(got[3]["query"], "q=%22%C3%BC%22", "{}", got[3]);
     for (sent, id, action) in [(&got[1], &other, "drop"), (&got[2], &get, "look")] {
         let body: Value = serde_json::from_str(sent["body"].as_str().unwrap())
             .unwrap_or_else(|e| panic!("{e}: {sent}"));
@@ -345,11 +361,22 @@ async fn action_input_is_checked(mode: Mode) {
     assert_eq!(h.tray_len("alice").await, 0);
     // three is fine
     let id = publish_with(&h, "alice", json!([action("a"), action("b"), action("c")])).await;
+    // it takes no body, but one over 1 MiB is refused like any (413), and nothing is taken
+    let path = format!("/notifications/{id}/actions/a");
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (status, err) = send(
+        h.http
+            .post(h.url(&path))
+            .bearer_auth(user_token("alice"))
+            .body(big),
+    )
+    .await;
+    assert_error(status, &err, 413, "too_large");
+    assert!(listed(&h, &id).await["action"].is_null());
     // a service token can't take an action; a cookie needs an allowed Origin
     let (status, err) = take(&h, &service_token(), &id, "a").await;
     assert_error(status, &err, 401, "unauthorized");
     let cookie = h.login("alice").await;
-    let path = format!("/notifications/{id}/actions/a");
     let (status, err) = send(
         h.http
             .post(h.url(&path))

@@ -107,6 +107,17 @@ async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
 /// `POST /session` → cookie; cookie works for reads and streams; the response sets attributes.
 async fn session_cookie_lifecycle(mode: Mode) {
     let h = Setup::new(mode, &[]);
+    // it takes no body, but one over 1 MiB is refused like any (413), and no cookie is set
+    let big = "x".repeat(2 * 1024 * 1024);
+    let r = send_raw(
+        h.http
+            .post(h.url("/session"))
+            .bearer_auth(user_token("alice"))
+            .body(big),
+    )
+    .await;
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().get("set-cookie").is_none());
     let r = send_raw(
         h.http
             .post(h.url("/session"))

@@ -158,7 +158,7 @@ async fn handle(
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
             recorded.lock().unwrap().push(json!({
-                "method": method, "path": path, "headers": headers,
+                "method": method, "path": path, "query": query, "headers": headers,
                 "body": String::from_utf8_lossy(&body),
             }));
             let mut response = http::Response::new(full("recorded"));
