@@ -4,10 +4,13 @@
 // its position, which replays what it missed (the other tabs drop what they already have).
 // A port gets events only from its hello on: an event broadcast before the resume would put
 // the tab past what the replay brings.
-import { MSG, Stream } from "./herald.js";
+// Every `WORKER_ALIVE_MS` it tells its tabs it is alive: a tab that stops hearing from it
+// (its process crashed with the tab that started it) connects again, to a new worker.
+import { MSG, Stream, WORKER_ALIVE_MS } from "./herald.js";
 
 const ports = new Set();
 let stream = null;
+let alive = null;
 
 function broadcast(name, data, id) {
   for (const port of ports) port.postMessage({ type: MSG.EVENT, name, data, id });
@@ -15,6 +18,9 @@ function broadcast(name, data, id) {
 
 function hello(port, { base, position }) {
   ports.add(port);
+  alive ??= setInterval(() => {
+    for (const p of ports) p.postMessage({ type: MSG.ALIVE });
+  }, WORKER_ALIVE_MS);
   if (!stream || stream.closed) {
     stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, onEvent: broadcast });
     stream.start();
@@ -32,6 +38,8 @@ self.onconnect = (e) => {
       if (ports.size === 0) {
         stream?.close();
         stream = null;
+        clearInterval(alive);
+        alive = null;
       }
     }
   };

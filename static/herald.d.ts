@@ -333,7 +333,9 @@ export interface SavedPosition {
 }
 
 /** Messages between tabs, the leader and the SharedWorker. */
-export const MSG: Readonly<{ HELLO: "hello"; EVENT: "event"; BYE: "bye"; LEADER: "leader" }>;
+export const MSG: Readonly<{ HELLO: "hello"; EVENT: "event"; BYE: "bye"; LEADER: "leader"; ALIVE: "alive" }>;
+/** How often the SharedWorker tells its tabs it is alive, in ms. */
+export const WORKER_ALIVE_MS: number;
 
 /** The counts after event `name` with `data`. */
 export function nextCounts(

@@ -33,7 +33,14 @@ const MAX_BACKOFF_MS = 30_000;
 /** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
 const FIRST_PAGE = 20;
 /** Messages between tabs, the leader and the SharedWorker. */
-export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye", LEADER: "leader" });
+export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye", LEADER: "leader", ALIVE: "alive" });
+/**
+ * The SharedWorker tells its tabs it is alive this often, in ms; a tab that has heard nothing
+ * from it for `WORKER_SILENT_MS` takes it for gone (it lived in a tab's process that crashed)
+ * and connects again, which starts a new worker from the tab's position.
+ */
+export const WORKER_ALIVE_MS = 2_000;
+const WORKER_SILENT_MS = 7_000;
 
 /** The name of a per-`base` resource (storage key, worker, channel, lock): `herald:[kind:]<base>`. */
 const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
@@ -561,16 +568,30 @@ export class Herald {
 
   #startSharedWorker(deliver) {
     const url = new URL(`${this.base}/herald-worker.js`, location.href);
-    const worker = new SharedWorker(url, { type: "module", name: scoped("", this.base) });
-    const port = worker.port;
-    port.onmessage = (m) => {
-      if (m.data?.type === MSG.EVENT) deliver(m.data.name, m.data.data, m.data.id);
+    let port = null;
+    let heard = 0;
+    const bye = () => port?.postMessage({ type: MSG.BYE });
+    const connect = () => {
+      const old = port;
+      port = new SharedWorker(url, { type: "module", name: scoped("", this.base) }).port;
+      heard = Date.now();
+      port.onmessage = (m) => {
+        heard = Date.now();
+        if (m.data?.type === MSG.EVENT) deliver(m.data.name, m.data.data, m.data.id);
+      };
+      port.start();
+      // From this tab's position: a new worker resumes from it, a live one brings it up to date.
+      port.postMessage({ type: MSG.HELLO, base: this.base, position: this.#position() });
+      old?.postMessage({ type: MSG.BYE });
+      old?.close();
     };
-    port.start();
-    port.postMessage({ type: MSG.HELLO, base: this.base, position: this.#position() });
-    const bye = () => port.postMessage({ type: MSG.BYE });
+    connect();
+    const watchdog = setInterval(() => {
+      if (Date.now() - heard > WORKER_SILENT_MS) connect();
+    }, WORKER_ALIVE_MS);
     addEventListener("pagehide", bye);
     this.cleanup.push(() => {
+      clearInterval(watchdog);
       removeEventListener("pagehide", bye);
       bye();
       port.close();

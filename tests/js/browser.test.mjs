@@ -109,6 +109,33 @@ test("two tabs share one stream through a SharedWorker", async () => {
   await twoTabsShareOneStream([], "shared-worker", "alice");
 });
 
+test("a tab that crashes with the SharedWorker in its process: the other tabs start a new one and miss nothing", async () => {
+  const { context, close } = await browser();
+  try {
+    const first = await context.newPage();
+    await signIn(first, "crash");
+    const second = await openTab(context);
+    assert.equal(await transport(second), "shared-worker");
+    const before = await publish(herald.base, "crash", "before the crash");
+    await shows(second, before);
+    // Headless Chromium runs the worker in the process of the tab that started it.
+    const cdp = await context.newCDPSession(first);
+    cdp.send("Page.crash").catch(() => {});
+    await until(async () => (await streams("crash")).length === 0, "the crashed worker's stream to end");
+    const during = await publish(herald.base, "crash", "while no worker lives");
+    // The second tab hears nothing from the worker, connects again, and the new worker
+    // resumes from the tab's position: what was published meanwhile arrives, once.
+    await second.waitForSelector(`#tray [data-id="${during}"]`, { state: "attached", timeout: 20_000 });
+    const after = await publish(herald.base, "crash", "to the new worker");
+    await shows(second, after);
+    assert.equal((await streams("crash")).length, 1);
+    const ids = await second.evaluate(() => [...document.querySelectorAll("#tray [data-id]")].map((e) => e.dataset.id));
+    assert.deepEqual(ids.filter((id) => [before, during, after].includes(id)).sort(), [before, during, after].sort());
+  } finally {
+    await close();
+  }
+});
+
 test("without SharedWorker a leader tab holds the stream and hands over", async () => {
   const handover = await twoTabsShareOneStream(["SharedWorker"], "leader", "bob");
   console.log(`leader hand-over delivered the next notification after ${handover} ms`);
