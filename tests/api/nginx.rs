@@ -168,7 +168,40 @@ async fn nginx_auth_request_and_unbuffered_events() {
             .body("x"),
     )
     .await;
-    assert_eq!(r.status(), 403);
+    let (status, body) = status_json(r).await;
+    assert_error(status, &body, 403, "forbidden");
+    // another scheme than Bearer is the backend's own business: it goes on
+    let r = send_raw(
+        http.get(format!("{edge}/api/echo"))
+            .header("cookie", &cookie)
+            .header("authorization", "Basic Zm9vOmJhcg=="),
+    )
+    .await;
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["authorization"], "Basic Zm9vOmJhcg==", "{echo}");
+    // bodies of any size go on to the backend; Herald's own endpoints answer their 1 MiB
+    // limit themselves, and a body past nginx's cap gets the same JSON error
+    let big = 3 * 1024 * 1024;
+    let r = send_raw(
+        http.post(format!("{edge}/api/upload"))
+            .bearer_auth(user_token("alice"))
+            .body(vec![b'u'; big]),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bytes"], big);
+    for size in [1536 * 1024, big] {
+        let r = send_raw(
+            http.post(format!("{edge}/publish"))
+                .bearer_auth(service_token())
+                .header("content-type", "application/json")
+                .body(vec![b' '; size]),
+        )
+        .await;
+        let (status, body) = status_json(r).await;
+        assert_error(status, &body, 413, "too_large");
+    }
     let r = send_raw(
         http.post(format!("{edge}/api/echo"))
             .header("cookie", &cookie)
@@ -220,7 +253,7 @@ async fn nginx_auth_request_and_unbuffered_events() {
     assert_eq!(r.headers()["content-type"], "application/json");
     let (status, body) = status_json(r).await;
     assert_error(status, &body, 400, "invalid_request");
-    assert_eq!(backend.hits(), 6);
+    assert_eq!(backend.hits(), 8);
 
     // /events through nginx: the first event arrives at once, not when a buffer fills
     let started = Instant::now();
