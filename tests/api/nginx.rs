@@ -178,7 +178,10 @@ async fn nginx_auth_request_and_unbuffered_events() {
     )
     .await;
     let echo: Value = r.json().await.unwrap();
-    assert_eq!(echo["headers"]["authorization"], "Basic Zm9vOmJhcg==", "{echo}");
+    assert_eq!(
+        echo["headers"]["authorization"], "Basic Zm9vOmJhcg==",
+        "{echo}"
+    );
     // bodies of any size go on to the backend; Herald's own endpoints answer their 1 MiB
     // limit themselves, and a body past nginx's cap gets the same JSON error
     let big = 3 * 1024 * 1024;
