@@ -105,9 +105,9 @@ impl Config {
         (self.heartbeat / 4).clamp(Duration::from_millis(10), Duration::from_millis(250))
     }
 
-    /// How long a stream is quiet before a tick pings it: a heartbeat less one tick, so the
-    /// ping goes out at the last tick before a heartbeat has passed and no two writes are
-    /// more than `--heartbeat` apart.
+    /// How long a stream is quiet before a tick pings it: a heartbeat less one tick. Its last
+    /// write lands just after a tick, so the tick that pings it comes a heartbeat after that
+    /// one: a quiet stream's pings are `--heartbeat` apart, not a heartbeat and a tick.
     pub fn ping_after(&self) -> Duration {
         self.heartbeat.saturating_sub(self.tick_period())
     }

@@ -18,6 +18,8 @@ function broadcast(name, data, id) {
 
 function hello(port, { base, position }) {
   ports.add(port);
+  // At once too: a tab arms its watchdog once it knows this worker says it.
+  port.postMessage({ type: MSG.ALIVE });
   alive ??= setInterval(() => {
     for (const p of ports) p.postMessage({ type: MSG.ALIVE });
   }, WORKER_ALIVE_MS);

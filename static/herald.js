@@ -569,14 +569,19 @@ export class Herald {
   #startSharedWorker(deliver) {
     const url = new URL(`${this.base}/herald-worker.js`, location.href);
     let port = null;
+    // When the worker was last heard from, and whether it says `alive` at all (a worker of
+    // an older herald.js, kept running by a tab opened before a deploy, does not: no watchdog
+    // then). A monotonic clock: a wall clock jumps.
     let heard = 0;
+    let says = false;
     const bye = () => port?.postMessage({ type: MSG.BYE });
     const connect = () => {
       const old = port;
       port = new SharedWorker(url, { type: "module", name: scoped("", this.base) }).port;
-      heard = Date.now();
+      heard = performance.now();
       port.onmessage = (m) => {
-        heard = Date.now();
+        heard = performance.now();
+        if (m.data?.type === MSG.ALIVE) says = true;
         if (m.data?.type === MSG.EVENT) deliver(m.data.name, m.data.data, m.data.id);
       };
       port.start();
@@ -586,8 +591,15 @@ export class Herald {
       old?.close();
     };
     connect();
+    let checked = performance.now();
     const watchdog = setInterval(() => {
-      if (Date.now() - heard > WORKER_SILENT_MS) connect();
+      const now = performance.now();
+      // A check that comes late (the tab was frozen, the machine slept) may run before the
+      // messages that waited meanwhile: it listens again instead of taking the worker for gone.
+      const late = now - checked > 2 * WORKER_ALIVE_MS;
+      checked = now;
+      if (late) heard = now;
+      else if (says && now - heard > WORKER_SILENT_MS) connect();
     }, WORKER_ALIVE_MS);
     addEventListener("pagehide", bye);
     this.cleanup.push(() => {

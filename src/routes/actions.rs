@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::auth_request::identity_headers;
 use super::body::{discard, json, Request, Response};
@@ -110,18 +111,14 @@ async fn send(
     let upstream = state.upstream.as_ref().ok_or_else(|| {
         Error::invalid("this action has a path, but no --upstream is configured to send it to")
     })?;
-    let (path, query) = match path.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (path, None),
-    };
-    let rest = path.strip_prefix("/api/").unwrap_or(path);
+    let (rest, query) = upstream_target(path);
     let body = serde_json::json!({"notification": id, "action": spec.id}).to_string();
     // Its length set, so the client sends the body with any method (it leaves a GET's out
     // otherwise).
     let length = HeaderValue::from(body.len());
     let mut request = http::Request::builder()
         .method(spec.method.as_deref().unwrap_or("POST"))
-        .uri(upstream.target(rest, query)?)
+        .uri(upstream.target(&rest, query.as_deref())?)
         .body(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})
@@ -139,4 +136,63 @@ async fn send(
         .send(request, state.config.upstream_timeout)
         .await?;
     Ok(response.status().as_u16())
+}
+
+/// WHATWG URL's special-query percent-encode set (an `http(s)` URL's query).
+const NOT_IN_QUERY: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\'');
+/// WHATWG URL's path percent-encode set.
+const NOT_IN_PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// An action's `path` as published (`/api/x?q`) → the rest after `/api/` and the query, as a
+/// browser would send that URL to the `/api/` proxy: percent-encoded where a browser encodes
+/// (non-ASCII, `"`, `{`…; existing escapes kept), without a `#fragment`, which a browser
+/// never sends.
+fn upstream_target(path: &str) -> (String, Option<String>) {
+    let path = path.split('#').next().unwrap_or_default();
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let rest = path.strip_prefix("/api/").unwrap_or(path);
+    (
+        utf8_percent_encode(rest, NOT_IN_PATH).to_string(),
+        query.map(|q| utf8_percent_encode(q, NOT_IN_QUERY).to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An action's path reaches the upstream as a browser would send it to the proxy.
+    #[test]
+    fn action_paths_are_encoded_as_a_browser_would() {
+        let target = |path| upstream_target(path);
+        assert_eq!(target("/api/builds/42"), ("builds/42".into(), None));
+        assert_eq!(target("/api/\u{fc}"), ("%C3%BC".into(), None));
+        assert_eq!(
+            target("/api/a{b}/\"c\"/^/%20?q=\u{e9} x&r=/?'#frag"),
+            (
+                "a%7Bb%7D/%22c%22/%5E/%20".into(),
+                Some("q=%C3%A9%20x&r=/?%27".into())
+            )
+        );
+        assert_eq!(target("/api/x#f?y"), ("x".into(), None));
+    }
 }

@@ -142,7 +142,8 @@ struct Inner {
     opening: bool,
     deferred_end: Option<Option<Bytes>>,
     phase: Phase,
-    /// When the stream last wrote anything: pings go only to streams quiet for a heartbeat.
+    /// When the stream last wrote anything: pings go only to streams quiet for a heartbeat
+    /// less a tick (`Config::ping_after`).
     quiet_since: Instant,
     expires: Instant,
     /// Set when a transport takes the stream; counted in the gauge until the handle drops.

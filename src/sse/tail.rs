@@ -31,7 +31,8 @@ struct Inner {
     out: Output,
     /// False once ended: the body writes what is queued, then finishes.
     open: bool,
-    /// When the tail last wrote anything: pings go only to a tail quiet for a heartbeat.
+    /// When the tail last wrote anything: pings go only to a tail quiet for a heartbeat less a
+    /// tick (`Config::ping_after`).
     quiet_since: Instant,
     /// The service token's expiry (plus leeway).
     expires: Instant,

@@ -150,7 +150,7 @@ async fn an_action_is_taken_once_through_the_upstream(mode: Mode) {
     let odd = publish_with(
         &h,
         "alice",
-        json!([{"id": "odd", "label": "Odd", "path": "/api/record/200/caf\u{e9}/{x}?q=\"\u{fc}\""}]),
+        json!([{"id": "odd", "label": "Odd", "path": "/api/record/200/caf\u{e9}/{x}?q=\"\u{fc}\"#top"}]),
     )
     .await;
     let (status, n) = take(&h, &token, &odd, "odd").await;

@@ -215,6 +215,41 @@ async fn a_short_snooze_escalates_from_its_end(mode: Mode) {
     drop(sse);
 }
 
+/// Redis: a sender that was handling the escalation when a snooze dropped it may still write
+/// its stage back (`push_later`), with no due time beside it. That stray stage is no
+/// escalation: the snooze's end escalates all the same.
+#[tokio::test]
+async fn a_stray_stage_does_not_block_the_snooze_end() {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(Mode::Redis, &refs(&push_args(&push, &key, "1s")));
+    let token = user_token("fay");
+    subscribe(&h, &token, &push.subscribe("fay").await).await;
+    let mut sse = h.events(&token, "").await;
+    let id = h.notify("fay", "snoozed").await;
+    sse.expect("notification").await;
+    let path = format!("/notifications/{id}");
+    let (status, _) = h
+        .patch(&path, &token, json!({"snoozed_until": in_secs(3600)}))
+        .await;
+    assert_eq!(status, 200);
+    sse.expect("updated").await;
+    let mut conn = h._redis.as_ref().unwrap().conn();
+    let _: () = ::redis::cmd("HSET")
+        .arg("herald:{u:fay}:pushstage")
+        .arg(&id)
+        .arg("send")
+        .query(&mut conn)
+        .unwrap();
+    let (status, _) = h.patch(&path, &token, json!({"snoozed_until": null})).await;
+    assert_eq!(status, 200);
+    sse.expect("notification").await;
+    let got = push.wait_messages("fay", 1).await;
+    assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
+    drop(sse);
+}
+
 async fn gone_and_throttled_endpoints(mode: Mode) {
     let dir = TempDir::new("vapid");
     let (key, _) = vapid_key(&dir);

@@ -309,8 +309,9 @@ async fn a_closed_client_leaves_at_once() {
 }
 
 /// A stream nobody writes to still gets `: ping` every heartbeat, from the node's ticker: at
-/// its last tick before a heartbeat has passed (a tick is a quarter heartbeat here), so the
-/// pings are less than a heartbeat apart, not a heartbeat and a tick.
+/// the tick when it has been quiet for a heartbeat less a tick (a tick is a quarter heartbeat
+/// here), so the pings are about a heartbeat apart (a ping's write lands just after its tick),
+/// not a heartbeat and a tick.
 #[tokio::test]
 async fn an_idle_stream_gets_pings() {
     let h = Herald::start(None, &["--heartbeat", "400ms"]);
@@ -323,7 +324,7 @@ async fn an_idle_stream_gets_pings() {
     }
     let mut gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
     gaps.sort();
-    // 300-400 ms apart; a heartbeat and a tick would be 500 ms.
+    // ~400 ms apart (four ticks); a heartbeat and a tick would be 500 ms.
     assert!(gaps[2] < Duration::from_millis(450), "{gaps:?}");
 }
 

@@ -214,10 +214,12 @@ end
 -- Escalate a notification that just became active to Web Push, when some node sends it
 -- (`push`: '1'; due.lua also passes 'w', another node does; '0' none) and the user has a
 -- subscription: first check, at once, whether the user is connected. An escalation of it
--- still pending (leased or waiting) decides instead: a second would push twice.
+-- still pending (leased or waiting: it is on the due index) decides instead: a second would
+-- push twice. (A stage without a due time is no escalation: a sender's `push_later` can set
+-- one after a snooze or an archive dropped the escalation it was handling.)
 local function escalate(b, id, push, ms)
   if push ~= '0' and redis.call('EXISTS', key(b, 'push')) == 1
-    and redis.call('HEXISTS', key(b, 'pushstage'), id) == 0 then
+    and not redis.call('ZSCORE', key(b, 'pushdue'), id) then
     redis.call('ZADD', key(b, 'pushdue'), ms, id)
     redis.call('HSET', key(b, 'pushstage'), id, 'check')
     return true
