@@ -155,64 +155,83 @@ async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
     drop(sse);
 }
 
-/// A notification snoozed before its push is not pushed while snoozed; cleared by hand
-/// (`snoozed_until: null`), it is active again and escalates as at a snooze's end.
-async fn an_unsnoozed_notification_escalates_again(mode: Mode) {
+/// A connected user's notification, snoozed for `secs` with Web Push on (`--push-after`
+/// `after`): the node, push service, token, stream and the notification's id and path.
+struct Snoozed {
+    _dir: TempDir,
+    push: PushService,
+    h: Setup,
+    token: String,
+    sse: Sse,
+    id: String,
+    path: String,
+}
+
+async fn snoozed(mode: Mode, user: &str, after: &str, secs: u64) -> Snoozed {
     let dir = TempDir::new("vapid");
     let (key, _) = vapid_key(&dir);
     let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "1s")));
-    let token = user_token("dora");
-    subscribe(&h, &token, &push.subscribe("dora").await).await;
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, after)));
+    let token = user_token(user);
+    subscribe(&h, &token, &push.subscribe(user).await).await;
     let mut sse = h.events(&token, "").await;
-    let id = h.notify("dora", "snoozed at once").await;
+    let id = h.notify(user, "snoozed").await;
     sse.expect("notification").await;
     let path = format!("/notifications/{id}");
     let (status, _) = h
-        .patch(&path, &token, json!({"snoozed_until": in_secs(3600)}))
+        .patch(&path, &token, json!({"snoozed_until": in_secs(secs)}))
         .await;
     assert_eq!(status, 200);
     sse.expect("updated").await;
+    Snoozed {
+        _dir: dir,
+        push,
+        h,
+        token,
+        sse,
+        id,
+        path,
+    }
+}
+
+impl Snoozed {
+    /// Clear the snooze by hand (`snoozed_until: null`): the notification is active again.
+    async fn unsnooze(&mut self) {
+        let body = json!({"snoozed_until": null});
+        let (status, _) = self.h.patch(&self.path, &self.token, body).await;
+        assert_eq!(status, 200);
+        self.sse.expect("notification").await;
+    }
+
+    /// The notification is pushed, and once only.
+    async fn pushed_once(&self, user: &str) {
+        let got = self.push.wait_messages(user, 1).await;
+        assert_eq!(got[0]["payload"]["id"], self.id.as_str(), "{got:?}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(self.push.messages(Some(user)).await.len(), 1);
+    }
+}
+
+/// A notification snoozed before its push is not pushed while snoozed; cleared by hand
+/// (`snoozed_until: null`), it is active again and escalates as at a snooze's end.
+async fn an_unsnoozed_notification_escalates_again(mode: Mode) {
+    let mut n = snoozed(mode, "dora", "1s", 3600).await;
     // past --push-after: not pushed while snoozed
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert!(push.messages(Some("dora")).await.is_empty());
-    let (status, _) = h.patch(&path, &token, json!({"snoozed_until": null})).await;
-    assert_eq!(status, 200);
-    sse.expect("notification").await;
-    let got = push.wait_messages("dora", 1).await;
-    assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(push.messages(Some("dora")).await.len(), 1);
-    drop(sse);
+    assert!(n.push.messages(Some("dora")).await.is_empty());
+    n.unsnooze().await;
+    n.pushed_once("dora").await;
 }
 
 /// A snooze that ends before `--push-after` has passed still cancels the escalation begun
 /// at the publish: the notification is pushed `--push-after` after it is active again, once.
 async fn a_short_snooze_escalates_from_its_end(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "4s")));
-    let token = user_token("erin");
-    subscribe(&h, &token, &push.subscribe("erin").await).await;
-    let mut sse = h.events(&token, "").await;
-    let id = h.notify("erin", "snoozed briefly").await;
-    sse.expect("notification").await;
-    let path = format!("/notifications/{id}");
-    let (status, _) = h
-        .patch(&path, &token, json!({"snoozed_until": in_secs(2)}))
-        .await;
-    assert_eq!(status, 200);
-    sse.expect("updated").await;
-    sse.expect("notification").await;
+    let mut n = snoozed(mode, "erin", "4s", 2).await;
+    n.sse.expect("notification").await;
     // The publish's escalation would have pushed 4 s after it, ~2 s after the snooze's end.
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    assert!(push.messages(Some("erin")).await.is_empty());
-    let got = push.wait_messages("erin", 1).await;
-    assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(push.messages(Some("erin")).await.len(), 1);
-    drop(sse);
+    assert!(n.push.messages(Some("erin")).await.is_empty());
+    n.pushed_once("erin").await;
 }
 
 /// Redis: a sender that was handling the escalation when a snooze dropped it may still write
@@ -220,34 +239,16 @@ async fn a_short_snooze_escalates_from_its_end(mode: Mode) {
 /// escalation: the snooze's end escalates all the same.
 #[tokio::test]
 async fn a_stray_stage_does_not_block_the_snooze_end() {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(Mode::Redis, &refs(&push_args(&push, &key, "1s")));
-    let token = user_token("fay");
-    subscribe(&h, &token, &push.subscribe("fay").await).await;
-    let mut sse = h.events(&token, "").await;
-    let id = h.notify("fay", "snoozed").await;
-    sse.expect("notification").await;
-    let path = format!("/notifications/{id}");
-    let (status, _) = h
-        .patch(&path, &token, json!({"snoozed_until": in_secs(3600)}))
-        .await;
-    assert_eq!(status, 200);
-    sse.expect("updated").await;
-    let mut conn = h._redis.as_ref().unwrap().conn();
+    let mut n = snoozed(Mode::Redis, "fay", "1s", 3600).await;
+    let mut conn = n.h._redis.as_ref().unwrap().conn();
     let _: () = ::redis::cmd("HSET")
         .arg("herald:{u:fay}:pushstage")
-        .arg(&id)
+        .arg(&n.id)
         .arg("send")
         .query(&mut conn)
         .unwrap();
-    let (status, _) = h.patch(&path, &token, json!({"snoozed_until": null})).await;
-    assert_eq!(status, 200);
-    sse.expect("notification").await;
-    let got = push.wait_messages("fay", 1).await;
-    assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
-    drop(sse);
+    n.unsnooze().await;
+    n.pushed_once("fay").await;
 }
 
 async fn gone_and_throttled_endpoints(mode: Mode) {
