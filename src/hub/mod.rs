@@ -69,8 +69,8 @@ pub trait Sink: Send + Sync {
     fn end(&self, reason: EndReason);
     /// The broker may have missed changes: fetch from the store after the last position.
     fn catch_up(&self);
-    /// The node's ticker: ping a stream that has been quiet for a heartbeat less a tick (so the
-    /// ping leaves before a heartbeat has passed), end it at expiry.
+    /// The node's ticker: ping a stream that has been quiet for a heartbeat less a tick
+    /// (`Config::ping_after`: its pings are then a heartbeat apart), end it at expiry.
     /// Returns when it may next need a tick (`None`: it is over and needs none).
     fn tick(&self, now: Instant) -> Option<Instant>;
 }

@@ -183,7 +183,7 @@ mod tests {
     /// An action's path reaches the upstream as a browser would send it to the proxy.
     #[test]
     fn action_paths_are_encoded_as_a_browser_would() {
-        let target = |path| upstream_target(path);
+        let target = upstream_target;
         assert_eq!(target("/api/builds/42"), ("builds/42".into(), None));
         assert_eq!(target("/api/\u{fc}"), ("%C3%BC".into(), None));
         assert_eq!(
