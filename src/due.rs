@@ -97,7 +97,8 @@ async fn escalate(store: &Store, push: &Pusher, user: &str, escalation: Escalati
             Ok(streams) if !streams.is_empty() => {
                 let at = escalation.due_ms + push.after().as_millis() as u64;
                 let id = &escalation.notification.id;
-                if let Err(e) = store.push_later(user, id, at, true).await {
+                let lease = escalation.lease;
+                if let Err(e) = store.push_later(user, id, lease, at, true).await {
                     tracing::debug!(error = %e, "Web Push: could not defer an escalation");
                 }
                 return;

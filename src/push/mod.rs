@@ -171,9 +171,9 @@ impl Pusher {
         };
         let sends = subscriptions
             .iter()
-            .map(|sub| self.send_one(store, user, n, sub, &payload, deadline));
+            .map(|sub| self.send_one(store, user, escalation, sub, &payload, deadline));
         futures_util::future::join_all(sends).await;
-        if let Err(e) = store.push_done(user, &n.id).await {
+        if let Err(e) = store.push_done(user, &n.id, escalation.lease).await {
             tracing::debug!(error = %e, "Web Push: could not mark an escalation done");
         }
     }
@@ -182,11 +182,12 @@ impl Pusher {
         &self,
         store: &Store,
         user: &str,
-        n: &crate::model::Notification,
+        escalation: &Escalation,
         sub: &Subscription,
         payload: &str,
         deadline: u64,
     ) {
+        let (n, lease) = (&escalation.notification, escalation.lease);
         let metrics = &self.inner.metrics;
         let mut sub = sub.clone();
         let mut backoff = FIRST_BACKOFF;
@@ -200,11 +201,13 @@ impl Pusher {
             }
             // A retry goes only where the first try would go now: not to a subscription
             // removed or taken by another user meanwhile (the endpoint is then another
-            // user's browser), nor for a notification read, seen, archived, snoozed or deleted.
+            // user's browser), nor for a notification read, seen, archived, snoozed or deleted,
+            // nor once the escalation is no longer this sender's (a snooze or an archive
+            // dropped it; one begun at a snooze's end is another's).
             // A subscription the user posted again meanwhile (new keys) is retried as it is now.
             let outcome = match retrying {
                 false => self.request(&sub, payload, ttl, n.critical).await,
-                true => match still_wanted(store, user, &n.id, &sub.endpoint).await {
+                true => match still_wanted(store, user, escalation, &sub.endpoint).await {
                     Some(Some(now)) => {
                         sub = now;
                         self.request(&sub, payload, ttl, n.critical).await
@@ -246,8 +249,11 @@ impl Pusher {
                         }
                     };
                     // Keep the escalation ours while waiting.
-                    let lease = now_ms() + wait.as_millis() as u64 + PUSH_LEASE_MS;
-                    let _ = store.extend_push_lease(user, &n.id, lease).await;
+                    let until = now_ms() + wait.as_millis() as u64 + PUSH_LEASE_MS;
+                    if let Ok(false) = store.extend_push_lease(user, &n.id, lease, until).await {
+                        tracing::debug!("Web Push: a retry no longer wanted was dropped");
+                        return;
+                    }
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     least = (least * 2).min(MAX_BACKOFF);
@@ -333,24 +339,31 @@ fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-/// `user`'s subscription at `endpoint` as it is now, if it still is theirs and notification
-/// `id` still waits to be pushed (active, unseen, unread); `None` when the store can't say.
+/// `user`'s subscription at `endpoint` as it is now, if it still is theirs and `escalation`
+/// still waits to be pushed (its notification active, unseen, unread; its lease still held,
+/// and renewed); `None` when the store can't say.
 async fn still_wanted(
     store: &Store,
     user: &str,
-    id: &str,
+    escalation: &Escalation,
     endpoint: &str,
 ) -> Option<Option<Subscription>> {
-    let (notification, subscriptions) =
-        tokio::join!(store.get(user, id), store.subscriptions(user));
+    let (id, lease) = (&escalation.notification.id, escalation.lease);
+    let until = now_ms() + PUSH_LEASE_MS;
+    let (notification, subscriptions, held) = tokio::join!(
+        store.get(user, id),
+        store.subscriptions(user),
+        store.extend_push_lease(user, id, lease, until)
+    );
     let (notification, subscriptions) = (notification.ok()?, subscriptions.ok()?);
-    let pending = notification.is_some_and(|n| {
-        let s = &n.state;
-        s.read_at.is_none()
-            && s.seen_at.is_none()
-            && s.archived_at.is_none()
-            && s.snoozed_until.is_none()
-    });
+    let pending = held.ok()?
+        && notification.is_some_and(|n| {
+            let s = &n.state;
+            s.read_at.is_none()
+                && s.seen_at.is_none()
+                && s.archived_at.is_none()
+                && s.snoozed_until.is_none()
+        });
     let now = subscriptions.into_iter().find(|s| s.endpoint == endpoint);
     Some(now.filter(|_| pending))
 }

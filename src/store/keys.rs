@@ -107,7 +107,7 @@ impl UserKeys {
 }
 
 /// The suffixes of the keys the tray scripts touch (docs/redis.md), the change channel aside.
-const TRAY_SUFFIXES: [&str; 21] = [
+const TRAY_SUFFIXES: [&str; 22] = [
     "items",
     "order",
     "unread",
@@ -125,6 +125,7 @@ const TRAY_SUFFIXES: [&str; 21] = [
     "push",
     "pushdue",
     "pushstage",
+    "pushlease",
     "seq",
     "epoch",
     "changes",

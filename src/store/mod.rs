@@ -285,6 +285,12 @@ pub const MAX_SUBSCRIPTIONS: usize = 10;
 /// die before it is done).
 pub const PUSH_LEASE_MS: u64 = 60_000;
 
+/// A fresh token for the escalations one due pass leases (never 0: the memory store's "not
+/// leased").
+fn new_lease() -> u64 {
+    rand::random::<u64>() | 1
+}
+
 /// A Web Push escalation that came due.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Escalation {
@@ -293,6 +299,11 @@ pub struct Escalation {
     pub send: bool,
     /// When it was due (Unix ms): for the first step, when the notification became active.
     pub due_ms: u64,
+    /// The lease's token: only the sender that took it may move, renew or end the
+    /// escalation. A snooze or an archive drops the escalation with its lease, and one begun
+    /// afresh (at the snooze's end) is leased under another token, so a sender still
+    /// retrying the old one can neither push it a second time nor end the new one.
+    pub lease: u64,
     pub notification: Notification,
     pub unread_count: u64,
 }
@@ -480,21 +491,38 @@ impl Store {
         forward!(self.defer_due(user, at_ms))
     }
 
-    /// Make the escalation of notification `id` due again at `at_ms` (`send`: as a push; else
-    /// as the connected-or-not check), if it is still pending.
-    pub async fn push_later(&self, user: &str, id: &str, at_ms: u64, send: bool) -> Result<()> {
-        forward!(self.push_later(user, id, at_ms, send))
+    /// Make the escalation of notification `id` leased under `lease` due again at `at_ms`
+    /// (`send`: as a push; else as the connected-or-not check), released from its lease, if
+    /// it is still pending under that lease.
+    pub async fn push_later(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        at_ms: u64,
+        send: bool,
+    ) -> Result<()> {
+        forward!(self.push_later(user, id, lease, at_ms, send))
     }
 
-    /// Keep a pending escalation leased until `until_ms`: it only ever moves later, so the
-    /// sends to a user's subscriptions, running at once, never cut one another's lease short.
-    pub async fn extend_push_lease(&self, user: &str, id: &str, until_ms: u64) -> Result<()> {
-        forward!(self.extend_push_lease(user, id, until_ms))
+    /// Keep the escalation of `id` leased under `lease` until `until_ms`: it only ever moves
+    /// later, so the sends to a user's subscriptions, running at once, never cut one
+    /// another's lease short. Whether the lease is still held (else the escalation was
+    /// dropped, or is another sender's: stop).
+    pub async fn extend_push_lease(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        until_ms: u64,
+    ) -> Result<bool> {
+        forward!(self.extend_push_lease(user, id, lease, until_ms))
     }
 
-    /// The escalation of notification `id` is done (sent, or given up).
-    pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
-        forward!(self.push_done(user, id))
+    /// The escalation of notification `id` leased under `lease` is done (sent, or given up);
+    /// nothing when it is no longer (a fresh one begun meanwhile stays).
+    pub async fn push_done(&self, user: &str, id: &str, lease: u64) -> Result<()> {
+        forward!(self.push_done(user, id, lease))
     }
 
     /// Store (or replace, by endpoint) a Web Push subscription; the oldest beyond

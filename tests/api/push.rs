@@ -20,6 +20,7 @@ both_modes!(
     a_short_snooze_escalates_from_its_end,
     gone_and_throttled_endpoints,
     a_retry_goes_only_where_a_first_try_would,
+    a_snooze_takes_the_escalation_from_a_retrying_sender,
     subscriptions_are_checked
 );
 
@@ -249,6 +250,32 @@ async fn a_stray_stage_does_not_block_the_snooze_end() {
         .unwrap();
     n.unsnooze().await;
     n.pushed_once("fay").await;
+}
+
+/// A snooze while a push waits for its retry (`429`, `Retry-After: 3`) takes the escalation
+/// from its sender: the snooze's end escalates afresh (no live stream: pushed at once), and
+/// the old sender's retry no longer goes. Before, both pushed.
+async fn a_snooze_takes_the_escalation_from_a_retrying_sender(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let token = user_token("ivy");
+    subscribe(&h, &token, &push.subscribe("ivy").await).await;
+    push.respond("ivy", &[429], Some("3")).await;
+    let id = h.notify("ivy", "retried").await;
+    assert_eq!(push.wait_answered("ivy", 1).await[0]["status"], 429);
+    let path = format!("/notifications/{id}");
+    let (status, _) = h
+        .patch(&path, &token, json!({"snoozed_until": in_secs(1)}))
+        .await;
+    assert_eq!(status, 200);
+    let got = push.wait_answered("ivy", 2).await;
+    assert_eq!(got[1]["status"], 201, "{got:?}");
+    assert_eq!(got[1]["payload"]["id"], id.as_str());
+    // past the old sender's retry
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(push.messages(Some("ivy")).await.len(), 2);
 }
 
 async fn gone_and_throttled_endpoints(mode: Mode) {

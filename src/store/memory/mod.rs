@@ -197,8 +197,7 @@ impl MemoryStore {
                     if let (Some(at), true) = (schedule.first(), published.stored) {
                         self.hint(to.user, at);
                     }
-                    if escalate && published.stored && tray.schedule_push(to.id, now, false, false)
-                    {
+                    if escalate && published.stored && tray.escalate(to.id, now) {
                         self.hint(to.user, now);
                     }
                     published
@@ -252,31 +251,42 @@ impl MemoryStore {
                 .is_some_and(|s| !s.is_empty())
     }
 
-    pub async fn push_later(&self, user: &str, id: &str, at_ms: u64, send: bool) -> Result<()> {
+    pub async fn push_later(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        at_ms: u64,
+        send: bool,
+    ) -> Result<()> {
         self.with_tray(user, |tray| {
             let Some((&id, _)) = tray.items.get_key_value(id) else {
                 return;
             };
-            if tray.schedule_push(id, at_ms, send, true) {
+            if tray.push_later(id, lease, at_ms, send) {
                 self.hint(user, at_ms);
             }
         });
         Ok(())
     }
 
-    pub async fn extend_push_lease(&self, user: &str, id: &str, until_ms: u64) -> Result<()> {
-        self.with_tray(user, |tray| {
-            if let Some((&id, _)) = tray.items.get_key_value(id) {
-                tray.extend_push(id, until_ms);
-            }
-        });
-        Ok(())
+    pub async fn extend_push_lease(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        until_ms: u64,
+    ) -> Result<bool> {
+        Ok(self.with_tray(user, |tray| {
+            let found = tray.items.get_key_value(id).map(|(&id, _)| id);
+            found.is_some_and(|id| tray.extend_push(id, lease, until_ms))
+        }))
     }
 
-    pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
+    pub async fn push_done(&self, user: &str, id: &str, lease: u64) -> Result<()> {
         self.with_tray(user, |tray| {
             if let Some((&id, _)) = tray.items.get_key_value(id) {
-                tray.push_done(id);
+                tray.push_done(id, lease);
             }
         });
         Ok(())

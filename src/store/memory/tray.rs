@@ -14,8 +14,8 @@ use crate::model::{
     ItemState, Mark, Marked, Notification, NotificationId, TakenAction, Target, Template,
 };
 use crate::store::{
-    ActionOutcome, Due, Escalation, Published, Recipient, COLLAPSE_KEPT, IDEMPOTENCY_TTL_MS,
-    PUSH_LEASE_MS,
+    new_lease, ActionOutcome, Due, Escalation, Published, Recipient, COLLAPSE_KEPT,
+    IDEMPOTENCY_TTL_MS, PUSH_LEASE_MS,
 };
 
 pub(super) struct Tray {
@@ -67,8 +67,17 @@ pub(super) struct Item {
     pub(super) held: bool,
     /// When it wakes (delivery or the end of a snooze), Unix ms.
     wake_ms: Option<u64>,
-    /// Its Web Push escalation: when it is due, and whether as a push (else as the check).
-    push: Option<(u64, bool)>,
+    /// Its Web Push escalation, while one is pending.
+    push: Option<Escalating>,
+}
+
+/// A pending Web Push escalation: when it is due, whether as a push (else as the check), and
+/// the token of the sender that leased it (0 while none has).
+#[derive(Debug, Clone, Copy)]
+struct Escalating {
+    at: u64,
+    send: bool,
+    lease: u64,
 }
 
 impl Item {
@@ -234,8 +243,8 @@ impl Tray {
         if let Some(at) = item.expire_ms() {
             x.expire.remove(&(at, *id));
         }
-        if let Some((at, _)) = item.push {
-            x.push.remove(&(at, *id));
+        if let Some(e) = item.push {
+            x.push.remove(&(e.at, *id));
         }
         if let Some(key) = item.template.collapse_key() {
             if let Some(ids) = x.collapse.get_mut(key) {
@@ -264,51 +273,77 @@ impl Tray {
     }
 
     /// Escalate `id` to Web Push now, unless an escalation of it is pending (leased or
-    /// waiting): that one decides, and a second would push twice.
+    /// waiting): that one decides, and a second would push twice. Whether it escalates.
     pub(super) fn escalate(&mut self, id: NotificationId, now: u64) -> bool {
-        if self.items.get(&id).is_some_and(|i| i.push.is_some()) {
-            return false;
-        }
-        self.schedule_push(id, now, false, false)
-    }
-
-    /// Move the pending escalation of `id` to `until`, only ever later (a lease renewed by one
-    /// of several sends must not cut short another's).
-    pub(super) fn extend_push(&mut self, id: NotificationId, until: u64) {
-        if let Some(&(at, send)) = self.items.get(&id).and_then(|i| i.push.as_ref()) {
-            if until > at {
-                self.schedule_push(id, until, send, true);
+        match self.items.get(&id) {
+            Some(item) if item.push.is_none() => {
+                let fresh = Escalating {
+                    at: now,
+                    send: false,
+                    lease: 0,
+                };
+                self.set_push(id, Some(fresh));
+                true
             }
+            _ => false,
         }
     }
 
-    /// (Re)schedule the Web Push escalation of `id` at `at` (`send`: as a push); with
-    /// `only_pending`, only when one is pending. Whether it is scheduled.
-    pub(super) fn schedule_push(
+    /// The escalation of `id` while it is leased under `lease`.
+    fn leased(&self, id: NotificationId, lease: u64) -> Option<Escalating> {
+        let e = self.items.get(&id)?.push?;
+        (e.lease == lease).then_some(e)
+    }
+
+    /// Make the escalation of `id` leased under `lease` due at `at` (`send`: as a push),
+    /// released from the lease. Whether it was still leased so.
+    pub(super) fn push_later(
         &mut self,
         id: NotificationId,
+        lease: u64,
         at: u64,
         send: bool,
-        only_pending: bool,
     ) -> bool {
-        let Some(item) = self.items.get_mut(&id) else {
+        let held = self.leased(id, lease).is_some();
+        if held {
+            let lease = 0;
+            self.set_push(id, Some(Escalating { at, send, lease }));
+        }
+        held
+    }
+
+    /// Move the escalation of `id` leased under `lease` to `until`, only ever later (a lease
+    /// renewed by one of several sends must not cut short another's). Whether it was still
+    /// leased so.
+    pub(super) fn extend_push(&mut self, id: NotificationId, lease: u64, until: u64) -> bool {
+        let Some(e) = self.leased(id, lease) else {
             return false;
         };
-        if only_pending && item.push.is_none() {
-            return false;
+        if until > e.at {
+            self.set_push(id, Some(Escalating { at: until, ..e }));
         }
-        let old = item.push.replace((at, send));
-        let x = self.extras_mut();
-        if let Some((was, _)) = old {
-            x.push.remove(&(was, id));
-        }
-        x.push.insert((at, id));
         true
     }
 
-    pub(super) fn push_done(&mut self, id: NotificationId) {
-        if let Some((at, _)) = self.items.get_mut(&id).and_then(|i| i.push.take()) {
-            self.extras_mut().push.remove(&(at, id));
+    /// The escalation of `id` leased under `lease` is done (not one begun since).
+    pub(super) fn push_done(&mut self, id: NotificationId, lease: u64) {
+        if self.leased(id, lease).is_some() {
+            self.set_push(id, None);
+        }
+    }
+
+    /// Set (or, with `None`, drop) the escalation of `id`, in the item and the due index.
+    fn set_push(&mut self, id: NotificationId, push: Option<Escalating>) {
+        let Some(item) = self.items.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut item.push, push);
+        let x = self.extras_mut();
+        if let Some(was) = old {
+            x.push.remove(&(was.at, id));
+        }
+        if let Some(now) = push {
+            x.push.insert((now.at, id));
         }
     }
 
@@ -528,7 +563,7 @@ impl Tray {
             // Archived before its Web Push: never pushed (unarchiving does not bring it back).
             // Snoozed: its end escalates afresh, `--push-after` after it is active again.
             if matches!(mark, Mark::Archived | Mark::Snooze(_)) {
-                self.push_done(id);
+                self.set_push(id, None);
             }
             marked.changed.push(id.to_string());
             if mark.status_kind().is_none() {
@@ -619,16 +654,22 @@ impl Tray {
             }
             let pending = self.unseen.contains(&id) && self.unread.contains(&id);
             let (Some(item), true) = (self.items.get(&id), pending) else {
-                self.push_done(id);
+                self.set_push(id, None);
                 due.cancelled += 1;
                 continue;
             };
-            let send = item.push.is_some_and(|(_, send)| send);
+            let send = item.push.is_some_and(|e| e.send);
             let notification = item.notification(&id, user);
-            self.schedule_push(id, now + PUSH_LEASE_MS, send, true);
+            let leased = Escalating {
+                at: now + PUSH_LEASE_MS,
+                send,
+                lease: new_lease(),
+            };
+            self.set_push(id, Some(leased));
             due.escalations.push(Escalation {
                 send,
                 due_ms: at,
+                lease: leased.lease,
                 notification,
                 unread_count: self.unread.len() as u64,
             });

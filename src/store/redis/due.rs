@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::{now_ms, Epoch};
 use crate::store::keys::{self, UserKeys};
 use crate::store::nodes::PUSH_HANDOVER_MS;
-use crate::store::{Due, Escalation, LOG_CAPACITY, PUSH_LEASE_MS};
+use crate::store::{new_lease, Due, Escalation, LOG_CAPACITY, PUSH_LEASE_MS};
 
 /// How long an escalation a node left for another keeps the tray out of the due index.
 const PUSH_HOLD_MS: u64 = 1_000;
@@ -45,6 +45,7 @@ impl RedisStore {
     pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         let k = UserKeys::new(user);
         let mut conn = self.conn();
+        let lease = new_lease();
         let out: Vec<String> = self
             .tray(&self.scripts.due, &k)
             .arg(now_ms())
@@ -54,6 +55,7 @@ impl RedisStore {
             .arg(PUSH_LEASE_MS)
             .arg(PUSH_HANDOVER_MS)
             .arg(PUSH_HOLD_MS)
+            .arg(lease)
             .invoke_async(&mut conn)
             .await?;
         let shape = || Error::Internal("due script returned an unexpected shape".into());
@@ -72,6 +74,7 @@ impl RedisStore {
             due.escalations.push(Escalation {
                 send: stage == "send",
                 due_ms: at.parse().map_err(|_| shape())?,
+                lease,
                 notification: serde_json::from_str(json).map_err(|_| shape())?,
                 unread_count,
             });

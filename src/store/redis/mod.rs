@@ -59,6 +59,7 @@ struct Scripts {
     head: Script,
     rehint: Script,
     trim: Script,
+    push: Script,
 }
 
 /// A tray script: `common.lua` (the key layout and the shared steps) and the script's own.
@@ -84,6 +85,7 @@ fn scripts() -> &'static Scripts {
         head: tray_script!("head.lua"),
         rehint: Script::new(include_str!("scripts/rehint.lua")),
         trim: tray_script!("trim.lua"),
+        push: tray_script!("push.lua"),
     })
 }
 

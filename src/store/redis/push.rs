@@ -1,4 +1,4 @@
-//! Web Push: a tray's escalation stages and the user's subscriptions.
+//! Web Push: a tray's leased escalations (`push.lua`) and the user's subscriptions.
 
 use redis::AsyncCommands;
 
@@ -8,53 +8,58 @@ use crate::store::keys::{self, UserKeys};
 use crate::store::{Subscription, MAX_SUBSCRIPTIONS};
 
 impl RedisStore {
-    pub async fn push_later(&self, user: &str, id: &str, at_ms: u64, send: bool) -> Result<()> {
-        let base = UserKeys::new(user);
-        let base = base.base();
+    pub async fn push_later(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        at_ms: u64,
+        send: bool,
+    ) -> Result<()> {
         let stage = if send { "send" } else { "check" };
-        let (moved,): (u64,) = redis::pipe()
-            .cmd("ZADD")
-            .arg(format!("{base}:pushdue"))
-            .arg("XX")
-            .arg("CH")
-            .arg(at_ms)
-            .arg(id)
-            .cmd("HSET")
-            .arg(format!("{base}:pushstage"))
-            .arg(id)
-            .arg(stage)
-            .ignore()
-            .query_async(&mut self.conn())
-            .await?;
-        if moved > 0 {
+        if self.leased(user, "later", id, lease, at_ms, stage).await? > 0 {
             self.hint(std::iter::once(user), at_ms).await?;
         }
         Ok(())
     }
 
-    pub async fn extend_push_lease(&self, user: &str, id: &str, until_ms: u64) -> Result<()> {
-        let _: () = redis::cmd("ZADD")
-            .arg(format!("{}:pushdue", UserKeys::new(user).base()))
-            .arg("XX")
-            .arg("GT")
-            .arg(until_ms)
-            .arg(id)
-            .query_async(&mut self.conn())
-            .await?;
+    pub async fn extend_push_lease(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        until_ms: u64,
+    ) -> Result<bool> {
+        Ok(self.leased(user, "extend", id, lease, until_ms, "").await? >= 0)
+    }
+
+    pub async fn push_done(&self, user: &str, id: &str, lease: u64) -> Result<()> {
+        self.leased(user, "done", id, lease, 0, "").await?;
         Ok(())
     }
 
-    pub async fn push_done(&self, user: &str, id: &str) -> Result<()> {
-        let base = UserKeys::new(user);
-        let base = base.base();
-        let _: () = redis::pipe()
-            .zrem(format!("{base}:pushdue"), id)
-            .ignore()
-            .hdel(format!("{base}:pushstage"), id)
-            .ignore()
-            .query_async(&mut self.conn())
+    /// `push.lua`'s `op` on the escalation of `id`, if it is still leased under `lease`
+    /// (else -1).
+    async fn leased(
+        &self,
+        user: &str,
+        op: &str,
+        id: &str,
+        lease: u64,
+        at_ms: u64,
+        stage: &str,
+    ) -> Result<i64> {
+        let k = UserKeys::new(user);
+        let answer = self
+            .tray(&self.scripts.push, &k)
+            .arg(op)
+            .arg(id)
+            .arg(lease)
+            .arg(at_ms)
+            .arg(stage)
+            .invoke_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(answer)
     }
 
     /// Subscriptions live in the user's `push` hash (endpoint → JSON); the cap drops the

@@ -16,7 +16,8 @@
 --     space-separated, in the order they were published (or delivered); the newest 16
 --   push HASH endpoint -> Web Push subscription JSON
 --   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
---   (is the user connected?) or 'send'
+--   (is the user connected?) or 'send'; pushlease HASH id -> the token of the sender that
+--   leased it (while one has)
 --   seq, epoch, changes, ch, prefs: the change log's head, its epoch, its entries (a LIST) and
 --   channel, preferences
 -- A notification is *active* when it is not archived and not in `wake` (neither held for
@@ -99,6 +100,13 @@ local function name_collapse(b, ck, id)
 end
 
 -- Remove every trace of a notification, from its collapse key's ids too.
+-- Drop the Web Push escalation of `id` (pending or leased) with its lease.
+local function drop_push(b, id)
+  redis.call('ZREM', key(b, 'pushdue'), id)
+  redis.call('HDEL', key(b, 'pushstage'), id)
+  redis.call('HDEL', key(b, 'pushlease'), id)
+end
+
 local function remove(b, id)
   if redis.call('EXISTS', key(b, 'collapse')) == 1 then
     local ck = collapse_key(b, id)
@@ -120,7 +128,7 @@ local function remove(b, id)
     end
   end
   for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat',
-      'pushstage'}) do
+      'pushstage', 'pushlease'}) do
     redis.call('HDEL', key(b, h), id)
   end
   for _, z in ipairs({'order', 'unread', 'unseen', 'wake', 'expire', 'pushdue'}) do
@@ -215,8 +223,7 @@ end
 -- (`push`: '1'; due.lua also passes 'w', another node does; '0' none) and the user has a
 -- subscription: first check, at once, whether the user is connected. An escalation of it
 -- still pending (leased or waiting: it is on the due index) decides instead: a second would
--- push twice. (A stage without a due time is no escalation: a sender's `push_later` can set
--- one after a snooze or an archive dropped the escalation it was handling.)
+-- push twice. (Pending means with a due time: a stage alone is no escalation.)
 local function escalate(b, id, push, ms)
   if push ~= '0' and redis.call('EXISTS', key(b, 'push')) == 1
     and not redis.call('ZSCORE', key(b, 'pushdue'), id) then

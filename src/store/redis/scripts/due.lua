@@ -6,15 +6,16 @@
 -- delivered with a collapse key collapses then, as a publish would (no `deleted` change).
 -- Then the Web Push escalations that are due: one no longer active, unread and unseen is
 -- cancelled. The others: a node that sends Web Push leases each (due again at now + lease,
--- in case it dies before it is done) and returns it. A node with Web Push off leaves them to
--- a node that sends it: all of them while another node does, and those due within the
--- hand-over time while none does (one may be starting, or restarting); older ones are
--- cancelled. Such a node counts escalations as due no earlier than the hold time from now, so
--- that it does not come back to them every tick; the nodes that send Web Push take them then.
+-- in case it dies before it is done; `pushlease` names the lease's token, see push.lua) and
+-- returns it. A node with Web Push off leaves them to a node that sends it: all of them while
+-- another node does, and those due within the hand-over time while none does (one may be
+-- starting, or restarting); older ones are cancelled. Such a node counts escalations as due
+-- no earlier than the hold time from now, so that it does not come back to them every tick;
+-- the nodes that send Web Push take them then.
 -- KEYS: 1 the user's base key
 -- ARGV: 1 now_ms 2 log_capacity 3 epoch (fresh; kept only when the log has none yet)
 --       4 Web Push: '1' this node sends it, 'w' only another node does, '0' no node does
---       5 lease (ms) 6 hand-over time (ms) 7 hold time (ms)
+--       5 lease (ms) 6 hand-over time (ms) 7 hold time (ms) 8 the lease's token
 -- Returns {next due (Unix ms, or ''), cancelled escalations, unread_count,
 --          then per escalation: stage, due ms, the notification JSON}.
 local b, now, cap, fresh, push = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -57,12 +58,12 @@ for i = 1, #escalations, 2 do
   local wanted = redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id)
   if wanted and push == '1' then
     redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
+    redis.call('HSET', key(b, 'pushlease'), id, ARGV[8])
     out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
     out[#out + 1] = at
     out[#out + 1] = whole(b, id)
   elseif not wanted or (push == '0' and tonumber(at) <= tonumber(now) - tonumber(ARGV[6])) then
-    redis.call('ZREM', key(b, 'pushdue'), id)
-    redis.call('HDEL', key(b, 'pushstage'), id)
+    drop_push(b, id)
     out[2] = out[2] + 1
   end
   -- else left for a node that sends Web Push

@@ -49,18 +49,14 @@ for _, id in ipairs(ids) do
     elseif kind == 'archived' then
       did = set_if_absent('archived', id)
       -- Archived before its Web Push: never pushed (unarchiving does not bring it back).
-      if did == 1 then
-        redis.call('ZREM', key(b, 'pushdue'), id)
-        redis.call('HDEL', key(b, 'pushstage'), id)
-      end
+      if did == 1 then drop_push(b, id) end
     elseif kind == 'unarchived' then
       did = redis.call('HDEL', key(b, 'archived'), id)
     elseif kind == 'snooze' then
       redis.call('HSET', key(b, 'snoozed'), id, ARGV[9])
       redis.call('ZADD', key(b, 'wake'), ARGV[8], id)
       -- Its end escalates afresh, `--push-after` after it is active again.
-      redis.call('ZREM', key(b, 'pushdue'), id)
-      redis.call('HDEL', key(b, 'pushstage'), id)
+      drop_push(b, id)
       did = 1
     elseif kind == 'unsnooze' then
       did = redis.call('HDEL', key(b, 'snoozed'), id)
