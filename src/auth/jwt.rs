@@ -93,7 +93,14 @@ pub struct Claims {
     pub exp: NumericDate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<NumericDate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Space-delimited (RFC 6749 §3.3); an array of strings, as some identity providers
+    /// issue it, is read as its items; any other form names no scope (the token is still a
+    /// user's).
+    #[serde(
+        default,
+        deserialize_with = "any_scope",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
@@ -101,6 +108,18 @@ pub struct Claims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
+}
+
+/// `scope` as a string, an array of strings (joined with spaces), or nothing.
+fn any_scope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Array(items) => {
+            let names: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+            Some(names.join(" "))
+        }
+        _ => None,
+    })
 }
 
 impl Claims {
@@ -464,6 +483,26 @@ mod tests {
         assert!(with("read publish").has_scope("publish"));
         assert!(!with("read\tpublish").has_scope("publish"));
         assert!(!with("read\u{a0}publish").has_scope("publish"));
+    }
+
+    /// `scope` as an array of strings names its items; any other form names none, and the
+    /// token is still a user's.
+    #[test]
+    fn scope_of_other_forms() {
+        let k = Keys::secret(b"s", Checks::default());
+        let claims = |scope: serde_json::Value| {
+            k.verify(&mint(
+                serde_json::json!({"sub":"a","exp":FAR,"scope":scope}),
+            ))
+            .expect("verifies")
+        };
+        assert!(claims(serde_json::json!(["openid", "publish"])).has_scope("publish"));
+        assert!(!claims(serde_json::json!(["openid"])).has_scope("publish"));
+        for other in [serde_json::json!(5), serde_json::json!({"publish": true})] {
+            let c = claims(other);
+            assert!(!c.has_scope("publish"));
+            assert_eq!(c.sub.as_deref(), Some("a"));
+        }
     }
 
     /// Property tests (issue 13): tokens and claims of any shape get 401, never a panic; what

@@ -12,6 +12,7 @@ use url::Url;
 use super::push;
 use super::values::{
     parse_base_path, parse_cidr, parse_duration, parse_listen, parse_node_id, parse_option,
+    parse_ttl,
 };
 
 #[derive(Debug, Parser)]
@@ -250,7 +251,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub scope: Option<String>,
     /// Lifetime of the token.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
     /// The `sid` claim (session id for Bearer-authenticated streams).
     #[arg(long)]

@@ -21,7 +21,7 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
     }
     let claims = Claims {
         sub: args.sub.clone(),
-        exp: NumericDate::from_secs(now_secs().saturating_add(args.ttl.as_secs().max(1))),
+        exp: NumericDate::from_secs(now_secs().saturating_add(args.ttl.as_secs())),
         nbf: None,
         scope: args.scope.clone(),
         sid: args.sid.clone(),

@@ -37,6 +37,16 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 500ms, 15s, 30d)"))
 }
 
+/// clap value parser for `herald token --ttl`: a token that ends within the second it is
+/// printed is of no use.
+pub(super) fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(s)?;
+    if ttl < Duration::from_secs(1) {
+        return Err("a token must live at least 1s".into());
+    }
+    Ok(ttl)
+}
+
 /// clap value parser for `--base-path`: segments of URL path characters that need no
 /// escaping (no `.` or `..` segment), normalised to `/seg/…/` (`/` alone: no prefix).
 pub(super) fn parse_base_path(s: &str) -> Result<String, String> {

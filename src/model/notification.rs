@@ -247,8 +247,8 @@ impl NotificationInput {
     }
 }
 
-/// A link a page can put in `href` without running anything: an absolute `http(s)` URL with a
-/// host, or a same-site path (`/…`, but not `//host` or `/\host`, which browsers read as
+/// A link a page can put in `href` without running anything: an absolute `http(s)://` URL
+/// with a host, or a same-site path (`/…`, but not `//host` or `/\host`, which browsers read as
 /// another host). `javascript:`, `data:` and other schemes are refused.
 pub(super) fn is_safe_link(link: &str) -> bool {
     if link.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -257,8 +257,13 @@ pub(super) fn is_safe_link(link: &str) -> bool {
     if let Some(path) = link.strip_prefix('/') {
         return !path.starts_with(['/', '\\']);
     }
-    url::Url::parse(link)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+    // As written, not only as parsed: `https:host` and `https:\\host` parse as
+    // `https://host/`, but are not what was sent.
+    let lower = link.get(..8).unwrap_or(link).to_ascii_lowercase();
+    let slashes = lower.starts_with("http://") || lower.starts_with("https://");
+    slashes
+        && url::Url::parse(link)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 /// A category name in a preference: 1 to [`MAX_CATEGORY_CHARS`] characters, no control
@@ -300,6 +305,9 @@ mod tests {
             "ftp://x.y",
             "relative/path",
             "http://",
+            "https:evil.example",
+            "https:\\\\evil.example",
+            "https:/evil.example",
             "",
         ] {
             assert!(!is_safe_link(bad), "{bad}");

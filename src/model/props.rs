@@ -406,7 +406,7 @@ proptest! {
                 prop_assert!(!path.starts_with('/') && !path.starts_with('\\'), "{:?}", link);
             } else {
                 let lower = link.to_ascii_lowercase();
-                prop_assert!(lower.starts_with("http:") || lower.starts_with("https:"), "{:?}", link);
+                prop_assert!(lower.starts_with("http://") || lower.starts_with("https://"), "{:?}", link);
                 let url = url::Url::parse(&link).expect("accepted links parse");
                 prop_assert!(url.host_str().is_some_and(|h| !h.is_empty()));
             }

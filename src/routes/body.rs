@@ -105,9 +105,7 @@ pub fn error_response(error: Error) -> Response {
         );
     }
     if let Error::MethodNotAllowed(allow) = error {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        allow_header(&mut response, allow);
     }
     if let Error::Unauthorized(_) = error {
         response.headers_mut().insert(
@@ -116,6 +114,14 @@ pub fn error_response(error: Error) -> Response {
         );
     }
     response
+}
+
+/// `Allow`: the methods a path answers (`allow`), and `OPTIONS`, which every known path
+/// answers.
+pub fn allow_header(response: &mut Response, allow: &str) {
+    if let Ok(value) = header::HeaderValue::from_str(&format!("{allow}, OPTIONS")) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
 }
 
 /// Read the whole body (at most [`MAX_BODY_BYTES`], all of it within `timeout`: a body that
@@ -135,15 +141,21 @@ pub async fn discard(body: RequestBody, timeout: Duration) -> Result<()> {
 }
 
 async fn read(body: RequestBody, timeout: Duration) -> Result<Bytes> {
+    let too_large = || Error::TooLarge {
+        what: "request body",
+        limit: MAX_BODY_BYTES,
+    };
+    // A `Content-Length` over the limit is refused at once, not after the body's first MiB
+    // (or, from a client that sends less than it announced, at the timeout).
+    if hyper::body::Body::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
     let collected = tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect())
         .await
         .map_err(|_| Error::RequestTimeout)?;
     let collected = collected.map_err(|e| {
         if e.is::<http_body_util::LengthLimitError>() {
-            Error::TooLarge {
-                what: "request body",
-                limit: MAX_BODY_BYTES,
-            }
+            too_large()
         } else {
             Error::invalid("could not read the request body")
         }

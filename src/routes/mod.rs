@@ -43,8 +43,15 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         .map(|conn| {
             crate::forwarded::client(&state.config.trusted_proxies, conn.peer, req.headers()).addr
         });
-    let result = match (check_host(&req), strip_base(&state.config.base_path, &path)) {
+    let head = check_head(&req);
+    // `CONNECT host:port` (authority form): Herald is no forward proxy.
+    let no_path = !path.starts_with('/') && path != "*";
+    let bad_head = head.is_err() || no_path;
+    let result = match (head, strip_base(&state.config.base_path, &path)) {
         (Err(e), _) => Err(e),
+        _ if no_path => Err(Error::invalid(
+            "the request target must be a path: Herald is no forward proxy",
+        )),
         (Ok(()), Some("")) => Ok(to_base(&req)),
         (Ok(()), Some(rest)) if awaits_too_large_a_body(&req, rest) => Err(Error::TooLarge {
             what: "request body",
@@ -53,14 +60,34 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         (Ok(()), Some(rest)) => route(state, req, rest).await,
         (Ok(()), None) => Err(Error::NotFound("no such endpoint")),
     };
-    let response = match result {
+    let mut response = match result {
         // A path that answers 405 is known: a plain OPTIONS (the CORS layer answers
         // preflights) gets its methods instead, under `/admin/` too.
         Err(Error::MethodNotAllowed(allow)) if method == Method::OPTIONS => options(allow),
         result => result.unwrap_or_else(error_response),
     };
+    if bad_head {
+        // No request to go on from, nor to read a pipelined one behind.
+        let close = http::HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
+    }
+    if method == Method::HEAD {
+        response = without_body(response);
+    }
     tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
     response
+}
+
+/// A HEAD answer: its GET's status and headers, `Content-Length` included, and no body.
+/// hyper leaves the body out over HTTP/1.1 itself, but not over HTTP/2.
+fn without_body(response: Response) -> Response {
+    let (mut head, body) = response.into_parts();
+    if let Some(length) = hyper::body::Body::size_hint(&body).exact() {
+        head.headers
+            .entry(header::CONTENT_LENGTH)
+            .or_insert(length.into());
+    }
+    Response::from_parts(head, body::Body::default())
 }
 
 /// A client waiting for `100 Continue` before it sends a body announced over the limit
@@ -79,11 +106,16 @@ fn awaits_too_large_a_body(req: &Request, rest: &str) -> bool {
 }
 
 /// RFC 9112 §3.2: exactly one `Host` header, which HTTP/1.1 requests must carry (400
-/// otherwise); the Origin rule and the proxy read it.
-fn check_host(req: &Request) -> Result<()> {
-    match req.headers().get_all(header::HOST).iter().count() {
+/// otherwise); the Origin rule and the proxy read it. At most one `Authorization` (RFC 9110
+/// §11.6.2 gives it one value): with two, which one a proxy or backend reads is not known.
+fn check_head(req: &Request) -> Result<()> {
+    let count = |name| req.headers().get_all(name).iter().count();
+    match count(header::HOST) {
         0 if req.version() >= Version::HTTP_11 => Err(Error::invalid(
             "an HTTP/1.1 request must carry a Host header",
+        )),
+        0 | 1 if count(header::AUTHORIZATION) > 1 => Err(Error::invalid(
+            "a request may carry only one Authorization header",
         )),
         0 | 1 => Ok(()),
         _ => Err(Error::invalid("a request may carry only one Host header")),
@@ -184,9 +216,7 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
 /// `OPTIONS` on a known path (RFC 9110 §9.3.7): `204` with the methods it answers in `Allow`.
 fn options(allow: &str) -> Response {
     let mut response = body::empty(http::StatusCode::NO_CONTENT);
-    if let Ok(value) = http::HeaderValue::from_str(&format!("{allow}, OPTIONS")) {
-        response.headers_mut().insert(header::ALLOW, value);
-    }
+    body::allow_header(&mut response, allow);
     response
 }
 

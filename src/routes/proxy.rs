@@ -144,12 +144,15 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
         None => {}
     }
     parts.uri = target;
-    parts.version = http::Version::HTTP_11;
+    let version = std::mem::replace(&mut parts.version, http::Version::HTTP_11);
     let request = http::Request::from_parts(parts, body);
     let response = upstream
         .send(request, state.config.upstream_timeout)
         .await?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // Answered in the client's version, not the upstream's: an HTTP/1.0 backend must not
+    // cost the client its keep-alive (hop-by-hop, like the headers above).
+    parts.version = version;
     Ok(http::Response::from_parts(parts, body.boxed_unsync()))
 }

@@ -18,9 +18,8 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::encode::encode;
-use super::head_limit::{closing, MAX_HEAD_BYTES};
+use super::head_limit::{closing, refusal, MAX_HEAD_BYTES};
 use crate::error::Error;
-use crate::routes::body::error_response;
 
 /// A connection's IO, with hyper's own error answers replaced (see the module doc).
 pub struct JsonErrors<T> {
@@ -172,9 +171,7 @@ fn bare_error(bytes: &[u8]) -> Option<Error> {
 /// be made: hyper's answer then stands).
 fn json_answer(error: Error) -> Option<Bytes> {
     // An error's body is ready at once.
-    let bytes = encode(closing(error_response(error)))
-        .now_or_never()
-        .flatten();
+    let bytes = encode(closing(refusal(error))).now_or_never().flatten();
     bytes.map(Bytes::from)
 }
 

@@ -25,7 +25,8 @@ use super::bare_errors::JsonErrors;
 use super::encode::{encode, response_head};
 use super::half_close::{Answered, Answering, HoldEof};
 use super::head_limit::{
-    closing, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
+    closing, refusal, refuse_large_heads, HYPER_HEADERS, HYPER_HEAD_BYTES, MAX_HEADERS,
+    MAX_HEAD_BYTES,
 };
 use super::idle::{self, Activity, Tracked};
 use super::linger::Linger;
@@ -115,7 +116,7 @@ async fn serve_tls(
     builder
         .http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_header_list_size(HYPER_HEAD_BYTES as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let io = SendTimeout::new(stream, shared.state.config.send_timeout);
     let io = TokioIo::new(JsonErrors::new(io));
@@ -152,7 +153,7 @@ async fn serve(
     let (request, head_len) = match first {
         Parsed::Events(request, head_len) => (*request, head_len),
         Parsed::Bad(error) => {
-            let response = closing(error_response(error));
+            let response = closing(refusal(error));
             if write_response(&mut socket, response, state.config.send_timeout).await {
                 linger(socket, state).await;
             }

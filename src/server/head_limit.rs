@@ -1,8 +1,8 @@
 //! The request-head limits, and their check on requests hyper reads (every request after a
-//! connection's first over plain HTTP, every HTTP/1 request over TLS). hyper's own caps are
-//! set above Herald's (a head past them gets hyper's 431, given the JSON body by
-//! `bare_errors`), and this layer refuses a head between the two with the JSON error body, as
-//! the first request's reader does.
+//! connection's first over plain HTTP, every request over TLS). hyper's own caps are set
+//! above Herald's (a head past them gets hyper's 431, given the JSON body by `bare_errors`
+//! over HTTP/1; bare over HTTP/2), and this layer refuses a head between the two with the
+//! JSON error body, as the first request's reader does.
 
 use std::convert::Infallible;
 
@@ -10,6 +10,7 @@ use http::{header, HeaderValue};
 use tower::{Service, ServiceExt};
 
 use crate::error::Error;
+use crate::request_id::{self, RequestId};
 use crate::routes::body::{error_response, Request, Response};
 
 /// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
@@ -38,16 +39,28 @@ where
 {
     tower::service_fn(move |req: Request| {
         let too_large = head_too_large(&req);
+        let h2 = req.version() == http::Version::HTTP_2;
         let service = service.clone();
         async move {
             if too_large {
-                return Ok(closing(error_response(Error::HeadTooLarge {
+                let refused = refusal(Error::HeadTooLarge {
                     limit: MAX_HEAD_BYTES,
-                })));
+                });
+                // HTTP/2 refuses the one stream; its connection goes on.
+                return Ok(if h2 { refused } else { closing(refused) });
             }
             service.oneshot(req).await
         }
     })
+}
+
+/// The answer to a head refused before the service saw it: the JSON error body, and an
+/// `X-Request-Id` of its own, as every answer carries.
+pub fn refusal(error: Error) -> Response {
+    let mut response = error_response(error);
+    let id = RequestId::generate().header_value();
+    response.headers_mut().insert(request_id::HEADER, id);
+    response
 }
 
 /// `response`, with the connection closed after it.
@@ -61,11 +74,10 @@ pub fn closing(mut response: Response) -> Response {
 /// the wire however it was written: counted at its shortest (`name:value` and bare `\n`
 /// line ends), so a head the first request's reader took is never refused here.
 fn head_too_large(req: &Request) -> bool {
-    // HTTP/2 has its header list limit (and a `Host` added from `:authority`).
-    if req.version() == http::Version::HTTP_2 {
-        return false;
-    }
     let headers = req.headers();
+    if req.version() == http::Version::HTTP_2 {
+        return h2_list_size(req) > MAX_HEAD_BYTES;
+    }
     if headers.len() > MAX_HEADERS {
         return true;
     }
@@ -86,6 +98,22 @@ fn head_too_large(req: &Request) -> bool {
         .map(|(name, value)| name.as_str().len() + value.len() + 2)
         .sum();
     line + fields + 1 > MAX_HEAD_BYTES
+}
+
+/// An HTTP/2 request's header list size as RFC 9113 §6.5.2 counts it (each field's name
+/// and value plus 32), the pseudo-headers included, and the `Host` copied from `:authority`
+/// too (a few dozen bytes over); hyper's own cap on it ([`HYPER_HEAD_BYTES`]) is larger.
+fn h2_list_size(req: &Request) -> usize {
+    let uri = req.uri();
+    let pseudo = [
+        ":method".len() + req.method().as_str().len(),
+        ":scheme".len() + uri.scheme_str().map_or(0, str::len),
+        ":authority".len() + uri.authority().map_or(0, |a| a.as_str().len()),
+        ":path".len() + uri.path_and_query().map_or(1, |p| p.as_str().len()),
+    ];
+    let fields = req.headers().iter();
+    let fields = fields.map(|(name, value)| name.as_str().len() + value.len());
+    pseudo.into_iter().chain(fields).map(|n| n + 32).sum()
 }
 
 #[cfg(test)]

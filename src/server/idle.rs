@@ -12,10 +12,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -127,13 +128,40 @@ where
             let response = answer.await?;
             // The guard lives in the body, and goes with it.
             Ok(response.map(|body| {
-                body.map_frame(move |frame| {
-                    let _in_progress = &in_progress;
-                    frame
-                })
+                Guarded {
+                    body,
+                    _in_progress: in_progress,
+                }
                 .boxed_unsync()
             }))
         })
+    }
+}
+
+/// An answer's body holding its request's [`InProgress`]: the body as it is (its size
+/// too, so a known length is sent as `Content-Length`, not chunked).
+struct Guarded {
+    body: crate::routes::body::Body,
+    _in_progress: InProgress,
+}
+
+impl Body for Guarded {
+    type Data = <crate::routes::body::Body as Body>::Data;
+    type Error = <crate::routes::body::Body as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

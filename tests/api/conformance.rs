@@ -22,7 +22,8 @@ async fn method_not_allowed_names_the_allowed_methods() {
     ] {
         let r = send_raw(h.http.request(method.parse().unwrap(), h.url(path))).await;
         assert_eq!(r.status(), 405, "{method} {path}");
-        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let allow = format!("{allow}, OPTIONS");
+        assert_eq!(r.headers()["allow"], allow.as_str(), "{method} {path}");
         if method != "HEAD" {
             let (status, body) = status_json(r).await;
             assert_error(status, &body, 405, "method_not_allowed");
@@ -116,6 +117,27 @@ async fn http11_requests_need_exactly_one_host() {
         if want == 400 {
             assert!(answer.contains("invalid_request"), "{answer}");
         }
+    }
+    // A head refused for its Host, or for two Authorization headers, closes the connection:
+    // a request pipelined behind it is not read. A CONNECT (no path) is no request for Herald.
+    let token = user_token("alice");
+    for first in [
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_owned(),
+        format!(
+            "GET /auth HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\
+             Authorization: Bearer {token}\r\n\r\n"
+        ),
+        "CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n".to_owned(),
+    ] {
+        let request = format!("{first}GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+        let answer = raw_http_async(&h.base, request).await;
+        assert_eq!(raw_status(&answer), 400, "{first:?}: {answer}");
+        assert!(answer.contains("invalid_request"), "{answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{first:?}: {answer}"
+        );
     }
 }
 

@@ -151,6 +151,31 @@ async fn upstream_connections_are_reused() {
     );
 }
 
+/// An upstream that answers in HTTP/1.0 (as Python's `http.server` does): the client is
+/// answered in its own HTTP/1.1 and keeps its connection for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_upstream_is_answered_in_the_clients_version() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let h = Herald::start(None, &["--upstream", &url]);
+    let token = user_token("alice");
+    let one = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+    };
+    let last = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answer = raw_http_async(&h.base, one("/api/a") + &one("/api/b") + last).await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
+    assert!(!answer.contains("HTTP/1.0"), "{answer}");
+}
+
 /// An `https://` upstream: its certificate is checked against the public roots and
 /// `--upstream-ca-file`; trusted, requests and actions go through as over plain HTTP;
 /// untrusted, nothing is sent (502).

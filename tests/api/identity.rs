@@ -260,17 +260,24 @@ async fn rfc7519_claim_forms_are_accepted() {
 }
 
 /// `scope` is split on ASCII spaces only (RFC 6749): a tab or a no-break space does not
-/// separate `publish` from its neighbour.
+/// separate `publish` from its neighbour. An array of strings (as some identity providers
+/// issue it) names its items; another form names none: 403 to publish, and the token is
+/// still a user's.
 #[tokio::test]
 async fn scope_is_space_delimited() {
     let h = Herald::start(None, &[]);
     let body = json!({"users": ["a"], "notification": {"title": "t"}});
     for (scope, want) in [
-        ("read publish", 202),
-        ("read\tpublish", 403),
-        ("read\u{a0}publish", 403),
-        ("read\u{3000}publish", 403),
+        (json!("read publish"), 202),
+        (json!("read\tpublish"), 403),
+        (json!("read\u{a0}publish"), 403),
+        (json!("read\u{3000}publish"), 403),
+        (json!(["openid", "publish"]), 202),
+        (json!(["openid"]), 403),
+        (json!(7), 403),
     ] {
+        let user = sign(json!({"sub": "a", "scope": scope, "exp": now() + 60}));
+        assert_eq!(h.get("/notifications", &user).await.0, 200, "{scope}");
         let token = sign(json!({"scope": scope, "exp": now() + 60}));
         let (status, answer) = send(
             h.http

@@ -287,22 +287,25 @@ async fn request_heads_are_capped_at_32_kib() {
 }
 
 /// A body announced over 1 MiB is refused from its head: `413` at once, without `100
-/// Continue` to a client that waits for it (it would send 5 MB for nothing, or wait for a 408).
+/// Continue` to a client that waits for it (it would send 5 MB for nothing, or wait for a 408),
+/// and to one that sends at once, before the body's first MiB (or, if it sends less than it
+/// announced, a 408 at `--body-timeout`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_announced_too_large_gets_413_before_it_is_sent() {
     let h = Herald::start(None, &[]);
-    let head = format!(
-        "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 5000000\r\n\
-         Expect: 100-continue\r\n\r\n",
-        service_token()
-    );
-    let started = Instant::now();
-    let answer = raw_http_async(&h.base, head).await;
-    assert_eq!(raw_status(&answer), 413, "{answer}");
-    assert!(!answer.contains("100 Continue"), "{answer}");
-    assert!(answer.contains(r#""code":"too_large""#), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{answer}");
+    for (expect, body) in [("Expect: 100-continue\r\n", ""), ("", "{\"users\":")] {
+        let head = format!(
+            "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 5000000\r\n{expect}\r\n{body}",
+            service_token()
+        );
+        let started = Instant::now();
+        let answer = raw_http_async(&h.base, head).await;
+        assert_eq!(raw_status(&answer), 413, "{answer}");
+        assert!(!answer.contains("100 Continue"), "{answer}");
+        assert!(answer.contains(r#""code":"too_large""#), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{answer}");
+    }
 }
 
 /// A client still sending when its request is refused reads the answer, not a reset: the
@@ -355,7 +358,7 @@ async fn a_client_still_sending_when_refused_reads_the_answer() {
 }
 
 /// Request heads the HTTP parser refuses get 400 with the JSON error body too (a malformed
-/// line, a body whose length can't be known), and the connection closes: a connection's first
+/// line, a body whose length can't be known) and an `X-Request-Id`, and the connection closes: a connection's first
 /// head and a later one on a kept-alive connection (hyper's parser, whose own answer has an
 /// empty body) alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,6 +378,7 @@ async fn malformed_heads_get_400_with_the_error_body() {
             answer.contains(r#""code":"invalid_request""#),
             "{head:?}: {answer}"
         );
+        assert!(answer.contains("x-request-id: "), "{head:?}: {answer}");
         let first = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
         let answer = raw_http_async(&h.base, format!("{first}{head}")).await;
         let (ok, refused) = answer.split_once("HTTP/1.1 400").expect(&answer);
@@ -385,6 +389,7 @@ async fn malformed_heads_get_400_with_the_error_body() {
             "{head:?}: {answer}"
         );
         assert!(refused.contains("connection: close"), "{head:?}: {answer}");
+        assert!(refused.contains("x-request-id: "), "{head:?}: {answer}");
         assert!(
             refused.ends_with(
                 r#"{"error":{"code":"invalid_request","message":"malformed request head"}}"#

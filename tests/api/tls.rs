@@ -466,6 +466,42 @@ async fn curl_streams_over_http2() {
     assert!(data.starts_with("data: ") && data.contains(&id), "{data}");
 }
 
+/// Over HTTPS as over plain HTTP: a known length is sent as `Content-Length` (not chunked);
+/// `HEAD` gets the headers alone, also over HTTP/2 (a body there is a protocol error to
+/// curl); a head over 32 KiB gets 431 with the JSON error body over HTTP/2 too, and the
+/// connection serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_answers_carry_their_length_and_head_no_body() {
+    let dir = TempDir::new("tls-head");
+    let (cert, key) = make_cert(&dir.0, "head");
+    let h = start(&cert, &key, &[]);
+    let client = trusting(&cert);
+    let r = client.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let length = r.headers().get("content-length").cloned();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(length, Some(body.len().into()), "{body:?}");
+    for http in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args([http, "--silent", "--show-error", "--head", "--cacert"])
+            .arg(&cert)
+            .arg(h.url("/healthz"))
+            .output()
+            .expect("curl (scripts/test installs it)");
+        let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(out.status.success(), "{http}: {out:?}");
+        assert!(head.contains(" 200"), "{http}: {head}");
+        let want = format!("content-length: {}", body.len());
+        assert!(head.contains(&want), "{http}: {head}");
+    }
+    let big = "a".repeat(40_000);
+    let r = client.get(h.url("/healthz")).header("x-big", &big);
+    let (status, answer) = send(r).await;
+    assert_error(status, &answer, 431, "too_large");
+    let r = client.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tls_files_are_refused_at_start() {
     let dir = TempDir::new("tls-bad");
