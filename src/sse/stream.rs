@@ -42,6 +42,19 @@ pub const MAX_BACKLOG_BYTES: usize = 1024 * 1024;
 const MAX_HELD: usize = 1024;
 /// Wait before a failed catch-up is tried again (the store is away).
 pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+/// Longest a stream's opening may take on the store and broker (subscribe, presence, head,
+/// replay, announcement) before it is refused with 503: the answer comes within a second when
+/// Redis is away, as every request's does.
+const OPEN_DEADLINE: Duration = Duration::from_millis(900);
+
+/// What an opening stream found of its unit's and user's other streams.
+enum Admission {
+    Open,
+    /// It opens and ends at once: its session ended, or a newer stream of its unit opened.
+    Ended(EndReason),
+    /// The user's streams on every node are past `--max-streams-per-user`.
+    Full,
+}
 
 /// Who the stream belongs to.
 pub struct Owner {
@@ -221,7 +234,6 @@ impl Stream {
         if state.shutdown.is_stopping() {
             handle.0.end(EndReason::Shutdown);
         }
-        state.broker.subscribe(&owner.user).await?;
         let presence = PresenceEntry {
             stream: hub.stream_key(handle.0.id),
             session: owner.session.clone(),
@@ -229,11 +241,10 @@ impl Stream {
             node: hub.node().to_owned(),
             since: crate::model::presence_since(since),
         };
-        // Presence, then the announcement that ends the unit's older streams elsewhere. Of two
-        // streams of a unit opened at once on two nodes, the one recorded second finds the
-        // other here; the one recorded first is subscribed before the other announces.
-        // `false`: the user's streams on every node are past `--max-streams-per-user`.
-        let announce = async {
+        // Presence, then whether this stream may open. Of two streams of a unit opened at once
+        // on two nodes, the one recorded second finds the other here; the one recorded first
+        // is subscribed before the other announces.
+        let admit = async {
             let recorded = state.store.add_presence(&owner.user, &presence).await;
             let held = match &recorded {
                 Ok(held) => *held,
@@ -247,8 +258,7 @@ impl Stream {
             // after this read announces the end again then, which this stream hears.
             if let (Some(session), true) = (&owner.session, owner.stored) {
                 if state.store.session(session).await?.is_none() {
-                    hub.end_one(&owner.user, handle.0.id, EndReason::Revoked);
-                    return Ok(true);
+                    return Ok(Admission::Ended(EndReason::Revoked));
                 }
             }
             // The user's streams on every node: read for a session's stream (a newer one of
@@ -258,34 +268,47 @@ impl Stream {
             if recorded.is_ok() && state.store.keeps_presence() && check {
                 match state.store.presence(&owner.user).await {
                     Ok(entries) if entries.iter().any(|e| e.replaces(&presence)) => {
-                        hub.end_one(&owner.user, handle.0.id, EndReason::Replaced);
-                        return Ok(true);
+                        return Ok(Admission::Ended(EndReason::Replaced));
                     }
-                    Ok(entries) if !presence.within_limit(&entries, max) => return Ok(false),
+                    Ok(entries) if !presence.within_limit(&entries, max) => {
+                        return Ok(Admission::Full)
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "presence not read"),
                 }
             }
-            let Some(session) = &owner.session else {
-                return Ok(true);
-            };
-            let open = crate::broker::Message::Open {
-                node: hub.node().to_owned(),
-                session: session.clone(),
-                tab: owner.tab.clone(),
-                opened: hub.opened(handle.0.id, since),
-            };
-            state.broker.announce(&owner.user, &open).await?;
-            Ok::<_, Error>(true)
+            Ok::<_, Error>(Admission::Open)
         };
         // A Last-Event-ID that is no event id (a legacy plain number, garbage) resumes nothing.
         let after = resume.and_then(EventId::parse);
-        let (announced, opened) = tokio::join!(announce, state.store.open_at(&owner.user, after));
-        if !announced? {
+        let opening = async {
+            state.broker.subscribe(&owner.user).await?;
+            let (admission, opened) = tokio::join!(admit, state.store.open_at(&owner.user, after));
+            let (admission, opened) = (admission?, opened?);
+            // The announcement that ends the unit's older streams elsewhere, once this one
+            // opens: a stream refused here (503) must not end the one it would have replaced.
+            if let (Admission::Open, Some(session)) = (&admission, &owner.session) {
+                let open = crate::broker::Message::Open {
+                    node: hub.node().to_owned(),
+                    session: session.clone(),
+                    tab: owner.tab.clone(),
+                    opened: hub.opened(handle.0.id, since),
+                };
+                state.broker.announce(&owner.user, &open).await?;
+            }
+            Ok::<_, Error>((admission, opened))
+        };
+        // One deadline for the whole opening, as for any request while Redis is away (each
+        // command has its own, and an opening takes several in turn).
+        let (admission, (head, replay)) = tokio::time::timeout(OPEN_DEADLINE, opening)
+            .await
+            .map_err(|_| Error::Unavailable("the stream's opening ran out of time".into()))??;
+        match admission {
+            Admission::Open => {}
+            Admission::Ended(reason) => hub.end_one(&owner.user, handle.0.id, reason),
             // Dropping the handle takes the stream out of the hub and its presence entry away.
-            return Ok(None);
+            Admission::Full => return Ok(None),
         }
-        let (head, replay) = opened?;
         let ready = |id: EventId| {
             let data = serde_json::json!({
                 "user": owner.user, "session": owner.session, "unread_count": head.unread_count,

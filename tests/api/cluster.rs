@@ -309,3 +309,51 @@ async fn streams_keep_receiving_after_their_slot_moves() {
     })
     .await;
 }
+
+/// While a user's primary is down, a stream of a session opened on another node is refused
+/// (503) and must not end the session's live stream: the announcement that replaces it goes
+/// only once the new stream opens. Before, an opening refused at its deadline still announced
+/// once the replica took over, and the user was left with no stream. The live stream's entry,
+/// whose deletion can fail while its shard is away, is deleted again: presence then names the
+/// new stream alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_opening_replaces_no_stream() {
+    let mut cluster = Cluster::start(3, 1);
+    let a = Herald::start(Some(&cluster.url()), &[]);
+    let b = Herald::start(Some(&cluster.url()), &[]);
+    let token = session_token("alice", "s");
+    let mut first = a.events(&token, "").await;
+    cluster.wait_for_replication("herald:{u:alice}:items");
+    cluster.kill_primary_of("herald:{u:alice}:items");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = 0;
+    let mut second = loop {
+        let opening = b.http.get(b.url("/events")).bearer_auth(&token).send();
+        let r = tokio::time::timeout(WAIT, opening)
+            .await
+            .expect("an answer")
+            .unwrap();
+        if r.status() == 200 {
+            break Sse::new(r);
+        }
+        assert_eq!(r.status(), 503, "{}", r.text().await.unwrap_or_default());
+        refused += 1;
+        if let Some(ev) = first.try_next(Duration::from_millis(300)).await {
+            panic!("the live stream got {ev:?} while its replacement was refused");
+        }
+        assert!(Instant::now() < deadline, "never opened after the failover");
+    };
+    assert!(
+        refused > 0,
+        "the first opening after the kill was not refused"
+    );
+    assert_eq!(second.next_event().await.event, "ready");
+    assert_eq!(first.next_event().await.event, "replaced");
+    let service = service_token();
+    wait_for("presence to name the new stream alone", async || {
+        let r = b.http.get(b.url("/presence/alice")).bearer_auth(&service);
+        let (status, body) = send(r).await;
+        status == 200 && body["sessions"].as_array().is_some_and(|s| s.len() == 1)
+    })
+    .await;
+}

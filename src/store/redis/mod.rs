@@ -46,6 +46,9 @@ pub struct RedisStore {
     /// `PUSH_HANDOVER_MS` (it may be restarting), and the due escalations are left to it:
     /// nodes with different Web Push flags, as in a rolling change of them, lose no push.
     push_peers: Arc<PushPeers>,
+    /// Presence entries of ended streams whose deletion failed (their shard away): deleted
+    /// again at each heartbeat, so a live node leaves no entry behind ([`Self::keep_alive`]).
+    unremoved: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 struct Scripts {
@@ -97,6 +100,7 @@ impl RedisStore {
             max_per_user,
             push,
             push_peers: Arc::default(),
+            unremoved: Arc::default(),
         }
     }
 

@@ -32,12 +32,28 @@ impl RedisStore {
         Ok(held)
     }
 
+    /// Delete the entry; one that could not be deleted is deleted again at the next
+    /// heartbeat ([`Self::keep_alive`]).
     pub async fn remove_presence(&self, user: &str, stream: &str) -> Result<()> {
-        let _: () = self
+        let deleted: Result<()> = self
             .conn()
             .hdel(UserKeys::new(user).presence(), stream)
-            .await?;
-        Ok(())
+            .await
+            .map_err(Error::from);
+        if deleted.is_err() {
+            let mut unremoved = self.unremoved.lock().unwrap_or_else(|e| e.into_inner());
+            unremoved.push((user.to_owned(), stream.to_owned()));
+        }
+        deleted
+    }
+
+    /// Delete again the entries whose deletion failed.
+    async fn remove_unremoved(&self) {
+        let entries =
+            std::mem::take(&mut *self.unremoved.lock().unwrap_or_else(|e| e.into_inner()));
+        if !entries.is_empty() {
+            self.remove_presences(entries).await;
+        }
     }
 
     /// Entries of nodes whose alive key is gone, or that a previous process of a node left
@@ -103,7 +119,8 @@ impl RedisStore {
 
     /// After a first [`Self::beat`], refresh this node's alive key (with the hub's open
     /// streams) every quarter of
-    /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries.
+    /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries,
+    /// and delete again the entries of ended streams whose deletion failed.
     /// After the link lost its connection, at once, and the node's presence entries are
     /// recorded again: a Redis that restarted without persistence lost them (and the alive
     /// key), and an entry whose write failed in the outage was never made.
@@ -112,10 +129,14 @@ impl RedisStore {
         let mut reconnections = self.reconnections();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(period) => self.beat(&hub).await,
+                _ = tokio::time::sleep(period) => {
+                    self.beat(&hub).await;
+                    self.remove_unremoved().await;
+                }
                 Ok(()) = reconnections.changed() => {
                     self.beat(&hub).await;
                     self.record_presence_again(&hub).await;
+                    self.remove_unremoved().await;
                 }
                 _ = shutdown.wait() => return,
             }
