@@ -114,8 +114,11 @@ pub struct Claims {
 fn any_scope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(s) => Some(s),
+        // Each item one scope: one with a space in it names none (`"read publish"` is not
+        // `publish`).
         serde_json::Value::Array(items) => {
-            let names: Vec<&str> = items.iter().filter_map(|v| v.as_str()).collect();
+            let names = items.iter().filter_map(|v| v.as_str());
+            let names: Vec<&str> = names.filter(|name| !name.contains(' ')).collect();
             Some(names.join(" "))
         }
         _ => None,
@@ -498,6 +501,7 @@ mod tests {
         };
         assert!(claims(serde_json::json!(["openid", "publish"])).has_scope("publish"));
         assert!(!claims(serde_json::json!(["openid"])).has_scope("publish"));
+        assert!(!claims(serde_json::json!(["read publish"])).has_scope("publish"));
         for other in [serde_json::json!(5), serde_json::json!({"publish": true})] {
             let c = claims(other);
             assert!(!c.has_scope("publish"));

@@ -163,8 +163,9 @@ impl Hub {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Add stream `id` of `user`; ends this node's other streams of the same (session, tab).
-    /// False when the user already has `max` other streams here.
+    /// Add stream `id` of `user`. False when the user already has `max` other streams here
+    /// (those of its (session, tab) aside: the opening ends them once it is admitted, with
+    /// [`Self::end_replaced`], so a refused one ends none).
     pub fn register(
         &self,
         user: &str,
@@ -180,12 +181,6 @@ impl Hub {
             self.inner.users.remove_if(user, |_, subs| subs.is_empty());
             return false;
         }
-        end_matching(
-            &mut subs,
-            |s| s.same_unit(session, tab),
-            EndReason::Replaced,
-            &self.inner.metrics,
-        );
         // Most users have one or two streams here: grow one at a time, not to four.
         subs.reserve_exact(1);
         let ticked = Arc::downgrade(&sink);
@@ -514,13 +509,20 @@ mod tests {
         })
     }
 
-    /// A second stream of the same session ends the first with `Replaced`.
+    /// A second stream of the same session ends the first with `Replaced` once its opening
+    /// is admitted (`end_replaced`), not when it registers.
     #[test]
     fn second_stream_replaces_first() {
         let hub = hub();
         let (_, a) = add(&hub, "alice", (Some("s1"), None), 64).unwrap();
-        let _b = add(&hub, "alice", (Some("s1"), None), 64).unwrap();
+        let now = SystemTime::now();
+        let id = hub.next_id();
+        let b = Arc::new(Probe::default());
+        assert!(hub.register("alice", (Some("s1"), None), 64, id, now, b.clone()));
+        assert!(a.got().is_empty());
+        hub.end_replaced("alice", "s1", None, &hub.opened(id, now));
         assert_eq!(a.got(), ["end Replaced"]);
+        assert!(b.got().is_empty());
         assert_eq!(hub.count("alice"), 1);
     }
 

@@ -36,6 +36,7 @@ use crate::state::AppState;
 pub async fn handle(state: AppState, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    let version = req.version();
     // The client's address is only worked out when the request log is on.
     let client = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| req.extensions().get::<ConnInfo>())
@@ -66,23 +67,25 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         Err(Error::MethodNotAllowed(allow)) if method == Method::OPTIONS => options(allow),
         result => result.unwrap_or_else(error_response),
     };
-    if bad_head {
+    if bad_head && version < Version::HTTP_2 {
         // No request to go on from, nor to read a pipelined one behind.
         let close = http::HeaderValue::from_static("close");
         response.headers_mut().insert(header::CONNECTION, close);
     }
-    if method == Method::HEAD {
-        response = without_body(response);
-    }
+
     tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
     response
 }
 
 /// A HEAD answer: its GET's status and headers, `Content-Length` included, and no body.
-/// hyper leaves the body out over HTTP/1.1 itself, but not over HTTP/2.
-fn without_body(response: Response) -> Response {
+/// hyper leaves the body out over HTTP/1.1 itself, but not over HTTP/2; the server applies
+/// this to every answer to a HEAD. (An empty body names no length: a HEAD forwarded to the
+/// upstream comes back with an empty one, and the upstream's own headers say what its GET
+/// would send.)
+pub(crate) fn without_body(response: Response) -> Response {
     let (mut head, body) = response.into_parts();
-    if let Some(length) = hyper::body::Body::size_hint(&body).exact() {
+    let length = hyper::body::Body::size_hint(&body).exact();
+    if let Some(length) = length.filter(|&n| n > 0) {
         head.headers
             .entry(header::CONTENT_LENGTH)
             .or_insert(length.into());
@@ -91,9 +94,8 @@ fn without_body(response: Response) -> Response {
 }
 
 /// A client waiting for `100 Continue` before it sends a body announced over the limit
-/// (which Herald reads, not the `/api/` proxy): answered `413` from the head. A client that
-/// sends at once is read up to the limit instead (closing on it mid-send would cut off the
-/// answer).
+/// (which Herald reads, not the `/api/` proxy): answered `413` from the head, before its
+/// credentials are checked. (One that sends at once gets its 413 where the body is read.)
 fn awaits_too_large_a_body(req: &Request, rest: &str) -> bool {
     let headers = req.headers();
     let length = headers
@@ -163,8 +165,9 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     let dev = state.config.dev;
-    // HEAD is GET without the body (RFC 9110 §9.3.2): hyper sends the headers, with
-    // `Content-Length`, and no body. Not on `/events`, where a GET opens a stream.
+    // HEAD is GET without the body (RFC 9110 §9.3.2): the server sends the headers, with
+    // `Content-Length`, and no body (`without_body`). Not on `/events`, where a GET opens a
+    // stream.
     match (segs.as_slice(), &method) {
         (["events"], &Method::GET) => events::open(state, req).await,
         (["auth"], &Method::GET | &Method::HEAD) => auth_request::auth(state, req).await,

@@ -12,6 +12,7 @@ use tower::{Service, ServiceExt};
 use crate::error::Error;
 use crate::request_id::{self, RequestId};
 use crate::routes::body::{error_response, Request, Response};
+use crate::routes::without_body;
 
 /// Largest request head (request line and headers), in bytes, like nginx's 32 KiB
 /// `large_client_header_buffers`: a bigger one gets 431 and the connection is closed.
@@ -27,7 +28,8 @@ pub const HYPER_HEAD_BYTES: usize = 2 * MAX_HEAD_BYTES;
 pub const HYPER_HEADERS: usize = 2 * MAX_HEADERS;
 
 /// `service`, with heads over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] refused: 431, and the
-/// connection closed (as for the first request).
+/// connection closed (as for the first request); and every answer to a HEAD without its body
+/// (`routes::without_body`), those refused here or by the rate limit included.
 pub fn refuse_large_heads<S>(
     service: S,
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone
@@ -40,16 +42,27 @@ where
     tower::service_fn(move |req: Request| {
         let too_large = head_too_large(&req);
         let h2 = req.version() == http::Version::HTTP_2;
+        let head = req.method() == http::Method::HEAD;
         let service = service.clone();
         async move {
-            if too_large {
+            let response = if too_large {
                 let refused = refusal(Error::HeadTooLarge {
                     limit: MAX_HEAD_BYTES,
                 });
                 // HTTP/2 refuses the one stream; its connection goes on.
-                return Ok(if h2 { refused } else { closing(refused) });
-            }
-            service.oneshot(req).await
+                if h2 {
+                    refused
+                } else {
+                    closing(refused)
+                }
+            } else {
+                service.oneshot(req).await?
+            };
+            Ok(if head {
+                without_body(response)
+            } else {
+                response
+            })
         }
     })
 }

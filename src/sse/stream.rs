@@ -42,9 +42,9 @@ pub const MAX_BACKLOG_BYTES: usize = 1024 * 1024;
 const MAX_HELD: usize = 1024;
 /// Wait before a failed catch-up is tried again (the store is away).
 pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
-/// Longest a stream's opening may take on the store and broker (subscribe, presence, head,
-/// replay, announcement) before it is refused with 503: the answer comes within a second when
-/// Redis is away, as every request's does.
+/// Longest a stream's opening may take to read the store and broker (subscribe, presence,
+/// head, replay) once its turn comes, before it is refused with 503: the answer comes within a
+/// second when Redis is away, as every request's does.
 const OPEN_DEADLINE: Duration = Duration::from_millis(900);
 
 /// What an opening stream found of its unit's and user's other streams.
@@ -281,30 +281,32 @@ impl Stream {
         };
         // A Last-Event-ID that is no event id (a legacy plain number, garbage) resumes nothing.
         let after = resume.and_then(EventId::parse);
-        let opening = async {
+        let reads = async {
             state.broker.subscribe(&owner.user).await?;
             let (admission, opened) = tokio::join!(admit, state.store.open_at(&owner.user, after));
-            let (admission, opened) = (admission?, opened?);
-            // The announcement that ends the unit's older streams elsewhere, once this one
-            // opens: a stream refused here (503) must not end the one it would have replaced.
-            if let (Admission::Open, Some(session)) = (&admission, &owner.session) {
-                let open = crate::broker::Message::Open {
-                    node: hub.node().to_owned(),
-                    session: session.clone(),
-                    tab: owner.tab.clone(),
-                    opened: hub.opened(handle.0.id, since),
-                };
-                state.broker.announce(&owner.user, &open).await?;
-            }
-            Ok::<_, Error>((admission, opened))
+            Ok::<_, Error>((admission?, opened?))
         };
-        // One deadline for the whole opening, as for any request while Redis is away (each
-        // command has its own, and an opening takes several in turn).
-        let (admission, (head, replay)) = tokio::time::timeout(OPEN_DEADLINE, opening)
+        // One deadline for the reads, as for any request while Redis is away (each command
+        // has its own, and they take several round trips in turn).
+        let (admission, (head, replay)) = tokio::time::timeout(OPEN_DEADLINE, reads)
             .await
             .map_err(|_| Error::Unavailable("the stream's opening ran out of time".into()))??;
         match admission {
-            Admission::Open => {}
+            // Its unit's older streams end once it opens, here and (announced) elsewhere: a
+            // stream refused (503) ends none.
+            Admission::Open => {
+                if let Some(session) = &owner.session {
+                    let opened = hub.opened(handle.0.id, since);
+                    let open = crate::broker::Message::Open {
+                        node: hub.node().to_owned(),
+                        session: session.clone(),
+                        tab: owner.tab.clone(),
+                        opened: opened.clone(),
+                    };
+                    state.broker.announce(&owner.user, &open).await?;
+                    hub.end_replaced(&owner.user, session, owner.tab.as_deref(), &opened);
+                }
+            }
             Admission::Ended(reason) => hub.end_one(&owner.user, handle.0.id, reason),
             // Dropping the handle takes the stream out of the hub and its presence entry away.
             Admission::Full => return Ok(None),

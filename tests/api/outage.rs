@@ -246,7 +246,8 @@ async fn a_stopped_redis_gets_prompt_503s_and_nothing_is_stored_late() {
     let mut redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
     let cookie = h.login("alice").await;
-    let mut sse = h.events(&user_token("alice"), "").await;
+    let session = session_token("alice", "s");
+    let mut sse = h.events(&session, "").await;
     h.notify("alice", "before").await;
     assert_eq!(sse.expect("notification").await.json()["title"], "before");
 
@@ -262,6 +263,9 @@ async fn a_stopped_redis_gets_prompt_503s_and_nothing_is_stored_late() {
     assert_error(status, &body, 503, "unavailable");
     assert!(elapsed < PROMPT, "{elapsed:?}");
     assert_prompt_answers(&h, &cookie, "stopped").await;
+    // a stream of the same session refused meanwhile ends none: the open one stays
+    let (status, _, _) = timed(h.http.get(h.url("/events")).bearer_auth(&session)).await;
+    assert_eq!(status, 503);
 
     redis.start_again();
     let after = h.notify_when_back("alice", "after").await;

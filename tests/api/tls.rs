@@ -498,6 +498,16 @@ async fn https_answers_carry_their_length_and_head_no_body() {
     let r = client.get(h.url("/healthz")).header("x-big", &big);
     let (status, answer) = send(r).await;
     assert_error(status, &answer, 431, "too_large");
+    // refused before the routes, a HEAD still gets no body
+    let out = Command::new("curl")
+        .args(["--http2", "--silent", "--show-error", "--head", "--cacert"])
+        .arg(&cert)
+        .args(["-H", &format!("x-big: {big}")])
+        .arg(h.url("/healthz"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && head.contains(" 431"), "{out:?}");
     let r = client.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }

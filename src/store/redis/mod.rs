@@ -48,7 +48,7 @@ pub struct RedisStore {
     push_peers: Arc<PushPeers>,
     /// Presence entries of ended streams whose deletion failed (their shard away): deleted
     /// again at each heartbeat, so a live node leaves no entry behind ([`Self::keep_alive`]).
-    unremoved: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    unremoved: Arc<std::sync::Mutex<std::collections::BTreeSet<(String, String)>>>,
 }
 
 struct Scripts {

@@ -16,6 +16,9 @@ use crate::store::nodes::{self, NodeInfo, NODE_ALIVE_TTL_MS};
 
 /// Presence entries written at once when they are recorded again after an outage.
 const PRESENCE_WRITES: usize = 32;
+/// Presence entries of ended streams kept for another deletion at most (each ~100 bytes); an
+/// entry beyond them is left to the reader's check of its node once the node is gone.
+const MAX_UNREMOVED: usize = 10_000;
 
 impl RedisStore {
     /// Record the entry; returns how many entries the user's presence holds now (live or
@@ -42,18 +45,27 @@ impl RedisStore {
             .map_err(Error::from);
         if deleted.is_err() {
             let mut unremoved = self.unremoved.lock().unwrap_or_else(|e| e.into_inner());
-            unremoved.push((user.to_owned(), stream.to_owned()));
+            if unremoved.len() < MAX_UNREMOVED {
+                unremoved.insert((user.to_owned(), stream.to_owned()));
+            }
         }
         deleted
     }
 
-    /// Delete again the entries whose deletion failed.
-    async fn remove_unremoved(&self) {
-        let entries =
-            std::mem::take(&mut *self.unremoved.lock().unwrap_or_else(|e| e.into_inner()));
-        if !entries.is_empty() {
-            self.remove_presences(entries).await;
-        }
+    /// Delete again the entries whose deletion failed, each once, for at most `budget`: taken
+    /// one at a time, so those not reached wait for the next turn.
+    async fn remove_unremoved(&self, budget: Duration) {
+        let unremoved = || self.unremoved.lock().unwrap_or_else(|e| e.into_inner());
+        let queued = unremoved().len();
+        let next = std::iter::from_fn(|| unremoved().pop_first()).take(queued);
+        let retries = futures_util::stream::iter(next).for_each_concurrent(
+            PRESENCE_WRITES,
+            |(user, stream)| async move {
+                // A failure queues it again.
+                let _ = self.remove_presence(&user, &stream).await;
+            },
+        );
+        let _ = tokio::time::timeout(budget, retries).await;
     }
 
     /// Entries of nodes whose alive key is gone, or that a previous process of a node left
@@ -131,12 +143,13 @@ impl RedisStore {
             tokio::select! {
                 _ = tokio::time::sleep(period) => {
                     self.beat(&hub).await;
-                    self.remove_unremoved().await;
+                    // Well within the period: the next beat is never late for it.
+                    self.remove_unremoved(period / 4).await;
                 }
                 Ok(()) = reconnections.changed() => {
                     self.beat(&hub).await;
                     self.record_presence_again(&hub).await;
-                    self.remove_unremoved().await;
+                    self.remove_unremoved(period / 4).await;
                 }
                 _ = shutdown.wait() => return,
             }

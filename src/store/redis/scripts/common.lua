@@ -99,7 +99,6 @@ local function name_collapse(b, ck, id)
     table.concat(ids, ' ', math.max(1, #ids - COLLAPSE_KEPT + 1)))
 end
 
--- Remove every trace of a notification, from its collapse key's ids too.
 -- Drop the Web Push escalation of `id` (pending or leased) with its lease.
 local function drop_push(b, id)
   redis.call('ZREM', key(b, 'pushdue'), id)
@@ -107,6 +106,7 @@ local function drop_push(b, id)
   redis.call('HDEL', key(b, 'pushlease'), id)
 end
 
+-- Remove every trace of a notification, from its collapse key's ids too.
 local function remove(b, id)
   if redis.call('EXISTS', key(b, 'collapse')) == 1 then
     local ck = collapse_key(b, id)
@@ -229,6 +229,7 @@ local function escalate(b, id, push, ms)
     and not redis.call('ZSCORE', key(b, 'pushdue'), id) then
     redis.call('ZADD', key(b, 'pushdue'), ms, id)
     redis.call('HSET', key(b, 'pushstage'), id, 'check')
+    redis.call('HDEL', key(b, 'pushlease'), id)
     return true
   end
   return false
