@@ -471,6 +471,24 @@ async fn token_and_publish_commands() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    // a token that would end within the second it is printed is refused
+    for ttl in ["0s", "500ms"] {
+        let args = [
+            "token",
+            "--jwt-secret",
+            SECRET,
+            "--sub",
+            "alice",
+            "--ttl",
+            ttl,
+        ];
+        let out = run(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{ttl}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--ttl"),
+            "{out:?}"
+        );
+    }
 }
 
 /// `herald publish --url` with a Herald mounted under a base path: the path is kept, with or
