@@ -73,11 +73,6 @@ impl UserKeys {
     pub fn preferences(&self) -> String {
         self.key("prefs")
     }
-    /// STRING that exists while a node sends an action of notification `id` to the upstream
-    /// (`SET NX PX`): one action at a time per notification, across nodes.
-    pub fn acting(&self, id: &str) -> String {
-        self.key(&format!("acting:{id}"))
-    }
     /// Sharded pub/sub channel of the user's changes and stream controls.
     pub fn channel(&self) -> String {
         self.key("ch")
@@ -107,7 +102,7 @@ impl UserKeys {
 }
 
 /// The suffixes of the keys the tray scripts touch (docs/redis.md), the change channel aside.
-const TRAY_SUFFIXES: [&str; 22] = [
+const TRAY_SUFFIXES: [&str; 23] = [
     "items",
     "order",
     "unread",
@@ -119,6 +114,7 @@ const TRAY_SUFFIXES: [&str; 22] = [
     "wake",
     "expire",
     "action",
+    "acting",
     "meta",
     "cat",
     "collapse",

@@ -19,6 +19,7 @@ both_modes!(
     action_input_is_checked,
     racing_takes_send_one_action_once,
     a_take_without_path_waits_for_one_being_sent,
+    a_collapse_passes_by_a_notification_whose_action_is_being_sent,
 );
 
 /// Publish a notification with `actions` to `user`; its id.
@@ -333,6 +334,55 @@ async fn a_take_without_path_waits_for_one_being_sent(mode: Mode) {
     assert_eq!(
         (status, &n["action"]["id"]),
         (200, &json!("dismiss")),
+        "{n}"
+    );
+}
+
+/// A publish with the collapse key of a notification whose action is at the upstream does not
+/// replace it: it is stored beside it, and the action is recorded on the notification the
+/// upstream was sent (before, the collapse removed it, the take answered 404 with the backend
+/// having acted, and the new notification offered the action again).
+async fn a_collapse_passes_by_a_notification_whose_action_is_being_sent(mode: Mode) {
+    let up = EchoUpstream::start().await;
+    let h = Setup::new(mode, &["--upstream", &up.url, "--upstream-timeout", "10s"]);
+    let token = user_token("alice");
+    let publish = async |title: &str| {
+        let notification = json!({"title": title, "collapse_key": "deploy",
+            "actions": [{"id": "approve", "label": "Approve", "path": "/api/slow"}]});
+        let (status, body) = h
+            .publish(json!({"users": ["alice"], "notification": notification}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["ids"]["alice"].as_str().unwrap().to_owned()
+    };
+    let first = publish("Deploy 1?").await;
+    let sending = take(&h, &token, &first, "approve");
+    let meanwhile = async {
+        wait_for("the action did not reach the upstream", async || {
+            up.hits() > 0
+        })
+        .await;
+        publish("Deploy 2?").await
+    };
+    let ((status, taken), second) = tokio::join!(sending, meanwhile);
+    assert_eq!((status, &taken["id"]), (200, &json!(first)), "{taken}");
+    assert_eq!(taken["action"]["status"], 200, "{taken}");
+    let n = listed(&h, &second).await;
+    assert_eq!(
+        (&n["count"], &n["replaces"]),
+        (&json!(1), &Value::Null),
+        "{n}"
+    );
+    assert!(n["action"].is_null() && n["read_at"].is_null(), "{n}");
+    assert_eq!(up.hits(), 1);
+    let page = h.list(&token, "").await;
+    assert_eq!(page["unread_count"], 1, "{page}");
+    // the new one collapses as usual once the first is read
+    let third = publish("Deploy 3?").await;
+    let n = listed(&h, &third).await;
+    assert_eq!(
+        (&n["count"], &n["replaces"]),
+        (&json!(2), &json!(second)),
         "{n}"
     );
 }

@@ -20,7 +20,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 
 use super::{
     ActionOutcome, Due, Head, ListQuery, NodeInfo, Page, Preferences, Published, Recipient, Replay,
@@ -54,8 +54,6 @@ struct Inner {
     subscriptions: DashMap<String, Vec<Subscription>>,
     /// Web Push endpoint → the user who subscribed it last (an endpoint is a browser's).
     push_owners: DashMap<String, String>,
-    /// (user, notification id) of the actions being sent to the upstream.
-    acting: DashSet<(String, String)>,
     /// Web Push is on: notifications that become active escalate.
     push: bool,
     /// (due time in Unix ms, user): users with something due then. Written under the user's
@@ -78,7 +76,6 @@ impl MemoryStore {
                 due: Mutex::new(BTreeSet::new()),
                 subscriptions: DashMap::new(),
                 push_owners: DashMap::new(),
-                acting: DashSet::new(),
                 push,
                 hub,
                 max_per_user,
@@ -334,11 +331,11 @@ impl MemoryStore {
     }
 
     pub async fn claim_action(&self, user: &str, id: &str, _ttl: Duration) -> Result<bool> {
-        Ok(self.inner.acting.insert((user.to_owned(), id.to_owned())))
+        Ok(self.with_tray(user, |tray| tray.claim_action(id)))
     }
 
     pub async fn release_action(&self, user: &str, id: &str) -> Result<()> {
-        self.inner.acting.remove(&(user.to_owned(), id.to_owned()));
+        self.with_tray(user, |tray| tray.release_action(id));
         Ok(())
     }
 

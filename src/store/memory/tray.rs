@@ -48,6 +48,10 @@ struct Extras {
     collapse: HashMap<String, Vec<NotificationId>>,
     /// Idempotency key → (notification id, expiry in Unix ms).
     idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
+    /// The notifications whose action is being sent to the upstream: a collapse passes them
+    /// by (taking the action reads them), so the action is recorded on the notification the
+    /// upstream was sent.
+    acting: BTreeSet<NotificationId>,
 }
 
 /// The extras of a tray that has none.
@@ -431,7 +435,11 @@ impl Tray {
     /// The caller then names its notification under `key`.
     fn supersede(&mut self, key: &str) -> Option<(u64, NotificationId)> {
         let ids = self.extras().collapse.get(key)?;
-        let &old = ids.iter().rev().find(|&id| self.unread.contains(id))?;
+        let acting = &self.extras().acting;
+        let &old = ids
+            .iter()
+            .rev()
+            .find(|&id| self.unread.contains(id) && !acting.contains(id))?;
         let count = self.items.get(&old).map_or(1, |i| i.state().count) + 1;
         self.remove(&old);
         Some((count, old))
@@ -678,6 +686,20 @@ impl Tray {
     }
 
     /// Record `action` once, mark the notification read and commit it whole as `updated`.
+    /// Claim the sending of an action of notification `id`: `false` while another holds it.
+    pub(super) fn claim_action(&mut self, id: &str) -> bool {
+        match self.items.get_key_value(id) {
+            Some((&id, _)) => self.extras_mut().acting.insert(id),
+            None => true,
+        }
+    }
+
+    pub(super) fn release_action(&mut self, id: &str) {
+        if let Some(x) = self.extras.as_deref_mut() {
+            x.acting.retain(|acting| acting.as_str() != id);
+        }
+    }
+
     pub(super) fn take_action(
         &mut self,
         user: &str,

@@ -95,19 +95,23 @@ impl RedisStore {
     }
 
     pub async fn claim_action(&self, user: &str, id: &str, ttl: Duration) -> Result<bool> {
-        let claimed: Option<String> = redis::cmd("SET")
-            .arg(UserKeys::new(user).acting(id))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
+        let held: u8 = self
+            .tray(&self.scripts.action, &UserKeys::new(user))
+            .arg("claim")
+            .arg(id)
             .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.conn())
+            .invoke_async(&mut self.conn())
             .await?;
-        Ok(claimed.is_some())
+        Ok(held == 1)
     }
 
     pub async fn release_action(&self, user: &str, id: &str) -> Result<()> {
-        let _: () = self.conn().del(UserKeys::new(user).acting(id)).await?;
+        let _: u8 = self
+            .tray(&self.scripts.action, &UserKeys::new(user))
+            .arg("release")
+            .arg(id)
+            .invoke_async(&mut self.conn())
+            .await?;
         Ok(())
     }
 
@@ -122,6 +126,7 @@ impl RedisStore {
         let mut conn = self.conn.for_deadline_writes();
         let out: Vec<String> = self
             .tray(&self.scripts.action, &UserKeys::new(user))
+            .arg("take")
             .arg(id)
             .arg(json)
             .arg(&action.at)

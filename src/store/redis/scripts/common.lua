@@ -10,7 +10,8 @@
 --   snoozed HASH id -> RFC 3339 time the snooze ends
 --   wake ZSET id -> Unix ms it is delivered (deliver_at) or its snooze ends
 --   expire ZSET id -> Unix ms it expires
---   action HASH id -> the taken action's JSON
+--   action HASH id -> the taken action's JSON; acting HASH id -> until when (Unix ms, Redis's
+--   clock) a node holds the sending of an action of it to the upstream
 --   meta HASH id -> '<count>\t<replaced id>' for a collapsed notification
 --   cat HASH id -> category; collapse HASH collapse key -> the ids in the tray that carry it,
 --     space-separated, in the order they were published (or delivered); the newest 16
@@ -33,10 +34,11 @@ local function int(n) return string.format('%d', n) end
 -- Whether Redis's clock is past the caller's deadline (Unix ms): the caller has answered 503
 -- by then, so the write must not happen (the script returns LATE_REPLY instead).
 local LATE_REPLY = 'LATE tray write arrived after its deadline'
-local function late(deadline)
+local function redis_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function late(deadline) return redis_ms() > tonumber(deadline) end
 
 local function active(b, id)
   return redis.call('HEXISTS', key(b, 'archived'), id) == 0
@@ -128,7 +130,7 @@ local function remove(b, id)
     end
   end
   for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat',
-      'pushstage', 'pushlease'}) do
+      'pushstage', 'pushlease', 'acting'}) do
     redis.call('HDEL', key(b, h), id)
   end
   for _, z in ipairs({'order', 'unread', 'unseen', 'wake', 'expire', 'pushdue'}) do
@@ -136,15 +138,23 @@ local function remove(b, id)
   end
 end
 
+-- Whether an action of notification `id` is being sent to the upstream: its claim in
+-- `acting` (`action.lua`) has not run out by Redis's clock.
+local function acting(b, id)
+  local till = redis.call('HGET', key(b, 'acting'), id)
+  return till ~= false and tonumber(till) > redis_ms()
+end
+
 -- Collapse under key `ck`: the newest active unread notification that carries it (if any) is
 -- removed; returns the count the notification taking its place carries (as text) and the
--- removed id (nil when none). The caller then names its notification under `ck`.
+-- removed id (nil when none). The caller then names its notification under `ck`. One whose
+-- action is being sent to the upstream (`acting`) is passed by: taking the action reads it, and records it on the notification that was sent.
 local function supersede(b, ck)
   local ids = carrying(b, ck)
   if #ids == 0 then return '1', nil end
   local unread = redis.call('ZMSCORE', key(b, 'unread'), unpack(ids))
   for i = #ids, 1, -1 do
-    if unread[i] then
+    if unread[i] and not acting(b, ids[i]) then
       local old = ids[i]
       local meta = redis.call('HGET', key(b, 'meta'), old)
       local count = int((meta and tonumber(string.match(meta, '^(%d+)')) or 1) + 1)
