@@ -110,7 +110,7 @@ impl AppState {
     pub async fn revoke_session(&self, user: &str, session: &str) -> Result<()> {
         self.hub.end_session(user, session);
         let message = Message::Revoke {
-            node: self.hub.node().to_owned(),
+            from: self.hub.sender().to_owned(),
             session: session.to_owned(),
         };
         self.broker.announce(user, &message).await

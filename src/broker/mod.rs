@@ -21,13 +21,15 @@ pub enum Message {
     /// A committed change (`c\t<epoch>\t<seq>\t<kind>\t<at_ms>\t<data>`, written by the
     /// store's scripts).
     Change(Change),
-    /// End every stream of `session` (`r\t<node>\t<session>`).
-    Revoke { node: String, session: String },
-    /// A stream of (session, tab) opened on `node`; end the others of that unit opened before
-    /// it (`o\t<node>\t<session>\t<tab>\t<opened µs>\t<stream key>`; nodes of an older
+    /// End every stream of `session` (`r\t<from>\t<session>`).
+    Revoke { from: String, session: String },
+    /// A stream of (session, tab) opened by `from`; end the others of that unit opened before
+    /// it (`o\t<from>\t<session>\t<tab>\t<opened µs>\t<stream key>`; nodes of an older
     /// version send milliseconds there, told apart by size).
     Open {
-        node: String,
+        /// The process that sent a control ([`Hub::sender`]; nodes of an older version send
+        /// their node's name), which applied it itself.
+        from: String,
         session: String,
         tab: Option<String>,
         opened: Opened,
@@ -45,14 +47,14 @@ impl Message {
                 c.at_ms,
                 c.data
             ),
-            Message::Revoke { node, session } => format!("r\t{node}\t{session}"),
+            Message::Revoke { from, session } => format!("r\t{from}\t{session}"),
             Message::Open {
-                node,
+                from,
                 session,
                 tab,
                 opened,
             } => format!(
-                "o\t{node}\t{session}\t{}\t{}\t{}",
+                "o\t{from}\t{session}\t{}\t{}\t{}",
                 tab.as_deref().unwrap_or(""),
                 opened.us,
                 opened.stream
@@ -74,16 +76,16 @@ impl Message {
                 }))
             }
             "r" => {
-                let (node, session) = rest.split_once('\t')?;
+                let (from, session) = rest.split_once('\t')?;
                 Some(Message::Revoke {
-                    node: node.into(),
+                    from: from.into(),
                     session: session.into(),
                 })
             }
             "o" => {
                 // The stream key holds a tab itself: it is the rest.
                 let mut parts = rest.splitn(5, '\t');
-                let node = parts.next()?.to_owned();
+                let from = parts.next()?.to_owned();
                 let session = parts.next()?.to_owned();
                 let tab = parts.next().filter(|t| !t.is_empty()).map(str::to_owned);
                 // From a node of the version before (no opening time, during a rolling
@@ -99,7 +101,7 @@ impl Message {
                     },
                 };
                 Some(Message::Open {
-                    node,
+                    from,
                     session,
                     tab,
                     opened,
@@ -110,20 +112,21 @@ impl Message {
     }
 
     /// Apply a message from the channel to this node's streams of `user`. Controls that this
-    /// node sent itself were already applied locally.
+    /// process sent itself were already applied locally (told by the sender, not the node's
+    /// name: two processes given one `--node-id` still hear each other).
     pub fn apply(self, hub: &Hub, user: &str) {
         match self {
             // Encoded once here; every stream of the user on this node shares the bytes.
             Message::Change(change) => hub.dispatch(user, &Delivery::new(&change)),
-            Message::Revoke { node, session } if node != hub.node() => {
+            Message::Revoke { from, session } if from != hub.sender() => {
                 hub.end_session(user, &session)
             }
             Message::Open {
-                node,
+                from,
                 session,
                 tab,
                 opened,
-            } if node != hub.node() => hub.end_replaced(user, &session, tab.as_deref(), &opened),
+            } if from != hub.sender() => hub.end_replaced(user, &session, tab.as_deref(), &opened),
             _ => {}
         }
     }
@@ -211,11 +214,11 @@ mod tests {
                 data: "{\"a\":\"x\\ty\"}".into(),
             }),
             Message::Revoke {
-                node: "n1".into(),
+                from: "n1 0a1b2c3d".into(),
                 session: "s".into(),
             },
             Message::Open {
-                node: "n1".into(),
+                from: "n1 0a1b2c3d".into(),
                 session: "s".into(),
                 tab: None,
                 opened: Opened {
@@ -224,7 +227,7 @@ mod tests {
                 },
             },
             Message::Open {
-                node: "n1".into(),
+                from: "n1 0a1b2c3d".into(),
                 session: "s".into(),
                 tab: Some("t".into()),
                 opened: Opened {

@@ -125,11 +125,14 @@ struct Inner {
     node: String,
     /// This process's run id: random, so a node restarted under the same name is told apart.
     run: String,
+    /// `<node> <run>`: who sent a stream control (`broker::Message`).
+    sender: String,
     metrics: Metrics,
 }
 
 impl Hub {
     pub fn new(node: String, metrics: Metrics) -> Self {
+        let run = format!("{:08x}", rand::random::<u32>());
         Hub {
             inner: Arc::new(Inner {
                 users: DashMap::with_shard_amount(SHARDS),
@@ -137,8 +140,9 @@ impl Hub {
                 tailed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 wheel: Wheel::default(),
+                sender: format!("{node} {run}"),
                 node,
-                run: format!("{:08x}", rand::random::<u32>()),
+                run,
                 metrics,
             }),
         }
@@ -151,6 +155,12 @@ impl Hub {
     /// This process's run id (see `store::nodes`).
     pub fn run(&self) -> &str {
         &self.inner.run
+    }
+
+    /// This process as the sender of a stream control: `<node> <run>` (a node id has no
+    /// space).
+    pub fn sender(&self) -> &str {
+        &self.inner.sender
     }
 
     /// The cluster-wide key of a local stream id: `<node>.<n><TAB><run>`.

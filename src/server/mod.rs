@@ -112,7 +112,8 @@ async fn on_sighup(
 }
 
 /// Every background task of a node, started here and nowhere else; each ends on `shutdown`:
-/// the node's keep-alive (Redis; its first beat before the node serves), stream catch-up
+/// the node's keep-alive (Redis; its first beat before the node serves, once no other running
+/// node is found under its name), stream catch-up
 /// after the store reconnects (Redis), the ingest consumers (Redis stream; Kafka) and
 /// retention (one node at a time). The broker's worker and the Redis links' probes belong to
 /// those values and start with them. Returns the tasks to wait for before exit (the Kafka
@@ -122,6 +123,14 @@ async fn start_tasks(
     shutdown: &Shutdown,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartupError> {
     let config = &state.config;
+    // Two processes under one name would take each other's stream controls and presence.
+    if state.store.node_in_use(&state.hub).await.unwrap_or(false) {
+        return Err(StartupError(format!(
+            "--node-id: another running node is named {:?} (its heartbeat in Redis is fresh); \
+             give each node its own",
+            state.hub.node()
+        )));
+    }
     let keep_alive = state.store.keep_alive(state.hub.clone(), shutdown.clone());
     if let Some(keep_alive) = keep_alive.await {
         tokio::spawn(keep_alive);

@@ -298,7 +298,7 @@ impl Stream {
                 if let Some(session) = &owner.session {
                     let opened = hub.opened(handle.0.id, since);
                     let open = crate::broker::Message::Open {
-                        node: hub.node().to_owned(),
+                        from: hub.sender().to_owned(),
                         session: session.clone(),
                         tab: owner.tab.clone(),
                         opened: opened.clone(),

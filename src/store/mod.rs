@@ -666,6 +666,16 @@ impl Store {
         }
     }
 
+    /// Whether another running process uses this node's name (Redis: its heartbeat is fresh
+    /// and names another run; waits up to a heartbeat period when a key of another run is
+    /// there). Never in embedded mode.
+    pub async fn node_in_use(&self, hub: &Hub) -> Result<bool> {
+        match self {
+            Store::Memory(_) => Ok(false),
+            Store::Redis(store) => store.node_in_use(hub.node(), hub.run()).await,
+        }
+    }
+
     /// Every live node with its open streams, by name (embedded: this node).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
         forward!(self.nodes())

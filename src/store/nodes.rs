@@ -117,6 +117,13 @@ fn parse_beat(value: &str) -> Option<Beat> {
     serde_json::from_str(value).ok()
 }
 
+/// The run and heartbeat time (Unix ms) an alive key's value names, when it names a run (a
+/// node of an older version writes none).
+pub(super) fn beat_run(value: &str) -> Option<(String, u64)> {
+    let beat = parse_beat(value)?;
+    Some((beat.run?, beat.at_ms))
+}
+
 /// Whether a presence entry with stream key `stream` belongs to the node process whose alive
 /// key holds `alive` (`None`: the key is gone, the node is dead). A key
 /// `<node>.<n>\t<run>` must name the run the alive key names; keys and beats of older nodes

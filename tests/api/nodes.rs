@@ -751,3 +751,63 @@ async fn a_channel_lingers_after_the_last_stream_then_is_unsubscribed() {
         ended.elapsed()
     );
 }
+
+/// Two running processes under one `--node-id` would take each other's stream controls and
+/// presence: a second one is refused at start-up (exit 2, one line naming the flag), while a
+/// node restarted under its name after a crash (its alive key left in Redis) starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_in_use_is_refused_and_a_crashed_nodes_is_not() {
+    let redis = Redis::start();
+    let mut a = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
+    let mut second = std::process::Command::new(bin())
+        .args(["--jwt-secret", SECRET, "--listen", "127.0.0.1:0"])
+        .args(["--redis-url", &redis.url(), "--node-id", "web-1"])
+        .env("HERALD_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: one that started would serve until killed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while second.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if second.try_wait().unwrap().is_none() {
+        second.kill().unwrap();
+    }
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--node-id"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    // the first one serves on
+    wait_ready(&a).await;
+    a.kill();
+    let again = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
+    wait_ready(&again).await;
+}
+
+/// Should two processes run under one name anyway (a Redis that lost the alive key let the
+/// second start), a logout on one still ends the session's stream on the other: a node skips
+/// only the controls its own process sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_under_one_name_still_hear_each_others_logouts() {
+    let redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
+    // a beats no more while stopped; its alive key goes as if Redis had lost it
+    send_signal(a.pid(), "STOP");
+    let _: () = redis::Commands::del(&mut redis.conn(), "herald:node:web-1").unwrap();
+    let b = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
+    send_signal(a.pid(), "CONT");
+    let cookie = a.login("alice").await;
+    let mut on_b = b
+        .events_with(b.http.get(b.url("/events")).header("cookie", &cookie))
+        .await;
+    assert_eq!(on_b.next_event().await.event, "ready");
+    assert_eq!(a.logout(&cookie).await.status(), 204);
+    let ev = on_b
+        .try_next(Duration::from_secs(1))
+        .await
+        .expect("revoked within 1 s");
+    assert_eq!(ev.event, "revoked");
+}

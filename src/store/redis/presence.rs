@@ -14,6 +14,11 @@ use crate::shutdown::Shutdown;
 use crate::store::keys::{self, UserKeys};
 use crate::store::nodes::{self, NodeInfo, NODE_ALIVE_TTL_MS};
 
+/// A node's heartbeat period: a quarter of its alive key's lifetime.
+const BEAT_PERIOD_MS: u64 = NODE_ALIVE_TTL_MS / 4;
+/// How late a live node's beat may come (a busy node, a slow round trip) when telling a live
+/// process's alive key from one a dead process left.
+const BEAT_SLACK_MS: u64 = 2_000;
 /// Presence entries written at once when they are recorded again after an outage.
 const PRESENCE_WRITES: usize = 32;
 /// Presence entries of ended streams kept for another deletion at most (each ~100 bytes); an
@@ -103,13 +108,27 @@ impl RedisStore {
     pub async fn heartbeat(&self, node: &str, run: &str, streams: u64) -> Result<()> {
         let mut conn = self.conn();
         let now = now_ms();
-        let _: () = conn
-            .pset_ex(
-                keys::node_alive(node),
-                nodes::beat(now, streams, run, self.push),
-                NODE_ALIVE_TTL_MS,
-            )
+        let before: Option<String> = redis::cmd("SET")
+            .arg(keys::node_alive(node))
+            .arg(nodes::beat(now, streams, run, self.push))
+            .arg("PX")
+            .arg(NODE_ALIVE_TTL_MS)
+            .arg("GET")
+            .query_async(&mut conn)
             .await?;
+        // Another process beating under this name overwrote the key since the last beat. (At
+        // start-up [`Self::node_in_use`] waited a beat period for a key another run left: it
+        // was no live one's, and its time is older than that.)
+        if let Some((other, at_ms)) = before.as_deref().and_then(nodes::beat_run) {
+            if other != run && now.saturating_sub(at_ms) < BEAT_PERIOD_MS + BEAT_SLACK_MS {
+                tracing::error!(
+                    node,
+                    other_run = other,
+                    "another running process uses this --node-id: give each node its own \
+                     (until then logouts, replaced streams and presence are mixed up between them)"
+                );
+            }
+        }
         let _: () = conn.hset_nx(keys::node_registry(), node, now).await?;
         if !self.push {
             let pushing = self.nodes().await?.iter().any(|n| n.web_push);
@@ -129,6 +148,34 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Whether another running process beats as `node`: its alive key names another run and
+    /// is refreshed within a beat period and a slack (a key left by a process that died, or
+    /// was stopped without its clean shutdown, is not). Called before this process's first
+    /// beat; it waits that long only when such a key is there.
+    pub async fn node_in_use(&self, node: &str, run: &str) -> Result<bool> {
+        let key = keys::node_alive(node);
+        let mut conn = self.conn();
+        let first: Option<String> = conn.get(&key).await?;
+        let Some(first) = first else {
+            return Ok(false);
+        };
+        if nodes::beat_run(&first).is_none_or(|(other, _)| other == run) {
+            return Ok(false);
+        }
+        let until =
+            tokio::time::Instant::now() + Duration::from_millis(BEAT_PERIOD_MS + BEAT_SLACK_MS);
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now: Option<String> = conn.get(&key).await?;
+            match now {
+                None => return Ok(false),
+                Some(now) if now != first => return Ok(true),
+                Some(_) => {}
+            }
+        }
+        Ok(false)
+    }
+
     /// After a first [`Self::beat`], refresh this node's alive key (with the hub's open
     /// streams) every quarter of
     /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries,
@@ -137,7 +184,7 @@ impl RedisStore {
     /// recorded again: a Redis that restarted without persistence lost them (and the alive
     /// key), and an entry whose write failed in the outage was never made.
     pub async fn keep_alive(self, hub: Hub, shutdown: Shutdown) {
-        let period = Duration::from_millis(NODE_ALIVE_TTL_MS / 4);
+        let period = Duration::from_millis(BEAT_PERIOD_MS);
         let mut reconnections = self.reconnections();
         loop {
             tokio::select! {
