@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{
-    is_plain, new_ids, unix_ms, validate_id, NotificationInput, Template, MAX_AHEAD,
+    is_plain, new_ids, unix_ms, validate_id, NotificationInput, Schedule, Template, MAX_AHEAD,
 };
 use crate::shutdown::Shutdown;
 use crate::store::{Recipient, Store};
@@ -116,16 +116,19 @@ pub fn accepted_at(queued_ms: Option<u64>) -> SystemTime {
         .unwrap_or(now)
 }
 
-async fn publish_as_of(
-    store: &Store,
-    metrics: Option<&Metrics>,
-    request: &PublishRequest,
-    cutoff: Option<Cutoff<'_>>,
-    accepted: Option<SystemTime>,
-) -> Result<PublishResponse> {
+/// Check `request` as [`publish`] does before it stores anything (for a producer that hands
+/// it to a queue: `herald publish` to Kafka).
+pub fn check(request: &PublishRequest) -> Result<()> {
     let now = SystemTime::now();
+    let (input, schedule) = validate(request, now)?;
+    Template::new(&input, schedule, now).map(drop)
+}
+
+/// The request's notification, checked as of `as_of`, and its due times; the recipients'
+/// ids and the idempotency key checked too.
+fn validate(request: &PublishRequest, as_of: SystemTime) -> Result<(NotificationInput, Schedule)> {
     let mut input = request.notification.clone();
-    let mut schedule = input.validate(accepted.unwrap_or(now))?;
+    let schedule = input.validate(as_of)?;
     if request.users.is_empty() && request.groups.is_empty() {
         return Err(Error::invalid("name at least one user or group"));
     }
@@ -142,6 +145,18 @@ async fn publish_as_of(
             )));
         }
     }
+    Ok((input, schedule))
+}
+
+async fn publish_as_of(
+    store: &Store,
+    metrics: Option<&Metrics>,
+    request: &PublishRequest,
+    cutoff: Option<Cutoff<'_>>,
+    accepted: Option<SystemTime>,
+) -> Result<PublishResponse> {
+    let now = SystemTime::now();
+    let (input, mut schedule) = validate(request, accepted.unwrap_or(now))?;
     // Accepted earlier: a delivery time passed since is now; an expiry passed since leaves
     // nothing to store.
     let now_ms = unix_ms(now);

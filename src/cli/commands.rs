@@ -70,11 +70,19 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
         },
         idempotency_key: args.idempotency_key.clone(),
     };
-    if let Some(kafka) = args.kafka.config("herald", None)? {
-        return produce(&kafka, &request).await;
-    }
     let failed =
         |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));
+    if let Some(kafka) = args.kafka.config("herald", None)? {
+        if kafka.topics.len() > 1 {
+            return Err(StartupError(
+                "--kafka-topic: herald publish produces to one topic; name one".into(),
+            ));
+        }
+        // Checked here as the nodes will check it: a bad record would only reach the
+        // dead-letter topic.
+        crate::publish::check(&request).map_err(failed)?;
+        return produce(&kafka, &request).await;
+    }
     match backend(&args.redis_url)? {
         Backend::Embedded => post(args, &request).await,
         redis => {
@@ -90,7 +98,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     }
 }
 
-/// Produce the request to the first `--kafka-topic`, keyed by its first user (or group), so
+/// Produce the request to the `--kafka-topic`, keyed by its first user (or group), so
 /// one user's records share a partition and keep their order; prints where it went.
 #[cfg(feature = "kafka")]
 async fn produce(kafka: &KafkaConfig, request: &PublishRequest) -> Result<(), StartupError> {

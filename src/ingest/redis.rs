@@ -105,13 +105,18 @@ impl Ingest {
         // Our own pending entries first (left over from a previous run of this node).
         let mut backlog = true;
         let mut next_claim = tokio::time::Instant::now();
+        // Whether the last try failed: an outage is logged at warn once, when it starts.
+        let mut failing = false;
         while !shutdown.is_stopping() {
             if let Err(e) = self.ensure_group().await {
-                tracing::warn!(
-                    error = %e,
-                    "ingest: cannot create the consumer group on {STREAM}: check that Redis runs \
-                     and --redis-url; retried every second"
-                );
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(
+                        error = %e,
+                        "ingest: cannot create the consumer group on {STREAM}: check that Redis \
+                         runs and --redis-url; retried every second (logged again once it \
+                         reads)"
+                    );
+                }
                 if pause(&shutdown, RETRY).await {
                     return;
                 }
@@ -128,16 +133,22 @@ impl Ingest {
             };
             match read {
                 Err(e) => {
-                    tracing::warn!(
-                        error = %e,
-                        "ingest: reading {STREAM} failed: check that Redis runs and --redis-url; \
-                         retried every second, entries wait in the stream"
-                    );
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(
+                            error = %e,
+                            "ingest: reading {STREAM} failed: check that Redis runs and \
+                             --redis-url; retried every second, entries wait in the stream \
+                             (logged again once it reads)"
+                        );
+                    }
                     if pause(&shutdown, RETRY).await {
                         return;
                     }
                 }
                 Ok(entries) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("ingest: reading {STREAM} again");
+                    }
                     if backlog && entries.is_empty() {
                         backlog = false;
                     }
@@ -293,13 +304,19 @@ impl Ingest {
             *n
         };
         match give_up(&e, attempt) {
-            None => {
+            // Once per entry at warn (an outage fails every retry alike), then at debug.
+            None if attempt == 1 => {
                 tracing::warn!(
                     error = %e.detail(),
                     id = entry.id,
                     "ingest: entry not stored yet; it stays pending and is retried (an outage of \
-                     Redis as long as it lasts, other failures a few times)"
+                     Redis as long as it lasts, other failures a few times; further tries logged \
+                     at debug)"
                 );
+                Outcome::Retry
+            }
+            None => {
+                tracing::debug!(error = %e.detail(), id = entry.id, "ingest: entry not stored yet");
                 Outcome::Retry
             }
             Some(reason) => {

@@ -59,9 +59,9 @@ pub fn error_response(error: Error) -> Response {
         Error::Unavailable(source) if warn_now() => {
             tracing::warn!(
                 error = %source,
-                "backend unavailable, answered 503: check that Redis runs and --redis-url; \
-                 streams stay open and catch up when it is back (further ones this second at \
-                 debug)"
+                "backend unavailable, answered 503: check the part the error names (Redis: that \
+                 it runs, and --redis-url; Kafka, for /readyz: --kafka-brokers); streams stay \
+                 open and catch up when it is back (further ones this second at debug)"
             )
         }
         Error::Unavailable(source) => tracing::debug!(error = %source, "backend unavailable"),

@@ -73,6 +73,10 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         shutdown::signal().await;
         tracing::info!("shutting down");
         trigger.fire();
+        // A second signal during the drain (Ctrl-C twice) ends the process at once.
+        shutdown::signal().await;
+        tracing::warn!("second stop signal: exiting without waiting for the drain");
+        std::process::exit(1);
     });
     let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
     match hup {

@@ -418,6 +418,54 @@ async fn herald_publish_produces_a_record() {
     .await;
 }
 
+/// `herald publish` to Kafka checks the publish as the nodes will (one line, exit 2, nothing
+/// produced: a bad record would only reach the dead-letter topic), and produces to one topic.
+/// Checked before any broker is contacted: none runs at this address.
+#[test]
+fn herald_publish_to_kafka_refuses_what_a_node_would() {
+    let kafka = ["--kafka-brokers", "127.0.0.1:1", "--kafka-topic", "t"];
+    let long = "t".repeat(257);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--title", "no one"], "user or group"),
+        (&["--user", " bad", "--title", "t"], "user"),
+        (&["--user", "u", "--title", &long], "title"),
+        (
+            &["--user", "u", "--title", "t", "--link", "javascript:x"],
+            "link",
+        ),
+    ];
+    for (flags, named) in cases {
+        let out = std::process::Command::new(bin())
+            .arg("publish")
+            .args(kafka)
+            .args(*flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{flags:?}: {out:?}");
+    }
+    let out = std::process::Command::new(bin())
+        .args(["publish", "--kafka-brokers", "127.0.0.1:1"])
+        .args([
+            "--kafka-topic",
+            "a",
+            "--kafka-topic",
+            "b",
+            "--user",
+            "u",
+            "--title",
+            "t",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--kafka-topic"), "{stderr}");
+}
+
 /// Start-up: unreachable brokers and bad values are one line and exit 2.
 #[test]
 fn bad_kafka_settings_fail_at_start() {

@@ -253,6 +253,46 @@ async fn sigterm_drains_requests_in_flight_up_to_the_drain_timeout() {
     }
 }
 
+/// A second SIGTERM or SIGINT during the drain ends the process at once (exit status 1), as
+/// Ctrl-C twice does: it does not wait out a 30 s drain for a request in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stop_signal_ends_the_drain() {
+    let backend = EchoUpstream::start().await;
+    for second in ["TERM", "INT"] {
+        let mut h = Herald::start(
+            None,
+            &["--upstream", &backend.url, "--drain-timeout", "30s"],
+        );
+        let hits = backend.hits();
+        let request = h
+            .http
+            .get(h.url("/api/slow"))
+            .bearer_auth(user_token("alice"));
+        let in_flight = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
+        wait_for("the request never reached the upstream", async || {
+            backend.hits() > hits
+        })
+        .await;
+        send_signal(h.pid(), "TERM");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send_signal(h.pid(), second);
+        let (status, h) = tokio::task::spawn_blocking(move || (h.terminate(), h))
+            .await
+            .unwrap();
+        drop(h);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "{second}: {status:?}"
+        );
+        let answer = tokio::time::timeout(WAIT, in_flight)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.is_err(), "{second}: answered {answer:?}");
+    }
+}
+
 /// Set for every stream of a node reconnecting at once: the node listens on 8 sockets of its
 /// port, each asking the kernel for the longest accept queue it allows (`ss` shows a
 /// listener's queue size as its Send-Q), so handshakes are not dropped at a full queue, and

@@ -250,12 +250,20 @@ impl Worker {
             };
             match attempt {
                 Ok(outcome) => return Some(outcome),
-                Err(why) => tracing::warn!(
+                // Once per record at warn (an outage fails every retry alike), then at debug.
+                Err(why) if delay == RETRY_FIRST => tracing::warn!(
                     topic = message.topic(),
                     partition = message.partition(),
                     offset = message.offset(),
                     "kafka: {why}; the record is retried with backoff (the partition waits \
-                     behind it, nothing is lost): check Redis and the Kafka brokers"
+                     behind it, nothing is lost; further tries logged at debug): check Redis \
+                     and the Kafka brokers"
+                ),
+                Err(why) => tracing::debug!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "kafka: {why}; retried"
                 ),
             }
             if self.stopped() || pause(&self.shared.shutdown, delay).await || self.stopped() {
