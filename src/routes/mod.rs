@@ -73,7 +73,13 @@ pub async fn handle(state: AppState, req: Request) -> Response {
         response.headers_mut().insert(header::CONNECTION, close);
     }
 
-    tracing::debug!(client = ?client, %method, path, status = response.status().as_u16(), "request");
+    tracing::debug!(
+        client = client.map(tracing::field::display),
+        %method,
+        path,
+        status = response.status().as_u16(),
+        "request"
+    );
     response
 }
 
