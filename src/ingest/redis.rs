@@ -133,6 +133,10 @@ impl Ingest {
             };
             match read {
                 Err(e) => {
+                    // Redis may have handed this node entries whose answer was lost (they
+                    // are pending for it now): read its own pending entries first again,
+                    // rather than leave them to the claim of abandoned ones.
+                    backlog = true;
                     if !std::mem::replace(&mut failing, true) {
                         tracing::warn!(
                             error = %e,

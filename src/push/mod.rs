@@ -25,7 +25,7 @@ use crate::config::PushConfig;
 use crate::error::{Result, StartupError};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::model::{now_ms, parse_time};
-use crate::store::{Escalation, Store, Subscription, PUSH_LEASE_MS};
+use crate::store::{push_fingerprint, Escalation, Store, Subscription, PUSH_LEASE_MS};
 
 /// A message's TTL when the notification does not expire sooner.
 const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -158,9 +158,17 @@ impl Pusher {
             .and_then(|t| parse_time("expires_at", t).ok())
             .unwrap_or(now_ms() + DEFAULT_TTL.as_millis() as u64)
             .min(now_ms() + DEFAULT_TTL.as_millis() as u64);
-        let subscriptions = match store.subscriptions(user).await {
-            Ok(subs) => subs,
-            Err(e) => {
+        // The subscriptions that took it already: a sender that died left the escalation (its
+        // lease ran out) with some of them sent.
+        let (subscriptions, sent) = tokio::join!(
+            store.subscriptions(user),
+            store.pushed_to(user, &n.id, escalation.lease)
+        );
+        let (subscriptions, sent) = match (subscriptions, sent) {
+            (Ok(subs), Ok(Some(sent))) => (subs, sent),
+            // Not ours any more (a snooze or an archive dropped it).
+            (Ok(_), Ok(None)) => return,
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(
                     error = %e,
                     "Web Push: subscriptions unavailable (check Redis); the escalation is retried \
@@ -171,6 +179,7 @@ impl Pusher {
         };
         let sends = subscriptions
             .iter()
+            .filter(|sub| !sent.contains(&push_fingerprint(&sub.endpoint)))
             .map(|sub| self.send_one(store, user, escalation, sub, &payload, deadline));
         futures_util::future::join_all(sends).await;
         if let Err(e) = store.push_done(user, &n.id, escalation.lease).await {
@@ -220,6 +229,11 @@ impl Pusher {
             match outcome {
                 Outcome::Sent => {
                     metrics.pushes_sent.inc();
+                    // So that a sender taking the escalation over (this one dies before it
+                    // is done) does not push here again.
+                    if let Err(e) = store.push_sent(user, &n.id, lease, &sub.endpoint).await {
+                        tracing::debug!(error = %e, "Web Push: could not record a push sent");
+                    }
                     return;
                 }
                 Outcome::Gone => {

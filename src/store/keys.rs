@@ -102,7 +102,7 @@ impl UserKeys {
 }
 
 /// The suffixes of the keys the tray scripts touch (docs/redis.md), the change channel aside.
-const TRAY_SUFFIXES: [&str; 23] = [
+const TRAY_SUFFIXES: [&str; 24] = [
     "items",
     "order",
     "unread",
@@ -122,6 +122,7 @@ const TRAY_SUFFIXES: [&str; 23] = [
     "pushdue",
     "pushstage",
     "pushlease",
+    "pushsent",
     "seq",
     "epoch",
     "changes",

@@ -525,6 +525,19 @@ impl Store {
         forward!(self.push_done(user, id, lease))
     }
 
+    /// The subscription at `endpoint` took the push of the escalation of `id` leased under
+    /// `lease` (nothing when the lease is no longer held).
+    pub async fn push_sent(&self, user: &str, id: &str, lease: u64, endpoint: &str) -> Result<()> {
+        forward!(self.push_sent(user, id, lease, endpoint))
+    }
+
+    /// The subscriptions (by [`push_fingerprint`]) that took the push of the escalation of `id`,
+    /// while it is leased under `lease` (`None` when it is not): a sender that took the lease
+    /// over from one that died pushes the others only.
+    pub async fn pushed_to(&self, user: &str, id: &str, lease: u64) -> Result<Option<Vec<String>>> {
+        forward!(self.pushed_to(user, id, lease))
+    }
+
     /// Store (or replace, by endpoint) a Web Push subscription; the oldest beyond
     /// [`MAX_SUBSCRIPTIONS`] are dropped. An endpoint is one browser's: another user's
     /// subscription of it is removed (the browser's user changed).
@@ -689,6 +702,14 @@ impl Store {
             Store::Redis(store) => Some(store.reconnections()),
         }
     }
+}
+
+/// What the store keeps of a subscription that took an escalation's push
+/// ([`Store::push_sent`]): the start of its endpoint's SHA-256, hex.
+pub fn push_fingerprint(endpoint: &str) -> String {
+    let mut hash = crate::model::sha256_hex(endpoint);
+    hash.truncate(16);
+    hash
 }
 
 #[cfg(test)]

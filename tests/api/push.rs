@@ -453,6 +453,56 @@ async fn two_nodes_push_once() {
     assert_eq!(ids.len(), 4, "pushed twice: {ids:?}");
 }
 
+/// A node that dies while one subscription waits for its retry leaves the escalation (once its
+/// lease runs out) to another node, which pushes to that subscription only: the one that took
+/// the push already gets no second. (The lease's minute is skipped: the escalation is made due
+/// again in Redis once the sender is killed.) Before, the other node pushed to both again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_taking_over_pushes_only_where_none_went() {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let redis = Redis::start();
+    let args = push_args(&push, &key, "60s");
+    let mut a = Herald::start(Some(&redis.url()), &refs(&args));
+    let token = user_token("kim");
+    subscribe(&a, &token, &push.subscribe("k1").await).await;
+    subscribe(&a, &token, &push.subscribe("k2").await).await;
+    push.respond("k2", &[503], Some("30")).await;
+    let id = a.notify("kim", "once each").await;
+    assert_eq!(push.wait_answered("k1", 1).await[0]["status"], 201);
+    assert_eq!(push.wait_answered("k2", 1).await[0]["status"], 503);
+    // the first tries' outcomes recorded, then the sender dies in its 30 s wait
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.kill();
+    let b = Herald::start(Some(&redis.url()), &refs(&args));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut conn = redis.conn();
+    let moved: i64 = ::redis::cmd("ZADD")
+        .arg("herald:{u:kim}:pushdue")
+        .arg("XX")
+        .arg("CH")
+        .arg(now)
+        .arg(&id)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(moved, 1, "the escalation is pending");
+    let _: () = ::redis::cmd("ZADD")
+        .arg("herald:due")
+        .arg(now)
+        .arg("kim")
+        .query(&mut conn)
+        .unwrap();
+    let k2 = push.wait_answered("k2", 2).await;
+    assert_eq!(k2[1]["status"], 201, "{k2:?}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(push.messages(Some("k1")).await.len(), 1, "pushed twice");
+    drop(b);
+}
+
 /// The notification ids of every push to `name` so far, sorted.
 async fn pushed_ids(push: &PushService, name: &str) -> Vec<String> {
     let mut ids: Vec<String> = push

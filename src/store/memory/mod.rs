@@ -289,6 +289,18 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// One process: a sender renews its lease until it is done, and a crash loses the
+    /// escalation with the rest, so no sender takes one over from another (nothing to keep).
+    pub async fn push_sent(&self, _: &str, _: &str, _: u64, _: &str) -> Result<()> {
+        Ok(())
+    }
+
+    pub async fn pushed_to(&self, user: &str, id: &str, lease: u64) -> Result<Option<Vec<String>>> {
+        Ok(self
+            .read_tray(user, |tray| tray.holds_push(id, lease))
+            .then(Vec::new))
+    }
+
     pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
         let owners = &self.inner.push_owners;
         if let Some(previous) = owners.insert(sub.endpoint.clone(), user.to_owned()) {

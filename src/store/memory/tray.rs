@@ -293,6 +293,13 @@ impl Tray {
         }
     }
 
+    /// Whether the escalation of `id` is leased under `lease`.
+    pub(super) fn holds_push(&self, id: &str, lease: u64) -> bool {
+        self.items
+            .get_key_value(id)
+            .is_some_and(|(&id, _)| self.leased(id, lease).is_some())
+    }
+
     /// The escalation of `id` while it is leased under `lease`.
     fn leased(&self, id: NotificationId, lease: u64) -> Option<Escalating> {
         let e = self.items.get(&id)?.push?;

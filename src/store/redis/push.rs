@@ -38,6 +38,40 @@ impl RedisStore {
         Ok(())
     }
 
+    pub async fn push_sent(&self, user: &str, id: &str, lease: u64, endpoint: &str) -> Result<()> {
+        self.leased(
+            user,
+            "sent",
+            id,
+            lease,
+            0,
+            &crate::store::push_fingerprint(endpoint),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn pushed_to(&self, user: &str, id: &str, lease: u64) -> Result<Option<Vec<String>>> {
+        let k = UserKeys::new(user);
+        let answer: redis::Value = self
+            .tray(&self.scripts.push, &k)
+            .arg("pushed")
+            .arg(id)
+            .arg(lease)
+            .arg(0)
+            .arg("")
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match answer {
+            redis::Value::Int(_) => None,
+            sent => {
+                let sent: String = redis::from_redis_value(sent)
+                    .map_err(|e| Error::Internal(format!("push.lua: {e}")))?;
+                Some(sent.split_whitespace().map(str::to_owned).collect())
+            }
+        })
+    }
+
     /// `push.lua`'s `op` on the escalation of `id`, if it is still leased under `lease`
     /// (else -1).
     async fn leased(

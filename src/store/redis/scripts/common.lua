@@ -18,7 +18,8 @@
 --   push HASH endpoint -> Web Push subscription JSON
 --   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
 --   (is the user connected?) or 'send'; pushlease HASH id -> the token of the sender that
---   leased it (while one has)
+--   leased it (while one has); pushsent HASH id -> the fingerprints of the subscriptions that
+--   took its push (space-separated), so a sender taking over a lease pushes the others only
 --   seq, epoch, changes, ch, prefs: the change log's head, its epoch, its entries (a LIST) and
 --   channel, preferences
 -- A notification is *active* when it is not archived and not in `wake` (neither held for
@@ -106,6 +107,7 @@ local function drop_push(b, id)
   redis.call('ZREM', key(b, 'pushdue'), id)
   redis.call('HDEL', key(b, 'pushstage'), id)
   redis.call('HDEL', key(b, 'pushlease'), id)
+  redis.call('HDEL', key(b, 'pushsent'), id)
 end
 
 -- Remove every trace of a notification, from its collapse key's ids too.
@@ -130,7 +132,7 @@ local function remove(b, id)
     end
   end
   for _, h in ipairs({'items', 'read_at', 'seen_at', 'archived', 'snoozed', 'action', 'meta', 'cat',
-      'pushstage', 'pushlease', 'acting'}) do
+      'pushstage', 'pushlease', 'pushsent', 'acting'}) do
     redis.call('HDEL', key(b, h), id)
   end
   for _, z in ipairs({'order', 'unread', 'unseen', 'wake', 'expire', 'pushdue'}) do
