@@ -96,6 +96,23 @@ impl Allow {
     }
 }
 
+/// One spelling per endpoint, so that a browser's endpoint is one subscription (and has one
+/// owner) however it was written: the URL as parsed (`0x7f000001` and `127.1` are
+/// `127.0.0.1`, the host lower case, no default port), a name without its trailing dot, no
+/// `#fragment` (never sent). An endpoint that is no URL stays as it is.
+pub fn canonical(endpoint: &str) -> String {
+    let Ok(mut url) = Url::parse(endpoint) else {
+        return endpoint.to_owned();
+    };
+    url.set_fragment(None);
+    if let Some(url::Host::Domain(name)) = url.host() {
+        if let Some(bare) = name.strip_suffix('.').map(str::to_owned) {
+            let _ = url.set_host(Some(&bare));
+        }
+    }
+    url.into()
+}
+
 /// Whether an address may be called after resolving a name: not loopback, private,
 /// link-local, shared (CGNAT), reserved (IETF protocol assignments, benchmarking, the old class
 /// E), unique-local, multicast, unspecified or documentation space. An IPv6 address that
@@ -258,6 +275,31 @@ mod tests {
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[test]
+    fn one_spelling_per_endpoint() {
+        for spelling in [
+            "https://127.0.0.1:8443/push/x",
+            "https://0x7f000001:8443/push/x",
+            "https://2130706433:8443/push/x",
+            "https://127.1:8443/push/x",
+            "https://127.0.0.1.:8443/push/x",
+            "https://127.0.0.1:8443/push/x#frag",
+        ] {
+            assert_eq!(
+                canonical(spelling),
+                "https://127.0.0.1:8443/push/x",
+                "{spelling}"
+            );
+        }
+        for spelling in [
+            "https://FCM.googleapis.com:443/fcm/send/a",
+            "https://fcm.googleapis.com./fcm/send/a",
+        ] {
+            assert_eq!(canonical(spelling), "https://fcm.googleapis.com/fcm/send/a");
+        }
+        assert_eq!(canonical("not a url"), "not a url");
     }
 
     /// Property tests (issue 13): endpoints of any text, addresses of any value.

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use url::Url;
 
-pub use self::endpoint::{is_allow_entry, DEFAULT_ALLOW};
+pub use self::endpoint::{canonical as canonical_endpoint, is_allow_entry, DEFAULT_ALLOW};
 use self::endpoint::{Allow, PublicOnly};
 use self::vapid::Vapid;
 use crate::config::PushConfig;

@@ -42,7 +42,7 @@ pub async fn subscribe(state: AppState, req: Request) -> Result<Response> {
     let caller = session::writer(&state, &parts).await?;
     let new: NewSubscription = read_json(body, state.config.body_timeout).await?;
     let sub = Subscription {
-        endpoint: new.endpoint,
+        endpoint: crate::push::canonical_endpoint(&new.endpoint),
         keys: new.keys,
         created_ms: now_ms(),
     };
@@ -66,7 +66,10 @@ pub async fn unsubscribe(state: AppState, req: Request) -> Result<Response> {
     let gone: Unsubscribe = read_json(body, state.config.body_timeout).await?;
     state
         .store
-        .remove_subscription(&caller.user, &gone.endpoint)
+        .remove_subscription(
+            &caller.user,
+            &crate::push::canonical_endpoint(&gone.endpoint),
+        )
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

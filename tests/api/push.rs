@@ -408,11 +408,16 @@ async fn subscriptions_are_checked(mode: Mode) {
     .await;
     assert_eq!(status, 204, "deleting one that is not there");
     // an endpoint is a browser's: subscribed by another user (who signed in on that
-    // browser since), it no longer receives the first user's notifications
+    // browser since), it no longer receives the first user's notifications; also when it is
+    // spelled otherwise (the same URL once parsed)
     let shared = push.subscribe("shared").await;
-    for user in ["frank", "grace"] {
-        let (status, body) = subscribe(&h, &user_token(user), &shared).await;
+    let mut respelled = shared.clone();
+    let endpoint = shared["endpoint"].as_str().unwrap();
+    respelled["endpoint"] = json!(format!("{}#again", endpoint.replace("127.0.0.1", "127.1")));
+    for (user, sub) in [("frank", &shared), ("grace", &respelled)] {
+        let (status, body) = subscribe(&h, &user_token(user), sub).await;
         assert_eq!(status, 201, "{body}");
+        assert_eq!(body["endpoint"], endpoint, "{body}");
     }
     h.notify("frank", "for frank").await;
     h.notify("grace", "for grace").await;
