@@ -64,9 +64,20 @@ fn give_up(e: &Error, attempt: u32) -> Option<String> {
     if e.is_outage() || (e.is_temporary() && attempt < MAX_ATTEMPTS) {
         return None;
     }
+    // A dead letter's reason: what failed (a publish cut short says how far it got, not the
+    // HTTP answer's wording).
+    let detail = match e {
+        Error::PartlyStored { stored, source } => format!(
+            "{} (after storing it for {} of the named users)",
+            source.detail(),
+            stored.len()
+        ),
+        e if e.is_temporary() => e.detail(),
+        e => e.to_string(),
+    };
     Some(match e.is_temporary() {
-        true => format!("{} (gave up after {attempt} attempts)", e.detail()),
-        false => e.to_string(),
+        true => format!("{detail} (gave up after {attempt} attempts)"),
+        false => detail,
     })
 }
 

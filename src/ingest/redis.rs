@@ -282,8 +282,7 @@ impl Ingest {
         let mut request = match request {
             Ok(r) => r,
             Err(reason) => {
-                self.metrics
-                    .publish_failed("redis", unparsable(raw.as_bytes()));
+                self.metrics.publish_failed("redis", unparsable(&raw));
                 return self.dead(entry, &reason, &raw).await;
             }
         };
@@ -336,14 +335,19 @@ impl Ingest {
     }
 
     /// Park an entry in the dead-letter stream with the reason (and the start of its body).
-    async fn dead(&self, entry: &StreamId, reason: &str, raw: &str) -> Outcome {
+    async fn dead(&self, entry: &StreamId, reason: &str, raw: &[u8]) -> Outcome {
         tracing::info!(id = entry.id, reason, "ingest: entry moved to {DEAD}");
         let size = raw.len().to_string();
-        let fields = [
-            ("id", entry.id.as_str()),
-            ("reason", reason),
-            ("publish", truncate(raw, DEAD_COPY_BYTES)),
-            ("size", size.as_str()),
+        // Its bytes as they came: text cut between characters, other bytes anywhere.
+        let copy = match std::str::from_utf8(raw) {
+            Ok(text) => truncate(text, DEAD_COPY_BYTES).as_bytes(),
+            Err(_) => &raw[..raw.len().min(DEAD_COPY_BYTES)],
+        };
+        let fields: [(&str, &[u8]); 4] = [
+            ("id", entry.id.as_bytes()),
+            ("reason", reason.as_bytes()),
+            ("publish", copy),
+            ("size", size.as_bytes()),
         ];
         let cap = StreamMaxlen::Approx(DEAD_MAXLEN);
         let parked: redis::RedisResult<String> =
@@ -370,25 +374,45 @@ impl Ingest {
 /// An entry read, its body parsed (or why it can't be).
 struct Item<'a> {
     entry: &'a StreamId,
-    raw: String,
+    /// The `publish` field's bytes; for an entry without one, its fields as JSON (so a dead
+    /// letter keeps what it carried).
+    raw: Vec<u8>,
     request: Result<PublishRequest, String>,
 }
 
 impl<'a> Item<'a> {
     fn read(entry: &'a StreamId) -> Self {
-        let (raw, request) = match entry.get::<Vec<u8>>("publish").map(String::from_utf8) {
-            Some(Ok(raw)) => {
-                let request = parse(raw.as_bytes());
+        let (raw, request) = match entry.get::<Vec<u8>>("publish") {
+            Some(raw) if std::str::from_utf8(&raw).is_ok() => {
+                let request = parse(&raw);
                 (raw, request)
             }
-            Some(Err(e)) => (
-                String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            Some(raw) => (
+                raw,
                 Err("the `publish` field is not UTF-8 (a POST /publish body is JSON)".into()),
             ),
-            None => (
-                String::new(),
-                Err("the entry has no `publish` field".into()),
-            ),
+            None => {
+                let fields: serde_json::Map<String, serde_json::Value> = entry
+                    .map
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = redis::from_redis_value_ref::<Vec<u8>>(value)
+                            .map(|v| String::from_utf8_lossy(&v).into_owned())
+                            .unwrap_or_default();
+                        (name.clone(), value.into())
+                    })
+                    .collect();
+                let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+                let reason = format!(
+                    "the entry has no `publish` field (its fields: {}; their values are kept \
+                     here as JSON)",
+                    names.join(", ")
+                );
+                (
+                    serde_json::Value::Object(fields).to_string().into_bytes(),
+                    Err(reason),
+                )
+            }
         };
         Item {
             entry,

@@ -111,6 +111,12 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
     );
     assert!(dead[1].1.contains("title"), "{dead:?}");
     assert!(dead[3].1.contains("UTF-8"), "{dead:?}");
+    // what they carried is kept: the bytes as written, or the fields of one without `publish`
+    let letters = dead_letters(&mut conn);
+    let copy = |i: usize| letters[i].get::<Vec<u8>>("publish").unwrap();
+    assert_eq!(copy(3), b"\xff\xfe{}");
+    assert_eq!(copy(2), br#"{"other":"x"}"#);
+    assert!(dead[2].1.contains("other"), "{dead:?}");
     wait_for("timed out waiting for all acknowledged", async || {
         pending(&mut conn) == 0
     })
@@ -360,6 +366,10 @@ async fn an_entry_that_fails_for_its_own_data_is_dead_lettered_after_a_few_tries
     let reason: String = dead[0].get("reason").unwrap();
     assert!(reason.contains("WRONGTYPE"), "{reason}");
     assert!(reason.contains("attempts"), "{reason}");
+    assert!(
+        !reason.contains("`stored`"),
+        "an HTTP answer's wording: {reason}"
+    );
     wait_for("the dead-lettered entry stayed pending", async || {
         pending(&mut conn) == 0
     })
