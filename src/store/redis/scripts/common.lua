@@ -241,7 +241,10 @@ local function escalate(b, id, push, ms)
     and not redis.call('ZSCORE', key(b, 'pushdue'), id) then
     redis.call('ZADD', key(b, 'pushdue'), ms, id)
     redis.call('HSET', key(b, 'pushstage'), id, 'check')
+    -- A fresh escalation: no lease, pushed nowhere yet (also should a node of the version
+    -- before `pushsent` have dropped the last one without clearing it).
     redis.call('HDEL', key(b, 'pushlease'), id)
+    redis.call('HDEL', key(b, 'pushsent'), id)
     return true
   end
   return false
