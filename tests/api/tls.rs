@@ -588,3 +588,40 @@ async fn health_command_follows_tls() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "health --ready over plain HTTP");
 }
+
+/// A take whose HTTP/2 stream the client resets while the action is at the upstream lets go
+/// of its claim (the server drops the request's future): the action can be taken again at
+/// once. Before, the claim of the memory store stayed, and every later take got 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_action_take_lets_go_of_its_claim() {
+    let dir = TempDir::new("reset");
+    let (cert, key) = make_cert(&dir.0, "reset");
+    let up = EchoUpstream::start().await;
+    let h = start(&cert, &key, &["--upstream", &up.url]);
+    let client = trusting(&cert);
+    let body = json!({"users": ["alice"], "notification": {"title": "Deploy?",
+        "actions": [{"id": "approve", "label": "Approve", "path": "/api/slow"}]}});
+    let req = client.post(h.url("/publish")).bearer_auth(service_token());
+    let (status, answer) = send(req.json(&body)).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["ids"]["alice"].as_str().unwrap().to_owned();
+    let take = || {
+        let path = format!("/notifications/{id}/actions/approve");
+        send(client.post(h.url(&path)).bearer_auth(user_token("alice")))
+    };
+    tokio::select! {
+        answer = take() => panic!("answered: {answer:?}"),
+        _ = wait_for("the action did not reach the upstream", async || up.hits() > 0) => {}
+    }
+    // the first take's stream is reset; its claim goes once the server drops it
+    let mut again = (0, serde_json::Value::Null);
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        again = take().await;
+        if again.0 != 409 {
+            break;
+        }
+    }
+    assert_eq!(again.0, 200, "{again:?}");
+    assert_eq!(again.1["action"]["id"], "approve");
+}

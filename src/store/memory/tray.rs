@@ -692,7 +692,6 @@ impl Tray {
         due
     }
 
-    /// Record `action` once, mark the notification read and commit it whole as `updated`.
     /// Claim the sending of an action of notification `id`: `false` while another holds it.
     pub(super) fn claim_action(&mut self, id: &str) -> bool {
         match self.items.get_key_value(id) {
@@ -701,12 +700,14 @@ impl Tray {
         }
     }
 
+    /// Let go of a claim of [`Tray::claim_action`] (of a notification gone since too).
     pub(super) fn release_action(&mut self, id: &str) {
         if let Some(x) = self.extras.as_deref_mut() {
             x.acting.retain(|acting| acting.as_str() != id);
         }
     }
 
+    /// Record `action` once, mark the notification read and commit it whole as `updated`.
     pub(super) fn take_action(
         &mut self,
         user: &str,
