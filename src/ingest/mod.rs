@@ -72,8 +72,7 @@ fn give_up(e: &Error, attempt: u32) -> Option<String> {
             source.detail(),
             stored.len()
         ),
-        e if e.is_temporary() => e.detail(),
-        e => e.to_string(),
+        e => e.detail(),
     };
     Some(match e.is_temporary() {
         true => format!("{detail} (gave up after {attempt} attempts)"),

@@ -41,8 +41,16 @@ pub async fn subscribe(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = session::writer(&state, &parts).await?;
     let new: NewSubscription = read_json(body, state.config.body_timeout).await?;
+    let endpoint = crate::push::canonical_endpoint(&new.endpoint);
+    // One stored under another spelling by a version before goes: one browser, one entry.
+    if endpoint != new.endpoint {
+        state
+            .store
+            .remove_subscription(&caller.user, &new.endpoint)
+            .await?;
+    }
     let sub = Subscription {
-        endpoint: crate::push::canonical_endpoint(&new.endpoint),
+        endpoint,
         keys: new.keys,
         created_ms: now_ms(),
     };
@@ -64,12 +72,17 @@ pub async fn unsubscribe(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = session::writer(&state, &parts).await?;
     let gone: Unsubscribe = read_json(body, state.config.body_timeout).await?;
+    // Under its one spelling, and as written (stored so by a version before).
+    let endpoint = crate::push::canonical_endpoint(&gone.endpoint);
     state
         .store
-        .remove_subscription(
-            &caller.user,
-            &crate::push::canonical_endpoint(&gone.endpoint),
-        )
+        .remove_subscription(&caller.user, &endpoint)
         .await?;
+    if endpoint != gone.endpoint {
+        state
+            .store
+            .remove_subscription(&caller.user, &gone.endpoint)
+            .await?;
+    }
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -69,12 +69,13 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let url = listening_url(tls.is_some(), addr, &state.config.base_path);
     println!("herald listening on {url}");
     tracing::info!(%url, node = state.config.node, backend = ?state.config.backend, "listening");
+    let mut signals = shutdown::StopSignals::new();
     tokio::spawn(async move {
-        shutdown::signal().await;
+        signals.next().await;
         tracing::info!("shutting down");
         trigger.fire();
         // A second signal during the drain (Ctrl-C twice) ends the process at once.
-        shutdown::signal().await;
+        signals.next().await;
         tracing::warn!("second stop signal: exiting without waiting for the drain");
         std::process::exit(1);
     });
@@ -128,12 +129,19 @@ async fn start_tasks(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartupError> {
     let config = &state.config;
     // Two processes under one name would take each other's stream controls and presence.
-    if state.store.node_in_use(&state.hub).await.unwrap_or(false) {
-        return Err(StartupError(format!(
-            "--node-id: another running node is named {:?} (its heartbeat in Redis is fresh); \
-             give each node its own",
-            state.hub.node()
-        )));
+    match state.store.node_in_use(&state.hub).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(StartupError(format!(
+                "--node-id: another running node is named {:?} (its heartbeat in Redis is \
+                 fresh); give each node its own",
+                state.hub.node()
+            )))
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not check that no other running node has this --node-id"
+        ),
     }
     let keep_alive = state.store.keep_alive(state.hub.clone(), shutdown.clone());
     if let Some(keep_alive) = keep_alive.await {

@@ -249,6 +249,8 @@ mod tests {
             include_str!("redis/scripts/list.lua"),
             include_str!("redis/scripts/mark.lua"),
             include_str!("redis/scripts/publish.lua"),
+            include_str!("redis/scripts/push.lua"),
+            include_str!("redis/scripts/rehint.lua"),
             include_str!("redis/scripts/trim.lua"),
         ];
         let code: String = scripts

@@ -673,7 +673,7 @@ impl Store {
         match self {
             Store::Memory(_) => None,
             Store::Redis(store) => {
-                store.beat(&hub).await;
+                store.first_beat(&hub).await;
                 Some(store.clone().keep_alive(hub, shutdown))
             }
         }

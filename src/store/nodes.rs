@@ -117,11 +117,9 @@ fn parse_beat(value: &str) -> Option<Beat> {
     serde_json::from_str(value).ok()
 }
 
-/// The run and heartbeat time (Unix ms) an alive key's value names, when it names a run (a
-/// node of an older version writes none).
-pub(super) fn beat_run(value: &str) -> Option<(String, u64)> {
-    let beat = parse_beat(value)?;
-    Some((beat.run?, beat.at_ms))
+/// The run an alive key's value names (a node of an older version names none).
+pub(super) fn beat_run(value: &str) -> Option<String> {
+    parse_beat(value)?.run
 }
 
 /// Whether a presence entry with stream key `stream` belongs to the node process whose alive

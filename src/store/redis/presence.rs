@@ -105,7 +105,9 @@ impl RedisStore {
 
     /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open, and make sure
     /// the node list finds it (the registry).
-    pub async fn heartbeat(&self, node: &str, run: &str, streams: u64) -> Result<()> {
+    /// Write this node's alive key; the run of another process whose beat it replaced, if
+    /// any (a process under the same name, or the one this process took over from).
+    pub async fn heartbeat(&self, node: &str, run: &str, streams: u64) -> Result<Option<String>> {
         let mut conn = self.conn();
         let now = now_ms();
         let before: Option<String> = redis::cmd("SET")
@@ -116,19 +118,10 @@ impl RedisStore {
             .arg("GET")
             .query_async(&mut conn)
             .await?;
-        // Another process beating under this name overwrote the key since the last beat. (At
-        // start-up [`Self::node_in_use`] waited a beat period for a key another run left: it
-        // was no live one's, and its time is older than that.)
-        if let Some((other, at_ms)) = before.as_deref().and_then(nodes::beat_run) {
-            if other != run && now.saturating_sub(at_ms) < BEAT_PERIOD_MS + BEAT_SLACK_MS {
-                tracing::error!(
-                    node,
-                    other_run = other,
-                    "another running process uses this --node-id: give each node its own \
-                     (until then logouts, replaced streams and presence are mixed up between them)"
-                );
-            }
-        }
+        let replaced = before
+            .as_deref()
+            .and_then(nodes::beat_run)
+            .filter(|other| other != run);
         let _: () = conn.hset_nx(keys::node_registry(), node, now).await?;
         if !self.push {
             let pushing = self.nodes().await?.iter().any(|n| n.web_push);
@@ -145,13 +138,13 @@ impl RedisStore {
                 );
             }
         }
-        Ok(())
+        Ok(replaced)
     }
 
     /// Whether another running process beats as `node`: its alive key names another run and
-    /// is refreshed within a beat period and a slack (a key left by a process that died, or
-    /// was stopped without its clean shutdown, is not). Called before this process's first
-    /// beat; it waits that long only when such a key is there.
+    /// is refreshed within a beat period and [`BEAT_SLACK_MS`] (a key left by a process that
+    /// died, or was stopped without its clean shutdown, is not). Called before this process's
+    /// first beat; it waits that long only when such a key is there.
     pub async fn node_in_use(&self, node: &str, run: &str) -> Result<bool> {
         let key = keys::node_alive(node);
         let mut conn = self.conn();
@@ -159,7 +152,7 @@ impl RedisStore {
         let Some(first) = first else {
             return Ok(false);
         };
-        if nodes::beat_run(&first).is_none_or(|(other, _)| other == run) {
+        if nodes::beat_run(&first).is_none_or(|other| other == run) {
             return Ok(false);
         }
         let until =
@@ -186,9 +179,13 @@ impl RedisStore {
     pub async fn keep_alive(self, hub: Hub, shutdown: Shutdown) {
         let period = Duration::from_millis(BEAT_PERIOD_MS);
         let mut reconnections = self.reconnections();
+        // A beat every period, whatever the beat's own work took (a node's beats are never
+        // further apart than other nodes' checks of its alive key allow for).
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(period) => {
+                _ = beats.tick() => {
                     self.beat(&hub).await;
                     // Well within the period: the next beat is never late for it.
                     self.remove_unremoved(period / 4).await;
@@ -203,11 +200,27 @@ impl RedisStore {
         }
     }
 
-    /// One [`Self::heartbeat`] of the hub's node now; a failure is logged (the next is
-    /// [`Self::keep_alive`]'s).
-    pub async fn beat(&self, hub: &Hub) {
+    /// This process's first [`Self::heartbeat`]: the beat it replaces, if another run's, was
+    /// left by a process that is gone ([`Self::node_in_use`] watched it).
+    pub async fn first_beat(&self, hub: &Hub) {
         if let Err(e) = self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
             tracing::debug!(error = %e, "node heartbeat failed");
+        }
+    }
+
+    /// One [`Self::heartbeat`] of the hub's node now; a failure is logged (the next is
+    /// [`Self::keep_alive`]'s), and so is a beat of another process it replaced: one running
+    /// under this node's name (say after Redis lost the key that kept it from starting).
+    pub async fn beat(&self, hub: &Hub) {
+        match self.heartbeat(hub.node(), hub.run(), hub.streams()).await {
+            Ok(None) => {}
+            Ok(Some(other)) => tracing::error!(
+                node = hub.node(),
+                other_run = other,
+                "another running process uses this --node-id: give each node its own (until \
+                 then logouts, replaced streams and presence are mixed up between them)"
+            ),
+            Err(e) => tracing::debug!(error = %e, "node heartbeat failed"),
         }
     }
 
