@@ -16,7 +16,7 @@ function broadcast(name, data, id) {
   for (const port of ports) port.postMessage({ type: MSG.EVENT, name, data, id });
 }
 
-function hello(port, { base, position }) {
+function hello(port, { base, position, checkEvery }) {
   ports.add(port);
   // At once too: a tab arms its watchdog once it knows this worker says it.
   port.postMessage({ type: MSG.ALIVE });
@@ -24,7 +24,7 @@ function hello(port, { base, position }) {
     for (const p of ports) p.postMessage({ type: MSG.ALIVE });
   }, WORKER_ALIVE_MS);
   if (!stream || stream.closed) {
-    stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, onEvent: broadcast });
+    stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, checkEvery, onEvent: broadcast });
     stream.start();
   } else {
     stream.join(position, (name, data, id) => port.postMessage({ type: MSG.EVENT, name, data, id }));

@@ -153,6 +153,12 @@ export interface ConnectOptions {
   badge?: Badge | undefined;
   /** Notifications loaded as `h.page` before streaming (default 20, at most 200). */
   limit?: number | undefined;
+  /**
+   * How long the stream may hear nothing before it checks that it is not behind, in ms
+   * (default 60000): a connection that died without a word (a NAT or a proxy dropped it) is
+   * replaced then, and the stream resumes from its last event.
+   */
+  checkEvery?: number | undefined;
 }
 
 export interface ListOptions {

@@ -30,6 +30,16 @@ const UNNUMBERED_EVENTS = new Set(["revoked", "replaced"]);
 /** First and longest wait between reconnect attempts after the server refused a stream, in ms. */
 const MIN_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
+/**
+ * A stream that has heard nothing for this long (pings are comments EventSource does not
+ * show) asks the server where the user's change log is (`GET /notifications/counts`'s
+ * `position`); if the log moved on and nothing arrives within `BEHIND_GRACE_MS` either, or
+ * the server does not answer within it, the connection died without a word (a NAT or a proxy
+ * dropped it): the stream reconnects and resumes from its last id. `connect({ checkEvery })`
+ * changes it.
+ */
+const QUIET_CHECK_MS = 60_000;
+const BEHIND_GRACE_MS = 3_000;
 /** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
 const FIRST_PAGE = 20;
 /** Messages between tabs, the leader and the SharedWorker. */
@@ -140,8 +150,11 @@ const positionCounts = (position) => ({ unread: position?.unread ?? 0, unseen: p
  * `ready`, the counts are this stream's own (see `#receive`).
  */
 export class Stream {
-  constructor({ base = "", lastEventId = null, unread = null, unseen = null, tab = null, onEvent }) {
+  constructor({ base = "", lastEventId = null, unread = null, unseen = null, tab = null, checkEvery = QUIET_CHECK_MS, onEvent }) {
     this.base = base;
+    this.checkEvery = checkEvery;
+    this.heardAt = 0;
+    this.checker = null;
     this.lastEventId = lastEventId;
     this.counts = { unread: unread ?? 0, unseen: unseen ?? unread ?? 0 };
     this.tab = tab;
@@ -166,6 +179,9 @@ export class Stream {
     const query = params.toString();
     const source = new EventSource(`${this.base}/events${query ? `?${query}` : ""}`, { withCredentials: true });
     this.source = source;
+    this.heardAt = Date.now();
+    clearInterval(this.checker);
+    this.checker = setInterval(() => this.#checkQuiet(source), this.checkEvery);
     for (const name of EVENTS) {
       source.addEventListener(name, (e) => this.#receive(name, e));
     }
@@ -189,6 +205,26 @@ export class Stream {
     };
   }
 
+  /** See `QUIET_CHECK_MS`: reconnect when the log moved on and the open `source` heard none of it. */
+  async #checkQuiet(source) {
+    if (this.closed || this.source !== source || source.readyState !== EventSource.OPEN) return;
+    if (Date.now() - this.heardAt < this.checkEvery) return;
+    const at = this.lastEventId;
+    // The counts' `position`; `undefined` when refused (the stream hears why by itself), null
+    // when no answer came in time: the network under the stream may be gone too.
+    const head = await fetch(`${this.base}/notifications/counts`, {
+      credentials: "include",
+      signal: AbortSignal.timeout(BEHIND_GRACE_MS),
+    }).then((r) => (r.ok ? r.json().then((body) => body.position, () => undefined) : undefined), () => null);
+    if (head === undefined || head === at) return;
+    if (head !== null) {
+      await new Promise((resolve) => setTimeout(resolve, BEHIND_GRACE_MS));
+      if (this.lastEventId !== at) return; // it arrived: the stream is alive
+    }
+    if (this.closed || this.source !== source) return;
+    this.restart(at);
+  }
+
   /** Reconnect from an earlier position (a tab that is behind joined). */
   restart(lastEventId, counts) {
     this.source?.close();
@@ -205,6 +241,7 @@ export class Stream {
     } catch {
       return;
     }
+    this.heardAt = Date.now();
     const id = UNNUMBERED_EVENTS.has(name) ? null : e.lastEventId || null;
     if (name === "ready") {
       this.backoff = MIN_BACKOFF_MS;
@@ -246,6 +283,7 @@ export class Stream {
   close() {
     this.closed = true;
     clearTimeout(this.timer);
+    clearInterval(this.checker);
     this.source?.close();
   }
 }
@@ -326,8 +364,8 @@ export class Herald {
    * once the stream is ready; rejects (a `HeraldError`, status 401) when the browser is not
    * signed in. `badge`: what `h.badgeCount` counts, `"unseen"` (default) or `"unread"`.
    */
-  static async connect({ base = "", transport, badge = "unseen", limit = FIRST_PAGE } = {}) {
-    const h = new Herald(base.replace(/\/$/, ""), { badge });
+  static async connect({ base = "", transport, badge = "unseen", limit = FIRST_PAGE, checkEvery = QUIET_CHECK_MS } = {}) {
+    const h = new Herald(base.replace(/\/$/, ""), { badge, checkEvery });
     const page = await h.list({ limit });
     h.page = page;
     h.#setCounts(nextCounts("page", page, h.#counts()));
@@ -337,9 +375,10 @@ export class Herald {
     return h;
   }
 
-  constructor(base, { badge = "unseen" } = {}) {
+  constructor(base, { badge = "unseen", checkEvery = QUIET_CHECK_MS } = {}) {
     if (badge !== "unseen" && badge !== "unread") throw new TypeError(`badge is "unseen" or "unread", not ${badge}`);
     this.base = base;
+    this.checkEvery = checkEvery;
     this.badge = badge;
     /** Active unread and unseen notifications, kept current from every event. */
     this.unreadCount = 0;
@@ -561,7 +600,7 @@ export class Herald {
     if (transport === "shared-worker") return this.#startSharedWorker(deliver);
     if (transport === "leader") return this.#startLeader(deliver);
     const position = this.#position();
-    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab: tabId(this.base), onEvent: deliver });
+    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab: tabId(this.base), checkEvery: this.checkEvery, onEvent: deliver });
     stream.start();
     this.cleanup.push(() => stream.close());
   }
@@ -586,7 +625,7 @@ export class Herald {
       };
       port.start();
       // From this tab's position: a new worker resumes from it, a live one brings it up to date.
-      port.postMessage({ type: MSG.HELLO, base: this.base, position: this.#position() });
+      port.postMessage({ type: MSG.HELLO, base: this.base, position: this.#position(), checkEvery: this.checkEvery });
       old?.postMessage({ type: MSG.BYE });
       old?.close();
     };
@@ -640,6 +679,7 @@ export class Herald {
       const position = this.#position();
       stream = new Stream({
         base: this.base,
+        checkEvery: this.checkEvery,
         lastEventId: position?.id,
         unread: position?.unread,
         unseen: position?.unseen,
