@@ -155,8 +155,8 @@ export interface ConnectOptions {
   limit?: number | undefined;
   /**
    * How long the stream may hear nothing before it checks that it is not behind, in ms
-   * (default 60000): a connection that died without a word (a NAT or a proxy dropped it) is
-   * replaced then, and the stream resumes from its last event.
+   * (default 60000, at least 1000): a connection that died without a word (a NAT or a proxy
+   * dropped it) is replaced then, and the stream resumes from its last event.
    */
   checkEvery?: number | undefined;
 }

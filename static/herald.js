@@ -32,13 +32,14 @@ const MIN_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
 /**
  * A stream that has heard nothing for this long (pings are comments EventSource does not
- * show) asks the server where the user's change log is (`GET /notifications/counts`'s
- * `position`); if the log moved on and nothing arrives within `BEHIND_GRACE_MS` either, or
- * the server does not answer within it, the connection died without a word (a NAT or a proxy
- * dropped it): the stream reconnects and resumes from its last id. `connect({ checkEvery })`
- * changes it.
+ * show) asks the server where the user's change log is (the `position` of a one-item page);
+ * if the log moved on and nothing arrives within `BEHIND_GRACE_MS` either, or the server does
+ * not answer within it, or a reconnect has not opened in that long, the connection died
+ * without a word (a NAT or a proxy dropped it): the stream reconnects and resumes from its
+ * last id. `connect({ checkEvery })` changes it (at least `MIN_CHECK_MS`).
  */
 const QUIET_CHECK_MS = 60_000;
+const MIN_CHECK_MS = 1_000;
 const BEHIND_GRACE_MS = 3_000;
 /** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
 const FIRST_PAGE = 20;
@@ -155,6 +156,7 @@ export class Stream {
     this.checkEvery = checkEvery;
     this.heardAt = 0;
     this.checker = null;
+    this.checking = false;
     this.lastEventId = lastEventId;
     this.counts = { unread: unread ?? 0, unseen: unseen ?? unread ?? 0 };
     this.tab = tab;
@@ -179,9 +181,9 @@ export class Stream {
     const query = params.toString();
     const source = new EventSource(`${this.base}/events${query ? `?${query}` : ""}`, { withCredentials: true });
     this.source = source;
-    this.heardAt = Date.now();
+    this.heardAt = performance.now();
     clearInterval(this.checker);
-    this.checker = setInterval(() => this.#checkQuiet(source), this.checkEvery);
+    this.checker = setInterval(() => this.#checkQuiet(source), this.checkEvery / 2);
     for (const name of EVENTS) {
       source.addEventListener(name, (e) => this.#receive(name, e));
     }
@@ -205,24 +207,37 @@ export class Stream {
     };
   }
 
-  /** See `QUIET_CHECK_MS`: reconnect when the log moved on and the open `source` heard none of it. */
+  /** See `QUIET_CHECK_MS`: reconnect when the log moved on and `source` heard none of it. */
   async #checkQuiet(source) {
-    if (this.closed || this.source !== source || source.readyState !== EventSource.OPEN) return;
-    if (Date.now() - this.heardAt < this.checkEvery) return;
+    if (this.closed || this.source !== source || this.checking) return;
+    if (performance.now() - this.heardAt < this.checkEvery) return;
     const at = this.lastEventId;
-    // The counts' `position`; `undefined` when refused (the stream hears why by itself), null
-    // when no answer came in time: the network under the stream may be gone too.
-    const head = await fetch(`${this.base}/notifications/counts`, {
-      credentials: "include",
-      signal: AbortSignal.timeout(BEHIND_GRACE_MS),
-    }).then((r) => (r.ok ? r.json().then((body) => body.position, () => undefined) : undefined), () => null);
-    if (head === undefined || head === at) return;
-    if (head !== null) {
-      await new Promise((resolve) => setTimeout(resolve, BEHIND_GRACE_MS));
+    if (source.readyState === EventSource.OPEN) {
+      this.checking = true;
+      const head = await this.#head().finally(() => (this.checking = false));
+      // Refused (`undefined`: the stream hears why by itself), or not behind.
+      if (head === undefined || (head !== null && notAfter(head, at))) return;
+      if (head !== null) await new Promise((resolve) => setTimeout(resolve, BEHIND_GRACE_MS));
       if (this.lastEventId !== at) return; // it arrived: the stream is alive
+    } else if (source.readyState !== EventSource.CONNECTING) {
+      return;
     }
     if (this.closed || this.source !== source) return;
     this.restart(at);
+  }
+
+  /** The user's log position (a one-item page's): `undefined` when refused, null when no answer came in time. */
+  async #head() {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), BEHIND_GRACE_MS);
+    try {
+      const r = await fetch(`${this.base}/notifications?limit=1`, { credentials: "include", signal: abort.signal });
+      return r.ok ? (await r.json()).position : undefined;
+    } catch {
+      return abort.signal.aborted ? null : undefined;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Reconnect from an earlier position (a tab that is behind joined). */
@@ -241,7 +256,7 @@ export class Stream {
     } catch {
       return;
     }
-    this.heardAt = Date.now();
+    this.heardAt = performance.now();
     const id = UNNUMBERED_EVENTS.has(name) ? null : e.lastEventId || null;
     if (name === "ready") {
       this.backoff = MIN_BACKOFF_MS;
@@ -377,6 +392,9 @@ export class Herald {
 
   constructor(base, { badge = "unseen", checkEvery = QUIET_CHECK_MS } = {}) {
     if (badge !== "unseen" && badge !== "unread") throw new TypeError(`badge is "unseen" or "unread", not ${badge}`);
+    if (!Number.isFinite(checkEvery) || checkEvery < MIN_CHECK_MS || checkEvery > 2 ** 31 - 1) {
+      throw new TypeError(`checkEvery is a number of ms from ${MIN_CHECK_MS}, not ${checkEvery}`);
+    }
     this.base = base;
     this.checkEvery = checkEvery;
     this.badge = badge;

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::model::{rfc3339, ActionSpec, Notification, TakenAction};
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
-use crate::store::{ActionOutcome, Store};
+use crate::store::ActionOutcome;
 
 const TAKEN: &str = "an action was already taken on this notification";
 const TAKING: &str = "an action of this notification is being taken";
@@ -47,61 +47,34 @@ pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> R
     if !state.store.claim_action(&caller.user, id, ttl).await? {
         return Err(Error::Conflict(TAKING));
     }
-    let claim = Claim {
-        store: Some(state.store.clone()),
-        user: caller.user.clone(),
-        id: id.to_owned(),
-    };
-    let taken = async {
-        untaken(&notification(&state, &caller.user, id).await?)?;
-        let status = match &spec.path {
-            // The request id goes upstream with the action, as the `/api/` proxy passes it on.
-            Some(path) => {
-                let request_id = parts.extensions.get::<RequestId>();
-                Some(send(&state, &caller, spec, path, id, request_id).await?)
-            }
-            None => None,
-        };
-        record(&state, &caller.user, id, action_id, status).await
-    }
-    .await;
-    claim.release().await;
-    taken
-}
-
-/// A claim of [`Store::claim_action`]: let go of once the action is taken or failed, or, when
-/// the request is dropped before (a reset HTTP/2 stream, a closed connection, the drain's
-/// end), by a task of its own: a memory store's claim never runs out.
-struct Claim {
-    /// `None` once released.
-    store: Option<Store>,
-    user: String,
-    id: String,
-}
-
-impl Claim {
-    async fn release(mut self) {
-        if let Some(store) = self.store.take() {
-            release(&store, &self.user, &self.id).await;
+    // Its own task: a request dropped meanwhile (a reset HTTP/2 stream, the drain's end)
+    // neither cuts the action off at the upstream nor leaves it unrecorded, and the claim is
+    // let go of only once the action is recorded or failed (so no second one is sent while
+    // the upstream may still be working on the first).
+    let request_id = parts.extensions.get::<RequestId>().cloned();
+    let (spec, id, action_id) = (spec.clone(), id.to_owned(), action_id.to_owned());
+    let taking = tokio::spawn(async move {
+        let taken = async {
+            untaken(&notification(&state, &caller.user, &id).await?)?;
+            let status = match &spec.path {
+                // The request id goes upstream with the action, as the `/api/` proxy passes
+                // it on.
+                Some(path) => {
+                    Some(send(&state, &caller, &spec, path, &id, request_id.as_ref()).await?)
+                }
+                None => None,
+            };
+            record(&state, &caller.user, &id, &action_id, status).await
         }
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let (Some(store), Ok(runtime)) = (self.store.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let (user, id) = (std::mem::take(&mut self.user), std::mem::take(&mut self.id));
-        runtime.spawn(async move { release(&store, &user, &id).await });
-    }
-}
-
-async fn release(store: &Store, user: &str, id: &str) {
-    if let Err(e) = store.release_action(user, id).await {
-        tracing::warn!(error = %e, "action claim not released (it expires)");
-    }
+        .await;
+        if let Err(e) = state.store.release_action(&caller.user, &id).await {
+            tracing::warn!(error = %e, "action claim not released (it expires)");
+        }
+        taken
+    });
+    taking
+        .await
+        .map_err(|e| Error::Internal(format!("action task: {e}")))?
 }
 
 async fn notification(state: &AppState, user: &str, id: &str) -> Result<Notification> {

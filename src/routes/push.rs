@@ -41,20 +41,19 @@ pub async fn subscribe(state: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = session::writer(&state, &parts).await?;
     let new: NewSubscription = read_json(body, state.config.body_timeout).await?;
-    let endpoint = crate::push::canonical_endpoint(&new.endpoint);
+    let sub = Subscription {
+        endpoint: crate::push::canonical_endpoint(&new.endpoint),
+        keys: new.keys,
+        created_ms: now_ms(),
+    };
+    push.check(&sub)?;
     // One stored under another spelling by a version before goes: one browser, one entry.
-    if endpoint != new.endpoint {
+    if sub.endpoint != new.endpoint {
         state
             .store
             .remove_subscription(&caller.user, &new.endpoint)
             .await?;
     }
-    let sub = Subscription {
-        endpoint,
-        keys: new.keys,
-        created_ms: now_ms(),
-    };
-    push.check(&sub)?;
     state.store.add_subscription(&caller.user, &sub).await?;
     Ok(json(
         StatusCode::CREATED,

@@ -42,6 +42,9 @@ use listen::Listeners;
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     // First of all: SIGHUP's default action ends the process, and `systemctl reload` sends it.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // SIGTERM and SIGINT too, before anything is printed (a script may stop the node as soon
+    // as it reads the listening line).
+    let mut signals = shutdown::StopSignals::new();
     let tls = match &config.tls {
         Some((cert, key)) => Some(tls::Tls::load(cert, key)?),
         None => None,
@@ -69,7 +72,6 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let url = listening_url(tls.is_some(), addr, &state.config.base_path);
     println!("herald listening on {url}");
     tracing::info!(%url, node = state.config.node, backend = ?state.config.backend, "listening");
-    let mut signals = shutdown::StopSignals::new();
     tokio::spawn(async move {
         signals.next().await;
         tracing::info!("shutting down");

@@ -1,7 +1,8 @@
 // A stream whose connection dies without a word (a NAT or a proxy drops it: no FIN, no RST)
 // in headless Chromium: the client notices that the user's log moved on while it heard nothing
-// (`checkEvery`), reconnects and gets what it missed, once. Herald sits behind a TCP proxy of
-// the test's that can freeze the connections it holds while new ones still pass.
+// (`checkEvery`), reconnects and gets what it missed, once; a healthy quiet stream does not
+// reconnect. Herald sits behind a TCP proxy of the test's that can freeze the connections it
+// holds while new ones still pass, and counts the `/events` requests through it.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -19,15 +20,20 @@ after(async () => {
 });
 
 /**
- * A TCP proxy on a free loopback port to `port`: `{ base, freeze(), close() }`. `freeze()`
- * stops moving bytes on every connection it holds, both ways, and closes none of them.
+ * A TCP proxy on a free loopback port to `port`: `{ base, freeze(), streams(), close() }`.
+ * `freeze()` stops moving bytes on every connection it holds, both ways, and closes none of
+ * them; `streams()` is how many `GET /events` requests went through.
  */
 function freezingProxy(port) {
   const held = new Set();
+  let streams = 0;
   const server = net.createServer((client) => {
     const upstream = net.connect(port, "127.0.0.1");
     const pair = { client, upstream, frozen: false };
     held.add(pair);
+    client.on("data", (chunk) => {
+      streams += chunk.toString("latin1").match(/^GET \/events/gm)?.length ?? 0;
+    });
     const pipe = (from, to) => from.on("data", (chunk) => pair.frozen || to.write(chunk));
     pipe(client, upstream);
     pipe(upstream, client);
@@ -44,6 +50,7 @@ function freezingProxy(port) {
       resolve({
         base: `http://127.0.0.1:${server.address().port}`,
         freeze: () => held.forEach((pair) => (pair.frozen = true)),
+        streams: () => streams,
         close: () => {
           held.forEach((pair) => (pair.client.destroy(), pair.upstream.destroy()));
           server.close();
@@ -53,7 +60,7 @@ function freezingProxy(port) {
   });
 }
 
-for (const [name, strip] of [["shared-worker", []], ["tab", ["SharedWorker", "locks"]]]) {
+for (const [name, strip] of [["shared-worker", []], ["leader", ["SharedWorker"]], ["tab", ["SharedWorker", "locks"]]]) {
   test(`a stream whose connection died silently reconnects once the log moves on, and misses nothing (${name})`, async () => {
     const { context, close } = await launchBrowser({ strip });
     try {
@@ -71,6 +78,11 @@ for (const [name, strip] of [["shared-worker", []], ["tab", ["SharedWorker", "lo
       const got = () => page.evaluate(() => window.got);
       const first = await publish(herald.base, user, "before");
       await until(async () => (await got()).includes(first), "the first notification");
+      // quiet and healthy: checked (the log did not move on without it), never reconnected
+      const opened = proxy.streams();
+      assert.ok(opened >= 1, "the stream went through the proxy");
+      await new Promise((resolve) => setTimeout(resolve, 3_500));
+      assert.equal(proxy.streams(), opened, "a healthy quiet stream reconnected");
       proxy.freeze();
       const missed = [await publish(herald.base, user, "after 1"), await publish(herald.base, user, "after 2")];
       await until(async () => {

@@ -104,9 +104,9 @@ impl RedisStore {
     }
 
     /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open, and make sure
-    /// the node list finds it (the registry).
-    /// Write this node's alive key; the run of another process whose beat it replaced, if
-    /// any (a process under the same name, or the one this process took over from).
+    /// the node list finds it (the registry); the run of another process whose beat it
+    /// replaced, if any (a process under the same name, or the one this process took over
+    /// from).
     pub async fn heartbeat(&self, node: &str, run: &str, streams: u64) -> Result<Option<String>> {
         let mut conn = self.conn();
         let now = now_ms();
@@ -169,7 +169,7 @@ impl RedisStore {
         Ok(false)
     }
 
-    /// After a first [`Self::beat`], refresh this node's alive key (with the hub's open
+    /// After [`Self::first_beat`], refresh this node's alive key (with the hub's open
     /// streams) every quarter of
     /// [`NODE_ALIVE_TTL_MS`] until shutdown, so other nodes keep trusting its presence entries,
     /// and delete again the entries of ended streams whose deletion failed.
