@@ -184,6 +184,7 @@ export class Stream {
     this.heardAt = performance.now();
     clearInterval(this.checker);
     this.checker = setInterval(() => this.#checkQuiet(source), this.checkEvery / 2);
+    this.checker.unref?.(); // outside a browser (Node), the check keeps no process alive
     for (const name of EVENTS) {
       source.addEventListener(name, (e) => this.#receive(name, e));
     }
