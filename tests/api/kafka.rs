@@ -435,35 +435,25 @@ fn herald_publish_to_kafka_refuses_what_a_node_would() {
         ),
     ];
     for (flags, named) in cases {
-        let out = std::process::Command::new(bin())
-            .arg("publish")
-            .args(kafka)
-            .args(*flags)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+        let out = exits_2_naming(&[&["publish"], &kafka[..], flags].concat(), named);
         assert!(out.stdout.is_empty(), "{flags:?}: {out:?}");
     }
-    let out = std::process::Command::new(bin())
-        .args(["publish", "--kafka-brokers", "127.0.0.1:1"])
-        .args([
-            "--kafka-topic",
-            "a",
-            "--kafka-topic",
-            "b",
-            "--user",
-            "u",
-            "--title",
-            "t",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--kafka-topic"), "{stderr}");
+    let two_topics = [
+        "--kafka-topic",
+        "a",
+        "--kafka-topic",
+        "b",
+        "--user",
+        "u",
+        "--title",
+        "t",
+    ];
+    let args = [
+        &["publish", "--kafka-brokers", "127.0.0.1:1"][..],
+        &two_topics,
+    ]
+    .concat();
+    exits_2_naming(&args, "--kafka-topic");
 }
 
 /// Start-up: unreachable brokers and bad values are one line and exit 2.
@@ -559,16 +549,22 @@ fn bad_kafka_settings_fail_at_start() {
         ),
     ];
     for (flags, named) in cases {
-        let out = std::process::Command::new(bin())
-            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
-            .args(*flags)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
-        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+        let serve = ["--listen", "127.0.0.1:0", "--jwt-secret", SECRET];
+        exits_2_naming(&[&serve[..], flags].concat(), named);
     }
+}
+
+/// Run herald with `args`: it must exit 2 with one line on stderr naming `named`.
+fn exits_2_naming(args: &[&str], named: &str) -> std::process::Output {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(named), "{args:?}: {stderr}");
+    out
 }
 
 /// A record's times are checked as of its timestamp: one that waited (no node ran) past its

@@ -426,6 +426,18 @@ async fn subscriptions_are_checked(mode: Mode) {
     let got = push.messages(Some("shared")).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["payload"]["title"], "for grace");
+    // unsubscribed in either spelling: gone
+    let (status, _) = send(
+        client()
+            .delete(h.url("/push/subscriptions"))
+            .bearer_auth(user_token("grace"))
+            .json(&json!({"endpoint": respelled["endpoint"]})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    h.notify("grace", "after unsubscribing").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(push.messages(Some("shared")).await.len(), 1);
     // off without a key: every push endpoint is 404
     let off = Herald::start(None, &[]);
     let (status, _) = send(client().get(off.url("/push/key"))).await;

@@ -17,7 +17,11 @@ impl RedisStore {
         send: bool,
     ) -> Result<()> {
         let stage = if send { "send" } else { "check" };
-        if self.leased(user, "later", id, lease, at_ms, stage).await? > 0 {
+        if self
+            .leased::<i64>(user, "later", id, lease, at_ms, stage)
+            .await?
+            > 0
+        {
             self.hint(std::iter::once(user), at_ms).await?;
         }
         Ok(())
@@ -30,16 +34,19 @@ impl RedisStore {
         lease: u64,
         until_ms: u64,
     ) -> Result<bool> {
-        Ok(self.leased(user, "extend", id, lease, until_ms, "").await? >= 0)
+        Ok(self
+            .leased::<i64>(user, "extend", id, lease, until_ms, "")
+            .await?
+            >= 0)
     }
 
     pub async fn push_done(&self, user: &str, id: &str, lease: u64) -> Result<()> {
-        self.leased(user, "done", id, lease, 0, "").await?;
+        self.leased::<i64>(user, "done", id, lease, 0, "").await?;
         Ok(())
     }
 
     pub async fn push_sent(&self, user: &str, id: &str, lease: u64, endpoint: &str) -> Result<()> {
-        self.leased(
+        self.leased::<i64>(
             user,
             "sent",
             id,
@@ -52,16 +59,7 @@ impl RedisStore {
     }
 
     pub async fn pushed_to(&self, user: &str, id: &str, lease: u64) -> Result<Option<Vec<String>>> {
-        let k = UserKeys::new(user);
-        let answer: redis::Value = self
-            .tray(&self.scripts.push, &k)
-            .arg("pushed")
-            .arg(id)
-            .arg(lease)
-            .arg(0)
-            .arg("")
-            .invoke_async(&mut self.conn())
-            .await?;
+        let answer: redis::Value = self.leased(user, "pushed", id, lease, 0, "").await?;
         Ok(match answer {
             redis::Value::Int(_) => None,
             sent => {
@@ -73,8 +71,8 @@ impl RedisStore {
     }
 
     /// `push.lua`'s `op` on the escalation of `id`, if it is still leased under `lease`
-    /// (else -1).
-    async fn leased(
+    /// (else -1): its answer.
+    async fn leased<T: redis::FromRedisValue>(
         &self,
         user: &str,
         op: &str,
@@ -82,7 +80,7 @@ impl RedisStore {
         lease: u64,
         at_ms: u64,
         stage: &str,
-    ) -> Result<i64> {
+    ) -> Result<T> {
         let k = UserKeys::new(user);
         let answer = self
             .tray(&self.scripts.push, &k)
