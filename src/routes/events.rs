@@ -14,7 +14,7 @@ use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::validate_id;
 use crate::request_id::RequestId;
-use crate::sse::stream::{AbortConnection, Handle, Owner, Stream, Transport};
+use crate::sse::stream::{Abort, Handle, Owner, Stream, Transport};
 use crate::state::AppState;
 
 pub async fn open(state: AppState, req: Request) -> Result<Response> {
@@ -47,7 +47,7 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
         tab,
         exp: caller.exp,
         request_id: request_id.unwrap_or_else(RequestId::generate),
-        connection: parts.extensions.get::<AbortConnection>().cloned(),
+        carrier: Abort::current_http2_stream().or_else(|| parts.extensions.get::<Abort>().cloned()),
     };
     let stream = Stream::open(&state, owner, resume.as_deref())
         .await?

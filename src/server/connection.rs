@@ -14,7 +14,7 @@ use futures_util::future::Either;
 use http::{header, HeaderValue, Method, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,7 +39,7 @@ use crate::routes::body::{error_response, Request, Response};
 use crate::routes::{with_body, EventStream};
 use crate::send_timeout::SendTimeout;
 use crate::sse;
-use crate::sse::stream::AbortConnection;
+use crate::sse::stream::Abort;
 use crate::state::AppState;
 
 /// What the server shares with every connection.
@@ -89,7 +89,7 @@ async fn serve_tls(
         _ = shared.state.shutdown.wait() => return,
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let abort = AbortConnection::default();
+    let abort = Abort::default();
     let connection = abort.clone();
     let service = ServiceBuilder::new()
         .map_request(move |req: http::Request<hyper::body::Incoming>| {
@@ -101,7 +101,7 @@ async fn serve_tls(
         .service(refuse_large_heads(service));
     // The protocol ALPN agreed on, so hyper does not wait (without a timeout) for bytes to
     // tell which one the client speaks.
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let builder = hyper_util::server::conn::auto::Builder::new(Http2Streams);
     let mut builder = if h2 {
         builder.http2_only()
     } else {
@@ -126,6 +126,21 @@ async fn serve_tls(
     idle::drive(conn, &activity, idle_timeout, shutdown, abort.aborted()).await;
     // Held until here, so the server's drain waits for this connection.
     drop(watcher);
+}
+
+/// hyper's executor for an HTTPS connection's HTTP/2 streams: each one's task runs with an
+/// abort of its own, so a stream whose backlog overflows is reset alone (`Abort`).
+#[derive(Clone, Copy)]
+struct Http2Streams;
+
+impl<F> hyper::rt::Executor<F> for Http2Streams
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(Abort::carry_http2_stream(fut));
+    }
 }
 
 /// The first request head decides the transport.

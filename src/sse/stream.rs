@@ -68,19 +68,25 @@ pub struct Owner {
     pub exp: u64,
     /// The `/events` request that opened it: the stream's own log lines carry it too.
     pub request_id: RequestId,
-    /// The HTTPS connection it came on, to close if the stream's backlog overflows.
-    pub connection: Option<AbortConnection>,
+    /// What carries it over hyper (its HTTP/2 stream, or its HTTPS/1.1 connection), to drop
+    /// if the stream's backlog overflows.
+    pub carrier: Option<Abort>,
 }
 
-/// Closes the HTTPS connection a stream is carried on. A backlog that overflows ends a
-/// stream after what is queued; over HTTP/2 a client that stops granting flow-control window
-/// never takes it, and hyper, waiting for window, neither polls the body again nor can be told
-/// to reset the one stream: the connection goes (its other streams resume elsewhere, like any
-/// closed stream).
-#[derive(Clone, Default)]
-pub struct AbortConnection(Arc<tokio::sync::Notify>);
+tokio::task_local! {
+    /// The HTTP/2 stream whose task this is: `server::connection` runs each one in its scope.
+    static HTTP2_STREAM: Abort;
+}
 
-impl AbortConnection {
+/// Drops what carries a stream over hyper. A backlog that overflows ends a stream after what
+/// is queued, but over HTTP/2 a client that stops granting flow-control window never takes
+/// it: hyper, waiting for window, does not poll the body again. So the HTTP/2 stream's task is
+/// dropped, which resets that stream alone (`RST_STREAM` needs no window; the connection's
+/// other streams go on); over HTTPS/1.1, the connection is closed.
+#[derive(Clone, Default)]
+pub struct Abort(Arc<tokio::sync::Notify>);
+
+impl Abort {
     pub fn abort(&self) {
         self.0.notify_one();
     }
@@ -88,6 +94,26 @@ impl AbortConnection {
     /// Until `abort` was called.
     pub async fn aborted(&self) {
         self.0.notified().await
+    }
+
+    /// The abort of the HTTP/2 stream this task carries, if it is one.
+    pub fn current_http2_stream() -> Option<Abort> {
+        HTTP2_STREAM.try_with(Abort::clone).ok()
+    }
+
+    /// Run an HTTP/2 stream's task (`fut`): in the scope of its own abort, and dropped once
+    /// that is called.
+    pub async fn carry_http2_stream<F: std::future::Future>(fut: F) {
+        let abort = Abort::default();
+        let aborted = abort.clone();
+        HTTP2_STREAM
+            .scope(abort, async move {
+                tokio::select! {
+                    _ = fut => {}
+                    () = aborted.aborted() => {}
+                }
+            })
+            .await
     }
 }
 
@@ -121,7 +147,7 @@ pub struct Stream {
     session: Option<Box<str>>,
     /// The session is kept in the store (see [`Owner::stored`]), so a logout deletes it.
     session_stored: bool,
-    connection: Option<AbortConnection>,
+    carrier: Option<Abort>,
     inner: Mutex<Inner>,
     /// Wakes the transport: something to write, a catch-up due, or the end.
     wake: Wake,
@@ -202,7 +228,7 @@ impl Stream {
             request_id: owner.request_id.clone(),
             session: owner.session.as_deref().map(Box::from),
             session_stored: owner.stored,
-            connection: owner.connection.clone(),
+            carrier: owner.carrier.clone(),
             inner: Mutex::new(Inner {
                 out: Output::body(),
                 // Set from the head or the resumed id below, before any change is read.
@@ -643,8 +669,8 @@ impl Sink for Stream {
             self.log_end("stream backlog full (the client reads too slowly)");
             self.state.metrics.streams_overflowed.inc();
             g.end(None);
-            if let Some(connection) = &self.connection {
-                connection.abort();
+            if let Some(carrier) = &self.carrier {
+                carrier.abort();
             }
         }
         let open = g.phase == Phase::Open;

@@ -166,26 +166,34 @@ async fn https_with_http2_and_reload_on_sighup() {
 }
 
 /// An HTTP/2 stream whose client stops granting flow-control window (it never reads) is cut
-/// off once its backlog passes the bound, as a slow HTTP/1 reader is: its connection closes,
-/// and the stream is not left open (counted, holding its queue) for good.
+/// off once its backlog passes the bound, as a slow HTTP/1 reader is: that stream alone is
+/// reset (not left open, counted and holding its queue, for good), and another stream on the
+/// same connection goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_http2_stream_is_cut_off() {
+async fn a_stalled_http2_stream_is_cut_off_alone() {
     let dir = TempDir::new("stall");
     let (cert, key) = make_cert(&dir.0, "stall");
     let h = start(&cert, &key, &[]);
     let pem = std::fs::read(&cert).unwrap();
+    // each stream may have 64 KiB unread; the connection as a whole far more
     let stalled = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
         .http2_initial_stream_window_size(65_535)
-        .http2_initial_connection_window_size(65_535)
+        .http2_initial_connection_window_size(64 << 20)
         .build()
         .unwrap();
+    let open = |user: &str| {
+        let req = stalled.get(h.url("/events")).bearer_auth(user_token(user));
+        h.events_with(req)
+    };
+    let mut bob = open("bob").await;
+    bob.expect("ready").await;
     let req = stalled
         .get(h.url("/events"))
         .bearer_auth(user_token("alice"));
-    let response = req.send().await.unwrap();
-    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let alice = req.send().await.unwrap();
+    assert_eq!(alice.version(), reqwest::Version::HTTP_2);
     // never read: 64 KiB fill its window, then more than the 1 MiB backlog waits
     let client = trusting(&cert);
     let body = "x".repeat(12_000);
@@ -195,18 +203,27 @@ async fn a_stalled_http2_stream_is_cut_off() {
         let req = client.post(h.url("/publish")).bearer_auth(service_token());
         assert_eq!(send(req.json(&publish)).await.0, 202);
     }
-    let http2 = r#"herald_streams_open_by_transport{transport="http2"} 0"#;
-    wait_for("the stalled stream gone", async || {
+    let http2 = r#"herald_streams_open_by_transport{transport="http2"} 1"#;
+    wait_for("the stalled stream gone, the other open", async || {
         let metrics = client.get(h.url("/metrics")).send().await.unwrap();
         metrics.text().await.unwrap().lines().any(|l| l == http2)
     })
     .await;
-    // its client sees the end: what arrived, then an error or the end of the body
-    let mut body = response.bytes_stream();
+    // its client sees the end: what arrived, then an error (the reset)
+    let mut body = alice.bytes_stream();
     let ended = tokio::time::timeout(WAIT, async {
         while let Some(Ok(_)) = futures_util::StreamExt::next(&mut body).await {}
     });
     assert!(ended.await.is_ok(), "the stalled stream's body never ended");
+    // the same connection still carries bob's stream and new requests
+    let id = notify(&client, &h, "bob", "still here").await;
+    let ev = bob.expect("notification").await;
+    assert!(ev.data.contains(&id), "{}", ev.data);
+    let r = stalled.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = client.get(h.url("/metrics")).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.lines().any(|l| l == http2), "{text}");
 }
 
 /// A client that completes the TLS handshake and then sends nothing is closed after
