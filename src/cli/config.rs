@@ -208,6 +208,17 @@ impl ServeArgs {
                     "--upstream: {upstream} must be an http:// or https:// URL"
                 )));
             }
+            // `/api/x?q` maps to the base + `/x?q`: a base with its own query, fragment or
+            // credentials has no place to keep them.
+            if upstream.query().is_some()
+                || upstream.fragment().is_some()
+                || !upstream.username().is_empty()
+                || upstream.password().is_some()
+            {
+                return Err(StartupError(format!(
+                    "--upstream: {upstream} must be a base URL without a query, fragment or credentials"
+                )));
+            }
         }
         let https = args
             .upstream

@@ -54,6 +54,10 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--push-ca-file", "/nonexistent/ca.pem"),
         ("--upstream-ca-file", "/nonexistent/ca.pem"),
         ("--upstream", "ftp://127.0.0.1:1/"),
+        // a base the proxy could not append a path to
+        ("--upstream", "http://127.0.0.1:1/base?k=v"),
+        ("--upstream", "http://127.0.0.1:1/base#f"),
+        ("--upstream", "http://u:p@127.0.0.1:1/"),
         ("--push-after", "8d"),
         // a prefix no request could reach; a node id that would not survive a log line
         ("--base-path", "/x?y"),
