@@ -1,9 +1,10 @@
 //! A real nginx (Debian package) in front of Herald and a backend, with the shipped drop-in
 //! `deploy/nginx.conf` inside the shipped main config `deploy/nginx/nginx.conf` (only the
 //! addresses, the worker count and the read timeout adapted): `auth_request` lets a
-//! signed-in user through to the backend and stops anyone else; `/metrics`, `/readyz` and the
-//! admin view are not public; `/events` through nginx is unbuffered and outlives nginx's read timeout thanks
-//! to heartbeats.
+//! signed-in user through to the backend and stops anyone else, and a rate limit or an outage
+//! reaches the client as Herald's JSON error; `/metrics`, `/readyz` and the admin view are not
+//! public; `/events` through nginx is unbuffered and outlives nginx's read timeout thanks to
+//! heartbeats.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,6 +59,28 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// The shipped configs in front of `h` and `backend` (only addresses, the worker count
+    /// and the read timeout adapted), and the edge's base URL.
+    fn shipped(h: &Herald, backend: &EchoUpstream) -> (Nginx, String) {
+        let port = free_port();
+        let shipped = |file: &str| {
+            std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+        };
+        let main =
+            shipped("nginx/nginx.conf").replace("worker_processes auto;", "worker_processes 1;");
+        let site = shipped("nginx.conf")
+            .replace("127.0.0.1:8080", &addr_of(&h.base))
+            .replace("127.0.0.1:9000", &addr_of(&backend.url))
+            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+            // nginx's default is 60 s; a short one proves heartbeats keep the stream open
+            .replace("proxy_read_timeout 60s;", "proxy_read_timeout 3s;");
+        let nginx = Nginx::start(&main, &site, port);
+        (nginx, format!("http://127.0.0.1:{port}"))
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         // TERM lets the master stop its workers; KILL only if it does not.
@@ -87,19 +110,7 @@ async fn nginx_auth_request_and_unbuffered_events() {
             "--admin",
         ],
     );
-    let port = free_port();
-    let shipped = |file: &str| {
-        std::fs::read_to_string(format!("{}/deploy/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    };
-    let main = shipped("nginx/nginx.conf").replace("worker_processes auto;", "worker_processes 1;");
-    let site = shipped("nginx.conf")
-        .replace("127.0.0.1:8080", &addr_of(&h.base))
-        .replace("127.0.0.1:9000", &addr_of(&backend.url))
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
-        // nginx's default is 60 s; a short one proves heartbeats keep the stream open
-        .replace("proxy_read_timeout 60s;", "proxy_read_timeout 3s;");
-    let _nginx = Nginx::start(&main, &site, port);
-    let edge = format!("http://127.0.0.1:{port}");
+    let (_nginx, edge) = Nginx::shipped(&h, &backend);
     let http = client();
 
     // auth_request: nobody without credentials reaches the backend
@@ -294,4 +305,60 @@ async fn nginx_auth_request_and_unbuffered_events() {
         ("notification", json!("through nginx"))
     );
     println!("notification through nginx after {:?}", sent.elapsed());
+}
+
+/// What Herald answers the auth sub-request besides 2xx, 401 and 403 (nginx itself would
+/// answer an HTML 500) reaches the client as Herald's error: 429 `rate_limited` with its
+/// `Retry-After`, 503 `unavailable` when Herald cannot reach Redis or nginx cannot reach Herald.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_on_a_refused_or_failed_auth_as_json() {
+    let backend = EchoUpstream::start().await;
+    let mut redis = Redis::start();
+    let mut h = Herald::start(
+        Some(&redis.url()),
+        &["--trusted-proxy", "127.0.0.1/32", "--max-connect-rate", "3"],
+    );
+    let (_nginx, edge) = Nginx::shipped(&h, &backend);
+    let http = client();
+    let r = send_raw(
+        http.post(format!("{edge}/session"))
+            .bearer_auth(user_token("alice")),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let api = || {
+        http.get(format!("{edge}/api/echo"))
+            .header("cookie", &cookie)
+    };
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = send_raw(api()).await;
+        if r.status() != 200 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("the rate limit never applied");
+    let retry_after = r.headers().get("retry-after").cloned();
+    let (status, body) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(status, &body, 429, "rate_limited");
+    assert!(retry_after.is_some(), "no Retry-After");
+    let hits = backend.hits();
+
+    // Redis gone: Herald cannot read the session (503), and the edge says so
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    redis.stop();
+    let (status, body) = send(api()).await;
+    assert_error(status, &body, 503, "unavailable");
+    // Herald gone
+    h.kill();
+    let (status, body) = send(api()).await;
+    assert_error(status, &body, 503, "unavailable");
+    assert_eq!(
+        backend.hits(),
+        hits,
+        "a refused request reached the backend"
+    );
 }
