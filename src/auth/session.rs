@@ -71,6 +71,11 @@ fn session_cookies(parts: &Parts) -> Vec<String> {
         .collect()
 }
 
+/// The request sends a `herald_session` cookie.
+pub fn has_session_cookie(parts: &Parts) -> bool {
+    !session_cookies(parts).is_empty()
+}
+
 /// The `Cookie` headers without the session cookies, read as [`session_cookies`] reads them
 /// (the cookie crate); every other pair passes through unchanged.
 pub fn strip_session_cookie(headers: &mut HeaderMap) {

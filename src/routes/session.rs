@@ -3,7 +3,7 @@
 
 use http::{header, StatusCode};
 
-use super::body::{discard, empty, Request, Response};
+use super::body::{discard, empty, error_response, Request, Response};
 use crate::auth::{self, session::Via};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -38,7 +38,21 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
 /// `sid` has no session: nothing to end.
 pub async fn delete(state: AppState, req: Request) -> Result<Response> {
     let (parts, _) = req.into_parts();
-    let caller = auth::session::writer(&state, &parts).await?;
+    let secure = auth::session::cookie_secure(&state, &parts);
+    let caller = match auth::session::writer(&state, &parts).await {
+        // A cookie whose session already ended (expired, signed out, the oldest beyond the
+        // cap): still 401, and the browser drops it.
+        Err(e @ Error::Unauthorized(_))
+            if auth::session::bearer(&parts).is_none()
+                && auth::session::has_session_cookie(&parts) =>
+        {
+            let mut response = error_response(e);
+            let clear = auth::session::clear_cookie(secure);
+            response.headers_mut().insert(header::SET_COOKIE, clear);
+            return Ok(response);
+        }
+        caller => caller?,
+    };
     if let Some(session) = &caller.session {
         // Streams first, then the record: if telling the other nodes fails (503), the session
         // is still there for the client's retry to end. The other way round, the retry found
@@ -54,9 +68,7 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
         tracing::debug!(user = caller.user, session, "session ended for");
     }
     let mut response = empty(StatusCode::NO_CONTENT);
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        auth::session::clear_cookie(auth::session::cookie_secure(&state, &parts)),
-    );
+    let clear = auth::session::clear_cookie(secure);
+    response.headers_mut().insert(header::SET_COOKIE, clear);
     Ok(response)
 }

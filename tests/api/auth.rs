@@ -306,6 +306,10 @@ async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
     assert!(s1.ends_within(Duration::from_secs(2)).await);
     let r = send_raw(h.http.get(h.url("/notifications")).header("cookie", &one)).await;
     assert_eq!(r.status(), 401);
+    // signing out again with the dead cookie: 401, and the browser is told to drop it
+    let r = h.logout(&one).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["set-cookie"].to_str().unwrap(), cleared);
     // the other session is untouched
     h.notify("alice", "still").await;
     assert_eq!(s2.next_event().await.event, "notification");
