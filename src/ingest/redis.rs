@@ -83,7 +83,8 @@ impl Ingest {
         if *backend == Backend::Embedded {
             return Ok(None);
         }
-        let conn = connect_plain(backend, "ingest", Some(shutdown.clone()))
+        let block = Duration::from_millis(BLOCK_MS as u64);
+        let conn = connect_plain(backend, "ingest", Some(shutdown.clone()), block)
             .await?
             .timed(&metrics);
         Ok(Some(Ingest::new(conn, store, metrics, node)))

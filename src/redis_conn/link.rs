@@ -11,9 +11,12 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+};
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use crate::model::now_ms;
 use crate::shutdown::Shutdown;
@@ -25,6 +28,17 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest attempt to connect anew (TCP, TLS, `HELLO`, then `TIME`) while the link is down.
 /// Commands fail at once meanwhile, so this can leave room for a distant Redis.
 pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Each cluster node's own connect limit. A new cluster connection waits for every node it
+/// was given, then for every node of the slot map, so one node that takes the connection
+/// and never answers (a hung process, a black hole) costs this twice: well within
+/// [`CLUSTER_RECONNECT_TIMEOUT`], so the rest of the cluster is reached without it.
+pub const CLUSTER_NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// [`RECONNECT_TIMEOUT`] for a cluster.
+pub const CLUSTER_RECONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a cluster link compares the cluster's slot owners with its connection's.
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two connections opened for topology changes.
+const REOPEN_AT_MOST_EVERY: Duration = Duration::from_secs(3);
 
 /// Where connections come from.
 pub enum Target {
@@ -89,6 +103,18 @@ struct Current {
     id: u64,
 }
 
+/// What a cluster link knows of the cluster's slot owners ([`slot_owners`]).
+#[derive(Default)]
+struct Topology {
+    /// As they were when the connection in use was opened (first read after it).
+    of_conn: Option<String>,
+    /// A different map read once: a second read alike confirms it (nodes converge on a
+    /// failover one by one, so one node's word is not enough).
+    pending: Option<String>,
+    checked_at: Option<Instant>,
+    reopened_at: Option<Instant>,
+}
+
 pub struct Link {
     target: Target,
     /// `None` while Redis is away. A std mutex: held only to clone or swap, never across an await.
@@ -112,9 +138,15 @@ pub struct Link {
     wake: Arc<Notify>,
     /// Which link this is, for logs: `store`, `broker`, `ingest`.
     name: &'static str,
+    /// Cluster links only. A std mutex: held only to read or write, never across an await.
+    topology: Mutex<Topology>,
 }
 
 fn lock(m: &Mutex<Current>) -> MutexGuard<'_, Current> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock_topology(m: &Mutex<Topology>) -> MutexGuard<'_, Topology> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -142,6 +174,7 @@ impl Link {
             answered: AtomicU64::new(0),
             wake: wake.clone(),
             name,
+            topology: Mutex::default(),
         });
         tokio::spawn(probe(Arc::downgrade(&link), wake, shutdown));
         link
@@ -215,15 +248,80 @@ impl Link {
         }
     }
 
-    fn install(&self, conn: Conn) {
+    /// Put `conn` in use (a new number: subscriptions are made again on it). Commands still
+    /// running on the one it replaces finish there.
+    fn install(&self, conn: Conn, topology: Option<String>) {
         let id = {
             let mut current = lock(&self.current);
             current.id += 1;
             current.conn = Some(conn);
             current.id
         };
+        {
+            let mut t = lock_topology(&self.topology);
+            t.of_conn = topology;
+            t.pending = None;
+        }
         self.generation.send_replace(id);
-        tracing::info!(link = self.name, "Redis link back");
+    }
+
+    /// A cluster connection follows failovers by the answers it gets (a `MOVED`, a refused
+    /// connection), but a primary that takes commands and never answers (a hung process, a
+    /// black hole) tells it nothing: its slots stay routed there after the cluster has
+    /// promoted a replica. So every [`TOPOLOGY_EVERY`] the link reads the slot owners from
+    /// any node, and when they differ from its connection's (twice in a row), it connects
+    /// anew, which reads the new map and leaves the silent node out.
+    async fn follow_topology(&self, conn: Conn) {
+        let now = Instant::now();
+        let due = lock_topology(&self.topology)
+            .checked_at
+            .is_none_or(|at| now >= at + TOPOLOGY_EVERY);
+        if !due {
+            return;
+        }
+        lock_topology(&self.topology).checked_at = Some(now);
+        let Ok(Ok(owners)) = tokio::time::timeout(PROBE_TIMEOUT, slot_owners(conn)).await else {
+            return;
+        };
+        let reopen = {
+            let mut t = lock_topology(&self.topology);
+            match &t.of_conn {
+                None => {
+                    t.of_conn = Some(owners);
+                    false
+                }
+                Some(known) if *known == owners => {
+                    t.pending = None;
+                    false
+                }
+                Some(_) => {
+                    let confirmed = t.pending.as_ref() == Some(&owners);
+                    t.pending = Some(owners);
+                    confirmed
+                        && t.reopened_at
+                            .is_none_or(|at| now >= at + REOPEN_AT_MOST_EVERY)
+                }
+            }
+        };
+        if !reopen {
+            return;
+        }
+        let owners = {
+            let mut t = lock_topology(&self.topology);
+            t.reopened_at = Some(now);
+            t.pending.take()
+        };
+        match tokio::time::timeout(CLUSTER_RECONNECT_TIMEOUT, self.target.open()).await {
+            Ok(Ok(conn)) => {
+                self.install(conn, owners);
+                tracing::info!(
+                    link = self.name,
+                    "Redis Cluster slots changed owners; connected anew to follow them"
+                );
+            }
+            Ok(Err(e)) => tracing::debug!(link = self.name, error = %e, "reconnect failed"),
+            Err(_) => tracing::debug!(link = self.name, "reconnect got no answer"),
+        }
     }
 
     /// Resolves once connection `id` has been dropped (at once if it already was).
@@ -261,8 +359,13 @@ impl Link {
                     return;
                 }
                 let before = self.answered.load(Ordering::Relaxed);
-                match tokio::time::timeout(PROBE_TIMEOUT, clock_offset(conn)).await {
-                    Ok(Ok(offset)) => self.offset_ms.store(offset, Ordering::Relaxed),
+                match tokio::time::timeout(PROBE_TIMEOUT, clock_offset(conn.clone())).await {
+                    Ok(Ok(offset)) => {
+                        self.offset_ms.store(offset, Ordering::Relaxed);
+                        if self.is_cluster() {
+                            self.follow_topology(conn).await;
+                        }
+                    }
                     Ok(Err(e)) => self.lost(id, &e.to_string()),
                     Err(_) if self.answered.load(Ordering::Relaxed) != before => {
                         tracing::debug!(link = self.name, "probe waited behind other replies");
@@ -271,7 +374,11 @@ impl Link {
                 }
             }
             None => {
-                let opened = tokio::time::timeout(RECONNECT_TIMEOUT, async {
+                let budget = match self.target {
+                    Target::Single { .. } => RECONNECT_TIMEOUT,
+                    Target::Cluster(_) => CLUSTER_RECONNECT_TIMEOUT,
+                };
+                let opened = tokio::time::timeout(budget, async {
                     let conn = self.target.open().await?;
                     let offset = clock_offset(conn.clone()).await?;
                     Ok::<_, redis::RedisError>((conn, offset))
@@ -280,7 +387,8 @@ impl Link {
                 match opened {
                     Ok(Ok((conn, offset))) => {
                         self.offset_ms.store(offset, Ordering::Relaxed);
-                        self.install(conn);
+                        self.install(conn, None);
+                        tracing::info!(link = self.name, "Redis link back");
                     }
                     Ok(Err(e)) => tracing::debug!(link = self.name, error = %e, "Redis still away"),
                     Err(_) => tracing::debug!(link = self.name, "Redis still away (no answer)"),
@@ -342,6 +450,35 @@ pub async fn clock_offset(mut conn: Conn) -> RedisResult<i64> {
     let (secs, micros): (i64, i64) = redis::from_redis_value(reply)?;
     let received = now_ms() as i64;
     Ok(offset(sent, received, secs, micros))
+}
+
+/// Which primary serves which slots, as one node of the cluster (any) sees it: one
+/// `<first slot>-<last slot>=<host>:<port>` line per range, in slot order.
+async fn slot_owners(conn: Conn) -> RedisResult<String> {
+    let Conn::Cluster(mut c) = conn else {
+        return Ok(String::new());
+    };
+    let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
+    let reply = c.route_command(slots, any).await?;
+    let ranges: Vec<Vec<Value>> = redis::from_redis_value(reply)?;
+    let mut owners: Vec<(i64, String)> = ranges
+        .into_iter()
+        .filter_map(|range| {
+            let mut fields = range.into_iter();
+            let first: i64 = redis::from_redis_value(fields.next()?).ok()?;
+            let last: i64 = redis::from_redis_value(fields.next()?).ok()?;
+            let primary: Vec<Value> = redis::from_redis_value(fields.next()?).ok()?;
+            let mut primary = primary.into_iter();
+            let host: String = redis::from_redis_value(primary.next()?).ok()?;
+            let port: i64 = redis::from_redis_value(primary.next()?).ok()?;
+            Some((first, format!("{first}-{last}={host}:{port}")))
+        })
+        .collect();
+    owners.sort();
+    let lines: Vec<String> = owners.into_iter().map(|(_, line)| line).collect();
+    Ok(lines.join("\n"))
 }
 
 /// Redis's clock (`TIME`: seconds, microseconds) minus ours at the middle of the round trip

@@ -10,7 +10,9 @@
 //! client's back. The link's probe (`link.rs`) notices a dead or black-holed connection,
 //! connects anew and marks the link up; the new connection's number tells the broker to
 //! subscribe again. (On a cluster only the probe takes the link down: one primary away
-//! fails its own users' commands, by error or deadline, not everyone's.) Tray scripts also
+//! fails its own users' commands, by error or deadline, not everyone's; and the probe
+//! connects anew when the slot owners change, since a primary that hangs never says it was
+//! replaced.) Tray scripts also
 //! get a deadline on Redis's own clock ([`RedisConn::write_deadline_ms`]) so bytes stuck in
 //! a black hole cannot commit late.
 
@@ -322,13 +324,15 @@ fn primaries(nodes: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
-/// Connect without pub/sub (store, ingest, `herald publish`). `name` labels the link in logs.
+/// Connect without pub/sub (store, ingest, `herald publish`). `name` labels the link in logs;
+/// `block` is the longest its blocking reads wait in Redis (zero: it makes none).
 pub async fn connect_plain(
     backend: &Backend,
     name: &'static str,
     shutdown: Option<Shutdown>,
+    block: Duration,
 ) -> Result<RedisConn, StartupError> {
-    connect(backend, None, name, shutdown).await
+    connect_with(backend, None, name, shutdown, block).await
 }
 
 /// Connect to the backend named by `--redis-url`. `push` (pub/sub messages) needs RESP3.
@@ -339,6 +343,16 @@ pub async fn connect(
     push: Option<UnboundedSender<PushInfo>>,
     name: &'static str,
     shutdown: Option<Shutdown>,
+) -> Result<RedisConn, StartupError> {
+    connect_with(backend, push, name, shutdown, Duration::ZERO).await
+}
+
+async fn connect_with(
+    backend: &Backend,
+    push: Option<UnboundedSender<PushInfo>>,
+    name: &'static str,
+    shutdown: Option<Shutdown>,
+    block: Duration,
 ) -> Result<RedisConn, StartupError> {
     let wake = Arc::new(Notify::new());
     // A lost pub/sub connection says so at once: wake the probe rather than wait for it.
@@ -354,7 +368,7 @@ pub async fn connect(
     let (target, failed) = match backend {
         Backend::Embedded => return Err(StartupError("--redis-url is required".into())),
         Backend::Redis(url) => single(url, push)?,
-        Backend::Cluster(nodes) => cluster(nodes, push)?,
+        Backend::Cluster(nodes) => cluster(nodes, push, block)?,
     };
     let conn = tokio::time::timeout(STARTUP_TIMEOUT, target.open())
         .await
@@ -435,15 +449,18 @@ fn single(
 fn cluster(
     nodes: &[String],
     push: Option<impl redis::aio::AsyncPushSender>,
+    block: Duration,
 ) -> Result<(Target, Failed), StartupError> {
     let named: Vec<String> = nodes.iter().map(|n| crate::config::redacted(n)).collect();
     let named = named.join(",");
     let failed =
         move |what: &str| StartupError(format!("--redis-url: Redis Cluster at {named} {what}"));
+    // Our own deadlines bound every command; the crate's answer timeout (above the longest
+    // blocking read) is how soon it gives up on a node that took a command and went silent,
+    // and how long such a node can hold up a slot-map refresh, which holds every command.
     let mut builder = ClusterClientBuilder::new(nodes.to_vec())
-        .connection_timeout(CONNECT_TIMEOUT)
-        // Above the longest blocking read: our own deadlines bound every command.
-        .response_timeout(Duration::from_secs(5));
+        .connection_timeout(link::CLUSTER_NODE_CONNECT_TIMEOUT)
+        .response_timeout(block + Duration::from_secs(1));
     if let Some(push) = push {
         builder = builder
             .use_protocol(ProtocolVersion::RESP3)

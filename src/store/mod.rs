@@ -373,7 +373,7 @@ impl Store {
         Ok(match backend {
             Backend::Embedded => Store::Memory(MemoryStore::new(hub, max_per_user, push)),
             Backend::Redis(_) | Backend::Cluster(_) => {
-                let conn = connect_plain(backend, "store", Some(shutdown.clone()))
+                let conn = connect_plain(backend, "store", Some(shutdown.clone()), Duration::ZERO)
                     .await?
                     .timed(metrics);
                 Store::Redis(RedisStore::new(conn, max_per_user, push))
@@ -389,7 +389,7 @@ impl Store {
         push: bool,
         shutdown: Option<Shutdown>,
     ) -> Result<Self, StartupError> {
-        let conn = connect_plain(backend, "store", shutdown).await?;
+        let conn = connect_plain(backend, "store", shutdown, Duration::ZERO).await?;
         Ok(Store::Redis(RedisStore::new(conn, max_per_user, push)))
     }
 

@@ -68,21 +68,7 @@ async fn streams_keep_receiving_after_a_primary_fails_over() {
     // the write has reached the replica, so the failover loses nothing
     cluster.wait_for_replication("herald:{u:alice}:items");
     cluster.kill_primary_of("herald:{u:alice}:items");
-    // once the replica is promoted, publishing works again and the open stream gets it
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        let (status, body) = h
-            .publish(json!({"users": ["alice"], "notification": {"title": "after"}}))
-            .await;
-        if status == 202 {
-            break body["ids"]["alice"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "publishing never recovered: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let id = published_once_promoted(&h, "alice").await;
     let ev = sse
         .try_next(Duration::from_secs(15))
         .await
@@ -101,6 +87,65 @@ async fn streams_keep_receiving_after_a_primary_fails_over() {
     assert_eq!(ev.json()["id"], later.as_str());
     // the notification stored before the failover survived it
     assert_eq!(h.tray_ids("alice", "").await, vec![later, id, before]);
+}
+
+/// Once the replica of `user`'s failed primary is promoted, publishing to `user` works again
+/// (tried for 30 s): the id.
+async fn published_once_promoted(h: &Herald, user: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = h
+            .publish(json!({"users": [user], "notification": {"title": "after"}}))
+            .await;
+        if status == 202 {
+            return body["ids"][user].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publishing never recovered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A primary that hangs (it keeps its connections and answers nothing: a stopped process, a
+/// black hole) tells the cluster client nothing, unlike one that died. Once its replica is
+/// promoted, its users are served again and their open streams receive, live, while it
+/// still hangs; the other users never stopped being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
+    let mut cluster = Cluster::start(3, 1);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    h.notify("alice", "before").await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    cluster.wait_for_replication("herald:{u:alice}:items");
+    let other = (0..100)
+        .map(|i| format!("bob{i}"))
+        .find(|u| {
+            cluster.primary_of(&format!("herald:{{u:{u}}}:items"))
+                != cluster.primary_of("herald:{u:alice}:items")
+        })
+        .unwrap();
+    let hung = cluster.pause_primary_of("herald:{u:alice}:items");
+    let id = published_once_promoted(&h, "alice").await;
+    let ev = sse
+        .try_next(Duration::from_secs(15))
+        .await
+        .expect("the stream receives after the promotion");
+    assert_eq!(
+        (ev.event.as_str(), ev.json()["id"].clone()),
+        ("notification", json!(id))
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = h.notify("alice", "later").await;
+    let ev = sse
+        .try_next(Duration::from_secs(5))
+        .await
+        .expect("live delivery while the old primary hangs");
+    assert_eq!(ev.json()["id"], later.as_str());
+    h.notify(&other, "elsewhere").await;
+    cluster.resume(hung);
 }
 
 /// While resharding has moved some of a user's keys to the new owner and not the others,

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, rand_u64, TempDir, WAIT};
+use super::{free_port, rand_u64, send_signal, TempDir, WAIT};
 
 /// A throwaway `redis-server` on a free port.
 pub struct Redis {
@@ -286,6 +286,21 @@ impl Cluster {
         let _ = child.kill();
         let _ = child.wait();
         port
+    }
+
+    /// Stop (`SIGSTOP`) the primary serving `key`: it keeps its connections and answers
+    /// nothing, as a hung process or a black hole. Returns its port, for [`Self::resume`].
+    /// Until then, waits on the cluster (which ask every node) would hang.
+    pub fn pause_primary_of(&mut self, key: &str) -> u16 {
+        let port = self.primary_of(key);
+        let (child, _) = self.nodes.iter().find(|(_, p)| *p == port).unwrap();
+        send_signal(child.id(), "STOP");
+        port
+    }
+
+    pub fn resume(&self, port: u16) {
+        let (child, _) = self.nodes.iter().find(|(_, p)| *p == port).unwrap();
+        send_signal(child.id(), "CONT");
     }
 
     /// The port of the primary serving `key`, as the first live node sees it.
