@@ -209,11 +209,24 @@ async fn sigterm_commits_what_is_stored() {
         )
         .await;
     }
-    let mut a = node(Some(&redis.url()), &kafka, "commits", "g", &[]);
+    // Only the commit at SIGTERM commits (no periodic one); the wind-down's limit (drain
+    // 1 s, then 4 s) has long passed since the start when the signal comes (it used to
+    // count from the start, and the process then exited without committing).
+    let extra = [
+        "--drain-timeout",
+        "1s",
+        "--kafka-option",
+        "auto.commit.interval.ms=600000",
+    ];
+    let started = Instant::now();
+    let mut a = node(Some(&redis.url()), &kafka, "commits", "g", &extra);
     eventually("the records were not stored", async || {
         a.tray_len("bob").await == 5
     })
     .await;
+    if let Some(left) = Duration::from_secs(6).checked_sub(started.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
     assert_eq!(a.terminate().map(|s| s.success()), Some(true));
     // The next member of the group starts after the committed offsets: only the new record.
     let b = node(Some(&redis.url()), &kafka, "commits", "g", &[]);

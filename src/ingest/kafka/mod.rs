@@ -184,12 +184,13 @@ impl Kafka {
     /// is closed, or after `drain` plus [`CLOSE_TIMEOUT`] and a second if librdkafka cannot
     /// close in time (brokers away).
     pub async fn run(self, store: Store, metrics: Metrics, shutdown: Shutdown, drain: Duration) {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
         let mut partitions = Partitions::new(&self.inner, store, metrics, shutdown.clone());
+        let stopping = shutdown.clone();
         let poller = std::thread::Builder::new()
             .name("kafka-consumer".into())
             .spawn(move || {
-                poll(&self.inner, &mut partitions, &shutdown, drain);
+                poll(&self.inner, &mut partitions, &stopping, drain);
                 let _ = done_tx.send(());
             });
         if let Err(e) = poller {
@@ -199,6 +200,11 @@ impl Kafka {
                  process is likely out of threads or memory; restart the node"
             );
             return;
+        }
+        // The wind-down's limit counts from the shutdown, not from the start.
+        tokio::select! {
+            _ = &mut done_rx => return,
+            () = shutdown.wait() => {}
         }
         let longest = drain + CLOSE_TIMEOUT + Duration::from_secs(1);
         let _ = tokio::time::timeout(longest, done_rx).await;
