@@ -10,7 +10,8 @@
 //! another after [`CLAIM_IDLE`]; a redelivered entry stores nothing new, because the entry id
 //! serves as its idempotency key when the body has none. A read of up to [`BATCH`] entries is
 //! handled in [`LANES`] lanes at once (one user's entries in one lane, in order) and
-//! acknowledged in one round trip.
+//! acknowledged in one round trip; an entry not stored yet holds up the rest of its lane
+//! only (see [`Ingest::run`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +22,7 @@ use redis::streams::{
     StreamReadReply,
 };
 use redis::AsyncCommands;
+use tokio::time::Instant;
 
 use super::{give_up, parse, pause, truncate, unparsable, DEAD_COPY_BYTES};
 use crate::config::Backend;
@@ -38,9 +40,8 @@ pub const GROUP: &str = "herald";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
 /// How often to look for such entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
-/// Longest wait of one blocking read, in milliseconds (its command deadline is this plus the
-/// usual one).
-const BLOCK_MS: usize = 2000;
+/// Longest wait of one blocking read (its command deadline is this plus the usual one).
+const BLOCK: Duration = Duration::from_secs(2);
 /// Wait before trying again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
 /// Entries read at once.
@@ -52,7 +53,7 @@ pub const DEAD_MAXLEN: usize = 10_000;
 
 pub struct Ingest {
     conn: RedisConn,
-    /// The same link, with a deadline that leaves room for `BLOCK_MS`.
+    /// The same link, with a deadline that leaves room for [`BLOCK`].
     blocking: RedisConn,
     store: Store,
     metrics: Metrics,
@@ -83,8 +84,7 @@ impl Ingest {
         if *backend == Backend::Embedded {
             return Ok(None);
         }
-        let block = Duration::from_millis(BLOCK_MS as u64);
-        let conn = connect_plain(backend, "ingest", Some(shutdown.clone()), block)
+        let conn = connect_plain(backend, "ingest", Some(shutdown.clone()), BLOCK)
             .await?
             .timed(&metrics);
         Ok(Some(Ingest::new(conn, store, metrics, node)))
@@ -92,7 +92,7 @@ impl Ingest {
 
     pub fn new(conn: RedisConn, store: Store, metrics: Metrics, node: String) -> Self {
         Ingest {
-            blocking: conn.for_blocking_reads(Duration::from_millis(BLOCK_MS as u64)),
+            blocking: conn.for_blocking_reads(BLOCK),
             conn,
             store,
             metrics,
@@ -101,11 +101,18 @@ impl Ingest {
         }
     }
 
-    /// Consume until shutdown.
+    /// Consume until shutdown. An entry not stored yet stays pending and is tried again
+    /// [`RETRY`] later, with every pending entry of this consumer, in stream order; until then
+    /// new entries of its lane wait behind it (pending too), and the other lanes go on. So
+    /// an entry Redis refuses (a key of the wrong type) or a cluster shard that is away holds
+    /// up its own lanes only.
     pub async fn run(mut self, shutdown: Shutdown) {
         // Our own pending entries first (left over from a previous run of this node).
         let mut backlog = true;
-        let mut next_claim = tokio::time::Instant::now();
+        // Lanes with an entry pending here that is not done, and when to try them again.
+        let mut held = Lanes::default();
+        let mut retry_at: Option<Instant> = None;
+        let mut next_claim = Instant::now();
         // Whether the last try failed: an outage is logged at warn once, when it starts.
         let mut failing = false;
         while !shutdown.is_stopping() {
@@ -123,16 +130,30 @@ impl Ingest {
                 }
                 continue;
             }
-            if tokio::time::Instant::now() >= next_claim {
-                next_claim = tokio::time::Instant::now() + CLAIM_EVERY;
+            if Instant::now() >= next_claim {
+                next_claim = Instant::now() + CLAIM_EVERY;
                 backlog |= self.claim_abandoned().await;
                 self.sample_lag().await;
             }
-            let read = tokio::select! {
-                r = self.read(backlog) => r,
-                _ = shutdown.wait() => return,
+            let pending = backlog || retry_at.is_some_and(|at| Instant::now() >= at);
+            let pass = if pending {
+                tokio::select! {
+                    r = self.pending_pass() => r,
+                    _ = shutdown.wait() => return,
+                }
+            } else {
+                let block = retry_at.map_or(BLOCK, |at| {
+                    (at - Instant::now()).clamp(Duration::from_millis(1), BLOCK)
+                });
+                tokio::select! {
+                    r = self.read(">", Some(block)) => match r {
+                        Ok(entries) => Ok(self.handle_all(&entries, held).await),
+                        Err(e) => Err(e),
+                    },
+                    _ = shutdown.wait() => return,
+                }
             };
-            match read {
+            match pass {
                 Err(e) => {
                     // Redis may have handed this node entries whose answer was lost (they
                     // are pending for it now): read its own pending entries first again,
@@ -150,20 +171,42 @@ impl Ingest {
                         return;
                     }
                 }
-                Ok(entries) => {
+                Ok(Handled { undone, acked }) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("ingest: reading {STREAM} again");
                     }
-                    if backlog && entries.is_empty() {
-                        backlog = false;
+                    if pending {
+                        held = undone;
+                    } else {
+                        held = held.with(undone);
                     }
-                    if !self.handle_all(&entries).await {
-                        backlog = true;
-                        if pause(&shutdown, RETRY).await {
-                            return;
-                        }
-                    }
+                    // Entries handled but not acknowledged are pending: read them again.
+                    backlog = !acked;
+                    retry_at = match retry_at {
+                        Some(at) if !pending && !held.is_empty() => Some(at),
+                        _ => (!held.is_empty()).then(|| Instant::now() + RETRY),
+                    };
                 }
+            }
+        }
+    }
+
+    /// Every entry pending for this consumer, in stream order, a read at a time: none of a
+    /// lane after one of its entries that is not done.
+    async fn pending_pass(&mut self) -> redis::RedisResult<Handled> {
+        let mut from = "0".to_owned();
+        let mut all = Handled {
+            undone: Lanes::default(),
+            acked: true,
+        };
+        loop {
+            let entries = self.read(&from, None).await?;
+            let handled = self.handle_all(&entries, all.undone).await;
+            all.undone = all.undone.with(handled.undone);
+            all.acked &= handled.acked;
+            match entries.last() {
+                Some(last) if entries.len() == BATCH => from = last.id.clone(),
+                _ => return Ok(all),
             }
         }
     }
@@ -177,16 +220,19 @@ impl Ingest {
         }
     }
 
-    /// New entries (blocking briefly), or with `backlog` this consumer's pending ones.
-    async fn read(&mut self, backlog: bool) -> redis::RedisResult<Vec<StreamId>> {
-        let options = StreamReadOptions::default()
+    /// Up to [`BATCH`] entries after `from`: new ones with `>` (waiting up to `block` for
+    /// them), else this consumer's pending ones.
+    async fn read(
+        &mut self,
+        from: &str,
+        block: Option<Duration>,
+    ) -> redis::RedisResult<Vec<StreamId>> {
+        let mut options = StreamReadOptions::default()
             .group(GROUP, &self.node)
             .count(BATCH);
-        let (options, from) = if backlog {
-            (options, "0")
-        } else {
-            (options.block(BLOCK_MS), ">")
-        };
+        if let Some(block) = block {
+            options = options.block(block.as_millis() as usize);
+        }
         let reply: Option<StreamReadReply> = self
             .blocking
             .xread_options(&[STREAM], &[from], &options)
@@ -246,31 +292,46 @@ impl Ingest {
     }
 
     /// Handle one read's entries and acknowledge those done (stored or dead-lettered) in one
-    /// round trip; false if any must be tried again. Entries run in [`LANES`] lanes by their
-    /// first recipient, each lane in stream order: the store sees up to `LANES` publishes at
-    /// once (its scripts pipelined on one connection), and one user's entries stay in order.
-    async fn handle_all(&mut self, entries: &[StreamId]) -> bool {
+    /// round trip. Entries run in [`LANES`] lanes by their first recipient, each lane in
+    /// stream order: the store sees up to `LANES` publishes at once (its scripts pipelined on
+    /// one connection), and one user's entries stay in order. A lane in `held`, and the rest
+    /// of a lane after an entry to try again, is left pending.
+    async fn handle_all(&mut self, entries: &[StreamId], held: Lanes) -> Handled {
         let mut lanes: Vec<Vec<Item<'_>>> = (0..LANES).map(|_| Vec::new()).collect();
         for entry in entries {
             let item = Item::read(entry);
             lanes[item.lane()].push(item);
         }
         let this = &*self;
-        let outcomes = futures_util::future::join_all(lanes.into_iter().map(|lane| async move {
-            let mut done = Vec::new();
-            for item in lane {
-                let id = item.entry.id.as_str();
-                match this.handle(item).await {
-                    Outcome::Retry => break,
-                    Outcome::Stored | Outcome::Dead => done.push(id),
+        let outcomes = futures_util::future::join_all(lanes.into_iter().enumerate().map(
+            |(lane, items)| async move {
+                let mut done = Vec::new();
+                if held.has(lane) {
+                    return (done, !items.is_empty());
                 }
-            }
-            done
-        }))
+                let count = items.len();
+                for item in items {
+                    let id = item.entry.id.as_str();
+                    match this.handle(item).await {
+                        Outcome::Retry => break,
+                        Outcome::Stored | Outcome::Dead => done.push(id),
+                    }
+                }
+                let undone = done.len() < count;
+                (done, undone)
+            },
+        ))
         .await;
-        let done: Vec<&str> = outcomes.into_iter().flatten().collect();
+        let mut undone = Lanes::default();
+        let mut done = Vec::new();
+        for (lane, (ids, left)) in outcomes.into_iter().enumerate() {
+            if left {
+                undone = undone.with(Lanes::one(lane));
+            }
+            done.extend(ids);
+        }
         let acked = done.is_empty() || self.ack(&done).await.is_ok();
-        acked && done.len() == entries.len()
+        Handled { undone, acked }
     }
 
     /// Store one entry or park it with the reason; not acknowledged yet.
@@ -369,6 +430,36 @@ impl Ingest {
             .ignore()
             .query_async::<()>(&mut self.conn)
             .await
+    }
+}
+
+/// What became of a read's entries.
+struct Handled {
+    /// Lanes with an entry left pending.
+    undone: Lanes,
+    /// Those done were acknowledged.
+    acked: bool,
+}
+
+/// A set of lanes (`0..LANES`).
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+struct Lanes(u32);
+
+impl Lanes {
+    fn one(lane: usize) -> Self {
+        Lanes(1 << lane)
+    }
+
+    fn with(self, other: Lanes) -> Self {
+        Lanes(self.0 | other.0)
+    }
+
+    fn has(self, lane: usize) -> bool {
+        self.0 & (1 << lane) != 0
+    }
+
+    fn is_empty(self) -> bool {
+        self.0 == 0
     }
 }
 
