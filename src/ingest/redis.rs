@@ -48,6 +48,10 @@ const RETRY: Duration = Duration::from_secs(1);
 const BATCH: usize = 100;
 /// Entries of one read handled at once (one user's entries always in order, see `lane_of`).
 const LANES: usize = 16;
+/// Entries this node leaves pending (behind one that failed) before it stops reading new
+/// ones until the retry: while a cluster shard is away, what arrives waits in the stream
+/// rather than in this node's pending list, which every retry reads whole.
+const MAX_LEFT: usize = 10 * BATCH;
 /// The dead stream keeps about this many entries (`XADD … MAXLEN ~`), the oldest go first.
 pub const DEAD_MAXLEN: usize = 10_000;
 
@@ -112,6 +116,8 @@ impl Ingest {
         // Lanes with an entry pending here that is not done, and when to try them again.
         let mut held = Lanes::default();
         let mut retry_at: Option<Instant> = None;
+        // Entries left pending here (not done), as of the last pass over them.
+        let mut left = 0;
         let mut next_claim = Instant::now();
         // Whether the last try failed: an outage is logged at warn once, when it starts.
         let mut failing = false;
@@ -136,9 +142,16 @@ impl Ingest {
                 self.sample_lag().await;
             }
             let pending = backlog || retry_at.is_some_and(|at| Instant::now() >= at);
+            // New entries would only join the pending ones: wait for the retry instead.
+            let wait = held.is_full() || left >= MAX_LEFT;
             let pass = if pending {
                 tokio::select! {
                     r = self.pending_pass() => r,
+                    _ = shutdown.wait() => return,
+                }
+            } else if let (true, Some(at)) = (wait, retry_at) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => continue,
                     _ = shutdown.wait() => return,
                 }
             } else {
@@ -171,20 +184,22 @@ impl Ingest {
                         return;
                     }
                 }
-                Ok(Handled { undone, acked }) => {
+                Ok(handled) => {
                     if std::mem::take(&mut failing) {
                         tracing::info!("ingest: reading {STREAM} again");
                     }
                     if pending {
-                        held = undone;
+                        (held, left) = (handled.undone, handled.left);
+                        backlog = false;
                     } else {
-                        held = held.with(undone);
+                        (held, left) = (held.with(handled.undone), left + handled.left);
                     }
-                    // Entries handled but not acknowledged are pending: read them again.
-                    backlog = !acked;
+                    // Entries handled but not acknowledged are pending too: the retry's pass
+                    // reads them again (and stores nothing twice).
+                    let retry = !held.is_empty() || !handled.acked;
                     retry_at = match retry_at {
-                        Some(at) if !pending && !held.is_empty() => Some(at),
-                        _ => (!held.is_empty()).then(|| Instant::now() + RETRY),
+                        Some(at) if retry && !pending => Some(at),
+                        _ => retry.then(|| Instant::now() + RETRY),
                     };
                 }
             }
@@ -197,12 +212,14 @@ impl Ingest {
         let mut from = "0".to_owned();
         let mut all = Handled {
             undone: Lanes::default(),
+            left: 0,
             acked: true,
         };
         loop {
             let entries = self.read(&from, None).await?;
             let handled = self.handle_all(&entries, all.undone).await;
             all.undone = all.undone.with(handled.undone);
+            all.left += handled.left;
             all.acked &= handled.acked;
             match entries.last() {
                 Some(last) if entries.len() == BATCH => from = last.id.clone(),
@@ -330,8 +347,13 @@ impl Ingest {
             }
             done.extend(ids);
         }
+        let left = entries.len() - done.len();
         let acked = done.is_empty() || self.ack(&done).await.is_ok();
-        Handled { undone, acked }
+        Handled {
+            undone,
+            left,
+            acked,
+        }
     }
 
     /// Store one entry or park it with the reason; not acknowledged yet.
@@ -437,6 +459,8 @@ impl Ingest {
 struct Handled {
     /// Lanes with an entry left pending.
     undone: Lanes,
+    /// Entries left pending.
+    left: usize,
     /// Those done were acknowledged.
     acked: bool,
 }
@@ -445,7 +469,13 @@ struct Handled {
 #[derive(Clone, Copy, Default, PartialEq, Debug)]
 struct Lanes(u32);
 
+const _: () = assert!(LANES <= 32, "Lanes holds 32");
+
 impl Lanes {
+    fn is_full(self) -> bool {
+        self.0.count_ones() as usize == LANES
+    }
+
     fn one(lane: usize) -> Self {
         Lanes(1 << lane)
     }

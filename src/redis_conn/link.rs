@@ -32,11 +32,24 @@ pub const RECONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// was given, then for every node of the slot map, so one node that takes the connection
 /// and never answers (a hung process, a black hole) costs this twice: well within
 /// [`CLUSTER_RECONNECT_TIMEOUT`], so the rest of the cluster is reached without it.
-pub const CLUSTER_NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CLUSTER_NODE_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// [`RECONNECT_TIMEOUT`] for a cluster.
-pub const CLUSTER_RECONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often a cluster link compares the cluster's slot owners with its connection's.
+pub const CLUSTER_RECONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often a cluster link compares the cluster's slot owners with its connection's, while
+/// it does (see [`Link::follow_topology`]).
 const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
+/// How long after a cluster command missed its deadline the links compare slot owners.
+const FOLLOW_FOR: Duration = Duration::from_secs(30);
+
+/// When a command on a cluster link of this process last missed its deadline (Unix ms; 0:
+/// never). A primary that hangs shows itself only this way, and the links share it: the
+/// broker's subscriptions to a hung primary say nothing at all.
+static CLUSTER_LATE_AT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn cluster_late_recently() -> bool {
+    let at = CLUSTER_LATE_AT_MS.load(Ordering::Relaxed);
+    at != 0 && now_ms().saturating_sub(at) < FOLLOW_FOR.as_millis() as u64
+}
 /// Least time between two connections opened for topology changes.
 const REOPEN_AT_MOST_EVERY: Duration = Duration::from_secs(3);
 
@@ -106,7 +119,8 @@ struct Current {
 /// What a cluster link knows of the cluster's slot owners ([`slot_owners`]).
 #[derive(Default)]
 struct Topology {
-    /// As they were when the connection in use was opened (first read after it).
+    /// As they were when the connection in use was opened: the reads that had it opened, or
+    /// the first read after it.
     of_conn: Option<String>,
     /// A different map read once: a second read alike confirms it (nodes converge on a
     /// failover one by one, so one node's word is not enough).
@@ -142,11 +156,7 @@ pub struct Link {
     topology: Mutex<Topology>,
 }
 
-fn lock(m: &Mutex<Current>) -> MutexGuard<'_, Current> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock_topology(m: &Mutex<Topology>) -> MutexGuard<'_, Topology> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -217,6 +227,9 @@ impl Link {
     /// now, on the same connection, and takes the link down only if `TIME` gets no answer
     /// either (a black hole is then down within [`PROBE_TIMEOUT`] more).
     pub fn slow(&self, id: u64) {
+        if self.is_cluster() {
+            CLUSTER_LATE_AT_MS.store(now_ms(), Ordering::Relaxed);
+        }
         tracing::debug!(
             link = self.name,
             id,
@@ -258,7 +271,7 @@ impl Link {
             current.id
         };
         {
-            let mut t = lock_topology(&self.topology);
+            let mut t = lock(&self.topology);
             t.of_conn = topology;
             t.pending = None;
         }
@@ -268,23 +281,28 @@ impl Link {
     /// A cluster connection follows failovers by the answers it gets (a `MOVED`, a refused
     /// connection), but a primary that takes commands and never answers (a hung process, a
     /// black hole) tells it nothing: its slots stay routed there after the cluster has
-    /// promoted a replica. So every [`TOPOLOGY_EVERY`] the link reads the slot owners from
-    /// any node, and when they differ from its connection's (twice in a row), it connects
-    /// anew, which reads the new map and leaves the silent node out.
+    /// promoted a replica. So the link reads the slot owners from any node once per
+    /// connection, and then, while cluster commands miss their deadlines (within
+    /// [`FOLLOW_FOR`]), every [`TOPOLOGY_EVERY`]; when they differ from its connection's
+    /// (twice in a row), it connects anew, which reads the new map and leaves the silent node
+    /// out. A planned failover or a slot move, which the connection follows by itself, costs
+    /// no new connection.
     async fn follow_topology(&self, conn: Conn) {
         let now = Instant::now();
-        let due = lock_topology(&self.topology)
-            .checked_at
-            .is_none_or(|at| now >= at + TOPOLOGY_EVERY);
+        let due = {
+            let t = lock(&self.topology);
+            (t.of_conn.is_none() || cluster_late_recently())
+                && t.checked_at.is_none_or(|at| now >= at + TOPOLOGY_EVERY)
+        };
         if !due {
             return;
         }
-        lock_topology(&self.topology).checked_at = Some(now);
+        lock(&self.topology).checked_at = Some(now);
         let Ok(Ok(owners)) = tokio::time::timeout(PROBE_TIMEOUT, slot_owners(conn)).await else {
             return;
         };
         let reopen = {
-            let mut t = lock_topology(&self.topology);
+            let mut t = lock(&self.topology);
             match &t.of_conn {
                 None => {
                     t.of_conn = Some(owners);
@@ -307,7 +325,7 @@ impl Link {
             return;
         }
         let owners = {
-            let mut t = lock_topology(&self.topology);
+            let mut t = lock(&self.topology);
             t.reopened_at = Some(now);
             t.pending.take()
         };
@@ -355,17 +373,16 @@ impl Link {
     async fn check(&self) {
         match self.checkout() {
             Some((conn, id)) => {
+                // Not held up by blocking reads: `CLUSTER SLOTS` goes to any node.
+                if self.is_cluster() {
+                    self.follow_topology(conn.clone()).await;
+                }
                 if self.blocking.load(Ordering::Relaxed) > 0 {
                     return;
                 }
                 let before = self.answered.load(Ordering::Relaxed);
-                match tokio::time::timeout(PROBE_TIMEOUT, clock_offset(conn.clone())).await {
-                    Ok(Ok(offset)) => {
-                        self.offset_ms.store(offset, Ordering::Relaxed);
-                        if self.is_cluster() {
-                            self.follow_topology(conn).await;
-                        }
-                    }
+                match tokio::time::timeout(PROBE_TIMEOUT, clock_offset(conn)).await {
+                    Ok(Ok(offset)) => self.offset_ms.store(offset, Ordering::Relaxed),
                     Ok(Err(e)) => self.lost(id, &e.to_string()),
                     Err(_) if self.answered.load(Ordering::Relaxed) != before => {
                         tracing::debug!(link = self.name, "probe waited behind other replies");
@@ -453,7 +470,8 @@ pub async fn clock_offset(mut conn: Conn) -> RedisResult<i64> {
 }
 
 /// Which primary serves which slots, as one node of the cluster (any) sees it: one
-/// `<first slot>-<last slot>=<host>:<port>` line per range, in slot order.
+/// `<first slot>-<last slot>=<node id>` line per range, in slot order (the node's id, not its
+/// address: nodes may announce one primary under different endpoints, or none).
 async fn slot_owners(conn: Conn) -> RedisResult<String> {
     let Conn::Cluster(mut c) = conn else {
         return Ok(String::new());
@@ -470,10 +488,8 @@ async fn slot_owners(conn: Conn) -> RedisResult<String> {
             let first: i64 = redis::from_redis_value(fields.next()?).ok()?;
             let last: i64 = redis::from_redis_value(fields.next()?).ok()?;
             let primary: Vec<Value> = redis::from_redis_value(fields.next()?).ok()?;
-            let mut primary = primary.into_iter();
-            let host: String = redis::from_redis_value(primary.next()?).ok()?;
-            let port: i64 = redis::from_redis_value(primary.next()?).ok()?;
-            Some((first, format!("{first}-{last}={host}:{port}")))
+            let id: String = redis::from_redis_value(primary.into_iter().nth(2)?).ok()?;
+            Some((first, format!("{first}-{last}={id}")))
         })
         .collect();
     owners.sort();

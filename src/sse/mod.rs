@@ -1,8 +1,10 @@
 //! The last mile: SSE framing (`frame`, each change encoded once), the per-stream state that
-//! the hub hands changes to (`stream`), where its bytes go (`output`), the socket
+//! the hub hands changes to (`stream`), where its bytes go (`output`), what drops a hyper
+//! stream's carrier when its backlog overflows (`abort`), the socket
 //! transport that holds a plain HTTP/1.x stream off hyper (`socket`), an operator's live
 //! tail of one user's changes (`tail`), and how either wakes its transport (`wake`).
 
+mod abort;
 pub(crate) mod frame;
 mod output;
 pub(crate) mod socket;

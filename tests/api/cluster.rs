@@ -111,7 +111,7 @@ async fn published_once_promoted(h: &Herald, user: &str) -> String {
 /// A primary that hangs (it keeps its connections and answers nothing: a stopped process, a
 /// black hole) tells the cluster client nothing, unlike one that died. Once its replica is
 /// promoted, its users are served again and their open streams receive, live, while it
-/// still hangs; the other users never stopped being served.
+/// still hangs; and so are the other shards' users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
     let mut cluster = Cluster::start(3, 1);

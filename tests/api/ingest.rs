@@ -26,8 +26,9 @@ fn publish_body(title: &str) -> String {
     json!({"users": ["alice"], "notification": {"title": title}}).to_string()
 }
 
-/// The ingest lane of entries whose first recipient is `user`, as a node computes it: entries
-/// of one lane are stored in order, lanes independently.
+/// The ingest lane of entries whose first recipient is `user`, as a node computes it
+/// (`Item::lane` in `src/ingest/redis.rs`, 16 lanes: keep the two in step): entries of one
+/// lane are stored in order, lanes independently.
 fn lane(user: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
