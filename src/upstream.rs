@@ -45,8 +45,11 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
+        // An idle connection is let go of before common backends close theirs (Node.js,
+        // uvicorn, Apache: 5 s): a request sent on one the backend is just closing fails (502)
+        // without having reached it.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(4))
             .build(connector);
         Ok(Upstream { base, client })
     }

@@ -12,6 +12,8 @@ use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::auth_request::identity_headers;
 use super::body::{discard, json, Request, Response};
@@ -28,6 +30,9 @@ const TAKING: &str = "an action of this notification is being taken";
 /// How long past `--upstream-timeout` a claim to send an action outlives a node that died
 /// while sending it.
 const CLAIM_SLACK: Duration = Duration::from_secs(10);
+/// How often an action the upstream has seen is tried again to be recorded while Redis is
+/// away.
+const RECORD_RETRY: Duration = Duration::from_millis(250);
 
 pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> Result<Response> {
     let (parts, body) = req.into_parts();
@@ -44,6 +49,7 @@ pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> R
     // none is recorded: a request that lost the race gets 409 and the upstream never sees it
     // (nor is an action without a path recorded while another is being sent).
     let ttl = state.config.upstream_timeout + CLAIM_SLACK;
+    let claimed_until = Instant::now() + ttl;
     if !state.store.claim_action(&caller.user, id, ttl).await? {
         return Err(Error::Conflict(TAKING));
     }
@@ -53,7 +59,9 @@ pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> R
     // the upstream may still be working on the first).
     let request_id = parts.extensions.get::<RequestId>().cloned();
     let (spec, id, action_id) = (spec.clone(), id.to_owned(), action_id.to_owned());
-    let taking = tokio::spawn(async move {
+    let (answer, answered) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut answer = Some(answer);
         let taken = async {
             untaken(&notification(&state, &caller.user, &id).await?)?;
             let status = match &spec.path {
@@ -64,15 +72,39 @@ pub async fn take(state: AppState, req: Request, id: &str, action_id: &str) -> R
                 }
                 None => None,
             };
-            record(&state, &caller.user, &id, &action_id, status).await
+            loop {
+                match record(&state, &caller.user, &id, &action_id, status).await {
+                    // The upstream has seen the action: Redis away now is answered (503) but
+                    // does not lose the record, which is tried again while the claim holds
+                    // (before, the claim expired and the next take sent the action again).
+                    Err(e @ Error::Unavailable(_))
+                        if status.is_some() && Instant::now() + RECORD_RETRY < claimed_until =>
+                    {
+                        if let Some(answer) = answer.take() {
+                            tracing::warn!(
+                                error = %e.detail(),
+                                "action sent but not recorded yet (Redis away): answered 503, \
+                                 recorded once Redis is back"
+                            );
+                            let _ = answer.send(Err(e));
+                        }
+                        tokio::time::sleep(RECORD_RETRY).await;
+                    }
+                    recorded => return recorded,
+                }
+            }
         }
         .await;
         if let Err(e) = state.store.release_action(&caller.user, &id).await {
             tracing::warn!(error = %e, "action claim not released (it expires)");
         }
-        taken
+        match answer {
+            Some(answer) => drop(answer.send(taken)),
+            None if taken.is_ok() => tracing::info!("action recorded after Redis came back"),
+            None => tracing::warn!("action sent but never recorded: Redis stayed away"),
+        }
     });
-    taking
+    answered
         .await
         .map_err(|e| Error::Internal(format!("action task: {e}")))?
 }

@@ -447,3 +447,42 @@ async fn action_input_is_checked(mode: Mode) {
     assert_eq!(status, 200, "{n}");
     assert_eq!(n["action"]["id"], "a");
 }
+
+/// Redis away just when the upstream has answered: the take answers 503, and the action, which
+/// the backend has seen, is recorded once Redis is back (before, the claim expired unrecorded
+/// and the next take sent the action a second time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_sent_while_redis_is_away_is_recorded_once_it_is_back() {
+    let up = EchoUpstream::start().await;
+    let redis = Redis::start();
+    let h = Herald::start(
+        Some(&redis.url()),
+        &["--upstream", &up.url, "--upstream-timeout", "5s"],
+    );
+    let token = user_token("alice");
+    let id = publish_with(
+        &h,
+        "alice",
+        json!([{"id": "approve", "label": "Approve", "path": "/api/slow"}]),
+    )
+    .await;
+    let mut sse = h.events(&token, "").await;
+    let taking = take(&h, &token, &id, "approve");
+    let meanwhile = async {
+        wait_for("the action did not reach the upstream", async || {
+            up.hits() > 0
+        })
+        .await;
+        // `/slow` answers after 3 s: Redis is away then
+        redis.pause();
+    };
+    let ((status, err), ()) = tokio::join!(taking, meanwhile);
+    assert_error(status, &err, 503, "unavailable");
+    redis.resume();
+    let updated = sse.expect("updated").await;
+    assert_eq!(updated.json()["action"]["id"], "approve");
+    assert_eq!(updated.json()["action"]["status"], 200);
+    let (status, err) = take(&h, &token, &id, "approve").await;
+    assert_error(status, &err, 409, "conflict");
+    assert_eq!(up.hits(), 1, "the action was sent again");
+}

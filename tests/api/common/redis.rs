@@ -120,6 +120,15 @@ impl Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stop the process (`SIGSTOP`): connections stay open and nothing is answered.
+    pub fn pause(&self) {
+        send_signal(self.child.id(), "STOP");
+    }
+
+    pub fn resume(&self) {
+        send_signal(self.child.id(), "CONT");
+    }
 }
 
 impl Drop for Redis {
