@@ -49,10 +49,14 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         Some((cert, key)) => Some(tls::Tls::load(cert, key)?),
         None => None,
     };
-    let listeners = Listeners::bind(config.listen)
-        .map_err(|e| StartupError(format!("--listen: cannot bind {}: {e}", config.listen)))?;
     let (trigger, shutdown) = shutdown::channel();
+    let listen = config.listen;
     let state = AppState::build(config, shutdown.clone()).await?;
+    check_node_name(&state).await?;
+    // Only now: a port that listened during the checks above would take connections and
+    // leave them unanswered (a balancer would keep sending them here, not elsewhere).
+    let listeners = Listeners::bind(listen)
+        .map_err(|e| StartupError(format!("--listen: cannot bind {listen}: {e}")))?;
     let finishing = start_tasks(&state, &shutdown).await?;
     let addr = listeners
         .local_addr()
@@ -118,6 +122,27 @@ async fn on_sighup(
     }
 }
 
+/// Two processes under one name would take each other's stream controls and presence: exit
+/// 2 when another running node has this one's (a crashed one's key is watched a few seconds
+/// first: `Store::node_in_use`).
+async fn check_node_name(state: &AppState) -> Result<(), StartupError> {
+    match state.store.node_in_use(&state.hub).await {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(StartupError(format!(
+            "--node-id: another running node is named {:?} (its heartbeat in Redis is fresh); \
+             give each node its own",
+            state.hub.node()
+        ))),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "could not check that no other running node has this --node-id"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Every background task of a node, started here and nowhere else; each ends on `shutdown`:
 /// the node's keep-alive (Redis; its first beat before the node serves, once no other running
 /// node is found under its name), stream catch-up
@@ -130,21 +155,6 @@ async fn start_tasks(
     shutdown: &Shutdown,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StartupError> {
     let config = &state.config;
-    // Two processes under one name would take each other's stream controls and presence.
-    match state.store.node_in_use(&state.hub).await {
-        Ok(false) => {}
-        Ok(true) => {
-            return Err(StartupError(format!(
-                "--node-id: another running node is named {:?} (its heartbeat in Redis is \
-                 fresh); give each node its own",
-                state.hub.node()
-            )))
-        }
-        Err(e) => tracing::warn!(
-            error = %e,
-            "could not check that no other running node has this --node-id"
-        ),
-    }
     let keep_alive = state.store.keep_alive(state.hub.clone(), shutdown.clone());
     if let Some(keep_alive) = keep_alive.await {
         tokio::spawn(keep_alive);

@@ -783,7 +783,25 @@ async fn a_node_id_in_use_is_refused_and_a_crashed_nodes_is_not() {
     // the first one serves on
     wait_ready(&a).await;
     a.kill();
-    let again = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
+    // Started again on its port, it watches the crashed one's key for a few seconds; its
+    // port refuses connections meanwhile (they used to wait unanswered, /healthz too, and a
+    // balancer kept sending them there), then it serves.
+    let addr = addr_of(&a.base);
+    let args: Vec<String> = ["--listen", &addr, "--jwt-secret", SECRET]
+        .into_iter()
+        .chain(["--redis-url", &redis.url(), "--node-id", "web-1"])
+        .map(str::to_owned)
+        .collect();
+    let starting = std::thread::spawn(move || Herald::spawn(&args));
+    let watching = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < watching {
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "a connection was taken before the node serves"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = starting.join().unwrap();
     wait_ready(&again).await;
 }
 
