@@ -68,25 +68,32 @@ async fn streams_keep_receiving_after_a_primary_fails_over() {
     // the write has reached the replica, so the failover loses nothing
     cluster.wait_for_replication("herald:{u:alice}:items");
     cluster.kill_primary_of("herald:{u:alice}:items");
-    let id = published_once_promoted(&h, "alice").await;
+    let (id, later) = served_again(&h, &mut sse, "alice").await;
+    // the notification stored before the failover survived it
+    assert_eq!(h.tray_ids("alice", "").await, vec![later, id, before]);
+}
+
+/// Once the replica of `user`'s failed primary is promoted, publishing to `user` works again
+/// and `sse` (a stream of `user`) receives it, then a live one (not only a catch-up) a second
+/// later: their ids.
+async fn served_again(h: &Herald, sse: &mut Sse, user: &str) -> (String, String) {
+    let id = published_once_promoted(h, user).await;
     let ev = sse
         .try_next(Duration::from_secs(15))
         .await
-        .expect("the stream receives after the failover");
+        .expect("the stream receives after the promotion");
     assert_eq!(
         (ev.event.as_str(), ev.json()["id"].clone()),
         ("notification", json!(id))
     );
-    // and live delivery (not only the catch-up) works on the new primary
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let later = h.notify("alice", "later").await;
+    let later = h.notify(user, "later").await;
     let ev = sse
         .try_next(Duration::from_secs(5))
         .await
-        .expect("live delivery after the failover");
+        .expect("live delivery on the new primary");
     assert_eq!(ev.json()["id"], later.as_str());
-    // the notification stored before the failover survived it
-    assert_eq!(h.tray_ids("alice", "").await, vec![later, id, before]);
+    (id, later)
 }
 
 /// Once the replica of `user`'s failed primary is promoted, publishing to `user` works again
@@ -128,22 +135,7 @@ async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
         })
         .unwrap();
     let hung = cluster.pause_primary_of("herald:{u:alice}:items");
-    let id = published_once_promoted(&h, "alice").await;
-    let ev = sse
-        .try_next(Duration::from_secs(15))
-        .await
-        .expect("the stream receives after the promotion");
-    assert_eq!(
-        (ev.event.as_str(), ev.json()["id"].clone()),
-        ("notification", json!(id))
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let later = h.notify("alice", "later").await;
-    let ev = sse
-        .try_next(Duration::from_secs(5))
-        .await
-        .expect("live delivery while the old primary hangs");
-    assert_eq!(ev.json()["id"], later.as_str());
+    served_again(&h, &mut sse, "alice").await;
     h.notify(&other, "elsewhere").await;
     cluster.resume(hung);
 }
