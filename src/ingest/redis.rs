@@ -46,7 +46,7 @@ const BLOCK: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_secs(1);
 /// Entries read at once.
 const BATCH: usize = 100;
-/// Entries of one read handled at once (one user's entries always in order, see `lane_of`).
+/// Entries of one read handled at once (one user's entries always in order, see `Item::lane`).
 const LANES: usize = 16;
 /// Entries this node leaves pending (behind one that failed) before it stops reading new
 /// ones until the retry: while a cluster shard is away, what arrives waits in the stream

@@ -31,6 +31,13 @@ async fn publish_with(h: &Herald, user: &str, actions: Value) -> String {
     body["ids"][user].as_str().unwrap().to_owned()
 }
 
+/// Publish to alice a notification whose one action, `approve`, goes to the upstream's
+/// `/slow` (it answers after 3 s); its id.
+async fn publish_slow_action(h: &Herald) -> String {
+    let action = json!([{"id": "approve", "label": "Approve", "path": "/api/slow"}]);
+    publish_with(h, "alice", action).await
+}
+
 /// `POST /notifications/{id}/actions/{action}` with a Bearer token.
 async fn take(h: &Herald, token: &str, id: &str, action: &str) -> (u16, Value) {
     let path = format!("/notifications/{id}/actions/{action}");
@@ -253,12 +260,7 @@ async fn a_slow_upstream_records_nothing(mode: Mode) {
         &["--upstream", &up.url, "--upstream-timeout", "500ms"],
     );
     let token = user_token("alice");
-    let id = publish_with(
-        &h,
-        "alice",
-        json!([{"id": "approve", "label": "Approve", "path": "/api/slow"}]),
-    )
-    .await;
+    let id = publish_slow_action(&h).await;
     let (status, err) = take(&h, &token, &id, "approve").await;
     assert_error(status, &err, 504, "gateway_timeout");
     let n = listed(&h, &id).await;
@@ -460,12 +462,7 @@ async fn an_action_sent_while_redis_is_away_is_recorded_once_it_is_back() {
         &["--upstream", &up.url, "--upstream-timeout", "5s"],
     );
     let token = user_token("alice");
-    let id = publish_with(
-        &h,
-        "alice",
-        json!([{"id": "approve", "label": "Approve", "path": "/api/slow"}]),
-    )
-    .await;
+    let id = publish_slow_action(&h).await;
     let mut sse = h.events(&token, "").await;
     let taking = take(&h, &token, &id, "approve");
     let meanwhile = async {

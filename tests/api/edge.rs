@@ -143,12 +143,17 @@ async fn upstream_connections_are_reused() {
         assert_eq!(h.get("/api/echo", &user_token("alice")).await.0, 200);
     }
     assert_eq!(backend.hits(), 5);
-    assert_eq!(
+    let connections = || {
         backend
             .connections
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(connections(), 1);
+    // An idle connection is let go of after 4 s, before common backends close theirs (5 s),
+    // so no request is sent on one the backend is just closing.
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    assert_eq!(h.get("/api/echo", &user_token("alice")).await.0, 200);
+    assert_eq!(connections(), 2);
 }
 
 /// An upstream that answers in HTTP/1.0 (as Python's `http.server` does): the client is
