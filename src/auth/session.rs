@@ -1,10 +1,11 @@
 //! The caller of a request: a user (session cookie or Bearer user token) or a service (Bearer
 //! token with the `publish` scope), and browser sessions themselves. A session has a public id
 //! (in `ready`, presence, `X-Herald-Session`, logs, Redis keys, channel messages) and a secret;
-//! the cookie carries both as `<id>.<secret>` and is the only place the secret ever appears:
-//! the store keeps its SHA-256, so neither the public id nor a store dump yields a credential.
+//! the cookie carries the secret alone, the only place it ever appears, and the public id is a
+//! one-way digest of it: the store keeps the secret's SHA-256, so neither the public id nor a
+//! store dump yields a credential.
 
-use cookie::{Cookie, SameSite};
+use cookie::Cookie;
 use http::header::{AUTHORIZATION, COOKIE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
@@ -21,7 +22,7 @@ pub const COOKIE_NAME: &str = "herald_session";
 /// Longest session, in seconds (400 days, the cap browsers put on a cookie's `Max-Age`): a
 /// token whose `exp` lies further ahead gets a session that ends here.
 pub const MAX_SESSION_SECS: u64 = 400 * 24 * 3600;
-/// Random bytes of a session's public id and of its secret.
+/// Bytes of a session's public id (a digest of its secret) and random bytes of its secret.
 const ID_BYTES: usize = 12;
 const SECRET_BYTES: usize = 32;
 
@@ -106,13 +107,25 @@ pub fn secret_hash(secret: &str) -> String {
     sha256_hex(secret)
 }
 
-/// `<id>.<secret>` → (id, secret), when both have the shape Herald issues (lower-case hex of
-/// the right length). Anything else, including the cookie format before public ids, is not a
-/// session: the browser signs in again.
-fn split_cookie(value: &str) -> Option<(&str, &str)> {
-    let (id, secret) = value.split_once('.')?;
-    (is_lower_hex(id, ID_BYTES * 2) && is_lower_hex(secret, SECRET_BYTES * 2))
-        .then_some((id, secret))
+/// The public id of the session whose cookie carries `secret`: the first 12 bytes of a SHA-256
+/// of it (in another domain than [`secret_hash`]'s), so the id names the session and gives
+/// nothing of the cookie away.
+fn public_id(secret: &str) -> String {
+    let mut id = sha256_hex(&format!("herald session id {secret}"));
+    id.truncate(ID_BYTES * 2);
+    id
+}
+
+/// A cookie value → (public id, secret), when it has a shape Herald issues (lower-case hex of
+/// the right lengths): `<secret>`, or `<id>.<secret>` as earlier builds issued (their sessions
+/// outlive an upgrade). Anything else is not a session: the browser signs in again.
+fn split_cookie(value: &str) -> Option<(String, &str)> {
+    match value.split_once('.') {
+        None => is_lower_hex(value, SECRET_BYTES * 2).then(|| (public_id(value), value)),
+        Some((id, secret)) => (is_lower_hex(id, ID_BYTES * 2)
+            && is_lower_hex(secret, SECRET_BYTES * 2))
+        .then(|| (id.to_owned(), secret)),
+    }
 }
 
 /// Equal byte strings, compared in time independent of where they differ.
@@ -152,7 +165,7 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
         ));
     }
     // The first live one counts, so a tossed cookie sent before the user's locks no one out.
-    let mut tried: Vec<(&str, &str)> = Vec::new();
+    let mut tried: Vec<(String, &str)> = Vec::new();
     for pair in values.iter().filter_map(|v| split_cookie(v)) {
         if !tried.contains(&pair) {
             tried.push(pair);
@@ -161,21 +174,21 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
             }
         }
     }
-    let ids: Vec<&str> = tried.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<&str> = tried.iter().map(|(id, _)| id.as_str()).collect();
     let records = state.store.sessions(&ids).await?;
     tried
         .into_iter()
         .zip(records)
         .find_map(|((id, secret), record)| {
             let record = record?;
-            (record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret))).then(
-                || Caller {
-                    user: record.user,
-                    session: Some(id.to_owned()),
-                    exp: record.exp,
-                    via: Via::Cookie,
-                },
-            )
+            let matches =
+                record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret));
+            matches.then_some(Caller {
+                user: record.user,
+                session: Some(id),
+                exp: record.exp,
+                via: Via::Cookie,
+            })
         })
         .ok_or(Error::Unauthorized("session expired or ended"))
 }
@@ -201,7 +214,8 @@ pub async fn writer(state: &AppState, parts: &Parts) -> Result<Caller> {
 /// Returns the cookie value and the session's end.
 pub async fn start(state: &AppState, user: &str, exp: u64) -> Result<(String, u64)> {
     let exp = exp.min(now_secs().saturating_add(MAX_SESSION_SECS));
-    let (id, secret) = (random_token(ID_BYTES), random_token(SECRET_BYTES));
+    let secret = random_token(SECRET_BYTES);
+    let id = public_id(&secret);
     let record = SessionRecord {
         user: user.to_owned(),
         exp,
@@ -216,7 +230,7 @@ pub async fn start(state: &AppState, user: &str, exp: u64) -> Result<(String, u6
         tracing::debug!(user, session = old, "oldest session ended for");
         state.revoke_session(user, &old).await?;
     }
-    Ok((format!("{id}.{secret}"), exp))
+    Ok((secret, exp))
 }
 
 /// A service allowed to publish (Bearer token whose scope includes `publish`), or 401/403.
@@ -243,41 +257,68 @@ pub fn cookie_secure(state: &AppState, parts: &Parts) -> bool {
 
 /// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds).
 pub fn set_cookie(value: &str, exp: u64, secure: bool) -> HeaderValue {
-    let max_age = exp.saturating_sub(now_secs()).min(MAX_SESSION_SECS) as i64;
-    cookie_header(value, secure, cookie::time::Duration::seconds(max_age))
+    cookie_header(
+        value,
+        secure,
+        exp.saturating_sub(now_secs()).min(MAX_SESSION_SECS),
+    )
 }
 
 /// `Set-Cookie` that clears the session cookie.
 pub fn clear_cookie(secure: bool) -> HeaderValue {
-    cookie_header("", secure, cookie::time::Duration::ZERO)
+    cookie_header("", secure, 0)
 }
 
-fn cookie_header(value: &str, secure: bool, max_age: cookie::time::Duration) -> HeaderValue {
-    let cookie = Cookie::build((COOKIE_NAME, value.to_owned()))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .secure(secure)
-        .max_age(max_age);
-    HeaderValue::from_str(&cookie.to_string()).expect("cookie is valid header text")
+/// The attributes in the documented order (`HttpOnly; SameSite=Lax; Path=/`), which the cookie
+/// crate's formatting would not keep (it puts `Secure` before `Path`).
+fn cookie_header(value: &str, secure: bool, max_age: u64) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie =
+        format!("{COOKIE_NAME}={value}; HttpOnly; SameSite=Lax; Path=/{secure}; Max-Age={max_age}");
+    HeaderValue::from_str(&cookie).expect("cookie is valid header text")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Only `<24 hex>.<64 hex>` is a session cookie; the old 64-hex format is not.
+    /// `<64 hex>` is a session cookie whose id is derived from it, and so is `<24 hex>.<64 hex>`
+    /// (issued by earlier builds); no other shape is.
     #[test]
     fn cookie_shape() {
         let (id, secret) = (random_token(ID_BYTES), random_token(SECRET_BYTES));
+        let derived = public_id(&secret);
+        assert_eq!(derived.len(), ID_BYTES * 2);
+        assert!(!secret.contains(&derived) && derived != public_id(&id));
+        assert_eq!(split_cookie(&secret), Some((derived, secret.as_str())));
         let value = format!("{id}.{secret}");
-        assert_eq!(split_cookie(&value), Some((id.as_str(), secret.as_str())));
-        assert_eq!(split_cookie(&secret), None);
-        assert_eq!(split_cookie(&format!("{id}.{}", &secret[1..])), None);
+        assert_eq!(split_cookie(&value), Some((id.clone(), secret.as_str())));
+        for bad in [
+            secret[1..].to_owned(),
+            secret.to_uppercase(),
+            format!("{id}.{}", &secret[1..]),
+            format!("{id}.{}", secret.to_uppercase()),
+            format!("{secret}."),
+        ] {
+            assert_eq!(split_cookie(&bad), None, "{bad}");
+        }
+    }
+
+    /// `Set-Cookie` names its attributes in the documented order, `Secure` after `Path`.
+    #[test]
+    fn cookie_attributes() {
+        let secure = set_cookie("v", now_secs() + 60, true);
+        let secure = secure.to_str().unwrap();
+        assert!(secure
+            .starts_with("herald_session=v; HttpOnly; SameSite=Lax; Path=/; Secure; Max-Age="));
+        let max_age: u64 = secure.rsplit('=').next().unwrap().parse().unwrap();
+        assert!((59..=60).contains(&max_age), "{secure}");
+        let cleared = clear_cookie(false);
         assert_eq!(
-            split_cookie(&format!("{id}.{}", secret.to_uppercase())),
-            None
+            cleared,
+            "herald_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
         );
+        assert!(Cookie::parse(secure).is_ok());
     }
 
     /// The proxy's copy of `Cookie` loses the session cookie (also a bare name) and keeps the rest.
@@ -348,31 +389,30 @@ mod tests {
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
 
-            /// A session cookie value is exactly `<24 lower hex>.<64 lower hex>`; anything else
-            /// is no session (401 `session expired or ended`), never a panic.
+            /// A session cookie value is exactly `<64 lower hex>` or `<24 lower hex>.<64 lower
+            /// hex>`; anything else is no session (401 `session expired or ended`), never a panic.
             #[test]
             fn cookie_values_split_only_in_their_shape(value in prop_oneof![
                 any_text(),
                 "[0-9a-fA-F]{23,25}\\.[0-9a-f.]{63,65}",
                 "[0-9a-f]{24}[.\u{2024}][0-9a-f]{64}",
+                "[0-9a-fA-F.]{63,65}",
             ]) {
                 let b = value.as_bytes();
                 let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-                let expected = b.len() == 89 && b[24] == b'.' && hex(&b[..24]) && hex(&b[25..]);
+                let issued = b.len() == 64 && hex(b);
+                let older = b.len() == 89 && b[24] == b'.' && hex(&b[..24]) && hex(&b[25..]);
                 match split_cookie(&value) {
+                    Some((id, secret)) if issued => {
+                        prop_assert_eq!(secret, value.as_str());
+                        prop_assert_eq!(id, public_id(secret));
+                    }
                     Some((id, secret)) => {
-                        prop_assert!(expected, "{:?}", value);
+                        prop_assert!(older, "{:?}", value);
                         prop_assert_eq!(format!("{id}.{secret}"), value);
                     }
-                    None => prop_assert!(!expected, "{:?}", value),
+                    None => prop_assert!(!issued && !older, "{:?}", value),
                 }
-            }
-
-            /// Every cookie value Herald issues splits back into its id and secret.
-            #[test]
-            fn issued_cookie_values_round_trip(id in "[0-9a-f]{24}", secret in "[0-9a-f]{64}") {
-                let value = format!("{id}.{secret}");
-                prop_assert_eq!(split_cookie(&value), Some((id.as_str(), secret.as_str())));
             }
 
             /// `Cookie` headers of any shape: the session cookies are the

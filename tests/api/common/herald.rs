@@ -332,14 +332,17 @@ pub fn cookie_of(r: &reqwest::Response) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
-/// The public session id in a `herald_session=<id>.<secret>` cookie pair.
+/// The public session id of a `herald_session=<secret>` cookie pair: the first 24 hex digits
+/// of the SHA-256 of `herald session id <secret>`.
 pub fn session_id(cookie: &str) -> String {
-    let value = cookie
-        .strip_prefix("herald_session=")
-        .expect("a session cookie");
-    let (id, secret) = value.split_once('.').expect("<id>.<secret>");
-    assert!(!id.is_empty() && secret.len() >= 32, "{cookie}");
-    id.to_owned()
+    use sha2::{Digest, Sha256};
+    let secret = cookie_value(cookie);
+    assert!(
+        secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{cookie}"
+    );
+    let digest = Sha256::digest(format!("herald session id {secret}"));
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The value of a `herald_session=<value>` pair.
