@@ -42,11 +42,6 @@ impl NumericDate {
     pub fn secs_up(self) -> u64 {
         self.ms.div_ceil(1000)
     }
-
-    /// Whole seconds, a fraction dropped: never after the date.
-    pub fn secs_down(self) -> u64 {
-        self.ms / 1000
-    }
 }
 
 impl Serialize for NumericDate {
@@ -311,9 +306,18 @@ impl Keys {
         Ok(claims)
     }
 
-    /// `--jwt-leeway` in milliseconds, as `exp`/`nbf` are compared (also a stream's end).
+    /// `--jwt-leeway` in milliseconds, as `exp`/`nbf` are compared.
     pub fn leeway_ms(&self) -> u64 {
         u64::try_from(self.leeway.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When credentials of these claims end, Unix ms: their `exp` (a fraction rounded up to
+    /// the second) plus the leeway, as [`Self::verify`] accepts them.
+    pub fn ends_ms(&self, claims: &Claims) -> u64 {
+        claims
+            .expires()
+            .saturating_mul(1000)
+            .saturating_add(self.leeway_ms())
     }
 
     /// The signer of an HS256 configuration (`None` for a public key, which cannot sign).
@@ -440,7 +444,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.expires(), FAR + 1, "rounded up: never ends early");
         assert_eq!(c.exp.millis(), FAR * 1000 + 500);
-        assert_eq!(c.exp.secs_down(), FAR);
+        assert_eq!(c.exp.millis() / 1000, FAR);
         assert_eq!(serde_json::to_value(c.exp).unwrap(), 4102444800.5);
         let now = crate::model::now_ms() as f64 / 1000.0;
         assert!(k
@@ -661,7 +665,7 @@ mod tests {
                             let leeway = keys.leeway.as_secs();
                             prop_assert!(verified.expires() <= MAX_UNIX_SECS);
                             prop_assert!(verified.expires() + leeway > before);
-                            prop_assert!(verified.nbf.is_none_or(|nbf| nbf.secs_down() <= after + leeway));
+                            prop_assert!(verified.nbf.is_none_or(|nbf| nbf.millis() / 1000 <= after + leeway));
                             prop_assert_eq!(
                                 verified.sub.as_deref(),
                                 claims.get("sub").and_then(Value::as_str)

@@ -40,8 +40,8 @@ pub struct Caller {
     /// The public id of the browser session, or the token's `sid`; `None` for a Bearer token
     /// without `sid` (each such request or stream stands alone).
     pub session: Option<String>,
-    /// Unix seconds at which the credentials end.
-    pub exp: u64,
+    /// When the credentials end, Unix ms, `--jwt-leeway` included: a stream on them ends then.
+    pub ends_ms: u64,
     pub via: Via,
 }
 
@@ -154,7 +154,7 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
         return Ok(Caller {
             user,
             session,
-            exp: claims.expires(),
+            ends_ms: state.config.keys.ends_ms(&claims),
             via: Via::Bearer,
         });
     }
@@ -186,7 +186,7 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
             matches.then_some(Caller {
                 user: record.user,
                 session: Some(id),
-                exp: record.exp,
+                ends_ms: record.exp.saturating_mul(1000),
                 via: Via::Cookie,
             })
         })

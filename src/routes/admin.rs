@@ -115,7 +115,7 @@ async fn tail(state: AppState, req: Request) -> Result<Response> {
         .map(|(_, v)| v.as_str())
         .ok_or_else(|| Error::invalid("the user query parameter is required"))?;
     validate_id("user", user)?;
-    let tail = Tail::open(&state, user, claims.expires()).await?;
+    let tail = Tail::open(&state, user, state.config.keys.ends_ms(&claims)).await?;
     let frames = unfold(tail, |t| async move {
         let bytes = t.next().await?;
         Some((Ok::<_, BoxError>(Frame::data(bytes)), t))

@@ -45,7 +45,7 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
         stored: caller.via == auth::session::Via::Cookie,
         session: caller.session,
         tab,
-        exp: caller.exp,
+        ends_ms: caller.ends_ms,
         request_id: request_id.unwrap_or_else(RequestId::generate),
         carrier: Abort::current_http2_stream().or_else(|| parts.extensions.get::<Abort>().cloned()),
     };

@@ -15,10 +15,12 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     ))?;
     let (user, claims) = auth::session::user_claims(&state, token)?;
     discard(body, state.config.body_timeout).await?;
-    // Sessions keep whole seconds: a fractional `exp` ends the session at its whole second
-    // before, as the session ends at the token's `exp` at the latest. A token that leaves no
-    // whole second makes no session (it would be over at once, and count against the cap).
-    let exp = claims.exp.secs_down();
+    // The session lasts as long as the token is accepted: to its `exp` plus `--jwt-leeway`
+    // (the skew between the issuer's clock and this one), in whole seconds, a fraction
+    // dropped. A token that leaves no whole second makes no session (it would be over at
+    // once, and count against the cap).
+    let leeway = state.config.keys.leeway_ms();
+    let exp = claims.exp.millis().saturating_add(leeway) / 1000;
     if exp <= crate::model::now_secs() {
         return Err(Error::Unauthorized(
             "the token expires too soon for a session",

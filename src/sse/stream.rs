@@ -65,8 +65,8 @@ pub struct Owner {
     /// The session is a browser session kept in the store (a cookie's), not a token's `sid`.
     pub stored: bool,
     pub tab: Option<String>,
-    /// Token or session expiry, Unix seconds.
-    pub exp: u64,
+    /// When the token or session ends, Unix ms (`--jwt-leeway` included).
+    pub ends_ms: u64,
     /// The `/events` request that opened it: the stream's own log lines carry it too.
     pub request_id: RequestId,
     /// What carries it over hyper (its HTTP/2 stream, or its HTTPS/1.1 connection), to drop
@@ -174,7 +174,7 @@ impl Stream {
         // Everything that could fail happens before the hub registration; after it, dropping
         // the handle undoes the registration.
         let now = Instant::now();
-        let expires = expiry(state, owner.exp, now);
+        let expires = expiry(owner.ends_ms, now);
         let hub = &state.hub;
         // Never closed, so acquiring only waits (for another stream to finish opening).
         let _opening = state.opening.acquire().await;
@@ -500,12 +500,9 @@ impl Stream {
     }
 }
 
-/// When a stream (or tail) of a token or session expiring at `exp` (Unix seconds) ends:
-/// `exp` plus `--jwt-leeway`, as an `Instant` after `now`.
-pub fn expiry(state: &AppState, exp: u64, now: Instant) -> Instant {
-    let end_ms = exp
-        .saturating_mul(1000)
-        .saturating_add(state.config.keys.leeway_ms());
+/// When a stream (or tail) whose credentials end at `end_ms` (Unix ms) ends, as an `Instant`
+/// after `now`.
+pub fn expiry(end_ms: u64, now: Instant) -> Instant {
     // From the clock's milliseconds: whole seconds would end it up to a second late.
     let left = Duration::from_millis(end_ms.saturating_sub(now_ms()));
     now.checked_add(left.min(Duration::from_secs(MAX_STREAM_SECS)))

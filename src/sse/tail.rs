@@ -40,9 +40,9 @@ struct Inner {
 
 impl Tail {
     /// Watch `user` (subscribing this node to the user's channel), then queue `ready` with
-    /// `{"user", "node"}`: from that frame on, every change of the user is shown. `exp` is the
-    /// service token's expiry, Unix seconds.
-    pub async fn open(state: &AppState, user: &str, exp: u64) -> Result<TailHandle> {
+    /// `{"user", "node"}`: from that frame on, every change of the user is shown. `ends_ms` is
+    /// when the service token ends, Unix ms (`--jwt-leeway` included).
+    pub async fn open(state: &AppState, user: &str, ends_ms: u64) -> Result<TailHandle> {
         let now = Instant::now();
         let hub = &state.hub;
         let tail = Arc::new(Tail {
@@ -53,7 +53,7 @@ impl Tail {
                 out: Output::body(),
                 open: true,
                 quiet_since: now,
-                expires: expiry(state, exp, now),
+                expires: expiry(ends_ms, now),
             }),
             wake: Wake::default(),
         });

@@ -464,6 +464,20 @@ async fn issuer_audience_and_leeway() {
         200,
         "leeway covers 30 s of skew"
     );
+    // A session lasts as long as its token is accepted: to `exp` plus the leeway.
+    let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&late)).await;
+    assert_eq!(r.status(), 204, "a session from a token within the leeway");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let max_age: u64 = set.rsplit("Max-Age=").next().unwrap().parse().unwrap();
+    assert!((28..=30).contains(&max_age), "{set}");
+    let cookie = cookie_of(&r);
+    let r = send_raw(
+        h.http
+            .get(h.url("/notifications"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
