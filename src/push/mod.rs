@@ -252,11 +252,15 @@ impl Pusher {
                     return;
                 }
                 Outcome::Retry(after) => {
-                    // A wait that would pass the TTL becomes one last try [`LAST_TRY`] before it.
                     let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
-                    let wait = after.map_or(backoff, |after| after.max(least));
-                    let wait = match left.checked_sub(LAST_TRY) {
-                        Some(last) if last > Duration::ZERO => wait.min(last),
+                    let last = left.checked_sub(LAST_TRY).filter(|last| !last.is_zero());
+                    let wait = match (after.map(|after| after.max(least)), last) {
+                        // The push service's `Retry-After` is honoured: given up when it
+                        // lies past the TTL.
+                        (Some(after), _) if after < left => after,
+                        // A backoff that would pass the TTL becomes one last try
+                        // [`LAST_TRY`] before it.
+                        (None, Some(last)) => backoff.min(last),
                         _ => {
                             self.failed("expired");
                             return;

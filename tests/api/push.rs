@@ -326,6 +326,22 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
     let waits = [at(1) - at(0), at(2) - at(1), at(3) - at(2)];
     assert!((0.2..1.5).contains(&waits[0]), "{waits:?}");
     assert!(waits[1] >= 0.45 && waits[2] >= 0.95, "{waits:?}");
+    // a `Retry-After` past the TTL is honoured: given up, no try before it (there was one
+    // last try 1.5 s before the TTL ran out)
+    let ivy = user_token("ivy");
+    subscribe(&h, &ivy, &push.subscribe("patient").await).await;
+    push.respond("patient", &[429, 201], Some("30")).await;
+    h.publish(
+        json!({"users": ["ivy"], "notification": {"title": "soon gone", "expires_at": in_secs(4)}}),
+    )
+    .await;
+    wait_for("the push given up", async || {
+        let text = h.text("/metrics").await;
+        text.contains("herald_pushes_failed_total{reason=\"expired\"} 1")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(push.messages(Some("patient")).await.len(), 1);
 }
 
 /// A push being retried (`429`, `Retry-After: 2`) is dropped when, by its retry, its
