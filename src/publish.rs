@@ -18,7 +18,7 @@ use crate::model::{
     is_plain, new_ids, unix_ms, validate_id, NotificationInput, Schedule, Template, MAX_AHEAD,
 };
 use crate::shutdown::Shutdown;
-use crate::store::{Recipient, Store};
+use crate::store::{Idempotency, Recipient, Store};
 
 /// Recipients per store call. The memory store commits a batch without awaiting; the Redis
 /// store sends it as one round of script calls (64 users each). After each batch's answer the
@@ -43,6 +43,10 @@ pub struct PublishRequest {
     pub notification: NotificationInput,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The stamp of a key the Kafka ingest made of a record's position (its timestamp; see
+    /// [`Idempotency`]); never in a body.
+    #[serde(skip)]
+    pub idempotency_stamp: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,7 +179,10 @@ async fn publish_as_of(
     }
     let (recipients, named) = recipients(&request.users, &members);
     let template = Arc::new(Template::new(&input, schedule, now)?);
-    let key = request.idempotency_key.as_deref();
+    let key = request.idempotency_key.as_deref().map(|key| Idempotency {
+        key,
+        stamp: request.idempotency_stamp,
+    });
     let mut ids = BTreeMap::new();
     let mut stored = 0u64;
     let mut suppressed = 0usize;

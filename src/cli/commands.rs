@@ -69,6 +69,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
             ..Default::default()
         },
         idempotency_key: args.idempotency_key.clone(),
+        idempotency_stamp: None,
     };
     let failed =
         |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));

@@ -198,6 +198,31 @@ pub enum Replay {
     Reset,
 }
 
+/// A publish's idempotency key, and for a Kafka record its timestamp (`stamp`): the same key
+/// stored with another stamp was another record's (a broker that lost its log hands out its
+/// offsets again), so it stores anew; when either side has no stamp, the key matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub stamp: Option<u64>,
+}
+
+#[cfg(test)]
+impl<'a> Idempotency<'a> {
+    /// A key without a stamp.
+    pub fn key(key: &'a str) -> Self {
+        Idempotency { key, stamp: None }
+    }
+}
+
+/// Whether a key stored with `stored` names the same publish as one sent with `stamp`.
+pub fn same_publish(stamp: Option<u64>, stored: Option<u64>) -> bool {
+    match (stamp, stored) {
+        (Some(sent), Some(stored)) => sent == stored,
+        _ => true,
+    }
+}
+
 /// One recipient of a publish: the user and the id their notification gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recipient<'a> {
@@ -420,8 +445,8 @@ impl Store {
     }
 
     /// Store the notification of `template` for each recipient (under the recipient's id) and
-    /// commit its `notification` change, unless `idempotency_key` already stored one for that
-    /// user within 24 h. One outcome per recipient, in order; a recipient whose outcome is an
+    /// commit its `notification` change, unless `idempotency` already stored one for that user
+    /// within 24 h. One outcome per recipient, in order; a recipient whose outcome is an
     /// error has nothing stored. The memory store commits them all without awaiting; the Redis
     /// store sends them as one round of script calls (many users per call, see
     /// `redis/publish.rs`).
@@ -429,9 +454,9 @@ impl Store {
         &self,
         template: &Arc<Template>,
         recipients: &[Recipient<'_>],
-        idempotency_key: Option<&str>,
+        idempotency: Option<Idempotency<'_>>,
     ) -> Vec<Result<Published>> {
-        forward!(self.publish(template, recipients, idempotency_key))
+        forward!(self.publish(template, recipients, idempotency))
     }
 
     pub async fn list(&self, user: &str, query: &ListQuery) -> Result<Page> {

@@ -105,6 +105,15 @@ async fn a_record_reaches_the_stream_and_the_tray_and_poison_is_dead_lettered() 
     );
     let (status, _) = h.get("/readyz", "").await;
     assert_eq!(status, 200);
+    // A record's position `<topic>/<partition>/<offset>` is its idempotency key: a publish
+    // naming it stores nothing new.
+    let (status, body) = h
+        .publish(json!({"users": ["alice"], "notification": {"title": "again"},
+                        "idempotency_key": "alerts/0/3"}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["ids"]["alice"], ev.json()["id"], "{body}");
+    assert_eq!(tray_titles(&h, "alice").await, ["live", "early"]);
 }
 
 /// A refused record too large to produce again (here the producer's own limit, lowered

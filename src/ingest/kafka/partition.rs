@@ -14,7 +14,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Message, Timestamp, TopicPartitionList};
+use rdkafka::{Message, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -228,9 +228,11 @@ impl Worker {
                     self.dead_letter(message, &reason).await
                 }
                 Ok(mut request) => {
-                    request
-                        .idempotency_key
-                        .get_or_insert_with(|| idempotency_key(message));
+                    if request.idempotency_key.is_none() {
+                        request.idempotency_key = Some(idempotency_key(message));
+                        request.idempotency_stamp =
+                            message.timestamp().to_millis().map(|ms| ms as u64);
+                    }
                     let written = message.timestamp().to_millis().map(|ms| ms.max(0) as u64);
                     let accepted = accepted_at(written);
                     let store = &self.shared.store;
@@ -343,21 +345,13 @@ impl Worker {
     }
 }
 
-/// A record's position as its idempotency key: `<topic>/<partition>/<offset>`, and its
-/// timestamp when it has one, so a broker that lost its log and hands out the same offsets
-/// again does not make new records look like redelivered ones. A topic name so long that the
-/// key would pass [`MAX_KEY_CHARS`] is written as `:` and its SHA-256 instead (no topic name
-/// holds a `:`).
+/// A record's position as its idempotency key: `<topic>/<partition>/<offset>` (its timestamp,
+/// when it has one, goes with it as the key's stamp, so that a broker that lost its log and
+/// hands out the same offsets again does not make new records look like redelivered ones:
+/// see [`crate::store::Idempotency`]). A topic name so long that the key would pass
+/// [`MAX_KEY_CHARS`] is written as `:` and its SHA-256 instead (no topic name holds a `:`).
 fn idempotency_key(message: &OwnedMessage) -> String {
-    let key = |topic: &str| {
-        let position = format!("{topic}/{}/{}", message.partition(), message.offset());
-        match message.timestamp() {
-            Timestamp::CreateTime(ms) | Timestamp::LogAppendTime(ms) => {
-                format!("{position}@{ms}")
-            }
-            Timestamp::NotAvailable => position,
-        }
-    };
+    let key = |topic: &str| format!("{topic}/{}/{}", message.partition(), message.offset());
     let whole = key(message.topic());
     if whole.len() <= MAX_KEY_CHARS {
         whole
@@ -369,22 +363,12 @@ fn idempotency_key(message: &OwnedMessage) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::Timestamp;
 
-    /// The key is the record's position, and its timestamp when it has one.
+    /// The key is the record's position; a topic too long for it is named by its SHA-256.
     #[test]
     fn idempotency_key_is_the_position() {
-        let record =
-            |timestamp| OwnedMessage::new(None, None, "orders".into(), timestamp, 2, 41, None);
-        assert_eq!(
-            idempotency_key(&record(Timestamp::NotAvailable)),
-            "orders/2/41"
-        );
-        assert_eq!(
-            idempotency_key(&record(Timestamp::CreateTime(1_700_000_000_000))),
-            "orders/2/41@1700000000000"
-        );
-        // A key of 256 characters keeps its topic; one longer names it by its SHA-256.
-        let long = |topic: &str| {
+        let record = |topic: &str| {
             let at = Timestamp::CreateTime(1_700_000_000_000);
             idempotency_key(&OwnedMessage::new(
                 None,
@@ -396,12 +380,11 @@ mod tests {
                 None,
             ))
         };
-        let fits = "t".repeat(MAX_KEY_CHARS - "/2/41@1700000000000".len());
-        assert_eq!(long(&fits), format!("{fits}/2/41@1700000000000"));
+        assert_eq!(record("orders"), "orders/2/41");
+        // A key of 256 characters keeps its topic; one longer names it by its SHA-256.
+        let fits = "t".repeat(MAX_KEY_CHARS - "/2/41".len());
+        assert_eq!(record(&fits), format!("{fits}/2/41"));
         let over = format!("{fits}t");
-        assert_eq!(
-            long(&over),
-            format!(":{}/2/41@1700000000000", sha256_hex(&over))
-        );
+        assert_eq!(record(&over), format!(":{}/2/41", sha256_hex(&over)));
     }
 }

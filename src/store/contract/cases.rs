@@ -91,6 +91,44 @@ pub async fn idempotency_key_stores_once_per_user(s: &Subject) {
     assert_eq!(ids(&list(s, "b", 10, None, false).await), [other.id]);
 }
 
+/// A key stored with a stamp (a Kafka record's position and timestamp) matches the same stamp
+/// and no stamp (`POST /publish` naming the position); another stamp is another record (a
+/// broker that lost its log gave out the offset again): stored anew, and that stamp kept.
+pub async fn an_idempotency_key_stamped_anew_stores_anew(s: &Subject) {
+    let at = |stamp| {
+        Some(Idempotency {
+            key: "t/0/0",
+            stamp: Some(stamp),
+        })
+    };
+    let first = publish_keyed(s, "a", at(1)).await;
+    let redelivered = publish_keyed(s, "a", at(1)).await;
+    let named = publish(s, "a", Some("t/0/0")).await;
+    assert!(first.stored && !redelivered.stored && !named.stored);
+    assert_eq!([&redelivered.id, &named.id], [&first.id, &first.id]);
+    let reused = publish_keyed(s, "a", at(2)).await;
+    assert!(reused.stored);
+    assert_ne!(reused.id, first.id);
+    let again = publish_keyed(s, "a", at(2)).await;
+    assert!(!again.stored);
+    assert_eq!(again.id, reused.id);
+    // stored without a stamp, the key matches a stamped one
+    let plain = publish(s, "a", Some("plain")).await;
+    let stamped = publish_keyed(
+        s,
+        "a",
+        Some(Idempotency {
+            key: "plain",
+            stamp: Some(3),
+        }),
+    )
+    .await;
+    assert!(plain.stored && !stamped.stored);
+    assert_eq!(stamped.id, plain.id);
+    let head = s.store.head("a").await.expect("head");
+    assert_eq!((head.seq, head.unread_count), (3, 3));
+}
+
 /// Beyond `max_per_user` (3 here) the oldest notifications go, unread count included; the
 /// drop itself commits no change.
 pub async fn max_per_user_drops_the_oldest(s: &Subject) {
@@ -515,9 +553,9 @@ pub async fn one_publish_stores_once_per_recipient(s: &Subject) {
     let users: Vec<String> = (0..150).map(|i| format!("u{i:03}")).collect();
     let users: Vec<&str> = users.iter().map(String::as_str).collect();
     let t = template(serde_json::json!({"title": "everyone"}));
-    let first = publish_to(s, &t, &users, Some("k")).await;
+    let first = publish_to(s, &t, &users, Some(Idempotency::key("k"))).await;
     assert!(first.iter().all(|p| p.stored));
-    let again = publish_to(s, &t, &users, Some("k")).await;
+    let again = publish_to(s, &t, &users, Some(Idempotency::key("k"))).await;
     for ((user, first), again) in users.iter().zip(&first).zip(&again) {
         assert_eq!((again.id, again.stored), (first.id, false), "{user}");
     }

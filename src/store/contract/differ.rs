@@ -189,9 +189,13 @@ async fn redis_failed_user_fails_alone_in_its_script_call() {
         .zip(new_ids(users.len()))
         .map(|(&user, id)| Recipient { user, id })
         .collect();
-    let outcomes = tokio::time::timeout(CASE_DEADLINE, s.store.publish(&t, &recipients, Some("k")))
-        .await
-        .expect("in time");
+    let outcomes = tokio::time::timeout(
+        CASE_DEADLINE,
+        s.store
+            .publish(&t, &recipients, Some(Idempotency::key("k"))),
+    )
+    .await
+    .expect("in time");
     for (i, (user, outcome)) in users.iter().zip(&outcomes).enumerate() {
         let in_failed_call = (USERS_PER_SCRIPT..2 * USERS_PER_SCRIPT).contains(&i);
         match outcome {
@@ -213,7 +217,7 @@ async fn redis_failed_user_fails_alone_in_its_script_call() {
         .arg("herald:{u:poison}:items")
         .query(&mut raw)
         .expect("repaired");
-    let again = publish_to(&s, &t, &users[at..at + 1], Some("k")).await;
+    let again = publish_to(&s, &t, &users[at..at + 1], Some(Idempotency::key("k"))).await;
     assert!(
         again[0].stored,
         "the failed user's idempotency key was kept"

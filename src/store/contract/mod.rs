@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use self::redis_server::RedisServer;
 use super::MemoryStore;
-use super::{ListQuery, Page, Published, Recipient, Replay, SessionRecord, Store};
+use super::{Idempotency, ListQuery, Page, Published, Recipient, Replay, SessionRecord, Store};
 use crate::config::Backend;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -118,6 +118,7 @@ contract! {
     pages_walk_the_tray_newest_first_once;
     unread_filter_pages_only_unread;
     idempotency_key_stores_once_per_user;
+    an_idempotency_key_stamped_anew_stores_anew;
     max_per_user_drops_the_oldest(3);
     max_per_user_drops_delivered_ones_before_held_ones(3);
     an_expiry_before_delivery_is_not_announced;
@@ -163,7 +164,7 @@ async fn publish_to(
     s: &Subject,
     template: &Arc<Template>,
     users: &[&str],
-    key: Option<&str>,
+    key: Option<Idempotency<'_>>,
 ) -> Vec<Published> {
     let recipients: Vec<Recipient<'_>> = users
         .iter()
@@ -185,6 +186,11 @@ struct Stored {
 }
 
 async fn publish(s: &Subject, user: &str, key: Option<&str>) -> Stored {
+    publish_keyed(s, user, key.map(Idempotency::key)).await
+}
+
+/// [`publish`] with an [`Idempotency`] (a key and its stamp).
+async fn publish_keyed(s: &Subject, user: &str, key: Option<Idempotency<'_>>) -> Stored {
     let template = template(serde_json::json!({"title": "t"}));
     let p = publish_to(s, &template, &[user], key).await[0];
     Stored {

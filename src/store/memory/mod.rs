@@ -23,9 +23,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::{
-    ActionOutcome, Due, Head, ListQuery, NodeInfo, Page, Preferences, Published, Recipient, Replay,
-    ReplayWindow, SessionRecord, Subscription, TrayCounts, MAX_SESSIONS_PER_USER,
-    MAX_SUBSCRIPTIONS,
+    ActionOutcome, Due, Head, Idempotency, ListQuery, NodeInfo, Page, Preferences, Published,
+    Recipient, Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts,
+    MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS,
 };
 use crate::error::Result;
 use crate::hub::Hub;
@@ -176,11 +176,11 @@ impl MemoryStore {
         &self,
         template: &Arc<Template>,
         recipients: &[Recipient<'_>],
-        key: Option<&str>,
+        idempotency: Option<Idempotency<'_>>,
     ) -> Vec<Result<Published>> {
         let hub = &self.inner.hub;
         let max = self.inner.max_per_user;
-        let key: Option<Arc<str>> = key.map(Arc::from);
+        let key: Option<(Arc<str>, Option<u64>)> = idempotency.map(|i| (Arc::from(i.key), i.stamp));
         let now = now_ms();
         let category = template.mutable_category();
         let schedule = template.schedule();
@@ -190,7 +190,8 @@ impl MemoryStore {
                 let muted = category.is_some_and(|c| self.is_muted(to.user, c));
                 let escalate = schedule.deliver_ms.is_none() && self.escalates(to.user);
                 Ok(self.with_tray(to.user, |tray| {
-                    let published = tray.publish(template, to, key.as_ref(), muted, max, hub, now);
+                    let key = key.as_ref().map(|(key, stamp)| (key, *stamp));
+                    let published = tray.publish(template, to, key, muted, max, hub, now);
                     if let (Some(at), true) = (schedule.first(), published.stored) {
                         self.hint(to.user, at);
                     }
@@ -608,7 +609,7 @@ mod tests {
             user,
             id: new_ids(1).next().unwrap(),
         };
-        let mut out = s.publish(&template, &[to], key).await;
+        let mut out = s.publish(&template, &[to], key.map(Idempotency::key)).await;
         out.pop().unwrap().unwrap()
     }
 

@@ -14,7 +14,7 @@ use crate::model::{
     ItemState, Mark, Marked, Notification, NotificationId, TakenAction, Target, Template,
 };
 use crate::store::{
-    new_lease, ActionOutcome, Due, Escalation, Published, Recipient, COLLAPSE_KEPT,
+    new_lease, same_publish, ActionOutcome, Due, Escalation, Published, Recipient, COLLAPSE_KEPT,
     IDEMPOTENCY_TTL_MS, PUSH_LEASE_MS,
 };
 
@@ -47,7 +47,8 @@ struct Extras {
     /// published (or delivered): the newest [`COLLAPSE_KEPT`].
     collapse: HashMap<String, Vec<NotificationId>>,
     /// Idempotency key → (notification id, expiry in Unix ms).
-    idempotency: HashMap<Arc<str>, (NotificationId, u64)>,
+    /// Key → the id it stored, until when (Unix ms), its stamp ([`crate::store::Idempotency`]).
+    idempotency: HashMap<Arc<str>, (NotificationId, u64, Option<u64>)>,
     /// The notifications whose action is being sent to the upstream: a collapse passes them
     /// by (taking the action reads them), so the action is recorded on the notification the
     /// upstream was sent.
@@ -367,15 +368,15 @@ impl Tray {
         &mut self,
         template: &Arc<Template>,
         to: Recipient<'_>,
-        key: Option<&Arc<str>>,
+        key: Option<(&Arc<str>, Option<u64>)>,
         muted: bool,
         max: usize,
         hub: &Hub,
         now: u64,
     ) -> Published {
-        if let Some(key) = key {
-            if let Some(&(id, exp)) = self.extras().idempotency.get(key) {
-                if exp > now {
+        if let Some((key, stamp)) = key {
+            if let Some(&(id, exp, stored)) = self.extras().idempotency.get(key) {
+                if exp > now && same_publish(stamp, stored) {
                     return Published::earlier(id);
                 }
             }
@@ -383,12 +384,12 @@ impl Tray {
         if muted {
             return Published::suppressed(to.id);
         }
-        if let Some(key) = key {
+        if let Some((key, stamp)) = key {
             let keys = &mut self.extras_mut().idempotency;
             if keys.len() >= 64 {
-                keys.retain(|_, (_, exp)| *exp > now);
+                keys.retain(|_, (_, exp, _)| *exp > now);
             }
-            keys.insert(key.clone(), (to.id, now + IDEMPOTENCY_TTL_MS));
+            keys.insert(key.clone(), (to.id, now + IDEMPOTENCY_TTL_MS, stamp));
         }
         let schedule = template.schedule();
         let mut state = ItemState::default();

@@ -13,7 +13,7 @@ use crate::model::{now_ms, push_json_str, sha256_hex, Epoch, NotificationId, Tem
 use crate::redis_conn::as_str;
 use crate::store::batch::BATCH_CHANNEL;
 use crate::store::keys::{self, UserKeys};
-use crate::store::{Published, Recipient, IDEMPOTENCY_TTL_MS, LOG_CAPACITY};
+use crate::store::{Idempotency, Published, Recipient, IDEMPOTENCY_TTL_MS, LOG_CAPACITY};
 
 impl RedisStore {
     /// The recipients in script calls of up to [`USERS_PER_SCRIPT`] users, all sent at once on
@@ -28,11 +28,12 @@ impl RedisStore {
         &self,
         template: &Arc<Template>,
         recipients: &[Recipient<'_>],
-        key: Option<&str>,
+        idempotency: Option<Idempotency<'_>>,
     ) -> Vec<Result<Published>> {
         let call = Call {
             template,
-            idempotency: key.map(sha256_hex),
+            idempotency: idempotency.map(|i| sha256_hex(i.key)),
+            stamp: idempotency.and_then(|i| i.stamp),
             deadline: self.conn.write_deadline_ms(),
             now: now_ms(),
         };
@@ -213,6 +214,10 @@ impl RedisStore {
         } else {
             cmd.arg("");
         }
+        match call.stamp {
+            Some(stamp) => cmd.arg(stamp),
+            None => cmd.arg(""),
+        };
         let mut user = String::new();
         for to in users {
             user.clear();
@@ -254,6 +259,8 @@ struct Call<'a> {
     template: &'a Template,
     /// The hashed idempotency key (one hash per publish, not per user).
     idempotency: Option<String>,
+    /// The idempotency key's stamp ([`Idempotency`]).
+    stamp: Option<u64>,
     /// The calls' deadline on Redis's clock (see `publish.lua`).
     deadline: u64,
     /// Commit time for the change log and the channel message.

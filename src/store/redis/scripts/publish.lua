@@ -12,6 +12,10 @@
 --       9 category ('' when none) 10 collapse key ('') 11 deliver at, Unix ms ('')
 --       12 expires at, Unix ms ('') 13 Web Push sent by some node ('1'|'0')
 --       14 batch channel ('': announce each user's change on the user's channel)
+--       15 the idempotency key's stamp ('' when none): stored with the id, as `id@stamp`; a
+--          key stored with another stamp is another record's (a Kafka broker that lost its
+--          log hands out offsets again), and stores anew; without a stamp on either side, the
+--          key matches
 --       then per user 3: id, the user as a JSON string, epoch (a fresh random one, used only
 --       when the user's log has none yet)
 -- A user's notification JSON is '{"id":"' .. id .. '","user":' .. user .. tail .. state,
@@ -36,7 +40,7 @@ if late(ARGV[1]) then return redis.error_reply(LATE_REPLY) end
 local max, cap, ms, ttl = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local per, tail, muted_by = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local category, collapse, deliver, expire, push = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local batch, announced = ARGV[14], {}
+local batch, stamp, announced = ARGV[14], ARGV[15], {}
 local FRESH = ',"read_at":null,"seen_at":null,"archived_at":null,"snoozed_until":null,"action":null'
 
 -- Drop the `over` oldest past max_per_user, never the new one: delivered ones first, oldest
@@ -63,7 +67,10 @@ local function store(k, a)
   local b, id = KEYS[k + 1], ARGV[a + 1]
   if per == 2 then
     local previous = redis.call('GET', KEYS[k + 2])
-    if previous then return previous end
+    if previous then
+      local earlier, at = string.match(previous, '^([^@]*)@?(.*)$')
+      if stamp == '' or at == '' or at == stamp then return earlier end
+    end
   end
   if muted_by ~= '' and redis.call('HGET', key(b, 'prefs'), muted_by) == '1' then
     return 0
@@ -115,13 +122,15 @@ local function store(k, a)
       ARGV[a + 3], cap)
   end
   -- Last, so a user whose writes failed can be sent again under the same key.
-  if per == 2 then redis.call('SET', KEYS[k + 2], id, 'PX', ttl) end
+  if per == 2 then
+    redis.call('SET', KEYS[k + 2], stamp == '' and id or id .. '@' .. stamp, 'PX', ttl)
+  end
   return outcome
 end
 
 local out = {''}
-for u = 0, (#ARGV - 14) / 3 - 1 do
-  local ok, outcome = pcall(store, u * per, 14 + u * 3)
+for u = 0, (#ARGV - 15) / 3 - 1 do
+  local ok, outcome = pcall(store, u * per, 15 + u * 3)
   if not ok then
     out[1] = type(outcome) == 'table' and (outcome.err or 'ERR') or tostring(outcome)
     break
