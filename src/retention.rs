@@ -5,7 +5,9 @@
 //! ages from its delivery, which the stores check for the old ids only. The change logs
 //! are cut too: a change older than the retention (and than a day, so that a replay reaches a
 //! day back whatever the retention) is dropped, so a purged notification's JSON does not live
-//! on in the log, and a user with nothing left keeps no log.
+//! on in the log, and a user with nothing left keeps no log. Every [`PRESENCE_SWEEP_ROUNDS`]th
+//! round, the cleaner also drops the presence entries of dead node processes, which a user
+//! whose presence nobody reads would otherwise keep.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +20,10 @@ pub fn period(retention: Duration) -> Duration {
     (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
 }
 
+/// The cleaner sweeps presence every this many rounds (every 10 minutes with the usual
+/// 60 s period): a read of every online user's presence, for what only a crash leaves.
+const PRESENCE_SWEEP_ROUNDS: u32 = 10;
+
 /// A change stays replayable at least this long, whatever `--retention` says.
 const REPLAY_AT_LEAST: Duration = Duration::from_secs(24 * 3600);
 
@@ -29,6 +35,7 @@ pub fn cutoff_id(t: SystemTime) -> String {
 /// Purge `store` of what is older than `retention`, as `node`, until shutdown.
 pub async fn run(store: Store, node: String, retention: Duration, shutdown: Shutdown) {
     let period = period(retention);
+    let mut rounds = 0u32;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
@@ -54,6 +61,15 @@ pub async fn run(store: Store, node: String, retention: Duration, shutdown: Shut
                 "retention run failed: Redis could not be reached; it resumes by itself once \
                  Redis answers (check /readyz and the Redis address if this repeats)"
             ),
+        }
+        rounds += 1;
+        if rounds % PRESENCE_SWEEP_ROUNDS == 0 {
+            match store.sweep_presence().await {
+                Ok(users) => tracing::debug!(users, "presence swept"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "presence sweep failed; the next one retries")
+                }
+            }
         }
     }
 }

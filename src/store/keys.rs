@@ -164,13 +164,23 @@ pub fn cleaner_lock() -> String {
 /// (`changes`). A user with neither has nothing to clean.
 pub const CLEANED_PATTERNS: [&str; 2] = ["herald:{u:*}:order", "herald:{u:*}:changes"];
 
+/// Every user's presence hash, which the cleaner sweeps of dead processes' entries.
+pub const PRESENCE_PATTERN: &str = "herald:{u:*}:presence";
+
 /// The user an `order` or `changes` key belongs to; `None` for anything that only looks like
 /// one (an escaped user id never holds a brace, so a key with one is not ours to clean).
 pub fn user_of_cleaned_key(key: &str) -> Option<String> {
+    user_of(key, &["}:order", "}:changes"])
+}
+
+/// The user a `presence` key belongs to, as [`user_of_cleaned_key`].
+pub fn user_of_presence_key(key: &str) -> Option<String> {
+    user_of(key, &["}:presence"])
+}
+
+fn user_of(key: &str, suffixes: &[&str]) -> Option<String> {
     let tagged = key.strip_prefix(PREFIX)?.strip_prefix("{u:")?;
-    let inner = tagged
-        .strip_suffix("}:order")
-        .or_else(|| tagged.strip_suffix("}:changes"))?;
+    let inner = suffixes.iter().find_map(|s| tagged.strip_suffix(s))?;
     (!inner.contains(['{', '}'])).then(|| unescape(inner))
 }
 

@@ -586,6 +586,15 @@ impl Store {
         forward!(self.purge_before(cutoff, log_before_ms))
     }
 
+    /// Drop dead processes' entries from every user's presence (the memory store keeps
+    /// presence in the hub alone: nothing to do); how many users' presence was read.
+    pub async fn sweep_presence(&self) -> Result<usize> {
+        match self {
+            Store::Memory(_) => Ok(0),
+            Store::Redis(s) => s.sweep_presence().await,
+        }
+    }
+
     /// Take (or keep) the cleaner's turn for `ttl`; false when another node holds it.
     pub async fn claim_cleaner(&self, node: &str, ttl: std::time::Duration) -> Result<bool> {
         forward!(self.claim_cleaner(node, ttl))

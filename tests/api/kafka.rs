@@ -108,8 +108,10 @@ async fn a_record_reaches_the_stream_and_the_tray_and_poison_is_dead_lettered() 
     // A record's position `<topic>/<partition>/<offset>` is its idempotency key: a publish
     // naming it stores nothing new.
     let (status, body) = h
-        .publish(json!({"users": ["alice"], "notification": {"title": "again"},
-                        "idempotency_key": "alerts/0/3"}))
+        .publish(
+            json!({"users": ["alice"], "notification": {"title": "again"},
+                        "idempotency_key": "alerts/0/3"}),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["ids"]["alice"], ev.json()["id"], "{body}");

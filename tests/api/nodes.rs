@@ -527,6 +527,38 @@ async fn a_crashed_nodes_presence_disappears_within_30_s() {
     }
 }
 
+/// A crashed node's presence entries leave Redis also for a user whose presence nobody reads:
+/// the cleaner (here every 5 s: every tenth round of a 500 ms period) sweeps them once the
+/// node's alive key has expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_nodes_presence_entries_are_swept_from_redis() {
+    let redis = Redis::start();
+    // the cleaner's lock is b's from its first round: b starts first, and a's period is 60 s
+    let b = Herald::start(Some(&redis.url()), &["--retention", "2s"]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut a = Herald::start(Some(&redis.url()), &[]);
+    let _stream = a.events(&user_token("dora"), "").await;
+    let key = "herald:{u:dora}:presence";
+    let exists = || -> bool {
+        let n: u64 = ::redis::cmd("EXISTS")
+            .arg(key)
+            .query(&mut redis.conn())
+            .unwrap();
+        n == 1
+    };
+    assert!(exists());
+    a.kill();
+    let killed = std::time::Instant::now();
+    while exists() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(45),
+            "a dead node's presence entry is still in Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(b.get("/healthz", "").await.0, 200);
+}
+
 /// A node killed and started again at once under the same `--node-id` keeps its name alive,
 /// but the streams of its previous process are not listed: each process has its own run id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

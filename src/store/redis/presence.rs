@@ -103,6 +103,22 @@ impl RedisStore {
         Ok(live)
     }
 
+    /// Drop the entries of dead processes from every presence hash (on every primary of a
+    /// cluster): a reader drops them too, but a user whose presence nobody reads would keep a
+    /// crashed node's entries for good. Returns how many users' hashes were read.
+    pub async fn sweep_presence(&self) -> Result<usize> {
+        let keys = self.conn().scan_match(keys::PRESENCE_PATTERN).await?;
+        let mut swept = 0;
+        for user in keys
+            .iter()
+            .filter_map(|key| keys::user_of_presence_key(key))
+        {
+            self.presence(&user).await?;
+            swept += 1;
+        }
+        Ok(swept)
+    }
+
     /// Mark this node alive for [`NODE_ALIVE_TTL_MS`], with its `streams` open, and make sure
     /// the node list finds it (the registry); the run of another process whose beat it
     /// replaced, if any (a process under the same name, or the one this process took over
