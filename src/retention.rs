@@ -62,8 +62,8 @@ pub async fn run(store: Store, node: String, retention: Duration, shutdown: Shut
                  Redis answers (check /readyz and the Redis address if this repeats)"
             ),
         }
-        rounds += 1;
-        if rounds % PRESENCE_SWEEP_ROUNDS == 0 {
+        rounds = rounds.wrapping_add(1);
+        if rounds.is_multiple_of(PRESENCE_SWEEP_ROUNDS) {
             match store.sweep_presence().await {
                 Ok(users) => tracing::debug!(users, "presence swept"),
                 Err(e) => {
