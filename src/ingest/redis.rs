@@ -40,6 +40,29 @@ pub const GROUP: &str = "herald";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
 /// How often to look for such entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
+/// A consumer of the group holding no pending entry that has not read for this long is
+/// removed (a node that crashed: its entries were taken over after [`CLAIM_IDLE`]). A live
+/// node reads every [`BLOCK`] at the longest; should one be removed all the same, its next
+/// read makes it a consumer again.
+pub const CONSUMER_IDLE: Duration = Duration::from_secs(30);
+/// Remove the consumers of group ARGV[1] on stream KEYS[1] that hold no pending entry: the
+/// one named ARGV[2] (this node, leaving), or, when ARGV[2] is '', every one but ARGV[3] that
+/// has not read for ARGV[4] ms. One script, so that no consumer takes an entry between the
+/// check and its removal (which would orphan it). Returns how many were removed.
+const PRUNE: &str = r#"
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  local gone = ARGV[2] ~= '' and f.name == ARGV[2]
+    or ARGV[2] == '' and f.name ~= ARGV[3] and f.idle >= tonumber(ARGV[4])
+  if gone and f.pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f.name)
+    removed = removed + 1
+  end
+end
+return removed
+"#;
 /// Longest wait of one blocking read (its command deadline is this plus the usual one).
 const BLOCK: Duration = Duration::from_secs(2);
 /// Wait before trying again after a failure.
@@ -111,6 +134,35 @@ impl Ingest {
     /// an entry Redis refuses (a key of the wrong type) or a cluster shard that is away holds
     /// up its own lanes only.
     pub async fn run(mut self, shutdown: Shutdown) {
+        self.consume(&shutdown).await;
+        // Leaving: this node's consumer goes, unless entries are pending on it (another node
+        // takes them over, then removes it). On the blocking handle: the script waits behind
+        // a blocking read still in flight (at most [`BLOCK`]).
+        let node = self.node.clone();
+        let mut conn = self.blocking.clone();
+        match self.prune(&mut conn, &node).await {
+            Ok(1) => tracing::debug!("ingest: left the consumer group"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "ingest: could not leave the consumer group"),
+        }
+    }
+
+    /// Remove `leaving` from the consumer group, or with `""` every other consumer idle for
+    /// [`CONSUMER_IDLE`]; in either case only a consumer with no pending entry ([`PRUNE`]).
+    async fn prune(&self, conn: &mut RedisConn, leaving: &str) -> redis::RedisResult<usize> {
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(PRUNE));
+        SCRIPT
+            .key(STREAM)
+            .arg(GROUP)
+            .arg(leaving)
+            .arg(&self.node)
+            .arg(CONSUMER_IDLE.as_millis() as u64)
+            .invoke_async(conn)
+            .await
+    }
+
+    async fn consume(&mut self, shutdown: &Shutdown) {
         // Our own pending entries first (left over from a previous run of this node).
         let mut backlog = true;
         // Lanes with an entry pending here that is not done, and when to try them again.
@@ -131,7 +183,7 @@ impl Ingest {
                          reads)"
                     );
                 }
-                if pause(&shutdown, RETRY).await {
+                if pause(shutdown, RETRY).await {
                     return;
                 }
                 continue;
@@ -139,6 +191,14 @@ impl Ingest {
             if Instant::now() >= next_claim {
                 next_claim = Instant::now() + CLAIM_EVERY;
                 backlog |= self.claim_abandoned().await;
+                let mut conn = self.conn.clone();
+                match self.prune(&mut conn, "").await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(count = n, "ingest: removed consumers of stopped nodes")
+                    }
+                    Err(e) => tracing::debug!(error = %e, "ingest: consumer clean-up failed"),
+                }
                 self.sample_lag().await;
             }
             let pending = backlog || retry_at.is_some_and(|at| Instant::now() >= at);
@@ -180,7 +240,7 @@ impl Ingest {
                              (logged again once it reads)"
                         );
                     }
-                    if pause(&shutdown, RETRY).await {
+                    if pause(shutdown, RETRY).await {
                         return;
                     }
                 }

@@ -149,7 +149,7 @@ async fn check_node_name(state: &AppState) -> Result<(), StartupError> {
 /// after the store reconnects (Redis), the ingest consumers (Redis stream; Kafka) and
 /// retention (one node at a time). The broker's worker and the Redis links' probes belong to
 /// those values and start with them. Returns the tasks to wait for before exit (the Kafka
-/// consumer commits and leaves its group).
+/// consumer commits and leaves its group; the Redis ingest leaves its group).
 async fn start_tasks(
     state: &AppState,
     shutdown: &Shutdown,
@@ -174,9 +174,6 @@ async fn start_tasks(
         shutdown,
     )
     .await?;
-    if let Some(ingest) = ingest {
-        tokio::spawn(ingest.run(shutdown.clone()));
-    }
     #[cfg(feature = "kafka")]
     let mut finishing: Vec<_> = state
         .kafka
@@ -189,6 +186,11 @@ async fn start_tasks(
         .collect();
     #[cfg(not(feature = "kafka"))]
     let mut finishing = Vec::new();
+    // The Redis ingest leaves its consumer group as it stops (one command, at most its
+    // deadline).
+    if let Some(ingest) = ingest {
+        finishing.push(tokio::spawn(ingest.run(shutdown.clone())));
+    }
     // Pings and expiry of every stream.
     let period = config.tick_period();
     tokio::spawn(state.hub.clone().run_ticker(period, shutdown.clone()));

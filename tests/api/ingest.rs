@@ -216,6 +216,21 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
     })
     .await;
     assert_eq!(h.tray_len("alice").await, 1);
+    // The dead consumer, its entries taken over, leaves the group once it has not read for
+    // 30 s; a node stopped by SIGTERM leaves it at once. (Each restart of a node under a new
+    // name added a consumer for good.)
+    assert_eq!(consumers(&mut conn), 2);
+    let started = std::time::Instant::now();
+    while consumers(&mut conn) > 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "the dead consumer is still in the group"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut h = h;
+    assert_eq!(h.terminate().map(|s| s.success()), Some(true));
+    assert_eq!(consumers(&mut conn), 0, "the stopped node left the group");
 }
 
 /// M4/M6: handled entries leave the ingest stream (acknowledged and deleted), an entry over

@@ -447,8 +447,8 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
         let mut inv = publish.key(base);
         // ARGV: deadline, max_per_user, log_capacity, now_ms, idempotency_ttl_ms, keys per
         // user, the shared tail, the muted category (none), category, collapse key, deliver
-        // at, expires at (none), Web Push off, no batch channel, then per user: id, user
-        // (JSON), fresh epoch
+        // at, expires at (none), Web Push off, no batch channel, no idempotency stamp, then
+        // per user: id, user (JSON), fresh epoch
         inv.arg(deadline)
             .arg(10)
             .arg(10)
@@ -456,7 +456,7 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
             .arg(1000)
             .arg(1)
             .arg(r#","title":"t""#)
-            .arg(&["", "", "", "", "", "0", ""])
+            .arg(&["", "", "", "", "", "0", "", ""])
             .arg("id1")
             .arg(r#""u""#)
             .arg("0123456789ab");
