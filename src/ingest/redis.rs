@@ -44,7 +44,7 @@ const CLAIM_EVERY: Duration = Duration::from_secs(5);
 /// removed (a node that crashed: its entries were taken over after [`CLAIM_IDLE`]). A live
 /// node reads every [`BLOCK`] at the longest; should one be removed all the same, its next
 /// read makes it a consumer again.
-pub const CONSUMER_IDLE: Duration = Duration::from_secs(30);
+const CONSUMER_IDLE: Duration = Duration::from_secs(30);
 /// Remove the consumers of group ARGV[1] on stream KEYS[1] that hold no pending entry: the
 /// one named ARGV[2] (this node, leaving), or, when ARGV[2] is '', every one but ARGV[3] that
 /// has not read for ARGV[4] ms. One script, so that no consumer takes an entry between the

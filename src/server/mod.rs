@@ -186,8 +186,8 @@ async fn start_tasks(
         .collect();
     #[cfg(not(feature = "kafka"))]
     let mut finishing = Vec::new();
-    // The Redis ingest leaves its consumer group as it stops (one command, at most its
-    // deadline).
+    // The Redis ingest leaves its consumer group as it stops (one script, behind a blocking
+    // read still in flight: a few seconds at most).
     if let Some(ingest) = ingest {
         finishing.push(tokio::spawn(ingest.run(shutdown.clone())));
     }
