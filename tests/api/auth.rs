@@ -127,9 +127,11 @@ async fn session_cookie_lifecycle(mode: Mode) {
     assert_eq!(r.status(), 204);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.starts_with("herald_session="), "{set}");
-    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Secure"] {
-        assert!(set.contains(attr), "{attr} missing in {set}");
-    }
+    // the attributes in the documented order, `Secure` after `Path=/`
+    assert!(
+        set.contains("; HttpOnly; SameSite=Lax; Path=/; Secure; Max-Age="),
+        "{set}"
+    );
     let cookie = set.split(';').next().unwrap().to_owned();
     h.notify("alice", "hello").await;
     let (status, body) = send(

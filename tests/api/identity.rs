@@ -76,7 +76,8 @@ async fn session_secret_never_leaves_the_cookie(mode: Mode) {
 }
 
 /// A cookie of another shape, or of the issued shape (64 hex digits) with an unknown secret, is
-/// not a session: 401, and the browser signs in again.
+/// not a session: 401, and the browser signs in again. The `<id>.<secret>` form of earlier
+/// builds still is.
 async fn cookies_of_another_shape_sign_in_again(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let good = h.login("alice").await;
@@ -96,6 +97,16 @@ async fn cookies_of_another_shape_sign_in_again(mode: Mode) {
     }
     let r = send_raw(h.http.get(h.url("/auth")).header("cookie", &good)).await;
     assert_eq!(r.status(), 204);
+    // the `<id>.<secret>` form earlier builds issued still names the session
+    let (id, secret) = (session_id(&good), cookie_value(&good));
+    let r = send_raw(
+        h.http
+            .get(h.url("/auth"))
+            .header("cookie", format!("herald_session={id}.{secret}")),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["x-herald-session"].to_str().unwrap(), id);
 }
 
 /// A Bearer token without `sid`: no `X-Herald-Session`, `ready` and presence show no session,

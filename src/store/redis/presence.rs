@@ -1,6 +1,7 @@
 //! Presence and the node's heartbeat: each stream's entry (also the cross-node stream
 //! limit), the node's alive key, and recording entries again after an outage.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -76,11 +77,20 @@ impl RedisStore {
     /// Entries of nodes whose alive key is gone, or that a previous process of a node left
     /// (its run differs), are dropped (and deleted).
     pub async fn presence(&self, user: &str) -> Result<Vec<PresenceEntry>> {
+        self.live_presence(user, &mut HashMap::new()).await
+    }
+
+    /// [`Self::presence`], reading each node's alive key once into `alive_nodes` (node → its
+    /// beat), which a sweep over many users shares.
+    async fn live_presence(
+        &self,
+        user: &str,
+        alive_nodes: &mut HashMap<String, Option<String>>,
+    ) -> Result<Vec<PresenceEntry>> {
         let key = UserKeys::new(user).presence();
         let mut conn = self.conn();
         let all: Vec<(String, String)> = conn.hgetall(&key).await?;
         let mut live = Vec::new();
-        let mut alive_nodes = std::collections::HashMap::new();
         for (stream, json) in all {
             let Ok(mut entry) = serde_json::from_str::<PresenceEntry>(&json) else {
                 continue;
@@ -108,12 +118,15 @@ impl RedisStore {
     /// crashed node's entries for good. Returns how many users' hashes were read.
     pub async fn sweep_presence(&self) -> Result<usize> {
         let keys = self.conn().scan_match(keys::PRESENCE_PATTERN).await?;
+        // Each node's alive key read once for the whole sweep: a node that dies meanwhile has
+        // its entries dropped by the next sweep or reader.
+        let mut alive_nodes = HashMap::new();
         let mut swept = 0;
         for user in keys
             .iter()
             .filter_map(|key| keys::user_of_presence_key(key))
         {
-            self.presence(&user).await?;
+            self.live_presence(&user, &mut alive_nodes).await?;
             swept += 1;
         }
         Ok(swept)
