@@ -85,7 +85,7 @@ pub fn error_response(error: Error) -> Response {
                  the publisher retries the rest"
             )
         }
-        other => tracing::debug!(code = other.code(), message = %other, "request rejected"),
+        other => tracing::debug!(code = other.code(), reason = %other, "request rejected"),
     }
     let mut body =
         serde_json::json!({"error": {"code": error.code(), "message": error.to_string()}});
