@@ -34,13 +34,15 @@ impl PresenceEntry {
     }
 
     /// Whether this stream is among the user's first `max` live streams (`entries`, on every
-    /// node), in opening order (to the microsecond: [`presence_since`]); the older streams of
-    /// its own unit, which it ends, don't count.
+    /// node), in opening order (to the microsecond: [`presence_since`]); a stream that a
+    /// newer one of its unit replaces (this one, or any other: say, the stream of a node
+    /// that crashed, reopened elsewhere and not yet known dead) doesn't count.
     pub fn within_limit(&self, entries: &[PresenceEntry], max: usize) -> bool {
         let older = entries.iter().filter(|e| {
             e.stream != self.stream
-                && !self.replaces(e)
                 && (&e.since, &e.stream) < (&self.since, &self.stream)
+                && !self.replaces(e)
+                && !entries.iter().any(|newer| newer.replaces(e))
         });
         older.count() < max
     }
@@ -113,6 +115,15 @@ mod tests {
         // the older stream of its own session does not count
         let own = [entry("a.1", Some("s"), t1), me.clone()];
         assert!(me.within_limit(&own, 1));
+        // nor does one that another session's newer stream replaces (a crashed node's,
+        // reopened elsewhere), but that newer one does
+        let reopened = [
+            entry("a.1", Some("r"), t1),
+            entry("c.1", Some("r"), t1),
+            me.clone(),
+        ];
+        assert!(me.within_limit(&reopened, 2));
+        assert!(!me.within_limit(&reopened, 1));
         // a tie: the smaller key opened first
         let tie = [entry("a.9", None, t2), me.clone()];
         assert!(!me.within_limit(&tie, 1));

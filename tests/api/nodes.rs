@@ -321,6 +321,38 @@ async fn the_stream_limit_counts_every_nodes_streams() {
     assert_eq!(moved.next_event().await.event, "notification");
 }
 
+/// A user at `--max-streams-per-user` with every session's stream on a node that crashes gets
+/// them all back on another node at once: the crashed node's entries still count until it is
+/// known dead (~20 s), but not those a newer stream of their session replaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_at_the_stream_limit_reopen_at_once_after_their_node_crashed() {
+    let redis = Redis::start();
+    let limit = ["--max-streams-per-user", "3"];
+    let mut a = Herald::start(Some(&redis.url()), &limit);
+    let b = Herald::start(Some(&redis.url()), &limit);
+    let sessions: Vec<String> = (1..=3)
+        .map(|n| session_token("alice", &format!("s{n}")))
+        .collect();
+    let mut streams = Vec::new();
+    for token in &sessions {
+        streams.push(a.events(token, "").await);
+    }
+    a.kill();
+    drop(streams);
+    // one after the other, as browsers come back; each at its first try
+    let mut back = Vec::new();
+    for token in &sessions {
+        back.push(b.events(token, "").await);
+    }
+    // still the limit: a stream of a fourth session is refused
+    let fourth = b
+        .http
+        .get(b.url("/events"))
+        .bearer_auth(session_token("alice", "s4"));
+    let (status, body) = send(fourth).await;
+    assert_error(status, &body, 429, "too_many_streams");
+}
+
 /// Of two streams of one session opened one right after the other on two nodes (often within
 /// the same millisecond), the later one stays and the earlier gets `replaced`, whichever
 /// node's name sorts first (a tie in the millisecond went by the names).

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
+use tokio::time::Instant;
 
 use super::{late, RedisStore, USERS_PER_SCRIPT};
 use crate::error::{refuses_the_data, Error, Result};
 use crate::model::{now_ms, push_json_str, sha256_hex, Epoch, NotificationId, Template};
-use crate::redis_conn::as_str;
+use crate::redis_conn::{as_str, COMMAND_DEADLINE};
 use crate::store::batch::BATCH_CHANNEL;
 use crate::store::keys::{self, UserKeys};
 use crate::store::{Idempotency, Published, Recipient, IDEMPOTENCY_TTL_MS, LOG_CAPACITY};
@@ -38,6 +39,7 @@ impl RedisStore {
             now: now_ms(),
         };
         let call = &call;
+        let started = tokio::time::Instant::now();
         // The due index names the users before their notification exists (a hint that comes
         // too early finds nothing due and is moved on), and again after (a due task that ran
         // in between may have moved it past this notification's time).
@@ -65,37 +67,51 @@ impl RedisStore {
                 outcomes[i] = Some(outcome);
             }
         }
+        // Stored, so answered: each note after the store waits only for what is left of the
+        // first deadline, then is retried apart until the index's shard answers (say, a
+        // cluster primary being replaced), so the answer never waits out a second deadline.
+        let noted = |f: fn(&Published) -> bool| -> Vec<&str> {
+            let stored = recipients.iter().zip(&outcomes);
+            stored
+                .filter(|(_, outcome)| matches!(outcome, Some(Ok(p)) if f(p)))
+                .map(|(to, _)| to.user)
+                .collect()
+        };
         if let Some(at) = due {
-            if let Err(e) = self.hint(recipients.iter().map(|r| r.user), at).await {
-                tracing::warn!(
-                    error = %e,
-                    "could not note a publish's due time a second time (check Redis): a \
-                     scheduled delivery may wait for the next due scan"
-                );
-            }
+            self.hint_within(noted(|p| p.stored), at, started, "a publish's due time")
+                .await;
         }
-        let escalating: Vec<&str> = recipients
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| matches!(outcome, Some(Ok(p)) if p.escalates))
-            .map(|(to, _)| to.user)
-            .collect();
-        if !escalating.is_empty() {
-            if let Err(e) = self.hint(escalating.iter().copied(), call.now).await {
-                // Stored, so answered: the note is retried apart until the index's shard
-                // answers (say, a cluster primary being replaced), or nothing would push them.
-                tracing::warn!(
-                    error = %e,
-                    "could not note Web Push escalations as due (check Redis); retrying"
-                );
-                let users: Vec<String> = escalating.iter().map(|u| u.to_string()).collect();
-                tokio::spawn(self.clone().hint_until_noted(users, call.now));
-            }
-        }
+        self.hint_within(
+            noted(|p| p.escalates),
+            call.now,
+            started,
+            "Web Push escalations",
+        )
+        .await;
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(Error::Internal("a recipient had no outcome".into()))))
             .collect()
+    }
+
+    /// [`Self::hint`] for `users` (none: nothing to do) within what is left of
+    /// [`COMMAND_DEADLINE`] since `started`; past that, or on an error, retried apart.
+    async fn hint_within(&self, users: Vec<&str>, at: u64, started: Instant, what: &str) {
+        if users.is_empty() {
+            return;
+        }
+        let left = COMMAND_DEADLINE.saturating_sub(started.elapsed());
+        let error = match tokio::time::timeout(left, self.hint(users.iter().copied(), at)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within the publish's deadline".to_owned(),
+        };
+        tracing::warn!(
+            error,
+            "could not note {what} as due yet (check Redis); retrying"
+        );
+        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        tokio::spawn(self.clone().hint_until_noted(users, at));
     }
 
     /// [`Self::hint`] retried with backoff (0.25 s doubling up to 4 s) for up to two minutes.
@@ -110,8 +126,9 @@ impl RedisStore {
                     tracing::error!(
                         error = %e,
                         users = users.len(),
-                        "Web Push escalations could not be noted as due for two minutes: \
-                         those notifications are not pushed"
+                        "users could not be noted in the due index for two minutes: what \
+                         comes due in their trays (a delivery, an expiry, a Web Push \
+                         escalation) waits until a later write notes them again"
                     );
                     return;
                 }
