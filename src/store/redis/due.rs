@@ -1,7 +1,7 @@
 //! Due times: the users with something due (`herald:due`) and `due.lua`, which delivers,
 //! wakes, expires and escalates what is due in one tray.
 
-use super::RedisStore;
+use super::{late, RedisStore};
 use crate::error::{Error, Result};
 use crate::model::{now_ms, Epoch};
 use crate::store::keys::{self, UserKeys};
@@ -56,8 +56,10 @@ impl RedisStore {
             .arg(PUSH_HANDOVER_MS)
             .arg(PUSH_HOLD_MS)
             .arg(lease)
+            .arg(self.conn.write_deadline_ms())
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(late)?;
         let shape = || Error::Internal("due script returned an unexpected shape".into());
         let [next, cancelled, unread, rest @ ..] = out.as_slice() else {
             return Err(shape());

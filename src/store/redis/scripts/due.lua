@@ -16,8 +16,13 @@
 -- ARGV: 1 now_ms 2 log_capacity 3 epoch (fresh; kept only when the log has none yet)
 --       4 Web Push: '1' this node sends it, 'w' only another node does, '0' no node does
 --       5 lease (ms) 6 hand-over time (ms) 7 hold time (ms) 8 the lease's token
+--       9 deadline (Unix ms, Redis's clock)
 -- Returns {next due (Unix ms, or ''), cancelled escalations, unread_count,
 --          then per escalation: stage, due ms, the notification JSON}.
+-- Past its deadline it runs nothing (LATE): a primary that hung while the call waited, and
+-- whose replica took over meanwhile, must not commit (and announce) changes the new primary
+-- never sees; the next tick sends it again.
+if late(ARGV[9]) then return redis.error_reply(LATE_REPLY) end
 local b, now, cap, fresh, push = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local expired = {}
 for _, id in ipairs(redis.call('ZRANGE', key(b, 'expire'), '-inf', now, 'BYSCORE')) do
