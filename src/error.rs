@@ -32,6 +32,9 @@ pub enum Error {
     TooManyStreams,
     #[error("too many requests; slow down")]
     RateLimited,
+    /// The client closed its connection before the answer (nginx's 499): nobody reads it.
+    #[error("the client closed the connection before the answer")]
+    ClientClosed,
     #[error("the upstream could not be reached")]
     BadGateway(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the upstream did not answer in time")]
@@ -106,6 +109,7 @@ impl Error {
             Error::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::TooManyStreams | Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Error::ClientClosed => StatusCode::from_u16(499).expect("a valid status"),
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::PartlyStored { source, .. } => source.status(),
             Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -126,6 +130,7 @@ impl Error {
             Error::RequestTimeout => "request_timeout",
             Error::TooManyStreams => "too_many_streams",
             Error::RateLimited => "rate_limited",
+            Error::ClientClosed => "client_closed",
             Error::Unavailable(_) => "unavailable",
             Error::PartlyStored { source, .. } => source.code(),
             Error::BadGateway(_) => "bad_gateway",

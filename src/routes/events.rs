@@ -14,7 +14,7 @@ use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::validate_id;
 use crate::request_id::RequestId;
-use crate::sse::stream::{Abort, Handle, Owner, Stream, Transport};
+use crate::sse::stream::{Abort, Handle, Owner, Stream, Transport, Went};
 use crate::state::AppState;
 
 pub async fn open(state: AppState, req: Request) -> Result<Response> {
@@ -48,6 +48,7 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
         ends_ms: caller.ends_ms,
         request_id: request_id.unwrap_or_else(RequestId::generate),
         carrier: Abort::current_http2_stream().or_else(|| parts.extensions.get::<Abort>().cloned()),
+        went: parts.extensions.get::<Went>().cloned(),
     };
     let stream = Stream::open(&state, owner, resume.as_deref())
         .await?

@@ -39,7 +39,7 @@ use crate::routes::body::{error_response, Request, Response};
 use crate::routes::{with_body, EventStream};
 use crate::send_timeout::SendTimeout;
 use crate::sse;
-use crate::sse::stream::Abort;
+use crate::sse::stream::{Abort, Went};
 use crate::state::AppState;
 
 /// What the server shares with every connection.
@@ -165,7 +165,7 @@ async fn serve(
         // An idle connection at shutdown just closes (hyper does the same with its own).
         _ = state.shutdown.wait() => return,
     };
-    let (request, head_len) = match first {
+    let (mut request, head_len) = match first {
         Parsed::Events(request, head_len) => (*request, head_len),
         Parsed::Bad(error) => {
             let response = closing(refusal(error));
@@ -181,10 +181,30 @@ async fn serve(
     };
     let version = request.version();
     let close = wants_close(&request);
-    let mut response = match service.clone().oneshot(request).await {
+    // The end of the client's input while the stream opens (it may wait for others to open,
+    // or for Redis) means it went (see `half_close`): the stream must not open.
+    let went = Went::default();
+    request.extensions_mut().insert(went.clone());
+    let answer = service.clone().oneshot(request);
+    tokio::pin!(answer);
+    let mut byte = [0u8; 1];
+    let answered = tokio::select! {
+        biased;
+        peeked = socket.peek(&mut byte) => {
+            if matches!(peeked, Ok(0) | Err(_)) {
+                went.mark();
+            }
+            answer.await
+        }
+        answered = &mut answer => answered,
+    };
+    let mut response = match answered {
         Ok(response) => response,
         Err(never) => match never {},
     };
+    if went.is_marked() {
+        return;
+    }
     let send_timeout = state.config.send_timeout;
     if let Some(handle) = EventStream::take(&mut response) {
         // Nothing more is answered on this connection, and the client must know: one that

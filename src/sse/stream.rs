@@ -19,6 +19,7 @@ pub use super::abort::Abort;
 use super::frame;
 use super::output::{Output, Written};
 use super::wake::Wake;
+pub use super::went::Went;
 use crate::error::{Error, Result};
 use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
@@ -72,6 +73,14 @@ pub struct Owner {
     /// What carries it over hyper (its HTTP/2 stream, or its HTTPS/1.1 connection), to drop
     /// if the stream's backlog overflows.
     pub carrier: Option<Abort>,
+    /// Marked when its plain HTTP/1.x client closed the connection before the stream opened.
+    pub went: Option<Went>,
+}
+
+impl Owner {
+    fn went(&self) -> bool {
+        self.went.as_ref().is_some_and(Went::is_marked)
+    }
 }
 
 /// How a stream's bytes reach its client, as `herald_streams_open_by_transport` counts it.
@@ -178,6 +187,9 @@ impl Stream {
         let hub = &state.hub;
         // Never closed, so acquiring only waits (for another stream to finish opening).
         let _opening = state.opening.acquire().await;
+        if owner.went() {
+            return Err(Error::ClientClosed);
+        }
         let stream = Arc::new(Stream {
             state: state.clone(),
             user: owner.user.clone(),
@@ -277,6 +289,8 @@ impl Stream {
         match admission {
             // Its unit's older streams end once it opens, here and (announced) elsewhere: a
             // stream refused (503) ends none.
+            // A client that went meanwhile replaces nothing (dropping the handle undoes it).
+            Admission::Open if owner.went() => return Err(Error::ClientClosed),
             Admission::Open => {
                 if let Some(session) = &owner.session {
                     let opened = hub.opened(handle.0.id, since);

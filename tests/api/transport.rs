@@ -424,3 +424,25 @@ async fn the_socket_transport_honours_the_base_path() {
     raw.until("an answer", |t| t.contains("\r\n\r\n")).await;
     assert_eq!(raw_status(&raw.text), 404, "{}", raw.text);
 }
+
+/// An `/events` request whose client closed its connection before the stream opened (here
+/// while Redis is paused) opens nothing: in particular it does not replace its session's live
+/// stream, which a browser that closed one `EventSource` and opened another would lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_went_before_its_stream_opened_replaces_nothing() {
+    let redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    let token = session_token("alice", "s1");
+    let mut live = h.events(&token, "").await;
+    redis.pause();
+    let mut went = TcpStream::connect(addr_of(&h.base)).await.unwrap();
+    let head = format!("GET /events HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\r\n");
+    went.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(went);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.resume();
+    h.notify("alice", "still live").await;
+    let event = live.next_event().await;
+    assert_eq!(event.event, "notification", "{event:?}");
+}
