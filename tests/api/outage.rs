@@ -416,7 +416,8 @@ async fn a_stopped_cluster_gets_prompt_503s() {
 }
 
 /// The tray scripts refuse to run past their deadline (Redis's clock): nothing is stored,
-/// logged or announced. Called directly, the way held bytes would reach Redis late.
+/// logged or announced (`publish.lua`, `mark.lua`), nothing expired (`due.lua`). Called
+/// directly, the way held bytes (or a hung primary) would run them late.
 #[tokio::test]
 async fn tray_scripts_refuse_to_run_past_their_deadline() {
     let redis = Redis::start();
@@ -504,6 +505,47 @@ async fn tray_scripts_refuse_to_run_past_their_deadline() {
     assert_eq!(unread, 1, "still unread");
     let ok: Vec<String> = run_mark(future).invoke_async(&mut conn).await.unwrap();
     assert_eq!(ok, ["1", "id1"], "ids start at ARGV[11]");
+
+    // due.lua, with id1's expiry past: a late call expires nothing
+    let due = redis::Script::new(&format!(
+        "{common}{}",
+        include_str!("../../src/store/redis/scripts/due.lua")
+    ));
+    let run_due = |deadline: u64| {
+        let mut inv = due.key(base);
+        // ARGV: now_ms, log_capacity, fresh epoch, Web Push off, lease, hand-over, hold,
+        // lease token, deadline
+        inv.arg(secs * 1000)
+            .arg(10)
+            .arg("0123456789ab")
+            .arg("0")
+            .arg(60_000)
+            .arg(40_000)
+            .arg(1_000)
+            .arg(1)
+            .arg(deadline);
+        inv
+    };
+    let _: () = redis::cmd("ZADD")
+        .arg("t:expire")
+        .arg(secs * 1000 - 1_000)
+        .arg("id1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored = async |conn: &mut redis::aio::MultiplexedConnection| -> bool {
+        redis::cmd("HEXISTS")
+            .arg("t:items")
+            .arg("id1")
+            .query_async(conn)
+            .await
+            .unwrap()
+    };
+    let late: redis::RedisResult<Vec<String>> = run_due(past).invoke_async(&mut conn).await;
+    assert_eq!(late.unwrap_err().code(), Some("LATE"));
+    assert!(stored(&mut conn).await, "nothing expired");
+    let _: Vec<String> = run_due(future).invoke_async(&mut conn).await.unwrap();
+    assert!(!stored(&mut conn).await, "expired in time");
 }
 
 /// A publish still running when half the drain is over sends no further batch and answers

@@ -46,8 +46,7 @@ struct Extras {
     /// Collapse key → the notifications in the tray that carry it, in the order they were
     /// published (or delivered): the newest [`COLLAPSE_KEPT`].
     collapse: HashMap<String, Vec<NotificationId>>,
-    /// Idempotency key → (notification id, expiry in Unix ms).
-    /// Key → the id it stored, until when (Unix ms), its stamp ([`crate::store::Idempotency`]).
+    /// Idempotency key → the id it stored, until when (Unix ms), its stamp ([`crate::store::Idempotency`]).
     idempotency: HashMap<Arc<str>, (NotificationId, u64, Option<u64>)>,
     /// The notifications whose action is being sent to the upstream: a collapse passes them
     /// by (taking the action reads them), so the action is recorded on the notification the
