@@ -12,12 +12,13 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
-    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, Slot,
 };
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use super::replicas::Replicas;
 use crate::model::now_ms;
 use crate::shutdown::Shutdown;
 
@@ -127,6 +128,9 @@ struct Topology {
     pending: Option<String>,
     checked_at: Option<Instant>,
     reopened_at: Option<Instant>,
+    /// Which slots' primaries have no replica, once [`Link::unreplicated`] was asked.
+    replicas: Replicas,
+    replicas_wanted: bool,
 }
 
 pub struct Link {
@@ -278,6 +282,41 @@ impl Link {
         self.generation.send_replace(id);
     }
 
+    /// Whether `slot`'s primary has had no replica of late ([`Replicas`]; true before the
+    /// cluster's nodes were first read, and on one server). The first question has the link
+    /// read them from then on.
+    pub fn unreplicated(&self, slot: Slot) -> bool {
+        let mut t = lock(&self.topology);
+        t.replicas_wanted = true;
+        t.replicas.unreplicated(slot, Instant::now())
+    }
+
+    /// A replica did not confirm a write in time ([`Replicas::unconfirmed`]).
+    pub fn unconfirmed(&self) {
+        lock(&self.topology).replicas.unconfirmed(Instant::now());
+    }
+
+    /// Read which primaries have a replica, every few seconds once asked ([`Replicas`]).
+    async fn read_replicas(&self, conn: Conn) {
+        let now = Instant::now();
+        {
+            let mut t = lock(&self.topology);
+            if !t.replicas_wanted || !t.replicas.try_now(now) {
+                return;
+            }
+        }
+        let Conn::Cluster(mut c) = conn else { return };
+        let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("NODES");
+        let read = tokio::time::timeout(PROBE_TIMEOUT, c.route_command(cmd, any)).await;
+        if let Ok(Ok(reply)) = read {
+            if let Ok(nodes) = redis::from_redis_value::<String>(reply) {
+                lock(&self.topology).replicas.read(&nodes, now);
+            }
+        }
+    }
+
     /// A cluster connection follows failovers by the answers it gets (a `MOVED`, a refused
     /// connection), but a primary that takes commands and never answers (a hung process, a
     /// black hole) tells it nothing: its slots stay routed there after the cluster has
@@ -373,8 +412,9 @@ impl Link {
     async fn check(&self) {
         match self.checkout() {
             Some((conn, id)) => {
-                // Not held up by blocking reads: `CLUSTER SLOTS` goes to any node.
+                // Not held up by blocking reads: `CLUSTER NODES` and `SLOTS` go to any node.
                 if self.is_cluster() {
+                    self.read_replicas(conn.clone()).await;
                     self.follow_topology(conn.clone()).await;
                 }
                 if self.blocking.load(Ordering::Relaxed) > 0 {

@@ -17,6 +17,7 @@
 //! a black hole cannot commit late.
 
 mod link;
+mod replicas;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -246,6 +247,18 @@ impl RedisConn {
     /// Whether this link is to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.link.is_cluster()
+    }
+
+    /// Whether `slot`'s primary has had a replica of late (one the cluster does not hold
+    /// failed, in a read of the cluster's nodes of the last 30 s); false on one server.
+    pub fn replicated(&self, slot: redis::cluster_routing::Slot) -> bool {
+        self.is_cluster() && !self.link.unreplicated(slot)
+    }
+
+    /// A replica did not confirm a write in time: for a while no slot counts as replicated
+    /// (a `WAIT` that times out holds up the commands behind it on the node's connection).
+    pub fn unconfirmed(&self) {
+        self.link.unconfirmed();
     }
 
     /// Run `cmd` on the node the cluster connection's slot map names as the primary of `key`'s

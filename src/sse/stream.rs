@@ -406,7 +406,7 @@ impl Stream {
                 self.log_end("store away too long for a catch-up");
                 g.end(None);
             }
-        } else if d.epoch != g.last.epoch || d.seq > g.last.seq + 1 {
+        } else if d.epoch != g.last.epoch || d.seq > g.last.seq + 1 || g.went_back(d) {
             g.held = Some(vec![d.clone()]);
         } else {
             self.push_change(g, d, true);
@@ -583,6 +583,20 @@ impl Ticked for Inner {
 }
 
 impl Inner {
+    /// Whether live change `d`, at or before the last change written, shows that the log
+    /// went back under this stream (a Redis Cluster primary that hung until its replica took
+    /// over ran writes the new primary never had, and this stream delivered their
+    /// announcements: the new primary hands those positions out again). The last change's
+    /// own position announced with another commit time, or an earlier position committed
+    /// after it, cannot come from one log. Commit times are the publishing node's clock, so
+    /// the second can also be clocks apart: the catch-up it asks for then finds the log whole.
+    fn went_back(&self, d: &Delivery) -> bool {
+        let known = self.last_ms != 0 && d.at_ms != 0 && d.epoch == self.last.epoch;
+        known
+            && ((d.seq == self.last.seq && d.at_ms != self.last_ms)
+                || (d.seq < self.last.seq && d.at_ms > self.last_ms))
+    }
+
     /// Write (or queue) `bytes`; a socket that fails makes the stream over.
     fn send(&mut self, bytes: Bytes) {
         if self.phase != Phase::Open {

@@ -140,6 +140,103 @@ async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
     cluster.resume(hung);
 }
 
+/// A primary that hangs until its replica is promoted, then wakes, runs the calls that
+/// waited in its socket as a primary for the few milliseconds before it learns it was
+/// replaced, and drops them when it resyncs from the new primary. Publishes sent to it just
+/// before it wakes are therefore never answered 202 (their writes did not reach the replica:
+/// 503, retried by the client), and a stream that delivered what it announced meanwhile gets
+/// `reset` (the new primary hands those positions out again for other changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_wakes_after_its_replica_took_over_loses_no_accepted_publish() {
+    let mut cluster = Cluster::start(3, 1);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    let before = h.notify("alice", "before").await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    cluster.wait_for_replication("herald:{u:alice}:items");
+    let key = "herald:{u:alice}:items";
+    let replica = cluster.replica_of(cluster.primary_of(key));
+    let hung = cluster.pause_primary_of(key);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !Cluster::cli(replica, &["info", "replication"]).contains("role:master") {
+        assert!(Instant::now() < deadline, "the replica was never promoted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Herald sent nothing to the hung primary meanwhile, so it still routes alice there.
+    let sent = (0..6).map(|i| {
+        h.publish(json!({"users": ["alice"], "notification": {"title": format!("t{i}")}}))
+    });
+    let (answers, ()) = tokio::join!(futures_util::future::join_all(sent), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.resume(hung);
+    });
+    let accepted: Vec<String> = answers
+        .iter()
+        .filter(|(status, _)| *status == 202)
+        .map(|(_, body)| body["ids"]["alice"].as_str().unwrap().to_owned())
+        .collect();
+    for (status, body) in &answers {
+        assert!(*status == 202 || *status == 503, "{status} {body}");
+    }
+    let after = published_once_promoted(&h, "alice").await;
+    let tray = h.tray_ids("alice", "").await;
+    for id in accepted.iter().chain([&before, &after]) {
+        assert!(
+            tray.contains(id),
+            "{id} was answered 202 and is not in the tray {tray:?}"
+        );
+    }
+    // The stream: what it delivered is in the tray, unless it was told to start over since
+    // (the client refetches the tray then): no notification the tray never had stays shown.
+    let mut delivered = Vec::new();
+    let mut reset = false;
+    while let Some(ev) = sse.try_next(Duration::from_secs(3)).await {
+        match ev.event.as_str() {
+            "notification" => delivered.push(ev.json()["id"].as_str().unwrap().to_owned()),
+            "reset" => {
+                reset = true;
+                delivered.clear();
+            }
+            _ => {}
+        }
+        if delivered.last() == Some(&after) {
+            break;
+        }
+    }
+    assert!(
+        reset || delivered.last() == Some(&after),
+        "the stream received the later publish, or a reset"
+    );
+    for id in &delivered {
+        assert!(
+            tray.contains(id),
+            "the stream delivered {id}, which the tray never had, with no reset"
+        );
+    }
+}
+
+/// A replica that hangs confirms nothing: publishes to its primary's users are still stored
+/// and answered (the primary keeps the writes, as it would without a replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_carries_on_while_a_replica_hangs() {
+    let cluster = Cluster::start(3, 1);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    h.notify("alice", "before").await;
+    sse.expect("notification").await;
+    // The node reads which primaries have a replica once it publishes (every 250 ms until
+    // the first read).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let replica = cluster.replica_of(cluster.primary_of("herald:{u:alice}:items"));
+    cluster.pause(replica);
+    for i in 0..5 {
+        let id = h.notify("alice", &format!("while {i}")).await;
+        assert_eq!(sse.expect("notification").await.json()["id"], id.as_str());
+    }
+    cluster.resume(replica);
+    assert_eq!(h.tray_len("alice").await, 6);
+}
+
 /// While resharding has moved some of a user's keys to the new owner and not the others,
 /// Redis answers the user's tray scripts `TRYAGAIN` (each declares every key of the tray), so
 /// Herald answers 503 instead of running a script against half of the tray (which wrote keys

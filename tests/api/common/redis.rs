@@ -302,9 +302,14 @@ impl Cluster {
     /// Until then, waits on the cluster (which ask every node) would hang.
     pub fn pause_primary_of(&mut self, key: &str) -> u16 {
         let port = self.primary_of(key);
+        self.pause(port);
+        port
+    }
+
+    /// Stop (`SIGSTOP`) the node on `port`, for [`Self::resume`].
+    pub fn pause(&self, port: u16) {
         let (child, _) = self.nodes.iter().find(|(_, p)| *p == port).unwrap();
         send_signal(child.id(), "STOP");
-        port
     }
 
     pub fn resume(&self, port: u16) {
