@@ -144,8 +144,8 @@ async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
 /// waited in its socket as a primary for the few milliseconds before it learns it was
 /// replaced, and drops them when it resyncs from the new primary. Publishes sent to it just
 /// before it wakes are therefore never answered 202 (their writes did not reach the replica:
-/// 503, retried by the client), and a stream that delivered what it announced meanwhile gets
-/// `reset` (the new primary hands those positions out again for other changes).
+/// 503, retried by the client), nor a mark 200, and a stream that delivered what it announced
+/// meanwhile gets `reset` (the new primary hands those positions out again for other changes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_that_wakes_after_its_replica_took_over_loses_no_accepted_publish() {
     let mut cluster = Cluster::start(3, 1);
@@ -163,13 +163,22 @@ async fn a_primary_that_wakes_after_its_replica_took_over_loses_no_accepted_publ
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Herald sent nothing to the hung primary meanwhile, so it still routes alice there.
-    let sent = (0..6).map(|i| {
-        h.publish(json!({"users": ["alice"], "notification": {"title": format!("t{i}")}}))
-    });
-    let (answers, ()) = tokio::join!(futures_util::future::join_all(sent), async {
+    // A mark first (the first write in the primary's socket runs there), then publishes.
+    let token = user_token("alice");
+    let path = format!("/notifications/{before}");
+    let read = h.patch(&path, &token, json!({"read": true}));
+    let sent = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = (0..6).map(|i| {
+            h.publish(json!({"users": ["alice"], "notification": {"title": format!("t{i}")}}))
+        });
+        futures_util::future::join_all(sent).await
+    };
+    let ((read, _), answers, ()) = tokio::join!(read, sent, async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         cluster.resume(hung);
     });
+    assert!(read == 200 || read == 503, "{read}");
     let accepted: Vec<String> = answers
         .iter()
         .filter(|(status, _)| *status == 202)
@@ -179,6 +188,18 @@ async fn a_primary_that_wakes_after_its_replica_took_over_loses_no_accepted_publ
         assert!(*status == 202 || *status == 503, "{status} {body}");
     }
     let after = published_once_promoted(&h, "alice").await;
+    if read == 200 {
+        let page = h.list(&token, "").await;
+        let marked = page["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == before.as_str());
+        assert!(
+            marked.unwrap()["read_at"].is_string(),
+            "the read answered 200 was lost"
+        );
+    }
     let tray = h.tray_ids("alice", "").await;
     for id in accepted.iter().chain([&before, &after]) {
         assert!(

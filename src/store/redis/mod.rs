@@ -6,6 +6,7 @@
 //! Tray scripts carry a deadline on Redis's clock and refuse to run past it, so a write that
 //! was answered 503 (bytes stuck in a network black hole) cannot commit when they arrive. The
 //! change log's epoch is drawn here and handed to the scripts, which keep an existing one.
+//! On a cluster, the writes that are answered wait for the replica (`confirm`).
 //! One file per part of the surface: `sessions`, `publish`, `tray` (pages, marks, actions,
 //! preferences), `log` (head and replay), `due`, `push`, `retention`, `groups`, `presence`
 //! (with the node's heartbeat); the scripts themselves are in `scripts/`.
@@ -19,6 +20,7 @@ use super::nodes::PushPeers;
 use crate::error::{Error, Result};
 use crate::redis_conn::RedisConn;
 
+mod confirm;
 mod due;
 mod groups;
 mod log;

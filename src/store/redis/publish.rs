@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Cmd, RedisResult, Value};
+use redis::Value;
 use tokio::time::Instant;
 
 use super::{late, RedisStore, USERS_PER_SCRIPT};
 use crate::error::{refuses_the_data, Error, Result};
 use crate::model::{now_ms, push_json_str, sha256_hex, Epoch, NotificationId, Template};
-use crate::redis_conn::{as_str, RedisConn, COMMAND_DEADLINE};
+use crate::redis_conn::{as_str, COMMAND_DEADLINE};
 use crate::store::batch::BATCH_CHANNEL;
 use crate::store::keys::{self, UserKeys};
 use crate::store::{Idempotency, Published, Recipient, IDEMPOTENCY_TTL_MS, LOG_CAPACITY};
@@ -19,12 +19,6 @@ use crate::store::{Idempotency, Published, Recipient, IDEMPOTENCY_TTL_MS, LOG_CA
 /// The least time a publish's notes in the due index get before they are retried apart (the
 /// store itself may have taken most of the publish's deadline).
 const LAST_NOTE: Duration = Duration::from_millis(100);
-/// On a cluster, longest wait (in Redis, `WAIT`) for the replica of a script call's shard to
-/// confirm the call's writes. Confirmed, or not within this time (the replica is down or
-/// behind: the primary keeps the writes, and publishes stop waiting for a while), the publish
-/// is accepted; refused (the primary was replaced while it ran the call: its writes will be
-/// dropped), it is not.
-const REPLICA_CONFIRMS_WITHIN: Duration = Duration::from_millis(150);
 
 impl RedisStore {
     /// The recipients in script calls of up to [`USERS_PER_SCRIPT`] users, all sent at once on
@@ -255,16 +249,7 @@ impl RedisStore {
                 .arg(Epoch::random().as_str());
         }
         let mut conn = self.conn.for_deadline_writes();
-        let confirm = self.conn.replicated(keys[0].slot());
-        let mut reply = send_call(&cmd, confirm, &mut conn).await;
-        if matches!(&reply, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
-        {
-            // Redis lost its scripts (a restart, SCRIPT FLUSH): load it and send the call again.
-            reply = match self.scripts.publish.load_async(&mut conn).await {
-                Ok(_) => send_call(&cmd, confirm, &mut conn).await,
-                Err(e) => Err(e),
-            };
-        }
+        let reply = (self.commit(&self.scripts.publish, &cmd, &keys[0], &mut conn)).await;
         match reply {
             Ok(reply) => outcomes(reply, users),
             Err(e) => {
@@ -280,39 +265,6 @@ impl RedisStore {
                 out
             }
         }
-    }
-}
-
-/// Send one `publish.lua` call; with `confirm`, followed on the same connection by `WAIT` for
-/// the shard's replica. A primary that hung until its replica was promoted runs the calls
-/// that waited in its socket, as a primary, in the instant before it learns it was replaced,
-/// then drops their writes when it resyncs from the new primary: its `WAIT` is cut short
-/// then (`UNBLOCKED`), and the call fails (503) instead of being answered as stored.
-async fn send_call(cmd: &Cmd, confirm: bool, conn: &mut RedisConn) -> RedisResult<Value> {
-    if !confirm {
-        return cmd.query_async(conn).await;
-    }
-    let mut pipe = redis::pipe();
-    pipe.add_command(cmd.clone())
-        .cmd("WAIT")
-        .arg(1)
-        .arg(REPLICA_CONFIRMS_WITHIN.as_millis() as u64)
-        .ignore_errors();
-    let replies: Vec<Value> = pipe.query_async(conn).await?;
-    let mut replies = replies.into_iter();
-    let reply = replies.next().unwrap_or(Value::Nil).extract_error()?;
-    match replies.next() {
-        Some(Value::ServerError(e)) => Err(e.into()),
-        Some(Value::Int(0)) => {
-            tracing::info!(
-                "a Redis Cluster replica did not confirm a publish within {} ms (down or \
-                 resyncing?); publishes do not wait for replicas for the next 30 s",
-                REPLICA_CONFIRMS_WITHIN.as_millis()
-            );
-            conn.unconfirmed();
-            Ok(reply)
-        }
-        _ => Ok(reply),
     }
 }
 

@@ -95,14 +95,11 @@ impl RedisStore {
     }
 
     pub async fn claim_action(&self, user: &str, id: &str, ttl: Duration) -> Result<bool> {
-        let held: u8 = self
-            .tray(&self.scripts.action, &UserKeys::new(user))
-            .arg("claim")
-            .arg(id)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(held == 1)
+        let k = UserKeys::new(user);
+        let mut call = self.tray_call(&self.scripts.action, &k);
+        call.arg("claim").arg(id).arg(ttl.as_millis() as u64);
+        let held = (self.commit(&self.scripts.action, &call, &k, &mut self.conn())).await?;
+        Ok(redis::from_redis_value::<u8>(held).map_err(redis::RedisError::from)? == 1)
     }
 
     pub async fn release_action(&self, user: &str, id: &str) -> Result<()> {
@@ -123,20 +120,19 @@ impl RedisStore {
     ) -> Result<ActionOutcome> {
         let json = serde_json::to_string(action).map_err(|e| Error::Internal(e.to_string()))?;
         let now = SystemTime::now();
-        let mut conn = self.conn.for_deadline_writes();
-        let out: Vec<String> = self
-            .tray(&self.scripts.action, &UserKeys::new(user))
-            .arg("take")
+        let k = UserKeys::new(user);
+        let mut call = self.tray_call(&self.scripts.action, &k);
+        call.arg("take")
             .arg(id)
             .arg(json)
             .arg(&action.at)
             .arg(crate::model::unix_ms(now))
             .arg(LOG_CAPACITY)
             .arg(self.conn.write_deadline_ms())
-            .arg(Epoch::random().as_str())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(late)?;
+            .arg(Epoch::random().as_str());
+        let mut conn = self.conn.for_deadline_writes();
+        let out = self.commit(&self.scripts.action, &call, &k, &mut conn);
+        let out = strings(out.await.map_err(late)?)?;
         match out.as_slice() {
             [outcome] if outcome == "missing" => Ok(ActionOutcome::Missing),
             [outcome] if outcome == "conflict" => Ok(ActionOutcome::Conflict),
@@ -155,7 +151,7 @@ impl RedisStore {
         if let Mark::Snooze(at) = mark {
             self.hint(std::iter::once(user), at).await?;
         }
-        let mut inv = self.tray(&self.scripts.mark, &k);
+        let mut inv = self.tray_call(&self.scripts.mark, &k);
         let now = SystemTime::now();
         inv.arg(mark.as_str())
             .arg(crate::model::unix_ms(now))
@@ -179,7 +175,8 @@ impl RedisStore {
             }
         }
         let mut conn = self.conn.for_deadline_writes();
-        let out: Vec<String> = inv.invoke_async(&mut conn).await.map_err(late)?;
+        let out = self.commit(&self.scripts.mark, &inv, &k, &mut conn);
+        let out = strings(out.await.map_err(late)?)?;
         let mut out = out.into_iter();
         let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
         let marked = Marked {
@@ -229,4 +226,9 @@ impl RedisStore {
         let _: () = conn.hset(&key, category, flag).await?;
         Ok(())
     }
+}
+
+/// A script's reply as the strings it returns.
+fn strings(reply: redis::Value) -> Result<Vec<String>> {
+    Ok(redis::from_redis_value(reply).map_err(redis::RedisError::from)?)
 }

@@ -1,0 +1,89 @@
+//! Tray writes a Redis Cluster replica confirms. A primary that hung until its replica was
+//! promoted, then wakes, runs the commands that waited in its sockets as a primary for the
+//! instant before it learns it was replaced, answers them, then drops their writes when it
+//! resyncs from the new primary. So a write that is answered (a publish, a mark, an action's
+//! claim and record) is sent, where its slot's primary has a replica, as a pipeline with
+//! `WAIT` behind it on the same connection (`WAIT` covers the writes of its own connection):
+//! the woken primary cuts that `WAIT` short (`UNBLOCKED`) when it turns replica, and the
+//! write fails (503) instead of being answered as done.
+
+use std::time::Duration;
+
+use redis::{Cmd, RedisResult, Script, Value};
+
+use super::RedisStore;
+use crate::redis_conn::RedisConn;
+use crate::store::keys::UserKeys;
+
+/// Longest wait for the replica to confirm. Confirmed, or not within this time (the replica
+/// is down or behind: the primary keeps the write, and writes stop waiting for a while, see
+/// [`RedisConn::unconfirmed`]), the write counts as done; refused, it does not.
+const REPLICA_CONFIRMS_WITHIN: Duration = Duration::from_millis(150);
+
+impl RedisStore {
+    /// `EVALSHA` of `script` on the tray of `k`, with the keys of [`RedisStore::tray`]; the
+    /// script's arguments follow. For [`Self::commit`].
+    pub(super) fn tray_call(&self, script: &Script, k: &UserKeys) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash());
+        if self.conn.is_cluster() {
+            cmd.arg(1 + UserKeys::TRAY_KEYS).arg(k.base());
+            for key in k.tray_keys() {
+                cmd.arg(key);
+            }
+        } else {
+            cmd.arg(1).arg(k.base());
+        }
+        cmd
+    }
+
+    /// Run `call` (an `EVALSHA` of `script` whose keys are all of `k`'s slot) on `conn`,
+    /// confirmed by the slot's replica where its primary has one; loads the script into
+    /// Redis first when Redis lost it (a restart, `SCRIPT FLUSH`).
+    pub(super) async fn commit(
+        &self,
+        script: &Script,
+        call: &Cmd,
+        k: &UserKeys,
+        conn: &mut RedisConn,
+    ) -> RedisResult<Value> {
+        let confirm = self.conn.replicated(k.slot());
+        let reply = send(call, confirm, conn).await;
+        match reply {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(conn).await?;
+                send(call, confirm, conn).await
+            }
+            reply => reply,
+        }
+    }
+}
+
+/// Send `call`; with `confirm`, followed on the same connection by `WAIT` for one replica.
+async fn send(call: &Cmd, confirm: bool, conn: &mut RedisConn) -> RedisResult<Value> {
+    if !confirm {
+        return call.query_async(conn).await;
+    }
+    let mut pipe = redis::pipe();
+    pipe.add_command(call.clone())
+        .cmd("WAIT")
+        .arg(1)
+        .arg(REPLICA_CONFIRMS_WITHIN.as_millis() as u64)
+        .ignore_errors();
+    let replies: Vec<Value> = pipe.query_async(conn).await?;
+    let mut replies = replies.into_iter();
+    let reply = replies.next().unwrap_or(Value::Nil).extract_error()?;
+    match replies.next() {
+        Some(Value::ServerError(e)) => Err(e.into()),
+        Some(Value::Int(0)) => {
+            tracing::info!(
+                "a Redis Cluster replica did not confirm a write within {} ms (down or \
+                 resyncing?); writes do not wait for replicas for the next 30 s",
+                REPLICA_CONFIRMS_WITHIN.as_millis()
+            );
+            conn.unconfirmed();
+            Ok(reply)
+        }
+        _ => Ok(reply),
+    }
+}
