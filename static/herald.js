@@ -41,6 +41,13 @@ const MAX_BACKOFF_MS = 30_000;
 const QUIET_CHECK_MS = 60_000;
 const MIN_CHECK_MS = 1_000;
 const BEHIND_GRACE_MS = 3_000;
+/**
+ * A stream restarted (for a tab that joined behind it) closes one `EventSource` and opens
+ * another at once. The request of the one closed may still be opening on a busy server and,
+ * opened after the new one, replace it. So `replaced` this soon after a restart opens the
+ * stream again, once, instead of ending it for good.
+ */
+const RESTART_REPLACED_MS = 10_000;
 /** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
 const FIRST_PAGE = 20;
 /** Messages between tabs, the leader and the SharedWorker. */
@@ -244,6 +251,7 @@ export class Stream {
   /** Reconnect from an earlier position (a tab that is behind joined). */
   restart(lastEventId, counts) {
     this.source?.close();
+    this.restartedAt = performance.now();
     clearTimeout(this.timer);
     this.lastEventId = lastEventId;
     if (counts) this.counts = counts;
@@ -258,6 +266,11 @@ export class Stream {
       return;
     }
     this.heardAt = performance.now();
+    if (name === "replaced" && this.#replacedByItself()) {
+      this.source?.close();
+      this.start();
+      return;
+    }
     const id = UNNUMBERED_EVENTS.has(name) ? null : e.lastEventId || null;
     if (name === "ready") {
       this.backoff = MIN_BACKOFF_MS;
@@ -274,6 +287,13 @@ export class Stream {
     this.onEvent(name, data, id);
     // Ended by the server for good: a logout, an expired token, or another stream of ours.
     if (name === "revoked" || name === "replaced") this.close();
+  }
+
+  /** `replaced` soon after a restart (see `RESTART_REPLACED_MS`), once per restart. */
+  #replacedByItself() {
+    const soon = this.restartedAt !== undefined && performance.now() - this.restartedAt < RESTART_REPLACED_MS;
+    this.restartedAt = undefined;
+    return soon;
   }
 
   /**

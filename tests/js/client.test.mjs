@@ -352,6 +352,23 @@ test("a tab that joins a shared stream: behind, it restarts the stream; ahead, i
   s.close();
 });
 
+test("a restarted stream replaced at once (by the request it closed) opens again, once", () => {
+  const { s } = sharedStream();
+  s.join({ id: "t1.4", unread: 2, unseen: 1 }, () => {});
+  const restarted = FakeEventSource.all.at(-1);
+  const replaced = [];
+  s.onEvent = (name) => replaced.push(name);
+  restarted.emit("replaced", {});
+  assert.equal(s.closed, false);
+  assert.equal(restarted.readyState, FakeEventSource.CLOSED);
+  const again = FakeEventSource.all.at(-1);
+  assert.notEqual(again, restarted);
+  assert.equal(again.url.searchParams.get("last_event_id"), "t1.4");
+  again.emit("replaced", {});
+  assert.equal(s.closed, true, "a second replacement ends it");
+  assert.deepEqual(replaced, ["replaced"]);
+});
+
 test("counts without numbers in the event (a v1 server) follow the notification's own state", () => {
   const zero = { unread: 0, unseen: 0 };
   assert.deepEqual(nextCounts("notification", n("a"), zero), { unread: 1, unseen: 1 });

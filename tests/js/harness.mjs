@@ -29,7 +29,7 @@ export function listeningBase(line) {
 export function startHerald(extra = [], { listen = "127.0.0.1:0" } = {}) {
   const child = spawn(BIN, ["--listen", listen, "--jwt-secret", SECRET, ...extra], {
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, HERALD_LOG: "warn" },
+    env: { ...process.env, HERALD_LOG: process.env.HERALD_LOG ?? "warn" },
   });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("herald did not start")), 10_000);
