@@ -538,6 +538,47 @@ async fn a_redis_back_from_an_older_snapshot_resets_later_positions() {
     assert_eq!(ev.position(), (epoch, 5));
 }
 
+/// The log went back under an open stream while Redis ran on (a Redis Cluster primary that
+/// hung until its replica took over ran writes the new primary never had, and this node's
+/// stream delivered their announcements: simulated here by taking the last changes out of
+/// the log). The next change then arrives at a position the stream already delivered, with
+/// another commit time, or before it although committed later: the stream resets instead of
+/// skipping it as delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_at_a_position_already_delivered_resets_the_stream() {
+    let redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let mut sse = a.events(&user_token("alice"), "").await;
+    a.notify("alice", "kept").await;
+    sse.expect("notification").await;
+    let take_back = |changes: usize| {
+        let mut c = redis.conn();
+        for _ in 0..changes {
+            let _: () = ::redis::cmd("RPOP")
+                .arg("herald:{u:alice}:changes")
+                .query(&mut c)
+                .unwrap();
+            let _: () = ::redis::cmd("DECR")
+                .arg("herald:{u:alice}:seq")
+                .query(&mut c)
+                .unwrap();
+        }
+    };
+    for (dropped, why) in [(1, "the same position"), (2, "an earlier position")] {
+        let mut last = None;
+        for i in 0..dropped {
+            a.notify("alice", &format!("dropped {i}")).await;
+            last = Some(sse.expect("notification").await.position());
+        }
+        take_back(dropped);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        a.notify("alice", "later").await;
+        let ev = sse.next_event().await;
+        assert_eq!(ev.event, "reset", "{why}: {ev:?}");
+        assert_ne!(ev.position().0, last.unwrap().0, "{why}: a new epoch");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_nodes_presence_disappears_within_30_s() {
     let (_redis, mut a, b) = two_nodes();
