@@ -42,8 +42,8 @@ const QUIET_CHECK_MS = 60_000;
 const MIN_CHECK_MS = 1_000;
 const BEHIND_GRACE_MS = 3_000;
 /**
- * A stream restarted (for a tab that joined behind it) closes one `EventSource` and opens
- * another at once. The request of the one closed may still be opening on a busy server and,
+ * A stream restarted (for a tab that joined behind it, or a connection found dead) closes one
+ * `EventSource` and opens another at once. The request of the one closed may still be opening on a busy server and,
  * opened after the new one, replace it. So `replaced` this soon after a restart opens the
  * stream again, once, instead of ending it for good.
  */

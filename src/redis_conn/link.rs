@@ -414,8 +414,10 @@ impl Link {
             Some((conn, id)) => {
                 // Not held up by blocking reads: `CLUSTER NODES` and `SLOTS` go to any node.
                 if self.is_cluster() {
-                    self.read_replicas(conn.clone()).await;
-                    self.follow_topology(conn.clone()).await;
+                    tokio::join!(
+                        self.read_replicas(conn.clone()),
+                        self.follow_topology(conn.clone())
+                    );
                 }
                 if self.blocking.load(Ordering::Relaxed) > 0 {
                     return;

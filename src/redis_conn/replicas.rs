@@ -1,6 +1,6 @@
 //! Which Redis Cluster slots' primaries have no replica, from the link's reads of
-//! `CLUSTER NODES` (a replica counts unless the cluster marked it failed): a publish waits
-//! for the replica of a slot that has one (see `store/redis/publish.rs`). A slot counts as
+//! `CLUSTER NODES` (a replica counts unless the cluster marked it failed): an answered tray
+//! write waits for the replica of a slot that has one (see `store/redis/confirm.rs`). A slot counts as
 //! replicated while any read of the last [`REMEMBERED`] listed a replica for it: right after
 //! a failover the new primary has none yet, while this node may still be sending to the old
 //! one, which is exactly when the wait matters. A replica that does not confirm in time
