@@ -58,15 +58,22 @@ async fn nodes_on_a_cluster_behave_as_one() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_keep_receiving_after_a_primary_fails_over() {
-    let mut cluster = Cluster::start(3, 1);
+/// A cluster of three primaries with a replica each, a node on it, and a stream of alice that
+/// received one notification (its id), which has reached the replica (a failover loses
+/// nothing of it).
+async fn alice_on_a_replicated_cluster() -> (Cluster, Herald, Sse, String) {
+    let cluster = Cluster::start(3, 1);
     let h = Herald::start(Some(&cluster.url()), &[]);
     let mut sse = h.events(&user_token("alice"), "").await;
     let before = h.notify("alice", "before").await;
     assert_eq!(sse.next_event().await.event, "notification");
-    // the write has reached the replica, so the failover loses nothing
     cluster.wait_for_replication("herald:{u:alice}:items");
+    (cluster, h, sse, before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_a_primary_fails_over() {
+    let (mut cluster, h, mut sse, before) = alice_on_a_replicated_cluster().await;
     cluster.kill_primary_of("herald:{u:alice}:items");
     let (id, later) = served_again(&h, &mut sse, "alice").await;
     // the notification stored before the failover survived it
@@ -121,12 +128,7 @@ async fn published_once_promoted(h: &Herald, user: &str) -> String {
 /// still hangs; and so are the other shards' users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
-    let mut cluster = Cluster::start(3, 1);
-    let h = Herald::start(Some(&cluster.url()), &[]);
-    let mut sse = h.events(&user_token("alice"), "").await;
-    h.notify("alice", "before").await;
-    assert_eq!(sse.next_event().await.event, "notification");
-    cluster.wait_for_replication("herald:{u:alice}:items");
+    let (mut cluster, h, mut sse, _) = alice_on_a_replicated_cluster().await;
     let other = (0..100)
         .map(|i| format!("bob{i}"))
         .find(|u| {
@@ -148,12 +150,7 @@ async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
 /// meanwhile gets `reset` (the new primary hands those positions out again for other changes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_that_wakes_after_its_replica_took_over_loses_no_accepted_publish() {
-    let mut cluster = Cluster::start(3, 1);
-    let h = Herald::start(Some(&cluster.url()), &[]);
-    let mut sse = h.events(&user_token("alice"), "").await;
-    let before = h.notify("alice", "before").await;
-    assert_eq!(sse.next_event().await.event, "notification");
-    cluster.wait_for_replication("herald:{u:alice}:items");
+    let (mut cluster, h, mut sse, before) = alice_on_a_replicated_cluster().await;
     let key = "herald:{u:alice}:items";
     let replica = cluster.replica_of(cluster.primary_of(key));
     let hung = cluster.pause_primary_of(key);
