@@ -17,8 +17,10 @@ use crate::store::keys::UserKeys;
 
 /// Longest wait for the replica to confirm. Confirmed, or not within this time (the replica
 /// is down or behind: the primary keeps the write, and writes stop waiting for a while, see
-/// [`RedisConn::unconfirmed`]), the write counts as done; refused, it does not.
-const REPLICA_CONFIRMS_WITHIN: Duration = Duration::from_millis(150);
+/// [`RedisConn::unconfirmed`]), the write counts as done; refused, it does not. A woken
+/// primary learns it was replaced within a few milliseconds; longer waits add up for writes
+/// queued behind them on a new primary without a replica yet (docs/redis.md, Scripts).
+const REPLICA_CONFIRMS_WITHIN: Duration = Duration::from_millis(50);
 
 impl RedisStore {
     /// `EVALSHA` of `script` on the tray of `k`, with the keys of [`RedisStore::tray`]; the
