@@ -26,16 +26,9 @@ impl RedisStore {
     /// `EVALSHA` of `script` on the tray of `k`, with the keys of [`RedisStore::tray`]; the
     /// script's arguments follow. For [`Self::commit`].
     pub(super) fn tray_call(&self, script: &Script, k: &UserKeys) -> Cmd {
+        let keys = self.tray_script_keys(k);
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash());
-        if self.conn.is_cluster() {
-            cmd.arg(1 + UserKeys::TRAY_KEYS).arg(k.base());
-            for key in k.tray_keys() {
-                cmd.arg(key);
-            }
-        } else {
-            cmd.arg(1).arg(k.base());
-        }
+        cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
         cmd
     }
 
@@ -45,47 +38,58 @@ impl RedisStore {
     pub(super) async fn commit(
         &self,
         script: &Script,
-        call: &Cmd,
+        call: Cmd,
         k: &UserKeys,
         conn: &mut RedisConn,
     ) -> RedisResult<Value> {
-        let confirm = self.conn.replicated(k.slot());
-        let reply = send(call, confirm, conn).await;
-        match reply {
+        let call = if self.conn.replicated(k.slot()) {
+            let mut pipe = redis::pipe();
+            pipe.add_command(call)
+                .cmd("WAIT")
+                .arg(1)
+                .arg(REPLICA_CONFIRMS_WITHIN.as_millis() as u64)
+                .ignore_errors();
+            Call::Confirmed(pipe)
+        } else {
+            Call::Plain(call)
+        };
+        match call.send(conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 script.load_async(conn).await?;
-                send(call, confirm, conn).await
+                call.send(conn).await
             }
             reply => reply,
         }
     }
 }
 
-/// Send `call`; with `confirm`, followed on the same connection by `WAIT` for one replica.
-async fn send(call: &Cmd, confirm: bool, conn: &mut RedisConn) -> RedisResult<Value> {
-    if !confirm {
-        return call.query_async(conn).await;
-    }
-    let mut pipe = redis::pipe();
-    pipe.add_command(call.clone())
-        .cmd("WAIT")
-        .arg(1)
-        .arg(REPLICA_CONFIRMS_WITHIN.as_millis() as u64)
-        .ignore_errors();
-    let replies: Vec<Value> = pipe.query_async(conn).await?;
-    let mut replies = replies.into_iter();
-    let reply = replies.next().unwrap_or(Value::Nil).extract_error()?;
-    match replies.next() {
-        Some(Value::ServerError(e)) => Err(e.into()),
-        Some(Value::Int(0)) => {
-            tracing::info!(
-                "a Redis Cluster replica did not confirm a write within {} ms (down or \
-                 resyncing?); writes do not wait for replicas for the next 30 s",
-                REPLICA_CONFIRMS_WITHIN.as_millis()
-            );
-            conn.unconfirmed();
-            Ok(reply)
+/// A tray write as sent: alone, or followed on the same connection by `WAIT` for one replica.
+enum Call {
+    Plain(Cmd),
+    Confirmed(redis::Pipeline),
+}
+
+impl Call {
+    async fn send(&self, conn: &mut RedisConn) -> RedisResult<Value> {
+        let pipe = match self {
+            Call::Plain(call) => return call.query_async(conn).await,
+            Call::Confirmed(pipe) => pipe,
+        };
+        let replies: Vec<Value> = pipe.query_async(conn).await?;
+        let mut replies = replies.into_iter();
+        let reply = replies.next().unwrap_or(Value::Nil).extract_error()?;
+        match replies.next() {
+            Some(Value::ServerError(e)) => Err(e.into()),
+            Some(Value::Int(0)) => {
+                tracing::info!(
+                    "a Redis Cluster replica did not confirm a write within {} ms (down or \
+                     resyncing?); writes do not wait for replicas for the next 30 s",
+                    REPLICA_CONFIRMS_WITHIN.as_millis()
+                );
+                conn.unconfirmed();
+                Ok(reply)
+            }
+            _ => Ok(reply),
         }
-        _ => Ok(reply),
     }
 }

@@ -134,16 +134,21 @@ impl RedisStore {
         self.conn.clone()
     }
 
-    /// `script` on the tray of `k`: its base key, and on a cluster every key of the tray
-    /// (`UserKeys::tray_keys`), so a slot migration never runs it against half of them.
+    /// `script` on the tray of `k`, with [`Self::tray_script_keys`].
     fn tray<'a>(&self, script: &'a Script, k: &UserKeys) -> ScriptInvocation<'a> {
-        let mut inv = script.key(k.base());
-        if self.conn.is_cluster() {
-            for key in k.tray_keys() {
-                inv.key(key);
-            }
-        }
+        let mut inv = script.prepare_invoke();
+        inv.key(self.tray_script_keys(k));
         inv
+    }
+
+    /// The keys a tray script declares: the tray's base key, and on a cluster every key of the
+    /// tray (`UserKeys::tray_keys`), so a slot migration never runs it against half of them.
+    fn tray_script_keys(&self, k: &UserKeys) -> Vec<String> {
+        let mut keys = vec![k.base().to_owned()];
+        if self.conn.is_cluster() {
+            keys.extend(k.tray_keys());
+        }
+        keys
     }
 
     /// Changes each time the store's link has a new connection after losing one.

@@ -249,7 +249,7 @@ impl RedisStore {
                 .arg(Epoch::random().as_str());
         }
         let mut conn = self.conn.for_deadline_writes();
-        let reply = (self.commit(&self.scripts.publish, &cmd, &keys[0], &mut conn)).await;
+        let reply = (self.commit(&self.scripts.publish, cmd, &keys[0], &mut conn)).await;
         match reply {
             Ok(reply) => outcomes(reply, users),
             Err(e) => {

@@ -98,7 +98,7 @@ impl RedisStore {
         let k = UserKeys::new(user);
         let mut call = self.tray_call(&self.scripts.action, &k);
         call.arg("claim").arg(id).arg(ttl.as_millis() as u64);
-        let held = (self.commit(&self.scripts.action, &call, &k, &mut self.conn())).await?;
+        let held = (self.commit(&self.scripts.action, call, &k, &mut self.conn())).await?;
         Ok(redis::from_redis_value::<u8>(held).map_err(redis::RedisError::from)? == 1)
     }
 
@@ -131,7 +131,7 @@ impl RedisStore {
             .arg(self.conn.write_deadline_ms())
             .arg(Epoch::random().as_str());
         let mut conn = self.conn.for_deadline_writes();
-        let out = self.commit(&self.scripts.action, &call, &k, &mut conn);
+        let out = self.commit(&self.scripts.action, call, &k, &mut conn);
         let out = strings(out.await.map_err(late)?)?;
         match out.as_slice() {
             [outcome] if outcome == "missing" => Ok(ActionOutcome::Missing),
@@ -175,7 +175,7 @@ impl RedisStore {
             }
         }
         let mut conn = self.conn.for_deadline_writes();
-        let out = self.commit(&self.scripts.mark, &inv, &k, &mut conn);
+        let out = self.commit(&self.scripts.mark, inv, &k, &mut conn);
         let out = strings(out.await.map_err(late)?)?;
         let mut out = out.into_iter();
         let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
