@@ -26,6 +26,7 @@ mod values;
 /// (`--help` and `--version` print as usual).
 pub fn main() -> ExitCode {
     use clap::error::ErrorKind;
+    unset_empty_env_twins();
     match Cli::try_parse_from(join_negative_values(std::env::args_os())) {
         Ok(cli) => run(cli),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -36,6 +37,20 @@ pub fn main() -> ExitCode {
             eprintln!("herald: {}", usage_error(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// An env twin set to the empty string counts as unset, as a compose file's `HERALD_UPSTREAM=`
+/// or `${REDIS_URL:-}` means (clap would take `""` as the flag's value and refuse it). A flag
+/// given empty on the command line is still a bad value. Runs first, before any thread of ours
+/// reads the environment.
+fn unset_empty_env_twins() {
+    let empty: Vec<OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("HERALD_")))
+        .map(|(k, _)| k)
+        .collect();
+    for key in empty {
+        std::env::remove_var(key);
     }
 }
 

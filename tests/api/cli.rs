@@ -267,6 +267,37 @@ async fn env_twins_configure_the_server() {
     );
 }
 
+/// An env twin set to the empty string counts as unset (a compose file's `HERALD_REDIS_URL=`):
+/// embedded mode, no upstream, the default heartbeat. The same value as a flag is refused.
+#[tokio::test]
+async fn empty_env_twins_count_as_unset() {
+    let args = ["--listen".to_owned(), "127.0.0.1:0".to_owned()];
+    let h = Herald::spawn_env(
+        &args,
+        &[
+            ("HERALD_JWT_SECRET", SECRET),
+            ("HERALD_REDIS_URL", ""),
+            ("HERALD_UPSTREAM", ""),
+            ("HERALD_HEARTBEAT", ""),
+            ("HERALD_ALLOWED_ORIGIN", ""),
+        ],
+    );
+    assert_eq!(h.get("/readyz", "").await.0, 200);
+    let (status, body) = send(
+        h.http
+            .post(h.url("/publish"))
+            .bearer_auth(service_token())
+            .json(&json!({"users": ["alice"], "notification": {"title": "t"}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(h.get("/notifications", &user_token("alice")).await.0, 200);
+    // no upstream: nothing is proxied
+    assert_eq!(h.get("/api/x", &user_token("alice")).await.0, 404);
+    let out = run(&["--jwt-secret", "x", "--redis-url", ""], &[]);
+    assert_startup_error(&out, "--redis-url");
+}
+
 /// More env twins, with no flag at all on the command line: the address, Redis, the base path,
 /// the upstream, a list of allowed origins, the tray cap and the node id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
