@@ -117,6 +117,12 @@ pub fn is_valid_id(s: &str) -> bool {
     validate_id("id", s).is_ok()
 }
 
+/// The lowest id made at `ms` (Unix ms) or later: ids sort by creation time, so those made
+/// since `ms` are the ones from it on.
+pub fn first_id_at(ms: u64) -> NotificationId {
+    NotificationId::from_ulid(ulid::Ulid::from_parts(ms, 0))
+}
+
 /// When an id was made (Unix ms, its ULID time); `None` for text that is not a ULID.
 pub fn id_ms(id: &str) -> Option<u64> {
     ulid::Ulid::from_string(id).ok().map(|u| u.timestamp_ms())
@@ -165,6 +171,18 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// The first id of a millisecond sorts after every id made before it, at or before
+    /// every id made in it or later.
+    #[test]
+    fn first_id_at_splits_ids_by_time() {
+        let ms = now_ms();
+        let first = first_id_at(ms);
+        let before = NotificationId::from_ulid(ulid::Ulid::from_parts(ms - 1, u128::MAX));
+        let at = NotificationId::from_ulid(ulid::Ulid::from_parts(ms, rand::random()));
+        assert!(before < first && first <= at);
+        assert_eq!(id_ms(first.as_str()), Some(ms));
+    }
 
     /// Ids with control characters or over 128 characters are refused.
     #[test]

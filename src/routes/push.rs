@@ -54,7 +54,13 @@ pub async fn subscribe(state: AppState, req: Request) -> Result<Response> {
             .remove_subscription(&caller.user, &new.endpoint)
             .await?;
     }
-    state.store.add_subscription(&caller.user, &sub).await?;
+    let recent_ms = sub
+        .created_ms
+        .saturating_sub(push.after().as_millis() as u64);
+    state
+        .store
+        .add_subscription(&caller.user, &sub, recent_ms)
+        .await?;
     Ok(json(
         StatusCode::CREATED,
         &serde_json::json!({"endpoint": sub.endpoint}),

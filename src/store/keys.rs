@@ -261,6 +261,7 @@ mod tests {
             include_str!("redis/scripts/publish.lua"),
             include_str!("redis/scripts/push.lua"),
             include_str!("redis/scripts/rehint.lua"),
+            include_str!("redis/scripts/subscribed.lua"),
             include_str!("redis/scripts/trim.lua"),
         ];
         let code: String = scripts

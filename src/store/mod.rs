@@ -565,9 +565,18 @@ impl Store {
 
     /// Store (or replace, by endpoint) a Web Push subscription; the oldest beyond
     /// [`MAX_SUBSCRIPTIONS`] are dropped. An endpoint is one browser's: another user's
-    /// subscription of it is removed (the browser's user changed).
-    pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
-        forward!(self.add_subscription(user, sub))
+    /// subscription of it is removed (the browser's user changed). The user's first one also
+    /// escalates the notifications published since `recent_ms` (Unix ms) that are still
+    /// active, unseen and unread, as they would have had it existed: due at their creation,
+    /// checked then like any escalation (at once without a live stream, else `--push-after`
+    /// after it).
+    pub async fn add_subscription(
+        &self,
+        user: &str,
+        sub: &Subscription,
+        recent_ms: u64,
+    ) -> Result<()> {
+        forward!(self.add_subscription(user, sub, recent_ms))
     }
 
     /// Whether it was there.

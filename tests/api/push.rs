@@ -16,6 +16,7 @@ use crate::common::*;
 both_modes!(
     an_offline_user_is_pushed_at_once,
     a_connected_user_is_pushed_only_when_unseen,
+    a_first_subscription_takes_the_recent_unseen_notifications,
     an_unsnoozed_notification_escalates_again,
     a_short_snooze_escalates_from_its_end,
     gone_and_throttled_endpoints,
@@ -153,6 +154,52 @@ async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(push.messages(Some("bob")).await.len(), 1);
     assert!(h.metric("herald_push_escalations_cancelled_total").await >= 1.0);
+    drop(sse);
+}
+
+/// A user's first subscription escalates what was published within `--push-after` before it
+/// and is still unseen, as if it had been there: a connected user's at `--push-after` after
+/// its publish, an offline user's at once; older ones and seen ones are not pushed, and a
+/// second subscription pushes nothing again.
+async fn a_first_subscription_takes_the_recent_unseen_notifications(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "2s")));
+    // offline: only the one published within the last 2 s
+    let dave = user_token("dave");
+    h.notify("dave", "too old").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let recent = h.notify("dave", "recent").await;
+    let (status, _) = subscribe(&h, &dave, &push.subscribe("dave").await).await;
+    assert_eq!(status, 201);
+    let got = push.wait_messages("dave", 1).await;
+    assert_eq!(got[0]["payload"]["id"], recent.as_str(), "{got:?}");
+    // connected: the unseen one, at its push-after; the seen one never
+    let carol = user_token("carol");
+    let mut sse = h.events(&carol, "").await;
+    let seen = h.notify("carol", "seen").await;
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{seen}"),
+            &carol,
+            json!({"seen": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let unseen = h.notify("carol", "unseen").await;
+    sse.expect("notification").await;
+    let (status, _) = subscribe(&h, &carol, &push.subscribe("carol").await).await;
+    assert_eq!(status, 201);
+    let got = push.wait_messages("carol", 1).await;
+    assert_eq!(got[0]["payload"]["id"], unseen.as_str(), "{got:?}");
+    // a second subscription of carol's is not a first: nothing is pushed again
+    let (status, _) = subscribe(&h, &carol, &push.subscribe("carol-2").await).await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(push.messages(Some("dave")).await.len(), 1);
+    assert_eq!(push.messages(Some("carol")).await.len(), 1);
+    assert!(push.messages(Some("carol-2")).await.is_empty());
     drop(sse);
 }
 

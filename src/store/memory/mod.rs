@@ -302,15 +302,22 @@ impl MemoryStore {
             .then(Vec::new))
     }
 
-    pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
+    pub async fn add_subscription(
+        &self,
+        user: &str,
+        sub: &Subscription,
+        recent_ms: u64,
+    ) -> Result<()> {
         let owners = &self.inner.push_owners;
         if let Some(previous) = owners.insert(sub.endpoint.clone(), user.to_owned()) {
             if previous != user {
                 self.remove_subscription(&previous, &sub.endpoint).await?;
             }
         }
+        let first;
         let dropped: Vec<Subscription> = {
             let mut subs = self.inner.subscriptions.entry(user.to_owned()).or_default();
+            first = subs.is_empty();
             subs.retain(|s| s.endpoint != sub.endpoint);
             subs.push(sub.clone());
             let excess = subs.len().saturating_sub(MAX_SUBSCRIPTIONS);
@@ -318,6 +325,13 @@ impl MemoryStore {
         };
         for old in dropped {
             owners.remove_if(&old.endpoint, |_, owner| owner == user);
+        }
+        if first && self.inner.push && self.inner.trays.contains_key(user) {
+            self.with_tray(user, |tray| {
+                if let Some(at) = tray.escalate_since(recent_ms) {
+                    self.hint(user, at);
+                }
+            });
         }
         Ok(())
     }

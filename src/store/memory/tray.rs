@@ -293,6 +293,20 @@ impl Tray {
         }
     }
 
+    /// Escalate the active, unseen (so unread) notifications made at `since_ms` or later, each
+    /// due at its creation (see [`Tray::escalate`]). The earliest due time it set.
+    pub(super) fn escalate_since(&mut self, since_ms: u64) -> Option<u64> {
+        let from = crate::model::first_id_at(since_ms);
+        let recent: Vec<NotificationId> = self.unseen.range(from..).copied().collect();
+        recent
+            .into_iter()
+            .filter_map(|id| {
+                let at = crate::model::id_ms(id.as_str())?;
+                self.escalate(id, at).then_some(at)
+            })
+            .min()
+    }
+
     /// Whether the escalation of `id` is leased under `lease`.
     pub(super) fn holds_push(&self, id: &str, lease: u64) -> bool {
         self.items

@@ -65,6 +65,7 @@ struct Scripts {
     rehint: Script,
     trim: Script,
     push: Script,
+    subscribed: Script,
 }
 
 /// A tray script: `common.lua` (the key layout and the shared steps) and the script's own.
@@ -91,6 +92,7 @@ fn scripts() -> &'static Scripts {
         rehint: Script::new(include_str!("scripts/rehint.lua")),
         trim: tray_script!("trim.lua"),
         push: tray_script!("push.lua"),
+        subscribed: tray_script!("subscribed.lua"),
     })
 }
 

@@ -95,11 +95,19 @@ impl RedisStore {
     }
 
     /// Subscriptions live in the user's `push` hash (endpoint → JSON); the cap drops the
-    /// oldest by their `created_ms`.
-    pub async fn add_subscription(&self, user: &str, sub: &Subscription) -> Result<()> {
-        let key = format!("{}:push", UserKeys::new(user).base());
+    /// oldest by their `created_ms`. The first one escalates the recent notifications
+    /// (`subscribed.lua`), then notes the earliest in the due index.
+    pub async fn add_subscription(
+        &self,
+        user: &str,
+        sub: &Subscription,
+        recent_ms: u64,
+    ) -> Result<()> {
+        let k = UserKeys::new(user);
+        let key = format!("{}:push", k.base());
         let json = serde_json::to_string(sub).map_err(|e| Error::Internal(e.to_string()))?;
         let mut conn = self.conn();
+        let had: u64 = conn.hlen(&key).await?;
         let previous: Option<String> = redis::cmd("SET")
             .arg(keys::push_owner(&sub.endpoint))
             .arg(user)
@@ -117,6 +125,18 @@ impl RedisStore {
             let excess = all.len() - MAX_SUBSCRIPTIONS;
             for old in &all[..excess] {
                 self.remove_subscription(user, &old.endpoint).await?;
+            }
+        }
+        if had == 0 && self.escalates() {
+            let first: String = self
+                .tray(&self.scripts.subscribed, &k)
+                .arg(crate::model::first_id_at(recent_ms).as_str())
+                .invoke_async(&mut conn)
+                .await?;
+            if let Ok(at) = first.parse::<u64>() {
+                if self.hint(std::iter::once(user), at).await.is_err() {
+                    tokio::spawn(self.clone().hint_until_noted(vec![user.to_owned()], at));
+                }
             }
         }
         Ok(())
