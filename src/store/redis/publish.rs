@@ -119,6 +119,14 @@ impl RedisStore {
         tokio::spawn(self.clone().hint_until_noted(users, at));
     }
 
+    /// [`Self::hint`] for one user after a write that is done (answered either way): on an
+    /// error, retried apart ([`Self::hint_until_noted`]).
+    pub(super) async fn hint_or_retry(&self, user: &str, at: u64) {
+        if self.hint(std::iter::once(user), at).await.is_err() {
+            tokio::spawn(self.clone().hint_until_noted(vec![user.to_owned()], at));
+        }
+    }
+
     /// [`Self::hint`] retried with backoff (0.25 s doubling up to 4 s) for up to two minutes.
     pub(super) async fn hint_until_noted(self, users: Vec<String>, at: u64) {
         let mut wait = Duration::from_millis(250);

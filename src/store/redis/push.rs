@@ -134,9 +134,7 @@ impl RedisStore {
                 .invoke_async(&mut conn)
                 .await?;
             if let Ok(at) = first.parse::<u64>() {
-                if self.hint(std::iter::once(user), at).await.is_err() {
-                    tokio::spawn(self.clone().hint_until_noted(vec![user.to_owned()], at));
-                }
+                self.hint_or_retry(user, at).await;
             }
         }
         Ok(())

@@ -188,10 +188,7 @@ impl RedisStore {
             // An unsnoozed notification may escalate now (stored, so answered: the note is
             // retried apart if it fails).
             (Mark::Unsnooze, false) if self.escalates() => {
-                let at = crate::model::unix_ms(now);
-                if self.hint(std::iter::once(user), at).await.is_err() {
-                    tokio::spawn(self.clone().hint_until_noted(vec![user.to_owned()], at));
-                }
+                self.hint_or_retry(user, crate::model::unix_ms(now)).await;
             }
             _ => {}
         }
