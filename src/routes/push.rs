@@ -54,12 +54,14 @@ pub async fn subscribe(state: AppState, req: Request) -> Result<Response> {
             .remove_subscription(&caller.user, &new.endpoint)
             .await?;
     }
-    let recent_ms = sub
-        .created_ms
-        .saturating_sub(push.after().as_millis() as u64);
+    // A connected user's notifications of the last --push-after wait for their escalation
+    // (pushed then if still unseen): a first subscription takes them. An offline user's were
+    // due at once, to no subscription.
+    let connected = !state.store.presence(&caller.user).await?.is_empty();
+    let after_ms = connected.then(|| push.after().as_millis() as u64);
     state
         .store
-        .add_subscription(&caller.user, &sub, recent_ms)
+        .add_subscription(&caller.user, &sub, after_ms)
         .await?;
     Ok(json(
         StatusCode::CREATED,

@@ -565,18 +565,18 @@ impl Store {
 
     /// Store (or replace, by endpoint) a Web Push subscription; the oldest beyond
     /// [`MAX_SUBSCRIPTIONS`] are dropped. An endpoint is one browser's: another user's
-    /// subscription of it is removed (the browser's user changed). The user's first one also
-    /// escalates the notifications published since `recent_ms` (Unix ms) that are still
-    /// active, unseen and unread, as they would have had it existed: due at their creation,
-    /// checked then like any escalation (at once without a live stream, else `--push-after`
-    /// after it).
+    /// subscription of it is removed (the browser's user changed). With `after_ms` (the user
+    /// is connected), the user's first one also takes the notifications made within
+    /// `after_ms` before it that are still active, unseen and unread: each is pushed when its
+    /// `after_ms` ends, if still so, as it would have been had the subscription existed when
+    /// it was published to a connected user.
     pub async fn add_subscription(
         &self,
         user: &str,
         sub: &Subscription,
-        recent_ms: u64,
+        after_ms: Option<u64>,
     ) -> Result<()> {
-        forward!(self.add_subscription(user, sub, recent_ms))
+        forward!(self.add_subscription(user, sub, after_ms))
     }
 
     /// Whether it was there.

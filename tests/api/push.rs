@@ -157,27 +157,30 @@ async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
     drop(sse);
 }
 
-/// A user's first subscription escalates what was published within `--push-after` before it
-/// and is still unseen, as if it had been there: a connected user's at `--push-after` after
-/// its publish, an offline user's at once; older ones and seen ones are not pushed, and a
-/// second subscription pushes nothing again.
+/// A connected user's first subscription takes what was published within `--push-after`
+/// before it and is still unseen: pushed when its `--push-after` ends, as if the subscription
+/// had been there; older and seen ones are not pushed, and a second subscription pushes
+/// nothing again. An offline user's notifications were due at once, to no subscription: a
+/// later one gets only what comes after it.
 async fn a_first_subscription_takes_the_recent_unseen_notifications(mode: Mode) {
     let dir = TempDir::new("vapid");
     let (key, _) = vapid_key(&dir);
     let push = PushService::start();
     let h = Setup::new(mode, &refs(&push_args(&push, &key, "2s")));
-    // offline: only the one published within the last 2 s
+    // offline: only what is published after the subscription
     let dave = user_token("dave");
-    h.notify("dave", "too old").await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let recent = h.notify("dave", "recent").await;
+    h.notify("dave", "before").await;
     let (status, _) = subscribe(&h, &dave, &push.subscribe("dave").await).await;
     assert_eq!(status, 201);
+    let after = h.notify("dave", "after").await;
     let got = push.wait_messages("dave", 1).await;
-    assert_eq!(got[0]["payload"]["id"], recent.as_str(), "{got:?}");
-    // connected: the unseen one, at its push-after; the seen one never
+    assert_eq!(got[0]["payload"]["id"], after.as_str(), "{got:?}");
+    // connected: the unseen one of the last 2 s, at its push-after; the older and the seen
+    // one never
     let carol = user_token("carol");
     let mut sse = h.events(&carol, "").await;
+    h.notify("carol", "too old").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let seen = h.notify("carol", "seen").await;
     let (status, _) = h
         .patch(

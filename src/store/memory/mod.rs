@@ -306,7 +306,7 @@ impl MemoryStore {
         &self,
         user: &str,
         sub: &Subscription,
-        recent_ms: u64,
+        after_ms: Option<u64>,
     ) -> Result<()> {
         let owners = &self.inner.push_owners;
         if let Some(previous) = owners.insert(sub.endpoint.clone(), user.to_owned()) {
@@ -326,12 +326,14 @@ impl MemoryStore {
         for old in dropped {
             owners.remove_if(&old.endpoint, |_, owner| owner == user);
         }
-        if first && self.inner.push && self.inner.trays.contains_key(user) {
-            self.with_tray(user, |tray| {
-                if let Some(at) = tray.escalate_since(recent_ms) {
-                    self.hint(user, at);
-                }
-            });
+        if let (true, true, Some(after)) = (first, self.inner.push, after_ms) {
+            if self.inner.trays.contains_key(user) {
+                self.with_tray(user, |tray| {
+                    if let Some(at) = tray.escalate_recent(now_ms(), after) {
+                        self.hint(user, at);
+                    }
+                });
+            }
         }
         Ok(())
     }

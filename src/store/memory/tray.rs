@@ -293,16 +293,27 @@ impl Tray {
         }
     }
 
-    /// Escalate the active, unseen (so unread) notifications made at `since_ms` or later, each
-    /// due at its creation (see [`Tray::escalate`]). The earliest due time it set.
-    pub(super) fn escalate_since(&mut self, since_ms: u64) -> Option<u64> {
-        let from = crate::model::first_id_at(since_ms);
+    /// Push the active, unseen (so unread) notifications made `after_ms` before `now` or
+    /// later when their `after_ms` ends (an escalation past its check: see
+    /// [`Tray::escalate`]), unless one of them is pending already. The earliest due time set.
+    pub(super) fn escalate_recent(&mut self, now: u64, after_ms: u64) -> Option<u64> {
+        let from = crate::model::first_id_at(now.saturating_sub(after_ms));
         let recent: Vec<NotificationId> = self.unseen.range(from..).copied().collect();
         recent
             .into_iter()
             .filter_map(|id| {
-                let at = crate::model::id_ms(id.as_str())?;
-                self.escalate(id, at).then_some(at)
+                let at = crate::model::id_ms(id.as_str())? + after_ms;
+                let pending = self.items.get(&id).is_none_or(|item| item.push.is_some());
+                if pending {
+                    return None;
+                }
+                let send = Escalating {
+                    at,
+                    send: true,
+                    lease: 0,
+                };
+                self.set_push(id, Some(send));
+                Some(at)
             })
             .min()
     }

@@ -95,13 +95,13 @@ impl RedisStore {
     }
 
     /// Subscriptions live in the user's `push` hash (endpoint → JSON); the cap drops the
-    /// oldest by their `created_ms`. The first one escalates the recent notifications
-    /// (`subscribed.lua`), then notes the earliest in the due index.
+    /// oldest by their `created_ms`. The first one takes the recent notifications
+    /// (`subscribed.lua`), then notes the earliest push in the due index.
     pub async fn add_subscription(
         &self,
         user: &str,
         sub: &Subscription,
-        recent_ms: u64,
+        after_ms: Option<u64>,
     ) -> Result<()> {
         let k = UserKeys::new(user);
         let key = format!("{}:push", k.base());
@@ -127,10 +127,12 @@ impl RedisStore {
                 self.remove_subscription(user, &old.endpoint).await?;
             }
         }
-        if had == 0 && self.escalates() {
+        if let (0, true, Some(after)) = (had, self.escalates(), after_ms) {
+            let since = crate::model::now_ms().saturating_sub(after);
             let first: String = self
                 .tray(&self.scripts.subscribed, &k)
-                .arg(crate::model::first_id_at(recent_ms).as_str())
+                .arg(crate::model::first_id_at(since).as_str())
+                .arg(after)
                 .invoke_async(&mut conn)
                 .await?;
             if let Ok(at) = first.parse::<u64>() {
