@@ -18,8 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamMaxlen, StreamReadOptions,
-    StreamReadReply,
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
 use redis::AsyncCommands;
 use tokio::time::Instant;
@@ -63,6 +62,21 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
 end
 return removed
 "#;
+/// Park an entry in the dead stream KEYS[1] once. KEYS[2] (`{herald:ingest:dead}:<entry
+/// id>`, in the dead stream's slot) marks it parked for ARGV[2] ms: a node that dies between
+/// parking an entry and acknowledging it leaves the entry to another, which must not park it
+/// twice. The mark is set after the `XADD`, so a failed one leaves none. ARGV: 1 the stream's
+/// cap (`MAXLEN ~`), 2 the mark's life, then the fields. Returns 1 when parked, 0 when it
+/// already was.
+const PARK: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1
+"#;
+/// How long an entry's mark says it was parked: longer than any node takes to come back
+/// for the entries it left pending, or another to take them over ([`CLAIM_IDLE`]).
+const PARKED_MARK: Duration = Duration::from_secs(24 * 3600);
 /// Longest wait of one blocking read (its command deadline is this plus the usual one).
 const BLOCK: Duration = Duration::from_secs(2);
 /// Wait before trying again after a failure.
@@ -480,7 +494,6 @@ impl Ingest {
 
     /// Park an entry in the dead-letter stream with the reason (and the start of its body).
     async fn dead(&self, entry: &StreamId, reason: &str, raw: &[u8]) -> Outcome {
-        tracing::info!(id = entry.id, reason, "ingest: entry moved to {DEAD}");
         let size = raw.len().to_string();
         // Its bytes as they came: text cut between characters, other bytes anywhere.
         let copy = match std::str::from_utf8(raw) {
@@ -493,11 +506,27 @@ impl Ingest {
             ("publish", copy),
             ("size", size.as_bytes()),
         ];
-        let cap = StreamMaxlen::Approx(DEAD_MAXLEN);
-        let parked: redis::RedisResult<String> =
-            self.conn.clone().xadd_maxlen(DEAD, cap, "*", &fields).await;
-        match parked {
-            Ok(_) => Outcome::Dead,
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(PARK));
+        let mut park = SCRIPT.key(DEAD);
+        park.key(format!("{{{DEAD}}}:{}", entry.id))
+            .arg(DEAD_MAXLEN)
+            .arg(PARKED_MARK.as_millis() as u64);
+        for (name, value) in fields {
+            park.arg(name).arg(value);
+        }
+        match park.invoke_async::<u8>(&mut self.conn.clone()).await {
+            Ok(1) => {
+                tracing::info!(id = entry.id, reason, "ingest: entry moved to {DEAD}");
+                Outcome::Dead
+            }
+            Ok(_) => {
+                tracing::info!(
+                    id = entry.id,
+                    "ingest: entry already in {DEAD} (a node stopped before acknowledging it)"
+                );
+                Outcome::Dead
+            }
             Err(_) => Outcome::Retry,
         }
     }

@@ -233,6 +233,68 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
     assert_eq!(consumers(&mut conn), 0, "the stopped node left the group");
 }
 
+/// A node that parked a bad entry and died before acknowledging it: the node that takes the
+/// entry over finds it parked (its mark, `{herald:ingest:dead}:<entry id>`) and acknowledges
+/// it without a second dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_entry_parked_by_a_node_that_died_is_not_parked_twice() {
+    let redis = Redis::start();
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("herald:ingest")
+        .arg("herald")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut conn)
+        .unwrap();
+    let id = xadd(&mut conn, "publish", "not json");
+    // a consumer that read it long ago, parked it, and died before acknowledging it
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("herald")
+        .arg("ghost")
+        .arg("STREAMS")
+        .arg("herald:ingest")
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg("herald:ingest")
+        .arg("herald")
+        .arg("ghost")
+        .arg(0)
+        .arg(&id)
+        .arg("IDLE")
+        .arg(600_000)
+        .query(&mut conn)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("herald:ingest:dead")
+        .arg("*")
+        .arg("id")
+        .arg(&id)
+        .arg("reason")
+        .arg("the ghost's")
+        .query(&mut conn)
+        .unwrap();
+    let mark = format!("{{herald:ingest:dead}}:{id}");
+    let _: () = redis::cmd("SET")
+        .arg(&mark)
+        .arg("1")
+        .arg("PX")
+        .arg(86_400_000)
+        .query(&mut conn)
+        .unwrap();
+    let _h = Herald::start(Some(&redis.url()), &[]);
+    wait_for("the parked entry was not taken over", async || {
+        pending(&mut conn) == 0
+    })
+    .await;
+    let letters = dead_letters(&mut conn);
+    assert_eq!(letters.len(), 1, "{letters:?}");
+}
+
 /// M4/M6: handled entries leave the ingest stream (acknowledged and deleted), an entry over
 /// the 1 MiB body limit is dead-lettered with the reason, and a dead letter keeps only the
 /// first 4 KiB of the body, with its original size.
@@ -309,6 +371,14 @@ async fn cluster_ingest_deletes_handled_entries() {
             .query(&mut conn)
             .unwrap();
     }
+    // and a bad one, parked once (its mark lives in the dead stream's slot)
+    let _: String = redis::cmd("XADD")
+        .arg("herald:ingest")
+        .arg("*")
+        .arg("publish")
+        .arg("not json")
+        .query(&mut conn)
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
         let len: u64 = redis::cmd("XLEN")
@@ -321,6 +391,11 @@ async fn cluster_ingest_deletes_handled_entries() {
         assert!(Instant::now() < deadline, "{len} entries left");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let dead: u64 = redis::cmd("XLEN")
+        .arg("herald:ingest:dead")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(dead, 1);
 }
 
 /// Entries are handled many at once, but one user's entries are stored in stream order.
