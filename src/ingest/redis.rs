@@ -62,7 +62,7 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
 end
 return removed
 "#;
-/// Park an entry in the dead stream KEYS[1] once. KEYS[2] (`{herald:ingest:dead}:<entry
+/// Park an entry in the dead stream KEYS[1] once. KEYS[2] (`herald:{herald:ingest:dead}:<entry
 /// id>`, in the dead stream's slot) marks it parked for ARGV[2] ms: a node that dies between
 /// parking an entry and acknowledging it leaves the entry to another, which must not park it
 /// twice. The mark is set after the `XADD`, so a failed one leaves none. ARGV: 1 the stream's
@@ -509,7 +509,7 @@ impl Ingest {
         static SCRIPT: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(PARK));
         let mut park = SCRIPT.key(DEAD);
-        park.key(format!("{{{DEAD}}}:{}", entry.id))
+        park.key(format!("herald:{{{DEAD}}}:{}", entry.id))
             .arg(DEAD_MAXLEN)
             .arg(PARKED_MARK.as_millis() as u64);
         for (name, value) in fields {

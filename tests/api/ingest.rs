@@ -234,7 +234,7 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
 }
 
 /// A node that parked a bad entry and died before acknowledging it: the node that takes the
-/// entry over finds it parked (its mark, `{herald:ingest:dead}:<entry id>`) and acknowledges
+/// entry over finds it parked (its mark, `herald:{herald:ingest:dead}:<entry id>`) and acknowledges
 /// it without a second dead letter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_entry_parked_by_a_node_that_died_is_not_parked_twice() {
@@ -278,7 +278,7 @@ async fn a_bad_entry_parked_by_a_node_that_died_is_not_parked_twice() {
         .arg("the ghost's")
         .query(&mut conn)
         .unwrap();
-    let mark = format!("{{herald:ingest:dead}}:{id}");
+    let mark = format!("herald:{{herald:ingest:dead}}:{id}");
     let _: () = redis::cmd("SET")
         .arg(&mark)
         .arg("1")

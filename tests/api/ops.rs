@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::both_modes;
 use crate::common::*;
 
@@ -329,4 +331,94 @@ async fn a_node_is_set_for_reconnect_bursts() {
         assert!(std::time::Instant::now() < deadline, "{:?}", threads());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Herald works as the Redis user the operators' guide creates (`~herald:* &herald:* +@all
+/// -@dangerous`): every key and channel it touches is under `herald:`, and it sends no
+/// command of `@dangerous`. Publish, tray, stream, groups, a scheduled delivery, the ingest
+/// stream and its dead letters, sessions, presence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_runs_as_the_documented_redis_user() {
+    let redis = Redis::start();
+    let mut admin = redis.conn();
+    let _: () = ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("herald")
+        .arg("on")
+        .arg(">s3cret")
+        .arg("~herald:*")
+        .arg("&herald:*")
+        .arg("+@all")
+        .arg("-@dangerous")
+        .query(&mut admin)
+        .unwrap();
+    let url = format!("redis://herald:s3cret@127.0.0.1:{}", redis.port);
+    let h = Herald::start(Some(&url), &[]);
+    assert_eq!(h.get("/readyz", "").await.0, 200);
+    let alice = user_token("alice");
+    let mut sse = h.events(&alice, "").await;
+    let id = h.notify("alice", "direct").await;
+    assert_eq!(sse.expect("notification").await.json()["id"], id.as_str());
+    let (status, _) = h
+        .patch(
+            &format!("/notifications/{id}"),
+            &alice,
+            json!({"read": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = send(
+        h.http
+            .put(h.url("/groups/g/members"))
+            .bearer_auth(service_token())
+            .json(&json!({"users": ["alice"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = h
+        .publish(json!({"groups": ["g"], "notification": {
+            "title": "to the group", "deliver_at": in_secs(1)}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        sse.expect("notification").await.json()["title"],
+        "to the group"
+    );
+    // the ingest stream, with a good entry and a bad one
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for body in [
+        json!({"users": ["alice"], "notification": {"title": "ingested"}}).to_string(),
+        "not json".to_owned(),
+    ] {
+        let _: String = ::redis::cmd("XADD")
+            .arg("herald:ingest")
+            .arg("*")
+            .arg("publish")
+            .arg(body)
+            .query(&mut conn)
+            .unwrap();
+    }
+    assert_eq!(sse.expect("notification").await.json()["title"], "ingested");
+    wait_for("no dead letter", async || {
+        ::redis::cmd("XLEN")
+            .arg("herald:ingest:dead")
+            .query::<u64>(&mut conn)
+            .unwrap()
+            == 1
+    })
+    .await;
+    let (status, page) = h.get("/notifications", &alice).await;
+    assert_eq!((status, page["unread_count"].clone()), (200, json!(2)));
+    // a browser session, presence
+    let cookie = h.login("alice").await;
+    let listed = h
+        .http
+        .get(h.url("/notifications"))
+        .header("cookie", &cookie);
+    assert_eq!(send_raw(listed).await.status(), 200);
+    let (status, presence) = h.get("/presence/alice", &service_token()).await;
+    assert_eq!((status, presence["online"].clone()), (200, json!(true)));
 }
