@@ -324,7 +324,8 @@ pub(super) fn check_durations(args: &ServeArgs) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// `--redis-url` values → backend. `redis+cluster://h1:p,h2:p` and repeated flags name cluster nodes.
+/// `--redis-url` values → backend. `redis+cluster://h1:p,h2:p` and repeated flags name cluster
+/// nodes.
 pub(super) fn backend(urls: &[String]) -> Result<Backend, StartupError> {
     let mut cluster = Vec::new();
     let mut single = Vec::new();
@@ -332,11 +333,17 @@ pub(super) fn backend(urls: &[String]) -> Result<Backend, StartupError> {
         let shown = crate::config::redacted(url);
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let before = cluster.len();
-            cluster.extend(
-                rest.split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|h| format!("redis://{h}")),
-            );
+            let nodes: Vec<&str> = rest.split(',').filter(|s| !s.trim().is_empty()).collect();
+            // Credentials written once, on the first node, are every node's
+            // (`redis+cluster://user:password@h1:p,h2:p`).
+            let credentials = nodes
+                .first()
+                .and_then(|n| n.rsplit_once('@'))
+                .map(|(c, _)| c);
+            cluster.extend(nodes.iter().map(|h| match credentials {
+                Some(c) if !h.contains('@') => format!("redis://{c}@{h}"),
+                _ => format!("redis://{h}"),
+            }));
             if cluster.len() == before {
                 return Err(StartupError(format!(
                     "--redis-url: {shown:?} names no node (redis+cluster://host:port,host:port)"
@@ -394,6 +401,15 @@ mod tests {
         assert_eq!(
             backend(&["redis+cluster://a:1,b:2".into()]).unwrap(),
             Backend::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+        // credentials written once are every node's; a node's own are kept
+        assert_eq!(
+            backend(&["redis+cluster://u:p@a:1,b:2,v:q@c:3".into()]).unwrap(),
+            Backend::Cluster(vec![
+                "redis://u:p@a:1".into(),
+                "redis://u:p@b:2".into(),
+                "redis://v:q@c:3".into()
+            ])
         );
         assert!(backend(&["http://x".into()]).is_err());
         for empty in ["redis+cluster://", "redis+cluster://,,"] {

@@ -392,18 +392,18 @@ async fn connect_with(
         .map_err(|_| failed("did not answer within 5 s"))?
         .map_err(|e| failed(&format!("does not answer TIME: {e}")))?;
     // One node of a cluster, named as a lone server, would answer every key of another
-    // node's slots with MOVED: say so now rather than fail every write later.
+    // node's slots with MOVED: say so now rather than fail every write later. `HELLO` (no
+    // arguments: the connection's properties, its protocol unchanged) names the server's
+    // mode; `INFO` would say it too, but an ACL without `@dangerous` refuses it.
     if let Conn::Single(c) = &conn {
-        let info: String = tokio::time::timeout(
+        let hello: Value = tokio::time::timeout(
             STARTUP_TIMEOUT,
-            redis::cmd("INFO")
-                .arg("cluster")
-                .query_async(&mut c.clone()),
+            redis::cmd("HELLO").query_async(&mut c.clone()),
         )
         .await
         .map_err(|_| failed("did not answer within 5 s"))?
-        .unwrap_or_default();
-        if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        .unwrap_or(Value::Nil);
+        if server_mode(&hello).as_deref() == Some("cluster") {
             return Err(failed(
                 "is a node of a Redis Cluster: name the cluster as redis+cluster://host:port",
             ));
@@ -420,6 +420,21 @@ async fn connect_with(
 }
 
 type Failed = Box<dyn Fn(&str) -> StartupError>;
+
+/// The `mode` member of a `HELLO` reply (`standalone`, `sentinel` or `cluster`): a map in
+/// RESP3, pairs in an array in RESP2.
+fn server_mode(hello: &Value) -> Option<String> {
+    let text = |v: &Value| redis::from_redis_value_ref::<String>(v).ok();
+    let pairs: Vec<(&Value, &Value)> = match hello {
+        Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
+        Value::Array(items) => items.chunks_exact(2).map(|p| (&p[0], &p[1])).collect(),
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .find(|(k, _)| text(k).as_deref() == Some("mode"))
+        .and_then(|(_, v)| text(v))
+}
 
 fn with_resp3(url: &str) -> String {
     if url.contains("protocol=") {
@@ -500,6 +515,23 @@ mod tests {
         assert!(is_link_failure(&down()));
         let answered = RedisError::from((redis::ErrorKind::Client, "refused"));
         assert!(!is_link_failure(&answered));
+    }
+
+    /// `HELLO`'s mode, in either protocol's shape.
+    #[test]
+    fn hello_names_the_mode() {
+        let text = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let pairs = vec![text("server"), text("redis"), text("mode"), text("cluster")];
+        assert_eq!(
+            server_mode(&Value::Array(pairs)).as_deref(),
+            Some("cluster")
+        );
+        let map = vec![
+            (text("proto"), Value::Int(3)),
+            (text("mode"), text("standalone")),
+        ];
+        assert_eq!(server_mode(&Value::Map(map)).as_deref(), Some("standalone"));
+        assert_eq!(server_mode(&Value::Nil), None);
     }
 
     /// A script's deadline is in Redis's time: skew between the hosts moves it along.

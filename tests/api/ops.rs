@@ -421,4 +421,42 @@ async fn herald_runs_as_the_documented_redis_user() {
     assert_eq!(send_raw(listed).await.status(), 200);
     let (status, presence) = h.get("/presence/alice", &service_token()).await;
     assert_eq!((status, presence["online"].clone()), (200, json!(true)));
+    // and Redis refused nothing it sent (start-up's checks included)
+    let refused: Vec<::redis::Value> = ::redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+/// The same user on a Redis Cluster, its password written once in the URL
+/// (`redis+cluster://user:password@h1:p,h2:p`): it is every node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_url_with_the_password_written_once() {
+    let cluster = Cluster::start(3, 0);
+    let nodes: Vec<String> = cluster
+        .url()
+        .trim_start_matches("redis+cluster://")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    for node in &nodes {
+        let mut conn = ::redis::Client::open(format!("redis://{node}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let _: () = ::redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("herald")
+            .arg("on")
+            .arg(">s3cret")
+            .arg("~herald:*")
+            .arg("&herald:*")
+            .arg("+@all")
+            .arg("-@dangerous")
+            .query(&mut conn)
+            .unwrap();
+    }
+    let url = format!("redis+cluster://herald:s3cret@{}", nodes.join(","));
+    let h = Herald::start(Some(&url), &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    let id = h.notify("alice", "through the cluster").await;
+    assert_eq!(sse.expect("notification").await.json()["id"], id.as_str());
 }
