@@ -333,6 +333,24 @@ async fn a_node_is_set_for_reconnect_bursts() {
     }
 }
 
+/// The Redis user `docs/operators.md` creates, password `s3cret`.
+fn documented_user(conn: &mut ::redis::Connection) {
+    let rules = [
+        "on",
+        ">s3cret",
+        "~herald:*",
+        "&herald:*",
+        "+@all",
+        "-@dangerous",
+    ];
+    let _: () = ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("herald")
+        .arg(&rules)
+        .query(conn)
+        .unwrap();
+}
+
 /// Herald works as the Redis user the operators' guide creates (`~herald:* &herald:* +@all
 /// -@dangerous`): every key and channel it touches is under `herald:`, and it sends no
 /// command of `@dangerous`. Publish, tray, stream, groups, a scheduled delivery, the ingest
@@ -341,17 +359,7 @@ async fn a_node_is_set_for_reconnect_bursts() {
 async fn herald_runs_as_the_documented_redis_user() {
     let redis = Redis::start();
     let mut admin = redis.conn();
-    let _: () = ::redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("herald")
-        .arg("on")
-        .arg(">s3cret")
-        .arg("~herald:*")
-        .arg("&herald:*")
-        .arg("+@all")
-        .arg("-@dangerous")
-        .query(&mut admin)
-        .unwrap();
+    documented_user(&mut admin);
     let url = format!("redis://herald:s3cret@127.0.0.1:{}", redis.port);
     let h = Herald::start(Some(&url), &[]);
     assert_eq!(h.get("/readyz", "").await.0, 200);
@@ -442,17 +450,7 @@ async fn a_cluster_url_with_the_password_written_once() {
             .unwrap()
             .get_connection()
             .unwrap();
-        let _: () = ::redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("herald")
-            .arg("on")
-            .arg(">s3cret")
-            .arg("~herald:*")
-            .arg("&herald:*")
-            .arg("+@all")
-            .arg("-@dangerous")
-            .query(&mut conn)
-            .unwrap();
+        documented_user(&mut conn);
     }
     let url = format!("redis+cluster://herald:s3cret@{}", nodes.join(","));
     let h = Herald::start(Some(&url), &[]);
