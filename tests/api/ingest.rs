@@ -173,20 +173,18 @@ async fn two_nodes_store_each_entry_once() {
     assert!(by_a > 0.0 && by_b > 0.0, "a stored {by_a}, b stored {by_b}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
-    let redis = Redis::start();
-    let mut conn = redis.conn();
+/// An entry `publish` = `body` that the consumer `ghost` of group `herald` read ten minutes
+/// ago and never acknowledged (a node that died): its id.
+fn left_pending_by_a_ghost(conn: &mut redis::Connection, body: &str) -> String {
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg("herald:ingest")
         .arg("herald")
         .arg("0")
         .arg("MKSTREAM")
-        .query(&mut conn)
+        .query(conn)
         .unwrap();
-    let id = xadd(&mut conn, "publish", &publish_body("orphan"));
-    // a consumer that read the entry and died before acknowledging it, long ago
+    let id = xadd(conn, "publish", body);
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("herald")
@@ -194,7 +192,7 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
         .arg("STREAMS")
         .arg("herald:ingest")
         .arg(">")
-        .query(&mut conn)
+        .query(conn)
         .unwrap();
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg("herald:ingest")
@@ -204,8 +202,17 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
         .arg(&id)
         .arg("IDLE")
         .arg(600_000)
-        .query(&mut conn)
+        .query(conn)
         .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
+    let redis = Redis::start();
+    let mut conn = redis.conn();
+    // a consumer that read the entry and died before acknowledging it, long ago
+    left_pending_by_a_ghost(&mut conn, &publish_body("orphan"));
     let h = Herald::start(Some(&redis.url()), &[]);
     wait_for("the orphaned entry was not taken over", async || {
         h.tray_len("alice").await >= 1
@@ -240,35 +247,8 @@ async fn entries_left_by_a_dead_consumer_are_taken_over_once() {
 async fn a_bad_entry_parked_by_a_node_that_died_is_not_parked_twice() {
     let redis = Redis::start();
     let mut conn = redis.conn();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("herald:ingest")
-        .arg("herald")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query(&mut conn)
-        .unwrap();
-    let id = xadd(&mut conn, "publish", "not json");
     // a consumer that read it long ago, parked it, and died before acknowledging it
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("herald")
-        .arg("ghost")
-        .arg("STREAMS")
-        .arg("herald:ingest")
-        .arg(">")
-        .query(&mut conn)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XCLAIM")
-        .arg("herald:ingest")
-        .arg("herald")
-        .arg("ghost")
-        .arg(0)
-        .arg(&id)
-        .arg("IDLE")
-        .arg(600_000)
-        .query(&mut conn)
-        .unwrap();
+    let id = left_pending_by_a_ghost(&mut conn, "not json");
     let _: String = redis::cmd("XADD")
         .arg("herald:ingest:dead")
         .arg("*")
