@@ -195,7 +195,7 @@ impl MemoryStore {
                     if let (Some(at), true) = (schedule.first(), published.stored) {
                         self.hint(to.user, at);
                     }
-                    if escalate && published.stored && tray.escalate(to.id, now) {
+                    if escalate && published.stored && tray.escalate(to.id, now, false) {
                         self.hint(to.user, now);
                     }
                     published

@@ -276,16 +276,14 @@ impl Tray {
             .min()
     }
 
-    /// Escalate `id` to Web Push now, unless an escalation of it is pending (leased or
-    /// waiting): that one decides, and a second would push twice. Whether it escalates.
-    pub(super) fn escalate(&mut self, id: NotificationId, now: u64) -> bool {
+    /// Escalate `id` to Web Push at `at`, unless an escalation of it is pending (leased or
+    /// waiting): that one decides, and a second would push twice. With `send`, past the
+    /// check for a live stream: pushed at `at` if still unseen and unread. Whether it
+    /// escalates.
+    pub(super) fn escalate(&mut self, id: NotificationId, at: u64, send: bool) -> bool {
         match self.items.get(&id) {
             Some(item) if item.push.is_none() => {
-                let fresh = Escalating {
-                    at: now,
-                    send: false,
-                    lease: 0,
-                };
+                let fresh = Escalating { at, send, lease: 0 };
                 self.set_push(id, Some(fresh));
                 true
             }
@@ -294,8 +292,8 @@ impl Tray {
     }
 
     /// Push the active, unseen (so unread) notifications made `after_ms` before `now` or
-    /// later when their `after_ms` ends (an escalation past its check: see
-    /// [`Tray::escalate`]), unless one of them is pending already. The earliest due time set.
+    /// later when their `after_ms` ends (an escalation past its check, `send`: see
+    /// [`Tray::escalate`]). The earliest due time set.
     pub(super) fn escalate_recent(&mut self, now: u64, after_ms: u64) -> Option<u64> {
         let from = crate::model::first_id_at(now.saturating_sub(after_ms));
         let recent: Vec<NotificationId> = self.unseen.range(from..).copied().collect();
@@ -303,17 +301,7 @@ impl Tray {
             .into_iter()
             .filter_map(|id| {
                 let at = crate::model::id_ms(id.as_str())? + after_ms;
-                let pending = self.items.get(&id).is_none_or(|item| item.push.is_some());
-                if pending {
-                    return None;
-                }
-                let send = Escalating {
-                    at,
-                    send: true,
-                    lease: 0,
-                };
-                self.set_push(id, Some(send));
-                Some(at)
+                self.escalate(id, at, true).then_some(at)
             })
             .min()
     }
@@ -613,7 +601,7 @@ impl Tray {
                     _ => ChangeKind::Updated,
                 };
                 if escalate && kind == ChangeKind::Notification {
-                    self.escalate(id, now_ms());
+                    self.escalate(id, now_ms(), false);
                 }
                 self.commit_whole(user, hub, kind, id);
             }
@@ -683,7 +671,7 @@ impl Tray {
             };
             self.sync(id);
             if escalate && kind == ChangeKind::Notification {
-                self.escalate(id, now);
+                self.escalate(id, now, false);
             }
             self.commit_whole(user, hub, kind, id);
         }

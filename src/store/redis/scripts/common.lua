@@ -235,12 +235,13 @@ end
 -- (`push`: '1'; due.lua also passes 'w', another node does; '0' none) and the user has a
 -- subscription: first check, at once, whether the user is connected. An escalation of it
 -- still pending (leased or waiting: it is on the due index) decides instead: a second would
--- push twice. (Pending means with a due time: a stage alone is no escalation.)
-local function escalate(b, id, push, ms)
+-- push twice. (Pending means with a due time: a stage alone is no escalation.) `stage`
+-- 'send' (default 'check') skips the check: pushed at `ms` if still unseen and unread.
+local function escalate(b, id, push, ms, stage)
   if push ~= '0' and redis.call('EXISTS', key(b, 'push')) == 1
     and not redis.call('ZSCORE', key(b, 'pushdue'), id) then
     redis.call('ZADD', key(b, 'pushdue'), ms, id)
-    redis.call('HSET', key(b, 'pushstage'), id, 'check')
+    redis.call('HSET', key(b, 'pushstage'), id, stage or 'check')
     -- A fresh escalation: no lease, pushed nowhere yet (also should a node of the version
     -- before `pushsent` have dropped the last one without clearing it).
     redis.call('HDEL', key(b, 'pushlease'), id)

@@ -2,7 +2,7 @@
 -- within --push-after before it that are still active, unseen and unread (`unseen` is a
 -- subset of `unread`): each is pushed when its --push-after ends, if still so (stage `send`,
 -- the check for a live stream passed), as it would have been had the subscription existed
--- when it was published. One whose escalation is pending already is left to it.
+-- when it was published (`escalate`, which leaves one already pending to itself).
 -- KEYS: 1 the user's base key
 -- ARGV: 1 the lowest id made --push-after ago (ids are ULIDs: they sort by creation time)
 --       2 --push-after, ms
@@ -11,18 +11,12 @@ local b, after = KEYS[1], tonumber(ARGV[2])
 local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
 local first
 for _, id in ipairs(redis.call('ZRANGE', key(b, 'unseen'), '[' .. ARGV[1], '+', 'BYLEX')) do
-  if not redis.call('ZSCORE', key(b, 'pushdue'), id) then
-    -- A ULID's first ten characters are its Unix ms in base 32.
-    local ms = 0
-    for i = 1, 10 do
-      ms = ms * 32 + (string.find(CROCKFORD, string.sub(id, i, i), 1, true) or 1) - 1
-    end
-    local at = ms + after
-    redis.call('ZADD', key(b, 'pushdue'), int(at), id)
-    redis.call('HSET', key(b, 'pushstage'), id, 'send')
-    redis.call('HDEL', key(b, 'pushlease'), id)
-    redis.call('HDEL', key(b, 'pushsent'), id)
-    if not first or at < first then first = at end
+  -- A ULID's first ten characters are its Unix ms in base 32.
+  local ms = 0
+  for i = 1, 10 do
+    ms = ms * 32 + (string.find(CROCKFORD, string.sub(id, i, i), 1, true) or 1) - 1
   end
+  local at = ms + after
+  if escalate(b, id, '1', int(at), 'send') and (not first or at < first) then first = at end
 end
 return first and int(first) or ''
