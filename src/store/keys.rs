@@ -102,7 +102,7 @@ impl UserKeys {
 }
 
 /// The suffixes of the keys the tray scripts touch (docs/redis.md), the change channel aside.
-const TRAY_SUFFIXES: [&str; 24] = [
+const TRAY_SUFFIXES: [&str; 25] = [
     "items",
     "order",
     "unread",
@@ -123,6 +123,7 @@ const TRAY_SUFFIXES: [&str; 24] = [
     "pushstage",
     "pushlease",
     "pushsent",
+    "activated",
     "seq",
     "epoch",
     "changes",

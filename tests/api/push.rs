@@ -17,6 +17,7 @@ both_modes!(
     an_offline_user_is_pushed_at_once,
     a_connected_user_is_pushed_only_when_unseen,
     a_first_subscription_takes_the_recent_unseen_notifications,
+    a_first_subscription_takes_what_became_active_recently,
     an_unsnoozed_notification_escalates_again,
     a_short_snooze_escalates_from_its_end,
     gone_and_throttled_endpoints,
@@ -203,6 +204,60 @@ async fn a_first_subscription_takes_the_recent_unseen_notifications(mode: Mode) 
     assert_eq!(push.messages(Some("dave")).await.len(), 1);
     assert_eq!(push.messages(Some("carol")).await.len(), 1);
     assert!(push.messages(Some("carol-2")).await.is_empty());
+    drop(sse);
+}
+
+/// "Pushed `--push-after` after it became active": a connected user's first subscription
+/// also takes a notification made earlier that became active within `--push-after` before it,
+/// delivered at its `deliver_at`, woken from a snooze or unsnoozed by hand, pushed
+/// `--push-after` after that.
+async fn a_first_subscription_takes_what_became_active_recently(mode: Mode) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let h = Setup::new(mode, &refs(&push_args(&push, &key, "2s")));
+    let erin = user_token("erin");
+    let mut sse = h.events(&erin, "").await;
+    let (status, body) = h
+        .publish(
+            json!({"users": ["erin"], "notification": {"title": "held", "deliver_at": in_secs(3)}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let held = body["ids"]["erin"].as_str().unwrap().to_owned();
+    let snoozed = h.notify("erin", "snoozed").await;
+    let unsnoozed = h.notify("erin", "unsnoozed").await;
+    for (id, secs) in [(&snoozed, 3), (&unsnoozed, 60)] {
+        sse.expect("notification").await;
+        let path = format!("/notifications/{id}");
+        let body = json!({"snoozed_until": in_secs(secs)});
+        assert_eq!(h.patch(&path, &erin, body).await.0, 200);
+    }
+    sse.expect("updated").await;
+    sse.expect("updated").await;
+    // Both active again about 3 s after they were made, more than --push-after ago.
+    let mut woke = vec![
+        sse.expect("notification").await.json()["id"].clone(),
+        sse.expect("notification").await.json()["id"].clone(),
+    ];
+    woke.sort_by_key(|id| id.to_string());
+    let mut want = vec![json!(held), json!(snoozed)];
+    want.sort_by_key(|id| id.to_string());
+    assert_eq!(woke, want);
+    let path = format!("/notifications/{unsnoozed}");
+    let body = json!({"snoozed_until": null});
+    assert_eq!(h.patch(&path, &erin, body).await.0, 200);
+    sse.expect("notification").await;
+    want.push(json!(unsnoozed));
+    want.sort_by_key(|id| id.to_string());
+    let (status, _) = subscribe(&h, &erin, &push.subscribe("erin").await).await;
+    assert_eq!(status, 201);
+    let got = push.wait_messages("erin", 3).await;
+    let mut pushed: Vec<Value> = got.iter().map(|m| m["payload"]["id"].clone()).collect();
+    pushed.sort_by_key(|id| id.to_string());
+    assert_eq!(pushed, want, "{got:?}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(push.messages(Some("erin")).await.len(), 3);
     drop(sse);
 }
 

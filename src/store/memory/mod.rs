@@ -33,7 +33,7 @@ use crate::model::{
     id_ms, now_ms, too_many_preferences, Counts, Epoch, EventId, Mark, Marked, Notification,
     NotificationId, PresenceEntry, TakenAction, Target, Template, MAX_PREFERENCES,
 };
-use tray::Tray;
+use tray::{OnActive, Tray};
 
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -227,9 +227,9 @@ impl MemoryStore {
 
     pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         let hub = &self.inner.hub;
-        let escalate = self.escalates(user);
+        let on_active = self.on_active(user);
         Ok(self.with_tray(user, |tray| {
-            let found = tray.process_due(user, hub, now_ms(), escalate);
+            let found = tray.process_due(user, hub, now_ms(), on_active);
             let mut due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
             due.remove(&(hint, user.to_owned()));
             if let Some(next) = tray.next_due() {
@@ -241,12 +241,17 @@ impl MemoryStore {
 
     /// Whether notifications of `user` that become active escalate to Web Push.
     fn escalates(&self, user: &str) -> bool {
-        self.inner.push
-            && self
-                .inner
-                .subscriptions
-                .get(user)
-                .is_some_and(|s| !s.is_empty())
+        self.on_active(user) == OnActive::Escalate
+    }
+
+    /// What a notification of `user` that becomes active after it was made does about Web Push.
+    fn on_active(&self, user: &str) -> OnActive {
+        let subscribed = || (self.inner.subscriptions.get(user)).is_some_and(|s| !s.is_empty());
+        match self.inner.push {
+            false => OnActive::Nothing,
+            true if subscribed() => OnActive::Escalate,
+            true => OnActive::Note,
+        }
     }
 
     pub async fn push_later(
@@ -470,12 +475,17 @@ impl MemoryStore {
 
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         let hub = &self.inner.hub;
-        let escalate = mark == Mark::Unsnooze && self.escalates(user);
+        let on_active = match mark {
+            Mark::Unsnooze => self.on_active(user),
+            _ => OnActive::Nothing,
+        };
         Ok(self.with_tray(user, |tray| {
-            let marked = tray.mark(user, hub, target, mark, escalate);
+            let marked = tray.mark(user, hub, target, mark, on_active);
             match (mark, marked.changed.is_empty()) {
                 (Mark::Snooze(at), false) => self.hint(user, at),
-                (Mark::Unsnooze, false) if escalate => self.hint(user, now_ms()),
+                (Mark::Unsnooze, false) if on_active == OnActive::Escalate => {
+                    self.hint(user, now_ms())
+                }
                 _ => {}
             }
             marked

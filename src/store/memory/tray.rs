@@ -52,6 +52,21 @@ struct Extras {
     /// by (taking the action reads them), so the action is recorded on the notification the
     /// upstream was sent.
     acting: BTreeSet<NotificationId>,
+    /// When a notification became active after it was made (delivered at its `deliver_at`, or
+    /// its snooze ended) while the user had no subscription: a first one takes it
+    /// ([`Tray::escalate_recent`]).
+    activated: BTreeMap<NotificationId, u64>,
+}
+
+/// What a notification that becomes active after it was made does about Web Push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnActive {
+    /// Web Push is off.
+    Nothing,
+    /// The user has no subscription: note when, for a first one ([`Tray::escalate_recent`]).
+    Note,
+    /// Escalate ([`Tray::escalate`]).
+    Escalate,
 }
 
 /// The extras of a tray that has none.
@@ -250,6 +265,7 @@ impl Tray {
         if let Some(e) = item.push {
             x.push.remove(&(e.at, *id));
         }
+        x.activated.remove(id);
         if let Some(key) = item.template.collapse_key() {
             if let Some(ids) = x.collapse.get_mut(key) {
                 ids.retain(|other| other != id);
@@ -291,16 +307,36 @@ impl Tray {
         }
     }
 
-    /// Push the active, unseen (so unread) notifications made `after_ms` before `now` or
-    /// later when their `after_ms` ends (an escalation past its check, `send`: see
-    /// [`Tray::escalate`]). The earliest due time set.
+    /// `id` became active after it was made, at `now`: escalate it, or note when.
+    fn activate(&mut self, id: NotificationId, now: u64, on: OnActive) {
+        match on {
+            OnActive::Escalate => {
+                self.escalate(id, now, false);
+            }
+            OnActive::Note => {
+                self.extras_mut().activated.insert(id, now);
+            }
+            OnActive::Nothing => {}
+        }
+    }
+
+    /// Push the active, unseen (so unread) notifications that became active `after_ms` before
+    /// `now` or later (made then, or delivered or woken then: [`Tray::activate`]) when their
+    /// `after_ms` ends (an escalation past its check, `send`: see [`Tray::escalate`]). The
+    /// earliest due time set.
     pub(super) fn escalate_recent(&mut self, now: u64, after_ms: u64) -> Option<u64> {
-        let from = crate::model::first_id_at(now.saturating_sub(after_ms));
-        let recent: Vec<NotificationId> = self.unseen.range(from..).copied().collect();
+        let since = now.saturating_sub(after_ms);
+        // Those that became active after they were made first: that time counts, not their making.
+        let activated = (self.extras().activated.iter())
+            .filter(|&(id, &at)| at >= since && self.unseen.contains(id))
+            .map(|(&id, &at)| (id, at));
+        let made = (self.unseen.range(crate::model::first_id_at(since)..))
+            .filter_map(|&id| Some((id, crate::model::id_ms(id.as_str())?)));
+        let recent: Vec<(NotificationId, u64)> = activated.chain(made).collect();
         recent
             .into_iter()
-            .filter_map(|id| {
-                let at = crate::model::id_ms(id.as_str())? + after_ms;
+            .filter_map(|(id, at)| {
+                let at = at + after_ms;
                 self.escalate(id, at, true).then_some(at)
             })
             .min()
@@ -563,15 +599,15 @@ impl Tray {
     }
 
     /// Apply `mark` to the named (delivered) ids or to all, and commit: one status event for
-    /// the changed ids, or each snoozed or unsnoozed notification whole. With `escalate`, an
-    /// unsnoozed notification that is active again escalates to Web Push, as at a snooze end.
+    /// the changed ids, or each snoozed or unsnoozed notification whole. An unsnoozed
+    /// notification that is active again does `on_active`, as at a snooze end.
     pub(super) fn mark(
         &mut self,
         user: &str,
         hub: &Hub,
         target: &Target,
         mark: Mark,
-        escalate: bool,
+        on_active: OnActive,
     ) -> Marked {
         // The named ids that exist (a repeated one counts each time, as `found` says).
         let ids: Vec<NotificationId> = match target {
@@ -600,8 +636,8 @@ impl Tray {
                     Mark::Unsnooze if active => ChangeKind::Notification,
                     _ => ChangeKind::Updated,
                 };
-                if escalate && kind == ChangeKind::Notification {
-                    self.escalate(id, now_ms(), false);
+                if kind == ChangeKind::Notification {
+                    self.activate(id, now_ms(), on_active);
                 }
                 self.commit_whole(user, hub, kind, id);
             }
@@ -616,7 +652,13 @@ impl Tray {
     /// Expire, deliver and wake what is due at `now` (Unix ms): expired notifications go in
     /// one `deleted` change (reason `expired`); each delivered or woken one arrives whole as
     /// a `notification` (an archived one that wakes as `updated`).
-    pub(super) fn process_due(&mut self, user: &str, hub: &Hub, now: u64, escalate: bool) -> Due {
+    pub(super) fn process_due(
+        &mut self,
+        user: &str,
+        hub: &Hub,
+        now: u64,
+        on_active: OnActive,
+    ) -> Due {
         let mut expired = Vec::new();
         while let Some(&(at, id)) = self.extras().expire.first() {
             if at > now {
@@ -670,8 +712,8 @@ impl Tray {
                 ChangeKind::Updated
             };
             self.sync(id);
-            if escalate && kind == ChangeKind::Notification {
-                self.escalate(id, now, false);
+            if kind == ChangeKind::Notification {
+                self.activate(id, now, on_active);
             }
             self.commit_whole(user, hub, kind, id);
         }

@@ -133,6 +133,7 @@ impl RedisStore {
                 .tray(&self.scripts.subscribed, &k)
                 .arg(crate::model::first_id_at(since).as_str())
                 .arg(after)
+                .arg(since)
                 .invoke_async(&mut conn)
                 .await?;
             if let Ok(at) = first.parse::<u64>() {

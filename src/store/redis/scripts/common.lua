@@ -20,6 +20,8 @@
 --   (is the user connected?) or 'send'; pushlease HASH id -> the token of the sender that
 --   leased it (while one has); pushsent HASH id -> the fingerprints of the subscriptions that
 --   took its push (space-separated), so a sender taking over a lease pushes the others only
+--   activated ZSET id -> Unix ms it became active after it was made (delivered, or its snooze
+--   ended) while the user had no subscription; kept 7 days (the longest --push-after)
 --   seq, epoch, changes, ch, prefs: the change log's head, its epoch, its entries (a LIST) and
 --   channel, preferences
 -- A notification is *active* when it is not archived and not in `wake` (neither held for
@@ -249,6 +251,22 @@ local function escalate(b, id, push, ms, stage)
     return true
   end
   return false
+end
+
+-- How long `activated` keeps when a notification became active: the longest --push-after.
+local ACTIVATED_KEPT_MS = 7 * 86400 * 1000
+
+-- Escalate (above) a notification that became active after it was made: delivered at its
+-- `deliver_at`, or its snooze ended. While the user has no subscription, none escalates:
+-- then note when it became active, for a first subscription to take it (`subscribed.lua`).
+local function activate(b, id, push, ms)
+  if escalate(b, id, push, ms) or push == '0' or redis.call('EXISTS', key(b, 'push')) == 1 then
+    return
+  end
+  local z = key(b, 'activated')
+  redis.call('ZADD', z, ms, id)
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', '(' .. int(tonumber(ms) - ACTIVATED_KEPT_MS))
+  redis.call('PEXPIRE', z, ACTIVATED_KEPT_MS)
 end
 
 -- When something of this tray is due next ('' when nothing is); with `hold` (Unix ms), a Web

@@ -51,7 +51,7 @@ for _, id in ipairs(redis.call('ZRANGE', key(b, 'wake'), '-inf', now, 'BYSCORE')
     local event = 'updated'
     if active(b, id) then
       event = 'notification'
-      escalate(b, id, push, now)
+      activate(b, id, push, now)
     end
     commit(b, event, with_counts(b, whole(b, id)), now, fresh, cap)
   end

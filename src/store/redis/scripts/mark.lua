@@ -72,7 +72,7 @@ for _, id in ipairs(ids) do
         local event = 'updated'
         if kind == 'unsnooze' and active(b, id) then
           event = 'notification'
-          escalate(b, id, ARGV[10], ms)
+          activate(b, id, ARGV[10], ms)
         end
         commit(b, event, with_counts(b, whole(b, id)), ms, fresh, cap)
       end
