@@ -206,9 +206,14 @@ async fn a_primary_that_wakes_after_its_replica_took_over_loses_no_accepted_publ
     }
     // The stream: what it delivered is in the tray, unless it was told to start over since
     // (the client refetches the tray then): no notification the tray never had stays shown.
+    // (Its subscription moves to the new primary first: give it time on a loaded machine.)
     let mut delivered = Vec::new();
     let mut reset = false;
-    while let Some(ev) = sse.try_next(Duration::from_secs(3)).await {
+    let until = Instant::now() + Duration::from_secs(15);
+    while let Some(ev) = sse
+        .try_next(until.saturating_duration_since(Instant::now()))
+        .await
+    {
         match ev.event.as_str() {
             "notification" => delivered.push(ev.json()["id"].as_str().unwrap().to_owned()),
             "reset" => {
