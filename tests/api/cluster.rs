@@ -142,6 +142,40 @@ async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
     cluster.resume(hung);
 }
 
+/// A node that only holds streams of a hung primary's user (another node takes the
+/// publishes) sends that primary no command of its own, so none misses a deadline; its
+/// links' probe (`TIME` to every primary) gets no answer, so it connects anew all the same,
+/// and its stream receives again once the replica is promoted, while the old primary still
+/// hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_only_streams_follows_a_hung_primarys_promotion() {
+    let mut cluster = Cluster::start(3, 1);
+    let key = "herald:{u:alice}:items";
+    // The streaming node's own keys (its alive key; the due index and the cleaner's lock are
+    // on other primaries than alice's) away from alice's primary.
+    let node = (0..100)
+        .map(|i| format!("b{i}"))
+        .find(|n| cluster.primary_of(&format!("herald:node:{n}")) != cluster.primary_of(key))
+        .unwrap();
+    let a = Herald::start(Some(&cluster.url()), &[]);
+    let b = Herald::start(Some(&cluster.url()), &["--node-id", &node]);
+    let mut sse = b.events(&user_token("alice"), "").await;
+    let before = a.notify("alice", "before").await;
+    assert_eq!(sse.next_event().await.json()["id"], before.as_str());
+    cluster.wait_for_replication(key);
+    let hung = cluster.pause_primary_of(key);
+    let id = published_once_promoted(&a, "alice").await;
+    let ev = sse
+        .try_next(Duration::from_secs(15))
+        .await
+        .expect("the streaming node's stream receives after the promotion");
+    assert_eq!(
+        (ev.event.as_str(), ev.json()["id"].clone()),
+        ("notification", json!(id))
+    );
+    cluster.resume(hung);
+}
+
 /// A primary that hangs until its replica is promoted, then wakes, runs the calls that
 /// waited in its socket as a primary for the few milliseconds before it learns it was
 /// replaced, and drops them when it resyncs from the new primary. Publishes sent to it just
