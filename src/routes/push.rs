@@ -8,10 +8,10 @@ use serde::Deserialize;
 use super::body::{empty, json, read_json, Request, Response};
 use crate::auth::session;
 use crate::error::{Error, Result};
-use crate::model::now_ms;
+use crate::model::{now_ms, unix_ms};
 use crate::push::Pusher;
 use crate::state::AppState;
-use crate::store::{Subscription, SubscriptionKeys};
+use crate::store::{Recent, Subscription, SubscriptionKeys};
 
 fn pusher(state: &AppState) -> Result<&Pusher> {
     state
@@ -54,14 +54,24 @@ pub async fn subscribe(state: AppState, req: Request) -> Result<Response> {
             .remove_subscription(&caller.user, &new.endpoint)
             .await?;
     }
-    // A connected user's notifications of the last --push-after wait for their escalation
-    // (pushed then if still unseen): a first subscription takes them. An offline user's were
-    // due at once, to no subscription.
-    let connected = !state.store.presence(&caller.user).await?.is_empty();
-    let after_ms = connected.then(|| push.after().as_millis() as u64);
+    // What became active for a connected user within the last --push-after waits for its
+    // escalation (pushed then if still unseen): a first subscription takes it. What became
+    // active while the user was offline (before the oldest live stream opened) was due at
+    // once, to no subscription.
+    let streams = state.store.presence(&caller.user).await?;
+    let connected_since = (streams.iter())
+        .filter_map(|entry| humantime::parse_rfc3339(&entry.since).ok())
+        .min();
+    let recent = connected_since.map(|since| {
+        let after_ms = push.after().as_millis() as u64;
+        Recent {
+            from_ms: now_ms().saturating_sub(after_ms).max(unix_ms(since)),
+            after_ms,
+        }
+    });
     state
         .store
-        .add_subscription(&caller.user, &sub, after_ms)
+        .add_subscription(&caller.user, &sub, recent)
         .await?;
     Ok(json(
         StatusCode::CREATED,

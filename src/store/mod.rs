@@ -304,6 +304,15 @@ pub struct SubscriptionKeys {
     pub auth: String,
 }
 
+/// What a connected user's first Web Push subscription takes: the notifications that became
+/// active from `from_ms` (Unix ms) on, each pushed `after_ms` (`--push-after`) after it
+/// became active if still active, unseen and unread ([`Store::add_subscription`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recent {
+    pub from_ms: u64,
+    pub after_ms: u64,
+}
+
 /// Web Push subscriptions kept per user; a new one beyond this drops the oldest.
 pub const MAX_SUBSCRIPTIONS: usize = 10;
 /// How long a node owns an escalation it took (it is due again after that, should the node
@@ -565,18 +574,18 @@ impl Store {
 
     /// Store (or replace, by endpoint) a Web Push subscription; the oldest beyond
     /// [`MAX_SUBSCRIPTIONS`] are dropped. An endpoint is one browser's: another user's
-    /// subscription of it is removed (the browser's user changed). With `after_ms` (the user
-    /// is connected), the user's first one also takes the notifications made within
-    /// `after_ms` before it that are still active, unseen and unread: each is pushed when its
+    /// subscription of it is removed (the browser's user changed). With `recent` (the user
+    /// is connected), the user's first one also takes what became active since
+    /// `recent.from_ms` and is still active, unseen and unread: each is pushed when its
     /// `after_ms` ends, if still so, as it would have been had the subscription existed when
-    /// it was published to a connected user.
+    /// it became active for a connected user.
     pub async fn add_subscription(
         &self,
         user: &str,
         sub: &Subscription,
-        after_ms: Option<u64>,
+        recent: Option<Recent>,
     ) -> Result<()> {
-        forward!(self.add_subscription(user, sub, after_ms))
+        forward!(self.add_subscription(user, sub, recent))
     }
 
     /// Whether it was there.

@@ -176,6 +176,17 @@ async fn a_first_subscription_takes_the_recent_unseen_notifications(mode: Mode) 
     let after = h.notify("dave", "after").await;
     let got = push.wait_messages("dave", 1).await;
     assert_eq!(got[0]["payload"]["id"], after.as_str(), "{got:?}");
+    // offline when it was published, then connected and subscribed within --push-after:
+    // still only what comes after (the first was due at once, to no subscription)
+    let frank = user_token("frank");
+    h.notify("frank", "while offline").await;
+    let mut connected = h.events(&frank, "").await;
+    let (status, _) = subscribe(&h, &frank, &push.subscribe("frank").await).await;
+    assert_eq!(status, 201);
+    let later = h.notify("frank", "while connected").await;
+    connected.expect("notification").await;
+    let got = push.wait_messages("frank", 1).await;
+    assert_eq!(got[0]["payload"]["id"], later.as_str(), "{got:?}");
     // connected: the unseen one of the last 2 s, at its push-after; the older and the seen
     // one never
     let carol = user_token("carol");
@@ -202,9 +213,10 @@ async fn a_first_subscription_takes_the_recent_unseen_notifications(mode: Mode) 
     assert_eq!(status, 201);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(push.messages(Some("dave")).await.len(), 1);
+    assert_eq!(push.messages(Some("frank")).await.len(), 1);
     assert_eq!(push.messages(Some("carol")).await.len(), 1);
     assert!(push.messages(Some("carol-2")).await.is_empty());
-    drop(sse);
+    drop((sse, connected));
 }
 
 /// "Pushed `--push-after` after it became active": a connected user's first subscription

@@ -24,7 +24,7 @@ use dashmap::DashMap;
 
 use super::{
     ActionOutcome, Due, Head, Idempotency, ListQuery, NodeInfo, Page, Preferences, Published,
-    Recipient, Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts,
+    Recent, Recipient, Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts,
     MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS,
 };
 use crate::error::Result;
@@ -311,7 +311,7 @@ impl MemoryStore {
         &self,
         user: &str,
         sub: &Subscription,
-        after_ms: Option<u64>,
+        recent: Option<Recent>,
     ) -> Result<()> {
         let owners = &self.inner.push_owners;
         if let Some(previous) = owners.insert(sub.endpoint.clone(), user.to_owned()) {
@@ -331,10 +331,10 @@ impl MemoryStore {
         for old in dropped {
             owners.remove_if(&old.endpoint, |_, owner| owner == user);
         }
-        if let (true, true, Some(after)) = (first, self.inner.push, after_ms) {
+        if let (true, true, Some(recent)) = (first, self.inner.push, recent) {
             if self.inner.trays.contains_key(user) {
                 self.with_tray(user, |tray| {
-                    if let Some(at) = tray.escalate_recent(now_ms(), after) {
+                    if let Some(at) = tray.escalate_recent(recent) {
                         self.hint(user, at);
                     }
                 });

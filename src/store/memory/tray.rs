@@ -14,8 +14,8 @@ use crate::model::{
     ItemState, Mark, Marked, Notification, NotificationId, TakenAction, Target, Template,
 };
 use crate::store::{
-    new_lease, same_publish, ActionOutcome, Due, Escalation, Published, Recipient, COLLAPSE_KEPT,
-    IDEMPOTENCY_TTL_MS, PUSH_LEASE_MS,
+    new_lease, same_publish, ActionOutcome, Due, Escalation, Published, Recent, Recipient,
+    COLLAPSE_KEPT, IDEMPOTENCY_TTL_MS, PUSH_LEASE_MS,
 };
 
 pub(super) struct Tray {
@@ -320,12 +320,12 @@ impl Tray {
         }
     }
 
-    /// Push the active, unseen (so unread) notifications that became active `after_ms` before
-    /// `now` or later (made then, or delivered or woken then: [`Tray::activate`]) when their
-    /// `after_ms` ends (an escalation past its check, `send`: see [`Tray::escalate`]). The
-    /// earliest due time set.
-    pub(super) fn escalate_recent(&mut self, now: u64, after_ms: u64) -> Option<u64> {
-        let since = now.saturating_sub(after_ms);
+    /// Push the active, unseen (so unread) notifications that became active from
+    /// `recent.from_ms` on (made then, or delivered or woken then: [`Tray::activate`]) when
+    /// their `after_ms` ends (an escalation past its check, `send`: see [`Tray::escalate`]).
+    /// The earliest due time set.
+    pub(super) fn escalate_recent(&mut self, recent: Recent) -> Option<u64> {
+        let (since, after_ms) = (recent.from_ms, recent.after_ms);
         // Those that became active after they were made first: that time counts, not their making.
         let activated = (self.extras().activated.iter())
             .filter(|&(id, &at)| at >= since && self.unseen.contains(id))

@@ -5,7 +5,7 @@ use redis::AsyncCommands;
 use super::RedisStore;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, UserKeys};
-use crate::store::{Subscription, MAX_SUBSCRIPTIONS};
+use crate::store::{Recent, Subscription, MAX_SUBSCRIPTIONS};
 
 impl RedisStore {
     pub async fn push_later(
@@ -101,7 +101,7 @@ impl RedisStore {
         &self,
         user: &str,
         sub: &Subscription,
-        after_ms: Option<u64>,
+        recent: Option<Recent>,
     ) -> Result<()> {
         let k = UserKeys::new(user);
         let key = format!("{}:push", k.base());
@@ -127,13 +127,12 @@ impl RedisStore {
                 self.remove_subscription(user, &old.endpoint).await?;
             }
         }
-        if let (0, true, Some(after)) = (had, self.escalates(), after_ms) {
-            let since = crate::model::now_ms().saturating_sub(after);
+        if let (0, true, Some(recent)) = (had, self.escalates(), recent) {
             let first: String = self
                 .tray(&self.scripts.subscribed, &k)
-                .arg(crate::model::first_id_at(since).as_str())
-                .arg(after)
-                .arg(since)
+                .arg(crate::model::first_id_at(recent.from_ms).as_str())
+                .arg(recent.after_ms)
+                .arg(recent.from_ms)
                 .invoke_async(&mut conn)
                 .await?;
             if let Ok(at) = first.parse::<u64>() {
