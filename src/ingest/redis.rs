@@ -63,9 +63,9 @@ end
 return removed
 "#;
 /// Park an entry in the dead stream KEYS[1] once. KEYS[2] (`herald:{herald:ingest:dead}:<entry
-/// id>`, in the dead stream's slot) marks it parked for ARGV[2] ms: a node that dies between
-/// parking an entry and acknowledging it leaves the entry to another, which must not park it
-/// twice. The mark is set after the `XADD`, so a failed one leaves none. ARGV: 1 the stream's
+/// id>`, in the dead stream's slot) marks it parked until it is acknowledged (then deleted;
+/// at most ARGV[2] ms): a node that dies between parking an entry and acknowledging it leaves
+/// the entry to another, which must not park it twice. The mark is set after the `XADD`, so a failed one leaves none. ARGV: 1 the stream's
 /// cap (`MAXLEN ~`), 2 the mark's life, then the fields. Returns 1 when parked, 0 when it
 /// already was.
 const PARK: &str = r#"
@@ -74,6 +74,10 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 1
 "#;
+/// The mark of entry `id` parked ([`PARK`]), in the dead stream's slot.
+fn parked_mark(id: &str) -> String {
+    format!("herald:{{{DEAD}}}:{id}")
+}
 /// How long an entry's mark says it was parked: longer than any node takes to come back
 /// for the entries it left pending, or another to take them over ([`CLAIM_IDLE`]).
 const PARKED_MARK: Duration = Duration::from_secs(24 * 3600);
@@ -396,33 +400,44 @@ impl Ingest {
         let this = &*self;
         let outcomes = futures_util::future::join_all(lanes.into_iter().enumerate().map(
             |(lane, items)| async move {
-                let mut done = Vec::new();
+                let (mut done, mut parked) = (Vec::new(), Vec::new());
                 if held.has(lane) {
-                    return (done, !items.is_empty());
+                    return (done, parked, !items.is_empty());
                 }
                 let count = items.len();
                 for item in items {
                     let id = item.entry.id.as_str();
                     match this.handle(item).await {
                         Outcome::Retry => break,
-                        Outcome::Stored | Outcome::Dead => done.push(id),
+                        Outcome::Stored => done.push(id),
+                        Outcome::Dead => {
+                            done.push(id);
+                            parked.push(id);
+                        }
                     }
                 }
                 let undone = done.len() < count;
-                (done, undone)
+                (done, parked, undone)
             },
         ))
         .await;
         let mut undone = Lanes::default();
-        let mut done = Vec::new();
-        for (lane, (ids, left)) in outcomes.into_iter().enumerate() {
+        let (mut done, mut parked) = (Vec::new(), Vec::new());
+        for (lane, (ids, dead, left)) in outcomes.into_iter().enumerate() {
             if left {
                 undone = undone.with(Lanes::one(lane));
             }
             done.extend(ids);
+            parked.extend(dead);
         }
         let left = entries.len() - done.len();
         let acked = done.is_empty() || self.ack(&done).await.is_ok();
+        if acked && !parked.is_empty() {
+            // Acknowledged, no node takes them over: their marks are done with (else they
+            // expire by themselves).
+            let marks: Vec<String> = parked.iter().map(|id| parked_mark(id)).collect();
+            let _: redis::RedisResult<()> = self.conn.del(marks).await;
+        }
         Handled {
             undone,
             left,
@@ -509,7 +524,7 @@ impl Ingest {
         static SCRIPT: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(PARK));
         let mut park = SCRIPT.key(DEAD);
-        park.key(format!("herald:{{{DEAD}}}:{}", entry.id))
+        park.key(parked_mark(&entry.id))
             .arg(DEAD_MAXLEN)
             .arg(PARKED_MARK.as_millis() as u64);
         for (name, value) in fields {

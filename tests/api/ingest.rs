@@ -131,6 +131,15 @@ async fn ingest_stores_acks_and_parks_bad_entries() {
         pending(&mut conn) == 0
     })
     .await;
+    // their marks (parked once) go once they are acknowledged
+    wait_for("the parked entries' marks stayed", async || {
+        let marks: Vec<String> = redis::cmd("KEYS")
+            .arg("herald:{herald:ingest:dead}:*")
+            .query(&mut conn)
+            .unwrap();
+        marks.is_empty()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
