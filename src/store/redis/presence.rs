@@ -81,7 +81,7 @@ impl RedisStore {
     }
 
     /// [`Self::presence`], reading each node's alive key once into `alive_nodes` (node → its
-    /// beat), which a sweep over many users shares.
+    /// beat), which a sweep over many users shares, and again before dropping an entry.
     async fn live_presence(
         &self,
         user: &str,
@@ -96,14 +96,17 @@ impl RedisStore {
                 continue;
             };
             entry.stream = stream;
-            let beat = match alive_nodes.get(&entry.node) {
-                Some(beat) => beat,
-                None => {
-                    let beat: Option<String> = conn.get(keys::node_alive(&entry.node)).await?;
-                    alive_nodes.entry(entry.node.clone()).or_insert(beat)
-                }
+            let mut alive = match alive_nodes.get(&entry.node) {
+                Some(beat) => nodes::entry_alive(&entry.stream, beat.as_deref()),
+                None => false,
             };
-            if nodes::entry_alive(&entry.stream, beat.as_deref()) {
+            if !alive {
+                // Read now, not as remembered: the node may have (re)started since.
+                let beat: Option<String> = conn.get(keys::node_alive(&entry.node)).await?;
+                alive = nodes::entry_alive(&entry.stream, beat.as_deref());
+                alive_nodes.insert(entry.node.clone(), beat);
+            }
+            if alive {
                 live.push(entry);
             } else {
                 let _: () = conn.hdel(&key, &entry.stream).await?;
@@ -118,8 +121,9 @@ impl RedisStore {
     /// crashed node's entries for good. Returns how many users' hashes were read.
     pub async fn sweep_presence(&self) -> Result<usize> {
         let keys = self.conn().scan_match(keys::PRESENCE_PATTERN).await?;
-        // Each node's alive key read once for the whole sweep: a node that dies meanwhile has
-        // its entries dropped by the next sweep or reader.
+        // Each node's alive key read once for the whole sweep, and again before an entry is
+        // dropped (a node that restarted meanwhile keeps its new entries): a node that dies
+        // meanwhile has its entries dropped by the next sweep or reader.
         let mut alive_nodes = HashMap::new();
         let mut swept = 0;
         for user in keys
