@@ -188,8 +188,10 @@ impl MemoryStore {
             .iter()
             .map(|&to| {
                 let muted = category.is_some_and(|c| self.is_muted(to.user, c));
-                let escalate = schedule.deliver_ms.is_none() && self.escalates(to.user);
                 Ok(self.with_tray(to.user, |tray| {
+                    // Asked under the tray's lock: a first subscription made meanwhile either
+                    // is seen here or takes the notification itself (`escalate_recent`).
+                    let escalate = schedule.deliver_ms.is_none() && self.escalates(to.user);
                     let key = key.as_ref().map(|(key, stamp)| (key, *stamp));
                     let published = tray.publish(template, to, key, muted, max, hub, now);
                     if let (Some(at), true) = (schedule.first(), published.stored) {
@@ -227,8 +229,8 @@ impl MemoryStore {
 
     pub async fn process_due(&self, user: &str, hint: u64) -> Result<Due> {
         let hub = &self.inner.hub;
-        let on_active = self.on_active(user);
         Ok(self.with_tray(user, |tray| {
+            let on_active = self.on_active(user);
             let found = tray.process_due(user, hub, now_ms(), on_active);
             let mut due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
             due.remove(&(hint, user.to_owned()));
@@ -475,11 +477,11 @@ impl MemoryStore {
 
     pub async fn mark(&self, user: &str, target: &Target, mark: Mark) -> Result<Marked> {
         let hub = &self.inner.hub;
-        let on_active = match mark {
-            Mark::Unsnooze => self.on_active(user),
-            _ => OnActive::Nothing,
-        };
         Ok(self.with_tray(user, |tray| {
+            let on_active = match mark {
+                Mark::Unsnooze => self.on_active(user),
+                _ => OnActive::Nothing,
+            };
             let marked = tray.mark(user, hub, target, mark, on_active);
             match (mark, marked.changed.is_empty()) {
                 (Mark::Snooze(at), false) => self.hint(user, at),
