@@ -1,8 +1,9 @@
 //! Which push endpoints Herald may call: `https://` on a host allowed by
 //! `--push-endpoint-allow` (host suffixes on label boundaries, or exact IP addresses), and,
-//! when the host is a name, only at public addresses once resolved — so a subscription can
-//! never make Herald call into the network it runs in (SSRF). Redirects are never followed
-//! (see `push::Pusher`).
+//! when the host is a name under one of the default push services, only at public addresses
+//! once resolved — so a subscription can never make Herald call into the network it runs in
+//! (SSRF). A name the operator allowed (a private push service) is called where it resolves.
+//! Redirects are never followed (see `push::Pusher`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -67,15 +68,7 @@ impl Allow {
             return Err(refused("may not carry credentials"));
         }
         let allowed = match url.host() {
-            Some(url::Host::Domain(name)) => {
-                let name = name.trim_end_matches('.');
-                self.entries.iter().any(|e| {
-                    name == e
-                        || name
-                            .strip_suffix(e.as_str())
-                            .is_some_and(|rest| rest.ends_with('.'))
-                })
-            }
+            Some(url::Host::Domain(name)) => self.allows_name(name),
             Some(url::Host::Ipv4(ip)) => self.allows_ip(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => self.allows_ip(IpAddr::V6(ip)),
             None => false,
@@ -86,6 +79,29 @@ impl Allow {
             ));
         }
         Ok(url)
+    }
+
+    /// Whether host name `name` is an entry or under one (on a label boundary).
+    fn allows_name(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.');
+        self.entries.iter().any(|e| {
+            name == e
+                || name
+                    .strip_suffix(e.as_str())
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
+    }
+
+    /// The entries the operator added to the default push services: the names under them
+    /// are the operator's (a private push service) and may resolve to any address.
+    pub fn added(&self) -> Allow {
+        let added = self
+            .entries
+            .iter()
+            .filter(|e| !DEFAULT_ALLOW.contains(&e.as_str()));
+        Allow {
+            entries: added.cloned().collect(),
+        }
     }
 
     /// An IP address in the URL is allowed only when named exactly.
@@ -173,15 +189,19 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
 }
 
 /// The DNS resolver of the push client: the system's, keeping public addresses only (a name
-/// that resolves to none of them is an error, so nothing is called).
-pub struct PublicOnly;
+/// that resolves to none of them is an error, so nothing is called), except for the names
+/// under `trusted`: the entries the operator added to the allow-list ([`Allow::added`]).
+pub struct PublicOnly {
+    pub trusted: Allow,
+}
 
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let any = self.trusted.allows_name(&host);
         Box::pin(async move {
             let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let public: Vec<SocketAddr> = found.filter(|a| is_public(a.ip())).collect();
+            let public: Vec<SocketAddr> = found.filter(|a| any || is_public(a.ip())).collect();
             if public.is_empty() {
                 return Err(format!("{host} resolves to no public address").into());
             }
@@ -193,6 +213,25 @@ impl reqwest::dns::Resolve for PublicOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names the operator added are trusted to resolve anywhere; the default push
+    /// services' are not, even when the operator lists them too.
+    #[test]
+    fn added_entries() {
+        let allow = Allow::new(vec![
+            "fcm.googleapis.com".into(),
+            "Push.Corp.".into(),
+            "127.0.0.1".into(),
+        ]);
+        let added = allow.added();
+        assert!(added.allows_name("push.corp") && added.allows_name("eu.push.corp."));
+        assert!(!added.allows_name("fcm.googleapis.com"));
+        assert!(!added.allows_name("corp") && !added.allows_name("xpush.corp"));
+        assert!(Allow::new(DEFAULT_ALLOW.map(str::to_owned).to_vec())
+            .added()
+            .entries
+            .is_empty());
+    }
 
     /// Suffixes match on label boundaries; IPs only exactly; only https.
     #[test]

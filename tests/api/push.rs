@@ -73,6 +73,31 @@ async fn subscribe(h: &Herald, token: &str, sub: &Value) -> (u16, Value) {
     .await
 }
 
+/// A push service the operator allowed by name (a private one) is called at the address
+/// the name resolves to, loopback here; the default push services only at public ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_private_push_service_is_called_by_name() {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let mut args = push_args(&push, &key, "60s");
+    let at = args.iter().position(|a| a == "127.0.0.1").unwrap();
+    args[at] = "localhost".into();
+    let h = Setup::new(Mode::Embedded, &refs(&args));
+    let mut sub = push.subscribe("lou").await;
+    let endpoint = sub["endpoint"]
+        .as_str()
+        .unwrap()
+        .replace("127.0.0.1", "localhost");
+    sub["endpoint"] = json!(endpoint);
+    let token = user_token("lou");
+    let (status, _) = subscribe(&h, &token, &sub).await;
+    assert_eq!(status, 201);
+    let id = h.notify("lou", "to a private push service").await;
+    let got = push.wait_messages("lou", 1).await;
+    assert_eq!(got[0]["payload"]["id"], id.as_str(), "{got:?}");
+}
+
 async fn an_offline_user_is_pushed_at_once(mode: Mode) {
     let dir = TempDir::new("vapid");
     let (key, public) = vapid_key(&dir);
