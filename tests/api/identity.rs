@@ -13,6 +13,7 @@ both_modes!(
     cookies_of_another_shape_sign_in_again,
     bearer_without_sid_has_no_session,
     sessions_per_user_are_capped,
+    only_live_sessions_count_toward_the_cap,
     ids_with_edge_whitespace_are_refused,
     absurd_expiry_is_clamped,
 );
@@ -157,6 +158,30 @@ async fn sessions_per_user_are_capped(mode: Mode) {
     let live = futures_util::future::join_all(cookies.into_iter().map(status)).await;
     assert!(live.iter().all(|s| *s == 204), "{live:?}");
     assert_eq!(status(last).await, 204, "the newest earlier session stays");
+}
+
+/// Sessions that ended by themselves (their token's `exp` passed) do not count: a user with
+/// one live session and 99 ended ones keeps the live one at the next login.
+async fn only_live_sessions_count_toward_the_cap(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let live = h.login("erin").await;
+    let short = sign(json!({"sub": "erin", "exp": now() + 2}));
+    for _ in 0..99 {
+        let r = h
+            .http
+            .post(h.url("/session"))
+            .bearer_auth(&short)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let newest = h.login("erin").await;
+    for cookie in [live, newest] {
+        let req = h.http.get(h.url("/auth")).header("cookie", cookie);
+        assert_eq!(send_raw(req).await.status(), 204);
+    }
 }
 
 /// Ids that a header would change (edge whitespace, whitespace only) are refused at the door.

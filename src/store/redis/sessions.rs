@@ -47,6 +47,21 @@ impl RedisStore {
         if count <= MAX_SESSIONS_PER_USER {
             return Ok(Vec::new());
         }
+        // Sessions that ended by themselves (their record expired) leave their ids in the
+        // index: drop those first, so that only live sessions count.
+        let all: Vec<String> = conn.zrange(&index, 0, -1).await?;
+        let ids: Vec<&str> = all.iter().map(String::as_str).collect();
+        let records = self.sessions(&ids).await?;
+        let ended: Vec<&str> = (ids.iter().zip(&records))
+            .filter(|(_, record)| record.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if !ended.is_empty() {
+            let _: () = conn.zrem(&index, &ended).await?;
+            if count.saturating_sub(ended.len()) <= MAX_SESSIONS_PER_USER {
+                return Ok(Vec::new());
+            }
+        }
         // Those older than the newest 100 now stay that old: ending them is right whoever
         // else logs in meanwhile. Each is ended by the one login whose ZREM takes it, so
         // concurrent logins end the excess once, not once each.
