@@ -13,7 +13,6 @@ use http::{HeaderMap, HeaderValue};
 use super::jwt::Claims;
 use super::origin;
 use crate::error::{Error, Result};
-use crate::forwarded::ConnInfo;
 use crate::model::{is_lower_hex, is_valid_id, now_secs, random_token, sha256_hex};
 use crate::state::AppState;
 use crate::store::SessionRecord;
@@ -243,16 +242,10 @@ pub fn service(state: &AppState, parts: &Parts) -> Result<Claims> {
     Ok(claims)
 }
 
-/// Whether cookies get `Secure`: always, except in `--dev` over plain http (as seen through a
-/// trusted proxy's `X-Forwarded-Proto`).
-pub fn cookie_secure(state: &AppState, parts: &Parts) -> bool {
-    if !state.config.dev {
-        return true;
-    }
-    parts
-        .extensions
-        .get::<ConnInfo>()
-        .is_some_and(|conn| conn.https(&state.config.trusted_proxies, &parts.headers))
+/// Whether cookies get `Secure`: always, except in `--dev` (whatever the scheme: a
+/// development set-up may be plain http, or https through a proxy Herald does not trust).
+pub fn cookie_secure(state: &AppState) -> bool {
+    !state.config.dev
 }
 
 /// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds).

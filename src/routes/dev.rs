@@ -29,7 +29,7 @@ pub async fn login(state: AppState, req: Request) -> Result<Response> {
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        auth::session::set_cookie(&cookie, exp, auth::session::cookie_secure(&state, &parts)),
+        auth::session::set_cookie(&cookie, exp, auth::session::cookie_secure(&state)),
     );
     Ok(response)
 }

@@ -30,7 +30,7 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        auth::session::set_cookie(&cookie, exp, auth::session::cookie_secure(&state, &parts)),
+        auth::session::set_cookie(&cookie, exp, auth::session::cookie_secure(&state)),
     );
     Ok(response)
 }
@@ -40,7 +40,7 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
 /// `sid` has no session: nothing to end.
 pub async fn delete(state: AppState, req: Request) -> Result<Response> {
     let (parts, _) = req.into_parts();
-    let secure = auth::session::cookie_secure(&state, &parts);
+    let secure = auth::session::cookie_secure(&state);
     let caller = match auth::session::writer(&state, &parts).await {
         // A cookie whose session already ended (expired, signed out, the oldest beyond the
         // cap): still 401, and the browser drops it.
