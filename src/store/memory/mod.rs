@@ -13,6 +13,7 @@
 //! the users with something due, which the due-time task walks (`crate::due`).
 
 mod change_log;
+mod due_index;
 mod tray;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -33,6 +34,7 @@ use crate::model::{
     id_ms, now_ms, too_many_preferences, Counts, Epoch, EventId, Mark, Marked, Notification,
     NotificationId, PresenceEntry, TakenAction, Target, Template, MAX_PREFERENCES,
 };
+use due_index::DueIndex;
 use tray::{OnActive, Tray};
 
 #[derive(Clone)]
@@ -56,9 +58,9 @@ struct Inner {
     push_owners: DashMap<String, String>,
     /// Web Push is on: notifications that become active escalate.
     push: bool,
-    /// (due time in Unix ms, user): users with something due then. Written under the user's
-    /// tray lock (tray first, then this), so an entry is never older than the tray's state.
-    due: Mutex<BTreeSet<(u64, String)>>,
+    /// Users with something due, and when. Written under the user's tray lock (tray first,
+    /// then this), so an entry is never older than the tray's state.
+    due: Mutex<DueIndex>,
     hub: Hub,
     max_per_user: usize,
 }
@@ -73,7 +75,7 @@ impl MemoryStore {
                 user_sessions: DashMap::new(),
                 groups: DashMap::new(),
                 preferences: DashMap::new(),
-                due: Mutex::new(BTreeSet::new()),
+                due: Mutex::new(DueIndex::default()),
                 subscriptions: DashMap::new(),
                 push_owners: DashMap::new(),
                 push,
@@ -209,17 +211,12 @@ impl MemoryStore {
     /// Note that `user` has something due at `at` (called under the user's tray lock).
     fn hint(&self, user: &str, at: u64) {
         let mut due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
-        due.insert((at, user.to_owned()));
+        due.hint(user, at);
     }
 
     pub async fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, u64)>> {
         let due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(due
-            .iter()
-            .take_while(|(at, _)| *at <= now_ms)
-            .take(limit)
-            .map(|(at, user)| (user.clone(), *at))
-            .collect())
+        Ok(due.due(now_ms, limit))
     }
 
     /// Nothing to do: handling a memory tray's due times cannot fail.
@@ -233,10 +230,7 @@ impl MemoryStore {
             let on_active = self.on_active(user);
             let found = tray.process_due(user, hub, now_ms(), on_active);
             let mut due = self.inner.due.lock().unwrap_or_else(|e| e.into_inner());
-            due.remove(&(hint, user.to_owned()));
-            if let Some(next) = tray.next_due() {
-                due.insert((next, user.to_owned()));
-            }
+            due.handled(user, hint, tray.next_due());
             found
         }))
     }
