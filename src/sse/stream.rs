@@ -477,9 +477,12 @@ impl Stream {
             return Ok(None);
         }
         let entries = store.presence(&self.user).await?;
+        // Ours as this node's hub holds it: its stored entry may be gone (dropped while this
+        // node was away from Redis, or with Redis's data) and not written back yet.
         let key = self.state.hub.stream_key(self.id);
-        let replaced = (entries.iter().find(|e| e.stream == key))
-            .is_some_and(|ours| entries.iter().any(|e| e.replaces(ours)));
+        let ours = self.state.hub.presence(&self.user);
+        let replaced = (ours.into_iter().find(|e| e.stream == key))
+            .is_some_and(|ours| entries.iter().any(|e| e.replaces(&ours)));
         Ok(replaced.then_some(EndReason::Replaced))
     }
 

@@ -375,6 +375,35 @@ async fn a_black_holed_redis_gets_prompt_503s_and_nothing_is_stored_late() {
     );
 }
 
+/// A node cut off from Redis long enough to count as dead (its alive key lapses) has its
+/// presence entries dropped by the others; a newer stream of one of its sessions opened on
+/// another node meanwhile ends its stream once it is back (`replaced`), although it missed
+/// the announcement and its own entry may not be in Redis again yet when it catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_replaced_while_its_node_was_cut_off_ends_once_it_is_back() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port).await;
+    let a = Herald::start(Some(&proxy.url()), &[]);
+    let b = Herald::start(Some(&redis.url()), &[]);
+    let token = session_token("alice", "s");
+    let mut old = a.events(&token, "").await;
+    proxy.black_hole(true);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let (status, body) = b.get("/presence/alice", &service_token()).await;
+        if status == 200 && body["online"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a's entry stayed: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut new = b.events(&token, "").await;
+    proxy.black_hole(false);
+    assert_eq!(old.expect("replaced").await.event, "replaced");
+    let id = b.notify("alice", "to the newer stream").await;
+    assert_eq!(new.expect("notification").await.json()["id"], id.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_outage_exits_within_the_drain_timeout() {
     let mut stopped = Redis::start();
