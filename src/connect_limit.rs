@@ -30,11 +30,13 @@ impl ConnectLimit {
         if self.per_second == 0 {
             return true;
         }
-        if self.swept.swap(now_secs, Ordering::Relaxed) != now_secs {
-            self.seen.retain(|_, (second, _)| *second == now_secs);
+        // Windows only move forward: a thread that read the clock just before a second
+        // turned neither sweeps the new second's counts nor restarts one.
+        if self.swept.fetch_max(now_secs, Ordering::Relaxed) < now_secs {
+            self.seen.retain(|_, (second, _)| *second >= now_secs);
         }
         let mut entry = self.seen.entry(addr).or_insert((now_secs, 0));
-        if entry.0 != now_secs {
+        if entry.0 < now_secs {
             *entry = (now_secs, 0);
         }
         entry.1 += 1;
@@ -56,6 +58,11 @@ mod tests {
         assert!(!limit.admit(a, 100));
         assert!(limit.admit(b, 100));
         assert!(limit.admit(a, 101));
+        // a connection counted late, as of the second before, counts in the current one
+        // and sweeps nothing
+        assert!(limit.admit(a, 100));
+        assert!(!limit.admit(a, 101));
+        assert!(limit.admit(b, 101) && limit.seen.len() == 2);
     }
 
     /// Zero means no limit.
