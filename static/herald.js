@@ -301,13 +301,21 @@ export class Stream {
    * tab behind in the same log makes the stream resume from there (the others drop the replay);
    * a tab whose position is of another log (another user's, a reset one, a legacy id) gets
    * `ready` and `reset`: it drops that position and refetches. A tab at or after the stream's
-   * position gets `ready` and drops what it already has (its first page reflects it).
+   * position gets `ready` and drops what it already has (its first page reflects it). A tab
+   * whose cookie is of another session than the stream's (the browser signed in again since the
+   * stream opened) makes the stream start again on it: from the tab's position when that is
+   * in another log (another user) or behind, else from the stream's; every tab gets its `ready`.
    */
   join(position, send) {
     const theirs = parseId(position?.id);
     const ours = parseId(this.lastEventId);
+    const signedInAgain = position?.session && this.ready?.session && position.session !== this.ready.session;
     if (theirs && ours && theirs.tag === ours.tag && theirs.seq < ours.seq) {
       this.restart(position.id, positionCounts(position));
+    } else if (signedInAgain) {
+      this.ready = null;
+      if (theirs && theirs.tag !== ours?.tag) this.restart(position.id, positionCounts(position));
+      else this.restart(this.lastEventId);
     } else if (this.ready) {
       send("ready", { ...this.ready, ...countData(this.counts) }, this.lastEventId);
       if (position?.id && theirs?.tag !== ours?.tag) {
@@ -393,6 +401,8 @@ export class Herald {
   #ready;
   #resolveReady;
   #rejectReady;
+  /** The public session id the first page was read as (`X-Herald-Session`), if any. */
+  #signedInAs = null;
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
@@ -560,6 +570,9 @@ export class Herald {
     } catch (cause) {
       throw new HeraldError("Herald could not be reached", { code: "network", cause });
     }
+    // The session a tray page was read as (see `Stream.join`).
+    const session = response.ok && response.headers.get("x-herald-session");
+    if (session) this.#signedInAs = session;
     if (response.status === 204) return null;
     const json = await response.json().catch(() => null);
     if (!response.ok) {
@@ -628,9 +641,11 @@ export class Herald {
     }
   }
 
-  /** Where this tab starts: its `lastId` (set from the first page) with its counts. */
+  /** Where this tab starts: its `lastId` (set from the first page) with its counts, and the
+   * session its cookie was of then. */
   #position() {
-    return this.lastId != null ? { id: this.lastId, ...this.#counts() } : loadPosition(this.base);
+    const position = this.lastId != null ? { id: this.lastId, ...this.#counts() } : loadPosition(this.base);
+    return position && this.#signedInAs ? { ...position, session: this.#signedInAs } : position;
   }
 
   #start(transport) {

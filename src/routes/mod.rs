@@ -26,6 +26,7 @@ pub(crate) use self::events::{with_body, EventStream};
 
 use http::{header, Method, Version};
 
+pub use self::auth_request::{SESSION_HEADER, USER_HEADER};
 use self::body::{error_response, Request, Response};
 use crate::error::{Error, Result};
 use crate::forwarded::ConnInfo;

@@ -80,7 +80,7 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
         )));
     }
     let page = state.store.list(&caller.user, &q).await?;
-    Ok(json(
+    let mut response = json(
         StatusCode::OK,
         &serde_json::json!({
             "notifications": page.notifications,
@@ -89,7 +89,11 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
             "next": page.next,
             "position": page.position.to_string(),
         }),
-    ))
+    );
+    // Who asked, as `/auth` says it: the browser client compares the session of its cookie
+    // with the shared stream's (a tab that signed in again needs a stream on the new one).
+    super::auth_request::identity_headers(response.headers_mut(), &caller)?;
+    Ok(response)
 }
 
 /// `GET /notifications/counts`.

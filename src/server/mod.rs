@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
@@ -340,8 +340,13 @@ fn cors_layer(state: &AppState) -> CorsLayer {
         .allow_credentials(AllowCredentials::predicate(allowed))
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
-        // Scripts may read the request id of an answer (to quote it in a bug report).
-        .expose_headers([crate::request_id::HEADER])
+        // Scripts may read the request id of an answer (to quote it in a bug report), and the
+        // identity a tray page was read as (the browser client's session check).
+        .expose_headers([
+            crate::request_id::HEADER,
+            HeaderName::from_static(crate::routes::USER_HEADER),
+            HeaderName::from_static(crate::routes::SESSION_HEADER),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 

@@ -436,6 +436,43 @@ for (const [name, strip] of TRANSPORTS) {
   });
 }
 
+for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
+  test(`a tab that signs in again moves the shared stream to its new session: signing out reaches every tab (${name})`, async () => {
+    const user = `again-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const pages = [await context.newPage(), await context.newPage()];
+      const sessions = [];
+      for (const page of pages) {
+        await page.goto(`${herald.base}/healthz`);
+        // each tab signs in (a new session, the cookie replaced), then connects
+        const signedIn = await page.evaluate(async (t) => (await fetch("/session", { method: "POST", headers: { authorization: `Bearer ${t}` } })).status, token("--sub", user));
+        assert.equal(signedIn, 204);
+        sessions.push(await page.evaluate(async () => {
+          const { default: Herald } = await import("/herald.js");
+          window.h = await Herald.connect();
+          window.revoked = [];
+          window.h.on("revoked", (d) => window.revoked.push(d));
+          return window.h.session;
+        }));
+      }
+      assert.equal(await pages[1].evaluate(() => window.h.transport), name);
+      // the stream now runs on the second session, which both tabs share
+      await pages[0].waitForFunction((s) => window.h.session === s, sessions[1], { timeout: 5_000 })
+        .catch(() => assert.fail("the first tab's stream did not move to the new session"));
+      await until(async () => (await streams(user)).length === 1, "one stream, on the new session");
+      await signOutWithoutForgetting(pages[1]);
+      for (const [i, page] of pages.entries()) {
+        await page.waitForFunction(() => window.revoked.length > 0, null, { timeout: 5_000 })
+          .catch(() => assert.fail(`tab ${i + 1} was not told`));
+      }
+      await until(async () => (await streams(user)).length === 0, "the streams to end");
+    } finally {
+      await close();
+    }
+  });
+}
+
 test("a follower that gets the leader lock before the relayed revoked still signs out (leader)", async () => {
   const user = "leaving-late";
   const { context, close } = await browser(["SharedWorker"]);

@@ -352,6 +352,29 @@ test("a tab that joins a shared stream: behind, it restarts the stream; ahead, i
   s.close();
 });
 
+test("a tab whose cookie is of another session (signed in again) makes the shared stream start again on it", () => {
+  const { s } = sharedStream();
+  const sent = [];
+  const send = (...e) => sent.push(e);
+  // the same session: ready, as before
+  s.join({ id: "t1.5", unread: 3, unseen: 2, session: "s" }, send);
+  assert.deepEqual(sent.map(([name]) => name), ["ready"]);
+  sent.length = 0;
+  const before = FakeEventSource.all.length;
+  // same log, not behind: from the stream's own position
+  s.join({ id: "t1.5", unread: 3, unseen: 2, session: "s2" }, send);
+  assert.equal(sent.length, 0, "every tab gets the new stream's ready");
+  assert.equal(FakeEventSource.all.length, before + 1);
+  assert.equal(FakeEventSource.all.at(-1).url.searchParams.get("last_event_id"), "t1.5");
+  assert.equal(s.ready, null);
+  // another user's log: from the tab's position
+  FakeEventSource.all.at(-1).emit("ready", { user: "alice", session: "s2", unread_count: 3, unseen_count: 2 }, "t1.5");
+  s.join({ id: "bob.2", unread: 1, unseen: 1, session: "s3" }, send);
+  assert.equal(FakeEventSource.all.at(-1).url.searchParams.get("last_event_id"), "bob.2");
+  assert.deepEqual(s.counts, { unread: 1, unseen: 1 });
+  s.close();
+});
+
 test("a restarted stream replaced at once (by the request it closed) opens again, once", () => {
   const { s } = sharedStream();
   s.join({ id: "t1.4", unread: 2, unseen: 1 }, () => {});
