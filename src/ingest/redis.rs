@@ -65,9 +65,9 @@ return removed
 /// Park an entry in the dead stream KEYS[1] once. KEYS[2] (`herald:{herald:ingest:dead}:<entry
 /// id>`, in the dead stream's slot) marks it parked until it is acknowledged (then deleted;
 /// at most ARGV[2] ms): a node that dies between parking an entry and acknowledging it leaves
-/// the entry to another, which must not park it twice. The mark is set after the `XADD`, so a failed one leaves none. ARGV: 1 the stream's
-/// cap (`MAXLEN ~`), 2 the mark's life, then the fields. Returns 1 when parked, 0 when it
-/// already was.
+/// the entry to another, which must not park it twice. The mark is set after the `XADD`, so
+/// a failed one leaves none. ARGV: 1 the stream's cap (`MAXLEN ~`), 2 the mark's life, then
+/// the fields. Returns 1 when parked, 0 when it already was.
 const PARK: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))

@@ -1,12 +1,12 @@
 //! Web Push escalation (RFC 8030 delivery, RFC 8291 `aes128gcm` payloads, RFC 8292 VAPID):
 //! the [`Pusher`] sends a notification to each of a user's subscriptions when the due-time
 //! task hands it an escalation (`crate::due`). The payload is encrypted per subscription with
-//! the `ece` crate; the client follows no redirects, reaches only allowed endpoints, the
-//! default push services at public addresses only, reuses connections and bounds every
-//! request. `404`/`410`
-//! remove the subscription; `429`/`5xx` and network failures are retried with backoff until
-//! the message's TTL runs out (`Retry-After` honoured), each retry only while the
-//! subscription is still the user's and the notification still waits to be pushed.
+//! the `ece` crate; the client follows no redirects, reaches only allowed endpoints (the
+//! default push services at public addresses only), reuses connections and bounds every
+//! request. `404`/`410` remove the subscription; `429`/`5xx` and network failures are
+//! retried with backoff until the message's TTL runs out (`Retry-After` honoured), each retry
+//! only while the subscription is still the user's and the notification still waits to be
+//! pushed.
 
 mod endpoint;
 mod payload;
