@@ -51,7 +51,7 @@ const RESTART_REPLACED_MS = 10_000;
 /** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
 const FIRST_PAGE = 20;
 /** Messages between tabs, the leader and the SharedWorker. */
-export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye", LEADER: "leader", ALIVE: "alive" });
+export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye", LEADER: "leader", ALIVE: "alive", JOINED: "joined" });
 /**
  * The SharedWorker tells its tabs it is alive this often, in ms; a tab that has heard nothing
  * from it for `WORKER_SILENT_MS` takes it for gone (it lived in a tab's process that crashed)
@@ -707,10 +707,14 @@ export class Herald {
     const name = scoped("", this.base);
     const channel = new BroadcastChannel(name);
     let stream = null;
-    // Until the leader answers this tab's hello with a `ready`, relayed events may be ahead of
-    // this tab (it reloaded): taking one would skip the replay the answer brings.
+    // Until the leader answers this tab's hello, relayed events may be ahead of this tab (it
+    // reloaded): taking one would skip the replay the answer brings. The answer starts with
+    // `joined` naming this tab's hello, so a `ready` the leader sent for another tab (or for
+    // its own stream's reconnect) does not count. A leader of an older herald.js sends no
+    // `joined` and no `v` on its events: then its first `ready` counts, as it did.
     let joined = false;
-    const hello = () => channel.postMessage({ type: MSG.HELLO, position: this.#position() });
+    const me = randomId();
+    const hello = () => channel.postMessage({ type: MSG.HELLO, position: this.#position(), from: me });
     let release;
     const released = new Promise((resolve) => (release = resolve));
     channel.onmessage = (m) => {
@@ -718,11 +722,13 @@ export class Herald {
       // Events from the leader. `revoked` counts even when this tab has just become the leader
       // itself: the old leader lets go of the lock when it is revoked, and the lock can reach
       // this tab before the relayed `revoked` does.
-      if (msg?.type === MSG.EVENT && msg.name === "ready") joined = true;
+      if (msg?.type === MSG.JOINED && msg.to === me) joined = true;
+      if (msg?.type === MSG.EVENT && msg.name === "ready" && !msg.v) joined = true;
       if (msg?.type === MSG.EVENT && ((!stream && joined) || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
       // A follower joins: the leader brings it up to date (see Stream.join).
       if (msg?.type === MSG.HELLO && stream) {
-        stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id }));
+        channel.postMessage({ type: MSG.JOINED, to: msg.from });
+        stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id, v: 2 }));
       }
       // A new leader: a hello this tab sent while no tab held the stream (the lock between two
       // tabs) reached no one, so say it again.
@@ -738,7 +744,7 @@ export class Herald {
         unread: position?.unread,
         unseen: position?.unseen,
         onEvent: (n, data, id) => {
-          channel.postMessage({ type: MSG.EVENT, name: n, data, id });
+          channel.postMessage({ type: MSG.EVENT, name: n, data, id, v: 2 });
           deliver(n, data, id);
         },
       });

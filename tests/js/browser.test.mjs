@@ -266,6 +266,44 @@ for (const [name, strip] of TRANSPORTS) {
   });
 }
 
+test("a reloaded follower takes only the leader's answer to its own hello, not another tab's ready (leader)", async () => {
+  const user = "joining-together";
+  const { context, close } = await browser(["SharedWorker"]);
+  try {
+    // A tab flagged slow says hello 1.5 s late, so that another tab joins meanwhile.
+    await context.addInitScript(() => {
+      const post = BroadcastChannel.prototype.postMessage;
+      BroadcastChannel.prototype.postMessage = function (m) {
+        if (m?.type === "hello" && sessionStorage.getItem("slowHello")) return void setTimeout(() => post.call(this, m), 1_500);
+        return post.call(this, m);
+      };
+    });
+    const leader = await context.newPage();
+    await signIn(leader, user);
+    await bareClient(leader);
+    const follower = await context.newPage();
+    await bareClient(follower);
+    assert.equal(await follower.evaluate(() => window.h.transport), "leader");
+    const before = await publish(herald.base, user, "before");
+    await follower.waitForFunction((id) => JSON.parse(sessionStorage.getItem("events") ?? "[]").includes(id), before);
+    await follower.evaluate(() => sessionStorage.setItem("slowHello", "1"));
+    await follower.reload();
+    const reconnected = bareClient(follower);
+    // While its hello waits: two publishes the leader takes, and a third tab that joins (its
+    // answer, a `ready` at the stream's position, goes to every tab).
+    const ids = [await publish(herald.base, user, "during 1"), await publish(herald.base, user, "during 2")];
+    await leader.waitForFunction((id) => JSON.parse(sessionStorage.getItem("events") ?? "[]").includes(id), ids[1]);
+    await bareClient(await context.newPage());
+    await reconnected;
+    await follower.waitForFunction((n) => JSON.parse(sessionStorage.getItem("events") ?? "[]").length >= n, 3, { timeout: 10_000 })
+      .catch(() => {});
+    const got = await received(follower);
+    assert.deepEqual(got, [before, ...ids], "the reloaded tab got what was published meanwhile, once");
+  } finally {
+    await close();
+  }
+});
+
 test("a user who was offline finds the notification in the tray after signing in", async () => {
   const id = await publish(herald.base, "erin", "while you were away");
   const { context, close } = await browser();
