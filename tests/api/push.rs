@@ -43,6 +43,16 @@ fn vapid_key(dir: &TempDir) -> (String, String) {
     )
 }
 
+/// A push service and the flags that turn Web Push on against it, with `--push-after`
+/// `after`; the directory holds the VAPID key the flags name.
+fn web_push(after: &str) -> (TempDir, PushService, Vec<String>) {
+    let dir = TempDir::new("vapid");
+    let (key, _) = vapid_key(&dir);
+    let push = PushService::start();
+    let args = push_args(&push, &key, after);
+    (dir, push, args)
+}
+
 /// Flags that turn Web Push on against `push`, with `--push-after`.
 fn push_args(push: &PushService, key: &str, after: &str) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -77,10 +87,7 @@ async fn subscribe(h: &Herald, token: &str, sub: &Value) -> (u16, Value) {
 /// the name resolves to, loopback here; the default push services only at public ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allowed_private_push_service_is_called_by_name() {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let mut args = push_args(&push, &key, "60s");
+    let (_dir, push, mut args) = web_push("60s");
     let at = args.iter().position(|a| a == "127.0.0.1").unwrap();
     args[at] = "localhost".into();
     let h = Setup::new(Mode::Embedded, &refs(&args));
@@ -147,10 +154,8 @@ async fn an_offline_user_is_pushed_at_once(mode: Mode) {
 }
 
 async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "2s")));
+    let (_dir, push, args) = web_push("2s");
+    let h = Setup::new(mode, &refs(&args));
     let token = user_token("bob");
     subscribe(&h, &token, &push.subscribe("bob").await).await;
     let mut sse = h.events(&token, "").await;
@@ -189,10 +194,8 @@ async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
 /// nothing again. An offline user's notifications were due at once, to no subscription: a
 /// later one gets only what comes after it.
 async fn a_first_subscription_takes_the_recent_unseen_notifications(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "2s")));
+    let (_dir, push, args) = web_push("2s");
+    let h = Setup::new(mode, &refs(&args));
     // offline: only what is published after the subscription
     let dave = user_token("dave");
     h.notify("dave", "before").await;
@@ -249,10 +252,8 @@ async fn a_first_subscription_takes_the_recent_unseen_notifications(mode: Mode) 
 /// delivered at its `deliver_at`, woken from a snooze or unsnoozed by hand, pushed
 /// `--push-after` after that.
 async fn a_first_subscription_takes_what_became_active_recently(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "2s")));
+    let (_dir, push, args) = web_push("2s");
+    let h = Setup::new(mode, &refs(&args));
     let erin = user_token("erin");
     let mut sse = h.events(&erin, "").await;
     let (status, body) = h
@@ -311,10 +312,8 @@ struct Snoozed {
 }
 
 async fn snoozed(mode: Mode, user: &str, after: &str, secs: u64) -> Snoozed {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, after)));
+    let (dir, push, args) = web_push(after);
+    let h = Setup::new(mode, &refs(&args));
     let token = user_token(user);
     subscribe(&h, &token, &push.subscribe(user).await).await;
     let mut sse = h.events(&token, "").await;
@@ -398,10 +397,8 @@ async fn a_stray_stage_does_not_block_the_snooze_end() {
 /// from its sender: the snooze's end escalates afresh (no live stream: pushed at once), and
 /// the old sender's retry no longer goes. Before, both pushed.
 async fn a_snooze_takes_the_escalation_from_a_retrying_sender(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let (_dir, push, args) = web_push("60s");
+    let h = Setup::new(mode, &refs(&args));
     let token = user_token("ivy");
     subscribe(&h, &token, &push.subscribe("ivy").await).await;
     push.respond("ivy", &[429], Some("3")).await;
@@ -421,10 +418,8 @@ async fn a_snooze_takes_the_escalation_from_a_retrying_sender(mode: Mode) {
 }
 
 async fn gone_and_throttled_endpoints(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let (_dir, push, args) = web_push("60s");
+    let h = Setup::new(mode, &refs(&args));
     let token = user_token("carol");
     subscribe(&h, &token, &push.subscribe("slow").await).await;
     subscribe(&h, &token, &push.subscribe("gone").await).await;
@@ -491,10 +486,8 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
 /// or taken by another user (someone else signed in on that browser: the endpoint is theirs
 /// now), or its notification was read or deleted. Before, the retry reached the endpoint.
 async fn a_retry_goes_only_where_a_first_try_would(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let (_dir, push, args) = web_push("60s");
+    let h = Setup::new(mode, &refs(&args));
     for name in ["removed", "taken", "read", "deleted"] {
         let user = format!("user-{name}");
         let token = user_token(&user);
@@ -529,10 +522,8 @@ async fn a_retry_goes_only_where_a_first_try_would(mode: Mode) {
 }
 
 async fn subscriptions_are_checked(mode: Mode) {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
-    let h = Setup::new(mode, &refs(&push_args(&push, &key, "60s")));
+    let (_dir, push, args) = web_push("60s");
+    let h = Setup::new(mode, &refs(&args));
     let token = user_token("dave");
     let good = push.subscribe("dave").await;
     let with = |endpoint: &str| {
@@ -607,11 +598,8 @@ async fn subscriptions_are_checked(mode: Mode) {
 /// Two nodes on one Redis, the user connected to neither: one push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_push_once() {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
+    let (_dir, push, args) = web_push("60s");
     let redis = Redis::start();
-    let args = push_args(&push, &key, "60s");
     let a = Herald::start(Some(&redis.url()), &refs(&args));
     let b = Herald::start(Some(&redis.url()), &refs(&args));
     let token = user_token("erin");
@@ -634,11 +622,8 @@ async fn two_nodes_push_once() {
 /// again in Redis once the sender is killed.) Before, the other node pushed to both again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_taking_over_pushes_only_where_none_went() {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
+    let (_dir, push, args) = web_push("60s");
     let redis = Redis::start();
-    let args = push_args(&push, &key, "60s");
     let mut a = Herald::start(Some(&redis.url()), &refs(&args));
     let token = user_token("kim");
     subscribe(&a, &token, &push.subscribe("k1").await).await;
@@ -696,11 +681,9 @@ async fn pushed_ids(push: &PushService, name: &str) -> Vec<String> {
 /// that node restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_web_push_off_leaves_pushes_to_one_with_it_on() {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
+    let (_dir, push, args) = web_push("60s");
     let redis = Redis::start();
-    let mut on = Herald::start(Some(&redis.url()), &refs(&push_args(&push, &key, "60s")));
+    let mut on = Herald::start(Some(&redis.url()), &refs(&args));
     let off = Herald::start(Some(&redis.url()), &["--admin"]);
     let (_, listed) = off.get("/admin/nodes", &service_token()).await;
     let mut flags: Vec<bool> = listed["nodes"]
@@ -758,7 +741,7 @@ async fn a_node_with_web_push_off_leaves_pushes_to_one_with_it_on() {
     let c = off.notify("gus", "while it restarts").await;
     tokio::time::sleep(Duration::from_secs(1)).await; // due ticks of the other node pass
     assert_eq!(pending(&mut conn).await, 1, "left, not cancelled");
-    let _on = Herald::start(Some(&redis.url()), &refs(&push_args(&push, &key, "60s")));
+    let _on = Herald::start(Some(&redis.url()), &refs(&args));
     let got = push.wait_messages("gus", 5).await;
     assert_eq!(got[4]["payload"]["id"], c.as_str());
 }
@@ -768,11 +751,8 @@ async fn a_node_with_web_push_off_leaves_pushes_to_one_with_it_on() {
 /// again when its lease runs out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_a_push_in_flight() {
-    let dir = TempDir::new("vapid");
-    let (key, _) = vapid_key(&dir);
-    let push = PushService::start();
+    let (_dir, push, mut args) = web_push("60s");
     let redis = Redis::start();
-    let mut args = push_args(&push, &key, "60s");
     args.extend(["--drain-timeout", "10s"].map(str::to_owned));
     let mut a = Herald::start(Some(&redis.url()), &refs(&args));
     let token = user_token("fay");

@@ -140,10 +140,15 @@ impl Herald {
 
     /// `POST /session` with a user token; returns the `herald_session=…` cookie pair.
     pub async fn login(&self, user: &str) -> String {
+        self.login_with(&user_token(user)).await
+    }
+
+    /// [`Herald::login`] with this token.
+    pub async fn login_with(&self, token: &str) -> String {
         let r = self
             .http
             .post(self.url("/session"))
-            .bearer_auth(user_token(user))
+            .bearer_auth(token)
             .send()
             .await
             .unwrap();

@@ -1,12 +1,13 @@
 -- subscribed.lua: a connected user's first Web Push subscription takes the notifications that
--- became active within --push-after before it (made then, or delivered or woken then: see
--- `activate`) and are still active, unseen and unread (`unseen` is a subset of `unread`):
+-- became active from ARGV[3] on (the later of --push-after ago and the opening of the user's
+-- oldest live stream; made then, or delivered or woken then: see `activate`) and are still
+-- active, unseen and unread (`unseen` is a subset of `unread`):
 -- each is pushed when its --push-after ends, if still so (stage `send`, the check for a live
 -- stream passed), as it would have been had the subscription existed when it became active
 -- (`escalate`, which leaves one already pending to itself).
 -- KEYS: 1 the user's base key
--- ARGV: 1 the lowest id made --push-after ago (ids are ULIDs: they sort by creation time)
---       2 --push-after, ms 3 the Unix ms --push-after ago
+-- ARGV: 1 the lowest id made at ARGV[3] (ids are ULIDs: they sort by creation time)
+--       2 --push-after, ms 3 from when (Unix ms)
 -- Returns the earliest due time it set (Unix ms), or '' when it set none.
 local b, after = KEYS[1], tonumber(ARGV[2])
 local first
