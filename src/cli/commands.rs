@@ -32,8 +32,10 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// `herald publish`: a Kafka record with `--kafka-brokers`, through Redis with `--redis-url`,
-/// else `POST /publish` to `--url`.
+/// `herald publish`: through Redis with `--redis-url`, else a Kafka record with
+/// `--kafka-brokers`, else `POST /publish` to `--url`. A node's environment may set both
+/// `HERALD_REDIS_URL` and `HERALD_KAFKA_*` (Redis mode with Kafka ingest): Redis wins, as for
+/// a publish without Kafka.
 pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     let data = match &args.data {
         Some(d) => Some(
@@ -73,7 +75,11 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     };
     let failed =
         |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));
-    if let Some(kafka) = args.kafka.config("herald", None)? {
+    let kafka = match args.redis_url.is_empty() {
+        true => args.kafka.config("herald", None)?,
+        false => None,
+    };
+    if let Some(kafka) = kafka {
         if kafka.topics.len() > 1 {
             return Err(StartupError(
                 "--kafka-topic: herald publish produces to one topic; name one".into(),

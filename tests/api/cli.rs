@@ -562,25 +562,26 @@ async fn publish_command_keeps_the_base_path_of_its_url() {
     }
 }
 
+/// With `--redis-url`, also when the environment names Kafka brokers (a node's environment in
+/// Redis mode with Kafka ingest; none runs at this address): the spec's "with `--redis-url` it
+/// writes through Redis itself".
 #[tokio::test]
 async fn publish_command_writes_through_redis() {
     let redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
     let mut sse = h.events(&user_token("alice"), "").await;
-    let out = run(
-        &[
-            "publish",
-            "--redis-url",
-            &redis.url(),
-            "--user",
-            "alice",
-            "--title",
-            "Via Redis",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(sse.next_event().await.json()["title"], "Via Redis");
+    let kafka_env = [
+        ("HERALD_KAFKA_BROKERS", "127.0.0.1:1"),
+        ("HERALD_KAFKA_TOPIC", "t"),
+    ];
+    for (title, env) in [("Via Redis", &[][..]), ("Via Redis, Kafka set", &kafka_env)] {
+        let publish = ["publish", "--redis-url", &redis.url(), "--user", "alice"];
+        let out = run(&[&publish[..], &["--title", title]].concat(), env);
+        assert!(out.status.success(), "{out:?}");
+        let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(printed["count"], 1, "{printed}");
+        assert_eq!(sse.next_event().await.json()["title"], title);
+    }
 }
 
 /// I9: duration flags outside sensible bounds are refused at start-up (one line naming the
