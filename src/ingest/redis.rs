@@ -81,8 +81,10 @@ fn parked_mark(id: &str) -> String {
 /// How long an entry's mark says it was parked: longer than any node takes to come back
 /// for the entries it left pending, or another to take them over ([`CLAIM_IDLE`]).
 const PARKED_MARK: Duration = Duration::from_secs(24 * 3600);
-/// Longest wait of one blocking read (its command deadline is this plus the usual one).
-const BLOCK: Duration = Duration::from_secs(2);
+/// Longest wait of one blocking read (its command deadline is this plus the usual one). Short,
+/// because a node that stops leaves its consumer group behind the read in flight: SIGTERM
+/// waits for it. An idle node reads twice a second.
+const BLOCK: Duration = Duration::from_millis(500);
 /// Wait before trying again after a failure.
 const RETRY: Duration = Duration::from_secs(1);
 /// Entries read at once.
