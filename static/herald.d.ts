@@ -314,7 +314,10 @@ export class Push {
    * `push_refused`, or the server's other refusal.
    */
   enable(): Promise<true>;
-  /** Unsubscribe and delete it from Herald; false when there was none. */
+  /**
+   * Unsubscribe, delete it from Herald and unregister `herald-sw.js` (closing what it shows);
+   * false when there was no subscription.
+   */
   disable(): Promise<boolean>;
   /** Close the notifications of `ids` that the service worker shows. */
   settle(ids: readonly string[]): Promise<void>;

@@ -888,16 +888,28 @@ export class Push {
     return true;
   }
 
-  /** Unsubscribe this browser and delete it from Herald; resolves to false when it had none. */
+  /**
+   * Undo `enable()`: unsubscribe this browser, delete it from Herald, close the notifications
+   * Herald's service worker shows and unregister it; resolves to false when it had no
+   * subscription.
+   */
   async disable() {
-    const subscription = await this.#subscription();
-    if (!subscription) return false;
-    const { endpoint } = subscription;
-    await subscription.unsubscribe();
-    // Off on this device whatever the server answers (signed out, say): the push service then
-    // answers 410 for the endpoint and Herald drops it.
-    await this.#request("DELETE", "/push/subscriptions", { endpoint }).catch(() => {});
-    return true;
+    const registration = this.supported ? await this.#registration() : null;
+    const subscription = (await registration?.pushManager.getSubscription()) ?? null;
+    if (subscription) {
+      const { endpoint } = subscription;
+      await subscription.unsubscribe();
+      // Off on this device whatever the server answers (signed out, say): the push service
+      // then answers 410 for the endpoint and Herald drops it.
+      await this.#request("DELETE", "/push/subscriptions", { endpoint }).catch(() => {});
+    }
+    // Its notifications would no longer answer a click. Only Herald's worker: a site's own
+    // worker at the same scope is the site's.
+    if (registration?.active?.scriptURL.endsWith("/herald-sw.js")) {
+      for (const n of await registration.getNotifications()) n.close();
+      await registration.unregister();
+    }
+    return Boolean(subscription);
   }
 
   /** Close the notifications of `ids` that the service worker shows. */

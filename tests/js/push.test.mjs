@@ -324,6 +324,8 @@ test("the toggle turns Web Push on and off: the subscription is posted and delet
     assert.deepEqual((await page.evaluate(() => window.pushCalls)).at(-1), ["unsubscribe", "https://fcm.googleapis.com/fcm/send/herald-test"]);
     assert.equal(await page.evaluate(() => window.heraldDemo.herald.push.enabled()), false);
     assert.match(await page.textContent("#push-state"), /^Off/);
+    const left = await page.evaluate(async () => (await navigator.serviceWorker.getRegistrations()).map((r) => r.scope));
+    assert.deepEqual(left, [], "disable() unregisters herald-sw.js");
   } finally {
     await close();
   }
