@@ -725,18 +725,19 @@ export class Herald {
       if (msg?.type === MSG.JOINED && msg.to === me) joined = true;
       if (msg?.type === MSG.EVENT && msg.name === "ready" && !msg.v) joined = true;
       if (msg?.type === MSG.EVENT && ((!stream && joined) || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
-      // A follower joins: the leader brings it up to date (see Stream.join).
+      // A follower joins: the leader brings it up to date (see Stream.join). A stream that the
+      // server ended with `replaced` (another of this session's streams opened elsewhere)
+      // starts again from the follower's position, as the SharedWorker does for a new tab.
       if (msg?.type === MSG.HELLO && stream) {
         channel.postMessage({ type: MSG.JOINED, to: msg.from });
-        stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id, v: 2 }));
+        if (stream.closed) open(msg.position);
+        else stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id, v: 2 }));
       }
       // A new leader: a hello this tab sent while no tab held the stream (the lock between two
       // tabs) reached no one, so say it again.
       if (msg?.type === MSG.LEADER && !stream && !joined) hello();
     };
-    navigator.locks.request(`${name}:leader`, () => {
-      if (this.closed) return;
-      const position = this.#position();
+    const open = (position) => {
       stream = new Stream({
         base: this.base,
         checkEvery: this.checkEvery,
@@ -749,6 +750,10 @@ export class Herald {
         },
       });
       stream.start();
+    };
+    navigator.locks.request(`${name}:leader`, () => {
+      if (this.closed) return;
+      open(this.#position());
       channel.postMessage({ type: MSG.LEADER });
       return released; // hold the lock until this tab closes
     });
@@ -771,7 +776,7 @@ export class Herald {
 //
 // `enable()` asks permission, registers the service worker `<base>/herald-sw.js` (scope
 // `<base>/`), subscribes with Herald's key (`GET /push/key`) and posts the subscription;
-// `disable()` unsubscribes and deletes it; `enabled()` tells whether this browser has one;
+// `disable()` unsubscribes, deletes it and unregisters the worker; `enabled()` tells whether this browser has one;
 // `available()` whether the server has Web Push on. A notification the worker shows is closed
 // when this tab's stream reports it read, seen, archived, snoozed or deleted (`settle`). The
 // worker takes the scope `<base>/`: a site with a service worker of its own there can't use both.

@@ -605,6 +605,36 @@ test("a tab that said hello while no tab held the stream is brought up to date b
   }
 });
 
+test("a leader whose stream was replaced starts it again for a tab that joins (leader)", async () => {
+  const user = "leader-replaced";
+  const { context, close } = await browser(["SharedWorker"]);
+  try {
+    const leader = await context.newPage();
+    await signIn(leader, user);
+    await bareClient(leader);
+    await leader.evaluate(() => {
+      window.replaced = 0;
+      window.h.on("replaced", () => (window.replaced += 1));
+      // another stream of this session, outside the client: the leader's ends with `replaced`
+      window.other = new EventSource("/events");
+    });
+    await leader.waitForFunction(() => window.replaced > 0, null, { timeout: 10_000 });
+    await leader.evaluate(() => window.other.close());
+    await until(async () => (await streams(user)).length === 0, "the other stream to end");
+    // A tab that joins now: the leader starts the stream again, and both tabs get what follows.
+    const joining = await context.newPage();
+    await bareClient(joining);
+    assert.equal(await joining.evaluate(() => window.h.transport), "leader");
+    const id = await publish(herald.base, user, "after the replacement");
+    for (const page of [joining, leader]) {
+      await page.waitForFunction((id) => JSON.parse(sessionStorage.getItem("events") ?? "[]").includes(id), id, { timeout: 10_000 });
+    }
+    assert.equal((await streams(user)).length, 1);
+  } finally {
+    await close();
+  }
+});
+
 test("replaced reaches the app although EventSource repeats the previous id on it (tab)", async () => {
   const { context, close } = await browser(["SharedWorker", "locks"]);
   try {
