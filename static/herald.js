@@ -910,7 +910,7 @@ export class Push {
     }
     // Its notifications would no longer answer a click. Only Herald's worker: a site's own
     // worker at the same scope is the site's.
-    if (registration?.active?.scriptURL.endsWith("/herald-sw.js")) {
+    if (registration?.active?.scriptURL?.endsWith("/herald-sw.js")) {
       for (const n of await registration.getNotifications()) n.close();
       await registration.unregister();
     }

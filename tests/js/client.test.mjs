@@ -437,7 +437,13 @@ async function withPushBrowser({ permission = "granted", subscribe } = {}, fn) {
       serviceWorker: {
         register: async (url, options) => {
           b.calls.push(["register", url, options.scope]);
-          b.registration = { scope: `http://herald.test${options.scope}`, active: { postMessage: (m) => b.messages.push(m) }, pushManager };
+          b.registration = {
+            scope: `http://herald.test${options.scope}`,
+            active: { scriptURL: `http://herald.test${url}`, postMessage: (m) => b.messages.push(m) },
+            pushManager,
+            getNotifications: async () => [{ close: () => b.calls.push(["close"]) }],
+            unregister: async () => (b.calls.push(["unregister"]), (b.registration = null), true),
+          };
           return b.registration;
         },
         getRegistration: async () => b.registration,
@@ -479,6 +485,7 @@ test("h.push.enable() subscribes with the server's key and posts it; disable() u
     assert.equal(await later.push.enabled(), true);
     assert.equal(await h.push.disable(), true);
     assert.deepEqual(requests.at(-1), { method: "DELETE", path: "/app/push/subscriptions", body: { endpoint: "https://push.example/1" }, credentials: "include" });
+    assert.deepEqual(b.calls.slice(-3), [["unsubscribe"], ["close"], ["unregister"]], "what it shows closed, the worker unregistered");
     assert.equal(await h.push.enabled(), false);
     assert.equal(await h.push.disable(), false, "nothing left to disable");
 
