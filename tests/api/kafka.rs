@@ -1,6 +1,6 @@
 //! Kafka ingest against a real Kafka-compatible broker (tansu): a record reaches the user's
-//! stream and tray; order per partition; poison records dead-lettered while the rest flow;
-//! a redelivered record stores nothing new (also on a topic with the longest name Kafka
+//! stream and tray; order per partition; poison records dead-lettered while the rest flow
+//! (a missing dead-letter topic is created at start); a redelivered record stores nothing new (also on a topic with the longest name Kafka
 //! allows); two nodes sharing a group, one killed; a broker restart; readiness, metrics,
 //! SIGTERM's commit and start-up errors (also a dead-letter topic that is consumed, or whose
 //! default name would be too long). A group's first join is slow on this broker (tens of
@@ -440,6 +440,24 @@ async fn herald_publish_produces_a_record() {
         h.tray_len("dave").await == 1
     })
     .await;
+}
+
+/// The dead-letter topics that don't exist are created at start (on brokers that don't create
+/// topics when written to, a record that can't be dead-lettered would hold up its partition):
+/// `<topic>.dead` by default, or `--kafka-dead-letter-topic`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_dead_letter_topics_are_created_at_start() {
+    let kafka = Kafka::start();
+    kafka.create_topic("orders", 1);
+    kafka.create_topic("invoices", 1);
+    let _default = node(None, &kafka, "orders", "g-orders", &[]);
+    let flag = ["--kafka-dead-letter-topic", "rejected"];
+    let _named = node(None, &kafka, "invoices", "g-invoices", &flag);
+    let topics = kafka.topics();
+    for dead in ["orders.dead", "rejected"] {
+        assert!(topics.iter().any(|t| t == dead), "{dead} in {topics:?}");
+    }
+    assert!(!topics.iter().any(|t| t == "invoices.dead"), "{topics:?}");
 }
 
 /// `herald publish` to Kafka checks the publish as the nodes will (one line, exit 2, nothing

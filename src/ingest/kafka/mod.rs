@@ -17,9 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 
@@ -80,19 +83,21 @@ fn startup(what: &str, e: impl std::fmt::Display) -> StartupError {
 }
 
 /// Check that the brokers answer (bounded by [`CONNECT_TIMEOUT`]) and warn about topics that
-/// don't exist yet (their records are read once they do).
+/// don't exist yet (their records are read once they do). Returns the dead-letter topics that
+/// don't exist.
 fn check_brokers(
     client: &impl Consumer<Context>,
     config: &KafkaConfig,
-) -> Result<(), StartupError> {
+) -> Result<Vec<String>, StartupError> {
     let metadata = client.fetch_metadata(None, CONNECT_TIMEOUT).map_err(|e| {
         startup(
             &format!("--kafka-brokers: cannot reach {}", config.brokers),
             e,
         )
     })?;
+    let exists = |topic: &str| metadata.topics().iter().any(|t| t.name() == topic);
     for topic in &config.topics {
-        if !metadata.topics().iter().any(|t| t.name() == topic) {
+        if !exists(topic) {
             tracing::warn!(
                 topic,
                 "kafka: the topic does not exist (yet); its records are read once it does: \
@@ -100,7 +105,49 @@ fn check_brokers(
             );
         }
     }
-    Ok(())
+    let mut missing: Vec<String> = config
+        .topics
+        .iter()
+        .map(|topic| KafkaConfig::dead_letters_of(config.dead_letter_topic.as_deref(), topic))
+        .filter(|dead| !exists(dead))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    Ok(missing)
+}
+
+/// Create the dead-letter topics that don't exist, with the brokers' default partitions and
+/// replication: on brokers that don't create topics when written to, a record that can't be
+/// dead-lettered would hold its partition up. Refused (no `CREATE` right, an old broker) or
+/// created meanwhile by another node: logged, and the node goes on; a dead letter then waits
+/// for its topic as before.
+async fn create_dead_letter_topics(admin: &AdminClient<DefaultClientContext>, missing: &[String]) {
+    let topics: Vec<NewTopic> = missing
+        .iter()
+        .map(|name| NewTopic::new(name, -1, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(CONNECT_TIMEOUT));
+    match admin.create_topics(&topics, &options).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(topic) => tracing::info!(topic, "kafka: created the dead-letter topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => tracing::warn!(
+                        topic,
+                        error = %code,
+                        "kafka: cannot create the dead-letter topic; create it, or a record \
+                         that is not a valid publish body holds up its partition"
+                    ),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "kafka: cannot create the dead-letter topics {missing:?}; create them, or a record \
+             that is not a valid publish body holds up its partition"
+        ),
+    }
 }
 
 impl Kafka {
@@ -141,17 +188,24 @@ impl Kafka {
         )
         .create()
         .map_err(|e| startup("--kafka-option", e))?;
-        let consumer = tokio::task::spawn_blocking(move || {
-            check_brokers(&consumer, &config)?;
-            let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-            consumer
-                .subscribe(&topics)
-                .map_err(|e| startup("--kafka-topic", e))?;
-            Ok::<_, StartupError>((consumer, config))
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&config, &[("client.id", &client_id)])
+                .create()
+                .map_err(|e| startup("--kafka-option", e))?;
+        let checked = tokio::task::spawn_blocking(move || {
+            let missing = check_brokers(&consumer, &config)?;
+            Ok::<_, StartupError>((consumer, config, missing))
         })
         .await
         .map_err(|e| StartupError(format!("kafka: {e}")))?;
-        let (consumer, config) = consumer?;
+        let (consumer, config, missing) = checked?;
+        if !missing.is_empty() {
+            create_dead_letter_topics(&admin, &missing).await;
+        }
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|e| startup("--kafka-topic", e))?;
         ready.store(true, Ordering::Relaxed);
         let consumer = Arc::new(consumer);
         // Never dropped: rdkafka's `Drop` polls until librdkafka has closed, without bound,

@@ -1,6 +1,6 @@
 //! Throwaway Kafka: [`Kafka`], one Kafka-compatible broker (tansu, in-memory storage) on a
-//! free loopback port, stopped on `Drop`; topics made with its CLI, records produced and read
-//! with rdkafka. `scripts/test` installs the broker binary (`target/test-tools/tansu`);
+//! free loopback port, stopped on `Drop`; topics made with its CLI and listed, records produced
+//! and read with rdkafka. `scripts/test` installs the broker binary (`target/test-tools/tansu`);
 //! `HERALD_TEST_TANSU` names another one.
 
 use std::process::{Child, Command, Stdio};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
 use super::free_port;
@@ -129,6 +129,20 @@ impl Kafka {
             .output()
             .expect("tansu topic create");
         assert!(out.status.success(), "topic create: {out:?}");
+    }
+
+    /// The names of the broker's topics.
+    pub fn topics(&self) -> Vec<String> {
+        let producer = self.producer();
+        let metadata = producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata");
+        metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect()
     }
 
     pub fn producer(&self) -> FutureProducer {
