@@ -366,9 +366,9 @@ function sameOrigin(base) {
   }
 }
 
-/** Which tab-sharing mechanism this browser supports. */
-function pickTransport(base) {
-  if (typeof SharedWorker === "function" && sameOrigin(base)) return "shared-worker";
+/** Which tab-sharing mechanism this browser supports (`sharedWorker: false`: one that failed). */
+function pickTransport(base, { sharedWorker = true } = {}) {
+  if (sharedWorker && typeof SharedWorker === "function" && sameOrigin(base)) return "shared-worker";
   if (typeof BroadcastChannel === "function" && globalThis.navigator?.locks?.request) return "leader";
   return "tab";
 }
@@ -667,12 +667,24 @@ export class Herald {
     // then). A monotonic clock: a wall clock jumps.
     let heard = 0;
     let says = false;
+    // Whether any worker answered: one whose script fails to load or run (a CSP `worker-src`,
+    // a proxy that does not pass `herald-worker.js`) never does, and the tab falls back to the
+    // next way of sharing rather than wait for it.
+    let answered = false;
     const bye = () => port?.postMessage({ type: MSG.BYE });
     const connect = () => {
       const old = port;
-      port = new SharedWorker(url, { type: "module", name: scoped("", this.base) }).port;
+      const worker = new SharedWorker(url, { type: "module", name: scoped("", this.base) });
+      worker.onerror = () => {
+        if (answered || this.closed) return;
+        console.warn("herald: the SharedWorker failed to start; this tab shares the stream another way");
+        stop();
+        this.#start(pickTransport(this.base, { sharedWorker: false }));
+      };
+      port = worker.port;
       heard = performance.now();
       port.onmessage = (m) => {
+        answered = true;
         heard = performance.now();
         if (m.data?.type === MSG.ALIVE) says = true;
         if (m.data?.type === MSG.EVENT) deliver(m.data.name, m.data.data, m.data.id);
@@ -695,12 +707,14 @@ export class Herald {
       else if (says && now - heard > WORKER_SILENT_MS) connect();
     }, WORKER_ALIVE_MS);
     addEventListener("pagehide", bye);
-    this.cleanup.push(() => {
+    const stop = () => {
       clearInterval(watchdog);
       removeEventListener("pagehide", bye);
       bye();
       port.close();
-    });
+      this.cleanup = this.cleanup.filter((undo) => undo !== stop);
+    };
+    this.cleanup.push(stop);
   }
 
   #startLeader(deliver) {

@@ -1,6 +1,6 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page): tab
 // sharing through SharedWorker, leader election without it (also a tab whose hello fell between
-// two leaders), per-tab fallback (where a duplicated tab gets its own stream), reload without
+// two leaders, a leader whose stream was replaced, a SharedWorker script that does not load), per-tab fallback (where a duplicated tab gets its own stream), reload without
 // loss (also while another tab keeps the stream), the tray of a user who was offline, sign-out
 // reaching every tab (also as a reconnect refused with 401 after a restart lost the session),
 // and a second user on the same browser who must not resume from the first one's position; the
@@ -599,6 +599,30 @@ test("a tab that said hello while no tab held the stream is brought up to date b
     const id = await publish(herald.base, user, "after the hand-over");
     await shows(second, id);
     await shows(third, id);
+    assert.equal((await streams(user)).length, 1);
+  } finally {
+    await close();
+  }
+});
+
+test("a SharedWorker whose script does not load: the tabs fall back to a leader and share one stream", async () => {
+  const user = "worker-fails";
+  const { context, close } = await browser();
+  try {
+    // As a proxy that does not pass herald-worker.js would have it: the script is a 404.
+    await context.addInitScript(() => {
+      const Real = SharedWorker;
+      window.SharedWorker = function (url, options) {
+        return new Real(String(url).replace("herald-worker.js", "no-such-worker.js"), options);
+      };
+    });
+    const first = await context.newPage();
+    await signIn(first, user);
+    const second = await openTab(context);
+    for (const page of [first, second]) assert.equal(await transport(page), "leader");
+    const id = await publish(herald.base, user, "through the leader");
+    await shows(first, id);
+    await shows(second, id);
     assert.equal((await streams(user)).length, 1);
   } finally {
     await close();
