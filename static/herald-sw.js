@@ -5,8 +5,8 @@
 // - push: shows the notification (tag = its id: a repeat replaces it instead of stacking).
 // - notificationclick: closes it, marks it read (`PATCH <base>/notifications/<id>` with the
 //   session cookie; the worker's request carries the site's Origin), and focuses a tab of the
-//   site (navigated to the link when the link is on this site), or opens the link (or the
-//   site) in a new window.
+//   site (navigated to the link when the link is on this site and the tab within the worker's
+//   scope), or opens the link (or the site) in a new window.
 // - message `{type: "herald:read", ids}` from a tab (herald.js sends it when its stream reports
 //   them read, seen, archived, snoozed, deleted or replaced): closes those shown.
 // - pushsubscriptionchange (the push service replaced the subscription): posts the new one to
@@ -53,24 +53,24 @@ function safeUrl(link) {
   }
 }
 
-/** Focus a tab of this site (at the link when the link is on this site), else open a window. */
+/**
+ * Focus a tab of this site: one at the link, or, without a link, any (an app's tab outside
+ * Herald's prefix too). A link on this site moves a tab this worker controls there (one within
+ * its scope: only those can be navigated); else the link, or the site, opens in a new window.
+ * The click allows one window interaction, a focus or an open: the choice is made before it.
+ */
 async function show(link) {
   const url = safeUrl(link);
-  const ours = url === null || url.href.startsWith(BASE.href);
-  const tabs = (await self.clients.matchAll({ type: "window", includeUncontrolled: true }))
-    .filter((c) => c.url.startsWith(BASE.href));
-  if (ours && tabs.length) {
-    const tab = tabs.find((c) => url && c.url === url.href) ?? tabs.find((c) => c.focused) ?? tabs[0];
-    await tab.focus();
-    if (!url || tab.url === url.href) return;
-    try {
-      await tab.navigate(url.href); // only a tab this worker controls can be navigated
-      return;
-    } catch {
-      // not ours to navigate: open the link instead
-    }
-  }
-  await self.clients.openWindow((url ?? BASE).href);
+  const site = new URL("/", self.location.href);
+  const windows = (options) => self.clients.matchAll({ type: "window", ...options });
+  const tabs = url === null || url.origin === site.origin ? await windows({ includeUncontrolled: true }) : [];
+  const at = url ? tabs.find((c) => c.url === url.href) : tabs.find((c) => c.focused) ?? tabs[0];
+  if (at) return void (await at.focus());
+  const controlled = tabs.length ? await windows({}) : [];
+  const tab = controlled.find((c) => c.focused) ?? controlled[0];
+  if (!tab) return void (await self.clients.openWindow((url ?? site).href));
+  await tab.focus();
+  await tab.navigate(url.href).catch(() => {}); // closed or navigated away meanwhile
 }
 
 /** A request to Herald as the signed-in user (the session cookie). */

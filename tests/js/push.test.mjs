@@ -400,10 +400,11 @@ test("without Web Push on the server or in the browser the toggle is hidden and 
   }
 });
 
-/** A proxy that serves Herald under `prefix` (stripped on the way in), as a site would. */
+/** A proxy that serves Herald under `prefix` (stripped on the way in), as a site would; the
+ * site's own pages (any other path) are a one-line page. */
 function prefixProxy(target, prefix) {
   const server = http.createServer((req, res) => {
-    if (!req.url.startsWith(`${prefix}/`)) return res.writeHead(404).end();
+    if (!req.url.startsWith(`${prefix}/`)) return res.writeHead(200, { "content-type": "text/html" }).end("<title>app</title>");
     const upstream = http.request(new URL(req.url.slice(prefix.length), target), { method: req.method, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode, r.headers);
       r.pipe(res);
@@ -444,6 +445,18 @@ test("under a path prefix the worker, its requests and h.push stay within the pr
     assert.ok(await readAt(user, a), "read through the prefix");
     await asUser(user, "PATCH", `/notifications/${b}`, { read: true });
     await until(async () => (await shown(page)).length === 0, "b to close");
+
+    // The app's own tab, outside the prefix (the worker's scope), is the open tab a click
+    // focuses; a link on the site that no tab shows opens (that tab can't be navigated).
+    const c = await publish(herald.base, user, "c");
+    await push({ id: c, title: "c", body: "", link: null, category: null, unread_count: 1 });
+    const d = await publish(herald.base, user, "d");
+    await push({ id: d, title: "d", body: "", link: "/builds/7", category: null, unread_count: 2 });
+    const app = await context.newPage();
+    await app.goto(`${site.origin}/app`);
+    await page.close();
+    assert.deepEqual(await click(worker, c), [["focus", `${site.origin}/app`]]);
+    assert.deepEqual(await click(worker, d), [["open", `${site.origin}/builds/7`]]);
   } finally {
     await close();
     site.close();
