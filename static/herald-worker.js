@@ -3,7 +3,8 @@
 // the current counts, or, if it is behind (it reloaded while events arrived), a resume from
 // its position, which replays what it missed (the other tabs drop what they already have).
 // A port gets events only from its hello on: an event broadcast before the resume would put
-// the tab past what the replay brings.
+// the tab past what the replay brings. A stream the server ended with `replaced` starts again
+// from where it was when a tab joins (`Stream.reopen`); one `revoked`, from the tab's position.
 // Every `WORKER_ALIVE_MS` it tells its tabs it is alive: a tab that stops hearing from it
 // (its process crashed with the tab that started it) connects again, to a new worker.
 import { MSG, Stream, WORKER_ALIVE_MS } from "./herald.js";
@@ -23,11 +24,14 @@ function hello(port, { base, position, checkEvery }) {
   alive ??= setInterval(() => {
     for (const p of ports) p.postMessage({ type: MSG.ALIVE });
   }, WORKER_ALIVE_MS);
-  if (!stream || stream.closed) {
+  const send = (name, data, id) => port.postMessage({ type: MSG.EVENT, name, data, id });
+  if (stream?.endedBy === "replaced") {
+    stream.reopen(position, send);
+  } else if (!stream || stream.closed) {
     stream = new Stream({ base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, checkEvery, onEvent: broadcast });
     stream.start();
   } else {
-    stream.join(position, (name, data, id) => port.postMessage({ type: MSG.EVENT, name, data, id }));
+    stream.join(position, send);
   }
 }
 

@@ -59,6 +59,8 @@ export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye", L
  */
 export const WORKER_ALIVE_MS = 2_000;
 const WORKER_SILENT_MS = 7_000;
+/** The `?tab=` of a leader's stream in tabs whose SharedWorker did not start (see `fallBack`). */
+const FALLBACK_LEADER_TAB = "leader";
 
 /** The name of a per-`base` resource (storage key, worker, channel, lock): `herald:[kind:]<base>`. */
 const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
@@ -170,6 +172,8 @@ export class Stream {
     this.onEvent = onEvent;
     this.ready = null;
     this.closed = false;
+    /** `revoked` or `replaced` once the server ended the stream. */
+    this.endedBy = null;
     this.source = null;
     this.backoff = MIN_BACKOFF_MS;
     this.timer = null;
@@ -286,7 +290,10 @@ export class Stream {
     if (id) this.lastEventId = id;
     this.onEvent(name, data, id);
     // Ended by the server for good: a logout, an expired token, or another stream of ours.
-    if (name === "revoked" || name === "replaced") this.close();
+    if (name === "revoked" || name === "replaced") {
+      this.close();
+      this.endedBy = name;
+    }
   }
 
   /** `replaced` soon after a restart (see `RESTART_REPLACED_MS`), once per restart. */
@@ -322,6 +329,19 @@ export class Stream {
         send("reset", countData(this.counts), this.lastEventId);
       }
     }
+  }
+
+  /**
+   * Start again, from where it was, a stream the server ended with `replaced` (another stream
+   * of the session, opened outside this browser's client), for a tab that joins: the tabs
+   * already here are at its position. Then answer the tab as `join` does.
+   */
+  reopen(position, send) {
+    this.closed = false;
+    this.endedBy = null;
+    this.ready = null;
+    this.start();
+    this.join(position, send);
   }
 
   close() {
@@ -648,11 +668,11 @@ export class Herald {
     return position && this.#signedInAs ? { ...position, session: this.#signedInAs } : position;
   }
 
-  #start(transport) {
+  #start(transport, { tab = null } = {}) {
     this.transport = transport;
     const deliver = (name, data, id) => this.#deliver(name, data, id);
     if (transport === "shared-worker") return this.#startSharedWorker(deliver);
-    if (transport === "leader") return this.#startLeader(deliver);
+    if (transport === "leader") return this.#startLeader(deliver, tab);
     const position = this.#position();
     const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab: tabId(this.base), checkEvery: this.checkEvery, onEvent: deliver });
     stream.start();
@@ -667,21 +687,33 @@ export class Herald {
     // then). A monotonic clock: a wall clock jumps.
     let heard = 0;
     let says = false;
-    // Whether any worker answered: one whose script fails to load or run (a CSP `worker-src`,
-    // a proxy that does not pass `herald-worker.js`) never does, and the tab falls back to the
-    // next way of sharing rather than wait for it.
-    let answered = false;
     const bye = () => port?.postMessage({ type: MSG.BYE });
+    // A worker whose script fails to load (a CSP `worker-src`, a proxy that does not pass
+    // `herald-worker.js`) never answers: the tab shares the stream through a leader tab (or
+    // holds its own) rather than wait for it. That stream is named (`?tab=`), so that it and
+    // the worker's stream of tabs whose worker did load don't replace each other.
+    const fallBack = (cause) => {
+      if (this.closed) return;
+      console.warn("herald: the SharedWorker did not start; sharing the stream another way", cause);
+      stop();
+      const next = pickTransport(this.base, { sharedWorker: false });
+      this.#start(next, { tab: next === "leader" ? FALLBACK_LEADER_TAB : null });
+    };
     const connect = () => {
       const old = port;
-      const worker = new SharedWorker(url, { type: "module", name: scoped("", this.base) });
-      worker.onerror = () => {
-        if (answered || this.closed) return;
-        console.warn("herald: the SharedWorker failed to start; this tab shares the stream another way");
-        stop();
-        this.#start(pickTransport(this.base, { sharedWorker: false }));
+      let worker;
+      try {
+        worker = new SharedWorker(url, { type: "module", name: scoped("", this.base) });
+      } catch (cause) {
+        queueMicrotask(() => fallBack(cause)); // some engines throw for a CSP refusal
+        return;
+      }
+      const mine = worker.port;
+      let answered = false;
+      worker.onerror = (cause) => {
+        if (!answered && port === mine) fallBack(cause);
       };
-      port = worker.port;
+      port = mine;
       heard = performance.now();
       port.onmessage = (m) => {
         answered = true;
@@ -711,13 +743,14 @@ export class Herald {
       clearInterval(watchdog);
       removeEventListener("pagehide", bye);
       bye();
-      port.close();
+      port?.close();
       this.cleanup = this.cleanup.filter((undo) => undo !== stop);
     };
     this.cleanup.push(stop);
   }
 
-  #startLeader(deliver) {
+  /** `tab`: the `?tab=` of the leader's stream (none, unless the SharedWorker failed). */
+  #startLeader(deliver, tab) {
     const name = scoped("", this.base);
     const channel = new BroadcastChannel(name);
     let stream = null;
@@ -739,35 +772,34 @@ export class Herald {
       if (msg?.type === MSG.JOINED && msg.to === me) joined = true;
       if (msg?.type === MSG.EVENT && msg.name === "ready" && !msg.v) joined = true;
       if (msg?.type === MSG.EVENT && ((!stream && joined) || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
-      // A follower joins: the leader brings it up to date (see Stream.join). A stream that the
-      // server ended with `replaced` (another of this session's streams opened elsewhere)
-      // starts again from the follower's position, as the SharedWorker does for a new tab.
+      // A follower joins: the leader brings it up to date (see Stream.join), starting again a
+      // stream the server ended with `replaced` (see Stream.reopen).
       if (msg?.type === MSG.HELLO && stream) {
         channel.postMessage({ type: MSG.JOINED, to: msg.from });
-        if (stream.closed) open(msg.position);
-        else stream.join(msg.position, (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id, v: 2 }));
+        const relay = (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id, v: 2 });
+        if (stream.endedBy === "replaced") stream.reopen(msg.position, relay);
+        else stream.join(msg.position, relay);
       }
       // A new leader: a hello this tab sent while no tab held the stream (the lock between two
       // tabs) reached no one, so say it again.
       if (msg?.type === MSG.LEADER && !stream && !joined) hello();
     };
-    const open = (position) => {
+    navigator.locks.request(`${name}:leader`, () => {
+      if (this.closed) return;
+      const position = this.#position();
       stream = new Stream({
         base: this.base,
         checkEvery: this.checkEvery,
         lastEventId: position?.id,
         unread: position?.unread,
         unseen: position?.unseen,
+        tab,
         onEvent: (n, data, id) => {
           channel.postMessage({ type: MSG.EVENT, name: n, data, id, v: 2 });
           deliver(n, data, id);
         },
       });
       stream.start();
-    };
-    navigator.locks.request(`${name}:leader`, () => {
-      if (this.closed) return;
-      open(this.#position());
       channel.postMessage({ type: MSG.LEADER });
       return released; // hold the lock until this tab closes
     });
@@ -925,8 +957,12 @@ export class Push {
     // Its notifications would no longer answer a click. Only Herald's worker: a site's own
     // worker at the same scope is the site's.
     if (registration?.active?.scriptURL?.endsWith("/herald-sw.js")) {
-      for (const n of await registration.getNotifications()) n.close();
-      await registration.unregister();
+      try {
+        for (const n of await registration.getNotifications()) n.close();
+        await registration.unregister();
+      } catch {
+        // another tab did it meanwhile
+      }
     }
     return Boolean(subscription);
   }

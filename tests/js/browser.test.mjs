@@ -1,6 +1,6 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page): tab
 // sharing through SharedWorker, leader election without it (also a tab whose hello fell between
-// two leaders, a leader whose stream was replaced, a SharedWorker script that does not load), per-tab fallback (where a duplicated tab gets its own stream), reload without
+// two leaders, a shared stream that was replaced, a SharedWorker script that does not load), per-tab fallback (where a duplicated tab gets its own stream), reload without
 // loss (also while another tab keeps the stream), the tray of a user who was offline, sign-out
 // reaching every tab (also as a reconnect refused with 401 after a restart lost the session),
 // and a second user on the same browser who must not resume from the first one's position; the
@@ -629,35 +629,74 @@ test("a SharedWorker whose script does not load: the tabs fall back to a leader 
   }
 });
 
-test("a leader whose stream was replaced starts it again for a tab that joins (leader)", async () => {
-  const user = "leader-replaced";
-  const { context, close } = await browser(["SharedWorker"]);
+test("a tab whose SharedWorker did not load, beside one whose worker did: neither stream replaces the other", async () => {
+  const user = "worker-fails-once";
+  const { context, close } = await browser();
   try {
-    const leader = await context.newPage();
-    await signIn(leader, user);
-    await bareClient(leader);
-    await leader.evaluate(() => {
-      window.replaced = 0;
-      window.h.on("replaced", () => (window.replaced += 1));
-      // another stream of this session, outside the client: the leader's ends with `replaced`
-      window.other = new EventSource("/events");
+    // Only in pages opened with ?noworker: the worker script is a 404 there.
+    await context.addInitScript(() => {
+      if (!location.search.includes("noworker")) return;
+      const Real = SharedWorker;
+      window.SharedWorker = function (url, options) {
+        return new Real(String(url).replace("herald-worker.js", "no-such-worker.js"), options);
+      };
     });
-    await leader.waitForFunction(() => window.replaced > 0, null, { timeout: 10_000 });
-    await leader.evaluate(() => window.other.close());
-    await until(async () => (await streams(user)).length === 0, "the other stream to end");
-    // A tab that joins now: the leader starts the stream again, and both tabs get what follows.
-    const joining = await context.newPage();
-    await bareClient(joining);
-    assert.equal(await joining.evaluate(() => window.h.transport), "leader");
-    const id = await publish(herald.base, user, "after the replacement");
-    for (const page of [joining, leader]) {
-      await page.waitForFunction((id) => JSON.parse(sessionStorage.getItem("events") ?? "[]").includes(id), id, { timeout: 10_000 });
+    const shared = await context.newPage();
+    await signIn(shared, user);
+    const fallen = await context.newPage();
+    await fallen.goto(`${herald.base}/?noworker`);
+    await waitReady(fallen);
+    assert.equal(await transport(shared), "shared-worker");
+    assert.equal(await transport(fallen), "leader");
+    for (const title of ["first", "second, after a while"]) {
+      const id = await publish(herald.base, user, title);
+      await shows(shared, id);
+      await shows(fallen, id);
+      assert.equal((await streams(user)).length, 2);
+      await new Promise((r) => setTimeout(r, 1_500));
     }
-    assert.equal((await streams(user)).length, 1);
   } finally {
     await close();
   }
 });
+
+for (const [name, strip] of TRANSPORTS.slice(0, 2)) {
+  test(`a shared stream that was replaced starts again from where it was for a tab that joins (${name})`, async () => {
+    const user = `replaced-shared-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      await bareClient(first);
+      await first.evaluate(() => {
+        window.replaced = 0;
+        window.h.on("replaced", () => (window.replaced += 1));
+        // another stream of this session, outside the client: the shared one ends with `replaced`
+        window.other = new EventSource("/events");
+      });
+      await first.waitForFunction(() => window.replaced > 0, null, { timeout: 10_000 });
+      await first.evaluate(() => window.other.close());
+      await until(async () => (await streams(user)).length === 0, "the other stream to end");
+      // Published while no stream of the browser runs: the first tab gets it once the stream
+      // starts again from where it was, which a tab that joins makes it do; also a tab ahead
+      // of it (no stored position: it starts from its first page's, which has it).
+      const during = await publish(herald.base, user, "while replaced");
+      const joining = await context.newPage();
+      await joining.goto(`${herald.base}/healthz`);
+      await joining.evaluate(() => localStorage.clear());
+      await bareClient(joining);
+      assert.equal(await joining.evaluate(() => window.h.transport), name);
+      const after = await publish(herald.base, user, "after the replacement");
+      for (const [page, ids] of [[first, [during, after]], [joining, [after]]]) {
+        await page.waitForFunction((ids) => ids.every((id) => JSON.parse(sessionStorage.getItem("events") ?? "[]").includes(id)), ids, { timeout: 10_000 });
+      }
+      assert.deepEqual((await received(first)).filter((id) => id === during), [during], "once");
+      assert.equal((await streams(user)).length, 1);
+    } finally {
+      await close();
+    }
+  });
+}
 
 test("replaced reaches the app although EventSource repeats the previous id on it (tab)", async () => {
   const { context, close } = await browser(["SharedWorker", "locks"]);
