@@ -121,7 +121,19 @@ fn check_brokers(
 /// dead-lettered would hold its partition up. Refused (no `CREATE` right, an old broker) or
 /// created meanwhile by another node: logged, and the node goes on; a dead letter then waits
 /// for its topic as before.
-async fn create_dead_letter_topics(admin: &AdminClient<DefaultClientContext>, missing: &[String]) {
+async fn create_dead_letter_topics(config: &KafkaConfig, client_id: &str, missing: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = match client_config(
+        config,
+        &[("client.id", client_id)],
+    )
+    .create()
+    {
+        Ok(admin) => admin,
+        Err(e) => {
+            tracing::warn!(error = %e, "kafka: cannot create the dead-letter topics {missing:?}");
+            return;
+        }
+    };
     let topics: Vec<NewTopic> = missing
         .iter()
         .map(|name| NewTopic::new(name, -1, TopicReplication::Fixed(-1)))
@@ -148,6 +160,8 @@ async fn create_dead_letter_topics(admin: &AdminClient<DefaultClientContext>, mi
              that is not a valid publish body holds up its partition"
         ),
     }
+    // librdkafka's teardown waits for its threads: off the async workers.
+    let _ = tokio::task::spawn_blocking(move || drop(admin)).await;
 }
 
 impl Kafka {
@@ -188,10 +202,6 @@ impl Kafka {
         )
         .create()
         .map_err(|e| startup("--kafka-option", e))?;
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&config, &[("client.id", &client_id)])
-                .create()
-                .map_err(|e| startup("--kafka-option", e))?;
         let checked = tokio::task::spawn_blocking(move || {
             let missing = check_brokers(&consumer, &config)?;
             Ok::<_, StartupError>((consumer, config, missing))
@@ -200,12 +210,18 @@ impl Kafka {
         .map_err(|e| StartupError(format!("kafka: {e}")))?;
         let (consumer, config, missing) = checked?;
         if !missing.is_empty() {
-            create_dead_letter_topics(&admin, &missing).await;
+            create_dead_letter_topics(&config, &client_id, &missing).await;
         }
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(|e| startup("--kafka-topic", e))?;
+        let subscribed = tokio::task::spawn_blocking(move || {
+            let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&topics)
+                .map_err(|e| startup("--kafka-topic", e))?;
+            Ok::<_, StartupError>((consumer, config))
+        })
+        .await
+        .map_err(|e| StartupError(format!("kafka: {e}")))?;
+        let (consumer, config) = subscribed?;
         ready.store(true, Ordering::Relaxed);
         let consumer = Arc::new(consumer);
         // Never dropped: rdkafka's `Drop` polls until librdkafka has closed, without bound,
