@@ -329,6 +329,12 @@ pub struct PublishArgs {
     /// Produce the request as a record to `--kafka-topic` instead (for Kafka ingest).
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// `--redis-url` was given on the command line (not by `HERALD_REDIS_URL`).
+    #[arg(skip)]
+    pub typed_redis_url: bool,
+    /// `--kafka-brokers` was given on the command line (not by `HERALD_KAFKA_BROKERS`).
+    #[arg(skip)]
+    pub typed_kafka_brokers: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]

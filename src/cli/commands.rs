@@ -34,8 +34,8 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
 
 /// `herald publish`: through Redis with `--redis-url`, else a Kafka record with
 /// `--kafka-brokers`, else `POST /publish` to `--url`. A node's environment may set both
-/// `HERALD_REDIS_URL` and `HERALD_KAFKA_*` (Redis mode with Kafka ingest): Redis wins, as for
-/// a publish without Kafka.
+/// `HERALD_REDIS_URL` and `HERALD_KAFKA_*` (Redis mode with Kafka ingest): Redis wins, unless
+/// `--kafka-brokers` is typed and `--redis-url` is not; both typed is a usage error.
 pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     let data = match &args.data {
         Some(d) => Some(
@@ -75,9 +75,15 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     };
     let failed =
         |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));
-    let kafka = match args.redis_url.is_empty() {
-        true => args.kafka.config("herald", None)?,
-        false => None,
+    let kafka = match (args.redis_url.is_empty(), args.typed_kafka_brokers) {
+        (false, true) if args.typed_redis_url => {
+            return Err(StartupError(
+                "--redis-url and --kafka-brokers: herald publish writes through one; give one"
+                    .into(),
+            ))
+        }
+        (true, _) | (false, true) => args.kafka.config("herald", None)?,
+        (false, false) => None,
     };
     if let Some(kafka) = kafka {
         if kafka.topics.len() > 1 {

@@ -8,8 +8,6 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use self::args::{Cli, Command, LogFormat, ServeArgs};
 use crate::error::StartupError;
 
@@ -27,7 +25,7 @@ mod values;
 pub fn main() -> ExitCode {
     use clap::error::ErrorKind;
     unset_empty_env_twins();
-    match Cli::try_parse_from(join_negative_values(std::env::args_os())) {
+    match parse(join_negative_values(std::env::args_os())) {
         Ok(cli) => run(cli),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -38,6 +36,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Parse, noting for `herald publish` which of `--redis-url` and `--kafka-brokers` were given
+/// on the command line rather than by their env twins.
+fn parse<T: Into<OsString> + Clone>(args: impl IntoIterator<Item = T>) -> Result<Cli, clap::Error> {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Some(Command::Publish(publish)), Some(given)) =
+        (&mut cli.command, matches.subcommand_matches("publish"))
+    {
+        let typed = |id| given.value_source(id) == Some(ValueSource::CommandLine);
+        publish.typed_redis_url = typed("redis_url");
+        publish.typed_kafka_brokers = typed("kafka_brokers");
+    }
+    Ok(cli)
 }
 
 /// An env twin set to the empty string counts as unset, as a compose file's `HERALD_UPSTREAM=`
@@ -223,7 +238,7 @@ mod tests {
             ["herald", "--heartbeat=1s", "-5", "-x", "--", "--a", "-1"]
         );
         assert_eq!(joined(&["herald", "--a", "-v"]), ["herald", "--a", "-v"]);
-        let err = Cli::try_parse_from(joined(&["herald", "--heartbeat", "-5s"])).unwrap_err();
+        let err = parse(joined(&["herald", "--heartbeat", "-5s"])).unwrap_err();
         assert!(err.to_string().contains("--heartbeat"), "{err}");
     }
 }

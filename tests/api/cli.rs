@@ -564,7 +564,7 @@ async fn publish_command_keeps_the_base_path_of_its_url() {
 
 /// With `--redis-url`, also when the environment names Kafka brokers (a node's environment in
 /// Redis mode with Kafka ingest; none runs at this address): the spec's "with `--redis-url` it
-/// writes through Redis itself".
+/// writes through Redis itself". A typed `--kafka-brokers` beats an env `HERALD_REDIS_URL`.
 #[tokio::test]
 async fn publish_command_writes_through_redis() {
     let redis = Redis::start();
@@ -582,6 +582,26 @@ async fn publish_command_writes_through_redis() {
         assert_eq!(printed["count"], 1, "{printed}");
         assert_eq!(sse.next_event().await.json()["title"], title);
     }
+    // A typed --kafka-brokers beats HERALD_REDIS_URL (here the Kafka path refuses two topics,
+    // before any broker is contacted); both typed is a usage error.
+    let url = redis.url();
+    let to_kafka = [
+        "publish",
+        "--kafka-brokers",
+        "127.0.0.1:1",
+        "--kafka-topic",
+        "a",
+        "--kafka-topic",
+        "b",
+        "--user",
+        "alice",
+        "--title",
+        "t",
+    ];
+    let out = run(&to_kafka, &[("HERALD_REDIS_URL", &url)]);
+    assert_startup_error(&out, "--kafka-topic");
+    let both = [&to_kafka[..], &["--redis-url", &url]].concat();
+    assert_startup_error(&run(&both, &[]), "--redis-url and --kafka-brokers");
 }
 
 /// I9: duration flags outside sensible bounds are refused at start-up (one line naming the
