@@ -822,8 +822,8 @@ export class Herald {
 //
 // `enable()` asks permission, registers the service worker `<base>/herald-sw.js` (scope
 // `<base>/`), subscribes with Herald's key (`GET /push/key`) and posts the subscription;
-// `disable()` unsubscribes, deletes it and unregisters the worker; `enabled()` tells whether this browser has one;
-// `available()` whether the server has Web Push on. A notification the worker shows is closed
+// `disable()` unsubscribes, deletes it and unregisters the worker; `enabled()` tells whether
+// this browser has one; `available()` whether the server has Web Push on. A notification the worker shows is closed
 // when this tab's stream reports it read, seen, archived, snoozed or deleted (`settle`). The
 // worker takes the scope `<base>/`: a site with a service worker of its own there can't use both.
 
