@@ -61,6 +61,8 @@ export const WORKER_ALIVE_MS = 2_000;
 const WORKER_SILENT_MS = 7_000;
 /** The `?tab=` of a leader's stream in tabs whose SharedWorker did not start (see `fallBack`). */
 const FALLBACK_LEADER_TAB = "leader";
+/** How long a new SharedWorker has to answer before the tab shares the stream another way. */
+const WORKER_START_MS = 10_000;
 
 /** The name of a per-`base` resource (storage key, worker, channel, lock): `herald:[kind:]<base>`. */
 const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
@@ -689,8 +691,8 @@ export class Herald {
     let says = false;
     const bye = () => port?.postMessage({ type: MSG.BYE });
     // A worker whose script fails to load (a CSP `worker-src`, a proxy that does not pass
-    // `herald-worker.js`) never answers: the tab shares the stream through a leader tab (or
-    // holds its own) rather than wait for it. That stream is named (`?tab=`), so that it and
+    // `herald-worker.js`, or holds it: `WORKER_START_MS`) never answers: the tab shares the
+    // stream through a leader tab (or holds its own) rather than wait for it. That stream is named (`?tab=`), so that it and
     // the worker's stream of tabs whose worker did load don't replace each other.
     const fallBack = (cause) => {
       if (this.closed) return;
@@ -710,13 +712,16 @@ export class Herald {
       }
       const mine = worker.port;
       let answered = false;
-      worker.onerror = (cause) => {
+      const failed = (cause) => {
         if (!answered && port === mine) fallBack(cause);
       };
+      worker.onerror = failed;
+      const starting = setTimeout(() => failed(new Error(`no answer in ${WORKER_START_MS} ms`)), WORKER_START_MS);
       port = mine;
       heard = performance.now();
       port.onmessage = (m) => {
         answered = true;
+        clearTimeout(starting);
         heard = performance.now();
         if (m.data?.type === MSG.ALIVE) says = true;
         if (m.data?.type === MSG.EVENT) deliver(m.data.name, m.data.data, m.data.id);

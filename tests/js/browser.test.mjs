@@ -629,6 +629,23 @@ test("a SharedWorker whose script does not load: the tabs fall back to a leader 
   }
 });
 
+test("a SharedWorker script held unanswered: after 10 s the tab shares the stream through a leader", async () => {
+  const user = "worker-held";
+  const { context, close } = await browser();
+  try {
+    await context.route("**/herald-worker.js", () => {}); // never answered
+    const page = await context.newPage();
+    await page.goto(`${herald.base}/`);
+    await page.fill("#login-user", user);
+    await page.click("#login-submit");
+    await page.waitForFunction(() => window.heraldDemo?.ready === true, null, { timeout: 30_000 });
+    assert.equal(await transport(page), "leader");
+    await shows(page, await publish(herald.base, user, "through the leader"));
+  } finally {
+    await close();
+  }
+});
+
 test("a tab whose SharedWorker did not load, beside one whose worker did: neither stream replaces the other", async () => {
   const user = "worker-fails-once";
   const { context, close } = await browser();
