@@ -1,11 +1,21 @@
 //! Web Push: a tray's leased escalations (`push.lua`) and the user's subscriptions.
 
+use std::sync::LazyLock;
+
 use redis::AsyncCommands;
 
 use super::RedisStore;
 use crate::error::{Error, Result};
 use crate::store::keys::{self, UserKeys};
 use crate::store::{Recent, Subscription, MAX_SUBSCRIPTIONS};
+
+/// Delete an endpoint's owner key (KEYS[1]) if it names the user ARGV[1]; returns 1 if so.
+static RELEASE_OWNER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end \
+         return 0",
+    )
+});
 
 impl RedisStore {
     pub async fn push_later(
@@ -119,6 +129,14 @@ impl RedisStore {
             let _: () = conn.hdel(theirs, &sub.endpoint).await?;
         }
         let _: () = conn.hset(&key, &sub.endpoint, json).await?;
+        // Another user's `POST` of the same endpoint (one browser, signed in again) may have
+        // taken it between the owner's swap and this write, removing it from our hash before
+        // we wrote it: the endpoint stays the last owner's alone.
+        let owner: Option<String> = conn.get(keys::push_owner(&sub.endpoint)).await?;
+        if owner.as_deref() != Some(user) {
+            let _: () = conn.hdel(&key, &sub.endpoint).await?;
+            return Ok(());
+        }
         let mut all = self.subscriptions(user).await?;
         if all.len() > MAX_SUBSCRIPTIONS {
             all.sort_by_key(|s| s.created_ms);
@@ -146,11 +164,13 @@ impl RedisStore {
         let key = format!("{}:push", UserKeys::new(user).base());
         let mut conn = self.conn();
         let n: u64 = conn.hdel(key, endpoint).await?;
-        let owner = keys::push_owner(endpoint);
-        let owned: Option<String> = conn.get(&owner).await?;
-        if owned.as_deref() == Some(user) {
-            let _: () = conn.del(&owner).await?;
-        }
+        // Only while it is still ours, in one step: a read, then a `DEL`, would drop the owner
+        // another user's `POST` set meanwhile, and with it the next owner's swap out of theirs.
+        let _: u64 = RELEASE_OWNER
+            .key(keys::push_owner(endpoint))
+            .arg(user)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(n > 0)
     }
 
