@@ -1,7 +1,7 @@
 //! VAPID (RFC 8292): the server's P-256 key pair, which identifies Herald to push services, and
 //! the `Authorization: vapid t=<JWT>, k=<public key>` header, signed with jsonwebtoken's ES256.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,6 +16,10 @@ use crate::model::unix_ms;
 /// How long a VAPID token is valid (RFC 8292 allows up to 24 h), and how long one is reused.
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 const TOKEN_REUSE: Duration = Duration::from_secs(3600);
+/// Headers kept at most: past it, those too old to reuse go (and all, if none is). Push
+/// services are a handful of origins; subscriptions name them, so users choose them (any
+/// subdomain and port of an allowed host).
+const CACHED_ORIGINS: usize = 256;
 
 /// The key pair and `sub` Herald signs push requests with.
 pub struct Vapid {
@@ -23,8 +27,9 @@ pub struct Vapid {
     /// The uncompressed public point, base64url (`GET /push/key`, the `k=` of the header).
     public_key: String,
     subject: String,
-    /// Push service origin → (header, when it was made), reused for [`TOKEN_REUSE`].
-    headers: DashMap<String, (String, SystemTime)>,
+    /// Push service origin → (header, when it was made), reused for [`TOKEN_REUSE`]. A
+    /// monotonic clock: after a wall clock step back, a header would be reused past its age.
+    headers: DashMap<String, (String, Instant)>,
 }
 
 impl std::fmt::Debug for Vapid {
@@ -73,21 +78,26 @@ impl Vapid {
 
     /// The `Authorization` header for a push service at `origin` (`https://host[:port]`).
     pub fn authorization(&self, origin: &str) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = SystemTime::now();
         if let Some(cached) = self.headers.get(origin) {
-            if now.duration_since(cached.1).unwrap_or_default() < TOKEN_REUSE {
+            if cached.1.elapsed() < TOKEN_REUSE {
                 return Ok(cached.0.clone());
             }
         }
         let claims = serde_json::json!({
             "aud": origin,
-            "exp": unix_ms(now + TOKEN_TTL) / 1000,
+            "exp": unix_ms(SystemTime::now() + TOKEN_TTL) / 1000,
             "sub": self.subject,
         });
         let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.key)?;
         let header = format!("vapid t={token}, k={}", self.public_key);
+        if self.headers.len() >= CACHED_ORIGINS {
+            self.headers.retain(|_, (_, made)| made.elapsed() < TOKEN_REUSE);
+            if self.headers.len() >= CACHED_ORIGINS {
+                self.headers.clear();
+            }
+        }
         self.headers
-            .insert(origin.to_owned(), (header.clone(), now));
+            .insert(origin.to_owned(), (header.clone(), Instant::now()));
         Ok(header)
     }
 }
@@ -157,5 +167,20 @@ mod tests {
                 .public_key(),
             public
         );
+    }
+
+    /// A header is reused per origin, and the cache stays bounded whatever origins come.
+    #[test]
+    fn headers_are_reused_and_bounded() {
+        let (pem, _) = generate().unwrap();
+        let vapid = Vapid::from_pem(&pem, "mailto:ops@example.com").unwrap();
+        let first = vapid.authorization("https://push.example").unwrap();
+        assert_eq!(vapid.authorization("https://push.example").unwrap(), first);
+        for n in 0..CACHED_ORIGINS + 10 {
+            vapid
+                .authorization(&format!("https://a{n}.push.example"))
+                .unwrap();
+            assert!(vapid.headers.len() <= CACHED_ORIGINS);
+        }
     }
 }
