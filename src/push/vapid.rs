@@ -91,7 +91,8 @@ impl Vapid {
         let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.key)?;
         let header = format!("vapid t={token}, k={}", self.public_key);
         if self.headers.len() >= CACHED_ORIGINS {
-            self.headers.retain(|_, (_, made)| made.elapsed() < TOKEN_REUSE);
+            self.headers
+                .retain(|_, (_, made)| made.elapsed() < TOKEN_REUSE);
             if self.headers.len() >= CACHED_ORIGINS {
                 self.headers.clear();
             }

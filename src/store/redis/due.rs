@@ -81,6 +81,19 @@ impl RedisStore {
                 unread_count,
             });
         }
+        // The escalations are leased now: whatever happens to the index below, they are
+        // handed to the senders. A failed index update leaves the user's old (past) entry,
+        // so the user is looked at again at the next round.
+        if let Err(e) = self.reindex(user, &k, hint, next).await {
+            tracing::warn!(error = %e, "due: the index entry was not moved; the user is looked at again");
+        }
+        Ok(due)
+    }
+
+    /// Move the user's index entry from `hint` to `next` (`rehint.lua`), then lower it to the
+    /// tray's first due time read once more (see [`Self::process_due`]).
+    async fn reindex(&self, user: &str, k: &UserKeys, hint: u64, next: &str) -> Result<()> {
+        let mut conn = self.conn();
         let _: i64 = self
             .scripts
             .rehint
@@ -115,6 +128,6 @@ impl RedisStore {
         if let Some(at) = first {
             self.hint(std::iter::once(user), at).await?;
         }
-        Ok(due)
+        Ok(())
     }
 }
