@@ -390,6 +390,51 @@ async fn redis_escalations_wait_for_a_pushing_node_then_cancel() {
     );
 }
 
+/// Redis: a check escalation taken again after its lease ran out (its sender died before it
+/// decided) is handed out with when it first came due (kept in its stage): `--push-after`
+/// counts from then, not from the lapsed lease.
+#[tokio::test]
+async fn redis_a_check_taken_again_keeps_when_it_came_due() {
+    let server = RedisServer::start();
+    let store = Store::redis(&Backend::Redis(server.url()), ROOMY, true, None)
+        .await
+        .unwrap_or_else(|e| panic!("the Redis store connects: {}", e.0));
+    let hub = Hub::new("contract".into(), Metrics::default());
+    let s = Subject {
+        store,
+        hub,
+        _redis: Some(server),
+    };
+    let mut raw = s.raw();
+    let id = publish(&s, "a", None).await.id;
+    let now = crate::model::now_ms();
+    let came = now - 10_000;
+    let plant = |at: u64, raw: &mut redis::Connection| {
+        let _: () = redis::cmd("ZADD")
+            .arg("herald:{u:a}:pushdue")
+            .arg(at)
+            .arg(&id)
+            .query(raw)
+            .expect("ZADD");
+    };
+    plant(came, &mut raw);
+    let _: () = redis::cmd("HSET")
+        .arg("herald:{u:a}:pushstage")
+        .arg(&id)
+        .arg("check")
+        .query(&mut raw)
+        .expect("HSET");
+    let due = |e: &crate::store::Due| -> Vec<(bool, u64)> {
+        e.escalations.iter().map(|e| (e.send, e.due_ms)).collect()
+    };
+    let first = s.store.process_due("a", came).await.expect("due");
+    assert_eq!(due(&first), [(false, came)]);
+    // its sender died: the lease (now + 60 s) runs out; here, it is made past at once
+    plant(now - 1_000, &mut raw);
+    let again = s.store.process_due("a", now - 1_000).await.expect("due");
+    assert_eq!(due(&again), [(false, came)]);
+}
+
 /// A connection of its own to `s`'s Redis, subscribed to the batch channel.
 fn batch_listener(s: &Subject) -> redis::Connection {
     let mut raw = s.raw();

@@ -639,6 +639,29 @@ mod tests {
         page.notifications.iter().map(|n| n.id.clone()).collect()
     }
 
+    /// A check escalation taken again after its lease ran out (its sender died before it
+    /// decided) is handed out with when it first came due: `--push-after` counts from then,
+    /// not from the lapsed lease.
+    #[tokio::test]
+    async fn a_check_taken_again_keeps_when_it_came_due() {
+        let s = MemoryStore::new(Hub::new("n".into(), Metrics::default()), 100, true);
+        let id = add(&s, "a", None).await.id;
+        let tray = s.tray("a");
+        let mut tray = tray.lock().unwrap();
+        let came = now_ms();
+        assert!(tray.escalate(id, came, false));
+        let first = tray.process_due("a", &s.inner.hub, came, OnActive::Nothing);
+        assert_eq!(first.escalations[0].due_ms, came);
+        let lapsed = came + crate::store::PUSH_LEASE_MS + 1;
+        let again = tray.process_due("a", &s.inner.hub, lapsed, OnActive::Nothing);
+        let again: Vec<_> = again
+            .escalations
+            .iter()
+            .map(|e| (e.send, e.due_ms))
+            .collect();
+        assert_eq!(again, [(false, came)]);
+    }
+
     /// Reading a user's head, list or counts creates no tray; the tray the first change
     /// creates has the epoch the head gave, and another user's epoch is another.
     #[tokio::test]

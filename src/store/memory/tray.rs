@@ -90,13 +90,15 @@ pub(super) struct Item {
     push: Option<Escalating>,
 }
 
-/// A pending Web Push escalation: when it is due, whether as a push (else as the check), and
-/// the token of the sender that leased it (0 while none has).
+/// A pending Web Push escalation: when it is due, whether as a push (else as the check), the
+/// token of the sender that leased it (0 while none has), and when it was first due (for the
+/// check: when the notification became active, kept while leases of it run out).
 #[derive(Debug, Clone, Copy)]
 struct Escalating {
     at: u64,
     send: bool,
     lease: u64,
+    since: u64,
 }
 
 impl Item {
@@ -299,7 +301,12 @@ impl Tray {
     pub(super) fn escalate(&mut self, id: NotificationId, at: u64, send: bool) -> bool {
         match self.items.get(&id) {
             Some(item) if item.push.is_none() => {
-                let fresh = Escalating { at, send, lease: 0 };
+                let fresh = Escalating {
+                    at,
+                    send,
+                    lease: 0,
+                    since: at,
+                };
                 self.set_push(id, Some(fresh));
                 true
             }
@@ -366,8 +373,16 @@ impl Tray {
     ) -> bool {
         let held = self.leased(id, lease).is_some();
         if held {
-            let lease = 0;
-            self.set_push(id, Some(Escalating { at, send, lease }));
+            let (lease, since) = (0, at);
+            self.set_push(
+                id,
+                Some(Escalating {
+                    at,
+                    send,
+                    lease,
+                    since,
+                }),
+            );
         }
         held
     }
@@ -728,17 +743,18 @@ impl Tray {
                 due.cancelled += 1;
                 continue;
             };
-            let send = item.push.is_some_and(|e| e.send);
+            let (send, since) = item.push.map_or((true, at), |e| (e.send, e.since));
             let notification = item.notification(&id, user);
             let leased = Escalating {
                 at: now + PUSH_LEASE_MS,
                 send,
                 lease: new_lease(),
+                since,
             };
             self.set_push(id, Some(leased));
             due.escalations.push(Escalation {
                 send,
-                due_ms: at,
+                due_ms: if send { at } else { since },
                 lease: leased.lease,
                 notification,
                 unread_count: self.unread.len() as u64,

@@ -17,9 +17,10 @@
 --     space-separated, in the order they were published (or delivered); the newest 16
 --   push HASH endpoint -> Web Push subscription JSON
 --   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
---   (is the user connected?) or 'send'; pushlease HASH id -> the token of the sender that
---   leased it (while one has); pushsent HASH id -> the fingerprints of the subscriptions that
---   took its push (space-separated), so a sender taking over a lease pushes the others only
+--   (is the user connected?; 'check@<ms>' once leased: when it first came due) or 'send';
+--   pushlease HASH id -> the token of the sender that leased it (while one has); pushsent
+--   HASH id -> the fingerprints of the subscriptions that took its push (space-separated),
+--   so a sender taking over a lease pushes the others only
 --   activated ZSET id -> Unix ms it became active after it was made (delivered, or its snooze
 --   ended) while the user had no subscription; kept 7 days (the longest --push-after)
 --   seq, epoch, changes, ch, prefs: the change log's head, its epoch, its entries (a LIST) and

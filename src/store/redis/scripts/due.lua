@@ -18,7 +18,8 @@
 --       5 lease (ms) 6 hand-over time (ms) 7 hold time (ms) 8 the lease's token
 --       9 deadline (Unix ms, Redis's clock)
 -- Returns {next due (Unix ms, or ''), cancelled escalations, unread_count,
---          then per escalation: stage, due ms, the notification JSON}.
+--          then per escalation: stage ('check' or 'send'), due ms (a check's first), the
+--          notification JSON}.
 -- Past its deadline it runs nothing (LATE): a primary that hung while the call waited, and
 -- whose replica took over meanwhile, must not commit (and announce) changes the new primary
 -- never sees; the next tick sends it again.
@@ -62,10 +63,19 @@ for i = 1, #escalations, 2 do
   local id, at = escalations[i], escalations[i + 1]
   local wanted = redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id)
   if wanted and push == '1' then
+    -- A check keeps the time it first came due (the notification became active) in its
+    -- stage, 'check@<ms>': a node that takes it again after a lease ran out (its sender died)
+    -- counts --push-after from then, not from the lapsed lease.
+    local stage, since = redis.call('HGET', key(b, 'pushstage'), id) or 'send', at
+    if stage == 'check' then
+      redis.call('HSET', key(b, 'pushstage'), id, 'check@' .. at)
+    elseif string.sub(stage, 1, 6) == 'check@' then
+      stage, since = 'check', string.sub(stage, 7)
+    end
     redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
     redis.call('HSET', key(b, 'pushlease'), id, ARGV[8])
-    out[#out + 1] = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
-    out[#out + 1] = at
+    out[#out + 1] = stage
+    out[#out + 1] = since
     out[#out + 1] = whole(b, id)
   elseif not wanted or (push == '0' and tonumber(at) <= tonumber(now) - tonumber(ARGV[6])) then
     drop_push(b, id)
