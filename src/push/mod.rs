@@ -155,12 +155,13 @@ impl Pusher {
     pub async fn send(&self, store: &Store, user: &str, escalation: &Escalation) {
         let n = &escalation.notification;
         let payload = payload::payload(n, escalation.unread_count);
+        // 24 h from the first try, also for a sender that took it over.
+        let longest = escalation.due_ms.min(now_ms()) + DEFAULT_TTL.as_millis() as u64;
         let deadline = n
             .expires_at
             .as_deref()
             .and_then(|t| parse_time("expires_at", t).ok())
-            .unwrap_or(now_ms() + DEFAULT_TTL.as_millis() as u64)
-            .min(now_ms() + DEFAULT_TTL.as_millis() as u64);
+            .map_or(longest, |at| at.min(longest));
         // The subscriptions that took it already: a sender that died left the escalation (its
         // lease ran out) with some of them sent.
         let (subscriptions, sent) = tokio::join!(

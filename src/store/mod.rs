@@ -331,7 +331,9 @@ pub struct Escalation {
     /// `false`: the first step, at the moment the notification became active — push at once
     /// if the user has no live stream, else check again `--push-after` later. `true`: push.
     pub send: bool,
-    /// When it was due (Unix ms): for the first step, when the notification became active.
+    /// When it first came due in its step (Unix ms), also when it is taken again after a
+    /// lease ran out: for the first step, when the notification became active; for the push,
+    /// its first try (the TTL counts from it).
     pub due_ms: u64,
     /// The lease's token: only the sender that took it may move, renew or end the
     /// escalation. A snooze or an archive drops the escalation with its lease, and one begun

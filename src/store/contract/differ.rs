@@ -390,11 +390,11 @@ async fn redis_escalations_wait_for_a_pushing_node_then_cancel() {
     );
 }
 
-/// Redis: a check escalation taken again after its lease ran out (its sender died before it
-/// decided) is handed out with when it first came due (kept in its stage): `--push-after`
-/// counts from then, not from the lapsed lease.
+/// Redis: an escalation taken again after its lease ran out (its sender died) is handed out
+/// with when it first came due in its stage (kept in the stage): `--push-after` (a check)
+/// and the TTL (a push) count from then, not from the lapsed lease.
 #[tokio::test]
-async fn redis_a_check_taken_again_keeps_when_it_came_due() {
+async fn redis_an_escalation_taken_again_keeps_when_it_came_due() {
     let server = RedisServer::start();
     let store = Store::redis(&Backend::Redis(server.url()), ROOMY, true, None)
         .await
@@ -433,6 +433,15 @@ async fn redis_a_check_taken_again_keeps_when_it_came_due() {
     plant(now - 1_000, &mut raw);
     let again = s.store.process_due("a", now - 1_000).await.expect("due");
     assert_eq!(due(&again), [(false, came)]);
+    // the push (the TTL counts from its first try) likewise
+    let (lease, tried) = (again.escalations[0].lease, now - 5_000);
+    let later = s.store.push_later("a", id.as_str(), lease, tried, true);
+    later.await.expect("later");
+    let first = s.store.process_due("a", tried).await.expect("due");
+    assert_eq!(due(&first), [(true, tried)]);
+    plant(now - 1_000, &mut raw);
+    let again = s.store.process_due("a", now - 1_000).await.expect("due");
+    assert_eq!(due(&again), [(true, tried)]);
 }
 
 /// A connection of its own to `s`'s Redis, subscribed to the batch channel.

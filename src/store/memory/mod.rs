@@ -639,11 +639,11 @@ mod tests {
         page.notifications.iter().map(|n| n.id.clone()).collect()
     }
 
-    /// A check escalation taken again after its lease ran out (its sender died before it
-    /// decided) is handed out with when it first came due: `--push-after` counts from then,
-    /// not from the lapsed lease.
+    /// An escalation taken again after its lease ran out (its sender died) is handed out with
+    /// when it first came due in its stage: `--push-after` (a check) and the TTL (a push)
+    /// count from then, not from the lapsed lease.
     #[tokio::test]
-    async fn a_check_taken_again_keeps_when_it_came_due() {
+    async fn an_escalation_taken_again_keeps_when_it_came_due() {
         let s = MemoryStore::new(Hub::new("n".into(), Metrics::default()), 100, true);
         let id = add(&s, "a", None).await.id;
         let tray = s.tray("a");
@@ -654,12 +654,18 @@ mod tests {
         assert_eq!(first.escalations[0].due_ms, came);
         let lapsed = came + crate::store::PUSH_LEASE_MS + 1;
         let again = tray.process_due("a", &s.inner.hub, lapsed, OnActive::Nothing);
-        let again: Vec<_> = again
-            .escalations
-            .iter()
-            .map(|e| (e.send, e.due_ms))
-            .collect();
-        assert_eq!(again, [(false, came)]);
+        let due = |d: &Due| -> Vec<(bool, u64)> {
+            d.escalations.iter().map(|e| (e.send, e.due_ms)).collect()
+        };
+        assert_eq!(due(&again), [(false, came)]);
+        // the push (the TTL counts from its first try) likewise
+        let tried = lapsed + 1;
+        assert!(tray.push_later(id, again.escalations[0].lease, tried, true));
+        let first = tray.process_due("a", &s.inner.hub, tried, OnActive::Nothing);
+        assert_eq!(due(&first), [(true, tried)]);
+        let lapsed = tried + crate::store::PUSH_LEASE_MS + 1;
+        let again = tray.process_due("a", &s.inner.hub, lapsed, OnActive::Nothing);
+        assert_eq!(due(&again), [(true, tried)]);
     }
 
     /// Reading a user's head, list or counts creates no tray; the tray the first change

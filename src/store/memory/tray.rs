@@ -91,8 +91,8 @@ pub(super) struct Item {
 }
 
 /// A pending Web Push escalation: when it is due, whether as a push (else as the check), the
-/// token of the sender that leased it (0 while none has), and when it was first due (for the
-/// check: when the notification became active, kept while leases of it run out).
+/// token of the sender that leased it (0 while none has), and when it first came due in that
+/// stage (kept while leases of it run out: a check's activation, a push's first try).
 #[derive(Debug, Clone, Copy)]
 struct Escalating {
     at: u64,
@@ -754,7 +754,7 @@ impl Tray {
             self.set_push(id, Some(leased));
             due.escalations.push(Escalation {
                 send,
-                due_ms: if send { at } else { since },
+                due_ms: since,
                 lease: leased.lease,
                 notification,
                 unread_count: self.unread.len() as u64,

@@ -17,7 +17,7 @@
 --     space-separated, in the order they were published (or delivered); the newest 16
 --   push HASH endpoint -> Web Push subscription JSON
 --   pushdue ZSET id -> Unix ms its Web Push escalation is due; pushstage HASH id -> 'check'
---   (is the user connected?; 'check@<ms>' once leased: when it first came due) or 'send';
+--   (is the user connected?) or 'send', with '@<ms>' once leased: when it first came due;
 --   pushlease HASH id -> the token of the sender that leased it (while one has); pushsent
 --   HASH id -> the fingerprints of the subscriptions that took its push (space-separated),
 --   so a sender taking over a lease pushes the others only

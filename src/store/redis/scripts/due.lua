@@ -18,8 +18,8 @@
 --       5 lease (ms) 6 hand-over time (ms) 7 hold time (ms) 8 the lease's token
 --       9 deadline (Unix ms, Redis's clock)
 -- Returns {next due (Unix ms, or ''), cancelled escalations, unread_count,
---          then per escalation: stage ('check' or 'send'), due ms (a check's first), the
---          notification JSON}.
+--          then per escalation: stage ('check' or 'send'), when it first came due in that
+--          stage (Unix ms), the notification JSON}.
 -- Past its deadline it runs nothing (LATE): a primary that hung while the call waited, and
 -- whose replica took over meanwhile, must not commit (and announce) changes the new primary
 -- never sees; the next tick sends it again.
@@ -63,14 +63,17 @@ for i = 1, #escalations, 2 do
   local id, at = escalations[i], escalations[i + 1]
   local wanted = redis.call('ZSCORE', key(b, 'unread'), id) and redis.call('ZSCORE', key(b, 'unseen'), id)
   if wanted and push == '1' then
-    -- A check keeps the time it first came due (the notification became active) in its
-    -- stage, 'check@<ms>': a node that takes it again after a lease ran out (its sender died)
-    -- counts --push-after from then, not from the lapsed lease.
-    local stage, since = redis.call('HGET', key(b, 'pushstage'), id) or 'send', at
-    if stage == 'check' then
-      redis.call('HSET', key(b, 'pushstage'), id, 'check@' .. at)
-    elseif string.sub(stage, 1, 6) == 'check@' then
-      stage, since = 'check', string.sub(stage, 7)
+    -- The stage keeps when it first came due, '<stage>@<ms>', so that a node that takes it
+    -- again after a lease ran out (its sender died) counts from then, not from the lapsed
+    -- lease: --push-after for a check (from the notification's activation), the TTL for a
+    -- push (from its first try).
+    local stage = redis.call('HGET', key(b, 'pushstage'), id) or 'send'
+    local named, since = string.match(stage, '^(%a+)@(%d+)$')
+    if named then
+      stage = named
+    else
+      since = at
+      redis.call('HSET', key(b, 'pushstage'), id, stage .. '@' .. at)
     end
     redis.call('ZADD', key(b, 'pushdue'), tonumber(now) + tonumber(ARGV[5]), id)
     redis.call('HSET', key(b, 'pushlease'), id, ARGV[8])
