@@ -85,7 +85,10 @@ impl RedisStore {
         // handed to the senders. A failed index update leaves the user's old (past) entry,
         // so the user is looked at again at the next round.
         if let Err(e) = self.reindex(user, &k, hint, next).await {
-            tracing::warn!(error = %e, "due: the index entry was not moved; the user is looked at again");
+            tracing::warn!(
+                error = %e,
+                "due: the index entry was not moved; the user is looked at again"
+            );
         }
         Ok(due)
     }
