@@ -19,16 +19,26 @@ after(() => herald?.stop());
 /** A fresh browser profile; `strip` removes APIs before any page script runs. */
 const browser = (strip = []) => launchBrowser({ strip });
 
-async function waitReady(page) {
-  await page.waitForFunction(() => window.heraldDemo?.ready === true, null, { timeout: 15_000 });
+async function waitReady(page, timeout = 15_000) {
+  await page.waitForFunction(() => window.heraldDemo?.ready === true, null, { timeout });
 }
 
-async function signIn(page, user) {
+async function signIn(page, user, timeout) {
   await page.goto(`${herald.base}/`);
   await page.fill("#login-user", user);
   await page.click("#login-submit");
-  await waitReady(page);
+  await waitReady(page, timeout);
 }
+
+/** Make the SharedWorker's script a 404, as a proxy that does not pass it would: in every page,
+ * or only in pages whose URL has `marker`. */
+const failWorker = (context, marker = "") => context.addInitScript((marker) => {
+  if (marker && !location.search.includes(marker)) return;
+  const Real = SharedWorker;
+  window.SharedWorker = function (url, options) {
+    return new Real(String(url).replace("herald-worker.js", "no-such-worker.js"), options);
+  };
+}, marker);
 
 async function openTab(context) {
   const page = await context.newPage();
@@ -609,13 +619,7 @@ test("a SharedWorker whose script does not load: the tabs fall back to a leader 
   const user = "worker-fails";
   const { context, close } = await browser();
   try {
-    // As a proxy that does not pass herald-worker.js would have it: the script is a 404.
-    await context.addInitScript(() => {
-      const Real = SharedWorker;
-      window.SharedWorker = function (url, options) {
-        return new Real(String(url).replace("herald-worker.js", "no-such-worker.js"), options);
-      };
-    });
+    await failWorker(context);
     const first = await context.newPage();
     await signIn(first, user);
     const second = await openTab(context);
@@ -635,10 +639,7 @@ test("a SharedWorker script held unanswered: after 10 s the tab shares the strea
   try {
     await context.route("**/herald-worker.js", () => {}); // never answered
     const page = await context.newPage();
-    await page.goto(`${herald.base}/`);
-    await page.fill("#login-user", user);
-    await page.click("#login-submit");
-    await page.waitForFunction(() => window.heraldDemo?.ready === true, null, { timeout: 30_000 });
+    await signIn(page, user, 30_000);
     assert.equal(await transport(page), "leader");
     await shows(page, await publish(herald.base, user, "through the leader"));
   } finally {
@@ -650,14 +651,7 @@ test("a tab whose SharedWorker did not load, beside one whose worker did: neithe
   const user = "worker-fails-once";
   const { context, close } = await browser();
   try {
-    // Only in pages opened with ?noworker: the worker script is a 404 there.
-    await context.addInitScript(() => {
-      if (!location.search.includes("noworker")) return;
-      const Real = SharedWorker;
-      window.SharedWorker = function (url, options) {
-        return new Real(String(url).replace("herald-worker.js", "no-such-worker.js"), options);
-      };
-    });
+    await failWorker(context, "noworker"); // only in pages opened with ?noworker
     const shared = await context.newPage();
     await signIn(shared, user);
     const fallen = await context.newPage();
