@@ -311,8 +311,11 @@ impl MemoryStore {
     ) -> Result<()> {
         let owners = &self.inner.push_owners;
         if let Some(previous) = owners.insert(sub.endpoint.clone(), user.to_owned()) {
-            if previous != user {
-                self.remove_subscription(&previous, &sub.endpoint).await?;
+            // Taken from the previous owner: its entry goes, unless it took the endpoint back
+            // at this very moment (then ours is the one `subscriptions` passes over).
+            let back = owners.get(&sub.endpoint).is_some_and(|o| *o == previous);
+            if previous != user && !back {
+                self.drop_entry(&previous, &sub.endpoint);
             }
         }
         let first;
@@ -340,6 +343,13 @@ impl MemoryStore {
     }
 
     pub async fn remove_subscription(&self, user: &str, endpoint: &str) -> Result<bool> {
+        let was = self.drop_entry(user, endpoint);
+        (self.inner.push_owners).remove_if(endpoint, |_, owner| owner == user);
+        Ok(was)
+    }
+
+    /// Take `endpoint` out of `user`'s subscriptions (not its owner); whether it was there.
+    fn drop_entry(&self, user: &str, endpoint: &str) -> bool {
         let mut was = false;
         self.inner.subscriptions.remove_if_mut(user, |_, subs| {
             let before = subs.len();
@@ -347,17 +357,16 @@ impl MemoryStore {
             was = subs.len() < before;
             subs.is_empty()
         });
-        (self.inner.push_owners).remove_if(endpoint, |_, owner| owner == user);
-        Ok(was)
+        was
     }
 
+    /// The user's subscriptions whose endpoint the user owns: one that another user took at
+    /// the same moment as it was added or removed here stays in no one's list twice.
     pub async fn subscriptions(&self, user: &str) -> Result<Vec<Subscription>> {
-        Ok(self
-            .inner
-            .subscriptions
-            .get(user)
-            .map(|s| s.clone())
-            .unwrap_or_default())
+        let owners = &self.inner.push_owners;
+        let mut subs = (self.inner.subscriptions.get(user)).map_or_else(Vec::new, |s| s.clone());
+        subs.retain(|s| owners.get(&s.endpoint).is_some_and(|owner| *owner == user));
+        Ok(subs)
     }
 
     pub async fn claim_action(&self, user: &str, id: &str, _ttl: Duration) -> Result<bool> {

@@ -118,20 +118,14 @@ impl RedisStore {
         let json = serde_json::to_string(sub).map_err(|e| Error::Internal(e.to_string()))?;
         let mut conn = self.conn();
         let had: u64 = conn.hlen(&key).await?;
-        let previous: Option<String> = redis::cmd("SET")
-            .arg(keys::push_owner(&sub.endpoint))
-            .arg(user)
-            .arg("GET")
-            .query_async(&mut conn)
-            .await?;
-        if let Some(previous) = previous.filter(|p| p != user) {
-            let theirs = format!("{}:push", UserKeys::new(&previous).base());
-            let _: () = conn.hdel(theirs, &sub.endpoint).await?;
-        }
+        // The endpoint is this user's from now on: the owner key decides, and the previous
+        // owner's entry is no longer pushed (see `subscriptions`, which drops it). Nothing
+        // here deletes another user's entry: with two users posting one browser at once, the
+        // one whose entry would be deleted may be the one the owner key ends up naming.
+        let _: () = conn.set(keys::push_owner(&sub.endpoint), user).await?;
         let _: () = conn.hset(&key, &sub.endpoint, json).await?;
         // Another user's `POST` of the same endpoint (one browser, signed in again) may have
-        // taken it between the owner's swap and this write, removing it from our hash before
-        // we wrote it: the endpoint stays the last owner's alone.
+        // taken it meanwhile: the endpoint stays the last owner's alone.
         let owner: Option<String> = conn.get(keys::push_owner(&sub.endpoint)).await?;
         if owner.as_deref() != Some(user) {
             let _: () = conn.hdel(&key, &sub.endpoint).await?;
@@ -174,13 +168,31 @@ impl RedisStore {
         Ok(n > 0)
     }
 
+    /// The user's subscriptions whose endpoint the user owns (`pushowner`): the owner key is
+    /// the truth. Two users who subscribe one browser at the same moment (or one removes it
+    /// while the other adds it) may leave it in both hashes for a while: it is pushed for its
+    /// owner only, and dropped from the other's hash here.
     pub async fn subscriptions(&self, user: &str) -> Result<Vec<Subscription>> {
         let key = format!("{}:push", UserKeys::new(user).base());
-        let all: Vec<String> = self.conn().hvals(key).await?;
-        let mut subs: Vec<Subscription> = all
+        let mut conn = self.conn();
+        let all: Vec<String> = conn.hvals(&key).await?;
+        let subs: Vec<Subscription> = all
             .iter()
             .filter_map(|json| serde_json::from_str(json).ok())
             .collect();
+        // One GET per endpoint (at most 10): the owner keys lie in other slots.
+        let owners = subs.iter().map(|s| {
+            let mut conn = self.conn();
+            let owner = keys::push_owner(&s.endpoint);
+            async move { conn.get::<_, Option<String>>(owner).await }
+        });
+        let owners = futures_util::future::try_join_all(owners).await?;
+        let (mine, theirs): (Vec<_>, Vec<_>) =
+            (subs.into_iter().zip(owners)).partition(|(_, owner)| owner.as_deref() == Some(user));
+        for (stale, _) in theirs {
+            let _: std::result::Result<(), _> = conn.hdel(&key, &stale.endpoint).await;
+        }
+        let mut subs: Vec<Subscription> = mine.into_iter().map(|(sub, _)| sub).collect();
         subs.sort_by_key(|s| s.created_ms);
         Ok(subs)
     }
