@@ -444,6 +444,43 @@ async fn redis_an_escalation_taken_again_keeps_when_it_came_due() {
     assert_eq!(due(&again), [(true, tried)]);
 }
 
+/// Redis: the owner key decides whose an endpoint is. An entry in a user's hash for an
+/// endpoint another user owns (two users posting one browser at once can leave one) is not
+/// among the user's subscriptions, and goes from the hash as it is read.
+#[tokio::test]
+async fn redis_an_endpoint_is_its_owners_alone() {
+    use crate::store::{Subscription, SubscriptionKeys};
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let mut raw = s.raw();
+    let endpoint = "https://push.example/1";
+    let sub = Subscription {
+        endpoint: endpoint.into(),
+        keys: SubscriptionKeys {
+            p256dh: "p".into(),
+            auth: "a".into(),
+        },
+        created_ms: 1,
+    };
+    s.store
+        .add_subscription("bob", &sub, None)
+        .await
+        .expect("add");
+    let _: () = redis::cmd("HSET")
+        .arg("herald:{u:alice}:push")
+        .arg(endpoint)
+        .arg(serde_json::to_string(&sub).expect("json"))
+        .query(&mut raw)
+        .expect("HSET");
+    assert_eq!(s.store.subscriptions("alice").await.expect("subs"), []);
+    let left: bool = redis::cmd("HEXISTS")
+        .arg("herald:{u:alice}:push")
+        .arg(endpoint)
+        .query(&mut raw)
+        .expect("HEXISTS");
+    assert!(!left, "dropped from alice's hash");
+    assert_eq!(s.store.subscriptions("bob").await.expect("subs"), [sub]);
+}
+
 /// A connection of its own to `s`'s Redis, subscribed to the batch channel.
 fn batch_listener(s: &Subject) -> redis::Connection {
     let mut raw = s.raw();
