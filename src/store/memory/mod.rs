@@ -311,10 +311,8 @@ impl MemoryStore {
     ) -> Result<()> {
         let owners = &self.inner.push_owners;
         if let Some(previous) = owners.insert(sub.endpoint.clone(), user.to_owned()) {
-            // Taken from the previous owner: its entry goes, unless it took the endpoint back
-            // at this very moment (then ours is the one `subscriptions` passes over).
-            let back = owners.get(&sub.endpoint).is_some_and(|o| *o == previous);
-            if previous != user && !back {
+            // Taken from the previous owner (the owners map decides: see `subscriptions`).
+            if previous != user {
                 self.drop_entry(&previous, &sub.endpoint);
             }
         }

@@ -116,8 +116,10 @@ impl RedisStore {
         let k = UserKeys::new(user);
         let key = format!("{}:push", k.base());
         let json = serde_json::to_string(sub).map_err(|e| Error::Internal(e.to_string()))?;
+        // Read through `subscriptions`: an entry of an endpoint another user took since is no
+        // subscription (and goes), so a user left with none takes the recent ones below.
+        let had = self.subscriptions(user).await?.len();
         let mut conn = self.conn();
-        let had: u64 = conn.hlen(&key).await?;
         // The endpoint is this user's from now on: the owner key decides, and the previous
         // owner's entry is no longer pushed (see `subscriptions`, which drops it). Nothing
         // here deletes another user's entry: with two users posting one browser at once, the
