@@ -397,7 +397,9 @@ async fn sigterm_ends_socket_streams() {
     send_signal(h.pid(), "TERM");
     raw.until_closed().await;
     assert!(raw.text.ends_with("\r\n0\r\n\r\n"), "{}", raw.text);
-    let status = tokio::task::spawn_blocking(move || h.terminate())
+    // Not `terminate`: its second SIGTERM, should the node not have exited yet, is the
+    // "stop at once" signal (exit 1).
+    let status = tokio::task::spawn_blocking(move || h.wait_exit())
         .await
         .unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");

@@ -103,6 +103,12 @@ impl Herald {
     /// Send SIGTERM and wait for the exit status (at most `WAIT`).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         send_signal(self.child.id(), "TERM");
+        self.wait_exit()
+    }
+
+    /// The exit status once the process ends by itself (a signal sent already), within
+    /// [`WAIT`]; `None` if it runs on. No signal: a second SIGTERM would end it at once, exit 1.
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
