@@ -24,8 +24,9 @@ const BATCH: usize = 256;
 const RETRY_BROKEN: Duration = Duration::from_secs(60);
 
 /// Handle what comes due in `store` until shutdown; then give the Web Push escalations in
-/// flight up to `drain` to finish (a send cut short is taken again by another node once its
-/// lease runs out).
+/// flight up to `drain` to finish their requests (a push waiting for a retry is handed back
+/// for any node at once; a request cut short is taken again by another node once its lease
+/// runs out).
 pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown, drain: Duration) {
     let mut sending = JoinSet::new();
     let mut tick = tokio::time::interval(TICK);
@@ -76,7 +77,9 @@ pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown, drain: 
             cancelled.inc_by(found.cancelled as u64);
             for escalation in found.escalations {
                 let (store, push, user) = (store.clone(), push.clone(), user.clone());
-                sending.spawn(async move { escalate(&store, &push, &user, escalation).await });
+                let stop = shutdown.clone();
+                sending
+                    .spawn(async move { escalate(&store, &push, &user, escalation, &stop).await });
             }
         }
     }
@@ -84,14 +87,20 @@ pub async fn run(store: Store, push: Option<Pusher>, shutdown: Shutdown, drain: 
     if tokio::time::timeout(drain, finished).await.is_err() {
         tracing::warn!(
             "Web Push sends still running at the drain timeout were stopped; another node \
-             takes them over within a minute"
+             takes them over within 30 s"
         );
     }
 }
 
 /// The first step pushes at once when the user has no live stream on any node, and otherwise
 /// waits `--push-after` from when the notification became active; the second pushes.
-async fn escalate(store: &Store, push: &Pusher, user: &str, escalation: Escalation) {
+async fn escalate(
+    store: &Store,
+    push: &Pusher,
+    user: &str,
+    escalation: Escalation,
+    stop: &Shutdown,
+) {
     if !escalation.send {
         match store.presence(user).await {
             Ok(streams) if !streams.is_empty() => {
@@ -111,5 +120,5 @@ async fn escalate(store: &Store, push: &Pusher, user: &str, escalation: Escalati
             }
         }
     }
-    push.send(store, user, &escalation).await;
+    push.send(store, user, &escalation, stop).await;
 }

@@ -26,6 +26,7 @@ use crate::config::PushConfig;
 use crate::error::{Result, StartupError};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::model::{now_ms, parse_time};
+use crate::shutdown::Shutdown;
 use crate::store::{push_fingerprint, Escalation, Store, Subscription, PUSH_LEASE_MS};
 
 /// A message's TTL when the notification does not expire sooner.
@@ -151,8 +152,10 @@ impl Pusher {
 
     /// Push `escalation` to every subscription of `user` (all at once, so one slow push
     /// service delays no other and the first tries end well within the store's lease; each
-    /// retried within the TTL while renewing the lease), then mark it done.
-    pub async fn send(&self, store: &Store, user: &str, escalation: &Escalation) {
+    /// retried within the TTL while renewing the lease), then mark it done. Once `stop` has
+    /// begun, a push still waiting for a retry is handed back to the store, due at its
+    /// retry's time for any node, rather than left leased until the lease runs out.
+    pub async fn send(&self, store: &Store, user: &str, escalation: &Escalation, stop: &Shutdown) {
         let n = &escalation.notification;
         let payload = payload::payload(n, escalation.unread_count);
         // 24 h from the first try, also for a sender that took it over.
@@ -184,13 +187,25 @@ impl Pusher {
         let sends = subscriptions
             .iter()
             .filter(|sub| !sent.contains(&push_fingerprint(&sub.endpoint)))
-            .map(|sub| self.send_one(store, user, escalation, sub, &payload, deadline));
-        futures_util::future::join_all(sends).await;
-        if let Err(e) = store.push_done(user, &n.id, escalation.lease).await {
-            tracing::debug!(error = %e, "Web Push: could not mark an escalation done");
+            .map(|sub| self.send_one(store, user, escalation, sub, &payload, deadline, stop));
+        let retries = futures_util::future::join_all(sends).await;
+        let (id, lease) = (&n.id, escalation.lease);
+        let ended = match retries.into_iter().flatten().min() {
+            // The subscriptions that took it are recorded: the next sender skips them.
+            Some(at) => (store
+                .push_handover(user, id, lease, at, escalation.due_ms)
+                .await)
+                .map(|()| tracing::debug!("Web Push: a retry handed to another node")),
+            None => store.push_done(user, id, lease).await,
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "Web Push: could not end an escalation");
         }
     }
 
+    /// Push to one subscription until it is sent or given up (`None`), or until `stop` cuts a
+    /// wait for a retry short: then when that retry is due (Unix ms).
+    #[allow(clippy::too_many_arguments)]
     async fn send_one(
         &self,
         store: &Store,
@@ -199,7 +214,8 @@ impl Pusher {
         sub: &Subscription,
         payload: &str,
         deadline: u64,
-    ) {
+        stop: &Shutdown,
+    ) -> Option<u64> {
         let (n, lease) = (&escalation.notification, escalation.lease);
         let metrics = &self.inner.metrics;
         let mut sub = sub.clone();
@@ -210,7 +226,7 @@ impl Pusher {
             let ttl = deadline.saturating_sub(now_ms()) / 1000;
             if ttl == 0 {
                 self.failed("expired");
-                return;
+                return None;
             }
             // A retry goes only where the first try would go now: not to a subscription
             // removed or taken by another user meanwhile (the endpoint is then another
@@ -238,22 +254,22 @@ impl Pusher {
                     if let Err(e) = store.push_sent(user, &n.id, lease, &sub.endpoint).await {
                         tracing::debug!(error = %e, "Web Push: could not record a push sent");
                     }
-                    return;
+                    return None;
                 }
                 Outcome::Gone => {
                     metrics.push_subscriptions_removed.inc();
                     if let Err(e) = store.remove_subscription(user, &sub.endpoint).await {
                         tracing::debug!(error = %e, "Web Push: could not remove a subscription");
                     }
-                    return;
+                    return None;
                 }
                 Outcome::Failed(reason) => {
                     self.failed(reason);
-                    return;
+                    return None;
                 }
                 Outcome::Unwanted => {
                     tracing::debug!("Web Push: a retry no longer wanted was dropped");
-                    return;
+                    return None;
                 }
                 Outcome::Retry(after) => {
                     let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
@@ -267,16 +283,27 @@ impl Pusher {
                         (None, Some(last)) => backoff.min(last),
                         _ => {
                             self.failed("expired");
-                            return;
+                            return None;
                         }
                     };
+                    let retry_at = tokio::time::Instant::now() + wait;
+                    let due_ms = || {
+                        let left = retry_at.saturating_duration_since(tokio::time::Instant::now());
+                        now_ms() + left.as_millis() as u64
+                    };
+                    if stop.is_stopping() {
+                        return Some(due_ms());
+                    }
                     // Keep the escalation ours while waiting.
                     let until = now_ms() + wait.as_millis() as u64 + PUSH_LEASE_MS;
                     if let Ok(false) = store.extend_push_lease(user, &n.id, lease, until).await {
                         tracing::debug!("Web Push: a retry no longer wanted was dropped");
-                        return;
+                        return None;
                     }
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(retry_at) => {}
+                        () = stop.wait() => return Some(due_ms()),
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     least = (least * 2).min(MAX_BACKOFF);
                 }

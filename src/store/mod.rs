@@ -316,8 +316,8 @@ pub struct Recent {
 /// Web Push subscriptions kept per user; a new one beyond this drops the oldest.
 pub const MAX_SUBSCRIPTIONS: usize = 10;
 /// How long a node owns an escalation it took (it is due again after that, should the node
-/// die before it is done).
-pub const PUSH_LEASE_MS: u64 = 60_000;
+/// die before it is done): twice a push request's longest time, renewed before each retry.
+pub const PUSH_LEASE_MS: u64 = 30_000;
 
 /// A fresh token for the escalations one due pass leases (never 0: the memory store's "not
 /// leased").
@@ -539,6 +539,20 @@ impl Store {
         send: bool,
     ) -> Result<()> {
         forward!(self.push_later(user, id, lease, at_ms, send))
+    }
+
+    /// A stopping node hands the push of `id` leased under `lease` back: due again at `at_ms`
+    /// (a retry's time) for any node, released from the lease, still counting its TTL from
+    /// `since_ms` (its first try). Memory: nothing (the escalation stops with the process).
+    pub async fn push_handover(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        at_ms: u64,
+        since_ms: u64,
+    ) -> Result<()> {
+        forward!(self.push_handover(user, id, lease, at_ms, since_ms))
     }
 
     /// Keep the escalation of `id` leased under `lease` until `until_ms`: it only ever moves

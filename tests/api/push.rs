@@ -775,6 +775,48 @@ async fn sigterm_waits_for_a_push_in_flight() {
     assert_eq!(due, 0, "the escalation is done, not left leased");
 }
 
+/// SIGTERM while a push waits for its retry: the node hands the escalation back at once (due at
+/// the retry's time, for any node) and exits without waiting out its drain, and another node
+/// retries it then, pushing only to the subscription that had not taken it, with the TTL still
+/// counted from the first try. Before, the node slept through its drain to retry it itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_a_waiting_retry_to_another_node() {
+    let (_dir, push, mut args) = web_push("60s");
+    let redis = Redis::start();
+    args.extend(["--drain-timeout", "60s"].map(str::to_owned));
+    let mut a = Herald::start(Some(&redis.url()), &refs(&args));
+    let token = user_token("hal");
+    subscribe(&a, &token, &push.subscribe("h1").await).await;
+    subscribe(&a, &token, &push.subscribe("h2").await).await;
+    push.respond("h2", &[503], Some("5")).await;
+    let id = a.notify("hal", "retried elsewhere").await;
+    assert_eq!(push.wait_answered("h1", 1).await[0]["status"], 201);
+    assert_eq!(push.wait_answered("h2", 1).await[0]["status"], 503);
+    tokio::time::sleep(Duration::from_millis(500)).await; // the outcomes recorded
+    assert!(a.terminate().expect("exits before its drain").success());
+    let h2 = push.messages(Some("h2")).await;
+    assert_eq!(h2.len(), 1, "retried before it exited: {h2:?}");
+    let _b = Herald::start(Some(&redis.url()), &refs(&args));
+    let h2 = push.wait_answered("h2", 2).await;
+    assert_eq!(h2[1]["status"], 201, "{h2:?}");
+    assert_eq!(h2[1]["payload"]["id"], id.as_str());
+    let ttl = |m: &Value| m["ttl"].as_u64().unwrap();
+    assert!(
+        ttl(&h2[1]) < ttl(&h2[0]),
+        "the TTL counts from the first try: {h2:?}"
+    );
+    let mut conn = redis.conn();
+    wait_for("the escalation done", async || {
+        let due: usize = ::redis::cmd("ZCARD")
+            .arg("herald:{u:hal}:pushdue")
+            .query(&mut conn)
+            .unwrap();
+        due == 0
+    })
+    .await;
+    assert_eq!(push.messages(Some("h1")).await.len(), 1, "pushed twice");
+}
+
 /// A proxy in the environment is not used for pushes (it would resolve endpoint names past
 /// the public-address check): with one that refuses every connection, pushes still arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,25 @@ impl RedisStore {
         Ok(())
     }
 
+    pub async fn push_handover(
+        &self,
+        user: &str,
+        id: &str,
+        lease: u64,
+        at_ms: u64,
+        since_ms: u64,
+    ) -> Result<()> {
+        let stage = format!("send@{since_ms}");
+        if self
+            .leased::<i64>(user, "later", id, lease, at_ms, &stage)
+            .await?
+            >= 0
+        {
+            self.hint(std::iter::once(user), at_ms).await?;
+        }
+        Ok(())
+    }
+
     pub async fn extend_push_lease(
         &self,
         user: &str,

@@ -2,7 +2,8 @@
 -- the lease (`pushlease` names the token due.lua leased it under; a snooze or an archive
 -- drops it with the escalation, and an escalation begun afresh is leased under another).
 -- KEYS: 1 the user's base key
--- ARGV: 1 'later' (due again at ARGV[4] as stage ARGV[5], released from the lease),
+-- ARGV: 1 'later' (due again at ARGV[4] as stage ARGV[5], released from the lease; a stage
+--       '<stage>@<ms>' keeps when it first came due, as a stopping node hands a push back),
 --       'extend' (leased until ARGV[4], only ever later), 'done' (dropped), 'sent' (the
 --       subscription whose fingerprint is ARGV[5] took the push) or 'pushed' (which did)
 --       2 the notification id 3 the lease token 4 Unix ms 5 stage ('check' or 'send'), or a
