@@ -25,7 +25,7 @@ use self::vapid::Vapid;
 use crate::config::PushConfig;
 use crate::error::{Result, StartupError};
 use crate::metrics::{Metrics, ReasonLabels};
-use crate::model::{now_ms, parse_time};
+use crate::model::{now_ms, parse_time, Notification};
 use crate::shutdown::Shutdown;
 use crate::store::{push_fingerprint, Escalation, Store, Subscription, PUSH_LEASE_MS};
 
@@ -235,11 +235,11 @@ impl Pusher {
             // dropped it; one begun at a snooze's end is another's).
             // A subscription the user posted again meanwhile (new keys) is retried as it is now.
             let outcome = match retrying {
-                false => self.request(&sub, payload, ttl, n.critical).await,
+                false => self.request(&sub, payload, ttl, n).await,
                 true => match still_wanted(store, user, escalation, &sub.endpoint).await {
                     Some(Some(now)) => {
                         sub = now;
-                        self.request(&sub, payload, ttl, n.critical).await
+                        self.request(&sub, payload, ttl, n).await
                     }
                     Some(None) => Outcome::Unwanted,
                     None => Outcome::Retry(None),
@@ -322,13 +322,13 @@ impl Pusher {
             .inc();
     }
 
-    /// One POST to the subscription's endpoint.
+    /// One POST to the subscription's endpoint, of `payload` for `n`.
     async fn request(
         &self,
         sub: &Subscription,
         payload: &str,
         ttl: u64,
-        critical: bool,
+        n: &Notification,
     ) -> Outcome {
         let Ok(url) = self.inner.allow.check(&sub.endpoint) else {
             return Outcome::Failed("endpoint_refused");
@@ -346,18 +346,16 @@ impl Pusher {
         let Ok(authorization) = self.inner.vapid.authorization(&origin(&url)) else {
             return Outcome::Failed("vapid");
         };
-        let response = self
-            .inner
-            .client
-            .post(url)
+        let mut request = (self.inner.client.post(url))
             .header("TTL", ttl.to_string())
             .header("Content-Encoding", "aes128gcm")
             .header("Content-Type", "application/octet-stream")
-            .header("Urgency", if critical { "high" } else { "normal" })
-            .header("Authorization", authorization)
-            .body(body)
-            .send()
-            .await;
+            .header("Urgency", if n.critical { "high" } else { "normal" })
+            .header("Authorization", authorization);
+        if let Some(key) = &n.collapse_key {
+            request = request.header("Topic", topic(key));
+        }
+        let response = request.body(body).send().await;
         let response = match response {
             Ok(r) => r,
             Err(e) => {
@@ -381,6 +379,15 @@ impl Pusher {
             }
         }
     }
+}
+
+/// The `Topic` (RFC 8030 §5.4: at most 32 characters of the base64url alphabet) of a
+/// notification with `collapse_key`: a push service still holding the message of the
+/// notification it replaced for an offline device delivers only the newer one.
+fn topic(collapse_key: &str) -> String {
+    let mut hash = crate::model::sha256_hex(collapse_key);
+    hash.truncate(32);
+    hash
 }
 
 /// `https://host[:port]`: a VAPID token's audience.

@@ -132,6 +132,7 @@ async fn an_offline_user_is_pushed_at_once(mode: Mode) {
                "category": "ops", "unread_count": 1})
     );
     assert_eq!(m["urgency"], "high", "critical");
+    assert_eq!(m["topic"], Value::Null, "no collapse_key, no Topic");
     let ttl = m["ttl"].as_u64().unwrap();
     assert!(ttl > 3600 && ttl <= 86_400, "{ttl}");
     // once: nothing more comes
@@ -151,6 +152,21 @@ async fn an_offline_user_is_pushed_at_once(mode: Mode) {
         "{body}"
     );
     assert!(body.len() > 3000, "{}", body.len());
+    // a collapse_key gives a Topic (so a push service replaces the undelivered message of
+    // the notification it replaced), the same for the next one; the TTL ends at expires_at
+    let mut topics = Vec::new();
+    for (i, title) in ["build 1", "build 2"].into_iter().enumerate() {
+        h.publish(json!({"users": ["alice"], "notification": {"title": title,
+            "collapse_key": "build", "expires_at": in_secs(600)}}))
+            .await;
+        let m = push.wait_messages("alice", 3 + i).await.remove(2 + i);
+        assert_eq!(m["error"], Value::Null, "{m}");
+        let ttl = m["ttl"].as_u64().unwrap();
+        assert!(ttl > 500 && ttl <= 600, "{ttl}");
+        topics.push(m["topic"].as_str().expect("a Topic").to_owned());
+    }
+    assert_eq!(topics[0], topics[1]);
+    assert_eq!(topics[0].len(), 32, "{topics:?}");
 }
 
 async fn a_connected_user_is_pushed_only_when_unseen(mode: Mode) {
