@@ -249,11 +249,6 @@ pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
         (Some(_), Some(true)) => {
             return Err(Error::invalid("send either \"ids\" or \"all\", not both"))
         }
-        (None, Some(true)) if matches!(mark, Mark::Deleted | Mark::Unread) => {
-            return Err(Error::invalid(
-                "\"all\" works with \"read\": true, \"seen\", \"archived\" and \"snoozed_until\"",
-            ))
-        }
         (None, Some(true)) => Target::All,
         (Some(ids), None | Some(false)) => {
             if ids.len() > MAX_BULK_IDS {

@@ -10,6 +10,7 @@ use crate::common::*;
 both_modes!(
     archive_and_unarchive_one,
     bulk_archive_and_all_leave_archived_alone,
+    all_unread_and_all_deleted_leave_archived_alone,
     archive_input_is_checked,
     archived_ones_count_toward_the_cap
 );
@@ -228,6 +229,58 @@ async fn bulk_archive_and_all_leave_archived_alone(mode: Mode) {
     assert!(ids(&page).is_empty(), "{page}");
     assert_eq!(counts_of(&page), (Some(0), Some(0)));
     assert_eq!(ids(&h.list(&token, "?archived=include").await), [c, b, a]);
+}
+
+/// `"all": true` with `"read": false` or `"deleted": true` ("clear all") changes the active
+/// notifications only: an archived one stays, read or not.
+async fn all_unread_and_all_deleted_leave_archived_alone(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let a = h.notify("alice", "a").await;
+    let b = h.notify("alice", "b").await;
+    let c = h.notify("alice", "c").await;
+    for _ in 0..3 {
+        assert_eq!(sse.next_event().await.event, "notification");
+    }
+    let all = |change: Value| {
+        let mut body = json!({"all": true});
+        body.as_object_mut()
+            .unwrap()
+            .extend(change.as_object().unwrap().clone());
+        body
+    };
+    let (_, body) = h
+        .patch("/notifications", &token, all(json!({"read": true})))
+        .await;
+    assert_eq!(body, json!({"updated": 3}));
+    assert_eq!(sse.expect("read").await.json()["unread_count"], 0);
+    let path = format!("/notifications/{a}");
+    let (status, _) = h.patch(&path, &token, json!({"archived": true})).await;
+    assert_eq!(status, 200);
+    sse.expect("archived").await;
+    let (status, body) = h
+        .patch("/notifications", &token, all(json!({"read": false})))
+        .await;
+    assert_eq!((status, body), (200, json!({"updated": 2})));
+    let ev = sse.expect("unread").await;
+    assert_eq!(sorted_ids(&ev.json()), sorted(vec![b.clone(), c.clone()]));
+    assert_eq!(counts_of(&ev.json()), (Some(2), Some(0)));
+    let (status, body) = h
+        .patch("/notifications", &token, all(json!({"deleted": true})))
+        .await;
+    assert_eq!((status, body), (200, json!({"updated": 2})));
+    let ev = sse.expect("deleted").await;
+    assert_eq!(sorted_ids(&ev.json()), sorted(vec![b, c]));
+    assert_eq!(counts_of(&ev.json()), (Some(0), Some(0)));
+    let page = h.list(&token, "?archived=include").await;
+    assert_eq!(ids(&page), [a]);
+    assert!(page["notifications"][0]["read_at"].is_string(), "{page}");
+    // nothing left to change
+    let (_, body) = h
+        .patch("/notifications", &token, all(json!({"deleted": true})))
+        .await;
+    assert_eq!(body, json!({"updated": 0}));
 }
 
 async fn archive_input_is_checked(mode: Mode) {

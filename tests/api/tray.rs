@@ -266,7 +266,7 @@ async fn bad_tray_requests_are_400(mode: Mode) {
         json!({"read": true}),
         json!({"ids": "x", "read": true}),
         json!({"ids": [1], "read": true}),
-        json!({"all": true, "deleted": true}),
+        json!({"all": false, "deleted": true}),
         json!({"ids": [id], "all": true, "read": true}),
         json!([[id], true]),
     ] {
