@@ -23,8 +23,31 @@ both_modes!(
     gone_and_throttled_endpoints,
     a_retry_goes_only_where_a_first_try_would,
     a_snooze_takes_the_escalation_from_a_retrying_sender,
-    subscriptions_are_checked
+    subscriptions_are_checked,
+    at_most_ten_subscriptions
 );
+
+/// A user keeps at most 10 subscriptions: an 11th drops the oldest, which is pushed no more.
+async fn at_most_ten_subscriptions(mode: Mode) {
+    let (_dir, push, args) = web_push("60s");
+    let h = Setup::new(mode, &refs(&args));
+    let token = user_token("tess");
+    for i in 0..11 {
+        let (status, _) = subscribe(&h, &token, &push.subscribe(&format!("s{i}")).await).await;
+        assert_eq!(status, 201);
+        // (their order is by the time they were made)
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.notify("tess", "to ten").await;
+    for i in 1..11 {
+        push.wait_messages(&format!("s{i}"), 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        push.messages(Some("s0")).await.is_empty(),
+        "the oldest was dropped"
+    );
+}
 
 /// A VAPID key made by `herald vapid-keys`: (the PEM file, the public key).
 fn vapid_key(dir: &TempDir) -> (String, String) {
@@ -439,8 +462,10 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
     let token = user_token("carol");
     subscribe(&h, &token, &push.subscribe("slow").await).await;
     subscribe(&h, &token, &push.subscribe("gone").await).await;
+    subscribe(&h, &token, &push.subscribe("missing").await).await;
     push.respond("slow", &[429, 201], Some("1")).await;
     push.respond("gone", &[410], None).await;
+    push.respond("missing", &[404], None).await;
     h.notify("carol", "one").await;
     let slow = push.wait_answered("slow", 2).await;
     assert_eq!(slow[0]["status"], 429);
@@ -449,15 +474,17 @@ async fn gone_and_throttled_endpoints(mode: Mode) {
         slow[1]["received_at"].as_f64().unwrap() - slow[0]["received_at"].as_f64().unwrap();
     assert!(waited >= 0.9, "Retry-After honoured: {waited}");
     assert_eq!(push.wait_answered("gone", 1).await[0]["status"], 410);
-    // the gone subscription was removed: the next notification reaches the other one only
-    wait_for("the subscription to go", async || {
-        h.metric("herald_push_subscriptions_removed_total").await >= 1.0
+    assert_eq!(push.wait_answered("missing", 1).await[0]["status"], 404);
+    // the gone subscriptions were removed: the next notification reaches the other one only
+    wait_for("the subscriptions to go", async || {
+        h.metric("herald_push_subscriptions_removed_total").await >= 2.0
     })
     .await;
     h.notify("carol", "two").await;
     push.wait_messages("slow", 3).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(push.messages(Some("gone")).await.len(), 1);
+    assert_eq!(push.messages(Some("missing")).await.len(), 1);
     assert_eq!(push.messages(Some("slow")).await.len(), 3);
     // a backoff that would pass the TTL (here 6 s: tries at 0 and 2 s, then 4 s later)
     // becomes one last try before it runs out
