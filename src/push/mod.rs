@@ -192,10 +192,12 @@ impl Pusher {
         let (id, lease) = (&n.id, escalation.lease);
         let ended = match retries.into_iter().flatten().min() {
             // The subscriptions that took it are recorded: the next sender skips them.
-            Some(at) => (store
-                .push_handover(user, id, lease, at, escalation.due_ms)
-                .await)
-                .map(|()| tracing::debug!("Web Push: a retry handed to another node")),
+            Some(at) => {
+                tracing::debug!("Web Push: a retry handed back for another node");
+                store
+                    .push_handover(user, id, lease, at, escalation.due_ms)
+                    .await
+            }
             None => store.push_done(user, id, lease).await,
         };
         if let Err(e) = ended {
