@@ -3,9 +3,12 @@
 //! Kafka consumer. Building connects and spawns nothing of its own; the server starts the
 //! background tasks.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 
 use crate::broker::{Broker, Message};
 use crate::config::Config;
@@ -37,7 +40,7 @@ pub struct Inner {
     /// Streams opening (or deleting their presence as they close), at most [`MAX_OPENING`] at
     /// once: a reconnect storm is served at the store's pace instead of queueing past its
     /// deadlines.
-    pub opening: Semaphore,
+    pub opening: Turns,
     /// The Web Push sender, with `--vapid-private-key`.
     pub push: Option<Pusher>,
     /// The Kafka consumer, with `--kafka-brokers` (the server runs it).
@@ -47,6 +50,58 @@ pub struct Inner {
 
 /// Streams that may be opening (subscribe, presence, head, replay) at once; the others wait.
 pub const MAX_OPENING: usize = 64;
+
+/// Turns at the store for opening streams, in arrival order. A turn may be waited for as long
+/// as it takes while the store answers (a reconnect storm queues at the store's pace), but not
+/// past the request's deadline while it fails (the turns ahead each wait out their deadline:
+/// Redis away, the answer still comes within a second).
+pub struct Turns {
+    permits: Semaphore,
+    /// The last turn that ended found the store unavailable.
+    failing: AtomicBool,
+}
+
+impl Turns {
+    fn new(n: usize) -> Self {
+        Turns {
+            permits: Semaphore::new(n),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// A turn; `None` past `by` while the store fails.
+    pub async fn take(&self, by: Instant) -> Option<SemaphorePermit<'_>> {
+        // One place in the queue, kept while the store's state is looked at again.
+        let turn = self.permits.acquire();
+        tokio::pin!(turn);
+        let mut look = by;
+        loop {
+            tokio::select! {
+                permit = &mut turn => return Some(permit.expect("the turns are never closed")),
+                () = tokio::time::sleep_until(look) => {}
+            }
+            if self.failing() {
+                return None;
+            }
+            look = Instant::now() + Duration::from_millis(50);
+        }
+    }
+
+    /// A turn, however long it takes (a closed stream's presence deletion).
+    pub async fn wait(&self) -> SemaphorePermit<'_> {
+        (self.permits.acquire().await).expect("the turns are never closed")
+    }
+
+    /// Whether the store was unavailable to the last turn that ended.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// What a turn found: the store available or not.
+    pub fn note(&self, available: bool) {
+        self.failing.store(!available, Ordering::Relaxed);
+    }
+}
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -99,7 +154,7 @@ impl AppState {
                 shutdown,
                 upstream,
                 push,
-                opening: Semaphore::new(MAX_OPENING),
+                opening: Turns::new(MAX_OPENING),
                 #[cfg(feature = "kafka")]
                 kafka,
             }),

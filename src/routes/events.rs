@@ -18,6 +18,7 @@ use crate::sse::stream::{Abort, Handle, Owner, Stream, Transport, Went};
 use crate::state::AppState;
 
 pub async fn open(state: AppState, req: Request) -> Result<Response> {
+    let arrived = tokio::time::Instant::now();
     let query = super::query_pairs(&req);
     let (parts, _) = req.into_parts();
     let caller = auth::session::user(&state, &parts).await?;
@@ -49,6 +50,7 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
         request_id: request_id.unwrap_or_else(RequestId::generate),
         carrier: Abort::current_http2_stream().or_else(|| parts.extensions.get::<Abort>().cloned()),
         went: parts.extensions.get::<Went>().cloned(),
+        arrived,
     };
     let stream = Stream::open(&state, owner, resume.as_deref())
         .await?

@@ -45,7 +45,8 @@ const MAX_HELD: usize = 1024;
 /// Wait before a failed catch-up is tried again (the store is away).
 pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 /// Longest a stream's opening may take to read the store and broker (subscribe, presence,
-/// head, replay) once its turn comes, before it is refused with 503: the answer comes within a
+/// head, replay) once its turn comes, before it is refused with 503; while the store fails,
+/// longest from the request's arrival, its turn's wait included: the answer comes within a
 /// second when Redis is away, as every request's does.
 const OPEN_DEADLINE: Duration = Duration::from_millis(900);
 
@@ -75,6 +76,9 @@ pub struct Owner {
     pub carrier: Option<Abort>,
     /// Marked when its plain HTTP/1.x client closed the connection before the stream opened.
     pub went: Option<Went>,
+    /// When its request arrived: while the store fails, the answer is due [`OPEN_DEADLINE`]
+    /// after it.
+    pub arrived: Instant,
 }
 
 impl Owner {
@@ -185,8 +189,12 @@ impl Stream {
         let now = Instant::now();
         let expires = expiry(owner.ends_ms, now);
         let hub = &state.hub;
-        // Never closed, so acquiring only waits (for another stream to finish opening).
-        let _opening = state.opening.acquire().await;
+        let by = owner.arrived + OPEN_DEADLINE;
+        let Some(_opening) = state.opening.take(by).await else {
+            return Err(Error::Unavailable(
+                "no turn to open the stream in time (the store fails)".into(),
+            ));
+        };
         if owner.went() {
             return Err(Error::ClientClosed);
         }
@@ -283,9 +291,21 @@ impl Stream {
         };
         // One deadline for the reads, as for any request while Redis is away (each command
         // has its own, and they take several round trips in turn).
-        let (admission, (head, replay)) = tokio::time::timeout(OPEN_DEADLINE, reads)
+        let reads_by = match state.opening.failing() {
+            true => by,
+            false => by.max(Instant::now() + OPEN_DEADLINE),
+        };
+        let read = tokio::time::timeout_at(reads_by, reads)
             .await
-            .map_err(|_| Error::Unavailable("the stream's opening ran out of time".into()))??;
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(
+                    "the stream's opening ran out of time".into(),
+                ))
+            });
+        state
+            .opening
+            .note(!matches!(read, Err(Error::Unavailable(_))));
+        let (admission, (head, replay)) = read?;
         match admission {
             // Its unit's older streams end once it opens, here and (announced) elsewhere: a
             // stream refused (503) ends none.
@@ -798,8 +818,9 @@ impl Drop for Handle {
             runtime.spawn(async move {
                 // In turn with the opening streams: when every stream of a node drops at once,
                 // their deletions must not queue past the store's deadlines either.
-                let _turn = state.opening.acquire().await;
-                let _ = state.store.remove_presence(&user, &key).await;
+                let _turn = state.opening.wait().await;
+                let removed = state.store.remove_presence(&user, &key).await;
+                (state.opening).note(!matches!(removed, Err(Error::Unavailable(_))));
             });
         }
     }

@@ -444,6 +444,39 @@ async fn a_stopped_cluster_gets_prompt_503s() {
     assert_prompt_answers(&h, &cookie, "cluster stopped").await;
 }
 
+/// More streams open at once than may read the store at once, for users whose shard's primary
+/// was just killed (each opening waits out its reads' deadline while the cluster client tries
+/// the dead node): every one is answered 503 within a second of its request, those that
+/// waited for a turn too. Before, the second wave answered after two deadlines (~1.7 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_queued_behind_a_dead_shard_get_prompt_503s() {
+    let mut cluster = Cluster::start(3, 0);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    let key = |user: &str| format!("herald:{{u:{user}}}:order");
+    let doomed = cluster.primary_of(&key("u0"));
+    let users: Vec<String> = (0..600)
+        .map(|i| format!("u{i}"))
+        .filter(|u| cluster.primary_of(&key(u)) == doomed)
+        .take(100)
+        .collect();
+    assert_eq!(users.len(), 100);
+    // the nodes known: each user's first stream opens and closes while the cluster is whole
+    let _ = h.events(&user_token(&users[0]), "").await;
+    cluster.kill_primary_of(&key("u0"));
+    let opens = users.iter().map(|user| {
+        let request = h.http.get(h.url("/events")).bearer_auth(user_token(user));
+        timed(request)
+    });
+    let answers = futures_util::future::join_all(opens).await;
+    let slowest = answers.iter().map(|(_, _, took)| *took).max().unwrap();
+    println!("100 opens on a dead shard: slowest answer in {slowest:?}");
+    for (status, body, took) in answers {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable");
+        assert!(took < PROMPT, "answered in {took:?}");
+    }
+}
+
 /// The tray scripts refuse to run past their deadline (Redis's clock): nothing is stored,
 /// logged or announced (`publish.lua`, `mark.lua`), nothing expired (`due.lua`). Called
 /// directly, the way held bytes (or a hung primary) would run them late.
