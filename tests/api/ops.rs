@@ -52,6 +52,23 @@ async fn readyz_follows_redis() {
     assert_eq!(send_raw(h.http.get(h.url("/healthz"))).await.status(), 200);
 }
 
+/// On a Redis Cluster, a shard that is down (its primary gone, no replica to take over) makes
+/// every node refuse every key: `/readyz` says so, though the other nodes still answer a PING.
+#[tokio::test]
+async fn readyz_follows_a_cluster_with_a_shard_down() {
+    let mut cluster = Cluster::start(3, 0);
+    let h = Herald::start(Some(&cluster.url()), &[]);
+    assert_eq!(send_raw(h.http.get(h.url("/readyz"))).await.status(), 200);
+    cluster.kill_primary_of("herald:{u:alice}:order");
+    let mut answer = (0, serde_json::Value::Null);
+    wait_for("readyz stayed ready with a shard down", async || {
+        answer = send(h.http.get(h.url("/readyz"))).await;
+        answer.0 == 503
+    })
+    .await;
+    assert_error(answer.0, &answer.1, 503, "unavailable");
+}
+
 #[tokio::test]
 async fn connect_rate_limit_is_429() {
     let h = Herald::start(None, &["--max-connect-rate", "3"]);

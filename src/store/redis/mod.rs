@@ -158,8 +158,21 @@ impl RedisStore {
         self.conn.reconnections()
     }
 
+    /// Redis answers; on a cluster, one that serves every slot (`cluster_state:ok`: with a
+    /// shard down, every node refuses every key until the shard is back or failed over).
     pub async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        if self.conn.is_cluster() {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut self.conn())
+                .await?;
+            if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                return Err(Error::Unavailable(
+                    "the Redis Cluster does not serve every slot (cluster_state is not ok)".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }
