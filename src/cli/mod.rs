@@ -195,10 +195,17 @@ fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HERALD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        // The redis crate logs every retry of a reconnect at warn; its errors are enough. The
-        // rdkafka crate logs every failed reconnect at error: the Kafka consumer says what
-        // matters itself (`herald::ingest::kafka`, librdkafka's own lines at debug).
-        .unwrap_or_else(|_| EnvFilter::new("info,redis=error,rdkafka=off,librdkafka=off"));
+        // The redis crate logs every retry of a reconnect at warn; its errors are enough, but
+        // for its cluster client's, which logs each failed reconnect to a node at error, up to
+        // ~900 lines a second in an outage: Herald's link says what matters itself
+        // (`herald::redis_conn`). The rdkafka crate logs every failed reconnect at error: the
+        // Kafka consumer says what matters itself (`herald::ingest::kafka`, librdkafka's own
+        // lines at debug).
+        .unwrap_or_else(|_| {
+            EnvFilter::new(
+                "info,redis=error,redis::cluster_handling=off,rdkafka=off,librdkafka=off",
+            )
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
