@@ -5,9 +5,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Message};
@@ -59,6 +58,8 @@ pub struct Turns {
     permits: Semaphore,
     /// The last turn that ended found the store unavailable.
     failing: AtomicBool,
+    /// Told when `failing` turns true: the turns waited for past their deadline give up.
+    failed: Notify,
 }
 
 impl Turns {
@@ -66,24 +67,30 @@ impl Turns {
         Turns {
             permits: Semaphore::new(n),
             failing: AtomicBool::new(false),
+            failed: Notify::new(),
         }
     }
 
     /// A turn; `None` past `by` while the store fails.
     pub async fn take(&self, by: Instant) -> Option<SemaphorePermit<'_>> {
-        // One place in the queue, kept while the store's state is looked at again.
+        // One place in the queue, kept past the deadline while the store answers.
         let turn = self.permits.acquire();
         tokio::pin!(turn);
-        let mut look = by;
+        tokio::select! {
+            permit = &mut turn => return Some(permit.expect("the turns are never closed")),
+            () = tokio::time::sleep_until(by) => {}
+        }
         loop {
-            tokio::select! {
-                permit = &mut turn => return Some(permit.expect("the turns are never closed")),
-                () = tokio::time::sleep_until(look) => {}
-            }
+            let failed = self.failed.notified();
+            tokio::pin!(failed);
+            failed.as_mut().enable();
             if self.failing() {
                 return None;
             }
-            look = Instant::now() + Duration::from_millis(50);
+            tokio::select! {
+                permit = &mut turn => return Some(permit.expect("the turns are never closed")),
+                () = failed => {}
+            }
         }
     }
 
@@ -99,7 +106,10 @@ impl Turns {
 
     /// What a turn found: the store available or not.
     pub fn note(&self, available: bool) {
-        self.failing.store(!available, Ordering::Relaxed);
+        let was = self.failing.swap(!available, Ordering::Relaxed);
+        if !available && !was {
+            self.failed.notify_waiters();
+        }
     }
 }
 

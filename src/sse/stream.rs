@@ -48,7 +48,7 @@ pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 /// head, replay) once its turn comes, before it is refused with 503; while the store fails,
 /// longest from the request's arrival, its turn's wait included: the answer comes within a
 /// second when Redis is away, as every request's does.
-const OPEN_DEADLINE: Duration = Duration::from_millis(900);
+const OPEN_DEADLINE: Duration = Duration::from_millis(850);
 
 /// What an opening stream found of its unit's and user's other streams.
 enum Admission {
