@@ -3,7 +3,7 @@
 //! Kafka consumer. Building connects and spawns nothing of its own; the server starts the
 //! background tasks.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
@@ -53,20 +53,25 @@ pub const MAX_OPENING: usize = 64;
 /// Turns at the store for opening streams, in arrival order. A turn may be waited for as long
 /// as it takes while the store answers (a reconnect storm queues at the store's pace), but not
 /// past the request's deadline while it fails (the turns ahead each wait out their deadline:
-/// Redis away, the answer still comes within a second).
+/// Redis away, the answer still comes within a second). It fails once [`FAILING_AFTER`] turns
+/// in a row found it unavailable, so one opening that ran out of time in a storm does not
+/// turn the queue away.
 pub struct Turns {
     permits: Semaphore,
-    /// The last turn that ended found the store unavailable.
-    failing: AtomicBool,
-    /// Told when `failing` turns true: the turns waited for past their deadline give up.
+    /// Turns in a row that found the store unavailable.
+    failures: AtomicUsize,
+    /// Told when the store starts failing: the turns waited for past their deadline give up.
     failed: Notify,
 }
+
+/// Turns in a row that found the store unavailable before it counts as failing.
+const FAILING_AFTER: usize = 4;
 
 impl Turns {
     fn new(n: usize) -> Self {
         Turns {
             permits: Semaphore::new(n),
-            failing: AtomicBool::new(false),
+            failures: AtomicUsize::new(0),
             failed: Notify::new(),
         }
     }
@@ -99,15 +104,22 @@ impl Turns {
         (self.permits.acquire().await).expect("the turns are never closed")
     }
 
-    /// Whether the store was unavailable to the last turn that ended.
+    /// Whether the store was unavailable to the last [`FAILING_AFTER`] turns that ended.
     pub fn failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
+        self.failures.load(Ordering::Relaxed) >= FAILING_AFTER
+    }
+
+    /// Whether the store was unavailable to the last turn that ended: a turn taken now reads
+    /// within its request's deadline only.
+    pub fn failed_last(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) > 0
     }
 
     /// What a turn found: the store available or not.
     pub fn note(&self, available: bool) {
-        let was = self.failing.swap(!available, Ordering::Relaxed);
-        if !available && !was {
+        if available {
+            self.failures.store(0, Ordering::Relaxed);
+        } else if self.failures.fetch_add(1, Ordering::Relaxed) + 1 == FAILING_AFTER {
             self.failed.notify_waiters();
         }
     }

@@ -291,7 +291,7 @@ impl Stream {
         };
         // One deadline for the reads, as for any request while Redis is away (each command
         // has its own, and they take several round trips in turn).
-        let reads_by = match state.opening.failing() {
+        let reads_by = match state.opening.failed_last() {
             true => by,
             false => by.max(Instant::now() + OPEN_DEADLINE),
         };
