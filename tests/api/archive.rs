@@ -243,15 +243,8 @@ async fn all_unread_and_all_deleted_leave_archived_alone(mode: Mode) {
     for _ in 0..3 {
         assert_eq!(sse.next_event().await.event, "notification");
     }
-    let all = |change: Value| {
-        let mut body = json!({"all": true});
-        body.as_object_mut()
-            .unwrap()
-            .extend(change.as_object().unwrap().clone());
-        body
-    };
     let (_, body) = h
-        .patch("/notifications", &token, all(json!({"read": true})))
+        .patch("/notifications", &token, json!({"all": true, "read": true}))
         .await;
     assert_eq!(body, json!({"updated": 3}));
     assert_eq!(sse.expect("read").await.json()["unread_count"], 0);
@@ -260,14 +253,22 @@ async fn all_unread_and_all_deleted_leave_archived_alone(mode: Mode) {
     assert_eq!(status, 200);
     sse.expect("archived").await;
     let (status, body) = h
-        .patch("/notifications", &token, all(json!({"read": false})))
+        .patch(
+            "/notifications",
+            &token,
+            json!({"all": true, "read": false}),
+        )
         .await;
     assert_eq!((status, body), (200, json!({"updated": 2})));
     let ev = sse.expect("unread").await;
     assert_eq!(sorted_ids(&ev.json()), sorted(vec![b.clone(), c.clone()]));
     assert_eq!(counts_of(&ev.json()), (Some(2), Some(0)));
     let (status, body) = h
-        .patch("/notifications", &token, all(json!({"deleted": true})))
+        .patch(
+            "/notifications",
+            &token,
+            json!({"all": true, "deleted": true}),
+        )
         .await;
     assert_eq!((status, body), (200, json!({"updated": 2})));
     let ev = sse.expect("deleted").await;
@@ -278,7 +279,11 @@ async fn all_unread_and_all_deleted_leave_archived_alone(mode: Mode) {
     assert!(page["notifications"][0]["read_at"].is_string(), "{page}");
     // nothing left to change
     let (_, body) = h
-        .patch("/notifications", &token, all(json!({"deleted": true})))
+        .patch(
+            "/notifications",
+            &token,
+            json!({"all": true, "deleted": true}),
+        )
         .await;
     assert_eq!(body, json!({"updated": 0}));
 }

@@ -27,14 +27,7 @@ impl RedisStore {
         send: bool,
     ) -> Result<()> {
         let stage = if send { "send" } else { "check" };
-        if self
-            .leased::<i64>(user, "later", id, lease, at_ms, stage)
-            .await?
-            > 0
-        {
-            self.hint(std::iter::once(user), at_ms).await?;
-        }
-        Ok(())
+        self.later(user, id, lease, at_ms, stage).await
     }
 
     pub async fn push_handover(
@@ -45,11 +38,17 @@ impl RedisStore {
         at_ms: u64,
         since_ms: u64,
     ) -> Result<()> {
-        let stage = format!("send@{since_ms}");
+        self.later(user, id, lease, at_ms, &format!("send@{since_ms}"))
+            .await
+    }
+
+    /// `push.lua` `later`: due at `at_ms` as `stage`, released from the lease; the due index
+    /// told when the due time moved.
+    async fn later(&self, user: &str, id: &str, lease: u64, at_ms: u64, stage: &str) -> Result<()> {
         if self
-            .leased::<i64>(user, "later", id, lease, at_ms, &stage)
+            .leased::<i64>(user, "later", id, lease, at_ms, stage)
             .await?
-            >= 0
+            > 0
         {
             self.hint(std::iter::once(user), at_ms).await?;
         }
