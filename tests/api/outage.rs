@@ -144,6 +144,64 @@ async fn assert_prompt_answers(h: &Herald, cookie: &str, label: &str) {
             503,
         ),
         (
+            "GET /notifications (filtered)",
+            h.http
+                .get(h.url(
+                    "/notifications?archived=only&snoozed=exclude&unseen=true&category=a,b",
+                ))
+                .bearer_auth(&user),
+            503,
+        ),
+        (
+            "GET /notifications/counts",
+            h.http.get(h.url("/notifications/counts")).bearer_auth(&user),
+            503,
+        ),
+        (
+            "PATCH /notifications/{id} (seen)",
+            h.http
+                .patch(h.url(&format!("/notifications/{any_id}")))
+                .bearer_auth(&user)
+                .json(&json!({"seen": true})),
+            503,
+        ),
+        (
+            "PATCH /notifications/{id} (snoozed_until)",
+            h.http
+                .patch(h.url(&format!("/notifications/{any_id}")))
+                .bearer_auth(&user)
+                .json(&json!({"snoozed_until": in_secs(3600)})),
+            503,
+        ),
+        (
+            "PATCH /notifications (all archived)",
+            h.http
+                .patch(h.url("/notifications"))
+                .bearer_auth(&user)
+                .json(&json!({"all": true, "archived": true})),
+            503,
+        ),
+        (
+            "POST /notifications/{id}/actions/{action}",
+            h.http
+                .post(h.url(&format!("/notifications/{any_id}/actions/ok")))
+                .bearer_auth(&user),
+            503,
+        ),
+        (
+            "GET /preferences",
+            h.http.get(h.url("/preferences")).bearer_auth(&user),
+            503,
+        ),
+        (
+            "PUT /preferences/categories/{category}",
+            h.http
+                .put(h.url("/preferences/categories/billing"))
+                .bearer_auth(&user)
+                .json(&json!({"muted": true})),
+            503,
+        ),
+        (
             "POST /session",
             h.http.post(h.url("/session")).bearer_auth(&user),
             503,
