@@ -146,15 +146,15 @@ async fn assert_prompt_answers(h: &Herald, cookie: &str, label: &str) {
         (
             "GET /notifications (filtered)",
             h.http
-                .get(h.url(
-                    "/notifications?archived=only&snoozed=exclude&unseen=true&category=a,b",
-                ))
+                .get(h.url("/notifications?archived=only&snoozed=exclude&unseen=true&category=a,b"))
                 .bearer_auth(&user),
             503,
         ),
         (
             "GET /notifications/counts",
-            h.http.get(h.url("/notifications/counts")).bearer_auth(&user),
+            h.http
+                .get(h.url("/notifications/counts"))
+                .bearer_auth(&user),
             503,
         ),
         (

@@ -25,6 +25,7 @@ both_modes!(
     stream_ends_at_token_expiry,
     sigterm_ends_streams_promptly,
     users_only_see_their_own_events,
+    a_stalled_client_is_cut_off_and_resumes_without_loss,
 );
 
 async fn opens_with_retry_and_ready(mode: Mode) {
@@ -478,10 +479,9 @@ async fn retry_is_drawn_per_stream_within_1500_to_2500_ms() {
 
 /// A client that stops reading is cut off once its backlog passes the bound, and loses
 /// nothing: it resumes from the last id it read and gets every notification, once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
+async fn a_stalled_client_is_cut_off_and_resumes_without_loss(mode: Mode) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let h = Herald::start(None, &[]);
+    let h = Setup::new(mode, &[]);
     let token = user_token("alice");
     let addr = addr_of(&h.base);
     let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -538,5 +538,42 @@ async fn a_stalled_client_is_cut_off_and_resumes_without_loss() {
     for expected in &published[already..] {
         let ev = sse.next_event().await;
         assert_eq!(ev.json()["id"], expected.as_str());
+    }
+}
+
+/// With `--jwt-leeway`, a stream (Bearer or cookie session) ends at `exp` plus the leeway,
+/// not at `exp`: the skew allowed on requests holds for streams too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_end_at_exp_plus_the_leeway() {
+    let h = Herald::start(None, &["--jwt-leeway", "2s"]);
+    let exp = unix_now() + 1.5;
+    let token = sign(json!({"sub": "alice", "exp": exp}));
+    let cookie = h.login_with(&token).await;
+    let mut bearer = h.events(&token, "").await;
+    let mut session = h
+        .events_with(h.http.get(h.url("/events")).header("cookie", &cookie))
+        .await;
+    assert_eq!(session.next_event().await.event, "ready");
+    tokio::time::sleep(Duration::from_secs_f64((exp + 1.5 - unix_now()).max(0.0))).await;
+    let (status, _) = h.get("/notifications", &token).await;
+    assert_eq!(status, 200, "past exp, within the leeway");
+    for (name, sse) in [("bearer", &mut bearer), ("cookie", &mut session)] {
+        let revoked = sse
+            .try_next(Duration::from_secs(5))
+            .await
+            .expect("revoked before the timeout");
+        let at = unix_now();
+        assert_eq!(revoked.event, "revoked", "{name}");
+        assert!(
+            at >= exp + 2.0,
+            "{name}: revoked {:.3} s after exp",
+            at - exp
+        );
+        assert!(
+            at < exp + 4.5,
+            "{name}: revoked {:.3} s after exp",
+            at - exp
+        );
+        assert!(sse.ends_within(Duration::from_secs(2)).await, "{name}");
     }
 }
