@@ -181,11 +181,7 @@ async fn seen_counts_and_preferences_agree_across_nodes(mode: Mode) {
 
 /// The id of the last event `sse` read.
 fn data_position(sse: &Sse) -> Value {
-    let last = sse
-        .raw
-        .lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .last();
+    let last = sse.raw.lines().rev().find_map(|l| l.strip_prefix("id: "));
     json!(last.unwrap())
 }
 
