@@ -581,7 +581,19 @@ async fn a_change_at_a_position_already_delivered_resets_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_nodes_presence_disappears_within_30_s() {
-    let (_redis, mut a, b) = two_nodes();
+    a_crashed_nodes_presence_disappears(Mode::Redis).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_nodes_presence_disappears_within_30_s_on_a_cluster() {
+    a_crashed_nodes_presence_disappears(Mode::Cluster).await
+}
+
+/// A node killed with a stream open: within 30 s the other node's presence says offline.
+async fn a_crashed_nodes_presence_disappears(mode: Mode) {
+    let engine = Engine::start(mode);
+    let mut a = Herald::start(Some(&engine.url), &[]);
+    let b = Herald::start(Some(&engine.url), &[]);
     let _stream = a.events(&session_token("alice", "s1"), "").await;
     let (_, presence) = b.get("/presence/alice", &service_token()).await;
     assert_eq!(presence["online"], true);
