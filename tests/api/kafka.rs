@@ -642,3 +642,58 @@ async fn a_record_that_waited_past_its_times_is_handled_as_of_its_timestamp() {
         0.0
     );
 }
+
+/// A second node joining the group while records flow, then the first leaving by SIGTERM (two
+/// rebalances, each moving partitions between live members): every record is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_then_leaving_loses_and_repeats_nothing() {
+    let redis = Redis::start();
+    let kafka = Kafka::start();
+    kafka.create_topic("moving", 4);
+    let mut a = node(Some(&redis.url()), &kafka, "moving", "joiners", &[]);
+    let producer = kafka.producer();
+    let users = ["u0", "u1", "u2", "u3"];
+    let produce_rounds = async |rounds: std::ops::Range<usize>| {
+        for round in rounds {
+            for (p, user) in users.iter().enumerate() {
+                let value = body(user, &format!("r{round}"));
+                produce_with(&producer, "moving", p as i32, user, &value, &[]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    produce_rounds(0..10).await;
+    eventually("a did not consume", async || {
+        a.metric("herald_kafka_records_consumed_total").await > 0.0
+    })
+    .await;
+    // b joins while records keep coming, until it has consumed some of them
+    let b = node(Some(&redis.url()), &kafka, "moving", "joiners", &[]);
+    let mut rounds = 10;
+    let deadline = Instant::now() + KAFKA_WAIT;
+    while b.metric("herald_kafka_records_consumed_total").await == 0.0 {
+        assert!(Instant::now() < deadline, "b never got a partition");
+        produce_rounds(rounds..rounds + 1).await;
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // a leaves cleanly while records keep coming
+    let (status, ()) = futures_util::future::join(
+        async { a.terminate().expect("a exits after SIGTERM") },
+        produce_rounds(rounds..rounds + 20),
+    )
+    .await;
+    assert!(status.success(), "{status:?}");
+    rounds += 20;
+    for user in users {
+        eventually("a record was lost", async || {
+            tray_titles(&b, user).await.len() >= rounds
+        })
+        .await;
+        let mut got = tray_titles(&b, user).await;
+        got.sort();
+        let mut want: Vec<String> = (0..rounds).map(|r| format!("r{r}")).collect();
+        want.sort();
+        assert_eq!(got, want, "every record of {user} stored exactly once");
+    }
+}
