@@ -493,3 +493,59 @@ async fn an_entry_that_waited_past_its_times_is_handled_as_of_its_writing() {
     assert_eq!(titles(&page), ["after them", "late"]);
     assert!(dead_letters(&mut conn).is_empty());
 }
+
+/// Redis restarted under a running node (with its data, then empty, so without the stream
+/// and its consumer group): entries written after each restart are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_resumes_after_redis_restarts() {
+    let mut redis = Redis::start();
+    let h = Herald::start(Some(&redis.url()), &[]);
+    xadd(&mut redis.conn(), "publish", &publish_body("first"));
+    wait_for("the first entry was not stored", async || {
+        tray_len(&h).await == 1
+    })
+    .await;
+    redis.restart();
+    xadd(
+        &mut redis.conn(),
+        "publish",
+        &publish_body("after a restart"),
+    );
+    wait_for("an entry after a restart was not stored", async || {
+        tray_len(&h).await == 2
+    })
+    .await;
+    redis.restart_empty();
+    xadd(
+        &mut redis.conn(),
+        "publish",
+        &publish_body("after an empty restart"),
+    );
+    wait_for(
+        "an entry after an empty restart was not stored",
+        async || tray_len(&h).await == 1,
+    )
+    .await;
+    let page = h.list(&user_token("alice"), "").await;
+    assert_eq!(titles(&page), ["after an empty restart"]);
+    wait_for("the entries were not acknowledged", async || {
+        pending(&mut redis.conn()) == 0
+    })
+    .await;
+}
+
+/// How many notifications alice's tray holds; 0 while the node answers 503 (Redis is back
+/// but its link is not yet).
+async fn tray_len(h: &Herald) -> usize {
+    let (status, page) = send(
+        h.http
+            .get(h.url("/notifications"))
+            .bearer_auth(user_token("alice")),
+    )
+    .await;
+    if status == 200 {
+        ids(&page).len()
+    } else {
+        0
+    }
+}
