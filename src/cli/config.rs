@@ -325,11 +325,12 @@ pub(super) fn check_durations(args: &ServeArgs) -> Result<(), StartupError> {
 }
 
 /// `--redis-url` values → backend. `redis+cluster://h1:p,h2:p` and repeated flags name cluster
-/// nodes.
+/// nodes; so does one value listing `redis://` or `rediss://` URLs separated by commas (the
+/// env twin's form of the repeated flag: `HERALD_REDIS_URL=redis://h1:p,redis://h2:p`).
 pub(super) fn backend(urls: &[String]) -> Result<Backend, StartupError> {
     let mut cluster = Vec::new();
     let mut single = Vec::new();
-    for url in urls {
+    for url in urls.iter().flat_map(|url| listed(url)) {
         let shown = crate::config::redacted(url);
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
             let before = cluster.len();
@@ -357,7 +358,7 @@ pub(super) fn backend(urls: &[String]) -> Result<Backend, StartupError> {
                     "--redis-url: scheme must be redis://, rediss:// or redis+cluster:// in {shown:?}"
                 )));
             }
-            single.push(url.clone());
+            single.push(url.to_owned());
         }
     }
     match (single.len(), cluster.is_empty()) {
@@ -367,6 +368,19 @@ pub(super) fn backend(urls: &[String]) -> Result<Backend, StartupError> {
             cluster.extend(single);
             Ok(Backend::Cluster(cluster))
         }
+    }
+}
+
+/// The URLs of a comma-separated list of `redis://`/`rediss://` URLs, or `url` itself.
+fn listed(url: &str) -> Vec<&str> {
+    let parts: Vec<&str> = url.split(',').map(str::trim).collect();
+    let all_urls = parts
+        .iter()
+        .all(|p| p.starts_with("redis://") || p.starts_with("rediss://"));
+    if parts.len() > 1 && all_urls {
+        parts
+    } else {
+        vec![url]
     }
 }
 
@@ -411,6 +425,12 @@ mod tests {
                 "redis://v:q@c:3".into()
             ])
         );
+        // the env twin's form of the repeated flag
+        assert_eq!(
+            backend(&["redis://a:1, rediss://b:2".into()]).unwrap(),
+            Backend::Cluster(vec!["redis://a:1".into(), "rediss://b:2".into()])
+        );
+        assert!(backend(&["redis://a:1,b:2".into()]).is_err());
         assert!(backend(&["http://x".into()]).is_err());
         for empty in ["redis+cluster://", "redis+cluster://,,"] {
             assert!(backend(&[empty.into()]).is_err(), "{empty}");

@@ -267,6 +267,32 @@ async fn env_twins_configure_the_server() {
     );
 }
 
+/// `herald serve` is the server, as with no sub-command; `HERALD_REDIS_URL` may list the
+/// nodes of a cluster as the repeated flag would (a plain URL naming a cluster node would be
+/// refused at start-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_cluster_nodes_listed_in_the_env_twin() {
+    let cluster = Cluster::start(3, 0);
+    let nodes: Vec<String> = cluster
+        .primaries()
+        .iter()
+        .take(2)
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
+    let args = ["serve", "--listen", "127.0.0.1:0"].map(str::to_owned);
+    let h = Herald::spawn_env(
+        &args,
+        &[
+            ("HERALD_JWT_SECRET", SECRET),
+            ("HERALD_REDIS_URL", &nodes.join(",")),
+        ],
+    );
+    assert_eq!(h.get("/readyz", "").await.0, 200);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    let id = h.notify("alice", "through the cluster").await;
+    assert_eq!(sse.expect("notification").await.json()["id"], id.as_str());
+}
+
 /// An env twin set to the empty string counts as unset (a compose file's `HERALD_REDIS_URL=`):
 /// embedded mode, no upstream, the default heartbeat. The same value as a flag is refused.
 #[tokio::test]
