@@ -6,7 +6,8 @@
 //! request. `404`/`410` remove the subscription; `429`/`5xx` and network failures are
 //! retried with backoff until the message's TTL runs out (`Retry-After` honoured), each retry
 //! only while the subscription is still the user's and the notification still waits to be
-//! pushed.
+//! pushed. A node has at most [`MAX_REQUESTS`] push requests in flight; the others wait their
+//! turn, keeping their escalation's lease.
 
 mod endpoint;
 mod payload;
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use url::Url;
 
 pub use self::endpoint::{canonical as canonical_endpoint, is_allow_entry, DEFAULT_ALLOW};
@@ -43,6 +45,10 @@ const MIN_RETRY: Duration = Duration::from_millis(250);
 const LAST_TRY: Duration = Duration::from_millis(1500);
 /// One push request, whole.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Push requests one node has in flight at most: a group published to thousands of offline
+/// users pushes at the pace of this many requests, not with a socket each at once (over
+/// HTTP/1.1, each request in flight holds a connection; the process has 20,000 files).
+const MAX_REQUESTS: usize = 256;
 
 /// The Web Push sender: a cheap-to-clone handle.
 #[derive(Clone)]
@@ -56,6 +62,8 @@ struct Inner {
     allow: Allow,
     after: Duration,
     metrics: Metrics,
+    /// [`MAX_REQUESTS`] turns.
+    requests: Semaphore,
 }
 
 /// What one push request came to.
@@ -107,6 +115,7 @@ impl Pusher {
                 allow: Allow::new(config.endpoint_allow.clone()),
                 after: config.after,
                 metrics,
+                requests: Semaphore::new(MAX_REQUESTS),
             }),
         })
     }
@@ -206,7 +215,8 @@ impl Pusher {
     }
 
     /// Push to one subscription until it is sent or given up (`None`), or until `stop` cuts a
-    /// wait for a retry short: then when that retry is due (Unix ms).
+    /// wait for a retry or for a turn short: then when that retry is due (Unix ms; now for a
+    /// turn).
     #[allow(clippy::too_many_arguments)]
     async fn send_one(
         &self,
@@ -225,18 +235,23 @@ impl Pusher {
         let mut least = MIN_RETRY;
         let mut retrying = false;
         loop {
+            let (turn, waited) = match self.turn(store, user, escalation, stop).await {
+                Ok(turn) => turn,
+                Err(handed_back) => return handed_back,
+            };
             let ttl = deadline.saturating_sub(now_ms()) / 1000;
             if ttl == 0 {
                 self.failed("expired");
                 return None;
             }
-            // A retry goes only where the first try would go now: not to a subscription
-            // removed or taken by another user meanwhile (the endpoint is then another
-            // user's browser), nor for a notification read, seen, archived, snoozed or deleted,
-            // nor once the escalation is no longer this sender's (a snooze or an archive
-            // dropped it; one begun at a snooze's end is another's).
+            // A retry, or a first try that waited for its turn, goes only where the first
+            // try would go now: not to a subscription removed or taken by another user
+            // meanwhile (the endpoint is then another user's browser), nor for a
+            // notification read, seen, archived, snoozed or deleted, nor once the escalation
+            // is no longer this sender's (a snooze or an archive dropped it; one begun at a
+            // snooze's end is another's).
             // A subscription the user posted again meanwhile (new keys) is retried as it is now.
-            let outcome = match retrying {
+            let outcome = match retrying || waited {
                 false => self.request(&sub, payload, ttl, n).await,
                 true => match still_wanted(store, user, escalation, &sub.endpoint).await {
                     Some(Some(now)) => {
@@ -247,6 +262,7 @@ impl Pusher {
                     None => Outcome::Retry(None),
                 },
             };
+            drop(turn);
             retrying = true;
             match outcome {
                 Outcome::Sent => {
@@ -309,6 +325,38 @@ impl Pusher {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     least = (least * 2).min(MAX_BACKOFF);
                 }
+            }
+        }
+    }
+
+    /// A turn at one of the node's [`MAX_REQUESTS`] push requests, and whether it had to
+    /// wait for it (the escalation's lease renewed meanwhile). `Err(None)`: the escalation is
+    /// no longer this sender's; `Err(Some(now))`: `stop` began, hand it back at once.
+    async fn turn(
+        &self,
+        store: &Store,
+        user: &str,
+        escalation: &Escalation,
+        stop: &Shutdown,
+    ) -> Result<(SemaphorePermit<'_>, bool), Option<u64>> {
+        let requests = &self.inner.requests;
+        if let Ok(turn) = requests.try_acquire() {
+            return Ok((turn, false));
+        }
+        let (id, lease) = (&escalation.notification.id, escalation.lease);
+        loop {
+            let until = now_ms() + PUSH_LEASE_MS;
+            match store.extend_push_lease(user, id, lease, until).await {
+                Ok(true) => {}
+                Ok(false) => return Err(None),
+                // Waiting on: should the lease run out, another node takes the escalation
+                // and this one's next renewal says so.
+                Err(e) => tracing::debug!(error = %e, "Web Push: could not renew a lease"),
+            }
+            tokio::select! {
+                turn = requests.acquire() => return Ok((turn.expect("never closed"), true)),
+                () = tokio::time::sleep(Duration::from_millis(PUSH_LEASE_MS / 3)) => {}
+                () = stop.wait() => return Err(Some(now_ms())),
             }
         }
     }

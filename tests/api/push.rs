@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::both_modes;
@@ -47,6 +48,71 @@ async fn at_most_ten_subscriptions(mode: Mode) {
         push.messages(Some("s0")).await.is_empty(),
         "the oldest was dropped"
     );
+}
+
+/// A node has at most 256 push requests in flight: a publish to 300 offline users, each with
+/// a subscription at a slow push service, pushes to every one of them once, never to more
+/// than 256 at a time (without the bound, all 300 at once: a socket each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_requests_in_flight_are_capped() {
+    let (_dir, push, args) = web_push("60s");
+    let h = Setup::new(Mode::Embedded, &refs(&args));
+    let users: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+    let setups = users.iter().map(async |user| {
+        push.respond_slowly(user, Duration::from_millis(1500)).await;
+        let (status, _) = subscribe(&h, &user_token(user), &push.subscribe(user).await).await;
+        assert_eq!(status, 201);
+    });
+    futures_util::stream::iter(setups)
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let (status, body) = h
+        .publish(json!({"users": users, "notification": {"title": "to all"}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + 2 * WAIT;
+    let messages = loop {
+        let messages = push.messages(None).await;
+        let answered = messages.iter().filter(|m| !m["answered_at"].is_null());
+        if answered.count() >= users.len() {
+            break messages;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} pushes answered",
+            messages.len(),
+            users.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut names: Vec<&str> = messages
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    let mut want: Vec<&str> = users.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(names, want, "each user pushed once");
+    assert!(messages.iter().all(|m| m["status"] == 201), "{messages:?}");
+    // The most in flight at once: each push from its arrival to its answer (less 50 ms, the
+    // receiver's own lag in noting the answer, during which the next push may arrive).
+    let at = |m: &Value, field: &str| m[field].as_f64().unwrap();
+    let mut edges: Vec<(f64, i32)> = messages
+        .iter()
+        .flat_map(|m| [(at(m, "received_at"), 1), (at(m, "answered_at") - 0.05, -1)])
+        .collect();
+    edges.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let most = edges
+        .iter()
+        .scan(0, |open, (_, step)| {
+            *open += step;
+            Some(*open)
+        })
+        .max()
+        .unwrap();
+    println!("at most {most} pushes in flight");
+    assert!(most <= 256, "{most} pushes in flight at once");
 }
 
 /// A VAPID key made by `herald vapid-keys`: (the PEM file, the public key).

@@ -538,6 +538,7 @@ class ControlHandler(Handler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = False  # port 0: always a fresh port
+    request_queue_size = 1024  # a burst of pushes connects at once
 
     def __init__(self, handler, state, tls=None):
         super().__init__(("127.0.0.1", 0), handler)
