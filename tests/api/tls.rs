@@ -645,3 +645,47 @@ async fn a_reset_action_take_is_still_recorded() {
     assert_eq!(status, 409, "{again}");
     assert_eq!(up.hits(), 1);
 }
+
+/// Over HTTP/2 a browser's streams share one connection, past the 6 connections a browser
+/// allows per host over HTTP/1.1: twelve streams of one session (tabs) on one connection are
+/// all open at once and each receives a notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_streams_share_one_http2_connection() {
+    use http_body_util::{BodyExt, Empty};
+    let dir = TempDir::new("many");
+    let (cert, key) = make_cert(&dir.0, "many");
+    let h = start(&cert, &key, &[]);
+    let (mut sender, _connection) = http2_connection(&cert, &h).await;
+    let token = session_token("alice", "s1");
+    let mut bodies = Vec::new();
+    for tab in 0..12 {
+        let req = http::Request::get(h.url(&format!("/events?tab=t{tab}")))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::new())
+            .unwrap();
+        let answer = sender.send_request(req).await.unwrap();
+        assert_eq!(answer.status(), 200, "tab {tab}");
+        bodies.push(answer.into_body());
+    }
+    /// Read `body` until its text holds `what`.
+    async fn until(body: &mut hyper::body::Incoming, what: &str) {
+        let mut text = String::new();
+        while !text.contains(what) {
+            let frame = tokio::time::timeout(WAIT, body.frame())
+                .await
+                .expect("the stream went quiet")
+                .expect("the stream ended")
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+    for body in &mut bodies {
+        until(body, "event: ready").await;
+    }
+    let id = notify(&trusting(&cert), &h, "alice", "to every tab").await;
+    for body in &mut bodies {
+        until(body, &id).await;
+    }
+}
