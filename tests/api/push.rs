@@ -953,3 +953,52 @@ async fn pushes_ignore_a_proxy_in_the_environment() {
     let got = push.wait_answered("gil", 1).await;
     assert_eq!(got[0]["status"], 201, "{got:#?}");
 }
+
+mod across_nodes {
+    use crate::common::Mode;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_on_another_node_counts_as_live() {
+        super::a_stream_on_another_node_counts_as_live(Mode::Redis).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_on_another_node_counts_as_live_on_a_cluster() {
+        super::a_stream_on_another_node_counts_as_live(Mode::Cluster).await
+    }
+}
+
+/// A user whose only live stream is on node b is connected for a publish through node a:
+/// pushed `--push-after` later, not at once, and only what is still unread and unseen then
+/// (one read and one deleted meanwhile, through b, are not pushed).
+async fn a_stream_on_another_node_counts_as_live(mode: Mode) {
+    let (_dir, push, args) = web_push("2s");
+    let engine = Engine::start(mode);
+    let a = Herald::start(Some(&engine.url), &refs(&args));
+    let b = Herald::start(Some(&engine.url), &refs(&args));
+    let token = user_token("nia");
+    subscribe(&a, &token, &push.subscribe("nia").await).await;
+    let mut sse = b.events(&token, "").await;
+    let published = unix_now();
+    let read = a.notify("nia", "read in time").await;
+    let deleted = a.notify("nia", "deleted in time").await;
+    let left = a.notify("nia", "left unread").await;
+    for _ in 0..3 {
+        sse.expect("notification").await;
+    }
+    for (id, change, want) in [
+        (&read, json!({"read": true}), 200),
+        (&deleted, json!({"deleted": true}), 204),
+    ] {
+        let (status, _) = b
+            .patch(&format!("/notifications/{id}"), &token, change)
+            .await;
+        assert_eq!(status, want);
+    }
+    let got = push.wait_messages("nia", 1).await;
+    assert_eq!(got[0]["payload"]["id"], left.as_str(), "{got:?}");
+    let after = got[0]["received_at"].as_f64().unwrap() - published;
+    assert!(after >= 1.9, "pushed {after:.2} s after the publish");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(push.messages(Some("nia")).await.len(), 1);
+}
