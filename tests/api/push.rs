@@ -4,7 +4,9 @@
 //! one who does not gets exactly one; two nodes push once; a node with Web Push off leaves
 //! the escalations to one with it on; `410` removes the subscription;
 //! `429` then success delivers once; SIGTERM waits for a slow push service's answer; endpoints
-//! off the allow-list are refused at subscribe time; everything is `404` while Web Push is off.
+//! off the allow-list are refused at subscribe time; everything is `404` while Web Push is off;
+//! a live stream on another node makes the user connected; a node has at most 256 pushes in
+//! flight.
 
 use std::time::Duration;
 
