@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::producer::FutureProducer;
 use serde_json::json;
 
 use crate::common::*;
@@ -42,6 +43,26 @@ fn node(redis: Option<&str>, kafka: &Kafka, topic: &str, group: &str, extra: &[&
     ];
     args.extend_from_slice(extra);
     Herald::start(redis, &args)
+}
+
+/// The users of [`produce_rounds`], one per partition.
+const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
+
+/// For each round, one record `r<round>` per user of [`USERS`] to `topic`, each user on its
+/// own partition; `pause_ms` between rounds.
+async fn produce_rounds(
+    producer: &FutureProducer,
+    topic: &str,
+    rounds: std::ops::Range<usize>,
+    pause_ms: u64,
+) {
+    for round in rounds {
+        for (p, user) in USERS.iter().enumerate() {
+            let value = body(user, &format!("r{round}"));
+            produce_with(producer, topic, p as i32, user, &value, &[]).await;
+        }
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    }
 }
 
 /// Every title in `user`'s tray (up to 200), newest first.
@@ -257,16 +278,7 @@ async fn two_nodes_share_a_group_and_a_killed_one_loses_nothing() {
     let mut a = node(Some(&redis.url()), &kafka, "shared", "pair", &[]);
     let b = node(Some(&redis.url()), &kafka, "shared", "pair", &[]);
     let producer = kafka.producer();
-    let users = ["u0", "u1", "u2", "u3"];
-    // one record per user and round, each user on its own partition
-    let produce_rounds = async |rounds: std::ops::Range<usize>| {
-        for round in rounds {
-            for (p, user) in users.iter().enumerate() {
-                let value = body(user, &format!("r{round}"));
-                produce_with(&producer, "shared", p as i32, user, &value, &[]).await;
-            }
-        }
-    };
+    let produce_rounds = async |rounds| produce_rounds(&producer, "shared", rounds, 0).await;
     produce_rounds(0..10).await;
     // both nodes have taken records before one of them dies mid-stream
     eventually("the nodes did not share the partitions", async || {
@@ -276,7 +288,7 @@ async fn two_nodes_share_a_group_and_a_killed_one_loses_nothing() {
     .await;
     a.kill();
     produce_rounds(10..20).await;
-    for user in users {
+    for user in USERS {
         eventually("a record was lost", async || b.tray_len(user).await >= 20).await;
         let mut got = tray_titles(&b, user).await;
         got.sort();
@@ -652,16 +664,7 @@ async fn a_member_joining_then_leaving_loses_and_repeats_nothing() {
     kafka.create_topic("moving", 4);
     let mut a = node(Some(&redis.url()), &kafka, "moving", "joiners", &[]);
     let producer = kafka.producer();
-    let users = ["u0", "u1", "u2", "u3"];
-    let produce_rounds = async |rounds: std::ops::Range<usize>| {
-        for round in rounds {
-            for (p, user) in users.iter().enumerate() {
-                let value = body(user, &format!("r{round}"));
-                produce_with(&producer, "moving", p as i32, user, &value, &[]).await;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let produce_rounds = async |rounds| produce_rounds(&producer, "moving", rounds, 20).await;
     produce_rounds(0..10).await;
     eventually("a did not consume", async || {
         a.metric("herald_kafka_records_consumed_total").await > 0.0
@@ -685,7 +688,7 @@ async fn a_member_joining_then_leaving_loses_and_repeats_nothing() {
     .await;
     assert!(status.success(), "{status:?}");
     rounds += 20;
-    for user in users {
+    for user in USERS {
         eventually("a record was lost", async || {
             tray_titles(&b, user).await.len() >= rounds
         })

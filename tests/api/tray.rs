@@ -34,22 +34,7 @@ async fn page_then_stream_from_its_position(mode: Mode) {
     let id = h.notify("alice", "first").await;
     assert_eq!(first.expect("notification").await.json()["id"], id);
     drop(first);
-    let publisher = {
-        let (http, url) = (h.http.clone(), h.url("/publish"));
-        tokio::spawn(async move {
-            for i in 0..30 {
-                let body = json!({"users": ["alice"], "notification": {"title": format!("n{i}")}});
-                let r = http
-                    .post(&url)
-                    .bearer_auth(service_token())
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-            }
-        })
-    };
+    let publisher = h.publishing("alice", 30, std::time::Duration::ZERO);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let page = h.list(&token, "?limit=100").await;
     let position = page["position"].as_str().unwrap().to_owned();

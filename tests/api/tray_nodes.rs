@@ -194,28 +194,7 @@ async fn a_stream_cut_by_sigterm_resumes_on_the_other_node_without_loss(mode: Mo
     let b = Herald::start(Some(&engine.url), &[]);
     let token = session_token("alice", "s1");
     let mut on_a = a.events(&token, "").await;
-    let publisher = {
-        let b_url = b.url("/publish");
-        let http = b.http.clone();
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for i in 0..120 {
-                let body = json!({"users": ["alice"], "notification": {"title": format!("n{i}")}});
-                let r = http
-                    .post(&b_url)
-                    .bearer_auth(service_token())
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-                let reply: Value = r.json().await.unwrap();
-                ids.push(reply["ids"]["alice"].as_str().unwrap().to_owned());
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            ids
-        })
-    };
+    let publisher = b.publishing("alice", 120, std::time::Duration::from_millis(10));
     // let some arrive on a, then stop a
     let mut got = Vec::new();
     let mut last_id = None;

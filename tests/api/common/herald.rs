@@ -183,6 +183,29 @@ impl Herald {
         body["ids"][user].as_str().unwrap().to_owned()
     }
 
+    /// Publish `n` notifications (`n0`, `n1`, …) to `user`, `pause` apart, in a task of its
+    /// own; the task ends with their ids, in order.
+    pub fn publishing(
+        &self,
+        user: &str,
+        n: usize,
+        pause: Duration,
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        let (http, url, user) = (self.http.clone(), self.url("/publish"), user.to_owned());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..n {
+                let body = json!({"users": [&user], "notification": {"title": format!("n{i}")}});
+                let r = http.post(&url).bearer_auth(service_token()).json(&body);
+                let (status, reply) = status_json(r.send().await.unwrap()).await;
+                assert_eq!(status, 202, "{reply}");
+                ids.push(reply["ids"][&user].as_str().unwrap().to_owned());
+                tokio::time::sleep(pause).await;
+            }
+            ids
+        })
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         status_json(
             self.http
