@@ -380,6 +380,22 @@ function tabId(base) {
   return tabIds.get(key);
 }
 
+/** The `?tab=` ids the per-tab streams of this page hold (see `ownTab`). */
+const tabsHeld = new Set();
+
+/**
+ * The `?tab=` of a new per-tab stream of this page: the tab's id (so that a reload's stream
+ * replaces the one the page held before it), or, while another `Herald` of this page holds
+ * that, the id with a suffix, so that the two do not replace each other.
+ */
+function ownTab(base) {
+  const id = tabId(base);
+  let tab = id;
+  for (let n = 1; tabsHeld.has(tab); n++) tab = `${id}.${n}`;
+  tabsHeld.add(tab);
+  return tab;
+}
+
 function sameOrigin(base) {
   try {
     return new URL(base || "/", location.href).origin === location.origin;
@@ -676,9 +692,13 @@ export class Herald {
     if (transport === "shared-worker") return this.#startSharedWorker(deliver);
     if (transport === "leader") return this.#startLeader(deliver, tab);
     const position = this.#position();
-    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab: tabId(this.base), checkEvery: this.checkEvery, onEvent: deliver });
+    const own = ownTab(this.base);
+    const stream = new Stream({ base: this.base, lastEventId: position?.id, unread: position?.unread, unseen: position?.unseen, tab: own, checkEvery: this.checkEvery, onEvent: deliver });
     stream.start();
-    this.cleanup.push(() => stream.close());
+    this.cleanup.push(() => {
+      stream.close();
+      tabsHeld.delete(own);
+    });
   }
 
   #startSharedWorker(deliver) {

@@ -147,6 +147,7 @@ test("the stream resumes from the stored position and delivers what the page alr
   es.emit("notification", { ...n("b"), unread_count: 2, unseen_count: 2 }, "t1.5"); // a duplicate
   assert.deepEqual(got.map(([name]) => name), ["notification"]);
   assert.equal(h.lastId, "t1.5");
+  h.close();
 });
 
 test("unseen and unread counts follow every event that carries them", async () => {
@@ -173,6 +174,7 @@ test("unseen and unread counts follow every event that carries them", async () =
   assert.deepEqual(got.filter(([name]) => name === "counts").map(([, d]) => [d.unread_count, d.unseen_count]),
     [[3, 3], [3, 0], [2, 0], [1, 0], [2, 0], [1, 0], [0, 0]], "counts fires when a count changed");
   assert.deepEqual(JSON.parse(localStorage.getItem("herald:position:/")), { id: "t1.12", unread: 0, unseen: 0 });
+  h.close();
 });
 
 test("badge: \"unread\" counts unread instead", async () => {
@@ -181,6 +183,7 @@ test("badge: \"unread\" counts unread instead", async () => {
   const h = await connecting;
   assert.equal(h.badgeCount, 2);
   assert.throws(() => new Herald("", { badge: "everything" }), TypeError);
+  h.close();
 });
 
 test("a reset replaces the position and the counts", async () => {
@@ -192,6 +195,7 @@ test("a reset replaces the position and the counts", async () => {
   assert.deepEqual(got[0], ["reset", { unread_count: 4, unseen_count: 3 }]);
   assert.equal(h.lastId, "t1.9");
   assert.deepEqual([h.unreadCount, h.unseenCount], [4, 3]);
+  h.close();
 });
 
 test("each API call makes its request", async () => {
@@ -233,6 +237,7 @@ test("each API call makes its request", async () => {
     ["GET", "/notifications?limit=5&before=b&unseen=true&archived=only&snoozed=only&category=ci%2Cdeploy", undefined],
   ]);
   assert.throws(() => h.snooze("a", "not a time"), TypeError);
+  h.close();
 });
 
 test("a refused request rejects with HeraldError: status, code and the server's message", async () => {
@@ -244,6 +249,7 @@ test("a refused request rejects with HeraldError: status, code and the server's 
     e instanceof HeraldError && e.status === 409 && e.code === "conflict" && e.message === "the action was already taken");
   // nothing answers: the network failed
   await assert.rejects(h.archive("a"), (e) => e instanceof HeraldError && e.status === 0 && e.code === "network");
+  h.close();
 });
 
 test("connect rejects with status 401 when not signed in, and opens no stream", async () => {
@@ -275,6 +281,30 @@ test("the tab's id is in sessionStorage only while the page is gone, so a copy o
   assert.equal(sessionStorage.getItem("herald:tab:/"), tab, "what the reload reads");
   page.dispatchEvent(new Event("pageshow"));
   assert.equal(sessionStorage.getItem("herald:tab:/"), null);
+});
+
+test("two Herald instances of one page hold per-tab streams of their own; a reload's first takes the tab's id", async () => {
+  const first = await connect();
+  first.es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const one = await first.connecting;
+  answer("GET", "/notifications?limit=20", 200, PAGE);
+  const connecting = Herald.connect({ transport: "tab" });
+  await until(() => FakeEventSource.all.length === 2);
+  const es = FakeEventSource.all[1];
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const two = await connecting;
+  const [a, b] = [first.es, es].map((source) => source.url.searchParams.get("tab"));
+  assert.notEqual(a, b, "neither replaces the other");
+  assert.equal(b, `${a}.1`);
+  two.close();
+  one.close();
+  // the next first one takes the tab's id again
+  answer("GET", "/notifications?limit=20", 200, PAGE);
+  const again = Herald.connect({ transport: "tab" });
+  await until(() => FakeEventSource.all.length === 3);
+  assert.equal(FakeEventSource.all[2].url.searchParams.get("tab"), a);
+  FakeEventSource.all[2].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  (await again).close();
 });
 
 test("a stream refused with 401 ends as revoked for good; other refusals are retried with backoff", async () => {
