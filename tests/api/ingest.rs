@@ -500,32 +500,21 @@ async fn an_entry_that_waited_past_its_times_is_handled_as_of_its_writing() {
 async fn ingest_resumes_after_redis_restarts() {
     let mut redis = Redis::start();
     let h = Herald::start(Some(&redis.url()), &[]);
-    xadd(&mut redis.conn(), "publish", &publish_body("first"));
-    wait_for("the first entry was not stored", async || {
-        tray_len(&h).await == 1
-    })
-    .await;
-    redis.restart();
-    xadd(
-        &mut redis.conn(),
-        "publish",
-        &publish_body("after a restart"),
-    );
-    wait_for("an entry after a restart was not stored", async || {
-        tray_len(&h).await == 2
-    })
-    .await;
-    redis.restart_empty();
-    xadd(
-        &mut redis.conn(),
-        "publish",
-        &publish_body("after an empty restart"),
-    );
-    wait_for(
-        "an entry after an empty restart was not stored",
-        async || tray_len(&h).await == 1,
-    )
-    .await;
+    // each step: what happens to Redis, then an entry, and the tray's size once it is stored
+    let as_it_is: fn(&mut Redis) = |_| {};
+    let steps = [
+        (as_it_is, "first", 1),
+        (Redis::restart, "after a restart", 2),
+        (Redis::restart_empty, "after an empty restart", 1),
+    ];
+    for (change, title, stored) in steps {
+        change(&mut redis);
+        xadd(&mut redis.conn(), "publish", &publish_body(title));
+        wait_for(&format!("{title:?} was not stored"), async || {
+            tray_len_or_0(&h).await == stored
+        })
+        .await;
+    }
     let page = h.list(&user_token("alice"), "").await;
     assert_eq!(titles(&page), ["after an empty restart"]);
     wait_for("the entries were not acknowledged", async || {
@@ -536,7 +525,7 @@ async fn ingest_resumes_after_redis_restarts() {
 
 /// How many notifications alice's tray holds; 0 while the node answers 503 (Redis is back
 /// but its link is not yet).
-async fn tray_len(h: &Herald) -> usize {
+async fn tray_len_or_0(h: &Herald) -> usize {
     let (status, page) = send(
         h.http
             .get(h.url("/notifications"))

@@ -42,13 +42,7 @@ async fn readyz_follows_redis() {
     let h = Herald::start(Some(&redis.url()), &[]);
     assert_eq!(send_raw(h.http.get(h.url("/readyz"))).await.status(), 200);
     redis.stop();
-    let mut answer = (0, serde_json::Value::Null);
-    wait_for("readyz stayed ready without Redis", async || {
-        answer = send(h.http.get(h.url("/readyz"))).await;
-        answer.0 == 503
-    })
-    .await;
-    assert_error(answer.0, &answer.1, 503, "unavailable");
+    becomes_unready(&h, "without Redis").await;
     assert_eq!(send_raw(h.http.get(h.url("/healthz"))).await.status(), 200);
 }
 
@@ -60,8 +54,13 @@ async fn readyz_follows_a_cluster_with_a_shard_down() {
     let h = Herald::start(Some(&cluster.url()), &[]);
     assert_eq!(send_raw(h.http.get(h.url("/readyz"))).await.status(), 200);
     cluster.kill_primary_of("herald:{u:alice}:order");
+    becomes_unready(&h, "with a shard down").await;
+}
+
+/// Wait until `/readyz` answers 503 `unavailable` (at most `WAIT`).
+async fn becomes_unready(h: &Herald, what: &str) {
     let mut answer = (0, serde_json::Value::Null);
-    wait_for("readyz stayed ready with a shard down", async || {
+    wait_for(&format!("readyz stayed ready {what}"), async || {
         answer = send(h.http.get(h.url("/readyz"))).await;
         answer.0 == 503
     })
