@@ -41,7 +41,8 @@ pub struct Inner {
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub kafka_lag: Family<PartitionLabels, Gauge>,
     /// Web Push: messages a push service accepted; failed ones by reason; subscriptions
-    /// removed (404/410); escalations cancelled (seen, read, archived or deleted in time).
+    /// removed (404/410); escalations cancelled when due (seen or read in time;
+    /// archived, snoozed or deleted ones are dropped at once, uncounted).
     pub pushes_sent: Counter,
     pub pushes_failed: Family<ReasonLabels, Counter>,
     pub push_subscriptions_removed: Counter,
@@ -164,7 +165,7 @@ impl Default for Metrics {
         );
         registry.register(
             "push_escalations_cancelled",
-            "Web Push escalations dropped because the notification was seen, read, archived or deleted first",
+            "Web Push escalations dropped when due because the notification was seen or read first",
             push_escalations_cancelled.clone(),
         );
         registry.register(

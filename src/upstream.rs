@@ -2,14 +2,17 @@
 //! for an `https://` base), and the rule that keeps a forwarded path below the base. What is forwarded (headers, identity) is the
 //! HTTP layer's business (`routes/proxy.rs`).
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -54,36 +57,46 @@ impl Upstream {
         Ok(Upstream { base, client })
     }
 
-    /// Send `request` (its URI from [`Upstream::target`]). `timeout` bounds every wait on the
-    /// upstream, not the whole exchange: 504 when it takes no piece of the request body and
-    /// sends no response head for that long (a steady upload may take longer), and the
-    /// response body is cut when no piece of it arrives for that long. 502 when the upstream
-    /// cannot be reached.
+    /// Send `request` (its URI from [`Upstream::target`]). The waits are bounded one at a
+    /// time, not the whole exchange: while the upstream waits for the next piece of the
+    /// request body and the client sends nothing for `body_timeout`, 408 (the client stalls);
+    /// otherwise, when the upstream takes no piece of the body and sends no response head for
+    /// `timeout`, 504 (a steady upload may take longer). The response body is cut when no
+    /// piece of it arrives for `timeout`. 502 when the upstream cannot be reached.
     pub async fn send(
         &self,
         request: http::Request<RequestBody>,
         timeout: Duration,
+        body_timeout: Duration,
     ) -> Result<http::Response<TimeoutBody<Incoming>>> {
-        let progress = Arc::new(Notify::new());
-        let moved = progress.clone();
+        let upload = Arc::new(Upload::default());
         let request = request.map(|body| {
-            body.map_frame(move |frame| {
-                moved.notify_one();
-                frame
-            })
+            Watched {
+                body,
+                upload: upload.clone(),
+            }
             .boxed_unsync()
         });
         let answer = self.client.request(request);
         tokio::pin!(answer);
         loop {
+            let client_stalls = upload.awaits_client.load(Ordering::Relaxed);
+            let wait = if client_stalls { body_timeout } else { timeout };
             tokio::select! {
                 answered = &mut answer => {
                     let response = answered.map_err(|e| Error::BadGateway(Box::new(e)))?;
                     return Ok(response.map(|body| TimeoutBody::new(timeout, body)));
                 }
-                // A piece of the upload went: the wait starts again.
-                () = progress.notified() => {}
-                () = tokio::time::sleep(timeout) => return Err(Error::GatewayTimeout),
+                // A piece of the upload went, or the upstream asks for the next one: the wait
+                // starts again, on whoever is awaited now.
+                () = upload.changed.notified() => {}
+                () = tokio::time::sleep(wait) => {
+                    return Err(if client_stalls {
+                        Error::RequestTimeout
+                    } else {
+                        Error::GatewayTimeout
+                    });
+                }
             }
         }
     }
@@ -101,6 +114,47 @@ impl Upstream {
         }
         url.parse()
             .map_err(|_| Error::invalid("the path cannot be forwarded"))
+    }
+}
+
+/// Who an upload waits on: [`Upstream::send`]'s view of its request body.
+#[derive(Default)]
+struct Upload {
+    /// The upstream asked for the next piece of the body and the client has not sent it yet.
+    awaits_client: AtomicBool,
+    /// A piece went, or the upstream began waiting for the client.
+    changed: Notify,
+}
+
+/// A request body that tells its [`Upload`] when it waits on the client and when a piece
+/// goes.
+struct Watched {
+    body: RequestBody,
+    upload: Arc<Upload>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let waits = polled.is_pending();
+        if self.upload.awaits_client.swap(waits, Ordering::Relaxed) != waits || !waits {
+            self.upload.changed.notify_one();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

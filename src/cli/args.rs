@@ -133,7 +133,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration, help_heading = "Limits")]
     pub heartbeat: Duration,
     /// Longest wait on the upstream: no response headers (nor a piece of the request body
-    /// taken) for this long → 504; a response body pausing this long is cut.
+    /// taken) for this long → 504; a response body pausing this long is cut (a client pausing
+    /// its upload: --body-timeout).
     #[arg(long, env = "HERALD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Edge")]
     pub upstream_timeout: Duration,
     /// CIDR whose X-Forwarded-For/-Proto are believed (repeatable).
@@ -152,7 +153,8 @@ pub struct ServeArgs {
     /// connection is closed, like nginx's `send_timeout`.
     #[arg(long, env = "HERALD_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     pub send_timeout: Duration,
-    /// Longest time to receive a whole JSON request body before 408 `request_timeout`.
+    /// Longest time to receive a whole JSON request body before 408 `request_timeout`;
+    /// through /api/, the longest pause in an upload the upstream waits for.
     #[arg(long, env = "HERALD_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     pub body_timeout: Duration,
     /// A connection with no request in progress this long is closed (HTTP/2 with `GOAWAY`);

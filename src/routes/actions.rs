@@ -176,7 +176,11 @@ async fn send(
         headers.insert(request_id::HEADER, request_id.header_value());
     }
     let response = upstream
-        .send(request, state.config.upstream_timeout)
+        .send(
+            request,
+            state.config.upstream_timeout,
+            state.config.body_timeout,
+        )
         .await?;
     Ok(response.status().as_u16())
 }

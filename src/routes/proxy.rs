@@ -1,6 +1,7 @@
 //! The `/api/` reverse proxy to `--upstream`. Only authenticated requests are forwarded, with
 //! `X-Herald-User` / `X-Herald-Session` set by us (every incoming `X-Herald-*` stripped) and
-//! the session cookie removed; `X-Request-Id` is the request's id. Bodies stream both ways
+//! the session cookie removed (and the upstream's `Set-Cookie`s of it dropped); `X-Request-Id`
+//! is the request's id. Bodies stream both ways
 //! (never buffered); hop-by-hop headers are dropped (RFC 9110 §7.6.1). The target and the
 //! client are `crate::upstream`'s.
 
@@ -71,6 +72,37 @@ fn strip_herald_headers(headers: &mut HeaderMap) {
         .collect();
     for name in spoofed {
         headers.remove(name);
+    }
+}
+
+/// The upstream's `Set-Cookie`s of the session cookie: never passed on, so a backend cannot
+/// replace or clear the browser's Herald session (its cookie is Herald's alone).
+fn strip_session_set_cookie(headers: &mut HeaderMap) {
+    let names_session = |value: &HeaderValue| {
+        let pair = value
+            .as_bytes()
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default();
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        name.trim_ascii() == session::COOKIE_NAME.as_bytes()
+    };
+    if !headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(names_session)
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|value| !names_session(value))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
     }
 }
 
@@ -147,10 +179,15 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
     let version = std::mem::replace(&mut parts.version, http::Version::HTTP_11);
     let request = http::Request::from_parts(parts, body);
     let response = upstream
-        .send(request, state.config.upstream_timeout)
+        .send(
+            request,
+            state.config.upstream_timeout,
+            state.config.body_timeout,
+        )
         .await?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    strip_session_set_cookie(&mut parts.headers);
     // Answered in the client's version, not the upstream's: an HTTP/1.0 backend must not
     // cost the client its keep-alive (hop-by-hop, like the headers above).
     parts.version = version;

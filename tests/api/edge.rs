@@ -133,6 +133,22 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
     assert_eq!(echo["headers"]["x-herald-session"], "cli", "{echo}");
     assert!(echo["headers"].get("authorization").is_none());
     assert!(echo["headers"].get("cookie").is_none());
+
+    // the upstream's Set-Cookies of the session cookie never reach the browser; others do
+    let r = send_raw(
+        h.http
+            .get(h.url("/api/set-cookie"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let set: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["theme=dark; Path=/", "lang=en"]);
 }
 
 #[tokio::test]
@@ -312,6 +328,60 @@ async fn upstream_timeout_counts_stalls_not_transfers() {
         .expect("the stalled body was not cut within 10 s");
     assert!(body.is_err(), "a cut body must not look complete: {body:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// While the upstream waits for the rest of an upload, the wait is on the client: a pause
+/// longer than `--upstream-timeout` but within `--body-timeout` goes through, and a client
+/// that stops sending gets 408 `request_timeout`, not a 504 that blames the upstream.
+#[tokio::test]
+async fn a_client_that_pauses_its_upload_is_given_the_body_timeout() {
+    let backend = EchoUpstream::start().await;
+    let h = Herald::start(
+        None,
+        &[
+            "--upstream",
+            &backend.url,
+            "--upstream-timeout",
+            "500ms",
+            "--body-timeout",
+            "3s",
+        ],
+    );
+    let token = user_token("alice");
+    let piece = || Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"));
+    // a piece, a 1.5 s pause, a piece
+    let paused =
+        futures_util::StreamExt::then(futures_util::stream::iter(0..2), move |i| async move {
+            if i == 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            }
+            piece()
+        });
+    let r = send_raw(
+        h.http
+            .put(h.url("/api/upload"))
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap_stream(paused)),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bytes"], 20);
+    // a piece, then nothing more
+    let stalled = futures_util::StreamExt::chain(
+        futures_util::stream::iter([piece()]),
+        futures_util::stream::pending(),
+    );
+    let r = send_raw(
+        h.http
+            .put(h.url("/api/upload"))
+            .bearer_auth(&token)
+            .body(reqwest::Body::wrap_stream(stalled)),
+    )
+    .await;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_error(status, &body, 408, "request_timeout");
 }
 
 /// Peak resident memory of a process, in KiB.

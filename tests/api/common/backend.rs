@@ -1,7 +1,7 @@
 //! [`EchoUpstream`], a real HTTP upstream for the `/api/` proxy tests, served by hyper in the
 //! test process (named so it does not read as the product's storage `Backend`):
 //! `/echo` (what it received, as JSON; a header sent more than once shows as an array of all
-//! its values), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
+//! its values), `/set-cookie` (sets two session cookies and two others), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
 //! nothing for 30 s), `/upload` (counts the
 //! body while streaming it), `/stream?mb=N` (streams N MiB), `/record/<status>` (answers
 //! `status` and keeps the request, body included, in `recorded`). It counts the requests it got.
@@ -163,6 +163,20 @@ async fn handle(
             }));
             let mut response = http::Response::new(full("recorded"));
             *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            response
+        }
+        "/set-cookie" => {
+            let mut response = http::Response::new(full("cookies"));
+            for cookie in [
+                "herald_session=forged; Path=/; HttpOnly",
+                "theme=dark; Path=/",
+                " herald_session =; Max-Age=0",
+                "lang=en",
+            ] {
+                response
+                    .headers_mut()
+                    .append("set-cookie", cookie.parse().unwrap());
+            }
             response
         }
         "/slow" => {
