@@ -69,7 +69,10 @@ pub struct Config {
     pub retention: Duration,
     pub max_per_user: usize,
     pub heartbeat: Duration,
+    /// The upstream's response headers must come within this (else 504).
     pub upstream_timeout: Duration,
+    /// A pause this long in the upstream's response body cuts it.
+    pub upstream_idle_timeout: Duration,
     /// A write blocked this long (the client does not read) closes the connection.
     pub send_timeout: Duration,
     /// A JSON request body must arrive whole within this (else 408).

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tower_http::timeout::TimeoutBody;
 use url::Url;
 
+use crate::config::Config;
 use crate::error::{Error, Result, StartupError};
 use crate::model;
 
@@ -59,15 +60,14 @@ impl Upstream {
 
     /// Send `request` (its URI from [`Upstream::target`]). The waits are bounded one at a
     /// time, not the whole exchange: while the upstream waits for the next piece of the
-    /// request body and the client sends nothing for `body_timeout`, 408 (the client stalls);
+    /// request body and the client sends nothing for `limits.body`, 408 (the client stalls);
     /// otherwise, when the upstream takes no piece of the body and sends no response head for
-    /// `timeout`, 504 (a steady upload may take longer). The response body is cut when no
-    /// piece of it arrives for `timeout`. 502 when the upstream cannot be reached.
+    /// `limits.head`, 504 (a steady upload may take longer). The response body is cut when no
+    /// piece of it arrives for `limits.idle`. 502 when the upstream cannot be reached.
     pub async fn send(
         &self,
         request: http::Request<RequestBody>,
-        timeout: Duration,
-        body_timeout: Duration,
+        limits: Waits,
     ) -> Result<http::Response<TimeoutBody<Incoming>>> {
         let upload = Arc::new(Upload::default());
         let request = request.map(|body| {
@@ -81,11 +81,15 @@ impl Upstream {
         tokio::pin!(answer);
         loop {
             let client_stalls = upload.awaits_client.load(Ordering::Relaxed);
-            let wait = if client_stalls { body_timeout } else { timeout };
+            let wait = if client_stalls {
+                limits.body
+            } else {
+                limits.head
+            };
             tokio::select! {
                 answered = &mut answer => {
                     let response = answered.map_err(|e| Error::BadGateway(Box::new(e)))?;
-                    return Ok(response.map(|body| TimeoutBody::new(timeout, body)));
+                    return Ok(response.map(|body| TimeoutBody::new(limits.idle, body)));
                 }
                 // A piece of the upload went, or the upstream asks for the next one: the wait
                 // starts again, on whoever is awaited now.
@@ -114,6 +118,30 @@ impl Upstream {
         }
         url.parse()
             .map_err(|_| Error::invalid("the path cannot be forwarded"))
+    }
+}
+
+/// How long [`Upstream::send`] waits, one wait at a time.
+#[derive(Clone, Copy)]
+pub struct Waits {
+    /// For the response head (and for the upstream to take the next piece of the request
+    /// body): `--upstream-timeout`.
+    pub head: Duration,
+    /// For the client's next piece of the request body, while the upstream waits for it:
+    /// `--body-timeout`.
+    pub body: Duration,
+    /// For the next piece of the response body: `--upstream-idle-timeout`.
+    pub idle: Duration,
+}
+
+impl Waits {
+    /// The waits the flags set.
+    pub fn of(config: &Config) -> Self {
+        Waits {
+            head: config.upstream_timeout,
+            body: config.body_timeout,
+            idle: config.upstream_idle_timeout,
+        }
     }
 }
 

@@ -132,11 +132,14 @@ pub struct ServeArgs {
     /// Interval of SSE `: ping` comment lines.
     #[arg(long, env = "HERALD_HEARTBEAT", default_value = "15s", value_parser = parse_duration, help_heading = "Limits")]
     pub heartbeat: Duration,
-    /// Longest wait on the upstream: no response headers (nor a piece of the request body
-    /// taken) for this long → 504; a response body pausing this long is cut (a client pausing
-    /// its upload: --body-timeout).
+    /// Longest wait for the upstream's response headers: none (nor a piece of the request
+    /// body taken) for this long → 504 (a client pausing its upload: --body-timeout).
     #[arg(long, env = "HERALD_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Edge")]
     pub upstream_timeout: Duration,
+    /// Longest pause in the upstream's response body (a backend's own long poll or event
+    /// stream) before it is cut.
+    #[arg(long, env = "HERALD_UPSTREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration, help_heading = "Edge")]
+    pub upstream_idle_timeout: Duration,
     /// CIDR whose X-Forwarded-For/-Proto are believed (repeatable).
     #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr, help_heading = "Edge")]
     pub trusted_proxy: Vec<IpNet>,

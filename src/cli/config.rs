@@ -267,6 +267,7 @@ impl ServeArgs {
             max_per_user: args.max_per_user,
             heartbeat: args.heartbeat,
             upstream_timeout: args.upstream_timeout,
+            upstream_idle_timeout: args.upstream_idle_timeout,
             send_timeout: args.send_timeout,
             body_timeout: args.body_timeout,
             idle_timeout: args.idle_timeout,
@@ -300,6 +301,12 @@ pub(super) fn check_durations(args: &ServeArgs) -> Result<(), StartupError> {
     let bounds = [
         ("--heartbeat", args.heartbeat, 10 * MS, HOUR),
         ("--upstream-timeout", args.upstream_timeout, MS, HOUR),
+        (
+            "--upstream-idle-timeout",
+            args.upstream_idle_timeout,
+            MS,
+            DAY,
+        ),
         ("--send-timeout", args.send_timeout, MS, HOUR),
         ("--body-timeout", args.body_timeout, MS, HOUR),
         ("--idle-timeout", args.idle_timeout, MS, HOUR),

@@ -34,9 +34,10 @@ fn expected(n: u64, unit_ms: u64) -> Option<Duration> {
 }
 
 /// The duration flags of `herald serve`, with the most each may be.
-const FLAGS: [(&str, Duration); 7] = [
+const FLAGS: [(&str, Duration); 8] = [
     ("--heartbeat", HOUR),
     ("--upstream-timeout", HOUR),
+    ("--upstream-idle-timeout", DAY),
     ("--send-timeout", HOUR),
     ("--body-timeout", HOUR),
     ("--drain-timeout", HOUR),

@@ -23,6 +23,7 @@ use crate::model::{rfc3339, ActionSpec, Notification, TakenAction};
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
 use crate::store::ActionOutcome;
+use crate::upstream::Waits;
 
 const TAKEN: &str = "an action was already taken on this notification";
 const TAKING: &str = "an action of this notification is being taken";
@@ -175,13 +176,7 @@ async fn send(
     if let Some(request_id) = request_id {
         headers.insert(request_id::HEADER, request_id.header_value());
     }
-    let response = upstream
-        .send(
-            request,
-            state.config.upstream_timeout,
-            state.config.body_timeout,
-        )
-        .await?;
+    let response = upstream.send(request, Waits::of(&state.config)).await?;
     Ok(response.status().as_u16())
 }
 

@@ -17,6 +17,7 @@ use crate::forwarded;
 use crate::forwarded::ConnInfo;
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
+use crate::upstream::Waits;
 
 /// Hop-by-hop headers, plus those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -178,13 +179,7 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
     parts.uri = target;
     let version = std::mem::replace(&mut parts.version, http::Version::HTTP_11);
     let request = http::Request::from_parts(parts, body);
-    let response = upstream
-        .send(
-            request,
-            state.config.upstream_timeout,
-            state.config.body_timeout,
-        )
-        .await?;
+    let response = upstream.send(request, Waits::of(&state.config)).await?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     strip_session_set_cookie(&mut parts.headers);

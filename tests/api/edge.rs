@@ -294,14 +294,23 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
 
-/// `--upstream-timeout` bounds each wait on the upstream, not the whole exchange: a steady
-/// upload that takes longer than it goes through, and a body that stops mid-way is cut.
+/// `--upstream-timeout` bounds each wait on the upstream for the response head, not the
+/// whole exchange: a steady upload that takes longer than it goes through, and so does a
+/// response body whose pauses are longer than it; a body that pauses past
+/// `--upstream-idle-timeout` is cut.
 #[tokio::test]
 async fn upstream_timeout_counts_stalls_not_transfers() {
     let backend = EchoUpstream::start().await;
     let h = Herald::start(
         None,
-        &["--upstream", &backend.url, "--upstream-timeout", "500ms"],
+        &[
+            "--upstream",
+            &backend.url,
+            "--upstream-timeout",
+            "500ms",
+            "--upstream-idle-timeout",
+            "2s",
+        ],
     );
     let token = user_token("alice");
     // 8 pieces 250 ms apart: 2 s in all, never 500 ms without progress
@@ -319,6 +328,10 @@ async fn upstream_timeout_counts_stalls_not_transfers() {
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["bytes"], 80);
+    // a body paused 1 s twice: whole
+    let r = send_raw(h.http.get(h.url("/api/pauses")).bearer_auth(&token)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "piece0;piece1;piece2;");
     // a head and a first piece, then silence: the body ends in an error, long before 30 s
     let started = std::time::Instant::now();
     let r = send_raw(h.http.get(h.url("/api/stall")).bearer_auth(&token)).await;

@@ -2,7 +2,7 @@
 //! test process (named so it does not read as the product's storage `Backend`):
 //! `/echo` (what it received, as JSON; a header sent more than once shows as an array of all
 //! its values), `/set-cookie` (sets two session cookies and two others), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
-//! nothing for 30 s), `/upload` (counts the
+//! nothing for 30 s), `/pauses` (three pieces 1 s apart), `/upload` (counts the
 //! body while streaming it), `/stream?mb=N` (streams N MiB), `/record/<status>` (answers
 //! `status` and keeps the request, body included, in `recorded`). It counts the requests it got.
 
@@ -192,6 +192,15 @@ async fn handle(
                 Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"late")))
             });
             http::Response::new(BodyExt::boxed(StreamBody::new(first.chain(rest))))
+        }
+        "/pauses" => {
+            let pieces = futures_util::stream::iter(0..3).then(|i| async move {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("piece{i};"))))
+            });
+            http::Response::new(BodyExt::boxed(StreamBody::new(pieces)))
         }
         "/stream" => {
             let mb: usize = query
