@@ -294,12 +294,14 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
 
-/// `--upstream-timeout` bounds each wait on the upstream for the response head, not the
-/// whole exchange: a steady upload that takes longer than it goes through, and so does a
-/// response body whose pauses are longer than it; a body that pauses past
-/// `--upstream-idle-timeout` is cut.
+/// The proxy bounds each wait, not the whole exchange, and each on whoever is awaited:
+/// `--upstream-timeout` the upstream's response head (a steady upload that takes longer goes
+/// through, and so does a response body whose pauses are longer than it); a body that pauses
+/// past `--upstream-idle-timeout` is cut; while the upstream waits for the rest of an upload,
+/// a client pause within `--body-timeout` goes through, and a client that stops sending gets
+/// 408 `request_timeout`, not a 504 that blames the upstream.
 #[tokio::test]
-async fn upstream_timeout_counts_stalls_not_transfers() {
+async fn proxy_bounds_each_wait_on_whoever_is_awaited() {
     let backend = EchoUpstream::start().await;
     let h = Herald::start(
         None,
@@ -310,21 +312,27 @@ async fn upstream_timeout_counts_stalls_not_transfers() {
             "500ms",
             "--upstream-idle-timeout",
             "2s",
+            "--body-timeout",
+            "3s",
         ],
     );
     let token = user_token("alice");
+    let upload = |body| {
+        send_raw(
+            h.http
+                .put(h.url("/api/upload"))
+                .bearer_auth(&token)
+                .body(reqwest::Body::wrap_stream(body)),
+        )
+    };
+    let piece = || Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"));
     // 8 pieces 250 ms apart: 2 s in all, never 500 ms without progress
-    let pieces = futures_util::StreamExt::then(futures_util::stream::iter(0..8), |_| async {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"))
-    });
-    let r = send_raw(
-        h.http
-            .put(h.url("/api/upload"))
-            .bearer_auth(&token)
-            .body(reqwest::Body::wrap_stream(pieces)),
-    )
-    .await;
+    let pieces =
+        futures_util::StreamExt::then(futures_util::stream::iter(0..8), move |_| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            piece()
+        });
+    let r = upload(futures_util::StreamExt::boxed(pieces)).await;
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["bytes"], 80);
@@ -341,27 +349,6 @@ async fn upstream_timeout_counts_stalls_not_transfers() {
         .expect("the stalled body was not cut within 10 s");
     assert!(body.is_err(), "a cut body must not look complete: {body:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-}
-
-/// While the upstream waits for the rest of an upload, the wait is on the client: a pause
-/// longer than `--upstream-timeout` but within `--body-timeout` goes through, and a client
-/// that stops sending gets 408 `request_timeout`, not a 504 that blames the upstream.
-#[tokio::test]
-async fn a_client_that_pauses_its_upload_is_given_the_body_timeout() {
-    let backend = EchoUpstream::start().await;
-    let h = Herald::start(
-        None,
-        &[
-            "--upstream",
-            &backend.url,
-            "--upstream-timeout",
-            "500ms",
-            "--body-timeout",
-            "3s",
-        ],
-    );
-    let token = user_token("alice");
-    let piece = || Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"0123456789"));
     // a piece, a 1.5 s pause, a piece
     let paused =
         futures_util::StreamExt::then(futures_util::stream::iter(0..2), move |i| async move {
@@ -370,13 +357,7 @@ async fn a_client_that_pauses_its_upload_is_given_the_body_timeout() {
             }
             piece()
         });
-    let r = send_raw(
-        h.http
-            .put(h.url("/api/upload"))
-            .bearer_auth(&token)
-            .body(reqwest::Body::wrap_stream(paused)),
-    )
-    .await;
+    let r = upload(futures_util::StreamExt::boxed(paused)).await;
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["bytes"], 20);
@@ -385,13 +366,7 @@ async fn a_client_that_pauses_its_upload_is_given_the_body_timeout() {
         futures_util::stream::iter([piece()]),
         futures_util::stream::pending(),
     );
-    let r = send_raw(
-        h.http
-            .put(h.url("/api/upload"))
-            .bearer_auth(&token)
-            .body(reqwest::Body::wrap_stream(stalled)),
-    )
-    .await;
+    let r = upload(futures_util::StreamExt::boxed(stalled)).await;
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap();
     assert_error(status, &body, 408, "request_timeout");
