@@ -36,7 +36,8 @@ use crate::store::Store;
 
 /// Longest wait for the brokers' metadata at start-up (and for `herald publish`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest wait, at shutdown, for librdkafka to leave the group and close.
+/// Longest wait, at shutdown, for librdkafka to leave the group and close (within the drain:
+/// at most half of it).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// One poll's longest wait; also how often shutdown and paused partitions are looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -249,10 +250,9 @@ impl Kafka {
         }
     }
 
-    /// Consume until shutdown, then let the partitions' tasks finish the record in hand
-    /// (within `drain`), commit what is stored and leave the group. Returns when the consumer
-    /// is closed, or after `drain` plus [`CLOSE_TIMEOUT`] and a second if librdkafka cannot
-    /// close in time (brokers away).
+    /// Consume until shutdown, then let the partitions' tasks finish the record in hand,
+    /// commit what is stored and leave the group, all within `drain`. Returns when the consumer is closed, or after
+    /// `drain` and a second if librdkafka cannot close in time (brokers away).
     pub async fn run(self, store: Store, metrics: Metrics, shutdown: Shutdown, drain: Duration) {
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
         let mut partitions = Partitions::new(&self.inner, store, metrics, shutdown.clone());
@@ -276,7 +276,7 @@ impl Kafka {
             _ = &mut done_rx => return,
             () = shutdown.wait() => {}
         }
-        let longest = drain + CLOSE_TIMEOUT + Duration::from_secs(1);
+        let longest = drain + Duration::from_secs(1);
         let _ = tokio::time::timeout(longest, done_rx).await;
     }
 }
@@ -295,9 +295,12 @@ fn poll(inner: &Inner, partitions: &mut Partitions, shutdown: &Shutdown, drain: 
         partitions.flow_control(consumer);
     }
     inner.ready.store(false, Ordering::Relaxed);
-    let deadline = Instant::now() + drain;
+    // The whole wind-down fits in the drain: the records in hand get what leaving the group
+    // may need kept for it.
+    let end = Instant::now() + drain;
+    let stored_by = end - CLOSE_TIMEOUT.min(drain / 2);
     partitions.stop_all();
-    while partitions.busy() > 0 && Instant::now() < deadline {
+    while partitions.busy() > 0 && Instant::now() < stored_by {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Sent now; leaving the group below commits the stored offsets once more and waits for it.
@@ -307,8 +310,8 @@ fn poll(inner: &Inner, partitions: &mut Partitions, shutdown: &Shutdown, drain: 
     // Leave the group: librdkafka revokes the assignment (committing once more) and closes.
     match consumer.close_queue() {
         Ok(()) => {
-            let deadline = Instant::now() + CLOSE_TIMEOUT;
-            while !consumer.closed() && Instant::now() < deadline {
+            let closed_by = end.min(Instant::now() + CLOSE_TIMEOUT);
+            while !consumer.closed() && Instant::now() < closed_by {
                 let _ = consumer.poll(POLL);
             }
             tracing::info!("kafka: left the consumer group");

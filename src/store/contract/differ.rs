@@ -579,6 +579,27 @@ async fn redis_a_batch_carries_what_a_full_tray_dropped() {
     }
 }
 
+/// Redis: a tray that holds only notifications waiting for their `deliver_at` has no change
+/// log yet; the cleaner's cut of it drops nothing, without an error (it used to fail on the
+/// missing log, and every round warned of the user as of a broken tray).
+#[tokio::test]
+async fn redis_a_tray_without_a_log_is_cut_without_error() {
+    let s = Subject::open(Kind::Redis, ROOMY).await;
+    let later = scheduled(Schedule {
+        deliver_ms: Some(crate::model::now_ms() + 60_000),
+        expire_ms: None,
+    });
+    publish_to(&s, &later, &["a"], None).await;
+    let Store::Redis(redis) = &s.store else {
+        unreachable!("a Redis subject")
+    };
+    let dropped = redis
+        .cut_log("a", crate::model::now_ms() + 60_000)
+        .await
+        .expect("cut");
+    assert_eq!(dropped, 0);
+}
+
 /// Redis: retention's cut of a log drops its old entries (the whole `changes` key when all
 /// are old) and keeps `seq` and `epoch`, so positions handed out keep their meaning; the
 /// cleaner still finds a user whose log is gone by the tray.

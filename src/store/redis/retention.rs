@@ -47,7 +47,7 @@ impl RedisStore {
                 Err(e) => {
                     // The key names its user: it goes to debug, as user ids do.
                     tracing::warn!(
-                        error = %e,
+                        error = e.detail(),
                         "retention: skipped a tray that could not be cleaned; run with \
                          HERALD_LOG=herald=debug to see its key, inspect it (TYPE, ZRANGE) and \
                          delete it if it is not Herald's"
@@ -95,12 +95,17 @@ impl RedisStore {
             let marked = self.mark(user, &Target::Ids(old), Mark::Deleted).await?;
             marked.changed.len()
         };
-        let _dropped: u64 = self
-            .tray(&self.scripts.trim, &keys)
-            .arg(log_before_ms)
-            .invoke_async(conn)
-            .await?;
+        self.cut_log(user, log_before_ms).await?;
         Ok(removed)
+    }
+
+    /// Drop the user's changes committed before `before_ms` (`trim.lua`); how many went.
+    pub(in crate::store) async fn cut_log(&self, user: &str, before_ms: u64) -> Result<u64> {
+        Ok(self
+            .tray(&self.scripts.trim, &UserKeys::new(user))
+            .arg(before_ms)
+            .invoke_async(&mut self.conn())
+            .await?)
     }
 
     /// `SET NX` the cleaner lock, or extend it when this node already holds it.

@@ -6,9 +6,11 @@
 -- Returns the number of changes dropped.
 local log = key(KEYS[1], 'changes')
 local before = tonumber(ARGV[1])
--- entries are `<seq>\t<event>\t<commit ms>\t<data>`, oldest first
+-- entries are `<seq>\t<event>\t<commit ms>\t<data>`, oldest first; none (`false`) when the
+-- user has no log (a tray of notifications held for their `deliver_at` only)
 local function old(entry)
-  local at = entry and tonumber(string.match(entry, '^[^\t]*\t[^\t]*\t(%d+)\t'))
+  if not entry then return false end
+  local at = tonumber(string.match(entry, '^[^\t]*\t[^\t]*\t(%d+)\t'))
   return at ~= nil and at < before
 end
 if not old(redis.call('LINDEX', log, 0)) then return 0 end
