@@ -171,7 +171,9 @@ impl Body for Watched {
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         let waits = polled.is_pending();
-        if self.upload.awaits_client.swap(waits, Ordering::Relaxed) != waits || !waits {
+        let waited = self.upload.awaits_client.swap(waits, Ordering::Relaxed);
+        // A piece (or the end) went, or the wait on the client begins.
+        if !(waits && waited) {
             self.upload.changed.notify_one();
         }
         polled

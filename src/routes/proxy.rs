@@ -1,9 +1,8 @@
 //! The `/api/` reverse proxy to `--upstream`. Only authenticated requests are forwarded, with
 //! `X-Herald-User` / `X-Herald-Session` set by us (every incoming `X-Herald-*` stripped) and
 //! the session cookie removed (and the upstream's `Set-Cookie`s of it dropped); `X-Request-Id`
-//! is the request's id. Bodies stream both ways
-//! (never buffered); hop-by-hop headers are dropped (RFC 9110 §7.6.1). The target and the
-//! client are `crate::upstream`'s.
+//! is the request's id. Bodies stream both ways (never buffered); hop-by-hop headers are
+//! dropped (RFC 9110 §7.6.1). The target and the client are `crate::upstream`'s.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
@@ -88,22 +87,16 @@ fn strip_session_set_cookie(headers: &mut HeaderMap) {
         let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
         name.trim_ascii() == session::COOKIE_NAME.as_bytes()
     };
-    if !headers
+    let set: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .any(names_session)
-    {
-        return;
-    }
-    let kept: Vec<HeaderValue> = headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter(|value| !names_session(value))
         .cloned()
         .collect();
-    headers.remove(header::SET_COOKIE);
-    for value in kept {
-        headers.append(header::SET_COOKIE, value);
+    if set.iter().any(names_session) {
+        headers.remove(header::SET_COOKIE);
+        for value in set.into_iter().filter(|value| !names_session(value)) {
+            headers.append(header::SET_COOKIE, value);
+        }
     }
 }
 

@@ -7,8 +7,8 @@
 //! empty), then hands it on, and hyper closes the connection after the answer. An event
 //! stream's answer holds nothing: there the end of the client's input means it went, which
 //! ends the stream at once. A body the client cut short and then ended its side is treated as
-//! a body that stops coming (408 after `--body-timeout`, through `/api/` too): hyper reads a request's body ahead of the service, so "the body is
-//! whole" is not known here in time. Likewise a client that closes during a long answer other
+//! a body that stops coming (408 after `--body-timeout`, through `/api/` too): hyper reads a
+//! request's body ahead of the service, so "the body is whole" is not known here in time. Likewise a client that closes during a long answer other
 //! than a stream is noticed at the next write that fails, not at once.
 
 use std::convert::Infallible;

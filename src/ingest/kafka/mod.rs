@@ -36,8 +36,8 @@ use crate::store::Store;
 
 /// Longest wait for the brokers' metadata at start-up (and for `herald publish`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest wait, at shutdown, for librdkafka to leave the group and close (within the drain:
-/// at most half of it).
+/// Longest wait, at shutdown, for librdkafka to leave the group and close (never past the
+/// drain's end; the records in hand stop this long, or half a shorter drain, before it).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// One poll's longest wait; also how often shutdown and paused partitions are looked at.
 const POLL: Duration = Duration::from_millis(100);
@@ -251,8 +251,9 @@ impl Kafka {
     }
 
     /// Consume until shutdown, then let the partitions' tasks finish the record in hand,
-    /// commit what is stored and leave the group, all within `drain`. Returns when the consumer is closed, or after
-    /// `drain` and a second if librdkafka cannot close in time (brokers away).
+    /// commit what is stored and leave the group, all within `drain`. Returns when the
+    /// consumer is closed, or after `drain` and a second if librdkafka cannot close in time
+    /// (brokers away).
     pub async fn run(self, store: Store, metrics: Metrics, shutdown: Shutdown, drain: Duration) {
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
         let mut partitions = Partitions::new(&self.inner, store, metrics, shutdown.clone());
