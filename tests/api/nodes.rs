@@ -899,10 +899,12 @@ async fn a_node_id_in_use_is_refused_and_a_crashed_nodes_is_not() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     // the first one serves on
     wait_ready(&a).await;
+    // killed just after a beat, so its key looks alive for ~7 s more
+    beat_aged(&redis, "web-1", 0..500).await;
     a.kill();
-    // Started again on its port, it watches the crashed one's key for a few seconds; its
-    // port refuses connections meanwhile (they used to wait unanswered, /healthz too, and a
-    // balancer kept sending them there), then it serves.
+    // Started again on its port, it watches the crashed one's key until its next beat is
+    // overdue; its port refuses connections meanwhile (they used to wait unanswered,
+    // /healthz too, and a balancer kept sending them there), then it serves.
     let addr = addr_of(&a.base);
     let args: Vec<String> = ["--listen", &addr, "--jwt-secret", SECRET]
         .into_iter()
@@ -920,6 +922,45 @@ async fn a_node_id_in_use_is_refused_and_a_crashed_nodes_is_not() {
     }
     let again = starting.join().unwrap();
     wait_ready(&again).await;
+}
+
+/// A node restarted under its name after a crash watches the old process's key only until
+/// that process's next beat is overdue, counted from its last beat (the key's lifetime left),
+/// not for a whole beat period from the restart: killed late in a period, it serves again
+/// within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_crashed_late_in_its_beat_period_restarts_sooner() {
+    let redis = Redis::start();
+    let mut a = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
+    wait_ready(&a).await;
+    // killed ~4.5 s into its 5 s beat period: its next beat is overdue ~2.5 s later
+    beat_aged(&redis, "web-1", 4_500..4_900).await;
+    a.kill();
+    let killed = std::time::Instant::now();
+    let again = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
+    wait_ready(&again).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "served {:?} after the crash (a whole watch is 7 s)",
+        killed.elapsed()
+    );
+}
+
+/// Wait until `node`'s last beat is `age_ms` old (its alive key set `age_ms` ago).
+async fn beat_aged(redis: &Redis, node: &str, age_ms: std::ops::Range<i64>) {
+    const ALIVE_MS: i64 = 20_000;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: i64 = ::redis::cmd("PTTL")
+            .arg(format!("herald:node:{node}"))
+            .query(&mut redis.conn())
+            .unwrap();
+        if age_ms.contains(&(ALIVE_MS - left)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no beat of {node}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Should two processes run under one name anyway (a Redis that lost the alive key let the

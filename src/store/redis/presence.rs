@@ -175,21 +175,29 @@ impl RedisStore {
     }
 
     /// Whether another running process beats as `node`: its alive key names another run and
-    /// is refreshed within a beat period and [`BEAT_SLACK_MS`] (a key left by a process that
-    /// died, or was stopped without its clean shutdown, is not). Called before this process's
-    /// first beat; it waits that long only when such a key is there.
+    /// is refreshed within a beat period and [`BEAT_SLACK_MS`] of its last beat (a key left by
+    /// a process that died, or was stopped without its clean shutdown, is not). Called before
+    /// this process's first beat; it waits only when such a key is there, and only until the
+    /// next beat is overdue: each beat sets the key's lifetime anew, so what is left of it
+    /// (`PTTL`, Redis's clock) says how long ago the last one came.
     pub async fn node_in_use(&self, node: &str, run: &str) -> Result<bool> {
         let key = keys::node_alive(node);
         let mut conn = self.conn();
-        let first: Option<String> = conn.get(&key).await?;
+        let (first, left_ms): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut conn)
+            .await?;
         let Some(first) = first else {
             return Ok(false);
         };
         if nodes::beat_run(&first).is_none_or(|other| other == run) {
             return Ok(false);
         }
-        let until =
-            tokio::time::Instant::now() + Duration::from_millis(BEAT_PERIOD_MS + BEAT_SLACK_MS);
+        let age_ms =
+            u64::try_from(left_ms).map_or(0, |left| NODE_ALIVE_TTL_MS.saturating_sub(left));
+        let watch_ms = (BEAT_PERIOD_MS + BEAT_SLACK_MS).saturating_sub(age_ms);
+        let until = tokio::time::Instant::now() + Duration::from_millis(watch_ms);
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let now: Option<String> = conn.get(&key).await?;
