@@ -75,6 +75,10 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     };
     let failed =
         |e: crate::error::Error| StartupError(format!("publish failed: {} ({})", e, e.code()));
+    // Checked here as a node checks it, whichever way it goes, so a bad value is named by its
+    // flag (a record would only reach the dead-letter topic; a POST would answer 400 naming
+    // the body's field).
+    crate::publish::check(&request).map_err(|e| StartupError(named_by_flag(&e.to_string())))?;
     let kafka = match (args.redis_url.is_empty(), args.typed_kafka_brokers) {
         (false, true) if args.typed_redis_url => {
             return Err(StartupError(
@@ -91,9 +95,6 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
                 "--kafka-topic: herald publish produces to one topic; name one".into(),
             ));
         }
-        // Checked here as the nodes will check it: a bad record would only reach the
-        // dead-letter topic.
-        crate::publish::check(&request).map_err(failed)?;
         return produce(&kafka, &request).await;
     }
     match backend(&args.redis_url)? {
@@ -109,6 +110,33 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
             Ok(())
         }
     }
+}
+
+/// The flag a publish's field comes from, for a message about it (which starts with the
+/// field's name, as `POST /publish` words it): `<flag>: <message>`.
+fn named_by_flag(message: &str) -> String {
+    const FLAGS: [(&str, &str); 15] = [
+        ("notification.title", "--title"),
+        ("notification.body", "--body"),
+        ("notification.source", "--source"),
+        ("notification.category", "--category"),
+        ("notification.link", "--link"),
+        ("notification.data", "--data"),
+        ("notification.collapse_key", "--collapse-key"),
+        ("notification.deliver_at", "--deliver-at"),
+        ("notification.expires_at", "--expires-at"),
+        ("notification.actions", "--action"),
+        ("each user", "--user"),
+        ("each group", "--group"),
+        ("idempotency_key", "--idempotency-key"),
+        ("name at least one user or group", "--user or --group"),
+        ("notification exceeds", "--title, --body, --data"),
+    ];
+    let flag = FLAGS
+        .iter()
+        .find(|(field, _)| message.starts_with(field))
+        .map_or("publish", |(_, flag)| flag);
+    format!("{flag}: {message}")
 }
 
 /// Produce the request to the `--kafka-topic`, keyed by its first user (or group), so

@@ -99,6 +99,61 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         let out = run(&["token", "--jwt-secret", "x", "--sub", sub], &[]);
         assert_startup_error(&out, "--sub");
     }
+    // `herald publish` checks what it would send as a node would, before sending it (nothing
+    // listens at its --url, nor at its --redis-url), and names the flag of a bad value
+    let long = "b".repeat(17_000);
+    for to in [
+        ["--url", "http://127.0.0.1:1"],
+        ["--redis-url", "redis://127.0.0.1:1"],
+    ] {
+        for (flag, bad) in [
+            ("--title", &["--user", "u", "--title", ""][..]),
+            ("--user", &["--user", " u", "--title", "t"]),
+            ("--group", &["--group", "", "--title", "t"]),
+            ("--user or --group", &["--title", "t"]),
+            (
+                "--category",
+                &["--user", "u", "--title", "t", "--category", ""],
+            ),
+            (
+                "--link",
+                &["--user", "u", "--title", "t", "--link", "javascript:x"],
+            ),
+            (
+                "--deliver-at",
+                &[
+                    "--user",
+                    "u",
+                    "--title",
+                    "t",
+                    "--deliver-at",
+                    "2001-01-01T00:00:00Z",
+                ],
+            ),
+            (
+                "--action",
+                &[
+                    "--user",
+                    "u",
+                    "--title",
+                    "t",
+                    "--action",
+                    r#"{"id":"a","label":"A","path":"/x"}"#,
+                ],
+            ),
+            // too large: the flags that make it so
+            (
+                "--title, --body, --data",
+                &["--user", "u", "--title", "t", "--body", &long],
+            ),
+        ] {
+            let out = run(
+                &[&["publish", "--jwt-secret", "x"], &to[..], bad].concat(),
+                &[],
+            );
+            assert_startup_error(&out, &format!("{flag}: "));
+        }
+    }
 }
 
 #[test]
