@@ -33,18 +33,19 @@ impl PresenceEntry {
             && (&self.since, &self.stream) > (&other.since, &other.stream)
     }
 
-    /// Whether this stream is among the user's first `max` live streams (`entries`, on every
-    /// node), in opening order (to the microsecond: [`presence_since`]); a stream that a
-    /// newer one of its unit replaces (this one, or any other: say, the stream of a node
-    /// that crashed, reopened elsewhere and not yet known dead) doesn't count.
-    pub fn within_limit(&self, entries: &[PresenceEntry], max: usize) -> bool {
-        let older = entries.iter().filter(|e| {
+    /// Whether this stream fits in the user's limit of `max` streams beside `before`: the
+    /// user's live streams recorded before this one's entry, read in the same step as it was
+    /// written, so that of streams opened at once on several nodes, the last recorded sees
+    /// all the others (and no more than `max` open). A stream that a newer one of its unit
+    /// replaces (this one, or another: say, the stream of a node that crashed, reopened
+    /// elsewhere and not yet known dead) doesn't count.
+    pub fn fits_after(&self, before: &[PresenceEntry], max: usize) -> bool {
+        let counted = before.iter().filter(|e| {
             e.stream != self.stream
-                && (&e.since, &e.stream) < (&self.since, &self.stream)
                 && !self.replaces(e)
-                && !entries.iter().any(|newer| newer.replaces(e))
+                && !before.iter().any(|newer| newer.replaces(e))
         });
-        older.count() < max
+        counted.count() < max
     }
 }
 
@@ -92,10 +93,11 @@ mod tests {
         assert!(!entry("b.1", None, None, t2).replaces(&bare));
     }
 
-    /// The limit counts the streams opened before this one, on any node, except the older
-    /// ones of its own unit (which it replaces); a newer one never pushes it out.
+    /// The limit counts the streams recorded before this one, on any node, whenever they
+    /// opened, except the older ones of its own unit (which it replaces) and those a newer
+    /// stream of their unit replaces.
     #[test]
-    fn the_stream_limit_counts_older_streams_of_other_units() {
+    fn the_stream_limit_counts_the_streams_recorded_before() {
         let entry = |stream: &str, session: Option<&str>, since: &str| PresenceEntry {
             stream: stream.into(),
             session: session.map(Into::into),
@@ -109,34 +111,27 @@ mod tests {
             "2026-01-01T00:00:00.003Z",
         );
         let me = entry("b.2", Some("s"), t2);
-        let others = [entry("a.1", None, t1), me.clone(), entry("c.3", None, t3)];
-        assert!(me.within_limit(&others, 2));
-        assert!(!me.within_limit(&others, 1));
+        // recorded before it, one of them opened later by another node's clock: both count
+        let before = [entry("a.1", None, t1), entry("c.3", None, t3)];
+        assert!(me.fits_after(&before, 3));
+        assert!(!me.fits_after(&before, 2));
         // the older stream of its own session does not count
-        let own = [entry("a.1", Some("s"), t1), me.clone()];
-        assert!(me.within_limit(&own, 1));
+        assert!(me.fits_after(&[entry("a.1", Some("s"), t1)], 1));
         // nor does one that another session's newer stream replaces (a crashed node's,
         // reopened elsewhere), but that newer one does
-        let reopened = [
-            entry("a.1", Some("r"), t1),
-            entry("c.1", Some("r"), t1),
-            me.clone(),
-        ];
-        assert!(me.within_limit(&reopened, 2));
-        assert!(!me.within_limit(&reopened, 1));
-        // a tie: the smaller key opened first
-        let tie = [entry("a.9", None, t2), me.clone()];
-        assert!(!me.within_limit(&tie, 1));
-        // within one millisecond the microseconds order them, whatever the keys (a stream
-        // opened right after another on a node of a smaller name was let in as the earlier)
-        let opened = |us: u64| presence_since(UNIX_EPOCH + Duration::from_micros(us));
-        let (first, next) = (
-            entry("z.1", None, &opened(1_000_100)),
-            entry("a.2", None, &opened(1_000_900)),
-        );
-        assert!(!next.within_limit(&[first.clone(), next.clone()], 1));
-        assert!(first.within_limit(&[first.clone(), next.clone()], 1));
-        assert_eq!(shown_since(&first.since), "1970-01-01T00:00:01.000Z");
+        let reopened = [entry("a.1", Some("r"), t1), entry("c.1", Some("r"), t3)];
+        assert!(me.fits_after(&reopened, 2));
+        assert!(!me.fits_after(&reopened, 1));
+        // nothing before it: it fits
+        assert!(me.fits_after(&[], 1));
+    }
+
+    /// `since` keeps microseconds, shown with milliseconds.
+    #[test]
+    fn since_is_shown_to_the_millisecond() {
+        let first = presence_since(UNIX_EPOCH + Duration::from_micros(1_000_100));
+        let t1 = "2026-01-01T00:00:00.001Z";
+        assert_eq!(shown_since(&first), "1970-01-01T00:00:01.000Z");
         assert_eq!(shown_since(t1), t1);
     }
 }

@@ -249,13 +249,9 @@ impl Stream {
         // is subscribed before the other announces.
         let admit = async {
             let recorded = state.store.add_presence(&owner.user, &presence).await;
-            let held = match &recorded {
-                Ok(held) => *held,
-                Err(e) => {
-                    tracing::debug!(error = %e, "presence not recorded");
-                    0
-                }
-            };
+            if let Err(e) = &recorded {
+                tracing::debug!(error = %e, "presence not recorded");
+            }
             // A logout that ran before this stream subscribed announced its end before we
             // could hear it: the session record is gone by now. One that deletes the record
             // after this read announces the end again then, which this stream hears.
@@ -264,18 +260,25 @@ impl Stream {
                     return Ok(Admission::Ended(EndReason::Revoked));
                 }
             }
-            // The user's streams on every node: read for a session's stream (a newer one of
-            // its unit ends it), and when the entries outnumber the limit (the hub counts
-            // only this node's streams).
-            let check = owner.session.is_some() || held > max;
-            if recorded.is_ok() && state.store.keeps_presence() && check {
+            let (Ok(before), true) = (recorded, state.store.keeps_presence()) else {
+                return Ok(Admission::Open);
+            };
+            // A session's stream reads the user's streams on every node: a newer one of its
+            // unit, recorded meanwhile, ends it.
+            if owner.session.is_some() {
                 match state.store.presence(&owner.user).await {
                     Ok(entries) if entries.iter().any(|e| e.replaces(&presence)) => {
                         return Ok(Admission::Ended(EndReason::Replaced));
                     }
-                    Ok(entries) if !presence.within_limit(&entries, max) => {
-                        return Ok(Admission::Full)
-                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "presence not read"),
+                }
+            }
+            // The limit on every node (the hub counts only this node's streams): the entries
+            // recorded before this one's, once they could reach it, less those of dead nodes.
+            if before.len() >= max {
+                match state.store.live_entries(&owner.user, before).await {
+                    Ok(live) if !presence.fits_after(&live, max) => return Ok(Admission::Full),
                     Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "presence not read"),
                 }

@@ -695,10 +695,27 @@ impl Store {
         forward!(self.members(group))
     }
 
-    /// Record a live stream (Redis only; the memory store reads the hub). Returns how many
-    /// entries the user's presence holds now, stale ones included (memory: 0).
-    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<usize> {
+    /// Record a live stream (Redis only; the memory store reads the hub). Returns the entries
+    /// the user's presence held just before it, read in the same step (stale ones included:
+    /// [`Store::live_entries`]; memory: none).
+    pub async fn add_presence(
+        &self,
+        user: &str,
+        entry: &PresenceEntry,
+    ) -> Result<Vec<PresenceEntry>> {
         forward!(self.add_presence(user, entry))
+    }
+
+    /// Of `entries` (read from the user's presence), those of live processes.
+    pub async fn live_entries(
+        &self,
+        user: &str,
+        entries: Vec<PresenceEntry>,
+    ) -> Result<Vec<PresenceEntry>> {
+        match self {
+            Store::Redis(redis) => redis.live_entries(user, entries).await,
+            Store::Memory(_) => Ok(entries),
+        }
     }
 
     pub async fn remove_presence(&self, user: &str, stream: &str) -> Result<()> {

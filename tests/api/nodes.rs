@@ -321,6 +321,42 @@ async fn the_stream_limit_counts_every_nodes_streams() {
     assert_eq!(moved.next_event().await.event, "notification");
 }
 
+/// Streams of one user opened at the same moment on two nodes stay within
+/// `--max-streams-per-user`: each counts the entries recorded before its own, read in the same
+/// step as it is written, so the last recorded sees all the others (an opening that read the
+/// others' entries later, and ordered them by their nodes' clocks, let in 4 or 5 of 8 at a
+/// limit of 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_limit_holds_for_streams_opened_at_once_on_two_nodes() {
+    let redis = Redis::start();
+    let limit = ["--max-streams-per-user", "3"];
+    let a = Herald::start(Some(&redis.url()), &limit);
+    let b = Herald::start(Some(&redis.url()), &limit);
+    for round in 0..6 {
+        let openings = (0..8).map(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            send_raw(
+                node.http
+                    .get(node.url("/events"))
+                    .bearer_auth(user_token("alice")),
+            )
+        });
+        let answers = futures_util::future::join_all(openings).await;
+        let open: Vec<_> = answers.into_iter().filter(|r| r.status() == 200).collect();
+        assert!(
+            (1..=3).contains(&open.len()),
+            "round {round}: {} streams open at a limit of 3",
+            open.len()
+        );
+        drop(open);
+        wait_for("every stream gone", async || {
+            let (_, presence) = a.get("/presence/alice", &service_token()).await;
+            presence["sessions"].as_array().unwrap().is_empty()
+        })
+        .await;
+    }
+}
+
 /// A user at `--max-streams-per-user` with every session's stream on a node that crashes gets
 /// them all back on another node at once: the crashed node's entries still count until it is
 /// known dead (~20 s), but not those a newer stream of their session replaces.

@@ -75,7 +75,8 @@ async fn memory_presence_reads_the_hub() {
 }
 
 /// Redis: presence entries live in the store and count only while their node's alive key
-/// exists (heartbeat); removing an entry or retiring the node makes it vanish.
+/// exists (heartbeat); recording one returns those recorded before it; removing an entry or
+/// retiring the node makes it vanish.
 #[tokio::test]
 async fn redis_presence_lives_while_its_node_does() {
     let s = Subject::open(Kind::Redis, ROOMY).await;
@@ -103,8 +104,14 @@ async fn redis_presence_lives_while_its_node_does() {
             .add_presence("a", &entry("n1.1"))
             .await
             .expect("add");
-        let held = s.store.add_presence("a", &entry("n1.2")).await;
-        assert_eq!(held.expect("add"), 2, "entries held, live or not");
+        let before = s.store.add_presence("a", &entry("n1.2")).await.expect("add");
+        assert_eq!(before, [entry("n1.1")], "entries recorded before, live or not");
+        assert!(s.store.live_entries("a", before).await.expect("live").is_empty());
+        // the dead node's entry was deleted by that read: written again
+        s.store
+            .add_presence("a", &entry("n1.1"))
+            .await
+            .expect("add");
         redis.heartbeat("n1", "r1", 0).await.expect("heartbeat");
         assert_eq!(s.store.presence("a").await.expect("presence").len(), 2);
         s.store.remove_presence("a", "n1.2").await.expect("remove");

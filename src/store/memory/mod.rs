@@ -595,8 +595,12 @@ impl MemoryStore {
             .map_or_else(Vec::new, |m| m.iter().cloned().collect()))
     }
 
-    pub async fn add_presence(&self, _user: &str, _entry: &PresenceEntry) -> Result<usize> {
-        Ok(0)
+    pub async fn add_presence(
+        &self,
+        _user: &str,
+        _entry: &PresenceEntry,
+    ) -> Result<Vec<PresenceEntry>> {
+        Ok(Vec::new())
     }
 
     pub async fn remove_presence(&self, _user: &str, _stream: &str) -> Result<()> {

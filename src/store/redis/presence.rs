@@ -2,6 +2,7 @@
 //! limit), the node's alive key, and recording entries again after an outage.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -15,6 +16,18 @@ use crate::shutdown::Shutdown;
 use crate::store::keys::{self, UserKeys};
 use crate::store::nodes::{self, NodeInfo, NODE_ALIVE_TTL_MS};
 
+/// A presence hash's (stream key, JSON) pairs as entries; an unreadable one is skipped.
+fn parse_entries(pairs: Vec<(String, String)>) -> Vec<PresenceEntry> {
+    pairs
+        .into_iter()
+        .filter_map(|(stream, json)| {
+            let mut entry = serde_json::from_str::<PresenceEntry>(&json).ok()?;
+            entry.stream = stream;
+            Some(entry)
+        })
+        .collect()
+}
+
 /// A node's heartbeat period: a quarter of its alive key's lifetime.
 const BEAT_PERIOD_MS: u64 = NODE_ALIVE_TTL_MS / 4;
 /// How late a live node's beat may come (a busy node, a slow round trip) when telling a live
@@ -26,19 +39,50 @@ const PRESENCE_WRITES: usize = 32;
 /// entry beyond them is left to the reader's check of its node once the node is gone.
 const MAX_UNREMOVED: usize = 10_000;
 
+/// Record a presence entry and read the ones recorded before it, in one step (one key, so
+/// also on a cluster).
+static ADD_PRESENCE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local before = redis.call('HGETALL', KEYS[1]) \
+         redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+         return before",
+    )
+});
+
 impl RedisStore {
-    /// Record the entry; returns how many entries the user's presence holds now (live or
-    /// left by a dead node), in the same round trip.
-    pub async fn add_presence(&self, user: &str, entry: &PresenceEntry) -> Result<usize> {
+    /// Record the entry; returns the entries the user's presence held just before it (live
+    /// or left by a dead node: [`Self::live_entries`] tells them apart), read in the same
+    /// step, so every stream recorded earlier, on any node, is among them.
+    pub async fn add_presence(
+        &self,
+        user: &str,
+        entry: &PresenceEntry,
+    ) -> Result<Vec<PresenceEntry>> {
+        let value = serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let before: Vec<(String, String)> = ADD_PRESENCE
+            .key(UserKeys::new(user).presence())
+            .arg(&entry.stream)
+            .arg(value)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(parse_entries(before))
+    }
+
+    /// Write the entry again (after an outage), reading nothing.
+    async fn write_presence(&self, user: &str, entry: &PresenceEntry) -> Result<()> {
         let value = serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))?;
         let key = UserKeys::new(user).presence();
-        let (held,): (usize,) = redis::pipe()
-            .hset(&key, &entry.stream, value)
-            .ignore()
-            .hlen(&key)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(held)
+        Ok(self.conn().hset(key, &entry.stream, value).await?)
+    }
+
+    /// Of `entries`, the user's presence as read, those of live processes; the others are
+    /// deleted.
+    pub async fn live_entries(
+        &self,
+        user: &str,
+        entries: Vec<PresenceEntry>,
+    ) -> Result<Vec<PresenceEntry>> {
+        self.keep_live(user, entries, &mut HashMap::new()).await
     }
 
     /// Delete the entry; one that could not be deleted is deleted again at the next
@@ -87,15 +131,27 @@ impl RedisStore {
         user: &str,
         alive_nodes: &mut HashMap<String, Option<String>>,
     ) -> Result<Vec<PresenceEntry>> {
+        let all: Vec<(String, String)> =
+            self.conn().hgetall(UserKeys::new(user).presence()).await?;
+        let mut live = self
+            .keep_live(user, parse_entries(all), alive_nodes)
+            .await?;
+        live.sort_by(|a, b| a.since.cmp(&b.since));
+        Ok(live)
+    }
+
+    /// Of `entries`, those of live processes ([`Self::live_presence`]'s rule); the others
+    /// are deleted.
+    async fn keep_live(
+        &self,
+        user: &str,
+        entries: Vec<PresenceEntry>,
+        alive_nodes: &mut HashMap<String, Option<String>>,
+    ) -> Result<Vec<PresenceEntry>> {
         let key = UserKeys::new(user).presence();
         let mut conn = self.conn();
-        let all: Vec<(String, String)> = conn.hgetall(&key).await?;
         let mut live = Vec::new();
-        for (stream, json) in all {
-            let Ok(mut entry) = serde_json::from_str::<PresenceEntry>(&json) else {
-                continue;
-            };
-            entry.stream = stream;
+        for entry in entries {
             let mut alive = match alive_nodes.get(&entry.node) {
                 Some(beat) => nodes::entry_alive(&entry.stream, beat.as_deref()),
                 None => false,
@@ -112,7 +168,6 @@ impl RedisStore {
                 let _: () = conn.hdel(&key, &entry.stream).await?;
             }
         }
-        live.sort_by(|a, b| a.since.cmp(&b.since));
         Ok(live)
     }
 
@@ -269,7 +324,7 @@ impl RedisStore {
     async fn record_presence_again(&self, hub: &Hub) {
         futures_util::stream::iter(hub.all_presence())
             .for_each_concurrent(PRESENCE_WRITES, |(user, entry)| async move {
-                let written = self.add_presence(&user, &entry).await;
+                let written = self.write_presence(&user, &entry).await;
                 // A stream that ended meanwhile deleted its entry before this write, or
                 // deletes it after: it has left the hub either way.
                 let gone = !hub.presence(&user).iter().any(|e| e.stream == entry.stream);
