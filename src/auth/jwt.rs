@@ -37,11 +37,6 @@ impl NumericDate {
     pub fn millis(self) -> u64 {
         self.ms
     }
-
-    /// Whole seconds, a fraction rounded up: never before the date.
-    pub fn secs_up(self) -> u64 {
-        self.ms.div_ceil(1000)
-    }
 }
 
 impl Serialize for NumericDate {
@@ -126,12 +121,6 @@ impl Claims {
         self.scope
             .as_deref()
             .is_some_and(|s| s.split(' ').any(|x| x == scope))
-    }
-
-    /// When the credentials end, in whole Unix seconds rounded up (at most
-    /// [`MAX_UNIX_SECS`]): a stream on them ends then, never before `exp`.
-    pub fn expires(&self) -> u64 {
-        self.exp.secs_up()
     }
 }
 
@@ -311,13 +300,10 @@ impl Keys {
         u64::try_from(self.leeway.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// When credentials of these claims end, Unix ms: their `exp` (a fraction rounded up to
-    /// the second) plus the leeway, as [`Self::verify`] accepts them.
+    /// When credentials of these claims end, Unix ms: their `exp` (to the millisecond) plus
+    /// the leeway, as [`Self::verify`] accepts them: a stream on them ends then.
     pub fn ends_ms(&self, claims: &Claims) -> u64 {
-        claims
-            .expires()
-            .saturating_mul(1000)
-            .saturating_add(self.leeway_ms())
+        claims.exp.millis().saturating_add(self.leeway_ms())
     }
 
     /// The signer of an HS256 configuration (`None` for a public key, which cannot sign).
@@ -442,7 +428,11 @@ mod tests {
         let c = k
             .verify(&mint(serde_json::json!({"sub":"a","exp":4102444800.5})))
             .unwrap();
-        assert_eq!(c.expires(), FAR + 1, "rounded up: never ends early");
+        assert_eq!(
+            k.ends_ms(&c),
+            FAR * 1000 + 500,
+            "a stream ends at exp, not later"
+        );
         assert_eq!(c.exp.millis(), FAR * 1000 + 500);
         assert_eq!(c.exp.millis() / 1000, FAR);
         assert_eq!(serde_json::to_value(c.exp).unwrap(), 4102444800.5);
@@ -458,11 +448,11 @@ mod tests {
         let c = k
             .verify(&mint(serde_json::json!({"sub":"a","exp":u64::MAX})))
             .unwrap();
-        assert_eq!(c.expires(), MAX_UNIX_SECS);
+        assert_eq!(c.exp.millis(), MAX_UNIX_SECS * 1000);
         let c = k
             .verify(&mint(serde_json::json!({"sub":"a","exp":1e300})))
             .unwrap();
-        assert_eq!(c.expires(), MAX_UNIX_SECS);
+        assert_eq!(c.exp.millis(), MAX_UNIX_SECS * 1000);
         for bad in [
             serde_json::json!({"sub":"a","exp":"4102444800"}),
             serde_json::json!({"sub":"a","exp":-1}),
@@ -663,8 +653,8 @@ mod tests {
                         Ok(verified) => {
                             prop_assert!(hs256, "{} verified", header);
                             let leeway = keys.leeway.as_secs();
-                            prop_assert!(verified.expires() <= MAX_UNIX_SECS);
-                            prop_assert!(verified.expires() + leeway > before);
+                            prop_assert!(verified.exp.millis() <= MAX_UNIX_SECS * 1000);
+                            prop_assert!(verified.exp.millis() + leeway * 1000 > before * 1000);
                             prop_assert!(verified.nbf.is_none_or(|nbf| nbf.millis() / 1000 <= after + leeway));
                             prop_assert_eq!(
                                 verified.sub.as_deref(),
@@ -747,7 +737,7 @@ mod tests {
                 let read = serde_json::from_value::<NumericDate>(value.clone()).ok();
                 prop_assert_eq!(read.map(NumericDate::millis), expected, "{}", value);
                 if let Ok(date) = serde_json::from_str::<NumericDate>(&number) {
-                    prop_assert!(date.secs_up() <= MAX_UNIX_SECS);
+                    prop_assert!(date.millis() <= MAX_UNIX_SECS * 1000);
                     prop_assert!(!number.starts_with('-') || date.millis() == 0, "{} → {:?}", number, date);
                 }
             }

@@ -374,7 +374,8 @@ async fn stream_ends_at_token_expiry(mode: Mode) {
     let at = unix();
     assert_eq!(revoked.event, "revoked");
     assert!(at >= exp, "revoked {:.3} s before exp", exp - at);
-    // a fraction counts as the next whole second, then the node's tick (250 ms)
+    // a fraction counts to the millisecond, then the node's tick (250 ms); the bound is loose
+    // for a busy machine (the unit test `numeric_dates` pins the end to the millisecond)
     assert!(at < exp + 2.5, "revoked {:.3} s after exp", at - exp);
     assert!(sse.ends_within(Duration::from_secs(2)).await);
 }

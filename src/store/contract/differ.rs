@@ -104,9 +104,22 @@ async fn redis_presence_lives_while_its_node_does() {
             .add_presence("a", &entry("n1.1"))
             .await
             .expect("add");
-        let before = s.store.add_presence("a", &entry("n1.2")).await.expect("add");
-        assert_eq!(before, [entry("n1.1")], "entries recorded before, live or not");
-        assert!(s.store.live_entries("a", before).await.expect("live").is_empty());
+        let before = s
+            .store
+            .add_presence("a", &entry("n1.2"))
+            .await
+            .expect("add");
+        assert_eq!(
+            before,
+            [entry("n1.1")],
+            "entries recorded before, live or not"
+        );
+        assert!(s
+            .store
+            .live_entries("a", before)
+            .await
+            .expect("live")
+            .is_empty());
         // the dead node's entry was deleted by that read: written again
         s.store
             .add_presence("a", &entry("n1.1"))
