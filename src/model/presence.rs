@@ -1,5 +1,5 @@
-//! A live stream as presence reports it, the order streams are counted in for the per-user
-//! stream limit and for replacing a session's stream, and its opening time.
+//! A live stream as presence reports it, which streams count for the per-user stream limit,
+//! the order in which a session's newer stream replaces its older one, and its opening time.
 
 use std::time::SystemTime;
 
@@ -49,9 +49,10 @@ impl PresenceEntry {
     }
 }
 
-/// A stream's opening time in its presence entry: RFC 3339 with microseconds, so streams
-/// opened one after the other within a millisecond (on two nodes) keep their order for the
-/// stream limit (`PresenceEntry::within_limit`); shown with milliseconds ([`shown_since`]).
+/// A stream's opening time in its presence entry: RFC 3339 with microseconds, so streams of
+/// a unit opened one after the other within a millisecond (on two nodes) keep their order
+/// for which replaces which ([`PresenceEntry::replaces`]); shown with milliseconds
+/// ([`shown_since`]).
 pub fn presence_since(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }

@@ -16,18 +16,6 @@ use crate::shutdown::Shutdown;
 use crate::store::keys::{self, UserKeys};
 use crate::store::nodes::{self, NodeInfo, NODE_ALIVE_TTL_MS};
 
-/// A presence hash's (stream key, JSON) pairs as entries; an unreadable one is skipped.
-fn parse_entries(pairs: Vec<(String, String)>) -> Vec<PresenceEntry> {
-    pairs
-        .into_iter()
-        .filter_map(|(stream, json)| {
-            let mut entry = serde_json::from_str::<PresenceEntry>(&json).ok()?;
-            entry.stream = stream;
-            Some(entry)
-        })
-        .collect()
-}
-
 /// A node's heartbeat period: a quarter of its alive key's lifetime.
 const BEAT_PERIOD_MS: u64 = NODE_ALIVE_TTL_MS / 4;
 /// How late a live node's beat may come (a busy node, a slow round trip) when telling a live
@@ -58,7 +46,7 @@ impl RedisStore {
         user: &str,
         entry: &PresenceEntry,
     ) -> Result<Vec<PresenceEntry>> {
-        let value = serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let value = entry_json(entry)?;
         let before: Vec<(String, String)> = ADD_PRESENCE
             .key(UserKeys::new(user).presence())
             .arg(&entry.stream)
@@ -70,7 +58,7 @@ impl RedisStore {
 
     /// Write the entry again (after an outage), reading nothing.
     async fn write_presence(&self, user: &str, entry: &PresenceEntry) -> Result<()> {
-        let value = serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))?;
+        let value = entry_json(entry)?;
         let key = UserKeys::new(user).presence();
         Ok(self.conn().hset(key, &entry.stream, value).await?)
     }
@@ -362,4 +350,21 @@ impl RedisStore {
         let _: () = conn.hdel(keys::node_registry(), node).await?;
         Ok(())
     }
+}
+
+/// A presence hash's (stream key, JSON) pairs as entries; an unreadable one is skipped.
+fn parse_entries(pairs: Vec<(String, String)>) -> Vec<PresenceEntry> {
+    pairs
+        .into_iter()
+        .filter_map(|(stream, json)| {
+            let mut entry = serde_json::from_str::<PresenceEntry>(&json).ok()?;
+            entry.stream = stream;
+            Some(entry)
+        })
+        .collect()
+}
+
+/// An entry as its presence hash keeps it (the stream key is the field, not in the JSON).
+fn entry_json(entry: &PresenceEntry) -> Result<String> {
+    serde_json::to_string(entry).map_err(|e| Error::Internal(e.to_string()))
 }
