@@ -47,12 +47,14 @@ export function startHerald(extra = [], { listen = "127.0.0.1:0" } = {}) {
 
 /**
  * Arguments that turn Web Push on: a new key pair from `herald vapid-keys`, its PEM in a temp
- * file. `{ args, publicKey }`.
+ * file (removed when the test process exits). `{ args, publicKey }`.
  */
 export function vapid() {
   const out = execFileSync(BIN, ["vapid-keys"]).toString();
   const pem = out.slice(0, out.indexOf("-----END PRIVATE KEY-----") + "-----END PRIVATE KEY-----".length);
-  const file = path.join(mkdtempSync(path.join(tmpdir(), "herald-vapid-")), "vapid.pem");
+  const dir = mkdtempSync(path.join(tmpdir(), "herald-vapid-"));
+  process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "vapid.pem");
   writeFileSync(file, `${pem}\n`, { mode: 0o600 });
   const publicKey = out.match(/^public_key: (\S+)$/m)[1];
   return { args: ["--vapid-private-key", file, "--vapid-subject", "mailto:ops@example.com"], publicKey };
