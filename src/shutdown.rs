@@ -6,6 +6,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// Once the node stops, the longest one write to a client may stay blocked (the client does
+/// not read), in place of `--send-timeout`: the drain waits for no stream whose client
+/// stopped reading (it resumes elsewhere by its last event id), and a request's answer that
+/// still moves is not cut (the bound is per write, as `--send-timeout`'s).
+pub const STOPPING_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A cheap-to-clone handle; `wait()` resolves once shutdown has begun.
 #[derive(Clone)]
 pub struct Shutdown {

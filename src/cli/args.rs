@@ -153,7 +153,7 @@ pub struct ServeArgs {
     )]
     pub base_path: String,
     /// Longest time one write to a client may stay blocked (it does not read) before the
-    /// connection is closed, like nginx's `send_timeout`.
+    /// connection is closed, like nginx's `send_timeout` (1 s once the node is stopping).
     #[arg(long, env = "HERALD_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     pub send_timeout: Duration,
     /// Longest time to receive a whole JSON request body before 408 `request_timeout`;

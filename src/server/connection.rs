@@ -118,7 +118,8 @@ async fn serve_tls(
         .timer(hyper_util::rt::TokioTimer::new())
         .max_header_list_size(HYPER_HEAD_BYTES as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let io = SendTimeout::new(stream, shared.state.config.send_timeout);
+    let state = &shared.state;
+    let io = SendTimeout::new(stream, state.config.send_timeout, state.shutdown.clone());
     let io = TokioIo::new(JsonErrors::new(io));
     let activity = Activity::new();
     let conn = builder.serve_connection(io, Tracked::new(service, activity.clone()));
@@ -224,18 +225,31 @@ async fn serve(
         let io = Arc::new(socket);
         handle.attach(io.clone(), chunked);
         // A task of its own, small: this one's state (the head buffer, hyper's future) goes.
+        let state = shared.state.clone();
         tokio::spawn(async move {
             let _watcher = watcher;
-            sse::socket::run(handle, io, send_timeout).await;
+            // Ended by Herald: the client may still be sending, and a close with its bytes
+            // unread would answer them with a reset, which can cost it the stream's last frames.
+            let stop = &state.shutdown;
+            if let Some(socket) = sse::socket::run(handle, io, send_timeout, stop).await {
+                linger(socket, &state).await;
+            }
         });
         return;
     }
-    // Refused (401, 429, …): answered here; the connection goes on in hyper unless closing.
+    // Refused (401, 429, …): answered here; the connection goes on in hyper unless closing,
+    // and the answer says which, as hyper's would (an HTTP/1.0 client keeps it only when told).
     let close = close
         || response
             .headers()
             .get(header::CONNECTION)
             .is_some_and(|v| v == "close");
+    if close {
+        response = closing(response);
+    } else if version == Version::HTTP_10 {
+        let keep = HeaderValue::from_static("keep-alive");
+        response.headers_mut().insert(header::CONNECTION, keep);
+    }
     if !write_response(&mut socket, response, send_timeout).await {
         return;
     }
@@ -351,6 +365,7 @@ async fn hyper(
                 SendTimeout::new(
                     Linger::new(io, state.shutdown.clone()),
                     state.config.send_timeout,
+                    state.shutdown.clone(),
                 ),
                 answering,
             ))),

@@ -147,6 +147,90 @@ async fn a_refused_stream_keeps_the_connection() {
     assert!(second.starts_with("200"), "{}", raw.text);
 }
 
+/// A refused `/events` says whether the connection goes on, as hyper's answers do: closed
+/// when the client asked (or is HTTP/1.0 without keep-alive), kept for HTTP/1.0 only when the
+/// client asked and the answer says so.
+#[tokio::test]
+async fn a_refused_stream_says_whether_the_connection_goes_on() {
+    let h = Herald::start(None, &[]);
+    for (version, asked, answered) in [
+        ("HTTP/1.1", "Connection: close\r\n", "connection: close"),
+        ("HTTP/1.0", "", "connection: close"),
+        (
+            "HTTP/1.0",
+            "Connection: keep-alive\r\n",
+            "connection: keep-alive",
+        ),
+    ] {
+        let request = format!(
+            "GET /events {version}\r\nHost: x\r\n{asked}\r\nGET /healthz {version}\r\n\r\n"
+        );
+        let mut raw = Raw::open(&h, &request).await;
+        if answered.ends_with("close") {
+            raw.until_closed().await;
+            assert_eq!(raw.text.matches("HTTP/1.1 ").count(), 1, "{}", raw.text);
+        } else {
+            raw.until("both answers", |t| t.contains(r#"{"status":"ok"}"#))
+                .await;
+        }
+        assert_eq!(raw_status(&raw.text), 401, "{}", raw.text);
+        let head = raw.text.split("\r\n\r\n").next().unwrap();
+        assert!(
+            head.to_ascii_lowercase().contains(answered),
+            "{version} {asked:?}: no {answered} in\n{head}"
+        );
+    }
+}
+
+/// A stream Herald ends while its client is still sending (bytes after its request) is
+/// closed after its last chunk without a reset: the client reads the end and the socket's
+/// close, not ECONNRESET (a close with unread input resets, which can cost the client the
+/// stream's last frames). Several tries: without the lingering close most of them reset.
+#[tokio::test]
+async fn a_stream_ended_while_its_client_sends_closes_without_a_reset() {
+    let h = Herald::start(None, &[]);
+    for round in 0..5 {
+        let token = session_token("alice", &format!("s{round}"));
+        let socket = TcpStream::connect(addr_of(&h.base)).await.unwrap();
+        let (mut reader, mut writer) = socket.into_split();
+        writer
+            .write_all(events_request("HTTP/1.1", &token).as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        while !text.contains("event: ready") {
+            let n = tokio::time::timeout(WAIT, reader.read(&mut buf))
+                .await
+                .expect("ready")
+                .unwrap();
+            assert!(n > 0, "closed before ready: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        // Stray bytes, sent until the server closes.
+        let sender = tokio::spawn(async move {
+            while writer.write_all(&[b'x'; 256]).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The session's next stream replaces it.
+        let mut next = Raw::open(&h, &events_request("HTTP/1.1", &token)).await;
+        next.until("ready", |t| t.contains("event: ready")).await;
+        loop {
+            let read = tokio::time::timeout(WAIT, reader.read(&mut buf)).await;
+            match read.expect("the stream is still open") {
+                Ok(0) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) => panic!("round {round}: {e} after:\n{text}"),
+            }
+        }
+        sender.abort();
+        assert!(text.contains("event: replaced"), "{text}");
+        assert!(text.ends_with("\r\n0\r\n\r\n"), "no last chunk: {text:?}");
+    }
+}
+
 /// `--idle-timeout` closes a plain HTTP/1.1 connection kept alive after its answers, and one
 /// that sends nothing at all, once it has been idle that long; an open stream is not idle.
 #[tokio::test]
