@@ -1,8 +1,8 @@
 //! `SendTimeout`: the accepted socket, failing the connection when one write stays pending
 //! (the client does not read) longer than `--send-timeout`, like nginx's `send_timeout`
-//! (once the node stops, [`STOPPING_SEND_TIMEOUT`]). The
-//! timers are armed only while a write is pending and dropped as soon as it completes, so idle
-//! connections and quiet SSE streams carry no timer at all. Reads pass through untouched.
+//! (once the node stops, [`STOPPING_SEND_TIMEOUT`]). The timers are armed only while a write
+//! is pending and dropped as soon as it completes, so idle connections and quiet SSE streams
+//! carry no timer at all. Reads pass through untouched.
 
 use std::future::Future;
 use std::io;

@@ -1,9 +1,10 @@
 //! The socket transport of a stream (plain HTTP/1.x `/events`, off hyper once the request
 //! head is answered): live changes are written straight from the hub, so this task only
 //! waits while there is something it must do: a full socket to drain (for at most
-//! `--send-timeout` at a time, less once the node stops), a catch-up from the store, the stream's end, or a client that
-//! closes (or half-closes) its side. Bytes a client sends after its `/events` request are
-//! read and dropped: nothing more is answered on this connection.
+//! `--send-timeout` at a time, less once the node stops), a catch-up from the store, the
+//! stream's end, or a client that closes (or half-closes) its side. Bytes a client sends
+//! after its `/events` request are read and dropped: nothing more is answered on this
+//! connection.
 
 use std::future::poll_fn;
 use std::io;
