@@ -232,7 +232,8 @@ async fn serve(
             // unread would answer them with a reset, which can cost it the stream's last frames.
             let stop = &state.shutdown;
             if let Some(socket) = sse::socket::run(handle, io, send_timeout, stop).await {
-                linger(socket, &state).await;
+                // Boxed: kept out of every idle stream's task.
+                Box::pin(linger(socket, &state)).await;
             }
         });
         return;

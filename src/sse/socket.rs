@@ -30,27 +30,18 @@ pub async fn run(
     send_timeout: Duration,
     stop: &Shutdown,
 ) -> Option<TcpStream> {
-    let ended = serve(&handle, &io, send_timeout, stop).await;
-    drop(handle);
-    if ended {
-        Arc::try_unwrap(io).ok()
-    } else {
-        None
-    }
-}
-
-/// True when the stream ended (or its client fell behind), false when the client went.
-async fn serve(handle: &Handle, io: &TcpStream, send_timeout: Duration, stop: &Shutdown) -> bool {
-    loop {
+    // (One loop in this function, not a helper's future inside it: every idle stream's task
+    // holds this future, so each byte of it counts.)
+    let ended_here = loop {
         match handle.stream().work() {
-            Work::Close | Work::Frame(_) => return true,
+            Work::Close | Work::Frame(_) => break true,
             // Boxed, like the timer below: rare, and kept out of every idle stream's task.
             Work::CatchUp => Box::pin(handle.catch_up_or_wait()).await,
             Work::Flush => {
                 // The timer exists only while a client is behind.
                 // A client behind for `--send-timeout` (or a failed socket) ends the stream.
-                if !Box::pin(writable(io, send_timeout, stop)).await {
-                    return true;
+                if !Box::pin(writable(&io, send_timeout, stop)).await {
+                    break true;
                 }
                 handle.flush();
             }
@@ -62,18 +53,20 @@ async fn serve(handle: &Handle, io: &TcpStream, send_timeout: Duration, stop: &S
                         return Poll::Ready(false);
                     }
                     match io.poll_read_ready(cx) {
-                        Poll::Ready(Ok(())) => Poll::Ready(client_gone(io)),
+                        Poll::Ready(Ok(())) => Poll::Ready(client_gone(&io)),
                         Poll::Ready(Err(_)) => Poll::Ready(true),
                         Poll::Pending => Poll::Pending,
                     }
                 })
                 .await;
                 if gone {
-                    return false;
+                    break false;
                 }
             }
         }
-    }
+    };
+    drop(handle);
+    ended_here.then(|| Arc::try_unwrap(io).ok()).flatten()
 }
 
 /// Whether the socket takes more within `send_timeout`, or, once the node stops, within
