@@ -490,6 +490,39 @@ async fn sigterm_ends_socket_streams() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
+/// SIGTERM does not wait out `--drain-timeout` (nor `--send-timeout`) for a stream whose
+/// client stopped reading: once the node stops, a write blocked for a second ends it (the
+/// client resumes elsewhere by its last id). How much the kernel's buffers take varies; here
+/// ~3 MB of the 4 MB published, so Herald's backlog holds the rest, under its bound (1 MiB).
+#[tokio::test]
+async fn sigterm_does_not_wait_for_a_client_that_stopped_reading() {
+    let mut h = Herald::start(None, &["--drain-timeout", "20s"]);
+    let mut stream = narrow_connection(&h.base).await;
+    let request = events_request("HTTP/1.1", &user_token("alice"));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    wait_for("the stream to open", async || {
+        h.metric("herald_streams_open").await == 1.0
+    })
+    .await;
+    let body = "x".repeat(10 * 1024);
+    for i in 0..400 {
+        let notification = json!({"title": format!("n{i}"), "body": body});
+        let (status, _) = h
+            .publish(json!({"users": ["alice"], "notification": notification}))
+            .await;
+        assert_eq!(status, 202);
+    }
+    let started = std::time::Instant::now();
+    send_signal(h.pid(), "TERM");
+    let status = tokio::task::spawn_blocking(move || h.wait_exit())
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    drop(stream);
+}
+
 /// Under `--base-path` the socket transport takes `<base>/events`; the bare `/events` is not
 /// Herald's and gets 404.
 #[tokio::test]
