@@ -25,6 +25,7 @@ use crate::hub::{Delivery, EndReason, Sink};
 use crate::model::PresenceEntry;
 use crate::model::{now_ms, Epoch, EventId};
 use crate::request_id::RequestId;
+use crate::shutdown::STOPPING_SEND_TIMEOUT;
 use crate::state::AppState;
 use crate::store::{Head, Replay};
 
@@ -700,6 +701,14 @@ impl Sink for Stream {
         };
         self.lock().end(last);
         self.wake.wake();
+        // Over hyper what is queued may never be taken (an HTTP/2 client that grants no
+        // window): dropped a moment after the stop, so the drain waits for no such client.
+        if let (EndReason::Shutdown, Some(carrier)) = (reason, self.carrier.clone()) {
+            tokio::spawn(async move {
+                tokio::time::sleep(STOPPING_SEND_TIMEOUT).await;
+                carrier.abort();
+            });
+        }
     }
 
     fn catch_up(&self) {

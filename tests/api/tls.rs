@@ -226,6 +226,50 @@ async fn a_stalled_http2_stream_is_cut_off_alone() {
     assert!(text.lines().any(|l| l == http2), "{text}");
 }
 
+/// SIGTERM does not wait out `--drain-timeout` for an HTTP/2 stream whose client grants no
+/// flow-control window (hyper never takes what is queued): a second after the stop its
+/// stream is reset, and the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_a_stalled_http2_stream() {
+    let dir = TempDir::new("stallstop");
+    let (cert, key) = make_cert(&dir.0, "stallstop");
+    let mut h = start(&cert, &key, &["--drain-timeout", "20s"]);
+    let pem = std::fs::read(&cert).unwrap();
+    let stalled = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .http2_initial_stream_window_size(65_535)
+        .http2_initial_connection_window_size(64 << 20)
+        .build()
+        .unwrap();
+    let req = stalled
+        .get(h.url("/events"))
+        .bearer_auth(user_token("alice"));
+    let alice = req.send().await.unwrap();
+    assert_eq!(alice.version(), reqwest::Version::HTTP_2);
+    // never read: 64 KiB fill its window, ~400 KB wait in the backlog (under its bound)
+    let client = trusting(&cert);
+    let body = "x".repeat(12_000);
+    for i in 0..40 {
+        let publish =
+            json!({"users": ["alice"], "notification": {"title": format!("n{i}"), "body": body}});
+        let req = client.post(h.url("/publish")).bearer_auth(service_token());
+        assert_eq!(send(req.json(&publish)).await.0, 202);
+    }
+    let started = std::time::Instant::now();
+    send_signal(h.pid(), "TERM");
+    let status = tokio::task::spawn_blocking(move || h.wait_exit())
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "exit took {took:?}"
+    );
+    drop(alice);
+}
+
 /// A client that completes the TLS handshake and then sends nothing is closed after
 /// `--idle-timeout` (3 s here; HTTP/2: `GOAWAY`, dropped 5 s later if still open), whichever
 /// protocol ALPN chose (HTTP/2 waited for bytes forever).
