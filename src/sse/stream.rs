@@ -402,8 +402,10 @@ impl Stream {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Write a change unless already written. Only `live` deliveries (straight from a commit)
-    /// count in the publish-to-delivery latency: a replay's age is the client's absence.
+    /// Write a change unless already written. Only `live` deliveries count in the
+    /// publish-to-delivery latency: those to an open stream, straight from a commit or
+    /// fetched by a catch-up (after a gap, or an outage: that delay is Herald's), not the
+    /// opening's replay (its age is the client's absence).
     fn push_change(&self, g: &mut Inner, d: &Delivery, live: bool) {
         if d.epoch != g.last.epoch || d.seq <= g.last.seq {
             return;
@@ -460,10 +462,11 @@ impl Stream {
             (g.last, g.last_ms)
         };
         let head = match self.state.store.replay(&self.user, after, after_ms).await? {
+            // All committed after the opening's read: the stream was open for each.
             Replay::Changes(changes) => {
                 let mut g = self.lock();
                 for c in &changes {
-                    self.push_change(&mut g, &Delivery::new(c), false);
+                    self.push_change(&mut g, &Delivery::new(c), true);
                 }
                 None
             }

@@ -412,6 +412,9 @@ async fn the_later_stream_of_a_session_stays_whatever_the_node() {
     }
 }
 
+/// Streams stay open while Redis restarts and get what was published once it is back, by a
+/// catch-up, then live again; the catch-up's deliveries count in the latency histogram (the
+/// stream was open: their delay is the outage's, not the client's absence).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_survive_a_redis_restart_and_catch_up() {
     let mut redis = Redis::start();
@@ -434,6 +437,11 @@ async fn streams_survive_a_redis_restart_and_catch_up() {
     assert_eq!(ev.json()["id"], later.as_str());
     // one restart, one recovered loss
     assert_eq!(a.metric("herald_broker_reconnects_total").await, 1.0);
+    // every delivery to the open stream is in the latency, also one the catch-up brought
+    // (published before the broker had subscribed again)
+    let delivered = a.metric("herald_events_delivered_total").await;
+    let timed = a.metric("herald_delivery_latency_seconds_count").await;
+    assert_eq!((delivered, timed), (3.0, 3.0));
 }
 
 /// A publish to many users (one announcement for all of them on one Redis server) reaches
