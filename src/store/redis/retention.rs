@@ -1,8 +1,7 @@
 //! Retention: the cleaner's lock, and purging old notifications and log entries.
 
+use std::sync::LazyLock;
 use std::time::Duration;
-
-use redis::AsyncCommands;
 
 use super::RedisStore;
 use crate::error::{Error, Result};
@@ -108,30 +107,29 @@ impl RedisStore {
             .await?)
     }
 
-    /// `SET NX` the cleaner lock, or extend it when this node already holds it.
+    /// `SET NX` the cleaner lock, or extend it when this node already holds it: one script,
+    /// so a lock that lapses between reading its holder and extending it is not extended
+    /// for a node that no longer holds it (two nodes would clean at once).
     pub async fn claim_cleaner(&self, node: &str, ttl: Duration) -> Result<bool> {
-        let mut conn = self.conn();
-        let key = keys::cleaner_lock();
-        let ttl_ms = ttl.as_millis() as u64;
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(&key)
+        let claimed: bool = CLAIM_CLEANER
+            .key(keys::cleaner_lock())
             .arg(node)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut conn)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn())
             .await?;
-        if taken.is_some() {
-            return Ok(true);
-        }
-        let holder: Option<String> = conn.get(&key).await?;
-        if holder.as_deref() == Some(node) {
-            let _: () = conn.pexpire(&key, ttl_ms as i64).await?;
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(claimed)
     }
 }
+
+static CLAIM_CLEANER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+         if redis.call('GET', KEYS[1]) == ARGV[1] then \
+           redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 \
+         end \
+         return 0",
+    )
+});
 
 /// Whether a failure is about reaching Redis (retry later) rather than about one key.
 fn is_connection_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
