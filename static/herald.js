@@ -441,6 +441,8 @@ export class Herald {
   #rejectReady;
   /** The public session id the first page was read as (`X-Herald-Session`), if any. */
   #signedInAs = null;
+  /** Removes the `pageshow` listener of `#restore`. */
+  #unrestore = null;
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
@@ -587,6 +589,7 @@ export class Herald {
 
   close() {
     this.closed = true;
+    this.#unrestore?.();
     for (const undo of this.cleanup.splice(0)) undo();
   }
 
@@ -679,6 +682,23 @@ export class Herald {
     }
   }
 
+  /**
+   * Back from the back/forward cache (`pageshow` with `persisted`): the transport was let go
+   * of when the page was hidden (the leader's stream, lock and channel; the worker told
+   * `bye`), so `start` runs it again, from this tab's position. One listener per `Herald`,
+   * for its latest transport.
+   */
+  #restore(start) {
+    const restored = (e) => {
+      if (!e.persisted || this.closed) return;
+      for (const undo of this.cleanup.splice(0)) undo();
+      start();
+    };
+    this.#unrestore?.();
+    addEventListener("pageshow", restored);
+    this.#unrestore = () => removeEventListener("pageshow", restored);
+  }
+
   /** Where this tab starts: its `lastId` (set from the first page) with its counts, and the
    * session its cookie was of then. */
   #position() {
@@ -688,6 +708,7 @@ export class Herald {
 
   #start(transport, { tab = null } = {}) {
     this.transport = transport;
+    this.#restore(() => this.#start(transport, { tab }));
     const deliver = (name, data, id) => this.#deliver(name, data, id);
     if (transport === "shared-worker") return this.#startSharedWorker(deliver);
     if (transport === "leader") return this.#startLeader(deliver, tab);
@@ -809,8 +830,11 @@ export class Herald {
       // tabs) reached no one, so say it again.
       if (msg?.type === MSG.LEADER && !stream && !joined) hello();
     };
+    // Let go of when the page is hidden (also into the back/forward cache, from which
+    // `#restore` starts the transport anew).
+    let hidden = false;
     navigator.locks.request(`${name}:leader`, () => {
-      if (this.closed) return;
+      if (this.closed || hidden) return;
       const position = this.#position();
       stream = new Stream({
         base: this.base,
@@ -830,7 +854,7 @@ export class Herald {
     });
     hello();
     const stop = () => {
-      this.closed = true;
+      hidden = true;
       stream?.close();
       release();
       channel.close();

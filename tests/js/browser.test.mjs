@@ -276,6 +276,39 @@ for (const [name, strip] of TRANSPORTS) {
   });
 }
 
+for (const [name, strip] of TRANSPORTS) {
+  test(`a tab restored by the back button gets what was published while it was away, each once, and goes on (${name})`, async () => {
+    const user = `restored-${name}`;
+    const { context, close } = await launchBrowser({ strip, bfcache: true });
+    try {
+      const first = await context.newPage();
+      await signIn(first, user);
+      await bareClient(first);
+      await first.evaluate(() => addEventListener("pageshow", (e) => { window.restored = e.persisted; }));
+      const second = await context.newPage();
+      await bareClient(second);
+      assert.equal(await first.evaluate(() => window.h.transport), name);
+      const ids = [await publish(herald.base, user, "before")];
+      await first.waitForFunction(() => JSON.parse(sessionStorage.getItem("events") ?? "[]").length >= 1);
+      await first.goto(`${herald.base}/healthz?elsewhere`);
+      ids.push(await publish(herald.base, user, "away 1"), await publish(herald.base, user, "away 2"));
+      await first.goBack({ waitUntil: "commit" }); // a restored page fires no load
+      await first.waitForFunction(() => window.restored !== undefined, null, { timeout: 10_000 });
+      assert.equal(await first.evaluate(() => window.restored), true, "restored from the back/forward cache");
+      ids.push(await publish(herald.base, user, "after 1"), await publish(herald.base, user, "after 2"));
+      // At once: not after a watchdog's silence (the SharedWorker's is ~7 s).
+      await first.waitForFunction((n) => JSON.parse(sessionStorage.getItem("events") ?? "[]").length >= n, ids.length, { timeout: 3_000 })
+        .catch(() => {});
+      const got = await received(first);
+      assert.deepEqual(ids.filter((id) => !got.includes(id)), [], `the restored tab missed none: ${got}`);
+      assert.equal(got.length, ids.length, `the restored tab got each once: ${got}`);
+      await until(async () => (await first.evaluate(() => window.h.unreadCount)) === ids.length, "the restored tab's unread count");
+    } finally {
+      await close();
+    }
+  });
+}
+
 test("a reloaded follower takes only the leader's answer to its own hello, not another tab's ready (leader)", async () => {
   const user = "joining-together";
   const { context, close } = await browser(["SharedWorker"]);

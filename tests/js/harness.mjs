@@ -95,13 +95,15 @@ export const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic",
 
 /**
  * Headless Chromium with a fresh profile: `{ context, close() }`. `strip` names APIs removed
- * before any page script runs (`"SharedWorker"`, `"locks"` for Web Locks); `args` are extra flags.
+ * before any page script runs (`"SharedWorker"`, `"locks"` for Web Locks); `args` are extra flags;
+ * `bfcache` keeps Chromium's back/forward cache on, as a user's browser has it (playwright turns it off).
  */
-export async function launchBrowser({ strip = [], args = [] } = {}) {
+export async function launchBrowser({ strip = [], args = [], bfcache = false } = {}) {
   const { chromium } = await import("playwright-core");
   const dir = mkdtempSync(path.join(tmpdir(), "herald-chromium-"));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, ...args],
+    ignoreDefaultArgs: bfcache ? ["--disable-back-forward-cache"] : [],
   });
   if (strip.length) {
     await context.addInitScript((names) => {
