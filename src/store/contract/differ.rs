@@ -662,3 +662,73 @@ async fn redis_a_cut_log_keeps_its_head() {
     );
     assert!(!exists(&mut raw, "b", "order"));
 }
+
+/// Redis: a tray write whose script Redis lost (a restart, a promoted replica, `SCRIPT
+/// FLUSH`) loads it and sends the call again within the first send's deadline, so a slow
+/// Redis still gets an answer within a second: here each round trip takes 350 ms (a proxy
+/// holds every request that long), so send, load and send again took ~1.05 s.
+#[tokio::test]
+async fn redis_a_lost_script_is_loaded_within_the_first_deadline() {
+    let server = RedisServer::start();
+    let slow = slow_proxy(&server.url(), Duration::from_millis(350)).await;
+    let store = Store::redis(&crate::config::Backend::Redis(slow), ROOMY, false, None)
+        .await
+        .unwrap_or_else(|e| panic!("the Redis store connects: {}", e.0));
+    let mut raw = redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("a raw connection");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut raw)
+        .expect("flush");
+    let template = template(serde_json::json!({"title": "t"}));
+    let recipients = [Recipient {
+        user: "a",
+        id: new_ids(1).next().expect("an id"),
+    }];
+    let started = std::time::Instant::now();
+    let outcomes = store.publish(&template, &recipients, None).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    assert!(
+        outcomes[0].is_err(),
+        "{:?}",
+        outcomes[0].as_ref().map(|p| p.id)
+    );
+}
+
+/// A proxy to the Redis at `url` that holds each piece of a request `delay` before passing
+/// it on (answers pass at once); its `redis://` URL.
+async fn slow_proxy(url: &str, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                continue;
+            };
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                    tokio::time::sleep(delay).await;
+                    if to_server.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    format!("redis://{at}")
+}

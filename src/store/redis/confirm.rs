@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use redis::{Cmd, RedisResult, Script, Value};
+use tokio::time::Instant;
 
 use super::RedisStore;
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{RedisConn, COMMAND_DEADLINE};
 use crate::store::keys::UserKeys;
 
 /// Longest wait for the replica to confirm. Confirmed, or not within this time (the replica
@@ -53,14 +54,28 @@ impl RedisStore {
         } else {
             Call::Plain(call)
         };
+        // One deadline for all of it: loading the script and sending the call again get what
+        // is left of the first send's, so the answer still comes within a second.
+        let until = Instant::now() + COMMAND_DEADLINE;
         match call.send(conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                script.load_async(conn).await?;
-                call.send(conn).await
+                let again = async {
+                    script.load_async(conn).await?;
+                    call.send(conn).await
+                };
+                tokio::time::timeout_at(until, again)
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()))
             }
             reply => reply,
         }
     }
+}
+
+/// The error of a write that ran out of its deadline (a link failure: 503).
+fn timed_out() -> redis::RedisError {
+    let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis did not answer in time");
+    e.into()
 }
 
 /// A tray write as sent: alone, or followed on the same connection by `WAIT` for one replica.
