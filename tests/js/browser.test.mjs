@@ -1,7 +1,7 @@
 // The browser client in real headless Chromium against a running Herald (--dev demo page): tab
 // sharing through SharedWorker, leader election without it (also a tab whose hello fell between
 // two leaders, a shared stream that was replaced, a SharedWorker script that does not load), per-tab fallback (where a duplicated tab gets its own stream), reload without
-// loss (also while another tab keeps the stream), the tray of a user who was offline, sign-out
+// loss (also while another tab keeps the stream, and a page the back button restores), the tray of a user who was offline, sign-out
 // reaching every tab (also as a reconnect refused with 401 after a restart lost the session),
 // and a second user on the same browser who must not resume from the first one's position; the
 // client's own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset,
