@@ -165,6 +165,19 @@ async fn https_with_http2_and_reload_on_sighup() {
     assert_eq!(r.status(), 200);
 }
 
+/// An HTTP/2 client (trusting `cert`) that reads nothing it is not asked to: each stream may
+/// have 64 KiB unread, the connection as a whole far more.
+fn stalling_http2_client(cert: &Path) -> reqwest::Client {
+    let pem = std::fs::read(cert).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .http2_initial_stream_window_size(65_535)
+        .http2_initial_connection_window_size(64 << 20)
+        .build()
+        .unwrap()
+}
+
 /// An HTTP/2 stream whose client stops granting flow-control window (it never reads) is cut
 /// off once its backlog passes the bound, as a slow HTTP/1 reader is: that stream alone is
 /// reset (not left open, counted and holding its queue, for good), and another stream on the
@@ -174,15 +187,7 @@ async fn a_stalled_http2_stream_is_cut_off_alone() {
     let dir = TempDir::new("stall");
     let (cert, key) = make_cert(&dir.0, "stall");
     let h = start(&cert, &key, &[]);
-    let pem = std::fs::read(&cert).unwrap();
-    // each stream may have 64 KiB unread; the connection as a whole far more
-    let stalled = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .http2_initial_stream_window_size(65_535)
-        .http2_initial_connection_window_size(64 << 20)
-        .build()
-        .unwrap();
+    let stalled = stalling_http2_client(&cert);
     let open = |user: &str| {
         let req = stalled.get(h.url("/events")).bearer_auth(user_token(user));
         h.events_with(req)
@@ -233,15 +238,8 @@ async fn a_stalled_http2_stream_is_cut_off_alone() {
 async fn sigterm_does_not_wait_for_a_stalled_http2_stream() {
     let dir = TempDir::new("stallstop");
     let (cert, key) = make_cert(&dir.0, "stallstop");
-    let mut h = start(&cert, &key, &["--drain-timeout", "20s"]);
-    let pem = std::fs::read(&cert).unwrap();
-    let stalled = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .http2_initial_stream_window_size(65_535)
-        .http2_initial_connection_window_size(64 << 20)
-        .build()
-        .unwrap();
+    let h = start(&cert, &key, &["--drain-timeout", "20s"]);
+    let stalled = stalling_http2_client(&cert);
     let req = stalled
         .get(h.url("/events"))
         .bearer_auth(user_token("alice"));
@@ -256,13 +254,7 @@ async fn sigterm_does_not_wait_for_a_stalled_http2_stream() {
         let req = client.post(h.url("/publish")).bearer_auth(service_token());
         assert_eq!(send(req.json(&publish)).await.0, 202);
     }
-    let started = std::time::Instant::now();
-    send_signal(h.pid(), "TERM");
-    let status = tokio::task::spawn_blocking(move || h.wait_exit())
-        .await
-        .unwrap();
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    let took = started.elapsed();
+    let took = h.stop_time().await;
     assert!(
         took < std::time::Duration::from_secs(5),
         "exit took {took:?}"

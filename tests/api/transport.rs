@@ -55,6 +55,19 @@ impl Raw {
     }
 }
 
+/// alice's stream on a connection with a small receive buffer that is never read: once
+/// the kernel's buffers are full, Herald's writes to it block.
+async fn unread_stream(h: &Herald) -> TcpStream {
+    let mut stream = narrow_connection(&h.base).await;
+    let request = events_request("HTTP/1.1", &user_token("alice"));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    wait_for("the stream to open", async || {
+        h.metric("herald_streams_open").await == 1.0
+    })
+    .await;
+    stream
+}
+
 fn events_request(version: &str, token: &str) -> String {
     format!("GET /events {version}\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
 }
@@ -443,13 +456,7 @@ async fn a_busy_stream_pings_only_once_quiet() {
 #[tokio::test]
 async fn a_stalled_reader_is_cut_off_after_the_send_timeout() {
     let h = Herald::start(None, &["--send-timeout", "1s"]);
-    let mut stream = narrow_connection(&h.base).await;
-    let request = events_request("HTTP/1.1", &user_token("alice"));
-    stream.write_all(request.as_bytes()).await.unwrap();
-    wait_for("the stream to open", async || {
-        h.metric("herald_streams_open").await == 1.0
-    })
-    .await;
+    let stream = unread_stream(&h).await;
     // ~500 KB/s: once the kernel's buffers are full, the backlog grows slower than the bound
     // (1 MiB) within the send timeout
     let body = "x".repeat(10 * 1024);
@@ -496,14 +503,8 @@ async fn sigterm_ends_socket_streams() {
 /// ~3 MB of the 4 MB published, so Herald's backlog holds the rest, under its bound (1 MiB).
 #[tokio::test]
 async fn sigterm_does_not_wait_for_a_client_that_stopped_reading() {
-    let mut h = Herald::start(None, &["--drain-timeout", "20s"]);
-    let mut stream = narrow_connection(&h.base).await;
-    let request = events_request("HTTP/1.1", &user_token("alice"));
-    stream.write_all(request.as_bytes()).await.unwrap();
-    wait_for("the stream to open", async || {
-        h.metric("herald_streams_open").await == 1.0
-    })
-    .await;
+    let h = Herald::start(None, &["--drain-timeout", "20s"]);
+    let stream = unread_stream(&h).await;
     let body = "x".repeat(10 * 1024);
     for i in 0..400 {
         let notification = json!({"title": format!("n{i}"), "body": body});
@@ -512,13 +513,7 @@ async fn sigterm_does_not_wait_for_a_client_that_stopped_reading() {
             .await;
         assert_eq!(status, 202);
     }
-    let started = std::time::Instant::now();
-    send_signal(h.pid(), "TERM");
-    let status = tokio::task::spawn_blocking(move || h.wait_exit())
-        .await
-        .unwrap();
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    let took = started.elapsed();
+    let took = h.stop_time().await;
     assert!(took < Duration::from_secs(5), "exit took {took:?}");
     drop(stream);
 }

@@ -106,6 +106,19 @@ impl Herald {
         self.wait_exit()
     }
 
+    /// Send SIGTERM and wait for the exit (at most `WAIT`); how long it took, once it exited
+    /// with status 0 (panics otherwise). No second signal, as [`Herald::terminate`] sends none.
+    pub async fn stop_time(self) -> Duration {
+        let mut h = self;
+        let started = std::time::Instant::now();
+        send_signal(h.pid(), "TERM");
+        let status = tokio::task::spawn_blocking(move || h.wait_exit())
+            .await
+            .unwrap();
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+        started.elapsed()
+    }
+
     /// The exit status once the process ends by itself (a signal sent already), within
     /// [`WAIT`]; `None` if it runs on. No signal: a second SIGTERM would end it at once, exit 1.
     pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
