@@ -178,6 +178,30 @@ fn stalling_http2_client(cert: &Path) -> reqwest::Client {
         .unwrap()
 }
 
+/// alice's stream over `stalled` (never read), then `n` notifications of 12 KB to her; her
+/// response (dropping it ends the stream).
+async fn stall_alice(
+    h: &Herald,
+    stalled: &reqwest::Client,
+    cert: &Path,
+    n: usize,
+) -> reqwest::Response {
+    let req = stalled
+        .get(h.url("/events"))
+        .bearer_auth(user_token("alice"));
+    let alice = req.send().await.unwrap();
+    assert_eq!(alice.version(), reqwest::Version::HTTP_2);
+    let client = trusting(cert);
+    let body = "x".repeat(12_000);
+    for i in 0..n {
+        let publish =
+            json!({"users": ["alice"], "notification": {"title": format!("n{i}"), "body": body}});
+        let req = client.post(h.url("/publish")).bearer_auth(service_token());
+        assert_eq!(send(req.json(&publish)).await.0, 202);
+    }
+    alice
+}
+
 /// An HTTP/2 stream whose client stops granting flow-control window (it never reads) is cut
 /// off once its backlog passes the bound, as a slow HTTP/1 reader is: that stream alone is
 /// reset (not left open, counted and holding its queue, for good), and another stream on the
@@ -194,20 +218,9 @@ async fn a_stalled_http2_stream_is_cut_off_alone() {
     };
     let mut bob = open("bob").await;
     bob.expect("ready").await;
-    let req = stalled
-        .get(h.url("/events"))
-        .bearer_auth(user_token("alice"));
-    let alice = req.send().await.unwrap();
-    assert_eq!(alice.version(), reqwest::Version::HTTP_2);
     // never read: 64 KiB fill its window, then more than the 1 MiB backlog waits
+    let alice = stall_alice(&h, &stalled, &cert, 120).await;
     let client = trusting(&cert);
-    let body = "x".repeat(12_000);
-    for i in 0..120 {
-        let publish =
-            json!({"users": ["alice"], "notification": {"title": format!("n{i}"), "body": body}});
-        let req = client.post(h.url("/publish")).bearer_auth(service_token());
-        assert_eq!(send(req.json(&publish)).await.0, 202);
-    }
     let http2 = r#"herald_streams_open_by_transport{transport="http2"} 1"#;
     wait_for("the stalled stream gone, the other open", async || {
         let metrics = client.get(h.url("/metrics")).send().await.unwrap();
@@ -240,20 +253,8 @@ async fn sigterm_does_not_wait_for_a_stalled_http2_stream() {
     let (cert, key) = make_cert(&dir.0, "stallstop");
     let h = start(&cert, &key, &["--drain-timeout", "20s"]);
     let stalled = stalling_http2_client(&cert);
-    let req = stalled
-        .get(h.url("/events"))
-        .bearer_auth(user_token("alice"));
-    let alice = req.send().await.unwrap();
-    assert_eq!(alice.version(), reqwest::Version::HTTP_2);
     // never read: 64 KiB fill its window, ~400 KB wait in the backlog (under its bound)
-    let client = trusting(&cert);
-    let body = "x".repeat(12_000);
-    for i in 0..40 {
-        let publish =
-            json!({"users": ["alice"], "notification": {"title": format!("n{i}"), "body": body}});
-        let req = client.post(h.url("/publish")).bearer_auth(service_token());
-        assert_eq!(send(req.json(&publish)).await.0, 202);
-    }
+    let alice = stall_alice(&h, &stalled, &cert, 40).await;
     let took = h.stop_time().await;
     assert!(
         took < std::time::Duration::from_secs(5),
