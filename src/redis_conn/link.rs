@@ -292,8 +292,8 @@ impl Link {
     }
 
     /// A replica did not confirm a write in time ([`Replicas::unconfirmed`]).
-    pub fn unconfirmed(&self) {
-        lock(&self.topology).replicas.unconfirmed(Instant::now());
+    pub fn unconfirmed(&self) -> bool {
+        lock(&self.topology).replicas.unconfirmed(Instant::now())
     }
 
     /// Read which primaries have a replica, every few seconds once asked ([`Replicas`]).

@@ -257,8 +257,9 @@ impl RedisConn {
 
     /// A replica did not confirm a write in time: for a while no slot counts as replicated
     /// (a `WAIT` that times out holds up the commands behind it on the node's connection).
-    pub fn unconfirmed(&self) {
-        self.link.unconfirmed();
+    /// True when writes waited for replicas until then.
+    pub fn unconfirmed(&self) -> bool {
+        self.link.unconfirmed()
     }
 
     /// Run `cmd` on the node the cluster connection's slot map names as the primary of `key`'s

@@ -74,9 +74,12 @@ impl Replicas {
             || (self.unreplicated.as_ref()).is_none_or(|(_, slots)| slots.contains(&slot))
     }
 
-    /// A replica did not confirm a write in time.
-    pub fn unconfirmed(&mut self, now: Instant) {
+    /// A replica did not confirm a write in time; true when writes waited for replicas until
+    /// then (calls in flight meanwhile may time out too, and say so again).
+    pub fn unconfirmed(&mut self, now: Instant) -> bool {
+        let waited = self.off_until.is_none_or(|until| now >= until);
         self.off_until = Some(now + REMEMBERED);
+        waited
     }
 }
 
@@ -174,9 +177,17 @@ d 127.0.0.1:7003@17003 myself,master - 0 0 5 connected 0-5460";
         let mut r = Replicas::default();
         let t = Instant::now();
         r.read(NODES, t);
-        r.unconfirmed(t);
+        assert!(r.unconfirmed(t), "the first turns it off");
+        assert!(
+            !r.unconfirmed(t + Duration::from_millis(5)),
+            "calls in flight: said once"
+        );
         assert!(r.unreplicated(slot(0), t + Duration::from_secs(1)));
-        assert!(!r.unreplicated(slot(0), t + REMEMBERED));
+        assert!(!r.unreplicated(slot(0), t + REMEMBERED + Duration::from_millis(5)));
+        assert!(
+            r.unconfirmed(t + 2 * REMEMBERED),
+            "off again after it came back on"
+        );
     }
 
     #[test]

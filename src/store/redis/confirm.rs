@@ -96,12 +96,14 @@ impl Call {
         match replies.next() {
             Some(Value::ServerError(e)) => Err(e.into()),
             Some(Value::Int(0)) => {
-                tracing::info!(
-                    "a Redis Cluster replica did not confirm a write within {} ms (down or \
-                     resyncing?); writes do not wait for replicas for the next 30 s",
-                    REPLICA_CONFIRMS_WITHIN.as_millis()
-                );
-                conn.unconfirmed();
+                // Said once, not by each call that was waiting at the time.
+                if conn.unconfirmed() {
+                    tracing::info!(
+                        "a Redis Cluster replica did not confirm a write within {} ms (down or \
+                         resyncing?); writes do not wait for replicas for the next 30 s",
+                        REPLICA_CONFIRMS_WITHIN.as_millis()
+                    );
+                }
                 Ok(reply)
             }
             _ => Ok(reply),
