@@ -790,6 +790,9 @@ export class Herald {
       removeEventListener("pagehide", bye);
       bye();
       port?.close();
+      // A worker that had not answered yet must not make this transport fall back now (a
+      // restored page has started another): its start timer checks this.
+      port = null;
       this.cleanup = this.cleanup.filter((undo) => undo !== stop);
     };
     this.cleanup.push(stop);

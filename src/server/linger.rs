@@ -3,7 +3,7 @@
 //! goes quiet for [`QUIET`], or [`MAX`] has passed. A socket closed with unread input answers
 //! the client with a reset instead, and a client still sending a body the answer refused
 //! (413, 408, a 431 head) then fails with "broken pipe" before it reads that answer. Not while
-//! the node shuts down: then a connection closes at once, as before.
+//! the node shuts down: then a connection closes at once, also one lingering when it began.
 
 use std::future::Future;
 use std::io;
@@ -24,8 +24,18 @@ const MAX: Duration = Duration::from_secs(5);
 pub struct Linger<T> {
     inner: T,
     stop: Shutdown,
-    /// Set once the write side is shut: when lingering ends at the latest, and the quiet timer.
-    lingering: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Set once the write side is shut.
+    lingering: Option<Lingering>,
+}
+
+/// A lingering close under way.
+struct Lingering {
+    /// When it ends at the latest.
+    until: Instant,
+    /// Reset by each byte the client sends.
+    quiet: Pin<Box<Sleep>>,
+    /// The node's stop, which ends it at once (the drain waits for no client's bytes).
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl<T> Linger<T> {
@@ -42,9 +52,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Linger<T> {
     /// Read and drop what the client sends: ready at its end (or an error), after [`QUIET`]
     /// without a byte, or at [`MAX`].
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some((until, quiet)) = &mut self.lingering else {
+        let Some(Lingering {
+            until,
+            quiet,
+            stopping,
+        }) = &mut self.lingering
+        else {
             return Poll::Ready(());
         };
+        if stopping.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
         let mut scratch = [0u8; 8192];
         for _ in 0..16 {
             let mut buf = ReadBuf::new(&mut scratch);
@@ -109,8 +127,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<T> {
             if this.stop.is_stopping() {
                 return Poll::Ready(Ok(()));
             }
-            let now = Instant::now();
-            this.lingering = Some((now + MAX, Box::pin(tokio::time::sleep(QUIET))));
+            let stop = this.stop.clone();
+            this.lingering = Some(Lingering {
+                until: Instant::now() + MAX,
+                quiet: Box::pin(tokio::time::sleep(QUIET)),
+                stopping: Box::pin(async move { stop.wait().await }),
+            });
         }
         this.poll_drain(cx).map(Ok)
     }
@@ -137,6 +159,29 @@ mod tests {
         assert!(!closing.is_finished());
         drop(client);
         closing.await.unwrap().unwrap();
+    }
+
+    /// A lingering close under way ends when the node stops, though the client still sends.
+    #[tokio::test]
+    async fn the_stop_ends_a_lingering_close() {
+        let (trigger, stop) = crate::shutdown::channel();
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut server = Linger::new(server, stop);
+        let closing = tokio::spawn(async move { server.shutdown().await });
+        let mut end = Vec::new();
+        client.read_to_end(&mut end).await.unwrap();
+        for _ in 0..5 {
+            client.write_all(b"x").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !closing.is_finished(),
+            "still lingering while the client sends"
+        );
+        let stopped = Instant::now();
+        trigger.fire();
+        closing.await.unwrap().unwrap();
+        assert!(stopped.elapsed() < Duration::from_millis(100));
     }
 
     /// A client that sends nothing more is given up after the quiet time; none at shutdown.
