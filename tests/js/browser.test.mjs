@@ -309,6 +309,41 @@ for (const [name, strip] of TRANSPORTS) {
   });
 }
 
+test("a page that goes into the back/forward cache before its SharedWorker answered holds one stream once restored", async () => {
+  const user = "restored-early";
+  const { context, close } = await launchBrowser({ bfcache: true });
+  try {
+    await context.addInitScript(() => {
+      addEventListener("pageshow", (e) => { window.restored = e.persisted; });
+      const Real = SharedWorker;
+      window.SharedWorker = function (url, options) { window.workerMade = true; return new Real(url, options); };
+    });
+    // The worker's script comes late, as from a slow proxy: the page is gone before it answers.
+    await context.route("**/herald-worker.js", async (route) => {
+      await new Promise((r) => setTimeout(r, 2_500));
+      await route.continue().catch(() => {});
+    });
+    const page = await context.newPage();
+    await page.goto(`${herald.base}/healthz`);
+    await page.evaluate(async (user) => {
+      await fetch("/dev/login", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user }) });
+      const { default: Herald } = await import("/herald.js");
+      Herald.connect().then((h) => (window.h = h));
+    }, user);
+    await page.waitForFunction(() => window.workerMade === true, null, { timeout: 10_000 });
+    await page.goto(`${herald.base}/healthz?elsewhere`);
+    await page.goBack({ waitUntil: "commit" });
+    await page.waitForFunction(() => window.restored !== undefined, null, { timeout: 10_000 });
+    assert.equal(await page.evaluate(() => window.restored), true, "restored from the back/forward cache");
+    await until(async () => (await streams(user)).length === 1, "the restored page's stream", 15_000);
+    // Past the first worker's start timer (10 s): it must not add a leader's stream.
+    await new Promise((r) => setTimeout(r, 11_000));
+    assert.equal((await streams(user)).length, 1, JSON.stringify(await streams(user)));
+  } finally {
+    await close();
+  }
+});
+
 test("a reloaded follower takes only the leader's answer to its own hello, not another tab's ready (leader)", async () => {
   const user = "joining-together";
   const { context, close } = await browser(["SharedWorker"]);
