@@ -50,12 +50,9 @@ impl<T> SendTimeout<T> {
             return poll;
         }
         let (timeout, stop) = (self.timeout, &self.stop);
-        let pending = self.pending.get_or_insert_with(|| {
-            let stop = stop.clone();
-            Pending {
-                deadline: Box::pin(tokio::time::sleep(timeout)),
-                stop: Some(Box::pin(async move { stop.wait().await })),
-            }
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            stop: Some(stop.stopped()),
         });
         if let Some(stopping) = &mut pending.stop {
             if stopping.as_mut().poll(cx).is_ready() {

@@ -45,6 +45,13 @@ impl Shutdown {
         let _ = rx.wait_for(Option::is_some).await;
     }
 
+    /// [`Shutdown::wait`] as an owned, boxed future, for a poll-based type to keep (only while
+    /// it waits: a blocked write, a lingering close).
+    pub fn stopped(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let stop = self.clone();
+        Box::pin(async move { stop.wait().await })
+    }
+
     pub fn is_stopping(&self) -> bool {
         self.rx.borrow().is_some()
     }

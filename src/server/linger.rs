@@ -127,11 +127,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Linger<T> {
             if this.stop.is_stopping() {
                 return Poll::Ready(Ok(()));
             }
-            let stop = this.stop.clone();
             this.lingering = Some(Lingering {
                 until: Instant::now() + MAX,
                 quiet: Box::pin(tokio::time::sleep(QUIET)),
-                stopping: Box::pin(async move { stop.wait().await }),
+                stopping: this.stop.stopped(),
             });
         }
         this.poll_drain(cx).map(Ok)
