@@ -590,6 +590,11 @@ export class Herald {
   close() {
     this.closed = true;
     this.#unrestore?.();
+    this.#stopTransport();
+  }
+
+  /** Let go of the transport: its stream, worker port, leader lock and channel. */
+  #stopTransport() {
     for (const undo of this.cleanup.splice(0)) undo();
   }
 
@@ -691,7 +696,7 @@ export class Herald {
   #restore(start) {
     const restored = (e) => {
       if (!e.persisted || this.closed) return;
-      for (const undo of this.cleanup.splice(0)) undo();
+      this.#stopTransport();
       start();
     };
     this.#unrestore?.();
