@@ -36,15 +36,28 @@ pub struct Delivery {
     pub frame: Bytes,
     /// Commit time in Unix milliseconds, for the publish-to-delivery latency.
     pub at_ms: u64,
+    /// [`Change::print`] (0: not taken), which tells a change logged at a position already
+    /// delivered from the one delivered there.
+    pub print: u64,
 }
 
 impl Delivery {
+    /// A change of a log that may go back under its streams (Redis's).
     pub fn new(change: &Change) -> Self {
+        Delivery {
+            print: change.print(),
+            ..Delivery::local(change)
+        }
+    }
+
+    /// A change of a log that never goes back (the memory store's): no print taken.
+    pub fn local(change: &Change) -> Self {
         Delivery {
             epoch: change.epoch,
             seq: change.seq,
             frame: frame::change(change),
             at_ms: change.at_ms,
+            print: 0,
         }
     }
 }

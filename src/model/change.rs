@@ -175,6 +175,28 @@ pub struct Change {
     pub at_ms: u64,
 }
 
+impl Change {
+    /// What tells this change from another logged at its position: the first 8 bytes of the
+    /// SHA-1 of `kind<TAB>ms<TAB>data`, the log entry after its seq (`head.lua` computes the
+    /// same with `redis.sha1hex`). A Redis Cluster primary that hung until its replica took
+    /// over may have logged other changes at the positions the new primary hands out, also
+    /// committed in the same millisecond.
+    pub fn print(&self) -> u64 {
+        let mut sha = sha1_smol::Sha1::new();
+        for part in [
+            self.kind.as_str(),
+            "\t",
+            &self.at_ms.to_string(),
+            "\t",
+            &self.data,
+        ] {
+            sha.update(part.as_bytes());
+        }
+        let digest = sha.digest().bytes();
+        u64::from_be_bytes(digest[..8].try_into().expect("8 of 20 bytes"))
+    }
+}
+
 /// The change a tray write asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {

@@ -137,9 +137,11 @@ struct Inner {
     out: Output,
     /// The position of the last change written (or skipped as already seen by the client).
     last: EventId,
-    /// The commit time of that change (0: unknown, after a reset or a resume at the head):
-    /// the catch-up checks it against the log, to notice a log that went back.
+    /// The commit time of that change (0: unknown, after a reset or a resume at the head).
     last_ms: u64,
+    /// Its [`Delivery::print`] (0: unknown): the catch-up checks it against the log, to
+    /// notice a log that went back.
+    last_print: u64,
     /// `Some` while a catch-up from the store is due (or the opening frames are not queued
     /// yet): live changes wait here.
     held: Option<Vec<Delivery>>,
@@ -215,6 +217,7 @@ impl Stream {
                     seq: 0,
                 },
                 last_ms: 0,
+                last_print: 0,
                 // Live changes and ends wait until the opening frames are queued.
                 held: Some(Vec::new()),
                 recheck: false,
@@ -413,6 +416,7 @@ impl Stream {
         g.send(d.frame.clone());
         g.last.seq = d.seq;
         g.last_ms = d.at_ms;
+        g.last_print = d.print;
         let metrics = &self.state.metrics;
         metrics.events_delivered.inc();
         if live && d.at_ms > 0 {
@@ -457,11 +461,16 @@ impl Stream {
                 }
             }
         }
-        let (after, after_ms) = {
+        let (after, after_print) = {
             let g = self.lock();
-            (g.last, g.last_ms)
+            (g.last, g.last_print)
         };
-        let head = match self.state.store.replay(&self.user, after, after_ms).await? {
+        let head = match self
+            .state
+            .store
+            .replay(&self.user, after, after_print)
+            .await?
+        {
             // All committed after the opening's read: the stream was open for each.
             Replay::Changes(changes) => {
                 let mut g = self.lock();
@@ -617,14 +626,18 @@ impl Inner {
     /// went back under this stream (a Redis Cluster primary that hung until its replica took
     /// over ran writes the new primary never had, and this stream delivered their
     /// announcements: the new primary hands those positions out again). The last change's
-    /// own position announced with another commit time, or an earlier position committed
-    /// after it, cannot come from one log. Commit times are the publishing node's clock, so
-    /// the second can also be clocks apart: the catch-up it asks for then finds the log whole.
+    /// own position announced with another print (another change), or an earlier position
+    /// committed after it, cannot come from one log. Commit times are the publishing node's
+    /// clock, so the second can also be clocks apart: the catch-up it asks for then finds the
+    /// log whole.
     fn went_back(&self, d: &Delivery) -> bool {
-        let known = self.last_ms != 0 && d.at_ms != 0 && d.epoch == self.last.epoch;
-        known
-            && ((d.seq == self.last.seq && d.at_ms != self.last_ms)
-                || (d.seq < self.last.seq && d.at_ms > self.last_ms))
+        if d.epoch != self.last.epoch {
+            return false;
+        }
+        let printed = self.last_print != 0 && d.print != 0;
+        let timed = self.last_ms != 0 && d.at_ms != 0;
+        (d.seq == self.last.seq && printed && d.print != self.last_print)
+            || (d.seq < self.last.seq && timed && d.at_ms > self.last_ms)
     }
 
     /// Write (or queue) `bytes`; a socket that fails makes the stream over.
@@ -647,6 +660,7 @@ impl Inner {
         self.send(frame::event(Some(head.id()), "reset", &data));
         self.last = head.id();
         self.last_ms = 0;
+        self.last_print = 0;
     }
 
     /// End after `last` (the stream's last event) and what is queued.

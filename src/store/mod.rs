@@ -640,15 +640,16 @@ impl Store {
     }
 
     /// Every retained change after `after`, or `Reset` (also when `after` is of another epoch).
-    /// `after` is a position the store handed out (a stream's last change), committed at
-    /// `after_ms` (0: unknown). Redis: `after` beyond the head, or a change of another commit
-    /// time at its seq, shows that the log went back (Redis restored from a snapshot older
-    /// than its last writes), and the log takes a new epoch, so that every position of the old
-    /// one resets rather than replaying the other changes that get its seqs again.
-    pub async fn replay(&self, user: &str, after: EventId, after_ms: u64) -> Result<Replay> {
+    /// `after` is a position the store handed out (a stream's last change), whose change has
+    /// [`Change::print`] `print` (0: unknown). Redis: `after` beyond the head, or another
+    /// change at its seq, shows that the log went back (Redis restored from a snapshot older
+    /// than its last writes, or a Cluster primary replaced by a replica that lacked them), and
+    /// the log takes a new epoch, so that every position of the old one resets rather than
+    /// replaying the other changes that get its seqs again.
+    pub async fn replay(&self, user: &str, after: EventId, print: u64) -> Result<Replay> {
         match self {
             Store::Memory(s) => s.replay(user, after).await,
-            Store::Redis(s) => s.replay(user, after, after_ms).await,
+            Store::Redis(s) => s.replay(user, after, print).await,
         }
     }
 

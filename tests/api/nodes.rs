@@ -623,6 +623,43 @@ async fn a_change_at_a_position_already_delivered_resets_the_stream() {
     }
 }
 
+/// As above, with the other change committed in the same millisecond as the one delivered
+/// (a hung primary and its promoted replica each took one of several publishes sent at once):
+/// its data tells it apart, live and in the catch-up, and the stream resets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_change_at_a_delivered_position_in_the_same_millisecond_resets_the_stream() {
+    let redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let mut sse = a.events(&user_token("alice"), "").await;
+    a.notify("alice", "kept").await;
+    sse.expect("notification").await;
+    a.notify("alice", "lost").await;
+    let lost = sse.expect("notification").await.position();
+    // The log as the new primary has it: "lost" never was, another change took its seq, at
+    // its commit ms; announced as the scripts do.
+    let mut c = redis.conn();
+    let entry: String = ::redis::cmd("RPOP")
+        .arg("herald:{u:alice}:changes")
+        .query(&mut c)
+        .unwrap();
+    let other = entry.replacen(r#""title":"lost""#, r#""title":"taken""#, 1);
+    assert_ne!(other, entry);
+    let _: () = ::redis::cmd("RPUSH")
+        .arg("herald:{u:alice}:changes")
+        .arg(&other)
+        .query(&mut c)
+        .unwrap();
+    let (_, logged) = other.split_once('\t').unwrap();
+    let _: () = ::redis::cmd("SPUBLISH")
+        .arg("herald:{u:alice}:ch")
+        .arg(format!("c\t{}\t{}\t{logged}", lost.0, lost.1))
+        .query(&mut c)
+        .unwrap();
+    let ev = sse.next_event().await;
+    assert_eq!(ev.event, "reset", "{ev:?}");
+    assert_ne!(ev.position().0, lost.0, "a new epoch");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_nodes_presence_disappears_within_30_s() {
     a_crashed_nodes_presence_disappears(Mode::Redis).await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::hub::Idle;
-use crate::model::PresenceEntry;
+use crate::model::{Change, ChangeKind, PresenceEntry};
 use crate::store::batch::{Batch, BATCH_CHANNEL};
 
 /// Memory: one node, so the cleaner's turn is always this node's.
@@ -324,23 +324,38 @@ async fn redis_a_log_that_went_back_takes_a_new_epoch() {
     );
 
     // A stream's position the new changes have passed before its catch-up: the change at its
-    // seq has another commit time.
-    let ms_of = |raw: &mut redis::Connection, seq: i64| -> u64 {
-        let entry: String = redis::cmd("LINDEX")
+    // seq is another one.
+    // the entry `back` before the newest
+    let entry_at = |raw: &mut redis::Connection, back: i64| -> String {
+        redis::cmd("LINDEX")
             .arg("herald:{u:a}:changes")
-            .arg(seq - 6)
+            .arg(-1 - back)
             .query(raw)
-            .expect("LINDEX");
-        entry.split('\t').nth(2).unwrap().parse().unwrap()
+            .expect("LINDEX")
     };
-    let (ms4, ms5) = (ms_of(&mut raw, 4), ms_of(&mut raw, 5));
-    let handed_out = async |seq, ms| {
+    let print_of = |entry: &str| {
+        let mut parts = entry.splitn(4, '\t').skip(1);
+        let (kind, ms, data) = (parts.next(), parts.next(), parts.next());
+        Change {
+            epoch: new.epoch,
+            seq: 0,
+            kind: ChangeKind::parse(kind.unwrap()).unwrap(),
+            at_ms: ms.unwrap().parse().unwrap(),
+            data: data.unwrap().to_owned(),
+        }
+        .print()
+    };
+    let (print4, print5) = (
+        print_of(&entry_at(&mut raw, 1)),
+        print_of(&entry_at(&mut raw, 0)),
+    );
+    let handed_out = async |seq, print| {
         let after = at(new.epoch, seq);
-        s.store.replay("a", after, ms).await.expect("replay")
+        s.store.replay("a", after, print).await.expect("replay")
     };
     // the log as the stream saw it: no new epoch
-    assert_eq!(seqs(&handed_out(4, ms4).await), vec![5]);
-    assert_eq!(handed_out(5, ms5).await, Replay::Changes(Vec::new()));
+    assert_eq!(seqs(&handed_out(4, print4).await), vec![5]);
+    assert_eq!(handed_out(5, print5).await, Replay::Changes(Vec::new()));
     assert_eq!(s.store.head("a").await.expect("head").epoch, new.epoch);
     let _: () = redis::pipe()
         .cmd("SET")
@@ -354,10 +369,30 @@ async fn redis_a_log_that_went_back_takes_a_new_epoch() {
         .expect("go back");
     tokio::time::sleep(Duration::from_millis(5)).await;
     publish_many(&s, "a", 3).await;
-    assert_eq!(handed_out(5, ms5).await, Replay::Reset);
+    assert_eq!(handed_out(5, print5).await, Replay::Reset);
     let newer = s.store.head("a").await.expect("head");
     assert_ne!(newer.epoch, new.epoch);
     assert_eq!(newer.seq, 6);
+
+    // Another change at the position committed in the same millisecond (a hung Cluster
+    // primary's and its promoted replica's, published at once): told apart by its data.
+    let entry6 = entry_at(&mut raw, 0);
+    let other = entry6.replacen("\"title\":\"", "\"title\":\"other ", 1);
+    assert_ne!(other, entry6);
+    let at6 = at(newer.epoch, 6);
+    let replay6 = async |print| s.store.replay("a", at6, print).await.expect("replay");
+    assert_eq!(
+        replay6(print_of(&entry6)).await,
+        Replay::Changes(Vec::new())
+    );
+    let _: () = redis::cmd("LSET")
+        .arg("herald:{u:a}:changes")
+        .arg(-1)
+        .arg(&other)
+        .query(&mut raw)
+        .expect("LSET");
+    assert_eq!(replay6(print_of(&entry6)).await, Replay::Reset);
+    assert_ne!(s.store.head("a").await.expect("head").epoch, newer.epoch);
 }
 
 /// Redis, a node with Web Push off and no live node that sends it: a due escalation is left

@@ -179,7 +179,7 @@ impl Tray {
             data: json,
             at_ms,
         };
-        hub.dispatch(user, &Delivery::new(&change));
+        hub.dispatch(user, &Delivery::local(&change));
         self.log.push(change, compact);
     }
 

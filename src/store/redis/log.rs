@@ -12,8 +12,8 @@ impl RedisStore {
         Ok(self.open_at(user, None).await?.0)
     }
 
-    pub async fn replay(&self, user: &str, after: EventId, after_ms: u64) -> Result<Replay> {
-        let read = self.read_head(user, None, Some(after), Some(after_ms));
+    pub async fn replay(&self, user: &str, after: EventId, print: u64) -> Result<Replay> {
+        let read = self.read_head(user, None, Some(after), Some(print));
         // No epoch (the log is gone): the position means nothing here.
         Ok(match read.await? {
             (Some(_), Some(replay)) => replay,
@@ -38,8 +38,8 @@ impl RedisStore {
     /// `head.lua`: the head (`None` when the user has no epoch and `fresh` is `None`) and,
     /// with `after`, the replay after it (`Reset` for a position of another epoch). With
     /// `handed_out` (`after` is a position this store gave a stream, not one a client sent,
-    /// and the commit ms of its change, 0 if unknown), `after` beyond the head or a change
-    /// of another commit ms at its seq shows the log went back, and the log takes a new epoch.
+    /// and the [`Change::print`] of its change, 0 if unknown), `after` beyond the head or
+    /// another change at its seq shows the log went back, and the log takes a new epoch.
     async fn read_head(
         &self,
         user: &str,
@@ -59,7 +59,10 @@ impl RedisStore {
                 _ => "",
             })
             .arg(rotate_to.as_ref().map_or("", Epoch::as_str))
-            .arg(handed_out.unwrap_or(0))
+            .arg(match handed_out {
+                Some(print) if print != 0 => format!("{print:016x}"),
+                _ => String::new(),
+            })
             .invoke_async(&mut self.conn())
             .await?;
         let shape = || Error::Internal("head script returned an unexpected shape".into());

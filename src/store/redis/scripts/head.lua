@@ -4,8 +4,9 @@
 -- ARGV: 1 a fresh epoch, kept when the user has none ('': only read it) 2 the seq to replay
 --       after ('': no replay) 3 the log's capacity 4 the epoch of that position, when it is
 --       one this log handed out (a stream's last change, not a client's Last-Event-ID, which
---       may be made up; '': not) 5 a fresh epoch for a log that went back 6 the commit ms of
---       the change at that position ('0': unknown)
+--       may be made up; '': not) 5 a fresh epoch for a log that went back 6 the print of the
+--       change at that position: the first 16 hex digits of the SHA-1 of its entry after the
+--       seq and its tab (kind, ms, data; '': unknown)
 -- Returns {epoch ('' when none), seq, unread, unseen, entry...}: the newest `seq - after`
 -- entries of `changes` as `commit` logged them (fewer once trimmed; a log written in part by
 -- another layout may hold older ones too: the caller checks the seqs). None when more than
@@ -19,17 +20,18 @@ else
   epoch = redis.call('GET', key(b, 'epoch')) or ''
 end
 local seq = tonumber(redis.call('GET', key(b, 'seq')) or '0')
--- A position of this epoch beyond the head, or whose seq the log holds for a change of
--- another commit time: this Redis went back (restarted from a snapshot older than its last
--- writes), and the seqs after what it kept are, or will be, handed out again for other
--- changes. A new epoch tells them apart: every position of the old one resets.
+-- A position of this epoch beyond the head, or whose seq the log holds for another change:
+-- this Redis went back (restarted from a snapshot older than its last writes, or a Cluster
+-- replica promoted without them), and the seqs after what it kept are, or will be, handed
+-- out again for other changes. A new epoch tells them apart: every position of the old one
+-- resets.
 if ARGV[2] ~= '' and ARGV[4] ~= '' and ARGV[4] == epoch then
   local after = tonumber(ARGV[2])
   local went_back = after > seq
-  if not went_back and after > 0 and ARGV[6] ~= '0' then
+  if not went_back and after > 0 and ARGV[6] ~= '' then
     local entry = redis.call('LINDEX', key(b, 'changes'), after - seq - 1)
-    local at, ms = string.match(entry or '', '^(%d+)\t[^\t]*\t(%d+)\t')
-    went_back = tonumber(at) == after and ms ~= ARGV[6]
+    local at, rest = string.match(entry or '', '^(%d+)\t(.*)$')
+    went_back = tonumber(at) == after and string.sub(redis.sha1hex(rest), 1, 16) ~= ARGV[6]
   end
   if went_back then
     epoch = ARGV[5]
