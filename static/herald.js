@@ -50,6 +50,11 @@ const BEHIND_GRACE_MS = 3_000;
 const RESTART_REPLACED_MS = 10_000;
 /** Notifications `connect` loads before it streams (`h.page`), unless told otherwise. */
 const FIRST_PAGE = 20;
+/**
+ * How long a tray write waits, once answered, for this tab's stream to show it (its event
+ * delivered, the counts updated) before it resolves anyway: a stream that is reconnecting.
+ */
+const WRITE_SHOWN_MS = 1_500;
 /** Messages between tabs, the leader and the SharedWorker. */
 export const MSG = Object.freeze({ HELLO: "hello", EVENT: "event", BYE: "bye", LEADER: "leader", ALIVE: "alive", JOINED: "joined" });
 /**
@@ -443,6 +448,8 @@ export class Herald {
   #signedInAs = null;
   /** Removes the `pageshow` listener of `#restore`. */
   #unrestore = null;
+  /** Tray writes waiting for this tab's stream to show them: `{ position, done }`. */
+  #writes = [];
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
@@ -591,6 +598,7 @@ export class Herald {
     this.closed = true;
     this.#unrestore?.();
     this.#stopTransport();
+    this.#settleWrites();
   }
 
   /** Let go of the transport: its stream, worker port, leader lock and channel. */
@@ -619,12 +627,38 @@ export class Herald {
     // The session a tray page was read as (see `Stream.join`).
     const session = response.ok && response.headers.get("x-herald-session");
     if (session) this.#signedInAs = session;
-    if (response.status === 204) return null;
-    const json = await response.json().catch(() => null);
+    const json = response.status === 204 ? null : await response.json().catch(() => null);
     if (!response.ok) {
       throw new HeraldError(json?.error?.message ?? `HTTP ${response.status}`, { status: response.status, code: json?.error?.code ?? null });
     }
+    await this.#shown(response.headers.get("x-herald-position"));
     return json;
+  }
+
+  /**
+   * Resolves once this tab's stream shows the tray write that left the change log at
+   * `position` (its answer's `X-Herald-Position`): the write's event has reached the handlers
+   * and `unreadCount` when its promise resolves. At once without a position (not a tray write)
+   * or once closed; after `WRITE_SHOWN_MS` at most.
+   */
+  #shown(position) {
+    if (!parseId(position) || this.closed || notAfter(position, this.lastId)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#settleWrites((w) => w === write), WRITE_SHOWN_MS);
+      const write = { position, done: () => (clearTimeout(timer), resolve()) };
+      this.#writes.push(write);
+    });
+  }
+
+  /**
+   * Resolve the waiting writes that `settled(write)` picks (all by default): those this tab
+   * has reached after an event, and after a `reset` also those of another log (never reached).
+   */
+  #settleWrites(settled = () => true) {
+    const done = this.#writes.filter(settled);
+    if (!done.length) return;
+    this.#writes = this.#writes.filter((w) => !done.includes(w));
+    for (const w of done) w.done();
   }
 
   #counts() {
@@ -677,6 +711,10 @@ export class Herald {
     if (name === "ready") this.#resolveReady();
     this.#emit(name, data);
     if (changed) this.#emit("counts", countData(this.#counts()));
+    if (this.#writes.length) {
+      const tag = parseId(this.lastId)?.tag;
+      this.#settleWrites((w) => notAfter(w.position, this.lastId) || (name === "reset" && parseId(w.position).tag !== tag));
+    }
     const stale = staleIds(name, data);
     if (stale.length) this.push.settle(stale).catch(() => {});
     // Signed out (or the token expired) for good: stop, and let go of the shared connection

@@ -249,11 +249,15 @@ pub enum Target {
     All,
 }
 
-/// What a tray write did: how many of the named ids exist, which ones changed state.
+/// What a tray write did: how many of the named ids exist, which ones changed state, and
+/// where the user's change log stood after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Marked {
     pub found: usize,
     pub changed: Vec<String>,
+    /// The log's head once the write was done (`None` when the user has no log yet): a
+    /// stream at or past it shows the write.
+    pub position: Option<EventId>,
 }
 
 /// `data:` of a status change event.

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::auth_request::identity_headers;
 use super::body::{discard, json, Request, Response};
+use super::notifications::at_position;
 use crate::auth::session::{self, Caller};
 use crate::error::{Error, Result};
 use crate::model::{rfc3339, ActionSpec, Notification, TakenAction};
@@ -136,7 +137,7 @@ async fn record(
         status,
     };
     match state.store.take_action(user, id, &taken).await? {
-        ActionOutcome::Taken(n) => Ok(json(StatusCode::OK, &n)),
+        ActionOutcome::Taken(n, at) => Ok(at_position(json(StatusCode::OK, &n), Some(at))),
         ActionOutcome::Conflict => Err(Error::Conflict(TAKEN)),
         ActionOutcome::Missing => Err(Error::NotFound("no such notification")),
     }

@@ -28,6 +28,7 @@ use http::{header, Method, Version};
 
 pub use self::auth_request::{SESSION_HEADER, USER_HEADER};
 use self::body::{error_response, Request, Response};
+pub use self::notifications::POSITION_HEADER;
 use crate::error::{Error, Result};
 use crate::forwarded::ConnInfo;
 use crate::model::MAX_BODY_BYTES;

@@ -6,13 +6,15 @@
 
 use std::time::SystemTime;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use super::body::{empty, json, read_json, Request, Response};
 use crate::auth;
 use crate::error::{Error, Result};
-use crate::model::{check_ahead, parse_time, validate_category, validate_id, Mark, Target};
+use crate::model::{
+    check_ahead, parse_time, validate_category, validate_id, EventId, Mark, Target,
+};
 use crate::state::AppState;
 use crate::store::{Archived, ListQuery};
 
@@ -209,6 +211,20 @@ impl Change {
     }
 }
 
+/// `X-Herald-Position` on a tray write's answer: where the user's change log stood once the
+/// write was done, so a client can tell when its stream shows it (`<epoch>.<seq>`, an event
+/// id; the browser client resolves a write once its stream has reached it).
+pub const POSITION_HEADER: &str = "x-herald-position";
+
+/// `response` with the [`POSITION_HEADER`] `position` (a tray write's head, when known).
+pub(super) fn at_position(mut response: Response, position: Option<EventId>) -> Response {
+    let value = position.and_then(|p| HeaderValue::from_str(&p.to_string()).ok());
+    if let Some(value) = value {
+        response.headers_mut().insert(POSITION_HEADER, value);
+    }
+    response
+}
+
 pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Response> {
     let (parts, body) = req.into_parts();
     let caller = auth::session::writer(&state, &parts).await?;
@@ -223,14 +239,14 @@ pub async fn patch_one(state: AppState, req: Request, id: &str) -> Result<Respon
         return Err(not_found());
     }
     if mark == Mark::Deleted {
-        return Ok(empty(StatusCode::NO_CONTENT));
+        return Ok(at_position(empty(StatusCode::NO_CONTENT), marked.position));
     }
     let n = state
         .store
         .get(&caller.user, id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(json(StatusCode::OK, &n))
+    Ok(at_position(json(StatusCode::OK, &n), marked.position))
 }
 
 pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
@@ -272,10 +288,8 @@ pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
         }
     };
     let marked = state.store.mark(&caller.user, &target, mark).await?;
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"updated": marked.changed.len()}),
-    ))
+    let body = serde_json::json!({"updated": marked.changed.len()});
+    Ok(at_position(json(StatusCode::OK, &body), marked.position))
 }
 
 #[cfg(test)]

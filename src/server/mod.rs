@@ -340,12 +340,14 @@ fn cors_layer(state: &AppState) -> CorsLayer {
         .allow_credentials(AllowCredentials::predicate(allowed))
         .allow_methods(AllowMethods::mirror_request())
         .allow_headers(AllowHeaders::mirror_request())
-        // Scripts may read the request id of an answer (to quote it in a bug report), and the
-        // identity a tray page was read as (the browser client's session check).
+        // Scripts may read the request id of an answer (to quote it in a bug report), the
+        // identity a tray page was read as (the browser client's session check), and where a
+        // tray write left the change log (the browser client waits for its stream to get there).
         .expose_headers([
             crate::request_id::HEADER,
             HeaderName::from_static(crate::routes::USER_HEADER),
             HeaderName::from_static(crate::routes::SESSION_HEADER),
+            HeaderName::from_static(crate::routes::POSITION_HEADER),
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

@@ -278,8 +278,9 @@ impl Published {
 /// What recording an action found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionOutcome {
-    /// Recorded: the notification as it is now (read, with its action).
-    Taken(Box<Notification>),
+    /// Recorded: the notification as it is now (read, with its action), and the position of
+    /// its `updated` change.
+    Taken(Box<Notification>, EventId),
     /// The notification already has an action.
     Conflict,
     /// No such (delivered) notification.

@@ -194,7 +194,18 @@ async fn an_action_without_path_only_records(mode: Mode) {
         .expect("ready has an id");
     let id = publish_with(&h, "alice", json!([{"id": "ack", "label": "Got it"}])).await;
     assert_eq!(sse.next_event().await.event, "notification");
-    let (status, n) = take(&h, &token, &id, "ack").await;
+    let answer = (h
+        .http
+        .post(h.url(&format!("/notifications/{id}/actions/ack"))))
+    .bearer_auth(&token)
+    .send()
+    .await
+    .unwrap();
+    let position = answer.headers().get("x-herald-position").cloned();
+    let (status, n) = (
+        answer.status().as_u16(),
+        answer.json::<Value>().await.unwrap(),
+    );
     assert_eq!(status, 200, "{n}");
     assert_eq!(n["action"]["id"], "ack", "{n}");
     assert!(n["action"]["status"].is_null(), "{n}");
@@ -203,6 +214,9 @@ async fn an_action_without_path_only_records(mode: Mode) {
     let ev = sse.next_event().await;
     assert_eq!(ev.event, "updated", "{ev:?}");
     assert_eq!(ev.json()["action"], n["action"]);
+    // the answer says where the change log stood after it: the event's id
+    let position = position.map(|p| p.to_str().unwrap().to_owned());
+    assert_eq!(position, ev.id, "X-Herald-Position");
     // replayed like every change
     let mut replay = h.events(&token, &format!("?last_event_id={start}")).await;
     let first = replay.next_event().await;

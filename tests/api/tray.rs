@@ -15,7 +15,59 @@ both_modes!(
     bad_tray_requests_are_400,
     tray_keeps_at_most_max_per_user,
     page_then_stream_from_its_position,
+    writes_answer_where_they_left_the_log,
 );
+
+/// A tray write's answer says where it left the user's change log (`X-Herald-Position`): the
+/// id of the stream event that shows it; for a write that changed nothing, where the log
+/// already was; for one refused, nothing.
+async fn writes_answer_where_they_left_the_log(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let mut sse = h.events(&token, "").await;
+    let a = h.notify("alice", "a").await;
+    let b = h.notify("alice", "b").await;
+    sse.expect("notification").await;
+    sse.expect("notification").await;
+    let patch = async |path: &str, token: &str, body: serde_json::Value| {
+        let answer = (h.http.patch(h.url(path)).bearer_auth(token).json(&body))
+            .send()
+            .await
+            .unwrap();
+        let position = answer.headers().get("x-herald-position");
+        let position = position.map(|p| p.to_str().unwrap().to_owned());
+        (answer.status().as_u16(), position)
+    };
+    let one = format!("/notifications/{a}");
+    let mut last = None;
+    for (path, body, event, status) in [
+        (&one, json!({"read": true}), "read", 200),
+        (&one, json!({"deleted": true}), "deleted", 204),
+        (
+            &"/notifications".into(),
+            json!({"ids": [b], "seen": true}),
+            "seen",
+            200,
+        ),
+        (
+            &"/notifications".into(),
+            json!({"all": true, "read": true}),
+            "read",
+            200,
+        ),
+    ] {
+        let (got, position) = patch(path, &token, body).await;
+        assert_eq!(got, status, "{event}");
+        last = sse.expect(event).await.id;
+        assert!(last.is_some());
+        assert_eq!(position, last, "{event}");
+    }
+    let (got, position) = patch("/notifications", &token, json!({"all": true, "read": true})).await;
+    assert_eq!((got, position), (200, last), "nothing changed");
+    let read_b = json!({"read": true});
+    let (got, position) = patch(&format!("/notifications/{b}"), &user_token("bob"), read_b).await;
+    assert_eq!((got, position), (404, None), "another user's id");
+}
 
 /// The page's `position` resumes a stream exactly after it: while publishes run, every
 /// notification is either on the page or on the stream, never both, never neither.

@@ -835,9 +835,17 @@ for (const [name, strip] of TRANSPORTS) {
           }
         });
       }
-      /** Call `method(arg)` on the first tab's client; both tabs then see `change` and `unread`. */
+      /**
+       * Call `method(arg)` on the first tab's client: its counts are `change`'s once the call
+       * resolves (it waits for its stream to show the write); both tabs then see `change`.
+       */
       const step = async (method, arg, change) => {
-        await first.evaluate(([m, x]) => window.heraldDemo.herald[m](x), [method, arg]);
+        const counts = await first.evaluate(async ([m, x]) => {
+          const h = window.heraldDemo.herald;
+          await h[m](x);
+          return [h.unreadCount, h.unseenCount];
+        }, [method, arg]);
+        assert.deepEqual(counts, change.slice(2), `the first tab's counts once ${method} resolved`);
         for (const [i, page] of [first, second].entries()) {
           await page.waitForFunction((n) => window.changes.length >= n, step.count + 1, { timeout: 10_000 })
             .catch(async () => assert.fail(`tab ${i + 1} after ${method}: ${JSON.stringify(await page.evaluate(() => window.changes))}`));

@@ -62,8 +62,8 @@ async function until(pred, ms = 3_000) {
 /** Requests the client made (`{method, path, body}`) and the answers queued per "METHOD path". */
 let requests;
 let answers;
-function answer(method, path, status, body) {
-  answers.set(`${method} ${path}`, { status, body });
+function answer(method, path, status, body, headers = {}) {
+  answers.set(`${method} ${path}`, { status, body, headers });
 }
 
 beforeEach(() => {
@@ -80,7 +80,7 @@ beforeEach(() => {
     requests.push({ method, path, body: init.body ? JSON.parse(init.body) : undefined, credentials: init.credentials });
     const a = answers.get(`${method} ${path}`) ?? answers.get(`${method} *`);
     if (!a) throw new TypeError("fetch failed");
-    return new Response(a.status === 204 ? null : JSON.stringify(a.body), { status: a.status });
+    return new Response(a.status === 204 ? null : JSON.stringify(a.body), { status: a.status, headers: a.headers });
   };
 });
 
@@ -238,6 +238,48 @@ test("each API call makes its request", async () => {
   ]);
   assert.throws(() => h.snooze("a", "not a time"), TypeError);
   h.close();
+});
+
+test("a tray write resolves once the stream shows it: its event delivered, the counts updated", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  const settled = (p) => Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), 50))]);
+  answer("PATCH", "/notifications/a", 200, n("a", { read_at: "2030-01-01T00:00:00Z" }), { "x-herald-position": "t1.6" });
+  const read = h.markRead("a");
+  assert.equal(await settled(read), false, "answered, not shown yet");
+  es.emit("read", { ids: ["a"], unread_count: 1, unseen_count: 1 }, "t1.6");
+  assert.equal(await settled(read), true);
+  assert.equal(h.unreadCount, 1);
+  // a write that changed nothing leaves the log where this tab is: at once
+  assert.equal(await settled(h.markRead("a")), true);
+  // deleted (204), and bulk: the same
+  answer("PATCH", "/notifications/b", 204, null, { "x-herald-position": "t1.7" });
+  const deleted = h.delete("b");
+  assert.equal(await settled(deleted), false);
+  es.emit("deleted", { ids: ["b"], unread_count: 0, unseen_count: 0 }, "t1.7");
+  assert.equal(await deleted, null);
+  answer("PATCH", "/notifications", 200, { updated: 1 }, { "x-herald-position": "t1.8" });
+  const all = h.markAllRead();
+  es.emit("read", { ids: ["c"], unread_count: 0, unseen_count: 0 }, "t1.8");
+  assert.deepEqual(await all, { updated: 1 });
+  // a reset to another log: a write of the old one is never reached there
+  answer("PATCH", "/notifications/c", 200, n("c"), { "x-herald-position": "t1.9" });
+  const lost = h.markUnread("c");
+  assert.equal(await settled(lost), false);
+  es.emit("reset", { unread_count: 1, unseen_count: 1 }, "t2.3");
+  assert.equal(await settled(lost), true);
+  // a stream that does not show it (reconnecting): resolved anyway, in a moment
+  answer("PATCH", "/notifications/d", 200, n("d"), { "x-herald-position": "t2.4" });
+  const started = Date.now();
+  await h.markSeen("d");
+  assert.ok(Date.now() - started >= 1_000, "waited for the stream");
+  // closing resolves what waits
+  answer("PATCH", "/notifications/e", 200, n("e"), { "x-herald-position": "t2.5" });
+  const closing = h.markSeen("e");
+  await new Promise((r) => setTimeout(r, 10));
+  h.close();
+  assert.equal(await settled(closing), true);
 });
 
 test("a refused request rejects with HeraldError: status, code and the server's message", async () => {

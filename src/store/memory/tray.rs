@@ -661,6 +661,10 @@ impl Tray {
             let data = status_data(&marked.changed, self.counts());
             self.commit(user, hub, kind, data, now_ms());
         }
+        marked.position = Some(EventId {
+            epoch: self.epoch,
+            seq: self.seq,
+        });
         marked
     }
 
@@ -803,6 +807,10 @@ impl Tray {
         let notification = item.notification(&id, user);
         self.sync(id);
         self.commit_whole(user, hub, ChangeKind::Updated, id);
-        ActionOutcome::Taken(Box::new(notification))
+        let position = EventId {
+            epoch: self.epoch,
+            seq: self.seq,
+        };
+        ActionOutcome::Taken(Box::new(notification), position)
     }
 }

@@ -136,9 +136,13 @@ impl RedisStore {
         match out.as_slice() {
             [outcome] if outcome == "missing" => Ok(ActionOutcome::Missing),
             [outcome] if outcome == "conflict" => Ok(ActionOutcome::Conflict),
-            [outcome, json] if outcome == "taken" => serde_json::from_str(json)
-                .map(|n| ActionOutcome::Taken(Box::new(n)))
-                .map_err(|e| Error::Internal(format!("action script: {e}"))),
+            [outcome, json, at] if outcome == "taken" => {
+                let n = serde_json::from_str(json)
+                    .map_err(|e| Error::Internal(format!("action script: {e}")))?;
+                let at = EventId::parse(at)
+                    .ok_or_else(|| Error::Internal(format!("action script: position {at:?}")))?;
+                Ok(ActionOutcome::Taken(Box::new(n), at))
+            }
             _ => Err(Error::Internal(
                 "action script returned an unexpected shape".into(),
             )),
@@ -179,8 +183,10 @@ impl RedisStore {
         let out = strings(out.await.map_err(late)?)?;
         let mut out = out.into_iter();
         let found = out.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        let position = out.next().and_then(|head| EventId::parse(&head));
         let marked = Marked {
             found,
+            position,
             changed: out.collect(),
         };
         match (mark, marked.changed.is_empty()) {

@@ -7,7 +7,8 @@
 --   take <id> <the action's JSON> <now (RFC 3339)> <now_ms> <log_capacity> <deadline (Unix
 --     ms, Redis's clock)> <epoch (fresh; kept only when the log has none yet)>: record the
 --     action, once; mark the notification read (and seen) and commit it whole as `updated`.
---     Returns {'missing'}, {'conflict'} or {'taken', the notification JSON}.
+--     Returns {'missing'}, {'conflict'} or {'taken', the notification JSON, the position of
+--     its `updated` change ('<epoch>.<seq>')}.
 -- KEYS: 1 the user's base key (then, on a cluster, the tray's keys, declared)
 local b, op, id = KEYS[1], ARGV[1], ARGV[2]
 if op == 'claim' then
@@ -25,5 +26,5 @@ redis.call('HSETNX', key(b, 'read_at'), id, ARGV[4])
 redis.call('HSETNX', key(b, 'seen_at'), id, ARGV[4])
 sync(b, id)
 local json = whole(b, id)
-commit(b, 'updated', with_counts(b, json), ARGV[5], ARGV[8], ARGV[6])
-return {'taken', json}
+local epoch, seq = commit(b, 'updated', with_counts(b, json), ARGV[5], ARGV[8], ARGV[6])
+return {'taken', json, epoch .. '.' .. seq}

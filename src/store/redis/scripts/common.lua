@@ -228,10 +228,11 @@ local function log(b, kind, data, ms, fresh, cap)
 end
 
 -- Log one change and announce it on the user's channel:
--- c<TAB>epoch<TAB>seq<TAB>kind<TAB>ms<TAB>data.
+-- c<TAB>epoch<TAB>seq<TAB>kind<TAB>ms<TAB>data. Returns its epoch and seq.
 local function commit(b, kind, data, ms, fresh, cap)
   local epoch, seq = log(b, kind, data, ms, fresh, cap)
   redis.call('SPUBLISH', key(b, 'ch'), 'c\t' .. epoch .. '\t' .. seq .. '\t' .. kind .. '\t' .. ms .. '\t' .. data)
+  return epoch, seq
 end
 
 -- Escalate a notification that just became active to Web Push, when some node sends it

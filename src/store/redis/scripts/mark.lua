@@ -8,7 +8,8 @@
 --       6 deadline (Unix ms, Redis's clock) 7 epoch (fresh; kept only when the log has none)
 --       8 snooze end, Unix ms ('' unless snooze) 9 snooze end, RFC 3339
 --       10 Web Push sent by some node ('1'|'0') 11.. ids
--- Returns {found, changed ids...}.
+-- Returns {found, the log's head after it ('<epoch>.<seq>', '' when the user has no log),
+-- changed ids...}.
 if late(ARGV[6]) then return redis.error_reply(LATE_REPLY) end
 local b, kind, ms, now, cap, fresh = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7]
 local ids = {}
@@ -83,6 +84,9 @@ if #changed > 0 and kind ~= 'snooze' and kind ~= 'unsnooze' then
   local data = '{"ids":' .. cjson.encode(changed) .. counts(b) .. '}'
   commit(b, kind, data, ms, fresh, cap)
 end
-local out = {tostring(found)}
+local epoch = redis.call('GET', key(b, 'epoch'))
+local head = ''
+if epoch then head = epoch .. '.' .. (redis.call('GET', key(b, 'seq')) or '0') end
+local out = {tostring(found), head}
 for _, id in ipairs(changed) do out[#out + 1] = id end
 return out
