@@ -182,7 +182,8 @@ impl Change {
     /// over may have logged other changes at the positions the new primary hands out, also
     /// committed in the same millisecond.
     pub fn print(&self) -> u64 {
-        let mut sha = sha1_smol::Sha1::new();
+        use sha1::Digest;
+        let mut sha = sha1::Sha1::new();
         for part in [
             self.kind.as_str(),
             "\t",
@@ -192,7 +193,7 @@ impl Change {
         ] {
             sha.update(part.as_bytes());
         }
-        let digest = sha.digest().bytes();
+        let digest = sha.finalize();
         u64::from_be_bytes(digest[..8].try_into().expect("8 of 20 bytes"))
     }
 }

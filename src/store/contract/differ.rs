@@ -324,8 +324,7 @@ async fn redis_a_log_that_went_back_takes_a_new_epoch() {
     );
 
     // A stream's position the new changes have passed before its catch-up: the change at its
-    // seq is another one.
-    // the entry `back` before the newest
+    // seq is another one. (`entry_at(back)`: the log entry `back` before the newest.)
     let entry_at = |raw: &mut redis::Connection, back: i64| -> String {
         redis::cmd("LINDEX")
             .arg("herald:{u:a}:changes")
