@@ -228,6 +228,8 @@ export class Herald {
   counts(): Promise<CountsResponse>;
 
   // One id: resolves to the notification. A list: one bulk request, resolves to `{updated}`.
+  // Each change method resolves once this tab's stream shows the change (its event handled,
+  // the counts updated; 1.5 s at most, for a stream that is reconnecting).
   markRead(id: string): Promise<Notification>;
   markRead(ids: readonly string[]): Promise<BulkResult>;
   markRead(ids: string | readonly string[]): Promise<Notification | BulkResult>;
