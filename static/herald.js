@@ -450,6 +450,8 @@ export class Herald {
   #unrestore = null;
   /** Tray writes waiting for this tab's stream to show them: `{ position, done }`. */
   #writes = [];
+  /** This tab's stream is ready and not ended for good (`replaced`): writes wait for it. */
+  #streaming = false;
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
@@ -596,6 +598,7 @@ export class Herald {
 
   close() {
     this.closed = true;
+    this.#streaming = false;
     this.#unrestore?.();
     this.#stopTransport();
     this.#settleWrites();
@@ -639,10 +642,11 @@ export class Herald {
    * Resolves once this tab's stream shows the tray write that left the change log at
    * `position` (its answer's `X-Herald-Position`): the write's event has reached the handlers
    * and `unreadCount` when its promise resolves. At once without a position (not a tray write)
-   * or once closed; after `WRITE_SHOWN_MS` at most.
+   * or without a stream to show it (not ready yet, ended by `replaced`, closed); after
+   * `WRITE_SHOWN_MS` at most.
    */
   #shown(position) {
-    if (!parseId(position) || this.closed || notAfter(position, this.lastId)) return Promise.resolve();
+    if (!parseId(position) || !this.#streaming || notAfter(position, this.lastId)) return Promise.resolve();
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#settleWrites((w) => w === write), WRITE_SHOWN_MS);
       const write = { position, done: () => (clearTimeout(timer), resolve()) };
@@ -709,11 +713,13 @@ export class Herald {
       savePosition(this.base, this.lastId, this.#counts());
     }
     if (name === "ready") this.#resolveReady();
+    if (name === "ready" || name === "replaced") this.#streaming = name === "ready";
     this.#emit(name, data);
     if (changed) this.#emit("counts", countData(this.#counts()));
     if (this.#writes.length) {
       const tag = parseId(this.lastId)?.tag;
-      this.#settleWrites((w) => notAfter(w.position, this.lastId) || (name === "reset" && parseId(w.position).tag !== tag));
+      const reached = (w) => notAfter(w.position, this.lastId) || (name === "reset" && parseId(w.position).tag !== tag);
+      this.#settleWrites((w) => !this.#streaming || reached(w));
     }
     const stale = staleIds(name, data);
     if (stale.length) this.push.settle(stale).catch(() => {});

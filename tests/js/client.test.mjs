@@ -282,6 +282,22 @@ test("a tray write resolves once the stream shows it: its event delivered, the c
   assert.equal(await settled(closing), true);
 });
 
+test("a tray write does not wait without a stream to show it: ended by replaced, or never connected", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  const settled = (p) => Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), 50))]);
+  answer("PATCH", "*", 200, n("a"), { "x-herald-position": "t1.6" });
+  const pending = h.markSeen("a");
+  assert.equal(await settled(pending), false);
+  es.emit("replaced", {});
+  assert.equal(await settled(pending), true, "settled by the end");
+  assert.equal(await settled(h.markSeen("a")), true, "nothing to wait for");
+  h.close();
+  const bare = new Herald("");
+  assert.equal(await settled(bare.markSeen("a")), true, "never connected");
+});
+
 test("a refused request rejects with HeraldError: status, code and the server's message", async () => {
   const { es, connecting } = await connect();
   es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
