@@ -39,22 +39,28 @@ pub const GROUP: &str = "herald";
 pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
 /// How often to look for such entries.
 const CLAIM_EVERY: Duration = Duration::from_secs(5);
-/// A consumer of the group holding no pending entry that has not read for this long is
-/// removed (a node that crashed: its entries were taken over after [`CLAIM_IDLE`]). A live
-/// node reads every [`BLOCK`] at the longest; should one be removed all the same, its next
-/// read makes it a consumer again.
+/// A consumer of the group holding no pending entry that has not read for this long, and
+/// whose node is not alive (its heartbeat key, `store::nodes`), is removed (a node that
+/// crashed: its entries were taken over after [`CLAIM_IDLE`]). A live node reads every
+/// [`BLOCK`] at the longest, but Redis before 7.2 counts `idle` from the last read that got
+/// entries, so a quiet stream makes live consumers look idle too; should one be removed all
+/// the same, its next read makes it a consumer again.
 const CONSUMER_IDLE: Duration = Duration::from_secs(30);
 /// Remove the consumers of group ARGV[1] on stream KEYS[1] that hold no pending entry: the
-/// one named ARGV[2] (this node, leaving), or, when ARGV[2] is '', every one but ARGV[3] that
-/// has not read for ARGV[4] ms. One script, so that no consumer takes an entry between the
-/// check and its removal (which would orphan it). Returns how many were removed.
+/// one named ARGV[2] (this node, leaving), or, when ARGV[2] is '', every one but ARGV[3] and
+/// the live nodes ARGV[5..] that has not read for ARGV[4] ms. One script, so that no consumer
+/// takes an entry between the check and its removal (which would orphan it). Returns how
+/// many were removed.
 const PRUNE: &str = r#"
+local live = {}
+for i = 5, #ARGV do live[ARGV[i]] = true end
 local removed = 0
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local f = {}
   for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
   local gone = ARGV[2] ~= '' and f.name == ARGV[2]
-    or ARGV[2] == '' and f.name ~= ARGV[3] and f.idle >= tonumber(ARGV[4])
+    or ARGV[2] == '' and f.name ~= ARGV[3] and not live[f.name]
+      and f.idle >= tonumber(ARGV[4])
   if gone and f.pending == 0 then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f.name)
     removed = removed + 1
@@ -160,7 +166,7 @@ impl Ingest {
         // a blocking read still in flight (at most [`BLOCK`]).
         let node = self.node.clone();
         let mut conn = self.blocking.clone();
-        match self.prune(&mut conn, &node).await {
+        match self.prune(&mut conn, &node, &[]).await {
             Ok(1) => tracing::debug!("ingest: left the consumer group"),
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "ingest: could not leave the consumer group"),
@@ -168,8 +174,14 @@ impl Ingest {
     }
 
     /// Remove `leaving` from the consumer group, or with `""` every other consumer idle for
-    /// [`CONSUMER_IDLE`]; in either case only a consumer with no pending entry ([`PRUNE`]).
-    async fn prune(&self, conn: &mut RedisConn, leaving: &str) -> redis::RedisResult<usize> {
+    /// [`CONSUMER_IDLE`] but those of the `live` nodes; in either case only a consumer with
+    /// no pending entry ([`PRUNE`]).
+    async fn prune(
+        &self,
+        conn: &mut RedisConn,
+        leaving: &str,
+        live: &[String],
+    ) -> redis::RedisResult<usize> {
         static SCRIPT: std::sync::LazyLock<redis::Script> =
             std::sync::LazyLock::new(|| redis::Script::new(PRUNE));
         SCRIPT
@@ -178,8 +190,26 @@ impl Ingest {
             .arg(leaving)
             .arg(&self.node)
             .arg(CONSUMER_IDLE.as_millis() as u64)
+            .arg(live)
             .invoke_async(conn)
             .await
+    }
+
+    /// Remove the consumers of nodes that stopped (see [`CONSUMER_IDLE`]); not while which
+    /// nodes live is unknown.
+    async fn prune_stopped(&self) {
+        let live = match self.store.nodes().await {
+            Ok(nodes) => nodes.into_iter().map(|n| n.node).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::debug!(error = %e, "ingest: live nodes unknown, consumers left");
+                return;
+            }
+        };
+        match self.prune(&mut self.conn.clone(), "", &live).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "ingest: removed consumers of stopped nodes"),
+            Err(e) => tracing::debug!(error = %e, "ingest: consumer clean-up failed"),
+        }
     }
 
     async fn consume(&mut self, shutdown: &Shutdown) {
@@ -211,14 +241,7 @@ impl Ingest {
             if Instant::now() >= next_claim {
                 next_claim = Instant::now() + CLAIM_EVERY;
                 backlog |= self.claim_abandoned().await;
-                let mut conn = self.conn.clone();
-                match self.prune(&mut conn, "").await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(count = n, "ingest: removed consumers of stopped nodes")
-                    }
-                    Err(e) => tracing::debug!(error = %e, "ingest: consumer clean-up failed"),
-                }
+                self.prune_stopped().await;
                 self.sample_lag().await;
             }
             let pending = backlog || retry_at.is_some_and(|at| Instant::now() >= at);
