@@ -26,9 +26,10 @@ const ID_BYTES: usize = 12;
 const SECRET_BYTES: usize = 32;
 
 /// How the caller proved who they are; cookie callers must pass the Origin check on writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    Cookie,
+    /// A browser session's cookie, with the session's record as stored.
+    Cookie(Box<SessionRecord>),
     Bearer,
 }
 
@@ -182,11 +183,11 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
             let record = record?;
             let matches =
                 record.is_live() && same_digest(&record.secret_hash, &secret_hash(secret));
-            matches.then_some(Caller {
-                user: record.user,
+            matches.then(|| Caller {
+                user: record.user.clone(),
                 session: Some(id),
                 ends_ms: record.exp.saturating_mul(1000),
-                via: Via::Cookie,
+                via: Via::Cookie(Box::new(record)),
             })
         })
         .ok_or(Error::Unauthorized("session expired or ended"))
@@ -195,7 +196,7 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
 /// The Origin rule for writes, in one place: a cookie caller must pass it (403); a Bearer
 /// caller is exempt (browsers never attach a Bearer token by themselves).
 pub fn check_write(state: &AppState, caller: &Caller, parts: &Parts) -> Result<()> {
-    if caller.via == Via::Cookie {
+    if matches!(caller.via, Via::Cookie(_)) {
         origin::check(state, parts)?;
     }
     Ok(())

@@ -43,7 +43,10 @@ pub async fn open(state: AppState, req: Request) -> Result<Response> {
     let request_id = parts.extensions.get::<RequestId>().cloned();
     let owner = Owner {
         user: caller.user,
-        stored: caller.via == auth::session::Via::Cookie,
+        record: match caller.via {
+            auth::session::Via::Cookie(record) => Some(record),
+            auth::session::Via::Bearer => None,
+        },
         session: caller.session,
         tab,
         ends_ms: caller.ends_ms,

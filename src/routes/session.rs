@@ -62,7 +62,7 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
         // stream opening meanwhile on any node subscribes before it checks the record, so if
         // it found the record it hears this second announcement (`sse::stream`).
         state.revoke_session(&caller.user, session).await?;
-        if caller.via == Via::Cookie {
+        if matches!(caller.via, Via::Cookie(_)) {
             state.store.delete_session(&caller.user, session).await?;
             state.revoke_session(&caller.user, session).await?;
         }

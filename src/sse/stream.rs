@@ -27,7 +27,7 @@ use crate::model::{now_ms, Epoch, EventId};
 use crate::request_id::RequestId;
 use crate::shutdown::STOPPING_SEND_TIMEOUT;
 use crate::state::AppState;
-use crate::store::{Head, Replay};
+use crate::store::{Head, Replay, SessionRecord, SessionState, Store};
 
 /// Range of the reconnect delay each stream suggests in its `retry:` line, in milliseconds.
 /// Each stream draws its own, so the clients of a node that shuts down (or of a network
@@ -65,8 +65,9 @@ pub struct Owner {
     pub user: String,
     /// The session's public id; `None` for a Bearer token without `sid`.
     pub session: Option<String>,
-    /// The session is a browser session kept in the store (a cookie's), not a token's `sid`.
-    pub stored: bool,
+    /// The record of a browser session kept in the store (a cookie's), as read when the
+    /// stream opened; `None` for a token's `sid`.
+    pub record: Option<Box<SessionRecord>>,
     pub tab: Option<String>,
     /// When the token or session ends, Unix ms (`--jwt-leeway` included).
     pub ends_ms: u64,
@@ -116,8 +117,9 @@ pub struct Stream {
     request_id: RequestId,
     /// The session's public id, checked after the broker was away (`ended_meanwhile`).
     session: Option<Box<str>>,
-    /// The session is kept in the store (see [`Owner::stored`]), so a logout deletes it.
-    session_stored: bool,
+    /// The record of a session kept in the store (see [`Owner::record`]), which a logout
+    /// ends, and which the node puts back if Redis loses it.
+    record: Option<Box<SessionRecord>>,
     carrier: Option<Abort>,
     inner: Mutex<Inner>,
     /// Wakes the transport: something to write, a catch-up due, or the end.
@@ -207,7 +209,7 @@ impl Stream {
             id: hub.next_id(),
             request_id: owner.request_id.clone(),
             session: owner.session.as_deref().map(Box::from),
-            session_stored: owner.stored,
+            record: owner.record.clone(),
             carrier: owner.carrier.clone(),
             inner: Mutex::new(Inner {
                 out: Output::body(),
@@ -259,8 +261,8 @@ impl Stream {
             // A logout that ran before this stream subscribed announced its end before we
             // could hear it: the session record is gone by now. One that deletes the record
             // after this read announces the end again then, which this stream hears.
-            if let (Some(session), true) = (&owner.session, owner.stored) {
-                if state.store.session(session).await?.is_none() {
+            if let (Some(session), Some(record)) = (&owner.session, &owner.record) {
+                if session_ended(&state.store, session, record).await? {
                     return Ok(Admission::Ended(EndReason::Revoked));
                 }
             }
@@ -506,8 +508,10 @@ impl Stream {
         let Some(session) = self.session.as_deref() else {
             return Ok(None);
         };
-        if self.session_stored && store.session(session).await?.is_none() {
-            return Ok(Some(EndReason::Revoked));
+        if let Some(record) = &self.record {
+            if session_ended(store, session, record).await? {
+                return Ok(Some(EndReason::Revoked));
+            }
         }
         if !store.keeps_presence() {
             return Ok(None);
@@ -550,6 +554,21 @@ impl Stream {
     /// socket).
     pub fn poll_woken(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         self.wake.poll(cx)
+    }
+}
+
+/// Whether the browser session `id`, which a stream holds as `record`, has ended: logged
+/// out, ended by the per-user cap, or past its end. One that Redis lost with its data is put
+/// back as the stream holds it, so that its streams stay open and its cookie goes on working.
+async fn session_ended(store: &Store, id: &str, record: &SessionRecord) -> Result<bool> {
+    match store.session_state(id).await? {
+        SessionState::Live => Ok(false),
+        SessionState::Lost if record.is_live() => {
+            tracing::info!(session = id, "session lost with Redis's data: put back");
+            store.restore_session(id, record).await?;
+            Ok(false)
+        }
+        SessionState::Lost | SessionState::Ended => Ok(true),
     }
 }
 

@@ -56,6 +56,17 @@ pub struct SessionRecord {
     pub secret_hash: String,
 }
 
+/// What the store holds of a session a stream was opened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Live,
+    /// Logged out, ended by the per-user cap, or past its end.
+    Ended,
+    /// No trace of it: Redis lost it with its data (a logout or the cap leaves a mark until
+    /// the session's end). The embedded store loses nothing, so it never answers this.
+    Lost,
+}
+
 impl SessionRecord {
     /// Whether the session has not ended yet: the one expiry rule for sessions.
     pub fn is_live(&self) -> bool {
@@ -441,19 +452,29 @@ impl Store {
         forward!(self.put_session(id, record))
     }
 
-    /// The live session with this public id.
-    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
-        forward!(self.session(id))
-    }
-
     /// The live sessions of these public ids, in their order (`None` for one unknown or
     /// ended), in one read.
     pub async fn sessions(&self, ids: &[&str]) -> Result<Vec<Option<SessionRecord>>> {
         forward!(self.sessions(ids))
     }
 
+    /// End a session: a later [`Store::session_state`] answers [`SessionState::Ended`].
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
         forward!(self.delete_session(user, id))
+    }
+
+    /// Whether the session `id` is live, ended, or lost with the store's data.
+    pub async fn session_state(&self, id: &str) -> Result<SessionState> {
+        forward!(self.session_state(id))
+    }
+
+    /// Put back a session [`SessionState::Lost`] with Redis's data, as a node's stream on it
+    /// holds it; one stored meanwhile stays.
+    pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(s) => s.restore_session(id, record).await,
+        }
     }
 
     /// Store the notification of `template` for each recipient (under the recipient's id) and

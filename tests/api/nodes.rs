@@ -539,6 +539,47 @@ async fn a_redis_that_lost_its_data_resets_open_streams() {
     .await;
 }
 
+/// A Redis that lost its data lost the browser sessions too: the node puts back those its
+/// streams hold (no logout ended them: a logout leaves a mark until the session's end), so
+/// the stream stays open and the cookie goes on working, until a logout ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_keeps_the_sessions_of_open_streams() {
+    let mut redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let cookie = a.login("alice").await;
+    let mut sse = a
+        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
+        .await;
+    assert_eq!(sse.next_event().await.event, "ready");
+    a.notify("alice", "one").await;
+    assert_eq!(sse.next_event().await.event, "notification");
+    redis.restart_empty();
+    let id = a.notify_when_back("alice", "after the loss").await;
+    assert_eq!(sse.expect("reset").await.event, "reset");
+    loop {
+        let ev = sse.expect("notification").await;
+        if ev.json()["id"] == id.as_str() {
+            break;
+        }
+    }
+    wait_for("the cookie works again", async || {
+        let list = a
+            .http
+            .get(a.url("/notifications"))
+            .header("cookie", &cookie);
+        let (status, page) = send(list).await;
+        status == 200 && ids(&page) == [id.clone()]
+    })
+    .await;
+    assert_eq!(a.logout(&cookie).await.status(), 204);
+    assert_eq!(sse.expect("revoked").await.event, "revoked");
+    let list = a
+        .http
+        .get(a.url("/notifications"))
+        .header("cookie", &cookie);
+    assert_eq!(send_raw(list).await.status(), 401);
+}
+
 /// Redis restarted from a snapshot older than its last writes: the open stream is reset, and
 /// the log takes a new epoch, so a position handed out after the snapshot resets too, even
 /// once new changes have passed its seq (they are other changes under the same numbers).

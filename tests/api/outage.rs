@@ -462,6 +462,32 @@ async fn a_stream_replaced_while_its_node_was_cut_off_ends_once_it_is_back() {
     assert_eq!(new.expect("notification").await.json()["id"], id.as_str());
 }
 
+/// A logout on another node while this one was cut off from Redis: it missed the
+/// announcement, and finds once it is back that the session ended (the record's mark, not a
+/// record gone, which it would take for a Redis that lost its data and put back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_while_a_node_was_cut_off_ends_its_stream_once_it_is_back() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port).await;
+    let a = Herald::start(Some(&proxy.url()), &[]);
+    let b = Herald::start(Some(&redis.url()), &[]);
+    let cookie = a.login("alice").await;
+    let mut sse = a
+        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
+        .await;
+    assert_eq!(sse.next_event().await.event, "ready");
+    proxy.black_hole(true);
+    wait_unready(&a).await;
+    assert_eq!(b.logout(&cookie).await.status(), 204);
+    proxy.black_hole(false);
+    assert_eq!(sse.expect("revoked").await.event, "revoked");
+    let list = b
+        .http
+        .get(b.url("/notifications"))
+        .header("cookie", &cookie);
+    assert_eq!(send_raw(list).await.status(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_outage_exits_within_the_drain_timeout() {
     let mut stopped = Redis::start();

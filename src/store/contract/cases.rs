@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::model::{now_ms, ChangeKind, Counts, Epoch};
-use crate::store::{LOG_CAPACITY, MAX_SESSIONS_PER_USER};
+use crate::store::{SessionState, LOG_CAPACITY, MAX_SESSIONS_PER_USER};
 
 /// Pages of `before` cursors walk the tray newest first with no gap and no overlap, even
 /// for ids minted within one millisecond; the last page has no cursor.
@@ -395,7 +395,8 @@ pub async fn head_epoch_is_kept_by_the_first_commit(s: &Subject) {
 }
 
 /// A session reads back as stored until deleted, alone or among others in one read (in the
-/// order asked); an ended one (past `exp`) reads as none.
+/// order asked); an ended one (deleted, or past `exp`) reads as none, and stays ended when a
+/// node would put it back.
 pub async fn sessions_put_get_delete(s: &Subject) {
     let record = session("a");
     assert!(s
@@ -409,16 +410,22 @@ pub async fn sessions_put_get_delete(s: &Subject) {
         [None, Some(record.clone()), Some(record.clone())]
     );
     assert!(s.store.sessions(&[]).await.expect("get").is_empty());
-    assert_eq!(s.store.session("s1").await.expect("get"), Some(record));
+    let state = async |id| s.store.session_state(id).await.expect("state");
+    assert_eq!(state("s1").await, SessionState::Live);
     s.store.delete_session("a", "s1").await.expect("delete");
-    assert_eq!(s.store.session("s1").await.expect("get"), None);
-    assert_eq!(s.store.session("never").await.expect("get"), None);
+    assert_eq!(state("s1").await, SessionState::Ended);
+    s.store
+        .restore_session("s1", &record)
+        .await
+        .expect("restore");
+    assert_eq!(state("s1").await, SessionState::Ended);
+    assert_eq!(s.store.sessions(&["s1"]).await.expect("get"), [None]);
     let ended = SessionRecord {
         exp: now_secs() - 1,
         ..session("a")
     };
     s.store.put_session("s2", &ended).await.expect("put");
-    assert_eq!(s.store.session("s2").await.expect("get"), None);
+    assert_eq!(state("s2").await, SessionState::Ended);
     assert_eq!(
         s.store.sessions(&["s2", "s1"]).await.expect("get"),
         [None, None]
@@ -448,9 +455,10 @@ pub async fn session_cap_evicts_the_oldest(s: &Subject) {
         .await
         .expect("put");
     assert_eq!(evicted, [id(0)]);
-    assert_eq!(s.store.session(&id(0)).await.expect("get"), None);
-    assert!(s.store.session(&id(1)).await.expect("get").is_some());
-    assert!(s.store.session("other").await.expect("get").is_some());
+    let state = async |id: &str| s.store.session_state(id).await.expect("state");
+    assert_eq!(state(&id(0)).await, SessionState::Ended);
+    assert_eq!(state(&id(1)).await, SessionState::Live);
+    assert_eq!(state("other").await, SessionState::Live);
 }
 
 /// Members are added once, listed sorted, removed one by one (saying whether they were

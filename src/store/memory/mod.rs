@@ -25,7 +25,7 @@ use dashmap::DashMap;
 
 use super::{
     ActionOutcome, Due, Head, Idempotency, ListQuery, NodeInfo, Page, Preferences, Published,
-    Recent, Recipient, Replay, ReplayWindow, SessionRecord, Subscription, TrayCounts,
+    Recent, Recipient, Replay, ReplayWindow, SessionRecord, SessionState, Subscription, TrayCounts,
     MAX_SESSIONS_PER_USER, MAX_SUBSCRIPTIONS,
 };
 use crate::error::Result;
@@ -162,6 +162,14 @@ impl MemoryStore {
             records.push(self.session(id).await?);
         }
         Ok(records)
+    }
+
+    /// Nothing is lost here: a session not held is ended.
+    pub async fn session_state(&self, id: &str) -> Result<SessionState> {
+        Ok(match self.session(id).await? {
+            Some(_) => SessionState::Live,
+            None => SessionState::Ended,
+        })
     }
 
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {

@@ -1,5 +1,7 @@
 //! Browser sessions in Redis: each session's record under its public id, and the user's
-//! sessions (oldest first) to cap them.
+//! sessions (oldest first) to cap them. A session that ends before its time (logout, the
+//! cap) leaves [`ENDED`] in place of its record until then, so that a record missing while
+//! its session should live tells that Redis lost it ([`SessionState::Lost`]).
 
 use std::time::SystemTime;
 
@@ -8,8 +10,13 @@ use redis::AsyncCommands;
 use super::RedisStore;
 use crate::error::{Error, Result};
 use crate::model::now_secs;
+use crate::redis_conn::RedisConn;
 use crate::store::keys::{self, UserKeys};
-use crate::store::{SessionRecord, MAX_SESSIONS_PER_USER};
+use crate::store::{SessionRecord, SessionState, MAX_SESSIONS_PER_USER};
+
+/// What an ended session's key holds until the session's end (`SET … XX KEEPTTL`): it reads
+/// as no record.
+const ENDED: &str = "ended";
 
 impl RedisStore {
     /// The record expires with the session; the user's session index (one slot with the
@@ -28,19 +35,7 @@ impl RedisStore {
             .query_async(&mut conn)
             .await?;
         let index = UserKeys::new(&record.user).sessions();
-        let (count,): (usize,) = redis::pipe()
-            .zadd(&index, id, now_micros())
-            .ignore()
-            .cmd("EXPIREAT")
-            .arg(&index)
-            .arg(exp)
-            .arg("NX")
-            .ignore()
-            .cmd("EXPIREAT")
-            .arg(&index)
-            .arg(exp)
-            .arg("GT")
-            .ignore()
+        let (count,): (usize,) = indexing(&index, id, exp)
             .zcard(&index)
             .query_async(&mut conn)
             .await?;
@@ -83,14 +78,9 @@ impl RedisStore {
             .filter_map(|(old, n)| (n == 1).then_some(old))
             .collect();
         for old in &evicted {
-            let _: () = conn.del(keys::session(old)).await?;
+            end(&mut conn, old).await?;
         }
         Ok(evicted)
-    }
-
-    pub async fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
-        let value: Option<String> = self.conn().get(keys::session(id)).await?;
-        Ok(live_record(value))
     }
 
     /// One `MGET` (on a cluster the client splits it by slot and keeps the order).
@@ -108,10 +98,72 @@ impl RedisStore {
 
     pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
         let mut conn = self.conn();
-        let _: () = conn.del(keys::session(id)).await?;
+        end(&mut conn, id).await?;
         let _: () = conn.zrem(UserKeys::new(user).sessions(), id).await?;
         Ok(())
     }
+
+    /// [`ENDED`] or past its end: ended; a record: live; nothing: lost.
+    pub async fn session_state(&self, id: &str) -> Result<SessionState> {
+        let value: Option<String> = self.conn().get(keys::session(id)).await?;
+        Ok(match (value.is_some(), live_record(value)) {
+            (_, Some(_)) => SessionState::Live,
+            (true, None) => SessionState::Ended,
+            (false, None) => SessionState::Lost,
+        })
+    }
+
+    /// The record unless one (or [`ENDED`]) is there, and its id in the user's index.
+    pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+        let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
+        let exp = record.exp.max(now_secs() + 1);
+        let mut conn = self.conn();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(keys::session(id))
+            .arg(value)
+            .arg("NX")
+            .arg("EXAT")
+            .arg(exp)
+            .query_async(&mut conn)
+            .await?;
+        if set.is_none() {
+            return Ok(());
+        }
+        let index = UserKeys::new(&record.user).sessions();
+        let _: () = indexing(&index, id, exp).query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// Add `id` to the user's session `index` as created now, the index living until `exp` at
+/// least.
+fn indexing(index: &str, id: &str, exp: u64) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.zadd(index, id, now_micros())
+        .ignore()
+        .cmd("EXPIREAT")
+        .arg(index)
+        .arg(exp)
+        .arg("NX")
+        .ignore()
+        .cmd("EXPIREAT")
+        .arg(index)
+        .arg(exp)
+        .arg("GT")
+        .ignore();
+    pipe
+}
+
+/// Mark a session ended where its record is (nothing when it is gone: expired, or lost).
+async fn end(conn: &mut RedisConn, id: &str) -> Result<()> {
+    let _: Option<String> = redis::cmd("SET")
+        .arg(keys::session(id))
+        .arg(ENDED)
+        .arg("XX")
+        .arg("KEEPTTL")
+        .query_async(conn)
+        .await?;
+    Ok(())
 }
 
 /// A stored session record, if it reads and is live.
