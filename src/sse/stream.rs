@@ -259,8 +259,8 @@ impl Stream {
                 tracing::debug!(error = %e, "presence not recorded");
             }
             // A logout that ran before this stream subscribed announced its end before we
-            // could hear it: the session record is gone by now. One that deletes the record
-            // after this read announces the end again then, which this stream hears.
+            // could hear it: the session has ended by now. One that ends it after this read
+            // announces the end again then, which this stream hears.
             if let (Some(session), Some(record)) = (&owner.session, &owner.record) {
                 if session_ended(&state.store, session, record).await? {
                     return Ok(Admission::Ended(EndReason::Revoked));
