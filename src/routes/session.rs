@@ -61,10 +61,21 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
         // no session (401) and the other nodes' streams of it went on. Then the end again: a
         // stream opening meanwhile on any node subscribes before it checks the record, so if
         // it found the record it hears this second announcement (`sse::stream`).
+        let at = crate::model::presence_since(std::time::SystemTime::now());
         state.revoke_session(&caller.user, session).await?;
-        if matches!(caller.via, Via::Cookie(_)) {
-            state.store.delete_session(&caller.user, session).await?;
-            state.revoke_session(&caller.user, session).await?;
+        match caller.via {
+            Via::Cookie(_) => {
+                state.store.delete_session(&caller.user, session).await?;
+                state.revoke_session(&caller.user, session).await?;
+            }
+            // The token stays valid: only the streams opened before now end, also on a
+            // node that hears this only once it is back from an outage (`sse::stream`).
+            Via::Bearer => {
+                let until = caller.ends_ms.div_ceil(1000);
+                (state.store)
+                    .end_token_session(&caller.user, session, &at, until)
+                    .await?;
+            }
         }
         tracing::info!(session, "session ended");
         tracing::debug!(user = caller.user, session, "session ended for");

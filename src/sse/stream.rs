@@ -516,13 +516,24 @@ impl Stream {
         if !store.keeps_presence() {
             return Ok(None);
         }
-        let entries = store.presence(&self.user).await?;
         // Ours as this node's hub holds it: its stored entry may be gone (dropped while this
         // node was away from Redis, or with Redis's data) and not written back yet.
         let key = self.state.hub.stream_key(self.id);
-        let ours = self.state.hub.presence(&self.user);
-        let replaced = (ours.into_iter().find(|e| e.stream == key))
-            .is_some_and(|ours| entries.iter().any(|e| e.replaces(&ours)));
+        let Some(ours) =
+            (self.state.hub.presence(&self.user).into_iter()).find(|e| e.stream == key)
+        else {
+            return Ok(None);
+        };
+        // A token session logged out after this stream opened (the token stays valid: a
+        // stream opened since stays).
+        if self.record.is_none() {
+            let ended = store.token_session_ended(&self.user, session).await?;
+            if ended.is_some_and(|at| at >= ours.since) {
+                return Ok(Some(EndReason::Revoked));
+            }
+        }
+        let entries = store.presence(&self.user).await?;
+        let replaced = entries.iter().any(|e| e.replaces(&ours));
         Ok(replaced.then_some(EndReason::Replaced))
     }
 

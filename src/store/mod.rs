@@ -468,6 +468,32 @@ impl Store {
         forward!(self.session_state(id))
     }
 
+    /// Note that `user`'s token session `sid` was logged out `at` (a presence entry's
+    /// `since`), until `until` (Unix s, the token's end): a node that could not hear the
+    /// announcement ends its streams of it opened before then once it is back. The embedded
+    /// store's one node hears every logout.
+    pub async fn end_token_session(
+        &self,
+        user: &str,
+        sid: &str,
+        at: &str,
+        until: u64,
+    ) -> Result<()> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(s) => s.end_token_session(user, sid, at, until).await,
+        }
+    }
+
+    /// When `user`'s token session `sid` was last logged out, if it was
+    /// ([`Store::end_token_session`]).
+    pub async fn token_session_ended(&self, user: &str, sid: &str) -> Result<Option<String>> {
+        match self {
+            Store::Memory(_) => Ok(None),
+            Store::Redis(s) => s.token_session_ended(user, sid).await,
+        }
+    }
+
     /// Put back a session [`SessionState::Lost`] with Redis's data, as a node's stream on it
     /// holds it; one stored meanwhile stays.
     pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<()> {

@@ -462,9 +462,11 @@ async fn a_stream_replaced_while_its_node_was_cut_off_ends_once_it_is_back() {
     assert_eq!(new.expect("notification").await.json()["id"], id.as_str());
 }
 
-/// A logout on another node while this one was cut off from Redis: it missed the
-/// announcement, and finds once it is back that the session ended (the record's mark, not a
-/// record gone, which it would take for a Redis that lost its data and put back).
+/// Logouts on another node while this one was cut off from Redis: it missed the
+/// announcements, and finds once it is back that the sessions ended. A browser session by its
+/// record's mark (not a record gone, which it would take for a Redis that lost its data and
+/// put back); a token's `sid` by the time of its logout, after the stream opened (the token
+/// stays valid: a stream it opens later stays).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_while_a_node_was_cut_off_ends_its_stream_once_it_is_back() {
     let redis = Redis::start();
@@ -472,20 +474,29 @@ async fn a_logout_while_a_node_was_cut_off_ends_its_stream_once_it_is_back() {
     let a = Herald::start(Some(&proxy.url()), &[]);
     let b = Herald::start(Some(&redis.url()), &[]);
     let cookie = a.login("alice").await;
-    let mut sse = a
+    let mut browser = a
         .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
         .await;
-    assert_eq!(sse.next_event().await.event, "ready");
+    assert_eq!(browser.next_event().await.event, "ready");
+    let token = session_token("alice", "s");
+    let mut by_token = a.events(&token, "").await;
     proxy.black_hole(true);
     wait_unready(&a).await;
     assert_eq!(b.logout(&cookie).await.status(), 204);
+    let r = send_raw(b.http.delete(b.url("/session")).bearer_auth(&token)).await;
+    assert_eq!(r.status(), 204);
     proxy.black_hole(false);
-    assert_eq!(sse.expect("revoked").await.event, "revoked");
-    let list = b
-        .http
-        .get(b.url("/notifications"))
-        .header("cookie", &cookie);
+    assert_eq!(browser.expect("revoked").await.event, "revoked");
+    assert_eq!(by_token.expect("revoked").await.event, "revoked");
+    let list = b.http.get(b.url("/notifications")).header("cookie", &cookie);
     assert_eq!(send_raw(list).await.status(), 401);
+    wait_for("a is back", async || {
+        timed(a.http.get(a.url("/readyz"))).await.0 == 200
+    })
+    .await;
+    let mut again = a.events(&token, "").await;
+    let id = b.notify("alice", "to the token's new stream").await;
+    assert_eq!(again.expect("notification").await.json()["id"], id.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

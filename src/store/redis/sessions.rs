@@ -103,6 +103,27 @@ impl RedisStore {
         Ok(())
     }
 
+    pub async fn end_token_session(
+        &self,
+        user: &str,
+        sid: &str,
+        at: &str,
+        until: u64,
+    ) -> Result<()> {
+        let _: () = redis::cmd("SET")
+            .arg(UserKeys::new(user).sid_ended(sid))
+            .arg(at)
+            .arg("EXAT")
+            .arg(until.max(now_secs() + 1))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn token_session_ended(&self, user: &str, sid: &str) -> Result<Option<String>> {
+        Ok(self.conn().get(UserKeys::new(user).sid_ended(sid)).await?)
+    }
+
     /// [`ENDED`] or past its end: ended; a record: live; nothing: lost.
     pub async fn session_state(&self, id: &str) -> Result<SessionState> {
         let value: Option<String> = self.conn().get(keys::session(id)).await?;
