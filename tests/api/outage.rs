@@ -488,7 +488,10 @@ async fn a_logout_while_a_node_was_cut_off_ends_its_stream_once_it_is_back() {
     proxy.black_hole(false);
     assert_eq!(browser.expect("revoked").await.event, "revoked");
     assert_eq!(by_token.expect("revoked").await.event, "revoked");
-    let list = b.http.get(b.url("/notifications")).header("cookie", &cookie);
+    let list = b
+        .http
+        .get(b.url("/notifications"))
+        .header("cookie", &cookie);
     assert_eq!(send_raw(list).await.status(), 401);
     wait_for("a is back", async || {
         timed(a.http.get(a.url("/readyz"))).await.0 == 200
