@@ -65,7 +65,7 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
         state.revoke_session(&caller.user, session).await?;
         match caller.via {
             Via::Cookie(_) => {
-                state.store.delete_session(&caller.user, session).await?;
+                state.store.end_session(&caller.user, session).await?;
                 state.revoke_session(&caller.user, session).await?;
             }
             // The token stays valid: only the streams opened before now end, also on a

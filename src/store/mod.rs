@@ -459,8 +459,8 @@ impl Store {
     }
 
     /// End a session: a later [`Store::session_state`] answers [`SessionState::Ended`].
-    pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
-        forward!(self.delete_session(user, id))
+    pub async fn end_session(&self, user: &str, id: &str) -> Result<()> {
+        forward!(self.end_session(user, id))
     }
 
     /// Whether the session `id` is live, ended, or lost with the store's data.

@@ -412,7 +412,7 @@ pub async fn sessions_put_get_delete(s: &Subject) {
     assert!(s.store.sessions(&[]).await.expect("get").is_empty());
     let state = async |id| s.store.session_state(id).await.expect("state");
     assert_eq!(state("s1").await, SessionState::Live);
-    s.store.delete_session("a", "s1").await.expect("delete");
+    s.store.end_session("a", "s1").await.expect("end");
     assert_eq!(state("s1").await, SessionState::Ended);
     s.store
         .restore_session("s1", &record)

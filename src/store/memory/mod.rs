@@ -172,7 +172,7 @@ impl MemoryStore {
         })
     }
 
-    pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
+    pub async fn end_session(&self, user: &str, id: &str) -> Result<()> {
         self.inner.sessions.remove(id);
         self.inner.user_sessions.remove_if_mut(user, |_, ids| {
             ids.retain(|s| s != id);

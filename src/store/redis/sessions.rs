@@ -96,7 +96,7 @@ impl RedisStore {
         Ok(values.into_iter().map(live_record).collect())
     }
 
-    pub async fn delete_session(&self, user: &str, id: &str) -> Result<()> {
+    pub async fn end_session(&self, user: &str, id: &str) -> Result<()> {
         let mut conn = self.conn();
         end(&mut conn, id).await?;
         let _: () = conn.zrem(UserKeys::new(user).sessions(), id).await?;
