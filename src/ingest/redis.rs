@@ -223,20 +223,26 @@ impl Ingest {
         let mut next_claim = Instant::now();
         // Whether the last try failed: an outage is logged at warn once, when it starts.
         let mut failing = false;
+        // Whether the consumer group is known to exist: created (or found) once, and again
+        // after any failure (a Redis that lost its data answers `NOGROUP`).
+        let mut grouped = false;
         while !shutdown.is_stopping() {
-            if let Err(e) = self.ensure_group().await {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(
-                        error = %e,
-                        "ingest: cannot create the consumer group on {STREAM}: check that Redis \
-                         runs and --redis-url; retried every second (logged again once it \
-                         reads)"
-                    );
+            if !grouped {
+                if let Err(e) = self.ensure_group().await {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(
+                            error = %e,
+                            "ingest: cannot create the consumer group on {STREAM}: check that \
+                             Redis runs and --redis-url; retried every second (logged again \
+                             once it reads)"
+                        );
+                    }
+                    if pause(shutdown, RETRY).await {
+                        return;
+                    }
+                    continue;
                 }
-                if pause(shutdown, RETRY).await {
-                    return;
-                }
-                continue;
+                grouped = true;
             }
             if Instant::now() >= next_claim {
                 next_claim = Instant::now() + CLAIM_EVERY;
@@ -275,6 +281,7 @@ impl Ingest {
                     // are pending for it now): read its own pending entries first again,
                     // rather than leave them to the claim of abandoned ones.
                     backlog = true;
+                    grouped = false;
                     if !std::mem::replace(&mut failing, true) {
                         tracing::warn!(
                             error = %e,
