@@ -15,12 +15,9 @@ use super::origin;
 use crate::error::{Error, Result};
 use crate::model::{is_lower_hex, is_valid_id, now_secs, random_token, sha256_hex};
 use crate::state::AppState;
-use crate::store::SessionRecord;
+use crate::store::{SessionRecord, MAX_SESSION_SECS};
 
 pub const COOKIE_NAME: &str = "herald_session";
-/// Longest session, in seconds (400 days, the cap browsers put on a cookie's `Max-Age`): a
-/// token whose `exp` lies further ahead gets a session that ends here.
-pub const MAX_SESSION_SECS: u64 = 400 * 24 * 3600;
 /// Bytes of a session's public id (a digest of its secret) and random bytes of its secret.
 const ID_BYTES: usize = 12;
 const SECRET_BYTES: usize = 32;

@@ -56,27 +56,27 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
         caller => caller?,
     };
     if let Some(session) = &caller.session {
-        // Streams first, then the record: if telling the other nodes fails (503), the session
-        // is still there for the client's retry to end. The other way round, the retry found
-        // no session (401) and the other nodes' streams of it went on. Then the end again: a
-        // stream opening meanwhile on any node subscribes before it checks the record, so if
-        // it found the record it hears this second announcement (`sse::stream`).
+        // Streams first, then the session's mark: if telling the other nodes fails (503),
+        // the session is still there for the client's retry to end. The other way round, the
+        // retry found no session (401) and the other nodes' streams of it went on. Then the
+        // end again: a stream opening meanwhile on any node subscribes before it checks the
+        // mark, so if it found none it hears this second announcement (`sse::stream`). The
+        // mark also tells a node that could not hear either (cut off from Redis) once it is
+        // back. A token stays valid: for its `sid` the mark is the logout's time, and only
+        // streams opened before it end.
         let at = crate::model::presence_since(std::time::SystemTime::now());
         state.revoke_session(&caller.user, session).await?;
         match caller.via {
-            Via::Cookie(_) => {
-                state.store.end_session(&caller.user, session).await?;
-                state.revoke_session(&caller.user, session).await?;
-            }
-            // The token stays valid: only the streams opened before now end, also on a
-            // node that hears this only once it is back from an outage (`sse::stream`).
+            Via::Cookie(_) => state.store.end_session(&caller.user, session).await?,
             Via::Bearer => {
                 let until = caller.ends_ms.div_ceil(1000);
-                (state.store)
+                let store = &state.store;
+                store
                     .end_token_session(&caller.user, session, &at, until)
                     .await?;
             }
         }
+        state.revoke_session(&caller.user, session).await?;
         tracing::info!(session, "session ended");
         tracing::debug!(user = caller.user, session, "session ended for");
     }

@@ -260,9 +260,14 @@ impl Stream {
             }
             // A logout that ran before this stream subscribed announced its end before we
             // could hear it: the session has ended by now. One that ends it after this read
-            // announces the end again then, which this stream hears.
-            if let (Some(session), Some(record)) = (&owner.session, &owner.record) {
-                if session_ended(&state.store, session, record).await? {
+            // announces the end again then, which this stream hears. (The record was read
+            // just now: one gone already is not put back.)
+            if let Some(session) = &owner.session {
+                let ended = match &owner.record {
+                    Some(record) => session_ended(&state.store, session, record, false).await?,
+                    None => sid_ended(&state.store, &owner.user, session, &presence).await?,
+                };
+                if ended {
                     return Ok(Admission::Ended(EndReason::Revoked));
                 }
             }
@@ -500,16 +505,17 @@ impl Stream {
     }
 
     /// After a broker outage, what this node may have missed, since controls are not in the
-    /// change log: a logout elsewhere (the stored session is gone), or a newer stream of this
-    /// stream's session and tab opened on another node (its presence entry replaces ours).
-    /// An error leaves the check due, for the next try.
+    /// change log: a logout elsewhere (the session's mark; a browser session that Redis lost
+    /// with its data is put back instead), or a newer stream of this stream's session and tab
+    /// opened on another node (its presence entry replaces ours). An error leaves the check
+    /// due, for the next try.
     async fn ended_meanwhile(&self) -> Result<Option<EndReason>> {
         let store = &self.state.store;
         let Some(session) = self.session.as_deref() else {
             return Ok(None);
         };
         if let Some(record) = &self.record {
-            if session_ended(store, session, record).await? {
+            if session_ended(store, session, record, true).await? {
                 return Ok(Some(EndReason::Revoked));
             }
         }
@@ -519,18 +525,12 @@ impl Stream {
         // Ours as this node's hub holds it: its stored entry may be gone (dropped while this
         // node was away from Redis, or with Redis's data) and not written back yet.
         let key = self.state.hub.stream_key(self.id);
-        let Some(ours) =
-            (self.state.hub.presence(&self.user).into_iter()).find(|e| e.stream == key)
-        else {
+        let ours = self.state.hub.presence(&self.user);
+        let Some(ours) = ours.into_iter().find(|e| e.stream == key) else {
             return Ok(None);
         };
-        // A token session logged out after this stream opened (the token stays valid: a
-        // stream opened since stays).
-        if self.record.is_none() {
-            let ended = store.token_session_ended(&self.user, session).await?;
-            if ended.is_some_and(|at| at >= ours.since) {
-                return Ok(Some(EndReason::Revoked));
-            }
+        if self.record.is_none() && sid_ended(store, &self.user, session, &ours).await? {
+            return Ok(Some(EndReason::Revoked));
         }
         let entries = store.presence(&self.user).await?;
         let replaced = entries.iter().any(|e| e.replaces(&ours));
@@ -569,18 +569,32 @@ impl Stream {
 }
 
 /// Whether the browser session `id`, which a stream holds as `record`, has ended: logged
-/// out, ended by the per-user cap, or past its end. One that Redis lost with its data is put
-/// back as the stream holds it, so that its streams stay open and its cookie goes on working.
-async fn session_ended(store: &Store, id: &str, record: &SessionRecord) -> Result<bool> {
+/// out, ended by the per-user cap, or past its end. With `restore`, one that Redis lost with
+/// its data is put back as the stream holds it, so that its streams stay open and its cookie
+/// goes on working.
+async fn session_ended(
+    store: &Store,
+    id: &str,
+    record: &SessionRecord,
+    restore: bool,
+) -> Result<bool> {
     match store.session_state(id).await? {
         SessionState::Live => Ok(false),
-        SessionState::Lost if record.is_live() => {
+        SessionState::Lost if restore && record.is_live() => {
             tracing::info!(session = id, "session lost with Redis's data: put back");
             store.restore_session(id, record).await?;
             Ok(false)
         }
         SessionState::Lost | SessionState::Ended => Ok(true),
     }
+}
+
+/// Whether `user`'s token session `sid` was logged out after the stream `ours` opened (the
+/// token stays valid: a stream opened since stays). The two times come from the clocks of
+/// the nodes that took the logout and the stream.
+async fn sid_ended(store: &Store, user: &str, sid: &str, ours: &PresenceEntry) -> Result<bool> {
+    let ended = store.token_session_ended(user, sid).await?;
+    Ok(ended.is_some_and(|at| at >= ours.since))
 }
 
 /// When a stream (or tail) whose credentials end at `end_ms` (Unix ms) ends, as an `Instant`

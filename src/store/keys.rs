@@ -65,10 +65,10 @@ impl UserKeys {
     pub fn sessions(&self) -> String {
         self.key("sessions")
     }
-    /// STRING: when the user's token session `sid` (a Bearer token's `sid` claim) was logged
-    /// out, as a presence entry's `since`; it expires with the token.
+    /// STRING: when the user's token session `sid` (a Bearer token's `sid` claim, hashed)
+    /// was logged out, as a presence entry's `since`; it expires with the token.
     pub fn sid_ended(&self, sid: &str) -> String {
-        self.key(&format!("sid-ended:{sid}"))
+        self.key(&format!("sid-ended:{}", crate::model::sha256_hex(sid)))
     }
     /// HASH stream key → presence JSON {session, node, since}.
     pub fn presence(&self) -> String {

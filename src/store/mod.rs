@@ -44,6 +44,9 @@ pub const COLLAPSE_KEPT: usize = 16;
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Live browser sessions per user; a new one beyond this ends the oldest.
 pub const MAX_SESSIONS_PER_USER: usize = 100;
+/// Longest session, in seconds (400 days, the cap browsers put on a cookie's `Max-Age`): a
+/// token whose `exp` lies further ahead gets a session that ends here.
+pub const MAX_SESSION_SECS: u64 = 400 * 24 * 3600;
 
 /// A browser session created by `POST /session`, stored under its public id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

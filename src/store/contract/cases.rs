@@ -395,9 +395,9 @@ pub async fn head_epoch_is_kept_by_the_first_commit(s: &Subject) {
 }
 
 /// A session reads back as stored until deleted, alone or among others in one read (in the
-/// order asked); an ended one (deleted, or past `exp`) reads as none, and stays ended when a
-/// node would put it back.
-pub async fn sessions_put_get_delete(s: &Subject) {
+/// order asked); an ended one (ended, or past `exp`) reads as none, and stays ended when a
+/// node would put it back, also one ended when its record was gone already.
+pub async fn sessions_put_get_end(s: &Subject) {
     let record = session("a");
     assert!(s
         .store
@@ -420,6 +420,13 @@ pub async fn sessions_put_get_delete(s: &Subject) {
         .expect("restore");
     assert_eq!(state("s1").await, SessionState::Ended);
     assert_eq!(s.store.sessions(&["s1"]).await.expect("get"), [None]);
+    // ended as its record was lost: no node puts it back either
+    s.store.end_session("a", "lost").await.expect("end");
+    s.store
+        .restore_session("lost", &record)
+        .await
+        .expect("restore");
+    assert_eq!(state("lost").await, SessionState::Ended);
     let ended = SessionRecord {
         exp: now_secs() - 1,
         ..session("a")

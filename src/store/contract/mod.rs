@@ -131,7 +131,7 @@ contract! {
     replay_of_a_trimmed_window_resets(10);
     another_epoch_resets;
     head_epoch_is_kept_by_the_first_commit;
-    sessions_put_get_delete;
+    sessions_put_get_end;
     session_cap_evicts_the_oldest;
     groups_add_remove_and_list_sorted;
     purge_before_deletes_only_older_ids;

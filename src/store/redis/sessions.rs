@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::now_secs;
 use crate::redis_conn::RedisConn;
 use crate::store::keys::{self, UserKeys};
-use crate::store::{SessionRecord, SessionState, MAX_SESSIONS_PER_USER};
+use crate::store::{SessionRecord, SessionState, MAX_SESSIONS_PER_USER, MAX_SESSION_SECS};
 
 /// What an ended session's key holds until the session's end (`SET … XX KEEPTTL`): it reads
 /// as no record.
@@ -175,14 +175,23 @@ fn indexing(index: &str, id: &str, exp: u64) -> redis::Pipeline {
     pipe
 }
 
-/// Mark a session ended where its record is (nothing when it is gone: expired, or lost).
+/// Mark a session ended: in place of its record, until the session's end; where the record
+/// is gone (Redis lost it just now), for the longest a session lives, so that no node puts
+/// it back. One script, so that no write-back lands between the two.
+const END: &str = r#"
+if not redis.call('SET', KEYS[1], ARGV[1], 'XX', 'KEEPTTL') then
+  redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+end
+"#;
+
 async fn end(conn: &mut RedisConn, id: &str) -> Result<()> {
-    let _: Option<String> = redis::cmd("SET")
-        .arg(keys::session(id))
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(END));
+    let _: () = SCRIPT
+        .key(keys::session(id))
         .arg(ENDED)
-        .arg("XX")
-        .arg("KEEPTTL")
-        .query_async(conn)
+        .arg(MAX_SESSION_SECS)
+        .invoke_async(conn)
         .await?;
     Ok(())
 }
