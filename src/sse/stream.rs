@@ -581,9 +581,12 @@ async fn session_ended(
     match store.session_state(id).await? {
         SessionState::Live => Ok(false),
         SessionState::Lost if restore && record.is_live() => {
-            tracing::info!(session = id, "session lost with Redis's data: put back");
-            store.restore_session(id, record).await?;
-            Ok(false)
+            if store.restore_session(id, record).await? {
+                tracing::info!(session = id, "session lost with Redis's data: put back");
+                return Ok(false);
+            }
+            // Something took its place meanwhile: a logout's end, or another node's write-back.
+            Ok(store.session_state(id).await? != SessionState::Live)
         }
         SessionState::Lost | SessionState::Ended => Ok(true),
     }

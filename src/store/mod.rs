@@ -466,6 +466,15 @@ impl Store {
         forward!(self.end_session(user, id))
     }
 
+    /// Mark ended those of the sessions `ids` that have no key at all (lost with Redis's
+    /// data, so that no node puts them back); the others are left as they are.
+    pub async fn end_lost_sessions(&self, ids: &[String]) -> Result<()> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(s) => s.end_lost_sessions(ids).await,
+        }
+    }
+
     /// Whether the session `id` is live, ended, or lost with the store's data.
     pub async fn session_state(&self, id: &str) -> Result<SessionState> {
         forward!(self.session_state(id))
@@ -498,10 +507,10 @@ impl Store {
     }
 
     /// Put back a session [`SessionState::Lost`] with Redis's data, as a node's stream on it
-    /// holds it; one stored meanwhile stays.
-    pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+    /// holds it; one stored meanwhile (a record, or an end) stays. Whether it was put back.
+    pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<bool> {
         match self {
-            Store::Memory(_) => Ok(()),
+            Store::Memory(_) => Ok(false),
             Store::Redis(s) => s.restore_session(id, record).await,
         }
     }

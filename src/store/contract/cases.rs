@@ -414,18 +414,14 @@ pub async fn sessions_put_get_end(s: &Subject) {
     assert_eq!(state("s1").await, SessionState::Live);
     s.store.end_session("a", "s1").await.expect("end");
     assert_eq!(state("s1").await, SessionState::Ended);
-    s.store
-        .restore_session("s1", &record)
-        .await
-        .expect("restore");
+    let restored = s.store.restore_session("s1", &record).await;
+    assert!(!restored.expect("restore"));
     assert_eq!(state("s1").await, SessionState::Ended);
     assert_eq!(s.store.sessions(&["s1"]).await.expect("get"), [None]);
     // ended as its record was lost: no node puts it back either
     s.store.end_session("a", "lost").await.expect("end");
-    s.store
-        .restore_session("lost", &record)
-        .await
-        .expect("restore");
+    let restored = s.store.restore_session("lost", &record).await;
+    assert!(!restored.expect("restore"));
     assert_eq!(state("lost").await, SessionState::Ended);
     let ended = SessionRecord {
         exp: now_secs() - 1,

@@ -134,8 +134,26 @@ impl RedisStore {
         })
     }
 
-    /// The record unless one (or [`ENDED`]) is there, and its id in the user's index.
-    pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+    /// With no key there, `ENDED` for the longest a session lives.
+    pub async fn end_lost_sessions(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            (pipe.cmd("SET").arg(keys::session(id)).arg(ENDED))
+                .arg("NX")
+                .arg("EX")
+                .arg(MAX_SESSION_SECS)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// The record unless one (or [`ENDED`]) is there, and its id in the user's index; whether
+    /// it was written.
+    pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<bool> {
         let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
         let exp = record.exp.max(now_secs() + 1);
         let mut conn = self.conn();
@@ -148,11 +166,11 @@ impl RedisStore {
             .query_async(&mut conn)
             .await?;
         if set.is_none() {
-            return Ok(());
+            return Ok(false);
         }
         let index = UserKeys::new(&record.user).sessions();
         let _: () = indexing(&index, id, exp).query_async(&mut conn).await?;
-        Ok(())
+        Ok(true)
     }
 }
 
