@@ -113,20 +113,6 @@ fn public_id(secret: &str) -> String {
     id
 }
 
-/// The public ids of the request's session cookies that the cookie itself proves (each is
-/// the digest of its secret), whether or not a record of it is stored.
-pub fn proven_session_ids(parts: &Parts) -> Vec<String> {
-    let mut ids: Vec<String> = session_cookies(parts)
-        .iter()
-        .filter(|v| is_lower_hex(v, SECRET_BYTES * 2))
-        .map(|secret| public_id(secret))
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids.truncate(COOKIES_TRIED);
-    ids
-}
-
 /// A cookie value → (public id, secret), when it has a shape Herald issues (lower-case hex of
 /// the right lengths): `<secret>`, or `<id>.<secret>` as earlier builds issued (their sessions
 /// outlive an upgrade). Anything else is not a session: the browser signs in again.

@@ -43,16 +43,11 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
     let secure = auth::session::cookie_secure(&state);
     let caller = match auth::session::writer(&state, &parts).await {
         // A cookie whose session already ended (expired, signed out, the oldest beyond the
-        // cap): still 401, and the browser drops it. One whose record Redis lost with its
-        // data is marked ended, so that no node holding a stream of it puts it back.
+        // cap): still 401, and the browser drops it.
         Err(e @ Error::Unauthorized(_))
             if auth::session::bearer(&parts).is_none()
                 && auth::session::has_session_cookie(&parts) =>
         {
-            let ids = auth::session::proven_session_ids(&parts);
-            if let Err(e) = state.store.end_lost_sessions(&ids).await {
-                tracing::debug!(error = %e, "lost sessions not marked ended");
-            }
             let mut response = error_response(e);
             let clear = auth::session::clear_cookie(secure);
             response.headers_mut().insert(header::SET_COOKIE, clear);

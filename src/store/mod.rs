@@ -466,15 +466,6 @@ impl Store {
         forward!(self.end_session(user, id))
     }
 
-    /// Mark ended those of the sessions `ids` that have no key at all (lost with Redis's
-    /// data, so that no node puts them back); the others are left as they are.
-    pub async fn end_lost_sessions(&self, ids: &[String]) -> Result<()> {
-        match self {
-            Store::Memory(_) => Ok(()),
-            Store::Redis(s) => s.end_lost_sessions(ids).await,
-        }
-    }
-
     /// Whether the session `id` is live, ended, or lost with the store's data.
     pub async fn session_state(&self, id: &str) -> Result<SessionState> {
         forward!(self.session_state(id))

@@ -134,23 +134,6 @@ impl RedisStore {
         })
     }
 
-    /// With no key there, `ENDED` for the longest a session lives.
-    pub async fn end_lost_sessions(&self, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            (pipe.cmd("SET").arg(keys::session(id)).arg(ENDED))
-                .arg("NX")
-                .arg("EX")
-                .arg(MAX_SESSION_SECS)
-                .ignore();
-        }
-        let _: () = pipe.query_async(&mut self.conn()).await?;
-        Ok(())
-    }
-
     /// The record unless one (or [`ENDED`]) is there, and its id in the user's index; whether
     /// it was written.
     pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<bool> {
