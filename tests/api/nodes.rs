@@ -580,6 +580,40 @@ async fn a_redis_that_lost_its_data_keeps_the_sessions_of_open_streams() {
     assert_eq!(send_raw(list).await.status(), 401);
 }
 
+/// A stream of a token's `sid` checks, as it opens, when that `sid` was logged out (the mark
+/// `DELETE /session` leaves; written here by hand): a logout at or after its opening (one
+/// that ran as it opened, whose announcement it missed) ends it at once; an earlier one does
+/// not, since the token stays valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_session_logged_out_as_its_stream_opens_ends_it() {
+    use sha2::{Digest, Sha256};
+    let redis = Redis::start();
+    let a = Herald::start(Some(&redis.url()), &[]);
+    let mark = |sid: &str, at: &str| {
+        let digest: String = Sha256::digest(sid)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let key = format!("herald:{{u:alice}}:sid-ended:{digest}");
+        let _: () = ::redis::cmd("SET")
+            .arg(key)
+            .arg(at)
+            .arg("EX")
+            .arg(600)
+            .query(&mut redis.conn())
+            .unwrap();
+    };
+    mark("later", "2099-01-01T00:00:00.000000Z");
+    mark("earlier", "2000-01-01T00:00:00.000000Z");
+    let mut ended = a.events(&session_token("alice", "later"), "").await;
+    assert_eq!(ended.expect("revoked").await.event, "revoked");
+    let mut stays = a.events(&session_token("alice", "earlier"), "").await;
+    let id = a
+        .notify("alice", "to the stream opened after its logout")
+        .await;
+    assert_eq!(stays.expect("notification").await.json()["id"], id.as_str());
+}
+
 /// Redis restarted from a snapshot older than its last writes: the open stream is reset, and
 /// the log takes a new epoch, so a position handed out after the snapshot resets too, even
 /// once new changes have passed its seq (they are other changes under the same numbers).

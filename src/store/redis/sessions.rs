@@ -24,16 +24,9 @@ impl RedisStore {
     /// scores are creation times in microseconds: sessions created within one millisecond
     /// still sort by creation, not by id, so the cap ends the oldest.
     pub async fn put_session(&self, id: &str, record: &SessionRecord) -> Result<Vec<String>> {
-        let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
-        let exp = record.exp.max(now_secs() + 1);
+        let (set, exp) = storing(id, record)?;
         let mut conn = self.conn();
-        let _: () = redis::cmd("SET")
-            .arg(keys::session(id))
-            .arg(value)
-            .arg("EXAT")
-            .arg(exp)
-            .query_async(&mut conn)
-            .await?;
+        let _: () = set.query_async(&mut conn).await?;
         let index = UserKeys::new(&record.user).sessions();
         let (count,): (usize,) = indexing(&index, id, exp)
             .zcard(&index)
@@ -137,24 +130,26 @@ impl RedisStore {
     /// The record unless one (or [`ENDED`]) is there, and its id in the user's index; whether
     /// it was written.
     pub async fn restore_session(&self, id: &str, record: &SessionRecord) -> Result<bool> {
-        let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
-        let exp = record.exp.max(now_secs() + 1);
+        let (mut set, exp) = storing(id, record)?;
         let mut conn = self.conn();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(keys::session(id))
-            .arg(value)
-            .arg("NX")
-            .arg("EXAT")
-            .arg(exp)
-            .query_async(&mut conn)
-            .await?;
-        if set.is_none() {
+        let written: Option<String> = set.arg("NX").query_async(&mut conn).await?;
+        if written.is_none() {
             return Ok(false);
         }
         let index = UserKeys::new(&record.user).sessions();
         let _: () = indexing(&index, id, exp).query_async(&mut conn).await?;
         Ok(true)
     }
+}
+
+/// The `SET` of session `id`'s record, expiring at the session's end (a second from now at
+/// the earliest), and that end.
+fn storing(id: &str, record: &SessionRecord) -> Result<(redis::Cmd, u64)> {
+    let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
+    let exp = record.exp.max(now_secs() + 1);
+    let mut set = redis::cmd("SET");
+    set.arg(keys::session(id)).arg(value).arg("EXAT").arg(exp);
+    Ok((set, exp))
 }
 
 /// Add `id` to the user's session `index` as created now, the index living until `exp` at
