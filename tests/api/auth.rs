@@ -142,10 +142,8 @@ async fn session_cookie_lifecycle(mode: Mode) {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["unread_count"], 1);
-    let mut sse = h
-        .events_with(h.http.get(h.url("/events")).header("cookie", &cookie))
-        .await;
-    let ready = sse.next_event().await.json();
+    let sse = h.cookie_events(&cookie).await;
+    let ready = sse.ready.as_ref().unwrap().json();
     assert_eq!(ready["user"], "alice");
     // the public session id, never the cookie's secret
     assert_eq!(ready["session"].as_str().unwrap(), session_id(&cookie));
@@ -172,10 +170,8 @@ async fn session_cookie_lifecycle(mode: Mode) {
         format!("{wrong_secret}; {}; {}", deads(1..30), deads(1..30)),
     ] {
         let both = format!("{tossed}; a=1; {cookie}");
-        let mut sse = h
-            .events_with(h.http.get(h.url("/events")).header("cookie", &both))
-            .await;
-        assert_eq!(sse.next_event().await.json()["session"], id.as_str());
+        let sse = h.cookie_events(&both).await;
+        assert_eq!(sse.ready.as_ref().unwrap().json()["session"], id.as_str());
         let (status, body) = send(
             h.http
                 .patch(h.url("/notifications"))
@@ -285,14 +281,8 @@ async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let (one, two) = (h.login("alice").await, h.login("alice").await);
     assert_ne!(one, two);
-    let mut s1 = h
-        .events_with(h.http.get(h.url("/events")).header("cookie", &one))
-        .await;
-    let mut s2 = h
-        .events_with(h.http.get(h.url("/events")).header("cookie", &two))
-        .await;
-    assert_eq!(s1.next_event().await.event, "ready");
-    assert_eq!(s2.next_event().await.event, "ready");
+    let mut s1 = h.cookie_events(&one).await;
+    let mut s2 = h.cookie_events(&two).await;
     let r = h.logout(&one).await;
     assert_eq!(r.status(), 204);
     let cleared = r.headers()["set-cookie"].to_str().unwrap();

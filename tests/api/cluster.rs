@@ -42,10 +42,7 @@ async fn nodes_on_a_cluster_behave_as_one() {
     let _replacing = b.events(&session_token(&users[1], "s"), "").await;
     assert_eq!(streams[1].next_event().await.event, "replaced");
     let cookie = a.login(&users[2]).await;
-    let mut by_cookie = a
-        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(by_cookie.next_event().await.event, "ready");
+    let mut by_cookie = a.cookie_events(&cookie).await;
     let r = b.logout(&cookie).await;
     assert_eq!(r.status(), 204);
     assert_eq!(

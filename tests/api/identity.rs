@@ -39,11 +39,8 @@ async fn session_secret_never_leaves_the_cookie(mode: Mode) {
         !secret.contains(&id),
         "the cookie holds no part of the public id"
     );
-    let mut sse = h
-        .events_with(h.http.get(h.url("/events")).header("cookie", &cookie))
-        .await;
-    let ready = sse.next_event().await;
-    assert_eq!(ready.json()["session"], id.as_str());
+    let sse = h.cookie_events(&cookie).await;
+    assert_eq!(sse.ready.as_ref().unwrap().json()["session"], id.as_str());
     assert!(!sse.raw.contains(&secret));
 
     let listed = presence(&h, "victim").await;
@@ -138,10 +135,7 @@ async fn bearer_without_sid_has_no_session(mode: Mode) {
 async fn sessions_per_user_are_capped(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let first = h.login("dave").await;
-    let mut sse = h
-        .events_with(h.http.get(h.url("/events")).header("cookie", &first))
-        .await;
-    assert_eq!(sse.next_event().await.event, "ready");
+    let mut sse = h.cookie_events(&first).await;
     let mut last = String::new();
     for _ in 0..100 {
         last = h.login("dave").await;

@@ -102,10 +102,7 @@ async fn streams_of_one_session_opened_at_once_on_two_nodes_leave_one() {
 async fn a_logout_right_after_a_redis_restart_reaches_the_other_node() {
     let (mut redis, a, b) = two_nodes();
     let cookie = a.login("alice").await;
-    let mut on_b = b
-        .events_with(b.http.get(b.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(on_b.next_event().await.event, "ready");
+    let mut on_b = b.cookie_events(&cookie).await;
     redis.stop_saving();
     redis.start_again();
     let deadline = std::time::Instant::now() + WAIT;
@@ -188,10 +185,7 @@ async fn a_stream_replaced_while_its_node_was_cut_off_ends_when_it_is_back() {
 async fn logout_on_one_node_revokes_streams_on_the_other() {
     let (_redis, a, b) = two_nodes();
     let cookie = a.login("alice").await;
-    let mut on_a = a
-        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(on_a.next_event().await.event, "ready");
+    let mut on_a = a.cookie_events(&cookie).await;
     let r = b.logout(&cookie).await;
     assert_eq!(r.status(), 204);
     let ev = on_a
@@ -219,10 +213,7 @@ async fn logout_on_one_node_revokes_streams_on_the_other() {
 async fn a_logout_that_could_not_reach_the_other_nodes_can_be_retried() {
     let (redis, a, b) = two_nodes();
     let cookie = a.login("alice").await;
-    let mut on_a = a
-        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(on_a.next_event().await.event, "ready");
+    let mut on_a = a.cookie_events(&cookie).await;
     let acl = |rule: &str| {
         let mut conn = redis.conn();
         let _: () = redis::cmd("ACL")
@@ -547,10 +538,7 @@ async fn a_redis_that_lost_its_data_keeps_the_sessions_of_open_streams() {
     let mut redis = Redis::start();
     let a = Herald::start(Some(&redis.url()), &[]);
     let cookie = a.login("alice").await;
-    let mut sse = a
-        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(sse.next_event().await.event, "ready");
+    let mut sse = a.cookie_events(&cookie).await;
     a.notify("alice", "one").await;
     assert_eq!(sse.next_event().await.event, "notification");
     redis.restart_empty();
@@ -1132,10 +1120,7 @@ async fn processes_under_one_name_still_hear_each_others_logouts() {
     let b = Herald::start(Some(&redis.url()), &["--node-id", "web-1"]);
     send_signal(a.pid(), "CONT");
     let cookie = a.login("alice").await;
-    let mut on_b = b
-        .events_with(b.http.get(b.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(on_b.next_event().await.event, "ready");
+    let mut on_b = b.cookie_events(&cookie).await;
     assert_eq!(a.logout(&cookie).await.status(), 204);
     let ev = on_b
         .try_next(Duration::from_secs(1))

@@ -474,10 +474,7 @@ async fn a_logout_while_a_node_was_cut_off_ends_its_stream_once_it_is_back() {
     let a = Herald::start(Some(&proxy.url()), &[]);
     let b = Herald::start(Some(&redis.url()), &[]);
     let cookie = a.login("alice").await;
-    let mut browser = a
-        .events_with(a.http.get(a.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(browser.next_event().await.event, "ready");
+    let mut browser = a.cookie_events(&cookie).await;
     let token = session_token("alice", "s");
     let mut by_token = a.events(&token, "").await;
     proxy.black_hole(true);

@@ -551,10 +551,7 @@ async fn streams_end_at_exp_plus_the_leeway() {
     let token = sign(json!({"sub": "alice", "exp": exp}));
     let cookie = h.login_with(&token).await;
     let mut bearer = h.events(&token, "").await;
-    let mut session = h
-        .events_with(h.http.get(h.url("/events")).header("cookie", &cookie))
-        .await;
-    assert_eq!(session.next_event().await.event, "ready");
+    let mut session = h.cookie_events(&cookie).await;
     tokio::time::sleep(Duration::from_secs_f64((exp + 1.5 - unix_now()).max(0.0))).await;
     let (status, _) = h.get("/notifications", &token).await;
     assert_eq!(status, 200, "past exp, within the leeway");

@@ -262,15 +262,20 @@ impl Herald {
         ids(&self.list(&user_token(user), query).await)
     }
 
-    /// Open `/events` with a Bearer token; waits for `ready`.
+    /// Open `/events` with a Bearer token; waits for `ready` (kept in [`Sse::ready`]).
     pub async fn events(&self, token: &str, query: &str) -> Sse {
-        let mut sse = self
-            .events_with(
-                self.http
-                    .get(self.url(&format!("/events{query}")))
-                    .bearer_auth(token),
-            )
-            .await;
+        let req = self.http.get(self.url(&format!("/events{query}")));
+        self.events_ready(req.bearer_auth(token)).await
+    }
+
+    /// Open `/events` with a `Cookie` header; waits for `ready` (kept in [`Sse::ready`]).
+    pub async fn cookie_events(&self, cookie: &str) -> Sse {
+        let req = self.http.get(self.url("/events"));
+        self.events_ready(req.header("cookie", cookie)).await
+    }
+
+    async fn events_ready(&self, req: reqwest::RequestBuilder) -> Sse {
+        let mut sse = self.events_with(req).await;
         let ready = sse.next_event().await;
         assert_eq!(ready.event, "ready", "{ready:?}");
         sse.ready = Some(ready);
