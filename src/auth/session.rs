@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue};
 use super::jwt::Claims;
 use super::origin;
 use crate::error::{Error, Result};
-use crate::model::{is_lower_hex, is_valid_id, now_secs, random_token, sha256_hex};
+use crate::model::{is_lower_hex, is_valid_id, now_ms, now_secs, random_token, sha256_hex};
 use crate::state::AppState;
 use crate::store::{SessionRecord, MAX_SESSION_SECS};
 
@@ -246,13 +246,12 @@ pub fn cookie_secure(state: &AppState) -> bool {
     !state.config.dev
 }
 
-/// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds).
+/// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds). `Max-Age` counts
+/// whole seconds left, rounded down, so the browser drops the cookie at `exp` at the latest
+/// (rounded up, it kept sending a dead cookie for up to a second).
 pub fn set_cookie(value: &str, exp: u64, secure: bool) -> HeaderValue {
-    cookie_header(
-        value,
-        secure,
-        exp.saturating_sub(now_secs()).min(MAX_SESSION_SECS),
-    )
+    let left = exp.saturating_mul(1000).saturating_sub(now_ms()) / 1000;
+    cookie_header(value, secure, left.min(MAX_SESSION_SECS))
 }
 
 /// `Set-Cookie` that clears the session cookie.
@@ -310,6 +309,27 @@ mod tests {
             "herald_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"
         );
         assert!(Cookie::parse(secure).is_ok());
+    }
+
+    /// The cookie's `Max-Age` ends it at `exp` at the latest: whole seconds left, rounded down.
+    #[test]
+    fn cookie_outlives_no_session() {
+        let before = now_ms();
+        let exp = before / 1000 + 60;
+        let header = set_cookie("v", exp, false);
+        let max_age: u64 = header
+            .to_str()
+            .unwrap()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            max_age * 1000 <= exp * 1000 - before,
+            "{header:?} at {before} ms"
+        );
+        assert!(max_age >= 58, "{header:?}");
     }
 
     /// The proxy's copy of `Cookie` loses the session cookie (also a bare name) and keeps the rest.
