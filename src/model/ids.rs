@@ -123,6 +123,16 @@ pub fn first_id_at(ms: u64) -> NotificationId {
     NotificationId::from_ulid(ulid::Ulid::from_parts(ms, 0))
 }
 
+/// A listing's `before` cursor: a notification id, in any letter case (Crockford base32 is
+/// case-insensitive), as Herald writes it; `None` for text that is no notification id (a
+/// mangled cursor is refused, not read as "from the newest").
+pub fn cursor(s: &str) -> Option<NotificationId> {
+    // The first character holds 3 bits: past '7' the crate would wrap the value round.
+    let fits = s.as_bytes().first().is_some_and(|c| *c <= b'7');
+    let ulid = ulid::Ulid::from_string(s).ok().filter(|_| fits)?;
+    Some(NotificationId::from_ulid(ulid))
+}
+
 /// When an id was made (Unix ms, its ULID time); `None` for text that is not a ULID.
 pub fn id_ms(id: &str) -> Option<u64> {
     ulid::Ulid::from_string(id).ok().map(|u| u.timestamp_ms())
@@ -169,6 +179,18 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// A cursor is a notification id in any letter case, as Herald writes it; nothing else.
+    #[test]
+    fn cursors() {
+        let id = new_ids(1).next().unwrap();
+        assert_eq!(cursor(id.as_str()), Some(id));
+        assert_eq!(cursor(&id.as_str().to_lowercase()), Some(id));
+        let (long, short) = (format!("{id}0"), &id.as_str()[1..]);
+        for bad in ["garbage", "", "8ZZZZZZZZZZZZZZZZZZZZZZZZZ", &long, short] {
+            assert_eq!(cursor(bad), None, "{bad}");
+        }
+    }
 
     use super::*;
 

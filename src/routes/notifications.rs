@@ -13,7 +13,7 @@ use super::body::{empty, json, read_json, Request, Response};
 use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::{
-    check_ahead, parse_time, validate_category, validate_id, EventId, Mark, Target,
+    check_ahead, cursor, parse_time, validate_category, validate_id, EventId, Mark, Target,
 };
 use crate::state::AppState;
 use crate::store::{Archived, ListQuery};
@@ -48,8 +48,10 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
                     })?
             }
             "before" if !value.is_empty() => {
-                validate_id("before", &value)?;
-                q.before = Some(value);
+                let id = cursor(&value).ok_or_else(|| {
+                    Error::invalid("before must be a notification id (from a listing's next)")
+                })?;
+                q.before = Some(id.to_string());
             }
             "unread" => q.unread = flag("unread", &value)?,
             "unseen" => q.unseen = flag("unseen", &value)?,
