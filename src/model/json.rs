@@ -1,12 +1,13 @@
-//! Reading JSON request bodies: errors that name the member at fault, and structs read from
-//! JSON objects only.
+//! Reading JSON request bodies: errors that name the member at fault, structs read from JSON
+//! objects only, and objects kept as written ([`RawObject`]).
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// Parse a JSON body, which must be an object; an error names the member at fault
 /// (`notification.deliver_at: invalid type: integer `5`, expected a string`), without the
@@ -102,6 +103,90 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Object<T> {
     }
 }
 
+/// A JSON object kept as its sender wrote it, but for the whitespace between tokens: numbers
+/// of any size and spelling, escapes and member order travel unchanged (a parsed map rounds
+/// numbers past 64 bits to a double, writes `1e2` as `100.0` and sorts the members). It is
+/// written out as it came, so no line break ever reaches an SSE `data:` line.
+#[derive(Clone)]
+pub struct RawObject(Box<RawValue>);
+
+impl RawObject {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl fmt::Debug for RawObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for RawObject {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Unexpected};
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let what = match raw.get().as_bytes().first() {
+            Some(b'{') => None,
+            Some(b'[') => Some("an array"),
+            Some(b'"') => Some("a string"),
+            Some(b't' | b'f') => Some("a boolean"),
+            _ => Some("a number"),
+        };
+        if let Some(what) = what {
+            return Err(D::Error::invalid_type(
+                Unexpected::Other(what),
+                &"a JSON object",
+            ));
+        }
+        let spaced = raw
+            .get()
+            .bytes()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        if !spaced {
+            return Ok(RawObject(raw));
+        }
+        RawValue::from_string(without_spaces(raw.get()))
+            .map(RawObject)
+            .map_err(D::Error::custom)
+    }
+}
+
+/// Valid JSON text without the whitespace between its tokens (strings kept whole).
+fn without_spaces(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +240,38 @@ mod tests {
             ),
         ] {
             assert_eq!(from_json::<Outer>(body).unwrap_err(), message, "{body:?}");
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct WithData {
+        data: Option<RawObject>,
+    }
+
+    /// An object is kept as written but for the spaces between tokens; anything else is
+    /// refused, naming the member.
+    #[test]
+    fn raw_objects_keep_what_was_written() {
+        let body = "{\"data\": {\"z\": 12345678901234567891234, \"a\":\n[1e2, -0.0, \"a b\\\" \\u00e9\"]}}";
+        let read: WithData = from_json(body.as_bytes()).unwrap();
+        let data = read.data.unwrap();
+        assert_eq!(
+            data.get(),
+            r#"{"z":12345678901234567891234,"a":[1e2,-0.0,"a b\" \u00e9"]}"#
+        );
+        assert_eq!(serde_json::to_string(&data).unwrap(), data.get());
+        let null: WithData = from_json(br#"{"data":null}"#).unwrap();
+        assert!(null.data.is_none());
+        for (body, what) in [
+            (&br#"{"data":[1]}"#[..], "an array"),
+            (br#"{"data":"{}"}"#, "a string"),
+            (br#"{"data":-7}"#, "a number"),
+            (br#"{"data":true}"#, "a boolean"),
+        ] {
+            let e = from_json::<WithData>(body).unwrap_err();
+            let want =
+                format!("invalid JSON body: data: invalid type: {what}, expected a JSON object");
+            assert_eq!(e, want);
         }
     }
 }

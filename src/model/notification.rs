@@ -4,11 +4,10 @@
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::fields::{self, ActionSpec, ItemState, MAX_COLLAPSE_KEY_CHARS};
 use super::is_plain;
-use super::json::{self, objects};
+use super::json::{self, objects, RawObject};
 use crate::error::{Error, Result};
 
 /// Largest notification, in bytes of its JSON as published (16 KiB, 413 beyond).
@@ -44,7 +43,7 @@ pub struct Notification {
     #[serde(default)]
     pub link: Option<String>,
     #[serde(default)]
-    pub data: Option<Map<String, Value>>,
+    pub data: Option<RawObject>,
     /// Preferences cannot mute it.
     #[serde(default)]
     pub critical: bool,
@@ -77,7 +76,7 @@ pub struct NotificationInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Map<String, Value>>,
+    pub data: Option<RawObject>,
     /// Delivered even to users who muted its category.
     #[serde(
         default,

@@ -548,7 +548,8 @@ fn notification_input() -> impl Strategy<Value = NotificationInput> {
                 source,
                 category,
                 link,
-                data: data.map(|d| d.into_iter().collect()),
+                data: data
+                    .map(|d| serde_json::from_value(serde_json::to_value(d).unwrap()).unwrap()),
                 critical,
                 collapse_key,
                 deliver_at,

@@ -7,13 +7,14 @@
 use std::time::SystemTime;
 
 use http::{HeaderValue, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::body::{empty, json, read_json, Request, Response};
 use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::{
-    check_ahead, cursor, parse_time, validate_category, validate_id, EventId, Mark, Target,
+    check_ahead, cursor, parse_time, validate_category, validate_id, EventId, Mark, Notification,
+    Target,
 };
 use crate::state::AppState;
 use crate::store::{Archived, ListQuery};
@@ -25,6 +26,17 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_BULK_IDS: usize = 1000;
 /// Most categories one listing may filter by.
 pub const MAX_CATEGORIES: usize = 64;
+
+/// The body of `GET /notifications`, written straight from the page (through a
+/// `serde_json::Value`, each notification's `data` would be parsed again: see `RawObject`).
+#[derive(Serialize)]
+struct Listing<'a> {
+    next: Option<&'a str>,
+    notifications: &'a [Notification],
+    position: String,
+    unread_count: u64,
+    unseen_count: u64,
+}
 
 pub async fn list(state: AppState, req: Request) -> Result<Response> {
     let query = super::query_pairs(&req);
@@ -84,16 +96,14 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
         )));
     }
     let page = state.store.list(&caller.user, &q).await?;
-    let mut response = json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "notifications": page.notifications,
-            "unread_count": page.unread_count,
-            "unseen_count": page.unseen_count,
-            "next": page.next,
-            "position": page.position.to_string(),
-        }),
-    );
+    let listing = Listing {
+        next: page.next.as_deref(),
+        notifications: &page.notifications,
+        position: page.position.to_string(),
+        unread_count: page.unread_count,
+        unseen_count: page.unseen_count,
+    };
+    let mut response = json(StatusCode::OK, &listing);
     // Who asked, as `/auth` says it: the browser client compares the session of its cookie
     // with the shared stream's (a tab that signed in again needs a stream on the new one).
     super::auth_request::identity_headers(response.headers_mut(), &caller)?;

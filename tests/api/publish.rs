@@ -15,6 +15,7 @@ both_modes!(
     presence_lists_live_streams,
     notification_fields_round_trip,
     the_size_limit_is_the_notification_as_sent,
+    data_travels_as_written,
 );
 
 /// A notification whose own JSON (as sent, compact) is 16 KiB is stored, for a user with a
@@ -35,6 +36,56 @@ async fn the_size_limit_is_the_notification_as_sent(mode: Mode) {
     assert_error(status, &err, 413, "too_large");
     let tray = h.list(&user_token(&user), "").await;
     assert_eq!(tray["notifications"].as_array().unwrap().len(), 1, "{tray}");
+}
+
+/// `data` travels as written but for the spaces between tokens (numbers of any size or
+/// spelling, escapes, member order), to a user and to a group's members: on the stream, in a
+/// replay and in the tray.
+async fn data_travels_as_written(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let svc = service_token();
+    let (status, _) = send(
+        h.http
+            .put(h.url("/groups/g/members"))
+            .bearer_auth(&svc)
+            .json(&json!({"users": ["bob"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let data = r#"{"z":12345678901234567891234,"a":[1e2,-0.0,0.1000000000000000055511151231257827],"e":"\u00e9\n"}"#;
+    let spaced = data.replace(",", " ,\n\t").replace(":", ": ");
+    let mut streams = Vec::new();
+    for user in ["alice", "bob"] {
+        streams.push(h.events(&user_token(user), "").await);
+    }
+    let body = format!(
+        r#"{{"users":["alice"],"groups":["g"],"notification":{{"title":"t","data":{spaced}}}}}"#
+    );
+    let r = send_raw(
+        h.http
+            .post(h.url("/publish"))
+            .bearer_auth(&svc)
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let written = format!(r#","data":{data},"#);
+    for (user, sse) in ["alice", "bob"].into_iter().zip(&mut streams) {
+        let live = sse.expect("notification").await;
+        assert!(live.data.contains(&written), "{user}: {}", live.data);
+        let from = sse.ready.as_ref().unwrap().id.clone().unwrap();
+        let mut replay = h
+            .events(&user_token(user), &format!("?last_event_id={from}"))
+            .await;
+        assert_eq!(replay.expect("notification").await.data, live.data);
+        let tray = h
+            .http
+            .get(h.url("/notifications"))
+            .bearer_auth(user_token(user));
+        let tray = send_raw(tray).await.text().await.unwrap();
+        assert!(tray.contains(&written), "{user}: {tray}");
+    }
 }
 
 async fn publish_stores_for_users_and_groups(mode: Mode) {
