@@ -6,6 +6,8 @@
 mod redis;
 mod subscriptions;
 
+use std::time::Duration;
+
 use crate::config::Backend;
 use crate::error::{Result, StartupError};
 use crate::hub::{Delivery, Hub, Opened};
@@ -186,7 +188,34 @@ impl Broker {
             Broker::Redis(b) => b.announce(user, message).await,
         }
     }
+
+    /// [`Self::announce`] for a caller that has moved on, sent again every
+    /// [`RESEND_EVERY`] while it fails (say, the user's shard being replaced), for
+    /// [`RESEND_FOR`] at most or until the node stops. The message may arrive twice (a send
+    /// that ran out of time may still go out): only messages that mean the same twice.
+    pub async fn announce_until_sent(self, user: String, message: Message, stop: Shutdown) {
+        let until = tokio::time::Instant::now() + RESEND_FOR;
+        while tokio::time::Instant::now() < until {
+            tokio::select! {
+                () = tokio::time::sleep(RESEND_EVERY) => {}
+                () = stop.wait() => return,
+            }
+            match self.announce(&user, &message).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(error = %e, "announcement not sent yet"),
+            }
+        }
+        tracing::warn!(
+            user,
+            "an announcement to the other nodes could not be sent for {RESEND_FOR:?} (check Redis)"
+        );
+    }
 }
+
+/// How often an announcement that failed is sent again ([`Broker::announce_until_sent`]).
+const RESEND_EVERY: Duration = Duration::from_millis(250);
+/// How long an announcement that failed is sent again at most.
+const RESEND_FOR: Duration = Duration::from_secs(10);
 
 /// An opening time from the channel in µs: a node of the version before sends Unix ms, far
 /// below any Unix µs since 1973 (10^14).

@@ -50,6 +50,9 @@ pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 /// longest from the request's arrival, its turn's wait included: the answer comes within a
 /// second when Redis is away, as every request's does.
 const OPEN_DEADLINE: Duration = Duration::from_millis(850);
+/// The least wait for an opening's announcement once its reads are done (then it is sent
+/// again in the background).
+const ANNOUNCE_LEAST: Duration = Duration::from_millis(100);
 
 /// What an opening stream found of its unit's and user's other streams.
 enum Admission {
@@ -334,7 +337,22 @@ impl Stream {
                         tab: owner.tab.clone(),
                         opened: opened.clone(),
                     };
-                    state.broker.announce(&owner.user, &open).await?;
+                    // Open either way: a 503 would not take back an announcement that ran out
+                    // of time (the connection may still send it), so one that fails or is slow
+                    // is sent again meanwhile, and a refused opening never replaces a stream.
+                    let by = reads_by.max(Instant::now() + ANNOUNCE_LEAST);
+                    let sent =
+                        tokio::time::timeout_at(by, state.broker.announce(&owner.user, &open));
+                    if !matches!(sent.await, Ok(Ok(()))) {
+                        tracing::debug!("an opening's announcement is late: sent again");
+                        let stop = state.shutdown.clone();
+                        let again = state.broker.clone().announce_until_sent(
+                            owner.user.clone(),
+                            open,
+                            stop,
+                        );
+                        tokio::spawn(again);
+                    }
                     hub.end_replaced(&owner.user, session, owner.tab.as_deref(), &opened);
                 }
             }

@@ -214,18 +214,9 @@ async fn a_logout_that_could_not_reach_the_other_nodes_can_be_retried() {
     let (redis, a, b) = two_nodes();
     let cookie = a.login("alice").await;
     let mut on_a = a.cookie_events(&cookie).await;
-    let acl = |rule: &str| {
-        let mut conn = redis.conn();
-        let _: () = redis::cmd("ACL")
-            .arg("SETUSER")
-            .arg("default")
-            .arg(rule)
-            .query(&mut conn)
-            .unwrap();
-    };
-    acl("-spublish");
+    acl(&redis, "-spublish");
     let failed = b.logout(&cookie).await.status();
-    acl("+spublish");
+    acl(&redis, "+spublish");
     assert!(failed.is_server_error(), "{failed}");
     let r = b.logout(&cookie).await;
     assert_eq!(r.status(), 204, "the retry ends the session");
@@ -239,6 +230,38 @@ async fn a_logout_that_could_not_reach_the_other_nodes_can_be_retried() {
         .get(a.url("/notifications"))
         .header("cookie", &cookie);
     assert_eq!(send_raw(again).await.status(), 401);
+}
+
+/// A stream whose opening could not announce itself (here Redis refuses `SPUBLISH`) opens all
+/// the same, and its announcement goes out once Redis takes it: the session's stream on the
+/// other node is replaced then. Before, the opening answered 503, although an announcement
+/// that ran out of time may still go out (and replace the stream of a refused opening).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opening_announces_itself_once_redis_takes_it() {
+    let (redis, a, b) = two_nodes();
+    let token = session_token("alice", "s");
+    let mut first = a.events(&token, "").await;
+    acl(&redis, "-spublish");
+    let _second = b.events(&token, "").await;
+    let early = first.try_next(Duration::from_millis(500)).await;
+    acl(&redis, "+spublish");
+    assert!(
+        early.is_none(),
+        "{early:?} while the announcement was refused"
+    );
+    let ev = first.try_next(Duration::from_secs(2)).await;
+    assert_eq!(ev.expect("replaced once Redis takes it").event, "replaced");
+}
+
+/// Set an ACL rule on Redis's `default` user (the one the nodes use).
+fn acl(redis: &Redis, rule: &str) {
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg(rule)
+        .query(&mut conn)
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
