@@ -180,6 +180,8 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use std::time::Duration;
 
+    use super::*;
+
     /// A cursor is a notification id in any letter case, as Herald writes it; nothing else.
     #[test]
     fn cursors() {
@@ -191,8 +193,6 @@ mod tests {
             assert_eq!(cursor(bad), None, "{bad}");
         }
     }
-
-    use super::*;
 
     /// The first id of a millisecond sorts after every id made before it, at or before
     /// every id made in it or later.
