@@ -130,27 +130,27 @@ fn same_digest(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// Verify a Bearer token as a user token: `sub` must be a valid user id.
+/// Verify a Bearer token as a user token: `sub` must be a valid user id, and `sid`, when
+/// present, a valid session id (for every endpoint alike, `POST /session` included).
 pub fn user_claims(state: &AppState, token: &str) -> Result<(String, Claims)> {
     let claims = state.config.keys.verify(token)?;
-    match claims.sub.clone() {
-        Some(sub) if is_valid_id(&sub) => Ok((sub, claims)),
-        _ => Err(Error::Unauthorized("token has no valid sub claim")),
+    let sub = match claims.sub.clone() {
+        Some(sub) if is_valid_id(&sub) => sub,
+        _ => return Err(Error::Unauthorized("token has no valid sub claim")),
+    };
+    if claims.sid.as_deref().is_some_and(|sid| !is_valid_id(sid)) {
+        return Err(Error::Unauthorized("token has an invalid sid claim"));
     }
+    Ok((sub, claims))
 }
 
 /// The user making the request (Bearer first, then the session cookie), or 401.
 pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
     if let Some(token) = bearer(parts) {
         let (user, claims) = user_claims(state, token)?;
-        let session = match claims.sid.clone() {
-            Some(sid) if is_valid_id(&sid) => Some(sid),
-            Some(_) => return Err(Error::Unauthorized("token has an invalid sid claim")),
-            None => None,
-        };
         return Ok(Caller {
             user,
-            session,
+            session: claims.sid.clone(),
             ends_ms: state.config.keys.ends_ms(&claims),
             via: Via::Bearer,
         });

@@ -18,10 +18,10 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     // The session lasts as long as the token is accepted: to its `exp` plus `--jwt-leeway`
     // (the skew between the issuer's clock and this one), in whole seconds, a fraction
     // dropped. A token that leaves no whole second makes no session (it would be over at
-    // once, and count against the cap).
+    // once, its cookie's `Max-Age` 0, and count against the cap).
     let leeway = state.config.keys.leeway_ms();
     let exp = claims.exp.millis().saturating_add(leeway) / 1000;
-    if exp <= crate::model::now_secs() {
+    if exp.saturating_mul(1000) < crate::model::now_ms().saturating_add(1000) {
         return Err(Error::Unauthorized(
             "the token expires too soon for a session",
         ));

@@ -46,12 +46,19 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
         sign(json!({"sub": "", "exp": now() + 60})),
         sign(json!({"sub": "x".repeat(129), "exp": now() + 60})),
         sign(json!({"sub": "alice", "exp": now() + 60, "nbf": now() + 600})),
+        sign(json!({"sub": "alice", "exp": now() + 60, "sid": ""})),
+        sign(json!({"sub": "alice", "exp": now() + 60, "sid": "a\u{0}b"})),
+        sign(json!({"sub": "alice", "exp": now() + 60, "sid": "s".repeat(129)})),
     ];
     for token in &bad {
         for path in ["/events", "/notifications"] {
             let (status, body) = h.get(path, token).await;
             assert_error(status, &body, 401, "unauthorized");
         }
+        // no session either (a bad sid made one)
+        let r = send_raw(h.http.post(h.url("/session")).bearer_auth(token)).await;
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().get("set-cookie").is_none());
     }
     let r = send_raw(h.http.get(h.url("/notifications"))).await;
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
@@ -63,9 +70,10 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
     assert_eq!(r.status(), 401);
 }
 
-/// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S+1.5 to
-/// S+1.7 is refused just after it (before S+2, when whole seconds rounded up would still take
-/// it), and a session made from it, good until then, has ended by then too.
+/// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S+2.5 to
+/// S+2.7 is refused just after it (before S+3, when whole seconds rounded up would still take
+/// it), and a session made from it, good until S+2, has ended by then too. A token that
+/// leaves the session less than a whole second makes none (its cookie's `Max-Age` would be 0).
 async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let unix = unix_now;
@@ -73,7 +81,10 @@ async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     while unix().fract() > 0.2 {
         tokio::time::sleep(Duration::from_secs_f64(1.02 - unix().fract())).await;
     }
-    let exp = unix() + 1.5;
+    let short = sign(json!({"sub": "alice", "exp": unix().floor() + 1.9}));
+    let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&short)).await;
+    assert_eq!(r.status(), 401, "a session of less than a second");
+    let exp = unix() + 2.5;
     let token = sign(json!({"sub": "alice", "exp": exp}));
     let (status, _) = h.get("/notifications", &token).await;
     assert_eq!(status, 200, "the token is good until its exp");
