@@ -76,16 +76,23 @@ fn strip_herald_headers(headers: &mut HeaderMap) {
 }
 
 /// The upstream's `Set-Cookie`s of the session cookie: never passed on, so a backend cannot
-/// replace or clear the browser's Herald session (its cookie is Herald's alone).
+/// replace or clear the browser's Herald session (its cookie is Herald's alone). The name is
+/// the one the browser sends back (RFC 6265bis 5.6): a cookie without a name (`=a=b`, or no
+/// `=` at all) goes back as its bare value, so `=herald_session=x` returns as
+/// `herald_session=x`.
 fn strip_session_set_cookie(headers: &mut HeaderMap) {
     let names_session = |value: &HeaderValue| {
-        let pair = value
-            .as_bytes()
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or_default();
-        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-        name.trim_ascii() == session::COOKIE_NAME.as_bytes()
+        let pair = value.as_bytes().split(|&b| b == b';').next();
+        let pair = pair.unwrap_or_default();
+        let head = |text: &[u8]| {
+            let name = text.split(|&b| b == b'=').next().unwrap_or_default();
+            name.trim_ascii() == session::COOKIE_NAME.as_bytes()
+        };
+        match pair.iter().position(|&b| b == b'=') {
+            // nameless: sent back as its value alone
+            Some(i) if pair[..i].trim_ascii().is_empty() => head(&pair[i + 1..]),
+            _ => head(pair),
+        }
     };
     let set: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)

@@ -148,7 +148,7 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
         .iter()
         .map(|v| v.to_str().unwrap())
         .collect();
-    assert_eq!(set, ["theme=dark; Path=/", "lang=en"]);
+    assert_eq!(set, ["theme=dark; Path=/", "lang=en", "=other=1"]);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! [`EchoUpstream`], a real HTTP upstream for the `/api/` proxy tests, served by hyper in the
 //! test process (named so it does not read as the product's storage `Backend`):
 //! `/echo` (what it received, as JSON; a header sent more than once shows as an array of all
-//! its values), `/set-cookie` (sets two session cookies and two others), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
+//! its values), `/set-cookie` (sets four session cookies, two of them nameless, and three others), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
 //! nothing for 30 s), `/pauses` (three pieces 1 s apart), `/upload` (counts the
 //! body while streaming it), `/stream?mb=N` (streams N MiB), `/record/<status>` (answers
 //! `status` and keeps the request, body included, in `recorded`). It counts the requests it got.
@@ -171,7 +171,12 @@ async fn handle(
                 "herald_session=forged; Path=/; HttpOnly",
                 "theme=dark; Path=/",
                 " herald_session =; Max-Age=0",
+                // nameless: a browser keeps the value and sends it back as
+                // `herald_session=planted` (before Herald's own on the more specific path)
+                "=herald_session=planted; Path=/events",
+                " = herald_session=planted",
                 "lang=en",
+                "=other=1",
             ] {
                 response
                     .headers_mut()
