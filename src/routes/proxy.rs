@@ -107,6 +107,21 @@ fn strip_session_set_cookie(headers: &mut HeaderMap) {
     }
 }
 
+/// The upstream's `Access-Control-*` headers: CORS through the edge is Herald's to answer
+/// (`--allowed-origin`, added on the way out). A backend that reflects `Origin` with
+/// `Access-Control-Allow-Credentials: true` would otherwise let any origin, a same-site
+/// sibling whose requests carry the cookie included, read answers made as the user.
+fn strip_cors(headers: &mut HeaderMap) {
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
+}
+
 /// Forward `/api/<rest>` to the upstream once the caller is authenticated.
 pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Response> {
     let upstream = state
@@ -183,6 +198,7 @@ pub async fn forward(state: AppState, req: Request, rest: &str) -> Result<Respon
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     strip_session_set_cookie(&mut parts.headers);
+    strip_cors(&mut parts.headers);
     // Answered in the client's version, not the upstream's: an HTTP/1.0 backend must not
     // cost the client its keep-alive (hop-by-hop, like the headers above).
     parts.version = version;

@@ -149,6 +149,28 @@ async fn proxy_injects_identity_and_strips_what_it_must() {
         .map(|v| v.to_str().unwrap())
         .collect();
     assert_eq!(set, ["theme=dark; Path=/", "lang=en", "=other=1"]);
+
+    // CORS is Herald's: the upstream's headers never reach an origin Herald does not allow,
+    // and an allowed one gets Herald's own
+    for (origin, allowed) in [("http://evil.example", false), (h.base.as_str(), true)] {
+        let r = send_raw(
+            h.http
+                .get(h.url("/api/set-cookie"))
+                .header("origin", origin)
+                .header("cookie", &cookie),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let headers = r.headers();
+        let allow = headers.get("access-control-allow-origin");
+        assert_eq!(allow.is_some(), allowed, "{origin}: {headers:?}");
+        let credentials = headers.get("access-control-allow-credentials");
+        assert_eq!(credentials.is_some(), allowed, "{origin}: {headers:?}");
+        let exposed = headers.get_all("access-control-expose-headers").iter();
+        assert!(!exposed
+            .map(|v| v.to_str().unwrap())
+            .any(|v| v.contains("x-secret")));
+    }
 }
 
 #[tokio::test]

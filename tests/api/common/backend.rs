@@ -1,7 +1,8 @@
 //! [`EchoUpstream`], a real HTTP upstream for the `/api/` proxy tests, served by hyper in the
 //! test process (named so it does not read as the product's storage `Backend`):
 //! `/echo` (what it received, as JSON; a header sent more than once shows as an array of all
-//! its values), `/set-cookie` (sets four session cookies, two of them nameless, and three others), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
+//! its values), `/set-cookie` (sets four session cookies, two of them nameless, and three others, with
+//! CORS headers for any origin), `/slow` (answers after 3 s), `/stall` (sends its head and 5 bytes, then
 //! nothing for 30 s), `/pauses` (three pieces 1 s apart), `/upload` (counts the
 //! body while streaming it), `/stream?mb=N` (streams N MiB), `/record/<status>` (answers
 //! `status` and keeps the request, body included, in `recorded`). It counts the requests it got.
@@ -182,6 +183,14 @@ async fn handle(
                     .headers_mut()
                     .append("set-cookie", cookie.parse().unwrap());
             }
+            // CORS as a backend that reflects any origin would answer
+            let headers = response.headers_mut();
+            headers.insert(
+                "access-control-allow-origin",
+                "http://evil.example".parse().unwrap(),
+            );
+            headers.insert("access-control-allow-credentials", "true".parse().unwrap());
+            headers.insert("access-control-expose-headers", "x-secret".parse().unwrap());
             response
         }
         "/slow" => {
