@@ -52,18 +52,22 @@ impl ActionSpec {
             }
         }
         if let Some(path) = &self.path {
-            let rest = path
-                .strip_prefix("/api/")
-                .map(|r| r.split('?').next().unwrap_or(r));
-            let ok = rest.is_some_and(|rest| !climbs(rest))
-                && !path.chars().any(|c| c.is_control() || c.is_whitespace())
-                && path.len() <= 2048;
-            if !ok {
-                return Err(Error::invalid(format!(
-                    "{} must be a path under /api/ without dot-segments, encoded slashes or \
-                     backslashes",
-                    field("path")
-                )));
+            // A space is sent as `%20`, as a browser sends it; other whitespace a browser
+            // drops or mangles, so it is refused.
+            let spaced = |c: char| c.is_control() || (c.is_whitespace() && c != ' ');
+            let broken = match path.strip_prefix("/api/") {
+                None => Some("must start with /api/"),
+                Some(_) if path.len() > 2048 => Some("must be at most 2048 bytes"),
+                Some(_) if path.chars().any(spaced) => {
+                    Some("must not contain control characters or whitespace other than spaces")
+                }
+                Some(rest) if climbs(rest.split('?').next().unwrap_or(rest)) => Some(
+                    "must not contain dot-segments, encoded slashes or backslashes before its query",
+                ),
+                Some(_) => None,
+            };
+            if let Some(broken) = broken {
+                return Err(Error::invalid(format!("{} {broken}", field("path"))));
             }
             self.method.get_or_insert_with(|| "POST".to_owned());
         }

@@ -158,18 +158,18 @@ async fn an_action_is_taken_once_through_the_upstream(mode: Mode) {
     let odd = publish_with(
         &h,
         "alice",
-        json!([{"id": "odd", "label": "Odd", "path": "/api/record/200/caf\u{e9}/{x}?q=\"\u{fc}\"#top"}]),
+        json!([{"id": "odd", "label": "Odd", "path": "/api/record/200/caf\u{e9}/{x} y?q=\"\u{fc}\" z#top"}]),
     )
     .await;
     let (status, n) = take(&h, &token, &odd, "odd").await;
     assert_eq!(status, 200, "{n}");
     let got = up.recorded();
     assert_eq!(
-        got[3]["path"], "/record/200/caf%C3%A9/%7Bx%7D",
+        got[3]["path"], "/record/200/caf%C3%A9/%7Bx%7D%20y",
         "{}",
         got[3]
     );
-    assert_eq!(got[3]["query"], "q=%22%C3%BC%22", "{}", got[3]);
+    assert_eq!(got[3]["query"], "q=%22%C3%BC%22%20z", "{}", got[3]);
     for (sent, id, action) in [(&got[1], &other, "drop"), (&got[2], &get, "look")] {
         let body: Value = serde_json::from_str(sent["body"].as_str().unwrap())
             .unwrap_or_else(|e| panic!("{e}: {sent}"));
@@ -413,6 +413,8 @@ async fn action_input_is_checked(mode: Mode) {
         json!([{"id": "a", "label": "A", "path": "/api/../admin"}]),
         json!([{"id": "a", "label": "A", "path": "/api/%2E%2e/admin"}]),
         json!([{"id": "a", "label": "A", "path": "/api/x%2fy"}]),
+        json!([{"id": "a", "label": "A", "path": "/api/x\ty"}]),
+        json!([{"id": "a", "label": "A", "path": "/api/x\u{a0}y"}]),
         json!([action("a"), action("a")]),
         json!([{"id": "a", "label": "A", "method": "TELEPORT", "path": "/api/x"}]),
         json!([{"id": "", "label": "A"}]),
