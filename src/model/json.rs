@@ -27,15 +27,40 @@ pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
     let value = object(serde_path_to_error::Deserializer::new(&mut de, &mut track)).map_err(
         |e: serde_json::Error| {
             let inner = without_position(&e);
-            match track.path().to_string().as_str() {
+            cut_short(&match track.path().to_string().as_str() {
                 "." | "" => format!("invalid JSON body: {inner}"),
                 path => format!("invalid JSON body: {path}: {inner}"),
-            }
+            })
         },
     )?;
     de.end()
         .map_err(|e| format!("invalid JSON body: {}", without_position(&e)))?;
     Ok(value)
+}
+
+/// Most characters of a sent value an error message quotes, and of the whole message: a
+/// value up to the body's limit is not sent back whole.
+const QUOTED_CHARS: usize = 48;
+const MESSAGE_CHARS: usize = 300;
+
+/// `message` with the value it quotes (between its first and last `"`) and then the whole
+/// cut to [`QUOTED_CHARS`] and [`MESSAGE_CHARS`], marked `…`.
+fn cut_short(message: &str) -> String {
+    let cut = |text: &str, keep: usize| -> Option<String> {
+        let mut ends = text.char_indices().map(|(i, _)| i);
+        let end = ends.nth(keep)?;
+        Some(format!("{}…", &text[..end]))
+    };
+    let message = match (message.find('"'), message.rfind('"')) {
+        (Some(start), Some(end)) if end > start => {
+            match cut(&message[start + 1..end], QUOTED_CHARS) {
+                Some(quoted) => format!("{}\"{quoted}\"{}", &message[..start], &message[end + 1..]),
+                None => message.to_owned(),
+            }
+        }
+        _ => message.to_owned(),
+    };
+    cut(&message, MESSAGE_CHARS).unwrap_or(message)
 }
 
 /// `T` from a JSON object, or why not (without the member's path).
@@ -241,6 +266,27 @@ mod tests {
         ] {
             assert_eq!(from_json::<Outer>(body).unwrap_err(), message, "{body:?}");
         }
+    }
+
+    /// A value quoted in an error is cut short, and so is the whole message.
+    #[test]
+    fn errors_quote_values_cut_short() {
+        let long = "\u{e9}".repeat(500);
+        let body = format!(r#"{{"one":{{"a":"{long}"}}}}"#);
+        let e = from_json::<Outer>(body.as_bytes()).unwrap_err();
+        let quoted = "\u{e9}".repeat(QUOTED_CHARS);
+        assert_eq!(
+            e,
+            format!("invalid JSON body: one.a: invalid type: string \"{quoted}…\", expected u8")
+        );
+        let unquoted = format!("unknown field `{}`", "k".repeat(5000));
+        let cut = cut_short(&unquoted);
+        assert_eq!(cut.chars().count(), MESSAGE_CHARS + 1);
+        assert!(
+            cut.starts_with("unknown field `kkk") && cut.ends_with("k…"),
+            "{cut}"
+        );
+        assert_eq!(cut_short("short \"value\""), "short \"value\"");
     }
 
     #[derive(Debug, Deserialize)]

@@ -302,6 +302,13 @@ async fn bad_tray_requests_are_400(mode: Mode) {
     )
     .await;
     assert_error(status, &err, 400, "invalid_request");
+    // a value the message quotes is cut short, not sent back whole
+    let (status, err) = h
+        .patch(&path, &token, json!({"read": "x".repeat(100_000)}))
+        .await;
+    assert_error(status, &err, 400, "invalid_request");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 300 && message.contains("xxx…"), "{message}");
     for body in [
         json!({"read": true}),
         json!({"ids": "x", "read": true}),
