@@ -272,9 +272,14 @@ impl Keys {
         let claims = match cached {
             Some(claims) => claims,
             None => {
-                jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-                    .map_err(|e| rejected(&e))?
-                    .claims
+                let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                    .map_err(|e| rejected(&e))?;
+                // RFC 7515 4.1.11: extensions listed as critical must be understood, and
+                // Herald understands none.
+                if data.header.crit.is_some() {
+                    return Err(rejected(&"a critical header extension (crit)"));
+                }
+                data.claims
             }
         };
         // To the millisecond: a fractional `exp` is not honoured past it.
@@ -369,6 +374,20 @@ mod tests {
     }
 
     const FAR: u64 = 4_102_444_800;
+
+    /// A token that lists critical header extensions is refused: Herald understands none
+    /// (RFC 7515 4.1.11), so it cannot honour what they would mean.
+    #[test]
+    fn critical_extensions_are_refused() {
+        let k = keys(None);
+        let claims = serde_json::json!({"sub": "alice", "exp": FAR});
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".into()]);
+        let key = EncodingKey::from_secret(b"s");
+        let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+        assert!(matches!(k.verify(&token), Err(Error::Unauthorized(_))));
+        assert!(k.verify(&mint(claims)).is_ok());
+    }
 
     /// `aud` may be an array; with a configured audience, it must contain it.
     #[test]
