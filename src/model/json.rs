@@ -176,6 +176,12 @@ impl<'de> Deserialize<'de> for RawObject {
                 &"a JSON object",
             ));
         }
+        // What parsing it would refuse, as a map did: a raw value is only checked for syntax.
+        if lone_surrogate(raw.get()) {
+            return Err(D::Error::custom(
+                "a \\u escape of a lone UTF-16 surrogate is not text",
+            ));
+        }
         let spaced = raw
             .get()
             .bytes()
@@ -187,6 +193,41 @@ impl<'de> Deserialize<'de> for RawObject {
             .map(RawObject)
             .map_err(D::Error::custom)
     }
+}
+
+/// Whether valid JSON text escapes a UTF-16 surrogate that is not half of a pair
+/// (`"\ud800"`): no character, so strict parsers (serde_json's among them) refuse it.
+fn lone_surrogate(json: &str) -> bool {
+    let b = json.as_bytes();
+    let unit = |at: usize| {
+        let hex = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let first = unit(i + 2);
+        i += 6;
+        match first {
+            Some(0xD800..=0xDBFF) => {
+                let escaped = b.get(i..i + 2) == Some(&b"\\u"[..]);
+                if !escaped || !matches!(unit(i + 2), Some(0xDC00..=0xDFFF)) {
+                    return true;
+                }
+                i += 6;
+            }
+            Some(0xDC00..=0xDFFF) => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Valid JSON text without the whitespace between its tokens (strings kept whole).
@@ -306,6 +347,21 @@ mod tests {
             r#"{"z":12345678901234567891234,"a":[1e2,-0.0,"a b\" \u00e9"]}"#
         );
         assert_eq!(serde_json::to_string(&data).unwrap(), data.get());
+        for (text, lone) in [
+            (r#"{"a":"\ud83d\ude00 \\ud800"}"#, false),
+            (r#"{"a":"\ud800"}"#, true),
+            (r#"{"a":"\udc00\ud800"}"#, true),
+            (r#"{"a":"\ud800\u0041"}"#, true),
+            (r#"{"a":"\ud800x"}"#, true),
+        ] {
+            assert_eq!(lone_surrogate(text), lone, "{text}");
+            let body = format!(r#"{{"data":{text}}}"#);
+            assert_eq!(
+                from_json::<WithData>(body.as_bytes()).is_err(),
+                lone,
+                "{text}"
+            );
+        }
         let null: WithData = from_json(br#"{"data":null}"#).unwrap();
         assert!(null.data.is_none());
         for (body, what) in [
