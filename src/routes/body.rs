@@ -31,13 +31,17 @@ pub fn empty(status: StatusCode) -> Response {
     full(status, Bytes::new())
 }
 
+/// A JSON answer. Never stored by a cache (`no-store`): most are one user's data, answered
+/// to a cookie or a token a shared cache put in front by mistake would not tell apart.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut response = full(status, bytes);
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
