@@ -205,8 +205,8 @@ impl Broker {
                 Err(e) => tracing::debug!(error = %e, "announcement not sent yet"),
             }
         }
+        tracing::debug!(user, "announcement given up");
         tracing::warn!(
-            user,
             "an announcement to the other nodes could not be sent for {RESEND_FOR:?} (check Redis)"
         );
     }

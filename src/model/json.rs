@@ -27,7 +27,8 @@ pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
     let value = object(serde_path_to_error::Deserializer::new(&mut de, &mut track)).map_err(
         |e: serde_json::Error| {
             let inner = without_position(&e);
-            cut_short(&match track.path().to_string().as_str() {
+            let inner = cut_quoted(&inner);
+            cut_short(match track.path().to_string().as_str() {
                 "." | "" => format!("invalid JSON body: {inner}"),
                 path => format!("invalid JSON body: {path}: {inner}"),
             })
@@ -43,24 +44,26 @@ pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
 const QUOTED_CHARS: usize = 48;
 const MESSAGE_CHARS: usize = 300;
 
-/// `message` with the value it quotes (between its first and last `"`) and then the whole
-/// cut to [`QUOTED_CHARS`] and [`MESSAGE_CHARS`], marked `…`.
-fn cut_short(message: &str) -> String {
-    let cut = |text: &str, keep: usize| -> Option<String> {
-        let mut ends = text.char_indices().map(|(i, _)| i);
-        let end = ends.nth(keep)?;
-        Some(format!("{}…", &text[..end]))
-    };
-    let message = match (message.find('"'), message.rfind('"')) {
-        (Some(start), Some(end)) if end > start => {
-            match cut(&message[start + 1..end], QUOTED_CHARS) {
-                Some(quoted) => format!("{}\"{quoted}\"{}", &message[..start], &message[end + 1..]),
-                None => message.to_owned(),
-            }
+/// The first `keep` characters of `text` and `…`, or `None` when it has no more than that.
+fn first_chars(text: &str, keep: usize) -> Option<String> {
+    let end = text.char_indices().nth(keep)?.0;
+    Some(format!("{}…", &text[..end]))
+}
+
+/// A parser's message with the value it quotes (between its first and last `"`) cut to
+/// [`QUOTED_CHARS`].
+fn cut_quoted(message: &str) -> String {
+    if let (Some(start), Some(end)) = (message.find('"'), message.rfind('"')) {
+        if let Some(quoted) = first_chars(&message[start + 1..end.max(start + 1)], QUOTED_CHARS) {
+            return format!("{}\"{quoted}\"{}", &message[..start], &message[end + 1..]);
         }
-        _ => message.to_owned(),
-    };
-    cut(&message, MESSAGE_CHARS).unwrap_or(message)
+    }
+    message.to_owned()
+}
+
+/// A message cut to [`MESSAGE_CHARS`] (a member's path may be long too).
+fn cut_short(message: String) -> String {
+    first_chars(&message, MESSAGE_CHARS).unwrap_or(message)
 }
 
 /// `T` from a JSON object, or why not (without the member's path).
@@ -128,34 +131,55 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Object<T> {
     }
 }
 
-/// A JSON object kept as its sender wrote it, but for the whitespace between tokens: numbers
-/// of any size and spelling, escapes and member order travel unchanged (a parsed map rounds
-/// numbers past 64 bits to a double, writes `1e2` as `100.0` and sorts the members). It is
-/// written out as it came, so no line break ever reaches an SSE `data:` line.
+/// JSON text kept as it is: a notification's `data` read back from a store, which took it
+/// checked ([`RawObject`]), so it is not checked again (a listing reads many).
 #[derive(Clone)]
-pub struct RawObject(Box<RawValue>);
+pub struct RawJson(Box<RawValue>);
 
-impl RawObject {
+impl RawJson {
     pub fn get(&self) -> &str {
         self.0.get()
     }
 }
 
-impl PartialEq for RawObject {
+impl PartialEq for RawJson {
     fn eq(&self, other: &Self) -> bool {
         self.get() == other.get()
     }
 }
 
-impl fmt::Debug for RawObject {
+impl fmt::Debug for RawJson {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.get())
     }
 }
 
-impl Serialize for RawObject {
+impl Serialize for RawJson {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(RawJson)
+    }
+}
+
+/// A JSON object from a request, kept as its sender wrote it but for the whitespace between
+/// tokens: numbers of any size and spelling, escapes and member order travel unchanged (a
+/// parsed map rounds numbers past 64 bits to a double, writes `1e2` as `100.0` and sorts the
+/// members), and no line break ever reaches an SSE `data:` line. It is taken only if
+/// serde_json would parse it (no lone surrogate escape, no number past a double's range,
+/// nesting within its limit) and no object in it names a member twice (parsers disagree on
+/// which one counts).
+#[derive(Clone, PartialEq, Debug, Serialize)]
+pub struct RawObject(RawJson);
+
+impl RawObject {
+    /// The text, as stored.
+    pub fn raw(&self) -> RawJson {
+        self.0.clone()
     }
 }
 
@@ -176,58 +200,77 @@ impl<'de> Deserialize<'de> for RawObject {
                 &"a JSON object",
             ));
         }
-        // What parsing it would refuse, as a map did: a raw value is only checked for syntax.
-        if lone_surrogate(raw.get()) {
-            return Err(D::Error::custom(
-                "a \\u escape of a lone UTF-16 surrogate is not text",
-            ));
-        }
+        // A raw value is only checked for syntax: parse it once, keeping nothing.
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        Strict.deserialize(&mut de).map_err(|e| {
+            let text = e.to_string();
+            D::Error::custom(text.split(" at line ").next().unwrap_or(&text))
+        })?;
         let spaced = raw
             .get()
             .bytes()
             .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
         if !spaced {
-            return Ok(RawObject(raw));
+            return Ok(RawObject(RawJson(raw)));
         }
         RawValue::from_string(without_spaces(raw.get()))
-            .map(RawObject)
+            .map(|raw| RawObject(RawJson(raw)))
             .map_err(D::Error::custom)
     }
 }
 
-/// Whether valid JSON text escapes a UTF-16 surrogate that is not half of a pair
-/// (`"\ud800"`): no character, so strict parsers (serde_json's among them) refuse it.
-fn lone_surrogate(json: &str) -> bool {
-    let b = json.as_bytes();
-    let unit = |at: usize| {
-        let hex = std::str::from_utf8(b.get(at..at + 4)?).ok()?;
-        u16::from_str_radix(hex, 16).ok()
-    };
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            i += 1;
-            continue;
-        }
-        if b.get(i + 1) != Some(&b'u') {
-            i += 2;
-            continue;
-        }
-        let first = unit(i + 2);
-        i += 6;
-        match first {
-            Some(0xD800..=0xDBFF) => {
-                let escaped = b.get(i..i + 2) == Some(&b"\\u"[..]);
-                if !escaped || !matches!(unit(i + 2), Some(0xDC00..=0xDFFF)) {
-                    return true;
-                }
-                i += 6;
-            }
-            Some(0xDC00..=0xDFFF) => return true,
-            _ => {}
-        }
+/// Any JSON value, parsed and kept nothing of: what serde_json refuses, and an object naming
+/// a member twice, fail.
+#[derive(Clone, Copy)]
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
-    false
+}
+
+impl<'de> Visitor<'de> for Strict {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut names = std::collections::HashSet::new();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !names.insert(name.clone()) {
+                let name = first_chars(&name, QUOTED_CHARS).unwrap_or(name.into_owned());
+                return Err(serde::de::Error::custom(format!(
+                    "the member \"{name}\" is named twice"
+                )));
+            }
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
 }
 
 /// Valid JSON text without the whitespace between its tokens (strings kept whole).
@@ -321,13 +364,14 @@ mod tests {
             format!("invalid JSON body: one.a: invalid type: string \"{quoted}…\", expected u8")
         );
         let unquoted = format!("unknown field `{}`", "k".repeat(5000));
-        let cut = cut_short(&unquoted);
+        let cut = cut_short(unquoted);
         assert_eq!(cut.chars().count(), MESSAGE_CHARS + 1);
         assert!(
             cut.starts_with("unknown field `kkk") && cut.ends_with("k…"),
             "{cut}"
         );
-        assert_eq!(cut_short("short \"value\""), "short \"value\"");
+        assert_eq!(cut_quoted("short \"value\""), "short \"value\"");
+        assert_eq!(cut_quoted("one \" quote"), "one \" quote");
     }
 
     #[derive(Debug, Deserialize)]
@@ -341,27 +385,34 @@ mod tests {
     fn raw_objects_keep_what_was_written() {
         let body = "{\"data\": {\"z\": 12345678901234567891234, \"a\":\n[1e2, -0.0, \"a b\\\" \\u00e9\"]}}";
         let read: WithData = from_json(body.as_bytes()).unwrap();
-        let data = read.data.unwrap();
+        let data = read.data.unwrap().raw();
         assert_eq!(
             data.get(),
             r#"{"z":12345678901234567891234,"a":[1e2,-0.0,"a b\" \u00e9"]}"#
         );
         assert_eq!(serde_json::to_string(&data).unwrap(), data.get());
-        for (text, lone) in [
+        // what serde_json would not parse, or a member named twice, is refused
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for (text, refused) in [
             (r#"{"a":"\ud83d\ude00 \\ud800"}"#, false),
+            (r#"{"a":{"b":1},"b":{"b":2}}"#, false),
             (r#"{"a":"\ud800"}"#, true),
             (r#"{"a":"\udc00\ud800"}"#, true),
-            (r#"{"a":"\ud800\u0041"}"#, true),
             (r#"{"a":"\ud800x"}"#, true),
+            (r#"{"a":1e400}"#, true),
+            (r#"{"a":1,"a":2}"#, true),
+            (r#"{"a":[{"b":1,"b":1}]}"#, true),
+            (&format!(r#"{{"a":{deep}}}"#), true),
         ] {
-            assert_eq!(lone_surrogate(text), lone, "{text}");
             let body = format!(r#"{{"data":{text}}}"#);
-            assert_eq!(
-                from_json::<WithData>(body.as_bytes()).is_err(),
-                lone,
-                "{text}"
-            );
+            let read = from_json::<WithData>(body.as_bytes());
+            assert_eq!(read.is_err(), refused, "{text}: {read:?}");
         }
+        let twice = from_json::<WithData>(br#"{"data":{"a":1,"a":2}}"#).unwrap_err();
+        assert_eq!(
+            twice,
+            r#"invalid JSON body: data: the member "a" is named twice"#
+        );
         let null: WithData = from_json(br#"{"data":null}"#).unwrap();
         assert!(null.data.is_none());
         for (body, what) in [

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fields::{self, ActionSpec, ItemState, MAX_COLLAPSE_KEY_CHARS};
 use super::is_plain;
-use super::json::{self, objects, RawObject};
+use super::json::{self, objects, RawJson, RawObject};
 use crate::error::{Error, Result};
 
 /// Largest notification, in bytes of its JSON as published (16 KiB, 413 beyond).
@@ -43,7 +43,7 @@ pub struct Notification {
     #[serde(default)]
     pub link: Option<String>,
     #[serde(default)]
-    pub data: Option<RawObject>,
+    pub data: Option<RawJson>,
     /// Preferences cannot mute it.
     #[serde(default)]
     pub critical: bool,

@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use super::fields::ItemState;
+use super::json::RawObject;
 use super::{rfc3339, Notification, NotificationInput, Schedule};
 use crate::error::{Error, Result};
 
@@ -62,7 +63,7 @@ impl Template {
             source: input.source.clone(),
             category: input.category.clone(),
             link: input.link.clone(),
-            data: input.data.clone(),
+            data: input.data.as_ref().map(RawObject::raw),
             critical: input.critical,
             collapse_key: input.collapse_key.clone(),
             deliver_at: input.deliver_at.clone(),

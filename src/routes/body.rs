@@ -96,11 +96,7 @@ pub fn error_response(error: Error) -> Response {
     if let Error::PartlyStored { stored, .. } = &error {
         body["error"]["stored"] = serde_json::json!(stored);
     }
-    let mut response = full(error.status(), body.to_string());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    let mut response = json(error.status(), &body);
     if let Error::TooLarge { .. } | Error::RequestTimeout = error {
         // The rest of the body is left unread, so this connection cannot be reused.
         response.headers_mut().insert(

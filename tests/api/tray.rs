@@ -138,8 +138,11 @@ async fn lists_newest_first_with_cursor(mode: Mode) {
     assert!(n["created_at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(n["read_at"], serde_json::Value::Null);
     // one user's data: no cache keeps it
-    let r = send_raw(h.http.get(h.url("/notifications")).bearer_auth(&token)).await;
-    assert_eq!(r.headers()["cache-control"], "no-store");
+    for query in ["", "?limit=0"] {
+        let listing = h.http.get(h.url(&format!("/notifications{query}")));
+        let r = send_raw(listing.bearer_auth(&token)).await;
+        assert_eq!(r.headers()["cache-control"], "no-store", "{query}");
+    }
 }
 
 async fn unread_filter_and_count(mode: Mode) {
