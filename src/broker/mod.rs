@@ -191,14 +191,24 @@ impl Broker {
 
     /// [`Self::announce`] for a caller that has moved on, sent again every
     /// [`RESEND_EVERY`] while it fails (say, the user's shard being replaced), for
-    /// [`RESEND_FOR`] at most or until the node stops. The message may arrive twice (a send
-    /// that ran out of time may still go out): only messages that mean the same twice.
-    pub async fn announce_until_sent(self, user: String, message: Message, stop: Shutdown) {
+    /// [`RESEND_FOR`] at most, while `wanted` says so (the stream it announces is open), and
+    /// until the node stops. The message may arrive twice (a send that ran out of time may
+    /// still go out): only messages that mean the same twice.
+    pub async fn announce_until_sent(
+        self,
+        user: String,
+        message: Message,
+        stop: Shutdown,
+        wanted: impl Fn() -> bool,
+    ) {
         let until = tokio::time::Instant::now() + RESEND_FOR;
         while tokio::time::Instant::now() < until {
             tokio::select! {
                 () = tokio::time::sleep(RESEND_EVERY) => {}
                 () = stop.wait() => return,
+            }
+            if !wanted() {
+                return;
             }
             match self.announce(&user, &message).await {
                 Ok(()) => return,

@@ -127,15 +127,19 @@ pub fn first_id_at(ms: u64) -> NotificationId {
 /// case-insensitive), as Herald writes it; `None` for text that is no notification id (a
 /// mangled cursor is refused, not read as "from the newest").
 pub fn cursor(s: &str) -> Option<NotificationId> {
+    ulid_of(s).map(NotificationId::from_ulid)
+}
+
+/// The ULID `s` writes, in any letter case.
+fn ulid_of(s: &str) -> Option<ulid::Ulid> {
     // The first character holds 3 bits: past '7' the crate would wrap the value round.
     let fits = s.as_bytes().first().is_some_and(|c| *c <= b'7');
-    let ulid = ulid::Ulid::from_string(s).ok().filter(|_| fits)?;
-    Some(NotificationId::from_ulid(ulid))
+    ulid::Ulid::from_string(s).ok().filter(|_| fits)
 }
 
 /// When an id was made (Unix ms, its ULID time); `None` for text that is not a ULID.
 pub fn id_ms(id: &str) -> Option<u64> {
-    ulid::Ulid::from_string(id).ok().map(|u| u.timestamp_ms())
+    ulid_of(id).map(|u| u.timestamp_ms())
 }
 
 /// A new notification id as text (see [`new_ids`]).

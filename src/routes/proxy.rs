@@ -65,12 +65,19 @@ const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 /// backend may take from it later), also spelt with `_`: CGI-style backends (WSGI, PHP, Rack)
 /// read `X_Herald_User` as `X-Herald-User`.
 fn strip_herald_headers(headers: &mut HeaderMap) {
-    let spoofed: Vec<HeaderName> = headers
+    remove_where(headers, |name| {
+        name.replace('_', "-").starts_with("x-herald-")
+    });
+}
+
+/// Remove every header whose (lower-case) name `matches`.
+fn remove_where(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().replace('_', "-").starts_with("x-herald-"))
+        .filter(|name| matches(name.as_str()))
         .cloned()
         .collect();
-    for name in spoofed {
+    for name in names {
         headers.remove(name);
     }
 }
@@ -112,14 +119,7 @@ fn strip_session_set_cookie(headers: &mut HeaderMap) {
 /// `Access-Control-Allow-Credentials: true` would otherwise let any origin, a same-site
 /// sibling whose requests carry the cookie included, read answers made as the user.
 fn strip_cors(headers: &mut HeaderMap) {
-    let cors: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for name in cors {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| name.starts_with("access-control-"));
 }
 
 /// Forward `/api/<rest>` to the upstream once the caller is authenticated.

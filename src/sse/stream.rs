@@ -346,10 +346,18 @@ impl Stream {
                     if !matches!(sent.await, Ok(Ok(()))) {
                         tracing::debug!("an opening's announcement is late: sent again");
                         let stop = state.shutdown.clone();
+                        // Not once the stream is over (replaced itself meanwhile, say).
+                        let stream = Arc::downgrade(&handle.0);
+                        let open_yet = move || {
+                            stream
+                                .upgrade()
+                                .is_some_and(|s| s.lock().phase != Phase::Over)
+                        };
                         let again = state.broker.clone().announce_until_sent(
                             owner.user.clone(),
                             open,
                             stop,
+                            open_yet,
                         );
                         tokio::spawn(again);
                     }
