@@ -31,8 +31,10 @@ pub fn empty(status: StatusCode) -> Response {
     full(status, Bytes::new())
 }
 
-/// A JSON answer. Never stored by a cache (`no-store`): most are one user's data, answered
-/// to a cookie or a token a shared cache put in front by mistake would not tell apart.
+/// A JSON answer: `private, no-cache`, since most are one user's data, answered to a cookie
+/// or a token that a shared cache put in front by mistake would not tell apart, and the
+/// browser must ask again each time. Not `no-store`: Chromium keeps no page that fetched a
+/// `no-store` answer in its back/forward cache.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut response = full(status, bytes);
@@ -41,7 +43,10 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
     response
 }
 
