@@ -16,7 +16,8 @@ use super::values::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Real-time notification edge server")]
+#[command(name = "herald", version, propagate_version = true)]
+#[command(about = "Real-time notification edge server")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -80,10 +81,10 @@ pub struct KeyArgs {
     #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", conflicts_with = "jwt_secret")]
     pub jwt_public_key: Option<PathBuf>,
     /// Required `iss` claim.
-    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    #[arg(long, env = "HERALD_JWT_ISSUER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim.
-    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    #[arg(long, env = "HERALD_JWT_AUDIENCE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub jwt_audience: Option<String>,
     /// Clock skew allowed on `exp`/`nbf`.
     #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "0s", value_parser = parse_duration)]

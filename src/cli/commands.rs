@@ -19,6 +19,9 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
     if let Some(sub) = &args.sub {
         validate_id("--sub", sub).map_err(|e| StartupError(e.to_string()))?;
     }
+    if let Some(sid) = &args.sid {
+        validate_id("--sid", sid).map_err(|e| StartupError(e.to_string()))?;
+    }
     let claims = Claims {
         sub: args.sub.clone(),
         exp: NumericDate::from_secs(now_secs().saturating_add(args.ttl.as_secs())),
@@ -37,6 +40,10 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
 /// `HERALD_REDIS_URL` and `HERALD_KAFKA_*` (Redis mode with Kafka ingest): Redis wins, unless
 /// `--kafka-brokers` is typed and `--redis-url` is not; both typed is a usage error.
 pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
+    // As `serve` refuses it: a tray of none would drop what it stores at once.
+    if args.max_per_user == 0 {
+        return Err(StartupError("--max-per-user must be at least 1".into()));
+    }
     let data = match &args.data {
         Some(d) => Some(
             serde_json::from_str(d)

@@ -66,6 +66,9 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         ("--node-id", "a\nb"),
         // a cluster URL with no node would have run embedded
         ("--redis-url", "redis+cluster://"),
+        // a claim no token carries: every token would be refused
+        ("--jwt-issuer", ""),
+        ("--jwt-audience", ""),
     ] {
         let out = run(&[&secret[..], &[flag, value]].concat(), &[]);
         assert_startup_error(&out, flag);
@@ -153,6 +156,37 @@ fn bad_flag_values_exit_2_naming_the_flag() {
             );
             assert_startup_error(&out, &format!("{flag}: "));
         }
+    }
+}
+
+/// The sub-commands check their flags as the server would: a `sid` no server takes, a tray
+/// of none (nothing is sent); each answers `--version` as the top level does.
+#[test]
+fn sub_command_flags_are_checked() {
+    let secret = ["--jwt-secret", "x"];
+    for sid in ["", " s", &"s".repeat(129)] {
+        let out = run(
+            &[&["token", "--sub", "a", "--sid", sid][..], &secret].concat(),
+            &[],
+        );
+        assert_startup_error(&out, "--sid");
+    }
+    let publish = [
+        "publish",
+        "--user",
+        "a",
+        "--title",
+        "t",
+        "--max-per-user",
+        "0",
+    ];
+    for redis in [&["--redis-url", "redis://127.0.0.1:1"][..], &[]] {
+        let out = run(&[&publish[..], redis, &secret].concat(), &[]);
+        assert_startup_error(&out, "--max-per-user");
+    }
+    for command in ["serve", "token", "publish", "vapid-keys"] {
+        let out = run(&[command, "--version"], &[]);
+        assert_eq!(out.status.code(), Some(0), "{command}: {out:?}");
     }
 }
 
