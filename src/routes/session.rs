@@ -17,8 +17,8 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     discard(body, state.config.body_timeout).await?;
     // The session lasts as long as the token is accepted: to its `exp` plus `--jwt-leeway`
     // (the skew between the issuer's clock and this one), in whole seconds, a fraction
-    // dropped. A token that leaves no whole second makes no session (it would be over at
-    // once, its cookie's `Max-Age` 0, and count against the cap).
+    // dropped. A token that leaves the session less than a whole second makes none (it would
+    // be over at once, its cookie's `Max-Age` 0, and count against the cap).
     let leeway = state.config.keys.leeway_ms();
     let exp = claims.exp.millis().saturating_add(leeway) / 1000;
     if exp.saturating_mul(1000) < crate::model::now_ms().saturating_add(1000) {
