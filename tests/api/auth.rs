@@ -26,6 +26,16 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
         &EncodingKey::from_secret(b"other"),
     )
     .unwrap();
+    // a critical header extension Herald does not understand (RFC 7515 4.1.11)
+    let critical = encode(
+        &Header {
+            crit: Some(vec!["exp".into()]),
+            ..Header::default()
+        },
+        &json!({"sub": "alice", "exp": now() + 60}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
     let none = {
         use base64::Engine;
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,6 +48,7 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
     };
     let bad = [
         forged,
+        critical,
         none,
         "garbage".to_owned(),
         sign(json!({"sub": "alice", "exp": now() - 10})),
