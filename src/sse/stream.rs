@@ -181,6 +181,38 @@ pub enum Work {
     Close,
 }
 
+/// Tell the other nodes that `stream` opened (`open`), so they end its unit's older streams.
+/// The stream opens either way: a 503 would not take back an announcement that ran out of
+/// time (the connection may still send it), so one that fails, or is not answered by
+/// `reads_by` (at least [`ANNOUNCE_LEAST`] from now), is sent again in the background while
+/// the stream is open, and a refused opening never replaces a stream.
+async fn announce_opening(
+    state: &AppState,
+    stream: &Arc<Stream>,
+    user: &str,
+    open: crate::broker::Message,
+    reads_by: Instant,
+) {
+    let by = reads_by.max(Instant::now() + ANNOUNCE_LEAST);
+    let sent = tokio::time::timeout_at(by, state.broker.announce(user, &open)).await;
+    if matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    tracing::debug!("an opening's announcement is late: sent again");
+    let stream = Arc::downgrade(stream);
+    let open_yet = move || {
+        stream
+            .upgrade()
+            .is_some_and(|s| s.lock().phase != Phase::Over)
+    };
+    let stop = state.shutdown.clone();
+    let again = state
+        .broker
+        .clone()
+        .announce_until_sent(user.to_owned(), open, stop, open_yet);
+    tokio::spawn(again);
+}
+
 impl Stream {
     /// Register with the hub and broker, then queue the opening frames: `retry:`, `ready`, and
     /// the replay (or `reset`) when `resume` carries a Last-Event-ID. `None` when the user
@@ -337,30 +369,7 @@ impl Stream {
                         tab: owner.tab.clone(),
                         opened: opened.clone(),
                     };
-                    // Open either way: a 503 would not take back an announcement that ran out
-                    // of time (the connection may still send it), so one that fails or is slow
-                    // is sent again meanwhile, and a refused opening never replaces a stream.
-                    let by = reads_by.max(Instant::now() + ANNOUNCE_LEAST);
-                    let sent =
-                        tokio::time::timeout_at(by, state.broker.announce(&owner.user, &open));
-                    if !matches!(sent.await, Ok(Ok(()))) {
-                        tracing::debug!("an opening's announcement is late: sent again");
-                        let stop = state.shutdown.clone();
-                        // Not once the stream is over (replaced itself meanwhile, say).
-                        let stream = Arc::downgrade(&handle.0);
-                        let open_yet = move || {
-                            stream
-                                .upgrade()
-                                .is_some_and(|s| s.lock().phase != Phase::Over)
-                        };
-                        let again = state.broker.clone().announce_until_sent(
-                            owner.user.clone(),
-                            open,
-                            stop,
-                            open_yet,
-                        );
-                        tokio::spawn(again);
-                    }
+                    announce_opening(state, &handle.0, &owner.user, open, reads_by).await;
                     hub.end_replaced(&owner.user, session, owner.tab.as_deref(), &opened);
                 }
             }
