@@ -205,13 +205,20 @@ impl Keys {
     /// A private key, or an EC key on another curve, is refused here: the library would take
     /// it and then refuse every token.
     pub fn public_pem(pem: &[u8], checks: Checks) -> Result<Self, String> {
-        if String::from_utf8_lossy(pem).contains("PRIVATE KEY-----") {
+        let text = String::from_utf8_lossy(pem);
+        if text.contains("PRIVATE KEY-----") {
             return Err("it holds a private key; give the public key".into());
+        }
+        match text.matches("-----BEGIN ").count() {
+            0 => return Err("it holds no PEM block".into()),
+            1 => {}
+            n => return Err(format!("it holds {n} PEM blocks; give one public key")),
         }
         let (algorithm, key) = match DecodingKey::from_rsa_pem(pem) {
             Ok(key) => (Algorithm::RS256, key),
             Err(_) => {
-                let key = DecodingKey::from_ec_pem(pem).map_err(|e| e.to_string())?;
+                let key = DecodingKey::from_ec_pem(pem)
+                    .map_err(|_| "its block holds no RSA or EC public key")?;
                 p256::PublicKey::from_sec1_bytes(key.as_bytes())
                     .map_err(|_| "an EC key must be on the P-256 curve (ES256)")?;
                 (Algorithm::ES256, key)

@@ -54,8 +54,10 @@ impl KeyArgs {
     fn keys(&self) -> Result<Option<Keys>, StartupError> {
         let checks = self.checks();
         if let Some(secret) = &self.jwt_secret {
-            if secret.is_empty() {
-                return Err(StartupError("--jwt-secret must not be empty".into()));
+            if secret.trim().is_empty() {
+                return Err(StartupError(
+                    "--jwt-secret must not be empty or only whitespace".into(),
+                ));
             }
             Ok(Some(Keys::secret(secret.as_bytes(), checks)))
         } else if let Some(path) = &self.jwt_public_key {

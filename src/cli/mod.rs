@@ -25,7 +25,9 @@ mod values;
 pub fn main() -> ExitCode {
     use clap::error::ErrorKind;
     unset_empty_env_twins();
-    match parse(join_negative_values(std::env::args_os())) {
+    let args = join_negative_values(std::env::args_os());
+    unset_rival_key_env_twins(&args);
+    match parse(args) {
         Ok(cli) => run(cli),
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -66,6 +68,35 @@ fn unset_empty_env_twins() {
         .collect();
     for key in empty {
         std::env::remove_var(key);
+    }
+}
+
+/// A key flag on the command line wins over the env twin of its rival, as any flag wins over
+/// its own env twin: `--jwt-public-key` beside an exported `HERALD_JWT_SECRET` verifies with
+/// the public key (clap would refuse the pair as a conflict). Both on the command line are
+/// still refused. Runs with [`unset_empty_env_twins`], before any thread reads the environment.
+fn unset_rival_key_env_twins(args: &[OsString]) {
+    const RIVALS: [(&str, &[&str]); 3] = [
+        (
+            "--jwt-secret",
+            &["HERALD_JWT_PUBLIC_KEY", "HERALD_JWT_PRIVATE_KEY"],
+        ),
+        ("--jwt-public-key", &["HERALD_JWT_SECRET"]),
+        ("--jwt-private-key", &["HERALD_JWT_SECRET"]),
+    ];
+    let given = |flag: &str| {
+        args.iter().skip(1).take_while(|a| *a != "--").any(|a| {
+            a.to_str()
+                .and_then(|a| a.strip_prefix(flag))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        })
+    };
+    for (flag, twins) in RIVALS {
+        if given(flag) {
+            for twin in twins {
+                std::env::remove_var(twin);
+            }
+        }
     }
 }
 

@@ -40,6 +40,26 @@ impl std::fmt::Debug for Vapid {
     }
 }
 
+/// Whether a VAPID `sub` is a contact a push service can use: `mailto:` with an address, or
+/// an `https://` URL with a host (RFC 8292 2.1), with nothing that needs escaping.
+fn subject_is_contact(subject: &str) -> bool {
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
+        return false;
+    }
+    let Ok(url) = url::Url::parse(subject) else {
+        return false;
+    };
+    match url.scheme() {
+        "mailto" => url.path().contains('@'),
+        // the URL parser reads `https:///x` as host `x`
+        "https" => url.host_str().is_some() && !subject[8..].starts_with('/'),
+        _ => false,
+    }
+}
+
 impl Vapid {
     /// The key from a PEM file's text and the `sub` claim (`mailto:` or `https:`). The key is
     /// the file's P-256 `PRIVATE KEY` (PKCS#8) or `EC PRIVATE KEY` (SEC1) block; text around
@@ -56,9 +76,9 @@ impl Vapid {
                     .into(),
             )
         })?;
-        if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
+        if !subject_is_contact(subject) {
             return Err(StartupError(
-                "--vapid-subject must be a mailto: or https:// URL".into(),
+                "--vapid-subject must be a mailto: address or an https:// URL with a host".into(),
             ));
         }
         let der = secret
@@ -168,6 +188,32 @@ mod tests {
                 .public_key(),
             public
         );
+    }
+
+    /// A subject is a contact: an address after `mailto:`, a host after `https://`.
+    #[test]
+    fn subjects_are_contacts() {
+        for good in [
+            "mailto:ops@example.com",
+            "https://example.com",
+            "https://Example.com/contact",
+        ] {
+            assert!(subject_is_contact(good), "{good}");
+        }
+        for bad in [
+            "mailto:",
+            "mailto:ops",
+            "https://",
+            "https:///path",
+            "http://example.com",
+            "ops@example.com",
+            "mailto:ops@example.com\n",
+            " mailto:ops@example.com",
+            "mailto:ops @example.com",
+            "",
+        ] {
+            assert!(!subject_is_contact(bad), "{bad:?}");
+        }
     }
 
     /// A header is reused per origin, and the cache stays bounded whatever origins come.

@@ -437,6 +437,39 @@ async fn public_keys_accept_only_their_algorithm() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-private-key"));
 }
 
+/// A key flag on the command line wins over an exported secret, as a flag wins over its own
+/// env twin: the server verifies with the public key, and `herald token` signs with the
+/// private one.
+#[tokio::test]
+async fn a_key_flag_wins_over_an_exported_secret() {
+    let dir = TempDir::new("keys");
+    let (private, public) = key_pair(&dir, "ec");
+    let secret = [("HERALD_JWT_SECRET", SECRET)];
+    let args = ["--listen", "127.0.0.1:0", "--jwt-public-key", &public].map(str::to_owned);
+    let h = Herald::spawn_env(&args, &secret);
+    let claims = json!({"sub": "alice", "exp": now() + 60});
+    let key = EncodingKey::from_ec_pem(&private).unwrap();
+    let good = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+    assert_eq!(h.get("/notifications", &good).await.0, 200);
+    assert_eq!(h.get("/notifications", &user_token("alice")).await.0, 401);
+    let private_path = public.replace(".pub", ".key");
+    let out = Command::new(bin())
+        .args(["token", "--sub", "alice", "--jwt-public-key", &public])
+        .args(["--jwt-private-key", &private_path])
+        .envs(secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(h.get("/notifications", token.trim()).await.0, 200);
+    // both on the command line are still a conflict
+    let out = Command::new(bin())
+        .args(["--jwt-secret", "x", "--jwt-public-key", &public])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[tokio::test]
 async fn issuer_audience_and_leeway() {
     let h = Herald::start(

@@ -193,6 +193,7 @@ fn sub_command_flags_are_checked() {
 #[test]
 fn missing_key_or_unreadable_key_file_exits_2() {
     assert_startup_error(&run(&["--listen", "127.0.0.1:0"], &[]), "--jwt-secret");
+    assert_startup_error(&run(&["--jwt-secret", " \t "], &[]), "--jwt-secret");
     assert_startup_error(
         &run(&["--jwt-public-key", "/nonexistent/key.pem"], &[]),
         "--jwt-public-key",
@@ -226,7 +227,19 @@ fn missing_key_or_unreadable_key_file_exits_2() {
         p384,
     ]);
     openssl(&["pkey", "-in", p384, "-pubout", "-out", p384_public]);
-    for (key, says) in [(rsa, "private key"), (p384_public, "P-256")] {
+    // two public keys in one file: which one verifies would be a guess
+    let rsa_public = dir.0.join("rsa.pub");
+    let rsa_public = rsa_public.to_str().unwrap();
+    openssl(&["pkey", "-in", rsa, "-pubout", "-out", rsa_public]);
+    let both = dir.0.join("both.pub");
+    let rsa_text = std::fs::read_to_string(rsa_public).unwrap();
+    std::fs::write(&both, format!("{rsa_text}{rsa_text}")).unwrap();
+    let both = both.to_str().unwrap();
+    for (key, says) in [
+        (rsa, "private key"),
+        (p384_public, "P-256"),
+        (both, "2 PEM blocks"),
+    ] {
         let out = run(&["--jwt-public-key", key], &[]);
         assert_startup_error(&out, "--jwt-public-key");
         assert!(
