@@ -213,6 +213,60 @@ async fn announce_opening(
     tokio::spawn(again);
 }
 
+/// Records the opening stream's presence, then reads whether it may open: its session may
+/// have ended before it subscribed, a newer stream of its unit may have been recorded
+/// meanwhile (Redis), or the user may have `max` streams on all nodes together.
+async fn admission(
+    state: &AppState,
+    owner: &Owner,
+    presence: &PresenceEntry,
+    max: usize,
+) -> Result<Admission> {
+    // Of two streams of a unit opened at once on two nodes, the one recorded second finds
+    // the other here; the one recorded first is subscribed before the other announces.
+    let recorded = state.store.add_presence(&owner.user, presence).await;
+    if let Err(e) = &recorded {
+        tracing::debug!(error = %e, "presence not recorded");
+    }
+    // A logout that ran before this stream subscribed announced its end before we
+    // could hear it: the session has ended by now. One that ends it after this read
+    // announces the end again then, which this stream hears. (The record was read
+    // just now: one gone already is not put back.)
+    if let Some(session) = &owner.session {
+        let ended = match &owner.record {
+            Some(record) => session_ended(&state.store, session, record, false).await?,
+            None => sid_ended(&state.store, &owner.user, session, presence).await?,
+        };
+        if ended {
+            return Ok(Admission::Ended(EndReason::Revoked));
+        }
+    }
+    let (Ok(before), true) = (recorded, state.store.keeps_presence()) else {
+        return Ok(Admission::Open);
+    };
+    // A session's stream reads the user's streams on every node: a newer one of its
+    // unit, recorded meanwhile, ends it.
+    if owner.session.is_some() {
+        match state.store.presence(&owner.user).await {
+            Ok(entries) if entries.iter().any(|e| e.replaces(presence)) => {
+                return Ok(Admission::Ended(EndReason::Replaced));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "presence not read"),
+        }
+    }
+    // The limit on every node (the hub counts only this node's streams): the entries
+    // recorded before this one's, once they could reach it, less those of dead nodes.
+    if before.len() >= max {
+        match state.store.live_entries(&owner.user, before).await {
+            Ok(live) if !presence.fits_after(&live, max) => return Ok(Admission::Full),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "presence not read"),
+        }
+    }
+    Ok(Admission::Open)
+}
+
 impl Stream {
     /// Register with the hub and broker, then queue the opening frames: `retry:`, `ready`, and
     /// the replay (or `reset`) when `resume` carries a Last-Event-ID. `None` when the user
@@ -285,52 +339,7 @@ impl Stream {
             node: hub.node().to_owned(),
             since: crate::model::presence_since(since),
         };
-        // Presence, then whether this stream may open. Of two streams of a unit opened at once
-        // on two nodes, the one recorded second finds the other here; the one recorded first
-        // is subscribed before the other announces.
-        let admit = async {
-            let recorded = state.store.add_presence(&owner.user, &presence).await;
-            if let Err(e) = &recorded {
-                tracing::debug!(error = %e, "presence not recorded");
-            }
-            // A logout that ran before this stream subscribed announced its end before we
-            // could hear it: the session has ended by now. One that ends it after this read
-            // announces the end again then, which this stream hears. (The record was read
-            // just now: one gone already is not put back.)
-            if let Some(session) = &owner.session {
-                let ended = match &owner.record {
-                    Some(record) => session_ended(&state.store, session, record, false).await?,
-                    None => sid_ended(&state.store, &owner.user, session, &presence).await?,
-                };
-                if ended {
-                    return Ok(Admission::Ended(EndReason::Revoked));
-                }
-            }
-            let (Ok(before), true) = (recorded, state.store.keeps_presence()) else {
-                return Ok(Admission::Open);
-            };
-            // A session's stream reads the user's streams on every node: a newer one of its
-            // unit, recorded meanwhile, ends it.
-            if owner.session.is_some() {
-                match state.store.presence(&owner.user).await {
-                    Ok(entries) if entries.iter().any(|e| e.replaces(&presence)) => {
-                        return Ok(Admission::Ended(EndReason::Replaced));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "presence not read"),
-                }
-            }
-            // The limit on every node (the hub counts only this node's streams): the entries
-            // recorded before this one's, once they could reach it, less those of dead nodes.
-            if before.len() >= max {
-                match state.store.live_entries(&owner.user, before).await {
-                    Ok(live) if !presence.fits_after(&live, max) => return Ok(Admission::Full),
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "presence not read"),
-                }
-            }
-            Ok::<_, Error>(Admission::Open)
-        };
+        let admit = admission(state, &owner, &presence, max);
         // A Last-Event-ID that is no event id (a legacy plain number, garbage) resumes nothing.
         let after = resume.and_then(EventId::parse);
         let reads = async {
@@ -377,9 +386,19 @@ impl Stream {
             // Dropping the handle takes the stream out of the hub and its presence entry away.
             Admission::Full => return Ok(None),
         }
+        // The store resets an id of another epoch (another user's log, or a lost one).
+        let replay = after.zip(replay);
+        handle.0.queue_opening(&head, resume.is_some(), replay);
+        Ok(Some(handle))
+    }
+
+    /// Queue the opening frames (`retry:` and `ready`, then the replay after the resumed id,
+    /// or `reset` when there is none to replay from), then what arrived meanwhile, and let
+    /// live changes and ends through.
+    fn queue_opening(&self, head: &Head, resumed: bool, replay: Option<(EventId, Replay)>) {
         let ready = |id: EventId| {
             let data = serde_json::json!({
-                "user": owner.user, "session": owner.session, "unread_count": head.unread_count,
+                "user": self.user, "session": self.session, "unread_count": head.unread_count,
                 "unseen_count": head.unseen_count,
             });
             // `retry:` shares the first block with `ready`, so even naive parsers see both first.
@@ -387,12 +406,9 @@ impl Stream {
             let retry = rand::random_range(RETRY_MS);
             Bytes::from([frame::retry(retry).as_bytes(), &event].concat())
         };
-        // The store resets an id of another epoch (another user's log, or a lost one).
-        let replay = after.zip(replay);
-        let s = &handle.0;
-        let mut g = s.lock();
+        let mut g = self.lock();
         match replay {
-            None if resume.is_none() => {
+            None if !resumed => {
                 g.send(ready(head.id()));
                 g.last = head.id();
             }
@@ -400,21 +416,21 @@ impl Stream {
                 g.send(ready(after));
                 g.last = after;
                 for c in &changes {
-                    s.push_change(&mut g, &Delivery::new(c), false);
+                    self.push_change(&mut g, &Delivery::new(c), false);
                 }
             }
             // Not an event id (a legacy plain number, garbage, non-ASCII), or one the store
             // no longer has: never replay from it.
             _ => {
                 g.send(ready(head.id()));
-                g.reset(&head);
+                g.reset(head);
             }
         }
         // What arrived meanwhile: written now if it follows on, else fetched by a catch-up,
         // as it is after a broker outage meanwhile (see `recheck`).
         let held = g.held.take().unwrap_or_default();
         for d in &held {
-            s.on_change(&mut g, d);
+            self.on_change(&mut g, d);
         }
         if g.recheck {
             g.held.get_or_insert_with(Vec::new);
@@ -424,8 +440,7 @@ impl Stream {
             g.end(last);
         }
         drop(g);
-        s.wake.wake();
-        Ok(Some(handle))
+        self.wake.wake();
     }
 
     /// The log span of the request that opened the stream, for the lines the stream logs
