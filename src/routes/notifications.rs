@@ -50,7 +50,8 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
     };
     for (key, value) in query {
         match key.as_str() {
-            "limit" => {
+            // An empty value is no value, as for every parameter here.
+            "limit" if !value.is_empty() => {
                 q.limit = value
                     .parse()
                     .ok()

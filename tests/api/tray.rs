@@ -288,6 +288,15 @@ async fn bad_tray_requests_are_400(mode: Mode) {
         let (status, body) = h.get(&format!("/notifications{query}"), &token).await;
         assert_error(status, &body, 400, "invalid_request");
     }
+    // a parameter given empty counts as not given, the page size too
+    for query in [
+        "?limit=",
+        "?limit=&before=&archived=&snoozed=&unread=&category=",
+    ] {
+        let (status, body) = h.get(&format!("/notifications{query}"), &token).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["notifications"][0]["id"], id.as_str(), "{query}");
+    }
     let path = format!("/notifications/{id}");
     for body in [
         json!({}),
