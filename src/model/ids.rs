@@ -130,6 +130,15 @@ pub fn cursor(s: &str) -> Option<NotificationId> {
     ulid_of(s).map(NotificationId::from_ulid)
 }
 
+/// A notification id named in a path or a bulk write, as Herald writes it (upper case) when
+/// it is one in another letter case; other text as given (it names no notification).
+pub fn canonical_id(s: &str) -> std::borrow::Cow<'_, str> {
+    match cursor(s) {
+        Some(id) if s.bytes().any(|b| b.is_ascii_lowercase()) => id.to_string().into(),
+        _ => s.into(),
+    }
+}
+
 /// The ULID `s` writes, in any letter case.
 fn ulid_of(s: &str) -> Option<ulid::Ulid> {
     // The first character holds 3 bits: past '7' the crate would wrap the value round.

@@ -24,8 +24,8 @@ pub use self::fields::{
 #[cfg(test)]
 pub use self::ids::new_id;
 pub use self::ids::{
-    cursor, first_id_at, id_ms, is_lower_hex, is_plain, is_valid_id, new_ids, random_token,
-    sha256_hex, validate_id, NotificationId,
+    canonical_id, cursor, first_id_at, id_ms, is_lower_hex, is_plain, is_valid_id, new_ids,
+    random_token, sha256_hex, validate_id, NotificationId,
 };
 pub use self::json::{from_json, object};
 pub use self::notification::{

@@ -31,7 +31,7 @@ use self::body::{error_response, Request, Response};
 pub use self::notifications::POSITION_HEADER;
 use crate::error::{Error, Result};
 use crate::forwarded::ConnInfo;
-use crate::model::MAX_BODY_BYTES;
+use crate::model::{canonical_id, MAX_BODY_BYTES};
 use crate::state::AppState;
 
 /// Handle one request; never fails (errors become JSON error responses).
@@ -186,9 +186,12 @@ async fn route(state: AppState, req: Request, path: &str) -> Result<Response> {
         (["notifications", "counts"], &Method::GET | &Method::HEAD) => {
             notifications::counts(state, req).await
         }
-        (["notifications", id], &Method::PATCH) => notifications::patch_one(state, req, id).await,
+        // A notification id in any letter case, as `before=` takes it.
+        (["notifications", id], &Method::PATCH) => {
+            notifications::patch_one(state, req, &canonical_id(id)).await
+        }
         (["notifications", id, "actions", action], &Method::POST) => {
-            actions::take(state, req, id, action).await
+            actions::take(state, req, &canonical_id(id), action).await
         }
         (["publish"], &Method::POST) => publish::handle(state, req).await,
         (["groups", group, "members"], &Method::PUT) => groups::add(state, req, group).await,

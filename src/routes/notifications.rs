@@ -13,8 +13,8 @@ use super::body::{empty, json, read_json, Request, Response};
 use crate::auth;
 use crate::error::{Error, Result};
 use crate::model::{
-    check_ahead, cursor, parse_time, validate_category, validate_id, EventId, Mark, Notification,
-    Target,
+    canonical_id, check_ahead, cursor, parse_time, validate_category, validate_id, EventId, Mark,
+    Notification, Target,
 };
 use crate::state::AppState;
 use crate::store::{Archived, ListQuery};
@@ -288,6 +288,7 @@ pub async fn patch_many(state: AppState, req: Request) -> Result<Response> {
             let mut unique: Vec<String> = Vec::with_capacity(ids.len());
             for id in ids {
                 validate_id("each id", &id)?;
+                let id = canonical_id(&id).into_owned();
                 if !unique.contains(&id) {
                     unique.push(id);
                 }

@@ -16,7 +16,54 @@ both_modes!(
     tray_keeps_at_most_max_per_user,
     page_then_stream_from_its_position,
     writes_answer_where_they_left_the_log,
+    ids_are_taken_in_any_letter_case,
 );
+
+/// A notification id in a path or a bulk write is taken in any letter case, as `before=` is
+/// (Crockford base32), and answered and streamed as Herald writes it.
+async fn ids_are_taken_in_any_letter_case(mode: Mode) {
+    let h = Setup::new(mode, &[]);
+    let token = user_token("alice");
+    let a = h.notify("alice", "a").await;
+    let b = h.notify("alice", "b").await;
+    let mut sse = h.events(&token, "").await;
+    let (status, n) = h
+        .patch(
+            &format!("/notifications/{}", a.to_lowercase()),
+            &token,
+            json!({"read": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{n}");
+    assert_eq!(n["id"], a.as_str());
+    let read = sse.expect("read").await.json();
+    assert_eq!(read["ids"], json!([a]));
+    let (status, body) = h
+        .patch(
+            "/notifications",
+            &token,
+            json!({"ids": [b.to_lowercase(), b], "read": true}),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"updated": 1})));
+    assert_eq!(sse.expect("read").await.json()["ids"], json!([b]));
+    let (_, published) = h
+        .publish(json!({"users": ["alice"], "notification": {"title": "c",
+            "actions": [{"id": "ok", "label": "OK"}]}}))
+        .await;
+    let c = published["ids"]["alice"].as_str().unwrap().to_owned();
+    let (status, n) = send(
+        h.http
+            .post(h.url(&format!("/notifications/{}/actions/ok", c.to_lowercase())))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{n}");
+    assert_eq!(
+        (n["id"].as_str(), &n["action"]["id"]),
+        (Some(c.as_str()), &json!("ok"))
+    );
+}
 
 /// A tray write's answer says where it left the user's change log (`X-Herald-Position`): the
 /// id of the stream event that shows it; for a write that changed nothing, where the log
