@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -80,8 +80,12 @@ fn certified(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
             cert.display()
         ));
     }
-    let der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
+            format!("--tls-key {}: no private key PEM in it", key.display())
+        }
+        e => format!("--tls-key {}: {e}", key.display()),
+    })?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider

@@ -576,6 +576,7 @@ async fn bad_tls_files_are_refused_at_start() {
     for (cert, key, says) in [
         (&garbage, &key, "--tls-cert"),
         (&cert, &garbage, "--tls-key"),
+        (&cert, &garbage, "no private key PEM in it"),
         (&other_cert, &key, "do not belong together"),
     ] {
         let out = Command::new(bin())
