@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::config::PushConfig;
 use crate::error::StartupError;
-use crate::push::{is_allow_entry, vapid, DEFAULT_ALLOW};
+use crate::push::{self, is_allow_entry, vapid, DEFAULT_ALLOW};
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Web Push")]
@@ -44,10 +44,13 @@ impl PushArgs {
             std::fs::read(path)
                 .map_err(|e| StartupError(format!("{flag}: cannot read {}: {e}", path.display())))
         };
-        // Checked even while Web Push is off: a wrong path is found now, not when it is on.
+        // Checked even while Web Push is off: a wrong file is found now, not when it is on.
         let ca_pem = (self.push_ca_file.as_ref())
             .map(|path| read("--push-ca-file", path))
             .transpose()?;
+        if let Some(pem) = &ca_pem {
+            push::ca_certificates(pem)?;
+        }
         if self.push_after > Duration::from_secs(7 * 86_400) {
             return Err(StartupError("--push-after may be at most 7d".into()));
         }

@@ -80,6 +80,16 @@ enum Outcome {
     Unwanted,
 }
 
+/// The certificates of `--push-ca-file`'s PEM, at least one.
+pub fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, StartupError> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| StartupError(format!("--push-ca-file: {e}")))?;
+    if certs.is_empty() {
+        return Err(StartupError("--push-ca-file holds no certificate".into()));
+    }
+    Ok(certs)
+}
+
 impl Pusher {
     pub fn new(config: &PushConfig, metrics: Metrics) -> Result<Self, StartupError> {
         let vapid = Vapid::from_pem(&config.private_key_pem, &config.subject)?;
@@ -96,12 +106,7 @@ impl Pusher {
                 trusted: Allow::new(config.endpoint_allow.clone()).added(),
             }));
         if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| StartupError(format!("--push-ca-file: {e}")))?;
-            if certs.is_empty() {
-                return Err(StartupError("--push-ca-file holds no certificate".into()));
-            }
-            for cert in certs {
+            for cert in ca_certificates(pem)? {
                 client = client.add_root_certificate(cert);
             }
         }

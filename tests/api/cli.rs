@@ -89,6 +89,15 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         &[],
     );
     assert_startup_error(&out, "--upstream-ca-file");
+    // a CA file that holds no certificate, while Web Push is off too
+    let dir = TempDir::new("badca");
+    let garbage = dir.0.join("ca.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let out = run(
+        &[&secret[..], &["--push-ca-file", garbage.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert_startup_error(&out, "--push-ca-file");
     let out = run(
         &["--jwt-secret", "x", "--allowed-origin", "not an origin"],
         &[],
