@@ -17,11 +17,12 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     discard(body, state.config.body_timeout).await?;
     // The session lasts as long as the token is accepted: to its `exp` plus `--jwt-leeway`
     // (the skew between the issuer's clock and this one), in whole seconds, a fraction
-    // dropped. A token that leaves the session less than a whole second makes none (it would
-    // be over at once, its cookie's `Max-Age` 0, and count against the cap).
+    // dropped. Only a token whose dropped fraction was all it had left makes none (the
+    // session would be over before it began); one of less than a second gets a cookie of
+    // `Max-Age=1` and ends at its `exp` all the same.
     let leeway = state.config.keys.leeway_ms();
     let exp = claims.exp.millis().saturating_add(leeway) / 1000;
-    if exp.saturating_mul(1000) < crate::model::now_ms().saturating_add(1000) {
+    if exp.saturating_mul(1000) <= crate::model::now_ms() {
         return Err(Error::Unauthorized(
             "the token expires too soon for a session",
         ));

@@ -83,8 +83,9 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
 
 /// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S+2.5 to
 /// S+2.7 is refused just after it (before S+3, when whole seconds rounded up would still take
-/// it), and a session made from it, good until S+2, has ended by then too. A token that
-/// leaves the session less than a whole second makes none (its cookie's `Max-Age` would be 0).
+/// it), and a session made from it, good until S+2, has ended by then too. A token whose
+/// whole seconds have all passed makes no session (it would be over before it began); one
+/// that leaves less than a second makes one, with a cookie of `Max-Age=1`, ended at its time.
 async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let unix = unix_now;
@@ -92,9 +93,20 @@ async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     while unix().fract() > 0.2 {
         tokio::time::sleep(Duration::from_secs_f64(1.02 - unix().fract())).await;
     }
+    let gone = sign(json!({"sub": "alice", "exp": unix() + 0.5}));
+    let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&gone)).await;
+    assert_eq!(r.status(), 401, "a session over before it began");
     let short = sign(json!({"sub": "alice", "exp": unix().floor() + 1.9}));
     let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&short)).await;
-    assert_eq!(r.status(), 401, "a session of less than a second");
+    assert_eq!(r.status(), 204, "a session of less than a second");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.ends_with("; Max-Age=1"), "{set}");
+    let short = cookie_of(&r);
+    let auth = |cookie: &str| {
+        let req = h.http.get(h.url("/auth")).header("cookie", cookie);
+        async move { send_raw(req).await.status() }
+    };
+    assert_eq!(auth(&short).await, 204);
     let exp = unix() + 2.5;
     let token = sign(json!({"sub": "alice", "exp": exp}));
     let (status, _) = h.get("/notifications", &token).await;
@@ -114,6 +126,11 @@ async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
         "the session is good until its whole second"
     );
     tokio::time::sleep(Duration::from_secs_f64((exp + 0.15 - unix()).max(0.0))).await;
+    assert_eq!(
+        auth(&short).await,
+        401,
+        "the short session ended at its time"
+    );
     // The token verified (and was kept, with its claims): its `exp` is checked again.
     let (status, body) = h.get("/notifications", &token).await;
     assert_error(status, &body, 401, "unauthorized");
