@@ -248,8 +248,9 @@ pub fn cookie_secure(state: &AppState) -> bool {
 
 /// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds). `Max-Age` counts
 /// whole seconds left, rounded down, so the browser drops the cookie at `exp` at the latest
-/// (rounded up, it kept sending a dead cookie for up to a second); at least 1, which only a
-/// session whose making took most of its last second needs (0 would drop it at once).
+/// (rounded up, it kept sending a dead cookie for up to a second); at least 1, for a session
+/// of less than a second (0 would drop the cookie at once; the session still ends at `exp`,
+/// and the cookie is refused from then on).
 pub fn set_cookie(value: &str, exp: u64, secure: bool) -> HeaderValue {
     let left = exp.saturating_mul(1000).saturating_sub(now_ms()) / 1000;
     cookie_header(value, secure, left.clamp(1, MAX_SESSION_SECS))

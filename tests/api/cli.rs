@@ -98,6 +98,19 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         &[],
     );
     assert_startup_error(&out, "--push-ca-file");
+    // a VAPID subject that names no contact
+    let keys = run(&["vapid-keys"], &[]);
+    assert!(keys.status.success(), "{keys:?}");
+    let vapid = dir.0.join("vapid.pem");
+    std::fs::write(&vapid, &keys.stdout).unwrap();
+    for subject in ["mailto:", "https://", "mailto:ops @example.com"] {
+        let push = ["--vapid-private-key", vapid.to_str().unwrap()];
+        let out = run(
+            &[&secret[..], &push, &["--vapid-subject", subject]].concat(),
+            &[],
+        );
+        assert_startup_error(&out, "--vapid-subject");
+    }
     let out = run(
         &["--jwt-secret", "x", "--allowed-origin", "not an origin"],
         &[],

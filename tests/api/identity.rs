@@ -159,8 +159,8 @@ async fn sessions_per_user_are_capped(mode: Mode) {
 async fn only_live_sessions_count_toward_the_cap(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let live = h.login("erin").await;
-    // Each short token is signed just before its login, so that a slow run still leaves it
-    // the whole second a session needs.
+    // Each short token is signed just before its login, so that on a slow run none has
+    // expired by its login (one shared token did, on CI), and all have ended by the next.
     let mut last_exp = 0.0;
     for _ in 0..99 {
         last_exp = unix_now() + 2.0;
