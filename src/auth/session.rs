@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue};
 use super::jwt::Claims;
 use super::origin;
 use crate::error::{Error, Result};
-use crate::model::{is_lower_hex, is_valid_id, now_ms, now_secs, random_token, sha256_hex};
+use crate::model::{is_lower_hex, is_valid_id, now_ms, random_token, sha256_hex};
 use crate::state::AppState;
 use crate::store::{SessionRecord, MAX_SESSION_SECS};
 
@@ -183,7 +183,7 @@ pub async fn user(state: &AppState, parts: &Parts) -> Result<Caller> {
             matches.then(|| Caller {
                 user: record.user.clone(),
                 session: Some(id),
-                ends_ms: record.exp.saturating_mul(1000),
+                ends_ms: record.ends_ms,
                 via: Via::Cookie(Box::new(record)),
             })
         })
@@ -206,16 +206,16 @@ pub async fn writer(state: &AppState, parts: &Parts) -> Result<Caller> {
     Ok(caller)
 }
 
-/// Start a browser session for `user` ending at `exp` (at most [`MAX_SESSION_SECS`] ahead).
-/// Beyond the per-user cap the oldest sessions end, with their streams on every node.
-/// Returns the cookie value and the session's end.
-pub async fn start(state: &AppState, user: &str, exp: u64) -> Result<(String, u64)> {
-    let exp = exp.min(now_secs().saturating_add(MAX_SESSION_SECS));
+/// Start a browser session for `user` ending at `ends_ms` (Unix milliseconds, at most
+/// [`MAX_SESSION_SECS`] ahead). Beyond the per-user cap the oldest sessions end, with their
+/// streams on every node. Returns the cookie value and the session's end.
+pub async fn start(state: &AppState, user: &str, ends_ms: u64) -> Result<(String, u64)> {
+    let ends_ms = ends_ms.min(now_ms().saturating_add(MAX_SESSION_SECS * 1000));
     let secret = random_token(SECRET_BYTES);
     let id = public_id(&secret);
     let record = SessionRecord {
         user: user.to_owned(),
-        exp,
+        ends_ms,
         secret_hash: secret_hash(&secret),
     };
     let evicted = state.store.put_session(&id, &record).await?;
@@ -227,7 +227,7 @@ pub async fn start(state: &AppState, user: &str, exp: u64) -> Result<(String, u6
         tracing::debug!(user, session = old, "oldest session ended for");
         state.revoke_session(user, &old).await?;
     }
-    Ok((secret, exp))
+    Ok((secret, ends_ms))
 }
 
 /// A service allowed to publish (Bearer token whose scope includes `publish`), or 401/403.
@@ -246,13 +246,13 @@ pub fn cookie_secure(state: &AppState) -> bool {
     !state.config.dev
 }
 
-/// `Set-Cookie` for a session cookie `value` ending at `exp` (Unix seconds). `Max-Age` counts
-/// whole seconds left, rounded down, so the browser drops the cookie at `exp` at the latest
-/// (rounded up, it kept sending a dead cookie for up to a second); at least 1, for a session
-/// of less than a second (0 would drop the cookie at once; the session still ends at `exp`,
-/// and the cookie is refused from then on).
-pub fn set_cookie(value: &str, exp: u64, secure: bool) -> HeaderValue {
-    let left = exp.saturating_mul(1000).saturating_sub(now_ms()) / 1000;
+/// `Set-Cookie` for a session cookie `value` ending at `ends_ms` (Unix milliseconds).
+/// `Max-Age` counts whole seconds left, rounded down, so the browser drops the cookie at the
+/// session's end at the latest (rounded up, it kept sending a dead cookie for up to a
+/// second); at least 1, for a session of less than a second (0 would drop the cookie at once;
+/// the session still ends on time, and the cookie is refused from then on).
+pub fn set_cookie(value: &str, ends_ms: u64, secure: bool) -> HeaderValue {
+    let left = ends_ms.saturating_sub(now_ms()) / 1000;
     cookie_header(value, secure, left.clamp(1, MAX_SESSION_SECS))
 }
 
@@ -299,7 +299,7 @@ mod tests {
     /// `Set-Cookie` names its attributes in the documented order, `Secure` after `Path`.
     #[test]
     fn cookie_attributes() {
-        let secure = set_cookie("v", now_secs() + 60, true);
+        let secure = set_cookie("v", now_ms() + 60_000, true);
         let secure = secure.to_str().unwrap();
         assert!(secure
             .starts_with("herald_session=v; HttpOnly; SameSite=Lax; Path=/; Secure; Max-Age="));
@@ -313,25 +313,22 @@ mod tests {
         assert!(Cookie::parse(secure).is_ok());
     }
 
-    /// The cookie's `Max-Age` ends it at `exp` at the latest: whole seconds left, rounded down.
+    /// The cookie's `Max-Age` ends it at the session's end at the latest: whole seconds left,
+    /// rounded down; at least 1 for a session of less than a second.
     #[test]
     fn cookie_outlives_no_session() {
+        let max_age = |ends_ms| -> u64 {
+            let header = set_cookie("v", ends_ms, false);
+            let header = header.to_str().unwrap().to_owned();
+            header.rsplit('=').next().unwrap().parse().unwrap()
+        };
         let before = now_ms();
-        let exp = before / 1000 + 60;
-        let header = set_cookie("v", exp, false);
-        let max_age: u64 = header
-            .to_str()
-            .unwrap()
-            .rsplit('=')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(
-            max_age * 1000 <= exp * 1000 - before,
-            "{header:?} at {before} ms"
-        );
-        assert!(max_age >= 58, "{header:?}");
+        let ends_ms = before + 59_500;
+        let age = max_age(ends_ms);
+        assert!(age * 1000 <= ends_ms - before, "{age} at {before} ms");
+        assert!(age >= 58, "{age}");
+        assert_eq!(max_age(now_ms() + 300), 1);
+        assert_eq!(max_age(now_ms().saturating_sub(1)), 1);
     }
 
     /// The proxy's copy of `Cookie` loses the session cookie (also a bare name) and keeps the rest.

@@ -16,22 +16,17 @@ pub async fn create(state: AppState, req: Request) -> Result<Response> {
     let (user, claims) = auth::session::user_claims(&state, token)?;
     discard(body, state.config.body_timeout).await?;
     // The session lasts as long as the token is accepted: to its `exp` plus `--jwt-leeway`
-    // (the skew between the issuer's clock and this one), in whole seconds, a fraction
-    // dropped. Only a token whose dropped fraction was all it had left makes none (the
-    // session would be over before it began); one of less than a second gets a cookie of
-    // `Max-Age=1` and ends at its `exp` all the same.
-    let leeway = state.config.keys.leeway_ms();
-    let exp = claims.exp.millis().saturating_add(leeway) / 1000;
-    if exp.saturating_mul(1000) <= crate::model::now_ms() {
-        return Err(Error::Unauthorized(
-            "the token expires too soon for a session",
-        ));
+    // (the skew between the issuer's clock and this one), to the millisecond. A token that
+    // ran out since it was verified makes none.
+    let ends_ms = state.config.keys.ends_ms(&claims);
+    if ends_ms <= crate::model::now_ms() {
+        return Err(Error::Unauthorized("invalid or expired token"));
     }
-    let (cookie, exp) = auth::session::start(&state, &user, exp).await?;
+    let (cookie, ends_ms) = auth::session::start(&state, &user, ends_ms).await?;
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        auth::session::set_cookie(&cookie, exp, auth::session::cookie_secure(&state)),
+        auth::session::set_cookie(&cookie, ends_ms, auth::session::cookie_secure(&state)),
     );
     Ok(response)
 }

@@ -24,8 +24,8 @@ use crate::error::{Result, StartupError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::{
-    now_secs, Change, Counts, Epoch, EventId, ItemState, Mark, Marked, Notification,
-    NotificationId, PresenceEntry, TakenAction, Target, Template,
+    now_ms, Change, Counts, Epoch, EventId, ItemState, Mark, Marked, Notification, NotificationId,
+    PresenceEntry, TakenAction, Target, Template,
 };
 use crate::redis_conn::connect_plain;
 use crate::shutdown::Shutdown;
@@ -50,13 +50,45 @@ pub const MAX_SESSION_SECS: u64 = 400 * 24 * 3600;
 
 /// A browser session created by `POST /session`, stored under its public id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "StoredSession", into = "StoredSession")]
 pub struct SessionRecord {
     pub user: String,
-    /// Unix seconds; the session ends here at the latest (the token's `exp`).
-    pub exp: u64,
+    /// Unix milliseconds; the session ends here at the latest (the token's `exp`).
+    pub ends_ms: u64,
     /// SHA-256 of the cookie's secret, hex; the secret itself is never stored.
-    #[serde(rename = "hash")]
     pub secret_hash: String,
+}
+
+/// A session record as stored: its end in milliseconds (`exp_ms`) and, for builds that read
+/// only whole seconds, rounded down (`exp`); a record of such a build has no `exp_ms`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSession {
+    user: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp_ms: Option<u64>,
+    hash: String,
+}
+
+impl From<StoredSession> for SessionRecord {
+    fn from(s: StoredSession) -> Self {
+        SessionRecord {
+            user: s.user,
+            ends_ms: s.exp_ms.unwrap_or(s.exp.saturating_mul(1000)),
+            secret_hash: s.hash,
+        }
+    }
+}
+
+impl From<SessionRecord> for StoredSession {
+    fn from(r: SessionRecord) -> Self {
+        StoredSession {
+            user: r.user,
+            exp: r.ends_ms / 1000,
+            exp_ms: Some(r.ends_ms),
+            hash: r.secret_hash,
+        }
+    }
 }
 
 /// What the store holds of a session a stream was opened on.
@@ -73,7 +105,7 @@ pub enum SessionState {
 impl SessionRecord {
     /// Whether the session has not ended yet: the one expiry rule for sessions.
     pub fn is_live(&self) -> bool {
-        self.exp > now_secs()
+        self.ends_ms > now_ms()
     }
 }
 
@@ -873,5 +905,29 @@ mod tests {
     #[test]
     fn replay_at_window_edge() {
         assert_eq!(replay_window(4, 10, Some(5)), ReplayWindow::From(5));
+    }
+
+    /// A session record keeps its end to the millisecond, and whole seconds (rounded down)
+    /// beside it for builds that read only those; their records read by whole seconds.
+    #[test]
+    fn session_records_end_to_the_millisecond() {
+        let record = SessionRecord {
+            user: "alice".into(),
+            ends_ms: 1_700_000_000_950,
+            secret_hash: "ab".into(),
+        };
+        let stored = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            stored,
+            serde_json::json!({"user": "alice", "exp": 1_700_000_000u64,
+                "exp_ms": 1_700_000_000_950u64, "hash": "ab"})
+        );
+        assert_eq!(
+            serde_json::from_value::<SessionRecord>(stored).unwrap(),
+            record
+        );
+        let older: SessionRecord =
+            serde_json::from_str(r#"{"user":"alice","exp":1700000000,"hash":"ab"}"#).unwrap();
+        assert_eq!(older.ends_ms, 1_700_000_000_000);
     }
 }

@@ -81,66 +81,59 @@ async fn missing_or_bad_tokens_are_401(mode: Mode) {
     assert_eq!(r.status(), 401);
 }
 
-/// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S+2.5 to
-/// S+2.7 is refused just after it (before S+3, when whole seconds rounded up would still take
-/// it), and a session made from it, good until S+2, has ended by then too. A token whose
-/// whole seconds have all passed makes no session (it would be over before it began); one
-/// that leaves less than a second makes one, with a cookie of `Max-Age=1`, ended at its time.
+/// A NumericDate with a fraction counts to the millisecond: a token whose `exp` is S+2.8 is
+/// refused just after it (before S+3, when whole seconds rounded up would still take it), and
+/// a session made from it lasts past S+2 (whole seconds rounded down would end it there) and
+/// ends at its `exp` too. A token with less than a second left makes a session all the same,
+/// with a cookie of `Max-Age=1`, ended at its time.
 async fn a_fractional_exp_counts_to_the_millisecond(mode: Mode) {
     let h = Setup::new(mode, &[]);
     let unix = unix_now;
-    // Start early in a second, so that 0.15 s past `exp` is still before its next whole one.
+    // Start early in a second, so that the times below fall where they are meant to.
     while unix().fract() > 0.2 {
         tokio::time::sleep(Duration::from_secs_f64(1.02 - unix().fract())).await;
     }
-    let gone = sign(json!({"sub": "alice", "exp": unix() + 0.5}));
-    let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&gone)).await;
-    assert_eq!(r.status(), 401, "a session over before it began");
-    let short = sign(json!({"sub": "alice", "exp": unix().floor() + 1.9}));
+    let second = unix().floor();
+    let until = |at: f64| tokio::time::sleep(Duration::from_secs_f64((at - unix()).max(0.0)));
+    let auth = |cookie: &str| {
+        let req = h.http.get(h.url("/auth")).header("cookie", cookie);
+        async move { send_raw(req).await.status() }
+    };
+    let short = sign(json!({"sub": "alice", "exp": second + 0.9}));
     let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&short)).await;
     assert_eq!(r.status(), 204, "a session of less than a second");
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set.ends_with("; Max-Age=1"), "{set}");
     let short = cookie_of(&r);
-    let auth = |cookie: &str| {
-        let req = h.http.get(h.url("/auth")).header("cookie", cookie);
-        async move { send_raw(req).await.status() }
-    };
     assert_eq!(auth(&short).await, 204);
-    let exp = unix() + 2.5;
+    let exp = second + 2.8;
     let token = sign(json!({"sub": "alice", "exp": exp}));
     let (status, _) = h.get("/notifications", &token).await;
     assert_eq!(status, 200, "the token is good until its exp");
     let r = send_raw(h.http.post(h.url("/session")).bearer_auth(&token)).await;
     assert_eq!(r.status(), 204);
     let cookie = cookie_of(&r);
-    let r = send_raw(
-        h.http
-            .get(h.url("/notifications"))
-            .header("cookie", &cookie),
-    )
-    .await;
-    assert_eq!(
-        r.status(),
-        200,
-        "the session is good until its whole second"
-    );
-    tokio::time::sleep(Duration::from_secs_f64((exp + 0.15 - unix()).max(0.0))).await;
+    until(second + 1.0).await;
     assert_eq!(
         auth(&short).await,
         401,
         "the short session ended at its time"
     );
+    until(second + 2.3).await;
+    assert_eq!(
+        auth(&cookie).await,
+        204,
+        "the session lasts past its whole second"
+    );
+    until(exp + 0.1).await;
     // The token verified (and was kept, with its claims): its `exp` is checked again.
     let (status, body) = h.get("/notifications", &token).await;
     assert_error(status, &body, 401, "unauthorized");
-    let r = send_raw(
-        h.http
-            .get(h.url("/notifications"))
-            .header("cookie", &cookie),
-    )
-    .await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(
+        auth(&cookie).await,
+        401,
+        "the session ended at the token's exp"
+    );
 }
 
 /// `POST /session` → cookie; cookie works for reads and streams; the response sets attributes.

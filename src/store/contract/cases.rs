@@ -424,7 +424,7 @@ pub async fn sessions_put_get_end(s: &Subject) {
     assert!(!restored.expect("restore"));
     assert_eq!(state("lost").await, SessionState::Ended);
     let ended = SessionRecord {
-        exp: now_secs() - 1,
+        ends_ms: now_ms() - 1,
         ..session("a")
     };
     s.store.put_session("s2", &ended).await.expect("put");

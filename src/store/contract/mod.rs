@@ -22,7 +22,7 @@ use crate::config::Backend;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::model::{
-    new_id, new_ids, now_secs, EventId, Mark, Marked, Notification, NotificationInput, Schedule,
+    new_id, new_ids, now_ms, EventId, Mark, Marked, Notification, NotificationInput, Schedule,
     Target, Template,
 };
 
@@ -264,7 +264,7 @@ fn seqs(replay: &Replay) -> Vec<u64> {
 fn session(user: &str) -> SessionRecord {
     SessionRecord {
         user: user.into(),
-        exp: now_secs() + 3600,
+        ends_ms: now_ms() + 3_600_000,
         secret_hash: "ab".repeat(32),
     }
 }

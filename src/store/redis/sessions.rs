@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 
 use super::RedisStore;
 use crate::error::{Error, Result};
-use crate::model::now_secs;
+use crate::model::{now_ms, now_secs};
 use crate::redis_conn::RedisConn;
 use crate::store::keys::{self, UserKeys};
 use crate::store::{SessionRecord, SessionState, MAX_SESSIONS_PER_USER, MAX_SESSION_SECS};
@@ -143,13 +143,16 @@ impl RedisStore {
 }
 
 /// The `SET` of session `id`'s record, expiring at the session's end (a second from now at
-/// the earliest), and that end.
+/// the earliest), and that end in whole seconds, rounded up.
 fn storing(id: &str, record: &SessionRecord) -> Result<(redis::Cmd, u64)> {
     let value = serde_json::to_string(record).map_err(|e| Error::Internal(e.to_string()))?;
-    let exp = record.exp.max(now_secs() + 1);
+    let ends_ms = record.ends_ms.max(now_ms() + 1000);
     let mut set = redis::cmd("SET");
-    set.arg(keys::session(id)).arg(value).arg("EXAT").arg(exp);
-    Ok((set, exp))
+    set.arg(keys::session(id))
+        .arg(value)
+        .arg("PXAT")
+        .arg(ends_ms);
+    Ok((set, ends_ms.div_ceil(1000)))
 }
 
 /// Add `id` to the user's session `index` as created now, the index living until `exp` at
