@@ -49,6 +49,7 @@ mod hub;
 mod ingest;
 mod metrics;
 mod model;
+mod pem;
 mod publish;
 mod push;
 mod redis_conn;

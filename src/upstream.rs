@@ -190,23 +190,10 @@ impl Body for Watched {
 
 /// TLS towards the upstream: webpki's roots and the certificates of `ca_pem`.
 fn tls_config(ca_pem: Option<&[u8]>) -> std::result::Result<rustls::ClientConfig, StartupError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(pem) = ca_pem {
-        let bad = |e: &dyn std::fmt::Display| StartupError(format!("--upstream-ca-file: {e}"));
-        let certs = CertificateDer::pem_slice_iter(pem)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad(&e))?;
-        if certs.is_empty() {
-            return Err(StartupError(
-                "--upstream-ca-file holds no certificate".into(),
-            ));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| bad(&e))?;
-        }
+        roots.add_parsable_certificates(crate::pem::ca_certificates("--upstream-ca-file", pem)?);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)

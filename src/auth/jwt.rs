@@ -338,10 +338,23 @@ pub struct Signer {
 impl Signer {
     /// A signer from a PEM private key; its key type picks the algorithm (RSA → RS256, EC
     /// P-256 in PKCS#8 → ES256), as [`Keys::public_pem`] does for the public half.
-    pub fn private_pem(pem: &[u8], checks: &Checks) -> Result<Self, jsonwebtoken::errors::Error> {
+    pub fn private_pem(pem: &[u8], checks: &Checks) -> Result<Self, String> {
+        let text = String::from_utf8_lossy(pem);
+        match text.matches("-----BEGIN ").count() {
+            0 => return Err("it holds no PEM block".into()),
+            1 => {}
+            n => return Err(format!("it holds {n} PEM blocks; give one private key")),
+        }
         let (algorithm, key) = match EncodingKey::from_rsa_pem(pem) {
             Ok(key) => (Algorithm::RS256, key),
-            Err(_) => (Algorithm::ES256, EncodingKey::from_ec_pem(pem)?),
+            Err(_) => {
+                use p256::pkcs8::DecodePrivateKey;
+                let no_key = "its block holds no RSA or EC private key";
+                let key = EncodingKey::from_ec_pem(pem).map_err(|_| no_key)?;
+                p256::SecretKey::from_pkcs8_pem(&text)
+                    .map_err(|_| "an EC key must be on the P-256 curve (ES256)")?;
+                (Algorithm::ES256, key)
+            }
         };
         Ok(Signer {
             key,

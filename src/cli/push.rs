@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::config::PushConfig;
 use crate::error::StartupError;
-use crate::push::{self, is_allow_entry, vapid, DEFAULT_ALLOW};
+use crate::push::{is_allow_entry, vapid, DEFAULT_ALLOW};
 
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Web Push")]
@@ -49,7 +49,7 @@ impl PushArgs {
             .map(|path| read("--push-ca-file", path))
             .transpose()?;
         if let Some(pem) = &ca_pem {
-            push::ca_certificates(pem)?;
+            crate::pem::ca_certificates("--push-ca-file", pem)?;
         }
         if self.push_after > Duration::from_secs(7 * 86_400) {
             return Err(StartupError("--push-after may be at most 7d".into()));

@@ -80,16 +80,6 @@ enum Outcome {
     Unwanted,
 }
 
-/// The certificates of `--push-ca-file`'s PEM, at least one.
-pub fn ca_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, StartupError> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| StartupError(format!("--push-ca-file: {e}")))?;
-    if certs.is_empty() {
-        return Err(StartupError("--push-ca-file holds no certificate".into()));
-    }
-    Ok(certs)
-}
-
 impl Pusher {
     pub fn new(config: &PushConfig, metrics: Metrics) -> Result<Self, StartupError> {
         let vapid = Vapid::from_pem(&config.private_key_pem, &config.subject)?;
@@ -106,7 +96,9 @@ impl Pusher {
                 trusted: Allow::new(config.endpoint_allow.clone()).added(),
             }));
         if let Some(pem) = &config.ca_pem {
-            for cert in ca_certificates(pem)? {
+            for der in crate::pem::ca_certificates("--push-ca-file", pem)? {
+                let cert = reqwest::Certificate::from_der(&der)
+                    .map_err(|e| StartupError(format!("--push-ca-file: {e}")))?;
                 client = client.add_root_certificate(cert);
             }
         }

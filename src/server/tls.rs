@@ -73,7 +73,13 @@ impl Tls {
 fn certified(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        .map_err(|e| {
+            format!(
+                "--tls-cert {}: {}",
+                cert.display(),
+                crate::pem::describe(&e)
+            )
+        })?;
     if chain.is_empty() {
         return Err(format!(
             "--tls-cert {}: no certificate in it",
@@ -84,7 +90,7 @@ fn certified(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
         pem::Error::NoItemsFound => {
             format!("--tls-key {}: no private key PEM in it", key.display())
         }
-        e => format!("--tls-key {}: {e}", key.display()),
+        e => format!("--tls-key {}: {}", key.display(), crate::pem::describe(&e)),
     })?;
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider

@@ -445,6 +445,29 @@ async fn public_keys_accept_only_their_algorithm() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-private-key"));
+    // a private key file of two keys, or of no key, is refused, not signed with at random
+    let private = public.replace(".pub", ".key");
+    let two = dir.0.join("two.key");
+    std::fs::write(&two, std::fs::read_to_string(&private).unwrap().repeat(2)).unwrap();
+    let public_file = std::path::PathBuf::from(&public);
+    for (file, says) in [
+        (&two, "it holds 2 PEM blocks"),
+        (&public_file, "no RSA or EC private key"),
+    ] {
+        let out = Command::new(bin())
+            .args(["token", "--sub", "alice", "--jwt-public-key", &public])
+            .arg("--jwt-private-key")
+            .arg(file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--jwt-private-key") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("InvalidKeyFormat"), "{stderr}");
+    }
 }
 
 /// A key flag on the command line wins over an exported secret, as a flag wins over its own

@@ -98,6 +98,16 @@ fn bad_flag_values_exit_2_naming_the_flag() {
         &[],
     );
     assert_startup_error(&out, "--push-ca-file");
+    // a block that splits as PEM but holds no certificate: parsed at start too
+    let not_der = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+    std::fs::write(&garbage, not_der).unwrap();
+    let out = run(
+        &[&secret[..], &["--push-ca-file", garbage.to_str().unwrap()]].concat(),
+        &[],
+    );
+    assert_startup_error(&out, "--push-ca-file");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a valid X.509 certificate"), "{stderr}");
     // a VAPID subject that names no contact
     let keys = run(&["vapid-keys"], &[]);
     assert!(keys.status.success(), "{keys:?}");

@@ -573,10 +573,17 @@ async fn bad_tls_files_are_refused_at_start() {
     let (other_cert, _) = make_cert(&dir.0, "other");
     let garbage = dir.0.join("garbage.pem");
     std::fs::write(&garbage, "nothing here").unwrap();
+    let bad_base64 = dir.0.join("bad-base64.pem");
+    std::fs::write(
+        &bad_base64,
+        "-----BEGIN PRIVATE KEY-----\n@@@@\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     for (cert, key, says) in [
         (&garbage, &key, "--tls-cert"),
         (&cert, &garbage, "--tls-key"),
         (&cert, &garbage, "no private key PEM in it"),
+        (&cert, &bad_base64, "a PEM block in it is not valid base64"),
         (&other_cert, &key, "do not belong together"),
     ] {
         let out = Command::new(bin())
