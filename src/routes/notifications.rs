@@ -28,7 +28,7 @@ pub const MAX_BULK_IDS: usize = 1000;
 pub const MAX_CATEGORIES: usize = 64;
 
 /// The body of `GET /notifications`, written straight from the page (through a
-/// `serde_json::Value`, each notification's `data` would be parsed again: see `RawObject`).
+/// `serde_json::Value`, each notification's `data` would be parsed again: see `RawJson`).
 #[derive(Serialize)]
 struct Listing<'a> {
     next: Option<&'a str>,
@@ -50,8 +50,10 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
     };
     for (key, value) in query {
         match key.as_str() {
-            // An empty value is no value, as for every parameter here.
-            "limit" if !value.is_empty() => {
+            // An empty value is no value, as for every parameter here; given twice, the last
+            // one counts.
+            "limit" if value.is_empty() => q.limit = DEFAULT_LIMIT,
+            "limit" => {
                 q.limit = value
                     .parse()
                     .ok()
@@ -60,7 +62,8 @@ pub async fn list(state: AppState, req: Request) -> Result<Response> {
                         Error::invalid(format!("limit must be an integer from 1 to {MAX_LIMIT}"))
                     })?
             }
-            "before" if !value.is_empty() => {
+            "before" if value.is_empty() => q.before = None,
+            "before" => {
                 let id = cursor(&value).ok_or_else(|| {
                     Error::invalid("before must be a notification id (from a listing's next)")
                 })?;

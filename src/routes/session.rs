@@ -44,10 +44,7 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
             if auth::session::bearer(&parts).is_none()
                 && auth::session::has_session_cookie(&parts) =>
         {
-            let mut response = error_response(e);
-            let clear = auth::session::clear_cookie(secure);
-            response.headers_mut().insert(header::SET_COOKIE, clear);
-            return Ok(response);
+            return Ok(signed_out(error_response(e), secure));
         }
         caller => caller?,
     };
@@ -76,8 +73,18 @@ pub async fn delete(state: AppState, req: Request) -> Result<Response> {
         tracing::info!(session, "session ended");
         tracing::debug!(user = caller.user, session, "session ended for");
     }
-    let mut response = empty(StatusCode::NO_CONTENT);
-    let clear = auth::session::clear_cookie(secure);
-    response.headers_mut().insert(header::SET_COOKIE, clear);
-    Ok(response)
+    Ok(signed_out(empty(StatusCode::NO_CONTENT), secure))
+}
+
+/// A sign-out's answer: the cookie cleared, and the browser's HTTP cache of this origin
+/// too, which may hold the user's JSON answers (`Cache-Control: private, no-cache` lets it
+/// keep them, so that pages using the client stay in the back/forward cache).
+fn signed_out(mut response: Response, secure: bool) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::SET_COOKIE, auth::session::clear_cookie(secure));
+    headers.insert(
+        header::HeaderName::from_static("clear-site-data"),
+        header::HeaderValue::from_static("\"cache\""),
+    );
+    response
 }

@@ -322,6 +322,8 @@ async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
         cleared.starts_with("herald_session=;") && cleared.contains("Max-Age=0"),
         "{cleared}"
     );
+    // and the browser's cache of the user's answers goes with it
+    assert_eq!(r.headers()["clear-site-data"], "\"cache\"");
     let revoked = s1
         .try_next(Duration::from_secs(1))
         .await
@@ -334,6 +336,7 @@ async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
     let r = h.logout(&one).await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["set-cookie"].to_str().unwrap(), cleared);
+    assert_eq!(r.headers()["clear-site-data"], "\"cache\"");
     // the other session is untouched
     h.notify("alice", "still").await;
     assert_eq!(s2.next_event().await.event, "notification");

@@ -335,10 +335,13 @@ async fn bad_tray_requests_are_400(mode: Mode) {
         let (status, body) = h.get(&format!("/notifications{query}"), &token).await;
         assert_error(status, &body, 400, "invalid_request");
     }
-    // a parameter given empty counts as not given, the page size too
+    // a parameter given empty counts as not given, the page size too; given twice, the
+    // last one counts, an empty one too
+    let twice = format!("?before={id}&before=&limit=1&limit=");
     for query in [
         "?limit=",
         "?limit=&before=&archived=&snoozed=&unread=&category=",
+        &twice,
     ] {
         let (status, body) = h.get(&format!("/notifications{query}"), &token).await;
         assert_eq!(status, 200, "{query}: {body}");
