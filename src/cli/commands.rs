@@ -6,7 +6,7 @@ use super::config::backend;
 use crate::auth::jwt::{Claims, NumericDate};
 use crate::config::{Backend, KafkaConfig};
 use crate::error::StartupError;
-use crate::model::{now_secs, validate_id, NotificationInput};
+use crate::model::{now_secs, validate_id, without_position, NotificationInput};
 use crate::publish::{publish as publish_request, PublishRequest};
 use crate::store::Store;
 
@@ -47,7 +47,7 @@ pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
     let data = match &args.data {
         Some(d) => Some(
             serde_json::from_str(d)
-                .map_err(|e| StartupError(format!("--data must be a JSON object: {e}")))?,
+                .map_err(|e| StartupError(format!("--data: {}", without_position(&e))))?,
         ),
         None => None,
     };

@@ -9,6 +9,15 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+/// A parser's message without its ` at line … column …` (the last one: a member's name may
+/// hold the words too).
+pub fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.rsplit_once(" at line ")
+        .map_or(&*text, |(message, _)| message)
+        .to_owned()
+}
+
 /// Parse a JSON body, which must be an object; an error names the member at fault
 /// (`notification.deliver_at: invalid type: integer `5`, expected a string`), without the
 /// parser's line and column.
@@ -18,10 +27,6 @@ pub fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Stri
     if let Ok(value) = plain(bytes) {
         return Ok(value);
     }
-    let without_position = |e: &serde_json::Error| {
-        let text = e.to_string();
-        text.split(" at line ").next().unwrap_or(&text).to_owned()
-    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let mut track = serde_path_to_error::Track::new();
     let value = object(serde_path_to_error::Deserializer::new(&mut de, &mut track)).map_err(
@@ -202,10 +207,9 @@ impl<'de> Deserialize<'de> for RawObject {
         }
         // A raw value is only checked for syntax: parse it once, keeping nothing.
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        Strict.deserialize(&mut de).map_err(|e| {
-            let text = e.to_string();
-            D::Error::custom(text.split(" at line ").next().unwrap_or(&text))
-        })?;
+        Strict
+            .deserialize(&mut de)
+            .map_err(|e| D::Error::custom(without_position(&e)))?;
         let spaced = raw
             .get()
             .bytes()
@@ -413,6 +417,19 @@ mod tests {
             twice,
             r#"invalid JSON body: data: the member "a" is named twice"#
         );
+        // a member's name that reads like the parser's position is kept whole
+        let body = br#"{"data":{"x at line 3":1,"x at line 3":2}}"#;
+        assert_eq!(
+            from_json::<WithData>(body).unwrap_err(),
+            r#"invalid JSON body: data: the member "x at line 3" is named twice"#
+        );
+        // 127 levels of nesting, `data` itself the first, are taken; 128 are not
+        for (levels, refused) in [(127, false), (128, true)] {
+            let inner = format!("{}1{}", "[".repeat(levels - 1), "]".repeat(levels - 1));
+            let body = format!(r#"{{"data":{{"a":{inner}}}}}"#);
+            let read = from_json::<WithData>(body.as_bytes());
+            assert_eq!(read.is_err(), refused, "{levels}: {read:?}");
+        }
         let null: WithData = from_json(br#"{"data":null}"#).unwrap();
         assert!(null.data.is_none());
         for (body, what) in [

@@ -27,7 +27,7 @@ pub use self::ids::{
     canonical_id, cursor, first_id_at, id_ms, is_lower_hex, is_plain, is_valid_id, new_ids,
     random_token, sha256_hex, validate_id, NotificationId,
 };
-pub use self::json::{from_json, object};
+pub use self::json::{from_json, object, without_position};
 pub use self::notification::{
     too_many_preferences, validate_category, Notification, NotificationInput, Schedule,
     MAX_PREFERENCES,

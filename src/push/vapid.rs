@@ -53,9 +53,18 @@ fn subject_is_contact(subject: &str) -> bool {
         return false;
     };
     match url.scheme() {
-        "mailto" => url.path().contains('@'),
-        // the URL parser reads `https:///x` as host `x`
-        "https" => url.host_str().is_some() && !subject[8..].starts_with('/'),
+        "mailto" => url
+            .path()
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty()),
+        // the URL parser reads `https:///x` as host `x`; credentials would go to every push
+        // service in the claim
+        "https" => {
+            url.host_str().is_some()
+                && !subject[8..].starts_with('/')
+                && url.username().is_empty()
+                && url.password().is_none()
+        }
         _ => false,
     }
 }
@@ -210,6 +219,11 @@ mod tests {
             "mailto:ops@example.com\n",
             " mailto:ops@example.com",
             "mailto:ops @example.com",
+            "mailto:@",
+            "mailto:ops@",
+            "mailto:@example.com",
+            "https://ops:secret@example.com",
+            "https://ops@example.com",
             "",
         ] {
             assert!(!subject_is_contact(bad), "{bad:?}");

@@ -1,8 +1,8 @@
 //! One SSE stream: its state, shared between the hub, which hands it changes, ends and ticks
 //! without ever waiting (`hub::Sink`), and its transport, which does all the waiting: the raw
 //! socket (`super::socket`, where live changes are written straight from the hub's shared
-//! bytes) or hyper's response body (`Handle::next`). `open` sends `retry:` + `ready` and
-//! replays after Last-Event-ID. Rule for every edit: subscribe (hub + broker) *before* reading
+//! bytes) or hyper's response body (`Handle::next`). `open` admits it, then
+//! `queue_opening` sends `retry:` + `ready` and replays after Last-Event-ID. Rule for every edit: subscribe (hub + broker) *before* reading
 //! the store, and skip live changes at or below the last seq written; that ordering makes
 //! replay gap-free and duplicate-free. Seqs compare only within one epoch: a Last-Event-ID of
 //! another epoch (another user's, a lost log's, or not an id at all) gets `reset`, and a live
@@ -203,7 +203,7 @@ async fn announce_opening(
     let open_yet = move || {
         stream
             .upgrade()
-            .is_some_and(|s| s.lock().phase != Phase::Over)
+            .is_some_and(|s| s.lock().phase == Phase::Open)
     };
     let stop = state.shutdown.clone();
     let again = state
