@@ -6,6 +6,7 @@
 //! mark of a client that closed its connection before its stream opened (`went`).
 
 mod abort;
+mod admission;
 pub(crate) mod frame;
 mod output;
 pub(crate) mod socket;

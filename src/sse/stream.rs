@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 pub use super::abort::Abort;
+pub use super::admission::Owner;
+use super::admission::{admission, announce_opening, session_ended, sid_ended, Admission};
 use super::frame;
 use super::output::{Output, Written};
 use super::wake::Wake;
@@ -27,7 +29,7 @@ use crate::model::{now_ms, Epoch, EventId};
 use crate::request_id::RequestId;
 use crate::shutdown::STOPPING_SEND_TIMEOUT;
 use crate::state::AppState;
-use crate::store::{Head, Replay, SessionRecord, SessionState, Store};
+use crate::store::{Head, Replay, SessionRecord};
 
 /// Range of the reconnect delay each stream suggests in its `retry:` line, in milliseconds.
 /// Each stream draws its own, so the clients of a node that shuts down (or of a network
@@ -50,48 +52,6 @@ pub const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 /// longest from the request's arrival, its turn's wait included: the answer comes within a
 /// second when Redis is away, as every request's does.
 const OPEN_DEADLINE: Duration = Duration::from_millis(850);
-/// The least wait for an opening's announcement once its reads are done (then it is sent
-/// again in the background).
-const ANNOUNCE_LEAST: Duration = Duration::from_millis(100);
-
-/// What an opening stream found of its unit's and user's other streams.
-enum Admission {
-    Open,
-    /// It opens and ends at once: its session ended, or a newer stream of its unit opened.
-    Ended(EndReason),
-    /// The user's streams on every node are past `--max-streams-per-user`.
-    Full,
-}
-
-/// Who the stream belongs to.
-pub struct Owner {
-    pub user: String,
-    /// The session's public id; `None` for a Bearer token without `sid`.
-    pub session: Option<String>,
-    /// The record of a browser session kept in the store (a cookie's), as read when the
-    /// stream opened; `None` for a token's `sid`.
-    pub record: Option<Box<SessionRecord>>,
-    pub tab: Option<String>,
-    /// When the token or session ends, Unix ms (`--jwt-leeway` included).
-    pub ends_ms: u64,
-    /// The `/events` request that opened it: the stream's own log lines carry it too.
-    pub request_id: RequestId,
-    /// What carries it over hyper (its HTTP/2 stream, or its HTTPS/1.1 connection), to drop
-    /// if the stream's backlog overflows.
-    pub carrier: Option<Abort>,
-    /// Marked when its plain HTTP/1.x client closed the connection before the stream opened.
-    pub went: Option<Went>,
-    /// When its request arrived: while the store fails, the answer is due [`OPEN_DEADLINE`]
-    /// after it.
-    pub arrived: Instant,
-}
-
-impl Owner {
-    fn went(&self) -> bool {
-        self.went.as_ref().is_some_and(Went::is_marked)
-    }
-}
-
 /// How a stream's bytes reach its client, as `herald_streams_open_by_transport` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -179,92 +139,6 @@ pub enum Work {
     Idle,
     /// The stream is over.
     Close,
-}
-
-/// Tell the other nodes that `stream` opened (`open`), so they end its unit's older streams.
-/// The stream opens either way: a 503 would not take back an announcement that ran out of
-/// time (the connection may still send it), so one that fails, or is not answered by
-/// `reads_by` (at least [`ANNOUNCE_LEAST`] from now), is sent again in the background while
-/// the stream is open, and a refused opening never replaces a stream.
-async fn announce_opening(
-    state: &AppState,
-    stream: &Arc<Stream>,
-    user: &str,
-    open: crate::broker::Message,
-    reads_by: Instant,
-) {
-    let by = reads_by.max(Instant::now() + ANNOUNCE_LEAST);
-    let sent = tokio::time::timeout_at(by, state.broker.announce(user, &open)).await;
-    if matches!(sent, Ok(Ok(()))) {
-        return;
-    }
-    tracing::debug!("an opening's announcement is late: sent again");
-    let stream = Arc::downgrade(stream);
-    let open_yet = move || {
-        stream
-            .upgrade()
-            .is_some_and(|s| s.lock().phase == Phase::Open)
-    };
-    let stop = state.shutdown.clone();
-    let again = state
-        .broker
-        .clone()
-        .announce_until_sent(user.to_owned(), open, stop, open_yet);
-    tokio::spawn(again);
-}
-
-/// Records the opening stream's presence, then reads whether it may open: its session may
-/// have ended before it subscribed, a newer stream of its unit may have been recorded
-/// meanwhile (Redis), or the user may have `max` streams on all nodes together.
-async fn admission(
-    state: &AppState,
-    owner: &Owner,
-    presence: &PresenceEntry,
-    max: usize,
-) -> Result<Admission> {
-    // Of two streams of a unit opened at once on two nodes, the one recorded second finds
-    // the other here; the one recorded first is subscribed before the other announces.
-    let recorded = state.store.add_presence(&owner.user, presence).await;
-    if let Err(e) = &recorded {
-        tracing::debug!(error = %e, "presence not recorded");
-    }
-    // A logout that ran before this stream subscribed announced its end before we
-    // could hear it: the session has ended by now. One that ends it after this read
-    // announces the end again then, which this stream hears. (The record was read
-    // just now: one gone already is not put back.)
-    if let Some(session) = &owner.session {
-        let ended = match &owner.record {
-            Some(record) => session_ended(&state.store, session, record, false).await?,
-            None => sid_ended(&state.store, &owner.user, session, presence).await?,
-        };
-        if ended {
-            return Ok(Admission::Ended(EndReason::Revoked));
-        }
-    }
-    let (Ok(before), true) = (recorded, state.store.keeps_presence()) else {
-        return Ok(Admission::Open);
-    };
-    // A session's stream reads the user's streams on every node: a newer one of its
-    // unit, recorded meanwhile, ends it.
-    if owner.session.is_some() {
-        match state.store.presence(&owner.user).await {
-            Ok(entries) if entries.iter().any(|e| e.replaces(presence)) => {
-                return Ok(Admission::Ended(EndReason::Replaced));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "presence not read"),
-        }
-    }
-    // The limit on every node (the hub counts only this node's streams): the entries
-    // recorded before this one's, once they could reach it, less those of dead nodes.
-    if before.len() >= max {
-        match state.store.live_entries(&owner.user, before).await {
-            Ok(live) if !presence.fits_after(&live, max) => return Ok(Admission::Full),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "presence not read"),
-        }
-    }
-    Ok(Admission::Open)
 }
 
 impl Stream {
@@ -378,7 +252,9 @@ impl Stream {
                         tab: owner.tab.clone(),
                         opened: opened.clone(),
                     };
-                    announce_opening(state, &handle.0, &owner.user, open, reads_by).await;
+                    let stream = Arc::downgrade(&handle.0);
+                    let open_yet = move || stream.upgrade().is_some_and(|s| s.is_open());
+                    announce_opening(state, &owner.user, open, reads_by, open_yet).await;
                     hub.end_replaced(&owner.user, session, owner.tab.as_deref(), &opened);
                 }
             }
@@ -456,6 +332,11 @@ impl Stream {
             tracing::info!("{why}; ending the stream");
             tracing::debug!(user = %self.user, "the stream's user");
         });
+    }
+
+    /// Whether the stream is open (not ending or over).
+    fn is_open(&self) -> bool {
+        self.lock().phase == Phase::Open
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -616,38 +497,6 @@ impl Stream {
     pub fn poll_woken(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         self.wake.poll(cx)
     }
-}
-
-/// Whether the browser session `id`, which a stream holds as `record`, has ended: logged
-/// out, ended by the per-user cap, or past its end. With `restore`, one that Redis lost with
-/// its data is put back as the stream holds it, so that its streams stay open and its cookie
-/// goes on working.
-async fn session_ended(
-    store: &Store,
-    id: &str,
-    record: &SessionRecord,
-    restore: bool,
-) -> Result<bool> {
-    match store.session_state(id).await? {
-        SessionState::Live => Ok(false),
-        SessionState::Lost if restore && record.is_live() => {
-            if store.restore_session(id, record).await? {
-                tracing::info!(session = id, "session lost with Redis's data: put back");
-                return Ok(false);
-            }
-            // Something took its place meanwhile: a logout's end, or another node's write-back.
-            Ok(store.session_state(id).await? != SessionState::Live)
-        }
-        SessionState::Lost | SessionState::Ended => Ok(true),
-    }
-}
-
-/// Whether `user`'s token session `sid` was logged out after the stream `ours` opened (the
-/// token stays valid: a stream opened since stays). The two times come from the clocks of
-/// the nodes that took the logout and the stream.
-async fn sid_ended(store: &Store, user: &str, sid: &str, ours: &PresenceEntry) -> Result<bool> {
-    let ended = store.token_session_ended(user, sid).await?;
-    Ok(ended.is_some_and(|at| at >= ours.since))
 }
 
 /// When a stream (or tail) whose credentials end at `end_ms` (Unix ms) ends, as an `Instant`
