@@ -11,8 +11,8 @@ use url::Url;
 
 use super::push;
 use super::values::{
-    parse_base_path, parse_cidr, parse_duration, parse_listen, parse_node_id, parse_option,
-    parse_ttl,
+    at_least_one, parse_base_path, parse_cidr, parse_duration, parse_listen, parse_node_id,
+    parse_option, parse_ttl,
 };
 
 #[derive(Debug, Parser)]
@@ -127,6 +127,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_MAX_PER_USER",
         default_value_t = 1000,
+        value_parser = at_least_one,
         help_heading = "Limits"
     )]
     pub max_per_user: usize,
@@ -181,6 +182,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_MAX_STREAMS_PER_USER",
         default_value_t = 64,
+        value_parser = at_least_one,
         help_heading = "Limits"
     )]
     pub max_streams_per_user: usize,
@@ -330,7 +332,7 @@ pub struct PublishArgs {
     #[arg(long, env = "HERALD_REDIS_URL")]
     pub redis_url: Vec<String>,
     /// With --redis-url: the tray size the servers use (oldest dropped beyond it).
-    #[arg(long, env = "HERALD_MAX_PER_USER", default_value_t = 1000)]
+    #[arg(long, env = "HERALD_MAX_PER_USER", default_value_t = 1000, value_parser = at_least_one)]
     pub max_per_user: usize,
     /// Produce the request as a record to `--kafka-topic` instead (for Kafka ingest).
     #[command(flatten)]

@@ -40,10 +40,6 @@ pub fn token(args: &TokenArgs) -> Result<(), StartupError> {
 /// `HERALD_REDIS_URL` and `HERALD_KAFKA_*` (Redis mode with Kafka ingest): Redis wins, unless
 /// `--kafka-brokers` is typed and `--redis-url` is not; both typed is a usage error.
 pub async fn publish(args: &PublishArgs) -> Result<(), StartupError> {
-    // As `serve` refuses it: a tray of none would drop what it stores at once.
-    if args.max_per_user == 0 {
-        return Err(StartupError("--max-per-user must be at least 1".into()));
-    }
     let data = match &args.data {
         Some(d) => Some(
             serde_json::from_str(d)

@@ -242,14 +242,6 @@ impl ServeArgs {
             })
             .transpose()?;
         check_durations(args)?;
-        if args.max_per_user == 0 {
-            return Err(StartupError("--max-per-user must be at least 1".into()));
-        }
-        if args.max_streams_per_user == 0 {
-            return Err(StartupError(
-                "--max-streams-per-user must be at least 1".into(),
-            ));
-        }
         let kafka = args
             .kafka
             .config(&args.kafka_group, args.kafka_dead_letter_topic.as_ref())?;

@@ -32,6 +32,16 @@ pub(super) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     Ok(SocketAddr::from((ip, port)))
 }
 
+/// A count of at least 1 (`--max-per-user`, `--max-streams-per-user`: none would refuse
+/// everything).
+pub(super) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number from 1, got {s:?}")),
+    }
+}
+
 /// Durations such as `500ms`, `15s`, `30d`.
 pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (examples: 500ms, 15s, 30d)"))
