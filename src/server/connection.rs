@@ -31,6 +31,7 @@ use super::head_limit::{
 use super::idle::{self, Activity, Tracked};
 use super::linger::Linger;
 use super::prefixed::Prefixed;
+use super::unread::close_unread;
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
 use crate::forwarded::{self, ConnInfo};
@@ -98,7 +99,7 @@ async fn serve_tls(
             req
         })
         .map_response(with_body)
-        .service(refuse_large_heads(service));
+        .service(close_unread(refuse_large_heads(service)));
     // The protocol ALPN agreed on, so hyper does not wait (without a timeout) for bytes to
     // tell which one the client speaks.
     let builder = hyper_util::server::conn::auto::Builder::new(Http2Streams);
@@ -352,7 +353,7 @@ async fn hyper(
     let service = ServiceBuilder::new()
         .map_request(|req: http::Request<hyper::body::Incoming>| req.map(BodyExt::boxed_unsync))
         .map_response(with_body)
-        .service(refuse_large_heads(service));
+        .service(close_unread(refuse_large_heads(service)));
     let answering = Answering::default();
     let service = Answered::new(service, answering.clone());
     let conn = http1::Builder::new()

@@ -14,6 +14,7 @@ mod listen;
 mod observe;
 mod prefixed;
 mod tls;
+mod unread;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

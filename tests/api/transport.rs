@@ -195,6 +195,49 @@ async fn a_refused_stream_says_whether_the_connection_goes_on() {
     }
 }
 
+/// An answer given before its request's body was read (a refusal) says `Connection: close`,
+/// as the connection then closes (hyper cannot tell where the next request would start); a
+/// request whose body was read keeps the connection.
+#[tokio::test]
+async fn an_answer_before_the_body_says_the_connection_closes() {
+    let h = Herald::start(None, &[]);
+    let body = r#"{"read":true}"#;
+    let head = format!(
+        "PATCH /notifications/01ARZ3NDEKTSV4RRFFQ69G5FAV HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut raw = Raw::open(&h, &head).await;
+    raw.until("the answer's head", |t| t.contains("\r\n\r\n"))
+        .await;
+    // the body comes late: the connection closes once the answer is written
+    let _ = raw.socket.write_all(body.as_bytes()).await;
+    raw.until_closed().await;
+    assert_eq!(raw_status(&raw.text), 401, "{}", raw.text);
+    let answer = raw.text.split("\r\n\r\n").next().unwrap();
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    let all = r#"{"all":true,"read":true}"#;
+    let request = format!(
+        "PATCH /notifications HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{all}\
+         GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        user_token("alice"),
+        all.len()
+    );
+    let mut raw = Raw::open(&h, &request).await;
+    raw.until("both answers", |t| t.contains(r#"{"status":"ok"}"#))
+        .await;
+    assert_eq!(raw_status(&raw.text), 200, "{}", raw.text);
+    assert!(
+        !raw.text.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        raw.text
+    );
+}
+
 /// A stream Herald ends while its client is still sending (bytes after its request) is
 /// closed after its last chunk without a reset: the client reads the end and the socket's
 /// close, not ECONNRESET (a close with unread input resets, which can cost the client the

@@ -1,0 +1,83 @@
+//! An HTTP/1 answer given before its request's body was read to the end (a refusal: 401,
+//! 403, 413, …) says `Connection: close`. hyper closes such a connection once the answer is
+//! written, unless the rest of the body has already arrived to be drained, and a keep-alive
+//! client that was not told would send its next request into a connection being closed.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tower::{Service, ServiceExt};
+
+use crate::routes::body::{Request, Response};
+use crate::upstream::RequestBody;
+
+/// `service`, its HTTP/1 answers closing the connection when their request's body was not
+/// read to its end by then.
+pub fn close_unread<S>(
+    service: S,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone
+where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
+{
+    tower::service_fn(move |req: Request| {
+        let read = Arc::new(AtomicBool::new(true));
+        let http1 = req.version() <= Version::HTTP_11;
+        let req = if http1 && !req.body().is_end_stream() {
+            read.store(false, Ordering::Relaxed);
+            let read = read.clone();
+            req.map(|inner| Watched { inner, read }.boxed_unsync())
+        } else {
+            req
+        };
+        let answer = service.clone().oneshot(req);
+        async move {
+            let mut response = answer.await?;
+            if !read.load(Ordering::Relaxed) {
+                let close = HeaderValue::from_static("close");
+                response.headers_mut().insert(header::CONNECTION, close);
+            }
+            Ok(response)
+        }
+    })
+}
+
+/// A request body that marks `read` once its end has been reached.
+struct Watched {
+    inner: RequestBody,
+    read: Arc<AtomicBool>,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.read.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
