@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::body::{empty, json, read_json, Request, Response};
 use crate::auth;
 use crate::error::Result;
-use crate::model::{now_secs, validate_id};
+use crate::model::{now_ms, validate_id};
 use crate::publish::{publish, PublishRequest};
 use crate::state::AppState;
 
@@ -25,11 +25,12 @@ pub async fn login(state: AppState, req: Request) -> Result<Response> {
     auth::origin::check(&state, &parts)?;
     let Login { user } = read_json(body, state.config.body_timeout).await?;
     validate_id("user", &user)?;
-    let (cookie, exp) = auth::session::start(&state, &user, now_secs() + DEV_SESSION_SECS).await?;
+    let (cookie, ends_ms) =
+        auth::session::start(&state, &user, now_ms() + DEV_SESSION_SECS * 1000).await?;
     let mut response = empty(StatusCode::NO_CONTENT);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        auth::session::set_cookie(&cookie, exp, auth::session::cookie_secure(&state)),
+        auth::session::set_cookie(&cookie, ends_ms, auth::session::cookie_secure(&state)),
     );
     Ok(response)
 }
