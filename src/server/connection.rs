@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::cors::CorsLayer;
 
 use super::bare_errors::JsonErrors;
@@ -32,6 +32,7 @@ use super::idle::{self, Activity, Tracked};
 use super::linger::Linger;
 use super::prefixed::Prefixed;
 use super::unread::close_unread;
+use super::AppService;
 use crate::connect_limit::ConnectLimit;
 use crate::error::Error;
 use crate::forwarded::{self, ConnInfo};
@@ -286,19 +287,6 @@ async fn write_response(
 /// CORS around the routes, and `--max-connect-rate` (per connection, or per request for a
 /// trusted proxy's connections, which many clients share: those count against the forwarded
 /// client address).
-trait AppService:
-    Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
-{
-}
-
-impl<S> AppService for S where
-    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
-        + Clone
-        + Send
-        + 'static
-{
-}
-
 fn service(shared: &Shared, info: ConnInfo) -> impl AppService {
     let state = &shared.state;
     let peer = info.peer;

@@ -4,11 +4,10 @@
 //! over HTTP/1; bare over HTTP/2), and this layer refuses a head between the two with the
 //! JSON error body, as the first request's reader does.
 
-use std::convert::Infallible;
-
 use http::{header, HeaderValue};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
+use super::AppService;
 use crate::error::Error;
 use crate::request_id::{self, RequestId};
 use crate::routes::body::{error_response, Request, Response};
@@ -30,15 +29,7 @@ pub const HYPER_HEADERS: usize = 2 * MAX_HEADERS;
 /// `service`, with heads over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] refused: 431, and the
 /// connection closed (as for the first request); and every answer to a HEAD without its body
 /// (`routes::without_body`), those refused here or by the rate limit included.
-pub fn refuse_large_heads<S>(
-    service: S,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone
-where
-    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
-        + Clone
-        + Send
-        + 'static,
-{
+pub fn refuse_large_heads(service: impl AppService) -> impl AppService {
     tower::service_fn(move |req: Request| {
         let too_large = head_too_large(&req);
         let h2 = req.version() == http::Version::HTTP_2;

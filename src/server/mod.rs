@@ -37,6 +37,31 @@ use crate::ingest::Ingest;
 use crate::retention;
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
+
+/// A request service as hyper serves it: the routes and every layer around them.
+trait AppService:
+    tower::Service<
+        crate::routes::body::Request,
+        Response = crate::routes::body::Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> AppService for S where
+    S: tower::Service<
+            crate::routes::body::Request,
+            Response = crate::routes::body::Response,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
 use listen::Listeners;
 
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.

@@ -3,7 +3,6 @@
 //! written, unless the rest of the body has already arrived to be drained, and a keep-alive
 //! client that was not told would send its next request into a connection being closed.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,22 +12,15 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use tower::{Service, ServiceExt};
+use tower::ServiceExt;
 
-use crate::routes::body::{Request, Response};
+use super::AppService;
+use crate::routes::body::Request;
 use crate::upstream::RequestBody;
 
 /// `service`, its HTTP/1 answers closing the connection when their request's body was not
 /// read to its end by then.
-pub fn close_unread<S>(
-    service: S,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone
-where
-    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
-        + Clone
-        + Send
-        + 'static,
-{
+pub fn close_unread(service: impl AppService) -> impl AppService {
     tower::service_fn(move |req: Request| {
         let read = Arc::new(AtomicBool::new(true));
         let http1 = req.version() <= Version::HTTP_11;
