@@ -45,6 +45,11 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long a user's channel stays subscribed after the user's last stream here ended.
 const LINGER: Duration = Duration::from_secs(10);
+/// After a cluster link's new connection, when every subscription is made once more: the
+/// connection's first slot refresh, which may run just after the restore, can replace node
+/// connections and take their subscriptions with them, without a disconnection push (seen
+/// after a primary hung for ~3 s: streams on healthy shards heard nothing more).
+const RESTORE_AGAIN: Duration = Duration::from_secs(3);
 
 pub(super) enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
@@ -95,6 +100,9 @@ struct Subscriptions {
     /// entry that matches `leaving` counts).
     leaving: HashMap<String, Instant>,
     leave_order: VecDeque<(Instant, String)>,
+    /// When to make every subscription again after a cluster link's new connection
+    /// ([`RESTORE_AGAIN`]).
+    again_at: Option<Instant>,
 }
 
 impl Subscriptions {
@@ -151,6 +159,7 @@ pub(super) async fn work(
     loop {
         let retry_at = subs.retry_at;
         let leave_at = subs.leave_order.front().map(|(at, _)| *at);
+        let again_at = subs.again_at;
         let first = tokio::select! {
             c = rx.recv() => match c { Some(c) => Some(c), None => return },
             changed = reconnections.changed() => match changed {
@@ -162,10 +171,17 @@ pub(super) async fn work(
                     settled.restoring.store(true, Ordering::Release);
                     let generation = *reconnections.borrow_and_update();
                     settled.generation.store(generation, Ordering::Release);
+                    if conn.is_cluster() {
+                        subs.again_at = Some(Instant::now() + RESTORE_AGAIN);
+                    }
                     Some(Command::Lost)
                 }
                 Err(_) => return,
             },
+            _ = sleep_until(again_at) => {
+                subs.again_at = None;
+                Some(Command::Lost)
+            }
             _ = sleep_until(retry_at) => None,
             _ = sleep_until(leave_at) => None,
             _ = shutdown.wait() => return,

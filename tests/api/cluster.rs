@@ -141,6 +141,39 @@ async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
     cluster.resume(hung);
 }
 
+/// Streams of users on healthy shards keep receiving after a primary that `--redis-url` does
+/// not name hung for 3 s (no failover): the links connect anew, and the new connection's
+/// first slot refresh, which may run just after the subscriptions were made again, replaced
+/// node connections and took those subscriptions without a word (every later notification
+/// of those users was stored but never streamed, and `/readyz` said 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_an_unnamed_primary_hangs_briefly() {
+    let cluster = Cluster::start(3, 0);
+    let primaries = cluster.primaries();
+    let url = format!(
+        "redis+cluster://127.0.0.1:{},127.0.0.1:{}",
+        primaries[0], primaries[1]
+    );
+    let a = Herald::start(Some(&url), &[]);
+    let b = Herald::start(Some(&url), &[]);
+    let users: Vec<String> = (0..12).map(|i| format!("hang-{i}")).collect();
+    let mut streams = Vec::new();
+    for user in &users {
+        streams.push(a.events(&user_token(user), "").await);
+        streams.push(b.events(&user_token(user), "").await);
+    }
+    cluster.pause(primaries[2]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.resume(primaries[2]);
+    for round in ["after the hang", "live"] {
+        let ids = publish_all(&a, &users, round).await;
+        for (i, sse) in streams.iter_mut().enumerate() {
+            let what = format!("stream {i} of {}, {round}", users[i / 2]);
+            receives(sse, &ids[i / 2], Duration::from_secs(10), &what).await;
+        }
+    }
+}
+
 /// A node that only holds streams of a hung primary's user (another node takes the
 /// publishes) sends that primary no command of its own, so none misses a deadline; its
 /// links' probe (`TIME` to every primary) gets no answer, so it connects anew all the same,
