@@ -209,11 +209,7 @@ impl Keys {
         if text.contains("PRIVATE KEY-----") {
             return Err("it holds a private key; give the public key".into());
         }
-        match text.matches("-----BEGIN ").count() {
-            0 => return Err("it holds no PEM block".into()),
-            1 => {}
-            n => return Err(format!("it holds {n} PEM blocks; give one public key")),
-        }
+        one_pem_block(&text, "public key")?;
         let (algorithm, key) = match DecodingKey::from_rsa_pem(pem) {
             Ok(key) => (Algorithm::RS256, key),
             Err(_) => {
@@ -340,11 +336,7 @@ impl Signer {
     /// P-256 in PKCS#8 → ES256), as [`Keys::public_pem`] does for the public half.
     pub fn private_pem(pem: &[u8], checks: &Checks) -> Result<Self, String> {
         let text = String::from_utf8_lossy(pem);
-        match text.matches("-----BEGIN ").count() {
-            0 => return Err("it holds no PEM block".into()),
-            1 => {}
-            n => return Err(format!("it holds {n} PEM blocks; give one private key")),
-        }
+        one_pem_block(&text, "private key")?;
         let (algorithm, key) = match EncodingKey::from_rsa_pem(pem) {
             Ok(key) => (Algorithm::RS256, key),
             Err(_) => {
@@ -371,6 +363,15 @@ impl Signer {
             .or_else(|| self.audience.clone().map(Audience::One));
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
             .map_err(|e| StartupError(format!("cannot sign token: {e}")))
+    }
+}
+
+/// A key file's text holds one PEM block: a second key would be ignored without a word.
+fn one_pem_block(text: &str, what: &str) -> Result<(), String> {
+    match text.matches("-----BEGIN ").count() {
+        0 => Err("it holds no PEM block".into()),
+        1 => Ok(()),
+        n => Err(format!("it holds {n} PEM blocks; give one {what}")),
     }
 }
 

@@ -16,6 +16,7 @@ mod prefixed;
 mod tls;
 mod unread;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
+use tower::Service;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::config::Config;
@@ -35,34 +37,24 @@ use crate::forwarded::ConnInfo;
 use crate::hub::{EndReason, Hub};
 use crate::ingest::Ingest;
 use crate::retention;
+use crate::routes::body::{Request, Response};
 use crate::shutdown::{self, Shutdown};
 use crate::state::AppState;
+use listen::Listeners;
 
 /// A request service as hyper serves it: the routes and every layer around them.
 trait AppService:
-    tower::Service<
-        crate::routes::body::Request,
-        Response = crate::routes::body::Response,
-        Error = std::convert::Infallible,
-        Future: Send,
-    > + Clone
-    + Send
-    + 'static
+    Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
 {
 }
 
 impl<S> AppService for S where
-    S: tower::Service<
-            crate::routes::body::Request,
-            Response = crate::routes::body::Response,
-            Error = std::convert::Infallible,
-            Future: Send,
-        > + Clone
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
         + Send
         + 'static
 {
 }
-use listen::Listeners;
 
 /// Bind, connect the backends, print the bound address, and serve until SIGINT/SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartupError> {

@@ -22,19 +22,20 @@ use crate::upstream::RequestBody;
 /// read to its end by then.
 pub fn close_unread(service: impl AppService) -> impl AppService {
     tower::service_fn(move |req: Request| {
-        let read = Arc::new(AtomicBool::new(true));
+        // Only a request with a body to read is watched (no allocation for the rest).
         let http1 = req.version() <= Version::HTTP_11;
-        let req = if http1 && !req.body().is_end_stream() {
-            read.store(false, Ordering::Relaxed);
-            let read = read.clone();
-            req.map(|inner| Watched { inner, read }.boxed_unsync())
+        let (req, read) = if http1 && !req.body().is_end_stream() {
+            let read = Arc::new(AtomicBool::new(false));
+            let body = read.clone();
+            let req = req.map(|inner| ReadMarked { inner, read: body }.boxed_unsync());
+            (req, Some(read))
         } else {
-            req
+            (req, None)
         };
         let answer = service.clone().oneshot(req);
         async move {
             let mut response = answer.await?;
-            if !read.load(Ordering::Relaxed) {
+            if read.is_some_and(|read| !read.load(Ordering::Relaxed)) {
                 let close = HeaderValue::from_static("close");
                 response.headers_mut().insert(header::CONNECTION, close);
             }
@@ -44,12 +45,12 @@ pub fn close_unread(service: impl AppService) -> impl AppService {
 }
 
 /// A request body that marks `read` once its end has been reached.
-struct Watched {
+struct ReadMarked {
     inner: RequestBody,
     read: Arc<AtomicBool>,
 }
 
-impl Body for Watched {
+impl Body for ReadMarked {
     type Data = Bytes;
     type Error = hyper::Error;
 

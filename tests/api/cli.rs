@@ -649,6 +649,29 @@ async fn token_and_publish_commands() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--action"));
+    // so is --data with a member named twice, saying so (without the parser's position)
+    let out = run(
+        &[
+            "publish",
+            "--jwt-secret",
+            SECRET,
+            "--url",
+            &h.base,
+            "--user",
+            "alice",
+            "--title",
+            "x",
+            "--data",
+            r#"{"a":1,"a":2}"#,
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        r#"herald: --data: the member "a" is named twice"#
+    );
     // a failing publish exits non-zero with the server's message
     let out = run(
         &[

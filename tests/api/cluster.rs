@@ -174,23 +174,15 @@ async fn streams_keep_receiving_after_an_unnamed_primary_hangs_briefly() {
     }
     // and a user whose streams open only now
     let fresh = vec!["hang-fresh".to_owned()];
-    let mut on_a = a.events(&user_token(&fresh[0]), "").await;
-    let mut on_b = b.events(&user_token(&fresh[0]), "").await;
+    let mut on_both = [
+        a.events(&user_token(&fresh[0]), "").await,
+        b.events(&user_token(&fresh[0]), "").await,
+    ];
     let ids = publish_all(&b, &fresh, "fresh").await;
-    receives(
-        &mut on_a,
-        &ids[0],
-        Duration::from_secs(5),
-        "a fresh stream on a",
-    )
-    .await;
-    receives(
-        &mut on_b,
-        &ids[0],
-        Duration::from_secs(5),
-        "a fresh stream on b",
-    )
-    .await;
+    for (sse, node) in on_both.iter_mut().zip(["a", "b"]) {
+        let what = format!("a fresh stream on {node}");
+        receives(sse, &ids[0], Duration::from_secs(5), &what).await;
+    }
 }
 
 /// A node that only holds streams of a hung primary's user (another node takes the
