@@ -630,42 +630,17 @@ async fn token_and_publish_commands() {
         ),
         (&json!(true), &json!("build-42"), &json!("ok"))
     );
-    // an --action that is not an action object is refused before anything is sent
-    let out = run(
-        &[
-            "publish",
-            "--jwt-secret",
-            SECRET,
-            "--url",
-            &h.base,
-            "--user",
-            "alice",
-            "--title",
-            "x",
-            "--action",
-            "approve",
-        ],
-        &[],
-    );
+    // an --action that is not an action object is refused before anything is sent, and so
+    // is --data with a member named twice, saying so (without the parser's position)
+    let publish_x = |extra: &[&str]| {
+        let args = ["publish", "--jwt-secret", SECRET, "--url", &h.base];
+        let args = [&args[..], &["--user", "alice", "--title", "x"], extra].concat();
+        run(&args, &[])
+    };
+    let out = publish_x(&["--action", "approve"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--action"));
-    // so is --data with a member named twice, saying so (without the parser's position)
-    let out = run(
-        &[
-            "publish",
-            "--jwt-secret",
-            SECRET,
-            "--url",
-            &h.base,
-            "--user",
-            "alice",
-            "--title",
-            "x",
-            "--data",
-            r#"{"a":1,"a":2}"#,
-        ],
-        &[],
-    );
+    let out = publish_x(&["--data", r#"{"a":1,"a":2}"#]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(
