@@ -3,6 +3,7 @@
 //! subscribes to a user's channel only while it holds a stream of that user. Embedded mode has
 //! one node, so its broker has nothing to carry: the memory store dispatches to the hub itself.
 
+mod canary;
 mod redis;
 mod subscriptions;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, oneshot};
 
+use super::canary::is_canary;
 use super::subscriptions::{work, Command, Settled};
 use super::Message;
 use crate::config::Backend;
@@ -54,7 +55,7 @@ impl RedisBroker {
         ));
         let settled = Settled::default();
         let worker = work(
-            command_rx,
+            (commands.clone(), command_rx),
             hub,
             conn.clone(),
             metrics,
@@ -138,6 +139,12 @@ async fn listen(
                     dispatch_batch(&hub, payload);
                     continue;
                 }
+                if is_canary(channel) {
+                    if let Ok(round) = payload.parse() {
+                        let _ = commands.send(Command::Heard(channel.to_owned(), round));
+                    }
+                    continue;
+                }
                 let (Some(user), Some(message)) =
                     (user_of_channel(channel), Message::parse(payload))
                 else {
@@ -146,11 +153,17 @@ async fn listen(
                 };
                 message.apply(&hub, &user);
             }
-            PushKind::SUnsubscribe => {
-                if let Some(user) = push.data.first().and_then(as_str).and_then(user_of_channel) {
-                    let _ = commands.send(Command::Dropped(user));
+            PushKind::SUnsubscribe => match push.data.first().and_then(as_str) {
+                Some(channel) if is_canary(channel) => {
+                    let _ = commands.send(Command::CanaryDropped);
                 }
-            }
+                Some(channel) => {
+                    if let Some(user) = user_of_channel(channel) {
+                        let _ = commands.send(Command::Dropped(user));
+                    }
+                }
+                None => {}
+            },
             PushKind::Disconnection => {
                 tracing::warn!(
                     "broker connection lost; subscribing again once Redis answers (streams stay \

@@ -7,15 +7,16 @@
 //! network, every stream of a node reconnecting at once) finds its channel subscribed, and
 //! costs Redis nothing.
 //!
-//! On one server the worker also keeps the batch channel subscribed, where a group publish
-//! announces its members' changes together: before any user's subscription is answered, and
-//! again before lost users are restored and caught up.
+//! The worker also keeps the node's own channels subscribed: on one server the batch channel,
+//! where a group publish announces its members' changes together, and the canaries
+//! (`canary.rs`), before any user's subscription is answered, and again before lost users
+//! are restored and caught up.
 //!
 //! Redis can end a subscription without being asked: a lost connection (crash, restart,
-//! network) or a `sunsubscribe` push when the channel's slot left the node (planned or forced
-//! failover, takeover, resharding). The worker subscribes such channels again between
-//! batches, on the slot's primary, retrying with backoff while the cluster settles; each
-//! restored user's streams then catch up from the store.
+//! network), a `sunsubscribe` push when the channel's slot left the node (planned or forced
+//! failover, takeover, resharding), or silently (a canary unheard). The worker subscribes
+//! such channels again between batches, on the slot's primary, retrying with backoff while
+//! the cluster settles; each restored user's streams then catch up from the store.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::canary::{Canary, Round};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -45,11 +47,6 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How long a user's channel stays subscribed after the user's last stream here ended.
 const LINGER: Duration = Duration::from_secs(10);
-/// After a cluster link's new connection, when every subscription is made once more: the
-/// connection's first slot refresh, which may run just after the restore, can replace node
-/// connections and take their subscriptions with them, without a disconnection push (seen
-/// after a primary hung for ~3 s: streams on healthy shards heard nothing more).
-const RESTORE_AGAIN: Duration = Duration::from_secs(3);
 
 pub(super) enum Command {
     Subscribe(String, oneshot::Sender<Result<()>>),
@@ -60,6 +57,14 @@ pub(super) enum Command {
     /// Redis ended the subscription to this user's channel (a `sunsubscribe` push: its slot
     /// left the node), or confirmed one of our own unsubscribes.
     Dropped(String),
+    /// Redis ended the subscription to one of the node's canaries.
+    CanaryDropped,
+    /// A canary's round was heard on its channel.
+    Heard(String, u64),
+    /// Redis took the publish of a canary's round.
+    Published(String, u64),
+    /// A round of canaries is due.
+    Round,
 }
 
 /// Whether this node's subscriptions are all in place, for `/readyz`: the worker has seen
@@ -82,7 +87,6 @@ impl Settled {
 }
 
 /// What the worker knows about this node's subscriptions.
-#[derive(Default)]
 struct Subscriptions {
     /// Whether the batch channel (one server only) is subscribed on the current connection.
     batch: bool,
@@ -100,12 +104,31 @@ struct Subscriptions {
     /// entry that matches `leaving` counts).
     leaving: HashMap<String, Instant>,
     leave_order: VecDeque<(Instant, String)>,
-    /// When to make every subscription again after a cluster link's new connection
-    /// ([`RESTORE_AGAIN`]).
-    again_at: Option<Instant>,
+    canary: Canary,
 }
 
 impl Subscriptions {
+    fn new(canary: Canary) -> Self {
+        Subscriptions {
+            batch: false,
+            wanted: HashSet::new(),
+            lost: HashSet::new(),
+            lost_since: None,
+            retry_at: None,
+            backoff: RETRY_MIN,
+            leaving: HashMap::new(),
+            leave_order: VecDeque::new(),
+            canary,
+        }
+    }
+
+    /// Every subscription on the connection is gone: restore the wanted users'.
+    fn lose_all(&mut self) {
+        self.batch = false;
+        self.canary.lost();
+        self.lost.extend(self.wanted.iter().cloned());
+    }
+
     /// The user's last stream here ended (`now`): unsubscribe after `LINGER`.
     fn leave(&mut self, user: String, now: Instant) {
         let at = now + LINGER;
@@ -139,17 +162,18 @@ impl Subscriptions {
 /// here again by the time it runs. Subscriptions Redis ended are restored between batches,
 /// retried with backoff, each restored user's streams catching up from the store.
 pub(super) async fn work(
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    (commands, mut rx): (
+        mpsc::UnboundedSender<Command>,
+        mpsc::UnboundedReceiver<Command>,
+    ),
     hub: Hub,
     conn: RedisConn,
     metrics: Metrics,
     settled: Settled,
     shutdown: Shutdown,
 ) {
-    let mut subs = Subscriptions {
-        backoff: RETRY_MIN,
-        ..Default::default()
-    };
+    let owner = format!("{}:{}", hub.node(), hub.run());
+    let mut subs = Subscriptions::new(Canary::new(&owner, conn.is_cluster()));
     // The link's new connections (after Redis was stopped or black-holed): the old
     // connection's subscriptions are gone with it.
     let mut reconnections = conn.reconnections();
@@ -159,7 +183,6 @@ pub(super) async fn work(
     loop {
         let retry_at = subs.retry_at;
         let leave_at = subs.leave_order.front().map(|(at, _)| *at);
-        let again_at = subs.again_at;
         let first = tokio::select! {
             c = rx.recv() => match c { Some(c) => Some(c), None => return },
             changed = reconnections.changed() => match changed {
@@ -171,17 +194,11 @@ pub(super) async fn work(
                     settled.restoring.store(true, Ordering::Release);
                     let generation = *reconnections.borrow_and_update();
                     settled.generation.store(generation, Ordering::Release);
-                    if conn.is_cluster() {
-                        subs.again_at = Some(Instant::now() + RESTORE_AGAIN);
-                    }
                     Some(Command::Lost)
                 }
                 Err(_) => return,
             },
-            _ = sleep_until(again_at) => {
-                subs.again_at = None;
-                Some(Command::Lost)
-            }
+            _ = tokio::time::sleep_until(subs.canary.next_at()) => Some(Command::Round),
             _ = sleep_until(retry_at) => None,
             _ = sleep_until(leave_at) => None,
             _ = shutdown.wait() => return,
@@ -200,10 +217,7 @@ pub(super) async fn work(
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
                 Command::Unsubscribe(user) => subs.leave(user, Instant::now()),
-                Command::Lost => {
-                    subs.batch = false;
-                    subs.lost.extend(subs.wanted.iter().cloned());
-                }
+                Command::Lost => subs.lose_all(),
                 // Our own unsubscribe is confirmed the same way, but by then the user is no
                 // longer wanted (or wanted again, and subscribing once more is harmless).
                 Command::Dropped(user) => {
@@ -212,6 +226,10 @@ pub(super) async fn work(
                         subs.lost.insert(user);
                     }
                 }
+                Command::CanaryDropped => subs.canary.lost(),
+                Command::Heard(channel, round) => subs.canary.heard(&channel, round),
+                Command::Published(channel, round) => subs.canary.published(&channel, round),
+                Command::Round => canary_round(&conn, &mut subs, &commands, &metrics).await,
             }
         }
         subscribe_all(&conn, &mut subs, subscribes).await;
@@ -242,10 +260,61 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Subscribe the batch channel (`store::batch`) unless it is (or this is a cluster, which has
-/// none): every user's subscription is only as good as it, since a group publish announces
-/// there.
-async fn subscribe_batch(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(), String> {
+/// Judge the canaries' last round and publish the next (in a task of its own: a hung primary
+/// must not hold up the worker); a canary unheard is a silent loss of every subscription.
+async fn canary_round(
+    conn: &RedisConn,
+    subs: &mut Subscriptions,
+    commands: &mpsc::UnboundedSender<Command>,
+    metrics: &Metrics,
+) {
+    let active = !subs.wanted.is_empty();
+    if active && subs.lost.is_empty() && subs.canary.unsubscribed().is_some() {
+        // one canary's slot moved: subscribe it again before checking
+        if let Err(e) = subscribe_own(conn, subs).await {
+            tracing::debug!(error = e, "subscribing the canaries failed");
+        }
+    }
+    match subs.canary.round(active) {
+        Round::Idle => {}
+        Round::Silent(channel) => {
+            tracing::warn!(
+                channel,
+                "the broker's subscriptions went silent (a canary published here was not \
+                 heard back); subscribing again, and the streams catch up"
+            );
+            metrics.broker_reconnects.inc();
+            subs.lose_all();
+        }
+        Round::Publish(round, channels) => {
+            let (conn, commands) = (conn.clone(), commands.clone());
+            tokio::spawn(async move {
+                let publishes = channels.into_iter().map(|channel| {
+                    let mut conn = conn.clone();
+                    async move {
+                        let taken: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
+                            .arg(&channel)
+                            .arg(round)
+                            .query_async(&mut conn)
+                            .await;
+                        (channel, taken.is_ok())
+                    }
+                });
+                for (channel, taken) in futures_util::future::join_all(publishes).await {
+                    if taken {
+                        let _ = commands.send(Command::Published(channel, round));
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Subscribe the node's own channels that are not: the batch channel (`store::batch`; one
+/// server only) and the canaries. Every user's subscription is only as good as they are: a
+/// group publish announces on the batch channel, and the canaries, subscribed first, go
+/// silent with the users' subscriptions made after them.
+async fn subscribe_own(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(), String> {
     if !subs.batch && !conn.is_cluster() {
         conn.clone()
             .ssubscribe(BATCH_CHANNEL)
@@ -253,22 +322,30 @@ async fn subscribe_batch(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(
             .map_err(|e| e.to_string())?;
         subs.batch = true;
     }
+    if let Some(canaries) = subs.canary.unsubscribed() {
+        let failures = each_channel(conn, canaries, true, str::to_owned).await;
+        if let Some(error) = failures.into_values().next() {
+            return Err(format!("subscribing a canary failed: {error}"));
+        }
+        subs.canary.subscribed();
+    }
     Ok(())
 }
 
-/// `SSUBSCRIBE` (or, with `subscribe` false, `SUNSUBSCRIBE`) each user's channel, one channel
-/// per command (channels of different slots cannot share one), up to `BATCH` in flight; the
-/// users whose command failed, with why.
+/// `SSUBSCRIBE` (or, with `subscribe` false, `SUNSUBSCRIBE`) each user's channel (`channel`
+/// names it), one channel per command (channels of different slots cannot share one), up to
+/// `BATCH` in flight; the users whose command failed, with why.
 async fn each_channel(
     conn: &RedisConn,
     users: Vec<String>,
     subscribe: bool,
+    channel: fn(&str) -> String,
 ) -> HashMap<String, String> {
     futures_util::stream::iter(users)
         .map(|user| {
             let mut conn = conn.clone();
             async move {
-                let channel = UserKeys::new(&user).channel();
+                let channel = channel(&user);
                 let result = if subscribe {
                     conn.ssubscribe(&channel).await
                 } else {
@@ -285,7 +362,7 @@ async fn each_channel(
 
 /// `SUNSUBSCRIBE` each user's channel (a failure only leaves a channel this node ignores).
 async fn sunsubscribe_each(conn: &RedisConn, users: Vec<String>) {
-    for (user, error) in each_channel(conn, users, false).await {
+    for (user, error) in each_channel(conn, users, false, user_channel).await {
         tracing::debug!(error, user, "sunsubscribe failed");
     }
 }
@@ -311,15 +388,15 @@ async fn subscribe_all(
     if requests.is_empty() {
         return;
     }
-    if let Err(e) = subscribe_batch(conn, subs).await {
+    if let Err(e) = subscribe_own(conn, subs).await {
         for (_, reply) in requests {
-            let e = format!("subscribing the batch channel failed: {e}");
+            let e = format!("subscribing the node's own channels failed: {e}");
             let _ = reply.send(Err(Error::Unavailable(e.into())));
         }
         return;
     }
     let (failures, (_, misrouted)) = tokio::join!(
-        each_channel(conn, new.clone(), true),
+        each_channel(conn, new.clone(), true, user_channel),
         on_primaries(conn, new.clone())
     );
     for user in new {
@@ -345,14 +422,14 @@ async fn subscribe_all(
 /// after a longer wait.
 async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
     let users: Vec<String> = subs.lost.iter().cloned().collect();
-    let (ready, mut failures) = match subscribe_batch(conn, subs).await {
+    let (ready, mut failures) = match subscribe_own(conn, subs).await {
         Ok(()) => on_primaries(conn, users).await,
         Err(e) => (
             Vec::new(),
             users.into_iter().map(|u| (u, e.clone())).collect(),
         ),
     };
-    failures.extend(each_channel(conn, ready.clone(), true).await);
+    failures.extend(each_channel(conn, ready.clone(), true, user_channel).await);
     let mut restored = 0;
     for user in ready {
         if !failures.contains_key(&user) {
@@ -395,6 +472,10 @@ async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
         subs.retry_at = None;
         subs.backoff = RETRY_MIN;
     }
+}
+
+fn user_channel(user: &str) -> String {
+    UserKeys::new(user).channel()
 }
 
 /// Split `users` into those whose channel's slot the cluster connection routes to a primary
@@ -465,10 +546,9 @@ mod tests {
     use crate::hub::Idle;
 
     fn wanting(users: &[&str]) -> Subscriptions {
-        Subscriptions {
-            wanted: users.iter().map(|u| u.to_string()).collect(),
-            ..Default::default()
-        }
+        let mut subs = Subscriptions::new(Canary::new("n", false));
+        subs.wanted = users.iter().map(|u| u.to_string()).collect();
+        subs
     }
 
     /// A user is unsubscribed `LINGER` after its last stream ended, counted from the latest

@@ -142,12 +142,22 @@ async fn a_hung_primarys_users_are_served_once_its_replica_is_promoted() {
 }
 
 /// Streams of users on healthy shards keep receiving after a primary that `--redis-url` does
-/// not name hung for 3 s (no failover): the links connect anew, and the new connection's
-/// first slot refresh, which may run just after the subscriptions were made again, replaced
-/// node connections and took those subscriptions without a word (every later notification
-/// of those users was stored but never streamed, and `/readyz` said 200).
+/// not name hung for 3 s, or for 8 s (no failover): the links connect anew, and the new
+/// connection's first slot refresh, which may run just after the subscriptions were made
+/// again, replaced node connections and took those subscriptions without a word (every later
+/// notification of those users was stored but never streamed, and `/readyz` said 200); the
+/// canaries made before them went silent with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_keep_receiving_after_an_unnamed_primary_hangs_briefly() {
+    streams_keep_receiving_after_an_unnamed_primary_hangs(Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_an_unnamed_primary_hangs_for_long() {
+    streams_keep_receiving_after_an_unnamed_primary_hangs(Duration::from_secs(8)).await;
+}
+
+async fn streams_keep_receiving_after_an_unnamed_primary_hangs(hang: Duration) {
     let cluster = Cluster::start(3, 0);
     let primaries = cluster.primaries();
     let url = format!(
@@ -163,7 +173,7 @@ async fn streams_keep_receiving_after_an_unnamed_primary_hangs_briefly() {
         streams.push(b.events(&user_token(user), "").await);
     }
     cluster.pause(primaries[2]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(hang).await;
     cluster.resume(primaries[2]);
     for round in ["after the hang", "live"] {
         let ids = publish_all(&a, &users, round).await;
@@ -583,4 +593,29 @@ async fn a_refused_opening_replaces_no_stream() {
         status == 200 && body["sessions"].as_array().is_some_and(|s| s.len() == 1)
     })
     .await;
+}
+
+/// Redis closes the broker's connection to one primary (`CLIENT KILL TYPE pubsub`): the
+/// cluster client connects to it again without a disconnection push, so the subscriptions on
+/// it end silently. The node's canary there goes unheard, every subscription is made again
+/// and the streams catch up: the notification published meanwhile arrives, and later ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_redis_silently_drops_a_subscription_connection() {
+    let cluster = Cluster::start(3, 0);
+    let a = Herald::start(Some(&cluster.url()), &[]);
+    let users: Vec<String> = (0..12).map(|i| format!("killed-{i}")).collect();
+    let mut streams = Vec::new();
+    for user in &users {
+        streams.push(a.events(&user_token(user), "").await);
+    }
+    for primary in cluster.primaries() {
+        Cluster::cli(primary, &["client", "kill", "type", "pubsub"]);
+    }
+    for round in ["meanwhile", "live"] {
+        let ids = publish_all(&a, &users, round).await;
+        for (i, sse) in streams.iter_mut().enumerate() {
+            let what = format!("stream of {}, {round}", users[i]);
+            receives(sse, &ids[i], Duration::from_secs(10), &what).await;
+        }
+    }
 }
