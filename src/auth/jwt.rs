@@ -341,10 +341,19 @@ impl Signer {
             Ok(key) => (Algorithm::RS256, key),
             Err(_) => {
                 use p256::pkcs8::DecodePrivateKey;
+                use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
                 let no_key = "its block holds no RSA or EC private key";
                 let key = EncodingKey::from_ec_pem(pem).map_err(|_| no_key)?;
-                p256::SecretKey::from_pkcs8_pem(&text)
-                    .map_err(|_| "an EC key must be on the P-256 curve (ES256)")?;
+                // the block's DER, as lenient about the text around it as the key's reader
+                let on_p256 = match PrivateKeyDer::from_pem_slice(pem) {
+                    Ok(PrivateKeyDer::Pkcs8(der)) => {
+                        p256::SecretKey::from_pkcs8_der(der.secret_pkcs8_der()).is_ok()
+                    }
+                    _ => false,
+                };
+                if !on_p256 {
+                    return Err("an EC key must be on the P-256 curve (ES256)".into());
+                }
                 (Algorithm::ES256, key)
             }
         };

@@ -267,8 +267,9 @@ impl<'de> Visitor<'de> for Strict {
         while let Some(name) = map.next_key::<String>()? {
             if names.contains(&name) {
                 let name = first_chars(&name, QUOTED_CHARS).unwrap_or(name);
+                let name = serde_json::Value::String(name);
                 return Err(serde::de::Error::custom(format!(
-                    "the member {name:?} is named twice"
+                    "the member {name} is named twice"
                 )));
             }
             names.insert(name);

@@ -1,5 +1,6 @@
 //! An HTTP/1 answer given before its request's body was read to the end (a refusal: 401,
-//! 403, 413, …) says `Connection: close`. hyper closes such a connection once the answer is
+//! 403, 413, …; or an answer whose handler ignores a body, `DELETE /session` sent with one)
+//! says `Connection: close`. hyper closes such a connection once the answer is
 //! written, unless the rest of the body has already arrived to be drained, and a keep-alive
 //! client that was not told would send its next request into a connection being closed.
 

@@ -448,14 +448,38 @@ async fn public_keys_accept_only_their_algorithm() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-private-key"));
-    // a private key file of two keys, or of no key, is refused, not signed with at random
+    // a private key with text around its block signs
     let private = public.replace(".pub", ".key");
+    let padded = dir.0.join("padded.key");
+    let text = std::fs::read_to_string(&private).unwrap();
+    std::fs::write(&padded, format!("made by openssl\n{text}\n\n# ES256\n")).unwrap();
+    let out = Command::new(bin())
+        .args(["token", "--sub", "alice", "--jwt-public-key", &public])
+        .arg("--jwt-private-key")
+        .arg(&padded)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // a private key file of two keys, of no key, or of an EC key on another curve is refused,
+    // not signed with at random
     let two = dir.0.join("two.key");
-    std::fs::write(&two, std::fs::read_to_string(&private).unwrap().repeat(2)).unwrap();
+    std::fs::write(&two, text.repeat(2)).unwrap();
     let public_file = std::path::PathBuf::from(&public);
+    let p384 = dir.0.join("p384.key");
+    let p384_path = p384.to_str().unwrap();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-out",
+        p384_path,
+    ]);
     for (file, says) in [
         (&two, "it holds 2 PEM blocks"),
         (&public_file, "no RSA or EC private key"),
+        (&p384, "must be on the P-256 curve"),
     ] {
         let out = Command::new(bin())
             .args(["token", "--sub", "alice", "--jwt-public-key", &public])
