@@ -1,7 +1,8 @@
 //! Redis outages: while Redis is stopped or black-holed (a network path that accepts
 //! connections and forwards nothing), every request is answered within a second (503
 //! `unavailable` where Redis is needed), nothing answered 503 is stored later, open streams
-//! stay open and catch up when Redis is back, and SIGTERM still ends the node in time.
+//! stay open and catch up when Redis is back, and SIGTERM still ends the node in time. And
+//! subscriptions Redis ends without a word are noticed and made again.
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,97 @@ async fn pump(
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// A TCP proxy in front of redis-server whose [`Swapper::swap`] makes Redis end the
+/// subscriptions of every proxied connection that made one, without a word to the client:
+/// the proxy closes its own connection to Redis and opens another, replaying the client's
+/// first write (its handshake) and swallowing the answer, as a client that replaced a
+/// connection under its user would. Stops on drop.
+struct Swapper {
+    port: u16,
+    swaps: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Swapper {
+    async fn start(upstream: u16) -> Swapper {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (swaps, rx) = watch::channel(0);
+        let task = tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                tasks.spawn(swapped_relay(client, upstream, rx.clone()));
+            }
+        });
+        Swapper { port, swaps, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn swap(&self) {
+        self.swaps.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One connection of a [`Swapper`]; returns when either side closes.
+async fn swapped_relay(client: TcpStream, upstream: u16, mut swaps: watch::Receiver<u64>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let Ok(n @ 1..) = client_read.read(&mut up).await else {
+        return;
+    };
+    let handshake = up[..n].to_vec();
+    let mut subscribed = false;
+    swaps.borrow_and_update();
+    loop {
+        let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+            return;
+        };
+        if server.write_all(&handshake).await.is_err() {
+            return;
+        }
+        if subscribed {
+            // the new connection's answer to the handshake is not the client's to read
+            let swallow = async { while server.read(&mut down).await.is_ok_and(|n| n > 0) {} };
+            let _ = tokio::time::timeout(Duration::from_millis(300), swallow).await;
+        }
+        loop {
+            tokio::select! {
+                read = client_read.read(&mut up) => match read {
+                    Ok(n @ 1..) => {
+                        subscribed |= up[..n].windows(10).any(|w| w == b"SSUBSCRIBE");
+                        if server.write_all(&up[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
+                },
+                read = server.read(&mut down) => match read {
+                    Ok(n @ 1..) => {
+                        if client_write.write_all(&down[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
+                },
+                changed = swaps.changed() => match changed {
+                    Ok(()) if subscribed => break,
+                    Ok(()) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    }
 }
 
 /// Send `req` and time its answer; a request that gets no answer within 10 s fails the test.
@@ -736,4 +828,39 @@ async fn a_publish_outlasting_the_drain_answers_what_it_stored() {
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(trays.len(), stored.len());
+}
+
+/// Redis ends the node's subscriptions without closing its connection (the broker's
+/// connection to Redis is replaced under it): its canary goes unheard, every subscription is
+/// made again, and the stream receives what was published meanwhile, then live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_keep_receiving_after_redis_silently_ends_the_subscriptions() {
+    let redis = Redis::start();
+    let proxy = Swapper::start(redis.port).await;
+    let h = Herald::start(Some(&proxy.url()), &[]);
+    let mut sse = h.events(&user_token("alice"), "").await;
+    let before = h.notify("alice", "before").await;
+    assert_eq!(sse.next_event().await.json()["id"], before.as_str());
+    proxy.swap();
+    let channels = || {
+        let mut conn = redis.conn();
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("SHARDCHANNELS")
+            .query(&mut conn)
+            .unwrap();
+        channels
+    };
+    let deadline = Instant::now() + WAIT;
+    while channels().iter().any(|c| c.contains("u:alice")) {
+        assert!(Instant::now() < deadline, "the subscription never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let meanwhile = h.notify("alice", "meanwhile").await;
+    let next = sse.try_next(Duration::from_secs(10)).await;
+    let next = next.expect("the notification published meanwhile, within 10 s");
+    assert_eq!(next.json()["id"], meanwhile.as_str());
+    assert!(channels().iter().any(|c| c.contains("u:alice")));
+    assert_eq!(h.metric("herald_broker_reconnects_total").await, 1.0);
+    let live = h.notify("alice", "live").await;
+    assert_eq!(sse.next_event().await.json()["id"], live.as_str());
 }
