@@ -28,6 +28,8 @@ const PREFIX: &str = "herald:canary:";
 /// One canary channel and what was published and heard on it.
 struct Channel {
     name: String,
+    /// The round when it was subscribed on the current connection; `None`: not subscribed.
+    subscribed_at: Option<u64>,
     /// The round last published on it, once Redis took the publish.
     sent: Option<u64>,
     /// The latest round heard back.
@@ -36,15 +38,19 @@ struct Channel {
     misses: u8,
 }
 
+impl Channel {
+    /// Forget what was published and missed: it says nothing about the next subscription.
+    fn forget(&mut self) {
+        self.sent = None;
+        self.misses = 0;
+    }
+}
+
 /// The canaries of one node, kept by the subscription worker (which alone subscribes them).
 pub(super) struct Canary {
     channels: Vec<Channel>,
-    /// Whether the channels are subscribed on the current connection.
-    subscribed: bool,
-    /// The round of the latest publish; publishes of earlier rounds than the subscription's
-    /// do not count.
+    /// The latest round published.
     round: u64,
-    subscribed_round: u64,
     next_at: Instant,
 }
 
@@ -54,7 +60,7 @@ pub(super) enum Round {
     Publish(u64, Vec<String>),
     /// A canary went unheard [`MISSES`] rounds in a row: every subscription is lost.
     Silent(String),
-    /// Nothing to check: the canaries are not subscribed (no stream yet, or Redis is away).
+    /// Nothing to check: no canary is subscribed (no stream yet, or Redis is away).
     Idle,
 }
 
@@ -71,40 +77,42 @@ impl Canary {
                 .into_iter()
                 .map(|tag| Channel {
                     name: format!("{PREFIX}{{{tag}}}:{owner}"),
+                    subscribed_at: None,
                     sent: None,
                     heard: 0,
                     misses: 0,
                 })
                 .collect(),
-            subscribed: false,
             round: 0,
-            subscribed_round: 0,
             next_at: Instant::now() + ROUND,
         }
     }
 
-    /// The channels to subscribe, when they are not on the current connection.
-    pub(super) fn unsubscribed(&self) -> Option<Vec<String>> {
-        (!self.subscribed).then(|| self.channels.iter().map(|c| c.name.clone()).collect())
+    /// The channels not subscribed on the current connection.
+    pub(super) fn unsubscribed(&self) -> Vec<String> {
+        (self.channels.iter())
+            .filter(|c| c.subscribed_at.is_none())
+            .map(|c| c.name.clone())
+            .collect()
     }
 
-    /// The channels were subscribed on the current connection.
-    pub(super) fn subscribed(&mut self) {
-        self.subscribed = true;
-        self.subscribed_round = self.round;
+    /// `name` was subscribed on the current connection.
+    pub(super) fn subscribed(&mut self, name: &str) {
+        let round = self.round;
+        if let Some(channel) = self.channel(name) {
+            channel.subscribed_at = Some(round);
+            channel.forget();
+        }
     }
 
-    /// The connection's subscriptions are gone (or one canary's: its slot left the node).
-    pub(super) fn lost(&mut self) {
-        self.subscribed = false;
-        self.lost_track();
-    }
-
-    /// Forget what was published and missed: it says nothing about the next subscription.
-    fn lost_track(&mut self) {
+    /// The connection's subscriptions are gone (`name`: only that canary's, its slot left the
+    /// node).
+    pub(super) fn lost(&mut self, name: Option<&str>) {
         for channel in &mut self.channels {
-            channel.sent = None;
-            channel.misses = 0;
+            if name.is_none_or(|name| name == channel.name) {
+                channel.subscribed_at = None;
+                channel.forget();
+            }
         }
     }
 
@@ -129,33 +137,40 @@ impl Canary {
             }
         }
         if let Some(name) = silent {
-            self.lost();
+            self.lost(None);
             return Round::Silent(name);
         }
-        if !self.subscribed || !active {
-            self.lost_track();
+        let subscribed: Vec<String> = (self.channels.iter())
+            .filter(|c| c.subscribed_at.is_some())
+            .map(|c| c.name.clone())
+            .collect();
+        if subscribed.is_empty() || !active {
+            self.channels.iter_mut().for_each(Channel::forget);
             return Round::Idle;
         }
         self.round += 1;
-        let names = self.channels.iter().map(|c| c.name.clone()).collect();
-        Round::Publish(self.round, names)
+        Round::Publish(self.round, subscribed)
     }
 
-    /// Redis took the publish of `round` on `name`.
+    /// Redis took the publish of `round` on `name` (it counts if the canary was subscribed
+    /// before that round).
     pub(super) fn published(&mut self, name: &str, round: u64) {
-        if !self.subscribed || round <= self.subscribed_round {
-            return;
-        }
-        if let Some(channel) = self.channels.iter_mut().find(|c| c.name == name) {
-            channel.sent = Some(round);
+        if let Some(channel) = self.channel(name) {
+            if channel.subscribed_at.is_some_and(|at| at < round) {
+                channel.sent = Some(round);
+            }
         }
     }
 
     /// `round` was heard on `name`.
     pub(super) fn heard(&mut self, name: &str, round: u64) {
-        if let Some(channel) = self.channels.iter_mut().find(|c| c.name == name) {
+        if let Some(channel) = self.channel(name) {
             channel.heard = channel.heard.max(round);
         }
+    }
+
+    fn channel(&mut self, name: &str) -> Option<&mut Channel> {
+        self.channels.iter_mut().find(|c| c.name == name)
     }
 }
 
@@ -195,7 +210,7 @@ mod tests {
     #[test]
     fn a_cluster_has_a_canary_in_every_window() {
         let canary = Canary::new("n:run", true);
-        let names = canary.unsubscribed().unwrap();
+        let names = canary.unsubscribed();
         assert_eq!(names.len(), 16);
         let mut windows: Vec<u16> = names
             .iter()
@@ -211,39 +226,42 @@ mod tests {
     }
 
     /// A canary unheard twice in a row is a loss; once, or a publish Redis did not take, is
-    /// not; neither is a publish from before the channel's latest subscription.
+    /// not; neither is a publish from before the channel's latest subscription. A canary not
+    /// subscribed is not published on.
     #[test]
     fn two_unheard_rounds_are_a_loss() {
-        let mut canary = Canary::new("n", false);
+        let mut canary = Canary::new("n", true);
         assert!(matches!(canary.round(true), Round::Idle));
-        canary.subscribed();
+        let name = canary.unsubscribed()[3].clone();
+        canary.subscribed(&name);
+        assert_eq!(canary.unsubscribed().len(), 15);
         assert!(matches!(canary.round(false), Round::Idle));
-        let name = canary.channels[0].name.clone();
-        let Round::Publish(round, _) = canary.round(true) else {
-            panic!("a round to publish")
+        let publish = |canary: &mut Canary| match canary.round(true) {
+            Round::Publish(round, names) => {
+                assert_eq!(names, [name.clone()]);
+                round
+            }
+            _ => panic!("a round to publish"),
         };
+        let round = publish(&mut canary);
         canary.published(&name, round);
-        let Round::Publish(round, _) = canary.round(true) else {
-            panic!("one miss is not a loss")
-        };
+        let round = publish(&mut canary); // one miss
         canary.heard(&name, round);
         canary.published(&name, round);
-        let Round::Publish(round, _) = canary.round(true) else {
-            panic!("heard")
-        };
+        let round = publish(&mut canary); // heard
         canary.published(&name, round);
-        let Round::Publish(_, _) = canary.round(true) else {
-            panic!("a publish not taken is not a miss")
-        };
-        let Round::Publish(round, _) = canary.round(true) else {
-            panic!("one miss")
-        };
+        publish(&mut canary); // one miss; this publish not taken
+        let round = publish(&mut canary); // not a miss
         canary.published(&name, round);
         assert!(matches!(canary.round(true), Round::Silent(n) if n == name));
         assert!(matches!(canary.round(true), Round::Idle));
-        canary.subscribed();
+        assert_eq!(canary.unsubscribed().len(), 16);
+        canary.subscribed(&name);
         canary.published(&name, round); // sent before the new subscription
-        assert!(canary.channels[0].sent.is_none());
-        assert!(matches!(canary.round(true), Round::Publish(..)));
+        assert!(canary.channels.iter().all(|c| c.sent.is_none()));
+        let round = publish(&mut canary);
+        canary.lost(Some(&name));
+        canary.published(&name, round);
+        assert!(matches!(canary.round(true), Round::Idle));
     }
 }

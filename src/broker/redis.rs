@@ -155,7 +155,7 @@ async fn listen(
             }
             PushKind::SUnsubscribe => match push.data.first().and_then(as_str) {
                 Some(channel) if is_canary(channel) => {
-                    let _ = commands.send(Command::CanaryDropped);
+                    let _ = commands.send(Command::CanaryDropped(channel.to_owned()));
                 }
                 Some(channel) => {
                     if let Some(user) = user_of_channel(channel) {

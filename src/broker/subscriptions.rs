@@ -57,8 +57,8 @@ pub(super) enum Command {
     /// Redis ended the subscription to this user's channel (a `sunsubscribe` push: its slot
     /// left the node), or confirmed one of our own unsubscribes.
     Dropped(String),
-    /// Redis ended the subscription to one of the node's canaries.
-    CanaryDropped,
+    /// Redis ended the subscription to this canary of the node.
+    CanaryDropped(String),
     /// A canary's round was heard on its channel.
     Heard(String, u64),
     /// Redis took the publish of a canary's round.
@@ -125,7 +125,7 @@ impl Subscriptions {
     /// Every subscription on the connection is gone: restore the wanted users'.
     fn lose_all(&mut self) {
         self.batch = false;
-        self.canary.lost();
+        self.canary.lost(None);
         self.lost.extend(self.wanted.iter().cloned());
     }
 
@@ -226,7 +226,7 @@ pub(super) async fn work(
                         subs.lost.insert(user);
                     }
                 }
-                Command::CanaryDropped => subs.canary.lost(),
+                Command::CanaryDropped(channel) => subs.canary.lost(Some(&channel)),
                 Command::Heard(channel, round) => subs.canary.heard(&channel, round),
                 Command::Published(channel, round) => subs.canary.published(&channel, round),
                 Command::Round => canary_round(&conn, &mut subs, &commands, &metrics).await,
@@ -269,10 +269,10 @@ async fn canary_round(
     metrics: &Metrics,
 ) {
     let active = !subs.wanted.is_empty();
-    if active && subs.lost.is_empty() && subs.canary.unsubscribed().is_some() {
-        // one canary's slot moved: subscribe it again before checking
+    if active && subs.lost.is_empty() {
+        // a canary whose slot moved, or whose primary did not answer
         if let Err(e) = subscribe_own(conn, subs).await {
-            tracing::debug!(error = e, "subscribing the canaries failed");
+            tracing::debug!(error = e, "subscribing the node's own channels failed");
         }
     }
     match subs.canary.round(active) {
@@ -313,7 +313,9 @@ async fn canary_round(
 /// Subscribe the node's own channels that are not: the batch channel (`store::batch`; one
 /// server only) and the canaries. Every user's subscription is only as good as they are: a
 /// group publish announces on the batch channel, and the canaries, subscribed first, go
-/// silent with the users' subscriptions made after them.
+/// silent with the users' subscriptions made after them. A canary that fails to subscribe
+/// (its primary does not answer) does not hold up the users: it is tried again at the
+/// canaries' next round.
 async fn subscribe_own(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(), String> {
     if !subs.batch && !conn.is_cluster() {
         conn.clone()
@@ -322,12 +324,15 @@ async fn subscribe_own(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(),
             .map_err(|e| e.to_string())?;
         subs.batch = true;
     }
-    if let Some(canaries) = subs.canary.unsubscribed() {
-        let failures = each_channel(conn, canaries, true, str::to_owned).await;
-        if let Some(error) = failures.into_values().next() {
-            return Err(format!("subscribing a canary failed: {error}"));
+    let canaries = subs.canary.unsubscribed();
+    if !canaries.is_empty() {
+        let failures = each_channel(conn, canaries.clone(), true, str::to_owned).await;
+        for channel in canaries {
+            match failures.get(&channel) {
+                None => subs.canary.subscribed(&channel),
+                Some(error) => tracing::debug!(error, channel, "subscribing a canary failed"),
+            }
         }
-        subs.canary.subscribed();
     }
     Ok(())
 }
