@@ -238,7 +238,7 @@ mod tests {
         assert!(matches!(canary.round(false), Round::Idle));
         let publish = |canary: &mut Canary| match canary.round(true) {
             Round::Publish(round, names) => {
-                assert_eq!(names, [name.clone()]);
+                assert_eq!(names, std::slice::from_ref(&name));
                 round
             }
             _ => panic!("a round to publish"),
