@@ -452,6 +452,9 @@ export class Herald {
   #writes = [];
   /** This tab's stream is ready and not ended for good (`replaced`): writes wait for it. */
   #streaming = false;
+  /** The position the counts were last read at (the first page's): replayed changes at or
+   * before it carry older counts, which would take the badge back. */
+  #countedAt = null;
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
@@ -464,6 +467,7 @@ export class Herald {
     const page = await h.list({ limit });
     h.page = page;
     h.#setCounts(nextCounts("page", page, h.#counts()));
+    h.#countedAt = page.position;
     h.lastId = startPosition(loadPosition(h.base), page.position);
     h.#start(transport ?? pickTransport(h.base));
     await h.#ready;
@@ -519,7 +523,7 @@ export class Herald {
    */
   list({ limit, before, unread, unseen, archived, snoozed, category } = {}) {
     const q = new URLSearchParams();
-    if (limit) q.set("limit", String(limit));
+    if (limit != null) q.set("limit", String(limit)); // a bad one (0, 500) is the server's 400
     if (before) q.set("before", before);
     if (unread) q.set("unread", "true");
     if (unseen) q.set("unseen", "true");
@@ -697,12 +701,17 @@ export class Herald {
     const behind = id != null && notAfter(id, this.lastId);
     if (behind && CHANGE_EVENTS.has(name)) return; // already delivered here
     let changed;
+    let then = null; // the counts as of this change, when they are not the ones shown
     if (name === "ready") {
       this.user = data.user;
       this.session = data.session;
       // A `ready` at or behind this tab (its page's position, or another tab joined from
       // further back) keeps our own counts.
       changed = !behind && this.#setCounts(nextCounts(name, data, { unread: 0, unseen: 0 }));
+    } else if (CHANGE_EVENTS.has(name) && id != null && notAfter(id, this.#countedAt)) {
+      // a replayed change the counts shown already reflect: they stay
+      then = nextCounts(name, data, this.#counts());
+      changed = false;
     } else {
       changed = this.#setCounts(nextCounts(name, data, this.#counts()));
     }
@@ -710,7 +719,7 @@ export class Herald {
     // (another user signed in, or the log restarted) replaces the old position; so does `reset`.
     if (parseId(id) && (name === "reset" || !behind)) this.lastId = id;
     if (this.lastId != null && !UNNUMBERED_EVENTS.has(name)) {
-      savePosition(this.base, this.lastId, this.#counts());
+      savePosition(this.base, this.lastId, then ?? this.#counts());
     }
     if (name === "ready") this.#resolveReady();
     if (name === "ready" || name === "replaced") this.#streaming = name === "ready";

@@ -223,19 +223,50 @@ test("a reload resumes by last event id: each missed notification arrives once",
   }
 });
 
+test("a reloaded tab's unread count does not go back while it replays what it missed", async () => {
+  const user = "recount";
+  const { context, close } = await browser();
+  try {
+    const page = await context.newPage();
+    await signIn(page, user);
+    await bareClient(page);
+    const before = [];
+    for (let i = 0; i < 3; i++) before.push(await publish(herald.base, user, `before ${i}`));
+    await page.waitForFunction((n) => window.h.unreadCount === n, before.length, { timeout: 10_000 });
+    await page.goto("about:blank");
+    await until(async () => (await streams(user)).length === 0, "the stream to close");
+    const during = [];
+    for (let i = 0; i < 4; i++) during.push(await publish(herald.base, user, `during ${i}`));
+    await bareClient(page, { counts: true });
+    await page.waitForFunction((ids) => ids.every((id) => JSON.parse(sessionStorage.getItem("events")).includes(id)), during, {
+      timeout: 10_000,
+    });
+    const counts = await page.evaluate(() => window.counts);
+    assert.deepEqual(counts, [7], `the count once connected, then on each event: ${counts}`);
+  } finally {
+    await close();
+  }
+});
+
 /**
  * A bare page of the origin with only the client on it: `window.h`. The ids of its
- * `notification` events go to sessionStorage `events`, which outlives a reload of the tab.
+ * `notification` events go to sessionStorage `events`, which outlives a reload of the tab;
+ * with `counts`, `window.counts` is the unread count once connected, then at each change.
  */
-async function bareClient(page) {
+async function bareClient(page, { counts = false } = {}) {
   if (!page.url().endsWith("/healthz")) await page.goto(`${herald.base}/healthz`);
-  await page.evaluate(async () => {
+  await page.evaluate(async (counts) => {
     const { default: Herald } = await import("/herald.js");
     window.h = await Herald.connect();
     window.h.on("notification", (n) => {
       sessionStorage.setItem("events", JSON.stringify([...JSON.parse(sessionStorage.getItem("events") ?? "[]"), n.id]));
     });
-  });
+    if (counts) {
+      // the unread count once connected, then at every change of it
+      window.counts = [window.h.unreadCount];
+      window.h.on("counts", (c) => window.counts.push(c.unread_count));
+    }
+  }, counts);
 }
 const received = (page) => page.evaluate(() => JSON.parse(sessionStorage.getItem("events") ?? "[]"));
 

@@ -329,6 +329,22 @@ test("a reload resumes from this tab's own position, not from a newer one anothe
   }
 });
 
+test("a tab replaying from further back keeps its page's counts for what the page reflects", async () => {
+  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1 }));
+  const { es, connecting } = await connect(); // the page: at t1.5, 2 unread
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.2");
+  const h = await connecting;
+  const got = record(h);
+  es.emit("notification", { ...n("c"), unread_count: 1, unseen_count: 1 }, "t1.3");
+  assert.equal(h.unreadCount, 2, "not the count of a change the page reflects");
+  assert.deepEqual(JSON.parse(sessionStorage.getItem("herald:position:/")), { id: "t1.3", unread: 1, unseen: 1 });
+  es.emit("read", { ids: ["c"], unread_count: 0, unseen_count: 0 }, "t1.5");
+  es.emit("notification", { ...n("d"), unread_count: 3, unseen_count: 3 }, "t1.6");
+  assert.equal(h.unreadCount, 3);
+  assert.deepEqual(got.filter(([name]) => name === "counts").map(([, c]) => c.unread_count), [3]);
+  h.close();
+});
+
 test("the tab's id is in sessionStorage only while the page is gone, so a copy of the tab draws its own", async () => {
   const { es, connecting } = await connect();
   es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
