@@ -341,7 +341,12 @@ export interface SavedPosition {
   id: string;
   unread?: number | undefined;
   unseen?: number | undefined;
+  /** When it was stored (Unix ms): a new tab resumes from the browser's only within `RESUME_WITHIN_MS`. */
+  at?: number | undefined;
 }
+
+/** How recent the browser's stored position must be for a new tab to resume from it, in ms. */
+export const RESUME_WITHIN_MS: number;
 
 /** Messages between tabs, the leader and the SharedWorker. */
 export const MSG: Readonly<{ HELLO: "hello"; EVENT: "event"; BYE: "bye"; LEADER: "leader"; ALIVE: "alive" }>;
@@ -361,7 +366,7 @@ export function parseId(id: unknown): { tag: string; seq: number } | null;
 /** Where to stream from, given the stored position and the first page's `position`. */
 export function startPosition(saved: SavedPosition | null | undefined, position: string | null | undefined): string | null;
 
-/** The stored position for `base`, or `null`. */
+/** The stored position for `base` (this tab's, else the browser's when recent), or `null`. */
 export function loadPosition(base: string): SavedPosition | null;
 
 export interface StreamOptions {

@@ -8,10 +8,12 @@
 // `connect` loads the tray's first page, then streams from the page's `position` (the change
 // it reflects), so nothing falls between the list and the stream. Each tab keeps the last event
 // id delivered to it in sessionStorage (which a reload keeps), the browser its latest in
-// localStorage (for a new tab): a reload (or a new tab) resumes from that one when it is not
-// newer than the page, so what was published meanwhile arrives as events, each exactly once,
-// even while other tabs kept the shared stream (and the browser's position) moving. Such
-// events repeat what the first page already shows: apps drop a notification they have by id.
+// localStorage (for a new tab opened within a minute of the browser's last event or tab): a
+// reload (or such a new tab) resumes from that one when it is not newer than the page, so what
+// was published meanwhile arrives as events, each exactly once, even while other tabs kept the
+// shared stream (and the browser's position) moving. Such events repeat what the first page
+// already shows: apps drop a notification they have by id. A later visit starts from its
+// page: what it lists does not come again as events.
 // A stream refused with 401 (the session or token is gone, say a restart lost it) ends like a
 // server-sent `revoked`, `{"reason": "unauthorized"}`; other refusals are retried with backoff.
 //
@@ -74,6 +76,10 @@ const scoped = (kind, base) => `herald:${kind ? `${kind}:` : ""}${base || "/"}`;
 const storageKey = (base) => scoped("position", base);
 /** Where the position is kept: this tab's own first (a reload), then this browser's latest. */
 const positionStores = () => [globalThis.sessionStorage, globalThis.localStorage];
+/** How recent the browser's position must be for a new tab to resume from it: a tab reopened
+ * soon after the last one closed gets what came meanwhile as events; a later visit does not
+ * get everything since its last one again (its first page lists it). */
+export const RESUME_WITHIN_MS = 60_000;
 
 /**
  * The counts `{ unread, unseen }` after event `name` with `data` (one rule for stream and tab).
@@ -128,7 +134,10 @@ export function loadPosition(base) {
   for (const storage of positionStores()) {
     try {
       const saved = JSON.parse(storage.getItem(storageKey(base)) ?? "null");
-      if (saved && typeof saved.id === "string") return saved;
+      if (saved && typeof saved.id === "string") {
+        const fresh = storage === globalThis.sessionStorage || Date.now() - saved.at < RESUME_WITHIN_MS;
+        if (fresh) return saved;
+      }
     } catch {
       // storage disabled or garbled: try the next
     }
@@ -137,13 +146,24 @@ export function loadPosition(base) {
 }
 
 function savePosition(base, id, counts) {
-  const saved = JSON.stringify({ id, unread: counts.unread, unseen: counts.unseen });
+  const saved = JSON.stringify({ id, unread: counts.unread, unseen: counts.unseen, at: Date.now() });
   for (const storage of positionStores()) {
     try {
       storage.setItem(storageKey(base), saved);
     } catch {
       // storage may be disabled; resuming then relies on the live connection only
     }
+  }
+}
+
+/** The browser's position is as recent as now (this tab is leaving: a new tab opened soon
+ * after resumes from it). */
+function touchPosition(base) {
+  try {
+    const saved = JSON.parse(localStorage.getItem(storageKey(base)) ?? "null");
+    if (saved) localStorage.setItem(storageKey(base), JSON.stringify({ ...saved, at: Date.now() }));
+  } catch {
+    // nothing stored, or storage disabled
   }
 }
 
@@ -448,6 +468,8 @@ export class Herald {
   #signedInAs = null;
   /** Removes the `pageshow` listener of `#restore`. */
   #unrestore = null;
+  /** Removes the `pagehide` listener that keeps the browser's position recent. */
+  #unleave = null;
   /** Tray writes waiting for this tab's stream to show them: `{ position, done }`. */
   #writes = [];
   /** This tab's stream is ready and not ended for good (`replaced`): writes wait for it. */
@@ -470,6 +492,9 @@ export class Herald {
     h.#countedAt = page.position;
     h.lastId = startPosition(loadPosition(h.base), page.position);
     h.#start(transport ?? pickTransport(h.base));
+    const leaving = () => touchPosition(h.base);
+    addEventListener("pagehide", leaving);
+    h.#unleave = () => removeEventListener("pagehide", leaving);
     await h.#ready;
     return h;
   }
@@ -604,6 +629,7 @@ export class Herald {
     this.closed = true;
     this.#streaming = false;
     this.#unrestore?.();
+    this.#unleave?.();
     this.#stopTransport();
     this.#settleWrites();
   }

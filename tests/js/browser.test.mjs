@@ -514,7 +514,7 @@ for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
         window.resets = 0;
         window.heraldDemo.herald.on("reset", () => (window.resets += 1));
         // what another user, or a log that was lost, would have left behind
-        localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5 }));
+        localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5, at: Date.now() }));
       });
       const second = await openTab(context);
       await shows(second, id);
@@ -926,7 +926,7 @@ test("reset, revoked and forgetPosition on the client's own API (tab)", async ()
     // a bare page of the same origin, with only our own client on it
     await page.goto(`${herald.base}/healthz`);
     await page.evaluate(async () => {
-      localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5 }));
+      localStorage.setItem("herald:position:/", JSON.stringify({ id: "0123456789ab.1", unread: 5, at: Date.now() }));
       // A first page whose position the server does not know (a log that was lost since).
       const native = window.fetch;
       window.fetch = async (...args) => {

@@ -84,7 +84,9 @@ beforeEach(() => {
   };
 });
 
-const { Herald, HeraldError, Stream, nextCounts, startPosition, parseId } = await import("../../static/herald.js");
+const { Herald, HeraldError, Stream, nextCounts, startPosition, parseId, loadPosition, RESUME_WITHIN_MS } = await import(
+  "../../static/herald.js"
+);
 
 const n = (id, extra = {}) => ({ id, user: "alice", title: id, read_at: null, seen_at: null, replaces: null, count: 1, ...extra });
 const PAGE = { notifications: [n("b"), n("a")], unread_count: 2, unseen_count: 2, next: null, position: "t1.5" };
@@ -97,6 +99,13 @@ async function connect(page = PAGE, options = {}) {
   while (FakeEventSource.all.length === 0) await new Promise((r) => setImmediate(r));
   const es = FakeEventSource.all[0];
   return { es, connecting };
+}
+
+/** The position `storage` keeps, without when it was stored. */
+function stored(storage) {
+  const { at, ...position } = JSON.parse(storage.getItem("herald:position:/"));
+  assert.ok(Math.abs(Date.now() - at) < 10_000, `stored just now: ${at}`);
+  return position;
 }
 
 /** Every event delivered to `h`, as `[name, data]`. */
@@ -122,7 +131,7 @@ test("connect loads the first page, then streams from its position", async () =>
   assert.equal(h.unreadCount, 2);
   assert.equal(h.unseenCount, 2);
   assert.equal(h.lastId, "t1.5");
-  assert.deepEqual(JSON.parse(localStorage.getItem("herald:position:/")), { id: "t1.5", unread: 2, unseen: 2 });
+  assert.deepEqual(stored(localStorage), { id: "t1.5", unread: 2, unseen: 2 });
   h.close();
   assert.equal(es.readyState, FakeEventSource.CLOSED);
 });
@@ -137,7 +146,7 @@ test("a reload resumes from the stored position when it is in the page's log and
 });
 
 test("the stream resumes from the stored position and delivers what the page already has once", async () => {
-  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 1, unseen: 1 }));
+  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 1, unseen: 1, at: Date.now() }));
   const { es, connecting } = await connect();
   assert.equal(es.url.searchParams.get("last_event_id"), "t1.4");
   es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.4");
@@ -147,6 +156,21 @@ test("the stream resumes from the stored position and delivers what the page alr
   es.emit("notification", { ...n("b"), unread_count: 2, unseen_count: 2 }, "t1.5"); // a duplicate
   assert.deepEqual(got.map(([name]) => name), ["notification"]);
   assert.equal(h.lastId, "t1.5");
+  h.close();
+});
+
+test("a new tab resumes from the browser's position only when it is recent; leaving the page makes it so", async () => {
+  const at = Date.now() - RESUME_WITHIN_MS - 1000;
+  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 1, unseen: 1, at }));
+  const { es, connecting } = await connect();
+  assert.equal(es.url.searchParams.get("last_event_id"), "t1.5", "an old visit starts from its page");
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  sessionStorage.removeItem("herald:position:/"); // as in a new tab
+  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.5", unread: 2, unseen: 2, at }));
+  assert.equal(loadPosition(""), null);
+  page.dispatchEvent(new Event("pagehide"));
+  assert.equal(loadPosition("").id, "t1.5");
   h.close();
 });
 
@@ -173,7 +197,7 @@ test("unseen and unread counts follow every event that carries them", async () =
     ["notification", "seen", "read", "archived", "unarchived", "updated", "deleted"]);
   assert.deepEqual(got.filter(([name]) => name === "counts").map(([, d]) => [d.unread_count, d.unseen_count]),
     [[3, 3], [3, 0], [2, 0], [1, 0], [2, 0], [1, 0], [0, 0]], "counts fires when a count changed");
-  assert.deepEqual(JSON.parse(localStorage.getItem("herald:position:/")), { id: "t1.12", unread: 0, unseen: 0 });
+  assert.deepEqual(stored(localStorage), { id: "t1.12", unread: 0, unseen: 0 });
   h.close();
 });
 
@@ -317,7 +341,7 @@ test("connect rejects with status 401 when not signed in, and opens no stream", 
 });
 
 test("a reload resumes from this tab's own position, not from a newer one another tab stored", async () => {
-  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 2, unseen: 2 }));
+  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 2, unseen: 2, at: Date.now() }));
   sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1 }));
   const { es, connecting } = await connect();
   assert.equal(es.url.searchParams.get("last_event_id"), "t1.2");
@@ -325,7 +349,7 @@ test("a reload resumes from this tab's own position, not from a newer one anothe
   es.emit("notification", { ...n("c"), unread_count: 3, unseen_count: 3 }, "t1.3");
   (await connecting).close();
   for (const storage of [sessionStorage, localStorage]) {
-    assert.deepEqual(JSON.parse(storage.getItem("herald:position:/")), { id: "t1.3", unread: 3, unseen: 3 });
+    assert.deepEqual(stored(storage), { id: "t1.3", unread: 3, unseen: 3 });
   }
 });
 
@@ -337,7 +361,7 @@ test("a tab replaying from further back keeps its page's counts for what the pag
   const got = record(h);
   es.emit("notification", { ...n("c"), unread_count: 1, unseen_count: 1 }, "t1.3");
   assert.equal(h.unreadCount, 2, "not the count of a change the page reflects");
-  assert.deepEqual(JSON.parse(sessionStorage.getItem("herald:position:/")), { id: "t1.3", unread: 1, unseen: 1 });
+  assert.deepEqual(stored(sessionStorage), { id: "t1.3", unread: 1, unseen: 1 });
   es.emit("read", { ids: ["c"], unread_count: 0, unseen_count: 0 }, "t1.5");
   es.emit("notification", { ...n("d"), unread_count: 3, unseen_count: 3 }, "t1.6");
   assert.equal(h.unreadCount, 3);
