@@ -2,8 +2,9 @@
 //! without saying so. A node subscribes canary channels of its own (one on one server; on a
 //! cluster one in each 1,024-slot window, so every primary that serves a window holds one)
 //! before any user's channel, and again before lost users are restored; every
-//! [`ROUND`] it publishes a round number on each and listens for it. A canary published but
-//! not heard back [`MISSES`] rounds in a row means the connection that held it lost its
+//! [`ROUND`] it publishes a round number on each and listens for it ([`FAST_ROUND`] for
+//! [`WATCH`] after a loss and after a restore, when a silent loss is most likely). A canary
+//! published but not heard back [`MISSES`] rounds in a row means the connection that held it lost its
 //! subscriptions silently (a cluster client that replaced a node connection, say): the
 //! subscription worker then treats it as a lost connection, makes every subscription again and
 //! catches every stream up. A publish that fails proves nothing (Redis is away, which the
@@ -16,7 +17,10 @@ use redis::cluster_routing::Slot;
 use tokio::time::Instant;
 
 /// How often a round of canaries is published; each is judged at the next round.
-pub(super) const ROUND: Duration = Duration::from_secs(2);
+const ROUND: Duration = Duration::from_secs(2);
+/// The rounds' interval for [`WATCH`] after subscriptions were lost or restored.
+const FAST_ROUND: Duration = Duration::from_millis(400);
+const WATCH: Duration = Duration::from_secs(10);
 /// Rounds in a row a canary must go unheard before the node's subscriptions count as lost:
 /// one late delivery (a busy node reading its pushes) is not a loss.
 const MISSES: u8 = 2;
@@ -52,6 +56,8 @@ pub(super) struct Canary {
     /// The latest round published.
     round: u64,
     next_at: Instant,
+    /// Until when rounds come every [`FAST_ROUND`].
+    watch_until: Option<Instant>,
 }
 
 /// What the worker does at a round.
@@ -85,6 +91,7 @@ impl Canary {
                 .collect(),
             round: 0,
             next_at: Instant::now() + ROUND,
+            watch_until: None,
         }
     }
 
@@ -121,10 +128,19 @@ impl Canary {
         self.next_at
     }
 
+    /// Check often for [`WATCH`] from now.
+    pub(super) fn watch(&mut self) {
+        let now = Instant::now();
+        self.watch_until = Some(now + WATCH);
+        self.next_at = self.next_at.min(now + FAST_ROUND);
+    }
+
     /// Judge the last round and start the next. `active`: this node holds subscriptions
     /// worth checking.
     pub(super) fn round(&mut self, active: bool) -> Round {
-        self.next_at = Instant::now() + ROUND;
+        let now = Instant::now();
+        let watching = self.watch_until.is_some_and(|until| now < until);
+        self.next_at = now + if watching { FAST_ROUND } else { ROUND };
         let mut silent = None;
         for channel in &mut self.channels {
             match channel.sent.take() {
@@ -223,6 +239,21 @@ mod tests {
         assert_eq!(windows, (0..16).collect::<Vec<_>>());
         assert!(names.iter().all(|n| is_canary(n) && n.ends_with("}:n:run")));
         assert_eq!(Canary::new("n:run", false).channels.len(), 1);
+    }
+
+    /// Rounds come every [`FAST_ROUND`] for [`WATCH`] after `watch`, every [`ROUND`] else.
+    #[test]
+    fn rounds_come_often_while_watching() {
+        let mut canary = Canary::new("n", false);
+        let due_in = |canary: &Canary| canary.next_at() - Instant::now();
+        assert!(due_in(&canary) > FAST_ROUND);
+        canary.watch();
+        assert!(due_in(&canary) <= FAST_ROUND);
+        canary.round(true);
+        assert!(due_in(&canary) <= FAST_ROUND);
+        canary.watch_until = Some(Instant::now()); // the watch is over
+        canary.round(true);
+        assert!(due_in(&canary) > FAST_ROUND);
     }
 
     /// A canary unheard twice in a row is a loss; once, or a publish Redis did not take, is

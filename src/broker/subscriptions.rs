@@ -126,6 +126,7 @@ impl Subscriptions {
     fn lose_all(&mut self) {
         self.batch = false;
         self.canary.lost(None);
+        self.canary.watch();
         self.lost.extend(self.wanted.iter().cloned());
     }
 
@@ -213,6 +214,11 @@ pub(super) async fn work(
         }
         let mut subscribes = Vec::new();
         let lost_before = subs.lost.len();
+        let mut round_due = false;
+        if batch.iter().any(|c| matches!(c, Command::Round)) {
+            // A round is judged after the canaries heard by now, however many wait ahead.
+            batch.extend(std::iter::from_fn(|| rx.try_recv().ok()));
+        }
         for command in batch {
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
@@ -229,8 +235,11 @@ pub(super) async fn work(
                 Command::CanaryDropped(channel) => subs.canary.lost(Some(&channel)),
                 Command::Heard(channel, round) => subs.canary.heard(&channel, round),
                 Command::Published(channel, round) => subs.canary.published(&channel, round),
-                Command::Round => canary_round(&conn, &mut subs, &commands, &metrics).await,
+                Command::Round => round_due = true,
             }
+        }
+        if round_due {
+            canary_round(&conn, &mut subs, &commands, &metrics).await;
         }
         subscribe_all(&conn, &mut subs, subscribes).await;
         if subs.lost.len() > lost_before {
@@ -476,6 +485,9 @@ async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
         }
         subs.retry_at = None;
         subs.backoff = RETRY_MIN;
+        // what may end subscriptions silently comes just after a restore (a cluster client's
+        // slot refresh that replaces node connections): the canaries check often for a while
+        subs.canary.watch();
     }
 }
 
