@@ -336,7 +336,7 @@ export interface CountPair {
   unseen: number;
 }
 
-/** Where this browser last was (localStorage): the last event id and the counts then. */
+/** Where this tab (sessionStorage) or this browser (localStorage) last was: the last event id and the counts then. */
 export interface SavedPosition {
   id: string;
   unread?: number | undefined;

@@ -135,7 +135,8 @@ export function loadPosition(base) {
     try {
       const saved = JSON.parse(storage.getItem(storageKey(base)) ?? "null");
       if (saved && typeof saved.id === "string") {
-        const fresh = storage === globalThis.sessionStorage || Date.now() - saved.at < RESUME_WITHIN_MS;
+        const age = Date.now() - saved.at; // a time ahead of now (the clock was set back) is not fresh
+        const fresh = storage === globalThis.sessionStorage || (age >= 0 && age < RESUME_WITHIN_MS);
         if (fresh) return saved;
       }
     } catch {
@@ -744,6 +745,7 @@ export class Herald {
     // Move to `id` unless it is behind us in the same log. A `ready` or change of another log
     // (another user signed in, or the log restarted) replaces the old position; so does `reset`.
     if (parseId(id) && (name === "reset" || !behind)) this.lastId = id;
+    if (name === "reset") this.#countedAt = null; // the log started again: every count counts
     if (this.lastId != null && !UNNUMBERED_EVENTS.has(name)) {
       savePosition(this.base, this.lastId, then ?? this.#counts());
     }

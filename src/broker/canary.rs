@@ -1,19 +1,24 @@
 //! The broker's canary: how a node notices that Redis stopped delivering to its subscriptions
 //! without saying so. A node subscribes canary channels of its own (one on one server; on a
-//! cluster one in each 1,024-slot window, so every primary that serves a window holds one)
-//! before any user's channel, and again before lost users are restored; every
-//! [`ROUND`] it publishes a round number on each and listens for it ([`FAST_ROUND`] for
-//! [`WATCH`] after a loss and after a restore, when a silent loss is most likely). A canary
-//! published but not heard back [`MISSES`] rounds in a row means the connection that held it lost its
+//! cluster one in each window of [`WINDOW`] slots, so a primary that serves a whole window,
+//! as any serving [`2 × WINDOW − 1`](WINDOW) slots in a row does, holds one) before any user's
+//! channel, and again before lost users are restored; every [`ROUND`] it publishes a round
+//! number on each and listens for it ([`FAST_ROUND`] for [`WATCH`] after a loss Redis reported
+//! and the restore after it, when a silent loss is most likely). A canary published but not
+//! heard back [`MISSES`] rounds in a row means the connection that held it lost its
 //! subscriptions silently (a cluster client that replaced a node connection, say): the
 //! subscription worker then treats it as a lost connection, makes every subscription again and
 //! catches every stream up. A publish that fails proves nothing (Redis is away, which the
-//! link reports itself) and is not counted.
+//! link reports itself) and is not counted; nor does one whose message the node has not had
+//! the time to read: a publish counts once a marker the publisher puts in the node's push
+//! queue behind Redis's answer has been read, so a node whose pushes lag is not taken for
+//! one that lost them.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::cluster_routing::Slot;
+use redis::{PushInfo, PushKind, Value};
 use tokio::time::Instant;
 
 /// How often a round of canaries is published; each is judged at the next round.
@@ -24,10 +29,16 @@ const WATCH: Duration = Duration::from_secs(10);
 /// Rounds in a row a canary must go unheard before the node's subscriptions count as lost:
 /// one late delivery (a busy node reading its pushes) is not a loss.
 const MISSES: u8 = 2;
-/// Slots per canary on a cluster (16 canaries for the 16,384 slots).
-const WINDOW: u16 = 1024;
+/// Slots per canary on a cluster (64 canaries for the 16,384 slots: every primary of an even
+/// split of up to 32 holds one).
+const WINDOW: u16 = 256;
+/// How long a canary that failed to subscribe (its primary did not answer within the command
+/// deadline) is left before it is tried again: users' subscriptions wait behind the try.
+const RETRY_FAILED: Duration = Duration::from_secs(5);
 const SLOTS: u16 = 16384;
 const PREFIX: &str = "herald:canary:";
+/// The kind of the marker a canary's publisher puts in the push queue.
+const MARKER: &str = "herald-canary-published";
 
 /// One canary channel and what was published and heard on it.
 struct Channel {
@@ -40,6 +51,8 @@ struct Channel {
     heard: u64,
     /// Rounds in a row published and not heard.
     misses: u8,
+    /// When subscribing it last failed.
+    failed_at: Option<Instant>,
 }
 
 impl Channel {
@@ -58,6 +71,17 @@ pub(super) struct Canary {
     next_at: Instant,
     /// Until when rounds come every [`FAST_ROUND`].
     watch_until: Option<Instant>,
+}
+
+/// What the listener and the publishing task tell the worker about the canaries.
+pub(super) enum Report {
+    /// A round was heard on the channel.
+    Heard(String, u64),
+    /// Redis took the publish of a round on the channel, and every push that came before
+    /// its answer has been read.
+    Published(String, u64),
+    /// Redis ended the subscription to the channel (its slot left the node).
+    Dropped(String),
 }
 
 /// What the worker does at a round.
@@ -87,6 +111,7 @@ impl Canary {
                     sent: None,
                     heard: 0,
                     misses: 0,
+                    failed_at: None,
                 })
                 .collect(),
             round: 0,
@@ -95,29 +120,46 @@ impl Canary {
         }
     }
 
-    /// The channels not subscribed on the current connection.
+    /// The channels to subscribe: not subscribed on the current connection, and not failed
+    /// within [`RETRY_FAILED`].
     pub(super) fn unsubscribed(&self) -> Vec<String> {
+        let now = Instant::now();
         (self.channels.iter())
             .filter(|c| c.subscribed_at.is_none())
+            .filter(|c| c.failed_at.is_none_or(|at| now >= at + RETRY_FAILED))
             .map(|c| c.name.clone())
             .collect()
     }
 
-    /// `name` was subscribed on the current connection.
-    pub(super) fn subscribed(&mut self, name: &str) {
+    /// Subscribing `name` on the current connection succeeded (`ok`) or failed.
+    pub(super) fn subscribed(&mut self, name: &str, ok: bool) {
         let round = self.round;
         if let Some(channel) = self.channel(name) {
-            channel.subscribed_at = Some(round);
-            channel.forget();
+            if ok {
+                channel.subscribed_at = Some(round);
+                channel.failed_at = None;
+                channel.forget();
+            } else {
+                channel.failed_at = Some(Instant::now());
+            }
+        }
+    }
+
+    pub(super) fn take(&mut self, report: Report) {
+        match report {
+            Report::Heard(name, round) => self.heard(&name, round),
+            Report::Published(name, round) => self.published(&name, round),
+            Report::Dropped(name) => self.lost(Some(&name)),
         }
     }
 
     /// The connection's subscriptions are gone (`name`: only that canary's, its slot left the
-    /// node).
+    /// node); a new connection may reach what the old one could not.
     pub(super) fn lost(&mut self, name: Option<&str>) {
         for channel in &mut self.channels {
             if name.is_none_or(|name| name == channel.name) {
                 channel.subscribed_at = None;
+                channel.failed_at = None;
                 channel.forget();
             }
         }
@@ -170,7 +212,7 @@ impl Canary {
 
     /// Redis took the publish of `round` on `name` (it counts if the canary was subscribed
     /// before that round).
-    pub(super) fn published(&mut self, name: &str, round: u64) {
+    fn published(&mut self, name: &str, round: u64) {
         if let Some(channel) = self.channel(name) {
             if channel.subscribed_at.is_some_and(|at| at < round) {
                 channel.sent = Some(round);
@@ -179,7 +221,7 @@ impl Canary {
     }
 
     /// `round` was heard on `name`.
-    pub(super) fn heard(&mut self, name: &str, round: u64) {
+    fn heard(&mut self, name: &str, round: u64) {
         if let Some(channel) = self.channel(name) {
             channel.heard = channel.heard.max(round);
         }
@@ -187,6 +229,33 @@ impl Canary {
 
     fn channel(&mut self, name: &str) -> Option<&mut Channel> {
         self.channels.iter_mut().find(|c| c.name == name)
+    }
+}
+
+/// The marker that follows Redis's answer to the publish of `round` on `channel` in the push
+/// queue: the connection hands a push to the queue before the answers read after it, so a
+/// round's own message, when it came, is ahead of its marker.
+pub(super) fn marker(channel: String, round: u64) -> PushInfo {
+    PushInfo {
+        kind: PushKind::Other(MARKER.to_owned()),
+        data: vec![
+            Value::BulkString(channel.into_bytes()),
+            Value::Int(round as i64),
+        ],
+    }
+}
+
+/// The channel and round of a [`marker`].
+pub(super) fn read_marker(push: &PushInfo) -> Option<Report> {
+    let PushKind::Other(kind) = &push.kind else {
+        return None;
+    };
+    match (kind == MARKER, push.data.as_slice()) {
+        (true, [Value::BulkString(channel), Value::Int(round)]) => Some(Report::Published(
+            String::from_utf8(channel.clone()).ok()?,
+            u64::try_from(*round).ok()?,
+        )),
+        _ => None,
     }
 }
 
@@ -227,7 +296,7 @@ mod tests {
     fn a_cluster_has_a_canary_in_every_window() {
         let canary = Canary::new("n:run", true);
         let names = canary.unsubscribed();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 64);
         let mut windows: Vec<u16> = names
             .iter()
             .map(|name| {
@@ -236,9 +305,21 @@ mod tests {
             })
             .collect();
         windows.sort();
-        assert_eq!(windows, (0..16).collect::<Vec<_>>());
+        assert_eq!(windows, (0..64).collect::<Vec<_>>());
         assert!(names.iter().all(|n| is_canary(n) && n.ends_with("}:n:run")));
         assert_eq!(Canary::new("n:run", false).channels.len(), 1);
+    }
+
+    /// A marker reads back as the publish it follows; other pushes are not markers.
+    #[test]
+    fn markers_read_back() {
+        let push = marker("herald:canary:{0}:n".into(), 7);
+        assert!(matches!(read_marker(&push), Some(Report::Published(c, 7)) if c.ends_with(":n")));
+        let other = PushInfo {
+            kind: PushKind::Other("x".into()),
+            data: Vec::new(),
+        };
+        assert!(read_marker(&other).is_none());
     }
 
     /// Rounds come every [`FAST_ROUND`] for [`WATCH`] after `watch`, every [`ROUND`] else.
@@ -258,14 +339,20 @@ mod tests {
 
     /// A canary unheard twice in a row is a loss; once, or a publish Redis did not take, is
     /// not; neither is a publish from before the channel's latest subscription. A canary not
-    /// subscribed is not published on.
+    /// subscribed is not published on, and one that failed to subscribe is left a while.
     #[test]
     fn two_unheard_rounds_are_a_loss() {
         let mut canary = Canary::new("n", true);
         assert!(matches!(canary.round(true), Round::Idle));
-        let name = canary.unsubscribed()[3].clone();
-        canary.subscribed(&name);
-        assert_eq!(canary.unsubscribed().len(), 15);
+        let names = canary.unsubscribed();
+        let name = names[3].clone();
+        canary.subscribed(&name, true);
+        canary.subscribed(&names[4], false);
+        assert_eq!(
+            canary.unsubscribed().len(),
+            62,
+            "one subscribed, one failed just now"
+        );
         assert!(matches!(canary.round(false), Round::Idle));
         let publish = |canary: &mut Canary| match canary.round(true) {
             Round::Publish(round, names) => {
@@ -274,25 +361,32 @@ mod tests {
             }
             _ => panic!("a round to publish"),
         };
+        let published = |canary: &mut Canary, round| {
+            canary.take(Report::Published(name.clone(), round));
+        };
         let round = publish(&mut canary);
-        canary.published(&name, round);
+        published(&mut canary, round);
         let round = publish(&mut canary); // one miss
-        canary.heard(&name, round);
-        canary.published(&name, round);
+        canary.take(Report::Heard(name.clone(), round));
+        published(&mut canary, round);
         let round = publish(&mut canary); // heard
-        canary.published(&name, round);
+        published(&mut canary, round);
         publish(&mut canary); // one miss; this publish not taken
         let round = publish(&mut canary); // not a miss
-        canary.published(&name, round);
+        published(&mut canary, round);
         assert!(matches!(canary.round(true), Round::Silent(n) if n == name));
         assert!(matches!(canary.round(true), Round::Idle));
-        assert_eq!(canary.unsubscribed().len(), 16);
-        canary.subscribed(&name);
-        canary.published(&name, round); // sent before the new subscription
+        assert_eq!(
+            canary.unsubscribed().len(),
+            64,
+            "a new connection: every one, again"
+        );
+        canary.subscribed(&name, true);
+        published(&mut canary, round); // sent before the new subscription
         assert!(canary.channels.iter().all(|c| c.sent.is_none()));
         let round = publish(&mut canary);
-        canary.lost(Some(&name));
-        canary.published(&name, round);
+        canary.take(Report::Dropped(name.clone()));
+        published(&mut canary, round);
         assert!(matches!(canary.round(true), Round::Idle));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::canary::is_canary;
+use super::canary::{is_canary, read_marker, Report};
 use super::subscriptions::{work, Command, Settled};
 use super::Message;
 use crate::config::Backend;
@@ -43,19 +43,26 @@ impl RedisBroker {
         shutdown: Shutdown,
     ) -> Result<Self, StartupError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let conn = connect(backend, Some(push_tx), "broker", Some(shutdown.clone()))
-            .await?
-            .timed(&metrics);
+        let conn = connect(
+            backend,
+            Some(push_tx.clone()),
+            "broker",
+            Some(shutdown.clone()),
+        )
+        .await?
+        .timed(&metrics);
         let (commands, command_rx) = mpsc::unbounded_channel();
+        let (reporter, reports) = mpsc::unbounded_channel();
         tokio::spawn(listen(
             push_rx,
             hub.clone(),
-            commands.clone(),
+            (commands.clone(), reporter),
             shutdown.clone(),
         ));
         let settled = Settled::default();
         let worker = work(
-            (commands.clone(), command_rx),
+            command_rx,
+            (push_tx, reports),
             hub,
             conn.clone(),
             metrics,
@@ -115,11 +122,14 @@ impl RedisBroker {
 }
 
 /// Route pushed messages to the hub; report a lost connection and every ended subscription
-/// to the worker.
+/// to the worker, and what it hears of its canaries.
 async fn listen(
     mut rx: mpsc::UnboundedReceiver<PushInfo>,
     hub: Hub,
-    commands: mpsc::UnboundedSender<Command>,
+    (commands, reporter): (
+        mpsc::UnboundedSender<Command>,
+        mpsc::UnboundedSender<Report>,
+    ),
     shutdown: Shutdown,
 ) {
     loop {
@@ -141,7 +151,7 @@ async fn listen(
                 }
                 if is_canary(channel) {
                     if let Ok(round) = payload.parse() {
-                        let _ = commands.send(Command::Heard(channel.to_owned(), round));
+                        let _ = reporter.send(Report::Heard(channel.to_owned(), round));
                     }
                     continue;
                 }
@@ -155,7 +165,7 @@ async fn listen(
             }
             PushKind::SUnsubscribe => match push.data.first().and_then(as_str) {
                 Some(channel) if is_canary(channel) => {
-                    let _ = commands.send(Command::CanaryDropped(channel.to_owned()));
+                    let _ = reporter.send(Report::Dropped(channel.to_owned()));
                 }
                 Some(channel) => {
                     if let Some(user) = user_of_channel(channel) {
@@ -164,6 +174,11 @@ async fn listen(
                 }
                 None => {}
             },
+            PushKind::Other(_) => {
+                if let Some(report) = read_marker(&push) {
+                    let _ = reporter.send(report);
+                }
+            }
             PushKind::Disconnection => {
                 tracing::warn!(
                     "broker connection lost; subscribing again once Redis answers (streams stay \

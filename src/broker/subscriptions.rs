@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::Value;
+use redis::{PushInfo, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::canary::{Canary, Round};
+use super::canary::{marker, Canary, Report, Round};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -57,12 +57,6 @@ pub(super) enum Command {
     /// Redis ended the subscription to this user's channel (a `sunsubscribe` push: its slot
     /// left the node), or confirmed one of our own unsubscribes.
     Dropped(String),
-    /// Redis ended the subscription to this canary of the node.
-    CanaryDropped(String),
-    /// A canary's round was heard on its channel.
-    Heard(String, u64),
-    /// Redis took the publish of a canary's round.
-    Published(String, u64),
     /// A round of canaries is due.
     Round,
 }
@@ -105,6 +99,8 @@ struct Subscriptions {
     leaving: HashMap<String, Instant>,
     leave_order: VecDeque<(Instant, String)>,
     canary: Canary,
+    /// The canaries check often after the next restore (it follows a loss Redis reported).
+    watch_restore: bool,
 }
 
 impl Subscriptions {
@@ -119,14 +115,21 @@ impl Subscriptions {
             leaving: HashMap::new(),
             leave_order: VecDeque::new(),
             canary,
+            watch_restore: false,
         }
     }
 
-    /// Every subscription on the connection is gone: restore the wanted users'.
-    fn lose_all(&mut self) {
+    /// Every subscription on the connection is gone: restore the wanted users'. `reported`:
+    /// Redis said so (a lost or new connection), and the canaries check often until a while
+    /// after the restore; a loss the canaries found does not (a node whose pushes lag would
+    /// find one after another).
+    fn lose_all(&mut self, reported: bool) {
         self.batch = false;
         self.canary.lost(None);
-        self.canary.watch();
+        if reported {
+            self.canary.watch();
+        }
+        self.watch_restore = reported;
         self.lost.extend(self.wanted.iter().cloned());
     }
 
@@ -163,9 +166,10 @@ impl Subscriptions {
 /// here again by the time it runs. Subscriptions Redis ended are restored between batches,
 /// retried with backoff, each restored user's streams catching up from the store.
 pub(super) async fn work(
-    (commands, mut rx): (
-        mpsc::UnboundedSender<Command>,
-        mpsc::UnboundedReceiver<Command>,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    (pushes, mut reports): (
+        mpsc::UnboundedSender<PushInfo>,
+        mpsc::UnboundedReceiver<Report>,
     ),
     hub: Hub,
     conn: RedisConn,
@@ -215,15 +219,11 @@ pub(super) async fn work(
         let mut subscribes = Vec::new();
         let lost_before = subs.lost.len();
         let mut round_due = false;
-        if batch.iter().any(|c| matches!(c, Command::Round)) {
-            // A round is judged after the canaries heard by now, however many wait ahead.
-            batch.extend(std::iter::from_fn(|| rx.try_recv().ok()));
-        }
         for command in batch {
             match command {
                 Command::Subscribe(user, reply) => subscribes.push((user, reply)),
                 Command::Unsubscribe(user) => subs.leave(user, Instant::now()),
-                Command::Lost => subs.lose_all(),
+                Command::Lost => subs.lose_all(true),
                 // Our own unsubscribe is confirmed the same way, but by then the user is no
                 // longer wanted (or wanted again, and subscribing once more is harmless).
                 Command::Dropped(user) => {
@@ -232,14 +232,15 @@ pub(super) async fn work(
                         subs.lost.insert(user);
                     }
                 }
-                Command::CanaryDropped(channel) => subs.canary.lost(Some(&channel)),
-                Command::Heard(channel, round) => subs.canary.heard(&channel, round),
-                Command::Published(channel, round) => subs.canary.published(&channel, round),
                 Command::Round => round_due = true,
             }
         }
         if round_due {
-            canary_round(&conn, &mut subs, &commands, &metrics).await;
+            // judged on every report so far
+            while let Ok(report) = reports.try_recv() {
+                subs.canary.take(report);
+            }
+            canary_round(&conn, &mut subs, &pushes, &metrics).await;
         }
         subscribe_all(&conn, &mut subs, subscribes).await;
         if subs.lost.len() > lost_before {
@@ -274,7 +275,7 @@ async fn sleep_until(at: Option<Instant>) {
 async fn canary_round(
     conn: &RedisConn,
     subs: &mut Subscriptions,
-    commands: &mpsc::UnboundedSender<Command>,
+    pushes: &mpsc::UnboundedSender<PushInfo>,
     metrics: &Metrics,
 ) {
     let active = !subs.wanted.is_empty();
@@ -293,28 +294,27 @@ async fn canary_round(
                  heard back); subscribing again, and the streams catch up"
             );
             metrics.broker_reconnects.inc();
-            subs.lose_all();
+            subs.lose_all(false);
         }
         Round::Publish(round, channels) => {
-            let (conn, commands) = (conn.clone(), commands.clone());
-            tokio::spawn(async move {
-                let publishes = channels.into_iter().map(|channel| {
-                    let mut conn = conn.clone();
+            let (conn, pushes) = (conn.clone(), pushes.clone());
+            // each publish marked as it is taken: one to a hung primary holds up no other
+            let publishes = futures_util::stream::iter(channels).for_each_concurrent(None, {
+                move |channel| {
+                    let (mut conn, pushes) = (conn.clone(), pushes.clone());
                     async move {
                         let taken: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
                             .arg(&channel)
                             .arg(round)
                             .query_async(&mut conn)
                             .await;
-                        (channel, taken.is_ok())
-                    }
-                });
-                for (channel, taken) in futures_util::future::join_all(publishes).await {
-                    if taken {
-                        let _ = commands.send(Command::Published(channel, round));
+                        if taken.is_ok() {
+                            let _ = pushes.send(marker(channel, round));
+                        }
                     }
                 }
             });
+            tokio::spawn(publishes);
         }
     }
 }
@@ -337,10 +337,11 @@ async fn subscribe_own(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(),
     if !canaries.is_empty() {
         let failures = each_channel(conn, canaries.clone(), true, str::to_owned).await;
         for channel in canaries {
-            match failures.get(&channel) {
-                None => subs.canary.subscribed(&channel),
-                Some(error) => tracing::debug!(error, channel, "subscribing a canary failed"),
+            let error = failures.get(&channel);
+            if let Some(error) = error {
+                tracing::debug!(error, channel, "subscribing a canary failed");
             }
+            subs.canary.subscribed(&channel, error.is_none());
         }
     }
     Ok(())
@@ -485,9 +486,11 @@ async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
         }
         subs.retry_at = None;
         subs.backoff = RETRY_MIN;
-        // what may end subscriptions silently comes just after a restore (a cluster client's
-        // slot refresh that replaces node connections): the canaries check often for a while
-        subs.canary.watch();
+        if std::mem::take(&mut subs.watch_restore) {
+            // what may end subscriptions silently comes just after a restore (a cluster
+            // client's slot refresh that replaces node connections): check often a while
+            subs.canary.watch();
+        }
     }
 }
 

@@ -266,10 +266,16 @@ impl<'de> Visitor<'de> for Strict {
         let mut names = std::collections::HashSet::new();
         while let Some(name) = map.next_key::<String>()? {
             if names.contains(&name) {
-                let name = first_chars(&name, QUOTED_CHARS).unwrap_or(name);
-                let name = serde_json::Value::String(name);
+                // JSON-quoted, and short enough that the message's cut leaves it whole (its
+                // escapes may make it longer than the name)
+                let quoted = (0..=QUOTED_CHARS)
+                    .rev()
+                    .map(|keep| first_chars(&name, keep).unwrap_or_else(|| name.clone()))
+                    .map(|cut| serde_json::Value::String(cut).to_string())
+                    .find(|quoted| quoted.chars().count() <= QUOTED_CHARS + 2)
+                    .unwrap_or_else(|| "\"…\"".to_owned());
                 return Err(serde::de::Error::custom(format!(
-                    "the member {name} is named twice"
+                    "the member {quoted} is named twice"
                 )));
             }
             names.insert(name);
@@ -430,6 +436,15 @@ mod tests {
         assert_eq!(
             from_json::<WithData>(body).unwrap_err(),
             r#"invalid JSON body: data: the member "a\"b" is named twice"#
+        );
+        // a long one of escapes is cut between them, never inside one
+        let name = "\\u0001".repeat(40);
+        let body = format!(r#"{{"data":{{"{name}":1,"{name}":2}}}}"#);
+        let message = from_json::<WithData>(body.as_bytes()).unwrap_err();
+        let quoted = format!(r#""{}…""#, "\\u0001".repeat(7));
+        assert_eq!(
+            message,
+            format!("invalid JSON body: data: the member {quoted} is named twice")
         );
         // 127 levels of nesting, `data` itself the first, are taken; 128 are not
         for (levels, refused) in [(127, false), (128, true)] {

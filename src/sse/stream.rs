@@ -39,8 +39,8 @@ pub const RETRY_MS: std::ops::Range<u64> = 1500..2500;
 /// that "never expires" gets a deadline `Instant` can represent.
 const MAX_STREAM_SECS: u64 = 100 * 365 * 24 * 3600;
 /// Bytes a stream may have waiting for its client (beyond what the kernel's socket buffer
-/// holds). A live change beyond it ends the stream after what is queued; the client resumes
-/// with `Last-Event-ID` and loses nothing.
+/// holds), held changes included. A live change beyond it ends the stream after what is
+/// queued; the client resumes with `Last-Event-ID` and loses nothing.
 pub const MAX_BACKLOG_BYTES: usize = 1024 * 1024;
 /// Live changes a stream holds while a catch-up from the store is due; beyond it the stream
 /// ends (the store is away for long) and the client resumes later.
@@ -432,7 +432,25 @@ impl Stream {
         for d in &held {
             self.push_change(&mut g, d, true);
         }
+        self.bound_backlog(&mut g);
         Ok(())
+    }
+
+    /// A client that reads too slowly is cut off once its backlog passes the bound: it
+    /// resumes from the last change it read. What the stream holds for a catch-up counts
+    /// too: a stalled client's writer, waiting for the socket, does not run the catch-up.
+    fn bound_backlog(&self, g: &mut Inner) {
+        let held = (g.held.iter().flatten())
+            .map(|d| d.frame.len())
+            .sum::<usize>();
+        if g.phase == Phase::Open && g.out.backlog() + held > MAX_BACKLOG_BYTES {
+            self.log_end("stream backlog full (the client reads too slowly)");
+            self.state.metrics.streams_overflowed.inc();
+            g.end(None);
+            if let Some(carrier) = &self.carrier {
+                carrier.abort();
+            }
+        }
     }
 
     /// After a broker outage, what this node may have missed, since controls are not in the
@@ -637,14 +655,7 @@ impl Sink for Stream {
             return false;
         }
         self.on_change(&mut g, d);
-        if g.phase == Phase::Open && g.out.backlog() > MAX_BACKLOG_BYTES {
-            self.log_end("stream backlog full (the client reads too slowly)");
-            self.state.metrics.streams_overflowed.inc();
-            g.end(None);
-            if let Some(carrier) = &self.carrier {
-                carrier.abort();
-            }
-        }
+        self.bound_backlog(&mut g);
         let open = g.phase == Phase::Open;
         // The transport is woken only when it has something to do: bytes waiting (a body
         // always, a socket only when full), a catch-up due, or the end.

@@ -366,6 +366,10 @@ test("a tab replaying from further back keeps its page's counts for what the pag
   es.emit("notification", { ...n("d"), unread_count: 3, unseen_count: 3 }, "t1.6");
   assert.equal(h.unreadCount, 3);
   assert.deepEqual(got.filter(([name]) => name === "counts").map(([, c]) => c.unread_count), [3]);
+  // the log went back (Redis lost it): after `reset`, every change counts again
+  es.emit("reset", { unread_count: 0, unseen_count: 0 }, "t1.2");
+  es.emit("notification", { ...n("e"), unread_count: 1, unseen_count: 1 }, "t1.3");
+  assert.equal(h.unreadCount, 1);
   h.close();
 });
 
