@@ -342,16 +342,6 @@ async fn logout_revokes_streams_of_that_session_only(mode: Mode) {
     assert_eq!(s2.next_event().await.event, "notification");
 }
 
-fn openssl(args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl must be installed");
-    assert!(status.success(), "openssl {args:?}");
-}
-
 /// A key pair written by openssl: (private PEM, public PEM path); the private key's path is
 /// the public one's with `.key` for `.pub`.
 fn key_pair(dir: &TempDir, kind: &str) -> (Vec<u8>, String) {
@@ -467,15 +457,7 @@ async fn public_keys_accept_only_their_algorithm() {
     let public_file = std::path::PathBuf::from(&public);
     let p384 = dir.0.join("p384.key");
     let p384_path = p384.to_str().unwrap();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-out",
-        p384_path,
-    ]);
+    p384_key(p384_path);
     for (file, says) in [
         (&two, "it holds 2 PEM blocks"),
         (&public_file, "no RSA or EC private key"),

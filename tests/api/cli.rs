@@ -238,10 +238,6 @@ fn missing_key_or_unreadable_key_file_exits_2() {
         "--jwt-public-key",
     );
     // keys the server could never verify with: a private key, an EC key on another curve
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}");
-    };
     let rsa = dir.0.join("rsa.key");
     let rsa = rsa.to_str().unwrap();
     openssl(&["genpkey", "-algorithm", "RSA", "-out", rsa]);
@@ -249,15 +245,7 @@ fn missing_key_or_unreadable_key_file_exits_2() {
     let p384 = p384.to_str().unwrap();
     let p384_public = dir.0.join("p384.pub");
     let p384_public = p384_public.to_str().unwrap();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-out",
-        p384,
-    ]);
+    p384_key(p384);
     openssl(&["pkey", "-in", p384, "-pubout", "-out", p384_public]);
     // two public keys in one file: which one verifies would be a guess
     let rsa_public = dir.0.join("rsa.pub");

@@ -1,5 +1,5 @@
-//! Certificates the tests make with `openssl` (which `scripts/test` installs): Herald's own
-//! for HTTPS, and a TLS upstream's.
+//! Certificates and keys the tests make with `openssl` (which `scripts/test` installs):
+//! Herald's own for HTTPS, a TLS upstream's, and keys that sign or verify tokens.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,4 +38,28 @@ pub fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .expect("openssl (scripts/test installs it)");
     assert!(status.success());
     (cert, key)
+}
+
+/// Run `openssl` with `args`; it must succeed.
+pub fn openssl(args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (scripts/test installs it)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A private EC key on P-384 (a curve Herald does not take) at `path`.
+pub fn p384_key(path: &str) {
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-out",
+        path,
+    ]);
 }

@@ -30,7 +30,7 @@ mod times;
 mod tokens;
 
 pub use backend::EchoUpstream;
-pub use certs::make_cert;
+pub use certs::{make_cert, openssl, p384_key};
 pub use engine::Engine;
 pub use herald::*;
 #[cfg(feature = "kafka")]
