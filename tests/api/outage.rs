@@ -20,27 +20,19 @@ const PROMPT: Duration = Duration::from_millis(1500);
 /// connection open (and accepts new ones) but moves no byte either way, holding what was
 /// sent until it forwards again, as a network partition that heals would. Stops on drop.
 struct Proxy {
-    port: u16,
+    listening: Listening,
     hole: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
     async fn start(upstream: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let (hole, mode) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            while let Ok((client, _)) = listener.accept().await {
-                tasks.spawn(relay(client, upstream, mode.clone()));
-            }
-        });
-        Proxy { port, hole, task }
+        let listening = Listening::start(move |client| relay(client, upstream, mode.clone())).await;
+        Proxy { listening, hole }
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.listening.url()
     }
 
     fn black_hole(&self, on: bool) {
@@ -48,7 +40,36 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
+/// A proxy's listener on a free loopback port: each connection goes to its own relay task;
+/// dropping it stops the accept loop and every relay.
+struct Listening {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listening {
+    async fn start<R, F>(relay: R) -> Listening
+    where
+        R: Fn(TcpStream) -> F + Send + 'static,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                tasks.spawn(relay(client));
+            }
+        });
+        Listening { port, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Listening {
     fn drop(&mut self) {
         // Aborting the accept loop drops its JoinSet, which aborts every relay.
         self.task.abort();
@@ -102,37 +123,24 @@ async fn pump(
 /// first write (its handshake) and swallowing the answer, as a client that replaced a
 /// connection under its user would. Stops on drop.
 struct Swapper {
-    port: u16,
+    listening: Listening,
     swaps: watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Swapper {
     async fn start(upstream: u16) -> Swapper {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let (swaps, rx) = watch::channel(0);
-        let task = tokio::spawn(async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            while let Ok((client, _)) = listener.accept().await {
-                tasks.spawn(swapped_relay(client, upstream, rx.clone()));
-            }
-        });
-        Swapper { port, swaps, task }
+        let relay = move |client| swapped_relay(client, upstream, rx.clone());
+        let listening = Listening::start(relay).await;
+        Swapper { listening, swaps }
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.listening.url()
     }
 
     fn swap(&self) {
         self.swaps.send_modify(|n| *n += 1);
-    }
-}
-
-impl Drop for Swapper {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
