@@ -102,11 +102,24 @@ export interface HeraldEventMap {
   replaced: ReplacedEvent;
   /** Emitted by the client after any event that changed `unreadCount` or `unseenCount`. */
   counts: Counts;
+  /**
+   * Emitted by the client when the server refused the stream with anything but 401 (429
+   * `too_many_streams`, 503, unreachable): it retries with backoff. Before the first `ready`,
+   * `connect` rejects with this error instead.
+   */
+  error: HeraldError;
 }
 
 export type HeraldEventName = keyof HeraldEventMap;
 
-/** The events of the `/events` stream itself (all of the map but `counts`). */
+/** Why a `Stream` was refused (its `"error"`), as a `HeraldError` has it. */
+export interface StreamRefusal {
+  status: number;
+  code: HeraldErrorCode | null;
+  message: string;
+}
+
+/** The events of the `/events` stream itself (all of the map but `counts`; `error` as a `StreamRefusal`). */
 export type StreamEventName = Exclude<HeraldEventName, "counts">;
 
 /** `GET /notifications`: one page, newest first. */
@@ -185,7 +198,8 @@ export type ConnectedHerald = Herald & { page: NotificationPage; user: string };
 export class Herald {
   /**
    * Load the tray's first page (`h.page`), then stream from its position. Resolves at the
-   * stream's `ready`; rejects with a `HeraldError` (status 401) when the browser is not signed in.
+   * stream's `ready`; rejects with a `HeraldError` when the browser is not signed in (status
+   * 401), or when the page or the stream is refused (429 `too_many_streams`, 503, unreachable).
    */
   static connect(options?: ConnectOptions): Promise<ConnectedHerald>;
 
@@ -376,7 +390,7 @@ export interface StreamOptions {
   unseen?: number | null | undefined;
   /** `?tab=`: one stream per tab (the per-tab fallback). */
   tab?: string | null | undefined;
-  onEvent: (name: StreamEventName, data: HeraldEventMap[StreamEventName], id: string | null) => void;
+  onEvent: (name: StreamEventName, data: Exclude<HeraldEventMap[StreamEventName], HeraldError> | StreamRefusal, id: string | null) => void;
 }
 
 /** One `/events` connection with resume and reconnect (the SharedWorker, the leader tab, the per-tab fallback). */

@@ -15,7 +15,10 @@
 // already shows: apps drop a notification they have by id. A later visit starts from its
 // page: what it lists does not come again as events.
 // A stream refused with 401 (the session or token is gone, say a restart lost it) ends like a
-// server-sent `revoked`, `{"reason": "unauthorized"}`; other refusals are retried with backoff.
+// server-sent `revoked`, `{"reason": "unauthorized"}`; other refusals are retried with backoff,
+// each told to the app as an `error` (a `HeraldError`), and reject `connect` before `ready`.
+// A tab whose shared stream moves to another user (signed in as them in another tab) gets
+// `reset` after that user's `ready`.
 //
 // An event id is `<tag>.<seq>`: the tag names one user's change log (a new user, or a log that
 // restarted, has another), and seqs compare only within one tag. Only change events are
@@ -29,6 +32,14 @@ const CHANGE_EVENTS = new Set(["notification", "updated", "read", "unread", "see
 const EVENTS = ["ready", ...CHANGE_EVENTS, "reset", "revoked", "replaced"];
 /** Events the server sends without an `id:` (the `lastEventId` EventSource shows is stale). */
 const UNNUMBERED_EVENTS = new Set(["revoked", "replaced"]);
+/**
+ * The client's own event for a stream the server refused (not with 401): `{ status, code,
+ * message }`, as a `HeraldError` to `h.on("error")`. The stream is retried with backoff; before
+ * the first `ready`, `connect` rejects with it instead.
+ */
+const REFUSED = "error";
+/** The `?tab=` prefix of the stream that asks why a stream was refused (`Stream.#whyRefused`). */
+const PROBE_TAB = "herald-probe:";
 /** First and longest wait between reconnect attempts after the server refused a stream, in ms. */
 const MIN_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
@@ -241,10 +252,34 @@ export class Stream {
         this.close();
         return;
       }
-      // Anything else (unreachable, 429, 5xx) may pass: retry with backoff.
+      // Anything else (unreachable, 429, 5xx) may pass: say why, and retry with backoff.
+      const refusal = status === 0 ? { status: 0, code: "network", message: "Herald could not be reached" } : await this.#whyRefused();
+      if (this.closed || this.source !== source) return;
+      if (refusal) this.onEvent(REFUSED, refusal, null);
+      if (this.closed) return; // a tab that was waiting for its first `ready` gave up
       this.timer = setTimeout(() => this.start(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
     };
+  }
+
+  /**
+   * Why the server refused a stream (signed in, by the check before): the answer of a stream
+   * of its own (`?tab=` of none of ours, so it replaces nothing), let go of at once, as
+   * `{ status, code, message }`; null when that one opened (whatever it was has passed).
+   */
+  async #whyRefused() {
+    const abort = new AbortController();
+    const probe = new URLSearchParams({ tab: `${PROBE_TAB}${randomId()}` });
+    try {
+      const r = await fetch(`${this.base}/events?${probe}`, { credentials: "include", signal: abort.signal });
+      if (r.ok) return null;
+      const body = await r.json().catch(() => null);
+      return { status: r.status, code: body?.error?.code ?? null, message: body?.error?.message ?? `HTTP ${r.status}` };
+    } catch {
+      return { status: 0, code: "network", message: "Herald could not be reached" };
+    } finally {
+      abort.abort();
+    }
   }
 
   /** See `QUIET_CHECK_MS`: reconnect when the log moved on and `source` heard none of it. */
@@ -478,12 +513,16 @@ export class Herald {
   /** The position the counts were last read at (the first page's): replayed changes at or
    * before it carry older counts, which would take the badge back. */
   #countedAt = null;
+  /** A `ready` came (`connect` resolved): a refusal no longer rejects it. */
+  #everReady = false;
+  /** The position of the `reset` just delivered, if the last event was one. */
+  #resetAt = null;
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
    * (`limit` notifications, kept as `h.page`), then streams from the page's position. Resolves
-   * once the stream is ready; rejects (a `HeraldError`, status 401) when the browser is not
-   * signed in. `badge`: what `h.badgeCount` counts, `"unseen"` (default) or `"unread"`.
+   * once the stream is ready; rejects with a `HeraldError` when the browser is not signed in
+   * (status 401), or the page or the stream is refused (429 `too_many_streams`, 503, …). `badge`: what `h.badgeCount` counts, `"unseen"` (default) or `"unread"`.
    */
   static async connect({ base = "", transport, badge = "unseen", limit = FIRST_PAGE, checkEvery = QUIET_CHECK_MS } = {}) {
     const h = new Herald(base.replace(/\/$/, ""), { badge, checkEvery });
@@ -533,8 +572,9 @@ export class Herald {
 
   /**
    * Subscribe to an event: "ready", "notification", "updated", "read", "unread", "seen",
-   * "deleted", "archived", "unarchived", "reset", "revoked", "replaced", or "counts" (after
-   * any event that changed `unreadCount` or `unseenCount`). Returns a function that unsubscribes.
+   * "deleted", "archived", "unarchived", "reset", "revoked", "replaced", "counts" (after
+   * any event that changed `unreadCount` or `unseenCount`), or "error" (a `HeraldError`: the
+   * stream was refused, and is retried; see `REFUSED`). Returns a function that unsubscribes.
    */
   on(name, fn) {
     if (!this.handlers.has(name)) this.handlers.set(name, new Set());
@@ -725,11 +765,19 @@ export class Herald {
    */
   #deliver(name, data, id) {
     if (this.closed) return;
+    if (name === REFUSED) return this.#refused(data);
     const behind = id != null && notAfter(id, this.lastId);
     if (behind && CHANGE_EVENTS.has(name)) return; // already delivered here
+    // A tab that joins a stream of another user gets `reset` from the stream too: once is enough.
+    if (name === "reset" && id != null && id === this.#resetAt) return;
+    this.#resetAt = name === "reset" ? id : null;
     let changed;
     let then = null; // the counts as of this change, when they are not the ones shown
+    // The browser signed in as someone else (in another tab) and the shared stream moved to
+    // them: what this tab shows is another user's, so it gets `reset` after `ready`.
+    const otherUser = name === "ready" && this.user != null && data.user !== this.user;
     if (name === "ready") {
+      this.#everReady = true;
       this.user = data.user;
       this.session = data.session;
       // A `ready` at or behind this tab (its page's position, or another tab joined from
@@ -766,6 +814,19 @@ export class Herald {
       this.#rejectReady(new HeraldError("missing or invalid credentials", { status: 401, code: "unauthorized" }));
       this.close();
     }
+    if (otherUser) this.#deliver("reset", countData(this.#counts()), id);
+  }
+
+  /**
+   * The stream was refused (see `REFUSED`): the app hears why; before the first `ready`,
+   * `connect` rejects with it and this client stops (it holds nothing the app could close).
+   */
+  #refused({ status, code, message }) {
+    const error = new HeraldError(message, { status, code });
+    this.#emit(REFUSED, error);
+    if (this.#everReady) return;
+    this.#rejectReady(error);
+    this.close();
   }
 
   /**

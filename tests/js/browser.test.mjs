@@ -620,6 +620,76 @@ for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
   });
 }
 
+/** In `page` (on `base`): sign in as `user` (a new session, the cookie replaced). */
+async function signInAs(page, base, user) {
+  await page.goto(`${base}/healthz`);
+  const status = await page.evaluate(async (t) => (await fetch("/session", { method: "POST", headers: { authorization: `Bearer ${t}` } })).status, token("--sub", user));
+  assert.equal(status, 204);
+}
+
+for (const [name, strip] of TRANSPORTS) {
+  test(`connect rejects with the stream's refusal (429 too_many_streams) and stops; a live tab hears it as error (${name})`, async () => {
+    // One stream per user: a second browser of the same user is refused.
+    const own = await startHerald(["--dev", "--max-streams-per-user", "1"]);
+    const first = await browser(strip);
+    const second = await browser(strip);
+    try {
+      const user = `crowded-${name}`;
+      const holder = await first.context.newPage();
+      await signInAs(holder, own.base, user);
+      await holder.evaluate(async () => {
+        const { default: Herald } = await import("/herald.js");
+        window.h = await Herald.connect();
+      });
+      const page = await second.context.newPage();
+      await signInAs(page, own.base, user);
+      const refused = await page.evaluate(async () => {
+        const { default: Herald } = await import("/herald.js");
+        const started = performance.now();
+        const outcome = await Herald.connect().then(() => null, (e) => ({ name: e.name, status: e.status, code: e.code }));
+        return { ...outcome, took: performance.now() - started };
+      });
+      assert.deepEqual([refused.name, refused.status, refused.code], ["HeraldError", 429, "too_many_streams"]);
+      assert.ok(refused.took < 10_000, `connect settled in ${refused.took} ms`);
+      const answered = await eventsAnswered(own.base, 429);
+      await new Promise((r) => setTimeout(r, 2_500)); // longer than the first backoff (1 s) and the next (2 s)
+      assert.equal(await eventsAnswered(own.base, 429), answered, "the refused client stopped");
+      assert.equal(await holder.evaluate(() => window.h.closed), false, "the first browser keeps its stream");
+    } finally {
+      await first.close();
+      await second.close();
+      await own.stop();
+    }
+  });
+}
+
+for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
+  test(`signing in as another user in a second tab: the first tab gets the new user's ready, then reset (${name})`, async () => {
+    const { context, close } = await browser(strip);
+    try {
+      const [alice, bob] = [`first-${name}`, `second-${name}`];
+      const pages = [await context.newPage(), await context.newPage()];
+      for (const [page, user] of [[pages[0], alice], [pages[1], bob]]) {
+        await signInAs(page, herald.base, user);
+        await page.evaluate(async () => {
+          const { default: Herald } = await import("/herald.js");
+          window.h = await Herald.connect();
+          window.got = [];
+          for (const n of ["ready", "reset", "notification"]) window.h.on(n, (d) => window.got.push([n, d.user ?? d.title ?? null]));
+        });
+      }
+      await pages[0].waitForFunction((u) => window.h.user === u, bob, { timeout: 5_000 })
+        .catch(() => assert.fail("the first tab's stream did not move to the new user"));
+      await pages[0].waitForFunction(() => window.got.some(([n]) => n === "reset"), null, { timeout: 5_000 })
+        .catch(() => assert.fail("the first tab got no reset"));
+      const got = await pages[0].evaluate(() => window.got);
+      assert.deepEqual(got.filter(([n]) => n !== "notification"), [["ready", bob], ["reset", null]], "one ready, then one reset");
+    } finally {
+      await close();
+    }
+  });
+}
+
 test("a follower that gets the leader lock before the relayed revoked still signs out (leader)", async () => {
   const user = "leaving-late";
   const { context, close } = await browser(["SharedWorker"]);

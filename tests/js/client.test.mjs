@@ -78,7 +78,7 @@ beforeEach(() => {
     const path = `${u.pathname}${u.search}`;
     const method = init.method ?? "GET";
     requests.push({ method, path, body: init.body ? JSON.parse(init.body) : undefined, credentials: init.credentials });
-    const a = answers.get(`${method} ${path}`) ?? answers.get(`${method} *`);
+    const a = answers.get(`${method} ${path}`) ?? answers.get(`${method} ${u.pathname}?*`) ?? answers.get(`${method} *`);
     if (!a) throw new TypeError("fetch failed");
     return new Response(a.status === 204 ? null : JSON.stringify(a.body), { status: a.status, headers: a.headers });
   };
@@ -415,15 +415,25 @@ test("a stream refused with 401 ends as revoked for good; other refusals are ret
   const h = await connecting;
   const revoked = [];
   h.on("revoked", (d) => revoked.push(d));
+  const errors = [];
+  h.on("error", (e) => errors.push(e));
   /** The server refuses the stream; `HEAD /notifications/counts` then answers `status`. */
   const refuse = (source, status) => {
     answer("HEAD", "/notifications/counts", status, {});
     source.readyState = FakeEventSource.CLOSED;
     source.onerror();
   };
-  refuse(es, 503);
+  // signed in, but no stream: a stream of its own says why
+  answer("GET", "/events?*", 503, { error: { code: "unavailable", message: "the store fails" } });
+  refuse(es, 200);
   await until(() => FakeEventSource.all.length === 2); // after the first backoff, 1 s
   assert.equal(revoked.length, 0);
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof HeraldError);
+  assert.deepEqual([errors[0].status, errors[0].code, errors[0].message], [503, "unavailable", "the store fails"]);
+  const probe = new URL(requests.find((r) => r.path.startsWith("/events?")).path, "http://herald.test");
+  assert.match(probe.searchParams.get("tab"), /^herald-probe:/, "a unit of its own: it replaces no stream");
+  assert.equal(h.closed, false, "a refusal after ready is retried");
   assert.equal(FakeEventSource.all[1].url.searchParams.get("last_event_id"), "t1.5");
   refuse(FakeEventSource.all[1], 401);
   await until(() => revoked.length === 1);
@@ -435,6 +445,43 @@ test("a stream refused with 401 ends as revoked for good; other refusals are ret
   ]);
   await new Promise((r) => setTimeout(r, 1_200));
   assert.equal(FakeEventSource.all.length, 2, "no retry after the 401");
+});
+
+test("connect rejects with the refusal when its stream is refused before ready (429), and retries nothing", async () => {
+  const { es, connecting } = await connect();
+  answer("HEAD", "/notifications/counts", 200, {});
+  answer("GET", "/events?*", 429, { error: { code: "too_many_streams", message: "too many streams" } });
+  es.readyState = FakeEventSource.CLOSED;
+  es.onerror();
+  await assert.rejects(connecting, (e) => e instanceof HeraldError && e.status === 429 && e.code === "too_many_streams");
+  await new Promise((r) => setTimeout(r, 1_200));
+  assert.equal(FakeEventSource.all.length, 1, "the client stopped");
+});
+
+test("a stream whose probe opens (the refusal passed) tells nothing and retries", async () => {
+  const { es, connecting } = await connect();
+  answer("HEAD", "/notifications/counts", 200, {});
+  answer("GET", "/events?*", 200, {});
+  es.readyState = FakeEventSource.CLOSED;
+  es.onerror();
+  await until(() => FakeEventSource.all.length === 2);
+  FakeEventSource.all[1].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  (await connecting).close();
+});
+
+test("a ready of another user (signed in as them in another tab) is followed by reset, once", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  const got = record(h);
+  es.emit("ready", { user: "bob", session: "s2", unread_count: 7, unseen_count: 7 }, "u1.9");
+  es.emit("reset", { unread_count: 7, unseen_count: 7 }, "u1.9"); // a joined stream's own reset
+  es.emit("notification", { ...n("c", { user: "bob" }), unread_count: 8, unseen_count: 8 }, "u1.10");
+  assert.deepEqual(got.filter(([name]) => name !== "counts").map(([name]) => name), ["ready", "reset", "notification"]);
+  assert.equal(h.user, "bob");
+  assert.equal(h.unreadCount, 8);
+  assert.equal(h.lastId, "u1.10");
+  h.close();
 });
 
 test("connect rejects with status 401 when its stream is refused with 401 before ready", async () => {
