@@ -8,8 +8,9 @@
 // `connect` loads the tray's first page, then streams from the page's `position` (the change
 // it reflects), so nothing falls between the list and the stream. Each tab keeps the last event
 // id delivered to it in sessionStorage (which a reload keeps), the browser its latest in
-// localStorage (for a new tab opened within a minute of the browser's last event or tab): a
-// reload (or such a new tab) resumes from that one when it is not newer than the page, so what
+// localStorage (for a new tab opened within a minute of the browser's last event or tab), each
+// with when it was last delivered or left (a session the browser restores days later does not
+// resume): a reload (or such a new tab) resumes from that one when it is not newer than the page, so what
 // was published meanwhile arrives as events, each exactly once, even while other tabs kept the
 // shared stream (and the browser's position) moving. Such events repeat what the first page
 // already shows: apps drop a notification they have by id. A later visit starts from its
@@ -146,9 +147,11 @@ export function loadPosition(base) {
     try {
       const saved = JSON.parse(storage.getItem(storageKey(base)) ?? "null");
       if (saved && typeof saved.id === "string") {
-        const age = Date.now() - saved.at; // a time ahead of now (the clock was set back) is not fresh
-        const fresh = storage === globalThis.sessionStorage || (age >= 0 && age < RESUME_WITHIN_MS);
-        if (fresh) return saved;
+        // A time ahead of now (the clock was set back) is not fresh. This tab's own position
+        // is stale too when the tab comes back long after it left: a session restored by the
+        // browser (a reload has just left the page, `touchPosition`).
+        const age = Date.now() - saved.at;
+        if (age >= 0 && age < RESUME_WITHIN_MS) return saved;
       }
     } catch {
       // storage disabled or garbled: try the next
@@ -168,14 +171,16 @@ function savePosition(base, id, counts) {
   }
 }
 
-/** The browser's position is as recent as now (this tab is leaving: a new tab opened soon
- * after resumes from it). */
+/** The tab's and the browser's positions are as recent as now (this tab is leaving: its
+ * reload, or a new tab opened soon after, resumes from them). */
 function touchPosition(base) {
-  try {
-    const saved = JSON.parse(localStorage.getItem(storageKey(base)) ?? "null");
-    if (saved) localStorage.setItem(storageKey(base), JSON.stringify({ ...saved, at: Date.now() }));
-  } catch {
-    // nothing stored, or storage disabled
+  for (const storage of positionStores()) {
+    try {
+      const saved = JSON.parse(storage.getItem(storageKey(base)) ?? "null");
+      if (saved) storage.setItem(storageKey(base), JSON.stringify({ ...saved, at: Date.now() }));
+    } catch {
+      // nothing stored, or storage disabled
+    }
   }
 }
 

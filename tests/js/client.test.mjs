@@ -174,6 +174,21 @@ test("a new tab resumes from the browser's position only when it is recent; leav
   h.close();
 });
 
+test("a tab the browser restores long after it left (its session kept) starts from its page, as a new visit", async () => {
+  const at = Date.now() - RESUME_WITHIN_MS - 1000;
+  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1, at }));
+  localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.3", unread: 1, unseen: 1, at }));
+  const { es, connecting } = await connect();
+  assert.equal(es.url.searchParams.get("last_event_id"), "t1.5", "no replay of what its page lists");
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  // a reload: leaving the page makes this tab's own position recent again
+  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 1, unseen: 1, at }));
+  page.dispatchEvent(new Event("pagehide"));
+  assert.equal(loadPosition("").id, "t1.4");
+  h.close();
+});
+
 test("unseen and unread counts follow every event that carries them", async () => {
   const { es, connecting } = await connect();
   es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
@@ -342,7 +357,7 @@ test("connect rejects with status 401 when not signed in, and opens no stream", 
 
 test("a reload resumes from this tab's own position, not from a newer one another tab stored", async () => {
   localStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.4", unread: 2, unseen: 2, at: Date.now() }));
-  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1 }));
+  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1, at: Date.now() }));
   const { es, connecting } = await connect();
   assert.equal(es.url.searchParams.get("last_event_id"), "t1.2");
   es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.2");
@@ -354,7 +369,7 @@ test("a reload resumes from this tab's own position, not from a newer one anothe
 });
 
 test("a tab replaying from further back keeps its page's counts for what the page reflects", async () => {
-  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1 }));
+  sessionStorage.setItem("herald:position:/", JSON.stringify({ id: "t1.2", unread: 1, unseen: 1, at: Date.now() }));
   const { es, connecting } = await connect(); // the page: at t1.5, 2 unread
   es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.2");
   const h = await connecting;
