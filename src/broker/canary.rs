@@ -35,6 +35,19 @@ const WINDOW: u16 = 256;
 /// How long a canary that failed to subscribe (its primary did not answer within the command
 /// deadline) is left before it is tried again: users' subscriptions wait behind the try.
 const RETRY_FAILED: Duration = Duration::from_secs(5);
+/// A canary that has failed to subscribe for this long is logged as a warning (once, until
+/// it subscribes): its slots' subscriptions go unwatched meanwhile.
+const TELL_FAILING: Duration = Duration::from_secs(30);
+
+/// What the operator should hear of a canary's subscribe ([`Canary::subscribed`]).
+#[derive(Debug, PartialEq)]
+pub(super) enum Tell {
+    Nothing,
+    /// It has failed for [`TELL_FAILING`] or more.
+    Failing,
+    /// It subscribed after [`Tell::Failing`].
+    Back,
+}
 const SLOTS: u16 = 16384;
 const PREFIX: &str = "herald:canary:";
 /// The kind of the marker a canary's publisher puts in the push queue.
@@ -53,6 +66,10 @@ struct Channel {
     misses: u8,
     /// When subscribing it last failed.
     failed_at: Option<Instant>,
+    /// When subscribing it began to fail, every try since having failed.
+    failing_since: Option<Instant>,
+    /// The operator was told it keeps failing ([`TELL_FAILING`]).
+    told: bool,
 }
 
 impl Channel {
@@ -112,6 +129,8 @@ impl Canary {
                     heard: 0,
                     misses: 0,
                     failed_at: None,
+                    failing_since: None,
+                    told: false,
                 })
                 .collect(),
             round: 0,
@@ -132,17 +151,29 @@ impl Canary {
     }
 
     /// Subscribing `name` on the current connection succeeded (`ok`) or failed.
-    pub(super) fn subscribed(&mut self, name: &str, ok: bool) {
+    pub(super) fn subscribed(&mut self, name: &str, ok: bool) -> Tell {
         let round = self.round;
-        if let Some(channel) = self.channel(name) {
-            if ok {
-                channel.subscribed_at = Some(round);
-                channel.failed_at = None;
-                channel.forget();
-            } else {
-                channel.failed_at = Some(Instant::now());
-            }
+        let Some(channel) = self.channel(name) else {
+            return Tell::Nothing;
+        };
+        if ok {
+            channel.subscribed_at = Some(round);
+            channel.failed_at = None;
+            channel.failing_since = None;
+            channel.forget();
+            return match std::mem::take(&mut channel.told) {
+                true => Tell::Back,
+                false => Tell::Nothing,
+            };
         }
+        let now = Instant::now();
+        channel.failed_at = Some(now);
+        let since = *channel.failing_since.get_or_insert(now);
+        if channel.told || now < since + TELL_FAILING {
+            return Tell::Nothing;
+        }
+        channel.told = true;
+        Tell::Failing
     }
 
     pub(super) fn take(&mut self, report: Report) {
@@ -320,6 +351,34 @@ mod tests {
             data: Vec::new(),
         };
         assert!(read_marker(&other).is_none());
+    }
+
+    /// A canary that keeps failing to subscribe is told once, after [`TELL_FAILING`], and
+    /// again when it subscribes.
+    #[test]
+    fn a_canary_failing_for_long_is_told_once() {
+        let mut canary = Canary::new("n", false);
+        let name = canary.unsubscribed()[0].clone();
+        assert_eq!(canary.subscribed(&name, false), Tell::Nothing);
+        let began = |canary: &mut Canary, ago: Duration| {
+            canary.channels[0].failing_since = Some(Instant::now() - ago);
+        };
+        began(&mut canary, TELL_FAILING - Duration::from_secs(1));
+        assert_eq!(canary.subscribed(&name, false), Tell::Nothing);
+        began(&mut canary, TELL_FAILING);
+        assert_eq!(canary.subscribed(&name, false), Tell::Failing);
+        began(&mut canary, 2 * TELL_FAILING);
+        assert_eq!(canary.subscribed(&name, false), Tell::Nothing, "once");
+        assert_eq!(canary.subscribed(&name, true), Tell::Back);
+        assert_eq!(canary.subscribed(&name, true), Tell::Nothing);
+        assert_eq!(
+            canary.subscribed(&name, false),
+            Tell::Nothing,
+            "a new run of failures"
+        );
+        assert!(canary.channels[0]
+            .failing_since
+            .is_some_and(|t| t.elapsed() < TELL_FAILING));
     }
 
     /// Rounds come every [`FAST_ROUND`] for [`WATCH`] after `watch`, every [`ROUND`] else.

@@ -28,7 +28,7 @@ use redis::{PushInfo, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::canary::{marker, Canary, Report, Round};
+use super::canary::{marker, Canary, Report, Round, Tell};
 use crate::error::{Error, Result};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -341,7 +341,16 @@ async fn subscribe_own(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(),
             if let Some(error) = error {
                 tracing::debug!(error, channel, "subscribing a canary failed");
             }
-            subs.canary.subscribed(&channel, error.is_none());
+            match subs.canary.subscribed(&channel, error.is_none()) {
+                Tell::Nothing => {}
+                Tell::Failing => tracing::warn!(
+                    error,
+                    channel,
+                    "a canary keeps failing to subscribe: a silent loss of the \
+                     subscriptions in its slots would go unnoticed until it subscribes"
+                ),
+                Tell::Back => tracing::info!(channel, "the canary subscribed again"),
+            }
         }
     }
     Ok(())
