@@ -2,7 +2,8 @@
 //! without saying so. A node subscribes canary channels of its own (one on one server; on a
 //! cluster one in each window of [`WINDOW`] slots, so a primary that serves a whole window,
 //! as any serving 511 slots in a row does, holds one) before any user's
-//! channel, and again before lost users are restored; every [`ROUND`] it publishes a round
+//! channel, and again before lost users are restored (on a cluster, only where the slot's
+//! node is a primary, as users' channels are); every [`ROUND`] it publishes a round
 //! number on each and listens for it ([`FAST_ROUND`] for [`WATCH`] after a loss Redis reported
 //! and the restore after it, when a silent loss is most likely). A canary published but not
 //! heard back [`MISSES`] rounds in a row means the connection that held it lost its

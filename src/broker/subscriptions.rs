@@ -335,7 +335,10 @@ async fn subscribe_own(conn: &RedisConn, subs: &mut Subscriptions) -> Result<(),
     }
     let canaries = subs.canary.unsubscribed();
     if !canaries.is_empty() {
-        let failures = each_channel(conn, canaries.clone(), true, str::to_owned).await;
+        // Not on a demoted primary, which relays its new primary's messages: the connection
+        // to the new one, where the users' channels are restored, would go unwatched.
+        let (ready, mut failures) = on_primaries(conn, canaries.clone(), str::to_owned).await;
+        failures.extend(each_channel(conn, ready, true, str::to_owned).await);
         for channel in canaries {
             let error = failures.get(&channel);
             if let Some(error) = error {
@@ -421,7 +424,7 @@ async fn subscribe_all(
     }
     let (failures, (_, misrouted)) = tokio::join!(
         each_channel(conn, new.clone(), true, user_channel),
-        on_primaries(conn, new.clone())
+        on_primaries(conn, new.clone(), user_channel)
     );
     for user in new {
         if failures.contains_key(&user) {
@@ -447,7 +450,7 @@ async fn subscribe_all(
 async fn restore(conn: &RedisConn, hub: &Hub, subs: &mut Subscriptions) {
     let users: Vec<String> = subs.lost.iter().cloned().collect();
     let (ready, mut failures) = match subscribe_own(conn, subs).await {
-        Ok(()) => on_primaries(conn, users).await,
+        Ok(()) => on_primaries(conn, users, user_channel).await,
         Err(e) => (
             Vec::new(),
             users.into_iter().map(|u| (u, e.clone())).collect(),
@@ -507,8 +510,8 @@ fn user_channel(user: &str) -> String {
     UserKeys::new(user).channel()
 }
 
-/// Split `users` into those whose channel's slot the cluster connection routes to a primary
-/// (ready to subscribe) and the others, with why. A demoted primary still accepts
+/// Split `users` into those whose channel (`channel` names it) has a slot the cluster
+/// connection routes to a primary (ready to subscribe) and the others, with why. A demoted primary still accepts
 /// `SSUBSCRIBE` for its new primary's slots (Redis serves shard channels on replicas), but
 /// its subscribers only hear what the new primary relays once it knows its replica, so a
 /// subscription is not restored there: a keyed read gets `MOVED` instead, which makes the
@@ -516,6 +519,7 @@ fn user_channel(user: &str) -> String {
 async fn on_primaries(
     conn: &RedisConn,
     users: Vec<String>,
+    channel: fn(&str) -> String,
 ) -> (Vec<String>, HashMap<String, String>) {
     use redis::cluster_routing::Slot;
     if !conn.is_cluster() {
@@ -524,7 +528,7 @@ async fn on_primaries(
     let mut by_slot: HashMap<Slot, Vec<String>> = HashMap::new();
     for user in users {
         by_slot
-            .entry(Slot::for_key(UserKeys::new(&user).channel()))
+            .entry(Slot::for_key(channel(&user)))
             .or_default()
             .push(user);
     }
@@ -532,7 +536,7 @@ async fn on_primaries(
         .map(|users| {
             let mut cluster = conn.clone();
             async move {
-                let channel = UserKeys::new(&users[0]).channel();
+                let channel = channel(&users[0]);
                 let role = cluster.on_slot_primary(&channel, redis::cmd("ROLE")).await;
                 let verdict = match role {
                     None => Ok(()),
