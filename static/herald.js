@@ -10,8 +10,8 @@
 // id delivered to it in sessionStorage (which a reload keeps), the browser its latest in
 // localStorage (for a new tab opened within a minute of the browser's last event or tab), each
 // with when it was last delivered or left (a session the browser restores days later does not
-// resume): a reload (or such a new tab) resumes from that one when it is not newer than the page, so what
-// was published meanwhile arrives as events, each exactly once, even while other tabs kept the
+// resume): a reload (or such a new tab) resumes from that one when it is not newer than the
+// page, so what was published meanwhile arrives as events, each exactly once, even while other tabs kept the
 // shared stream (and the browser's position) moving. Such events repeat what the first page
 // already shows: apps drop a notification they have by id. A later visit starts from its
 // page: what it lists does not come again as events.
@@ -527,7 +527,8 @@ export class Herald {
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
    * (`limit` notifications, kept as `h.page`), then streams from the page's position. Resolves
    * once the stream is ready; rejects with a `HeraldError` when the browser is not signed in
-   * (status 401), or the page or the stream is refused (429 `too_many_streams`, 503, …). `badge`: what `h.badgeCount` counts, `"unseen"` (default) or `"unread"`.
+   * (status 401), or the page or the stream is refused (429 `too_many_streams`, 503, …).
+   * `badge`: what `h.badgeCount` counts, `"unseen"` (default) or `"unread"`.
    */
   static async connect({ base = "", transport, badge = "unseen", limit = FIRST_PAGE, checkEvery = QUIET_CHECK_MS } = {}) {
     const h = new Herald(base.replace(/\/$/, ""), { badge, checkEvery });
