@@ -104,8 +104,9 @@ export interface HeraldEventMap {
   counts: Counts;
   /**
    * Emitted by the client when the server refused the stream with anything but 401 (429
-   * `too_many_streams`, 503, unreachable): it retries with backoff. Before the first `ready`,
-   * `connect` rejects with this error instead.
+   * `too_many_streams`, 503; status 0 when asking why got no answer), once per run of
+   * refusals: it retries with backoff. Before the first `ready`, `connect` rejects with this
+   * error instead. (A stream that drops is reopened by the browser itself, without an error.)
    */
   error: HeraldError;
 }
@@ -199,7 +200,7 @@ export class Herald {
   /**
    * Load the tray's first page (`h.page`), then stream from its position. Resolves at the
    * stream's `ready`; rejects with a `HeraldError` when the browser is not signed in (status
-   * 401), or when the page or the stream is refused (429 `too_many_streams`, 503, unreachable).
+   * 401), or when the page or the stream is refused (429 `too_many_streams`, 503, …).
    */
   static connect(options?: ConnectOptions): Promise<ConnectedHerald>;
 
@@ -407,15 +408,17 @@ export class Stream {
   source: EventSource | null;
   /** The next wait before reconnecting after a refusal, in ms. */
   backoff: number;
+  /** Why the server refuses this stream, from its first refusal until a `ready`. */
+  refused: StreamRefusal | null;
   timer: ReturnType<typeof setTimeout> | null;
   readonly unreadCount: number;
   start(): void;
   /** Reconnect from an earlier position. */
   restart(lastEventId: string | null | undefined, counts?: CountPair): void;
-  /** Bring a tab that joins at `position` up to date (`ready`, `reset`, or a resume from further back). */
+  /** Bring a tab that joins at `position` up to date (`ready`, `reset`, why the stream is refused, or a resume from further back). */
   join(
     position: SavedPosition | null | undefined,
-    send: (name: "ready" | "reset", data: ReadyEvent | Counts, id: string | null | undefined) => void,
+    send: (name: "ready" | "reset" | "error", data: ReadyEvent | Counts | StreamRefusal, id: string | null | undefined) => void,
   ): void;
   close(): void;
 }

@@ -11,13 +11,14 @@
 // localStorage (for a new tab opened within a minute of the browser's last event or tab), each
 // with when it was last delivered or left (a session the browser restores days later does not
 // resume): a reload (or such a new tab) resumes from that one when it is not newer than the
-// page, so what was published meanwhile arrives as events, each exactly once, even while other tabs kept the
-// shared stream (and the browser's position) moving. Such events repeat what the first page
-// already shows: apps drop a notification they have by id. A later visit starts from its
-// page: what it lists does not come again as events.
+// page, so what was published meanwhile arrives as events, each exactly once, even while
+// other tabs kept the shared stream (and the browser's position) moving. Such events repeat
+// what the first page already shows: apps drop a notification they have by id. A later visit
+// starts from its page: what it lists does not come again as events.
 // A stream refused with 401 (the session or token is gone, say a restart lost it) ends like a
 // server-sent `revoked`, `{"reason": "unauthorized"}`; other refusals are retried with backoff,
-// each told to the app as an `error` (a `HeraldError`), and reject `connect` before `ready`.
+// told to the app as an `error` (a `HeraldError`) at the first of each run, and reject
+// `connect` before `ready`.
 // A tab whose shared stream moves to another user (signed in as them in another tab) gets
 // `reset` after that user's `ready`.
 //
@@ -35,12 +36,17 @@ const EVENTS = ["ready", ...CHANGE_EVENTS, "reset", "revoked", "replaced"];
 const UNNUMBERED_EVENTS = new Set(["revoked", "replaced"]);
 /**
  * The client's own event for a stream the server refused (not with 401): `{ status, code,
- * message }`, as a `HeraldError` to `h.on("error")`. The stream is retried with backoff; before
- * the first `ready`, `connect` rejects with it instead.
+ * message }`, as a `HeraldError` to `h.on("error")`, once per run of refusals (and to a tab
+ * that joins meanwhile). The stream is retried with backoff; before the first `ready`,
+ * `connect` rejects with it instead.
  */
 const REFUSED = "error";
 /** The `?tab=` prefix of the stream that asks why a stream was refused (`Stream.#whyRefused`). */
 const PROBE_TAB = "herald-probe:";
+/** How long asking why a stream was refused may take, in ms. */
+const ASK_MS = 5_000;
+/** The error code of a status whose answer has no body to say it (HEAD). */
+const STATUS_CODES = { 429: "rate_limited", 500: "internal", 502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout" };
 /** First and longest wait between reconnect attempts after the server refused a stream, in ms. */
 const MIN_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 30_000;
@@ -139,8 +145,9 @@ export function startPosition(saved, position) {
 
 /**
  * Where this tab last was, else this browser: `{ id, unread, unseen }` (the last event id and
- * the counts then). Another tab's newer position must not serve a reload: it would skip what
- * this tab missed meanwhile.
+ * the counts then), each only when recent (`RESUME_WITHIN_MS`). Another tab's newer position
+ * must not serve a reload: it would skip what this tab missed meanwhile (a reload's own is
+ * recent: leaving the page made it so). A stale own position falls through to the browser's.
  */
 export function loadPosition(base) {
   for (const storage of positionStores()) {
@@ -221,6 +228,13 @@ export class Stream {
     this.source = null;
     this.backoff = MIN_BACKOFF_MS;
     this.timer = null;
+    /** While resuming for tabs that joined behind (`#resumeFor`): where the stream was, its
+     * counts then, and the joined tabs' `send`s. */
+    this.joining = null;
+    /** Why the server refuses this stream, from its first refusal until a `ready`. */
+    this.refused = null;
+    /** Aborts the requests that ask why the stream was refused. */
+    this.asking = null;
   }
 
   /** The unread count (kept for callers of the first version). */
@@ -245,44 +259,54 @@ export class Stream {
     }
     source.onerror = async () => {
       // CONNECTING: the browser retries by itself, sending Last-Event-ID.
-      // CLOSED: the server refused, and EventSource does not say why: a cheap request does.
+      // CLOSED: the server refused, and EventSource does not say why: cheap requests do.
       if (source.readyState !== EventSource.CLOSED || this.closed) return;
-      const status = await fetch(`${this.base}/notifications/counts`, { method: "HEAD", credentials: "include" })
-        .then((r) => r.status, () => 0);
+      const refusal = await this.#whyRefused();
       if (this.closed || this.source !== source) return; // closed or restarted meanwhile
-      if (status === 401) {
+      if (refusal?.status === 401) {
         // The session or token is gone (logged out, expired, or lost in a restart of the
         // server): as a server-sent `revoked`, it ends the stream for good.
         this.onEvent("revoked", { reason: "unauthorized" }, null);
         this.close();
         return;
       }
-      // Anything else (unreachable, 429, 5xx) may pass: say why, and retry with backoff.
-      const refusal = status === 0 ? { status: 0, code: "network", message: "Herald could not be reached" } : await this.#whyRefused();
-      if (this.closed || this.source !== source) return;
-      if (refusal) this.onEvent(REFUSED, refusal, null);
-      if (this.closed) return; // a tab that was waiting for its first `ready` gave up
+      // Anything else (429, 5xx, no answer) may pass: say why, once, and retry with backoff.
+      if (refusal && !this.refused) {
+        this.refused = refusal;
+        this.onEvent(REFUSED, refusal, null);
+        if (this.closed) return; // a tab that was waiting for its first `ready` gave up
+      }
       this.timer = setTimeout(() => this.start(), this.backoff);
       this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
     };
   }
 
   /**
-   * Why the server refused a stream (signed in, by the check before): the answer of a stream
-   * of its own (`?tab=` of none of ours, so it replaces nothing), let go of at once, as
-   * `{ status, code, message }`; null when that one opened (whatever it was has passed).
+   * Why the server refused a stream, as `{ status, code, message }`, within `ASK_MS` (else
+   * status 0, `network`); null when it no longer does. First `HEAD /notifications/counts`
+   * (401: signed out); when that passes, the first refusal of a run opens a stream of its own
+   * (`?tab=` of none of ours, so it replaces nothing) for the status and error body, and lets
+   * go of it at once; the next ones of the run keep that answer (`this.refused`).
    */
   async #whyRefused() {
     const abort = new AbortController();
-    const probe = new URLSearchParams({ tab: `${PROBE_TAB}${randomId()}` });
+    this.asking = abort; // `close` and `restart` abort it
+    const timer = setTimeout(() => abort.abort(), ASK_MS);
+    const ask = (path, init = {}) => fetch(`${this.base}${path}`, { credentials: "include", signal: abort.signal, ...init });
     try {
-      const r = await fetch(`${this.base}/events?${probe}`, { credentials: "include", signal: abort.signal });
-      if (r.ok) return null;
+      const head = await ask("/notifications/counts", { method: "HEAD" });
+      if (!head.ok) return { status: head.status, code: STATUS_CODES[head.status] ?? null, message: `HTTP ${head.status}` };
+      if (this.refused) return this.refused;
+      const r = await ask(`/events?${new URLSearchParams({ tab: `${PROBE_TAB}${randomId()}` })}`);
+      const stream = r.ok && !r.redirected && (r.headers.get("content-type") ?? "").startsWith("text/event-stream");
+      if (stream) return null;
+      if (r.ok) return { status: r.status, code: null, message: "the answer to /events is not an event stream (a proxy in the way?)" };
       const body = await r.json().catch(() => null);
-      return { status: r.status, code: body?.error?.code ?? null, message: body?.error?.message ?? `HTTP ${r.status}` };
+      return { status: r.status, code: body?.error?.code ?? STATUS_CODES[r.status] ?? null, message: body?.error?.message ?? `HTTP ${r.status}` };
     } catch {
       return { status: 0, code: "network", message: "Herald could not be reached" };
     } finally {
+      clearTimeout(timer);
       abort.abort();
     }
   }
@@ -325,9 +349,26 @@ export class Stream {
     this.source?.close();
     this.restartedAt = performance.now();
     clearTimeout(this.timer);
+    this.asking?.abort();
+    this.joining = null;
     this.lastEventId = lastEventId;
     if (counts) this.counts = counts;
     this.start();
+  }
+
+  /**
+   * Resume from `position`, behind this stream in its log, for the tab that joined there
+   * (`send` reaches it alone). The opening's `ready`, and `reset` if the server no longer has
+   * that position, are that tab's alone: the tabs already here are further on. After a
+   * `reset` the stream resumes from where it was, so they miss nothing (see `#receive`).
+   * Before the stream's first `ready`, the tabs here wait for one too: every tab gets it.
+   */
+  #resumeFor(position, send) {
+    if (!this.ready) return this.restart(position.id, positionCounts(position));
+    const joining = this.joining ?? { from: this.lastEventId, counts: this.counts, tabs: new Set() };
+    this.restart(position.id, positionCounts(position));
+    joining.tabs.add(send);
+    this.joining = joining;
   }
 
   #receive(name, e) {
@@ -344,8 +385,17 @@ export class Stream {
       return;
     }
     const id = UNNUMBERED_EVENTS.has(name) ? null : e.lastEventId || null;
+    const joining = this.joining;
+    if (joining && name === "reset") {
+      // The joined tab's position is gone: it refetches; the stream resumes from its own.
+      for (const send of joining.tabs) send(name, data, id);
+      this.restart(joining.from, joining.counts);
+      return;
+    }
+    if (joining && name !== "ready") this.joining = null; // the replay came: the position was kept
     if (name === "ready") {
       this.backoff = MIN_BACKOFF_MS;
+      this.refused = null;
       // `ready` counts everything, replay included. When it resumes from our own position,
       // our counts are the ones that match, and the replayed events bring them up to date.
       const resumed = id && id === this.lastEventId;
@@ -356,7 +406,8 @@ export class Stream {
       this.counts = nextCounts(name, data, this.counts);
     }
     if (id) this.lastEventId = id;
-    this.onEvent(name, data, id);
+    if (joining && name === "ready") for (const send of joining.tabs) send(name, data, id);
+    else this.onEvent(name, data, id);
     // Ended by the server for good: a logout, an expired token, or another stream of ours.
     if (name === "revoked" || name === "replaced") {
       this.close();
@@ -386,7 +437,7 @@ export class Stream {
     const ours = parseId(this.lastEventId);
     const signedInAgain = position?.session && this.ready?.session && position.session !== this.ready.session;
     if (theirs && ours && theirs.tag === ours.tag && theirs.seq < ours.seq) {
-      this.restart(position.id, positionCounts(position));
+      this.#resumeFor(position, send);
     } else if (signedInAgain) {
       this.ready = null;
       if (theirs && theirs.tag !== ours?.tag) this.restart(position.id, positionCounts(position));
@@ -396,6 +447,7 @@ export class Stream {
       if (position?.id && theirs?.tag !== ours?.tag) {
         send("reset", countData(this.counts), this.lastEventId);
       }
+      if (this.refused) send(REFUSED, this.refused, null); // while the stream is refused
     }
   }
 
@@ -414,6 +466,8 @@ export class Stream {
 
   close() {
     this.closed = true;
+    this.joining = null;
+    this.asking?.abort();
     clearTimeout(this.timer);
     clearInterval(this.checker);
     this.source?.close();
@@ -520,8 +574,8 @@ export class Herald {
   #countedAt = null;
   /** A `ready` came (`connect` resolved): a refusal no longer rejects it. */
   #everReady = false;
-  /** The position of the `reset` just delivered, if the last event was one. */
-  #resetAt = null;
+  /** The position of the `reset` this client made (another user's `ready`), until the next event. */
+  #madeResetAt = null;
 
   /**
    * Connect to Herald at `base` (same origin by default): loads the first page of the tray
@@ -774,9 +828,11 @@ export class Herald {
     if (name === REFUSED) return this.#refused(data);
     const behind = id != null && notAfter(id, this.lastId);
     if (behind && CHANGE_EVENTS.has(name)) return; // already delivered here
-    // A tab that joins a stream of another user gets `reset` from the stream too: once is enough.
-    if (name === "reset" && id != null && id === this.#resetAt) return;
-    this.#resetAt = name === "reset" ? id : null;
+    // A tab that joins a stream of another user gets `reset` from the stream too, after the
+    // one this client made (below): once is enough.
+    const madeReset = this.#madeResetAt;
+    this.#madeResetAt = null;
+    if (name === "reset" && id != null && id === madeReset) return;
     let changed;
     let then = null; // the counts as of this change, when they are not the ones shown
     // The browser signed in as someone else (in another tab) and the shared stream moved to
@@ -820,7 +876,10 @@ export class Herald {
       this.#rejectReady(new HeraldError("missing or invalid credentials", { status: 401, code: "unauthorized" }));
       this.close();
     }
-    if (otherUser) this.#deliver("reset", countData(this.#counts()), id);
+    if (otherUser) {
+      this.#deliver("reset", countData(this.#counts()), id);
+      this.#madeResetAt = id;
+    }
   }
 
   /**
@@ -973,12 +1032,14 @@ export class Herald {
       // this tab before the relayed `revoked` does.
       if (msg?.type === MSG.JOINED && msg.to === me) joined = true;
       if (msg?.type === MSG.EVENT && msg.name === "ready" && !msg.v) joined = true;
-      if (msg?.type === MSG.EVENT && ((!stream && joined) || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
+      // An event `to` another tab answers that tab's hello.
+      const mine = !msg?.to || msg.to === me;
+      if (msg?.type === MSG.EVENT && mine && ((!stream && joined) || msg.name === "revoked")) deliver(msg.name, msg.data, msg.id);
       // A follower joins: the leader brings it up to date (see Stream.join), starting again a
       // stream the server ended with `replaced` (see Stream.reopen).
       if (msg?.type === MSG.HELLO && stream) {
         channel.postMessage({ type: MSG.JOINED, to: msg.from });
-        const relay = (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id, v: 2 });
+        const relay = (name, data, id) => channel.postMessage({ type: MSG.EVENT, name, data, id, v: 2, to: msg.from });
         if (stream.endedBy === "replaced") stream.reopen(msg.position, relay);
         else stream.join(msg.position, relay);
       }

@@ -628,7 +628,7 @@ async function signInAs(page, base, user) {
 }
 
 for (const [name, strip] of TRANSPORTS) {
-  test(`connect rejects with the stream's refusal (429 too_many_streams) and stops; a live tab hears it as error (${name})`, async () => {
+  test(`connect rejects with the stream's refusal (429 too_many_streams) and the refused client stops (${name})`, async () => {
     // One stream per user: a second browser of the same user is refused.
     const own = await startHerald(["--dev", "--max-streams-per-user", "1"]);
     const first = await browser(strip);

@@ -80,6 +80,10 @@ beforeEach(() => {
     requests.push({ method, path, body: init.body ? JSON.parse(init.body) : undefined, credentials: init.credentials });
     const a = answers.get(`${method} ${path}`) ?? answers.get(`${method} ${u.pathname}?*`) ?? answers.get(`${method} *`);
     if (!a) throw new TypeError("fetch failed");
+    if (a.status === "hang") {
+      // no answer: only the request's signal ends it
+      return new Promise((_, reject) => init.signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError"))));
+    }
     return new Response(a.status === 204 ? null : JSON.stringify(a.body), { status: a.status, headers: a.headers });
   };
 });
@@ -476,12 +480,100 @@ test("connect rejects with the refusal when its stream is refused before ready (
 test("a stream whose probe opens (the refusal passed) tells nothing and retries", async () => {
   const { es, connecting } = await connect();
   answer("HEAD", "/notifications/counts", 200, {});
-  answer("GET", "/events?*", 200, {});
+  answer("GET", "/events?*", 200, {}, { "content-type": "text/event-stream" });
   es.readyState = FakeEventSource.CLOSED;
   es.onerror();
   await until(() => FakeEventSource.all.length === 2);
+  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 1);
   FakeEventSource.all[1].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
   (await connecting).close();
+});
+
+test("a refusal is told once per run (one probe), and a stream that opens ends the run", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  const errors = [];
+  h.on("error", (e) => errors.push([e.status, e.code]));
+  answer("HEAD", "/notifications/counts", 200, {});
+  answer("GET", "/events?*", 429, { error: { code: "too_many_streams", message: "too many streams" } });
+  const refuse = (source) => {
+    source.readyState = FakeEventSource.CLOSED;
+    source.onerror();
+  };
+  refuse(es);
+  await until(() => FakeEventSource.all.length === 2);
+  refuse(FakeEventSource.all[1]);
+  await until(() => FakeEventSource.all.length === 3, 4_000); // the second backoff, 2 s
+  assert.deepEqual(errors, [[429, "too_many_streams"]]);
+  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 1, "one probe for the run");
+  FakeEventSource.all[2].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  refuse(FakeEventSource.all[2]); // a new run
+  await until(() => errors.length === 2);
+  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 2);
+  h.close();
+});
+
+test("a refusal the status check already explains needs no probe; 200 that is no event stream is told", async () => {
+  const { es, connecting } = await connect();
+  answer("HEAD", "/notifications/counts", 503, {});
+  es.readyState = FakeEventSource.CLOSED;
+  es.onerror();
+  await assert.rejects(connecting, (e) => e instanceof HeraldError && e.status === 503 && e.code === "unavailable");
+  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 0);
+  FakeEventSource.all.length = 0;
+  // a proxy's sign-in page answers /events with 200 HTML
+  const second = await connect();
+  answer("HEAD", "/notifications/counts", 200, {});
+  answer("GET", "/events?*", 200, {}, { "content-type": "text/html" });
+  second.es.readyState = FakeEventSource.CLOSED;
+  second.es.onerror();
+  await assert.rejects(second.connecting, (e) => e instanceof HeraldError && e.status === 200 && /not an event stream/.test(e.message));
+});
+
+test("asking why is bounded: close aborts it, and nothing retries after", async () => {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  const h = await connecting;
+  let signal;
+  const real = globalThis.fetch;
+  globalThis.fetch = (url, init) => ((signal = init.signal), real(url, init));
+  answer("HEAD", "/notifications/counts", "hang", {});
+  es.readyState = FakeEventSource.CLOSED;
+  es.onerror();
+  await until(() => signal);
+  h.close();
+  assert.equal(signal.aborted, true);
+  await new Promise((r) => setTimeout(r, 1_200));
+  assert.equal(FakeEventSource.all.length, 1);
+});
+
+test("a tab that joins a shared stream while it is refused gets ready, then why", async () => {
+  const { s, es } = sharedStream();
+  answer("HEAD", "/notifications/counts", 200, {});
+  answer("GET", "/events?*", 503, { error: { code: "unavailable", message: "the store fails" } });
+  const told = [];
+  s.onEvent = (...e) => told.push(e);
+  es.readyState = FakeEventSource.CLOSED;
+  es.onerror();
+  await until(() => told.length === 1);
+  const sent = [];
+  s.join({ id: "t1.5", unread: 3, unseen: 2 }, (...e) => sent.push(e));
+  assert.deepEqual(sent.map(([name]) => name), ["ready", "error"]);
+  assert.deepEqual(sent[1][1], { status: 503, code: "unavailable", message: "the store fails" });
+  s.close();
+});
+
+test("a tab that joins behind before the stream's first ready: every tab gets the ready", () => {
+  const events = [];
+  const s = new Stream({ lastEventId: "t1.5", unread: 1, unseen: 1, onEvent: (...e) => events.push(e) });
+  s.start();
+  const sent = [];
+  s.join({ id: "t1.3", unread: 1, unseen: 1 }, (...e) => sent.push(e));
+  FakeEventSource.all.at(-1).emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.3");
+  assert.deepEqual(events.map(([name]) => name), ["ready"]);
+  assert.equal(sent.length, 0);
+  s.close();
 });
 
 test("a ready of another user (signed in as them in another tab) is followed by reset, once", async () => {
@@ -543,6 +635,44 @@ test("a tab that joins a shared stream: behind, it restarts the stream; ahead, i
   const restarted = FakeEventSource.all.at(-1);
   assert.equal(restarted.url.searchParams.get("last_event_id"), "t1.4");
   assert.deepEqual(s.counts, { unread: 2, unseen: 1 });
+  s.close();
+});
+
+test("a tab that joins behind gets the resumed stream's ready alone; the other tabs get the replay", () => {
+  const { s, events } = sharedStream();
+  events.length = 0;
+  const sent = [];
+  s.join({ id: "t1.4", unread: 2, unseen: 1 }, (...e) => sent.push(e));
+  const es = FakeEventSource.all.at(-1);
+  es.emit("ready", { user: "alice", session: "s", unread_count: 3, unseen_count: 2 }, "t1.4");
+  assert.deepEqual(sent.map(([name, , id]) => [name, id]), [["ready", "t1.4"]]);
+  assert.equal(events.length, 0, "the tabs already here are further on");
+  es.emit("notification", { ...n("c"), unread_count: 3, unseen_count: 2 }, "t1.5"); // the replay
+  es.emit("notification", { ...n("d"), unread_count: 4, unseen_count: 3 }, "t1.6");
+  assert.deepEqual(events.map(([name, , id]) => [name, id]), [["notification", "t1.5"], ["notification", "t1.6"]]);
+  assert.equal(s.joining, null);
+  s.close();
+});
+
+test("a tab that joins with a position the server no longer has gets ready and reset alone; the stream resumes from its own", () => {
+  const { s, events } = sharedStream();
+  events.length = 0;
+  const sent = [];
+  s.join({ id: "t1.1", unread: 0, unseen: 0 }, (...e) => sent.push(e));
+  const gone = FakeEventSource.all.at(-1);
+  assert.equal(gone.url.searchParams.get("last_event_id"), "t1.1");
+  gone.emit("ready", { user: "alice", session: "s", unread_count: 4, unseen_count: 3 }, "t1.6");
+  gone.emit("reset", { unread_count: 4, unseen_count: 3 }, "t1.6");
+  assert.deepEqual(sent.map(([name, , id]) => [name, id]), [["ready", "t1.6"], ["reset", "t1.6"]]);
+  assert.equal(events.length, 0, "no ready, no reset for the tabs already here");
+  assert.equal(gone.readyState, FakeEventSource.CLOSED);
+  const again = FakeEventSource.all.at(-1);
+  assert.equal(again.url.searchParams.get("last_event_id"), "t1.5", "from where the stream was");
+  assert.deepEqual(s.counts, { unread: 3, unseen: 2 });
+  again.emit("ready", { user: "alice", session: "s", unread_count: 4, unseen_count: 3 }, "t1.5");
+  again.emit("notification", { ...n("d"), unread_count: 4, unseen_count: 3 }, "t1.6"); // what came meanwhile
+  assert.deepEqual(events.map(([name, , id]) => [name, id]), [["ready", "t1.5"], ["notification", "t1.6"]]);
+  assert.deepEqual(s.counts, { unread: 4, unseen: 3 });
   s.close();
 });
 
