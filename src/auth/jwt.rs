@@ -19,8 +19,8 @@ pub const MAX_UNIX_SECS: u64 = 253_402_300_799;
 
 /// A JWT NumericDate (RFC 7519 §2): seconds since the epoch, integer or not. Kept to the
 /// millisecond (a finer fraction rounded up: a token with `exp` 10.5 is good until 10.5, never
-/// refused early), clamped to `0..=MAX_UNIX_SECS`; written as seconds, with the fraction if
-/// it has one.
+/// refused early), clamped to `0..=MAX_UNIX_SECS` (a date before 1970 is long past: an `exp`
+/// then has expired, an `nbf` has passed); written as seconds, with the fraction if it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NumericDate {
     ms: u64,
@@ -54,14 +54,10 @@ impl<'de> Deserialize<'de> for NumericDate {
         let max_ms = MAX_UNIX_SECS * 1000;
         let ms = match (value.as_u64(), value.as_f64()) {
             (Some(int), _) => int.min(MAX_UNIX_SECS) * 1000,
-            (None, Some(f)) if f.is_finite() && f >= 0.0 => {
-                (f * 1000.0).ceil().min(max_ms as f64) as u64
+            (None, Some(f)) if f.is_finite() => {
+                (f.max(0.0) * 1000.0).ceil().min(max_ms as f64) as u64
             }
-            _ => {
-                return Err(serde::de::Error::custom(
-                    "a NumericDate is a non-negative number",
-                ))
-            }
+            _ => return Err(serde::de::Error::custom("a NumericDate is a number")),
         };
         Ok(NumericDate { ms: ms.min(max_ms) })
     }
@@ -502,6 +498,11 @@ mod tests {
             .verify(&mint(serde_json::json!({"sub":"a","exp":1e300})))
             .unwrap();
         assert_eq!(c.exp.millis(), MAX_UNIX_SECS * 1000);
+        // before 1970: an `nbf` long passed, an `exp` long expired
+        let c = k
+            .verify(&mint(serde_json::json!({"sub":"a","exp":FAR,"nbf":-1.5})))
+            .unwrap();
+        assert_eq!(c.nbf.map(NumericDate::millis), Some(0));
         for bad in [
             serde_json::json!({"sub":"a","exp":"4102444800"}),
             serde_json::json!({"sub":"a","exp":-1}),
@@ -761,9 +762,9 @@ mod tests {
                 );
             }
 
-            /// A NumericDate of any JSON: a non-negative number, read to the millisecond (a
-            /// finer fraction rounded up) and clamped to `MAX_UNIX_SECS`; anything else is
-            /// refused, never a panic.
+            /// A NumericDate of any JSON: a number, read to the millisecond (a finer fraction
+            /// rounded up) and clamped to `0..=MAX_UNIX_SECS`; anything else is refused, never
+            /// a panic.
             #[test]
             fn numeric_dates_clamp(value in prop_oneof![
                 any::<u64>().prop_map(|n| json!(n)),
@@ -774,7 +775,8 @@ mod tests {
                 let expected = match &value {
                     Value::Number(n) => match (n.as_u64(), n.as_f64()) {
                         (Some(int), _) => Some(int.min(MAX_UNIX_SECS) * 1000),
-                        (None, Some(f)) if f >= 0.0 => Some(if f >= MAX_UNIX_SECS as f64 {
+                        (None, Some(f)) if f <= 0.0 => Some(0),
+                        (None, Some(f)) => Some(if f >= MAX_UNIX_SECS as f64 {
                             MAX_UNIX_SECS * 1000
                         } else {
                             ((f * 1000.0).ceil() as u64).min(MAX_UNIX_SECS * 1000)
