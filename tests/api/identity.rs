@@ -270,6 +270,10 @@ async fn rfc7519_claim_forms_are_accepted() {
             204,
         ),
         (&plain, json!({"sub": "a", "exp": now() as f64 - 2.5}), 401),
+        // before 1970: long passed, long expired
+        (&plain, json!({"sub": "a", "exp": far, "nbf": -1}), 204),
+        (&plain, json!({"sub": "a", "exp": far, "nbf": -0.5}), 204),
+        (&plain, json!({"sub": "a", "exp": -1}), 401),
         (
             &app,
             json!({"sub": "a", "exp": far, "aud": ["app", "other"]}),
