@@ -511,11 +511,12 @@ fn user_channel(user: &str) -> String {
 }
 
 /// Split `users` into those whose channel (`channel` names it) has a slot the cluster
-/// connection routes to a primary (ready to subscribe) and the others, with why. A demoted primary still accepts
-/// `SSUBSCRIBE` for its new primary's slots (Redis serves shard channels on replicas), but
-/// its subscribers only hear what the new primary relays once it knows its replica, so a
-/// subscription is not restored there: a keyed read gets `MOVED` instead, which makes the
-/// connection refresh its slot map before the next try. One `ROLE` per slot, concurrently.
+/// connection routes to a primary (ready to subscribe) and the others, with why. A demoted
+/// primary still accepts `SSUBSCRIBE` for its new primary's slots (Redis serves shard
+/// channels on replicas), but its subscribers only hear what the new primary relays once it
+/// knows its replica, so a subscription is not restored there: a keyed read gets `MOVED`
+/// instead, which makes the connection refresh its slot map before the next try. One `ROLE`
+/// per slot, concurrently.
 async fn on_primaries(
     conn: &RedisConn,
     users: Vec<String>,
