@@ -33,6 +33,11 @@ class FakeEventSource {
   close() {
     this.readyState = FakeEventSource.CLOSED;
   }
+  /** The server refused the stream (a status other than 200): EventSource closes and errors. */
+  refuse() {
+    this.readyState = FakeEventSource.CLOSED;
+    this.onerror();
+  }
 }
 
 /** A Storage over a Map. */
@@ -439,8 +444,7 @@ test("a stream refused with 401 ends as revoked for good; other refusals are ret
   /** The server refuses the stream; `HEAD /notifications/counts` then answers `status`. */
   const refuse = (source, status) => {
     answer("HEAD", "/notifications/counts", status, {});
-    source.readyState = FakeEventSource.CLOSED;
-    source.onerror();
+    source.refuse();
   };
   // signed in, but no stream: a stream of its own says why
   answer("GET", "/events?*", 503, { error: { code: "unavailable", message: "the store fails" } });
@@ -470,8 +474,7 @@ test("connect rejects with the refusal when its stream is refused before ready (
   const { es, connecting } = await connect();
   answer("HEAD", "/notifications/counts", 200, {});
   answer("GET", "/events?*", 429, { error: { code: "too_many_streams", message: "too many streams" } });
-  es.readyState = FakeEventSource.CLOSED;
-  es.onerror();
+  es.refuse();
   await assert.rejects(connecting, (e) => e instanceof HeraldError && e.status === 429 && e.code === "too_many_streams");
   await new Promise((r) => setTimeout(r, 1_200));
   assert.equal(FakeEventSource.all.length, 1, "the client stopped");
@@ -481,8 +484,7 @@ test("a stream whose probe opens (the refusal passed) tells nothing and retries"
   const { es, connecting } = await connect();
   answer("HEAD", "/notifications/counts", 200, {});
   answer("GET", "/events?*", 200, {}, { "content-type": "text/event-stream" });
-  es.readyState = FakeEventSource.CLOSED;
-  es.onerror();
+  es.refuse();
   await until(() => FakeEventSource.all.length === 2);
   assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 1);
   FakeEventSource.all[1].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
@@ -497,18 +499,14 @@ test("a refusal is told once per run (one probe), and a stream that opens ends t
   h.on("error", (e) => errors.push([e.status, e.code]));
   answer("HEAD", "/notifications/counts", 200, {});
   answer("GET", "/events?*", 429, { error: { code: "too_many_streams", message: "too many streams" } });
-  const refuse = (source) => {
-    source.readyState = FakeEventSource.CLOSED;
-    source.onerror();
-  };
-  refuse(es);
+  es.refuse();
   await until(() => FakeEventSource.all.length === 2);
-  refuse(FakeEventSource.all[1]);
+  FakeEventSource.all[1].refuse();
   await until(() => FakeEventSource.all.length === 3, 4_000); // the second backoff, 2 s
   assert.deepEqual(errors, [[429, "too_many_streams"]]);
   assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 1, "one probe for the run");
   FakeEventSource.all[2].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  refuse(FakeEventSource.all[2]); // a new run
+  FakeEventSource.all[2].refuse(); // a new run
   await until(() => errors.length === 2);
   assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 2);
   h.close();
@@ -517,8 +515,7 @@ test("a refusal is told once per run (one probe), and a stream that opens ends t
 test("a refusal the status check already explains needs no probe; 200 that is no event stream is told", async () => {
   const { es, connecting } = await connect();
   answer("HEAD", "/notifications/counts", 503, {});
-  es.readyState = FakeEventSource.CLOSED;
-  es.onerror();
+  es.refuse();
   await assert.rejects(connecting, (e) => e instanceof HeraldError && e.status === 503 && e.code === "unavailable");
   assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 0);
   FakeEventSource.all.length = 0;
@@ -526,8 +523,7 @@ test("a refusal the status check already explains needs no probe; 200 that is no
   const second = await connect();
   answer("HEAD", "/notifications/counts", 200, {});
   answer("GET", "/events?*", 200, {}, { "content-type": "text/html" });
-  second.es.readyState = FakeEventSource.CLOSED;
-  second.es.onerror();
+  second.es.refuse();
   await assert.rejects(second.connecting, (e) => e instanceof HeraldError && e.status === 200 && /not an event stream/.test(e.message));
 });
 
@@ -539,8 +535,7 @@ test("asking why is bounded: close aborts it, and nothing retries after", async 
   const real = globalThis.fetch;
   globalThis.fetch = (url, init) => ((signal = init.signal), real(url, init));
   answer("HEAD", "/notifications/counts", "hang", {});
-  es.readyState = FakeEventSource.CLOSED;
-  es.onerror();
+  es.refuse();
   await until(() => signal);
   h.close();
   assert.equal(signal.aborted, true);
@@ -554,8 +549,7 @@ test("a tab that joins a shared stream while it is refused gets ready, then why"
   answer("GET", "/events?*", 503, { error: { code: "unavailable", message: "the store fails" } });
   const told = [];
   s.onEvent = (...e) => told.push(e);
-  es.readyState = FakeEventSource.CLOSED;
-  es.onerror();
+  es.refuse();
   await until(() => told.length === 1);
   const sent = [];
   s.join({ id: "t1.5", unread: 3, unseen: 2 }, (...e) => sent.push(e));
@@ -594,8 +588,7 @@ test("a ready of another user (signed in as them in another tab) is followed by 
 test("connect rejects with status 401 when its stream is refused with 401 before ready", async () => {
   const { es, connecting } = await connect();
   answer("HEAD", "/notifications/counts", 401, {});
-  es.readyState = FakeEventSource.CLOSED;
-  es.onerror();
+  es.refuse();
   await assert.rejects(connecting, (e) => e instanceof HeraldError && e.status === 401 && e.code === "unauthorized");
 });
 
