@@ -3,7 +3,9 @@
 // two leaders, a shared stream that was replaced, a SharedWorker script that does not load), per-tab fallback (where a duplicated tab gets its own stream), reload without
 // loss (also while another tab keeps the stream, and a page the back button restores), the tray of a user who was offline, sign-out
 // reaching every tab (also as a reconnect refused with 401 after a restart lost the session),
-// and a second user on the same browser who must not resume from the first one's position; the
+// and a second user on the same browser who must not resume from the first one's position (nor,
+// signed in in another tab, go unannounced), a tab back with a position the server no longer
+// has (reset alone), a stream refused with 429 (connect rejects); the
 // client's own API (markRead, markUnread, markSeen, archive, delete, markAllRead, list, reset,
 // revoked, forgetPosition); and the demo of the tray beyond read/unread (an unseen badge that
 // clears in every tab when the tray opens, action buttons, snooze, a quiet first load).
@@ -659,6 +661,51 @@ for (const [name, strip] of TRANSPORTS) {
       await first.close();
       await second.close();
       await own.stop();
+    }
+  });
+}
+
+for (const [name, strip] of TRANSPORTS.filter(([name]) => name !== "tab")) {
+  test(`a tab back with a position the server no longer has gets reset alone; the live tab misses nothing (${name})`, async () => {
+    const user = `gone-${name}`;
+    const { context, close } = await browser(strip);
+    try {
+      const connect = (page) => page.evaluate(async () => {
+        const { default: Herald } = await import("/herald.js");
+        window.h = await Herald.connect();
+        window.got = [];
+        for (const n of ["ready", "reset", "notification"]) window.h.on(n, (d) => window.got.push([n, d.title ?? null]));
+      });
+      const [back, live] = [await context.newPage(), await context.newPage()];
+      await signInAs(back, herald.base, user);
+      await live.goto(`${herald.base}/healthz`);
+      await connect(back);
+      await connect(live);
+      const first = await publish(herald.base, user, "first");
+      for (const page of [back, live]) await page.waitForFunction(() => window.got.some(([n]) => n === "notification"));
+      await back.goto("about:blank"); // it keeps its position (sessionStorage)
+      // More changes than the log keeps (1,000, trimmed 100 over), one after another
+      const bearer = { authorization: `Bearer ${token("--sub", user)}`, "content-type": "application/json" };
+      for (let i = 0; i < 1_250; i++) {
+        const r = await fetch(`${herald.base}/notifications/${first}`, { method: "PATCH", headers: bearer, body: JSON.stringify({ read: i % 2 === 0 }) });
+        assert.equal(r.status, 200);
+      }
+      await back.goto(`${herald.base}/healthz`);
+      await connect(back);
+      await back.waitForFunction(() => window.got.some(([n]) => n === "reset"), null, { timeout: 10_000 })
+        .catch(() => assert.fail("the tab that came back got no reset"));
+      await publish(herald.base, user, "after");
+      for (const page of [back, live]) {
+        await page.waitForFunction(() => window.got.some(([, t]) => t === "after"), null, { timeout: 10_000 });
+      }
+      const got = await live.evaluate(() => window.got);
+      assert.deepEqual(got.filter(([n]) => n === "reset"), [], "the live tab was not reset");
+      assert.deepEqual(got.filter(([n]) => n === "notification").map(([, t]) => t), ["first", "after"], "each once");
+      const counts = await (await fetch(`${herald.base}/notifications/counts`, { headers: bearer })).json();
+      assert.equal(await live.evaluate(() => window.h.unreadCount), counts.unread);
+      assert.equal(await back.evaluate(() => window.h.unreadCount), counts.unread);
+    } finally {
+      await close();
     }
   });
 }
