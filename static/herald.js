@@ -572,8 +572,6 @@ export class Herald {
   /** The position the counts were last read at (the first page's): replayed changes at or
    * before it carry older counts, which would take the badge back. */
   #countedAt = null;
-  /** A `ready` came (`connect` resolved): a refusal no longer rejects it. */
-  #everReady = false;
   /** The position of the `reset` this client made (another user's `ready`), until the next event. */
   #madeResetAt = null;
 
@@ -839,7 +837,6 @@ export class Herald {
     // them: what this tab shows is another user's, so it gets `reset` after `ready`.
     const otherUser = name === "ready" && this.user != null && data.user !== this.user;
     if (name === "ready") {
-      this.#everReady = true;
       this.user = data.user;
       this.session = data.session;
       // A `ready` at or behind this tab (its page's position, or another tab joined from
@@ -889,7 +886,7 @@ export class Herald {
   #refused({ status, code, message }) {
     const error = new HeraldError(message, { status, code });
     this.#emit(REFUSED, error);
-    if (this.#everReady) return;
+    if (this.user != null) return; // a `ready` (which names the user) resolved `connect`
     this.#rejectReady(error);
     this.close();
   }

@@ -110,6 +110,16 @@ async function connect(page = PAGE, options = {}) {
   return { es, connecting };
 }
 
+/** The requests that asked, with a stream of their own, why a stream was refused. */
+const probes = () => requests.filter((r) => r.path.startsWith("/events?"));
+
+/** `connect`, and the stream ready at the page's position: `{ es, h }`. */
+async function connected() {
+  const { es, connecting } = await connect();
+  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
+  return { es, h: await connecting };
+}
+
 /** The position `storage` keeps, without when it was stored. */
 function stored(storage) {
   const { at, ...position } = JSON.parse(storage.getItem("herald:position:/"));
@@ -199,9 +209,7 @@ test("a tab the browser restores long after it left (its session kept) starts fr
 });
 
 test("unseen and unread counts follow every event that carries them", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   const got = record(h);
   const step = (name, data, id, unread, unseen) => {
     es.emit(name, data, id);
@@ -247,9 +255,7 @@ test("a reset replaces the position and the counts", async () => {
 });
 
 test("each API call makes its request", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   answer("PATCH", "*", 200, { updated: 1 });
   answer("POST", "*", 200, n("a"));
   answer("PUT", "*", 200, { categories: { "ci builds": { muted: true } } });
@@ -289,9 +295,7 @@ test("each API call makes its request", async () => {
 });
 
 test("a tray write resolves once the stream shows it: its event delivered, the counts updated", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   const settled = (p) => Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), 50))]);
   answer("PATCH", "/notifications/a", 200, n("a", { read_at: "2030-01-01T00:00:00Z" }), { "x-herald-position": "t1.6" });
   const read = h.markRead("a");
@@ -331,9 +335,7 @@ test("a tray write resolves once the stream shows it: its event delivered, the c
 });
 
 test("a tray write does not wait without a stream to show it: ended by replaced, or never connected", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   const settled = (p) => Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), 50))]);
   answer("PATCH", "*", 200, n("a"), { "x-herald-position": "t1.6" });
   const pending = h.markSeen("a");
@@ -347,9 +349,7 @@ test("a tray write does not wait without a stream to show it: ended by replaced,
 });
 
 test("a refused request rejects with HeraldError: status, code and the server's message", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   answer("POST", "/notifications/a/actions/approve", 409, { error: { code: "conflict", message: "the action was already taken" } });
   await assert.rejects(h.takeAction("a", "approve"), (e) =>
     e instanceof HeraldError && e.status === 409 && e.code === "conflict" && e.message === "the action was already taken");
@@ -434,9 +434,7 @@ test("two Herald instances of one page hold per-tab streams of their own; a relo
 });
 
 test("a stream refused with 401 ends as revoked for good; other refusals are retried with backoff", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   const revoked = [];
   h.on("revoked", (d) => revoked.push(d));
   const errors = [];
@@ -454,7 +452,7 @@ test("a stream refused with 401 ends as revoked for good; other refusals are ret
   assert.equal(errors.length, 1);
   assert.ok(errors[0] instanceof HeraldError);
   assert.deepEqual([errors[0].status, errors[0].code, errors[0].message], [503, "unavailable", "the store fails"]);
-  const probe = new URL(requests.find((r) => r.path.startsWith("/events?")).path, "http://herald.test");
+  const probe = new URL(probes()[0].path, "http://herald.test");
   assert.match(probe.searchParams.get("tab"), /^herald-probe:/, "a unit of its own: it replaces no stream");
   assert.equal(h.closed, false, "a refusal after ready is retried");
   assert.equal(FakeEventSource.all[1].url.searchParams.get("last_event_id"), "t1.5");
@@ -486,15 +484,13 @@ test("a stream whose probe opens (the refusal passed) tells nothing and retries"
   answer("GET", "/events?*", 200, {}, { "content-type": "text/event-stream" });
   es.refuse();
   await until(() => FakeEventSource.all.length === 2);
-  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 1);
+  assert.equal(probes().length, 1);
   FakeEventSource.all[1].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
   (await connecting).close();
 });
 
 test("a refusal is told once per run (one probe), and a stream that opens ends the run", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   const errors = [];
   h.on("error", (e) => errors.push([e.status, e.code]));
   answer("HEAD", "/notifications/counts", 200, {});
@@ -504,11 +500,11 @@ test("a refusal is told once per run (one probe), and a stream that opens ends t
   FakeEventSource.all[1].refuse();
   await until(() => FakeEventSource.all.length === 3, 4_000); // the second backoff, 2 s
   assert.deepEqual(errors, [[429, "too_many_streams"]]);
-  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 1, "one probe for the run");
+  assert.equal(probes().length, 1, "one probe for the run");
   FakeEventSource.all[2].emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
   FakeEventSource.all[2].refuse(); // a new run
   await until(() => errors.length === 2);
-  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 2);
+  assert.equal(probes().length, 2);
   h.close();
 });
 
@@ -517,7 +513,7 @@ test("a refusal the status check already explains needs no probe; 200 that is no
   answer("HEAD", "/notifications/counts", 503, {});
   es.refuse();
   await assert.rejects(connecting, (e) => e instanceof HeraldError && e.status === 503 && e.code === "unavailable");
-  assert.equal(requests.filter((r) => r.path.startsWith("/events?")).length, 0);
+  assert.equal(probes().length, 0);
   FakeEventSource.all.length = 0;
   // a proxy's sign-in page answers /events with 200 HTML
   const second = await connect();
@@ -528,9 +524,7 @@ test("a refusal the status check already explains needs no probe; 200 that is no
 });
 
 test("asking why is bounded: close aborts it, and nothing retries after", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   let signal;
   const real = globalThis.fetch;
   globalThis.fetch = (url, init) => ((signal = init.signal), real(url, init));
@@ -571,9 +565,7 @@ test("a tab that joins behind before the stream's first ready: every tab gets th
 });
 
 test("a ready of another user (signed in as them in another tab) is followed by reset, once", async () => {
-  const { es, connecting } = await connect();
-  es.emit("ready", { user: "alice", session: "s", unread_count: 2, unseen_count: 2 }, "t1.5");
-  const h = await connecting;
+  const { es, h } = await connected();
   const got = record(h);
   es.emit("ready", { user: "bob", session: "s2", unread_count: 7, unseen_count: 7 }, "u1.9");
   es.emit("reset", { unread_count: 7, unseen_count: 7 }, "u1.9"); // a joined stream's own reset
